@@ -1,0 +1,72 @@
+// Authentication and authorisation, declared per route and enforced by one hook for every route.
+// Routes are authenticated unless they say otherwise (config.auth = 'none').
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { User } from '../auth/authenticator.js';
+import type { Identifier } from '../auth/identify.js';
+import type { ClusterManager } from '../clusters/cluster-manager.js';
+import type { ClusterRecord } from '../clusters/model.js';
+import { AppError, forbidden, notFound } from '../errors.js';
+import { splitAuthorization } from '../auth/authenticator.js';
+
+/** user: a logged-in user; cluster: the cluster's own API token (the scheduler); metrics: scraper token or admin. */
+export type RouteAuth = 'none' | 'user' | 'cluster' | 'user-or-cluster' | 'metrics';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: RouteAuth;
+  }
+  interface FastifyRequest {
+    user: User | null;
+    /** The request carried the named cluster's own token. */
+    clusterToken: boolean;
+  }
+}
+
+export interface RouteAuthDeps {
+  identifier: Identifier;
+  clusters: ClusterManager;
+  metricsToken: string | null;
+}
+
+export const routeAuth = fp(
+  async (app: FastifyInstance, deps: RouteAuthDeps) => {
+    app.decorateRequest('user', null);
+    app.decorateRequest('clusterToken', false);
+    app.addHook('onRequest', async (req, reply) => {
+      const mode: RouteAuth = req.routeOptions.config?.auth ?? 'user';
+      if (mode === 'none') return;
+      const header = req.headers.authorization;
+      if ((mode === 'cluster' || mode === 'user-or-cluster') && header) {
+        const { scheme, credentials } = splitAuthorization(header);
+        const name = (req.params as { cluster_name?: string }).cluster_name;
+        if (scheme === 'token' && name && deps.clusters.checkToken(name, credentials)) {
+          req.clusterToken = true;
+          return;
+        }
+        if (mode === 'cluster') throw new AppError(401, 'invalid_cluster_token', 'This route needs the cluster\'s API token', { headers: { 'WWW-Authenticate': 'token' } });
+      }
+      if (mode === 'metrics' && header && deps.metricsToken) {
+        const { scheme, credentials } = splitAuthorization(header);
+        if (scheme === 'bearer' && credentials === deps.metricsToken) return;
+      }
+      const identity = await deps.identifier.identify(req.headers);
+      req.user = identity.user;
+      if (identity.setCookie) reply.header('Set-Cookie', identity.setCookie);
+      if (mode === 'metrics' && !identity.user.admin) throw forbidden('Metrics are for administrators and the configured scraper token');
+    });
+  },
+  { name: 'route-auth' },
+);
+
+/** The cluster, if the caller may act on it: its owner, an admin, or the cluster's own token. */
+export function authorizedCluster(req: FastifyRequest, clusters: ClusterManager, name: string): ClusterRecord {
+  const c = clusters.get(name);
+  if (!c) throw notFound(`Cluster ${name}`);
+  if (req.clusterToken) return c;
+  const user = req.user;
+  if (!user || (user.name !== c.username && !user.admin)) {
+    throw forbidden(`User ${user?.name ?? '(anonymous)'} may not access cluster ${name}: it belongs to another user`);
+  }
+  return c;
+}

@@ -1,0 +1,37 @@
+// Health, version, the OpenAPI document and Prometheus metrics.
+import type { FastifyInstance } from 'fastify';
+import type { Metrics } from '../metrics.js';
+
+export interface SystemRoutesOptions {
+  version: string;
+  metrics: Metrics;
+  health: () => Promise<Record<string, string>>;
+}
+
+export async function systemRoutes(app: FastifyInstance, opts: SystemRoutesOptions): Promise<void> {
+  app.get('/api/health', {
+    config: { auth: 'none' },
+    schema: { tags: ['system'], summary: 'Liveness and readiness', response: { 200: { $ref: 'health.json' }, 503: { $ref: 'health.json' } } },
+  }, async (_req, reply) => {
+    const checks = await opts.health();
+    const ok = Object.values(checks).every((v) => v === 'ok');
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'pass' : 'fail', checks });
+  });
+
+  app.get('/api/version', {
+    config: { auth: 'none' },
+    schema: { tags: ['system'], summary: 'Server version', response: { 200: { $ref: 'version.json' } } },
+  }, async () => ({ version: opts.version }));
+
+  app.get('/api/af/openapi.json', {
+    config: { auth: 'none' },
+    schema: { tags: ['system'], summary: 'This OpenAPI document' },
+  }, async () => app.swagger());
+
+  app.get('/metrics', {
+    config: { auth: 'metrics' },
+    schema: { tags: ['system'], summary: 'Prometheus metrics (scraper token or an administrator)' },
+  }, async (_req, reply) => {
+    return reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics());
+  });
+}

@@ -1,0 +1,75 @@
+// Assembles the Fastify application from its plugins. Everything it needs is passed in; server.ts
+// owns the process, the port and the backends.
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import { allSchemas } from '@af-gateway/schemas';
+import type { Identifier } from './auth/identify.js';
+import type { ClusterManager } from './clusters/cluster-manager.js';
+import type { Metrics } from './metrics.js';
+import { bodyAjv, queryAjv } from './schemas.js';
+import { errorHandler } from './api/error-handler.js';
+import { routeAuth } from './api/route-auth.js';
+import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
+import { dashboardProxy } from './api/dashboard-proxy.js';
+import { systemRoutes } from './api/system-routes.js';
+import { AppError } from './errors.js';
+
+export interface AppDeps {
+  logger: FastifyBaseLogger;
+  clusters: ClusterManager;
+  identifier: Identifier;
+  metrics: Metrics;
+  metricsToken: string | null;
+  version: string;
+  health: () => Promise<Record<string, string>>;
+}
+
+const QUIET_ROUTES = new Set(['/api/v1/clusters/:cluster_name/heartbeat', '/api/health', '/metrics']);
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    disableRequestLogging: true,
+    bodyLimit: 1024 * 1024,
+    forceCloseConnections: true,
+    return503OnClosing: true,
+  });
+
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema as object));
+  // Fastify's serializer and @fastify/swagger get the same schemas (minus the 2020-12 dialect marker).
+  for (const s of allSchemas) {
+    const { $schema: _dialect, ...rest } = structuredClone(s) as Record<string, unknown>;
+    app.addSchema(rest);
+  }
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req) => {
+    throw new AppError(404, 'not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    deps.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    const line = { method: req.method, url: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: req.user?.name };
+    if (QUIET_ROUTES.has(route)) req.log.debug(line, 'request');
+    else req.log.info(line, 'request');
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'AF Gateway',
+        version: deps.version,
+        description: 'dask-gateway v1 compatible API plus AF Gateway routes. Authenticate with the configured method (HTTP Basic for `simple`).',
+      },
+    },
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => String((json as { title?: string }).title ?? `schema${i}`),
+    },
+  });
+  await app.register(routeAuth, { identifier: deps.identifier, clusters: deps.clusters, metricsToken: deps.metricsToken });
+  await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
+  await app.register(daskGatewayRoutes, { clusters: deps.clusters });
+  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier });
+  return app;
+}

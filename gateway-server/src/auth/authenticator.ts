@@ -1,0 +1,26 @@
+// Pluggable authentication. An authenticator turns an Authorization header into a user; sessions
+// (a cookie set after the first success) spare the client a challenge on every call.
+export interface User {
+  name: string;
+  groups: string[];
+  admin: boolean;
+}
+
+export interface Authenticator {
+  /** The WWW-Authenticate value of a 401, telling the client which credentials to send. */
+  readonly challenge: string;
+  /**
+   * The user named by the Authorization header. Null when the header's scheme is not this
+   * authenticator's; throws a 401 AppError when the credentials are wrong.
+   */
+  authenticate(authorization: string): Promise<User | null>;
+}
+
+export function splitAuthorization(header: string): { scheme: string; credentials: string } {
+  const i = header.indexOf(' ');
+  return i < 0
+    ? { scheme: header.toLowerCase(), credentials: '' }
+    : { scheme: header.slice(0, i).toLowerCase(), credentials: header.slice(i + 1).trim() };
+}
+
+export const USER_NAME = /^[A-Za-z0-9._@+-]{1,64}$/;

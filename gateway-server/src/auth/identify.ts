@@ -1,0 +1,33 @@
+// Who is calling: one function for HTTP routes and WebSocket upgrades alike.
+import type { IncomingHttpHeaders } from 'node:http';
+import { AppError } from '../errors.js';
+import type { Authenticator, User } from './authenticator.js';
+import type { Sessions } from './sessions.js';
+
+export interface Identity {
+  user: User;
+  /** Set-Cookie value when this request opened a new session. */
+  setCookie?: string;
+}
+
+export class Identifier {
+  constructor(
+    readonly authenticator: Authenticator,
+    private readonly sessions: Sessions,
+  ) {}
+
+  /** The caller, or a 401 AppError with the authenticator's challenge. */
+  async identify(headers: IncomingHttpHeaders): Promise<Identity> {
+    const fromSession = this.sessions.resolve(headers.cookie);
+    const authorization = headers.authorization;
+    if (authorization) {
+      const user = await this.authenticator.authenticate(authorization);
+      // A browser repeats Basic credentials on every request: keep its session instead of making one each time.
+      if (user) return fromSession?.name === user.name ? { user } : { user, setCookie: this.sessions.create(user) };
+    }
+    if (fromSession) return { user: fromSession };
+    throw new AppError(401, 'unauthenticated', 'Authentication required: log in to the gateway first', {
+      headers: { 'WWW-Authenticate': this.authenticator.challenge },
+    });
+  }
+}

@@ -1,0 +1,52 @@
+// Login sessions: after an Authorization header succeeds, a random cookie (only its SHA-256 is
+// stored) identifies the user until it expires. Stored in SQLite, so a restart keeps people logged in.
+import { createHash, randomBytes } from 'node:crypto';
+import type { StateStore } from '../store/state-store.js';
+import type { User } from './authenticator.js';
+
+export const SESSION_COOKIE = 'af-gateway-session';
+
+const hash = (token: string) => createHash('sha256').update(token).digest('hex');
+
+export class Sessions {
+  constructor(
+    private readonly store: StateStore,
+    private readonly maxAgeSeconds: number,
+    private readonly secure: boolean,
+  ) {}
+
+  /** Creates a session and returns the Set-Cookie header value. */
+  create(user: User): string {
+    const token = randomBytes(32).toString('base64url');
+    this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + this.maxAgeSeconds * 1000);
+    const attrs = [`${SESSION_COOKIE}=${token}`, 'Path=/', 'HttpOnly', 'SameSite=Lax', `Max-Age=${this.maxAgeSeconds}`];
+    if (this.secure) attrs.push('Secure');
+    return attrs.join('; ');
+  }
+
+  resolve(cookieHeader: string | undefined): User | undefined {
+    const token = readCookie(cookieHeader, SESSION_COOKIE);
+    if (!token) return undefined;
+    const json = this.store.findSession(hash(token), Date.now());
+    return json ? (JSON.parse(json) as User) : undefined;
+  }
+
+  prune(): void {
+    this.store.pruneSessions(Date.now());
+  }
+}
+
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/** Removes our session cookie from a Cookie header before it is passed on to a dashboard. */
+export function withoutSessionCookie(header: string | undefined): string | undefined {
+  if (!header) return header;
+  const kept = header.split(';').filter((p) => p.split('=')[0]?.trim() !== SESSION_COOKIE);
+  return kept.length ? kept.join(';').trim() : undefined;
+}

@@ -1,0 +1,38 @@
+// dask-gateway's "simple" authentication: HTTP Basic with any user name and an optional shared
+// password. For the single-machine demo; refused on a non-loopback listener without a password.
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { AppError } from '../errors.js';
+import { splitAuthorization, USER_NAME, type Authenticator, type User } from './authenticator.js';
+
+export class SimpleAuthenticator implements Authenticator {
+  readonly challenge = 'Basic realm="af-gateway"';
+
+  constructor(
+    private readonly password: string | null,
+    private readonly admins: readonly string[],
+  ) {}
+
+  async authenticate(authorization: string): Promise<User | null> {
+    const { scheme, credentials } = splitAuthorization(authorization);
+    if (scheme !== 'basic') return null;
+    const decoded = Buffer.from(credentials, 'base64').toString('latin1');
+    const colon = decoded.indexOf(':');
+    const name = colon < 0 ? decoded : decoded.slice(0, colon);
+    const password = colon < 0 ? '' : decoded.slice(colon + 1);
+    if (!USER_NAME.test(name)) {
+      throw new AppError(401, 'invalid_credentials', 'User names are 1-64 characters of letters, digits and . _ @ + -', {
+        headers: { 'WWW-Authenticate': this.challenge },
+      });
+    }
+    if (this.password !== null && !sameSecret(password, this.password)) {
+      throw new AppError(401, 'invalid_credentials', 'Wrong user name or password', { headers: { 'WWW-Authenticate': this.challenge } });
+    }
+    return { name, groups: [], admin: this.admins.includes(name) };
+  }
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}

@@ -1,0 +1,43 @@
+// The launch-only contract every backend fulfils. Lifecycle, retries, limits and persistence live in
+// clusters/; a backend only starts, stops and checks processes (or jobs, or pods).
+import type { BackendHandle, ClusterRecord, WorkerRecord } from '../clusters/model.js';
+
+export interface SchedulerLaunch {
+  cluster: ClusterRecord;
+  /** Files the scheduler reads: cert, key and API token, already written to the work dir. */
+  files: ClusterFiles;
+  /** Where the scheduler's preload posts heartbeats (…/api). */
+  apiUrl: string;
+  heartbeatPeriod: number;
+  adaptivePeriod: number;
+}
+
+export interface WorkerLaunch {
+  cluster: ClusterRecord;
+  worker: WorkerRecord;
+  files: ClusterFiles;
+}
+
+export interface ClusterFiles {
+  dir: string;
+  cert: string;
+  key: string;
+  token: string;
+}
+
+export interface ProcessState {
+  alive: boolean;
+  /** When not alive: what is known of the end (exit code, last log lines). */
+  detail?: string;
+}
+
+export interface Backend {
+  readonly kind: string;
+  startScheduler(launch: SchedulerLaunch): Promise<BackendHandle>;
+  startWorker(launch: WorkerLaunch): Promise<BackendHandle>;
+  /** Stops the scheduler or worker behind the handle and everything it started. Idempotent. */
+  stop(handle: BackendHandle): Promise<void>;
+  /** Whether the process/job/pod behind the handle still runs. */
+  check(handle: BackendHandle): Promise<ProcessState>;
+  close(): Promise<void>;
+}

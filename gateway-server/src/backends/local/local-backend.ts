@@ -1,0 +1,142 @@
+// Local backend: Dask schedulers and workers as processes on the gateway's machine, each in its own
+// process group (stopped as a whole), forked from a warm launcher or started fresh.
+import { readFile } from 'node:fs/promises';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Backend, ProcessState, SchedulerLaunch, WorkerLaunch } from '../backend.js';
+import type { BackendHandle } from '../../clusters/model.js';
+import { execLaunch, PreforkLauncher, type LaunchSpec } from './launcher-client.js';
+import { isRunning, readProcStat, stopProcessGroup } from './process-group.js';
+
+const LAUNCHER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'python', 'af_gateway_launcher.py');
+
+export interface LocalBackendOptions {
+  python: string;
+  prefork: boolean;
+  nanny: boolean;
+  stopGracePeriod: number;
+  dataDir: string;
+  log: FastifyBaseLogger;
+}
+
+interface LocalHandle extends BackendHandle {
+  pid: number;
+  startTicks: string;
+  log: string;
+}
+
+const asLocal = (h: BackendHandle): LocalHandle => {
+  if (typeof h.pid !== 'number' || typeof h.startTicks !== 'string') throw new Error('not a local backend handle');
+  return h as LocalHandle;
+};
+
+export class LocalBackend implements Backend {
+  readonly kind = 'local';
+  private readonly launcher: PreforkLauncher | undefined;
+
+  constructor(private readonly opts: LocalBackendOptions) {
+    if (opts.prefork) {
+      this.launcher = new PreforkLauncher(opts.python, LAUNCHER, join(opts.dataDir, 'launcher.log'), opts.log);
+      this.launcher.warmUp();
+    }
+  }
+
+  async startScheduler(l: SchedulerLaunch): Promise<BackendHandle> {
+    const { cluster, files } = l;
+    return this.launch({
+      role: 'scheduler',
+      title: `af-gateway: scheduler ${cluster.name} (${cluster.username})`,
+      args: [
+        '--protocol', 'tls',
+        '--host', '127.0.0.1',
+        '--port', '0',
+        '--dashboard-address', '127.0.0.1:0',
+        '--tls-ca-file', files.cert,
+        '--tls-cert', files.cert,
+        '--tls-key', files.key,
+        '--preload', 'dask_gateway.scheduler_preload',
+        '--dg-api-address', '127.0.0.1:0',
+        '--dg-heartbeat-period', String(l.heartbeatPeriod),
+        '--dg-adaptive-period', String(l.adaptivePeriod),
+        '--dg-idle-timeout', String(cluster.settings.idle_timeout),
+      ],
+      env: {
+        ...cluster.settings.environment,
+        DASK_GATEWAY_API_URL: l.apiUrl,
+        DASK_GATEWAY_API_TOKEN: files.token, // a path: the preload reads the token from the file
+        DASK_GATEWAY_CLUSTER_NAME: cluster.name,
+        DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
+      },
+      cwd: files.dir,
+      log: join(files.dir, 'scheduler.log'),
+      pidfile: join(files.dir, 'scheduler.pid'),
+    });
+  }
+
+  async startWorker(l: WorkerLaunch): Promise<BackendHandle> {
+    const { cluster, worker, files } = l;
+    const s = cluster.settings;
+    return this.launch({
+      role: 'worker',
+      title: `af-gateway: worker ${cluster.name} ${worker.name} (${cluster.username})`,
+      args: [
+        cluster.schedulerAddress,
+        '--name', worker.name,
+        '--nthreads', String(s.worker_cores),
+        '--memory-limit', String(Math.floor(s.worker_memory * 2 ** 30)),
+        this.opts.nanny ? '--nanny' : '--no-nanny',
+        '--host', '127.0.0.1',
+        '--no-dashboard',
+        '--death-timeout', '60',
+        '--tls-ca-file', files.cert,
+        '--tls-cert', files.cert,
+        '--tls-key', files.key,
+      ],
+      env: {
+        ...s.environment,
+        DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
+      },
+      cwd: files.dir,
+      log: join(files.dir, `${worker.name}.log`),
+      pidfile: join(files.dir, `${worker.name}.pid`),
+    });
+  }
+
+  private async launch(spec: LaunchSpec): Promise<BackendHandle> {
+    const pid = this.launcher
+      ? await this.launcher.fork(spec)
+      : await execLaunch(this.opts.python, LAUNCHER, spec);
+    const stat = await readProcStat(pid);
+    // A process that is already gone keeps an empty start time: check() then reports its log.
+    const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: spec.log };
+    return handle;
+  }
+
+  async stop(handle: BackendHandle): Promise<void> {
+    const h = asLocal(handle);
+    if (!h.startTicks) return;
+    await stopProcessGroup(h.pid, h.startTicks, this.opts.stopGracePeriod);
+  }
+
+  async check(handle: BackendHandle): Promise<ProcessState> {
+    const h = asLocal(handle);
+    if (h.startTicks && (await isRunning(h.pid, h.startTicks))) return { alive: true };
+    return { alive: false, detail: await logTail(h.log) };
+  }
+
+  async close(): Promise<void> {
+    this.launcher?.close();
+  }
+}
+
+/** The last meaningful lines of a process log: what a person needs to see why it ended. */
+async function logTail(file: string, lines = 6): Promise<string> {
+  try {
+    const text = await readFile(file, 'utf8');
+    const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
+    return tail ? `last log lines:\n${tail}` : 'its log is empty';
+  } catch {
+    return 'no log was written';
+  }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+// af-gateway serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile } from './config.js';
+import { startGateway, VERSION } from './server.js';
+
+const USAGE = `Usage: af-gateway serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+       af-gateway --version
+
+Without --config the embedded default runs: local backend, SQLite state in ./af-gateway-data,
+simple authentication (any user name) on 127.0.0.1:8000. See docs/config-reference.md.`;
+
+function snippet(url: string): string {
+  return `
+AF Gateway ${VERSION} is listening on ${url}
+Use it from Python (the repository's .venv has the dask_gateway client):
+
+    from dask_gateway import Gateway, BasicAuth
+    gateway = Gateway("${url}", auth=BasicAuth("${process.env.USER ?? 'alice'}"))
+    cluster = gateway.new_cluster()
+    cluster.scale(2)
+    client = cluster.get_client()
+    print(client.submit(sum, [1, 2, 3]).result())   # 6, computed on a worker
+    cluster.shutdown()
+
+Press Ctrl-C to stop the gateway (its clusters stop with it).
+`;
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      config: { type: 'string' },
+      listen: { type: 'string' },
+      'data-dir': { type: 'string' },
+      version: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.version) {
+    console.log(VERSION);
+    return 0;
+  }
+  if (values.help || positionals[0] !== 'serve' || positionals.length > 1) {
+    console.error(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const config = loadConfigFile(values.config);
+  if (values.listen) config.listen = values.listen;
+  if (values['data-dir']) config.data_dir = values['data-dir'];
+  const gateway = await startGateway(config);
+  process.stderr.write(snippet(gateway.url));
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      process.stderr.write(`\n${signal}: stopping the gateway and its clusters...\n`);
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await gateway.close();
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError) console.error(`af-gateway: ${err.message}`);
+    else console.error('af-gateway: failed to start:', err);
+    process.exit(1);
+  },
+);

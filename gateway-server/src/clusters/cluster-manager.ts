@@ -1,0 +1,500 @@
+// The lifecycle engine: moves every cluster PENDING → RUNNING → STOPPING → STOPPED (or FAILED),
+// driven by scheduler heartbeats and a periodic check of processes and timeouts. It persists each
+// step before acting on it, so a gateway restarted after a crash adopts what still runs and reaps
+// what does not. Backends only start, stop and check processes; all decisions are made here.
+import { EventEmitter } from 'node:events';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { join } from 'node:path';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Heartbeat } from '@af-gateway/schemas';
+import type { Backend } from '../backends/backend.js';
+import type { ResolvedConfig } from '../config.js';
+import { AppError, conflict, errorMessage, notFound, unprocessable } from '../errors.js';
+import type { StateStore } from '../store/state-store.js';
+import { ClusterOptions } from './cluster-options.js';
+import { clusterFiles, removeClusterFiles, writeClusterFiles } from './cluster-files.js';
+import { ACTIVE_STATUSES, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
+import { newClusterKeypair } from './tls-keypair.js';
+
+export interface ScaleResult {
+  ok: boolean;
+  msg: string | null;
+}
+
+export interface ClusterManagerDeps {
+  store: StateStore;
+  backend: Backend;
+  config: ResolvedConfig;
+  log: FastifyBaseLogger;
+}
+
+interface ClusterEvents {
+  cluster: [ClusterRecord];
+  worker: [ClusterRecord, WorkerRecord];
+}
+
+const now = () => Date.now();
+const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
+
+export class ClusterManager extends EventEmitter<ClusterEvents> {
+  readonly options: ClusterOptions;
+  /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
+  private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord> }>();
+  private readonly ending = new Map<string, Promise<void>>();
+  private checkTimer: NodeJS.Timeout | undefined;
+  private checking = false;
+  private apiUrl = '';
+  private readonly cfg: ResolvedConfig['cluster'];
+
+  constructor(private readonly deps: ClusterManagerDeps) {
+    super();
+    this.setMaxListeners(0);
+    this.cfg = deps.config.cluster;
+    this.options = new ClusterOptions(deps.config.cluster_options);
+  }
+
+  /** Adopts what survived a restart, then starts the periodic check. `apiUrl` is where schedulers heartbeat. */
+  async start(apiUrl: string): Promise<void> {
+    this.apiUrl = apiUrl;
+    await this.recover();
+    this.checkTimer = setInterval(() => void this.checkAll(), this.cfg.check_period * 1000);
+    this.checkTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.checkTimer);
+    if (this.cfg.stop_on_shutdown) {
+      await Promise.all([...this.active.values()].map(({ cluster }) => this.end(cluster, 'STOPPED', 'the gateway shut down')));
+    }
+    await Promise.all(this.ending.values());
+  }
+
+  // --- queries --------------------------------------------------------------------------------
+
+  get(name: string): ClusterRecord | undefined {
+    return this.active.get(name)?.cluster ?? this.deps.store.loadCluster(name);
+  }
+
+  workersOf(name: string): WorkerRecord[] {
+    const entry = this.active.get(name);
+    return entry ? [...entry.workers.values()] : this.deps.store.loadWorkers(name);
+  }
+
+  list(username: string | undefined, statuses: readonly ClusterStatus[]): ClusterRecord[] {
+    const activeWanted = statuses.filter((s) => ACTIVE_STATUSES.includes(s));
+    const endedWanted = statuses.filter((s) => !ACTIVE_STATUSES.includes(s));
+    const out = [...this.active.values()]
+      .map((e) => e.cluster)
+      .filter((c) => activeWanted.includes(c.status) && (username === undefined || c.username === username));
+    if (endedWanted.length) out.push(...this.deps.store.loadClusters(endedWanted, username));
+    return out.sort((a, b) => a.startTime - b.startTime);
+  }
+
+  /** The scheduler's TLS address for the SNI proxy, only while the cluster is running. */
+  schedulerRoute(name: string): string | undefined {
+    const c = this.active.get(name)?.cluster;
+    return c?.status === 'RUNNING' ? c.schedulerAddress : undefined;
+  }
+
+  checkToken(name: string, token: string): boolean {
+    const c = this.get(name);
+    if (!c) return false;
+    const a = Buffer.from(c.token);
+    const b = Buffer.from(token);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  /** Resolves at the cluster's next change, or after `timeoutMs`. */
+  waitForChange(name: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const onChange = (c: ClusterRecord) => {
+        if (c.name === name) done();
+      };
+      const timer = setTimeout(() => done(), timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.off('cluster', onChange);
+        resolve();
+      };
+      this.on('cluster', onChange);
+    });
+  }
+
+  // --- commands -------------------------------------------------------------------------------
+
+  async create(username: string, requestedOptions: unknown): Promise<ClusterRecord> {
+    const options = this.options.parse(requestedOptions);
+    const settings = this.options.settings(options, this.cfg);
+    const name = randomHex(16);
+    const { cert, key } = await newClusterKeypair(name);
+    const cluster: ClusterRecord = {
+      name,
+      username,
+      options,
+      settings,
+      status: 'PENDING',
+      stopRequested: false,
+      token: randomBytes(32).toString('base64url'),
+      tlsCert: cert,
+      tlsKey: key,
+      scheduler: null,
+      schedulerAddress: '',
+      dashboardAddress: '',
+      apiAddress: '',
+      count: 0,
+      startTime: now(),
+      stopTime: null,
+      lastHeartbeat: null,
+      message: 'starting the scheduler',
+      workerFailures: 0,
+      workDir: join(this.deps.config.data_dir, 'clusters', name),
+    };
+    this.deps.store.saveCluster(cluster);
+    this.active.set(name, { cluster, workers: new Map() });
+    this.changed(cluster);
+    this.deps.log.info({ cluster: name, user: username }, 'cluster submitted');
+    void this.launchScheduler(cluster);
+    return cluster;
+  }
+
+  private async launchScheduler(c: ClusterRecord): Promise<void> {
+    try {
+      const files = writeClusterFiles(c);
+      const handle = await this.deps.backend.startScheduler({
+        cluster: c,
+        files,
+        apiUrl: this.apiUrl,
+        heartbeatPeriod: this.cfg.heartbeat_period,
+        adaptivePeriod: this.cfg.adaptive_period,
+      });
+      if (c.status !== 'PENDING') {
+        // Stopped or failed while the process was being started: it must not outlive the cluster.
+        await this.deps.backend.stop(handle);
+        return;
+      }
+      c.scheduler = handle;
+      this.save(c);
+    } catch (err) {
+      await this.end(c, 'FAILED', `the scheduler could not be started: ${errorMessage(err)}`);
+    }
+  }
+
+  async stop(name: string): Promise<void> {
+    const c = this.active.get(name)?.cluster;
+    if (!c) {
+      if (!this.deps.store.loadCluster(name)) throw notFound(`Cluster ${name}`);
+      return; // already ended
+    }
+    c.stopRequested = true;
+    await this.end(c, 'STOPPED', 'stopped on request');
+  }
+
+  private runningCluster(name: string): ClusterRecord {
+    const c = this.get(name);
+    if (!c) throw notFound(`Cluster ${name}`);
+    if (c.status !== 'RUNNING' || c.stopRequested) {
+      throw conflict(`Cluster ${name} is ${c.status.toLowerCase()}, not running; it can only be scaled while running`, 'not_running');
+    }
+    return c;
+  }
+
+  async scale(name: string, count: number): Promise<ScaleResult> {
+    const c = this.runningCluster(name);
+    const max = this.cfg.max_workers;
+    let msg: string | null = null;
+    if (max !== null && count > max) {
+      msg = `Scale request of ${count} workers exceeds this gateway's limit of ${max} workers per cluster (cluster.max_workers); scaling to ${max} instead.`;
+      count = max;
+    }
+    await this.tellScheduler(c, { op: 'scale', count });
+    return { ok: msg === null, msg };
+  }
+
+  async adapt(name: string, minimum: number | null, maximum: number | null, active: boolean): Promise<ScaleResult> {
+    const c = this.runningCluster(name);
+    if (minimum !== null && maximum !== null && minimum > maximum) {
+      throw unprocessable(`Adaptive minimum (${minimum}) must not be larger than maximum (${maximum})`, 'invalid_range');
+    }
+    const max = this.cfg.max_workers;
+    let msg: string | null = null;
+    if (max !== null && active) {
+      const min0 = minimum ?? 0;
+      const max0 = maximum ?? max;
+      if (min0 > max || max0 > max) {
+        msg =
+          `Adaptive range minimum=${min0}, maximum=${max0} exceeds this gateway's limit of ${max} workers per cluster ` +
+          `(cluster.max_workers); using minimum=${Math.min(min0, max)}, maximum=${Math.min(max0, max)} instead.`;
+      }
+      minimum = Math.min(min0, max);
+      maximum = Math.min(max0, max);
+    }
+    await this.tellScheduler(c, { op: 'adapt', minimum, maximum, active });
+    return { ok: msg === null, msg };
+  }
+
+  private async tellScheduler(c: ClusterRecord, body: Record<string, unknown>): Promise<void> {
+    let res: Response;
+    try {
+      res = await fetch(`${c.apiAddress}/api/comm`, {
+        method: 'POST',
+        headers: { Authorization: `token ${c.token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+    } catch (err) {
+      throw new AppError(409, 'scheduler_unreachable', `The scheduler of cluster ${c.name} did not answer: ${errorMessage(err)}`, { cause: err });
+    }
+    if (!res.ok) {
+      throw new AppError(409, 'scheduler_refused', `The scheduler of cluster ${c.name} refused the request (HTTP ${res.status})`);
+    }
+  }
+
+  // --- heartbeats -----------------------------------------------------------------------------
+
+  heartbeat(name: string, hb: Heartbeat): void {
+    const entry = this.active.get(name);
+    if (!entry) return; // a straggler from a cluster that already ended
+    const c = entry.cluster;
+    if (c.stopRequested || (c.status !== 'PENDING' && c.status !== 'RUNNING')) return;
+    c.lastHeartbeat = now();
+    if (c.status === 'PENDING') {
+      c.schedulerAddress = hb.scheduler_address;
+      c.dashboardAddress = hb.dashboard_address;
+      c.apiAddress = hb.api_address;
+      c.status = 'RUNNING';
+      c.message = '';
+      this.deps.log.info({ cluster: name, ms: now() - c.startTime }, 'cluster running');
+    }
+    const max = this.cfg.max_workers;
+    c.count = max !== null ? Math.min(hb.count, max) : hb.count;
+
+    const active = new Set(hb.active_workers);
+    const closing = new Set(hb.closing_workers);
+    const closed = new Set(hb.closed_workers);
+    for (const w of entry.workers.values()) {
+      if (!workerIsLive(w)) continue;
+      if (closing.has(w.name)) {
+        w.closeExpected = true;
+        if (w.status === 'STARTING') this.workerRunning(c, w);
+        else this.saveWorker(c, w);
+      } else if (active.has(w.name)) {
+        if (w.status === 'STARTING') this.workerRunning(c, w);
+      } else if (closed.has(w.name)) {
+        void this.endWorker(c, w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : 'left the scheduler unexpectedly');
+      }
+    }
+    this.save(c);
+    this.changed(c);
+    this.reconcileWorkers(c);
+  }
+
+  private workerRunning(c: ClusterRecord, w: WorkerRecord): void {
+    w.status = 'RUNNING';
+    c.workerFailures = 0;
+    this.saveWorker(c, w);
+  }
+
+  /** Starts or stops not-yet-connected workers so that live workers match the scheduler's count. */
+  private reconcileWorkers(c: ClusterRecord): void {
+    const entry = this.active.get(c.name);
+    if (!entry || c.status !== 'RUNNING' || c.stopRequested) return;
+    const live = [...entry.workers.values()].filter((w) => workerIsLive(w) && !w.closeExpected);
+    const delta = c.count - live.length;
+    if (delta > 0) {
+      for (let i = 0; i < delta; i++) void this.launchWorker(c);
+    } else if (delta < 0) {
+      // Connected workers are retired by the scheduler itself; only cancel those still starting.
+      const starting = live.filter((w) => w.status === 'STARTING').reverse();
+      for (const w of starting.slice(0, -delta)) void this.endWorker(c, w, 'STOPPED', 'no longer needed');
+    }
+  }
+
+  private async launchWorker(c: ClusterRecord): Promise<void> {
+    const entry = this.active.get(c.name);
+    if (!entry) return;
+    const w: WorkerRecord = {
+      cluster: c.name,
+      name: `${c.name.slice(0, 8)}-${randomHex(4)}`,
+      status: 'STARTING',
+      handle: null,
+      startTime: now(),
+      stopTime: null,
+      closeExpected: false,
+      message: '',
+    };
+    entry.workers.set(w.name, w);
+    this.saveWorker(c, w); // checkpoint before the process exists
+    try {
+      const handle = await this.deps.backend.startWorker({ cluster: c, worker: w, files: clusterFiles(c) });
+      w.handle = handle;
+      if (!workerIsLive(w) || !this.active.has(c.name)) {
+        await this.deps.backend.stop(handle);
+        return;
+      }
+      this.saveWorker(c, w);
+    } catch (err) {
+      this.workerStartFailed(c, w, `could not be started: ${errorMessage(err)}`);
+    }
+  }
+
+  private workerStartFailed(c: ClusterRecord, w: WorkerRecord, reason: string): void {
+    c.workerFailures += 1;
+    this.deps.log.warn({ cluster: c.name, worker: w.name, failures: c.workerFailures }, `worker ${reason}`);
+    void this.endWorker(c, w, 'FAILED', reason);
+    if (c.workerFailures >= this.cfg.worker_max_failures) {
+      void this.end(c, 'FAILED', `${c.workerFailures} workers in a row failed to start; the last one ${reason}`);
+    } else {
+      this.save(c);
+      this.reconcileWorkers(c);
+    }
+  }
+
+  private async endWorker(c: ClusterRecord, w: WorkerRecord, status: 'STOPPED' | 'FAILED', reason: string): Promise<void> {
+    if (!workerIsLive(w)) return;
+    w.status = 'STOPPING';
+    w.message = reason;
+    this.saveWorker(c, w);
+    try {
+      if (w.handle) await this.deps.backend.stop(w.handle);
+    } catch (err) {
+      this.deps.log.warn({ cluster: c.name, worker: w.name, err: errorMessage(err) }, 'could not stop worker');
+    }
+    w.status = status;
+    w.stopTime = now();
+    this.saveWorker(c, w);
+    this.active.get(c.name)?.workers.delete(w.name);
+  }
+
+  // --- ending ---------------------------------------------------------------------------------
+
+  /** Moves a cluster to STOPPED or FAILED and stops everything it runs. Idempotent. */
+  private end(c: ClusterRecord, final: 'STOPPED' | 'FAILED', reason: string): Promise<void> {
+    const running = this.ending.get(c.name);
+    if (running) return running;
+    if (c.status === 'STOPPED' || c.status === 'FAILED') return Promise.resolve();
+    const work = this.doEnd(c, final, reason).finally(() => this.ending.delete(c.name));
+    this.ending.set(c.name, work);
+    return work;
+  }
+
+  private async doEnd(c: ClusterRecord, final: 'STOPPED' | 'FAILED', reason: string): Promise<void> {
+    const entry = this.active.get(c.name);
+    // FAILED is shown at once (clients waiting for the start give up); STOPPED once all is gone.
+    c.status = final === 'FAILED' ? 'FAILED' : 'STOPPING';
+    c.message = reason;
+    if (final === 'FAILED') c.stopTime = now();
+    this.save(c);
+    this.changed(c);
+    (final === 'FAILED' ? this.deps.log.warn : this.deps.log.info).call(this.deps.log, { cluster: c.name, reason }, `cluster ${final.toLowerCase()}`);
+    const workers = entry ? [...entry.workers.values()] : [];
+    await Promise.all(workers.map((w) => this.endWorker(c, w, 'STOPPED', 'the cluster ended')));
+    try {
+      if (c.scheduler) await this.deps.backend.stop(c.scheduler);
+    } catch (err) {
+      this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, 'could not stop scheduler');
+    }
+    c.status = final;
+    c.stopTime ??= now();
+    this.save(c);
+    this.active.delete(c.name);
+    removeClusterFiles(c, final === 'FAILED');
+    this.changed(c);
+  }
+
+  // --- periodic check -------------------------------------------------------------------------
+
+  private async checkAll(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      for (const { cluster } of [...this.active.values()]) {
+        try {
+          await this.checkCluster(cluster);
+        } catch (err) {
+          this.deps.log.error({ cluster: cluster.name, err: errorMessage(err) }, 'cluster check failed');
+        }
+      }
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private async checkCluster(c: ClusterRecord): Promise<void> {
+    if (this.ending.has(c.name)) return;
+    const t = now();
+    const backend = this.deps.backend;
+    if (c.status === 'PENDING') {
+      const state = c.scheduler ? await backend.check(c.scheduler) : undefined;
+      if (state && !state.alive) {
+        await this.end(c, 'FAILED', `the scheduler exited before it was ready; ${state.detail ?? ''}`.trim());
+      } else if (t - c.startTime > this.cfg.start_timeout * 1000) {
+        await this.end(c, 'FAILED', `the scheduler did not start within ${this.cfg.start_timeout} s (cluster.start_timeout)`);
+      }
+      return;
+    }
+    if (c.status !== 'RUNNING') return;
+    const state = c.scheduler ? await backend.check(c.scheduler) : { alive: false, detail: 'no scheduler process is known' };
+    if (!state.alive) {
+      await this.end(c, 'FAILED', `the scheduler process exited; ${state.detail ?? ''}`.trim());
+      return;
+    }
+    if (c.lastHeartbeat !== null && t - c.lastHeartbeat > this.cfg.heartbeat_timeout * 1000) {
+      await this.end(c, 'FAILED', `no heartbeat from the scheduler for ${this.cfg.heartbeat_timeout} s (cluster.heartbeat_timeout)`);
+      return;
+    }
+    const entry = this.active.get(c.name);
+    for (const w of entry ? [...entry.workers.values()] : []) {
+      if (!workerIsLive(w)) continue;
+      const ws = w.handle ? await backend.check(w.handle) : undefined;
+      if (w.status === 'STARTING') {
+        if (ws && !ws.alive) this.workerStartFailed(c, w, `exited before connecting to the scheduler; ${ws.detail ?? ''}`.trim());
+        else if (t - w.startTime > this.cfg.worker_start_timeout * 1000)
+          this.workerStartFailed(c, w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`);
+      } else if (ws && !ws.alive) {
+        await this.endWorker(c, w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : `exited unexpectedly; ${ws.detail ?? ''}`.trim());
+        this.reconcileWorkers(c);
+      }
+    }
+  }
+
+  // --- restart recovery -----------------------------------------------------------------------
+
+  private async recover(): Promise<void> {
+    const backend = this.deps.backend;
+    for (const c of this.deps.store.loadClusters(ACTIVE_STATUSES)) {
+      const workers = new Map(this.deps.store.loadWorkers(c.name).filter(workerIsLive).map((w) => [w.name, w]));
+      this.active.set(c.name, { cluster: c, workers });
+      if (c.status === 'STOPPING' || c.stopRequested) {
+        void this.end(c, 'STOPPED', 'stop finished after a gateway restart');
+        continue;
+      }
+      const state = c.scheduler ? await backend.check(c.scheduler) : { alive: false, detail: 'its process was never recorded' };
+      if (!state.alive) {
+        void this.end(c, 'FAILED', `the scheduler was gone when the gateway restarted; ${state.detail ?? ''}`.trim());
+        continue;
+      }
+      for (const w of workers.values()) {
+        const ws = w.handle ? await backend.check(w.handle) : { alive: false };
+        if (!ws.alive) await this.endWorker(c, w, 'FAILED', 'exited while the gateway was down');
+      }
+      c.lastHeartbeat = now(); // the scheduler's heartbeat back-off gets a full timeout to reach us again
+      this.save(c);
+      this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');
+    }
+  }
+
+  // --- persistence and events -----------------------------------------------------------------
+
+  private save(c: ClusterRecord): void {
+    this.deps.store.saveCluster(c);
+  }
+
+  private saveWorker(c: ClusterRecord, w: WorkerRecord): void {
+    this.deps.store.saveWorker(w);
+    this.emit('worker', c, w);
+  }
+
+  private changed(c: ClusterRecord): void {
+    this.emit('cluster', c);
+  }
+}

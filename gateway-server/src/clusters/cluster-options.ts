@@ -1,0 +1,135 @@
+// The cluster options form (dask-gateway's option spec) and the server-side validation of the values
+// a user sends. Defaults come from the config; every value is checked before anything is created.
+import type { ClusterOptionField, ResolvedConfig } from '../config.js';
+import { unprocessable } from '../errors.js';
+import type { ClusterSettings } from './model.js';
+
+export interface OptionSpecEntry {
+  field: string;
+  label: string;
+  default: unknown;
+  spec: { type: string; min?: number | null; max?: number | null; options?: string[] };
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function defaultOf(f: ClusterOptionField): unknown {
+  if (f.default !== undefined) return f.default;
+  switch (f.type) {
+    case 'int':
+    case 'float':
+      return f.min ?? 0;
+    case 'select':
+      return f.options?.[0] ?? null;
+    case 'string':
+      return '';
+    case 'bool':
+      return false;
+    case 'mapping':
+      return {};
+  }
+}
+
+export class ClusterOptions {
+  constructor(private readonly fields: readonly ClusterOptionField[]) {
+    // A config whose own defaults break its own rules is an operator error: fail at start-up.
+    for (const f of fields) this.check(f, defaultOf(f));
+  }
+
+  spec(): OptionSpecEntry[] {
+    return this.fields.map((f) => ({
+      field: f.field,
+      label: f.label ?? f.field,
+      default: defaultOf(f),
+      spec:
+        f.type === 'int' || f.type === 'float'
+          ? { type: f.type, min: f.min ?? null, max: f.max ?? null }
+          : f.type === 'select'
+            ? { type: f.type, options: f.options ?? [] }
+            : { type: f.type },
+    }));
+  }
+
+  /** Validates a request's options and fills in defaults; throws a 422 naming the offending field. */
+  parse(requested: unknown): Record<string, unknown> {
+    const values = requested ?? {};
+    if (!isPlainObject(values)) throw unprocessable('cluster_options must be an object of option values');
+    const known = new Set(this.fields.map((f) => f.field));
+    const unknown = Object.keys(values).filter((k) => !known.has(k));
+    if (unknown.length) {
+      throw unprocessable(
+        `Unknown cluster option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'`).join(', ')}; ` +
+          `this gateway offers: ${[...known].join(', ') || '(none)'}`,
+        'unknown_option',
+      );
+    }
+    const out: Record<string, unknown> = {};
+    for (const f of this.fields) {
+      const v = f.field in values ? values[f.field] : defaultOf(f);
+      this.check(f, v);
+      out[f.field] = v;
+    }
+    return out;
+  }
+
+  private check(f: ClusterOptionField, v: unknown): void {
+    const bad = (what: string) => {
+      throw unprocessable(`Invalid value for cluster option '${f.field}': ${what} (got ${JSON.stringify(v)})`, 'invalid_option');
+    };
+    switch (f.type) {
+      case 'int':
+        if (typeof v !== 'number' || !Number.isInteger(v)) bad('must be an integer');
+        break;
+      case 'float':
+        if (typeof v !== 'number' || !Number.isFinite(v)) bad('must be a number');
+        break;
+      case 'select':
+        if (typeof v !== 'string' || !(f.options ?? []).includes(v)) bad(`must be one of ${(f.options ?? []).join(', ')}`);
+        break;
+      case 'string':
+        if (typeof v !== 'string') bad('must be a string');
+        break;
+      case 'bool':
+        if (typeof v !== 'boolean') bad('must be true or false');
+        break;
+      case 'mapping':
+        if (!isPlainObject(v)) bad('must be a mapping');
+        if (f.target === 'environment' && Object.values(v as object).some((x) => typeof x !== 'string'))
+          bad('environment values must be strings');
+        break;
+    }
+    if (typeof v === 'number') {
+      if (f.min != null && v < f.min) bad(`must be at least ${f.min}`);
+      if (f.max != null && v > f.max) bad(`must be at most ${f.max}`);
+    }
+  }
+
+  /** The settings a cluster runs with: config defaults overridden by the options that target them. */
+  settings(values: Record<string, unknown>, config: ResolvedConfig['cluster']): ClusterSettings {
+    const s: ClusterSettings = {
+      worker_cores: config.worker_cores,
+      worker_memory: config.worker_memory,
+      environment: { ...config.environment },
+      idle_timeout: config.idle_timeout,
+    };
+    for (const f of this.fields) {
+      const v = values[f.field];
+      switch (f.target) {
+        case 'worker_cores':
+          s.worker_cores = Math.max(1, Math.round(Number(v)));
+          break;
+        case 'worker_memory':
+          s.worker_memory = Number(v);
+          break;
+        case 'idle_timeout':
+          s.idle_timeout = Number(v);
+          break;
+        case 'environment':
+          Object.assign(s.environment, v as Record<string, string>);
+          break;
+      }
+    }
+    return s;
+  }
+}

@@ -1,0 +1,60 @@
+// The records the lifecycle engine keeps for each cluster and worker.
+import type { ClusterStatus } from '@af-gateway/schemas';
+
+export type { ClusterStatus };
+export type WorkerStatus = 'STARTING' | 'RUNNING' | 'STOPPING' | 'STOPPED' | 'FAILED';
+
+/** What a backend needs to find a scheduler or worker again (e.g. pid and start time). */
+export type BackendHandle = Record<string, string | number | boolean | null>;
+
+/** Settings derived from the cluster options and the config, fixed at creation. */
+export interface ClusterSettings {
+  worker_cores: number;
+  /** GiB */
+  worker_memory: number;
+  environment: Record<string, string>;
+  idle_timeout: number;
+}
+
+export interface ClusterRecord {
+  name: string;
+  username: string;
+  options: Record<string, unknown>;
+  settings: ClusterSettings;
+  status: ClusterStatus;
+  /** A stop was asked for; the engine moves the cluster to STOPPED. */
+  stopRequested: boolean;
+  /** Shared secret of the scheduler's heartbeat and comm API. */
+  token: string;
+  tlsCert: string;
+  tlsKey: string;
+  scheduler: BackendHandle | null;
+  schedulerAddress: string;
+  dashboardAddress: string;
+  apiAddress: string;
+  /** Workers the scheduler wants (from heartbeats). */
+  count: number;
+  startTime: number;
+  stopTime: number | null;
+  lastHeartbeat: number | null;
+  /** Why the cluster failed, or the last notable event. */
+  message: string;
+  workerFailures: number;
+  workDir: string;
+}
+
+export interface WorkerRecord {
+  cluster: string;
+  name: string;
+  status: WorkerStatus;
+  handle: BackendHandle | null;
+  startTime: number;
+  stopTime: number | null;
+  /** The scheduler is retiring this worker, so its exit is expected. */
+  closeExpected: boolean;
+  message: string;
+}
+
+export const ACTIVE_STATUSES: readonly ClusterStatus[] = ['PENDING', 'RUNNING', 'STOPPING'];
+export const isActive = (c: { status: ClusterStatus }) => ACTIVE_STATUSES.includes(c.status);
+export const workerIsLive = (w: WorkerRecord) => w.status === 'STARTING' || w.status === 'RUNNING';

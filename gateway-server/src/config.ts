@@ -1,0 +1,66 @@
+// Loads and validates the config file against schemas/json/config.json, filling every default.
+import { readFileSync } from 'node:fs';
+import { resolve, dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import type { GatewayConfig } from '@af-gateway/schemas';
+import { configSchema } from '@af-gateway/schemas';
+import { bodyAjv, formatAjvErrors } from './schemas.js';
+
+type DeepRequired<T> = T extends (infer U)[]
+  ? DeepRequired<U>[]
+  : T extends object
+    ? { [K in keyof T]-?: DeepRequired<NonNullable<T[K]>> | Extract<T[K], null> }
+    : T;
+
+export type ResolvedConfig = DeepRequired<GatewayConfig>;
+export type ClusterOptionField = ResolvedConfig['cluster_options'][number];
+
+const validateConfig = bodyAjv.getSchema<GatewayConfig>(configSchema.$id)!;
+
+export class ConfigError extends Error {}
+
+/** Parses and validates a config document; relative paths become absolute against `baseDir`. */
+export function resolveConfig(raw: unknown, baseDir = process.cwd()): ResolvedConfig {
+  const doc = structuredClone(raw ?? {});
+  if (!validateConfig(doc)) {
+    throw new ConfigError(`invalid configuration: ${formatAjvErrors(validateConfig.errors)}`);
+  }
+  const config = doc as ResolvedConfig;
+  config.data_dir = resolve(baseDir, config.data_dir);
+  config.backend.local.python ??= defaultPython();
+  return config;
+}
+
+export function loadConfigFile(file: string | undefined): ResolvedConfig {
+  if (!file) return resolveConfig({});
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+  return resolveConfig(raw, process.cwd());
+}
+
+/** The repository's pinned venv when the gateway runs from a checkout, else python3 on PATH. */
+export function defaultPython(): string {
+  const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const venvPython = join(repoRoot, '.venv', 'bin', 'python');
+  return existsSync(venvPython) ? venvPython : 'python3';
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(listen);
+  if (!m) throw new ConfigError(`listen address must be HOST:PORT, got ${JSON.stringify(listen)}`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ConfigError(`port out of range in ${listen}`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}

@@ -1,0 +1,133 @@
+// Starts a gateway: state, backend, lifecycle engine, the Fastify app and the one listener.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+import { buildApp } from './app.js';
+import { ConfigError, parseListen, type ResolvedConfig } from './config.js';
+import { SecretBox } from './store/crypto.js';
+import { StateStore } from './store/state-store.js';
+import { LocalBackend } from './backends/local/local-backend.js';
+import { ClusterManager } from './clusters/cluster-manager.js';
+import { SimpleAuthenticator } from './auth/simple-authenticator.js';
+import { JupyterHubAuthenticator } from './auth/jupyterhub-authenticator.js';
+import type { Authenticator } from './auth/authenticator.js';
+import { Sessions } from './auth/sessions.js';
+import { Identifier } from './auth/identify.js';
+import { Metrics } from './metrics.js';
+import { createOnePortServer } from './listener/one-port-listener.js';
+import { dashboardUpgradeHandler } from './api/dashboard-proxy.js';
+
+export interface RunningGateway {
+  /** Base URL of the API, e.g. http://127.0.0.1:8000 */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export const VERSION: string = (
+  JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json'), 'utf8')) as { version: string }
+).version;
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+
+function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator {
+  const a = config.auth;
+  if (a.type === 'simple') {
+    if (a.simple.password === null && !LOOPBACK.has(host)) {
+      throw new ConfigError(
+        `simple authentication without a password accepts anyone, so it only listens on loopback; ` +
+          `set auth.simple.password or listen on 127.0.0.1 (asked for ${host})`,
+      );
+    }
+    return new SimpleAuthenticator(a.simple.password, a.admin_users);
+  }
+  const apiUrl = a.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL;
+  if (!apiUrl) throw new ConfigError('auth.type jupyterhub needs auth.jupyterhub.api_url (or JUPYTERHUB_API_URL)');
+  return new JupyterHubAuthenticator(apiUrl, a.admin_users);
+}
+
+export function makeLogger(level: string): FastifyBaseLogger {
+  return pino({
+    level,
+    base: { service: 'af-gateway' },
+    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'headers.cookie', 'token', 'tls_key'], censor: '[redacted]' },
+  }) as unknown as FastifyBaseLogger;
+}
+
+export async function startGateway(config: ResolvedConfig, logger = makeLogger(config.log_level)): Promise<RunningGateway> {
+  const { host, port } = parseListen(config.listen);
+  const authenticator = makeAuthenticator(config, host);
+  mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+  mkdirSync(join(config.data_dir, 'clusters'), { recursive: true, mode: 0o700 });
+
+  const store = new StateStore(join(config.data_dir, 'state.sqlite'), SecretBox.load(config.encrypt_key, config.data_dir));
+  const local = config.backend.local;
+  const backend = new LocalBackend({
+    python: local.python!,
+    prefork: local.prefork,
+    nanny: local.nanny,
+    stopGracePeriod: local.stop_grace_period,
+    dataDir: config.data_dir,
+    log: logger,
+  });
+  const clusters = new ClusterManager({ store, backend, config, log: logger });
+  const tlsOn = Boolean(config.tls.cert_file && config.tls.key_file);
+  const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);
+  const identifier = new Identifier(authenticator, sessions);
+  const metrics = new Metrics(clusters, store);
+
+  const app = await buildApp({
+    logger,
+    clusters,
+    identifier,
+    metrics,
+    metricsToken: config.metrics.bearer_token,
+    version: VERSION,
+    health: async () => ({ state: store.countByStatus() ? 'ok' : 'state store unreadable', backend: 'ok' }),
+  });
+  await app.ready();
+
+  const upgrade = dashboardUpgradeHandler({ clusters, identifier, log: logger });
+  app.server.on('upgrade', (req, socket, head) => {
+    void upgrade(req, socket, head).then((handled) => {
+      if (!handled) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    });
+  });
+
+  let https: TlsServer | undefined;
+  if (tlsOn) {
+    https = createTlsServer({ cert: readFileSync(config.tls.cert_file!), key: readFileSync(config.tls.key_file!), ALPNProtocols: ['http/1.1'] });
+    https.on('secureConnection', (s) => app.server.emit('connection', s));
+  }
+  const onePort = createOnePortServer({ http: app.server, https, schedulerFor: (n) => clusters.schedulerRoute(n), log: logger });
+  await new Promise<void>((resolve, reject) => {
+    onePort.once('error', reject);
+    onePort.listen(port, host, () => resolve());
+  });
+  const actualPort = (onePort.address() as AddressInfo).port;
+  const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const url = `${tlsOn ? 'https' : 'http'}://${connectHost}:${actualPort}`;
+  await clusters.start(`${url}/api`);
+  const prune = setInterval(() => sessions.prune(), 3600_000);
+  prune.unref();
+  logger.info({ url, backend: backend.kind, auth: config.auth.type, data_dir: config.data_dir }, 'gateway listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port: actualPort,
+    close: () =>
+      (closing ??= (async () => {
+        clearInterval(prune);
+        await new Promise<void>((resolve) => onePort.close(() => resolve()));
+        await clusters.close();
+        await app.close();
+        await backend.close();
+        store.close();
+      })()),
+  };
+}

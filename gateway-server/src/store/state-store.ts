@@ -1,0 +1,175 @@
+// Durable state in one SQLite file (WAL): clusters, workers and login sessions. Every change is
+// written through at once, so `kill -9` of the gateway loses nothing that was acknowledged.
+// Secrets (cluster token, TLS key) are sealed with the SecretBox before they touch the disk.
+import Database from 'better-sqlite3';
+import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
+import type { SecretBox } from './crypto.js';
+
+const SCHEMA_VERSION = 1;
+
+const MIGRATIONS = [
+  `CREATE TABLE clusters (
+     name TEXT PRIMARY KEY,
+     username TEXT NOT NULL,
+     status TEXT NOT NULL,
+     start_time INTEGER NOT NULL,
+     stop_time INTEGER,
+     data TEXT NOT NULL,
+     secrets TEXT NOT NULL
+   );
+   CREATE INDEX clusters_user_status ON clusters (username, status);
+   CREATE INDEX clusters_status ON clusters (status);
+   CREATE TABLE workers (
+     cluster TEXT NOT NULL REFERENCES clusters (name) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     status TEXT NOT NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (cluster, name)
+   );
+   CREATE TABLE sessions (
+     token_hash TEXT PRIMARY KEY,
+     user TEXT NOT NULL,
+     expires INTEGER NOT NULL
+   );`,
+];
+
+interface ClusterRow {
+  name: string;
+  username: string;
+  status: string;
+  start_time: number;
+  stop_time: number | null;
+  data: string;
+  secrets: string;
+}
+
+type ClusterData = Omit<ClusterRecord, 'name' | 'username' | 'status' | 'startTime' | 'stopTime' | 'token' | 'tlsKey'>;
+
+export class StateStore {
+  private readonly db: Database.Database;
+
+  constructor(file: string, private readonly box: SecretBox) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`state file was written by a newer gateway (schema ${version} > ${SCHEMA_VERSION})`);
+    }
+    for (let v = version; v < SCHEMA_VERSION; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  // --- clusters -------------------------------------------------------------------------------
+
+  saveCluster(c: ClusterRecord): void {
+    const { name, username, status, startTime, stopTime, token, tlsKey, ...data } = c;
+    this.db
+      .prepare(
+        `INSERT INTO clusters (name, username, status, start_time, stop_time, data, secrets)
+         VALUES (@name, @username, @status, @startTime, @stopTime, @data, @secrets)
+         ON CONFLICT (name) DO UPDATE SET status = excluded.status, stop_time = excluded.stop_time,
+           data = excluded.data, secrets = excluded.secrets`,
+      )
+      .run({
+        name,
+        username,
+        status,
+        startTime,
+        stopTime,
+        data: JSON.stringify(data satisfies ClusterData),
+        secrets: this.box.seal(JSON.stringify({ token, tlsKey })),
+      });
+  }
+
+  private toCluster(row: ClusterRow): ClusterRecord {
+    const data = JSON.parse(row.data) as ClusterData;
+    const secrets = JSON.parse(this.box.open(row.secrets)) as { token: string; tlsKey: string };
+    return {
+      ...data,
+      name: row.name,
+      username: row.username,
+      status: row.status as ClusterStatus,
+      startTime: row.start_time,
+      stopTime: row.stop_time,
+      token: secrets.token,
+      tlsKey: secrets.tlsKey,
+    };
+  }
+
+  loadClusters(statuses: readonly ClusterStatus[], username?: string): ClusterRecord[] {
+    const marks = statuses.map(() => '?').join(',');
+    const rows = (
+      username === undefined
+        ? this.db.prepare(`SELECT * FROM clusters WHERE status IN (${marks}) ORDER BY start_time`).all(...statuses)
+        : this.db
+            .prepare(`SELECT * FROM clusters WHERE username = ? AND status IN (${marks}) ORDER BY start_time`)
+            .all(username, ...statuses)
+    ) as ClusterRow[];
+    return rows.map((r) => this.toCluster(r));
+  }
+
+  loadCluster(name: string): ClusterRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(name) as ClusterRow | undefined;
+    return row && this.toCluster(row);
+  }
+
+  // --- workers --------------------------------------------------------------------------------
+
+  saveWorker(w: WorkerRecord): void {
+    const { cluster, name, status, ...data } = w;
+    this.db
+      .prepare(
+        `INSERT INTO workers (cluster, name, status, data) VALUES (?, ?, ?, ?)
+         ON CONFLICT (cluster, name) DO UPDATE SET status = excluded.status, data = excluded.data`,
+      )
+      .run(cluster, name, status, JSON.stringify(data));
+  }
+
+  loadWorkers(cluster: string): WorkerRecord[] {
+    const rows = this.db.prepare('SELECT * FROM workers WHERE cluster = ? ORDER BY rowid').all(cluster) as {
+      cluster: string;
+      name: string;
+      status: string;
+      data: string;
+    }[];
+    return rows.map((r) => ({ ...(JSON.parse(r.data) as object), cluster: r.cluster, name: r.name, status: r.status }) as WorkerRecord);
+  }
+
+  // --- sessions -------------------------------------------------------------------------------
+
+  /** `user` is the JSON of the authenticated identity (name, groups): no secret. */
+  saveSession(tokenHash: string, user: string, expires: number): void {
+    this.db.prepare('INSERT OR REPLACE INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)').run(tokenHash, user, expires);
+  }
+
+  findSession(tokenHash: string, now: number): string | undefined {
+    const row = this.db.prepare('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as
+      | { user: string; expires: number }
+      | undefined;
+    return row && row.expires > now ? row.user : undefined;
+  }
+
+  pruneSessions(now: number): void {
+    this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now);
+  }
+
+  countByStatus(): Record<string, number> {
+    const rows = this.db.prepare('SELECT status, count(*) AS n FROM clusters GROUP BY status').all() as { status: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  }
+}

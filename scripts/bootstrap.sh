@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything AF Gateway needs on a fresh machine, idempotently:
+#  - Node packages (npm ci, from package-lock.json), rebuilt only when the lock file changes;
+#  - the pinned Python environment in .venv (python/requirements.lock), rebuilt only when it changes;
+#  - the TypeScript build.
+# Usage: scripts/bootstrap.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+# Native modules (better-sqlite3) compile against the installed Node's headers instead of downloading them.
+if [ -f /usr/include/node/node.h ]; then export npm_config_nodedir=/usr; fi
+
+# --- Node ---------------------------------------------------------------------------------------
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then log "Node.js >= 20 is required (found $(node --version))"; exit 1; fi
+want=$(hash_of package-lock.json)
+if [ "$(cat node_modules/.af-lock-hash 2>/dev/null)" != "$want" ]; then
+  log "installing Node packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > node_modules/.af-lock-hash
+fi
+
+# --- Python -------------------------------------------------------------------------------------
+py=${AF_PYTHON:-python3}
+if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+  log "Python 3.11 is required for the pinned environment (found $("$py" --version 2>&1))"; exit 1
+fi
+want=$(hash_of python/requirements.lock)
+if [ "$(cat .venv/.af-lock-hash 2>/dev/null)" != "$want" ]; then
+  log "creating the Python environment in .venv (python/requirements.lock)"
+  rm -rf .venv
+  "$py" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r python/requirements.lock
+  echo "$want" > .venv/.af-lock-hash
+fi
+
+# --- build --------------------------------------------------------------------------------------
+if [ "${1:-}" != "--no-build" ]; then
+  log "building (schemas, gateway-server)"
+  npm run --silent build >/dev/null
+fi
+log "ready: node $(node --version), $(.venv/bin/python --version), in $root"
