@@ -47,10 +47,19 @@ def _become(spec):
     dask.config.refresh()  # pick up DASK_* variables set after dask was imported
     try:
         import setproctitle
-
-        setproctitle.setproctitle(spec["title"])
     except ImportError:
-        pass
+        setproctitle = None
+    if setproctitle is not None:
+        setproctitle.setproctitle(spec["title"])
+        # distributed retitles its processes ("dask worker [tls://...]"): keep ours in front.
+        import distributed.proctitle
+
+        class _KeepPrefix:
+            @staticmethod
+            def setproctitle(text):
+                setproctitle.setproctitle(f"{spec['title']} [{text}]")
+
+        distributed.proctitle.setproctitle_mod = _KeepPrefix
     with open(spec["pidfile"], "w") as f:
         f.write(str(os.getpid()))
 

@@ -1,6 +1,6 @@
 // Assembles the Fastify application from its plugins. Everything it needs is passed in; server.ts
 // owns the process, the port and the backends.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import { allSchemas } from '@af-gateway/schemas';
 import type { Identifier } from './auth/identify.js';
@@ -29,7 +29,7 @@ const QUIET_ROUTES = new Set(['/api/v1/clusters/:cluster_name/heartbeat', '/api/
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }), // our onResponse hook logs instead
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
     return503OnClosing: true,

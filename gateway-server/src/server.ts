@@ -105,10 +105,10 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   }
   const onePort = createOnePortServer({ http: app.server, https, schedulerFor: (n) => clusters.schedulerRoute(n), log: logger });
   await new Promise<void>((resolve, reject) => {
-    onePort.once('error', reject);
-    onePort.listen(port, host, () => resolve());
+    onePort.server.once('error', reject);
+    onePort.server.listen(port, host, () => resolve());
   });
-  const actualPort = (onePort.address() as AddressInfo).port;
+  const actualPort = (onePort.server.address() as AddressInfo).port;
   const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `${tlsOn ? 'https' : 'http'}://${connectHost}:${actualPort}`;
   await clusters.start(`${url}/api`);
@@ -123,9 +123,10 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     close: () =>
       (closing ??= (async () => {
         clearInterval(prune);
-        await new Promise<void>((resolve) => onePort.close(() => resolve()));
+        onePort.server.close(); // no new connections; open ones keep serving while clusters stop
         await clusters.close();
         await app.close();
+        await onePort.close();
         await backend.close();
         store.close();
       })()),

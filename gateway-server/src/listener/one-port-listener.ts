@@ -22,9 +22,27 @@ export interface OnePortOptions {
   onSchedulerConnection?: (cluster: string) => void;
 }
 
-export function createOnePortServer(opts: OnePortOptions): net.Server {
-  const server = net.createServer((socket) => classify(socket, opts));
-  return server;
+export interface OnePortServer {
+  server: net.Server;
+  /** Stops accepting and closes every connection still open (HTTP keep-alive, scheduler pipes). */
+  close(): Promise<void>;
+}
+
+export function createOnePortServer(opts: OnePortOptions): OnePortServer {
+  const open = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    classify(socket, opts);
+  });
+  return {
+    server,
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of open) s.destroy();
+      await closed;
+    },
+  };
 }
 
 function classify(socket: net.Socket, opts: OnePortOptions): void {

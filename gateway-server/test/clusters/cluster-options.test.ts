@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { ClusterOptions } from '../../src/clusters/cluster-options.js';
+import { resolveConfig } from '../../src/config.js';
+import { AppError } from '../../src/errors.js';
+
+const config = resolveConfig({
+  cluster_options: [
+    { field: 'worker_cores', type: 'int', default: 2, min: 1, max: 8, target: 'worker_cores' },
+    { field: 'worker_memory', type: 'float', default: 4, min: 1, max: 32, target: 'worker_memory' },
+    { field: 'image', type: 'select', options: ['coffea', 'root'], label: 'Image' },
+    { field: 'debug', type: 'bool' },
+    { field: 'note', type: 'string', default: 'x' },
+    { field: 'environment', type: 'mapping', target: 'environment' },
+  ],
+});
+const options = new ClusterOptions(config.cluster_options);
+
+function rejects(values: unknown): AppError {
+  try {
+    options.parse(values);
+  } catch (err) {
+    if (err instanceof AppError) return err;
+    throw err;
+  }
+  throw new Error('accepted');
+}
+
+describe('ClusterOptions', () => {
+  it('publishes the dask-gateway option spec with defaults', () => {
+    expect(options.spec()).toEqual([
+      { field: 'worker_cores', label: 'worker_cores', default: 2, spec: { type: 'int', min: 1, max: 8 } },
+      { field: 'worker_memory', label: 'worker_memory', default: 4, spec: { type: 'float', min: 1, max: 32 } },
+      { field: 'image', label: 'Image', default: 'coffea', spec: { type: 'select', options: ['coffea', 'root'] } },
+      { field: 'debug', label: 'debug', default: false, spec: { type: 'bool' } },
+      { field: 'note', label: 'note', default: 'x', spec: { type: 'string' } },
+      { field: 'environment', label: 'environment', default: {}, spec: { type: 'mapping' } },
+    ]);
+  });
+
+  it('fills defaults for missing values', () => {
+    expect(options.parse({ worker_cores: 3 })).toEqual({
+      worker_cores: 3, worker_memory: 4, image: 'coffea', debug: false, note: 'x', environment: {},
+    });
+    expect(options.parse(null)).toMatchObject({ worker_cores: 2 });
+  });
+
+  it('refuses unknown options with a 422 naming them', () => {
+    const err = rejects({ worker_gpus: 1 });
+    expect(err.statusCode).toBe(422);
+    expect(err.message).toContain("'worker_gpus'");
+    expect(err.message).toContain('worker_cores');
+  });
+
+  it.each([
+    [{ worker_cores: 0 }, 'at least 1'],
+    [{ worker_cores: 9 }, 'at most 8'],
+    [{ worker_cores: 1.5 }, 'integer'],
+    [{ worker_cores: '2' }, 'integer'],
+    [{ worker_memory: 'lots' }, 'number'],
+    [{ image: 'ubuntu' }, 'one of coffea, root'],
+    [{ debug: 'yes' }, 'true or false'],
+    [{ note: 3 }, 'string'],
+    [{ environment: [1] }, 'mapping'],
+    [{ environment: { A: 1 } }, 'strings'],
+  ])('refuses %j (%s)', (values, words) => {
+    const err = rejects(values);
+    expect(err.statusCode).toBe(422);
+    expect(err.message).toContain(Object.keys(values)[0]);
+    expect(err.message).toContain(words);
+  });
+
+  it('maps targeted options onto the cluster settings', () => {
+    const values = options.parse({ worker_cores: 4, worker_memory: 8, environment: { A: 'b' } });
+    expect(options.settings(values, { ...config.cluster, environment: { SITE: 'x' } })).toEqual({
+      worker_cores: 4, worker_memory: 8, environment: { SITE: 'x', A: 'b' }, idle_timeout: 0,
+    });
+  });
+
+  it('refuses a config whose default breaks its own bounds', () => {
+    expect(() => new ClusterOptions([{ field: 'n', type: 'int', default: 0, min: 1, target: null }])).toThrow(/at least 1/);
+  });
+});
