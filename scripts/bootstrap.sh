@@ -31,9 +31,8 @@ if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
 fi
 want=$(hash_of python/requirements.lock)
 if [ "$(cat .venv/.af-lock-hash 2>/dev/null)" != "$want" ]; then
-  log "creating the Python environment in .venv (python/requirements.lock)"
-  rm -rf .venv
-  "$py" -m venv .venv
+  log "installing the pinned Python environment into .venv (python/requirements.lock)"
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r python/requirements.lock
   echo "$want" > .venv/.af-lock-hash
 fi
