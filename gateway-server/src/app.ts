@@ -12,6 +12,7 @@ import { routeAuth } from './api/route-auth.js';
 import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
 import { dashboardProxy } from './api/dashboard-proxy.js';
 import { systemRoutes } from './api/system-routes.js';
+import { afRoutes } from './api/af-routes.js';
 import { AppError } from './errors.js';
 
 export interface AppDeps {
@@ -70,6 +71,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(routeAuth, { identifier: deps.identifier, clusters: deps.clusters, metricsToken: deps.metricsToken });
   await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
+  await app.register(afRoutes, { clusters: deps.clusters });
   await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier });
   return app;
 }

@@ -20,6 +20,8 @@ import { Identifier } from './auth/identify.js';
 import { Metrics } from './metrics.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
 import { dashboardUpgradeHandler } from './api/dashboard-proxy.js';
+import { EventStream } from './api/event-stream.js';
+import { refuseUpgrade } from './api/upgrade.js';
 
 export interface RunningGateway {
   /** Base URL of the API, e.g. http://127.0.0.1:8000 */
@@ -91,11 +93,15 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   });
   await app.ready();
 
-  const upgrade = dashboardUpgradeHandler({ clusters, identifier, log: logger });
+  // WebSocket upgrades: the event stream and the dashboards' bokeh sockets.
+  const events = new EventStream({ clusters, identifier, log: logger });
+  const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger });
   app.server.on('upgrade', (req, socket, head) => {
-    void upgrade(req, socket, head).then((handled) => {
-      if (!handled) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    });
+    void (async () => {
+      if (await events.handleUpgrade(req, socket, head)) return;
+      if (await dashboards(req, socket, head)) return;
+      refuseUpgrade(socket, 404, 'not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
+    })();
   });
 
   let https: TlsServer | undefined;
@@ -125,6 +131,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         clearInterval(prune);
         onePort.server.close(); // no new connections; open ones keep serving while clusters stop
         await clusters.close();
+        events.close();
         await app.close();
         await onePort.close();
         await backend.close();

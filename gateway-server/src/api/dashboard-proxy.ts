@@ -9,6 +9,7 @@ import { withoutSessionCookie } from '../auth/sessions.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import type { ClusterRecord } from '../clusters/model.js';
 import { AppError, conflict, errorMessage, forbidden, notFound } from '../errors.js';
+import { refuseUpgrade, sameOrigin } from './upgrade.js';
 import { authorizedCluster } from './route-auth.js';
 
 const PREFIX = /^\/clusters\/([A-Za-z0-9_-]{1,64})(\/[^?]*)?(\?.*)?$/;
@@ -85,6 +86,10 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
     const m = PREFIX.exec(req.url ?? '');
     if (!m) return false;
     socket.on('error', () => socket.destroy());
+    if (!sameOrigin(req)) {
+      refuseUpgrade(socket, 403, 'cross_origin', 'Dashboards accept WebSocket connections only from the gateway\'s own pages');
+      return true;
+    }
     try {
       const { user } = await deps.identifier.identify(req.headers);
       const c = deps.clusters.get(m[1]!);
@@ -108,13 +113,8 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
       upstream.on('close', close);
       socket.on('close', close);
     } catch (err) {
-      const e = err instanceof AppError ? err : new AppError(500, 'internal', 'Internal error');
       if (!(err instanceof AppError)) deps.log.error({ err: errorMessage(err) }, 'dashboard upgrade failed');
-      const body = JSON.stringify({ error: e.message, code: e.code });
-      const extra = Object.entries(e.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-      socket.end(
-        `HTTP/1.1 ${e.statusCode} ${http.STATUS_CODES[e.statusCode] ?? ''}\r\n${extra}content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      );
+      refuseUpgrade(socket, err);
     }
     return true;
   };

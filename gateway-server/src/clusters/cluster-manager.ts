@@ -142,6 +142,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       dashboardAddress: '',
       apiAddress: '',
       count: 0,
+      adaptive: null,
       startTime: now(),
       stopTime: null,
       lastHeartbeat: null,
@@ -207,6 +208,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       count = max;
     }
     await this.tellScheduler(c, { op: 'scale', count });
+    c.adaptive = null;
+    this.save(c);
+    this.changed(c);
     return { ok: msg === null, msg };
   }
 
@@ -229,6 +233,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       maximum = Math.min(max0, max);
     }
     await this.tellScheduler(c, { op: 'adapt', minimum, maximum, active });
+    c.adaptive = active ? { minimum, maximum } : null;
+    this.save(c);
+    this.changed(c);
     return { ok: msg === null, msg };
   }
 

@@ -34,6 +34,8 @@ export interface ClusterRecord {
   apiAddress: string;
   /** Workers the scheduler wants (from heartbeats). */
   count: number;
+  /** The adaptive range last asked for, or null when scaling is manual. */
+  adaptive: { minimum: number | null; maximum: number | null } | null;
   startTime: number;
   stopTime: number | null;
   lastHeartbeat: number | null;

@@ -1,0 +1,54 @@
+// AF Gateway's own cluster API (/api/af/clusters): the richer view panels need, including why a
+// cluster failed and what each worker is doing.
+import type { FastifyInstance } from 'fastify';
+import type { ClusterManager } from '../clusters/cluster-manager.js';
+import type { ClusterStatus } from '../clusters/model.js';
+import { forbidden, unprocessable } from '../errors.js';
+import { afClusterJson } from './cluster-json.js';
+import { authorizedCluster } from './route-auth.js';
+
+const STATUSES: ClusterStatus[] = ['PENDING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'];
+const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
+
+export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterManager }): Promise<void> {
+  const { clusters } = opts;
+
+  app.get<{ Querystring: { status?: string; all?: boolean } }>('/api/af/clusters', {
+    schema: {
+      tags: ['af'],
+      summary: "The caller's clusters (all users' with all=true, for administrators)",
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          status: { type: 'string', description: 'Comma-separated statuses; default pending,running,stopping' },
+          all: { type: 'boolean', default: false },
+        },
+      },
+      response: { 200: { $ref: 'af-cluster-list.json' }, ...errors },
+    },
+  }, async (req) => {
+    const statuses = req.query.status
+      ? req.query.status.split(',').map((s) => {
+          const up = s.trim().toUpperCase() as ClusterStatus;
+          if (!STATUSES.includes(up)) throw unprocessable(`Unknown cluster status '${s}'; use ${STATUSES.map((x) => x.toLowerCase()).join(', ')}`);
+          return up;
+        })
+      : (['PENDING', 'RUNNING', 'STOPPING'] as ClusterStatus[]);
+    if (req.query.all && !req.user!.admin) throw forbidden('Only administrators may list every user\'s clusters');
+    const list = clusters.list(req.query.all ? undefined : req.user!.name, statuses);
+    return { clusters: list.map((c) => afClusterJson(c, clusters.workersOf(c.name))) };
+  });
+
+  app.get<{ Params: { cluster_name: string } }>('/api/af/clusters/:cluster_name', {
+    schema: {
+      tags: ['af'],
+      summary: 'One cluster with its workers and, when it failed, the reason',
+      params: { type: 'object', required: ['cluster_name'], properties: { cluster_name: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } } },
+      response: { 200: { $ref: 'af-cluster.json' }, ...errors },
+    },
+  }, async (req) => {
+    const c = authorizedCluster(req, clusters, req.params.cluster_name);
+    return afClusterJson(c, clusters.workersOf(c.name));
+  });
+}

@@ -1,0 +1,83 @@
+// The event stream: one WebSocket per browser tab at /api/af/events. It sends a snapshot of the
+// caller's active clusters, then each change of a cluster the caller may see, so panels never poll.
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { FastifyBaseLogger } from 'fastify';
+import type { AfEvent } from '@af-gateway/schemas';
+import type { User } from '../auth/authenticator.js';
+import type { Identifier } from '../auth/identify.js';
+import type { ClusterManager } from '../clusters/cluster-manager.js';
+import type { ClusterRecord } from '../clusters/model.js';
+import { afClusterJson } from './cluster-json.js';
+import { refuseUpgrade, sameOrigin } from './upgrade.js';
+
+export const EVENTS_PATH = '/api/af/events';
+const PING_MS = 30_000;
+
+export class EventStream {
+  private readonly wss = new WebSocketServer({ noServer: true });
+
+  constructor(private readonly deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger }) {}
+
+  /** Handles the upgrade if it is for the event stream; false otherwise. */
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> {
+    if ((req.url ?? '').split('?')[0] !== EVENTS_PATH) return false;
+    if (!sameOrigin(req)) {
+      refuseUpgrade(socket, 403, 'cross_origin', 'The event stream only accepts connections from the gateway\'s own origin');
+      return true;
+    }
+    let user: User;
+    try {
+      user = (await this.deps.identifier.identify(req.headers)).user;
+    } catch (err) {
+      refuseUpgrade(socket, err);
+      return true;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.serve(ws, user));
+    return true;
+  }
+
+  private serve(ws: WebSocket, user: User): void {
+    const { clusters } = this.deps;
+    const visible = (c: ClusterRecord) => user.admin || c.username === user.name;
+    const lastSent = new Map<string, string>();
+    const send = (event: AfEvent) => {
+      if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(event));
+    };
+    const onCluster = (c: ClusterRecord) => {
+      if (!visible(c)) return;
+      const cluster = afClusterJson(c, clusters.workersOf(c.name));
+      const text = JSON.stringify(cluster);
+      if (lastSent.get(c.name) === text) return; // heartbeats that changed nothing
+      lastSent.set(c.name, text);
+      send({ type: 'cluster', cluster });
+    };
+    const snapshot = clusters.list(user.admin ? undefined : user.name, ['PENDING', 'RUNNING', 'STOPPING']);
+    const initial = snapshot.map((c) => afClusterJson(c, clusters.workersOf(c.name)));
+    for (const c of initial) lastSent.set(c.name, JSON.stringify(c));
+    send({ type: 'snapshot', clusters: initial });
+
+    const onWorker = (c: ClusterRecord) => onCluster(c);
+    clusters.on('cluster', onCluster);
+    clusters.on('worker', onWorker);
+    let alive = true;
+    ws.on('pong', () => (alive = true));
+    const ping = setInterval(() => {
+      if (!alive) return ws.terminate();
+      alive = false;
+      ws.ping();
+    }, PING_MS);
+    ws.on('close', () => {
+      clearInterval(ping);
+      clusters.off('cluster', onCluster);
+      clusters.off('worker', onWorker);
+    });
+    ws.on('error', (err) => this.deps.log.debug({ err: err.message }, 'event stream error'));
+  }
+
+  close(): void {
+    for (const ws of this.wss.clients) ws.terminate();
+    this.wss.close();
+  }
+}

@@ -1,0 +1,125 @@
+// AF Gateway's own API and event stream, on a real gateway with real processes.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import type { AfCluster, AfEvent } from '@af-gateway/schemas';
+import { resolveConfig } from '../../src/config.js';
+import { bodyAjv } from '../../src/schemas.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+
+let gw: RunningGateway;
+let dataDir: string;
+const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
+const validEvent = bodyAjv.getSchema('af-event.json')!;
+const validCluster = bodyAjv.getSchema('af-cluster.json')!;
+
+async function api(method: string, path: string, user = 'carol', body?: unknown) {
+  const res = await fetch(gw.url + path, {
+    method,
+    headers: { authorization: basic(user), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json().catch(() => undefined)) as Record<string, unknown> };
+}
+
+/** Collects the events of one stream; `until` resolves when a predicate matches. */
+function openStream(headers: Record<string, string>) {
+  const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers });
+  const events: AfEvent[] = [];
+  const waiters: { pred: (e: AfEvent) => boolean; resolve: (e: AfEvent) => void }[] = [];
+  ws.on('message', (data) => {
+    const e = JSON.parse(String(data)) as AfEvent;
+    expect(validEvent(e), JSON.stringify(validEvent.errors)).toBe(true);
+    events.push(e);
+    for (const w of [...waiters]) if (w.pred(e)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(e); }
+  });
+  const until = (pred: (e: AfEvent) => boolean, ms = 30_000) =>
+    new Promise<AfEvent>((resolve, reject) => {
+      const hit = events.find(pred);
+      if (hit) return resolve(hit);
+      const t = setTimeout(() => reject(new Error(`no matching event within ${ms} ms; got ${JSON.stringify(events.map((e) => e.type === 'cluster' ? e.cluster.status : e.type))}`)), ms);
+      waiters.push({ pred, resolve: (e) => { clearTimeout(t); resolve(e); } });
+    });
+  return { ws, events, until };
+}
+
+function handshakeStatus(headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers });
+    ws.on('open', () => { ws.close(); resolve(101); });
+    ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); ws.terminate(); });
+    ws.on('error', () => undefined);
+  });
+}
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'af-events-'));
+  gw = await startGateway(
+    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, cluster: { worker_max_failures: 2 } }),
+    makeLogger('warn'),
+  );
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('event stream', () => {
+  it('refuses anonymous and cross-origin handshakes', async () => {
+    expect(await handshakeStatus({})).toBe(401);
+    expect(await handshakeStatus({ authorization: basic('carol'), origin: 'http://evil.example' })).toBe(403);
+    expect(await handshakeStatus({ authorization: basic('carol'), origin: gw.url })).toBe(101);
+  });
+
+  it('shows a cluster from submission to running to stopped, and only to its owner', async () => {
+    const mine = openStream({ authorization: basic('carol') });
+    const theirs = openStream({ authorization: basic('dave') });
+    await mine.until((e) => e.type === 'snapshot');
+    await theirs.until((e) => e.type === 'snapshot');
+
+    const { json } = await api('POST', '/api/v1/clusters/', 'carol', { cluster_options: { worker_cores: 2 } });
+    const name = json.name as string;
+    const isMine = (status: string) => (e: AfEvent) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === status;
+    await mine.until(isMine('PENDING'));
+    const running = (await mine.until(isMine('RUNNING'))) as { cluster: AfCluster };
+    expect(running.cluster).toMatchObject({ owner: 'carol', worker_cores: 2, worker_memory: 1, dashboard_route: `/clusters/${name}/status`, adaptive: null });
+
+    expect((await api('POST', `/api/v1/clusters/${name}/adapt`, 'carol', { minimum: 1, maximum: 2 })).status).toBe(200);
+    await mine.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.workers.running === 1, 60_000);
+    const adaptive = await api('GET', `/api/af/clusters/${name}`);
+    expect(validCluster(adaptive.json)).toBe(true);
+    expect(adaptive.json).toMatchObject({ adaptive: { minimum: 1, maximum: 2 }, workers: { running: 1, list: [expect.objectContaining({ status: 'RUNNING' })] } });
+
+    expect((await api('DELETE', `/api/v1/clusters/${name}`, 'carol')).status).toBe(204);
+    await mine.until(isMine('STOPPED'));
+    expect(theirs.events.filter((e) => e.type === 'cluster')).toEqual([]);
+    mine.ws.close();
+    theirs.ws.close();
+  });
+});
+
+describe('failures reach the user', () => {
+  it('fails a cluster whose workers cannot start, saying why', async () => {
+    const { json } = await api('POST', '/api/v1/clusters/', 'carol', {
+      cluster_options: { environment: { DASK_DISTRIBUTED__WORKER__PRELOAD: '["af_gateway_no_such_module"]' } },
+    });
+    const name = json.name as string;
+    const stream = openStream({ authorization: basic('carol') });
+    await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'RUNNING');
+    expect((await api('POST', `/api/v1/clusters/${name}/scale`, 'carol', { count: 1 })).json).toEqual({ ok: true, msg: null });
+    const failed = (await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'FAILED', 60_000)) as { cluster: AfCluster };
+    expect(failed.cluster.message).toMatch(/2 workers in a row failed to start; the last one exited before connecting to the scheduler/);
+    expect(failed.cluster.message).toMatch(/af_gateway_no_such_module/);
+    const listed = await api('GET', '/api/af/clusters?status=failed');
+    expect((listed.json.clusters as AfCluster[]).map((c) => c.name)).toContain(name);
+    stream.ws.close();
+  });
+
+  it('lets only administrators list everyone', async () => {
+    expect((await api('GET', '/api/af/clusters?all=true')).status).toBe(403);
+    expect((await api('GET', '/api/af/clusters?status=bogus')).status).toBe(422);
+  });
+});
