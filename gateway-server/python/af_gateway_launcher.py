@@ -28,8 +28,12 @@ def _become(spec):
         os.setsid()
     except OSError:
         pass  # already a session leader (exec mode starts detached)
-    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
+    # Undo the launcher's SIGCHLD=ignore; keep Python's SIGPIPE=ignore (a peer closing a socket
+    # must raise BrokenPipeError in the scheduler, not kill it).
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     log_fd = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)
