@@ -2,12 +2,11 @@
 // cluster failed and what each worker is doing.
 import type { FastifyInstance } from 'fastify';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
-import type { ClusterStatus } from '../clusters/model.js';
-import { forbidden, unprocessable } from '../errors.js';
+import { forbidden } from '../errors.js';
+import { parseStatuses } from './status-filter.js';
 import { afClusterJson } from './cluster-json.js';
 import { authorizedCluster } from './route-auth.js';
 
-const STATUSES: ClusterStatus[] = ['PENDING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'];
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 
 export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterManager }): Promise<void> {
@@ -28,13 +27,7 @@ export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterMa
       response: { 200: { $ref: 'af-cluster-list.json' }, ...errors },
     },
   }, async (req) => {
-    const statuses = req.query.status
-      ? req.query.status.split(',').map((s) => {
-          const up = s.trim().toUpperCase() as ClusterStatus;
-          if (!STATUSES.includes(up)) throw unprocessable(`Unknown cluster status '${s}'; use ${STATUSES.map((x) => x.toLowerCase()).join(', ')}`);
-          return up;
-        })
-      : (['PENDING', 'RUNNING', 'STOPPING'] as ClusterStatus[]);
+    const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING', 'STOPPING']);
     if (req.query.all && !req.user!.admin) throw forbidden('Only administrators may list every user\'s clusters');
     const list = clusters.list(req.query.all ? undefined : req.user!.name, statuses);
     return { clusters: list.map((c) => afClusterJson(c, clusters.workersOf(c.name))) };

@@ -2,12 +2,10 @@
 import type { FastifyInstance } from 'fastify';
 import type { AdaptRequest, CreateClusterRequest, Heartbeat, ScaleRequest } from '@af-gateway/schemas';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
-import type { ClusterStatus } from '../clusters/model.js';
-import { unprocessable } from '../errors.js';
+import { parseStatuses } from './status-filter.js';
 import { clusterJson } from './cluster-json.js';
 import { authorizedCluster } from './route-auth.js';
 
-const STATUSES: ClusterStatus[] = ['PENDING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'];
 const LONG_POLL_MS = 20_000;
 const nameParams = {
   type: 'object',
@@ -15,17 +13,6 @@ const nameParams = {
   properties: { cluster_name: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } },
 } as const;
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
-
-function parseStatuses(query: string | undefined): ClusterStatus[] {
-  if (query === undefined) return ['PENDING', 'RUNNING'];
-  return query.split(',').map((s) => {
-    const up = s.trim().toUpperCase() as ClusterStatus;
-    if (!STATUSES.includes(up)) {
-      throw unprocessable(`Unknown cluster status '${s}'; use one or more of ${STATUSES.map((x) => x.toLowerCase()).join(', ')}`);
-    }
-    return up;
-  });
-}
 
 /** dask-gateway's query flags: present without value, or a non-zero integer, mean true. */
 const flag = (v: string | undefined) => v !== undefined && (v === '' || (/^\d+$/.test(v) && Number(v) !== 0) || v === 'true');
@@ -45,7 +32,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
       response: { 200: { $ref: 'cluster-list.json' }, ...errors },
     },
   }, async (req) => {
-    const statuses = parseStatuses(req.query.status);
+    const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING']);
     const list = clusters.list(req.user!.name, statuses);
     return Object.fromEntries(list.map((c) => [c.name, clusterJson(c)]));
   });
