@@ -14,6 +14,7 @@ import { LocalBackend } from './backends/local/local-backend.js';
 import { ClusterManager } from './clusters/cluster-manager.js';
 import { SimpleAuthenticator } from './auth/simple-authenticator.js';
 import { JupyterHubAuthenticator } from './auth/jupyterhub-authenticator.js';
+import { OidcAuthenticator } from './auth/oidc-authenticator.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { Sessions } from './auth/sessions.js';
 import { Identifier } from './auth/identify.js';
@@ -47,9 +48,13 @@ function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator 
     }
     return new SimpleAuthenticator(a.simple.password, a.admin_users);
   }
+  if (a.type === 'oidc') {
+    if (!a.oidc.issuer) throw new ConfigError('auth.type oidc needs auth.oidc.issuer');
+    return new OidcAuthenticator(a.oidc, a.admin_users, a.admin_groups);
+  }
   const apiUrl = a.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL;
   if (!apiUrl) throw new ConfigError('auth.type jupyterhub needs auth.jupyterhub.api_url (or JUPYTERHUB_API_URL)');
-  return new JupyterHubAuthenticator(apiUrl, a.admin_users);
+  return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups);
 }
 
 export function makeLogger(level: string): FastifyBaseLogger {

@@ -4,6 +4,8 @@ export interface User {
   name: string;
   groups: string[];
   admin: boolean;
+  /** When the credential that proved this identity expires (ms since the epoch), if it does. */
+  expiresAt?: number | null;
 }
 
 export interface Authenticator {

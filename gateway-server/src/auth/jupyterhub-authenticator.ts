@@ -17,6 +17,7 @@ export class JupyterHubAuthenticator implements Authenticator {
   constructor(
     private readonly apiUrl: string,
     private readonly admins: readonly string[],
+    private readonly adminGroups: readonly string[] = [],
     private readonly cacheSeconds = 60,
   ) {}
 
@@ -44,7 +45,9 @@ export class JupyterHubAuthenticator implements Authenticator {
     if (!res.ok) throw new AppError(503, 'hub_error', `JupyterHub answered HTTP ${res.status} while checking the token`);
     const body = (await res.json()) as HubUser;
     if (!body.name) throw new AppError(401, 'invalid_credentials', 'The token does not belong to a JupyterHub user');
-    const user: User = { name: body.name, groups: body.groups ?? [], admin: Boolean(body.admin) || this.admins.includes(body.name) };
+    const groups = body.groups ?? [];
+    const admin = Boolean(body.admin) || this.admins.includes(body.name) || groups.some((g) => this.adminGroups.includes(g));
+    const user: User = { name: body.name, groups, admin };
     this.cache.set(key, { user, until: Date.now() + this.cacheSeconds * 1000 });
     return user;
   }

@@ -15,11 +15,16 @@ export class Sessions {
     private readonly secure: boolean,
   ) {}
 
-  /** Creates a session and returns the Set-Cookie header value. */
+  /**
+   * Creates a session and returns the Set-Cookie header value. A session never outlives the
+   * credential that opened it (an access token's expiry), so an expired token cannot live on in a cookie.
+   */
   create(user: User): string {
     const token = randomBytes(32).toString('base64url');
-    this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + this.maxAgeSeconds * 1000);
-    const attrs = [`${SESSION_COOKIE}=${token}`, 'Path=/', 'HttpOnly', 'SameSite=Lax', `Max-Age=${this.maxAgeSeconds}`];
+    const limit = user.expiresAt ? Math.floor((user.expiresAt - Date.now()) / 1000) : this.maxAgeSeconds;
+    const maxAge = Math.max(1, Math.min(this.maxAgeSeconds, limit));
+    this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + maxAge * 1000);
+    const attrs = [`${SESSION_COOKIE}=${token}`, 'Path=/', 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
     if (this.secure) attrs.push('Secure');
     return attrs.join('; ');
   }

@@ -1,0 +1,190 @@
+// OAuth2 bearer tokens from an OIDC provider (INDIGO IAM, WLCG token profile). JWTs are verified
+// with jose against the issuer's key set (discovered, cached, refetched when a token names a new
+// key); opaque tokens are introspected (RFC 7662) when configured. The 401 challenge is
+// `Bearer` with RFC 6750 error details.
+import { createRemoteJWKSet, jwtVerify, errors as joseErrors, decodeProtectedHeader, type JWTPayload } from 'jose';
+import type { ResolvedConfig } from '../config.js';
+import { AppError, errorMessage } from '../errors.js';
+import { splitAuthorization, type Authenticator, type User } from './authenticator.js';
+
+type OidcConfig = ResolvedConfig['auth']['oidc'];
+
+interface Discovery {
+  issuer: string;
+  jwks_uri?: string;
+  introspection_endpoint?: string;
+}
+
+/** The verified identity of a token, with what the session and the token broker need. */
+export interface TokenIdentity extends User {
+  /** Expiry of the access token, ms since the epoch. */
+  expiresAt: number | null;
+}
+
+export class OidcAuthenticator implements Authenticator {
+  readonly challenge: string;
+  private discovery: Promise<Discovery> | undefined;
+  private jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+
+  constructor(
+    private readonly cfg: OidcConfig,
+    private readonly adminUsers: readonly string[],
+    private readonly adminGroups: readonly string[],
+  ) {
+    if (!cfg.issuer) throw new Error('auth.oidc.issuer is required for auth.type oidc');
+    this.challenge = 'Bearer realm="af-gateway"';
+  }
+
+  private refuse(description: string, error = 'invalid_token'): AppError {
+    // RFC 6750: a valid token without the needed scope is a 403, everything else a 401.
+    return new AppError(error === 'insufficient_scope' ? 403 : 401, error, `Access token refused: ${description}`, {
+      headers: { 'WWW-Authenticate': `Bearer realm="af-gateway", error="${error}", error_description="${description.replace(/"/g, "'")}"` },
+    });
+  }
+
+  private discover(): Promise<Discovery> {
+    this.discovery ??= (async () => {
+      const url = `${this.cfg.issuer!.replace(/\/$/, '')}/.well-known/openid-configuration`;
+      const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+      if (!res.ok) throw new Error(`HTTP ${res.status} from ${url}`);
+      return (await res.json()) as Discovery;
+    })().catch((err: unknown) => {
+      this.discovery = undefined; // try again on the next request
+      throw new AppError(503, 'issuer_unreachable', `The identity provider could not be reached: ${errorMessage(err)}`, { cause: err });
+    });
+    return this.discovery;
+  }
+
+  private async keySet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
+    if (!this.jwks) {
+      const uri = this.cfg.jwks_uri ?? (await this.discover()).jwks_uri;
+      if (!uri) throw new AppError(503, 'no_jwks', 'The identity provider publishes no signing keys (jwks_uri)');
+      this.jwks = createRemoteJWKSet(new URL(uri), { cooldownDuration: this.cfg.jwks_cooldown * 1000, timeoutDuration: 10_000 });
+    }
+    return this.jwks;
+  }
+
+  async authenticate(authorization: string): Promise<User | null> {
+    const { scheme, credentials } = splitAuthorization(authorization);
+    if (scheme !== 'bearer') return null;
+    return this.verify(credentials);
+  }
+
+  /** Verifies an access token and returns who it stands for; throws a 401 saying what is wrong. */
+  async verify(token: string): Promise<TokenIdentity> {
+    if (!token) throw this.refuse('the Authorization header carries no token', 'invalid_request');
+    const claims = looksLikeJwt(token) ? await this.verifyJwt(token) : await this.introspect(token);
+    return this.identity(claims);
+  }
+
+  private async verifyJwt(token: string): Promise<JWTPayload> {
+    try {
+      const { payload } = await jwtVerify(token, await this.keySet(), {
+        issuer: this.cfg.issuer!,
+        audience: this.cfg.audience.length ? this.cfg.audience : undefined,
+        clockTolerance: this.cfg.clock_skew,
+        requiredClaims: ['exp'],
+      });
+      return payload;
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      throw this.refuse(describeJoseError(err));
+    }
+  }
+
+  private async introspect(token: string): Promise<JWTPayload> {
+    const ic = this.cfg.introspection;
+    if (!ic.enabled) throw this.refuse('not a JWT, and token introspection is not enabled');
+    const url = ic.url ?? (await this.discover()).introspection_endpoint;
+    const secret = process.env.AF_GATEWAY_OIDC_CLIENT_SECRET ?? ic.client_secret;
+    if (!url || !ic.client_id || !secret) throw new AppError(503, 'introspection_unconfigured', 'Token introspection is enabled but has no endpoint or client credentials');
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: 'Basic ' + Buffer.from(`${encodeURIComponent(ic.client_id)}:${encodeURIComponent(secret)}`).toString('base64'),
+        },
+        body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+        signal: AbortSignal.timeout(10_000),
+      });
+    } catch (err) {
+      throw new AppError(503, 'issuer_unreachable', `Token introspection failed: ${errorMessage(err)}`, { cause: err });
+    }
+    if (!res.ok) throw new AppError(503, 'introspection_failed', `Token introspection answered HTTP ${res.status}`);
+    const claims = (await res.json()) as JWTPayload & { active?: boolean };
+    if (!claims.active) throw this.refuse('the identity provider says the token is not active (expired or revoked)');
+    const now = Date.now() / 1000;
+    if (claims.iss !== undefined && claims.iss !== this.cfg.issuer) throw this.refuse(`issued by ${claims.iss}, not by ${this.cfg.issuer}`);
+    if (typeof claims.exp === 'number' && claims.exp + this.cfg.clock_skew < now) throw this.refuse('the token has expired');
+    if (this.cfg.audience.length) {
+      const aud = Array.isArray(claims.aud) ? claims.aud : claims.aud ? [claims.aud] : [];
+      if (!aud.some((a) => this.cfg.audience.includes(a))) throw this.refuse(`the token is not meant for this gateway (audience ${aud.join(', ') || 'none'})`);
+    }
+    return claims;
+  }
+
+  private identity(claims: JWTPayload): TokenIdentity {
+    const scopes = scopesOf(claims);
+    const missing = this.cfg.required_scopes.filter((s) => !scopes.includes(s));
+    if (missing.length) throw this.refuse(`the token lacks the scope${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`, 'insufficient_scope');
+    const name = claims[this.cfg.username_claim];
+    if (typeof name !== 'string' || !name) throw this.refuse(`the token has no ${this.cfg.username_claim} claim naming the user`);
+    let groups: string[] = [];
+    for (const c of this.cfg.groups_claims) {
+      const v = claims[c];
+      if (Array.isArray(v)) {
+        groups = v.filter((g): g is string => typeof g === 'string');
+        break;
+      }
+      if (typeof v === 'string') {
+        groups = v.split(/[\s,]+/).filter(Boolean);
+        break;
+      }
+    }
+    const admin = this.adminUsers.includes(name) || groups.some((g) => this.adminGroups.includes(g));
+    return { name, groups, admin, expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null };
+  }
+}
+
+const looksLikeJwt = (t: string) => t.split('.').length === 3 && (() => {
+  try {
+    decodeProtectedHeader(t);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+export function scopesOf(claims: JWTPayload): string[] {
+  if (typeof claims.scope === 'string') return claims.scope.split(' ').filter(Boolean);
+  const scp = (claims as { scp?: unknown }).scp;
+  if (Array.isArray(scp)) return scp.filter((s): s is string => typeof s === 'string');
+  if (typeof scp === 'string') return scp.split(' ').filter(Boolean);
+  return [];
+}
+
+function describeJoseError(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'the token has expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    switch (err.claim) {
+      case 'nbf':
+        return 'the token is not valid yet (nbf)';
+      case 'iss':
+        return 'the token comes from another issuer';
+      case 'aud':
+        return 'the token is not meant for this gateway (audience)';
+      case 'iat':
+        return 'the token was issued in the future (iat)';
+      default:
+        return `the token's ${err.claim} claim is invalid`;
+    }
+  }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'the signature does not verify';
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return "the token is signed with a key the issuer does not publish";
+  if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) return 'the token uses an unsupported algorithm';
+  if (err instanceof joseErrors.JWTInvalid || err instanceof joseErrors.JWSInvalid) return 'the token is malformed';
+  if (err instanceof joseErrors.JWKSTimeout) return "the issuer's keys could not be fetched in time";
+  return 'the token could not be verified';
+}

@@ -1,0 +1,135 @@
+// OIDC bearer authentication against a real OpenID provider: the auth matrix over every kind of
+// route, and key rotation.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as jose from 'jose';
+import WebSocket from 'ws';
+import { resolveConfig } from '../../src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+// @ts-expect-error plain ESM test helper without type declarations
+import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
+
+interface Op {
+  issuer: string;
+  token(client: string, o?: { scope?: string; resource?: string }): Promise<string>;
+  sign(claims: Record<string, unknown>, o?: { key?: jose.JWK }): Promise<string>;
+  rotate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+let op: Op;
+let gw: RunningGateway;
+let dataDir: string;
+let aliceCluster: string;
+const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
+
+async function status(method: string, path: string, headers: Record<string, string>, body?: unknown) {
+  const res = await fetch(gw.url + path, {
+    method,
+    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    redirect: 'manual',
+  });
+  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, string>, challenge: res.headers.get('www-authenticate') };
+}
+
+function wsStatus(headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers });
+    ws.on('open', () => { ws.close(); resolve(101); });
+    ws.on('unexpected-response', (_q, r) => { resolve(r.statusCode ?? 0); ws.terminate(); });
+    ws.on('error', () => undefined);
+  });
+}
+
+beforeAll(async () => {
+  op = (await startOidcProvider()) as Op;
+  dataDir = mkdtempSync(join(tmpdir(), 'af-oidc-'));
+  gw = await startGateway(
+    resolveConfig({
+      listen: '127.0.0.1:0',
+      data_dir: dataDir,
+      auth: {
+        type: 'oidc',
+        oidc: { issuer: op.issuer, audience: [AUDIENCE], required_scopes: ['compute.create'], clock_skew: 5, jwks_cooldown: 0 },
+        admin_groups: ['/af/admins'],
+      },
+    }),
+    makeLogger('warn'),
+  );
+  const created = await status('POST', '/api/v1/clusters/', bearer(await op.token('alice')), {});
+  expect(created.status).toBe(201);
+  aliceCluster = created.json.name!;
+});
+
+afterAll(async () => {
+  await gw?.close();
+  await op?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('auth matrix', () => {
+  const now = () => Math.floor(Date.now() / 1000);
+  const claims = (over: Record<string, unknown> = {}) => ({
+    iss: op.issuer, sub: 'alice', aud: AUDIENCE, scope: 'compute.create', iat: now(), exp: now() + 300, 'wlcg.groups': ['/cms'], ...over,
+  });
+
+  const cases: [string, () => Promise<Record<string, string>>, number, RegExp][] = [
+    ['no token', async () => ({}), 401, /Authentication required/],
+    ['an empty bearer', async () => ({ authorization: 'Bearer ' }), 401, /no token/],
+    ['expired', async () => bearer(await op.sign(claims({ iat: now() - 600, exp: now() - 300 }))), 401, /expired/],
+    ['not yet valid', async () => bearer(await op.sign(claims({ nbf: now() + 600 }))), 401, /not valid yet/],
+    ['bad signature', async () => {
+      const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
+      const forged = { ...(await jose.exportJWK(privateKey)), kid: 'key-1', alg: 'RS256' };
+      return bearer(await op.sign(claims(), { key: forged }));
+    }, 401, /signature does not verify/],
+    ['unknown issuer', async () => bearer(await op.sign(claims({ iss: 'http://127.0.0.1:1/other' }))), 401, /another issuer/],
+    ['wrong audience', async () => bearer(await op.token('alice', { resource: 'urn:other-service' })), 401, /not meant for this gateway/],
+    ['missing scope', async () => bearer(await op.token('alice', { scope: 'openid compute.read' })), 403, /lacks the scope compute.create/],
+    ['not a JWT', async () => bearer('opaque-token-without-introspection'), 401, /not a JWT/],
+  ];
+
+  it.each(cases)('%s is refused on the API, the dashboards and the event stream', async (_what, headers, code, message) => {
+    const h = await headers();
+    const api = await status('GET', '/api/v1/clusters/', h);
+    expect(api.status).toBe(code);
+    expect(api.json.error).toMatch(message);
+    expect(api.challenge).toMatch(/^Bearer realm="af-gateway"/);
+    expect((await status('GET', `/clusters/${aliceCluster}/status`, h)).status).toBe(code);
+    expect((await status('POST', `/api/v1/clusters/${aliceCluster}/scale`, h, { count: 1 })).status).toBe(code);
+    expect(await wsStatus(h)).toBe(code);
+  });
+
+  it('lets the owner in everywhere', async () => {
+    const h = bearer(await op.token('alice'));
+    expect((await status('GET', `/api/v1/clusters/${aliceCluster}?wait`, h)).status).toBe(200);
+    expect((await status('GET', `/clusters/${aliceCluster}/status`, h)).status).toBe(200);
+    expect(await wsStatus(h)).toBe(101);
+    const mine = await status('GET', '/api/af/clusters', h);
+    expect(mine.json).toMatchObject({ clusters: [expect.objectContaining({ name: aliceCluster, owner: 'alice' })] });
+  });
+
+  it("keeps another user's cluster out of reach, and lets an admin group in", async () => {
+    const bob = bearer(await op.token('bob'));
+    expect((await status('GET', `/api/v1/clusters/${aliceCluster}`, bob)).status).toBe(403);
+    expect((await status('GET', `/clusters/${aliceCluster}/status`, bob)).status).toBe(403);
+    expect((await status('POST', `/api/v1/clusters/${aliceCluster}/scale`, bob, { count: 1 })).status).toBe(403);
+    const admin = bearer(await op.token('admin'));
+    expect((await status('GET', `/api/v1/clusters/${aliceCluster}`, admin)).status).toBe(200);
+    expect((await status('GET', '/api/af/clusters?all=true', admin)).status).toBe(200);
+    expect((await status('GET', '/metrics', admin)).status).toBe(200);
+    expect((await status('GET', '/metrics', bob)).status).toBe(403);
+  });
+});
+
+describe('key rotation', () => {
+  it('accepts tokens signed with a new key once the provider publishes it', async () => {
+    await op.rotate();
+    const fresh = await op.token('alice');
+    expect(jose.decodeProtectedHeader(fresh).kid).toBe('key-2');
+    expect((await status('GET', '/api/v1/clusters/', bearer(fresh))).status).toBe(200);
+  });
+});
