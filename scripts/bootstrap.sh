@@ -29,11 +29,13 @@ py=${AF_PYTHON:-python3}
 if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
   log "Python 3.11 is required for the pinned environment (found $("$py" --version 2>&1))"; exit 1
 fi
-want=$(hash_of python/requirements.lock)
+want=$(hash_of python/requirements.lock python/af-gateway-client/pyproject.toml)
 if [ "$(cat .venv/.af-lock-hash 2>/dev/null)" != "$want" ]; then
   log "installing the pinned Python environment into .venv (python/requirements.lock)"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r python/requirements.lock
+  # the project's own client helpers, editable so the tests use the working tree
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input --no-deps -e python/af-gateway-client
   echo "$want" > .venv/.af-lock-hash
 fi
 

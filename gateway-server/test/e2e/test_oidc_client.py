@@ -1,0 +1,134 @@
+"""OIDC bearer tokens end to end: a real OpenID provider (oidc-provider, started by the test), the
+gateway with `auth.type: oidc`, and the unmodified dask_gateway client with af_gateway_client's
+BearerTokenAuth. Also the headless recipe: a CI job gets a token with the client-credentials grant.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import dask
+import pytest
+import requests
+from dask_gateway import Gateway
+
+REPO = Path(__file__).resolve().parents[3]
+CLI = REPO / "gateway-server" / "dist" / "cli.js"
+OP_SCRIPT = REPO / "gateway-server" / "test" / "support" / "oidc-provider.mjs"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory):
+    log = tmp_path_factory.mktemp("op") / "op.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(["node", str(OP_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the OpenID provider did not start:\n" + log.read_text()[-2000:])
+        yield json.loads(line)
+    finally:
+        _stop(proc)
+
+
+def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
+    """What a CI job does: one POST to the provider's token endpoint."""
+    conf = requests.get(provider["issuer"] + "/.well-known/openid-configuration", timeout=10).json()
+    r = requests.post(conf["token_endpoint"], auth=(client, provider["clients"][client]),
+                      data={"grant_type": "client_credentials", "scope": scope,
+                            "resource": "urn:" + provider["audience"]}, timeout=10)
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def oidc_gateway(provider, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gw-oidc")
+    port = _free_port()
+    (d / "config.json").write_text(json.dumps({
+        "listen": f"127.0.0.1:{port}",
+        "data_dir": str(d / "data"),
+        "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
+                                           "required_scopes": ["compute.create"]}},
+    }))
+    log = d / "gateway.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["node", str(CLI), "serve", "--config", str(d / "config.json")],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/api/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        yield url
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.timeout(180)
+def test_ci_job_drives_a_cluster_with_a_client_credentials_token(provider, oidc_gateway, tmp_path, monkeypatch):
+    # The CI recipe from the README: token from the provider into BEARER_TOKEN_FILE, and the
+    # dask_gateway client configured to use af_gateway_client's bearer auth.
+    token_file = tmp_path / "bt"
+    token_file.write_text(client_credentials_token(provider, "ci-pipeline"))
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(token_file))
+    monkeypatch.delenv("BEARER_TOKEN", raising=False)
+    with dask.config.set({"gateway.address": oidc_gateway, "gateway.auth.type": "af_gateway_client.BearerTokenAuth"}):
+        gateway = Gateway()
+        cluster = gateway.new_cluster(worker_cores=1)
+        try:
+            cluster.scale(1)
+            client = cluster.get_client(set_as_default=False)
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+            listed = requests.get(f"{oidc_gateway}/api/af/clusters",
+                                  headers={"Authorization": "Bearer " + token_file.read_text()}, timeout=10).json()
+            assert [c["owner"] for c in listed["clusters"]] == ["ci-pipeline"]
+            client.close()
+        finally:
+            cluster.shutdown()
+        assert gateway.list_clusters() == []
+
+
+@pytest.mark.timeout(60)
+def test_tokens_the_gateway_refuses(provider, oidc_gateway, monkeypatch):
+    monkeypatch.delenv("BEARER_TOKEN_FILE", raising=False)
+    # without the required scope: 403 with the reason
+    weak = client_credentials_token(provider, "alice", scope="openid compute.read")
+    r = requests.get(f"{oidc_gateway}/api/v1/clusters/", headers={"Authorization": "Bearer " + weak}, timeout=10)
+    assert r.status_code == 403 and "lacks the scope compute.create" in r.json()["error"]
+    # a garbage token: 401 with a Bearer challenge
+    r = requests.get(f"{oidc_gateway}/api/v1/clusters/", headers={"Authorization": "Bearer x.y.z"}, timeout=10)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    # no token anywhere: the client's auth class says where it looked
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent")
+    monkeypatch.setenv("BEARER_TOKEN", "")
+    from af_gateway_client import BearerTokenAuth
+    with pytest.raises(ValueError, match="No bearer token found"):
+        Gateway(oidc_gateway, auth=BearerTokenAuth()).list_clusters()
