@@ -22,7 +22,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
 
   app.get('/api/v1/options', {
     schema: { tags: ['dask-gateway'], summary: 'The cluster options form', response: { 200: { $ref: 'options-spec.json' }, ...errors } },
-  }, async () => ({ cluster_options: clusters.options.spec() }));
+  }, async (req) => ({ cluster_options: clusters.optionsFor(req.user!).spec() }));
 
   app.get<{ Querystring: { status?: string } }>('/api/v1/clusters/', {
     schema: {
@@ -45,7 +45,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
       response: { 201: { $ref: 'create-cluster-result.json' }, ...errors },
     },
   }, async (req, reply) => {
-    const c = await clusters.create(req.user!.name, req.body.cluster_options ?? {});
+    const c = await clusters.create(req.user!, req.body.cluster_options ?? {});
     return reply.code(201).send({ name: c.name });
   });
 

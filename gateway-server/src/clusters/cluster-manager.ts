@@ -11,7 +11,9 @@ import type { Backend } from '../backends/backend.js';
 import type { ResolvedConfig } from '../config.js';
 import { AppError, conflict, errorMessage, notFound, unprocessable } from '../errors.js';
 import type { StateStore } from '../store/state-store.js';
-import { ClusterOptions } from './cluster-options.js';
+import type { ClusterOptions } from './cluster-options.js';
+import { Policy } from './policy.js';
+import type { User } from '../auth/authenticator.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from './cluster-files.js';
 import { ACTIVE_STATUSES, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
@@ -37,7 +39,7 @@ const now = () => Date.now();
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 
 export class ClusterManager extends EventEmitter<ClusterEvents> {
-  readonly options: ClusterOptions;
+  readonly policy: Policy;
   /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
   private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord> }>();
   private readonly ending = new Map<string, Promise<void>>();
@@ -50,7 +52,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     super();
     this.setMaxListeners(0);
     this.cfg = deps.config.cluster;
-    this.options = new ClusterOptions(deps.config.cluster_options);
+    this.policy = new Policy(deps.config.policy, deps.config.cluster_options, deps.config.cluster.max_workers);
   }
 
   /** Adopts what survived a restart, then starts the periodic check. `apiUrl` is where schedulers heartbeat. */
@@ -122,14 +124,23 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   // --- commands -------------------------------------------------------------------------------
 
-  async create(username: string, requestedOptions: unknown): Promise<ClusterRecord> {
-    const options = this.options.parse(requestedOptions);
-    const settings = this.options.settings(options, this.cfg);
+  /** The options form this user is offered. */
+  optionsFor(user: User): ClusterOptions {
+    return this.policy.optionsFor(user);
+  }
+
+  async create(user: User, requestedOptions: unknown): Promise<ClusterRecord> {
+    const form = this.policy.optionsFor(user);
+    const options = form.parse(requestedOptions);
+    this.policy.checkCreate(user, [...this.active.values()].map((e) => e.cluster));
+    const settings = form.settings(options, this.cfg);
+    const username = user.name;
     const name = randomHex(16);
     const { cert, key } = await newClusterKeypair(name);
     const cluster: ClusterRecord = {
       name,
       username,
+      groups: [...user.groups],
       options,
       settings,
       status: 'PENDING',
@@ -199,13 +210,21 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     return c;
   }
 
+  /** What each active cluster counts against the limits: the workers it wants or has, whichever is more. */
+  private usage() {
+    return [...this.active.values()].map(({ cluster, workers }) => ({
+      cluster,
+      workers: Math.max(cluster.count, [...workers.values()].filter(workerIsLive).length),
+    }));
+  }
+
   async scale(name: string, count: number): Promise<ScaleResult> {
     const c = this.runningCluster(name);
-    const max = this.cfg.max_workers;
+    const cap = this.policy.workerCap(c, this.usage());
     let msg: string | null = null;
-    if (max !== null && count > max) {
-      msg = `Scale request of ${count} workers exceeds this gateway's limit of ${max} workers per cluster (cluster.max_workers); scaling to ${max} instead.`;
-      count = max;
+    if (cap && count > cap.max) {
+      msg = `Scale request of ${count} workers exceeds ${cap.reason}; scaling to ${cap.max} instead.`;
+      count = cap.max;
     }
     await this.tellScheduler(c, { op: 'scale', count });
     c.adaptive = null;
@@ -219,18 +238,18 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (minimum !== null && maximum !== null && minimum > maximum) {
       throw unprocessable(`Adaptive minimum (${minimum}) must not be larger than maximum (${maximum})`, 'invalid_range');
     }
-    const max = this.cfg.max_workers;
+    const cap = active ? this.policy.workerCap(c, this.usage()) : null;
     let msg: string | null = null;
-    if (max !== null && active) {
+    if (cap) {
       const min0 = minimum ?? 0;
-      const max0 = maximum ?? max;
-      if (min0 > max || max0 > max) {
+      const max0 = maximum ?? cap.max;
+      if (min0 > cap.max || max0 > cap.max) {
         msg =
-          `Adaptive range minimum=${min0}, maximum=${max0} exceeds this gateway's limit of ${max} workers per cluster ` +
-          `(cluster.max_workers); using minimum=${Math.min(min0, max)}, maximum=${Math.min(max0, max)} instead.`;
+          `Adaptive range minimum=${min0}, maximum=${max0} exceeds ${cap.reason}; ` +
+          `using minimum=${Math.min(min0, cap.max)}, maximum=${Math.min(max0, cap.max)} instead.`;
       }
-      minimum = Math.min(min0, max);
-      maximum = Math.min(max0, max);
+      minimum = Math.min(min0, cap.max);
+      maximum = Math.min(max0, cap.max);
     }
     await this.tellScheduler(c, { op: 'adapt', minimum, maximum, active });
     c.adaptive = active ? { minimum, maximum } : null;
@@ -272,8 +291,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       c.message = '';
       this.deps.log.info({ cluster: name, ms: now() - c.startTime }, 'cluster running');
     }
-    const max = this.cfg.max_workers;
-    c.count = max !== null ? Math.min(hb.count, max) : hb.count;
+    // The scheduler decides adaptive counts itself; limits still bind (another cluster may have grown).
+    const cap = this.policy.workerCap(c, this.usage());
+    c.count = cap ? Math.min(hb.count, cap.max) : hb.count;
 
     const active = new Set(hb.active_workers);
     const closing = new Set(hb.closing_workers);

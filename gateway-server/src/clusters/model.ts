@@ -19,6 +19,8 @@ export interface ClusterSettings {
 export interface ClusterRecord {
   name: string;
   username: string;
+  /** The owner's groups when the cluster was created (group limits count it against them). */
+  groups: string[];
   options: Record<string, unknown>;
   settings: ClusterSettings;
   status: ClusterStatus;

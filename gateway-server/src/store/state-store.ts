@@ -101,6 +101,7 @@ export class StateStore {
     const secrets = JSON.parse(this.box.open(row.secrets)) as { token: string; tlsKey: string };
     return {
       ...data,
+      groups: data.groups ?? [], // written before group limits existed
       name: row.name,
       username: row.username,
       status: row.status as ClusterStatus,

@@ -16,7 +16,7 @@ const tmp = () => {
 afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const cluster = (over: Partial<ClusterRecord> = {}): ClusterRecord => ({
-  name: 'c1', username: 'alice', options: { worker_cores: 1 },
+  name: 'c1', username: 'alice', groups: ['/cms'], options: { worker_cores: 1 }, adaptive: { minimum: 0, maximum: 3 },
   settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
   status: 'RUNNING', stopRequested: false, token: 'TOKEN-SECRET-123', tlsCert: 'CERT', tlsKey: 'KEY-SECRET-456',
   scheduler: { pid: 1, startTicks: '2' }, schedulerAddress: 'tls://127.0.0.1:1', dashboardAddress: '', apiAddress: '',
