@@ -13,6 +13,10 @@ import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
 import { dashboardProxy } from './api/dashboard-proxy.js';
 import { systemRoutes } from './api/system-routes.js';
 import { afRoutes } from './api/af-routes.js';
+import { tokenRoutes } from './api/token-routes.js';
+import type { TokenBroker } from './tokens/token-broker.js';
+import type { OidcAuthenticator } from './auth/oidc-authenticator.js';
+import type { Sessions } from './auth/sessions.js';
 import { AppError } from './errors.js';
 
 export interface AppDeps {
@@ -21,6 +25,10 @@ export interface AppDeps {
   identifier: Identifier;
   metrics: Metrics;
   metricsToken: string | null;
+  broker: TokenBroker;
+  oidc: OidcAuthenticator | undefined;
+  sessions: Sessions;
+  publicUrl: string | null;
   version: string;
   health: () => Promise<Record<string, string>>;
 }
@@ -72,6 +80,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
   await app.register(afRoutes, { clusters: deps.clusters });
+  await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl });
   await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier });
   return app;
 }

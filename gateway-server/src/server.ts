@@ -15,6 +15,10 @@ import { ClusterManager } from './clusters/cluster-manager.js';
 import { SimpleAuthenticator } from './auth/simple-authenticator.js';
 import { JupyterHubAuthenticator } from './auth/jupyterhub-authenticator.js';
 import { OidcAuthenticator } from './auth/oidc-authenticator.js';
+import { OidcIssuer } from './auth/oidc-issuer.js';
+import type { TokenIdentity } from './auth/oidc-authenticator.js';
+import { splitAuthorization } from './auth/authenticator.js';
+import { TokenBroker } from './tokens/token-broker.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { Sessions } from './auth/sessions.js';
 import { Identifier } from './auth/identify.js';
@@ -50,7 +54,7 @@ function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator 
   }
   if (a.type === 'oidc') {
     if (!a.oidc.issuer) throw new ConfigError('auth.type oidc needs auth.oidc.issuer');
-    return new OidcAuthenticator(a.oidc, a.admin_users, a.admin_groups);
+    return new OidcAuthenticator(new OidcIssuer(a.oidc), a.admin_users, a.admin_groups);
   }
   const apiUrl = a.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL;
   if (!apiUrl) throw new ConfigError('auth.type jupyterhub needs auth.jupyterhub.api_url (or JUPYTERHUB_API_URL)');
@@ -84,7 +88,12 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const clusters = new ClusterManager({ store, backend, config, log: logger });
   const tlsOn = Boolean(config.tls.cert_file && config.tls.key_file);
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);
-  const identifier = new Identifier(authenticator, sessions);
+  const oidc = authenticator instanceof OidcAuthenticator ? authenticator : undefined;
+  const broker = new TokenBroker({ store, clusters, oidc, config: config.tokens, log: logger });
+  const identifier = new Identifier(authenticator, sessions, (user, authorization) => {
+    // A verified bearer token is the freshest token of its user the gateway may know.
+    if (oidc && 'token' in user) broker.observe(user as TokenIdentity, splitAuthorization(authorization).credentials);
+  });
   const metrics = new Metrics(clusters, store);
 
   const app = await buildApp({
@@ -93,13 +102,17 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     identifier,
     metrics,
     metricsToken: config.metrics.bearer_token,
+    broker,
+    oidc,
+    sessions,
+    publicUrl: config.public_url,
     version: VERSION,
     health: async () => ({ state: store.countByStatus() ? 'ok' : 'state store unreadable', backend: 'ok' }),
   });
   await app.ready();
 
   // WebSocket upgrades: the event stream and the dashboards' bokeh sockets.
-  const events = new EventStream({ clusters, identifier, log: logger });
+  const events = new EventStream({ clusters, broker, identifier, log: logger });
   const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger });
   app.server.on('upgrade', (req, socket, head) => {
     void (async () => {
@@ -122,6 +135,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const actualPort = (onePort.server.address() as AddressInfo).port;
   const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `${tlsOn ? 'https' : 'http'}://${connectHost}:${actualPort}`;
+  broker.start();
   await clusters.start(`${url}/api`);
   const prune = setInterval(() => sessions.prune(), 3600_000);
   prune.unref();
@@ -136,6 +150,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         clearInterval(prune);
         onePort.server.close(); // no new connections; open ones keep serving while clusters stop
         await clusters.close();
+        broker.close();
         events.close();
         await app.close();
         await onePort.close();

@@ -10,6 +10,7 @@ import type { Identifier } from '../auth/identify.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import type { ClusterRecord } from '../clusters/model.js';
 import { afClusterJson } from './cluster-json.js';
+import type { TokenBroker } from '../tokens/token-broker.js';
 import { refuseUpgrade, sameOrigin } from './upgrade.js';
 
 export const EVENTS_PATH = '/api/af/events';
@@ -18,7 +19,7 @@ const PING_MS = 30_000;
 export class EventStream {
   private readonly wss = new WebSocketServer({ noServer: true });
 
-  constructor(private readonly deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger }) {}
+  constructor(private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; log: FastifyBaseLogger }) {}
 
   /** Handles the upgrade if it is for the event stream; false otherwise. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> {
@@ -59,8 +60,12 @@ export class EventStream {
     send({ type: 'snapshot', clusters: initial });
 
     const onWorker = (c: ClusterRecord) => onCluster(c);
+    const onToken = (username: string) => {
+      if (username === user.name) send({ type: 'token', token: this.deps.broker.status(user) });
+    };
     clusters.on('cluster', onCluster);
     clusters.on('worker', onWorker);
+    this.deps.broker.on('token', onToken);
     let alive = true;
     ws.on('pong', () => (alive = true));
     const ping = setInterval(() => {
@@ -72,6 +77,7 @@ export class EventStream {
       clearInterval(ping);
       clusters.off('cluster', onCluster);
       clusters.off('worker', onWorker);
+      this.deps.broker.off('token', onToken);
     });
     ws.on('error', (err) => this.deps.log.debug({ err: err.message }, 'event stream error'));
   }

@@ -14,6 +14,8 @@ export class Identifier {
   constructor(
     readonly authenticator: Authenticator,
     private readonly sessions: Sessions,
+    /** Told of each identity proven by an Authorization header (the token broker keeps bearer tokens). */
+    private readonly onAuthenticated?: (user: User, authorization: string) => void,
   ) {}
 
   /** The caller, or a 401 AppError with the authenticator's challenge. */
@@ -23,7 +25,10 @@ export class Identifier {
     if (authorization) {
       const user = await this.authenticator.authenticate(authorization);
       // A browser repeats Basic credentials on every request: keep its session instead of making one each time.
-      if (user) return fromSession?.name === user.name ? { user } : { user, setCookie: this.sessions.create(user) };
+      if (user) {
+        this.onAuthenticated?.(user, authorization);
+        return fromSession?.name === user.name ? { user } : { user, setCookie: this.sessions.create(user) };
+      }
     }
     if (fromSession) return { user: fromSession };
     throw new AppError(401, 'unauthenticated', 'Authentication required: log in to the gateway first', {

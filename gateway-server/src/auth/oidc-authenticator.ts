@@ -3,36 +3,37 @@
 // key); opaque tokens are introspected (RFC 7662) when configured. The 401 challenge is
 // `Bearer` with RFC 6750 error details.
 import { createRemoteJWKSet, jwtVerify, errors as joseErrors, decodeProtectedHeader, type JWTPayload } from 'jose';
-import type { ResolvedConfig } from '../config.js';
-import { AppError, errorMessage } from '../errors.js';
+import { OidcIssuer, type OidcConfig } from './oidc-issuer.js';
+import { AppError } from '../errors.js';
 import { splitAuthorization, type Authenticator, type User } from './authenticator.js';
-
-type OidcConfig = ResolvedConfig['auth']['oidc'];
-
-interface Discovery {
-  issuer: string;
-  jwks_uri?: string;
-  introspection_endpoint?: string;
-}
 
 /** The verified identity of a token, with what the session and the token broker need. */
 export interface TokenIdentity extends User {
   /** Expiry of the access token, ms since the epoch. */
   expiresAt: number | null;
+  /** What the token status shows about the token (no secret). */
+  token: TokenFacts;
+}
+
+export interface TokenFacts {
+  subject: string | null;
+  issuer: string | null;
+  audience: string[];
+  scopes: string[];
+  expiresAt: number | null;
 }
 
 export class OidcAuthenticator implements Authenticator {
-  readonly challenge: string;
-  private discovery: Promise<Discovery> | undefined;
+  readonly challenge = 'Bearer realm="af-gateway"';
   private jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
+  private readonly cfg: OidcConfig;
 
   constructor(
-    private readonly cfg: OidcConfig,
+    readonly issuer: OidcIssuer,
     private readonly adminUsers: readonly string[],
     private readonly adminGroups: readonly string[],
   ) {
-    if (!cfg.issuer) throw new Error('auth.oidc.issuer is required for auth.type oidc');
-    this.challenge = 'Bearer realm="af-gateway"';
+    this.cfg = issuer.cfg;
   }
 
   private refuse(description: string, error = 'invalid_token'): AppError {
@@ -42,22 +43,9 @@ export class OidcAuthenticator implements Authenticator {
     });
   }
 
-  private discover(): Promise<Discovery> {
-    this.discovery ??= (async () => {
-      const url = `${this.cfg.issuer!.replace(/\/$/, '')}/.well-known/openid-configuration`;
-      const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
-      if (!res.ok) throw new Error(`HTTP ${res.status} from ${url}`);
-      return (await res.json()) as Discovery;
-    })().catch((err: unknown) => {
-      this.discovery = undefined; // try again on the next request
-      throw new AppError(503, 'issuer_unreachable', `The identity provider could not be reached: ${errorMessage(err)}`, { cause: err });
-    });
-    return this.discovery;
-  }
-
   private async keySet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
     if (!this.jwks) {
-      const uri = this.cfg.jwks_uri ?? (await this.discover()).jwks_uri;
+      const uri = this.cfg.jwks_uri ?? (await this.issuer.metadata()).jwks_uri;
       if (!uri) throw new AppError(503, 'no_jwks', 'The identity provider publishes no signing keys (jwks_uri)');
       this.jwks = createRemoteJWKSet(new URL(uri), { cooldownDuration: this.cfg.jwks_cooldown * 1000, timeoutDuration: 10_000 });
     }
@@ -93,27 +81,8 @@ export class OidcAuthenticator implements Authenticator {
   }
 
   private async introspect(token: string): Promise<JWTPayload> {
-    const ic = this.cfg.introspection;
-    if (!ic.enabled) throw this.refuse('not a JWT, and token introspection is not enabled');
-    const url = ic.url ?? (await this.discover()).introspection_endpoint;
-    const secret = process.env.AF_GATEWAY_OIDC_CLIENT_SECRET ?? ic.client_secret;
-    if (!url || !ic.client_id || !secret) throw new AppError(503, 'introspection_unconfigured', 'Token introspection is enabled but has no endpoint or client credentials');
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/x-www-form-urlencoded',
-          authorization: 'Basic ' + Buffer.from(`${encodeURIComponent(ic.client_id)}:${encodeURIComponent(secret)}`).toString('base64'),
-        },
-        body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
-        signal: AbortSignal.timeout(10_000),
-      });
-    } catch (err) {
-      throw new AppError(503, 'issuer_unreachable', `Token introspection failed: ${errorMessage(err)}`, { cause: err });
-    }
-    if (!res.ok) throw new AppError(503, 'introspection_failed', `Token introspection answered HTTP ${res.status}`);
-    const claims = (await res.json()) as JWTPayload & { active?: boolean };
+    if (!this.cfg.introspection.enabled) throw this.refuse('not a JWT, and token introspection is not enabled');
+    const claims = (await this.issuer.introspect(token)) as JWTPayload & { active?: boolean };
     if (!claims.active) throw this.refuse('the identity provider says the token is not active (expired or revoked)');
     const now = Date.now() / 1000;
     if (claims.iss !== undefined && claims.iss !== this.cfg.issuer) throw this.refuse(`issued by ${claims.iss}, not by ${this.cfg.issuer}`);
@@ -144,7 +113,15 @@ export class OidcAuthenticator implements Authenticator {
       }
     }
     const admin = this.adminUsers.includes(name) || groups.some((g) => this.adminGroups.includes(g));
-    return { name, groups, admin, expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null };
+    const expiresAt = typeof claims.exp === 'number' ? claims.exp * 1000 : null;
+    const audience = Array.isArray(claims.aud) ? claims.aud : claims.aud ? [claims.aud] : [];
+    return {
+      name,
+      groups,
+      admin,
+      expiresAt,
+      token: { subject: claims.sub ?? null, issuer: claims.iss ?? null, audience, scopes, expiresAt },
+    };
   }
 }
 

@@ -22,7 +22,10 @@ export interface ClusterFiles {
   dir: string;
   cert: string;
   key: string;
+  /** The cluster's API token (heartbeats). */
   token: string;
+  /** The owner's access token, kept fresh by the token broker (BEARER_TOKEN_FILE). */
+  bearerToken: string;
 }
 
 export interface ProcessState {

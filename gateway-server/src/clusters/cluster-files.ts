@@ -6,7 +6,13 @@ import type { ClusterFiles } from '../backends/backend.js';
 import type { ClusterRecord } from './model.js';
 
 export function clusterFiles(c: ClusterRecord): ClusterFiles {
-  return { dir: c.workDir, cert: join(c.workDir, 'dask.crt'), key: join(c.workDir, 'dask.pem'), token: join(c.workDir, 'api-token') };
+  return {
+    dir: c.workDir,
+    cert: join(c.workDir, 'dask.crt'),
+    key: join(c.workDir, 'dask.pem'),
+    token: join(c.workDir, 'api-token'),
+    bearerToken: join(c.workDir, 'bearer-token'),
+  };
 }
 
 export function writeClusterFiles(c: ClusterRecord): ClusterFiles {
@@ -24,7 +30,7 @@ export function removeClusterFiles(c: ClusterRecord, keepLogs: boolean): void {
     rmSync(files.dir, { recursive: true, force: true });
     return;
   }
-  for (const f of [files.cert, files.key, files.token]) rmSync(f, { force: true });
+  for (const f of [files.cert, files.key, files.token, files.bearerToken]) rmSync(f, { force: true });
   try {
     for (const f of readdirSync(files.dir)) if (f.endsWith('.pid')) rmSync(join(files.dir, f), { force: true });
   } catch {

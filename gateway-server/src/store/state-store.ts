@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
 import type { SecretBox } from './crypto.js';
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const MIGRATIONS = [
   `CREATE TABLE clusters (
@@ -30,6 +30,11 @@ const MIGRATIONS = [
      token_hash TEXT PRIMARY KEY,
      user TEXT NOT NULL,
      expires INTEGER NOT NULL
+   );`,
+  `CREATE TABLE tokens (
+     username TEXT PRIMARY KEY,
+     data TEXT NOT NULL,
+     secrets TEXT NOT NULL
    );`,
 ];
 
@@ -167,6 +172,23 @@ export class StateStore {
 
   pruneSessions(now: number): void {
     this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now);
+  }
+
+  // --- the token broker's per-user state: facts in clear, tokens sealed ---------------------------
+
+  saveTokens(username: string, data: object, secrets: object): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO tokens (username, data, secrets) VALUES (?, ?, ?)')
+      .run(username, JSON.stringify(data), this.box.seal(JSON.stringify(secrets)));
+  }
+
+  loadTokens(): { username: string; data: unknown; secrets: unknown }[] {
+    const rows = this.db.prepare('SELECT * FROM tokens').all() as { username: string; data: string; secrets: string }[];
+    return rows.map((r) => ({ username: r.username, data: JSON.parse(r.data), secrets: JSON.parse(this.box.open(r.secrets)) }));
+  }
+
+  deleteTokens(username: string): void {
+    this.db.prepare('DELETE FROM tokens WHERE username = ?').run(username);
   }
 
   countByStatus(): Record<string, number> {

@@ -25,7 +25,9 @@ async function newKey(kid) {
  * Starts a provider on 127.0.0.1:port (0 = free port). `rotate()` restarts it on the same port
  * with a new signing key (the old one still published), as a provider rotating its keys does.
  */
-export async function startOidcProvider({ port = 0, ttl = 300 } = {}) {
+export const GATEWAY_CLIENT = { id: 'af-gateway', secret: 'af-gateway-secret' };
+
+export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = [] } = {}) {
   let keys = [await newKey('key-1')];
   let server;
   let issuer;
@@ -34,19 +36,30 @@ export async function startOidcProvider({ port = 0, ttl = 300 } = {}) {
   const boot = async (listenPort) => {
     const provisional = `http://127.0.0.1:${listenPort}`;
     const provider = new Provider(provisional, {
-      clients: Object.entries(CLIENTS).map(([id, c]) => ({
-        client_id: id,
-        client_secret: c.secret,
-        grant_types: ['client_credentials'],
-        redirect_uris: [],
-        response_types: [],
-        scope: SCOPES.join(' '),
-      })),
+      clients: [
+        ...Object.entries(CLIENTS).map(([id, c]) => ({
+          client_id: id,
+          client_secret: c.secret,
+          grant_types: ['client_credentials'],
+          redirect_uris: [],
+          response_types: [],
+          scope: SCOPES.join(' '),
+        })),
+        // the gateway's own confidential client: login (code + PKCE) and refresh tokens
+        {
+          client_id: GATEWAY_CLIENT.id,
+          client_secret: GATEWAY_CLIENT.secret,
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          redirect_uris: redirectUris.length ? redirectUris : ['http://127.0.0.1:1/unused'],
+          scope: SCOPES.join(' '),
+        },
+      ],
       scopes: SCOPES,
       jwks: { keys },
       cookies: { keys: ['test-cookie-key'] },
       features: {
-        devInteractions: { enabled: false },
+        devInteractions: { enabled: true }, // its login form takes any user name: accounts are the CLIENTS keys
         clientCredentials: { enabled: true },
         introspection: { enabled: true },
         revocation: { enabled: true },
@@ -60,8 +73,9 @@ export async function startOidcProvider({ port = 0, ttl = 300 } = {}) {
           },
         },
       },
-      ttl: { ClientCredentials: ttl },
-      extraTokenClaims: async (_ctx, token) => ({ 'wlcg.groups': CLIENTS[token.clientId]?.groups ?? [] }),
+      ttl: { ClientCredentials: ttl, AccessToken: ttl },
+      // groups of the user (accountId) for logins, of the client for client credentials
+      extraTokenClaims: async (_ctx, token) => ({ 'wlcg.groups': CLIENTS[token.accountId ?? token.clientId]?.groups ?? [] }),
     });
     provider.on('server_error', (_ctx, err) => console.error('oidc-provider error:', err));
     await new Promise((resolve, reject) => {
@@ -107,6 +121,55 @@ export async function startOidcProvider({ port = 0, ttl = 300 } = {}) {
     async sign(claims, { header = {}, key = keys[0] } = {}) {
       const priv = await jose.importJWK(key, 'RS256');
       return new jose.SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: key.kid, typ: 'at+jwt', ...header }).sign(priv);
+    },
+    /**
+     * A user's login through the provider's login and consent pages, as a browser would do it,
+     * starting at `startUrl` (the gateway's /api/af/login or the provider's /auth). Returns the
+     * final redirect (to the client's redirect_uri) and the cookies set by the origin of `startUrl`.
+     */
+    async browserLogin(startUrl, login) {
+      const jar = new Map(); // origin -> Map(name -> value)
+      const cookieHeader = (url) => [...(jar.get(new URL(url).origin) ?? new Map())].map(([k, v]) => `${k}=${v}`).join('; ');
+      const keep = (url, res) => {
+        const origin = new URL(url).origin;
+        if (!jar.has(origin)) jar.set(origin, new Map());
+        for (const c of res.headers.getSetCookie()) {
+          const [pair] = c.split(';');
+          const eq = pair.indexOf('=');
+          jar.get(origin).set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+        }
+      };
+      let url = startUrl;
+      let method = 'GET';
+      let body;
+      for (let hop = 0; hop < 20; hop++) {
+        const res = await fetch(url, {
+          method,
+          redirect: 'manual',
+          headers: { cookie: cookieHeader(url), ...(body ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+          body,
+        });
+        keep(url, res);
+        method = 'GET';
+        body = undefined;
+        if (res.status >= 300 && res.status < 400) {
+          const next = new URL(res.headers.get('location'), url).toString();
+          if (!next.startsWith(issuer) && !next.startsWith(new URL(startUrl).origin)) {
+            return { location: next, cookies: cookieHeader(startUrl) }; // leaving both: the client's redirect_uri
+          }
+          url = next;
+          continue;
+        }
+        const html = await res.text();
+        if (res.status !== 200) return { status: res.status, body: html, cookies: cookieHeader(startUrl), url };
+        const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1];
+        const prompt = /name="prompt" value="([^"]+)"/.exec(html)?.[1];
+        if (!action || !prompt) return { status: res.status, body: html, cookies: cookieHeader(startUrl), url };
+        url = new URL(action, url).toString();
+        method = 'POST';
+        body = new URLSearchParams(prompt === 'login' ? { prompt, login, password: 'any' } : { prompt }).toString();
+      }
+      throw new Error('too many redirects in the login');
     },
     /** Restarts with a new signing key first; the old key stays published for tokens in flight. */
     async rotate() {

@@ -67,6 +67,7 @@ export class LocalBackend implements Backend {
         DASK_GATEWAY_API_TOKEN: files.token, // a path: the preload reads the token from the file
         DASK_GATEWAY_CLUSTER_NAME: cluster.name,
         DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
+        BEARER_TOKEN_FILE: files.bearerToken,
       },
       cwd: files.dir,
       log: join(files.dir, 'scheduler.log'),
@@ -96,6 +97,7 @@ export class LocalBackend implements Backend {
       env: {
         ...s.environment,
         DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
+        BEARER_TOKEN_FILE: files.bearerToken, // kept fresh by the token broker
       },
       cwd: files.dir,
       log: join(files.dir, `${worker.name}.log`),

@@ -1,0 +1,108 @@
+// Token routes: the caller's token status, their access token (for their own kernel), handing
+// over a refresh token, and the gateway's own OIDC login (authorization code + PKCE).
+import { createHash, randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { TokenHandover } from '@af-gateway/schemas';
+import type { OidcAuthenticator } from '../auth/oidc-authenticator.js';
+import type { Sessions } from '../auth/sessions.js';
+import { TokenEndpointError } from '../auth/oidc-issuer.js';
+import { AppError } from '../errors.js';
+import type { TokenBroker } from '../tokens/token-broker.js';
+
+const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
+const LOGIN_TTL_MS = 10 * 60_000;
+
+export interface TokenRoutesOptions {
+  broker: TokenBroker;
+  oidc: OidcAuthenticator | undefined;
+  sessions: Sessions;
+  publicUrl: string | null;
+}
+
+export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions): Promise<void> {
+  const { broker, oidc, sessions } = opts;
+
+  app.get('/api/af/token', {
+    schema: { tags: ['tokens'], summary: "The caller's token status (never the token)", response: { 200: { $ref: 'token-status.json' }, ...errors } },
+  }, async (req) => broker.status(req.user!));
+
+  app.get('/api/af/token/access', {
+    schema: { tags: ['tokens'], summary: "The caller's current access token, for their own kernel", response: { 200: { $ref: 'access-token.json' }, ...errors } },
+  }, async (req, reply) => {
+    reply.header('cache-control', 'no-store');
+    return broker.accessToken(req.user!);
+  });
+
+  app.put<{ Body: TokenHandover }>('/api/af/token/refresh-token', {
+    schema: { tags: ['tokens'], summary: 'Hand the broker a refresh token to keep your access token fresh', body: { $ref: 'token-handover.json' }, response: { 200: { $ref: 'token-status.json' }, ...errors } },
+  }, async (req) => broker.handOver(req.user!, req.body.refresh_token));
+
+  app.delete('/api/af/token/refresh-token', {
+    schema: { tags: ['tokens'], summary: 'Make the broker forget your tokens', response: { ...errors } },
+  }, async (req, reply) => {
+    broker.forget(req.user!);
+    return reply.code(204).send();
+  });
+
+  app.post('/api/af/token/refresh', {
+    schema: { tags: ['tokens'], summary: 'Refresh your access token now', response: { 200: { $ref: 'token-status.json' }, ...errors } },
+  }, async (req) => broker.refreshNow(req.user!));
+
+  // --- login (authorization code + PKCE, the gateway as a confidential client) -----------------
+  const pending = new Map<string, { verifier: string; next: string; redirectUri: string; at: number }>();
+  const base = (req: FastifyRequest) => opts.publicUrl?.replace(/\/$/, '') ?? `${req.protocol}://${req.headers.host}`;
+
+  app.get<{ Querystring: { next?: string } }>('/api/af/login', {
+    config: { auth: 'none' },
+    schema: { tags: ['tokens'], summary: 'Log in at the identity provider; the broker then keeps your tokens fresh', querystring: { type: 'object', properties: { next: { type: 'string' } } } },
+  }, async (req, reply) => {
+    if (!oidc?.issuer.hasClient()) throw new AppError(409, 'no_login', 'Login needs auth.type oidc with the gateway\'s own client (auth.oidc.client_id)');
+    const now = Date.now();
+    for (const [k, v] of pending) if (now - v.at > LOGIN_TTL_MS) pending.delete(k);
+    const state = randomBytes(16).toString('base64url');
+    const verifier = randomBytes(32).toString('base64url');
+    const next = req.query.next?.startsWith('/') && !req.query.next.startsWith('//') ? req.query.next : '/api/af/token';
+    const redirectUri = `${base(req)}/api/af/login/callback`;
+    pending.set(state, { verifier, next, redirectUri, at: now });
+    const meta = await oidc.issuer.metadata();
+    if (!meta.authorization_endpoint) throw new AppError(503, 'no_authorization_endpoint', 'The identity provider publishes no authorization endpoint');
+    const url = new URL(meta.authorization_endpoint);
+    const params = {
+      ...oidc.issuer.cfg.token_params,
+      response_type: 'code',
+      client_id: oidc.issuer.cfg.client_id!,
+      redirect_uri: redirectUri,
+      scope: oidc.issuer.cfg.login_scopes.join(' '),
+      state,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+      prompt: 'consent',
+    };
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+    return reply.redirect(url.toString());
+  });
+
+  app.get<{ Querystring: { code?: string; state?: string; error?: string; error_description?: string } }>('/api/af/login/callback', {
+    config: { auth: 'none' },
+    schema: { tags: ['tokens'], summary: 'Where the identity provider sends the browser back', hide: true },
+  }, async (req, reply) => {
+    const q = req.query;
+    const login = q.state ? pending.get(q.state) : undefined;
+    if (!login) throw new AppError(400, 'login_expired', 'This login is unknown or expired; start again at /api/af/login');
+    pending.delete(q.state!);
+    if (q.error) throw new AppError(401, 'login_refused', `The identity provider refused the login: ${q.error_description ?? q.error}`);
+    if (!q.code) throw new AppError(400, 'login_incomplete', 'The identity provider sent no authorization code');
+    let tokens;
+    try {
+      tokens = await oidc!.issuer.token({ grant_type: 'authorization_code', code: q.code, redirect_uri: login.redirectUri, code_verifier: login.verifier });
+    } catch (err) {
+      if (err instanceof TokenEndpointError) throw new AppError(401, 'login_refused', `The identity provider refused the login: ${err.message}`);
+      throw err;
+    }
+    const identity = await oidc!.verify(tokens.access_token);
+    broker.fromLogin(identity, tokens.access_token, tokens.refresh_token);
+    // The broker keeps the tokens fresh, so the browser session may outlive this access token.
+    reply.header('Set-Cookie', sessions.create({ name: identity.name, groups: identity.groups, admin: identity.admin }));
+    return reply.redirect(login.next);
+  });
+}
