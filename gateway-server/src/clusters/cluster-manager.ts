@@ -41,7 +41,7 @@ const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
   /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
-  private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord> }>();
+  private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>> }>();
   private readonly ending = new Map<string, Promise<void>>();
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
@@ -162,10 +162,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       workDir: join(this.deps.config.data_dir, 'clusters', name),
     };
     this.deps.store.saveCluster(cluster);
-    this.active.set(name, { cluster, workers: new Map() });
+    this.active.set(name, { cluster, workers: new Map(), launches: new Set() });
     this.changed(cluster);
     this.deps.log.info({ cluster: name, user: username }, 'cluster submitted');
-    void this.launchScheduler(cluster);
+    this.track(cluster, () => this.launchScheduler(cluster));
     return cluster;
   }
 
@@ -187,7 +187,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       c.scheduler = handle;
       this.save(c);
     } catch (err) {
-      await this.end(c, 'FAILED', `the scheduler could not be started: ${errorMessage(err)}`);
+      void this.end(c, 'FAILED', `the scheduler could not be started: ${errorMessage(err)}`); // not awaited: ending waits for this launch
     }
   }
 
@@ -328,7 +328,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const live = [...entry.workers.values()].filter((w) => workerIsLive(w) && !w.closeExpected);
     const delta = c.count - live.length;
     if (delta > 0) {
-      for (let i = 0; i < delta; i++) void this.launchWorker(c);
+      for (let i = 0; i < delta; i++) this.track(c, () => this.launchWorker(c));
     } else if (delta < 0) {
       // Connected workers are retired by the scheduler itself; only cancel those still starting.
       const starting = live.filter((w) => w.status === 'STARTING').reverse();
@@ -362,6 +362,18 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     } catch (err) {
       this.workerStartFailed(c, w, `could not be started: ${errorMessage(err)}`);
     }
+  }
+
+  /**
+   * Runs a launch (start a process, then record or undo it) as part of the cluster: ending the
+   * cluster waits for launches in flight, so nothing it started outlives it.
+   */
+  private track(c: ClusterRecord, launch: () => Promise<void>): void {
+    const launches = this.active.get(c.name)?.launches;
+    const running: Promise<void> = launch()
+      .catch((err: unknown) => this.deps.log.error({ cluster: c.name, err: errorMessage(err) }, 'launch failed'))
+      .finally(() => launches?.delete(running));
+    launches?.add(running);
   }
 
   private workerStartFailed(c: ClusterRecord, w: WorkerRecord, reason: string): void {
@@ -413,6 +425,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     this.save(c);
     this.changed(c);
     (final === 'FAILED' ? this.deps.log.warn : this.deps.log.info).call(this.deps.log, { cluster: c.name, reason }, `cluster ${final.toLowerCase()}`);
+    // Starts in flight finish first (each stops its own process once it sees the cluster ending).
+    while (entry?.launches.size) await Promise.allSettled([...entry.launches]);
     const workers = entry ? [...entry.workers.values()] : [];
     await Promise.all(workers.map((w) => this.endWorker(c, w, 'STOPPED', 'the cluster ended')));
     try {
@@ -490,7 +504,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const backend = this.deps.backend;
     for (const c of this.deps.store.loadClusters(ACTIVE_STATUSES)) {
       const workers = new Map(this.deps.store.loadWorkers(c.name).filter(workerIsLive).map((w) => [w.name, w]));
-      this.active.set(c.name, { cluster: c, workers });
+      this.active.set(c.name, { cluster: c, workers, launches: new Set() });
       if (c.status === 'STOPPING' || c.stopRequested) {
         void this.end(c, 'STOPPED', 'stop finished after a gateway restart');
         continue;
