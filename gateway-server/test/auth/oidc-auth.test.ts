@@ -100,6 +100,8 @@ describe('auth matrix', () => {
     expect(api.challenge).toMatch(/^Bearer realm="af-gateway"/);
     expect((await status('GET', `/clusters/${aliceCluster}/status`, h)).status).toBe(code);
     expect((await status('POST', `/api/v1/clusters/${aliceCluster}/scale`, h, { count: 1 })).status).toBe(code);
+    expect((await status('GET', '/api/af/token', h)).status).toBe(code);
+    expect((await status('GET', '/api/af/token/access', h)).status).toBe(code);
     expect(await wsStatus(h)).toBe(code);
   });
 
@@ -108,6 +110,10 @@ describe('auth matrix', () => {
     expect((await status('GET', `/api/v1/clusters/${aliceCluster}?wait`, h)).status).toBe(200);
     expect((await status('GET', `/clusters/${aliceCluster}/status`, h)).status).toBe(200);
     expect(await wsStatus(h)).toBe(101);
+    // the token the request carried is what the broker knows of alice (no refresh token)
+    expect((await status('GET', '/api/af/token', h)).json).toMatchObject({ user: 'alice', source: 'request', refresh: { state: 'none' } });
+    const access = (await status('GET', '/api/af/token/access', h)).json;
+    expect(jose.decodeJwt(access.access_token!)).toMatchObject({ sub: 'alice', aud: AUDIENCE });
     const mine = await status('GET', '/api/af/clusters', h);
     expect(mine.json).toMatchObject({ clusters: [expect.objectContaining({ name: aliceCluster, owner: 'alice' })] });
   });

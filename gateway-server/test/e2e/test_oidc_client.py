@@ -107,6 +107,11 @@ def test_ci_job_drives_a_cluster_with_a_client_credentials_token(provider, oidc_
             client = cluster.get_client(set_as_default=False)
             client.wait_for_workers(1, timeout=60)
             assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+            # the broker put the caller's token into the cluster: a task finds it the WLCG way
+            from af_gateway_client import find_bearer_token
+            found, where = client.submit(find_bearer_token, pure=False).result(timeout=60)
+            assert found == token_file.read_text().strip()
+            assert where.endswith("/bearer-token")
             listed = requests.get(f"{oidc_gateway}/api/af/clusters",
                                   headers={"Authorization": "Bearer " + token_file.read_text()}, timeout=10).json()
             assert [c["owner"] for c in listed["clusters"]] == ["ci-pipeline"]
