@@ -14,6 +14,7 @@ import { dashboardProxy } from './api/dashboard-proxy.js';
 import { systemRoutes } from './api/system-routes.js';
 import { afRoutes } from './api/af-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
+import { hubLoginRoutes, type HubLoginOptions } from './api/hub-login-routes.js';
 import type { TokenBroker } from './tokens/token-broker.js';
 import type { OidcAuthenticator } from './auth/oidc-authenticator.js';
 import type { Sessions } from './auth/sessions.js';
@@ -29,6 +30,10 @@ export interface AppDeps {
   oidc: OidcAuthenticator | undefined;
   sessions: Sessions;
   publicUrl: string | null;
+  /** Path prefix served as if at / (e.g. /services/af-gateway/ under JupyterHub); '/' for none. */
+  basePath: string;
+  /** Browser logins through JupyterHub's OAuth, when auth.type is jupyterhub. */
+  hubLogin?: HubLoginOptions;
   version: string;
   health: () => Promise<Record<string, string>>;
 }
@@ -42,6 +47,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
     return503OnClosing: true,
+    rewriteUrl: (req) => stripBasePath(req.url ?? '/', deps.basePath),
   });
 
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema as object));
@@ -81,6 +87,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
   await app.register(afRoutes, { clusters: deps.clusters });
   await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl });
-  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier });
+  if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
+  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath });
   return app;
+}
+
+/** A request under the base path is served as if it came without it. */
+export function stripBasePath(url: string, basePath: string): string {
+  if (basePath === '/') return url;
+  const bare = basePath.replace(/\/$/, '');
+  if (url === bare) return '/';
+  return url.startsWith(basePath) ? url.slice(bare.length) : url;
 }

@@ -6,7 +6,7 @@ import { createServer as createTlsServer, type Server as TlsServer } from 'node:
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
-import { buildApp } from './app.js';
+import { buildApp, stripBasePath } from './app.js';
 import { ConfigError, parseListen, type ResolvedConfig } from './config.js';
 import { SecretBox } from './store/crypto.js';
 import { StateStore } from './store/state-store.js';
@@ -61,6 +61,11 @@ function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator 
   return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups);
 }
 
+function normaliseBasePath(p: string): string {
+  const withLead = p.startsWith('/') ? p : `/${p}`;
+  return withLead.endsWith('/') ? withLead : `${withLead}/`;
+}
+
 export function makeLogger(level: string): FastifyBaseLogger {
   return pino({
     level,
@@ -96,6 +101,22 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   });
   const metrics = new Metrics(clusters, store);
 
+  const basePath = normaliseBasePath(config.base_path ?? process.env.JUPYTERHUB_SERVICE_PREFIX ?? '/');
+  const jh = config.auth.jupyterhub;
+  const hubApiUrl = jh.api_url ?? process.env.JUPYTERHUB_API_URL ?? '';
+  const hubLogin =
+    authenticator instanceof JupyterHubAuthenticator
+      ? {
+          hub: authenticator,
+          sessions,
+          apiUrl: hubApiUrl,
+          apiToken: jh.api_token ?? process.env.JUPYTERHUB_API_TOKEN ?? null,
+          clientId: jh.client_id ?? process.env.JUPYTERHUB_CLIENT_ID ?? 'service-af-gateway',
+          callbackUrl: jh.oauth_callback_url ?? process.env.JUPYTERHUB_OAUTH_CALLBACK_URL ?? null,
+          authorizeUrl: jh.authorize_url ?? `${normaliseBasePath(process.env.JUPYTERHUB_BASE_URL ?? '/')}hub/api/oauth2/authorize`,
+          basePath,
+        }
+      : undefined;
   const app = await buildApp({
     logger,
     clusters,
@@ -106,6 +127,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     oidc,
     sessions,
     publicUrl: config.public_url,
+    basePath,
+    hubLogin,
     version: VERSION,
     health: async () => ({ state: store.countByStatus() ? 'ok' : 'state store unreadable', backend: 'ok' }),
   });
@@ -115,6 +138,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const events = new EventStream({ clusters, broker, identifier, log: logger });
   const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger });
   app.server.on('upgrade', (req, socket, head) => {
+    req.url = stripBasePath(req.url ?? '/', basePath);
     void (async () => {
       if (await events.handleUpgrade(req, socket, head)) return;
       if (await dashboards(req, socket, head)) return;

@@ -33,16 +33,16 @@ function upstreamHeaders(headers: IncomingHttpHeaders, target: URL, prefix: stri
 
 export async function dashboardProxy(
   app: FastifyInstance,
-  opts: { clusters: ClusterManager; identifier: Identifier },
+  opts: { clusters: ClusterManager; identifier: Identifier; basePath: string },
 ): Promise<void> {
-  const { clusters, identifier } = opts;
+  const { clusters } = opts;
   // Bodies pass through untouched.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
   app.get<{ Params: { cluster_name: string } }>('/clusters/:cluster_name', { schema: { hide: true } }, async (req, reply) => {
     authorizedCluster(req, clusters, req.params.cluster_name);
-    return reply.redirect(`/clusters/${req.params.cluster_name}/status`);
+    return reply.redirect(`${opts.basePath}clusters/${req.params.cluster_name}/status`);
   });
 
   app.all<{ Params: { cluster_name: string; '*': string } }>('/clusters/:cluster_name/*', { schema: { hide: true } }, async (req, reply) => {
@@ -62,7 +62,8 @@ export async function dashboardProxy(
       (res) => {
         const headers = { ...res.headers };
         const loc = headers.location;
-        if (typeof loc === 'string' && loc.startsWith('/')) headers.location = prefix + loc;
+        // The dashboard's absolute redirects stay inside its route (and the base path the browser used).
+        if (typeof loc === 'string' && loc.startsWith('/')) headers.location = opts.basePath.replace(/\/$/, '') + prefix + loc;
         reply.raw.writeHead(res.statusCode ?? 502, headers);
         res.pipe(reply.raw);
       },

@@ -1,8 +1,11 @@
 """The `jupyterhub` authentication type against a real JupyterHub (its REST API checks the tokens).
 
 JupyterHub runs from the pinned venv with configurable-http-proxy from node_modules; the gateway
-runs with `auth.type: jupyterhub`; the unmodified dask_gateway client uses JupyterHubAuth.
+runs with `auth.type: jupyterhub`, registered as the Hub service `af-gateway` and reached through
+the Hub's proxy under /services/af-gateway/; the unmodified dask_gateway client uses JupyterHubAuth
+and a browser session logs in through the Hub's OAuth.
 """
+import re
 
 import json
 import os
@@ -21,6 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 CLI = REPO / "gateway-server" / "dist" / "cli.js"
 ALICE_TOKEN = "alice-hub-token-" + os.urandom(8).hex()
+SERVICE_TOKEN = "af-gateway-service-token-" + os.urandom(8).hex()
 BOB_TOKEN = "bob-hub-token-" + os.urandom(8).hex()
 
 
@@ -54,17 +58,32 @@ def _stop(proc):
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def ports():
+    return {"hub": _free_port(), "proxy": _free_port(), "proxy_api": _free_port(), "gateway": _free_port()}
+
+
+def _hub_api(ports):
+    return f"http://127.0.0.1:{ports['hub']}/hub/api"
+
+
+def _callback(ports):
+    return f"http://127.0.0.1:{ports['proxy']}/services/af-gateway/oauth_callback"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, ports, hub_gateway):
+    """JupyterHub with the gateway registered as the service af-gateway. Started after the
+    gateway: the Hub waits at start-up until its services answer."""
     d = tmp_path_factory.mktemp("hub")
-    hub_port, proxy_port, api_port = _free_port(), _free_port(), _free_port()
+    callback = _callback(ports)
     (d / "jupyterhub_config.py").write_text(
         f"""
 c.JupyterHub.ip = '127.0.0.1'
-c.JupyterHub.port = {proxy_port}
+c.JupyterHub.port = {ports['proxy']}
 c.JupyterHub.hub_ip = '127.0.0.1'
-c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.hub_port = {ports['hub']}
 c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
-c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{api_port}'
+c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{ports['proxy_api']}'
 c.JupyterHub.authenticator_class = 'dummy'
 c.JupyterHub.spawner_class = 'simple'
 c.JupyterHub.db_url = 'sqlite:///{d}/hub.sqlite'
@@ -73,6 +92,15 @@ c.JupyterHub.pid_file = '{d}/hub.pid'
 c.Authenticator.allowed_users = {{'alice', 'bob'}}
 c.JupyterHub.load_groups = {{'physicists': {{'users': ['alice']}}}}
 c.JupyterHub.api_tokens = {{{ALICE_TOKEN!r}: 'alice', {BOB_TOKEN!r}: 'bob'}}
+c.JupyterHub.services = [{{
+    'name': 'af-gateway',
+    'url': 'http://127.0.0.1:{ports['gateway']}',
+    'api_token': {SERVICE_TOKEN!r},
+    'oauth_client_id': 'service-af-gateway',
+    'oauth_redirect_uri': {callback!r},
+    'oauth_no_confirm': True,
+}}]
+c.JupyterHub.load_roles = [{{'name': 'user', 'scopes': ['self', 'access:services']}}]
 """
     )
     log = d / "hub.log"
@@ -82,20 +110,27 @@ c.JupyterHub.api_tokens = {{{ALICE_TOKEN!r}: 'alice', {BOB_TOKEN!r}: 'bob'}}
             cwd=d, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_http(f"http://127.0.0.1:{hub_port}/hub/api/", proc, log)
-        yield f"http://127.0.0.1:{hub_port}/hub/api"
+        _wait_http(f"http://127.0.0.1:{ports['hub']}/hub/api/", proc, log)
+        # the proxy learns its routes a moment after the Hub's API answers
+        deadline = time.monotonic() + 30
+        while requests.get(f"http://127.0.0.1:{ports['proxy']}/hub/login", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the Hub's proxy did not route /hub in time:\n" + log.read_text()[-2000:]
+            time.sleep(0.2)
+        yield {"api": _hub_api(ports), "public": f"http://127.0.0.1:{ports['proxy']}", "gateway": hub_gateway}
     finally:
         _stop(proc)
 
 
 @pytest.fixture(scope="module")
-def hub_gateway(hub, tmp_path_factory):
+def hub_gateway(ports, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw-hub")
-    port = _free_port()
     (d / "config.json").write_text(json.dumps({
-        "listen": f"127.0.0.1:{port}",
+        "listen": f"127.0.0.1:{ports['gateway']}",
         "data_dir": str(d / "data"),
-        "auth": {"type": "jupyterhub", "jupyterhub": {"api_url": hub}},
+        "base_path": "/services/af-gateway/",
+        "auth": {"type": "jupyterhub", "jupyterhub": {
+            "api_url": _hub_api(ports), "api_token": SERVICE_TOKEN, "client_id": "service-af-gateway",
+            "oauth_callback_url": _callback(ports)}},
     }))
     log = d / "gateway.log"
     with open(log, "w") as out:
@@ -103,7 +138,7 @@ def hub_gateway(hub, tmp_path_factory):
             ["node", str(CLI), "serve", "--config", str(d / "config.json")],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{ports['gateway']}"
     try:
         _wait_http(url + "/api/health", proc, log)
         yield url
@@ -112,7 +147,8 @@ def hub_gateway(hub, tmp_path_factory):
 
 
 @pytest.mark.timeout(180)
-def test_hub_token_works_with_the_unmodified_client(hub_gateway):
+def test_hub_token_works_with_the_unmodified_client(hub):
+    hub_gateway = hub["gateway"]
     with Gateway(hub_gateway, auth=JupyterHubAuth(api_token=ALICE_TOKEN)) as gw:
         cluster = gw.new_cluster()
         try:
@@ -128,7 +164,8 @@ def test_hub_token_works_with_the_unmodified_client(hub_gateway):
 
 
 @pytest.mark.timeout(60)
-def test_challenge_and_refused_tokens(hub_gateway):
+def test_challenge_and_refused_tokens(hub):
+    hub_gateway = hub["gateway"]
     r = requests.get(f"{hub_gateway}/api/v1/clusters/", timeout=10)
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == "jupyterhub"
@@ -140,3 +177,58 @@ def test_challenge_and_refused_tokens(hub_gateway):
     with Gateway(hub_gateway, auth=JupyterHubAuth(api_token="not-a-token")) as gw:
         with pytest.raises(Exception, match="401"):
             gw.list_clusters()
+
+
+@pytest.mark.timeout(180)
+def test_browser_session_under_the_hub_origin(hub):
+    """A browser logged in to the Hub reaches the gateway at /services/af-gateway/ through the
+    Hub's OAuth, sees its own clusters and opens a dashboard there."""
+    public = hub["public"]
+    browser = requests.Session()
+    page = browser.get(f"{public}/hub/login", timeout=10)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    form = {"username": "alice", "password": "any"}
+    if xsrf:
+        form["_xsrf"] = xsrf.group(1)
+    r = browser.post(f"{public}/hub/login", data=form, allow_redirects=False, timeout=10)
+    assert r.status_code == 302, r.text[:500]
+
+    service = f"{public}/services/af-gateway"
+    r = browser.get(f"{service}/api/af/hub-login", params={"next": "/services/af-gateway/api/af/clusters"}, timeout=20)
+    assert r.status_code == 200, (r.status_code, r.url, r.text[:500])
+    assert r.url == f"{service}/api/af/clusters"
+    assert r.json() == {"clusters": []}
+
+    # alice's cluster, made with the client (scheduler traffic straight to the gateway's port),
+    # shows in the browser session, and its dashboard opens under the Hub's origin
+    gw_port = int(hub["gateway"].rsplit(":", 1)[1])
+    with Gateway(service, proxy_address=gw_port, auth=JupyterHubAuth(api_token=ALICE_TOKEN)) as gw:
+        cluster = gw.new_cluster()
+        try:
+            listed = browser.get(f"{service}/api/af/clusters", timeout=10).json()["clusters"]
+            assert [(c["name"], c["owner"]) for c in listed] == [(cluster.name, "alice")]
+            assert cluster.dashboard_link == f"{service}/clusters/{cluster.name}/status"
+            dash = browser.get(cluster.dashboard_link, timeout=20)
+            assert dash.status_code == 200 and "bokeh" in dash.text
+            # the bokeh WebSocket through the Hub's proxy and the base path
+            import asyncio
+            import aiohttp
+
+            async def ws_status():
+                cookies = {c.name: c.value for c in browser.cookies}
+                async with aiohttp.ClientSession(cookies=cookies) as s:
+                    async with s.ws_connect(f"{service.replace('http', 'ws')}/clusters/{cluster.name}/status/ws",
+                                            origin=public) as ws:
+                        return ws.closed
+
+            assert asyncio.run(ws_status()) is False
+            cluster.scale(1)
+            client = cluster.get_client(set_as_default=False)
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(lambda x: x * 2, 21).result(timeout=60) == 42
+            client.close()
+        finally:
+            cluster.shutdown()
+    # without the Hub login, the service path answers 401 and points at the login
+    anon = requests.get(f"{service}/api/af/clusters", timeout=10)
+    assert anon.status_code == 401

@@ -1,0 +1,74 @@
+// Browser sessions through JupyterHub's OAuth, for a gateway registered as a Hub service and
+// reached under the Hub's origin (/services/<name>/...): the Hub logs the user in, the gateway
+// exchanges the code for a Hub token, asks the Hub who it is, and opens its own session.
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Sessions } from '../auth/sessions.js';
+import type { JupyterHubAuthenticator } from '../auth/jupyterhub-authenticator.js';
+import { AppError, errorMessage } from '../errors.js';
+
+export interface HubLoginOptions {
+  hub: JupyterHubAuthenticator;
+  sessions: Sessions;
+  apiUrl: string;
+  apiToken: string | null;
+  clientId: string;
+  callbackUrl: string | null;
+  authorizeUrl: string;
+  basePath: string;
+}
+
+const LOGIN_TTL_MS = 10 * 60_000;
+
+export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions): Promise<void> {
+  const pending = new Map<string, { next: string; at: number }>();
+  const callbackUrl = (req: FastifyRequest) => opts.callbackUrl ?? `${req.protocol}://${req.headers.host}${opts.basePath}oauth_callback`;
+
+  app.get<{ Querystring: { next?: string } }>('/api/af/hub-login', {
+    config: { auth: 'none' },
+    schema: { tags: ['auth'], summary: "Log in through JupyterHub's OAuth (browser sessions under the Hub's origin)", querystring: { type: 'object', properties: { next: { type: 'string' } } } },
+  }, async (req, reply) => {
+    if (!opts.apiToken) throw new AppError(409, 'no_hub_client', 'Hub login needs the gateway\'s Hub service token (auth.jupyterhub.api_token or JUPYTERHUB_API_TOKEN)');
+    const now = Date.now();
+    for (const [k, v] of pending) if (now - v.at > LOGIN_TTL_MS) pending.delete(k);
+    const state = randomBytes(16).toString('base64url');
+    const next = req.query.next?.startsWith('/') && !req.query.next.startsWith('//') ? req.query.next : `${opts.basePath}api/af/clusters`;
+    pending.set(state, { next, at: now });
+    const params = new URLSearchParams({ client_id: opts.clientId, redirect_uri: callbackUrl(req), response_type: 'code', state });
+    return reply.redirect(`${opts.authorizeUrl}?${params}`);
+  });
+
+  app.get<{ Querystring: { code?: string; state?: string; error?: string } }>('/oauth_callback', {
+    config: { auth: 'none' },
+    schema: { tags: ['auth'], summary: 'Where JupyterHub sends the browser back', hide: true },
+  }, async (req, reply) => {
+    const login = req.query.state ? pending.get(req.query.state) : undefined;
+    if (!login) throw new AppError(400, 'login_expired', `This login is unknown or expired; start again at ${opts.basePath}api/af/hub-login`);
+    pending.delete(req.query.state!);
+    if (req.query.error || !req.query.code) throw new AppError(401, 'login_refused', `JupyterHub refused the login: ${req.query.error ?? 'no code'}`);
+    let token: string;
+    try {
+      const res = await fetch(`${opts.apiUrl.replace(/\/$/, '')}/oauth2/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code: req.query.code,
+          client_id: opts.clientId,
+          client_secret: opts.apiToken!,
+          redirect_uri: callbackUrl(req),
+        }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      const body = (await res.json().catch(() => ({}))) as { access_token?: string; error?: string };
+      if (!res.ok || !body.access_token) throw new Error(body.error ?? `HTTP ${res.status}`);
+      token = body.access_token;
+    } catch (err) {
+      throw new AppError(401, 'login_refused', `JupyterHub did not complete the login: ${errorMessage(err)}`, { cause: err });
+    }
+    const user = await opts.hub.authenticate(`token ${token}`);
+    if (!user) throw new AppError(401, 'login_refused', 'JupyterHub did not say who logged in');
+    reply.header('Set-Cookie', opts.sessions.create(user));
+    return reply.redirect(login.next);
+  });
+}
