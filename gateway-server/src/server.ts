@@ -17,7 +17,7 @@ import { JupyterHubAuthenticator } from './auth/jupyterhub-authenticator.js';
 import { OidcAuthenticator } from './auth/oidc-authenticator.js';
 import { OidcIssuer } from './auth/oidc-issuer.js';
 import type { TokenIdentity } from './auth/oidc-authenticator.js';
-import { splitAuthorization } from './auth/authenticator.js';
+import { splitAuthorization, type User } from './auth/authenticator.js';
 import { TokenBroker } from './tokens/token-broker.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { Sessions } from './auth/sessions.js';
@@ -61,6 +61,17 @@ function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator 
   return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups);
 }
 
+/** The user's auth_state at the Hub (needs the admin:auth_state scope for the gateway's service). */
+async function readHubAuthState(apiUrl: string, token: string, user: string): Promise<{ access_token?: string; refresh_token?: string } | null> {
+  const res = await fetch(`${apiUrl.replace(/\/$/, '')}/users/${encodeURIComponent(user)}`, {
+    headers: { Authorization: `token ${token}` },
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (!res.ok) throw new Error(`JupyterHub answered HTTP ${res.status} for the user's auth_state`);
+  const body = (await res.json()) as { auth_state?: { access_token?: string; refresh_token?: string } | null };
+  return body.auth_state ?? null;
+}
+
 function normaliseBasePath(p: string): string {
   const withLead = p.startsWith('/') ? p : `/${p}`;
   return withLead.endsWith('/') ? withLead : `${withLead}/`;
@@ -93,11 +104,31 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const clusters = new ClusterManager({ store, backend, config, log: logger });
   const tlsOn = Boolean(config.tls.cert_file && config.tls.key_file);
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);
-  const oidc = authenticator instanceof OidcAuthenticator ? authenticator : undefined;
-  const broker = new TokenBroker({ store, clusters, oidc, config: config.tokens, log: logger });
+  // The broker verifies and refreshes tokens of the facility's provider: the authenticator itself
+  // with auth.type oidc, or (behind JupyterHub) the provider configured under auth.oidc.
+  const oidc =
+    authenticator instanceof OidcAuthenticator
+      ? authenticator
+      : config.auth.oidc.issuer
+        ? new OidcAuthenticator(new OidcIssuer(config.auth.oidc), config.auth.admin_users, config.auth.admin_groups)
+        : undefined;
+  const hubToken = config.auth.jupyterhub.api_token ?? process.env.JUPYTERHUB_API_TOKEN ?? null;
+  const hubApi = config.auth.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL ?? null;
+  const broker = new TokenBroker({
+    store,
+    clusters,
+    oidc,
+    config: config.tokens,
+    log: logger,
+    hubAuthState:
+      authenticator instanceof JupyterHubAuthenticator && hubToken && hubApi
+        ? (name) => readHubAuthState(hubApi, hubToken, name)
+        : undefined,
+  });
   const identifier = new Identifier(authenticator, sessions, (user, authorization) => {
     // A verified bearer token is the freshest token of its user the gateway may know.
-    if (oidc && 'token' in user) broker.observe(user as TokenIdentity, splitAuthorization(authorization).credentials);
+    if (authenticator instanceof OidcAuthenticator && 'token' in user) broker.observe(user as TokenIdentity, splitAuthorization(authorization).credentials);
+    if (authenticator instanceof JupyterHubAuthenticator) void broker.considerHub(user);
   });
   const metrics = new Metrics(clusters, store);
 
@@ -115,6 +146,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
           callbackUrl: jh.oauth_callback_url ?? process.env.JUPYTERHUB_OAUTH_CALLBACK_URL ?? null,
           authorizeUrl: jh.authorize_url ?? `${normaliseBasePath(process.env.JUPYTERHUB_BASE_URL ?? '/')}hub/api/oauth2/authorize`,
           basePath,
+          onLogin: (user: User) => void broker.considerHub(user),
         }
       : undefined;
   const app = await buildApp({

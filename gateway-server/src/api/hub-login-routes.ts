@@ -8,6 +8,8 @@ import type { JupyterHubAuthenticator } from '../auth/jupyterhub-authenticator.j
 import { AppError, errorMessage } from '../errors.js';
 
 export interface HubLoginOptions {
+  /** Told of each user who logged in (the broker then looks at their auth_state). */
+  onLogin?: (user: import('../auth/authenticator.js').User) => void;
   hub: JupyterHubAuthenticator;
   sessions: Sessions;
   apiUrl: string;
@@ -69,6 +71,7 @@ export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions
     const user = await opts.hub.authenticate(`token ${token}`);
     if (!user) throw new AppError(401, 'login_refused', 'JupyterHub did not say who logged in');
     reply.header('Set-Cookie', opts.sessions.create(user));
+    opts.onLogin?.(user);
     return reply.redirect(login.next);
   });
 }

@@ -39,6 +39,7 @@ interface UserTokens {
 export class TokenBroker extends EventEmitter<{ token: [string] }> {
   private readonly users = new Map<string, UserTokens>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly hubTried = new Map<string, number>();
 
   constructor(
     private readonly deps: {
@@ -48,6 +49,8 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       oidc: OidcAuthenticator | undefined;
       config: ResolvedConfig['tokens'];
       log: FastifyBaseLogger;
+      /** Reads a user's auth_state at JupyterHub, when the gateway is a Hub service allowed to. */
+      hubAuthState?: (user: string) => Promise<{ access_token?: string; refresh_token?: string } | null>;
     },
   ) {
     super();
@@ -100,6 +103,41 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
   /** Tokens from the gateway's own login (authorization code + PKCE). */
   fromLogin(identity: TokenIdentity, accessToken: string, refreshToken: string | undefined): void {
     this.adopt(identity, accessToken, refreshToken ?? null, 'login');
+  }
+
+  /**
+   * A user the Hub vouched for: if the broker holds no refreshable token of theirs, take the one the
+   * Hub's own login stored in the user's auth_state (at most once a minute per user).
+   */
+  async considerHub(user: User): Promise<void> {
+    const read = this.deps.hubAuthState;
+    const oidc = this.deps.oidc;
+    if (!read || !oidc) return;
+    const u = this.users.get(user.name);
+    if (u?.refreshToken && u.refresh.state !== 'revoked') return;
+    const last = this.hubTried.get(user.name) ?? 0;
+    if (Date.now() - last < 60_000) return;
+    this.hubTried.set(user.name, Date.now());
+    try {
+      const state = await read(user.name);
+      if (!state?.access_token) return;
+      const identity = await oidc.verify(state.access_token).catch(() => undefined);
+      if (identity && identity.name !== user.name) {
+        this.deps.log.warn({ user: user.name, token_user: identity.name }, 'auth_state holds another user\'s token; ignored');
+        return;
+      }
+      if (identity) {
+        this.adopt(identity, state.access_token, state.refresh_token ?? null, 'hub');
+      } else if (state.refresh_token) {
+        // the stored access token has expired: the refresh token may still be good
+        const res = await oidc.issuer.token({ grant_type: 'refresh_token', refresh_token: state.refresh_token });
+        const fresh = await oidc.verify(res.access_token);
+        if (fresh.name !== user.name) return;
+        this.adopt(fresh, res.access_token, res.refresh_token ?? state.refresh_token, 'hub');
+      }
+    } catch (err) {
+      this.deps.log.warn({ user: user.name, err: errorMessage(err) }, 'could not take the token from JupyterHub auth_state');
+    }
   }
 
   /** A refresh token the user hands over; it must yield a token for that same user. */
@@ -172,7 +210,7 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       u.refresh.state === 'failing' || exp === null
         ? Date.now() + retry_period * 1000
         : exp - refresh_margin * 1000 - Math.random() * refresh_jitter * 1000;
-    const delay = Math.max(1000, at - Date.now());
+    const delay = Math.round(Math.max(1000, at - Date.now()));
     u.refresh.nextAt = Date.now() + delay;
     const timer = setTimeout(() => void this.refresh(u), delay);
     timer.unref();

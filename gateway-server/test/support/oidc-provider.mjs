@@ -27,7 +27,7 @@ async function newKey(kid) {
  */
 export const GATEWAY_CLIENT = { id: 'af-gateway', secret: 'af-gateway-secret' };
 
-export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = [] } = {}) {
+export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = [], extraClients = [] } = {}) {
   let keys = [await newKey('key-1')];
   let server;
   let issuer;
@@ -54,6 +54,13 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
           redirect_uris: redirectUris.length ? redirectUris : ['http://127.0.0.1:1/unused'],
           scope: SCOPES.join(' '),
         },
+        // e.g. JupyterHub's own login client: [{client_id, client_secret, redirect_uris}]
+        ...extraClients.map((c) => ({
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          scope: SCOPES.join(' '),
+          ...c,
+        })),
       ],
       scopes: SCOPES,
       jwks: { keys },
@@ -182,7 +189,11 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const op = await startOidcProvider({ ttl: Number(process.env.OIDC_TTL ?? 300) });
+  const op = await startOidcProvider({
+    ttl: Number(process.env.OIDC_TTL ?? 300),
+    port: Number(process.env.OIDC_PORT ?? 0),
+    extraClients: JSON.parse(process.env.OIDC_EXTRA_CLIENTS ?? '[]'),
+  });
   console.log(JSON.stringify({ issuer: op.issuer, audience: AUDIENCE, clients: Object.fromEntries(Object.entries(CLIENTS).map(([k, v]) => [k, v.secret])) }));
   const quit = async () => {
     await op.close();
