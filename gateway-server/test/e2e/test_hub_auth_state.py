@@ -11,73 +11,34 @@ import base64
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[3]
-CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
-CLI = REPO / "gateway-server" / "dist" / "cli.js"
-OP_SCRIPT = REPO / "gateway-server" / "test" / "support" / "oidc-provider.mjs"
+from af_e2e_support import CHP, free_port, start_gateway, start_provider, stop, wait_http
+
 SERVICE_TOKEN = "af-gateway-service-" + os.urandom(8).hex()
 HUB_CLIENT = {"client_id": "jupyterhub", "client_secret": "hub-secret-" + os.urandom(4).hex()}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def _wait(url, proc, log, ok=lambda r: True, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url}: process exited\n{Path(log).read_text()[-3000:]}"
-        try:
-            if ok(requests.get(url, timeout=2)):
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready:\n{Path(log).read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     d = tmp_path_factory.mktemp("hubstate")
-    p = {k: _free_port() for k in ("op", "hub", "proxy", "proxy_api", "gateway")}
+    p = {k: free_port() for k in ("op", "hub", "proxy", "proxy_api", "gateway")}
     public = f"http://127.0.0.1:{p['proxy']}"
     issuer = f"http://127.0.0.1:{p['op']}"
     procs = []
     try:
         # 1. the provider, with a login client for the Hub
-        op_log = d / "op.log"
-        env = dict(os.environ, OIDC_PORT=str(p["op"]), OIDC_EXTRA_CLIENTS=json.dumps(
-            [{**HUB_CLIENT, "redirect_uris": [f"{public}/hub/oauth_callback"]}]))
-        with open(op_log, "w") as err:
-            op = subprocess.Popen(["node", str(OP_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=err, text=True, env=env, start_new_session=True)
+        op, info = start_provider(d, {"OIDC_PORT": str(p["op"]), "OIDC_EXTRA_CLIENTS": json.dumps(
+            [{**HUB_CLIENT, "redirect_uris": [f"{public}/hub/oauth_callback"]}])})
         procs.append(op)
-        info = json.loads(op.stdout.readline())
         assert info["issuer"] == issuer
         # 2. the gateway (before the Hub, which waits for its services)
-        (d / "gw.json").write_text(json.dumps({
+        gw, _url, gw_log = start_gateway(d, {
             "listen": f"127.0.0.1:{p['gateway']}",
             "data_dir": str(d / "data"),
             "base_path": "/services/af-gateway/",
@@ -91,13 +52,8 @@ def stack(tmp_path_factory):
                 "oidc": {"issuer": issuer, "audience": ["af-gateway"], **HUB_CLIENT,
                          "token_params": {"resource": "urn:af-gateway"}},
             },
-        }))
-        gw_log = d / "gateway.log"
-        with open(gw_log, "w") as out:
-            gw = subprocess.Popen(["node", str(CLI), "serve", "--config", str(d / "gw.json")],
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        })
         procs.append(gw)
-        _wait(f"http://127.0.0.1:{p['gateway']}/api/health", gw, gw_log)
         # 3. JupyterHub logging in at the provider, keeping tokens in auth_state
         (d / "jupyterhub_config.py").write_text(f"""
 c.JupyterHub.ip = '127.0.0.1'
@@ -139,11 +95,11 @@ c.JupyterHub.load_roles = [
             hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(d / "jupyterhub_config.py")],
                                    cwd=d, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         procs.append(hub)
-        _wait(f"{public}/hub/login", hub, hub_log, ok=lambda r: r.status_code == 200)
-        yield {"public": public, "issuer": issuer, "logs": {"hub": hub_log, "gateway": gw_log, "op": op_log}}
+        wait_http(f"{public}/hub/login", hub, hub_log, ok=lambda r: r.status_code == 200)
+        yield {"public": public, "issuer": issuer, "logs": {"hub": hub_log, "gateway": gw_log}}
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
 
 def _browser_login_at_hub(public, user):

@@ -5,61 +5,26 @@ runs with `auth.type: jupyterhub`, registered as the Hub service `af-gateway` an
 the Hub's proxy under /services/af-gateway/; the unmodified dask_gateway client uses JupyterHubAuth
 and a browser session logs in through the Hub's OAuth.
 """
-import re
 
-import json
 import os
-import signal
-import socket
+import re
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
 from dask_gateway import Gateway, JupyterHubAuth
 
-REPO = Path(__file__).resolve().parents[3]
-CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
-CLI = REPO / "gateway-server" / "dist" / "cli.js"
+from af_e2e_support import CHP, free_port, start_gateway, stop, wait_http
+
 ALICE_TOKEN = "alice-hub-token-" + os.urandom(8).hex()
 SERVICE_TOKEN = "af-gateway-service-token-" + os.urandom(8).hex()
 BOB_TOKEN = "bob-hub-token-" + os.urandom(8).hex()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url, proc, log, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited early:\n{Path(log).read_text()[-3000:]}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{Path(log).read_text()[-3000:]}")
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def ports():
-    return {"hub": _free_port(), "proxy": _free_port(), "proxy_api": _free_port(), "gateway": _free_port()}
+    return {"hub": free_port(), "proxy": free_port(), "proxy_api": free_port(), "gateway": free_port()}
 
 
 def _hub_api(ports):
@@ -76,6 +41,7 @@ def hub(tmp_path_factory, ports, hub_gateway):
     gateway: the Hub waits at start-up until its services answer."""
     d = tmp_path_factory.mktemp("hub")
     callback = _callback(ports)
+    public = f"http://127.0.0.1:{ports['proxy']}"
     (d / "jupyterhub_config.py").write_text(
         f"""
 c.JupyterHub.ip = '127.0.0.1'
@@ -110,40 +76,29 @@ c.JupyterHub.load_roles = [{{'name': 'user', 'scopes': ['self', 'access:services
             cwd=d, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_http(f"http://127.0.0.1:{ports['hub']}/hub/api/", proc, log)
+        wait_http(f"http://127.0.0.1:{ports['hub']}/hub/api/", proc, log)
         # the proxy learns its routes a moment after the Hub's API answers
-        deadline = time.monotonic() + 30
-        while requests.get(f"http://127.0.0.1:{ports['proxy']}/hub/login", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "the Hub's proxy did not route /hub in time:\n" + log.read_text()[-2000:]
-            time.sleep(0.2)
-        yield {"api": _hub_api(ports), "public": f"http://127.0.0.1:{ports['proxy']}", "gateway": hub_gateway}
+        wait_http(f"{public}/hub/login", proc, log, ok=lambda r: r.status_code == 200, timeout=30)
+        yield {"api": _hub_api(ports), "public": public, "gateway": hub_gateway}
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def hub_gateway(ports, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw-hub")
-    (d / "config.json").write_text(json.dumps({
+    proc, url, _log = start_gateway(d, {
         "listen": f"127.0.0.1:{ports['gateway']}",
         "data_dir": str(d / "data"),
         "base_path": "/services/af-gateway/",
         "auth": {"type": "jupyterhub", "jupyterhub": {
             "api_url": _hub_api(ports), "api_token": SERVICE_TOKEN, "client_id": "service-af-gateway",
             "oauth_callback_url": _callback(ports)}},
-    }))
-    log = d / "gateway.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            ["node", str(CLI), "serve", "--config", str(d / "config.json")],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{ports['gateway']}"
+    })
     try:
-        _wait_http(url + "/api/health", proc, log)
         yield url
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.mark.timeout(180)

@@ -3,53 +3,21 @@ gateway with `auth.type: oidc`, and the unmodified dask_gateway client with af_g
 BearerTokenAuth. Also the headless recipe: a CI job gets a token with the client-credentials grant.
 """
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import time
-from pathlib import Path
-
-import dask
 import pytest
 import requests
+import dask
 from dask_gateway import Gateway
 
-REPO = Path(__file__).resolve().parents[3]
-CLI = REPO / "gateway-server" / "dist" / "cli.js"
-OP_SCRIPT = REPO / "gateway-server" / "test" / "support" / "oidc-provider.mjs"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+from af_e2e_support import free_port, start_gateway, start_provider, stop
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
-    log = tmp_path_factory.mktemp("op") / "op.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(["node", str(OP_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err, text=True, start_new_session=True)
+    proc, info = start_provider(tmp_path_factory.mktemp("op"))
     try:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the OpenID provider did not start:\n" + log.read_text()[-2000:])
-        yield json.loads(line)
+        yield info
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
@@ -65,30 +33,16 @@ def client_credentials_token(provider, client, scope="openid compute.create comp
 @pytest.fixture(scope="module")
 def oidc_gateway(provider, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw-oidc")
-    port = _free_port()
-    (d / "config.json").write_text(json.dumps({
-        "listen": f"127.0.0.1:{port}",
+    proc, url, _log = start_gateway(d, {
+        "listen": f"127.0.0.1:{free_port()}",
         "data_dir": str(d / "data"),
         "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
                                            "required_scopes": ["compute.create"]}},
-    }))
-    log = d / "gateway.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["node", str(CLI), "serve", "--config", str(d / "config.json")],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    })
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/api/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
         yield url
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.mark.timeout(180)
