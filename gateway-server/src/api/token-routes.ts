@@ -26,11 +26,16 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     schema: { tags: ['tokens'], summary: "The caller's token status (never the token)", response: { 200: { $ref: 'token-status.json' }, ...errors } },
   }, async (req) => broker.status(req.user!));
 
-  app.get('/api/af/token/access', {
-    schema: { tags: ['tokens'], summary: "The caller's current access token, for their own kernel", response: { 200: { $ref: 'access-token.json' }, ...errors } },
+  app.get<{ Querystring: { audience?: string } }>('/api/af/token/access', {
+    schema: {
+      tags: ['tokens'],
+      summary: "The caller's current access token, for their own kernel; with ?audience=, one exchanged for that service (RFC 8693)",
+      querystring: { type: 'object', additionalProperties: false, properties: { audience: { type: 'string', minLength: 1 } } },
+      response: { 200: { $ref: 'access-token.json' }, ...errors },
+    },
   }, async (req, reply) => {
     reply.header('cache-control', 'no-store');
-    return broker.accessToken(req.user!);
+    return req.query.audience ? broker.tokenFor(req.user!, req.query.audience) : broker.accessToken(req.user!);
   });
 
   app.put<{ Body: TokenHandover }>('/api/af/token/refresh-token', {

@@ -40,6 +40,8 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
   private readonly users = new Map<string, UserTokens>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly hubTried = new Map<string, number>();
+  /** Exchanged tokens by user and audience, reused until close to expiry (kept in memory only). */
+  private readonly exchanged = new Map<string, { token: string; expiresAt: number | null; from: string }>();
 
   constructor(
     private readonly deps: {
@@ -314,6 +316,43 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       refresh: { state: u.refresh.state, message: u.refresh.message, next_at: u.refresh.nextAt },
       deliveries: Object.entries(u.deliveries).map(([name, d]) => ({ target: `cluster:${name}`, written_at: d.writtenAt, current: d.token === current })),
     };
+  }
+
+  /**
+   * A token for another service (RFC 8693 token exchange of the user's current access token), for
+   * one of the configured `tokens.exchange_audiences`; reused until `refresh_margin` before expiry.
+   */
+  async tokenFor(user: User, audience: string): Promise<{ access_token: string; expires_at: number | null }> {
+    if (!this.deps.config.exchange_audiences.includes(audience)) {
+      throw new AppError(422, 'unknown_audience', `No tokens for audience '${audience}': this gateway exchanges tokens for ${this.deps.config.exchange_audiences.join(', ') || 'no audience'} (tokens.exchange_audiences)`);
+    }
+    const u = this.users.get(user.name);
+    if (!u) throw notFound(`An access token for ${user.name}`);
+    const key = `${user.name}\n${audience}`;
+    const cached = this.exchanged.get(key);
+    const fresh = (exp: number | null) => exp === null || exp - this.deps.config.refresh_margin * 1000 > Date.now();
+    if (cached && cached.from === fingerprint(u.accessToken) && fresh(cached.expiresAt)) {
+      return { access_token: cached.token, expires_at: cached.expiresAt };
+    }
+    const oidc = this.requireOidc();
+    let res;
+    try {
+      res = await oidc.issuer.token({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: u.accessToken,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        requested_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        audience,
+      });
+    } catch (err) {
+      if (err instanceof TokenEndpointError) {
+        throw new AppError(502, 'exchange_refused', `The identity provider refused to exchange the token for audience '${audience}': ${err.message}`);
+      }
+      throw err;
+    }
+    const expiresAt = res.expires_in ? Date.now() + res.expires_in * 1000 : null;
+    this.exchanged.set(key, { token: res.access_token, expiresAt, from: fingerprint(u.accessToken) });
+    return { access_token: res.access_token, expires_at: expiresAt === null ? null : Math.floor(expiresAt) };
   }
 
   accessToken(user: User): { access_token: string; expires_at: number | null } {

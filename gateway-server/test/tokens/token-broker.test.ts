@@ -66,7 +66,7 @@ beforeAll(async () => {
           clock_skew: 0,
         },
       },
-      tokens: { refresh_margin: 4, refresh_jitter: 0, retry_period: 1 },
+      tokens: { refresh_margin: 4, refresh_jitter: 0, retry_period: 1, exchange_audiences: ['rucio'] },
     }),
     makeLogger('warn'),
   );
@@ -108,6 +108,18 @@ describe('token broker', () => {
     expect(readFileSync(file, 'utf8').trim()).toBe(firstToken);
     const status = (await api('GET', '/api/af/token')).json as TokenStatus;
     expect(status.deliveries).toEqual([{ target: `cluster:${cluster}`, written_at: expect.any(Number), current: true }]);
+  });
+
+  it('exchanges the token for another audience (RFC 8693), only for configured audiences', async () => {
+    const r = await api('GET', '/api/af/token/access?audience=rucio');
+    expect(r.status).toBe(200);
+    const token = r.json.access_token as string;
+    const { payload } = await jose.jwtVerify(token, jwks(), { issuer: op.issuer, audience: 'rucio' });
+    expect(payload).toMatchObject({ sub: 'alice', 'wlcg.groups': ['/cms', '/af/users'] });
+    expect((await api('GET', '/api/af/token/access?audience=rucio')).json.access_token).toBe(token); // reused
+    const other = await api('GET', '/api/af/token/access?audience=storage');
+    expect(other.status).toBe(422);
+    expect(other.json.error).toMatch(/tokens\.exchange_audiences/);
   });
 
   it('keeps the token file valid after the first access token expired, and says so on the stream', async () => {
