@@ -656,16 +656,22 @@ def gateway_server_factory(tmp_path_factory):
     return factory
 
 
-@pytest.fixture(scope="module")
-def make_server(gateway_server_factory):
-    """Module-scoped: start gateways that are stopped at module end."""
+def _starter(factory):
+    """A `make(name, **config)` that starts gateways, and the list to stop them from."""
     started: list[GatewayServer] = []
 
     def make(name: str = "gw", **kwargs) -> GatewayServer:
-        srv = gateway_server_factory(name, **kwargs)
+        srv = factory(name, **kwargs)
         started.append(srv)
         return srv.start()
 
+    return make, started
+
+
+@pytest.fixture(scope="module")
+def make_server(gateway_server_factory):
+    """Module-scoped: start gateways that are stopped at module end."""
+    make, started = _starter(gateway_server_factory)
     yield make
     for srv in reversed(started):
         srv.stop()
@@ -674,13 +680,7 @@ def make_server(gateway_server_factory):
 @pytest.fixture
 def make_server_fn(gateway_server_factory):
     """Function-scoped variant of ``make_server``."""
-    started: list[GatewayServer] = []
-
-    def make(name: str = "gw", **kwargs) -> GatewayServer:
-        srv = gateway_server_factory(name, **kwargs)
-        started.append(srv)
-        return srv.start()
-
+    make, started = _starter(gateway_server_factory)
     yield make
     for srv in reversed(started):
         srv.stop()
