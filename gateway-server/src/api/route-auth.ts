@@ -8,6 +8,7 @@ import type { ClusterManager } from '../clusters/cluster-manager.js';
 import type { ClusterRecord } from '../clusters/model.js';
 import { AppError, forbidden, notFound } from '../errors.js';
 import { splitAuthorization } from '../auth/authenticator.js';
+import { sameSecret } from '../auth/same-secret.js';
 
 /** user: a logged-in user; cluster: the cluster's own API token (the scheduler); metrics: scraper token or admin. */
 export type RouteAuth = 'none' | 'user' | 'cluster' | 'user-or-cluster' | 'metrics';
@@ -48,7 +49,7 @@ export const routeAuth = fp(
       }
       if (mode === 'metrics' && header && deps.metricsToken) {
         const { scheme, credentials } = splitAuthorization(header);
-        if (scheme === 'bearer' && credentials === deps.metricsToken) return;
+        if (scheme === 'bearer' && sameSecret(credentials, deps.metricsToken)) return;
       }
       const identity = await deps.identifier.identify(req.headers);
       req.user = identity.user;
@@ -58,6 +59,7 @@ export const routeAuth = fp(
   },
   { name: 'route-auth' },
 );
+
 
 /** The cluster, if the caller may act on it: its owner, an admin, or the cluster's own token. */
 export function authorizedCluster(req: FastifyRequest, clusters: ClusterManager, name: string): ClusterRecord {

@@ -1,8 +1,8 @@
 // dask-gateway's "simple" authentication: HTTP Basic with any user name and an optional shared
 // password. For the single-machine demo; refused on a non-loopback listener without a password.
-import { timingSafeEqual, createHash } from 'node:crypto';
 import { AppError } from '../errors.js';
 import { splitAuthorization, USER_NAME, type Authenticator, type User } from './authenticator.js';
+import { sameSecret } from './same-secret.js';
 
 export class SimpleAuthenticator implements Authenticator {
   readonly challenge = 'Basic realm="af-gateway"';
@@ -31,8 +31,3 @@ export class SimpleAuthenticator implements Authenticator {
   }
 }
 
-function sameSecret(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb);
-}
