@@ -12,7 +12,7 @@ import { routeAuth } from './api/route-auth.js';
 import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
 import { dashboardProxy } from './api/dashboard-proxy.js';
 import { systemRoutes } from './api/system-routes.js';
-import { afRoutes } from './api/af-routes.js';
+import { afRoutes, type ConnectTarget } from './api/af-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { hubLoginRoutes, type HubLoginOptions } from './api/hub-login-routes.js';
 import type { TokenBroker } from './tokens/token-broker.js';
@@ -35,6 +35,7 @@ export interface AppDeps {
   /** Browser logins through JupyterHub's OAuth, when auth.type is jupyterhub. */
   hubLogin?: HubLoginOptions;
   version: string;
+  connectTarget: ConnectTarget;
   health: () => Promise<Record<string, string>>;
 }
 
@@ -85,7 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(routeAuth, { identifier: deps.identifier, clusters: deps.clusters, metricsToken: deps.metricsToken });
   await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
-  await app.register(afRoutes, { clusters: deps.clusters });
+  await app.register(afRoutes, { clusters: deps.clusters, connectTarget: deps.connectTarget });
   await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl });
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
   await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath });

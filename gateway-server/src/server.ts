@@ -149,6 +149,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
           onLogin: (user: User) => void broker.considerHub(user),
         }
       : undefined;
+  let listenUrl = '';
   const app = await buildApp({
     logger,
     clusters,
@@ -162,6 +163,11 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     basePath,
     hubLogin,
     version: VERSION,
+    connectTarget: () => ({
+      address: config.client.address ?? config.public_url ?? listenUrl,
+      proxy_address: config.client.proxy_address ?? `gateway://${listenUrl.replace(/^https?:\/\//, '')}`,
+      auth: config.auth.type === 'simple' ? 'basic' : config.auth.type === 'jupyterhub' ? 'jupyterhub' : 'bearer',
+    }),
     health: async () => ({ state: store.countByStatus() ? 'ok' : 'state store unreadable', backend: 'ok' }),
   });
   await app.ready();
@@ -191,6 +197,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const actualPort = (onePort.server.address() as AddressInfo).port;
   const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `${tlsOn ? 'https' : 'http'}://${connectHost}:${actualPort}`;
+  listenUrl = url;
   broker.start();
   await clusters.start(`${url}/api`);
   const prune = setInterval(() => sessions.prune(), 3600_000);

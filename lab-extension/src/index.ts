@@ -1,10 +1,271 @@
-import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
+// Wires the AF Gateway panels into JupyterLab: settings, the gateway client and its models, the
+// sidebar panels, the status bar item, commands in the palette and the layout restorer.
+import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, ICommandPalette, MainAreaWidget, Notification, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator, nullTranslator } from '@jupyterlab/translation';
+import { IFrame } from '@jupyterlab/ui-components';
+import { connectCode } from './api/connect-code';
+import { GatewayClient } from './api/gateway-client';
+import { effectiveAuthMode, type GatewaySettings, normaliseSettings, resolveGatewayUrl } from './api/gateway-settings';
+import { clustersIcon, tokenIcon } from './icons';
+import { currentPage } from './page-info';
+import { ClustersModel, initialOptionValues, type ScaleRequestModel, validateScale } from './panels/clusters/clusters-model';
+import { ClustersPanel } from './panels/clusters/clusters-panel';
+import { FormDialogBody } from './panels/clusters/dialog-body';
+import { makeOptionsForm, type OptionValues, validateOptions } from './panels/clusters/options-form';
+import { ScaleForm } from './panels/clusters/scale-form';
+import { TokenModel } from './panels/tokens/token-model';
+import { TokenPanel, TokenStatusItem } from './panels/tokens/token-panel';
+
+const PLUGIN_ID = '@af-gateway/lab-extension:plugin';
+const CATEGORY = 'AF Gateway';
+
+const CommandIds = {
+  openClusters: 'af:open-clusters',
+  openToken: 'af:open-token',
+  createCluster: 'af:create-cluster',
+  scaleCluster: 'af:scale-cluster',
+  shutdownCluster: 'af:shutdown-cluster',
+  openDashboard: 'af:open-dashboard',
+  insertCode: 'af:insert-connect-code',
+  refreshToken: 'af:refresh-token',
+  login: 'af:login',
+} as const;
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+async function loadSettings(registry: ISettingRegistry | null): Promise<{ settings: GatewaySettings; raw: ISettingRegistry.ISettings | null }> {
+  if (!registry) return { settings: normaliseSettings(undefined), raw: null };
+  try {
+    const raw = await registry.load(PLUGIN_ID);
+    return { settings: normaliseSettings(raw.composite as Partial<GatewaySettings>), raw };
+  } catch (err) {
+    console.warn('AF Gateway: settings could not be loaded, using defaults', err);
+    return { settings: normaliseSettings(undefined), raw: null };
+  }
+}
+
+async function activate(
+  app: JupyterFrontEnd,
+  registry: ISettingRegistry | null,
+  translator: ITranslator | null,
+  palette: ICommandPalette | null,
+  restorer: ILayoutRestorer | null,
+  statusBar: IStatusBar | null,
+  notebooks: INotebookTracker | null,
+): Promise<void> {
+  const trans = (translator ?? nullTranslator).load('af_gateway_lab');
+  const { settings, raw } = await loadSettings(registry);
+  const page = currentPage();
+  const client = new GatewayClient({
+    baseUrl: resolveGatewayUrl(settings.gatewayUrl, page),
+    authMode: effectiveAuthMode(settings.authMode, page),
+    username: settings.username,
+  });
+  const clusters = new ClustersModel(client);
+  const token = new TokenModel(client, settings.tokenWarningMinutes * 60);
+  clusters.tokenEvent.connect((_m, status) => token.update(status));
+
+  raw?.changed.connect(() => {
+    const next = normaliseSettings(raw.composite as Partial<GatewaySettings>);
+    token.warnSeconds = next.tokenWarningMinutes * 60;
+    settings.defaultClusterOptions = next.defaultClusterOptions;
+    if (next.gatewayUrl !== settings.gatewayUrl || next.authMode !== settings.authMode || next.username !== settings.username) {
+      Notification.info(trans.__('AF Gateway: reload the page to connect with the new gateway settings.'), { autoClose: 8000 });
+    }
+  });
+
+  const { commands, shell } = app;
+
+  // --- dashboards as main-area panes ----------------------------------------------------------
+  const dashboards = new WidgetTracker<MainAreaWidget<IFrame>>({ namespace: 'af-dashboard' });
+  const openDashboard = (cluster: string, label: string, path: string): MainAreaWidget<IFrame> => {
+    const id = `af-dashboard-${cluster}-${path.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    const existing = dashboards.find((w) => w.id === id);
+    if (existing) {
+      shell.activateById(existing.id);
+      return existing;
+    }
+    const frame = new IFrame({ sandbox: ['allow-scripts', 'allow-same-origin', 'allow-popups'] });
+    frame.url = client.dashboardUrl(cluster, path);
+    const widget = new MainAreaWidget({ content: frame });
+    widget.id = id;
+    widget.title.label = `${label} — ${cluster}`;
+    widget.title.icon = clustersIcon;
+    widget.addClass('jp-AFDashboard');
+    (widget as MainAreaWidget<IFrame> & { afArgs?: unknown }).afArgs = { cluster, label, path };
+    void dashboards.add(widget);
+    shell.add(widget, 'main', { mode: 'split-right' });
+    return widget;
+  };
+
+  // --- actions ----------------------------------------------------------------------------------
+  const login = () => window.location.assign(client.loginUrl(window.location.pathname + window.location.search));
+
+  const createCluster = async () => {
+    let fields;
+    try {
+      fields = (await client.options()).cluster_options;
+    } catch (err) {
+      return showErrorMessage(trans.__('Cannot load the cluster options'), errorText(err));
+    }
+    let values: OptionValues = initialOptionValues(fields, settings.defaultClusterOptions);
+    for (;;) {
+      const body = new FormDialogBody<OptionValues>(values, makeOptionsForm(fields), (v) => validateOptions(fields, v));
+      const res = await showDialog({ title: trans.__('New Dask cluster'), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Create') })] });
+      if (!res.button.accept || !res.value) return;
+      values = res.value;
+      if (validateOptions(fields, values)) continue; // accepted with Enter while invalid: ask again
+      try {
+        await clusters.create(values);
+        return;
+      } catch (err) {
+        await showErrorMessage(trans.__('The cluster was not created'), errorText(err));
+        return;
+      }
+    }
+  };
+
+  const scaleCluster = async (name: string) => {
+    const c = clusters.get(name);
+    const adaptive = c?.adaptive ?? null;
+    let value: ScaleRequestModel = {
+      mode: adaptive ? 'adaptive' : 'manual',
+      workers: c?.workers.requested ?? 0,
+      minimum: adaptive?.minimum ?? 0,
+      maximum: adaptive?.maximum ?? Math.max(1, c?.workers.requested ?? 1),
+    };
+    for (;;) {
+      const body = new FormDialogBody<ScaleRequestModel>(value, ScaleForm, validateScale);
+      const res = await showDialog({ title: trans.__('Scale %1', name), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Scale') })] });
+      if (!res.button.accept || !res.value) return;
+      value = res.value;
+      if (validateScale(value)) continue;
+      try {
+        const clamped = await clusters.scale(name, value);
+        if (clamped) Notification.warning(clamped, { autoClose: 10000 });
+        return;
+      } catch (err) {
+        await showErrorMessage(trans.__('Scaling failed'), errorText(err));
+        return;
+      }
+    }
+  };
+
+  const shutdownCluster = async (name: string) => {
+    const res = await showDialog({
+      title: trans.__('Shut down %1?', name),
+      body: trans.__('Its scheduler and all its workers stop, and the results they hold are lost.'),
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Shut down') })],
+    });
+    if (!res.button.accept) return;
+    try {
+      await clusters.stop(name);
+    } catch (err) {
+      await showErrorMessage(trans.__('Shutdown failed'), errorText(err));
+    }
+  };
+
+  const insertCode = async (name: string) => {
+    let code: string;
+    try {
+      code = connectCode(await client.connectInfo(), name);
+    } catch (err) {
+      return showErrorMessage(trans.__('Cannot build the connect code'), errorText(err));
+    }
+    let panel: NotebookPanel | null = notebooks?.currentWidget ?? null;
+    if (!panel) panel = (await commands.execute('notebook:create-new', { kernelName: 'python3' })) as NotebookPanel;
+    await panel.context.ready;
+    shell.activateById(panel.id);
+    const nb = panel.content;
+    const active = nb.activeCell;
+    if (!active || active.model.sharedModel.getSource().trim() !== '') NotebookActions.insertBelow(nb);
+    nb.activeCell?.model.sharedModel.setSource(code);
+  };
+
+  // --- panels -----------------------------------------------------------------------------------
+  const clustersPanel = new ClustersPanel(
+    clusters,
+    {
+      create: () => void commands.execute(CommandIds.createCluster),
+      scale: (name) => void commands.execute(CommandIds.scaleCluster, { name }),
+      shutdown: (name) => void commands.execute(CommandIds.shutdownCluster, { name }),
+      dashboards: (name) => client.dashboardPlots(name),
+      openDashboard: (name, label, path) => void commands.execute(CommandIds.openDashboard, { cluster: name, label, path }),
+      insertCode: (name) => void commands.execute(CommandIds.insertCode, { name }),
+      login,
+    },
+    trans,
+  );
+  clustersPanel.id = 'af-clusters';
+  clustersPanel.title.icon = clustersIcon;
+  clustersPanel.title.caption = trans.__('Dask clusters (AF Gateway)');
+  shell.add(clustersPanel, 'left', { rank: 200 });
+
+  const tokenPanel = new TokenPanel(token, { refresh: () => void commands.execute(CommandIds.refreshToken), login }, trans);
+  tokenPanel.id = 'af-token';
+  tokenPanel.title.icon = tokenIcon;
+  tokenPanel.title.caption = trans.__('Access token (AF Gateway)');
+  shell.add(tokenPanel, 'left', { rank: 201 });
+
+  if (statusBar) {
+    const item = new TokenStatusItem(token, () => shell.activateById(tokenPanel.id), trans);
+    statusBar.registerStatusItem('@af-gateway/lab-extension:token-status', { item, align: 'left', rank: 4 });
+  }
+
+  // --- commands ---------------------------------------------------------------------------------
+  const nameArg = (args: Record<string, unknown>) => String(args.name ?? '');
+  commands.addCommand(CommandIds.openClusters, { label: trans.__('Show Dask Clusters'), icon: clustersIcon, execute: () => shell.activateById(clustersPanel.id) });
+  commands.addCommand(CommandIds.openToken, { label: trans.__('Show Access Token'), icon: tokenIcon, execute: () => shell.activateById(tokenPanel.id) });
+  commands.addCommand(CommandIds.createCluster, { label: trans.__('New Dask Cluster…'), execute: () => createCluster() });
+  commands.addCommand(CommandIds.scaleCluster, { label: trans.__('Scale Dask Cluster…'), execute: (args) => scaleCluster(nameArg(args)) });
+  commands.addCommand(CommandIds.shutdownCluster, { label: trans.__('Shut Down Dask Cluster…'), execute: (args) => shutdownCluster(nameArg(args)) });
+  commands.addCommand(CommandIds.insertCode, { label: trans.__('Insert Dask Cluster Connect Code'), execute: (args) => insertCode(nameArg(args)) });
+  commands.addCommand(CommandIds.openDashboard, {
+    label: (args) => (args.label ? trans.__('Dask Dashboard: %1', String(args.label)) : trans.__('Dask Dashboard')),
+    execute: (args) => openDashboard(String(args.cluster), String(args.label ?? 'Status'), String(args.path ?? 'status')),
+  });
+  commands.addCommand(CommandIds.refreshToken, {
+    label: trans.__('Refresh Access Token Now'),
+    execute: async () => {
+      try {
+        await token.refreshNow();
+      } catch (err) {
+        await showErrorMessage(trans.__('The token was not refreshed'), errorText(err));
+      }
+    },
+  });
+  commands.addCommand(CommandIds.login, { label: trans.__('Log In to AF Gateway'), execute: login });
+  if (palette) {
+    for (const command of [CommandIds.openClusters, CommandIds.openToken, CommandIds.createCluster, CommandIds.refreshToken, CommandIds.login]) {
+      palette.addItem({ command, category: CATEGORY });
+    }
+  }
+
+  // --- layout restorer --------------------------------------------------------------------------
+  if (restorer) {
+    restorer.add(clustersPanel, 'af-clusters');
+    restorer.add(tokenPanel, 'af-token');
+    void restorer.restore(dashboards, {
+      command: CommandIds.openDashboard,
+      args: (w) => ((w as MainAreaWidget<IFrame> & { afArgs?: Record<string, string> }).afArgs ?? {}) as Record<string, string>,
+      name: (w) => w.id,
+    });
+  }
+
+  // Clusters first (its list call opens the gateway session the event stream needs), then the token.
+  void clusters.start().then(() => token.start());
+}
 
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: '@af-gateway/lab-extension:plugin',
+  id: PLUGIN_ID,
+  description: 'AF Gateway: Dask clusters, access token status and more, from the facility gateway.',
   autoStart: true,
-  activate: () => {
-    console.log('AF Gateway extension active');
-  },
+  optional: [ISettingRegistry, ITranslator, ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker],
+  activate,
 };
+
 export default plugin;

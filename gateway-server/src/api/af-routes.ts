@@ -1,6 +1,7 @@
 // AF Gateway's own cluster API (/api/af/clusters): the richer view panels need, including why a
 // cluster failed and what each worker is doing.
 import type { FastifyInstance } from 'fastify';
+import type { ConnectInfo } from '@af-gateway/schemas';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import { forbidden } from '../errors.js';
 import { parseStatuses } from './status-filter.js';
@@ -9,8 +10,19 @@ import { authorizedCluster } from './route-auth.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 
-export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterManager }): Promise<void> {
+/** How kernels reach this gateway, known once it listens (the port may be chosen by the OS). */
+export type ConnectTarget = () => Omit<ConnectInfo, 'username'>;
+
+export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterManager; connectTarget: ConnectTarget }): Promise<void> {
   const { clusters } = opts;
+
+  app.get('/api/af/connect-info', {
+    schema: {
+      tags: ['af'],
+      summary: "How the caller's notebook kernels connect the dask_gateway client (address, proxy address, auth)",
+      response: { 200: { $ref: 'connect-info.json' }, ...errors },
+    },
+  }, async (req) => ({ ...opts.connectTarget(), username: req.user!.name }));
 
   app.get<{ Querystring: { status?: string; all?: boolean } }>('/api/af/clusters', {
     schema: {

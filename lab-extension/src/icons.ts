@@ -1,0 +1,15 @@
+import { LabIcon } from '@jupyterlab/ui-components';
+
+// Three connected nodes: a Dask cluster.
+export const clustersIcon = new LabIcon({
+  name: 'af-gateway:clusters',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161"><circle cx="6" cy="6" r="3"/><circle cx="18" cy="6" r="3"/><circle cx="12" cy="18" r="3"/><path d="M7.2 7.9l3.6 7.3 1.3-.6-3.6-7.3zM16.8 7.9l-3.6 7.3-1.3-.6 3.6-7.3zM8.5 5.3h7v1.4h-7z"/></g></svg>',
+});
+
+// A key: the access token.
+export const tokenIcon = new LabIcon({
+  name: 'af-gateway:token',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161"><path d="M7.5 7a5 5 0 1 0 4.58 7H14v2h2v-2h2v2h2v-4h-7.92A5 5 0 0 0 7.5 7zm0 3a2 2 0 1 1 0 4 2 2 0 0 1 0-4z"/></g></svg>',
+});

@@ -1,0 +1,250 @@
+// State of the Clusters panel: the user's clusters as the gateway's event stream reports them
+// (including clusters made from notebooks), the options form, and the actions on a cluster.
+import type { AfCluster, AfEvent, Field, TokenStatus } from '@af-gateway/schemas';
+import { Signal, type ISignal } from '@lumino/signaling';
+import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+import { EventStream, type SocketFactory } from '../../api/event-stream';
+
+export type ConnectionState = 'connecting' | 'connected' | 'login-required' | 'error';
+
+export interface ClusterSummary {
+  name: string;
+  status: AfCluster['status'];
+  message: string;
+  requested: number;
+  connected: number;
+  starting: number;
+  cores: number;
+  memoryGiB: number;
+  adaptive: { minimum: number | null; maximum: number | null } | null;
+  startTime: number;
+  /** Set while waiting: the scheduler starting or workers joining. */
+  progress: { label: string; done: number; total: number } | null;
+}
+
+export function summarise(c: AfCluster): ClusterSummary {
+  const w = c.workers;
+  let progress: ClusterSummary['progress'] = null;
+  if (c.status === 'PENDING') progress = { label: 'Starting the scheduler…', done: 0, total: 0 };
+  else if (c.status === 'STOPPING') progress = { label: 'Shutting down…', done: 0, total: 0 };
+  else if (c.status === 'RUNNING' && w.running < w.requested) {
+    progress = { label: `Workers joining: ${w.running} of ${w.requested}`, done: w.running, total: w.requested };
+  }
+  return {
+    name: c.name,
+    status: c.status,
+    message: c.message,
+    requested: w.requested,
+    connected: w.running,
+    starting: w.starting,
+    cores: w.running * c.worker_cores,
+    memoryGiB: w.running * c.worker_memory,
+    adaptive: c.adaptive ? { minimum: c.adaptive.minimum, maximum: c.adaptive.maximum } : null,
+    startTime: c.start_time,
+    progress,
+  };
+}
+
+/** Uptime as a person reads it: 42s, 5m 3s, 2h 10m, 3d 4h. */
+export function formatUptime(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${s % 60}s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h}h ${m % 60}m`;
+  return `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+export interface ScaleRequestModel {
+  mode: 'manual' | 'adaptive';
+  workers: number;
+  minimum: number;
+  maximum: number;
+}
+
+/** Checks a scale dialog's values; returns a message for the user or null when they are fine. */
+export function validateScale(r: ScaleRequestModel): string | null {
+  const whole = (n: number) => Number.isInteger(n) && n >= 0;
+  if (r.mode === 'manual') return whole(r.workers) ? null : 'Workers must be a whole number, 0 or more';
+  if (!whole(r.minimum) || !whole(r.maximum)) return 'Minimum and maximum must be whole numbers, 0 or more';
+  if (r.minimum > r.maximum) return 'Minimum must not be larger than maximum';
+  return null;
+}
+
+/** Checks one options-form value against its field; returns a message or null. */
+export function validateOption(field: Field, value: unknown): string | null {
+  const { spec } = field;
+  switch (spec.type) {
+    case 'int':
+    case 'float': {
+      if (typeof value !== 'number' || Number.isNaN(value)) return `${field.label} must be a number`;
+      if (spec.type === 'int' && !Number.isInteger(value)) return `${field.label} must be a whole number`;
+      if (spec.min != null && value < spec.min) return `${field.label} must be at least ${spec.min}`;
+      if (spec.max != null && value > spec.max) return `${field.label} must be at most ${spec.max}`;
+      return null;
+    }
+    case 'select':
+      return typeof value === 'string' && (spec.options ?? []).includes(value) ? null : `${field.label}: choose one of ${(spec.options ?? []).join(', ')}`;
+    case 'bool':
+      return typeof value === 'boolean' ? null : `${field.label} must be on or off`;
+    case 'string':
+      return typeof value === 'string' ? null : `${field.label} must be text`;
+    case 'mapping':
+      return value && typeof value === 'object' && !Array.isArray(value) ? null : `${field.label} must be a mapping`;
+  }
+}
+
+/** Form values: the user's default options where they fit the field, else the gateway's defaults. */
+export function initialOptionValues(fields: Field[], defaults: Record<string, unknown>): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  for (const f of fields) {
+    const preferred = defaults[f.field];
+    values[f.field] = preferred !== undefined && validateOption(f, preferred) === null ? preferred : f.default;
+  }
+  return values;
+}
+
+export class ClustersModel {
+  private readonly clusters = new Map<string, AfCluster>();
+  private stream: EventStream | null = null;
+  private _connection: ConnectionState = 'connecting';
+  private _error = '';
+  private _creating = 0;
+  private readonly _changed = new Signal<this, void>(this);
+  private readonly _token = new Signal<this, TokenStatus>(this);
+
+  constructor(
+    readonly client: GatewayClient,
+    private readonly socketFactory?: SocketFactory,
+  ) {}
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Token events arrive on the same stream; the token panel listens here. */
+  get tokenEvent(): ISignal<this, TokenStatus> {
+    return this._token;
+  }
+
+  get connection(): ConnectionState {
+    return this._connection;
+  }
+
+  get error(): string {
+    return this._error;
+  }
+
+  /** Create requests in flight (shown as a placeholder until the cluster appears). */
+  get creating(): number {
+    return this._creating;
+  }
+
+  get list(): AfCluster[] {
+    return [...this.clusters.values()].sort((a, b) => b.start_time - a.start_time);
+  }
+
+  get(name: string): AfCluster | undefined {
+    return this.clusters.get(name);
+  }
+
+  /** Loads the list (which also opens the gateway session) and follows the event stream. */
+  async start(): Promise<void> {
+    await this.reload();
+    if (this._connection !== 'connected' || this.stream) return;
+    this.stream = new EventStream(this.client.eventsUrl(), this.socketFactory);
+    this.stream.event.connect((_s, ev) => this.apply(ev));
+    this.stream.stateChanged.connect((_s, state) => {
+      // After a drop the snapshot on reconnect brings the list up to date; a refused socket
+      // (e.g. an expired session) shows up in the next reload.
+      if (state === 'connecting' && this._connection === 'connected') void this.reload();
+    });
+    this.stream.start();
+  }
+
+  dispose(): void {
+    this.stream?.stop();
+    this.stream = null;
+  }
+
+  async reload(): Promise<void> {
+    try {
+      const res = await this.client.listClusters();
+      this.clusters.clear();
+      for (const c of res.clusters) this.clusters.set(c.name, c);
+      this.setConnection('connected', '');
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  apply(ev: AfEvent): void {
+    switch (ev.type) {
+      case 'snapshot':
+        this.clusters.clear();
+        for (const c of ev.clusters) this.clusters.set(c.name, c);
+        break;
+      case 'cluster':
+        if (ev.cluster.status === 'STOPPED' || ev.cluster.status === 'FAILED') {
+          // A failed cluster stays listed so its reason can be read; stopped ones go away.
+          if (ev.cluster.status === 'STOPPED') this.clusters.delete(ev.cluster.name);
+          else this.clusters.set(ev.cluster.name, ev.cluster);
+        } else this.clusters.set(ev.cluster.name, ev.cluster);
+        break;
+      case 'token':
+        this._token.emit(ev.token);
+        return;
+    }
+    this._changed.emit();
+  }
+
+  /** Forget a failed cluster shown in the list. */
+  dismiss(name: string): void {
+    if (this.clusters.delete(name)) this._changed.emit();
+  }
+
+  async create(options: Record<string, unknown>): Promise<string> {
+    this._creating++;
+    this._changed.emit();
+    try {
+      const name = await this.client.createCluster(options);
+      // Show it at once, even before the stream reports it.
+      if (!this.clusters.has(name)) {
+        try {
+          this.clusters.set(name, await this.client.getCluster(name));
+        } catch {
+          /* the stream brings it */
+        }
+      }
+      return name;
+    } finally {
+      this._creating--;
+      this._changed.emit();
+    }
+  }
+
+  /** Applies a scale dialog's result; returns the gateway's message when it clamped the request. */
+  async scale(name: string, r: ScaleRequestModel): Promise<string | null> {
+    const problem = validateScale(r);
+    if (problem) throw new GatewayError(422, problem, 'invalid_scale');
+    const res = r.mode === 'manual' ? await this.client.scale(name, r.workers) : await this.client.adapt(name, r.minimum, r.maximum);
+    return res.ok ? null : (res.msg ?? 'The gateway did not apply the request');
+  }
+
+  async stop(name: string): Promise<void> {
+    await this.client.stopCluster(name);
+  }
+
+  private fail(err: unknown): void {
+    if (err instanceof GatewayError && err.unauthenticated) this.setConnection('login-required', err.message);
+    else this.setConnection('error', err instanceof Error ? err.message : String(err));
+  }
+
+  private setConnection(state: ConnectionState, error: string): void {
+    const changed = state !== this._connection || error !== this._error;
+    this._connection = state;
+    this._error = error;
+    if (changed) this._changed.emit();
+  }
+}

@@ -1,0 +1,203 @@
+// The Clusters panel (left sidebar): the user's clusters, live, with their actions.
+import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
+import type { TranslationBundle } from '@jupyterlab/translation';
+import React, { useEffect, useState } from 'react';
+import type { AfCluster } from '@af-gateway/schemas';
+import { type ClustersModel, formatUptime, summarise } from './clusters-model';
+
+/** What the panel's buttons do; index.ts binds them to commands. */
+export interface ClusterActions {
+  create(): void;
+  scale(name: string): void;
+  shutdown(name: string): void;
+  dashboards(name: string): Promise<Record<string, string>>;
+  openDashboard(name: string, label: string, path: string): void;
+  insertCode(name: string): void;
+  login(): void;
+}
+
+function useTick(ms: number): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), ms);
+    return () => clearInterval(t);
+  }, [ms]);
+  return now;
+}
+
+function Progress(props: { label: string; done: number; total: number }): JSX.Element {
+  const determinate = props.total > 0;
+  return (
+    <div className="jp-AFClusters-progress" role="status">
+      <div className={`jp-AFClusters-progressBar${determinate ? '' : ' mod-indeterminate'}`}>
+        <div style={determinate ? { width: `${Math.round((100 * props.done) / props.total)}%` } : undefined} />
+      </div>
+      <span>{props.label}</span>
+    </div>
+  );
+}
+
+function DashboardList(props: { name: string; actions: ClusterActions; trans: TranslationBundle }): JSX.Element {
+  const [plots, setPlots] = useState<Record<string, string> | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    let live = true;
+    props.actions.dashboards(props.name).then(
+      (p) => live && setPlots(p),
+      (e: Error) => live && setError(e.message),
+    );
+    return () => {
+      live = false;
+    };
+  }, [props.name]);
+  if (error) return <div className="jp-AFClusters-error">{error}</div>;
+  if (!plots) return <div className="jp-AFClusters-muted">{props.trans.__('Loading dashboards…')}</div>;
+  return (
+    <ul className="jp-AFClusters-plots">
+      <li>
+        <button className="jp-AFClusters-link" onClick={() => props.actions.openDashboard(props.name, 'Status', 'status')}>
+          {props.trans.__('Status (full dashboard)')}
+        </button>
+      </li>
+      {Object.entries(plots).map(([label, path]) => (
+        <li key={path}>
+          <button className="jp-AFClusters-link" onClick={() => props.actions.openDashboard(props.name, label, path)}>
+            {label}
+          </button>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterActions; model: ClustersModel; trans: TranslationBundle }): JSX.Element {
+  const { cluster, actions, trans } = props;
+  const s = summarise(cluster);
+  const [showPlots, setShowPlots] = useState(false);
+  const running = s.status === 'RUNNING';
+  const active = s.status === 'PENDING' || running;
+  return (
+    <li className={`jp-AFClusters-cluster mod-${s.status.toLowerCase()}`} data-cluster={s.name}>
+      <div className="jp-AFClusters-head">
+        <span className="jp-AFClusters-name" title={s.name}>
+          {s.name}
+        </span>
+        <span className={`jp-AFClusters-status mod-${s.status.toLowerCase()}`}>{s.status.toLowerCase()}</span>
+      </div>
+      {s.progress && <Progress {...s.progress} />}
+      {s.status === 'FAILED' && <div className="jp-AFClusters-error">{s.message || trans.__('The cluster failed.')}</div>}
+      <dl className="jp-AFClusters-details">
+        <dt>{trans.__('Workers')}</dt>
+        <dd className="jp-AFClusters-workers" title={trans.__('connected / requested')}>
+          {s.connected} / {s.requested}
+        </dd>
+        <dt>{trans.__('Cores')}</dt>
+        <dd>{s.cores}</dd>
+        <dt>{trans.__('Memory')}</dt>
+        <dd>{`${Number(s.memoryGiB.toFixed(2))} GiB`}</dd>
+        <dt>{trans.__('Adaptive')}</dt>
+        <dd className="jp-AFClusters-adaptive">{s.adaptive ? `${s.adaptive.minimum ?? 0} – ${s.adaptive.maximum ?? '∞'}` : trans.__('off')}</dd>
+        <dt>{trans.__('Uptime')}</dt>
+        <dd>{formatUptime(props.now - s.startTime)}</dd>
+      </dl>
+      <div className="jp-AFClusters-actions">
+        {active && (
+          <>
+            <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={!running} onClick={() => actions.scale(s.name)}>
+              {trans.__('Scale')}
+            </button>
+            <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={!running} onClick={() => setShowPlots(!showPlots)}>
+              {trans.__('Dashboards')}
+            </button>
+            <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => actions.insertCode(s.name)} title={trans.__('Insert code that connects to this cluster into the active notebook')}>
+              {trans.__('Code')}
+            </button>
+            <button className="jp-Button jp-mod-styled jp-mod-warn" onClick={() => actions.shutdown(s.name)}>
+              {trans.__('Shut down')}
+            </button>
+          </>
+        )}
+        {s.status === 'FAILED' && (
+          <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => props.model.dismiss(s.name)}>
+            {trans.__('Dismiss')}
+          </button>
+        )}
+      </div>
+      {showPlots && running && <DashboardList name={s.name} actions={actions} trans={trans} />}
+    </li>
+  );
+}
+
+function ClustersView(props: { model: ClustersModel; actions: ClusterActions; trans: TranslationBundle }): JSX.Element {
+  const { model, actions, trans } = props;
+  const now = useTick(1000);
+  const clusters = model.list;
+  let body: JSX.Element;
+  if (model.connection === 'login-required') {
+    body = (
+      <div className="jp-AFClusters-notice">
+        <p>{model.error}</p>
+        <button className="jp-Button jp-mod-styled jp-mod-accept" onClick={() => actions.login()}>
+          {trans.__('Log in')}
+        </button>
+      </div>
+    );
+  } else if (model.connection === 'error') {
+    body = (
+      <div className="jp-AFClusters-notice">
+        <p className="jp-AFClusters-error">{model.error}</p>
+        <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => void model.start()}>
+          {trans.__('Try again')}
+        </button>
+      </div>
+    );
+  } else if (model.connection === 'connecting') {
+    body = <div className="jp-AFClusters-muted">{trans.__('Connecting to the gateway…')}</div>;
+  } else {
+    body = (
+      <ul className="jp-AFClusters-list">
+        {model.creating > 0 && (
+          <li className="jp-AFClusters-cluster mod-creating">
+            <Progress label={trans.__('Creating cluster…')} done={0} total={0} />
+          </li>
+        )}
+        {clusters.map((c) => (
+          <ClusterCard key={c.name} cluster={c} now={now} actions={actions} model={model} trans={trans} />
+        ))}
+        {clusters.length === 0 && model.creating === 0 && (
+          <li className="jp-AFClusters-empty">{trans.__('No clusters yet. Create one here, or from a notebook with dask_gateway: it shows up here too.')}</li>
+        )}
+      </ul>
+    );
+  }
+  return (
+    <div className="jp-AFClusters-body">
+      <header className="jp-AFClusters-header">
+        <h2>{trans.__('Dask clusters')}</h2>
+        <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new" disabled={model.connection !== 'connected'} onClick={() => actions.create()}>
+          {trans.__('+ New cluster')}
+        </button>
+      </header>
+      {body}
+    </div>
+  );
+}
+
+export class ClustersPanel extends ReactWidget {
+  constructor(
+    private readonly model: ClustersModel,
+    private readonly actions: ClusterActions,
+    private readonly trans: TranslationBundle,
+  ) {
+    super();
+    this.addClass('jp-AFClusters');
+  }
+
+  render(): JSX.Element {
+    return (
+      <UseSignal signal={this.model.changed}>
+        {() => <ClustersView model={this.model} actions={this.actions} trans={this.trans} />}
+      </UseSignal>
+    );
+  }
+}

@@ -1,0 +1,134 @@
+// State of the Token panel and status bar item: the user's token status from the gateway's
+// broker, a countdown to expiry, and what to tell the user in plain words.
+import type { TokenStatus } from '@af-gateway/schemas';
+import { Signal, type ISignal } from '@lumino/signaling';
+import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+
+export type TokenHealth = 'loading' | 'login-required' | 'none' | 'ok' | 'warning' | 'expired' | 'refresh-failed' | 'error';
+
+export interface TokenView {
+  health: TokenHealth;
+  /** One sentence for the user. */
+  headline: string;
+  secondsLeft: number | null;
+}
+
+/** What a token status means for the user at time `now` (ms), warning `warnSeconds` before expiry. */
+export function describeToken(status: TokenStatus | null, now: number, warnSeconds: number): TokenView {
+  if (!status) return { health: 'loading', headline: 'Asking the gateway about your token…', secondsLeft: null };
+  if (status.source === 'none') {
+    return { health: 'none', headline: 'The gateway holds no token for you. Log in to get one.', secondsLeft: null };
+  }
+  const secondsLeft = status.expires_at == null ? null : Math.floor((status.expires_at - now) / 1000);
+  if (status.refresh.state === 'revoked') {
+    return { health: 'refresh-failed', headline: `Your login has ended and the token cannot be renewed: ${status.refresh.message} Log in again.`, secondsLeft };
+  }
+  if (secondsLeft !== null && secondsLeft <= 0) {
+    const why = status.refresh.state === 'failing' ? ` Renewal is failing: ${status.refresh.message}` : status.refresh.state === 'none' ? ' It cannot be renewed; log in again.' : '';
+    return { health: 'expired', headline: `Your token has expired.${why}`, secondsLeft };
+  }
+  if (status.refresh.state === 'failing') {
+    return { health: 'refresh-failed', headline: `Renewing your token failed; the gateway keeps trying: ${status.refresh.message}`, secondsLeft };
+  }
+  if (secondsLeft !== null && secondsLeft <= warnSeconds) {
+    const renew = status.refresh.state === 'ok' ? ' The gateway renews it before then.' : ' It will not be renewed; log in again soon.';
+    return { health: 'warning', headline: `Your token expires in ${formatCountdown(secondsLeft)}.${renew}`, secondsLeft };
+  }
+  return { health: 'ok', headline: secondsLeft === null ? 'Your token does not expire.' : `Your token is valid for ${formatCountdown(secondsLeft)}.`, secondsLeft };
+}
+
+/** 1h 05m 09s / 4m 03s / 12s */
+export function formatCountdown(seconds: number): string {
+  const s = Math.max(0, seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  if (h > 0) return `${h}h ${pad(m)}m ${pad(sec)}s`;
+  if (m > 0) return `${m}m ${pad(sec)}s`;
+  return `${sec}s`;
+}
+
+export class TokenModel {
+  private _status: TokenStatus | null = null;
+  private _error = '';
+  private _loginRequired = false;
+  private _refreshing = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private readonly _changed = new Signal<this, void>(this);
+
+  constructor(
+    readonly client: GatewayClient,
+    public warnSeconds: number,
+    private readonly now: () => number = () => Date.now(),
+  ) {}
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get status(): TokenStatus | null {
+    return this._status;
+  }
+
+  get error(): string {
+    return this._error;
+  }
+
+  get refreshing(): boolean {
+    return this._refreshing;
+  }
+
+  get view(): TokenView {
+    if (this._loginRequired) return { health: 'login-required', headline: this._error || 'Log in to the gateway to see your token.', secondsLeft: null };
+    if (this._error && !this._status) return { health: 'error', headline: this._error, secondsLeft: null };
+    return describeToken(this._status, this.now(), this.warnSeconds);
+  }
+
+  /** Loads the status and ticks once a second for the countdown. */
+  async start(): Promise<void> {
+    await this.reload();
+    if (!this.timer) this.timer = setInterval(() => this._changed.emit(), 1000);
+  }
+
+  dispose(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  async reload(): Promise<void> {
+    try {
+      this.update(await this.client.tokenStatus());
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** A status from the event stream or an answer. */
+  update(status: TokenStatus): void {
+    this._status = status;
+    this._error = '';
+    this._loginRequired = false;
+    this._changed.emit();
+  }
+
+  async refreshNow(): Promise<void> {
+    this._refreshing = true;
+    this._changed.emit();
+    try {
+      this.update(await this.client.refreshToken());
+    } catch (err) {
+      this.fail(err);
+      throw err;
+    } finally {
+      this._refreshing = false;
+      this._changed.emit();
+    }
+  }
+
+  private fail(err: unknown): void {
+    this._loginRequired = err instanceof GatewayError && err.unauthenticated;
+    this._error = err instanceof Error ? err.message : String(err);
+    this._changed.emit();
+  }
+}

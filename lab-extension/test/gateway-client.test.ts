@@ -1,0 +1,130 @@
+// The panels' API client and models against a real gateway (local backend, real Dask processes).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { resolveConfig } from '../../gateway-server/src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../gateway-server/src/server.js';
+import { GatewayClient, GatewayError } from '../src/api/gateway-client';
+import type { SocketLike } from '../src/api/event-stream';
+import { ClustersModel } from '../src/panels/clusters/clusters-model';
+import { TokenModel } from '../src/panels/tokens/token-model';
+
+let gw: RunningGateway;
+let dataDir: string;
+
+const clientFor = (user: string) => new GatewayClient({ baseUrl: gw.url, authMode: 'basic', username: user });
+// The browser's WebSocket carries the session cookie; here the Basic header stands in for it.
+const socketsFor = (user: string) => (url: string) =>
+  new WebSocket(url, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64'), origin: gw.url } }) as unknown as SocketLike;
+
+function until(model: ClustersModel, pred: () => boolean, ms = 60_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (pred()) return resolve();
+    const t = setTimeout(() => {
+      model.changed.disconnect(check);
+      reject(new Error(`condition not met within ${ms} ms; clusters: ${JSON.stringify(model.list.map((c) => [c.name, c.status, c.workers.running]))}`));
+    }, ms);
+    const check = () => {
+      if (!pred()) return;
+      clearTimeout(t);
+      model.changed.disconnect(check);
+      resolve();
+    };
+    model.changed.connect(check);
+  });
+}
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'af-lab-client-'));
+  gw = await startGateway(
+    resolveConfig({
+      listen: '127.0.0.1:0',
+      data_dir: dataDir,
+      cluster_options: [{ field: 'worker_cores', type: 'int', label: 'Worker cores', default: 1, min: 1, max: 2, target: 'worker_cores' }],
+    }),
+    makeLogger('warn'),
+  );
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('GatewayClient', () => {
+  it('reads the options form and how kernels connect', async () => {
+    const client = clientFor('erin');
+    const spec = await client.options();
+    expect(spec.cluster_options).toEqual([{ field: 'worker_cores', label: 'Worker cores', default: 1, spec: { type: 'int', min: 1, max: 2 } }]);
+    const info = await client.connectInfo();
+    expect(info).toEqual({ address: gw.url, proxy_address: `gateway://${gw.url.replace('http://', '')}`, auth: 'basic', username: 'erin' });
+  });
+
+  it("shows the gateway's own error messages", async () => {
+    const client = clientFor('erin');
+    const unknown = await client.getCluster('no-such-cluster').catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(GatewayError);
+    expect(unknown).toMatchObject({ status: 404, message: expect.stringContaining('no-such-cluster') });
+    const invalid = await client.createCluster({ worker_cores: 9 }).catch((e: unknown) => e);
+    expect(invalid).toMatchObject({ status: 422, message: expect.stringContaining('worker_cores') });
+    expect(await client.listClusters()).toEqual({ clusters: [] }); // nothing half-created
+    const anonymous = new GatewayClient({ baseUrl: gw.url, authMode: 'session' });
+    const refused = await anonymous.listClusters().catch((e: unknown) => e);
+    expect(refused).toMatchObject({ status: 401, unauthenticated: true });
+    const unreachable = await new GatewayClient({ baseUrl: 'http://127.0.0.1:9/', authMode: 'session' }).listClusters().catch((e: unknown) => e);
+    expect(unreachable).toMatchObject({ status: 0, code: 'unreachable', message: expect.stringContaining('cannot be reached') });
+  });
+
+  it('reports that a simple-auth gateway holds no token', async () => {
+    const model = new TokenModel(clientFor('erin'), 600);
+    await model.reload();
+    expect(model.view.health).toBe('none');
+    const unauth = new TokenModel(new GatewayClient({ baseUrl: gw.url, authMode: 'session' }), 600);
+    await unauth.reload();
+    expect(unauth.view.health).toBe('login-required');
+  });
+});
+
+describe('ClustersModel', () => {
+  it('follows a cluster made elsewhere (a notebook) and one made here through scale, adapt and shutdown', async () => {
+    const model = new ClustersModel(clientFor('frank'), socketsFor('frank'));
+    await model.start();
+    expect(model.connection).toBe('connected');
+    try {
+      // A cluster created by another client (as a notebook would) appears from the event stream.
+      const elsewhere = await clientFor('frank').createCluster({});
+      await until(model, () => model.get(elsewhere)?.status === 'RUNNING');
+
+      const name = await model.create({ worker_cores: 2 });
+      await until(model, () => model.get(name)?.status === 'RUNNING');
+      expect(await model.scale(name, { mode: 'manual', workers: 2, minimum: 0, maximum: 0 })).toBeNull();
+      await until(model, () => model.get(name)?.workers.running === 2);
+      expect(model.get(name)).toMatchObject({ worker_cores: 2, workers: { requested: 2, running: 2 } });
+
+      await expect(model.scale(name, { mode: 'adaptive', workers: 0, minimum: 3, maximum: 1 })).rejects.toThrow('Minimum must not be larger than maximum');
+      expect(await model.scale(name, { mode: 'adaptive', workers: 0, minimum: 1, maximum: 3 })).toBeNull();
+      await until(model, () => model.get(name)?.adaptive?.maximum === 3);
+
+      await model.stop(name);
+      await model.stop(elsewhere);
+      await until(model, () => model.list.length === 0);
+    } finally {
+      model.dispose();
+    }
+  }, 120_000);
+
+  it("does not see other users' clusters", async () => {
+    const mine = new ClustersModel(clientFor('gina'), socketsFor('gina'));
+    await mine.start();
+    const name = await clientFor('hank').createCluster({});
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(mine.get(name)).toBeUndefined();
+    } finally {
+      mine.dispose();
+      await clientFor('hank').stopCluster(name);
+    }
+  });
+});

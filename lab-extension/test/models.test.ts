@@ -1,0 +1,118 @@
+// Pure parts of the panel models: what the user is told and what the forms accept.
+import { describe, expect, it } from 'vitest';
+import type { AfCluster, Field, TokenStatus } from '@af-gateway/schemas';
+import { describeToken, formatCountdown } from '../src/panels/tokens/token-model';
+import { formatUptime, initialOptionValues, summarise, validateOption, validateScale } from '../src/panels/clusters/clusters-model';
+import { effectiveAuthMode, normaliseSettings, resolveGatewayUrl } from '../src/api/gateway-settings';
+import { connectCode } from '../src/api/connect-code';
+
+const NOW = 1_800_000_000_000;
+const token = (over: Partial<TokenStatus> = {}): TokenStatus => ({
+  user: 'alice',
+  source: 'login',
+  subject: 'alice',
+  issuer: 'http://127.0.0.1:9000',
+  audience: ['af-gateway'],
+  scopes: ['openid'],
+  groups: ['/cms'],
+  expires_at: NOW + 3600_000,
+  seconds_left: 3600,
+  last_refresh: NOW,
+  refresh: { state: 'ok', message: '', next_at: null },
+  deliveries: [],
+  ...over,
+});
+
+describe('token status in plain words', () => {
+  it('counts down and warns before expiry', () => {
+    expect(describeToken(token(), NOW, 600)).toMatchObject({ health: 'ok', secondsLeft: 3600 });
+    const soon = describeToken(token({ expires_at: NOW + 300_000 }), NOW, 600);
+    expect(soon.health).toBe('warning');
+    expect(soon.headline).toContain('5m 00s');
+    expect(soon.headline).toContain('renews it');
+    expect(describeToken(token({ expires_at: NOW + 300_000, refresh: { state: 'none', message: '', next_at: null } }), NOW, 600).headline).toContain('log in again');
+  });
+
+  it('names each problem', () => {
+    expect(describeToken(null, NOW, 600).health).toBe('loading');
+    expect(describeToken(token({ source: 'none', expires_at: null }), NOW, 600)).toMatchObject({ health: 'none', headline: expect.stringContaining('Log in') });
+    expect(describeToken(token({ expires_at: NOW - 1000 }), NOW, 600).health).toBe('expired');
+    const failing = describeToken(token({ refresh: { state: 'failing', message: 'provider unreachable', next_at: null } }), NOW, 600);
+    expect(failing).toMatchObject({ health: 'refresh-failed', headline: expect.stringContaining('provider unreachable') });
+    expect(describeToken(token({ refresh: { state: 'revoked', message: 'invalid_grant.', next_at: null } }), NOW, 600).headline).toContain('Log in again');
+  });
+
+  it('formats durations', () => {
+    expect(formatCountdown(3725)).toBe('1h 02m 05s');
+    expect(formatCountdown(65)).toBe('1m 05s');
+    expect(formatCountdown(9)).toBe('9s');
+    expect(formatUptime(42_000)).toBe('42s');
+    expect(formatUptime(3 * 3600_000 + 60_000)).toBe('3h 1m');
+  });
+});
+
+describe('cluster forms', () => {
+  it('enforces minimum <= maximum and whole numbers', () => {
+    expect(validateScale({ mode: 'manual', workers: 2, minimum: 5, maximum: 1 })).toBeNull();
+    expect(validateScale({ mode: 'manual', workers: 1.5, minimum: 0, maximum: 0 })).toMatch(/whole number/);
+    expect(validateScale({ mode: 'adaptive', workers: 0, minimum: 3, maximum: 2 })).toBe('Minimum must not be larger than maximum');
+    expect(validateScale({ mode: 'adaptive', workers: 0, minimum: 1, maximum: 4 })).toBeNull();
+    expect(validateScale({ mode: 'adaptive', workers: 0, minimum: Number.NaN, maximum: 4 })).toMatch(/whole numbers/);
+  });
+
+  const fields: Field[] = [
+    { field: 'worker_cores', label: 'Worker cores', default: 1, spec: { type: 'int', min: 1, max: 4 } },
+    { field: 'profile', label: 'Profile', default: 'small', spec: { type: 'select', options: ['small', 'large'] } },
+  ];
+
+  it('validates option values against the spec', () => {
+    expect(validateOption(fields[0]!, 5)).toBe('Worker cores must be at most 4');
+    expect(validateOption(fields[0]!, 1.5)).toBe('Worker cores must be a whole number');
+    expect(validateOption(fields[1]!, 'huge')).toMatch(/choose one of small, large/);
+  });
+
+  it('starts the form from the user defaults that fit, else the gateway defaults', () => {
+    expect(initialOptionValues(fields, { worker_cores: 3, profile: 'huge' })).toEqual({ worker_cores: 3, profile: 'small' });
+  });
+
+  it('summarises workers, cores, memory and progress', () => {
+    const c: AfCluster = {
+      name: 'c1', owner: 'alice', status: 'RUNNING', message: '', options: {}, dashboard_route: null, start_time: NOW, stop_time: null,
+      worker_cores: 2, worker_memory: 1.5, adaptive: { minimum: 1, maximum: 4 },
+      workers: { requested: 3, starting: 1, running: 2, failed: 0, list: [] },
+    };
+    expect(summarise(c)).toMatchObject({ connected: 2, requested: 3, cores: 4, memoryGiB: 3, adaptive: { minimum: 1, maximum: 4 }, progress: { label: 'Workers joining: 2 of 3', done: 2, total: 3 } });
+    expect(summarise({ ...c, status: 'PENDING' }).progress?.label).toBe('Starting the scheduler…');
+  });
+});
+
+describe('where the gateway is', () => {
+  const page = { origin: 'https://af.example.org', baseUrl: '/user/alice/', hubPrefix: '/hub/' };
+  it('defaults to the Hub service path', () => {
+    expect(resolveGatewayUrl('', page)).toBe('https://af.example.org/services/af-gateway/');
+    expect(resolveGatewayUrl('', { ...page, hubPrefix: '/jhub/hub/' })).toBe('https://af.example.org/jhub/services/af-gateway/');
+    expect(resolveGatewayUrl('', { ...page, hubPrefix: '' })).toBe('https://af.example.org/services/af-gateway/');
+  });
+  it('accepts full URLs, absolute and server-relative paths', () => {
+    expect(resolveGatewayUrl('http://gw:8000', page)).toBe('http://gw:8000/');
+    expect(resolveGatewayUrl('/gw', page)).toBe('https://af.example.org/gw/');
+    expect(resolveGatewayUrl('proxy/8000/', page)).toBe('https://af.example.org/user/alice/proxy/8000/');
+  });
+  it('picks the Hub login behind a Hub', () => {
+    expect(effectiveAuthMode('auto', page)).toBe('jupyterhub');
+    expect(effectiveAuthMode('auto', { ...page, hubPrefix: '' })).toBe('session');
+    expect(normaliseSettings({ authMode: 'bogus' as never, tokenWarningMinutes: -1 })).toMatchObject({ authMode: 'auto', tokenWarningMinutes: 10 });
+  });
+});
+
+describe('connect code', () => {
+  it('configures address, proxy and auth for each gateway auth type', () => {
+    const basic = connectCode({ address: 'http://127.0.0.1:8000', proxy_address: 'gateway://127.0.0.1:8000', auth: 'basic', username: 'o"brien' }, 'abc');
+    expect(basic).toContain('from dask_gateway.auth import BasicAuth');
+    expect(basic).toContain('auth=BasicAuth(username="o\\"brien"),');
+    expect(basic).toContain('cluster = gateway.connect("abc")');
+    expect(basic).toContain('client = cluster.get_client()');
+    expect(connectCode({ address: 'a', proxy_address: 'p', auth: 'jupyterhub', username: 'x' }, 'c')).toContain('auth="jupyterhub",');
+    expect(connectCode({ address: 'a', proxy_address: 'p', auth: 'bearer', username: 'x' }, 'c')).toContain('auth=BearerTokenAuth(),');
+  });
+});
