@@ -93,7 +93,8 @@ async function activate(
     frame.url = client.dashboardUrl(cluster, path);
     const widget = new MainAreaWidget({ content: frame });
     widget.id = id;
-    widget.title.label = `${label} — ${cluster}`;
+    widget.title.label = `${label} (${cluster.slice(0, 8)})`;
+    widget.title.caption = `${label}: dashboard of cluster ${cluster}`;
     widget.title.icon = clustersIcon;
     widget.addClass('jp-AFDashboard');
     (widget as MainAreaWidget<IFrame> & { afArgs?: unknown }).afArgs = { cluster, label, path };
@@ -257,7 +258,33 @@ async function activate(
   }
 
   // Clusters first (its list call opens the gateway session the event stream needs), then the token.
-  void clusters.start().then(() => token.start());
+  void (async () => {
+    await clusters.start();
+    if (clusters.connection === 'login-required' && client.authMode === 'jupyterhub') {
+      // Behind JupyterHub the user is logged in already: the Hub's OAuth round trip for the gateway
+      // service needs no input, so it runs in a hidden frame; the Log in button stays as fallback.
+      await silentLogin(client.loginUrl(new URL(client.url('api/health')).pathname));
+      await clusters.start();
+    }
+    await token.start();
+  })();
+}
+
+/** Loads a login URL in a hidden frame and resolves when it settles (or after 15 s). */
+function silentLogin(url: string): Promise<void> {
+  return new Promise((resolve) => {
+    const frame = document.createElement('iframe');
+    frame.style.display = 'none';
+    const done = () => {
+      clearTimeout(timer);
+      frame.remove();
+      resolve();
+    };
+    const timer = setTimeout(done, 15_000);
+    frame.onload = done;
+    frame.src = url;
+    document.body.appendChild(frame);
+  });
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {

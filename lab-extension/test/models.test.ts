@@ -36,6 +36,7 @@ describe('token status in plain words', () => {
   it('names each problem', () => {
     expect(describeToken(null, NOW, 600).health).toBe('loading');
     expect(describeToken(token({ source: 'none', expires_at: null }), NOW, 600)).toMatchObject({ health: 'none', headline: expect.stringContaining('Log in') });
+    expect(describeToken(token({ source: 'none', expires_at: null }), NOW, 600, false).headline).toContain('basic authentication');
     expect(describeToken(token({ expires_at: NOW - 1000 }), NOW, 600).health).toBe('expired');
     const failing = describeToken(token({ refresh: { state: 'failing', message: 'provider unreachable', next_at: null } }), NOW, 600);
     expect(failing).toMatchObject({ health: 'refresh-failed', headline: expect.stringContaining('provider unreachable') });

@@ -155,10 +155,11 @@ export class GatewayClient {
   /** The scheduler's list of individual dashboard plots (name -> path). */
   async dashboardPlots(name: string): Promise<DashboardPlots> {
     const res = await this.request<{ [key: string]: string }>('GET', `clusters/${encodeURIComponent(name)}/individual-plots.json`);
-    const plots: DashboardPlots = {};
-    for (const [label, path] of Object.entries(res ?? {})) {
-      if (typeof path === 'string') plots[label] = path.replace(/^\//, '');
-    }
-    return plots;
+    // Labels come as "Individual Task Stream": the prefix says nothing here.
+    const entries = Object.entries(res ?? {})
+      .filter((e): e is [string, string] => typeof e[1] === 'string')
+      .map(([label, path]) => [label.replace(/^Individual /, ''), path.replace(/^\//, '')] as const)
+      .sort((a, b) => a[0].localeCompare(b[0]));
+    return Object.fromEntries(entries);
   }
 }

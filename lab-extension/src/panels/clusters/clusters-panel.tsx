@@ -174,8 +174,8 @@ function ClustersView(props: { model: ClustersModel; actions: ClusterActions; tr
     <div className="jp-AFClusters-body">
       <header className="jp-AFClusters-header">
         <h2>{trans.__('Dask clusters')}</h2>
-        <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new" disabled={model.connection !== 'connected'} onClick={() => actions.create()}>
-          {trans.__('+ New cluster')}
+        <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new" disabled={model.connection !== 'connected'} onClick={() => actions.create()} title={trans.__('Create a new Dask cluster')}>
+          {trans.__('+ New')}
         </button>
       </header>
       {body}

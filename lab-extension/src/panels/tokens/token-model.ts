@@ -14,10 +14,13 @@ export interface TokenView {
 }
 
 /** What a token status means for the user at time `now` (ms), warning `warnSeconds` before expiry. */
-export function describeToken(status: TokenStatus | null, now: number, warnSeconds: number): TokenView {
+export function describeToken(status: TokenStatus | null, now: number, warnSeconds: number, canLogin = true): TokenView {
   if (!status) return { health: 'loading', headline: 'Asking the gateway about your token…', secondsLeft: null };
   if (status.source === 'none') {
-    return { health: 'none', headline: 'The gateway holds no token for you. Log in to get one.', secondsLeft: null };
+    const headline = canLogin
+      ? 'The gateway holds no token for you. Log in to get one.'
+      : 'The gateway holds no token for you: you signed in with a user name (basic authentication), not at an identity provider.';
+    return { health: 'none', headline, secondsLeft: null };
   }
   const secondsLeft = status.expires_at == null ? null : Math.floor((status.expires_at - now) / 1000);
   if (status.refresh.state === 'revoked') {
@@ -75,6 +78,11 @@ export class TokenModel {
     return this._error;
   }
 
+  /** Whether a login at an identity provider can give the user a token (not with basic authentication). */
+  get canLogin(): boolean {
+    return this.client.authMode !== 'basic';
+  }
+
   get refreshing(): boolean {
     return this._refreshing;
   }
@@ -82,7 +90,7 @@ export class TokenModel {
   get view(): TokenView {
     if (this._loginRequired) return { health: 'login-required', headline: this._error || 'Log in to the gateway to see your token.', secondsLeft: null };
     if (this._error && !this._status) return { health: 'error', headline: this._error, secondsLeft: null };
-    return describeToken(this._status, this.now(), this.warnSeconds);
+    return describeToken(this._status, this.now(), this.warnSeconds, this.canLogin);
   }
 
   /** Loads the status and ticks once a second for the countdown. */

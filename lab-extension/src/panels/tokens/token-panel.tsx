@@ -36,7 +36,7 @@ function TokenView(props: { model: TokenModel; actions: TokenActions; trans: Tra
   const { model, actions, trans } = props;
   const view = model.view;
   const st = model.status;
-  const needsLogin = view.health === 'login-required' || view.health === 'none' || view.health === 'refresh-failed' || view.health === 'expired';
+  const needsLogin = model.canLogin && (view.health === 'login-required' || view.health === 'none' || view.health === 'refresh-failed' || view.health === 'expired');
   const total = st?.expires_at && st.last_refresh ? st.expires_at - st.last_refresh : null;
   const fraction = total && view.secondsLeft !== null ? Math.max(0, Math.min(1, (view.secondsLeft * 1000) / total)) : null;
   return (
