@@ -2,7 +2,9 @@
 # Installs everything AF Gateway needs on a fresh machine, idempotently:
 #  - Node packages (npm ci, from package-lock.json), rebuilt only when the lock file changes;
 #  - the pinned Python environment in .venv (python/requirements.lock), rebuilt only when it changes;
-#  - the TypeScript build.
+#  - the TypeScript build;
+#  - the JupyterLab extension (lab-extension/): bundled by jupyter-builder, packed into the wheel
+#    af-gateway-lab and installed into .venv, redone only when its inputs change.
 # Usage: scripts/bootstrap.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +40,37 @@ if [ "$(cat .venv/.af-lock-hash 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input --no-deps -e python/af-gateway-client
   echo "$want" > .venv/.af-lock-hash
 fi
+# The repository's package.json says "type": "module"; without this marker Node would load the
+# CommonJS scripts Python packages ship inside .venv (jupyter_builder's yarn.js) as ES modules.
+[ -f .venv/package.json ] || echo '{"type": "commonjs"}' > .venv/package.json
 
 # --- build --------------------------------------------------------------------------------------
 if [ "${1:-}" != "--no-build" ]; then
-  log "building (schemas, gateway-server)"
+  log "building (schemas, gateway-server, lab-extension TypeScript)"
   npm run --silent build >/dev/null
+
+  # --- JupyterLab extension ---------------------------------------------------------------------
+  # The compiled TypeScript (lib/), styles, settings schema and packaging decide the bundle and the
+  # wheel; both are redone only when a hash of them changes (or the installed copy is gone).
+  ext=lab-extension
+  want=$( { find "$ext/lib" "$ext/style" "$ext/schema" -type f -print0 | sort -z | xargs -0 -r sha256sum
+            sha256sum "$ext/package.json" "$ext/pyproject.toml" "$ext/af_gateway_lab/__init__.py" \
+              "$ext/hatch_build.py" "$ext/install.json"; } | sha256sum | cut -c1-16)
+  if [ "$(cat .venv/.af-lab-hash 2>/dev/null)" != "$want" ] \
+     || [ ! -f "$ext/af_gateway_lab/labextension/package.json" ] \
+     || [ ! -f .venv/share/jupyter/labextensions/@af-gateway/lab-extension/package.json ]; then
+    log "building the JupyterLab extension (jupyter-builder) and the af-gateway-lab wheel"
+    mkdir -p .cache/wheels
+    rm -rf "$ext/af_gateway_lab/labextension"
+    (cd "$ext" && PATH="$root/.venv/bin:$PATH" jupyter-builder build . >"$root/.cache/lab-extension-build.log" 2>&1) \
+      || { log "jupyter-builder failed; its output:"; cat .cache/lab-extension-build.log >&2; exit 1; }
+    rm -f .cache/wheels/af_gateway_lab-*.whl
+    # hatchling (pinned in lab-extension/pyproject.toml) comes from PyPI through pip's build isolation
+    .venv/bin/python -m pip wheel --quiet --disable-pip-version-check --no-input --no-deps \
+      -w .cache/wheels "./$ext"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input --no-deps \
+      --force-reinstall .cache/wheels/af_gateway_lab-*.whl
+    echo "$want" > .venv/.af-lab-hash
+  fi
 fi
 log "ready: node $(node --version), $(.venv/bin/python --version), in $root"
