@@ -87,7 +87,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
   await app.register(afRoutes, { clusters: deps.clusters, connectTarget: deps.connectTarget });
-  await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl });
+  await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl, basePath: deps.basePath });
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
   await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath });
   return app;

@@ -17,6 +17,8 @@ export interface TokenRoutesOptions {
   oidc: OidcAuthenticator | undefined;
   sessions: Sessions;
   publicUrl: string | null;
+  /** Path prefix the gateway is served under ('/' for none), for the redirect URI and the default landing page. */
+  basePath: string;
 }
 
 export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions): Promise<void> {
@@ -55,7 +57,8 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
 
   // --- login (authorization code + PKCE, the gateway as a confidential client) -----------------
   const pending = new Map<string, { verifier: string; next: string; redirectUri: string; at: number }>();
-  const base = (req: FastifyRequest) => opts.publicUrl?.replace(/\/$/, '') ?? `${req.protocol}://${req.headers.host}`;
+  const prefix = opts.basePath.replace(/\/$/, '');
+  const base = (req: FastifyRequest) => opts.publicUrl?.replace(/\/$/, '') ?? `${req.protocol}://${req.headers.host}${prefix}`;
 
   app.get<{ Querystring: { next?: string } }>('/api/af/login', {
     config: { auth: 'none' },
@@ -66,7 +69,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     for (const [k, v] of pending) if (now - v.at > LOGIN_TTL_MS) pending.delete(k);
     const state = randomBytes(16).toString('base64url');
     const verifier = randomBytes(32).toString('base64url');
-    const next = req.query.next?.startsWith('/') && !req.query.next.startsWith('//') ? req.query.next : '/api/af/token';
+    const next = req.query.next?.startsWith('/') && !req.query.next.startsWith('//') ? req.query.next : `${prefix}/api/af/token`;
     const redirectUri = `${base(req)}/api/af/login/callback`;
     pending.set(state, { verifier, next, redirectUri, at: now });
     const meta = await oidc.issuer.metadata();
@@ -93,7 +96,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
   }, async (req, reply) => {
     const q = req.query;
     const login = q.state ? pending.get(q.state) : undefined;
-    if (!login) throw new AppError(400, 'login_expired', 'This login is unknown or expired; start again at /api/af/login');
+    if (!login) throw new AppError(400, 'login_expired', `This login is unknown or expired; start again at ${prefix}/api/af/login`);
     pending.delete(q.state!);
     if (q.error) throw new AppError(401, 'login_refused', `The identity provider refused the login: ${q.error_description ?? q.error}`);
     if (!q.code) throw new AppError(400, 'login_incomplete', 'The identity provider sent no authorization code');

@@ -188,3 +188,29 @@ describe('token broker', () => {
     await api('DELETE', `/api/v1/clusters/${cluster}`);
   });
 });
+
+describe('login under a base path', () => {
+  it('sends the provider a redirect URI under the base path (a gateway behind JupyterHub)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'af-broker-base-'));
+    const behindHub = await startGateway(
+      resolveConfig({
+        listen: '127.0.0.1:0',
+        data_dir: dir,
+        base_path: '/services/af-gateway/',
+        auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret } },
+      }),
+      makeLogger('warn'),
+    );
+    try {
+      const res = await fetch(`${behindHub.url}/services/af-gateway/api/af/login`, { redirect: 'manual' });
+      expect(res.status).toBe(302);
+      const to = new URL(res.headers.get('location')!);
+      expect(to.searchParams.get('redirect_uri')).toBe(`${behindHub.url}/services/af-gateway/api/af/login/callback`);
+      const stale = await fetch(`${behindHub.url}/services/af-gateway/api/af/login/callback?state=unknown&code=x`);
+      expect(((await stale.json()) as { error: string }).error).toContain('start again at /services/af-gateway/api/af/login');
+    } finally {
+      await behindHub.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
