@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# All tests: TypeScript (vitest) and the Python client end to end (pytest), after bootstrapping.
-# Prints one closing line "N passed, N failed" over both suites.
+# All tests: TypeScript (vitest), the Python client end to end (pytest) and the JupyterLab UI
+# (galata/Playwright in Debian's chromium, against the real stack), after bootstrapping.
+# Prints one closing line "N passed, N failed" over the three suites.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
@@ -15,5 +16,10 @@ npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest
 echo "== pytest (dask_gateway client end to end)"
 .venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --junitxml="$out/pytest.xml" || status=1
 
-node scripts/test-summary.mjs "$out/vitest.json" "$out/pytest.xml" || status=1
+echo "== playwright (JupyterLab UI with galata, against the real stack)"
+PLAYWRIGHT_JUNIT_OUTPUT_FILE="$out/ui.xml" bash scripts/ui-tests.sh
+ui_status=$?
+[ "$ui_status" -eq 0 ] || status=1
+
+UI_EXIT_CODE=$ui_status node scripts/test-summary.mjs "$out/vitest.json" "$out/pytest.xml" "$out/ui.xml" || status=1
 exit $status

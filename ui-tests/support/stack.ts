@@ -1,0 +1,387 @@
+// The real stack the UI tests run against, as behind JupyterHub: one origin (configurable-http-proxy)
+// in front of JupyterLab (default route) and the AF Gateway (/services/af-gateway), the gateway
+// authenticating with the test OpenID provider (oidc-provider) and running Dask on its local
+// backend. Started by global-setup.ts, stopped by global-teardown.ts; what the tests need to know
+// is in test-results/stack.json (see tests/stack.ts).
+//
+// Every service runs under support/reaper.py: its own session and process group, a subreaper that
+// kills what the service leaves behind, and SIGTERM when the Playwright runner dies.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO = path.resolve(UI_DIR, '..');
+export const RESULTS_DIR = path.join(UI_DIR, 'test-results');
+export const STACK_FILE = path.join(RESULTS_DIR, 'stack.json');
+export const BASE_PATH = '/services/af-gateway/';
+
+const VENV_BIN = path.join(REPO, '.venv', 'bin');
+const PYTHON = existsSync(path.join(VENV_BIN, 'python')) ? path.join(VENV_BIN, 'python') : 'python3';
+const REAPER = path.join(UI_DIR, 'support', 'reaper.py');
+const OP_SCRIPT = path.join(REPO, 'gateway-server', 'test', 'support', 'oidc-provider.mjs');
+const GATEWAY_CLI = path.join(REPO, 'gateway-server', 'dist', 'cli.js');
+const CHP = path.join(REPO, 'node_modules', '.bin', 'configurable-http-proxy');
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const START_TIMEOUT_MS = 90_000;
+/** Seconds a service gets to stop what it started (Dask clusters, kernels) before SIGKILL. */
+const GRACE_S = 15;
+
+export interface StackProcess {
+  name: string;
+  /** The reaper's pid (its own process group); the service is its child, in a group of its own. */
+  pid: number;
+  log: string;
+}
+
+export interface Stack {
+  /** The one origin the browser uses: the proxy (galata's baseURL). */
+  proxyURL: string;
+  /** JupyterLab directly (the proxy's default target). */
+  labURL: string;
+  /** The gateway directly (bypassing the proxy) and as the browser reaches it. */
+  gatewayURL: string;
+  gatewayPublicURL: string;
+  basePath: string;
+  issuer: string;
+  audience: string;
+  /** client id -> secret of the provider's client-credentials clients (alice, bob, admin, ci-pipeline). */
+  clients: Record<string, string>;
+  /** The gateway's own login client at the provider (authorization code + PKCE, refresh, exchange). */
+  gatewayClient: { id: string; secret: string; redirectUri: string };
+  /** File with a client-credentials access token of alice; JupyterLab (and its kernels) have BEARER_TOKEN_FILE set to it. */
+  bearerTokenFile: string;
+  /** JupyterLab's root dir (galata creates its test folders here through the contents API). */
+  serverRoot: string;
+  tmpDir: string;
+  logsDir: string;
+  screenshotsDir: string;
+  proxyApi: { url: string; token: string };
+  processes: StackProcess[];
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function tail(file: string, chars = 3000): string {
+  try {
+    return readFileSync(file, 'utf8').slice(-chars);
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** True while pid is a live process (a zombie counts as gone). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    let kids: number[] = [];
+    const p = todo.pop()!;
+    try {
+      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      /* gone */
+    }
+    out.push(...kids);
+    todo.push(...kids);
+  }
+  return out;
+}
+
+/** True when pid is still the reaper this stack started for `name` (not a reused pid). */
+function isOurReaper(p: StackProcess): boolean {
+  try {
+    const argv = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((a) => a.endsWith('reaper.py')) && argv.includes(p.name);
+  } catch {
+    return false;
+  }
+}
+
+interface Running extends StackProcess {
+  child: ChildProcess;
+}
+
+function startService(name: string, logsDir: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
+  const log = path.join(logsDir, `${name}.log`);
+  const fd = openSync(log, 'w');
+  const child = spawn(PYTHON, [REAPER, name, '--', cmd, ...args], {
+    cwd,
+    env: { ...env, AF_UI_GRACE: String(GRACE_S) },
+    detached: true, // own session and process group
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  child.unref();
+  if (!child.pid) throw new Error(`${name}: could not start ${PYTHON} ${REAPER}`);
+  return { name, pid: child.pid, log, child };
+}
+
+async function waitFor<T>(what: string, svc: Running, probe: () => Promise<T | undefined>, timeoutMs = START_TIMEOUT_MS): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (svc.child.exitCode !== null || svc.child.signalCode !== null) {
+      throw new Error(`${svc.name} exited (${svc.child.exitCode ?? svc.child.signalCode}) before ${what}:\n${tail(svc.log)}`);
+    }
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = String((err as Error).message ?? err);
+    }
+    await sleep(200);
+  }
+  throw new Error(`${svc.name}: no ${what} within ${timeoutMs / 1000} s (last: ${last}):\n${tail(svc.log)}`);
+}
+
+async function httpOk(url: string, init?: RequestInit): Promise<Response | undefined> {
+  const r = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
+  return r.ok ? r : undefined;
+}
+
+/**
+ * Stops stack processes, last started first: SIGTERM to each reaper (which stops its service's
+ * group, waits GRACE_S for its children and kills the rest), then SIGKILL for whatever is still
+ * there. Returns the names of services that needed SIGKILL.
+ */
+export async function stopProcesses(procs: StackProcess[]): Promise<string[]> {
+  const forced: string[] = [];
+  for (const p of [...procs].reverse()) {
+    if (!alive(p.pid) || !isOurReaper(p)) continue;
+    const tree = descendants(p.pid);
+    try {
+      process.kill(p.pid, 'SIGTERM');
+    } catch {
+      /* already gone */
+    }
+    const deadline = Date.now() + (GRACE_S + 10) * 1000;
+    while (alive(p.pid) && Date.now() < deadline) await sleep(100);
+    const left = [p.pid, ...tree, ...descendants(p.pid)].filter(alive);
+    if (left.length) {
+      forced.push(p.name);
+      for (const pid of left) {
+        for (const target of [-pid, pid]) {
+          try {
+            process.kill(target, 'SIGKILL');
+          } catch {
+            /* not a group leader, or gone */
+          }
+        }
+      }
+    }
+  }
+  return forced;
+}
+
+async function clientCredentialsToken(issuer: string, client: string, secret: string, audience: string): Promise<string> {
+  const r = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: 'Basic ' + Buffer.from(`${client}:${secret}`).toString('base64'),
+    },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'openid compute.create compute.read', resource: `urn:${audience}` }),
+  });
+  const body = (await r.json()) as { access_token?: string };
+  if (!r.ok || !body.access_token) throw new Error(`client-credentials token for ${client}: ${r.status} ${JSON.stringify(body)}`);
+  return body.access_token;
+}
+
+/** Starts the whole stack; on any failure stops what was started and rethrows. */
+export async function startStack(): Promise<Stack> {
+  const tmpDir = mkdtempSync(path.join(os.tmpdir(), 'af-ui-tests-'));
+  const logsDir = path.join(RESULTS_DIR, 'logs');
+  const screenshotsDir = path.join(RESULTS_DIR, 'screenshots');
+  for (const d of [logsDir, screenshotsDir]) mkdirSync(d, { recursive: true });
+  const started: Running[] = [];
+  const ports = { op: 0, gateway: 0, lab: 0, proxy: 0, proxyApi: 0 };
+  for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await freePort();
+  const proxyURL = `http://127.0.0.1:${ports.proxy}`;
+  const gatewayPublicURL = `${proxyURL}${BASE_PATH.replace(/\/$/, '')}`;
+  const gatewayClient = {
+    id: 'af-gateway-ui',
+    secret: randomBytes(16).toString('hex'),
+    redirectUri: `${gatewayPublicURL}/api/af/login/callback`,
+  };
+  const baseEnv = { ...process.env, PATH: `${VENV_BIN}:${process.env.PATH}` };
+  // tests' own settings must not leak into the services
+  delete baseEnv.BEARER_TOKEN;
+  delete baseEnv.BEARER_TOKEN_FILE;
+
+  try {
+    // 1. the test OpenID provider, with the gateway's login client registered for the proxy's origin
+    const op = startService('oidc-provider', logsDir, process.execPath, [OP_SCRIPT], {
+      ...baseEnv,
+      OIDC_PORT: String(ports.op),
+      OIDC_TTL: '3600',
+      OIDC_EXTRA_CLIENTS: JSON.stringify([
+        {
+          client_id: gatewayClient.id,
+          client_secret: gatewayClient.secret,
+          redirect_uris: [gatewayClient.redirectUri],
+          grant_types: ['authorization_code', 'refresh_token', TOKEN_EXCHANGE],
+        },
+      ]),
+    }, REPO);
+    started.push(op);
+    const info = await waitFor('JSON line with the issuer', op, async () => {
+      const line = readFileSync(op.log, 'utf8').split('\n').find((l) => l.startsWith('{"issuer"'));
+      return line ? (JSON.parse(line) as { issuer: string; audience: string; clients: Record<string, string> }) : undefined;
+    });
+    await waitFor('discovery document', op, () => httpOk(`${info.issuer}/.well-known/openid-configuration`));
+
+    // 2. the gateway: oidc auth with its own login client, under the Hub-style base path
+    const gatewayURL = `http://127.0.0.1:${ports.gateway}`;
+    const config = {
+      listen: `127.0.0.1:${ports.gateway}`,
+      public_url: gatewayPublicURL,
+      base_path: BASE_PATH,
+      data_dir: path.join(tmpDir, 'gateway-data'),
+      log_level: 'info',
+      auth: {
+        type: 'oidc',
+        oidc: {
+          issuer: info.issuer,
+          audience: [info.audience],
+          client_id: gatewayClient.id, // its secret comes from AF_GATEWAY_OIDC_CLIENT_SECRET
+          token_params: { resource: `urn:${info.audience}` },
+          login_scopes: ['openid', 'offline_access', 'compute.create', 'compute.read'],
+        },
+      },
+      backend: { type: 'local', local: { python: path.join(VENV_BIN, 'python') } },
+      tokens: { exchange_audiences: ['rucio'] },
+    };
+    const configFile = path.join(tmpDir, 'gateway.yaml');
+    writeFileSync(configFile, `# AF Gateway config of the UI tests (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
+    const gw = startService('gateway', logsDir, process.execPath, [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir], {
+      ...baseEnv,
+      AF_GATEWAY_OIDC_CLIENT_SECRET: gatewayClient.secret,
+      AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
+    }, tmpDir);
+    started.push(gw);
+    await waitFor('GET /api/health', gw, () => httpOk(`${gatewayURL}/api/health`));
+
+    // 3. JupyterLab, no token or password, kernels holding alice's bearer token
+    const serverRoot = path.join(tmpDir, 'lab-root');
+    const settingsDir = path.join(tmpDir, 'lab-settings');
+    const workspacesDir = path.join(tmpDir, 'lab-workspaces');
+    const jupyterDir = path.join(tmpDir, 'jupyter');
+    for (const d of [serverRoot, settingsDir, workspacesDir, path.join(jupyterDir, 'config'), path.join(jupyterDir, 'runtime')]) mkdirSync(d, { recursive: true });
+    const bearerTokenFile = path.join(tmpDir, 'bearer-token');
+    writeFileSync(bearerTokenFile, (await clientCredentialsToken(info.issuer, 'alice', info.clients.alice, info.audience)) + '\n', { mode: 0o600 });
+    const labURL = `http://127.0.0.1:${ports.lab}`;
+    const lab = startService('jupyterlab', logsDir, path.join(VENV_BIN, 'jupyter'), [
+      'lab',
+      `--config=${path.join(UI_DIR, 'jupyter_server_test_config.py')}`,
+      '--no-browser',
+      '--ServerApp.ip=127.0.0.1',
+      `--ServerApp.port=${ports.lab}`,
+      '--ServerApp.port_retries=0',
+      `--ServerApp.root_dir=${serverRoot}`,
+      '--IdentityProvider.token=',
+      '--ServerApp.password=',
+      '--ServerApp.allow_root=True',
+    ], {
+      ...baseEnv,
+      JUPYTERLAB_SETTINGS_DIR: settingsDir,
+      JUPYTERLAB_WORKSPACES_DIR: workspacesDir,
+      JUPYTER_CONFIG_DIR: path.join(jupyterDir, 'config'),
+      JUPYTER_RUNTIME_DIR: path.join(jupyterDir, 'runtime'),
+      BEARER_TOKEN_FILE: bearerTokenFile,
+    }, serverRoot);
+    started.push(lab);
+    await waitFor('GET /api/status', lab, () => httpOk(`${labURL}/api/status`), 120_000);
+
+    // 4. one origin for both, as JupyterHub's proxy gives them
+    const proxyApi = { url: `http://127.0.0.1:${ports.proxyApi}`, token: randomBytes(16).toString('hex') };
+    const proxy = startService('proxy', logsDir, CHP, [
+      '--ip', '127.0.0.1', '--port', String(ports.proxy),
+      '--api-ip', '127.0.0.1', '--api-port', String(ports.proxyApi),
+      '--default-target', labURL,
+      '--log-level', 'warn',
+    ], { ...baseEnv, CONFIGPROXY_AUTH_TOKEN: proxyApi.token }, REPO);
+    started.push(proxy);
+    const route = BASE_PATH.replace(/\/$/, '');
+    await waitFor(`route ${route}`, proxy, async () => {
+      const r = await fetch(`${proxyApi.url}/api/routes${route}`, {
+        method: 'POST',
+        headers: { authorization: `token ${proxyApi.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ target: gatewayURL }),
+        signal: AbortSignal.timeout(5000),
+      });
+      return r.status === 201 ? true : undefined;
+    });
+    await waitFor('the gateway through the proxy', proxy, () => httpOk(`${gatewayPublicURL}/api/health`));
+    await waitFor('JupyterLab through the proxy', proxy, () => httpOk(`${proxyURL}/api/status`));
+
+    // The gateway's login must send the browser back through the proxy, under the base path.
+    const login = await fetch(`${gatewayPublicURL}/api/af/login?next=/lab`, { redirect: 'manual' });
+    const location = login.headers.get('location') ?? '';
+    const redirectUri = location ? new URL(location, gatewayPublicURL).searchParams.get('redirect_uri') : null;
+    if (login.status !== 302 || !location.startsWith(`${info.issuer}/`) || redirectUri !== gatewayClient.redirectUri) {
+      throw new Error(`GET ${gatewayPublicURL}/api/af/login: expected a redirect to ${info.issuer}/auth with redirect_uri=${gatewayClient.redirectUri}, got ${login.status} location=${location}\n${tail(gw.log)}`);
+    }
+
+    const stack: Stack = {
+      proxyURL,
+      labURL,
+      gatewayURL,
+      gatewayPublicURL,
+      basePath: BASE_PATH,
+      issuer: info.issuer,
+      audience: info.audience,
+      clients: info.clients,
+      gatewayClient,
+      bearerTokenFile,
+      serverRoot,
+      tmpDir,
+      logsDir,
+      screenshotsDir,
+      proxyApi,
+      processes: started.map(({ name, pid, log }) => ({ name, pid, log })),
+    };
+    writeFileSync(STACK_FILE, JSON.stringify(stack, null, 2));
+    return stack;
+  } catch (err) {
+    await stopProcesses(started);
+    rmSync(tmpDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Stops the stack recorded in stack.json and removes its temporary directory. */
+export async function stopStack(): Promise<void> {
+  if (!existsSync(STACK_FILE)) return;
+  const stack = JSON.parse(readFileSync(STACK_FILE, 'utf8')) as Stack & { stoppedAt?: string };
+  if (stack.stoppedAt) return;
+  const forced = await stopProcesses(stack.processes);
+  if (forced.length) console.warn(`ui-tests teardown: SIGKILL was needed for ${forced.join(', ')}`);
+  rmSync(stack.tmpDir, { recursive: true, force: true });
+  // keep stack.json for the record, marked as stopped
+  writeFileSync(STACK_FILE, JSON.stringify({ ...stack, stoppedAt: new Date().toISOString() }, null, 2));
+}

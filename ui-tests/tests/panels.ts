@@ -1,0 +1,24 @@
+// Small helpers the panel tests share: opening our sidebar panels and saving screenshots.
+import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
+import type { Locator } from '@playwright/test';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results', 'screenshots');
+
+/** Opens a left sidebar panel of ours (clicking its tab only when it is not shown yet). */
+export async function openPanel(page: IJupyterLabPageFixture, id: 'af-clusters' | 'af-token'): Promise<Locator> {
+  const panel = page.locator(`#${id}`);
+  if (!(await panel.isVisible())) await page.locator(`.jp-SideBar [data-id="${id}"]`).click();
+  await panel.waitFor({ state: 'visible' });
+  return panel;
+}
+
+/** Saves a screenshot of `target` (default: the whole page) as test-results/screenshots/<name>.png. */
+export async function shot(page: IJupyterLabPageFixture, name: string, target?: Locator): Promise<void> {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const path = join(SCREENSHOTS, `${name}.png`);
+  if (target) await target.screenshot({ path });
+  else await page.screenshot({ path });
+}
