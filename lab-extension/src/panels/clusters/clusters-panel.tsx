@@ -16,6 +16,9 @@ export interface ClusterActions {
   login(): void;
 }
 
+/** The plots most analyses watch, offered first. */
+const COMMON_PLOTS = ['Task Stream', 'Progress', 'Workers Memory', 'Graph', 'Cluster Memory'];
+
 function useTick(ms: number): number {
   const [now, setNow] = useState(Date.now());
   useEffect(() => {
@@ -52,21 +55,26 @@ function DashboardList(props: { name: string; actions: ClusterActions; trans: Tr
   }, [props.name]);
   if (error) return <div className="jp-AFClusters-error">{error}</div>;
   if (!plots) return <div className="jp-AFClusters-muted">{props.trans.__('Loading dashboards…')}</div>;
+  const entries = Object.entries(plots);
+  const common = entries.filter(([label]) => COMMON_PLOTS.includes(label));
+  const link = ([label, path]: [string, string]) => (
+    <li key={path}>
+      <button className="jp-AFClusters-link" onClick={() => props.actions.openDashboard(props.name, label, path)}>
+        {label}
+      </button>
+    </li>
+  );
   return (
-    <ul className="jp-AFClusters-plots">
-      <li>
-        <button className="jp-AFClusters-link" onClick={() => props.actions.openDashboard(props.name, 'Status', 'status')}>
-          {props.trans.__('Status (full dashboard)')}
-        </button>
-      </li>
-      {Object.entries(plots).map(([label, path]) => (
-        <li key={path}>
-          <button className="jp-AFClusters-link" onClick={() => props.actions.openDashboard(props.name, label, path)}>
-            {label}
-          </button>
-        </li>
-      ))}
-    </ul>
+    <div className="jp-AFClusters-dashboards">
+      <ul className="jp-AFClusters-plots">
+        {link(['Status', 'status'])}
+        {common.map(link)}
+      </ul>
+      <details className="jp-AFClusters-morePlots">
+        <summary>{props.trans.__('All plots (%1)', String(entries.length))}</summary>
+        <ul className="jp-AFClusters-plots">{entries.map(link)}</ul>
+      </details>
+    </div>
   );
 }
 

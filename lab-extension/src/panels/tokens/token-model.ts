@@ -34,10 +34,12 @@ export function describeToken(status: TokenStatus | null, now: number, warnSecon
     return { health: 'refresh-failed', headline: `Renewing your token failed; the gateway keeps trying: ${status.refresh.message}`, secondsLeft };
   }
   if (secondsLeft !== null && secondsLeft <= warnSeconds) {
-    const renew = status.refresh.state === 'ok' ? ' The gateway renews it before then.' : ' It will not be renewed; log in again soon.';
-    return { health: 'warning', headline: `Your token expires in ${formatCountdown(secondsLeft)}.${renew}`, secondsLeft };
+    const renew = status.refresh.state === 'ok' ? ' The gateway renews it before then.' : ' It will not be renewed: log in again soon.';
+    return { health: 'warning', headline: `Your token expires soon.${renew}`, secondsLeft };
   }
-  return { health: 'ok', headline: secondsLeft === null ? 'Your token does not expire.' : `Your token is valid for ${formatCountdown(secondsLeft)}.`, secondsLeft };
+  if (secondsLeft === null) return { health: 'ok', headline: 'Your token is valid and does not expire.', secondsLeft };
+  const renew = status.refresh.state === 'ok' ? ' The gateway renews it before it expires.' : ' The gateway cannot renew it: log in again when it expires.';
+  return { health: 'ok', headline: `Your token is valid.${renew}`, secondsLeft };
 }
 
 /** 1h 05m 09s / 4m 03s / 12s */
