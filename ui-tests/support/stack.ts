@@ -1,42 +1,43 @@
-// The real stack the UI tests run against, as behind JupyterHub: one origin (configurable-http-proxy)
-// in front of JupyterLab (default route) and the AF Gateway (/services/af-gateway), the gateway
-// authenticating with the test OpenID provider (oidc-provider) and running Dask on its local
-// backend. Started by global-setup.ts, stopped by global-teardown.ts; what the tests need to know
-// is in test-results/stack.json (see tests/stack.ts).
+// The real stacks the UI tests run against, as behind JupyterHub:
+// - one origin (configurable-http-proxy) in front of JupyterLab (default route) and the AF Gateway
+//   (/services/af-gateway), the gateway authenticating with the test OpenID provider
+//   (oidc-provider) and running Dask on its local backend;
+// - a real JupyterHub with its own gateway registered as the service af-gateway (hub-stack.ts).
+// Started by global-setup.ts, stopped by global-teardown.ts; what the tests need to know is in
+// test-results/stack.json (see tests/stack.ts).
 //
 // Every service runs under support/reaper.py: its own session and process group, a subreaper that
 // kills what the service leaves behind, and SIGTERM when the Playwright runner dies.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { startHubStack, type HubStack } from './hub-stack.ts';
+import {
+  CHP,
+  freePort,
+  GATEWAY_CLI,
+  httpOk,
+  REPO,
+  type Running,
+  startService,
+  type StackProcess,
+  stopProcesses,
+  tail,
+  UI_DIR,
+  VENV_BIN,
+  waitFor,
+} from './processes.ts';
 
-export const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const REPO = path.resolve(UI_DIR, '..');
+export { alive, freePort, REPO, stopProcesses, UI_DIR, type StackProcess } from './processes.ts';
+export type { HubStack } from './hub-stack.ts';
+
 export const RESULTS_DIR = path.join(UI_DIR, 'test-results');
 export const STACK_FILE = path.join(RESULTS_DIR, 'stack.json');
 export const BASE_PATH = '/services/af-gateway/';
 
-const VENV_BIN = path.join(REPO, '.venv', 'bin');
-const PYTHON = existsSync(path.join(VENV_BIN, 'python')) ? path.join(VENV_BIN, 'python') : 'python3';
-const REAPER = path.join(UI_DIR, 'support', 'reaper.py');
 const OP_SCRIPT = path.join(REPO, 'gateway-server', 'test', 'support', 'oidc-provider.mjs');
-const GATEWAY_CLI = path.join(REPO, 'gateway-server', 'dist', 'cli.js');
-const CHP = path.join(REPO, 'node_modules', '.bin', 'configurable-http-proxy');
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const START_TIMEOUT_MS = 90_000;
-/** Seconds a service gets to stop what it started (Dask clusters, kernels) before SIGKILL. */
-const GRACE_S = 15;
-
-export interface StackProcess {
-  name: string;
-  /** The reaper's pid (its own process group); the service is its child, in a group of its own. */
-  pid: number;
-  log: string;
-}
 
 export interface Stack {
   /** The one origin the browser uses: the proxy (galata's baseURL). */
@@ -61,141 +62,9 @@ export interface Stack {
   logsDir: string;
   screenshotsDir: string;
   proxyApi: { url: string; token: string };
+  /** JupyterHub with its own gateway as the service af-gateway (see hub-stack.ts). */
+  hub: HubStack;
   processes: StackProcess[];
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function tail(file: string, chars = 3000): string {
-  try {
-    return readFileSync(file, 'utf8').slice(-chars);
-  } catch {
-    return '(no log)';
-  }
-}
-
-/** True while pid is a live process (a zombie counts as gone). */
-export function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function descendants(pid: number): number[] {
-  const out: number[] = [];
-  const todo = [pid];
-  while (todo.length) {
-    let kids: number[] = [];
-    const p = todo.pop()!;
-    try {
-      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      /* gone */
-    }
-    out.push(...kids);
-    todo.push(...kids);
-  }
-  return out;
-}
-
-/** True when pid is still the reaper this stack started for `name` (not a reused pid). */
-function isOurReaper(p: StackProcess): boolean {
-  try {
-    const argv = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0');
-    return argv.some((a) => a.endsWith('reaper.py')) && argv.includes(p.name);
-  } catch {
-    return false;
-  }
-}
-
-interface Running extends StackProcess {
-  child: ChildProcess;
-}
-
-function startService(name: string, logsDir: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
-  const log = path.join(logsDir, `${name}.log`);
-  const fd = openSync(log, 'w');
-  const child = spawn(PYTHON, [REAPER, name, '--', cmd, ...args], {
-    cwd,
-    env: { ...env, AF_UI_GRACE: String(GRACE_S) },
-    detached: true, // own session and process group
-    stdio: ['ignore', fd, fd],
-  });
-  closeSync(fd);
-  child.unref();
-  if (!child.pid) throw new Error(`${name}: could not start ${PYTHON} ${REAPER}`);
-  return { name, pid: child.pid, log, child };
-}
-
-async function waitFor<T>(what: string, svc: Running, probe: () => Promise<T | undefined>, timeoutMs = START_TIMEOUT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    if (svc.child.exitCode !== null || svc.child.signalCode !== null) {
-      throw new Error(`${svc.name} exited (${svc.child.exitCode ?? svc.child.signalCode}) before ${what}:\n${tail(svc.log)}`);
-    }
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = String((err as Error).message ?? err);
-    }
-    await sleep(200);
-  }
-  throw new Error(`${svc.name}: no ${what} within ${timeoutMs / 1000} s (last: ${last}):\n${tail(svc.log)}`);
-}
-
-async function httpOk(url: string, init?: RequestInit): Promise<Response | undefined> {
-  const r = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
-  return r.ok ? r : undefined;
-}
-
-/**
- * Stops stack processes, last started first: SIGTERM to each reaper (which stops its service's
- * group, waits GRACE_S for its children and kills the rest), then SIGKILL for whatever is still
- * there. Returns the names of services that needed SIGKILL.
- */
-export async function stopProcesses(procs: StackProcess[]): Promise<string[]> {
-  const forced: string[] = [];
-  for (const p of [...procs].reverse()) {
-    if (!alive(p.pid) || !isOurReaper(p)) continue;
-    const tree = descendants(p.pid);
-    try {
-      process.kill(p.pid, 'SIGTERM');
-    } catch {
-      /* already gone */
-    }
-    const deadline = Date.now() + (GRACE_S + 10) * 1000;
-    while (alive(p.pid) && Date.now() < deadline) await sleep(100);
-    const left = [p.pid, ...tree, ...descendants(p.pid)].filter(alive);
-    if (left.length) {
-      forced.push(p.name);
-      for (const pid of left) {
-        for (const target of [-pid, pid]) {
-          try {
-            process.kill(target, 'SIGKILL');
-          } catch {
-            /* not a group leader, or gone */
-          }
-        }
-      }
-    }
-  }
-  return forced;
 }
 
 async function clientCredentialsToken(issuer: string, client: string, secret: string, audience: string): Promise<string> {
@@ -233,6 +102,12 @@ export async function startStack(): Promise<Stack> {
   delete baseEnv.BEARER_TOKEN;
   delete baseEnv.BEARER_TOKEN_FILE;
 
+  // The JupyterHub stack is independent of the rest: it starts meanwhile (settled, never rejected
+  // unobserved; its services land in `started` as they start, so a failure stops them too).
+  const hubStarting = startHubStack({ tmpDir, logsDir, env: baseEnv, started }).then(
+    (hub) => ({ hub }),
+    (error: unknown) => ({ error }),
+  );
   try {
     // 1. the test OpenID provider, with the gateway's login client registered for the proxy's origin
     const op = startService('oidc-provider', logsDir, process.execPath, [OP_SCRIPT], {
@@ -347,6 +222,9 @@ export async function startStack(): Promise<Stack> {
       throw new Error(`GET ${gatewayPublicURL}/api/af/login: expected a redirect to ${info.issuer}/auth with redirect_uri=${gatewayClient.redirectUri}, got ${login.status} location=${location}\n${tail(gw.log)}`);
     }
 
+    const hubResult = await hubStarting;
+    if ('error' in hubResult) throw hubResult.error;
+
     const stack: Stack = {
       proxyURL,
       labURL,
@@ -363,11 +241,13 @@ export async function startStack(): Promise<Stack> {
       logsDir,
       screenshotsDir,
       proxyApi,
+      hub: hubResult.hub,
       processes: started.map(({ name, pid, log }) => ({ name, pid, log })),
     };
     writeFileSync(STACK_FILE, JSON.stringify(stack, null, 2));
     return stack;
   } catch (err) {
+    await hubStarting; // nothing of the Hub's left starting behind our back
     await stopProcesses(started);
     rmSync(tmpDir, { recursive: true, force: true });
     throw err;
