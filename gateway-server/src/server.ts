@@ -23,6 +23,8 @@ import type { Authenticator } from './auth/authenticator.js';
 import { Sessions } from './auth/sessions.js';
 import { Identifier } from './auth/identify.js';
 import { Metrics } from './metrics.js';
+import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
+import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
 import { dashboardUpgradeHandler } from './api/dashboard-proxy.js';
 import { EventStream } from './api/event-stream.js';
@@ -93,14 +95,19 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
 
   const store = new StateStore(join(config.data_dir, 'state.sqlite'), SecretBox.load(config.encrypt_key, config.data_dir));
   const local = config.backend.local;
-  const backend = new LocalBackend({
+  const htcondor = config.backend.type === 'htcondor' ? config.backend.htcondor : undefined;
+  const localBackend = new LocalBackend({
     python: local.python!,
     prefork: local.prefork,
     nanny: local.nanny,
     stopGracePeriod: local.stop_grace_period,
     dataDir: config.data_dir,
     log: logger,
+    schedulerHost: htcondor?.scheduler_host,
   });
+  const backend: Backend = htcondor
+    ? new HTCondorBackend({ config: htcondor, local: localBackend, python: local.python!, dataDir: config.data_dir, log: logger })
+    : localBackend;
   const clusters = new ClusterManager({ store, backend, config, log: logger });
   const tlsOn = Boolean(config.tls.cert_file && config.tls.key_file);
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);

@@ -32,6 +32,13 @@ export interface ProcessState {
   alive: boolean;
   /** When not alive: what is known of the end (exit code, last log lines). */
   detail?: string;
+  /**
+   * Alive but not running yet, and why (a batch job waiting for a slot). The engine reports it to
+   * the user and does not count the wait against the worker's start timeout.
+   */
+  waiting?: string;
+  /** When the process really began to run (ms), if later than its start was asked for. */
+  startedAt?: number;
 }
 
 export interface Backend {
@@ -42,5 +49,10 @@ export interface Backend {
   stop(handle: BackendHandle): Promise<void>;
   /** Whether the process/job/pod behind the handle still runs. */
   check(handle: BackendHandle): Promise<ProcessState>;
+  /**
+   * After a restart, given the handles the engine still tracks: removes what the backend runs for
+   * this gateway that none of them refers to (e.g. jobs left in a batch queue). Optional.
+   */
+  removeOrphans?(live: BackendHandle[]): Promise<void>;
   close(): Promise<void>;
 }

@@ -15,7 +15,7 @@ import type { ClusterOptions } from './cluster-options.js';
 import { Policy } from './policy.js';
 import type { User } from '../auth/authenticator.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from './cluster-files.js';
-import { ACTIVE_STATUSES, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
+import { ACTIVE_STATUSES, type BackendHandle, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
 
 export interface ScaleResult {
@@ -488,8 +488,17 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (!workerIsLive(w)) continue;
       const ws = w.handle ? await backend.check(w.handle) : undefined;
       if (w.status === 'STARTING') {
+        if (ws?.alive && ws.waiting) {
+          // Queued in a batch system: tell the user why, and only time the start once it runs.
+          if (w.message !== ws.waiting) {
+            w.message = ws.waiting;
+            this.saveWorker(c, w);
+          }
+          continue;
+        }
+        const since = Math.max(w.startTime, ws?.startedAt ?? 0);
         if (ws && !ws.alive) this.workerStartFailed(c, w, `exited before connecting to the scheduler; ${ws.detail ?? ''}`.trim());
-        else if (t - w.startTime > this.cfg.worker_start_timeout * 1000)
+        else if (t - since > this.cfg.worker_start_timeout * 1000)
           this.workerStartFailed(c, w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`);
       } else if (ws && !ws.alive) {
         await this.endWorker(c, w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : `exited unexpectedly; ${ws.detail ?? ''}`.trim());
@@ -521,6 +530,13 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       c.lastHeartbeat = now(); // the scheduler's heartbeat back-off gets a full timeout to reach us again
       this.save(c);
       this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');
+    }
+    if (backend.removeOrphans) {
+      const live: BackendHandle[] = [];
+      for (const entry of this.active.values()) {
+        for (const w of entry.workers.values()) if (workerIsLive(w) && w.handle) live.push(w.handle);
+      }
+      await backend.removeOrphans(live).catch((err: unknown) => this.deps.log.warn({ err: errorMessage(err) }, 'could not remove orphaned workers'));
     }
   }
 

@@ -18,6 +18,8 @@ export interface LocalBackendOptions {
   stopGracePeriod: number;
   dataDir: string;
   log: FastifyBaseLogger;
+  /** Address schedulers listen on (127.0.0.1 unless workers run elsewhere). */
+  schedulerHost?: string;
 }
 
 interface LocalHandle extends BackendHandle {
@@ -49,7 +51,7 @@ export class LocalBackend implements Backend {
       title: `af-gateway: scheduler ${cluster.name} (${cluster.username})`,
       args: [
         '--protocol', 'tls',
-        '--host', '127.0.0.1',
+        '--host', this.opts.schedulerHost ?? '127.0.0.1',
         '--port', '0',
         '--dashboard-address', '127.0.0.1:0',
         '--tls-ca-file', files.cert,

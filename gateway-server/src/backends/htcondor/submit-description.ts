@@ -1,0 +1,101 @@
+// HTCondor submit descriptions of Dask workers: one description per scale step, queueing one proc
+// per worker with the worker's name as a queue variable, so all of them share one cluster id and
+// each runs `dask worker --name <its name>` (the name the scheduler reports in heartbeats).
+
+export interface WorkerJobSpec {
+  /** Gateway instance tag, cluster name and owner, recorded as job attributes. */
+  instance: string;
+  cluster: string;
+  owner: string;
+  workerNames: string[];
+  python: string;
+  schedulerAddress: string;
+  cores: number;
+  memoryGiB: number;
+  environment: Record<string, string>;
+  workDir: string;
+  cert: string;
+  key: string;
+  bearerToken: string;
+  sharedFilesystem: boolean;
+  universe: 'vanilla' | 'container' | 'docker';
+  containerImage: string | null;
+  requirements: string | null;
+  accountingGroup: string | null;
+  requestDisk: string;
+  extra: Record<string, string>;
+}
+
+/** A word of the new-syntax `arguments`/`environment` value: quoted when needed, quotes doubled. */
+function word(w: string): string {
+  if (w !== '' && !/[\s'"]/.test(w)) return w;
+  return `'${w.replace(/'/g, "''").replace(/"/g, '""')}'`;
+}
+
+/** A ClassAd string literal. */
+export function classAdString(s: string): string {
+  return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
+const basename = (p: string) => p.slice(p.lastIndexOf('/') + 1);
+
+export function workerSubmitDescription(spec: WorkerJobSpec): string {
+  // Without a shared filesystem the files travel with the job and are found in its scratch dir.
+  const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
+  const args = [
+    '-m', 'distributed.cli.dask_worker',
+    spec.schedulerAddress,
+    '--name', '$(AfWorker)',
+    '--nthreads', String(spec.cores),
+    '--memory-limit', String(Math.floor(spec.memoryGiB * 2 ** 30)),
+    '--no-nanny',
+    '--no-dashboard',
+    '--death-timeout', '60',
+    '--tls-ca-file', file(spec.cert),
+    '--tls-cert', file(spec.cert),
+    '--tls-key', file(spec.key),
+  ];
+  const env = {
+    ...spec.environment,
+    DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
+    BEARER_TOKEN_FILE: file(spec.bearerToken),
+  };
+  const lines: [string, string][] = [
+    ['universe', spec.universe],
+    ['executable', spec.python],
+    ['transfer_executable', 'false'],
+    ['arguments', `"${args.map(word).join(' ')}"`],
+    ['environment', `"${Object.entries(env).map(([k, v]) => word(`${k}=${v}`)).join(' ')}"`],
+    ['request_cpus', String(spec.cores)],
+    ['request_memory', String(Math.ceil(spec.memoryGiB * 1024))],
+    ['request_disk', spec.requestDisk],
+    ['initialdir', spec.workDir],
+    ['output', `${spec.workDir}/$(AfWorker).out`],
+    ['error', `${spec.workDir}/$(AfWorker).log`],
+    ['log', `${spec.workDir}/htcondor-jobs.log`],
+    ['+AfGatewayInstance', classAdString(spec.instance)],
+    ['+AfGatewayCluster', classAdString(spec.cluster)],
+    ['+AfGatewayOwner', classAdString(spec.owner)],
+    ['+AfGatewayWorker', classAdString('$(AfWorker)')],
+  ];
+  if (spec.sharedFilesystem) {
+    lines.push(['should_transfer_files', 'NO']);
+  } else {
+    lines.push(['should_transfer_files', 'YES'], ['when_to_transfer_output', 'ON_EXIT'], ['transfer_input_files', [spec.cert, spec.key, spec.bearerToken].join(',')]);
+  }
+  if (spec.universe === 'container' && spec.containerImage) lines.push(['container_image', spec.containerImage]);
+  if (spec.universe === 'docker' && spec.containerImage) lines.push(['docker_image', spec.containerImage]);
+  if (spec.requirements) lines.push(['requirements', spec.requirements]);
+  if (spec.accountingGroup) lines.push(['accounting_group', spec.accountingGroup], ['accounting_group_user', spec.owner]);
+  for (const [k, v] of Object.entries(spec.extra)) lines.push([k, v]);
+  for (const name of spec.workerNames) {
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new Error(`worker name ${name} cannot be queued`);
+  }
+  return [
+    ...lines.map(([k, v]) => `${k} = ${v}`),
+    `queue AfWorker from (`,
+    ...spec.workerNames,
+    ')',
+    '',
+  ].join('\n');
+}

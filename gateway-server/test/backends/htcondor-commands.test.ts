@@ -1,0 +1,80 @@
+// The HTCondor backend's command builder and output parser (the pool itself is exercised in
+// htcondor-pool.test.ts against a real HTCondor).
+import { describe, expect, it } from 'vitest';
+import { jobState, parseJobAds, parseTerseSubmit } from '../../src/backends/htcondor/condor-output.js';
+import { workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
+
+const spec: WorkerJobSpec = {
+  instance: 'af-gateway-abc',
+  cluster: 'c0ffee',
+  owner: 'alice',
+  workerNames: ['c0ffee00-aaaa', 'c0ffee00-bbbb', 'c0ffee00-cccc'],
+  python: '/opt/venv/bin/python',
+  schedulerAddress: 'tls://10.0.0.5:40000',
+  cores: 2,
+  memoryGiB: 1.5,
+  environment: { GREETING: "it's a test" },
+  workDir: '/data/clusters/c0ffee',
+  cert: '/data/clusters/c0ffee/dask.crt',
+  key: '/data/clusters/c0ffee/dask.pem',
+  bearerToken: '/data/clusters/c0ffee/bearer-token',
+  sharedFilesystem: true,
+  universe: 'vanilla',
+  containerImage: null,
+  requirements: '(OpSysAndVer == "AlmaLinux9")',
+  accountingGroup: 'group_cms',
+  requestDisk: '2GB',
+  extra: { '+SingularityBind': '"/cvmfs"' },
+};
+
+describe('worker submit description', () => {
+  it('queues one proc per worker under one cluster id, each named as the scheduler will see it', () => {
+    const text = workerSubmitDescription(spec);
+    expect(text).toMatch(/queue AfWorker from \(\nc0ffee00-aaaa\nc0ffee00-bbbb\nc0ffee00-cccc\n\)\n$/);
+    expect(text).toContain(
+      'arguments = "-m distributed.cli.dask_worker tls://10.0.0.5:40000 --name $(AfWorker) --nthreads 2 --memory-limit 1610612736 --no-nanny --no-dashboard --death-timeout 60 --tls-ca-file /data/clusters/c0ffee/dask.crt',
+    );
+    expect(text).toContain(`environment = "'GREETING=it''s a test' DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True BEARER_TOKEN_FILE=/data/clusters/c0ffee/bearer-token"`);
+    expect(text).toContain('request_cpus = 2\nrequest_memory = 1536\nrequest_disk = 2GB');
+    expect(text).toContain('+AfGatewayWorker = "$(AfWorker)"');
+    expect(text).toContain('should_transfer_files = NO');
+    expect(text).toContain('requirements = (OpSysAndVer == "AlmaLinux9")');
+    expect(text).toContain('accounting_group = group_cms\naccounting_group_user = alice');
+    expect(text).toContain('+SingularityBind = "/cvmfs"');
+  });
+
+  it('transfers the TLS files and token when there is no shared filesystem, and sets the image', () => {
+    const text = workerSubmitDescription({ ...spec, sharedFilesystem: false, universe: 'container', containerImage: '/cvmfs/unpacked.cern.ch/dask:2026' });
+    expect(text).toContain('--tls-ca-file dask.crt --tls-cert dask.crt --tls-key dask.pem');
+    expect(text).toContain('transfer_input_files = /data/clusters/c0ffee/dask.crt,/data/clusters/c0ffee/dask.pem,/data/clusters/c0ffee/bearer-token');
+    expect(text).toContain('universe = container\n');
+    expect(text).toContain('container_image = /cvmfs/unpacked.cern.ch/dask:2026');
+  });
+
+  it('refuses a worker name that would break the queue statement', () => {
+    expect(() => workerSubmitDescription({ ...spec, workerNames: ['a b'] })).toThrow(/cannot be queued/);
+  });
+});
+
+describe('condor output', () => {
+  it('reads the job ids condor_submit -terse prints', () => {
+    expect(parseTerseSubmit('42.0 - 42.2\n')).toEqual({ clusterId: 42, first: 0, last: 2 });
+    expect(() => parseTerseSubmit('ERROR: Failed to connect to local queue manager')).toThrow(/no job ids/);
+  });
+
+  it('maps job states to worker states with the reasons users need', () => {
+    const now = 1_800_000_100_000;
+    const [idle, running, held, done] = parseJobAds(JSON.stringify([
+      { ClusterId: 7, ProcId: 0, JobStatus: 1, EnteredCurrentStatus: 1_800_000_000, NumJobMatches: 0 },
+      { ClusterId: 7, ProcId: 1, JobStatus: 2, JobCurrentStartDate: 1_800_000_050 },
+      { ClusterId: 7, ProcId: 2, JobStatus: 5, HoldReason: 'Error from slot1: Failed to execute' },
+      { ClusterId: 7, ProcId: 3, JobStatus: 4, ExitCode: 1 },
+    ]));
+    expect(jobState(idle, now)).toEqual({ alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot (idle for 100 s) (no machine has matched it yet)' });
+    expect(jobState(running, now)).toEqual({ alive: true, startedAt: 1_800_000_050_000 });
+    expect(jobState(held, now)).toEqual({ alive: false, detail: 'HTCondor held job 7.2: Error from slot1: Failed to execute' });
+    expect(jobState(done, now)).toEqual({ alive: false, detail: 'HTCondor job 7.3 exited with code 1' });
+    expect(jobState(undefined, now).alive).toBe(false);
+    expect(parseJobAds('')).toEqual([]);
+  });
+});
