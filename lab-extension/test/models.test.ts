@@ -84,6 +84,9 @@ describe('cluster forms', () => {
     };
     expect(summarise(c)).toMatchObject({ connected: 2, requested: 3, cores: 4, memoryGiB: 3, adaptive: { minimum: 1, maximum: 4 }, progress: { label: 'Workers joining: 2 of 3', done: 2, total: 3 } });
     expect(summarise({ ...c, status: 'PENDING' }).progress?.label).toBe('Starting the scheduler…');
+    const waiting = { ...c, workers: { ...c.workers, list: [{ name: 'w1', status: 'STARTING' as const, message: 'HTCondor job 7.0 is waiting for a slot', start_time: NOW }] } };
+    expect(summarise(waiting).note).toBe('HTCondor job 7.0 is waiting for a slot');
+    expect(summarise({ ...c, message: 'worker w2 failed: held' }).note).toBe('worker w2 failed: held');
   });
 });
 

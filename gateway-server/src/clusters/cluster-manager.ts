@@ -15,7 +15,7 @@ import type { ClusterOptions } from './cluster-options.js';
 import { Policy } from './policy.js';
 import type { User } from '../auth/authenticator.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from './cluster-files.js';
-import { ACTIVE_STATUSES, type BackendHandle, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
+import { ACTIVE_STATUSES, isActive, type BackendHandle, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
 
 export interface ScaleResult {
@@ -400,6 +400,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
     w.status = status;
     w.stopTime = now();
+    // The worker leaves the list, so its failure stays readable as the cluster's last event.
+    if (status === 'FAILED' && isActive(c) && !this.ending.has(c.name)) {
+      c.message = `worker ${w.name} failed: ${reason}`;
+      this.save(c);
+    }
     this.saveWorker(c, w);
     this.active.get(c.name)?.workers.delete(w.name);
   }

@@ -20,6 +20,8 @@ export interface ClusterSummary {
   startTime: number;
   /** Set while waiting: the scheduler starting or workers joining. */
   progress: { label: string; done: number; total: number } | null;
+  /** What the gateway says about a running cluster: why workers wait (e.g. for a batch slot) or the last failure. */
+  note: string;
 }
 
 export function summarise(c: AfCluster): ClusterSummary {
@@ -42,6 +44,7 @@ export function summarise(c: AfCluster): ClusterSummary {
     adaptive: c.adaptive ? { minimum: c.adaptive.minimum, maximum: c.adaptive.maximum } : null,
     startTime: c.start_time,
     progress,
+    note: c.status === 'FAILED' ? '' : (w.list.find((x) => x.status === 'STARTING' && x.message)?.message ?? c.message),
   };
 }
 

@@ -93,6 +93,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
         <span className={`jp-AFClusters-status mod-${s.status.toLowerCase()}`}>{s.status.toLowerCase()}</span>
       </div>
       {s.progress && <Progress {...s.progress} />}
+      {s.note && <div className="jp-AFClusters-note">{s.note}</div>}
       {s.status === 'FAILED' && <div className="jp-AFClusters-error">{s.message || trans.__('The cluster failed.')}</div>}
       <dl className="jp-AFClusters-details">
         <dt>{trans.__('Workers')}</dt>
