@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The JupyterLab UI tests (galata, Playwright) against the real stack: the test OpenID provider,
-# the gateway with Dask on its local backend, JupyterLab and configurable-http-proxy, started and
+# the gateway with Dask on its local backend, JupyterLab and configurable-http-proxy, plus a real
+# JupyterHub (spawning users' JupyterLab) with a second gateway as its service af-gateway, started and
 # stopped by ui-tests/global-setup.ts and global-teardown.ts. The browser is Debian's chromium
 # (installed here when missing; Playwright never downloads one). Arguments go to `playwright test`.
 # Needs what scripts/bootstrap.sh installs (node_modules, .venv, the gateway's build).

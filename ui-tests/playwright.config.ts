@@ -1,6 +1,7 @@
 // Playwright (galata) configuration of the AF Gateway JupyterLab UI tests. The tests run against
 // the real stack that global-setup.ts starts (OpenID provider, gateway with Dask, JupyterLab,
-// configurable-http-proxy) in Debian's Chromium; nothing is downloaded.
+// configurable-http-proxy; JupyterHub with a gateway as its service) in Debian's Chromium; nothing
+// is downloaded.
 import { defineConfig } from '@playwright/test';
 import * as galataConfig from '@jupyterlab/galata/lib/playwright-config.js';
 

@@ -97,7 +97,7 @@ export async function startStack(): Promise<Stack> {
     secret: randomBytes(16).toString('hex'),
     redirectUri: `${gatewayPublicURL}/api/af/login/callback`,
   };
-  const baseEnv = { ...process.env, PATH: `${VENV_BIN}:${process.env.PATH}` };
+  const baseEnv: NodeJS.ProcessEnv = { ...process.env, PATH: `${VENV_BIN}:${process.env.PATH}` };
   // tests' own settings must not leak into the services
   delete baseEnv.BEARER_TOKEN;
   delete baseEnv.BEARER_TOKEN_FILE;
