@@ -83,7 +83,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       buildLocalReference: (json, _baseUri, _fragment, i) => String((json as { title?: string }).title ?? `schema${i}`),
     },
   });
-  await app.register(routeAuth, { identifier: deps.identifier, clusters: deps.clusters, metricsToken: deps.metricsToken });
+  await app.register(routeAuth, { identifier: deps.identifier, clusters: deps.clusters, metricsToken: deps.metricsToken, basePath: deps.basePath });
   await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
   await app.register(afRoutes, { clusters: deps.clusters, connectTarget: deps.connectTarget });

@@ -173,7 +173,7 @@ async function activate(
   const insertCode = async (name: string) => {
     let code: string;
     try {
-      code = connectCode(await client.connectInfo(), name);
+      code = connectCode(await client.connectInfo(), name, client.baseUrl.replace(/\/$/, ''));
     } catch (err) {
       return showErrorMessage(trans.__('Cannot build the connect code'), errorText(err));
     }

@@ -117,6 +117,9 @@ describe('connect code', () => {
     expect(basic).toContain('cluster = gateway.connect("abc")');
     expect(basic).toContain('client = cluster.get_client()');
     expect(connectCode({ address: 'a', proxy_address: 'p', auth: 'jupyterhub', username: 'x' }, 'c')).toContain('auth="jupyterhub",');
+    expect(basic).not.toContain('public_address');
+    const behindHub = connectCode({ address: 'http://gw:8000', proxy_address: 'gateway://gw:8000', auth: 'jupyterhub', username: 'x' }, 'c', 'https://hub.example.org/services/af-gateway');
+    expect(behindHub).toContain('    public_address="https://hub.example.org/services/af-gateway",\n');
     expect(connectCode({ address: 'a', proxy_address: 'p', auth: 'bearer', username: 'x' }, 'c')).toContain('auth=BearerTokenAuth(),');
   });
 });

@@ -9,6 +9,7 @@ import type { ClusterRecord } from '../clusters/model.js';
 import { AppError, forbidden, notFound } from '../errors.js';
 import { splitAuthorization } from '../auth/authenticator.js';
 import { sameSecret } from '../auth/same-secret.js';
+import { cookiePathFor } from '../auth/sessions.js';
 
 /** user: a logged-in user; cluster: the cluster's own API token (the scheduler); metrics: scraper token or admin. */
 export type RouteAuth = 'none' | 'user' | 'cluster' | 'user-or-cluster' | 'metrics';
@@ -28,6 +29,7 @@ export interface RouteAuthDeps {
   identifier: Identifier;
   clusters: ClusterManager;
   metricsToken: string | null;
+  basePath: string;
 }
 
 export const routeAuth = fp(
@@ -51,7 +53,7 @@ export const routeAuth = fp(
         const { scheme, credentials } = splitAuthorization(header);
         if (scheme === 'bearer' && sameSecret(credentials, deps.metricsToken)) return;
       }
-      const identity = await deps.identifier.identify(req.headers);
+      const identity = await deps.identifier.identify(req.headers, cookiePathFor(req.originalUrl, deps.basePath));
       req.user = identity.user;
       if (identity.setCookie) reply.header('Set-Cookie', identity.setCookie);
       if (mode === 'metrics' && !identity.user.admin) throw forbidden('Metrics are for administrators and the configured scraper token');

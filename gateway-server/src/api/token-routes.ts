@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TokenHandover } from '@af-gateway/schemas';
 import type { OidcAuthenticator } from '../auth/oidc-authenticator.js';
-import type { Sessions } from '../auth/sessions.js';
+import { cookiePathFor, type Sessions } from '../auth/sessions.js';
 import { TokenEndpointError } from '../auth/oidc-issuer.js';
 import { AppError } from '../errors.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
@@ -110,7 +110,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     const identity = await oidc!.verify(tokens.access_token);
     broker.fromLogin(identity, tokens.access_token, tokens.refresh_token);
     // The broker keeps the tokens fresh, so the browser session may outlive this access token.
-    reply.header('Set-Cookie', sessions.create({ name: identity.name, groups: identity.groups, admin: identity.admin }));
+    reply.header('Set-Cookie', sessions.create({ name: identity.name, groups: identity.groups, admin: identity.admin }, cookiePathFor(req.originalUrl, opts.basePath)));
     return reply.redirect(login.next);
   });
 }

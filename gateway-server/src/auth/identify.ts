@@ -19,7 +19,7 @@ export class Identifier {
   ) {}
 
   /** The caller, or a 401 AppError with the authenticator's challenge. */
-  async identify(headers: IncomingHttpHeaders): Promise<Identity> {
+  async identify(headers: IncomingHttpHeaders, cookiePath = '/'): Promise<Identity> {
     const fromSession = this.sessions.resolve(headers.cookie);
     const authorization = headers.authorization;
     if (authorization) {
@@ -27,7 +27,7 @@ export class Identifier {
       // A browser repeats Basic credentials on every request: keep its session instead of making one each time.
       if (user) {
         this.onAuthenticated?.(user, authorization);
-        return fromSession?.name === user.name ? { user } : { user, setCookie: this.sessions.create(user) };
+        return fromSession?.name === user.name ? { user } : { user, setCookie: this.sessions.create(user, cookiePath) };
       }
     }
     if (fromSession) return { user: fromSession };

@@ -19,12 +19,12 @@ export class Sessions {
    * Creates a session and returns the Set-Cookie header value. A session never outlives the
    * credential that opened it (an access token's expiry), so an expired token cannot live on in a cookie.
    */
-  create(user: User): string {
+  create(user: User, path = '/'): string {
     const token = randomBytes(32).toString('base64url');
     const limit = user.expiresAt ? Math.floor((user.expiresAt - Date.now()) / 1000) : this.maxAgeSeconds;
     const maxAge = Math.max(1, Math.min(this.maxAgeSeconds, limit));
     this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + maxAge * 1000);
-    const attrs = [`${SESSION_COOKIE}=${token}`, 'Path=/', 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
+    const attrs = [`${SESSION_COOKIE}=${token}`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
     if (this.secure) attrs.push('Secure');
     return attrs.join('; ');
   }
@@ -39,6 +39,14 @@ export class Sessions {
   prune(): void {
     this.store.pruneSessions(Date.now());
   }
+}
+
+/**
+ * The cookie path for a request: the base path when the request came under it (a Hub service
+ * path: the browser must not send the cookie to users' servers on the same origin), else /.
+ */
+export function cookiePathFor(originalUrl: string, basePath: string): string {
+  return basePath !== '/' && originalUrl.startsWith(basePath) ? basePath : '/';
 }
 
 export function readCookie(header: string | undefined, name: string): string | undefined {

@@ -4,7 +4,11 @@ import type { ConnectInfo } from '@af-gateway/schemas';
 
 const py = (s: string) => JSON.stringify(s); // a JSON string is a valid Python string literal
 
-export function connectCode(info: ConnectInfo, clusterName: string): string {
+/**
+ * `publicAddress` is the gateway as the browser reaches it (e.g. through the Hub's proxy): the
+ * client prints dashboard links under it, so they open in the user's browser with their login.
+ */
+export function connectCode(info: ConnectInfo, clusterName: string, publicAddress?: string): string {
   const imports = ['from dask_gateway import Gateway'];
   let auth: string;
   switch (info.auth) {
@@ -26,6 +30,7 @@ export function connectCode(info: ConnectInfo, clusterName: string): string {
     'gateway = Gateway(',
     `    address=${py(info.address)},`,
     `    proxy_address=${py(info.proxy_address)},`,
+    ...(publicAddress && publicAddress !== info.address ? [`    public_address=${py(publicAddress)},`] : []),
     `    auth=${auth},`,
     ')',
     `cluster = gateway.connect(${py(clusterName)})`,
