@@ -42,8 +42,10 @@ test('behind JupyterHub the Clusters panel acts as the Hub user', async ({ page 
     await expect(panel.locator('.jp-AFClusters-empty')).toBeVisible({ timeout: 60_000 });
     await expect(panel.locator('.jp-AFClusters-notice')).toHaveCount(0);
     await expect(panel.locator('.jp-AFClusters-new')).toBeEnabled();
-    const cookies = await page.context().cookies(hub.url);
-    expect(cookies.map((c) => c.name)).toContain('af-gateway-session');
+    // The gateway's session cookie exists only on its service path, never on users' servers.
+    const cookies = await page.context().cookies(`${hub.url}/services/af-gateway/`);
+    expect(cookies.find((c) => c.name === 'af-gateway-session')?.path).toBe('/services/af-gateway/');
+    expect((await page.context().cookies(`${hub.url}/user/alice/lab`)).map((c) => c.name)).not.toContain('af-gateway-session');
   });
 
   let name = '';

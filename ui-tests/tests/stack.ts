@@ -36,7 +36,10 @@ export async function loginAs(page: Page, user: string, next = '/lab'): Promise<
   const consentForm = p.locator('form:has(input[name="prompt"][value="consent"])');
   await consentForm.locator('button[type="submit"]').click();
   await p.waitForURL((url) => url.origin === new URL(stack.proxyURL).origin && url.pathname.startsWith(next));
-  expect((await p.context().cookies(stack.proxyURL)).map((c) => c.name)).toContain('af-gateway-session');
+  // The session cookie is scoped to the gateway's path on the shared origin.
+  const cookies = await p.context().cookies(`${stack.gatewayPublicURL}/`);
+  expect(cookies.find((c) => c.name === 'af-gateway-session')?.path).toBe('/services/af-gateway/');
+  expect((await p.context().cookies(`${stack.proxyURL}/lab`)).map((c) => c.name)).not.toContain('af-gateway-session');
   // Back in JupyterLab: wait until it started and galata's in-page helpers are there (as galata's
   // own goto() does), so page.theme, page.notebook etc. work; no launcher is opened on /lab.
   const galataPage = page as unknown as Partial<GalataReadiness>;
