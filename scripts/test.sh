@@ -13,7 +13,10 @@ status=0
 echo "== vitest (gateway-server, schemas)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" || status=1
 
-echo "== pytest (dask_gateway client end to end)"
+echo "== HTCondor test pool (chroot built once per machine, cached outside the repository)"
+bash scripts/htcondor-pool.sh ensure || status=1
+
+echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool)"
 .venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --junitxml="$out/pytest.xml" || status=1
 
 echo "== playwright (JupyterLab UI with galata, against the real stack)"

@@ -73,6 +73,9 @@ export function workerSubmitDescription(spec: WorkerJobSpec): string {
     ['output', `${spec.workDir}/$(AfWorker).out`],
     ['error', `${spec.workDir}/$(AfWorker).log`],
     ['log', `${spec.workDir}/htcondor-jobs.log`],
+    // condor_rm sends SIGTERM, then SIGKILL after the vacate time (10 minutes by default): a worker
+    // whose scheduler is gone may not finish closing, and the job would linger in the queue.
+    ['job_max_vacate_time', '10'],
     ['+AfGatewayInstance', classAdString(spec.instance)],
     ['+AfGatewayCluster', classAdString(spec.cluster)],
     ['+AfGatewayOwner', classAdString(spec.owner)],
