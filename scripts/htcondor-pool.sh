@@ -346,6 +346,9 @@ cmd_start() {
   local pyprefix; pyprefix=$(python_prefix)
   bind_same_path "$pyprefix"
   bind_same_path "$repo_root"
+  # The jobs' user runs the repository's venv: a clone in a mktemp directory (0700) must let it
+  # through. Only the search bit, and only on the repository root itself.
+  chmod o+x "$repo_root"
   case "$run_dir/" in
     "$repo_root"/*) ;;             # already visible through the repository's bind
     *) bind_same_path "$run_dir" ;;

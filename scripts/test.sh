@@ -17,7 +17,7 @@ echo "== HTCondor test pool (chroot built once per machine, cached outside the r
 bash scripts/htcondor-pool.sh ensure || status=1
 
 echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool)"
-.venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --junitxml="$out/pytest.xml" || status=1
+.venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --tb=native --junitxml="$out/pytest.xml" || status=1
 
 echo "== playwright (JupyterLab UI with galata, against the real stack)"
 PLAYWRIGHT_JUNIT_OUTPUT_FILE="$out/ui.xml" bash scripts/ui-tests.sh

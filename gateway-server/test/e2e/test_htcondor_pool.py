@@ -25,7 +25,10 @@ from dask_gateway.auth import BasicAuth
 from af_e2e_support import REPO, free_port, start_gateway, stop
 from conftest import IS_PEER, wait_until
 
-pytestmark = pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no HTCondor backend")
+pytestmark = [
+    pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no HTCondor backend"),
+    pytest.mark.timeout(300),  # jobs wait for the negotiator; a loaded 2-core machine is slower
+]
 
 POOL_SCRIPT = REPO / "scripts" / "htcondor-pool.sh"
 

@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# A real Rucio server for the gateway's Rucio tests: the `rucio` server package in its own venv,
+# SQLite, the Flask WSGI app under gunicorn with ONE worker (SQLite has one writer), accepting the
+# test OIDC provider's JWTs as X-Rucio-Auth-Token, bootstrapped through its own REST API.
+#
+# The venv is cached OUTSIDE the repository, so fresh clones on the same machine reuse it:
+#   ${AF_RUCIO_CACHE:-/var/cache/af-gateway}/rucio-venv-<key>   (<key> = hash of REQUIREMENTS below)
+#
+# Usage:
+#   scripts/rucio-server.sh ensure            build the cached venv if missing (< 1 s when cached)
+#   scripts/rucio-server.sh start <run-dir>   start a server + bootstrap data; writes <run-dir>/rucio.json
+#        env RUCIO_OIDC_ISSUER    (required) issuer URL of the test OIDC provider, http://127.0.0.1:<port>
+#            RUCIO_OIDC_AUDIENCE  audience a token must carry (default `rucio`: the provider's
+#                                 client-credentials tokens carry `af-gateway`; exchange them, RFC 8693,
+#                                 with the `af-gateway` client for audience `rucio`, or set this to
+#                                 `af-gateway` to accept them as they are)
+#            RUCIO_OIDC_SCOPE     scope(s) a token must carry, space separated (default `openid`)
+#            RUCIO_SERVER_THREADS threads of the one gunicorn worker (default 1: the sync worker, so
+#                                 requests are served one at a time, a long NDJSON stream blocks the
+#                                 rest; >1: the gthread worker, SQLite still has one writer)
+#            RUCIO_OIDC_CLIENT_ID / RUCIO_OIDC_CLIENT_SECRET  Rucio's own client at the provider
+#                                 (only used to introspect tokens lacking aud/scope; default af-gateway)
+#   scripts/rucio-server.sh stop <run-dir>    stop the server's process group (safe to repeat)
+#   scripts/rucio-server.sh selftest          provider + server + the REST calls the gateway makes
+#
+# <run-dir> holds rucio.cfg, alembic.ini, idpsecrets.json, rucio.db (SQLite, new at each start),
+# rucio.pid (the gunicorn master = its process group), rucio.log (server + access log) and
+# rucio.json: url, root userpass credentials, accounts with their OIDC identities, scopes, RSEs with
+# their PFN prefixes, datasets with file counts, issuer, audience, pid, log, python of the venv.
+# What the bootstrap makes: see scripts/rucio/bootstrap.py.
+set -euo pipefail
+
+RECIPE_VERSION="rucio-venv-1"   # bump when the build recipe (not the list) changes
+# Pinned: the server package, the WSGI server, and everything they pull in (pip freeze of a
+# working venv), so every machine gets the same server. SQLite needs nothing extra (stdlib sqlite3).
+REQUIREMENTS="
+rucio==41.5.1
+gunicorn==27.0.1
+aiohappyeyeballs==2.7.1
+aiohttp==3.14.5
+aiosignal==1.4.0
+alembic==1.16.5
+annotated-types==0.8.0
+argcomplete==3.7.0
+attrs==26.1.0
+bcrypt==5.0.0
+blinker==1.9.0
+boto==2.49.0
+boto3==1.42.97
+botocore==1.42.97
+certifi==2026.10.18
+cffi==2.1.1
+charset-normalizer==3.5.2
+click==8.5.1
+cryptography==50.0.2
+decorator==5.3.1
+defusedxml==0.7.1
+docopt==0.6.2
+dogpile.cache==1.2.2
+Flask==3.1.3
+frozenlist==1.8.0
+future==1.0.0
+geoip2==5.1.0
+google-auth==2.50.0
+greenlet==3.5.6
+idna==3.20
+invoke==3.0.3
+itsdangerous==2.2.0
+Jinja2==3.1.6
+jmespath==1.1.0
+jsonschema==4.25.1
+jsonschema-specifications==2025.9.1
+Mako==1.4.3
+markdown-it-py==4.3.0
+MarkupSafe==3.0.4
+maxminddb==2.8.2
+mdurl==0.1.2
+multidict==7.2.1
+oic==1.7.0
+packaging==26.2
+paramiko==5.0.0
+prometheus_client==0.25.0
+propcache==0.5.4
+pyasn1==0.6.5
+pyasn1_modules==0.4.2
+pycparser==3.12
+pycryptodomex==3.24.2
+pydantic==2.14.3
+pydantic-settings==2.16.3
+pydantic_core==2.50.4
+Pygments==2.21.0
+pyjwkest==1.4.4
+pymemcache==4.0.0
+PyNaCl==1.6.2
+python-dateutil==2.9.0.post0
+python-dotenv==1.2.4
+python-magic==0.4.27
+redis==7.0.1
+referencing==0.37.0
+requests==2.32.5
+rich==15.0.0
+rpds-py==2026.9.1
+s3transfer==0.16.1
+six==1.17.0
+SQLAlchemy==2.0.51
+statsd==4.0.1
+stevedore==5.10.0
+stomp.py==8.2.0
+tabulate==0.9.0
+typing-inspection==0.4.5
+typing_extensions==4.16.0
+urllib3==1.26.19
+websocket-client==1.9.2
+Werkzeug==3.1.9
+yarl==1.25.1
+"
+ROOT_USERPASS_USER=ddmlab      # Rucio's bootstrap identity of root (create_root_account)
+ROOT_USERPASS_PWD=secret
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+repo_root=$(cd "$script_dir/.." && pwd -P)
+cache=${AF_RUCIO_CACHE:-/var/cache/af-gateway}
+key=$(printf '%s\n%s' "$RECIPE_VERSION" "$REQUIREMENTS" | sha256sum | cut -c1-12)
+venv="$cache/rucio-venv-$key"
+py="$venv/bin/python"
+
+log() { printf '[rucio-server] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+# ---------------------------------------------------------------- ensure: the cached venv
+host_python() {
+  local c
+  for c in "${AF_RUCIO_PYTHON:-}" /root/.pyenv/versions/3.11.7/bin/python3 "$(command -v python3.11 || true)"; do
+    [ -n "$c" ] && [ -x "$c" ] || continue
+    if "$c" -c 'import sys, sqlite3, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      printf '%s\n' "$c"; return 0
+    fi
+  done
+  return 1
+}
+
+ensure() {
+  [ -f "$venv/.complete" ] && return 0
+  mkdir -p "$cache"
+  exec 8>"$cache/rucio-venv-$key.lock"
+  flock 8
+  if [ -f "$venv/.complete" ]; then exec 8>&-; return 0; fi   # built by another run meanwhile
+  local base t0 tmp
+  base=$(host_python) || die "no Python 3.11 with sqlite3 and venv (tried \$AF_RUCIO_PYTHON, /root/.pyenv/versions/3.11.7/bin/python3, python3.11)"
+  t0=$(now)
+  tmp="$cache/.rucio-venv-$key.tmp.$$"
+  rm -rf "$tmp" "$venv"
+  log "building the Rucio server venv $venv with $base ($("$base" --version 2>&1)); log: $cache/rucio-build-$key.log"
+  {
+    "$base" -m venv "$tmp"
+    printf '%s\n' "$REQUIREMENTS" | grep -v '^$' > "$tmp/requirements.txt"
+    "$tmp/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$tmp/requirements.txt"
+    "$tmp/bin/python" -m pip check
+  } > "$cache/rucio-build-$key.log" 2>&1 || { rm -rf "$tmp"; tail -30 "$cache/rucio-build-$key.log" >&2; die "venv build failed"; }
+  # the venv's scripts name their interpreter by absolute path: point them at the final place
+  grep -rlI --exclude-dir=__pycache__ -- "$tmp" "$tmp/bin" "$tmp/pyvenv.cfg" 2>/dev/null | while read -r f; do sed -i "s#$tmp#$venv#g" "$f"; done
+  touch "$tmp/.complete"
+  mv "$tmp" "$venv"
+  exec 8>&-
+  log "venv built in $(since "$t0")s: $("$py" -m pip list --disable-pip-version-check 2>/dev/null | awk '$1=="rucio"||$1=="gunicorn"{printf "%s %s  ", $1, $2}')"
+}
+
+# ---------------------------------------------------------------- start / stop
+free_port() {
+  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+server_pid() {   # the pid in <run-dir>/rucio.pid if it is still our gunicorn
+  local pid
+  pid=$(cat "$1/rucio.pid" 2>/dev/null || true)
+  [ -n "$pid" ] && alive "$pid" && grep -q gunicorn "/proc/$pid/cmdline" 2>/dev/null && printf '%s\n' "$pid"
+}
+
+write_config() {
+  local run=$1 issuer=$2 audience=$3 scope=$4 client_id=$5 client_secret=$6
+  local site_packages
+  site_packages=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cat > "$run/rucio.cfg" <<EOF
+# written by scripts/rucio-server.sh start
+[common]
+loglevel = INFO
+
+[database]
+default = sqlite:///$run/rucio.db
+# an SQLite file has one writer: gunicorn runs one sync worker
+
+[alembic]
+cfg = $run/alembic.ini
+
+[bootstrap]
+# root's userpass identity, made by rucio.db.sqla.util.create_root_account
+userpass_identity = $ROOT_USERPASS_USER
+userpass_pwd = $ROOT_USERPASS_PWD
+userpass_email = root@af.test
+
+[policy]
+# Rucio's generic permissions plus: rules in user.<name> scopes only by their owner
+# (scripts/rucio/af_rucio_policy, on the server's PYTHONPATH)
+package = af_rucio_policy
+permission = generic
+schema = generic
+lfn2pfn_algorithm_default = hash
+support = AF Gateway test server
+
+[oidc]
+# External JWTs: the issuer must be listed in idpsecrets (each entry needs a SCIM sub-object), the
+# identity "SUB=<sub>, ISS=<iss>" mapped (default) to an account; every word of expected_audience
+# must be in the token's aud and every word of expected_scope in its scope.
+idpsecrets = $run/idpsecrets.json
+expected_audience = $audience
+expected_scope = $scope
+
+[api]
+# all default endpoints
+
+[cache]
+# a closed port: Rucio then caches nothing (dogpile null backend) instead of sharing a memcached
+# that may listen on the default 127.0.0.1:11211 with other servers
+url = 127.0.0.1:1
+
+[client]
+# for rucio client tools run with RUCIO_CONFIG=<run-dir>/rucio.cfg (the bootstrap passes its own)
+rucio_host = http://127.0.0.1:0
+auth_host = http://127.0.0.1:0
+auth_type = userpass
+username = $ROOT_USERPASS_USER
+password = $ROOT_USERPASS_PWD
+account = root
+request_retries = 1
+EOF
+  cat > "$run/alembic.ini" <<EOF
+[alembic]
+sqlalchemy.url = sqlite:///$run/rucio.db
+script_location = $site_packages/rucio/db/sqla/migrate_repo
+
+[loggers]
+keys = root
+[handlers]
+keys = console
+[formatters]
+keys = generic
+[logger_root]
+level = WARN
+handlers = console
+qualname =
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+EOF
+  ISSUER="$issuer" CLIENT_ID="$client_id" CLIENT_SECRET="$client_secret" "$py" - > "$run/idpsecrets.json" <<'EOF'
+import json, os
+c = {'client_id': os.environ['CLIENT_ID'], 'client_secret': os.environ['CLIENT_SECRET']}
+print(json.dumps({'af-test-provider': {
+    'issuer': os.environ['ISSUER'],               # must equal the tokens' iss exactly
+    **c,
+    'redirect_uris': ['http://127.0.0.1:1/unused'],
+    'SCIM': dict(c),                              # Rucio's "admin" client of this issuer: required
+}}, indent=2))
+EOF
+}
+
+start() {
+  local run=${1:-}
+  [ -n "$run" ] || die "usage: $0 start <run-dir>"
+  [ -n "${RUCIO_OIDC_ISSUER:-}" ] || die "RUCIO_OIDC_ISSUER is required (the test OIDC provider's issuer URL)"
+  local issuer=$RUCIO_OIDC_ISSUER audience=${RUCIO_OIDC_AUDIENCE:-rucio} scope=${RUCIO_OIDC_SCOPE:-openid}
+  local client_id=${RUCIO_OIDC_CLIENT_ID:-af-gateway} client_secret=${RUCIO_OIDC_CLIENT_SECRET:-af-gateway-secret}
+  mkdir -p "$run"
+  run=$(cd "$run" && pwd -P)
+  local pid
+  if pid=$(server_pid "$run") && [ -f "$run/rucio.json" ]; then
+    log "already running in $run (pid $pid): $(grep -o '"url": "[^"]*"' "$run/rucio.json")"
+    return 0
+  fi
+  [ -z "${pid:-}" ] || stop "$run"
+  ensure
+  local threads=${RUCIO_SERVER_THREADS:-1} worker_args
+  case "$threads" in ''|*[!0-9]*|0) die "RUCIO_SERVER_THREADS must be a positive integer" ;; esac
+  if [ "$threads" -gt 1 ]; then worker_args=(--worker-class gthread --threads "$threads"); else worker_args=(--worker-class sync); fi
+  local t0 t1 port logf=$run/rucio.log
+  t0=$(now)
+  rm -f "$run/rucio.db" "$run/rucio.db-journal" "$run/rucio.json" "$run/rucio.pid"
+  write_config "$run" "$issuer" "$audience" "$scope" "$client_id" "$client_secret"
+  export RUCIO_CONFIG="$run/rucio.cfg" PYTHONPATH="$script_dir/rucio" PYTHONDONTWRITEBYTECODE=1
+  "$py" -c '
+from rucio.db.sqla.util import build_database, create_base_vo, create_root_account
+build_database(); create_base_vo(); create_root_account()
+' > "$run/schema.log" 2>&1 || { cat "$run/schema.log" >&2; die "schema build failed"; }
+
+  local attempt
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    # setsid: gunicorn (and its worker) in a process group of their own, whose id is $!
+    setsid "$py" -m gunicorn rucio.web.rest.flaskapi.v1.main:application \
+      --bind "127.0.0.1:$port" --workers 1 "${worker_args[@]}" --timeout 300 --graceful-timeout 5 \
+      --no-control-socket --access-logfile - --error-logfile - --capture-output \
+      >> "$logf" 2>&1 < /dev/null &
+    pid=$!
+    echo "$pid" > "$run/rucio.pid"
+    local i up=
+    for i in $(seq 1 300); do
+      if ! alive "$pid"; then break; fi
+      if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/ping" 2>/dev/null; then up=1; break; fi
+      sleep 0.1
+    done
+    [ -n "$up" ] && break
+    stop "$run" 2>/dev/null || true
+    grep -q "Address already in use" "$logf" 2>/dev/null && { log "port $port taken, retrying"; continue; }
+    tail -30 "$logf" >&2
+    die "the Rucio server did not answer /ping (log: $logf)"
+  done
+  [ -n "$up" ] || die "no free port after 3 attempts"
+  t1=$(since "$t0")
+  log "server up on http://127.0.0.1:$port (pid $pid) in ${t1}s; bootstrapping data"
+
+  local info
+  info=$(printf '{"pid": %s, "port": %s, "log": "%s", "python": "%s", "venv": "%s", "config": "%s", "run_dir": "%s", "start_seconds": %s, "threads": %s}' \
+    "$pid" "$port" "$logf" "$py" "$venv" "$run/rucio.cfg" "$run" "$t1" "$threads")
+  "$py" "$script_dir/rucio/bootstrap.py" --run-dir "$run" --url "http://127.0.0.1:$port" \
+    --issuer "$issuer" --audience "$audience" --scope-claim "$scope" \
+    --username "$ROOT_USERPASS_USER" --password "$ROOT_USERPASS_PWD" --info "$info" 2> "$run/bootstrap.log" \
+    || { cat "$run/bootstrap.log" >&2; tail -20 "$logf" >&2; stop "$run"; die "bootstrap failed"; }
+  grep 'ds.big\|done' "$run/bootstrap.log" | sed 's/^/  /' >&2
+  log "ready in $(since "$t0")s: $run/rucio.json"
+}
+
+stop() {
+  local run=${1:-}
+  [ -n "$run" ] || die "usage: $0 stop <run-dir>"
+  [ -d "$run" ] || return 0
+  local pid i
+  pid=$(server_pid "$run") || { rm -f "$run/rucio.pid"; return 0; }
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$run/rucio.pid"
+  log "stopped (pid $pid)"
+}
+
+# ---------------------------------------------------------------- selftest
+selftest_tmp= oidc_pid=
+selftest() {
+  local t0
+  command -v node >/dev/null || die "selftest needs node (the test OIDC provider)"
+  selftest_tmp=$(mktemp -d /tmp/rucio-selftest.XXXXXX)
+  local tmp=$selftest_tmp
+  cleanup() {   # runs at exit, when the locals are gone: globals only
+    [ -n "$selftest_tmp" ] || return 0
+    stop "$selftest_tmp/run" || true
+    exec 9>&- 2>/dev/null || true
+    local i
+    for i in $(seq 1 30); do alive "$oidc_pid" || break; [ "$i" -eq 10 ] && kill -TERM "$oidc_pid" 2>/dev/null; sleep 0.1; done
+    if alive "$oidc_pid"; then kill -KILL "$oidc_pid" 2>/dev/null || true; fi
+    rm -rf "$selftest_tmp"
+  }
+  trap cleanup EXIT
+
+  t0=$(now)
+  ensure
+  log "ensure: $(since "$t0")s"
+
+  # the repo's test OIDC provider; it serves until its stdin closes: a FIFO we hold open on fd 9
+  local ttl=${SELFTEST_OIDC_TTL:-20}
+  mkfifo "$tmp/oidc.in"
+  (cd "$repo_root" && OIDC_TTL=$ttl exec node gateway-server/test/support/oidc-provider.mjs < "$tmp/oidc.in" > "$tmp/oidc.out" 2> "$tmp/oidc.err") &
+  oidc_pid=$!
+  exec 9> "$tmp/oidc.in"
+  local i issuer=
+  for i in $(seq 1 100); do
+    issuer=$(grep -o '"issuer":"[^"]*"' "$tmp/oidc.out" 2>/dev/null | cut -d'"' -f4 || true)
+    [ -n "$issuer" ] && break
+    alive "$oidc_pid" || { cat "$tmp/oidc.err" >&2; die "the OIDC provider exited"; }
+    sleep 0.1
+  done
+  [ -n "$issuer" ] || die "the OIDC provider printed no issuer"
+  log "OIDC provider: $issuer (token TTL ${ttl}s)"
+
+  t0=$(now)
+  RUCIO_OIDC_ISSUER=$issuer start "$tmp/run"
+  log "start (schema + server + bootstrap): $(since "$t0")s"
+
+  "$py" "$script_dir/rucio/selftest.py" --rucio-json "$tmp/run/rucio.json" --issuer "$issuer" --ttl "$ttl"
+  stop "$tmp/run"
+  log "selftest passed"
+}
+
+case "${1:-}" in
+  ensure) t0=$(now); ensure; log "ensure: $(since "$t0")s ($venv)" ;;
+  start) start "${2:-}" ;;
+  stop) stop "${2:-}" ;;
+  selftest) selftest ;;
+  *) die "usage: $0 ensure | start <run-dir> | stop <run-dir> | selftest" ;;
+esac
