@@ -10,7 +10,10 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
 
-echo "== vitest (gateway-server, schemas)"
+echo "== Rucio test server venv (built once per machine, cached outside the repository)"
+bash scripts/rucio-server.sh ensure || status=1
+
+echo "== vitest (gateway-server, schemas, lab-extension; Rucio module against a real Rucio server)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" || status=1
 
 echo "== HTCondor test pool (chroot built once per machine, cached outside the repository)"

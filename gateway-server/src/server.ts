@@ -23,6 +23,7 @@ import type { Authenticator } from './auth/authenticator.js';
 import { Sessions } from './auth/sessions.js';
 import { Identifier } from './auth/identify.js';
 import { Metrics } from './metrics.js';
+import { RucioClient } from './rucio/rucio-client.js';
 import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
 import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
@@ -156,6 +157,12 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
           onLogin: (user: User) => void broker.considerHub(user),
         }
       : undefined;
+  const rucio = new Map(
+    config.rucio.instances.map((i) => [
+      i.name,
+      new RucioClient({ ...i, password: i.password ?? process.env[`AF_GATEWAY_RUCIO_PASSWORD_${i.name.toUpperCase().replace(/-/g, '_')}`] ?? null }, broker),
+    ]),
+  );
   let listenUrl = '';
   const app = await buildApp({
     logger,
@@ -170,6 +177,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     basePath,
     hubLogin,
     version: VERSION,
+    rucio,
     connectTarget: () => ({
       address: config.client.address ?? config.public_url ?? listenUrl,
       proxy_address: config.client.proxy_address ?? `gateway://${listenUrl.replace(/^https?:\/\//, '')}`,

@@ -1,0 +1,174 @@
+// The gateway's Rucio module against a real Rucio server (scripts/rucio-server.sh: rucio 41.5.1,
+// SQLite) that accepts the test provider's JWTs: the gateway exchanges each user's token for the
+// audience Rucio expects and acts as that user.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { resolveConfig } from '../../src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+// @ts-expect-error the provider harness is plain JavaScript
+import { AUDIENCE, GATEWAY_CLIENT, startOidcProvider } from '../support/oidc-provider.mjs';
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const SCRIPT = join(REPO, 'scripts', 'rucio-server.sh');
+
+interface Op {
+  issuer: string;
+  token(client: string): Promise<string>;
+  sign(claims: Record<string, unknown>): Promise<string>;
+  close(): Promise<void>;
+}
+
+let op: Op;
+let gw: RunningGateway;
+let runDir: string;
+let dataDir: string;
+
+async function api(user: string, method: string, path: string, body?: unknown, token?: string) {
+  const bearer = token ?? (await op.token(user));
+  const res = await fetch(`${gw.url}/api/af/rucio/test${path}`, {
+    method,
+    headers: { authorization: `Bearer ${bearer}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return res;
+}
+
+const ndjson = async (res: Response) => (await res.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+beforeAll(async () => {
+  op = (await startOidcProvider({ ttl: 600 })) as Op;
+  runDir = mkdtempSync(join(tmpdir(), 'af-rucio-'));
+  execFileSync('bash', [SCRIPT, 'start', runDir], { env: { ...process.env, RUCIO_OIDC_ISSUER: op.issuer }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 240_000 });
+  const rucio = JSON.parse(readFileSync(join(runDir, 'rucio.json'), 'utf8')) as { url: string };
+  dataDir = mkdtempSync(join(tmpdir(), 'af-rucio-gw-'));
+  gw = await startGateway(
+    resolveConfig({
+      listen: '127.0.0.1:0',
+      data_dir: dataDir,
+      auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret, clock_skew: 0 } },
+      tokens: { exchange_audiences: ['rucio'] },
+      rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
+    }),
+    makeLogger('warn'),
+  );
+}, 300_000);
+
+afterAll(async () => {
+  await gw?.close();
+  if (runDir) execFileSync('bash', [SCRIPT, 'stop', runDir], { stdio: 'ignore', timeout: 60_000 });
+  await op?.close();
+  for (const d of [runDir, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
+}, 120_000);
+
+describe('Rucio through the gateway, as the user', () => {
+  it('lists the instances and says who the user is at Rucio', async () => {
+    const list = await fetch(`${gw.url}/api/af/rucio/instances`, { headers: { authorization: `Bearer ${await op.token('alice')}` } });
+    expect(((await list.json()) as { instances: { name: string }[] }).instances.map((i) => i.name)).toEqual(['test']);
+    const who = await api('alice', 'GET', '/whoami');
+    expect(who.status).toBe(200);
+    expect(((await who.json()) as { account: string }).account).toBe('alice');
+  });
+
+  it('finds datasets by wildcard and type', async () => {
+    const res = await api('alice', 'GET', '/search/data26?name=ds.mc.*&type=dataset');
+    expect(res.headers.get('content-type')).toContain('application/x-json-stream');
+    const names = (await ndjson(res)).map((d) => d.name).sort();
+    expect(names).toEqual(['ds.mc.2026', 'ds.mc.2027']);
+    const content = await ndjson(await api('alice', 'GET', '/dids/data26/cont.mc/content'));
+    expect(content.map((d) => d.name).sort()).toEqual(['ds.mc.2026', 'ds.mc.2027']);
+  });
+
+  it('goes from a dataset to its files to their replicas per scheme', async () => {
+    const files = await ndjson(await api('alice', 'GET', '/dids/data26/ds.small/files'));
+    expect(files.length).toBe(5);
+    expect(files[0]).toMatchObject({ scope: 'data26', bytes: expect.any(Number), adler32: expect.stringMatching(/^[0-9a-f]{8}$/) });
+    for (const scheme of ['davs', 'root']) {
+      const replicas = await ndjson(await api('alice', 'POST', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: [scheme], sort: 'random' }));
+      expect(replicas.length).toBe(5);
+      const pfns = replicas.flatMap((r) => Object.keys(r.pfns as object));
+      expect(pfns.length).toBeGreaterThanOrEqual(5);
+      for (const p of pfns) expect(p.startsWith(`${scheme}://`)).toBe(true);
+    }
+    const onB = await ndjson(await api('alice', 'POST', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: ['davs'], rse_expression: 'SITE-B_DISK', sort: 'random' }));
+    expect(onB.every((r) => Object.keys(r.rses as object).join() === 'SITE-B_DISK')).toBe(true);
+    const meta = await (await api('alice', 'GET', '/dids/data26/ds.small')).json();
+    expect(meta).toMatchObject({ scope: 'data26', name: 'ds.small', type: 'DATASET', length: 5 });
+  });
+
+  it('streams a 20,000-file dataset: files and replicas, without holding it whole', async () => {
+    const t0 = Date.now();
+    const res = await api('alice', 'GET', '/dids/data26/ds.big/files');
+    expect(res.headers.get('transfer-encoding')).toBe('chunked');
+    let lines = 0;
+    let firstRowMs = -1;
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      if (firstRowMs < 0) firstRowMs = Date.now() - t0;
+      lines += (decoder.decode(chunk, { stream: true }).match(/\n/g) ?? []).length;
+    }
+    expect(lines).toBe(20_000);
+    const replicas = await api('alice', 'POST', '/replicas', { dids: [{ scope: 'data26', name: 'ds.big' }], schemes: ['root'], sort: 'random' });
+    const rows = await ndjson(replicas);
+    expect(rows.length).toBe(20_000);
+    expect(Object.keys(rows[19_999]!.pfns as object)[0]).toMatch(/^root:\/\//);
+    expect(firstRowMs).toBeGreaterThanOrEqual(0);
+  }, 120_000);
+
+  it('makes a dataset available on an RSE and follows the rule', async () => {
+    const res = await api('alice', 'POST', '/rules', { dids: [{ scope: 'data26', name: 'ds.small' }], rse_expression: 'SITE-B_DISK', lifetime: 3600 });
+    expect(res.status).toBe(201);
+    const { rule_ids } = (await res.json()) as { rule_ids: string[] };
+    expect(rule_ids).toHaveLength(1);
+    const rule = (await (await api('alice', 'GET', `/rules/${rule_ids[0]}`)).json()) as Record<string, unknown>;
+    expect(rule).toMatchObject({ id: rule_ids[0], account: 'alice', rse_expression: 'SITE-B_DISK', state: 'OK' });
+    const rules = await ndjson(await api('alice', 'GET', '/dids/data26/ds.small/rules'));
+    expect(rules.map((r) => r.id)).toContain(rule_ids[0]);
+  });
+
+  it('registers files a job wrote as replicas in a new dataset of the user', async () => {
+    const res = await api('alice', 'POST', '/register', {
+      rse: 'SITE-A_SCRATCHDISK',
+      dataset: { scope: 'user.alice', name: 'ds.alice.outputs' },
+      files: [
+        { name: 'hist.0001.root', bytes: 1234, adler32: '0a1b2c3d' },
+        { name: 'hist.0002.root', bytes: 5678, adler32: '0f1e2d3c' },
+      ],
+    });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toEqual({ dataset: { scope: 'user.alice', name: 'ds.alice.outputs' }, created: true, files: 2, rse: 'SITE-A_SCRATCHDISK' });
+    const files = await ndjson(await api('alice', 'GET', '/dids/user.alice/ds.alice.outputs/files'));
+    expect(files.map((f) => f.name).sort()).toEqual(['hist.0001.root', 'hist.0002.root']);
+    const replicas = await ndjson(await api('alice', 'POST', '/replicas', { dids: [{ scope: 'user.alice', name: 'ds.alice.outputs' }], schemes: ['davs'], sort: 'random' }));
+    expect(replicas.every((r) => Object.keys(r.rses as object).join() === 'SITE-A_SCRATCHDISK')).toBe(true);
+  });
+
+  it('says clearly when a DID does not exist, when permission is missing, and when input is bad', async () => {
+    const unknown = await api('alice', 'GET', '/dids/data26/no.such.dataset/files');
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { error: string }).error).toBe("Rucio (test): Data identifier 'data26:no.such.dataset' not found (DataIdentifierNotFound)");
+    const denied = await api('bob', 'POST', '/rules', { dids: [{ scope: 'user.alice', name: 'ds.alice.ntuples' }], rse_expression: 'SITE-A_DISK', lifetime: 3600 });
+    expect(denied.status).toBe(403);
+    expect(((await denied.json()) as { error: string }).error).toContain('Account bob can not add replication rule');
+    const noRse = await api('alice', 'POST', '/rules', { dids: [{ scope: 'data26', name: 'ds.small' }], rse_expression: 'NO_SUCH_RSE' });
+    expect([409, 422]).toContain(noRse.status);
+    expect(((await noRse.json()) as { error: string }).error).toMatch(/RSE/);
+    const invalid = await api('alice', 'POST', '/replicas', { dids: [] });
+    expect(invalid.status).toBe(422);
+    expect(((await invalid.json()) as { error: string }).error).toMatch(/dids/);
+    const noInstance = await fetch(`${gw.url}/api/af/rucio/elsewhere/scopes`, { headers: { authorization: `Bearer ${await op.token('alice')}` } });
+    expect(noInstance.status).toBe(404);
+    expect(((await noInstance.json()) as { error: string }).error).toContain('Rucio instance elsewhere');
+  });
+
+  it('refuses an expired token with a message that says so', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await op.sign({ iss: op.issuer, sub: 'alice', aud: AUDIENCE, scope: 'openid compute.create compute.read', iat: now - 600, exp: now - 60 });
+    const later = await api('alice', 'GET', '/whoami', undefined, expired);
+    expect(later.status).toBe(401);
+    expect(((await later.json()) as { error: string }).error).toMatch(/Access token refused: .*expired/);
+  });
+});
