@@ -45,6 +45,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   private readonly ending = new Map<string, Promise<void>>();
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
+  /** When the last restart recovery ran (ms); starting workers are timed from then at the earliest. */
+  private recoveredAt = 0;
   private apiUrl = '';
   private readonly cfg: ResolvedConfig['cluster'];
 
@@ -501,7 +503,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
           }
           continue;
         }
-        const since = Math.max(w.startTime, ws?.startedAt ?? 0);
+        // A restart gives starting workers a full timeout: they may have connected while we were down.
+        const since = Math.max(w.startTime, ws?.startedAt ?? 0, this.recoveredAt);
         if (ws && !ws.alive) this.workerStartFailed(c, w, `exited before connecting to the scheduler; ${ws.detail ?? ''}`.trim());
         else if (t - since > this.cfg.worker_start_timeout * 1000)
           this.workerStartFailed(c, w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`);
@@ -516,6 +519,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   private async recover(): Promise<void> {
     const backend = this.deps.backend;
+    this.recoveredAt = now();
     for (const c of this.deps.store.loadClusters(ACTIVE_STATUSES)) {
       const workers = new Map(this.deps.store.loadWorkers(c.name).filter(workerIsLive).map((w) => [w.name, w]));
       this.active.set(c.name, { cluster: c, workers, launches: new Set() });

@@ -222,7 +222,9 @@ def test_a_restarted_gateway_adopts_running_jobs_and_removes_orphans(pool, gw):
         after = _running_jobs(pool, cluster.name)
         assert sorted((j["ClusterId"], j["ProcId"]) for j in after) == sorted((j["ClusterId"], j["ProcId"]) for j in before)
         assert client.submit(sum, range(10)).result() == 45
-        assert gw.af_cluster(cluster.name, "dave")["workers"]["running"] == 2
+        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(gw.af_cluster(cluster.name, "dave")), 30,
+                          lambda: f"2 running workers after the restart; cluster: {gw.af_cluster(cluster.name, 'dave')}; log: {gw.log.read_text()[-4000:]}")
+        assert info["workers"]["failed"] == 0
         client.close()
     finally:
         cluster.shutdown()
