@@ -13,3 +13,10 @@ export const tokenIcon = new LabIcon({
   svgstr:
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161"><path d="M7.5 7a5 5 0 1 0 4.58 7H14v2h2v-2h2v2h2v-4h-7.92A5 5 0 0 0 7.5 7zm0 3a2 2 0 1 1 0 4 2 2 0 0 1 0-4z"/></g></svg>',
 });
+
+// A stack of disks: Rucio's data.
+export const rucioIcon = new LabIcon({
+  name: 'af-gateway:rucio',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161"><ellipse cx="12" cy="5.5" rx="7.5" ry="2.5"/><path d="M4.5 8v3.5c0 1.4 3.4 2.5 7.5 2.5s7.5-1.1 7.5-2.5V8c0 1.4-3.4 2.5-7.5 2.5S4.5 9.4 4.5 8zM4.5 14v4c0 1.4 3.4 2.5 7.5 2.5s7.5-1.1 7.5-2.5v-4c0 1.4-3.4 2.5-7.5 2.5S4.5 15.4 4.5 14z"/></g></svg>',
+});

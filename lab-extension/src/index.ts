@@ -7,16 +7,21 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { IFrame } from '@jupyterlab/ui-components';
+import type { RucioRegisterRequest } from '@af-gateway/schemas';
 import { connectCode } from './api/connect-code';
 import { GatewayClient } from './api/gateway-client';
 import { effectiveAuthMode, type GatewaySettings, normaliseSettings, resolveGatewayUrl } from './api/gateway-settings';
-import { clustersIcon, tokenIcon } from './icons';
+import { clustersIcon, rucioIcon, tokenIcon } from './icons';
 import { currentPage } from './page-info';
 import { ClustersModel, initialOptionValues, type ScaleRequestModel, validateScale } from './panels/clusters/clusters-model';
 import { ClustersPanel } from './panels/clusters/clusters-panel';
 import { FormDialogBody } from './panels/clusters/dialog-body';
 import { makeOptionsForm, type OptionValues, validateOptions } from './panels/clusters/options-form';
 import { ScaleForm } from './panels/clusters/scale-form';
+import { fileListCell, parseRegisterFiles, pfnList } from './panels/rucio/rucio-files';
+import { type MakeAvailableValue, MakeAvailableForm, type RegisterValue, RegisterForm, validateMakeAvailable, validateRegister } from './panels/rucio/rucio-forms';
+import { RucioModel } from './panels/rucio/rucio-model';
+import { RucioPanel } from './panels/rucio/rucio-panel';
 import { TokenModel } from './panels/tokens/token-model';
 import { TokenPanel, TokenStatusItem } from './panels/tokens/token-panel';
 
@@ -33,6 +38,8 @@ const CommandIds = {
   insertCode: 'af:insert-connect-code',
   refreshToken: 'af:refresh-token',
   login: 'af:login',
+  openRucio: 'af:open-rucio',
+  insertFileList: 'af:insert-file-list',
 } as const;
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -68,6 +75,7 @@ async function activate(
   const clusters = new ClustersModel(client);
   const token = new TokenModel(client, settings.tokenWarningMinutes * 60);
   clusters.tokenEvent.connect((_m, status) => token.update(status));
+  const rucio = new RucioModel(client, { instance: settings.rucioInstance, scheme: settings.rucioScheme });
 
   raw?.changed.connect(() => {
     const next = normaliseSettings(raw.composite as Partial<GatewaySettings>);
@@ -177,6 +185,11 @@ async function activate(
     } catch (err) {
       return showErrorMessage(trans.__('Cannot build the connect code'), errorText(err));
     }
+    await insertCell(code);
+  };
+
+  /** Puts `code` into a new cell of the active notebook (or of a new one), below the active cell. */
+  const insertCell = async (code: string) => {
     let panel: NotebookPanel | null = notebooks?.currentWidget ?? null;
     if (!panel) panel = (await commands.execute('notebook:create-new', { kernelName: 'python3' })) as NotebookPanel;
     await panel.context.ready;
@@ -185,6 +198,76 @@ async function activate(
     const active = nb.activeCell;
     if (!active || active.model.sharedModel.getSource().trim() !== '') NotebookActions.insertBelow(nb);
     nb.activeCell?.model.sharedModel.setSource(code);
+  };
+
+  // --- Rucio actions on the open dataset --------------------------------------------------------
+  const openDatasetPfns = () => {
+    if (!rucio.dataset) return null;
+    const { pfns, missing } = pfnList(rucio.rows);
+    if (missing) Notification.warning(trans.__('%1 of %2 files have no %3 replica: they are left out.', String(missing), String(rucio.rows.length), rucio.scheme), { autoClose: 10000 });
+    return pfns;
+  };
+
+  const copyPfns = async () => {
+    const pfns = openDatasetPfns();
+    if (!pfns) return;
+    try {
+      await navigator.clipboard.writeText(pfns.join('\n') + (pfns.length ? '\n' : ''));
+      Notification.success(trans.__('Copied %1 %2 PFNs of %3', String(pfns.length), rucio.scheme, rucio.didLabel), { autoClose: 5000 });
+    } catch (err) {
+      await showErrorMessage(trans.__('The PFNs were not copied'), errorText(err));
+    }
+  };
+
+  const insertFileList = async () => {
+    const pfns = openDatasetPfns();
+    if (!pfns) return showErrorMessage(trans.__('No dataset open'), trans.__('Open a dataset in the Rucio panel first.'));
+    await insertCell(fileListCell(pfns, rucio.didLabel, rucio.scheme));
+  };
+
+  const makeAvailable = async () => {
+    if (!rucio.dataset) return;
+    let value: MakeAvailableValue = { rseExpression: '', lifetimeDays: 7 };
+    for (;;) {
+      const body = new FormDialogBody<MakeAvailableValue>(value, MakeAvailableForm, validateMakeAvailable);
+      const res = await showDialog({ title: trans.__('Make %1 available', rucio.didLabel), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Create rule') })] });
+      if (!res.button.accept || !res.value) return;
+      value = res.value;
+      if (validateMakeAvailable(value)) continue;
+      try {
+        await rucio.makeAvailable(value.rseExpression.trim(), value.lifetimeDays);
+      } catch (err) {
+        await showErrorMessage(trans.__('No rule was created'), errorText(err));
+      }
+      return;
+    }
+  };
+
+  const registerOutputs = async () => {
+    let value: RegisterValue = { rse: '', scope: '', name: '', files: '' };
+    for (;;) {
+      const body = new FormDialogBody<RegisterValue>(value, RegisterForm, validateRegister);
+      const res = await showDialog({ title: trans.__('Register outputs in Rucio (%1)', rucio.instance), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Register') })] });
+      if (!res.button.accept || !res.value) return;
+      value = res.value;
+      if (validateRegister(value)) continue;
+      const files = parseRegisterFiles(value.files).files;
+      try {
+        const done = await client.rucioRegister(rucio.instance, {
+          rse: value.rse.trim(),
+          dataset: { scope: value.scope.trim(), name: value.name.trim() },
+          files: files as RucioRegisterRequest['files'],
+        });
+        await showDialog({
+          title: trans.__('Outputs registered'),
+          body: trans.__('%1 files registered on %2 in %3:%4 (%5).', String(done.files), done.rse, done.dataset.scope, done.dataset.name, done.created ? trans.__('a new dataset') : trans.__('an existing dataset')),
+          buttons: [Dialog.okButton()],
+        });
+      } catch (err) {
+        await showErrorMessage(trans.__('The outputs were not registered'), errorText(err));
+      }
+      return;
+    }
   };
 
   // --- panels -----------------------------------------------------------------------------------
@@ -211,6 +294,22 @@ async function activate(
   tokenPanel.title.icon = tokenIcon;
   tokenPanel.title.caption = trans.__('Access token (AF Gateway)');
   shell.add(tokenPanel, 'left', { rank: 201 });
+
+  const rucioPanel = new RucioPanel(
+    rucio,
+    {
+      copyPfns: () => void copyPfns(),
+      insertFileList: () => void commands.execute(CommandIds.insertFileList),
+      makeAvailable: () => void makeAvailable(),
+      registerOutputs: () => void registerOutputs(),
+      login,
+    },
+    trans,
+  );
+  rucioPanel.id = 'af-rucio';
+  rucioPanel.title.icon = rucioIcon;
+  rucioPanel.title.caption = trans.__('Rucio data (AF Gateway)');
+  shell.add(rucioPanel, 'left', { rank: 202 });
 
   if (statusBar) {
     const item = new TokenStatusItem(token, () => shell.activateById(tokenPanel.id), trans);
@@ -240,8 +339,14 @@ async function activate(
     },
   });
   commands.addCommand(CommandIds.login, { label: trans.__('Log In to AF Gateway'), execute: login });
+  commands.addCommand(CommandIds.openRucio, { label: trans.__('Show Rucio Data'), icon: rucioIcon, execute: () => shell.activateById(rucioPanel.id) });
+  commands.addCommand(CommandIds.insertFileList, {
+    label: trans.__('Insert File List of the Open Rucio Dataset'),
+    isEnabled: () => rucio.dataset !== null && rucio.phase === 'done',
+    execute: () => insertFileList(),
+  });
   if (palette) {
-    for (const command of [CommandIds.openClusters, CommandIds.openToken, CommandIds.createCluster, CommandIds.refreshToken, CommandIds.login]) {
+    for (const command of [CommandIds.openClusters, CommandIds.openToken, CommandIds.createCluster, CommandIds.refreshToken, CommandIds.login, CommandIds.openRucio, CommandIds.insertFileList]) {
       palette.addItem({ command, category: CATEGORY });
     }
   }
@@ -250,6 +355,7 @@ async function activate(
   if (restorer) {
     restorer.add(clustersPanel, 'af-clusters');
     restorer.add(tokenPanel, 'af-token');
+    restorer.add(rucioPanel, 'af-rucio');
     void restorer.restore(dashboards, {
       command: CommandIds.openDashboard,
       args: (w) => ((w as MainAreaWidget<IFrame> & { afArgs?: Record<string, string> }).afArgs ?? {}) as Record<string, string>,
@@ -267,6 +373,8 @@ async function activate(
       await clusters.start();
     }
     await token.start();
+    // The Rucio panel, when shown before the Hub login above finished, asks again now.
+    if (rucio.state === 'login-required') await rucio.start();
   })();
 }
 

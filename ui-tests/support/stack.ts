@@ -8,10 +8,12 @@
 //
 // Every service runs under support/reaper.py: its own session and process group, a subreaper that
 // kills what the service leaves behind, and SIGTERM when the Playwright runner dies.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { startHubStack, type HubStack } from './hub-stack.ts';
 import {
   CHP,
@@ -38,6 +40,33 @@ export const BASE_PATH = '/services/af-gateway/';
 
 const OP_SCRIPT = path.join(REPO, 'gateway-server', 'test', 'support', 'oidc-provider.mjs');
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const RUCIO_SCRIPT = path.join(REPO, 'scripts', 'rucio-server.sh');
+const run = promisify(execFile);
+
+/** The real Rucio server (scripts/rucio-server.sh) the gateway's instance `test` points at. */
+export interface RucioServer {
+  runDir: string;
+  url: string;
+  log: string;
+}
+
+async function startRucio(runDir: string, issuer: string, logsDir: string): Promise<RucioServer> {
+  mkdirSync(runDir, { recursive: true });
+  try {
+    const { stderr } = await run('bash', [RUCIO_SCRIPT, 'start', runDir], { env: { ...process.env, RUCIO_OIDC_ISSUER: issuer }, timeout: 300_000 });
+    writeFileSync(path.join(logsDir, 'rucio-start.log'), stderr);
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`scripts/rucio-server.sh start ${runDir}: ${e.message}\n${e.stderr ?? ''}`);
+  }
+  const info = JSON.parse(readFileSync(path.join(runDir, 'rucio.json'), 'utf8')) as { url: string; log: string };
+  return { runDir, url: info.url, log: info.log };
+}
+
+async function stopRucio(runDir: string): Promise<void> {
+  if (!existsSync(runDir)) return;
+  await run('bash', [RUCIO_SCRIPT, 'stop', runDir], { timeout: 60_000 }).catch((err: Error) => console.warn(`ui-tests: stopping Rucio: ${err.message}`));
+}
 
 export interface Stack {
   /** The one origin the browser uses: the proxy (galata's baseURL). */
@@ -62,6 +91,8 @@ export interface Stack {
   logsDir: string;
   screenshotsDir: string;
   proxyApi: { url: string; token: string };
+  /** The Rucio server behind the gateway's Rucio instance `test`. */
+  rucio: RucioServer;
   /** JupyterHub with its own gateway as the service af-gateway (see hub-stack.ts). */
   hub: HubStack;
   processes: StackProcess[];
@@ -108,6 +139,7 @@ export async function startStack(): Promise<Stack> {
     (hub) => ({ hub }),
     (error: unknown) => ({ error }),
   );
+  const rucioDir = path.join(tmpDir, 'rucio');
   try {
     // 1. the test OpenID provider, with the gateway's login client registered for the proxy's origin
     const op = startService('oidc-provider', logsDir, process.execPath, [OP_SCRIPT], {
@@ -130,6 +162,10 @@ export async function startStack(): Promise<Stack> {
     });
     await waitFor('discovery document', op, () => httpOk(`${info.issuer}/.well-known/openid-configuration`));
 
+    // 1b. a real Rucio server accepting the provider's tokens with audience rucio (the gateway
+    // exchanges each user's token for one, RFC 8693, with its login client af-gateway-ui)
+    const rucio = await startRucio(rucioDir, info.issuer, logsDir);
+
     // 2. the gateway: oidc auth with its own login client, under the Hub-style base path
     const gatewayURL = `http://127.0.0.1:${ports.gateway}`;
     const config = {
@@ -150,6 +186,7 @@ export async function startStack(): Promise<Stack> {
       },
       backend: { type: 'local', local: { python: path.join(VENV_BIN, 'python') } },
       tokens: { exchange_audiences: ['rucio'] },
+      rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
     };
     const configFile = path.join(tmpDir, 'gateway.yaml');
     writeFileSync(configFile, `# AF Gateway config of the UI tests (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
@@ -241,6 +278,7 @@ export async function startStack(): Promise<Stack> {
       logsDir,
       screenshotsDir,
       proxyApi,
+      rucio,
       hub: hubResult.hub,
       processes: started.map(({ name, pid, log }) => ({ name, pid, log })),
     };
@@ -249,6 +287,7 @@ export async function startStack(): Promise<Stack> {
   } catch (err) {
     await hubStarting; // nothing of the Hub's left starting behind our back
     await stopProcesses(started);
+    await stopRucio(rucioDir);
     rmSync(tmpDir, { recursive: true, force: true });
     throw err;
   }
@@ -261,6 +300,7 @@ export async function stopStack(): Promise<void> {
   if (stack.stoppedAt) return;
   const forced = await stopProcesses(stack.processes);
   if (forced.length) console.warn(`ui-tests teardown: SIGKILL was needed for ${forced.join(', ')}`);
+  if (stack.rucio) await stopRucio(stack.rucio.runDir);
   rmSync(stack.tmpDir, { recursive: true, force: true });
   // keep stack.json for the record, marked as stopped
   writeFileSync(STACK_FILE, JSON.stringify({ ...stack, stoppedAt: new Date().toISOString() }, null, 2));

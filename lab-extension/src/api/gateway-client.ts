@@ -8,11 +8,27 @@ import type {
   CreateClusterResult,
   ErrorBody,
   OptionsSpec,
+  RucioInstanceList,
+  RucioRegisterRequest,
+  RucioReplicasRequest,
+  RucioRuleRequest,
   ScaleRequest,
   ScaleResult,
   TokenStatus,
 } from '@af-gateway/schemas';
 import type { AuthMode } from './gateway-settings';
+import { ndjsonRows, readerChunks } from './ndjson';
+import type {
+  RucioContentRow,
+  RucioDid,
+  RucioDidInfo,
+  RucioFile,
+  RucioRegisterResult,
+  RucioReplica,
+  RucioRule,
+  RucioRuleCreated,
+  RucioSearchType,
+} from './rucio-types';
 
 /** A failed gateway call; `message` is the gateway's own text, meant to be shown as it is. */
 export class GatewayError extends Error {
@@ -74,8 +90,8 @@ export class GatewayClient {
     return this.url(`clusters/${encodeURIComponent(cluster)}/${path.replace(/^\//, '')}`);
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const headers: Record<string, string> = { accept: 'application/json' };
+  private async send(method: string, path: string, body: unknown, accept: string, signal?: AbortSignal): Promise<Response> {
+    const headers: Record<string, string> = { accept };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.opts.authMode === 'basic') {
       headers.authorization = `Basic ${btoa(`${this.opts.username ?? ''}:`)}`;
@@ -87,25 +103,45 @@ export class GatewayClient {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         credentials: 'same-origin',
+        signal,
       });
     } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err;
       throw new GatewayError(0, `The gateway at ${this.baseUrl} cannot be reached (${(err as Error).message})`, 'unreachable');
     }
-    const text = await res.text();
-    let json: unknown = undefined;
-    if (text) {
+    if (!res.ok) {
+      const text = await res.text();
+      let json: Partial<ErrorBody> | undefined;
       try {
-        json = JSON.parse(text);
+        json = text ? (JSON.parse(text) as Partial<ErrorBody>) : undefined;
       } catch {
         json = undefined;
       }
+      const message = json?.error ?? `The gateway answered ${res.status} ${res.statusText} for ${method} ${path}`;
+      throw new GatewayError(res.status, message, json?.code ?? `http_${res.status}`);
     }
-    if (!res.ok) {
-      const err = json as Partial<ErrorBody> | undefined;
-      const message = err?.error ?? `The gateway answered ${res.status} ${res.statusText} for ${method} ${path}`;
-      throw new GatewayError(res.status, message, err?.code ?? `http_${res.status}`);
+    return res;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, path, body, 'application/json');
+    const text = await res.text();
+    if (!text) return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      return undefined as T;
     }
-    return json as T;
+  }
+
+  /**
+   * An NDJSON route, row by row as the lines arrive: the first rows of a 100k-file dataset are there
+   * at once. Stopping the iteration (or `signal`) cancels the request.
+   */
+  async *stream<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): AsyncGenerator<T> {
+    const res = await this.send(method, path, body, 'application/x-json-stream', signal);
+    if (!res.body) return;
+    yield* ndjsonRows<T>(readerChunks(res.body));
   }
 
   listClusters(): Promise<AfClusterList> {
@@ -161,5 +197,63 @@ export class GatewayClient {
       .map(([label, path]) => [label.replace(/^Individual /, ''), path.replace(/^\//, '')] as const)
       .sort((a, b) => a[0].localeCompare(b[0]));
     return Object.fromEntries(entries);
+  }
+
+  // --- Rucio (/api/af/rucio/): the gateway acts at each instance as the user ---------------------
+
+  private rucioPath(instance: string, rest: string): string {
+    return `api/af/rucio/${encodeURIComponent(instance)}/${rest}`;
+  }
+
+  private didPath(instance: string, scope: string, name: string, rest = ''): string {
+    return this.rucioPath(instance, `dids/${encodeURIComponent(scope)}/${encodeURIComponent(name)}${rest}`);
+  }
+
+  rucioInstances(): Promise<RucioInstanceList> {
+    return this.request('GET', 'api/af/rucio/instances');
+  }
+
+  rucioScopes(instance: string): Promise<string[]> {
+    return this.request('GET', this.rucioPath(instance, 'scopes'));
+  }
+
+  /** DIDs of a scope whose name matches `name` (with * wildcards), of a type. */
+  rucioSearch(instance: string, scope: string, name: string, type: RucioSearchType, signal?: AbortSignal): AsyncGenerator<RucioDid> {
+    const q = new URLSearchParams({ name: name || '*', type });
+    return this.stream('GET', this.rucioPath(instance, `search/${encodeURIComponent(scope)}?${q}`), undefined, signal);
+  }
+
+  rucioDid(instance: string, scope: string, name: string): Promise<RucioDidInfo> {
+    return this.request('GET', this.didPath(instance, scope, name));
+  }
+
+  rucioFiles(instance: string, scope: string, name: string, signal?: AbortSignal): AsyncGenerator<RucioFile> {
+    return this.stream('GET', this.didPath(instance, scope, name, '/files'), undefined, signal);
+  }
+
+  rucioContent(instance: string, scope: string, name: string, signal?: AbortSignal): AsyncGenerator<RucioContentRow> {
+    return this.stream('GET', this.didPath(instance, scope, name, '/content'), undefined, signal);
+  }
+
+  rucioReplicas(instance: string, req: RucioReplicasRequest, signal?: AbortSignal): AsyncGenerator<RucioReplica> {
+    return this.stream('POST', this.rucioPath(instance, 'replicas'), req, signal);
+  }
+
+  rucioRules(instance: string, scope: string, name: string, signal?: AbortSignal): AsyncGenerator<RucioRule> {
+    return this.stream('GET', this.didPath(instance, scope, name, '/rules'), undefined, signal);
+  }
+
+  /** "Make available": a replication rule of the user; answers the new rule ids. */
+  rucioCreateRule(instance: string, req: RucioRuleRequest): Promise<RucioRuleCreated> {
+    return this.request('POST', this.rucioPath(instance, 'rules'), req);
+  }
+
+  rucioRule(instance: string, id: string): Promise<RucioRule> {
+    return this.request('GET', this.rucioPath(instance, `rules/${encodeURIComponent(id)}`));
+  }
+
+  /** Files already on an RSE registered as replicas and attached to a dataset (created when missing). */
+  rucioRegister(instance: string, req: RucioRegisterRequest): Promise<RucioRegisterResult> {
+    return this.request('POST', this.rucioPath(instance, 'register'), req);
   }
 }

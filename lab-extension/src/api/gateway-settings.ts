@@ -9,6 +9,9 @@ export interface GatewaySettings {
   username: string;
   defaultClusterOptions: Record<string, unknown>;
   tokenWarningMinutes: number;
+  /** The Rucio panel's instance ('' = the first) and PFN scheme ('' = the instance's default). */
+  rucioInstance: string;
+  rucioScheme: '' | 'davs' | 'root';
 }
 
 export const DEFAULT_SETTINGS: GatewaySettings = {
@@ -17,6 +20,8 @@ export const DEFAULT_SETTINGS: GatewaySettings = {
   username: '',
   defaultClusterOptions: {},
   tokenWarningMinutes: 10,
+  rucioInstance: '',
+  rucioScheme: '',
 };
 
 export const SERVICE_NAME = 'af-gateway';
@@ -58,5 +63,7 @@ export function normaliseSettings(raw: Partial<GatewaySettings> | undefined): Ga
   const modes: AuthMode[] = ['auto', 'session', 'jupyterhub', 'basic'];
   if (!modes.includes(s.authMode)) s.authMode = 'auto';
   if (!(s.tokenWarningMinutes > 0)) s.tokenWarningMinutes = DEFAULT_SETTINGS.tokenWarningMinutes;
+  if (typeof s.rucioInstance !== 'string') s.rucioInstance = '';
+  if (!['', 'davs', 'root'].includes(s.rucioScheme)) s.rucioScheme = '';
   return s;
 }
