@@ -37,6 +37,7 @@ cleanup() {
     const wait = () => { const left = live.filter(ours); if (!left.length || Date.now() > deadline) {
       for (const p of left) { try { process.kill(-p.pid, "SIGKILL"); } catch {} }
       if (live.length) console.error(`ui-tests: stopped ${live.length} stack processes the runner left`);
+      if (s.rucio?.runDir) require("child_process").spawnSync("bash", ["scripts/rucio-server.sh", "stop", s.rucio.runDir], { stdio: "ignore" });
       fs.rmSync(s.tmpDir, { recursive: true, force: true }); process.exit(0); } setTimeout(wait, 200); };
     wait();' "$stack"
 }
