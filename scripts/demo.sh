@@ -94,6 +94,7 @@ cleanup() {
     wait 2>/dev/null || true
     log "stopped"
   fi
+  declare -F rucio_stop >/dev/null && rucio_stop
   exit "$rc"
 }
 trap cleanup EXIT
@@ -126,7 +127,20 @@ wait_for() { # what url [curl args...]: waits until the URL answers 2xx, or a ch
   exit 1
 }
 
-start gateway "$demo/logs/gateway.log" \
+# A real Rucio server with example data (scope data26: ds.small, ds.mc.*, ds.big with 20,000 files),
+# fronted by the gateway in its service mode (userpass as Rucio's root): the demo has no identity
+# provider, so no user token could act at Rucio. First start builds its venv (~30 s).
+log "starting the demo Rucio server (first time: builds its environment)"
+mkdir -p "$demo/rucio"
+RUCIO_OIDC_ISSUER=http://$host:1 bash scripts/rucio-server.sh start "$demo/rucio" >"$demo/logs/rucio-start.log" 2>&1 ||
+  { tail -20 "$demo/logs/rucio-start.log" >&2; log "the Rucio server did not start (log: $demo/logs/rucio-start.log)"; exit 1; }
+rucio_stop() { bash scripts/rucio-server.sh stop "$demo/rucio" >/dev/null 2>&1 || true; }
+rucio_cfg=$(.venv/bin/python -c 'import json,sys; r=json.load(open(sys.argv[1])); u=r["root_userpass"]; print(json.dumps({"instances": [{"name": "demo", "url": r["url"], "auth": "userpass", "account": u["account"], "username": u["username"], "default_scheme": "davs"}]}))' "$demo/rucio/rucio.json")
+# the service account's password goes by environment, not into the config file
+rucio_password=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_userpass"]["password"])' "$demo/rucio/rucio.json")
+echo "rucio: $rucio_cfg" >> "$demo/gateway.yaml"
+
+start gateway "$demo/logs/gateway.log" env AF_GATEWAY_RUCIO_PASSWORD_DEMO="$rucio_password" \
   node "$root/gateway-server/dist/cli.js" serve --config "$demo/gateway.yaml" --data-dir "$demo/gateway-data"
 
 lab_args=(--no-browser --ip="$host" --port="$lab_port" --ServerApp.port_retries=0
@@ -159,6 +173,7 @@ cat >&2 <<EOF
                  (AF Gateway panels in the left sidebar; notebooks in $demo/notebooks)
     Gateway:     http://$host:$port${base_path} (and http://$host:$gw_port directly),
                  simple auth: any user name, no password; in a notebook: Gateway()
+    Rucio:       example datasets in scope data26 (try ds.small, ds.mc.*, ds.big) in the Rucio panel
     Logs:        $demo/logs/{gateway,lab,proxy}.log; clusters in $demo/gateway-data/clusters/
 
   Ctrl-C stops everything.

@@ -327,8 +327,8 @@ build_database(); create_base_vo(); create_root_account()
   log "server up on http://127.0.0.1:$port (pid $pid) in ${t1}s; bootstrapping data"
 
   local info
-  info=$(printf '{"pid": %s, "port": %s, "log": "%s", "python": "%s", "venv": "%s", "config": "%s", "run_dir": "%s", "start_seconds": %s, "threads": %s}' \
-    "$pid" "$port" "$logf" "$py" "$venv" "$run/rucio.cfg" "$run" "$t1" "$threads")
+  info=$(printf '{"pid": %s, "port": %s, "log": "%s", "python": "%s", "venv": "%s", "config": "%s", "run_dir": "%s", "start_seconds": %s, "threads": %s, "root_userpass": {"account": "root", "username": "%s", "password": "%s"}}' \
+    "$pid" "$port" "$logf" "$py" "$venv" "$run/rucio.cfg" "$run" "$t1" "$threads" "$ROOT_USERPASS_USER" "$ROOT_USERPASS_PWD")
   "$py" "$script_dir/rucio/bootstrap.py" --run-dir "$run" --url "http://127.0.0.1:$port" \
     --issuer "$issuer" --audience "$audience" --scope-claim "$scope" \
     --username "$ROOT_USERPASS_USER" --password "$ROOT_USERPASS_PWD" --info "$info" 2> "$run/bootstrap.log" \

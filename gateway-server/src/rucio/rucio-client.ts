@@ -71,6 +71,7 @@ export class RucioClient {
   private async userpassToken(): Promise<string> {
     if (this.serviceToken && this.serviceToken.expiresAt - 60_000 > Date.now()) return this.serviceToken.token;
     const headers: Record<string, string> = {
+      accept: 'application/octet-stream', // the only type Rucio's /auth/userpass answers
       'X-Rucio-Account': this.cfg.account ?? '',
       'X-Rucio-Username': this.cfg.username ?? '',
       'X-Rucio-Password': this.cfg.password ?? '',

@@ -26,6 +26,7 @@ let op: Op;
 let gw: RunningGateway;
 let runDir: string;
 let dataDir: string;
+let rucio: { url: string; root_userpass: { account: string; username: string; password: string } };
 
 async function api(user: string, method: string, path: string, body?: unknown, token?: string) {
   const bearer = token ?? (await op.token(user));
@@ -43,7 +44,7 @@ beforeAll(async () => {
   op = (await startOidcProvider({ ttl: 600 })) as Op;
   runDir = mkdtempSync(join(tmpdir(), 'af-rucio-'));
   execFileSync('bash', [SCRIPT, 'start', runDir], { env: { ...process.env, RUCIO_OIDC_ISSUER: op.issuer }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 240_000 });
-  const rucio = JSON.parse(readFileSync(join(runDir, 'rucio.json'), 'utf8')) as { url: string };
+  rucio = JSON.parse(readFileSync(join(runDir, 'rucio.json'), 'utf8')) as typeof rucio;
   dataDir = mkdtempSync(join(tmpdir(), 'af-rucio-gw-'));
   gw = await startGateway(
     resolveConfig({
@@ -170,5 +171,29 @@ describe('Rucio through the gateway, as the user', () => {
     const later = await api('alice', 'GET', '/whoami', undefined, expired);
     expect(later.status).toBe(401);
     expect(((await later.json()) as { error: string }).error).toMatch(/Access token refused: .*expired/);
+  });
+});
+
+describe('service mode (userpass, admin-configured)', () => {
+  it('acts as the configured service account for every user', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'af-rucio-svc-'));
+    const u = rucio.root_userpass;
+    process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC = u.password; // the password comes by environment
+    const svc = await startGateway(
+      resolveConfig({ listen: '127.0.0.1:0', data_dir: dir, rucio: { instances: [{ name: 'svc', url: rucio.url, auth: 'userpass', account: u.account, username: u.username }] } }),
+      makeLogger('warn'),
+    );
+    try {
+      const basic = { authorization: 'Basic ' + Buffer.from('carol:').toString('base64') };
+      const who = await fetch(`${svc.url}/api/af/rucio/svc/whoami`, { headers: basic });
+      expect(who.status).toBe(200);
+      expect(((await who.json()) as { account: string }).account).toBe('root');
+      const found = await (await fetch(`${svc.url}/api/af/rucio/svc/search/data26?name=ds.small&type=dataset`, { headers: basic })).text();
+      expect(found).toContain('ds.small');
+    } finally {
+      delete process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC;
+      await svc.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
