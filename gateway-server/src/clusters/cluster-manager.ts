@@ -543,6 +543,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (backend.removeOrphans) {
       const live: BackendHandle[] = [];
       for (const entry of this.active.values()) {
+        if (entry.cluster.scheduler) live.push(entry.cluster.scheduler);
         for (const w of entry.workers.values()) if (workerIsLive(w) && w.handle) live.push(w.handle);
       }
       await backend.removeOrphans(live).catch((err: unknown) => this.deps.log.warn({ err: errorMessage(err) }, 'could not remove orphaned workers'));

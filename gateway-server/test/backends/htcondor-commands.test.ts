@@ -2,7 +2,7 @@
 // htcondor-pool.test.ts against a real HTCondor).
 import { describe, expect, it } from 'vitest';
 import { jobState, parseJobAds, parseTerseSubmit } from '../../src/backends/htcondor/condor-output.js';
-import { workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
+import { schedulerSubmitDescription, workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
 
 const spec: WorkerJobSpec = {
   instance: 'af-gateway-abc',
@@ -49,6 +49,15 @@ describe('worker submit description', () => {
     expect(text).toContain('transfer_input_files = /data/clusters/c0ffee/dask.crt,/data/clusters/c0ffee/dask.pem,/data/clusters/c0ffee/bearer-token');
     expect(text).toContain('universe = container\n');
     expect(text).toContain('container_image = /cvmfs/unpacked.cern.ch/dask:2026');
+  });
+
+  it('describes the scheduler as a job with the preload, its API token and the gateway address', () => {
+    const { workerNames: _w, schedulerAddress: _s, cores: _c, memoryGiB: _m, ...common } = spec;
+    const text = schedulerSubmitDescription({ ...common, apiToken: '/data/clusters/c0ffee/api-token', apiUrl: 'https://af.example.org/api', host: '0.0.0.0', heartbeatPeriod: 10, adaptivePeriod: 3, idleTimeout: 0 });
+    expect(text).toContain('-m distributed.cli.dask_scheduler --protocol tls --host 0.0.0.0 --port 0 --dashboard-address 0.0.0.0:0');
+    expect(text).toContain('--preload dask_gateway.scheduler_preload --dg-api-address 0.0.0.0:0 --dg-heartbeat-period 10');
+    expect(text).toContain('DASK_GATEWAY_API_URL=https://af.example.org/api DASK_GATEWAY_API_TOKEN=/data/clusters/c0ffee/api-token DASK_GATEWAY_CLUSTER_NAME=c0ffee');
+    expect(text).toMatch(/queue AfWorker from \(\nscheduler\n\)\n$/);
   });
 
   it('refuses a worker name that would break the queue statement', () => {

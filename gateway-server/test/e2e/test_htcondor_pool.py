@@ -234,3 +234,24 @@ def test_a_restarted_gateway_adopts_running_jobs_and_removes_orphans(pool, gw):
 def _instance_of(g: Gw) -> str:
     import hashlib
     return "af-gateway-" + hashlib.sha256(str(Path(g.config["data_dir"]).resolve()).encode()).hexdigest()[:12]
+
+
+def test_the_scheduler_can_run_as_an_htcondor_job_too(pool):
+    g = Gw(pool, "schedjob", scheduler_in_job=True)
+    try:
+        gateway = g.gateway("erin")
+        cluster = gateway.new_cluster()
+        try:
+            cluster.scale(1)
+            jobs = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(_running_jobs(pool, cluster.name)), 120,
+                              "the scheduler job and one worker job running")
+            assert sorted(j["AfGatewayWorker"] == "scheduler" for j in jobs) == [False, True]
+            client = cluster.get_client()
+            client.wait_for_workers(1, timeout=120)
+            assert client.submit(sum, range(10)).result() == 45
+            client.close()
+        finally:
+            cluster.shutdown()
+        _wait_queue_empty(pool, cluster.name, g)
+    finally:
+        stop(g.proc)

@@ -10,7 +10,7 @@ import type { BackendHandle } from '../../clusters/model.js';
 import { CommandRunner } from '../batch/command-runner.js';
 import type { LocalBackend } from '../local/local-backend.js';
 import { JOB_ATTRIBUTES, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
-import { classAdString, workerSubmitDescription } from './submit-description.js';
+import { classAdString, schedulerSubmitDescription, workerSubmitDescription } from './submit-description.js';
 import { errorMessage } from '../../errors.js';
 
 export interface HTCondorConfig {
@@ -27,6 +27,7 @@ export interface HTCondorConfig {
   shared_filesystem: boolean;
   file_owner: string | null;
   scheduler_host: string;
+  scheduler_in_job: boolean;
   poll_period: number;
   command_timeout: number;
 }
@@ -78,8 +79,51 @@ export class HTCondorBackend implements Backend {
     this.runner = new CommandRunner({ prefix: opts.config.command_prefix, env: opts.config.environment, timeoutMs: opts.config.command_timeout * 1000 });
   }
 
-  startScheduler(launch: SchedulerLaunch): Promise<BackendHandle> {
-    return this.opts.local.startScheduler(launch);
+  async startScheduler(launch: SchedulerLaunch): Promise<BackendHandle> {
+    const cfg = this.opts.config;
+    if (!cfg.scheduler_in_job) return this.opts.local.startScheduler(launch);
+    const { cluster, files } = launch;
+    await this.shareWorkDir(files.dir);
+    const description = schedulerSubmitDescription({
+      ...this.commonSpec(cluster, files),
+      apiToken: files.token,
+      apiUrl: launch.apiUrl,
+      host: cfg.scheduler_host,
+      heartbeatPeriod: launch.heartbeatPeriod,
+      adaptivePeriod: launch.adaptivePeriod,
+      idleTimeout: cluster.settings.idle_timeout,
+    });
+    const file = join(files.dir, 'scheduler.sub');
+    await writeFile(file, description, { mode: 0o644 });
+    const { stdout } = await this.runner.run(['condor_submit', '-terse', file], this.authEnv(files.bearerToken));
+    const ids = parseTerseSubmit(stdout);
+    this.opts.log.info({ cluster: cluster.name, job: `${ids.clusterId}.${ids.first}` }, 'submitted scheduler job');
+    this.polledAt = 0;
+    const handle: JobHandle = { kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first}`, cluster: cluster.name, worker: 'scheduler', log: join(files.dir, 'scheduler.log') };
+    return handle;
+  }
+
+  /** What every job of a cluster shares in its submit description. */
+  private commonSpec(cluster: WorkerLaunch['cluster'], files: WorkerLaunch['files']) {
+    const cfg = this.opts.config;
+    return {
+      instance: this.instance,
+      cluster: cluster.name,
+      owner: cluster.username,
+      python: cfg.python ?? this.opts.python,
+      environment: cluster.settings.environment,
+      workDir: files.dir,
+      cert: files.cert,
+      key: files.key,
+      bearerToken: files.bearerToken,
+      sharedFilesystem: cfg.shared_filesystem,
+      universe: cfg.universe,
+      containerImage: cfg.container_image,
+      requirements: cfg.requirements,
+      accountingGroup: cfg.accounting_group,
+      requestDisk: cfg.request_disk,
+      extra: cfg.submit_extra,
+    };
   }
 
   startWorker(launch: WorkerLaunch): Promise<BackendHandle> {
@@ -110,30 +154,14 @@ export class HTCondorBackend implements Backend {
     const first = batch[0];
     if (!first) return;
     const { cluster, files } = first.launch;
-    const cfg = this.opts.config;
     try {
       await this.shareWorkDir(files.dir);
       const description = workerSubmitDescription({
-        instance: this.instance,
-        cluster: cluster.name,
-        owner: cluster.username,
+        ...this.commonSpec(cluster, files),
         workerNames: batch.map((p) => p.launch.worker.name),
-        python: cfg.python ?? this.opts.python,
         schedulerAddress: cluster.schedulerAddress,
         cores: cluster.settings.worker_cores,
         memoryGiB: cluster.settings.worker_memory,
-        environment: cluster.settings.environment,
-        workDir: files.dir,
-        cert: files.cert,
-        key: files.key,
-        bearerToken: files.bearerToken,
-        sharedFilesystem: cfg.shared_filesystem,
-        universe: cfg.universe,
-        containerImage: cfg.container_image,
-        requirements: cfg.requirements,
-        accountingGroup: cfg.accounting_group,
-        requestDisk: cfg.request_disk,
-        extra: cfg.submit_extra,
       });
       const file = join(files.dir, `submit-${Date.now()}.sub`);
       await writeFile(file, description, { mode: 0o644 });

@@ -42,32 +42,93 @@ const basename = (p: string) => p.slice(p.lastIndexOf('/') + 1);
 export function workerSubmitDescription(spec: WorkerJobSpec): string {
   // Without a shared filesystem the files travel with the job and are found in its scratch dir.
   const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
-  const args = [
-    '-m', 'distributed.cli.dask_worker',
-    spec.schedulerAddress,
-    '--name', '$(AfWorker)',
-    '--nthreads', String(spec.cores),
-    '--memory-limit', String(Math.floor(spec.memoryGiB * 2 ** 30)),
-    '--no-nanny',
-    '--no-dashboard',
-    '--death-timeout', '60',
-    '--tls-ca-file', file(spec.cert),
-    '--tls-cert', file(spec.cert),
-    '--tls-key', file(spec.key),
-  ];
-  const env = {
-    ...spec.environment,
-    DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
-    BEARER_TOKEN_FILE: file(spec.bearerToken),
-  };
+  return daskJobDescription(spec, {
+    args: [
+      '-m', 'distributed.cli.dask_worker',
+      spec.schedulerAddress,
+      '--name', '$(AfWorker)',
+      '--nthreads', String(spec.cores),
+      '--memory-limit', String(Math.floor(spec.memoryGiB * 2 ** 30)),
+      '--no-nanny',
+      '--no-dashboard',
+      '--death-timeout', '60',
+      '--tls-ca-file', file(spec.cert),
+      '--tls-cert', file(spec.cert),
+      '--tls-key', file(spec.key),
+    ],
+    env: { ...spec.environment, DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True', BEARER_TOKEN_FILE: file(spec.bearerToken) },
+    transfer: [spec.cert, spec.key, spec.bearerToken],
+    names: spec.workerNames,
+    cores: spec.cores,
+    memoryGiB: spec.memoryGiB,
+  });
+}
+
+export interface SchedulerJobSpec extends Omit<WorkerJobSpec, 'workerNames' | 'schedulerAddress' | 'cores' | 'memoryGiB'> {
+  /** File with the cluster's API token (the preload's heartbeats). */
+  apiToken: string;
+  apiUrl: string;
+  host: string;
+  heartbeatPeriod: number;
+  adaptivePeriod: number;
+  idleTimeout: number;
+}
+
+/** The scheduler as an HTCondor job itself (one proc named "scheduler"). */
+export function schedulerSubmitDescription(spec: SchedulerJobSpec): string {
+  const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
+  return daskJobDescription(spec, {
+    args: [
+      '-m', 'distributed.cli.dask_scheduler',
+      '--protocol', 'tls',
+      '--host', spec.host,
+      '--port', '0',
+      '--dashboard-address', `${spec.host}:0`,
+      '--tls-ca-file', file(spec.cert),
+      '--tls-cert', file(spec.cert),
+      '--tls-key', file(spec.key),
+      '--preload', 'dask_gateway.scheduler_preload',
+      '--dg-api-address', `${spec.host}:0`,
+      '--dg-heartbeat-period', String(spec.heartbeatPeriod),
+      '--dg-adaptive-period', String(spec.adaptivePeriod),
+      '--dg-idle-timeout', String(spec.idleTimeout),
+    ],
+    env: {
+      ...spec.environment,
+      DASK_GATEWAY_API_URL: spec.apiUrl,
+      DASK_GATEWAY_API_TOKEN: file(spec.apiToken),
+      DASK_GATEWAY_CLUSTER_NAME: spec.cluster,
+      DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
+      BEARER_TOKEN_FILE: file(spec.bearerToken),
+    },
+    transfer: [spec.cert, spec.key, spec.apiToken, spec.bearerToken],
+    names: ['scheduler'],
+    cores: 1,
+    memoryGiB: 1,
+  });
+}
+
+interface JobShape {
+  args: string[];
+  env: Record<string, string>;
+  transfer: string[];
+  /** One proc per name, each with $(AfWorker) set to it. */
+  names: string[];
+  cores: number;
+  memoryGiB: number;
+}
+
+type CommonSpec = Omit<WorkerJobSpec, 'workerNames' | 'schedulerAddress' | 'cores' | 'memoryGiB' | 'environment'>;
+
+function daskJobDescription(spec: CommonSpec, job: JobShape): string {
   const lines: [string, string][] = [
     ['universe', spec.universe],
     ['executable', spec.python],
     ['transfer_executable', 'false'],
-    ['arguments', `"${args.map(word).join(' ')}"`],
-    ['environment', `"${Object.entries(env).map(([k, v]) => word(`${k}=${v}`)).join(' ')}"`],
-    ['request_cpus', String(spec.cores)],
-    ['request_memory', String(Math.ceil(spec.memoryGiB * 1024))],
+    ['arguments', `"${job.args.map(word).join(' ')}"`],
+    ['environment', `"${Object.entries(job.env).map(([k, v]) => word(`${k}=${v}`)).join(' ')}"`],
+    ['request_cpus', String(job.cores)],
+    ['request_memory', String(Math.ceil(job.memoryGiB * 1024))],
     ['request_disk', spec.requestDisk],
     ['initialdir', spec.workDir],
     ['output', `${spec.workDir}/$(AfWorker).out`],
@@ -84,21 +145,15 @@ export function workerSubmitDescription(spec: WorkerJobSpec): string {
   if (spec.sharedFilesystem) {
     lines.push(['should_transfer_files', 'NO']);
   } else {
-    lines.push(['should_transfer_files', 'YES'], ['when_to_transfer_output', 'ON_EXIT'], ['transfer_input_files', [spec.cert, spec.key, spec.bearerToken].join(',')]);
+    lines.push(['should_transfer_files', 'YES'], ['when_to_transfer_output', 'ON_EXIT'], ['transfer_input_files', job.transfer.join(',')]);
   }
   if (spec.universe === 'container' && spec.containerImage) lines.push(['container_image', spec.containerImage]);
   if (spec.universe === 'docker' && spec.containerImage) lines.push(['docker_image', spec.containerImage]);
   if (spec.requirements) lines.push(['requirements', spec.requirements]);
   if (spec.accountingGroup) lines.push(['accounting_group', spec.accountingGroup], ['accounting_group_user', spec.owner]);
   for (const [k, v] of Object.entries(spec.extra)) lines.push([k, v]);
-  for (const name of spec.workerNames) {
+  for (const name of job.names) {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new Error(`worker name ${name} cannot be queued`);
   }
-  return [
-    ...lines.map(([k, v]) => `${k} = ${v}`),
-    `queue AfWorker from (`,
-    ...spec.workerNames,
-    ')',
-    '',
-  ].join('\n');
+  return [...lines.map(([k, v]) => `${k} = ${v}`), `queue AfWorker from (`, ...job.names, ')', ''].join('\n');
 }
