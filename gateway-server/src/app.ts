@@ -15,6 +15,7 @@ import { systemRoutes } from './api/system-routes.js';
 import { afRoutes, type ConnectTarget } from './api/af-routes.js';
 import type { RucioClient } from './rucio/rucio-client.js';
 import { rucioRoutes } from './rucio/rucio-routes.js';
+import { workflowRoutes } from './workflows/workflow-routes.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { hubLoginRoutes, type HubLoginOptions } from './api/hub-login-routes.js';
 import type { TokenBroker } from './tokens/token-broker.js';
@@ -93,6 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(afRoutes, { clusters: deps.clusters, connectTarget: deps.connectTarget });
   await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl, basePath: deps.basePath });
   await app.register(rucioRoutes, { instances: deps.rucio });
+  await app.register(workflowRoutes);
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
   await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath });
   return app;

@@ -1,0 +1,114 @@
+// Reading yadage-style workflows: $ref resolution relative to the referring file, the schema, and the
+// checks a schema cannot make — each problem reported with its JSON path and file.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadWorkflow } from '../../src/workflows/workflow-loader.js';
+import { resolveConfig } from '../../src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+
+const EXAMPLE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'examples', 'workflows', 'map-reduce');
+const example = () => ({
+  'workflow.yml': readFileSync(join(EXAMPLE, 'workflow.yml'), 'utf8'),
+  'steps.yml': readFileSync(join(EXAMPLE, 'steps.yml'), 'utf8'),
+});
+const messages = (r: ReturnType<typeof loadWorkflow>) => r.problems.map((p) => `${p.file ?? '?'} ${p.path}: ${p.message}`);
+
+describe('workflow loading', () => {
+  it('resolves step files relative to the workflow and accepts the map-reduce example', () => {
+    const r = loadWorkflow('workflow.yml', example());
+    expect(messages(r)).toEqual([]);
+    expect(r.spec!.stages.map((s) => s.name)).toEqual(['acquire', 'map', 'reduce']);
+    expect(r.spec!.stages[1]!.scheduler.step.process).toMatchObject({ process_type: 'string-interpolated-cmd', cmd: expect.stringContaining('wc -w') });
+    // the same from a subdirectory, with a ref into a nested file
+    const nested = loadWorkflow('wf/main.yml', {
+      'wf/main.yml': example()['workflow.yml'].replace(/steps\.yml/g, 'lib/steps.yml'),
+      'wf/lib/steps.yml': example()['steps.yml'],
+    });
+    expect(messages(nested)).toEqual([]);
+  });
+
+  it("accepts yadage's jsonpath_ready dependencies and a plain list alike", () => {
+    const files = example();
+    files['workflow.yml'] = files['workflow.yml'].replace('dependencies: [map]', "dependencies: {dependency_type: jsonpath_ready, expressions: ['map']}");
+    expect(messages(loadWorkflow('workflow.yml', files))).toEqual([]);
+  });
+
+  it('names the path and the file of each schema error', () => {
+    const files = example();
+    files['steps.yml'] = files['steps.yml'].replace("    cmd: sh -c 'wc -w < {inputfile} > {outputfile}'\n", '').replace('publisher_type: frompar-pub', 'publisher_type: fromwhere-pub');
+    files['workflow.yml'] = files['workflow.yml'].replace('scheduler_type: singlestep-stage\n      parameters:\n        counts', 'scheduler_type: onestep\n      parameters:\n        counts');
+    const r = loadWorkflow('workflow.yml', files);
+    expect(r.spec).toBeNull();
+    expect(messages(r)).toEqual(expect.arrayContaining([
+      'steps.yml $.stages[1].scheduler.step.process: cmd is missing',
+      'steps.yml $.stages[1].scheduler.step.publisher.publisher_type: must be one of frompar-pub, fromglob-pub, interpolated-pub, constant-pub',
+      'workflow.yml $.stages[2].scheduler.scheduler_type: must be one of singlestep-stage, multistep-stage',
+    ]));
+  });
+
+  it('requires a scatter for a multistep stage', () => {
+    const files = example();
+    files['workflow.yml'] = files['workflow.yml'].replace(/      scatter:\n        method: zip\n        parameters: \[inputfile\]\n/, '');
+    expect(messages(loadWorkflow('workflow.yml', files))).toContain('workflow.yml $.stages[1].scheduler: scatter is missing');
+  });
+
+  it('finds unknown and cyclic dependencies, duplicate stages, and references outside the dependencies', () => {
+    const files = example();
+    files['workflow.yml'] = files['workflow.yml']
+      .replace('dependencies: [acquire]', 'dependencies: [acquire, reduce]')
+      .replace('dependencies: [map]', 'dependencies: [map, fetch]')
+      .replace('scatter:\n        method: zip\n        parameters: [inputfile]', 'scatter:\n        method: zip\n        parameters: [inputfile, nosuch]')
+      .replace('counts: {stages: map, output: count, flatten: true}', 'counts: {stages: map, output: count, flatten: true}\n        extra: {stages: elsewhere, output: x}');
+    files['workflow.yml'] += '  - name: acquire\n    scheduler: {scheduler_type: singlestep-stage, step: {$ref: "steps.yml#/sum"}}\n';
+    const m = messages(loadWorkflow('workflow.yml', files));
+    expect(m).toEqual(expect.arrayContaining([
+      'workflow.yml $.stages[3].name: stage acquire is defined twice (also $.stages[0])',
+      'workflow.yml $.stages[2].dependencies: depends on stage fetch, which the workflow does not define',
+      expect.stringMatching(/dependency cycle: (map -> reduce -> map|reduce -> map -> reduce)/),
+      'workflow.yml $.stages[1].scheduler.scatter.parameters: scatters nosuch, which is not one of the stage\'s parameters',
+      'workflow.yml $.stages[2].scheduler.parameters.extra: refers to outputs of elsewhere, which is not among this stage\'s dependencies',
+    ]));
+  });
+
+  it('reports broken references and unreadable files', () => {
+    const files = example();
+    expect(messages(loadWorkflow('workflow.yml', { 'workflow.yml': files['workflow.yml'] }))).toContain(
+      'workflow.yml $.stages[0].scheduler.step: steps.yml is not among the workflow\'s files (workflow.yml)',
+    );
+    files['workflow.yml'] = files['workflow.yml'].replace("steps.yml#/count", 'steps.yml#/nothing').replace("steps.yml#/sum", '../etc/passwd#/x');
+    const m = messages(loadWorkflow('workflow.yml', files));
+    expect(m).toContain('workflow.yml $.stages[1].scheduler.step: $ref steps.yml#/nothing: steps.yml has nothing at #/nothing');
+    expect(m).toContain('workflow.yml $.stages[2].scheduler.step: $ref ../etc/passwd#/x points outside the workflow\'s directory');
+    expect(messages(loadWorkflow('workflow.yml', { 'workflow.yml': 'stages: [\n' }))[0]).toMatch(/^workflow.yml \$: workflow.yml is not valid YAML or JSON/);
+  });
+});
+
+describe('POST /api/af/workflows/validate', () => {
+  let gw: RunningGateway;
+  let dir: string;
+  const auth = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64'), 'content-type': 'application/json' };
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'af-wf-'));
+    gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dir }), makeLogger('warn'));
+  });
+  afterAll(async () => {
+    await gw?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers valid with the stages, or each error with its path', async () => {
+    const ok = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: JSON.stringify({ entry: 'workflow.yml', files: example() }) });
+    expect(await ok.json()).toEqual({ valid: true, stages: ['acquire', 'map', 'reduce'], errors: [] });
+    const files = example();
+    files['steps.yml'] = files['steps.yml'].replace('environment_type: docker-encapsulated', 'environment_type: vm');
+    const bad = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: JSON.stringify({ entry: 'workflow.yml', files }) });
+    expect(await bad.json()).toEqual({ valid: false, errors: [{ path: '$.stages[1].scheduler.step.environment.environment_type', file: 'steps.yml', message: 'must be one of docker-encapsulated, localproc-env' }] });
+    const malformed = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: '{"entry": 1' });
+    expect(malformed.status).toBe(400);
+    const unauthenticated = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ entry: 'w', files: { w: '' } }) });
+    expect(unauthenticated.status).toBe(401);
+  });
+});
