@@ -190,7 +190,8 @@ async function activate(
 
   /** Puts `code` into a new cell of the active notebook (or of a new one), below the active cell. */
   const insertCell = async (code: string) => {
-    let panel: NotebookPanel | null = notebooks?.currentWidget ?? null;
+    // The active notebook; else the one last focused; else any open one (focus may be in a sidebar).
+    let panel: NotebookPanel | null = notebooks?.currentWidget ?? notebooks?.find(() => true) ?? null;
     if (!panel) panel = (await commands.execute('notebook:create-new', { kernelName: 'python3' })) as NotebookPanel;
     await panel.context.ready;
     shell.activateById(panel.id);

@@ -73,6 +73,8 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
 
   await test.step('insert the file list into a new notebook and run it', async () => {
     await page.notebook.createNew('rucio-files.ipynb');
+    // the new notebook must be the current one before the panel inserts into it
+    await expect.poll(() => page.notebook.isActive('rucio-files.ipynb')).toBe(true);
     await openPanel(page, 'af-rucio');
     await panel.getByRole('button', { name: 'Insert file list' }).click();
     await expect.poll(() => page.notebook.getCellTextInput(0)).toContain('files = [');
