@@ -6,7 +6,8 @@ import { INotebookTracker, NotebookActions, type NotebookPanel } from '@jupyterl
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
-import { IFrame } from '@jupyterlab/ui-components';
+import { IFrame, type LabIcon } from '@jupyterlab/ui-components';
+import type { Widget } from '@lumino/widgets';
 import type { RucioRegisterRequest } from '@af-gateway/schemas';
 import { connectCode } from './api/connect-code';
 import { GatewayClient } from './api/gateway-client';
@@ -271,6 +272,15 @@ async function activate(
     }
   };
 
+  /** A left-sidebar panel of ours, restored with the layout. */
+  const addSidebar = (widget: Widget, id: string, icon: LabIcon, caption: string, rank: number) => {
+    widget.id = id;
+    widget.title.icon = icon;
+    widget.title.caption = caption;
+    shell.add(widget, 'left', { rank });
+    restorer?.add(widget, id);
+  };
+
   // --- panels -----------------------------------------------------------------------------------
   const clustersPanel = new ClustersPanel(
     clusters,
@@ -285,16 +295,10 @@ async function activate(
     },
     trans,
   );
-  clustersPanel.id = 'af-clusters';
-  clustersPanel.title.icon = clustersIcon;
-  clustersPanel.title.caption = trans.__('Dask clusters (AF Gateway)');
-  shell.add(clustersPanel, 'left', { rank: 200 });
+  addSidebar(clustersPanel, 'af-clusters', clustersIcon, trans.__('Dask clusters (AF Gateway)'), 200);
 
   const tokenPanel = new TokenPanel(token, { refresh: () => void commands.execute(CommandIds.refreshToken), login }, trans);
-  tokenPanel.id = 'af-token';
-  tokenPanel.title.icon = tokenIcon;
-  tokenPanel.title.caption = trans.__('Access token (AF Gateway)');
-  shell.add(tokenPanel, 'left', { rank: 201 });
+  addSidebar(tokenPanel, 'af-token', tokenIcon, trans.__('Access token (AF Gateway)'), 201);
 
   const rucioPanel = new RucioPanel(
     rucio,
@@ -307,10 +311,7 @@ async function activate(
     },
     trans,
   );
-  rucioPanel.id = 'af-rucio';
-  rucioPanel.title.icon = rucioIcon;
-  rucioPanel.title.caption = trans.__('Rucio data (AF Gateway)');
-  shell.add(rucioPanel, 'left', { rank: 202 });
+  addSidebar(rucioPanel, 'af-rucio', rucioIcon, trans.__('Rucio data (AF Gateway)'), 202);
 
   if (statusBar) {
     const item = new TokenStatusItem(token, () => shell.activateById(tokenPanel.id), trans);
@@ -354,9 +355,6 @@ async function activate(
 
   // --- layout restorer --------------------------------------------------------------------------
   if (restorer) {
-    restorer.add(clustersPanel, 'af-clusters');
-    restorer.add(tokenPanel, 'af-token');
-    restorer.add(rucioPanel, 'af-rucio');
     void restorer.restore(dashboards, {
       command: CommandIds.openDashboard,
       args: (w) => ((w as MainAreaWidget<IFrame> & { afArgs?: Record<string, string> }).afArgs ?? {}) as Record<string, string>,

@@ -3,7 +3,7 @@
 // connect code, shut down.
 import { expect, test } from '@jupyterlab/galata';
 import { loginAsAlice } from './stack';
-import { openPanel, shot } from './panels';
+import { newClusterRunning, openPanel, shot } from './panels';
 
 test.setTimeout(300_000);
 
@@ -28,10 +28,7 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     await expect(dialog.locator('.jp-mod-accept')).toBeEnabled();
     await shot(page, 'clusters-new-form-light', dialog.locator('.jp-Dialog-content'));
     await dialog.locator('.jp-mod-accept').click();
-    const card = panel.locator('.jp-AFClusters-cluster[data-cluster]').first();
-    await expect(card).toHaveClass(/mod-running/, { timeout: 90_000 });
-    name = (await card.getAttribute('data-cluster')) ?? '';
-    expect(name).toMatch(/^[0-9a-f]{32}$/);
+    name = await newClusterRunning(panel);
   });
   const card = panel.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
 

@@ -9,6 +9,7 @@
 import path from 'node:path';
 import { expect, test, type Locator, type Page } from '@playwright/test';
 import { readStack } from './stack.ts';
+import { newClusterRunning } from './panels.ts';
 
 test.setTimeout(240_000);
 
@@ -55,10 +56,7 @@ test('behind JupyterHub the Clusters panel acts as the Hub user', async ({ page 
     await expect(dialog.locator('.jp-Dialog-header')).toHaveText('New Dask cluster');
     await expect(dialog.locator('.jp-mod-accept')).toBeEnabled();
     await dialog.locator('.jp-mod-accept').click();
-    const card = panel.locator('.jp-AFClusters-cluster[data-cluster]').first();
-    await expect(card).toHaveClass(/mod-running/, { timeout: 90_000 });
-    name = (await card.getAttribute('data-cluster')) ?? '';
-    expect(name).toMatch(/^[0-9a-f]{32}$/);
+    name = await newClusterRunning(panel);
   });
   const card = panel.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
 

@@ -1,6 +1,6 @@
 // Small helpers the panel tests share: opening our sidebar panels and saving screenshots.
 import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
-import type { Locator } from '@playwright/test';
+import { expect, type Locator } from '@playwright/test';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,4 +21,13 @@ export async function shot(page: IJupyterLabPageFixture, name: string, target?: 
   const path = join(SCREENSHOTS, `${name}.png`);
   if (target) await target.screenshot({ path });
   else await page.screenshot({ path });
+}
+
+/** Waits until the cluster just created from the panel's form runs; returns its name. */
+export async function newClusterRunning(panel: Locator): Promise<string> {
+  const card = panel.locator('.jp-AFClusters-cluster[data-cluster]').first();
+  await expect(card).toHaveClass(/mod-running/, { timeout: 90_000 });
+  const name = (await card.getAttribute('data-cluster')) ?? '';
+  expect(name).toMatch(/^[0-9a-f]{32}$/);
+  return name;
 }

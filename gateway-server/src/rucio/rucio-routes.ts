@@ -4,7 +4,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { RucioRegisterRequest, RucioReplicasRequest, RucioRuleRequest } from '@af-gateway/schemas';
-import { notFound } from '../errors.js';
+import { AppError, notFound } from '../errors.js';
 import type { RucioClient } from './rucio-client.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
@@ -68,7 +68,7 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
         extra = null;
       }
       if (!extra || typeof extra !== 'object' || Array.isArray(extra)) {
-        return reply.code(400).send({ error: 'filters must be a JSON object of metadata key: value, e.g. {"datatype": "AOD"}', code: 'invalid_filters' });
+        throw new AppError(400, 'invalid_filters', 'filters must be a JSON object of metadata key: value, e.g. {"datatype": "AOD"}');
       }
       for (const [k, v] of Object.entries(extra)) q.set(k, String(v));
     }

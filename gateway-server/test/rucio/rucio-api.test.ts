@@ -157,6 +157,9 @@ describe('Rucio through the gateway, as the user', () => {
     const noRse = await api('alice', 'POST', '/rules', { dids: [{ scope: 'data26', name: 'ds.small' }], rse_expression: 'NO_SUCH_RSE' });
     expect([409, 422]).toContain(noRse.status);
     expect(((await noRse.json()) as { error: string }).error).toMatch(/RSE/);
+    const badFilters = await api('alice', 'GET', '/search/data26?name=ds.*&filters=%5B1%5D');
+    expect(badFilters.status).toBe(400);
+    expect(((await badFilters.json()) as { error: string }).error).toMatch(/filters must be a JSON object/);
     const invalid = await api('alice', 'POST', '/replicas', { dids: [] });
     expect(invalid.status).toBe(422);
     expect(((await invalid.json()) as { error: string }).error).toMatch(/dids/);

@@ -2,13 +2,13 @@
 // jobs. Worker starts asked for together are submitted together (one cluster id, one proc per
 // worker); one condor_q -json per poll answers every check; removals are batched into one condor_rm.
 import { createHash } from 'node:crypto';
-import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Backend, ProcessState, SchedulerLaunch, WorkerLaunch } from '../backend.js';
 import type { BackendHandle } from '../../clusters/model.js';
 import { CommandRunner } from '../batch/command-runner.js';
-import type { LocalBackend } from '../local/local-backend.js';
+import { logTail, type LocalBackend } from '../local/local-backend.js';
 import { JOB_ATTRIBUTES, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
 import { classAdString, schedulerSubmitDescription, workerSubmitDescription } from './submit-description.js';
 import { errorMessage } from '../../errors.js';
@@ -73,6 +73,7 @@ export class HTCondorBackend implements Backend {
   private polling: Promise<void> | null = null;
   /** Jobs that left the queue: their last ClassAd from condor_history. */
   private readonly finished = new Map<string, JobAd>();
+  private readonly traversable = new Set<string>();
 
   constructor(private readonly opts: HTCondorBackendOptions) {
     this.instance = `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
@@ -191,10 +192,13 @@ export class HTCondorBackend implements Backend {
     if (!owner) return;
     const [uid, gid] = owner.split(':').map(Number);
     if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`backend.htcondor.file_owner must be uid:gid, not ${owner}`);
-    // The parents only need to be traversable; the cluster's directory becomes the jobs' own.
-    for (const d of [resolve(this.opts.dataDir), dirname(dir)]) await chmod(d, 0o711).catch(() => undefined);
+    // The parents only need to be traversable (once); the cluster's directory becomes the jobs' own.
+    for (const d of [resolve(this.opts.dataDir), dirname(dir)]) {
+      if (this.traversable.has(d)) continue;
+      await chmod(d, 0o711).catch(() => undefined);
+      this.traversable.add(d);
+    }
     await mkdir(dir, { recursive: true });
-    const { readdir } = await import('node:fs/promises');
     await chown(dir, uid!, gid!);
     for (const f of await readdir(dir)) await chown(join(dir, f), uid!, gid!).catch(() => undefined);
   }
@@ -282,14 +286,5 @@ export class HTCondorBackend implements Backend {
 
   async close(): Promise<void> {
     await this.opts.local.close();
-  }
-}
-
-async function logTail(file: string, lines = 6): Promise<string> {
-  try {
-    const tail = (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
-    return tail ? `last log lines:\n${tail}` : 'its log is empty';
-  } catch {
-    return 'no log was written';
   }
 }

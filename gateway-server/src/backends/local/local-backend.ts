@@ -135,7 +135,7 @@ export class LocalBackend implements Backend {
 }
 
 /** The last meaningful lines of a process log: what a person needs to see why it ended. */
-async function logTail(file: string, lines = 6): Promise<string> {
+export async function logTail(file: string, lines = 6): Promise<string> {
   try {
     const text = await readFile(file, 'utf8');
     const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
