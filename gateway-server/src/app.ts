@@ -16,6 +16,7 @@ import { afRoutes, type ConnectTarget } from './api/af-routes.js';
 import type { RucioClient } from './rucio/rucio-client.js';
 import { rucioRoutes } from './rucio/rucio-routes.js';
 import { workflowRoutes } from './workflows/workflow-routes.js';
+import type { WorkflowEngine } from './workflows/workflow-engine.js';
 import { tokenRoutes } from './api/token-routes.js';
 import { hubLoginRoutes, type HubLoginOptions } from './api/hub-login-routes.js';
 import type { TokenBroker } from './tokens/token-broker.js';
@@ -41,6 +42,7 @@ export interface AppDeps {
   connectTarget: ConnectTarget;
   /** Rucio instances by name (rucio.instances). */
   rucio: Map<string, RucioClient>;
+  workflows: WorkflowEngine;
   health: () => Promise<Record<string, string>>;
 }
 
@@ -94,7 +96,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(afRoutes, { clusters: deps.clusters, connectTarget: deps.connectTarget });
   await app.register(tokenRoutes, { broker: deps.broker, oidc: deps.oidc, sessions: deps.sessions, publicUrl: deps.publicUrl, basePath: deps.basePath });
   await app.register(rucioRoutes, { instances: deps.rucio });
-  await app.register(workflowRoutes);
+  await app.register(workflowRoutes, { engine: deps.workflows });
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
   await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath });
   return app;

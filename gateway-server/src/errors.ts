@@ -4,12 +4,15 @@ export class AppError extends Error {
     readonly statusCode: number,
     readonly code: string,
     message: string,
-    options?: { cause?: unknown; headers?: Record<string, string> },
+    options?: { cause?: unknown; headers?: Record<string, string>; details?: { path: string; file?: string; message: string }[] },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.headers = options?.headers ?? {};
+    this.details = options?.details;
   }
   readonly headers: Record<string, string>;
+  /** Each problem of a rejected document, with its JSON path (sent as `details`). */
+  readonly details?: { path: string; file?: string; message: string }[];
 }
 
 export const notFound = (what: string) => new AppError(404, 'not_found', `${what} not found`);

@@ -30,6 +30,8 @@ import { createOnePortServer } from './listener/one-port-listener.js';
 import { dashboardUpgradeHandler } from './api/dashboard-proxy.js';
 import { EventStream } from './api/event-stream.js';
 import { refuseUpgrade } from './api/upgrade.js';
+import { WorkflowEngine } from './workflows/workflow-engine.js';
+import { rucioFileList } from './rucio/rucio-files.js';
 
 export interface RunningGateway {
   /** Base URL of the API, e.g. http://127.0.0.1:8000 */
@@ -163,8 +165,19 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       new RucioClient({ ...i, password: i.password ?? process.env[`AF_GATEWAY_RUCIO_PASSWORD_${i.name.toUpperCase().replace(/-/g, '_')}`] ?? null }, broker),
     ]),
   );
+  const stepBackends = new Map<string, Backend>([['local', localBackend]]);
+  if (backend !== localBackend) stepBackends.set(backend.kind, backend);
+  const workflows = new WorkflowEngine({
+    store,
+    backends: stepBackends,
+    defaultBackend: backend.kind,
+    config,
+    log: logger,
+    rucioFiles: rucio.size ? (user, ref) => rucioFileList(rucio, user, ref) : undefined,
+  });
   let listenUrl = '';
   const app = await buildApp({
+    workflows,
     logger,
     clusters,
     identifier,
@@ -188,7 +201,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   await app.ready();
 
   // WebSocket upgrades: the event stream and the dashboards' bokeh sockets.
-  const events = new EventStream({ clusters, broker, identifier, log: logger });
+  const events = new EventStream({ clusters, broker, identifier, workflows, log: logger });
   const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger });
   app.server.on('upgrade', (req, socket, head) => {
     req.url = stripBasePath(req.url ?? '/', basePath);
@@ -215,6 +228,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   listenUrl = url;
   broker.start();
   await clusters.start(`${url}/api`);
+  await workflows.start();
   const prune = setInterval(() => sessions.prune(), 3600_000);
   prune.unref();
   logger.info({ url, backend: backend.kind, auth: config.auth.type, data_dir: config.data_dir }, 'gateway listening');
@@ -228,6 +242,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         clearInterval(prune);
         onePort.server.close(); // no new connections; open ones keep serving while clusters stop
         await clusters.close();
+        await workflows.close();
         broker.close();
         events.close();
         await app.close();

@@ -8,10 +8,12 @@ export function errorHandler(err: FastifyError | AppError | Error, req: FastifyR
   let status = 500;
   let code = 'internal';
   let message = `Internal server error; quote request id ${req.id} to the administrator`;
+  let details: AppError['details'];
   if (err instanceof AppError) {
     status = err.statusCode;
     code = err.code;
     message = err.message;
+    details = err.details;
     reply.headers(err.headers);
   } else if ('validation' in err && err.validation) {
     status = 422;
@@ -29,5 +31,5 @@ export function errorHandler(err: FastifyError | AppError | Error, req: FastifyR
   }
   if (status >= 500) req.log.error({ err }, 'request failed');
   else req.log.info({ status, code, msg: message }, 'request refused');
-  return reply.code(status).send({ error: message, code, request_id: String(req.id) });
+  return reply.code(status).send({ error: message, code, request_id: String(req.id), ...(details ? { details } : {}) });
 }

@@ -1,5 +1,6 @@
 // The event stream: one WebSocket per browser tab at /api/af/events. It sends a snapshot of the
-// caller's active clusters, then each change of a cluster the caller may see, so panels never poll.
+// caller's active clusters, then each change of a cluster, token or workflow run the caller may see,
+// so panels never poll.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -12,6 +13,8 @@ import type { ClusterRecord } from '../clusters/model.js';
 import { afClusterJson } from './cluster-json.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
 import { refuseUpgrade, sameOrigin } from './upgrade.js';
+import type { WorkflowEngine } from '../workflows/workflow-engine.js';
+import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 
 export const EVENTS_PATH = '/api/af/events';
 const PING_MS = 30_000;
@@ -19,7 +22,7 @@ const PING_MS = 30_000;
 export class EventStream {
   private readonly wss = new WebSocketServer({ noServer: true });
 
-  constructor(private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; log: FastifyBaseLogger }) {}
+  constructor(private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; workflows: WorkflowEngine; log: FastifyBaseLogger }) {}
 
   /** Handles the upgrade if it is for the event stream; false otherwise. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> {
@@ -63,6 +66,14 @@ export class EventStream {
     const onToken = (username: string) => {
       if (username === user.name) send({ type: 'token', token: this.deps.broker.status(user) });
     };
+    const onRun = (owner: string, run: WorkflowRun) => {
+      if (user.admin || owner === user.name) send({ type: 'workflow', run });
+    };
+    const onDag = (owner: string, dag: WorkflowDag) => {
+      if (user.admin || owner === user.name) send({ type: 'workflow-dag', dag });
+    };
+    this.deps.workflows.on('run', onRun);
+    this.deps.workflows.on('dag', onDag);
     clusters.on('cluster', onCluster);
     clusters.on('worker', onWorker);
     this.deps.broker.on('token', onToken);
@@ -76,6 +87,8 @@ export class EventStream {
     ws.on('close', () => {
       clearInterval(ping);
       clusters.off('cluster', onCluster);
+      this.deps.workflows.off('run', onRun);
+      this.deps.workflows.off('dag', onDag);
       clusters.off('worker', onWorker);
       this.deps.broker.off('token', onToken);
     });

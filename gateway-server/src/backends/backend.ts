@@ -39,6 +39,26 @@ export interface ProcessState {
   waiting?: string;
   /** When the process really began to run (ms), if later than its start was asked for. */
   startedAt?: number;
+  /** A finished workflow step's exit code, when the backend knows it (else the engine reads the step's file). */
+  exitCode?: number;
+}
+
+/** One workflow step to run as a job: a wrapper script that writes the step's log and exit code. */
+export interface StepLaunch {
+  run: string;
+  node: string;
+  owner: string;
+  /** The step's directory, shared with the job (it exists). */
+  workdir: string;
+  /** A shell script (run with /bin/sh) that runs the step, appends its output to `log` and writes its exit code. */
+  wrapper: string;
+  log: string;
+  env: Record<string, string>;
+  /** The container image the step asked for, when images are honoured. */
+  image?: string;
+  cpus: number;
+  /** GiB */
+  memory: number;
 }
 
 export interface Backend {
@@ -54,5 +74,9 @@ export interface Backend {
    * this gateway that none of them refers to (e.g. jobs left in a batch queue). Optional.
    */
   removeOrphans?(live: BackendHandle[]): Promise<void>;
+  /** Starts a workflow step; check() and stop() then work on its handle. Optional: backends without it run no workflows. */
+  startStep?(launch: StepLaunch): Promise<BackendHandle>;
+  /** What runs a handle, for people: "process 1234", "HTCondor job 12.0". */
+  describe?(handle: BackendHandle): string;
   close(): Promise<void>;
 }

@@ -1,11 +1,11 @@
-// Durable state in one SQLite file (WAL): clusters, workers and login sessions. Every change is
+// Durable state in one SQLite file (WAL): clusters, workers, login sessions, token state and workflow runs. Every change is
 // written through at once, so `kill -9` of the gateway loses nothing that was acknowledged.
 // Secrets (cluster token, TLS key) are sealed with the SecretBox before they touch the disk.
 import Database from 'better-sqlite3';
 import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
 import type { SecretBox } from './crypto.js';
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const MIGRATIONS = [
   `CREATE TABLE clusters (
@@ -35,6 +35,23 @@ const MIGRATIONS = [
      username TEXT PRIMARY KEY,
      data TEXT NOT NULL,
      secrets TEXT NOT NULL
+   );`,
+  // Runs without their nodes (a 20,000-step run changes one node at a time; each is its own row).
+  `CREATE TABLE workflow_runs (
+     id TEXT PRIMARY KEY,
+     username TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created INTEGER NOT NULL,
+     data TEXT NOT NULL
+   );
+   CREATE INDEX workflow_runs_user ON workflow_runs (username, created);
+   CREATE INDEX workflow_runs_status ON workflow_runs (status);
+   CREATE TABLE workflow_nodes (
+     run TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+     id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (run, id)
    );`,
 ];
 
@@ -189,6 +206,50 @@ export class StateStore {
 
   deleteTokens(username: string): void {
     this.db.prepare('DELETE FROM tokens WHERE username = ?').run(username);
+  }
+
+  // --- workflow runs ----------------------------------------------------------------------------
+
+  /** Writes the run and the given nodes in one transaction. */
+  saveWorkflow(run: { id: string; username: string; status: string; created: number }, data: object, nodes: { id: string; seq: number }[] = []): void {
+    const runStmt = this.db.prepare(
+      `INSERT INTO workflow_runs (id, username, status, created, data) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`,
+    );
+    const nodeStmt = this.db.prepare(
+      `INSERT INTO workflow_nodes (run, id, seq, data) VALUES (?, ?, ?, ?)
+       ON CONFLICT (run, id) DO UPDATE SET data = excluded.data`,
+    );
+    this.db.transaction(() => {
+      runStmt.run(run.id, run.username, run.status, run.created, JSON.stringify(data));
+      for (const n of nodes) nodeStmt.run(run.id, n.id, n.seq, JSON.stringify(n));
+    })();
+  }
+
+  loadWorkflowRuns(statuses?: readonly string[], username?: string): { id: string; username: string; status: string; created: number; data: unknown }[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (statuses) {
+      where.push(`status IN (${statuses.map(() => '?').join(',')})`);
+      args.push(...statuses);
+    }
+    if (username !== undefined) {
+      where.push('username = ?');
+      args.push(username);
+    }
+    const rows = this.db
+      .prepare(`SELECT * FROM workflow_runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created DESC`)
+      .all(...args) as { id: string; username: string; status: string; created: number; data: string }[];
+    return rows.map((r) => ({ ...r, data: JSON.parse(r.data) as unknown }));
+  }
+
+  loadWorkflowNodes(run: string): unknown[] {
+    const rows = this.db.prepare('SELECT data FROM workflow_nodes WHERE run = ? ORDER BY seq').all(run) as { data: string }[];
+    return rows.map((r) => JSON.parse(r.data) as unknown);
+  }
+
+  deleteWorkflow(id: string): void {
+    this.db.prepare('DELETE FROM workflow_runs WHERE id = ?').run(id);
   }
 
   countByStatus(): Record<string, number> {

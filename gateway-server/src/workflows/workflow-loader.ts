@@ -6,6 +6,7 @@ import { posix } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { WorkflowSpec } from '@af-gateway/schemas';
 import { bodyAjv } from '../schemas.js';
+import { templateFields, TemplateError } from './templates.js';
 
 export interface WorkflowProblem {
   path: string;
@@ -106,7 +107,7 @@ export function loadWorkflow(entry: string, files: Record<string, string>): Load
   return problems.length ? { spec: null, problems } : { spec: wf, problems };
 }
 
-function dependenciesOf(stage: WorkflowSpec['stages'][number]): string[] {
+export function dependenciesOf(stage: WorkflowSpec['stages'][number]): string[] {
   const deps = stage.dependencies;
   if (!deps) return [];
   if (Array.isArray(deps)) return deps;
@@ -157,6 +158,22 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
         if (stageName !== INIT_STAGE && !before.has(stageName)) {
           problems.push({ path: `$.stages[${i}].scheduler.parameters.${p}`, file: fileAt(`$.stages[${i}].scheduler`), message: `refers to outputs of ${stageName}, which is not among this stage's dependencies` });
         }
+      }
+    }
+    // Commands may only use the stage's parameters (and workdir): a typo fails here, not in the middle of a run.
+    const proc = s.scheduler.step.process as { process_type: string; cmd?: string; script?: string };
+    const template = proc.process_type === 'string-interpolated-cmd' ? proc.cmd : proc.script;
+    const field = proc.process_type === 'string-interpolated-cmd' ? 'cmd' : 'script';
+    if (typeof template === 'string') {
+      try {
+        for (const f of templateFields(template)) {
+          if (f !== 'workdir' && !(f in params)) {
+            problems.push({ path: `$.stages[${i}].scheduler.step.process.${field}`, file: fileAt(`$.stages[${i}].scheduler.step.process`), message: `uses {${f}}, which is not a parameter of stage ${s.name} (it has ${Object.keys(params).join(', ') || 'none'}); write {{ and }} for literal braces` });
+          }
+        }
+      } catch (err) {
+        if (!(err instanceof TemplateError)) throw err;
+        problems.push({ path: `$.stages[${i}].scheduler.step.process.${field}`, file: fileAt(`$.stages[${i}].scheduler.step.process`), message: err.message });
       }
     }
     for (const p of s.scheduler.scatter?.parameters ?? []) {

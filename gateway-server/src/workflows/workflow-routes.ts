@@ -1,11 +1,23 @@
-// /api/af/workflows: for now the spec check that submission will run first (runs come next).
+// /api/af/workflows: check and submit yadage-style workflows, follow their runs (DAG, streamed step
+// logs), cancel, retry, delete, and fetch output files from a run's workspace.
+import { createReadStream } from 'node:fs';
+import { open, realpath, stat } from 'node:fs/promises';
+import { join, relative, sep, isAbsolute } from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import type { WorkflowBundle, WorkflowValidation } from '@af-gateway/schemas';
+import { AppError, notFound } from '../errors.js';
 import { loadWorkflow } from './workflow-loader.js';
+import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
+const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-f]{12}$' } } } as const;
+const LOG_POLL_MS = 300;
 
-export async function workflowRoutes(app: FastifyInstance): Promise<void> {
+export async function workflowRoutes(app: FastifyInstance, opts: { engine: WorkflowEngine }): Promise<void> {
+  const { engine } = opts;
+
   app.post<{ Body: WorkflowBundle }>('/api/af/workflows/validate', {
     schema: {
       tags: ['workflows'],
@@ -15,6 +27,103 @@ export async function workflowRoutes(app: FastifyInstance): Promise<void> {
     },
   }, async (req): Promise<WorkflowValidation> => {
     const { spec, problems } = loadWorkflow(req.body.entry, req.body.files);
-    return spec ? { valid: true, stages: spec.stages.map((s) => s.name), errors: [] } : { valid: false, errors: problems };
+    return spec
+      ? { valid: true, stages: spec.stages.map((s) => s.name), parameters: requiredParameters(spec), errors: [] }
+      : { valid: false, errors: problems };
+  });
+
+  app.post<{ Body: WorkflowBundle }>('/api/af/workflows', {
+    schema: {
+      tags: ['workflows'],
+      summary: 'Run a workflow: its files, init parameters and where its steps run',
+      body: { $ref: 'workflow-bundle.json' },
+      response: { 201: { $ref: 'workflow-run.json' }, ...errors },
+    },
+  }, async (req, reply) => reply.code(201).send(await engine.submit(req.user!, req.body)));
+
+  app.get('/api/af/workflows', {
+    schema: { tags: ['workflows'], summary: 'The caller\'s workflow runs (an admin\'s: everyone\'s), newest first', response: { 200: { $ref: 'workflow-run-list.json' }, ...errors } },
+  }, async (req) => ({ runs: engine.list(req.user!) }));
+
+  app.get<{ Params: { id: string } }>('/api/af/workflows/:id', {
+    schema: { tags: ['workflows'], summary: 'A run with its DAG: stages, steps (nodes) with their states, parameters and outputs, edges', params: idParams, response: { 200: { $ref: 'workflow-dag.json' }, ...errors } },
+  }, async (req) => engine.get(req.user!, req.params.id));
+
+  app.post<{ Params: { id: string } }>('/api/af/workflows/:id/cancel', {
+    schema: { tags: ['workflows'], summary: 'Stop a run: running steps are stopped, the rest will not start', params: idParams, response: { 200: { $ref: 'workflow-run.json' }, ...errors } },
+  }, async (req) => engine.cancel(req.user!, req.params.id));
+
+  app.post<{ Params: { id: string } }>('/api/af/workflows/:id/retry', {
+    schema: { tags: ['workflows'], summary: 'Run the failed or cancelled steps of a finished run again', params: idParams, response: { 200: { $ref: 'workflow-run.json' }, ...errors } },
+  }, async (req) => engine.retry(req.user!, req.params.id));
+
+  app.delete<{ Params: { id: string } }>('/api/af/workflows/:id', {
+    schema: { tags: ['workflows'], summary: 'Delete a finished run and its workspace', params: idParams, response: { 204: { type: 'null' }, ...errors } },
+  }, async (req, reply) => {
+    await engine.remove(req.user!, req.params.id);
+    return reply.code(204).send();
+  });
+
+  app.get<{ Params: { id: string; node: string }; Querystring: { follow?: boolean } }>('/api/af/workflows/:id/nodes/:node/log', {
+    schema: {
+      tags: ['workflows'],
+      summary: 'A step\'s log (stdout and stderr of every attempt); with follow=true it streams until the step finished',
+      params: { type: 'object', required: ['id', 'node'], properties: { id: idParams.properties.id, node: { type: 'string', minLength: 1, maxLength: 200 } } },
+      querystring: { type: 'object', properties: { follow: { type: 'boolean', default: false } } },
+      response: errors,
+    },
+  }, async (req, reply) => {
+    const { node, live } = engine.node(req.user!, req.params.id, req.params.node);
+    const file = join(node.workdir, '.af', 'log');
+    reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
+    if (!req.query.follow) {
+      const exists = await stat(file).catch(() => null);
+      return reply.send(exists ? createReadStream(file) : '');
+    }
+    let closed = false;
+    req.raw.on('close', () => (closed = true));
+    async function* follow(): AsyncGenerator<Buffer> {
+      let offset = 0;
+      for (;;) {
+        const stillRunning = live(); // asked before reading: the last read after the end sees everything
+        const fh = await open(file, 'r').catch(() => null);
+        if (fh) {
+          try {
+            for (;;) {
+              const buf = Buffer.alloc(64 * 1024);
+              const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+              if (!bytesRead) break;
+              offset += bytesRead;
+              yield buf.subarray(0, bytesRead);
+            }
+          } finally {
+            await fh.close();
+          }
+        }
+        if (!stillRunning || closed) return;
+        await sleep(LOG_POLL_MS);
+      }
+    }
+    return reply.send(Readable.from(follow()));
+  });
+
+  app.get<{ Params: { id: string; '*': string } }>('/api/af/workflows/:id/files/*', {
+    schema: { tags: ['workflows'], summary: 'A file of the run\'s workspace (an output), by its path relative to the workspace', params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } }, response: errors },
+  }, async (req, reply) => {
+    const workspace = engine.workspaceOf(req.user!, req.params.id);
+    const wanted = req.params['*'] ?? '';
+    if (!wanted || isAbsolute(wanted)) throw new AppError(400, 'bad_path', 'Name a file by its path relative to the run\'s workspace');
+    const root = await realpath(workspace).catch(() => workspace);
+    const full = await realpath(join(root, wanted)).catch(() => null);
+    if (!full) throw notFound(`File ${wanted} in the run's workspace`);
+    const rel = relative(root, full);
+    if (rel.startsWith('..') || isAbsolute(rel) || rel.split(sep)[0] === '..') throw new AppError(400, 'bad_path', `${wanted} is outside the run's workspace`);
+    const st = await stat(full);
+    if (!st.isFile()) throw new AppError(400, 'not_a_file', `${wanted} is a directory; name a file in it`);
+    return reply
+      .type('application/octet-stream')
+      .header('content-length', st.size)
+      .header('content-disposition', `attachment; filename="${encodeURIComponent(full.split(sep).pop()!)}"`)
+      .send(createReadStream(full));
   });
 }

@@ -101,7 +101,7 @@ describe('POST /api/af/workflows/validate', () => {
 
   it('answers valid with the stages, or each error with its path', async () => {
     const ok = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: JSON.stringify({ entry: 'workflow.yml', files: example() }) });
-    expect(await ok.json()).toEqual({ valid: true, stages: ['acquire', 'map', 'reduce'], errors: [] });
+    expect(await ok.json()).toEqual({ valid: true, stages: ['acquire', 'map', 'reduce'], parameters: ['nfiles'], errors: [] });
     const files = example();
     files['steps.yml'] = files['steps.yml'].replace('environment_type: docker-encapsulated', 'environment_type: vm');
     const bad = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: JSON.stringify({ entry: 'workflow.yml', files }) });

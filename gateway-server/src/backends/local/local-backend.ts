@@ -1,10 +1,11 @@
 // Local backend: Dask schedulers and workers as processes on the gateway's machine, each in its own
 // process group (stopped as a whole), forked from a warm launcher or started fresh.
 import { readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ProcessState, SchedulerLaunch, WorkerLaunch } from '../backend.js';
+import type { Backend, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
 import type { BackendHandle } from '../../clusters/model.js';
 import { execLaunch, PreforkLauncher, type LaunchSpec } from './launcher-client.js';
 import { isRunning, readProcStat, stopProcessGroup } from './process-group.js';
@@ -107,6 +108,28 @@ export class LocalBackend implements Backend {
     });
   }
 
+  /** A workflow step: its wrapper in a new process group, with only the environment a step needs. */
+  async startStep(l: StepLaunch): Promise<BackendHandle> {
+    const child = spawn('/bin/sh', [l.wrapper], {
+      cwd: l.workdir,
+      detached: true,
+      stdio: 'ignore',
+      env: { ...stepBaseEnv(), ...l.env },
+    });
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('spawn', () => resolve(child.pid!));
+    });
+    child.unref();
+    const stat = await readProcStat(pid);
+    const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: l.log };
+    return handle;
+  }
+
+  describe(handle: BackendHandle): string {
+    return `process ${String(handle.pid)}`;
+  }
+
   private async launch(spec: LaunchSpec): Promise<BackendHandle> {
     const pid = this.launcher
       ? await this.launcher.fork(spec)
@@ -132,6 +155,12 @@ export class LocalBackend implements Backend {
   async close(): Promise<void> {
     this.launcher?.close();
   }
+}
+
+/** What a step inherits from the gateway's environment: enough to find programs, nothing secret. */
+export function stepBaseEnv(): Record<string, string> {
+  const keep = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'USER', 'LOGNAME'];
+  return Object.fromEntries(keep.flatMap((k) => (process.env[k] === undefined ? [] : [[k, process.env[k]!]])));
 }
 
 /** The last meaningful lines of a process log: what a person needs to see why it ended. */

@@ -1,0 +1,64 @@
+// What the workflow engine keeps per run and per node; persisted through the state store.
+import type { WorkflowSpec, WorkflowState } from '@af-gateway/schemas';
+import type { BackendHandle } from '../clusters/model.js';
+
+export type { WorkflowState };
+export type StageSpec = WorkflowSpec['stages'][number];
+export type StepSpec = StageSpec['scheduler']['step'];
+export type StageState = 'WAITING' | 'APPLIED' | 'FAILED';
+
+export interface StageRecord {
+  name: string;
+  type: 'init' | 'singlestep-stage' | 'multistep-stage';
+  dependencies: string[];
+  state: StageState;
+  message?: string;
+}
+
+export interface NodeRecord {
+  id: string;
+  /** Order of creation (the store keeps nodes in it). */
+  seq: number;
+  stage: string;
+  index: number | null;
+  state: WorkflowState;
+  parameters: Record<string, unknown>;
+  outputs: Record<string, unknown>;
+  /** Nodes whose outputs this one reads (the DAG's edges into it). */
+  after: string[];
+  command?: string;
+  interpreter?: string;
+  workdir: string;
+  image?: string;
+  attempts: number;
+  exit_code: number | null;
+  started: number | null;
+  finished: number | null;
+  job?: string;
+  message?: string;
+  handle: BackendHandle | null;
+}
+
+export interface RunRecord {
+  id: string;
+  name: string;
+  username: string;
+  groups: string[];
+  status: WorkflowState;
+  backend: string;
+  created: number;
+  finished: number | null;
+  message: string;
+  entry: string;
+  files: Record<string, string>;
+  spec: WorkflowSpec;
+  parameters: Record<string, unknown>;
+  retries: number;
+  maxParallel: number;
+  workspace: string;
+  stages: StageRecord[];
+  cancelRequested: string | null;
+}
+
+export const FINISHED: readonly WorkflowState[] = ['SUCCESS', 'FAILED', 'CANCELLED'];
+export const isFinished = (s: WorkflowState) => FINISHED.includes(s);

@@ -1,0 +1,272 @@
+// Applying a stage once its dependencies finished: its parameters are resolved from the outputs of
+// earlier steps (or a Rucio dataset), a multistep stage is scattered into one step per parameter set,
+// and each step gets its directory and its command. Publishers run after a step succeeded.
+import { join } from 'node:path';
+import { glob } from 'tinyglobby';
+import { formatDeep, formatTemplate, TemplateError } from './templates.js';
+import type { NodeRecord, RunRecord, StageSpec, StepSpec } from './model.js';
+import { INIT_STAGE } from './workflow-loader.js';
+
+export class StageError extends Error {}
+
+/** A stage's references reach at most this many nodes per step as edges (the DAG stays drawable). */
+const MAX_EDGES_PER_STEP = 2000;
+
+export interface ApplyContext {
+  run: RunRecord;
+  nodesOf(stage: string): NodeRecord[];
+  node(id: string): NodeRecord | undefined;
+  /** PFNs of a Rucio dataset's files for a scheme, as the run's owner. */
+  rucioFiles(ref: { instance: string; did: string; scheme?: string }): Promise<string[]>;
+  nextSeq(): number;
+  /** How many more steps the run may get. */
+  stepsLeft: number;
+}
+
+/** A resolved parameter: its value, the nodes it came from and, for a list, each item's node. */
+interface Resolved {
+  value: unknown;
+  template: boolean;
+  sources: string[];
+  itemSources?: string[][];
+}
+
+type RefValue = { stages: string | string[]; output: string; unwrap?: boolean; flatten?: boolean };
+
+const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** `map`, `map[2]` or `map[*]` → the selected nodes of that stage. */
+function select(ctx: ApplyContext, expr: string): NodeRecord[] {
+  const m = /^([^[\]]+)(?:\[(\d+|\*)\])?$/.exec(expr.trim());
+  if (!m) throw new StageError(`cannot read the stage reference ${JSON.stringify(expr)} (use NAME or NAME[INDEX])`);
+  const nodes = ctx.nodesOf(m[1]!);
+  if (m[2] === undefined || m[2] === '*') return nodes;
+  const n = nodes[Number(m[2])];
+  if (!n) throw new StageError(`${expr}: stage ${m[1]} has ${nodes.length} step(s)`);
+  return [n];
+}
+
+function outputOf(n: NodeRecord, key: string): unknown {
+  if (!(key in n.outputs)) {
+    const what = n.stage === INIT_STAGE ? `the workflow has no parameter ${key}` : `step ${n.id} published no output ${key}`;
+    throw new StageError(`${what} (it has: ${Object.keys(n.outputs).join(', ') || 'nothing'})`);
+  }
+  return n.outputs[key];
+}
+
+function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
+  const exprs = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
+  let pairs: { v: unknown; src: string }[] = exprs.flatMap((e) => select(ctx, e)).map((n) => ({ v: outputOf(n, ref.output), src: n.id }));
+  if (ref.flatten) {
+    const flat: { v: unknown; src: string }[] = [];
+    const walk = (v: unknown, src: string) => (Array.isArray(v) ? v.forEach((x) => walk(x, src)) : flat.push({ v, src }));
+    pairs.forEach((p) => walk(p.v, p.src));
+    pairs = flat;
+  }
+  const sources = [...new Set(pairs.map((p) => p.src))];
+  if (ref.unwrap && pairs.length === 1) {
+    const only = pairs[0]!;
+    return { value: only.v, template: false, sources, itemSources: Array.isArray(only.v) ? only.v.map(() => [only.src]) : undefined };
+  }
+  return { value: pairs.map((p) => p.v), template: false, sources, itemSources: pairs.map((p) => [p.src]) };
+}
+
+async function resolveParameter(ctx: ApplyContext, value: unknown): Promise<Resolved> {
+  if (isObject(value) && 'stages' in value) return resolveStagesRef(ctx, value as unknown as RefValue);
+  if (isObject(value) && 'step' in value) {
+    const nodes = select(ctx, String(value.step));
+    if (nodes.length !== 1) throw new StageError(`{step: ${String(value.step)}} names ${nodes.length} steps; name one as STAGE[INDEX]`);
+    const n = nodes[0]!;
+    return { value: value.output === undefined ? n.outputs : outputOf(n, String(value.output)), template: false, sources: [n.id] };
+  }
+  if (isObject(value) && 'rucio' in value) {
+    const ref = value.rucio as { instance: string; did: string; scheme?: string };
+    const files = await ctx.rucioFiles(ref);
+    return { value: files, template: false, sources: [] };
+  }
+  return { value, template: typeof value === 'string' || Array.isArray(value), sources: [] };
+}
+
+/** yadage interpolates only {workdir} into literal parameters; anything else in braces stays. */
+function withWorkdir(value: unknown, workdir: string): unknown {
+  if (typeof value === 'string') return value.replaceAll('{workdir}', workdir);
+  if (Array.isArray(value)) return value.map((v) => withWorkdir(v, workdir));
+  return value;
+}
+
+interface ParameterSet {
+  values: Record<string, unknown>;
+  sources: string[];
+}
+
+function scatter(stage: StageSpec, resolved: Map<string, Resolved>): ParameterSet[] {
+  const sch = stage.scheduler;
+  const common: Record<string, unknown> = {};
+  const commonSources = new Set<string>();
+  for (const [k, r] of resolved) {
+    if (sch.scatter?.parameters.includes(k)) continue;
+    common[k] = r.value;
+    r.sources.forEach((s) => commonSources.add(s));
+  }
+  if (sch.scheduler_type === 'singlestep-stage' || !sch.scatter) {
+    return [{ values: common, sources: [...commonSources] }];
+  }
+  const lists = sch.scatter.parameters.map((p) => {
+    const r = resolved.get(p)!;
+    const items = Array.isArray(r.value) ? r.value : [r.value];
+    const itemSources = r.itemSources ?? items.map(() => r.sources);
+    return { name: p, items, itemSources };
+  });
+  let combos: { values: Record<string, unknown>; sources: string[] }[];
+  if (sch.scatter.method === 'zip') {
+    const lengths = new Set(lists.map((l) => l.items.length));
+    if (lengths.size > 1) {
+      throw new StageError(`scatter zip needs lists of one length; ${lists.map((l) => `${l.name} has ${l.items.length}`).join(', ')}`);
+    }
+    const n = lists[0]?.items.length ?? 0;
+    combos = Array.from({ length: n }, (_, i) => ({
+      values: Object.fromEntries(lists.map((l) => [l.name, l.items[i]])),
+      sources: lists.flatMap((l) => l.itemSources[i] ?? []),
+    }));
+  } else {
+    combos = [{ values: {}, sources: [] }];
+    for (const l of lists) {
+      combos = combos.flatMap((c) => l.items.map((item, i) => ({ values: { ...c.values, [l.name]: item }, sources: [...c.sources, ...(l.itemSources[i] ?? [])] })));
+    }
+  }
+  const batch = sch.batchsize;
+  if (batch) {
+    const batched: typeof combos = [];
+    for (let i = 0; i < combos.length; i += batch) {
+      const group = combos.slice(i, i + batch);
+      batched.push({
+        values: Object.fromEntries(lists.map((l) => [l.name, group.map((g) => g.values[l.name])])),
+        sources: group.flatMap((g) => g.sources),
+      });
+    }
+    combos = batched;
+  }
+  return combos.map((c) => ({ values: { ...common, ...c.values }, sources: [...new Set([...c.sources, ...commonSources])] }));
+}
+
+export function renderCommand(step: StepSpec, values: Record<string, unknown>): { command: string; interpreter: string } {
+  const p = step.process as { process_type: string; cmd?: string; script?: string; interpreter?: string };
+  if (p.process_type === 'string-interpolated-cmd') return { command: formatTemplate(p.cmd!, values), interpreter: 'sh' };
+  return { command: formatTemplate(p.script!, values), interpreter: p.interpreter ?? 'sh' };
+}
+
+export function stepImage(step: StepSpec): string | undefined {
+  const env = step.environment as { environment_type: string; image?: string; imagetag?: string };
+  if (env.environment_type !== 'docker-encapsulated' || !env.image) return undefined;
+  return env.imagetag ? `${env.image}:${env.imagetag}` : env.image;
+}
+
+export function stepEnv(step: StepSpec): Record<string, string> {
+  const env = step.environment as { env?: Record<string, string> };
+  return env.env ?? {};
+}
+
+/** The nodes of a stage whose dependencies all finished. Throws StageError with a message for people. */
+export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependencyNodes: NodeRecord[]): Promise<NodeRecord[]> {
+  const resolved = new Map<string, Resolved>();
+  for (const [k, v] of Object.entries(stage.scheduler.parameters ?? {})) {
+    try {
+      resolved.set(k, await resolveParameter(ctx, v));
+    } catch (err) {
+      throw new StageError(`parameter ${k}: ${(err as Error).message}`);
+    }
+  }
+  const sets = scatter(stage, resolved);
+  if (sets.length > ctx.stepsLeft) {
+    throw new StageError(`it would make ${sets.length} steps; this run may have ${ctx.stepsLeft} more (workflows.max_steps)`);
+  }
+  const multi = stage.scheduler.scheduler_type === 'multistep-stage';
+  const fallbackAfter = dependencyNodes.length ? dependencyNodes.map((n) => n.id) : [INIT_STAGE];
+  return sets.map((set, i) => {
+    const workdir = multi ? join(ctx.run.workspace, stage.name, String(i)) : join(ctx.run.workspace, stage.name);
+    const values: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(set.values)) values[k] = resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
+    let rendered: { command: string; interpreter: string };
+    try {
+      rendered = renderCommand(stage.scheduler.step, { ...values, workdir });
+    } catch (err) {
+      if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
+      throw err;
+    }
+    const after = set.sources.length ? set.sources : fallbackAfter;
+    return {
+      id: multi ? `${stage.name}:${i}` : stage.name,
+      seq: ctx.nextSeq(),
+      stage: stage.name,
+      index: multi ? i : null,
+      state: 'DEFINED',
+      parameters: values,
+      outputs: {},
+      after: after.slice(0, MAX_EDGES_PER_STEP),
+      command: rendered.command,
+      interpreter: rendered.interpreter,
+      workdir,
+      image: stepImage(stage.scheduler.step),
+      attempts: 0,
+      exit_code: null,
+      started: null,
+      finished: null,
+      handle: null,
+    } satisfies NodeRecord;
+  });
+}
+
+/** What a step publishes after it succeeded. Throws StageError when an expected file is missing. */
+export async function publish(step: StepSpec, node: NodeRecord): Promise<Record<string, unknown>> {
+  const pub = step.publisher as {
+    publisher_type: string;
+    outputmap?: Record<string, string>;
+    outputkey?: string;
+    globexpression?: string;
+    publish?: Record<string, unknown>;
+    glob?: boolean;
+    relative_paths?: boolean;
+  };
+  const values = { ...node.parameters, workdir: node.workdir };
+  const inWorkdir = async (pattern: string) =>
+    (await glob(pattern, { cwd: node.workdir, absolute: true, dot: false, expandDirectories: false })).sort();
+  switch (pub.publisher_type) {
+    case 'frompar-pub':
+      return Object.fromEntries(
+        Object.entries(pub.outputmap ?? {}).map(([out, par]) => {
+          if (!(par in node.parameters)) throw new StageError(`publisher: the step has no parameter ${par} (outputmap ${out})`);
+          return [out, node.parameters[par]];
+        }),
+      );
+    case 'fromglob-pub':
+      return { [pub.outputkey!]: await inWorkdir(pub.globexpression!) };
+    case 'interpolated-pub': {
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(pub.publish ?? {})) {
+        let value: unknown;
+        try {
+          value = formatDeep(v, values);
+        } catch (err) {
+          throw new StageError(`publisher ${k}: ${(err as Error).message}`);
+        }
+        if (pub.relative_paths) value = mapStrings(value, (s) => (s.startsWith('/') ? s : join(node.workdir, s)));
+        if (pub.glob) {
+          const patterns = Array.isArray(value) ? value.map(String) : [String(value)];
+          value = (await Promise.all(patterns.map((p) => inWorkdir(p)))).flat();
+        }
+        out[k] = value;
+      }
+      return out;
+    }
+    case 'constant-pub':
+      return { ...(pub.publish ?? {}) };
+    default:
+      throw new StageError(`unknown publisher ${pub.publisher_type}`);
+  }
+}
+
+function mapStrings(value: unknown, f: (s: string) => string): unknown {
+  if (typeof value === 'string') return f(value);
+  if (Array.isArray(value)) return value.map((v) => mapStrings(v, f));
+  return value;
+}

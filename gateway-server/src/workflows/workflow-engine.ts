@@ -1,0 +1,617 @@
+// The workflow engine: runs yadage-style workflows as a DAG that grows while it runs. A stage is
+// applied once every stage it depends on finished (so a map stage's width comes from what an earlier
+// step published); each step runs as a job on the run's backend, in its own directory under the run's
+// workspace; its publisher runs after it succeeded. Every change is written through to the state
+// store, so after a restart running steps are checked again (adopted) and the run goes on.
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { FastifyBaseLogger } from 'fastify';
+import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun } from '@af-gateway/schemas';
+import type { Backend } from '../backends/backend.js';
+import type { StateStore } from '../store/state-store.js';
+import type { ResolvedConfig } from '../config.js';
+import type { User } from '../auth/authenticator.js';
+import { AppError, conflict, errorMessage, notFound } from '../errors.js';
+import { logTail } from '../backends/local/local-backend.js';
+import { dependenciesOf, INIT_STAGE, loadWorkflow, type WorkflowProblem } from './workflow-loader.js';
+import { applyStage, publish, StageError } from './stages.js';
+import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
+
+export interface WorkflowEngineDeps {
+  store: StateStore;
+  /** Backends steps may run on, by name (local always; the gateway's batch backend when configured). */
+  backends: Map<string, Backend>;
+  defaultBackend: string;
+  config: ResolvedConfig;
+  log: FastifyBaseLogger;
+  /** PFNs of a Rucio dataset's files as a user; absent when the gateway fronts no Rucio. */
+  rucioFiles?: (user: User, ref: { instance: string; did: string; scheme?: string }) => Promise<string[]>;
+}
+
+interface ActiveRun {
+  run: RunRecord;
+  nodes: Map<string, NodeRecord>;
+  byStage: Map<string, NodeRecord[]>;
+  seq: number;
+  /** Nodes and edges changed since the last flush (event stream and store). */
+  dirtyNodes: Set<string>;
+  newEdges: { from: string; to: string }[];
+  runDirty: boolean;
+  ticking: Promise<void> | null;
+  again: boolean;
+}
+
+export class WorkflowProblemsError extends AppError {
+  constructor(readonly problems: WorkflowProblem[]) {
+    super(422, 'invalid_workflow', `The workflow is not valid: ${problems.map((p) => `${p.path}${p.file ? ` (${p.file})` : ''}: ${p.message}`).join('; ')}`, { details: problems });
+  }
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const FLUSH_MS = 200;
+
+export class WorkflowEngine extends EventEmitter {
+  private readonly active = new Map<string, ActiveRun>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly cfg: ResolvedConfig['workflows'];
+  private readonly root: string;
+  private closed = false;
+
+  constructor(private readonly deps: WorkflowEngineDeps) {
+    super();
+    this.setMaxListeners(0);
+    this.cfg = deps.config.workflows;
+    this.root = this.cfg.workspace_root ?? join(deps.config.data_dir, 'workflows');
+  }
+
+  get backendNames(): string[] {
+    return [...this.deps.backends.entries()].filter(([, b]) => b.startStep).map(([n]) => n);
+  }
+
+  /** Loads unfinished runs (steps that ran through a restart are checked again) and starts the clock. */
+  async start(): Promise<void> {
+    await mkdir(this.root, { recursive: true, mode: 0o755 });
+    for (const row of this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
+      const run = row.data as RunRecord;
+      const nodes = this.deps.store.loadWorkflowNodes(run.id) as NodeRecord[];
+      const a = this.activate(run, nodes);
+      for (const n of nodes) {
+        // Started but never recorded as started: nothing runs for it.
+        if (n.state === 'RUNNING' && !n.handle) this.setNode(a, n, { state: 'DEFINED', message: 'restarted after the gateway restarted' });
+      }
+      this.deps.log.info({ run: run.id, running: nodes.filter((n) => n.state === 'RUNNING').length }, 'workflow run resumed');
+    }
+    this.timer = setInterval(() => {
+      for (const a of this.active.values()) this.kick(a);
+    }, this.cfg.poll_period * 1000);
+    this.timer.unref();
+    for (const a of this.active.values()) this.kick(a);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await Promise.all([...this.active.values()].map((a) => a.ticking));
+    if (this.deps.config.cluster.stop_on_shutdown) {
+      // Stopped steps start again from scratch when the gateway comes back.
+      for (const a of this.active.values()) {
+        for (const n of a.nodes.values()) {
+          if (n.state !== 'RUNNING' || !n.handle) continue;
+          await this.backendOf(a.run).stop(n.handle).catch(() => undefined);
+          this.setNode(a, n, { state: 'DEFINED', handle: null, attempts: Math.max(0, n.attempts - 1), message: 'stopped when the gateway shut down; starts again when it is back' });
+        }
+      }
+    }
+    this.flush();
+    clearTimeout(this.flushTimer);
+  }
+
+  // --- submission -------------------------------------------------------------------------------
+
+  async submit(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
+    const { spec, problems } = loadWorkflow(body.entry, body.files);
+    if (!spec) throw new WorkflowProblemsError(problems);
+    const backendName = body.backend ?? this.deps.defaultBackend;
+    const backend = this.deps.backends.get(backendName);
+    if (!backend?.startStep) {
+      throw new AppError(422, 'unknown_backend', `Steps cannot run on backend ${backendName}; this gateway runs them on ${this.backendNames.join(', ')}`);
+    }
+    const parameters = body.parameters ?? {};
+    const missing = requiredParameters(spec).filter((p) => !(p in parameters));
+    if (missing.length) {
+      throw new AppError(422, 'missing_parameters', `The workflow needs the parameter${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (e.g. af-gateway run ${body.entry} ${missing.map((m) => `-p ${m}=…`).join(' ')})`);
+    }
+    const id = randomBytes(6).toString('hex');
+    const name = body.name ?? defaultName(body.entry);
+    const workspace = join(this.root, id);
+    await mkdir(workspace, { recursive: true, mode: 0o755 });
+    const run: RunRecord = {
+      id,
+      name,
+      username: user.name,
+      groups: user.groups,
+      status: 'RUNNING',
+      backend: backendName,
+      created: Date.now(),
+      finished: null,
+      message: '',
+      entry: body.entry,
+      files: body.files,
+      spec,
+      parameters,
+      retries: body.retries ?? this.cfg.step_retries,
+      maxParallel: Math.min(body.max_parallel ?? this.cfg.max_parallel_steps, this.cfg.max_parallel_steps),
+      workspace,
+      stages: [
+        { name: INIT_STAGE, type: 'init', dependencies: [], state: 'APPLIED' },
+        ...spec.stages.map((s): StageRecord => ({ name: s.name, type: s.scheduler.scheduler_type, dependencies: dependenciesOf(s), state: 'WAITING' })),
+      ],
+      cancelRequested: null,
+    };
+    const init: NodeRecord = {
+      id: INIT_STAGE,
+      seq: 0,
+      stage: INIT_STAGE,
+      index: null,
+      state: 'SUCCESS',
+      parameters,
+      outputs: parameters,
+      after: [],
+      workdir: workspace,
+      attempts: 0,
+      exit_code: null,
+      started: run.created,
+      finished: run.created,
+      handle: null,
+    };
+    // Keep the files as submitted, so a run can be inspected and re-run as it was.
+    for (const [file, text] of Object.entries(body.files)) {
+      const target = join(workspace, '.af', 'workflow', file);
+      await mkdir(dirname(target), { recursive: true });
+      await writeFile(target, text);
+    }
+    const a = this.activate(run, [init]);
+    a.dirtyNodes.add(INIT_STAGE);
+    this.flush();
+    this.deps.log.info({ run: id, user: user.name, backend: backendName, stages: spec.stages.length }, 'workflow submitted');
+    this.kick(a);
+    return this.runJson(a);
+  }
+
+  private activate(run: RunRecord, nodes: NodeRecord[]): ActiveRun {
+    const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), seq: 0, dirtyNodes: new Set(), newEdges: [], runDirty: true, ticking: null, again: false };
+    for (const n of nodes) this.addNode(a, n);
+    this.active.set(run.id, a);
+    return a;
+  }
+
+  private addNode(a: ActiveRun, n: NodeRecord): void {
+    a.nodes.set(n.id, n);
+    const list = a.byStage.get(n.stage) ?? [];
+    list.push(n);
+    a.byStage.set(n.stage, list);
+    a.seq = Math.max(a.seq, n.seq + 1);
+  }
+
+  // --- queries ----------------------------------------------------------------------------------
+
+  /** The run if the user may see it (owner or admin); 404 otherwise, so ids of others do not leak. */
+  private visible(user: User, id: string): { run: RunRecord; nodes: () => NodeRecord[]; active?: ActiveRun } {
+    const a = this.active.get(id);
+    if (a && (a.run.username === user.name || user.admin)) return { run: a.run, nodes: () => [...a.nodes.values()], active: a };
+    const row = a ? undefined : this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name).find((r) => r.id === id);
+    if (!row) throw notFound(`Workflow run ${id}`);
+    const run = row.data as RunRecord;
+    return { run, nodes: () => this.deps.store.loadWorkflowNodes(id) as NodeRecord[] };
+  }
+
+  list(user: User): WorkflowRun[] {
+    return this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name).map((r) => {
+      const a = this.active.get(r.id);
+      return a ? this.runJson(a) : ((r.data as RunRecord & { summary?: WorkflowRun }).summary ?? this.summaryOf(r.data as RunRecord, []));
+    });
+  }
+
+  get(user: User, id: string): WorkflowDag {
+    const v = this.visible(user, id);
+    const nodes = v.nodes();
+    return {
+      run: v.active ? this.runJson(v.active) : this.summaryOf(v.run, nodes),
+      stages: v.run.stages.map(stageJson),
+      nodes: nodes.map(nodeJson),
+      edges: nodes.flatMap((n) => n.after.map((from) => ({ from, to: n.id }))),
+    };
+  }
+
+  /** The node and whether it can still change (a log reader follows until it cannot). */
+  node(user: User, id: string, nodeId: string): { node: NodeRecord; live: () => boolean; workspace: string } {
+    const v = this.visible(user, id);
+    const node = v.active?.nodes.get(nodeId) ?? v.nodes().find((n) => n.id === nodeId);
+    if (!node) throw notFound(`Step ${nodeId} of workflow run ${id}`);
+    const a = v.active;
+    return { node, workspace: v.run.workspace, live: () => !!a && this.active.has(id) && !isFinished(a.nodes.get(nodeId)!.state) };
+  }
+
+  workspaceOf(user: User, id: string): string {
+    return this.visible(user, id).run.workspace;
+  }
+
+  // --- actions ----------------------------------------------------------------------------------
+
+  cancel(user: User, id: string): WorkflowRun {
+    const v = this.visible(user, id);
+    if (!v.active) throw conflict(`Workflow run ${id} already finished (${v.run.status})`, 'run_finished');
+    v.active.run.cancelRequested = user.name;
+    this.kick(v.active);
+    return this.runJson(v.active);
+  }
+
+  retry(user: User, id: string): WorkflowRun {
+    const v = this.visible(user, id);
+    if (v.active) throw conflict(`Workflow run ${id} is still running; retry it once it finished`, 'run_active');
+    if (v.run.status === 'SUCCESS') throw conflict(`Workflow run ${id} succeeded; there is nothing to retry`, 'run_succeeded');
+    const run = v.run;
+    const a = this.activate(run, v.nodes());
+    for (const n of a.nodes.values()) {
+      if (n.state === 'FAILED' || n.state === 'CANCELLED') this.setNode(a, n, { state: 'DEFINED', attempts: 0, exit_code: null, finished: null, handle: null, message: `retried by ${user.name}` });
+    }
+    for (const s of run.stages) if (s.state === 'FAILED') Object.assign(s, { state: 'WAITING', message: undefined });
+    Object.assign(run, { status: 'RUNNING', finished: null, message: '', cancelRequested: null });
+    a.runDirty = true;
+    this.deps.log.info({ run: id, user: user.name }, 'workflow run retried');
+    this.kick(a);
+    return this.runJson(a);
+  }
+
+  async remove(user: User, id: string): Promise<void> {
+    const v = this.visible(user, id);
+    if (v.active) throw conflict(`Workflow run ${id} is still running; cancel it first`, 'run_active');
+    this.deps.store.deleteWorkflow(id);
+    await rm(v.run.workspace, { recursive: true, force: true });
+    this.deps.log.info({ run: id, user: user.name }, 'workflow run deleted');
+  }
+
+  // --- the engine -------------------------------------------------------------------------------
+
+  private backendOf(run: RunRecord): Backend {
+    const b = this.deps.backends.get(run.backend);
+    if (!b) throw new Error(`backend ${run.backend} is not configured any more`);
+    return b;
+  }
+
+  /** Runs one tick of the run now, or once more after the one in progress. */
+  private kick(a: ActiveRun): void {
+    if (this.closed) return;
+    if (a.ticking) {
+      a.again = true;
+      return;
+    }
+    a.ticking = (async () => {
+      do {
+        a.again = false;
+        try {
+          await this.tick(a);
+        } catch (err) {
+          this.deps.log.error({ err, run: a.run.id }, 'workflow tick failed');
+        }
+      } while (a.again && !this.closed);
+    })().finally(() => {
+      a.ticking = null;
+    });
+  }
+
+  private async tick(a: ActiveRun): Promise<void> {
+    const { run } = a;
+    if (isFinished(run.status)) return;
+    const backend = this.backendOf(run);
+    if (run.cancelRequested) return this.cancelNow(a, backend);
+
+    // 1. What the running steps are doing.
+    const running = [...a.nodes.values()].filter((n) => n.state === 'RUNNING');
+    await Promise.all(running.map((n) => this.checkNode(a, backend, n)));
+
+    // 2. Stages whose dependencies finished; each applied stage may free the next.
+    let applied = true;
+    while (applied && !this.failed(a)) {
+      applied = false;
+      for (const s of run.stages) {
+        if (s.state !== 'WAITING' || !this.ready(a, s)) continue;
+        await this.apply(a, s);
+        applied = true;
+      }
+    }
+
+    // 3. Start what may start. After a failure nothing new starts; running steps finish.
+    if (!this.failed(a)) {
+      let slots = run.maxParallel - [...a.nodes.values()].filter((n) => n.state === 'RUNNING').length;
+      for (const n of a.nodes.values()) {
+        if (slots <= 0) break;
+        if (n.state !== 'DEFINED' || !n.after.every((id) => a.nodes.get(id)?.state === 'SUCCESS')) continue;
+        slots--;
+        await this.startNode(a, backend, n);
+      }
+    }
+
+    // 4. Finished?
+    const nodes = [...a.nodes.values()];
+    if (!nodes.some((n) => n.state === 'RUNNING')) {
+      const failedStage = run.stages.find((s) => s.state === 'FAILED');
+      const failedNode = nodes.find((n) => n.state === 'FAILED');
+      if (failedStage || failedNode) {
+        this.finish(a, 'FAILED', failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedNode!.id} failed: ${failedNode!.message}`);
+      } else if (run.stages.every((s) => s.state === 'APPLIED') && nodes.every((n) => n.state === 'SUCCESS')) {
+        this.finish(a, 'SUCCESS', `${nodes.length - 1} step${nodes.length === 2 ? '' : 's'} succeeded`);
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  private failed(a: ActiveRun): boolean {
+    return a.run.stages.some((s) => s.state === 'FAILED') || [...a.nodes.values()].some((n) => n.state === 'FAILED');
+  }
+
+  private ready(a: ActiveRun, s: StageRecord): boolean {
+    return s.dependencies.every((d) => {
+      const dep = a.run.stages.find((x) => x.name === d);
+      return dep?.state === 'APPLIED' && (a.byStage.get(d) ?? []).every((n) => n.state === 'SUCCESS');
+    });
+  }
+
+  private async apply(a: ActiveRun, s: StageRecord): Promise<void> {
+    const spec = a.run.spec.stages.find((x) => x.name === s.name)!;
+    const user: User = { name: a.run.username, groups: a.run.groups, admin: false };
+    try {
+      const nodes = await applyStage(
+        {
+          run: a.run,
+          nodesOf: (stage) => a.byStage.get(stage) ?? [],
+          node: (id) => a.nodes.get(id),
+          rucioFiles: async (ref) => {
+            if (!this.deps.rucioFiles) throw new StageError('this gateway fronts no Rucio instance');
+            return this.deps.rucioFiles(user, ref);
+          },
+          nextSeq: () => a.seq++,
+          stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
+        },
+        spec,
+        s.dependencies.flatMap((d) => a.byStage.get(d) ?? []),
+      );
+      for (const n of nodes) {
+        this.addNode(a, n);
+        a.dirtyNodes.add(n.id);
+        for (const from of n.after) a.newEdges.push({ from, to: n.id });
+      }
+      s.state = 'APPLIED';
+      s.message = nodes.length ? undefined : 'it scattered over an empty list: no steps';
+    } catch (err) {
+      s.state = 'FAILED';
+      s.message = err instanceof StageError ? err.message : `internal error: ${errorMessage(err)}`;
+      if (!(err instanceof StageError)) this.deps.log.error({ err, run: a.run.id, stage: s.name }, 'applying a stage failed');
+    }
+    a.runDirty = true;
+  }
+
+  private async startNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<void> {
+    const af = join(n.workdir, '.af');
+    const log = join(af, 'log');
+    const attempt = n.attempts + 1;
+    try {
+      await mkdir(af, { recursive: true });
+      await rm(join(af, 'exit-code'), { force: true });
+      await writeFile(join(af, 'command'), n.command ?? '');
+      const header = `# AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
+      await writeFile(
+        join(af, 'run.sh'),
+        [
+          '#!/bin/sh',
+          header,
+          `exec >>${q(log)} 2>&1`,
+          `echo ${q(`--- ${header.slice(2)} ---`)}`,
+          `cd ${q(n.workdir)} || exit 97`,
+          `${n.interpreter ?? 'sh'} ${q(join(af, 'command'))}`,
+          'code=$?',
+          `printf '%s\\n' "$code" > ${q(join(af, 'exit-code.part'))} && mv ${q(join(af, 'exit-code.part'))} ${q(join(af, 'exit-code'))}`,
+          'exit "$code"',
+          '',
+        ].join('\n'),
+      );
+      const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
+      const env = (step.environment as { env?: Record<string, string> }).env ?? {};
+      const handle = await backend.startStep!({
+        run: a.run.id,
+        node: n.id,
+        owner: a.run.username,
+        workdir: n.workdir,
+        wrapper: join(af, 'run.sh'),
+        log,
+        env: { ...env, AF_WORKFLOW_RUN: a.run.id, AF_WORKFLOW_STEP: n.id },
+        image: this.cfg.images === 'honour' ? n.image : undefined,
+        cpus: this.cfg.step_cpus,
+        memory: this.cfg.step_memory,
+      });
+      this.setNode(a, n, { state: 'RUNNING', handle, attempts: attempt, started: Date.now(), finished: null, exit_code: null, job: backend.describe?.(handle), message: undefined });
+      this.flush(); // a started step is on disk before anything else happens: a restart adopts it
+    } catch (err) {
+      this.fail(a, n, attempt, `could not be started: ${errorMessage(err)}`);
+    }
+  }
+
+  private async checkNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<void> {
+    if (!n.handle) return;
+    let state;
+    try {
+      state = await backend.check(n.handle);
+    } catch (err) {
+      this.deps.log.warn({ err, run: a.run.id, node: n.id }, 'checking a step failed; trying again');
+      return;
+    }
+    if (state.alive) {
+      if ((state.waiting ?? undefined) !== n.message) this.setNode(a, n, { message: state.waiting });
+      return;
+    }
+    let code = state.exitCode;
+    if (code === undefined) {
+      const text = await readFile(join(n.workdir, '.af', 'exit-code'), 'utf8').catch(() => '');
+      code = text.trim() === '' ? undefined : Number(text.trim());
+    }
+    if (code === 0) {
+      try {
+        const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
+        const outputs = await publish(step, n);
+        this.setNode(a, n, { state: 'SUCCESS', outputs, exit_code: 0, finished: Date.now(), handle: null, message: undefined });
+      } catch (err) {
+        this.fail(a, n, n.attempts, `it exited 0 but its outputs could not be published: ${errorMessage(err)}`, 0);
+      }
+      return;
+    }
+    const tail = await logTail(join(n.workdir, '.af', 'log'), 8);
+    const why = code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
+    this.fail(a, n, n.attempts, `${why}; ${tail}`, code ?? null);
+  }
+
+  private fail(a: ActiveRun, n: NodeRecord, attempts: number, message: string, exitCode: number | null = null): void {
+    if (attempts <= a.run.retries && !a.run.cancelRequested) {
+      this.setNode(a, n, { state: 'DEFINED', attempts, handle: null, exit_code: exitCode, message: `attempt ${attempts} failed (${message.split(';')[0]}); starting again` });
+      return;
+    }
+    this.setNode(a, n, { state: 'FAILED', attempts, handle: null, exit_code: exitCode, finished: Date.now(), message });
+  }
+
+  private async cancelNow(a: ActiveRun, backend: Backend): Promise<void> {
+    const by = a.run.cancelRequested!;
+    await Promise.all(
+      [...a.nodes.values()].map(async (n) => {
+        if (isFinished(n.state)) return;
+        if (n.state === 'RUNNING' && n.handle) await backend.stop(n.handle).catch((err) => this.deps.log.warn({ err, node: n.id }, 'stopping a step failed'));
+        this.setNode(a, n, { state: 'CANCELLED', handle: null, finished: Date.now(), message: `cancelled by ${by}` });
+      }),
+    );
+    this.finish(a, 'CANCELLED', `cancelled by ${by}`);
+  }
+
+  private finish(a: ActiveRun, status: RunRecord['status'], message: string): void {
+    Object.assign(a.run, { status, message, finished: Date.now() });
+    a.runDirty = true;
+    this.flush();
+    this.active.delete(a.run.id);
+    this.deps.log.info({ run: a.run.id, status, message }, 'workflow run finished');
+  }
+
+  private setNode(a: ActiveRun, n: NodeRecord, change: Partial<NodeRecord>): void {
+    Object.assign(n, change);
+    a.dirtyNodes.add(n.id);
+    a.runDirty = true;
+  }
+
+  private scheduleFlush(): void {
+    this.flushTimer ??= setTimeout(() => {
+      this.flushTimer = undefined;
+      this.flush();
+    }, FLUSH_MS);
+  }
+
+  /** Writes what changed and tells the event stream (one message per run per flush). */
+  private flush(): void {
+    const runs = new Set([...this.active.values()]);
+    for (const a of runs) {
+      if (!a.runDirty && !a.dirtyNodes.size) continue;
+      const nodes = [...a.dirtyNodes].map((id) => a.nodes.get(id)!);
+      const summary = this.runJson(a);
+      this.deps.store.saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...a.run, summary }, nodes);
+      this.emit('run', a.run.username, summary);
+      if (nodes.length || a.newEdges.length || a.runDirty) {
+        this.emit('dag', a.run.username, { run: summary, stages: a.run.stages.map(stageJson), nodes: nodes.map(nodeJson), edges: a.newEdges } satisfies WorkflowDag);
+      }
+      a.dirtyNodes.clear();
+      a.newEdges = [];
+      a.runDirty = false;
+    }
+  }
+
+  private runJson(a: ActiveRun): WorkflowRun {
+    return this.summaryOf(a.run, [...a.nodes.values()]);
+  }
+
+  private summaryOf(run: RunRecord, nodes: NodeRecord[]): WorkflowRun {
+    const counts = { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };
+    for (const n of nodes) if (n.stage !== INIT_STAGE) counts[n.state]++;
+    const depended = new Set(run.stages.flatMap((s) => s.dependencies));
+    const outputs: Record<string, unknown> = {};
+    for (const s of run.stages) {
+      if (s.type === 'init' || depended.has(s.name) || s.state !== 'APPLIED') continue;
+      const mine = nodes.filter((n) => n.stage === s.name && n.state === 'SUCCESS');
+      if (!mine.length) continue;
+      if (s.type === 'singlestep-stage') outputs[s.name] = mine[0]!.outputs;
+      else {
+        const keys = [...new Set(mine.flatMap((n) => Object.keys(n.outputs)))];
+        outputs[s.name] = Object.fromEntries(keys.map((k) => [k, mine.map((n) => n.outputs[k])]));
+      }
+    }
+    return {
+      id: run.id,
+      name: run.name,
+      owner: run.username,
+      status: run.status,
+      backend: run.backend,
+      created: run.created,
+      finished: run.finished,
+      ...(run.message ? { message: run.message } : {}),
+      entry: run.entry,
+      parameters: run.parameters,
+      counts,
+      stages_total: run.stages.length - 1,
+      stages_applied: run.stages.filter((s) => s.type !== 'init' && s.state === 'APPLIED').length,
+      workspace: run.workspace,
+      outputs,
+    };
+  }
+}
+
+function stageJson(s: StageRecord): WorkflowDag['stages'][number] {
+  return { name: s.name, type: s.type, dependencies: s.dependencies, state: s.state, ...(s.message ? { message: s.message } : {}) };
+}
+
+export function nodeJson(n: NodeRecord): WorkflowNode {
+  const out: WorkflowNode = {
+    id: n.id,
+    stage: n.stage,
+    index: n.index,
+    state: n.state,
+    parameters: n.parameters,
+    outputs: n.outputs,
+    workdir: n.workdir,
+    attempts: n.attempts,
+    exit_code: n.exit_code,
+    started: n.started,
+    finished: n.finished,
+  };
+  if (n.command !== undefined) out.command = n.command;
+  if (n.image) out.image = n.image;
+  if (n.job) out.job = n.job;
+  if (n.message) out.message = n.message;
+  return out;
+}
+
+/** Init parameters the workflow reads ({stages: init, output: NAME}), in order of first use. */
+export function requiredParameters(spec: { stages: { scheduler: { parameters?: Record<string, unknown> } }[] }): string[] {
+  const names: string[] = [];
+  for (const s of spec.stages) {
+    for (const v of Object.values(s.scheduler.parameters ?? {})) {
+      if (!v || typeof v !== 'object' || Array.isArray(v) || !('stages' in v)) continue;
+      const ref = v as { stages: string | string[]; output: string };
+      const stages = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
+      if (stages.some((x) => x.split('[')[0] === INIT_STAGE) && !names.includes(ref.output)) names.push(ref.output);
+    }
+  }
+  return names;
+}
+
+function defaultName(entry: string): string {
+  const dir = basename(dirname(entry));
+  const base = dir && dir !== '.' ? dir : basename(entry).replace(/\.(ya?ml|json)$/i, '');
+  return base.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64) || 'workflow';
+}
+
