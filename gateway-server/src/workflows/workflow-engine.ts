@@ -327,12 +327,15 @@ export class WorkflowEngine extends EventEmitter {
     // 3. Start what may start. After a failure nothing new starts; running steps finish.
     if (!this.failed(a)) {
       let slots = run.maxParallel - [...a.nodes.values()].filter((n) => n.state === 'RUNNING').length;
+      const starting: NodeRecord[] = [];
       for (const n of a.nodes.values()) {
         if (slots <= 0) break;
         if (n.state !== 'DEFINED' || !n.after.every((id) => a.nodes.get(id)?.state === 'SUCCESS')) continue;
         slots--;
-        await this.startNode(a, backend, n);
+        starting.push(n);
       }
+      // Together: a batch backend submits them as one job cluster.
+      await Promise.all(starting.map((n) => this.startNode(a, backend, n)));
     }
 
     // 4. Finished?

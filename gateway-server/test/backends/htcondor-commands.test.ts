@@ -2,7 +2,7 @@
 // htcondor-pool.test.ts against a real HTCondor).
 import { describe, expect, it } from 'vitest';
 import { jobState, parseJobAds, parseTerseSubmit } from '../../src/backends/htcondor/condor-output.js';
-import { schedulerSubmitDescription, workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
+import { schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
 
 const spec: WorkerJobSpec = {
   instance: 'af-gateway-abc',
@@ -62,6 +62,36 @@ describe('worker submit description', () => {
 
   it('refuses a worker name that would break the queue statement', () => {
     expect(() => workerSubmitDescription({ ...spec, workerNames: ['a b'] })).toThrow(/cannot be queued/);
+  });
+});
+
+describe('workflow step submit description', () => {
+  const steps = {
+    instance: 'af-gateway-abc', run: '0123456789ab', owner: 'alice',
+    steps: [{ node: 'map:0', dir: '/shared/wf/0123456789ab/map/0' }, { node: 'map:1', dir: '/shared/wf/0123456789ab/map/1' }],
+    environment: { PATH: '/usr/bin:/bin', AF_WORKFLOW_RUN: '0123456789ab' }, image: null as string | null, cpus: 1, memoryGiB: 2,
+    universe: 'vanilla' as const, containerImage: null, requirements: null, accountingGroup: 'group_cms', requestDisk: '1GB', extra: {},
+  };
+  it("queues a stage's steps as one cluster, each running its wrapper in its own directory", () => {
+    const d = stepSubmitDescription(steps);
+    expect(d).toContain('executable = /bin/sh');
+    expect(d).toContain('arguments = "$(AfStepDir)/.af/run.sh"');
+    expect(d).toContain('initialdir = $(AfStepDir)');
+    expect(d).toContain('+AfGatewayWorkflow = "0123456789ab"');
+    expect(d).toContain('+AfGatewayStep = "$(AfStep)"');
+    expect(d).toContain('should_transfer_files = NO');
+    expect(d).toContain('accounting_group_user = alice');
+    expect(d).toContain('universe = vanilla');
+    expect(d).not.toContain('container_image');
+    expect(d.trimEnd().split('\n').slice(-4)).toEqual(['queue AfStep, AfStepDir from (', 'map:0, /shared/wf/0123456789ab/map/0', 'map:1, /shared/wf/0123456789ab/map/1', ')']);
+  });
+  it("runs a docker-encapsulated step in its image through the container universe", () => {
+    const d = stepSubmitDescription({ ...steps, image: 'busybox:1.36' });
+    expect(d).toContain('universe = container');
+    expect(d).toContain('container_image = docker://busybox:1.36');
+  });
+  it('refuses a directory the queue list cannot carry', () => {
+    expect(() => stepSubmitDescription({ ...steps, steps: [{ node: 'map:0', dir: '/shared/my wf/map/0' }] })).toThrow(/cannot be queued/);
   });
 });
 

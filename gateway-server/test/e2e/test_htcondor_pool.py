@@ -84,6 +84,8 @@ def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
         },
         "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
                     "stop_on_shutdown": True},
+        # The test pool has no container runtime: docker-encapsulated steps run on the execute node as they are.
+        "workflows": {"images": "ignore", "poll_period": 0.5},
     }
 
 
@@ -255,3 +257,73 @@ def test_the_scheduler_can_run_as_an_htcondor_job_too(pool):
         _wait_queue_empty(pool, cluster.name, g)
     finally:
         stop(g.proc)
+
+
+# --- workflow steps as HTCondor jobs -------------------------------------------------------------
+
+EXAMPLES = REPO / "examples" / "workflows"
+
+
+def _workflow_api(g: Gw, method: str, path: str = "", user="alice", **kw):
+    r = requests.request(method, f"{g.url}/api/af/workflows{path}", auth=(user, ""), timeout=30, **kw)
+    return r
+
+
+def _wait_run(g: Gw, run_id: str, timeout=180) -> dict:
+    def done():
+        d = _workflow_api(g, "GET", f"/{run_id}").json()
+        return d if d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None
+    return wait_until(done, timeout, lambda: f"run {run_id} to finish; now {_workflow_api(g, 'GET', f'/{run_id}').json()['run']}")
+
+
+def test_map_reduce_steps_run_as_htcondor_jobs(pool, gw):
+    files = {f: (EXAMPLES / "map-reduce" / f).read_text() for f in ("workflow.yml", "steps.yml")}
+    r = _workflow_api(gw, "POST", json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 4}})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["backend"] == "htcondor"
+    dag = _wait_run(gw, run["id"])
+    assert dag["run"]["status"] == "SUCCESS", json.dumps([n.get("message") for n in dag["nodes"]])
+    total = next(n for n in dag["nodes"] if n["id"] == "reduce")["outputs"]["total"]
+    assert Path(total).read_text().strip() == "10"  # 1+2+3+4 words
+    # every step was an HTCondor job of the pool's user, tagged with the run; the map stage's 4 steps
+    # were one submission (one cluster id)
+    jobs = {j["AfGatewayStep"]: j for j in json.loads(pool.run(
+        "condor_history", "-json", "-constraint", f'AfGatewayWorkflow == "{run["id"]}"',
+        "-attributes", "ClusterId,ProcId,AfGatewayStep,Owner,ExitCode") or "[]")}
+    assert sorted(jobs) == ["acquire", "map:0", "map:1", "map:2", "map:3", "reduce"]
+    assert {j["Owner"] for j in jobs.values()} == {"afcondor"}
+    assert {j["ExitCode"] for j in jobs.values()} == {0}
+    assert len({jobs[f"map:{i}"]["ClusterId"] for i in range(4)}) == 1
+    for n in dag["nodes"][1:]:
+        j = jobs[n["id"]]
+        assert n["job"] == f"HTCondor job {j['ClusterId']}.{j['ProcId']}"
+    log = _workflow_api(gw, "GET", f"/{run['id']}/nodes/map:1/log").text
+    assert f"step map:1 of workflow run {run['id']}, attempt 1" in log
+
+
+def test_a_workflow_step_job_outlives_a_gateway_crash_and_is_adopted(pool, gw):
+    spec = """stages:
+  - name: slow
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {out: '{workdir}/out.txt'}
+      step:
+        process: {process_type: interpolated-script-cmd, script: "sleep 8; echo survived > {out}"}
+        publisher: {publisher_type: frompar-pub, outputmap: {out: out}}
+        environment: {environment_type: localproc-env}
+"""
+    r = _workflow_api(gw, "POST", json={"entry": "wf.yml", "files": {"wf.yml": spec}})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    running = wait_until(lambda: (lambda n: n if n["state"] == "RUNNING" and pool.jobs(f'AfGatewayWorkflow == "{run_id}" && JobStatus == 2') else None)(
+        _workflow_api(gw, "GET", f"/{run_id}").json()["nodes"][1]), 120, "the step's job running")
+    os.killpg(gw.proc.pid, signal.SIGKILL)
+    gw.proc.wait(10)
+    gw.start()
+    dag = _wait_run(gw, run_id)
+    slow = dag["nodes"][1]
+    assert dag["run"]["status"] == "SUCCESS", slow.get("message")
+    assert slow["job"] == running["job"] and slow["attempts"] == 1
+    assert Path(slow["outputs"]["out"]).read_text().strip() == "survived"

@@ -15,6 +15,8 @@ export interface JobAd {
   JobStatus: number;
   AfGatewayCluster?: string;
   AfGatewayWorker?: string;
+  AfGatewayWorkflow?: string;
+  AfGatewayStep?: string;
   HoldReason?: string;
   RemoveReason?: string;
   ExitCode?: number;
@@ -27,7 +29,7 @@ export interface JobAd {
 }
 
 export const JOB_ATTRIBUTES = [
-  'ClusterId', 'ProcId', 'JobStatus', 'AfGatewayCluster', 'AfGatewayWorker', 'HoldReason', 'RemoveReason',
+  'ClusterId', 'ProcId', 'JobStatus', 'AfGatewayCluster', 'AfGatewayWorker', 'AfGatewayWorkflow', 'AfGatewayStep', 'HoldReason', 'RemoveReason',
   'ExitCode', 'ExitBySignal', 'ExitSignal', 'EnteredCurrentStatus', 'JobCurrentStartDate', 'LastRejMatchReason', 'NumJobMatches',
 ];
 

@@ -1,16 +1,16 @@
 // HTCondor backend: schedulers run as local processes (next to the gateway), workers as HTCondor
 // jobs. Worker starts asked for together are submitted together (one cluster id, one proc per
 // worker); one condor_q -json per poll answers every check; removals are batched into one condor_rm.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ProcessState, SchedulerLaunch, WorkerLaunch } from '../backend.js';
+import type { Backend, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
 import type { BackendHandle } from '../../clusters/model.js';
 import { CommandRunner } from '../batch/command-runner.js';
-import { logTail, type LocalBackend } from '../local/local-backend.js';
+import { logTail, stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
 import { JOB_ATTRIBUTES, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
-import { classAdString, schedulerSubmitDescription, workerSubmitDescription } from './submit-description.js';
+import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription } from './submit-description.js';
 import { errorMessage } from '../../errors.js';
 
 export interface HTCondorConfig {
@@ -51,6 +51,12 @@ interface JobHandle extends BackendHandle {
 
 const isJob = (h: BackendHandle): h is JobHandle => h.kind === 'htcondor-job';
 
+interface PendingStep {
+  launch: StepLaunch;
+  resolve: (h: BackendHandle) => void;
+  reject: (e: unknown) => void;
+}
+
 interface PendingSubmit {
   launch: WorkerLaunch;
   resolve: (h: BackendHandle) => void;
@@ -74,6 +80,7 @@ export class HTCondorBackend implements Backend {
   /** Jobs that left the queue: their last ClassAd from condor_history. */
   private readonly finished = new Map<string, JobAd>();
   private readonly traversable = new Set<string>();
+  private readonly pendingSteps = new Map<string, PendingStep[]>();
 
   constructor(private readonly opts: HTCondorBackendOptions) {
     this.instance = `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
@@ -138,6 +145,89 @@ export class HTCondorBackend implements Backend {
       }
       batch.push({ launch, resolve: resolveHandle, reject });
     });
+  }
+
+  /** Workflow steps started together (a stage's steps) become one submission. */
+  startStep(launch: StepLaunch): Promise<BackendHandle> {
+    return new Promise((resolveHandle, reject) => {
+      const { AF_WORKFLOW_STEP: _step, ...shared } = launch.env;
+      const key = `${launch.run}\u0000${launch.image ?? ''}\u0000${JSON.stringify(shared)}`;
+      let batch = this.pendingSteps.get(key);
+      if (!batch) {
+        batch = [];
+        this.pendingSteps.set(key, batch);
+        setTimeout(() => void this.submitSteps(key), GATHER_MS);
+      }
+      batch.push({ launch, resolve: resolveHandle, reject });
+    });
+  }
+
+  private async submitSteps(key: string): Promise<void> {
+    const batch = this.pendingSteps.get(key) ?? [];
+    this.pendingSteps.delete(key);
+    const first = batch[0]?.launch;
+    if (!first) return;
+    const cfg = this.opts.config;
+    try {
+      for (const p of batch) await this.shareStepDir(p.launch.workdir);
+      const { AF_WORKFLOW_STEP: _node, ...env } = first.env;
+      const description = stepSubmitDescription({
+        instance: this.instance,
+        run: first.run,
+        owner: first.owner,
+        steps: batch.map((p) => ({ node: p.launch.node, dir: p.launch.workdir })),
+        environment: { PATH: stepBaseEnv().PATH ?? '/usr/bin:/bin', ...env },
+        image: first.image ?? null,
+        cpus: first.cpus,
+        memoryGiB: first.memory,
+        universe: cfg.universe,
+        containerImage: cfg.container_image,
+        requirements: cfg.requirements,
+        accountingGroup: cfg.accounting_group,
+        requestDisk: cfg.request_disk,
+        extra: cfg.submit_extra,
+      });
+      const file = join(dirname(first.workdir), `.af-submit-${randomBytes(6).toString('hex')}.sub`);
+      await writeFile(file, description, { mode: 0o644 });
+      const { stdout } = await this.runner.run(['condor_submit', '-terse', file], this.authEnv(null));
+      const ids = parseTerseSubmit(stdout);
+      if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} steps`);
+      this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length }, 'submitted workflow step jobs');
+      batch.forEach((p, i) => {
+        const handle: JobHandle = { kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first + i}`, cluster: '', worker: p.launch.node, log: p.launch.log };
+        p.resolve(handle);
+      });
+      this.polledAt = 0;
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+    }
+  }
+
+  /** The jobs' user writes in the step's directory; its parents only need to be traversable. */
+  private async shareStepDir(dir: string): Promise<void> {
+    const owner = this.opts.config.file_owner;
+    if (!owner) return;
+    const [uid, gid] = owner.split(':').map(Number);
+    if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`backend.htcondor.file_owner must be uid:gid, not ${owner}`);
+    // Below the gateway's data dir (0700) the jobs' user needs to pass through it; a workspace_root
+    // elsewhere is the admin's shared filesystem and keeps its permissions.
+    const data = resolve(this.opts.dataDir);
+    if (dir.startsWith(data + '/') && !this.traversable.has(data)) {
+      await chmod(data, 0o711).catch(() => undefined);
+      this.traversable.add(data);
+    }
+    const chownTree = async (d: string): Promise<void> => {
+      await chown(d, uid!, gid!);
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        if (e.isDirectory()) await chownTree(join(d, e.name));
+        else await chown(join(d, e.name), uid!, gid!).catch(() => undefined);
+      }
+    };
+    await chownTree(dir);
+  }
+
+  describe(handle: BackendHandle): string {
+    return isJob(handle) ? `HTCondor job ${handle.job}` : `process ${String(handle.pid)}`;
   }
 
   /** Environment of condor_submit / condor_rm for a cluster owner's jobs. */
@@ -278,7 +368,8 @@ export class HTCondorBackend implements Backend {
     this.polledAt = 0;
     await this.poll();
     const keep = new Set(live.filter(isJob).map((h) => h.job));
-    const orphans = [...this.jobs.keys()].filter((id) => !keep.has(id));
+    // Workflow steps are the workflow engine's: it adopts them after a restart.
+    const orphans = [...this.jobs.entries()].filter(([id, ad]) => !keep.has(id) && !ad.AfGatewayWorkflow).map(([id]) => id);
     if (orphans.length === 0) return;
     this.opts.log.warn({ jobs: orphans }, 'removing HTCondor jobs no cluster of this gateway owns');
     await Promise.all(orphans.map((job) => this.stop({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '' })));

@@ -157,3 +157,63 @@ function daskJobDescription(spec: CommonSpec, job: JobShape): string {
   }
   return [...lines.map(([k, v]) => `${k} = ${v}`), `queue AfWorker from (`, ...job.names, ')', ''].join('\n');
 }
+
+export interface StepJobSpec {
+  instance: string;
+  run: string;
+  owner: string;
+  /** One proc per step: its node id and directory (the wrapper is DIR/.af/run.sh). */
+  steps: { node: string; dir: string }[];
+  environment: Record<string, string>;
+  /** A docker-encapsulated step's image: the container universe runs it. */
+  image: string | null;
+  cpus: number;
+  memoryGiB: number;
+  universe: 'vanilla' | 'container' | 'docker';
+  containerImage: string | null;
+  requirements: string | null;
+  accountingGroup: string | null;
+  requestDisk: string;
+  extra: Record<string, string>;
+}
+
+/**
+ * Workflow steps of one stage started together: one cluster id, one proc per step. Steps need a
+ * filesystem shared with the gateway (their inputs are earlier steps' outputs, and the engine reads
+ * what they publish), so nothing is transferred.
+ */
+export function stepSubmitDescription(spec: StepJobSpec): string {
+  for (const s of spec.steps) {
+    if (!/^[A-Za-z0-9_.:-]+$/.test(s.node) || !/^[A-Za-z0-9_./:+-]+$/.test(s.dir)) {
+      throw new Error(`step ${s.node} in ${s.dir} cannot be queued (its name or path has characters HTCondor's queue list cannot carry)`);
+    }
+  }
+  const image = spec.image ?? (spec.universe === 'vanilla' ? null : spec.containerImage);
+  const universe = spec.image ? 'container' : spec.universe;
+  const lines: [string, string][] = [
+    ['universe', universe],
+    ['executable', '/bin/sh'],
+    ['transfer_executable', 'false'],
+    ['arguments', '"$(AfStepDir)/.af/run.sh"'],
+    ['environment', `"${Object.entries(spec.environment).map(([k, v]) => word(`${k}=${v}`)).join(' ')}"`],
+    ['request_cpus', String(Math.max(1, Math.ceil(spec.cpus)))],
+    ['request_memory', String(Math.ceil(spec.memoryGiB * 1024))],
+    ['request_disk', spec.requestDisk],
+    ['initialdir', '$(AfStepDir)'],
+    ['output', '$(AfStepDir)/.af/htcondor.out'],
+    ['error', '$(AfStepDir)/.af/htcondor.err'],
+    ['log', '$(AfStepDir)/.af/htcondor.log'],
+    ['job_max_vacate_time', '10'],
+    ['should_transfer_files', 'NO'],
+    ['+AfGatewayInstance', classAdString(spec.instance)],
+    ['+AfGatewayWorkflow', classAdString(spec.run)],
+    ['+AfGatewayOwner', classAdString(spec.owner)],
+    ['+AfGatewayStep', classAdString('$(AfStep)')],
+  ];
+  if (universe === 'container' && image) lines.push(['container_image', spec.image ? `docker://${image}` : image]);
+  if (universe === 'docker' && image) lines.push(['docker_image', image]);
+  if (spec.requirements) lines.push(['requirements', spec.requirements]);
+  if (spec.accountingGroup) lines.push(['accounting_group', spec.accountingGroup], ['accounting_group_user', spec.owner]);
+  for (const [k, v] of Object.entries(spec.extra)) lines.push([k, v]);
+  return [...lines.map(([k, v]) => `${k} = ${v}`), 'queue AfStep, AfStepDir from (', ...spec.steps.map((s) => `${s.node}, ${s.dir}`), ')', ''].join('\n');
+}
