@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// af-gateway serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+// af-gateway-server serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config.js';
 import { startGateway, VERSION } from './server.js';
 
-const USAGE = `Usage: af-gateway serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
-       af-gateway --version
+const USAGE = `Usage: af-gateway-server serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+       af-gateway-server --version
 
 Without --config the embedded default runs: local backend, SQLite state in ./af-gateway-data,
 simple authentication (any user name) on 127.0.0.1:8000. See docs/config-reference.md.`;

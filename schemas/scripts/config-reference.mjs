@@ -32,7 +32,7 @@ export function renderConfigReference(schema) {
     '',
     esc(schema.description),
     '',
-    'Start the gateway with `af-gateway serve --config FILE` (YAML or JSON).',
+    'Start the gateway with `af-gateway-server serve --config FILE` (YAML or JSON).',
     '',
     '| key | type | default | description |',
     '| --- | --- | --- | --- |',

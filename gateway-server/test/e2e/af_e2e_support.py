@@ -49,7 +49,7 @@ def wait_http(url, proc, log, ok=lambda r: True, timeout=60):
 
 
 def start_gateway(directory, config):
-    """Starts `af-gateway serve` with this config (a dict); returns (process, url, log path)."""
+    """Starts `af-gateway-server serve` with this config (a dict); returns (process, url, log path)."""
     directory = Path(directory)
     (directory / "config.json").write_text(json.dumps(config))
     log = directory / "gateway.log"

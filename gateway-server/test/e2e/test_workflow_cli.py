@@ -1,0 +1,411 @@
+"""The `af-gateway` command line (python/af-gateway-client, af_gateway_client.cli) against a real
+gateway with OIDC auth, the way a CI job uses it: a client-credentials token of the provider's
+`ci-pipeline` client in BEARER_TOKEN_FILE, `af-gateway run WORKFLOW -p key=value --wait`, and the
+exit code deciding the job's fate (0 ok, 1 run failed, 2 refused, 3 auth, 4 unreachable,
+5 timeout, 130 interrupted).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from af_e2e_support import REPO, free_port, start_gateway, start_provider, stop
+
+AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
+MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory):
+    proc, info = start_provider(tmp_path_factory.mktemp("op"))
+    try:
+        yield info
+    finally:
+        stop(proc)
+
+
+def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
+    conf = requests.get(provider["issuer"] + "/.well-known/openid-configuration", timeout=10).json()
+    r = requests.post(conf["token_endpoint"], auth=(client, provider["clients"][client]),
+                      data={"grant_type": "client_credentials", "scope": scope,
+                            "resource": "urn:" + provider["audience"]}, timeout=10)
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+def _kill_below(directory):
+    """Kills what still runs in (or names) the gateway's directory: steps the gateway detached."""
+    root = str(directory)
+    victims = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid == os.getpid():
+                continue
+            if p.cwd().startswith(root) or any(root in a for a in p.cmdline()):
+                victims.append(p)
+        except psutil.Error:
+            pass
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(provider, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gw-wf-cli")
+    proc, url, log = start_gateway(d, {
+        "listen": f"127.0.0.1:{free_port()}",
+        "data_dir": str(d / "data"),
+        "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
+                                           "required_scopes": ["compute.create"]}},
+        "workflows": {"poll_period": 0.2},
+    })
+    try:
+        yield {"url": url, "dir": d, "log": log}
+    finally:
+        stop(proc)
+        _kill_below(d)
+
+
+@pytest.fixture(scope="module")
+def token_file(provider, tmp_path_factory):
+    path = tmp_path_factory.mktemp("token") / "bt"
+    path.write_text(client_credentials_token(provider, "ci-pipeline"))
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, gateway, token_file):
+    """A CI job's environment: the gateway's URL and the token file, nothing else of ours."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("AF_GATEWAY", "BEARER_TOKEN", "DASK_GATEWAY", "PYTEST_"))}
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    e.update(AF_GATEWAY_URL=gateway["url"], BEARER_TOKEN_FILE=str(token_file), XDG_RUNTIME_DIR=str(runtime))
+    return e
+
+
+def cli(*args, env, cwd, timeout=60):
+    return subprocess.run([str(AF_GATEWAY), *map(str, args)], env=env, cwd=str(cwd), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def show(res):
+    return f"exit {res.returncode}\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}"
+
+
+def write_workflow(directory, files):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(textwrap.dedent(text))
+    return directory / "workflow.yml"
+
+
+def one_step(cmd):
+    """A workflow of one singlestep stage running cmd on the gateway's host."""
+    return {name: textwrap.dedent(text) for name, text in {
+        "workflow.yml": """\
+            stages:
+              - name: work
+                dependencies: [init]
+                scheduler:
+                  scheduler_type: singlestep-stage
+                  parameters: {}
+                  step: {$ref: 'steps.yml#/work'}
+            """,
+        "steps.yml": f"""\
+            work:
+              process:
+                process_type: string-interpolated-cmd
+                cmd: {json.dumps(cmd)}
+              publisher:
+                publisher_type: constant-pub
+                publish: {{}}
+              environment:
+                environment_type: localproc-env
+            """,
+    }.items()}
+
+
+def run_id_of(stdout):
+    m = re.search(r"^run (\S+) \(", stdout, re.M)
+    assert m, f"no run id in the output:\n{stdout}"
+    return m.group(1)
+
+
+def wait_status(run_id, want, env, cwd, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cli("status", run_id, "--json", env=env, cwd=cwd)
+        if res.returncode in (0, 1) and json.loads(res.stdout)["run"]["status"] == want:
+            return res
+        assert time.monotonic() < deadline, f"run {run_id} did not become {want}:\n{show(res)}"
+        time.sleep(0.5)
+
+
+def cancel_quietly(run_id, env, cwd):
+    try:
+        cli("cancel", run_id, env=env, cwd=cwd, timeout=30)
+    except Exception:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_map_reduce_runs_to_the_end_and_its_outputs_are_downloaded(env, tmp_path, token_file):
+    out = tmp_path / "results"
+    res = cli("run", MAP_REDUCE, "-p", "nfiles=4", "--wait", "--output-dir", out, env=env, cwd=tmp_path,
+              timeout=200)
+    assert res.returncode == 0, show(res)
+    text = res.stdout
+    run_id = run_id_of(text)
+    # progress: stages applied as they come, step states summarised per stage
+    assert re.search(r"^\[\d\d:\d\d\] stage acquire applied: 1 step$", text, re.M), show(res)
+    assert re.search(r"^\[\d\d:\d\d\] stage map applied: 4 steps$", text, re.M), show(res)
+    assert re.search(r"^\[\d\d:\d\d\] map: 4/4 SUCCESS$", text, re.M), show(res)
+    assert re.search(r"^\[\d\d:\d\d\] reduce: 1/1 SUCCESS$", text, re.M), show(res)
+    assert re.search(rf"^\[\d\d:\d\d\] run {re.escape(run_id)} SUCCESS$", text, re.M), show(res)
+    # the final stage's output file: 1 + 2 + 3 + 4 words
+    totals = list(out.rglob("total.txt"))
+    assert len(totals) == 1, show(res)
+    assert totals[0].read_text().strip() == "10"
+    assert str(totals[0]) in text  # each downloaded file is printed
+    summary = json.loads((out / "outputs.json").read_text())
+    assert summary["run"]["id"] == run_id and summary["run"]["status"] == "SUCCESS"
+    assert summary["run"]["parameters"] == {"nfiles": 4}  # -p values are YAML scalars
+    assert summary["local_outputs"]["reduce"]["total"] == totals[0].relative_to(out).as_posix()
+    assert [f["local"] for f in summary["files"]] == [totals[0].relative_to(out).as_posix()]
+    # the token is never printed
+    assert token_file.read_text().strip() not in res.stdout + res.stderr
+
+    # the small commands on the finished run
+    st = cli("status", run_id, env=env, cwd=tmp_path)
+    assert st.returncode == 0 and "SUCCESS" in st.stdout and "map" in st.stdout, show(st)
+    lg = cli("logs", run_id, "map:0", env=env, cwd=tmp_path)
+    assert lg.returncode == 0, show(lg)
+    lg = cli("logs", run_id, "nosuch:7", env=env, cwd=tmp_path)
+    assert lg.returncode == 2, show(lg)
+    st = cli("status", "no-such-run", env=env, cwd=tmp_path)
+    assert st.returncode == 2, show(st)
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_step_fails_the_run_with_its_message_and_log(env, tmp_path):
+    wf = write_workflow(tmp_path / "wf", one_step("sh -c 'echo boom-marker-on-stdout; echo to-stderr >&2; exit 3'"))
+    res = cli("run", wf, "--retries", "0", "--wait", env=env, cwd=tmp_path, timeout=100)
+    assert res.returncode == 1, show(res)
+    both = res.stdout + res.stderr
+    assert re.search(r"step work FAILED \(exit code 3", both), show(res)
+    assert "boom-marker-on-stdout" in both, show(res)  # the log's last lines
+    assert re.search(r"run \S+ FAILED", both), show(res)
+    assert not (tmp_path / "af-gateway-outputs").exists()  # nothing downloaded for a failed run
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", ["unknown-dependency", "missing-cmd"])
+def test_an_invalid_workflow_is_refused_with_json_paths(env, tmp_path, case):
+    files = one_step("true")
+    if case == "unknown-dependency":
+        files["workflow.yml"] += textwrap.indent(textwrap.dedent("""\
+              - name: second
+                dependencies: [nosuch]
+                scheduler:
+                  scheduler_type: singlestep-stage
+                  parameters: {}
+                  step: {$ref: 'steps.yml#/work'}
+            """), "  ")
+        want = [r"\$\.stages\[1\]\.dependencies \(workflow\.yml\): .*nosuch"]
+    else:
+        files["steps.yml"] = files["steps.yml"].replace("cmd:", "command:")
+        want = [r"\$\.stages\[0\]\.scheduler\.step\.process \(steps\.yml\): .*cmd"]
+    wf = write_workflow(tmp_path / "wf", files)
+    res = cli("run", wf, "--wait", env=env, cwd=tmp_path)
+    assert res.returncode == 2, show(res)
+    for rx in want:
+        assert re.search(rx, res.stderr), show(res)
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_parameter_is_named(env, tmp_path):
+    res = cli("run", MAP_REDUCE, "--wait", env=env, cwd=tmp_path)
+    assert res.returncode == 2, show(res)
+    assert "nfiles" in res.stderr, show(res)
+
+
+@pytest.mark.timeout(60)
+def test_without_credentials_or_with_a_bad_token_exit_3(env, tmp_path, gateway):
+    if Path(f"/tmp/bt_u{os.getuid()}").exists():
+        pytest.skip(f"/tmp/bt_u{os.getuid()} exists: WLCG discovery would find a token")
+    no_token = {k: v for k, v in env.items() if k != "BEARER_TOKEN_FILE"}
+    res = cli("run", MAP_REDUCE, "-p", "nfiles=2", env=no_token, cwd=tmp_path)
+    assert res.returncode == 3, show(res)
+    assert "no credentials" in res.stderr and "BEARER_TOKEN_FILE" in res.stderr, show(res)
+    # a token the gateway does not accept: its 401
+    bad = dict(no_token, BEARER_TOKEN="not.a.token")
+    res = cli("run", MAP_REDUCE, "-p", "nfiles=2", env=bad, cwd=tmp_path)
+    assert res.returncode == 3, show(res)
+    assert "401" in res.stderr and "not.a.token" not in res.stdout + res.stderr, show(res)
+    res = cli("status", "whatever", env=bad, cwd=tmp_path)
+    assert res.returncode == 3, show(res)
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_gateway_exits_4(env, tmp_path):
+    res = cli("run", MAP_REDUCE, "-p", "nfiles=2", "--wait", "--gateway", f"http://127.0.0.1:{free_port()}",
+              env=env, cwd=tmp_path)
+    assert res.returncode == 4, show(res)
+    assert "cannot reach the gateway" in res.stderr, show(res)
+
+
+@pytest.mark.timeout(60)
+def test_usage_errors_exit_2_before_anything_is_sent(env, tmp_path):
+    # a $ref leaving the workflow's directory: refused locally (the gateway is unreachable here)
+    files = one_step("true")
+    files["workflow.yml"] = files["workflow.yml"].replace("steps.yml#/work", "../elsewhere.yml#/work")
+    wf = write_workflow(tmp_path / "wf", files)
+    (tmp_path / "elsewhere.yml").write_text((tmp_path / "wf" / "steps.yml").read_text())
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    res = cli("run", wf, "--gateway", unreachable, env=env, cwd=tmp_path)
+    assert res.returncode == 2 and "outside the workflow's directory" in res.stderr, show(res)
+    res = cli("run", MAP_REDUCE, "-p", "nfiles", "--gateway", unreachable, env=env, cwd=tmp_path)
+    assert res.returncode == 2 and "KEY=VALUE" in res.stderr, show(res)
+    res = cli("run", tmp_path / "nope.yml", "--gateway", unreachable, env=env, cwd=tmp_path)
+    assert res.returncode == 2, show(res)
+    res = cli("run", MAP_REDUCE, "--timeout", "5", env=env, cwd=tmp_path)  # --timeout needs --wait
+    assert res.returncode == 2, show(res)
+    no_url = {k: v for k, v in env.items() if k != "AF_GATEWAY_URL"}
+    res = cli("status", "x", env=no_url, cwd=tmp_path)
+    assert res.returncode == 2 and "AF_GATEWAY_URL" in res.stderr, show(res)
+
+
+@pytest.mark.timeout(120)
+def test_submit_without_wait_then_status_logs_and_cancel(env, tmp_path):
+    wf = write_workflow(tmp_path / "wf", one_step("sh -c 'echo started-marker; sleep 120'"))
+    res = cli("run", wf, "--name", "sleeper", env=env, cwd=tmp_path)
+    assert res.returncode == 0, show(res)
+    run_id = res.stdout.strip()
+    assert run_id and "\n" not in run_id, show(res)  # only the id on stdout, for RUN=$(af-gateway run ...)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            lg = cli("logs", run_id, "work", env=env, cwd=tmp_path)
+            if lg.returncode == 0 and "started-marker" in lg.stdout:
+                break
+            assert time.monotonic() < deadline, show(lg)
+            time.sleep(0.5)
+        st = cli("status", run_id, env=env, cwd=tmp_path)
+        assert st.returncode == 0 and "RUNNING" in st.stdout and "sleeper" in st.stdout, show(st)
+        # --follow streams until the step finished: cancelling ends it
+        follow = subprocess.Popen([str(AF_GATEWAY), "logs", run_id, "work", "--follow"], env=env,
+                                  cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)
+            assert follow.poll() is None, "logs --follow ended while the step runs"
+            cn = cli("cancel", run_id, env=env, cwd=tmp_path)
+            assert cn.returncode == 0, show(cn)
+            out, err = follow.communicate(timeout=30)
+            assert follow.returncode == 0 and "started-marker" in out, (out, err)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+        st = wait_status(run_id, "CANCELLED", env, tmp_path)
+        assert st.returncode == 1, show(st)  # status: 1 for a failed or cancelled run
+    finally:
+        cancel_quietly(run_id, env, tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_timeout_leaves_the_run_running(env, tmp_path):
+    wf = write_workflow(tmp_path / "wf", one_step("sleep 120"))
+    res = cli("run", wf, "--wait", "--timeout", "4", env=env, cwd=tmp_path, timeout=60)
+    run_id = run_id_of(res.stdout)
+    try:
+        assert res.returncode == 5, show(res)
+        assert "keeps running" in res.stderr and f"af-gateway cancel {run_id}" in res.stderr, show(res)
+        st = cli("status", run_id, "--json", env=env, cwd=tmp_path)
+        assert st.returncode == 0 and json.loads(st.stdout)["run"]["status"] == "RUNNING", show(st)
+    finally:
+        cancel_quietly(run_id, env, tmp_path)
+    wait_status(run_id, "CANCELLED", env, tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_waiting_says_the_run_continues(env, tmp_path):
+    wf = write_workflow(tmp_path / "wf", one_step("sleep 120"))
+    proc = subprocess.Popen([str(AF_GATEWAY), "run", str(wf), "--wait"], env=env, cwd=str(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = None
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if run_id is None and line.startswith("run "):
+                run_id = run_id_of(line)
+            if re.search(r"work: 0/1 SUCCESS, 1 RUNNING", line):
+                break
+        assert run_id and proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (proc.returncode, "".join(lines) + out, err)
+        assert "continues at the gateway" in err and f"af-gateway cancel {run_id}" in err, err
+        st = cli("status", run_id, "--json", env=env, cwd=tmp_path)
+        assert json.loads(st.stdout)["run"]["status"] == "RUNNING", show(st)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if run_id:
+            cancel_quietly(run_id, env, tmp_path)
+    wait_status(run_id, "CANCELLED", env, tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_basic_auth_at_a_simple_auth_gateway(tmp_path, env):
+    # the demo's way in: AF_GATEWAY_USER / AF_GATEWAY_PASSWORD; the URL from dask_gateway's variable
+    d = tmp_path / "gw-simple"
+    d.mkdir()
+    proc, url, _log = start_gateway(d, {
+        "listen": f"127.0.0.1:{free_port()}",
+        "data_dir": str(d / "data"),
+        "auth": {"type": "simple", "simple": {"password": "s3cret"}},
+        "workflows": {"poll_period": 0.2},
+    })
+    try:
+        e = {k: v for k, v in env.items() if k not in ("AF_GATEWAY_URL", "BEARER_TOKEN_FILE")}
+        e.update(DASK_GATEWAY__ADDRESS=url, AF_GATEWAY_USER="alice", AF_GATEWAY_PASSWORD="s3cret")
+        wf = write_workflow(tmp_path / "wf", one_step("sh -c 'echo hello'"))
+        res = cli("run", wf, "--wait", "--name", "basic", env=e, cwd=tmp_path, timeout=100)
+        assert res.returncode == 0, show(res)
+        assert (tmp_path / "af-gateway-outputs" / run_id_of(res.stdout) / "outputs.json").is_file(), show(res)
+        assert "s3cret" not in res.stdout + res.stderr
+        res = cli("run", wf, env=dict(e, AF_GATEWAY_PASSWORD="wrong"), cwd=tmp_path)
+        assert res.returncode == 3 and "401" in res.stderr, show(res)
+    finally:
+        stop(proc)
+        _kill_below(d)

@@ -1,0 +1,941 @@
+"""``af-gateway``: run AF Gateway workflows from the command line (CI pipelines).
+
+Commands::
+
+    af-gateway run WORKFLOW.yml [-p KEY=VALUE ...] [--parameters-file F.yml] [--name N]
+                   [--backend B] [--retries N] [--wait [--output-dir DIR] [--timeout SECONDS]]
+    af-gateway status RUN_ID [--json]
+    af-gateway logs RUN_ID STEP [--follow]
+    af-gateway cancel RUN_ID
+
+``run`` sends the workflow file and every file its $refs reach (relative to the referring
+file; none may lie outside the workflow's directory) to ``POST /api/af/workflows``. Values of
+``-p`` are YAML scalars (``5`` is a number, ``true`` a boolean, ``[a, b]`` a list; YAML 1.2 like
+the gateway, so ``no`` stays a string). Without ``--wait`` it prints the run's id (alone on
+standard output) and exits. With ``--wait`` it follows the run, printing a line per change, and
+when it succeeded downloads the files among the outputs of its final stages into ``--output-dir``
+(default ``./af-gateway-outputs/RUN_ID``) next to a summary, ``outputs.json`` (the run, its outputs
+as the gateway reported them, the same with local paths, and the files). Progress goes to standard
+output, problems to standard error.
+
+The gateway is ``--gateway URL``, else ``$AF_GATEWAY_URL``, else ``$DASK_GATEWAY__ADDRESS``.
+Credentials, first found wins: ``$AF_GATEWAY_TOKEN`` (a bearer token); ``$AF_GATEWAY_USER`` (with
+``$AF_GATEWAY_PASSWORD``) for basic auth at gateways with simple auth; then WLCG bearer-token
+discovery (``$BEARER_TOKEN``, the file ``$BEARER_TOKEN_FILE``, ``$XDG_RUNTIME_DIR/bt_u<uid>``,
+``/tmp/bt_u<uid>``), read again for every request so a refreshed token file is picked up.
+The token is never printed.
+
+Exit codes:
+
+===  ============================================================================================
+ 0   the run succeeded (``run --wait``), was submitted (``run``), or the command did its job
+ 1   the run failed or was cancelled (``status``: the run is FAILED or CANCELLED)
+ 2   usage error, or the gateway refused the request (4xx other than 401/403: an invalid
+     workflow, missing parameters, an unknown run or step)
+ 3   authentication or authorisation failed (no credentials, 401, 403)
+ 4   the gateway could not be reached or answered with a server error (5xx)
+ 5   ``--timeout`` was reached; the run keeps running at the gateway
+130  interrupted (Ctrl-C) while waiting; the run keeps running at the gateway
+===  ============================================================================================
+"""
+
+import argparse
+import collections
+import json
+import math
+import os
+import posixpath
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+import yaml
+
+from ._token import find_bearer_token
+
+try:
+    from importlib.metadata import version as _dist_version
+
+    __version__ = _dist_version("af-gateway-client")
+except Exception:  # pragma: no cover - not installed
+    __version__ = "0"
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_UNREACHABLE = 4
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    the run succeeded (run --wait), was submitted (run), or the command did its job
+  1    the run failed or was cancelled (status: the run is FAILED or CANCELLED)
+  2    usage error, or the gateway refused the request (an invalid workflow: each problem is
+       printed as PATH (FILE): MESSAGE; missing parameters; an unknown run or step)
+  3    authentication or authorisation failed (no credentials, 401, 403)
+  4    the gateway could not be reached or answered with a server error (5xx)
+  5    --timeout was reached; the run keeps running at the gateway
+  130  interrupted (Ctrl-C) while waiting; the run keeps running at the gateway
+
+environment:
+  AF_GATEWAY_URL (or DASK_GATEWAY__ADDRESS)   the gateway, unless --gateway is given
+  AF_GATEWAY_TOKEN                            a bearer token
+  AF_GATEWAY_USER, AF_GATEWAY_PASSWORD        basic auth (gateways with simple auth)
+  BEARER_TOKEN, BEARER_TOKEN_FILE             WLCG bearer-token discovery (then
+                                              $XDG_RUNTIME_DIR/bt_u<uid>, /tmp/bt_u<uid>)
+"""
+
+POLL_PERIOD = 2.0
+# While following a run, how long the gateway may be unreachable (or answer 5xx) before giving up.
+OUTAGE_TOLERANCE = 60.0
+LOG_TAIL_LINES = 20
+FINISHED = ("SUCCESS", "FAILED", "CANCELLED")
+STATE_ORDER = ("SUCCESS", "RUNNING", "DEFINED", "FAILED", "CANCELLED")
+
+
+class CliError(Exception):
+    """Ends the command with a message (on standard error) and an exit code."""
+
+    def __init__(self, message, code, details=()):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = list(details)
+
+
+def say(*lines):
+    for line in lines:
+        print(line, flush=True)
+
+
+def warn(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# YAML as the gateway reads it (YAML 1.2 core schema: `no`, `on`, `2024-01-01`, `1:20` and `017`
+# keep their YAML 1.2 meaning instead of PyYAML's YAML 1.1 one)
+# --------------------------------------------------------------------------------------------
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    pass
+
+
+_DROP = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+         "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:null"}
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _DROP]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"))
+
+
+def _construct_int(loader, node):
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+
+
+def _construct_bool(loader, node):
+    return loader.construct_scalar(node).lower() == "true"
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+
+
+def load_yaml(text):
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _json_safe(value, where):
+    """Checks that value can travel as JSON (YAML also has binary, sets, NaN, ...)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CliError(f"{where}: {value} cannot be sent as JSON", EXIT_USAGE)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise CliError(f"{where}: mapping key {k!r} is not a string", EXIT_USAGE)
+            _json_safe(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _json_safe(v, f"{where}[{i}]")
+    elif not (value is None or isinstance(value, (str, int, float, bool))):
+        raise CliError(f"{where}: a {type(value).__name__} cannot be sent as JSON", EXIT_USAGE)
+
+
+# --------------------------------------------------------------------------------------------
+# the workflow bundle
+# --------------------------------------------------------------------------------------------
+
+
+def _refs(value):
+    """Every $ref string in a parsed document, in document order."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str):
+            yield ref
+            return
+        for v in value.values():
+            yield from _refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _refs(v)
+
+
+def _pointer(doc, fragment):
+    for key in [k.replace("~1", "/").replace("~0", "~") for k in fragment.split("/") if k]:
+        if isinstance(doc, list) and key.isdigit() and int(key) < len(doc):
+            doc = doc[int(key)]
+        elif isinstance(doc, dict) and key in doc:
+            doc = doc[key]
+        else:
+            return None
+    return doc
+
+
+def collect_bundle(workflow_path):
+    """Returns (entry, {relative path: text}) for the workflow and every file its $refs reach.
+
+    Paths are POSIX paths relative to the workflow file's directory, resolved relative to the
+    referring file, as the gateway resolves them; a $ref leaving that directory (also through a
+    symbolic link) is refused. Only the parts of a file a $ref points at are searched for
+    further $refs, as the gateway only reads those.
+    """
+    path = Path(workflow_path)
+    if not path.is_file():
+        raise CliError(f"{workflow_path}: no such file", EXIT_USAGE)
+    base = path.resolve().parent
+    entry = path.name
+    texts, docs = {}, {}
+
+    def read(rel, referrer, ref):
+        if rel in docs:
+            return docs[rel]
+        where = f"{referrer}: $ref {ref}" if referrer else rel
+        if rel == ".." or rel.startswith("../") or posixpath.isabs(rel):
+            raise CliError(f"{where} points outside the workflow's directory ({base})", EXIT_USAGE)
+        full = base.joinpath(*rel.split("/"))
+        try:
+            real = full.resolve()
+        except OSError as exc:
+            raise CliError(f"{where}: {exc}", EXIT_USAGE) from None
+        if real != base and base not in real.parents:
+            raise CliError(f"{where} points outside the workflow's directory ({base}) "
+                           f"through a symbolic link", EXIT_USAGE)
+        try:
+            text = full.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CliError(f"{where}: {full} does not exist", EXIT_USAGE) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{where}: cannot read {full}: {exc}", EXIT_USAGE) from None
+        try:
+            doc = load_yaml(text)
+        except yaml.YAMLError as exc:
+            raise CliError(f"{rel} is not valid YAML or JSON: {exc}", EXIT_USAGE) from None
+        texts[rel], docs[rel] = text, doc
+        return doc
+
+    seen = set()
+    todo = [(entry, "", None, None)]  # (file, fragment, referrer, ref)
+    while todo:
+        rel, fragment, referrer, ref = todo.pop()
+        if (rel, fragment) in seen:
+            continue
+        seen.add((rel, fragment))
+        doc = read(rel, referrer, ref)
+        part = _pointer(doc, fragment)
+        for r in _refs(part):
+            target, _, frag = r.partition("#")
+            if target:
+                if posixpath.isabs(target):
+                    raise CliError(f"{rel}: $ref {r} points outside the workflow's directory "
+                                   f"({base})", EXIT_USAGE)
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+            else:
+                target = rel
+            todo.append((target, frag, rel, r))
+    return entry, dict(sorted(texts.items(), key=lambda kv: (kv[0] != entry, kv[0])))
+
+
+def parse_parameters(pairs, parameters_file):
+    params = {}
+    if parameters_file:
+        try:
+            text = Path(parameters_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--parameters-file: {exc}", EXIT_USAGE) from None
+        try:
+            loaded = load_yaml(text)
+        except yaml.YAMLError as exc:
+            raise CliError(f"{parameters_file} is not valid YAML: {exc}", EXIT_USAGE) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise CliError(f"{parameters_file} must hold a mapping of parameter names to values",
+                           EXIT_USAGE)
+        _json_safe(loaded, parameters_file)
+        params.update(loaded)
+    for pair in pairs or []:
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise CliError(f"-p {pair}: expected KEY=VALUE", EXIT_USAGE)
+        try:
+            value = load_yaml(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw  # not YAML: the text itself
+        if isinstance(value, dict):
+            value = raw  # `-p k=a: b` means the text, not a mapping
+        _json_safe(value, f"-p {key}")
+        params[key] = value
+    return params
+
+
+# --------------------------------------------------------------------------------------------
+# talking to the gateway
+# --------------------------------------------------------------------------------------------
+
+
+class _Bearer(requests.auth.AuthBase):
+    def __init__(self, token):
+        self.token = token
+
+    def __call__(self, req):
+        req.headers["Authorization"] = "Bearer " + self.token
+        return req
+
+    def __repr__(self):  # never show the token
+        return "<bearer token>"
+
+
+class Gateway:
+    def __init__(self, url, environ=None):
+        self.env = os.environ if environ is None else environ
+        url = url or self.env.get("AF_GATEWAY_URL") or self.env.get("DASK_GATEWAY__ADDRESS")
+        if not url:
+            raise CliError("no gateway: pass --gateway URL or set AF_GATEWAY_URL", EXIT_USAGE)
+        url = url.strip().rstrip("/")
+        if not re.match(r"^https?://", url):
+            raise CliError(f"the gateway URL must start with http:// or https:// (got {url})",
+                           EXIT_USAGE)
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"af-gateway-client/{__version__}"
+
+    # -- credentials, found again for every request (token files get refreshed) --------------
+
+    def _credentials(self):
+        token = (self.env.get("AF_GATEWAY_TOKEN") or "").strip()
+        if token:
+            return _Bearer(token)
+        user = (self.env.get("AF_GATEWAY_USER") or "").strip()
+        if user:
+            return requests.auth.HTTPBasicAuth(user, self.env.get("AF_GATEWAY_PASSWORD") or "")
+        token, where = find_bearer_token(self.env)
+        if token:
+            return _Bearer(token)
+        raise CliError(
+            "no credentials for the gateway: looked in AF_GATEWAY_TOKEN, AF_GATEWAY_USER, " + where
+            + ". Put a bearer token into BEARER_TOKEN_FILE (or BEARER_TOKEN, AF_GATEWAY_TOKEN)",
+            EXIT_AUTH)
+
+    def request(self, method, path, *, ok=(200,), stream=False, timeout=(10, 60), **kwargs):
+        # an explicit auth object: requests then never replaces it with ~/.netrc credentials
+        auth = self._credentials()
+        url = self.url + path
+        try:
+            resp = self.session.request(method, url, auth=auth, stream=stream,
+                                        timeout=timeout, allow_redirects=False, **kwargs)
+        except requests.exceptions.InvalidURL as exc:
+            raise CliError(f"invalid gateway URL {self.url}: {exc}", EXIT_USAGE) from None
+        except requests.RequestException as exc:
+            raise CliError(f"cannot reach the gateway at {self.url}: {_reason(exc)}",
+                           EXIT_UNREACHABLE) from None
+        if resp.status_code in ok:
+            return resp
+        raise self._error(method, path, resp)
+
+    def _error(self, method, path, resp):
+        status = resp.status_code
+        body = None
+        try:
+            body = resp.json()
+        except ValueError:
+            pass
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            text = body["error"]
+        else:
+            text = " ".join((resp.text or "").split())[:300] or resp.reason or ""
+        details = []
+        if isinstance(body, dict) and isinstance(body.get("details"), list):
+            for d in body["details"]:
+                if isinstance(d, dict):
+                    where = d.get("path") or "$"
+                    if d.get("file"):
+                        where += f" ({d['file']})"
+                    details.append(f"{where}: {d.get('message', '')}")
+                else:
+                    details.append(str(d))
+        if details and isinstance(body.get("details")[0], dict):
+            # the message usually lists the problems too: say them once, one a line
+            first = body["details"][0].get("path")
+            cut = text.find(first) if first else -1
+            if cut > 0:
+                text = text[:cut].rstrip(" :;") + f" ({len(details)} problem{'s' if len(details) != 1 else ''})"
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        suffix = (f" [request {request_id}]" if request_id else "") + (":" if details else "")
+        if status in (401, 403):
+            what = "authentication failed" if status == 401 else "not allowed"
+            return CliError(f"{what} ({status}) at {self.url}: {text}{suffix}", EXIT_AUTH, details)
+        if 300 <= status < 400:
+            return CliError(f"the gateway redirected {method} {path} ({status}) to "
+                            f"{resp.headers.get('Location', '?')}: is the URL right?",
+                            EXIT_USAGE)
+        if status >= 500:
+            return CliError(f"gateway error ({status}) on {method} {path}: {text}{suffix}",
+                            EXIT_UNREACHABLE, details)
+        return CliError(f"the gateway refused {method} {path} ({status}): {text}{suffix}",
+                        EXIT_USAGE, details)
+
+    def json(self, method, path, **kwargs):
+        resp = self.request(method, path, **kwargs)
+        try:
+            return resp.json()
+        except ValueError:
+            raise CliError(f"{method} {path}: the gateway's answer is not JSON "
+                           f"({resp.headers.get('Content-Type', '?')}); is {self.url} an "
+                           "AF Gateway?", EXIT_UNREACHABLE) from None
+
+
+def _reason(exc):
+    """A short reason for a connection failure (requests nests urllib3's)."""
+    text = str(exc)
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if m:
+        return m.group(1).strip()
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return text[:200]
+
+
+def run_path(run_id, *rest):
+    return "/api/af/workflows/" + quote(run_id, safe="") + "".join("/" + r for r in rest)
+
+
+# --------------------------------------------------------------------------------------------
+# following a run
+# --------------------------------------------------------------------------------------------
+
+
+def clock(seconds):
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def summarise(states):
+    """'3/5 SUCCESS, 2 RUNNING' for the states of a stage's steps."""
+    counts = collections.Counter(states)
+    parts = [f"{counts.get('SUCCESS', 0)}/{len(states)} SUCCESS"]
+    parts += [f"{counts[s]} {s}" for s in STATE_ORDER[1:] if counts.get(s)]
+    parts += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in STATE_ORDER]
+    return ", ".join(parts)
+
+
+def first_line(text):
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def indent(text, prefix="    "):
+    return "\n".join(prefix + line for line in str(text).rstrip().splitlines())
+
+
+class Follower:
+    """Turns successive WorkflowDag snapshots into one line per change."""
+
+    def __init__(self, gateway, run_id, started):
+        self.gw = gateway
+        self.run_id = run_id
+        self.started = started
+        self.stage_state = {}
+        self.stage_summary = {}
+        self.reported_failures = set()
+        self.reported_retries = set()
+        self.run_status = None
+
+    def line(self, text):
+        say(f"[{clock(time.monotonic() - self.started)}] {text}")
+
+    def update(self, dag):
+        run = dag.get("run") or {}
+        finished = run.get("status") in FINISHED
+        if not finished:
+            self.run_line(run)
+        nodes = [n for n in dag.get("nodes") or [] if n.get("stage") != "init" and n.get("id") != "init"]
+        by_stage = collections.defaultdict(list)
+        for n in nodes:
+            by_stage[n.get("stage")].append(n)
+        for st in dag.get("stages") or []:
+            name, state = st.get("name"), st.get("state")
+            if name == "init" or st.get("type") == "init":
+                continue
+            if state != self.stage_state.get(name):
+                self.stage_state[name] = state
+                if state == "APPLIED":
+                    n = len(by_stage.get(name, []))
+                    self.line(f"stage {name} applied: {n} step{'s' if n != 1 else ''}")
+                elif state == "FAILED":
+                    self.line(f"stage {name} failed: {st.get('message') or 'no reason given'}")
+            steps = by_stage.get(name, [])
+            if steps:
+                summary = summarise([s.get("state") for s in steps])
+                if summary != self.stage_summary.get(name):
+                    self.stage_summary[name] = summary
+                    self.line(f"{name}: {summary}")
+        for n in nodes:
+            if n.get("state") == "FAILED":
+                key = (n.get("id"), n.get("attempts"))
+                if key not in self.reported_failures:
+                    self.reported_failures.add(key)
+                    self.report_failure(n)
+            elif n.get("state") == "DEFINED" and n.get("attempts") and n.get("message"):
+                # a failed attempt that will be retried
+                key = (n.get("id"), n.get("attempts"))
+                if key not in self.reported_retries:
+                    self.reported_retries.add(key)
+                    self.line(f"step {n.get('id')}: {first_line(n['message'])}")
+        if finished:
+            self.run_line(run)
+
+    def run_line(self, run):
+        status = run.get("status")
+        if status != self.run_status:
+            self.run_status = status
+            text = f"run {self.run_id} {status}"
+            if status in ("FAILED", "CANCELLED") and run.get("message"):
+                text += f": {first_line(run['message'])}"
+            self.line(text)
+
+    def report_failure(self, node):
+        nid = node.get("id")
+        bits = []
+        if node.get("exit_code") is not None:
+            bits.append(f"exit code {node['exit_code']}")
+        if node.get("attempts"):
+            bits.append(f"attempt {node['attempts']}")
+        self.line(f"step {nid} FAILED" + (f" ({', '.join(bits)})" if bits else ""))
+        tail = log_tail(self.gw, self.run_id, nid)
+        message = (node.get("message") or "").rstrip().splitlines()
+        if tail:
+            # the message often quotes the log's last lines: show those once, from the log
+            logged = {line.strip() for line in tail.splitlines() if line.strip()}
+            message = message[:1] + [m for m in message[1:] if m.strip() not in logged]
+        if message:
+            say(indent("\n".join(message)))
+        if tail is not None:
+            say(f"    --- last lines of the log of {nid} ---")
+            say(indent(tail or "(empty)", "    | "))
+
+
+def log_tail(gateway, run_id, node_id, lines=LOG_TAIL_LINES):
+    """The last lines of a step's log, or None when it cannot be had (said on stderr)."""
+    try:
+        resp = gateway.request("GET", run_path(run_id, "nodes", quote(node_id, safe=""), "log"),
+                               stream=True)
+    except CliError as exc:
+        if exc.code == EXIT_AUTH:
+            raise
+        warn(f"    (no log for {node_id}: {exc.message})")
+        return None
+    tail = collections.deque(maxlen=lines)
+    with resp:
+        for line in resp.iter_lines():
+            tail.append(line.decode("utf-8", "replace"))
+    return "\n".join(tail)
+
+
+def poll(gateway, run_id, follower, deadline, timeout):
+    """Follows the run until it finished; returns its last WorkflowDag."""
+    outage_since = None
+    while True:
+        try:
+            dag = gateway.json("GET", run_path(run_id))
+        except CliError as exc:
+            if exc.code != EXIT_UNREACHABLE:
+                raise
+            now = time.monotonic()
+            if outage_since is None:
+                outage_since = now
+                warn(f"{exc.message} (trying again for {OUTAGE_TOLERANCE:.0f} s)")
+            elif now - outage_since > OUTAGE_TOLERANCE:
+                raise
+        else:
+            if outage_since is not None:
+                warn("the gateway answers again")
+                outage_since = None
+            follower.update(dag)
+            if (dag.get("run") or {}).get("status") in FINISHED:
+                return dag
+        pause = POLL_PERIOD
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CliError(
+                    f"--timeout {timeout:g} s reached; the run {run_id} keeps running at the "
+                    f"gateway. Follow it with `af-gateway status {run_id}`, stop it with "
+                    f"`af-gateway cancel {run_id}`", EXIT_TIMEOUT)
+            pause = min(pause, remaining)
+        time.sleep(pause)
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------------
+
+
+def _workspace_relative(value, workspace):
+    if not isinstance(value, str) or not workspace or not value.startswith("/"):
+        return None
+    ws = posixpath.normpath(workspace)
+    path = posixpath.normpath(value)
+    if not path.startswith(ws + "/"):
+        return None
+    rel = path[len(ws) + 1:]
+    if not rel or rel == ".." or rel.startswith("../"):
+        return None
+    return rel
+
+
+def download_outputs(gateway, run, output_dir):
+    """Fetches every output path under the run's workspace; writes outputs.json; returns it."""
+    run_id = run["id"]
+    workspace = run.get("workspace") or ""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files, skipped = [], []
+    fetched = {}
+
+    def fetch(rel):
+        if rel in fetched:
+            return fetched[rel]
+        target = out.joinpath(*rel.split("/"))
+        try:
+            resp = gateway.request("GET", run_path(run_id, "files", quote(rel, safe="/")),
+                                   stream=True, timeout=(10, 300))
+        except CliError as exc:
+            if exc.code != EXIT_USAGE:
+                raise
+            warn(f"  not downloaded: {rel}: {exc.message}")
+            skipped.append({"path": rel, "reason": exc.message})
+            fetched[rel] = None
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        size = 0
+        try:
+            with resp, open(partial, "wb") as fh:
+                for chunk in resp.iter_content(1 << 16):
+                    fh.write(chunk)
+                    size += len(chunk)
+        except requests.RequestException as exc:
+            partial.unlink(missing_ok=True)
+            raise CliError(f"downloading {rel} failed: {_reason(exc)}", EXIT_UNREACHABLE) from None
+        os.replace(partial, target)
+        local = target.relative_to(out).as_posix()
+        say(f"  {target} ({size} bytes)")
+        files.append({"remote": posixpath.join(workspace, rel), "path": rel, "local": local,
+                      "bytes": size})
+        fetched[rel] = local
+        return local
+
+    def walk(value):
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        rel = _workspace_relative(value, workspace)
+        if rel is None:
+            return value
+        local = fetch(rel)
+        return local if local is not None else value
+
+    outputs = run.get("outputs") or {}
+    say(f"downloading the outputs of {run_id} into {out}")
+    local_outputs = walk(outputs)
+    if not files and not skipped:
+        say("  (no output is a file in the run's workspace)")
+    summary = {
+        "gateway": gateway.url,
+        "run": {k: run.get(k) for k in ("id", "name", "owner", "status", "backend", "entry",
+                                        "parameters", "created", "finished", "workspace")},
+        "outputs": outputs,
+        "local_outputs": local_outputs,
+        "files": files,
+        "skipped": skipped,
+    }
+    (out / "outputs.json").write_text(json.dumps(summary, indent=2) + "\n")
+    say(f"  {out / 'outputs.json'} (summary)")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_run(args, gateway):
+    started = time.monotonic()
+    deadline = started + args.timeout if args.timeout is not None else None
+    entry, files = collect_bundle(args.workflow)
+    body = {"entry": entry, "files": files}
+    params = parse_parameters(args.parameters, args.parameters_file)
+    if params:
+        body["parameters"] = params
+    for key in ("name", "backend", "retries"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    run = gateway.json("POST", "/api/af/workflows", ok=(200, 201),
+                       data=json.dumps(body, allow_nan=False),
+                       headers={"Content-Type": "application/json"})
+    run_id = run.get("id")
+    if not run_id:
+        raise CliError(f"the gateway's answer has no run id: {str(run)[:300]}", EXIT_UNREACHABLE)
+    if not args.wait:
+        say(run_id)
+        warn(f"submitted {entry} ({len(files)} file{'s' if len(files) != 1 else ''}) as run "
+             f"{run_id} ({run.get('name', '')}); follow it with `af-gateway status {run_id}`")
+        return EXIT_OK
+
+    say(f"run {run_id} ({run.get('name', '')}) submitted to {gateway.url}: {entry} with "
+        f"{len(files)} file{'s' if len(files) != 1 else ''}"
+        + (f", parameters {json.dumps(params)}" if params else "")
+        + (f", backend {run['backend']}" if run.get("backend") else ""))
+    follower = Follower(gateway, run_id, started)
+    try:
+        dag = poll(gateway, run_id, follower, deadline, args.timeout)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        warn(f"interrupted: the run {run_id} continues at the gateway. Follow it with "
+             f"`af-gateway status {run_id}`, stop it with `af-gateway cancel {run_id}`")
+        return EXIT_INTERRUPTED
+    except CliError as exc:
+        if exc.code in (EXIT_AUTH, EXIT_UNREACHABLE):
+            exc.message += (f"\nthe run {run_id} may still be running at the gateway; see "
+                            f"`af-gateway status {run_id}`")
+        raise
+    run = dag["run"]
+    status = run.get("status")
+    if status != "SUCCESS":
+        counts = run.get("counts") or {}
+        failed = [n.get("id") for n in dag.get("nodes") or [] if n.get("state") == "FAILED"]
+        warn(f"run {run_id} {status}"
+             + (f": {first_line(run['message'])}" if run.get("message") and not failed else "")
+             + (f" (failed steps: {', '.join(failed[:10])}"
+                + (f" and {len(failed) - 10} more" if len(failed) > 10 else "") + ")" if failed else "")
+             + (f" [{summarise_counts(counts)}]" if counts else ""))
+        return EXIT_RUN_FAILED
+    output_dir = args.output_dir or os.path.join("af-gateway-outputs", run_id)
+    try:
+        download_outputs(gateway, run, output_dir)
+    except OSError as exc:
+        raise CliError(f"cannot write the outputs into {output_dir}: {exc}", EXIT_USAGE) from None
+    say(f"run {run_id} succeeded in {clock(time.monotonic() - started)}")
+    return EXIT_OK
+
+
+def summarise_counts(counts):
+    return ", ".join(f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s))
+
+
+def cmd_status(args, gateway):
+    dag = gateway.json("GET", run_path(args.run_id))
+    run = dag.get("run") or {}
+    if args.json:
+        say(json.dumps(dag, indent=2))
+    else:
+        created = run.get("created")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created / 1000)) if created else "?"
+        say(f"run {run.get('id')} ({run.get('name')}): {run.get('status')}"
+            + (f": {first_line(run['message'])}" if run.get("message") else ""),
+            f"  owner {run.get('owner')}, backend {run.get('backend')}, created {when}, "
+            f"entry {run.get('entry')}, parameters {json.dumps(run.get('parameters') or {})}",
+            f"  stages applied {run.get('stages_applied', '?')}/{run.get('stages_total', '?')}; "
+            f"steps: {summarise_counts(run.get('counts') or {}) or 'none yet'}")
+        nodes = [n for n in dag.get("nodes") or [] if n.get("stage") != "init"]
+        for st in dag.get("stages") or []:
+            if st.get("name") == "init" or st.get("type") == "init":
+                continue
+            steps = [n.get("state") for n in nodes if n.get("stage") == st.get("name")]
+            say(f"  {st.get('name')} [{st.get('type')}] {st.get('state')}"
+                + (f": {summarise(steps)}" if steps else "")
+                + (f" - {st['message']}" if st.get("message") else ""))
+        for n in nodes:
+            if n.get("state") == "FAILED":
+                say(f"  step {n.get('id')} FAILED"
+                    + (f" (exit code {n['exit_code']})" if n.get("exit_code") is not None else ""))
+                if n.get("message"):
+                    say(indent(n["message"], "      "))
+        if run.get("status") == "SUCCESS" and run.get("outputs"):
+            say("  outputs:", indent(json.dumps(run["outputs"], indent=2), "    "))
+    return EXIT_RUN_FAILED if run.get("status") in ("FAILED", "CANCELLED") else EXIT_OK
+
+
+def cmd_logs(args, gateway):
+    path = run_path(args.run_id, "nodes", quote(args.step, safe=""), "log")
+    params = {"follow": "true"} if args.follow else None
+    try:
+        resp = gateway.request("GET", path, params=params, stream=True,
+                               timeout=(10, None) if args.follow else (10, 60))
+        with resp:
+            for chunk in resp.iter_content(chunk_size=None):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    except requests.RequestException as exc:
+        raise CliError(f"reading the log failed: {_reason(exc)}", EXIT_UNREACHABLE) from None
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_cancel(args, gateway):
+    run = gateway.json("POST", run_path(args.run_id, "cancel"))
+    say(f"run {run.get('id', args.run_id)}: {run.get('status')}"
+        + (" (cancelling: running steps are being stopped)" if run.get("status") not in FINISHED
+           else ""))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+    return value
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gateway", metavar="URL",
+                        help="the gateway (default: $AF_GATEWAY_URL, else $DASK_GATEWAY__ADDRESS)")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="af-gateway", formatter_class=fmt,
+        description="Run AF Gateway workflows (yadage-style) from the command line.",
+        epilog=EXIT_CODES_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "run", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+        help="submit a workflow (and, with --wait, follow it and download its outputs)",
+        description="Submit WORKFLOW (with every file its $refs reach) to the gateway. Without\n"
+                    "--wait, print the run id and exit. With --wait, follow the run and, when it\n"
+                    "succeeded, download the files among its final outputs and write outputs.json.")
+    p.add_argument("workflow", metavar="WORKFLOW", help="the workflow file (YAML or JSON)")
+    p.add_argument("-p", "--parameter", dest="parameters", action="append", metavar="KEY=VALUE",
+                   help="an init parameter; VALUE is read as YAML (5 is a number); repeatable")
+    p.add_argument("--parameters-file", metavar="FILE",
+                   help="a YAML mapping of init parameters (-p wins over it)")
+    p.add_argument("--name", help="a name for the run")
+    p.add_argument("--backend", help="where the steps run (local, htcondor, kubernetes)")
+    p.add_argument("--retries", type=int, metavar="N",
+                   help="restarts of a failed step before the run fails (0-5)")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the run until it finished; download its outputs on success")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="where --wait puts the outputs (default ./af-gateway-outputs/RUN_ID)")
+    p.add_argument("--timeout", type=_positive, metavar="SECONDS",
+                   help="with --wait: give up after this long (exit 5; the run keeps running)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="show a run: state, stages, failed steps, outputs")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="print the gateway's WorkflowDag as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="print a step's log",
+                       description="Print the log of STEP: init, STAGE (a singlestep stage) or\n"
+                                   "STAGE:INDEX (a step of a multistep stage).")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("step", metavar="STEP")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new lines until the step finished")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", parents=[common], formatter_class=fmt, epilog=EXIT_CODES_HELP,
+                       help="cancel a run")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(func=cmd_cancel)
+    return parser
+
+
+def main(argv=None):
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and not args.wait:
+        for opt, value in (("--output-dir", args.output_dir), ("--timeout", args.timeout)):
+            if value is not None:
+                parser.error(f"{opt} needs --wait")
+    if args.command == "run" and args.retries is not None and not 0 <= args.retries <= 5:
+        parser.error("--retries must be between 0 and 5")
+    try:
+        gateway = Gateway(args.gateway)
+        return args.func(args, gateway)
+    except CliError as exc:
+        warn(f"af-gateway: {exc.message}")
+        for d in exc.details:
+            warn(f"  {d}")
+        return exc.code
+    except KeyboardInterrupt:
+        warn("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # e.g. `af-gateway logs ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+def entry_point():
+    # Ctrl-C raises KeyboardInterrupt (also when a parent made SIGINT ignored, as some CI shells do).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()
