@@ -200,3 +200,64 @@ describe('service mode (userpass, admin-configured)', () => {
     }
   });
 });
+
+describe('a Rucio dataset as the scatter input of a workflow', () => {
+  it('makes one step per file of the dataset, each given its PFN for the chosen scheme', async () => {
+    const spec = `stages:
+  - name: per-file
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters:
+        url: {rucio: {instance: test, did: 'data26:ds.small', scheme: root}}
+        out: '{workdir}/url.txt'
+      scatter: {method: zip, parameters: [url]}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'echo {url} > {out}'}
+        publisher: {publisher_type: frompar-pub, outputmap: {url: url}}
+        environment: {environment_type: localproc-env}
+`;
+    const headers = { authorization: `Bearer ${await op.token('alice')}`, 'content-type': 'application/json' };
+    const sub = await fetch(`${gw.url}/api/af/workflows`, { method: 'POST', headers, body: JSON.stringify({ entry: 'wf.yml', files: { 'wf.yml': spec } }) });
+    expect(sub.status).toBe(201);
+    const { id } = (await sub.json()) as { id: string };
+    let dag: { run: { status: string }; nodes: { id: string; state: string; parameters: { url: string }; outputs: { url: string }; message?: string }[] } | undefined;
+    for (let i = 0; i < 150; i++) {
+      dag = (await (await fetch(`${gw.url}/api/af/workflows/${id}`, { headers })).json()) as typeof dag;
+      if (['SUCCESS', 'FAILED'].includes(dag!.run.status)) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(dag!.run.status, JSON.stringify(dag!.nodes.map((n) => n.message))).toBe('SUCCESS');
+    const steps = dag!.nodes.filter((n) => n.id !== 'init');
+    expect(steps.map((n) => n.id)).toEqual(['per-file:0', 'per-file:1', 'per-file:2', 'per-file:3', 'per-file:4']);
+    for (const [i, n] of steps.entries()) {
+      expect(n.parameters.url).toMatch(new RegExp(`^root://.*file\\.small\\.000${i + 1}\\.root$`));
+      expect(n.outputs.url).toBe(n.parameters.url);
+    }
+  }, 60_000);
+
+  it('fails the stage with a message when the dataset does not exist', async () => {
+    const spec = `stages:
+  - name: per-file
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {url: {rucio: {instance: test, did: 'data26:no.such.dataset', scheme: root}}}
+      scatter: {method: zip, parameters: [url]}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'echo {url}'}
+        publisher: {publisher_type: constant-pub, publish: {}}
+        environment: {environment_type: localproc-env}
+`;
+    const headers = { authorization: `Bearer ${await op.token('alice')}`, 'content-type': 'application/json' };
+    const { id } = (await (await fetch(`${gw.url}/api/af/workflows`, { method: 'POST', headers, body: JSON.stringify({ entry: 'wf.yml', files: { 'wf.yml': spec } }) })).json()) as { id: string };
+    let dag: { run: { status: string; message?: string }; stages: { name: string; state: string; message?: string }[] } | undefined;
+    for (let i = 0; i < 100; i++) {
+      dag = (await (await fetch(`${gw.url}/api/af/workflows/${id}`, { headers })).json()) as typeof dag;
+      if (dag!.run.status !== 'RUNNING') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(dag!.run.status).toBe('FAILED');
+    expect(dag!.stages.find((s) => s.name === 'per-file')).toMatchObject({ state: 'FAILED', message: expect.stringContaining('data26:no.such.dataset') });
+  }, 60_000);
+});
