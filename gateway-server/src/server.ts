@@ -25,6 +25,7 @@ import { Identifier } from './auth/identify.js';
 import { Metrics } from './metrics.js';
 import { RucioClient } from './rucio/rucio-client.js';
 import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
+import { KubernetesBackend } from './backends/kubernetes/kubernetes-backend.js';
 import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
 import { dashboardUpgradeHandler } from './api/dashboard-proxy.js';
@@ -108,9 +109,18 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     log: logger,
     schedulerHost: htcondor?.scheduler_host,
   });
+  let listenUrl = '';
   const backend: Backend = htcondor
     ? new HTCondorBackend({ config: htcondor, local: localBackend, python: local.python!, dataDir: config.data_dir, log: logger })
-    : localBackend;
+    : config.backend.type === 'kubernetes'
+      ? new KubernetesBackend({
+          config: config.backend.kubernetes,
+          dataDir: config.data_dir,
+          log: logger,
+          workspaceRoot: config.workflows.workspace_root ?? join(config.data_dir, 'workflows'),
+          defaultApiUrl: () => `${listenUrl}/api`,
+        })
+      : localBackend;
   const clusters = new ClusterManager({ store, backend, config, log: logger });
   const tlsOn = Boolean(config.tls.cert_file && config.tls.key_file);
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);
@@ -175,7 +185,6 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     log: logger,
     rucioFiles: rucio.size ? (user, ref) => rucioFileList(rucio, user, ref) : undefined,
   });
-  let listenUrl = '';
   const app = await buildApp({
     workflows,
     logger,

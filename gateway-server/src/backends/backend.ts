@@ -2,6 +2,12 @@
 // clusters/; a backend only starts, stops and checks processes (or jobs, or pods).
 import type { BackendHandle, ClusterRecord, WorkerRecord } from '../clusters/model.js';
 
+export interface SchedulerAddresses {
+  scheduler: string;
+  dashboard: string;
+  api: string;
+}
+
 export interface SchedulerLaunch {
   cluster: ClusterRecord;
   /** Files the scheduler reads: cert, key and API token, already written to the work dir. */
@@ -78,5 +84,9 @@ export interface Backend {
   startStep?(launch: StepLaunch): Promise<BackendHandle>;
   /** What runs a handle, for people: "process 1234", "HTCondor job 12.0". */
   describe?(handle: BackendHandle): string;
+  /** Cleans up after a finished step (e.g. deletes its Job). Optional. */
+  release?(handle: BackendHandle): Promise<void>;
+  /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */
+  schedulerAddresses?(cluster: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses;
   close(): Promise<void>;
 }

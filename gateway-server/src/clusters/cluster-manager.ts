@@ -286,9 +286,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (c.stopRequested || (c.status !== 'PENDING' && c.status !== 'RUNNING')) return;
     c.lastHeartbeat = now();
     if (c.status === 'PENDING') {
-      c.schedulerAddress = hb.scheduler_address;
-      c.dashboardAddress = hb.dashboard_address;
-      c.apiAddress = hb.api_address;
+      const reported = { scheduler: hb.scheduler_address, dashboard: hb.dashboard_address, api: hb.api_address };
+      const at = this.deps.backend.schedulerAddresses?.(c, reported) ?? reported;
+      c.schedulerAddress = at.scheduler;
+      c.dashboardAddress = at.dashboard;
+      c.apiAddress = at.api;
       c.status = 'RUNNING';
       c.message = '';
       this.deps.log.info({ cluster: name, ms: now() - c.startTime }, 'cluster running');

@@ -128,6 +128,9 @@ export class ClusterOptions {
         case 'environment':
           Object.assign(s.environment, v as Record<string, string>);
           break;
+        case 'worker_profile':
+          if (typeof v === 'string' && v) s.worker_profile = v;
+          break;
       }
     }
     return s;

@@ -14,6 +14,8 @@ export interface ClusterSettings {
   worker_memory: number;
   environment: Record<string, string>;
   idle_timeout: number;
+  /** A worker profile of the backend (backend.kubernetes.profiles), when a cluster option chose one. */
+  worker_profile?: string;
 }
 
 export interface ClusterRecord {

@@ -504,6 +504,11 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   private setNode(a: ActiveRun, n: NodeRecord, change: Partial<NodeRecord>): void {
+    const handle = n.handle;
+    if (handle && change.handle === null && change.state && isFinished(change.state)) {
+      const backend = this.deps.backends.get(a.run.backend);
+      void backend?.release?.(handle);
+    }
     Object.assign(n, change);
     a.dirtyNodes.add(n.id);
     a.runDirty = true;

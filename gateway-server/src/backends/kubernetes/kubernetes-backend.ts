@@ -1,0 +1,364 @@
+// Kubernetes backend: talks to the API server directly (no controller, no Traefik). Per cluster a
+// Secret, a scheduler Pod and a Service, worker Pods owned by the scheduler Pod; deleting the
+// scheduler Pod lets the garbage collector remove the rest. Pod states come from one watch (an
+// informer on the gateway's label), not from polling. Workflow steps run as Jobs.
+import { createHash } from 'node:crypto';
+import { readFileSync, existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  BatchV1Api,
+  CoreV1Api,
+  KubeConfig,
+  makeInformer,
+  PatchStrategy,
+  setHeaderOptions,
+  type Informer,
+  type ObjectCache,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Backend, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
+import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
+import { errorMessage } from '../../errors.js';
+import { podState } from './pod-status.js';
+import {
+  clusterSecret,
+  dnsLabel,
+  LABEL,
+  objectNames,
+  ownerRef,
+  PORTS,
+  schedulerPod,
+  schedulerService,
+  stepJob,
+  workerPod,
+  type KubernetesSpecConfig,
+} from './pod-specs.js';
+
+export interface KubernetesConfig extends KubernetesSpecConfig {
+  kubeconfig: string | null;
+  namespace: string | null;
+  namespace_per_user: boolean;
+  user_namespace_prefix: string;
+  scheduler_address: 'service' | 'pod';
+  api_url: string | null;
+  workspace_volume: Record<string, unknown> | null;
+  step_image: string | null;
+  request_timeout: number;
+}
+
+export interface KubernetesBackendOptions {
+  config: KubernetesConfig;
+  dataDir: string;
+  log: FastifyBaseLogger;
+  /** The workflows' workspace root (mounted into step Jobs when workspace_volume is set). */
+  workspaceRoot: string;
+  /** Heartbeat URL pods use when backend.kubernetes.api_url is not set. */
+  defaultApiUrl: () => string;
+}
+
+interface PodHandle extends BackendHandle {
+  kind: 'k8s-pod';
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+interface JobHandle extends BackendHandle {
+  kind: 'k8s-job';
+  namespace: string;
+  name: string;
+  workdir: string;
+}
+
+const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+/** How long a pod we just made may be missing from the watch before it counts as gone. */
+const WATCH_LAG_MS = 30_000;
+
+const apiStatus = (err: unknown): number | undefined => (err as { code?: number }).code;
+
+function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  if (typeof body === 'string') {
+    try {
+      const parsed = JSON.parse(body) as { message?: string };
+      if (parsed.message) return parsed.message;
+    } catch {
+      return body.slice(0, 300);
+    }
+  }
+  if (body && typeof body === 'object' && 'message' in body) return String((body as { message: unknown }).message);
+  return errorMessage(err);
+}
+
+export class KubernetesBackend implements Backend {
+  readonly kind = 'kubernetes';
+  readonly instance: string;
+  private readonly kc = new KubeConfig();
+  private readonly core: CoreV1Api;
+  private readonly batch: BatchV1Api;
+  private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | null = null;
+  private watching: Promise<void> | null = null;
+  private readonly created = new Map<string, number>();
+  private readonly namespaces = new Set<string>();
+  private readonly defaultNamespace: string;
+
+  constructor(private readonly opts: KubernetesBackendOptions) {
+    const cfg = opts.config;
+    this.instance = `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
+    if (cfg.kubeconfig) this.kc.loadFromFile(cfg.kubeconfig);
+    else this.kc.loadFromDefault();
+    this.core = this.kc.makeApiClient(CoreV1Api);
+    this.batch = this.kc.makeApiClient(BatchV1Api);
+    this.defaultNamespace =
+      cfg.namespace ?? (existsSync(SERVICE_ACCOUNT_NAMESPACE) ? readFileSync(SERVICE_ACCOUNT_NAMESPACE, 'utf8').trim() : this.kc.getContextObject(this.kc.getCurrentContext())?.namespace ?? 'default');
+  }
+
+  /** The watch of every pod carrying this gateway's label (in its namespace, or all namespaces per user). */
+  private watch(): Promise<void> {
+    this.watching ??= (async () => {
+      const selector = `${LABEL.instance}=${this.instance}`;
+      const perUser = this.opts.config.namespace_per_user;
+      const path = perUser ? '/api/v1/pods' : `/api/v1/namespaces/${this.defaultNamespace}/pods`;
+      const list = () =>
+        perUser
+          ? this.core.listPodForAllNamespaces({ labelSelector: selector })
+          : this.core.listNamespacedPod({ namespace: this.defaultNamespace, labelSelector: selector });
+      const informer = makeInformer<V1Pod>(this.kc, path, list, selector);
+      informer.on('error', (err: unknown) => {
+        this.opts.log.warn({ err: errorMessage(err) }, 'pod watch failed; restarting it');
+        setTimeout(() => void informer.start().catch(() => undefined), 3000).unref();
+      });
+      await informer.start();
+      this.informer = informer;
+      this.opts.log.info({ path, selector }, 'watching pods');
+    })().catch((err: unknown) => {
+      this.watching = null;
+      throw new Error(`cannot watch pods at the Kubernetes API server: ${apiMessage(err)}`);
+    });
+    return this.watching;
+  }
+
+  private namespaceFor(username: string): string {
+    const cfg = this.opts.config;
+    return cfg.namespace_per_user ? dnsLabel(`${cfg.user_namespace_prefix}${username}`) : this.defaultNamespace;
+  }
+
+  private async ensureNamespace(ns: string): Promise<void> {
+    if (!this.opts.config.namespace_per_user || this.namespaces.has(ns)) return;
+    try {
+      await this.core.createNamespace({ body: { metadata: { name: ns, labels: { 'app.kubernetes.io/managed-by': 'af-gateway' } } } });
+    } catch (err) {
+      if (apiStatus(err) !== 409) throw new Error(`cannot create namespace ${ns}: ${apiMessage(err)}`);
+    }
+    this.namespaces.add(ns);
+  }
+
+  private fail(what: string, ns: string, err: unknown): Error {
+    const code = apiStatus(err);
+    const hint = code === 403 ? ` (the gateway's service account lacks the permission in namespace ${ns}; see the Helm chart's RBAC)` : '';
+    return new Error(`${what} in namespace ${ns} failed: ${apiMessage(err)}${hint}`);
+  }
+
+  async startScheduler(l: SchedulerLaunch): Promise<BackendHandle> {
+    await this.watch();
+    const c = l.cluster;
+    const ns = this.namespaceFor(c.username);
+    await this.ensureNamespace(ns);
+    const names = objectNames(c.name);
+    const bearer = await readFile(l.files.bearerToken, 'utf8').catch(() => null);
+    const cfg = this.opts.config;
+    const apiUrl = cfg.api_url ?? l.apiUrl ?? this.opts.defaultApiUrl();
+    try {
+      await this.core.createNamespacedSecret({ namespace: ns, body: clusterSecret(this.instance, c, bearer) });
+    } catch (err) {
+      throw this.fail(`creating Secret ${names.secret}`, ns, err);
+    }
+    let pod: V1Pod;
+    try {
+      pod = await this.core.createNamespacedPod({ namespace: ns, body: schedulerPod(this.instance, c, cfg, apiUrl, { heartbeat: l.heartbeatPeriod, adaptive: l.adaptivePeriod }) });
+    } catch (err) {
+      await this.core.deleteNamespacedSecret({ name: names.secret, namespace: ns }).catch(() => undefined);
+      throw this.fail(`creating the scheduler Pod ${names.scheduler}`, ns, err);
+    }
+    const owner = { name: pod.metadata!.name!, uid: pod.metadata!.uid! };
+    this.created.set(`${ns}/${owner.name}`, Date.now());
+    const handle: PodHandle = { kind: 'k8s-pod', namespace: ns, name: owner.name, uid: owner.uid };
+    try {
+      // The Secret existed first (the pod mounts it); now it belongs to the pod like everything else.
+      await this.core.patchNamespacedSecret(
+        { name: names.secret, namespace: ns, body: { metadata: { ownerReferences: [ownerRef(owner)] } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      await this.core.createNamespacedService({ namespace: ns, body: schedulerService(this.instance, c, owner) });
+    } catch (err) {
+      await this.stop(handle);
+      await this.core.deleteNamespacedSecret({ name: names.secret, namespace: ns }).catch(() => undefined);
+      throw this.fail(`creating the scheduler's Service ${names.service}`, ns, err);
+    }
+    this.opts.log.info({ cluster: c.name, namespace: ns, pod: owner.name }, 'created scheduler pod');
+    return handle;
+  }
+
+  async startWorker(l: WorkerLaunch): Promise<BackendHandle> {
+    await this.watch();
+    const scheduler = l.cluster.scheduler as PodHandle | null;
+    if (!scheduler || scheduler.kind !== 'k8s-pod') throw new Error('the cluster has no scheduler pod to own its workers');
+    const ns = scheduler.namespace;
+    const body = workerPod(this.instance, l.cluster, l.worker.name, this.opts.config, { name: scheduler.name, uid: scheduler.uid });
+    let pod: V1Pod;
+    try {
+      pod = await this.core.createNamespacedPod({ namespace: ns, body });
+    } catch (err) {
+      throw this.fail(`creating worker Pod ${body.metadata!.name}`, ns, err);
+    }
+    this.created.set(`${ns}/${pod.metadata!.name}`, Date.now());
+    const handle: PodHandle = { kind: 'k8s-pod', namespace: ns, name: pod.metadata!.name!, uid: pod.metadata!.uid! };
+    return handle;
+  }
+
+  async startStep(l: StepLaunch): Promise<BackendHandle> {
+    await this.watch();
+    const cfg = this.opts.config;
+    const ns = this.namespaceFor(l.owner);
+    await this.ensureNamespace(ns);
+    const body = stepJob({
+      instance: this.instance,
+      run: l.run,
+      node: l.node,
+      owner: l.owner,
+      image: l.image ?? cfg.step_image ?? cfg.image,
+      imagePullPolicy: cfg.image_pull_policy,
+      wrapper: l.wrapper,
+      workdir: l.workdir,
+      env: l.env,
+      cpus: l.cpus,
+      memoryGiB: l.memory,
+      workspace: cfg.workspace_volume ? { path: this.opts.workspaceRoot, volume: cfg.workspace_volume } : null,
+      nodeSelector: cfg.node_selector,
+      tolerations: cfg.tolerations,
+    });
+    const name = body.metadata!.name!;
+    // A Job of an earlier attempt of this step: gone before the new one starts.
+    await this.batch.deleteNamespacedJob({ name, namespace: ns, propagationPolicy: 'Background', gracePeriodSeconds: 0 }).catch(() => undefined);
+    for (let i = 0; i < 50; i++) {
+      try {
+        await this.batch.createNamespacedJob({ namespace: ns, body });
+        break;
+      } catch (err) {
+        if (apiStatus(err) === 409 && i < 49) {
+          await new Promise((r) => setTimeout(r, 200)); // the old one is still being deleted
+          continue;
+        }
+        throw this.fail(`creating Job ${name}`, ns, err);
+      }
+    }
+    this.created.set(`${ns}/job/${name}`, Date.now());
+    const handle: JobHandle = { kind: 'k8s-job', namespace: ns, name, workdir: l.workdir };
+    return handle;
+  }
+
+  /** The pod of a step's Job (the Job controller labels it with job-name). */
+  private jobPod(h: JobHandle): V1Pod | undefined {
+    return (this.informer?.list(h.namespace) ?? []).find((p) => p.metadata?.labels?.['job-name'] === h.name || p.metadata?.labels?.['batch.kubernetes.io/job-name'] === h.name);
+  }
+
+  async check(handle: BackendHandle): Promise<ProcessState> {
+    await this.watch();
+    const now = Date.now();
+    if (handle.kind === 'k8s-job') {
+      const h = handle as JobHandle;
+      const pod = this.jobPod(h);
+      if (!pod) {
+        const made = this.created.get(`${h.namespace}/job/${h.name}`);
+        if (made === undefined || now - made < WATCH_LAG_MS) return { alive: true, waiting: `Job ${h.name} has no pod yet` };
+        // Restarted gateway or a pod that never came: ask for the Job itself.
+        try {
+          const job = await this.batch.readNamespacedJob({ name: h.name, namespace: h.namespace });
+          const failed = job.status?.conditions?.find((c) => c.type === 'Failed' && c.status === 'True');
+          if (failed) return { alive: false, detail: `Job ${h.name} failed: ${failed.reason ?? ''} ${failed.message ?? ''}`.trim() };
+          return { alive: true, waiting: `Job ${h.name} has no pod yet` };
+        } catch (err) {
+          return apiStatus(err) === 404 ? { alive: false, detail: `Job ${h.name} no longer exists` } : { alive: true, waiting: `Job ${h.name}: ${apiMessage(err)}` };
+        }
+      }
+      const state = podState(pod, now);
+      if (!state.alive) await this.keepLog(h, pod);
+      return state;
+    }
+    const h = handle as PodHandle;
+    const pod = this.informer?.get(h.name, h.namespace);
+    if (!pod || pod.metadata?.uid !== h.uid) {
+      const made = this.created.get(`${h.namespace}/${h.name}`);
+      if (!pod && made !== undefined && now - made < WATCH_LAG_MS) return { alive: true, waiting: `pod ${h.name} was created; waiting for its first status` };
+      return { alive: false, detail: `pod ${h.name} no longer exists` };
+    }
+    return podState(pod, now);
+  }
+
+  /** A step's pod output next to its log (the wrapper writes the log itself when the workspace is shared). */
+  private async keepLog(h: JobHandle, pod: V1Pod): Promise<void> {
+    try {
+      const text = await this.core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: h.namespace, container: 'step' });
+      if (text) await writeFile(join(h.workdir, '.af', 'pod.log'), text);
+    } catch {
+      // logs are gone with the node, or the workspace is not ours to write
+    }
+  }
+
+  async stop(handle: BackendHandle): Promise<void> {
+    const grace = this.opts.config.delete_grace_period;
+    if (handle.kind === 'k8s-job') {
+      const h = handle as JobHandle;
+      await this.batch.deleteNamespacedJob({ name: h.name, namespace: h.namespace, propagationPolicy: 'Background', gracePeriodSeconds: grace }).catch((err: unknown) => {
+        if (apiStatus(err) !== 404) throw this.fail(`deleting Job ${h.name}`, h.namespace, err);
+      });
+      return;
+    }
+    const h = handle as PodHandle;
+    try {
+      // Foreground for the scheduler is not needed: its dependents go with it (blockOwnerDeletion).
+      await this.core.deleteNamespacedPod({ name: h.name, namespace: h.namespace, gracePeriodSeconds: grace, propagationPolicy: 'Background', body: { preconditions: { uid: h.uid } } as never });
+    } catch (err) {
+      const code = apiStatus(err);
+      if (code !== 404 && code !== 409) throw this.fail(`deleting pod ${h.name}`, h.namespace, err);
+    }
+  }
+
+  /** A finished step's Job is removed (its pod with it); the log and outputs stay in the workspace. */
+  async release(handle: BackendHandle): Promise<void> {
+    if (handle.kind !== 'k8s-job') return;
+    await this.stop(handle).catch((err: unknown) => this.opts.log.warn({ err: errorMessage(err) }, 'removing a finished step Job failed'));
+  }
+
+  describe(handle: BackendHandle): string {
+    return handle.kind === 'k8s-job' ? `Kubernetes Job ${String(handle.namespace)}/${String(handle.name)}` : `pod ${String(handle.namespace)}/${String(handle.name)}`;
+  }
+
+  /** Workers and the gateway reach the scheduler by its Service name (or the pod's IP, as reported). */
+  schedulerAddresses(c: ClusterRecord, reported: { scheduler: string; dashboard: string; api: string }) {
+    const h = c.scheduler as PodHandle | null;
+    if (this.opts.config.scheduler_address !== 'service' || !h || h.kind !== 'k8s-pod') return reported;
+    const host = `${objectNames(c.name).service}.${h.namespace}.svc.${this.opts.config.cluster_domain}`;
+    return { scheduler: `tls://${host}:${PORTS.scheduler}`, dashboard: `http://${host}:${PORTS.dashboard}`, api: `http://${host}:${PORTS.api}` };
+  }
+
+  /** After a restart: pods of this gateway that no cluster refers to are deleted (steps are the workflow engine's). */
+  async removeOrphans(live: BackendHandle[]): Promise<void> {
+    await this.watch();
+    const keep = new Set(live.filter((h) => h.kind === 'k8s-pod').map((h) => `${String(h.namespace)}/${String(h.name)}`));
+    const orphans = (this.informer?.list() ?? []).filter((p) => {
+      const component = p.metadata?.labels?.[LABEL.component];
+      return (component === 'scheduler' || component === 'worker') && !keep.has(`${p.metadata?.namespace}/${p.metadata?.name}`) && !p.metadata?.deletionTimestamp;
+    });
+    if (!orphans.length) return;
+    this.opts.log.warn({ pods: orphans.map((p) => p.metadata?.name) }, 'deleting pods no cluster of this gateway owns');
+    await Promise.all(orphans.map((p) => this.stop({ kind: 'k8s-pod', namespace: p.metadata!.namespace!, name: p.metadata!.name!, uid: p.metadata!.uid! })));
+  }
+
+  async close(): Promise<void> {
+    await this.informer?.stop().catch(() => undefined);
+  }
+}
+

@@ -1,0 +1,119 @@
+// The Kubernetes objects the backend creates and how pod states read to users. (The backend itself
+// runs against a real API server in kubernetes-backend.test.ts.)
+import { describe, expect, it } from 'vitest';
+import type { V1Pod } from '@kubernetes/client-node';
+import type { ClusterRecord } from '../../src/clusters/model.js';
+import { clusterSecret, deepMerge, dnsLabel, labelValue, schedulerPod, schedulerService, stepJob, workerPod, type KubernetesSpecConfig } from '../../src/backends/kubernetes/pod-specs.js';
+import { podState } from '../../src/backends/kubernetes/pod-status.js';
+
+const cfg: KubernetesSpecConfig = {
+  image: 'ghcr.io/dask/dask-gateway:2026.3.0',
+  image_pull_policy: 'IfNotPresent',
+  python: 'python',
+  scheduler_cores: 1,
+  scheduler_memory: 2,
+  node_selector: { pool: 'dask' },
+  tolerations: [],
+  scheduler_extra_pod_config: { priorityClassName: 'af-high' },
+  worker_extra_pod_config: {},
+  scheduler_extra_container_config: {},
+  worker_extra_container_config: { securityContext: { runAsNonRoot: true } },
+  profiles: { gpu: { resources: { limits: { 'nvidia.com/gpu': 1 } }, node_selector: { accelerator: 'nvidia' }, tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] } },
+  delete_grace_period: 10,
+  cluster_domain: 'cluster.local',
+};
+
+const cluster = (extra: Partial<ClusterRecord['settings']> = {}) =>
+  ({
+    name: 'c0ffee',
+    username: 'alice@example.org',
+    tlsCert: 'CERT',
+    tlsKey: 'KEY',
+    token: 'TOKEN',
+    schedulerAddress: 'tls://af-gateway-c0ffee.ns.svc.cluster.local:8786',
+    settings: { worker_cores: 2, worker_memory: 1.5, environment: { FOO: 'bar' }, idle_timeout: 0, ...extra },
+  }) as unknown as ClusterRecord;
+
+describe('Kubernetes objects of a cluster', () => {
+  it('puts the TLS pair and API token in a Secret and labels everything with instance, cluster, component and owner', () => {
+    const s = clusterSecret('af-gateway-abc', cluster(), 'BEARER');
+    expect(s.stringData).toEqual({ 'dask.crt': 'CERT', 'dask.pem': 'KEY', 'api-token': 'TOKEN', 'bearer-token': 'BEARER' });
+    expect(s.metadata!.labels).toEqual({
+      'app.kubernetes.io/managed-by': 'af-gateway',
+      'af-gateway.io/instance': 'af-gateway-abc',
+      'af-gateway.io/cluster': 'c0ffee',
+      'af-gateway.io/component': 'credentials',
+      'af-gateway.io/owner': 'alice_example.org',
+    });
+  });
+
+  it('runs the scheduler with the gateway preload, TLS from the Secret, fixed ports on the pod IP', () => {
+    const p = schedulerPod('af-gateway-abc', cluster(), cfg, 'http://af-gateway.ns.svc:8000/api', { heartbeat: 15, adaptive: 3 });
+    const c = p.spec!.containers[0]!;
+    expect(c.command).toEqual(['python', '-m', 'distributed.cli.dask_scheduler']);
+    expect(c.args).toEqual(expect.arrayContaining(['--preload', 'dask_gateway.scheduler_preload', '--host', '$(AF_POD_IP)', '--tls-key', '/etc/af-gateway/dask.pem']));
+    expect(c.env).toContainEqual({ name: 'DASK_GATEWAY_API_URL', value: 'http://af-gateway.ns.svc:8000/api' });
+    expect(c.env).toContainEqual({ name: 'AF_POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
+    expect(c.resources).toEqual({ requests: { cpu: '1', memory: '2048Mi' }, limits: { cpu: '1', memory: '2048Mi' } });
+    expect(p.spec!.volumes).toEqual([{ name: 'credentials', secret: { secretName: 'af-gateway-c0ffee', defaultMode: 0o400 } }]);
+    expect(p.spec).toMatchObject({ restartPolicy: 'Never', nodeSelector: { pool: 'dask' }, priorityClassName: 'af-high', automountServiceAccountToken: false });
+    const svc = schedulerService('af-gateway-abc', cluster(), { name: p.metadata!.name!, uid: 'u-1' });
+    expect(svc.spec!.selector).toEqual({ 'af-gateway.io/instance': 'af-gateway-abc', 'af-gateway.io/cluster': 'c0ffee', 'af-gateway.io/component': 'scheduler' });
+    expect(svc.metadata!.ownerReferences).toEqual([{ apiVersion: 'v1', kind: 'Pod', name: 'af-gateway-c0ffee-scheduler', uid: 'u-1', blockOwnerDeletion: true, controller: false }]);
+    expect(svc.spec!.ports!.map((x) => x.port)).toEqual([8786, 8787, 8788]);
+  });
+
+  it('makes worker pods owned by the scheduler pod, sized from the cluster options, with a GPU profile on request', () => {
+    const plain = workerPod('af-gateway-abc', cluster(), 'c0ffee-1a2b', cfg, { name: 'af-gateway-c0ffee-scheduler', uid: 'u-1' });
+    expect(plain.metadata!.ownerReferences![0]).toMatchObject({ kind: 'Pod', uid: 'u-1', blockOwnerDeletion: true });
+    expect(plain.metadata!.labels!['af-gateway.io/worker']).toBe('c0ffee-1a2b');
+    const c = plain.spec!.containers[0]!;
+    expect(c.args!.slice(0, 3)).toEqual(['tls://af-gateway-c0ffee.ns.svc.cluster.local:8786', '--name', 'c0ffee-1a2b']);
+    expect(c.resources).toEqual({ requests: { cpu: '2', memory: '1536Mi' }, limits: { cpu: '2', memory: '1536Mi' } });
+    expect(c.securityContext).toEqual({ runAsNonRoot: true });
+    expect(c.env).toContainEqual({ name: 'FOO', value: 'bar' });
+    const gpu = workerPod('af-gateway-abc', cluster({ worker_profile: 'gpu' }), 'c0ffee-1a2b', cfg, { name: 's', uid: 'u-1' });
+    expect(gpu.spec!.containers[0]!.resources!.limits).toEqual({ cpu: '2', memory: '1536Mi', 'nvidia.com/gpu': 1 });
+    expect(gpu.spec!.nodeSelector).toEqual({ pool: 'dask', accelerator: 'nvidia' });
+    expect(gpu.spec!.tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+  });
+
+  it('runs a workflow step as a Job that never retries, with the workspace mounted where the engine wrote it', () => {
+    const j = stepJob({
+      instance: 'af-gateway-abc', run: '0123456789ab', node: 'map:3', owner: 'alice', image: 'busybox:1.36', imagePullPolicy: 'IfNotPresent',
+      wrapper: '/ws/0123456789ab/map/3/.af/run.sh', workdir: '/ws/0123456789ab/map/3', env: { A: 'b' }, cpus: 1, memoryGiB: 2,
+      workspace: { path: '/ws', volume: { persistentVolumeClaim: { claimName: 'af-workspaces' } } }, nodeSelector: {}, tolerations: [],
+    });
+    expect(j.metadata!.name).toBe('af-step-0123456789ab-map-3');
+    expect(j.spec!.backoffLimit).toBe(0);
+    expect(j.spec!.template.spec!.restartPolicy).toBe('Never');
+    expect(j.spec!.template.metadata!.labels!['af-gateway.io/workflow-step']).toBe('map_3');
+    expect(j.spec!.template.spec!.containers[0]).toMatchObject({ image: 'busybox:1.36', command: ['/bin/sh', '/ws/0123456789ab/map/3/.af/run.sh'], workingDir: '/ws/0123456789ab/map/3', volumeMounts: [{ name: 'workspace', mountPath: '/ws' }] });
+    expect(j.spec!.template.spec!.volumes).toEqual([{ name: 'workspace', persistentVolumeClaim: { claimName: 'af-workspaces' } }]);
+  });
+
+  it('makes valid names and label values from anything', () => {
+    expect(dnsLabel('af-alice@Example.ORG')).toBe('af-alice-example-org');
+    expect(labelValue('-x'.repeat(40))).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]{0,61}[A-Za-z0-9]$/);
+    expect(deepMerge({ a: { b: 1, c: [1] } }, { a: { c: [2], d: 3 } })).toEqual({ a: { b: 1, c: [2], d: 3 } });
+  });
+});
+
+describe('pod states as users read them', () => {
+  const pod = (status: V1Pod['status'], meta: Partial<NonNullable<V1Pod['metadata']>> = {}): V1Pod => ({ metadata: { name: 'p', creationTimestamp: new Date(Date.now() - 5000), ...meta }, status });
+  it('says why a pod waits: no node fits, image pulling', () => {
+    const s = podState(pod({ phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/1 nodes are available: 1 Insufficient cpu.' }] }));
+    expect(s.alive).toBe(true);
+    expect(s.waiting).toMatch(/^pod p is pending for \d+ s: Unschedulable: 0\/1 nodes are available: 1 Insufficient cpu\.$/);
+    expect(podState(pod({ phase: 'Pending', containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ContainerCreating' } } }] })).waiting).toContain('ContainerCreating');
+  });
+  it('ends a pod whose image cannot be pulled, with the reason', () => {
+    const s = podState(pod({ phase: 'Pending', containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "nope:1"' } } }] }));
+    expect(s).toEqual({ alive: false, detail: 'pod p cannot start: ImagePullBackOff: Back-off pulling image "nope:1"' });
+  });
+  it('gives the exit code of a finished pod', () => {
+    const s = podState(pod({ phase: 'Failed', containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 3, reason: 'Error' } } }] }));
+    expect(s).toEqual({ alive: false, exitCode: 3, detail: 'pod p exited with code 3 (Error)' });
+    expect(podState(undefined)).toEqual({ alive: false, detail: 'its pod no longer exists' });
+  });
+});
