@@ -51,6 +51,9 @@ bash scripts/bootstrap.sh
 # --- the demo directory ---------------------------------------------------------------------------
 mkdir -p "$demo/notebooks" "$demo/gateway-data" "$demo/logs" "$demo/lab-settings/@af-gateway/lab-extension" \
   "$demo/lab-settings/@jupyterlab/apputils-extension" "$demo/lab-workspaces"
+# The example workflows, where the Lab's file browser shows them (right-click workflow.yml → Run as
+# workflow). Copied once: a user's edits are kept across demo starts.
+[ -d "$demo/notebooks/workflows" ] || cp -r examples/workflows "$demo/notebooks/workflows"
 user=$(id -un)
 token=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(24))')
 proxy_token=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(24))')

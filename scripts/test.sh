@@ -13,13 +13,16 @@ status=0
 echo "== Rucio test server venv (built once per machine, cached outside the repository)"
 bash scripts/rucio-server.sh ensure || status=1
 
+echo "== Kubernetes control plane from source, helm, kubectl (built once per machine, cached outside the repository)"
+bash scripts/kube-cluster.sh ensure || status=1
+
 echo "== vitest (gateway-server, schemas, lab-extension; Rucio module against a real Rucio server)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" || status=1
 
 echo "== HTCondor test pool (chroot built once per machine, cached outside the repository)"
 bash scripts/htcondor-pool.sh ensure || status=1
 
-echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool)"
+echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool, Kubernetes backend on a real API server)"
 .venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --tb=native --junitxml="$out/pytest.xml" || status=1
 
 echo "== playwright (JupyterLab UI with galata, against the real stack)"

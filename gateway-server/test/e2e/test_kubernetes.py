@@ -1,0 +1,289 @@
+"""The Kubernetes backend against a real Kubernetes control plane (kube-apiserver, controller-manager
+with its garbage collector and Job controller, kube-scheduler and etcd, built from source by
+scripts/kube-cluster.sh) with the harness's TEST-ONLY node agent, which runs each bound pod's
+command as a host process with a loopback pod IP, so Dask schedulers and workers run for real.
+
+The gateway acts as a ServiceAccount that has only the Helm chart's RBAC (rendered with helm from
+deploy/helm/af-gateway), so every test also proves those permissions suffice. The real
+dask_gateway client drives it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from dask_gateway import Gateway
+from dask_gateway.auth import BasicAuth
+
+from af_e2e_support import REPO, free_port, start_gateway, stop
+from conftest import IS_PEER, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(IS_PEER, reason="peer mode: this is the gateway's own Kubernetes backend"),
+    pytest.mark.timeout(240),
+]
+
+KUBE_SCRIPT = REPO / "scripts" / "kube-cluster.sh"
+CHART = REPO / "deploy" / "helm" / "af-gateway"
+NS = "af-test"
+EXAMPLES = REPO / "examples" / "workflows"
+
+
+class Kube:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.env = json.loads((run_dir / "kube.json").read_text())
+        self.kubectl_bin = self.env["KUBECTL"]
+        self.helm_bin = self.env["HELM"]
+
+    def kubectl(self, *args: str, input: str | None = None, check=True, kubeconfig: str | None = None) -> str:
+        r = subprocess.run([self.kubectl_bin, "--kubeconfig", kubeconfig or self.env["KUBECONFIG"], *args],
+                           input=input, capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {r.stderr}")
+        return r.stdout
+
+    def get(self, kind: str, selector: str = "app.kubernetes.io/managed-by=af-gateway") -> list[dict]:
+        return json.loads(self.kubectl("get", kind, "-n", NS, "-l", selector, "-o", "json"))["items"]
+
+
+@pytest.fixture(scope="module")
+def kube():
+    run_dir = Path(tempfile.mkdtemp(prefix="af-kube-"))
+    subprocess.run(["bash", str(KUBE_SCRIPT), "start", str(run_dir)], check=True, timeout=600)
+    try:
+        k = Kube(run_dir)
+        k.kubectl("create", "namespace", NS)
+        yield k
+    finally:
+        subprocess.run(["bash", str(KUBE_SCRIPT), "stop", str(run_dir)], timeout=120)
+        subprocess.run(["rm", "-rf", str(run_dir)])
+
+
+def chart_rbac(kube: Kube) -> tuple[str, list[dict]]:
+    """The chart's ServiceAccount, Role and RoleBinding for namespace NS, as helm renders them."""
+    out = subprocess.run([kube.helm_bin, "template", "gw", str(CHART), "--namespace", NS,
+                          "--set", "secrets.encryptKey=" + base64.b64encode(os.urandom(32)).decode()],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    assert {d["kind"] for d in rbac} == {"ServiceAccount", "Role", "RoleBinding"}, [d["kind"] for d in docs]
+    sa = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    return sa, rbac
+
+
+@pytest.fixture(scope="module")
+def sa_kubeconfig(kube):
+    """A kubeconfig for the chart's ServiceAccount: the gateway gets no more than the chart grants."""
+    sa, rbac = chart_rbac(kube)
+    kube.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump_all(rbac))
+    token = kube.kubectl("create", "token", sa, "-n", NS, "--duration", "2h").strip()
+    path = kube.run_dir / "sa-kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gw",
+        "clusters": [{"name": "test", "cluster": {"server": kube.env["KUBE_SERVER"], "certificate-authority": kube.env["KUBE_CA_FILE"]}}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": "gw", "context": {"cluster": "test", "user": sa, "namespace": NS}}],
+    }))
+    path.chmod(0o600)
+    # what it may not do: the gateway cannot read other namespaces' secrets
+    assert kube.kubectl("auth", "can-i", "list", "secrets", "-n", "default", kubeconfig=str(path), check=False).strip() == "no"
+    assert kube.kubectl("auth", "can-i", "create", "pods", "-n", NS, kubeconfig=str(path), check=False).strip() == "yes"
+    return str(path)
+
+
+class Gw:
+    def __init__(self, kube: Kube, kubeconfig: str, name: str):
+        self.dir = kube.run_dir / name
+        self.dir.mkdir()
+        self.port = free_port()
+        data = self.dir / "data"
+        self.config = {
+            "listen": f"127.0.0.1:{self.port}",
+            "data_dir": str(data),
+            "log_level": "debug",
+            "backend": {"type": "kubernetes", "kubernetes": {
+                "kubeconfig": kubeconfig,
+                "namespace": NS,
+                # the node agent runs commands on this machine: the repository's Python has Dask
+                "python": str(REPO / ".venv" / "bin" / "python"),
+                "image": "ghcr.io/dask/dask-gateway:2026.3.0",
+                # the gateway runs outside the cluster network but can reach the agent's loopback pod IPs
+                "scheduler_address": "pod",
+                "profiles": {"huge": {"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}},
+                "workspace_volume": {"hostPath": {"path": str(data / "workflows")}},
+                "delete_grace_period": 5,
+            }},
+            "cluster_options": [
+                {"field": "worker_cores", "type": "int", "default": 1, "min": 1, "max": 4, "target": "worker_cores"},
+                {"field": "worker_memory", "type": "float", "default": 0.5, "min": 0.25, "max": 4, "target": "worker_memory"},
+                {"field": "profile", "type": "select", "options": ["standard", "huge"], "default": "standard", "target": "worker_profile"},
+            ],
+            "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
+                        "stop_on_shutdown": True},
+            "workflows": {"poll_period": 0.5},
+        }
+        self.start()
+
+    def start(self):
+        self.proc, self.url, self.log = start_gateway(self.dir, self.config)
+
+    def gateway(self, user="alice") -> Gateway:
+        return Gateway(self.url, proxy_address=f"gateway://127.0.0.1:{self.port}", auth=BasicAuth(user))
+
+    def af_cluster(self, name: str, user="alice") -> dict:
+        return requests.get(f"{self.url}/api/af/clusters/{name}", auth=(user, ""), timeout=10).json()
+
+
+@pytest.fixture(scope="module")
+def gw(kube, sa_kubeconfig):
+    g = Gw(kube, sa_kubeconfig, "main")
+    yield g
+    stop(g.proc)
+
+
+def _cluster_objects(kube: Kube, cluster: str) -> dict[str, list[dict]]:
+    sel = f"af-gateway.io/cluster={cluster}"
+    return {kind: kube.get(kind, sel) for kind in ("pods", "services", "secrets")}
+
+
+def _gone(kube: Kube, cluster: str) -> bool:
+    return not any(_cluster_objects(kube, cluster).values())
+
+
+def test_a_cluster_is_a_secret_a_scheduler_pod_and_a_service_and_its_workers_compute(kube, gw):
+    gateway = gw.gateway()
+    cluster = gateway.new_cluster()
+    try:
+        objs = _cluster_objects(kube, cluster.name)
+        (scheduler,) = objs["pods"]
+        uid = scheduler["metadata"]["uid"]
+        labels = scheduler["metadata"]["labels"]
+        assert labels["af-gateway.io/component"] == "scheduler" and labels["af-gateway.io/owner"] == "alice"
+        assert labels["af-gateway.io/instance"].startswith("af-gateway-")
+        assert scheduler["spec"]["containers"][0]["args"][:2] == ["--protocol", "tls"]
+        assert scheduler["status"]["phase"] == "Running" and scheduler["status"]["podIP"].startswith("127.")
+        (svc,) = objs["services"]
+        (secret,) = objs["secrets"]
+        for owned in (svc, secret):
+            assert owned["metadata"]["ownerReferences"] == [
+                {"apiVersion": "v1", "kind": "Pod", "name": scheduler["metadata"]["name"], "uid": uid, "blockOwnerDeletion": True, "controller": False}]
+        assert sorted(base64.b64decode(secret["data"]["dask.crt"]).decode().split("\n")[0:1]) == ["-----BEGIN CERTIFICATE-----"]
+        assert [p["port"] for p in svc["spec"]["ports"]] == [8786, 8787, 8788]
+
+        cluster.scale(3)
+        client = cluster.get_client()
+        client.wait_for_workers(3, timeout=90)
+        workers = kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")
+        assert len(workers) == 3
+        for w in workers:
+            assert w["metadata"]["ownerReferences"][0]["uid"] == uid
+            assert w["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "512Mi"}
+        # the worker names the scheduler sees are the pods' worker labels
+        assert sorted(w["metadata"]["labels"]["af-gateway.io/worker"] for w in workers) == sorted(
+            v["name"] for v in client.scheduler_info()["workers"].values())
+        assert client.submit(sum, range(10)).result() == 45
+        assert sum(client.gather(client.map(lambda x: x * x, range(100)))) == 328350
+
+        cluster.scale(1)
+        wait_until(lambda: len([p for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")
+                                if not p["metadata"].get("deletionTimestamp")]) == 1, 60, "scale down to 1 worker pod")
+        assert client.submit(sum, range(4)).result() == 6
+        client.close()
+    finally:
+        cluster.shutdown()
+    # the gateway deletes the scheduler pod; the garbage collector takes the workers, Service and Secret
+    wait_until(lambda: _gone(kube, cluster.name), 60, lambda: f"everything of {cluster.name} garbage-collected; left: "
+               f"{ {k: [o['metadata']['name'] for o in v] for k, v in _cluster_objects(kube, cluster.name).items()} }")
+
+
+def test_an_unschedulable_worker_is_reported_with_the_schedulers_reason(kube, gw):
+    gateway = gw.gateway("bob")
+    cluster = gateway.new_cluster(profile="huge")
+    try:
+        cluster.scale(1)
+        def waiting_message():
+            workers = gw.af_cluster(cluster.name, "bob")["workers"]["list"]
+            msg = workers[0].get("message", "") if workers else ""
+            return msg if workers[0]["status"] == "STARTING" and "Unschedulable" in msg and "Insufficient cpu" in msg else None
+        msg = wait_until(waiting_message, 60, lambda: f"the worker to say why it waits: {gw.af_cluster(cluster.name, 'bob')}")
+        print("worker message:", msg)
+        (pod,) = kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")
+        assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100"
+        # waiting is not failing: past the 20 s start timeout the worker is still wanted, not replaced
+        time.sleep(25)
+        info = gw.af_cluster(cluster.name, "bob")
+        assert info["status"] == "RUNNING" and info["workers"]["failed"] == 0, info
+        assert len(kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")) == 1
+    finally:
+        cluster.shutdown()
+    wait_until(lambda: _gone(kube, cluster.name), 60, "the unschedulable cluster's objects removed")
+
+
+def test_a_restarted_gateway_adopts_running_pods_and_deletes_orphans(kube, gw):
+    gateway = gw.gateway("carol")
+    cluster = gateway.new_cluster()
+    try:
+        cluster.scale(2)
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=90)
+        before = sorted(p["metadata"]["uid"] for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name}"))
+        instance = kube.get("pods", f"af-gateway.io/cluster={cluster.name}")[0]["metadata"]["labels"]["af-gateway.io/instance"]
+        # an orphan: a worker pod of this gateway that no cluster knows (left by a crash mid-start)
+        kube.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "af-gateway-orphan-w", "labels": {"app.kubernetes.io/managed-by": "af-gateway", "af-gateway.io/instance": instance,
+                                                                     "af-gateway.io/cluster": "orphan", "af-gateway.io/component": "worker"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "none", "command": ["sleep", "600"]}]}}))
+        wait_until(lambda: kube.get("pods", "af-gateway.io/cluster=orphan"), 30, "the orphan pod")
+
+        os.killpg(gw.proc.pid, signal.SIGKILL)
+        gw.proc.wait(10)
+        gw.start()
+        wait_until(lambda: not kube.get("pods", "af-gateway.io/cluster=orphan"), 60, "the orphan pod deleted")
+        after = sorted(p["metadata"]["uid"] for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name}"))
+        assert after == before
+        assert client.submit(sum, range(10)).result() == 45
+        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(gw.af_cluster(cluster.name, "carol")), 30,
+                          lambda: f"2 running workers after the restart: {gw.af_cluster(cluster.name, 'carol')}")
+        assert info["workers"]["failed"] == 0
+        client.close()
+    finally:
+        cluster.shutdown()
+    wait_until(lambda: _gone(kube, cluster.name), 60, "the adopted cluster's objects removed")
+
+
+def test_workflow_steps_run_as_jobs_and_are_cleaned_up(kube, gw):
+    files = {f: (EXAMPLES / "map-reduce" / f).read_text() for f in ("workflow.yml", "steps.yml")}
+    r = requests.post(f"{gw.url}/api/af/workflows", auth=("alice", ""), timeout=30,
+                      json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 3}})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["backend"] == "kubernetes"
+    seen_jobs: set[str] = set()
+
+    def finished():
+        seen_jobs.update(j["metadata"]["name"] for j in kube.get("jobs", f"af-gateway.io/workflow-run={run['id']}"))
+        d = requests.get(f"{gw.url}/api/af/workflows/{run['id']}", auth=("alice", ""), timeout=10).json()
+        return d if d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None
+    dag = wait_until(finished, 180, "the map-reduce run on Kubernetes")
+    assert dag["run"]["status"] == "SUCCESS", [n.get("message") for n in dag["nodes"]]
+    total = next(n for n in dag["nodes"] if n["id"] == "reduce")["outputs"]["total"]
+    assert Path(total).read_text().strip() == "6"  # 1+2+3 words
+    for n in dag["nodes"][1:]:
+        assert n["job"].startswith(f"Kubernetes Job {NS}/af-step-{run['id']}-")
+    assert seen_jobs, "no step Job was ever seen"
+    # Jobs of finished steps are deleted; their logs stay in the workspace
+    wait_until(lambda: not kube.get("jobs", f"af-gateway.io/workflow-run={run['id']}"), 60, "the step Jobs removed")
+    log = requests.get(f"{gw.url}/api/af/workflows/{run['id']}/nodes/map:2/log", auth=("alice", ""), timeout=10).text
+    assert f"step map:2 of workflow run {run['id']}" in log
