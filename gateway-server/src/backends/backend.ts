@@ -84,6 +84,8 @@ export interface Backend {
   startStep?(launch: StepLaunch): Promise<BackendHandle>;
   /** What runs a handle, for people: "process 1234", "HTCondor job 12.0". */
   describe?(handle: BackendHandle): string;
+  /** Registers a listener called when something the backend runs may have changed state (a process exited, a pod changed), so callers need not wait for their next poll. Optional. */
+  onChange?(listener: () => void): void;
   /** Cleans up after a finished step (e.g. deletes its Job). Optional. */
   release?(handle: BackendHandle): Promise<void>;
   /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */

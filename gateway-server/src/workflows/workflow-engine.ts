@@ -65,6 +65,12 @@ export class WorkflowEngine extends EventEmitter {
     this.setMaxListeners(0);
     this.cfg = deps.config.workflows;
     this.root = this.cfg.workspace_root ?? join(deps.config.data_dir, 'workflows');
+    // A step that ended is noticed at once, not at the next poll (which still catches anything missed).
+    for (const [name, backend] of deps.backends) {
+      backend.onChange?.(() => {
+        for (const a of this.active.values()) if (a.run.backend === name && [...a.nodes.values()].some((n) => n.state === 'RUNNING')) this.kick(a);
+      });
+    }
   }
 
   get backendNames(): string[] {

@@ -130,6 +130,9 @@ export class KubernetesBackend implements Backend {
         this.opts.log.warn({ err: errorMessage(err) }, 'pod watch failed; restarting it');
         setTimeout(() => void informer.start().catch(() => undefined), 3000).unref();
       });
+      const changed = () => this.changeListeners.forEach((l) => l());
+      informer.on('update', changed);
+      informer.on('delete', changed);
       await informer.start();
       this.informer = informer;
       this.opts.log.info({ path, selector }, 'watching pods');
@@ -330,6 +333,12 @@ export class KubernetesBackend implements Backend {
   async release(handle: BackendHandle): Promise<void> {
     if (handle.kind !== 'k8s-job') return;
     await this.stop(handle).catch((err: unknown) => this.opts.log.warn({ err: errorMessage(err) }, 'removing a finished step Job failed'));
+  }
+
+  private readonly changeListeners: (() => void)[] = [];
+
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
   }
 
   describe(handle: BackendHandle): string {

@@ -121,6 +121,7 @@ export class LocalBackend implements Backend {
       child.once('spawn', () => resolve(child.pid!));
     });
     child.unref();
+    child.once('exit', () => this.changeListeners.forEach((l) => l()));
     const stat = await readProcStat(pid);
     const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: l.log };
     return handle;
@@ -128,6 +129,12 @@ export class LocalBackend implements Backend {
 
   describe(handle: BackendHandle): string {
     return `process ${String(handle.pid)}`;
+  }
+
+  private readonly changeListeners: (() => void)[] = [];
+
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
   }
 
   private async launch(spec: LaunchSpec): Promise<BackendHandle> {
