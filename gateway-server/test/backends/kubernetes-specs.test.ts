@@ -117,3 +117,31 @@ describe('pod states as users read them', () => {
     expect(podState(undefined)).toEqual({ alive: false, detail: 'its pod no longer exists' });
   });
 });
+
+describe('where the gateway and workers reach a scheduler', () => {
+  it('uses the Service name in service mode and what the scheduler reported in pod mode', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { KubernetesBackend } = await import('../../src/backends/kubernetes/kubernetes-backend.js');
+    const dir = mkdtempSync(join(tmpdir(), 'af-kcfg-'));
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
+    const make = (mode: 'service' | 'pod') =>
+      new KubernetesBackend({
+        config: { ...cfg, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: mode, api_url: null, workspace_volume: null, step_image: null, request_timeout: 30 },
+        dataDir: dir,
+        log: { info() {}, warn() {} } as never,
+        workspaceRoot: join(dir, 'workflows'),
+        defaultApiUrl: () => 'http://127.0.0.1:8000/api',
+      });
+    const reported = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
+    const c = { ...cluster(), scheduler: { kind: 'k8s-pod', namespace: 'science', name: 'af-gateway-c0ffee-scheduler', uid: 'u' } } as unknown as ClusterRecord;
+    expect(make('service').schedulerAddresses(c, reported)).toEqual({
+      scheduler: 'tls://af-gateway-c0ffee.science.svc.cluster.local:8786',
+      dashboard: 'http://af-gateway-c0ffee.science.svc.cluster.local:8787',
+      api: 'http://af-gateway-c0ffee.science.svc.cluster.local:8788',
+    });
+    expect(make('pod').schedulerAddresses(c, reported)).toEqual(reported);
+  });
+});
