@@ -129,7 +129,7 @@ describe('where the gateway and workers reach a scheduler', () => {
     writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
     const make = (mode: 'service' | 'pod') =>
       new KubernetesBackend({
-        config: { ...cfg, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: mode, api_url: null, workspace_volume: null, step_image: null, request_timeout: 30 },
+        config: { ...cfg, instance: null, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: mode, api_url: null, workspace_volume: null, step_image: null, request_timeout: 30 },
         dataDir: dir,
         log: { info() {}, warn() {} } as never,
         workspaceRoot: join(dir, 'workflows'),

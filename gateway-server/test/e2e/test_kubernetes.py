@@ -214,7 +214,9 @@ def test_an_unschedulable_worker_is_reported_with_the_schedulers_reason(kube, gw
         cluster.scale(1)
         def waiting_message():
             workers = gw.af_cluster(cluster.name, "bob")["workers"]["list"]
-            msg = workers[0].get("message", "") if workers else ""
+            if not workers:
+                return None
+            msg = workers[0].get("message", "")
             return msg if workers[0]["status"] == "STARTING" and "Unschedulable" in msg and "Insufficient cpu" in msg else None
         msg = wait_until(waiting_message, 60, lambda: f"the worker to say why it waits: {gw.af_cluster(cluster.name, 'bob')}")
         print("worker message:", msg)

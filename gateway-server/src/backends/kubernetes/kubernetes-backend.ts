@@ -26,6 +26,7 @@ import {
   clusterSecret,
   dnsLabel,
   LABEL,
+  labelValue,
   objectNames,
   ownerRef,
   PORTS,
@@ -37,6 +38,7 @@ import {
 } from './pod-specs.js';
 
 export interface KubernetesConfig extends KubernetesSpecConfig {
+  instance: string | null;
   kubeconfig: string | null;
   namespace: string | null;
   namespace_per_user: boolean;
@@ -106,7 +108,7 @@ export class KubernetesBackend implements Backend {
 
   constructor(private readonly opts: KubernetesBackendOptions) {
     const cfg = opts.config;
-    this.instance = `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
+    this.instance = cfg.instance ? labelValue(cfg.instance) : `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
     if (cfg.kubeconfig) this.kc.loadFromFile(cfg.kubeconfig);
     else this.kc.loadFromDefault();
     this.core = this.kc.makeApiClient(CoreV1Api);
@@ -158,6 +160,21 @@ export class KubernetesBackend implements Backend {
     this.namespaces.add(ns);
   }
 
+  /** Creates a pod; in a namespace made a moment ago, waits for its default ServiceAccount to exist. */
+  private async createPod(ns: string, body: V1Pod): Promise<V1Pod> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.core.createNamespacedPod({ namespace: ns, body });
+      } catch (err) {
+        if (attempt < 40 && /serviceaccount.*not found/i.test(apiMessage(err))) {
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
   private fail(what: string, ns: string, err: unknown): Error {
     const code = apiStatus(err);
     const hint = code === 403 ? ` (the gateway's service account lacks the permission in namespace ${ns}; see the Helm chart's RBAC)` : '';
@@ -180,7 +197,7 @@ export class KubernetesBackend implements Backend {
     }
     let pod: V1Pod;
     try {
-      pod = await this.core.createNamespacedPod({ namespace: ns, body: schedulerPod(this.instance, c, cfg, apiUrl, { heartbeat: l.heartbeatPeriod, adaptive: l.adaptivePeriod }) });
+      pod = await this.createPod(ns, schedulerPod(this.instance, c, cfg, apiUrl, { heartbeat: l.heartbeatPeriod, adaptive: l.adaptivePeriod }));
     } catch (err) {
       await this.core.deleteNamespacedSecret({ name: names.secret, namespace: ns }).catch(() => undefined);
       throw this.fail(`creating the scheduler Pod ${names.scheduler}`, ns, err);
@@ -212,7 +229,7 @@ export class KubernetesBackend implements Backend {
     const body = workerPod(this.instance, l.cluster, l.worker.name, this.opts.config, { name: scheduler.name, uid: scheduler.uid });
     let pod: V1Pod;
     try {
-      pod = await this.core.createNamespacedPod({ namespace: ns, body });
+      pod = await this.createPod(ns, body);
     } catch (err) {
       throw this.fail(`creating worker Pod ${body.metadata!.name}`, ns, err);
     }
