@@ -70,32 +70,40 @@ def kube():
         subprocess.run(["rm", "-rf", str(run_dir)])
 
 
-def chart_rbac(kube: Kube) -> tuple[str, list[dict]]:
-    """The chart's ServiceAccount, Role and RoleBinding for namespace NS, as helm renders them."""
-    out = subprocess.run([kube.helm_bin, "template", "gw", str(CHART), "--namespace", NS,
-                          "--set", "secrets.encryptKey=" + base64.b64encode(os.urandom(32)).decode()],
+def chart_rbac(kube: Kube, namespace: str = NS, per_user: bool = False) -> tuple[str, list[dict]]:
+    """The chart's ServiceAccount and RBAC (Role and RoleBinding, or with per-user namespaces
+    ClusterRole and ClusterRoleBinding) for a release in `namespace`, as helm renders them."""
+    out = subprocess.run([kube.helm_bin, "template", "gw", str(CHART), "--namespace", namespace,
+                          "--set", "secrets.encryptKey=" + base64.b64encode(os.urandom(32)).decode(),
+                          "--set", f"kubernetes.namespacePerUser={str(per_user).lower()}"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
-    assert {d["kind"] for d in rbac} == {"ServiceAccount", "Role", "RoleBinding"}, [d["kind"] for d in docs]
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"} if per_user else {"ServiceAccount", "Role", "RoleBinding"}
+    rbac = [d for d in docs if d["kind"] in kinds]
+    assert {d["kind"] for d in rbac} == kinds, [d["kind"] for d in docs]
     sa = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
     return sa, rbac
 
 
-@pytest.fixture(scope="module")
-def sa_kubeconfig(kube):
+def sa_kubeconfig_for(kube: Kube, namespace: str, per_user: bool, file: str) -> str:
     """A kubeconfig for the chart's ServiceAccount: the gateway gets no more than the chart grants."""
-    sa, rbac = chart_rbac(kube)
-    kube.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump_all(rbac))
-    token = kube.kubectl("create", "token", sa, "-n", NS, "--duration", "2h").strip()
-    path = kube.run_dir / "sa-kubeconfig"
+    sa, rbac = chart_rbac(kube, namespace, per_user)
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(rbac))
+    token = kube.kubectl("create", "token", sa, "-n", namespace, "--duration", "2h").strip()
+    path = kube.run_dir / file
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "gw",
         "clusters": [{"name": "test", "cluster": {"server": kube.env["KUBE_SERVER"], "certificate-authority": kube.env["KUBE_CA_FILE"]}}],
         "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "gw", "context": {"cluster": "test", "user": sa, "namespace": NS}}],
+        "contexts": [{"name": "gw", "context": {"cluster": "test", "user": sa, "namespace": namespace}}],
     }))
     path.chmod(0o600)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sa_kubeconfig(kube):
+    path = sa_kubeconfig_for(kube, NS, False, "sa-kubeconfig")
     # what it may not do: the gateway cannot read other namespaces' secrets
     assert kube.kubectl("auth", "can-i", "list", "secrets", "-n", "default", kubeconfig=str(path), check=False).strip() == "no"
     assert kube.kubectl("auth", "can-i", "create", "pods", "-n", NS, kubeconfig=str(path), check=False).strip() == "yes"
@@ -103,7 +111,7 @@ def sa_kubeconfig(kube):
 
 
 class Gw:
-    def __init__(self, kube: Kube, kubeconfig: str, name: str):
+    def __init__(self, kube: Kube, kubeconfig: str, name: str, **kubernetes):
         self.dir = kube.run_dir / name
         self.dir.mkdir()
         self.port = free_port()
@@ -123,6 +131,7 @@ class Gw:
                 "profiles": {"huge": {"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}},
                 "workspace_volume": {"hostPath": {"path": str(data / "workflows")}},
                 "delete_grace_period": 5,
+                **kubernetes,
             }},
             "cluster_options": [
                 {"field": "worker_cores", "type": "int", "default": 1, "min": 1, "max": 4, "target": "worker_cores"},
@@ -289,3 +298,28 @@ def test_workflow_steps_run_as_jobs_and_are_cleaned_up(kube, gw):
     wait_until(lambda: not kube.get("jobs", f"af-gateway.io/workflow-run={run['id']}"), 60, "the step Jobs removed")
     log = requests.get(f"{gw.url}/api/af/workflows/{run['id']}/nodes/map:2/log", auth=("alice", ""), timeout=10).text
     assert f"step map:2 of workflow run {run['id']}" in log
+
+
+def test_clusters_in_a_namespace_per_user_with_the_charts_cluster_role(kube):
+    kube.kubectl("create", "namespace", "af-system")
+    kubeconfig = sa_kubeconfig_for(kube, "af-system", True, "sa-per-user-kubeconfig")
+    g = Gw(kube, kubeconfig, "per-user", namespace_per_user=True, user_namespace_prefix="af-u-", instance="per-user-test")
+    try:
+        cluster = g.gateway("erin").new_cluster()
+        try:
+            pods = json.loads(kube.kubectl("get", "pods", "-n", "af-u-erin", "-l", f"af-gateway.io/cluster={cluster.name}", "-o", "json"))["items"]
+            assert [p["metadata"]["labels"]["af-gateway.io/component"] for p in pods] == ["scheduler"]
+            assert pods[0]["metadata"]["labels"]["af-gateway.io/instance"] == "per-user-test"
+            cluster.scale(1)
+            client = cluster.get_client()
+            client.wait_for_workers(1, timeout=90)
+            assert client.submit(sum, range(10)).result() == 45
+            client.close()
+        finally:
+            cluster.shutdown()
+        wait_until(lambda: not json.loads(kube.kubectl("get", "pods,services,secrets", "-n", "af-u-erin", "-l", "app.kubernetes.io/managed-by=af-gateway", "-o", "json"))["items"],
+                   60, "erin's objects removed")
+        # the other gateway's pods (instance label of the main gateway) were never its business
+        assert json.loads(kube.kubectl("get", "namespace", "af-u-erin", "-o", "json"))["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "af-gateway"
+    finally:
+        stop(g.proc)
