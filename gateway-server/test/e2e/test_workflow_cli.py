@@ -194,6 +194,7 @@ def test_map_reduce_runs_to_the_end_and_its_outputs_are_downloaded(env, tmp_path
     summary = json.loads((out / "outputs.json").read_text())
     assert summary["run"]["id"] == run_id and summary["run"]["status"] == "SUCCESS"
     assert summary["run"]["parameters"] == {"nfiles": 4}  # -p values are YAML scalars
+    assert summary["run"]["name"] == "map-reduce"  # named after the workflow's directory
     assert summary["local_outputs"]["reduce"]["total"] == totals[0].relative_to(out).as_posix()
     assert [f["local"] for f in summary["files"]] == [totals[0].relative_to(out).as_posix()]
     # the token is never printed

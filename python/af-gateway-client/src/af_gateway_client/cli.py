@@ -703,6 +703,17 @@ def download_outputs(gateway, run, output_dir):
 # --------------------------------------------------------------------------------------------
 
 
+def default_run_name(workflow):
+    """The workflow's directory name (examples/workflows/map-reduce/workflow.yml -> map-reduce),
+    shaped as the gateway wants run names; the file name when the directory name does not fit."""
+    path = os.path.abspath(workflow)
+    for candidate in (os.path.basename(os.path.dirname(path)), os.path.splitext(os.path.basename(path))[0]):
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", candidate).lstrip("-_.")[:64]
+        if name:
+            return name
+    return "workflow"
+
+
 def cmd_run(args, gateway):
     started = time.monotonic()
     deadline = started + args.timeout if args.timeout is not None else None
@@ -714,6 +725,8 @@ def cmd_run(args, gateway):
     for key in ("name", "backend", "retries"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
+    if "name" not in body:
+        body["name"] = default_run_name(args.workflow)
     run = gateway.json("POST", "/api/af/workflows", ok=(200, 201),
                        data=json.dumps(body, allow_nan=False),
                        headers={"Content-Type": "application/json"})
