@@ -137,6 +137,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const broker = new TokenBroker({
     store,
     clusters,
+    deliverElsewhere: backend.updateToken ? (c, token) => backend.updateToken!(c, token) : undefined,
     oidc,
     config: config.tokens,
     log: logger,

@@ -86,6 +86,8 @@ export interface Backend {
   describe?(handle: BackendHandle): string;
   /** Registers a listener called when something the backend runs may have changed state (a process exited, a pod changed), so callers need not wait for their next poll. Optional. */
   onChange?(listener: () => void): void;
+  /** Hands a cluster's refreshed owner token to where its processes read it, when that is not the local file (e.g. a Secret). Optional. */
+  updateToken?(cluster: ClusterRecord, token: string): Promise<void>;
   /** Cleans up after a finished step (e.g. deletes its Job). Optional. */
   release?(handle: BackendHandle): Promise<void>;
   /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */

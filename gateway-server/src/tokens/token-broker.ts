@@ -53,6 +53,8 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       log: FastifyBaseLogger;
       /** Reads a user's auth_state at JupyterHub, when the gateway is a Hub service allowed to. */
       hubAuthState?: (user: string) => Promise<{ access_token?: string; refresh_token?: string } | null>;
+      /** Where else a cluster's token goes besides its file (e.g. the Secret its pods mount). */
+      deliverElsewhere?: (cluster: ClusterRecord, token: string) => Promise<void>;
     },
   ) {
     super();
@@ -269,6 +271,9 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
         writeFileSync(`${file}.tmp`, u.accessToken + '\n', { mode: 0o600 });
         renameSync(`${file}.tmp`, file); // readers never see a half-written token
         u.deliveries[c.name] = { writtenAt: Date.now(), token: fingerprint(u.accessToken) };
+        this.deps.deliverElsewhere?.(c, u.accessToken).catch((err: unknown) =>
+          this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not hand the token to the backend'),
+        );
       } catch (err) {
         this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not write the token file');
       }

@@ -76,3 +76,13 @@ def start_provider(directory, env=None):
         stop(proc)
         raise RuntimeError("the OpenID provider did not start:\n" + log.read_text()[-2000:])
     return proc, json.loads(line)
+
+
+def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
+    """What a CI job does: one POST to the provider's token endpoint."""
+    conf = requests.get(provider["issuer"] + "/.well-known/openid-configuration", timeout=10).json()
+    r = requests.post(conf["token_endpoint"], auth=(client, provider["clients"][client]),
+                      data={"grant_type": "client_credentials", "scope": scope,
+                            "resource": "urn:" + provider["audience"]}, timeout=10)
+    r.raise_for_status()
+    return r.json()["access_token"]

@@ -25,7 +25,7 @@ import yaml
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
 
-from af_e2e_support import REPO, free_port, start_gateway, stop
+from af_e2e_support import REPO, client_credentials_token, free_port, start_gateway, start_provider, stop
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -111,7 +111,7 @@ def sa_kubeconfig(kube):
 
 
 class Gw:
-    def __init__(self, kube: Kube, kubeconfig: str, name: str, **kubernetes):
+    def __init__(self, kube: Kube, kubeconfig: str, name: str, auth: dict | None = None, **kubernetes):
         self.dir = kube.run_dir / name
         self.dir.mkdir()
         self.port = free_port()
@@ -142,6 +142,8 @@ class Gw:
                         "stop_on_shutdown": True},
             "workflows": {"poll_period": 0.5},
         }
+        if auth:
+            self.config["auth"] = auth
         self.start()
 
     def start(self):
@@ -323,3 +325,29 @@ def test_clusters_in_a_namespace_per_user_with_the_charts_cluster_role(kube):
         assert json.loads(kube.kubectl("get", "namespace", "af-u-erin", "-o", "json"))["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "af-gateway"
     finally:
         stop(g.proc)
+
+
+def test_the_owners_refreshed_token_reaches_the_clusters_secret(kube, sa_kubeconfig, tmp_path):
+    op_proc, provider = start_provider(tmp_path)
+    try:
+        g = Gw(kube, sa_kubeconfig, "oidc", auth={"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]]}},
+               instance="oidc-test")
+        try:
+            first = client_credentials_token(provider, "ci-pipeline")
+            r = requests.post(f"{g.url}/api/v1/clusters/", json={"cluster_options": {}}, headers={"Authorization": "Bearer " + first}, timeout=30)
+            assert r.status_code == 201, r.text
+            name = r.json()["name"]
+            secret_token = lambda: base64.b64decode(kube.get("secrets", f"af-gateway.io/cluster={name}")[0]["data"].get("bearer-token", "")).decode().strip()
+            wait_until(lambda: secret_token() == first, 30, "the owner's token in the cluster's Secret")
+            time.sleep(1.1)  # a token issued a second later is a different token
+            second = client_credentials_token(provider, "ci-pipeline")
+            assert second != first
+            # the gateway sees the newer token of the same user and hands it on
+            assert requests.get(f"{g.url}/api/af/clusters", headers={"Authorization": "Bearer " + second}, timeout=10).status_code == 200
+            wait_until(lambda: secret_token() == second, 30, lambda: f"the newer token in the Secret (has the {'first' if secret_token() == first else 'an unknown'} one)")
+            requests.delete(f"{g.url}/api/v1/clusters/{name}", headers={"Authorization": "Bearer " + second}, timeout=30)
+            wait_until(lambda: _gone(kube, name), 60, "the cluster's objects removed")
+        finally:
+            stop(g.proc)
+    finally:
+        stop(op_proc)

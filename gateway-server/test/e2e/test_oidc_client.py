@@ -8,7 +8,7 @@ import requests
 import dask
 from dask_gateway import Gateway
 
-from af_e2e_support import free_port, start_gateway, start_provider, stop
+from af_e2e_support import client_credentials_token, free_port, start_gateway, start_provider, stop
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +18,6 @@ def provider(tmp_path_factory):
         yield info
     finally:
         stop(proc)
-
-
-def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
-    """What a CI job does: one POST to the provider's token endpoint."""
-    conf = requests.get(provider["issuer"] + "/.well-known/openid-configuration", timeout=10).json()
-    r = requests.post(conf["token_endpoint"], auth=(client, provider["clients"][client]),
-                      data={"grant_type": "client_credentials", "scope": scope,
-                            "resource": "urn:" + provider["audience"]}, timeout=10)
-    r.raise_for_status()
-    return r.json()["access_token"]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 
-from af_e2e_support import REPO, free_port, start_gateway, start_provider, stop
+from af_e2e_support import REPO, client_credentials_token, free_port, start_gateway, start_provider, stop
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
@@ -36,15 +36,6 @@ def provider(tmp_path_factory):
         yield info
     finally:
         stop(proc)
-
-
-def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
-    conf = requests.get(provider["issuer"] + "/.well-known/openid-configuration", timeout=10).json()
-    r = requests.post(conf["token_endpoint"], auth=(client, provider["clients"][client]),
-                      data={"grant_type": "client_credentials", "scope": scope,
-                            "resource": "urn:" + provider["audience"]}, timeout=10)
-    r.raise_for_status()
-    return r.json()["access_token"]
 
 
 def _kill_below(directory):

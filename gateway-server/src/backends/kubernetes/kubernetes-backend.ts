@@ -346,6 +346,21 @@ export class KubernetesBackend implements Backend {
     }
   }
 
+  /** The refreshed owner token into the cluster's Secret; the kubelet updates the mounted file. */
+  async updateToken(c: ClusterRecord, token: string): Promise<void> {
+    const h = c.scheduler as PodHandle | null;
+    if (!h || h.kind !== 'k8s-pod') return;
+    const name = objectNames(c.name).secret;
+    try {
+      await this.core.patchNamespacedSecret(
+        { name, namespace: h.namespace, body: { stringData: { 'bearer-token': token } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      if (apiStatus(err) !== 404) throw this.fail(`updating the token in Secret ${name}`, h.namespace, err);
+    }
+  }
+
   /** A finished step's Job is removed (its pod with it); the log and outputs stay in the workspace. */
   async release(handle: BackendHandle): Promise<void> {
     if (handle.kind !== 'k8s-job') return;
