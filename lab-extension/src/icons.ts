@@ -20,3 +20,10 @@ export const rucioIcon = new LabIcon({
   svgstr:
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161"><ellipse cx="12" cy="5.5" rx="7.5" ry="2.5"/><path d="M4.5 8v3.5c0 1.4 3.4 2.5 7.5 2.5s7.5-1.1 7.5-2.5V8c0 1.4-3.4 2.5-7.5 2.5S4.5 9.4 4.5 8zM4.5 14v4c0 1.4 3.4 2.5 7.5 2.5s7.5-1.1 7.5-2.5v-4c0 1.4-3.4 2.5-7.5 2.5S4.5 15.4 4.5 14z"/></g></svg>',
 });
+
+// Four boxes joined left to right: a workflow's stages.
+export const workflowsIcon = new LabIcon({
+  name: 'af-gateway:workflows',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161"><rect x="1.5" y="9" width="5" height="6" rx="1"/><rect x="9.5" y="3" width="5" height="6" rx="1"/><rect x="9.5" y="15" width="5" height="6" rx="1"/><rect x="17.5" y="9" width="5" height="6" rx="1"/></g><path class="jp-icon3" fill="none" stroke="#616161" stroke-width="1.5" d="M6.5 12H8V6h1.5M8 12v6h1.5M14.5 6H16v6h1.5M14.5 18H16v-6"/></svg>',
+});

@@ -1,7 +1,9 @@
 // Wires the AF Gateway panels into JupyterLab: settings, the gateway client and its models, the
-// sidebar panels, the status bar item, commands in the palette and the layout restorer.
+// sidebar panels, the status bar item, commands in the palette and the layout restorer (the
+// workflows feature wires itself in panels/workflows/workflow-commands.ts).
 import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, MainAreaWidget, Notification, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
+import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker, NotebookActions, type NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -25,6 +27,7 @@ import { RucioModel } from './panels/rucio/rucio-model';
 import { RucioPanel } from './panels/rucio/rucio-panel';
 import { TokenModel } from './panels/tokens/token-model';
 import { TokenPanel, TokenStatusItem } from './panels/tokens/token-panel';
+import { setupWorkflows } from './panels/workflows/workflow-commands';
 
 const PLUGIN_ID = '@af-gateway/lab-extension:plugin';
 const CATEGORY = 'AF Gateway';
@@ -64,6 +67,7 @@ async function activate(
   restorer: ILayoutRestorer | null,
   statusBar: IStatusBar | null,
   notebooks: INotebookTracker | null,
+  browsers: IFileBrowserFactory | null,
 ): Promise<void> {
   const trans = (translator ?? nullTranslator).load('af_gateway_lab');
   const { settings, raw } = await loadSettings(registry);
@@ -313,6 +317,8 @@ async function activate(
   );
   addSidebar(rucioPanel, 'af-rucio', rucioIcon, trans.__('Rucio data (AF Gateway)'), 202);
 
+  const workflows = setupWorkflows({ app, client, events: clusters, trans, palette, restorer, browsers, addSidebar, login, category: CATEGORY });
+
   if (statusBar) {
     const item = new TokenStatusItem(token, () => shell.activateById(tokenPanel.id), trans);
     statusBar.registerStatusItem('@af-gateway/lab-extension:token-status', { item, align: 'left', rank: 4 });
@@ -371,7 +377,7 @@ async function activate(
       await silentLogin(client.loginUrl(new URL(client.url('api/health')).pathname));
       await clusters.start();
     }
-    await token.start();
+    await Promise.all([token.start(), workflows.start()]);
     // The Rucio panel, when shown before the Hub login above finished, asks again now.
     if (rucio.state === 'login-required') await rucio.start();
   })();
@@ -398,7 +404,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'AF Gateway: Dask clusters, access token status and more, from the facility gateway.',
   autoStart: true,
-  optional: [ISettingRegistry, ITranslator, ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker],
+  optional: [ISettingRegistry, ITranslator, ICommandPalette, ILayoutRestorer, IStatusBar, INotebookTracker, IFileBrowserFactory],
   activate,
 };
 

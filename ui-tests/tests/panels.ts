@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 export const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results', 'screenshots');
 
 /** Opens a left sidebar panel of ours (clicking its tab only when it is not shown yet). */
-export async function openPanel(page: IJupyterLabPageFixture, id: 'af-clusters' | 'af-token' | 'af-rucio'): Promise<Locator> {
+export async function openPanel(page: IJupyterLabPageFixture, id: 'af-clusters' | 'af-token' | 'af-rucio' | 'af-workflows'): Promise<Locator> {
   const panel = page.locator(`#${id}`);
   if (!(await panel.isVisible())) await page.locator(`.jp-SideBar [data-id="${id}"]`).click();
   await panel.waitFor({ state: 'visible' });

@@ -15,6 +15,11 @@ import type {
   ScaleRequest,
   ScaleResult,
   TokenStatus,
+  WorkflowBundle,
+  WorkflowDag,
+  WorkflowRun,
+  WorkflowRunList,
+  WorkflowValidation,
 } from '@af-gateway/schemas';
 import type { AuthMode } from './gateway-settings';
 import { ndjsonRows, readerChunks } from './ndjson';
@@ -30,12 +35,16 @@ import type {
   RucioSearchType,
 } from './rucio-types';
 
+/** One problem of a document the gateway refused (a workflow spec), at its JSON path. */
+export type GatewayErrorDetail = NonNullable<ErrorBody['details']>[number];
+
 /** A failed gateway call; `message` is the gateway's own text, meant to be shown as it is. */
 export class GatewayError extends Error {
   constructor(
     readonly status: number,
     message: string,
     readonly code: string,
+    readonly details: GatewayErrorDetail[] = [],
   ) {
     super(message);
     this.name = 'GatewayError';
@@ -118,7 +127,7 @@ export class GatewayClient {
         json = undefined;
       }
       const message = json?.error ?? `The gateway answered ${res.status} ${res.statusText} for ${method} ${path}`;
-      throw new GatewayError(res.status, message, json?.code ?? `http_${res.status}`);
+      throw new GatewayError(res.status, message, json?.code ?? `http_${res.status}`, Array.isArray(json?.details) ? json.details : []);
     }
     return res;
   }
@@ -197,6 +206,71 @@ export class GatewayClient {
       .map(([label, path]) => [label.replace(/^Individual /, ''), path.replace(/^\//, '')] as const)
       .sort((a, b) => a[0].localeCompare(b[0]));
     return Object.fromEntries(entries);
+  }
+
+  // --- workflows (/api/af/workflows/) -----------------------------------------------------------
+
+  private workflowPath(id: string, rest = ''): string {
+    return `api/af/workflows/${encodeURIComponent(id)}${rest}`;
+  }
+
+  /** Checks a workflow and its step files; every problem comes with its JSON path. */
+  validateWorkflow(bundle: WorkflowBundle): Promise<WorkflowValidation> {
+    const { entry, files, parameters } = bundle;
+    return this.request('POST', 'api/af/workflows/validate', { entry, files, ...(parameters ? { parameters } : {}) });
+  }
+
+  /** Starts a run; a refused spec throws a GatewayError whose `details` name each problem. */
+  submitWorkflow(bundle: WorkflowBundle): Promise<WorkflowRun> {
+    return this.request('POST', 'api/af/workflows', bundle);
+  }
+
+  listWorkflows(): Promise<WorkflowRunList> {
+    return this.request('GET', 'api/af/workflows');
+  }
+
+  /** A run with its whole DAG as far as it is known (later stages add nodes when applied). */
+  getWorkflow(id: string): Promise<WorkflowDag> {
+    return this.request('GET', this.workflowPath(id));
+  }
+
+  cancelWorkflow(id: string): Promise<WorkflowRun> {
+    return this.request('POST', this.workflowPath(id, '/cancel'));
+  }
+
+  retryWorkflow(id: string): Promise<WorkflowRun> {
+    return this.request('POST', this.workflowPath(id, '/retry'));
+  }
+
+  /** Removes a finished run and its workspace. */
+  async deleteWorkflow(id: string): Promise<void> {
+    await this.request('DELETE', this.workflowPath(id));
+  }
+
+  /**
+   * A step's log as text chunks while they arrive; with `follow` the gateway keeps the response
+   * open until the step finished. Stopping the iteration (or `signal`) cancels the request.
+   */
+  async *workflowLog(id: string, node: string, follow: boolean, signal?: AbortSignal): AsyncGenerator<string> {
+    const res = await this.send('GET', this.workflowPath(id, `/nodes/${encodeURIComponent(node)}/log${follow ? '?follow=true' : ''}`), undefined, 'text/plain', signal);
+    if (!res.body) {
+      yield await res.text();
+      return;
+    }
+    const decoder = new TextDecoder();
+    for await (const chunk of readerChunks(res.body)) {
+      const text = decoder.decode(chunk, { stream: true });
+      if (text) yield text;
+    }
+    const rest = decoder.decode();
+    if (rest) yield rest;
+  }
+
+  /** A file of a run's workspace (`path` relative to run.workspace), e.g. a step's output. */
+  async workflowFile(id: string, path: string): Promise<Blob> {
+    const rel = path.split('/').filter(Boolean).map(encodeURIComponent).join('/');
+    const res = await this.send('GET', this.workflowPath(id, `/files/${rel}`), undefined, 'application/octet-stream');
+    return res.blob();
   }
 
   // --- Rucio (/api/af/rucio/): the gateway acts at each instance as the user ---------------------

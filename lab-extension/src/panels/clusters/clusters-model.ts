@@ -116,6 +116,7 @@ export class ClustersModel {
   private _creating = 0;
   private readonly _changed = new Signal<this, void>(this);
   private readonly _token = new Signal<this, TokenStatus>(this);
+  private readonly _event = new Signal<this, AfEvent>(this);
 
   constructor(
     readonly client: GatewayClient,
@@ -129,6 +130,11 @@ export class ClustersModel {
   /** Token events arrive on the same stream; the token panel listens here. */
   get tokenEvent(): ISignal<this, TokenStatus> {
     return this._token;
+  }
+
+  /** Every message of the event stream (the stream is opened here), for the other panels' models. */
+  get event(): ISignal<this, AfEvent> {
+    return this._event;
   }
 
   get connection(): ConnectionState {
@@ -183,6 +189,7 @@ export class ClustersModel {
   }
 
   apply(ev: AfEvent): void {
+    this._event.emit(ev);
     switch (ev.type) {
       case 'snapshot':
         this.clusters.clear();
@@ -198,6 +205,8 @@ export class ClustersModel {
       case 'token':
         this._token.emit(ev.token);
         return;
+      default:
+        return; // workflow events: the workflows model listens on `event`
     }
     this._changed.emit();
   }

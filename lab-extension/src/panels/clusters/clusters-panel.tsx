@@ -2,6 +2,7 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React, { useEffect, useState } from 'react';
+import { ConnectionNotice, useTick } from '../common';
 import type { AfCluster } from '@af-gateway/schemas';
 import { type ClustersModel, formatUptime, summarise } from './clusters-model';
 
@@ -18,15 +19,6 @@ export interface ClusterActions {
 
 /** The plots most analyses watch, offered first. */
 const COMMON_PLOTS = ['Task Stream', 'Progress', 'Workers Memory', 'Graph', 'Cluster Memory'];
-
-function useTick(ms: number): number {
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), ms);
-    return () => clearInterval(t);
-  }, [ms]);
-  return now;
-}
 
 function Progress(props: { label: string; done: number; total: number }): JSX.Element {
   const determinate = props.total > 0;
@@ -142,26 +134,9 @@ function ClustersView(props: { model: ClustersModel; actions: ClusterActions; tr
   const now = useTick(1000);
   const clusters = model.list;
   let body: JSX.Element;
-  if (model.connection === 'login-required') {
-    body = (
-      <div className="jp-AFClusters-notice">
-        <p>{model.error}</p>
-        <button className="jp-Button jp-mod-styled jp-mod-accept" onClick={() => actions.login()}>
-          {trans.__('Log in')}
-        </button>
-      </div>
-    );
-  } else if (model.connection === 'error') {
-    body = (
-      <div className="jp-AFClusters-notice">
-        <p className="jp-AFClusters-error">{model.error}</p>
-        <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => void model.start()}>
-          {trans.__('Try again')}
-        </button>
-      </div>
-    );
-  } else if (model.connection === 'connecting') {
-    body = <div className="jp-AFClusters-muted">{trans.__('Connecting to the gateway…')}</div>;
+  const notice = ConnectionNotice({ connection: model.connection, error: model.error, login: () => actions.login(), retry: () => void model.start(), trans });
+  if (notice) {
+    body = notice;
   } else {
     body = (
       <ul className="jp-AFClusters-list">

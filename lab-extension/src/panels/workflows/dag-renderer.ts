@@ -1,0 +1,504 @@
+// Draws a run's DAG into an SVG and lets the user pan (drag), zoom (wheel, buttons) and pick a node
+// (click). Made for runs of many thousand steps:
+//  - the layout (dag-layout.ts) is redone only when stages or node counts change, and off the frame;
+//  - drawing happens at most once per animation frame, and only what changed is rebuilt;
+//  - nodes are culled to the visible part of each stage, and drawn as SVG elements (one per node,
+//    with a margin around the view so a small pan rebuilds nothing) only when zoomed in enough to
+//    read them; zoomed out, they are rectangles on a canvas over the SVG (level of detail);
+//  - stage labels live in screen space, so they stay readable at any zoom;
+//  - edges are drawn one by one while stages are small, else as one stage-to-stage edge with a count.
+import type { WorkflowState } from '@af-gateway/schemas';
+import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges } from './dag-layout';
+import type { DagModel } from './dag-model';
+import { cellsIn, nodeMarkup, paintNodes } from './dag-nodes';
+import { countsByStage, type DagState, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
+import { loadElk } from './elk-client';
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+/** One element per node from this zoom on (a node is then ≥ 12 px high)... */
+const DETAIL_MIN_SCALE = 12 / GEOMETRY.nodeH;
+/** ...while no more than this many are visible. */
+const DETAIL_MAX_NODES = 1200;
+const MIN_SCALE = 0.01;
+/** Inside its box's header a stage label shrinks with the box, but not below a size one can read... */
+const labelScale = (k: number) => Math.max(0.8, Math.min(1, k));
+/** ...and sits there while the header holds its three lines (48 px at full size); else above the box. */
+const labelsInside = (k: number) => GEOMETRY.header * k >= 48 * labelScale(k);
+/** Room above the drawing for labels placed above their boxes (px). */
+const LABEL_ABOVE = 34;
+/** Narrower boxes (px) get only their name above them. */
+const LABEL_FULL_MIN_WIDTH = 150;
+const MAX_SCALE = 4;
+
+export interface View {
+  x: number;
+  y: number;
+  k: number;
+}
+
+export interface RendererCallbacks {
+  /** A node was clicked (null: the background). */
+  select(id: string | null): void;
+  /** The zoom changed (the toolbar shows it). */
+  zoomed?(k: number): void;
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US');
+
+function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number> = {}, parent?: Element): SVGElementTagNameMap[K] {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  parent?.appendChild(e);
+  return e;
+}
+
+/** "5 steps · 3 done · 1 running · 1 failed" */
+export function stageCountsText(c: StepCounts | undefined, slots: number): string {
+  if (!c) return '';
+  const total = STATES.reduce((n, s) => n + c[s], 0);
+  const parts = [`${fmt(total)} ${total === 1 ? 'step' : 'steps'}`];
+  if (c.SUCCESS) parts.push(`${fmt(c.SUCCESS)} done`);
+  if (c.RUNNING) parts.push(`${fmt(c.RUNNING)} running`);
+  if (c.FAILED) parts.push(`${fmt(c.FAILED)} failed`);
+  if (c.CANCELLED) parts.push(`${fmt(c.CANCELLED)} cancelled`);
+  if (c.DEFINED && c.DEFINED !== total) parts.push(`${fmt(c.DEFINED)} waiting`);
+  return total || slots ? parts.join(' · ') : '';
+}
+
+const TYPE_LABEL: Record<StageBox['type'], string> = { init: 'init', 'singlestep-stage': 'singlestep', 'multistep-stage': 'multistep' };
+
+export class DagRenderer {
+  readonly svg: SVGSVGElement;
+  private readonly world: SVGGElement;
+  private readonly boxLayer: SVGGElement;
+  private readonly edgeLayer: SVGGElement;
+  private readonly nodeLayer: SVGGElement;
+  private readonly selectionRect: SVGRectElement;
+  private readonly labelLayer: SVGGElement;
+  private readonly markerId = `jp-AFDag-arrow-${Math.random().toString(36).slice(2, 8)}`;
+
+  private layout: DagLayout | null = null;
+  private layoutKey = '';
+  private layoutRunning = false;
+  private layoutFor = -1;
+  private edges: StageEdge[] = [];
+  private view: View = { x: 0, y: 0, k: 1 };
+  private userMoved = false;
+  private frame = 0;
+  private drawnLayout: DagLayout | null = null;
+  private drawnEdgesFor = -1;
+  private drawnVersion = -1;
+  private counts = new Map<string, StepCounts>();
+  /** The world rectangle the node layer holds, its mode and data version. */
+  private nodeWindow: { rect: Rect; version: number; layout: DagLayout } | null = null;
+  private readonly canvas: HTMLCanvasElement;
+  private canvasDrawn = false;
+  /** While running nodes are on the canvas, it is redrawn now and then: they pulse. */
+  private pulseTimer: ReturnType<typeof setTimeout> | 0 = 0;
+  private labels = new Map<string, { g: SVGGElement; title: SVGTextElement; sub: SVGTextElement; counts: SVGTextElement; note: SVGTextElement | null; tip: SVGTitleElement }>();
+  private edgeLabels: { g: SVGGElement; x: number; y: number; length: number }[] = [];
+  private selected: string | null = null;
+  private drag: { id: number; x: number; y: number; vx: number; vy: number; moved: boolean } | null = null;
+  private readonly resizeObserver: ResizeObserver;
+  private readonly themeObserver: MutationObserver;
+  private disposed = false;
+
+  constructor(
+    private readonly host: HTMLElement,
+    private readonly model: DagModel,
+    private readonly callbacks: RendererCallbacks,
+  ) {
+    this.svg = el('svg', { class: 'jp-AFDag-svg', role: 'img' }, host);
+    const defs = el('defs', {}, this.svg);
+    const marker = el('marker', { id: this.markerId, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, defs);
+    el('path', { d: 'M0 0L10 5L0 10z', class: 'jp-AFDag-arrow' }, marker);
+    this.world = el('g', { class: 'jp-AFDag-world' }, this.svg);
+    this.boxLayer = el('g', { class: 'jp-AFDag-boxes' }, this.world);
+    this.edgeLayer = el('g', { class: 'jp-AFDag-edges' }, this.world);
+    this.nodeLayer = el('g', { class: 'jp-AFDag-nodes' }, this.world);
+    this.selectionRect = el('rect', { class: 'jp-AFDag-selection', rx: 5, visibility: 'hidden' }, this.world);
+    this.labelLayer = el('g', { class: 'jp-AFDag-labels' }, this.svg);
+    this.canvas = document.createElement('canvas');
+    this.canvas.className = 'jp-AFDag-canvasNodes';
+    host.appendChild(this.canvas);
+
+    model.changed.connect(this.schedule, this);
+    this.svg.addEventListener('pointerdown', this.onPointerDown);
+    this.svg.addEventListener('pointermove', this.onPointerMove);
+    this.svg.addEventListener('pointerup', this.onPointerUp);
+    this.svg.addEventListener('pointercancel', this.onPointerUp);
+    this.svg.addEventListener('wheel', this.onWheel, { passive: false });
+    this.resizeObserver = new ResizeObserver(() => {
+      if (!this.userMoved) this.fit(false);
+      this.schedule();
+    });
+    this.resizeObserver.observe(host);
+    // The canvas takes the theme's colours when it draws: a theme change draws again.
+    this.themeObserver = new MutationObserver(() => this.schedule());
+    this.themeObserver.observe(document.body, { attributes: true, attributeFilter: ['data-jp-theme-name', 'data-jp-theme-light'] });
+    this.schedule();
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    cancelAnimationFrame(this.frame);
+    if (this.pulseTimer) clearTimeout(this.pulseTimer);
+    this.model.changed.disconnect(this.schedule, this);
+    this.resizeObserver.disconnect();
+    this.themeObserver.disconnect();
+    this.svg.remove();
+    this.canvas.remove();
+  }
+
+  get scale(): number {
+    return this.view.k;
+  }
+
+  /** Draws in the next animation frame (once, however often it is asked). */
+  schedule(): void {
+    if (this.frame || this.disposed) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.draw();
+    });
+  }
+
+  select(id: string | null): void {
+    this.selected = id;
+    this.schedule();
+  }
+
+  /** Zooms by `factor` around a point of the view (default: its centre). */
+  zoomBy(factor: number, cx?: number, cy?: number): void {
+    const { width, height } = this.size();
+    const px = cx ?? width / 2;
+    const py = cy ?? height / 2;
+    const k = Math.min(MAX_SCALE, Math.max(MIN_SCALE, this.view.k * factor));
+    const f = k / this.view.k;
+    this.view = { k, x: px - (px - this.view.x) * f, y: py - (py - this.view.y) * f };
+    this.userMoved = true;
+    this.callbacks.zoomed?.(k);
+    this.schedule();
+  }
+
+  /** Shows the whole DAG; `byUser` keeps it from following later growth automatically. */
+  fit(byUser = true): void {
+    if (byUser) this.userMoved = false;
+    const layout = this.layout;
+    const { width, height } = this.size();
+    if (!layout || width <= 0 || height <= 0) return;
+    const fitK = (top: number) => Math.min(MAX_SCALE, Math.max(MIN_SCALE, Math.min((width - 24) / layout.width, (height - 24 - top) / layout.height, 1.25)));
+    let top = 0;
+    let k = fitK(0);
+    if (!labelsInside(k)) k = fitK((top = LABEL_ABOVE));
+    this.view = { k, x: (width - layout.width * k) / 2, y: top + (height - top - layout.height * k) / 2 };
+    this.callbacks.zoomed?.(k);
+    this.schedule();
+  }
+
+  private size(): { width: number; height: number } {
+    return { width: this.host.clientWidth, height: this.host.clientHeight };
+  }
+
+  private nodeRectOf(id: string): Rect | null {
+    const node = this.model.node(id);
+    const box = node && this.layout?.stages.get(node.stage);
+    if (!node || !box || box.slots <= (node.index ?? 0)) return null;
+    return nodeRect(box, node.index ?? 0);
+  }
+
+  // --- layout -------------------------------------------------------------------------------------
+
+  private ensureLayout(state: DagState): void {
+    if (this.layoutFor === this.model.structureVersion || this.layoutRunning) return;
+    const slots = new Map<string, number>();
+    for (const [stage, list] of state.byStage) slots.set(stage, list.length);
+    const key = `${stageSignature(state.stages)}#${[...slots].map(([s, n]) => `${s}=${n}`).join(',')}`;
+    const version = this.model.structureVersion;
+    this.edges = stageEdges(state.stages, state.edges, (id) => state.nodes.get(id)?.stage ?? stageOfNodeId(id));
+    if (key === this.layoutKey) {
+      this.layoutFor = version; // only edges are new: same boxes
+      return;
+    }
+    this.layoutRunning = true;
+    void loadElk()
+      .then((elk) => layoutDag(state.stages, slots, elk))
+      .then(
+        (layout) => {
+          this.layout = layout;
+          this.layoutKey = key;
+          this.layoutFor = version;
+        },
+        (err: unknown) => console.error('AF Gateway: the DAG could not be laid out', err),
+      )
+      .finally(() => {
+        this.layoutRunning = false;
+        if (this.disposed) return;
+        if (!this.userMoved) this.fit(false);
+        this.schedule();
+      });
+  }
+
+  // --- drawing ------------------------------------------------------------------------------------
+
+  private draw(): void {
+    const state = this.model.state;
+    if (!state) return;
+    this.ensureLayout(state);
+    const layout = this.layout;
+    if (!layout) return;
+    const { k, x, y } = this.view;
+    this.world.setAttribute('transform', `translate(${x},${y}) scale(${k})`);
+    const newLayout = this.drawnLayout !== layout;
+    if (newLayout) this.drawBoxes(layout);
+    if (newLayout || this.drawnEdgesFor !== this.layoutFor) this.drawEdges(layout, state);
+    this.drawnLayout = layout;
+    this.drawnEdgesFor = this.layoutFor;
+    if (newLayout || this.drawnVersion !== this.model.version) {
+      this.counts = countsByStage(state);
+      for (const box of layout.stages.values()) {
+        const l = this.labels.get(box.name);
+        if (!l) continue;
+        l.counts.textContent = stageCountsText(this.counts.get(box.name), box.slots);
+        l.tip.textContent = [box.name, l.sub.textContent, l.counts.textContent || l.note?.textContent].filter(Boolean).join('\n');
+      }
+    }
+    this.drawNodes(layout, state);
+    this.drawnVersion = this.model.version;
+    this.placeLabels(layout);
+    const sel = this.selected ? this.nodeRectOf(this.selected) : null;
+    if (sel) {
+      const m = 3;
+      this.selectionRect.setAttribute('x', String(sel.x - m));
+      this.selectionRect.setAttribute('y', String(sel.y - m));
+      this.selectionRect.setAttribute('width', String(sel.width + 2 * m));
+      this.selectionRect.setAttribute('height', String(sel.height + 2 * m));
+      this.selectionRect.setAttribute('visibility', 'visible');
+    } else this.selectionRect.setAttribute('visibility', 'hidden');
+  }
+
+  private drawBoxes(layout: DagLayout): void {
+    this.boxLayer.textContent = '';
+    this.labelLayer.textContent = '';
+    this.labels.clear();
+    for (const box of layout.stages.values()) {
+      const g = el('g', { class: `jp-AFDag-stage mod-${box.state.toLowerCase()} mod-${TYPE_LABEL[box.type]}`, 'data-stage': box.name }, this.boxLayer);
+      el('rect', { x: box.x, y: box.y, width: box.width, height: box.height, rx: 8 }, g);
+      const tip = el('title', {}, g);
+      const lg = el('g', { class: `jp-AFDag-stageLabel mod-${box.state.toLowerCase()}`, 'data-stage': box.name }, this.labelLayer);
+      const title = el('text', { class: 'jp-AFDag-stageName', x: 0, y: 0 }, lg);
+      title.textContent = box.name;
+      const sub = el('text', { class: 'jp-AFDag-stageType', x: 0, y: 14 }, lg);
+      sub.textContent = `${TYPE_LABEL[box.type]} · ${box.state}`;
+      // Third line: the steps per state, or why there are none.
+      const counts = el('text', { class: 'jp-AFDag-stageCounts', x: 0, y: 28 }, lg);
+      let note: SVGTextElement | null = null;
+      if (box.slots === 0) {
+        note = el('text', { class: 'jp-AFDag-stageNote', x: 0, y: 28 }, lg);
+        note.textContent =
+          box.state === 'WAITING' ? `waits for ${box.dependencies.join(', ') || '…'}` : box.state === 'FAILED' ? box.message || 'its steps could not be made' : 'no steps';
+      }
+      this.labels.set(box.name, { g: lg, title, sub, counts, note, tip });
+    }
+  }
+
+  private drawEdges(layout: DagLayout, state: DagState): void {
+    this.edgeLayer.textContent = '';
+    for (const e of this.edgeLabels) e.g.remove();
+    this.edgeLabels = [];
+    const individual: string[] = [];
+    const curve = (sx: number, sy: number, tx: number, ty: number) => {
+      const dx = Math.max(30, (tx - sx) / 2);
+      return `M${sx} ${sy}C${sx + dx} ${sy} ${tx - dx} ${ty} ${tx} ${ty}`;
+    };
+    for (const e of this.edges) {
+      const from = layout.stages.get(e.from);
+      const to = layout.stages.get(e.to);
+      if (!from || !to) continue;
+      if (e.individual.length) {
+        for (const ne of e.individual) {
+          const a = state.nodes.get(ne.from);
+          const b = state.nodes.get(ne.to);
+          if (!a || !b) continue;
+          const ra = nodeRect(from, a.index ?? 0);
+          const rb = nodeRect(to, b.index ?? 0);
+          individual.push(curve(ra.x + ra.width, ra.y + ra.height / 2, rb.x, rb.y + rb.height / 2));
+        }
+        continue;
+      }
+      const sx = from.x + from.width;
+      const sy = from.y + from.height / 2;
+      const tx = to.x;
+      const ty = to.y + to.height / 2;
+      const waiting = e.count === 0;
+      el('path', { d: curve(sx, sy, tx - 2, ty), class: `jp-AFDag-stageEdge${waiting ? ' mod-waiting' : ''}`, 'marker-end': `url(#${this.markerId})`, 'data-from': e.from, 'data-to': e.to }, this.edgeLayer);
+      if (e.count > 0) {
+        const g = el('g', { class: 'jp-AFDag-edgeCount', 'data-from': e.from, 'data-to': e.to }, this.labelLayer);
+        const t = el('text', { x: 0, y: 0, 'text-anchor': 'middle' }, g);
+        t.textContent = `×${fmt(e.count)}`;
+        this.edgeLabels.push({ g, x: (sx + tx) / 2, y: (sy + ty) / 2, length: tx - sx });
+      }
+    }
+    if (individual.length) el('path', { d: individual.join(''), class: 'jp-AFDag-nodeEdges' }, this.edgeLayer);
+  }
+
+  /** The visible world rectangle. */
+  private viewRect(): Rect {
+    const { width, height } = this.size();
+    const { x, y, k } = this.view;
+    return { x: -x / k, y: -y / k, width: width / k, height: height / k };
+  }
+
+  private drawNodes(layout: DagLayout, state: DagState): void {
+    const view = this.viewRect();
+    // A quarter view of margin on each side: small pans and zooms need no rebuild.
+    const rect = { x: view.x - view.width / 4, y: view.y - view.height / 4, width: view.width * 1.5, height: view.height * 1.5 };
+    const detail = this.view.k >= DETAIL_MIN_SCALE && cellsIn(layout, rect) <= DETAIL_MAX_NODES;
+    this.nodeLayer.setAttribute('class', `jp-AFDag-nodes${detail ? ' mod-detail' : ' mod-compact'}`);
+    if (!detail) {
+      if (this.nodeWindow) {
+        this.nodeLayer.textContent = '';
+        this.nodeWindow = null;
+      }
+      this.drawCanvas(layout, state, view);
+      return;
+    }
+    if (this.canvasDrawn) this.clearCanvas();
+    const w = this.nodeWindow;
+    const inside = w && view.x >= w.rect.x && view.y >= w.rect.y && view.x + view.width <= w.rect.x + w.rect.width && view.y + view.height <= w.rect.y + w.rect.height;
+    if (w && inside && w.version === this.model.version && w.layout === layout) return;
+    this.nodeWindow = { rect, version: this.model.version, layout };
+    this.nodeLayer.innerHTML = nodeMarkup(layout, state, rect);
+  }
+
+  /**
+   * Zoomed out, the nodes go onto a canvas over the SVG, redrawn whole each frame (a few thousand
+   * rectangles take a millisecond or two), in the theme's state colours. Running nodes pulse as in
+   * the SVG while any is in view.
+   */
+  private drawCanvas(layout: DagLayout, state: DagState, view: Rect): void {
+    const { width, height } = this.size();
+    const dpr = window.devicePixelRatio || 1;
+    const cw = Math.max(1, Math.round(width * dpr));
+    const ch = Math.max(1, Math.round(height * dpr));
+    if (this.canvas.width !== cw || this.canvas.height !== ch) {
+      this.canvas.width = cw;
+      this.canvas.height = ch;
+    }
+    const ctx = this.canvas.getContext('2d');
+    if (!ctx) return;
+    const style = getComputedStyle(this.host);
+    const colour = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
+    const colours = Object.fromEntries(STATES.map((s) => [s, colour(`--jp-AFWorkflow-${s.toLowerCase()}`, '#888')])) as Record<WorkflowState, string>;
+    const { x, y, k } = this.view;
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
+    ctx.clearRect(-x / k, -y / k, width / k, height / k);
+    const drawn = paintNodes(ctx, layout, state, view, colours, 0.55 + 0.45 * Math.abs(Math.cos(performance.now() / 450)));
+    const sel = this.selected ? this.nodeRectOf(this.selected) : null;
+    if (sel) {
+      ctx.strokeStyle = colour('--jp-brand-color0', '#0d47a1');
+      ctx.lineWidth = 2.5 / k;
+      ctx.strokeRect(sel.x - 3 / k, sel.y - 3 / k, sel.width + 6 / k, sel.height + 6 / k);
+    }
+    this.canvasDrawn = true;
+    // What is drawn, for tests and the curious (a canvas has no elements to count).
+    this.canvas.dataset.drawn = String(STATES.reduce((n, s) => n + drawn[s], 0));
+    for (const st of STATES) this.canvas.dataset[st.toLowerCase()] = String(drawn[st]);
+    if (drawn.RUNNING && !this.pulseTimer) {
+      this.pulseTimer = setTimeout(() => {
+        this.pulseTimer = 0;
+        this.schedule();
+      }, 80);
+    }
+  }
+
+  private clearCanvas(): void {
+    const ctx = this.canvas.getContext('2d');
+    ctx?.setTransform(1, 0, 0, 1, 0, 0);
+    ctx?.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    this.canvasDrawn = false;
+    this.canvas.dataset.drawn = '0';
+  }
+
+  /**
+   * Stage labels and edge counts live in screen space, placed every frame: inside the box's header
+   * while it is large enough to hold them (shrinking with it down to half size), else above the box
+   * at full size, so they stay readable at any zoom.
+   */
+  private placeLabels(layout: DagLayout): void {
+    const { x, y, k } = this.view;
+    const inside = labelsInside(k);
+    const s = labelScale(k);
+    for (const box of layout.stages.values()) {
+      const l = this.labels.get(box.name);
+      if (!l) continue;
+      const sx = box.x * k + x;
+      const sy = box.y * k + y;
+      // Above a box too narrow for the whole label, only its name (the box's tooltip has the rest).
+      const nameOnly = !inside && box.width * k < LABEL_FULL_MIN_WIDTH;
+      l.g.setAttribute('transform', inside ? `translate(${sx + 10 * s},${sy + 16 * s}) scale(${s})` : `translate(${sx},${sy - (nameOnly ? 5 : LABEL_ABOVE)})`);
+      l.g.classList.toggle('mod-above', !inside);
+      l.g.classList.toggle('mod-nameOnly', nameOnly);
+    }
+    for (const e of this.edgeLabels) {
+      e.g.setAttribute('transform', `translate(${e.x * k + x},${e.y * k + y + 16})`);
+      // A count wider than its edge would cover the boxes: the stage labels tell the numbers then.
+      e.g.setAttribute('visibility', e.length * k >= 48 ? 'visible' : 'hidden');
+    }
+  }
+
+  // --- interaction --------------------------------------------------------------------------------
+
+  private onPointerDown = (ev: PointerEvent): void => {
+    if (ev.button !== 0) return;
+    this.drag = { id: ev.pointerId, x: ev.clientX, y: ev.clientY, vx: this.view.x, vy: this.view.y, moved: false };
+  };
+
+  private onPointerMove = (ev: PointerEvent): void => {
+    const d = this.drag;
+    if (!d || d.id !== ev.pointerId) return;
+    const dx = ev.clientX - d.x;
+    const dy = ev.clientY - d.y;
+    if (!d.moved && Math.abs(dx) + Math.abs(dy) < 4) return;
+    if (!d.moved) {
+      d.moved = true;
+      this.svg.setPointerCapture(ev.pointerId);
+      this.svg.classList.add('mod-dragging');
+    }
+    this.view = { ...this.view, x: d.vx + dx, y: d.vy + dy };
+    this.userMoved = true;
+    this.schedule();
+  };
+
+  private onPointerUp = (ev: PointerEvent): void => {
+    const d = this.drag;
+    if (!d || d.id !== ev.pointerId) return;
+    this.drag = null;
+    this.svg.classList.remove('mod-dragging');
+    if (this.svg.hasPointerCapture(ev.pointerId)) this.svg.releasePointerCapture(ev.pointerId);
+    if (d.moved || ev.type === 'pointercancel') return;
+    this.callbacks.select(this.hit(ev.clientX, ev.clientY));
+  };
+
+  private onWheel = (ev: WheelEvent): void => {
+    ev.preventDefault();
+    const r = this.svg.getBoundingClientRect();
+    const delta = ev.deltaMode === 1 ? ev.deltaY * 16 : ev.deltaY;
+    this.zoomBy(Math.exp(-delta * 0.0015), ev.clientX - r.left, ev.clientY - r.top);
+  };
+
+  /** The node under a client point, by arithmetic on the layout (no DOM needed in compact mode). */
+  hit(clientX: number, clientY: number): string | null {
+    const layout = this.layout;
+    const state = this.model.state;
+    if (!layout || !state) return null;
+    const r = this.svg.getBoundingClientRect();
+    const wx = (clientX - r.left - this.view.x) / this.view.k;
+    const wy = (clientY - r.top - this.view.y) / this.view.k;
+    const box = stageAt(layout, wx, wy);
+    if (!box) return null;
+    const i = nodeAt(box, wx, wy);
+    if (i === null) return null;
+    return state.byStage.get(box.name)?.[i]?.id ?? null;
+  }
+}

@@ -1,0 +1,108 @@
+// A run's DAG as the view holds it: what GET /api/af/workflows/{id} answered, with the event
+// stream's 'workflow-dag' deltas merged in (changed or new nodes by id, new edges, all stages).
+// Pure: the model and the tests use it alike.
+import type { WorkflowDag, WorkflowNode, WorkflowRun, WorkflowState } from '@af-gateway/schemas';
+
+export type DagStage = WorkflowDag['stages'][number];
+export type DagEdge = WorkflowDag['edges'][number];
+export type StepCounts = Record<WorkflowState, number>;
+
+export const STATES: readonly WorkflowState[] = ['DEFINED', 'RUNNING', 'SUCCESS', 'FAILED', 'CANCELLED'];
+
+export const emptyCounts = (): StepCounts => ({ DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 });
+
+export interface DagState {
+  run: WorkflowRun;
+  stages: DagStage[];
+  nodes: Map<string, WorkflowNode>;
+  /** Each stage's nodes by their index (a singlestep stage and init have theirs at 0). */
+  byStage: Map<string, WorkflowNode[]>;
+  edges: DagEdge[];
+  edgeKeys: Set<string>;
+}
+
+/** What a merge changed: `structure` when stages, the node set or the edges did (layout again). */
+export interface DagChange {
+  structure: boolean;
+  nodes: number;
+}
+
+const edgeKey = (e: DagEdge) => `${e.from}\u0000${e.to}`;
+
+function place(state: DagState, node: WorkflowNode): void {
+  let list = state.byStage.get(node.stage);
+  if (!list) state.byStage.set(node.stage, (list = []));
+  list[node.index ?? 0] = node;
+}
+
+export function createDagState(dag: WorkflowDag): DagState {
+  const state: DagState = { run: dag.run, stages: dag.stages, nodes: new Map(), byStage: new Map(), edges: [], edgeKeys: new Set() };
+  mergeDag(state, { ...dag, stages: dag.stages });
+  return state;
+}
+
+/** A stage's shape in the layout: what decides its box and where its nodes go. */
+export function stageSignature(stages: DagStage[]): string {
+  return stages.map((s) => `${s.name}|${s.type}|${s.state}|${s.dependencies.join(',')}`).join(';');
+}
+
+/** Merges a delta (or a full DAG) into `state`, in place. */
+export function mergeDag(state: DagState, delta: WorkflowDag): DagChange {
+  let structure = false;
+  if (delta.run) state.run = delta.run;
+  if (delta.stages && delta.stages.length) {
+    if (stageSignature(delta.stages) !== stageSignature(state.stages)) structure = true;
+    state.stages = delta.stages;
+  }
+  for (const node of delta.nodes ?? []) {
+    const old = state.nodes.get(node.id);
+    if (!old) structure = true;
+    else if (old.stage !== node.stage || (old.index ?? 0) !== (node.index ?? 0)) {
+      structure = true;
+      const list = state.byStage.get(old.stage);
+      if (list && list[old.index ?? 0] === old) delete list[old.index ?? 0];
+    }
+    state.nodes.set(node.id, node);
+    place(state, node);
+  }
+  for (const e of delta.edges ?? []) {
+    const k = edgeKey(e);
+    if (state.edgeKeys.has(k)) continue;
+    state.edgeKeys.add(k);
+    state.edges.push(e);
+    structure = true;
+  }
+  return { structure, nodes: delta.nodes?.length ?? 0 };
+}
+
+/** Steps per state in each stage. */
+export function countsByStage(state: DagState): Map<string, StepCounts> {
+  const out = new Map<string, StepCounts>();
+  for (const [stage, list] of state.byStage) {
+    const c = emptyCounts();
+    for (const n of list) if (n) c[n.state]++;
+    out.set(stage, c);
+  }
+  return out;
+}
+
+/** Steps per state over the whole DAG (without init, which is no step). */
+export function totalCounts(byStage: Map<string, StepCounts>): StepCounts {
+  const total = emptyCounts();
+  for (const [stage, c] of byStage) {
+    if (stage === 'init') continue;
+    for (const s of STATES) total[s] += c[s];
+  }
+  return total;
+}
+
+/** How many slots a stage's box needs: its nodes by index (a gap keeps its place). */
+export function stageSlots(state: DagState, stage: string): number {
+  return state.byStage.get(stage)?.length ?? 0;
+}
+
+/** The stage a node id belongs to ('init', 'STAGE', 'STAGE:INDEX'). */
+export function stageOfNodeId(id: string): string {
+  const i = id.lastIndexOf(':');
+  return i > 0 && /^\d+$/.test(id.slice(i + 1)) ? id.slice(0, i) : id;
+}

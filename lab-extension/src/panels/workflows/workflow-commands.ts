@@ -1,0 +1,290 @@
+// Wires the workflows feature into JupyterLab: the Workflows sidebar panel, a main-area DAG view per
+// run (restored with the layout), "Run as workflow" in the file browser's context menu, and the
+// commands af:open-workflows, af:run-workflow, af:open-workflow-run, af:cancel-workflow,
+// af:retry-workflow, af:delete-workflow.
+import type { ILayoutRestorer, JupyterFrontEnd } from '@jupyterlab/application';
+import { Dialog, type ICommandPalette, InputDialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
+import type { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import type { TranslationBundle } from '@jupyterlab/translation';
+import type { LabIcon } from '@jupyterlab/ui-components';
+import type { Widget } from '@lumino/widgets';
+import React from 'react';
+import type { WorkflowRun } from '@af-gateway/schemas';
+import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+import { workflowsIcon } from '../../icons';
+import { FormDialogBody } from '../clusters/dialog-body';
+import { DagModel } from './dag-model';
+import { DagWidget } from './dag-view';
+import { loadElk } from './elk-client';
+import { makeRunForm, ProblemList, type SpecProblem } from './run-form';
+import { collectBundle, defaultRunName, isWorkflowFile, type RunFormValue, runRequest, validateRunForm } from './workflow-bundle';
+import { type EventSource, WorkflowsModel } from './workflows-model';
+import { WorkflowsPanel } from './workflows-panel';
+
+export const WorkflowCommandIds = {
+  openWorkflows: 'af:open-workflows',
+  runWorkflow: 'af:run-workflow',
+  openRun: 'af:open-workflow-run',
+  cancelRun: 'af:cancel-workflow',
+  retryRun: 'af:retry-workflow',
+  deleteRun: 'af:delete-workflow',
+} as const;
+
+export interface WorkflowSetup {
+  app: JupyterFrontEnd;
+  client: GatewayClient;
+  /** The gateway's event stream (the clusters model opens it). */
+  events: EventSource;
+  trans: TranslationBundle;
+  palette: ICommandPalette | null;
+  restorer: ILayoutRestorer | null;
+  browsers: IFileBrowserFactory | null;
+  addSidebar(widget: Widget, id: string, icon: LabIcon, caption: string, rank: number): void;
+  login(): void;
+  category: string;
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+class ProblemsBody extends ReactWidget {
+  constructor(
+    private readonly problems: SpecProblem[],
+    private readonly trans: TranslationBundle,
+  ) {
+    super();
+    this.addClass('jp-AFWorkflowRun');
+  }
+
+  render(): JSX.Element {
+    return React.createElement(ProblemList, { problems: this.problems, trans: this.trans });
+  }
+}
+
+export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
+  const { app, client, trans } = s;
+  const { commands, shell } = app;
+  const model = new WorkflowsModel(client, s.events);
+
+  // --- DAG views in the main area ---------------------------------------------------------------
+  const views = new WidgetTracker<MainAreaWidget<DagWidget>>({ namespace: 'af-workflow-run' });
+  const download = async (id: string, rel: string) => {
+    try {
+      const blob = await client.workflowFile(id, rel);
+      const url = URL.createObjectURL(blob);
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = rel.split('/').pop() || 'output';
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (err) {
+      await showErrorMessage(trans.__('The file was not downloaded'), errorText(err));
+    }
+  };
+  const openRun = (id: string): MainAreaWidget<DagWidget> => {
+    const widgetId = `af-workflow-${id}`;
+    const existing = views.find((w) => w.id === widgetId);
+    if (existing) {
+      shell.activateById(existing.id);
+      return existing;
+    }
+    const dag = new DagModel(id, model);
+    const content = new DagWidget(
+      dag,
+      client,
+      {
+        cancel: (run) => void commands.execute(WorkflowCommandIds.cancelRun, { id: run }),
+        retry: (run) => void commands.execute(WorkflowCommandIds.retryRun, { id: run }),
+        download: (run, rel) => void download(run, rel),
+      },
+      trans,
+    );
+    const widget = new MainAreaWidget({ content });
+    widget.id = widgetId;
+    const name = model.get(id)?.name ?? id.slice(0, 8);
+    widget.title.label = trans.__('Workflow %1', name);
+    widget.title.caption = trans.__('Workflow run %1 (%2)', name, id);
+    widget.title.icon = workflowsIcon;
+    widget.title.closable = true;
+    widget.addClass('jp-AFDagWidget');
+    (widget as MainAreaWidget<DagWidget> & { afArgs?: unknown }).afArgs = { id };
+    dag.changed.connect(() => {
+      const run = dag.state?.run;
+      if (run && widget.title.label !== trans.__('Workflow %1', run.name)) {
+        widget.title.label = trans.__('Workflow %1', run.name);
+        widget.title.caption = trans.__('Workflow run %1 (%2)', run.name, id);
+      }
+    });
+    void views.add(widget);
+    shell.add(widget, 'main');
+    shell.activateById(widget.id);
+    void dag.load();
+    return widget;
+  };
+
+  // --- actions ----------------------------------------------------------------------------------
+  const readText = async (path: string): Promise<string> => {
+    const file = await app.serviceManager.contents.get(path, { content: true, type: 'file', format: 'text' });
+    if (typeof file.content !== 'string') throw new Error(`${path} is not a text file`);
+    return file.content;
+  };
+
+  const showProblems = (title: string, problems: SpecProblem[]) =>
+    showDialog({ title, body: new ProblemsBody(problems, trans), buttons: [Dialog.okButton()] });
+
+  /** The file selected in the file browser, when it looks like a workflow. */
+  const selectedWorkflowFile = (): string | null => {
+    const browser = s.browsers?.tracker.currentWidget;
+    if (!browser) return null;
+    const first = browser.selectedItems().next();
+    if (first.done || !first.value) return null;
+    return first.value.type !== 'directory' && isWorkflowFile(first.value.name) ? first.value.path : null;
+  };
+
+  const askPath = async (): Promise<string | null> => {
+    const cwd = s.browsers?.tracker.currentWidget?.model.path ?? '';
+    const res = await InputDialog.getText({
+      title: trans.__('Run workflow'),
+      label: trans.__('Workflow file (path in the file browser, e.g. analysis/workflow.yml)'),
+      text: selectedWorkflowFile() ?? (cwd ? `${cwd}/` : ''),
+      placeholder: 'workflow.yml',
+      okLabel: trans.__('Next'),
+    });
+    const path = res.button.accept ? (res.value ?? '').trim().replace(/^\/+/, '') : '';
+    return path || null;
+  };
+
+  const runWorkflow = async (path: string): Promise<WorkflowRun | null> => {
+    let bundle;
+    try {
+      bundle = await collectBundle(path, readText);
+    } catch (err) {
+      await showErrorMessage(trans.__('Cannot read %1', path), errorText(err));
+      return null;
+    }
+    for (const u of bundle.unreadable) console.warn(`AF Gateway: ${u.file} (named in a $ref) could not be read: ${u.error}`);
+    let validation;
+    try {
+      validation = await model.validate({ entry: bundle.entry, files: bundle.files });
+    } catch (err) {
+      await showErrorMessage(trans.__('The workflow could not be checked'), errorText(err));
+      return null;
+    }
+    if (!validation.valid) {
+      await showProblems(trans.__('%1 is not a valid workflow', path), validation.errors);
+      return null;
+    }
+    void loadElk(); // the DAG view needs it next: load it while the user fills in the form
+    let value: RunFormValue = { parameters: Object.fromEntries((validation.parameters ?? []).map((p) => [p, ''])), name: '', backend: '', retries: '' };
+    const Form = makeRunForm({ entry: path, stages: validation.stages ?? [], backends: model.backends, defaultName: defaultRunName(bundle.dir, bundle.entry), trans });
+    for (;;) {
+      const body = new FormDialogBody<RunFormValue>(value, Form, validateRunForm);
+      const res = await showDialog({ title: trans.__('Run %1', path), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Run') })] });
+      if (!res.button.accept || !res.value) return null;
+      value = res.value;
+      if (validateRunForm(value)) continue;
+      try {
+        const run = await model.submit(runRequest(bundle, value));
+        openRun(run.id);
+        return run;
+      } catch (err) {
+        if (err instanceof GatewayError && err.details.length) {
+          await showProblems(err.message, err.details);
+          return null;
+        }
+        await showErrorMessage(trans.__('The workflow was not started'), errorText(err));
+        // A missing parameter or a refused backend: the form comes back with the values given.
+        if (err instanceof GatewayError && err.status === 422) continue;
+        return null;
+      }
+    }
+  };
+
+  const confirm = async (title: string, body: string, label: string) => {
+    const res = await showDialog({ title, body, buttons: [Dialog.cancelButton(), Dialog.warnButton({ label })] });
+    return res.button.accept;
+  };
+  const runLabel = (id: string) => model.get(id)?.name ?? id;
+
+  const act = async (what: () => Promise<void>, failure: string) => {
+    try {
+      await what();
+    } catch (err) {
+      await showErrorMessage(failure, errorText(err));
+    }
+  };
+
+  // --- panel ------------------------------------------------------------------------------------
+  const panel = new WorkflowsPanel(
+    model,
+    {
+      run: () => void commands.execute(WorkflowCommandIds.runWorkflow, { ask: true }),
+      open: (id) => void commands.execute(WorkflowCommandIds.openRun, { id }),
+      cancel: (id) => void commands.execute(WorkflowCommandIds.cancelRun, { id }),
+      retry: (id) => void commands.execute(WorkflowCommandIds.retryRun, { id }),
+      remove: (id) => void commands.execute(WorkflowCommandIds.deleteRun, { id }),
+      login: s.login,
+    },
+    trans,
+  );
+  s.addSidebar(panel, 'af-workflows', workflowsIcon, trans.__('Workflows (AF Gateway)'), 203);
+
+  // --- commands ---------------------------------------------------------------------------------
+  const idArg = (args: Record<string, unknown>) => String(args.id ?? '');
+  commands.addCommand(WorkflowCommandIds.openWorkflows, { label: trans.__('Show Workflows'), icon: workflowsIcon, execute: () => shell.activateById(panel.id) });
+  commands.addCommand(WorkflowCommandIds.runWorkflow, {
+    label: (args) => (args.path || !args.ask ? trans.__('Run as Workflow') : trans.__('Run Workflow…')),
+    caption: trans.__('Check this workflow file at the AF Gateway, ask for its parameters and run it'),
+    icon: workflowsIcon,
+    // In the file browser's menu: only for a selected .yml, .yaml or .json file.
+    isVisible: (args) => Boolean(args.path || args.ask) || !s.browsers || selectedWorkflowFile() !== null,
+    execute: async (args) => {
+      const path = args.path ? String(args.path) : args.ask ? await askPath() : (selectedWorkflowFile() ?? (await askPath()));
+      if (path) await runWorkflow(path);
+    },
+  });
+  commands.addCommand(WorkflowCommandIds.openRun, {
+    label: (args) => (args.id ? trans.__('Workflow Run %1', runLabel(idArg(args))) : trans.__('Open Workflow Run')),
+    execute: (args) => openRun(idArg(args)),
+  });
+  commands.addCommand(WorkflowCommandIds.cancelRun, {
+    label: trans.__('Cancel Workflow Run…'),
+    execute: async (args) => {
+      const id = idArg(args);
+      if (!(await confirm(trans.__('Cancel %1?', runLabel(id)), trans.__('Its running steps are stopped and no further steps start. A cancelled run can be retried.'), trans.__('Cancel run')))) return;
+      await act(() => model.cancel(id), trans.__('The run was not cancelled'));
+    },
+  });
+  commands.addCommand(WorkflowCommandIds.retryRun, {
+    label: trans.__('Retry Workflow Run'),
+    execute: (args) => act(() => model.retry(idArg(args)), trans.__('The run was not retried')),
+  });
+  commands.addCommand(WorkflowCommandIds.deleteRun, {
+    label: trans.__('Delete Workflow Run…'),
+    execute: async (args) => {
+      const id = idArg(args);
+      if (!(await confirm(trans.__('Delete %1?', runLabel(id)), trans.__('The run and its workspace at the gateway (all the files its steps wrote) are removed.'), trans.__('Delete')))) return;
+      await act(async () => {
+        await model.remove(id);
+        views.find((w) => w.id === `af-workflow-${id}`)?.dispose();
+      }, trans.__('The run was not deleted'));
+    },
+  });
+
+  if (s.browsers) {
+    app.contextMenu.addItem({ command: WorkflowCommandIds.runWorkflow, selector: '.jp-DirListing-item[data-file-type]', rank: 3 });
+  }
+  if (s.palette) {
+    for (const command of [WorkflowCommandIds.openWorkflows]) s.palette.addItem({ command, category: s.category });
+    s.palette.addItem({ command: WorkflowCommandIds.runWorkflow, args: { ask: true }, category: s.category });
+  }
+  if (s.restorer) {
+    void s.restorer.restore(views, {
+      command: WorkflowCommandIds.openRun,
+      args: (w) => ((w as MainAreaWidget<DagWidget> & { afArgs?: Record<string, string> }).afArgs ?? {}) as Record<string, string>,
+      name: (w) => w.id,
+    });
+  }
+  return model;
+}

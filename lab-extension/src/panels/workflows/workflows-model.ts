@@ -1,0 +1,147 @@
+// State of the Workflows panel: the user's runs as the gateway lists them and its event stream
+// updates them (no polling), and the actions on a run. The DAG views get their deltas from here.
+import type { AfEvent, WorkflowBundle, WorkflowDag, WorkflowRun, WorkflowState, WorkflowValidation } from '@af-gateway/schemas';
+import { Signal, type ISignal } from '@lumino/signaling';
+import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+import type { ConnectionState } from '../clusters/clusters-model';
+
+/** Where the model hears the gateway's events (the clusters model owns the one stream). */
+export interface EventSource {
+  readonly event: ISignal<unknown, AfEvent>;
+}
+
+export const isFinished = (s: WorkflowState) => s === 'SUCCESS' || s === 'FAILED' || s === 'CANCELLED';
+export const canCancel = (s: WorkflowState) => s === 'DEFINED' || s === 'RUNNING';
+export const canRetry = (s: WorkflowState) => s === 'FAILED' || s === 'CANCELLED';
+
+/** A run's steps per state as fractions of its steps, for the compact bar (empty when it has none yet). */
+export function countSegments(run: WorkflowRun): { state: WorkflowState; count: number; fraction: number }[] {
+  const order: WorkflowState[] = ['SUCCESS', 'RUNNING', 'FAILED', 'CANCELLED', 'DEFINED'];
+  const total = order.reduce((n, s) => n + (run.counts[s] ?? 0), 0);
+  if (!total) return [];
+  return order.filter((s) => run.counts[s] > 0).map((state) => ({ state, count: run.counts[state], fraction: run.counts[state] / total }));
+}
+
+export class WorkflowsModel {
+  private readonly runs = new Map<string, WorkflowRun>();
+  private _connection: ConnectionState = 'connecting';
+  private _error = '';
+  private readonly _changed = new Signal<this, void>(this);
+  private readonly _dag = new Signal<this, WorkflowDag>(this);
+  private readonly _resync = new Signal<this, void>(this);
+
+  constructor(
+    readonly client: GatewayClient,
+    events: EventSource,
+  ) {
+    events.event.connect((_s, ev) => this.apply(ev));
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** The 'workflow-dag' deltas, for the open DAG views. */
+  get dagEvent(): ISignal<this, WorkflowDag> {
+    return this._dag;
+  }
+
+  /** The stream (re)connected: events may have been missed, the views load again. */
+  get resync(): ISignal<this, void> {
+    return this._resync;
+  }
+
+  get connection(): ConnectionState {
+    return this._connection;
+  }
+
+  get error(): string {
+    return this._error;
+  }
+
+  get list(): WorkflowRun[] {
+    return [...this.runs.values()].sort((a, b) => b.created - a.created);
+  }
+
+  get(id: string): WorkflowRun | undefined {
+    return this.runs.get(id);
+  }
+
+  /** Backends the user's runs used (offered in the run form besides the gateway's default). */
+  get backends(): string[] {
+    return [...new Set(this.list.map((r) => r.backend).filter(Boolean))].sort();
+  }
+
+  async start(): Promise<void> {
+    await this.reload();
+  }
+
+  async reload(): Promise<void> {
+    try {
+      const res = await this.client.listWorkflows();
+      this.runs.clear();
+      for (const r of res.runs) this.runs.set(r.id, r);
+      this.setConnection('connected', '');
+    } catch (err) {
+      if (err instanceof GatewayError && err.unauthenticated) this.setConnection('login-required', err.message);
+      else this.setConnection('error', err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  apply(ev: AfEvent): void {
+    switch (ev.type) {
+      case 'snapshot':
+        // Sent on every (re)connect: what happened while the socket was down is only in a reload.
+        void this.reload();
+        this._resync.emit();
+        return;
+      case 'workflow':
+        this.runs.set(ev.run.id, ev.run);
+        this._changed.emit();
+        return;
+      case 'workflow-dag':
+        this.runs.set(ev.dag.run.id, ev.dag.run);
+        this._dag.emit(ev.dag);
+        this._changed.emit();
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Updates a run the API answered with (the stream brings it too, maybe later). */
+  private put(run: WorkflowRun | undefined): void {
+    if (!run?.id) return;
+    this.runs.set(run.id, run);
+    this._changed.emit();
+  }
+
+  validate(bundle: WorkflowBundle): Promise<WorkflowValidation> {
+    return this.client.validateWorkflow(bundle);
+  }
+
+  async submit(bundle: WorkflowBundle): Promise<WorkflowRun> {
+    const run = await this.client.submitWorkflow(bundle);
+    this.put(run);
+    return run;
+  }
+
+  async cancel(id: string): Promise<void> {
+    this.put(await this.client.cancelWorkflow(id));
+  }
+
+  async retry(id: string): Promise<void> {
+    this.put(await this.client.retryWorkflow(id));
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.client.deleteWorkflow(id);
+    if (this.runs.delete(id)) this._changed.emit();
+  }
+
+  private setConnection(state: ConnectionState, error: string): void {
+    this._connection = state;
+    this._error = error;
+    this._changed.emit();
+  }
+}

@@ -1,0 +1,123 @@
+// The workflow calls of the API client and the Workflows/DAG models against a real gateway whose
+// engine runs the map-reduce example's steps as local processes; the DAG model follows the run
+// through the event stream's deltas alone.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { resolveConfig } from '../../gateway-server/src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../gateway-server/src/server.js';
+import { GatewayClient, GatewayError } from '../src/api/gateway-client';
+import type { SocketLike } from '../src/api/event-stream';
+import { ClustersModel } from '../src/panels/clusters/clusters-model';
+import { DagModel } from '../src/panels/workflows/dag-model';
+import { countsByStage, totalCounts } from '../src/panels/workflows/dag-state';
+import { collectBundle, runRequest, workspacePath } from '../src/panels/workflows/workflow-bundle';
+import { WorkflowsModel } from '../src/panels/workflows/workflows-model';
+
+const EXAMPLE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'workflows', 'map-reduce');
+
+let gw: RunningGateway;
+let dataDir: string;
+
+const clientFor = (user: string) => new GatewayClient({ baseUrl: gw.url, authMode: 'basic', username: user });
+const socketsFor = (user: string) => (url: string) =>
+  new WebSocket(url, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64'), origin: gw.url } }) as unknown as SocketLike;
+
+function until(model: DagModel, pred: () => boolean, ms = 60_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (pred()) return resolve();
+    const t = setTimeout(() => {
+      model.changed.disconnect(check);
+      reject(new Error(`condition not met within ${ms} ms; run: ${JSON.stringify(model.state?.run)}`));
+    }, ms);
+    const check = () => {
+      if (!pred()) return;
+      clearTimeout(t);
+      model.changed.disconnect(check);
+      resolve();
+    };
+    model.changed.connect(check);
+  });
+}
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'af-lab-workflows-'));
+  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir }), makeLogger('warn'));
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('workflows through the API client', () => {
+  it('checks a bundle: the init parameters it reads, or each problem at its path', async () => {
+    const client = clientFor('wanda');
+    const bundle = await collectBundle('map-reduce/workflow.yml', async (p) => readFileSync(join(EXAMPLE, '..', p), 'utf8'));
+    expect(Object.keys(bundle.files).sort()).toEqual(['steps.yml', 'workflow.yml']);
+    const ok = await client.validateWorkflow({ entry: bundle.entry, files: bundle.files });
+    expect(ok).toMatchObject({ valid: true, stages: ['acquire', 'map', 'reduce'], parameters: ['nfiles'] });
+    const bad = await client.validateWorkflow({ entry: bundle.entry, files: { 'workflow.yml': bundle.files['workflow.yml']! } });
+    expect(bad.valid).toBe(false);
+    expect(bad.errors[0]).toMatchObject({ path: expect.stringMatching(/^\$\.stages\[0\]/), message: expect.stringContaining('steps.yml') });
+    // submitting it anyway: a 422 whose details name the problems
+    const refused = await client.submitWorkflow({ entry: bundle.entry, files: { 'workflow.yml': bundle.files['workflow.yml']! }, parameters: { nfiles: 2 } }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(GatewayError);
+    expect(refused).toMatchObject({ status: 422, code: 'invalid_workflow' });
+    expect((refused as GatewayError).details.length).toBeGreaterThan(0);
+    const missing = await client.submitWorkflow({ entry: bundle.entry, files: bundle.files }).catch((e: unknown) => e);
+    expect(missing).toMatchObject({ status: 422, code: 'missing_parameters', message: expect.stringContaining('nfiles') });
+  });
+
+  it('runs map-reduce; the DAG model follows it from the event stream to SUCCESS', async () => {
+    const client = clientFor('wanda');
+    const clusters = new ClustersModel(client, socketsFor('wanda')); // opens the event stream
+    const runs = new WorkflowsModel(client, clusters);
+    await clusters.start();
+    await runs.start();
+    expect(runs.connection).toBe('connected');
+    try {
+      const bundle = await collectBundle('map-reduce/workflow.yml', async (p) => readFileSync(join(EXAMPLE, '..', p), 'utf8'));
+      const run = await runs.submit(runRequest(bundle, { parameters: { nfiles: '3' }, name: 'mr-test', backend: '', retries: '' }));
+      expect(run).toMatchObject({ name: 'mr-test', parameters: { nfiles: 3 } });
+      expect(runs.get(run.id)).toBeDefined();
+      const dag = new DagModel(run.id, runs);
+      await dag.load();
+      await until(dag, () => dag.state?.run.status === 'SUCCESS');
+      const state = dag.state!;
+      expect(state.byStage.get('map')).toHaveLength(3);
+      expect(totalCounts(countsByStage(state))).toEqual({ DEFINED: 0, RUNNING: 0, SUCCESS: 5, FAILED: 0, CANCELLED: 0 });
+      expect(state.stages.map((s) => [s.name, s.state])).toEqual([
+        ['init', 'APPLIED'],
+        ['acquire', 'APPLIED'],
+        ['map', 'APPLIED'],
+        ['reduce', 'APPLIED'],
+      ]);
+      // what the stream delivered is what a fresh load shows
+      const fresh = await client.getWorkflow(run.id);
+      expect(fresh.nodes.map((n) => [n.id, n.state]).sort()).toEqual([...state.nodes.values()].map((n) => [n.id, n.state]).sort());
+      expect(state.edges.length).toBe(fresh.edges.length);
+      expect(runs.get(run.id)?.status).toBe('SUCCESS');
+
+      // a step's log, and an output file through the files route
+      let log = '';
+      for await (const chunk of client.workflowLog(run.id, 'map:1', false)) log += chunk;
+      expect(log).toContain('map:1');
+      const count = state.nodes.get('map:1')!.outputs.count;
+      const rel = workspacePath(state.run.workspace, count);
+      expect(rel).not.toBeNull();
+      expect((await (await client.workflowFile(run.id, rel!)).text()).trim()).toBe('2'); // part2.txt holds "1 2"
+
+      // finished: retry has nothing to do, delete removes it
+      await runs.remove(run.id);
+      expect(runs.get(run.id)).toBeUndefined();
+      await expect(client.getWorkflow(run.id)).rejects.toMatchObject({ status: 404 });
+      dag.dispose();
+    } finally {
+      clusters.dispose();
+    }
+  }, 120_000);
+});
