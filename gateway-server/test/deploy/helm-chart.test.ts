@@ -17,7 +17,7 @@ import YAML from 'yaml';
 import { resolveConfig } from '../../src/config.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const chart = join(repoRoot, 'deploy', 'helm', 'af-gateway');
+const chart = join(repoRoot, 'deploy', 'helm');
 const harnessScript = join(repoRoot, 'scripts', 'kube-cluster.sh');
 const NS = 'af-deploy-test';
 const RELEASE = 'af-gateway';
@@ -157,7 +157,7 @@ function grants(rules: unknown): string[] {
 }
 
 // ---------------------------------------------------------------- the chart
-describe('Helm chart deploy/helm/af-gateway', () => {
+describe('Helm chart deploy/helm', () => {
   it('passes helm lint, plain and --strict with an encrypt key', async () => {
     await harness();
     const plain = await run(helm, ['lint', chart], { env: helmEnv });
@@ -199,11 +199,16 @@ describe('Helm chart deploy/helm/af-gateway', () => {
     }
   });
 
-  it('refuses to render without an encrypt key, saying how to make one', async () => {
-    const r = await template({});
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain('secrets.encryptKey is required');
-    expect(r.stderr).toContain('openssl rand -base64 32');
+  it('renders with no values at all (helm template deploy/helm): a 32-byte encrypt key is made; a given one must be 32 bytes', async () => {
+    const r = await run(helm, ['template', RELEASE, chart, '--namespace', NS], { env: helmEnv });
+    expect(r.code, r.stderr).toBe(0);
+    const objects = YAML.parseAllDocuments(r.stdout).map((d) => d.toJSON()).filter(Boolean) as { kind: string; data?: Record<string, string> }[];
+    expect(objects.map((o) => o.kind)).toContain('Deployment');
+    const secret = objects.find((o) => o.kind === 'Secret')!;
+    const key = Buffer.from(secret.data!.AF_GATEWAY_ENCRYPT_KEY!, 'base64').toString();
+    expect(Buffer.from(key, 'base64').length).toBe(32);
+    const again = await run(helm, ['template', RELEASE, chart, '--namespace', NS], { env: helmEnv });
+    expect(again.stdout).not.toContain(secret.data!.AF_GATEWAY_ENCRYPT_KEY!); // random, not a constant
     const short = await template({ 'secrets.encryptKey': randomBytes(16).toString('base64') });
     expect(short.code).not.toBe(0);
     expect(short.stderr).toContain('base64 of exactly 32 bytes');
@@ -529,8 +534,16 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
       return Buffer.from(r.stdout, 'base64').toString();
     };
     // no StorageClass in the test cluster: the claim stays Pending, so the pod is never started
-    const install = await helmK(['install', RELEASE, chart, ...setArgs({ 'secrets.encryptKey': KEY })]);
+    const encryptKey = async () => {
+      const r = await k(['get', 'secret', 'af-gateway', '-o', 'jsonpath={.data.AF_GATEWAY_ENCRYPT_KEY}']);
+      expect(r.code, r.stderr).toBe(0);
+      return Buffer.from(r.stdout, 'base64').toString();
+    };
+    // no encrypt key given: the chart makes one, and an upgrade keeps it (a new key would lock the state)
+    const install = await helmK(['install', RELEASE, chart]);
     expect(install.code, install.stderr).toBe(0);
+    const key = await encryptKey();
+    expect(Buffer.from(key, 'base64').length).toBe(32);
     const notes = install.stdout.slice(install.stdout.indexOf('NOTES:'));
     expect(notes).toContain(`kubectl rollout status -n ${NS} deployment/af-gateway`);
     expect(notes).toContain(`proxy_address="gateway://af-gateway.${NS}.svc.cluster.local:8000"`);
@@ -545,6 +558,7 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     const upgrade = await helmK(['upgrade', RELEASE, chart, '--reuse-values', '--set', 'config.log_level=debug']);
     expect(upgrade.code, upgrade.stderr).toBe(0);
     expect(await hubToken()).toBe(token);
+    expect(await encryptKey()).toBe(key);
     const cm = await k(['get', 'configmap', 'af-gateway', '-o', 'jsonpath={.data.config\\.yaml}']);
     expect(resolveConfig(YAML.parse(cm.stdout)).log_level).toBe('debug');
 

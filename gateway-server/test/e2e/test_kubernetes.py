@@ -4,7 +4,7 @@ scripts/kube-cluster.sh) with the harness's TEST-ONLY node agent, which runs eac
 command as a host process with a loopback pod IP, so Dask schedulers and workers run for real.
 
 The gateway acts as a ServiceAccount that has only the Helm chart's RBAC (rendered with helm from
-deploy/helm/af-gateway), so every test also proves those permissions suffice. The real
+deploy/helm), so every test also proves those permissions suffice. The real
 dask_gateway client drives it.
 """
 
@@ -34,7 +34,7 @@ pytestmark = [
 ]
 
 KUBE_SCRIPT = REPO / "scripts" / "kube-cluster.sh"
-CHART = REPO / "deploy" / "helm" / "af-gateway"
+CHART = REPO / "deploy" / "helm"
 NS = "af-test"
 EXAMPLES = REPO / "examples" / "workflows"
 
