@@ -203,12 +203,20 @@ export class HTCondorBackend implements Backend {
     }
   }
 
-  /** The jobs' user writes in the step's directory; its parents only need to be traversable. */
-  private async shareStepDir(dir: string): Promise<void> {
+  /** backend.htcondor.file_owner as numbers, or null when the jobs' user is not configured. */
+  private fileOwner(): [number, number] | null {
     const owner = this.opts.config.file_owner;
-    if (!owner) return;
+    if (!owner) return null;
     const [uid, gid] = owner.split(':').map(Number);
     if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`backend.htcondor.file_owner must be uid:gid, not ${owner}`);
+    return [uid!, gid!];
+  }
+
+  /** The jobs' user writes in the step's directory; its parents only need to be traversable. */
+  private async shareStepDir(dir: string): Promise<void> {
+    const ids = this.fileOwner();
+    if (!ids) return;
+    const [uid, gid] = ids;
     // Below the gateway's data dir (0700) the jobs' user needs to pass through it; a workspace_root
     // elsewhere is the admin's shared filesystem and keeps its permissions.
     const data = resolve(this.opts.dataDir);
@@ -217,10 +225,10 @@ export class HTCondorBackend implements Backend {
       this.traversable.add(data);
     }
     const chownTree = async (d: string): Promise<void> => {
-      await chown(d, uid!, gid!);
+      await chown(d, uid, gid);
       for (const e of await readdir(d, { withFileTypes: true })) {
         if (e.isDirectory()) await chownTree(join(d, e.name));
-        else await chown(join(d, e.name), uid!, gid!).catch(() => undefined);
+        else await chown(join(d, e.name), uid, gid).catch(() => undefined);
       }
     };
     await chownTree(dir);
@@ -278,10 +286,9 @@ export class HTCondorBackend implements Backend {
 
   /** Lets the jobs' user read the cluster's files when the facility says who that is. */
   private async shareWorkDir(dir: string): Promise<void> {
-    const owner = this.opts.config.file_owner;
-    if (!owner) return;
-    const [uid, gid] = owner.split(':').map(Number);
-    if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`backend.htcondor.file_owner must be uid:gid, not ${owner}`);
+    const ids = this.fileOwner();
+    if (!ids) return;
+    const [uid, gid] = ids;
     // The parents only need to be traversable (once); the cluster's directory becomes the jobs' own.
     for (const d of [resolve(this.opts.dataDir), dirname(dir)]) {
       if (this.traversable.has(d)) continue;
@@ -289,8 +296,8 @@ export class HTCondorBackend implements Backend {
       this.traversable.add(d);
     }
     await mkdir(dir, { recursive: true });
-    await chown(dir, uid!, gid!);
-    for (const f of await readdir(dir)) await chown(join(dir, f), uid!, gid!).catch(() => undefined);
+    await chown(dir, uid, gid);
+    for (const f of await readdir(dir)) await chown(join(dir, f), uid, gid).catch(() => undefined);
   }
 
   async stop(handle: BackendHandle): Promise<void> {
