@@ -205,6 +205,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       address: config.client.address ?? config.public_url ?? listenUrl,
       proxy_address: config.client.proxy_address ?? `gateway://${listenUrl.replace(/^https?:\/\//, '')}`,
       auth: config.auth.type === 'simple' ? 'basic' : config.auth.type === 'jupyterhub' ? 'jupyterhub' : 'bearer',
+      workflow_backends: [backend.kind, ...workflows.backendNames.filter((n) => n !== backend.kind)],
     }),
     health: async () => ({ state: store.countByStatus() ? 'ok' : 'state store unreadable', backend: 'ok' }),
   });

@@ -79,6 +79,7 @@ describe('workflows through the API client', () => {
     await clusters.start();
     await runs.start();
     expect(runs.connection).toBe('connected');
+    expect(runs.backends).toEqual(['local']); // where this gateway runs steps, from connect-info
     try {
       const bundle = await collectBundle('map-reduce/workflow.yml', async (p) => readFileSync(join(EXAMPLE, '..', p), 'utf8'));
       const run = await runs.submit(runRequest(bundle, { parameters: { nfiles: '3' }, name: 'mr-test', backend: '', retries: '' }));

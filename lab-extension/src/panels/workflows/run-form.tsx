@@ -46,7 +46,7 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
         <div className="jp-AFDialog-row">
           <label htmlFor="af-wf-backend">{trans.__('Backend')}</label>
           <select id="af-wf-backend" className="jp-mod-styled" value={value.backend} onChange={(e) => set({ backend: e.target.value })}>
-            <option value="">{trans.__('Gateway default')}</option>
+            <option value="">{opts.backends.length ? trans.__('Gateway default (%1)', opts.backends[0]!) : trans.__('Gateway default')}</option>
             {opts.backends.map((b) => (
               <option key={b} value={b}>
                 {b}

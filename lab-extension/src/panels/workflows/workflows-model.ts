@@ -29,6 +29,8 @@ export class WorkflowsModel {
   private readonly _changed = new Signal<this, void>(this);
   private readonly _dag = new Signal<this, WorkflowDag>(this);
   private readonly _resync = new Signal<this, void>(this);
+  /** Where the gateway can run steps (connect-info), its default first. */
+  private gatewayBackends: string[] = [];
 
   constructor(
     readonly client: GatewayClient,
@@ -67,8 +69,9 @@ export class WorkflowsModel {
     return this.runs.get(id);
   }
 
-  /** Backends the user's runs used (offered in the run form besides the gateway's default). */
+  /** Where steps can run, as the gateway says (its default first); else the backends earlier runs used. */
   get backends(): string[] {
+    if (this.gatewayBackends.length) return this.gatewayBackends;
     return [...new Set(this.list.map((r) => r.backend).filter(Boolean))].sort();
   }
 
@@ -79,12 +82,21 @@ export class WorkflowsModel {
   async reload(): Promise<void> {
     try {
       const res = await this.client.listWorkflows();
+      if (!this.gatewayBackends.length) await this.loadBackends();
       this.runs.clear();
       for (const r of res.runs) this.runs.set(r.id, r);
       this.setConnection('connected', '');
     } catch (err) {
       if (err instanceof GatewayError && err.unauthenticated) this.setConnection('login-required', err.message);
       else this.setConnection('error', err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private async loadBackends(): Promise<void> {
+    try {
+      this.gatewayBackends = (await this.client.connectInfo()).workflow_backends ?? [];
+    } catch {
+      // an older gateway: the form offers the backends of earlier runs
     }
   }
 
