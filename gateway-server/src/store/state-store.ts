@@ -42,7 +42,8 @@ const MIGRATIONS = [
      username TEXT NOT NULL,
      status TEXT NOT NULL,
      created INTEGER NOT NULL,
-     data TEXT NOT NULL
+     data TEXT NOT NULL,
+     spec TEXT NOT NULL
    );
    CREATE INDEX workflow_runs_user ON workflow_runs (username, created);
    CREATE INDEX workflow_runs_status ON workflow_runs (status);
@@ -210,10 +211,13 @@ export class StateStore {
 
   // --- workflow runs ----------------------------------------------------------------------------
 
-  /** Writes the run and the given nodes in one transaction. */
-  saveWorkflow(run: { id: string; username: string; status: string; created: number }, data: object, nodes: { id: string; seq: number }[] = []): void {
+  /**
+   * Writes the run and the given nodes in one transaction. The resolved spec is written with the
+   * first save only: it never changes, and a run's frequent saves stay small.
+   */
+  saveWorkflow(run: { id: string; username: string; status: string; created: number }, data: object, nodes: { id: string; seq: number }[] = [], spec?: object): void {
     const runStmt = this.db.prepare(
-      `INSERT INTO workflow_runs (id, username, status, created, data) VALUES (?, ?, ?, ?, ?)
+      `INSERT INTO workflow_runs (id, username, status, created, data, spec) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`,
     );
     const nodeStmt = this.db.prepare(
@@ -221,11 +225,12 @@ export class StateStore {
        ON CONFLICT (run, id) DO UPDATE SET data = excluded.data`,
     );
     this.db.transaction(() => {
-      runStmt.run(run.id, run.username, run.status, run.created, JSON.stringify(data));
+      runStmt.run(run.id, run.username, run.status, run.created, JSON.stringify(data), JSON.stringify(spec ?? null));
       for (const n of nodes) nodeStmt.run(run.id, n.id, n.seq, JSON.stringify(n));
     })();
   }
 
+  /** Runs without their specs, newest first. */
   loadWorkflowRuns(statuses?: readonly string[], username?: string): { id: string; username: string; status: string; created: number; data: unknown }[] {
     const where: string[] = [];
     const args: unknown[] = [];
@@ -238,9 +243,17 @@ export class StateStore {
       args.push(username);
     }
     const rows = this.db
-      .prepare(`SELECT * FROM workflow_runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created DESC`)
+      .prepare(`SELECT id, username, status, created, data FROM workflow_runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created DESC`)
       .all(...args) as { id: string; username: string; status: string; created: number; data: string }[];
     return rows.map((r) => ({ ...r, data: JSON.parse(r.data) as unknown }));
+  }
+
+  /** One run with its spec. */
+  loadWorkflowRun(id: string): { id: string; username: string; status: string; data: unknown; spec: unknown } | undefined {
+    const r = this.db.prepare('SELECT id, username, status, data, spec FROM workflow_runs WHERE id = ?').get(id) as
+      | { id: string; username: string; status: string; data: string; spec: string }
+      | undefined;
+    return r && { ...r, data: JSON.parse(r.data) as unknown, spec: JSON.parse(r.spec) as unknown };
   }
 
   loadWorkflowNodes(run: string): unknown[] {

@@ -50,7 +50,7 @@ export interface RunRecord {
   finished: number | null;
   message: string;
   entry: string;
-  files: Record<string, string>;
+  /** The resolved workflow (the submitted files are kept in the workspace, under .af/workflow/). */
   spec: WorkflowSpec;
   parameters: Record<string, unknown>;
   retries: number;

@@ -80,8 +80,8 @@ export class WorkflowEngine extends EventEmitter {
   /** Loads unfinished runs (steps that ran through a restart are checked again) and starts the clock. */
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o755 });
-    for (const row of this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
-      const run = row.data as RunRecord;
+    for (const { id } of this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
+      const run = this.loadRun(id)!;
       const nodes = this.deps.store.loadWorkflowNodes(run.id) as NodeRecord[];
       const a = this.activate(run, nodes);
       for (const n of nodes) {
@@ -145,7 +145,6 @@ export class WorkflowEngine extends EventEmitter {
       finished: null,
       message: '',
       entry: body.entry,
-      files: body.files,
       spec,
       parameters,
       retries: body.retries ?? this.cfg.step_retries,
@@ -208,10 +207,15 @@ export class WorkflowEngine extends EventEmitter {
   private visible(user: User, id: string): { run: RunRecord; nodes: () => NodeRecord[]; active?: ActiveRun } {
     const a = this.active.get(id);
     if (a && (a.run.username === user.name || user.admin)) return { run: a.run, nodes: () => [...a.nodes.values()], active: a };
-    const row = a ? undefined : this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name).find((r) => r.id === id);
-    if (!row) throw notFound(`Workflow run ${id}`);
-    const run = row.data as RunRecord;
+    const run = a ? undefined : this.loadRun(id);
+    if (!run || (run.username !== user.name && !user.admin)) throw notFound(`Workflow run ${id}`);
     return { run, nodes: () => this.deps.store.loadWorkflowNodes(id) as NodeRecord[] };
+  }
+
+  /** A stored run with its spec (kept apart from the run's frequently written state). */
+  private loadRun(id: string): RunRecord | undefined {
+    const row = this.deps.store.loadWorkflowRun(id);
+    return row && ({ ...(row.data as Omit<RunRecord, 'spec'>), spec: row.spec } as RunRecord);
   }
 
   list(user: User): WorkflowRun[] {
@@ -534,7 +538,8 @@ export class WorkflowEngine extends EventEmitter {
       if (!a.runDirty && !a.dirtyNodes.size) continue;
       const nodes = [...a.dirtyNodes].map((id) => a.nodes.get(id)!);
       const summary = this.runJson(a);
-      this.deps.store.saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...a.run, summary }, nodes);
+      const { spec, ...state } = a.run;
+      this.deps.store.saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...state, summary }, nodes, spec);
       this.emit('run', a.run.username, summary);
       if (nodes.length || a.newEdges.length || a.runDirty) {
         this.emit('dag', a.run.username, { run: summary, stages: a.run.stages.map(stageJson), nodes: nodes.map(nodeJson), edges: a.newEdges } satisfies WorkflowDag);
