@@ -34,6 +34,8 @@ interface ActiveRun {
   run: RunRecord;
   nodes: Map<string, NodeRecord>;
   byStage: Map<string, NodeRecord[]>;
+  /** Node ids per state, in the order they got there: a tick looks only at the states it needs. */
+  byState: Record<RunRecord['status'], Set<string>>;
   seq: number;
   /** Nodes and edges changed since the last flush (event stream and store). */
   dirtyNodes: Set<string>;
@@ -68,7 +70,7 @@ export class WorkflowEngine extends EventEmitter {
     // A step that ended is noticed at once, not at the next poll (which still catches anything missed).
     for (const [name, backend] of deps.backends) {
       backend.onChange?.(() => {
-        for (const a of this.active.values()) if (a.run.backend === name && [...a.nodes.values()].some((n) => n.state === 'RUNNING')) this.kick(a);
+        for (const a of this.active.values()) if (a.run.backend === name && a.byState.RUNNING.size) this.kick(a);
       });
     }
   }
@@ -187,7 +189,8 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   private activate(run: RunRecord, nodes: NodeRecord[]): ActiveRun {
-    const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), seq: 0, dirtyNodes: new Set(), newEdges: [], runDirty: true, ticking: null, again: false };
+    const byState = { DEFINED: new Set<string>(), RUNNING: new Set<string>(), SUCCESS: new Set<string>(), FAILED: new Set<string>(), CANCELLED: new Set<string>() };
+    const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), byState, seq: 0, dirtyNodes: new Set(), newEdges: [], runDirty: true, ticking: null, again: false };
     for (const n of nodes) this.addNode(a, n);
     this.active.set(run.id, a);
     return a;
@@ -195,6 +198,7 @@ export class WorkflowEngine extends EventEmitter {
 
   private addNode(a: ActiveRun, n: NodeRecord): void {
     a.nodes.set(n.id, n);
+    a.byState[n.state].add(n.id);
     const list = a.byStage.get(n.stage) ?? [];
     list.push(n);
     a.byStage.set(n.stage, list);
@@ -320,7 +324,7 @@ export class WorkflowEngine extends EventEmitter {
     if (run.cancelRequested) return this.cancelNow(a, backend);
 
     // 1. What the running steps are doing.
-    const running = [...a.nodes.values()].filter((n) => n.state === 'RUNNING');
+    const running = [...a.byState.RUNNING].map((id) => a.nodes.get(id)!);
     await Promise.all(running.map((n) => this.checkNode(a, backend, n)));
 
     // 2. Stages whose dependencies finished; each applied stage may free the next.
@@ -336,11 +340,12 @@ export class WorkflowEngine extends EventEmitter {
 
     // 3. Start what may start. After a failure nothing new starts; running steps finish.
     if (!this.failed(a)) {
-      let slots = run.maxParallel - [...a.nodes.values()].filter((n) => n.state === 'RUNNING').length;
+      let slots = run.maxParallel - a.byState.RUNNING.size;
       const starting: NodeRecord[] = [];
-      for (const n of a.nodes.values()) {
+      for (const id of a.byState.DEFINED) {
         if (slots <= 0) break;
-        if (n.state !== 'DEFINED' || !n.after.every((id) => a.nodes.get(id)?.state === 'SUCCESS')) continue;
+        const n = a.nodes.get(id)!;
+        if (!n.after.every((dep) => a.nodes.get(dep)?.state === 'SUCCESS')) continue;
         slots--;
         starting.push(n);
       }
@@ -349,21 +354,21 @@ export class WorkflowEngine extends EventEmitter {
     }
 
     // 4. Finished?
-    const nodes = [...a.nodes.values()];
-    if (!nodes.some((n) => n.state === 'RUNNING')) {
+    if (!a.byState.RUNNING.size) {
       const failedStage = run.stages.find((s) => s.state === 'FAILED');
-      const failedNode = nodes.find((n) => n.state === 'FAILED');
-      if (failedStage || failedNode) {
-        this.finish(a, 'FAILED', failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedNode!.id} failed: ${failedNode!.message}`);
-      } else if (run.stages.every((s) => s.state === 'APPLIED') && nodes.every((n) => n.state === 'SUCCESS')) {
-        this.finish(a, 'SUCCESS', `${nodes.length - 1} step${nodes.length === 2 ? '' : 's'} succeeded`);
+      const failedId = a.byState.FAILED.values().next().value as string | undefined;
+      if (failedStage || failedId) {
+        this.finish(a, 'FAILED', failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedId} failed: ${a.nodes.get(failedId!)!.message}`);
+      } else if (run.stages.every((s) => s.state === 'APPLIED') && a.byState.SUCCESS.size === a.nodes.size) {
+        const steps = a.nodes.size - 1;
+        this.finish(a, 'SUCCESS', `${steps} step${steps === 1 ? '' : 's'} succeeded`);
       }
     }
     this.scheduleFlush();
   }
 
   private failed(a: ActiveRun): boolean {
-    return a.run.stages.some((s) => s.state === 'FAILED') || [...a.nodes.values()].some((n) => n.state === 'FAILED');
+    return a.run.stages.some((s) => s.state === 'FAILED') || a.byState.FAILED.size > 0;
   }
 
   private ready(a: ActiveRun, s: StageRecord): boolean {
@@ -519,6 +524,10 @@ export class WorkflowEngine extends EventEmitter {
       const backend = this.deps.backends.get(a.run.backend);
       void backend?.release?.(handle);
     }
+    if (change.state && change.state !== n.state) {
+      a.byState[n.state].delete(n.id);
+      a.byState[change.state].add(n.id);
+    }
     Object.assign(n, change);
     a.dirtyNodes.add(n.id);
     a.runDirty = true;
@@ -551,17 +560,23 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   private runJson(a: ActiveRun): WorkflowRun {
-    return this.summaryOf(a.run, [...a.nodes.values()]);
+    const counts = Object.fromEntries(Object.entries(a.byState).map(([state, ids]) => [state, ids.size])) as WorkflowRun['counts'];
+    counts.SUCCESS--; // the init node
+    return this.summaryOf(a.run, (stage) => a.byStage.get(stage) ?? [], counts);
   }
 
-  private summaryOf(run: RunRecord, nodes: NodeRecord[]): WorkflowRun {
-    const counts = { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };
-    for (const n of nodes) if (n.stage !== INIT_STAGE) counts[n.state]++;
+  private summaryOf(run: RunRecord, nodesOf: NodeRecord[] | ((stage: string) => NodeRecord[]), counted?: WorkflowRun['counts']): WorkflowRun {
+    let counts = counted;
+    if (!counts) {
+      counts = { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };
+      for (const n of Array.isArray(nodesOf) ? nodesOf : []) if (n.stage !== INIT_STAGE) counts[n.state]++;
+    }
+    const ofStage = Array.isArray(nodesOf) ? (stage: string) => nodesOf.filter((n) => n.stage === stage) : nodesOf;
     const depended = new Set(run.stages.flatMap((s) => s.dependencies));
     const outputs: Record<string, unknown> = {};
     for (const s of run.stages) {
       if (s.type === 'init' || depended.has(s.name) || s.state !== 'APPLIED') continue;
-      const mine = nodes.filter((n) => n.stage === s.name && n.state === 'SUCCESS');
+      const mine = ofStage(s.name).filter((n) => n.state === 'SUCCESS');
       if (!mine.length) continue;
       if (s.type === 'singlestep-stage') outputs[s.name] = mine[0]!.outputs;
       else {
