@@ -177,7 +177,11 @@ cat >&2 <<EOF
     Gateway:     http://$host:$port${base_path} (and http://$host:$gw_port directly),
                  simple auth: any user name, no password; in a notebook: Gateway()
     Rucio:       example datasets in scope data26 (try ds.small, ds.mc.*, ds.big) in the Rucio panel
-    Logs:        $demo/logs/{gateway,lab,proxy}.log; clusters in $demo/gateway-data/clusters/
+    Workflows:   right-click workflows/map-reduce/workflow.yml in the file browser → Run as Workflow;
+                 or from a shell: AF_GATEWAY_URL=http://$host:$port${base_path%/} AF_GATEWAY_USER=$user \\
+                   .venv/bin/af-gateway run examples/workflows/map-reduce/workflow.yml -p nfiles=5 --wait
+    Logs:        $demo/logs/{gateway,lab,proxy}.log; clusters in $demo/gateway-data/clusters/,
+                 workflow runs in $demo/gateway-data/workflows/
 
   Ctrl-C stops everything.
 
