@@ -10,7 +10,7 @@ import type { BackendHandle } from '../../clusters/model.js';
 import { CommandRunner } from '../batch/command-runner.js';
 import { logTail, stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
 import { JOB_ATTRIBUTES, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
-import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription } from './submit-description.js';
+import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type PoolSettings } from './submit-description.js';
 import { errorMessage } from '../../errors.js';
 
 export interface HTCondorConfig {
@@ -51,16 +51,32 @@ interface JobHandle extends BackendHandle {
 
 const isJob = (h: BackendHandle): h is JobHandle => h.kind === 'htcondor-job';
 
-interface PendingStep {
-  launch: StepLaunch;
+interface Pending<L> {
+  launch: L;
   resolve: (h: BackendHandle) => void;
   reject: (e: unknown) => void;
 }
 
-interface PendingSubmit {
-  launch: WorkerLaunch;
-  resolve: (h: BackendHandle) => void;
-  reject: (e: unknown) => void;
+/** Starts asked for within GATHER_MS under one key are submitted together (one job cluster). */
+class Gathered<L> {
+  private readonly pending = new Map<string, Pending<L>[]>();
+
+  constructor(private readonly submit: (batch: Pending<L>[]) => Promise<void>) {}
+
+  add(key: string, launch: L): Promise<BackendHandle> {
+    return new Promise((resolve, reject) => {
+      let batch = this.pending.get(key);
+      if (!batch) {
+        batch = [];
+        this.pending.set(key, batch);
+        setTimeout(() => {
+          this.pending.delete(key);
+          void this.submit(batch!);
+        }, GATHER_MS);
+      }
+      batch.push({ launch, resolve, reject });
+    });
+  }
 }
 
 /** How long worker starts are gathered into one submission (a scale step asks for all at once). */
@@ -71,7 +87,8 @@ export class HTCondorBackend implements Backend {
   /** Tags every job of this gateway (its data directory identifies it across restarts). */
   readonly instance: string;
   private readonly runner: CommandRunner;
-  private readonly pending = new Map<string, PendingSubmit[]>();
+  private readonly workerStarts = new Gathered<WorkerLaunch>((batch) => this.submitWorkers(batch));
+  private readonly stepStarts = new Gathered<StepLaunch>((batch) => this.submitSteps(batch));
   private readonly removals = new Map<string, { resolve: () => void; reject: (e: unknown) => void }[]>();
   private removalTimer: ReturnType<typeof setTimeout> | null = null;
   private jobs = new Map<string, JobAd>();
@@ -80,7 +97,6 @@ export class HTCondorBackend implements Backend {
   /** Jobs that left the queue: their last ClassAd from condor_history. */
   private readonly finished = new Map<string, JobAd>();
   private readonly traversable = new Set<string>();
-  private readonly pendingSteps = new Map<string, PendingStep[]>();
 
   constructor(private readonly opts: HTCondorBackendOptions) {
     this.instance = `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
@@ -111,6 +127,18 @@ export class HTCondorBackend implements Backend {
     return handle;
   }
 
+  private poolSettings(): PoolSettings {
+    const cfg = this.opts.config;
+    return {
+      universe: cfg.universe,
+      containerImage: cfg.container_image,
+      requirements: cfg.requirements,
+      accountingGroup: cfg.accounting_group,
+      requestDisk: cfg.request_disk,
+      extra: cfg.submit_extra,
+    };
+  }
+
   /** What every job of a cluster shares in its submit description. */
   private commonSpec(cluster: WorkerLaunch['cluster'], files: WorkerLaunch['files']) {
     const cfg = this.opts.config;
@@ -125,49 +153,24 @@ export class HTCondorBackend implements Backend {
       key: files.key,
       bearerToken: files.bearerToken,
       sharedFilesystem: cfg.shared_filesystem,
-      universe: cfg.universe,
-      containerImage: cfg.container_image,
-      requirements: cfg.requirements,
-      accountingGroup: cfg.accounting_group,
-      requestDisk: cfg.request_disk,
-      extra: cfg.submit_extra,
+      ...this.poolSettings(),
     };
   }
 
+  /** A scale step's workers become one submission. */
   startWorker(launch: WorkerLaunch): Promise<BackendHandle> {
-    return new Promise((resolveHandle, reject) => {
-      const name = launch.cluster.name;
-      let batch = this.pending.get(name);
-      if (!batch) {
-        batch = [];
-        this.pending.set(name, batch);
-        setTimeout(() => void this.submit(name), GATHER_MS);
-      }
-      batch.push({ launch, resolve: resolveHandle, reject });
-    });
+    return this.workerStarts.add(launch.cluster.name, launch);
   }
 
   /** Workflow steps started together (a stage's steps) become one submission. */
   startStep(launch: StepLaunch): Promise<BackendHandle> {
-    return new Promise((resolveHandle, reject) => {
-      const { AF_WORKFLOW_STEP: _step, ...shared } = launch.env;
-      const key = `${launch.run}\u0000${launch.image ?? ''}\u0000${JSON.stringify(shared)}`;
-      let batch = this.pendingSteps.get(key);
-      if (!batch) {
-        batch = [];
-        this.pendingSteps.set(key, batch);
-        setTimeout(() => void this.submitSteps(key), GATHER_MS);
-      }
-      batch.push({ launch, resolve: resolveHandle, reject });
-    });
+    const { AF_WORKFLOW_STEP: _step, ...shared } = launch.env;
+    return this.stepStarts.add(`${launch.run}\u0000${launch.image ?? ''}\u0000${JSON.stringify(shared)}`, launch);
   }
 
-  private async submitSteps(key: string): Promise<void> {
-    const batch = this.pendingSteps.get(key) ?? [];
-    this.pendingSteps.delete(key);
+  private async submitSteps(batch: Pending<StepLaunch>[]): Promise<void> {
     const first = batch[0]?.launch;
     if (!first) return;
-    const cfg = this.opts.config;
     try {
       for (const p of batch) await this.shareStepDir(p.launch.workdir);
       const { AF_WORKFLOW_STEP: _node, ...env } = first.env;
@@ -180,12 +183,7 @@ export class HTCondorBackend implements Backend {
         image: first.image ?? null,
         cpus: first.cpus,
         memoryGiB: first.memory,
-        universe: cfg.universe,
-        containerImage: cfg.container_image,
-        requirements: cfg.requirements,
-        accountingGroup: cfg.accounting_group,
-        requestDisk: cfg.request_disk,
-        extra: cfg.submit_extra,
+        ...this.poolSettings(),
       });
       const file = join(dirname(first.workdir), `.af-submit-${randomBytes(6).toString('hex')}.sub`);
       await writeFile(file, description, { mode: 0o644 });
@@ -247,9 +245,7 @@ export class HTCondorBackend implements Backend {
     return env;
   }
 
-  private async submit(clusterName: string): Promise<void> {
-    const batch = this.pending.get(clusterName) ?? [];
-    this.pending.delete(clusterName);
+  private async submitWorkers(batch: Pending<WorkerLaunch>[]): Promise<void> {
     const first = batch[0];
     if (!first) return;
     const { cluster, files } = first.launch;

@@ -2,7 +2,17 @@
 // per worker with the worker's name as a queue variable, so all of them share one cluster id and
 // each runs `dask worker --name <its name>` (the name the scheduler reports in heartbeats).
 
-export interface WorkerJobSpec {
+/** What the facility's pool asks of every job, from backend.htcondor. */
+export interface PoolSettings {
+  universe: 'vanilla' | 'container' | 'docker';
+  containerImage: string | null;
+  requirements: string | null;
+  accountingGroup: string | null;
+  requestDisk: string;
+  extra: Record<string, string>;
+}
+
+export interface WorkerJobSpec extends PoolSettings {
   /** Gateway instance tag, cluster name and owner, recorded as job attributes. */
   instance: string;
   cluster: string;
@@ -18,12 +28,6 @@ export interface WorkerJobSpec {
   key: string;
   bearerToken: string;
   sharedFilesystem: boolean;
-  universe: 'vanilla' | 'container' | 'docker';
-  containerImage: string | null;
-  requirements: string | null;
-  accountingGroup: string | null;
-  requestDisk: string;
-  extra: Record<string, string>;
 }
 
 /** A word of the new-syntax `arguments`/`environment` value: quoted when needed, quotes doubled. */
@@ -158,7 +162,7 @@ function daskJobDescription(spec: CommonSpec, job: JobShape): string {
   return [...lines.map(([k, v]) => `${k} = ${v}`), `queue AfWorker from (`, ...job.names, ')', ''].join('\n');
 }
 
-export interface StepJobSpec {
+export interface StepJobSpec extends PoolSettings {
   instance: string;
   run: string;
   owner: string;
@@ -169,12 +173,6 @@ export interface StepJobSpec {
   image: string | null;
   cpus: number;
   memoryGiB: number;
-  universe: 'vanilla' | 'container' | 'docker';
-  containerImage: string | null;
-  requirements: string | null;
-  accountingGroup: string | null;
-  requestDisk: string;
-  extra: Record<string, string>;
 }
 
 /**
