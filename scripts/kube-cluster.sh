@@ -136,6 +136,15 @@ our_pid() {   # run-dir component: the recorded pid if it is still that run's pr
   [ -n "$pid" ] && [ -n "$id" ] && kill -0 "$pid" 2>/dev/null && has_marker "$pid" "$id" && printf '%s\n' "$pid"
 }
 
+starting_pid() {   # run-dir component: true while the recorded pid runs, also in the instant after
+  # launch before `env` has exec'd it with the run's marker (our_pid would call it gone then)
+  local pid state
+  pid=$(cat "$1/pids/$2.pid" 2>/dev/null || true)
+  [ -n "$pid" ] || return 1
+  state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || true)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 marked_pids() {   # every process carrying the run's marker
   grep -lzxF "AF_KUBE_RUN_ID=$1" /proc/[0-9]*/environ 2>/dev/null | awk -F/ -v self=$$ '$3 != self { print $3 }'
   return 0
@@ -160,7 +169,7 @@ wait_for() {   # run-dir component seconds description command...: poll until co
   local deadline=$(( $(date +%s) + secs ))
   while :; do
     "$@" >/dev/null 2>&1 && return 0
-    if ! our_pid "$run" "$name" >/dev/null; then
+    if ! starting_pid "$run" "$name"; then
       grep -q 'address already in use' "$run/logs/$name.log" 2>/dev/null && return 3
       fail_start "$run" "$name" "$name exited while waiting for $what"
     fi
