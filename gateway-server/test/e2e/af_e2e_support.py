@@ -86,3 +86,26 @@ def client_credentials_token(provider, client, scope="openid compute.create comp
                             "resource": "urn:" + provider["audience"]}, timeout=10)
     r.raise_for_status()
     return r.json()["access_token"]
+
+
+class GatewayUnderTest:
+    """A gateway of a test module in its own directory: started, restarted (after kill -9) with the
+    same config, and reached with the dask_gateway client or the af API as a user."""
+
+    def __init__(self, directory, make_config):
+        self.dir = Path(directory)
+        self.dir.mkdir()
+        self.port = free_port()
+        self.config = make_config(self.port, self.dir / "data")
+        self.start()
+
+    def start(self):
+        self.proc, self.url, self.log = start_gateway(self.dir, self.config)
+
+    def gateway(self, user="alice"):
+        from dask_gateway import Gateway
+        from dask_gateway.auth import BasicAuth
+        return Gateway(self.url, proxy_address=f"gateway://127.0.0.1:{self.port}", auth=BasicAuth(user))
+
+    def af_cluster(self, name, user="alice"):
+        return requests.get(f"{self.url}/api/af/clusters/{name}", auth=(user, ""), timeout=10).json()

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from dask_gateway import Gateway
-from dask_gateway.auth import BasicAuth
 
-from af_e2e_support import REPO, free_port, start_gateway, stop
+from af_e2e_support import REPO, GatewayUnderTest, stop
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -89,25 +87,9 @@ def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
     }
 
 
-class Gw:
+class Gw(GatewayUnderTest):
     def __init__(self, pool: Pool, name: str, **htcondor):
-        self.dir = pool.run_dir / name
-        self.dir.mkdir()
-        self.port = free_port()
-        self.config = _gateway_config(pool, self.port, self.dir / "data", **htcondor)
-        self.start()
-
-    def start(self):
-        self.proc, self.url, self.log = start_gateway(self.dir, self.config)
-
-    def gateway(self, user="alice") -> Gateway:
-        return Gateway(self.url, proxy_address=f"gateway://127.0.0.1:{self.port}", auth=BasicAuth(user))
-
-    def af_cluster(self, name: str, user="alice") -> dict:
-        return requests.get(f"{self.url}/api/af/clusters/{name}", auth=(user, ""), timeout=10).json()
-
-    def instance_constraint(self) -> str:
-        return 'AfGatewayInstance =!= undefined && regexp("^af-gateway-", AfGatewayInstance)'
+        super().__init__(pool.run_dir / name, lambda port, data: _gateway_config(pool, port, data, **htcondor))
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from dask_gateway import Gateway
-from dask_gateway.auth import BasicAuth
 
-from af_e2e_support import REPO, client_credentials_token, free_port, start_gateway, start_provider, stop
+from af_e2e_support import REPO, GatewayUnderTest, client_credentials_token, start_provider, stop
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -110,50 +108,40 @@ def sa_kubeconfig(kube):
     return str(path)
 
 
-class Gw:
+class Gw(GatewayUnderTest):
     def __init__(self, kube: Kube, kubeconfig: str, name: str, auth: dict | None = None, **kubernetes):
-        self.dir = kube.run_dir / name
-        self.dir.mkdir()
-        self.port = free_port()
-        data = self.dir / "data"
-        self.config = {
-            "listen": f"127.0.0.1:{self.port}",
-            "data_dir": str(data),
-            "log_level": "debug",
-            "backend": {"type": "kubernetes", "kubernetes": {
-                "kubeconfig": kubeconfig,
-                "namespace": NS,
-                # the node agent runs commands on this machine: the repository's Python has Dask
-                "python": str(REPO / ".venv" / "bin" / "python"),
-                "image": "ghcr.io/dask/dask-gateway:2026.3.0",
-                # the gateway runs outside the cluster network but can reach the agent's loopback pod IPs
-                "scheduler_address": "pod",
-                "profiles": {"huge": {"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}},
-                "workspace_volume": {"hostPath": {"path": str(data / "workflows")}},
-                "delete_grace_period": 5,
-                **kubernetes,
-            }},
-            "cluster_options": [
-                {"field": "worker_cores", "type": "int", "default": 1, "min": 1, "max": 4, "target": "worker_cores"},
-                {"field": "worker_memory", "type": "float", "default": 0.5, "min": 0.25, "max": 4, "target": "worker_memory"},
-                {"field": "profile", "type": "select", "options": ["standard", "huge"], "default": "standard", "target": "worker_profile"},
-            ],
-            "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
-                        "stop_on_shutdown": True},
-            "workflows": {"poll_period": 0.5},
-        }
-        if auth:
-            self.config["auth"] = auth
-        self.start()
+        def config(port, data):
+            c = {
+                "listen": f"127.0.0.1:{port}",
+                "data_dir": str(data),
+                "log_level": "debug",
+                "backend": {"type": "kubernetes", "kubernetes": {
+                    "kubeconfig": kubeconfig,
+                    "namespace": NS,
+                    # the node agent runs commands on this machine: the repository's Python has Dask
+                    "python": str(REPO / ".venv" / "bin" / "python"),
+                    "image": "ghcr.io/dask/dask-gateway:2026.3.0",
+                    # the gateway runs outside the cluster network but can reach the agent's loopback pod IPs
+                    "scheduler_address": "pod",
+                    "profiles": {"huge": {"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}},
+                    "workspace_volume": {"hostPath": {"path": str(data / "workflows")}},
+                    "delete_grace_period": 5,
+                    **kubernetes,
+                }},
+                "cluster_options": [
+                    {"field": "worker_cores", "type": "int", "default": 1, "min": 1, "max": 4, "target": "worker_cores"},
+                    {"field": "worker_memory", "type": "float", "default": 0.5, "min": 0.25, "max": 4, "target": "worker_memory"},
+                    {"field": "profile", "type": "select", "options": ["standard", "huge"], "default": "standard", "target": "worker_profile"},
+                ],
+                "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
+                            "stop_on_shutdown": True},
+                "workflows": {"poll_period": 0.5},
+            }
+            if auth:
+                c["auth"] = auth
+            return c
 
-    def start(self):
-        self.proc, self.url, self.log = start_gateway(self.dir, self.config)
-
-    def gateway(self, user="alice") -> Gateway:
-        return Gateway(self.url, proxy_address=f"gateway://127.0.0.1:{self.port}", auth=BasicAuth(user))
-
-    def af_cluster(self, name: str, user="alice") -> dict:
-        return requests.get(f"{self.url}/api/af/clusters/{name}", auth=(user, ""), timeout=10).json()
+        super().__init__(kube.run_dir / name, config)
 
 
 @pytest.fixture(scope="module")
