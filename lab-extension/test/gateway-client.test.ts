@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { resolveConfig } from '../../gateway-server/src/config.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../gateway-server/src/server.js';
 import { GatewayClient, GatewayError } from '../src/api/gateway-client';
+import { until } from './until';
 import type { SocketLike } from '../src/api/event-stream';
 import { ClustersModel } from '../src/panels/clusters/clusters-model';
 import { TokenModel } from '../src/panels/tokens/token-model';
@@ -18,23 +19,6 @@ const clientFor = (user: string) => new GatewayClient({ baseUrl: gw.url, authMod
 // The browser's WebSocket carries the session cookie; here the Basic header stands in for it.
 const socketsFor = (user: string) => (url: string) =>
   new WebSocket(url, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64'), origin: gw.url } }) as unknown as SocketLike;
-
-function until(model: ClustersModel, pred: () => boolean, ms = 60_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (pred()) return resolve();
-    const t = setTimeout(() => {
-      model.changed.disconnect(check);
-      reject(new Error(`condition not met within ${ms} ms; clusters: ${JSON.stringify(model.list.map((c) => [c.name, c.status, c.workers.running]))}`));
-    }, ms);
-    const check = () => {
-      if (!pred()) return;
-      clearTimeout(t);
-      model.changed.disconnect(check);
-      resolve();
-    };
-    model.changed.connect(check);
-  });
-}
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-lab-client-'));
@@ -95,21 +79,22 @@ describe('ClustersModel', () => {
     try {
       // A cluster created by another client (as a notebook would) appears from the event stream.
       const elsewhere = await clientFor('frank').createCluster({});
-      await until(model, () => model.get(elsewhere)?.status === 'RUNNING');
+      const clustersNow = () => `clusters: ${JSON.stringify(model.list.map((c) => [c.name, c.status, c.workers.running]))}`;
+      await until(model.changed, () => model.get(elsewhere)?.status === 'RUNNING', clustersNow);
 
       const name = await model.create({ worker_cores: 2 });
-      await until(model, () => model.get(name)?.status === 'RUNNING');
+      await until(model.changed, () => model.get(name)?.status === 'RUNNING', clustersNow);
       expect(await model.scale(name, { mode: 'manual', workers: 2, minimum: 0, maximum: 0 })).toBeNull();
-      await until(model, () => model.get(name)?.workers.running === 2);
+      await until(model.changed, () => model.get(name)?.workers.running === 2, clustersNow);
       expect(model.get(name)).toMatchObject({ worker_cores: 2, workers: { requested: 2, running: 2 } });
 
       await expect(model.scale(name, { mode: 'adaptive', workers: 0, minimum: 3, maximum: 1 })).rejects.toThrow('Minimum must not be larger than maximum');
       expect(await model.scale(name, { mode: 'adaptive', workers: 0, minimum: 1, maximum: 3 })).toBeNull();
-      await until(model, () => model.get(name)?.adaptive?.maximum === 3);
+      await until(model.changed, () => model.get(name)?.adaptive?.maximum === 3, clustersNow);
 
       await model.stop(name);
       await model.stop(elsewhere);
-      await until(model, () => model.list.length === 0);
+      await until(model.changed, () => model.list.length === 0, clustersNow);
     } finally {
       model.dispose();
     }

@@ -10,6 +10,7 @@ import WebSocket from 'ws';
 import { resolveConfig } from '../../gateway-server/src/config.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../gateway-server/src/server.js';
 import { GatewayClient, GatewayError } from '../src/api/gateway-client';
+import { until } from './until';
 import type { SocketLike } from '../src/api/event-stream';
 import { ClustersModel } from '../src/panels/clusters/clusters-model';
 import { DagModel } from '../src/panels/workflows/dag-model';
@@ -25,23 +26,6 @@ let dataDir: string;
 const clientFor = (user: string) => new GatewayClient({ baseUrl: gw.url, authMode: 'basic', username: user });
 const socketsFor = (user: string) => (url: string) =>
   new WebSocket(url, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64'), origin: gw.url } }) as unknown as SocketLike;
-
-function until(model: DagModel, pred: () => boolean, ms = 60_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (pred()) return resolve();
-    const t = setTimeout(() => {
-      model.changed.disconnect(check);
-      reject(new Error(`condition not met within ${ms} ms; run: ${JSON.stringify(model.state?.run)}`));
-    }, ms);
-    const check = () => {
-      if (!pred()) return;
-      clearTimeout(t);
-      model.changed.disconnect(check);
-      resolve();
-    };
-    model.changed.connect(check);
-  });
-}
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-lab-workflows-'));
@@ -87,7 +71,7 @@ describe('workflows through the API client', () => {
       expect(runs.get(run.id)).toBeDefined();
       const dag = new DagModel(run.id, runs);
       await dag.load();
-      await until(dag, () => dag.state?.run.status === 'SUCCESS');
+      await until(dag.changed, () => dag.state?.run.status === 'SUCCESS', () => `run: ${JSON.stringify(dag.state?.run)}`);
       const state = dag.state!;
       expect(state.byStage.get('map')).toHaveLength(3);
       expect(totalCounts(countsByStage(state))).toEqual({ DEFINED: 0, RUNNING: 0, SUCCESS: 5, FAILED: 0, CANCELLED: 0 });
