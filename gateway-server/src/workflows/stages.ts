@@ -15,7 +15,6 @@ const MAX_EDGES_PER_STEP = 2000;
 export interface ApplyContext {
   run: RunRecord;
   nodesOf(stage: string): NodeRecord[];
-  node(id: string): NodeRecord | undefined;
   /** PFNs of a Rucio dataset's files for a scheme, as the run's owner. */
   rucioFiles(ref: { instance: string; did: string; scheme?: string }): Promise<string[]>;
   nextSeq(): number;

@@ -386,10 +386,13 @@ export class WorkflowEngine extends EventEmitter {
         {
           run: a.run,
           nodesOf: (stage) => a.byStage.get(stage) ?? [],
-          node: (id) => a.nodes.get(id),
           rucioFiles: async (ref) => {
             if (!this.deps.rucioFiles) throw new StageError('this gateway fronts no Rucio instance');
-            return this.deps.rucioFiles(user, ref);
+            try {
+              return await this.deps.rucioFiles(user, ref);
+            } catch (err) {
+              throw new StageError(errorMessage(err)); // Rucio's answer is the stage's reason
+            }
           },
           nextSeq: () => a.seq++,
           stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
