@@ -21,5 +21,9 @@ export const unprocessable = (message: string, code = 'invalid_request') => new 
 export const conflict = (message: string, code = 'conflict') => new AppError(409, code, message);
 
 export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  if (!(err instanceof Error)) return String(err);
+  // fetch() says only "fetch failed"; the reason (refused, reset, DNS) is in its cause.
+  const cause = err.cause;
+  if (err.message === 'fetch failed' && cause instanceof Error && cause.message) return `${err.message} (${cause.message})`;
+  return err.message;
 }

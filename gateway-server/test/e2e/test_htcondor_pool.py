@@ -226,7 +226,17 @@ def test_the_scheduler_can_run_as_an_htcondor_job_too(pool):
         gateway = g.gateway("erin")
         cluster = gateway.new_cluster()
         try:
-            cluster.scale(1)
+            try:
+                cluster.scale(1)
+            except Exception as e:
+                # Once in CI the scheduler job did not answer right after it reported itself running:
+                # keep what explains it (the job's starts, the gateway's view).
+                starts = pool.run("condor_history", "-constraint", f'AfGatewayCluster == "{cluster.name}"', "-af:h",
+                                  "ClusterId", "ProcId", "JobStatus", "NumJobStarts", "NumShadowStarts", "LastHoldReason", check=False)
+                queue = pool.run("condor_q", "-allusers", "-constraint", f'AfGatewayCluster == "{cluster.name}"', "-af:h",
+                                 "ClusterId", "ProcId", "JobStatus", "NumJobStarts", "NumShadowStarts", check=False)
+                raise AssertionError(f"scale(1) failed: {e}\nqueue:\n{queue}\nhistory:\n{starts}\n"
+                                     f"gateway log:\n{g.log.read_text()[-6000:]}") from e
             jobs = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(_running_jobs(pool, cluster.name)), 120,
                               "the scheduler job and one worker job running")
             assert sorted(j["AfGatewayWorker"] == "scheduler" for j in jobs) == [False, True]
