@@ -13,6 +13,9 @@ status=0
 echo "== Rucio test server venv (built once per machine, cached outside the repository)"
 bash scripts/rucio-server.sh ensure || status=1
 
+echo "== PostgreSQL server binaries (Debian's packages; the state store's tests start throw-away servers)"
+bash scripts/postgres.sh ensure || status=1
+
 echo "== Kubernetes control plane from source, helm, kubectl (built once per machine, cached outside the repository)"
 bash scripts/kube-cluster.sh ensure || status=1
 
