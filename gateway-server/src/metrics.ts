@@ -41,8 +41,8 @@ export class Metrics {
       collect() {
         this.reset();
         const counts: Record<string, number> = {};
-        for (const c of clusters.list(undefined, ['PENDING', 'RUNNING', 'STOPPING'])) {
-          for (const w of clusters.workersOf(c.name)) counts[w.status] = (counts[w.status] ?? 0) + 1;
+        for (const { workers } of clusters.activeClusters()) {
+          for (const w of workers) counts[w.status] = (counts[w.status] ?? 0) + 1;
         }
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },

@@ -8,8 +8,9 @@ import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import { buildApp, stripBasePath } from './app.js';
 import { ConfigError, parseListen, type ResolvedConfig } from './config.js';
-import { SecretBox } from './store/crypto.js';
-import { StateStore } from './store/state-store.js';
+import { errorMessage } from './errors.js';
+import { openStateStore } from './store/open-store.js';
+import { serveStandby } from './standby.js';
 import { LocalBackend } from './backends/local/local-backend.js';
 import { ClusterManager } from './clusters/cluster-manager.js';
 import { SimpleAuthenticator } from './auth/simple-authenticator.js';
@@ -97,7 +98,18 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
   mkdirSync(join(config.data_dir, 'clusters'), { recursive: true, mode: 0o700 });
 
-  const store = new StateStore(join(config.data_dir, 'state.sqlite'), SecretBox.load(config.encrypt_key, config.data_dir));
+  const store = await openStateStore(config, (msg, err) => logger.warn({ err: errorMessage(err) }, msg));
+  // Several replicas on one PostgreSQL database: one serves, the others wait here as standbys.
+  const standby = store.kind === 'sqlite' ? undefined : await serveStandby(host, port, store.kind);
+  const leadership = await store.waitForLeadership(config.state_store.standby_poll_period * 1000, () =>
+    logger.info({ store: store.kind }, 'standby: another replica holds the state store lease; waiting to take over'),
+  );
+  leadership.onLost((reason) => {
+    // Another replica may take over now; serving on would mean two gateways driving the same clusters.
+    logger.fatal({ reason }, 'lost the state store lease; exiting so that only one replica serves');
+    process.exit(75);
+  });
+  if (standby) logger.info({ store: store.kind }, 'holding the state store lease: this replica serves');
   const local = config.backend.local;
   const htcondor = config.backend.type === 'htcondor' ? config.backend.htcondor : undefined;
   const localBackend = new LocalBackend({
@@ -207,7 +219,13 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       auth: config.auth.type === 'simple' ? 'basic' : config.auth.type === 'jupyterhub' ? 'jupyterhub' : 'bearer',
       workflow_backends: [backend.kind, ...workflows.backendNames.filter((n) => n !== backend.kind)],
     }),
-    health: async () => ({ state: store.countByStatus() ? 'ok' : 'state store unreadable', backend: 'ok' }),
+    health: async () => ({
+      state: await store.countByStatus().then(
+        () => 'ok',
+        (err: unknown) => `the ${store.kind} state store did not answer: ${errorMessage(err)}`,
+      ),
+      backend: 'ok',
+    }),
   });
   await app.ready();
 
@@ -229,6 +247,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     https.on('secureConnection', (s) => app.server.emit('connection', s));
   }
   const onePort = createOnePortServer({ http: app.server, https, schedulerFor: (n) => clusters.schedulerRoute(n), log: logger });
+  await standby?.close(); // the port changes hands only now: no refused connections while we got ready
   await new Promise<void>((resolve, reject) => {
     onePort.server.once('error', reject);
     onePort.server.listen(port, host, () => resolve());
@@ -237,10 +256,10 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `${tlsOn ? 'https' : 'http'}://${connectHost}:${actualPort}`;
   listenUrl = url;
-  broker.start();
-  await clusters.start(`${url}/api`);
+  await broker.start();
+  await clusters.start(config.cluster.api_url ?? `${url}/api`);
   await workflows.start();
-  const prune = setInterval(() => sessions.prune(), 3600_000);
+  const prune = setInterval(() => void sessions.prune().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not prune sessions')), 3600_000);
   prune.unref();
   logger.info({ url, backend: backend.kind, auth: config.auth.type, data_dir: config.data_dir }, 'gateway listening');
 
@@ -259,7 +278,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         await app.close();
         await onePort.close();
         await backend.close();
-        store.close();
+        await leadership.release();
+        await store.close();
       })()),
   };
 }

@@ -41,8 +41,8 @@ export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterMa
   }, async (req) => {
     const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING', 'STOPPING']);
     if (req.query.all && !req.user!.admin) throw forbidden('Only administrators may list every user\'s clusters');
-    const list = clusters.list(req.query.all ? undefined : req.user!.name, statuses);
-    return { clusters: list.map((c) => afClusterJson(c, clusters.workersOf(c.name))) };
+    const list = await clusters.list(req.query.all ? undefined : req.user!.name, statuses);
+    return { clusters: await Promise.all(list.map(async (c) => afClusterJson(c, await clusters.workersOf(c.name)))) };
   });
 
   app.get<{ Params: { cluster_name: string } }>('/api/af/clusters/:cluster_name', {
@@ -53,7 +53,7 @@ export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterMa
       response: { 200: { $ref: 'af-cluster.json' }, ...errors },
     },
   }, async (req) => {
-    const c = authorizedCluster(req, clusters, req.params.cluster_name);
-    return afClusterJson(c, clusters.workersOf(c.name));
+    const c = await authorizedCluster(req, clusters, req.params.cluster_name);
+    return afClusterJson(c, await clusters.workersOf(c.name));
   });
 }

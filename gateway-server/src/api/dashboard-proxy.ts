@@ -41,12 +41,12 @@ export async function dashboardProxy(
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
   app.get<{ Params: { cluster_name: string } }>('/clusters/:cluster_name', { schema: { hide: true } }, async (req, reply) => {
-    authorizedCluster(req, clusters, req.params.cluster_name);
+    await authorizedCluster(req, clusters, req.params.cluster_name);
     return reply.redirect(`${opts.basePath}clusters/${req.params.cluster_name}/status`);
   });
 
   app.all<{ Params: { cluster_name: string; '*': string } }>('/clusters/:cluster_name/*', { schema: { hide: true } }, async (req, reply) => {
-    const c = authorizedCluster(req, clusters, req.params.cluster_name);
+    const c = await authorizedCluster(req, clusters, req.params.cluster_name);
     const target = dashboardOf(c);
     const prefix = `/clusters/${c.name}`;
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
@@ -93,7 +93,7 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
     }
     try {
       const { user } = await deps.identifier.identify(req.headers);
-      const c = deps.clusters.get(m[1]!);
+      const c = await deps.clusters.get(m[1]!);
       if (!c) throw notFound(`Cluster ${m[1]}`);
       if (user.name !== c.username && !user.admin) throw forbidden(`User ${user.name} may not access cluster ${c.name}: it belongs to another user`);
       const target = dashboardOf(c);

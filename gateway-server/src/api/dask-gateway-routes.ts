@@ -33,7 +33,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     },
   }, async (req) => {
     const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING']);
-    const list = clusters.list(req.user!.name, statuses);
+    const list = await clusters.list(req.user!.name, statuses);
     return Object.fromEntries(list.map((c) => [c.name, clusterJson(c)]));
   });
 
@@ -59,12 +59,12 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     },
   }, async (req) => {
     const name = req.params.cluster_name;
-    let c = authorizedCluster(req, clusters, name);
+    let c = await authorizedCluster(req, clusters, name);
     if (flag(req.query.wait)) {
       const deadline = Date.now() + LONG_POLL_MS;
       while (c.status === 'PENDING' && Date.now() < deadline) {
         await clusters.waitForChange(name, deadline - Date.now());
-        c = clusters.get(name) ?? c;
+        c = (await clusters.get(name)) ?? c;
       }
     }
     return clusterJson(c);
@@ -74,7 +74,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     config: { auth: 'user-or-cluster' },
     schema: { tags: ['dask-gateway'], summary: 'Stop a cluster and everything it runs', params: nameParams, response: { ...errors } },
   }, async (req, reply) => {
-    authorizedCluster(req, clusters, req.params.cluster_name);
+    await authorizedCluster(req, clusters, req.params.cluster_name);
     await clusters.stop(req.params.cluster_name);
     return reply.code(204).send();
   });
@@ -88,7 +88,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
       response: { 200: { $ref: 'scale-result.json' }, ...errors },
     },
   }, async (req) => {
-    authorizedCluster(req, clusters, req.params.cluster_name);
+    await authorizedCluster(req, clusters, req.params.cluster_name);
     return clusters.scale(req.params.cluster_name, req.body.count);
   });
 
@@ -101,7 +101,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
       response: { 200: { $ref: 'scale-result.json' }, ...errors },
     },
   }, async (req) => {
-    authorizedCluster(req, clusters, req.params.cluster_name);
+    await authorizedCluster(req, clusters, req.params.cluster_name);
     const b = req.body;
     return clusters.adapt(req.params.cluster_name, b.minimum ?? null, b.maximum ?? null, b.active ?? true);
   });

@@ -51,14 +51,13 @@ export class EventStream {
     };
     const onCluster = (c: ClusterRecord) => {
       if (!visible(c)) return;
-      const cluster = afClusterJson(c, clusters.workersOf(c.name));
+      const cluster = afClusterJson(c, clusters.activeWorkers(c.name));
       const text = JSON.stringify(cluster);
       if (lastSent.get(c.name) === text) return; // heartbeats that changed nothing
       lastSent.set(c.name, text);
       send({ type: 'cluster', cluster });
     };
-    const snapshot = clusters.list(user.admin ? undefined : user.name, ['PENDING', 'RUNNING', 'STOPPING']);
-    const initial = snapshot.map((c) => afClusterJson(c, clusters.workersOf(c.name)));
+    const initial = clusters.activeClusters(user.admin ? undefined : user.name).map((e) => afClusterJson(e.cluster, e.workers));
     for (const c of initial) lastSent.set(c.name, JSON.stringify(c));
     send({ type: 'snapshot', clusters: initial });
 

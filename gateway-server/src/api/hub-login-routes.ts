@@ -70,7 +70,7 @@ export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions
     }
     const user = await opts.hub.authenticate(`token ${token}`);
     if (!user) throw new AppError(401, 'login_refused', 'JupyterHub did not say who logged in');
-    reply.header('Set-Cookie', opts.sessions.create(user, opts.basePath));
+    reply.header('Set-Cookie', await opts.sessions.create(user, opts.basePath));
     opts.onLogin?.(user);
     return reply.redirect(login.next);
   });

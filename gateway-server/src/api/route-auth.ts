@@ -43,7 +43,7 @@ export const routeAuth = fp(
       if ((mode === 'cluster' || mode === 'user-or-cluster') && header) {
         const { scheme, credentials } = splitAuthorization(header);
         const name = (req.params as { cluster_name?: string }).cluster_name;
-        if (scheme === 'token' && name && deps.clusters.checkToken(name, credentials)) {
+        if (scheme === 'token' && name && (await deps.clusters.checkToken(name, credentials))) {
           req.clusterToken = true;
           return;
         }
@@ -64,8 +64,8 @@ export const routeAuth = fp(
 
 
 /** The cluster, if the caller may act on it: its owner, an admin, or the cluster's own token. */
-export function authorizedCluster(req: FastifyRequest, clusters: ClusterManager, name: string): ClusterRecord {
-  const c = clusters.get(name);
+export async function authorizedCluster(req: FastifyRequest, clusters: ClusterManager, name: string): Promise<ClusterRecord> {
+  const c = await clusters.get(name);
   if (!c) throw notFound(`Cluster ${name}`);
   if (req.clusterToken) return c;
   const user = req.user;

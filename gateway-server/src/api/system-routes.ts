@@ -18,6 +18,12 @@ export async function systemRoutes(app: FastifyInstance, opts: SystemRoutesOptio
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'pass' : 'fail', checks });
   });
 
+  // Liveness only (the process answers): a standby replica answers it too, but not /api/health.
+  app.get('/api/health/live', {
+    config: { auth: 'none' },
+    schema: { tags: ['system'], summary: 'Liveness (the process answers), for a liveness probe', response: { 200: { $ref: 'health.json' } } },
+  }, async () => ({ status: 'pass', checks: { process: 'ok' } }));
+
   app.get('/api/version', {
     config: { auth: 'none' },
     schema: { tags: ['system'], summary: 'Server version', response: { 200: { $ref: 'version.json' } } },

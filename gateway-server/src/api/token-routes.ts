@@ -110,7 +110,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     const identity = await oidc!.verify(tokens.access_token);
     broker.fromLogin(identity, tokens.access_token, tokens.refresh_token);
     // The broker keeps the tokens fresh, so the browser session may outlive this access token.
-    reply.header('Set-Cookie', sessions.create({ name: identity.name, groups: identity.groups, admin: identity.admin }, cookiePathFor(req.originalUrl, opts.basePath)));
+    reply.header('Set-Cookie', await sessions.create({ name: identity.name, groups: identity.groups, admin: identity.admin }, cookiePathFor(req.originalUrl, opts.basePath)));
     return reply.redirect(login.next);
   });
 }

@@ -20,14 +20,14 @@ export class Identifier {
 
   /** The caller, or a 401 AppError with the authenticator's challenge. */
   async identify(headers: IncomingHttpHeaders, cookiePath = '/'): Promise<Identity> {
-    const fromSession = this.sessions.resolve(headers.cookie);
+    const fromSession = await this.sessions.resolve(headers.cookie);
     const authorization = headers.authorization;
     if (authorization) {
       const user = await this.authenticator.authenticate(authorization);
       // A browser repeats Basic credentials on every request: keep its session instead of making one each time.
       if (user) {
         this.onAuthenticated?.(user, authorization);
-        return fromSession?.name === user.name ? { user } : { user, setCookie: this.sessions.create(user, cookiePath) };
+        return fromSession?.name === user.name ? { user } : { user, setCookie: await this.sessions.create(user, cookiePath) };
       }
     }
     if (fromSession) return { user: fromSession };

@@ -1,5 +1,5 @@
 // Login sessions: after an Authorization header succeeds, a random cookie (only its SHA-256 is
-// stored) identifies the user until it expires. Stored in SQLite, so a restart keeps people logged in.
+// stored) identifies the user until it expires. Kept in the state store, so a restart (or another replica) keeps people logged in.
 import { createHash, randomBytes } from 'node:crypto';
 import type { StateStore } from '../store/state-store.js';
 import type { User } from './authenticator.js';
@@ -19,25 +19,25 @@ export class Sessions {
    * Creates a session and returns the Set-Cookie header value. A session never outlives the
    * credential that opened it (an access token's expiry), so an expired token cannot live on in a cookie.
    */
-  create(user: User, path = '/'): string {
+  async create(user: User, path = '/'): Promise<string> {
     const token = randomBytes(32).toString('base64url');
     const limit = user.expiresAt ? Math.floor((user.expiresAt - Date.now()) / 1000) : this.maxAgeSeconds;
     const maxAge = Math.max(1, Math.min(this.maxAgeSeconds, limit));
-    this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + maxAge * 1000);
+    await this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + maxAge * 1000);
     const attrs = [`${SESSION_COOKIE}=${token}`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
     if (this.secure) attrs.push('Secure');
     return attrs.join('; ');
   }
 
-  resolve(cookieHeader: string | undefined): User | undefined {
+  async resolve(cookieHeader: string | undefined): Promise<User | undefined> {
     const token = readCookie(cookieHeader, SESSION_COOKIE);
     if (!token) return undefined;
-    const json = this.store.findSession(hash(token), Date.now());
+    const json = await this.store.findSession(hash(token), Date.now());
     return json ? (JSON.parse(json) as User) : undefined;
   }
 
-  prune(): void {
-    this.store.pruneSessions(Date.now());
+  prune(): Promise<void> {
+    return this.store.pruneSessions(Date.now());
   }
 }
 

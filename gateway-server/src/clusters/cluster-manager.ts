@@ -75,22 +75,34 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   // --- queries --------------------------------------------------------------------------------
 
-  get(name: string): ClusterRecord | undefined {
-    return this.active.get(name)?.cluster ?? this.deps.store.loadCluster(name);
+  async get(name: string): Promise<ClusterRecord | undefined> {
+    return this.active.get(name)?.cluster ?? (await this.deps.store.loadCluster(name));
   }
 
-  workersOf(name: string): WorkerRecord[] {
+  async workersOf(name: string): Promise<WorkerRecord[]> {
     const entry = this.active.get(name);
-    return entry ? [...entry.workers.values()] : this.deps.store.loadWorkers(name);
+    return entry ? [...entry.workers.values()] : await this.deps.store.loadWorkers(name);
   }
 
-  list(username: string | undefined, statuses: readonly ClusterStatus[]): ClusterRecord[] {
+  /** Active clusters with their workers, from memory (no state store read): for events, metrics and token updates. */
+  activeClusters(username?: string): { cluster: ClusterRecord; workers: WorkerRecord[] }[] {
+    return [...this.active.values()]
+      .filter((e) => username === undefined || e.cluster.username === username)
+      .map((e) => ({ cluster: e.cluster, workers: [...e.workers.values()] }));
+  }
+
+  /** The workers of an active cluster (also during the event that tells it ended). */
+  activeWorkers(name: string): WorkerRecord[] {
+    return [...(this.active.get(name)?.workers.values() ?? [])];
+  }
+
+  async list(username: string | undefined, statuses: readonly ClusterStatus[]): Promise<ClusterRecord[]> {
     const activeWanted = statuses.filter((s) => ACTIVE_STATUSES.includes(s));
     const endedWanted = statuses.filter((s) => !ACTIVE_STATUSES.includes(s));
     const out = [...this.active.values()]
       .map((e) => e.cluster)
       .filter((c) => activeWanted.includes(c.status) && (username === undefined || c.username === username));
-    if (endedWanted.length) out.push(...this.deps.store.loadClusters(endedWanted, username));
+    if (endedWanted.length) out.push(...(await this.deps.store.loadClusters(endedWanted, username)));
     return out.sort((a, b) => a.startTime - b.startTime);
   }
 
@@ -100,8 +112,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     return c?.status === 'RUNNING' ? c.schedulerAddress : undefined;
   }
 
-  checkToken(name: string, token: string): boolean {
-    const c = this.get(name);
+  async checkToken(name: string, token: string): Promise<boolean> {
+    const c = await this.get(name);
     if (!c) return false;
     const a = Buffer.from(c.token);
     const b = Buffer.from(token);
@@ -163,7 +175,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       workerFailures: 0,
       workDir: join(this.deps.config.data_dir, 'clusters', name),
     };
-    this.deps.store.saveCluster(cluster);
+    await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
     this.active.set(name, { cluster, workers: new Map(), launches: new Set() });
     this.changed(cluster);
     this.deps.log.info({ cluster: name, user: username }, 'cluster submitted');
@@ -187,7 +199,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         return;
       }
       c.scheduler = handle;
-      this.save(c);
+      void this.save(c);
     } catch (err) {
       void this.end(c, 'FAILED', `the scheduler could not be started: ${errorMessage(err)}`); // not awaited: ending waits for this launch
     }
@@ -196,15 +208,15 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   async stop(name: string): Promise<void> {
     const c = this.active.get(name)?.cluster;
     if (!c) {
-      if (!this.deps.store.loadCluster(name)) throw notFound(`Cluster ${name}`);
+      if (!(await this.deps.store.loadCluster(name))) throw notFound(`Cluster ${name}`);
       return; // already ended
     }
     c.stopRequested = true;
     await this.end(c, 'STOPPED', 'stopped on request');
   }
 
-  private runningCluster(name: string): ClusterRecord {
-    const c = this.get(name);
+  private async runningCluster(name: string): Promise<ClusterRecord> {
+    const c = await this.get(name);
     if (!c) throw notFound(`Cluster ${name}`);
     if (c.status !== 'RUNNING' || c.stopRequested) {
       throw conflict(`Cluster ${name} is ${c.status.toLowerCase()}, not running; it can only be scaled while running`, 'not_running');
@@ -221,7 +233,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   }
 
   async scale(name: string, count: number): Promise<ScaleResult> {
-    const c = this.runningCluster(name);
+    const c = await this.runningCluster(name);
     const cap = this.policy.workerCap(c, this.usage());
     let msg: string | null = null;
     if (cap && count > cap.max) {
@@ -230,13 +242,13 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
     await this.tellScheduler(c, { op: 'scale', count });
     c.adaptive = null;
-    this.save(c);
+    await this.save(c);
     this.changed(c);
     return { ok: msg === null, msg };
   }
 
   async adapt(name: string, minimum: number | null, maximum: number | null, active: boolean): Promise<ScaleResult> {
-    const c = this.runningCluster(name);
+    const c = await this.runningCluster(name);
     if (minimum !== null && maximum !== null && minimum > maximum) {
       throw unprocessable(`Adaptive minimum (${minimum}) must not be larger than maximum (${maximum})`, 'invalid_range');
     }
@@ -255,7 +267,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
     await this.tellScheduler(c, { op: 'adapt', minimum, maximum, active });
     c.adaptive = active ? { minimum, maximum } : null;
-    this.save(c);
+    await this.save(c);
     this.changed(c);
     return { ok: msg === null, msg };
   }
@@ -314,7 +326,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         void this.endWorker(c, w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : 'left the scheduler unexpectedly');
       }
     }
-    this.save(c);
+    void this.save(c);
     this.changed(c);
     this.reconcileWorkers(c);
   }
@@ -387,7 +399,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (c.workerFailures >= this.cfg.worker_max_failures) {
       void this.end(c, 'FAILED', `${c.workerFailures} workers in a row failed to start; the last one ${reason}`);
     } else {
-      this.save(c);
+      void this.save(c);
       this.reconcileWorkers(c);
     }
   }
@@ -407,7 +419,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     // The worker leaves the list, so its failure stays readable as the cluster's last event.
     if (status === 'FAILED' && isActive(c) && !this.ending.has(c.name)) {
       c.message = `worker ${w.name} failed: ${reason}`;
-      this.save(c);
+      void this.save(c);
     }
     this.saveWorker(c, w);
     this.active.get(c.name)?.workers.delete(w.name);
@@ -431,7 +443,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     c.status = final === 'FAILED' ? 'FAILED' : 'STOPPING';
     c.message = reason;
     if (final === 'FAILED') c.stopTime = now();
-    this.save(c);
+    await this.save(c);
     this.changed(c);
     (final === 'FAILED' ? this.deps.log.warn : this.deps.log.info).call(this.deps.log, { cluster: c.name, reason }, `cluster ${final.toLowerCase()}`);
     // Starts in flight finish first (each stops its own process once it sees the cluster ending).
@@ -445,10 +457,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
     c.status = final;
     c.stopTime ??= now();
-    this.save(c);
+    await this.save(c);
+    this.changed(c); // while its (ended) workers are still at hand for listeners
     this.active.delete(c.name);
     removeClusterFiles(c, final === 'FAILED');
-    this.changed(c);
   }
 
   // --- periodic check -------------------------------------------------------------------------
@@ -522,8 +534,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   private async recover(): Promise<void> {
     const backend = this.deps.backend;
     this.recoveredAt = now();
-    for (const c of this.deps.store.loadClusters(ACTIVE_STATUSES)) {
-      const workers = new Map(this.deps.store.loadWorkers(c.name).filter(workerIsLive).map((w) => [w.name, w]));
+    for (const c of await this.deps.store.loadClusters(ACTIVE_STATUSES)) {
+      const workers = new Map((await this.deps.store.loadWorkers(c.name)).filter(workerIsLive).map((w) => [w.name, w]));
       this.active.set(c.name, { cluster: c, workers, launches: new Set() });
       if (c.status === 'STOPPING' || c.stopRequested) {
         void this.end(c, 'STOPPED', 'stop finished after a gateway restart');
@@ -539,7 +551,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         if (!ws.alive) await this.endWorker(c, w, 'FAILED', 'exited while the gateway was down');
       }
       c.lastHeartbeat = now(); // the scheduler's heartbeat back-off gets a full timeout to reach us again
-      this.save(c);
+      await this.save(c);
       this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');
     }
     if (backend.removeOrphans) {
@@ -554,13 +566,19 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   // --- persistence and events -----------------------------------------------------------------
 
-  private save(c: ClusterRecord): void {
-    this.deps.store.saveCluster(c);
+  // Writes are queued in order by the store; a failed one is logged (the in-memory state stays
+  // authoritative while this process serves). Routes that acknowledge a change await them.
+  private save(c: ClusterRecord): Promise<void> {
+    return this.deps.store.saveCluster(c).catch((err: unknown) => this.writeFailed(c.name, err));
   }
 
   private saveWorker(c: ClusterRecord, w: WorkerRecord): void {
-    this.deps.store.saveWorker(w);
+    void this.deps.store.saveWorker(w).catch((err: unknown) => this.writeFailed(c.name, err));
     this.emit('worker', c, w);
+  }
+
+  private writeFailed(cluster: string, err: unknown): void {
+    this.deps.log.error({ cluster, err: errorMessage(err) }, 'could not write to the state store');
   }
 
   private changed(c: ClusterRecord): void {

@@ -1,9 +1,20 @@
-// Durable state in one SQLite file (WAL): clusters, workers, login sessions, token state and workflow runs. Every change is
-// written through at once, so `kill -9` of the gateway loses nothing that was acknowledged.
-// Secrets (cluster token, TLS key) are sealed with the SecretBox before they touch the disk.
+// The state store in one SQLite file (WAL) under data_dir: the default, for one gateway process.
+// The calls are synchronous underneath; they return settled promises to fit the StateStore contract,
+// so a write has reached the file when the call returns, awaited or not.
 import Database from 'better-sqlite3';
 import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
 import type { SecretBox } from './crypto.js';
+import {
+  clusterToRow,
+  rowToCluster,
+  rowToWorker,
+  workerToRow,
+  type ClusterRow,
+  type Leadership,
+  type StateStore,
+  type WorkflowRunKey,
+  type WorkflowRunRow,
+} from './state-store.js';
 
 const SCHEMA_VERSION = 3;
 
@@ -56,19 +67,8 @@ const MIGRATIONS = [
    );`,
 ];
 
-interface ClusterRow {
-  name: string;
-  username: string;
-  status: string;
-  start_time: number;
-  stop_time: number | null;
-  data: string;
-  secrets: string;
-}
-
-type ClusterData = Omit<ClusterRecord, 'name' | 'username' | 'status' | 'startTime' | 'stopTime' | 'token' | 'tlsKey'>;
-
-export class StateStore {
+export class SqliteStore implements StateStore {
+  readonly kind = 'sqlite';
   private readonly db: Database.Database;
 
   constructor(file: string, private readonly box: SecretBox) {
@@ -93,49 +93,29 @@ export class StateStore {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.db.close();
+  }
+
+  /** One gateway per state file: nothing to wait for. */
+  async waitForLeadership(): Promise<Leadership> {
+    return { onLost: () => {}, release: async () => {} };
   }
 
   // --- clusters -------------------------------------------------------------------------------
 
-  saveCluster(c: ClusterRecord): void {
-    const { name, username, status, startTime, stopTime, token, tlsKey, ...data } = c;
+  async saveCluster(c: ClusterRecord): Promise<void> {
     this.db
       .prepare(
         `INSERT INTO clusters (name, username, status, start_time, stop_time, data, secrets)
-         VALUES (@name, @username, @status, @startTime, @stopTime, @data, @secrets)
+         VALUES (@name, @username, @status, @start_time, @stop_time, @data, @secrets)
          ON CONFLICT (name) DO UPDATE SET status = excluded.status, stop_time = excluded.stop_time,
            data = excluded.data, secrets = excluded.secrets`,
       )
-      .run({
-        name,
-        username,
-        status,
-        startTime,
-        stopTime,
-        data: JSON.stringify(data satisfies ClusterData),
-        secrets: this.box.seal(JSON.stringify({ token, tlsKey })),
-      });
+      .run(clusterToRow(c, this.box));
   }
 
-  private toCluster(row: ClusterRow): ClusterRecord {
-    const data = JSON.parse(row.data) as ClusterData;
-    const secrets = JSON.parse(this.box.open(row.secrets)) as { token: string; tlsKey: string };
-    return {
-      ...data,
-      groups: data.groups ?? [], // written before group limits existed
-      name: row.name,
-      username: row.username,
-      status: row.status as ClusterStatus,
-      startTime: row.start_time,
-      stopTime: row.stop_time,
-      token: secrets.token,
-      tlsKey: secrets.tlsKey,
-    };
-  }
-
-  loadClusters(statuses: readonly ClusterStatus[], username?: string): ClusterRecord[] {
+  async loadClusters(statuses: readonly ClusterStatus[], username?: string): Promise<ClusterRecord[]> {
     const marks = statuses.map(() => '?').join(',');
     const rows = (
       username === undefined
@@ -144,78 +124,73 @@ export class StateStore {
             .prepare(`SELECT * FROM clusters WHERE username = ? AND status IN (${marks}) ORDER BY start_time`)
             .all(username, ...statuses)
     ) as ClusterRow[];
-    return rows.map((r) => this.toCluster(r));
+    return rows.map((r) => rowToCluster(r, this.box));
   }
 
-  loadCluster(name: string): ClusterRecord | undefined {
+  async loadCluster(name: string): Promise<ClusterRecord | undefined> {
     const row = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(name) as ClusterRow | undefined;
-    return row && this.toCluster(row);
+    return row && rowToCluster(row, this.box);
   }
 
   // --- workers --------------------------------------------------------------------------------
 
-  saveWorker(w: WorkerRecord): void {
-    const { cluster, name, status, ...data } = w;
+  async saveWorker(w: WorkerRecord): Promise<void> {
+    const r = workerToRow(w);
     this.db
       .prepare(
         `INSERT INTO workers (cluster, name, status, data) VALUES (?, ?, ?, ?)
          ON CONFLICT (cluster, name) DO UPDATE SET status = excluded.status, data = excluded.data`,
       )
-      .run(cluster, name, status, JSON.stringify(data));
+      .run(r.cluster, r.name, r.status, r.data);
   }
 
-  loadWorkers(cluster: string): WorkerRecord[] {
+  async loadWorkers(cluster: string): Promise<WorkerRecord[]> {
     const rows = this.db.prepare('SELECT * FROM workers WHERE cluster = ? ORDER BY rowid').all(cluster) as {
       cluster: string;
       name: string;
       status: string;
       data: string;
     }[];
-    return rows.map((r) => ({ ...(JSON.parse(r.data) as object), cluster: r.cluster, name: r.name, status: r.status }) as WorkerRecord);
+    return rows.map(rowToWorker);
   }
 
   // --- sessions -------------------------------------------------------------------------------
 
-  /** `user` is the JSON of the authenticated identity (name, groups): no secret. */
-  saveSession(tokenHash: string, user: string, expires: number): void {
+  async saveSession(tokenHash: string, user: string, expires: number): Promise<void> {
     this.db.prepare('INSERT OR REPLACE INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)').run(tokenHash, user, expires);
   }
 
-  findSession(tokenHash: string, now: number): string | undefined {
+  async findSession(tokenHash: string, now: number): Promise<string | undefined> {
     const row = this.db.prepare('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as
       | { user: string; expires: number }
       | undefined;
     return row && row.expires > now ? row.user : undefined;
   }
 
-  pruneSessions(now: number): void {
+  async pruneSessions(now: number): Promise<void> {
     this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now);
   }
 
   // --- the token broker's per-user state: facts in clear, tokens sealed ---------------------------
 
-  saveTokens(username: string, data: object, secrets: object): void {
+  async saveTokens(username: string, data: object, secrets: object): Promise<void> {
     this.db
       .prepare('INSERT OR REPLACE INTO tokens (username, data, secrets) VALUES (?, ?, ?)')
       .run(username, JSON.stringify(data), this.box.seal(JSON.stringify(secrets)));
   }
 
-  loadTokens(): { username: string; data: unknown; secrets: unknown }[] {
+  async loadTokens(): Promise<{ username: string; data: unknown; secrets: unknown }[]> {
     const rows = this.db.prepare('SELECT * FROM tokens').all() as { username: string; data: string; secrets: string }[];
     return rows.map((r) => ({ username: r.username, data: JSON.parse(r.data), secrets: JSON.parse(this.box.open(r.secrets)) }));
   }
 
-  deleteTokens(username: string): void {
+  async deleteTokens(username: string): Promise<void> {
     this.db.prepare('DELETE FROM tokens WHERE username = ?').run(username);
   }
 
   // --- workflow runs ----------------------------------------------------------------------------
 
-  /**
-   * Writes the run and the given nodes in one transaction. The resolved spec is written with the
-   * first save only: it never changes, and a run's frequent saves stay small.
-   */
-  saveWorkflow(run: { id: string; username: string; status: string; created: number }, data: object, nodes: { id: string; seq: number }[] = [], spec?: object): void {
+  async saveWorkflow(run: WorkflowRunKey, data: object, nodes: { id: string; seq: number }[] = [], spec?: object): Promise<void> {
     const runStmt = this.db.prepare(
       `INSERT INTO workflow_runs (id, username, status, created, data, spec) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`,
@@ -230,8 +205,7 @@ export class StateStore {
     })();
   }
 
-  /** Runs without their specs, newest first. */
-  loadWorkflowRuns(statuses?: readonly string[], username?: string): { id: string; username: string; status: string; created: number; data: unknown }[] {
+  async loadWorkflowRuns(statuses?: readonly string[], username?: string): Promise<WorkflowRunRow[]> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (statuses) {
@@ -248,24 +222,23 @@ export class StateStore {
     return rows.map((r) => ({ ...r, data: JSON.parse(r.data) as unknown }));
   }
 
-  /** One run with its spec. */
-  loadWorkflowRun(id: string): { id: string; username: string; status: string; data: unknown; spec: unknown } | undefined {
-    const r = this.db.prepare('SELECT id, username, status, data, spec FROM workflow_runs WHERE id = ?').get(id) as
-      | { id: string; username: string; status: string; data: string; spec: string }
+  async loadWorkflowRun(id: string): Promise<(WorkflowRunRow & { spec: unknown }) | undefined> {
+    const r = this.db.prepare('SELECT id, username, status, created, data, spec FROM workflow_runs WHERE id = ?').get(id) as
+      | { id: string; username: string; status: string; created: number; data: string; spec: string }
       | undefined;
     return r && { ...r, data: JSON.parse(r.data) as unknown, spec: JSON.parse(r.spec) as unknown };
   }
 
-  loadWorkflowNodes(run: string): unknown[] {
+  async loadWorkflowNodes(run: string): Promise<unknown[]> {
     const rows = this.db.prepare('SELECT data FROM workflow_nodes WHERE run = ? ORDER BY seq').all(run) as { data: string }[];
     return rows.map((r) => JSON.parse(r.data) as unknown);
   }
 
-  deleteWorkflow(id: string): void {
+  async deleteWorkflow(id: string): Promise<void> {
     this.db.prepare('DELETE FROM workflow_runs WHERE id = ?').run(id);
   }
 
-  countByStatus(): Record<string, number> {
+  async countByStatus(): Promise<Record<string, number>> {
     const rows = this.db.prepare('SELECT status, count(*) AS n FROM clusters GROUP BY status').all() as { status: string; n: number }[];
     return Object.fromEntries(rows.map((r) => [r.status, r.n]));
   }

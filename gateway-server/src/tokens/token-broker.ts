@@ -61,8 +61,8 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
     this.setMaxListeners(0);
   }
 
-  start(): void {
-    for (const row of this.deps.store.loadTokens()) {
+  async start(): Promise<void> {
+    for (const row of await this.deps.store.loadTokens()) {
       const data = row.data as Omit<UserTokens, 'accessToken' | 'refreshToken'>;
       const secrets = row.secrets as { accessToken: string; refreshToken: string | null };
       const u: UserTokens = { ...data, ...secrets };
@@ -264,7 +264,7 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
   }
 
   private deliver(u: UserTokens): void {
-    for (const c of this.deps.clusters.list(u.user, ['PENDING', 'RUNNING'])) {
+    for (const { cluster: c } of this.deps.clusters.activeClusters(u.user).filter((e) => e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING')) {
       const file = clusterFiles(c).bearerToken;
       try {
         mkdirSync(dirname(file), { recursive: true, mode: 0o700 });

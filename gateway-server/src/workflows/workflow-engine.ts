@@ -82,9 +82,9 @@ export class WorkflowEngine extends EventEmitter {
   /** Loads unfinished runs (steps that ran through a restart are checked again) and starts the clock. */
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o755 });
-    for (const { id } of this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
-      const run = this.loadRun(id)!;
-      const nodes = this.deps.store.loadWorkflowNodes(run.id) as NodeRecord[];
+    for (const { id } of await this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
+      const run = (await this.loadRun(id))!;
+      const nodes = (await this.deps.store.loadWorkflowNodes(run.id)) as NodeRecord[];
       const a = this.activate(run, nodes);
       for (const n of nodes) {
         // Started but never recorded as started: nothing runs for it.
@@ -208,30 +208,30 @@ export class WorkflowEngine extends EventEmitter {
   // --- queries ----------------------------------------------------------------------------------
 
   /** The run if the user may see it (owner or admin); 404 otherwise, so ids of others do not leak. */
-  private visible(user: User, id: string): { run: RunRecord; nodes: () => NodeRecord[]; active?: ActiveRun } {
+  private async visible(user: User, id: string): Promise<{ run: RunRecord; nodes: () => Promise<NodeRecord[]>; active?: ActiveRun }> {
     const a = this.active.get(id);
-    if (a && (a.run.username === user.name || user.admin)) return { run: a.run, nodes: () => [...a.nodes.values()], active: a };
-    const run = a ? undefined : this.loadRun(id);
+    if (a && (a.run.username === user.name || user.admin)) return { run: a.run, nodes: async () => [...a.nodes.values()], active: a };
+    const run = a ? undefined : await this.loadRun(id);
     if (!run || (run.username !== user.name && !user.admin)) throw notFound(`Workflow run ${id}`);
-    return { run, nodes: () => this.deps.store.loadWorkflowNodes(id) as NodeRecord[] };
+    return { run, nodes: async () => (await this.deps.store.loadWorkflowNodes(id)) as NodeRecord[] };
   }
 
   /** A stored run with its spec (kept apart from the run's frequently written state). */
-  private loadRun(id: string): RunRecord | undefined {
-    const row = this.deps.store.loadWorkflowRun(id);
+  private async loadRun(id: string): Promise<RunRecord | undefined> {
+    const row = await this.deps.store.loadWorkflowRun(id);
     return row && ({ ...(row.data as Omit<RunRecord, 'spec'>), spec: row.spec } as RunRecord);
   }
 
-  list(user: User): WorkflowRun[] {
-    return this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name).map((r) => {
+  async list(user: User): Promise<WorkflowRun[]> {
+    return (await this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name)).map((r) => {
       const a = this.active.get(r.id);
       return a ? this.runJson(a) : ((r.data as RunRecord & { summary?: WorkflowRun }).summary ?? this.summaryOf(r.data as RunRecord, []));
     });
   }
 
-  get(user: User, id: string): WorkflowDag {
-    const v = this.visible(user, id);
-    const nodes = v.nodes();
+  async get(user: User, id: string): Promise<WorkflowDag> {
+    const v = await this.visible(user, id);
+    const nodes = await v.nodes();
     return {
       run: v.active ? this.runJson(v.active) : this.summaryOf(v.run, nodes),
       stages: v.run.stages.map(stageJson),
@@ -241,34 +241,36 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   /** The node and whether it can still change (a log reader follows until it cannot). */
-  node(user: User, id: string, nodeId: string): { node: NodeRecord; live: () => boolean; workspace: string } {
-    const v = this.visible(user, id);
-    const node = v.active?.nodes.get(nodeId) ?? v.nodes().find((n) => n.id === nodeId);
+  async node(user: User, id: string, nodeId: string): Promise<{ node: NodeRecord; live: () => boolean; workspace: string }> {
+    const v = await this.visible(user, id);
+    const node = v.active?.nodes.get(nodeId) ?? (await v.nodes()).find((n) => n.id === nodeId);
     if (!node) throw notFound(`Step ${nodeId} of workflow run ${id}`);
     const a = v.active;
     return { node, workspace: v.run.workspace, live: () => !!a && this.active.has(id) && !isFinished(a.nodes.get(nodeId)!.state) };
   }
 
-  workspaceOf(user: User, id: string): string {
-    return this.visible(user, id).run.workspace;
+  async workspaceOf(user: User, id: string): Promise<string> {
+    return (await this.visible(user, id)).run.workspace;
   }
 
   // --- actions ----------------------------------------------------------------------------------
 
-  cancel(user: User, id: string): WorkflowRun {
-    const v = this.visible(user, id);
+  async cancel(user: User, id: string): Promise<WorkflowRun> {
+    const v = await this.visible(user, id);
     if (!v.active) throw conflict(`Workflow run ${id} already finished (${v.run.status})`, 'run_finished');
     v.active.run.cancelRequested = user.name;
     this.kick(v.active);
     return this.runJson(v.active);
   }
 
-  retry(user: User, id: string): WorkflowRun {
-    const v = this.visible(user, id);
+  async retry(user: User, id: string): Promise<WorkflowRun> {
+    const v = await this.visible(user, id);
     if (v.active) throw conflict(`Workflow run ${id} is still running; retry it once it finished`, 'run_active');
     if (v.run.status === 'SUCCESS') throw conflict(`Workflow run ${id} succeeded; there is nothing to retry`, 'run_succeeded');
     const run = v.run;
-    const a = this.activate(run, v.nodes());
+    const nodes = await v.nodes();
+    if (this.active.has(id)) throw conflict(`Workflow run ${id} is already being retried`, 'run_active'); // a second click meanwhile
+    const a = this.activate(run, nodes);
     for (const n of a.nodes.values()) {
       if (n.state === 'FAILED' || n.state === 'CANCELLED') this.setNode(a, n, { state: 'DEFINED', attempts: 0, exit_code: null, finished: null, handle: null, message: `retried by ${user.name}` });
     }
@@ -281,9 +283,9 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   async remove(user: User, id: string): Promise<void> {
-    const v = this.visible(user, id);
+    const v = await this.visible(user, id);
     if (v.active) throw conflict(`Workflow run ${id} is still running; cancel it first`, 'run_active');
-    this.deps.store.deleteWorkflow(id);
+    await this.deps.store.deleteWorkflow(id);
     await rm(v.run.workspace, { recursive: true, force: true });
     this.deps.log.info({ run: id, user: user.name }, 'workflow run deleted');
   }
@@ -551,7 +553,9 @@ export class WorkflowEngine extends EventEmitter {
       const nodes = [...a.dirtyNodes].map((id) => a.nodes.get(id)!);
       const summary = this.runJson(a);
       const { spec, ...state } = a.run;
-      this.deps.store.saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...state, summary }, nodes, spec);
+      this.deps.store
+        .saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...state, summary }, nodes, spec)
+        .catch((err: unknown) => this.deps.log.error({ run: a.run.id, err: errorMessage(err) }, 'could not write the workflow run to the state store'));
       this.emit('run', a.run.username, summary);
       if (nodes.length || a.newEdges.length || a.runDirty) {
         this.emit('dag', a.run.username, { run: summary, stages: a.run.stages.map(stageJson), nodes: nodes.map(nodeJson), edges: a.newEdges } satisfies WorkflowDag);

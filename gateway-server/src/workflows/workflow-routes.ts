@@ -43,7 +43,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
 
   app.get('/api/af/workflows', {
     schema: { tags: ['workflows'], summary: 'The caller\'s workflow runs (an admin\'s: everyone\'s), newest first', response: { 200: { $ref: 'workflow-run-list.json' }, ...errors } },
-  }, async (req) => ({ runs: engine.list(req.user!) }));
+  }, async (req) => ({ runs: await engine.list(req.user!) }));
 
   app.get<{ Params: { id: string } }>('/api/af/workflows/:id', {
     schema: { tags: ['workflows'], summary: 'A run with its DAG: stages, steps (nodes) with their states, parameters and outputs, edges', params: idParams, response: { 200: { $ref: 'workflow-dag.json' }, ...errors } },
@@ -73,7 +73,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
       response: errors,
     },
   }, async (req, reply) => {
-    const { node, live } = engine.node(req.user!, req.params.id, req.params.node);
+    const { node, live } = await engine.node(req.user!, req.params.id, req.params.node);
     const file = join(node.workdir, '.af', 'log');
     reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
     if (!req.query.follow) {
@@ -110,7 +110,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
   app.get<{ Params: { id: string; '*': string } }>('/api/af/workflows/:id/files/*', {
     schema: { tags: ['workflows'], summary: 'A file of the run\'s workspace (an output), by its path relative to the workspace', params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } }, response: errors },
   }, async (req, reply) => {
-    const workspace = engine.workspaceOf(req.user!, req.params.id);
+    const workspace = await engine.workspaceOf(req.user!, req.params.id);
     const wanted = req.params['*'] ?? '';
     if (!wanted || isAbsolute(wanted)) throw new AppError(400, 'bad_path', 'Name a file by its path relative to the run\'s workspace');
     const root = await realpath(workspace).catch(() => workspace);

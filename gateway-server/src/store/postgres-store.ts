@@ -1,0 +1,365 @@
+// The state store in PostgreSQL, for several gateway replicas sharing one database. One replica
+// serves at a time: it holds a session-level advisory lock on a connection of its own, the others
+// wait for it (standbys). PostgreSQL drops the lock the moment that connection ends, so when the
+// serving replica dies a standby takes over and adopts its clusters and runs exactly as a restarted
+// gateway would.
+//
+// Writes go out in the order they were made (one queue), and reads wait for the writes before them,
+// so callers see the same order as with SQLite even when they do not await a write.
+import pg from 'pg';
+import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
+import type { SecretBox } from './crypto.js';
+import {
+  clusterToRow,
+  rowToCluster,
+  rowToWorker,
+  workerToRow,
+  type ClusterRow,
+  type Leadership,
+  type StateStore,
+  type WorkflowRunKey,
+  type WorkflowRunRow,
+} from './state-store.js';
+
+const MIGRATIONS = [
+  `CREATE TABLE clusters (
+     name TEXT PRIMARY KEY,
+     username TEXT NOT NULL,
+     status TEXT NOT NULL,
+     start_time BIGINT NOT NULL,
+     stop_time BIGINT,
+     data TEXT NOT NULL,
+     secrets TEXT NOT NULL
+   );
+   CREATE INDEX clusters_user_status ON clusters (username, status);
+   CREATE INDEX clusters_status ON clusters (status);
+   CREATE TABLE workers (
+     cluster TEXT NOT NULL REFERENCES clusters (name) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     status TEXT NOT NULL,
+     data TEXT NOT NULL,
+     seq BIGSERIAL,
+     PRIMARY KEY (cluster, name)
+   );
+   CREATE TABLE sessions (
+     token_hash TEXT PRIMARY KEY,
+     identity TEXT NOT NULL,
+     expires BIGINT NOT NULL
+   );
+   CREATE TABLE tokens (
+     username TEXT PRIMARY KEY,
+     data TEXT NOT NULL,
+     secrets TEXT NOT NULL
+   );
+   CREATE TABLE workflow_runs (
+     id TEXT PRIMARY KEY,
+     username TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created BIGINT NOT NULL,
+     data TEXT NOT NULL,
+     spec TEXT NOT NULL
+   );
+   CREATE INDEX workflow_runs_user ON workflow_runs (username, created);
+   CREATE INDEX workflow_runs_status ON workflow_runs (status);
+   CREATE TABLE workflow_nodes (
+     run TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+     id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (run, id)
+   );`,
+];
+
+/** Advisory lock keys (any two int4 values no other user of the database picks). */
+const LEADER_LOCK = [0x61666777, 1] as const; // 'afgw', 1
+const MIGRATION_LOCK = [0x61666777, 2] as const;
+
+export interface PostgresStoreOptions {
+  url: string;
+  poolSize: number;
+  box: SecretBox;
+  /** Connection errors of idle clients (the pool replaces them). */
+  warn: (msg: string, err: unknown) => void;
+}
+
+export class PostgresStore implements StateStore {
+  readonly kind = 'postgresql';
+  private readonly pool: pg.Pool;
+  private readonly box: SecretBox;
+  private writes: Promise<unknown> = Promise.resolve();
+  private leaderClient: pg.Client | undefined;
+
+  private constructor(private readonly opts: PostgresStoreOptions) {
+    this.box = opts.box;
+    this.pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize, connectionTimeoutMillis: 10_000 });
+    this.pool.on('error', (err) => opts.warn('an idle PostgreSQL connection failed', err));
+  }
+
+  /** Connects and brings the schema up to date (one replica at a time). */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
+    const store = new PostgresStore(opts);
+    try {
+      await store.migrate();
+    } catch (err) {
+      await store.pool.end().catch(() => {});
+      throw err;
+    }
+    return store;
+  }
+
+  private async migrate(): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1, $2)', [...MIGRATION_LOCK]);
+      await client.query('CREATE TABLE IF NOT EXISTS af_gateway_schema (version INTEGER NOT NULL)');
+      const { rows } = await client.query<{ version: number }>('SELECT version FROM af_gateway_schema');
+      const version = rows[0]?.version ?? 0;
+      if (version > MIGRATIONS.length) {
+        throw new Error(`the database was written by a newer gateway (schema ${version} > ${MIGRATIONS.length})`);
+      }
+      for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
+      if (rows.length === 0) await client.query('INSERT INTO af_gateway_schema (version) VALUES ($1)', [MIGRATIONS.length]);
+      else await client.query('UPDATE af_gateway_schema SET version = $1', [MIGRATIONS.length]);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.writes.catch(() => {});
+    await this.leaderClient?.end().catch(() => {});
+    await this.pool.end();
+  }
+
+  // --- ordering -------------------------------------------------------------------------------
+
+  private write(run: () => Promise<unknown>): Promise<void> {
+    const p = this.writes.then(run);
+    this.writes = p.catch(() => {});
+    return p.then(() => {});
+  }
+
+  private async read<R extends pg.QueryResultRow>(sql: string, args: unknown[] = []): Promise<R[]> {
+    await this.writes;
+    return (await this.pool.query<R>(sql, args)).rows;
+  }
+
+  private async transaction(run: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await run(client);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  // --- clusters and workers ---------------------------------------------------------------------
+
+  saveCluster(c: ClusterRecord): Promise<void> {
+    const r = clusterToRow(c, this.box);
+    return this.write(() =>
+      this.pool.query(
+        `INSERT INTO clusters (name, username, status, start_time, stop_time, data, secrets)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (name) DO UPDATE SET status = excluded.status, stop_time = excluded.stop_time,
+           data = excluded.data, secrets = excluded.secrets`,
+        [r.name, r.username, r.status, r.start_time, r.stop_time, r.data, r.secrets],
+      ),
+    );
+  }
+
+  async loadClusters(statuses: readonly ClusterStatus[], username?: string): Promise<ClusterRecord[]> {
+    const rows =
+      username === undefined
+        ? await this.read<ClusterRow>('SELECT * FROM clusters WHERE status = ANY($1) ORDER BY start_time', [statuses])
+        : await this.read<ClusterRow>('SELECT * FROM clusters WHERE username = $1 AND status = ANY($2) ORDER BY start_time', [username, statuses]);
+    return rows.map((r) => rowToCluster(r, this.box));
+  }
+
+  async loadCluster(name: string): Promise<ClusterRecord | undefined> {
+    const [row] = await this.read<ClusterRow>('SELECT * FROM clusters WHERE name = $1', [name]);
+    return row && rowToCluster(row, this.box);
+  }
+
+  saveWorker(w: WorkerRecord): Promise<void> {
+    const r = workerToRow(w);
+    return this.write(() =>
+      this.pool.query(
+        `INSERT INTO workers (cluster, name, status, data) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (cluster, name) DO UPDATE SET status = excluded.status, data = excluded.data`,
+        [r.cluster, r.name, r.status, r.data],
+      ),
+    );
+  }
+
+  async loadWorkers(cluster: string): Promise<WorkerRecord[]> {
+    const rows = await this.read<{ cluster: string; name: string; status: string; data: string }>(
+      'SELECT cluster, name, status, data FROM workers WHERE cluster = $1 ORDER BY seq',
+      [cluster],
+    );
+    return rows.map(rowToWorker);
+  }
+
+  async countByStatus(): Promise<Record<string, number>> {
+    const rows = await this.read<{ status: string; n: string }>('SELECT status, count(*) AS n FROM clusters GROUP BY status');
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+  }
+
+  // --- sessions and tokens ----------------------------------------------------------------------
+
+  saveSession(tokenHash: string, user: string, expires: number): Promise<void> {
+    return this.write(() =>
+      this.pool.query(
+        `INSERT INTO sessions (token_hash, identity, expires) VALUES ($1, $2, $3)
+         ON CONFLICT (token_hash) DO UPDATE SET identity = excluded.identity, expires = excluded.expires`,
+        [tokenHash, user, expires],
+      ),
+    );
+  }
+
+  async findSession(tokenHash: string, now: number): Promise<string | undefined> {
+    const [row] = await this.read<{ identity: string }>('SELECT identity FROM sessions WHERE token_hash = $1 AND expires > $2', [tokenHash, now]);
+    return row?.identity;
+  }
+
+  pruneSessions(now: number): Promise<void> {
+    return this.write(() => this.pool.query('DELETE FROM sessions WHERE expires <= $1', [now]));
+  }
+
+  saveTokens(username: string, data: object, secrets: object): Promise<void> {
+    const sealed = this.box.seal(JSON.stringify(secrets));
+    return this.write(() =>
+      this.pool.query(
+        `INSERT INTO tokens (username, data, secrets) VALUES ($1, $2, $3)
+         ON CONFLICT (username) DO UPDATE SET data = excluded.data, secrets = excluded.secrets`,
+        [username, JSON.stringify(data), sealed],
+      ),
+    );
+  }
+
+  async loadTokens(): Promise<{ username: string; data: unknown; secrets: unknown }[]> {
+    const rows = await this.read<{ username: string; data: string; secrets: string }>('SELECT username, data, secrets FROM tokens');
+    return rows.map((r) => ({ username: r.username, data: JSON.parse(r.data), secrets: JSON.parse(this.box.open(r.secrets)) }));
+  }
+
+  deleteTokens(username: string): Promise<void> {
+    return this.write(() => this.pool.query('DELETE FROM tokens WHERE username = $1', [username]));
+  }
+
+  // --- workflow runs ----------------------------------------------------------------------------
+
+  saveWorkflow(run: WorkflowRunKey, data: object, nodes: { id: string; seq: number }[] = [], spec?: object): Promise<void> {
+    const runArgs = [run.id, run.username, run.status, run.created, JSON.stringify(data), JSON.stringify(spec ?? null)];
+    const ids = nodes.map((n) => n.id);
+    const seqs = nodes.map((n) => n.seq);
+    const datas = nodes.map((n) => JSON.stringify(n));
+    return this.write(() =>
+      this.transaction(async (client) => {
+        await client.query(
+          `INSERT INTO workflow_runs (id, username, status, created, data, spec) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`,
+          runArgs,
+        );
+        if (nodes.length === 0) return;
+        await client.query(
+          `INSERT INTO workflow_nodes (run, id, seq, data)
+           SELECT $1, * FROM unnest($2::text[], $3::integer[], $4::text[])
+           ON CONFLICT (run, id) DO UPDATE SET data = excluded.data`,
+          [run.id, ids, seqs, datas],
+        );
+      }),
+    );
+  }
+
+  async loadWorkflowRuns(statuses?: readonly string[], username?: string): Promise<WorkflowRunRow[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (statuses) {
+      args.push(statuses);
+      where.push(`status = ANY($${args.length})`);
+    }
+    if (username !== undefined) {
+      args.push(username);
+      where.push(`username = $${args.length}`);
+    }
+    const rows = await this.read<{ id: string; username: string; status: string; created: string; data: string }>(
+      `SELECT id, username, status, created, data FROM workflow_runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created DESC`,
+      args,
+    );
+    return rows.map((r) => ({ ...r, created: Number(r.created), data: JSON.parse(r.data) as unknown }));
+  }
+
+  async loadWorkflowRun(id: string): Promise<(WorkflowRunRow & { spec: unknown }) | undefined> {
+    const [r] = await this.read<{ id: string; username: string; status: string; created: string; data: string; spec: string }>(
+      'SELECT id, username, status, created, data, spec FROM workflow_runs WHERE id = $1',
+      [id],
+    );
+    return r && { ...r, created: Number(r.created), data: JSON.parse(r.data) as unknown, spec: JSON.parse(r.spec) as unknown };
+  }
+
+  async loadWorkflowNodes(run: string): Promise<unknown[]> {
+    const rows = await this.read<{ data: string }>('SELECT data FROM workflow_nodes WHERE run = $1 ORDER BY seq', [run]);
+    return rows.map((r) => JSON.parse(r.data) as unknown);
+  }
+
+  deleteWorkflow(id: string): Promise<void> {
+    return this.write(() => this.pool.query('DELETE FROM workflow_runs WHERE id = $1', [id]));
+  }
+
+  // --- leadership -------------------------------------------------------------------------------
+
+  async waitForLeadership(pollMs: number, waiting: () => void): Promise<Leadership> {
+    const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 10_000, query_timeout: Math.max(2 * pollMs, 5_000) });
+    await client.connect();
+    let lost: ((reason: string) => void) | undefined;
+    let lostReason: string | undefined;
+    const lose = (reason: string) => {
+      if (lostReason !== undefined) return;
+      lostReason = reason;
+      lost?.(reason);
+    };
+    client.on('error', (err) => lose(`the connection holding the lease failed: ${err.message}`));
+    client.on('end', () => lose('the connection holding the lease ended'));
+    try {
+      for (let said = false; ; ) {
+        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [...LEADER_LOCK]);
+        if (rows[0]?.ok) break;
+        if (!said) waiting();
+        said = true;
+        await new Promise((r) => setTimeout(r, pollMs));
+      }
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw err;
+    }
+    this.leaderClient = client;
+    // A connection can die silently (a network partition): ask on it regularly so the loss is
+    // noticed within a poll period, not at the next TCP keepalive.
+    const probe = setInterval(() => {
+      client.query('SELECT 1').catch((err: Error) => lose(`the connection holding the lease did not answer: ${err.message}`));
+    }, pollMs);
+    probe.unref();
+    return {
+      onLost: (listener) => {
+        lost = listener;
+        if (lostReason !== undefined) listener(lostReason);
+      },
+      release: async () => {
+        clearInterval(probe);
+        lostReason ??= 'released';
+        this.leaderClient = undefined;
+        await client.end().catch(() => {});
+      },
+    };
+  }
+}

@@ -1,0 +1,118 @@
+// The durable state: clusters, workers, login sessions, token state and workflow runs. Two
+// implementations: SQLite in data_dir (one gateway, the default) and PostgreSQL (several replicas,
+// one of which serves at a time; see `waitForLeadership`). Every change is written through, so
+// `kill -9` of the gateway loses nothing that was acknowledged.
+//
+// Secrets (cluster token, TLS key, users' tokens) are sealed with the SecretBox before they leave
+// the process; the row shapes and the sealing are shared here so both stores write the same thing.
+import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
+import type { SecretBox } from './crypto.js';
+
+export interface WorkflowRunKey {
+  id: string;
+  username: string;
+  status: string;
+  created: number;
+}
+
+export interface WorkflowRunRow extends WorkflowRunKey {
+  data: unknown;
+}
+
+export interface Leadership {
+  /** Called (once) when this replica can no longer be sure it is the only one serving. */
+  onLost(listener: (reason: string) => void): void;
+  release(): Promise<void>;
+}
+
+export interface StateStore {
+  /** `sqlite` or `postgresql`: shown in the health check and the log. */
+  readonly kind: string;
+  close(): Promise<void>;
+
+  saveCluster(c: ClusterRecord): Promise<void>;
+  loadClusters(statuses: readonly ClusterStatus[], username?: string): Promise<ClusterRecord[]>;
+  loadCluster(name: string): Promise<ClusterRecord | undefined>;
+  saveWorker(w: WorkerRecord): Promise<void>;
+  loadWorkers(cluster: string): Promise<WorkerRecord[]>;
+  countByStatus(): Promise<Record<string, number>>;
+
+  /** `user` is the JSON of the authenticated identity (name, groups): no secret. */
+  saveSession(tokenHash: string, user: string, expires: number): Promise<void>;
+  findSession(tokenHash: string, now: number): Promise<string | undefined>;
+  pruneSessions(now: number): Promise<void>;
+
+  saveTokens(username: string, data: object, secrets: object): Promise<void>;
+  loadTokens(): Promise<{ username: string; data: unknown; secrets: unknown }[]>;
+  deleteTokens(username: string): Promise<void>;
+
+  /**
+   * Writes the run and the given nodes in one transaction. The resolved spec is written with the
+   * first save only: it never changes, and a run's frequent saves stay small.
+   */
+  saveWorkflow(run: WorkflowRunKey, data: object, nodes?: { id: string; seq: number }[], spec?: object): Promise<void>;
+  /** Runs without their specs, newest first. */
+  loadWorkflowRuns(statuses?: readonly string[], username?: string): Promise<WorkflowRunRow[]>;
+  /** One run with its spec. */
+  loadWorkflowRun(id: string): Promise<(WorkflowRunRow & { spec: unknown }) | undefined>;
+  loadWorkflowNodes(run: string): Promise<unknown[]>;
+  deleteWorkflow(id: string): Promise<void>;
+
+  /**
+   * Resolves once this process may serve: at once for SQLite (one gateway per file); with
+   * PostgreSQL when no other replica holds the lease, polling every `pollMs` meanwhile.
+   */
+  waitForLeadership(pollMs: number, waiting: () => void): Promise<Leadership>;
+}
+
+// --- the shared row mapping -----------------------------------------------------------------------
+
+export interface ClusterRow {
+  name: string;
+  username: string;
+  status: string;
+  start_time: number;
+  stop_time: number | null;
+  data: string;
+  secrets: string;
+}
+
+type ClusterData = Omit<ClusterRecord, 'name' | 'username' | 'status' | 'startTime' | 'stopTime' | 'token' | 'tlsKey'>;
+
+export function clusterToRow(c: ClusterRecord, box: SecretBox): ClusterRow {
+  const { name, username, status, startTime, stopTime, token, tlsKey, ...data } = c;
+  return {
+    name,
+    username,
+    status,
+    start_time: startTime,
+    stop_time: stopTime,
+    data: JSON.stringify(data satisfies ClusterData),
+    secrets: box.seal(JSON.stringify({ token, tlsKey })),
+  };
+}
+
+export function rowToCluster(row: ClusterRow, box: SecretBox): ClusterRecord {
+  const data = JSON.parse(row.data) as ClusterData;
+  const secrets = JSON.parse(box.open(row.secrets)) as { token: string; tlsKey: string };
+  return {
+    ...data,
+    groups: data.groups ?? [], // written before group limits existed
+    name: row.name,
+    username: row.username,
+    status: row.status as ClusterStatus,
+    startTime: Number(row.start_time),
+    stopTime: row.stop_time === null ? null : Number(row.stop_time),
+    token: secrets.token,
+    tlsKey: secrets.tlsKey,
+  };
+}
+
+export function workerToRow(w: WorkerRecord): { cluster: string; name: string; status: string; data: string } {
+  const { cluster, name, status, ...data } = w;
+  return { cluster, name, status, data: JSON.stringify(data) };
+}
+
+export function rowToWorker(r: { cluster: string; name: string; status: string; data: string }): WorkerRecord {
+  return { ...(JSON.parse(r.data) as object), cluster: r.cluster, name: r.name, status: r.status } as WorkerRecord;
+}
