@@ -123,11 +123,12 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   });
   let listenUrl = '';
   const backend: Backend = htcondor
-    ? new HTCondorBackend({ config: htcondor, local: localBackend, python: local.python!, dataDir: config.data_dir, log: logger })
+    ? new HTCondorBackend({ config: htcondor, local: localBackend, python: local.python!, dataDir: config.data_dir, stateIdentity: store.identity, log: logger })
     : config.backend.type === 'kubernetes'
       ? new KubernetesBackend({
           config: config.backend.kubernetes,
           dataDir: config.data_dir,
+          stateIdentity: store.identity,
           log: logger,
           workspaceRoot: config.workflows.workspace_root ?? join(config.data_dir, 'workflows'),
           defaultApiUrl: () => `${listenUrl}/api`,

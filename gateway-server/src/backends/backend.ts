@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 // The launch-only contract every backend fulfils. Lifecycle, retries, limits and persistence live in
 // clusters/; a backend only starts, stops and checks processes (or jobs, or pods).
 import type { BackendHandle, ClusterRecord, WorkerRecord } from '../clusters/model.js';
@@ -93,4 +94,13 @@ export interface Backend {
   /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */
   schedulerAddresses?(cluster: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses;
   close(): Promise<void>;
+}
+
+/**
+ * The label / ClassAd value that marks what one gateway (or one set of replicas) started: derived
+ * from where its state lives, so replicas sharing a database agree on it and two gateways with
+ * separate state never touch each other's pods or jobs.
+ */
+export function instanceName(stateIdentity: string): string {
+  return `af-gateway-${createHash('sha256').update(stateIdentity).digest('hex').slice(0, 12)}`;
 }

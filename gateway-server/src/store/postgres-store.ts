@@ -84,6 +84,7 @@ export interface PostgresStoreOptions {
 
 export class PostgresStore implements StateStore {
   readonly kind = 'postgresql';
+  readonly identity: string;
   private readonly pool: pg.Pool;
   private readonly box: SecretBox;
   private writes: Promise<unknown> = Promise.resolve();
@@ -91,6 +92,8 @@ export class PostgresStore implements StateStore {
 
   private constructor(private readonly opts: PostgresStoreOptions) {
     this.box = opts.box;
+    const u = new URL(opts.url);
+    this.identity = `postgresql://${u.hostname}:${u.port || 5432}${u.pathname}`;
     this.pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize, connectionTimeoutMillis: 10_000 });
     this.pool.on('error', (err) => opts.warn('an idle PostgreSQL connection failed', err));
   }

@@ -1,6 +1,7 @@
 // The state store in one SQLite file (WAL) under data_dir: the default, for one gateway process.
 // The calls are synchronous underneath; they return settled promises to fit the StateStore contract,
 // so a write has reached the file when the call returns, awaited or not.
+import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
 import type { SecretBox } from './crypto.js';
@@ -69,9 +70,11 @@ const MIGRATIONS = [
 
 export class SqliteStore implements StateStore {
   readonly kind = 'sqlite';
+  readonly identity: string;
   private readonly db: Database.Database;
 
   constructor(file: string, private readonly box: SecretBox) {
+    this.identity = resolve(dirname(file)); // the data directory, as before there were two stores
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');

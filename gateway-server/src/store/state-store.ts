@@ -28,6 +28,8 @@ export interface Leadership {
 export interface StateStore {
   /** `sqlite` or `postgresql`: shown in the health check and the log. */
   readonly kind: string;
+  /** Where the state lives, without credentials: replicas sharing it get the same backend instance name. */
+  readonly identity: string;
   close(): Promise<void>;
 
   saveCluster(c: ClusterRecord): Promise<void>;

@@ -1,10 +1,14 @@
 """Process helpers shared by the e2e tests that start their own gateway, provider or Hub."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -109,3 +113,134 @@ class GatewayUnderTest:
 
     def af_cluster(self, name, user="alice"):
         return requests.get(f"{self.url}/api/af/clusters/{name}", auth=(user, ""), timeout=10).json()
+
+
+class ServiceStandIn:
+    """A TEST STAND-IN for a Kubernetes Service in front of gateway replicas: forwards each new TCP
+    connection on `port` to the first replica whose /api/health answers 200 (what a Service does
+    with the pods' readiness probes), so standbys get no traffic."""
+
+    def __init__(self, replica_ports: list[int]):
+        self.replicas = replica_ports
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.closed = False
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def ready(self) -> int | None:
+        for port in self.replicas:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    return port
+            except requests.RequestException:
+                pass
+        return None
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        port = self.ready()
+        if port is None:
+            conn.close()
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            conn.close()
+            return
+        upstream.settimeout(None)
+        self.conns += [conn, upstream]
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+# --- several replicas on one PostgreSQL state store --------------------------------------------------
+
+PG_SCRIPT = REPO / "scripts" / "postgres.sh"
+
+
+@contextlib.contextmanager
+def running_postgres():
+    """A throw-away PostgreSQL server (scripts/postgres.sh); yields its description (url, bin_dir, ...)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="af-e2e-pg-"))
+    try:
+        info_path = subprocess.run(["bash", str(PG_SCRIPT), "start", str(run_dir)], check=True, capture_output=True,
+                                   text=True, timeout=60).stdout.strip()
+        yield json.loads(Path(info_path).read_text())
+    finally:
+        subprocess.run(["bash", str(PG_SCRIPT), "stop", str(run_dir)], timeout=60)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def psql(server: dict, url: str, sql: str) -> str:
+    out = subprocess.run([server["bin_dir"] + "/psql", url, "-Atc", sql], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def new_database(server: dict, name: str) -> dict:
+    """A new empty database on the server: the server's description with url pointing at it."""
+    psql(server, server["url"], f"CREATE DATABASE {name}")
+    return {**server, "url": server["url"].rsplit("/", 1)[0] + "/" + name}
+
+
+class Replica:
+    """One gateway replica (its own directory and port) of several sharing a PostgreSQL state store."""
+
+    def __init__(self, directory: Path, config: dict):
+        self.dir = Path(directory)
+        self.dir.mkdir(exist_ok=True)
+        self.config = config
+        self.port = int(config["listen"].rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log = self.dir / "gateway.log"
+
+    def start_serving(self):
+        self.proc, _, self.log = start_gateway(self.dir, self.config)
+
+    def start_standby(self, timeout=60):
+        """Starts a replica that must wait: its liveness answers, its readiness says standby."""
+        (self.dir / "config.json").write_text(json.dumps(self.config))
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(["node", str(CLI), "serve", "--config", str(self.dir / "config.json")],
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_http(self.url + "/api/health/live", self.proc, self.log, ok=lambda r: r.status_code == 200, timeout=timeout)
+
+    def health(self):
+        try:
+            r = requests.get(self.url + "/api/health", timeout=5)
+        except requests.ConnectionError as e:
+            return None, {"error": str(e)}
+        return r.status_code, r.json()
+
+    def kill9(self):
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)

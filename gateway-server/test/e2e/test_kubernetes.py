@@ -11,6 +11,7 @@ dask_gateway client drives it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ import pytest
 import requests
 import yaml
 
-from af_e2e_support import REPO, GatewayUnderTest, client_credentials_token, start_provider, stop
+from af_e2e_support import (REPO, GatewayUnderTest, Replica, ServiceStandIn, client_credentials_token, free_port,
+                             new_database, running_postgres, start_provider, stop)
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -108,40 +110,42 @@ def sa_kubeconfig(kube):
     return str(path)
 
 
+def gateway_config(kubeconfig: str, port: int, data: Path, auth: dict | None = None, **kubernetes) -> dict:
+    """The gateway configuration of this module: the Kubernetes backend as the chart's ServiceAccount."""
+    c = {
+        "listen": f"127.0.0.1:{port}",
+        "data_dir": str(data),
+        "log_level": "debug",
+        "backend": {"type": "kubernetes", "kubernetes": {
+            "kubeconfig": kubeconfig,
+            "namespace": NS,
+            # the node agent runs commands on this machine: the repository's Python has Dask
+            "python": str(REPO / ".venv" / "bin" / "python"),
+            "image": "ghcr.io/dask/dask-gateway:2026.3.0",
+            # the gateway runs outside the cluster network but can reach the agent's loopback pod IPs
+            "scheduler_address": "pod",
+            "profiles": {"huge": {"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}},
+            "workspace_volume": {"hostPath": {"path": str(data / "workflows")}},
+            "delete_grace_period": 5,
+            **kubernetes,
+        }},
+        "cluster_options": [
+            {"field": "worker_cores", "type": "int", "default": 1, "min": 1, "max": 4, "target": "worker_cores"},
+            {"field": "worker_memory", "type": "float", "default": 0.5, "min": 0.25, "max": 4, "target": "worker_memory"},
+            {"field": "profile", "type": "select", "options": ["standard", "huge"], "default": "standard", "target": "worker_profile"},
+        ],
+        "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
+                    "stop_on_shutdown": True},
+        "workflows": {"poll_period": 0.5},
+    }
+    if auth:
+        c["auth"] = auth
+    return c
+
+
 class Gw(GatewayUnderTest):
     def __init__(self, kube: Kube, kubeconfig: str, name: str, auth: dict | None = None, **kubernetes):
-        def config(port, data):
-            c = {
-                "listen": f"127.0.0.1:{port}",
-                "data_dir": str(data),
-                "log_level": "debug",
-                "backend": {"type": "kubernetes", "kubernetes": {
-                    "kubeconfig": kubeconfig,
-                    "namespace": NS,
-                    # the node agent runs commands on this machine: the repository's Python has Dask
-                    "python": str(REPO / ".venv" / "bin" / "python"),
-                    "image": "ghcr.io/dask/dask-gateway:2026.3.0",
-                    # the gateway runs outside the cluster network but can reach the agent's loopback pod IPs
-                    "scheduler_address": "pod",
-                    "profiles": {"huge": {"resources": {"requests": {"cpu": "100"}, "limits": {"cpu": "100"}}}},
-                    "workspace_volume": {"hostPath": {"path": str(data / "workflows")}},
-                    "delete_grace_period": 5,
-                    **kubernetes,
-                }},
-                "cluster_options": [
-                    {"field": "worker_cores", "type": "int", "default": 1, "min": 1, "max": 4, "target": "worker_cores"},
-                    {"field": "worker_memory", "type": "float", "default": 0.5, "min": 0.25, "max": 4, "target": "worker_memory"},
-                    {"field": "profile", "type": "select", "options": ["standard", "huge"], "default": "standard", "target": "worker_profile"},
-                ],
-                "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
-                            "stop_on_shutdown": True},
-                "workflows": {"poll_period": 0.5},
-            }
-            if auth:
-                c["auth"] = auth
-            return c
-
-        super().__init__(kube.run_dir / name, config)
+        super().__init__(kube.run_dir / name, lambda port, data: gateway_config(kubeconfig, port, data, auth, **kubernetes))
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +266,70 @@ def test_a_restarted_gateway_adopts_running_pods_and_deletes_orphans(kube, gw):
     finally:
         cluster.shutdown()
     wait_until(lambda: _gone(kube, cluster.name), 60, "the adopted cluster's objects removed")
+
+
+def test_two_replicas_on_postgresql_the_standby_adopts_the_pods_when_the_serving_one_dies(kube, sa_kubeconfig, tmp_path):
+    """As the chart runs them with postgresql.enabled: two replicas with a data directory each
+    (emptyDirs), one PostgreSQL database, one encrypt key, heartbeats and clients through the
+    Service (here ServiceStandIn: connections go to the replica whose /api/health is 200)."""
+    with running_postgres() as server:
+        db = new_database(server, "k8s_replicas")
+        ports = [free_port(), free_port()]
+        front = ServiceStandIn(ports)
+        key = base64.b64encode(os.urandom(32)).decode()
+        replicas = []
+        for i, port in enumerate(ports):
+            c = gateway_config(sa_kubeconfig, port, tmp_path / f"data-{i}", api_url=f"{front.url}/api")
+            c.update({"encrypt_key": key, "state_store": {"postgresql_url": db["url"], "standby_poll_period": 0.5},
+                      "client": {"address": front.url, "proxy_address": f"gateway://127.0.0.1:{front.port}"}})
+            c["cluster"]["stop_on_shutdown"] = False
+            replicas.append(Replica(tmp_path / f"replica-{i}", c))
+        a, b = replicas
+        gateway = cluster = None
+        try:
+            a.start_serving()
+            b.start_standby()
+            assert b.health()[0] == 503
+            from dask_gateway import Gateway
+            from dask_gateway.auth import BasicAuth
+            gateway = Gateway(front.url, proxy_address=f"gateway://127.0.0.1:{front.port}", auth=BasicAuth("frank"))
+            cluster = gateway.new_cluster(shutdown_on_close=False)
+            cluster.scale(2)
+            client = cluster.get_client()
+            client.wait_for_workers(2, timeout=90)
+            assert client.submit(sum, range(10)).result() == 45
+            client.close()
+            pods = kube.get("pods", f"af-gateway.io/cluster={cluster.name}")
+            before = sorted(p["metadata"]["uid"] for p in pods)
+            # the instance label comes from the shared database, not a replica's own directory
+            assert {p["metadata"]["labels"]["af-gateway.io/instance"] for p in pods} == {
+                "af-gateway-" + hashlib.sha256(("postgresql://127.0.0.1:%d/k8s_replicas" % server["port"]).encode()).hexdigest()[:12]}
+
+            a.kill9()
+            t0 = time.monotonic()
+            wait_until(lambda: b.health()[0] == 200, 30, lambda: f"the standby to serve; log: {b.log.read_text()[-3000:]}")
+            print(f"standby serving {time.monotonic() - t0:.2f} s after SIGKILL of the serving replica")
+            assert sorted(p["metadata"]["uid"] for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name}")) == before
+
+            again = Gateway(front.url, proxy_address=f"gateway://127.0.0.1:{front.port}", auth=BasicAuth("frank")).connect(cluster.name)
+            again.scale(1)
+            wait_until(lambda: len([p for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")
+                                    if not p["metadata"].get("deletionTimestamp")]) == 1, 60, "scale down to 1 worker pod by the new replica")
+            client = again.get_client()
+            assert client.submit(sum, range(4)).result() == 6
+            client.close()
+            again.shutdown()
+            wait_until(lambda: _gone(kube, cluster.name), 60, "the cluster's objects garbage-collected after shutdown")
+            cluster = None
+        finally:
+            if cluster is not None:
+                kube.kubectl("delete", "pods", "-n", NS, "-l", f"af-gateway.io/cluster={cluster.name}", "--wait=false", check=False)
+            for r in replicas:
+                if r.proc:
+                    stop(r.proc)
+            front.close()
+            if gateway is not None:
+                gateway.close()
 
 
 def test_workflow_steps_run_as_jobs_and_are_cleaned_up(kube, gw):

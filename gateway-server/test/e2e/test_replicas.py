@@ -3,160 +3,33 @@ serving one is SIGKILLed the standby takes over its running cluster, and the rea
 client keeps working through the same address.
 
 The PostgreSQL server is real (scripts/postgres.sh: Debian's server binaries). In front of the two
-replicas sits `ServiceStandIn`, a few lines of TCP forwarding that do what a Kubernetes Service does
-with readiness probes: each new connection goes to a replica whose /api/health answers 200. Clients,
-schedulers' heartbeats and the TLS scheduler traffic all go through it, as they would through the
-Service the Helm chart makes.
+replicas sits `ServiceStandIn` (af_e2e_support): clients, schedulers' heartbeats and the TLS
+scheduler traffic all go through it, as they would through the Service the Helm chart makes.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from af_e2e_support import REPO, free_port, start_gateway, stop
+from af_e2e_support import Replica, ServiceStandIn, free_port, new_database, psql, running_postgres, stop
 from conftest import cluster_procs, kill_procs, wait_until
-
-PG_SCRIPT = REPO / "scripts" / "postgres.sh"
-
-
-class ServiceStandIn:
-    """Forwards each TCP connection on `port` to the first replica that is ready (health 200)."""
-
-    def __init__(self, replica_ports: list[int]):
-        self.replicas = replica_ports
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.closed = False
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def ready(self) -> int | None:
-        for port in self.replicas:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                    return port
-            except requests.RequestException:
-                pass
-        return None
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket):
-        port = self.ready()
-        if port is None:
-            conn.close()
-            return
-        try:
-            upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
-        except OSError:
-            conn.close()
-            return
-        upstream.settimeout(None)
-        self.conns += [conn, upstream]
-        for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.closed = True
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
-def _psql(server: dict, url: str, sql: str) -> str:
-    out = subprocess.run([server["bin_dir"] + "/psql", url, "-Atc", sql], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def postgres_server():
-    run_dir = Path(tempfile.mkdtemp(prefix="af-replicas-pg-"))
-    info_path = subprocess.run(["bash", str(PG_SCRIPT), "start", str(run_dir)], check=True, capture_output=True,
-                               text=True, timeout=60).stdout.strip()
-    yield json.loads(Path(info_path).read_text())
-    subprocess.run(["bash", str(PG_SCRIPT), "stop", str(run_dir)], timeout=60)
+    with running_postgres() as info:
+        yield info
 
 
 @pytest.fixture
 def postgres(postgres_server, request):
     """A database of its own for each test (the server's info, url pointing at it)."""
-    name = "t_" + request.node.name[:40].lower()
-    _psql(postgres_server, postgres_server["url"], f"CREATE DATABASE {name}")
-    return {**postgres_server, "url": postgres_server["url"].rsplit("/", 1)[0] + "/" + name}
-    subprocess.run(["rm", "-rf", str(run_dir)])
-
-
-class Replica:
-    def __init__(self, directory: Path, config: dict):
-        self.dir = directory
-        self.dir.mkdir(exist_ok=True)
-        self.config = config
-        self.port = int(config["listen"].rsplit(":", 1)[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start_serving(self):
-        self.proc, _, self.log = start_gateway(self.dir, self.config)
-
-    def start_standby(self):
-        """Starts a replica that must wait: its liveness answers, its readiness says standby."""
-        (self.dir / "config.json").write_text(json.dumps(self.config))
-        self.log = self.dir / "gateway.log"
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(["node", str(REPO / "gateway-server" / "dist" / "cli.js"), "serve", "--config",
-                                          str(self.dir / "config.json")], stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_until(lambda: self._get("/api/health/live") == 200, 60, lambda: f"the standby's liveness; log: {self.log.read_text()[-2000:]}")
-
-    def _get(self, path):
-        try:
-            return requests.get(self.url + path, timeout=2).status_code
-        except requests.RequestException:
-            return None
-
-    def health(self):
-        try:
-            r = requests.get(self.url + "/api/health", timeout=5)
-        except requests.ConnectionError as e:
-            return None, {"error": str(e)}
-        return r.status_code, r.json()
-
-    def kill9(self):
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+    return new_database(postgres_server, "t_" + request.node.name[:40].lower())
 
 
 @pytest.fixture
@@ -261,7 +134,7 @@ def test_a_replica_that_loses_its_lease_stops_serving(replicas, postgres):
     front, (a, b) = replicas
     a.start_serving()
     b.start_standby()
-    killed = _psql(postgres, postgres["url"], "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    killed = psql(postgres, postgres["url"], "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
     assert killed == "t"
     assert a.proc.wait(15) == 75
     assert "lost the state store lease" in a.log.read_text()

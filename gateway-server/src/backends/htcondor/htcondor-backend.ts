@@ -1,11 +1,11 @@
 // HTCondor backend: schedulers run as local processes (next to the gateway), workers as HTCondor
 // jobs. Worker starts asked for together are submitted together (one cluster id, one proc per
 // worker); one condor_q -json per poll answers every check; removals are batched into one condor_rm.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
+import { instanceName, type Backend, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle } from '../../clusters/model.js';
 import { CommandRunner } from '../batch/command-runner.js';
 import { logTail, stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
@@ -38,6 +38,8 @@ export interface HTCondorBackendOptions {
   local: LocalBackend;
   python: string;
   dataDir: string;
+  /** Where the state lives (StateStore.identity); the instance ClassAd value derives from it. */
+  stateIdentity?: string;
   log: FastifyBaseLogger;
 }
 
@@ -99,7 +101,7 @@ export class HTCondorBackend implements Backend {
   private readonly traversable = new Set<string>();
 
   constructor(private readonly opts: HTCondorBackendOptions) {
-    this.instance = `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
+    this.instance = instanceName(opts.stateIdentity ?? resolve(opts.dataDir));
     this.runner = new CommandRunner({ prefix: opts.config.command_prefix, env: opts.config.environment, timeoutMs: opts.config.command_timeout * 1000 });
   }
 

@@ -2,7 +2,6 @@
 // Secret, a scheduler Pod and a Service, worker Pods owned by the scheduler Pod; deleting the
 // scheduler Pod lets the garbage collector remove the rest. Pod states come from one watch (an
 // informer on the gateway's label), not from polling. Workflow steps run as Jobs.
-import { createHash } from 'node:crypto';
 import { readFileSync, existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -18,7 +17,7 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
+import { instanceName, type Backend, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import { errorMessage } from '../../errors.js';
 import { podState } from './pod-status.js';
@@ -53,6 +52,8 @@ export interface KubernetesConfig extends KubernetesSpecConfig {
 export interface KubernetesBackendOptions {
   config: KubernetesConfig;
   dataDir: string;
+  /** Where the state lives (StateStore.identity); the default instance label derives from it. */
+  stateIdentity?: string;
   log: FastifyBaseLogger;
   /** The workflows' workspace root (mounted into step Jobs when workspace_volume is set). */
   workspaceRoot: string;
@@ -108,7 +109,7 @@ export class KubernetesBackend implements Backend {
 
   constructor(private readonly opts: KubernetesBackendOptions) {
     const cfg = opts.config;
-    this.instance = cfg.instance ? labelValue(cfg.instance) : `af-gateway-${createHash('sha256').update(resolve(opts.dataDir)).digest('hex').slice(0, 12)}`;
+    this.instance = cfg.instance ? labelValue(cfg.instance) : instanceName(opts.stateIdentity ?? resolve(opts.dataDir));
     if (cfg.kubeconfig) this.kc.loadFromFile(cfg.kubeconfig);
     else this.kc.loadFromDefault();
     this.core = this.kc.makeApiClient(CoreV1Api);
