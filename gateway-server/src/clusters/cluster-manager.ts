@@ -297,9 +297,17 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const c = entry.cluster;
     if (c.stopRequested || (c.status !== 'PENDING' && c.status !== 'RUNNING')) return;
     c.lastHeartbeat = now();
+    const reported = { scheduler: hb.scheduler_address, dashboard: hb.dashboard_address, api: hb.api_address };
+    const at = this.deps.backend.schedulerAddresses?.(c, reported) ?? reported;
+    if (c.status === 'RUNNING' && (at.scheduler !== c.schedulerAddress || at.api !== c.apiAddress)) {
+      // A scheduler that started again elsewhere (a batch system reran its job): follow it, or
+      // every scale request and client connection would go to the old, dead address.
+      this.deps.log.warn({ cluster: name, was: c.apiAddress, now: at.api }, 'the scheduler reports new addresses; it was restarted');
+      c.schedulerAddress = at.scheduler;
+      c.dashboardAddress = at.dashboard;
+      c.apiAddress = at.api;
+    }
     if (c.status === 'PENDING') {
-      const reported = { scheduler: hb.scheduler_address, dashboard: hb.dashboard_address, api: hb.api_address };
-      const at = this.deps.backend.schedulerAddresses?.(c, reported) ?? reported;
       c.schedulerAddress = at.scheduler;
       c.dashboardAddress = at.dashboard;
       c.apiAddress = at.api;
