@@ -19,56 +19,12 @@ import {
   type StateStore,
   type WorkflowRunKey,
   type WorkflowRunRow,
+  MIGRATIONS,
 } from './state-store.js';
 
-const MIGRATIONS = [
-  `CREATE TABLE clusters (
-     name TEXT PRIMARY KEY,
-     username TEXT NOT NULL,
-     status TEXT NOT NULL,
-     start_time BIGINT NOT NULL,
-     stop_time BIGINT,
-     data TEXT NOT NULL,
-     secrets TEXT NOT NULL
-   );
-   CREATE INDEX clusters_user_status ON clusters (username, status);
-   CREATE INDEX clusters_status ON clusters (status);
-   CREATE TABLE workers (
-     cluster TEXT NOT NULL REFERENCES clusters (name) ON DELETE CASCADE,
-     name TEXT NOT NULL,
-     status TEXT NOT NULL,
-     data TEXT NOT NULL,
-     seq BIGSERIAL,
-     PRIMARY KEY (cluster, name)
-   );
-   CREATE TABLE sessions (
-     token_hash TEXT PRIMARY KEY,
-     identity TEXT NOT NULL,
-     expires BIGINT NOT NULL
-   );
-   CREATE TABLE tokens (
-     username TEXT PRIMARY KEY,
-     data TEXT NOT NULL,
-     secrets TEXT NOT NULL
-   );
-   CREATE TABLE workflow_runs (
-     id TEXT PRIMARY KEY,
-     username TEXT NOT NULL,
-     status TEXT NOT NULL,
-     created BIGINT NOT NULL,
-     data TEXT NOT NULL,
-     spec TEXT NOT NULL
-   );
-   CREATE INDEX workflow_runs_user ON workflow_runs (username, created);
-   CREATE INDEX workflow_runs_status ON workflow_runs (status);
-   CREATE TABLE workflow_nodes (
-     run TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
-     id TEXT NOT NULL,
-     seq INTEGER NOT NULL,
-     data TEXT NOT NULL,
-     PRIMARY KEY (run, id)
-   );`,
-];
+// The shared tables, then what PostgreSQL needs besides: workers keep their insertion order (SQLite
+// has its rowid for that).
+const PG_MIGRATIONS = [...MIGRATIONS, 'ALTER TABLE workers ADD COLUMN seq BIGSERIAL'];
 
 /** Advisory lock keys (any two int4 values no other user of the database picks). */
 const LEADER_LOCK = [0x61666777, 1] as const; // 'afgw', 1
@@ -118,12 +74,12 @@ export class PostgresStore implements StateStore {
       await client.query('CREATE TABLE IF NOT EXISTS af_gateway_schema (version INTEGER NOT NULL)');
       const { rows } = await client.query<{ version: number }>('SELECT version FROM af_gateway_schema');
       const version = rows[0]?.version ?? 0;
-      if (version > MIGRATIONS.length) {
-        throw new Error(`the database was written by a newer gateway (schema ${version} > ${MIGRATIONS.length})`);
+      if (version > PG_MIGRATIONS.length) {
+        throw new Error(`the database was written by a newer gateway (schema ${version} > ${PG_MIGRATIONS.length})`);
       }
-      for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
-      if (rows.length === 0) await client.query('INSERT INTO af_gateway_schema (version) VALUES ($1)', [MIGRATIONS.length]);
-      else await client.query('UPDATE af_gateway_schema SET version = $1', [MIGRATIONS.length]);
+      for (let v = version; v < PG_MIGRATIONS.length; v++) await client.query(PG_MIGRATIONS[v]!);
+      if (rows.length === 0) await client.query('INSERT INTO af_gateway_schema (version) VALUES ($1)', [PG_MIGRATIONS.length]);
+      else await client.query('UPDATE af_gateway_schema SET version = $1', [PG_MIGRATIONS.length]);
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
@@ -223,16 +179,16 @@ export class PostgresStore implements StateStore {
   saveSession(tokenHash: string, user: string, expires: number): Promise<void> {
     return this.write(() =>
       this.pool.query(
-        `INSERT INTO sessions (token_hash, identity, expires) VALUES ($1, $2, $3)
-         ON CONFLICT (token_hash) DO UPDATE SET identity = excluded.identity, expires = excluded.expires`,
+        `INSERT INTO sessions (token_hash, "user", expires) VALUES ($1, $2, $3)
+         ON CONFLICT (token_hash) DO UPDATE SET "user" = excluded."user", expires = excluded.expires`,
         [tokenHash, user, expires],
       ),
     );
   }
 
   async findSession(tokenHash: string, now: number): Promise<string | undefined> {
-    const [row] = await this.read<{ identity: string }>('SELECT identity FROM sessions WHERE token_hash = $1 AND expires > $2', [tokenHash, now]);
-    return row?.identity;
+    const [row] = await this.read<{ user: string }>('SELECT "user" FROM sessions WHERE token_hash = $1 AND expires > $2', [tokenHash, now]);
+    return row?.user;
   }
 
   pruneSessions(now: number): Promise<void> {

@@ -15,58 +15,8 @@ import {
   type StateStore,
   type WorkflowRunKey,
   type WorkflowRunRow,
+  MIGRATIONS,
 } from './state-store.js';
-
-const SCHEMA_VERSION = 3;
-
-const MIGRATIONS = [
-  `CREATE TABLE clusters (
-     name TEXT PRIMARY KEY,
-     username TEXT NOT NULL,
-     status TEXT NOT NULL,
-     start_time INTEGER NOT NULL,
-     stop_time INTEGER,
-     data TEXT NOT NULL,
-     secrets TEXT NOT NULL
-   );
-   CREATE INDEX clusters_user_status ON clusters (username, status);
-   CREATE INDEX clusters_status ON clusters (status);
-   CREATE TABLE workers (
-     cluster TEXT NOT NULL REFERENCES clusters (name) ON DELETE CASCADE,
-     name TEXT NOT NULL,
-     status TEXT NOT NULL,
-     data TEXT NOT NULL,
-     PRIMARY KEY (cluster, name)
-   );
-   CREATE TABLE sessions (
-     token_hash TEXT PRIMARY KEY,
-     user TEXT NOT NULL,
-     expires INTEGER NOT NULL
-   );`,
-  `CREATE TABLE tokens (
-     username TEXT PRIMARY KEY,
-     data TEXT NOT NULL,
-     secrets TEXT NOT NULL
-   );`,
-  // Runs without their nodes (a 20,000-step run changes one node at a time; each is its own row).
-  `CREATE TABLE workflow_runs (
-     id TEXT PRIMARY KEY,
-     username TEXT NOT NULL,
-     status TEXT NOT NULL,
-     created INTEGER NOT NULL,
-     data TEXT NOT NULL,
-     spec TEXT NOT NULL
-   );
-   CREATE INDEX workflow_runs_user ON workflow_runs (username, created);
-   CREATE INDEX workflow_runs_status ON workflow_runs (status);
-   CREATE TABLE workflow_nodes (
-     run TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
-     id TEXT NOT NULL,
-     seq INTEGER NOT NULL,
-     data TEXT NOT NULL,
-     PRIMARY KEY (run, id)
-   );`,
-];
 
 export class SqliteStore implements StateStore {
   readonly kind = 'sqlite';
@@ -85,10 +35,10 @@ export class SqliteStore implements StateStore {
 
   private migrate(): void {
     const version = this.db.pragma('user_version', { simple: true }) as number;
-    if (version > SCHEMA_VERSION) {
-      throw new Error(`state file was written by a newer gateway (schema ${version} > ${SCHEMA_VERSION})`);
+    if (version > MIGRATIONS.length) {
+      throw new Error(`state file was written by a newer gateway (schema ${version} > ${MIGRATIONS.length})`);
     }
-    for (let v = version; v < SCHEMA_VERSION; v++) {
+    for (let v = version; v < MIGRATIONS.length; v++) {
       this.db.transaction(() => {
         this.db.exec(MIGRATIONS[v]!);
         this.db.pragma(`user_version = ${v + 1}`);

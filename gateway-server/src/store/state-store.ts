@@ -67,6 +67,62 @@ export interface StateStore {
   waitForLeadership(pollMs: number, waiting: () => void): Promise<Leadership>;
 }
 
+// --- the schema --------------------------------------------------------------------------------
+
+/**
+ * The tables, one migration per schema version, in SQL both stores run as written (BIGINT has
+ * INTEGER affinity in SQLite; "user" is quoted because PostgreSQL reserves the word). A store may
+ * add migrations of its own after these. Never edit one that shipped: add another.
+ */
+export const MIGRATIONS = [
+  `CREATE TABLE clusters (
+     name TEXT PRIMARY KEY,
+     username TEXT NOT NULL,
+     status TEXT NOT NULL,
+     start_time BIGINT NOT NULL,
+     stop_time BIGINT,
+     data TEXT NOT NULL,
+     secrets TEXT NOT NULL
+   );
+   CREATE INDEX clusters_user_status ON clusters (username, status);
+   CREATE INDEX clusters_status ON clusters (status);
+   CREATE TABLE workers (
+     cluster TEXT NOT NULL REFERENCES clusters (name) ON DELETE CASCADE,
+     name TEXT NOT NULL,
+     status TEXT NOT NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (cluster, name)
+   );
+   CREATE TABLE sessions (
+     token_hash TEXT PRIMARY KEY,
+     "user" TEXT NOT NULL,
+     expires BIGINT NOT NULL
+   );`,
+  `CREATE TABLE tokens (
+     username TEXT PRIMARY KEY,
+     data TEXT NOT NULL,
+     secrets TEXT NOT NULL
+   );`,
+  // Runs without their nodes (a 20,000-step run changes one node at a time; each is its own row).
+  `CREATE TABLE workflow_runs (
+     id TEXT PRIMARY KEY,
+     username TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created BIGINT NOT NULL,
+     data TEXT NOT NULL,
+     spec TEXT NOT NULL
+   );
+   CREATE INDEX workflow_runs_user ON workflow_runs (username, created);
+   CREATE INDEX workflow_runs_status ON workflow_runs (status);
+   CREATE TABLE workflow_nodes (
+     run TEXT NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+     id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (run, id)
+   );`,
+];
+
 // --- the shared row mapping -----------------------------------------------------------------------
 
 export interface ClusterRow {
