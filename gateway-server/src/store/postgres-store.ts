@@ -66,10 +66,8 @@ export class PostgresStore implements StateStore {
     return store;
   }
 
-  private async migrate(): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+  private migrate(): Promise<void> {
+    return this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1, $2)', [...MIGRATION_LOCK]);
       await client.query('CREATE TABLE IF NOT EXISTS af_gateway_schema (version INTEGER NOT NULL)');
       const { rows } = await client.query<{ version: number }>('SELECT version FROM af_gateway_schema');
@@ -80,13 +78,7 @@ export class PostgresStore implements StateStore {
       for (let v = version; v < PG_MIGRATIONS.length; v++) await client.query(PG_MIGRATIONS[v]!);
       if (rows.length === 0) await client.query('INSERT INTO af_gateway_schema (version) VALUES ($1)', [PG_MIGRATIONS.length]);
       else await client.query('UPDATE af_gateway_schema SET version = $1', [PG_MIGRATIONS.length]);
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async close(): Promise<void> {
