@@ -1,11 +1,18 @@
 #!/usr/bin/env node
 // af-gateway-server serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+// af-gateway-server copy-state --to-postgresql URL [--config FILE] [--data-dir DIR]
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config.js';
 import { startGateway, VERSION } from './server.js';
+import { copyStateToPostgres } from './store/copy-state.js';
 
 const USAGE = `Usage: af-gateway-server serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
+       af-gateway-server copy-state --to-postgresql URL [--config FILE] [--data-dir DIR]
        af-gateway-server --version
+
+copy-state moves a stopped gateway's SQLite state (clusters, workers, users' tokens, workflow
+runs) into an empty PostgreSQL database, for running several replicas; give the replicas the
+same encrypt_key. The URL may also come from AF_GATEWAY_DATABASE_URL.
 
 Without --config the embedded default runs: local backend, SQLite state in ./af-gateway-data,
 simple authentication (any user name) on 127.0.0.1:8000. See docs/config-reference.md.`;
@@ -34,6 +41,7 @@ async function main(): Promise<number> {
       config: { type: 'string' },
       listen: { type: 'string' },
       'data-dir': { type: 'string' },
+      'to-postgresql': { type: 'string' },
       version: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -42,13 +50,21 @@ async function main(): Promise<number> {
     console.log(VERSION);
     return 0;
   }
-  if (values.help || positionals[0] !== 'serve' || positionals.length > 1) {
+  const command = positionals[0];
+  if (values.help || (command !== 'serve' && command !== 'copy-state') || positionals.length > 1) {
     console.error(USAGE);
     return values.help ? 0 : 2;
   }
   const config = loadConfigFile(values.config);
   if (values.listen) config.listen = values.listen;
   if (values['data-dir']) config.data_dir = values['data-dir'];
+  if (command === 'copy-state') {
+    const url = values['to-postgresql'] ?? process.env.AF_GATEWAY_DATABASE_URL;
+    if (!url) throw new ConfigError('copy-state needs --to-postgresql URL (or AF_GATEWAY_DATABASE_URL)');
+    const counts = await copyStateToPostgres(config, url);
+    console.log(JSON.stringify({ copied: counts }));
+    return 0;
+  }
   const gateway = await startGateway(config);
   process.stderr.write(snippet(gateway.url));
   await new Promise<void>((resolve) => {

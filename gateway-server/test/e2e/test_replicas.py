@@ -10,13 +10,15 @@ scheduler traffic all go through it, as they would through the Service the Helm 
 from __future__ import annotations
 
 import base64
+import json
 import os
+import subprocess
 import time
 
 import pytest
 import requests
 
-from af_e2e_support import Replica, ServiceStandIn, free_port, new_database, psql, running_postgres, stop
+from af_e2e_support import REPO, Replica, ServiceStandIn, free_port, new_database, psql, running_postgres, stop
 from conftest import cluster_procs, kill_procs, wait_until
 
 
@@ -139,3 +141,51 @@ def test_a_replica_that_loses_its_lease_stops_serving(replicas, postgres):
     assert a.proc.wait(15) == 75
     assert "lost the state store lease" in a.log.read_text()
     wait_until(lambda: b.health()[0] == 200, 30, lambda: f"the standby to serve; its log: {b.log.read_text()[-3000:]}")
+
+
+def test_copy_state_moves_a_running_cluster_from_sqlite_to_postgresql(postgres, tmp_path):
+    """The way from one gateway to replicas: stop it (clusters keep running), copy its state, start
+    on PostgreSQL; the cluster is adopted and computes; a second copy into the same database is refused."""
+    port = free_port()
+    key = base64.b64encode(os.urandom(32)).decode()
+    config = {"listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / "data"), "encrypt_key": key,
+              "cluster": {"heartbeat_period": 1, "check_period": 1, "stop_on_shutdown": False}}
+    single = Replica(tmp_path / "single", config)
+    single.start_serving()
+    from dask_gateway import Gateway
+    from dask_gateway.auth import BasicAuth
+    gateway = Gateway(single.url, proxy_address=f"gateway://127.0.0.1:{port}", auth=BasicAuth("alice"))
+    cluster = gateway.new_cluster(shutdown_on_close=False)
+    name = cluster.name
+    try:
+        cluster.scale(1)
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=60)
+        client.close()
+        stop(single.proc)  # SIGTERM: a normal stop, the cluster keeps running
+
+        cli = ["node", str(REPO / "gateway-server" / "dist" / "cli.js"), "copy-state", "--config", str(single.dir / "config.json"),
+                "--to-postgresql", postgres["url"]]
+        out = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        copied = json.loads(out.stdout)["copied"]
+        assert copied["clusters"] == 1 and copied["workers"] == 1, copied
+        assert postgres["url"].split("@")[0].split(":")[-1] not in out.stdout + out.stderr  # no password printed
+
+        again = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "already holds gateway state" in again.stderr, again
+
+        replica = Replica(tmp_path / "replica", {**config, "state_store": {"postgresql_url": postgres["url"]}})
+        replica.start_serving()
+        try:
+            info = requests.get(f"{replica.url}/api/af/clusters/{name}", auth=("alice", ""), timeout=10).json()
+            assert info["status"] == "RUNNING", info
+            client = cluster.get_client()
+            assert client.submit(sum, range(5)).result(timeout=30) == 10
+            client.close()
+            cluster.shutdown()
+        finally:
+            stop(replica.proc)
+    finally:
+        kill_procs([p.pid for p in cluster_procs(name)])
+        gateway.close()

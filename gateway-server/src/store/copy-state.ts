@@ -1,0 +1,65 @@
+// Moves a gateway's state from its SQLite file into an empty PostgreSQL database: the step from one
+// gateway to several replicas without losing running clusters, users' tokens or workflow runs.
+// Run it while the gateway is stopped; login sessions are not copied (users log in again).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ResolvedConfig } from '../config.js';
+import { ConfigError } from '../config.js';
+import { SecretBox } from './crypto.js';
+import { redactUrl } from './open-store.js';
+import { PostgresStore } from './postgres-store.js';
+import { SqliteStore } from './sqlite-store.js';
+
+const ALL_STATUSES = ['PENDING', 'RUNNING', 'STOPPING', 'STOPPED', 'FAILED'] as const;
+
+export interface CopyCounts {
+  clusters: number;
+  workers: number;
+  users_with_tokens: number;
+  workflow_runs: number;
+  workflow_steps: number;
+}
+
+export async function copyStateToPostgres(config: ResolvedConfig, url: string): Promise<CopyCounts> {
+  const file = join(config.data_dir, 'state.sqlite');
+  if (!existsSync(file)) throw new ConfigError(`no state file at ${file}: check --config / --data-dir`);
+  const key = process.env.AF_GATEWAY_ENCRYPT_KEY || config.encrypt_key;
+  // Secrets are opened with the SQLite state's key and sealed again with the same key: replicas
+  // must be configured with it. A key generated into data_dir has to be moved into their config.
+  const box = key ? SecretBox.fromBase64(key) : SecretBox.load(null, config.data_dir);
+  const from = new SqliteStore(file, box);
+  let to: PostgresStore | undefined;
+  try {
+    to = await PostgresStore.open({ url, poolSize: 2, box, warn: () => {} }).catch((err: Error) => {
+      throw new ConfigError(`could not open the PostgreSQL database at ${redactUrl(url)}: ${err.message}`);
+    });
+    const there = await to.countByStatus();
+    if (Object.keys(there).length || (await to.loadWorkflowRuns()).length || (await to.loadTokens()).length) {
+      throw new ConfigError(`the PostgreSQL database at ${redactUrl(url)} already holds gateway state; copy only into an empty one`);
+    }
+    const counts: CopyCounts = { clusters: 0, workers: 0, users_with_tokens: 0, workflow_runs: 0, workflow_steps: 0 };
+    for (const c of await from.loadClusters(ALL_STATUSES)) {
+      await to.saveCluster(c);
+      counts.clusters++;
+      for (const w of await from.loadWorkers(c.name)) {
+        await to.saveWorker(w);
+        counts.workers++;
+      }
+    }
+    for (const t of await from.loadTokens()) {
+      await to.saveTokens(t.username, t.data as object, t.secrets as object);
+      counts.users_with_tokens++;
+    }
+    for (const r of (await from.loadWorkflowRuns()).reverse()) {
+      const run = (await from.loadWorkflowRun(r.id))!;
+      const nodes = (await from.loadWorkflowNodes(r.id)) as { id: string; seq: number }[];
+      await to.saveWorkflow(r, run.data as object, nodes, run.spec as object);
+      counts.workflow_runs++;
+      counts.workflow_steps += nodes.length;
+    }
+    return counts;
+  } finally {
+    await from.close();
+    await to?.close();
+  }
+}
