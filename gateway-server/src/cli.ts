@@ -65,15 +65,27 @@ async function main(): Promise<number> {
     console.log(JSON.stringify({ copied: counts }));
     return 0;
   }
+  // Handlers first: a standby waits inside startGateway, and as PID 1 in a container a process
+  // without a handler ignores SIGTERM. Until the gateway serves there is nothing to stop.
+  let stopRequested: ((signal: string) => void) | undefined;
+  const onSignal = (signal: string) => {
+    if (stopRequested) return stopRequested(signal);
+    process.stderr.write(`\n${signal} before the gateway served (starting, or waiting as a standby): exiting\n`);
+    process.exit(0);
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
   const gateway = await startGateway(config);
   process.stderr.write(snippet(gateway.url));
   await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
+    stopRequested = (signal: string) => {
       process.stderr.write(`\n${signal}: stopping the gateway and its clusters...\n`);
+      stopRequested = (again: string) => {
+        process.stderr.write(`${again} again: exiting without waiting (clusters still running are adopted at the next start)\n`);
+        process.exit(1);
+      };
       resolve();
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
   });
   await gateway.close();
   return 0;

@@ -100,7 +100,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
 
   const store = await openStateStore(config, (msg, err) => logger.warn({ err: errorMessage(err) }, msg));
   // Several replicas on one PostgreSQL database: one serves, the others wait here as standbys.
-  const standby = store.kind === 'sqlite' ? undefined : await serveStandby(host, port, store.kind);
+  const tlsFiles = config.tls.cert_file && config.tls.key_file ? { cert: readFileSync(config.tls.cert_file), key: readFileSync(config.tls.key_file) } : undefined;
+  const standby = store.kind === 'sqlite' ? undefined : await serveStandby({ host, port, storeKind: store.kind, tls: tlsFiles, log: logger });
   const leadership = await store.waitForLeadership(config.state_store.standby_poll_period * 1000, () =>
     logger.info({ store: store.kind }, 'standby: another replica holds the state store lease; waiting to take over'),
   );
@@ -135,7 +136,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         })
       : localBackend;
   const clusters = new ClusterManager({ store, backend, config, log: logger });
-  const tlsOn = Boolean(config.tls.cert_file && config.tls.key_file);
+  const tlsOn = tlsFiles !== undefined;
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);
   // The broker verifies and refreshes tokens of the facility's provider: the authenticator itself
   // with auth.type oidc, or (behind JupyterHub) the provider configured under auth.oidc.
@@ -244,7 +245,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
 
   let https: TlsServer | undefined;
   if (tlsOn) {
-    https = createTlsServer({ cert: readFileSync(config.tls.cert_file!), key: readFileSync(config.tls.key_file!), ALPNProtocols: ['http/1.1'] });
+    https = createTlsServer({ ...tlsFiles!, ALPNProtocols: ['http/1.1'] });
     https.on('secureConnection', (s) => app.server.emit('connection', s));
   }
   const onePort = createOnePortServer({ http: app.server, https, schedulerFor: (n) => clusters.schedulerRoute(n), log: logger });

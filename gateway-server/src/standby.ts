@@ -1,7 +1,11 @@
 // What a replica serves while another one holds the state store's lease: its own liveness (so
-// Kubernetes keeps it), not-ready everywhere else (so a Service sends nobody here). It gives the
-// port back the moment this replica takes over.
+// Kubernetes keeps it), not-ready everywhere else (so a Service sends nobody here), in plain HTTP
+// and, when the gateway has a certificate, HTTPS on the same port like the serving replica. It
+// gives the port back the moment this replica takes over.
 import { createServer, type Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:tls';
+import type { FastifyBaseLogger } from 'fastify';
+import { createOnePortServer } from './listener/one-port-listener.js';
 
 const LIVE = /\/api\/health\/live\/?(\?.*)?$/;
 const HEALTH = /\/api\/health\/?(\?.*)?$/;
@@ -10,9 +14,17 @@ export interface Standby {
   close(): Promise<void>;
 }
 
-export async function serveStandby(host: string, port: number, storeKind: string): Promise<Standby> {
+export interface StandbyOptions {
+  host: string;
+  port: number;
+  storeKind: string;
+  tls?: { cert: Buffer; key: Buffer };
+  log: FastifyBaseLogger;
+}
+
+export async function serveStandby({ host, port, storeKind, tls, log }: StandbyOptions): Promise<Standby> {
   const waiting = `standby: another replica serves from the ${storeKind} state store; this one takes over when it stops`;
-  const server: Server = createServer((req, res) => {
+  const http: Server = createServer((req, res) => {
     const url = req.url ?? '/';
     const [code, body] = LIVE.test(url)
       ? [200, { status: 'standby', checks: { leadership: waiting } }]
@@ -22,15 +34,12 @@ export async function serveStandby(host: string, port: number, storeKind: string
     res.writeHead(code, { 'Content-Type': 'application/json', 'Retry-After': '5', Connection: 'close' });
     res.end(JSON.stringify(body));
   });
+  const https = tls && createTlsServer({ ...tls, ALPNProtocols: ['http/1.1'] });
+  https?.on('secureConnection', (s) => http.emit('connection', s));
+  const onePort = createOnePortServer({ http, https, schedulerFor: () => undefined, log });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    onePort.server.once('error', reject);
+    onePort.server.listen(port, host, () => resolve());
   });
-  return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { close: () => onePort.close() };
 }

@@ -49,8 +49,19 @@ app.kubernetes.io/part-of: af-gateway
 {{- default (include "af-gateway.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{- define "af-gateway.claimName" -}}
-{{- default (include "af-gateway.fullname" .) .Values.persistence.existingClaim -}}
+{{/*
+The claim mounted at the data directory; empty: an emptyDir. With SQLite (and persistence) the
+chart's claim or persistence.existingClaim. With PostgreSQL the durable state is in the database and
+the directory only holds per-cluster scratch files, so only an existingClaim is mounted.
+*/}}
+{{- define "af-gateway.dataClaim" -}}
+{{- if .Values.persistence.enabled -}}
+{{- if .Values.persistence.existingClaim -}}
+{{- .Values.persistence.existingClaim -}}
+{{- else if not .Values.postgresql.enabled -}}
+{{- include "af-gateway.fullname" . -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "af-gateway.image" -}}
@@ -80,14 +91,41 @@ Checks that stop a render with a message instead of deploying something that can
 {{- if lt (int .Values.containerPort) 1024 -}}
 {{- fail "containerPort must be above 1023 (the gateway runs without capabilities); expose a low port with service.port instead" -}}
 {{- end -}}
-{{- if ne (int .Values.replicaCount) 1 -}}
-{{- fail (printf "replicaCount is %v, but AF Gateway supports exactly one replica: its state is one SQLite file on one volume. Several replicas would need a shared database (e.g. PostgreSQL), which the gateway does not support yet. Set replicaCount: 1." .Values.replicaCount) -}}
+{{- $pg := .Values.postgresql -}}
+{{- if lt (int .Values.replicaCount) 1 -}}
+{{- fail (printf "replicaCount is %v: it must be at least 1 (one gateway serves; with postgresql.enabled more replicas are standbys)" .Values.replicaCount) -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not $pg.enabled) -}}
+{{- fail (printf "replicaCount is %v, but with the default SQLite state (one file on one volume) AF Gateway runs exactly one replica. For several replicas (one serves, the others are hot standbys) keep the state in PostgreSQL: set postgresql.enabled=true and postgresql.url=postgresql://USER:PASSWORD@HOST:5432/DATABASE (or AF_GATEWAY_DATABASE_URL in secrets.existingSecret). Otherwise set replicaCount: 1." .Values.replicaCount) -}}
+{{- end -}}
+{{- if and $pg.url (not $pg.enabled) -}}
+{{- fail "postgresql.url is set but postgresql.enabled is false, so the gateway would keep its state in SQLite: set postgresql.enabled=true, or leave postgresql.url empty" -}}
+{{- end -}}
+{{- if $pg.enabled -}}
+{{- if and (not $pg.url) (not .Values.secrets.existingSecret) -}}
+{{- fail "postgresql.enabled needs the database's URL: set postgresql.url=postgresql://USER:PASSWORD@HOST:5432/DATABASE (it goes into the chart's Secret as AF_GATEWAY_DATABASE_URL, never into the ConfigMap), or put the key AF_GATEWAY_DATABASE_URL into your own Secret and name it in secrets.existingSecret" -}}
+{{- end -}}
+{{- if and $pg.url .Values.secrets.existingSecret -}}
+{{- fail "postgresql.url cannot be used with secrets.existingSecret (the chart then renders no Secret to put it in): add the key AF_GATEWAY_DATABASE_URL to that Secret and leave postgresql.url empty" -}}
+{{- end -}}
+{{- if and $pg.url (not (regexMatch "^postgres(ql)?://" (toString $pg.url))) -}}
+{{- fail "postgresql.url must start with postgresql:// or postgres:// (postgresql://USER:PASSWORD@HOST:5432/DATABASE, parameters such as ?sslmode=verify-full allowed); the value is not repeated here because it holds a password" -}}
+{{- end -}}
+{{- if or (lt (int $pg.poolSize) 1) (gt (int $pg.poolSize) 100) -}}
+{{- fail (printf "postgresql.poolSize is %v: it must be an integer from 1 to 100 (connections per replica)" $pg.poolSize) -}}
+{{- end -}}
+{{- if or (lt (float64 $pg.standbyPollPeriod) 0.2) (gt (float64 $pg.standbyPollPeriod) 60.0) -}}
+{{- fail (printf "postgresql.standbyPollPeriod is %v: it must be from 0.2 to 60 (seconds)" $pg.standbyPollPeriod) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey .Values.config "state_store" -}}
+{{- fail "config.state_store is set by the chart from postgresql.* (the URL holds a password, so it goes into the Secret, never into the ConfigMap): set postgresql.enabled, postgresql.url, postgresql.poolSize and postgresql.standbyPollPeriod instead" -}}
 {{- end -}}
 {{- if hasKey .Values.config "listen" -}}
 {{- fail "config.listen is set by the chart (0.0.0.0:<containerPort>); set containerPort (and service.port) instead" -}}
 {{- end -}}
 {{- if hasKey .Values.config "data_dir" -}}
-{{- fail "config.data_dir is set by the chart (/var/lib/af-gateway, the persistent volume); remove it from config" -}}
+{{- fail "config.data_dir is set by the chart (/var/lib/af-gateway, the gateway's volume); remove it from config" -}}
 {{- end -}}
 {{- $cfg := include "af-gateway.config" . | fromYaml -}}
 {{- if ne (toString $cfg.backend.type) "kubernetes" -}}
@@ -111,10 +149,10 @@ Checks that stop a render with a message instead of deploying something that can
 {{- end -}}
 
 {{/*
-The gateway's configuration: what the chart owns (listener, state directory, Kubernetes backend,
-workspace root, JupyterHub service prefix, client addresses), then .Values.config merged over it
-with mergeOverwrite. Secrets are never part of it: they come from the Secret as environment
-variables.
+The gateway's configuration: what the chart owns (listener, state directory, state store pool and
+poll period with PostgreSQL, Kubernetes backend, workspace root, JupyterHub service prefix, client
+addresses), then .Values.config merged over it with mergeOverwrite. Secrets are never part of it:
+they come from the Secret as environment variables.
 */}}
 {{- define "af-gateway.config" -}}
 {{- $port := int .Values.service.port -}}
@@ -157,6 +195,10 @@ variables.
       "backend" (dict "type" "kubernetes" "kubernetes" $kube "local" (dict "prefork" false))
       "workflows" $workflows
       "client" (dict "address" (include "af-gateway.internalUrl" .) "proxy_address" (printf "gateway://%s:%d" $host $port)) -}}
+{{- if .Values.postgresql.enabled -}}
+{{- /* never the URL: it holds a password and comes from the Secret as AF_GATEWAY_DATABASE_URL */ -}}
+{{- $_ := set $base "state_store" (dict "pool_size" (int .Values.postgresql.poolSize) "standby_poll_period" (float64 .Values.postgresql.standbyPollPeriod)) -}}
+{{- end -}}
 {{- if .Values.jupyterhub.service.enabled -}}
 {{- $name := .Values.jupyterhub.service.name -}}
 {{- $_ := set $base "base_path" (printf "/services/%s/" $name) -}}

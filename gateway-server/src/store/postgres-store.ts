@@ -270,8 +270,14 @@ export class PostgresStore implements StateStore {
   // --- leadership -------------------------------------------------------------------------------
 
   async waitForLeadership(pollMs: number, waiting: () => void): Promise<Leadership> {
-    const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 10_000, query_timeout: Math.max(2 * pollMs, 5_000) });
+    const queryTimeout = Math.max(2 * pollMs, 5_000);
+    const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 10_000, query_timeout: queryTimeout, keepAlive: true });
     await client.connect();
+    // The holder notices a dead lease connection within one probe period plus a query timeout and
+    // exits. The server must not release the lock before that, but should not wait for the
+    // kernel's default of two hours either (a node that vanished): keepalives on this session.
+    const holderNotices = Math.ceil((pollMs + queryTimeout) / 1000);
+    await client.query(`SET tcp_keepalives_idle = ${holderNotices + 2}; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3`);
     let lost: ((reason: string) => void) | undefined;
     let lostReason: string | undefined;
     const lose = (reason: string) => {

@@ -22,6 +22,9 @@ const harnessScript = join(repoRoot, 'scripts', 'kube-cluster.sh');
 const NS = 'af-deploy-test';
 const RELEASE = 'af-gateway';
 const KEY = randomBytes(32).toString('base64');
+/** A database URL whose password must never appear in clear text in a render. */
+const PG_PASSWORD = `pw-${randomBytes(12).toString('hex')}`;
+const PG_URL = `postgresql://af_gateway:${PG_PASSWORD}@db.example.org:5432/af_gateway?sslmode=verify-full`;
 
 /** A cold harness build compiles Kubernetes from source (~15-20 min on 2 cores); cached it takes < 1 s. */
 const ENSURE_TIMEOUT_MS = 30 * 60_000;
@@ -214,11 +217,129 @@ describe('Helm chart deploy/helm', () => {
     expect(short.stderr).toContain('base64 of exactly 32 bytes');
   });
 
-  it('refuses replicaCount 2: the SQLite state supports one replica only', async () => {
+  it('refuses replicaCount 2 without PostgreSQL (SQLite: one replica), and replicaCount 0', async () => {
     const r = await template({ 'secrets.encryptKey': KEY }, ['--set', 'replicaCount=2']);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain('replicaCount is 2, but AF Gateway supports exactly one replica');
-    expect(r.stderr).toContain('which the gateway does not support yet');
+    expect(r.stderr).toContain('replicaCount is 2, but with the default SQLite state');
+    expect(r.stderr).toContain('set postgresql.enabled=true and postgresql.url=');
+    expect(r.stderr).not.toContain('does not support yet');
+    const zero = await template({ 'secrets.encryptKey': KEY }, ['--set', 'replicaCount=0']);
+    expect(zero.code).not.toBe(0);
+    expect(zero.stderr).toContain('replicaCount is 0: it must be at least 1');
+    const zeroPg = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, ['--set', 'replicaCount=0', '--set', 'postgresql.enabled=true']);
+    expect(zeroPg.stderr).toContain('replicaCount is 0: it must be at least 1');
+  });
+
+  it('refuses postgresql.enabled without a URL, a URL that is not postgresql://, and the state store in values.config', async () => {
+    const noUrl = await template({ 'secrets.encryptKey': KEY }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']);
+    expect(noUrl.code).not.toBe(0);
+    expect(noUrl.stderr).toContain("postgresql.enabled needs the database's URL: set postgresql.url=");
+    expect(noUrl.stderr).toContain('AF_GATEWAY_DATABASE_URL');
+    expect(noUrl.stderr).toContain('secrets.existingSecret');
+    const badUrl = `mysql://gw:${PG_PASSWORD}@db.example.org/af`;
+    const bad = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': badUrl }, ['--set', 'postgresql.enabled=true']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('postgresql.url must start with postgresql:// or postgres://');
+    expect(bad.stderr).not.toContain(PG_PASSWORD); // a refusal never repeats the password
+    const notEnabled = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL });
+    expect(notEnabled.code).not.toBe(0);
+    expect(notEnabled.stderr).toContain('postgresql.url is set but postgresql.enabled is false');
+    expect(notEnabled.stderr).not.toContain(PG_PASSWORD);
+    const both = await template({ 'secrets.existingSecret': 'facility-secrets', 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true']);
+    expect(both.stderr).toContain('postgresql.url cannot be used with secrets.existingSecret');
+    const inConfig = await template({ 'secrets.encryptKey': KEY, 'config.state_store.postgresql_url': PG_URL });
+    expect(inConfig.code).not.toBe(0);
+    expect(inConfig.stderr).toContain('config.state_store is set by the chart from postgresql.*');
+    const pool = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'postgresql.poolSize=0']);
+    expect(pool.stderr).toContain('postgresql.poolSize is 0: it must be an integer from 1 to 100');
+    const poll = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'postgresql.standbyPollPeriod=0.1']);
+    expect(poll.stderr).toContain('postgresql.standbyPollPeriod is 0.1: it must be from 0.2 to 60');
+    // postgres:// is fine too, and with an existing Secret the URL comes from there
+    for (const ok of [
+      template({ 'secrets.encryptKey': KEY, 'postgresql.url': 'postgres://gw:pw@db:5432/af' }, ['--set', 'postgresql.enabled=true']),
+      template({ 'secrets.existingSecret': 'facility-secrets' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']),
+    ]) {
+      const r = await ok;
+      expect(r.code, r.stderr).toBe(0);
+    }
+  });
+
+  it('renders replicaCount 3 with postgresql.enabled: RollingUpdate that stops old pods at once, liveness on /api/health/live, the URL only in the Secret, no PVC, an emptyDir, anti-affinity', async () => {
+    const { text, objects } = await render({ 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=3', '--set', 'postgresql.poolSize=8', '--set', 'postgresql.standbyPollPeriod=0.5']);
+    const dep = one(objects, 'Deployment') as K8sObject & { spec: DeploymentSpec };
+    expect(dep.spec.replicas).toBe(3);
+    expect(dep.spec.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: '100%' } });
+    const pod = dep.spec.template.spec;
+    const c = pod.containers[0]!;
+    expect(c.livenessProbe.httpGet).toEqual({ path: '/api/health/live', port: 'gateway' });
+    expect(c.readinessProbe.httpGet).toEqual({ path: '/api/health', port: 'gateway' });
+    // the URL from the Secret, explicitly: the pod does not start while the Secret lacks it
+    expect(c.env.find((e) => e.name === 'AF_GATEWAY_DATABASE_URL')).toEqual({
+      name: 'AF_GATEWAY_DATABASE_URL',
+      valueFrom: { secretKeyRef: { name: 'af-gateway', key: 'AF_GATEWAY_DATABASE_URL' } },
+    });
+    expect(c.env.find((e) => e.name === 'AF_GATEWAY_ENCRYPT_KEY')).toMatchObject({ valueFrom: { secretKeyRef: { key: 'AF_GATEWAY_ENCRYPT_KEY' } } });
+    const secret = one(objects, 'Secret') as K8sObject & { data: Record<string, string> };
+    expect(Buffer.from(secret.data.AF_GATEWAY_DATABASE_URL!, 'base64').toString()).toBe(PG_URL);
+    // the password (and the URL) appear nowhere in clear text: not in the ConfigMap, not anywhere else
+    expect(text).not.toContain(PG_PASSWORD);
+    expect(text).not.toContain('db.example.org');
+    expect(text.split(secret.data.AF_GATEWAY_DATABASE_URL!)).toHaveLength(2); // its base64 only in the Secret
+    const others = objects.filter((o) => o.kind !== 'Secret');
+    expect(JSON.stringify(others)).not.toContain(secret.data.AF_GATEWAY_DATABASE_URL!);
+    // the ConfigMap: the pool and poll period, never the URL; the gateway's own validator accepts it
+    const raw = gatewayConfig(objects);
+    expect(raw.state_store).toEqual({ pool_size: 8, standby_poll_period: 0.5 });
+    const cfg = resolveConfig(raw);
+    expect(cfg.state_store).toEqual({ postgresql_url: null, pool_size: 8, standby_poll_period: 0.5 });
+    expect(cfg.cluster.stop_on_shutdown).toBe(false); // clusters outlive a switch of replicas
+    // heartbeats go to the Service (whichever replica serves), not to a pod
+    expect(cfg.backend.kubernetes.api_url).toBe(`http://af-gateway.${NS}.svc.cluster.local:8000/api`);
+    // no claim: the state is in the database; the data directory is an emptyDir
+    expect(objects.filter((o) => o.kind === 'PersistentVolumeClaim')).toEqual([]);
+    expect(pod.volumes.find((v) => v.name === 'data')).toEqual({ name: 'data', emptyDir: {} });
+    expect(c.volumeMounts.find((m) => m.name === 'data')?.mountPath).toBe('/var/lib/af-gateway');
+    // replicas preferably on different nodes
+    expect(pod.affinity).toEqual({
+      podAntiAffinity: {
+        preferredDuringSchedulingIgnoredDuringExecution: [
+          { weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: dep.spec.selector.matchLabels } } },
+        ],
+      },
+    });
+  });
+
+  it('with postgresql.enabled: an existing claim is mounted, a given affinity replaces the preference, one replica has none, both probes speak HTTPS with TLS (a standby answers it too), an existing Secret supplies the URL', async () => {
+    const term = 'affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0]';
+    const claim = await render({ 'postgresql.url': PG_URL, 'persistence.existingClaim': 'gw-rwx' }, [
+      '--set', 'postgresql.enabled=true', '--set', 'replicaCount=2', '--set', `${term}.key=role`, '--set', `${term}.operator=Exists`,
+    ]);
+    expect(claim.objects.filter((o) => o.kind === 'PersistentVolumeClaim')).toEqual([]);
+    const pod = (one(claim.objects, 'Deployment').spec as DeploymentSpec).template.spec;
+    expect(pod.volumes.find((v) => v.name === 'data')).toEqual({ name: 'data', persistentVolumeClaim: { claimName: 'gw-rwx' } });
+    expect(pod.affinity).toEqual({ nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'role', operator: 'Exists' }] }] } } });
+    const single = await render({ 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true']);
+    const dep = one(single.objects, 'Deployment') as K8sObject & { spec: DeploymentSpec };
+    expect(dep.spec.replicas).toBe(1);
+    expect(dep.spec.strategy).toMatchObject({ type: 'RollingUpdate' });
+    expect(dep.spec.template.spec.affinity).toBeUndefined();
+    expect(resolveConfig(gatewayConfig(single.objects)).state_store).toMatchObject({ pool_size: 5, standby_poll_period: 2 });
+    // with TLS: both probes over HTTPS (a standby serves HTTPS on the same port; test_replicas.py checks it)
+    const tls = await render({ 'postgresql.url': PG_URL, 'config.tls.cert_file': '/etc/tls/tls.crt', 'config.tls.key_file': '/etc/tls/tls.key' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']);
+    const tc = (one(tls.objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
+    expect(tc.livenessProbe.httpGet).toEqual({ path: '/api/health/live', port: 'gateway', scheme: 'HTTPS' });
+    expect(tc.readinessProbe.httpGet).toEqual({ path: '/api/health', port: 'gateway', scheme: 'HTTPS' });
+    const sqliteTls = await render({ 'config.tls.cert_file': '/etc/tls/tls.crt', 'config.tls.key_file': '/etc/tls/tls.key' });
+    const sc = (one(sqliteTls.objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
+    expect(sc.livenessProbe.httpGet).toEqual({ path: '/api/health/live', port: 'gateway', scheme: 'HTTPS' });
+    const existing = await template({ 'secrets.existingSecret': 'facility-secrets' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']);
+    const objects = YAML.parseAllDocuments(existing.stdout).map((d) => d.toJS() as K8sObject).filter(Boolean);
+    expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
+    const c = (one(objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
+    expect(c.env.find((e) => e.name === 'AF_GATEWAY_DATABASE_URL')).toEqual({
+      name: 'AF_GATEWAY_DATABASE_URL',
+      valueFrom: { secretKeyRef: { name: 'facility-secrets', key: 'AF_GATEWAY_DATABASE_URL' } },
+    });
   });
 
   it('grants exactly the namespaced RBAC rules in the release namespace by default', async () => {
@@ -346,7 +467,7 @@ describe('Helm chart deploy/helm', () => {
     expect(local.stderr).toContain('this chart deploys the kubernetes backend only');
   });
 
-  it('runs one pod with Recreate, checksums, the secret as environment, probes on /api/health, the PVC and a writable /tmp', async () => {
+  it('runs one pod with Recreate, checksums, the secret as environment, liveness on /api/health/live and readiness on /api/health, the PVC and a writable /tmp', async () => {
     const { objects } = await render();
     const dep = one(objects, 'Deployment') as K8sObject & { spec: DeploymentSpec };
     expect(dep.spec.replicas).toBe(1);
@@ -365,7 +486,11 @@ describe('Helm chart deploy/helm', () => {
       valueFrom: { secretKeyRef: { name: 'af-gateway', key: 'AF_GATEWAY_ENCRYPT_KEY' } },
     });
     expect(c.envFrom).toEqual([{ secretRef: { name: 'af-gateway' } }]);
-    for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe.httpGet).toEqual({ path: '/api/health', port: 'gateway' });
+    expect(c.livenessProbe.httpGet).toEqual({ path: '/api/health/live', port: 'gateway' });
+    expect(c.readinessProbe.httpGet).toEqual({ path: '/api/health', port: 'gateway' });
+    expect(c.env.map((e) => e.name)).not.toContain('AF_GATEWAY_DATABASE_URL');
+    expect(pod.affinity).toBeUndefined();
+    expect(gatewayConfig(objects).state_store).toBeUndefined();
     expect(c.ports).toEqual([{ name: 'gateway', containerPort: 8000, protocol: 'TCP' }]);
     const mounts = Object.fromEntries(c.volumeMounts.map((m) => [m.mountPath, m.name]));
     expect(mounts).toMatchObject({ '/var/lib/af-gateway': 'data', '/tmp': 'tmp', '/etc/af-gateway': 'config' });
@@ -432,6 +557,7 @@ describe('Helm chart deploy/helm', () => {
 
 interface PodSpec {
   securityContext: Record<string, unknown>;
+  affinity?: Record<string, unknown>;
   serviceAccountName: string;
   volumes: ({ name: string } & Record<string, unknown>)[];
   containers: {
@@ -524,6 +650,22 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     }
   });
 
+  it('accepts every object of PostgreSQL renders (3 replicas with RollingUpdate and anti-affinity; an existing claim and Secret)', async () => {
+    for (const [values, extra] of [
+      [{ 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=3', '--set', 'kubernetes.workspaceVolume.persistentVolumeClaim.claimName=af-workspaces']],
+      [{ 'secrets.existingSecret': 'facility-secrets', 'persistence.existingClaim': 'gw-rwx' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']],
+    ] as [Record<string, string>, string[]][]) {
+      const r = await template(values['secrets.existingSecret'] ? values : { 'secrets.encryptKey': KEY, ...values }, extra);
+      expect(r.code, r.stderr).toBe(0);
+      const objects = YAML.parseAllDocuments(r.stdout).map((d) => d.toJS() as K8sObject | null).filter((o): o is K8sObject => o !== null);
+      const dry = await dryRun(r.stdout);
+      expect(dry.code, `${extra.join(' ')}\n${dry.stderr}`).toBe(0);
+      expect(dry.stderr).toBe('');
+      expect(dry.stdout.trim().split('\n')).toHaveLength(objects.length);
+      expect(objects.map((o) => o.kind)).toContain('Deployment');
+    }
+  });
+
   it('helm install prints the notes (JupyterHub snippet, connect code); upgrade keeps the generated hub token; uninstall keeps the PVC', async () => {
     await cluster();
     const helmK = (args: string[]) => run(helm, ['--kubeconfig', kubeconfig, '--namespace', NS, ...args], { env: helmEnv, timeoutMs: 120_000 });
@@ -562,9 +704,39 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     const cm = await k(['get', 'configmap', 'af-gateway', '-o', 'jsonpath={.data.config\\.yaml}']);
     expect(resolveConfig(YAML.parse(cm.stdout)).log_level).toBe('debug');
 
+    // several replicas: refused on SQLite, accepted with PostgreSQL (and back again)
     const replicas = await helmK(['upgrade', RELEASE, chart, '--reuse-values', '--set', 'replicaCount=2']);
     expect(replicas.code).not.toBe(0);
-    expect(replicas.stderr).toContain('supports exactly one replica');
+    expect(replicas.stderr).toContain('replicaCount is 2, but with the default SQLite state');
+    expect(replicas.stderr).toContain('postgresql.enabled');
+    const deployment = async () => {
+      const r = await k(['get', 'deployment', 'af-gateway', '-o', 'json']);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { spec: DeploymentSpec };
+    };
+    // (the test node agent starts these pods, the data volume being an emptyDir, and they fail at
+    // once: no gateway build at /app here, no database; only what the API server accepts matters)
+    const pg = await helmK(['upgrade', RELEASE, chart, '--reuse-values', '--set', 'replicaCount=2', '--set', 'postgresql.enabled=true', '--set-string', `postgresql.url=${PG_URL}`]);
+    expect(pg.code, pg.stderr).toBe(0);
+    expect(pg.stdout).toContain('2 replicas on a');
+    expect(pg.stdout).toContain('the other one is a standby');
+    expect(pg.stdout + pg.stderr).not.toContain(PG_PASSWORD);
+    const pgDep = await deployment();
+    expect(pgDep.spec.replicas).toBe(2);
+    expect(pgDep.spec.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: '100%' } });
+    expect(pgDep.spec.template.spec.volumes.find((v) => v.name === 'data')).toEqual({ name: 'data', emptyDir: {} });
+    const url = await k(['get', 'secret', 'af-gateway', '-o', 'jsonpath={.data.AF_GATEWAY_DATABASE_URL}']);
+    expect(Buffer.from(url.stdout, 'base64').toString()).toBe(PG_URL);
+    expect(await encryptKey()).toBe(key); // one key for every replica, kept across the switch
+    const pgCm = await k(['get', 'configmap', 'af-gateway', '-o', 'jsonpath={.data.config\\.yaml}']);
+    expect(pgCm.stdout).not.toContain(PG_PASSWORD);
+    expect(resolveConfig(YAML.parse(pgCm.stdout)).state_store).toEqual({ postgresql_url: null, pool_size: 5, standby_poll_period: 2 });
+    const back = await helmK(['upgrade', RELEASE, chart, '--reuse-values', '--set', 'replicaCount=1', '--set', 'postgresql.enabled=false', '--set-string', 'postgresql.url=']);
+    expect(back.code, back.stderr).toBe(0);
+    const sqliteDep = await deployment();
+    expect(sqliteDep.spec.replicas).toBe(1);
+    expect(sqliteDep.spec.strategy).toEqual({ type: 'Recreate' });
+    expect(sqliteDep.spec.template.spec.volumes.find((v) => v.name === 'data')).toEqual({ name: 'data', persistentVolumeClaim: { claimName: 'af-gateway' } });
 
     const uninstall = await helmK(['uninstall', RELEASE, '--wait', '--timeout', '60s']);
     expect(uninstall.code, uninstall.stderr).toBe(0);

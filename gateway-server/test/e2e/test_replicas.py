@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -189,3 +190,44 @@ def test_copy_state_moves_a_running_cluster_from_sqlite_to_postgresql(postgres, 
     finally:
         kill_procs([p.pid for p in cluster_procs(name)])
         gateway.close()
+
+
+def _self_signed(directory):
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return {"cert_file": str(directory / "tls.crt"), "key_file": str(directory / "tls.key")}
+
+
+def test_a_standby_answers_https_like_the_serving_replica_and_stops_on_sigterm(replicas, tmp_path):
+    """With a certificate the probes speak HTTPS to every replica; a standby (PID 1 in a pod ignores
+    SIGTERM without a handler) stops at once when asked."""
+    front, (a, b) = replicas
+    tls = _self_signed(tmp_path)
+    for r in (a, b):
+        r.config["tls"] = tls
+    a.start_serving()
+    b.start_standby()
+    live = requests.get(f"https://127.0.0.1:{b.port}/api/health/live", verify=tls["cert_file"], timeout=5)
+    assert (live.status_code, live.json()["status"]) == (200, "standby")
+    ready = requests.get(f"https://127.0.0.1:{b.port}/api/health", verify=tls["cert_file"], timeout=5)
+    assert (ready.status_code, ready.json()["status"]) == (503, "standby")
+    assert requests.get(f"https://127.0.0.1:{a.port}/api/health", verify=tls["cert_file"], timeout=5).status_code == 200
+    t0 = time.monotonic()
+    b.proc.send_signal(signal.SIGTERM)
+    assert b.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 5
+    assert "before the gateway served" in b.log.read_text()
