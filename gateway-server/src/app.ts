@@ -44,6 +44,8 @@ export interface AppDeps {
   rucio: Map<string, RucioClient>;
   workflows: WorkflowEngine;
   health: () => Promise<Record<string, string>>;
+  /** Resolves once restart recovery finished: requests wait for it (a cluster being adopted is not yet known). */
+  ready?: Promise<void>;
 }
 
 const QUIET_ROUTES = new Set(['/api/v1/clusters/:cluster_name/heartbeat', '/api/health', '/metrics']);
@@ -68,6 +70,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((req) => {
     throw new AppError(404, 'not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
   });
+
+  if (deps.ready) {
+    const ready = deps.ready;
+    app.addHook('onRequest', async () => {
+      await ready;
+    });
+  }
 
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';

@@ -28,9 +28,12 @@ export class Metrics {
       help: 'Clusters by status',
       labelNames: ['status'],
       registers: [this.registry],
-      collect() {
+      async collect() {
+        // Also ended clusters, so from the state store; a store that does not answer leaves it empty
+        // (the health check reports that).
+        const counts = await store.countByStatus().catch(() => ({}));
         this.reset();
-        for (const [status, n] of Object.entries(store.countByStatus())) this.set({ status }, n);
+        for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },
     });
     new Gauge({
@@ -41,7 +44,7 @@ export class Metrics {
       collect() {
         this.reset();
         const counts: Record<string, number> = {};
-        for (const { workers } of clusters.activeClusters()) {
+        for (const { workers } of clusters.activeClusters(['PENDING', 'RUNNING', 'STOPPING'])) {
           for (const w of workers) counts[w.status] = (counts[w.status] ?? 0) + 1;
         }
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);

@@ -111,6 +111,9 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     process.exit(75);
   });
   if (standby) logger.info({ store: store.kind }, 'holding the state store lease: this replica serves');
+  if (store.kind !== 'sqlite' && config.cluster.stop_on_shutdown) {
+    logger.warn('cluster.stop_on_shutdown is true: stopping this replica stops every cluster instead of handing them to a standby');
+  }
   const local = config.backend.local;
   const htcondor = config.backend.type === 'htcondor' ? config.backend.htcondor : undefined;
   const localBackend = new LocalBackend({
@@ -200,7 +203,12 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     log: logger,
     rucioFiles: rucio.size ? (user, ref) => rucioFileList(rucio, user, ref) : undefined,
   });
+  // Requests wait until the clusters and runs of the state were adopted: before that, a cluster
+  // being adopted would look ended (a failover's clients retry at once).
+  let recovered!: () => void;
+  const ready = new Promise<void>((resolve) => (recovered = resolve));
   const app = await buildApp({
+    ready,
     workflows,
     logger,
     clusters,
@@ -222,9 +230,13 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       workflow_backends: [backend.kind, ...workflows.backendNames.filter((n) => n !== backend.kind)],
     }),
     health: async () => ({
+      // (unauthenticated: the reason goes to the log, not to the caller)
       state: await store.countByStatus().then(
         () => 'ok',
-        (err: unknown) => `the ${store.kind} state store did not answer: ${errorMessage(err)}`,
+        (err: unknown) => {
+          logger.error({ err: errorMessage(err) }, 'health: the state store did not answer');
+          return `the ${store.kind} state store did not answer`;
+        },
       ),
       backend: 'ok',
     }),
@@ -237,6 +249,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   app.server.on('upgrade', (req, socket, head) => {
     req.url = stripBasePath(req.url ?? '/', basePath);
     void (async () => {
+      await ready;
       if (await events.handleUpgrade(req, socket, head)) return;
       if (await dashboards(req, socket, head)) return;
       refuseUpgrade(socket, 404, 'not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
@@ -261,6 +274,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   await broker.start();
   await clusters.start(config.cluster.api_url ?? `${url}/api`);
   await workflows.start();
+  recovered();
   const prune = setInterval(() => void sessions.prune().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not prune sessions')), 3600_000);
   prune.unref();
   logger.info({ url, backend: backend.kind, auth: config.auth.type, data_dir: config.data_dir }, 'gateway listening');
@@ -280,6 +294,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         await app.close();
         await onePort.close();
         await backend.close();
+        // every last write lands before a standby may take over and read the state
+        await store.flush().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'could not write the last changes to the state store'));
         await leadership.release();
         await store.close();
       })()),

@@ -9,7 +9,8 @@ import type { AfEvent } from '@af-gateway/schemas';
 import type { User } from '../auth/authenticator.js';
 import type { Identifier } from '../auth/identify.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
-import type { ClusterRecord } from '../clusters/model.js';
+import type { ClusterRecord, WorkerRecord } from '../clusters/model.js';
+import { errorMessage } from '../errors.js';
 import { afClusterJson } from './cluster-json.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
 import { refuseUpgrade, sameOrigin } from './upgrade.js';
@@ -49,15 +50,24 @@ export class EventStream {
     const send = (event: AfEvent) => {
       if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(event));
     };
-    const onCluster = (c: ClusterRecord) => {
-      if (!visible(c)) return;
-      const cluster = afClusterJson(c, clusters.activeWorkers(c.name));
+    const sendCluster = (c: ClusterRecord, workers: readonly WorkerRecord[]) => {
+      const cluster = afClusterJson(c, workers);
       const text = JSON.stringify(cluster);
       if (lastSent.get(c.name) === text) return; // heartbeats that changed nothing
       lastSent.set(c.name, text);
       send({ type: 'cluster', cluster });
     };
-    const initial = clusters.activeClusters(user.admin ? undefined : user.name).map((e) => afClusterJson(e.cluster, e.workers));
+    const onCluster = (c: ClusterRecord) => {
+      if (!visible(c)) return;
+      const live = clusters.activeWorkers(c.name);
+      if (live) return sendCluster(c, live);
+      // Its last event (it ended): the workers as recorded, ended ones included, like GET shows them.
+      clusters.workersOf(c.name).then(
+        (workers) => sendCluster(c, workers),
+        (err: unknown) => this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, 'could not read the workers of an ended cluster'),
+      );
+    };
+    const initial = clusters.activeClusters(['PENDING', 'RUNNING', 'STOPPING'], user.admin ? undefined : user.name).map((e) => afClusterJson(e.cluster, e.workers));
     for (const c of initial) lastSent.set(c.name, JSON.stringify(c));
     send({ type: 'snapshot', clusters: initial });
 

@@ -84,16 +84,20 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     return entry ? [...entry.workers.values()] : await this.deps.store.loadWorkers(name);
   }
 
-  /** Active clusters with their workers, from memory (no state store read): for events, metrics and token updates. */
-  activeClusters(username?: string): { cluster: ClusterRecord; workers: WorkerRecord[] }[] {
+  /**
+   * Clusters in the given statuses that this gateway drives, with their live workers, from memory
+   * (no state store read): for event snapshots, metrics and token updates.
+   */
+  activeClusters(statuses: readonly ClusterStatus[], username?: string): { cluster: ClusterRecord; workers: WorkerRecord[] }[] {
     return [...this.active.values()]
-      .filter((e) => username === undefined || e.cluster.username === username)
+      .filter((e) => statuses.includes(e.cluster.status) && (username === undefined || e.cluster.username === username))
       .map((e) => ({ cluster: e.cluster, workers: [...e.workers.values()] }));
   }
 
-  /** The workers of an active cluster (also during the event that tells it ended). */
-  activeWorkers(name: string): WorkerRecord[] {
-    return [...(this.active.get(name)?.workers.values() ?? [])];
+  /** The live workers of a cluster this gateway drives; undefined once it ended (ask workersOf). */
+  activeWorkers(name: string): WorkerRecord[] | undefined {
+    const entry = this.active.get(name);
+    return entry && [...entry.workers.values()];
   }
 
   async list(username: string | undefined, statuses: readonly ClusterStatus[]): Promise<ClusterRecord[]> {
@@ -466,9 +470,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     c.status = final;
     c.stopTime ??= now();
     await this.save(c);
-    this.changed(c); // while its (ended) workers are still at hand for listeners
     this.active.delete(c.name);
     removeClusterFiles(c, final === 'FAILED');
+    this.changed(c);
   }
 
   // --- periodic check -------------------------------------------------------------------------

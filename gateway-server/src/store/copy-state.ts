@@ -33,31 +33,56 @@ export async function copyStateToPostgres(config: ResolvedConfig, url: string): 
     to = await PostgresStore.open({ url, poolSize: 2, box, warn: () => {} }).catch((err: Error) => {
       throw new ConfigError(`could not open the PostgreSQL database at ${redactUrl(url)}: ${err.message}`);
     });
-    const there = await to.countByStatus();
-    if (Object.keys(there).length || (await to.loadWorkflowRuns()).length || (await to.loadTokens()).length) {
-      throw new ConfigError(`the PostgreSQL database at ${redactUrl(url)} already holds gateway state; copy only into an empty one`);
-    }
-    const counts: CopyCounts = { clusters: 0, workers: 0, users_with_tokens: 0, workflow_runs: 0, workflow_steps: 0 };
-    for (const c of await from.loadClusters(ALL_STATUSES)) {
-      await to.saveCluster(c);
-      counts.clusters++;
-      for (const w of await from.loadWorkers(c.name)) {
-        await to.saveWorker(w);
-        counts.workers++;
+    // Nobody may serve from the database while it fills (a replica started early would delete the
+    // running clusters' pods as orphans): hold the lease for the whole copy.
+    const lease = await to.waitForLeadership(1000, () => {
+      throw new ConfigError(`a gateway is serving from the PostgreSQL database at ${redactUrl(url)}: stop every replica, then copy`);
+    });
+    try {
+      const there = await to.countByStatus();
+      if (Object.keys(there).length || (await to.loadWorkflowRuns()).length || (await to.loadTokens()).length) {
+        throw new ConfigError(`the PostgreSQL database at ${redactUrl(url)} already holds gateway state; copy only into an empty one`);
       }
+      // Read (and open every sealed secret) first: a state that cannot be read fails before anything is written.
+      const clusters = await Promise.all(
+        (await from.loadClusters(ALL_STATUSES)).map(async (c) => ({ cluster: c, workers: await from.loadWorkers(c.name) })),
+      );
+      const tokens = await from.loadTokens();
+      const runs = await Promise.all(
+        (await from.loadWorkflowRuns()).reverse().map(async (r) => ({
+          key: r,
+          run: (await from.loadWorkflowRun(r.id))!,
+          nodes: (await from.loadWorkflowNodes(r.id)) as { id: string; seq: number }[],
+        })),
+      );
+      const counts: CopyCounts = { clusters: 0, workers: 0, users_with_tokens: 0, workflow_runs: 0, workflow_steps: 0 };
+      try {
+        // The backends name their pods and jobs after where the state lives: keep the SQLite state's name.
+        await to.adoptIdentity(from.identity);
+        for (const { cluster, workers } of clusters) {
+          await to.saveCluster(cluster);
+          counts.clusters++;
+          for (const w of workers) await to.saveWorker(w);
+          counts.workers += workers.length;
+        }
+        for (const t of tokens) {
+          await to.saveTokens(t.username, t.data as object, t.secrets as object);
+          counts.users_with_tokens++;
+        }
+        for (const { key, run, nodes } of runs) {
+          await to.saveWorkflow(key, run.data as object, nodes, run.spec as object);
+          counts.workflow_runs++;
+          counts.workflow_steps += nodes.length;
+        }
+      } catch (err) {
+        throw new Error(
+          `the copy stopped after ${JSON.stringify(counts)}: ${(err as Error).message}. Drop and create the database again, then copy again`,
+        );
+      }
+      return counts;
+    } finally {
+      await lease.release();
     }
-    for (const t of await from.loadTokens()) {
-      await to.saveTokens(t.username, t.data as object, t.secrets as object);
-      counts.users_with_tokens++;
-    }
-    for (const r of (await from.loadWorkflowRuns()).reverse()) {
-      const run = (await from.loadWorkflowRun(r.id))!;
-      const nodes = (await from.loadWorkflowNodes(r.id)) as { id: string; seq: number }[];
-      await to.saveWorkflow(r, run.data as object, nodes, run.spec as object);
-      counts.workflow_runs++;
-      counts.workflow_steps += nodes.length;
-    }
-    return counts;
   } finally {
     await from.close();
     await to?.close();

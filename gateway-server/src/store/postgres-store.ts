@@ -22,9 +22,15 @@ import {
   MIGRATIONS,
 } from './state-store.js';
 
-// The shared tables, then what PostgreSQL needs besides: workers keep their insertion order (SQLite
-// has its rowid for that).
-const PG_MIGRATIONS = [...MIGRATIONS, 'ALTER TABLE workers ADD COLUMN seq BIGSERIAL'];
+// PostgreSQL's schema versions: the shared migrations and its own, in the order they shipped.
+// Append only (a new shared migration is appended here too; a test checks none is missing).
+export const PG_MIGRATIONS = [
+  MIGRATIONS[0]!,
+  MIGRATIONS[1]!,
+  MIGRATIONS[2]!,
+  // workers keep their insertion order (SQLite has its rowid for that)
+  'ALTER TABLE workers ADD COLUMN seq BIGSERIAL',
+];
 
 /** Advisory lock keys (any two int4 values no other user of the database picks). */
 const LEADER_LOCK = [0x61666777, 1] as const; // 'afgw', 1
@@ -40,7 +46,7 @@ export interface PostgresStoreOptions {
 
 export class PostgresStore implements StateStore {
   readonly kind = 'postgresql';
-  readonly identity: string;
+  private stateIdentity = '';
   private readonly pool: pg.Pool;
   private readonly box: SecretBox;
   private writes: Promise<unknown> = Promise.resolve();
@@ -48,8 +54,6 @@ export class PostgresStore implements StateStore {
 
   private constructor(private readonly opts: PostgresStoreOptions) {
     this.box = opts.box;
-    const u = new URL(opts.url);
-    this.identity = `postgresql://${u.hostname}:${u.port || 5432}${u.pathname}`;
     this.pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize, connectionTimeoutMillis: 10_000 });
     this.pool.on('error', (err) => opts.warn('an idle PostgreSQL connection failed', err));
   }
@@ -78,7 +82,31 @@ export class PostgresStore implements StateStore {
       for (let v = version; v < PG_MIGRATIONS.length; v++) await client.query(PG_MIGRATIONS[v]!);
       if (rows.length === 0) await client.query('INSERT INTO af_gateway_schema (version) VALUES ($1)', [PG_MIGRATIONS.length]);
       else await client.query('UPDATE af_gateway_schema SET version = $1', [PG_MIGRATIONS.length]);
+      // The identity is chosen once, when the database is first used, and kept: replicas that
+      // spell the host differently, or a moved database, still name the same pods and jobs.
+      await client.query('CREATE TABLE IF NOT EXISTS af_gateway_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
+      const u = new URL(this.opts.url);
+      await client.query(`INSERT INTO af_gateway_meta (key, value) VALUES ('identity', $1) ON CONFLICT (key) DO NOTHING`, [
+        `postgresql://${u.hostname}:${u.port || 5432}${u.pathname}`,
+      ]);
+      const meta = await client.query<{ value: string }>(`SELECT value FROM af_gateway_meta WHERE key = 'identity'`);
+      this.stateIdentity = meta.rows[0]!.value;
     });
+  }
+
+  /** Where the state lives, for the backends' instance name (see StateStore.identity). */
+  get identity(): string {
+    return this.stateIdentity;
+  }
+
+  /** Takes over the identity of the state copied in (copy-state), so the same pods and jobs stay ours. */
+  async adoptIdentity(identity: string): Promise<void> {
+    await this.write(() => this.pool.query(`UPDATE af_gateway_meta SET value = $1 WHERE key = 'identity'`, [identity]));
+    this.stateIdentity = identity;
+  }
+
+  async flush(): Promise<void> {
+    await this.writes;
   }
 
   async close(): Promise<void> {
@@ -271,13 +299,43 @@ export class PostgresStore implements StateStore {
 
   async waitForLeadership(pollMs: number, waiting: () => void): Promise<Leadership> {
     const queryTimeout = Math.max(2 * pollMs, 5_000);
-    const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 10_000, query_timeout: queryTimeout, keepAlive: true });
-    await client.connect();
-    // The holder notices a dead lease connection within one probe period plus a query timeout and
-    // exits. The server must not release the lock before that, but should not wait for the
-    // kernel's default of two hours either (a node that vanished): keepalives on this session.
-    const holderNotices = Math.ceil((pollMs + queryTimeout) / 1000);
-    await client.query(`SET tcp_keepalives_idle = ${holderNotices + 2}; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3`);
+    const sleep = () => new Promise((r) => setTimeout(r, pollMs));
+    let said = false;
+    for (;;) {
+      const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 10_000, query_timeout: queryTimeout, keepAlive: true });
+      let failed: Error | undefined;
+      client.on('error', (err) => (failed = err)); // the pending query fails too; unhandled, it would end the process
+      try {
+        await client.connect();
+        // The holder notices a dead lease connection within one probe period plus a query timeout
+        // and exits. The server must not release the lock before that, but should not wait for the
+        // kernel's default of two hours either (a node that vanished): keepalives on this session.
+        const holderNotices = Math.ceil((pollMs + queryTimeout) / 1000);
+        await client.query(`SET tcp_keepalives_idle = ${holderNotices + 2}; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3`);
+        for (;;) {
+          const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [...LEADER_LOCK]);
+          if (rows[0]?.ok) return this.holdLease(client, pollMs, queryTimeout);
+          if (!said) {
+            said = true;
+            try {
+              waiting();
+            } catch (err) {
+              throw new CallerStop(err);
+            }
+          }
+          await sleep();
+        }
+      } catch (err) {
+        await client.end().catch(() => {});
+        if (err instanceof CallerStop) throw err.cause;
+        // A standby outlives a database restart: it waits on a new connection.
+        this.opts.warn('the connection waiting for the state store lease failed; connecting again', failed ?? err);
+        await sleep();
+      }
+    }
+  }
+
+  private holdLease(client: pg.Client, pollMs: number, queryTimeout: number): Leadership {
     let lost: ((reason: string) => void) | undefined;
     let lostReason: string | undefined;
     const lose = (reason: string) => {
@@ -285,25 +343,23 @@ export class PostgresStore implements StateStore {
       lostReason = reason;
       lost?.(reason);
     };
+    client.removeAllListeners('error');
     client.on('error', (err) => lose(`the connection holding the lease failed: ${err.message}`));
     client.on('end', () => lose('the connection holding the lease ended'));
-    try {
-      for (let said = false; ; ) {
-        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [...LEADER_LOCK]);
-        if (rows[0]?.ok) break;
-        if (!said) waiting();
-        said = true;
-        await new Promise((r) => setTimeout(r, pollMs));
-      }
-    } catch (err) {
-      await client.end().catch(() => {});
-      throw err;
-    }
     this.leaderClient = client;
     // A connection can die silently (a network partition): ask on it regularly so the loss is
-    // noticed within a poll period, not at the next TCP keepalive.
+    // noticed within a probe period and a query timeout, before the server gives the lease away.
+    // A process that was frozen longer than that (its timers late) gives up as well.
+    let answered = Date.now();
     const probe = setInterval(() => {
-      client.query('SELECT 1').catch((err: Error) => lose(`the connection holding the lease did not answer: ${err.message}`));
+      if (Date.now() - answered > 2 * pollMs + queryTimeout) {
+        lose(`the lease was not confirmed for ${Math.round((Date.now() - answered) / 1000)} s (the process was stalled)`);
+        return;
+      }
+      client.query('SELECT 1').then(
+        () => (answered = Date.now()),
+        (err: Error) => lose(`the connection holding the lease did not answer: ${err.message}`),
+      );
     }, pollMs);
     probe.unref();
     return {
@@ -318,5 +374,12 @@ export class PostgresStore implements StateStore {
         await client.end().catch(() => {});
       },
     };
+  }
+}
+
+/** Wraps what the caller's `waiting` callback threw, so it ends the wait instead of a reconnect. */
+class CallerStop extends Error {
+  constructor(cause: unknown) {
+    super('stopped by the caller', { cause });
   }
 }

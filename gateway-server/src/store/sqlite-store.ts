@@ -46,6 +46,9 @@ export class SqliteStore implements StateStore {
     }
   }
 
+  /** Writes reach the file before their call returns. */
+  async flush(): Promise<void> {}
+
   async close(): Promise<void> {
     this.db.close();
   }

@@ -30,6 +30,8 @@ export interface StateStore {
   readonly kind: string;
   /** Where the state lives, without credentials: replicas sharing it get the same backend instance name. */
   readonly identity: string;
+  /** Resolves once every write made so far has reached the storage. */
+  flush(): Promise<void>;
   close(): Promise<void>;
 
   saveCluster(c: ClusterRecord): Promise<void>;

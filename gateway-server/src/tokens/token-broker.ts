@@ -166,7 +166,7 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
     clearTimeout(this.timers.get(user.name));
     this.timers.delete(user.name);
     this.users.delete(user.name);
-    this.deps.store.deleteTokens(user.name);
+    void this.deps.store.deleteTokens(user.name).catch((err: unknown) => this.writeFailed(user.name, err));
     this.emit('token', user.name);
   }
 
@@ -264,7 +264,7 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
   }
 
   private deliver(u: UserTokens): void {
-    for (const { cluster: c } of this.deps.clusters.activeClusters(u.user).filter((e) => e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING')) {
+    for (const { cluster: c } of this.deps.clusters.activeClusters(['PENDING', 'RUNNING'], u.user)) {
       const file = clusterFiles(c).bearerToken;
       try {
         mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
@@ -282,7 +282,11 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
 
   private persist(u: UserTokens): void {
     const { accessToken, refreshToken, ...data } = u;
-    this.deps.store.saveTokens(u.user, data, { accessToken, refreshToken });
+    void this.deps.store.saveTokens(u.user, data, { accessToken, refreshToken }).catch((err: unknown) => this.writeFailed(u.user, err));
+  }
+
+  private writeFailed(user: string, err: unknown): void {
+    this.deps.log.error({ user, err: errorMessage(err) }, 'could not write the token state to the state store');
   }
 
   // --- reporting -----------------------------------------------------------------------------

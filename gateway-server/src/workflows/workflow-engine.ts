@@ -83,6 +83,7 @@ export class WorkflowEngine extends EventEmitter {
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o755 });
     for (const { id } of await this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
+      if (this.active.has(id)) continue;
       const run = (await this.loadRun(id))!;
       const nodes = (await this.deps.store.loadWorkflowNodes(run.id)) as NodeRecord[];
       const a = this.activate(run, nodes);
@@ -284,7 +285,7 @@ export class WorkflowEngine extends EventEmitter {
 
   async remove(user: User, id: string): Promise<void> {
     const v = await this.visible(user, id);
-    if (v.active) throw conflict(`Workflow run ${id} is still running; cancel it first`, 'run_active');
+    if (v.active || this.active.has(id)) throw conflict(`Workflow run ${id} is still running; cancel it first`, 'run_active'); // (a retry meanwhile)
     await this.deps.store.deleteWorkflow(id);
     await rm(v.run.workspace, { recursive: true, force: true });
     this.deps.log.info({ run: id, user: user.name }, 'workflow run deleted');
@@ -555,7 +556,13 @@ export class WorkflowEngine extends EventEmitter {
       const { spec, ...state } = a.run;
       this.deps.store
         .saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...state, summary }, nodes, spec)
-        .catch((err: unknown) => this.deps.log.error({ run: a.run.id, err: errorMessage(err) }, 'could not write the workflow run to the state store'));
+        .catch((err: unknown) => {
+          this.deps.log.error({ run: a.run.id, err: errorMessage(err) }, 'could not write the workflow run to the state store; trying again');
+          // written again with the next flush while the run is active
+          for (const n of nodes) a.dirtyNodes.add(n.id);
+          a.runDirty = true;
+          this.scheduleFlush();
+        });
       this.emit('run', a.run.username, summary);
       if (nodes.length || a.newEdges.length || a.runDirty) {
         this.emit('dag', a.run.username, { run: summary, stages: a.run.stages.map(stageJson), nodes: nodes.map(nodeJson), edges: a.newEdges } satisfies WorkflowDag);

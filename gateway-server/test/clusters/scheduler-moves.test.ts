@@ -21,7 +21,7 @@ beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-moves-'));
   // Heartbeats every 10 minutes: after its first one the real scheduler stays quiet during the test.
   gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, cluster: { heartbeat_period: 600, heartbeat_timeout: 1800 } }),
+    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, cluster: { heartbeat_period: 600, heartbeat_timeout: 1800 }, metrics: { bearer_token: 'scrape' } }),
     makeLogger('warn'),
   );
   moved = createServer((req, res) => {
@@ -49,6 +49,9 @@ it('follows a running scheduler to the addresses its heartbeat reports', async (
     status = ((await (await fetch(`${gw.url}/api/v1/clusters/${name}?wait`, { headers: alice })).json()) as { status: string }).status;
   }
   expect(status).toBe('RUNNING');
+  // (the clusters gauge is read from the state store on each scrape)
+  const metrics = await (await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer scrape' } })).text();
+  expect(metrics).toMatch(/^af_gateway_clusters\{status="RUNNING"\} 1$/m);
 
   const token = readFileSync(join(dataDir, 'clusters', name, 'api-token'), 'utf8').trim();
   const port = (moved.address() as AddressInfo).port;

@@ -334,24 +334,31 @@ def test_two_replicas_on_postgresql_the_standby_adopts_the_pods_when_the_serving
 
 def test_workflow_steps_run_as_jobs_and_are_cleaned_up(kube, gw):
     files = {f: (EXAMPLES / "map-reduce" / f).read_text() for f in ("workflow.yml", "steps.yml")}
-    r = requests.post(f"{gw.url}/api/af/workflows", auth=("alice", ""), timeout=30,
-                      json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 3}})
-    assert r.status_code == 201, r.text
-    run = r.json()
-    assert run["backend"] == "kubernetes"
-    seen_jobs: set[str] = set()
+    # A watch sees every step Job, also one that came and went between two polls (steps take ~1 s).
+    watch = subprocess.Popen([kube.kubectl_bin, "--kubeconfig", kube.env["KUBECONFIG"], "get", "jobs", "-n", NS,
+                              "-l", "af-gateway.io/workflow-run", "--watch", "-o", "name"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        r = requests.post(f"{gw.url}/api/af/workflows", auth=("alice", ""), timeout=30,
+                          json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 3}})
+        assert r.status_code == 201, r.text
+        run = r.json()
+        assert run["backend"] == "kubernetes"
 
-    def finished():
-        seen_jobs.update(j["metadata"]["name"] for j in kube.get("jobs", f"af-gateway.io/workflow-run={run['id']}"))
-        d = requests.get(f"{gw.url}/api/af/workflows/{run['id']}", auth=("alice", ""), timeout=10).json()
-        return d if d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None
-    dag = wait_until(finished, 180, "the map-reduce run on Kubernetes")
+        def finished():
+            d = requests.get(f"{gw.url}/api/af/workflows/{run['id']}", auth=("alice", ""), timeout=10).json()
+            return d if d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None
+        dag = wait_until(finished, 180, "the map-reduce run on Kubernetes")
+    finally:
+        watch.terminate()
+        watched, _ = watch.communicate(timeout=10)
+    seen_jobs = {line.split("/", 1)[1] for line in watched.split() if f"af-step-{run['id']}-" in line}
     assert dag["run"]["status"] == "SUCCESS", [n.get("message") for n in dag["nodes"]]
     total = next(n for n in dag["nodes"] if n["id"] == "reduce")["outputs"]["total"]
     assert Path(total).read_text().strip() == "6"  # 1+2+3 words
     for n in dag["nodes"][1:]:
         assert n["job"].startswith(f"Kubernetes Job {NS}/af-step-{run['id']}-")
-    assert seen_jobs, "no step Job was ever seen"
+    assert {n["job"].rsplit("/", 1)[1] for n in dag["nodes"][1:]} <= seen_jobs, (seen_jobs, [n["job"] for n in dag["nodes"]])
     # Jobs of finished steps are deleted; their logs stay in the workspace
     wait_until(lambda: not kube.get("jobs", f"af-gateway.io/workflow-run={run['id']}"), 60, "the step Jobs removed")
     log = requests.get(f"{gw.url}/api/af/workflows/{run['id']}/nodes/map:2/log", auth=("alice", ""), timeout=10).text

@@ -175,10 +175,14 @@ def test_copy_state_moves_a_running_cluster_from_sqlite_to_postgresql(postgres, 
 
         again = subprocess.run(cli, capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "already holds gateway state" in again.stderr, again
+        # the database keeps the SQLite state's name, which the HTCondor and Kubernetes backends label their jobs and pods with
+        assert psql(postgres, postgres["url"], "SELECT value FROM af_gateway_meta WHERE key = 'identity'") == str((tmp_path / "data").resolve())
 
         replica = Replica(tmp_path / "replica", {**config, "state_store": {"postgresql_url": postgres["url"]}})
         replica.start_serving()
         try:
+            serving = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+            assert serving.returncode == 1 and "a gateway is serving" in serving.stderr, serving
             info = requests.get(f"{replica.url}/api/af/clusters/{name}", auth=("alice", ""), timeout=10).json()
             assert info["status"] == "RUNNING", info
             client = cluster.get_client()

@@ -164,6 +164,23 @@ describe.each(kinds)('state store: $kind', ({ kind, fresh }) => {
 });
 
 describe('PostgreSQL specifics', () => {
+  it('runs every shared migration, in order', async () => {
+    const { PG_MIGRATIONS } = await import('../../src/store/postgres-store.js');
+    const { MIGRATIONS } = await import('../../src/store/state-store.js');
+    expect(PG_MIGRATIONS.filter((m) => MIGRATIONS.includes(m))).toEqual(MIGRATIONS);
+  });
+
+  it('keeps the identity the database was first opened with (the backends name pods and jobs after it)', async () => {
+    const url = await server.newDatabase();
+    const first = await PostgresStore.open({ url, poolSize: 1, box: newKey(), warn });
+    opened.push(first);
+    expect(first.identity).toBe(`postgresql://127.0.0.1:${new URL(url).port}${new URL(url).pathname}`);
+    await first.adoptIdentity('/var/lib/af-gateway');
+    const spelledOtherwise = await PostgresStore.open({ url: url.replace('127.0.0.1', 'localhost'), poolSize: 1, box: newKey(), warn });
+    opened.push(spelledOtherwise);
+    expect(spelledOtherwise.identity).toBe('/var/lib/af-gateway');
+  });
+
   it('writes no secret in clear into the database', async () => {
     const url = await server.newDatabase();
     const store = await PostgresStore.open({ url, poolSize: 2, box: newKey(), warn });
