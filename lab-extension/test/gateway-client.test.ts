@@ -1,41 +1,15 @@
 // The panels' API client and models against a real gateway (local backend, real Dask processes).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import WebSocket from 'ws';
-import { resolveConfig } from '../../gateway-server/src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../gateway-server/src/server.js';
+import { describe, expect, it } from 'vitest';
 import { GatewayClient, GatewayError } from '../src/api/gateway-client';
 import { until } from './until';
-import type { SocketLike } from '../src/api/event-stream';
+import { useRealGateway } from './real-gateway';
 import { ClustersModel } from '../src/panels/clusters/clusters-model';
 import { TokenModel } from '../src/panels/tokens/token-model';
 
-let gw: RunningGateway;
-let dataDir: string;
-
-const clientFor = (user: string) => new GatewayClient({ baseUrl: gw.url, authMode: 'basic', username: user });
-// The browser's WebSocket carries the session cookie; here the Basic header stands in for it.
-const socketsFor = (user: string) => (url: string) =>
-  new WebSocket(url, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64'), origin: gw.url } }) as unknown as SocketLike;
-
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-lab-client-'));
-  gw = await startGateway(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      data_dir: dataDir,
-      cluster_options: [{ field: 'worker_cores', type: 'int', label: 'Worker cores', default: 1, min: 1, max: 2, target: 'worker_cores' }],
-    }),
-    makeLogger('warn'),
-  );
+const gw = useRealGateway('af-lab-client-', {
+  cluster_options: [{ field: 'worker_cores', type: 'int', label: 'Worker cores', default: 1, min: 1, max: 2, target: 'worker_cores' }],
 });
-
-afterAll(async () => {
-  await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const { clientFor, socketsFor } = gw;
 
 describe('GatewayClient', () => {
   it('reads the options form and how kernels connect', async () => {

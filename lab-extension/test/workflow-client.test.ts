@@ -1,17 +1,13 @@
 // The workflow calls of the API client and the Workflows/DAG models against a real gateway whose
 // engine runs the map-reduce example's steps as local processes; the DAG model follows the run
 // through the event stream's deltas alone.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
-import { resolveConfig } from '../../gateway-server/src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../gateway-server/src/server.js';
-import { GatewayClient, GatewayError } from '../src/api/gateway-client';
+import { GatewayError } from '../src/api/gateway-client';
 import { until } from './until';
-import type { SocketLike } from '../src/api/event-stream';
+import { useRealGateway } from './real-gateway';
 import { ClustersModel } from '../src/panels/clusters/clusters-model';
 import { DagModel } from '../src/panels/workflows/dag-model';
 import { countsByStage, totalCounts } from '../src/panels/workflows/dag-state';
@@ -20,22 +16,8 @@ import { WorkflowsModel } from '../src/panels/workflows/workflows-model';
 
 const EXAMPLE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'workflows', 'map-reduce');
 
-let gw: RunningGateway;
-let dataDir: string;
-
-const clientFor = (user: string) => new GatewayClient({ baseUrl: gw.url, authMode: 'basic', username: user });
-const socketsFor = (user: string) => (url: string) =>
-  new WebSocket(url, { headers: { authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64'), origin: gw.url } }) as unknown as SocketLike;
-
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-lab-workflows-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir }), makeLogger('warn'));
-});
-
-afterAll(async () => {
-  await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const gw = useRealGateway('af-lab-workflows-');
+const { clientFor, socketsFor } = gw;
 
 describe('workflows through the API client', () => {
   it('checks a bundle: the init parameters it reads, or each problem at its path', async () => {
