@@ -69,6 +69,18 @@ def start_gateway(directory, config):
     return proc, url, log
 
 
+def oidc_gateway_config(provider, directory, **extra):
+    """A gateway on a free loopback port that accepts the test provider's bearer tokens carrying
+    compute.create."""
+    return {
+        "listen": f"127.0.0.1:{free_port()}",
+        "data_dir": str(Path(directory) / "data"),
+        "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
+                                           "required_scopes": ["compute.create"]}},
+        **extra,
+    }
+
+
 def start_provider(directory, env=None):
     """Starts the test OpenID provider; returns (process, its JSON description)."""
     log = Path(directory) / "op.log"

@@ -8,7 +8,7 @@ import requests
 import dask
 from dask_gateway import Gateway
 
-from af_e2e_support import client_credentials_token, free_port, start_gateway, start_provider, stop
+from af_e2e_support import client_credentials_token, oidc_gateway_config, start_gateway, start_provider, stop
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,7 @@ def provider(tmp_path_factory):
 @pytest.fixture(scope="module")
 def oidc_gateway(provider, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw-oidc")
-    proc, url, _log = start_gateway(d, {
-        "listen": f"127.0.0.1:{free_port()}",
-        "data_dir": str(d / "data"),
-        "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
-                                           "required_scopes": ["compute.create"]}},
-    })
+    proc, url, _log = start_gateway(d, oidc_gateway_config(provider, d))
     try:
         yield url
     finally:

@@ -19,7 +19,7 @@ import time
 import pytest
 import requests
 
-from af_e2e_support import REPO, Replica, ServiceStandIn, free_port, new_database, psql, running_postgres, stop
+from af_e2e_support import CLI, Replica, ServiceStandIn, free_port, new_database, psql, running_postgres, stop
 from conftest import cluster_procs, kill_procs, wait_until
 
 
@@ -165,7 +165,7 @@ def test_copy_state_moves_a_running_cluster_from_sqlite_to_postgresql(postgres, 
         client.close()
         stop(single.proc)  # SIGTERM: a normal stop, the cluster keeps running
 
-        cli = ["node", str(REPO / "gateway-server" / "dist" / "cli.js"), "copy-state", "--config", str(single.dir / "config.json"),
+        cli = ["node", str(CLI), "copy-state", "--config", str(single.dir / "config.json"),
                 "--to-postgresql", postgres["url"]]
         out = subprocess.run(cli, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 
-from af_e2e_support import REPO, client_credentials_token, free_port, start_gateway, start_provider, stop
+from af_e2e_support import REPO, client_credentials_token, free_port, oidc_gateway_config, start_gateway, start_provider, stop
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
@@ -61,13 +61,7 @@ def _kill_below(directory):
 @pytest.fixture(scope="module")
 def gateway(provider, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw-wf-cli")
-    proc, url, log = start_gateway(d, {
-        "listen": f"127.0.0.1:{free_port()}",
-        "data_dir": str(d / "data"),
-        "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
-                                           "required_scopes": ["compute.create"]}},
-        "workflows": {"poll_period": 0.2},
-    })
+    proc, url, log = start_gateway(d, oidc_gateway_config(provider, d, workflows={"poll_period": 0.2}))
     try:
         yield {"url": url, "dir": d, "log": log}
     finally:
