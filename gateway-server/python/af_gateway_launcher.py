@@ -6,14 +6,29 @@ Two modes:
       Become one Dask scheduler or worker described by SPEC_JSON.
 
   af_gateway_launcher.py serve
-      Import Dask once, then read one SPEC_JSON per line on stdin and fork a scheduler or worker
-      for each, answering {"id": ..., "pid": ...} per line on stdout. Forking a warm interpreter
-      saves the seconds a fresh Python spends importing distributed and bokeh. Exits when stdin
-      closes (the gateway went away); the forked processes live on in their own sessions.
+      Import Dask once, then read one request per line on stdin and answer each with one line
+      {"id": ..., ...} on stdout. Forking a warm interpreter saves the seconds a fresh Python spends
+      importing distributed and bokeh. Exits when stdin closes (the gateway went away, or closed an
+      idle launcher); the forked processes live on in their own sessions.
 
-A spec: {"id", "role": "scheduler"|"worker", "title", "args", "env", "cwd", "log", "pidfile"}.
-Every process gets its own session (so the gateway can signal its whole process group) and a
-process title "af-gateway: <role> <cluster> ..." so that `ps` shows what it belongs to.
+In a multi-user gateway one launcher runs per user account, started by the gateway through sudo as
+that account (sudo resets the environment), so everything it does — processes, files, signals —
+happens with the user's rights and none of the gateway's. Requests ("op"):
+
+  fork     {"role": "scheduler"|"worker", "title", "args", "env", "cwd", "log", "pidfile"}
+           -> {"pid", "start_ticks"}: a Dask process in a session of its own
+  step     {"command": [...], "env", "cwd", "title"} -> {"pid", "start_ticks"}: a workflow step
+  prepare  {"dir", "files": {name: text}} -> {}: make dir (0700, parents too) and write the files
+           (0600) in it, replacing whatever (even a symbolic link) had the name
+  write    {"path", "text"} -> {}: replace one file atomically (0600), making its directory if needed
+  kill     {"pid", "start_ticks", "signal"} -> {"sent": bool}: signal the process group of pid if
+           pid is still the process that started at start_ticks
+  tail     {"path", "max_bytes"} -> {"text"} or {"missing": true}: the end of a log file
+  remove   {"dir", "keep": [suffixes]} -> {}: delete dir, or only its files not ending in a kept suffix
+"fork" is the default op. A failed request answers {"id", "error": message}.
+
+Every process gets its own session (so its whole process group can be signalled) and a process
+title "af-gateway: <role> <cluster> ..." so that `ps` shows what it belongs to. The umask is 077.
 """
 
 import json
@@ -94,6 +109,136 @@ def _child(spec):
             os._exit(code)
 
 
+def _start_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return text[text.rindex(")") + 2 :].split(" ")[19]
+
+
+def _replace_file(path, text):
+    """Writes text to path via a fresh temporary file: a link planted at path is replaced, never followed."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _fork_step(req):
+    pid = os.fork()
+    if pid == 0:
+        code = 127
+        try:
+            os.setsid()
+            for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL)
+            null_fd = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null_fd, fd)
+            os.chdir(req["cwd"])
+            os.execve(req["command"][0], req["command"], req["env"])
+        except BaseException:
+            pass
+        os._exit(code)
+    return pid
+
+
+def _kill(req):
+    pid = int(req["pid"])
+    # Only the group whose leader is the process we started, or whose leader is gone (its group id
+    # cannot have been reused while any member lives).
+    if pid <= 1 or _start_ticks(pid) not in ("", req["start_ticks"]):
+        return {"sent": False}
+    try:
+        os.killpg(pid, int(req["signal"]))
+    except ProcessLookupError:
+        return {"sent": False}
+    return {"sent": True}
+
+
+def _tail(req):
+    try:
+        fd = os.open(req["path"], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return {"missing": True}
+    try:
+        st = os.fstat(fd)
+        import stat as _stat
+
+        if not _stat.S_ISREG(st.st_mode):
+            return {"missing": True}
+        size = st.st_size
+        want = int(req.get("max_bytes", 65536))
+        os.lseek(fd, max(0, size - want), os.SEEK_SET)
+        data = os.read(fd, want)
+    finally:
+        os.close(fd)
+    return {"text": data.decode("utf-8", "replace")}
+
+
+def _remove(req):
+    import shutil
+
+    d = req["dir"]
+    keep = tuple(req.get("keep") or ())
+    if not keep:
+        shutil.rmtree(d, ignore_errors=True)
+        return {}
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return {}
+    for name in names:
+        if not name.endswith(keep):
+            try:
+                os.unlink(os.path.join(d, name))
+            except IsADirectoryError:
+                shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+            except OSError:
+                pass
+    return {}
+
+
+def _prepare(req):
+    os.makedirs(req["dir"], mode=0o700, exist_ok=True)
+    os.chmod(req["dir"], 0o700)
+    for name, text in req["files"].items():
+        if "/" in name or name in (".", ".."):
+            raise ValueError(f"bad file name {name!r}")
+        _replace_file(os.path.join(req["dir"], name), text)
+    return {}
+
+
+def _handle(req):
+    op = req.get("op", "fork")
+    if op == "fork":
+        pid = os.fork()
+        if pid == 0:
+            _child(req)
+        return {"pid": pid, "start_ticks": _start_ticks(pid)}
+    if op == "step":
+        pid = _fork_step(req)
+        return {"pid": pid, "start_ticks": _start_ticks(pid)}
+    if op == "prepare":
+        return _prepare(req)
+    if op == "write":
+        os.makedirs(os.path.dirname(req["path"]), mode=0o700, exist_ok=True)
+        _replace_file(req["path"], req["text"])
+        return {}
+    if op == "kill":
+        return _kill(req)
+    if op == "tail":
+        return _tail(req)
+    if op == "remove":
+        return _remove(req)
+    raise ValueError(f"unknown op {op!r}")
+
+
 def _preload():
     # What a scheduler and a worker import on start; done once, before any fork.
     import distributed  # noqa: F401
@@ -111,26 +256,25 @@ def _preload():
 
 
 def serve():
+    os.umask(0o077)
     _preload()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True, "uid": os.getuid()}), flush=True)
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
-        spec = json.loads(line)
+        req = json.loads(line)
         try:
-            pid = os.fork()
-        except OSError as exc:
-            print(json.dumps({"id": spec.get("id"), "error": str(exc)}), flush=True)
-            continue
-        if pid == 0:
-            _child(spec)
-        print(json.dumps({"id": spec.get("id"), "pid": pid}), flush=True)
+            answer = _handle(req)
+        except Exception as exc:  # one bad request must not end the launcher
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps({"id": req.get("id"), **answer}), flush=True)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "exec":
+        os.umask(0o077)
         _child(json.loads(sys.argv[2]))
     elif len(sys.argv) == 2 and sys.argv[1] == "serve":
         serve()

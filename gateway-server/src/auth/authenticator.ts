@@ -25,4 +25,11 @@ export function splitAuthorization(header: string): { scheme: string; credential
     : { scheme: header.slice(0, i).toLowerCase(), credentials: header.slice(i + 1).trim() };
 }
 
-export const USER_NAME = /^[A-Za-z0-9._@+-]{1,64}$/;
+/**
+ * The names the gateway accepts for users, from any authenticator: they become account names,
+ * directory names, labels and ClassAd values, so nothing that could be a path ('.', '..', '/'), an
+ * option ('-x'), a quote or a control character. Checked once, where a user is first proven.
+ */
+export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$/;
+
+export const USER_NAME_RULE = 'user names are 1-64 characters of letters, digits and . _ @ + -, starting with a letter or digit';

@@ -3,6 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { StateStore } from '../store/state-store.js';
 import type { User } from './authenticator.js';
+import { refuseUnsafeName } from './identify.js';
 
 export const SESSION_COOKIE = 'af-gateway-session';
 
@@ -20,6 +21,7 @@ export class Sessions {
    * credential that opened it (an access token's expiry), so an expired token cannot live on in a cookie.
    */
   async create(user: User, path = '/'): Promise<string> {
+    refuseUnsafeName(user); // every login path ends here: no session for a name the gateway cannot use
     const token = randomBytes(32).toString('base64url');
     const limit = user.expiresAt ? Math.floor((user.expiresAt - Date.now()) / 1000) : this.maxAgeSeconds;
     const maxAge = Math.max(1, Math.min(this.maxAgeSeconds, limit));

@@ -1,7 +1,7 @@
 // dask-gateway's "simple" authentication: HTTP Basic with any user name and an optional shared
 // password. For the single-machine demo; refused on a non-loopback listener without a password.
 import { AppError } from '../errors.js';
-import { splitAuthorization, USER_NAME, type Authenticator, type User } from './authenticator.js';
+import { splitAuthorization, USER_NAME, USER_NAME_RULE, type Authenticator, type User } from './authenticator.js';
 import { sameSecret } from './same-secret.js';
 
 export class SimpleAuthenticator implements Authenticator {
@@ -20,7 +20,7 @@ export class SimpleAuthenticator implements Authenticator {
     const name = colon < 0 ? decoded : decoded.slice(0, colon);
     const password = colon < 0 ? '' : decoded.slice(colon + 1);
     if (!USER_NAME.test(name)) {
-      throw new AppError(401, 'invalid_credentials', 'User names are 1-64 characters of letters, digits and . _ @ + -', {
+      throw new AppError(401, 'invalid_credentials', `Bad user name: ${USER_NAME_RULE}`, {
         headers: { 'WWW-Authenticate': this.challenge },
       });
     }

@@ -89,6 +89,20 @@ export interface Backend {
   onChange?(listener: () => void): void;
   /** Hands a cluster's refreshed owner token to where its processes read it, when that is not the local file (e.g. a Secret). Optional. */
   updateToken?(cluster: ClusterRecord, token: string): Promise<void>;
+  /**
+   * Where a new cluster's files go, when not under the gateway's data dir (a multi-user backend: a
+   * directory of the owner's). May refuse the owner (an AppError). Optional.
+   */
+  clusterWorkDir?(cluster: ClusterRecord): Promise<string>;
+  /**
+   * Writes a cluster's TLS pair and API token into its workDir, where its processes read them.
+   * Optional: else the gateway writes them itself. A multi-user backend writes them as the owner.
+   */
+  writeClusterFiles?(cluster: ClusterRecord): Promise<ClusterFiles>;
+  /** Removes what writeClusterFiles wrote (the logs stay when keepLogs). Optional, as above. */
+  removeClusterFiles?(cluster: ClusterRecord, keepLogs: boolean): Promise<void>;
+  /** Replaces the owner's access token file in the cluster's directory. Optional: else the gateway writes it. */
+  writeBearerToken?(cluster: ClusterRecord, token: string): Promise<void>;
   /** Cleans up after a finished step (e.g. deletes its Job). Optional. */
   release?(handle: BackendHandle): Promise<void>;
   /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */

@@ -179,6 +179,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       workerFailures: 0,
       workDir: join(this.deps.config.data_dir, 'clusters', name),
     };
+    // A multi-user backend keeps the files in the owner's own directory; a user without a usable
+    // account is refused here (403), before anything exists.
+    if (this.deps.backend.clusterWorkDir) cluster.workDir = await this.deps.backend.clusterWorkDir(cluster);
     await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
     this.active.set(name, { cluster, workers: new Map(), launches: new Set() });
     this.changed(cluster);
@@ -189,7 +192,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   private async launchScheduler(c: ClusterRecord): Promise<void> {
     try {
-      const files = writeClusterFiles(c);
+      const files = this.deps.backend.writeClusterFiles ? await this.deps.backend.writeClusterFiles(c) : writeClusterFiles(c);
+      if (c.workDir !== files.dir) throw new Error('the backend wrote the cluster files elsewhere than its work dir');
       const handle = await this.deps.backend.startScheduler({
         cluster: c,
         files,
@@ -471,7 +475,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     c.stopTime ??= now();
     await this.save(c);
     this.active.delete(c.name);
-    removeClusterFiles(c, final === 'FAILED');
+    try {
+      if (this.deps.backend.removeClusterFiles) await this.deps.backend.removeClusterFiles(c, final === 'FAILED');
+      else removeClusterFiles(c, final === 'FAILED');
+    } catch (err) {
+      this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, "could not remove the cluster's files");
+    }
     this.changed(c);
   }
 

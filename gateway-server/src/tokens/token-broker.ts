@@ -5,7 +5,7 @@
 // event stream. A refresh token the provider refuses is shown as revoked; nothing else stops.
 import { EventEmitter } from 'node:events';
 import { createHash } from 'node:crypto';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { TokenStatus } from '@af-gateway/schemas';
@@ -15,6 +15,7 @@ import { TokenEndpointError } from '../auth/oidc-issuer.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import { clusterFiles } from '../clusters/cluster-files.js';
 import type { ClusterRecord } from '../clusters/model.js';
+import { replaceConfined } from '../files/no-follow.js';
 import type { ResolvedConfig } from '../config.js';
 import { AppError, errorMessage, forbidden, notFound } from '../errors.js';
 import type { StateStore } from '../store/state-store.js';
@@ -55,6 +56,8 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       hubAuthState?: (user: string) => Promise<{ access_token?: string; refresh_token?: string } | null>;
       /** Where else a cluster's token goes besides its file (e.g. the Secret its pods mount). */
       deliverElsewhere?: (cluster: ClusterRecord, token: string) => Promise<void>;
+      /** Writes a cluster's token file when the gateway must not itself (multi-user: as the owner). */
+      writeTokenFile?: (cluster: ClusterRecord, token: string) => Promise<void>;
     },
   ) {
     super();
@@ -265,19 +268,27 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
 
   private deliver(u: UserTokens): void {
     for (const { cluster: c } of this.deps.clusters.activeClusters(['PENDING', 'RUNNING'], u.user)) {
-      const file = clusterFiles(c).bearerToken;
-      try {
-        mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-        writeFileSync(`${file}.tmp`, u.accessToken + '\n', { mode: 0o600 });
-        renameSync(`${file}.tmp`, file); // readers never see a half-written token
-        u.deliveries[c.name] = { writtenAt: Date.now(), token: fingerprint(u.accessToken) };
-        this.deps.deliverElsewhere?.(c, u.accessToken).catch((err: unknown) =>
-          this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not hand the token to the backend'),
-        );
-      } catch (err) {
-        this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not write the token file');
-      }
+      const token = u.accessToken;
+      u.deliveries[c.name] = { writtenAt: Date.now(), token: fingerprint(token) };
+      // The directory may be writable by the cluster's jobs: never write through what they planted.
+      const write = this.deps.writeTokenFile ?? ((cl: ClusterRecord, t: string) => this.writeTokenFile(cl, t));
+      write(c, token).then(
+        () =>
+          this.deps.deliverElsewhere?.(c, token).catch((err: unknown) =>
+            this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not hand the token to the backend'),
+          ),
+        (err: unknown) => {
+          delete u.deliveries[c.name]; // tried again on the next refresh or cluster change
+          this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not write the token file');
+        },
+      );
     }
+  }
+
+  private async writeTokenFile(c: ClusterRecord, token: string): Promise<void> {
+    const file = clusterFiles(c).bearerToken;
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    await replaceConfined(c.workDir, file, token + '\n'); // readers never see a half-written token
   }
 
   private persist(u: UserTokens): void {

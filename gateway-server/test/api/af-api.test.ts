@@ -57,7 +57,7 @@ function handshakeStatus(headers: Record<string, string>): Promise<number> {
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-events-'));
   gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, cluster: { worker_max_failures: 2 } }),
+    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, cluster: { worker_max_failures: 2 } }),
     makeLogger('warn'),
   );
 });

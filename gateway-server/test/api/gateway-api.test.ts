@@ -47,6 +47,7 @@ beforeAll(async () => {
   const config = resolveConfig({
     listen: '127.0.0.1:0',
     data_dir: dataDir,
+    backend: { local: { single_user: true } },
     auth: { admin_users: ['root-admin'] },
     metrics: { bearer_token: 'scrape-me' },
     cluster: { max_workers: 2 },

@@ -13,7 +13,7 @@ const basic = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-cookie-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, base_path: '/services/af-gateway/' }), makeLogger('warn'));
+  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, base_path: '/services/af-gateway/' }), makeLogger('warn'));
 });
 
 afterAll(async () => {

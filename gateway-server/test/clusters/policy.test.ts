@@ -39,6 +39,7 @@ beforeAll(async () => {
     resolveConfig({
       listen: '127.0.0.1:0',
       data_dir: dataDir,
+      accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE] } },
       policy: {
         profiles: [

@@ -21,7 +21,7 @@ beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-moves-'));
   // Heartbeats every 10 minutes: after its first one the real scheduler stays quiet during the test.
   gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, cluster: { heartbeat_period: 600, heartbeat_timeout: 1800 }, metrics: { bearer_token: 'scrape' } }),
+    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, cluster: { heartbeat_period: 600, heartbeat_timeout: 1800 }, metrics: { bearer_token: 'scrape' } }),
     makeLogger('warn'),
   );
   moved = createServer((req, res) => {

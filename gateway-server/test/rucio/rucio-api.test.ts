@@ -50,6 +50,7 @@ beforeAll(async () => {
     resolveConfig({
       listen: '127.0.0.1:0',
       data_dir: dataDir,
+      accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret, clock_skew: 0 } },
       tokens: { exchange_audiences: ['rucio'] },
       rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
@@ -183,7 +184,7 @@ describe('service mode (userpass, admin-configured)', () => {
     const u = rucio.root_userpass;
     process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC = u.password; // the password comes by environment
     const svc = await startGateway(
-      resolveConfig({ listen: '127.0.0.1:0', data_dir: dir, rucio: { instances: [{ name: 'svc', url: rucio.url, auth: 'userpass', account: u.account, username: u.username }] } }),
+      resolveConfig({ listen: '127.0.0.1:0', data_dir: dir, backend: { local: { single_user: true } }, rucio: { instances: [{ name: 'svc', url: rucio.url, auth: 'userpass', account: u.account, username: u.username }] } }),
       makeLogger('warn'),
     );
     try {

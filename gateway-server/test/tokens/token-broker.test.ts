@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import { execFileSync } from 'node:child_process';
 import * as jose from 'jose';
 import WebSocket from 'ws';
 import type { TokenStatus } from '@af-gateway/schemas';
@@ -44,6 +45,8 @@ async function api(method: string, path: string, body?: unknown) {
   return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
 }
 
+/** The cluster's files are in its owner's account (af-alice, made by scripts/test-accounts.sh). */
+const workDirOf = (cluster: string) => join(execFileSync('getent', ['passwd', 'af-alice'], { encoding: 'utf8' }).split(':')[5]!, '.af-gateway', 'clusters', cluster);
 const jwks = () => jose.createRemoteJWKSet(new URL(`${op.issuer}/jwks`));
 
 beforeAll(async () => {
@@ -54,6 +57,7 @@ beforeAll(async () => {
     resolveConfig({
       listen: `127.0.0.1:${port}`,
       data_dir: dataDir,
+      accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: {
         type: 'oidc',
         oidc: {
@@ -104,7 +108,7 @@ describe('token broker', () => {
     cluster = created.json.name as string;
     for (let i = 0; i < 10 && (await api('GET', `/api/v1/clusters/${cluster}?wait`)).json.status !== 'RUNNING'; i++);
     firstToken = (await api('GET', '/api/af/token/access')).json.access_token as string;
-    const file = join(dataDir, 'clusters', cluster, 'bearer-token');
+    const file = join(workDirOf(cluster), 'bearer-token');
     expect(readFileSync(file, 'utf8').trim()).toBe(firstToken);
     const status = (await api('GET', '/api/af/token')).json as TokenStatus;
     expect(status.deliveries).toEqual([{ target: `cluster:${cluster}`, written_at: expect.any(Number), current: true }]);
@@ -132,7 +136,7 @@ describe('token broker', () => {
     const firstExp = jose.decodeJwt(firstToken).exp! * 1000;
     await new Promise((r) => setTimeout(r, Math.max(0, firstExp - Date.now()) + 1500));
     expect(Date.now()).toBeGreaterThan(firstExp); // the first token is dead now
-    const file = join(dataDir, 'clusters', cluster, 'bearer-token');
+    const file = join(workDirOf(cluster), 'bearer-token');
     const current = readFileSync(file, 'utf8').trim();
     expect(current).not.toBe(firstToken);
     const { payload } = await jose.jwtVerify(current, jwks(), { issuer: op.issuer, audience: AUDIENCE });
@@ -179,7 +183,7 @@ describe('token broker', () => {
     // current refresh token is refused too.
     expect(after.json).toMatchObject({ refresh: { state: 'revoked', message: expect.stringMatching(/no longer accepts the refresh token.*log in again/) } });
     expect((await api('GET', `/api/v1/clusters/${cluster}`)).json.status).toBe('RUNNING');
-    expect(existsSync(join(dataDir, 'clusters', cluster, 'bearer-token'))).toBe(true);
+    expect(existsSync(join(workDirOf(cluster), 'bearer-token'))).toBe(true);
   });
 
   it("refuses another user's refresh token and a bogus one", async () => {
@@ -196,6 +200,7 @@ describe('login under a base path', () => {
       resolveConfig({
         listen: '127.0.0.1:0',
         data_dir: dir,
+      accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
         base_path: '/services/af-gateway/',
         auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret } },
       }),

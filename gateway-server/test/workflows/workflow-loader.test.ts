@@ -92,7 +92,7 @@ describe('POST /api/af/workflows/validate', () => {
   const auth = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64'), 'content-type': 'application/json' };
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'af-wf-'));
-    gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dir }), makeLogger('warn'));
+    gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dir, backend: { local: { single_user: true } } }), makeLogger('warn'));
   });
   afterAll(async () => {
     await gw?.close();

@@ -47,7 +47,7 @@ async function waitFor(id: string, done: (d: WorkflowDag) => boolean, timeoutMs 
 const finished = (d: WorkflowDag) => ['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status);
 
 function config(extra: Record<string, unknown> = {}) {
-  return resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, auth: { type: 'simple', admin_users: ['root'] }, workflows: { poll_period: 0.2 }, ...extra });
+  return resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple', admin_users: ['root'] }, workflows: { poll_period: 0.2 }, ...extra });
 }
 
 beforeAll(async () => {

@@ -1,5 +1,7 @@
-// Talks to the Python launcher in "serve" mode: one warm interpreter that forks schedulers and
-// workers on request. Restarted on demand if it dies.
+// Talks to the Python launcher in "serve" mode: one warm interpreter that forks schedulers, workers
+// and steps on request, and does the file and signal work of its account. In single-user mode one
+// launcher runs as the gateway; in multi-user mode one per user account, started through sudo as
+// that account, so nothing it does has the gateway's rights. Restarted on demand if it dies.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { openSync, closeSync } from 'node:fs';
@@ -15,22 +17,34 @@ export interface LaunchSpec {
   pidfile: string;
 }
 
+/** A started process: its pid and its start time in clock ticks (guards against pid reuse). */
+export interface Started {
+  pid: number;
+  start_ticks: string;
+}
+
+type Answer = Record<string, unknown>;
+
 interface Pending {
-  resolve: (pid: number) => void;
+  resolve: (answer: Answer) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
 }
 
-export class PreforkLauncher {
+export class Launcher {
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** When the last request was answered (or sent): for closing idle launchers. */
+  lastUsed = Date.now();
 
   constructor(
-    private readonly python: string,
-    private readonly script: string,
+    /** The command that runs `af_gateway_launcher.py serve` (directly, or through sudo). */
+    private readonly argv: string[],
+    private readonly env: Record<string, string>,
     private readonly logFile: string,
     private readonly log: FastifyBaseLogger,
+    private readonly label = 'the Python launcher',
   ) {}
 
   /** Starts the interpreter now so that the first cluster does not pay for its imports. */
@@ -38,39 +52,46 @@ export class PreforkLauncher {
     this.ensure();
   }
 
+  get busy(): boolean {
+    return this.pending.size > 0;
+  }
+
   private ensure(): ChildProcess {
     if (this.child && this.child.exitCode === null && this.child.signalCode === null) return this.child;
     const fd = openSync(this.logFile, 'a', 0o600);
-    const child = spawn(this.python, [this.script, 'serve'], { stdio: ['pipe', 'pipe', fd] });
+    const [cmd, ...args] = this.argv;
+    const child = spawn(cmd!, args, { stdio: ['pipe', 'pipe', fd], env: this.env });
     closeSync(fd);
-    child.on('error', (err) => this.failAll(new Error(`cannot run ${this.python}: ${err.message}`)));
+    child.on('error', (err) => this.failAll(new Error(`cannot run ${cmd}: ${err.message}`)));
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = undefined;
-      this.failAll(new Error(`the Python launcher exited (${signal ?? `code ${code}`}); see ${this.logFile}`));
+      this.failAll(new Error(`${this.label} exited (${signal ?? `code ${code}`}); see ${this.logFile}`));
     });
+    child.stdin!.on('error', () => undefined); // a dead launcher is reported by 'exit'
     createInterface({ input: child.stdout! }).on('line', (line) => this.onLine(line));
     this.child = child;
     return child;
   }
 
   private onLine(line: string): void {
-    let msg: { id?: number; pid?: number; error?: string; ready?: boolean };
+    let msg: Answer & { id?: number; error?: string; ready?: boolean };
     try {
       msg = JSON.parse(line) as typeof msg;
     } catch {
-      this.log.warn({ line }, 'unexpected output from the Python launcher');
+      this.log.warn({ line: line.slice(0, 200) }, `unexpected output from ${this.label}`);
       return;
     }
     if (msg.ready) {
-      this.log.info('Python launcher ready');
+      this.log.info(`${this.label} ready`);
       return;
     }
     const p = msg.id === undefined ? undefined : this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id!);
     clearTimeout(p.timer);
-    if (typeof msg.pid === 'number') p.resolve(msg.pid);
-    else p.reject(new Error(`fork failed: ${msg.error ?? 'unknown error'}`));
+    this.lastUsed = Date.now();
+    if (typeof msg.error === 'string') p.reject(new Error(msg.error));
+    else p.resolve(msg);
   }
 
   private failAll(err: Error): void {
@@ -81,17 +102,23 @@ export class PreforkLauncher {
     }
   }
 
-  fork(spec: LaunchSpec, timeoutMs = 120_000): Promise<number> {
+  /** Sends one request ({op, ...}) and resolves with the launcher's answer. */
+  request(body: Record<string, unknown>, timeoutMs = 120_000): Promise<Answer> {
     const child = this.ensure();
     const id = this.nextId++;
-    return new Promise<number>((resolve, reject) => {
+    this.lastUsed = Date.now();
+    return new Promise<Answer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error(`the Python launcher did not answer within ${timeoutMs / 1000} s; see ${this.logFile}`));
+        reject(new Error(`${this.label} did not answer within ${timeoutMs / 1000} s; see ${this.logFile}`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
-      child.stdin!.write(JSON.stringify({ ...spec, id }) + '\n');
+      child.stdin!.write(JSON.stringify({ ...body, id }) + '\n');
     });
+  }
+
+  async fork(spec: LaunchSpec, timeoutMs = 120_000): Promise<Started> {
+    return toStarted(await this.request({ op: 'fork', ...spec }, timeoutMs), 'fork');
   }
 
   close(): void {
@@ -100,10 +127,15 @@ export class PreforkLauncher {
   }
 }
 
-/** Starts one process with a fresh interpreter, detached into its own session. */
-export function execLaunch(python: string, script: string, spec: LaunchSpec): Promise<number> {
+export function toStarted(answer: Answer, what: string): Started {
+  if (typeof answer.pid !== 'number') throw new Error(`${what} failed: the launcher gave no pid`);
+  return { pid: answer.pid, start_ticks: typeof answer.start_ticks === 'string' ? answer.start_ticks : '' };
+}
+
+/** Starts one process with a fresh interpreter, detached into its own session (single-user mode without prefork). */
+export function execLaunch(python: string, script: string, spec: LaunchSpec, env: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(python, [script, 'exec', JSON.stringify(spec)], { detached: true, stdio: 'ignore' });
+    const child = spawn(python, [script, 'exec', JSON.stringify(spec)], { detached: true, stdio: 'ignore', env });
     child.once('error', reject);
     child.once('spawn', () => {
       child.unref();

@@ -1,14 +1,23 @@
 // Local backend: Dask schedulers and workers as processes on the gateway's machine, each in its own
 // process group (stopped as a whole), forked from a warm launcher or started fresh.
-import { readFile } from 'node:fs/promises';
+//
+// Two modes. Single-user (backend.local.single_user, the demo): one launcher runs as the gateway
+// and so does everything it starts. Multi-user (a facility): each user account gets its own warm
+// launcher, started through sudo as that account, and every process, file, log read and signal of
+// that user's clusters goes through it — the gateway never runs user code nor touches a path inside
+// a user's directory with its own rights.
+import { readFile, mkdir } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
-import type { BackendHandle } from '../../clusters/model.js';
-import { execLaunch, PreforkLauncher, type LaunchSpec } from './launcher-client.js';
-import { isRunning, readProcStat, stopProcessGroup } from './process-group.js';
+import type { Backend, ClusterFiles, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
+import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
+import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
+import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
+import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
+import { isRunning, readProcStat, stopProcessGroup, type GroupSignaller } from './process-group.js';
 
 const LAUNCHER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'python', 'af_gateway_launcher.py');
 
@@ -21,6 +30,12 @@ export interface LocalBackendOptions {
   log: FastifyBaseLogger;
   /** Address schedulers listen on (127.0.0.1 unless workers run elsewhere). */
   schedulerHost?: string;
+  /** Everything runs as the gateway (one person on loopback). Else `accounts` and `sudo` are needed. */
+  singleUser: boolean;
+  accounts?: AccountResolver;
+  sudo?: string;
+  /** Seconds an unused per-user launcher is kept. */
+  launcherIdleTimeout?: number;
 }
 
 interface LocalHandle extends BackendHandle {
@@ -34,20 +49,103 @@ const asLocal = (h: BackendHandle): LocalHandle => {
   return h as LocalHandle;
 };
 
+/** The environment of a launcher: built from scratch, so no secret of the gateway reaches user processes. */
+function launcherEnv(): Record<string, string> {
+  return { ...stepBaseEnv(), PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' };
+}
+
 export class LocalBackend implements Backend {
   readonly kind = 'local';
-  private readonly launcher: PreforkLauncher | undefined;
+  /** Single-user mode's launcher (when prefork). */
+  private readonly launcher: Launcher | undefined;
+  /** Multi-user mode: one warm launcher per user account. */
+  private readonly userLaunchers = new Map<string, Launcher>();
+  private readonly reaper: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: LocalBackendOptions) {
-    if (opts.prefork) {
-      this.launcher = new PreforkLauncher(opts.python, LAUNCHER, join(opts.dataDir, 'launcher.log'), opts.log);
-      this.launcher.warmUp();
+    if (opts.singleUser) {
+      if (opts.prefork) {
+        this.launcher = new Launcher([opts.python, LAUNCHER, 'serve'], launcherEnv(), join(opts.dataDir, 'launcher.log'), opts.log);
+        this.launcher.warmUp();
+      }
+    } else {
+      if (!opts.accounts) throw new Error('the multi-user local backend needs an account resolver');
+      const idleMs = (opts.launcherIdleTimeout ?? 300) * 1000;
+      this.reaper = setInterval(() => this.closeIdleLaunchers(idleMs), Math.min(idleMs, 30_000));
+      this.reaper.unref();
     }
   }
 
+  get multiUser(): boolean {
+    return !this.opts.singleUser;
+  }
+
+  // --- multi-user plumbing ----------------------------------------------------------------------
+
+  private async account(user: string): Promise<UserAccount> {
+    return this.opts.accounts!.resolve(user);
+  }
+
+  private async launcherFor(account: string): Promise<Launcher> {
+    let l = this.userLaunchers.get(account);
+    if (!l) {
+      const logDir = join(this.opts.dataDir, 'launchers');
+      await mkdir(logDir, { recursive: true, mode: 0o700 });
+      // sudo -n: never prompt; the facility's rule allows exactly this command as the users' accounts.
+      const argv = [this.opts.sudo ?? 'sudo', '-n', '-u', account, this.opts.python, LAUNCHER, 'serve'];
+      l = new Launcher(argv, launcherEnv(), join(logDir, `${account}.log`), this.opts.log, `the launcher of account ${account}`);
+      this.userLaunchers.set(account, l);
+    }
+    return l;
+  }
+
+  private closeIdleLaunchers(idleMs: number): void {
+    for (const [account, l] of this.userLaunchers) {
+      if (!l.busy && Date.now() - l.lastUsed > idleMs) {
+        l.close();
+        this.userLaunchers.delete(account);
+      }
+    }
+  }
+
+  /** Where a user's cluster keeps its files: in the account's home, made and written by the account. */
+  private userClusterDir(account: UserAccount, cluster: string): string {
+    return join(account.home, '.af-gateway', 'clusters', cluster);
+  }
+
+  async clusterWorkDir(c: ClusterRecord): Promise<string> {
+    if (this.opts.singleUser) return c.workDir;
+    return this.userClusterDir(await this.account(c.username), c.name);
+  }
+
+  /** Writes the cluster's TLS pair and API token where its processes read them. */
+  async writeClusterFiles(c: ClusterRecord): Promise<ClusterFiles> {
+    if (this.opts.singleUser) return writeClusterFiles(c);
+    const account = await this.account(c.username);
+    const launcher = await this.launcherFor(account.name);
+    await launcher.request({ op: 'prepare', dir: c.workDir, files: { 'dask.crt': c.tlsCert, 'dask.pem': c.tlsKey, 'api-token': c.token } });
+    return clusterFiles(c);
+  }
+
+  async removeClusterFiles(c: ClusterRecord, keepLogs: boolean): Promise<void> {
+    if (this.opts.singleUser) return removeClusterFiles(c, keepLogs);
+    const account = await this.account(c.username);
+    const launcher = await this.launcherFor(account.name);
+    await launcher.request({ op: 'remove', dir: c.workDir, keep: keepLogs ? ['.log'] : [] });
+  }
+
+  /** Replaces the owner's access token file of a running cluster (multi-user: as the owner). */
+  async writeBearerToken(c: ClusterRecord, token: string): Promise<void> {
+    const account = await this.account(c.username);
+    const launcher = await this.launcherFor(account.name);
+    await launcher.request({ op: 'write', path: clusterFiles(c).bearerToken, text: token + '\n' });
+  }
+
+  // --- processes --------------------------------------------------------------------------------
+
   async startScheduler(l: SchedulerLaunch): Promise<BackendHandle> {
     const { cluster, files } = l;
-    return this.launch({
+    return this.launch(cluster.username, {
       role: 'scheduler',
       title: `af-gateway: scheduler ${cluster.name} (${cluster.username})`,
       args: [
@@ -81,7 +179,7 @@ export class LocalBackend implements Backend {
   async startWorker(l: WorkerLaunch): Promise<BackendHandle> {
     const { cluster, worker, files } = l;
     const s = cluster.settings;
-    return this.launch({
+    return this.launch(cluster.username, {
       role: 'worker',
       title: `af-gateway: worker ${cluster.name} ${worker.name} (${cluster.username})`,
       args: [
@@ -108,8 +206,13 @@ export class LocalBackend implements Backend {
     });
   }
 
-  /** A workflow step: its wrapper in a new process group, with only the environment a step needs. */
+  /**
+   * A workflow step: its wrapper in a new process group, with only the environment a step needs.
+   * Single-user mode only: a multi-user gateway does not offer `local` for steps (their workspace
+   * is the gateway's), see the server's step backends.
+   */
   async startStep(l: StepLaunch): Promise<BackendHandle> {
+    if (!this.opts.singleUser) throw new Error('the local backend runs workflow steps only in single-user mode');
     const child = spawn('/bin/sh', [l.wrapper], {
       cwd: l.workdir,
       detached: true,
@@ -137,30 +240,59 @@ export class LocalBackend implements Backend {
     this.changeListeners.push(listener);
   }
 
-  private async launch(spec: LaunchSpec): Promise<BackendHandle> {
+  private async launch(user: string, spec: LaunchSpec): Promise<BackendHandle> {
+    if (!this.opts.singleUser) {
+      const account = await this.account(user);
+      const started = await (await this.launcherFor(account.name)).fork(spec);
+      const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: spec.log, account: account.name };
+      return handle;
+    }
     const pid = this.launcher
-      ? await this.launcher.fork(spec)
-      : await execLaunch(this.opts.python, LAUNCHER, spec);
+      ? (await this.launcher.fork(spec)).pid
+      : await execLaunch(this.opts.python, LAUNCHER, spec, launcherEnv());
     const stat = await readProcStat(pid);
     // A process that is already gone keeps an empty start time: check() then reports its log.
     const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: spec.log };
     return handle;
   }
 
+  /** Signals as the handle's account, through its launcher (multi-user), or as the gateway. */
+  private signaller(h: LocalHandle): GroupSignaller | undefined {
+    const account = typeof h.account === 'string' ? h.account : undefined;
+    if (!account) return undefined;
+    return async (pgid, signal) => {
+      const answer = await (await this.launcherFor(account)).request({
+        op: 'kill',
+        pid: pgid,
+        start_ticks: h.startTicks,
+        signal: signal === 0 ? 0 : osConstants.signals[signal],
+      });
+      return answer.sent === true;
+    };
+  }
+
   async stop(handle: BackendHandle): Promise<void> {
     const h = asLocal(handle);
     if (!h.startTicks) return;
-    await stopProcessGroup(h.pid, h.startTicks, this.opts.stopGracePeriod);
+    await stopProcessGroup(h.pid, h.startTicks, this.opts.stopGracePeriod, this.signaller(h));
   }
 
   async check(handle: BackendHandle): Promise<ProcessState> {
     const h = asLocal(handle);
     if (h.startTicks && (await isRunning(h.pid, h.startTicks))) return { alive: true };
+    if (typeof h.account === 'string') {
+      // The log is in the user's directory: read as the user, so a planted link leads nowhere.
+      const answer = await (await this.launcherFor(h.account)).request({ op: 'tail', path: h.log, max_bytes: 16_384 }).catch((): Record<string, unknown> => ({ missing: true }));
+      return { alive: false, detail: typeof answer.text === 'string' ? tailText(answer.text) : 'no log was written' };
+    }
     return { alive: false, detail: await logTail(h.log) };
   }
 
   async close(): Promise<void> {
+    if (this.reaper) clearInterval(this.reaper);
     this.launcher?.close();
+    for (const l of this.userLaunchers.values()) l.close();
+    this.userLaunchers.clear();
   }
 }
 
@@ -170,12 +302,15 @@ export function stepBaseEnv(): Record<string, string> {
   return Object.fromEntries(keep.flatMap((k) => (process.env[k] === undefined ? [] : [[k, process.env[k]!]])));
 }
 
+function tailText(text: string, lines = 6): string {
+  const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
+  return tail ? `last log lines:\n${tail}` : 'its log is empty';
+}
+
 /** The last meaningful lines of a process log: what a person needs to see why it ended. */
 export async function logTail(file: string, lines = 6): Promise<string> {
   try {
-    const text = await readFile(file, 'utf8');
-    const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
-    return tail ? `last log lines:\n${tail}` : 'its log is empty';
+    return tailText(await readFile(file, 'utf8'), lines);
   } catch {
     return 'no log was written';
   }

@@ -25,7 +25,13 @@ export async function isRunning(pid: number, startTicks: string): Promise<boolea
   return stat !== undefined && stat.startTicks === startTicks && stat.state !== 'Z' && stat.state !== 'X';
 }
 
-function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+/**
+ * Sends a signal (0: only asks) to a process group; false when the group is gone. The gateway's
+ * own for its processes; in multi-user mode the user's launcher sends it with the user's rights.
+ */
+export type GroupSignaller = (pgid: number, signal: NodeJS.Signals | 0) => Promise<boolean>;
+
+export const signalOwnGroup: GroupSignaller = async (pgid, signal) => {
   try {
     process.kill(-pgid, signal);
     return true;
@@ -33,14 +39,14 @@ function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
     throw err;
   }
-}
+};
 
 /** Whether any live (non-zombie) member of the group remains. */
-async function groupAlive(pgid: number): Promise<boolean> {
-  if (!signalGroup(pgid, 0)) return false;
+async function groupAlive(pgid: number, signalGroup: GroupSignaller): Promise<boolean> {
+  if (!(await signalGroup(pgid, 0))) return false;
   const leader = await readProcStat(pgid);
   // Zombies still count for kill(2); a group whose only member left is a zombie leader is done.
-  if (leader && (leader.state === 'Z' || leader.state === 'X')) return signalGroup(pgid, 0) && !(await onlyZombies(pgid));
+  if (leader && (leader.state === 'Z' || leader.state === 'X')) return (await signalGroup(pgid, 0)) && !(await onlyZombies(pgid));
   return true;
 }
 
@@ -55,17 +61,17 @@ async function onlyZombies(pgid: number): Promise<boolean> {
 }
 
 /** SIGTERM to the group, SIGKILL after `graceSeconds` if anything is left. */
-export async function stopProcessGroup(pid: number, startTicks: string, graceSeconds: number): Promise<void> {
+export async function stopProcessGroup(pid: number, startTicks: string, graceSeconds: number, signalGroup: GroupSignaller = signalOwnGroup): Promise<void> {
   // Only signal the group if its leader is the process we started, or already gone
   // (then the group id cannot have been reused while any member lives).
   const stat = await readProcStat(pid);
   if (stat && stat.startTicks !== startTicks) return;
-  if (!signalGroup(pid, 'SIGTERM')) return;
+  if (!(await signalGroup(pid, 'SIGTERM'))) return;
   const deadline = Date.now() + graceSeconds * 1000;
   while (Date.now() < deadline) {
-    if (!(await groupAlive(pid))) return;
+    if (!(await groupAlive(pid, signalGroup))) return;
     await sleep(100);
   }
-  signalGroup(pid, 'SIGKILL');
-  for (let i = 0; i < 50 && (await groupAlive(pid)); i++) await sleep(100);
+  await signalGroup(pid, 'SIGKILL');
+  for (let i = 0; i < 50 && (await groupAlive(pid, signalGroup)); i++) await sleep(100);
 }

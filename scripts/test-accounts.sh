@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Real POSIX accounts for the multi-user tests: the gateway runs as an unprivileged account and each
+# test user's processes run as their own, as on a facility. Needs root (CI runs as root).
+#
+# Usage:
+#   scripts/test-accounts.sh ensure     install sudo if missing; create (once) the group af-users, the
+#                                       gateway's account af-gateway and an account af-NAME for each
+#                                       user NAME the tests log in as (alice, bob, …, mallory the
+#                                       hostile one; members of af-users, homes 0700); write
+#                                       the sudo rule that lets af-gateway start the launcher, and
+#                                       nothing else, as af-users' members. Prints accounts.json's path.
+#   scripts/test-accounts.sh selftest   ensure, then check that the rule works and is narrow
+#
+# The rule names the repository's venv Python and launcher script by path: a second clone gets its own
+# rule file (named after a hash of its path). Accounts are kept between runs; they are cheap and
+# hold nothing but empty homes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+GATEWAY=af-gateway
+GROUP=af-users
+USERS=(af-alice af-bob af-carol af-dave af-erin af-frank af-mallory af-admin af-ci-pipeline)
+
+log() { printf '[test-accounts] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+python="$repo/.venv/bin/python"
+launcher="$repo/gateway-server/python/af_gateway_launcher.py"
+rule_file="/etc/sudoers.d/af-gateway-test-$(printf '%s' "$repo" | sha256sum | cut -c1-10)"
+state_dir=/var/cache/af-gateway/test-accounts
+
+cmd_ensure() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (creates accounts)"
+  if ! command -v sudo >/dev/null; then
+    log "installing sudo (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null) || die "could not install sudo"
+  fi
+  getent group "$GROUP" >/dev/null || groupadd "$GROUP"
+  getent passwd "$GATEWAY" >/dev/null || useradd --system --user-group --create-home --home-dir "/var/lib/$GATEWAY" --shell /usr/sbin/nologin "$GATEWAY"
+  for u in "${USERS[@]}"; do
+    getent passwd "$u" >/dev/null || useradd --user-group --create-home --shell /bin/sh --groups "$GROUP" "$u"
+    chmod 700 "$(getent passwd "$u" | cut -d: -f6)"
+  done
+  # The users run the repository's venv: a clone in a mktemp directory (0700) must let them
+  # through, and so must the directories above the venv's interpreter (a pyenv Python under
+  # /root). Only the search bit, only where it is missing, and said in the log.
+  chmod o+x "$repo"
+  local d; d=$(dirname "$(readlink -f "$python")")
+  while [ "$d" != / ]; do
+    if [ "$(( 0$(stat -c %a "$d") & 1 ))" -eq 0 ]; then log "letting the test accounts pass through $d (o+x)"; chmod o+x "$d"; fi
+    d=$(dirname "$d")
+  done
+  local tmp; tmp=$(mktemp)
+  # No SETENV: sudo resets the environment, so nothing of the gateway's reaches the launcher.
+  printf 'Defaults:%s !requiretty, !lecture\n%s ALL=(%%%s) NOPASSWD: %s %s serve\n' \
+    "$GATEWAY" "$GATEWAY" "$GROUP" "$python" "$launcher" > "$tmp"
+  visudo -cqf "$tmp" || { rm -f "$tmp"; die "the sudo rule does not parse"; }
+  install -m 0440 -o root -g root "$tmp" "$rule_file"
+  rm -f "$tmp"
+  mkdir -p "$state_dir"
+  {
+    printf '{"gateway": %s, "group": "%s", "users": {' "$(account_json "$GATEWAY")" "$GROUP"
+    local sep=""
+    for u in "${USERS[@]}"; do printf '%s"%s": %s' "$sep" "${u#af-}" "$(account_json "$u")"; sep=", "; done
+    printf '}, "sudo_rule": "%s"}\n' "$rule_file"
+  } > "$state_dir/accounts.json"
+  chmod 644 "$state_dir/accounts.json"
+  echo "$state_dir/accounts.json"
+}
+
+account_json() {
+  local e; e=$(getent passwd "$1")
+  IFS=: read -r name _ uid gid _ home _ <<<"$e"
+  printf '{"name": "%s", "uid": %s, "gid": %s, "home": "%s"}' "$name" "$uid" "$gid" "$home"
+}
+
+cmd_selftest() {
+  cmd_ensure >/dev/null
+  local fails=0
+  check() { if "$@" >/dev/null 2>&1; then log "ok: ${desc}"; else log "FAILED: ${desc}"; fails=$((fails + 1)); fi; }
+  desc="af-gateway starts the launcher as af-alice"
+  check bash -c "echo | runuser -u $GATEWAY -- sudo -n -u af-alice $python $launcher serve | grep -q ready"
+  desc="af-gateway may not run a shell as af-alice"
+  check bash -c "! runuser -u $GATEWAY -- sudo -n -u af-alice /bin/sh -c true"
+  desc="af-gateway may not run the launcher as root"
+  check bash -c "! echo | runuser -u $GATEWAY -- sudo -n -u root $python $launcher serve"
+  desc="af-gateway may not run the launcher as itself with other arguments"
+  check bash -c "! runuser -u $GATEWAY -- sudo -n -u af-alice $python $launcher exec '{}'"
+  desc="af-alice cannot read af-bob's home"
+  check bash -c "! runuser -u af-alice -- ls $(getent passwd af-bob | cut -d: -f6)"
+  [ "$fails" -eq 0 ] || die "$fails check(s) failed"
+  log "selftest passed"
+}
+
+case "${1:-}" in
+  ensure) cmd_ensure ;;
+  selftest) cmd_selftest ;;
+  *) die "usage: $0 ensure|selftest" ;;
+esac
