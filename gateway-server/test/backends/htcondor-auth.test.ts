@@ -1,56 +1,173 @@
-// How the HTCondor backend authenticates condor_submit to the schedd: with SciTokens, as the
-// cluster owner with the broker's token file. SciTokens need an HTTPS issuer the schedd trusts, which
-// the test pool cannot have, so a stand-in condor_submit (a shell script that records its
-// environment and answers like `condor_submit -terse`) checks what the backend hands the real tool.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// How the HTCondor backend runs the condor tools: as whom (the cluster owner's account through the
+// prefix's {account}/{uid}/{gid}, or with their SciToken), with which environment (built from
+// scratch: no secret of the gateway's), and which configurations it refuses (every user's jobs as
+// one account). SciTokens need an HTTPS issuer the schedd trusts, which the test pool cannot have,
+// so a stand-in for the condor tools (a shell script that records its argv, its whole environment
+// and its input, and answers like the real tools) checks what the backend hands them. The real pool
+// is in test/e2e/test_htcondor_pool.py.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HTCondorBackend, type HTCondorConfig } from '../../src/backends/htcondor/htcondor-backend.js';
+import { HTCondorBackend, sharedAccountProblem, type HTCondorConfig } from '../../src/backends/htcondor/htcondor-backend.js';
 import type { LocalBackend } from '../../src/backends/local/local-backend.js';
+import type { AccountResolver, UserAccount } from '../../src/accounts/accounts.js';
+import { CommandRunner } from '../../src/backends/batch/command-runner.js';
 import { makeLogger } from '../../src/server.js';
 import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
 
 let dir: string;
+let standin: string;
 const config = (over: Partial<HTCondorConfig>): HTCondorConfig => ({
   command_prefix: [], environment: { _condor_SCHEDD_HOST: 'schedd.example.org', _condor_COLLECTOR_HOST: 'cm.example.org' },
   auth_method: 'scitokens', python: '/opt/python', universe: 'vanilla', container_image: null, requirements: null,
-  accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true, file_owner: null,
-  scheduler_host: '127.0.0.1', poll_period: 1, command_timeout: 10, ...over,
+  accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
+  scheduler_host: '127.0.0.1', scheduler_in_job: true, poll_period: 1, command_timeout: 10, ...over,
 });
+
+/** The test runs as some account; the users' accounts are the same here (no files change hands in this file). */
+const me = { uid: process.getuid!(), gid: process.getgid!() };
+const accounts: AccountResolver = {
+  resolve: async (user: string): Promise<UserAccount> => {
+    if (!/^[a-z]+$/.test(user)) throw new Error(`no account for ${user}`);
+    return { name: `af-${user}`, uid: me.uid, gid: me.gid, home: '/nonexistent' };
+  },
+};
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'af-condor-standin-'));
-  // Stand-in for the condor tools: records argv and the _condor_ environment, prints a job id range.
-  const standin = join(dir, 'condor-standin');
-  writeFileSync(standin, `#!/bin/sh\n{ echo "ARGV $*"; env | grep '^_condor_' | sort; } >> "${dir}/calls"\ncase "$1" in condor_submit) echo "17.0 - 17.1";; esac\n`);
+  // Stand-in for the condor tools (after the prefix's own words): records the argv, the whole
+  // environment and the input; prints a job id range for condor_submit (one proc per queued name).
+  standin = join(dir, 'condor-standin');
+  writeFileSync(
+    standin,
+    `#!/bin/sh
+log="${dir}/calls"
+while [ "$#" -gt 0 ] && [ "\${1#condor_}" = "$1" ]; do echo "PREFIX $1" >> "$log"; shift; done
+{ echo "ARGV $*"; env | sort | sed 's/^/ENV /'; } >> "$log"
+case "$1" in
+  condor_submit) cat > "${dir}/submitted"; n=$(sed -n '/^queue .* from ($/,/^)$/p' "${dir}/submitted" | grep -vc -e '^queue' -e '^)$'); echo "17.0 - 17.$((n - 1))";;
+  condor_q) echo '[{"ClusterId": 17, "ProcId": 0, "JobStatus": 2}]';;
+esac
+`,
+  );
   chmodSync(standin, 0o755);
 });
 
+afterEach(() => rmSync(join(dir, 'calls'), { force: true }));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+const calls = () => readFileSync(join(dir, 'calls'), 'utf8');
+
+function clusterIn(root: string, name: string, username = 'alice') {
+  const work = join(root, 'clusters', name);
+  mkdirSync(work, { recursive: true, mode: 0o700 });
+  const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
+  const cluster = { name, username, workDir: work, schedulerAddress: 'tls://127.0.0.1:1', settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 } } as unknown as ClusterRecord;
+  return { files, cluster };
+}
+
+const worker = (name: string) => ({ name }) as WorkerRecord;
+
 describe('HTCondor schedd authentication', () => {
-  it('submits a scale step as one condor_submit, as the owner with their SciToken file', async () => {
+  it('submits a scale step as one condor_submit, as the owner with their SciToken file, the description on stdin', async () => {
+    const data = mkdtempSync(join(dir, 'data-'));
     const backend = new HTCondorBackend({
-      config: config({ command_prefix: [join(dir, 'condor-standin')] }),
-      local: {} as LocalBackend,
-      python: '/opt/python',
-      dataDir: dir,
-      log: makeLogger('silent'),
+      config: config({ command_prefix: [standin] }), accounts,
+      local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
     });
-    const work = join(dir, 'c1');
-    const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
-    const cluster = { name: 'c1', username: 'alice', schedulerAddress: 'tls://127.0.0.1:1', settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 } } as unknown as ClusterRecord;
-    const worker = (name: string) => ({ name }) as WorkerRecord;
-    const { mkdirSync } = await import('node:fs');
-    mkdirSync(work);
+    const { cluster, files } = clusterIn(data, 'c1');
     const handles = await Promise.all([backend.startWorker({ cluster, worker: worker('c1-a'), files }), backend.startWorker({ cluster, worker: worker('c1-b'), files })]);
     expect(handles.map((h) => h.job)).toEqual(['17.0', '17.1']);
-    const calls = readFileSync(join(dir, 'calls'), 'utf8');
-    expect(calls.match(/ARGV condor_submit/g)).toHaveLength(1);
-    expect(calls).toContain('_condor_SEC_DEFAULT_AUTHENTICATION_METHODS=SCITOKENS');
-    expect(calls).toContain(`_condor_SCITOKENS_FILE=${work}/bearer-token`);
-    expect(calls).toContain('_condor_SCHEDD_HOST=schedd.example.org');
-    expect(calls).toContain('_condor_COLLECTOR_HOST=cm.example.org');
+    const text = calls();
+    expect(text.match(/ARGV condor_submit/g)).toHaveLength(1);
+    expect(text).toContain('ARGV condor_submit -terse -');
+    expect(text).toContain('ENV _condor_SEC_DEFAULT_AUTHENTICATION_METHODS=SCITOKENS');
+    expect(text).toContain(`ENV _condor_SCITOKENS_FILE=${files.bearerToken}`);
+    expect(text).toContain('ENV _condor_SCHEDD_HOST=schedd.example.org');
+    expect(text).toContain('ENV _condor_COLLECTOR_HOST=cm.example.org');
+    // the jobs write in the cluster's jobs/ directory, not next to its keys
+    const submitted = readFileSync(join(dir, 'submitted'), 'utf8');
+    expect(submitted).toContain(`initialdir = ${files.dir}/jobs\n`);
+    expect(submitted).toContain(`error = ${files.dir}/jobs/$(AfWorker).log\n`);
+  });
+});
+
+describe('the environment of the condor tools', () => {
+  it('is built from scratch: a secret in the gateway environment never reaches condor_submit', async () => {
+    const data = mkdtempSync(join(dir, 'data-'));
+    process.env.AF_TEST_GATEWAY_SECRET = 'the-gateway-secret-3f1c';
+    process.env.CONDOR_CONFIG = '/etc/condor/test_config';
+    try {
+      const backend = new HTCondorBackend({
+        config: config({ command_prefix: [standin] }), accounts,
+        local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+      });
+      const { cluster, files } = clusterIn(data, 'c2');
+      await backend.startWorker({ cluster, worker: worker('c2-a'), files });
+    } finally {
+      delete process.env.AF_TEST_GATEWAY_SECRET;
+      delete process.env.CONDOR_CONFIG;
+    }
+    const text = calls();
+    expect(text).not.toContain('the-gateway-secret-3f1c');
+    const names = [...text.matchAll(/^ENV ([^=]+)=/gm)].map((m) => m[1]!)
+      .filter((n) => !['PWD', 'SHLVL', '_', 'OLDPWD'].includes(n)); // what sh itself sets
+    expect(names.sort()).toEqual([
+      'CONDOR_CONFIG', ...(process.env.LANG ? ['LANG'] : []), 'PATH',
+      '_condor_COLLECTOR_HOST', '_condor_SCHEDD_HOST', '_condor_SCITOKENS_FILE', '_condor_SEC_DEFAULT_AUTHENTICATION_METHODS',
+    ].sort());
+    expect(text).toContain('ENV CONDOR_CONFIG=/etc/condor/test_config');
+  });
+
+  it('the runner passes nothing of the gateway environment but PATH, LANG and CONDOR_CONFIG', () => {
+    process.env.AF_TEST_GATEWAY_SECRET = 'x';
+    try {
+      const env = new CommandRunner({ prefix: [], env: { A: '1' }, timeoutMs: 1000 }).environment({ B: '2' });
+      expect(Object.keys(env).sort()).toEqual(['A', 'B', ...(process.env.CONDOR_CONFIG ? ['CONDOR_CONFIG'] : []), ...(process.env.LANG ? ['LANG'] : []), 'PATH'].sort());
+    } finally {
+      delete process.env.AF_TEST_GATEWAY_SECRET;
+    }
+  });
+});
+
+describe('who the condor tools act for', () => {
+  it("submits and removes as the owner's account ({account}, {uid}, {gid}) and queries as the gateway's", async () => {
+    const data = mkdtempSync(join(dir, 'data-'));
+    const backend = new HTCondorBackend({
+      config: config({ command_prefix: [standin, '--as={account}:{uid}:{gid}'], auth_method: 'fs' }), accounts,
+      local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+    });
+    const { cluster, files } = clusterIn(data, 'c3', 'mallory');
+    const handle = await backend.startWorker({ cluster, worker: worker('c3-a'), files });
+    expect((await backend.check(handle)).alive).toBe(true);
+    await backend.stop(handle);
+    const lines = calls().split('\n').filter((l) => l.startsWith('PREFIX') || l.startsWith('ARGV'));
+    const self = (await import('node:os')).userInfo().username;
+    expect(lines).toEqual([
+      `PREFIX --as=af-mallory:${me.uid}:${me.gid}`, 'ARGV condor_submit -terse -',
+      `PREFIX --as=${self}:${me.uid}:${me.gid}`, expect.stringMatching(/^ARGV condor_q -allusers -json /),
+      `PREFIX --as=af-mallory:${me.uid}:${me.gid}`, 'ARGV condor_rm 17.0',
+    ]);
+  });
+
+  it('refuses an account that is not a POSIX name before it reaches the prefix', async () => {
+    const runner = new CommandRunner({ prefix: [standin, '--as={account}'], env: {}, timeoutMs: 5000 });
+    await expect(runner.run(['condor_q'], { as: { name: 'x;rm -rf /', uid: 1, gid: 1 } })).rejects.toThrow(/refusing account name/);
+    await expect(runner.run(['condor_q'])).rejects.toThrow(/acts for none/);
+  });
+
+  it('refuses a configuration that would submit every user\'s jobs as one account', () => {
+    const base = config({ auth_method: 'default', command_prefix: [] });
+    expect(sharedAccountProblem(base, false)).toMatch(/every user's jobs as the gateway's own account.*\{account\}.*scitokens.*single_user/);
+    expect(sharedAccountProblem({ ...base, command_prefix: ['ssh', 'submit01'] }, false)).toMatch(/command_prefix/);
+    expect(sharedAccountProblem({ ...base, auth_method: 'fs' }, false)).not.toBeNull();
+    expect(sharedAccountProblem({ ...base, command_prefix: ['sudo', '-n', '-u', '{account}', '--'] }, false)).toBeNull();
+    expect(sharedAccountProblem({ ...base, command_prefix: ['chroot', '--userspec={uid}:{gid}', '/pool'] }, false)).toBeNull();
+    expect(sharedAccountProblem({ ...base, auth_method: 'scitokens' }, false)).toBeNull();
+    expect(sharedAccountProblem(base, true)).toBeNull();
+    expect(sharedAccountProblem({ ...base, auth_method: 'scitokens', file_owner: '1000:1000' }, false)).toMatch(/file_owner is no longer supported/);
+    expect(() => new HTCondorBackend({ config: base, accounts, local: {} as LocalBackend, python: '/opt/python', dataDir: dir, log: makeLogger('silent') }))
+      .toThrow(/backend\.local\.single_user/);
   });
 });

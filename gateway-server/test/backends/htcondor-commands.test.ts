@@ -15,6 +15,7 @@ const spec: WorkerJobSpec = {
   memoryGiB: 1.5,
   environment: { GREETING: "it's a test" },
   workDir: '/data/clusters/c0ffee',
+  jobDir: '/data/clusters/c0ffee/jobs',
   cert: '/data/clusters/c0ffee/dask.crt',
   key: '/data/clusters/c0ffee/dask.pem',
   bearerToken: '/data/clusters/c0ffee/bearer-token',
@@ -37,6 +38,8 @@ describe('worker submit description', () => {
     expect(text).toContain(`environment = "'GREETING=it''s a test' DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True BEARER_TOKEN_FILE=/data/clusters/c0ffee/bearer-token"`);
     expect(text).toContain('request_cpus = 2\nrequest_memory = 1536\nrequest_disk = 2GB');
     expect(text).toContain('+AfGatewayWorker = "$(AfWorker)"');
+    // the jobs write in their own directory, not next to the cluster's keys
+    expect(text).toContain('initialdir = /data/clusters/c0ffee/jobs\noutput = /data/clusters/c0ffee/jobs/$(AfWorker).out\nerror = /data/clusters/c0ffee/jobs/$(AfWorker).log\nlog = /data/clusters/c0ffee/jobs/htcondor-jobs.log');
     expect(text).toContain('should_transfer_files = NO');
     expect(text).toContain('requirements = (OpSysAndVer == "AlmaLinux9")');
     expect(text).toContain('accounting_group = group_cms\naccounting_group_user = alice');
@@ -62,6 +65,14 @@ describe('worker submit description', () => {
 
   it('refuses a worker name that would break the queue statement', () => {
     expect(() => workerSubmitDescription({ ...spec, workerNames: ['a b'] })).toThrow(/cannot be queued/);
+  });
+
+  it("keeps a user's environment values literal: no macro ($ENV, $(...)) is expanded, no line break starts a statement", () => {
+    const text = workerSubmitDescription({ ...spec, environment: { STEAL: '$ENV(AF_GATEWAY_SECRET)', M: '$(AfWorker)x' } });
+    expect(text).toContain("STEAL=$(DOLLAR)ENV(AF_GATEWAY_SECRET) M=$(DOLLAR)(AfWorker)x ");
+    expect(text).not.toMatch(/[^)]\$ENV/);
+    expect(() => workerSubmitDescription({ ...spec, environment: { X: 'a\ninclude : /etc/shadow' } })).toThrow(/control characters/);
+    expect(() => workerSubmitDescription({ ...spec, environment: { 'A B': '1' } })).toThrow(/not an environment variable name/);
   });
 });
 

@@ -13,6 +13,10 @@ export interface JobAd {
   ClusterId: number;
   ProcId: number;
   JobStatus: number;
+  /** The account the schedd authenticated the submitter as. */
+  Owner?: string;
+  /** The gateway user the job was submitted for (a tag: anyone may set it on their own jobs). */
+  AfGatewayOwner?: string;
   AfGatewayCluster?: string;
   AfGatewayWorker?: string;
   AfGatewayWorkflow?: string;
@@ -29,7 +33,7 @@ export interface JobAd {
 }
 
 export const JOB_ATTRIBUTES = [
-  'ClusterId', 'ProcId', 'JobStatus', 'AfGatewayCluster', 'AfGatewayWorker', 'AfGatewayWorkflow', 'AfGatewayStep', 'HoldReason', 'RemoveReason',
+  'ClusterId', 'ProcId', 'JobStatus', 'Owner', 'AfGatewayOwner', 'AfGatewayCluster', 'AfGatewayWorker', 'AfGatewayWorkflow', 'AfGatewayStep', 'HoldReason', 'RemoveReason',
   'ExitCode', 'ExitBySignal', 'ExitSignal', 'EnteredCurrentStatus', 'JobCurrentStartDate', 'LastRejMatchReason', 'NumJobMatches',
 ];
 

@@ -1,14 +1,34 @@
-// HTCondor backend: schedulers run as local processes (next to the gateway), workers as HTCondor
-// jobs. Worker starts asked for together are submitted together (one cluster id, one proc per
-// worker); one condor_q -json per poll answers every check; removals are batched into one condor_rm.
+// HTCondor backend: schedulers and workers run as HTCondor jobs of the cluster owner's account
+// (schedulers next to the gateway, through the local backend, with scheduler_in_job: false).
+// Worker starts asked for together are submitted together (one cluster id, one proc per worker);
+// one condor_q -json per poll answers every check; removals are batched into one condor_rm per
+// account.
+//
+// Every user is hostile. Jobs are the user's own: submitted and removed as the user's account
+// (the command prefix names {account}/{uid}/{gid}, or the schedd maps the user's SciToken to it),
+// so their Owner is that account and they can touch nothing of the gateway's or of other users.
+// The gateway hands the job's account exactly what its jobs need (see ../batch/handoff.ts):
+//   data_dir/                 the gateway's (o+x only; its plain files closed to others)
+//     clusters/               the gateway's (o+x only)
+//       <cluster>/            the gateway's, 0710 with the account's group: no one else passes
+//         dask.crt dask.pem api-token bearer-token    the account's, 0600
+//         jobs/               the account's, 0700: initialdir, output, error and log of the jobs
+//   a workflow step's directory (and what the engine wrote in it) becomes the account's, 0700.
+// Submit descriptions go to condor_submit on stdin (no file a user could swap), and every condor
+// command gets an environment built from scratch (../batch/command-runner.ts).
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readdir, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { constants } from 'node:fs';
+import { chmod, lchown, lstat, open, rename, unlink } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { instanceName, type Backend, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
-import type { BackendHandle } from '../../clusters/model.js';
-import { CommandRunner } from '../batch/command-runner.js';
-import { logTail, stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
+import { instanceName, type Backend, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
+import { clusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
+import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
+import { CommandRunner, prefixNamesAccount } from '../batch/command-runner.js';
+import { assertGatewayPath, gatewayUid, handFileTo, handTreeTo, makeTraversable, ownedSubdir, removeTree, userLogTail } from '../batch/handoff.js';
+import { stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
 import { JOB_ATTRIBUTES, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
 import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type PoolSettings } from './submit-description.js';
 import { errorMessage } from '../../errors.js';
@@ -25,7 +45,8 @@ export interface HTCondorConfig {
   request_disk: string;
   submit_extra: Record<string, string>;
   shared_filesystem: boolean;
-  file_owner: string | null;
+  /** Removed (every user's jobs as one account); a value is refused. */
+  file_owner?: string | null;
   scheduler_host: string;
   scheduler_in_job: boolean;
   poll_period: number;
@@ -41,6 +62,25 @@ export interface HTCondorBackendOptions {
   /** Where the state lives (StateStore.identity); the instance ClassAd value derives from it. */
   stateIdentity?: string;
   log: FastifyBaseLogger;
+  /** The POSIX account of each gateway user: their jobs run as it. */
+  accounts: AccountResolver;
+  /** backend.local.single_user: every job is the gateway's own account's (one person, loopback). */
+  singleUser?: boolean;
+  /** Where workflow runs keep their directories (workflows.workspace_root); default data_dir/workflows. */
+  workspaceRoot?: string;
+}
+
+/** Why a configuration would run every user's jobs as one account, or null when it does not. */
+export function sharedAccountProblem(config: HTCondorConfig, singleUser: boolean): string | null {
+  if (config.file_owner) {
+    return 'backend.htcondor.file_owner is no longer supported: it ran every user\'s jobs as one account. Jobs now run as each user\'s own account (see accounts); remove the key';
+  }
+  if (singleUser || prefixNamesAccount(config.command_prefix) || config.auth_method === 'scitokens') return null;
+  return (
+    'backend.htcondor would submit every user\'s jobs as the gateway\'s own account: put {account} (or {uid}/{gid}) in ' +
+    'backend.htcondor.command_prefix so that each user\'s jobs are submitted as their account (e.g. [sudo, -n, -u, "{account}", --]), ' +
+    'or use auth_method: scitokens (the schedd maps each user\'s token to their account), or set backend.local.single_user: true for one person'
+  );
 }
 
 interface JobHandle extends BackendHandle {
@@ -49,6 +89,13 @@ interface JobHandle extends BackendHandle {
   cluster: string;
   worker: string;
   log: string;
+  // (handles recorded before these existed lack them: read with ?? fallbacks)
+  /** The gateway user the job is for (its account submits and removes it). */
+  owner: string | null;
+  /** The uid of that account: the owner a log tail must have. */
+  uid: number | null;
+  /** The owner's token file (SciTokens authentication of condor_rm). */
+  token: string | null;
 }
 
 const isJob = (h: BackendHandle): h is JobHandle => h.kind === 'htcondor-job';
@@ -91,27 +138,49 @@ export class HTCondorBackend implements Backend {
   private readonly runner: CommandRunner;
   private readonly workerStarts = new Gathered<WorkerLaunch>((batch) => this.submitWorkers(batch));
   private readonly stepStarts = new Gathered<StepLaunch>((batch) => this.submitSteps(batch));
-  private readonly removals = new Map<string, { resolve: () => void; reject: (e: unknown) => void }[]>();
+  /** Jobs to remove (gathered for GATHER_MS), with the user whose account removes them. */
+  private readonly removals = new Map<string, { owner: string | undefined; token: string | null; waiters: { resolve: () => void; reject: (e: unknown) => void }[] }>();
   private removalTimer: ReturnType<typeof setTimeout> | null = null;
   private jobs = new Map<string, JobAd>();
   private polledAt = 0;
   private polling: Promise<void> | null = null;
   /** Jobs that left the queue: their last ClassAd from condor_history. */
   private readonly finished = new Map<string, JobAd>();
-  private readonly traversable = new Set<string>();
+  /** The gateway's own account: queries (condor_q, condor_history) act for it, and every job in single-user mode. */
+  private readonly self: UserAccount;
+  private readonly dataDir: string;
+  private readonly workspaceRoot: string;
 
   constructor(private readonly opts: HTCondorBackendOptions) {
+    const problem = sharedAccountProblem(opts.config, opts.singleUser ?? false);
+    if (problem) throw new Error(problem);
     this.instance = instanceName(opts.stateIdentity ?? resolve(opts.dataDir));
     this.runner = new CommandRunner({ prefix: opts.config.command_prefix, env: opts.config.environment, timeoutMs: opts.config.command_timeout * 1000 });
+    const me = userInfo();
+    this.self = { name: me.username, uid: me.uid, gid: me.gid, home: me.homedir };
+    this.dataDir = resolve(opts.dataDir);
+    this.workspaceRoot = resolve(opts.workspaceRoot ?? join(opts.dataDir, 'workflows'));
+  }
+
+  /** The account a user's jobs run as. */
+  private account(user: string | undefined): Promise<UserAccount> {
+    if (this.opts.singleUser || user === undefined) return Promise.resolve(this.self);
+    return this.opts.accounts.resolve(user);
+  }
+
+  /** condor_submit of a description (on stdin) as the account. */
+  private submit(description: string, account: UserAccount, tokenFile: string | null) {
+    return this.runner.run(['condor_submit', '-terse', '-'], { as: account, env: this.authEnv(tokenFile), input: description });
   }
 
   async startScheduler(launch: SchedulerLaunch): Promise<BackendHandle> {
     const cfg = this.opts.config;
     if (!cfg.scheduler_in_job) return this.opts.local.startScheduler(launch);
     const { cluster, files } = launch;
-    await this.shareWorkDir(files.dir);
+    const account = await this.account(cluster.username);
+    const jobDir = await this.shareWorkDir(files, account);
     const description = schedulerSubmitDescription({
-      ...this.commonSpec(cluster, files),
+      ...this.commonSpec(cluster, files, jobDir),
       apiToken: files.token,
       apiUrl: launch.apiUrl,
       host: cfg.scheduler_host,
@@ -119,13 +188,14 @@ export class HTCondorBackend implements Backend {
       adaptivePeriod: launch.adaptivePeriod,
       idleTimeout: cluster.settings.idle_timeout,
     });
-    const file = join(files.dir, 'scheduler.sub');
-    await writeFile(file, description, { mode: 0o644 });
-    const { stdout } = await this.runner.run(['condor_submit', '-terse', file], this.authEnv(files.bearerToken));
+    const { stdout } = await this.submit(description, account, files.bearerToken);
     const ids = parseTerseSubmit(stdout);
-    this.opts.log.info({ cluster: cluster.name, job: `${ids.clusterId}.${ids.first}` }, 'submitted scheduler job');
+    this.opts.log.info({ cluster: cluster.name, job: `${ids.clusterId}.${ids.first}`, account: account.name }, 'submitted scheduler job');
     this.polledAt = 0;
-    const handle: JobHandle = { kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first}`, cluster: cluster.name, worker: 'scheduler', log: join(files.dir, 'scheduler.log') };
+    const handle: JobHandle = {
+      kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first}`, cluster: cluster.name, worker: 'scheduler',
+      log: join(jobDir, 'scheduler.log'), owner: cluster.username, uid: account.uid, token: files.bearerToken,
+    };
     return handle;
   }
 
@@ -142,7 +212,7 @@ export class HTCondorBackend implements Backend {
   }
 
   /** What every job of a cluster shares in its submit description. */
-  private commonSpec(cluster: WorkerLaunch['cluster'], files: WorkerLaunch['files']) {
+  private commonSpec(cluster: WorkerLaunch['cluster'], files: WorkerLaunch['files'], jobDir: string) {
     const cfg = this.opts.config;
     return {
       instance: this.instance,
@@ -151,6 +221,7 @@ export class HTCondorBackend implements Backend {
       python: cfg.python ?? this.opts.python,
       environment: cluster.settings.environment,
       workDir: files.dir,
+      jobDir,
       cert: files.cert,
       key: files.key,
       bearerToken: files.bearerToken,
@@ -174,7 +245,8 @@ export class HTCondorBackend implements Backend {
     const first = batch[0]?.launch;
     if (!first) return;
     try {
-      for (const p of batch) await this.shareStepDir(p.launch.workdir);
+      const account = await this.account(first.owner);
+      for (const p of batch) await this.shareStepDir(p.launch.workdir, account);
       const { AF_WORKFLOW_STEP: _node, ...env } = first.env;
       const description = stepSubmitDescription({
         instance: this.instance,
@@ -187,14 +259,15 @@ export class HTCondorBackend implements Backend {
         memoryGiB: first.memory,
         ...this.poolSettings(),
       });
-      const file = join(dirname(first.workdir), `.af-submit-${randomBytes(6).toString('hex')}.sub`);
-      await writeFile(file, description, { mode: 0o644 });
-      const { stdout } = await this.runner.run(['condor_submit', '-terse', file], this.authEnv(null));
+      const { stdout } = await this.submit(description, account, null);
       const ids = parseTerseSubmit(stdout);
       if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} steps`);
-      this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length }, 'submitted workflow step jobs');
+      this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
       batch.forEach((p, i) => {
-        const handle: JobHandle = { kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first + i}`, cluster: '', worker: p.launch.node, log: p.launch.log };
+        const handle: JobHandle = {
+          kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first + i}`, cluster: '', worker: p.launch.node,
+          log: p.launch.log, owner: first.owner, uid: account.uid, token: null,
+        };
         p.resolve(handle);
       });
       this.polledAt = 0;
@@ -203,42 +276,33 @@ export class HTCondorBackend implements Backend {
     }
   }
 
-  /** backend.htcondor.file_owner as numbers, or null when the jobs' user is not configured. */
-  private fileOwner(): [number, number] | null {
-    const owner = this.opts.config.file_owner;
-    if (!owner) return null;
-    const [uid, gid] = owner.split(':').map(Number);
-    if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`backend.htcondor.file_owner must be uid:gid, not ${owner}`);
-    return [uid!, gid!];
-  }
-
-  /** The jobs' user writes in the step's directory; its parents only need to be traversable. */
-  private async shareStepDir(dir: string): Promise<void> {
-    const ids = this.fileOwner();
-    if (!ids) return;
-    const [uid, gid] = ids;
-    // Below the gateway's data dir (0700) the jobs' user needs to pass through it; a workspace_root
-    // elsewhere is the admin's shared filesystem and keeps its permissions.
-    const data = resolve(this.opts.dataDir);
-    if (dir.startsWith(data + '/') && !this.traversable.has(data)) {
-      await chmod(data, 0o711).catch(() => undefined);
-      this.traversable.add(data);
+  /**
+   * A step's directory, built by the workflow engine, becomes the account's (0700) before its first
+   * job exists; a retry finds it the account's already and leaves it as it is (never walked again:
+   * the earlier attempt may have planted links anywhere in it).
+   */
+  private async shareStepDir(dir: string, account: UserAccount): Promise<void> {
+    if (account.uid === gatewayUid()) return; // single-user: the jobs are the gateway's own
+    const root = this.workspaceRoot;
+    const rel = relative(root, resolve(dir));
+    if (rel === '' || rel.startsWith('..') || rel.startsWith(sep)) throw new Error(`the step directory ${dir} is not below the workspace root ${root}`);
+    // Nothing between the workspace root and the step's directory may be a user's (or a link).
+    await assertGatewayPath(root, dirname(resolve(dir)));
+    await handTreeTo(resolve(dir), account, 0o700);
+    // The run's directory: the step's account passes through it; no one may list it.
+    const workspace = join(root, rel.split(sep)[0]!);
+    if (workspace !== resolve(dir)) {
+      const s = await lstat(workspace);
+      if (s.isDirectory() && s.uid === gatewayUid() && (s.mode & 0o066) !== 0) await chmod(workspace, 0o711);
     }
-    const chownTree = async (d: string): Promise<void> => {
-      await chown(d, uid, gid);
-      for (const e of await readdir(d, { withFileTypes: true })) {
-        if (e.isDirectory()) await chownTree(join(d, e.name));
-        else await chown(join(d, e.name), uid, gid).catch(() => undefined);
-      }
-    };
-    await chownTree(dir);
+    if (root.startsWith(this.dataDir + sep)) await makeTraversable(this.dataDir);
   }
 
   describe(handle: BackendHandle): string {
     return isJob(handle) ? `HTCondor job ${handle.job}` : `process ${String(handle.pid)}`;
   }
 
-  /** Environment of condor_submit / condor_rm for a cluster owner's jobs. */
+  /** Environment of condor_submit / condor_rm for a cluster owner's jobs (over the runner's minimal one). */
   private authEnv(bearerTokenFile: string | null): Record<string, string> {
     const method = this.opts.config.auth_method;
     if (method === 'default') return {};
@@ -252,27 +316,29 @@ export class HTCondorBackend implements Backend {
     if (!first) return;
     const { cluster, files } = first.launch;
     try {
-      await this.shareWorkDir(files.dir);
+      const account = await this.account(cluster.username);
+      const jobDir = await this.shareWorkDir(files, account);
       const description = workerSubmitDescription({
-        ...this.commonSpec(cluster, files),
+        ...this.commonSpec(cluster, files, jobDir),
         workerNames: batch.map((p) => p.launch.worker.name),
         schedulerAddress: cluster.schedulerAddress,
         cores: cluster.settings.worker_cores,
         memoryGiB: cluster.settings.worker_memory,
       });
-      const file = join(files.dir, `submit-${Date.now()}.sub`);
-      await writeFile(file, description, { mode: 0o644 });
-      const { stdout } = await this.runner.run(['condor_submit', '-terse', file], this.authEnv(files.bearerToken));
+      const { stdout } = await this.submit(description, account, files.bearerToken);
       const ids = parseTerseSubmit(stdout);
       if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} workers`);
-      this.opts.log.info({ cluster: cluster.name, job_cluster: ids.clusterId, workers: batch.length }, 'submitted worker jobs');
+      this.opts.log.info({ cluster: cluster.name, job_cluster: ids.clusterId, workers: batch.length, account: account.name }, 'submitted worker jobs');
       batch.forEach((p, i) => {
         const handle: JobHandle = {
           kind: 'htcondor-job',
           job: `${ids.clusterId}.${ids.first + i}`,
           cluster: cluster.name,
           worker: p.launch.worker.name,
-          log: join(files.dir, `${p.launch.worker.name}.log`),
+          log: join(jobDir, `${p.launch.worker.name}.log`),
+          owner: cluster.username,
+          uid: account.uid,
+          token: files.bearerToken,
         };
         p.resolve(handle);
       });
@@ -282,29 +348,106 @@ export class HTCondorBackend implements Backend {
     }
   }
 
-  /** Lets the jobs' user read the cluster's files when the facility says who that is. */
-  private async shareWorkDir(dir: string): Promise<void> {
-    const ids = this.fileOwner();
-    if (!ids) return;
-    const [uid, gid] = ids;
-    // The parents only need to be traversable (once); the cluster's directory becomes the jobs' own.
-    for (const d of [resolve(this.opts.dataDir), dirname(dir)]) {
-      if (this.traversable.has(d)) continue;
-      await chmod(d, 0o711).catch(() => undefined);
-      this.traversable.add(d);
+  /**
+   * Gives the account what its jobs need of the cluster's directory and returns the jobs' own
+   * directory. The cluster's directory stays the gateway's (the token broker keeps writing the
+   * owner's token there), open only to the account's group; the TLS files and tokens become the
+   * account's (0600) and the jobs write in jobs/ (the account's, 0700). A directory that is the
+   * account's already (handed over by the local backend's launcher) is used as it is.
+   */
+  private async shareWorkDir(files: ClusterFiles, account: UserAccount): Promise<string> {
+    const jobDir = join(files.dir, 'jobs');
+    const me = gatewayUid();
+    if (account.uid === me) {
+      await ownedSubdir(jobDir, account);
+      return jobDir;
     }
-    await mkdir(dir, { recursive: true });
-    await chown(dir, uid, gid);
-    for (const f of await readdir(dir)) await chown(join(dir, f), uid, gid).catch(() => undefined);
+    const dir = resolve(files.dir);
+    const s = await lstat(dir);
+    if (!s.isDirectory()) throw new Error(`refusing the cluster directory ${dir}: not a directory (a link?)`);
+    if (s.uid === account.uid) return dir; // the account's own: used as it is, nothing in it touched
+    if (s.uid !== me) throw new Error(`refusing the cluster directory ${dir}: it belongs to uid ${s.uid}`);
+    await assertGatewayPath(this.dataDir, dir);
+    for (const f of [files.cert, files.key, files.token, files.bearerToken]) await handFileTo(f, account);
+    await ownedSubdir(jobDir, account);
+    if (s.gid !== account.gid || (s.mode & 0o777) !== 0o710) {
+      await chmod(dir, 0o710); // a directory of the gateway's, checked just above
+      await lchown(dir, me, account.gid);
+    }
+    await makeTraversable(this.dataDir);
+    await makeTraversable(dirname(dir));
+    return jobDir;
+  }
+
+  /**
+   * With scheduler_in_job: false on a multi-user gateway the schedulers run through the local
+   * backend's per-user launcher, which keeps the cluster's files in the owner's directory, written
+   * as the owner: the worker jobs then use that directory as it is.
+   */
+  private filesAreLocal(): boolean {
+    return !this.opts.config.scheduler_in_job && this.opts.local.multiUser === true && typeof this.opts.local.writeClusterFiles === 'function';
+  }
+
+  async writeClusterFiles(c: ClusterRecord): Promise<ClusterFiles> {
+    if (this.filesAreLocal()) return this.opts.local.writeClusterFiles(c);
+    return writeClusterFiles(c); // under the gateway's data dir; handed over before the first job
+  }
+
+  /**
+   * Removes a cluster's files (the secrets only when its logs are kept). jobs/ is the account's: it
+   * goes without following anything its jobs planted (removeTree).
+   */
+  async removeClusterFiles(c: ClusterRecord, keepLogs: boolean): Promise<void> {
+    const files = clusterFiles(c);
+    const dir = resolve(files.dir);
+    if (!dir.startsWith(this.dataDir + sep)) {
+      if (this.opts.local.removeClusterFiles) return this.opts.local.removeClusterFiles(c, keepLogs);
+      throw new Error(`the cluster directory ${dir} is not the gateway's`);
+    }
+    await assertGatewayPath(this.dataDir, dirname(dir));
+    if (!keepLogs) return removeTree(dir);
+    for (const f of [files.cert, files.key, files.token, files.bearerToken]) {
+      await unlink(f).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    }
+  }
+
+  /** Replaces the owner's token file, readable by the jobs' account at once (never written through a link). */
+  async writeBearerToken(c: ClusterRecord, token: string): Promise<void> {
+    if (this.filesAreLocal() && this.opts.local.writeBearerToken) return this.opts.local.writeBearerToken(c, token);
+    const account = await this.account(c.username);
+    const files = clusterFiles(c);
+    await assertGatewayPath(this.dataDir, resolve(files.dir));
+    const tmp = join(files.dir, `.bearer-token.${randomBytes(6).toString('hex')}.tmp`);
+    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      await fh.writeFile(token + '\n');
+      if (account.uid !== gatewayUid()) await fh.chown(account.uid, account.gid);
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, files.bearerToken);
+  }
+
+  /** The token broker wrote a fresh owner's token (as the gateway): the jobs' account must read it. */
+  async updateToken(c: ClusterRecord): Promise<void> {
+    if (this.filesAreLocal()) return; // the local backend wrote it as the owner
+    const account = await this.account(c.username);
+    if (account.uid === gatewayUid()) return;
+    const files = clusterFiles(c);
+    await assertGatewayPath(this.dataDir, resolve(files.dir));
+    await handFileTo(files.bearerToken, account);
   }
 
   async stop(handle: BackendHandle): Promise<void> {
     if (!isJob(handle)) return this.opts.local.stop(handle);
     const ad = this.jobs.get(handle.job);
     if (this.polledAt && !ad) return; // not in the queue any more
+    const owner = handle.owner ?? ad?.AfGatewayOwner ?? undefined;
     await new Promise<void>((res, rej) => {
-      const waiters = this.removals.get(handle.job) ?? [];
-      waiters.push({ resolve: res, reject: rej });
+      const waiters = this.removals.get(handle.job) ?? { owner, token: handle.token ?? null, waiters: [] };
+      waiters.waiters.push({ resolve: res, reject: rej });
       this.removals.set(handle.job, waiters);
       if (!this.removalTimer) this.removalTimer = setTimeout(() => void this.removeQueued(), GATHER_MS);
     });
@@ -314,19 +457,29 @@ export class HTCondorBackend implements Backend {
     this.removalTimer = null;
     const batch = new Map(this.removals);
     this.removals.clear();
-    if (batch.size === 0) return;
-    const ids = [...batch.keys()];
-    try {
-      await this.runner.run(['condor_rm', ...ids], this.authEnv(null));
-    } catch (err) {
-      // Jobs that already left the queue make condor_rm complain; that is what we wanted.
-      if (!/not found|Couldn't find|no jobs/i.test(errorMessage(err))) {
-        for (const w of batch.values()) for (const x of w) x.reject(err);
-        return;
-      }
+    // One condor_rm per account (a user may remove only their own jobs).
+    const groups = new Map<string, string[]>();
+    for (const [id, r] of batch) {
+      const key = JSON.stringify([r.owner ?? null, r.token]);
+      groups.set(key, [...(groups.get(key) ?? []), id]);
     }
-    for (const id of ids) this.jobs.delete(id);
-    for (const w of batch.values()) for (const x of w) x.resolve();
+    await Promise.all([...groups.entries()].map(async ([key, ids]) => {
+      const [owner, token] = JSON.parse(key) as [string | null, string | null];
+      const settle = (err?: unknown) => {
+        for (const id of ids) {
+          if (!err) this.jobs.delete(id);
+          for (const w of batch.get(id)!.waiters) (err ? w.reject(err) : w.resolve());
+        }
+      };
+      try {
+        const account = await this.account(owner ?? undefined);
+        await this.runner.run(['condor_rm', ...ids], { as: account, env: this.authEnv(token) });
+      } catch (err) {
+        // Jobs that already left the queue make condor_rm complain; that is what we wanted.
+        if (!/not found|Couldn't find|no jobs/i.test(errorMessage(err))) return settle(err);
+      }
+      settle();
+    }));
   }
 
   async check(handle: BackendHandle): Promise<ProcessState> {
@@ -334,7 +487,7 @@ export class HTCondorBackend implements Backend {
     await this.poll();
     const ad = this.jobs.get(handle.job) ?? this.finished.get(handle.job) ?? (await this.history(handle.job));
     const state = jobState(ad, Date.now());
-    if (!state.alive && !ad?.HoldReason) state.detail = `${state.detail}; ${await logTail(handle.log)}`;
+    if (!state.alive && !ad?.HoldReason) state.detail = `${state.detail}; ${await userLogTail(handle.log, handle.uid ?? gatewayUid())}`;
     return state;
   }
 
@@ -347,7 +500,7 @@ export class HTCondorBackend implements Backend {
           'condor_q', '-allusers', '-json',
           '-constraint', `AfGatewayInstance == ${classAdString(this.instance)}`,
           '-attributes', JOB_ATTRIBUTES.join(','),
-        ]);
+        ], { as: this.self });
         this.jobs = new Map(parseJobAds(stdout).map((ad) => [jobId(ad), ad]));
         this.polledAt = Date.now();
       } finally {
@@ -360,7 +513,7 @@ export class HTCondorBackend implements Backend {
   /** The last ClassAd of a job that left the queue (why it ended). */
   private async history(job: string): Promise<JobAd | undefined> {
     try {
-      const { stdout } = await this.runner.run(['condor_history', '-json', '-limit', '1', '-attributes', JOB_ATTRIBUTES.join(','), job]);
+      const { stdout } = await this.runner.run(['condor_history', '-json', '-limit', '1', '-attributes', JOB_ATTRIBUTES.join(','), job], { as: this.self });
       const ad = parseJobAds(stdout)[0];
       if (ad) this.finished.set(job, ad);
       return ad;
@@ -374,10 +527,21 @@ export class HTCondorBackend implements Backend {
     await this.poll();
     const keep = new Set(live.filter(isJob).map((h) => h.job));
     // Workflow steps are the workflow engine's: it adopts them after a restart.
-    const orphans = [...this.jobs.entries()].filter(([id, ad]) => !keep.has(id) && !ad.AfGatewayWorkflow).map(([id]) => id);
+    const candidates = [...this.jobs.entries()].filter(([id, ad]) => !keep.has(id) && !ad.AfGatewayWorkflow);
+    const orphans: [string, string | undefined][] = [];
+    for (const [id, ad] of candidates) {
+      // Anyone can tag a job with this gateway's instance: only jobs whose Owner is the account of
+      // the user they name are this gateway's to remove.
+      const account = await this.account(ad.AfGatewayOwner).catch(() => null);
+      if (!this.opts.singleUser && (!account || !ad.AfGatewayOwner || ad.Owner !== account.name)) {
+        this.opts.log.warn({ job: id, owner: ad.Owner, tagged: ad.AfGatewayOwner }, 'an HTCondor job carries this gateway\'s tag but not its owner\'s account: left alone');
+        continue;
+      }
+      orphans.push([id, ad.AfGatewayOwner]);
+    }
     if (orphans.length === 0) return;
-    this.opts.log.warn({ jobs: orphans }, 'removing HTCondor jobs no cluster of this gateway owns');
-    await Promise.all(orphans.map((job) => this.stop({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '' })));
+    this.opts.log.warn({ jobs: orphans.map(([id]) => id) }, 'removing HTCondor jobs no cluster of this gateway owns');
+    await Promise.all(orphans.map(([job, owner]) => this.stop({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '', owner: owner ?? null, uid: null, token: null } satisfies JobHandle)));
   }
 
   async close(): Promise<void> {

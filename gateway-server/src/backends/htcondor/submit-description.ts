@@ -23,17 +23,44 @@ export interface WorkerJobSpec extends PoolSettings {
   cores: number;
   memoryGiB: number;
   environment: Record<string, string>;
+  /** The gateway's directory of the cluster (its TLS files and tokens, handed to the job's account). */
   workDir: string;
+  /** The job's own directory (the account's): its initial directory, output, error and log files. */
+  jobDir: string;
   cert: string;
   key: string;
   bearerToken: string;
   sharedFilesystem: boolean;
 }
 
+/** A submit description holds one statement per line: no value may carry a line break. */
+function oneLine(w: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(w)) throw new Error(`${JSON.stringify(w.slice(0, 80))} cannot go into a submit description (it has control characters)`);
+  return w;
+}
+
 /** A word of the new-syntax `arguments`/`environment` value: quoted when needed, quotes doubled. */
 function word(w: string): string {
+  oneLine(w);
   if (w !== '' && !/[\s'"]/.test(w)) return w;
   return `'${w.replace(/'/g, "''").replace(/"/g, '""')}'`;
+}
+
+/**
+ * A literal value: condor_submit expands $(…), $ENV(…), $RANDOM_CHOICE(…) and the like anywhere in a
+ * value, so every `$` of a value the gateway does not mean as a macro becomes $(DOLLAR).
+ */
+export function literal(w: string): string {
+  return oneLine(w).replace(/\$/g, '$(DOLLAR)');
+}
+
+/** The `environment` value: each VAR=value a literal word. */
+function environmentValue(env: Record<string, string>): string {
+  for (const k of Object.keys(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`${JSON.stringify(k.slice(0, 80))} is not an environment variable name`);
+  }
+  return `"${Object.entries(env).map(([k, v]) => word(`${k}=${literal(v)}`)).join(' ')}"`;
 }
 
 /** A ClassAd string literal. */
@@ -130,14 +157,14 @@ function daskJobDescription(spec: CommonSpec, job: JobShape): string {
     ['executable', spec.python],
     ['transfer_executable', 'false'],
     ['arguments', `"${job.args.map(word).join(' ')}"`],
-    ['environment', `"${Object.entries(job.env).map(([k, v]) => word(`${k}=${v}`)).join(' ')}"`],
+    ['environment', environmentValue(job.env)],
     ['request_cpus', String(job.cores)],
     ['request_memory', String(Math.ceil(job.memoryGiB * 1024))],
     ['request_disk', spec.requestDisk],
-    ['initialdir', spec.workDir],
-    ['output', `${spec.workDir}/$(AfWorker).out`],
-    ['error', `${spec.workDir}/$(AfWorker).log`],
-    ['log', `${spec.workDir}/htcondor-jobs.log`],
+    ['initialdir', spec.jobDir],
+    ['output', `${spec.jobDir}/$(AfWorker).out`],
+    ['error', `${spec.jobDir}/$(AfWorker).log`],
+    ['log', `${spec.jobDir}/htcondor-jobs.log`],
     // condor_rm sends SIGTERM, then SIGKILL after the vacate time (10 minutes by default): a worker
     // whose scheduler is gone may not finish closing, and the job would linger in the queue.
     ['job_max_vacate_time', '10'],
@@ -193,7 +220,7 @@ export function stepSubmitDescription(spec: StepJobSpec): string {
     ['executable', '/bin/sh'],
     ['transfer_executable', 'false'],
     ['arguments', '"$(AfStepDir)/.af/run.sh"'],
-    ['environment', `"${Object.entries(spec.environment).map(([k, v]) => word(`${k}=${v}`)).join(' ')}"`],
+    ['environment', environmentValue(spec.environment)],
     ['request_cpus', String(Math.max(1, Math.ceil(spec.cpus)))],
     ['request_memory', String(Math.ceil(spec.memoryGiB * 1024))],
     ['request_disk', spec.requestDisk],
