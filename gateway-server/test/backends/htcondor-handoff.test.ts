@@ -173,10 +173,10 @@ describe.skipIf(!root)('a workflow step directory handed to the job account', ()
     const { data, backend } = gateway('s1');
     const s = step(data, 'run1', 'map/0');
     await backend.startStep(s);
-    expect(owner(s.workdir)).toEqual({ ...USER, mode: 0o700 });
-    expect(owner(join(s.workdir, '.af')).uid).toBe(USER.uid);
+    expect(owner(s.workdir)).toEqual({ ...USER, mode: 0o2700 });
+    expect(owner(join(s.workdir, '.af'))).toMatchObject({ uid: USER.uid, mode: 0o2755 }); // setgid: later files are the account group's
     expect(owner(join(s.workdir, '.af', 'command')).uid).toBe(USER.uid);
-    expect(owner(join(data, 'workflows', 'run1')).mode).toBe(0o711); // others cannot list the run
+    expect(owner(join(data, 'workflows', 'run1'))).toEqual({ uid: 0, gid: USER.gid, mode: 0o710 }); // only the account passes
     // the first attempt's job plants links to a root-owned file everywhere in its directory
     const t = target('t-step');
     for (const p of [join(s.workdir, '.af', 'evil'), join(s.workdir, 'out')]) {

@@ -53,7 +53,8 @@ export type HandoffResult = 'handed' | 'already';
 
 /**
  * Hands a directory tree the gateway built to `owner`: files and directories lchown'ed bottom-up,
- * the top directory chmod'ed to `mode` and handed last. Links and special files are left as they
+ * the top directory chmod'ed to `mode` and handed last (a setgid bit in `mode` goes to every
+ * directory: what the gateway creates in them later gets the owner's group). Links and special files are left as they
  * are; entries that are not the gateway's are neither changed nor entered. A directory that is
  * already the owner's is not walked (a job of theirs may have planted anything in it). The caller
  * has checked the parents with assertGatewayPath.
@@ -70,6 +71,7 @@ export async function handTreeTo(dir: string, owner: FileOwner, mode: number, ui
       if (s.uid !== uid) continue; // not the gateway's: not ours to give, and not entered
       if (s.isDirectory()) {
         await walk(p);
+        await chmod(p, (s.mode & 0o777) | (mode & 0o2000)); // its parent is the gateway's: still this directory
         await lchown(p, owner.uid, owner.gid);
       } else if (s.isFile() && s.nlink === 1) {
         await lchown(p, owner.uid, owner.gid);

@@ -277,9 +277,33 @@ export class HTCondorBackend implements Backend {
   }
 
   /**
-   * A step's directory, built by the workflow engine, becomes the account's (0700) before its first
-   * job exists; a retry finds it the account's already and leaves it as it is (never walked again:
-   * the earlier attempt may have planted links anywhere in it).
+   * A run's new workspace (the gateway's): its owner's steps pass through it to their directories
+   * (root:<the account's group>, 0710); no other user enters it.
+   */
+  async shareRunWorkspace(dir: string, owner: string): Promise<void> {
+    const account = await this.account(owner);
+    if (account.uid === gatewayUid()) return;
+    await this.passableFor(resolve(dir), account);
+  }
+
+  /** A directory of the gateway's that the account (its group) may pass through and no one else. */
+  private async passableFor(dir: string, account: UserAccount): Promise<void> {
+    const root = this.workspaceRoot;
+    await assertGatewayPath(root, dir);
+    const s = await lstat(dir);
+    if (s.gid !== account.gid || (s.mode & 0o7777) !== 0o710) {
+      await chmod(dir, 0o710); // the gateway's, checked just above (its parents too)
+      await lchown(dir, gatewayUid(), account.gid);
+    }
+    if (root.startsWith(this.dataDir + sep)) await makeTraversable(this.dataDir);
+    await makeTraversable(root);
+  }
+
+  /**
+   * A step's directory, built by the workflow engine, becomes the account's (setgid, 02700: what
+   * the engine writes in it later is the account's group's) before its first job exists; a retry
+   * finds it the account's already and leaves it as it is (never walked again: the earlier attempt
+   * may have planted links anywhere in it).
    */
   private async shareStepDir(dir: string, account: UserAccount): Promise<void> {
     if (account.uid === gatewayUid()) return; // single-user: the jobs are the gateway's own
@@ -288,14 +312,10 @@ export class HTCondorBackend implements Backend {
     if (rel === '' || rel.startsWith('..') || rel.startsWith(sep)) throw new Error(`the step directory ${dir} is not below the workspace root ${root}`);
     // Nothing between the workspace root and the step's directory may be a user's (or a link).
     await assertGatewayPath(root, dirname(resolve(dir)));
-    await handTreeTo(resolve(dir), account, 0o700);
-    // The run's directory: the step's account passes through it; no one may list it.
+    // The run's directory: the step's account passes through it (when the engine did not ask yet).
     const workspace = join(root, rel.split(sep)[0]!);
-    if (workspace !== resolve(dir)) {
-      const s = await lstat(workspace);
-      if (s.isDirectory() && s.uid === gatewayUid() && (s.mode & 0o066) !== 0) await chmod(workspace, 0o711);
-    }
-    if (root.startsWith(this.dataDir + sep)) await makeTraversable(this.dataDir);
+    if (workspace !== resolve(dir)) await this.passableFor(workspace, account);
+    await handTreeTo(resolve(dir), account, 0o2700);
   }
 
   describe(handle: BackendHandle): string {
