@@ -3,7 +3,7 @@
 # test user's processes run as their own, as on a facility. Needs root (CI runs as root).
 #
 # Usage:
-#   scripts/test-accounts.sh ensure     install sudo if missing; create (once) the group af-users, the
+#   scripts/test-accounts.sh ensure     install sudo and acl if missing; create (once) the group af-users, the
 #                                       gateway's account af-gateway and an account af-NAME for each
 #                                       user NAME the tests log in as (alice, bob, …, mallory the
 #                                       hostile one; members of af-users, homes 0700); write
@@ -32,9 +32,10 @@ state_dir=/var/cache/af-gateway/test-accounts
 
 cmd_ensure() {
   [ "$(id -u)" -eq 0 ] || die "must run as root (creates accounts)"
-  if ! command -v sudo >/dev/null; then
-    log "installing sudo (apt-get)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null) || die "could not install sudo"
+  # sudo starts the users' launchers; setfacl shares a run's workspace with its owner's account
+  if ! command -v sudo >/dev/null || ! command -v setfacl >/dev/null; then
+    log "installing sudo and acl (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo acl >/dev/null) || die "could not install sudo and acl"
   fi
   getent group "$GROUP" >/dev/null || groupadd "$GROUP"
   getent passwd "$GATEWAY" >/dev/null || useradd --system --user-group --create-home --home-dir "/var/lib/$GATEWAY" --shell /usr/sbin/nologin "$GATEWAY"

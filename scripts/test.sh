@@ -19,6 +19,9 @@ bash scripts/postgres.sh ensure || status=1
 echo "== Kubernetes control plane from source, helm, kubectl (built once per machine, cached outside the repository)"
 bash scripts/kube-cluster.sh ensure || status=1
 
+echo "== Test accounts (the gateway's and one per test user: multi-user gateways run users' processes as them)"
+bash scripts/test-accounts.sh ensure >/dev/null || status=1
+
 echo "== vitest (gateway-server, schemas, lab-extension; Rucio module against a real Rucio server)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" || status=1
 

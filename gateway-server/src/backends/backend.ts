@@ -103,6 +103,8 @@ export interface Backend {
   removeClusterFiles?(cluster: ClusterRecord, keepLogs: boolean): Promise<void>;
   /** Replaces the owner's access token file in the cluster's directory. Optional: else the gateway writes it. */
   writeBearerToken?(cluster: ClusterRecord, token: string): Promise<void>;
+  /** Lets a run's owner work in the run's new workspace (e.g. the owner's account gets access). Optional. */
+  shareRunWorkspace?(dir: string, owner: string): Promise<void>;
   /** Cleans up after a finished step (e.g. deletes its Job). Optional. */
   release?(handle: BackendHandle): Promise<void>;
   /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */

@@ -3,7 +3,7 @@
 // expects its own file. These helpers never follow a link at the last component, never block on a
 // FIFO, and confirm that what they opened lies inside the directory they were given.
 import { constants as fsc } from 'node:fs';
-import { open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, relative, isAbsolute, basename } from 'node:path';
 
@@ -84,4 +84,30 @@ export async function replaceConfined(root: string, file: string, text: string |
     await rm(tmp, { force: true });
     throw err;
   }
+}
+
+/** Removes `file` (below `root`) if it is there; a link is removed itself, never what it points to. */
+export async function removeConfined(root: string, file: string): Promise<void> {
+  const [realRoot, realDir] = await Promise.all([realpath(root), realpath(dirname(file)).catch(() => null)]);
+  if (realDir === null) return; // no directory, no file
+  if (!inside(realRoot, realDir)) throw new UnsafePathError(file, 'its directory lies outside');
+  await rm(join(realDir, basename(file)), { force: true });
+}
+
+/** Makes `dir` (below `root`, parents too) and confirms it did not end up outside through a link. */
+export async function mkdirConfined(root: string, dir: string): Promise<void> {
+  const realRoot = await realpath(root);
+  // The nearest existing ancestor first: no directory is made through a link that leaves root.
+  let existing = dir;
+  for (;;) {
+    const real = await realpath(existing).catch(() => null);
+    if (real !== null) {
+      if (!inside(realRoot, real)) throw new UnsafePathError(dir, 'it lies outside its directory');
+      break;
+    }
+    if (dirname(existing) === existing) break;
+    existing = dirname(existing);
+  }
+  await mkdir(dir, { recursive: true });
+  if (!inside(realRoot, await realpath(dir))) throw new UnsafePathError(dir, 'it lies outside its directory');
 }

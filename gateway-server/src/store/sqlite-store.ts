@@ -2,6 +2,7 @@
 // The calls are synchronous underneath; they return settled promises to fit the StateStore contract,
 // so a write has reached the file when the call returns, awaited or not.
 import { dirname, resolve } from 'node:path';
+import { chmodSync, closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { ClusterRecord, ClusterStatus, WorkerRecord } from '../clusters/model.js';
 import type { SecretBox } from './crypto.js';
@@ -25,6 +26,10 @@ export class SqliteStore implements StateStore {
 
   constructor(file: string, private readonly box: SecretBox) {
     this.identity = resolve(dirname(file)); // the data directory, as before there were two stores
+    // Only the gateway reads its state (every user's refresh token): 0600 before SQLite opens it,
+    // and SQLite gives its -wal and -shm files the database file's mode.
+    closeSync(openSync(file, 'a', 0o600));
+    chmodSync(file, 0o600);
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');

@@ -5,8 +5,8 @@
 // store, so after a restart running steps are checked again (adopted) and the run goes on.
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun } from '@af-gateway/schemas';
 import type { Backend } from '../backends/backend.js';
@@ -14,7 +14,7 @@ import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
-import { logTail } from '../backends/local/local-backend.js';
+import { mkdirConfined, readConfined, removeConfined, replaceConfined } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, loadWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, publish, StageError } from './stages.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
@@ -81,7 +81,8 @@ export class WorkflowEngine extends EventEmitter {
 
   /** Loads unfinished runs (steps that ran through a restart are checked again) and starts the clock. */
   async start(): Promise<void> {
-    await mkdir(this.root, { recursive: true, mode: 0o755 });
+    // Users' steps (as their own accounts) pass through to their run's directory; none can list the runs.
+    await mkdir(this.root, { recursive: true, mode: 0o711 });
     for (const { id } of await this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
       if (this.active.has(id)) continue;
       const run = (await this.loadRun(id))!;
@@ -126,7 +127,13 @@ export class WorkflowEngine extends EventEmitter {
     const backendName = body.backend ?? this.deps.defaultBackend;
     const backend = this.deps.backends.get(backendName);
     if (!backend?.startStep) {
-      throw new AppError(422, 'unknown_backend', `Steps cannot run on backend ${backendName}; this gateway runs them on ${this.backendNames.join(', ')}`);
+      throw new AppError(
+        422,
+        'unknown_backend',
+        this.backendNames.length
+          ? `Steps cannot run on backend ${backendName}; this gateway runs them on ${this.backendNames.join(', ')} (workflows.backends)`
+          : 'This gateway runs no workflow steps: its administrators allowed no step backend (workflows.backends)',
+      );
     }
     const parameters = body.parameters ?? {};
     const missing = requiredParameters(spec).filter((p) => !(p in parameters));
@@ -136,7 +143,7 @@ export class WorkflowEngine extends EventEmitter {
     const id = randomBytes(6).toString('hex');
     const name = body.name ?? defaultName(body.entry);
     const workspace = join(this.root, id);
-    await mkdir(workspace, { recursive: true, mode: 0o755 });
+    await mkdir(workspace, { recursive: true, mode: 0o700 });
     const run: RunRecord = {
       id,
       name,
@@ -175,11 +182,24 @@ export class WorkflowEngine extends EventEmitter {
       finished: run.created,
       handle: null,
     };
-    // Keep the files as submitted, so a run can be inspected and re-run as it was.
-    for (const [file, text] of Object.entries(body.files)) {
-      const target = join(workspace, '.af', 'workflow', file);
-      await mkdir(dirname(target), { recursive: true });
-      await writeFile(target, text);
+    try {
+      // Keep the files as submitted, so a run can be inspected and re-run as it was (the gateway's
+      // own: written before the owner may enter the workspace).
+      const kept = join(workspace, '.af', 'workflow');
+      for (const [file, text] of Object.entries(body.files)) {
+        const target = join(kept, file);
+        const rel = relative(kept, target);
+        if (!rel || rel.startsWith('..') || isAbsolute(rel) || file.includes('\0')) {
+          throw new AppError(422, 'bad_file_name', `files: ${JSON.stringify(file.slice(0, 200))} is not a relative path inside the bundle`);
+        }
+        await mkdir(dirname(target), { recursive: true });
+        await writeFile(target, text);
+      }
+      // Then the steps' owner may work in it (a multi-user local backend grants its account access).
+      await backend.shareRunWorkspace?.(workspace, user.name);
+    } catch (err) {
+      await rm(workspace, { recursive: true, force: true });
+      throw err;
     }
     const a = this.activate(run, [init]);
     a.dirtyNodes.add(INIT_STAGE);
@@ -422,12 +442,16 @@ export class WorkflowEngine extends EventEmitter {
     const af = join(n.workdir, '.af');
     const log = join(af, 'log');
     const attempt = n.attempts + 1;
+    // The step's directory is writable by the step: a retry finds whatever it left there (links
+    // included), so nothing is followed out of the run's workspace.
+    const root = a.run.workspace;
     try {
-      await mkdir(af, { recursive: true });
-      await rm(join(af, 'exit-code'), { force: true });
-      await writeFile(join(af, 'command'), n.command ?? '');
+      await mkdirConfined(root, af);
+      await removeConfined(root, join(af, 'exit-code'));
+      await replaceConfined(root, join(af, 'command'), n.command ?? '', STEP_FILE_MODE);
       const header = `# AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
-      await writeFile(
+      await replaceConfined(
+        root,
         join(af, 'run.sh'),
         [
           '#!/bin/sh',
@@ -441,6 +465,7 @@ export class WorkflowEngine extends EventEmitter {
           'exit "$code"',
           '',
         ].join('\n'),
+        STEP_FILE_MODE,
       );
       const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
       const env = (step.environment as { env?: Record<string, string> }).env ?? {};
@@ -478,7 +503,7 @@ export class WorkflowEngine extends EventEmitter {
     }
     let code = state.exitCode;
     if (code === undefined) {
-      const text = await readFile(join(n.workdir, '.af', 'exit-code'), 'utf8').catch(() => '');
+      const text = (await readConfined(a.run.workspace, join(n.workdir, '.af', 'exit-code'), 64).catch(() => null)) ?? '';
       code = text.trim() === '' ? undefined : Number(text.trim());
     }
     if (code === 0) {
@@ -491,7 +516,7 @@ export class WorkflowEngine extends EventEmitter {
       }
       return;
     }
-    const tail = await logTail(join(n.workdir, '.af', 'log'), 8);
+    const tail = await confinedLogTail(a.run.workspace, join(n.workdir, '.af', 'log'), 8);
     const why = code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
     this.fail(a, n, n.attempts, `${why}; ${tail}`, code ?? null);
   }
@@ -663,3 +688,17 @@ function defaultName(entry: string): string {
   return base.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64) || 'workflow';
 }
 
+/** Files the gateway writes for a step: the step's account reads them through the run's ACL (a mask needs group bits). */
+const STEP_FILE_MODE = 0o660;
+
+/** The last lines of a step's log, read without following anything the step planted. */
+async function confinedLogTail(root: string, file: string, lines: number): Promise<string> {
+  try {
+    const text = await readConfined(root, file, 64 * 1024);
+    if (text === null) return 'no log was written';
+    const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
+    return tail ? `last log lines:\n${tail}` : 'its log is empty';
+  } catch (err) {
+    return `its log could not be read (${errorMessage(err)})`;
+  }
+}

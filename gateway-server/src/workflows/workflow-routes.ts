@@ -1,13 +1,13 @@
 // /api/af/workflows: check and submit yadage-style workflows, follow their runs (DAG, streamed step
 // logs), cancel, retry, delete, and fetch output files from a run's workspace.
-import { createReadStream } from 'node:fs';
-import { open, realpath, stat } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { join, relative, sep, isAbsolute } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import type { WorkflowBundle, WorkflowValidation } from '@af-gateway/schemas';
 import { AppError, notFound } from '../errors.js';
+import { openConfined, UnsafePathError } from '../files/no-follow.js';
 import { loadWorkflow } from './workflow-loader.js';
 import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
 
@@ -73,12 +73,17 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
       response: errors,
     },
   }, async (req, reply) => {
-    const { node, live } = await engine.node(req.user!, req.params.id, req.params.node);
+    const { node, live, workspace } = await engine.node(req.user!, req.params.id, req.params.node);
     const file = join(node.workdir, '.af', 'log');
     reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
+    // The step writes its own directory: its log is opened without following links out of the run.
+    const openLog = () => openConfined(workspace, file).catch((err: unknown) => {
+      if (err instanceof UnsafePathError) throw new AppError(409, 'unsafe_file', `The step's log cannot be shown: ${err.message}`);
+      throw err;
+    });
     if (!req.query.follow) {
-      const exists = await stat(file).catch(() => null);
-      return reply.send(exists ? createReadStream(file) : '');
+      const fh = await openLog();
+      return reply.send(fh ? fh.createReadStream() : '');
     }
     let closed = false;
     req.raw.on('close', () => (closed = true));
@@ -86,7 +91,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
       let offset = 0;
       for (;;) {
         const stillRunning = live(); // asked before reading: the last read after the end sees everything
-        const fh = await open(file, 'r').catch(() => null);
+        const fh = await openLog().catch(() => null);
         if (fh) {
           try {
             for (;;) {
@@ -118,12 +123,16 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
     if (!full) throw notFound(`File ${wanted} in the run's workspace`);
     const rel = relative(root, full);
     if (rel.startsWith('..') || isAbsolute(rel) || rel.split(sep)[0] === '..') throw new AppError(400, 'bad_path', `${wanted} is outside the run's workspace`);
-    const st = await stat(full);
-    if (!st.isFile()) throw new AppError(400, 'not_a_file', `${wanted} is a directory; name a file in it`);
+    const fh = await openConfined(root, full).catch((err: unknown) => {
+      if (err instanceof UnsafePathError) throw new AppError(400, 'not_a_file', `${wanted} cannot be downloaded: ${err.message.replace(full, wanted)}`);
+      throw err;
+    });
+    if (!fh) throw notFound(`File ${wanted} in the run's workspace`);
+    const st = await fh.stat();
     return reply
       .type('application/octet-stream')
       .header('content-length', st.size)
       .header('content-disposition', `attachment; filename="${encodeURIComponent(full.split(sep).pop()!)}"`)
-      .send(createReadStream(full));
+      .send(fh.createReadStream());
   });
 }

@@ -69,12 +69,21 @@ def start_gateway(directory, config):
     return proc, url, log
 
 
+def traversable_dir(prefix="af-e2e-"):
+    """A directory that users' accounts can pass through (0711, under /tmp), e.g. a workspace root
+    for steps that run as the users (pytest's own directories are 0700). Remove it when done."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o711)
+    return d
+
+
 def oidc_gateway_config(provider, directory, **extra):
     """A gateway on a free loopback port that accepts the test provider's bearer tokens carrying
     compute.create."""
     return {
         "listen": f"127.0.0.1:{free_port()}",
         "data_dir": str(Path(directory) / "data"),
+        "accounts": {"name_template": "af-{user}"},  # real accounts: scripts/test-accounts.sh
         "auth": {"type": "oidc", "oidc": {"issuer": provider["issuer"], "audience": [provider["audience"]],
                                            "required_scopes": ["compute.create"]}},
         **extra,

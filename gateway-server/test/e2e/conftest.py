@@ -316,6 +316,8 @@ class GatewayServer:
             "listen": f"127.0.0.1:{self.port}",
             "data_dir": str(self.data_dir),
             "auth": {"type": "simple", "simple": {"password": self.password}},
+            # every user runs as their own account (scripts/test-accounts.sh makes af-<user>)
+            "accounts": {"name_template": "af-{user}"},
             "backend": {"type": "local", "local": {"python": VENV_PYTHON}},
             "cluster": self.cluster,
         }

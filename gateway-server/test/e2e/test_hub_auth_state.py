@@ -42,6 +42,7 @@ def stack(tmp_path_factory):
             "listen": f"127.0.0.1:{p['gateway']}",
             "data_dir": str(d / "data"),
             "base_path": "/services/af-gateway/",
+            "accounts": {"name_template": "af-{user}"},
             "auth": {
                 "type": "jupyterhub",
                 "jupyterhub": {"api_url": f"http://127.0.0.1:{p['hub']}/hub/api", "api_token": SERVICE_TOKEN,

@@ -91,6 +91,7 @@ def hub_gateway(ports, tmp_path_factory):
         "listen": f"127.0.0.1:{ports['gateway']}",
         "data_dir": str(d / "data"),
         "base_path": "/services/af-gateway/",
+        "accounts": {"name_template": "af-{user}"},
         "auth": {"type": "jupyterhub", "jupyterhub": {
             "api_url": _hub_api(ports), "api_token": SERVICE_TOKEN, "client_id": "service-af-gateway",
             "oauth_callback_url": _callback(ports)}},

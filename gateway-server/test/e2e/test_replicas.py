@@ -47,6 +47,7 @@ def replicas(postgres, tmp_path):
             "listen": f"127.0.0.1:{port}",
             "data_dir": str(data_dir),
             "encrypt_key": key,
+            "accounts": {"name_template": "af-{user}"},
             "log_level": "debug",
             "state_store": {"postgresql_url": postgres["url"], "standby_poll_period": 0.5},
             "cluster": {"api_url": f"{front.url}/api", "heartbeat_period": 1, "check_period": 1,
@@ -150,6 +151,7 @@ def test_copy_state_moves_a_running_cluster_from_sqlite_to_postgresql(postgres, 
     port = free_port()
     key = base64.b64encode(os.urandom(32)).decode()
     config = {"listen": f"127.0.0.1:{port}", "data_dir": str(tmp_path / "data"), "encrypt_key": key,
+              "accounts": {"name_template": "af-{user}"},
               "cluster": {"heartbeat_period": 1, "check_period": 1, "stop_on_shutdown": False}}
     single = Replica(tmp_path / "single", config)
     single.start_serving()

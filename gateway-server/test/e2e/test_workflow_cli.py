@@ -8,6 +8,7 @@ exit code deciding the job's fate (0 ok, 1 run failed, 2 refused, 3 auth, 4 unre
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -18,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from af_e2e_support import REPO, client_credentials_token, free_port, oidc_gateway_config, start_gateway, start_provider, stop
+from af_e2e_support import REPO, client_credentials_token, free_port, oidc_gateway_config, start_gateway, start_provider, stop, traversable_dir
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
@@ -61,12 +62,15 @@ def _kill_below(directory):
 @pytest.fixture(scope="module")
 def gateway(provider, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw-wf-cli")
-    proc, url, log = start_gateway(d, oidc_gateway_config(provider, d, workflows={"poll_period": 0.2}))
+    ws = traversable_dir()  # the steps run as the users' accounts (af-<user>)
+    proc, url, log = start_gateway(d, oidc_gateway_config(provider, d, workflows={"poll_period": 0.2, "workspace_root": str(ws)}))
     try:
-        yield {"url": url, "dir": d, "log": log}
+        yield {"url": url, "dir": d, "log": log, "workspace_root": ws}
     finally:
         stop(proc)
         _kill_below(d)
+        _kill_below(ws)
+        shutil.rmtree(ws, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -376,11 +380,13 @@ def test_basic_auth_at_a_simple_auth_gateway(tmp_path, env):
     # the demo's way in: AF_GATEWAY_USER / AF_GATEWAY_PASSWORD; the URL from dask_gateway's variable
     d = tmp_path / "gw-simple"
     d.mkdir()
+    ws = traversable_dir()
     proc, url, _log = start_gateway(d, {
         "listen": f"127.0.0.1:{free_port()}",
         "data_dir": str(d / "data"),
         "auth": {"type": "simple", "simple": {"password": "s3cret"}},
-        "workflows": {"poll_period": 0.2},
+        "accounts": {"name_template": "af-{user}"},
+        "workflows": {"poll_period": 0.2, "workspace_root": str(ws)},
     })
     try:
         e = {k: v for k, v in env.items() if k not in ("AF_GATEWAY_URL", "BEARER_TOKEN_FILE")}
@@ -395,3 +401,5 @@ def test_basic_auth_at_a_simple_auth_gateway(tmp_path, env):
     finally:
         stop(proc)
         _kill_below(d)
+        _kill_below(ws)
+        shutil.rmtree(ws, ignore_errors=True)

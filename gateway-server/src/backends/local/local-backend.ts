@@ -8,7 +8,7 @@
 // a user's directory with its own rights.
 import { readFile, mkdir } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
@@ -207,12 +207,32 @@ export class LocalBackend implements Backend {
   }
 
   /**
-   * A workflow step: its wrapper in a new process group, with only the environment a step needs.
-   * Single-user mode only: a multi-user gateway does not offer `local` for steps (their workspace
-   * is the gateway's), see the server's step backends.
+   * Lets a run's owner work in its workspace (multi-user): POSIX ACLs give the owner's account rwx
+   * on the gateway's run directory and make everything created in it, by either side, accessible
+   * to both (default ACL entries). No one else gets in. The gateway then reads and writes there only
+   * with the confined file helpers, as the owner may have planted links.
    */
+  async shareRunWorkspace(dir: string, owner: string): Promise<void> {
+    if (this.opts.singleUser) return;
+    const account = await this.account(owner);
+    const gateway = process.getuid?.() ?? 0;
+    const acl = [`u:${account.uid}:rwx`, `d:u:${account.uid}:rwx`, `d:u:${gateway}:rwx`, 'm::rwx', 'd:m::rwx', 'd:g::---', 'd:o::---'].join(',');
+    await new Promise<void>((resolve, reject) => {
+      execFile('setfacl', ['-m', acl, '--', dir], { env: { PATH: '/usr/bin:/bin' }, timeout: 30_000 }, (err, _out, stderr) =>
+        err ? reject(new Error(`setfacl could not share the run's workspace with ${account.name}: ${stderr.trim() || err.message} (is the acl package installed and the filesystem mounted with ACLs?)`)) : resolve(),
+      );
+    });
+  }
+
+  /** A workflow step: its wrapper in a new process group, with only the environment a step needs; as its owner in multi-user mode. */
   async startStep(l: StepLaunch): Promise<BackendHandle> {
-    if (!this.opts.singleUser) throw new Error('the local backend runs workflow steps only in single-user mode');
+    if (!this.opts.singleUser) {
+      const account = await this.account(l.owner);
+      const env = { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: process.env.LANG ?? 'C.UTF-8', HOME: account.home, USER: account.name, LOGNAME: account.name, ...l.env };
+      const started = toStarted(await (await this.launcherFor(account.name)).request({ op: 'step', command: ['/bin/sh', l.wrapper], env, cwd: l.workdir }), 'starting the step');
+      const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: l.log, account: account.name };
+      return handle;
+    }
     const child = spawn('/bin/sh', [l.wrapper], {
       cwd: l.workdir,
       detached: true,
