@@ -451,6 +451,9 @@ class OursGateway(Gateway):
         config = {
             "data_dir": str(self.workdir / "data"),
             "auth": {"type": "simple"},
+            # a facility's gateway: each user's processes run as their own account (af-bench,
+            # made by scripts/test-accounts.sh), started through their warm launcher
+            "accounts": {"name_template": "af-{user}"},
             "backend": {"type": "local", "local": {"python": str(VENV_PY)}},
             "cluster": {
                 "heartbeat_period": HEARTBEAT_PERIOD,

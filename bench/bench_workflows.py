@@ -71,9 +71,11 @@ def main() -> int:
         return 2
     files = {f: (WORKFLOW / f).read_text() for f in ("workflow.yml", "steps.yml")}
     tmp = Path(tempfile.mkdtemp(prefix="af-bench-wf-"))
+    tmp.chmod(0o711)  # the steps run as the user's account (af-bench) and pass through to their run
     port = free_port()
     (tmp / "config.json").write_text(json.dumps({
         "listen": f"127.0.0.1:{port}", "data_dir": str(tmp / "data"), "log_level": "warn",
+        "accounts": {"name_template": "af-{user}"},
         "workflows": {"max_parallel_steps": 2},
     }))
     gw = subprocess.Popen(["node", str(REPO / "gateway-server" / "dist" / "cli.js"), "serve", "--config", str(tmp / "config.json")],

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# the gateway runs each user's processes as their account: af-bench (and sudo) must exist
+bash scripts/test-accounts.sh ensure >/dev/null
 .venv/bin/python bench/bench_gateways.py "$@"
 # Rucio: a 20,000-file dataset through the gateway against straight to Rucio (a real server).
 .venv/bin/python bench/bench_rucio.py

@@ -20,7 +20,7 @@ repo=$PWD
 
 GATEWAY=af-gateway
 GROUP=af-users
-USERS=(af-alice af-bob af-carol af-dave af-erin af-frank af-mallory af-admin af-ci-pipeline)
+USERS=(af-alice af-bob af-carol af-dave af-erin af-frank af-mallory af-admin af-ci-pipeline af-bench)
 
 log() { printf '[test-accounts] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -18,6 +18,9 @@ for need in .venv/bin/jupyter gateway-server/dist/cli.js node_modules/.bin/confi
   [ -e "$need" ] || { echo "ui-tests: $need is missing; run scripts/bootstrap.sh first" >&2; exit 1; }
 done
 
+# the gateways run users' Dask processes and steps as the users' accounts (af-alice, …)
+if [ "$(id -u)" -eq 0 ]; then bash scripts/test-accounts.sh ensure >/dev/null || exit 1; fi
+
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 stack=ui-tests/test-results/stack.json
 

@@ -75,6 +75,7 @@ export async function startHubStack({ tmpDir, logsDir, env, started }: HubStackO
       type: 'jupyterhub',
       jupyterhub: { api_url: apiUrl, api_token: serviceToken, client_id: clientId, oauth_callback_url: callback },
     },
+    accounts: { name_template: 'af-{user}' },
     backend: { type: 'local', local: { python: path.join(VENV_BIN, 'python') } },
   };
   const configFile = path.join(dir, 'gateway.yaml');

@@ -10,7 +10,7 @@
 // kills what the service leaves behind, and SIGTERM when the Playwright runner dies.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -115,6 +115,8 @@ async function clientCredentialsToken(issuer: string, client: string, secret: st
 /** Starts the whole stack; on any failure stops what was started and rethrows. */
 export async function startStack(): Promise<Stack> {
   const tmpDir = mkdtempSync(path.join(os.tmpdir(), 'af-ui-tests-'));
+  // users' workflow steps run as their accounts (af-alice, …: scripts/test-accounts.sh) and pass through here
+  chmodSync(tmpDir, 0o711);
   const logsDir = path.join(RESULTS_DIR, 'logs');
   const screenshotsDir = path.join(RESULTS_DIR, 'screenshots');
   for (const d of [logsDir, screenshotsDir]) mkdirSync(d, { recursive: true });
@@ -184,6 +186,7 @@ export async function startStack(): Promise<Stack> {
           login_scopes: ['openid', 'offline_access', 'compute.create', 'compute.read'],
         },
       },
+      accounts: { name_template: 'af-{user}' },
       backend: { type: 'local', local: { python: path.join(VENV_BIN, 'python') } },
       tokens: { exchange_audiences: ['rucio'] },
       rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },

@@ -46,8 +46,8 @@ def wait_http(url, proc, log, ok=lambda r: True, timeout=60):
         try:
             if ok(requests.get(url, timeout=2)):
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not up yet, or slow on a loaded machine: the deadline decides
         time.sleep(0.2)
     raise TimeoutError(f"{url} was not ready within {timeout} s:\n{Path(log).read_text()[-3000:]}")
 
@@ -258,7 +258,7 @@ class Replica:
     def health(self):
         try:
             r = requests.get(self.url + "/api/health", timeout=5)
-        except requests.ConnectionError as e:
+        except (requests.ConnectionError, requests.Timeout) as e:
             return None, {"error": str(e)}
         return r.status_code, r.json()
 

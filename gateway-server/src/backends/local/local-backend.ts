@@ -6,15 +6,17 @@
 // launcher, started through sudo as that account, and every process, file, log read and signal of
 // that user's clusters goes through it — the gateway never runs user code nor touches a path inside
 // a user's directory with its own rights.
+import { statSync } from 'node:fs';
 import { readFile, mkdir } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { execFile, spawn } from 'node:child_process';
-import { join, dirname } from 'node:path';
+import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Backend, ClusterFiles, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
+import { AppError } from '../../errors.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
 import { isRunning, readProcStat, stopProcessGroup, type GroupSignaller } from './process-group.js';
@@ -215,6 +217,10 @@ export class LocalBackend implements Backend {
   async shareRunWorkspace(dir: string, owner: string): Promise<void> {
     if (this.opts.singleUser) return;
     const account = await this.account(owner);
+    const blocked = closedAncestor(dirname(dir));
+    if (blocked) {
+      throw new AppError(409, 'workspace_unreachable', `This gateway cannot run workflow steps on the local backend now: users' accounts cannot pass through ${blocked}. Its administrators must allow it (o+x) or set workflows.workspace_root elsewhere.`);
+    }
     const gateway = process.getuid?.() ?? 0;
     const acl = [`u:${account.uid}:rwx`, `d:u:${account.uid}:rwx`, `d:u:${gateway}:rwx`, 'm::rwx', 'd:m::rwx', 'd:g::---', 'd:o::---'].join(',');
     await new Promise<void>((resolve, reject) => {
@@ -313,6 +319,18 @@ export class LocalBackend implements Backend {
     this.launcher?.close();
     for (const l of this.userLaunchers.values()) l.close();
     this.userLaunchers.clear();
+  }
+}
+
+/** The first directory at or above `dir` that other accounts cannot pass through (no o+x), if any. */
+export function closedAncestor(dir: string): string | null {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) return d;
+    } catch {
+      // not made yet: its parents decide
+    }
+    if (dirname(d) === d) return null;
   }
 }
 
