@@ -34,7 +34,8 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd()): ResolvedCo
 }
 
 export function loadConfigFile(file: string | undefined): ResolvedConfig {
-  if (!file) return resolveConfig({});
+  // The embedded default is one person's gateway on loopback: single-user (see README's security model).
+  if (!file) return resolveConfig({ backend: { local: { single_user: true } } });
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
