@@ -15,7 +15,8 @@ In a multi-user gateway one launcher runs per user account, started by the gatew
 that account (sudo resets the environment), so everything it does — processes, files, signals —
 happens with the user's rights and none of the gateway's. Requests ("op"):
 
-  fork     {"role": "scheduler"|"worker", "title", "args", "env", "cwd", "log", "pidfile"}
+  fork     {"role": "scheduler"|"worker", "title", "args", "env", "cwd", "log", "pidfile",
+            "dashboard_tls": bool (the dashboard takes only clients with the cluster's certificate)}
            -> {"pid", "start_ticks"}: a Dask process in a session of its own
   step     {"command": [...], "env", "cwd", "title"} -> {"pid", "start_ticks"}: a workflow step
   prepare  {"dir", "files": {name: text}} -> {}: make dir (0700, parents too) and write the files
@@ -64,6 +65,8 @@ def _become(spec):
     import dask
 
     dask.config.refresh()  # pick up DASK_* variables set after dask was imported
+    if spec.get("dashboard_tls"):
+        _require_dashboard_client_certs()
     try:
         import setproctitle
     except ImportError:
@@ -81,6 +84,29 @@ def _become(spec):
         distributed.proctitle.setproctitle_mod = _KeepPrefix
     with open(spec["pidfile"], "w") as f:
         f.write(str(os.getpid()))
+
+
+def _require_dashboard_client_certs():
+    """The dashboard speaks TLS (distributed.scheduler.dashboard.tls.*, set in the environment) and
+    takes only clients with a certificate of the cluster's CA: the gateway's proxy has one, other
+    accounts on the machine that find the port do not. distributed builds the server context with
+    ssl.create_default_context(purpose=CLIENT_AUTH), which asks for no client certificate."""
+    import ssl
+
+    import distributed.node
+
+    class _ClientCertsRequired:
+        def __getattr__(self, name):
+            return getattr(ssl, name)
+
+        @staticmethod
+        def create_default_context(*args, **kwargs):
+            ctx = ssl.create_default_context(*args, **kwargs)
+            if kwargs.get("purpose") == ssl.Purpose.CLIENT_AUTH:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            return ctx
+
+    distributed.node.ssl = _ClientCertsRequired()
 
 
 def _run(spec):

@@ -1,7 +1,9 @@
 // Dashboards behind the owner's login: /clusters/<name>/<path> → the scheduler's dashboard <path>,
 // for HTTP requests and for the bokeh WebSocket upgrades alike. Route table = the running clusters.
 import http, { type IncomingMessage, type IncomingHttpHeaders } from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { Identifier } from '../auth/identify.js';
@@ -19,6 +21,15 @@ function dashboardOf(c: ClusterRecord): URL {
   if (c.status !== 'RUNNING') throw notFound(`Dashboard of cluster ${c.name} (the cluster is ${c.status.toLowerCase()})`);
   if (!c.dashboardAddress) throw notFound(`Dashboard of cluster ${c.name} (its scheduler runs none)`);
   return new URL(c.dashboardAddress);
+}
+
+/**
+ * A TLS dashboard (https://) takes only clients with a certificate of the cluster's CA: the proxy
+ * presents the cluster's own and checks that the dashboard has one too (the address is loopback, so
+ * the name is not checked, the CA is).
+ */
+function tlsOptions(c: ClusterRecord) {
+  return { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCert, checkServerIdentity: () => undefined };
 }
 
 /** Headers for the dashboard: the gateway's credentials stay here. */
@@ -51,13 +62,15 @@ export async function dashboardProxy(
     const prefix = `/clusters/${c.name}`;
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
     reply.hijack();
-    const upstream = http.request(
+    const secure = target.protocol === 'https:';
+    const upstream = (secure ? https : http).request(
       {
         host: target.hostname,
         port: target.port,
         method: req.method,
         path: `/${req.params['*']}${query}`,
         headers: upstreamHeaders(req.headers, target, prefix),
+        ...(secure ? tlsOptions(c) : {}),
       },
       (res) => {
         const headers = { ...res.headers };
@@ -97,7 +110,10 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
       if (!c) throw notFound(`Cluster ${m[1]}`);
       if (user.name !== c.username && !user.admin) throw forbidden(`User ${user.name} may not access cluster ${c.name}: it belongs to another user`);
       const target = dashboardOf(c);
-      const upstream = net.connect({ host: target.hostname, port: Number(target.port) });
+      const upstream =
+        target.protocol === 'https:'
+          ? tls.connect({ host: target.hostname, port: Number(target.port), ...tlsOptions(c) })
+          : net.connect({ host: target.hostname, port: Number(target.port) });
       const headers = upstreamHeaders(req.headers, target, `/clusters/${c.name}`);
       const lines = [`${req.method} ${m[2] ?? '/'}${m[3] ?? ''} HTTP/1.1`];
       for (const [k, v] of Object.entries(headers)) {

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -173,6 +174,32 @@ def test_a_hostile_users_dask_code_reaches_neither_the_gateway_nor_another_user(
         assert CANARY not in json.dumps(env)
         # and her own files are her own
         assert mc.run_on_scheduler(try_read, str(Path(accounts["users"]["mallory"]["home"]) / ".af-gateway" / "clusters" / mallory.name / "dask.pem")).startswith("READ:")
+
+        # alice's dashboard: through the gateway for her; on its own port for no one else
+        status = requests.get(f"{gateway['url']}/clusters/{alice.name}/status", auth=("alice", PASSWORD), timeout=30)
+        assert status.status_code == 200 and "bokeh" in status.text.lower()
+        assert requests.get(f"{gateway['url']}/clusters/{alice.name}/status", auth=("mallory", PASSWORD), timeout=30).status_code == 403
+        ports = sorted({c.laddr.port for p in cluster_pids(alice.name)["scheduler"]
+                        for c in psutil.Process(p).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN})
+        assert len(ports) >= 3, ports  # comm, dashboard, the dask-gateway API
+
+        def try_dashboard(port):
+            import ssl as _ssl
+            import urllib.request as _u
+            ctx = _ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, _ssl.CERT_NONE
+            seen = []
+            for scheme in ("http", "https"):
+                try:
+                    with _u.urlopen(f"{scheme}://127.0.0.1:{port}/status", timeout=5, context=ctx if scheme == "https" else None) as r:
+                        seen.append(f"{scheme}:{r.status}:{r.read(200000).decode(errors='replace')}")
+                except Exception as exc:  # noqa: BLE001
+                    seen.append(f"{scheme}:{type(exc).__name__}")
+            return seen
+
+        for port in ports:
+            for answer in mc.run_on_scheduler(try_dashboard, port):
+                assert "bokeh" not in answer.lower() and ":200:" not in answer, (port, answer[:300])
 
         # alice's cluster went on working throughout
         assert ac.submit(sum, [1, 2, 3]).result(timeout=30) == 6

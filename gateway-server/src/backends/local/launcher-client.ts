@@ -15,6 +15,8 @@ export interface LaunchSpec {
   cwd: string;
   log: string;
   pidfile: string;
+  /** The scheduler's dashboard speaks TLS and takes only clients with the cluster's certificate. */
+  dashboard_tls?: boolean;
 }
 
 /** A started process: its pid and its start time in clock ticks (guards against pid reuse). */

@@ -13,7 +13,7 @@ import { execFile, spawn } from 'node:child_process';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ClusterFiles, ProcessState, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
+import type { Backend, ClusterFiles, ProcessState, SchedulerAddresses, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError } from '../../errors.js';
@@ -38,6 +38,11 @@ export interface LocalBackendOptions {
   sudo?: string;
   /** Seconds an unused per-user launcher is kept. */
   launcherIdleTimeout?: number;
+  /**
+   * Schedulers' dashboards speak TLS and take only the gateway's proxy (a client certificate of
+   * the cluster's CA): on a shared machine any account can connect to a loopback port.
+   */
+  dashboardTls?: boolean;
 }
 
 interface LocalHandle extends BackendHandle {
@@ -171,10 +176,18 @@ export class LocalBackend implements Backend {
         DASK_GATEWAY_CLUSTER_NAME: cluster.name,
         DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True',
         BEARER_TOKEN_FILE: files.bearerToken,
+        ...(this.opts.dashboardTls
+          ? {
+              DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CERT: files.cert,
+              DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__KEY: files.key,
+              DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CA_FILE: files.cert,
+            }
+          : {}),
       },
       cwd: files.dir,
       log: join(files.dir, 'scheduler.log'),
       pidfile: join(files.dir, 'scheduler.pid'),
+      dashboard_tls: this.opts.dashboardTls === true,
     });
   }
 
@@ -254,6 +267,12 @@ export class LocalBackend implements Backend {
     const stat = await readProcStat(pid);
     const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: l.log };
     return handle;
+  }
+
+  /** The preload reports an http:// dashboard; with dashboardTls it is https:// (the proxy then presents the cluster's certificate). */
+  schedulerAddresses(_c: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses {
+    if (!this.opts.dashboardTls || !reported.dashboard) return reported;
+    return { ...reported, dashboard: reported.dashboard.replace(/^http:/, 'https:') };
   }
 
   describe(handle: BackendHandle): string {
