@@ -27,6 +27,8 @@ die() { log "error: $*"; exit 1; }
 
 python="$repo/.venv/bin/python"
 launcher="$repo/gateway-server/python/af_gateway_launcher.py"
+accounts_script="$repo/gateway-server/python/af_gateway_accounts.py"
+CREATE_RANGE="1000 59999"   # accounts.create in the tests: the default accounts.uid_min and uid_max
 rule_file="/etc/sudoers.d/af-gateway-test-$(printf '%s' "$repo" | sha256sum | cut -c1-10)"
 state_dir=/var/cache/af-gateway/test-accounts
 
@@ -54,8 +56,11 @@ cmd_ensure() {
   done
   local tmp; tmp=$(mktemp)
   # No SETENV: sudo resets the environment, so nothing of the gateway's reaches the launcher.
-  printf 'Defaults:%s !requiretty, !lecture\n%s ALL=(%%%s) NOPASSWD: %s %s serve\n' \
-    "$GATEWAY" "$GATEWAY" "$GROUP" "$python" "$launcher" > "$tmp"
+  # and to create accounts in af-users with a uid in CREATE_RANGE (accounts.create), nothing else
+  { printf 'Defaults:%s !requiretty, !lecture\n%s ALL=(%%%s) NOPASSWD: %s %s serve\n' \
+      "$GATEWAY" "$GATEWAY" "$GROUP" "$python" "$launcher"
+    printf '%s ALL=(root) NOPASSWD: %s %s create * %s %s\n' "$GATEWAY" "$python" "$accounts_script" "$GROUP" "$CREATE_RANGE"
+  } > "$tmp"
   visudo -cqf "$tmp" || { rm -f "$tmp"; die "the sudo rule does not parse"; }
   install -m 0440 -o root -g root "$tmp" "$rule_file"
   rm -f "$tmp"
@@ -88,6 +93,10 @@ cmd_selftest() {
   check bash -c "! echo | runuser -u $GATEWAY -- sudo -n -u root $python $launcher serve"
   desc="af-gateway may not run the launcher as itself with other arguments"
   check bash -c "! runuser -u $GATEWAY -- sudo -n -u af-alice $python $launcher exec '{}'"
+  desc="af-gateway may not create an account outside the group and range"
+  check bash -c "! runuser -u $GATEWAY -- sudo -n $python $accounts_script create af-x root $CREATE_RANGE"
+  desc="af-gateway may not smuggle other arguments into the account helper"
+  check bash -c "! runuser -u $GATEWAY -- sudo -n $python $accounts_script create af-x wheel 1 2 $GROUP $CREATE_RANGE"
   desc="af-alice cannot read af-bob's home"
   check bash -c "! runuser -u af-alice -- ls $(getent passwd af-bob | cut -d: -f6)"
   [ "$fails" -eq 0 ] || die "$fails check(s) failed"

@@ -23,6 +23,21 @@ export interface AccountsConfig {
   uid_min: number;
   uid_max: number;
   group: string | null;
+  /** Make a missing account (through `creator`). */
+  create?: boolean;
+}
+
+/** Makes the account `name` (a member of the group, a uid in the range) or throws why not. */
+export type AccountCreator = (name: string, group: string, uidMin: number, uidMax: number) => Promise<void>;
+
+/** The privileged helper the facility allows through sudo (accounts.create). */
+export function sudoAccountCreator(sudo: string, python: string, script: string): AccountCreator {
+  return (name, group, uidMin, uidMax) =>
+    new Promise((resolve, reject) => {
+      execFile(sudo, ['-n', python, script, 'create', name, group, String(uidMin), String(uidMax)], { env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' }, timeout: 60_000 }, (err, _out, stderr) =>
+        err ? reject(new Error(stderr.trim().split('\n').pop() || err.message)) : resolve(),
+      );
+    });
 }
 
 /** A POSIX account name as useradd accepts it portably (no leading digit or dash, ≤ 32 bytes). */
@@ -50,7 +65,10 @@ export class PosixAccounts implements AccountResolver {
     /** The gateway's own uid: never handed out to a user. */
     private readonly gatewayUid: number = process.getuid?.() ?? -1,
     private readonly lookup: Lookup = getent,
-  ) {}
+    private readonly creator?: AccountCreator,
+  ) {
+    if (config.create && !config.group) throw new Error('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
+  }
 
   accountName(user: string): string {
     return this.config.name_template.replaceAll('{user}', user);
@@ -70,7 +88,15 @@ export class PosixAccounts implements AccountResolver {
     const name = this.accountName(user);
     const refuse = (why: string) => new AppError(403, 'no_account', `User ${user} has no usable account on this facility: ${why}. Ask the facility's administrators.`);
     if (!POSIX_ACCOUNT.test(name)) throw refuse(`${JSON.stringify(name)} is not a valid POSIX account name (accounts.name_template)`);
-    const entry = await this.lookup('passwd', name);
+    let entry = await this.lookup('passwd', name);
+    if (!entry && this.config.create && this.creator) {
+      try {
+        await this.creator(name, this.config.group!, this.config.uid_min, this.config.uid_max);
+      } catch (err) {
+        throw refuse(`the account ${name} could not be created (${(err as Error).message})`);
+      }
+      entry = await this.lookup('passwd', name);
+    }
     if (!entry) throw refuse(`there is no account ${name}`);
     const [, , uidText, gidText, , home] = entry.split(':');
     const uid = Number(uidText);

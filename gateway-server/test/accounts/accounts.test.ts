@@ -46,6 +46,23 @@ describe('accounts', () => {
     expect(await refusal(new PosixAccounts({ ...config, group: 'nope' }, 1500, lookup).resolve('alice'))).toMatch(/group nope .* does not exist/);
   });
 
+  it('creates a missing account through the facility helper, in the group and range (accounts.create)', async () => {
+    const made: unknown[] = [];
+    const db = { ...passwd };
+    const creator = async (name: string, group: string, min: number, max: number) => {
+      made.push([name, group, min, max]);
+      db[name] = `${name}:x:1010:1010::/home/${name}:/bin/sh`;
+    };
+    const a = new PosixAccounts({ ...config, group: 'af-users', create: true }, 1500, async (d, k) => (d === 'passwd' ? db[k] : `af-users:x:2000:af-alice,af-erin`) ?? null, creator);
+    expect((await a.resolve('erin')).uid).toBe(1010);
+    expect(made).toEqual([['af-erin', 'af-users', 1000, 59999]]);
+    const failing = new PosixAccounts({ ...config, group: 'af-users', create: true }, 1500, lookup, async () => {
+      throw new Error('useradd failed with exit code 9');
+    });
+    expect(await refusal(failing.resolve('frank'))).toMatch(/could not be created \(useradd failed/);
+    expect(() => new PosixAccounts({ ...config, create: true }, 1500, lookup)).toThrow(/accounts.create needs accounts.group/);
+  });
+
   it('refuses user names that could become paths, options or quotes, whatever the authenticator', () => {
     for (const name of ['..', '.hidden', '-rf', 'a/b', 'a b', 'x"y', 'a\nb', '', 'x'.repeat(65)]) {
       expect(() => refuseUnsafeName({ name, groups: [], admin: false }), name).toThrow(/1-64 characters/);

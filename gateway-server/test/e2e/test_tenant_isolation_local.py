@@ -58,7 +58,7 @@ def gateway(accounts):
         "listen": f"127.0.0.1:{port}",
         "data_dir": str(data),
         "auth": {"type": "simple", "simple": {"password": PASSWORD}},
-        "accounts": {"name_template": "af-{user}", "group": accounts["group"]},
+        "accounts": {"name_template": "af-{user}", "group": accounts["group"], "create": True},
         "backend": {"type": "local", "local": {"python": VENV_PYTHON, "stop_grace_period": 2}},
         "workflows": {"poll_period": 0.2},
     }
@@ -319,12 +319,32 @@ def test_workflow_steps_run_as_their_owner_and_cannot_turn_the_gateway_against_a
     assert api(gateway, "GET", f"/api/af/workflows/{alice_run['id']}/files/work/secret.txt", "alice").content == b"alice-private\n"
 
 
-def test_a_user_without_an_account_is_refused_before_anything_starts(gateway):
-    # 'nobody-here' has no account af-nobody-here: a clear 403, no cluster left behind
-    r = requests.post(gateway["url"] + "/api/v1/clusters/", json={}, auth=("nobody-here", PASSWORD), timeout=30)
+def test_a_user_without_a_usable_account_is_refused_before_anything_starts(gateway):
+    # 'Nobody.Here' would be the account af-Nobody.Here, which is no POSIX name: a clear 403, nothing left behind
+    r = requests.post(gateway["url"] + "/api/v1/clusters/", json={}, auth=("Nobody.Here", PASSWORD), timeout=30)
     assert r.status_code == 403, r.text
-    assert "no usable account" in r.json()["error"]
-    assert requests.get(gateway["url"] + "/api/v1/clusters/", auth=("nobody-here", PASSWORD), timeout=30).json() == {}
+    assert "no usable account" in r.json()["error"] and "not a valid POSIX account name" in r.json()["error"]
+    assert requests.get(gateway["url"] + "/api/v1/clusters/", auth=("Nobody.Here", PASSWORD), timeout=30).json() == {}
+
+
+def test_a_new_users_account_is_created_on_first_use_in_the_group_and_range(gateway, accounts):
+    name = "af-newcomer"
+    subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+    g = dask_gateway(gateway, "newcomer")
+    try:
+        cluster = g.new_cluster()
+        try:
+            entry = pwd.getpwnam(name)
+            assert 1000 <= entry.pw_uid <= 59999
+            assert name in subprocess.run(["getent", "group", accounts["group"]], capture_output=True, text=True).stdout
+            assert os.stat(entry.pw_dir).st_mode & 0o777 == 0o700
+            assert {uid_of(p) for p in cluster_pids(cluster.name)["scheduler"]} == {entry.pw_uid}
+        finally:
+            cluster.shutdown()
+    finally:
+        g.close()
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
 
 
 def test_single_user_mode_refuses_to_start_for_several_people(tmp_path):
