@@ -212,7 +212,8 @@ start_once() {   # run-dir; returns 3 when a port was taken (the caller retries 
   # (errexit does not apply inside this function, called as `start_once || rc=$?`: check each step)
   mkdir -p "$run/etcd" "$run/pki/apiserver" "$run/pki/kcm" "$run/pki/scheduler" "$run/agent" "$run/logs" "$run/pids" \
     || die "cannot create the directories under $run"
-  chmod 700 "$run/etcd" "$run/pki"
+  # logs and pids private too: a test may open RUN_DIR to the users its pods run as (chmod 711)
+  chmod 700 "$run/etcd" "$run/pki" "$run/logs" "$run/pids"
   id="kube-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   echo "$id" > "$run/run-id"
   local ports etcd_port peer_port api_port kcm_port sched_port

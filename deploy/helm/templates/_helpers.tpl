@@ -91,6 +91,32 @@ Checks that stop a render with a message instead of deploying something that can
 {{- if lt (int .Values.containerPort) 1024 -}}
 {{- fail "containerPort must be above 1023 (the gateway runs without capabilities); expose a low port with service.port instead" -}}
 {{- end -}}
+{{- /* The gateway holds every user's tokens and the service account: it stays hardened. */ -}}
+{{- $psc := .Values.podSecurityContext | default dict -}}
+{{- $csc := .Values.securityContext | default dict -}}
+{{- if ne (toString $psc.runAsNonRoot) "true" -}}
+{{- fail "podSecurityContext.runAsNonRoot must be true: the gateway never runs as root" -}}
+{{- end -}}
+{{- if or (not (hasKey $psc "runAsUser")) (eq (int $psc.runAsUser) 0) -}}
+{{- fail "podSecurityContext.runAsUser must be a non-zero uid (the image's is 1000)" -}}
+{{- end -}}
+{{- if ne (toString $csc.readOnlyRootFilesystem) "true" -}}
+{{- fail "securityContext.readOnlyRootFilesystem must be true (the gateway writes only to its data volume and /tmp, both mounted)" -}}
+{{- end -}}
+{{- if or (ne (toString $csc.allowPrivilegeEscalation) "false") (eq (toString $csc.privileged) "true") -}}
+{{- fail "securityContext.allowPrivilegeEscalation must be false and privileged unset or false" -}}
+{{- end -}}
+{{- if not (has "ALL" (dig "capabilities" "drop" list $csc)) -}}
+{{- fail "securityContext.capabilities.drop must contain ALL" -}}
+{{- end -}}
+{{- if dig "capabilities" "add" list $csc -}}
+{{- fail "securityContext.capabilities.add must be empty: the gateway needs no capability" -}}
+{{- end -}}
+{{- if ne (dig "seccompProfile" "type" "" $psc) "RuntimeDefault" -}}
+{{- if ne (dig "seccompProfile" "type" "" $csc) "RuntimeDefault" -}}
+{{- fail "podSecurityContext.seccompProfile.type (or securityContext's) must be RuntimeDefault" -}}
+{{- end -}}
+{{- end -}}
 {{- $pg := .Values.postgresql -}}
 {{- if lt (int .Values.replicaCount) 1 -}}
 {{- fail (printf "replicaCount is %v: it must be at least 1 (one gateway serves; with postgresql.enabled more replicas are standbys)" .Values.replicaCount) -}}
@@ -165,7 +191,8 @@ they come from the Secret as environment variables.
       "user_namespace_prefix" $k.userNamespacePrefix
       "scheduler_address" $k.schedulerAddress
       "image_pull_policy" $k.imagePullPolicy
-      "python" $k.python -}}
+      "python" $k.python
+      "gateway_pod_labels" (include "af-gateway.selectorLabels" . | fromYaml) -}}
 {{- if not $k.namespacePerUser -}}
 {{- $_ := set $kube "namespace" .Release.Namespace -}}
 {{- end -}}

@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import type { V1Pod } from '@kubernetes/client-node';
 import type { ClusterRecord } from '../../src/clusters/model.js';
-import { clusterSecret, deepMerge, dnsLabel, labelValue, schedulerPod, schedulerService, stepJob, workerPod, type KubernetesSpecConfig } from '../../src/backends/kubernetes/pod-specs.js';
+import { clusterNetworkPolicy, clusterSecret, deepMerge, dnsLabel, labelValue, podSecurity, schedulerPod, schedulerService, stepJob, workerPod, type KubernetesSpecConfig } from '../../src/backends/kubernetes/pod-specs.js';
+import { AppError } from '../../src/errors.js';
 import { podState } from '../../src/backends/kubernetes/pod-status.js';
 
 const cfg: KubernetesSpecConfig = {
@@ -17,10 +18,25 @@ const cfg: KubernetesSpecConfig = {
   scheduler_extra_pod_config: { priorityClassName: 'af-high' },
   worker_extra_pod_config: {},
   scheduler_extra_container_config: {},
-  worker_extra_container_config: { securityContext: { runAsNonRoot: true } },
+  // an admin's extra config cannot take the user's identity or the hardening away (it can add to it)
+  worker_extra_container_config: { securityContext: { runAsUser: 0, privileged: true, allowPrivilegeEscalation: true, readOnlyRootFilesystem: true } },
   profiles: { gpu: { resources: { limits: { 'nvidia.com/gpu': 1 } }, node_selector: { accelerator: 'nvidia' }, tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] } },
   delete_grace_period: 10,
   cluster_domain: 'cluster.local',
+  gateway_pod_labels: { 'app.kubernetes.io/name': 'af-gateway', 'app.kubernetes.io/component': 'gateway' },
+  gateway_cidrs: [],
+};
+
+/** alice's mapped account */
+const alice = { uid: 2001, gid: 2101 };
+const hardenedContainer = {
+  runAsNonRoot: true,
+  runAsUser: 2001,
+  runAsGroup: 2101,
+  allowPrivilegeEscalation: false,
+  privileged: false,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
 };
 
 const cluster = (extra: Partial<ClusterRecord['settings']> = {}) =>
@@ -48,7 +64,7 @@ describe('Kubernetes objects of a cluster', () => {
   });
 
   it('runs the scheduler with the gateway preload, TLS from the Secret, fixed ports on the pod IP', () => {
-    const p = schedulerPod('af-gateway-abc', cluster(), cfg, 'http://af-gateway.ns.svc:8000/api', { heartbeat: 15, adaptive: 3 });
+    const p = schedulerPod('af-gateway-abc', cluster(), cfg, 'http://af-gateway.ns.svc:8000/api', { heartbeat: 15, adaptive: 3 }, alice);
     const c = p.spec!.containers[0]!;
     expect(c.command).toEqual(['python', '-m', 'distributed.cli.dask_scheduler']);
     expect(c.args).toEqual(expect.arrayContaining(['--preload', 'dask_gateway.scheduler_preload', '--host', '$(AF_POD_IP)', '--tls-key', '/etc/af-gateway/dask.pem']));
@@ -64,32 +80,79 @@ describe('Kubernetes objects of a cluster', () => {
   });
 
   it('makes worker pods owned by the scheduler pod, sized from the cluster options, with a GPU profile on request', () => {
-    const plain = workerPod('af-gateway-abc', cluster(), 'c0ffee-1a2b', cfg, { name: 'af-gateway-c0ffee-scheduler', uid: 'u-1' });
+    const plain = workerPod('af-gateway-abc', cluster(), 'c0ffee-1a2b', cfg, { name: 'af-gateway-c0ffee-scheduler', uid: 'u-1' }, alice);
     expect(plain.metadata!.ownerReferences![0]).toMatchObject({ kind: 'Pod', uid: 'u-1', blockOwnerDeletion: true });
     expect(plain.metadata!.labels!['af-gateway.io/worker']).toBe('c0ffee-1a2b');
     const c = plain.spec!.containers[0]!;
     expect(c.args!.slice(0, 3)).toEqual(['tls://af-gateway-c0ffee.ns.svc.cluster.local:8786', '--name', 'c0ffee-1a2b']);
     expect(c.resources).toEqual({ requests: { cpu: '2', memory: '1536Mi' }, limits: { cpu: '2', memory: '1536Mi' } });
-    expect(c.securityContext).toEqual({ runAsNonRoot: true });
+    expect(c.securityContext).toEqual({ ...hardenedContainer, readOnlyRootFilesystem: true });
     expect(c.env).toContainEqual({ name: 'FOO', value: 'bar' });
-    const gpu = workerPod('af-gateway-abc', cluster({ worker_profile: 'gpu' }), 'c0ffee-1a2b', cfg, { name: 's', uid: 'u-1' });
+    const gpu = workerPod('af-gateway-abc', cluster({ worker_profile: 'gpu' }), 'c0ffee-1a2b', cfg, { name: 's', uid: 'u-1' }, alice);
     expect(gpu.spec!.containers[0]!.resources!.limits).toEqual({ cpu: '2', memory: '1536Mi', 'nvidia.com/gpu': 1 });
     expect(gpu.spec!.nodeSelector).toEqual({ pool: 'dask', accelerator: 'nvidia' });
     expect(gpu.spec!.tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
   });
 
-  it('runs a workflow step as a Job that never retries, with the workspace mounted where the engine wrote it', () => {
+  it("runs a workflow step as a Job that never retries, as its owner, with only its run's directory of the workspace mounted", () => {
     const j = stepJob({
       instance: 'af-gateway-abc', run: '0123456789ab', node: 'map:3', owner: 'alice', image: 'busybox:1.36', imagePullPolicy: 'IfNotPresent',
       wrapper: '/ws/0123456789ab/map/3/.af/run.sh', workdir: '/ws/0123456789ab/map/3', env: { A: 'b' }, cpus: 1, memoryGiB: 2,
-      workspace: { path: '/ws', volume: { persistentVolumeClaim: { claimName: 'af-workspaces' } } }, nodeSelector: {}, tolerations: [],
+      workspace: { mountPath: '/ws/0123456789ab', subPath: '0123456789ab', volume: { persistentVolumeClaim: { claimName: 'af-workspaces' } } },
+      account: alice, nodeSelector: {}, tolerations: [],
     });
     expect(j.metadata!.name).toBe('af-step-0123456789ab-map-3');
     expect(j.spec!.backoffLimit).toBe(0);
-    expect(j.spec!.template.spec!.restartPolicy).toBe('Never');
+    const spec = j.spec!.template.spec!;
+    expect(spec.restartPolicy).toBe('Never');
     expect(j.spec!.template.metadata!.labels!['af-gateway.io/workflow-step']).toBe('map_3');
-    expect(j.spec!.template.spec!.containers[0]).toMatchObject({ image: 'busybox:1.36', command: ['/bin/sh', '/ws/0123456789ab/map/3/.af/run.sh'], workingDir: '/ws/0123456789ab/map/3', volumeMounts: [{ name: 'workspace', mountPath: '/ws' }] });
-    expect(j.spec!.template.spec!.volumes).toEqual([{ name: 'workspace', persistentVolumeClaim: { claimName: 'af-workspaces' } }]);
+    expect(spec.containers[0]).toMatchObject({ image: 'busybox:1.36', command: ['/bin/sh', '/ws/0123456789ab/map/3/.af/run.sh'], workingDir: '/ws/0123456789ab/map/3' });
+    // the run's directory of the volume, at the path the engine wrote it: not the root, not other runs
+    expect(spec.containers[0]!.volumeMounts).toEqual([{ name: 'workspace', mountPath: '/ws/0123456789ab', subPath: '0123456789ab' }]);
+    expect(spec.volumes).toEqual([{ name: 'workspace', persistentVolumeClaim: { claimName: 'af-workspaces' } }]);
+    expect(spec.automountServiceAccountToken).toBe(false);
+    expect(spec.containers[0]!.securityContext).toEqual(hardenedContainer);
+    // no fsGroup: a kubelet would re-own the whole shared workspace volume with it
+    expect(spec.securityContext).toEqual({ runAsNonRoot: true, runAsUser: 2001, runAsGroup: 2101, seccompProfile: { type: 'RuntimeDefault' } });
+  });
+
+  it("runs every pod of a cluster as its owner's account, hardened, whatever the extra configs say", () => {
+    const hostile = { ...cfg, scheduler_extra_pod_config: { securityContext: { runAsUser: 0, runAsNonRoot: false, supplementalGroups: [5] }, automountServiceAccountToken: true, hostPID: true, serviceAccountName: 'x' } };
+    const pods = [
+      schedulerPod('af-gateway-abc', cluster(), hostile, 'http://gw/api', { heartbeat: 15, adaptive: 3 }, alice),
+      workerPod('af-gateway-abc', cluster(), 'w1', hostile, { name: 's', uid: 'u-1' }, alice),
+    ];
+    for (const p of pods) {
+      expect(p.spec).toMatchObject({ automountServiceAccountToken: false, hostPID: false, hostNetwork: false, hostIPC: false });
+      // fsGroup: the kubelet makes the 0400 Secret files root:<gid> 0440, readable by this pod only
+      expect(p.spec!.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 2001, runAsGroup: 2101, fsGroup: 2101, seccompProfile: { type: 'RuntimeDefault' } });
+      expect(p.spec!.containers[0]!.securityContext).toMatchObject(hardenedContainer);
+    }
+    expect(pods[0]!.spec!.securityContext!.supplementalGroups).toEqual([5]); // additions stay
+    expect(() => podSecurity({ uid: 0, gid: 100 }, { fsGroup: true })).toThrow(/never root/);
+    expect(() => podSecurity({ uid: 1000, gid: 0 }, { fsGroup: true })).toThrow(/never root/);
+  });
+
+  it("lets only the cluster's own pods and the gateway's reach the cluster (a NetworkPolicy per cluster)", () => {
+    const np = clusterNetworkPolicy('af-gateway-abc', cluster(), { namespace: 'af-system', podLabels: cfg.gateway_pod_labels, cidrs: ['10.0.0.5/32'] });
+    expect(np.metadata!.name).toBe('af-gateway-c0ffee');
+    const own = { 'af-gateway.io/instance': 'af-gateway-abc', 'af-gateway.io/cluster': 'c0ffee' };
+    expect(np.spec).toEqual({
+      podSelector: { matchLabels: own },
+      policyTypes: ['Ingress'],
+      ingress: [
+        { _from: [{ podSelector: { matchLabels: own } }] },
+        {
+          _from: [
+            { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'af-system' } }, podSelector: { matchLabels: cfg.gateway_pod_labels } },
+            { ipBlock: { cidr: '10.0.0.5/32' } },
+          ],
+          ports: [{ protocol: 'TCP', port: 8786 }, { protocol: 'TCP', port: 8787 }, { protocol: 'TCP', port: 8788 }],
+        },
+      ],
+    });
+    // an empty selector would admit every pod of the namespace
+    expect(() => clusterNetworkPolicy('af-gateway-abc', cluster(), { namespace: 'ns', podLabels: {}, cidrs: [] })).toThrow(/gateway_pod_labels/);
   });
 
   it('makes valid names and label values from anything', () => {
@@ -134,6 +197,7 @@ describe('where the gateway and workers reach a scheduler', () => {
         log: { info() {}, warn() {} } as never,
         workspaceRoot: join(dir, 'workflows'),
         defaultApiUrl: () => 'http://127.0.0.1:8000/api',
+        accounts: { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) },
       });
     const reported = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
     const c = { ...cluster(), scheduler: { kind: 'k8s-pod', namespace: 'science', name: 'af-gateway-c0ffee-scheduler', uid: 'u' } } as unknown as ClusterRecord;
@@ -143,5 +207,39 @@ describe('where the gateway and workers reach a scheduler', () => {
       api: 'http://af-gateway-c0ffee.science.svc.cluster.local:8788',
     });
     expect(make('pod').schedulerAddresses(c, reported)).toEqual(reported);
+  });
+});
+
+describe('a user without an account', () => {
+  it('starts nothing: the refusal comes before any object is created', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { KubernetesBackend } = await import('../../src/backends/kubernetes/kubernetes-backend.js');
+    const dir = mkdtempSync(join(tmpdir(), 'af-kcfg-'));
+    const kubeconfig = join(dir, 'kubeconfig');
+    // Every API call would fail with "connection refused" here, not with the 403.
+    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
+    const asked: string[] = [];
+    const backend = new KubernetesBackend({
+      config: { ...cfg, instance: null, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: 'pod', api_url: null, workspace_volume: { emptyDir: {} }, step_image: null, request_timeout: 30 },
+      dataDir: dir,
+      log: { info() {}, warn() {} } as never,
+      workspaceRoot: join(dir, 'workflows'),
+      defaultApiUrl: () => 'http://127.0.0.1:8000/api',
+      accounts: {
+        resolve: async (user) => {
+          asked.push(user);
+          throw new AppError(403, 'no_account', `User ${user} has no usable account on this facility`);
+        },
+      },
+    });
+    const c = { ...cluster(), username: 'mallory', scheduler: { kind: 'k8s-pod', namespace: 'science', name: 's', uid: 'u' } } as unknown as ClusterRecord;
+    const refused = (p: Promise<unknown>) => expect(p).rejects.toMatchObject({ statusCode: 403, message: expect.stringContaining('mallory') });
+    await refused(backend.startScheduler({ cluster: c, files: { bearerToken: join(dir, 'none') }, apiUrl: null, heartbeatPeriod: 15, adaptivePeriod: 3 } as never));
+    await refused(backend.startWorker({ cluster: c, worker: { name: 'w1' } } as never));
+    await refused(backend.startStep({ run: 'r1', node: 'a', owner: 'mallory', workdir: join(dir, 'workflows', 'r1', 'a'), wrapper: 'x', log: 'y', env: {}, cpus: 1, memory: 1 }));
+    expect(asked).toEqual(['mallory', 'mallory', 'mallory']);
+    await backend.close();
   });
 });

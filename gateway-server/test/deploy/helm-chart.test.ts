@@ -146,6 +146,7 @@ const NAMESPACED_RULES = [
   { apiGroups: [''], resources: ['services'], verbs: ['get', 'create', 'delete'] },
   { apiGroups: [''], resources: ['secrets'], verbs: ['get', 'create', 'delete', 'patch'] },
   { apiGroups: ['batch'], resources: ['jobs'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
+  { apiGroups: ['networking.k8s.io'], resources: ['networkpolicies'], verbs: ['get', 'create', 'delete', 'patch'] },
 ];
 const NAMESPACE_RULE = { apiGroups: [''], resources: ['namespaces'], verbs: ['get', 'create'] };
 
@@ -390,6 +391,10 @@ describe('Helm chart deploy/helm', () => {
     expect(c.backend.kubernetes.instance).toBe(`${RELEASE}-${NS}`);
     expect(c.backend.kubernetes.api_url).toBe(`http://af-gateway.${NS}.svc.cluster.local:8000/api`);
     expect(c.backend.kubernetes.kubeconfig).toBeNull();
+    // the clusters' NetworkPolicies admit this release's gateway pods: exactly the Deployment's selector
+    const dep = one(objects, 'Deployment') as K8sObject & { spec: { selector: { matchLabels: Record<string, string> } } };
+    expect(c.backend.kubernetes.gateway_pod_labels).toEqual(dep.spec.selector.matchLabels);
+    expect(c.backend.kubernetes.gateway_pod_labels).toEqual({ 'app.kubernetes.io/name': 'af-gateway', 'app.kubernetes.io/instance': RELEASE, 'app.kubernetes.io/component': 'gateway' });
     expect(c.workflows.workspace_root).toBe('/var/lib/af-gateway/workflows');
     expect(c.base_path).toBe('/services/af-gateway/');
     expect(c.auth.type).toBe('jupyterhub');
@@ -467,6 +472,24 @@ describe('Helm chart deploy/helm', () => {
     expect(local.stderr).toContain('this chart deploys the kubernetes backend only');
   });
 
+  it("refuses to weaken the gateway pod's hardening (root, a writable root file system, privilege escalation, capabilities, seccomp)", async () => {
+    const refusals: [Record<string, string>, string][] = [
+      [{ 'podSecurityContext.runAsNonRoot': 'false' }, 'runAsNonRoot must be true'],
+      [{ 'podSecurityContext.runAsUser': '0' }, 'runAsUser must be a non-zero uid'],
+      [{ 'securityContext.readOnlyRootFilesystem': 'false' }, 'readOnlyRootFilesystem must be true'],
+      [{ 'securityContext.allowPrivilegeEscalation': 'true' }, 'allowPrivilegeEscalation must be false'],
+      [{ 'securityContext.privileged': 'true' }, 'allowPrivilegeEscalation must be false and privileged'],
+      [{ 'securityContext.capabilities.drop[0]': 'NET_RAW' }, 'capabilities.drop must contain ALL'],
+      [{ 'securityContext.capabilities.add[0]': 'NET_ADMIN' }, 'capabilities.add must be empty'],
+      [{ 'podSecurityContext.seccompProfile.type': 'Unconfined', 'securityContext.seccompProfile.type': 'Unconfined' }, 'seccompProfile.type'],
+    ];
+    for (const [values, message] of refusals) {
+      const r = await template({ 'secrets.encryptKey': KEY, ...values });
+      expect(r.code, JSON.stringify(values)).not.toBe(0);
+      expect(r.stderr, JSON.stringify(values)).toContain(message);
+    }
+  });
+
   it('runs one pod with Recreate, checksums, the secret as environment, liveness on /api/health/live and readiness on /api/health, the PVC and a writable /tmp', async () => {
     const { objects } = await render();
     const dep = one(objects, 'Deployment') as K8sObject & { spec: DeploymentSpec };
@@ -480,7 +503,15 @@ describe('Helm chart deploy/helm', () => {
     const c = pod.containers[0]!;
     expect(c.command).toEqual(['node', '/app/gateway-server/dist/cli.js']);
     expect(c.args).toEqual(['serve', '--config', '/etc/af-gateway/config.yaml']);
-    expect(c.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+    expect(pod.securityContext).toMatchObject({ runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(c.securityContext).toEqual({
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
     expect(c.env.find((e) => e.name === 'AF_GATEWAY_ENCRYPT_KEY')).toEqual({
       name: 'AF_GATEWAY_ENCRYPT_KEY',
       valueFrom: { secretKeyRef: { name: 'af-gateway', key: 'AF_GATEWAY_ENCRYPT_KEY' } },

@@ -73,6 +73,13 @@ func run(c config) error {
 	if err := os.MkdirAll(filepath.Join(root, "pods"), 0o755); err != nil {
 		return err
 	}
+	// Pods that run as a user reach their own directory below (it is 0750 with the pod's group);
+	// these two may be passed through but not listed.
+	for _, d := range []string{root, filepath.Join(root, "pods")} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)

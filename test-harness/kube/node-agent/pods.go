@@ -181,6 +181,7 @@ type containerRun struct {
 	termReason, termMessage       string
 	restartCount                  int32
 	last                          *corev1.ContainerStateTerminated
+	ident                         procIdentity // the user the process runs as (securityContext)
 	pid                           int
 	done                          chan struct{} // closed when the running instance exits
 	exitPending                   bool          // exited, not yet handled by the worker loop
@@ -367,12 +368,40 @@ func (w *podWorker) prepare() error {
 	w.mu.Unlock()
 	e := &envResolver{ctx: w.ctx, client: w.m.client, pod: pod, podIP: w.podIP, hostIP: "127.0.0.1",
 		secrets: map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{}}
+	// Who each container runs as, refused as a kubelet refuses it (CreateContainerConfigError).
+	all := append(append([]*containerRun{}, w.inits...), w.mains...)
+	ids := make([]procIdentity, len(all))
+	for i, c := range all {
+		id, err := containerIdentity(pod, &c.spec, os.Getuid())
+		if err != nil {
+			return err
+		}
+		ids[i] = id
+	}
+	home, tmp := w.podDir, ""
+	if group, ok := podGroup(pod, ids); ok {
+		user := ids[0]
+		for _, id := range ids {
+			if id.set {
+				user = id
+				break
+			}
+		}
+		var err error
+		if home, tmp, err = securePodDir(w.podDir, group, user); err != nil {
+			return fmt.Errorf("pod directory: %w", err)
+		}
+	}
 	volumeDirs, err := materializeVolumes(w.ctx, e, w.podDir)
 	if err != nil {
 		return err
 	}
-	base := hostBaseEnv(pod, w.podDir, w.m.apiHost, w.m.apiPort, w.m.cfg.runID)
-	for _, c := range append(append([]*containerRun{}, w.inits...), w.mains...) {
+	base := hostBaseEnv(pod, home, w.m.apiHost, w.m.apiPort, w.m.cfg.runID)
+	if tmp != "" {
+		base = append(base, envVar{"TMPDIR", tmp})
+	}
+	for i, c := range all {
+		c.ident = ids[i]
 		mounts, err := containerMounts(&c.spec, volumeDirs)
 		if err != nil {
 			return err
@@ -404,7 +433,7 @@ func (w *podWorker) prepare() error {
 		if w.m.cfg.runID != "" {
 			env = append(env, "AF_KUBE_RUN_ID="+w.m.cfg.runID) // the stop script's marker wins
 		}
-		dir := w.podDir
+		dir := home
 		if c.spec.WorkingDir != "" {
 			if r := rw.rewrite(c.spec.WorkingDir); r != c.spec.WorkingDir {
 				dir = r
@@ -467,7 +496,7 @@ func (w *podWorker) startContainer(c *containerRun) {
 	w.mu.Lock()
 	c.state, c.waitingReason, c.waitingMessage = "waiting", "", ""
 	w.mu.Unlock()
-	proc, err := startProcess(c.argv, c.env, c.dir, logPath)
+	proc, err := startProcess(c.argv, c.env, c.dir, logPath, c.ident.credential())
 	if err != nil {
 		fail(err)
 		return

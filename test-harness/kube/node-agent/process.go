@@ -17,8 +17,9 @@ type hostProcess struct {
 }
 
 // startProcess runs argv with exactly env, in dir, stdout and stderr appended to logPath, stdin
-// from /dev/null, as the leader of a new process group (so the whole group can be signalled).
-func startProcess(argv, env []string, dir, logPath string) (*hostProcess, error) {
+// from /dev/null, as the leader of a new process group (so the whole group can be signalled), as
+// cred's user and groups when given (the container's runAsUser/runAsGroup; no other groups).
+func startProcess(argv, env []string, dir, logPath string, cred *syscall.Credential) (*hostProcess, error) {
 	path, err := lookPath(argv[0], env, dir)
 	if err != nil {
 		return nil, err
@@ -35,7 +36,7 @@ func startProcess(argv, env []string, dir, logPath string) (*hostProcess, error)
 		Dir:         dir,
 		Stdout:      logf,
 		Stderr:      logf,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: cred},
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err

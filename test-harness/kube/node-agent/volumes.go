@@ -18,10 +18,17 @@ import (
 // directory of each volume by name. Supported: emptyDir, secret, configMap, downwardAPI,
 // projected (secret, configMap, downwardAPI, serviceAccountToken, clusterTrustBundle excepted) and
 // hostPath (used in place). Other kinds (persistentVolumeClaim, csi, ...) become empty dirs.
+// With the pod's fsGroup, every volume but hostPath gets that group as a kubelet gives it
+// (applyFSGroup): that is how a non-root pod reads its 0400 Secret files, and only that pod.
 func materializeVolumes(ctx context.Context, e *envResolver, podDir string) (map[string]string, error) {
 	dirs := map[string]string{}
+	var fsGroup *int64
+	if psc := e.pod.Spec.SecurityContext; psc != nil {
+		fsGroup = psc.FSGroup
+	}
 	for _, v := range e.pod.Spec.Volumes {
 		dir := filepath.Join(podDir, "volumes", v.Name)
+		readOnly := v.EmptyDir == nil
 		switch {
 		case v.HostPath != nil:
 			dirs[v.Name] = v.HostPath.Path
@@ -62,6 +69,11 @@ func materializeVolumes(ctx context.Context, e *envResolver, podDir string) (map
 			klog.InfoS("volume kind not supported by the test node agent: an empty directory stands in", "pod", klog.KObj(e.pod), "volume", v.Name)
 			if err := os.MkdirAll(dir, 0o777); err != nil {
 				return nil, err
+			}
+		}
+		if fsGroup != nil {
+			if err := applyFSGroup(dir, *fsGroup, readOnly); err != nil {
+				return nil, fmt.Errorf("volume %q: fsGroup: %w", v.Name, err)
 			}
 		}
 		dirs[v.Name] = dir

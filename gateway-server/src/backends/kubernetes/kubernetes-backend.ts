@@ -1,14 +1,16 @@
 // Kubernetes backend: talks to the API server directly (no controller, no Traefik). Per cluster a
 // Secret, a scheduler Pod and a Service, worker Pods owned by the scheduler Pod; deleting the
 // scheduler Pod lets the garbage collector remove the rest. Pod states come from one watch (an
-// informer on the gateway's label), not from polling. Workflow steps run as Jobs.
+// informer on the gateway's label), not from polling. Workflow steps run as Jobs. Every pod runs as
+// its owner's account (AccountResolver): a user without one gets a 403 before anything is created.
 import { readFileSync, existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import {
   BatchV1Api,
   CoreV1Api,
   KubeConfig,
+  NetworkingV1Api,
   makeInformer,
   PatchStrategy,
   setHeaderOptions,
@@ -19,9 +21,12 @@ import {
 import type { FastifyBaseLogger } from 'fastify';
 import { instanceName, type Backend, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
+import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { errorMessage } from '../../errors.js';
 import { podState } from './pod-status.js';
+import { shareRunDir, shareStepDir } from './workspace.js';
 import {
+  clusterNetworkPolicy,
   clusterSecret,
   dnsLabel,
   LABEL,
@@ -59,6 +64,8 @@ export interface KubernetesBackendOptions {
   workspaceRoot: string;
   /** Heartbeat URL pods use when backend.kubernetes.api_url is not set. */
   defaultApiUrl: () => string;
+  /** The account (uid/gid) each user's pods run as; a user without one cannot start anything. */
+  accounts: AccountResolver;
 }
 
 interface PodHandle extends BackendHandle {
@@ -101,6 +108,9 @@ export class KubernetesBackend implements Backend {
   private readonly kc = new KubeConfig();
   private readonly core: CoreV1Api;
   private readonly batch: BatchV1Api;
+  private readonly networking: NetworkingV1Api;
+  /** The namespace of the gateway's own pods (its NetworkPolicy peer). */
+  private readonly gatewayNamespace: string;
   private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | null = null;
   private watching: Promise<void> | null = null;
   private readonly created = new Map<string, number>();
@@ -114,8 +124,10 @@ export class KubernetesBackend implements Backend {
     else this.kc.loadFromDefault();
     this.core = this.kc.makeApiClient(CoreV1Api);
     this.batch = this.kc.makeApiClient(BatchV1Api);
-    this.defaultNamespace =
-      cfg.namespace ?? (existsSync(SERVICE_ACCOUNT_NAMESPACE) ? readFileSync(SERVICE_ACCOUNT_NAMESPACE, 'utf8').trim() : this.kc.getContextObject(this.kc.getCurrentContext())?.namespace ?? 'default');
+    this.networking = this.kc.makeApiClient(NetworkingV1Api);
+    const ownNamespace = existsSync(SERVICE_ACCOUNT_NAMESPACE) ? readFileSync(SERVICE_ACCOUNT_NAMESPACE, 'utf8').trim() : null;
+    this.defaultNamespace = cfg.namespace ?? ownNamespace ?? this.kc.getContextObject(this.kc.getCurrentContext())?.namespace ?? 'default';
+    this.gatewayNamespace = ownNamespace ?? this.defaultNamespace;
   }
 
   /** The watch of every pod carrying this gateway's label (in its namespace, or all namespaces per user). */
@@ -182,41 +194,64 @@ export class KubernetesBackend implements Backend {
     return new Error(`${what} in namespace ${ns} failed: ${apiMessage(err)}${hint}`);
   }
 
+  /** The user's account, or the resolver's 403 (before anything is created for them). */
+  private account(user: string): Promise<UserAccount> {
+    return this.opts.accounts.resolve(user);
+  }
+
   async startScheduler(l: SchedulerLaunch): Promise<BackendHandle> {
-    await this.watch();
     const c = l.cluster;
+    const account = await this.account(c.username);
+    await this.watch();
     const ns = this.namespaceFor(c.username);
     await this.ensureNamespace(ns);
     const names = objectNames(c.name);
     const bearer = await readFile(l.files.bearerToken, 'utf8').catch(() => null);
     const cfg = this.opts.config;
     const apiUrl = cfg.api_url ?? l.apiUrl ?? this.opts.defaultApiUrl();
+    const podBody = schedulerPod(this.instance, c, cfg, apiUrl, { heartbeat: l.heartbeatPeriod, adaptive: l.adaptivePeriod }, account);
+    const policy = clusterNetworkPolicy(this.instance, c, { namespace: this.gatewayNamespace, podLabels: cfg.gateway_pod_labels, cidrs: cfg.gateway_cidrs });
+    // The NetworkPolicy first, so the scheduler never listens unprotected; then the Secret it mounts.
+    try {
+      await this.networking.createNamespacedNetworkPolicy({ namespace: ns, body: policy });
+    } catch (err) {
+      throw this.fail(`creating NetworkPolicy ${names.networkPolicy}`, ns, err);
+    }
+    const unmade = async () => {
+      await this.core.deleteNamespacedSecret({ name: names.secret, namespace: ns }).catch(() => undefined);
+      await this.networking.deleteNamespacedNetworkPolicy({ name: names.networkPolicy, namespace: ns }).catch(() => undefined);
+    };
     try {
       await this.core.createNamespacedSecret({ namespace: ns, body: clusterSecret(this.instance, c, bearer) });
     } catch (err) {
+      await unmade();
       throw this.fail(`creating Secret ${names.secret}`, ns, err);
     }
     let pod: V1Pod;
     try {
-      pod = await this.createPod(ns, schedulerPod(this.instance, c, cfg, apiUrl, { heartbeat: l.heartbeatPeriod, adaptive: l.adaptivePeriod }));
+      pod = await this.createPod(ns, podBody);
     } catch (err) {
-      await this.core.deleteNamespacedSecret({ name: names.secret, namespace: ns }).catch(() => undefined);
+      await unmade();
       throw this.fail(`creating the scheduler Pod ${names.scheduler}`, ns, err);
     }
     const owner = { name: pod.metadata!.name!, uid: pod.metadata!.uid! };
     this.created.set(`${ns}/${owner.name}`, Date.now());
     const handle: PodHandle = { kind: 'k8s-pod', namespace: ns, name: owner.name, uid: owner.uid };
+    let step = `the owner of Secret ${names.secret}`;
     try {
-      // The Secret existed first (the pod mounts it); now it belongs to the pod like everything else.
-      await this.core.patchNamespacedSecret(
-        { name: names.secret, namespace: ns, body: { metadata: { ownerReferences: [ownerRef(owner)] } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      // The Secret and the NetworkPolicy existed first; now they belong to the pod like everything
+      // else, so the garbage collector removes them with it.
+      const owned = { metadata: { ownerReferences: [ownerRef(owner)] } };
+      const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+      await this.core.patchNamespacedSecret({ name: names.secret, namespace: ns, body: owned }, merge);
+      step = `the owner of NetworkPolicy ${names.networkPolicy}`;
+      await this.networking.patchNamespacedNetworkPolicy({ name: names.networkPolicy, namespace: ns, body: owned }, merge);
+      step = `the scheduler's Service ${names.service}`;
       await this.core.createNamespacedService({ namespace: ns, body: schedulerService(this.instance, c, owner) });
     } catch (err) {
       await this.stop(handle);
-      await this.core.deleteNamespacedSecret({ name: names.secret, namespace: ns }).catch(() => undefined);
-      throw this.fail(`creating the scheduler's Service ${names.service}`, ns, err);
+      await unmade();
+      throw this.fail(`setting ${step}`, ns, err);
     }
     this.opts.log.info({ cluster: c.name, namespace: ns, pod: owner.name }, 'created scheduler pod');
     return handle;
@@ -227,7 +262,8 @@ export class KubernetesBackend implements Backend {
     const scheduler = l.cluster.scheduler as PodHandle | null;
     if (!scheduler || scheduler.kind !== 'k8s-pod') throw new Error('the cluster has no scheduler pod to own its workers');
     const ns = scheduler.namespace;
-    const body = workerPod(this.instance, l.cluster, l.worker.name, this.opts.config, { name: scheduler.name, uid: scheduler.uid });
+    const account = await this.account(l.cluster.username);
+    const body = workerPod(this.instance, l.cluster, l.worker.name, this.opts.config, { name: scheduler.name, uid: scheduler.uid }, account);
     let pod: V1Pod;
     try {
       pod = await this.createPod(ns, body);
@@ -240,8 +276,21 @@ export class KubernetesBackend implements Backend {
   }
 
   async startStep(l: StepLaunch): Promise<BackendHandle> {
+    const account = await this.account(l.owner);
     await this.watch();
     const cfg = this.opts.config;
+    let workspace: { mountPath: string; subPath: string; volume: Record<string, unknown> } | null = null;
+    if (cfg.workspace_volume) {
+      // Only the run's own directory of the volume: not other runs, not other users'.
+      const root = resolve(this.opts.workspaceRoot);
+      const runDir = join(root, l.run);
+      const inRun = relative(runDir, resolve(l.workdir));
+      if (!/^[A-Za-z0-9._-]+$/.test(l.run) || l.run.startsWith('.') || inRun.startsWith('..') || isAbsolute(inRun)) {
+        throw new Error(`the step's directory ${l.workdir} is not inside its run's workspace ${runDir}`);
+      }
+      await shareStepDir(root, l.workdir, account);
+      workspace = { mountPath: runDir, subPath: l.run, volume: cfg.workspace_volume };
+    }
     const ns = this.namespaceFor(l.owner);
     await this.ensureNamespace(ns);
     const body = stepJob({
@@ -256,7 +305,8 @@ export class KubernetesBackend implements Backend {
       env: l.env,
       cpus: l.cpus,
       memoryGiB: l.memory,
-      workspace: cfg.workspace_volume ? { path: this.opts.workspaceRoot, volume: cfg.workspace_volume } : null,
+      workspace,
+      account,
       nodeSelector: cfg.node_selector,
       tolerations: cfg.tolerations,
     });
@@ -278,6 +328,13 @@ export class KubernetesBackend implements Backend {
     this.created.set(`${ns}/job/${name}`, Date.now());
     const handle: JobHandle = { kind: 'k8s-job', namespace: ns, name, workdir: l.workdir };
     return handle;
+  }
+
+  /** A run's new workspace: its owner's step pods may pass through it (see workspace.ts). */
+  async shareRunWorkspace(dir: string, owner: string): Promise<void> {
+    const account = await this.account(owner);
+    if (!this.opts.config.workspace_volume) return; // the steps do not see the gateway's workspace
+    await shareRunDir(this.opts.workspaceRoot, dir, account);
   }
 
   /** The pod of a step's Job (the Job controller labels it with job-name). */
@@ -305,7 +362,9 @@ export class KubernetesBackend implements Backend {
         }
       }
       const state = podState(pod, now);
-      if (!state.alive) await this.keepLog(h, pod);
+      // With a shared workspace the step's wrapper writes the log itself, into a directory the user
+      // owns: the gateway writes nothing there.
+      if (!state.alive && !this.opts.config.workspace_volume) await this.keepLog(h, pod);
       return state;
     }
     const h = handle as PodHandle;

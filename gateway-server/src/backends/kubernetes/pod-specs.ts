@@ -1,7 +1,22 @@
 // The Kubernetes objects of a Dask cluster and of a workflow step, as plain data: the Secret with the
-// cluster's TLS keypair and API token, the scheduler Pod and its Service, worker Pods owned by the
-// scheduler Pod (so deleting it garbage-collects everything), and a Job per workflow step.
-import type { V1Container, V1Job, V1OwnerReference, V1Pod, V1Secret, V1Service, V1Toleration } from '@kubernetes/client-node';
+// cluster's TLS keypair and API token, the scheduler Pod and its Service, the cluster's
+// NetworkPolicy, worker Pods owned by the scheduler Pod (so deleting it garbage-collects
+// everything), and a Job per workflow step. Every pod runs user code, so every pod runs as its
+// owner's account: non-root with the mapped uid/gid, no privilege escalation, no capabilities,
+// seccomp RuntimeDefault, no service-account token (see podSecurity).
+import type {
+  V1Container,
+  V1Job,
+  V1NetworkPolicy,
+  V1OwnerReference,
+  V1Pod,
+  V1PodSecurityContext,
+  V1PodSpec,
+  V1Secret,
+  V1SecurityContext,
+  V1Service,
+  V1Toleration,
+} from '@kubernetes/client-node';
 import type { ClusterRecord } from '../../clusters/model.js';
 
 export const LABEL = {
@@ -27,6 +42,12 @@ export interface Profile {
   extra_pod_config?: Record<string, unknown>;
 }
 
+/** The POSIX identity a user's pods run as (from the gateway's account mapping). */
+export interface PodAccount {
+  uid: number;
+  gid: number;
+}
+
 export interface KubernetesSpecConfig {
   image: string;
   image_pull_policy: string;
@@ -42,6 +63,10 @@ export interface KubernetesSpecConfig {
   profiles: Record<string, Profile>;
   delete_grace_period: number;
   cluster_domain: string;
+  /** Labels of the gateway's own pods: the only pods besides a cluster's own that reach its scheduler. */
+  gateway_pod_labels: Record<string, string>;
+  /** Address ranges of a gateway running outside the cluster's pod network (its scheduler ports admit them too). */
+  gateway_cidrs: string[];
 }
 
 /** A label value from any string: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends. */
@@ -60,6 +85,7 @@ export const objectNames = (cluster: string) => ({
   secret: `af-gateway-${cluster}`,
   scheduler: `af-gateway-${cluster}-scheduler`,
   service: `af-gateway-${cluster}`,
+  networkPolicy: `af-gateway-${cluster}`,
   worker: (worker: string) => dnsLabel(`af-gateway-${cluster}-w-${worker}`),
 });
 
@@ -74,7 +100,7 @@ export function deepMerge<T>(base: T, extra: Record<string, unknown> | undefined
   return out as T;
 }
 
-function labels(instance: string, c: ClusterRecord, component: 'scheduler' | 'worker' | 'credentials' | 'service'): Record<string, string> {
+function labels(instance: string, c: ClusterRecord, component: 'scheduler' | 'worker' | 'credentials' | 'service' | 'network-policy'): Record<string, string> {
   return {
     [LABEL.managedBy]: MANAGER,
     [LABEL.instance]: instance,
@@ -88,6 +114,55 @@ const gib = (g: number) => `${Math.ceil(g * 1024)}Mi`;
 
 export function ownerRef(pod: { name: string; uid: string }): V1OwnerReference {
   return { apiVersion: 'v1', kind: 'Pod', name: pod.name, uid: pod.uid, blockOwnerDeletion: true, controller: false };
+}
+
+/**
+ * What every pod of a user gets, whatever the admin's extra_*_config says (it is applied last): the
+ * owner's uid and gid, never root, no privilege escalation, no capabilities, seccomp RuntimeDefault,
+ * no service-account token. fsGroup (only for cluster pods: it makes the 0400 Secret files readable
+ * by the pod's group) is left out of step Jobs, because a kubelet applies fsGroup by re-owning the
+ * whole mounted volume, and the workspace volume holds every user's runs.
+ */
+export function podSecurity(account: PodAccount, opts: { fsGroup: boolean }): { pod: V1PodSecurityContext; container: V1SecurityContext } {
+  if (!Number.isInteger(account.uid) || account.uid < 1 || !Number.isInteger(account.gid) || account.gid < 1) {
+    throw new Error(`refusing to run a user's pod as uid ${account.uid} gid ${account.gid}: a user's account is never root or the root group`);
+  }
+  return {
+    pod: {
+      runAsNonRoot: true,
+      runAsUser: account.uid,
+      runAsGroup: account.gid,
+      ...(opts.fsGroup ? { fsGroup: account.gid } : {}),
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    container: {
+      runAsNonRoot: true,
+      runAsUser: account.uid,
+      runAsGroup: account.gid,
+      allowPrivilegeEscalation: false,
+      privileged: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+}
+
+/** The pod spec with the security fields put back over whatever the extra configs merged in. */
+function secured(spec: V1PodSpec, account: PodAccount, opts: { fsGroup: boolean }): V1PodSpec {
+  const sec = podSecurity(account, opts);
+  const pod = { ...spec.securityContext, ...sec.pod };
+  if (!opts.fsGroup) delete pod.fsGroup;
+  const harden = (c: V1Container): V1Container => ({ ...c, securityContext: { ...c.securityContext, ...sec.container } });
+  return {
+    ...spec,
+    automountServiceAccountToken: false,
+    hostNetwork: false,
+    hostPID: false,
+    hostIPC: false,
+    securityContext: pod,
+    containers: spec.containers.map(harden),
+    ...(spec.initContainers ? { initContainers: spec.initContainers.map(harden) } : {}),
+  };
 }
 
 export function clusterSecret(instance: string, c: ClusterRecord, bearerToken: string | null): V1Secret {
@@ -104,7 +179,7 @@ const credentialsVolume = (c: ClusterRecord) => ({ name: 'credentials', secret: 
 const credentialsMount = { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true };
 const podIpEnv = { name: 'AF_POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } };
 
-export function schedulerPod(instance: string, c: ClusterRecord, cfg: KubernetesSpecConfig, apiUrl: string, periods: { heartbeat: number; adaptive: number }): V1Pod {
+export function schedulerPod(instance: string, c: ClusterRecord, cfg: KubernetesSpecConfig, apiUrl: string, periods: { heartbeat: number; adaptive: number }, account: PodAccount): V1Pod {
   const container: V1Container = deepMerge<V1Container>(
     {
       name: 'scheduler',
@@ -151,18 +226,22 @@ export function schedulerPod(instance: string, c: ClusterRecord, cfg: Kubernetes
     apiVersion: 'v1',
     kind: 'Pod',
     metadata: { name: objectNames(c.name).scheduler, labels: labels(instance, c, 'scheduler') },
-    spec: deepMerge(
-      {
-        restartPolicy: 'Never',
-        automountServiceAccountToken: false,
-        enableServiceLinks: false,
-        terminationGracePeriodSeconds: cfg.delete_grace_period,
-        nodeSelector: Object.keys(cfg.node_selector).length ? cfg.node_selector : undefined,
-        tolerations: cfg.tolerations.length ? (cfg.tolerations as V1Toleration[]) : undefined,
-        containers: [container],
-        volumes: [credentialsVolume(c)],
-      },
-      cfg.scheduler_extra_pod_config,
+    spec: secured(
+      deepMerge<V1PodSpec>(
+        {
+          restartPolicy: 'Never',
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          terminationGracePeriodSeconds: cfg.delete_grace_period,
+          nodeSelector: Object.keys(cfg.node_selector).length ? cfg.node_selector : undefined,
+          tolerations: cfg.tolerations.length ? (cfg.tolerations as V1Toleration[]) : undefined,
+          containers: [container],
+          volumes: [credentialsVolume(c)],
+        },
+        cfg.scheduler_extra_pod_config,
+      ),
+      account,
+      { fsGroup: true },
     ),
   };
 }
@@ -184,7 +263,7 @@ export function schedulerService(instance: string, c: ClusterRecord, owner: { na
   };
 }
 
-export function workerPod(instance: string, c: ClusterRecord, worker: string, cfg: KubernetesSpecConfig, owner: { name: string; uid: string }): V1Pod {
+export function workerPod(instance: string, c: ClusterRecord, worker: string, cfg: KubernetesSpecConfig, owner: { name: string; uid: string }, account: PodAccount): V1Pod {
   const s = c.settings;
   const profile: Profile = (s.worker_profile && cfg.profiles[s.worker_profile]) || {};
   const memory = gib(s.worker_memory);
@@ -231,22 +310,58 @@ export function workerPod(instance: string, c: ClusterRecord, worker: string, cf
       labels: { ...labels(instance, c, 'worker'), [LABEL.worker]: labelValue(worker) },
       ownerReferences: [ownerRef(owner)],
     },
-    spec: deepMerge(
+    spec: secured(
       deepMerge(
-        {
-          restartPolicy: 'Never',
-          automountServiceAccountToken: false,
-          enableServiceLinks: false,
-          terminationGracePeriodSeconds: cfg.delete_grace_period,
-          nodeSelector: Object.keys(nodeSelector).length ? nodeSelector : undefined,
-          tolerations: tolerations.length ? tolerations : undefined,
-          containers: [container],
-          volumes: [credentialsVolume(c)],
-        },
-        cfg.worker_extra_pod_config,
+        deepMerge<V1PodSpec>(
+          {
+            restartPolicy: 'Never',
+            automountServiceAccountToken: false,
+            enableServiceLinks: false,
+            terminationGracePeriodSeconds: cfg.delete_grace_period,
+            nodeSelector: Object.keys(nodeSelector).length ? nodeSelector : undefined,
+            tolerations: tolerations.length ? tolerations : undefined,
+            containers: [container],
+            volumes: [credentialsVolume(c)],
+          },
+          cfg.worker_extra_pod_config,
+        ),
+        profile.extra_pod_config,
       ),
-      profile.extra_pod_config,
+      account,
+      { fsGroup: true },
     ),
+  };
+}
+
+/**
+ * Who may connect to a cluster's pods: its own pods (scheduler and workers talk to each other on
+ * any port), and on the scheduler's ports the gateway's pods (selected by gateway_pod_labels in the
+ * gateway's namespace) and gateway_cidrs. Nobody else: not other users' pods, not notebooks (their
+ * clients go through the gateway's proxy). Ingress only; owned by the scheduler pod like the rest.
+ */
+export function clusterNetworkPolicy(instance: string, c: ClusterRecord, gateway: { namespace: string; podLabels: Record<string, string>; cidrs: string[] }): V1NetworkPolicy {
+  if (!Object.keys(gateway.podLabels).length) {
+    throw new Error('backend.kubernetes.gateway_pod_labels is empty: it would admit every pod of the namespace to the schedulers');
+  }
+  const own = { [LABEL.instance]: instance, [LABEL.cluster]: c.name };
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: objectNames(c.name).networkPolicy, labels: labels(instance, c, 'network-policy') },
+    spec: {
+      podSelector: { matchLabels: own },
+      policyTypes: ['Ingress'],
+      ingress: [
+        { _from: [{ podSelector: { matchLabels: own } }] },
+        {
+          _from: [
+            { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': gateway.namespace } }, podSelector: { matchLabels: gateway.podLabels } },
+            ...gateway.cidrs.map((cidr) => ({ ipBlock: { cidr } })),
+          ],
+          ports: [PORTS.scheduler, PORTS.dashboard, PORTS.api].map((port) => ({ protocol: 'TCP', port })),
+        },
+      ],
+    },
   };
 }
 
@@ -262,8 +377,13 @@ export interface StepJobSpec {
   env: Record<string, string>;
   cpus: number;
   memoryGiB: number;
-  /** The workspace as a volume mounted at the same path in the step's pod. */
-  workspace: { path: string; volume: Record<string, unknown> } | null;
+  /**
+   * The run's own directory of the workspace volume, mounted at the same path as the gateway sees
+   * it (mountPath) from the volume's subPath: a step sees its run, not other runs or users.
+   */
+  workspace: { mountPath: string; subPath: string; volume: Record<string, unknown> } | null;
+  /** The run owner's account: the step runs as it. */
+  account: PodAccount;
   nodeSelector: Record<string, string>;
   tolerations: object[];
 }
@@ -289,26 +409,30 @@ export function stepJob(spec: StepJobSpec): V1Job {
       backoffLimit: 0,
       template: {
         metadata: { labels: stepLabels },
-        spec: {
-          restartPolicy: 'Never',
-          automountServiceAccountToken: false,
-          enableServiceLinks: false,
-          nodeSelector: Object.keys(spec.nodeSelector).length ? spec.nodeSelector : undefined,
-          tolerations: spec.tolerations.length ? (spec.tolerations as V1Toleration[]) : undefined,
-          containers: [
-            {
-              name: 'step',
-              image: spec.image,
-              imagePullPolicy: spec.imagePullPolicy,
-              command: ['/bin/sh', spec.wrapper],
-              workingDir: spec.workdir,
-              env: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
-              resources: { requests: { cpu: String(spec.cpus), memory }, limits: { memory } },
-              volumeMounts: spec.workspace ? [{ name: 'workspace', mountPath: spec.workspace.path }] : undefined,
-            },
-          ],
-          volumes: spec.workspace ? [{ name: 'workspace', ...spec.workspace.volume }] : undefined,
-        },
+        spec: secured(
+          {
+            restartPolicy: 'Never',
+            automountServiceAccountToken: false,
+            enableServiceLinks: false,
+            nodeSelector: Object.keys(spec.nodeSelector).length ? spec.nodeSelector : undefined,
+            tolerations: spec.tolerations.length ? (spec.tolerations as V1Toleration[]) : undefined,
+            containers: [
+              {
+                name: 'step',
+                image: spec.image,
+                imagePullPolicy: spec.imagePullPolicy,
+                command: ['/bin/sh', spec.wrapper],
+                workingDir: spec.workdir,
+                env: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
+                resources: { requests: { cpu: String(spec.cpus), memory }, limits: { memory } },
+                volumeMounts: spec.workspace ? [{ name: 'workspace', mountPath: spec.workspace.mountPath, subPath: spec.workspace.subPath }] : undefined,
+              },
+            ],
+            volumes: spec.workspace ? [{ name: 'workspace', ...spec.workspace.volume }] : undefined,
+          },
+          spec.account,
+          { fsGroup: false },
+        ),
       },
     },
   };
