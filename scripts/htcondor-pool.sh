@@ -25,6 +25,11 @@
 #                      HOME=/home/afcondor USER=afcondor LANG=C.UTF-8 CONDOR_CONFIG=<run-dir>/condor/condor_config
 #                    (CONDOR_CONFIG selects this run's pool: its collector port and state dirs)
 #   CONDOR_CMD       the same prefix as one shell-quoted string
+#   CONDOR_USER_CMD_JSON  a prefix template that runs a condor tool as any account of the pool:
+#                    ["chroot", "--userspec={uid}:{gid}", <root>] (the gateway's backend.htcondor
+#                    command_prefix, which replaces {uid}/{gid} per command). It keeps the caller's
+#                    environment, so the caller must give CONDOR_CONFIG (and PATH).
+#   ACCOUNTS         the test accounts the pool knows besides afcondor: [{name, uid, gid, home}, ...]
 #   CONDOR_ROOT, CONDOR_CONFIG, COLLECTOR_HOST (127.0.0.1:<free port chosen at start>),
 #   CONDOR_USER, CONDOR_UID, RUN_DIR, REPO_ROOT, PYTHON (the repo venv's python: the same path works
 #   inside the root, where the host's Python installation, the repository and <run-dir> are
@@ -32,6 +37,10 @@
 # Submit files and job outputs go under <run-dir> (owned by afcondor). Run the venv's python with
 # `transfer_executable = false` (a transferred copy loses its venv) and `should_transfer_files = NO`.
 # Authentication: FS (tools and daemons share the root's /tmp), loopback only, no tokens/passwords.
+# Test accounts: with AF_HTCONDOR_ACCOUNTS=<accounts.json> (what `scripts/test-accounts.sh ensure`
+# prints: af-alice, af-bob, af-mallory), `start` adds them (same names, uids and gids) to the run's
+# /etc/passwd and /etc/group (the overlay's upper layer; the cached chroot is never changed) and
+# bind-mounts their homes at the same paths, so jobs submitted as them are owned by and run as them.
 # All commands except a cached `ensure` need root: chroot(2) and mount(2); the gateway runs as
 # root in tests. A non-root caller of CONDOR_CMD gets "chroot: cannot change root directory ...:
 # Operation not permitted" (exit 125).
@@ -308,6 +317,52 @@ PROCD_ADDRESS = \$(LOCK)/procd_pipe
 EOF
 }
 
+# The test accounts of $AF_HTCONDOR_ACCOUNTS, known inside this run's root (its overlay's upper
+# layer) by the same names and ids as on the host, with their homes bind-mounted at the same paths.
+# Writes the list to $run_base/accounts.json (for pool.json).
+add_accounts() {
+  local file=${AF_HTCONDOR_ACCOUNTS:-}
+  echo '[]' > "$run_base/accounts.json"
+  [ -n "$file" ] || return 0
+  [ -f "$file" ] || die "AF_HTCONDOR_ACCOUNTS: no such file $file"
+  local lines
+  lines=$("$(host_python)" - "$file" "$run_base/accounts.json" <<'PY'
+import json, re, sys
+facts = json.load(open(sys.argv[1]))
+users = list(facts.get("users", {}).values())
+group = facts.get("group")
+ok = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+out = []
+for u in users:
+    name, uid, gid, home = u["name"], int(u["uid"]), int(u["gid"]), u["home"]
+    if not ok.match(name) or uid < 1000 or gid < 1000 or not re.match(r"^/[A-Za-z0-9_./-]+$", home):
+        sys.exit(f"refusing account {u!r}")
+    out.append({"name": name, "uid": uid, "gid": gid, "home": home})
+    print(f"user\t{name}\t{uid}\t{gid}\t{home}")
+if group and ok.match(group):
+    print(f"group\t{group}\t" + ",".join(u["name"] for u in out))
+json.dump(out, open(sys.argv[2], "w"))
+PY
+  ) || die "cannot read the accounts in $file"
+  local kind name uid gid home gname ggid
+  while IFS=$'\t' read -r kind name uid gid home; do
+    case "$kind" in
+      user)
+        grep -q "^$name:" "$root/etc/passwd" || printf '%s:x:%s:%s::%s:/bin/sh\n' "$name" "$uid" "$gid" "$home" >> "$root/etc/passwd"
+        gname=$(getent group "$gid" | cut -d: -f1)
+        [ -n "$gname" ] || gname=$name
+        grep -q "^$gname:" "$root/etc/group" || printf '%s:x:%s:\n' "$gname" "$gid" >> "$root/etc/group"
+        [ -d "$home" ] && bind_same_path "$home"
+        ;;
+      group)
+        ggid=$(getent group "$name" | cut -d: -f3)
+        [ -n "$ggid" ] && ! grep -q "^$name:" "$root/etc/group" && printf '%s:x:%s:%s\n' "$name" "$ggid" "$uid" >> "$root/etc/group"
+        ;;
+    esac
+  done <<< "$lines"
+  log "accounts known inside the pool: $(grep -c '' <<< "$lines") line(s) from $file"
+}
+
 # Runs whose run dir is gone (a test that crashed and removed it) leave a root behind: remove it.
 prune_orphans() {
   local b rd
@@ -357,6 +412,8 @@ cmd_start() {
   local hn; hn=$(hostname)
   grep -qw -- "$hn" "$root/etc/hosts" 2>/dev/null || printf '127.0.1.1\t%s\n' "$hn" >> "$root/etc/hosts"
 
+  add_accounts
+
   local cuid cgid; cuid=$(chroot "$root" id -u condor); cgid=$(chroot "$root" id -g condor)
   chown "$CONDOR_UID:$CONDOR_UID" "$run_dir"; chmod 755 "$run_dir"
   mkdir -p "$cdir"/{log,spool,execute,lock,run}
@@ -392,18 +449,20 @@ cmd_start() {
   local venv_py="$repo_root/.venv/bin/python"
   # pool.json for programs, pool.env (the same facts, single-quoted) for shells
   "$(host_python)" - "$run_dir" "$root" "$cdir/condor_config" "127.0.0.1:$port" "$CONDOR_USER" \
-      "$CONDOR_UID" "$repo_root" "$venv_py" "${tool[@]}" <<'PY'
+      "$CONDOR_UID" "$repo_root" "$venv_py" "$run_base/accounts.json" "${tool[@]}" <<'PY'
 import json, shlex, sys
-(run_dir, root, config, collector, user, uid, repo, python), cmd = sys.argv[1:9], sys.argv[9:]
+(run_dir, root, config, collector, user, uid, repo, python, accounts), cmd = sys.argv[1:10], sys.argv[10:]
 facts = {"RUN_DIR": run_dir, "CONDOR_ROOT": root, "CONDOR_CONFIG": config, "COLLECTOR_HOST": collector,
          "CONDOR_USER": user, "CONDOR_UID": int(uid), "REPO_ROOT": repo, "PYTHON": python,
-         "CONDOR_CMD_JSON": cmd, "CONDOR_CMD": shlex.join(cmd)}
+         "CONDOR_CMD_JSON": cmd, "CONDOR_CMD": shlex.join(cmd),
+         "CONDOR_USER_CMD_JSON": ["chroot", "--userspec={uid}:{gid}", root],
+         "ACCOUNTS": json.load(open(accounts))}
 with open(run_dir + "/pool.json.tmp", "w") as f:
     json.dump(facts, f, indent=2)
 with open(run_dir + "/pool.env.tmp", "w") as f:
     f.write(f"# HTCondor test pool of run {run_dir} (scripts/htcondor-pool.sh start)\n")
     for k, v in facts.items():
-        v = json.dumps(v) if k == "CONDOR_CMD_JSON" else str(v)
+        v = json.dumps(v) if k in ("CONDOR_CMD_JSON", "CONDOR_USER_CMD_JSON", "ACCOUNTS") else str(v)
         f.write(f"{k}={shlex.quote(v)}\n")
 PY
   mv "$run_dir/pool.json.tmp" "$run_dir/pool.json"
@@ -476,6 +535,9 @@ cmd_selftest() {
   local t0=$SECONDS
   cmd_ensure
   local rd; rd=$(mktemp -d /tmp/af-htcondor-selftest.XXXXXX)
+  # the multi-user test accounts (af-alice, ...): jobs submitted as them are theirs
+  AF_HTCONDOR_ACCOUNTS=$(bash "$repo_root/scripts/test-accounts.sh" ensure) || die "scripts/test-accounts.sh ensure failed"
+  export AF_HTCONDOR_ACCOUNTS
   local ts=$SECONDS
   cmd_start "$rd"
   trap 'cmd_stop "'"$rd"'" || true; rm -rf --one-file-system "'"$rd"'"' EXIT
@@ -563,6 +625,21 @@ EOF
   "${C[@]}" condor_q "$hc" -json -attributes ClusterId,JobStatus,HoldReason,HoldReasonCode
   [ "$("${C[@]}" condor_q "$hc" -af JobStatus)" = "5" ] || die "the held job is not held"
   "${C[@]}" condor_rm "$hc"
+
+  echo "== a job submitted as af-alice (CONDOR_USER_CMD_JSON) is af-alice's and runs as af-alice"
+  local a_uid a_gid
+  a_uid=$(id -u af-alice); a_gid=$(id -g af-alice)
+  mkdir -p "$rd/alice"; chown "$a_uid:$a_gid" "$rd/alice"; chmod 700 "$rd/alice"
+  local -a U=(chroot "--userspec=$a_uid:$a_gid" "$CONDOR_ROOT")
+  printf 'executable = /usr/bin/id\narguments = -un\noutput = %s/alice/id.out\nerror = %s/alice/id.err\nlog = %s/alice/jobs.log\nshould_transfer_files = NO\nrequest_memory = 64\nqueue\n' "$rd" "$rd" "$rd" \
+    | env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "CONDOR_CONFIG=$CONDOR_CONFIG" "${U[@]}" condor_submit -terse -
+  local owner; owner=$("${C[@]}" condor_q -allusers -af Owner -constraint 'Cmd == "/usr/bin/id"' | sort -u)
+  echo "Owner: $owner"
+  [ "$owner" = "af-alice" ] || die "the job's Owner is '$owner', not af-alice"
+  deadline=$((SECONDS + 60))
+  while [ $SECONDS -lt $deadline ] && [ -n "$("${C[@]}" condor_q -allusers -af ClusterId -constraint 'Cmd == "/usr/bin/id"')" ]; do sleep 0.5; done
+  echo "the job ran as: $(cat "$rd/alice/id.out" 2>/dev/null)"
+  [ "$(cat "$rd/alice/id.out" 2>/dev/null)" = "af-alice" ] || die "the job did not run as af-alice"
   cd /
   cmd_stop "$rd"
   trap - EXIT

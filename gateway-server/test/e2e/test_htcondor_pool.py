@@ -1,6 +1,12 @@
 """The HTCondor backend against a real HTCondor pool (Debian trixie's htcondor in a chroot, started
-by scripts/htcondor-pool.sh), with the real dask_gateway client and real Dask workers running as
-HTCondor jobs of the pool's non-root user.
+by scripts/htcondor-pool.sh), with the real dask_gateway client and real Dask schedulers and workers
+running as HTCondor jobs of each user's own account (af-alice, af-bob, af-mallory from
+scripts/test-accounts.sh, known inside the pool by the same ids).
+
+The gateway runs as root (the pool's chroot prefix needs it) and submits through
+`chroot --userspec={uid}:{gid}`, so every job is its user's (Owner) and runs as that user. The
+hostile tests have af-mallory's tasks try to read what is not theirs, and jobs plant links for the
+gateway to follow; each fails if the protection it checks is removed.
 
 One module-scoped pool and gateway; each test checks one thing a facility user relies on. The
 scaled cluster's `condor_q` is printed (pytest -s shows it).
@@ -10,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import tempfile
@@ -25,44 +30,64 @@ from conftest import IS_PEER, wait_until
 
 pytestmark = [
     pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no HTCondor backend"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the test pool and the test accounts need root"),
     pytest.mark.timeout(300),  # jobs wait for the negotiator; a loaded 2-core machine is slower
 ]
 
 POOL_SCRIPT = REPO / "scripts" / "htcondor-pool.sh"
-
-
-def _pool_env(run_dir: Path) -> dict:
-    out = subprocess.run(["bash", "-c", 'source "$1/pool.env"; echo "$CONDOR_CMD_JSON"; echo "$CONDOR_UID"', "_", str(run_dir)],
-                         check=True, capture_output=True, text=True).stdout.split("\n")
-    return {"cmd": json.loads(out[0]), "uid": int(out[1])}
+ACCOUNTS_SCRIPT = REPO / "scripts" / "test-accounts.sh"
+# In the gateway's environment: condor_submit must never see it ($ENV() in the admin's submit_extra probes it).
+GATEWAY_SECRET = "af-test-gateway-secret-6b2e"
 
 
 class Pool:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        env = _pool_env(run_dir)
-        self.cmd = env["cmd"]
-        self.uid = env["uid"]
+        facts = json.loads((run_dir / "pool.json").read_text())
+        self.cmd = facts["CONDOR_CMD_JSON"]  # as afcondor, environment reset (the tests' own queries)
+        self.user_cmd = facts["CONDOR_USER_CMD_JSON"]  # chroot --userspec={uid}:{gid} <root>: the gateway's prefix
+        self.config = facts["CONDOR_CONFIG"]
+        self.uid = facts["CONDOR_UID"]
+        self.accounts = {a["name"]: a for a in facts["ACCOUNTS"]}
 
     def run(self, *args: str, check=True) -> str:
         return subprocess.run([*self.cmd, *args], check=check, capture_output=True, text=True, timeout=60).stdout
 
-    def jobs(self, constraint: str) -> list[dict]:
-        text = self.run("condor_q", "-allusers", "-json", "-constraint", constraint,
-                        "-attributes", "ClusterId,ProcId,JobStatus,AfGatewayCluster,AfGatewayWorker,HoldReason,Owner")
+    def run_as(self, account: str, *args: str, input: str | None = None) -> str:
+        a = self.accounts[account]
+        prefix = [w.replace("{uid}", str(a["uid"])).replace("{gid}", str(a["gid"])) for w in self.user_cmd]
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "CONDOR_CONFIG": self.config}
+        return subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, timeout=60, input=input, env=env).stdout
+
+    def jobs(self, constraint: str, history=False) -> list[dict]:
+        attrs = "ClusterId,ProcId,JobStatus,AfGatewayCluster,AfGatewayWorker,AfGatewayOwner,HoldReason,Owner,AfEnvProbe,AfConfigProbe"
+        if history:
+            text = self.run("condor_history", "-json", "-constraint", constraint, "-attributes", attrs)
+        else:
+            text = self.run("condor_q", "-allusers", "-json", "-constraint", constraint, "-attributes", attrs)
         return json.loads(text) if text.strip() else []
 
 
 @pytest.fixture(scope="module")
-def pool():
+def accounts_file():
+    return subprocess.run(["bash", str(ACCOUNTS_SCRIPT), "ensure"], check=True, capture_output=True, text=True,
+                          timeout=300).stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def pool(accounts_file):
     run_dir = Path(tempfile.mkdtemp(prefix="af-htcondor-"))
-    run_dir.chmod(0o755)  # the jobs' user reads its cluster files below it
-    subprocess.run(["bash", str(POOL_SCRIPT), "start", str(run_dir)], check=True, timeout=300)
+    run_dir.chmod(0o755)  # the jobs pass through it to their cluster files
+    subprocess.run(["bash", str(POOL_SCRIPT), "start", str(run_dir)], check=True, timeout=300,
+                   env=dict(os.environ, AF_HTCONDOR_ACCOUNTS=accounts_file))
+    # every gateway of this module is started with a secret in its environment
+    os.environ["AF_TEST_GATEWAY_SECRET"] = GATEWAY_SECRET
     try:
         yield Pool(run_dir)
     finally:
+        os.environ.pop("AF_TEST_GATEWAY_SECRET", None)
         subprocess.run(["bash", str(POOL_SCRIPT), "stop", str(run_dir)], timeout=120)
-        subprocess.run(["rm", "-rf", str(run_dir)])
+        subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)])
 
 
 def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
@@ -70,13 +95,18 @@ def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
         "listen": f"127.0.0.1:{port}",
         "data_dir": str(data_dir),
         "log_level": "debug",
+        # gateway user alice runs as af-alice, etc.
+        "accounts": {"name_template": "af-{user}"},
         "backend": {
             "type": "htcondor",
             "htcondor": {
-                "command_prefix": pool.cmd,
-                "file_owner": f"{pool.uid}:{pool.uid}",
+                # each command as the account it acts for; the environment is the gateway's to give
+                "command_prefix": pool.user_cmd,
+                "environment": {"CONDOR_CONFIG": pool.config},
                 "poll_period": 1,
                 "request_disk": "100MB",
+                # the admin's own lines: condor_submit expands $ENV() from its environment
+                "submit_extra": {"+AfEnvProbe": '"$ENV(AF_TEST_GATEWAY_SECRET)"', "+AfConfigProbe": '"$ENV(CONDOR_CONFIG)"'},
                 **htcondor,
             },
         },
@@ -90,6 +120,11 @@ def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
 class Gw(GatewayUnderTest):
     def __init__(self, pool: Pool, name: str, **htcondor):
         super().__init__(pool.run_dir / name, lambda port, data: _gateway_config(pool, port, data, **htcondor))
+        self.dir.chmod(0o711)  # the jobs pass through to the data dir; nothing here is theirs to list
+
+    @property
+    def data(self) -> Path:
+        return Path(self.config["data_dir"])
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +140,13 @@ def _wait_queue_empty(pool: Pool, cluster: str, gw: "Gw") -> None:
                lambda: f"an empty queue after shutdown; queue: {pool.jobs(mine)}; gateway log: {gw.log.read_text()[-3000:]}")
 
 
+def _worker_jobs(pool: Pool, cluster: str) -> list[dict]:
+    """The cluster's worker jobs in the queue (its scheduler is a job too)."""
+    return [j for j in pool.jobs(f'AfGatewayCluster == "{cluster}"') if j.get("AfGatewayWorker") != "scheduler"]
+
+
 def _running_jobs(pool: Pool, cluster: str) -> list[dict]:
-    return [j for j in pool.jobs(f'AfGatewayCluster == "{cluster}"') if j["JobStatus"] == 2]
+    return [j for j in _worker_jobs(pool, cluster) if j["JobStatus"] == 2]
 
 
 def test_scale_compute_adapt_and_shutdown_leave_an_empty_queue(pool, gw):
@@ -116,10 +156,12 @@ def test_scale_compute_adapt_and_shutdown_leave_an_empty_queue(pool, gw):
         cluster.scale(3)
         mine = f'AfGatewayCluster == "{cluster.name}"'
         jobs = wait_until(lambda: (lambda j: j if len(j) == 3 else None)(_running_jobs(pool, cluster.name)), 120,
-                          lambda: f"3 running jobs; queue: {pool.jobs(mine)}")
-        # One scale step, one submission: one HTCondor cluster id, three procs.
+                          lambda: f"3 running worker jobs; queue: {pool.jobs(mine)}")
+        # One scale step, one submission: one HTCondor cluster id, three procs, all af-alice's
+        # (and the scheduler's job too).
         assert len({j["ClusterId"] for j in jobs}) == 1
-        print("condor_q of the cluster scaled to 3:\n" + pool.run("condor_q", "-allusers", "-nobatch",
+        assert {j["Owner"] for j in pool.jobs(mine)} == {"af-alice"}
+        print("condor_q of the cluster scaled to 3:\n" + pool.run("condor_q", "-allusers", "-nobatch", "-constraint", mine,
               "-af:h", "ClusterId", "ProcId", "Owner", "JobStatus", "RequestCpus", "RequestMemory", "AfGatewayWorker"))
         client = cluster.get_client()
         client.wait_for_workers(3, timeout=120)
@@ -131,7 +173,7 @@ def test_scale_compute_adapt_and_shutdown_leave_an_empty_queue(pool, gw):
 
         # Adaptive: idle, it goes down to the minimum; given work, up again (jobs follow).
         cluster.adapt(minimum=1, maximum=4)
-        wait_until(lambda: len(pool.jobs(f'AfGatewayCluster == "{cluster.name}"')) == 1, 120, "adaptive scale-down to 1 job")
+        wait_until(lambda: len(_worker_jobs(pool, cluster.name)) == 1, 120, "adaptive scale-down to 1 job")
         futures = client.map(lambda x: __import__("time").sleep(0.5) or x, range(200))
         wait_until(lambda: len(_running_jobs(pool, cluster.name)) >= 2, 120, "adaptive scale-up to 2+ running jobs")
         assert sum(client.gather(futures)) == sum(range(200))
@@ -142,14 +184,15 @@ def test_scale_compute_adapt_and_shutdown_leave_an_empty_queue(pool, gw):
 
 
 def test_a_job_no_machine_can_run_is_reported_as_waiting(pool):
-    g = Gw(pool, "impossible", requirements="(TARGET.Memory > 100000000)")
+    # Only the workers ask for the impossible (the scheduler's job runs).
+    g = Gw(pool, "impossible", requirements='(MY.AfGatewayWorker =?= "scheduler") || (TARGET.Memory > 100000000)')
     try:
         gateway = g.gateway("bob")
         cluster = gateway.new_cluster()
         try:
             cluster.scale(1)
             info = wait_until(lambda: (lambda c: c if any("waiting for a slot" in w["message"] for w in c["workers"]["list"]) else None)(g.af_cluster(cluster.name, "bob")),
-                              60, "a worker reported as waiting for a slot")
+                              90, "a worker reported as waiting for a slot")
             # Past the worker start timeout (20 s) it is still waiting, not failed.
             time.sleep(25)
             info = g.af_cluster(cluster.name, "bob")
@@ -165,16 +208,17 @@ def test_a_job_no_machine_can_run_is_reported_as_waiting(pool):
 
 
 def test_a_held_jobs_reason_reaches_the_user_and_the_worker_is_replaced(pool, gw):
-    gateway = gw.gateway("carol")
+    gateway = gw.gateway("bob")
     cluster = gateway.new_cluster()
     try:
         cluster.scale(1)
         job = wait_until(lambda: (_running_jobs(pool, cluster.name) or [None])[0], 120, "a running job")
-        pool.run("condor_hold", "-reason", "disk quota exceeded on the test node", f"{job['ClusterId']}.{job['ProcId']}")
-        info = wait_until(lambda: (lambda c: c if "disk quota exceeded on the test node" in c["message"] else None)(gw.af_cluster(cluster.name, "carol")),
+        # (held by its owner: a job is only its own account's, or the pool admin's, to hold)
+        pool.run_as("af-bob", "condor_hold", "-reason", "disk quota exceeded on the test node", f"{job['ClusterId']}.{job['ProcId']}")
+        info = wait_until(lambda: (lambda c: c if "disk quota exceeded on the test node" in c["message"] else None)(gw.af_cluster(cluster.name, "bob")),
                           60, "the hold reason in the cluster's message")
         assert f"HTCondor held job {job['ClusterId']}.{job['ProcId']}" in info["message"]
-        # The held job is removed and a new one runs in its place.
+        # The held job is removed (by af-bob: condor_rm as the job's account) and a new one runs in its place.
         wait_until(lambda: all(j["JobStatus"] != 5 for j in pool.jobs(f'AfGatewayCluster == "{cluster.name}"')), 60, "the held job removed")
         wait_until(lambda: len(_running_jobs(pool, cluster.name)) == 1 and _running_jobs(pool, cluster.name)[0]["ClusterId"] != job["ClusterId"],
                    120, "a replacement job running")
@@ -183,35 +227,41 @@ def test_a_held_jobs_reason_reaches_the_user_and_the_worker_is_replaced(pool, gw
     _wait_queue_empty(pool, cluster.name, gw)
 
 
+def _sleep_job(instance: str, owner: str, tag: str) -> str:
+    return "\n".join(["executable = /bin/sleep", "arguments = 600", "request_memory = 64", "request_disk = 10MB",
+                      f'+AfGatewayInstance = "{instance}"', f'+AfGatewayCluster = "{tag}"', f'+AfGatewayOwner = "{owner}"', "queue", ""])
+
+
 def test_a_restarted_gateway_adopts_running_jobs_and_removes_orphans(pool, gw):
-    gateway = gw.gateway("dave")
+    gateway = gw.gateway("bob")
     cluster = gateway.new_cluster()
     try:
         cluster.scale(2)
         before = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(_running_jobs(pool, cluster.name)), 120, "2 running jobs")
         client = cluster.get_client()
         client.wait_for_workers(2, timeout=120)
-        # An orphan: a job tagged as this gateway's that no cluster knows (left by a crash mid-submit).
-        orphan_sub = pool.run_dir / "orphan.sub"
         instance = _instance_of(gw)
-        orphan_sub.write_text("\n".join([
-            "executable = /bin/sleep", "arguments = 600", "request_memory = 64", "request_disk = 10MB",
-            f'+AfGatewayInstance = "{instance}"', '+AfGatewayCluster = "orphan"', "queue", ""]))
-        orphan = pool.run("condor_submit", "-terse", str(orphan_sub)).split()[0]
+        # An orphan: a job of bob's tagged as this gateway's that no cluster knows (left by a crash mid-submit).
+        orphan = pool.run_as("af-bob", "condor_submit", "-terse", "-", input=_sleep_job(instance, "bob", "orphan")).split()[0]
+        # A forgery: af-mallory's job claiming to be bob's; the gateway must not act on it.
+        forged = pool.run_as("af-mallory", "condor_submit", "-terse", "-", input=_sleep_job(instance, "bob", "forged")).split()[0]
 
         os.killpg(gw.proc.pid, signal.SIGKILL)
         gw.proc.wait(10)
         gw.start()
         wait_until(lambda: not pool.jobs('AfGatewayCluster == "orphan"'), 60, f"orphan job {orphan} removed")
+        assert [j["Owner"] for j in pool.jobs('AfGatewayCluster == "forged"')] == ["af-mallory"], f"forged job {forged} left alone"
+        pool.run("condor_rm", "-constraint", 'AfGatewayCluster == "forged"', check=False)
         after = _running_jobs(pool, cluster.name)
         assert sorted((j["ClusterId"], j["ProcId"]) for j in after) == sorted((j["ClusterId"], j["ProcId"]) for j in before)
         assert client.submit(sum, range(10)).result() == 45
-        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(gw.af_cluster(cluster.name, "dave")), 30,
-                          lambda: f"2 running workers after the restart; cluster: {gw.af_cluster(cluster.name, 'dave')}; log: {gw.log.read_text()[-4000:]}")
+        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(gw.af_cluster(cluster.name, "bob")), 30,
+                          lambda: f"2 running workers after the restart; cluster: {gw.af_cluster(cluster.name, 'bob')}; log: {gw.log.read_text()[-4000:]}")
         assert info["workers"]["failed"] == 0
         client.close()
     finally:
         cluster.shutdown()
+        pool.run_as("af-mallory", "condor_rm", "-constraint", 'AfGatewayCluster == "forged"') if pool.jobs('AfGatewayCluster == "forged"') else None
     _wait_queue_empty(pool, cluster.name, gw)
 
 
@@ -220,29 +270,126 @@ def _instance_of(g: Gw) -> str:
     return "af-gateway-" + hashlib.sha256(str(Path(g.config["data_dir"]).resolve()).encode()).hexdigest()[:12]
 
 
-def test_the_scheduler_can_run_as_an_htcondor_job_too(pool):
-    g = Gw(pool, "schedjob", scheduler_in_job=True)
-    try:
-        gateway = g.gateway("erin")
-        cluster = gateway.new_cluster()
-        try:
+# --- tenant isolation: every user is hostile -------------------------------------------------------
+
+def _task_functions():
+    """What the tasks run (defined in here so that cloudpickle sends them by value: the workers
+    cannot import this test module)."""
+
+    def try_read(paths: list[str]) -> dict:
+        """What each path gave (its first bytes, a listing, or the error's name)."""
+        import os as _os
+        out = {}
+        for p in paths:
             try:
-                cluster.scale(1)
-            except Exception as e:
-                # Once in CI the scheduler job did not answer right after it reported itself running:
-                # keep what explains it (the job's starts, the gateway's view).
-                starts = pool.run("condor_history", "-constraint", f'AfGatewayCluster == "{cluster.name}"', "-af:h",
-                                  "ClusterId", "ProcId", "JobStatus", "NumJobStarts", "NumShadowStarts", "LastHoldReason", check=False)
-                queue = pool.run("condor_q", "-allusers", "-constraint", f'AfGatewayCluster == "{cluster.name}"', "-af:h",
-                                 "ClusterId", "ProcId", "JobStatus", "NumJobStarts", "NumShadowStarts", check=False)
-                raise AssertionError(f"scale(1) failed: {e}\nqueue:\n{queue}\nhistory:\n{starts}\n"
-                                     f"gateway log:\n{g.log.read_text()[-6000:]}") from e
-            jobs = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(_running_jobs(pool, cluster.name)), 120,
-                              "the scheduler job and one worker job running")
-            assert sorted(j["AfGatewayWorker"] == "scheduler" for j in jobs) == [False, True]
+                if _os.path.isdir(p):
+                    out[p] = "listed:" + ",".join(sorted(_os.listdir(p)))
+                else:
+                    with open(p, "rb") as f:
+                        out[p] = "read:" + f.read(40).decode("latin-1")
+            except Exception as e:  # noqa: BLE001 - the kind of failure is the result
+                out[p] = type(e).__name__
+        return out
+
+    def whoami() -> str:
+        import os as _os
+        import pwd
+        return pwd.getpwuid(_os.getuid()).pw_name
+
+    def plant_link(directory: str, name: str, target: str) -> str:
+        import os as _os
+        _os.symlink(target, _os.path.join(directory, name))
+        return _os.path.join(directory, name)
+
+    return try_read, whoami, plant_link
+
+
+_try_read, _whoami, _plant_link = _task_functions()
+
+
+def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_else(pool, gw):
+    alice = gw.gateway("alice").new_cluster()
+    mallory = gw.gateway("mallory").new_cluster()
+    target = pool.run_dir / "root-owned-target"
+    target.write_text("root only\n")
+    target.chmod(0o600)
+    try:
+        alice.scale(1)
+        mallory.scale(1)
+        ac, mc = alice.get_client(), mallory.get_client()
+        ac.wait_for_workers(1, timeout=120)
+        mc.wait_for_workers(1, timeout=120)
+        # Every job (scheduler and worker) is its user's account's, and its processes run as it.
+        owners = {c.name: {j["Owner"] for j in pool.jobs(f'AfGatewayCluster == "{c.name}"')} for c in (alice, mallory)}
+        print("condor_q -af Owner AfGatewayCluster AfGatewayWorker:\n" + pool.run(
+            "condor_q", "-allusers", "-af", "Owner", "AfGatewayCluster", "AfGatewayWorker"))
+        assert owners == {alice.name: {"af-alice"}, mallory.name: {"af-mallory"}}
+        assert mc.submit(_whoami).result() == "af-mallory"
+        assert mc.run_on_scheduler(_whoami) == "af-mallory"
+        assert ac.submit(_whoami).result() == "af-alice"
+
+        # condor_submit got none of the gateway's environment: $ENV() of the admin's submit_extra
+        # found no gateway secret (condor_submit's UNDEFINED), and CONDOR_CONFIG (given) set.
+        probes = {(j["AfEnvProbe"], j["AfConfigProbe"]) for c in (alice, mallory) for j in pool.jobs(f'AfGatewayCluster == "{c.name}"')}
+        assert probes == {("UNDEFINED", pool.config)}, probes
+
+        data = gw.data
+        a_dir = data / "clusters" / alice.name
+        m_dir = data / "clusters" / mallory.name
+        theirs = [str(a_dir / f) for f in ("dask.pem", "api-token", "dask.crt")] + [str(a_dir), str(a_dir / "jobs"),
+                  str(data / "encrypt.key"), str(data / "state.sqlite"), str(data), str(data / "clusters"),
+                  f"/proc/{gw.proc.pid}/environ"]
+        mine = [str(m_dir / "dask.pem"), str(m_dir / "api-token"), str(m_dir / "jobs")]
+        for label, seen in (("worker", mc.submit(_try_read, theirs + mine).result()),
+                            ("scheduler", mc.run_on_scheduler(_try_read, theirs + mine))):
+            for p in theirs:
+                assert seen[p] == "PermissionError", f"mallory's {label} task got {p}: {seen[p]}"
+            for p in mine:  # the control: the task can read what is its own
+                assert seen[p].startswith(("read:", "listed:")), f"mallory's {label} task could not read its own {p}: {seen[p]}"
+        assert (data.stat().st_mode & 0o777) == 0o711 and (data / "state.sqlite").stat().st_mode & 0o077 == 0
+
+        # Links mallory plants in her job directory: the next submission (a scale step) and the
+        # shutdown never act through them.
+        mc.submit(_plant_link, str(m_dir / "jobs"), "dask.pem", str(target)).result()
+        mc.submit(_plant_link, str(m_dir / "jobs"), "data", str(data)).result()
+        mallory.scale(2)
+        mc.wait_for_workers(2, timeout=120)
+        assert (target.stat().st_uid, target.stat().st_mode & 0o777) == (0, 0o600)
+
+        # alice's cluster went on working throughout
+        assert ac.submit(sum, range(10)).result() == 45
+        ac.close()
+        mc.close()
+    finally:
+        alice.shutdown()
+        mallory.shutdown()
+    _wait_queue_empty(pool, alice.name, gw)
+    _wait_queue_empty(pool, mallory.name, gw)
+    assert (target.stat().st_uid, target.read_text()) == (0, "root only\n")
+    assert (gw.data / "encrypt.key").exists() and (gw.data / "state.sqlite").exists()
+    assert not (gw.data / "clusters" / mallory.name).exists()
+
+
+def test_the_scheduler_can_run_next_to_the_gateway_too(pool):
+    """scheduler_in_job: false: the scheduler runs through the local backend (as the user's
+    account, by its launcher), the workers as the user's jobs."""
+    g = Gw(pool, "schedlocal", scheduler_in_job=False)
+    try:
+        gateway = g.gateway("alice")
+        try:
+            cluster = gateway.new_cluster()
+        except Exception as e:
+            raise AssertionError(f"the cluster did not start: {e}\ngateway log:\n{g.log.read_text()[-5000:]}") from e
+        try:
+            cluster.scale(1)
+            jobs = wait_until(lambda: (lambda j: j if len(j) == 1 else None)(_running_jobs(pool, cluster.name)), 120,
+                              lambda: f"one worker job running; gateway log: {g.log.read_text()[-4000:]}")
+            assert not [j for j in pool.jobs(f'AfGatewayCluster == "{cluster.name}"') if j["AfGatewayWorker"] == "scheduler"]
+            assert jobs[0]["Owner"] == "af-alice"
             client = cluster.get_client()
             client.wait_for_workers(1, timeout=120)
             assert client.submit(sum, range(10)).result() == 45
+            assert client.run_on_scheduler(_whoami) == "af-alice"
             client.close()
         finally:
             cluster.shutdown()
@@ -278,13 +425,13 @@ def test_map_reduce_steps_run_as_htcondor_jobs(pool, gw):
     assert dag["run"]["status"] == "SUCCESS", json.dumps([n.get("message") for n in dag["nodes"]])
     total = next(n for n in dag["nodes"] if n["id"] == "reduce")["outputs"]["total"]
     assert Path(total).read_text().strip() == "10"  # 1+2+3+4 words
-    # every step was an HTCondor job of the pool's user, tagged with the run; the map stage's 4 steps
-    # were one submission (one cluster id)
+    # every step was an HTCondor job of alice's account, tagged with the run; the map stage's 4
+    # steps were one submission (one cluster id)
     jobs = {j["AfGatewayStep"]: j for j in json.loads(pool.run(
         "condor_history", "-json", "-constraint", f'AfGatewayWorkflow == "{run["id"]}"',
         "-attributes", "ClusterId,ProcId,AfGatewayStep,Owner,ExitCode") or "[]")}
     assert sorted(jobs) == ["acquire", "map:0", "map:1", "map:2", "map:3", "reduce"]
-    assert {j["Owner"] for j in jobs.values()} == {"afcondor"}
+    assert {j["Owner"] for j in jobs.values()} == {"af-alice"}
     assert {j["ExitCode"] for j in jobs.values()} == {0}
     assert len({jobs[f"map:{i}"]["ClusterId"] for i in range(4)}) == 1
     for n in dag["nodes"][1:]:
@@ -292,6 +439,38 @@ def test_map_reduce_steps_run_as_htcondor_jobs(pool, gw):
         assert n["job"] == f"HTCondor job {j['ClusterId']}.{j['ProcId']}"
     log = _workflow_api(gw, "GET", f"/{run['id']}/nodes/map:1/log").text
     assert f"step map:1 of workflow run {run['id']}, attempt 1" in log
+
+
+def test_links_a_failed_step_planted_do_not_make_the_retry_chown_their_target(pool, gw):
+    target = pool.run_dir / "step-target"
+    target.write_text("root only\n")
+    target.chmod(0o600)
+    # The first attempt plants links to a root-owned file in its directory and fails; the retry
+    # (a new handoff of the same directory) succeeds. The old handoff chowned through them.
+    script = (f"if [ ! -e attempted ]; then touch attempted; ln -s {target} .af/evil; ln -s {target} planted; "
+              f"mkdir sub; ln -s {target} sub/link; exit 1; fi; id -un > {{out}}")
+    spec = f"""stages:
+  - name: plant
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {{out: '{{workdir}}/who.txt'}}
+      step:
+        process: {{process_type: interpolated-script-cmd, script: "{script}"}}
+        publisher: {{publisher_type: frompar-pub, outputmap: {{out: out}}}}
+        environment: {{environment_type: localproc-env}}
+"""
+    r = _workflow_api(gw, "POST", json={"entry": "wf.yml", "files": {"wf.yml": spec}, "retries": 1})
+    assert r.status_code == 201, r.text
+    dag = _wait_run(gw, r.json()["id"])
+    node = dag["nodes"][1]
+    assert dag["run"]["status"] == "SUCCESS", node.get("message")
+    assert node["attempts"] == 2
+    assert Path(node["outputs"]["out"]).read_text().strip() == "af-alice"
+    assert (target.stat().st_uid, target.stat().st_gid, target.stat().st_mode & 0o777) == (0, 0, 0o600)
+    workdir = Path(node["outputs"]["out"]).parent
+    assert workdir.stat().st_uid == pool.accounts["af-alice"]["uid"] and workdir.stat().st_mode & 0o7777 == 0o2700
+    assert (workdir / "planted").is_symlink() and os.lstat(workdir / "planted").st_uid == pool.accounts["af-alice"]["uid"]
 
 
 def test_a_workflow_step_job_outlives_a_gateway_crash_and_is_adopted(pool, gw):

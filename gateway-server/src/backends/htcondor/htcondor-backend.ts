@@ -408,6 +408,13 @@ export class HTCondorBackend implements Backend {
     return !this.opts.config.scheduler_in_job && this.opts.local.multiUser === true && typeof this.opts.local.writeClusterFiles === 'function';
   }
 
+  /** Where a new cluster's files go; a user without a usable account is refused (403) before anything exists. */
+  async clusterWorkDir(c: ClusterRecord): Promise<string> {
+    if (this.filesAreLocal() && this.opts.local.clusterWorkDir) return this.opts.local.clusterWorkDir(c);
+    await this.account(c.username);
+    return c.workDir;
+  }
+
   async writeClusterFiles(c: ClusterRecord): Promise<ClusterFiles> {
     if (this.filesAreLocal()) return this.opts.local.writeClusterFiles(c);
     return writeClusterFiles(c); // under the gateway's data dir; handed over before the first job
