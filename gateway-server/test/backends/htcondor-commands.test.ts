@@ -72,6 +72,7 @@ describe('worker submit description', () => {
     expect(text).toContain("STEAL=$(DOLLAR)ENV(AF_GATEWAY_SECRET) M=$(DOLLAR)(AfWorker)x ");
     expect(text).not.toMatch(/[^)]\$ENV/);
     expect(() => workerSubmitDescription({ ...spec, environment: { X: 'a\ninclude : /etc/shadow' } })).toThrow(/control characters/);
+    expect(() => workerSubmitDescription({ ...spec, environment: { X: '$$(Memory)' } })).toThrow(/match-time substitution/);
     expect(() => workerSubmitDescription({ ...spec, environment: { 'A B': '1' } })).toThrow(/not an environment variable name/);
   });
 });

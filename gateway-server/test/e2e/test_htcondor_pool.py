@@ -110,6 +110,8 @@ def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
                 **htcondor,
             },
         },
+        # users may set their workers' environment (what a hostile one puts in a submit description)
+        "cluster_options": [{"field": "environment", "type": "mapping", "target": "environment", "default": {}}],
         "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
                     "stop_on_shutdown": True},
         # The test pool has no container runtime: docker-encapsulated steps run on the execute node as they are.
@@ -309,7 +311,9 @@ _try_read, _whoami, _plant_link = _task_functions()
 
 def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_else(pool, gw):
     alice = gw.gateway("alice").new_cluster()
-    mallory = gw.gateway("mallory").new_cluster()
+    # mallory's environment values try condor_submit's macros: they must stay literal
+    sneaky = {"AF_STEAL": "$ENV(CONDOR_CONFIG)", "AF_MACRO": "$(AfWorker)-$RANDOM_CHOICE(a,b)-$"}
+    mallory = gw.gateway("mallory").new_cluster(environment=sneaky)
     target = pool.run_dir / "root-owned-target"
     target.write_text("root only\n")
     target.chmod(0o600)
@@ -325,6 +329,7 @@ def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_el
             "condor_q", "-allusers", "-af", "Owner", "AfGatewayCluster", "AfGatewayWorker"))
         assert owners == {alice.name: {"af-alice"}, mallory.name: {"af-mallory"}}
         assert mc.submit(_whoami).result() == "af-mallory"
+        assert mc.submit(lambda: {k: __import__("os").environ.get(k) for k in ("AF_STEAL", "AF_MACRO")}).result() == sneaky
         assert mc.run_on_scheduler(_whoami) == "af-mallory"
         assert ac.submit(_whoami).result() == "af-alice"
 

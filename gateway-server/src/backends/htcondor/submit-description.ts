@@ -49,10 +49,12 @@ function word(w: string): string {
 
 /**
  * A literal value: condor_submit expands $(…), $ENV(…), $RANDOM_CHOICE(…) and the like anywhere in a
- * value, so every `$` of a value the gateway does not mean as a macro becomes $(DOLLAR).
+ * value, so every `$` of a value the gateway does not mean as a macro becomes $(DOLLAR). `$$` cannot
+ * be carried (whatever it becomes, the job ad holds a match-time $$(…) substitution): refused.
  */
 export function literal(w: string): string {
-  return oneLine(w).replace(/\$/g, '$(DOLLAR)');
+  if (oneLine(w).includes('$$')) throw new Error(`${JSON.stringify(w.slice(0, 80))} cannot go into a submit description ("$$" is HTCondor's match-time substitution)`);
+  return w.replace(/\$/g, '$(DOLLAR)');
 }
 
 /** The `environment` value: each VAR=value a literal word. */
