@@ -1,5 +1,5 @@
 // Starts a gateway: state, backend, lifecycle engine, the Fastify app and the one listener.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
@@ -11,7 +11,8 @@ import { ConfigError, parseListen, type ResolvedConfig } from './config.js';
 import { errorMessage } from './errors.js';
 import { openStateStore } from './store/open-store.js';
 import { serveStandby } from './standby.js';
-import { LocalBackend } from './backends/local/local-backend.js';
+import { closedAncestor, LocalBackend } from './backends/local/local-backend.js';
+import { PosixAccounts, sudoAccountCreator } from './accounts/accounts.js';
 import { ClusterManager } from './clusters/cluster-manager.js';
 import { SimpleAuthenticator } from './auth/simple-authenticator.js';
 import { JupyterHubAuthenticator } from './auth/jupyterhub-authenticator.js';
@@ -47,6 +48,41 @@ export const VERSION: string = (
 ).version;
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+const ACCOUNTS_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'python', 'af_gateway_accounts.py');
+
+/**
+ * Single-user mode runs every user's code as the gateway: acceptable for one person on loopback,
+ * never for a gateway that tells users apart. Refused with anything that admits several people.
+ */
+export function checkSingleUser(config: ResolvedConfig, host: string): void {
+  if (!config.backend.local.single_user) return;
+  const a = config.auth;
+  const why =
+    a.type !== 'simple'
+      ? `auth.type is ${a.type}`
+      : a.simple.password !== null
+        ? 'auth.simple.password is set (several people share the gateway)'
+        : !LOOPBACK.has(host)
+          ? `the gateway listens on ${host}, not on loopback`
+          : null;
+  if (why) {
+    throw new ConfigError(
+      `backend.local.single_user is true, but ${why}: single-user mode runs every user's processes as the gateway's own account, ` +
+        `so it is only for one person on loopback. Remove backend.local.single_user and give users accounts (see accounts and README's security model).`,
+    );
+  }
+}
+
+/** The backends users may run workflow steps on: the admin's list (default: the gateway's backend). */
+function stepBackendNames(config: ResolvedConfig, mainKind: string): string[] {
+  const names = config.workflows.backends ?? [mainKind];
+  for (const n of names) {
+    if (n !== mainKind && n !== 'local') {
+      throw new ConfigError(`workflows.backends lists ${n}, but this gateway's backend is ${mainKind}`);
+    }
+  }
+  return names;
+}
 
 function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator {
   const a = config.auth;
@@ -95,8 +131,19 @@ export function makeLogger(level: string): FastifyBaseLogger {
 export async function startGateway(config: ResolvedConfig, logger = makeLogger(config.log_level)): Promise<RunningGateway> {
   const { host, port } = parseListen(config.listen);
   const authenticator = makeAuthenticator(config, host);
+  checkSingleUser(config, host);
+  if (config.accounts.create && !config.accounts.group) throw new ConfigError('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
+  const accounts = new PosixAccounts(
+    config.accounts,
+    undefined,
+    undefined,
+    config.accounts.create ? sudoAccountCreator(config.backend.local.sudo, config.backend.local.python!, ACCOUNTS_SCRIPT) : undefined,
+  );
   mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
   mkdirSync(join(config.data_dir, 'clusters'), { recursive: true, mode: 0o700 });
+  // Multi-user: users' steps pass through the data dir to their run's workspace (workflows/, 0711);
+  // everything else in it is the gateway's alone (0600/0700), so passing through reveals nothing.
+  if (!config.backend.local.single_user) chmodSync(config.data_dir, 0o711);
 
   const store = await openStateStore(config, (msg, err) => logger.warn({ err: errorMessage(err) }, msg));
   // Several replicas on one PostgreSQL database: one serves, the others wait here as standbys.
@@ -124,10 +171,29 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     dataDir: config.data_dir,
     log: logger,
     schedulerHost: htcondor?.scheduler_host,
+    singleUser: local.single_user,
+    accounts,
+    sudo: local.sudo,
+    launcherIdleTimeout: local.launcher_idle_timeout,
+    // (schedulers the HTCondor backend runs next to the gateway keep a plain dashboard for now)
+    dashboardTls: config.backend.type === 'local',
   });
+  if (!local.single_user && process.getuid?.() === 0) {
+    logger.warn('the gateway runs as root: run it as an unprivileged account (it needs none of root\'s rights with the local backend; see README)');
+  }
   let listenUrl = '';
   const backend: Backend = htcondor
-    ? new HTCondorBackend({ config: htcondor, local: localBackend, python: local.python!, dataDir: config.data_dir, stateIdentity: store.identity, log: logger })
+    ? new HTCondorBackend({
+        config: htcondor,
+        local: localBackend,
+        python: local.python!,
+        dataDir: config.data_dir,
+        stateIdentity: store.identity,
+        log: logger,
+        accounts,
+        singleUser: local.single_user,
+        workspaceRoot: config.workflows.workspace_root ?? join(config.data_dir, 'workflows'),
+      })
     : config.backend.type === 'kubernetes'
       ? new KubernetesBackend({
           config: config.backend.kubernetes,
@@ -136,6 +202,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
           log: logger,
           workspaceRoot: config.workflows.workspace_root ?? join(config.data_dir, 'workflows'),
           defaultApiUrl: () => `${listenUrl}/api`,
+          accounts,
         })
       : localBackend;
   const clusters = new ClusterManager({ store, backend, config, log: logger });
@@ -155,6 +222,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     store,
     clusters,
     deliverElsewhere: backend.updateToken ? (c, token) => backend.updateToken!(c, token) : undefined,
+    writeTokenFile: backend === localBackend && localBackend.multiUser ? (c, token) => localBackend.writeBearerToken(c, token) : undefined,
     oidc,
     config: config.tokens,
     log: logger,
@@ -193,12 +261,16 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       new RucioClient({ ...i, password: i.password ?? process.env[`AF_GATEWAY_RUCIO_PASSWORD_${i.name.toUpperCase().replace(/-/g, '_')}`] ?? null }, broker),
     ]),
   );
-  const stepBackends = new Map<string, Backend>([['local', localBackend]]);
-  if (backend !== localBackend) stepBackends.set(backend.kind, backend);
+  const stepBackends = new Map<string, Backend>(stepBackendNames(config, backend.kind).map((n) => [n, n === 'local' ? localBackend : backend]));
+  const workspaceRoot = config.workflows.workspace_root ?? join(config.data_dir, 'workflows');
+  if (stepBackends.has('local') && localBackend.multiUser) {
+    const blocked = closedAncestor(workspaceRoot);
+    if (blocked) logger.warn({ workspace_root: workspaceRoot, blocked }, `users' accounts cannot pass through ${blocked}: local workflow steps will be refused until it has o+x (or workflows.workspace_root is elsewhere)`);
+  }
   const workflows = new WorkflowEngine({
     store,
     backends: stepBackends,
-    defaultBackend: backend.kind,
+    defaultBackend: stepBackends.has(backend.kind) ? backend.kind : ([...stepBackends.keys()][0] ?? backend.kind),
     config,
     log: logger,
     rucioFiles: rucio.size ? (user, ref) => rucioFileList(rucio, user, ref) : undefined,
@@ -227,7 +299,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       address: config.client.address ?? config.public_url ?? listenUrl,
       proxy_address: config.client.proxy_address ?? `gateway://${listenUrl.replace(/^https?:\/\//, '')}`,
       auth: config.auth.type === 'simple' ? 'basic' : config.auth.type === 'jupyterhub' ? 'jupyterhub' : 'bearer',
-      workflow_backends: [backend.kind, ...workflows.backendNames.filter((n) => n !== backend.kind)],
+      workflow_backends: [...workflows.backendNames].sort((x, y) => Number(y === backend.kind) - Number(x === backend.kind)),
     }),
     health: async () => ({
       // (unauthenticated: the reason goes to the log, not to the caller)

@@ -288,7 +288,9 @@ export class LocalBackend implements Backend {
   private async launch(user: string, spec: LaunchSpec): Promise<BackendHandle> {
     if (!this.opts.singleUser) {
       const account = await this.account(user);
-      const started = await (await this.launcherFor(account.name)).fork(spec);
+      // (sudo keeps the gateway's HOME: Dask's config and caches go to the user's own)
+      const env = { ...spec.env, HOME: account.home, USER: account.name, LOGNAME: account.name };
+      const started = await (await this.launcherFor(account.name)).fork({ ...spec, env });
       const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: spec.log, account: account.name };
       return handle;
     }
