@@ -114,6 +114,8 @@ export class KubernetesBackend implements Backend {
   private informer: (Informer<V1Pod> & ObjectCache<V1Pod>) | null = null;
   private watching: Promise<void> | null = null;
   private readonly created = new Map<string, number>();
+  /** Owner tokens handed over while a cluster's Secret was being made (by cluster name). */
+  private readonly tokensInFlight = new Map<string, string>();
   private readonly namespaces = new Set<string>();
   private readonly defaultNamespace: string;
 
@@ -206,6 +208,7 @@ export class KubernetesBackend implements Backend {
     const ns = this.namespaceFor(c.username);
     await this.ensureNamespace(ns);
     const names = objectNames(c.name);
+    this.tokensInFlight.delete(c.name);
     const bearer = await readFile(l.files.bearerToken, 'utf8').catch(() => null);
     const cfg = this.opts.config;
     const apiUrl = cfg.api_url ?? l.apiUrl ?? this.opts.defaultApiUrl();
@@ -253,6 +256,10 @@ export class KubernetesBackend implements Backend {
       await unmade();
       throw this.fail(`setting ${step}`, ns, err);
     }
+    // A token that came while the Secret was being made (updateToken found none to patch yet).
+    const late = this.tokensInFlight.get(c.name);
+    this.tokensInFlight.delete(c.name);
+    if (late !== undefined && late !== bearer) await this.patchToken(ns, names.secret, late).catch(() => undefined);
     this.opts.log.info({ cluster: c.name, namespace: ns, pod: owner.name }, 'created scheduler pod');
     return handle;
   }
@@ -409,16 +416,19 @@ export class KubernetesBackend implements Backend {
   /** The refreshed owner token into the cluster's Secret; the kubelet updates the mounted file. */
   async updateToken(c: ClusterRecord, token: string): Promise<void> {
     const h = c.scheduler as PodHandle | null;
-    if (!h || h.kind !== 'k8s-pod') return;
+    // Before the scheduler's handle exists its Secret may be being made: startScheduler takes it.
+    if (!h || h.kind !== 'k8s-pod') this.tokensInFlight.set(c.name, token);
+    const namespace = h?.kind === 'k8s-pod' ? h.namespace : this.namespaceFor(c.username);
     const name = objectNames(c.name).secret;
     try {
-      await this.core.patchNamespacedSecret(
-        { name, namespace: h.namespace, body: { stringData: { 'bearer-token': token } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      await this.patchToken(namespace, name, token);
     } catch (err) {
-      if (apiStatus(err) !== 404) throw this.fail(`updating the token in Secret ${name}`, h.namespace, err);
+      if (apiStatus(err) !== 404) throw this.fail(`updating the token in Secret ${name}`, namespace, err);
     }
+  }
+
+  private async patchToken(namespace: string, name: string, token: string): Promise<void> {
+    await this.core.patchNamespacedSecret({ name, namespace, body: { stringData: { 'bearer-token': token } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
   }
 
   /** A finished step's Job is removed (its pod with it); the log and outputs stay in the workspace. */
