@@ -221,8 +221,17 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const broker = new TokenBroker({
     store,
     clusters,
-    deliverElsewhere: backend.updateToken ? (c, token) => backend.updateToken!(c, token) : undefined,
-    writeTokenFile: backend === localBackend && localBackend.multiUser ? (c, token) => localBackend.writeBearerToken(c, token) : undefined,
+    // (a backend that writes the token file itself needs no second hand-over)
+    deliverElsewhere: backend.updateToken && !backend.writeBearerToken ? (c, token) => backend.updateToken!(c, token) : undefined,
+    // A multi-user backend writes the owner's token file itself (as the owner, or handed over to them).
+    writeTokenFile:
+      backend === localBackend
+        ? localBackend.multiUser
+          ? (c, token) => localBackend.writeBearerToken(c, token)
+          : undefined
+        : backend.writeBearerToken
+          ? (c, token) => backend.writeBearerToken!(c, token)
+          : undefined,
     oidc,
     config: config.tokens,
     log: logger,
