@@ -5,6 +5,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 import { clusterNetworkPolicy, clusterSecret, deepMerge, dnsLabel, labelValue, podSecurity, schedulerPod, schedulerService, stepJob, workerPod, type KubernetesSpecConfig } from '../../src/backends/kubernetes/pod-specs.js';
 import { AppError } from '../../src/errors.js';
+import type { AccountResolver } from '../../src/accounts/accounts.js';
 import { podState } from '../../src/backends/kubernetes/pod-status.js';
 
 const cfg: KubernetesSpecConfig = {
@@ -181,57 +182,49 @@ describe('pod states as users read them', () => {
   });
 });
 
+/** A Kubernetes backend whose kubeconfig points nowhere (every API call would be refused). */
+async function offlineBackend(overrides: Record<string, unknown>, accounts: AccountResolver) {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { KubernetesBackend } = await import('../../src/backends/kubernetes/kubernetes-backend.js');
+  const dir = mkdtempSync(join(tmpdir(), 'af-kcfg-'));
+  const kubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
+  const backend = new KubernetesBackend({
+    config: { ...cfg, instance: null, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: 'pod', api_url: null, workspace_volume: null, step_image: null, request_timeout: 30, ...overrides } as never,
+    dataDir: dir,
+    log: { info() {}, warn() {} } as never,
+    workspaceRoot: join(dir, 'workflows'),
+    defaultApiUrl: () => 'http://127.0.0.1:8000/api',
+    accounts,
+  });
+  return { backend, dir, join };
+}
+
 describe('where the gateway and workers reach a scheduler', () => {
   it('uses the Service name in service mode and what the scheduler reported in pod mode', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { KubernetesBackend } = await import('../../src/backends/kubernetes/kubernetes-backend.js');
-    const dir = mkdtempSync(join(tmpdir(), 'af-kcfg-'));
-    const kubeconfig = join(dir, 'kubeconfig');
-    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
-    const make = (mode: 'service' | 'pod') =>
-      new KubernetesBackend({
-        config: { ...cfg, instance: null, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: mode, api_url: null, workspace_volume: null, step_image: null, request_timeout: 30 },
-        dataDir: dir,
-        log: { info() {}, warn() {} } as never,
-        workspaceRoot: join(dir, 'workflows'),
-        defaultApiUrl: () => 'http://127.0.0.1:8000/api',
-        accounts: { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) },
-      });
+    const alices = { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) };
+    const make = async (mode: 'service' | 'pod') => (await offlineBackend({ scheduler_address: mode }, alices)).backend;
     const reported = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
     const c = { ...cluster(), scheduler: { kind: 'k8s-pod', namespace: 'science', name: 'af-gateway-c0ffee-scheduler', uid: 'u' } } as unknown as ClusterRecord;
-    expect(make('service').schedulerAddresses(c, reported)).toEqual({
+    expect((await make('service')).schedulerAddresses(c, reported)).toEqual({
       scheduler: 'tls://af-gateway-c0ffee.science.svc.cluster.local:8786',
       dashboard: 'http://af-gateway-c0ffee.science.svc.cluster.local:8787',
       api: 'http://af-gateway-c0ffee.science.svc.cluster.local:8788',
     });
-    expect(make('pod').schedulerAddresses(c, reported)).toEqual(reported);
+    expect((await make('pod')).schedulerAddresses(c, reported)).toEqual(reported);
   });
 });
 
 describe('a user without an account', () => {
   it('starts nothing: the refusal comes before any object is created', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { KubernetesBackend } = await import('../../src/backends/kubernetes/kubernetes-backend.js');
-    const dir = mkdtempSync(join(tmpdir(), 'af-kcfg-'));
-    const kubeconfig = join(dir, 'kubeconfig');
     // Every API call would fail with "connection refused" here, not with the 403.
-    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
     const asked: string[] = [];
-    const backend = new KubernetesBackend({
-      config: { ...cfg, instance: null, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: 'pod', api_url: null, workspace_volume: { emptyDir: {} }, step_image: null, request_timeout: 30 },
-      dataDir: dir,
-      log: { info() {}, warn() {} } as never,
-      workspaceRoot: join(dir, 'workflows'),
-      defaultApiUrl: () => 'http://127.0.0.1:8000/api',
-      accounts: {
-        resolve: async (user) => {
-          asked.push(user);
-          throw new AppError(403, 'no_account', `User ${user} has no usable account on this facility`);
-        },
+    const { backend, dir, join } = await offlineBackend({ workspace_volume: { emptyDir: {} } }, {
+      resolve: async (user) => {
+        asked.push(user);
+        throw new AppError(403, 'no_account', `User ${user} has no usable account on this facility`);
       },
     });
     const c = { ...cluster(), username: 'mallory', scheduler: { kind: 'k8s-pod', namespace: 'science', name: 's', uid: 'u' } } as unknown as ClusterRecord;
