@@ -422,6 +422,9 @@ def _wait_run(g: Gw, run_id: str, timeout=180) -> dict:
 
 def test_map_reduce_steps_run_as_htcondor_jobs(pool, gw):
     files = {f: (EXAMPLES / "map-reduce" / f).read_text() for f in ("workflow.yml", "steps.yml")}
+    # steps next to the gateway are not offered here (workflows.backends defaults to the gateway's backend)
+    r = _workflow_api(gw, "POST", json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 4}, "backend": "local"})
+    assert r.status_code == 422 and "runs them on htcondor" in r.json()["error"], r.text
     r = _workflow_api(gw, "POST", json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 4}})
     assert r.status_code == 201, r.text
     run = r.json()

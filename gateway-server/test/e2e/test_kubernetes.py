@@ -552,6 +552,10 @@ def test_workflow_steps_run_as_jobs_and_are_cleaned_up(kube, gw):
                                   "-l", "af-gateway.io/workflow-run", "--watch", "-o", "json"],
                                  stdout=out, stderr=subprocess.DEVNULL, text=True)
     try:
+        # steps next to the gateway are not offered here (workflows.backends defaults to the gateway's backend)
+        r = requests.post(f"{gw.url}/api/af/workflows", auth=("alice", ""), timeout=30,
+                          json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 3}, "backend": "local"})
+        assert r.status_code == 422 and "runs them on kubernetes" in r.json()["error"], r.text
         r = requests.post(f"{gw.url}/api/af/workflows", auth=("alice", ""), timeout=30,
                           json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 3}})
         assert r.status_code == 201, r.text
