@@ -57,6 +57,7 @@ def _become(spec):
     os.dup2(log_fd, 2)
     os.close(null_fd)
     os.close(log_fd)
+    _set_dumpable(True)  # nothing of the launcher's is left in this process: the user may debug it
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -281,7 +282,19 @@ def _preload():
         pass
 
 
+def _set_dumpable(flag):
+    """PR_SET_DUMPABLE: a non-dumpable process cannot be traced, nor its descriptors taken
+    (pidfd_getfd), by other processes of its account. The launcher holds the gateway's pipe and log:
+    the user's own code, running as the same account, must not reach them."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 1 if flag else 0, 0, 0, 0) != 0:  # 4 = PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
 def serve():
+    _set_dumpable(False)
     os.umask(0o077)
     _preload()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel

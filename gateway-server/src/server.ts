@@ -133,6 +133,13 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const authenticator = makeAuthenticator(config, host);
   checkSingleUser(config, host);
   if (config.accounts.create && !config.accounts.group) throw new ConfigError('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
+  if (config.accounts.create && config.accounts.name_template.trim() === '{user}') {
+    // Else a user could claim a name that the system's own rules already grant something to (admin, wheel, …).
+    throw new ConfigError("accounts.create needs an accounts.name_template with a prefix or suffix of its own (e.g. 'af-{user}'), so created accounts never take names the system's rules already mean");
+  }
+  if (!config.backend.local.single_user && config.auth.type === 'simple') {
+    logger.warn('auth.type simple proves no identity: whoever knows the password may act as any user (and so as their account). Use jupyterhub or oidc where users must be kept apart.');
+  }
   const accounts = new PosixAccounts(
     config.accounts,
     undefined,

@@ -306,7 +306,13 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (c.stopRequested || (c.status !== 'PENDING' && c.status !== 'RUNNING')) return;
     c.lastHeartbeat = now();
     const reported = { scheduler: hb.scheduler_address, dashboard: hb.dashboard_address, api: hb.api_address };
-    const at = this.deps.backend.schedulerAddresses?.(c, reported) ?? reported;
+    let at: typeof reported;
+    try {
+      at = this.deps.backend.schedulerAddresses?.(c, reported) ?? reported;
+    } catch (err) {
+      this.deps.log.warn({ cluster: name, reported, err: errorMessage(err) }, 'refused a heartbeat with addresses the backend does not accept');
+      throw err;
+    }
     if (c.status === 'RUNNING' && (at.scheduler !== c.schedulerAddress || at.api !== c.apiAddress)) {
       // A scheduler that started again elsewhere (a batch system reran its job): follow it, or
       // every scale request and client connection would go to the old, dead address.

@@ -1,11 +1,14 @@
-// File access in directories a user's job can write to (a cluster's or a step's directory on a
-// batch backend): the job may have planted a symbolic link, a FIFO or a directory where the gateway
-// expects its own file. These helpers never follow a link at the last component, never block on a
-// FIFO, and confirm that what they opened lies inside the directory they were given.
+// File access in directories a user's job can write to (a run's or a cluster's directory): the job
+// may plant a symbolic link, a FIFO or a hard link where the gateway expects its own file, and may
+// swap a directory for a link while the gateway works (a race). So the gateway never resolves a
+// path inside such a directory by name: it opens the trusted root and walks down one component at a
+// time through descriptors, each opened with O_NOFOLLOW|O_DIRECTORY relative to the one before
+// (/proc/self/fd/N/name is openat(N, name)), and creates, renames and removes entries relative to
+// the descriptor of their directory. What a link or a swap can then do is make the call fail.
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { dirname, join, relative, isAbsolute, basename } from 'node:path';
+import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 
 export class UnsafePathError extends Error {
   constructor(readonly path: string, why: string) {
@@ -14,33 +17,83 @@ export class UnsafePathError extends Error {
   }
 }
 
-function inside(root: string, p: string): boolean {
-  const rel = relative(root, p);
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+const DIR_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
+const code = (err: unknown) => (err as NodeJS.ErrnoException).code;
+/** The entry `name` of the directory open as `dir`, by descriptor. */
+const at = (dir: FileHandle, name: string) => `/proc/self/fd/${dir.fd}/${name}`;
+
+/** The components of `path` below `root`, or an UnsafePathError when it is not below it. */
+function componentsBelow(root: string, path: string): string[] {
+  const rel = relative(resolve(root), resolve(path));
+  if (rel.startsWith('..') || isAbsolute(rel)) throw new UnsafePathError(path, 'it lies outside its directory');
+  return rel === '' ? [] : rel.split(sep);
+}
+
+function unsafe(path: string, err: unknown): Error {
+  if (code(err) === 'ELOOP') return new UnsafePathError(path, 'a symbolic link is on its way');
+  if (code(err) === 'ENOTDIR') return new UnsafePathError(path, 'something on its way is not a directory');
+  return err as Error;
 }
 
 /**
- * Opens `file` (below `root`) for reading: a regular file reached without symbolic links leaving
- * `root`, the last component not a link. Returns null when it does not exist.
+ * Opens the directory `dir` (root itself or below it) through descriptors; with `create`, makes
+ * the missing directories on the way. Null when it does not exist (and is not to be made).
  */
-export async function openConfined(root: string, file: string): Promise<import('node:fs/promises').FileHandle | null> {
-  let fh;
+async function openDirBelow(root: string, dir: string, create = false): Promise<FileHandle | null> {
+  const parts = componentsBelow(root, dir);
+  let fh = await open(root, DIR_FLAGS); // the trusted root: its parent is the gateway's
   try {
-    fh = await open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    for (const part of parts) {
+      let next: FileHandle;
+      try {
+        next = await open(at(fh, part), DIR_FLAGS);
+      } catch (err) {
+        if (code(err) !== 'ENOENT' || !create) {
+          if (code(err) === 'ENOENT') {
+            await fh.close();
+            return null;
+          }
+          throw unsafe(dir, err);
+        }
+        await mkdir(at(fh, part)).catch((e: unknown) => {
+          if (code(e) !== 'EEXIST') throw e;
+        });
+        next = await open(at(fh, part), DIR_FLAGS).catch((e: unknown) => {
+          throw unsafe(dir, e);
+        });
+      }
+      await fh.close();
+      fh = next;
+    }
+    return fh;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    if (code === 'ELOOP') throw new UnsafePathError(file, 'it is a symbolic link');
+    await fh.close().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * Opens `file` (below `root`) for reading: a regular file with one link, reached without following
+ * any link. Null when it (or its directory) does not exist.
+ */
+export async function openConfined(root: string, file: string): Promise<FileHandle | null> {
+  const dir = await openDirBelow(root, dirname(file));
+  if (!dir) return null;
+  let fh: FileHandle;
+  try {
+    fh = await open(at(dir, basename(file)), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return null;
+    if (code(err) === 'ELOOP') throw new UnsafePathError(file, 'it is a symbolic link');
+    throw err;
+  } finally {
+    await dir.close();
   }
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new UnsafePathError(file, 'it is not a regular file');
-    // The directories on the way may have been links: where the file really is must be inside root.
-    const [realRoot, real] = await Promise.all([realpath(root), realpath(file)]);
-    if (!inside(realRoot, real)) throw new UnsafePathError(file, 'it lies outside its directory');
-    const again = await stat(real);
-    if (again.ino !== st.ino || again.dev !== st.dev) throw new UnsafePathError(file, 'it changed while it was opened');
+    // A hard link planted by the user would be the gateway's own file under another name.
+    if (st.nlink > 1) throw new UnsafePathError(file, 'it has other names (a hard link)');
     return fh;
   } catch (err) {
     await fh.close();
@@ -64,50 +117,96 @@ export async function readConfined(root: string, file: string, maxBytes = 1 << 2
 }
 
 /**
- * Replaces `file` (below `root`) with `text`: written to a fresh temporary file (O_EXCL|O_NOFOLLOW)
- * and renamed over the name, so a link planted at the name is replaced, never written through.
+ * Replaces `file` (below `root`) with `text`: a fresh temporary file (O_EXCL|O_NOFOLLOW) in the
+ * file's directory, renamed over the name, both by that directory's descriptor. A link planted at
+ * the name is replaced, never written through; a swapped directory on the way makes it fail.
  */
 export async function replaceConfined(root: string, file: string, text: string | Buffer, mode = 0o600): Promise<void> {
-  const dir = dirname(file);
-  const [realRoot, realDir] = await Promise.all([realpath(root), realpath(dir)]);
-  if (!inside(realRoot, realDir)) throw new UnsafePathError(file, 'its directory lies outside');
-  const tmp = join(realDir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+  const dir = await openDirBelow(root, dirname(file));
+  if (!dir) throw new UnsafePathError(file, 'its directory does not exist');
   try {
-    await fh.writeFile(text);
+    const tmp = at(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+    const fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+    try {
+      await fh.writeFile(text);
+    } finally {
+      await fh.close();
+    }
+    try {
+      await rename(tmp, at(dir, basename(file)));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, join(realDir, basename(file)));
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
+    await dir.close();
   }
 }
 
 /** Removes `file` (below `root`) if it is there; a link is removed itself, never what it points to. */
 export async function removeConfined(root: string, file: string): Promise<void> {
-  const [realRoot, realDir] = await Promise.all([realpath(root), realpath(dirname(file)).catch(() => null)]);
-  if (realDir === null) return; // no directory, no file
-  if (!inside(realRoot, realDir)) throw new UnsafePathError(file, 'its directory lies outside');
-  await rm(join(realDir, basename(file)), { force: true });
+  const dir = await openDirBelow(root, dirname(file));
+  if (!dir) return;
+  try {
+    await unlink(at(dir, basename(file))).catch((err: unknown) => {
+      if (code(err) !== 'ENOENT') throw err;
+    });
+  } finally {
+    await dir.close();
+  }
 }
 
-/** Makes `dir` (below `root`, parents too) and confirms it did not end up outside through a link. */
+/** Makes `dir` (below `root`, parents too) without making anything through a link. */
 export async function mkdirConfined(root: string, dir: string): Promise<void> {
-  const realRoot = await realpath(root);
-  // The nearest existing ancestor first: no directory is made through a link that leaves root.
-  let existing = dir;
-  for (;;) {
-    const real = await realpath(existing).catch(() => null);
-    if (real !== null) {
-      if (!inside(realRoot, real)) throw new UnsafePathError(dir, 'it lies outside its directory');
-      break;
+  const fh = await openDirBelow(root, dir, true);
+  await fh?.close();
+}
+
+const TREE_DIR_FLAGS = DIR_FLAGS | fsc.O_NONBLOCK;
+const MAX_DEPTH = 64;
+
+/** Empties the directory open as `dir`, reached only through its descriptor (never by a path a user can swap). */
+async function emptyOpenDir(dir: FileHandle, depth: number): Promise<void> {
+  const base = `/proc/self/fd/${dir.fd}`;
+  for (const name of await readdir(base)) {
+    const p = `${base}/${name}`;
+    let sub: FileHandle;
+    try {
+      sub = await open(p, TREE_DIR_FLAGS);
+    } catch (err) {
+      if (code(err) === 'ENOENT') continue;
+      if (code(err) !== 'ENOTDIR' && code(err) !== 'ELOOP') throw err;
+      await unlink(p).catch((e: unknown) => { if (code(e) !== 'ENOENT') throw e; }); // a link or file: only the name goes
+      continue;
     }
-    if (dirname(existing) === existing) break;
-    existing = dirname(existing);
+    try {
+      if (depth < MAX_DEPTH) await emptyOpenDir(sub, depth + 1);
+    } finally {
+      await sub.close();
+    }
+    await rmdir(p).catch((e: unknown) => { if (code(e) !== 'ENOENT' && code(e) !== 'ENOTEMPTY') throw e; });
   }
-  await mkdir(dir, { recursive: true });
-  if (!inside(realRoot, await realpath(dir))) throw new UnsafePathError(dir, 'it lies outside its directory');
+}
+
+/**
+ * Removes a directory tree a user's jobs could write to, as the gateway, without ever following a
+ * link, even one planted while it runs: every directory is entered through a descriptor opened with
+ * O_NOFOLLOW and its entries are removed relative to that descriptor (/proc/self/fd/N/name). The
+ * directory's own parent must be the gateway's.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  let fh: FileHandle;
+  try {
+    fh = await open(dir, TREE_DIR_FLAGS);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return;
+    if (code(err) === 'ENOTDIR' || code(err) === 'ELOOP') return unlink(dir);
+    throw err;
+  }
+  try {
+    await emptyOpenDir(fh, 0);
+  } finally {
+    await fh.close();
+  }
+  await rmdir(dir).catch((e: unknown) => { if (code(e) !== 'ENOENT') throw e; });
 }

@@ -5,7 +5,7 @@
 // store, so after a restart running steps are checked again (adopted) and the run goes on.
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun } from '@af-gateway/schemas';
@@ -14,7 +14,7 @@ import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
-import { mkdirConfined, readConfined, removeConfined, replaceConfined } from '../files/no-follow.js';
+import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfined } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, loadWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, publish, StageError } from './stages.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
@@ -198,7 +198,7 @@ export class WorkflowEngine extends EventEmitter {
       // Then the steps' owner may work in it (a multi-user local backend grants its account access).
       await backend.shareRunWorkspace?.(workspace, user.name);
     } catch (err) {
-      await rm(workspace, { recursive: true, force: true });
+      await removeTree(workspace);
       throw err;
     }
     const a = this.activate(run, [init]);
@@ -307,7 +307,9 @@ export class WorkflowEngine extends EventEmitter {
     const v = await this.visible(user, id);
     if (v.active || this.active.has(id)) throw conflict(`Workflow run ${id} is still running; cancel it first`, 'run_active'); // (a retry meanwhile)
     await this.deps.store.deleteWorkflow(id);
-    await rm(v.run.workspace, { recursive: true, force: true });
+    // The owner's steps could write in it (and may still run something that swaps its directories
+    // for links meanwhile): removed by descriptors, never following a link.
+    await removeTree(v.run.workspace);
     this.deps.log.info({ run: id, user: user.name }, 'workflow run deleted');
   }
 

@@ -169,6 +169,14 @@ def test_a_hostile_users_dask_code_reaches_neither_the_gateway_nor_another_user(
                 assert run(try_read, target) == "PermissionError", f"{where} read {target}"
             assert run(try_list, data / "clusters") == "PermissionError", where
             assert run(try_list, Path(accounts["users"]["alice"]["home"])) == "PermissionError", where
+        # her own launcher (her account, but holding the gateway's pipe and log) is out of her reach
+        launchers = [p.pid for p in psutil.process_iter(["cmdline", "uids"])
+                     if " ".join(p.info["cmdline"] or []).startswith("af-gateway: launcher") and p.info["uids"]
+                     and p.info["uids"].real == accounts["users"]["mallory"]["uid"]]
+        assert launchers, "mallory's launcher was not found"
+        for pid in launchers:
+            assert mc.run_on_scheduler(try_list, f"/proc/{pid}/fd") == "PermissionError"
+            assert mc.run_on_scheduler(try_read, f"/proc/{pid}/environ") == "PermissionError"
         # the canary of the gateway's environment reached none of mallory's processes
         env = mc.run_on_scheduler(lambda: dict(__import__("os").environ))
         assert CANARY not in json.dumps(env)
@@ -358,3 +366,53 @@ def test_single_user_mode_refuses_to_start_for_several_people(tmp_path):
     out = subprocess.run(["node", str(CLI), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "backend.local.single_user" in out.stderr and "auth.simple.password" in out.stderr, out.stderr
+
+
+def test_a_forged_heartbeat_cannot_point_the_gateway_at_another_service(gateway):
+    """mallory owns her cluster's API token (it is in her directory): she can send heartbeats of her
+    own. Their addresses may name only ports on the scheduler's host, and the dashboard proxy then
+    speaks TLS with her cluster's CA both ways: an internal plain service is not reached."""
+    import http.server
+    import threading
+
+    hits = []
+
+    class Internal(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            body = b"INTERNAL-SECRET"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    internal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Internal)
+    threading.Thread(target=internal.serve_forever, daemon=True).start()
+    g = dask_gateway(gateway, "mallory")
+    cluster = g.new_cluster()
+    try:
+        client = cluster.get_client()
+        token = client.run_on_scheduler(lambda: open("api-token").read().strip())
+        port = internal.server_address[1]
+
+        def beat(**addresses):
+            body = {"scheduler_address": "tls://127.0.0.1:1", "dashboard_address": "", "api_address": "http://127.0.0.1:1",
+                    "count": 0, "active_workers": [], "closing_workers": [], "closed_workers": [], **addresses}
+            return requests.post(f"{gateway['url']}/api/v1/clusters/{cluster.name}/heartbeat", json=body,
+                                 headers={"Authorization": f"token {token}"}, timeout=30)
+
+        r = beat(dashboard_address="not an address")
+        assert r.status_code == 422 and "dashboard address" in r.json()["error"], r.text
+        for forged in (f"HTTP://127.0.0.1:{port}", f"http://169.254.169.254:{port}", f"http://127.0.0.1:{port}"):
+            r = beat(dashboard_address=forged, scheduler_address=f"tls://10.0.0.1:{port}")
+            assert r.status_code == 204, r.text
+            seen = api(gateway, "GET", f"/clusters/{cluster.name}/latest/meta-data", "mallory")
+            assert "INTERNAL-SECRET" not in seen.text, forged
+        assert hits == []
+    finally:
+        internal.shutdown()
+        cluster.close()
+        g.close()

@@ -9,7 +9,7 @@
 //   - what the gateway reads back from the user (log tails) is opened with O_NOFOLLOW and must be a
 //     regular file of that user.
 import { constants, type Stats } from 'node:fs';
-import { chmod, lchown, lstat, mkdir, open, readdir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 
 export interface FileOwner {
@@ -163,52 +163,5 @@ export async function userLogTail(file: string, uid: number, lines = 6): Promise
   }
 }
 
-const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-const MAX_DEPTH = 64;
-const code = (err: unknown) => (err as NodeJS.ErrnoException).code;
-
-/** Empties the directory open as `dir`, reached only through its descriptor (never by a path a user can swap). */
-async function emptyOpenDir(dir: FileHandle, depth: number): Promise<void> {
-  const base = `/proc/self/fd/${dir.fd}`;
-  for (const name of await readdir(base)) {
-    const p = `${base}/${name}`;
-    let sub: FileHandle;
-    try {
-      sub = await open(p, DIR_FLAGS);
-    } catch (err) {
-      if (code(err) === 'ENOENT') continue;
-      if (code(err) !== 'ENOTDIR' && code(err) !== 'ELOOP') throw err;
-      await unlink(p).catch((e: unknown) => { if (code(e) !== 'ENOENT') throw e; }); // a link or file: only the name goes
-      continue;
-    }
-    try {
-      if (depth < MAX_DEPTH) await emptyOpenDir(sub, depth + 1);
-    } finally {
-      await sub.close();
-    }
-    await rmdir(p).catch((e: unknown) => { if (code(e) !== 'ENOENT' && code(e) !== 'ENOTEMPTY') throw e; });
-  }
-}
-
-/**
- * Removes a directory tree a user's jobs could write to, as the gateway, without ever following a
- * link, even one planted while it runs: every directory is entered through a descriptor opened with
- * O_NOFOLLOW and its entries are removed relative to that descriptor (/proc/self/fd/N/name). The
- * directory's own parent must be the gateway's.
- */
-export async function removeTree(dir: string): Promise<void> {
-  let fh: FileHandle;
-  try {
-    fh = await open(dir, DIR_FLAGS);
-  } catch (err) {
-    if (code(err) === 'ENOENT') return;
-    if (code(err) === 'ENOTDIR' || code(err) === 'ELOOP') return unlink(dir);
-    throw err;
-  }
-  try {
-    await emptyOpenDir(fh, 0);
-  } finally {
-    await fh.close();
-  }
-  await rmdir(dir).catch((e: unknown) => { if (code(e) !== 'ENOENT') throw e; });
-}
+// (removeTree, the descriptor-walking removal, lives with the other no-follow helpers)
+export { removeTree } from '../../files/no-follow.js';

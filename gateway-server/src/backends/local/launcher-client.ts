@@ -3,7 +3,6 @@
 // launcher runs as the gateway; in multi-user mode one per user account, started through sudo as
 // that account, so nothing it does has the gateway's rights. Restarted on demand if it dies.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { openSync, closeSync } from 'node:fs';
 import type { FastifyBaseLogger } from 'fastify';
 
@@ -26,6 +25,8 @@ export interface Started {
 }
 
 type Answer = Record<string, unknown>;
+
+const MAX_ANSWER_BYTES = 1 << 20;
 
 interface Pending {
   resolve: (answer: Answer) => void;
@@ -70,7 +71,21 @@ export class Launcher {
       this.failAll(new Error(`${this.label} exited (${signal ?? `code ${code}`}); see ${this.logFile}`));
     });
     child.stdin!.on('error', () => undefined); // a dead launcher is reported by 'exit'
-    createInterface({ input: child.stdout! }).on('line', (line) => this.onLine(line));
+    // Answers are short lines; one that is not (a launcher gone wrong) ends it instead of the gateway's memory.
+    let pending = '';
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        this.onLine(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+      }
+      if (pending.length > MAX_ANSWER_BYTES) {
+        this.log.error(`${this.label} wrote an answer longer than ${MAX_ANSWER_BYTES} bytes; stopping it`);
+        pending = '';
+        child.kill('SIGKILL');
+      }
+    });
     this.child = child;
     return child;
   }

@@ -269,10 +269,26 @@ export class LocalBackend implements Backend {
     return handle;
   }
 
-  /** The preload reports an http:// dashboard; with dashboardTls it is https:// (the proxy then presents the cluster's certificate). */
+  /**
+   * Where the gateway reaches a scheduler it started here: the host is where it made the scheduler
+   * listen (never what the heartbeat says), only the ports come from the report, and the schemes
+   * are fixed (https for a TLS dashboard). A heartbeat is the user's word: a forged one can then
+   * point only at a loopback port, where the dashboard proxy's TLS (the cluster's CA, both ways)
+   * and the API's token reach nothing but that cluster's own scheduler.
+   */
   schedulerAddresses(_c: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses {
-    if (!this.opts.dashboardTls || !reported.dashboard) return reported;
-    return { ...reported, dashboard: reported.dashboard.replace(/^http:/, 'https:') };
+    const host = this.opts.schedulerHost ?? '127.0.0.1';
+    const port = (address: string, what: string): number => {
+      const m = /^[a-z]+:\/\/[^/]*:(\d{1,5})\/?$/i.exec(address.trim());
+      const n = m ? Number(m[1]) : NaN;
+      if (!(n >= 1 && n <= 65535)) throw new AppError(422, 'bad_address', `The heartbeat's ${what} address ${JSON.stringify(address.slice(0, 100))} is not SCHEME://HOST:PORT`);
+      return n;
+    };
+    return {
+      scheduler: `tls://${host}:${port(reported.scheduler, 'scheduler')}`,
+      dashboard: reported.dashboard ? `${this.opts.dashboardTls ? 'https' : 'http'}://127.0.0.1:${port(reported.dashboard, 'dashboard')}` : '',
+      api: `http://127.0.0.1:${port(reported.api, 'API')}`,
+    };
   }
 
   describe(handle: BackendHandle): string {
