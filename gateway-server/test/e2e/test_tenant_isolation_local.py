@@ -77,12 +77,20 @@ def gateway(accounts):
         yield {"url": url, "data": data, "proc": proc, "log": log, "port": port}
     finally:
         stop(proc)
-        # whatever a failed test left running as the test users
-        for name in ("af-alice", "af-mallory"):
-            subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        # Whatever a failed test left running: only this gateway's (other runs on the machine use the
+        # same test accounts), found by the clusters' directories and the runs' workspace.
+        homes = [Path(pwd.getpwnam(n).pw_dir) / ".af-gateway" / "clusters" for n in ("af-alice", "af-mallory")]
+        mine = [h / c for h in homes for c in CREATED if (h / c).exists()]
+        for p in psutil.process_iter():
+            try:
+                cwd = p.cwd()
+            except psutil.Error:
+                continue
+            if any(cwd.startswith(str(d)) for d in [root, *mine]):
+                p.kill()
         shutil.rmtree(root, ignore_errors=True)
-        for name in ("af-alice", "af-mallory"):
-            shutil.rmtree(Path(pwd.getpwnam(name).pw_dir) / ".af-gateway", ignore_errors=True)
+        for d in mine:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def gateway_pid(gw) -> int:
@@ -93,9 +101,19 @@ def gateway_pid(gw) -> int:
     return pids[0]
 
 
+CREATED: list[str] = []  # the clusters this module made (its teardown cleans up after them only)
+
+
 def dask_gateway(gw, user):
     from dask_gateway import BasicAuth, Gateway
-    return Gateway(gw["url"], auth=BasicAuth(user, PASSWORD))
+
+    class Tracked(Gateway):
+        def new_cluster(self, *args, **kwargs):
+            cluster = super().new_cluster(*args, **kwargs)
+            CREATED.append(cluster.name)
+            return cluster
+
+    return Tracked(gw["url"], auth=BasicAuth(user, PASSWORD))
 
 
 def uid_of(pid: int) -> int:
