@@ -18,7 +18,8 @@ happens with the user's rights and none of the gateway's. Requests ("op"):
   fork     {"role": "scheduler"|"worker", "title", "args", "env", "cwd", "log", "pidfile",
             "dashboard_tls": bool (the dashboard takes only clients with the cluster's certificate)}
            -> {"pid", "start_ticks"}: a Dask process in a session of its own
-  step     {"command": [...], "env", "cwd", "title"} -> {"pid", "start_ticks"}: a workflow step
+  step     {"command": [...], "env", "cwd", "title"} -> {"pid", "start_ticks"}: a workflow step;
+           when it ends the launcher says so unasked: {"exited": pid}
   prepare  {"dir", "files": {name: text}} -> {}: make dir (0700, parents too) and write the files
            (0600) in it, replacing whatever (even a symbolic link) had the name
   write    {"path", "text"} -> {}: replace one file atomically (0600), making its directory if needed
@@ -34,8 +35,10 @@ title "af-gateway: <role> <cluster> ..." so that `ps` shows what it belongs to. 
 
 import json
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 
 
@@ -241,6 +244,35 @@ def _prepare(req):
     return {}
 
 
+_emit_lock = threading.Lock()
+
+
+def _emit(message):
+    """One line on stdout (the gateway's pipe); answers and exit notices come from several threads."""
+    with _emit_lock:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+
+def _tell_exit(pid):
+    """Says {"exited": pid} when the step ends, so the gateway need not wait for its next poll. A
+    pidfd becomes readable when its process exits, reaped or not (children are reaped by the kernel)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        _emit({"exited": pid})  # already gone
+        return
+
+    def wait():
+        try:
+            select.select([fd], [], [])
+        finally:
+            os.close(fd)
+        _emit({"exited": pid})
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
 def _handle(req):
     op = req.get("op", "fork")
     if op == "fork":
@@ -250,6 +282,7 @@ def _handle(req):
         return {"pid": pid, "start_ticks": _start_ticks(pid)}
     if op == "step":
         pid = _fork_step(req)
+        _tell_exit(pid)
         return {"pid": pid, "start_ticks": _start_ticks(pid)}
     if op == "prepare":
         return _prepare(req)
@@ -298,7 +331,7 @@ def serve():
     os.umask(0o077)
     _preload()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    print(json.dumps({"ready": True, "uid": os.getuid()}), flush=True)
+    _emit({"ready": True, "uid": os.getuid()})
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -308,7 +341,7 @@ def serve():
             answer = _handle(req)
         except Exception as exc:  # one bad request must not end the launcher
             answer = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps({"id": req.get("id"), **answer}), flush=True)
+        _emit({"id": req.get("id"), **answer})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ export class Launcher {
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** Told when a step the launcher started has ended (its pid). */
+  onExited: ((pid: number) => void) | undefined;
   /** When the last request was answered (or sent): for closing idle launchers. */
   lastUsed = Date.now();
 
@@ -96,6 +98,10 @@ export class Launcher {
       msg = JSON.parse(line) as typeof msg;
     } catch {
       this.log.warn({ line: line.slice(0, 200) }, `unexpected output from ${this.label}`);
+      return;
+    }
+    if (typeof msg.exited === 'number') {
+      this.onExited?.(msg.exited);
       return;
     }
     if (msg.ready) {

@@ -101,6 +101,7 @@ export class LocalBackend implements Backend {
       // sudo -n: never prompt; the facility's rule allows exactly this command as the users' accounts.
       const argv = [this.opts.sudo ?? 'sudo', '-n', '-u', account, this.opts.python, LAUNCHER, 'serve'];
       l = new Launcher(argv, launcherEnv(), join(logDir, `${account}.log`), this.opts.log, `the launcher of account ${account}`);
+      l.onExited = () => this.changeListeners.forEach((listener) => listener()); // a step ended: check now
       this.userLaunchers.set(account, l);
     }
     return l;
