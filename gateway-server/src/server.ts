@@ -214,7 +214,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       : localBackend;
   const clusters = new ClusterManager({ store, backend, config, log: logger });
   const tlsOn = tlsFiles !== undefined;
-  const sessions = new Sessions(store, config.auth.session_max_age, tlsOn);
+  // Secure cookies whenever browsers reach the gateway over HTTPS: its own TLS, or a TLS proxy in front (public_url).
+  const sessions = new Sessions(store, config.auth.session_max_age, tlsOn || (config.public_url ?? '').startsWith('https://'));
   // The broker verifies and refreshes tokens of the facility's provider: the authenticator itself
   // with auth.type oidc, or (behind JupyterHub) the provider configured under auth.oidc.
   const oidc =

@@ -19,9 +19,13 @@ import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 
 export const EVENTS_PATH = '/api/af/events';
 const PING_MS = 30_000;
+const MAX_STREAMS_PER_USER = 32;
 
 export class EventStream {
-  private readonly wss = new WebSocketServer({ noServer: true });
+  // Clients only ever send pings: a large message is refused before it is buffered.
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+  /** Open streams per user: a browser needs a few (tabs), a script looping over connects gets refused. */
+  private readonly perUser = new Map<string, number>();
 
   constructor(private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; workflows: WorkflowEngine; log: FastifyBaseLogger }) {}
 
@@ -39,7 +43,19 @@ export class EventStream {
       refuseUpgrade(socket, err);
       return true;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.serve(ws, user));
+    if ((this.perUser.get(user.name) ?? 0) >= MAX_STREAMS_PER_USER) {
+      refuseUpgrade(socket, 429, 'too_many_streams', `User ${user.name} has ${MAX_STREAMS_PER_USER} event streams open already; close one (a tab) first`);
+      return true;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      this.perUser.set(user.name, (this.perUser.get(user.name) ?? 0) + 1);
+      ws.once('close', () => {
+        const n = (this.perUser.get(user.name) ?? 1) - 1;
+        if (n > 0) this.perUser.set(user.name, n);
+        else this.perUser.delete(user.name);
+      });
+      this.serve(ws, user);
+    });
     return true;
   }
 

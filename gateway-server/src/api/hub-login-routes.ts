@@ -1,9 +1,9 @@
 // Browser sessions through JupyterHub's OAuth, for a gateway registered as a Hub service and
 // reached under the Hub's origin (/services/<name>/...): the Hub logs the user in, the gateway
 // exchanges the code for a Hub token, asks the Hub who it is, and opens its own session.
-import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Sessions } from '../auth/sessions.js';
+import { LoginStates, sameOriginNext } from '../auth/login-state.js';
 import type { JupyterHubAuthenticator } from '../auth/jupyterhub-authenticator.js';
 import { AppError, errorMessage } from '../errors.js';
 
@@ -20,10 +20,9 @@ export interface HubLoginOptions {
   basePath: string;
 }
 
-const LOGIN_TTL_MS = 10 * 60_000;
 
 export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions): Promise<void> {
-  const pending = new Map<string, { next: string; at: number }>();
+  const pending = new LoginStates<{ next: string }>(opts.sessions.secure);
   const callbackUrl = (req: FastifyRequest) => opts.callbackUrl ?? `${req.protocol}://${req.headers.host}${opts.basePath}oauth_callback`;
 
   app.get<{ Querystring: { next?: string } }>('/api/af/hub-login', {
@@ -31,11 +30,9 @@ export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions
     schema: { tags: ['auth'], summary: "Log in through JupyterHub's OAuth (browser sessions under the Hub's origin)", querystring: { type: 'object', properties: { next: { type: 'string' } } } },
   }, async (req, reply) => {
     if (!opts.apiToken) throw new AppError(409, 'no_hub_client', 'Hub login needs the gateway\'s Hub service token (auth.jupyterhub.api_token or JUPYTERHUB_API_TOKEN)');
-    const now = Date.now();
-    for (const [k, v] of pending) if (now - v.at > LOGIN_TTL_MS) pending.delete(k);
-    const state = randomBytes(16).toString('base64url');
-    const next = req.query.next?.startsWith('/') && !req.query.next.startsWith('//') ? req.query.next : `${opts.basePath}api/af/clusters`;
-    pending.set(state, { next, at: now });
+    const next = sameOriginNext(req.query.next, `${opts.basePath}api/af/clusters`);
+    const { state, setCookie } = pending.begin({ next }, req.ip, opts.basePath);
+    reply.header('Set-Cookie', setCookie);
     const params = new URLSearchParams({ client_id: opts.clientId, redirect_uri: callbackUrl(req), response_type: 'code', state });
     return reply.redirect(`${opts.authorizeUrl}?${params}`);
   });
@@ -44,9 +41,7 @@ export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions
     config: { auth: 'none' },
     schema: { tags: ['auth'], summary: 'Where JupyterHub sends the browser back', hide: true },
   }, async (req, reply) => {
-    const login = req.query.state ? pending.get(req.query.state) : undefined;
-    if (!login) throw new AppError(400, 'login_expired', `This login is unknown or expired; start again at ${opts.basePath}api/af/hub-login`);
-    pending.delete(req.query.state!);
+    const login = pending.finish(req.query.state, req.headers.cookie, `${opts.basePath}api/af/hub-login`);
     if (req.query.error || !req.query.code) throw new AppError(401, 'login_refused', `JupyterHub refused the login: ${req.query.error ?? 'no code'}`);
     let token: string;
     try {

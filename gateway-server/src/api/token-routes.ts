@@ -5,12 +5,12 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TokenHandover } from '@af-gateway/schemas';
 import type { OidcAuthenticator } from '../auth/oidc-authenticator.js';
 import { cookiePathFor, type Sessions } from '../auth/sessions.js';
+import { LoginStates, sameOriginNext } from '../auth/login-state.js';
 import { TokenEndpointError } from '../auth/oidc-issuer.js';
 import { AppError } from '../errors.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
-const LOGIN_TTL_MS = 10 * 60_000;
 
 export interface TokenRoutesOptions {
   broker: TokenBroker;
@@ -56,7 +56,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
   }, async (req) => broker.refreshNow(req.user!));
 
   // --- login (authorization code + PKCE, the gateway as a confidential client) -----------------
-  const pending = new Map<string, { verifier: string; next: string; redirectUri: string; at: number }>();
+  const pending = new LoginStates<{ verifier: string; next: string; redirectUri: string }>(sessions.secure);
   const prefix = opts.basePath.replace(/\/$/, '');
   const base = (req: FastifyRequest) => opts.publicUrl?.replace(/\/$/, '') ?? `${req.protocol}://${req.headers.host}${prefix}`;
 
@@ -65,13 +65,11 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     schema: { tags: ['tokens'], summary: 'Log in at the identity provider; the broker then keeps your tokens fresh', querystring: { type: 'object', properties: { next: { type: 'string' } } } },
   }, async (req, reply) => {
     if (!oidc?.issuer.hasClient()) throw new AppError(409, 'no_login', 'Login needs auth.type oidc with the gateway\'s own client (auth.oidc.client_id)');
-    const now = Date.now();
-    for (const [k, v] of pending) if (now - v.at > LOGIN_TTL_MS) pending.delete(k);
-    const state = randomBytes(16).toString('base64url');
     const verifier = randomBytes(32).toString('base64url');
-    const next = req.query.next?.startsWith('/') && !req.query.next.startsWith('//') ? req.query.next : `${prefix}/api/af/token`;
+    const next = sameOriginNext(req.query.next, `${prefix}/api/af/token`);
     const redirectUri = `${base(req)}/api/af/login/callback`;
-    pending.set(state, { verifier, next, redirectUri, at: now });
+    const { state, setCookie } = pending.begin({ verifier, next, redirectUri }, req.ip, cookiePathFor(req.originalUrl, opts.basePath));
+    reply.header('Set-Cookie', setCookie);
     const meta = await oidc.issuer.metadata();
     if (!meta.authorization_endpoint) throw new AppError(503, 'no_authorization_endpoint', 'The identity provider publishes no authorization endpoint');
     const url = new URL(meta.authorization_endpoint);
@@ -95,9 +93,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     schema: { tags: ['tokens'], summary: 'Where the identity provider sends the browser back', hide: true },
   }, async (req, reply) => {
     const q = req.query;
-    const login = q.state ? pending.get(q.state) : undefined;
-    if (!login) throw new AppError(400, 'login_expired', `This login is unknown or expired; start again at ${prefix}/api/af/login`);
-    pending.delete(q.state!);
+    const login = pending.finish(q.state, req.headers.cookie, `${prefix}/api/af/login`);
     if (q.error) throw new AppError(401, 'login_refused', `The identity provider refused the login: ${q.error_description ?? q.error}`);
     if (!q.code) throw new AppError(400, 'login_incomplete', 'The identity provider sent no authorization code');
     let tokens;

@@ -13,7 +13,8 @@ export class Sessions {
   constructor(
     private readonly store: StateStore,
     private readonly maxAgeSeconds: number,
-    private readonly secure: boolean,
+    /** Cookies only over HTTPS (the gateway terminates TLS, or its public URL is https). */
+    readonly secure: boolean,
   ) {}
 
   /**

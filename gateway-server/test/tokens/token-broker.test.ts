@@ -186,6 +186,17 @@ describe('token broker', () => {
     expect(existsSync(join(workDirOf(cluster), 'bearer-token'))).toBe(true);
   });
 
+  it('binds a login to the browser that began it (no login CSRF) and redirects only on its own origin', async () => {
+    const start = await fetch(`${gw.url}/api/af/login?next=${encodeURIComponent('/\\evil.example/')}`, { redirect: 'manual' });
+    expect(start.status).toBe(302);
+    expect(start.headers.get('set-cookie')).toMatch(/^af-gateway-login=[^;]+; Path=\/; HttpOnly; SameSite=Lax/);
+    const state = new URL(start.headers.get('location')!).searchParams.get('state')!;
+    // the attacker sends the victim's browser to the callback of the attacker's login: no cookie
+    const forged = await fetch(`${gw.url}/api/af/login/callback?state=${state}&code=attackers-code`, { redirect: 'manual' });
+    expect(forged.status).toBe(400);
+    expect(((await forged.json()) as { code: string }).code).toBe('login_not_yours');
+  });
+
   it("refuses another user's refresh token and a bogus one", async () => {
     expect((await api('PUT', '/api/af/token/refresh-token', { refresh_token: 'not-a-refresh-token' })).status).toBe(422);
     expect((await api('PUT', '/api/af/token/refresh-token', {})).status).toBe(422);
