@@ -132,14 +132,10 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const { host, port } = parseListen(config.listen);
   const authenticator = makeAuthenticator(config, host);
   checkSingleUser(config, host);
-  if (config.accounts.create && !config.accounts.group) throw new ConfigError('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
-  if (config.accounts.create && config.accounts.name_template.trim() === '{user}') {
-    // Else a user could claim a name that the system's own rules already grant something to (admin, wheel, …).
-    throw new ConfigError("accounts.create needs an accounts.name_template with a prefix or suffix of its own (e.g. 'af-{user}'), so created accounts never take names the system's rules already mean");
-  }
   if (!config.backend.local.single_user && config.auth.type === 'simple') {
     logger.warn('auth.type simple proves no identity: whoever knows the password may act as any user (and so as their account). Use jupyterhub or oidc where users must be kept apart.');
   }
+  const workspaceRoot = config.workflows.workspace_root ?? join(config.data_dir, 'workflows');
   const accounts = new PosixAccounts(
     config.accounts,
     undefined,
@@ -199,7 +195,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         log: logger,
         accounts,
         singleUser: local.single_user,
-        workspaceRoot: config.workflows.workspace_root ?? join(config.data_dir, 'workflows'),
+        workspaceRoot,
       })
     : config.backend.type === 'kubernetes'
       ? new KubernetesBackend({
@@ -207,7 +203,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
           dataDir: config.data_dir,
           stateIdentity: store.identity,
           log: logger,
-          workspaceRoot: config.workflows.workspace_root ?? join(config.data_dir, 'workflows'),
+          workspaceRoot,
           defaultApiUrl: () => `${listenUrl}/api`,
           accounts,
         })
@@ -231,15 +227,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     clusters,
     // (a backend that writes the token file itself needs no second hand-over)
     deliverElsewhere: backend.updateToken && !backend.writeBearerToken ? (c, token) => backend.updateToken!(c, token) : undefined,
-    // A multi-user backend writes the owner's token file itself (as the owner, or handed over to them).
-    writeTokenFile:
-      backend === localBackend
-        ? localBackend.multiUser
-          ? (c, token) => localBackend.writeBearerToken(c, token)
-          : undefined
-        : backend.writeBearerToken
-          ? (c, token) => backend.writeBearerToken!(c, token)
-          : undefined,
+    // A backend that knows where its processes read the owner's token writes it (multi-user: as the owner, or handed over).
+    writeTokenFile: backend.writeBearerToken ? (c, token) => backend.writeBearerToken!(c, token) : undefined,
     oidc,
     config: config.tokens,
     log: logger,
@@ -279,7 +268,6 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     ]),
   );
   const stepBackends = new Map<string, Backend>(stepBackendNames(config, backend.kind).map((n) => [n, n === 'local' ? localBackend : backend]));
-  const workspaceRoot = config.workflows.workspace_root ?? join(config.data_dir, 'workflows');
   if (stepBackends.has('local') && localBackend.multiUser) {
     const blocked = closedAncestor(workspaceRoot);
     if (blocked) logger.warn({ workspace_root: workspaceRoot, blocked }, `users' accounts cannot pass through ${blocked}: local workflow steps will be refused until it has o+x (or workflows.workspace_root is elsewhere)`);

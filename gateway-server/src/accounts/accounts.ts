@@ -4,6 +4,7 @@
 // accounts work as well as /etc/passwd ones, and are refused when they could reach privileges.
 import { execFile } from 'node:child_process';
 import { AppError } from '../errors.js';
+import { ConfigError } from '../config.js';
 
 export interface UserAccount {
   /** POSIX account name. */
@@ -67,7 +68,11 @@ export class PosixAccounts implements AccountResolver {
     private readonly lookup: Lookup = getent,
     private readonly creator?: AccountCreator,
   ) {
-    if (config.create && !config.group) throw new Error('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
+    if (config.create && !config.group) throw new ConfigError('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
+    if (config.create && config.name_template.trim() === '{user}') {
+      // Else a user could claim a name that the system's own rules already grant something to (admin, wheel, …).
+      throw new ConfigError("accounts.create needs an accounts.name_template with a prefix or suffix of its own (e.g. 'af-{user}'), so created accounts never take names the system's rules already mean");
+    }
   }
 
   accountName(user: string): string {

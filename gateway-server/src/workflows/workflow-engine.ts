@@ -14,6 +14,7 @@ import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
+import { describeLogTail } from '../files/log-tail.js';
 import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfined } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, loadWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, publish, StageError } from './stages.js';
@@ -697,9 +698,7 @@ const STEP_FILE_MODE = 0o660;
 async function confinedLogTail(root: string, file: string, lines: number): Promise<string> {
   try {
     const text = await readConfined(root, file, 64 * 1024);
-    if (text === null) return 'no log was written';
-    const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
-    return tail ? `last log lines:\n${tail}` : 'its log is empty';
+    return text === null ? 'no log was written' : describeLogTail(text, lines);
   } catch (err) {
     return `its log could not be read (${errorMessage(err)})`;
   }

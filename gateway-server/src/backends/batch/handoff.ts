@@ -11,6 +11,7 @@
 import { constants, type Stats } from 'node:fs';
 import { chmod, lchown, lstat, mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
+import { describeLogTail } from '../../files/log-tail.js';
 
 export interface FileOwner {
   uid: number;
@@ -156,8 +157,7 @@ export async function userLogTail(file: string, uid: number, lines = 6): Promise
     const length = Math.min(s.size, TAIL_BYTES);
     const buf = Buffer.alloc(length);
     await handle.read(buf, 0, length, s.size - length);
-    const tail = buf.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
-    return tail ? `last log lines:\n${tail}` : 'its log is empty';
+    return describeLogTail(buf.toString('utf8'), lines);
   } finally {
     await handle.close();
   }

@@ -17,6 +17,8 @@ import type { Backend, ClusterFiles, ProcessState, SchedulerAddresses, Scheduler
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError } from '../../errors.js';
+import { describeLogTail } from '../../files/log-tail.js';
+import { replaceConfined } from '../../files/no-follow.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
 import { isRunning, readProcStat, stopProcessGroup, type GroupSignaller } from './process-group.js';
@@ -144,6 +146,10 @@ export class LocalBackend implements Backend {
 
   /** Replaces the owner's access token file of a running cluster (multi-user: as the owner). */
   async writeBearerToken(c: ClusterRecord, token: string): Promise<void> {
+    if (this.opts.singleUser) {
+      await mkdir(c.workDir, { recursive: true, mode: 0o700 });
+      return replaceConfined(c.workDir, clusterFiles(c).bearerToken, token + '\n'); // readers never see half a token
+    }
     const account = await this.account(c.username);
     const launcher = await this.launcherFor(account.name);
     await launcher.request({ op: 'write', path: clusterFiles(c).bearerToken, text: token + '\n' });
@@ -347,7 +353,7 @@ export class LocalBackend implements Backend {
     if (typeof h.account === 'string') {
       // The log is in the user's directory: read as the user, so a planted link leads nowhere.
       const answer = await (await this.launcherFor(h.account)).request({ op: 'tail', path: h.log, max_bytes: 16_384 }).catch((): Record<string, unknown> => ({ missing: true }));
-      return { alive: false, detail: typeof answer.text === 'string' ? tailText(answer.text) : 'no log was written' };
+      return { alive: false, detail: typeof answer.text === 'string' ? describeLogTail(answer.text) : 'no log was written' };
     }
     return { alive: false, detail: await logTail(h.log) };
   }
@@ -378,15 +384,10 @@ export function stepBaseEnv(): Record<string, string> {
   return Object.fromEntries(keep.flatMap((k) => (process.env[k] === undefined ? [] : [[k, process.env[k]!]])));
 }
 
-function tailText(text: string, lines = 6): string {
-  const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
-  return tail ? `last log lines:\n${tail}` : 'its log is empty';
-}
-
 /** The last meaningful lines of a process log: what a person needs to see why it ended. */
 export async function logTail(file: string, lines = 6): Promise<string> {
   try {
-    return tailText(await readFile(file, 'utf8'), lines);
+    return describeLogTail(await readFile(file, 'utf8'), lines);
   } catch {
     return 'no log was written';
   }
