@@ -101,7 +101,13 @@ function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator 
   }
   const apiUrl = a.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL;
   if (!apiUrl) throw new ConfigError('auth.type jupyterhub needs auth.jupyterhub.api_url (or JUPYTERHUB_API_URL)');
-  return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups);
+  return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups, hubServiceName(a.jupyterhub));
+}
+
+/** The gateway's Hub service name, whose access scope every Hub token must carry. */
+function hubServiceName(jh: ResolvedConfig['auth']['jupyterhub']): string {
+  const clientId = jh.client_id ?? process.env.JUPYTERHUB_CLIENT_ID ?? null;
+  return jh.service_name ?? process.env.JUPYTERHUB_SERVICE_NAME ?? (clientId?.startsWith('service-') ? clientId.slice('service-'.length) : 'af-gateway');
 }
 
 /** The user's auth_state at the Hub (needs the admin:auth_state scope for the gateway's service). */

@@ -5,9 +5,24 @@ import { AppError, errorMessage } from '../errors.js';
 import { splitAuthorization, type Authenticator, type User } from './authenticator.js';
 
 interface HubUser {
+  /** 'user', or 'service' for a service's own token (JupyterHub ≥ 2). */
+  kind?: string;
   name?: string;
   groups?: string[];
   admin?: boolean;
+  /** The token's own scopes, expanded by the Hub (JupyterHub ≥ 2), e.g. access:services!service=af-gateway. */
+  scopes?: string[];
+}
+
+/**
+ * Whether a Hub token may be used at the service: JupyterHub ≥ 2 lists the token's expanded scopes
+ * in its /user answer, and only `access:services` (every service) or
+ * `access:services!service=<name>` (this one) admits a token at a service. Without the check any
+ * token of the Hub would do, also one its owner made for something else (a read-only token, a
+ * server's own token).
+ */
+export function grantsServiceAccess(scopes: readonly string[], serviceName: string): boolean {
+  return scopes.includes('access:services') || scopes.includes(`access:services!service=${serviceName}`);
 }
 
 export class JupyterHubAuthenticator implements Authenticator {
@@ -18,6 +33,8 @@ export class JupyterHubAuthenticator implements Authenticator {
     private readonly apiUrl: string,
     private readonly admins: readonly string[],
     private readonly adminGroups: readonly string[] = [],
+    /** The gateway's name as a Hub service: tokens must carry access:services!service=<this>. */
+    readonly serviceName = 'af-gateway',
     private readonly cacheSeconds = 60,
   ) {}
 
@@ -44,7 +61,18 @@ export class JupyterHubAuthenticator implements Authenticator {
     }
     if (!res.ok) throw new AppError(503, 'hub_error', `JupyterHub answered HTTP ${res.status} while checking the token`);
     const body = (await res.json()) as HubUser;
-    if (!body.name) throw new AppError(401, 'invalid_credentials', 'The token does not belong to a JupyterHub user');
+    if (!body.name || (body.kind !== undefined && body.kind !== 'user')) {
+      throw new AppError(401, 'invalid_credentials', `The token does not belong to a JupyterHub user${body.kind ? ` (it is a ${body.kind}'s token)` : ''}`, {
+        headers: { 'WWW-Authenticate': this.challenge },
+      });
+    }
+    const needed = `access:services!service=${this.serviceName}`;
+    if (!Array.isArray(body.scopes)) {
+      throw new AppError(403, 'missing_hub_scope', `JupyterHub did not say which scopes the token has (JupyterHub 2 or newer is needed); the gateway admits tokens with ${needed}`);
+    }
+    if (!grantsServiceAccess(body.scopes, this.serviceName)) {
+      throw new AppError(403, 'missing_hub_scope', `The JupyterHub token of ${body.name} lacks the scope ${needed} (or access:services): make a token with it, or ask the Hub's admin to grant it to users' roles (load_roles)`);
+    }
     const groups = body.groups ?? [];
     const admin = Boolean(body.admin) || this.admins.includes(body.name) || groups.some((g) => this.adminGroups.includes(g));
     const user: User = { name: body.name, groups, admin };

@@ -135,6 +135,36 @@ def test_challenge_and_refused_tokens(hub):
             gw.list_clusters()
 
 
+@pytest.mark.timeout(60)
+def test_hub_tokens_without_the_services_access_scope_are_refused(hub):
+    """A hostile bob holds Hub tokens that the Hub made for other purposes: one limited to his
+    servers, one for another service, and the gateway's own service token leaked to him. None of
+    them carries access:services!service=af-gateway, so none is admitted (JupyterHub lists a token's
+    scopes in /hub/api/user)."""
+    gateway = hub["gateway"]
+
+    def hub_token(scopes):
+        r = requests.post(f"{hub['api']}/users/bob/tokens", json={"scopes": scopes, "note": "e2e"},
+                          headers={"Authorization": f"token {BOB_TOKEN}"}, timeout=10)
+        assert r.status_code in (200, 201), r.text
+        return r.json()["token"]
+
+    for scopes in (["access:servers!user=bob"], ["access:services!service=elsewhere"]):
+        r = requests.get(f"{gateway}/api/v1/clusters/",
+                         headers={"Authorization": f"jupyterhub {hub_token(scopes)}"}, timeout=10)
+        assert r.status_code == 403, (scopes, r.status_code, r.text)
+        assert r.json()["code"] == "missing_hub_scope"
+        assert "access:services!service=af-gateway" in r.json()["error"]
+    # a service's token is no user's
+    r = requests.get(f"{gateway}/api/v1/clusters/", headers={"Authorization": f"jupyterhub {SERVICE_TOKEN}"}, timeout=10)
+    assert r.status_code == 401, r.text
+    assert "service" in r.json()["error"]
+    # bob's token for this service still works
+    r = requests.get(f"{gateway}/api/v1/clusters/",
+                     headers={"Authorization": f"jupyterhub {hub_token(['access:services!service=af-gateway'])}"}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.timeout(180)
 def test_browser_session_under_the_hub_origin(hub):
     """A browser logged in to the Hub reaches the gateway at /services/af-gateway/ through the
