@@ -116,7 +116,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
       response: { ...errors },
     },
   }, async (req, reply) => {
-    clusters.heartbeat(req.params.cluster_name, req.body);
+    await clusters.heartbeat(req.params.cluster_name, req.body);
     return reply.code(204).send();
   });
 }

@@ -1,12 +1,61 @@
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 // The launch-only contract every backend fulfils. Lifecycle, retries, limits and persistence live in
 // clusters/; a backend only starts, stops and checks processes (or jobs, or pods).
 import type { BackendHandle, ClusterRecord, WorkerRecord } from '../clusters/model.js';
+import { AppError } from '../errors.js';
 
 export interface SchedulerAddresses {
   scheduler: string;
   dashboard: string;
   api: string;
+}
+
+/** One address a heartbeat reported, taken apart: SCHEME://HOST:PORT (an IPv6 host without brackets). */
+export interface ReportedAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * Parses an address from a heartbeat (the user's word): SCHEME://HOST:PORT with an optional
+ * trailing slash and nothing else — no user info, path, query or odd characters in the host.
+ * Anything else is a 422 naming which address was wrong.
+ */
+export function parseReportedAddress(address: string, what: string): ReportedAddress {
+  const m = /^[a-z][a-z0-9+.-]{0,15}:\/\/(\[[0-9a-f:.]+\]|[a-z0-9.-]{1,253}):(\d{1,5})\/?$/i.exec(address.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) {
+    throw new AppError(422, 'bad_address', `The heartbeat's ${what} address ${JSON.stringify(address.slice(0, 100))} is not SCHEME://HOST:PORT`);
+  }
+  const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : m[1]!;
+  if (m[1]!.startsWith('[') && isIP(host) !== 6) throw new AppError(422, 'bad_address', `The heartbeat's ${what} address has a malformed IPv6 host`);
+  return { host: host.toLowerCase(), port };
+}
+
+/** HOST:PORT for a URL (IPv6 hosts in brackets). */
+export function hostPort(host: string, port: number): string {
+  return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * The addresses a backend accepts from a scheduler whose process it knows runs on one of `hosts`:
+ * each reported host must be one of them (else a 422 the caller logs), the schemes are the
+ * backend's, only the ports are the scheduler's.
+ */
+export function addressesOnHosts(reported: SchedulerAddresses, hosts: ReadonlySet<string>, where: string, dashboardScheme = 'http'): SchedulerAddresses {
+  const on = (address: string, what: string) => {
+    const a = parseReportedAddress(address, what);
+    if (!hosts.has(a.host)) {
+      throw new AppError(422, 'address_not_backend', `The heartbeat says the ${what} listens on ${a.host}, but the scheduler runs on ${[...hosts].join(', ') || 'no known machine'} (${where}); heartbeats cannot move a scheduler elsewhere`);
+    }
+    return hostPort(a.host, a.port);
+  };
+  return {
+    scheduler: `tls://${on(reported.scheduler, 'scheduler')}`,
+    dashboard: reported.dashboard ? `${dashboardScheme}://${on(reported.dashboard, 'dashboard')}` : '',
+    api: `http://${on(reported.api, 'API')}`,
+  };
 }
 
 export interface SchedulerLaunch {
@@ -107,8 +156,12 @@ export interface Backend {
   shareRunWorkspace?(dir: string, owner: string): Promise<void>;
   /** Cleans up after a finished step (e.g. deletes its Job). Optional. */
   release?(handle: BackendHandle): Promise<void>;
-  /** Where the gateway and workers reach a scheduler, given what it reported (e.g. its Service name). Optional. */
-  schedulerAddresses?(cluster: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses;
+  /**
+   * Where the gateway and workers reach a scheduler, given what its heartbeat reported: the host is
+   * where this backend launched it (loopback, the job's machine, the pod), never the heartbeat's
+   * word alone; a report naming another host is a 422 (the caller logs it).
+   */
+  schedulerAddresses(cluster: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses | Promise<SchedulerAddresses>;
   close(): Promise<void>;
 }
 

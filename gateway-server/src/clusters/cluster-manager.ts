@@ -299,20 +299,27 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   // --- heartbeats -----------------------------------------------------------------------------
 
-  heartbeat(name: string, hb: Heartbeat): void {
-    const entry = this.active.get(name);
-    if (!entry) return; // a straggler from a cluster that already ended
-    const c = entry.cluster;
-    if (c.stopRequested || (c.status !== 'PENDING' && c.status !== 'RUNNING')) return;
-    c.lastHeartbeat = now();
+  async heartbeat(name: string, hb: Heartbeat): Promise<void> {
+    const live = () => {
+      const entry = this.active.get(name);
+      const c = entry?.cluster;
+      return entry && c && !c.stopRequested && (c.status === 'PENDING' || c.status === 'RUNNING') ? entry : null;
+    };
+    const first = live();
+    if (!first) return; // a straggler from a cluster that already ended
     const reported = { scheduler: hb.scheduler_address, dashboard: hb.dashboard_address, api: hb.api_address };
     let at: typeof reported;
     try {
-      at = this.deps.backend.schedulerAddresses?.(c, reported) ?? reported;
+      // The backend says where the scheduler really is; the heartbeat gives only its ports.
+      at = await this.deps.backend.schedulerAddresses(first.cluster, reported);
     } catch (err) {
       this.deps.log.warn({ cluster: name, reported, err: errorMessage(err) }, 'refused a heartbeat with addresses the backend does not accept');
       throw err;
     }
+    const entry = live(); // it may have ended while the backend looked
+    if (!entry) return;
+    const c = entry.cluster;
+    c.lastHeartbeat = now();
     if (c.status === 'RUNNING' && (at.scheduler !== c.schedulerAddress || at.api !== c.apiAddress)) {
       // A scheduler that started again elsewhere (a batch system reran its job): follow it, or
       // every scale request and client connection would go to the old, dead address.

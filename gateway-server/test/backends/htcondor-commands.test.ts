@@ -1,7 +1,8 @@
 // The HTCondor backend's command builder and output parser (the pool itself is exercised in
 // htcondor-pool.test.ts against a real HTCondor).
 import { describe, expect, it } from 'vitest';
-import { jobState, parseJobAds, parseTerseSubmit } from '../../src/backends/htcondor/condor-output.js';
+import { jobHosts, jobState, parseJobAds, parseTerseSubmit, type JobAd } from '../../src/backends/htcondor/condor-output.js';
+import { addressesOnHosts, parseReportedAddress } from '../../src/backends/backend.js';
 import { schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
 
 const spec: WorkerJobSpec = {
@@ -127,5 +128,33 @@ describe('condor output', () => {
     expect(jobState(done, now)).toEqual({ alive: false, detail: 'HTCondor job 7.3 exited with code 1' });
     expect(jobState(undefined, now).alive).toBe(false);
     expect(parseJobAds('')).toEqual([]);
+  });
+});
+
+describe('where a running job is, as the schedd says', () => {
+  const running = (extra: Partial<JobAd>): JobAd => ({ ClusterId: 7, ProcId: 0, JobStatus: 2, ...extra });
+
+  it('takes every address of the startd, its alias and the slot machine (as condor_q -json printed them on the test pool)', () => {
+    const hosts = jobHosts(running({ StartdIpAddr: '<127.0.0.1:30461?addrs=127.0.0.1-30461+[fd00::5]-30461&alias=vm&noUDP>', RemoteHost: 'slot1_1@VM.example.org' }));
+    expect([...hosts].sort()).toEqual(['127.0.0.1', 'fd00::5', 'vm', 'vm.example.org']);
+  });
+
+  it('knows no host for a job that does not run (idle, held) or an ad without addresses', () => {
+    expect(jobHosts(undefined).size).toBe(0);
+    expect(jobHosts({ ...running({ StartdIpAddr: '<10.0.0.5:9618>' }), JobStatus: 1 }).size).toBe(0);
+    expect(jobHosts(running({ StartdIpAddr: 'garbage' })).size).toBe(0);
+  });
+
+  it('a heartbeat may name only those hosts; the schemes are the backend\'s, the ports the scheduler\'s', () => {
+    const hosts = jobHosts(running({ StartdIpAddr: '<10.0.0.5:9618?addrs=10.0.0.5-9618>', RemoteHost: 'slot1@node5' }));
+    const at = addressesOnHosts({ scheduler: 'tls://10.0.0.5:40001', dashboard: 'HTTP://node5:8787/', api: 'http://10.0.0.5:40003' }, hosts, 'HTCondor job 7.0');
+    expect(at).toEqual({ scheduler: 'tls://10.0.0.5:40001', dashboard: 'http://node5:8787', api: 'http://10.0.0.5:40003' });
+    for (const forged of ['http://169.254.169.254:80', 'http://10.0.0.6:8787', 'http://node5.evil:8787', 'http://[::1]:8787']) {
+      expect(() => addressesOnHosts({ scheduler: 'tls://10.0.0.5:1', dashboard: forged, api: 'http://10.0.0.5:2' }, hosts, 'HTCondor job 7.0'))
+        .toThrow(expect.objectContaining({ statusCode: 422, code: 'address_not_backend' }));
+    }
+    for (const malformed of ['http://user@10.0.0.5:80', 'http://10.0.0.5:80/path', 'http://10.0.0.5', 'http://10.0.0.5:99999', 'http://10.0.0.5:80\nHost: x']) {
+      expect(() => parseReportedAddress(malformed, 'dashboard')).toThrow(expect.objectContaining({ statusCode: 422, code: 'bad_address' }));
+    }
   });
 });

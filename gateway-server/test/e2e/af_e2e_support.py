@@ -265,3 +265,28 @@ class Replica:
     def kill9(self):
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+
+def read_api_token():
+    """Run on a scheduler: its cluster's API token, as its own heartbeats send it."""
+    import os as _os
+    with open(_os.environ["DASK_GATEWAY_API_TOKEN"]) as f:
+        return f.read().strip()
+
+
+def forged_heartbeat(url: str, cluster: str, token: str, **addresses):
+    """A heartbeat as the cluster's owner could send it with the API token from their scheduler."""
+    body = {"scheduler_address": "tls://127.0.0.1:1", "dashboard_address": "", "api_address": "http://127.0.0.1:1",
+            "count": 0, "active_workers": [], "closing_workers": [], "closed_workers": [], **addresses}
+    return requests.post(f"{url}/api/v1/clusters/{cluster}/heartbeat", json=body,
+                         headers={"Authorization": f"token {token}"}, timeout=60)
+
+
+def assert_heartbeats_cannot_leave(url: str, cluster: str, token: str, hosts=("169.254.169.254", "10.96.0.1", "kubernetes.default.svc")):
+    """Each address of a heartbeat naming a host other than where the backend runs the scheduler is
+    refused with a 422 that says so."""
+    for field, scheme in (("scheduler_address", "tls"), ("dashboard_address", "http"), ("api_address", "http")):
+        for host in hosts:
+            r = forged_heartbeat(url, cluster, token, **{field: f"{scheme}://{host}:443"})
+            assert r.status_code == 422 and r.json()["code"] == "address_not_backend", (field, host, r.text)
+            assert "heartbeats cannot move a scheduler" in r.json()["error"], r.text

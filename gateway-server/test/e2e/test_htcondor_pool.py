@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from af_e2e_support import REPO, GatewayUnderTest, stop
+from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, read_api_token, stop
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -373,6 +373,28 @@ def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_el
     assert (target.stat().st_uid, target.read_text()) == (0, "root only\n")
     assert (gw.data / "encrypt.key").exists() and (gw.data / "state.sqlite").exists()
     assert not (gw.data / "clusters" / mallory.name).exists()
+
+
+def test_a_forged_heartbeat_cannot_point_the_gateway_away_from_the_job(pool, gw):
+    """mallory's scheduler job holds her cluster's API token, so she can send heartbeats of her own.
+    The gateway takes from them only ports on the machine the schedd says her job runs on: an
+    address elsewhere (cloud metadata, the Kubernetes API, another host) is refused with a 422 and
+    the cluster keeps the addresses it had."""
+    mallory = gw.gateway("mallory").new_cluster()
+    try:
+        client = mallory.get_client()
+        token = client.run_on_scheduler(read_api_token)
+        assert_heartbeats_cannot_leave(gw.url, mallory.name, token, hosts=("169.254.169.254", "10.96.0.1", "kubernetes.default.svc", "[::1]"))
+        # the dashboard proxy still reaches her real dashboard, in her job
+        page = requests.get(f"{gw.url}/clusters/{mallory.name}/status", auth=("mallory", ""), timeout=60)
+        assert page.status_code == 200 and "bokeh" in page.text.lower(), page.text[:300]
+        # her real scheduler's own heartbeats still count: the cluster computes
+        assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+        assert "refused a heartbeat with addresses the backend does not accept" in gw.log.read_text()
+        client.close()
+    finally:
+        mallory.shutdown()
+    _wait_queue_empty(pool, mallory.name, gw)
 
 
 def test_the_scheduler_can_run_next_to_the_gateway_too(pool):

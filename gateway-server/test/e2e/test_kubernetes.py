@@ -34,8 +34,8 @@ import pytest
 import requests
 import yaml
 
-from af_e2e_support import (REPO, GatewayUnderTest, Replica, ServiceStandIn, client_credentials_token, free_port,
-                             new_database, running_postgres, start_provider, stop)
+from af_e2e_support import (REPO, GatewayUnderTest, Replica, ServiceStandIn, assert_heartbeats_cannot_leave, client_credentials_token,
+                             free_port, new_database, read_api_token, running_postgres, start_provider, stop)
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -364,6 +364,24 @@ def test_a_hostile_users_tasks_cannot_read_the_gateways_files_nor_another_users_
         if hostile is not None:
             hostile.shutdown()
     wait_until(lambda: _gone(kube, victim.name) and _gone(kube, hostile.name), 60, "both clusters' objects removed")
+
+
+def test_a_forged_heartbeat_cannot_point_the_gateway_away_from_the_pod(kube, gw):
+    """With scheduler_address: pod the gateway reaches the scheduler at its pod's IP as the API server
+    reports it; mallory's heartbeats (her scheduler has the cluster's API token) naming any other
+    host are refused, and her cluster goes on working."""
+    mallory = gw.gateway("mallory").new_cluster()
+    try:
+        client = mallory.get_client()
+        token = client.run_on_scheduler(read_api_token)
+        assert_heartbeats_cannot_leave(gw.url, mallory.name, token)
+        assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+        page = requests.get(f"{gw.url}/clusters/{mallory.name}/status", auth=("mallory", ""), timeout=60)
+        assert page.status_code == 200 and "bokeh" in page.text.lower(), page.text[:300]
+        client.close()
+    finally:
+        mallory.shutdown()
+    wait_until(lambda: _gone(kube, mallory.name), 60, "mallory's pods gone")
 
 
 def test_a_user_without_an_account_gets_nothing(kube, gw):

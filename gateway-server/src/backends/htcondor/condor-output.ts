@@ -30,12 +30,44 @@ export interface JobAd {
   JobCurrentStartDate?: number;
   LastRejMatchReason?: string;
   NumJobMatches?: number;
+  /** While running: the startd's "sinful string", <IP:PORT?addrs=IP-PORT+[IPv6]-PORT&alias=NAME…>. */
+  StartdIpAddr?: string;
+  /** While running: the slot, "slot1@machine" (or "slot1_2@machine"). */
+  RemoteHost?: string;
 }
 
 export const JOB_ATTRIBUTES = [
   'ClusterId', 'ProcId', 'JobStatus', 'Owner', 'AfGatewayOwner', 'AfGatewayCluster', 'AfGatewayWorker', 'AfGatewayWorkflow', 'AfGatewayStep', 'HoldReason', 'RemoveReason',
-  'ExitCode', 'ExitBySignal', 'ExitSignal', 'EnteredCurrentStatus', 'JobCurrentStartDate', 'LastRejMatchReason', 'NumJobMatches',
+  'ExitCode', 'ExitBySignal', 'ExitSignal', 'EnteredCurrentStatus', 'JobCurrentStartDate', 'LastRejMatchReason', 'NumJobMatches', 'StartdIpAddr', 'RemoteHost',
 ];
+
+/**
+ * The machine a running job is on, as the schedd knows it (set by the pool, not by the job): every
+ * address in its startd's sinful string, its alias and the slot's machine name, lower-cased. Empty
+ * while the job does not run.
+ */
+export function jobHosts(ad: JobAd | undefined): Set<string> {
+  const hosts = new Set<string>();
+  if (!ad || ad.JobStatus !== 2) return hosts;
+  const sinful = /^<([^>]*)>$/.exec(ad.StartdIpAddr?.trim() ?? '')?.[1];
+  if (sinful) {
+    const [primary, query = ''] = sinful.split('?', 2) as [string, string?];
+    const bare = (hp: string, sep: string) => {
+      const m = /^\[([^\]]+)\]/.exec(hp);
+      return (m ? m[1]! : hp.slice(0, hp.lastIndexOf(sep) < 0 ? hp.length : hp.lastIndexOf(sep))).toLowerCase();
+    };
+    if (primary) hosts.add(bare(primary, ':'));
+    for (const param of query.split('&')) {
+      const [key, value = ''] = param.split('=', 2) as [string, string?];
+      if (key === 'addrs') for (const a of decodeURIComponent(value).split('+')) if (a) hosts.add(bare(a, '-'));
+      if (key === 'alias' && value) hosts.add(decodeURIComponent(value).toLowerCase());
+    }
+  }
+  const machine = ad.RemoteHost?.split('@').pop()?.trim();
+  if (machine) hosts.add(machine.toLowerCase());
+  hosts.delete('');
+  return hosts;
+}
 
 /** The ClassAds of a -json listing (an empty listing prints nothing at all). */
 export function parseJobAds(stdout: string): JobAd[] {

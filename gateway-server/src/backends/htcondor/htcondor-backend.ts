@@ -22,16 +22,16 @@ import { chmod, lchown, lstat, open, rename, unlink } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { instanceName, type Backend, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import { addressesOnHosts, instanceName, parseReportedAddress, type Backend, type SchedulerAddresses, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import { clusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { CommandRunner, prefixNamesAccount } from '../batch/command-runner.js';
 import { assertGatewayPath, gatewayUid, handFileTo, handTreeTo, makeTraversable, ownedSubdir, removeTree, userLogTail } from '../batch/handoff.js';
 import { stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
-import { JOB_ATTRIBUTES, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
+import { JOB_ATTRIBUTES, jobHosts, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
 import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type PoolSettings } from './submit-description.js';
-import { errorMessage } from '../../errors.js';
+import { AppError, errorMessage } from '../../errors.js';
 
 export interface HTCondorConfig {
   command_prefix: string[];
@@ -320,6 +320,24 @@ export class HTCondorBackend implements Backend {
 
   describe(handle: BackendHandle): string {
     return isJob(handle) ? `HTCondor job ${handle.job}` : `process ${String(handle.pid)}`;
+  }
+
+  /**
+   * A scheduler in a job may only name the machine the schedd says its job runs on (the startd's
+   * addresses, its alias, the slot's machine); one next to the gateway is the local backend's.
+   * The first heartbeat can beat the next poll, so an unknown host looks at the queue once more.
+   */
+  async schedulerAddresses(c: ClusterRecord, reported: SchedulerAddresses): Promise<SchedulerAddresses> {
+    const h = c.scheduler;
+    if (!this.opts.config.scheduler_in_job) return this.opts.local.schedulerAddresses(c, reported);
+    if (!h || !isJob(h)) throw new AppError(409, 'not_running', `Cluster ${c.name} has no scheduler job yet`);
+    let hosts = jobHosts(this.jobs.get(h.job));
+    if (!hosts.has(parseReportedAddress(reported.scheduler, 'scheduler').host)) {
+      this.polledAt = 0;
+      await this.poll();
+      hosts = jobHosts(this.jobs.get(h.job));
+    }
+    return addressesOnHosts(reported, hosts, `HTCondor job ${h.job}`);
   }
 
   /** Environment of condor_submit / condor_rm for a cluster owner's jobs (over the runner's minimal one). */

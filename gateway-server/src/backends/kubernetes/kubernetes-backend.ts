@@ -19,10 +19,10 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import type { FastifyBaseLogger } from 'fastify';
-import { instanceName, type Backend, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import { addressesOnHosts, hostPort, instanceName, parseReportedAddress, type Backend, type SchedulerAddresses, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
-import { errorMessage } from '../../errors.js';
+import { AppError, errorMessage } from '../../errors.js';
 import { podState } from './pod-status.js';
 import { shareRunDir, shareStepDir } from './workspace.js';
 import {
@@ -447,12 +447,30 @@ export class KubernetesBackend implements Backend {
     return handle.kind === 'k8s-job' ? `Kubernetes Job ${String(handle.namespace)}/${String(handle.name)}` : `pod ${String(handle.namespace)}/${String(handle.name)}`;
   }
 
-  /** Workers and the gateway reach the scheduler by its Service name (or the pod's IP, as reported). */
-  schedulerAddresses(c: ClusterRecord, reported: { scheduler: string; dashboard: string; api: string }) {
+  /**
+   * Workers and the gateway reach the scheduler by its Service name, or else at its pod's IP as the
+   * API server reports it; the ports are the ones the pod spec fixed. A heartbeat naming any other
+   * host is refused.
+   */
+  async schedulerAddresses(c: ClusterRecord, reported: SchedulerAddresses): Promise<SchedulerAddresses> {
     const h = c.scheduler as PodHandle | null;
-    if (this.opts.config.scheduler_address !== 'service' || !h || h.kind !== 'k8s-pod') return reported;
-    const host = `${objectNames(c.name).service}.${h.namespace}.svc.${this.opts.config.cluster_domain}`;
-    return { scheduler: `tls://${host}:${PORTS.scheduler}`, dashboard: `http://${host}:${PORTS.dashboard}`, api: `http://${host}:${PORTS.api}` };
+    if (!h || h.kind !== 'k8s-pod') throw new AppError(409, 'not_running', `Cluster ${c.name} has no scheduler pod yet`);
+    if (this.opts.config.scheduler_address === 'service') {
+      const host = `${objectNames(c.name).service}.${h.namespace}.svc.${this.opts.config.cluster_domain}`;
+      return { scheduler: `tls://${host}:${PORTS.scheduler}`, dashboard: `http://${host}:${PORTS.dashboard}`, api: `http://${host}:${PORTS.api}` };
+    }
+    const ipsOf = (p: V1Pod | undefined) => new Set([p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((i) => i.ip)].filter((ip): ip is string => !!ip).map((ip) => ip.toLowerCase()));
+    let ips = ipsOf(this.informer?.get(h.name, h.namespace));
+    if (!ips.has(parseReportedAddress(reported.scheduler, 'scheduler').host)) {
+      ips = ipsOf(await this.core.readNamespacedPod({ name: h.name, namespace: h.namespace }).catch(() => undefined));
+    }
+    const at = addressesOnHosts(reported, ips, `pod ${h.namespace}/${h.name}`);
+    const host = parseReportedAddress(at.scheduler, 'scheduler').host;
+    return {
+      scheduler: `tls://${hostPort(host, PORTS.scheduler)}`,
+      dashboard: at.dashboard ? `http://${hostPort(host, PORTS.dashboard)}` : '',
+      api: `http://${hostPort(host, PORTS.api)}`,
+    };
   }
 
   /** After a restart: pods of this gateway that no cluster refers to are deleted (steps are the workflow engine's). */

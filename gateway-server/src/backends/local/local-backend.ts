@@ -8,12 +8,12 @@
 // a user's directory with its own rights.
 import { statSync } from 'node:fs';
 import { readFile, mkdir } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, networkInterfaces } from 'node:os';
 import { execFile, spawn } from 'node:child_process';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Backend, ClusterFiles, ProcessState, SchedulerAddresses, SchedulerLaunch, StepLaunch, WorkerLaunch } from '../backend.js';
+import { hostPort, parseReportedAddress, type Backend, type ClusterFiles, type ProcessState, type SchedulerAddresses, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError } from '../../errors.js';
@@ -23,6 +23,7 @@ import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clust
 import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
 import { isRunning, readProcStat, stopProcessGroup, type GroupSignaller } from './process-group.js';
 
+const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '[::]']);
 const LAUNCHER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'python', 'af_gateway_launcher.py');
 
 export interface LocalBackendOptions {
@@ -284,15 +285,18 @@ export class LocalBackend implements Backend {
    * and the API's token reach nothing but that cluster's own scheduler.
    */
   schedulerAddresses(_c: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses {
-    const host = this.opts.schedulerHost ?? '127.0.0.1';
-    const port = (address: string, what: string): number => {
-      const m = /^[a-z]+:\/\/[^/]*:(\d{1,5})\/?$/i.exec(address.trim());
-      const n = m ? Number(m[1]) : NaN;
-      if (!(n >= 1 && n <= 65535)) throw new AppError(422, 'bad_address', `The heartbeat's ${what} address ${JSON.stringify(address.slice(0, 100))} is not SCHEME://HOST:PORT`);
-      return n;
-    };
+    const port = (address: string, what: string) => parseReportedAddress(address, what).port;
+    let host = this.opts.schedulerHost ?? '127.0.0.1';
+    if (WILDCARD_HOSTS.has(host)) {
+      // Listening everywhere: the scheduler names the address workers should use, which must be
+      // one of this machine's own.
+      const said = parseReportedAddress(reported.scheduler, 'scheduler').host;
+      const own = new Set(Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address.toLowerCase())));
+      if (!own.has(said)) throw new AppError(422, 'address_not_backend', `The heartbeat says the scheduler listens on ${said}, which is not an address of the gateway's machine where it runs`);
+      host = said;
+    }
     return {
-      scheduler: `tls://${host}:${port(reported.scheduler, 'scheduler')}`,
+      scheduler: `tls://${hostPort(host, port(reported.scheduler, 'scheduler'))}`,
       dashboard: reported.dashboard ? `${this.opts.dashboardTls ? 'https' : 'http'}://127.0.0.1:${port(reported.dashboard, 'dashboard')}` : '',
       api: `http://127.0.0.1:${port(reported.api, 'API')}`,
     };
