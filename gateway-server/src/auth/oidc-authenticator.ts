@@ -5,6 +5,7 @@
 import { createRemoteJWKSet, jwtVerify, errors as joseErrors, decodeProtectedHeader, type JWTPayload } from 'jose';
 import { OidcIssuer, type OidcConfig } from './oidc-issuer.js';
 import { AppError } from '../errors.js';
+import { ConfigError } from '../config.js';
 import { splitAuthorization, type Authenticator, type User } from './authenticator.js';
 
 /** The verified identity of a token, with what the session and the token broker need. */
@@ -34,12 +35,18 @@ export class OidcAuthenticator implements Authenticator {
     private readonly adminGroups: readonly string[],
   ) {
     this.cfg = issuer.cfg;
+    if (!this.cfg.audience.length && !this.cfg.allow_any_audience) {
+      throw new ConfigError(
+        'auth.oidc.audience is empty, so a token the provider issued for any other service would be accepted here: ' +
+          "set auth.oidc.audience to this gateway's audience (e.g. [af-gateway]), or auth.oidc.allow_any_audience: true if every token of the provider is meant for this gateway",
+      );
+    }
   }
 
   private refuse(description: string, error = 'invalid_token'): AppError {
     // RFC 6750: a valid token without the needed scope is a 403, everything else a 401.
     return new AppError(error === 'insufficient_scope' ? 403 : 401, error, `Access token refused: ${description}`, {
-      headers: { 'WWW-Authenticate': `Bearer realm="af-gateway", error="${error}", error_description="${description.replace(/"/g, "'")}"` },
+      headers: { 'WWW-Authenticate': `Bearer realm="af-gateway", error="${error}", error_description="${description.replace(/"/g, "'").replace(/[^\x20-\x7e]/g, '?')}"` },
     });
   }
 
@@ -66,8 +73,17 @@ export class OidcAuthenticator implements Authenticator {
   }
 
   private async verifyJwt(token: string): Promise<JWTPayload> {
+    // The algorithm is pinned before any key is looked at: never none, never an HMAC keyed with the
+    // issuer's public key. (jose's key sets refuse those too; this makes the rule the gateway's own.)
+    const alg = decodeProtectedHeader(token).alg;
+    const algorithms: string[] = this.cfg.algorithms;
+    if (typeof alg !== 'string' || !algorithms.includes(alg)) {
+      const named = typeof alg === 'string' && /^[A-Za-z0-9+_-]{1,16}$/.test(alg) ? alg : 'an unrecognised algorithm';
+      throw this.refuse(`the token is signed with ${named}, which this gateway does not accept (auth.oidc.algorithms: ${algorithms.join(', ')})`);
+    }
     try {
       const { payload } = await jwtVerify(token, await this.keySet(), {
+        algorithms,
         issuer: this.cfg.issuer!,
         audience: this.cfg.audience.length ? this.cfg.audience : undefined,
         clockTolerance: this.cfg.clock_skew,
@@ -83,9 +99,12 @@ export class OidcAuthenticator implements Authenticator {
   private async introspect(token: string): Promise<JWTPayload> {
     if (!this.cfg.introspection.enabled) throw this.refuse('not a JWT, and token introspection is not enabled');
     const claims = (await this.issuer.introspect(token)) as JWTPayload & { active?: boolean };
-    if (!claims.active) throw this.refuse('the identity provider says the token is not active (expired or revoked)');
+    if (claims.active !== true) throw this.refuse('the identity provider says the token is not active (expired or revoked)');
     const now = Date.now() / 1000;
-    if (claims.iss !== undefined && claims.iss !== this.cfg.issuer) throw this.refuse(`issued by ${claims.iss}, not by ${this.cfg.issuer}`);
+    // An introspection endpoint may vouch for tokens of other issuers it federates: only ours count.
+    if (claims.iss !== this.cfg.issuer) {
+      throw this.refuse(typeof claims.iss === 'string' ? `issued by ${claims.iss.slice(0, 200)}, not by ${this.cfg.issuer}` : `the identity provider's introspection answer names no issuer (iss); only tokens of ${this.cfg.issuer} are accepted`);
+    }
     if (typeof claims.exp === 'number' && claims.exp + this.cfg.clock_skew < now) throw this.refuse('the token has expired');
     if (this.cfg.audience.length) {
       const aud = Array.isArray(claims.aud) ? claims.aud : claims.aud ? [claims.aud] : [];

@@ -6,8 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as jose from 'jose';
 import WebSocket from 'ws';
-import { resolveConfig } from '../../src/config.js';
+import { createServer, type Server } from 'node:http';
+import { ConfigError, resolveConfig } from '../../src/config.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { OidcAuthenticator } from '../../src/auth/oidc-authenticator.js';
+import { OidcIssuer } from '../../src/auth/oidc-issuer.js';
 // @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
 
@@ -42,6 +45,14 @@ function wsStatus(headers: Record<string, string>): Promise<number> {
     ws.on('unexpected-response', (_q, r) => { resolve(r.statusCode ?? 0); ws.terminate(); });
     ws.on('error', () => undefined);
   });
+}
+
+/** The provider's current signing key as a PEM public key, as anyone may fetch it from its JWKS. */
+async function issuerPublicKeyPem(): Promise<string> {
+  const meta = (await (await fetch(`${op.issuer}/.well-known/openid-configuration`)).json()) as { jwks_uri: string };
+  const { keys } = (await (await fetch(meta.jwks_uri)).json()) as { keys: jose.JWK[] };
+  const key = (await jose.importJWK(keys.find((k) => k.kid === 'key-1')!, 'RS256', { extractable: true })) as CryptoKey;
+  return jose.exportSPKI(key);
 }
 
 beforeAll(async () => {
@@ -91,6 +102,16 @@ describe('auth matrix', () => {
     ['wrong audience', async () => bearer(await op.token('alice', { resource: 'urn:other-service' })), 401, /not meant for this gateway/],
     ['missing scope', async () => bearer(await op.token('alice', { scope: 'openid compute.read' })), 403, /lacks the scope compute.create/],
     ['not a JWT', async () => bearer('opaque-token-without-introspection'), 401, /not a JWT/],
+    // algorithm confusion: an HMAC keyed with the issuer's published public key, which anyone can compute
+    ['HS256 keyed with the public key', async () => {
+      const pem = await issuerPublicKeyPem();
+      const forged = await new jose.SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'key-1', typ: 'at+jwt' }).sign(new TextEncoder().encode(pem));
+      return bearer(forged);
+    }, 401, /signed with HS256, which this gateway does not accept/],
+    ['an unsigned token (alg none)', async () => {
+      const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      return bearer(`${part({ alg: 'none', typ: 'JWT' })}.${part(claims())}.`);
+    }, 401, /signed with none, which this gateway does not accept/],
   ];
 
   it.each(cases)('%s is refused on the API, the dashboards and the event stream', async (_what, headers, code, message) => {
@@ -138,5 +159,58 @@ describe('key rotation', () => {
     const fresh = await op.token('alice');
     expect(jose.decodeProtectedHeader(fresh).kid).toBe('key-2');
     expect((await status('GET', '/api/v1/clusters/', bearer(fresh))).status).toBe(200);
+  });
+});
+
+describe('configuration refused or pinned', () => {
+  const oidcConfig = (oidc: Record<string, unknown>) => resolveConfig({ auth: { type: 'oidc', oidc: { issuer: op.issuer, ...oidc } } }).auth.oidc;
+
+  it('refuses to start without an audience unless allow_any_audience is set, naming the keys', async () => {
+    const start = startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: join(dataDir, 'no-aud'), auth: { type: 'oidc', oidc: { issuer: op.issuer } } }), makeLogger('silent'));
+    await expect(start).rejects.toThrow(ConfigError);
+    await expect(start).rejects.toThrow(/auth\.oidc\.audience.*auth\.oidc\.allow_any_audience: true/);
+    // the provider behind a JupyterHub gateway (the token broker's) is held to the same rule
+    expect(() => new OidcAuthenticator(new OidcIssuer(oidcConfig({})), [], [])).toThrow(/auth\.oidc\.audience/);
+    const any = new OidcAuthenticator(new OidcIssuer(oidcConfig({ allow_any_audience: true })), [], []);
+    const other = await op.token('alice', { resource: 'urn:other-service' });
+    expect((await any.verify(other)).name).toBe('alice');
+  });
+
+  it('accepts only the configured algorithms (auth.oidc.algorithms)', async () => {
+    const esOnly = new OidcAuthenticator(new OidcIssuer(oidcConfig({ audience: [AUDIENCE], algorithms: ['ES256'] })), [], []);
+    await expect(esOnly.verify(await op.token('alice'))).rejects.toMatchObject({ statusCode: 401, message: expect.stringMatching(/signed with RS256.*auth\.oidc\.algorithms: ES256/) });
+    expect(() => resolveConfig({ auth: { oidc: { algorithms: ['HS256'] } } })).toThrow(ConfigError);
+    expect(() => resolveConfig({ auth: { oidc: { algorithms: ['none'] } } })).toThrow(ConfigError);
+  });
+});
+
+describe('introspection answers', () => {
+  // A stand-in introspection endpoint (RFC 7662): the test provider always names its issuer, but the
+  // RFC makes iss optional and a federating endpoint may vouch for other issuers' tokens.
+  let answer: Record<string, unknown> = {};
+  let standIn: Server;
+  let auth: OidcAuthenticator;
+  beforeAll(async () => {
+    standIn = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer)));
+    await new Promise<void>((r) => standIn.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(standIn.address() as { port: number }).port}/introspect`;
+    const cfg = resolveConfig({ auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: 'af-gateway', client_secret: 'x', introspection: { enabled: true, url } } } }).auth.oidc;
+    auth = new OidcAuthenticator(new OidcIssuer(cfg), [], []);
+  });
+  afterAll(() => new Promise<void>((r) => standIn.close(() => r())));
+
+  const exp = () => Math.floor(Date.now() / 1000) + 300;
+  it.each([
+    ['names no issuer', () => ({ active: true, sub: 'mallory', aud: AUDIENCE, exp: exp() }), /names no issuer/],
+    ['names another issuer', () => ({ active: true, iss: 'https://other.example/', sub: 'mallory', aud: AUDIENCE, exp: exp() }), /issued by https:\/\/other\.example\//],
+    ['says active as a string', () => ({ active: 'true', iss: op.issuer, sub: 'mallory', aud: AUDIENCE, exp: exp() }), /not active/],
+  ])('refuses a token whose introspection %s', async (_what, body, message) => {
+    answer = body();
+    await expect(auth.verify('opaque-token')).rejects.toMatchObject({ statusCode: 401, message: expect.stringMatching(message) });
+  });
+
+  it('accepts an active token of the configured issuer', async () => {
+    answer = { active: true, iss: op.issuer, sub: 'alice', aud: AUDIENCE, exp: exp() };
+    expect((await auth.verify('opaque-token')).name).toBe('alice');
   });
 });
