@@ -333,6 +333,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     req.url = stripBasePath(req.url ?? '/', basePath);
     void (async () => {
       await ready;
+      sessions.bindSocket(req.headers, socket); // closed when the session it rides on ends
       if (await events.handleUpgrade(req, socket, head)) return;
       if (await dashboards(req, socket, head)) return;
       refuseUpgrade(socket, 404, 'not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
@@ -374,6 +375,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         await workflows.close();
         broker.close();
         events.close();
+        sessions.close();
         await app.close();
         await onePort.close();
         await backend.close();

@@ -10,9 +10,16 @@ import { AppError, forbidden, notFound } from '../errors.js';
 import { splitAuthorization } from '../auth/authenticator.js';
 import { sameSecret } from '../auth/same-secret.js';
 import { cookiePathFor } from '../auth/sessions.js';
+import { sameOrigin } from './upgrade.js';
 
-/** user: a logged-in user; cluster: the cluster's own API token (the scheduler); metrics: scraper token or admin. */
-export type RouteAuth = 'none' | 'user' | 'cluster' | 'user-or-cluster' | 'metrics';
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * user: a logged-in user; cluster: the cluster's own API token (the scheduler); metrics: scraper
+ * token or admin; user-or-capability: a logged-in user, or a path whose rest starts with `~` (a
+ * capability the route itself must verify: sandboxed dashboard pages carry no cookie).
+ */
+export type RouteAuth = 'none' | 'user' | 'cluster' | 'user-or-cluster' | 'metrics' | 'user-or-capability';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -37,8 +44,15 @@ export const routeAuth = fp(
     app.decorateRequest('user', null);
     app.decorateRequest('clusterToken', false);
     app.addHook('onRequest', async (req, reply) => {
+      // A browser sends its cookies (and remembered Basic credentials) with another site's forms and
+      // fetches too; it names the page's origin, which must be the gateway's own for any change.
+      // Clients that are no browser send no Origin.
+      if (!SAFE_METHODS.has(req.method) && !sameOrigin(req.raw)) {
+        throw new AppError(403, 'cross_origin', `${req.method} requests are accepted only from the gateway's own pages, not from ${String(req.headers.origin).slice(0, 100)}`);
+      }
       const mode: RouteAuth = req.routeOptions.config?.auth ?? 'user';
       if (mode === 'none') return;
+      if (mode === 'user-or-capability' && (req.params as { '*'?: string })['*']?.startsWith('~')) return;
       const header = req.headers.authorization;
       if ((mode === 'cluster' || mode === 'user-or-cluster') && header) {
         const { scheme, credentials } = splitAuthorization(header);

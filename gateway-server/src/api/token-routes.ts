@@ -45,7 +45,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
   }, async (req) => broker.handOver(req.user!, req.body.refresh_token));
 
   app.delete('/api/af/token/refresh-token', {
-    schema: { tags: ['tokens'], summary: 'Make the broker forget your tokens', response: { ...errors } },
+    schema: { tags: ['tokens'], summary: 'Make the broker forget your tokens', response: { 204: { type: 'null', description: 'Forgotten' }, ...errors } },
   }, async (req, reply) => {
     broker.forget(req.user!);
     return reply.code(204).send();
@@ -55,6 +55,20 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     schema: { tags: ['tokens'], summary: 'Refresh your access token now', response: { 200: { $ref: 'token-status.json' }, ...errors } },
   }, async (req) => broker.refreshNow(req.user!));
 
+  app.post('/api/af/logout', {
+    // (no login needed: logging out twice, or with an expired session, still clears the cookie)
+    config: { auth: 'none' },
+    schema: {
+      tags: ['auth'],
+      summary: "End the caller's browser session: its cookie is cleared and its WebSockets (event stream, dashboards) are closed",
+      response: { 204: { type: 'null', description: 'Logged out' }, ...errors },
+    },
+  }, async (req, reply) => {
+    reply.header('Set-Cookie', await sessions.end(req.headers.cookie, cookiePathFor(req.originalUrl, opts.basePath)));
+    reply.header('cache-control', 'no-store');
+    return reply.code(204).send();
+  });
+
   // --- login (authorization code + PKCE, the gateway as a confidential client) -----------------
   const pending = new LoginStates<{ verifier: string; next: string; redirectUri: string }>(sessions.secure);
   const prefix = opts.basePath.replace(/\/$/, '');
@@ -62,7 +76,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
 
   app.get<{ Querystring: { next?: string } }>('/api/af/login', {
     config: { auth: 'none' },
-    schema: { tags: ['tokens'], summary: 'Log in at the identity provider; the broker then keeps your tokens fresh', querystring: { type: 'object', properties: { next: { type: 'string' } } } },
+    schema: { tags: ['tokens'], summary: 'Log in at the identity provider; the broker then keeps your tokens fresh', querystring: { type: 'object', properties: { next: { type: 'string' } } }, response: { 302: { type: 'null', description: 'To the identity provider' }, ...errors } },
   }, async (req, reply) => {
     if (!oidc?.issuer.hasClient()) throw new AppError(409, 'no_login', 'Login needs auth.type oidc with the gateway\'s own client (auth.oidc.client_id)');
     const verifier = randomBytes(32).toString('base64url');

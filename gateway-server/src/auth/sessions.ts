@@ -1,6 +1,10 @@
 // Login sessions: after an Authorization header succeeds, a random cookie (only its SHA-256 is
 // stored) identifies the user until it expires. Kept in the state store, so a restart (or another replica) keeps people logged in.
+// WebSockets opened on a session's cookie live no longer than the session: logout closes them at
+// once, and a watch closes those whose session expired or was ended elsewhere (another replica).
 import { createHash, randomBytes } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { StateStore } from '../store/state-store.js';
 import type { User } from './authenticator.js';
 import { refuseUnsafeName } from './identify.js';
@@ -10,11 +14,17 @@ export const SESSION_COOKIE = 'af-gateway-session';
 const hash = (token: string) => createHash('sha256').update(token).digest('hex');
 
 export class Sessions {
+  /** Open WebSockets by the hash of the session cookie they were opened with. */
+  private readonly sockets = new Map<string, Set<Duplex>>();
+  private watch: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly store: StateStore,
     private readonly maxAgeSeconds: number,
     /** Cookies only over HTTPS (the gateway terminates TLS, or its public URL is https). */
     readonly secure: boolean,
+    /** How often sockets' sessions are checked for expiry or an end elsewhere. */
+    private readonly socketCheckMs = 15_000,
   ) {}
 
   /**
@@ -41,6 +51,68 @@ export class Sessions {
 
   prune(): Promise<void> {
     return this.store.pruneSessions(Date.now());
+  }
+
+  /**
+   * Ends the session of this Cookie header, if any: its row is removed (on every replica) and its
+   * WebSockets here are closed. Returns the Set-Cookie value that clears the cookie.
+   */
+  async end(cookieHeader: string | undefined, path = '/'): Promise<string> {
+    const token = readCookie(cookieHeader, SESSION_COOKIE);
+    if (token) {
+      const key = hash(token);
+      await this.store.deleteSession(key);
+      this.closeSockets(key);
+    }
+    const attrs = [`${SESSION_COOKIE}=`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', 'Max-Age=0'];
+    if (this.secure) attrs.push('Secure');
+    return attrs.join('; ');
+  }
+
+  /**
+   * Binds a WebSocket upgrade to the session it rides on (its cookie, when it carries no
+   * Authorization header of its own): the socket is closed when that session ends.
+   */
+  bindSocket(headers: IncomingHttpHeaders, socket: Duplex): void {
+    if (headers.authorization) return;
+    const token = readCookie(headers.cookie, SESSION_COOKIE);
+    if (!token || socket.destroyed) return;
+    const key = hash(token);
+    let set = this.sockets.get(key);
+    if (!set) this.sockets.set(key, (set = new Set()));
+    set.add(socket);
+    socket.once('close', () => {
+      set.delete(socket);
+      if (!set.size && this.sockets.get(key) === set) this.sockets.delete(key);
+      if (!this.sockets.size) this.stopWatch();
+    });
+    this.watch ??= setInterval(() => void this.checkSockets(), this.socketCheckMs).unref();
+  }
+
+  /** Closes the sockets of sessions that expired or were ended (here or on another replica). */
+  private async checkSockets(): Promise<void> {
+    const now = Date.now();
+    for (const key of [...this.sockets.keys()]) {
+      const alive = await this.store.findSession(key, now).catch(() => 'unknown'); // a store hiccup closes nothing
+      if (alive === undefined) this.closeSockets(key);
+    }
+  }
+
+  private closeSockets(key: string): void {
+    const set = this.sockets.get(key);
+    this.sockets.delete(key);
+    for (const socket of set ?? []) socket.destroy();
+    if (!this.sockets.size) this.stopWatch();
+  }
+
+  private stopWatch(): void {
+    if (this.watch) clearInterval(this.watch);
+    this.watch = undefined;
+  }
+
+  /** Stops watching (the gateway is closing; its sockets close with it). */
+  close(): void {
+    this.stopWatch();
   }
 }
 

@@ -215,6 +215,10 @@ export class PostgresStore implements StateStore {
     return this.write(() => this.pool.query('DELETE FROM sessions WHERE expires <= $1', [now]));
   }
 
+  deleteSession(tokenHash: string): Promise<void> {
+    return this.write(() => this.pool.query('DELETE FROM sessions WHERE token_hash = $1', [tokenHash]));
+  }
+
   saveTokens(username: string, data: object, secrets: object): Promise<void> {
     const sealed = this.box.seal(JSON.stringify(secrets));
     return this.write(() =>

@@ -132,6 +132,10 @@ export class SqliteStore implements StateStore {
     this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now);
   }
 
+  async deleteSession(tokenHash: string): Promise<void> {
+    this.db.prepare('DELETE FROM sessions WHERE token_hash = ?').run(tokenHash);
+  }
+
   // --- the token broker's per-user state: facts in clear, tokens sealed ---------------------------
 
   async saveTokens(username: string, data: object, secrets: object): Promise<void> {

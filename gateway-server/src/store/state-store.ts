@@ -45,6 +45,8 @@ export interface StateStore {
   saveSession(tokenHash: string, user: string, expires: number): Promise<void>;
   findSession(tokenHash: string, now: number): Promise<string | undefined>;
   pruneSessions(now: number): Promise<void>;
+  /** Removes one session (a logout). */
+  deleteSession(tokenHash: string): Promise<void>;
 
   saveTokens(username: string, data: object, secrets: object): Promise<void>;
   loadTokens(): Promise<{ username: string; data: unknown; secrets: unknown }[]>;
