@@ -16,7 +16,12 @@ export interface RucioInstanceConfig {
   password: string | null;
   default_scheme: string;
   timeout: number;
+  /** userpass mode: whether users may write (rules, registrations) as the one service account. */
+  allow_writes: boolean;
 }
+
+/** Requests that only read although they are no GET (Rucio lists replicas by POST). */
+const READ_POSTS = new Set(['/replicas/list']);
 
 /** Where user tokens come from (the token broker). */
 export interface UserTokenSource {
@@ -99,8 +104,25 @@ export class RucioClient {
     }
   }
 
+  /**
+   * In userpass mode every user acts as the one service account: what one user's rule or
+   * registration does is done in everyone's name, and any user may undo it. So only reads pass,
+   * unless the admin said otherwise.
+   */
+  private refuseSharedWrites(method: string, path: string): void {
+    if (this.cfg.auth !== 'userpass' || this.cfg.allow_writes) return;
+    if (method === 'GET' || method === 'HEAD' || (method === 'POST' && READ_POSTS.has(path.split('?')[0]!))) return;
+    throw new AppError(
+      403,
+      'rucio_read_only',
+      `Rucio (${this.cfg.name}) is reached with one service account for all users (auth: userpass), so the gateway only reads from it: ` +
+        `rules and registrations would be made in every user's name. An admin who wants them anyway sets allow_writes: true on the rucio instance ${this.cfg.name}.`,
+    );
+  }
+
   /** A request as `user`; the response is returned unread on success (its body may be a stream). */
   async request(user: User, method: string, path: string, body?: unknown): Promise<Response> {
+    this.refuseSharedWrites(method, path);
     const headers: Record<string, string> = { 'X-Rucio-Auth-Token': await this.token(user) };
     if (this.cfg.vo) headers['X-Rucio-VO'] = this.cfg.vo;
     const res = await this.fetch(method, path, headers, body);

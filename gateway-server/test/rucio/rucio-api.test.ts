@@ -184,7 +184,17 @@ describe('service mode (userpass, admin-configured)', () => {
     const u = rucio.root_userpass;
     process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC = u.password; // the password comes by environment
     const svc = await startGateway(
-      resolveConfig({ listen: '127.0.0.1:0', data_dir: dir, backend: { local: { single_user: true } }, rucio: { instances: [{ name: 'svc', url: rucio.url, auth: 'userpass', account: u.account, username: u.username }] } }),
+      resolveConfig({
+        listen: '127.0.0.1:0',
+        data_dir: dir,
+        backend: { local: { single_user: true } },
+        rucio: {
+          instances: [
+            { name: 'svc', url: rucio.url, auth: 'userpass', account: u.account, username: u.username },
+            { name: 'svcw', url: rucio.url, auth: 'userpass', account: u.account, username: u.username, password: u.password, allow_writes: true },
+          ],
+        },
+      }),
       makeLogger('warn'),
     );
     try {
@@ -194,6 +204,26 @@ describe('service mode (userpass, admin-configured)', () => {
       expect(((await who.json()) as { account: string }).account).toBe('root');
       const found = await (await fetch(`${svc.url}/api/af/rucio/svc/search/data26?name=ds.small&type=dataset`, { headers: basic })).text();
       expect(found).toContain('ds.small');
+      const post = (instance: string, path: string, body: unknown) =>
+        fetch(`${svc.url}/api/af/rucio/${instance}${path}`, { method: 'POST', headers: { ...basic, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      // listing replicas is a POST that only reads: allowed
+      const replicas = await post('svc', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: ['davs'] });
+      expect(replicas.status).toBe(200);
+      // carol would write as root, in everyone's name: rules and registrations are refused, naming the key
+      const rule = { dids: [{ scope: 'data26', name: 'ds.small' }], rse_expression: 'SITE-A_DISK', lifetime: 3600 };
+      const register = { rse: 'SITE-A_SCRATCHDISK', dataset: { scope: 'data26', name: 'ds.carol.outputs' }, files: [{ name: 'carol.0001.root', bytes: 1, adler32: '00000001' }] };
+      for (const [path, body] of [['/rules', rule], ['/register', register]] as const) {
+        const refused = await post('svc', path, body);
+        expect(refused.status).toBe(403);
+        const answer = (await refused.json()) as { error: string; code: string };
+        expect(answer.code).toBe('rucio_read_only');
+        expect(answer.error).toMatch(/allow_writes: true on the rucio instance svc/);
+      }
+      const untouched = await fetch(`${svc.url}/api/af/rucio/svc/dids/data26/ds.carol.outputs`, { headers: basic });
+      expect(untouched.status).toBe(404); // nothing was registered before the refusal
+      // where the admin allowed it, the service account writes
+      const made = await post('svcw', '/rules', { ...rule, rse_expression: 'SITE-A_DISK|SITE-B_DISK' });
+      expect(made.status, await made.clone().text()).toBe(201);
     } finally {
       delete process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC;
       await svc.close();
