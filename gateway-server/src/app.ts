@@ -10,7 +10,7 @@ import { bodyAjv, queryAjv } from './schemas.js';
 import { errorHandler } from './api/error-handler.js';
 import { routeAuth } from './api/route-auth.js';
 import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
-import { dashboardProxy } from './api/dashboard-proxy.js';
+import { dashboardProxy, redactCapability, type DashboardCapabilities } from './api/dashboard-proxy.js';
 import { systemRoutes } from './api/system-routes.js';
 import { afRoutes, type ConnectTarget } from './api/af-routes.js';
 import type { RucioClient } from './rucio/rucio-client.js';
@@ -43,6 +43,8 @@ export interface AppDeps {
   /** Rucio instances by name (rucio.instances). */
   rucio: Map<string, RucioClient>;
   workflows: WorkflowEngine;
+  /** Signs the capabilities of sandboxed dashboard pages (the upgrade handler checks the same). */
+  dashboardCapabilities: DashboardCapabilities;
   health: () => Promise<Record<string, string>>;
   /** Resolves once restart recovery finished: requests wait for it (a cluster being adopted is not yet known). */
   ready?: Promise<void>;
@@ -81,7 +83,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
-    const line = { method: req.method, url: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: req.user?.name };
+    const line = { method: req.method, url: redactCapability(req.url.split('?')[0]!), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: req.user?.name };
     if (QUIET_ROUTES.has(route)) req.log.debug(line, 'request');
     else req.log.info(line, 'request');
   });
@@ -107,7 +109,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(rucioRoutes, { instances: deps.rucio });
   await app.register(workflowRoutes, { engine: deps.workflows });
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
-  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath });
+  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath, capabilities: deps.dashboardCapabilities });
   return app;
 }
 

@@ -30,7 +30,7 @@ import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
 import { KubernetesBackend } from './backends/kubernetes/kubernetes-backend.js';
 import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
-import { dashboardUpgradeHandler } from './api/dashboard-proxy.js';
+import { DashboardCapabilities, dashboardUpgradeHandler } from './api/dashboard-proxy.js';
 import { EventStream } from './api/event-stream.js';
 import { refuseUpgrade } from './api/upgrade.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
@@ -290,7 +290,9 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   // being adopted would look ended (a failover's clients retry at once).
   let recovered!: () => void;
   const ready = new Promise<void>((resolve) => (recovered = resolve));
+  const dashboardCapabilities = new DashboardCapabilities();
   const app = await buildApp({
+    dashboardCapabilities,
     ready,
     workflows,
     logger,
@@ -328,7 +330,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
 
   // WebSocket upgrades: the event stream and the dashboards' bokeh sockets.
   const events = new EventStream({ clusters, broker, identifier, workflows, log: logger });
-  const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger });
+  const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger, capabilities: dashboardCapabilities });
   app.server.on('upgrade', (req, socket, head) => {
     req.url = stripBasePath(req.url ?? '/', basePath);
     void (async () => {

@@ -1,5 +1,6 @@
 // Dashboards behind the owner's login: /clusters/<name>/<path> → the scheduler's dashboard <path>,
 // for HTTP requests and for the bokeh WebSocket upgrades alike. Route table = the running clusters.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -7,7 +8,6 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { Identifier } from '../auth/identify.js';
-import { withoutSessionCookie } from '../auth/sessions.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import type { ClusterRecord } from '../clusters/model.js';
 import { AppError, conflict, errorMessage, forbidden, notFound } from '../errors.js';
@@ -15,6 +15,49 @@ import { refuseUpgrade, sameOrigin } from './upgrade.js';
 import { authorizedCluster } from './route-auth.js';
 
 const PREFIX = /^\/clusters\/([A-Za-z0-9_-]{1,64})(\/[^?]*)?(\?.*)?$/;
+/** The rest of a dashboard path that starts with a capability segment: /~<capability>/<path>. */
+const CAPABILITY_PATH = /^\/~([A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{43})(\/.*)?$/;
+
+/**
+ * Capabilities for sandboxed dashboard pages: who was let in, to which cluster, until when, signed
+ * with a key of this process (a restarted gateway or another replica sends the browser back to the
+ * credentialed route once). They live in URL paths, so logs show them redacted.
+ */
+export class DashboardCapabilities {
+  private readonly key = randomBytes(32);
+
+  constructor(private readonly ttlMs = 3_600_000) {}
+
+  issue(holder: string, cluster: string): string {
+    const payload = Buffer.from(JSON.stringify([holder, cluster, Date.now() + this.ttlMs])).toString('base64url');
+    return `${payload}.${this.sign(payload)}`;
+  }
+
+  /** The holder, if `capability` is ours, unexpired and for `cluster`. */
+  verify(capability: string, cluster: string): string | null {
+    const dot = capability.lastIndexOf('.');
+    if (dot < 1) return null;
+    const payload = capability.slice(0, dot);
+    const given = Buffer.from(capability.slice(dot + 1), 'base64url');
+    const want = Buffer.from(this.sign(payload), 'base64url');
+    if (given.length !== want.length || !timingSafeEqual(given, want)) return null;
+    try {
+      const [holder, forCluster, until] = JSON.parse(Buffer.from(payload, 'base64url').toString()) as [string, string, number];
+      return forCluster === cluster && typeof until === 'number' && until > Date.now() && typeof holder === 'string' ? holder : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private sign(payload: string): string {
+    return createHmac('sha256', this.key).update(payload).digest('base64url');
+  }
+}
+
+/** A URL path for logs: a dashboard capability in it is replaced. */
+export function redactCapability(path: string): string {
+  return path.replace(/(\/clusters\/[^/]+\/~)[^/?]+/, '$1[capability]');
+}
 
 function dashboardOf(c: ClusterRecord): URL {
   if (c.status === 'PENDING') throw conflict(`Cluster ${c.name} is still starting; its dashboard appears once it runs`, 'not_running');
@@ -32,22 +75,49 @@ function tlsOptions(c: ClusterRecord) {
   return { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCert, checkServerIdentity: () => undefined };
 }
 
-/** Headers for the dashboard: the gateway's credentials stay here. */
+/** Headers for the dashboard: none of the viewer's credentials (cookies, Authorization) leave the gateway. */
 function upstreamHeaders(headers: IncomingHttpHeaders, target: URL, prefix: string): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = { ...headers, host: target.host, 'x-forwarded-prefix': prefix };
   delete out.authorization;
-  const cookie = withoutSessionCookie(headers.cookie);
-  if (cookie) out.cookie = cookie;
-  else delete out.cookie;
+  delete out.cookie;
   return out;
 }
 
+/**
+ * A dashboard is the cluster owner's content (their scheduler serves it, their code can change
+ * it), shown on the gateway's origin. It is served sandboxed: an opaque origin, so its scripts
+ * cannot call the gateway with the viewer's cookies (an admin opening a user's dashboard stays the
+ * admin), nor set the gateway's cookies, nor read the viewer's storage. Its own requests, which
+ * carry no cookie from an opaque origin, are authorised by a capability in their path instead.
+ */
+const SANDBOXED: Record<string, string> = {
+  'content-security-policy': "sandbox allow-scripts allow-popups allow-downloads; frame-ancestors 'self'",
+  'referrer-policy': 'no-referrer', // the capability in the URL stays here
+  'x-content-type-options': 'nosniff',
+  'cache-control': 'private, no-store',
+};
+
+/** Response headers from a dashboard, as the viewer gets them. */
+function viewerHeaders(res: IncomingMessage, basePath: string, prefix: string): IncomingHttpHeaders {
+  const headers: IncomingHttpHeaders = { ...res.headers };
+  delete headers['set-cookie']; // the dashboard sets no cookie on the gateway's origin
+  for (const k of Object.keys(headers)) if (k.startsWith('access-control-')) delete headers[k];
+  const loc = headers.location;
+  // The dashboard's absolute redirects stay inside its route (and the base path the browser used).
+  if (typeof loc === 'string' && loc.startsWith('/') && !loc.startsWith('//')) headers.location = basePath.replace(/\/$/, '') + prefix + loc;
+  else if (typeof loc === 'string' && !loc.startsWith('/') && /^[a-z][a-z0-9+.-]*:/i.test(loc)) delete headers.location;
+  return { ...headers, ...SANDBOXED };
+}
+
+const READ_ONLY = new Set(['GET', 'HEAD']);
+
 export async function dashboardProxy(
   app: FastifyInstance,
-  opts: { clusters: ClusterManager; identifier: Identifier; basePath: string },
+  opts: { clusters: ClusterManager; identifier: Identifier; basePath: string; capabilities: DashboardCapabilities },
 ): Promise<void> {
-  const { clusters } = opts;
-  // Bodies pass through untouched.
+  const { clusters, capabilities } = opts;
+  const base = opts.basePath.replace(/\/$/, '');
+  // Dashboards are read-only here: no request bodies to parse or pass on.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
@@ -56,11 +126,42 @@ export async function dashboardProxy(
     return reply.redirect(`${opts.basePath}clusters/${req.params.cluster_name}/status`);
   });
 
-  app.all<{ Params: { cluster_name: string; '*': string } }>('/clusters/:cluster_name/*', { schema: { hide: true } }, async (req, reply) => {
-    const c = await authorizedCluster(req, clusters, req.params.cluster_name);
-    const target = dashboardOf(c);
-    const prefix = `/clusters/${c.name}`;
+  const readOnly = (method: string) => {
+    if (!READ_ONLY.has(method)) {
+      throw new AppError(405, 'method_not_allowed', `Dashboards are read-only through the gateway: ${method} is refused (GET, HEAD and WebSocket only)`, { headers: { allow: 'GET, HEAD' } });
+    }
+  };
+
+  // The viewer's own credentials (cookie, Authorization) open a dashboard page: they are sent
+  // once, to the plain path, which answers with the page's sandboxed address (a capability); the
+  // page and its own requests then use that.
+  app.all<{ Params: { cluster_name: string; '*': string } }>('/clusters/:cluster_name/*', {
+    schema: { hide: true },
+    config: { auth: 'user-or-capability' },
+  }, async (req, reply) => {
+    readOnly(req.method);
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
+    const name = req.params.cluster_name;
+    // The path as the browser sent it (still percent-encoded), after /clusters/<name>.
+    const raw = /^\/clusters\/[^/?]+(\/[^?]*)?/.exec(req.url)?.[1] ?? '/';
+    const rest = CAPABILITY_PATH.exec(raw);
+    if (!rest) {
+      if (raw.startsWith('/~')) throw notFound(`Dashboard page ${raw.slice(0, 100)}`);
+      const c = await authorizedCluster(req, clusters, name);
+      const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name);
+      void reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer');
+      return reply.redirect(`${base}/clusters/${c.name}/~${cap}${raw}${query}`, 303);
+    }
+    const [, capability, path = '/'] = rest as unknown as [string, string, string?];
+    if (!capabilities.verify(capability, name)) {
+      // Expired or not ours: back to the credentialed path, which issues a fresh one (or asks to log in).
+      void reply.header('cache-control', 'no-store');
+      return reply.redirect(`${base}/clusters/${name}${path}${query}`, 303);
+    }
+    const c = await clusters.get(name);
+    if (!c) throw notFound(`Cluster ${name}`);
+    const target = dashboardOf(c);
+    const prefix = `/clusters/${c.name}/~${capability}`;
     reply.hijack();
     const secure = target.protocol === 'https:';
     const upstream = (secure ? https : http).request(
@@ -68,16 +169,12 @@ export async function dashboardProxy(
         host: target.hostname,
         port: target.port,
         method: req.method,
-        path: `/${req.params['*']}${query}`,
+        path: `${path}${query}`,
         headers: upstreamHeaders(req.headers, target, prefix),
         ...(secure ? tlsOptions(c) : {}),
       },
       (res) => {
-        const headers = { ...res.headers };
-        const loc = headers.location;
-        // The dashboard's absolute redirects stay inside its route (and the base path the browser used).
-        if (typeof loc === 'string' && loc.startsWith('/')) headers.location = opts.basePath.replace(/\/$/, '') + prefix + loc;
-        reply.raw.writeHead(res.statusCode ?? 502, headers);
+        reply.raw.writeHead(res.statusCode ?? 502, viewerHeaders(res, opts.basePath, prefix));
         res.pipe(reply.raw);
       },
     );
@@ -88,34 +185,40 @@ export async function dashboardProxy(
         reply.raw.end(JSON.stringify({ error: `The dashboard of cluster ${c.name} did not answer`, code: 'dashboard_unreachable' }));
       } else reply.raw.destroy();
     });
-    const body = req.body as NodeJS.ReadableStream | undefined;
-    if (body && typeof body.pipe === 'function') body.pipe(upstream);
-    else upstream.end();
+    upstream.end();
   });
 }
 
-/** WebSocket upgrades under /clusters/<name>/…, authenticated like every other request. */
-export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger }) {
+/** WebSocket upgrades under /clusters/<name>/…: by the page's capability, or by the viewer's own credentials. */
+export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger; capabilities: DashboardCapabilities }) {
   return async (req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> => {
     const m = PREFIX.exec(req.url ?? '');
     if (!m) return false;
     socket.on('error', () => socket.destroy());
-    if (!sameOrigin(req)) {
+    // A sandboxed dashboard page (opaque origin, Origin: null, no cookies) connects with the
+    // capability in its path; anything else rides on the viewer's own credentials, from our origin.
+    const capability = CAPABILITY_PATH.exec(m[2] ?? '');
+    if (!capability && !sameOrigin(req)) {
       refuseUpgrade(socket, 403, 'cross_origin', 'Dashboards accept WebSocket connections only from the gateway\'s own pages');
       return true;
     }
     try {
-      const { user } = await deps.identifier.identify(req.headers);
       const c = await deps.clusters.get(m[1]!);
-      if (!c) throw notFound(`Cluster ${m[1]}`);
-      if (user.name !== c.username && !user.admin) throw forbidden(`User ${user.name} may not access cluster ${c.name}: it belongs to another user`);
+      if (capability) {
+        if (!deps.capabilities.verify(capability[1]!, m[1]!)) throw new AppError(401, 'dashboard_capability', 'This dashboard address has expired or is not valid: reload the dashboard page');
+        if (!c) throw notFound(`Cluster ${m[1]}`);
+      } else {
+        const { user } = await deps.identifier.identify(req.headers);
+        if (!c) throw notFound(`Cluster ${m[1]}`);
+        if (user.name !== c.username && !user.admin) throw forbidden(`User ${user.name} may not access cluster ${c.name}: it belongs to another user`);
+      }
       const target = dashboardOf(c);
       const upstream =
         target.protocol === 'https:'
           ? tls.connect({ host: target.hostname, port: Number(target.port), ...tlsOptions(c) })
           : net.connect({ host: target.hostname, port: Number(target.port) });
-      const headers = upstreamHeaders(req.headers, target, `/clusters/${c.name}`);
-      const lines = [`${req.method} ${m[2] ?? '/'}${m[3] ?? ''} HTTP/1.1`];
+      const headers = upstreamHeaders(req.headers, target, `/clusters/${c.name}${capability ? `/~${capability[1]}` : ''}`);
+      const lines = [`${req.method} ${capability ? capability[2] || '/' : m[2] ?? '/'}${m[3] ?? ''} HTTP/1.1`];
       for (const [k, v] of Object.entries(headers)) {
         for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) lines.push(`${k}: ${one}`);
       }

@@ -214,13 +214,58 @@ def test_dashboard_requires_owner_auth(server, cluster):
     r = s.get(server.url("/api/v1/clusters/"), auth=server.auth("alice"), timeout=30)
     assert r.status_code == 200
     assert s.cookies, "no session cookie set after authentication"
-    r = s.get(link, timeout=30, allow_redirects=False)
+    r = s.get(link, timeout=30)
     assert r.status_code == 200, (r.status_code, r.text[:200])
     assert "Authorization" not in r.request.headers
     # the websocket needs the owner's auth as well
     ws_url = "ws" + link[len("http") :] + "/ws"
     assert asyncio.run(_ws_handshake_status(ws_url, {})) == 401
     assert asyncio.run(_ws_handshake_status(ws_url, _basic("bob"))) == 403
+
+
+def test_a_dashboard_is_sandboxed_user_content(server, cluster):
+    """A dashboard is its owner's content on the gateway's origin: it is served sandboxed (its
+    scripts get an opaque origin, so an admin who opens it does not lend them the admin's
+    session), read-only, without the viewer's credentials, and its own requests are authorised by
+    a capability in the path that bob cannot forge or move to another cluster."""
+    only_ours("sandboxed dashboards")
+    link = cluster.dashboard_link
+    first = requests.get(link, auth=server.auth("alice"), timeout=30, allow_redirects=False)
+    assert first.status_code == 303, (first.status_code, first.text[:200])
+    sandboxed = first.headers["Location"]
+    assert re.search(rf"/clusters/{cluster.name}/~[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{{43}}/status$", sandboxed), sandboxed
+    url = server.url(sandboxed) if sandboxed.startswith("/") else sandboxed
+    # the capability alone opens the page (a sandboxed page sends no cookie), sandboxed
+    page = requests.get(url, timeout=30)
+    assert page.status_code == 200 and "bokeh" in page.text.lower(), page.text[:200]
+    csp = page.headers["Content-Security-Policy"]
+    assert "sandbox allow-scripts" in csp and "allow-same-origin" not in csp, csp
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "Set-Cookie" not in page.headers
+    # ...and its bokeh WebSocket, from the opaque origin browsers give it (Origin: null)
+    m = re.search(r'"token"\s*:\s*"([^"]+)"', page.text)
+    ws_url = "ws" + url[len("http"):] + "/ws"
+    msg = asyncio.run(_bokeh_ws(ws_url, {}, m.group(1), "null"))
+    assert json.loads(msg.data).get("msgtype") == "ACK", msg.data
+
+    cap = sandboxed.rsplit("/", 2)[-2]
+    payload, sig = cap[1:].split(".")
+    # bob: a forged signature, a capability re-signed for his own name, alice's capability on another path
+    forged = [f"~{payload}.{'A' * 43}", f"~{base64.urlsafe_b64encode(json.dumps(['bob', cluster.name, 9e12]).encode()).decode().rstrip('=')}.{sig}"]
+    for bad in forged:
+        r = requests.get(server.url(f"/clusters/{cluster.name}/{bad}/status"), timeout=30, allow_redirects=False)
+        assert r.status_code == 303 and r.headers["Location"].endswith(f"/clusters/{cluster.name}/status"), (bad, r.status_code)
+        assert requests.get(server.url(f"/clusters/{cluster.name}/{bad}/status"), timeout=30).status_code == 401
+        assert asyncio.run(_ws_handshake_status(server.url(f"/clusters/{cluster.name}/{bad}/status/ws").replace("http", "ws", 1), {"Origin": "null"})) == 401
+    other = server.url(f"/clusters/{'0' * 32}/{cap}/status")
+    assert requests.get(other, timeout=30, allow_redirects=False).status_code == 303
+    # read-only: no method but GET/HEAD reaches the scheduler's dashboard, with or without a capability
+    for target in (link, url):
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            r = requests.request(method, target, auth=server.auth("alice"), data=b"x", timeout=30, allow_redirects=False)
+            assert r.status_code == 405 and r.json()["code"] == "method_not_allowed", (method, target, r.status_code)
+    # the viewer's cookies never reach the dashboard; bob's own credentials still get a 403
+    assert requests.get(link, auth=server.auth("bob"), timeout=30, allow_redirects=False).status_code == 403
 
 
 def test_processes_carry_marker(cluster, client):
