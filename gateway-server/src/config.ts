@@ -35,7 +35,8 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd()): ResolvedCo
 
 export function loadConfigFile(file: string | undefined): ResolvedConfig {
   // The embedded default is one person's gateway on loopback: single-user (see README's security model).
-  if (!file) return resolveConfig({ backend: { local: { single_user: true } } });
+  // It also bounds what one careless notebook can start: 10 clusters at once.
+  if (!file) return resolveConfig({ backend: { local: { single_user: true } }, policy: { user_limits: { max_clusters: 10 } } });
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

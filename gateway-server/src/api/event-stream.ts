@@ -20,6 +20,7 @@ import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 export const EVENTS_PATH = '/api/af/events';
 const PING_MS = 30_000;
 const MAX_STREAMS_PER_USER = 32;
+const COALESCE_MS = 100;
 
 export class EventStream {
   // Clients only ever send pings: a large message is refused before it is buffered.
@@ -73,8 +74,21 @@ export class EventStream {
       lastSent.set(c.name, text);
       send({ type: 'cluster', cluster });
     };
+    // Changes are gathered for COALESCE_MS and each changed cluster is sent once: a cluster scaled
+    // by thousands of workers costs one message per window, not one per worker (each listing all).
+    const pending = new Map<string, ClusterRecord>();
+    let flushTimer: NodeJS.Timeout | null = null;
     const onCluster = (c: ClusterRecord) => {
       if (!visible(c)) return;
+      pending.set(c.name, c);
+      flushTimer ??= setTimeout(() => {
+        flushTimer = null;
+        const batch = [...pending.values()];
+        pending.clear();
+        for (const one of batch) sendNow(one);
+      }, COALESCE_MS);
+    };
+    const sendNow = (c: ClusterRecord) => {
       const live = clusters.activeWorkers(c.name);
       if (live) return sendCluster(c, live);
       // Its last event (it ended): the workers as recorded, ended ones included, like GET shows them.
@@ -111,6 +125,7 @@ export class EventStream {
     }, PING_MS);
     ws.on('close', () => {
       clearInterval(ping);
+      if (flushTimer) clearTimeout(flushTimer);
       clusters.off('cluster', onCluster);
       this.deps.workflows.off('run', onRun);
       this.deps.workflows.off('dag', onDag);

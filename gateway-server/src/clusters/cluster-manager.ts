@@ -373,7 +373,15 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const live = [...entry.workers.values()].filter((w) => workerIsLive(w) && !w.closeExpected);
     const delta = c.count - live.length;
     if (delta > 0) {
-      for (let i = 0; i < delta; i++) this.track(c, () => this.launchWorker(c));
+      // At most cluster.launch_batch launches in flight per cluster; each one that ends lets the next
+      // start, so a request for millions of workers neither floods the backend nor stalls the gateway.
+      const room = Math.max(0, this.cfg.launch_batch - entry.launches.size);
+      for (let i = 0; i < Math.min(delta, room); i++) {
+        this.track(c, async () => {
+          await this.launchWorker(c);
+          setImmediate(() => this.reconcileWorkers(c));
+        });
+      }
     } else if (delta < 0) {
       // Connected workers are retired by the scheduler itself; only cancel those still starting.
       const starting = live.filter((w) => w.status === 'STARTING').reverse();

@@ -1,0 +1,96 @@
+// A hostile (or careless) scale request on a gateway without a per-cluster limit: scale(10**7) on a
+// real cluster (local backend, real Dask). The gateway answers at once, keeps answering /api/health
+// within a second, and starts workers in bounded batches (cluster.launch_batch) instead of making
+// ten million worker records in one go; scaling back to 0 leaves no worker process behind.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveConfig } from '../../src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+
+let gw: RunningGateway;
+let dataDir: string;
+const alice = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64') };
+
+async function call(method: string, path: string, body?: unknown) {
+  const t0 = performance.now();
+  const res = await fetch(gw.url + path, {
+    method,
+    headers: body === undefined ? alice : { ...alice, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await res.text();
+  return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown>, ms: performance.now() - t0 };
+}
+
+function workerProcesses(cluster: string): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (cmd.includes('af-gateway: worker') && cmd.includes(cluster)) n++;
+    } catch {
+      // gone
+    }
+  }
+  return n;
+}
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'af-scale-bomb-'));
+  const config = resolveConfig({
+    listen: '127.0.0.1:0',
+    data_dir: dataDir,
+    backend: { local: { single_user: true } },
+    cluster: { max_workers: null, launch_batch: 3, heartbeat_period: 1, adaptive_period: 1 },
+  });
+  gw = await startGateway(config, makeLogger('warn'));
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('scale(10**7) with no per-cluster limit', () => {
+  it('is answered at once, the gateway stays responsive, and workers start in bounded batches', async () => {
+    const created = await call('POST', '/api/v1/clusters/', { cluster_options: {} });
+    expect(created.status).toBe(201);
+    const name = created.json.name as string;
+    try {
+      let c = (await call('GET', `/api/v1/clusters/${name}?wait`)).json;
+      for (let i = 0; i < 5 && c.status === 'PENDING'; i++) c = (await call('GET', `/api/v1/clusters/${name}?wait`)).json;
+      expect(c.status).toBe('RUNNING');
+
+      const scaled = await call('POST', `/api/v1/clusters/${name}/scale`, { count: 10_000_000 });
+      expect(scaled.status).toBe(200);
+      // For 4 s (several heartbeats that carry the count of 10^7): health within 1 s every time,
+      // and the cluster lists a handful of workers, not millions.
+      const health: number[] = [];
+      let listed = 0;
+      let requested = 0;
+      for (const end = Date.now() + 4000; Date.now() < end; ) {
+        const h = await call('GET', '/api/health');
+        expect(h.status).toBe(200);
+        health.push(h.ms);
+        const af = await call('GET', `/api/af/clusters/${name}`);
+        const workers = af.json.workers as { requested: number; list: unknown[] };
+        requested = workers.requested;
+        listed = Math.max(listed, workers.list.length);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(Math.max(...health)).toBeLessThan(1000);
+      expect(requested).toBe(10_000_000); // the scheduler took the request...
+      expect(listed).toBeGreaterThan(0); // ...and workers started...
+      expect(listed).toBeLessThan(200); // ...a few batches of 3, not 10^7 records
+      console.log(`scale(10**7): health max ${Math.round(Math.max(...health))} ms over ${health.length} checks; at most ${listed} workers listed`);
+    } finally {
+      await call('POST', `/api/v1/clusters/${name}/scale`, { count: 0 });
+      await call('DELETE', `/api/v1/clusters/${name}`);
+    }
+    for (const end = Date.now() + 60_000; workerProcesses(name) > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 250));
+    expect(workerProcesses(name)).toBe(0);
+  }, 120_000);
+});
