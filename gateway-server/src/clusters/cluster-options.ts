@@ -11,6 +11,21 @@ export interface OptionSpecEntry {
   spec: { type: string; min?: number | null; max?: number | null; options?: string[] };
 }
 
+/** Bounds on what a user may put in an option: each value ends up in a process's environment, a
+ * submit description or a pod spec, so no control characters (tab aside) and modest sizes. */
+const MAX_STRING = 4096;
+const MAX_KEYS = 256;
+const MAX_MAPPING_BYTES = 65_536;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f\u0085\u2028\u2029]/;
+
+function checkText(text: string, max: number, bad: (what: string) => never, what: string): void {
+  if (text.length > max) bad(`${what} is longer than ${max} characters`);
+  const m = CONTROL.exec(text);
+  if (m) bad(`${what} contains the control character U+${m[0].charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()} (newlines and other control characters are refused)`);
+}
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -74,8 +89,9 @@ export class ClusterOptions {
   }
 
   private check(f: ClusterOptionField, v: unknown): void {
-    const bad = (what: string) => {
-      throw unprocessable(`Invalid value for cluster option '${f.field}': ${what} (got ${JSON.stringify(v)})`, 'invalid_option');
+    const bad = (what: string): never => {
+      const got = JSON.stringify(v) ?? String(v);
+      throw unprocessable(`Invalid value for cluster option '${f.field}': ${what} (got ${got.length > 120 ? `${got.slice(0, 120)}…` : got})`, 'invalid_option');
     };
     switch (f.type) {
       case 'int':
@@ -89,15 +105,28 @@ export class ClusterOptions {
         break;
       case 'string':
         if (typeof v !== 'string') bad('must be a string');
+        checkText(v as string, MAX_STRING, bad, 'the value');
         break;
       case 'bool':
         if (typeof v !== 'boolean') bad('must be true or false');
         break;
-      case 'mapping':
+      case 'mapping': {
         if (!isPlainObject(v)) bad('must be a mapping');
-        if (f.target === 'environment' && Object.values(v as object).some((x) => typeof x !== 'string'))
-          bad('environment values must be strings');
+        const entries = Object.entries(v as Record<string, unknown>);
+        if (entries.length > MAX_KEYS) bad(`may have at most ${MAX_KEYS} keys, not ${entries.length}`);
+        for (const [key, value] of entries) {
+          if (f.target === 'environment') {
+            // What every backend can pass on: a POSIX name (Kubernetes, HTCondor and the shell agree on it).
+            if (!ENV_NAME.test(key)) bad(`${JSON.stringify(key.slice(0, 64))} is not an environment variable name (letters, digits and _, not starting with a digit, at most 256)`);
+            if (typeof value !== 'string') bad(`environment values must be strings (${key} is not)`);
+            checkText(value as string, MAX_STRING, bad, `the value of ${key}`);
+          } else {
+            checkText(key, 256, bad, 'a key');
+          }
+        }
+        if (f.target !== 'environment' && JSON.stringify(v).length > MAX_MAPPING_BYTES) bad(`is larger than ${MAX_MAPPING_BYTES} bytes as JSON`);
         break;
+      }
     }
     if (typeof v === 'number') {
       if (f.min != null && v < f.min) bad(`must be at least ${f.min}`);

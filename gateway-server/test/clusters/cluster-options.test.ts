@@ -62,11 +62,31 @@ describe('ClusterOptions', () => {
     [{ note: 3 }, 'string'],
     [{ environment: [1] }, 'mapping'],
     [{ environment: { A: 1 } }, 'strings'],
+    // what a hostile user sends to reach a submit description, a pod spec or a shell
+    [{ note: 'x\nqueue 1000' }, 'control character U+000A'],
+    [{ note: 'x\u2028y' }, 'control character U+2028'],
+    [{ note: 'x'.repeat(4097) }, 'longer than 4096'],
+    [{ environment: { 'A=B': 'x' } }, 'not an environment variable name'],
+    [{ environment: { '1A': 'x' } }, 'not an environment variable name'],
+    [{ environment: { 'A B': 'x' } }, 'not an environment variable name'],
+    [{ environment: { A: 'x\r\n+Owner = "root"' } }, 'control character U+000D'],
+    [{ environment: { A: 'x\u0000' } }, 'control character U+0000'],
+    [{ environment: { A: 'x'.repeat(5000) } }, 'longer than 4096'],
+    [{ environment: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`V${i}`, 'x'])) }, 'at most 256 keys'],
   ])('refuses %j (%s)', (values, words) => {
     const err = rejects(values);
     expect(err.statusCode).toBe(422);
     expect(err.message).toContain(Object.keys(values)[0]);
     expect(err.message).toContain(words);
+  });
+
+  it('takes ordinary environments, tabs and unicode included', () => {
+    const env = { PATH: '/opt/bin:/usr/bin', _X: 'a\tb', GREETING: 'grüß dich, $HOME' };
+    expect(options.parse({ environment: env }).environment).toEqual(env);
+  });
+
+  it('quotes a long refused value only in part', () => {
+    expect(rejects({ note: 'y'.repeat(10_000) + '\n' }).message.length).toBeLessThan(400);
   });
 
   it('maps targeted options onto the cluster settings', () => {
