@@ -111,6 +111,8 @@ describe.each(kinds)('state store: $kind', ({ kind, fresh }) => {
     await store.pruneSessions(3000);
     expect(await store.findSession('h1', 1000)).toBeUndefined();
     expect(await store.findSession('h2', 3000)).toBe('{"name":"bob"}');
+    await store.deleteSession('h2'); // a logout
+    expect(await store.findSession('h2', 3000)).toBeUndefined();
   });
 
   it('keeps token state per user', async () => {
