@@ -167,6 +167,9 @@ Checks that stop a render with a message instead of deploying something that can
 {{- if not (dig "oidc" "issuer" "" $auth) -}}
 {{- fail "config.auth.type oidc needs config.auth.oidc.issuer (the provider's issuer URL)" -}}
 {{- end -}}
+{{- if and (not (dig "oidc" "audience" list $auth)) (not (dig "oidc" "allow_any_audience" false $auth)) -}}
+{{- fail "config.auth.type oidc needs config.auth.oidc.audience (e.g. [af-gateway]), or config.auth.oidc.allow_any_audience: true if every token of the provider is meant for this gateway" -}}
+{{- end -}}
 {{- else if eq $type "jupyterhub" -}}
 {{- if not (dig "jupyterhub" "api_url" "" $auth) -}}
 {{- fail "config.auth.type jupyterhub needs config.auth.jupyterhub.api_url (e.g. http://hub:8081/hub/api for Zero-to-JupyterHub in the same namespace)" -}}

@@ -466,6 +466,8 @@ describe('Helm chart deploy/helm', () => {
     expect(simple.stderr).toContain('config.auth.type simple without auth.simple.password');
     const oidc = await template({ 'secrets.encryptKey': KEY, 'config.auth.type': 'oidc' });
     expect(oidc.stderr).toContain('config.auth.type oidc needs config.auth.oidc.issuer');
+    const anyAudience = await template({ 'secrets.encryptKey': KEY, 'config.auth.type': 'oidc', 'config.auth.oidc.issuer': 'https://iam.example.org/' });
+    expect(anyAudience.stderr).toContain('config.auth.type oidc needs config.auth.oidc.audience');
     const listen = await template({ 'secrets.encryptKey': KEY, 'config.listen': '127.0.0.1:1' });
     expect(listen.stderr).toContain('config.listen is set by the chart');
     const local = await template({ 'secrets.encryptKey': KEY, 'config.backend.type': 'local' });
