@@ -72,7 +72,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
 
   app.delete<{ Params: { cluster_name: string } }>('/api/v1/clusters/:cluster_name', {
     config: { auth: 'user-or-cluster' },
-    schema: { tags: ['dask-gateway'], summary: 'Stop a cluster and everything it runs', params: nameParams, response: { ...errors } },
+    schema: { tags: ['dask-gateway'], summary: 'Stop a cluster and everything it runs', params: nameParams, response: { 204: { type: 'null', description: 'Stopped' }, ...errors } },
   }, async (req, reply) => {
     await authorizedCluster(req, clusters, req.params.cluster_name);
     await clusters.stop(req.params.cluster_name);
@@ -113,7 +113,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
       summary: "The scheduler's heartbeat (cluster token only)",
       params: nameParams,
       body: { $ref: 'heartbeat.json' },
-      response: { ...errors },
+      response: { 204: { type: 'null', description: 'Recorded' }, ...errors },
     },
   }, async (req, reply) => {
     await clusters.heartbeat(req.params.cluster_name, req.body);

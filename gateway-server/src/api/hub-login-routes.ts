@@ -27,7 +27,7 @@ export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions
 
   app.get<{ Querystring: { next?: string } }>('/api/af/hub-login', {
     config: { auth: 'none' },
-    schema: { tags: ['auth'], summary: "Log in through JupyterHub's OAuth (browser sessions under the Hub's origin)", querystring: { type: 'object', properties: { next: { type: 'string' } } } },
+    schema: { tags: ['auth'], summary: "Log in through JupyterHub's OAuth (browser sessions under the Hub's origin)", querystring: { type: 'object', properties: { next: { type: 'string' } } }, response: { 302: { type: 'null', description: 'To the Hub' }, '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } },
   }, async (req, reply) => {
     if (!opts.apiToken) throw new AppError(409, 'no_hub_client', 'Hub login needs the gateway\'s Hub service token (auth.jupyterhub.api_token or JUPYTERHUB_API_TOKEN)');
     const next = sameOriginNext(req.query.next, `${opts.basePath}api/af/clusters`);

@@ -31,12 +31,20 @@ export async function systemRoutes(app: FastifyInstance, opts: SystemRoutesOptio
 
   app.get('/api/af/openapi.json', {
     config: { auth: 'none' },
-    schema: { tags: ['system'], summary: 'This OpenAPI document' },
+    schema: { tags: ['system'], summary: 'This OpenAPI document', response: { 200: { type: 'object', additionalProperties: true, description: 'OpenAPI 3.1' } } },
   }, async () => app.swagger());
 
   app.get('/metrics', {
     config: { auth: 'metrics' },
-    schema: { tags: ['system'], summary: 'Prometheus metrics (scraper token or an administrator)' },
+    schema: {
+      tags: ['system'],
+      summary: 'Prometheus metrics (scraper token or an administrator)',
+      response: {
+        200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } },
+        '4xx': { $ref: 'error.json' },
+        '5xx': { $ref: 'error.json' },
+      },
+    },
   }, async (_req, reply) => {
     return reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics());
   });

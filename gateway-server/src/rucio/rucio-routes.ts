@@ -9,8 +9,17 @@ import type { RucioClient } from './rucio-client.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 const NDJSON = 'application/x-json-stream';
-const didPart = { type: 'string', minLength: 1, maxLength: 500 } as const;
+// Rucio's identifiers are ASCII: anything else it answers with a 500 (it echoes the value in a header).
+const scopePart = { $ref: 'rucio-replicas-request.json#/$defs/scope' } as const;
+const namePart = { $ref: 'rucio-replicas-request.json#/$defs/name' } as const;
 const enc = encodeURIComponent;
+/** A 200 whose body is JSON of `ref`, with the error answers. */
+const answers = (ref: string) => ({ 200: { $ref: ref }, ...errors });
+/** A 200 that streams NDJSON, one `ref` per line (described as the array of its lines), with the error answers. */
+const streamOf = (ref: string) => ({
+  200: { description: `NDJSON: one ${ref.replace(/\.json$/, '')} per line`, content: { [NDJSON]: { schema: { type: 'array', items: { $ref: ref } } } } },
+  ...errors,
+});
 
 type InstanceParams = { instance: string };
 type DidParams = InstanceParams & { scope: string; name: string };
@@ -26,36 +35,36 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
     return reply.send(res.body ? Readable.fromWeb(res.body as import('node:stream/web').ReadableStream) : '');
   };
   const instanceParams = { type: 'object', required: ['instance'], properties: { instance: { type: 'string' } } } as const;
-  const didParams = { type: 'object', required: ['instance', 'scope', 'name'], properties: { instance: { type: 'string' }, scope: didPart, name: didPart } } as const;
+  const didParams = { type: 'object', required: ['instance', 'scope', 'name'], properties: { instance: { type: 'string' }, scope: scopePart, name: namePart } } as const;
 
   app.get('/api/af/rucio/instances', {
     schema: { tags: ['rucio'], summary: 'The Rucio instances of this facility', response: { 200: { $ref: 'rucio-instance-list.json' }, ...errors } },
   }, async () => ({ instances: [...opts.instances.values()].map((c) => ({ name: c.cfg.name, url: c.cfg.url, default_scheme: c.cfg.default_scheme })) }));
 
   app.get<{ Params: InstanceParams }>('/api/af/rucio/:instance/whoami', {
-    schema: { tags: ['rucio'], summary: 'The Rucio account the caller acts as', params: instanceParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'The Rucio account the caller acts as', params: instanceParams, response: answers('rucio-account.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', '/accounts/whoami'));
 
   app.get<{ Params: InstanceParams }>('/api/af/rucio/:instance/scopes', {
-    schema: { tags: ['rucio'], summary: 'All scopes', params: instanceParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'All scopes', params: instanceParams, response: answers('rucio-scope-list.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', '/scopes/'));
 
   app.get<{ Params: InstanceParams & { scope: string }; Querystring: { name?: string; type?: string; filters?: string; long?: boolean } }>('/api/af/rucio/:instance/search/:scope', {
     schema: {
       tags: ['rucio'],
       summary: 'Search DIDs of a scope by name wildcard, type and metadata filters (NDJSON)',
-      params: { type: 'object', required: ['instance', 'scope'], properties: { instance: { type: 'string' }, scope: didPart } },
+      params: { type: 'object', required: ['instance', 'scope'], properties: { instance: { type: 'string' }, scope: scopePart } },
       querystring: {
         type: 'object',
         additionalProperties: false,
         properties: {
-          name: { type: 'string', default: '*', description: 'Name with * wildcards' },
+          name: { type: 'string', default: '*', pattern: '^[!-~]+$', description: 'Name with * wildcards' },
           type: { type: 'string', enum: ['all', 'collection', 'container', 'dataset', 'file'], default: 'collection' },
           filters: { type: 'string', description: 'More metadata filters as a JSON object, e.g. {"datatype":"AOD"}' },
           long: { type: 'boolean', default: true, description: 'Type, bytes and length with each name' },
         },
       },
-      response: errors,
+      response: streamOf('rucio-did.json'),
     },
   }, async (req, reply) => {
     const q = new URLSearchParams({ type: req.query.type ?? 'collection', name: req.query.name ?? '*' });
@@ -76,27 +85,27 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
   });
 
   app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name', {
-    schema: { tags: ['rucio'], summary: 'A DID: type, size, length, status', params: didParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'A DID: type, size, length, status', params: didParams, response: answers('rucio-did.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}?dynamic_depth=FILE`));
 
   app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/meta', {
-    schema: { tags: ['rucio'], summary: 'Metadata of a DID', params: didParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'Metadata of a DID', params: didParams, response: answers('rucio-did-meta.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/meta`));
 
   app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/content', {
-    schema: { tags: ['rucio'], summary: 'What a container or dataset holds (NDJSON)', params: didParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'What a container or dataset holds (NDJSON)', params: didParams, response: streamOf('rucio-did.json') },
   }, async (req, reply) => stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/dids`)));
 
   app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/files', {
-    schema: { tags: ['rucio'], summary: 'Files of a DID with sizes and checksums (NDJSON)', params: didParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'Files of a DID with sizes and checksums (NDJSON)', params: didParams, response: streamOf('rucio-file.json') },
   }, async (req, reply) => stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/files`)));
 
   app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/rules', {
-    schema: { tags: ['rucio'], summary: 'Replication rules of a DID (NDJSON)', params: didParams, response: errors },
+    schema: { tags: ['rucio'], summary: 'Replication rules of a DID (NDJSON)', params: didParams, response: streamOf('rucio-rule.json') },
   }, async (req, reply) => stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/rules`)));
 
   app.post<{ Params: InstanceParams; Body: RucioReplicasRequest }>('/api/af/rucio/:instance/replicas', {
-    schema: { tags: ['rucio'], summary: 'Replicas and PFNs of DIDs for the chosen schemes (NDJSON, one file per line)', params: instanceParams, body: { $ref: 'rucio-replicas-request.json' }, response: errors },
+    schema: { tags: ['rucio'], summary: 'Replicas and PFNs of DIDs for the chosen schemes (NDJSON, one file per line)', params: instanceParams, body: { $ref: 'rucio-replicas-request.json' }, response: streamOf('rucio-replica.json') },
   }, async (req, reply) => {
     const body: Record<string, unknown> = { dids: req.body.dids, all_states: false, ignore_availability: false };
     if (req.body.schemes?.length) body.schemes = req.body.schemes;
@@ -106,7 +115,7 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
   });
 
   app.post<{ Params: InstanceParams; Body: RucioRuleRequest }>('/api/af/rucio/:instance/rules', {
-    schema: { tags: ['rucio'], summary: 'Make DIDs available on RSEs: a replication rule of the caller', params: instanceParams, body: { $ref: 'rucio-rule-request.json' }, response: errors },
+    schema: { tags: ['rucio'], summary: 'Make DIDs available on RSEs: a replication rule of the caller', params: instanceParams, body: { $ref: 'rucio-rule-request.json' }, response: { 201: { $ref: 'rucio-rule-result.json' }, ...errors } },
   }, async (req, reply) => {
     const c = client(req.params.instance);
     const who = await c.json<{ account: string }>(req.user!, 'GET', '/accounts/whoami');
@@ -123,11 +132,11 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
   });
 
   app.get<{ Params: InstanceParams & { id: string } }>('/api/af/rucio/:instance/rules/:id', {
-    schema: { tags: ['rucio'], summary: 'A rule and its state (REPLICATING, OK, STUCK, …)', params: { type: 'object', required: ['instance', 'id'], properties: { instance: { type: 'string' }, id: { type: 'string', pattern: '^[0-9a-fA-F]{32}$' } } }, response: errors },
+    schema: { tags: ['rucio'], summary: 'A rule and its state (REPLICATING, OK, STUCK, …)', params: { type: 'object', required: ['instance', 'id'], properties: { instance: { type: 'string' }, id: { type: 'string', pattern: '^[0-9a-fA-F]{32}$' } } }, response: answers('rucio-rule.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', `/rules/${req.params.id}`));
 
   app.post<{ Params: InstanceParams; Body: RucioRegisterRequest }>('/api/af/rucio/:instance/register', {
-    schema: { tags: ['rucio'], summary: 'Register files already on an RSE as replicas and attach them to a dataset (created if missing)', params: instanceParams, body: { $ref: 'rucio-register-request.json' }, response: errors },
+    schema: { tags: ['rucio'], summary: 'Register files already on an RSE as replicas and attach them to a dataset (created if missing)', params: instanceParams, body: { $ref: 'rucio-register-request.json' }, response: { 201: { $ref: 'rucio-register-result.json' }, ...errors } },
   }, async (req, reply) => {
     const c = client(req.params.instance);
     const { rse, dataset, files } = req.body;

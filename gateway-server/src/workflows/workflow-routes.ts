@@ -70,7 +70,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
       summary: 'A step\'s log (stdout and stderr of every attempt); with follow=true it streams until the step finished',
       params: { type: 'object', required: ['id', 'node'], properties: { id: idParams.properties.id, node: { type: 'string', minLength: 1, maxLength: 200 } } },
       querystring: { type: 'object', properties: { follow: { type: 'boolean', default: false } } },
-      response: errors,
+      response: { 200: { description: 'The log', content: { 'text/plain': { schema: { type: 'string' } } } }, ...errors },
     },
   }, async (req, reply) => {
     const { node, live, workspace } = await engine.node(req.user!, req.params.id, req.params.node);
@@ -113,7 +113,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
   });
 
   app.get<{ Params: { id: string; '*': string } }>('/api/af/workflows/:id/files/*', {
-    schema: { tags: ['workflows'], summary: 'A file of the run\'s workspace (an output), by its path relative to the workspace', params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } }, response: errors },
+    schema: { tags: ['workflows'], summary: 'A file of the run\'s workspace (an output), by its path relative to the workspace', params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } }, response: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errors } },
   }, async (req, reply) => {
     const workspace = await engine.workspaceOf(req.user!, req.params.id);
     const wanted = req.params['*'] ?? '';
