@@ -6,6 +6,7 @@ import { glob } from 'tinyglobby';
 import { formatDeep, formatTemplate, TemplateError } from './templates.js';
 import type { NodeRecord, RunRecord, StageSpec, StepSpec } from './model.js';
 import { INIT_STAGE } from './workflow-loader.js';
+import { scatterSize, tooManySteps } from './scatter-size.js';
 
 export class StageError extends Error {}
 
@@ -18,9 +19,15 @@ export interface ApplyContext {
   /** PFNs of a Rucio dataset's files for a scheme, as the run's owner. */
   rucioFiles(ref: { instance: string; did: string; scheme?: string }): Promise<string[]>;
   nextSeq(): number;
-  /** How many more steps the run may get. */
+  /** How many more steps the run may get, of workflows.max_steps. */
   stepsLeft: number;
+  maxSteps: number;
 }
+
+/** Values one parameter may gather from earlier steps (a flattened reduce over every map output). */
+const MAX_GATHERED = 100_000;
+/** Characters of a rendered command (the kernel's argument limit is 2 MiB anyway). */
+const MAX_COMMAND = 1024 * 1024;
 
 /** A resolved parameter: its value, the nodes it came from and, for a list, each item's node. */
 interface Resolved {
@@ -56,10 +63,19 @@ function outputOf(n: NodeRecord, key: string): unknown {
 function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
   const exprs = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
   let pairs: { v: unknown; src: string }[] = exprs.flatMap((e) => select(ctx, e)).map((n) => ({ v: outputOf(n, ref.output), src: n.id }));
+  if (pairs.length > MAX_GATHERED) throw new StageError(`it gathers ${pairs.length.toLocaleString('en')} values from ${exprs.join(', ')}; at most ${MAX_GATHERED.toLocaleString('en')}`);
   if (ref.flatten) {
     const flat: { v: unknown; src: string }[] = [];
-    const walk = (v: unknown, src: string) => (Array.isArray(v) ? v.forEach((x) => walk(x, src)) : flat.push({ v, src }));
-    pairs.forEach((p) => walk(p.v, p.src));
+    for (const p of pairs) {
+      const stack = [p.v];
+      while (stack.length) {
+        const v = stack.pop();
+        if (Array.isArray(v)) for (let i = v.length - 1; i >= 0; i--) stack.push(v[i]);
+        else if (flat.push({ v, src: p.src }) > MAX_GATHERED) {
+          throw new StageError(`flattened, it gathers more than ${MAX_GATHERED.toLocaleString('en')} values from ${exprs.join(', ')}`);
+        }
+      }
+    }
     pairs = flat;
   }
   const sources = [...new Set(pairs.map((p) => p.src))];
@@ -98,7 +114,7 @@ interface ParameterSet {
   sources: string[];
 }
 
-function scatter(stage: StageSpec, resolved: Map<string, Resolved>): ParameterSet[] {
+function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: number, maxSteps: number): ParameterSet[] {
   const sch = stage.scheduler;
   const common: Record<string, unknown> = {};
   const commonSources = new Set<string>();
@@ -116,12 +132,13 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>): ParameterSe
     const itemSources = r.itemSources ?? items.map(() => r.sources);
     return { name: p, items, itemSources };
   });
+  // Counted before anything is built: a cartesian product grows faster than any list in it.
+  const shape = lists.map((l) => ({ name: l.name, length: l.items.length }));
+  const size = scatterSize(sch.scatter.method, shape, sch.batchsize);
+  if ('error' in size) throw new StageError(size.error);
+  if (size.steps > stepsLeft) throw new StageError(tooManySteps(sch.scatter.method, shape, sch.batchsize, size.steps, maxSteps, stepsLeft));
   let combos: { values: Record<string, unknown>; sources: string[] }[];
   if (sch.scatter.method === 'zip') {
-    const lengths = new Set(lists.map((l) => l.items.length));
-    if (lengths.size > 1) {
-      throw new StageError(`scatter zip needs lists of one length; ${lists.map((l) => `${l.name} has ${l.items.length}`).join(', ')}`);
-    }
     const n = lists[0]?.items.length ?? 0;
     combos = Array.from({ length: n }, (_, i) => ({
       values: Object.fromEntries(lists.map((l) => [l.name, l.items[i]])),
@@ -175,9 +192,9 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       throw new StageError(`parameter ${k}: ${(err as Error).message}`);
     }
   }
-  const sets = scatter(stage, resolved);
+  const sets = scatter(stage, resolved, ctx.stepsLeft, ctx.maxSteps);
   if (sets.length > ctx.stepsLeft) {
-    throw new StageError(`it would make ${sets.length} steps; this run may have ${ctx.stepsLeft} more (workflows.max_steps)`);
+    throw new StageError(`it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`);
   }
   const multi = stage.scheduler.scheduler_type === 'multistep-stage';
   const fallbackAfter = dependencyNodes.length ? dependencyNodes.map((n) => n.id) : [INIT_STAGE];
@@ -191,6 +208,9 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     } catch (err) {
       if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
       throw err;
+    }
+    if (rendered.command.length > MAX_COMMAND) {
+      throw new StageError(`its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`);
     }
     const after = set.sources.length ? set.sources : fallbackAfter;
     return {

@@ -16,8 +16,9 @@ import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { describeLogTail } from '../files/log-tail.js';
 import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfined } from '../files/no-follow.js';
-import { dependenciesOf, INIT_STAGE, loadWorkflow, type WorkflowProblem } from './workflow-loader.js';
+import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, publish, StageError } from './stages.js';
+import { checkStaticScatters } from './scatter-size.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 
 export interface WorkflowEngineDeps {
@@ -123,7 +124,7 @@ export class WorkflowEngine extends EventEmitter {
   // --- submission -------------------------------------------------------------------------------
 
   async submit(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
-    const { spec, problems } = loadWorkflow(body.entry, body.files);
+    const { spec, problems } = await readWorkflow(body.entry, body.files, user.name);
     if (!spec) throw new WorkflowProblemsError(problems);
     const backendName = body.backend ?? this.deps.defaultBackend;
     const backend = this.deps.backends.get(backendName);
@@ -141,6 +142,9 @@ export class WorkflowEngine extends EventEmitter {
     if (missing.length) {
       throw new AppError(422, 'missing_parameters', `The workflow needs the parameter${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (e.g. af-gateway run ${body.entry} ${missing.map((m) => `-p ${m}=…`).join(' ')})`);
     }
+    // Scatters the submission already determines are sized now, by arithmetic, before anything exists.
+    const tooLarge = checkStaticScatters(spec, parameters, this.cfg.max_steps);
+    if (tooLarge.length) throw new WorkflowProblemsError(tooLarge);
     const id = randomBytes(6).toString('hex');
     const name = body.name ?? defaultName(body.entry);
     const workspace = join(this.root, id);
@@ -422,6 +426,7 @@ export class WorkflowEngine extends EventEmitter {
           },
           nextSeq: () => a.seq++,
           stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
+          maxSteps: this.cfg.max_steps,
         },
         spec,
         s.dependencies.flatMap((d) => a.byStage.get(d) ?? []),

@@ -3,10 +3,10 @@
 // for what a schema cannot say (unique stages, known dependencies, no cycles, references to earlier
 // stages, scattered parameters that exist). Every problem comes with its JSON path and file.
 import { posix } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import type { WorkflowSpec } from '@af-gateway/schemas';
 import { bodyAjv } from '../schemas.js';
 import { templateFields, TemplateError } from './templates.js';
+import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from './bundle-parser.js';
 
 export interface WorkflowProblem {
   path: string;
@@ -21,42 +21,69 @@ export interface LoadedWorkflow {
 
 /** Parameters of the workflow itself are published by the implicit stage yadage calls init. */
 export const INIT_STAGE = 'init';
-const MAX_REF_DEPTH = 20;
+/** Schema errors reported at most (each with its path and file). */
+const MAX_PROBLEMS = 100;
 
 const jsonPath = (segments: (string | number)[]) =>
   '$' + segments.map((s) => (typeof s === 'number' ? `[${s}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? `.${s}` : `[${JSON.stringify(s)}]`)).join('');
 
+/** Reads a bundle on the calling thread (small bundles, tests). */
 export function loadWorkflow(entry: string, files: Record<string, string>): LoadedWorkflow {
+  return resolveWorkflow(entry, Object.keys(files), parseBundleSync(files));
+}
+
+/** Reads a bundle a user sent: large ones are parsed off the event loop (see bundle-parser.ts). */
+export async function readWorkflow(entry: string, files: Record<string, string>, owner: string): Promise<LoadedWorkflow> {
+  return resolveWorkflow(entry, Object.keys(files), await parseBundle(files, owner));
+}
+
+/** A limit of BUNDLE_LIMITS was reached: resolution stops at once, before building more. */
+class LimitReached extends Error {
+  constructor(readonly problem: WorkflowProblem) {
+    super(problem.message);
+  }
+}
+
+function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): LoadedWorkflow {
   const problems: WorkflowProblem[] = [];
-  const parsed = new Map<string, unknown>();
   /** Which file each resolved subtree came from, by path prefix. */
   const origins: { prefix: string; file: string }[] = [{ prefix: '$', file: entry }];
+  const L = BUNDLE_LIMITS;
+  let values = 0;
+  let chars = 0;
+  let refs = 0;
+  const limit = (segments: (string | number)[], file: string, message: string) =>
+    new LimitReached({ path: jsonPath(segments), file, message: `${message}; refused before resolving further` });
 
   const readFile = (file: string, at: string, from: string): unknown => {
-    if (parsed.has(file)) return parsed.get(file);
-    const text = files[file];
-    if (text === undefined) {
-      problems.push({ path: at, file: from, message: `${file} is not among the workflow's files (${Object.keys(files).join(', ')})` });
+    const got = parsed.get(file);
+    if (got === undefined) {
+      problems.push({ path: at, file: from, message: `${file} is not among the workflow's files (${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''})` });
       return undefined;
     }
-    try {
-      const value: unknown = parseYaml(text);
-      parsed.set(file, value);
-      return value;
-    } catch (err) {
-      problems.push({ path: at, file, message: `${file} is not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}` });
+    if ('error' in got) {
+      problems.push({ path: at, file, message: got.error });
       return undefined;
     }
+    return got.value;
   };
 
+  // Every value built is counted before it is built: nested $refs multiply what they include (a
+  // 1 KB bundle can name millions of values), so the walk stops at the first limit it meets.
   const resolve = (value: unknown, file: string, segments: (string | number)[], depth: number): unknown => {
-    const at = jsonPath(segments);
+    if (++values > L.values) throw limit(segments, file, `the workflow resolves to more than ${L.values.toLocaleString('en')} values (nested $refs multiply what they include)`);
+    if (segments.length > L.nesting) throw limit(segments, file, `the workflow nests objects and lists more than ${L.nesting} deep`);
+    if (typeof value === 'string' && (chars += value.length) > L.bytes) {
+      throw limit(segments, file, `the workflow resolves to more than ${L.bytes / 1024 / 1024} MiB of text (nested $refs multiply what they include)`);
+    }
     if (Array.isArray(value)) return value.map((v, i) => resolve(v, file, [...segments, i], depth));
     if (!value || typeof value !== 'object') return value;
     const obj = value as Record<string, unknown>;
     if (typeof obj.$ref === 'string') {
-      if (depth >= MAX_REF_DEPTH) {
-        problems.push({ path: at, file, message: `$ref ${obj.$ref} nests more than ${MAX_REF_DEPTH} deep (a cycle?)` });
+      const at = jsonPath(segments);
+      if (++refs > L.refs) throw limit(segments, file, `the workflow follows more than ${L.refs.toLocaleString('en')} $refs`);
+      if (depth >= L.refDepth) {
+        problems.push({ path: at, file, message: `$ref ${obj.$ref} nests more than ${L.refDepth} deep (a cycle?)` });
         return undefined;
       }
       const [target, fragment = ''] = obj.$ref.split('#', 2) as [string, string?];
@@ -67,7 +94,7 @@ export function loadWorkflow(entry: string, files: Record<string, string>): Load
       }
       let doc = readFile(targetFile, at, file);
       for (const key of fragment.split('/').filter(Boolean).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'))) {
-        if (!doc || typeof doc !== 'object' || !(key in (doc as object))) {
+        if (!doc || typeof doc !== 'object' || !Object.hasOwn(doc, key)) {
           if (doc !== undefined) problems.push({ path: at, file, message: `$ref ${obj.$ref}: ${targetFile} has nothing at #${fragment}` });
           return undefined;
         }
@@ -76,12 +103,21 @@ export function loadWorkflow(entry: string, files: Record<string, string>): Load
       origins.push({ prefix: at, file: targetFile });
       return resolve(doc, targetFile, segments, depth + 1);
     }
-    return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, resolve(v, file, [...segments, k], depth)]));
+    return Object.fromEntries(Object.entries(obj).map(([k, v]) => {
+      if ((chars += k.length) > L.bytes) throw limit(segments, file, `the workflow resolves to more than ${L.bytes / 1024 / 1024} MiB of text`);
+      return [k, resolve(v, file, [...segments, k], depth)];
+    }));
   };
 
   const root = readFile(entry, '$', entry);
   if (root === undefined) return { spec: null, problems };
-  const spec = resolve(root, entry, [], 0);
+  let spec: unknown;
+  try {
+    spec = resolve(root, entry, [], 0);
+  } catch (err) {
+    if (err instanceof LimitReached) return { spec: null, problems: [err.problem] };
+    throw err;
+  }
   if (problems.length) return { spec: null, problems };
 
   const fileAt = (path: string) =>
@@ -91,6 +127,7 @@ export function loadWorkflow(entry: string, files: Record<string, string>): Load
   if (!validate(spec)) {
     const seen = new Set<string>();
     for (const e of validate.errors ?? []) {
+      if (problems.length >= MAX_PROBLEMS) break;
       if (e.keyword === 'if' || e.keyword === 'anyOf' || e.keyword === 'oneOf') continue; // their branches say more
       const segments = e.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
       const path = jsonPath(segments);

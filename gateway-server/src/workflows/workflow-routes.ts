@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { WorkflowBundle, WorkflowValidation } from '@af-gateway/schemas';
 import { AppError, notFound } from '../errors.js';
 import { openConfined, UnsafePathError } from '../files/no-follow.js';
-import { loadWorkflow } from './workflow-loader.js';
+import { readWorkflow } from './workflow-loader.js';
 import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
@@ -26,7 +26,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
       response: { 200: { $ref: 'workflow-validation.json' }, ...errors },
     },
   }, async (req): Promise<WorkflowValidation> => {
-    const { spec, problems } = loadWorkflow(req.body.entry, req.body.files);
+    const { spec, problems } = await readWorkflow(req.body.entry, req.body.files, req.user!.name);
     return spec
       ? { valid: true, stages: spec.stages.map((s) => s.name), parameters: requiredParameters(spec), errors: [] }
       : { valid: false, errors: problems };

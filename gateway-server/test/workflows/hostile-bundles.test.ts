@@ -1,0 +1,200 @@
+// Bundles built to exhaust the gateway, sent as an attacker would: a $ref fan-out, a YAML mapping
+// the parser is quadratic in, and cartesian scatters known at submission and only at run time. Each
+// is refused (or its run fails) with a message naming the limit, while /api/health keeps answering
+// within a second and the gateway's memory stays modest.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
+import { resolveConfig } from '../../src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+
+const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
+type ErrorBody = { error: string; code: string; details?: { path: string; file?: string; message: string }[] };
+
+let gw: RunningGateway;
+let dataDir: string;
+
+async function post<T>(path: string, body: unknown, user = 'mallory'): Promise<{ status: number; body: T; ms: number }> {
+  const t0 = performance.now();
+  const res = await fetch(`${gw.url}/api/af/workflows${path}`, {
+    method: 'POST',
+    headers: { authorization: basic(user), 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  return { status: res.status, body: (await res.json()) as T, ms: performance.now() - t0 };
+}
+
+/**
+ * Runs `attack` while asking /api/health one request after another: the slowest answer (the gateway
+ * runs in this process, so a blocked event loop delays it by as long) and the peak growth of rss.
+ */
+async function underAttack<T>(attack: () => Promise<T>): Promise<{ result: T; worstHealthMs: number; probes: number; rssGrowthMb: number }> {
+  const rss0 = process.memoryUsage().rss;
+  let peak = rss0;
+  let worst = 0;
+  let probes = 0;
+  let done = false;
+  const prober = (async () => {
+    while (!done) {
+      const t0 = performance.now();
+      const res = await fetch(`${gw.url}/api/health`, { signal: AbortSignal.timeout(20_000) });
+      await res.arrayBuffer();
+      expect(res.status).toBe(200);
+      worst = Math.max(worst, performance.now() - t0);
+      probes++;
+      peak = Math.max(peak, process.memoryUsage().rss);
+      await sleep(50);
+    }
+  })();
+  try {
+    const result = await attack();
+    return { result, worstHealthMs: worst, probes, rssGrowthMb: (peak - rss0) / 1e6 };
+  } finally {
+    done = true;
+    await prober;
+  }
+}
+
+const step = (publisher = '{publisher_type: constant-pub, publish: {}}') =>
+  `{process: {process_type: string-interpolated-cmd, cmd: 'true'}, publisher: ${publisher}, environment: {environment_type: localproc-env}}`;
+
+/** A cartesian stage over four parameters a, b, c, d. */
+const cartesianStage = (name: string, deps: string, params: string) => `  - name: ${name}
+    dependencies: [${deps}]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {${params}}
+      scatter: {method: cartesian, parameters: [a, b, c, d]}
+      step: ${step()}
+`;
+
+const sixty = Array.from({ length: 60 }, (_, i) => i);
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'af-wf-hostile-'));
+  gw = await startGateway(
+    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }),
+    makeLogger('warn'),
+  );
+  // A warm gateway (route code compiled), as it is after its first minutes of service.
+  const warm = await post<{ valid: boolean }>('/validate', { entry: 'w.yml', files: { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n` } });
+  expect(warm.body.valid).toBe(true);
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('hostile workflow bundles', () => {
+  it('refuses a 1 KB $ref fan-out (8 refs per level, 7 levels: 2 million copies) at once, naming the limit and where', async () => {
+    const files: Record<string, string> = { 'workflow.yml': `stages:\n  - name: bomb\n    dependencies: [init]\n    scheduler: {$ref: 'l0.yml'}\n` };
+    for (let d = 0; d < 7; d++) files[`l${d}.yml`] = JSON.stringify({ x: Array.from({ length: 8 }, () => ({ $ref: `l${d + 1}.yml` })) });
+    files['l7.yml'] = JSON.stringify({ s: 'x'.repeat(64) });
+    expect(JSON.stringify(files).length).toBeLessThan(2048);
+
+    const { result: r, worstHealthMs, rssGrowthMb } = await underAttack(() => post<ErrorBody>('', { entry: 'workflow.yml', files }));
+    expect(r.status).toBe(422);
+    expect(r.body.code).toBe('invalid_workflow');
+    expect(r.body.details).toHaveLength(1);
+    expect(r.body.details![0]!.message).toMatch(/more than 1,000 \$refs/);
+    expect(r.body.details![0]!.path).toMatch(/^\$\.stages\[0\]\.scheduler\.x\[0\]/);
+    expect(r.body.details![0]!.file).toMatch(/^l\d\.yml$/);
+    expect(r.ms).toBeLessThan(2000);
+    console.log(expect.getState().currentTestName, { ms: (r as { ms?: number }).ms, worstHealthMs, rssGrowthMb });
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+
+    // The check route says the same (it shares the loader).
+    const v = await post<{ valid: boolean; errors: { message: string }[] }>('/validate', { entry: 'workflow.yml', files });
+    expect([v.status, v.body.valid]).toEqual([200, false]);
+    expect(v.body.errors[0]!.message).toMatch(/more than 1,000 \$refs/);
+  }, 30_000);
+
+  it('refuses a $ref fan-out of large values by the values it would make', async () => {
+    const files: Record<string, string> = {
+      'workflow.yml': `stages:\n  - name: bomb\n    dependencies: [init]\n    scheduler: {$ref: 'wide.yml'}\n`,
+      'wide.yml': JSON.stringify({ x: Array.from({ length: 200 }, () => ({ $ref: 'list.yml' })) }),
+      'list.yml': JSON.stringify(Array.from({ length: 5000 }, (_, i) => i)),
+    };
+    const { result: r, worstHealthMs, rssGrowthMb } = await underAttack(() => post<ErrorBody>('', { entry: 'workflow.yml', files }));
+    expect(r.status).toBe(422);
+    expect(r.body.details![0]).toMatchObject({ file: 'list.yml', message: expect.stringMatching(/more than 100,000 values/) });
+    console.log(expect.getState().currentTestName, { ms: (r as { ms?: number }).ms, worstHealthMs, rssGrowthMb });
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+  }, 30_000);
+
+  it('reads a 0.9 MB YAML mapping (quadratic in the yaml library: about a minute) off the event loop and gives up in bounded time', async () => {
+    const files = { 'workflow.yml': Array.from({ length: 60_000 }, (_, i) => `k${i}: v${i}`).join('\n') };
+    const { result: r, worstHealthMs, rssGrowthMb } = await underAttack(() => post<ErrorBody>('', { entry: 'workflow.yml', files }));
+    expect(r.status).toBe(422);
+    expect(r.body.error).toMatch(/could not be read within 5 s/);
+    expect(r.ms).toBeLessThan(10_000);
+    console.log(expect.getState().currentTestName, { ms: (r as { ms?: number }).ms, worstHealthMs, rssGrowthMb });
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+  }, 30_000);
+
+  it('refuses at submission a cartesian scatter over 4 lists of 60 (12,960,000 steps), by arithmetic, and makes nothing', async () => {
+    const files = {
+      'workflow.yml': `stages:\n${cartesianStage('bomb', 'init', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: init, output: ${p}, unwrap: true}`).join(', '))}`,
+    };
+    const before = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((r) => r.json() as Promise<{ runs: WorkflowRun[] }>);
+    const { result: r, worstHealthMs, rssGrowthMb } = await underAttack(() =>
+      post<ErrorBody>('', { entry: 'workflow.yml', files, parameters: { a: sixty, b: sixty, c: sixty, d: sixty } }),
+    );
+    expect(r.status).toBe(422);
+    expect(r.body.code).toBe('invalid_workflow');
+    expect(r.body.details).toEqual([{ path: '$.stages[0].scheduler.scatter', message: 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000' }]);
+    expect(r.body.error).toContain('12,960,000 steps');
+    expect(r.ms).toBeLessThan(2000);
+    console.log(expect.getState().currentTestName, { ms: (r as { ms?: number }).ms, worstHealthMs, rssGrowthMb });
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+
+    // literal lists in the spec are sized the same way
+    const literal = { 'workflow.yml': `stages:\n${cartesianStage('bomb', 'init', ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', '))}` };
+    const l = await post<ErrorBody>('', { entry: 'workflow.yml', files: literal });
+    expect(l.status).toBe(422);
+    expect(l.body.details![0]!.message).toContain('makes 12,960,000 steps');
+    const after = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((r) => r.json() as Promise<{ runs: WorkflowRun[] }>);
+    expect(after.runs.length).toBe(before.runs.length);
+  }, 30_000);
+
+  it('fails at run time a stage that scatters over 4 lists of 60 an earlier step published, without building them', async () => {
+    const lists = ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', ');
+    const files = {
+      'workflow.yml': `stages:
+  - name: gen
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      step: ${step(`{publisher_type: constant-pub, publish: {${lists}}}`)}
+${cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: gen, output: ${p}, unwrap: true}`).join(', '))}`,
+    };
+    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(async () => {
+      const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
+      expect(r.status).toBe(201);
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
+        if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
+        await sleep(100);
+      }
+    });
+    expect(dag.run.status).toBe('FAILED');
+    expect(dag.stages.find((s) => s.name === 'bomb')).toMatchObject({
+      state: 'FAILED',
+      message: 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; this run may have 19,999 more (workflows.max_steps is 20,000)',
+    });
+    expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'gen']);
+    console.log(expect.getState().currentTestName, { worstHealthMs, rssGrowthMb });
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+  }, 40_000);
+});
