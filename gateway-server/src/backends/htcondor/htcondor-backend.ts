@@ -22,7 +22,7 @@ import { chmod, lchown, lstat, open, rename, unlink } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { addressesOnHosts, instanceName, parseReportedAddress, type Backend, type SchedulerAddresses, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import { addressesOnHosts, instanceName, type Backend, type SchedulerAddresses, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import { clusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
@@ -325,14 +325,15 @@ export class HTCondorBackend implements Backend {
   /**
    * A scheduler in a job may only name the machine the schedd says its job runs on (the startd's
    * addresses, its alias, the slot's machine); one next to the gateway is the local backend's.
-   * The first heartbeat can beat the next poll, so an unknown host looks at the queue once more.
+   * The first heartbeat can beat the next poll, so a job not yet seen running is looked up once more.
    */
   async schedulerAddresses(c: ClusterRecord, reported: SchedulerAddresses): Promise<SchedulerAddresses> {
     const h = c.scheduler;
     if (!this.opts.config.scheduler_in_job) return this.opts.local.schedulerAddresses(c, reported);
     if (!h || !isJob(h)) throw new AppError(409, 'not_running', `Cluster ${c.name} has no scheduler job yet`);
     let hosts = jobHosts(this.jobs.get(h.job));
-    if (!hosts.has(parseReportedAddress(reported.scheduler, 'scheduler').host)) {
+    if (!hosts.size) {
+      // Not seen running yet (a forged report for a running job does not make the gateway ask again).
       this.polledAt = 0;
       await this.poll();
       hosts = jobHosts(this.jobs.get(h.job));

@@ -461,7 +461,8 @@ export class KubernetesBackend implements Backend {
     }
     const ipsOf = (p: V1Pod | undefined) => new Set([p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((i) => i.ip)].filter((ip): ip is string => !!ip).map((ip) => ip.toLowerCase()));
     let ips = ipsOf(this.informer?.get(h.name, h.namespace));
-    if (!ips.has(parseReportedAddress(reported.scheduler, 'scheduler').host)) {
+    if (!ips.size) {
+      // Not in the informer's cache with an IP yet: ask the API server once.
       ips = ipsOf(await this.core.readNamespacedPod({ name: h.name, namespace: h.namespace }).catch(() => undefined));
     }
     const at = addressesOnHosts(reported, ips, `pod ${h.namespace}/${h.name}`);
