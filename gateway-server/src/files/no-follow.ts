@@ -156,6 +156,19 @@ export async function removeConfined(root: string, file: string): Promise<void> 
   }
 }
 
+/**
+ * Opens the directory `dir` (root itself or below it) without following any link on the way, for
+ * callers that walk on from it by descriptor (at()); null when it does not exist. The caller closes it.
+ */
+export function openDirConfined(root: string, dir: string): Promise<FileHandle | null> {
+  return openDirBelow(root, dir).catch((err: unknown) => {
+    throw err instanceof UnsafePathError ? err : unsafe(dir, err);
+  });
+}
+
+/** The path through which the entry `name` of the directory open as `dir` is reached (openat). */
+export const entryAt = at;
+
 /** Makes `dir` (below `root`, parents too) without making anything through a link. */
 export async function mkdirConfined(root: string, dir: string): Promise<void> {
   const fh = await openDirBelow(root, dir, true);

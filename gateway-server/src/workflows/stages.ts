@@ -2,11 +2,11 @@
 // earlier steps (or a Rucio dataset), a multistep stage is scattered into one step per parameter set,
 // and each step gets its directory and its command. Publishers run after a step succeeded.
 import { join } from 'node:path';
-import { glob } from 'tinyglobby';
 import { formatDeep, formatTemplate, TemplateError } from './templates.js';
 import type { NodeRecord, RunRecord, StageSpec, StepSpec } from './model.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps } from './scatter-size.js';
+import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
 
 export class StageError extends Error {}
 
@@ -235,8 +235,11 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
   });
 }
 
-/** What a step publishes after it succeeded. Throws StageError when an expected file is missing. */
-export async function publish(step: StepSpec, node: NodeRecord): Promise<Record<string, unknown>> {
+/**
+ * What a step publishes after it succeeded. Throws StageError when an expected file is missing or a
+ * glob would leave the step's directory (`root` is the run's workspace, the gateway's own directory).
+ */
+export async function publish(step: StepSpec, node: NodeRecord, root: string): Promise<Record<string, unknown>> {
   const pub = step.publisher as {
     publisher_type: string;
     outputmap?: Record<string, string>;
@@ -247,8 +250,14 @@ export async function publish(step: StepSpec, node: NodeRecord): Promise<Record<
     relative_paths?: boolean;
   };
   const values = { ...node.parameters, workdir: node.workdir };
-  const inWorkdir = async (pattern: string) =>
-    (await glob(pattern, { cwd: node.workdir, absolute: true, dot: false, expandDirectories: false })).sort();
+  const inWorkdir = async (pattern: string) => {
+    try {
+      return await globConfined(root, node.workdir, confinePattern(pattern, node.workdir));
+    } catch (err) {
+      if (err instanceof GlobError) throw new StageError(`publisher: ${err.message}`);
+      throw err;
+    }
+  };
   switch (pub.publisher_type) {
     case 'frompar-pub':
       return Object.fromEntries(

@@ -517,7 +517,7 @@ export class WorkflowEngine extends EventEmitter {
     if (code === 0) {
       try {
         const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
-        const outputs = await publish(step, n);
+        const outputs = await publish(step, n, a.run.workspace);
         this.setNode(a, n, { state: 'SUCCESS', outputs, exit_code: 0, finished: Date.now(), handle: null, message: undefined });
       } catch (err) {
         this.fail(a, n, n.attempts, `it exited 0 but its outputs could not be published: ${errorMessage(err)}`, 0);

@@ -7,6 +7,7 @@ import type { WorkflowSpec } from '@af-gateway/schemas';
 import { bodyAjv } from '../schemas.js';
 import { templateFields, TemplateError } from './templates.js';
 import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from './bundle-parser.js';
+import { staticGlobProblems } from './publisher-globs.js';
 
 export interface WorkflowProblem {
   path: string;
@@ -211,6 +212,19 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
       } catch (err) {
         if (!(err instanceof TemplateError)) throw err;
         problems.push({ path: `$.stages[${i}].scheduler.step.process.${field}`, file: fileAt(`$.stages[${i}].scheduler.step.process`), message: err.message });
+      }
+    }
+    // A publisher's glob that says by itself it leaves the step's directory is refused now.
+    const pub = s.scheduler.step.publisher as { publisher_type: string; globexpression?: string; glob?: boolean; publish?: Record<string, unknown> };
+    const pubPath = `$.stages[${i}].scheduler.step.publisher`;
+    if (pub.publisher_type === 'fromglob-pub' && typeof pub.globexpression === 'string') {
+      problems.push(...staticGlobProblems(pub.globexpression, `${pubPath}.globexpression`, fileAt(pubPath)));
+    }
+    if (pub.publisher_type === 'interpolated-pub' && pub.glob) {
+      for (const [k, v] of Object.entries(pub.publish ?? {})) {
+        (Array.isArray(v) ? v : [v]).forEach((t, j) => {
+          if (typeof t === 'string') problems.push(...staticGlobProblems(t, `${pubPath}.publish${jsonPath([k]).slice(1)}${Array.isArray(v) ? `[${j}]` : ''}`, fileAt(pubPath)));
+        });
       }
     }
     for (const p of s.scheduler.scatter?.parameters ?? []) {

@@ -1,0 +1,133 @@
+// Publisher globs aimed outside the step's directory, sent as an attacker would: patterns that say so
+// by themselves are refused at submission (422, nothing made); a parameter that points elsewhere, or a
+// link to /etc the step planted in its own directory, fails the step instead of listing /etc.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
+import { resolveConfig } from '../../src/config.js';
+import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+
+const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
+type ErrorBody = { error: string; code: string; details?: { path: string; file?: string; message: string }[] };
+
+let gw: RunningGateway;
+let dataDir: string;
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${gw.url}/api/af/workflows${path}`, {
+    method,
+    headers: { authorization: basic('mallory'), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(20_000),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+async function finished(id: string): Promise<WorkflowDag> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const d = (await call<WorkflowDag>('GET', `/${id}`)).body;
+    if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status)) return d;
+    if (Date.now() > deadline) throw new Error(`run ${id} did not finish: ${JSON.stringify(d.run)}`);
+    await sleep(100);
+  }
+}
+
+/** One stage running `script`, published by `publisher` (YAML flow text). */
+const workflow = (script: string, publisher: string, parameters = '{}') => ({
+  'workflow.yml': `stages:
+  - name: plant
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: ${parameters}
+      step:
+        process: {process_type: interpolated-script-cmd, script: ${JSON.stringify(script)}}
+        publisher: ${publisher}
+        environment: {environment_type: localproc-env}
+`,
+});
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'af-wf-pub-'));
+  gw = await startGateway(
+    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }),
+    makeLogger('warn'),
+  );
+});
+
+afterAll(async () => {
+  await gw?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('publisher globs stay in the step directory', () => {
+  it('refuses at submission globs that leave the step directory by themselves, and makes nothing', async () => {
+    const before = (await call<{ runs: WorkflowRun[] }>('GET', '')).body.runs.length;
+    const cases: [string, string, RegExp][] = [
+      ['{publisher_type: fromglob-pub, outputkey: f, globexpression: "../../*"}', '$.stages[0].scheduler.step.publisher.globexpression', /climbs out of the step's directory with \.\./],
+      ['{publisher_type: fromglob-pub, outputkey: f, globexpression: "/etc/*"}', '$.stages[0].scheduler.step.publisher.globexpression', /is an absolute path/],
+      ['{publisher_type: interpolated-pub, glob: true, publish: {f: "{workdir}/../../../*"}}', '$.stages[0].scheduler.step.publisher.publish.f', /climbs out/],
+      ['{publisher_type: interpolated-pub, glob: true, publish: {f: ["{workdir}/*.txt", "/etc/*"]}}', '$.stages[0].scheduler.step.publisher.publish.f[1]', /is an absolute path/],
+    ];
+    for (const [publisher, path, message] of cases) {
+      const r = await call<ErrorBody>('POST', '', { entry: 'workflow.yml', files: workflow('true', publisher) });
+      expect(r.status, publisher).toBe(422);
+      expect(r.body.code).toBe('invalid_workflow');
+      expect(r.body.details).toEqual([{ path, file: 'workflow.yml', message: expect.stringMatching(message) }]);
+    }
+    expect((await call<{ runs: WorkflowRun[] }>('GET', '')).body.runs.length).toBe(before);
+  });
+
+  it('fails the step whose glob names a link it planted to /etc, listing nothing of /etc', async () => {
+    const r = await call<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: workflow('ln -s /etc {workdir}/etc && touch {workdir}/own.txt', '{publisher_type: fromglob-pub, outputkey: f, globexpression: "etc/*"}'),
+    });
+    expect(r.status).toBe(201);
+    const dag = await finished(r.body.id);
+    expect(dag.run.status).toBe('FAILED');
+    const node = dag.nodes.find((n) => n.id === 'plant')!;
+    expect(node.message).toMatch(/outputs could not be published: publisher: .*etc, a symbolic link in the step's directory; a publisher does not follow links/);
+    expect(node.outputs).toEqual({});
+    expect(JSON.stringify(dag)).not.toMatch(/passwd|hostname/);
+  });
+
+  it('does not enter a planted link while matching **, and publishes the step\'s own files', async () => {
+    const r = await call<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: workflow('ln -s /etc {workdir}/etc && mkdir -p {workdir}/sub && touch {workdir}/own.conf {workdir}/sub/deep.conf', '{publisher_type: fromglob-pub, outputkey: f, globexpression: "**/*.conf"}'),
+    });
+    const dag = await finished(r.body.id);
+    expect(dag.run.status).toBe('SUCCESS');
+    const node = dag.nodes.find((n) => n.id === 'plant')!;
+    expect(node.outputs).toEqual({ f: [join(node.workdir, 'own.conf'), join(node.workdir, 'sub', 'deep.conf')] });
+  });
+
+  it('fails the step whose glob a parameter points at /etc (known only when the step ran)', async () => {
+    const r = await call<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: workflow('true', '{publisher_type: interpolated-pub, glob: true, publish: {f: "{where}/*"}}', '{where: {stages: init, output: where, unwrap: true}}'),
+      parameters: { where: '/etc' },
+    });
+    expect(r.status).toBe(201);
+    const dag = await finished(r.body.id);
+    expect(dag.run.status).toBe('FAILED');
+    const node = dag.nodes.find((n) => n.id === 'plant')!;
+    expect(node.message).toContain(`publisher: the glob /etc/* is outside the step's directory ${node.workdir}`);
+    expect(JSON.stringify(dag)).not.toMatch(/passwd|hostname/);
+
+    // ..-climbing through a parameter, as relative_paths joins it
+    const up = await call<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: workflow('true', '{publisher_type: interpolated-pub, glob: true, relative_paths: true, publish: {f: "{where}/*"}}', '{where: {stages: init, output: where, unwrap: true}}'),
+      parameters: { where: '../../../../../../../../etc' },
+    });
+    const upDag = await finished(up.body.id);
+    expect(upDag.run.status).toBe('FAILED');
+    expect(upDag.nodes.find((n) => n.id === 'plant')!.message).toMatch(/publisher: the glob \/etc\/\* is outside the step's directory/);
+  });
+});
