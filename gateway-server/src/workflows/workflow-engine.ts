@@ -123,7 +123,33 @@ export class WorkflowEngine extends EventEmitter {
 
   // --- submission -------------------------------------------------------------------------------
 
+  /** Submissions under way per user (counted with their active runs, so parallel POSTs cannot pass the cap). */
+  private readonly submitting = new Map<string, number>();
+
+  /** Refuses one more active run of the user beyond workflows.max_active_runs_per_user (429). */
+  private checkRunCap(user: User): void {
+    const max = this.cfg.max_active_runs_per_user;
+    if (max == null) return;
+    let n = this.submitting.get(user.name) ?? 0;
+    for (const a of this.active.values()) if (a.run.username === user.name) n++;
+    if (n >= max) {
+      throw new AppError(429, 'limit_workflow_runs', `User ${user.name} has ${n} workflow run${n === 1 ? '' : 's'} going and may have ${max} at once (workflows.max_active_runs_per_user); wait for one to finish or cancel one`);
+    }
+  }
+
   async submit(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
+    this.checkRunCap(user);
+    this.submitting.set(user.name, (this.submitting.get(user.name) ?? 0) + 1);
+    try {
+      return await this.submitNow(user, body);
+    } finally {
+      const left = (this.submitting.get(user.name) ?? 1) - 1;
+      if (left) this.submitting.set(user.name, left);
+      else this.submitting.delete(user.name);
+    }
+  }
+
+  private async submitNow(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
     const { spec, problems } = await readWorkflow(body.entry, body.files, user.name);
     if (!spec) throw new WorkflowProblemsError(problems);
     const backendName = body.backend ?? this.deps.defaultBackend;
@@ -296,6 +322,7 @@ export class WorkflowEngine extends EventEmitter {
     const run = v.run;
     const nodes = await v.nodes();
     if (this.active.has(id)) throw conflict(`Workflow run ${id} is already being retried`, 'run_active'); // a second click meanwhile
+    this.checkRunCap({ ...user, name: run.username }); // the run counts against its owner's runs
     const a = this.activate(run, nodes);
     for (const n of a.nodes.values()) {
       if (n.state === 'FAILED' || n.state === 'CANCELLED') this.setNode(a, n, { state: 'DEFINED', attempts: 0, exit_code: null, finished: null, handle: null, message: `retried by ${user.name}` });
