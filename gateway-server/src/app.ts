@@ -109,7 +109,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(rucioRoutes, { instances: deps.rucio });
   await app.register(workflowRoutes, { engine: deps.workflows });
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
-  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath, capabilities: deps.dashboardCapabilities });
+  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath, capabilities: deps.dashboardCapabilities, sessions: deps.sessions });
   return app;
 }
 

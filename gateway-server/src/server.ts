@@ -330,7 +330,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
 
   // WebSocket upgrades: the event stream and the dashboards' bokeh sockets.
   const events = new EventStream({ clusters, broker, identifier, workflows, log: logger });
-  const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger, capabilities: dashboardCapabilities });
+  const dashboards = dashboardUpgradeHandler({ clusters, identifier, log: logger, capabilities: dashboardCapabilities, sessions });
   app.server.on('upgrade', (req, socket, head) => {
     req.url = stripBasePath(req.url ?? '/', basePath);
     void (async () => {

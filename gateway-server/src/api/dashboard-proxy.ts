@@ -8,6 +8,7 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { Identifier } from '../auth/identify.js';
+import type { Sessions } from '../auth/sessions.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import type { ClusterRecord } from '../clusters/model.js';
 import { AppError, conflict, errorMessage, forbidden, notFound } from '../errors.js';
@@ -28,9 +29,20 @@ export class DashboardCapabilities {
 
   constructor(private readonly ttlMs = 3_600_000) {}
 
-  issue(holder: string, cluster: string): string {
-    const payload = Buffer.from(JSON.stringify([holder, cluster, Date.now() + this.ttlMs])).toString('base64url');
+  /** `session`: the stored key of the login session it was issued to, if any; it lives no longer. */
+  issue(holder: string, cluster: string, session = ''): string {
+    const payload = Buffer.from(JSON.stringify([holder, cluster, Date.now() + this.ttlMs, session])).toString('base64url');
     return `${payload}.${this.sign(payload)}`;
+  }
+
+  /** The session key a capability (already verified) was issued to; '' for none. */
+  sessionOf(capability: string): string {
+    try {
+      const session = (JSON.parse(Buffer.from(capability.slice(0, capability.lastIndexOf('.')), 'base64url').toString()) as unknown[])[3];
+      return typeof session === 'string' ? session : '';
+    } catch {
+      return '';
+    }
   }
 
   /** The holder, if `capability` is ours, unexpired and for `cluster`. */
@@ -113,9 +125,11 @@ const READ_ONLY = new Set(['GET', 'HEAD']);
 
 export async function dashboardProxy(
   app: FastifyInstance,
-  opts: { clusters: ClusterManager; identifier: Identifier; basePath: string; capabilities: DashboardCapabilities },
+  opts: { clusters: ClusterManager; identifier: Identifier; basePath: string; capabilities: DashboardCapabilities; sessions?: SessionLink },
 ): Promise<void> {
   const { clusters, capabilities } = opts;
+  /** A capability issued to a login session ends with it (a logout): its page goes back to the login. */
+  const stillValid = async (capability: string, cluster: string) => capabilities.verify(capability, cluster) !== null && (await sessionOpen(opts.sessions, capabilities.sessionOf(capability)));
   const base = opts.basePath.replace(/\/$/, '');
   // Dashboards are read-only here: no request bodies to parse or pass on.
   app.removeAllContentTypeParsers();
@@ -148,13 +162,13 @@ export async function dashboardProxy(
     if (!rest) {
       if (raw.startsWith('/~')) throw notFound(`Dashboard page ${raw.slice(0, 100)}`);
       const c = await authorizedCluster(req, clusters, name);
-      const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name);
+      const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name, opts.sessions?.keyOf(req.headers));
       void reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer');
       return reply.redirect(`${base}/clusters/${c.name}/~${cap}${raw}${query}`, 303);
     }
     const [, capability, path = '/'] = rest as unknown as [string, string, string?];
-    if (!capabilities.verify(capability, name)) {
-      // Expired or not ours: back to the credentialed path, which issues a fresh one (or asks to log in).
+    if (!(await stillValid(capability, name))) {
+      // Expired, not ours, or its session ended: back to the credentialed path, which issues a fresh one (or asks to log in).
       void reply.header('cache-control', 'no-store');
       return reply.redirect(`${base}/clusters/${name}${path}${query}`, 303);
     }
@@ -190,7 +204,12 @@ export async function dashboardProxy(
 }
 
 /** WebSocket upgrades under /clusters/<name>/…: by the page's capability, or by the viewer's own credentials. */
-export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger; capabilities: DashboardCapabilities }) {
+/** What the dashboards need of the login sessions: a capability and its sockets end with the session it was issued to. */
+type SessionLink = Pick<Sessions, 'keyOf' | 'isOpen' | 'bindSocketTo'>;
+
+const sessionOpen = async (sessions: SessionLink | undefined, key: string) => !key || !sessions || (await sessions.isOpen(key));
+
+export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger; capabilities: DashboardCapabilities; sessions?: SessionLink }) {
   return async (req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> => {
     const m = PREFIX.exec(req.url ?? '');
     if (!m) return false;
@@ -205,8 +224,12 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
     try {
       const c = await deps.clusters.get(m[1]!);
       if (capability) {
-        if (!deps.capabilities.verify(capability[1]!, m[1]!)) throw new AppError(401, 'dashboard_capability', 'This dashboard address has expired or is not valid: reload the dashboard page');
+        if (!deps.capabilities.verify(capability[1]!, m[1]!) || !(await sessionOpen(deps.sessions, deps.capabilities.sessionOf(capability[1]!)))) {
+          throw new AppError(401, 'dashboard_capability', 'This dashboard address has expired, is not valid, or its login ended: reload the dashboard page');
+        }
         if (!c) throw notFound(`Cluster ${m[1]}`);
+        const session = deps.capabilities.sessionOf(capability[1]!);
+        if (session) deps.sessions?.bindSocketTo(session, socket); // closed when that login ends
       } else {
         const { user } = await deps.identifier.identify(req.headers);
         if (!c) throw notFound(`Cluster ${m[1]}`);

@@ -74,10 +74,29 @@ export class Sessions {
    * Authorization header of its own): the socket is closed when that session ends.
    */
   bindSocket(headers: IncomingHttpHeaders, socket: Duplex): void {
-    if (headers.authorization) return;
+    const key = this.keyOf(headers);
+    if (key) this.bindSocketTo(key, socket);
+  }
+
+  /**
+   * The stored key of the session a request rides on (its cookie, when it carries no Authorization
+   * header of its own), for what outlives the request but not the session: a dashboard capability.
+   * Only the cookie's hash, as the state store keeps it: it opens nothing.
+   */
+  keyOf(headers: IncomingHttpHeaders): string | undefined {
+    if (headers.authorization) return undefined;
     const token = readCookie(headers.cookie, SESSION_COOKIE);
-    if (!token || socket.destroyed) return;
-    const key = hash(token);
+    return token ? hash(token) : undefined;
+  }
+
+  /** Whether the session of this key is still open (not expired, not ended). */
+  async isOpen(key: string): Promise<boolean> {
+    return (await this.store.findSession(key, Date.now())) !== undefined;
+  }
+
+  /** Closes `socket` when the session of this key ends. */
+  bindSocketTo(key: string, socket: Duplex): void {
+    if (socket.destroyed) return;
     let set = this.sockets.get(key);
     if (!set) this.sockets.set(key, (set = new Set()));
     set.add(socket);

@@ -38,9 +38,9 @@ async function login(user: string): Promise<string> {
 }
 
 /** A WebSocket on the cookie alone, from the gateway's own pages; resolves once it is open. */
-function openSocket(path: string, cookie: string): Promise<{ ws: WebSocket; closed: Promise<void> }> {
+function openSocket(path: string, cookie: string, from = origin): Promise<{ ws: WebSocket; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(gw.url.replace('http', 'ws') + path, { headers: { cookie }, origin });
+    const ws = new WebSocket(gw.url.replace('http', 'ws') + path, { headers: cookie ? { cookie } : {}, origin: from });
     const closed = new Promise<void>((r) => ws.once('close', () => r()));
     ws.once('open', () => resolve({ ws, closed }));
     ws.once('unexpected-response', (_q, res) => reject(new Error(`upgrade of ${path} answered ${res.statusCode}`)));
@@ -75,7 +75,7 @@ describe('POST /api/af/logout', () => {
     expect((await call('GET', '/api/af/clusters', { cookie })).json).toEqual({ clusters: [] }); // nothing made, still logged in
   });
 
-  it("ends the session: row, cookie, and the event stream's and a dashboard's WebSockets", async () => {
+  it("ends the session: row, cookie, the event stream's and dashboards' WebSockets, and the dashboard capabilities it opened", async () => {
     const cookie = await login('alice');
     const created = await call('POST', '/api/v1/clusters/', basic('alice'), {});
     expect(created.status).toBe(201);
@@ -85,6 +85,14 @@ describe('POST /api/af/logout', () => {
       expect(running.json.status).toBe('RUNNING');
       const events = await openSocket('/api/af/events', cookie);
       const dashboard = await openSocket(`/clusters/${name}/status/ws`, cookie);
+      // the dashboard page as a browser opens it: the cookie once, then a sandboxed page at a
+      // capability path (opaque origin, no cookie) whose bokeh socket rides on the capability
+      const page = await fetch(`${gw.url}/clusters/${name}/status`, { headers: { cookie }, redirect: 'manual' });
+      expect(page.status).toBe(303);
+      const capabilityPage = page.headers.get('location')!;
+      expect(capabilityPage).toMatch(new RegExp(`^/clusters/${name}/~[^/]+/status$`));
+      expect((await fetch(gw.url + capabilityPage, { redirect: 'manual' })).status).toBe(200);
+      const sandboxed = await openSocket(`${capabilityPage}/ws`, '', 'null');
       // bob's session is not alice's: his stream stays open
       const bobs = await openSocket('/api/af/events', await login('bob'));
 
@@ -93,6 +101,12 @@ describe('POST /api/af/logout', () => {
       expect(out.setCookie).toMatch(/^af-gateway-session=; Path=\/; HttpOnly; SameSite=Lax; Max-Age=0/);
       await within(events.closed, 2000, 'the event stream closes');
       await within(dashboard.closed, 2000, "the dashboard's WebSocket closes");
+      await within(sandboxed.closed, 2000, "the sandboxed dashboard page's WebSocket closes");
+      // the capability ended with the session: its page goes back to the login, its socket is refused
+      const again = await fetch(gw.url + capabilityPage, { redirect: 'manual' });
+      expect(again.status).toBe(303);
+      expect(again.headers.get('location')).toBe(`/clusters/${name}/status`);
+      await expect(openSocket(`${capabilityPage}/ws`, '', 'null')).rejects.toThrow(/answered 401/);
       expect(bobs.ws.readyState).toBe(WebSocket.OPEN);
       bobs.ws.close();
 

@@ -130,7 +130,7 @@ describe('auth matrix', () => {
   it('lets the owner in everywhere', async () => {
     const h = bearer(await op.token('alice'));
     expect((await status('GET', `/api/v1/clusters/${aliceCluster}?wait`, h)).status).toBe(200);
-    expect((await status('GET', `/clusters/${aliceCluster}/status`, h)).status).toBe(200);
+    expect((await status('GET', `/clusters/${aliceCluster}/status`, h)).status).toBe(303); // to the page's sandboxed capability path
     expect(await wsStatus(h)).toBe(101);
     // the token the request carried is what the broker knows of alice (no refresh token)
     expect((await status('GET', '/api/af/token', h)).json).toMatchObject({ user: 'alice', source: 'request', refresh: { state: 'none' } });
