@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun } from '@af-gateway/schemas';
+import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
 import type { Backend } from '../backends/backend.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
@@ -149,6 +149,11 @@ export class WorkflowEngine extends EventEmitter {
     }
   }
 
+  /** Stages whose scatter, known from the bundle and these parameters, would pass workflows.max_steps. */
+  scatterProblems(spec: WorkflowSpec, parameters: Record<string, unknown>): WorkflowProblem[] {
+    return checkStaticScatters(spec, parameters, this.cfg.max_steps);
+  }
+
   private async submitNow(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
     const { spec, problems } = await readWorkflow(body.entry, body.files, user.name);
     if (!spec) throw new WorkflowProblemsError(problems);
@@ -169,7 +174,7 @@ export class WorkflowEngine extends EventEmitter {
       throw new AppError(422, 'missing_parameters', `The workflow needs the parameter${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (e.g. af-gateway run ${body.entry} ${missing.map((m) => `-p ${m}=…`).join(' ')})`);
     }
     // Scatters the submission already determines are sized now, by arithmetic, before anything exists.
-    const tooLarge = checkStaticScatters(spec, parameters, this.cfg.max_steps);
+    const tooLarge = this.scatterProblems(spec, parameters);
     if (tooLarge.length) throw new WorkflowProblemsError(tooLarge);
     const id = randomBytes(6).toString('hex');
     const name = body.name ?? defaultName(body.entry);
@@ -223,8 +228,13 @@ export class WorkflowEngine extends EventEmitter {
         if (!rel || rel.startsWith('..') || isAbsolute(rel) || file.includes('\0')) {
           throw new AppError(422, 'bad_file_name', `files: ${JSON.stringify(file.slice(0, 200))} is not a relative path inside the bundle`);
         }
-        await mkdir(dirname(target), { recursive: true });
-        await writeFile(target, text);
+        try {
+          await mkdir(dirname(target), { recursive: true });
+          await writeFile(target, text);
+        } catch (err) {
+          // e.g. both `a` and `a/b`: one name is a file and a directory at once
+          throw new AppError(422, 'bad_file_name', `files: ${JSON.stringify(file.slice(0, 200))} cannot be kept with the bundle's other files (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}); give each file its own path`);
+        }
       }
       // Then the steps' owner may work in it (a multi-user local backend grants its account access).
       await backend.shareRunWorkspace?.(workspace, user.name);

@@ -27,9 +27,10 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
     },
   }, async (req): Promise<WorkflowValidation> => {
     const { spec, problems } = await readWorkflow(req.body.entry, req.body.files, req.user!.name);
-    return spec
+    const tooLarge = spec ? engine.scatterProblems(spec, req.body.parameters ?? {}) : [];
+    return spec && !tooLarge.length
       ? { valid: true, stages: spec.stages.map((s) => s.name), parameters: requiredParameters(spec), errors: [] }
-      : { valid: false, errors: problems };
+      : { valid: false, errors: spec ? tooLarge : problems };
   });
 
   app.post<{ Body: WorkflowBundle }>('/api/af/workflows', {

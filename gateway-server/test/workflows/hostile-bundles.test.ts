@@ -3,7 +3,7 @@
 // is refused (or its run fails) with a message naming the limit, while /api/health keeps answering
 // within a second and the gateway's memory stays modest.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -162,9 +162,25 @@ describe('hostile workflow bundles', () => {
     const l = await post<ErrorBody>('', { entry: 'workflow.yml', files: literal });
     expect(l.status).toBe(422);
     expect(l.body.details![0]!.message).toContain('makes 12,960,000 steps');
+    const checked = await post<{ valid: boolean; errors: { path: string; message: string }[] }>('/validate', { entry: 'workflow.yml', files: literal });
+    expect([checked.status, checked.body.valid, checked.body.errors[0]?.message]).toEqual([200, false, 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000']);
     const after = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((r) => r.json() as Promise<{ runs: WorkflowRun[] }>);
     expect(after.runs.length).toBe(before.runs.length);
   }, 30_000);
+
+  it('refuses bundle file names that cannot all be kept (a file and a directory of one name) with a 422, leaving nothing', async () => {
+    const files = { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n`, a: 'x', 'a/b': 'y' };
+    const workspaces = () => readdirSync(join(dataDir, 'workflows')).length;
+    const before = workspaces();
+    const r = await post<ErrorBody>('', { entry: 'w.yml', files });
+    expect([r.status, r.body.code]).toEqual([422, 'bad_file_name']);
+    expect(r.body.error).toContain('"a/b" cannot be kept with the bundle\'s other files');
+    const escape = await post<ErrorBody>('', { entry: 'w.yml', files: { ...files, a: undefined, 'a/b': undefined, '../../x': 'z' } });
+    expect([escape.status, escape.body.code]).toEqual([422, 'bad_file_name']);
+    const runs = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((x) => x.json() as Promise<{ runs: WorkflowRun[] }>);
+    expect(runs.runs.filter((x) => x.entry === 'w.yml')).toEqual([]);
+    expect(workspaces()).toBe(before);
+  });
 
   it('fails at run time a stage that scatters over 4 lists of 60 an earlier step published, without building them', async () => {
     const lists = ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', ');
