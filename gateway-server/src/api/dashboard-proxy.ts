@@ -1,6 +1,6 @@
 // Dashboards behind the owner's login: /clusters/<name>/<path> → the scheduler's dashboard <path>,
 // for HTTP requests and for the bokeh WebSocket upgrades alike. Route table = the running clusters.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -17,52 +17,48 @@ import { authorizedCluster } from './route-auth.js';
 
 const PREFIX = /^\/clusters\/([A-Za-z0-9_-]{1,64})(\/[^?]*)?(\?.*)?$/;
 /** The rest of a dashboard path that starts with a capability segment: /~<capability>/<path>. */
-const CAPABILITY_PATH = /^\/~([A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{43})(\/.*)?$/;
+const CAPABILITY_PATH = /^\/~([A-Za-z0-9_-]{40,800})(\/.*)?$/;
+
+interface Sealed {
+  holder: string;
+  cluster: string;
+  until: number;
+  /** The stored key of the login session it was issued to ('' for none): it lives no longer. */
+  session: string;
+}
 
 /**
- * Capabilities for sandboxed dashboard pages: who was let in, to which cluster, until when, signed
- * with a key of this process (a restarted gateway or another replica sends the browser back to the
- * credentialed route once). They live in URL paths, so logs show them redacted.
+ * Capabilities for sandboxed dashboard pages: who was let in, to which cluster, until when and on
+ * which login, sealed (AES-256-GCM) with a key of this process, so the page's own scripts (the
+ * cluster owner's content) can read nothing in them and forge none; a restarted gateway or another
+ * replica sends the browser back to the credentialed route once. They live in URL paths, so logs
+ * show them redacted.
  */
 export class DashboardCapabilities {
   private readonly key = randomBytes(32);
 
   constructor(private readonly ttlMs = 3_600_000) {}
 
-  /** `session`: the stored key of the login session it was issued to, if any; it lives no longer. */
   issue(holder: string, cluster: string, session = ''): string {
-    const payload = Buffer.from(JSON.stringify([holder, cluster, Date.now() + this.ttlMs, session])).toString('base64url');
-    return `${payload}.${this.sign(payload)}`;
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    const body = Buffer.concat([cipher.update(JSON.stringify([holder, cluster, Date.now() + this.ttlMs, session])), cipher.final()]);
+    return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url');
   }
 
-  /** The session key a capability (already verified) was issued to; '' for none. */
-  sessionOf(capability: string): string {
+  /** What a capability says, if it is ours, unexpired and for `cluster`. */
+  open(capability: string, cluster: string): Sealed | null {
+    const raw = Buffer.from(capability, 'base64url');
+    if (raw.length < 29) return null;
     try {
-      const session = (JSON.parse(Buffer.from(capability.slice(0, capability.lastIndexOf('.')), 'base64url').toString()) as unknown[])[3];
-      return typeof session === 'string' ? session : '';
+      const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, 12));
+      decipher.setAuthTag(raw.subarray(12, 28));
+      const text = Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString();
+      const [holder, forCluster, until, session] = JSON.parse(text) as [string, string, number, string];
+      return forCluster === cluster && until > Date.now() ? { holder, cluster: forCluster, until, session } : null;
     } catch {
-      return '';
+      return null; // not sealed with our key, or altered
     }
-  }
-
-  /** The holder, if `capability` is ours, unexpired and for `cluster`. */
-  verify(capability: string, cluster: string): string | null {
-    const dot = capability.lastIndexOf('.');
-    if (dot < 1) return null;
-    const payload = capability.slice(0, dot);
-    const given = Buffer.from(capability.slice(dot + 1), 'base64url');
-    const want = Buffer.from(this.sign(payload), 'base64url');
-    if (given.length !== want.length || !timingSafeEqual(given, want)) return null;
-    try {
-      const [holder, forCluster, until] = JSON.parse(Buffer.from(payload, 'base64url').toString()) as [string, string, number];
-      return forCluster === cluster && typeof until === 'number' && until > Date.now() && typeof holder === 'string' ? holder : null;
-    } catch {
-      return null;
-    }
-  }
-
-  private sign(payload: string): string {
-    return createHmac('sha256', this.key).update(payload).digest('base64url');
   }
 }
 
@@ -129,7 +125,10 @@ export async function dashboardProxy(
 ): Promise<void> {
   const { clusters, capabilities } = opts;
   /** A capability issued to a login session ends with it (a logout): its page goes back to the login. */
-  const stillValid = async (capability: string, cluster: string) => capabilities.verify(capability, cluster) !== null && (await sessionOpen(opts.sessions, capabilities.sessionOf(capability)));
+  const stillValid = async (capability: string, cluster: string) => {
+    const sealed = capabilities.open(capability, cluster);
+    return sealed !== null && (await sessionOpen(opts.sessions, sealed.session));
+  };
   const base = opts.basePath.replace(/\/$/, '');
   // Dashboards are read-only here: no request bodies to parse or pass on.
   app.removeAllContentTypeParsers();
@@ -224,12 +223,12 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
     try {
       const c = await deps.clusters.get(m[1]!);
       if (capability) {
-        if (!deps.capabilities.verify(capability[1]!, m[1]!) || !(await sessionOpen(deps.sessions, deps.capabilities.sessionOf(capability[1]!)))) {
+        const sealed = deps.capabilities.open(capability[1]!, m[1]!);
+        if (!sealed || !(await sessionOpen(deps.sessions, sealed.session))) {
           throw new AppError(401, 'dashboard_capability', 'This dashboard address has expired, is not valid, or its login ended: reload the dashboard page');
         }
         if (!c) throw notFound(`Cluster ${m[1]}`);
-        const session = deps.capabilities.sessionOf(capability[1]!);
-        if (session) deps.sessions?.bindSocketTo(session, socket); // closed when that login ends
+        if (sealed.session) deps.sessions?.bindSocketTo(sealed.session, socket); // closed when that login ends
       } else {
         const { user } = await deps.identifier.identify(req.headers);
         if (!c) throw notFound(`Cluster ${m[1]}`);

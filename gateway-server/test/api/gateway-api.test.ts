@@ -166,9 +166,24 @@ describe('a cluster on real processes', () => {
 
   it('serves the dashboard to its owner only', async () => {
     expect((await call('GET', `/clusters/${name}/status`)).status).toBe(401);
-    const page = await call('GET', `/clusters/${name}/status`, alice);
+    expect((await call('GET', `/clusters/${name}/status`, bob)).status).toBe(403);
+    // the owner's credentials are sent once and answered with the sandboxed page's capability path
+    const issued = await call('GET', `/clusters/${name}/status`, alice);
+    expect(issued.status).toBe(303);
+    const location = issued.headers.get('location')!;
+    expect(location).toMatch(new RegExp(`^/clusters/${name}/~[\\w-]{40,}/status$`));
+    const page = await call('GET', location);
     expect(page.status).toBe(200);
     expect(page.text).toContain('bokeh');
+    expect(page.headers.get('content-security-policy')).toMatch(/^sandbox allow-scripts/);
+    // the capability is sealed: the page's scripts read neither who opened it nor anything else
+    const capability = location.split('/')[3]!.slice(1);
+    expect(Buffer.from(capability, 'base64url').toString('latin1')).not.toContain('alice');
+    // altered by one character, it opens nothing (back to the credentialed path)
+    const altered = capability.slice(0, 20) + (capability[20] === 'A' ? 'B' : 'A') + capability.slice(21);
+    const refused = await call('GET', `/clusters/${name}/~${altered}/status`);
+    expect(refused.status).toBe(303);
+    expect(refused.headers.get('location')).toBe(`/clusters/${name}/status`);
   });
 
   it('validates scale requests and clamps to the per-cluster limit', async () => {
