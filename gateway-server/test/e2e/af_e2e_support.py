@@ -267,11 +267,17 @@ class Replica:
         self.proc.wait(10)
 
 
-def read_api_token():
-    """Run on a scheduler: its cluster's API token, as its own heartbeats send it."""
-    import os as _os
-    with open(_os.environ["DASK_GATEWAY_API_TOKEN"]) as f:
-        return f.read().strip()
+def _scheduler_functions():
+    # Nested, so that cloudpickle sends them by value: a job's Python cannot import this module.
+    def read_api_token():
+        """Run on a scheduler: its cluster's API token, as its own heartbeats send it."""
+        import os
+        with open(os.environ["DASK_GATEWAY_API_TOKEN"]) as f:
+            return f.read().strip()
+    return read_api_token
+
+
+read_api_token = _scheduler_functions()
 
 
 def forged_heartbeat(url: str, cluster: str, token: str, **addresses):

@@ -389,6 +389,8 @@ def test_a_forged_heartbeat_cannot_point_the_gateway_away_from_the_job(pool, gw)
         page = requests.get(f"{gw.url}/clusters/{mallory.name}/status", auth=("mallory", ""), timeout=60)
         assert page.status_code == 200 and "bokeh" in page.text.lower(), page.text[:300]
         # her real scheduler's own heartbeats still count: the cluster computes
+        mallory.scale(1)
+        client.wait_for_workers(1, timeout=120)
         assert client.submit(sum, [1, 2]).result(timeout=60) == 3
         assert "refused a heartbeat with addresses the backend does not accept" in gw.log.read_text()
         client.close()

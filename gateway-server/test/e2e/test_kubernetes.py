@@ -375,6 +375,8 @@ def test_a_forged_heartbeat_cannot_point_the_gateway_away_from_the_pod(kube, gw)
         client = mallory.get_client()
         token = client.run_on_scheduler(read_api_token)
         assert_heartbeats_cannot_leave(gw.url, mallory.name, token)
+        mallory.scale(1)
+        client.wait_for_workers(1, timeout=120)
         assert client.submit(sum, [1, 2]).result(timeout=60) == 3
         page = requests.get(f"{gw.url}/clusters/{mallory.name}/status", auth=("mallory", ""), timeout=60)
         assert page.status_code == 200 and "bokeh" in page.text.lower(), page.text[:300]
