@@ -16,8 +16,8 @@ const enc = encodeURIComponent;
 /** A 200 whose body is JSON of `ref`, with the error answers. */
 const answers = (ref: string) => ({ 200: { $ref: ref }, ...errors });
 /** A 200 that streams NDJSON, one `ref` per line (described as the array of its lines), with the error answers. */
-const streamOf = (ref: string) => ({
-  200: { description: `NDJSON: one ${ref.replace(/\.json$/, '')} per line`, content: { [NDJSON]: { schema: { type: 'array', items: { $ref: ref } } } } },
+const streamOf = (ref: string, line: object = { $ref: ref }) => ({
+  200: { description: `NDJSON: one ${ref.replace(/\.json$/, '')} per line`, content: { [NDJSON]: { schema: { type: 'array', items: line } } } },
   ...errors,
 });
 
@@ -64,7 +64,8 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
           long: { type: 'boolean', default: true, description: 'Type, bytes and length with each name' },
         },
       },
-      response: streamOf('rucio-did.json'),
+      // long=false: each line is a name alone
+      response: streamOf('rucio-did.json', { anyOf: [{ $ref: 'rucio-did.json' }, { type: 'string', description: 'A name (long=false)' }] }),
     },
   }, async (req, reply) => {
     const q = new URLSearchParams({ type: req.query.type ?? 'collection', name: req.query.name ?? '*' });
