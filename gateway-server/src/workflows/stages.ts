@@ -10,8 +10,51 @@ import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
 
 export class StageError extends Error {}
 
-/** A stage's references reach at most this many nodes per step as edges (the DAG stays drawable). */
+/**
+ * A stage's references reach at most this many nodes per step as edges (the DAG stays drawable), and
+ * its steps together at most MAX_EDGES_PER_STAGE (20,000 steps sharing a parameter read from 2,000
+ * steps would otherwise make 40 million). Edges are what the DAG shows; a step waits for its stage's
+ * dependencies as a whole (the engine), so fewer edges never start a step early.
+ */
 const MAX_EDGES_PER_STEP = 2000;
+const MAX_EDGES_PER_STAGE = 200_000;
+/**
+ * Characters of parameters a stage's steps hold together: each step keeps its own copy (store, event
+ * stream), so a list shared by every step counts once per step.
+ */
+const MAX_STAGE_PARAMETERS = 64 * 1024 * 1024;
+
+/** About the size of a value as JSON, walked without recursion; stops once past `limit`. */
+function sizeOf(value: unknown, limit: number): number {
+  let size = 0;
+  const stack: unknown[] = [value];
+  while (stack.length && size <= limit) {
+    const x = stack.pop();
+    if (typeof x === 'string') size += x.length + 2;
+    else if (Array.isArray(x)) {
+      size += 2 + x.length;
+      for (const y of x) stack.push(y);
+    } else if (x && typeof x === 'object') {
+      for (const [k, y] of Object.entries(x)) {
+        size += k.length + 4;
+        stack.push(y);
+      }
+    } else size += 8;
+  }
+  return size;
+}
+
+const mib = (chars: number) => `${Math.ceil(chars / 1024 / 1024).toLocaleString('en')} MiB`;
+
+/** The first `max` distinct ids of a list, without building more. */
+function firstDistinct(ids: Iterable<string>, max: number): string[] {
+  const out = new Set<string>();
+  for (const id of ids) {
+    if (out.size >= max) break;
+    out.add(id);
+  }
+  return [...out];
+}
 
 export interface ApplyContext {
   run: RunRecord;
@@ -123,8 +166,10 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
     common[k] = r.value;
     r.sources.forEach((s) => commonSources.add(s));
   }
+  const commonSize = sizeOf(common, MAX_STAGE_PARAMETERS);
   if (sch.scheduler_type === 'singlestep-stage' || !sch.scatter) {
-    return [{ values: common, sources: [...commonSources] }];
+    if (commonSize > MAX_STAGE_PARAMETERS) throw new StageError(`its parameters hold more than ${mib(MAX_STAGE_PARAMETERS)}; pass big lists in a file`);
+    return [{ values: common, sources: firstDistinct(commonSources, MAX_EDGES_PER_STEP) }];
   }
   const lists = sch.scatter.parameters.map((p) => {
     const r = resolved.get(p)!;
@@ -137,6 +182,18 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
   const size = scatterSize(sch.scatter.method, shape, sch.batchsize);
   if ('error' in size) throw new StageError(size.error);
   if (size.steps > stepsLeft) throw new StageError(tooManySteps(sch.scatter.method, shape, sch.batchsize, size.steps, maxSteps, stepsLeft));
+  // What the steps' parameters weigh together, also before building them: shared values once per
+  // step, each scattered item once per step it lands in (a cartesian product repeats them).
+  const combinations = sch.scatter.method === 'zip' ? (lists[0]?.items.length ?? 0) : lists.reduce((p, l) => p * l.items.length, 1);
+  let weight = commonSize * size.steps;
+  for (const l of lists) {
+    if (weight > MAX_STAGE_PARAMETERS) break;
+    const repeats = sch.scatter.method === 'zip' || !l.items.length ? 1 : combinations / l.items.length;
+    weight += sizeOf(l.items, MAX_STAGE_PARAMETERS) * repeats;
+  }
+  if (weight > MAX_STAGE_PARAMETERS) {
+    throw new StageError(`its ${size.steps.toLocaleString('en')} steps would hold more than ${mib(MAX_STAGE_PARAMETERS)} of parameters together (a value every step gets counts in each); pass big lists in a file`);
+  }
   let combos: { values: Record<string, unknown>; sources: string[] }[];
   if (sch.scatter.method === 'zip') {
     const n = lists[0]?.items.length ?? 0;
@@ -162,7 +219,9 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
     }
     combos = batched;
   }
-  return combos.map((c) => ({ values: { ...common, ...c.values }, sources: [...new Set([...c.sources, ...commonSources])] }));
+  const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, combos.length))));
+  const shared = [...commonSources];
+  return combos.map((c) => ({ values: { ...common, ...c.values }, sources: firstDistinct([...c.sources, ...shared.slice(0, perStep)], perStep) }));
 }
 
 export function renderCommand(step: StepSpec, values: Record<string, unknown>): { command: string; interpreter: string } {
@@ -197,7 +256,8 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     throw new StageError(`it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`);
   }
   const multi = stage.scheduler.scheduler_type === 'multistep-stage';
-  const fallbackAfter = dependencyNodes.length ? dependencyNodes.map((n) => n.id) : [INIT_STAGE];
+  const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, sets.length))));
+  const fallbackAfter = dependencyNodes.length ? dependencyNodes.slice(0, perStep).map((n) => n.id) : [INIT_STAGE];
   return sets.map((set, i) => {
     const workdir = multi ? join(ctx.run.workspace, stage.name, String(i)) : join(ctx.run.workspace, stage.name);
     const values: Record<string, unknown> = {};
@@ -221,7 +281,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       state: 'DEFINED',
       parameters: values,
       outputs: {},
-      after: after.slice(0, MAX_EDGES_PER_STEP),
+      after: after.slice(0, perStep),
       command: rendered.command,
       interpreter: rendered.interpreter,
       workdir,

@@ -398,8 +398,9 @@ export class WorkflowEngine extends EventEmitter {
     let applied = true;
     while (applied && !this.failed(a)) {
       applied = false;
+      const done = this.doneStages(a);
       for (const s of run.stages) {
-        if (s.state !== 'WAITING' || !this.ready(a, s)) continue;
+        if (s.state !== 'WAITING' || !s.dependencies.every((d) => done.has(d))) continue;
         await this.apply(a, s);
         applied = true;
       }
@@ -409,10 +410,13 @@ export class WorkflowEngine extends EventEmitter {
     if (!this.failed(a)) {
       let slots = run.maxParallel - a.byState.RUNNING.size;
       const starting: NodeRecord[] = [];
+      // A step waits for every step of the stages its stage depends on (its edges may be a sample of them).
+      const done = slots > 0 ? this.doneStages(a) : new Set<string>();
+      const stageReady = new Map(run.stages.map((s) => [s.name, s.dependencies.every((d) => done.has(d))]));
       for (const id of a.byState.DEFINED) {
         if (slots <= 0) break;
         const n = a.nodes.get(id)!;
-        if (!n.after.every((dep) => a.nodes.get(dep)?.state === 'SUCCESS')) continue;
+        if (!stageReady.get(n.stage) || !n.after.every((dep) => a.nodes.get(dep)?.state === 'SUCCESS')) continue;
         slots--;
         starting.push(n);
       }
@@ -438,11 +442,13 @@ export class WorkflowEngine extends EventEmitter {
     return a.run.stages.some((s) => s.state === 'FAILED') || a.byState.FAILED.size > 0;
   }
 
-  private ready(a: ActiveRun, s: StageRecord): boolean {
-    return s.dependencies.every((d) => {
-      const dep = a.run.stages.find((x) => x.name === d);
-      return dep?.state === 'APPLIED' && (a.byStage.get(d) ?? []).every((n) => n.state === 'SUCCESS');
-    });
+  /** Stages applied whose steps all succeeded: once per pass, so readiness costs the run's size, not its square. */
+  private doneStages(a: ActiveRun): Set<string> {
+    const done = new Set<string>();
+    for (const s of a.run.stages) {
+      if (s.state === 'APPLIED' && (a.byStage.get(s.name) ?? []).every((n) => n.state === 'SUCCESS')) done.add(s.name);
+    }
+    return done;
   }
 
   private async apply(a: ActiveRun, s: StageRecord): Promise<void> {

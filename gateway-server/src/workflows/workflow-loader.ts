@@ -148,9 +148,10 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
 export function dependenciesOf(stage: WorkflowSpec['stages'][number]): string[] {
   const deps = stage.dependencies;
   if (!deps) return [];
-  if (Array.isArray(deps)) return deps;
+  // Each named once: readiness is checked per dependency on every tick.
+  if (Array.isArray(deps)) return [...new Set(deps)];
   // yadage's jsonpath_ready expressions name stages as {stages.<name>} paths; the stage names are what matter here.
-  return deps.expressions.map((e) => e.replace(/^\{?\s*stages\.?/, '').replace(/[}\s].*$/, '').replace(/\.output.*$/, ''));
+  return [...new Set(deps.expressions.map((e) => e.replace(/^\{?\s*stages\.?/, '').replace(/[}\s].*$/, '').replace(/\.output.*$/, '')))];
 }
 
 function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (path: string) => string | undefined): void {

@@ -168,6 +168,45 @@ describe('hostile workflow bundles', () => {
     expect(after.runs.length).toBe(before.runs.length);
   }, 30_000);
 
+  it('fails at run time a stage whose 19,000 steps would each hold a 200 KB list an earlier step published (3.8 GB), without building them', async () => {
+    const big = JSON.stringify(Array.from({ length: 2000 }, (_, i) => `${i}`.padStart(100, 'x')));
+    const files = {
+      'workflow.yml': `stages:
+  - name: gen
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      step: ${step(`{publisher_type: constant-pub, publish: {many: ${big}}}`)}
+  - name: fan
+    dependencies: [gen]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: ${JSON.stringify(Array.from({ length: 19_000 }, (_, i) => i))}, shared: {stages: gen, output: many, unwrap: true}}
+      scatter: {method: zip, parameters: [i]}
+      step: ${step()}
+`,
+    };
+    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(async () => {
+      const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
+      expect(r.status).toBe(201);
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
+        if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
+        await sleep(100);
+      }
+    });
+    console.log(expect.getState().currentTestName, { worstHealthMs, rssGrowthMb });
+    expect(dag.run.status).toBe('FAILED');
+    expect(dag.stages.find((s) => s.name === 'fan')).toMatchObject({
+      state: 'FAILED',
+      message: 'its 19,000 steps would hold more than 64 MiB of parameters together (a value every step gets counts in each); pass big lists in a file',
+    });
+    expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'gen']);
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+  }, 40_000);
+
   it('refuses bundle file names that cannot all be kept (a file and a directory of one name) with a 422, leaving nothing', async () => {
     const files = { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n`, a: 'x', 'a/b': 'y' };
     const workspaces = () => readdirSync(join(dataDir, 'workflows')).length;
