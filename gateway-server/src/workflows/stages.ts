@@ -2,7 +2,7 @@
 // earlier steps (or a Rucio dataset), a multistep stage is scattered into one step per parameter set,
 // and each step gets its directory and its command. Publishers run after a step succeeded.
 import { join } from 'node:path';
-import { formatDeep, formatTemplate, TemplateError } from './templates.js';
+import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import type { NodeRecord, RunRecord, StageSpec, StepSpec } from './model.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps } from './scatter-size.js';
@@ -330,10 +330,11 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
       return { [pub.outputkey!]: await inWorkdir(pub.globexpression!) };
     case 'interpolated-pub': {
       const out: Record<string, unknown> = {};
+      const budget = { chars: MAX_FORMATTED }; // what one step publishes, all keys together
       for (const [k, v] of Object.entries(pub.publish ?? {})) {
         let value: unknown;
         try {
-          value = formatDeep(v, values);
+          value = formatDeep(v, values, budget);
         } catch (err) {
           throw new StageError(`publisher ${k}: ${(err as Error).message}`);
         }

@@ -50,27 +50,44 @@ export function renderValue(value: unknown): string {
   return String(value);
 }
 
-export function formatTemplate(template: string, values: Record<string, unknown>): string {
+/** Characters a formatted template may have unless the caller says otherwise (a command, a published value). */
+export const MAX_FORMATTED = 1024 * 1024;
+
+/** Throws TemplateError past `maxLength` characters, checked piece by piece (before joining them). */
+export function formatTemplate(template: string, values: Record<string, unknown>, maxLength = MAX_FORMATTED, what = `it would be more than ${maxLength.toLocaleString('en')} characters long`): string {
+  let length = 0;
   return parse(template)
     .map((p) => {
-      if ('text' in p) return p.text;
-      if (!(p.field in values)) throw new TemplateError(`{${p.field}} is not a parameter of this step (it has ${Object.keys(values).join(', ') || 'none'})`);
-      let v: unknown = values[p.field];
-      for (const key of p.path) {
-        if (v === null || typeof v !== 'object' || !(key in (v as object))) {
-          throw new TemplateError(`{${p.field}${p.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${k}`)).join('')}}: ${p.field} has no ${typeof key === 'number' ? `item ${key}` : `key ${key}`}`);
-        }
-        v = (v as Record<string | number, unknown>)[key];
+      const piece = formatPiece(p, values);
+      if ((length += piece.length) > maxLength) {
+        throw new TemplateError(`${what} (pass long lists in a file)`);
       }
-      return renderValue(v);
+      return piece;
     })
     .join('');
 }
 
-/** Every string inside a value formatted with the given values (publishers' templates). */
-export function formatDeep(value: unknown, values: Record<string, unknown>): unknown {
-  if (typeof value === 'string') return formatTemplate(value, values);
-  if (Array.isArray(value)) return value.map((v) => formatDeep(v, values));
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, formatDeep(v, values)]));
+function formatPiece(p: Piece, values: Record<string, unknown>): string {
+  if ('text' in p) return p.text;
+  if (!Object.hasOwn(values, p.field)) throw new TemplateError(`{${p.field}} is not a parameter of this step (it has ${Object.keys(values).join(', ') || 'none'})`);
+  let v: unknown = values[p.field];
+  for (const key of p.path) {
+    if (v === null || typeof v !== 'object' || !Object.hasOwn(v, key)) {
+      throw new TemplateError(`{${p.field}${p.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${k}`)).join('')}}: ${p.field} has no ${typeof key === 'number' ? `item ${key}` : `key ${key}`}`);
+    }
+    v = (v as Record<string | number, unknown>)[key];
+  }
+  return renderValue(v);
+}
+
+/** Every string inside a value formatted with the given values (publishers' templates), at most `budget.chars` characters in all. */
+export function formatDeep(value: unknown, values: Record<string, unknown>, budget = { chars: MAX_FORMATTED }): unknown {
+  if (typeof value === 'string') {
+    const out = formatTemplate(value, values, budget.chars, `what the step publishes would be more than ${MAX_FORMATTED.toLocaleString('en')} characters long`);
+    budget.chars -= out.length;
+    return out;
+  }
+  if (Array.isArray(value)) return value.map((v) => formatDeep(v, values, budget));
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, formatDeep(v, values, budget)]));
   return value;
 }

@@ -107,6 +107,22 @@ describe('publisher globs stay in the step directory', () => {
     expect(node.outputs).toEqual({ f: [join(node.workdir, 'own.conf'), join(node.workdir, 'sub', 'deep.conf')] });
   });
 
+  it('fails the step whose publisher would repeat a 400 KB parameter into megabytes of outputs', async () => {
+    const x = Array.from({ length: 10_000 }, (_, i) => `${i}`.padStart(40, 'x'));
+    const keys = Array.from({ length: 10 }, (_, i) => `k${i}: "{x}"`).join(', ');
+    const r = await call<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: workflow('true', `{publisher_type: interpolated-pub, publish: {${keys}}}`, '{x: {stages: init, output: x, unwrap: true}}'),
+      parameters: { x },
+    });
+    expect(r.status).toBe(201);
+    const dag = await finished(r.body.id);
+    expect(dag.run.status).toBe('FAILED');
+    const node = dag.nodes.find((n) => n.id === 'plant')!;
+    expect(node.message).toMatch(/outputs could not be published: publisher k2: what the step publishes would be more than 1,048,576 characters long/);
+    expect(node.outputs).toEqual({});
+  });
+
   it('fails the step whose glob a parameter points at /etc (known only when the step ran)', async () => {
     const r = await call<WorkflowRun>('POST', '', {
       entry: 'workflow.yml',
