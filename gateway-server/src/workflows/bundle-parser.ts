@@ -25,7 +25,7 @@ export const BUNDLE_LIMITS = {
 /** Bundles up to this many characters are parsed on the event loop (tens of ms at worst; the examples are 2 KB). */
 const IN_THREAD_CHARS = 4 * 1024;
 const WORKER_DEADLINE_MS = 5_000;
-const WORKER_HEAP_MB = 256;
+const WORKER_HEAP_MB = 128;
 const MAX_WORKERS = 2;
 const MAX_PER_USER = 2;
 
@@ -98,7 +98,7 @@ function parseInWorker(files: Record<string, string>): Promise<ParsedBundle> {
     const worker = new Worker(workerSource, {
       eval: true,
       workerData: { yamlPath, files, limits: BUNDLE_LIMITS },
-      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, maxYoungGenerationSizeMb: 32 },
+      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, maxYoungGenerationSizeMb: 16 },
       env: {},
     });
     const timer = setTimeout(() => {

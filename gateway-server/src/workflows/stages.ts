@@ -22,7 +22,7 @@ const MAX_EDGES_PER_STAGE = 200_000;
  * Characters of parameters a stage's steps hold together: each step keeps its own copy (store, event
  * stream), so a list shared by every step counts once per step.
  */
-const MAX_STAGE_PARAMETERS = 64 * 1024 * 1024;
+const MAX_STAGE_PARAMETERS = 16 * 1024 * 1024;
 
 /** About the size of a value as JSON, walked without recursion; stops once past `limit`. */
 function sizeOf(value: unknown, limit: number): number {
