@@ -4,8 +4,8 @@ A throw-away stack is started for the run: a Rucio test server (scripts/rucio-se
 in the gateway's service mode as Rucio's root, like the demo) and the gateway (built dist/, local
 backend in single-user mode, simple authentication on loopback) with small caps, so that the
 clusters and workflow runs the fuzzer creates cannot flood the machine: two active clusters of
-two workers at most, and workflow runs of one step at a time. Every request is made as the user
-`fuzzer` (HTTP Basic). At the end every cluster and run is stopped through the API, the gateway is
+two workers at most, and two unfinished workflow runs of at most four steps, one at a time.
+Every request is made as the user `fuzzer` (HTTP Basic). At the end every cluster and run is stopped through the API, the gateway is
 stopped, and any process still carrying the run's directory or port is killed.
 
     .venv/bin/python test-harness/fuzz/fuzz_api.py [--cases-per-route N] [--seed S] [--no-rucio]
@@ -68,14 +68,16 @@ def gateway_config(port: int, data_dir: Path, rucio: dict | None) -> dict:
             "stop_on_shutdown": True,
         },
         "policy": {"user_limits": {"max_clusters": 2, "max_workers": 2, "max_cores": 4, "max_memory": 4}},
-        "workflows": {"max_parallel_steps": 1, "max_steps": 4, "step_retries": 0},
+        "workflows": {"max_parallel_steps": 1, "max_steps": 4, "step_retries": 0, "max_active_runs_per_user": 2},
     }
     if rucio is not None:
         u = rucio["root_userpass"]
         cfg["rucio"] = {
             "instances": [
                 {"name": "test", "url": rucio["url"], "auth": "userpass", "account": u["account"],
-                 "username": u["username"], "default_scheme": "root", "timeout": 30}
+                 "username": u["username"], "default_scheme": "root", "timeout": 30,
+                 # the write routes (rules, register) are fuzzed too, against the throw-away server
+                 "allow_writes": True}
             ]
         }
     return cfg
@@ -328,9 +330,11 @@ def main() -> int:
     ap.add_argument("--min-cases", type=int, default=0, help="fail unless at least this many cases ran")
     ap.add_argument("--no-rucio", action="store_true", help="no Rucio server (its routes answer 404)")
     ap.add_argument("--keep", action="store_true", help="keep the run's directory (logs, report)")
+    ap.add_argument("--phases", default="examples,coverage,fuzzing,stateful",
+                    help="schemathesis phases (stateful: sequences of calls that reuse what earlier answers returned)")
     args = ap.parse_args()
     figs, stack = fuzz(cases_per_route=args.cases_per_route, seed=args.seed, max_time=args.max_time,
-                       with_rucio=not args.no_rucio, keep=args.keep)
+                       with_rucio=not args.no_rucio, keep=args.keep, phases=args.phases)
     print(figs.summary())
     if args.keep:
         print(f"run directory: {stack.root} (gateway.log, schemathesis.out, report.ndjson)")
