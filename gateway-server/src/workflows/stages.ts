@@ -22,7 +22,19 @@ const MAX_EDGES_PER_STAGE = 200_000;
  * Characters of parameters a stage's steps hold together: each step keeps its own copy (store, event
  * stream), so a list shared by every step counts once per step.
  */
-const MAX_STAGE_PARAMETERS = 16 * 1024 * 1024;
+const MAX_STAGE_PARAMETERS = 8 * 1024 * 1024;
+/** The same for all steps of a run together (many stages each under the stage's limit). */
+export const MAX_RUN_PARAMETERS = 16 * 1024 * 1024;
+
+/** What the parameters of a run's existing steps weigh (a run taken up again after a restart), at most past the limit. */
+export function parametersWeight(nodes: Iterable<NodeRecord>): number {
+  let weight = 0;
+  for (const n of nodes) {
+    weight += sizeOf(n.parameters, MAX_RUN_PARAMETERS);
+    if (weight > MAX_RUN_PARAMETERS) break;
+  }
+  return weight;
+}
 
 /** About the size of a value as JSON, walked without recursion; stops once past `limit`. */
 function sizeOf(value: unknown, limit: number): number {
@@ -44,7 +56,10 @@ function sizeOf(value: unknown, limit: number): number {
   return size;
 }
 
-const mib = (chars: number) => `${Math.ceil(chars / 1024 / 1024).toLocaleString('en')} MiB`;
+const mib = (chars: number) => {
+  const m = chars / 1024 / 1024;
+  return `${Number.isInteger(m) ? m : m.toFixed(1)} MiB`;
+};
 
 /** The first `max` distinct ids of a list, without building more. */
 function firstDistinct(ids: Iterable<string>, max: number): string[] {
@@ -65,6 +80,8 @@ export interface ApplyContext {
   /** How many more steps the run may get, of workflows.max_steps. */
   stepsLeft: number;
   maxSteps: number;
+  /** Characters of parameters the run's steps may still hold (MAX_RUN_PARAMETERS in all); the stage spends what it makes. */
+  parameters: { left: number };
 }
 
 /** Values one parameter may gather from earlier steps (a flattened reduce over every map output). */
@@ -157,7 +174,13 @@ interface ParameterSet {
   sources: string[];
 }
 
-function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: number, maxSteps: number): ParameterSet[] {
+function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: number, maxSteps: number, budget: { left: number }): ParameterSet[] {
+  // The stage's own limit, or what the run has left when that is less.
+  const cap = Math.min(MAX_STAGE_PARAMETERS, budget.left);
+  const tooHeavy = (what: string) =>
+    new StageError(cap < MAX_STAGE_PARAMETERS
+      ? `${what} more than ${mib(Math.max(0, cap))} of parameters, what this run's steps may still hold (${mib(MAX_RUN_PARAMETERS)} in all); pass big lists in a file`
+      : `${what} more than ${mib(MAX_STAGE_PARAMETERS)} of parameters together (a value every step gets counts in each); pass big lists in a file`);
   const sch = stage.scheduler;
   const common: Record<string, unknown> = {};
   const commonSources = new Set<string>();
@@ -166,9 +189,10 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
     common[k] = r.value;
     r.sources.forEach((s) => commonSources.add(s));
   }
-  const commonSize = sizeOf(common, MAX_STAGE_PARAMETERS);
+  const commonSize = sizeOf(common, cap);
   if (sch.scheduler_type === 'singlestep-stage' || !sch.scatter) {
-    if (commonSize > MAX_STAGE_PARAMETERS) throw new StageError(`its parameters hold more than ${mib(MAX_STAGE_PARAMETERS)}; pass big lists in a file`);
+    if (commonSize > cap) throw tooHeavy('its parameters hold');
+    budget.left -= commonSize;
     return [{ values: common, sources: firstDistinct(commonSources, MAX_EDGES_PER_STEP) }];
   }
   const lists = sch.scatter.parameters.map((p) => {
@@ -187,13 +211,12 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
   const combinations = sch.scatter.method === 'zip' ? (lists[0]?.items.length ?? 0) : lists.reduce((p, l) => p * l.items.length, 1);
   let weight = commonSize * size.steps;
   for (const l of lists) {
-    if (weight > MAX_STAGE_PARAMETERS) break;
+    if (weight > cap) break;
     const repeats = sch.scatter.method === 'zip' || !l.items.length ? 1 : combinations / l.items.length;
-    weight += sizeOf(l.items, MAX_STAGE_PARAMETERS) * repeats;
+    weight += sizeOf(l.items, cap) * repeats;
   }
-  if (weight > MAX_STAGE_PARAMETERS) {
-    throw new StageError(`its ${size.steps.toLocaleString('en')} steps would hold more than ${mib(MAX_STAGE_PARAMETERS)} of parameters together (a value every step gets counts in each); pass big lists in a file`);
-  }
+  if (weight > cap) throw tooHeavy(`its ${size.steps.toLocaleString('en')} steps would hold`);
+  budget.left -= weight;
   let combos: { values: Record<string, unknown>; sources: string[] }[];
   if (sch.scatter.method === 'zip') {
     const n = lists[0]?.items.length ?? 0;
@@ -251,7 +274,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       throw new StageError(`parameter ${k}: ${(err as Error).message}`);
     }
   }
-  const sets = scatter(stage, resolved, ctx.stepsLeft, ctx.maxSteps);
+  const sets = scatter(stage, resolved, ctx.stepsLeft, ctx.maxSteps, ctx.parameters);
   if (sets.length > ctx.stepsLeft) {
     throw new StageError(`it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`);
   }

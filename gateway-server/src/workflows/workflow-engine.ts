@@ -17,7 +17,7 @@ import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { describeLogTail } from '../files/log-tail.js';
 import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfined } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
-import { applyStage, publish, StageError } from './stages.js';
+import { applyStage, MAX_RUN_PARAMETERS, parametersWeight, publish, StageError } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 
@@ -45,6 +45,8 @@ interface ActiveRun {
   runDirty: boolean;
   ticking: Promise<void> | null;
   again: boolean;
+  /** Parameters the run's steps may still hold (stages.ts), weighed when a stage is first applied. */
+  parameters?: { left: number };
 }
 
 export class WorkflowProblemsError extends AppError {
@@ -469,6 +471,7 @@ export class WorkflowEngine extends EventEmitter {
           },
           nextSeq: () => a.seq++,
           stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
+          parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
           maxSteps: this.cfg.max_steps,
         },
         spec,

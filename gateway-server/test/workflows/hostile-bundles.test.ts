@@ -203,12 +203,52 @@ describe('hostile workflow bundles', () => {
     expect(dag.run.status).toBe('FAILED');
     expect(dag.stages.find((s) => s.name === 'fan')).toMatchObject({
       state: 'FAILED',
-      message: 'its 19,000 steps would hold more than 16 MiB of parameters together (a value every step gets counts in each); pass big lists in a file',
+      message: 'its 19,000 steps would hold more than 8 MiB of parameters together (a value every step gets counts in each); pass big lists in a file',
     });
     expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'gen']);
     expect(worstHealthMs).toBeLessThan(1000);
     expect(rssGrowthMb).toBeLessThan(300);
   }, 40_000);
+
+  it('fails at run time the stages that would take a run past 16 MiB of parameters, though each stage alone stays under 8 MiB', async () => {
+    const big = JSON.stringify(Array.from({ length: 4000 }, (_, i) => `${i}`.padStart(100, 'x')));
+    const fan = (name: string) => `  - name: ${name}
+    dependencies: [gen]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: ${JSON.stringify(Array.from({ length: 19 }, (_, i) => i))}, shared: {stages: gen, output: many, unwrap: true}}
+      scatter: {method: zip, parameters: [i]}
+      step: ${step()}
+`;
+    const files = {
+      'workflow.yml': `stages:
+  - name: gen
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      step: ${step(`{publisher_type: constant-pub, publish: {many: ${big}}}`)}
+${['f1', 'f2', 'f3', 'f4', 'f5'].map(fan).join('')}`,
+    };
+    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(async () => {
+      const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
+      expect(r.status).toBe(201);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
+        if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
+        await sleep(200);
+      }
+    });
+    console.log(expect.getState().currentTestName, { worstHealthMs, rssGrowthMb });
+    expect(dag.run.status).toBe('FAILED');
+    expect(dag.stages.filter((s) => s.state === 'APPLIED').map((s) => s.name)).toEqual(['init', 'gen', 'f1', 'f2']);
+    expect(dag.stages.find((s) => s.name === 'f3')).toMatchObject({
+      state: 'FAILED',
+      message: expect.stringMatching(/^its 19 steps would hold more than \d\.\d MiB of parameters, what this run's steps may still hold \(16 MiB in all\); pass big lists in a file$/),
+    });
+    expect(worstHealthMs).toBeLessThan(1000);
+    expect(rssGrowthMb).toBeLessThan(300);
+  }, 60_000);
 
   it('refuses bundle file names that cannot all be kept (a file and a directory of one name) with a 422, leaving nothing', async () => {
     const files = { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n`, a: 'x', 'a/b': 'y' };
