@@ -26,18 +26,21 @@ const MAX_STAGE_PARAMETERS = 8 * 1024 * 1024;
 /** The same for all steps of a run together (many stages each under the stage's limit). */
 export const MAX_RUN_PARAMETERS = 16 * 1024 * 1024;
 
-/** What the parameters of a run's existing steps weigh (a run taken up again after a restart), at most past the limit. */
-export function parametersWeight(nodes: Iterable<NodeRecord>): number {
+/** Characters of outputs the steps of a run may publish together (each is kept and sent per step). */
+export const MAX_RUN_OUTPUTS = 16 * 1024 * 1024;
+
+/** What the parameters (or outputs) of a run's existing steps weigh (a run taken up again after a restart), at most past the limit. */
+export function parametersWeight(nodes: Iterable<NodeRecord>, of: 'parameters' | 'outputs' = 'parameters', limit = MAX_RUN_PARAMETERS): number {
   let weight = 0;
   for (const n of nodes) {
-    weight += sizeOf(n.parameters, MAX_RUN_PARAMETERS);
-    if (weight > MAX_RUN_PARAMETERS) break;
+    weight += sizeOf(n[of], limit);
+    if (weight > limit) break;
   }
   return weight;
 }
 
 /** About the size of a value as JSON, walked without recursion; stops once past `limit`. */
-function sizeOf(value: unknown, limit: number): number {
+export function sizeOf(value: unknown, limit: number): number {
   let size = 0;
   const stack: unknown[] = [value];
   while (stack.length && size <= limit) {

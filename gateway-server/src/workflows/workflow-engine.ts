@@ -17,7 +17,7 @@ import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { describeLogTail } from '../files/log-tail.js';
 import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfined } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
-import { applyStage, MAX_RUN_PARAMETERS, parametersWeight, publish, StageError } from './stages.js';
+import { applyStage, MAX_RUN_OUTPUTS, MAX_RUN_PARAMETERS, parametersWeight, publish, sizeOf, StageError } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 
@@ -47,6 +47,8 @@ interface ActiveRun {
   again: boolean;
   /** Parameters the run's steps may still hold (stages.ts), weighed when a stage is first applied. */
   parameters?: { left: number };
+  /** Outputs the run's steps may still publish, weighed when a step first publishes. */
+  outputs?: { left: number };
 }
 
 export class WorkflowProblemsError extends AppError {
@@ -564,6 +566,13 @@ export class WorkflowEngine extends EventEmitter {
       try {
         const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
         const outputs = await publish(step, n, a.run.workspace);
+        // Outputs are kept and sent per step: the run's together are bounded like its parameters.
+        const budget = (a.outputs ??= { left: MAX_RUN_OUTPUTS - parametersWeight(a.nodes.values(), 'outputs', MAX_RUN_OUTPUTS) });
+        const weight = sizeOf(outputs, Math.max(0, budget.left));
+        if (weight > budget.left) {
+          throw new StageError(`its outputs weigh more than what this run's steps may still publish (${(Math.max(0, budget.left) / 1024 / 1024).toFixed(1)} of ${MAX_RUN_OUTPUTS / 1024 / 1024} MiB); publish files, not their contents`);
+        }
+        budget.left -= weight;
         this.setNode(a, n, { state: 'SUCCESS', outputs, exit_code: 0, finished: Date.now(), handle: null, message: undefined });
       } catch (err) {
         this.fail(a, n, n.attempts, `it exited 0 but its outputs could not be published: ${errorMessage(err)}`, 0);

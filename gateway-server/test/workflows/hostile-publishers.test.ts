@@ -123,6 +123,33 @@ describe('publisher globs stay in the step directory', () => {
     expect(node.outputs).toEqual({});
   });
 
+  it('fails the steps whose outputs would take the run past 16 MiB of published outputs', async () => {
+    const big = JSON.stringify(Array.from({ length: 4000 }, (_, i) => `${i}`.padStart(200, 'x')));
+    const files = {
+      'workflow.yml': `stages:
+  - name: plant
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: ${JSON.stringify(Array.from({ length: 25 }, (_, i) => i))}}
+      scatter: {method: zip, parameters: [i]}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'true'}
+        publisher: {publisher_type: constant-pub, publish: {many: ${big}}}
+        environment: {environment_type: localproc-env}
+`,
+    };
+    const r = await call<WorkflowRun>('POST', '', { entry: 'workflow.yml', files, max_parallel: 4 });
+    expect(r.status).toBe(201);
+    const dag = await finished(r.body.id);
+    expect(dag.run.status).toBe('FAILED');
+    const ok = dag.nodes.filter((n) => n.stage === 'plant' && n.state === 'SUCCESS');
+    const failed = dag.nodes.filter((n) => n.state === 'FAILED');
+    expect(ok.length).toBe(20); // 20 × 0.8 MB fit in 16 MiB
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed[0]!.message).toMatch(/^it exited 0 but its outputs could not be published: its outputs weigh more than what this run's steps may still publish \(\d\.\d of 16 MiB\); publish files, not their contents$/);
+  }, 60_000);
+
   it('fails the step whose glob a parameter points at /etc (known only when the step ran)', async () => {
     const r = await call<WorkflowRun>('POST', '', {
       entry: 'workflow.yml',
