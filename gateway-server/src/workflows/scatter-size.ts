@@ -12,6 +12,9 @@ export interface ScatterList {
 
 export type ScatterSize = { steps: number } | { error: string };
 
+/** Parameter sets a scatter may make before they are batched (batchsize groups them into fewer steps). */
+export const MAX_COMBINATIONS = 200_000;
+
 const n = (x: number) => x.toLocaleString('en');
 
 /** "a cartesian scatter over 4 lists of 60 (a, b, c, d)" */
@@ -31,6 +34,9 @@ export function scatterSize(method: string, lists: ScatterList[], batchsize?: nu
     items = lists[0]?.length ?? 0;
   } else {
     items = lists.reduce((p, l) => p * l.length, 1); // a float: past 2^53 it is still far above any limit
+  }
+  if (batchsize && items > MAX_COMBINATIONS) {
+    return { error: `${describeScatter(method, lists, batchsize)} makes ${n(items)} parameter sets before batching; at most ${n(MAX_COMBINATIONS)}` };
   }
   return { steps: batchsize ? Math.ceil(items / batchsize) : items };
 }
