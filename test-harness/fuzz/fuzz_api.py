@@ -39,6 +39,20 @@ CLI = REPO / "gateway-server" / "dist" / "cli.js"
 VENV_BIN = REPO / ".venv" / "bin"
 RUCIO_SCRIPT = REPO / "scripts" / "rucio-server.sh"
 USER = "fuzzer"
+# A run of one step that writes a file: what the workflow routes' path parameters are drawn from.
+SEED_WORKFLOW = {
+    "workflow.yml": """stages:
+  - name: work
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'echo seeded > {workdir}/out.txt'}
+        publisher: {publisher_type: constant-pub, publish: {}}
+        environment: {environment_type: localproc-env}
+""",
+}
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"
 
 
@@ -64,7 +78,7 @@ def gateway_config(port: int, data_dir: Path, rucio: dict | None) -> dict:
             "max_workers": 2,
             "start_timeout": 30,
             "worker_start_timeout": 30,
-            "idle_timeout": 120,
+            "idle_timeout": 15,  # frees the two cluster slots again during the run
             "stop_on_shutdown": True,
         },
         "policy": {"user_limits": {"max_clusters": 2, "max_workers": 2, "max_cores": 4, "max_memory": 4}},
@@ -92,6 +106,7 @@ class Stack:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     rucio_dir: Path | None = None
+    seeded: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -135,6 +150,24 @@ class Stack:
                 raise RuntimeError(f"the gateway did not answer in 60 s:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.2)
         return self
+
+    def seed(self) -> dict[str, list[str]]:
+        """Things the fuzzer cannot guess the names of: one cluster and one finished workflow run
+        of the user (with its step), so the routes that take a name also answer for a real one."""
+        auth = (USER, "")
+        r = requests.post(self.url + "/api/v1/clusters/", json={"cluster_options": {}}, auth=auth, timeout=60)
+        r.raise_for_status()
+        clusters = [r.json()["name"]]
+        r = requests.post(self.url + "/api/af/workflows", json={"entry": "workflow.yml", "files": SEED_WORKFLOW},
+                          auth=auth, timeout=60)
+        r.raise_for_status()
+        run = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while requests.get(f"{self.url}/api/af/workflows/{run}", auth=auth, timeout=30).json()["run"]["status"] in ("DEFINED", "RUNNING"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the seed workflow run {run} did not finish in 60 s")
+            time.sleep(0.5)
+        return {"cluster-names": clusters, "run-ids": [run], "node-names": ["work", "init"], "file-paths": ["work/out.txt", "work"]}
 
     # -- clean-up -----------------------------------------------------------------------------
 
@@ -242,8 +275,19 @@ class Figures:
 def run_schemathesis(stack: Stack, *, cases_per_route: int, seed: int, max_time: int | None,
                      phases: str = "examples,coverage,fuzzing") -> Figures:
     report = stack.root / "report.ndjson"
+    # the fixed configuration plus dictionaries of what the stack was seeded with
+    config = stack.root / "schemathesis.toml"
+    text = (HERE / "schemathesis.toml").read_text()
+    for name, values in stack.seeded.items():
+        text += f"\n[dictionaries.{name}]\nvalues = {json.dumps(values)}\n"
+    bindings = {"cluster-names": ["path.cluster_name"], "run-ids": ["path.id"], "node-names": ["path.node"], "file-paths": ["path.*"]}
+    extra = [f'"{key}" = {{ dictionary = "{name}", probability = 0.5 }}'
+             for name in stack.seeded for key in bindings.get(name, [])]
+    if extra:
+        text = text.replace("[parameters]\n", "[parameters]\n" + "\n".join(extra) + "\n", 1)
+    config.write_text(text)
     cmd = [
-        str(VENV_BIN / "schemathesis"), "--config-file", str(HERE / "schemathesis.toml"),
+        str(VENV_BIN / "schemathesis"), "--config-file", str(config),
         "run", stack.url + "/api/af/openapi.json",
         "--checks", CHECKS,
         "--auth", f"{USER}:",
@@ -314,6 +358,7 @@ def fuzz(*, cases_per_route: int, seed: int, max_time: int | None = None, with_r
     stack = Stack(with_rucio=with_rucio)
     try:
         stack.start()
+        stack.seeded = stack.seed()
         figs = run_schemathesis(stack, cases_per_route=cases_per_route, seed=seed, max_time=max_time, phases=phases)
     finally:
         stack.close()
