@@ -134,13 +134,15 @@ export async function parseBundle(files: Record<string, string>, owner: string):
   }
   perUser.set(owner, mine + 1);
   try {
+    // A finished parse hands its slot to the next in line (so a newcomer cannot slip in between).
     if (running >= MAX_WORKERS) await new Promise<void>((r) => queue.push(r));
-    running++;
+    else running++;
     try {
       return await parseInWorker(files);
     } finally {
-      running--;
-      queue.shift()?.();
+      const next = queue.shift();
+      if (next) next();
+      else running--;
     }
   } finally {
     const left = (perUser.get(owner) ?? 1) - 1;
