@@ -7,6 +7,7 @@
 import { constants as fsc, type Dirent } from 'node:fs';
 import { lstat, open, readdir, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
+import picomatch from 'picomatch';
 import { entryAt, openDirConfined, UnsafePathError } from '../files/no-follow.js';
 import type { WorkflowProblem } from './workflow-loader.js';
 
@@ -18,38 +19,13 @@ const MAX_MATCHES = 20_000;
 const MAX_DEPTH = 32;
 
 const MAGIC = /[*?[{]/;
-const escapeRe = (s: string) => s.replace(/[.+^$()|\\/\]{}*?[]/g, '\\$&');
 
-/** One path segment of a glob as a regular expression: * ? [class] {a,b}; dot files only when named. */
+/**
+ * One path segment of a glob (picomatch's syntax: * ? [class] {a,b}) as a regular expression; as in
+ * the shell, a leading dot is matched only by a pattern's own dot.
+ */
 function segmentRegExp(seg: string): RegExp {
-  let re = '';
-  for (let i = 0; i < seg.length; i++) {
-    const c = seg[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const end = seg.indexOf(']', i + 2);
-      if (end < 0) {
-        re += '\\[';
-        continue;
-      }
-      let body = seg.slice(i + 1, end);
-      const negate = body[0] === '!' || body[0] === '^';
-      if (negate) body = body.slice(1);
-      re += `[${negate ? '^' : ''}${body.replace(/[\\\]^]/g, '\\$&')}]`;
-      i = end;
-    } else if (c === '{') {
-      const end = seg.indexOf('}', i);
-      if (end < 0) {
-        re += '\\{';
-        continue;
-      }
-      re += `(?:${seg.slice(i + 1, end).split(',').map((alt) => alt.split('*').map(escapeRe).join('[^/]*')).join('|')})`;
-      i = end;
-    } else re += escapeRe(c);
-  }
-  // As the shell (and the matcher used before): a leading dot is matched only by a pattern's dot.
-  return new RegExp(seg.startsWith('.') ? `^${re}$` : `^(?!\\.)${re}$`);
+  return picomatch.makeRe(seg, { dot: seg.startsWith('.'), noextglob: true, nonegate: true });
 }
 
 /**
