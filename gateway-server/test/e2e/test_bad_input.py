@@ -208,4 +208,7 @@ def test_other_user_gets_403_on_dashboard(server, cluster, unchanged):
     r = requests.get(link, auth=server.auth("bob"), timeout=30, allow_redirects=False)
     assert r.status_code == 403, (r.status_code, r.text[:200])
     r = requests.get(link, auth=server.auth("alice"), timeout=30, allow_redirects=False)
+    assert r.status_code == 303 and f"/clusters/{cluster.name}/~" in r.headers["Location"], (r.status_code, r.text[:200])
+    # following it to her capability path, alice gets her dashboard
+    r = requests.get(link, auth=server.auth("alice"), timeout=30)
     assert r.status_code == 200, (r.status_code, r.text[:200])
