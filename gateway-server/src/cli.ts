@@ -59,7 +59,7 @@ async function main(): Promise<number> {
   if (values.listen) config.listen = values.listen;
   if (values['data-dir']) config.data_dir = values['data-dir'];
   if (command === 'copy-state') {
-    const url = values['to-postgresql'] ?? process.env.AF_GATEWAY_DATABASE_URL;
+    const url = values['to-postgresql'] ?? config.state_store.postgresql_url;
     if (!url) throw new ConfigError('copy-state needs --to-postgresql URL (or AF_GATEWAY_DATABASE_URL)');
     const counts = await copyStateToPostgres(config, url);
     console.log(JSON.stringify({ copied: counts }));

@@ -21,13 +21,17 @@ const validateConfig = bodyAjv.getSchema<GatewayConfig>(configSchema.$id)!;
 
 export class ConfigError extends Error {}
 
-/** Parses and validates a config document; relative paths become absolute against `baseDir`. */
-export function resolveConfig(raw: unknown, baseDir = process.cwd()): ResolvedConfig {
+/**
+ * Parses and validates a config document; relative paths become absolute against `baseDir`, and
+ * the environment's overrides are applied here, once (the rest of the gateway reads the config only).
+ */
+export function resolveConfig(raw: unknown, baseDir = process.cwd(), env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
   const doc = structuredClone(raw ?? {});
   if (!validateConfig(doc)) {
     throw new ConfigError(`invalid configuration: ${formatAjvErrors(validateConfig.errors)}`);
   }
   const config = doc as ResolvedConfig;
+  applyEnvironment(config, env);
   config.data_dir = resolve(baseDir, config.data_dir);
   config.backend.local.python ??= defaultPython();
   return config;
@@ -65,4 +69,32 @@ export function parseListen(listen: string): { host: string; port: number } {
   const port = Number(m[2]);
   if (port > 65535) throw new ConfigError(`port out of range in ${listen}`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/**
+ * What the environment may set. Secrets an admin keeps out of files win over the file
+ * (AF_GATEWAY_DATABASE_URL, AF_GATEWAY_ENCRYPT_KEY, AF_GATEWAY_OIDC_CLIENT_SECRET); what JupyterHub
+ * tells a service it runs (JUPYTERHUB_*) fills only what the file leaves unset, as does a Rucio
+ * instance's password (AF_GATEWAY_RUCIO_PASSWORD_<NAME>, the name upper-cased, - as _).
+ */
+function applyEnvironment(config: ResolvedConfig, env: NodeJS.ProcessEnv): void {
+  const given = (name: string) => (env[name] ? env[name] : null);
+  config.state_store.postgresql_url = given('AF_GATEWAY_DATABASE_URL') ?? config.state_store.postgresql_url;
+  config.encrypt_key = given('AF_GATEWAY_ENCRYPT_KEY') ?? config.encrypt_key;
+  config.auth.oidc.client_secret = env.AF_GATEWAY_OIDC_CLIENT_SECRET ?? config.auth.oidc.client_secret;
+  const jh = config.auth.jupyterhub;
+  jh.api_url ??= given('JUPYTERHUB_API_URL');
+  jh.api_token ??= given('JUPYTERHUB_API_TOKEN');
+  jh.client_id ??= given('JUPYTERHUB_CLIENT_ID');
+  jh.service_name ??= given('JUPYTERHUB_SERVICE_NAME');
+  jh.oauth_callback_url ??= given('JUPYTERHUB_OAUTH_CALLBACK_URL');
+  jh.authorize_url ??= `${basePathOf(env.JUPYTERHUB_BASE_URL ?? '/')}hub/api/oauth2/authorize`;
+  config.base_path ??= given('JUPYTERHUB_SERVICE_PREFIX');
+  for (const i of config.rucio.instances) i.password ??= given(`AF_GATEWAY_RUCIO_PASSWORD_${i.name.toUpperCase().replace(/-/g, '_')}`);
+}
+
+/** A URL path prefix with one leading and one trailing slash. */
+export function basePathOf(p: string): string {
+  const withLead = p.startsWith('/') ? p : `/${p}`;
+  return withLead.endsWith('/') ? withLead : `${withLead}/`;
 }

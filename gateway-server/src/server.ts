@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import { buildApp, stripBasePath } from './app.js';
-import { ConfigError, parseListen, type ResolvedConfig } from './config.js';
+import { basePathOf, ConfigError, parseListen, type ResolvedConfig } from './config.js';
 import { errorMessage } from './errors.js';
 import { openStateStore } from './store/open-store.js';
 import { serveStandby } from './standby.js';
@@ -99,15 +99,15 @@ function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator 
     if (!a.oidc.issuer) throw new ConfigError('auth.type oidc needs auth.oidc.issuer');
     return new OidcAuthenticator(new OidcIssuer(a.oidc), a.admin_users, a.admin_groups);
   }
-  const apiUrl = a.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL;
+  const apiUrl = a.jupyterhub.api_url;
   if (!apiUrl) throw new ConfigError('auth.type jupyterhub needs auth.jupyterhub.api_url (or JUPYTERHUB_API_URL)');
   return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups, hubServiceName(a.jupyterhub));
 }
 
 /** The gateway's Hub service name, whose access scope every Hub token must carry. */
 function hubServiceName(jh: ResolvedConfig['auth']['jupyterhub']): string {
-  const clientId = jh.client_id ?? process.env.JUPYTERHUB_CLIENT_ID ?? null;
-  return jh.service_name ?? process.env.JUPYTERHUB_SERVICE_NAME ?? (clientId?.startsWith('service-') ? clientId.slice('service-'.length) : 'af-gateway');
+  const clientId = jh.client_id;
+  return jh.service_name ?? (clientId?.startsWith('service-') ? clientId.slice('service-'.length) : 'af-gateway');
 }
 
 /** The user's auth_state at the Hub (needs the admin:auth_state scope for the gateway's service). */
@@ -119,11 +119,6 @@ async function readHubAuthState(apiUrl: string, token: string, user: string): Pr
   if (!res.ok) throw new Error(`JupyterHub answered HTTP ${res.status} for the user's auth_state`);
   const body = (await res.json()) as { auth_state?: { access_token?: string; refresh_token?: string } | null };
   return body.auth_state ?? null;
-}
-
-function normaliseBasePath(p: string): string {
-  const withLead = p.startsWith('/') ? p : `/${p}`;
-  return withLead.endsWith('/') ? withLead : `${withLead}/`;
 }
 
 export function makeLogger(level: string): FastifyBaseLogger {
@@ -226,8 +221,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
       : config.auth.oidc.issuer
         ? new OidcAuthenticator(new OidcIssuer(config.auth.oidc), config.auth.admin_users, config.auth.admin_groups)
         : undefined;
-  const hubToken = config.auth.jupyterhub.api_token ?? process.env.JUPYTERHUB_API_TOKEN ?? null;
-  const hubApi = config.auth.jupyterhub.api_url ?? process.env.JUPYTERHUB_API_URL ?? null;
+  const hubToken = config.auth.jupyterhub.api_token;
+  const hubApi = config.auth.jupyterhub.api_url;
   const broker = new TokenBroker({
     store,
     clusters,
@@ -250,19 +245,19 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   });
   const metrics = new Metrics(clusters, store);
 
-  const basePath = normaliseBasePath(config.base_path ?? process.env.JUPYTERHUB_SERVICE_PREFIX ?? '/');
+  const basePath = basePathOf(config.base_path ?? '/');
   const jh = config.auth.jupyterhub;
-  const hubApiUrl = jh.api_url ?? process.env.JUPYTERHUB_API_URL ?? '';
+  const hubApiUrl = jh.api_url ?? '';
   const hubLogin =
     authenticator instanceof JupyterHubAuthenticator
       ? {
           hub: authenticator,
           sessions,
           apiUrl: hubApiUrl,
-          apiToken: jh.api_token ?? process.env.JUPYTERHUB_API_TOKEN ?? null,
-          clientId: jh.client_id ?? process.env.JUPYTERHUB_CLIENT_ID ?? 'service-af-gateway',
-          callbackUrl: jh.oauth_callback_url ?? process.env.JUPYTERHUB_OAUTH_CALLBACK_URL ?? null,
-          authorizeUrl: jh.authorize_url ?? `${normaliseBasePath(process.env.JUPYTERHUB_BASE_URL ?? '/')}hub/api/oauth2/authorize`,
+          apiToken: jh.api_token,
+          clientId: jh.client_id ?? 'service-af-gateway',
+          callbackUrl: jh.oauth_callback_url,
+          authorizeUrl: jh.authorize_url!,
           basePath,
           onLogin: (user: User) => void broker.considerHub(user),
         }
@@ -270,7 +265,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const rucio = new Map(
     config.rucio.instances.map((i) => [
       i.name,
-      new RucioClient({ ...i, password: i.password ?? process.env[`AF_GATEWAY_RUCIO_PASSWORD_${i.name.toUpperCase().replace(/-/g, '_')}`] ?? null }, broker),
+      new RucioClient(i, broker),
     ]),
   );
   const stepBackends = new Map<string, Backend>(stepBackendNames(config, backend.kind).map((n) => [n, n === 'local' ? localBackend : backend]));

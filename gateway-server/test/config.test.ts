@@ -34,3 +34,38 @@ describe('the embedded default (no --config)', () => {
     expect(c.cluster).toMatchObject({ max_workers: 1000, launch_batch: 64 });
   });
 });
+
+describe('the environment', () => {
+  const env = {
+    AF_GATEWAY_DATABASE_URL: 'postgresql://from-env/af',
+    AF_GATEWAY_ENCRYPT_KEY: 'a2V5LWZyb20tZW52',
+    AF_GATEWAY_OIDC_CLIENT_SECRET: 'from-env',
+    JUPYTERHUB_API_URL: 'http://hub:8081/hub/api',
+    JUPYTERHUB_API_TOKEN: 'hub-token',
+    JUPYTERHUB_CLIENT_ID: 'service-af',
+    JUPYTERHUB_SERVICE_PREFIX: '/services/af/',
+    JUPYTERHUB_BASE_URL: '/jh',
+    AF_GATEWAY_RUCIO_PASSWORD_MY_RUCIO: 'pw-from-env',
+  };
+
+  it('is applied once, when the config is resolved: secrets over the file, the Hub\'s variables where the file is silent', () => {
+    const c = resolveConfig({
+      state_store: { postgresql_url: 'postgresql://from-file/af' },
+      auth: { jupyterhub: { api_url: 'http://from-file/hub/api' } },
+      rucio: { instances: [{ name: 'my-rucio', url: 'https://rucio.example' }, { name: 'other', url: 'https://r2.example', password: 'file' }] },
+    }, '/srv', env);
+    expect(c.state_store.postgresql_url).toBe('postgresql://from-env/af');
+    expect(c.encrypt_key).toBe('a2V5LWZyb20tZW52');
+    expect(c.auth.oidc.client_secret).toBe('from-env');
+    expect(c.auth.jupyterhub).toMatchObject({ api_url: 'http://from-file/hub/api', api_token: 'hub-token', client_id: 'service-af', authorize_url: '/jh/hub/api/oauth2/authorize' });
+    expect(c.base_path).toBe('/services/af/');
+    expect(c.rucio.instances.map((i) => i.password)).toEqual(['pw-from-env', 'file']);
+  });
+
+  it('leaves the config alone when it says nothing', () => {
+    const c = resolveConfig({}, '/srv', {});
+    expect(c.state_store.postgresql_url).toBeNull();
+    expect(c.auth.jupyterhub.api_url).toBeNull();
+    expect(c.auth.jupyterhub.authorize_url).toBe('/hub/api/oauth2/authorize');
+  });
+});

@@ -56,7 +56,7 @@ export class OidcIssuer {
   }
 
   private clientSecret(): string | null {
-    return process.env.AF_GATEWAY_OIDC_CLIENT_SECRET ?? this.cfg.client_secret;
+    return this.cfg.client_secret;
   }
 
   /** Whether the gateway has its own client at the provider (needed to refresh and to log in). */

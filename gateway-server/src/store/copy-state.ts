@@ -23,7 +23,7 @@ export interface CopyCounts {
 export async function copyStateToPostgres(config: ResolvedConfig, url: string): Promise<CopyCounts> {
   const file = join(config.data_dir, 'state.sqlite');
   if (!existsSync(file)) throw new ConfigError(`no state file at ${file}: check --config / --data-dir`);
-  const key = process.env.AF_GATEWAY_ENCRYPT_KEY || config.encrypt_key;
+  const key = config.encrypt_key;
   // Secrets are opened with the SQLite state's key and sealed again with the same key: replicas
   // must be configured with it. A key generated into data_dir has to be moved into their config.
   const box = key ? SecretBox.fromBase64(key) : SecretBox.load(null, config.data_dir);

@@ -13,10 +13,8 @@ export class SecretBox {
     return new SecretBox(key);
   }
 
-  /** The configured key, else one generated once into the data directory (mode 0600). */
+  /** The configured key (encrypt_key, or AF_GATEWAY_ENCRYPT_KEY), else one generated once into the data directory (mode 0600). */
   static load(configured: string | null, dataDir: string): SecretBox {
-    const fromEnv = process.env.AF_GATEWAY_ENCRYPT_KEY;
-    if (fromEnv) return SecretBox.fromBase64(fromEnv);
     if (configured) return SecretBox.fromBase64(configured);
     const file = join(dataDir, 'encrypt.key');
     if (!existsSync(file)) writeFileSync(file, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });

@@ -9,9 +9,9 @@ import { SqliteStore } from './sqlite-store.js';
 import type { StateStore } from './state-store.js';
 
 export async function openStateStore(config: ResolvedConfig, warn: (msg: string, err: unknown) => void): Promise<StateStore> {
-  const url = process.env.AF_GATEWAY_DATABASE_URL || config.state_store.postgresql_url;
+  const url = config.state_store.postgresql_url;
   if (!url) return new SqliteStore(join(config.data_dir, 'state.sqlite'), SecretBox.load(config.encrypt_key, config.data_dir));
-  const key = process.env.AF_GATEWAY_ENCRYPT_KEY || config.encrypt_key;
+  const key = config.encrypt_key;
   if (!key) {
     throw new ConfigError(
       'state_store.postgresql_url needs encrypt_key (or AF_GATEWAY_ENCRYPT_KEY): every replica must seal and open secrets with the same key, so none may generate its own',
