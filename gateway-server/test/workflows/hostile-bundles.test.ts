@@ -28,6 +28,18 @@ async function post<T>(path: string, body: unknown, user = 'mallory'): Promise<{
   return { status: res.status, body: (await res.json()) as T, ms: performance.now() - t0 };
 }
 
+/** Submits a bundle as mallory and follows its run until it ends (or `withinMs` passed). */
+async function runToTheEnd(files: Record<string, string>, withinMs: number, pollMs: number): Promise<WorkflowDag> {
+  const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
+  expect(r.status).toBe(201);
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
+    if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
+    await sleep(pollMs);
+  }
+}
+
 /**
  * Runs `attack` while asking /api/health one request after another: the slowest answer (the gateway
  * runs in this process, so a blocked event loop delays it by as long) and the peak growth of rss.
@@ -194,16 +206,7 @@ describe('hostile workflow bundles', () => {
       step: ${step()}
 `,
     };
-    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(async () => {
-      const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
-      expect(r.status).toBe(201);
-      const deadline = Date.now() + 20_000;
-      for (;;) {
-        const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
-        if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
-        await sleep(100);
-      }
-    });
+    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(() => runToTheEnd(files, 20_000, 100));
     console.log(expect.getState().currentTestName, { worstHealthMs, rssGrowthMb });
     expect(dag.run.status).toBe('FAILED');
     expect(dag.stages.find((s) => s.name === 'fan')).toMatchObject({
@@ -234,16 +237,7 @@ describe('hostile workflow bundles', () => {
       step: ${step(`{publisher_type: constant-pub, publish: {many: ${big}}}`)}
 ${['f1', 'f2', 'f3', 'f4', 'f5'].map(fan).join('')}`,
     };
-    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(async () => {
-      const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
-      expect(r.status).toBe(201);
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
-        if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
-        await sleep(200);
-      }
-    });
+    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(() => runToTheEnd(files, 30_000, 200));
     console.log(expect.getState().currentTestName, { worstHealthMs, rssGrowthMb });
     expect(dag.run.status).toBe('FAILED');
     expect(dag.stages.filter((s) => s.state === 'APPLIED').map((s) => s.name)).toEqual(['init', 'gen', 'f1', 'f2']);
@@ -280,16 +274,7 @@ ${['f1', 'f2', 'f3', 'f4', 'f5'].map(fan).join('')}`,
       step: ${step(`{publisher_type: constant-pub, publish: {${lists}}}`)}
 ${cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: gen, output: ${p}, unwrap: true}`).join(', '))}`,
     };
-    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(async () => {
-      const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
-      expect(r.status).toBe(201);
-      const deadline = Date.now() + 20_000;
-      for (;;) {
-        const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
-        if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
-        await sleep(100);
-      }
-    });
+    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(() => runToTheEnd(files, 20_000, 100));
     expect(dag.run.status).toBe('FAILED');
     expect(dag.stages.find((s) => s.name === 'bomb')).toMatchObject({
       state: 'FAILED',
