@@ -1,9 +1,10 @@
 // The gateway's HTTP API on a real server with real Dask processes (local backend).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
+import { processesWith } from '../support/processes.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
 
 let gw: RunningGateway;
@@ -29,18 +30,7 @@ async function call(method: string, path: string, headers: Record<string, string
   return { status: res.status, headers: res.headers, text, json: json as Record<string, unknown> };
 }
 
-function afGatewayProcesses(cluster: string): string[] {
-  const out: string[] = [];
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (cmd.includes('af-gateway:') && cmd.includes(cluster)) out.push(`${pid} ${cmd}`);
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
+const afGatewayProcesses = (cluster: string) => processesWith('af-gateway:', cluster);
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-api-'));

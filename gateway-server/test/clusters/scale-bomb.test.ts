@@ -3,10 +3,11 @@
 // within a second, and starts workers in bounded batches (cluster.launch_batch) instead of making
 // ten million worker records in one go; scaling back to 0 leaves no worker process behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
+import { processesWith } from '../support/processes.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
 
 let gw: RunningGateway;
@@ -25,18 +26,7 @@ async function call(method: string, path: string, body?: unknown) {
   return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown>, ms: performance.now() - t0 };
 }
 
-function workerProcesses(cluster: string): number {
-  let n = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (cmd.includes('af-gateway: worker') && cmd.includes(cluster)) n++;
-    } catch {
-      // gone
-    }
-  }
-  return n;
-}
+const workerProcesses = (cluster: string) => processesWith('af-gateway: worker', cluster).length;
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-scale-bomb-'));
