@@ -5,7 +5,7 @@ import http, { type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Duplex } from 'node:stream';
+import { pipeline, type Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { Identifier } from '../auth/identify.js';
 import type { Sessions } from '../auth/sessions.js';
@@ -92,6 +92,34 @@ function upstreamHeaders(headers: IncomingHttpHeaders, target: URL, prefix: stri
 }
 
 /**
+ * A request's headers without those announcing a body: no body is passed on (read-only), and a
+ * Content-Length the dashboard then waited for held the request open (and would have made the
+ * next request on a kept-alive connection that body).
+ */
+function withoutBody(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const out = { ...headers };
+  delete out['content-length'];
+  delete out['transfer-encoding'];
+  return out;
+}
+
+/**
+ * Where a dashboard's redirect sends the viewer: a path of its own stays under its route (and the
+ * base path the browser used), a relative one is left as it is, and one to any other origin is
+ * dropped. Read as a browser reads it: leading spaces and controls skipped, tabs and newlines
+ * removed, backslashes taken as slashes, so '//host', '\/host' and '\\host' are other origins too.
+ */
+function dashboardLocation(location: string, basePath: string, prefix: string): string | undefined {
+  const read = location.replace(/^[\x00-\x20]+/, '').replace(/[\t\n\r]/g, '').replace(/\\/g, '/');
+  if (/^[a-z][a-z0-9+.-]*:/i.test(read) || read.startsWith('//')) return undefined;
+  if (read.startsWith('/')) return basePath.replace(/\/$/, '') + prefix + read;
+  return location;
+}
+
+/** The cluster names there can be (the upgrade handler's PREFIX takes the same). */
+const CLUSTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
  * A dashboard is the cluster owner's content (their scheduler serves it, their code can change
  * it), shown on the gateway's origin. It is served sandboxed: an opaque origin, so its scripts
  * cannot call the gateway with the viewer's cookies (an admin opening a user's dashboard stays the
@@ -110,10 +138,12 @@ function viewerHeaders(res: IncomingMessage, basePath: string, prefix: string): 
   const headers: IncomingHttpHeaders = { ...res.headers };
   delete headers['set-cookie']; // the dashboard sets no cookie on the gateway's origin
   for (const k of Object.keys(headers)) if (k.startsWith('access-control-')) delete headers[k];
-  const loc = headers.location;
-  // The dashboard's absolute redirects stay inside its route (and the base path the browser used).
-  if (typeof loc === 'string' && loc.startsWith('/') && !loc.startsWith('//')) headers.location = basePath.replace(/\/$/, '') + prefix + loc;
-  else if (typeof loc === 'string' && !loc.startsWith('/') && /^[a-z][a-z0-9+.-]*:/i.test(loc)) delete headers.location;
+  // The dashboard's redirects stay inside its route (and the base path the browser used).
+  if (typeof headers.location === 'string') {
+    const location = dashboardLocation(headers.location, basePath, prefix);
+    if (location === undefined) delete headers.location;
+    else headers.location = location;
+  }
   return { ...headers, ...SANDBOXED };
 }
 
@@ -153,6 +183,8 @@ export async function dashboardProxy(
     config: { auth: 'user-or-capability' },
   }, async (req, reply) => {
     readOnly(req.method);
+    // No cluster has such a name (and it would be sent back in a redirect as it came, decoded).
+    if (!CLUSTER_NAME.test(req.params.cluster_name)) throw notFound(`Cluster ${req.params.cluster_name.slice(0, 100)}`);
     const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
     const name = req.params.cluster_name;
     // The path as the browser sent it (still percent-encoded), after /clusters/<name>.
@@ -183,12 +215,13 @@ export async function dashboardProxy(
         port: target.port,
         method: req.method,
         path: `${path}${query}`,
-        headers: upstreamHeaders(req.headers, target, prefix),
+        headers: withoutBody(upstreamHeaders(req.headers, target, prefix)),
         ...(secure ? tlsOptions(c) : {}),
       },
       (res) => {
         reply.raw.writeHead(res.statusCode ?? 502, viewerHeaders(res, opts.basePath, prefix));
-        res.pipe(reply.raw);
+        // An answer cut short (the dashboard closed mid-body) ends the viewer's too, rather than leaving it waiting.
+        pipeline(res, reply.raw, () => undefined);
       },
     );
     upstream.on('error', (err) => {
