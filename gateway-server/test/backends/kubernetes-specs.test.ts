@@ -203,17 +203,27 @@ async function offlineBackend(overrides: Record<string, unknown>, accounts: Acco
 }
 
 describe('where the gateway and workers reach a scheduler', () => {
-  it('uses the Service name in service mode and what the scheduler reported in pod mode', async () => {
+  it('uses the Service name in service mode, and in pod mode the pod\'s IP as the API server reports it', async () => {
     const alices = { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) };
     const make = async (mode: 'service' | 'pod') => (await offlineBackend({ scheduler_address: mode }, alices)).backend;
     const reported = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
     const c = { ...cluster(), scheduler: { kind: 'k8s-pod', namespace: 'science', name: 'af-gateway-c0ffee-scheduler', uid: 'u' } } as unknown as ClusterRecord;
-    expect((await make('service')).schedulerAddresses(c, reported)).toEqual({
+    expect(await (await make('service')).schedulerAddresses(c, reported)).toEqual({
       scheduler: 'tls://af-gateway-c0ffee.science.svc.cluster.local:8786',
       dashboard: 'http://af-gateway-c0ffee.science.svc.cluster.local:8787',
       api: 'http://af-gateway-c0ffee.science.svc.cluster.local:8788',
     });
-    expect((await make('pod')).schedulerAddresses(c, reported)).toEqual(reported);
+    // Offline: the API server's answer for the pod is a stand-in (the real one is in test_kubernetes.py).
+    const pod = await make('pod');
+    (pod as unknown as { core: { readNamespacedPod: (q: { name: string; namespace: string }) => Promise<unknown> } }).core.readNamespacedPod = async ({ name, namespace }) => {
+      expect({ name, namespace }).toEqual({ name: 'af-gateway-c0ffee-scheduler', namespace: 'science' });
+      return { status: { podIP: '10.1.2.3', podIPs: [{ ip: '10.1.2.3' }] } };
+    };
+    expect(await pod.schedulerAddresses(c, reported)).toEqual(reported);
+    // a heartbeat naming another host (the metadata service, another pod) is refused
+    for (const elsewhere of ['http://169.254.169.254:8787', 'http://10.1.2.4:8787']) {
+      await expect(pod.schedulerAddresses(c, { ...reported, dashboard: elsewhere })).rejects.toMatchObject({ statusCode: 422, code: 'address_not_backend' });
+    }
   });
 });
 
