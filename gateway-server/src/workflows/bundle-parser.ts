@@ -45,6 +45,18 @@ function measure(value: unknown, budget: { values: number }, limits: typeof BUND
   return null;
 }
 
+/** How a value sent with a request (a run's init parameters) nests too deep, if it does; walked without recursion. */
+export function nestingProblem(value: unknown, maxDepth: number = BUNDLE_LIMITS.nesting): string | null {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (!v || typeof v !== 'object') continue;
+    if (depth > maxDepth) return `nests objects and lists more than ${maxDepth} deep`;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return null;
+}
+
 function tryJson(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;

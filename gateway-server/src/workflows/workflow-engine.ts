@@ -19,6 +19,7 @@ import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfine
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, MAX_RUN_OUTPUTS, MAX_RUN_PARAMETERS, parametersWeight, publish, sizeOf, StageError } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
+import { nestingProblem } from './bundle-parser.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 
 export interface WorkflowEngineDeps {
@@ -59,6 +60,18 @@ export class WorkflowProblemsError extends AppError {
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const FLUSH_MS = 200;
+
+/**
+ * An init parameter nested too deep to be kept and sent, in words: JSON.parse takes any depth, but
+ * a run is serialised recursively (state store, event stream, commands), which overflowed the stack.
+ */
+function tooDeepParameter(parameters: Record<string, unknown>): string | null {
+  for (const [name, value] of Object.entries(parameters)) {
+    const deep = nestingProblem(value);
+    if (deep) return `parameters.${name.slice(0, 100)} ${deep}`;
+  }
+  return null;
+}
 
 export class WorkflowEngine extends EventEmitter {
   private readonly active = new Map<string, ActiveRun>();
@@ -153,9 +166,13 @@ export class WorkflowEngine extends EventEmitter {
     }
   }
 
-  /** Stages whose scatter, known from the bundle and these parameters, would pass workflows.max_steps. */
-  scatterProblems(spec: WorkflowSpec, parameters: Record<string, unknown>): WorkflowProblem[] {
-    return checkStaticScatters(spec, parameters, this.cfg.max_steps);
+  /**
+   * What is wrong with these init parameters for this workflow: one nested too deep to be kept and
+   * sent, or stages whose scatter, known from the bundle and the parameters, would pass workflows.max_steps.
+   */
+  parameterProblems(spec: WorkflowSpec, parameters: Record<string, unknown>): WorkflowProblem[] {
+    const deep = tooDeepParameter(parameters);
+    return deep ? [{ path: '$', message: deep }] : checkStaticScatters(spec, parameters, this.cfg.max_steps);
   }
 
   private async submitNow(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
@@ -177,8 +194,10 @@ export class WorkflowEngine extends EventEmitter {
     if (missing.length) {
       throw new AppError(422, 'missing_parameters', `The workflow needs the parameter${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (e.g. af-gateway run ${body.entry} ${missing.map((m) => `-p ${m}=…`).join(' ')})`);
     }
+    const deep = tooDeepParameter(parameters);
+    if (deep) throw new AppError(422, 'invalid_parameters', deep);
     // Scatters the submission already determines are sized now, by arithmetic, before anything exists.
-    const tooLarge = this.scatterProblems(spec, parameters);
+    const tooLarge = checkStaticScatters(spec, parameters, this.cfg.max_steps);
     if (tooLarge.length) throw new WorkflowProblemsError(tooLarge);
     const id = randomBytes(6).toString('hex');
     const name = body.name ?? defaultName(body.entry);

@@ -27,7 +27,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
     },
   }, async (req): Promise<WorkflowValidation> => {
     const { spec, problems } = await readWorkflow(req.body.entry, req.body.files, req.user!.name);
-    const tooLarge = spec ? engine.scatterProblems(spec, req.body.parameters ?? {}) : [];
+    const tooLarge = spec ? engine.parameterProblems(spec, req.body.parameters ?? {}) : [];
     return spec && !tooLarge.length
       ? { valid: true, stages: spec.stages.map((s) => s.name), parameters: requiredParameters(spec), errors: [] }
       : { valid: false, errors: spec ? tooLarge : problems };

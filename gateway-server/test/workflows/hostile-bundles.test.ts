@@ -285,4 +285,25 @@ ${cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: 
     expect(worstHealthMs).toBeLessThan(1000);
     expect(rssGrowthMb).toBeLessThan(300);
   }, 40_000);
+
+  it('refuses init parameters nested 100,000 deep (JSON.parse takes them; every JSON.stringify of the run overflowed the stack) with a 422, leaving nothing', async () => {
+    const workspaces = () => readdirSync(join(dataDir, 'workflows')).length;
+    const before = workspaces();
+    const files = { 'deep.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, parameters: {x: {step: init, output: x}}, step: ${step()}}\n` };
+    for (const x of ['['.repeat(100_000) + ']'.repeat(100_000), '{"a":'.repeat(100_000) + '1' + '}'.repeat(100_000)]) {
+      const body = `{"entry":"deep.yml","files":${JSON.stringify(files)},"parameters":{"x":${x}}}`;
+      const send = (path: string) =>
+        fetch(`${gw.url}/api/af/workflows${path}`, { method: 'POST', headers: { authorization: basic('mallory'), 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(10_000) });
+      const r = await send('');
+      const refused = (await r.json()) as ErrorBody;
+      expect([r.status, refused.code]).toEqual([422, 'invalid_parameters']);
+      expect(refused.error).toMatch(/parameters\.x nests objects and lists more than 64 deep/);
+      const v = (await (await send('/validate')).json()) as { valid: boolean; errors: { path: string; message: string }[] };
+      expect(v.valid).toBe(false);
+      expect(v.errors[0]!.message).toMatch(/parameters\.x nests objects and lists more than 64 deep/);
+    }
+    const runs = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((x) => x.json() as Promise<{ runs: WorkflowRun[] }>);
+    expect(runs.runs.filter((x) => x.entry === 'deep.yml')).toEqual([]);
+    expect(workspaces()).toBe(before);
+  });
 });
