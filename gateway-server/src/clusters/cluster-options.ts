@@ -26,6 +26,28 @@ function checkText(text: string, max: number, bad: (what: string) => never, what
   if (m) bad(`${what} contains the control character U+${m[0].charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()} (newlines and other control characters are refused)`);
 }
 
+/** Nesting a mapping's values may have: they are kept and sent as JSON, which is written recursively. */
+const MAX_DEPTH = 32;
+
+/** Whether a value nests objects and lists deeper than `max` (walked without recursion). */
+function deeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (!v || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/** A refused value as the message quotes it: at most 120 characters (JSON.parse takes any nesting, JSON.stringify does not). */
+function quote(v: unknown): string {
+  if (deeperThan(v, MAX_DEPTH)) return `a value nested more than ${MAX_DEPTH} deep`;
+  const got = JSON.stringify(v) ?? String(v);
+  return got.length > 120 ? `${got.slice(0, 120)}…` : got;
+}
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -90,8 +112,7 @@ export class ClusterOptions {
 
   private check(f: ClusterOptionField, v: unknown): void {
     const bad = (what: string): never => {
-      const got = JSON.stringify(v) ?? String(v);
-      throw unprocessable(`Invalid value for cluster option '${f.field}': ${what} (got ${got.length > 120 ? `${got.slice(0, 120)}…` : got})`, 'invalid_option');
+      throw unprocessable(`Invalid value for cluster option '${f.field}': ${what} (got ${quote(v)})`, 'invalid_option');
     };
     switch (f.type) {
       case 'int':
@@ -124,6 +145,7 @@ export class ClusterOptions {
             checkText(key, 256, bad, 'a key');
           }
         }
+        if (f.target !== 'environment' && deeperThan(v, MAX_DEPTH)) bad(`nests objects and lists more than ${MAX_DEPTH} deep`);
         if (f.target !== 'environment' && JSON.stringify(v).length > MAX_MAPPING_BYTES) bad(`is larger than ${MAX_MAPPING_BYTES} bytes as JSON`);
         break;
       }

@@ -89,6 +89,22 @@ describe('ClusterOptions', () => {
     expect(rejects({ note: 'y'.repeat(10_000) + '\n' }).message.length).toBeLessThan(400);
   });
 
+  it('refuses values nested 100,000 deep with a 422, not a stack overflow (JSON.parse takes them)', () => {
+    const deep = JSON.parse('['.repeat(100_000) + ']'.repeat(100_000)) as unknown;
+    expect(rejects({ worker_cores: deep }).message).toMatch(/worker_cores.*integer/);
+    expect(rejects({ environment: { A: deep } }).message).toMatch(/environment.*strings/);
+    const free = new ClusterOptions([{ field: 'labels', type: 'mapping', target: null }]);
+    let err: unknown;
+    try {
+      free.parse({ labels: { a: deep } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(AppError);
+    expect((err as AppError).message).toMatch(/labels.*nests objects and lists more than 32 deep/);
+    expect(free.parse({ labels: { a: { b: [1, 2] } } })).toEqual({ labels: { a: { b: [1, 2] } } });
+  });
+
   it('maps targeted options onto the cluster settings', () => {
     const values = options.parse({ worker_cores: 4, worker_memory: 8, environment: { A: 'b' } });
     expect(options.settings(values, { ...config.cluster, environment: { SITE: 'x' } })).toEqual({
