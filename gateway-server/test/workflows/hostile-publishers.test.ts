@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 import { resolveConfig } from '../../src/config.js';
@@ -105,6 +106,25 @@ describe('publisher globs stay in the step directory', () => {
     expect(dag.run.status).toBe('SUCCESS');
     const node = dag.nodes.find((n) => n.id === 'plant')!;
     expect(node.outputs).toEqual({ f: [join(node.workdir, 'own.conf'), join(node.workdir, 'sub', 'deep.conf')] });
+  });
+
+  it('matches a glob of many stars against a long file name in linear time (a backtracking regular expression blocked the event loop)', async () => {
+    // '*a' seven times then '*b' against 60 a's: picomatch's regular expression backtracked seconds on
+    // the event loop (every extra star or character multiplies it: nine stars on a 250-character name were hours)
+    const name = 'a'.repeat(60);
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const r = await call<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: workflow(`touch {workdir}/${name} {workdir}/${name}b {workdir}/.ab`, `{publisher_type: fromglob-pub, outputkey: f, globexpression: "${'*a'.repeat(7)}*b"}`),
+    });
+    expect(r.status).toBe(201);
+    const dag = await finished(r.body.id);
+    delay.disable();
+    expect(dag.run.status).toBe('SUCCESS');
+    const node = dag.nodes.find((n) => n.id === 'plant')!;
+    expect(node.outputs).toEqual({ f: [join(node.workdir, `${name}b`)] });
+    expect(delay.max / 1e6).toBeLessThan(1000);
   });
 
   it('fails the step whose publisher would repeat a 400 KB parameter into megabytes of outputs', async () => {
