@@ -659,7 +659,9 @@ def test_the_owners_refreshed_token_reaches_the_clusters_secret(kube, sa_kubecon
             r = requests.post(f"{g.url}/api/v1/clusters/", json={"cluster_options": {}}, headers={"Authorization": "Bearer " + first}, timeout=30)
             assert r.status_code == 201, r.text
             name = r.json()["name"]
-            secret_token = lambda: base64.b64decode(kube.get("secrets", f"af-gateway.io/cluster={name}")[0]["data"].get("bearer-token", "")).decode().strip()
+            def secret_token():  # "" until the Secret exists (the cluster is created in the background)
+                secrets = kube.get("secrets", f"af-gateway.io/cluster={name}")
+                return base64.b64decode(secrets[0]["data"].get("bearer-token", "")).decode().strip() if secrets else ""
             wait_until(lambda: secret_token() == first, 30, "the owner's token in the cluster's Secret")
             time.sleep(1.1)  # a token issued a second later is a different token
             second = client_credentials_token(provider, "bob")
