@@ -171,3 +171,22 @@ describe('who the condor tools act for', () => {
       .toThrow(/backend\.local\.single_user/);
   });
 });
+
+describe('forged heartbeats', () => {
+  it('do not make the gateway run condor_q once each while the scheduler job is not seen running on a machine', async () => {
+    // The owner holds the cluster's API token, and a scheduler job can stay idle as long as they
+    // like: each heartbeat for it used to force a fresh condor_q of every job of the gateway.
+    const data = mkdtempSync(join(dir, 'data-'));
+    const backend = new HTCondorBackend({
+      config: config({ command_prefix: [standin], poll_period: 30 }), accounts,
+      local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+    });
+    const { cluster } = clusterIn(data, 'c3', 'mallory');
+    cluster.scheduler = { kind: 'htcondor-job', job: '17.0', cluster: 'c3', worker: 'scheduler', log: '/dev/null', owner: 'mallory' };
+    const forged = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
+    const refused = await Promise.allSettled(Array.from({ length: 30 }, async () => backend.schedulerAddresses(cluster, forged)));
+    for (let i = 0; i < 30; i++) await backend.schedulerAddresses(cluster, forged).catch(() => undefined);
+    expect(refused.every((r) => r.status === 'rejected')).toBe(true);
+    expect(calls().match(/ARGV condor_q/g)?.length).toBeLessThanOrEqual(2);
+  });
+});

@@ -128,6 +128,9 @@ class Gathered<L> {
   }
 }
 
+/** How often heartbeats of schedulers not yet seen running may make the queue be looked at early. */
+const FORCED_POLL_MS = 1000;
+
 /** How long worker starts are gathered into one submission (a scale step asks for all at once). */
 const GATHER_MS = 50;
 
@@ -144,6 +147,8 @@ export class HTCondorBackend implements Backend {
   private jobs = new Map<string, JobAd>();
   private polledAt = 0;
   private polling: Promise<void> | null = null;
+  /** When a heartbeat last made the queue be looked at before its time (schedulerAddresses). */
+  private lookedUpAt = 0;
   /** Jobs that left the queue: their last ClassAd from condor_history. */
   private readonly finished = new Map<string, JobAd>();
   /** The gateway's own account: queries (condor_q, condor_history) act for it, and every job in single-user mode. */
@@ -332,8 +337,10 @@ export class HTCondorBackend implements Backend {
     if (!this.opts.config.scheduler_in_job) return this.opts.local.schedulerAddresses(c, reported);
     if (!h || !isJob(h)) throw new AppError(409, 'not_running', `Cluster ${c.name} has no scheduler job yet`);
     let hosts = jobHosts(this.jobs.get(h.job));
-    if (!hosts.size) {
-      // Not seen running yet (a forged report for a running job does not make the gateway ask again).
+    if (!hosts.size && Date.now() - this.lookedUpAt >= FORCED_POLL_MS) {
+      // Not seen running yet (a forged report for a running job does not make the gateway ask again;
+      // nor, more than once a second, one for a job that stays idle: its owner holds the API token).
+      this.lookedUpAt = Date.now();
       this.polledAt = 0;
       await this.poll();
       hosts = jobHosts(this.jobs.get(h.job));
