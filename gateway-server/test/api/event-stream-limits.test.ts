@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { resolveConfig } from '../../src/config.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
@@ -52,4 +54,50 @@ describe('event stream limits', () => {
     expect(again.status).toBe(101);
     for (const s of [...mine, again]) s.ws.terminate();
   });
+
+  it('closes the streams that read nothing rather than buffer a large run\'s DAG for each (1.6 GB in 10 s), and keeps the one that reads', async () => {
+    const auth = headers('mallory').authorization;
+    const reader = await open('mallory');
+    const stalled: net.Socket[] = [];
+    for (let i = 0; i < 31; i++) {
+      const s = net.connect(gw.port, '127.0.0.1');
+      s.write(`GET /api/af/events HTTP/1.1\r\nHost: 127.0.0.1:${gw.port}\r\nAuthorization: ${auth}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+      s.pause(); // never reads
+      s.on('error', () => undefined);
+      stalled.push(s);
+    }
+    await sleep(300);
+    const rss0 = process.memoryUsage().rss;
+    // 141 x 141 = 19,881 steps: the DAG event that adds them is about 14 MB
+    const items = Array.from({ length: 141 }, (_, i) => String(i).padStart(100, 'x'));
+    const wf = `stages:
+  - name: fan
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {p: {step: init, output: items}, q: {step: init, output: items}}
+      scatter: {method: cartesian, parameters: [p, q]}
+      step: {process: {process_type: string-interpolated-cmd, cmd: 'sleep 30 {p} {q}'}, publisher: {publisher_type: constant-pub, publish: {}}, environment: {environment_type: localproc-env}}
+`;
+    const res = await fetch(`${gw.url}/api/af/workflows`, {
+      method: 'POST',
+      headers: { authorization: auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ entry: 'fan.yml', files: { 'fan.yml': wf }, parameters: { items }, max_parallel: 1 }),
+    });
+    expect(res.status).toBe(201);
+    const run = (await res.json()) as { id: string };
+    let dags = 0;
+    reader.ws.on('message', (m: Buffer) => (dags += m.toString().startsWith('{"type":"workflow-dag"') ? 1 : 0));
+    let peak = rss0;
+    for (let i = 0; i < 20; i++) {
+      await sleep(250);
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }
+    await fetch(`${gw.url}/api/af/workflows/${run.id}/cancel`, { method: 'POST', headers: { authorization: auth } });
+    for (const s of stalled) s.destroy();
+    expect((peak - rss0) / 1e6).toBeLessThan(400);
+    expect(dags).toBeGreaterThan(0);
+    expect(reader.ws.readyState).toBe(WebSocket.OPEN);
+    reader.ws.terminate();
+  }, 30_000);
 });
