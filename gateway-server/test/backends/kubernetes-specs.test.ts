@@ -225,6 +225,20 @@ describe('where the gateway and workers reach a scheduler', () => {
       await expect(pod.schedulerAddresses(c, { ...reported, dashboard: elsewhere })).rejects.toMatchObject({ statusCode: 422, code: 'address_not_backend' });
     }
   });
+
+  it('asks the API server about a pending pod at most once a second, however many heartbeats its owner forges', async () => {
+    const alices = { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) };
+    const pod = (await offlineBackend({ scheduler_address: 'pod' }, alices)).backend;
+    let asked = 0;
+    (pod as unknown as { core: { readNamespacedPod: () => Promise<unknown> } }).core.readNamespacedPod = async () => {
+      asked++;
+      return { status: { phase: 'Pending' } }; // no IP while it waits for a node
+    };
+    const c = { ...cluster(), scheduler: { kind: 'k8s-pod', namespace: 'science', name: 'af-gateway-c0ffee-scheduler', uid: 'u' } } as unknown as ClusterRecord;
+    const forged = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
+    for (let i = 0; i < 50; i++) await expect(pod.schedulerAddresses(c, forged)).rejects.toMatchObject({ statusCode: 422 });
+    expect(asked).toBe(1);
+  });
 });
 
 describe('a user without an account', () => {

@@ -102,9 +102,14 @@ function apiMessage(err: unknown): string {
   return errorMessage(err);
 }
 
+/** How often heartbeats may make the API server be asked for one pending pod's IP. */
+const POD_LOOKUP_MS = 1000;
+
 export class KubernetesBackend implements Backend {
   readonly kind = 'kubernetes';
   readonly instance: string;
+  /** When a heartbeat last made the API server be asked for a pod (namespace/name). */
+  private readonly lookedUp = new Map<string, number>();
   private readonly kc = new KubeConfig();
   private readonly core: CoreV1Api;
   private readonly batch: BatchV1Api;
@@ -461,8 +466,13 @@ export class KubernetesBackend implements Backend {
     }
     const ipsOf = (p: V1Pod | undefined) => new Set([p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((i) => i.ip)].filter((ip): ip is string => !!ip).map((ip) => ip.toLowerCase()));
     let ips = ipsOf(this.informer?.get(h.name, h.namespace));
-    if (!ips.size) {
-      // Not in the informer's cache with an IP yet: ask the API server once.
+    const key = `${h.namespace}/${h.name}`;
+    const now = Date.now();
+    if (!ips.size && now - (this.lookedUp.get(key) ?? 0) >= POD_LOOKUP_MS) {
+      // Not in the informer's cache with an IP yet: ask the API server, at most once a second per
+      // pod (the owner holds the API token, and a pod can stay pending as long as they like).
+      this.lookedUp.set(key, now);
+      for (const [k, at] of this.lookedUp) if (now - at > 60_000) this.lookedUp.delete(k);
       ips = ipsOf(await this.core.readNamespacedPod({ name: h.name, namespace: h.namespace }).catch(() => undefined));
     }
     const at = addressesOnHosts(reported, ips, `pod ${h.namespace}/${h.name}`);
