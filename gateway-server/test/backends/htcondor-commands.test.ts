@@ -103,6 +103,11 @@ describe('workflow step submit description', () => {
     expect(d).toContain('universe = container');
     expect(d).toContain('container_image = docker://busybox:1.36');
   });
+  it("keeps a workflow's image literal: the schema lets $ through, and condor_submit expands $ENV(…), $(…) anywhere in a value", () => {
+    const d = stepSubmitDescription({ ...steps, image: 'x/$ENV(BEARER_TOKEN_FILE):$(SEC_PASSWORD_FILE)' });
+    expect(d).toContain('container_image = docker://x/$(DOLLAR)ENV(BEARER_TOKEN_FILE):$(DOLLAR)(SEC_PASSWORD_FILE)');
+    expect(() => stepSubmitDescription({ ...steps, image: 'x:$$(Memory)' })).toThrow(/match-time substitution/);
+  });
   it('refuses a directory the queue list cannot carry', () => {
     expect(() => stepSubmitDescription({ ...steps, steps: [{ node: 'map:0', dir: '/shared/my wf/map/0' }] })).toThrow(/cannot be queued/);
   });

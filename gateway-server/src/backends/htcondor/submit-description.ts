@@ -237,7 +237,8 @@ export function stepSubmitDescription(spec: StepJobSpec): string {
     ['+AfGatewayOwner', classAdString(spec.owner)],
     ['+AfGatewayStep', classAdString('$(AfStep)')],
   ];
-  if (universe === 'container' && image) lines.push(['container_image', spec.image ? `docker://${image}` : image]);
+  // A workflow's image is the user's word (literal); the configured one is the admin's.
+  if (universe === 'container' && image) lines.push(['container_image', spec.image ? `docker://${literal(spec.image)}` : image]);
   if (universe === 'docker' && image) lines.push(['docker_image', image]);
   if (spec.requirements) lines.push(['requirements', spec.requirements]);
   if (spec.accountingGroup) lines.push(['accounting_group', spec.accountingGroup], ['accounting_group_user', spec.owner]);
