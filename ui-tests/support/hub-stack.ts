@@ -120,8 +120,13 @@ c.JupyterHub.services = [{
     # the extension's silent login in a hidden frame: no confirmation page
     'oauth_no_confirm': True,
 }]
-# users may log in to services (the gateway's OAuth client)
-c.JupyterHub.load_roles = [{'name': 'user', 'scopes': ['self', 'access:services']}]
+# users may log in to services (the gateway's OAuth client), and the token of a user's server
+# (JUPYTERHUB_API_TOKEN, what dask_gateway's JupyterHubAuth sends from a notebook) may reach the
+# gateway service: the gateway admits only Hub tokens with this access scope
+c.JupyterHub.load_roles = [
+    {'name': 'user', 'scopes': ['self', 'access:services']},
+    {'name': 'server', 'scopes': ['users:activity!user', 'access:servers!server', ${py(`access:services!service=${HUB_SERVICE}`)}]},
+]
 `;
   const hubConfigFile = path.join(dir, 'jupyterhub_config.py');
   writeFileSync(hubConfigFile, hubConfig);

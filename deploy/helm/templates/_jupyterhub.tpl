@@ -22,6 +22,12 @@ hub:
       scopes:
         - self
         - "access:services!service={{ $name }}"
+    # notebooks reach it with their server's token (JUPYTERHUB_API_TOKEN, dask_gateway's JupyterHubAuth)
+    server:
+      scopes:
+        - "users:activity!user"
+        - "access:servers!server"
+        - "access:services!service={{ $name }}"
     # With config.auth.oidc set and the provider's tokens kept in the Hub's auth_state, the
     # gateway's token broker reads them; uncomment to allow it:
     # {{ $name }}-auth-state:

@@ -549,7 +549,7 @@ describe('Helm chart deploy/helm', () => {
     const { objects, text } = await render();
     const cm = one(objects, 'ConfigMap', `${RELEASE}-jupyterhub-snippet`) as K8sObject & { data: Record<string, string> };
     const snippet = YAML.parse(cm.data['values.yaml']!) as {
-      hub: { services: Record<string, Record<string, unknown>>; loadRoles: { user: { scopes: string[] } } };
+      hub: { services: Record<string, Record<string, unknown>>; loadRoles: { user: { scopes: string[] }; server: { scopes: string[] } } };
       singleuser: { networkPolicy: { egress: unknown[] } };
     };
     expect(snippet.hub.services['af-gateway']).toEqual({
@@ -558,6 +558,7 @@ describe('Helm chart deploy/helm', () => {
       oauth_no_confirm: true,
     });
     expect(snippet.hub.loadRoles.user.scopes).toContain('access:services!service=af-gateway');
+    expect(snippet.hub.loadRoles.server.scopes).toEqual(['users:activity!user', 'access:servers!server', 'access:services!service=af-gateway']);
     expect(snippet.singleuser.networkPolicy.egress).toHaveLength(1);
     const secret = one(objects, 'Secret') as K8sObject & { data: Record<string, string> };
     const token = Buffer.from(secret.data.JUPYTERHUB_API_TOKEN!, 'base64').toString();
