@@ -11,6 +11,7 @@ import { errorHandler } from './api/error-handler.js';
 import { routeAuth } from './api/route-auth.js';
 import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
 import { dashboardProxy, redactCapability, type DashboardCapabilities } from './api/dashboard-proxy.js';
+import type { IncomingHttpHeaders } from 'node:http';
 import { systemRoutes } from './api/system-routes.js';
 import { afRoutes, type ConnectTarget } from './api/af-routes.js';
 import type { RucioClient } from './rucio/rucio-client.js';
@@ -43,6 +44,8 @@ export interface AppDeps {
   /** Rucio instances by name (rucio.instances). */
   rucio: Map<string, RucioClient>;
   workflows: WorkflowEngine;
+  /** Throws the 403 for a Host header this gateway does not answer to (api/host-check.ts). */
+  checkHost: (headers: IncomingHttpHeaders) => void;
   /** Signs the capabilities of sandboxed dashboard pages (the upgrade handler checks the same). */
   dashboardCapabilities: DashboardCapabilities;
   health: () => Promise<Record<string, string>>;
@@ -73,6 +76,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     throw new AppError(404, 'not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
   });
 
+  // Before anything else: a request naming a host this gateway is not (DNS rebinding) is a 403.
+  app.addHook('onRequest', async (req) => deps.checkHost(req.headers));
   if (deps.ready) {
     const ready = deps.ready;
     app.addHook('onRequest', async () => {

@@ -31,6 +31,7 @@ import { KubernetesBackend } from './backends/kubernetes/kubernetes-backend.js';
 import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
 import { DashboardCapabilities, dashboardUpgradeHandler } from './api/dashboard-proxy.js';
+import { hostPolicy } from './api/host-check.js';
 import { EventStream } from './api/event-stream.js';
 import { refuseUpgrade } from './api/upgrade.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
@@ -286,7 +287,9 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   let recovered!: () => void;
   const ready = new Promise<void>((resolve) => (recovered = resolve));
   const dashboardCapabilities = new DashboardCapabilities();
+  const checkHost = hostPolicy(config, host);
   const app = await buildApp({
+    checkHost,
     dashboardCapabilities,
     ready,
     workflows,
@@ -329,6 +332,12 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   app.server.on('upgrade', (req, socket, head) => {
     req.url = stripBasePath(req.url ?? '/', basePath);
     void (async () => {
+      try {
+        checkHost(req.headers);
+      } catch (err) {
+        refuseUpgrade(socket, err);
+        return;
+      }
       await ready;
       sessions.bindSocket(req.headers, socket); // closed when the session it rides on ends
       if (await events.handleUpgrade(req, socket, head)) return;
