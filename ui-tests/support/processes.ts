@@ -25,15 +25,21 @@ export interface StackProcess {
   log: string;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
+// Ports Chromium and fetch() refuse (ERR_UNSAFE_PORT, "bad port"): never handed out.
+const BAD_PORTS = new Set<number>((JSON.parse(readFileSync(path.join(REPO, 'test-harness', 'fetch-bad-ports.json'), 'utf8')) as { ports: number[] }).ports);
+
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as net.AddressInfo;
+        s.close(() => resolve(port));
+      });
     });
-  });
+    if (!BAD_PORTS.has(port)) return port;
+  }
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

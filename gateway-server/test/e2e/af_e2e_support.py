@@ -20,10 +20,17 @@ CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 OP_SCRIPT = REPO / "gateway-server" / "test" / "support" / "oidc-provider.mjs"
 
 
+# Ports fetch() and browsers refuse ("bad port", ERR_UNSAFE_PORT): never handed out.
+BAD_PORTS = frozenset(json.loads((REPO / "test-harness" / "fetch-bad-ports.json").read_text())["ports"])
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in BAD_PORTS:
+            return port
 
 
 def stop(proc):

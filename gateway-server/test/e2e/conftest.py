@@ -91,10 +91,7 @@ def only_ours(what: str) -> None:
         pytest.skip(f"peer mode: {what} is an AF Gateway contract point")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from af_e2e_support import free_port  # noqa: E402  (one picker: it skips the ports fetch() refuses)
 
 
 def wait_until(fn, timeout: float, message, interval: float = 0.25):

@@ -133,15 +133,20 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
     return provider;
   };
 
-  // Bind once to learn a free port, then start the provider with its issuer on that port.
+  // Bind once to learn a free port, then start the provider with its issuer on that port; never a
+  // port fetch() refuses (the gateway could not reach its issuer: "bad port").
   if (port === 0) {
     const net = await import('node:net');
-    port = await new Promise((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = s.address().port;
-        s.close(() => resolve(p));
+    const { readFileSync } = await import('node:fs');
+    const bad = new Set(JSON.parse(readFileSync(new URL('../../../test-harness/fetch-bad-ports.json', import.meta.url), 'utf8')).ports);
+    do {
+      port = await new Promise((resolve) => {
+        const s = net.createServer().listen(0, '127.0.0.1', () => {
+          const p = s.address().port;
+          s.close(() => resolve(p));
+        });
       });
-    });
+    } while (bad.has(port));
   }
   issuer = `http://127.0.0.1:${port}`;
   await boot(port);
