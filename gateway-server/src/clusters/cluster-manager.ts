@@ -4,6 +4,7 @@
 // what does not. Backends only start, stop and check processes; all decisions are made here.
 import { EventEmitter } from 'node:events';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
@@ -280,20 +281,33 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     return { ok: msg === null, msg };
   }
 
+  /**
+   * POSTs to the scheduler's dask-gateway API. With node:http, not fetch(): the scheduler's port is
+   * whatever its OS gave it, and fetch() refuses the Fetch standard's "bad ports" (6000, 10080, …).
+   */
   private async tellScheduler(c: ClusterRecord, body: Record<string, unknown>): Promise<void> {
-    let res: Response;
+    const payload = JSON.stringify(body);
+    let status: number;
     try {
-      res = await fetch(`${c.apiAddress}/api/comm`, {
-        method: 'POST',
-        headers: { Authorization: `token ${c.token}`, 'Content-Type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000),
+      status = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(`${c.apiAddress}/api/comm`, {
+          method: 'POST',
+          headers: { Authorization: `token ${c.token}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+          timeout: 10_000,
+        }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+          res.on('error', reject);
+        });
+        req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+        req.on('error', reject);
+        req.end(payload);
       });
     } catch (err) {
       throw new AppError(409, 'scheduler_unreachable', `The scheduler of cluster ${c.name} did not answer: ${errorMessage(err)}`, { cause: err });
     }
-    if (!res.ok) {
-      throw new AppError(409, 'scheduler_refused', `The scheduler of cluster ${c.name} refused the request (HTTP ${res.status})`);
+    if (status < 200 || status >= 300) {
+      throw new AppError(409, 'scheduler_refused', `The scheduler of cluster ${c.name} refused the request (HTTP ${status})`);
     }
   }
 
