@@ -1,6 +1,7 @@
 // The gateway's HTTP API on a real server with real Dask processes (local backend).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/config.js';
@@ -187,6 +188,33 @@ describe('a cluster on real processes', () => {
     expect(over.json).toEqual({ ok: false, msg: expect.stringMatching(/limit of 2 workers per cluster.*scaling to 2/) });
     const within = await call('POST', `/api/v1/clusters/${name}/scale`, alice, '{"count": 0}');
     expect(within.json).toEqual({ ok: true, msg: null });
+  });
+
+  it("reaches a scheduler whose API port is one fetch() refuses (10080: the OS may give it)", async () => {
+    // A stand-in for the scheduler's API on a "bad port"; the cluster is pointed at it by a heartbeat
+    // with its own token (the real scheduler's next heartbeat points it back).
+    const asked: unknown[] = [];
+    const fake = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        asked.push({ path: req.url, auth: req.headers.authorization?.split(' ')[0], body: JSON.parse(body) as unknown });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((resolve, reject) => fake.once('error', reject).listen(10080, '127.0.0.1', resolve));
+    try {
+      const token = readFileSync(join(dataDir, 'clusters', name, 'api-token'), 'utf8').trim();
+      const beat = await call('POST', `/api/v1/clusters/${name}/heartbeat`, { authorization: `token ${token}` }, JSON.stringify({
+        scheduler_address: 'tls://127.0.0.1:1', dashboard_address: '', api_address: 'http://127.0.0.1:10080', count: 0, active_workers: [], closing_workers: [], closed_workers: [],
+      }));
+      expect(beat.status).toBe(204);
+      const scaled = await call('POST', `/api/v1/clusters/${name}/scale`, alice, '{"count": 1}');
+      expect([scaled.status, scaled.json]).toEqual([200, { ok: true, msg: null }]);
+      expect(asked).toEqual([{ path: '/api/comm', auth: 'token', body: { op: 'scale', count: 1 } }]);
+    } finally {
+      await new Promise((resolve) => fake.close(resolve));
+    }
   });
 
   it('stops and leaves no process behind', async () => {
