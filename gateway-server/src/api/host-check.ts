@@ -6,8 +6,6 @@ import { isIP } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AppError } from '../errors.js';
 
-const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
-
 function isLoopback(host: string): boolean {
   const h = host.toLowerCase();
   return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
@@ -26,17 +24,19 @@ export function hostName(header: string): string | null {
  * decides what reaches it).
  */
 export function hostPolicy(cfg: { allowed_hosts: string[] | null; public_url: string | null }, listenHost: string): ((headers: IncomingHttpHeaders) => void) {
-  let allowed: Set<string> | null;
-  if (cfg.allowed_hosts) allowed = cfg.allowed_hosts.includes('*') ? null : new Set(cfg.allowed_hosts.map((h) => h.toLowerCase().replace(/\.$/, '')));
-  else if (isLoopback(listenHost.replace(/^\[|\]$/g, ''))) {
-    allowed = new Set(LOOPBACK_NAMES);
-    if (cfg.public_url) allowed.add(new URL(cfg.public_url).hostname.replace(/^\[|\]$/g, '').toLowerCase());
-  } else allowed = null;
-  const names = allowed;
+  const bare = (h: string) => h.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
+  // null: any host; else the names allowed, plus every loopback name when the admin listed none
+  let named: Set<string> | null = null;
+  let loopbackToo = false;
+  if (cfg.allowed_hosts) named = cfg.allowed_hosts.includes('*') ? null : new Set(cfg.allowed_hosts.map(bare));
+  else if (isLoopback(bare(listenHost))) {
+    named = new Set(cfg.public_url ? [bare(new URL(cfg.public_url).hostname)] : []);
+    loopbackToo = true;
+  }
   return (headers) => {
-    if (!names || headers.host === undefined) return;
+    if (!named || headers.host === undefined) return;
     const name = hostName(headers.host);
-    if (name !== null && (names.has(name) || (!cfg.allowed_hosts && name.endsWith('.localhost')) || (!cfg.allowed_hosts && isLoopback(name)))) return;
+    if (name !== null && (named.has(name) || (loopbackToo && isLoopback(name)))) return;
     throw new AppError(
       403,
       'host_not_allowed',
