@@ -44,6 +44,24 @@ fi
 # CommonJS scripts Python packages ship inside .venv (jupyter_builder's yarn.js) as ES modules.
 [ -f .venv/package.json ] || echo '{"type": "commonjs"}' > .venv/package.json
 
+# --- the af-gateway-server command --------------------------------------------------------------
+# The docs run `af-gateway-server serve --config FILE`: link the launcher (scripts/af-gateway-server,
+# which runs this checkout's gateway-server/dist/cli.js) into /usr/local/bin, or ~/.local/bin when
+# that is not writable. The checkout set up last owns the command.
+launcher=$root/scripts/af-gateway-server
+bin_dir=/usr/local/bin
+[ -w "$bin_dir" ] || bin_dir=$HOME/.local/bin
+if [ "$(readlink "$bin_dir/af-gateway-server" 2>/dev/null)" != "$launcher" ]; then
+  if [ -e "$bin_dir/af-gateway-server" ] && [ ! -L "$bin_dir/af-gateway-server" ]; then
+    log "$bin_dir/af-gateway-server is not a link made by set-up; left alone (the command is $launcher)"
+  elif mkdir -p "$bin_dir" && ln -sfn "$launcher" "$bin_dir/af-gateway-server"; then
+    log "af-gateway-server: $bin_dir/af-gateway-server -> $launcher"
+  else
+    log "could not link $bin_dir/af-gateway-server; run $launcher instead"
+  fi
+fi
+case ":$PATH:" in *":$bin_dir:"*) ;; *) log "add $bin_dir to PATH to run af-gateway-server" ;; esac
+
 # --- build --------------------------------------------------------------------------------------
 if [ "${1:-}" != "--no-build" ]; then
   log "building (schemas, gateway-server, lab-extension TypeScript)"
