@@ -1,8 +1,13 @@
 // One error type for everything a person may see. `message` is safe to show; `cause` is for the log.
+import type { ErrorCode, RucioErrorCode } from '@af-gateway/schemas';
+
+/** Every code an error answer may carry: listed, each with its meaning, in schemas/json/error.json. */
+export type AnyErrorCode = ErrorCode | RucioErrorCode;
+
 export class AppError extends Error {
   constructor(
     readonly statusCode: number,
-    readonly code: string,
+    readonly code: AnyErrorCode,
     message: string,
     options?: { cause?: unknown; headers?: Record<string, string>; details?: { path: string; file?: string; message: string }[] },
   ) {
@@ -17,8 +22,8 @@ export class AppError extends Error {
 
 export const notFound = (what: string) => new AppError(404, 'not_found', `${what} not found`);
 export const forbidden = (message: string) => new AppError(403, 'forbidden', message);
-export const unprocessable = (message: string, code = 'invalid_request') => new AppError(422, code, message);
-export const conflict = (message: string, code = 'conflict') => new AppError(409, code, message);
+export const unprocessable = (message: string, code: ErrorCode = 'invalid_request') => new AppError(422, code, message);
+export const conflict = (message: string, code: ErrorCode) => new AppError(409, code, message);
 
 export function errorMessage(err: unknown): string {
   if (!(err instanceof Error)) return String(err);

@@ -1,12 +1,12 @@
 // The single error handler: every error becomes {"error": message, "code", "request_id"} with a
 // status the dask_gateway client maps (404/422 → ValueError, 409 → GatewayClusterError).
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '../errors.js';
+import { AppError, type AnyErrorCode } from '../errors.js';
 import { formatAjvErrors } from '../schemas.js';
 
 export function errorHandler(err: FastifyError | AppError | Error, req: FastifyRequest, reply: FastifyReply) {
   let status = 500;
-  let code = 'internal';
+  let code: AnyErrorCode = 'internal';
   let message = `Internal server error; quote request id ${req.id} to the administrator`;
   let details: AppError['details'];
   if (err instanceof AppError) {

@@ -1,6 +1,7 @@
 // Shared pieces of WebSocket upgrades, which bypass Fastify's request lifecycle.
 import http, { type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { ErrorCode } from '@af-gateway/schemas';
 import { AppError } from '../errors.js';
 
 /**
@@ -18,10 +19,12 @@ export function sameOrigin(req: IncomingMessage): boolean {
 }
 
 /** Answers an upgrade with an HTTP error in the gateway's JSON error format and closes it. */
-export function refuseUpgrade(socket: Duplex, errOrStatus: unknown, code?: string, message?: string): void {
+export function refuseUpgrade(socket: Duplex, err: unknown): void;
+export function refuseUpgrade(socket: Duplex, status: number, code: ErrorCode, message: string): void;
+export function refuseUpgrade(socket: Duplex, errOrStatus: unknown, code?: ErrorCode, message?: string): void {
   const e =
     typeof errOrStatus === 'number'
-      ? new AppError(errOrStatus, code ?? 'refused', message ?? 'Refused')
+      ? new AppError(errOrStatus, code!, message!)
       : errOrStatus instanceof AppError
         ? errOrStatus
         : new AppError(500, 'internal', 'Internal server error');

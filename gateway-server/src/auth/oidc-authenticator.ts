@@ -43,7 +43,7 @@ export class OidcAuthenticator implements Authenticator {
     }
   }
 
-  private refuse(description: string, error = 'invalid_token'): AppError {
+  private refuse(description: string, error: 'invalid_token' | 'invalid_request' | 'insufficient_scope' = 'invalid_token'): AppError {
     // RFC 6750: a valid token without the needed scope is a 403, everything else a 401.
     return new AppError(error === 'insufficient_scope' ? 403 : 401, error, `Access token refused: ${description}`, {
       headers: { 'WWW-Authenticate': `Bearer realm="af-gateway", error="${error}", error_description="${description.replace(/"/g, "'").replace(/[^\x20-\x7e]/g, '?')}"` },

@@ -2,6 +2,7 @@
 // access token, or one exchanged for the audience Rucio expects) as X-Rucio-Auth-Token; userpass
 // is only for an admin-configured service mode. Streams (Rucio's NDJSON) are handed on unread.
 import type { User } from '../auth/authenticator.js';
+import type { RucioErrorCode } from '@af-gateway/schemas';
 import { AppError, errorMessage } from '../errors.js';
 
 export interface RucioInstanceConfig {
@@ -156,7 +157,7 @@ export class RucioClient {
       return new AppError(401, 'rucio_unauthenticated', `${where} did not accept your token${msg ? `: ${msg}` : ''}. If it expired, log in again at the gateway.`);
     }
     const status = RUCIO_STATUS[cls] ?? (res.status >= 500 ? 502 : res.status === 404 ? 404 : res.status >= 400 ? res.status : 502);
-    const code = cls ? `rucio_${cls.replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c.toLowerCase())}` : `rucio_http_${res.status}`;
+    const code: RucioErrorCode = cls ? `rucio_${cls.replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c.toLowerCase())}` : `rucio_http_${res.status}`;
     return new AppError(status, code, `${where}: ${msg || `${what} failed with HTTP ${res.status}`}${cls ? ` (${cls})` : ''}`);
   }
 }
