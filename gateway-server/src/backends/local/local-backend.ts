@@ -7,7 +7,7 @@
 // that user's clusters goes through it — the gateway never runs user code nor touches a path inside
 // a user's directory with its own rights.
 import { statSync } from 'node:fs';
-import { readFile, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { constants as osConstants, networkInterfaces } from 'node:os';
 import { execFile, spawn } from 'node:child_process';
 import { join, dirname, resolve } from 'node:path';
@@ -17,7 +17,7 @@ import { hostPort, parseReportedAddress, type Backend, type ClusterFiles, type P
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError } from '../../errors.js';
-import { describeLogTail } from '../../files/log-tail.js';
+import { describeLogTail, logTail } from '../../files/log-tail.js';
 import { replaceConfined } from '../../files/no-follow.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
@@ -386,13 +386,4 @@ export function closedAncestor(dir: string): string | null {
 export function stepBaseEnv(): Record<string, string> {
   const keep = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'USER', 'LOGNAME'];
   return Object.fromEntries(keep.flatMap((k) => (process.env[k] === undefined ? [] : [[k, process.env[k]!]])));
-}
-
-/** The last meaningful lines of a process log: what a person needs to see why it ended. */
-export async function logTail(file: string, lines = 6): Promise<string> {
-  try {
-    return describeLogTail(await readFile(file, 'utf8'), lines);
-  } catch {
-    return 'no log was written';
-  }
 }
