@@ -14,14 +14,10 @@ import { serveStandby } from './standby.js';
 import { closedAncestor, LocalBackend } from './backends/local/local-backend.js';
 import { PosixAccounts, sudoAccountCreator } from './accounts/accounts.js';
 import { ClusterManager } from './clusters/cluster-manager.js';
-import { SimpleAuthenticator } from './auth/simple-authenticator.js';
-import { JupyterHubAuthenticator } from './auth/jupyterhub-authenticator.js';
-import { OidcAuthenticator } from './auth/oidc-authenticator.js';
-import { OidcIssuer } from './auth/oidc-issuer.js';
 import type { TokenIdentity } from './auth/oidc-authenticator.js';
 import { splitAuthorization, type User } from './auth/authenticator.js';
+import { authSetup, LOOPBACK_HOSTS } from './auth/auth-setup.js';
 import { TokenBroker } from './tokens/token-broker.js';
-import type { Authenticator } from './auth/authenticator.js';
 import { Sessions } from './auth/sessions.js';
 import { Identifier } from './auth/identify.js';
 import { Metrics } from './metrics.js';
@@ -48,7 +44,6 @@ export const VERSION: string = (
   JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json'), 'utf8')) as { version: string }
 ).version;
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 const ACCOUNTS_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'python', 'af_gateway_accounts.py');
 
 /**
@@ -63,7 +58,7 @@ export function checkSingleUser(config: ResolvedConfig, host: string): void {
       ? `auth.type is ${a.type}`
       : a.simple.password !== null
         ? 'auth.simple.password is set (several people share the gateway)'
-        : !LOOPBACK.has(host)
+        : !LOOPBACK_HOSTS.has(host)
           ? `the gateway listens on ${host}, not on loopback`
           : null;
   if (why) {
@@ -85,43 +80,6 @@ function stepBackendNames(config: ResolvedConfig, mainKind: string): string[] {
   return names;
 }
 
-function makeAuthenticator(config: ResolvedConfig, host: string): Authenticator {
-  const a = config.auth;
-  if (a.type === 'simple') {
-    if (a.simple.password === null && !LOOPBACK.has(host)) {
-      throw new ConfigError(
-        `simple authentication without a password accepts anyone, so it only listens on loopback; ` +
-          `set auth.simple.password or listen on 127.0.0.1 (asked for ${host})`,
-      );
-    }
-    return new SimpleAuthenticator(a.simple.password, a.admin_users);
-  }
-  if (a.type === 'oidc') {
-    if (!a.oidc.issuer) throw new ConfigError('auth.type oidc needs auth.oidc.issuer');
-    return new OidcAuthenticator(new OidcIssuer(a.oidc), a.admin_users, a.admin_groups);
-  }
-  const apiUrl = a.jupyterhub.api_url;
-  if (!apiUrl) throw new ConfigError('auth.type jupyterhub needs auth.jupyterhub.api_url (or JUPYTERHUB_API_URL)');
-  return new JupyterHubAuthenticator(apiUrl, a.admin_users, a.admin_groups, hubServiceName(a.jupyterhub));
-}
-
-/** The gateway's Hub service name, whose access scope every Hub token must carry. */
-function hubServiceName(jh: ResolvedConfig['auth']['jupyterhub']): string {
-  const clientId = jh.client_id;
-  return jh.service_name ?? (clientId?.startsWith('service-') ? clientId.slice('service-'.length) : 'af-gateway');
-}
-
-/** The user's auth_state at the Hub (needs the admin:auth_state scope for the gateway's service). */
-async function readHubAuthState(apiUrl: string, token: string, user: string): Promise<{ access_token?: string; refresh_token?: string } | null> {
-  const res = await fetch(`${apiUrl.replace(/\/$/, '')}/users/${encodeURIComponent(user)}`, {
-    headers: { Authorization: `token ${token}` },
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (!res.ok) throw new Error(`JupyterHub answered HTTP ${res.status} for the user's auth_state`);
-  const body = (await res.json()) as { auth_state?: { access_token?: string; refresh_token?: string } | null };
-  return body.auth_state ?? null;
-}
-
 export function makeLogger(level: string): FastifyBaseLogger {
   return pino({
     level,
@@ -132,7 +90,7 @@ export function makeLogger(level: string): FastifyBaseLogger {
 
 export async function startGateway(config: ResolvedConfig, logger = makeLogger(config.log_level)): Promise<RunningGateway> {
   const { host, port } = parseListen(config.listen);
-  const authenticator = makeAuthenticator(config, host);
+  const { authenticator, oidc, hub, hubAuthState } = authSetup(config, host);
   checkSingleUser(config, host);
   if (!config.backend.local.single_user && config.auth.type === 'simple') {
     logger.warn('auth.type simple proves no identity: whoever knows the password may act as any user (and so as their account). Use jupyterhub or oidc where users must be kept apart.');
@@ -214,16 +172,6 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const tlsOn = tlsFiles !== undefined;
   // Secure cookies whenever browsers reach the gateway over HTTPS: its own TLS, or a TLS proxy in front (public_url).
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn || (config.public_url ?? '').startsWith('https://'));
-  // The broker verifies and refreshes tokens of the facility's provider: the authenticator itself
-  // with auth.type oidc, or (behind JupyterHub) the provider configured under auth.oidc.
-  const oidc =
-    authenticator instanceof OidcAuthenticator
-      ? authenticator
-      : config.auth.oidc.issuer
-        ? new OidcAuthenticator(new OidcIssuer(config.auth.oidc), config.auth.admin_users, config.auth.admin_groups)
-        : undefined;
-  const hubToken = config.auth.jupyterhub.api_token;
-  const hubApi = config.auth.jupyterhub.api_url;
   const broker = new TokenBroker({
     store,
     clusters,
@@ -234,35 +182,31 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     oidc,
     config: config.tokens,
     log: logger,
-    hubAuthState:
-      authenticator instanceof JupyterHubAuthenticator && hubToken && hubApi
-        ? (name) => readHubAuthState(hubApi, hubToken, name)
-        : undefined,
+    hubAuthState,
   });
   const identifier = new Identifier(authenticator, sessions, (user, authorization) => {
     // A verified bearer token is the freshest token of its user the gateway may know.
-    if (authenticator instanceof OidcAuthenticator && 'token' in user) broker.observe(user as TokenIdentity, splitAuthorization(authorization).credentials);
-    if (authenticator instanceof JupyterHubAuthenticator) void broker.considerHub(user);
+    if (authenticator === oidc && 'token' in user) broker.observe(user as TokenIdentity, splitAuthorization(authorization).credentials);
+    if (hub) void broker.considerHub(user);
   });
   const metrics = new Metrics(clusters, store);
 
   const basePath = basePathOf(config.base_path ?? '/');
   const jh = config.auth.jupyterhub;
   const hubApiUrl = jh.api_url ?? '';
-  const hubLogin =
-    authenticator instanceof JupyterHubAuthenticator
-      ? {
-          hub: authenticator,
-          sessions,
-          apiUrl: hubApiUrl,
-          apiToken: jh.api_token,
-          clientId: jh.client_id ?? 'service-af-gateway',
-          callbackUrl: jh.oauth_callback_url,
-          authorizeUrl: jh.authorize_url!,
-          basePath,
-          onLogin: (user: User) => void broker.considerHub(user),
-        }
-      : undefined;
+  const hubLogin = hub
+    ? {
+        hub,
+        sessions,
+        apiUrl: hubApiUrl,
+        apiToken: jh.api_token,
+        clientId: jh.client_id ?? 'service-af-gateway',
+        callbackUrl: jh.oauth_callback_url,
+        authorizeUrl: jh.authorize_url!,
+        basePath,
+        onLogin: (user: User) => void broker.considerHub(user),
+      }
+    : undefined;
   const rucio = new Map(
     config.rucio.instances.map((i) => [
       i.name,
