@@ -5,6 +5,7 @@ import { until } from './until';
 import { useRealGateway } from './real-gateway';
 import { ClustersModel } from '../src/panels/clusters/clusters-model';
 import { TokenModel } from '../src/panels/tokens/token-model';
+import { GatewaySession } from '../src/session/gateway-session';
 
 const gw = useRealGateway('af-lab-client-', {
   cluster_options: [{ field: 'worker_cores', type: 'int', label: 'Worker cores', default: 1, min: 1, max: 2, target: 'worker_cores' }],
@@ -36,10 +37,10 @@ describe('GatewayClient', () => {
   });
 
   it('reports that a simple-auth gateway holds no token', async () => {
-    const model = new TokenModel(clientFor('erin'), 600);
+    const model = new TokenModel(new GatewaySession(clientFor('erin')), 600);
     await model.reload();
     expect(model.view.health).toBe('none');
-    const unauth = new TokenModel(new GatewayClient({ baseUrl: gw.url, authMode: 'session' }), 600);
+    const unauth = new TokenModel(new GatewaySession(new GatewayClient({ baseUrl: gw.url, authMode: 'session' })), 600);
     await unauth.reload();
     expect(unauth.view.health).toBe('login-required');
   });
@@ -47,7 +48,10 @@ describe('GatewayClient', () => {
 
 describe('ClustersModel', () => {
   it('follows a cluster made elsewhere (a notebook) and one made here through scale, adapt and shutdown', async () => {
-    const model = new ClustersModel(clientFor('frank'), socketsFor('frank'));
+    const session = new GatewaySession(clientFor('frank'), undefined, { socketFactory: socketsFor('frank') });
+    const model = new ClustersModel(session);
+    await session.start();
+    expect(session.login).toBe('logged-in');
     await model.start();
     expect(model.connection).toBe('connected');
     try {
@@ -71,11 +75,14 @@ describe('ClustersModel', () => {
       await until(model.changed, () => model.list.length === 0, clustersNow);
     } finally {
       model.dispose();
+      session.dispose();
     }
   }, 120_000);
 
   it("does not see other users' clusters", async () => {
-    const mine = new ClustersModel(clientFor('gina'), socketsFor('gina'));
+    const session = new GatewaySession(clientFor('gina'), undefined, { socketFactory: socketsFor('gina') });
+    const mine = new ClustersModel(session);
+    await session.start();
     await mine.start();
     const name = await clientFor('hank').createCluster({});
     try {
@@ -83,6 +90,7 @@ describe('ClustersModel', () => {
       expect(mine.get(name)).toBeUndefined();
     } finally {
       mine.dispose();
+      session.dispose();
       await clientFor('hank').stopCluster(name);
     }
   });

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import type { AfCluster, Field, TokenStatus } from '@af-gateway/schemas';
 import { describeToken, formatCountdown } from '../src/panels/tokens/token-model';
-import { formatUptime, initialOptionValues, summarise, validateOption, validateScale } from '../src/panels/clusters/clusters-model';
+import { initialOptionValues, summarise, validateOption, validateScale } from '../src/panels/clusters/clusters-model';
+import { formatUptime } from '../src/components/format';
 import { effectiveAuthMode, normaliseSettings, resolveGatewayUrl } from '../src/api/gateway-settings';
 import { connectCode } from '../src/api/connect-code';
 

@@ -8,11 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { GatewayError } from '../src/api/gateway-client';
 import { until } from './until';
 import { useRealGateway } from './real-gateway';
-import { ClustersModel } from '../src/panels/clusters/clusters-model';
 import { DagModel } from '../src/panels/workflows/dag-model';
 import { countsByStage, totalCounts } from '../src/panels/workflows/dag-state';
 import { collectBundle, runRequest, workspacePath } from '../src/panels/workflows/workflow-bundle';
 import { WorkflowsModel } from '../src/panels/workflows/workflows-model';
+import { GatewaySession } from '../src/session/gateway-session';
 
 const EXAMPLE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'workflows', 'map-reduce');
 
@@ -40,9 +40,9 @@ describe('workflows through the API client', () => {
 
   it('runs map-reduce; the DAG model follows it from the event stream to SUCCESS', async () => {
     const client = clientFor('wanda');
-    const clusters = new ClustersModel(client, socketsFor('wanda')); // opens the event stream
-    const runs = new WorkflowsModel(client, clusters);
-    await clusters.start();
+    const session = new GatewaySession(client, undefined, { socketFactory: socketsFor('wanda') }); // opens the event stream
+    const runs = new WorkflowsModel(session);
+    await session.start();
     await runs.start();
     expect(runs.connection).toBe('connected');
     expect(runs.backends).toEqual(['local']); // where this gateway runs steps, from connect-info
@@ -84,7 +84,8 @@ describe('workflows through the API client', () => {
       await expect(client.getWorkflow(run.id)).rejects.toMatchObject({ status: 404 });
       dag.dispose();
     } finally {
-      clusters.dispose();
+      runs.dispose();
+      session.dispose();
     }
   }, 120_000);
 });

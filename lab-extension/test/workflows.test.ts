@@ -1,9 +1,8 @@
 // Pure parts of the Workflows panel and DAG view: merging the stream's deltas, placing stages and
 // nodes, grouping edges, the run form's values and the $ref files a workflow brings along.
 import { describe, expect, it } from 'vitest';
-import { Signal } from '@lumino/signaling';
 import ELK from 'elkjs/lib/elk.bundled.js';
-import type { AfEvent, WorkflowDag, WorkflowNode, WorkflowRun, WorkflowState } from '@af-gateway/schemas';
+import type { WorkflowDag, WorkflowNode, WorkflowRun, WorkflowState } from '@af-gateway/schemas';
 import type { GatewayClient } from '../src/api/gateway-client';
 import { countsByStage, createDagState, type DagStage, mergeDag, stageOfNodeId, totalCounts } from '../src/panels/workflows/dag-state';
 import { GEOMETRY, gridShape, layoutDag, nodeAt, nodeRect, stageAt, stageEdges, stageSize, visibleCells } from '../src/panels/workflows/dag-layout';
@@ -22,6 +21,7 @@ import {
   workspacePath,
 } from '../src/panels/workflows/workflow-bundle';
 import { countSegments, WorkflowsModel } from '../src/panels/workflows/workflows-model';
+import { GatewaySession } from '../src/session/gateway-session';
 
 const run = (over: Partial<WorkflowRun> = {}): WorkflowRun => ({
   id: 'r1',
@@ -99,21 +99,21 @@ describe('merging the event stream deltas', () => {
 
 describe('DagModel', () => {
   it('keeps deltas that come while it loads and merges them after', async () => {
-    const events = new Signal<object, AfEvent>({});
     let answer: (d: WorkflowDag) => void = () => undefined;
     const client = { getWorkflow: () => new Promise<WorkflowDag>((r) => (answer = r)), listWorkflows: async () => ({ runs: [] }) } as unknown as GatewayClient;
-    const runs = new WorkflowsModel(client, { event: events });
+    const events = new GatewaySession(client);
+    const runs = new WorkflowsModel(events);
     const model = new DagModel('r1', runs);
     const loading = model.load();
-    events.emit({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'SUCCESS')], edges: [] }) });
-    events.emit({ type: 'workflow-dag', dag: dag({ run: run({ id: 'other' }), nodes: [node('x', 'FAILED')], edges: [] }) });
+    events.dispatch({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'SUCCESS')], edges: [] }) });
+    events.dispatch({ type: 'workflow-dag', dag: dag({ run: run({ id: 'other' }), nodes: [node('x', 'FAILED')], edges: [] }) });
     answer(dag());
     await loading;
     expect(model.phase).toBe('ready');
     expect(model.node('acquire')?.state).toBe('SUCCESS');
     expect(model.node('x')).toBeUndefined();
     const structure = model.structureVersion;
-    events.emit({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'FAILED')], edges: [] }) });
+    events.dispatch({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'FAILED')], edges: [] }) });
     expect(model.node('acquire')?.state).toBe('FAILED');
     expect(model.structureVersion).toBe(structure);
     // the runs list follows the deltas' runs too
@@ -245,14 +245,14 @@ describe('the run list', () => {
   });
 
   it('follows workflow events and reloads on a snapshot', async () => {
-    const events = new Signal<object, AfEvent>({});
     let lists = 0;
     const client = { listWorkflows: async () => (lists++, { runs: [run({ id: 'old', created: 1 })] }) } as unknown as GatewayClient;
-    const model = new WorkflowsModel(client, { event: events });
+    const events = new GatewaySession(client);
+    const model = new WorkflowsModel(events);
     await model.start();
-    events.emit({ type: 'workflow', run: run({ id: 'new', created: 2 }) });
+    events.dispatch({ type: 'workflow', run: run({ id: 'new', created: 2 }) });
     expect(model.list.map((r) => r.id)).toEqual(['new', 'old']);
-    events.emit({ type: 'snapshot', clusters: [] });
+    events.dispatch({ type: 'snapshot', clusters: [] });
     await new Promise((r) => setTimeout(r, 0));
     expect(lists).toBe(2);
   });

@@ -1,11 +1,9 @@
 // State of the Clusters panel: the user's clusters as the gateway's event stream reports them
 // (including clusters made from notebooks), the options form, and the actions on a cluster.
-import type { AfCluster, AfEvent, Field, TokenStatus } from '@af-gateway/schemas';
-import { Signal, type ISignal } from '@lumino/signaling';
-import { type GatewayClient, GatewayError } from '../../api/gateway-client';
-import { EventStream, type SocketFactory } from '../../api/event-stream';
-
-export type ConnectionState = 'connecting' | 'connected' | 'login-required' | 'error';
+import type { AfCluster, AfEvent, Field } from '@af-gateway/schemas';
+import { GatewayError } from '../../api/gateway-client';
+import { GatewayListModel } from '../../session/session-model';
+import type { IEventHub } from '../../session/tokens';
 
 export interface ClusterSummary {
   name: string;
@@ -46,17 +44,6 @@ export function summarise(c: AfCluster): ClusterSummary {
     progress,
     note: c.status === 'FAILED' ? '' : (w.list.find((x) => x.status === 'STARTING' && x.message)?.message ?? c.message),
   };
-}
-
-/** Uptime as a person reads it: 42s, 5m 3s, 2h 10m, 3d 4h. */
-export function formatUptime(ms: number): string {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${s % 60}s`;
-  const h = Math.floor(m / 60);
-  if (h < 24) return `${h}h ${m % 60}m`;
-  return `${Math.floor(h / 24)}d ${h % 24}h`;
 }
 
 export interface ScaleRequestModel {
@@ -108,41 +95,14 @@ export function initialOptionValues(fields: Field[], defaults: Record<string, un
   return values;
 }
 
-export class ClustersModel {
+export class ClustersModel extends GatewayListModel {
   private readonly clusters = new Map<string, AfCluster>();
-  private stream: EventStream | null = null;
-  private _connection: ConnectionState = 'connecting';
-  private _error = '';
   private _creating = 0;
-  private readonly _changed = new Signal<this, void>(this);
-  private readonly _token = new Signal<this, TokenStatus>(this);
-  private readonly _event = new Signal<this, AfEvent>(this);
 
-  constructor(
-    readonly client: GatewayClient,
-    private readonly socketFactory?: SocketFactory,
-  ) {}
-
-  get changed(): ISignal<this, void> {
-    return this._changed;
-  }
-
-  /** Token events arrive on the same stream; the token panel listens here. */
-  get tokenEvent(): ISignal<this, TokenStatus> {
-    return this._token;
-  }
-
-  /** Every message of the event stream (the stream is opened here), for the other panels' models. */
-  get event(): ISignal<this, AfEvent> {
-    return this._event;
-  }
-
-  get connection(): ConnectionState {
-    return this._connection;
-  }
-
-  get error(): string {
-    return this._error;
+  constructor(session: IEventHub) {
+    super(session);
+    // Each (re)connect starts with a snapshot: it brings the list up to date after a drop.
+    this.follow({ types: ['snapshot', 'cluster'] }, (ev) => this.apply(ev));
   }
 
   /** Create requests in flight (shown as a placeholder until the cluster appears). */
@@ -158,38 +118,13 @@ export class ClustersModel {
     return this.clusters.get(name);
   }
 
-  /** Loads the list (which also opens the gateway session) and follows the event stream. */
-  async start(): Promise<void> {
-    await this.reload();
-    if (this._connection !== 'connected' || this.stream) return;
-    this.stream = new EventStream(this.client.eventsUrl(), this.socketFactory);
-    this.stream.event.connect((_s, ev) => this.apply(ev));
-    this.stream.stateChanged.connect((_s, state) => {
-      // After a drop the snapshot on reconnect brings the list up to date; a refused socket
-      // (e.g. an expired session) shows up in the next reload.
-      if (state === 'connecting' && this._connection === 'connected') void this.reload();
-    });
-    this.stream.start();
-  }
-
-  dispose(): void {
-    this.stream?.stop();
-    this.stream = null;
-  }
-
-  async reload(): Promise<void> {
-    try {
-      const res = await this.client.listClusters();
-      this.clusters.clear();
-      for (const c of res.clusters) this.clusters.set(c.name, c);
-      this.setConnection('connected', '');
-    } catch (err) {
-      this.fail(err);
-    }
+  protected async fetch(): Promise<void> {
+    const res = await this.client.listClusters();
+    this.clusters.clear();
+    for (const c of res.clusters) this.clusters.set(c.name, c);
   }
 
   apply(ev: AfEvent): void {
-    this._event.emit(ev);
     switch (ev.type) {
       case 'snapshot':
         this.clusters.clear();
@@ -202,23 +137,20 @@ export class ClustersModel {
           else this.clusters.set(ev.cluster.name, ev.cluster);
         } else this.clusters.set(ev.cluster.name, ev.cluster);
         break;
-      case 'token':
-        this._token.emit(ev.token);
-        return;
       default:
-        return; // workflow events: the workflows model listens on `event`
+        return;
     }
-    this._changed.emit();
+    this.emitChanged();
   }
 
   /** Forget a failed cluster shown in the list. */
   dismiss(name: string): void {
-    if (this.clusters.delete(name)) this._changed.emit();
+    if (this.clusters.delete(name)) this.emitChanged();
   }
 
   async create(options: Record<string, unknown>): Promise<string> {
     this._creating++;
-    this._changed.emit();
+    this.emitChanged();
     try {
       const name = await this.client.createCluster(options);
       // Show it at once, even before the stream reports it.
@@ -232,7 +164,7 @@ export class ClustersModel {
       return name;
     } finally {
       this._creating--;
-      this._changed.emit();
+      this.emitChanged();
     }
   }
 
@@ -246,17 +178,5 @@ export class ClustersModel {
 
   async stop(name: string): Promise<void> {
     await this.client.stopCluster(name);
-  }
-
-  private fail(err: unknown): void {
-    if (err instanceof GatewayError && err.unauthenticated) this.setConnection('login-required', err.message);
-    else this.setConnection('error', err instanceof Error ? err.message : String(err));
-  }
-
-  private setConnection(state: ConnectionState, error: string): void {
-    const changed = state !== this._connection || error !== this._error;
-    this._connection = state;
-    this._error = error;
-    if (changed) this._changed.emit();
   }
 }

@@ -4,7 +4,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import React, { useEffect, useState } from 'react';
 import { ConnectionNotice, useTick } from '../common';
 import type { AfCluster } from '@af-gateway/schemas';
-import { type ClustersModel, formatUptime, summarise } from './clusters-model';
+import { formatUptime } from '../../components/format';
+import { type ClustersModel, summarise } from './clusters-model';
 
 /** What the panel's buttons do; index.ts binds them to commands. */
 export interface ClusterActions {

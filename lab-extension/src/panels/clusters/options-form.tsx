@@ -1,7 +1,7 @@
 // The New cluster form, generated from the gateway's options spec (GET /api/v1/options).
 import type { Field } from '@af-gateway/schemas';
 import React from 'react';
-import type { FormProps } from './dialog-body';
+import type { FormProps } from '../../components/dialog-body';
 import { validateOption } from './clusters-model';
 
 export type OptionValues = Record<string, unknown>;

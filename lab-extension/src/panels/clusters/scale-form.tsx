@@ -1,6 +1,6 @@
 // The Scale dialog: Manual Scaling (a number of workers) or Adaptive Scaling (minimum, maximum).
 import React from 'react';
-import type { FormProps } from './dialog-body';
+import type { FormProps } from '../../components/dialog-body';
 import type { ScaleRequestModel } from './clusters-model';
 
 const num = (s: string) => (s === '' ? Number.NaN : Number(s));

@@ -1,7 +1,7 @@
 // The Rucio panel's dialogs: "Make available" (a rule: RSE expression and lifetime) and "Register
 // outputs" (files already written to an RSE, attached to a dataset).
 import React from 'react';
-import type { FormProps } from '../clusters/dialog-body';
+import type { FormProps } from '../../components/dialog-body';
 import { parseRegisterFiles } from './rucio-files';
 
 export interface MakeAvailableValue {

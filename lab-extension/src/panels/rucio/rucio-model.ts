@@ -2,8 +2,10 @@
 // datasets expand to their content), the open dataset's files merged with their replicas for the
 // chosen scheme as they stream in, and the rule that makes a dataset available on an RSE.
 import type { RucioInstanceList, RucioReplicasRequest } from '@af-gateway/schemas';
-import { Signal, type ISignal } from '@lumino/signaling';
-import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+import { GatewayError } from '../../api/gateway-client';
+import { failureState } from '../../session/gateway-session';
+import { SessionModel } from '../../session/session-model';
+import type { IEventHub, LoginState } from '../../session/tokens';
 import type { RucioRule, RucioSearchType } from '../../api/rucio-types';
 import { applyReplicas, type FileRow, fileRow, indexRows, type Scheme, SCHEMES } from './rucio-files';
 
@@ -60,7 +62,7 @@ export interface RucioPreferences {
   scheme: string;
 }
 
-export class RucioModel {
+export class RucioModel extends SessionModel {
   private _state: RucioState = 'idle';
   private _error = '';
   private _instances: RucioInstance[] = [];
@@ -90,17 +92,15 @@ export class RucioModel {
   private _rule: RuleView | null = null;
   private ruleTimer: ReturnType<typeof setTimeout> | null = null;
 
-  private readonly _changed = new Signal<this, void>(this);
   private emitTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
-    readonly client: GatewayClient,
+    session: IEventHub,
     private readonly prefs: RucioPreferences = { instance: '', scheme: '' },
-  ) {}
-
-  get changed(): ISignal<this, void> {
-    return this._changed;
+  ) {
+    super(session);
   }
+
   get state(): RucioState {
     return this._state;
   }
@@ -355,10 +355,16 @@ export class RucioModel {
     this.emitNow();
   }
 
-  dispose(): void {
+  override dispose(): void {
     this.searchAbort?.abort();
     this.closeDataset();
     if (this.emitTimer) clearTimeout(this.emitTimer);
+    super.dispose();
+  }
+
+  /** Shown before the (Hub) login finished, the panel asks again once it has. */
+  protected override onLoginChanged(_session: unknown, state: LoginState): void {
+    if (state === 'logged-in' && this._state === 'login-required') void this.start();
   }
 
   private async loadReplicas(abort: AbortController): Promise<void> {
@@ -417,8 +423,8 @@ export class RucioModel {
   }
 
   private fail(err: unknown): void {
-    if (err instanceof GatewayError && err.unauthenticated) this.set({ state: 'login-required', error: err.message });
-    else this.set({ state: 'error', error: message(err) });
+    const { state, message: error } = failureState(err);
+    this.set({ state, error });
   }
 
   private set(s: { state: RucioState; error: string }): void {
@@ -432,14 +438,14 @@ export class RucioModel {
     if (this.emitTimer) return;
     this.emitTimer = setTimeout(() => {
       this.emitTimer = null;
-      this._changed.emit();
+      this.emitChanged();
     }, 100);
   }
 
   private emitNow(): void {
     if (this.emitTimer) clearTimeout(this.emitTimer);
     this.emitTimer = null;
-    this._changed.emit();
+    this.emitChanged();
   }
 }
 

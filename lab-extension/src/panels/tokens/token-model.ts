@@ -1,8 +1,8 @@
 // State of the Token panel and status bar item: the user's token status from the gateway's
 // broker, a countdown to expiry, and what to tell the user in plain words.
 import type { TokenStatus } from '@af-gateway/schemas';
-import { Signal, type ISignal } from '@lumino/signaling';
-import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+import { GatewayListModel } from '../../session/session-model';
+import type { IEventHub } from '../../session/tokens';
 
 export type TokenHealth = 'loading' | 'login-required' | 'none' | 'ok' | 'warning' | 'expired' | 'refresh-failed' | 'error';
 
@@ -54,30 +54,22 @@ export function formatCountdown(seconds: number): string {
   return `${sec}s`;
 }
 
-export class TokenModel {
+export class TokenModel extends GatewayListModel {
   private _status: TokenStatus | null = null;
-  private _error = '';
-  private _loginRequired = false;
   private _refreshing = false;
   private timer: ReturnType<typeof setInterval> | null = null;
-  private readonly _changed = new Signal<this, void>(this);
 
   constructor(
-    readonly client: GatewayClient,
+    session: IEventHub,
     public warnSeconds: number,
     private readonly now: () => number = () => Date.now(),
-  ) {}
-
-  get changed(): ISignal<this, void> {
-    return this._changed;
+  ) {
+    super(session);
+    this.follow({ types: ['token'] }, (ev) => ev.type === 'token' && this.update(ev.token));
   }
 
   get status(): TokenStatus | null {
     return this._status;
-  }
-
-  get error(): string {
-    return this._error;
   }
 
   /** Whether a login at an identity provider can give the user a token (not with basic authentication). */
@@ -90,41 +82,36 @@ export class TokenModel {
   }
 
   get view(): TokenView {
-    if (this._loginRequired) return { health: 'login-required', headline: this._error || 'Log in to the gateway to see your token.', secondsLeft: null };
-    if (this._error && !this._status) return { health: 'error', headline: this._error, secondsLeft: null };
+    if (this.connection === 'login-required') return { health: 'login-required', headline: this.error || 'Log in to the gateway to see your token.', secondsLeft: null };
+    if (this.error && !this._status) return { health: 'error', headline: this.error, secondsLeft: null };
     return describeToken(this._status, this.now(), this.warnSeconds, this.canLogin);
   }
 
   /** Loads the status and ticks once a second for the countdown. */
-  async start(): Promise<void> {
+  override async start(): Promise<void> {
     await this.reload();
-    if (!this.timer) this.timer = setInterval(() => this._changed.emit(), 1000);
+    if (!this.timer && !this.isDisposed) this.timer = setInterval(() => this.emitChanged(), 1000);
   }
 
-  dispose(): void {
+  override dispose(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    super.dispose();
   }
 
-  async reload(): Promise<void> {
-    try {
-      this.update(await this.client.tokenStatus());
-    } catch (err) {
-      this.fail(err);
-    }
+  protected async fetch(): Promise<void> {
+    this._status = await this.client.tokenStatus();
   }
 
   /** A status from the event stream or an answer. */
   update(status: TokenStatus): void {
     this._status = status;
-    this._error = '';
-    this._loginRequired = false;
-    this._changed.emit();
+    this.setConnection('connected', '');
   }
 
   async refreshNow(): Promise<void> {
     this._refreshing = true;
-    this._changed.emit();
+    this.emitChanged();
     try {
       this.update(await this.client.refreshToken());
     } catch (err) {
@@ -132,13 +119,7 @@ export class TokenModel {
       throw err;
     } finally {
       this._refreshing = false;
-      this._changed.emit();
+      this.emitChanged();
     }
-  }
-
-  private fail(err: unknown): void {
-    this._loginRequired = err instanceof GatewayError && err.unauthenticated;
-    this._error = err instanceof Error ? err.message : String(err);
-    this._changed.emit();
   }
 }

@@ -5,7 +5,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import React, { useEffect, useMemo, useRef, useState } from 'react';
 import type { WorkflowState } from '@af-gateway/schemas';
 import type { GatewayClient } from '../../api/gateway-client';
-import { formatUptime } from '../clusters/clusters-model';
+import { formatUptime } from '../../components/format';
 import { useTick } from '../common';
 import type { DagModel } from './dag-model';
 import { DagRenderer } from './dag-renderer';

@@ -4,7 +4,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import React, { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { WorkflowNode, WorkflowRun } from '@af-gateway/schemas';
 import { type GatewayClient, GatewayError } from '../../api/gateway-client';
-import { formatUptime } from '../clusters/clusters-model';
+import { formatUptime } from '../../components/format';
 import { workspacePath } from './workflow-bundle';
 import { isFinished } from './workflows-model';
 

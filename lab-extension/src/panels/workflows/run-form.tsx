@@ -2,7 +2,7 @@
 // retries) and the list of problems of a workflow the gateway refused.
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
-import type { FormProps } from '../clusters/dialog-body';
+import type { FormProps } from '../../components/dialog-body';
 import type { RunFormValue } from './workflow-bundle';
 
 export interface RunFormOptions {

@@ -2,13 +2,8 @@
 // updates them (no polling), and the actions on a run. The DAG views get their deltas from here.
 import type { AfEvent, WorkflowBundle, WorkflowDag, WorkflowRun, WorkflowState, WorkflowValidation } from '@af-gateway/schemas';
 import { Signal, type ISignal } from '@lumino/signaling';
-import { type GatewayClient, GatewayError } from '../../api/gateway-client';
-import type { ConnectionState } from '../clusters/clusters-model';
-
-/** Where the model hears the gateway's events (the clusters model owns the one stream). */
-export interface EventSource {
-  readonly event: ISignal<unknown, AfEvent>;
-}
+import { GatewayListModel } from '../../session/session-model';
+import type { IEventHub } from '../../session/tokens';
 
 export const isFinished = (s: WorkflowState) => s === 'SUCCESS' || s === 'FAILED' || s === 'CANCELLED';
 export const canCancel = (s: WorkflowState) => s === 'DEFINED' || s === 'RUNNING';
@@ -22,25 +17,16 @@ export function countSegments(run: WorkflowRun): { state: WorkflowState; count: 
   return order.filter((s) => run.counts[s] > 0).map((state) => ({ state, count: run.counts[state], fraction: run.counts[state] / total }));
 }
 
-export class WorkflowsModel {
+export class WorkflowsModel extends GatewayListModel {
   private readonly runs = new Map<string, WorkflowRun>();
-  private _connection: ConnectionState = 'connecting';
-  private _error = '';
-  private readonly _changed = new Signal<this, void>(this);
   private readonly _dag = new Signal<this, WorkflowDag>(this);
   private readonly _resync = new Signal<this, void>(this);
   /** Where the gateway can run steps (connect-info), its default first. */
   private gatewayBackends: string[] = [];
 
-  constructor(
-    readonly client: GatewayClient,
-    events: EventSource,
-  ) {
-    events.event.connect((_s, ev) => this.apply(ev));
-  }
-
-  get changed(): ISignal<this, void> {
-    return this._changed;
+  constructor(session: IEventHub) {
+    super(session);
+    this.follow({ types: ['snapshot', 'workflow', 'workflow-dag'] }, (ev) => this.apply(ev));
   }
 
   /** The 'workflow-dag' deltas, for the open DAG views. */
@@ -51,14 +37,6 @@ export class WorkflowsModel {
   /** The stream (re)connected: events may have been missed, the views load again. */
   get resync(): ISignal<this, void> {
     return this._resync;
-  }
-
-  get connection(): ConnectionState {
-    return this._connection;
-  }
-
-  get error(): string {
-    return this._error;
   }
 
   get list(): WorkflowRun[] {
@@ -75,21 +53,11 @@ export class WorkflowsModel {
     return [...new Set(this.list.map((r) => r.backend).filter(Boolean))].sort();
   }
 
-  async start(): Promise<void> {
-    await this.reload();
-  }
-
-  async reload(): Promise<void> {
-    try {
-      const res = await this.client.listWorkflows();
-      if (!this.gatewayBackends.length) await this.loadBackends();
-      this.runs.clear();
-      for (const r of res.runs) this.runs.set(r.id, r);
-      this.setConnection('connected', '');
-    } catch (err) {
-      if (err instanceof GatewayError && err.unauthenticated) this.setConnection('login-required', err.message);
-      else this.setConnection('error', err instanceof Error ? err.message : String(err));
-    }
+  protected async fetch(): Promise<void> {
+    const res = await this.client.listWorkflows();
+    if (!this.gatewayBackends.length) await this.loadBackends();
+    this.runs.clear();
+    for (const r of res.runs) this.runs.set(r.id, r);
   }
 
   private async loadBackends(): Promise<void> {
@@ -109,12 +77,12 @@ export class WorkflowsModel {
         return;
       case 'workflow':
         this.runs.set(ev.run.id, ev.run);
-        this._changed.emit();
+        this.emitChanged();
         return;
       case 'workflow-dag':
         this.runs.set(ev.dag.run.id, ev.dag.run);
         this._dag.emit(ev.dag);
-        this._changed.emit();
+        this.emitChanged();
         return;
       default:
         return;
@@ -125,7 +93,7 @@ export class WorkflowsModel {
   private put(run: WorkflowRun | undefined): void {
     if (!run?.id) return;
     this.runs.set(run.id, run);
-    this._changed.emit();
+    this.emitChanged();
   }
 
   validate(bundle: WorkflowBundle): Promise<WorkflowValidation> {
@@ -148,12 +116,6 @@ export class WorkflowsModel {
 
   async remove(id: string): Promise<void> {
     await this.client.deleteWorkflow(id);
-    if (this.runs.delete(id)) this._changed.emit();
-  }
-
-  private setConnection(state: ConnectionState, error: string): void {
-    this._connection = state;
-    this._error = error;
-    this._changed.emit();
+    if (this.runs.delete(id)) this.emitChanged();
   }
 }

@@ -5,7 +5,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import { ConnectionNotice, useTick } from '../common';
 import type { WorkflowRun } from '@af-gateway/schemas';
-import { formatUptime } from '../clusters/clusters-model';
+import { formatUptime } from '../../components/format';
 import { canCancel, canRetry, countSegments, isFinished, type WorkflowsModel } from './workflows-model';
 
 /** What the panel's buttons do; the commands module binds them. */

@@ -1,24 +1,26 @@
-// Wires the workflows feature into JupyterLab: the Workflows sidebar panel, a main-area DAG view per
+// The workflows feature as a plugin: the Workflows sidebar panel, a main-area DAG view per
 // run (restored with the layout), "Run as workflow" in the file browser's context menu, and the
 // commands af:open-workflows, af:run-workflow, af:open-workflow-run, af:cancel-workflow,
 // af:retry-workflow, af:delete-workflow.
-import type { ILayoutRestorer, JupyterFrontEnd } from '@jupyterlab/application';
-import { Dialog, type ICommandPalette, InputDialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
-import type { IFileBrowserFactory } from '@jupyterlab/filebrowser';
-import type { TranslationBundle } from '@jupyterlab/translation';
-import type { LabIcon } from '@jupyterlab/ui-components';
-import type { Widget } from '@lumino/widgets';
+import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, ICommandPalette, InputDialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
+import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import { ITranslator, nullTranslator, type TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import type { WorkflowRun } from '@af-gateway/schemas';
-import { type GatewayClient, GatewayError } from '../../api/gateway-client';
+import { GatewayError } from '../../api/gateway-client';
+import { FormDialogBody } from '../../components/dialog-body';
+import { errorText } from '../../components/format';
+import { addSidebarPanel } from '../../components/sidebar';
 import { workflowsIcon } from '../../icons';
-import { FormDialogBody } from '../clusters/dialog-body';
+import { CATEGORY } from '../../session/plugin';
+import { IAfGatewaySession } from '../../session/tokens';
 import { DagModel } from './dag-model';
 import { DagWidget } from './dag-view';
 import { loadElk } from './elk-client';
 import { makeRunForm, ProblemList, type SpecProblem } from './run-form';
 import { collectBundle, defaultRunName, isWorkflowFile, type RunFormValue, runRequest, validateRunForm } from './workflow-bundle';
-import { type EventSource, WorkflowsModel } from './workflows-model';
+import { WorkflowsModel } from './workflows-model';
 import { WorkflowsPanel } from './workflows-panel';
 
 export const WorkflowCommandIds = {
@@ -29,22 +31,6 @@ export const WorkflowCommandIds = {
   retryRun: 'af:retry-workflow',
   deleteRun: 'af:delete-workflow',
 } as const;
-
-export interface WorkflowSetup {
-  app: JupyterFrontEnd;
-  client: GatewayClient;
-  /** The gateway's event stream (the clusters model opens it). */
-  events: EventSource;
-  trans: TranslationBundle;
-  palette: ICommandPalette | null;
-  restorer: ILayoutRestorer | null;
-  browsers: IFileBrowserFactory | null;
-  addSidebar(widget: Widget, id: string, icon: LabIcon, caption: string, rank: number): void;
-  login(): void;
-  category: string;
-}
-
-const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 class ProblemsBody extends ReactWidget {
   constructor(
@@ -60,10 +46,18 @@ class ProblemsBody extends ReactWidget {
   }
 }
 
-export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
-  const { app, client, trans } = s;
+function activate(
+  app: JupyterFrontEnd,
+  session: IAfGatewaySession,
+  translator: ITranslator | null,
+  palette: ICommandPalette | null,
+  restorer: ILayoutRestorer | null,
+  browsers: IFileBrowserFactory | null,
+): void {
+  const trans = (translator ?? nullTranslator).load('af_gateway_lab');
   const { commands, shell } = app;
-  const model = new WorkflowsModel(client, s.events);
+  const { client } = session;
+  const model = new WorkflowsModel(session);
 
   // --- DAG views in the main area ---------------------------------------------------------------
   const views = new WidgetTracker<MainAreaWidget<DagWidget>>({ namespace: 'af-workflow-run' });
@@ -135,7 +129,7 @@ export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
 
   /** The file selected in the file browser, when it looks like a workflow. */
   const selectedWorkflowFile = (): string | null => {
-    const browser = s.browsers?.tracker.currentWidget;
+    const browser = browsers?.tracker.currentWidget;
     if (!browser) return null;
     const first = browser.selectedItems().next();
     if (first.done || !first.value) return null;
@@ -143,7 +137,7 @@ export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
   };
 
   const askPath = async (): Promise<string | null> => {
-    const cwd = s.browsers?.tracker.currentWidget?.model.path ?? '';
+    const cwd = browsers?.tracker.currentWidget?.model.path ?? '';
     const res = await InputDialog.getText({
       title: trans.__('Run workflow'),
       label: trans.__('Workflow file (path in the file browser, e.g. analysis/workflow.yml)'),
@@ -224,11 +218,11 @@ export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
       cancel: (id) => void commands.execute(WorkflowCommandIds.cancelRun, { id }),
       retry: (id) => void commands.execute(WorkflowCommandIds.retryRun, { id }),
       remove: (id) => void commands.execute(WorkflowCommandIds.deleteRun, { id }),
-      login: s.login,
+      login: () => session.logIn(),
     },
     trans,
   );
-  s.addSidebar(panel, 'af-workflows', workflowsIcon, trans.__('Workflows (AF Gateway)'), 203);
+  addSidebarPanel(app, restorer, panel, { id: 'af-workflows', icon: workflowsIcon, caption: trans.__('Workflows (AF Gateway)'), rank: 203 });
 
   // --- commands ---------------------------------------------------------------------------------
   const idArg = (args: Record<string, unknown>) => String(args.id ?? '');
@@ -238,7 +232,7 @@ export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
     caption: trans.__('Check this workflow file at the AF Gateway, ask for its parameters and run it'),
     icon: workflowsIcon,
     // In the file browser's menu: only for a selected .yml, .yaml or .json file.
-    isVisible: (args) => Boolean(args.path || args.ask) || !s.browsers || selectedWorkflowFile() !== null,
+    isVisible: (args) => Boolean(args.path || args.ask) || !browsers || selectedWorkflowFile() !== null,
     execute: async (args) => {
       const path = args.path ? String(args.path) : args.ask ? await askPath() : (selectedWorkflowFile() ?? (await askPath()));
       if (path) await runWorkflow(path);
@@ -272,19 +266,29 @@ export function setupWorkflows(s: WorkflowSetup): WorkflowsModel {
     },
   });
 
-  if (s.browsers) {
+  if (browsers) {
     app.contextMenu.addItem({ command: WorkflowCommandIds.runWorkflow, selector: '.jp-DirListing-item[data-file-type]', rank: 3 });
   }
-  if (s.palette) {
-    for (const command of [WorkflowCommandIds.openWorkflows]) s.palette.addItem({ command, category: s.category });
-    s.palette.addItem({ command: WorkflowCommandIds.runWorkflow, args: { ask: true }, category: s.category });
+  if (palette) {
+    palette.addItem({ command: WorkflowCommandIds.openWorkflows, category: CATEGORY });
+    palette.addItem({ command: WorkflowCommandIds.runWorkflow, args: { ask: true }, category: CATEGORY });
   }
-  if (s.restorer) {
-    void s.restorer.restore(views, {
+  if (restorer) {
+    void restorer.restore(views, {
       command: WorkflowCommandIds.openRun,
       args: (w) => ((w as MainAreaWidget<DagWidget> & { afArgs?: Record<string, string> }).afArgs ?? {}) as Record<string, string>,
       name: (w) => w.id,
     });
   }
-  return model;
+
+  void session.ready.then(() => model.start());
 }
+
+export const workflowsPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@af-gateway/lab-extension:workflows',
+  description: 'AF Gateway: the workflows panel, run views and "Run as Workflow".',
+  autoStart: true,
+  requires: [IAfGatewaySession],
+  optional: [ITranslator, ICommandPalette, ILayoutRestorer, IFileBrowserFactory],
+  activate,
+};
