@@ -2,7 +2,7 @@
 // notebook cell, the register dialog's file list, and the virtualised table's slice.
 import { describe, expect, it } from 'vitest';
 import { NdjsonSplitter, ndjsonRows } from '../src/api/ndjson';
-import type { RucioReplica } from '../src/api/rucio-types';
+import type { RucioReplica } from '@af-gateway/schemas';
 import { visibleSlice } from '../src/panels/rucio/file-table';
 import { applyReplicas, fileListCell, fileRow, firstPfn, formatBytes, indexRows, mergeReplica, parseRegisterFiles, pfnList } from '../src/panels/rucio/rucio-files';
 

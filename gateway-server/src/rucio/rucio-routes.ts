@@ -59,7 +59,7 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
         additionalProperties: false,
         properties: {
           name: { type: 'string', default: '*', pattern: '^[!-~]+$', description: 'Name with * wildcards' },
-          type: { type: 'string', enum: ['all', 'collection', 'container', 'dataset', 'file'], default: 'collection' },
+          type: { $ref: 'rucio-search-type.json', default: 'collection' },
           filters: { type: 'string', description: 'More metadata filters as a JSON object, e.g. {"datatype":"AOD"}' },
           long: { type: 'boolean', default: true, description: 'Type, bytes and length with each name' },
         },

@@ -8,10 +8,18 @@ import type {
   CreateClusterResult,
   ErrorBody,
   OptionsSpec,
+  RucioDid,
+  RucioFile,
   RucioInstanceList,
   RucioRegisterRequest,
+  RucioRegisterResult,
+  RucioReplica,
   RucioReplicasRequest,
+  RucioRule,
   RucioRuleRequest,
+  RucioRuleResult,
+  RucioScopeList,
+  RucioSearchType,
   ScaleRequest,
   ScaleResult,
   TokenStatus,
@@ -23,17 +31,6 @@ import type {
 } from '@af-gateway/schemas';
 import type { AuthMode } from './gateway-settings';
 import { ndjsonRows, readerChunks } from './ndjson';
-import type {
-  RucioContentRow,
-  RucioDid,
-  RucioDidInfo,
-  RucioFile,
-  RucioRegisterResult,
-  RucioReplica,
-  RucioRule,
-  RucioRuleCreated,
-  RucioSearchType,
-} from './rucio-types';
 
 /** One problem of a document the gateway refused (a workflow spec), at its JSON path. */
 export type GatewayErrorDetail = NonNullable<ErrorBody['details']>[number];
@@ -287,7 +284,7 @@ export class GatewayClient {
     return this.request('GET', 'api/af/rucio/instances');
   }
 
-  rucioScopes(instance: string): Promise<string[]> {
+  rucioScopes(instance: string): Promise<RucioScopeList> {
     return this.request('GET', this.rucioPath(instance, 'scopes'));
   }
 
@@ -297,7 +294,7 @@ export class GatewayClient {
     return this.stream('GET', this.rucioPath(instance, `search/${encodeURIComponent(scope)}?${q}`), undefined, signal);
   }
 
-  rucioDid(instance: string, scope: string, name: string): Promise<RucioDidInfo> {
+  rucioDid(instance: string, scope: string, name: string): Promise<RucioDid> {
     return this.request('GET', this.didPath(instance, scope, name));
   }
 
@@ -305,7 +302,7 @@ export class GatewayClient {
     return this.stream('GET', this.didPath(instance, scope, name, '/files'), undefined, signal);
   }
 
-  rucioContent(instance: string, scope: string, name: string, signal?: AbortSignal): AsyncGenerator<RucioContentRow> {
+  rucioContent(instance: string, scope: string, name: string, signal?: AbortSignal): AsyncGenerator<RucioDid> {
     return this.stream('GET', this.didPath(instance, scope, name, '/content'), undefined, signal);
   }
 
@@ -318,7 +315,7 @@ export class GatewayClient {
   }
 
   /** "Make available": a replication rule of the user; answers the new rule ids. */
-  rucioCreateRule(instance: string, req: RucioRuleRequest): Promise<RucioRuleCreated> {
+  rucioCreateRule(instance: string, req: RucioRuleRequest): Promise<RucioRuleResult> {
     return this.request('POST', this.rucioPath(instance, 'rules'), req);
   }
 

@@ -1,6 +1,6 @@
 // Pure parts of the Rucio panel: a dataset's file rows merged with their replicas, sizes as people
 // read them, the notebook cell that defines the file list, and the files a user registers.
-import type { RucioFile, RucioReplica } from '../../api/rucio-types';
+import type { RucioFile, RucioReplica } from '@af-gateway/schemas';
 
 export type Scheme = 'davs' | 'root';
 export const SCHEMES: Scheme[] = ['davs', 'root'];

@@ -6,7 +6,7 @@ import { GatewayError } from '../../api/gateway-client';
 import { failureState } from '../../session/gateway-session';
 import { SessionModel } from '../../session/session-model';
 import type { IEventHub, LoginState } from '../../session/tokens';
-import type { RucioRule, RucioSearchType } from '../../api/rucio-types';
+import type { RucioRule, RucioSearchType } from '@af-gateway/schemas';
 import { applyReplicas, type FileRow, fileRow, indexRows, type Scheme, SCHEMES } from './rucio-files';
 
 export type RucioInstance = RucioInstanceList['instances'][number];
@@ -231,7 +231,7 @@ export class RucioModel extends SessionModel {
           this._resultsCut = true;
           break;
         }
-        this._results.push(node(d.scope, d.name, d.did_type, d.bytes, d.length));
+        this._results.push(node(d.scope, d.name, d.did_type ?? d.type ?? '', d.bytes ?? null, d.length ?? null));
         this.schedule();
       }
     } catch (err) {
@@ -261,7 +261,7 @@ export class RucioModel extends SessionModel {
           n.more = true;
           break;
         }
-        children.push(node(c.scope, c.name, c.type, c.bytes, null));
+        children.push(node(c.scope, c.name, c.type ?? c.did_type ?? '', c.bytes ?? null, null));
       }
       n.children = children.sort((a, b) => a.name.localeCompare(b.name));
     } catch (err) {
