@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 // clusters/; a backend only starts, stops and checks processes (or jobs, or pods).
 import type { BackendHandle, ClusterRecord, WorkerRecord } from '../clusters/model.js';
 import { AppError } from '../errors.js';
+import { removeClusterFiles, writeClusterFiles } from '../clusters/cluster-files.js';
 
 export interface SchedulerAddresses {
   scheduler: string;
@@ -117,21 +118,32 @@ export interface StepLaunch {
   memory: number;
 }
 
+/**
+ * The contract the engines call. Batch-shaped, as dask-gateway's jobqueue base: the engines gather
+ * what one tick or request needs (every worker to start, every handle to check or stop) and make
+ * one call, so a batch system costs one command per call. Handles are made and read only here, in
+ * backends/. A backend that acts on one thing at a time (a process, a pod) extends ItemBackend.
+ */
 export interface Backend {
   readonly kind: string;
+  /**
+   * Starts a cluster's scheduler. One at a time: a cluster has one, started when its owner asks,
+   * and gathering several users' creates would only delay each of them.
+   */
   startScheduler(launch: SchedulerLaunch): Promise<BackendHandle>;
-  startWorker(launch: WorkerLaunch): Promise<BackendHandle>;
-  /** Stops the scheduler or worker behind the handle and everything it started. Idempotent. */
-  stop(handle: BackendHandle): Promise<void>;
-  /** Whether the process/job/pod behind the handle still runs. */
-  check(handle: BackendHandle): Promise<ProcessState>;
+  /** Starts workers: one result per launch, in order; one that fails (an Error) does not fail the others. */
+  startWorkers(launches: WorkerLaunch[]): Promise<Array<BackendHandle | Error>>;
+  /** Stops what is behind the handles and everything it started. Idempotent: gone is stopped. */
+  stop(handles: BackendHandle[]): Promise<void>;
+  /** Whether the processes/jobs/pods behind the handles still run: one state per handle, in order. */
+  check(handles: BackendHandle[]): Promise<ProcessState[]>;
   /**
    * After a restart, given the handles the engine still tracks: removes what the backend runs for
    * this gateway that none of them refers to (e.g. jobs left in a batch queue). Optional.
    */
   removeOrphans?(live: BackendHandle[]): Promise<void>;
-  /** Starts a workflow step; check() and stop() then work on its handle. Optional: backends without it run no workflows. */
-  startStep?(launch: StepLaunch): Promise<BackendHandle>;
+  /** Starts workflow steps, as startWorkers; check() and stop() then work on their handles. Optional: backends without it run no workflows. */
+  startSteps?(launches: StepLaunch[]): Promise<Array<BackendHandle | Error>>;
   /** What runs a handle, for people: "process 1234", "HTCondor job 12.0". */
   describe?(handle: BackendHandle): string;
   /** Registers a listener called when something the backend runs may have changed state (a process exited, a pod changed), so callers need not wait for their next poll. Optional. */
@@ -163,6 +175,102 @@ export interface Backend {
    */
   schedulerAddresses(cluster: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses | Promise<SchedulerAddresses>;
   close(): Promise<void>;
+}
+
+/** The hooks withDefaults() fills in; the gateway's file and token hooks stay optional (their absence means "the gateway does it"). */
+type Defaulted = 'removeOrphans' | 'startSteps' | 'describe' | 'onChange' | 'clusterWorkDir' | 'writeClusterFiles' | 'removeClusterFiles' | 'shareRunWorkspace' | 'release';
+
+/** A backend whose optional hooks all answer: what the engines call. */
+export type EngineBackend = Backend & Required<Pick<Backend, Defaulted>> & {
+  /** Whether the backend runs workflow steps (it has its own startSteps). */
+  readonly runsSteps: boolean;
+};
+
+/**
+ * The one place the optional hooks get their defaults: no orphans to remove, no steps (each start
+ * an Error), a plain description, no change events, the cluster's work dir as it is and its files
+ * written and removed by the gateway itself (clusters/cluster-files.ts), nothing to share or release. The engines wrap their backend once, so no caller writes `backend.x?.()`.
+ */
+export function withDefaults(b: Backend): EngineBackend {
+  if ('runsSteps' in b) return b as EngineBackend;
+  const noSteps = (launches: StepLaunch[]) => Promise.resolve(launches.map(() => new Error(`the ${b.kind} backend runs no workflow steps`)));
+  const filled: Pick<EngineBackend, Defaulted | 'runsSteps'> = {
+    runsSteps: typeof b.startSteps === 'function',
+    removeOrphans: b.removeOrphans ? (live) => b.removeOrphans!(live) : () => Promise.resolve(),
+    startSteps: b.startSteps ? (launches) => b.startSteps!(launches) : noSteps,
+    describe: b.describe ? (h) => b.describe!(h) : (h) => `${b.kind} ${JSON.stringify(h)}`,
+    onChange: b.onChange ? (listener) => b.onChange!(listener) : () => undefined,
+    clusterWorkDir: b.clusterWorkDir ? (c) => b.clusterWorkDir!(c) : (c) => Promise.resolve(c.workDir),
+    writeClusterFiles: b.writeClusterFiles ? (c) => b.writeClusterFiles!(c) : async (c) => writeClusterFiles(c),
+    removeClusterFiles: b.removeClusterFiles ? (c, keepLogs) => b.removeClusterFiles!(c, keepLogs) : async (c, keepLogs) => removeClusterFiles(c, keepLogs),
+    shareRunWorkspace: b.shareRunWorkspace ? (dir, owner) => b.shareRunWorkspace!(dir, owner) : () => Promise.resolve(),
+    release: b.release ? (h) => b.release!(h) : () => Promise.resolve(),
+  };
+  // The backend stays itself (its `this`, its other methods); the defaults answer only where it has none.
+  return new Proxy(b, {
+    get: (target, key) => {
+      if (key in filled) return filled[key as keyof typeof filled];
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+    has: (target, key) => key in filled || Reflect.has(target, key),
+  }) as EngineBackend;
+}
+
+/** How many single starts, stops or checks an ItemBackend runs at once for one list. */
+export const ITEM_CONCURRENCY = 16;
+
+/**
+ * Runs `fn` over `items` with at most `limit` at once; each result in the item's place, a failure
+ * as its Error (the others go on).
+ */
+export async function eachBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<Array<R | Error>> {
+  const out = new Array<R | Error>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i]!);
+      } catch (err) {
+        out[i] = err instanceof Error ? err : new Error(String(err));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
+}
+
+/**
+ * The list contract for a backend that acts on one thing at a time (local processes, Kubernetes
+ * pods): it writes the single-item methods, this base runs lists through them with bounded
+ * concurrency. stop() fails when any stop failed (after trying all); check() fails when any check did.
+ */
+export abstract class ItemBackend implements Backend {
+  abstract readonly kind: string;
+  protected readonly concurrency: number = ITEM_CONCURRENCY;
+  abstract startScheduler(launch: SchedulerLaunch): Promise<BackendHandle>;
+  abstract startWorker(launch: WorkerLaunch): Promise<BackendHandle>;
+  abstract stopOne(handle: BackendHandle): Promise<void>;
+  abstract checkOne(handle: BackendHandle): Promise<ProcessState>;
+  abstract schedulerAddresses(cluster: ClusterRecord, reported: SchedulerAddresses): SchedulerAddresses | Promise<SchedulerAddresses>;
+  abstract close(): Promise<void>;
+
+  startWorkers(launches: WorkerLaunch[]): Promise<Array<BackendHandle | Error>> {
+    return eachBounded(launches, this.concurrency, (l) => this.startWorker(l));
+  }
+
+  async stop(handles: BackendHandle[]): Promise<void> {
+    const failed = (await eachBounded(handles, this.concurrency, (h) => this.stopOne(h))).filter((r): r is Error => r instanceof Error);
+    if (failed.length) throw new AggregateError(failed, `${failed.length} of ${handles.length} could not be stopped: ${failed[0]!.message}`);
+  }
+
+  async check(handles: BackendHandle[]): Promise<ProcessState[]> {
+    const states = await eachBounded(handles, this.concurrency, (h) => this.checkOne(h));
+    const failed = states.find((s): s is Error => s instanceof Error);
+    if (failed) throw failed;
+    return states as ProcessState[];
+  }
 }
 
 /**

@@ -8,14 +8,14 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
-import type { Backend } from '../backends/backend.js';
+import { withDefaults, type Backend, type EngineBackend, type ProcessState } from '../backends/backend.js';
 import type { ResolvedConfig } from '../config.js';
 import { AppError, conflict, errorMessage, notFound, unprocessable } from '../errors.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ClusterOptions } from './cluster-options.js';
 import { Policy } from './policy.js';
 import type { User } from '../auth/authenticator.js';
-import { clusterFiles, removeClusterFiles, writeClusterFiles } from './cluster-files.js';
+import { clusterFiles } from './cluster-files.js';
 import { ACTIVE_STATUSES, isActive, type BackendHandle, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
 
@@ -24,12 +24,45 @@ export interface ScaleResult {
   msg: string | null;
 }
 
+/**
+ * Tells a scheduler to scale or adapt: POSTs `body` to its dask-gateway API at `apiAddress` with
+ * the cluster's token and resolves to the HTTP status (rejects when the scheduler does not answer).
+ */
+export type SchedulerCall = (apiAddress: string, token: string, body: Record<string, unknown>) => Promise<number>;
+
 export interface ClusterManagerDeps {
   store: StateStore;
   backend: Backend;
   config: ResolvedConfig;
   log: FastifyBaseLogger;
+  /** How the gateway reaches schedulers' APIs; default: HTTP (postToScheduler). Tests inject their own. */
+  schedulerCall?: SchedulerCall;
 }
+
+/**
+ * POSTs to a scheduler's dask-gateway API. With node:http, not fetch(): the scheduler's port is
+ * whatever its OS gave it, and fetch() refuses the Fetch standard's "bad ports" (6000, 10080, …).
+ */
+export const postToScheduler: SchedulerCall = (apiAddress, token, body) => {
+  const payload = JSON.stringify(body);
+  return new Promise<number>((resolve, reject) => {
+    const req = httpRequest(`${apiAddress}/api/comm`, {
+      method: 'POST',
+      headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+      timeout: 10_000,
+    }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+    req.on('error', reject);
+    req.end(payload);
+  });
+};
+
+/** A worker to end, how and why. */
+type WorkerEnd = [WorkerRecord, 'STOPPED' | 'FAILED', string];
 
 interface ClusterEvents {
   cluster: [ClusterRecord];
@@ -42,7 +75,7 @@ const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
   /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
-  private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>> }>();
+  private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>>; startingWorkers: number }>();
   private readonly ending = new Map<string, Promise<void>>();
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
@@ -50,11 +83,15 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   private recoveredAt = 0;
   private apiUrl = '';
   private readonly cfg: ResolvedConfig['cluster'];
+  private readonly backend: EngineBackend;
+  private readonly schedulerCall: SchedulerCall;
 
   constructor(private readonly deps: ClusterManagerDeps) {
     super();
     this.setMaxListeners(0);
     this.cfg = deps.config.cluster;
+    this.backend = withDefaults(deps.backend);
+    this.schedulerCall = deps.schedulerCall ?? postToScheduler;
     this.policy = new Policy(deps.config.policy, deps.config.cluster_options, deps.config.cluster.max_workers);
   }
 
@@ -182,9 +219,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     };
     // A multi-user backend keeps the files in the owner's own directory; a user without a usable
     // account is refused here (403), before anything exists.
-    if (this.deps.backend.clusterWorkDir) cluster.workDir = await this.deps.backend.clusterWorkDir(cluster);
+    cluster.workDir = await this.backend.clusterWorkDir(cluster);
     await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
-    this.active.set(name, { cluster, workers: new Map(), launches: new Set() });
+    this.active.set(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0 });
     this.changed(cluster);
     this.deps.log.info({ cluster: name, user: username }, 'cluster submitted');
     this.track(cluster, () => this.launchScheduler(cluster));
@@ -193,9 +230,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   private async launchScheduler(c: ClusterRecord): Promise<void> {
     try {
-      const files = this.deps.backend.writeClusterFiles ? await this.deps.backend.writeClusterFiles(c) : writeClusterFiles(c);
+      const files = await this.backend.writeClusterFiles(c);
       if (c.workDir !== files.dir) throw new Error('the backend wrote the cluster files elsewhere than its work dir');
-      const handle = await this.deps.backend.startScheduler({
+      const handle = await this.backend.startScheduler({
         cluster: c,
         files,
         apiUrl: this.apiUrl,
@@ -204,7 +241,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       });
       if (c.status !== 'PENDING') {
         // Stopped or failed while the process was being started: it must not outlive the cluster.
-        await this.deps.backend.stop(handle);
+        await this.backend.stop([handle]);
         return;
       }
       c.scheduler = handle;
@@ -281,28 +318,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     return { ok: msg === null, msg };
   }
 
-  /**
-   * POSTs to the scheduler's dask-gateway API. With node:http, not fetch(): the scheduler's port is
-   * whatever its OS gave it, and fetch() refuses the Fetch standard's "bad ports" (6000, 10080, …).
-   */
+  /** Tells the scheduler to scale or adapt; a 409 when it does not answer or refuses. */
   private async tellScheduler(c: ClusterRecord, body: Record<string, unknown>): Promise<void> {
-    const payload = JSON.stringify(body);
     let status: number;
     try {
-      status = await new Promise<number>((resolve, reject) => {
-        const req = httpRequest(`${c.apiAddress}/api/comm`, {
-          method: 'POST',
-          headers: { Authorization: `token ${c.token}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
-          timeout: 10_000,
-        }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-          res.on('error', reject);
-        });
-        req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
-        req.on('error', reject);
-        req.end(payload);
-      });
+      status = await this.schedulerCall(c.apiAddress, c.token, body);
     } catch (err) {
       throw new AppError(409, 'scheduler_unreachable', `The scheduler of cluster ${c.name} did not answer: ${errorMessage(err)}`, { cause: err });
     }
@@ -325,7 +345,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     let at: typeof reported;
     try {
       // The backend says where the scheduler really is; the heartbeat gives only its ports.
-      at = await this.deps.backend.schedulerAddresses(first.cluster, reported);
+      at = await this.backend.schedulerAddresses(first.cluster, reported);
     } catch (err) {
       this.deps.log.warn({ cluster: name, reported, err: errorMessage(err) }, 'refused a heartbeat with addresses the backend does not accept');
       throw err;
@@ -357,6 +377,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const active = new Set(hb.active_workers);
     const closing = new Set(hb.closing_workers);
     const closed = new Set(hb.closed_workers);
+    const left: WorkerEnd[] = [];
     for (const w of entry.workers.values()) {
       if (!workerIsLive(w)) continue;
       if (closing.has(w.name)) {
@@ -366,9 +387,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       } else if (active.has(w.name)) {
         if (w.status === 'STARTING') this.workerRunning(c, w);
       } else if (closed.has(w.name)) {
-        void this.endWorker(c, w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : 'left the scheduler unexpectedly');
+        left.push([w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : 'left the scheduler unexpectedly']);
       }
     }
+    if (left.length) void this.endWorkers(c, left);
     void this.save(c);
     this.changed(c);
     this.reconcileWorkers(c);
@@ -387,48 +409,68 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const live = [...entry.workers.values()].filter((w) => workerIsLive(w) && !w.closeExpected);
     const delta = c.count - live.length;
     if (delta > 0) {
-      // At most cluster.launch_batch launches in flight per cluster; each one that ends lets the next
-      // start, so a request for millions of workers neither floods the backend nor stalls the gateway.
-      const room = Math.max(0, this.cfg.launch_batch - entry.launches.size);
-      for (let i = 0; i < Math.min(delta, room); i++) {
+      // At most cluster.launch_batch worker starts in flight per cluster, asked for in one call; when
+      // it returns the next batch starts, so a request for millions of workers neither floods the
+      // backend nor stalls the gateway.
+      const n = Math.min(delta, Math.max(0, this.cfg.launch_batch - entry.startingWorkers));
+      if (n > 0) {
         this.track(c, async () => {
-          await this.launchWorker(c);
+          await this.launchWorkers(c, n);
           setImmediate(() => this.reconcileWorkers(c));
         });
       }
     } else if (delta < 0) {
       // Connected workers are retired by the scheduler itself; only cancel those still starting.
       const starting = live.filter((w) => w.status === 'STARTING').reverse();
-      for (const w of starting.slice(0, -delta)) void this.endWorker(c, w, 'STOPPED', 'no longer needed');
+      void this.endWorkers(c, starting.slice(0, -delta).map((w): WorkerEnd => [w, 'STOPPED', 'no longer needed']));
     }
   }
 
-  private async launchWorker(c: ClusterRecord): Promise<void> {
+  /** Starts `n` workers of a cluster with one backend call. */
+  private async launchWorkers(c: ClusterRecord, n: number): Promise<void> {
     const entry = this.active.get(c.name);
     if (!entry) return;
-    const w: WorkerRecord = {
-      cluster: c.name,
-      name: `${c.name.slice(0, 8)}-${randomHex(4)}`,
-      status: 'STARTING',
-      handle: null,
-      startTime: now(),
-      stopTime: null,
-      closeExpected: false,
-      message: '',
-    };
-    entry.workers.set(w.name, w);
-    this.saveWorker(c, w); // checkpoint before the process exists
+    const workers: WorkerRecord[] = [];
+    for (let i = 0; i < n; i++) {
+      const w: WorkerRecord = {
+        cluster: c.name,
+        name: `${c.name.slice(0, 8)}-${randomHex(4)}`,
+        status: 'STARTING',
+        handle: null,
+        startTime: now(),
+        stopTime: null,
+        closeExpected: false,
+        message: '',
+      };
+      entry.workers.set(w.name, w);
+      this.saveWorker(c, w); // checkpoint before the process exists
+      workers.push(w);
+    }
+    entry.startingWorkers += n;
+    let results: Array<BackendHandle | Error>;
     try {
-      const handle = await this.deps.backend.startWorker({ cluster: c, worker: w, files: clusterFiles(c) });
-      w.handle = handle;
-      if (!workerIsLive(w) || !this.active.has(c.name)) {
-        await this.deps.backend.stop(handle);
+      const files = clusterFiles(c);
+      results = await this.backend.startWorkers(workers.map((worker) => ({ cluster: c, worker, files })));
+    } catch (err) {
+      results = workers.map(() => (err instanceof Error ? err : new Error(String(err))));
+    } finally {
+      entry.startingWorkers -= n;
+    }
+    const undo: BackendHandle[] = [];
+    const failed: [WorkerRecord, string][] = [];
+    workers.forEach((w, i) => {
+      const r = results[i] ?? new Error('the backend returned no result for it');
+      if (r instanceof Error) {
+        failed.push([w, `could not be started: ${errorMessage(r)}`]);
         return;
       }
-      this.saveWorker(c, w);
-    } catch (err) {
-      this.workerStartFailed(c, w, `could not be started: ${errorMessage(err)}`);
-    }
+      w.handle = r;
+      // Stopped (or its cluster ended) while the process was being started: it must not outlive that.
+      if (!workerIsLive(w) || !this.active.has(c.name)) undo.push(r);
+      else this.saveWorker(c, w);
+    });
+    if (undo.length) await this.backend.stop(undo);
+    if (failed.length) this.workersStartFailed(c, failed);
   }
 
   /**
@@ -443,37 +485,51 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     launches?.add(running);
   }
 
-  private workerStartFailed(c: ClusterRecord, w: WorkerRecord, reason: string): void {
-    c.workerFailures += 1;
-    this.deps.log.warn({ cluster: c.name, worker: w.name, failures: c.workerFailures }, `worker ${reason}`);
-    void this.endWorker(c, w, 'FAILED', reason);
-    if (c.workerFailures >= this.cfg.worker_max_failures) {
-      void this.end(c, 'FAILED', `${c.workerFailures} workers in a row failed to start; the last one ${reason}`);
+  /** Workers that did not start: each counts against cluster.worker_max_failures (in a row). */
+  private workersStartFailed(c: ClusterRecord, failed: [WorkerRecord, string][]): void {
+    let limitReached: string | undefined;
+    for (const [w, reason] of failed) {
+      c.workerFailures += 1;
+      this.deps.log.warn({ cluster: c.name, worker: w.name, failures: c.workerFailures }, `worker ${reason}`);
+      if (limitReached === undefined && c.workerFailures >= this.cfg.worker_max_failures) {
+        limitReached = `${c.workerFailures} workers in a row failed to start; the last one ${reason}`;
+      }
+    }
+    void this.endWorkers(c, failed.map(([w, reason]): WorkerEnd => [w, 'FAILED', reason]));
+    if (limitReached !== undefined) {
+      void this.end(c, 'FAILED', limitReached);
     } else {
       void this.save(c);
       this.reconcileWorkers(c);
     }
   }
 
-  private async endWorker(c: ClusterRecord, w: WorkerRecord, status: 'STOPPED' | 'FAILED', reason: string): Promise<void> {
-    if (!workerIsLive(w)) return;
-    w.status = 'STOPPING';
-    w.message = reason;
-    this.saveWorker(c, w);
+  /** Ends workers: one backend call stops them all, then each is recorded as `status` and leaves the list. */
+  private async endWorkers(c: ClusterRecord, ends: WorkerEnd[]): Promise<void> {
+    const ending = ends.filter(([w]) => workerIsLive(w));
+    if (!ending.length) return;
+    for (const [w, , reason] of ending) {
+      w.status = 'STOPPING';
+      w.message = reason;
+      this.saveWorker(c, w);
+    }
+    const handles = ending.flatMap(([w]) => (w.handle ? [w.handle] : []));
     try {
-      if (w.handle) await this.deps.backend.stop(w.handle);
+      if (handles.length) await this.backend.stop(handles);
     } catch (err) {
-      this.deps.log.warn({ cluster: c.name, worker: w.name, err: errorMessage(err) }, 'could not stop worker');
+      this.deps.log.warn({ cluster: c.name, workers: ending.map(([w]) => w.name), err: errorMessage(err) }, 'could not stop workers');
     }
-    w.status = status;
-    w.stopTime = now();
-    // The worker leaves the list, so its failure stays readable as the cluster's last event.
-    if (status === 'FAILED' && isActive(c) && !this.ending.has(c.name)) {
-      c.message = `worker ${w.name} failed: ${reason}`;
-      void this.save(c);
+    for (const [w, status, reason] of ending) {
+      w.status = status;
+      w.stopTime = now();
+      // The worker leaves the list, so its failure stays readable as the cluster's last event.
+      if (status === 'FAILED' && isActive(c) && !this.ending.has(c.name)) {
+        c.message = `worker ${w.name} failed: ${reason}`;
+        void this.save(c);
+      }
+      this.saveWorker(c, w);
+      this.active.get(c.name)?.workers.delete(w.name);
     }
-    this.saveWorker(c, w);
-    this.active.get(c.name)?.workers.delete(w.name);
   }
 
   // --- ending ---------------------------------------------------------------------------------
@@ -500,9 +556,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     // Starts in flight finish first (each stops its own process once it sees the cluster ending).
     while (entry?.launches.size) await Promise.allSettled([...entry.launches]);
     const workers = entry ? [...entry.workers.values()] : [];
-    await Promise.all(workers.map((w) => this.endWorker(c, w, 'STOPPED', 'the cluster ended')));
+    await this.endWorkers(c, workers.map((w): WorkerEnd => [w, 'STOPPED', 'the cluster ended']));
     try {
-      if (c.scheduler) await this.deps.backend.stop(c.scheduler);
+      if (c.scheduler) await this.backend.stop([c.scheduler]);
     } catch (err) {
       this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, 'could not stop scheduler');
     }
@@ -511,8 +567,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     await this.save(c);
     this.active.delete(c.name);
     try {
-      if (this.deps.backend.removeClusterFiles) await this.deps.backend.removeClusterFiles(c, final === 'FAILED');
-      else removeClusterFiles(c, final === 'FAILED');
+      await this.backend.removeClusterFiles(c, final === 'FAILED');
     } catch (err) {
       this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, "could not remove the cluster's files");
     }
@@ -521,13 +576,28 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   // --- periodic check -------------------------------------------------------------------------
 
+  /** One backend call checks every scheduler and worker of the clusters driven; then each cluster is judged. */
   private async checkAll(): Promise<void> {
     if (this.checking) return;
     this.checking = true;
     try {
-      for (const { cluster } of [...this.active.values()]) {
+      const entries = [...this.active.values()].filter((e) => !this.ending.has(e.cluster.name) && (e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING'));
+      const handles: BackendHandle[] = [];
+      for (const { cluster, workers } of entries) {
+        if (cluster.scheduler) handles.push(cluster.scheduler);
+        if (cluster.status === 'RUNNING') for (const w of workers.values()) if (workerIsLive(w) && w.handle) handles.push(w.handle);
+      }
+      let states: Map<BackendHandle, ProcessState>;
+      try {
+        const list = handles.length ? await this.backend.check(handles) : [];
+        states = new Map(handles.map((h, i) => [h, list[i]!]));
+      } catch (err) {
+        this.deps.log.error({ handles: handles.length, err: errorMessage(err) }, 'checking processes failed; trying again at the next check');
+        return;
+      }
+      for (const { cluster } of entries) {
         try {
-          await this.checkCluster(cluster);
+          await this.checkCluster(cluster, states);
         } catch (err) {
           this.deps.log.error({ cluster: cluster.name, err: errorMessage(err) }, 'cluster check failed');
         }
@@ -537,12 +607,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
   }
 
-  private async checkCluster(c: ClusterRecord): Promise<void> {
+  /** Judges a cluster on the states of its processes (handles started after the check are judged at the next one). */
+  private async checkCluster(c: ClusterRecord, states: Map<BackendHandle, ProcessState>): Promise<void> {
     if (this.ending.has(c.name)) return;
     const t = now();
-    const backend = this.deps.backend;
     if (c.status === 'PENDING') {
-      const state = c.scheduler ? await backend.check(c.scheduler) : undefined;
+      const state = c.scheduler ? states.get(c.scheduler) : undefined;
       if (state && !state.alive) {
         await this.end(c, 'FAILED', `the scheduler exited before it was ready; ${state.detail ?? ''}`.trim());
       } else if (t - c.startTime > this.cfg.start_timeout * 1000) {
@@ -551,7 +621,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       return;
     }
     if (c.status !== 'RUNNING') return;
-    const state = c.scheduler ? await backend.check(c.scheduler) : { alive: false, detail: 'no scheduler process is known' };
+    const state = c.scheduler ? states.get(c.scheduler) : { alive: false, detail: 'no scheduler process is known' };
+    if (!state) return;
     if (!state.alive) {
       await this.end(c, 'FAILED', `the scheduler process exited; ${state.detail ?? ''}`.trim());
       return;
@@ -561,9 +632,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       return;
     }
     const entry = this.active.get(c.name);
+    const failedToStart: [WorkerRecord, string][] = [];
+    const exited: WorkerEnd[] = [];
     for (const w of entry ? [...entry.workers.values()] : []) {
       if (!workerIsLive(w)) continue;
-      const ws = w.handle ? await backend.check(w.handle) : undefined;
+      const ws = w.handle ? states.get(w.handle) : undefined;
+      if (w.handle && !ws) continue; // started after the check
       if (w.status === 'STARTING') {
         if (ws?.alive && ws.waiting) {
           // Queued in a batch system: tell the user why, and only time the start once it runs.
@@ -575,49 +649,60 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         }
         // A restart gives starting workers a full timeout: they may have connected while we were down.
         const since = Math.max(w.startTime, ws?.startedAt ?? 0, this.recoveredAt);
-        if (ws && !ws.alive) this.workerStartFailed(c, w, `exited before connecting to the scheduler; ${ws.detail ?? ''}`.trim());
-        else if (t - since > this.cfg.worker_start_timeout * 1000)
-          this.workerStartFailed(c, w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`);
+        if (ws && !ws.alive) failedToStart.push([w, `exited before connecting to the scheduler; ${ws.detail ?? ''}`.trim()]);
+        else if (t - since > this.cfg.worker_start_timeout * 1000) failedToStart.push([w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`]);
       } else if (ws && !ws.alive) {
-        await this.endWorker(c, w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : `exited unexpectedly; ${ws.detail ?? ''}`.trim());
-        this.reconcileWorkers(c);
+        exited.push([w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : `exited unexpectedly; ${ws.detail ?? ''}`.trim()]);
       }
+    }
+    if (failedToStart.length) this.workersStartFailed(c, failedToStart);
+    if (exited.length) {
+      await this.endWorkers(c, exited);
+      this.reconcileWorkers(c);
     }
   }
 
   // --- restart recovery -----------------------------------------------------------------------
 
+  /** Adopts the clusters on record: one backend call checks their schedulers, one their workers. */
   private async recover(): Promise<void> {
-    const backend = this.deps.backend;
+    const backend = this.backend;
     this.recoveredAt = now();
+    const adopting: { c: ClusterRecord; workers: Map<string, WorkerRecord> }[] = [];
     for (const c of await this.deps.store.loadClusters(ACTIVE_STATUSES)) {
       const workers = new Map((await this.deps.store.loadWorkers(c.name)).filter(workerIsLive).map((w) => [w.name, w]));
-      this.active.set(c.name, { cluster: c, workers, launches: new Set() });
+      this.active.set(c.name, { cluster: c, workers, launches: new Set(), startingWorkers: 0 });
       if (c.status === 'STOPPING' || c.stopRequested) {
         void this.end(c, 'STOPPED', 'stop finished after a gateway restart');
         continue;
       }
-      const state = c.scheduler ? await backend.check(c.scheduler) : { alive: false, detail: 'its process was never recorded' };
-      if (!state.alive) {
-        void this.end(c, 'FAILED', `the scheduler was gone when the gateway restarted; ${state.detail ?? ''}`.trim());
-        continue;
-      }
-      for (const w of workers.values()) {
-        const ws = w.handle ? await backend.check(w.handle) : { alive: false };
-        if (!ws.alive) await this.endWorker(c, w, 'FAILED', 'exited while the gateway was down');
-      }
+      adopting.push({ c, workers });
+    }
+    const schedulers = adopting.flatMap(({ c }) => (c.scheduler ? [c.scheduler] : []));
+    const schedulerStates = new Map<BackendHandle, ProcessState>();
+    if (schedulers.length) (await backend.check(schedulers)).forEach((s, i) => schedulerStates.set(schedulers[i]!, s));
+    const alive: typeof adopting = [];
+    for (const a of adopting) {
+      const state = (a.c.scheduler && schedulerStates.get(a.c.scheduler)) || { alive: false, detail: 'its process was never recorded' };
+      if (!state.alive) void this.end(a.c, 'FAILED', `the scheduler was gone when the gateway restarted; ${state.detail ?? ''}`.trim());
+      else alive.push(a);
+    }
+    const workerHandles = alive.flatMap(({ workers }) => [...workers.values()].flatMap((w) => (w.handle ? [w.handle] : [])));
+    const workerStates = new Map<BackendHandle, ProcessState>();
+    if (workerHandles.length) (await backend.check(workerHandles)).forEach((s, i) => workerStates.set(workerHandles[i]!, s));
+    for (const { c, workers } of alive) {
+      const gone = [...workers.values()].filter((w) => !(w.handle && workerStates.get(w.handle)?.alive));
+      await this.endWorkers(c, gone.map((w): WorkerEnd => [w, 'FAILED', 'exited while the gateway was down']));
       c.lastHeartbeat = now(); // the scheduler's heartbeat back-off gets a full timeout to reach us again
       await this.save(c);
       this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');
     }
-    if (backend.removeOrphans) {
-      const live: BackendHandle[] = [];
-      for (const entry of this.active.values()) {
-        if (entry.cluster.scheduler) live.push(entry.cluster.scheduler);
-        for (const w of entry.workers.values()) if (workerIsLive(w) && w.handle) live.push(w.handle);
-      }
-      await backend.removeOrphans(live).catch((err: unknown) => this.deps.log.warn({ err: errorMessage(err) }, 'could not remove orphaned workers'));
+    const live: BackendHandle[] = [];
+    for (const entry of this.active.values()) {
+      if (entry.cluster.scheduler) live.push(entry.cluster.scheduler);
+      for (const w of entry.workers.values()) if (workerIsLive(w) && w.handle) live.push(w.handle);
     }
+    await backend.removeOrphans(live).catch((err: unknown) => this.deps.log.warn({ err: errorMessage(err) }, 'could not remove orphaned workers'));
   }
 
   // --- persistence and events -----------------------------------------------------------------

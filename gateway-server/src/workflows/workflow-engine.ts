@@ -9,7 +9,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
-import type { Backend } from '../backends/backend.js';
+import type { Backend, ProcessState, StepLaunch } from '../backends/backend.js';
+import type { BackendHandle } from '../clusters/model.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
@@ -95,7 +96,7 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   get backendNames(): string[] {
-    return [...this.deps.backends.entries()].filter(([, b]) => b.startStep).map(([n]) => n);
+    return [...this.deps.backends.entries()].filter(([, b]) => b.startSteps).map(([n]) => n);
   }
 
   /** Loads unfinished runs (steps that ran through a restart are checked again) and starts the clock. */
@@ -127,9 +128,9 @@ export class WorkflowEngine extends EventEmitter {
     if (this.deps.config.cluster.stop_on_shutdown) {
       // Stopped steps start again from scratch when the gateway comes back.
       for (const a of this.active.values()) {
-        for (const n of a.nodes.values()) {
-          if (n.state !== 'RUNNING' || !n.handle) continue;
-          await this.backendOf(a.run).stop(n.handle).catch(() => undefined);
+        const running = [...a.nodes.values()].filter((n) => n.state === 'RUNNING' && n.handle);
+        if (running.length) await this.backendOf(a.run).stop(running.map((n) => n.handle!)).catch(() => undefined);
+        for (const n of running) {
           this.setNode(a, n, { state: 'DEFINED', handle: null, attempts: Math.max(0, n.attempts - 1), message: 'stopped when the gateway shut down; starts again when it is back' });
         }
       }
@@ -180,7 +181,7 @@ export class WorkflowEngine extends EventEmitter {
     if (!spec) throw new WorkflowProblemsError(problems);
     const backendName = body.backend ?? this.deps.defaultBackend;
     const backend = this.deps.backends.get(backendName);
-    if (!backend?.startStep) {
+    if (!backend?.startSteps) {
       throw new AppError(
         422,
         'unknown_backend',
@@ -414,8 +415,15 @@ export class WorkflowEngine extends EventEmitter {
     if (run.cancelRequested) return this.cancelNow(a, backend);
 
     // 1. What the running steps are doing.
-    const running = [...a.byState.RUNNING].map((id) => a.nodes.get(id)!);
-    await Promise.all(running.map((n) => this.checkNode(a, backend, n)));
+    // (one backend call for all of them: a batch system answers with one query)
+    const running = [...a.byState.RUNNING].map((id) => a.nodes.get(id)!).filter((n) => n.handle);
+    let states: ProcessState[] = [];
+    try {
+      if (running.length) states = await backend.check(running.map((n) => n.handle!));
+    } catch (err) {
+      this.deps.log.warn({ err, run: a.run.id, steps: running.length }, 'checking steps failed; trying again');
+    }
+    await Promise.all(states.map((state, i) => this.checkNode(a, running[i]!, state)));
 
     // 2. Stages whose dependencies finished; each applied stage may free the next.
     let applied = true;
@@ -444,7 +452,7 @@ export class WorkflowEngine extends EventEmitter {
         starting.push(n);
       }
       // Together: a batch backend submits them as one job cluster.
-      await Promise.all(starting.map((n) => this.startNode(a, backend, n)));
+      await this.startNodes(a, backend, starting);
     }
 
     // 4. Finished?
@@ -513,7 +521,27 @@ export class WorkflowEngine extends EventEmitter {
     a.runDirty = true;
   }
 
-  private async startNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<void> {
+  /** Writes each step's files, then starts them all with one backend call. */
+  private async startNodes(a: ActiveRun, backend: Backend, nodes: NodeRecord[]): Promise<void> {
+    if (!nodes.length) return;
+    const prepared = (await Promise.all(nodes.map((n) => this.prepareNode(a, backend, n)))).filter((p) => p !== null);
+    if (!prepared.length) return;
+    let results: Array<BackendHandle | Error>;
+    try {
+      results = await backend.startSteps!(prepared.map((p) => p.launch));
+    } catch (err) {
+      results = prepared.map(() => (err instanceof Error ? err : new Error(String(err))));
+    }
+    prepared.forEach(({ n }, i) => {
+      const handle = results[i] ?? new Error('the backend returned no result for it');
+      if (handle instanceof Error) return this.fail(a, n, n.attempts + 1, `could not be started: ${errorMessage(handle)}`);
+      this.setNode(a, n, { state: 'RUNNING', handle, attempts: n.attempts + 1, started: Date.now(), finished: null, exit_code: null, job: backend.describe?.(handle), message: undefined });
+    });
+    this.flush(); // started steps are on disk before anything else happens: a restart adopts them
+  }
+
+  /** A step's files and launch; null when they could not be written (the step failed that attempt). */
+  private async prepareNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<{ n: NodeRecord; launch: StepLaunch } | null> {
     const af = join(n.workdir, '.af');
     const log = join(af, 'log');
     const attempt = n.attempts + 1;
@@ -544,7 +572,7 @@ export class WorkflowEngine extends EventEmitter {
       );
       const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
       const env = (step.environment as { env?: Record<string, string> }).env ?? {};
-      const handle = await backend.startStep!({
+      const launch: StepLaunch = {
         run: a.run.id,
         node: n.id,
         owner: a.run.username,
@@ -555,23 +583,15 @@ export class WorkflowEngine extends EventEmitter {
         image: this.cfg.images === 'honour' ? n.image : undefined,
         cpus: this.cfg.step_cpus,
         memory: this.cfg.step_memory,
-      });
-      this.setNode(a, n, { state: 'RUNNING', handle, attempts: attempt, started: Date.now(), finished: null, exit_code: null, job: backend.describe?.(handle), message: undefined });
-      this.flush(); // a started step is on disk before anything else happens: a restart adopts it
+      };
+      return { n, launch };
     } catch (err) {
       this.fail(a, n, attempt, `could not be started: ${errorMessage(err)}`);
+      return null;
     }
   }
 
-  private async checkNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<void> {
-    if (!n.handle) return;
-    let state;
-    try {
-      state = await backend.check(n.handle);
-    } catch (err) {
-      this.deps.log.warn({ err, run: a.run.id, node: n.id }, 'checking a step failed; trying again');
-      return;
-    }
+  private async checkNode(a: ActiveRun, n: NodeRecord, state: ProcessState): Promise<void> {
     if (state.alive) {
       if ((state.waiting ?? undefined) !== n.message) this.setNode(a, n, { message: state.waiting });
       return;
@@ -613,13 +633,10 @@ export class WorkflowEngine extends EventEmitter {
 
   private async cancelNow(a: ActiveRun, backend: Backend): Promise<void> {
     const by = a.run.cancelRequested!;
-    await Promise.all(
-      [...a.nodes.values()].map(async (n) => {
-        if (isFinished(n.state)) return;
-        if (n.state === 'RUNNING' && n.handle) await backend.stop(n.handle).catch((err) => this.deps.log.warn({ err, node: n.id }, 'stopping a step failed'));
-        this.setNode(a, n, { state: 'CANCELLED', handle: null, finished: Date.now(), message: `cancelled by ${by}` });
-      }),
-    );
+    const unfinished = [...a.nodes.values()].filter((n) => !isFinished(n.state));
+    const handles = unfinished.flatMap((n) => (n.state === 'RUNNING' && n.handle ? [n.handle] : []));
+    if (handles.length) await backend.stop(handles).catch((err) => this.deps.log.warn({ err, run: a.run.id }, 'stopping steps failed'));
+    for (const n of unfinished) this.setNode(a, n, { state: 'CANCELLED', handle: null, finished: Date.now(), message: `cancelled by ${by}` });
     this.finish(a, 'CANCELLED', `cancelled by ${by}`);
   }
 

@@ -77,8 +77,8 @@ describe('HTCondor schedd authentication', () => {
       local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
     });
     const { cluster, files } = clusterIn(data, 'c1');
-    const handles = await Promise.all([backend.startWorker({ cluster, worker: worker('c1-a'), files }), backend.startWorker({ cluster, worker: worker('c1-b'), files })]);
-    expect(handles.map((h) => h.job)).toEqual(['17.0', '17.1']);
+    const handles = await backend.startWorkers([{ cluster, worker: worker('c1-a'), files }, { cluster, worker: worker('c1-b'), files }]);
+    expect(handles.map((h) => (h instanceof Error ? h.message : h.job))).toEqual(['17.0', '17.1']);
     const text = calls();
     expect(text.match(/ARGV condor_submit/g)).toHaveLength(1);
     expect(text).toContain('ARGV condor_submit -terse -');
@@ -104,7 +104,7 @@ describe('the environment of the condor tools', () => {
         local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
       });
       const { cluster, files } = clusterIn(data, 'c2');
-      await backend.startWorker({ cluster, worker: worker('c2-a'), files });
+      expect((await backend.startWorkers([{ cluster, worker: worker('c2-a'), files }]))[0]).not.toBeInstanceOf(Error);
     } finally {
       delete process.env.AF_TEST_GATEWAY_SECRET;
       delete process.env.CONDOR_CONFIG;
@@ -139,9 +139,10 @@ describe('who the condor tools act for', () => {
       local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
     });
     const { cluster, files } = clusterIn(data, 'c3', 'mallory');
-    const handle = await backend.startWorker({ cluster, worker: worker('c3-a'), files });
-    expect((await backend.check(handle)).alive).toBe(true);
-    await backend.stop(handle);
+    const [handle] = await backend.startWorkers([{ cluster, worker: worker('c3-a'), files }]);
+    if (!handle || handle instanceof Error) throw handle ?? new Error('no handle');
+    expect((await backend.check([handle]))[0]!.alive).toBe(true);
+    await backend.stop([handle]);
     const lines = calls().split('\n').filter((l) => l.startsWith('PREFIX') || l.startsWith('ARGV'));
     const self = (await import('node:os')).userInfo().username;
     expect(lines).toEqual([

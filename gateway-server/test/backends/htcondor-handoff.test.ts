@@ -70,13 +70,20 @@ function target(name: string): string {
   return t;
 }
 
+/** The one result of a list call, or its error thrown. */
+async function one<T>(results: Promise<Array<T | Error>>): Promise<T> {
+  const [r] = await results;
+  if (r instanceof Error) throw r;
+  return r!;
+}
+
 const owner = (p: string) => { const s = lstatSync(p); return { uid: s.uid, gid: s.gid, mode: s.mode & 0o7777 }; };
 
 describe.skipIf(!root)('the cluster directory handed to the job account', () => {
   it('gives the account its TLS files and a jobs/ directory, keeps the directory the gateway\'s, and closes the data dir\'s files', async () => {
     const { data, backend } = gateway('g1');
     const { c, files } = cluster(data, 'c1');
-    const h = await backend.startWorker({ cluster: c, worker: { name: 'c1-a' } as WorkerRecord, files });
+    const h = await one(backend.startWorkers([{ cluster: c, worker: { name: 'c1-a' } as WorkerRecord, files }]));
     for (const f of [files.cert, files.key, files.token]) expect(owner(f)).toEqual({ ...USER, mode: 0o600 });
     expect(owner(files.dir)).toEqual({ uid: 0, gid: USER.gid, mode: 0o710 });
     expect(owner(join(files.dir, 'jobs'))).toEqual({ ...USER, mode: 0o700 });
@@ -91,7 +98,7 @@ describe.skipIf(!root)('the cluster directory handed to the job account', () => 
   it('never changes the owner of what a job planted in jobs/ when more workers are submitted', async () => {
     const { data, backend } = gateway('g2');
     const { c, files } = cluster(data, 'c2');
-    await backend.startWorker({ cluster: c, worker: { name: 'c2-a' } as WorkerRecord, files });
+    await one(backend.startWorkers([{ cluster: c, worker: { name: 'c2-a' } as WorkerRecord, files }]));
     const t = target('t-cluster');
     const jobs = join(files.dir, 'jobs');
     // what the job (its account) plants: a link to the target, and a directory with one in it
@@ -100,7 +107,7 @@ describe.skipIf(!root)('the cluster directory handed to the job account', () => 
     mkdirSync(join(jobs, 'sub'));
     symlinkSync(t, join(jobs, 'sub', 'x'));
     chownSync(join(jobs, 'sub'), USER.uid, USER.gid);
-    await backend.startWorker({ cluster: c, worker: { name: 'c2-b' } as WorkerRecord, files });
+    await one(backend.startWorkers([{ cluster: c, worker: { name: 'c2-b' } as WorkerRecord, files }]));
     expect(owner(t)).toEqual({ uid: 0, gid: 0, mode: 0o600 });
     expect(lstatSync(join(jobs, 'sub', 'x')).uid).toBe(0);
   });
@@ -110,32 +117,31 @@ describe.skipIf(!root)('the cluster directory handed to the job account', () => 
     const { c, files } = cluster(data, 'c3');
     rmSync(files.key);
     symlinkSync(target('t-key'), files.key);
-    await expect(backend.startWorker({ cluster: c, worker: { name: 'c3-a' } as WorkerRecord, files })).rejects.toThrow(/not a plain file/);
+    await expect(one(backend.startWorkers([{ cluster: c, worker: { name: 'c3-a' } as WorkerRecord, files }]))).rejects.toThrow(/not a plain file/);
     expect(owner(join(dir, 't-key')).uid).toBe(0);
   });
 
   it('reads a failed job\'s log only if it is a regular file of the account, never through a link', async () => {
     const { data, backend } = gateway('g4');
     const { c, files } = cluster(data, 'c4');
-    const h = await backend.startWorker({ cluster: c, worker: { name: 'c4-a' } as WorkerRecord, files });
+    const h = await one(backend.startWorkers([{ cluster: c, worker: { name: 'c4-a' } as WorkerRecord, files }]));
     writeFileSync(join(dir, 't-secret'), 'SECRET-OF-THE-GATEWAY\n', { mode: 0o600 });
     symlinkSync(join(dir, 't-secret'), h.log as string);
-    let state = await backend.check(h);
+    let state = (await backend.check([h]))[0]!;
     expect(state.alive).toBe(false);
     expect(state.detail).toContain('exited with code 1');
     expect(state.detail).not.toContain('SECRET');
     rmSync(h.log as string);
     writeFileSync(h.log as string, 'Traceback: worker failed\n');
     chownSync(h.log as string, USER.uid, USER.gid);
-    await new Promise((r) => setTimeout(r, 250)); // past the poll period
-    state = await backend.check(h);
+    state = (await backend.check([h]))[0]!;
     expect(state.detail).toContain('Traceback: worker failed');
   });
 
   it('removes the cluster directory without following the links its jobs planted', async () => {
     const { data, backend } = gateway('g5');
     const { c, files } = cluster(data, 'c5');
-    await backend.startWorker({ cluster: c, worker: { name: 'c5-a' } as WorkerRecord, files });
+    await one(backend.startWorkers([{ cluster: c, worker: { name: 'c5-a' } as WorkerRecord, files }]));
     const outside = join(dir, 'outside');
     mkdirSync(outside);
     writeFileSync(join(outside, 'keep'), 'keep me');
@@ -172,7 +178,7 @@ describe.skipIf(!root)('a workflow step directory handed to the job account', ()
   it('hands the tree over before the first job, and a retry never walks it again', async () => {
     const { data, backend } = gateway('s1');
     const s = step(data, 'run1', 'map/0');
-    await backend.startStep(s);
+    await one(backend.startSteps([s]));
     expect(owner(s.workdir)).toEqual({ ...USER, mode: 0o2700 });
     expect(owner(join(s.workdir, '.af'))).toMatchObject({ uid: USER.uid, mode: 0o2755 }); // setgid: later files are the account group's
     expect(owner(join(s.workdir, '.af', 'command')).uid).toBe(USER.uid);
@@ -185,7 +191,7 @@ describe.skipIf(!root)('a workflow step directory handed to the job account', ()
     }
     rmSync(join(s.workdir, '.af', 'run.sh'));
     symlinkSync(t, join(s.workdir, '.af', 'run.sh'));
-    await backend.startStep(s); // the retry
+    await one(backend.startSteps([s])); // the retry
     expect(owner(t)).toEqual({ uid: 0, gid: 0, mode: 0o600 });
   });
 
@@ -193,7 +199,7 @@ describe.skipIf(!root)('a workflow step directory handed to the job account', ()
     const { data, backend } = gateway('s2');
     const s = step(data, 'run2', 'x/y');
     chownSync(join(data, 'workflows', 'run2', 'x'), USER.uid, USER.gid);
-    await expect(backend.startStep(s)).rejects.toThrow(/belongs to uid 54321/);
+    await expect(one(backend.startSteps([s]))).rejects.toThrow(/belongs to uid 54321/);
     expect(owner(s.workdir).uid).toBe(0);
   });
 });

@@ -1,8 +1,9 @@
 // HTCondor backend: schedulers and workers run as HTCondor jobs of the cluster owner's account
 // (schedulers next to the gateway, through the local backend, with scheduler_in_job: false).
-// Worker starts asked for together are submitted together (one cluster id, one proc per worker);
-// one condor_q -json per poll answers every check; removals are batched into one condor_rm per
-// account.
+// The engines hand over lists: the workers of one call are one condor_submit per cluster (one job
+// cluster, one proc per worker), a call's steps one per run and environment, one check call is one
+// condor_q -json, one stop call one condor_rm per account. This file builds the commands;
+// condor-output.ts parses what they print.
 //
 // Every user is hostile. Jobs are the user's own: submitted and removed as the user's account
 // (the command prefix names {account}/{uid}/{gid}, or the schedd maps the user's SciToken to it),
@@ -100,53 +101,30 @@ interface JobHandle extends BackendHandle {
 
 const isJob = (h: BackendHandle): h is JobHandle => h.kind === 'htcondor-job';
 
-interface Pending<L> {
-  launch: L;
-  resolve: (h: BackendHandle) => void;
-  reject: (e: unknown) => void;
-}
-
-/** Starts asked for within GATHER_MS under one key are submitted together (one job cluster). */
-class Gathered<L> {
-  private readonly pending = new Map<string, Pending<L>[]>();
-
-  constructor(private readonly submit: (batch: Pending<L>[]) => Promise<void>) {}
-
-  add(key: string, launch: L): Promise<BackendHandle> {
-    return new Promise((resolve, reject) => {
-      let batch = this.pending.get(key);
-      if (!batch) {
-        batch = [];
-        this.pending.set(key, batch);
-        setTimeout(() => {
-          this.pending.delete(key);
-          void this.submit(batch!);
-        }, GATHER_MS);
-      }
-      batch.push({ launch, resolve, reject });
-    });
-  }
-}
-
 /** How often heartbeats of schedulers not yet seen running may make the queue be looked at early. */
 const FORCED_POLL_MS = 1000;
 
-/** How long worker starts are gathered into one submission (a scale step asks for all at once). */
-const GATHER_MS = 50;
+/** Puts items in groups by key, keeping each item's index in the list it came from. */
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, { item: T; index: number }[]> {
+  const groups = new Map<string, { item: T; index: number }[]>();
+  items.forEach((item, index) => {
+    const k = key(item);
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = []));
+    g.push({ item, index });
+  });
+  return groups;
+}
+
+const asError = (err: unknown) => (err instanceof Error ? err : new Error(String(err)));
 
 export class HTCondorBackend implements Backend {
   readonly kind = 'htcondor';
   /** Tags every job of this gateway (its data directory identifies it across restarts). */
   readonly instance: string;
   private readonly runner: CommandRunner;
-  private readonly workerStarts = new Gathered<WorkerLaunch>((batch) => this.submitWorkers(batch));
-  private readonly stepStarts = new Gathered<StepLaunch>((batch) => this.submitSteps(batch));
-  /** Jobs to remove (gathered for GATHER_MS), with the user whose account removes them. */
-  private readonly removals = new Map<string, { owner: string | undefined; token: string | null; waiters: { resolve: () => void; reject: (e: unknown) => void }[] }>();
-  private removalTimer: ReturnType<typeof setTimeout> | null = null;
-  private jobs = new Map<string, JobAd>();
-  private polledAt = 0;
-  private polling: Promise<void> | null = null;
+  /** Where each scheduler job was last seen running (by check), for heartbeats' addresses. */
+  private readonly schedulerHosts = new Map<string, Set<string>>();
   /** When a heartbeat last made the queue be looked at before its time (schedulerAddresses). */
   private lookedUpAt = 0;
   /** Jobs that left the queue: their last ClassAd from condor_history. */
@@ -196,7 +174,6 @@ export class HTCondorBackend implements Backend {
     const { stdout } = await this.submit(description, account, files.bearerToken);
     const ids = parseTerseSubmit(stdout);
     this.opts.log.info({ cluster: cluster.name, job: `${ids.clusterId}.${ids.first}`, account: account.name }, 'submitted scheduler job');
-    this.polledAt = 0;
     const handle: JobHandle = {
       kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first}`, cluster: cluster.name, worker: 'scheduler',
       log: join(jobDir, 'scheduler.log'), owner: cluster.username, uid: account.uid, token: files.bearerToken,
@@ -235,50 +212,56 @@ export class HTCondorBackend implements Backend {
     };
   }
 
-  /** A scale step's workers become one submission. */
-  startWorker(launch: WorkerLaunch): Promise<BackendHandle> {
-    return this.workerStarts.add(launch.cluster.name, launch);
+  /** One condor_submit per cluster among the launches (its owner's account submits it). */
+  async startWorkers(launches: WorkerLaunch[]): Promise<Array<BackendHandle | Error>> {
+    const out = new Array<BackendHandle | Error>(launches.length);
+    await Promise.all([...groupBy(launches, (l) => l.cluster.name).values()].map(async (group) => {
+      const batch = group.map((g) => g.item);
+      const results = await this.submitWorkers(batch).catch((err: unknown) => batch.map(() => asError(err)));
+      group.forEach((g, i) => (out[g.index] = results[i]!));
+    }));
+    return out;
   }
 
-  /** Workflow steps started together (a stage's steps) become one submission. */
-  startStep(launch: StepLaunch): Promise<BackendHandle> {
-    const { AF_WORKFLOW_STEP: _step, ...shared } = launch.env;
-    return this.stepStarts.add(`${launch.run}\u0000${launch.image ?? ''}\u0000${JSON.stringify(shared)}`, launch);
+  /** Steps of one run with the same image and environment (a stage's steps) become one submission. */
+  async startSteps(launches: StepLaunch[]): Promise<Array<BackendHandle | Error>> {
+    const out = new Array<BackendHandle | Error>(launches.length);
+    const key = (l: StepLaunch) => {
+      const { AF_WORKFLOW_STEP: _step, ...shared } = l.env;
+      return `${l.run}\u0000${l.owner}\u0000${l.image ?? ''}\u0000${l.cpus}\u0000${l.memory}\u0000${JSON.stringify(shared)}`;
+    };
+    await Promise.all([...groupBy(launches, key).values()].map(async (group) => {
+      const batch = group.map((g) => g.item);
+      const results = await this.submitSteps(batch).catch((err: unknown) => batch.map(() => asError(err)));
+      group.forEach((g, i) => (out[g.index] = results[i]!));
+    }));
+    return out;
   }
 
-  private async submitSteps(batch: Pending<StepLaunch>[]): Promise<void> {
-    const first = batch[0]?.launch;
-    if (!first) return;
-    try {
-      const account = await this.account(first.owner);
-      for (const p of batch) await this.shareStepDir(p.launch.workdir, account);
-      const { AF_WORKFLOW_STEP: _node, ...env } = first.env;
-      const description = stepSubmitDescription({
-        instance: this.instance,
-        run: first.run,
-        owner: first.owner,
-        steps: batch.map((p) => ({ node: p.launch.node, dir: p.launch.workdir })),
-        environment: { PATH: stepBaseEnv().PATH ?? '/usr/bin:/bin', ...env },
-        image: first.image ?? null,
-        cpus: first.cpus,
-        memoryGiB: first.memory,
-        ...this.poolSettings(),
-      });
-      const { stdout } = await this.submit(description, account, null);
-      const ids = parseTerseSubmit(stdout);
-      if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} steps`);
-      this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
-      batch.forEach((p, i) => {
-        const handle: JobHandle = {
-          kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first + i}`, cluster: '', worker: p.launch.node,
-          log: p.launch.log, owner: first.owner, uid: account.uid, token: null,
-        };
-        p.resolve(handle);
-      });
-      this.polledAt = 0;
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-    }
+  private async submitSteps(batch: StepLaunch[]): Promise<BackendHandle[]> {
+    const first = batch[0]!;
+    const account = await this.account(first.owner);
+    for (const p of batch) await this.shareStepDir(p.workdir, account);
+    const { AF_WORKFLOW_STEP: _node, ...env } = first.env;
+    const description = stepSubmitDescription({
+      instance: this.instance,
+      run: first.run,
+      owner: first.owner,
+      steps: batch.map((p) => ({ node: p.node, dir: p.workdir })),
+      environment: { PATH: stepBaseEnv().PATH ?? '/usr/bin:/bin', ...env },
+      image: first.image ?? null,
+      cpus: first.cpus,
+      memoryGiB: first.memory,
+      ...this.poolSettings(),
+    });
+    const { stdout } = await this.submit(description, account, null);
+    const ids = parseTerseSubmit(stdout);
+    if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} steps`);
+    this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
+    return batch.map((p, i): JobHandle => ({
+      kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first + i}`, cluster: '', worker: p.node,
+      log: p.log, owner: first.owner, uid: account.uid, token: null,
+    }));
   }
 
   /**
@@ -336,14 +319,13 @@ export class HTCondorBackend implements Backend {
     const h = c.scheduler;
     if (!this.opts.config.scheduler_in_job) return this.opts.local.schedulerAddresses(c, reported);
     if (!h || !isJob(h)) throw new AppError(409, 'not_running', `Cluster ${c.name} has no scheduler job yet`);
-    let hosts = jobHosts(this.jobs.get(h.job));
+    let hosts = this.schedulerHosts.get(h.job) ?? new Set<string>();
     if (!hosts.size && Date.now() - this.lookedUpAt >= FORCED_POLL_MS) {
       // Not seen running yet (a forged report for a running job does not make the gateway ask again;
       // nor, more than once a second, one for a job that stays idle: its owner holds the API token).
       this.lookedUpAt = Date.now();
-      this.polledAt = 0;
-      await this.poll();
-      hosts = jobHosts(this.jobs.get(h.job));
+      hosts = jobHosts((await this.queue(h.job)).get(h.job));
+      this.noteHosts(h, hosts);
     }
     return addressesOnHosts(reported, hosts, `HTCondor job ${h.job}`);
   }
@@ -357,41 +339,31 @@ export class HTCondorBackend implements Backend {
     return env;
   }
 
-  private async submitWorkers(batch: Pending<WorkerLaunch>[]): Promise<void> {
-    const first = batch[0];
-    if (!first) return;
-    const { cluster, files } = first.launch;
-    try {
-      const account = await this.account(cluster.username);
-      const jobDir = await this.shareWorkDir(files, account);
-      const description = workerSubmitDescription({
-        ...this.commonSpec(cluster, files, jobDir),
-        workerNames: batch.map((p) => p.launch.worker.name),
-        schedulerAddress: cluster.schedulerAddress,
-        cores: cluster.settings.worker_cores,
-        memoryGiB: cluster.settings.worker_memory,
-      });
-      const { stdout } = await this.submit(description, account, files.bearerToken);
-      const ids = parseTerseSubmit(stdout);
-      if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} workers`);
-      this.opts.log.info({ cluster: cluster.name, job_cluster: ids.clusterId, workers: batch.length, account: account.name }, 'submitted worker jobs');
-      batch.forEach((p, i) => {
-        const handle: JobHandle = {
-          kind: 'htcondor-job',
-          job: `${ids.clusterId}.${ids.first + i}`,
-          cluster: cluster.name,
-          worker: p.launch.worker.name,
-          log: join(jobDir, `${p.launch.worker.name}.log`),
-          owner: cluster.username,
-          uid: account.uid,
-          token: files.bearerToken,
-        };
-        p.resolve(handle);
-      });
-      this.polledAt = 0; // the next check looks at the queue again
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-    }
+  private async submitWorkers(batch: WorkerLaunch[]): Promise<BackendHandle[]> {
+    const { cluster, files } = batch[0]!;
+    const account = await this.account(cluster.username);
+    const jobDir = await this.shareWorkDir(files, account);
+    const description = workerSubmitDescription({
+      ...this.commonSpec(cluster, files, jobDir),
+      workerNames: batch.map((p) => p.worker.name),
+      schedulerAddress: cluster.schedulerAddress,
+      cores: cluster.settings.worker_cores,
+      memoryGiB: cluster.settings.worker_memory,
+    });
+    const { stdout } = await this.submit(description, account, files.bearerToken);
+    const ids = parseTerseSubmit(stdout);
+    if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} workers`);
+    this.opts.log.info({ cluster: cluster.name, job_cluster: ids.clusterId, workers: batch.length, account: account.name }, 'submitted worker jobs');
+    return batch.map((p, i): JobHandle => ({
+      kind: 'htcondor-job',
+      job: `${ids.clusterId}.${ids.first + i}`,
+      cluster: cluster.name,
+      worker: p.worker.name,
+      log: join(jobDir, `${p.worker.name}.log`),
+      owner: cluster.username,
+      uid: account.uid,
+      token: files.bearerToken,
+    }));
   }
 
   /**
@@ -493,74 +465,76 @@ export class HTCondorBackend implements Backend {
     await handFileTo(files.bearerToken, account);
   }
 
-  async stop(handle: BackendHandle): Promise<void> {
-    if (!isJob(handle)) return this.opts.local.stop(handle);
-    const ad = this.jobs.get(handle.job);
-    if (this.polledAt && !ad) return; // not in the queue any more
-    const owner = handle.owner ?? ad?.AfGatewayOwner ?? undefined;
-    await new Promise<void>((res, rej) => {
-      const waiters = this.removals.get(handle.job) ?? { owner, token: handle.token ?? null, waiters: [] };
-      waiters.waiters.push({ resolve: res, reject: rej });
-      this.removals.set(handle.job, waiters);
-      if (!this.removalTimer) this.removalTimer = setTimeout(() => void this.removeQueued(), GATHER_MS);
-    });
-  }
-
-  private async removeQueued(): Promise<void> {
-    this.removalTimer = null;
-    const batch = new Map(this.removals);
-    this.removals.clear();
-    // One condor_rm per account (a user may remove only their own jobs).
-    const groups = new Map<string, string[]>();
-    for (const [id, r] of batch) {
-      const key = JSON.stringify([r.owner ?? null, r.token]);
-      groups.set(key, [...(groups.get(key) ?? []), id]);
-    }
-    await Promise.all([...groups.entries()].map(async ([key, ids]) => {
-      const [owner, token] = JSON.parse(key) as [string | null, string | null];
-      const settle = (err?: unknown) => {
-        for (const id of ids) {
-          if (!err) this.jobs.delete(id);
-          for (const w of batch.get(id)!.waiters) (err ? w.reject(err) : w.resolve());
+  /**
+   * One condor_rm per account among the handles (a user may remove only their own jobs); jobs that
+   * already left the queue count as removed. Schedulers next to the gateway are the local backend's.
+   */
+  async stop(handles: BackendHandle[]): Promise<void> {
+    const jobs = handles.filter(isJob);
+    const local = handles.filter((h) => !isJob(h));
+    const groups = groupBy(jobs, (h) => JSON.stringify([h.owner ?? null, h.token ?? null]));
+    const failures: unknown[] = [];
+    await Promise.all([
+      local.length ? this.opts.local.stop(local).catch((err: unknown) => failures.push(err)) : undefined,
+      ...[...groups.values()].map(async (group) => {
+        const { owner, token } = group[0]!.item;
+        const ids = [...new Set(group.map((g) => g.item.job))];
+        try {
+          const account = await this.account(owner ?? undefined);
+          await this.runner.run(['condor_rm', ...ids], { as: account, env: this.authEnv(token ?? null) });
+        } catch (err) {
+          // Jobs that already left the queue make condor_rm complain; that is what we wanted.
+          if (!/not found|Couldn't find|no jobs/i.test(errorMessage(err))) failures.push(err);
         }
-      };
-      try {
-        const account = await this.account(owner ?? undefined);
-        await this.runner.run(['condor_rm', ...ids], { as: account, env: this.authEnv(token) });
-      } catch (err) {
-        // Jobs that already left the queue make condor_rm complain; that is what we wanted.
-        if (!/not found|Couldn't find|no jobs/i.test(errorMessage(err))) return settle(err);
-      }
-      settle();
-    }));
+        for (const id of ids) this.schedulerHosts.delete(id);
+      }),
+    ]);
+    if (failures.length) throw failures[0];
   }
 
-  async check(handle: BackendHandle): Promise<ProcessState> {
-    if (!isJob(handle)) return this.opts.local.check(handle);
-    await this.poll();
-    const ad = this.jobs.get(handle.job) ?? this.finished.get(handle.job) ?? (await this.history(handle.job));
-    const state = jobState(ad, Date.now());
-    if (!state.alive && !ad?.HoldReason) state.detail = `${state.detail}; ${await userLogTail(handle.log, handle.uid ?? gatewayUid())}`;
-    return state;
+  /**
+   * One condor_q for every job of this gateway answers every job handle; a job no longer queued is
+   * looked up in the history (once: its end does not change). Local handles go to the local backend.
+   */
+  async check(handles: BackendHandle[]): Promise<ProcessState[]> {
+    const out = new Array<ProcessState>(handles.length);
+    const local = handles.map((h, i) => ({ h, i })).filter(({ h }) => !isJob(h));
+    if (local.length) {
+      const states = await this.opts.local.check(local.map(({ h }) => h));
+      local.forEach(({ i }, k) => (out[i] = states[k]!));
+    }
+    const jobs = handles.map((h, i) => ({ h, i })).filter((x): x is { h: JobHandle; i: number } => isJob(x.h));
+    if (!jobs.length) return out;
+    const queued = await this.queue();
+    const now = Date.now();
+    for (const { h, i } of jobs) {
+      const ad = queued.get(h.job) ?? this.finished.get(h.job) ?? (await this.history(h.job));
+      this.noteHosts(h, jobHosts(queued.get(h.job)));
+      const state = jobState(ad, now);
+      if (!state.alive && !ad?.HoldReason) state.detail = `${state.detail}; ${await userLogTail(h.log, h.uid ?? gatewayUid())}`;
+      out[i] = state;
+    }
+    return out;
   }
 
-  /** One condor_q for every job of this gateway, at most once per poll period (concurrent checks share it). */
-  private poll(): Promise<void> {
-    if (Date.now() - this.polledAt < this.opts.config.poll_period * 1000) return Promise.resolve();
-    this.polling ??= (async () => {
-      try {
-        const { stdout } = await this.runner.run([
-          'condor_q', '-allusers', '-json',
-          '-constraint', `AfGatewayInstance == ${classAdString(this.instance)}`,
-          '-attributes', JOB_ATTRIBUTES.join(','),
-        ], { as: this.self });
-        this.jobs = new Map(parseJobAds(stdout).map((ad) => [jobId(ad), ad]));
-        this.polledAt = Date.now();
-      } finally {
-        this.polling = null;
-      }
-    })();
-    return this.polling;
+  /** Remembers where a scheduler job runs (forgets it once it does not). */
+  private noteHosts(h: JobHandle, hosts: Set<string>): void {
+    if (h.worker !== 'scheduler') return;
+    if (hosts.size) this.schedulerHosts.set(h.job, hosts);
+    else this.schedulerHosts.delete(h.job);
+  }
+
+  /** One condor_q of this gateway's jobs (or of one of them), as the gateway's own account. */
+  private async queue(job?: string): Promise<Map<string, JobAd>> {
+    const only = job ? /^(\d+)\.(\d+)$/.exec(job) : null;
+    if (job && !only) throw new Error(`not an HTCondor job id: ${job}`);
+    const constraint = `AfGatewayInstance == ${classAdString(this.instance)}${only ? ` && ClusterId == ${only[1]} && ProcId == ${only[2]}` : ''}`;
+    const { stdout } = await this.runner.run([
+      'condor_q', '-allusers', '-json',
+      '-constraint', constraint,
+      '-attributes', JOB_ATTRIBUTES.join(','),
+    ], { as: this.self });
+    return new Map(parseJobAds(stdout).map((ad) => [jobId(ad), ad]));
   }
 
   /** The last ClassAd of a job that left the queue (why it ended). */
@@ -576,11 +550,10 @@ export class HTCondorBackend implements Backend {
   }
 
   async removeOrphans(live: BackendHandle[]): Promise<void> {
-    this.polledAt = 0;
-    await this.poll();
+    const queued = await this.queue();
     const keep = new Set(live.filter(isJob).map((h) => h.job));
     // Workflow steps are the workflow engine's: it adopts them after a restart.
-    const candidates = [...this.jobs.entries()].filter(([id, ad]) => !keep.has(id) && !ad.AfGatewayWorkflow);
+    const candidates = [...queued.entries()].filter(([id, ad]) => !keep.has(id) && !ad.AfGatewayWorkflow);
     const orphans: [string, string | undefined][] = [];
     for (const [id, ad] of candidates) {
       // Anyone can tag a job with this gateway's instance: only jobs whose Owner is the account of
@@ -594,7 +567,7 @@ export class HTCondorBackend implements Backend {
     }
     if (orphans.length === 0) return;
     this.opts.log.warn({ jobs: orphans.map(([id]) => id) }, 'removing HTCondor jobs no cluster of this gateway owns');
-    await Promise.all(orphans.map(([job, owner]) => this.stop({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '', owner: owner ?? null, uid: null, token: null } satisfies JobHandle)));
+    await this.stop(orphans.map(([job, owner]): JobHandle => ({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '', owner: owner ?? null, uid: null, token: null })));
   }
 
   async close(): Promise<void> {

@@ -19,7 +19,7 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import type { FastifyBaseLogger } from 'fastify';
-import { addressesOnHosts, hostPort, instanceName, parseReportedAddress, type Backend, type SchedulerAddresses, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import { addressesOnHosts, eachBounded, hostPort, instanceName, ItemBackend, parseReportedAddress, type SchedulerAddresses, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError, errorMessage } from '../../errors.js';
@@ -105,7 +105,7 @@ function apiMessage(err: unknown): string {
 /** How often heartbeats may make the API server be asked for one pending pod's IP. */
 const POD_LOOKUP_MS = 1000;
 
-export class KubernetesBackend implements Backend {
+export class KubernetesBackend extends ItemBackend {
   readonly kind = 'kubernetes';
   readonly instance: string;
   /** When a heartbeat last made the API server be asked for a pod (namespace/name). */
@@ -125,6 +125,7 @@ export class KubernetesBackend implements Backend {
   private readonly defaultNamespace: string;
 
   constructor(private readonly opts: KubernetesBackendOptions) {
+    super();
     const cfg = opts.config;
     this.instance = cfg.instance ? labelValue(cfg.instance) : instanceName(opts.stateIdentity ?? resolve(opts.dataDir));
     if (cfg.kubeconfig) this.kc.loadFromFile(cfg.kubeconfig);
@@ -257,7 +258,7 @@ export class KubernetesBackend implements Backend {
       step = `the scheduler's Service ${names.service}`;
       await this.core.createNamespacedService({ namespace: ns, body: schedulerService(this.instance, c, owner) });
     } catch (err) {
-      await this.stop(handle);
+      await this.stopOne(handle);
       await unmade();
       throw this.fail(`setting ${step}`, ns, err);
     }
@@ -285,6 +286,10 @@ export class KubernetesBackend implements Backend {
     this.created.set(`${ns}/${pod.metadata!.name}`, Date.now());
     const handle: PodHandle = { kind: 'k8s-pod', namespace: ns, name: pod.metadata!.name!, uid: pod.metadata!.uid! };
     return handle;
+  }
+
+  startSteps(launches: StepLaunch[]): Promise<Array<BackendHandle | Error>> {
+    return eachBounded(launches, this.concurrency, (l) => this.startStep(l));
   }
 
   async startStep(l: StepLaunch): Promise<BackendHandle> {
@@ -354,7 +359,7 @@ export class KubernetesBackend implements Backend {
     return (this.informer?.list(h.namespace) ?? []).find((p) => p.metadata?.labels?.['job-name'] === h.name || p.metadata?.labels?.['batch.kubernetes.io/job-name'] === h.name);
   }
 
-  async check(handle: BackendHandle): Promise<ProcessState> {
+  async checkOne(handle: BackendHandle): Promise<ProcessState> {
     await this.watch();
     const now = Date.now();
     if (handle.kind === 'k8s-job') {
@@ -399,7 +404,7 @@ export class KubernetesBackend implements Backend {
     }
   }
 
-  async stop(handle: BackendHandle): Promise<void> {
+  async stopOne(handle: BackendHandle): Promise<void> {
     const grace = this.opts.config.delete_grace_period;
     if (handle.kind === 'k8s-job') {
       const h = handle as JobHandle;
@@ -439,7 +444,7 @@ export class KubernetesBackend implements Backend {
   /** A finished step's Job is removed (its pod with it); the log and outputs stay in the workspace. */
   async release(handle: BackendHandle): Promise<void> {
     if (handle.kind !== 'k8s-job') return;
-    await this.stop(handle).catch((err: unknown) => this.opts.log.warn({ err: errorMessage(err) }, 'removing a finished step Job failed'));
+    await this.stopOne(handle).catch((err: unknown) => this.opts.log.warn({ err: errorMessage(err) }, 'removing a finished step Job failed'));
   }
 
   private readonly changeListeners: (() => void)[] = [];
@@ -494,7 +499,7 @@ export class KubernetesBackend implements Backend {
     });
     if (!orphans.length) return;
     this.opts.log.warn({ pods: orphans.map((p) => p.metadata?.name) }, 'deleting pods no cluster of this gateway owns');
-    await Promise.all(orphans.map((p) => this.stop({ kind: 'k8s-pod', namespace: p.metadata!.namespace!, name: p.metadata!.name!, uid: p.metadata!.uid! })));
+    await this.stop(orphans.map((p) => ({ kind: 'k8s-pod', namespace: p.metadata!.namespace!, name: p.metadata!.name!, uid: p.metadata!.uid! })));
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@ import { execFile, spawn } from 'node:child_process';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import { hostPort, parseReportedAddress, type Backend, type ClusterFiles, type ProcessState, type SchedulerAddresses, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import { eachBounded, hostPort, ItemBackend, parseReportedAddress, type ClusterFiles, type ProcessState, type SchedulerAddresses, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError } from '../../errors.js';
@@ -64,7 +64,7 @@ function launcherEnv(): Record<string, string> {
   return { ...stepBaseEnv(), PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' };
 }
 
-export class LocalBackend implements Backend {
+export class LocalBackend extends ItemBackend {
   readonly kind = 'local';
   /** Single-user mode's launcher (when prefork). */
   private readonly launcher: Launcher | undefined;
@@ -73,6 +73,7 @@ export class LocalBackend implements Backend {
   private readonly reaper: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: LocalBackendOptions) {
+    super();
     if (opts.singleUser) {
       if (opts.prefork) {
         this.launcher = new Launcher([opts.python, LAUNCHER, 'serve'], launcherEnv(), join(opts.dataDir, 'launcher.log'), opts.log);
@@ -251,6 +252,10 @@ export class LocalBackend implements Backend {
     });
   }
 
+  startSteps(launches: StepLaunch[]): Promise<Array<BackendHandle | Error>> {
+    return eachBounded(launches, this.concurrency, (l) => this.startStep(l));
+  }
+
   /** A workflow step: its wrapper in a new process group, with only the environment a step needs; as its owner in multi-user mode. */
   async startStep(l: StepLaunch): Promise<BackendHandle> {
     if (!this.opts.singleUser) {
@@ -345,13 +350,13 @@ export class LocalBackend implements Backend {
     };
   }
 
-  async stop(handle: BackendHandle): Promise<void> {
+  async stopOne(handle: BackendHandle): Promise<void> {
     const h = asLocal(handle);
     if (!h.startTicks) return;
     await stopProcessGroup(h.pid, h.startTicks, this.opts.stopGracePeriod, this.signaller(h));
   }
 
-  async check(handle: BackendHandle): Promise<ProcessState> {
+  async checkOne(handle: BackendHandle): Promise<ProcessState> {
     const h = asLocal(handle);
     if (h.startTicks && (await isRunning(h.pid, h.startTicks))) return { alive: true };
     if (typeof h.account === 'string') {
