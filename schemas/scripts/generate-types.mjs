@@ -1,6 +1,7 @@
 // Generates, from json/*.json (the single source of every wire format):
 //   src/generated/schemas.ts  - the schemas as typed constants (for Fastify/ajv and the OpenAPI document)
-//   src/generated/types.ts    - TypeScript types (json-schema-to-typescript)
+//   src/generated/types.ts    - TypeScript types (json-schema-to-typescript), with LabSettings from
+//                               ../lab-extension/schema/plugin.json (the Lab's settings schema)
 //   ../docs/config-reference.md - the configuration reference, from config.json
 import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
@@ -48,6 +49,16 @@ for (const f of files) {
     types += block.trim() + '\n\n';
   }
 }
+
+// The Lab's settings: JupyterLab validates them with the extension's own schema/plugin.json, so that
+// file is their source; the type is named here (its title is what the settings editor shows).
+const labSettings = JSON.parse(await readFile(join(root, '..', 'lab-extension', 'schema', 'plugin.json'), 'utf8'));
+// (Property titles are labels for the settings editor, not type names: they are left out here.)
+const untitled = Object.fromEntries(Object.entries(labSettings.properties).map(([k, { title: _label, ...p }]) => [k, p]));
+types += (await compile({ ...labSettings, title: 'LabSettings', properties: untitled }, 'LabSettings', {
+  bannerComment: '',
+  format: false,
+})).trim() + '\n';
 await writeFile(join(outDir, 'types.ts'), types);
 
 await writeFile(join(root, '..', 'docs', 'config-reference.md'), renderConfigReference(schemas['config.json']));

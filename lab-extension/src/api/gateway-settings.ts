@@ -1,18 +1,13 @@
 // How the extension reaches the gateway: resolved from the user's settings and the page it runs in.
+import type { LabSettings } from '@af-gateway/schemas';
 
-export type AuthMode = 'auto' | 'session' | 'jupyterhub' | 'basic';
+/**
+ * The user's settings with every key filled in. Their schema is schema/plugin.json (what JupyterLab
+ * validates and the settings editor shows); the type is generated from it as LabSettings.
+ */
+export type GatewaySettings = Required<LabSettings>;
 
-export interface GatewaySettings {
-  /** '' picks the JupyterHub service path (or /services/af-gateway/ without a Hub). */
-  gatewayUrl: string;
-  authMode: AuthMode;
-  username: string;
-  defaultClusterOptions: Record<string, unknown>;
-  tokenWarningMinutes: number;
-  /** The Rucio panel's instance ('' = the first) and PFN scheme ('' = the instance's default). */
-  rucioInstance: string;
-  rucioScheme: '' | 'davs' | 'root';
-}
+export type AuthMode = GatewaySettings['authMode'];
 
 export const DEFAULT_SETTINGS: GatewaySettings = {
   gatewayUrl: '',
