@@ -8,20 +8,22 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { WorkflowBundle, WorkflowDag, WorkflowNode, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
+import type { WorkflowBundle, WorkflowDag, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
 import type { Backend, ProcessState, StepLaunch } from '../backends/backend.js';
 import type { BackendHandle } from '../clusters/model.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
-import { describeLogTail } from '../files/log-tail.js';
-import { mkdirConfined, readConfined, removeConfined, removeTree, replaceConfined } from '../files/no-follow.js';
+import { removeTree } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, MAX_RUN_OUTPUTS, MAX_RUN_PARAMETERS, parametersWeight, publish, sizeOf, StageError } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
 import { nestingProblem } from './bundle-parser.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
+import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
+import { keptWorkflowDir, readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
+import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
 
 export interface WorkflowEngineDeps {
   store: StateStore;
@@ -59,7 +61,6 @@ export class WorkflowProblemsError extends AppError {
   }
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const FLUSH_MS = 200;
 
 /**
@@ -103,6 +104,7 @@ export class WorkflowEngine extends EventEmitter {
   async start(): Promise<void> {
     // Users' steps (as their own accounts) pass through to their run's directory; none can list the runs.
     await mkdir(this.root, { recursive: true, mode: 0o711 });
+    loadStepWrapperTemplate();
     for (const { id } of await this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
       if (this.active.has(id)) continue;
       const run = (await this.loadRun(id))!;
@@ -245,7 +247,7 @@ export class WorkflowEngine extends EventEmitter {
     try {
       // Keep the files as submitted, so a run can be inspected and re-run as it was (the gateway's
       // own: written before the owner may enter the workspace).
-      const kept = join(workspace, '.af', 'workflow');
+      const kept = keptWorkflowDir(workspace);
       for (const [file, text] of Object.entries(body.files)) {
         const target = join(kept, file);
         const rel = relative(kept, target);
@@ -311,19 +313,14 @@ export class WorkflowEngine extends EventEmitter {
   async list(user: User): Promise<WorkflowRun[]> {
     return (await this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name)).map((r) => {
       const a = this.active.get(r.id);
-      return a ? this.runJson(a) : ((r.data as RunRecord & { summary?: WorkflowRun }).summary ?? this.summaryOf(r.data as RunRecord, []));
+      return a ? this.runJson(a) : ((r.data as RunRecord & { summary?: WorkflowRun }).summary ?? runJson(r.data as RunRecord, []));
     });
   }
 
   async get(user: User, id: string): Promise<WorkflowDag> {
     const v = await this.visible(user, id);
     const nodes = await v.nodes();
-    return {
-      run: v.active ? this.runJson(v.active) : this.summaryOf(v.run, nodes),
-      stages: v.run.stages.map(stageJson),
-      nodes: nodes.map(nodeJson),
-      edges: nodes.flatMap((n) => n.after.map((from) => ({ from, to: n.id }))),
-    };
+    return dagJson(v.active ? this.runJson(v.active) : runJson(v.run, nodes), v.run.stages, nodes, edgesOf(nodes));
   }
 
   /** The node and whether it can still change (a log reader follows until it cannot). */
@@ -542,34 +539,13 @@ export class WorkflowEngine extends EventEmitter {
 
   /** A step's files and launch; null when they could not be written (the step failed that attempt). */
   private async prepareNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<{ n: NodeRecord; launch: StepLaunch } | null> {
-    const af = join(n.workdir, '.af');
-    const log = join(af, 'log');
+    const files = stepFiles(n.workdir);
     const attempt = n.attempts + 1;
     // The step's directory is writable by the step: a retry finds whatever it left there (links
     // included), so nothing is followed out of the run's workspace.
-    const root = a.run.workspace;
     try {
-      await mkdirConfined(root, af);
-      await removeConfined(root, join(af, 'exit-code'));
-      await replaceConfined(root, join(af, 'command'), n.command ?? '', STEP_FILE_MODE);
-      const header = `# AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
-      await replaceConfined(
-        root,
-        join(af, 'run.sh'),
-        [
-          '#!/bin/sh',
-          header,
-          `exec >>${q(log)} 2>&1`,
-          `echo ${q(`--- ${header.slice(2)} ---`)}`,
-          `cd ${q(n.workdir)} || exit 97`,
-          `${n.interpreter ?? 'sh'} ${q(join(af, 'command'))}`,
-          'code=$?',
-          `printf '%s\\n' "$code" > ${q(join(af, 'exit-code.part'))} && mv ${q(join(af, 'exit-code.part'))} ${q(join(af, 'exit-code'))}`,
-          'exit "$code"',
-          '',
-        ].join('\n'),
-        STEP_FILE_MODE,
-      );
+      const header = `AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
+      await writeStepFiles(a.run.workspace, files, n.command ?? '', stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }));
       const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
       const env = (step.environment as { env?: Record<string, string> }).env ?? {};
       const launch: StepLaunch = {
@@ -577,8 +553,8 @@ export class WorkflowEngine extends EventEmitter {
         node: n.id,
         owner: a.run.username,
         workdir: n.workdir,
-        wrapper: join(af, 'run.sh'),
-        log,
+        wrapper: files.wrapper,
+        log: files.log,
         env: { ...env, AF_WORKFLOW_RUN: a.run.id, AF_WORKFLOW_STEP: n.id },
         image: this.cfg.images === 'honour' ? n.image : undefined,
         cpus: this.cfg.step_cpus,
@@ -596,11 +572,7 @@ export class WorkflowEngine extends EventEmitter {
       if ((state.waiting ?? undefined) !== n.message) this.setNode(a, n, { message: state.waiting });
       return;
     }
-    let code = state.exitCode;
-    if (code === undefined) {
-      const text = (await readConfined(a.run.workspace, join(n.workdir, '.af', 'exit-code'), 64).catch(() => null)) ?? '';
-      code = text.trim() === '' ? undefined : Number(text.trim());
-    }
+    const code = state.exitCode ?? (await readExitCode(a.run.workspace, stepFiles(n.workdir)));
     if (code === 0) {
       try {
         const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
@@ -618,7 +590,7 @@ export class WorkflowEngine extends EventEmitter {
       }
       return;
     }
-    const tail = await confinedLogTail(a.run.workspace, join(n.workdir, '.af', 'log'), 8);
+    const tail = await readLogTail(a.run.workspace, stepFiles(n.workdir), 8);
     const why = code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
     this.fail(a, n, n.attempts, `${why}; ${tail}`, code ?? null);
   }
@@ -689,7 +661,7 @@ export class WorkflowEngine extends EventEmitter {
         });
       this.emit('run', a.run.username, summary);
       if (nodes.length || a.newEdges.length || a.runDirty) {
-        this.emit('dag', a.run.username, { run: summary, stages: a.run.stages.map(stageJson), nodes: nodes.map(nodeJson), edges: a.newEdges } satisfies WorkflowDag);
+        this.emit('dag', a.run.username, dagJson(summary, a.run.stages, nodes, a.newEdges));
       }
       a.dirtyNodes.clear();
       a.newEdges = [];
@@ -698,73 +670,8 @@ export class WorkflowEngine extends EventEmitter {
   }
 
   private runJson(a: ActiveRun): WorkflowRun {
-    const counts = Object.fromEntries(Object.entries(a.byState).map(([state, ids]) => [state, ids.size])) as WorkflowRun['counts'];
-    counts.SUCCESS--; // the init node
-    return this.summaryOf(a.run, (stage) => a.byStage.get(stage) ?? [], counts);
+    return runJson(a.run, (stage) => a.byStage.get(stage) ?? [], countsOf(a.byState));
   }
-
-  private summaryOf(run: RunRecord, nodesOf: NodeRecord[] | ((stage: string) => NodeRecord[]), counted?: WorkflowRun['counts']): WorkflowRun {
-    let counts = counted;
-    if (!counts) {
-      counts = { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };
-      for (const n of Array.isArray(nodesOf) ? nodesOf : []) if (n.stage !== INIT_STAGE) counts[n.state]++;
-    }
-    const ofStage = Array.isArray(nodesOf) ? (stage: string) => nodesOf.filter((n) => n.stage === stage) : nodesOf;
-    const depended = new Set(run.stages.flatMap((s) => s.dependencies));
-    const outputs: Record<string, unknown> = {};
-    for (const s of run.stages) {
-      if (s.type === 'init' || depended.has(s.name) || s.state !== 'APPLIED') continue;
-      const mine = ofStage(s.name).filter((n) => n.state === 'SUCCESS');
-      if (!mine.length) continue;
-      if (s.type === 'singlestep-stage') outputs[s.name] = mine[0]!.outputs;
-      else {
-        const keys = [...new Set(mine.flatMap((n) => Object.keys(n.outputs)))];
-        outputs[s.name] = Object.fromEntries(keys.map((k) => [k, mine.map((n) => n.outputs[k])]));
-      }
-    }
-    return {
-      id: run.id,
-      name: run.name,
-      owner: run.username,
-      status: run.status,
-      backend: run.backend,
-      created: run.created,
-      finished: run.finished,
-      ...(run.message ? { message: run.message } : {}),
-      entry: run.entry,
-      parameters: run.parameters,
-      counts,
-      stages_total: run.stages.length - 1,
-      stages_applied: run.stages.filter((s) => s.type !== 'init' && s.state === 'APPLIED').length,
-      workspace: run.workspace,
-      outputs,
-    };
-  }
-}
-
-function stageJson(s: StageRecord): WorkflowDag['stages'][number] {
-  return { name: s.name, type: s.type, dependencies: s.dependencies, state: s.state, ...(s.message ? { message: s.message } : {}) };
-}
-
-export function nodeJson(n: NodeRecord): WorkflowNode {
-  const out: WorkflowNode = {
-    id: n.id,
-    stage: n.stage,
-    index: n.index,
-    state: n.state,
-    parameters: n.parameters,
-    outputs: n.outputs,
-    workdir: n.workdir,
-    attempts: n.attempts,
-    exit_code: n.exit_code,
-    started: n.started,
-    finished: n.finished,
-  };
-  if (n.command !== undefined) out.command = n.command;
-  if (n.image) out.image = n.image;
-  if (n.job) out.job = n.job;
-  if (n.message) out.message = n.message;
-  return out;
 }
 
 /** Init parameters the workflow reads ({stages: init, output: NAME}), in order of first use. */
@@ -785,17 +692,4 @@ function defaultName(entry: string): string {
   const dir = basename(dirname(entry));
   const base = dir && dir !== '.' ? dir : basename(entry).replace(/\.(ya?ml|json)$/i, '');
   return base.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64) || 'workflow';
-}
-
-/** Files the gateway writes for a step: the step's account reads them through the run's ACL (a mask needs group bits). */
-const STEP_FILE_MODE = 0o660;
-
-/** The last lines of a step's log, read without following anything the step planted. */
-async function confinedLogTail(root: string, file: string, lines: number): Promise<string> {
-  try {
-    const text = await readConfined(root, file, 64 * 1024);
-    return text === null ? 'no log was written' : describeLogTail(text, lines);
-  } catch (err) {
-    return `its log could not be read (${errorMessage(err)})`;
-  }
 }

@@ -9,6 +9,7 @@ import type { WorkflowBundle, WorkflowValidation } from '@af-gateway/schemas';
 import { AppError, notFound } from '../errors.js';
 import { openConfined, UnsafePathError } from '../files/no-follow.js';
 import { readWorkflow } from './workflow-loader.js';
+import { stepFiles } from './step-files.js';
 import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
@@ -75,7 +76,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
     },
   }, async (req, reply) => {
     const { node, live, workspace } = await engine.node(req.user!, req.params.id, req.params.node);
-    const file = join(node.workdir, '.af', 'log');
+    const file = stepFiles(node.workdir).log;
     reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
     // The step writes its own directory: its log is opened without following links out of the run.
     const openLog = () => openConfined(workspace, file).catch((err: unknown) => {

@@ -25,6 +25,7 @@ import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError, errorMessage } from '../../errors.js';
 import { podState } from './pod-status.js';
 import { shareRunDir, shareStepDir } from './workspace.js';
+import { stepFiles } from '../../workflows/step-files.js';
 import {
   clusterNetworkPolicy,
   clusterSecret,
@@ -398,7 +399,7 @@ export class KubernetesBackend extends ItemBackend {
   private async keepLog(h: JobHandle, pod: V1Pod): Promise<void> {
     try {
       const text = await this.core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: h.namespace, container: 'step' });
-      if (text) await writeFile(join(h.workdir, '.af', 'pod.log'), text);
+      if (text) await writeFile(stepFiles(h.workdir).podLog, text);
     } catch {
       // logs are gone with the node, or the workspace is not ours to write
     }

@@ -7,6 +7,7 @@
 import { constants as fsc } from 'node:fs';
 import { open, readdir, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { stepFiles } from '../../workflows/step-files.js';
 
 export interface WorkspaceAccount {
   name: string;
@@ -100,7 +101,8 @@ export async function shareStepDir(root: string, workdir: string, account: Works
     if (st.uid !== me) throw new Error(`refusing ${workdir}: it belongs to uid ${st.uid}, neither the gateway nor ${account.name}`);
     if (me !== 0) {
       await top.chmod(0o777);
-      for (const [p, mode] of [[join(dir, '.af'), 0o777], [join(dir, '.af', 'run.sh'), 0o644], [join(dir, '.af', 'command'), 0o644]] as const) {
+      const af = stepFiles(dir);
+      for (const [p, mode] of [[af.dir, 0o777], [af.wrapper, 0o644], [af.command, 0o644]] as const) {
         const fh = await openExactly(p, real(p));
         if (!fh) continue;
         try {
