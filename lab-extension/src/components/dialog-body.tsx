@@ -1,7 +1,6 @@
 // A dialog body backed by React state whose value the dialog reads on accept, and which disables
-// the dialog's accept button while the form is invalid.
-import { ReactWidget } from '@jupyterlab/apputils';
-import type { Dialog } from '@jupyterlab/apputils';
+// the dialog's accept button while the form is invalid; and the dialog that asks for such a form.
+import { Dialog, ReactWidget, showDialog } from '@jupyterlab/apputils';
 import React from 'react';
 
 export interface FormProps<T> {
@@ -59,5 +58,27 @@ export class FormDialogBody<T> extends ReactWidget implements Dialog.IBodyWidget
         </div>
       </>
     );
+  }
+}
+
+export interface FormDialogOptions<T> {
+  title: string;
+  /** What the form starts with. */
+  value: T;
+  Form: React.ComponentType<FormProps<T>>;
+  validate: (value: T) => string | null;
+  /** The accept button's label. */
+  accept: string;
+}
+
+/** Shows the form until the user cancels (null) or accepts a valid value (Enter may accept an invalid one: then it asks again). */
+export async function askForm<T>(opts: FormDialogOptions<T>): Promise<T | null> {
+  let value = opts.value;
+  for (;;) {
+    const body = new FormDialogBody<T>(value, opts.Form, opts.validate);
+    const res = await showDialog({ title: opts.title, body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: opts.accept })] });
+    if (!res.button.accept || !res.value) return null;
+    value = res.value;
+    if (opts.validate(value) === null) return value;
   }
 }

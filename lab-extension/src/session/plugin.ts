@@ -6,12 +6,12 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { GatewayClient } from '../api/gateway-client';
 import { effectiveAuthMode, type GatewaySettings, normaliseSettings, resolveGatewayUrl } from '../api/gateway-settings';
+import { CATEGORY } from '../components/panel-plugin';
 import { currentPage } from '../page-info';
 import { GatewaySession } from './gateway-session';
 import { IAfGatewaySession } from './tokens';
 
 export const SETTINGS_PLUGIN_ID = '@af-gateway/lab-extension:plugin';
-export const CATEGORY = 'AF Gateway';
 export const LOGIN_COMMAND = 'af:login';
 
 async function loadSettings(registry: ISettingRegistry | null): Promise<{ settings: GatewaySettings; raw: ISettingRegistry.ISettings | null }> {

@@ -1,18 +1,14 @@
 // The Clusters panel as a plugin: the sidebar panel, the dialogs that create, scale and shut down a
 // cluster, dashboards as main-area panes (restored with the layout) and the connect code in a notebook.
-import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, ICommandPalette, MainAreaWidget, Notification, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
+import { Dialog, MainAreaWidget, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
-import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { IFrame } from '@jupyterlab/ui-components';
 import { connectCode } from '../../api/connect-code';
-import { FormDialogBody } from '../../components/dialog-body';
+import { askForm } from '../../components/dialog-body';
 import { errorText } from '../../components/format';
 import { insertCodeCell } from '../../components/notebook-cell';
-import { addSidebarPanel } from '../../components/sidebar';
+import { type PanelContext, panelPlugin } from '../../components/panel-plugin';
 import { clustersIcon } from '../../icons';
-import { CATEGORY } from '../../session/plugin';
-import { IAfGatewaySession } from '../../session/tokens';
 import { ClustersModel, initialOptionValues, type ScaleRequestModel, validateScale } from './clusters-model';
 import { ClustersPanel } from './clusters-panel';
 import { makeOptionsForm, type OptionValues, validateOptions } from './options-form';
@@ -27,26 +23,18 @@ export const ClusterCommandIds = {
   insertCode: 'af:insert-connect-code',
 } as const;
 
-type DashboardWidget = MainAreaWidget<IFrame> & { afArgs?: Record<string, string> };
+type DashboardWidget = MainAreaWidget<IFrame>;
 
-function activate(
-  app: JupyterFrontEnd,
-  session: IAfGatewaySession,
-  translator: ITranslator | null,
-  palette: ICommandPalette | null,
-  restorer: ILayoutRestorer | null,
-  notebooks: INotebookTracker | null,
-): void {
-  const trans = (translator ?? nullTranslator).load('af_gateway_lab');
+function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalette }: PanelContext, notebooks: INotebookTracker | null): ClustersModel {
   const { commands, shell } = app;
   const { client } = session;
   const model = new ClustersModel(session);
 
   // --- dashboards as main-area panes ----------------------------------------------------------
-  const dashboards = new WidgetTracker<DashboardWidget>({ namespace: 'af-dashboard' });
+  const dashboards = mainAreaWidgets<DashboardWidget>('af-dashboard', ClusterCommandIds.openDashboard);
   const openDashboard = (cluster: string, label: string, path: string): DashboardWidget => {
     const id = `af-dashboard-${cluster}-${path.replace(/[^A-Za-z0-9_-]/g, '_')}`;
-    const existing = dashboards.find((w) => w.id === id);
+    const existing = dashboards.find(id);
     if (existing) {
       shell.activateById(existing.id);
       return existing;
@@ -60,8 +48,7 @@ function activate(
     widget.title.caption = `${label}: dashboard of cluster ${cluster}`;
     widget.title.icon = clustersIcon;
     widget.addClass('jp-AFDashboard');
-    widget.afArgs = { cluster, label, path };
-    void dashboards.add(widget);
+    dashboards.add(widget, { cluster, label, path });
     shell.add(widget, 'main', { mode: 'split-right' });
     return widget;
   };
@@ -74,46 +61,37 @@ function activate(
     } catch (err) {
       return showErrorMessage(trans.__('Cannot load the cluster options'), errorText(err));
     }
-    let values: OptionValues = initialOptionValues(fields, session.settings.defaultClusterOptions);
-    for (;;) {
-      const body = new FormDialogBody<OptionValues>(values, makeOptionsForm(fields), (v) => validateOptions(fields, v));
-      const res = await showDialog({ title: trans.__('New Dask cluster'), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Create') })] });
-      if (!res.button.accept || !res.value) return;
-      values = res.value;
-      if (validateOptions(fields, values)) continue; // accepted with Enter while invalid: ask again
-      try {
-        await model.create(values);
-        return;
-      } catch (err) {
-        await showErrorMessage(trans.__('The cluster was not created'), errorText(err));
-        return;
-      }
+    const values = await askForm<OptionValues>({
+      title: trans.__('New Dask cluster'),
+      value: initialOptionValues(fields, session.settings.defaultClusterOptions),
+      Form: makeOptionsForm(fields),
+      validate: (v) => validateOptions(fields, v),
+      accept: trans.__('Create'),
+    });
+    if (!values) return;
+    try {
+      await model.create(values);
+    } catch (err) {
+      await showErrorMessage(trans.__('The cluster was not created'), errorText(err));
     }
   };
 
   const scaleCluster = async (name: string) => {
     const c = model.get(name);
     const adaptive = c?.adaptive ?? null;
-    let value: ScaleRequestModel = {
+    const initial: ScaleRequestModel = {
       mode: adaptive ? 'adaptive' : 'manual',
       workers: c?.workers.requested ?? 0,
       minimum: adaptive?.minimum ?? 0,
       maximum: adaptive?.maximum ?? Math.max(1, c?.workers.requested ?? 1),
     };
-    for (;;) {
-      const body = new FormDialogBody<ScaleRequestModel>(value, ScaleForm, validateScale);
-      const res = await showDialog({ title: trans.__('Scale %1', name), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Scale') })] });
-      if (!res.button.accept || !res.value) return;
-      value = res.value;
-      if (validateScale(value)) continue;
-      try {
-        const clamped = await model.scale(name, value);
-        if (clamped) Notification.warning(clamped, { autoClose: 10000 });
-        return;
-      } catch (err) {
-        await showErrorMessage(trans.__('Scaling failed'), errorText(err));
-        return;
-      }
+    const value = await askForm({ title: trans.__('Scale %1', name), value: initial, Form: ScaleForm, validate: validateScale, accept: trans.__('Scale') });
+    if (!value) return;
+    try {
+      const clamped = await model.scale(name, value);
+      if (clamped) Notification.warning(clamped, { autoClose: 10000 });
+    } catch (err) {
+      await showErrorMessage(trans.__('Scaling failed'), errorText(err));
     }
   };
 
@@ -155,7 +133,7 @@ function activate(
     },
     trans,
   );
-  addSidebarPanel(app, restorer, panel, { id: 'af-clusters', icon: clustersIcon, caption: trans.__('Dask clusters (AF Gateway)'), rank: 200 });
+  addSidebar(panel, { id: 'af-clusters', icon: clustersIcon, caption: trans.__('Dask clusters (AF Gateway)'), rank: 200 });
 
   // --- commands ---------------------------------------------------------------------------------
   const nameArg = (args: Record<string, unknown>) => String(args.name ?? '');
@@ -168,19 +146,13 @@ function activate(
     label: (args) => (args.label ? trans.__('Dask Dashboard: %1', String(args.label)) : trans.__('Dask Dashboard')),
     execute: (args) => openDashboard(String(args.cluster), String(args.label ?? 'Status'), String(args.path ?? 'status')),
   });
-  for (const command of [ClusterCommandIds.openClusters, ClusterCommandIds.createCluster]) palette?.addItem({ command, category: CATEGORY });
-  if (restorer) {
-    void restorer.restore(dashboards, { command: ClusterCommandIds.openDashboard, args: (w) => w.afArgs ?? {}, name: (w) => w.id });
-  }
-
-  void session.ready.then(() => model.start());
+  addToPalette(ClusterCommandIds.openClusters, ClusterCommandIds.createCluster);
+  return model;
 }
 
-export const clustersPlugin: JupyterFrontEndPlugin<void> = {
+export const clustersPlugin = panelPlugin({
   id: '@af-gateway/lab-extension:clusters',
   description: 'AF Gateway: the Dask clusters panel, its dialogs, dashboards and connect code.',
-  autoStart: true,
-  requires: [IAfGatewaySession],
-  optional: [ITranslator, ICommandPalette, ILayoutRestorer, INotebookTracker],
-  activate,
-};
+  optional: [INotebookTracker],
+  activate: (ctx, notebooks) => activate(ctx, notebooks as INotebookTracker | null),
+});

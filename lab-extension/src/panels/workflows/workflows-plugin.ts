@@ -2,19 +2,16 @@
 // run (restored with the layout), "Run as workflow" in the file browser's context menu, and the
 // commands af:open-workflows, af:run-workflow, af:open-workflow-run, af:cancel-workflow,
 // af:retry-workflow, af:delete-workflow.
-import { ILayoutRestorer, type JupyterFrontEnd, type JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, ICommandPalette, InputDialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage, WidgetTracker } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
-import { ITranslator, nullTranslator, type TranslationBundle } from '@jupyterlab/translation';
+import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import type { WorkflowRun } from '@af-gateway/schemas';
 import { GatewayError } from '../../api/gateway-client';
-import { FormDialogBody } from '../../components/dialog-body';
+import { askForm } from '../../components/dialog-body';
 import { errorText } from '../../components/format';
-import { addSidebarPanel } from '../../components/sidebar';
+import { type PanelContext, panelPlugin } from '../../components/panel-plugin';
 import { workflowsIcon } from '../../icons';
-import { CATEGORY } from '../../session/plugin';
-import { IAfGatewaySession } from '../../session/tokens';
 import { DagModel } from './dag-model';
 import { DagWidget } from './dag-view';
 import { loadElk } from './elk-client';
@@ -46,21 +43,13 @@ class ProblemsBody extends ReactWidget {
   }
 }
 
-function activate(
-  app: JupyterFrontEnd,
-  session: IAfGatewaySession,
-  translator: ITranslator | null,
-  palette: ICommandPalette | null,
-  restorer: ILayoutRestorer | null,
-  browsers: IFileBrowserFactory | null,
-): void {
-  const trans = (translator ?? nullTranslator).load('af_gateway_lab');
+function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalette }: PanelContext, browsers: IFileBrowserFactory | null): WorkflowsModel {
   const { commands, shell } = app;
   const { client } = session;
   const model = new WorkflowsModel(session);
 
   // --- DAG views in the main area ---------------------------------------------------------------
-  const views = new WidgetTracker<MainAreaWidget<DagWidget>>({ namespace: 'af-workflow-run' });
+  const views = mainAreaWidgets<MainAreaWidget<DagWidget>>('af-workflow-run', WorkflowCommandIds.openRun);
   const download = async (id: string, rel: string) => {
     try {
       const blob = await client.workflowFile(id, rel);
@@ -78,7 +67,7 @@ function activate(
   };
   const openRun = (id: string): MainAreaWidget<DagWidget> => {
     const widgetId = `af-workflow-${id}`;
-    const existing = views.find((w) => w.id === widgetId);
+    const existing = views.find(widgetId);
     if (existing) {
       shell.activateById(existing.id);
       return existing;
@@ -102,7 +91,6 @@ function activate(
     widget.title.icon = workflowsIcon;
     widget.title.closable = true;
     widget.addClass('jp-AFDagWidget');
-    (widget as MainAreaWidget<DagWidget> & { afArgs?: unknown }).afArgs = { id };
     dag.changed.connect(() => {
       const run = dag.state?.run;
       if (run && widget.title.label !== trans.__('Workflow %1', run.name)) {
@@ -110,7 +98,7 @@ function activate(
         widget.title.caption = trans.__('Workflow run %1 (%2)', run.name, id);
       }
     });
-    void views.add(widget);
+    views.add(widget, { id });
     shell.add(widget, 'main');
     shell.activateById(widget.id);
     void dag.load();
@@ -173,11 +161,9 @@ function activate(
     let value: RunFormValue = { parameters: Object.fromEntries((validation.parameters ?? []).map((p) => [p, ''])), name: '', backend: '', retries: '' };
     const Form = makeRunForm({ entry: path, stages: validation.stages ?? [], backends: model.backends, defaultName: defaultRunName(bundle.dir, bundle.entry), trans });
     for (;;) {
-      const body = new FormDialogBody<RunFormValue>(value, Form, validateRunForm);
-      const res = await showDialog({ title: trans.__('Run %1', path), body, buttons: [Dialog.cancelButton(), Dialog.okButton({ label: trans.__('Run') })] });
-      if (!res.button.accept || !res.value) return null;
-      value = res.value;
-      if (validateRunForm(value)) continue;
+      const given = await askForm({ title: trans.__('Run %1', path), value, Form, validate: validateRunForm, accept: trans.__('Run') });
+      if (!given) return null;
+      value = given;
       try {
         const run = await model.submit(runRequest(bundle, value));
         openRun(run.id);
@@ -222,7 +208,7 @@ function activate(
     },
     trans,
   );
-  addSidebarPanel(app, restorer, panel, { id: 'af-workflows', icon: workflowsIcon, caption: trans.__('Workflows (AF Gateway)'), rank: 203 });
+  addSidebar(panel, { id: 'af-workflows', icon: workflowsIcon, caption: trans.__('Workflows (AF Gateway)'), rank: 203 });
 
   // --- commands ---------------------------------------------------------------------------------
   const idArg = (args: Record<string, unknown>) => String(args.id ?? '');
@@ -261,7 +247,7 @@ function activate(
       if (!(await confirm(trans.__('Delete %1?', runLabel(id)), trans.__('The run and its workspace at the gateway (all the files its steps wrote) are removed.'), trans.__('Delete')))) return;
       await act(async () => {
         await model.remove(id);
-        views.find((w) => w.id === `af-workflow-${id}`)?.dispose();
+        views.find(`af-workflow-${id}`)?.dispose();
       }, trans.__('The run was not deleted'));
     },
   });
@@ -269,26 +255,13 @@ function activate(
   if (browsers) {
     app.contextMenu.addItem({ command: WorkflowCommandIds.runWorkflow, selector: '.jp-DirListing-item[data-file-type]', rank: 3 });
   }
-  if (palette) {
-    palette.addItem({ command: WorkflowCommandIds.openWorkflows, category: CATEGORY });
-    palette.addItem({ command: WorkflowCommandIds.runWorkflow, args: { ask: true }, category: CATEGORY });
-  }
-  if (restorer) {
-    void restorer.restore(views, {
-      command: WorkflowCommandIds.openRun,
-      args: (w) => ((w as MainAreaWidget<DagWidget> & { afArgs?: Record<string, string> }).afArgs ?? {}) as Record<string, string>,
-      name: (w) => w.id,
-    });
-  }
-
-  void session.ready.then(() => model.start());
+  addToPalette(WorkflowCommandIds.openWorkflows, { command: WorkflowCommandIds.runWorkflow, args: { ask: true } });
+  return model;
 }
 
-export const workflowsPlugin: JupyterFrontEndPlugin<void> = {
+export const workflowsPlugin = panelPlugin({
   id: '@af-gateway/lab-extension:workflows',
   description: 'AF Gateway: the workflows panel, run views and "Run as Workflow".',
-  autoStart: true,
-  requires: [IAfGatewaySession],
-  optional: [ITranslator, ICommandPalette, ILayoutRestorer, IFileBrowserFactory],
-  activate,
-};
+  optional: [IFileBrowserFactory],
+  activate: (ctx, browsers) => activate(ctx, browsers as IFileBrowserFactory | null),
+});
