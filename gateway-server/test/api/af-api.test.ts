@@ -1,32 +1,19 @@
 // AF Gateway's own API and event stream, on a real gateway with real processes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import WebSocket from 'ws';
 import type { AfCluster, AfEvent } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
 import { bodyAjv } from '../../src/schemas.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, handshakeStatus, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
 
-let gw: RunningGateway;
-let dataDir: string;
-const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
+let gw: TestGateway;
 const validEvent = bodyAjv.getSchema('af-event.json')!;
 const validCluster = bodyAjv.getSchema('af-cluster.json')!;
 
-async function api(method: string, path: string, user = 'carol', body?: unknown) {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: { authorization: basic(user), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json().catch(() => undefined)) as Record<string, unknown> };
-}
+const api = (method: string, path: string, user = 'carol', body?: unknown) => client(gw, basic(user)).call(method, path, body);
 
 /** Collects the events of one stream; `until` resolves when a predicate matches. */
 function openStream(headers: Record<string, string>) {
-  const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers });
+  const ws = new WebSocket(wsUrl(gw, '/api/af/events'), { headers });
   const events: AfEvent[] = [];
   const waiters: { pred: (e: AfEvent) => boolean; resolve: (e: AfEvent) => void }[] = [];
   ws.on('message', (data) => {
@@ -45,38 +32,24 @@ function openStream(headers: Record<string, string>) {
   return { ws, events, until };
 }
 
-function handshakeStatus(headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve) => {
-    const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers });
-    ws.on('open', () => { ws.close(); resolve(101); });
-    ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); ws.terminate(); });
-    ws.on('error', () => undefined);
-  });
-}
-
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-events-'));
-  gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, cluster: { worker_max_failures: 2 } }),
-    makeLogger('warn'),
-  );
+  gw = await startTestGateway({ ...SINGLE_USER, cluster: { worker_max_failures: 2 } }, { prefix: 'af-events-' });
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('event stream', () => {
   it('refuses anonymous and cross-origin handshakes', async () => {
-    expect(await handshakeStatus({})).toBe(401);
-    expect(await handshakeStatus({ authorization: basic('carol'), origin: 'http://evil.example' })).toBe(403);
-    expect(await handshakeStatus({ authorization: basic('carol'), origin: gw.url })).toBe(101);
+    expect(await handshakeStatus(gw, '/api/af/events', {})).toBe(401);
+    expect(await handshakeStatus(gw, '/api/af/events', { ...basic('carol'), origin: 'http://evil.example' })).toBe(403);
+    expect(await handshakeStatus(gw, '/api/af/events', { ...basic('carol'), origin: gw.url })).toBe(101);
   });
 
   it('shows a cluster from submission to running to stopped, and only to its owner', async () => {
-    const mine = openStream({ authorization: basic('carol') });
-    const theirs = openStream({ authorization: basic('dave') });
+    const mine = openStream(basic('carol'));
+    const theirs = openStream(basic('dave'));
     await mine.until((e) => e.type === 'snapshot');
     await theirs.until((e) => e.type === 'snapshot');
 
@@ -107,7 +80,7 @@ describe('failures reach the user', () => {
       cluster_options: { environment: { DASK_DISTRIBUTED__WORKER__PRELOAD: '["af_gateway_no_such_module"]' } },
     });
     const name = json.name as string;
-    const stream = openStream({ authorization: basic('carol') });
+    const stream = openStream(basic('carol'));
     await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'RUNNING');
     expect((await api('POST', `/api/v1/clusters/${name}/scale`, 'carol', { count: 1 })).json).toEqual({ ok: true, msg: null });
     const failed = (await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'FAILED', 60_000)) as { cluster: AfCluster };

@@ -3,25 +3,17 @@
 // dashboard at a server of theirs on the gateway's machine. Whatever it answers, the viewer's
 // browser is not sent to another origin by the gateway's own URL, and odd requests get 4xx answers.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import net from 'node:net';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, heartbeat, request, SINGLE_USER, startTestGateway, waitForCluster, type TestGateway } from '../support/gateway.js';
 
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 let fake: https.Server;
 let name: string;
 let capability: string;
-const mallory = { authorization: 'Basic ' + Buffer.from('mallory:').toString('base64') };
+const mallory = basic('mallory');
 
-async function call(method: string, path: string, headers: Record<string, string> = {}, body?: string) {
-  const res = await fetch(gw.url + path, { method, headers, body, redirect: 'manual', signal: AbortSignal.timeout(10_000) });
-  return { status: res.status, headers: res.headers, text: await res.text() };
-}
+const call = (method: string, path: string, headers: Record<string, string> = {}) => request(gw, method, path, { headers, timeoutMs: 10_000 });
 
 /** A request as written on the wire (fetch sends no body with GET); the answer's status line, or 'no answer'. */
 function rawStatus(text: string, ms = 3000): Promise<string> {
@@ -39,22 +31,15 @@ function rawStatus(text: string, ms = 3000): Promise<string> {
 /** The owner's forged heartbeat: the gateway takes its ports (on loopback), so the dashboard is the fake. */
 async function pointDashboardAtFake() {
   const port = (fake.address() as net.AddressInfo).port;
-  const token = readFileSync(join(dataDir, 'clusters', name, 'api-token'), 'utf8').trim();
-  const hb = await fetch(`${gw.url}/api/v1/clusters/${name}/heartbeat`, {
-    method: 'POST',
-    headers: { authorization: `token ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ scheduler_address: `tls://127.0.0.1:${port}`, dashboard_address: `https://127.0.0.1:${port}`, api_address: `http://127.0.0.1:${port}`, count: 0, active_workers: [], closing_workers: [], closed_workers: [] }),
-  });
+  const hb = await heartbeat(gw, name, { scheduler_address: `tls://127.0.0.1:${port}`, dashboard_address: `https://127.0.0.1:${port}`, api_address: `http://127.0.0.1:${port}` });
   expect(hb.status).toBe(204);
 }
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-dash-hostile-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } } }), makeLogger('warn'));
-  const created = await fetch(`${gw.url}/api/v1/clusters/`, { method: 'POST', headers: { ...mallory, 'content-type': 'application/json' }, body: '{}' });
-  name = ((await created.json()) as { name: string }).name;
-  let c: { status: string; tls_cert: string; tls_key: string } = { status: 'PENDING', tls_cert: '', tls_key: '' };
-  for (let i = 0; i < 10 && c.status === 'PENDING'; i++) c = (await (await fetch(`${gw.url}/api/v1/clusters/${name}?wait`, { headers: mallory })).json()) as typeof c;
+  gw = await startTestGateway(SINGLE_USER, { prefix: 'af-dash-hostile-' });
+  const api = client(gw, mallory);
+  name = (await api.post('/api/v1/clusters/', '{}')).json.name as string;
+  const c = (await waitForCluster(api, name, 10)) as { status: string; tls_cert: string; tls_key: string };
   expect(c.status).toBe('RUNNING');
   // The owner's own "dashboard", with the cluster's TLS pair (the owner gets it from the API).
   fake = https.createServer({ cert: c.tls_cert, key: c.tls_key }, (req, res) => {
@@ -83,7 +68,6 @@ beforeEach(pointDashboardAtFake);
 afterAll(async () => {
   fake?.close();
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe("a hostile owner's dashboard", () => {

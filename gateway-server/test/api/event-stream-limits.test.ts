@@ -1,30 +1,22 @@
 // The event stream takes small messages only and a bounded number of streams per user.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic as headers, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
 
-let gw: RunningGateway;
-let dataDir: string;
-const headers = (user: string) => ({ authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64') });
+let gw: TestGateway;
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-ws-limits-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } } }), makeLogger('warn'));
+  gw = await startTestGateway(SINGLE_USER, { prefix: 'af-ws-limits-' });
 });
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 function open(user: string): Promise<{ ws: WebSocket; status: number }> {
   return new Promise((resolve) => {
-    const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers: headers(user) });
+    const ws = new WebSocket(wsUrl(gw, '/api/af/events'), { headers: headers(user) });
     ws.once('message', () => resolve({ ws, status: 101 })); // the snapshot
     ws.once('unexpected-response', (_req, res) => resolve({ ws, status: res.statusCode ?? 0 }));
     ws.on('error', () => undefined);
@@ -79,13 +71,12 @@ describe('event stream limits', () => {
       scatter: {method: cartesian, parameters: [p, q]}
       step: {process: {process_type: string-interpolated-cmd, cmd: 'sleep 30 {p} {q}'}, publisher: {publisher_type: constant-pub, publish: {}}, environment: {environment_type: localproc-env}}
 `;
-    const res = await fetch(`${gw.url}/api/af/workflows`, {
-      method: 'POST',
-      headers: { authorization: auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ entry: 'fan.yml', files: { 'fan.yml': wf }, parameters: { items }, max_parallel: 1 }),
+    const res = await request(gw, 'POST', '/api/af/workflows', {
+      headers: { authorization: auth },
+      body: { entry: 'fan.yml', files: { 'fan.yml': wf }, parameters: { items }, max_parallel: 1 },
     });
     expect(res.status).toBe(201);
-    const run = (await res.json()) as { id: string };
+    const run = res.json as { id: string };
     let dags = 0;
     reader.ws.on('message', (m: Buffer) => (dags += m.toString().startsWith('{"type":"workflow-dag"') ? 1 : 0));
     let peak = rss0;
@@ -93,7 +84,7 @@ describe('event stream limits', () => {
       await sleep(250);
       peak = Math.max(peak, process.memoryUsage().rss);
     }
-    await fetch(`${gw.url}/api/af/workflows/${run.id}/cancel`, { method: 'POST', headers: { authorization: auth } });
+    await request(gw, 'POST', `/api/af/workflows/${run.id}/cancel`, { headers: { authorization: auth } });
     for (const s of stalled) s.destroy();
     expect((peak - rss0) / 1e6).toBeLessThan(400);
     expect(dags).toBeGreaterThan(0);

@@ -1,54 +1,30 @@
 // The gateway's HTTP API on a real server with real Dask processes (local backend).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import http from 'node:http';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { resolveConfig } from '../../src/config.js';
 import { processesWith } from '../support/processes.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, heartbeat, request, schedulerApiStandIn, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
 
-let gw: RunningGateway;
-let dataDir: string;
-const basic = (user: string, password = '') => 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
-const alice = { authorization: basic('alice') };
-const bob = { authorization: basic('bob') };
+let gw: TestGateway;
+const alice = basic('alice');
+const bob = basic('bob');
 
-async function call(method: string, path: string, headers: Record<string, string> = {}, body?: string) {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body,
-    redirect: 'manual',
-  });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, json: json as Record<string, unknown> };
-}
+const call = (method: string, path: string, headers: Record<string, string> = {}, body?: string) => request(gw, method, path, { headers, body });
 
 const afGatewayProcesses = (cluster: string) => processesWith('af-gateway:', cluster);
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-api-'));
-  const config = resolveConfig({
-    listen: '127.0.0.1:0',
-    data_dir: dataDir,
-    backend: { local: { single_user: true } },
-    auth: { admin_users: ['root-admin'] },
-    metrics: { bearer_token: 'scrape-me' },
-    cluster: { max_workers: 2 },
-  });
-  gw = await startGateway(config, makeLogger('warn'));
+  gw = await startTestGateway(
+    {
+      ...SINGLE_USER,
+      auth: { admin_users: ['root-admin'] },
+      metrics: { bearer_token: 'scrape-me' },
+      cluster: { max_workers: 2 },
+    },
+    { prefix: 'af-api-' },
+  );
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('authentication', () => {
@@ -69,7 +45,7 @@ describe('authentication', () => {
   });
 
   it('refuses malformed user names', async () => {
-    const r = await call('GET', '/api/v1/options', { authorization: basic('al ice') });
+    const r = await call('GET', '/api/v1/options', basic('al ice'));
     expect(r.status).toBe(401);
   });
 
@@ -88,7 +64,7 @@ describe('authentication', () => {
     const scraped = await call('GET', '/metrics', { authorization: 'Bearer scrape-me' });
     expect(scraped.status).toBe(200);
     expect(scraped.text).toContain('af_gateway_clusters');
-    expect((await call('GET', '/metrics', { authorization: basic('root-admin') })).status).toBe(200);
+    expect((await call('GET', '/metrics', basic('root-admin'))).status).toBe(200);
   });
 });
 
@@ -193,27 +169,15 @@ describe('a cluster on real processes', () => {
   it("reaches a scheduler whose API port is one fetch() refuses (10080: the OS may give it)", async () => {
     // A stand-in for the scheduler's API on a "bad port"; the cluster is pointed at it by a heartbeat
     // with its own token (the real scheduler's next heartbeat points it back).
-    const asked: unknown[] = [];
-    const fake = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => (body += d.toString()));
-      req.on('end', () => {
-        asked.push({ path: req.url, auth: req.headers.authorization?.split(' ')[0], body: JSON.parse(body) as unknown });
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-      });
-    });
-    await new Promise<void>((resolve, reject) => fake.once('error', reject).listen(10080, '127.0.0.1', resolve));
+    const fake = await schedulerApiStandIn(10080);
     try {
-      const token = readFileSync(join(dataDir, 'clusters', name, 'api-token'), 'utf8').trim();
-      const beat = await call('POST', `/api/v1/clusters/${name}/heartbeat`, { authorization: `token ${token}` }, JSON.stringify({
-        scheduler_address: 'tls://127.0.0.1:1', dashboard_address: '', api_address: 'http://127.0.0.1:10080', count: 0, active_workers: [], closing_workers: [], closed_workers: [],
-      }));
+      const beat = await heartbeat(gw, name, { scheduler_address: 'tls://127.0.0.1:1', dashboard_address: '', api_address: 'http://127.0.0.1:10080' });
       expect(beat.status).toBe(204);
       const scaled = await call('POST', `/api/v1/clusters/${name}/scale`, alice, '{"count": 1}');
       expect([scaled.status, scaled.json]).toEqual([200, { ok: true, msg: null }]);
-      expect(asked).toEqual([{ path: '/api/comm', auth: 'token', body: { op: 'scale', count: 1 } }]);
+      expect(fake.told).toEqual([{ path: '/api/comm', auth: 'token', body: { op: 'scale', count: 1 } }]);
     } finally {
-      await new Promise((resolve) => fake.close(resolve));
+      await fake.close();
     }
   });
 

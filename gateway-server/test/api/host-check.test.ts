@@ -4,15 +4,10 @@
 // names keep working.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { hostName, hostPolicy } from '../../src/api/host-check.js';
 
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 let port: number;
 
 /** A raw request (fetch may not set Host). */
@@ -44,7 +39,7 @@ function upgrade(path: string, headers: Record<string, string>): Promise<number>
   });
 }
 
-const victim = { authorization: 'Basic ' + Buffer.from('victim:').toString('base64') };
+const victim = basic('victim');
 const bundle = JSON.stringify({
   entry: 'workflow.yml',
   files: {
@@ -59,14 +54,12 @@ const bundle = JSON.stringify({
 });
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-host-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } } }, '/', {}), makeLogger('warn'));
+  gw = await startTestGateway(SINGLE_USER, { prefix: 'af-host-', env: {} });
   port = Number(new URL(gw.url).port);
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('a gateway on loopback', () => {

@@ -8,26 +8,17 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
 import { Sessions } from '../../src/auth/sessions.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { SecretBox } from '../../src/store/crypto.js';
 
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 let origin: string;
-const basic = (user: string) => ({ authorization: 'Basic ' + Buffer.from(`${user}:`).toString('base64') });
 
 async function call(method: string, path: string, headers: Record<string, string>, body?: unknown) {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    redirect: 'manual',
-  });
-  const text = await res.text();
-  return { status: res.status, setCookie: res.headers.get('set-cookie'), json: (text ? JSON.parse(text) : {}) as Record<string, string> };
+  const r = await request(gw, method, path, { headers, body });
+  return { status: r.status, setCookie: r.headers.get('set-cookie'), json: r.json as Record<string, string> };
 }
 
 /** A session cookie for `user`, as a browser keeps it after its first request. */
@@ -40,7 +31,7 @@ async function login(user: string): Promise<string> {
 /** A WebSocket on the cookie alone, from the gateway's own pages; resolves once it is open. */
 function openSocket(path: string, cookie: string, from = origin): Promise<{ ws: WebSocket; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(gw.url.replace('http', 'ws') + path, { headers: cookie ? { cookie } : {}, origin: from });
+    const ws = new WebSocket(wsUrl(gw, path), { headers: cookie ? { cookie } : {}, origin: from });
     const closed = new Promise<void>((r) => ws.once('close', () => r()));
     ws.once('open', () => resolve({ ws, closed }));
     ws.once('unexpected-response', (_q, res) => reject(new Error(`upgrade of ${path} answered ${res.statusCode}`)));
@@ -52,14 +43,12 @@ const within = <T>(p: Promise<T>, ms: number, what: string) =>
   Promise.race([p, new Promise<never>((_r, reject) => setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms))]);
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-logout-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } } }), makeLogger('warn'));
+  gw = await startTestGateway(SINGLE_USER, { prefix: 'af-logout-' });
   origin = gw.url;
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('POST /api/af/logout', () => {

@@ -1,14 +1,12 @@
 // OIDC bearer authentication against a real OpenID provider: the auth matrix over every kind of
 // route, and key rotation.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as jose from 'jose';
-import WebSocket from 'ws';
 import { createServer, type Server } from 'node:http';
 import { ConfigError, resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { makeLogger, startGateway } from '../../src/server.js';
+import { bearer, handshakeStatus, request, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { OidcAuthenticator } from '../../src/auth/oidc-authenticator.js';
 import { OidcIssuer } from '../../src/auth/oidc-issuer.js';
 // @ts-expect-error plain ESM test helper without type declarations
@@ -23,29 +21,15 @@ interface Op {
 }
 
 let op: Op;
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 let aliceCluster: string;
-const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
 
 async function status(method: string, path: string, headers: Record<string, string>, body?: unknown) {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    redirect: 'manual',
-  });
-  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, string>, challenge: res.headers.get('www-authenticate') };
+  const r = await request(gw, method, path, { headers, body });
+  return { status: r.status, json: r.json as Record<string, string>, challenge: r.headers.get('www-authenticate') };
 }
 
-function wsStatus(headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve) => {
-    const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers });
-    ws.on('open', () => { ws.close(); resolve(101); });
-    ws.on('unexpected-response', (_q, r) => { resolve(r.statusCode ?? 0); ws.terminate(); });
-    ws.on('error', () => undefined);
-  });
-}
+const wsStatus = (headers: Record<string, string>) => handshakeStatus(gw, '/api/af/events', headers);
 
 /** The provider's current signing key as a PEM public key, as anyone may fetch it from its JWKS. */
 async function issuerPublicKeyPem(): Promise<string> {
@@ -57,19 +41,16 @@ async function issuerPublicKeyPem(): Promise<string> {
 
 beforeAll(async () => {
   op = (await startOidcProvider()) as Op;
-  dataDir = mkdtempSync(join(tmpdir(), 'af-oidc-'));
-  gw = await startGateway(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      data_dir: dataDir,
+  gw = await startTestGateway(
+    {
       accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: {
         type: 'oidc',
         oidc: { issuer: op.issuer, audience: [AUDIENCE], required_scopes: ['compute.create'], clock_skew: 5, jwks_cooldown: 0 },
         admin_groups: ['/af/admins'],
       },
-    }),
-    makeLogger('warn'),
+    },
+    { prefix: 'af-oidc-' },
   );
   const created = await status('POST', '/api/v1/clusters/', bearer(await op.token('alice')), {});
   expect(created.status).toBe(201);
@@ -79,7 +60,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw?.close();
   await op?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('auth matrix', () => {
@@ -166,7 +146,7 @@ describe('configuration refused or pinned', () => {
   const oidcConfig = (oidc: Record<string, unknown>) => resolveConfig({ auth: { type: 'oidc', oidc: { issuer: op.issuer, ...oidc } } }).auth.oidc;
 
   it('refuses to start without an audience unless allow_any_audience is set, naming the keys', async () => {
-    const start = startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: join(dataDir, 'no-aud'), auth: { type: 'oidc', oidc: { issuer: op.issuer } } }), makeLogger('silent'));
+    const start = startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: join(gw.dataDir, 'no-aud'), auth: { type: 'oidc', oidc: { issuer: op.issuer } } }), makeLogger('silent'));
     await expect(start).rejects.toThrow(ConfigError);
     await expect(start).rejects.toThrow(/auth\.oidc\.audience.*auth\.oidc\.allow_any_audience: true/);
     // the provider behind a JupyterHub gateway (the token broker's) is held to the same rule

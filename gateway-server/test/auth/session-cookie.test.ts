@@ -1,24 +1,17 @@
 // The session cookie stays on the gateway's own path behind JupyterHub, so the browser does not
 // hand it to users' servers and other services on the Hub's origin.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic as basicAuth, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
 
-let gw: RunningGateway;
-let dataDir: string;
-const basic = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64') };
+let gw: TestGateway;
+const basic = basicAuth('alice');
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-cookie-'));
-  gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, base_path: '/services/af-gateway/' }), makeLogger('warn'));
+  gw = await startTestGateway({ ...SINGLE_USER, base_path: '/services/af-gateway/' }, { prefix: 'af-cookie-' });
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 it('scopes the cookie to the base path for requests under it, and to / for direct ones', async () => {

@@ -1,44 +1,25 @@
 // Profiles and limits from group claims, with real tokens from a real OpenID provider and real
 // Dask processes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { bearer, client, startTestGateway, waitForCluster, type TestGateway } from '../support/gateway.js';
 // @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
 
 let op: { issuer: string; token(c: string): Promise<string>; close(): Promise<void> };
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 const tokens: Record<string, string> = {};
 
-async function call(who: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: { authorization: `Bearer ${tokens[who]}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
-}
+const call = (who: string, method: string, path: string, body?: unknown) => client(gw, bearer(tokens[who]!)).call(method, path, body);
 
 async function running(who: string, name: string) {
-  for (let i = 0; i < 10; i++) {
-    const c = await call(who, 'GET', `/api/v1/clusters/${name}?wait`);
-    if (c.json.status === 'RUNNING') return;
-  }
-  throw new Error(`${name} did not start`);
+  if ((await waitForCluster(client(gw, bearer(tokens[who]!)), name, 10)).status !== 'RUNNING') throw new Error(`${name} did not start`);
 }
 
 beforeAll(async () => {
   op = await startOidcProvider();
   for (const who of ['alice', 'bob', 'ci-pipeline']) tokens[who] = await op.token(who);
-  dataDir = mkdtempSync(join(tmpdir(), 'af-policy-'));
-  gw = await startGateway(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      data_dir: dataDir,
+  gw = await startTestGateway(
+    {
       accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE] } },
       policy: {
@@ -55,15 +36,14 @@ beforeAll(async () => {
         user_limits: { max_clusters: 1 },
         group_limits: { '/cms': { max_cores: 6 } },
       },
-    }),
-    makeLogger('warn'),
+    },
+    { prefix: 'af-policy-' },
   );
 });
 
 afterAll(async () => {
   await gw?.close();
   await op?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('profiles', () => {

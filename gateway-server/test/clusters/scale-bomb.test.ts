@@ -3,45 +3,25 @@
 // within a second, and starts workers in bounded batches (cluster.launch_batch) instead of making
 // ten million worker records in one go; scaling back to 0 leaves no worker process behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { resolveConfig } from '../../src/config.js';
 import { processesWith } from '../support/processes.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, request, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
 
-let gw: RunningGateway;
-let dataDir: string;
-const alice = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64') };
+let gw: TestGateway;
+const alice = basic('alice');
 
-async function call(method: string, path: string, body?: unknown) {
-  const t0 = performance.now();
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: body === undefined ? alice : { ...alice, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown>, ms: performance.now() - t0 };
-}
+const call = (method: string, path: string, body?: unknown) => request(gw, method, path, { headers: alice, body, timeoutMs: 30_000 });
 
 const workerProcesses = (cluster: string) => processesWith('af-gateway: worker', cluster).length;
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-scale-bomb-'));
-  const config = resolveConfig({
-    listen: '127.0.0.1:0',
-    data_dir: dataDir,
-    backend: { local: { single_user: true } },
-    cluster: { max_workers: null, launch_batch: 3, heartbeat_period: 1, adaptive_period: 1 },
-  });
-  gw = await startGateway(config, makeLogger('warn'));
+  gw = await startTestGateway(
+    { ...SINGLE_USER, cluster: { max_workers: null, launch_batch: 3, heartbeat_period: 1, adaptive_period: 1 } },
+    { prefix: 'af-scale-bomb-' },
+  );
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('scale(10**7) with no per-cluster limit', () => {
