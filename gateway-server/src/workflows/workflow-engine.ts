@@ -24,6 +24,7 @@ import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from '.
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
 import { keptWorkflowDir, readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
+import { RunChanges, RunStore, SaveTimer, type WorkflowEvents } from './run-store.js';
 
 export interface WorkflowEngineDeps {
   store: StateStore;
@@ -43,10 +44,8 @@ interface ActiveRun {
   /** Node ids per state, in the order they got there: a tick looks only at the states it needs. */
   byState: Record<RunRecord['status'], Set<string>>;
   seq: number;
-  /** Nodes and edges changed since the last flush (event stream and store). */
-  dirtyNodes: Set<string>;
-  newEdges: { from: string; to: string }[];
-  runDirty: boolean;
+  /** What changed since the last flush (event stream and store). */
+  changes: RunChanges;
   ticking: Promise<void> | null;
   again: boolean;
   /** Parameters the run's steps may still hold (stages.ts), weighed when a stage is first applied. */
@@ -75,10 +74,11 @@ function tooDeepParameter(parameters: Record<string, unknown>): string | null {
   return null;
 }
 
-export class WorkflowEngine extends EventEmitter {
+export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private readonly active = new Map<string, ActiveRun>();
   private timer: NodeJS.Timeout | undefined;
-  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly saves = new SaveTimer(FLUSH_MS, () => this.flush());
+  private readonly runs: RunStore;
   private readonly cfg: ResolvedConfig['workflows'];
   private readonly root: string;
   private closed = false;
@@ -87,6 +87,7 @@ export class WorkflowEngine extends EventEmitter {
     super();
     this.setMaxListeners(0);
     this.cfg = deps.config.workflows;
+    this.runs = new RunStore(deps.store);
     this.root = this.cfg.workspace_root ?? join(deps.config.data_dir, 'workflows');
     // A step that ended is noticed at once, not at the next poll (which still catches anything missed).
     for (const [name, backend] of deps.backends) {
@@ -105,10 +106,10 @@ export class WorkflowEngine extends EventEmitter {
     // Users' steps (as their own accounts) pass through to their run's directory; none can list the runs.
     await mkdir(this.root, { recursive: true, mode: 0o711 });
     loadStepWrapperTemplate();
-    for (const { id } of await this.deps.store.loadWorkflowRuns(['DEFINED', 'RUNNING'])) {
+    for (const id of await this.runs.unfinished()) {
       if (this.active.has(id)) continue;
-      const run = (await this.loadRun(id))!;
-      const nodes = (await this.deps.store.loadWorkflowNodes(run.id)) as NodeRecord[];
+      const run = (await this.runs.run(id))!;
+      const nodes = await this.runs.nodes(run.id);
       const a = this.activate(run, nodes);
       for (const n of nodes) {
         // Started but never recorded as started: nothing runs for it.
@@ -138,7 +139,7 @@ export class WorkflowEngine extends EventEmitter {
       }
     }
     this.flush();
-    clearTimeout(this.flushTimer);
+    this.saves.stop();
   }
 
   // --- submission -------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ export class WorkflowEngine extends EventEmitter {
       throw err;
     }
     const a = this.activate(run, [init]);
-    a.dirtyNodes.add(INIT_STAGE);
+    a.changes.added(INIT_STAGE, []);
     this.flush();
     this.deps.log.info({ run: id, user: user.name, backend: backendName, stages: spec.stages.length }, 'workflow submitted');
     this.kick(a);
@@ -278,7 +279,7 @@ export class WorkflowEngine extends EventEmitter {
 
   private activate(run: RunRecord, nodes: NodeRecord[]): ActiveRun {
     const byState = { DEFINED: new Set<string>(), RUNNING: new Set<string>(), SUCCESS: new Set<string>(), FAILED: new Set<string>(), CANCELLED: new Set<string>() };
-    const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), byState, seq: 0, dirtyNodes: new Set(), newEdges: [], runDirty: true, ticking: null, again: false };
+    const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), byState, seq: 0, changes: new RunChanges(), ticking: null, again: false };
     for (const n of nodes) this.addNode(a, n);
     this.active.set(run.id, a);
     return a;
@@ -299,21 +300,15 @@ export class WorkflowEngine extends EventEmitter {
   private async visible(user: User, id: string): Promise<{ run: RunRecord; nodes: () => Promise<NodeRecord[]>; active?: ActiveRun }> {
     const a = this.active.get(id);
     if (a && (a.run.username === user.name || user.admin)) return { run: a.run, nodes: async () => [...a.nodes.values()], active: a };
-    const run = a ? undefined : await this.loadRun(id);
+    const run = a ? undefined : await this.runs.run(id);
     if (!run || (run.username !== user.name && !user.admin)) throw notFound(`Workflow run ${id}`);
-    return { run, nodes: async () => (await this.deps.store.loadWorkflowNodes(id)) as NodeRecord[] };
-  }
-
-  /** A stored run with its spec (kept apart from the run's frequently written state). */
-  private async loadRun(id: string): Promise<RunRecord | undefined> {
-    const row = await this.deps.store.loadWorkflowRun(id);
-    return row && ({ ...(row.data as Omit<RunRecord, 'spec'>), spec: row.spec } as RunRecord);
+    return { run, nodes: () => this.runs.nodes(id) };
   }
 
   async list(user: User): Promise<WorkflowRun[]> {
-    return (await this.deps.store.loadWorkflowRuns(undefined, user.admin ? undefined : user.name)).map((r) => {
-      const a = this.active.get(r.id);
-      return a ? this.runJson(a) : ((r.data as RunRecord & { summary?: WorkflowRun }).summary ?? runJson(r.data as RunRecord, []));
+    return (await this.runs.list(user.admin ? undefined : user.name)).map(({ run, summary }) => {
+      const a = this.active.get(run.id);
+      return a ? this.runJson(a) : (summary ?? runJson(run, []));
     });
   }
 
@@ -360,7 +355,7 @@ export class WorkflowEngine extends EventEmitter {
     }
     for (const s of run.stages) if (s.state === 'FAILED') Object.assign(s, { state: 'WAITING', message: undefined });
     Object.assign(run, { status: 'RUNNING', finished: null, message: '', cancelRequested: null });
-    a.runDirty = true;
+    a.changes.touch();
     this.deps.log.info({ run: id, user: user.name }, 'workflow run retried');
     this.kick(a);
     return this.runJson(a);
@@ -369,7 +364,7 @@ export class WorkflowEngine extends EventEmitter {
   async remove(user: User, id: string): Promise<void> {
     const v = await this.visible(user, id);
     if (v.active || this.active.has(id)) throw conflict(`Workflow run ${id} is still running; cancel it first`, 'run_active'); // (a retry meanwhile)
-    await this.deps.store.deleteWorkflow(id);
+    await this.runs.delete(id);
     // The owner's steps could write in it (and may still run something that swaps its directories
     // for links meanwhile): removed by descriptors, never following a link.
     await removeTree(v.run.workspace);
@@ -463,7 +458,7 @@ export class WorkflowEngine extends EventEmitter {
         this.finish(a, 'SUCCESS', `${steps} step${steps === 1 ? '' : 's'} succeeded`);
       }
     }
-    this.scheduleFlush();
+    this.saves.soon();
   }
 
   private failed(a: ActiveRun): boolean {
@@ -505,8 +500,7 @@ export class WorkflowEngine extends EventEmitter {
       );
       for (const n of nodes) {
         this.addNode(a, n);
-        a.dirtyNodes.add(n.id);
-        for (const from of n.after) a.newEdges.push({ from, to: n.id });
+        a.changes.added(n.id, n.after);
       }
       s.state = 'APPLIED';
       s.message = nodes.length ? undefined : 'it scattered over an empty list: no steps';
@@ -515,7 +509,7 @@ export class WorkflowEngine extends EventEmitter {
       s.message = err instanceof StageError ? err.message : `internal error: ${errorMessage(err)}`;
       if (!(err instanceof StageError)) this.deps.log.error({ err, run: a.run.id, stage: s.name }, 'applying a stage failed');
     }
-    a.runDirty = true;
+    a.changes.touch();
   }
 
   /** Writes each step's files, then starts them all with one backend call. */
@@ -614,7 +608,7 @@ export class WorkflowEngine extends EventEmitter {
 
   private finish(a: ActiveRun, status: RunRecord['status'], message: string): void {
     Object.assign(a.run, { status, message, finished: Date.now() });
-    a.runDirty = true;
+    a.changes.touch();
     this.flush();
     this.active.delete(a.run.id);
     this.deps.log.info({ run: a.run.id, status, message }, 'workflow run finished');
@@ -631,41 +625,24 @@ export class WorkflowEngine extends EventEmitter {
       a.byState[change.state].add(n.id);
     }
     Object.assign(n, change);
-    a.dirtyNodes.add(n.id);
-    a.runDirty = true;
+    a.changes.node(n.id);
   }
 
-  private scheduleFlush(): void {
-    this.flushTimer ??= setTimeout(() => {
-      this.flushTimer = undefined;
-      this.flush();
-    }, FLUSH_MS);
-  }
-
-  /** Writes what changed and tells the event stream (one message per run per flush). */
+  /** Saves what changed and tells the event stream (one message per run per flush). */
   private flush(): void {
-    const runs = new Set([...this.active.values()]);
-    for (const a of runs) {
-      if (!a.runDirty && !a.dirtyNodes.size) continue;
-      const nodes = [...a.dirtyNodes].map((id) => a.nodes.get(id)!);
+    for (const a of [...this.active.values()]) {
+      if (!a.changes.pending) continue;
+      const changed = a.changes.take();
+      const nodes = changed.nodes.map((id) => a.nodes.get(id)!);
       const summary = this.runJson(a);
-      const { spec, ...state } = a.run;
-      this.deps.store
-        .saveWorkflow({ id: a.run.id, username: a.run.username, status: a.run.status, created: a.run.created }, { ...state, summary }, nodes, spec)
-        .catch((err: unknown) => {
-          this.deps.log.error({ run: a.run.id, err: errorMessage(err) }, 'could not write the workflow run to the state store; trying again');
-          // written again with the next flush while the run is active
-          for (const n of nodes) a.dirtyNodes.add(n.id);
-          a.runDirty = true;
-          this.scheduleFlush();
-        });
+      this.runs.save(a.run, summary, nodes).catch((err: unknown) => {
+        this.deps.log.error({ run: a.run.id, err: errorMessage(err) }, 'could not write the workflow run to the state store; trying again');
+        // written again with the next flush while the run is active
+        a.changes.giveBack(changed.nodes);
+        this.saves.soon();
+      });
       this.emit('run', a.run.username, summary);
-      if (nodes.length || a.newEdges.length || a.runDirty) {
-        this.emit('dag', a.run.username, dagJson(summary, a.run.stages, nodes, a.newEdges));
-      }
-      a.dirtyNodes.clear();
-      a.newEdges = [];
-      a.runDirty = false;
+      this.emit('dag', a.run.username, dagJson(summary, a.run.stages, nodes, changed.edges));
     }
   }
 
