@@ -1,10 +1,10 @@
 // The Clusters panel (left sidebar): the user's clusters, live, with their actions.
-import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React, { useEffect, useState } from 'react';
 import { ConnectionNotice, useTick } from '../common';
 import type { AfCluster } from '@af-gateway/schemas';
 import { formatUptime } from '../../components/format';
+import { ModelPanel } from '../../components/model-panel';
 import { type ClustersModel, summarise } from './clusters-model';
 
 /** What the panel's buttons do; index.ts binds them to commands. */
@@ -168,21 +168,8 @@ function ClustersView(props: { model: ClustersModel; actions: ClusterActions; tr
   );
 }
 
-export class ClustersPanel extends ReactWidget {
-  constructor(
-    private readonly model: ClustersModel,
-    private readonly actions: ClusterActions,
-    private readonly trans: TranslationBundle,
-  ) {
-    super();
-    this.addClass('jp-AFClusters');
-  }
-
-  render(): JSX.Element {
-    return (
-      <UseSignal signal={this.model.changed}>
-        {() => <ClustersView model={this.model} actions={this.actions} trans={this.trans} />}
-      </UseSignal>
-    );
+export class ClustersPanel extends ModelPanel<ClustersModel, ClusterActions> {
+  constructor(model: ClustersModel, actions: ClusterActions, trans: TranslationBundle) {
+    super(model, actions, trans, 'jp-AFClusters', ClustersView);
   }
 }

@@ -1,10 +1,10 @@
 // The Rucio panel (left sidebar): instance and scope pickers, a wildcard search with a type filter,
 // results whose containers and datasets expand, and the open dataset's files (virtualised) with
 // their replicas and PFNs for the chosen scheme, and what to do with them.
-import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import type { Message } from '@lumino/messaging';
 import React from 'react';
+import { ModelPanel } from '../../components/model-panel';
 import { FileTable } from './file-table';
 import { formatBytes, type Scheme, SCHEMES } from './rucio-files';
 import type { ResultNode, RucioModel, TypeFilter } from './rucio-model';
@@ -293,23 +293,14 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
   );
 }
 
-export class RucioPanel extends ReactWidget {
-  constructor(
-    private readonly model: RucioModel,
-    private readonly actions: RucioActions,
-    private readonly trans: TranslationBundle,
-  ) {
-    super();
-    this.addClass('jp-AFRucio');
+export class RucioPanel extends ModelPanel<RucioModel, RucioActions> {
+  constructor(model: RucioModel, actions: RucioActions, trans: TranslationBundle) {
+    super(model, actions, trans, 'jp-AFRucio', RucioView);
   }
 
   /** Rucio is asked only once the panel is first shown. */
   protected override onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     void this.model.start();
-  }
-
-  render(): JSX.Element {
-    return <UseSignal signal={this.model.changed}>{() => <RucioView model={this.model} actions={this.actions} trans={this.trans} />}</UseSignal>;
   }
 }

@@ -4,6 +4,7 @@ import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import type { TokenStatus } from '@af-gateway/schemas';
+import { ModelPanel } from '../../components/model-panel';
 import { formatCountdown, type TokenModel } from './token-model';
 
 export interface TokenActions {
@@ -116,18 +117,9 @@ function TokenView(props: { model: TokenModel; actions: TokenActions; trans: Tra
   );
 }
 
-export class TokenPanel extends ReactWidget {
-  constructor(
-    private readonly model: TokenModel,
-    private readonly actions: TokenActions,
-    private readonly trans: TranslationBundle,
-  ) {
-    super();
-    this.addClass('jp-AFToken');
-  }
-
-  render(): JSX.Element {
-    return <UseSignal signal={this.model.changed}>{() => <TokenView model={this.model} actions={this.actions} trans={this.trans} />}</UseSignal>;
+export class TokenPanel extends ModelPanel<TokenModel, TokenActions> {
+  constructor(model: TokenModel, actions: TokenActions, trans: TranslationBundle) {
+    super(model, actions, trans, 'jp-AFToken', TokenView);
   }
 }
 

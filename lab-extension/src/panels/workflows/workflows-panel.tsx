@@ -1,11 +1,11 @@
 // The Workflows panel (left sidebar): the user's runs, live from the event stream, with their steps
 // per state as a compact bar and the actions on each.
-import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import { ConnectionNotice, useTick } from '../common';
 import type { WorkflowRun } from '@af-gateway/schemas';
 import { formatUptime } from '../../components/format';
+import { ModelPanel } from '../../components/model-panel';
 import { canCancel, canRetry, countSegments, isFinished, type WorkflowsModel } from './workflows-model';
 
 /** What the panel's buttons do; the commands module binds them. */
@@ -112,17 +112,8 @@ function WorkflowsView(props: { model: WorkflowsModel; actions: WorkflowActions;
   );
 }
 
-export class WorkflowsPanel extends ReactWidget {
-  constructor(
-    private readonly model: WorkflowsModel,
-    private readonly actions: WorkflowActions,
-    private readonly trans: TranslationBundle,
-  ) {
-    super();
-    this.addClass('jp-AFWorkflows');
-  }
-
-  render(): JSX.Element {
-    return <UseSignal signal={this.model.changed}>{() => <WorkflowsView model={this.model} actions={this.actions} trans={this.trans} />}</UseSignal>;
+export class WorkflowsPanel extends ModelPanel<WorkflowsModel, WorkflowActions> {
+  constructor(model: WorkflowsModel, actions: WorkflowActions, trans: TranslationBundle) {
+    super(model, actions, trans, 'jp-AFWorkflows', WorkflowsView);
   }
 }
