@@ -1,0 +1,150 @@
+// The README's quick start, walked through as an analyst does it, against the real stack: the token
+// panel, a Rucio dataset's files, a Dask cluster (create, scale, connect code run in a notebook,
+// a dashboard plot) and a workflow's DAG. Each step asserts what the panel shows before it is
+// photographed. The pictures go to test-results/screenshots/readme/; with AF_README_IMAGES=1 they
+// replace the README's own in docs/images/ (so a normal test run leaves the repository untouched):
+//   AF_README_IMAGES=1 bash scripts/ui-tests.sh tests/readme-screenshots.spec.ts
+import { copyFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { expect, test } from '@jupyterlab/galata';
+import { REPO } from '../support/stack.ts';
+import { loginAsAlice, readStack } from './stack';
+import { newClusterRunning, openPanel, SCREENSHOTS } from './panels';
+
+test.setTimeout(420_000);
+
+const OUT = process.env.AF_README_IMAGES === '1' ? path.join(REPO, 'docs', 'images') : path.join(SCREENSHOTS, 'readme');
+
+/** The whole Lab window as the README shows it. */
+async function picture(page: { screenshot(o: { path: string }): Promise<unknown> }, name: string): Promise<void> {
+  mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, `${name}.png`) });
+}
+
+test('the quick start of the README, panel by panel', async ({ page }) => {
+  const stack = readStack();
+  await loginAsAlice(page);
+
+  await test.step('Access token: who you are and how long the token lasts', async () => {
+    const panel = await openPanel(page, 'af-token');
+    await expect(panel.locator('.jp-AFToken-user')).toHaveText('alice');
+    await expect(panel.locator('.jp-AFToken-headline')).toContainText('Your token is valid');
+    await expect(page.locator('.jp-AFTokenStatus-text')).toHaveText(/^Token: \d+ min$/);
+    await picture(page, 'token');
+  });
+
+  await test.step('Rucio: search data26 for ds.*, open ds.small, see its files with davs PFNs', async () => {
+    const panel = await openPanel(page, 'af-rucio');
+    await panel.locator('.jp-AFRucio-scope').selectOption('data26');
+    await panel.locator('.jp-AFRucio-type').selectOption('dataset');
+    await panel.locator('.jp-AFRucio-query').fill('ds.*');
+    await panel.locator('.jp-AFRucio-go').click();
+    const small = panel.locator('.jp-AFRucio-result[data-did="data26:ds.small"]');
+    await expect(small).toContainText('5 files');
+    await expect(panel.locator('.jp-AFRucio-result[data-did="data26:ds.big"]')).toBeVisible();
+    await picture(page, 'rucio-search');
+    await small.locator('.jp-AFRucio-resultName').click();
+    await expect(panel.locator('.jp-AFRucio-progress')).toHaveText(/^5 files · 25\.9 MB · 5 davs PFNs/);
+    await expect(panel.locator('.jp-AFRucio-fileTable .jp-AFRucio-file')).toHaveCount(5);
+    await expect(panel.locator('.jp-AFRucio-filePfn').first()).toHaveText(/^davs:\/\//);
+    await picture(page, 'rucio-files');
+  });
+
+  const clusters = await openPanel(page, 'af-clusters');
+  let name = '';
+  await test.step('Dask clusters: + New opens the options form', async () => {
+    await expect(clusters.locator('.jp-AFClusters-empty')).toBeVisible();
+    await clusters.locator('.jp-AFClusters-new').click();
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog.locator('.jp-Dialog-header')).toHaveText('New Dask cluster');
+    await expect(dialog.locator('#af-option-worker_cores')).toHaveValue('1');
+    await picture(page, 'cluster-new');
+    await dialog.locator('.jp-mod-accept').click();
+    name = await newClusterRunning(clusters);
+  });
+  const card = clusters.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
+
+  await test.step('Scale: two workers join', async () => {
+    await card.getByRole('button', { name: 'Scale' }).click();
+    const dialog = page.locator('.jp-Dialog');
+    await dialog.locator('#af-scale-workers').fill('2');
+    await picture(page, 'cluster-scale');
+    await dialog.locator('.jp-mod-accept').click();
+    await expect(card.locator('.jp-AFClusters-workers')).toHaveText('2 / 2', { timeout: 90_000 });
+  });
+
+  await test.step('Code: the connect code in a notebook, run on the cluster', async () => {
+    await page.notebook.createNew('analysis.ipynb');
+    await expect.poll(() => page.notebook.isActive('analysis.ipynb')).toBe(true);
+    await card.getByRole('button', { name: 'Code' }).click();
+    await expect.poll(() => page.notebook.getCellTextInput(0)).toContain(`gateway.connect("${name}")`);
+    await page.notebook.addCell('code', 'client.submit(sum, range(10)).result()');
+    await page.notebook.run();
+    await expect.poll(async () => (await page.notebook.getCellTextOutput(1))?.join('') ?? '', { timeout: 90_000 }).toBe('45');
+    await expect(card.locator('.jp-AFClusters-workers')).toHaveText('2 / 2');
+    await picture(page, 'cluster-code');
+  });
+
+  await test.step('Dashboards: a plot of the scheduler opens beside the notebook', async () => {
+    await card.getByRole('button', { name: 'Dashboards' }).click();
+    await card.locator('.jp-AFClusters-plots').first().getByRole('button', { name: 'Task Stream', exact: true }).click();
+    await expect(page.locator('.jp-AFDashboard')).toBeVisible();
+    await expect(page.frameLocator('.jp-AFDashboard iframe').locator('canvas').first()).toBeVisible({ timeout: 60_000 });
+    await picture(page, 'cluster-dashboard');
+  });
+
+  await test.step('Shut down (asks first)', async () => {
+    await card.getByRole('button', { name: 'Shut down' }).click();
+    await page.locator('.jp-Dialog .jp-mod-warn').click();
+    await expect(card).toHaveCount(0, { timeout: 60_000 });
+    // the main area cleared for the workflow pictures (JupyterLab keeps a Launcher in an empty one)
+    await page.activity.closePanel(/^Task Stream/);
+    await page.activity.activateTab('analysis.ipynb');
+    await page.notebook.close(true);
+    await expect(page.locator('.jp-AFDashboard')).toHaveCount(0);
+    await expect(page.activity.getTabLocator('analysis.ipynb')).toHaveCount(0);
+  });
+
+  await test.step('Workflows: right-click workflow.yml → Run as Workflow, give nfiles', async () => {
+    // the map-reduce example in a folder of the Lab's file browser
+    mkdirSync(path.join(stack.serverRoot, 'map-reduce'), { recursive: true });
+    for (const f of ['workflow.yml', 'steps.yml']) {
+      copyFileSync(path.join(REPO, 'examples', 'workflows', 'map-reduce', f), path.join(stack.serverRoot, 'map-reduce', f));
+    }
+    await page.sidebar.openTab('filebrowser');
+    await page.filebrowser.openDirectory('map-reduce');
+    const file = page.locator('.jp-DirListing-item').filter({ has: page.locator('.jp-DirListing-itemText', { hasText: /^workflow\.yml$/ }) });
+    await file.click({ button: 'right' });
+    const entry = page.locator('.lm-Menu-item:visible', { hasText: 'Run as Workflow' });
+    await expect(entry).toBeVisible();
+    await picture(page, 'workflow-menu');
+    await entry.click();
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog.locator('.jp-Dialog-header')).toContainText('Run map-reduce/workflow.yml');
+    await expect(dialog.locator('.jp-AFWorkflowRun-summary')).toContainText('acquire → map → reduce');
+    await dialog.locator('#af-wf-param-nfiles').fill('4');
+    await picture(page, 'workflow-form');
+    await dialog.locator('.jp-mod-accept').click();
+  });
+
+  await test.step('the DAG grows to 4 map steps and finishes; a step shows its log and outputs', async () => {
+    const dag = page.locator('.jp-AFDag-body:visible');
+    await expect(dag).toBeVisible();
+    await page.sidebar.close('left');
+    await expect(dag).toHaveClass(/mod-success/, { timeout: 120_000 });
+    await expect(dag.locator('.jp-AFDag-legendItem[data-state="SUCCESS"] .jp-AFDag-legendCount')).toHaveText('6'); // acquire, 4 × map, reduce
+    await dag.locator('.jp-AFDag-node[data-node="reduce:0"], .jp-AFDag-node[data-node="reduce"]').first().click();
+    const details = dag.locator('.jp-AFDagDetails');
+    await expect(details.locator('.jp-AFWorkflows-status')).toHaveText('SUCCESS');
+    await expect(details.locator('.jp-AFDagDetails-log')).toHaveAttribute('data-phase', 'done');
+    await picture(page, 'workflow-dag');
+  });
+
+  await test.step('the Workflows panel lists the run', async () => {
+    const panel = await openPanel(page, 'af-workflows');
+    const run = panel.locator('.jp-AFWorkflows-run').first();
+    await expect(run).toHaveClass(/mod-success/);
+    await expect(run.locator('.jp-AFWorkflows-steps')).toHaveText('6 steps');
+    await picture(page, 'workflow-panel');
+  });
+});
