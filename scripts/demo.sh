@@ -63,7 +63,7 @@ cat > "$demo/gateway.yaml" <<EOF
 listen: $host:$gw_port
 base_path: $base_path
 auth: {type: simple}
-backend: {type: local, local: {single_user: true}}   # one person on loopback: see README's security model
+backend: {type: local, local: {single_user: true}}   # one person on loopback: see docs/security-model.md
 EOF
 # JupyterLab user settings of the demo (the extension's gateway URL stays its default, $base_path)
 cat > "$demo/lab-settings/@af-gateway/lab-extension/plugin.jupyterlab-settings" <<EOF
