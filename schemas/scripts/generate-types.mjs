@@ -1,6 +1,7 @@
 // Generates, from json/*.json (the single source of every wire format):
 //   src/generated/schemas.ts  - the schemas as typed constants (for Fastify/ajv and the OpenAPI document)
-//   src/generated/types.ts    - TypeScript types (json-schema-to-typescript), with LabSettings from
+//   src/generated/types.ts    - TypeScript types (json-schema-to-typescript), SchemaTypes (file name ->
+//                               type, for the gateway's Fastify type provider), and LabSettings from
 //                               ../lab-extension/schema/plugin.json (the Lab's settings schema)
 //   ../docs/config-reference.md - the configuration reference, from config.json
 import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
@@ -49,6 +50,15 @@ for (const f of files) {
     types += block.trim() + '\n\n';
   }
 }
+
+// File name -> its type, for the gateway's Fastify type provider ({ $ref: 'x.json' } is typed as x.json's type).
+types += '/** The type of each schema file, by the name routes use in $ref. */\nexport interface SchemaTypes {\n';
+for (const f of files) {
+  const name = schemas[f].title;
+  if (!seen.has(name)) throw new Error(`${f}: its title ${name} did not become a type name`);
+  types += `  '${f}': ${name};\n`;
+}
+types += '}\n\n';
 
 // The Lab's settings: JupyterLab validates them with the extension's own schema/plugin.json, so that
 // file is their source; the type is named here (its title is what the settings editor shows).

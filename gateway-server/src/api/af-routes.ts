@@ -7,13 +7,15 @@ import { forbidden } from '../errors.js';
 import { parseStatuses } from './status-filter.js';
 import { afClusterJson } from './cluster-json.js';
 import { authorizedCluster } from './route-auth.js';
+import type { SchemaTypeProvider } from './type-provider.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 
 /** How kernels reach this gateway, known once it listens (the port may be chosen by the OS). */
 export type ConnectTarget = () => Omit<ConnectInfo, 'username'>;
 
-export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterManager; connectTarget: ConnectTarget }): Promise<void> {
+export async function afRoutes(fastify: FastifyInstance, opts: { clusters: ClusterManager; connectTarget: ConnectTarget }): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { clusters } = opts;
 
   app.get('/api/af/connect-info', {
@@ -24,7 +26,7 @@ export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterMa
     },
   }, async (req) => ({ ...opts.connectTarget(), username: req.user!.name }));
 
-  app.get<{ Querystring: { status?: string; all?: boolean } }>('/api/af/clusters', {
+  app.get('/api/af/clusters', {
     schema: {
       tags: ['af'],
       summary: "The caller's clusters (all users' with all=true, for administrators)",
@@ -45,7 +47,7 @@ export async function afRoutes(app: FastifyInstance, opts: { clusters: ClusterMa
     return { clusters: await Promise.all(list.map(async (c) => afClusterJson(c, await clusters.workersOf(c.name)))) };
   });
 
-  app.get<{ Params: { cluster_name: string } }>('/api/af/clusters/:cluster_name', {
+  app.get('/api/af/clusters/:cluster_name', {
     schema: {
       tags: ['af'],
       summary: 'One cluster with its workers and, when it failed, the reason',

@@ -164,7 +164,7 @@ export async function dashboardProxy(
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
-  app.get<{ Params: { cluster_name: string } }>('/clusters/:cluster_name', { schema: { hide: true } }, async (req, reply) => {
+  app.get<{ Params: { cluster_name: string } }>('/clusters/:cluster_name', { schema: { hide: true, response: { 302: { type: 'null', description: 'To the dashboard' }, '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } } }, async (req, reply) => {
     await authorizedCluster(req, clusters, req.params.cluster_name);
     return reply.redirect(`${opts.basePath}clusters/${req.params.cluster_name}/status`);
   });

@@ -1,10 +1,10 @@
 // The dask-gateway v1 API, as the unmodified `dask_gateway` client uses it.
 import type { FastifyInstance } from 'fastify';
-import type { AdaptRequest, CreateClusterRequest, Heartbeat, ScaleRequest } from '@af-gateway/schemas';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
 import { parseStatuses } from './status-filter.js';
 import { clusterJson } from './cluster-json.js';
 import { authorizedCluster } from './route-auth.js';
+import type { SchemaTypeProvider } from './type-provider.js';
 
 const LONG_POLL_MS = 20_000;
 const nameParams = {
@@ -17,14 +17,15 @@ const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } 
 /** dask-gateway's query flags: present without value, or a non-zero integer, mean true. */
 const flag = (v: string | undefined) => v !== undefined && (v === '' || (/^\d+$/.test(v) && Number(v) !== 0) || v === 'true');
 
-export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: ClusterManager }): Promise<void> {
+export async function daskGatewayRoutes(fastify: FastifyInstance, opts: { clusters: ClusterManager }): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { clusters } = opts;
 
   app.get('/api/v1/options', {
     schema: { tags: ['dask-gateway'], summary: 'The cluster options form', response: { 200: { $ref: 'options-spec.json' }, ...errors } },
   }, async (req) => ({ cluster_options: clusters.optionsFor(req.user!).spec() }));
 
-  app.get<{ Querystring: { status?: string } }>('/api/v1/clusters/', {
+  app.get('/api/v1/clusters/', {
     schema: {
       tags: ['dask-gateway'],
       summary: "The caller's clusters, by default those pending or running",
@@ -37,7 +38,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     return Object.fromEntries(list.map((c) => [c.name, clusterJson(c)]));
   });
 
-  app.post<{ Body: CreateClusterRequest }>('/api/v1/clusters/', {
+  app.post('/api/v1/clusters/', {
     schema: {
       tags: ['dask-gateway'],
       summary: 'Create a cluster',
@@ -49,7 +50,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     return reply.code(201).send({ name: c.name });
   });
 
-  app.get<{ Params: { cluster_name: string }; Querystring: { wait?: string } }>('/api/v1/clusters/:cluster_name', {
+  app.get('/api/v1/clusters/:cluster_name', {
     schema: {
       tags: ['dask-gateway'],
       summary: 'One cluster; with ?wait, waits up to 20 s while it is starting',
@@ -70,7 +71,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     return clusterJson(c);
   });
 
-  app.delete<{ Params: { cluster_name: string } }>('/api/v1/clusters/:cluster_name', {
+  app.delete('/api/v1/clusters/:cluster_name', {
     config: { auth: 'user-or-cluster' },
     schema: { tags: ['dask-gateway'], summary: 'Stop a cluster and everything it runs', params: nameParams, response: { 204: { type: 'null', description: 'Stopped' }, ...errors } },
   }, async (req, reply) => {
@@ -79,7 +80,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     return reply.code(204).send();
   });
 
-  app.post<{ Params: { cluster_name: string }; Body: ScaleRequest }>('/api/v1/clusters/:cluster_name/scale', {
+  app.post('/api/v1/clusters/:cluster_name/scale', {
     schema: {
       tags: ['dask-gateway'],
       summary: 'Ask for a number of workers (turns adaptive scaling off)',
@@ -92,7 +93,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     return clusters.scale(req.params.cluster_name, req.body.count);
   });
 
-  app.post<{ Params: { cluster_name: string }; Body: AdaptRequest }>('/api/v1/clusters/:cluster_name/adapt', {
+  app.post('/api/v1/clusters/:cluster_name/adapt', {
     schema: {
       tags: ['dask-gateway'],
       summary: 'Scale adaptively between minimum and maximum (decided in the scheduler)',
@@ -106,7 +107,7 @@ export async function daskGatewayRoutes(app: FastifyInstance, opts: { clusters: 
     return clusters.adapt(req.params.cluster_name, b.minimum ?? null, b.maximum ?? null, b.active ?? true);
   });
 
-  app.post<{ Params: { cluster_name: string }; Body: Heartbeat }>('/api/v1/clusters/:cluster_name/heartbeat', {
+  app.post('/api/v1/clusters/:cluster_name/heartbeat', {
     config: { auth: 'cluster' },
     schema: {
       tags: ['dask-gateway'],

@@ -6,6 +6,7 @@ import type { Sessions } from '../auth/sessions.js';
 import { LoginStates, sameOriginNext } from '../auth/login-state.js';
 import type { JupyterHubAuthenticator } from '../auth/jupyterhub-authenticator.js';
 import { AppError, errorMessage } from '../errors.js';
+import type { SchemaTypeProvider } from './type-provider.js';
 
 export interface HubLoginOptions {
   /** Told of each user who logged in (the broker then looks at their auth_state). */
@@ -21,11 +22,12 @@ export interface HubLoginOptions {
 }
 
 
-export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions): Promise<void> {
+export async function hubLoginRoutes(fastify: FastifyInstance, opts: HubLoginOptions): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const pending = new LoginStates<{ next: string }>(opts.sessions.secure);
   const callbackUrl = (req: FastifyRequest) => opts.callbackUrl ?? `${req.protocol}://${req.headers.host}${opts.basePath}oauth_callback`;
 
-  app.get<{ Querystring: { next?: string } }>('/api/af/hub-login', {
+  app.get('/api/af/hub-login', {
     config: { auth: 'none' },
     schema: { tags: ['auth'], summary: "Log in through JupyterHub's OAuth (browser sessions under the Hub's origin)", querystring: { type: 'object', properties: { next: { type: 'string' } } }, response: { 302: { type: 'null', description: 'To the Hub' }, '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } },
   }, async (req, reply) => {
@@ -39,7 +41,7 @@ export async function hubLoginRoutes(app: FastifyInstance, opts: HubLoginOptions
 
   app.get<{ Querystring: { code?: string; state?: string; error?: string } }>('/oauth_callback', {
     config: { auth: 'none' },
-    schema: { tags: ['auth'], summary: 'Where JupyterHub sends the browser back', hide: true },
+    schema: { tags: ['auth'], summary: 'Where JupyterHub sends the browser back', hide: true, response: { 302: { type: 'null', description: 'To the page the login started from' }, '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } },
   }, async (req, reply) => {
     const login = pending.finish(req.query.state, req.headers.cookie, `${opts.basePath}api/af/hub-login`);
     if (req.query.error || !req.query.code) throw new AppError(401, 'login_refused', `JupyterHub refused the login: ${req.query.error ?? 'no code'}`);

@@ -1,6 +1,7 @@
 // Health, version, the OpenAPI document and Prometheus metrics.
 import type { FastifyInstance } from 'fastify';
 import type { Metrics } from '../metrics.js';
+import type { SchemaTypeProvider } from './type-provider.js';
 
 export interface SystemRoutesOptions {
   version: string;
@@ -8,7 +9,8 @@ export interface SystemRoutesOptions {
   health: () => Promise<Record<string, string>>;
 }
 
-export async function systemRoutes(app: FastifyInstance, opts: SystemRoutesOptions): Promise<void> {
+export async function systemRoutes(fastify: FastifyInstance, opts: SystemRoutesOptions): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   app.get('/api/health', {
     config: { auth: 'none' },
     schema: { tags: ['system'], summary: 'Liveness and readiness', response: { 200: { $ref: 'health.json' }, 503: { $ref: 'health.json' } } },
@@ -22,7 +24,7 @@ export async function systemRoutes(app: FastifyInstance, opts: SystemRoutesOptio
   app.get('/api/health/live', {
     config: { auth: 'none' },
     schema: { tags: ['system'], summary: 'Liveness (the process answers), for a liveness probe', response: { 200: { $ref: 'health.json' } } },
-  }, async () => ({ status: 'pass', checks: { process: 'ok' } }));
+  }, async () => ({ status: 'pass' as const, checks: { process: 'ok' } }));
 
   app.get('/api/version', {
     config: { auth: 'none' },
@@ -32,7 +34,7 @@ export async function systemRoutes(app: FastifyInstance, opts: SystemRoutesOptio
   app.get('/api/af/openapi.json', {
     config: { auth: 'none' },
     schema: { tags: ['system'], summary: 'This OpenAPI document', response: { 200: { type: 'object', additionalProperties: true, description: 'OpenAPI 3.1' } } },
-  }, async () => app.swagger());
+  }, async () => fastify.swagger());
 
   app.get('/metrics', {
     config: { auth: 'metrics' },

@@ -2,13 +2,13 @@
 // over a refresh token, and the gateway's own OIDC login (authorization code + PKCE).
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { TokenHandover } from '@af-gateway/schemas';
 import type { OidcAuthenticator } from '../auth/oidc-authenticator.js';
 import { cookiePathFor, type Sessions } from '../auth/sessions.js';
 import { LoginStates, sameOriginNext } from '../auth/login-state.js';
 import { TokenEndpointError } from '../auth/oidc-issuer.js';
 import { AppError } from '../errors.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
+import type { SchemaTypeProvider } from './type-provider.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 
@@ -21,14 +21,15 @@ export interface TokenRoutesOptions {
   basePath: string;
 }
 
-export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions): Promise<void> {
+export async function tokenRoutes(fastify: FastifyInstance, opts: TokenRoutesOptions): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { broker, oidc, sessions } = opts;
 
   app.get('/api/af/token', {
     schema: { tags: ['tokens'], summary: "The caller's token status (never the token)", response: { 200: { $ref: 'token-status.json' }, ...errors } },
   }, async (req) => broker.status(req.user!));
 
-  app.get<{ Querystring: { audience?: string } }>('/api/af/token/access', {
+  app.get('/api/af/token/access', {
     schema: {
       tags: ['tokens'],
       summary: "The caller's current access token, for their own kernel; with ?audience=, one exchanged for that service (RFC 8693)",
@@ -40,7 +41,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
     return req.query.audience ? broker.tokenFor(req.user!, req.query.audience) : broker.accessToken(req.user!);
   });
 
-  app.put<{ Body: TokenHandover }>('/api/af/token/refresh-token', {
+  app.put('/api/af/token/refresh-token', {
     schema: { tags: ['tokens'], summary: 'Hand the broker a refresh token to keep your access token fresh', body: { $ref: 'token-handover.json' }, response: { 200: { $ref: 'token-status.json' }, ...errors } },
   }, async (req) => broker.handOver(req.user!, req.body.refresh_token));
 
@@ -74,7 +75,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
   const prefix = opts.basePath.replace(/\/$/, '');
   const base = (req: FastifyRequest) => opts.publicUrl?.replace(/\/$/, '') ?? `${req.protocol}://${req.headers.host}${prefix}`;
 
-  app.get<{ Querystring: { next?: string } }>('/api/af/login', {
+  app.get('/api/af/login', {
     config: { auth: 'none' },
     schema: { tags: ['tokens'], summary: 'Log in at the identity provider; the broker then keeps your tokens fresh', querystring: { type: 'object', properties: { next: { type: 'string' } } }, response: { 302: { type: 'null', description: 'To the identity provider' }, ...errors } },
   }, async (req, reply) => {
@@ -104,7 +105,7 @@ export async function tokenRoutes(app: FastifyInstance, opts: TokenRoutesOptions
 
   app.get<{ Querystring: { code?: string; state?: string; error?: string; error_description?: string } }>('/api/af/login/callback', {
     config: { auth: 'none' },
-    schema: { tags: ['tokens'], summary: 'Where the identity provider sends the browser back', hide: true },
+    schema: { tags: ['tokens'], summary: 'Where the identity provider sends the browser back', hide: true, response: { 302: { type: 'null', description: 'To the page the login started from' }, ...errors } },
   }, async (req, reply) => {
     const q = req.query;
     const login = pending.finish(q.state, req.headers.cookie, `${prefix}/api/af/login`);

@@ -1,15 +1,12 @@
 // The cluster options form (dask-gateway's option spec) and the server-side validation of the values
 // a user sends. Defaults come from the config; every value is checked before anything is created.
+import type { Field } from '@af-gateway/schemas';
 import type { ClusterOptionField, ResolvedConfig } from '../config.js';
 import { unprocessable } from '../errors.js';
 import type { ClusterSettings } from './model.js';
 
-export interface OptionSpecEntry {
-  field: string;
-  label: string;
-  default: unknown;
-  spec: { type: string; min?: number | null; max?: number | null; options?: string[] };
-}
+/** One field of the options form, as GET /api/v1/options sends it (options-spec.json). */
+export type OptionSpecEntry = Field;
 
 /** Bounds on what a user may put in an option: each value ends up in a process's environment, a
  * submit description or a pod spec, so no control characters (tab aside) and modest sizes. */

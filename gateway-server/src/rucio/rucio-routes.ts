@@ -3,28 +3,26 @@
 // so a 100k-file dataset is never held in memory and its first rows reach the panel at once.
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { RucioRegisterRequest, RucioReplicasRequest, RucioRuleRequest } from '@af-gateway/schemas';
 import { AppError, notFound } from '../errors.js';
 import type { RucioClient } from './rucio-client.js';
+import type { SchemaTypeProvider } from '../api/type-provider.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 const NDJSON = 'application/x-json-stream';
 // Rucio's identifiers are ASCII: anything else it answers with a 500 (it echoes the value in a header).
-const scopePart = { $ref: 'rucio-replicas-request.json#/$defs/scope' } as const;
-const namePart = { $ref: 'rucio-replicas-request.json#/$defs/name' } as const;
+const scopePart = { type: 'string', $ref: 'rucio-replicas-request.json#/$defs/scope' } as const;
+const namePart = { type: 'string', $ref: 'rucio-replicas-request.json#/$defs/name' } as const;
 const enc = encodeURIComponent;
 /** A 200 whose body is JSON of `ref`, with the error answers. */
-const answers = (ref: string) => ({ 200: { $ref: ref }, ...errors });
+const answers = <R extends string>(ref: R) => ({ 200: { $ref: ref }, ...errors });
 /** A 200 that streams NDJSON, one `ref` per line (described as the array of its lines), with the error answers. */
 const streamOf = (ref: string, line: object = { $ref: ref }) => ({
   200: { description: `NDJSON: one ${ref.replace(/\.json$/, '')} per line`, content: { [NDJSON]: { schema: { type: 'array', items: line } } } },
   ...errors,
 });
 
-type InstanceParams = { instance: string };
-type DidParams = InstanceParams & { scope: string; name: string };
-
-export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<string, RucioClient> }): Promise<void> {
+export async function rucioRoutes(fastify: FastifyInstance, opts: { instances: Map<string, RucioClient> }): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const client = (name: string) => {
     const c = opts.instances.get(name);
     if (!c) throw notFound(`Rucio instance ${name} (this gateway knows ${[...opts.instances.keys()].join(', ') || 'none'})`);
@@ -41,15 +39,15 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
     schema: { tags: ['rucio'], summary: 'The Rucio instances of this facility', response: { 200: { $ref: 'rucio-instance-list.json' }, ...errors } },
   }, async () => ({ instances: [...opts.instances.values()].map((c) => ({ name: c.cfg.name, url: c.cfg.url, default_scheme: c.cfg.default_scheme })) }));
 
-  app.get<{ Params: InstanceParams }>('/api/af/rucio/:instance/whoami', {
+  app.get('/api/af/rucio/:instance/whoami', {
     schema: { tags: ['rucio'], summary: 'The Rucio account the caller acts as', params: instanceParams, response: answers('rucio-account.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', '/accounts/whoami'));
 
-  app.get<{ Params: InstanceParams }>('/api/af/rucio/:instance/scopes', {
+  app.get('/api/af/rucio/:instance/scopes', {
     schema: { tags: ['rucio'], summary: 'All scopes', params: instanceParams, response: answers('rucio-scope-list.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', '/scopes/'));
 
-  app.get<{ Params: InstanceParams & { scope: string }; Querystring: { name?: string; type?: string; filters?: string; long?: boolean } }>('/api/af/rucio/:instance/search/:scope', {
+  app.get('/api/af/rucio/:instance/search/:scope', {
     schema: {
       tags: ['rucio'],
       summary: 'Search DIDs of a scope by name wildcard, type and metadata filters (NDJSON)',
@@ -85,27 +83,27 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
     return stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/dids/search?${q}`));
   });
 
-  app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name', {
+  app.get('/api/af/rucio/:instance/dids/:scope/:name', {
     schema: { tags: ['rucio'], summary: 'A DID: type, size, length, status', params: didParams, response: answers('rucio-did.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}?dynamic_depth=FILE`));
 
-  app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/meta', {
+  app.get('/api/af/rucio/:instance/dids/:scope/:name/meta', {
     schema: { tags: ['rucio'], summary: 'Metadata of a DID', params: didParams, response: answers('rucio-did-meta.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/meta`));
 
-  app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/content', {
+  app.get('/api/af/rucio/:instance/dids/:scope/:name/content', {
     schema: { tags: ['rucio'], summary: 'What a container or dataset holds (NDJSON)', params: didParams, response: streamOf('rucio-did.json') },
   }, async (req, reply) => stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/dids`)));
 
-  app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/files', {
+  app.get('/api/af/rucio/:instance/dids/:scope/:name/files', {
     schema: { tags: ['rucio'], summary: 'Files of a DID with sizes and checksums (NDJSON)', params: didParams, response: streamOf('rucio-file.json') },
   }, async (req, reply) => stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/files`)));
 
-  app.get<{ Params: DidParams }>('/api/af/rucio/:instance/dids/:scope/:name/rules', {
+  app.get('/api/af/rucio/:instance/dids/:scope/:name/rules', {
     schema: { tags: ['rucio'], summary: 'Replication rules of a DID (NDJSON)', params: didParams, response: streamOf('rucio-rule.json') },
   }, async (req, reply) => stream(reply, await client(req.params.instance).request(req.user!, 'GET', `/dids/${enc(req.params.scope)}/${enc(req.params.name)}/rules`)));
 
-  app.post<{ Params: InstanceParams; Body: RucioReplicasRequest }>('/api/af/rucio/:instance/replicas', {
+  app.post('/api/af/rucio/:instance/replicas', {
     schema: { tags: ['rucio'], summary: 'Replicas and PFNs of DIDs for the chosen schemes (NDJSON, one file per line)', params: instanceParams, body: { $ref: 'rucio-replicas-request.json' }, response: streamOf('rucio-replica.json') },
   }, async (req, reply) => {
     const body: Record<string, unknown> = { dids: req.body.dids, all_states: false, ignore_availability: false };
@@ -115,7 +113,7 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
     return stream(reply, await client(req.params.instance).request(req.user!, 'POST', '/replicas/list', body));
   });
 
-  app.post<{ Params: InstanceParams; Body: RucioRuleRequest }>('/api/af/rucio/:instance/rules', {
+  app.post('/api/af/rucio/:instance/rules', {
     schema: { tags: ['rucio'], summary: 'Make DIDs available on RSEs: a replication rule of the caller', params: instanceParams, body: { $ref: 'rucio-rule-request.json' }, response: { 201: { $ref: 'rucio-rule-result.json' }, ...errors } },
   }, async (req, reply) => {
     const c = client(req.params.instance);
@@ -132,11 +130,11 @@ export async function rucioRoutes(app: FastifyInstance, opts: { instances: Map<s
     return reply.code(201).send({ rule_ids: ids });
   });
 
-  app.get<{ Params: InstanceParams & { id: string } }>('/api/af/rucio/:instance/rules/:id', {
+  app.get('/api/af/rucio/:instance/rules/:id', {
     schema: { tags: ['rucio'], summary: 'A rule and its state (REPLICATING, OK, STUCK, …)', params: { type: 'object', required: ['instance', 'id'], properties: { instance: { type: 'string' }, id: { type: 'string', pattern: '^[0-9a-fA-F]{32}$' } } }, response: answers('rucio-rule.json') },
   }, async (req) => client(req.params.instance).json(req.user!, 'GET', `/rules/${req.params.id}`));
 
-  app.post<{ Params: InstanceParams; Body: RucioRegisterRequest }>('/api/af/rucio/:instance/register', {
+  app.post('/api/af/rucio/:instance/register', {
     schema: { tags: ['rucio'], summary: 'Register files already on an RSE as replicas and attach them to a dataset (created if missing)', params: instanceParams, body: { $ref: 'rucio-register-request.json' }, response: { 201: { $ref: 'rucio-register-result.json' }, ...errors } },
   }, async (req, reply) => {
     const c = client(req.params.instance);

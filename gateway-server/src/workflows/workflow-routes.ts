@@ -5,9 +5,10 @@ import { join, relative, sep, isAbsolute } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import type { WorkflowBundle, WorkflowValidation } from '@af-gateway/schemas';
+import type { WorkflowValidation } from '@af-gateway/schemas';
 import { AppError, notFound } from '../errors.js';
 import { openConfined, UnsafePathError } from '../files/no-follow.js';
+import type { SchemaTypeProvider } from '../api/type-provider.js';
 import { readWorkflow } from './workflow-loader.js';
 import { stepFiles } from './step-files.js';
 import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
@@ -16,10 +17,11 @@ const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } 
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-f]{12}$' } } } as const;
 const LOG_POLL_MS = 300;
 
-export async function workflowRoutes(app: FastifyInstance, opts: { engine: WorkflowEngine }): Promise<void> {
+export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: WorkflowEngine }): Promise<void> {
+  const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { engine } = opts;
 
-  app.post<{ Body: WorkflowBundle }>('/api/af/workflows/validate', {
+  app.post('/api/af/workflows/validate', {
     schema: {
       tags: ['workflows'],
       summary: 'Check a yadage-style workflow and its step files; every problem with its JSON path and file',
@@ -34,7 +36,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
       : { valid: false, errors: spec ? tooLarge : problems };
   });
 
-  app.post<{ Body: WorkflowBundle }>('/api/af/workflows', {
+  app.post('/api/af/workflows', {
     schema: {
       tags: ['workflows'],
       summary: 'Run a workflow: its files, init parameters and where its steps run',
@@ -47,26 +49,26 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
     schema: { tags: ['workflows'], summary: 'The caller\'s workflow runs (an admin\'s: everyone\'s), newest first', response: { 200: { $ref: 'workflow-run-list.json' }, ...errors } },
   }, async (req) => ({ runs: await engine.list(req.user!) }));
 
-  app.get<{ Params: { id: string } }>('/api/af/workflows/:id', {
+  app.get('/api/af/workflows/:id', {
     schema: { tags: ['workflows'], summary: 'A run with its DAG: stages, steps (nodes) with their states, parameters and outputs, edges', params: idParams, response: { 200: { $ref: 'workflow-dag.json' }, ...errors } },
   }, async (req) => engine.get(req.user!, req.params.id));
 
-  app.post<{ Params: { id: string } }>('/api/af/workflows/:id/cancel', {
+  app.post('/api/af/workflows/:id/cancel', {
     schema: { tags: ['workflows'], summary: 'Stop a run: running steps are stopped, the rest will not start', params: idParams, response: { 200: { $ref: 'workflow-run.json' }, ...errors } },
   }, async (req) => engine.cancel(req.user!, req.params.id));
 
-  app.post<{ Params: { id: string } }>('/api/af/workflows/:id/retry', {
+  app.post('/api/af/workflows/:id/retry', {
     schema: { tags: ['workflows'], summary: 'Run the failed or cancelled steps of a finished run again', params: idParams, response: { 200: { $ref: 'workflow-run.json' }, ...errors } },
   }, async (req) => engine.retry(req.user!, req.params.id));
 
-  app.delete<{ Params: { id: string } }>('/api/af/workflows/:id', {
+  app.delete('/api/af/workflows/:id', {
     schema: { tags: ['workflows'], summary: 'Delete a finished run and its workspace', params: idParams, response: { 204: { type: 'null' }, ...errors } },
   }, async (req, reply) => {
     await engine.remove(req.user!, req.params.id);
     return reply.code(204).send();
   });
 
-  app.get<{ Params: { id: string; node: string }; Querystring: { follow?: boolean } }>('/api/af/workflows/:id/nodes/:node/log', {
+  app.get('/api/af/workflows/:id/nodes/:node/log', {
     schema: {
       tags: ['workflows'],
       summary: 'A step\'s log (stdout and stderr of every attempt); with follow=true it streams until the step finished',
@@ -114,7 +116,7 @@ export async function workflowRoutes(app: FastifyInstance, opts: { engine: Workf
     return reply.send(Readable.from(follow()));
   });
 
-  app.get<{ Params: { id: string; '*': string } }>('/api/af/workflows/:id/files/*', {
+  app.get('/api/af/workflows/:id/files/*', {
     schema: { tags: ['workflows'], summary: 'A file of the run\'s workspace (an output), by its path relative to the workspace', params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } }, response: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errors } },
   }, async (req, reply) => {
     const workspace = await engine.workspaceOf(req.user!, req.params.id);
