@@ -22,7 +22,7 @@ const config = (over: Partial<HTCondorConfig>): HTCondorConfig => ({
   command_prefix: [], environment: { _condor_SCHEDD_HOST: 'schedd.example.org', _condor_COLLECTOR_HOST: 'cm.example.org' },
   auth_method: 'scitokens', python: '/opt/python', universe: 'vanilla', container_image: null, requirements: null,
   accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
-  scheduler_host: '127.0.0.1', scheduler_in_job: true, poll_period: 1, command_timeout: 10, ...over,
+  scheduler_host: '127.0.0.1', scheduler_in_job: true, file_owner: null, poll_period: 1, command_timeout: 10, ...over,
 });
 
 /** The test runs as some account; the users' accounts are the same here (no files change hands in this file). */

@@ -22,7 +22,7 @@ let standin: string;
 const config: HTCondorConfig = {
   command_prefix: [], environment: {}, auth_method: 'fs', python: '/opt/python', universe: 'vanilla', container_image: null,
   requirements: null, accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
-  scheduler_host: '127.0.0.1', scheduler_in_job: true, poll_period: 0.2, command_timeout: 10,
+  scheduler_host: '127.0.0.1', scheduler_in_job: true, file_owner: null, poll_period: 0.2, command_timeout: 10,
 };
 
 beforeAll(() => {

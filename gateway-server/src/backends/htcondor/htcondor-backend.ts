@@ -23,6 +23,7 @@ import { chmod, lchown, lstat, open, rename, unlink } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
+import type { ResolvedConfig } from '../../config.js';
 import { addressesOnHosts, instanceName, type Backend, type SchedulerAddresses, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import { clusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
@@ -34,25 +35,12 @@ import { JOB_ATTRIBUTES, jobHosts, jobId, jobState, parseJobAds, parseTerseSubmi
 import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type PoolSettings } from './submit-description.js';
 import { AppError, errorMessage } from '../../errors.js';
 
-export interface HTCondorConfig {
-  command_prefix: string[];
-  environment: Record<string, string>;
-  auth_method: 'default' | 'scitokens' | 'idtokens' | 'fs';
-  python: string | null;
-  universe: 'vanilla' | 'container' | 'docker';
-  container_image: string | null;
-  requirements: string | null;
-  accounting_group: string | null;
-  request_disk: string;
-  submit_extra: Record<string, string>;
-  shared_filesystem: boolean;
-  /** Removed (every user's jobs as one account); a value is refused. */
-  file_owner?: string | null;
-  scheduler_host: string;
-  scheduler_in_job: boolean;
-  poll_period: number;
-  command_timeout: number;
-}
+/**
+ * The HTCondor backend's settings (backend.htcondor), as the config schema types them with their
+ * defaults filled. file_owner is refused (it ran every user's jobs as one account); poll_period is
+ * unused since the engines batch their checks (one condor_q per check call).
+ */
+export type HTCondorConfig = ResolvedConfig['backend']['htcondor'];
 
 export interface HTCondorBackendOptions {
   config: HTCondorConfig;

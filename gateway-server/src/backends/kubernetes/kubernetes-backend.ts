@@ -39,21 +39,10 @@ import {
   schedulerService,
   stepJob,
   workerPod,
-  type KubernetesSpecConfig,
+  type KubernetesConfig,
 } from './pod-specs.js';
 
-export interface KubernetesConfig extends KubernetesSpecConfig {
-  instance: string | null;
-  kubeconfig: string | null;
-  namespace: string | null;
-  namespace_per_user: boolean;
-  user_namespace_prefix: string;
-  scheduler_address: 'service' | 'pod';
-  api_url: string | null;
-  workspace_volume: Record<string, unknown> | null;
-  step_image: string | null;
-  request_timeout: number;
-}
+export type { KubernetesConfig };
 
 export interface KubernetesBackendOptions {
   config: KubernetesConfig;

@@ -18,6 +18,8 @@ import type {
   V1Toleration,
 } from '@kubernetes/client-node';
 import type { ClusterRecord } from '../../clusters/model.js';
+import type { GatewayConfig } from '@af-gateway/schemas';
+import type { ResolvedConfig } from '../../config.js';
 
 export const LABEL = {
   managedBy: 'app.kubernetes.io/managed-by',
@@ -34,13 +36,11 @@ export const MANAGER = 'af-gateway';
 export const CREDENTIALS_DIR = '/etc/af-gateway';
 export const PORTS = { scheduler: 8786, dashboard: 8787, api: 8788 } as const;
 
-export interface Profile {
-  resources?: { requests?: Record<string, string | number>; limits?: Record<string, string | number> };
-  node_selector?: Record<string, string>;
-  tolerations?: object[];
-  image?: string;
-  extra_pod_config?: Record<string, unknown>;
-}
+/** A worker profile (backend.kubernetes.profiles): its fields have no defaults, each stays optional. */
+export type Profile = NonNullable<NonNullable<NonNullable<GatewayConfig['backend']>['kubernetes']>['profiles']>[string];
+
+/** The Kubernetes backend's settings (backend.kubernetes), as the config schema types them with their defaults filled. */
+export type KubernetesConfig = Omit<ResolvedConfig['backend']['kubernetes'], 'profiles'> & { profiles: Record<string, Profile> };
 
 /** The POSIX identity a user's pods run as (from the gateway's account mapping). */
 export interface PodAccount {
@@ -48,26 +48,13 @@ export interface PodAccount {
   gid: number;
 }
 
-export interface KubernetesSpecConfig {
-  image: string;
-  image_pull_policy: string;
-  python: string;
-  scheduler_cores: number;
-  scheduler_memory: number;
-  node_selector: Record<string, string>;
-  tolerations: object[];
-  scheduler_extra_pod_config: Record<string, unknown>;
-  worker_extra_pod_config: Record<string, unknown>;
-  scheduler_extra_container_config: Record<string, unknown>;
-  worker_extra_container_config: Record<string, unknown>;
-  profiles: Record<string, Profile>;
-  delete_grace_period: number;
-  cluster_domain: string;
-  /** Labels of the gateway's own pods: the only pods besides a cluster's own that reach its scheduler. */
-  gateway_pod_labels: Record<string, string>;
-  /** Address ranges of a gateway running outside the cluster's pod network (its scheduler ports admit them too). */
-  gateway_cidrs: string[];
-}
+/** What the pod specs read of the backend's settings. */
+export type KubernetesSpecConfig = Pick<
+  KubernetesConfig,
+  | 'image' | 'image_pull_policy' | 'python' | 'scheduler_cores' | 'scheduler_memory' | 'node_selector' | 'tolerations'
+  | 'scheduler_extra_pod_config' | 'worker_extra_pod_config' | 'scheduler_extra_container_config' | 'worker_extra_container_config'
+  | 'profiles' | 'delete_grace_period' | 'cluster_domain' | 'gateway_pod_labels' | 'gateway_cidrs'
+>;
 
 /** A label value from any string: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends. */
 export function labelValue(s: string): string {
