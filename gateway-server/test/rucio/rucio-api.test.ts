@@ -7,8 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic as basicAuth, bearer, client, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
 // @ts-expect-error the provider harness is plain JavaScript
 import { AUDIENCE, GATEWAY_CLIENT, startOidcProvider } from '../support/oidc-provider.mjs';
 
@@ -23,9 +22,8 @@ interface Op {
 }
 
 let op: Op;
-let gw: RunningGateway;
+let gw: TestGateway;
 let runDir: string;
-let dataDir: string;
 let rucio: { url: string; root_userpass: { account: string; username: string; password: string } };
 
 async function api(user: string, method: string, path: string, body?: unknown, token?: string) {
@@ -45,17 +43,14 @@ beforeAll(async () => {
   runDir = mkdtempSync(join(tmpdir(), 'af-rucio-'));
   execFileSync('bash', [SCRIPT, 'start', runDir], { env: { ...process.env, RUCIO_OIDC_ISSUER: op.issuer }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 240_000 });
   rucio = JSON.parse(readFileSync(join(runDir, 'rucio.json'), 'utf8')) as typeof rucio;
-  dataDir = mkdtempSync(join(tmpdir(), 'af-rucio-gw-'));
-  gw = await startGateway(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      data_dir: dataDir,
+  gw = await startTestGateway(
+    {
       accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret, clock_skew: 0 } },
       tokens: { exchange_audiences: ['rucio'] },
       rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
-    }),
-    makeLogger('warn'),
+    },
+    { prefix: 'af-rucio-gw-' },
   );
 }, 300_000);
 
@@ -63,7 +58,7 @@ afterAll(async () => {
   await gw?.close();
   if (runDir) execFileSync('bash', [SCRIPT, 'stop', runDir], { stdio: 'ignore', timeout: 60_000 });
   await op?.close();
-  for (const d of [runDir, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
+  if (runDir) rmSync(runDir, { recursive: true, force: true });
 }, 120_000);
 
 describe('Rucio through the gateway, as the user', () => {
@@ -180,25 +175,22 @@ describe('Rucio through the gateway, as the user', () => {
 
 describe('service mode (userpass, admin-configured)', () => {
   it('acts as the configured service account for every user', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'af-rucio-svc-'));
     const u = rucio.root_userpass;
     process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC = u.password; // the password comes by environment
-    const svc = await startGateway(
-      resolveConfig({
-        listen: '127.0.0.1:0',
-        data_dir: dir,
-        backend: { local: { single_user: true } },
+    const svc = await startTestGateway(
+      {
+        ...SINGLE_USER,
         rucio: {
           instances: [
             { name: 'svc', url: rucio.url, auth: 'userpass', account: u.account, username: u.username },
             { name: 'svcw', url: rucio.url, auth: 'userpass', account: u.account, username: u.username, password: u.password, allow_writes: true },
           ],
         },
-      }),
-      makeLogger('warn'),
+      },
+      { prefix: 'af-rucio-svc-' },
     );
     try {
-      const basic = { authorization: 'Basic ' + Buffer.from('carol:').toString('base64') };
+      const basic = basicAuth('carol');
       const who = await fetch(`${svc.url}/api/af/rucio/svc/whoami`, { headers: basic });
       expect(who.status).toBe(200);
       expect(((await who.json()) as { account: string }).account).toBe('root');
@@ -227,7 +219,6 @@ describe('service mode (userpass, admin-configured)', () => {
     } finally {
       delete process.env.AF_GATEWAY_RUCIO_PASSWORD_SVC;
       await svc.close();
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
@@ -248,18 +239,14 @@ describe('a Rucio dataset as the scatter input of a workflow', () => {
         publisher: {publisher_type: frompar-pub, outputmap: {url: url}}
         environment: {environment_type: localproc-env}
 `;
-    const headers = { authorization: `Bearer ${await op.token('alice')}`, 'content-type': 'application/json' };
-    const sub = await fetch(`${gw.url}/api/af/workflows`, { method: 'POST', headers, body: JSON.stringify({ entry: 'wf.yml', files: { 'wf.yml': spec } }) });
+    const alice = client(gw, bearer(await op.token('alice')));
+    const sub = await alice.post('/api/af/workflows', { entry: 'wf.yml', files: { 'wf.yml': spec } });
     expect(sub.status).toBe(201);
-    const { id } = (await sub.json()) as { id: string };
-    let dag: { run: { status: string }; nodes: { id: string; state: string; parameters: { url: string }; outputs: { url: string }; message?: string }[] } | undefined;
-    for (let i = 0; i < 150; i++) {
-      dag = (await (await fetch(`${gw.url}/api/af/workflows/${id}`, { headers })).json()) as typeof dag;
-      if (['SUCCESS', 'FAILED'].includes(dag!.run.status)) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    expect(dag!.run.status, JSON.stringify(dag!.nodes.map((n) => n.message))).toBe('SUCCESS');
-    const steps = dag!.nodes.filter((n) => n.id !== 'init');
+    const { id } = sub.json as { id: string };
+    type Dag = { run: { status: string }; nodes: { id: string; state: string; parameters: { url: string }; outputs: { url: string }; message?: string }[] };
+    const dag = (await waitForRun(alice, id, { until: (d) => ['SUCCESS', 'FAILED'].includes(d.run.status), timeoutMs: 30_000 })) as unknown as Dag;
+    expect(dag.run.status, JSON.stringify(dag.nodes.map((n) => n.message))).toBe('SUCCESS');
+    const steps = dag.nodes.filter((n) => n.id !== 'init');
     expect(steps.map((n) => n.id)).toEqual(['per-file:0', 'per-file:1', 'per-file:2', 'per-file:3', 'per-file:4']);
     for (const [i, n] of steps.entries()) {
       expect(n.parameters.url).toMatch(new RegExp(`^root://.*file\\.small\\.000${i + 1}\\.root$`));
@@ -280,15 +267,11 @@ describe('a Rucio dataset as the scatter input of a workflow', () => {
         publisher: {publisher_type: constant-pub, publish: {}}
         environment: {environment_type: localproc-env}
 `;
-    const headers = { authorization: `Bearer ${await op.token('alice')}`, 'content-type': 'application/json' };
-    const { id } = (await (await fetch(`${gw.url}/api/af/workflows`, { method: 'POST', headers, body: JSON.stringify({ entry: 'wf.yml', files: { 'wf.yml': spec } }) })).json()) as { id: string };
-    let dag: { run: { status: string; message?: string }; stages: { name: string; state: string; message?: string }[] } | undefined;
-    for (let i = 0; i < 100; i++) {
-      dag = (await (await fetch(`${gw.url}/api/af/workflows/${id}`, { headers })).json()) as typeof dag;
-      if (dag!.run.status !== 'RUNNING') break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    expect(dag!.run.status).toBe('FAILED');
-    expect(dag!.stages.find((s) => s.name === 'per-file')).toMatchObject({ state: 'FAILED', message: expect.stringContaining('data26:no.such.dataset') });
+    const alice = client(gw, bearer(await op.token('alice')));
+    const { id } = (await alice.post('/api/af/workflows', { entry: 'wf.yml', files: { 'wf.yml': spec } })).json as { id: string };
+    type Dag = { run: { status: string; message?: string }; stages: { name: string; state: string; message?: string }[] };
+    const dag = (await waitForRun(alice, id, { until: (d) => d.run.status !== 'RUNNING', timeoutMs: 20_000 })) as unknown as Dag;
+    expect(dag.run.status).toBe('FAILED');
+    expect(dag.stages.find((s) => s.name === 'per-file')).toMatchObject({ state: 'FAILED', message: expect.stringContaining('data26:no.such.dataset') });
   }, 60_000);
 });

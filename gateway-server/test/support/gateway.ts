@@ -7,6 +7,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowDag } from '@af-gateway/schemas';
 import WebSocket from 'ws';
 import { resolveConfig, type ResolvedConfig } from '../../src/config.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
@@ -112,12 +114,12 @@ export async function request(base: string | { url: string }, method: string, pa
 /**
  * An API client for one user: `auth` is their Authorization header (or a function giving a fresh one,
  * e.g. a new bearer token per call). `expect` checks the status and says which call failed and what
- * the gateway answered.
+ * the gateway answered. Each call is aborted after `timeoutMs` if given.
  */
-export function client(gw: string | { url: string }, auth: Record<string, string> | (() => Promise<Record<string, string>>) = {}) {
+export function client(gw: string | { url: string }, auth: Record<string, string> | (() => Promise<Record<string, string>>) = {}, opts: { timeoutMs?: number } = {}) {
   const headersOf = async () => (typeof auth === 'function' ? await auth() : auth);
   const send = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
-    request(gw, method, path, { headers: { ...(await headersOf()), ...headers }, body });
+    request(gw, method, path, { headers: { ...(await headersOf()), ...headers }, body, timeoutMs: opts.timeoutMs });
   return {
     call: send,
     get: (path: string) => send('GET', path),
@@ -144,6 +146,21 @@ export async function waitForCluster(api: Client, name: string, tries = 10): Pro
     if (cluster.status !== 'PENDING') break;
   }
   return cluster;
+}
+
+/** A workflow run that succeeded, failed or was cancelled. */
+export const runEnded = (d: WorkflowDag) => ['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status);
+
+/** Polls the run's DAG every `pollMs` until `until` holds; fails after `timeoutMs` with the run's last state. */
+export async function waitForRun(api: Client, id: string, opts: { until?: (d: WorkflowDag) => boolean; timeoutMs?: number; pollMs?: number } = {}): Promise<WorkflowDag> {
+  const { until = runEnded, timeoutMs = 60_000, pollMs = 200 } = opts;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const last = (await api.get(`/api/af/workflows/${id}`)).json as unknown as WorkflowDag;
+    if (until(last)) return last;
+    if (Date.now() > deadline) throw new Error(`run ${id} did not get there in time; last: ${JSON.stringify(last?.run)}`);
+    await sleep(pollMs);
+  }
 }
 
 // -- a cluster's scheduler, played by the test -----------------------------------------------------

@@ -2,17 +2,14 @@
 // login, a running cluster whose token file is kept fresh past the access-token lifetime, the
 // token status and its events, and a revoked refresh token.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import * as jose from 'jose';
 import WebSocket from 'ws';
 import type { TokenStatus } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
 import { bodyAjv } from '../../src/schemas.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { freePort, request, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
 // @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE, GATEWAY_CLIENT } from '../support/oidc-provider.mjs';
 
@@ -23,26 +20,13 @@ let op: {
   browserLogin(url: string, login: string): Promise<{ location?: string; cookies: string; status?: number; body?: string }>;
   close(): Promise<void>;
 };
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 let cookie: string;
 const validStatus = bodyAjv.getSchema('token-status.json')!;
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-
 async function api(method: string, path: string, body?: unknown) {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: { cookie, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
+  const r = await request(gw, method, path, { headers: { cookie }, body });
+  return { status: r.status, json: r.json };
 }
 
 /** The cluster's files are in its owner's account (af-alice, made by scripts/test-accounts.sh). */
@@ -52,11 +36,9 @@ const jwks = () => jose.createRemoteJWKSet(new URL(`${op.issuer}/jwks`));
 beforeAll(async () => {
   const port = await freePort();
   op = await startOidcProvider({ ttl: TTL, redirectUris: [`http://127.0.0.1:${port}/api/af/login/callback`, UNUSED_REDIRECT] });
-  dataDir = mkdtempSync(join(tmpdir(), 'af-broker-'));
-  gw = await startGateway(
-    resolveConfig({
+  gw = await startTestGateway(
+    {
       listen: `127.0.0.1:${port}`,
-      data_dir: dataDir,
       accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
       auth: {
         type: 'oidc',
@@ -71,15 +53,14 @@ beforeAll(async () => {
         },
       },
       tokens: { refresh_margin: 4, refresh_jitter: 0, retry_period: 1, exchange_audiences: ['rucio'] },
-    }),
-    makeLogger('warn'),
+    },
+    { prefix: 'af-broker-' },
   );
 });
 
 afterAll(async () => {
   await gw?.close();
   await op?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('token broker', () => {
@@ -127,7 +108,7 @@ describe('token broker', () => {
   });
 
   it('keeps the token file valid after the first access token expired, and says so on the stream', async () => {
-    const ws = new WebSocket(gw.url.replace('http', 'ws') + '/api/af/events', { headers: { cookie } });
+    const ws = new WebSocket(wsUrl(gw, '/api/af/events'), { headers: { cookie } });
     const tokenEvents: TokenStatus[] = [];
     ws.on('message', (d) => {
       const e = JSON.parse(String(d));
@@ -206,16 +187,13 @@ describe('token broker', () => {
 
 describe('login under a base path', () => {
   it('sends the provider a redirect URI under the base path (a gateway behind JupyterHub)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'af-broker-base-'));
-    const behindHub = await startGateway(
-      resolveConfig({
-        listen: '127.0.0.1:0',
-        data_dir: dir,
-      accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
+    const behindHub = await startTestGateway(
+      {
+        accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
         base_path: '/services/af-gateway/',
         auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret } },
-      }),
-      makeLogger('warn'),
+      },
+      { prefix: 'af-broker-base-' },
     );
     try {
       const res = await fetch(`${behindHub.url}/services/af-gateway/api/af/login`, { redirect: 'manual' });
@@ -226,7 +204,6 @@ describe('login under a base path', () => {
       expect(((await stale.json()) as { error: string }).error).toContain('start again at /services/af-gateway/api/af/login');
     } finally {
       await behindHub.close();
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -3,29 +3,20 @@
 // is refused (or its run fails) with a message naming the limit, while /api/health keeps answering
 // within a second and the gateway's memory stays modest.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, request, runEnded, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
 
-const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
 type ErrorBody = { error: string; code: string; details?: { path: string; file?: string; message: string }[] };
 
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
+const mallory = () => client(gw, basic('mallory'), { timeoutMs: 20_000 });
 
 async function post<T>(path: string, body: unknown, user = 'mallory'): Promise<{ status: number; body: T; ms: number }> {
-  const t0 = performance.now();
-  const res = await fetch(`${gw.url}/api/af/workflows${path}`, {
-    method: 'POST',
-    headers: { authorization: basic(user), 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  return { status: res.status, body: (await res.json()) as T, ms: performance.now() - t0 };
+  const r = await client(gw, basic(user), { timeoutMs: 30_000 }).post(`/api/af/workflows${path}`, body);
+  return { status: r.status, body: r.json as T, ms: r.ms };
 }
 
 /** Submits a bundle as mallory and follows its run until it ends (or `withinMs` passed). */
@@ -33,11 +24,7 @@ async function runToTheEnd(files: Record<string, string>, withinMs: number, poll
   const r = await post<WorkflowRun>('', { entry: 'workflow.yml', files });
   expect(r.status).toBe(201);
   const deadline = Date.now() + withinMs;
-  for (;;) {
-    const d = (await fetch(`${gw.url}/api/af/workflows/${r.body.id}`, { headers: { authorization: basic('mallory') }, signal: AbortSignal.timeout(20_000) }).then((x) => x.json())) as WorkflowDag;
-    if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status) || Date.now() > deadline) return d;
-    await sleep(pollMs);
-  }
+  return waitForRun(mallory(), r.body.id, { until: (d) => runEnded(d) || Date.now() > deadline, timeoutMs: withinMs + 60_000, pollMs });
 }
 
 /**
@@ -53,8 +40,7 @@ async function underAttack<T>(attack: () => Promise<T>): Promise<{ result: T; wo
   const prober = (async () => {
     while (!done) {
       const t0 = performance.now();
-      const res = await fetch(`${gw.url}/api/health`, { signal: AbortSignal.timeout(20_000) });
-      await res.arrayBuffer();
+      const res = await request(gw, 'GET', '/api/health', { timeoutMs: 20_000 });
       expect(res.status).toBe(200);
       worst = Math.max(worst, performance.now() - t0);
       probes++;
@@ -87,11 +73,7 @@ const cartesianStage = (name: string, deps: string, params: string) => `  - name
 const sixty = Array.from({ length: 60 }, (_, i) => i);
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-wf-hostile-'));
-  gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }),
-    makeLogger('warn'),
-  );
+  gw = await startTestGateway({ ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }, { prefix: 'af-wf-hostile-' });
   // A warm gateway (route code compiled), as it is after its first minutes of service.
   const warm = await post<{ valid: boolean }>('/validate', { entry: 'w.yml', files: { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n` } });
   expect(warm.body.valid).toBe(true);
@@ -99,7 +81,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('hostile workflow bundles', () => {
@@ -159,7 +140,7 @@ describe('hostile workflow bundles', () => {
     const files = {
       'workflow.yml': `stages:\n${cartesianStage('bomb', 'init', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: init, output: ${p}, unwrap: true}`).join(', '))}`,
     };
-    const before = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((r) => r.json() as Promise<{ runs: WorkflowRun[] }>);
+    const before = (await mallory().get('/api/af/workflows')).json as { runs: WorkflowRun[] };
     const { result: r, worstHealthMs, rssGrowthMb } = await underAttack(() =>
       post<ErrorBody>('', { entry: 'workflow.yml', files, parameters: { a: sixty, b: sixty, c: sixty, d: sixty } }),
     );
@@ -184,7 +165,7 @@ describe('hostile workflow bundles', () => {
     expect(b.body.details![0]!.message).toBe('a cartesian scatter over 4 lists of 60 (a, b, c, d) in batches of 1,000 makes 12,960,000 parameter sets before batching; at most 200,000');
     const checked = await post<{ valid: boolean; errors: { path: string; message: string }[] }>('/validate', { entry: 'workflow.yml', files: literal });
     expect([checked.status, checked.body.valid, checked.body.errors[0]?.message]).toEqual([200, false, 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000']);
-    const after = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((r) => r.json() as Promise<{ runs: WorkflowRun[] }>);
+    const after = (await mallory().get('/api/af/workflows')).json as { runs: WorkflowRun[] };
     expect(after.runs.length).toBe(before.runs.length);
   }, 30_000);
 
@@ -251,14 +232,14 @@ ${['f1', 'f2', 'f3', 'f4', 'f5'].map(fan).join('')}`,
 
   it('refuses bundle file names that cannot all be kept (a file and a directory of one name) with a 422, leaving nothing', async () => {
     const files = { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n`, a: 'x', 'a/b': 'y' };
-    const workspaces = () => readdirSync(join(dataDir, 'workflows')).length;
+    const workspaces = () => readdirSync(join(gw.dataDir, 'workflows')).length;
     const before = workspaces();
     const r = await post<ErrorBody>('', { entry: 'w.yml', files });
     expect([r.status, r.body.code]).toEqual([422, 'bad_file_name']);
     expect(r.body.error).toContain('"a/b" cannot be kept with the bundle\'s other files');
     const escape = await post<ErrorBody>('', { entry: 'w.yml', files: { ...files, a: undefined, 'a/b': undefined, '../../x': 'z' } });
     expect([escape.status, escape.body.code]).toEqual([422, 'bad_file_name']);
-    const runs = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((x) => x.json() as Promise<{ runs: WorkflowRun[] }>);
+    const runs = (await mallory().get('/api/af/workflows')).json as { runs: WorkflowRun[] };
     expect(runs.runs.filter((x) => x.entry === 'w.yml')).toEqual([]);
     expect(workspaces()).toBe(before);
   });
@@ -287,22 +268,21 @@ ${cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: 
   }, 40_000);
 
   it('refuses init parameters nested 100,000 deep (JSON.parse takes them; every JSON.stringify of the run overflowed the stack) with a 422, leaving nothing', async () => {
-    const workspaces = () => readdirSync(join(dataDir, 'workflows')).length;
+    const workspaces = () => readdirSync(join(gw.dataDir, 'workflows')).length;
     const before = workspaces();
     const files = { 'deep.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, parameters: {x: {step: init, output: x}}, step: ${step()}}\n` };
     for (const x of ['['.repeat(100_000) + ']'.repeat(100_000), '{"a":'.repeat(100_000) + '1' + '}'.repeat(100_000)]) {
       const body = `{"entry":"deep.yml","files":${JSON.stringify(files)},"parameters":{"x":${x}}}`;
-      const send = (path: string) =>
-        fetch(`${gw.url}/api/af/workflows${path}`, { method: 'POST', headers: { authorization: basic('mallory'), 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(10_000) });
+      const send = (path: string) => client(gw, basic('mallory'), { timeoutMs: 10_000 }).post(`/api/af/workflows${path}`, body);
       const r = await send('');
-      const refused = (await r.json()) as ErrorBody;
+      const refused = r.json as ErrorBody;
       expect([r.status, refused.code]).toEqual([422, 'invalid_parameters']);
       expect(refused.error).toMatch(/parameters\.x nests objects and lists more than 64 deep/);
-      const v = (await (await send('/validate')).json()) as { valid: boolean; errors: { path: string; message: string }[] };
+      const v = (await send('/validate')).json as { valid: boolean; errors: { path: string; message: string }[] };
       expect(v.valid).toBe(false);
       expect(v.errors[0]!.message).toMatch(/parameters\.x nests objects and lists more than 64 deep/);
     }
-    const runs = await fetch(`${gw.url}/api/af/workflows`, { headers: { authorization: basic('mallory') } }).then((x) => x.json() as Promise<{ runs: WorkflowRun[] }>);
+    const runs = (await mallory().get('/api/af/workflows')).json as { runs: WorkflowRun[] };
     expect(runs.runs.filter((x) => x.entry === 'deep.yml')).toEqual([]);
     expect(workspaces()).toBe(before);
   });

@@ -2,40 +2,22 @@
 // by themselves are refused at submission (422, nothing made); a parameter that points elsewhere, or a
 // link to /etc the step planted in its own directory, fails the step instead of listing /etc.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
 
-const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
 type ErrorBody = { error: string; code: string; details?: { path: string; file?: string; message: string }[] };
 
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
+const mallory = () => client(gw, basic('mallory'), { timeoutMs: 20_000 });
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${gw.url}/api/af/workflows${path}`, {
-    method,
-    headers: { authorization: basic('mallory'), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(20_000),
-  });
-  return { status: res.status, body: (await res.json()) as T };
+  const r = await mallory().call(method, `/api/af/workflows${path}`, body);
+  return { status: r.status, body: r.json as T };
 }
 
-async function finished(id: string): Promise<WorkflowDag> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const d = (await call<WorkflowDag>('GET', `/${id}`)).body;
-    if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status)) return d;
-    if (Date.now() > deadline) throw new Error(`run ${id} did not finish: ${JSON.stringify(d.run)}`);
-    await sleep(100);
-  }
-}
+const finished = (id: string): Promise<WorkflowDag> => waitForRun(mallory(), id, { timeoutMs: 20_000, pollMs: 100 });
 
 /** One stage running `script`, published by `publisher` (YAML flow text). */
 const workflow = (script: string, publisher: string, parameters = '{}') => ({
@@ -53,16 +35,11 @@ const workflow = (script: string, publisher: string, parameters = '{}') => ({
 });
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-wf-pub-'));
-  gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }),
-    makeLogger('warn'),
-  );
+  gw = await startTestGateway({ ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }, { prefix: 'af-wf-pub-' });
 });
 
 afterAll(async () => {
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('publisher globs stay in the step directory', () => {

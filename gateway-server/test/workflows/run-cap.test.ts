@@ -2,28 +2,17 @@
 // (10 unless configured, the embedded default included) a submission or a retry is a 429 naming the
 // key, parallel submissions included; other users are not affected, and a finished run frees a place.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 import { loadConfigFile, resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
 
-const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
 type ErrorBody = { error: string; code: string };
 
-let gw: RunningGateway;
-let dataDir: string;
+let gw: TestGateway;
 
 async function call<T>(method: string, path: string, body: unknown, user: string): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${gw.url}/api/af/workflows${path}`, {
-    method,
-    headers: { authorization: basic(user), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(20_000),
-  });
-  return { status: res.status, body: (await res.json()) as T };
+  const r = await client(gw, basic(user), { timeoutMs: 20_000 }).call(method, `/api/af/workflows${path}`, body);
+  return { status: r.status, body: r.json as T };
 }
 
 const sleeper = {
@@ -39,22 +28,10 @@ const sleeper = {
   },
 };
 
-async function finished(id: string, user: string): Promise<WorkflowDag> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const d = (await call<WorkflowDag>('GET', `/${id}`, undefined, user)).body;
-    if (['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status)) return d;
-    if (Date.now() > deadline) throw new Error(`run ${id} did not finish`);
-    await sleep(100);
-  }
-}
+const finished = (id: string, user: string): Promise<WorkflowDag> => waitForRun(client(gw, basic(user), { timeoutMs: 20_000 }), id, { timeoutMs: 20_000, pollMs: 100 });
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'af-wf-cap-'));
-  gw = await startGateway(
-    resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple' }, workflows: { poll_period: 0.2, max_active_runs_per_user: 2 } }),
-    makeLogger('warn'),
-  );
+  gw = await startTestGateway({ ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2, max_active_runs_per_user: 2 } }, { prefix: 'af-wf-cap-' });
 });
 
 afterAll(async () => {
@@ -63,7 +40,6 @@ afterAll(async () => {
     for (const r of body.runs) if (r.status === 'RUNNING') await call('POST', `/${r.id}/cancel`, undefined, user);
   }
   await gw?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('runs per user', () => {

@@ -1,13 +1,11 @@
 // Reading yadage-style workflows: $ref resolution relative to the referring file, the schema, and the
 // checks a schema cannot make — each problem reported with its JSON path and file.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadWorkflow } from '../../src/workflows/workflow-loader.js';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
 
 const EXAMPLE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'examples', 'workflows', 'map-reduce');
 const example = () => ({
@@ -87,28 +85,25 @@ describe('workflow loading', () => {
 });
 
 describe('POST /api/af/workflows/validate', () => {
-  let gw: RunningGateway;
-  let dir: string;
-  const auth = { authorization: 'Basic ' + Buffer.from('alice:').toString('base64'), 'content-type': 'application/json' };
+  let gw: TestGateway;
+  const alice = () => client(gw, basic('alice'));
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'af-wf-'));
-    gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dir, backend: { local: { single_user: true } } }), makeLogger('warn'));
+    gw = await startTestGateway(SINGLE_USER, { prefix: 'af-wf-' });
   });
   afterAll(async () => {
     await gw?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it('answers valid with the stages, or each error with its path', async () => {
-    const ok = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: JSON.stringify({ entry: 'workflow.yml', files: example() }) });
-    expect(await ok.json()).toEqual({ valid: true, stages: ['acquire', 'map', 'reduce'], parameters: ['nfiles'], errors: [] });
+    const ok = await alice().post('/api/af/workflows/validate', { entry: 'workflow.yml', files: example() });
+    expect(ok.json).toEqual({ valid: true, stages: ['acquire', 'map', 'reduce'], parameters: ['nfiles'], errors: [] });
     const files = example();
     files['steps.yml'] = files['steps.yml'].replace('environment_type: docker-encapsulated', 'environment_type: vm');
-    const bad = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: JSON.stringify({ entry: 'workflow.yml', files }) });
-    expect(await bad.json()).toEqual({ valid: false, errors: [{ path: '$.stages[1].scheduler.step.environment.environment_type', file: 'steps.yml', message: 'must be one of docker-encapsulated, localproc-env' }] });
-    const malformed = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: auth, body: '{"entry": 1' });
+    const bad = await alice().post('/api/af/workflows/validate', { entry: 'workflow.yml', files });
+    expect(bad.json).toEqual({ valid: false, errors: [{ path: '$.stages[1].scheduler.step.environment.environment_type', file: 'steps.yml', message: 'must be one of docker-encapsulated, localproc-env' }] });
+    const malformed = await alice().post('/api/af/workflows/validate', '{"entry": 1');
     expect(malformed.status).toBe(400);
-    const unauthenticated = await fetch(`${gw.url}/api/af/workflows/validate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ entry: 'w', files: { w: '' } }) });
+    const unauthenticated = await client(gw).post('/api/af/workflows/validate', { entry: 'w', files: { w: '' } });
     expect(unauthenticated.status).toBe(401);
   });
 });
