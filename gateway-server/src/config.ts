@@ -38,7 +38,7 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd(), env: NodeJS
 }
 
 export function loadConfigFile(file: string | undefined): ResolvedConfig {
-  // The embedded default is one person's gateway on loopback: single-user (see README's security model).
+  // The embedded default is one person's gateway on loopback: single-user (see docs/security-model.md).
   // It also bounds what one careless notebook can start: 10 clusters at once.
   if (!file) return resolveConfig({ backend: { local: { single_user: true } }, policy: { user_limits: { max_clusters: 10 } } });
   let text: string;

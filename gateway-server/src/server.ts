@@ -64,7 +64,7 @@ export function checkSingleUser(config: ResolvedConfig, host: string): void {
   if (why) {
     throw new ConfigError(
       `backend.local.single_user is true, but ${why}: single-user mode runs every user's processes as the gateway's own account, ` +
-        `so it is only for one person on loopback. Remove backend.local.single_user and give users accounts (see accounts and README's security model).`,
+        `so it is only for one person on loopback. Remove backend.local.single_user and give users accounts (see accounts and docs/security-model.md).`,
     );
   }
 }
@@ -142,7 +142,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     dashboardTls: config.backend.type === 'local',
   });
   if (!local.single_user && process.getuid?.() === 0) {
-    logger.warn('the gateway runs as root: run it as an unprivileged account (it needs none of root\'s rights with the local backend; see README)');
+    logger.warn('the gateway runs as root: run it as an unprivileged account (it needs none of root\'s rights with the local backend; see docs/security-model.md)');
   }
   let listenUrl = '';
   const backend: Backend = htcondor
