@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-log() { printf '[bootstrap] %s\n' "$*" >&2; }
+HARNESS_TAG=bootstrap
+. scripts/lib/harness.sh   # log
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
 # Native modules (better-sqlite3) compile against the installed Node's headers instead of downloading them.

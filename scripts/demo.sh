@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-log() { printf '[demo] %s\n' "$*" >&2; }
+HARNESS_TAG=demo
+. scripts/lib/harness.sh   # log
 
 if [ $# -gt 0 ]; then
   log "scripts/demo.sh takes no arguments (got: $*); set ports with AF_DEMO_PORT, AF_DEMO_LAB_PORT,"

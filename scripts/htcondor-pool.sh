@@ -56,11 +56,11 @@ cache=${AF_HTCONDOR_CACHE:-/var/cache/af-gateway}
 key=$(printf '%s' "$RECIPE_VERSION" | sha256sum | cut -c1-12)
 chroot_dir="$cache/htcondor-trixie-$key"
 
-log() { printf '[htcondor-pool] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+HARNESS_TAG=htcondor-pool
+. "$script_dir/lib/harness.sh"   # log, die, need_root, free_port, lock_cache, apt_install
 # chroot(2), mount(2) and reading other users' /proc entries need root; a non-root caller would
 # get "chroot: cannot change root directory ...: Operation not permitted" (exit 125) at best.
-need_root() { [ "$(id -u)" -eq 0 ] || die "$1 needs root (chroot, mount, /proc of other users)"; }
+pool_needs_root() { need_root "$1" "chroot, mount, /proc of other users"; }
 
 # ---------------------------------------------------------------- mount helpers
 # Mount points under a directory, deepest first (from /proc/self/mountinfo; octal escapes decoded).
@@ -145,7 +145,7 @@ build_chroot() {
   mirror=$(debian_mirror)
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap on the host"
-    apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+    apt_install debootstrap
   fi
   log "debootstrap --variant=minbase trixie (into $tmp)"
   debootstrap --variant=minbase trixie "$tmp" "$mirror" > "$cache/build-$key.log" 2>&1 8>&- \
@@ -177,11 +177,9 @@ build_chroot() {
 cmd_ensure() {
   local t0=$SECONDS
   if [ -f "$chroot_dir/.af-htcondor-recipe" ]; then echo "$chroot_dir"; return 0; fi
-  need_root "building the chroot"
-  mkdir -p "$cache"
-  exec 8>"$cache/htcondor-trixie-$key.lock"
-  flock -w 3600 8 || die "timed out waiting for another build ($cache/htcondor-trixie-$key.lock)"
-  if [ -f "$chroot_dir/.af-htcondor-recipe" ]; then exec 8>&-; echo "$chroot_dir"; return 0; fi
+  pool_needs_root "building the chroot"
+  lock_cache "$cache/htcondor-trixie-$key.lock" 3600
+  if [ -f "$chroot_dir/.af-htcondor-recipe" ]; then unlock_cache; echo "$chroot_dir"; return 0; fi
   local d
   for d in "$cache/htcondor-trixie-$key".tmp.* "$chroot_dir"; do safe_rm "$d"; done   # interrupted builds
   local tmp="$cache/htcondor-trixie-$key.tmp.$$"
@@ -190,7 +188,7 @@ cmd_ensure() {
   build_chroot "$tmp"
   mv -T "$tmp" "$chroot_dir"
   trap - EXIT
-  exec 8>&-
+  unlock_cache
   log "built $chroot_dir in $((SECONDS - t0)) s"
   echo "$chroot_dir"
 }
@@ -227,10 +225,6 @@ bind_same_path() {   # bind host dir $1 at the same path inside $root, parents t
   done
   mount --bind "$src" "$dst"
   mount --make-private "$dst"
-}
-
-free_port() {
-  "$(host_python)" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 write_config() {
@@ -379,7 +373,7 @@ prune_orphans() {
 
 cmd_start() {
   [ $# -eq 1 ] || die "usage: $0 start <run-dir>"
-  need_root start
+  pool_needs_root start
   local t0ns; t0ns=$(date +%s%N)
   mkdir -p "$1"
   cmd_ensure >/dev/null
@@ -420,7 +414,7 @@ cmd_start() {
   chown "$cuid:$cgid" "$cdir" "$cdir"/{log,spool,lock,run}
   chown root:root "$cdir/execute"; chmod 1777 "$cdir/execute"
   chmod 755 "$cdir" "$cdir"/{log,spool,lock,run}
-  local port; port=$(free_port)
+  local port; port=$(free_port "$(host_python)")
   write_config "$port"
 
   local -a tool=(chroot --userspec="$CONDOR_USER:$CONDOR_USER" "$root" /usr/bin/env -i
@@ -490,7 +484,7 @@ run_pids() {
 
 cmd_stop() {
   [ $# -eq 1 ] || die "usage: $0 stop <run-dir>"
-  need_root stop
+  pool_needs_root stop
   [ -d "$1" ] || { log "no run dir $1: nothing to stop"; return 0; }
   run_paths "$1"
   local mpid="" pids seen
@@ -531,7 +525,7 @@ cmd_stop() {
 
 # ---------------------------------------------------------------- selftest
 cmd_selftest() {
-  need_root selftest
+  pool_needs_root selftest
   local t0=$SECONDS
   cmd_ensure
   local rd; rd=$(mktemp -d /tmp/af-htcondor-selftest.XXXXXX)

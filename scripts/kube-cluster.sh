@@ -42,10 +42,8 @@ repo_root=$(cd "$script_dir/.." && pwd -P)
 harness="$repo_root/test-harness/kube"
 cache=${AF_KUBE_CACHE:-/var/cache/af-gateway}
 
-log() { printf '[kube-cluster] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+HARNESS_TAG=kube-cluster
+. "$script_dir/lib/harness.sh"   # log, die, now, since, alive, free_ports, lock_cache
 
 recipe_files() { (cd "$harness" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort); }
 key=$( { printf '%s %s %s %s\n' "$RECIPE_VERSION" "$KUBE_VERSION" "$ETCD_VERSION" "$HELM_VERSION"
@@ -94,9 +92,8 @@ ensure() {
   [ -f "$build_dir/.complete" ] && return 0
   command -v go >/dev/null || die "ensure needs the go toolchain (>= 1.26) on PATH"
   mkdir -p "$cache"
-  exec 8>"$build_dir.lock"
-  flock 8
-  if [ -f "$build_dir/.complete" ]; then exec 8>&-; return 0; fi   # built by another run meanwhile
+  lock_cache "$build_dir.lock"
+  if [ -f "$build_dir/.complete" ]; then unlock_cache; return 0; fi   # built by another run meanwhile
   local t0 tmp blog="$cache/kube-build-$key.log"
   t0=$(now)
   tmp="$cache/.kube-$key.tmp.$$"
@@ -108,22 +105,12 @@ ensure() {
   fi
   touch "$tmp/.complete"
   mv "$tmp" "$build_dir"
-  exec 8>&-
+  unlock_cache
   log "built in $(since "$t0")s: $(tr '\n' ';' < "$bin/versions.txt")"
 }
 
 # ---------------------------------------------------------------- start / stop
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler node-agent"
-
-free_ports() {   # n distinct free TCP ports on 127.0.0.1
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 
 has_marker() {   # pid run-id: the process carries AF_KUBE_RUN_ID=<run-id>
   grep -qzxF "AF_KUBE_RUN_ID=$2" "/proc/$1/environ" 2>/dev/null
@@ -334,17 +321,12 @@ start() {
   die "no free ports after 3 attempts"
 }
 
-live() {   # pid: exists and is not a zombie (an orphan's zombie waits for init to reap it)
-  local st
-  st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ]
-}
 
 stop_pid() {   # pid seconds: SIGTERM, wait, SIGKILL
   local pid=$1 i
   kill -TERM "$pid" 2>/dev/null || return 0
   for i in $(seq 1 $(( $2 * 10 ))); do
-    live "$pid" || return 0
+    alive "$pid" || return 0
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true

@@ -49,10 +49,8 @@ START_TIMEOUT=30   # seconds until the server must accept connections
 # libpq settings of the caller (PGHOST, PGPASSWORD, PGSERVICE, ...) must not redirect our psql calls
 while read -r v; do unset "$v"; done < <(compgen -e | grep '^PG' || true)
 
-log() { printf '[postgres] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+HARNESS_TAG=postgres
+. "$(dirname "${BASH_SOURCE[0]}")/lib/harness.sh"   # log, die, now, since, alive, wait_until, lock_cache, apt_install
 
 # ---------------------------------------------------------------- ensure: the package
 bin_dir=
@@ -73,17 +71,13 @@ ensure() {
   [ "$(id -u)" -eq 0 ] || die "PostgreSQL is not installed and installing it needs root (apt-get install postgresql)"
   command -v apt-get >/dev/null || die "PostgreSQL is not installed and there is no apt-get"
   local t0 lock=/var/lock/af-postgres-ensure.lock aptlog
-  exec 8>"$lock"
-  flock -w 900 8 || die "timed out waiting for another ensure ($lock)"
-  if find_bin_dir; then exec 8>&-; return 0; fi   # installed by another run meanwhile
+  lock_cache "$lock" 900 ensure
+  if find_bin_dir; then unlock_cache; return 0; fi   # installed by another run meanwhile
   t0=$(now)
   aptlog=$(mktemp /tmp/af-postgres-apt.XXXXXX.log)
   log "installing postgresql with apt-get (log: $aptlog)"
-  {
-    timeout 300 apt-get update &&
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends postgresql
-  } > "$aptlog" 2>&1 < /dev/null || { tail -30 "$aptlog" >&2; exec 8>&-; die "apt-get failed (log: $aptlog)"; }
-  exec 8>&-
+  apt_install --log "$aptlog" postgresql || { unlock_cache; die "apt-get failed (log: $aptlog)"; }
+  unlock_cache
   # the package may have created (and started) the distribution's own cluster: not ours, left alone
   find_bin_dir || die "postgresql installed but no /usr/lib/postgresql/<major>/bin/{initdb,postgres,pg_isready,psql}"
   rm -f "$aptlog"
@@ -117,7 +111,7 @@ json_str() {   # a JSON string literal (backslash, quote, control characters esc
   printf '"%s"' "$s"
 }
 
-free_port() {   # a port the kernel considers free now (perl: postgresql-common depends on it)
+free_port() {   # a port the kernel considers free now (perl, not the harness library's Python: postgresql-common depends on it)
   perl -MIO::Socket::INET -e '
     my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0, Proto => "tcp", Listen => 1, ReuseAddr => 1) or die "$!\n";
     print $s->sockport, "\n";'
@@ -126,13 +120,6 @@ free_port() {   # a port the kernel considers free now (perl: postgresql-common 
 port_free() {
   perl -MIO::Socket::INET -e '
     IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0], Proto => "tcp", Listen => 1, ReuseAddr => 1) or exit 1;' "$1"
-}
-
-alive() {   # running (a zombie waiting for whoever adopted it to reap it counts as gone)
-  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
-  local st
-  st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null || true)   # comm has no spaces: "postgres"
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }
 
 server_pid() {   # the pid in <run-dir>/postgres.pid if it is still the postmaster of <run-dir>/pgdata
@@ -215,11 +202,7 @@ start() {
     pid=$!
     echo "$pid" > "$run/postgres.pid"
     up=
-    for i in $(seq 1 $(( START_TIMEOUT * 10 ))); do
-      alive "$pid" || break
-      if timeout 5 "$bin_dir/pg_isready" -q -h 127.0.0.1 -p "$port" -U "$DB_USER" -d postgres -t 2 >/dev/null 2>&1; then up=1; break; fi
-      sleep 0.1
-    done
+    wait_until "$START_TIMEOUT" 0.1 --pid "$pid" timeout 5 "$bin_dir/pg_isready" -q -h 127.0.0.1 -p "$port" -U "$DB_USER" -d postgres -t 2 && up=1
     [ -n "$up" ] && break
     if ! alive "$pid" && tail -20 "$logf" | grep -q 'could not bind\|Address already in use'; then
       log "port $port taken, retrying"; rm -f "$run/postgres.pid"; continue

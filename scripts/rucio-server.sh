@@ -124,10 +124,8 @@ key=$(printf '%s\n%s' "$RECIPE_VERSION" "$REQUIREMENTS" | sha256sum | cut -c1-12
 venv="$cache/rucio-venv-$key"
 py="$venv/bin/python"
 
-log() { printf '[rucio-server] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+HARNESS_TAG=rucio-server
+. "$script_dir/lib/harness.sh"   # log, die, now, since, alive, wait_until, free_port, lock_cache
 
 # ---------------------------------------------------------------- ensure: the cached venv
 host_python() {
@@ -143,10 +141,8 @@ host_python() {
 
 ensure() {
   [ -f "$venv/.complete" ] && return 0
-  mkdir -p "$cache"
-  exec 8>"$cache/rucio-venv-$key.lock"
-  flock 8
-  if [ -f "$venv/.complete" ]; then exec 8>&-; return 0; fi   # built by another run meanwhile
+  lock_cache "$cache/rucio-venv-$key.lock"
+  if [ -f "$venv/.complete" ]; then unlock_cache; return 0; fi   # built by another run meanwhile
   local base t0 tmp
   base=$(host_python) || die "no Python 3.11 with sqlite3 and venv (tried \$AF_RUCIO_PYTHON, /root/.pyenv/versions/3.11.7/bin/python3, python3.11)"
   t0=$(now)
@@ -163,16 +159,11 @@ ensure() {
   grep -rlI --exclude-dir=__pycache__ -- "$tmp" "$tmp/bin" "$tmp/pyvenv.cfg" 2>/dev/null | while read -r f; do sed -i "s#$tmp#$venv#g" "$f"; done
   touch "$tmp/.complete"
   mv "$tmp" "$venv"
-  exec 8>&-
+  unlock_cache
   log "venv built in $(since "$t0")s: $("$py" -m pip list --disable-pip-version-check 2>/dev/null | awk '$1=="rucio"||$1=="gunicorn"{printf "%s %s  ", $1, $2}')"
 }
 
 # ---------------------------------------------------------------- start / stop
-free_port() {
-  "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
 server_pid() {   # the pid in <run-dir>/rucio.pid if it is still our gunicorn
   local pid
@@ -302,7 +293,7 @@ build_database(); create_base_vo(); create_root_account()
 
   local attempt
   for attempt in 1 2 3; do
-    port=$(free_port)
+    port=$(free_port "$py")
     # setsid: gunicorn (and its worker) in a process group of their own, whose id is $!
     setsid "$py" -m gunicorn rucio.web.rest.flaskapi.v1.main:application \
       --bind "127.0.0.1:$port" --workers 1 "${worker_args[@]}" --timeout 300 --graceful-timeout 5 \
@@ -310,12 +301,8 @@ build_database(); create_base_vo(); create_root_account()
       >> "$logf" 2>&1 < /dev/null &
     pid=$!
     echo "$pid" > "$run/rucio.pid"
-    local i up=
-    for i in $(seq 1 300); do
-      if ! alive "$pid"; then break; fi
-      if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/ping" 2>/dev/null; then up=1; break; fi
-      sleep 0.1
-    done
+    local up=
+    wait_until 30 0.1 --pid "$pid" curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/ping" && up=1
     [ -n "$up" ] && break
     stop "$run" 2>/dev/null || true
     grep -q "Address already in use" "$logf" 2>/dev/null && { log "port $port taken, retrying"; continue; }

@@ -22,8 +22,8 @@ GATEWAY=af-gateway
 GROUP=af-users
 USERS=(af-alice af-bob af-carol af-dave af-erin af-frank af-mallory af-admin af-ci-pipeline af-bench)
 
-log() { printf '[test-accounts] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+HARNESS_TAG=test-accounts
+. scripts/lib/harness.sh   # log, die, need_root, apt_install
 
 python="$repo/.venv/bin/python"
 launcher="$repo/gateway-server/python/af_gateway_launcher.py"
@@ -37,7 +37,7 @@ cmd_ensure() {
   # sudo starts the users' launchers; setfacl shares a run's workspace with its owner's account
   if ! command -v sudo >/dev/null || ! command -v setfacl >/dev/null; then
     log "installing sudo and acl (apt-get)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo acl >/dev/null) || die "could not install sudo and acl"
+    apt_install sudo acl || die "could not install sudo and acl"
   fi
   getent group "$GROUP" >/dev/null || groupadd "$GROUP"
   getent passwd "$GATEWAY" >/dev/null || useradd --system --user-group --create-home --home-dir "/var/lib/$GATEWAY" --shell /usr/sbin/nologin "$GATEWAY"
