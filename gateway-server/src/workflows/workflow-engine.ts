@@ -5,8 +5,8 @@
 // store, so after a restart running steps are checked again (adopted) and the run goes on.
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
 import type { Backend, ProcessState, StepLaunch } from '../backends/backend.js';
@@ -16,15 +16,17 @@ import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { removeTree } from '../files/no-follow.js';
-import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
+import { INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, MAX_RUN_OUTPUTS, MAX_RUN_PARAMETERS, parametersWeight, publish, sizeOf, StageError } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
-import { nestingProblem } from './bundle-parser.js';
 import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
-import { keptWorkflowDir, readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
+import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
 import { RunChanges, RunStore, SaveTimer, type WorkflowEvents } from './run-store.js';
+import { keepBundleFiles, newRun, requiredParameters, tooDeepParameter } from './run-submission.js';
+
+export { requiredParameters };
 
 export interface WorkflowEngineDeps {
   store: StateStore;
@@ -61,18 +63,6 @@ export class WorkflowProblemsError extends AppError {
 }
 
 const FLUSH_MS = 200;
-
-/**
- * An init parameter nested too deep to be kept and sent, in words: JSON.parse takes any depth, but
- * a run is serialised recursively (state store, event stream, commands), which overflowed the stack.
- */
-function tooDeepParameter(parameters: Record<string, unknown>): string | null {
-  for (const [name, value] of Object.entries(parameters)) {
-    const deep = nestingProblem(value);
-    if (deep) return `parameters.${name.slice(0, 100)} ${deep}`;
-  }
-  return null;
-}
 
 export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private readonly active = new Map<string, ActiveRun>();
@@ -204,65 +194,13 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     const tooLarge = checkStaticScatters(spec, parameters, this.cfg.max_steps);
     if (tooLarge.length) throw new WorkflowProblemsError(tooLarge);
     const id = randomBytes(6).toString('hex');
-    const name = body.name ?? defaultName(body.entry);
     const workspace = join(this.root, id);
     await mkdir(workspace, { recursive: true, mode: 0o700 });
-    const run: RunRecord = {
-      id,
-      name,
-      username: user.name,
-      groups: user.groups,
-      status: 'RUNNING',
-      backend: backendName,
-      created: Date.now(),
-      finished: null,
-      message: '',
-      entry: body.entry,
-      spec,
-      parameters,
-      retries: body.retries ?? this.cfg.step_retries,
-      maxParallel: Math.min(body.max_parallel ?? this.cfg.max_parallel_steps, this.cfg.max_parallel_steps),
-      workspace,
-      stages: [
-        { name: INIT_STAGE, type: 'init', dependencies: [], state: 'APPLIED' },
-        ...spec.stages.map((s): StageRecord => ({ name: s.name, type: s.scheduler.scheduler_type, dependencies: dependenciesOf(s), state: 'WAITING' })),
-      ],
-      cancelRequested: null,
-    };
-    const init: NodeRecord = {
-      id: INIT_STAGE,
-      seq: 0,
-      stage: INIT_STAGE,
-      index: null,
-      state: 'SUCCESS',
-      parameters,
-      outputs: parameters,
-      after: [],
-      workdir: workspace,
-      attempts: 0,
-      exit_code: null,
-      started: run.created,
-      finished: run.created,
-      handle: null,
-    };
+    const retries = body.retries ?? this.cfg.step_retries;
+    const maxParallel = Math.min(body.max_parallel ?? this.cfg.max_parallel_steps, this.cfg.max_parallel_steps);
+    const { run, init } = newRun({ id, user, body, spec, backend: backendName, workspace, retries, maxParallel });
     try {
-      // Keep the files as submitted, so a run can be inspected and re-run as it was (the gateway's
-      // own: written before the owner may enter the workspace).
-      const kept = keptWorkflowDir(workspace);
-      for (const [file, text] of Object.entries(body.files)) {
-        const target = join(kept, file);
-        const rel = relative(kept, target);
-        if (!rel || rel.startsWith('..') || isAbsolute(rel) || file.includes('\0')) {
-          throw new AppError(422, 'bad_file_name', `files: ${JSON.stringify(file.slice(0, 200))} is not a relative path inside the bundle`);
-        }
-        try {
-          await mkdir(dirname(target), { recursive: true });
-          await writeFile(target, text);
-        } catch (err) {
-          // e.g. both `a` and `a/b`: one name is a file and a directory at once
-          throw new AppError(422, 'bad_file_name', `files: ${JSON.stringify(file.slice(0, 200))} cannot be kept with the bundle's other files (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}); give each file its own path`);
-        }
-      }
+      await keepBundleFiles(workspace, body.files);
       // Then the steps' owner may work in it (a multi-user local backend grants its account access).
       await backend.shareRunWorkspace?.(workspace, user.name);
     } catch (err) {
@@ -649,24 +587,4 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private runJson(a: ActiveRun): WorkflowRun {
     return runJson(a.run, (stage) => a.byStage.get(stage) ?? [], countsOf(a.byState));
   }
-}
-
-/** Init parameters the workflow reads ({stages: init, output: NAME}), in order of first use. */
-export function requiredParameters(spec: { stages: { scheduler: { parameters?: Record<string, unknown> } }[] }): string[] {
-  const names: string[] = [];
-  for (const s of spec.stages) {
-    for (const v of Object.values(s.scheduler.parameters ?? {})) {
-      if (!v || typeof v !== 'object' || Array.isArray(v) || !('stages' in v)) continue;
-      const ref = v as { stages: string | string[]; output: string };
-      const stages = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
-      if (stages.some((x) => x.split('[')[0] === INIT_STAGE) && !names.includes(ref.output)) names.push(ref.output);
-    }
-  }
-  return names;
-}
-
-function defaultName(entry: string): string {
-  const dir = basename(dirname(entry));
-  const base = dir && dir !== '.' ? dir : basename(entry).replace(/\.(ya?ml|json)$/i, '');
-  return base.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64) || 'workflow';
 }

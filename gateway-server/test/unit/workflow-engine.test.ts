@@ -6,7 +6,7 @@
 // Steps' files (.af/command, .af/run.sh) are still written to a temporary workspace: the engine
 // writes them before every start, and the tests check what a backend is given to run.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -204,6 +204,37 @@ describe('a run', () => {
     const d = await status(e, run, 'SUCCESS');
     expect(d.run.counts.SUCCESS).toBe(6);
     expect(d.run.outputs).toEqual({ fan: { done: ['yes', 'yes', 'yes', 'yes', 'yes', 'yes'] } });
+  });
+});
+
+describe('submission', () => {
+  const needsN: WorkflowBundle = {
+    entry: 'wf.yml',
+    files: {
+      'wf.yml': `stages:
+  - name: gen
+    dependencies: [init]
+    scheduler: {scheduler_type: singlestep-stage, parameters: {n: {stages: init, output: n, unwrap: true}}, step: ${cmd('echo {n}')}}
+`,
+    },
+  };
+
+  it('refuses a run without the init parameters it reads, on an unknown backend, or with a file outside the bundle (422), leaving no workspace', async () => {
+    const e = await engine();
+    await expect(e.submit(alice, needsN)).rejects.toMatchObject({ statusCode: 422, code: 'missing_parameters', message: expect.stringContaining('-p n=…') });
+    await expect(e.submit(alice, { ...chain, backend: 'htcondor' })).rejects.toMatchObject({ statusCode: 422, code: 'unknown_backend', message: expect.stringContaining('runs them on memory') });
+    await expect(e.submit(alice, { ...chain, files: { ...chain.files, '../escape.yml': 'x' } })).rejects.toMatchObject({ statusCode: 422, code: 'bad_file_name' });
+    expect(readdirSync(join(dir, 'workflows'))).toEqual([]);
+    expect(backend.calls.startSteps).toEqual([]);
+  });
+
+  it('names the run after its entry, renders the step with the parameters and keeps the files as submitted', async () => {
+    const e = await engine();
+    const run = await e.submit(alice, { ...needsN, entry: 'fits/wf.yml', files: { 'fits/wf.yml': needsN.files['wf.yml']! }, parameters: { n: 7 } });
+    expect(run).toMatchObject({ name: 'fits', parameters: { n: 7 } });
+    const gen = await started(run, 'gen');
+    expect(readFileSync(stepFiles((gen.launch as StepLaunch).workdir).command, 'utf8')).toBe('echo 7');
+    expect(readFileSync(join(dir, 'workflows', run.id, '.af', 'workflow', 'fits', 'wf.yml'), 'utf8')).toBe(needsN.files['wf.yml']);
   });
 });
 
