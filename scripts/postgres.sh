@@ -20,7 +20,8 @@
 #                                         SIGKILL to the postmaster and its children (bounded, ~10 s
 #                                         at most); safe to repeat and when never started. Deletes
 #                                         only <run-dir>/postgres.pid.
-#   scripts/postgres.sh selftest          ensure + start + psql round trip + stop, in a temp dir
+#   scripts/postgres.sh selftest          runs gateway-server/test/e2e/test_harness_postgres.py (ensure,
+#                                         start, psql round trips, stop, in a temp dir)
 #
 # Run as root, the server runs as the unprivileged `postgres` user the package creates (or a system
 # user `af-postgres` made here if there is none): PostgreSQL refuses to run as root. <run-dir> then
@@ -279,61 +280,9 @@ stop() {
 }
 
 # ---------------------------------------------------------------- selftest
-selftest_tmp=
-selftest() {
-  local t0 json url pid version got
-  selftest_tmp=$(mktemp -d /tmp/postgres-selftest.XXXXXX)
-  cleanup() {   # runs at exit, when the locals are gone: globals only
-    [ -n "$selftest_tmp" ] || return 0
-    stop "$selftest_tmp" || true
-    rm -rf "$selftest_tmp"
-  }
-  trap cleanup EXIT
-
-  t0=$(now); ensure; log "ensure: $(since "$t0")s ($bin_dir)"
-  t0=$(now)
-  json=$(start "$selftest_tmp")
-  log "start: $(since "$t0")s"
-  [ "$json" = "$selftest_tmp/postgres.json" ] || die "start printed '$json'"
-  url=$(grep -o '"url": "[^"]*"' "$json" | cut -d'"' -f4)
-  pid=$(grep -o '"pid": [0-9]*' "$json" | grep -o '[0-9]*$')
-  version=$(grep -o '"version": "[^"]*"' "$json" | cut -d'"' -f4)
-
-  q() { PGCONNECT_TIMEOUT=5 timeout 30 "$bin_dir/psql" -X -q -At -v ON_ERROR_STOP=1 "$url" "$@"; }
-  got=$(q -c 'select 1'); [ "$got" = 1 ] || die "select 1 returned '$got'"
-  q -c 'create table selftest (id int primary key, name text not null)'
-  q -c "insert into selftest values (1, 'één'), (2, 'two')"
-  got=$(q -c "select string_agg(id || ':' || name, ',' order by id) from selftest")
-  [ "$got" = "1:één,2:two" ] || die "read back '$got'"
-  got=$(q -c "select current_user || ' ' || current_database() || ' ' || pg_encoding_to_char(encoding) from pg_database where datname = current_database()")
-  [ "$got" = "af af_gateway UTF8" ] || die "identity '$got'"
-  # a wrong password is refused (scram-sha-256, not trust)
-  if PGCONNECT_TIMEOUT=5 timeout 30 "$bin_dir/psql" -X -At "${url/:$(grep -o '"password": "[^"]*"' "$json" | cut -d'"' -f4)@/:wrong@}" -c 'select 1' >/dev/null 2>&1; then
-    die "a wrong password was accepted"
-  fi
-  # the Unix socket, if any, with the same password
-  local sock
-  sock=$(grep -o '"socket_dir": "[^"]*"' "$json" | cut -d'"' -f4)
-  if [ -n "$sock" ]; then
-    got=$(PGPASSWORD=$(cat "$selftest_tmp/postgres.password") PGCONNECT_TIMEOUT=5 timeout 30 "$bin_dir/psql" -X -At \
-      -h "$sock" -p "$(grep -o '"port": [0-9]*' "$json" | grep -o '[0-9]*$')" -U af -d af_gateway -c 'select count(*) from selftest')
-    [ "$got" = 2 ] || die "over the Unix socket: '$got'"
-  fi
-  # a second start on a running server changes nothing
-  [ "$(start "$selftest_tmp" 2>/dev/null)" = "$json" ] || die "second start did not print the JSON path"
-  [ "$(grep -o '"pid": [0-9]*' "$json" | grep -o '[0-9]*$')" = "$pid" ] || die "second start changed the pid"
-
-  t0=$(now); stop "$selftest_tmp"; log "stop: $(since "$t0")s"
-  alive "$pid" && die "postmaster $pid still alive after stop"
-  local kids
-  kids=$(pgrep -u "${run_user:-$(id -un)}" -f "^postgres: " 2>/dev/null | while read -r k; do
-    [ "$(awk '{ print $4 }' "/proc/$k/stat" 2>/dev/null)" = "$pid" ] && printf ' %s' "$k"; done || true)
-  [ -z "$kids" ] || die "children of $pid still present after stop:$kids"
-  stop "$selftest_tmp"   # repeat: a no-op
-  selftest_tmp=
-  rm -rf "$(dirname "$json")"
-  log "selftest passed"
-  printf 'postgres selftest ok (%s)\n' "$version"
+selftest() {   # the checks are a test of the suite now
+  local repo; repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+  exec "$repo/.venv/bin/python" -m pytest "$repo/gateway-server/test/e2e/test_harness_postgres.py" -q -p no:cacheprovider
 }
 
 case "${1:-}" in
