@@ -25,6 +25,7 @@ import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-fil
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
 import { RunChanges, RunStore, SaveTimer, type WorkflowEvents } from './run-store.js';
 import { keepBundleFiles, newRun, requiredParameters, tooDeepParameter } from './run-submission.js';
+import { maySee, RunCap } from './run-access.js';
 
 export { requiredParameters };
 
@@ -78,6 +79,11 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     this.setMaxListeners(0);
     this.cfg = deps.config.workflows;
     this.runs = new RunStore(deps.store);
+    this.cap = new RunCap(this.cfg.max_active_runs_per_user, (owner) => {
+      let n = 0;
+      for (const a of this.active.values()) if (a.run.username === owner) n++;
+      return n;
+    });
     this.root = this.cfg.workspace_root ?? join(deps.config.data_dir, 'workflows');
     // A step that ended is noticed at once, not at the next poll (which still catches anything missed).
     for (const [name, backend] of deps.backends) {
@@ -134,30 +140,11 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
 
   // --- submission -------------------------------------------------------------------------------
 
-  /** Submissions under way per user (counted with their active runs, so parallel POSTs cannot pass the cap). */
-  private readonly submitting = new Map<string, number>();
-
-  /** Refuses one more active run of the user beyond workflows.max_active_runs_per_user (429). */
-  private checkRunCap(user: User): void {
-    const max = this.cfg.max_active_runs_per_user;
-    if (max == null) return;
-    let n = this.submitting.get(user.name) ?? 0;
-    for (const a of this.active.values()) if (a.run.username === user.name) n++;
-    if (n >= max) {
-      throw new AppError(429, 'limit_workflow_runs', `User ${user.name} has ${n} workflow run${n === 1 ? '' : 's'} going and may have ${max} at once (workflows.max_active_runs_per_user); wait for one to finish or cancel one`);
-    }
-  }
+  /** workflows.max_active_runs_per_user over the runs held here. */
+  private readonly cap: RunCap;
 
   async submit(user: User, body: WorkflowBundle): Promise<WorkflowRun> {
-    this.checkRunCap(user);
-    this.submitting.set(user.name, (this.submitting.get(user.name) ?? 0) + 1);
-    try {
-      return await this.submitNow(user, body);
-    } finally {
-      const left = (this.submitting.get(user.name) ?? 1) - 1;
-      if (left) this.submitting.set(user.name, left);
-      else this.submitting.delete(user.name);
-    }
+    return this.cap.admit(user.name, () => this.submitNow(user, body));
   }
 
   /**
@@ -237,9 +224,9 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   /** The run if the user may see it (owner or admin); 404 otherwise, so ids of others do not leak. */
   private async visible(user: User, id: string): Promise<{ run: RunRecord; nodes: () => Promise<NodeRecord[]>; active?: ActiveRun }> {
     const a = this.active.get(id);
-    if (a && (a.run.username === user.name || user.admin)) return { run: a.run, nodes: async () => [...a.nodes.values()], active: a };
+    if (a && maySee(user, a.run)) return { run: a.run, nodes: async () => [...a.nodes.values()], active: a };
     const run = a ? undefined : await this.runs.run(id);
-    if (!run || (run.username !== user.name && !user.admin)) throw notFound(`Workflow run ${id}`);
+    if (!run || !maySee(user, run)) throw notFound(`Workflow run ${id}`);
     return { run, nodes: () => this.runs.nodes(id) };
   }
 
@@ -286,7 +273,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     const run = v.run;
     const nodes = await v.nodes();
     if (this.active.has(id)) throw conflict(`Workflow run ${id} is already being retried`, 'run_active'); // a second click meanwhile
-    this.checkRunCap({ ...user, name: run.username }); // the run counts against its owner's runs
+    this.cap.check(run.username); // the run counts against its owner's runs
     const a = this.activate(run, nodes);
     for (const n of a.nodes.values()) {
       if (n.state === 'FAILED' || n.state === 'CANCELLED') this.setNode(a, n, { state: 'DEFINED', attempts: 0, exit_code: null, finished: null, handle: null, message: `retried by ${user.name}` });
