@@ -77,6 +77,8 @@ export interface Reply {
   text: string;
   /** The body parsed as JSON; `{}` when it is empty or not JSON (then see `text`). */
   json: Record<string, unknown>;
+  /** The body parsed as JSON, or its text when it is not JSON (a log, a file). */
+  body: unknown;
   /** Milliseconds from sending the request to reading the whole answer. */
   ms: number;
 }
@@ -101,14 +103,14 @@ export async function request(base: string | { url: string }, method: string, pa
     signal: timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs),
   });
   const text = await res.text();
-  let json: Record<string, unknown> = {};
+  let parsed: unknown = text;
   try {
-    const parsed: unknown = text ? JSON.parse(text) : {};
-    if (parsed !== null && typeof parsed === 'object') json = parsed as Record<string, unknown>;
+    parsed = JSON.parse(text);
   } catch {
     // not JSON: the caller looks at text
   }
-  return { status: res.status, headers: res.headers, text, json, ms: performance.now() - t0 };
+  const json = parsed !== null && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : {};
+  return { status: res.status, headers: res.headers, text, json, body: parsed, ms: performance.now() - t0 };
 }
 
 /**

@@ -8,51 +8,29 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import type { WorkflowDag, WorkflowRun, AfEvent } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
+import { basic, client, runEnded, SINGLE_USER, startTestGateway, waitForRun, wsUrl, type TestGateway } from '../support/gateway.js';
 
 const EXAMPLES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'examples', 'workflows');
 const read = (dir: string, ...files: string[]) => Object.fromEntries(files.map((f) => [f, readFileSync(join(EXAMPLES, dir, f), 'utf8')]));
-const basic = (user: string) => 'Basic ' + Buffer.from(`${user}:`).toString('base64');
 
-let gw: RunningGateway;
+let gw: TestGateway;
 let dataDir: string;
 
 async function api<T = unknown>(method: string, path: string, body?: unknown, user = 'alice'): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${gw.url}/api/af/workflows${path}`, {
-    method,
-    headers: { authorization: basic(user), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    /* a log or a file */
-  }
-  return { status: res.status, body: parsed as T };
+  const r = await client(gw, basic(user)).call(method, `/api/af/workflows${path}`, body);
+  return { status: r.status, body: r.body as T };
 }
 
-async function waitFor(id: string, done: (d: WorkflowDag) => boolean, timeoutMs = 60_000): Promise<WorkflowDag> {
-  const deadline = Date.now() + timeoutMs;
-  let last: WorkflowDag | undefined;
-  while (Date.now() < deadline) {
-    last = (await api<WorkflowDag>('GET', `/${id}`)).body;
-    if (done(last)) return last;
-    await sleep(200);
-  }
-  throw new Error(`run ${id} did not get there in time; last: ${JSON.stringify(last?.run)}`);
-}
-const finished = (d: WorkflowDag) => ['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status);
+const waitFor = (id: string, done: (d: WorkflowDag) => boolean, timeoutMs = 60_000) => waitForRun(client(gw, basic('alice')), id, { until: done, timeoutMs });
+const finished = runEnded;
 
-function config(extra: Record<string, unknown> = {}) {
-  return resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, auth: { type: 'simple', admin_users: ['root'] }, workflows: { poll_period: 0.2 }, ...extra });
-}
+/** A gateway on the test's data dir (kept across restarts). */
+const start = (extra: Record<string, unknown> = {}) =>
+  startTestGateway({ ...SINGLE_USER, auth: { type: 'simple', admin_users: ['root'] }, workflows: { poll_period: 0.2 }, ...extra }, { dataDir });
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'af-wf-'));
-  gw = await startGateway(config(), makeLogger('warn'));
+  gw = await start();
 });
 
 afterAll(async () => {
@@ -63,7 +41,7 @@ afterAll(async () => {
 describe('workflow runs on the local backend', () => {
   it('runs map-reduce: the map stage gets one step per file acquire made, reduce adds their counts', async () => {
     const events: AfEvent[] = [];
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/api/af/events`, { headers: { authorization: basic('alice') } });
+    const ws = new WebSocket(wsUrl(gw, '/api/af/events'), { headers: basic('alice') });
     ws.on('message', (m) => events.push(JSON.parse(String(m)) as AfEvent));
     await new Promise((r) => ws.once('open', r));
 
@@ -270,7 +248,7 @@ describe('workflow runs on the local backend', () => {
     const r = await api<WorkflowRun>('POST', '', { entry: 'wf.yml', files });
     await waitFor(r.body.id, (d) => d.nodes.some((n) => n.id === 'talk'));
     const started = Date.now();
-    const res = await fetch(`${gw.url}/api/af/workflows/${r.body.id}/nodes/talk/log?follow=true`, { headers: { authorization: basic('alice') } });
+    const res = await fetch(`${gw.url}/api/af/workflows/${r.body.id}/nodes/talk/log?follow=true`, { headers: basic('alice') });
     const text = await res.text(); // ends when the step finished
     expect(Date.now() - started).toBeGreaterThan(700);
     expect(text).toMatch(/line 1\nline 2\nline 3\n$/);
@@ -287,7 +265,7 @@ describe('workflow runs on the local backend', () => {
 describe('a workflow run across a gateway restart', () => {
   it('adopts the step that kept running and finishes the run', async () => {
     await gw.close();
-    gw = await startGateway(config({ cluster: { stop_on_shutdown: false } }), makeLogger('warn'));
+    gw = await start({ cluster: { stop_on_shutdown: false } });
     const files = {
       'wf.yml': `stages:
   - name: long
@@ -315,7 +293,7 @@ describe('a workflow run across a gateway restart', () => {
     const job = running.nodes.find((n) => n.id === 'long')!.job;
     await gw.close(); // the step goes on without the gateway
     await sleep(500);
-    gw = await startGateway(config(), makeLogger('warn'));
+    gw = await start();
     const dag = await waitFor(r.body.id, finished, 30_000);
     expect(dag.run.status).toBe('SUCCESS');
     const long = dag.nodes.find((n) => n.id === 'long')!;
