@@ -63,6 +63,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     forceCloseConnections: true,
     return503OnClosing: true,
     rewriteUrl: (req) => stripBasePath(req.url ?? '/', deps.basePath),
+    // A URL the router refuses (a path parameter over 100 characters, a bad escape) is answered in
+    // the gateway's error format too, not in Fastify's own (which error.json does not describe).
+    frameworkErrors: (err, req, reply) => void errorHandler(err, req, reply),
   });
 
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema as object));
