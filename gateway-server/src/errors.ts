@@ -1,5 +1,8 @@
 // One error type for everything a person may see. `message` is safe to show; `cause` is for the log.
-import type { ErrorCode, RucioErrorCode } from '@af-gateway/schemas';
+import type { ErrorBody, ErrorCode, RucioErrorCode } from '@af-gateway/schemas';
+
+/** One problem of a rejected document, at its JSON path (error.json's details). */
+export type ErrorDetail = NonNullable<ErrorBody['details']>[number];
 
 /** Every code an error answer may carry: listed, each with its meaning, in schemas/json/error.json. */
 export type AnyErrorCode = ErrorCode | RucioErrorCode;
@@ -9,7 +12,7 @@ export class AppError extends Error {
     readonly statusCode: number,
     readonly code: AnyErrorCode,
     message: string,
-    options?: { cause?: unknown; headers?: Record<string, string>; details?: { path: string; file?: string; message: string }[] },
+    options?: { cause?: unknown; headers?: Record<string, string>; details?: ErrorDetail[] },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.headers = options?.headers ?? {};
@@ -17,7 +20,7 @@ export class AppError extends Error {
   }
   readonly headers: Record<string, string>;
   /** Each problem of a rejected document, with its JSON path (sent as `details`). */
-  readonly details?: { path: string; file?: string; message: string }[];
+  readonly details?: ErrorDetail[];
 }
 
 export const notFound = (what: string) => new AppError(404, 'not_found', `${what} not found`);

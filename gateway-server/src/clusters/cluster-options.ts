@@ -5,8 +5,6 @@ import type { ClusterOptionField, ResolvedConfig } from '../config.js';
 import { unprocessable } from '../errors.js';
 import type { ClusterSettings } from './model.js';
 
-/** One field of the options form, as GET /api/v1/options sends it (options-spec.json). */
-export type OptionSpecEntry = Field;
 
 /** Bounds on what a user may put in an option: each value ends up in a process's environment, a
  * submit description or a pod spec, so no control characters (tab aside) and modest sizes. */
@@ -71,7 +69,8 @@ export class ClusterOptions {
     for (const f of fields) this.check(f, defaultOf(f));
   }
 
-  spec(): OptionSpecEntry[] {
+  /** The form's fields, as GET /api/v1/options sends them (options-spec.json). */
+  spec(): Field[] {
     return this.fields.map((f) => ({
       field: f.field,
       label: f.label ?? f.field,
