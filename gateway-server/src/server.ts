@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
+import type { FastifyBaseLogger, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { buildApp, stripBasePath } from './app.js';
 import { basePathOf, ConfigError, parseListen, type ResolvedConfig } from './config.js';
 import { errorMessage } from './errors.js';
@@ -37,6 +37,8 @@ export interface RunningGateway {
   /** Base URL of the API, e.g. http://127.0.0.1:8000 */
   url: string;
   port: number;
+  /** Answers a request in this process without the network (Fastify's inject; no WebSocket upgrades): for tests. */
+  inject(request: InjectOptions): Promise<LightMyRequestResponse>;
   close(): Promise<void>;
 }
 
@@ -317,6 +319,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   return {
     url,
     port: actualPort,
+    inject: (request) => app.inject(request),
     close: () =>
       (closing ??= (async () => {
         clearInterval(prune);
