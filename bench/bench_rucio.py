@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,11 +26,8 @@ ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 ROUNDS = int(os.environ.get("AF_BENCH_RUCIO_ROUNDS", "5"))
 
 
-def free_port() -> int:
-    """The tests' port picker (it skips the ports fetch() and browsers refuse)."""
-    sys.path.insert(0, str(REPO / "gateway-server" / "test" / "e2e"))
-    from af_e2e_support import free_port as pick
-    return pick()
+sys.path.insert(0, str(REPO / "gateway-server" / "test" / "e2e"))
+from af_e2e_support import free_port, stop  # noqa: E402  (the tests' port picker and process stopper)
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -139,12 +135,7 @@ def main() -> int:
         subprocess.run(["bash", str(REPO / "scripts/rucio-server.sh"), "stop", str(rucio_dir)], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=60)
         for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+            stop(p)
         subprocess.run(["rm", "-rf", str(work)])
 
 

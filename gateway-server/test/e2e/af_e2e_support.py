@@ -110,6 +110,23 @@ def start_provider(directory, env=None):
     return proc, json.loads(line)
 
 
+def hub_config(directory, ports) -> str:
+    """The lines of jupyterhub_config.py every test Hub shares: loopback ports (proxy, hub, proxy_api
+    of `ports`), the repository's configurable-http-proxy, the simple spawner, its state in `directory`."""
+    return f"""
+c.JupyterHub.ip = '127.0.0.1'
+c.JupyterHub.port = {ports['proxy']}
+c.JupyterHub.hub_ip = '127.0.0.1'
+c.JupyterHub.hub_port = {ports['hub']}
+c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
+c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{ports['proxy_api']}'
+c.JupyterHub.spawner_class = 'simple'
+c.JupyterHub.db_url = 'sqlite:///{directory}/hub.sqlite'
+c.JupyterHub.cookie_secret_file = '{directory}/cookie_secret'
+c.JupyterHub.pid_file = '{directory}/hub.pid'
+"""
+
+
 def client_credentials_token(provider, client, scope="openid compute.create compute.read"):
     """What a CI job does: one POST to the provider's token endpoint."""
     conf = requests.get(provider["issuer"] + "/.well-known/openid-configuration", timeout=10).json()

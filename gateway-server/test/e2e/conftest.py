@@ -91,7 +91,7 @@ def only_ours(what: str) -> None:
         pytest.skip(f"peer mode: {what} is an AF Gateway contract point")
 
 
-from af_e2e_support import free_port  # noqa: E402  (one picker: it skips the ports fetch() refuses)
+from af_e2e_support import free_port, start_provider, stop  # noqa: E402  (one picker: it skips the ports fetch() refuses)
 
 
 def wait_until(fn, timeout: float, message, interval: float = 0.25):
@@ -637,6 +637,17 @@ def _final_process_sweep():
     except psutil.Error:
         rest = []
     kill_procs([p.pid for p in rest])
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory):
+    """The test OpenID provider of a module (gateway-server/test/support/oidc-provider.mjs): its
+    description (issuer, audience, clients)."""
+    proc, info = start_provider(tmp_path_factory.mktemp("op"))
+    try:
+        yield info
+    finally:
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

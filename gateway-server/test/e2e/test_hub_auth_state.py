@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from af_e2e_support import CHP, free_port, start_gateway, start_provider, stop, wait_http
+from af_e2e_support import free_port, hub_config, start_gateway, start_provider, stop, wait_http
 
 SERVICE_TOKEN = "af-gateway-service-" + os.urandom(8).hex()
 HUB_CLIENT = {"client_id": "jupyterhub", "client_secret": "hub-secret-" + os.urandom(4).hex()}
@@ -56,18 +56,7 @@ def stack(tmp_path_factory):
         })
         procs.append(gw)
         # 3. JupyterHub logging in at the provider, keeping tokens in auth_state
-        (d / "jupyterhub_config.py").write_text(f"""
-c.JupyterHub.ip = '127.0.0.1'
-c.JupyterHub.port = {p['proxy']}
-c.JupyterHub.hub_ip = '127.0.0.1'
-c.JupyterHub.hub_port = {p['hub']}
-c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
-c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{p['proxy_api']}'
-c.JupyterHub.spawner_class = 'simple'
-c.JupyterHub.db_url = 'sqlite:///{d}/hub.sqlite'
-c.JupyterHub.cookie_secret_file = '{d}/cookie_secret'
-c.JupyterHub.pid_file = '{d}/hub.pid'
-c.JupyterHub.authenticator_class = 'generic-oauth'
+        (d / "jupyterhub_config.py").write_text(hub_config(d, p) + f"""c.JupyterHub.authenticator_class = 'generic-oauth'
 c.GenericOAuthenticator.client_id = {HUB_CLIENT['client_id']!r}
 c.GenericOAuthenticator.client_secret = {HUB_CLIENT['client_secret']!r}
 c.GenericOAuthenticator.oauth_callback_url = '{public}/hub/oauth_callback'

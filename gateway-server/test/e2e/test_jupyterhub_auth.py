@@ -15,7 +15,7 @@ import pytest
 import requests
 from dask_gateway import Gateway, JupyterHubAuth
 
-from af_e2e_support import CHP, free_port, start_gateway, stop, wait_http
+from af_e2e_support import free_port, hub_config, start_gateway, stop, wait_http
 
 ALICE_TOKEN = "alice-hub-token-" + os.urandom(8).hex()
 SERVICE_TOKEN = "af-gateway-service-token-" + os.urandom(8).hex()
@@ -43,18 +43,8 @@ def hub(tmp_path_factory, ports, hub_gateway):
     callback = _callback(ports)
     public = f"http://127.0.0.1:{ports['proxy']}"
     (d / "jupyterhub_config.py").write_text(
-        f"""
-c.JupyterHub.ip = '127.0.0.1'
-c.JupyterHub.port = {ports['proxy']}
-c.JupyterHub.hub_ip = '127.0.0.1'
-c.JupyterHub.hub_port = {ports['hub']}
-c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
-c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{ports['proxy_api']}'
+        hub_config(d, ports) + f"""
 c.JupyterHub.authenticator_class = 'dummy'
-c.JupyterHub.spawner_class = 'simple'
-c.JupyterHub.db_url = 'sqlite:///{d}/hub.sqlite'
-c.JupyterHub.cookie_secret_file = '{d}/cookie_secret'
-c.JupyterHub.pid_file = '{d}/hub.pid'
 c.Authenticator.allowed_users = {{'alice', 'bob'}}
 c.JupyterHub.load_groups = {{'physicists': {{'users': ['alice']}}}}
 c.JupyterHub.api_tokens = {{{ALICE_TOKEN!r}: 'alice', {BOB_TOKEN!r}: 'bob'}}

@@ -8,16 +8,7 @@ import requests
 import dask
 from dask_gateway import Gateway
 
-from af_e2e_support import client_credentials_token, oidc_gateway_config, start_gateway, start_provider, stop
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory):
-    proc, info = start_provider(tmp_path_factory.mktemp("op"))
-    try:
-        yield info
-    finally:
-        stop(proc)
+from af_e2e_support import client_credentials_token, oidc_gateway_config, start_gateway, stop
 
 
 @pytest.fixture(scope="module")

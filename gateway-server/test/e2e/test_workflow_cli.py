@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from af_e2e_support import REPO, client_credentials_token, free_port, oidc_gateway_config, start_gateway, start_provider, stop, traversable_dir
+from af_e2e_support import REPO, client_credentials_token, free_port, oidc_gateway_config, start_gateway, stop, traversable_dir
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
@@ -28,15 +28,6 @@ MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
 # --------------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory):
-    proc, info = start_provider(tmp_path_factory.mktemp("op"))
-    try:
-        yield info
-    finally:
-        stop(proc)
 
 
 def _kill_below(directory):
