@@ -4,6 +4,7 @@ changes nothing, and a `stop` that leaves no process of the server behind.
 
 Was `scripts/postgres.sh selftest` (which now runs this file). A few seconds.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -21,11 +22,11 @@ def pg(*args, timeout=90):
     return subprocess.run(["bash", str(PG_SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def server():
-    """A server in a run dir of its own, stopped and removed at the end however the tests went."""
+@contextlib.contextmanager
+def started_server(prefix):
+    """A server in a run dir of its own, stopped and removed at the end however the test went."""
     assert pg("ensure").returncode == 0
-    run_dir = Path(tempfile.mkdtemp(prefix="af-pg-harness-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         started = pg("start", str(run_dir))
         assert started.returncode == 0, started.stderr
@@ -33,6 +34,12 @@ def server():
     finally:
         pg("stop", str(run_dir))
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with started_server("af-pg-harness-") as info:
+        yield info
 
 
 def test_start_prints_only_the_path_of_its_description(server):
@@ -74,12 +81,8 @@ def test_a_second_start_changes_nothing(server):
 
 
 def test_stop_leaves_no_process_of_the_server_and_may_be_repeated():
-    assert pg("ensure").returncode == 0
-    run_dir = Path(tempfile.mkdtemp(prefix="af-pg-harness-stop-"))
-    try:
-        started = pg("start", str(run_dir))
-        assert started.returncode == 0, started.stderr
-        pid = json.loads(Path(started.stdout.strip()).read_text())["pid"]
+    with started_server("af-pg-harness-stop-") as info:
+        pid, run_dir = info["pid"], info["run_dir"]
         backends = [p.pid for p in psutil.Process(pid).children(recursive=True)]
         assert backends, "a postmaster has its background processes"
         stopped = pg("stop", str(run_dir))
@@ -88,6 +91,3 @@ def test_stop_leaves_no_process_of_the_server_and_may_be_repeated():
         assert left == []
         assert not (run_dir / "postgres.pid").exists()
         assert pg("stop", str(run_dir)).returncode == 0
-    finally:
-        pg("stop", str(run_dir))
-        shutil.rmtree(run_dir, ignore_errors=True)
