@@ -1,0 +1,138 @@
+// The HTCondor backend on the list contract: what one call of the engine costs in condor commands.
+// A stand-in for the condor tools (a shell script after the command prefix) records each call and
+// the account it acts as, numbers submissions like a schedd, and answers condor_q with a queue of
+// one running, one idle and one held job. The real pool is in test/e2e/test_htcondor_pool.py.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HTCondorBackend, type HTCondorConfig } from '../../src/backends/htcondor/htcondor-backend.js';
+import type { LocalBackend } from '../../src/backends/local/local-backend.js';
+import type { AccountResolver } from '../../src/accounts/accounts.js';
+import type { BackendHandle, ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import { makeLogger } from '../../src/server.js';
+
+let dir: string;
+let standin: string;
+
+/** Every user's account is the test's own uid (no files change hands here), under the user's name. */
+const accounts: AccountResolver = {
+  resolve: async (user) => ({ name: `af-${user}`, uid: process.getuid!(), gid: process.getgid!(), home: '/nonexistent' }),
+};
+
+const config: HTCondorConfig = {
+  command_prefix: [], environment: {}, auth_method: 'fs', python: '/opt/python', universe: 'vanilla', container_image: null,
+  requirements: null, accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
+  scheduler_host: '127.0.0.1', scheduler_in_job: true, file_owner: null, poll_period: 3, command_timeout: 10,
+};
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'af-condor-batches-'));
+  standin = join(dir, 'condor-standin');
+  // $1 is --as=ACCOUNT (the prefix); submissions get cluster ids 20, 21, … (one proc per queued
+  // name); the account af-broken is refused by the schedd.
+  writeFileSync(
+    standin,
+    `#!/bin/sh
+as="\${1#--as=}"; shift
+echo "$as $*" >> "${dir}/calls"
+case "$1" in
+  condor_submit)
+    cat > "${dir}/submitted.$$"
+    [ "$as" = af-broken ] && { echo "ERROR: Failed to connect to local queue manager" >&2; exit 1; }
+    n=$(sed -n '/^queue .* from ($/,/^)$/p' "${dir}/submitted.$$" | grep -vc -e '^queue' -e '^)$')
+    # (submissions may come at once: the id is taken under a lock, as a schedd would)
+    id=$(flock "${dir}/lock" sh -c 'id=$(cat "${dir}/next" 2>/dev/null || echo 20); echo $((id + 1)) > "${dir}/next"; echo $id')
+    echo "$id.0 - $id.$((n - 1))";;
+  condor_q) echo '[{"ClusterId": 20, "ProcId": 0, "JobStatus": 2, "JobCurrentStartDate": 1700000000},
+    {"ClusterId": 20, "ProcId": 1, "JobStatus": 1, "LastRejMatchReason": "no match found"},
+    {"ClusterId": 21, "ProcId": 0, "JobStatus": 5, "HoldReason": "Error from slot1: out of memory"}]';;
+  condor_rm) exit 0;;
+esac
+`,
+  );
+  chmodSync(standin, 0o755);
+});
+
+afterEach(() => {
+  rmSync(join(dir, 'calls'), { force: true });
+  rmSync(join(dir, 'next'), { force: true });
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const calls = () => readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n');
+
+function backend(): HTCondorBackend {
+  const data = mkdtempSync(join(dir, 'data-'));
+  mkdirSync(join(data, 'clusters'));
+  return new HTCondorBackend({
+    config: { ...config, command_prefix: [standin, '--as={account}'] }, accounts,
+    local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+  });
+}
+
+function launchesOf(b: HTCondorBackend, name: string, username: string, workers: string[]) {
+  const work = join((b as unknown as { dataDir: string }).dataDir, 'clusters', name);
+  mkdirSync(work, { recursive: true, mode: 0o700 });
+  const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
+  const cluster = { name, username, workDir: work, schedulerAddress: 'tls://127.0.0.1:1', settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 } } as unknown as ClusterRecord;
+  return workers.map((w) => ({ cluster, worker: { name: w } as WorkerRecord, files }));
+}
+
+const job = (r: BackendHandle | Error | undefined) => (r instanceof Error ? `Error: ${r.message}` : r?.job);
+
+describe('the HTCondor backend takes lists', () => {
+  it('submits one job cluster per cluster of a startWorkers call, as each owner, results in the order asked', async () => {
+    const b = backend();
+    const [a1, a2] = launchesOf(b, 'c1', 'alice', ['c1-a', 'c1-b']);
+    const [b1] = launchesOf(b, 'c2', 'bob', ['c2-a']);
+    const results = await b.startWorkers([a1!, b1!, a2!]);
+    const submits = calls().filter((l) => l.includes('condor_submit'));
+    expect(submits.sort()).toEqual(['af-alice condor_submit -terse -', 'af-bob condor_submit -terse -']);
+    const ids = results.map(job);
+    // c1's two workers are procs 0 and 1 of one job cluster; c2's worker is another job cluster
+    expect(ids[0]!.split('.')[0]).toBe(ids[2]!.split('.')[0]);
+    expect([ids[0]!.split('.')[1], ids[2]!.split('.')[1]]).toEqual(['0', '1']);
+    expect(ids[1]).toMatch(/^2[01]\.0$/);
+    expect(ids[1]!.split('.')[0]).not.toBe(ids[0]!.split('.')[0]);
+    expect(results.map((r) => (r instanceof Error ? null : r.worker))).toEqual(['c1-a', 'c2-a', 'c1-b']);
+  });
+
+  it("fails only the launches of a submission the schedd refused; the other cluster's start", async () => {
+    const b = backend();
+    const [ok] = launchesOf(b, 'c3', 'alice', ['c3-a']);
+    const [bad1, bad2] = launchesOf(b, 'c4', 'broken', ['c4-a', 'c4-b']);
+    const results = await b.startWorkers([bad1!, ok!, bad2!]);
+    expect(results[0]).toBeInstanceOf(Error);
+    expect(results[2]).toBeInstanceOf(Error);
+    expect((results[0] as Error).message).toMatch(/Failed to connect to local queue manager/);
+    expect(job(results[1])).toBe('20.0');
+  });
+
+  it('answers a check of many jobs with one condor_q: running, waiting for a slot, held', async () => {
+    const b = backend();
+    const handles = (await b.startWorkers(launchesOf(b, 'c5', 'alice', ['c5-a', 'c5-b']))) as BackendHandle[];
+    const [held] = (await b.startWorkers(launchesOf(b, 'c6', 'alice', ['c6-a']))) as BackendHandle[];
+    rmSync(join(dir, 'calls'));
+    const states = await b.check([...handles, held!]);
+    expect(calls().filter((l) => l.includes('condor_q'))).toHaveLength(1);
+    expect(calls().every((l) => l.includes('condor_q'))).toBe(true); // nothing else: no per-job lookups for queued jobs
+    expect(states[0]).toEqual({ alive: true, startedAt: 1700000000_000 });
+    expect(states[1]).toMatchObject({ alive: true, waiting: expect.stringMatching(/HTCondor job 20\.1 is waiting for a slot.*no match found/) });
+    expect(states[2]).toEqual({ alive: false, detail: 'HTCondor held job 21.0: Error from slot1: out of memory' });
+    // every check call asks the queue again (no cache between calls)
+    await b.check([held!]);
+    expect(calls().filter((l) => l.includes('condor_q'))).toHaveLength(2);
+  });
+
+  it('removes the jobs of one stop call with one condor_rm per account', async () => {
+    const b = backend();
+    const alice = (await b.startWorkers(launchesOf(b, 'c7', 'alice', ['c7-a', 'c7-b']))) as BackendHandle[];
+    const bob = (await b.startWorkers(launchesOf(b, 'c8', 'bob', ['c8-a']))) as BackendHandle[];
+    rmSync(join(dir, 'calls'));
+    await b.stop([alice[0]!, bob[0]!, alice[1]!]);
+    expect(calls().sort()).toEqual([`af-alice condor_rm ${alice[0]!.job} ${alice[1]!.job}`, `af-bob condor_rm ${bob[0]!.job}`]);
+    await b.stop([]);
+    expect(calls()).toHaveLength(2);
+  });
+});
