@@ -38,7 +38,7 @@ async function pointDashboardAtFake() {
 beforeAll(async () => {
   gw = await startTestGateway(SINGLE_USER, { prefix: 'af-dash-hostile-' });
   const api = client(gw, mallory);
-  name = (await api.post('/api/v1/clusters/', '{}')).json.name as string;
+  name = (await api.expect(201, 'POST', '/api/v1/clusters/', '{}')).json.name as string;
   const c = (await waitForCluster(api, name, 10)) as { status: string; tls_cert: string; tls_key: string };
   expect(c.status).toBe('RUNNING');
   // The owner's own "dashboard", with the cluster's TLS pair (the owner gets it from the API).

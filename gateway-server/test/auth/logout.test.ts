@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import { basic, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
+import { basic, login as loginAs, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
 import { Sessions } from '../../src/auth/sessions.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { SecretBox } from '../../src/store/crypto.js';
@@ -22,11 +22,7 @@ async function call(method: string, path: string, headers: Record<string, string
 }
 
 /** A session cookie for `user`, as a browser keeps it after its first request. */
-async function login(user: string): Promise<string> {
-  const r = await call('GET', '/api/af/clusters', basic(user));
-  expect(r.status).toBe(200);
-  return r.setCookie!.split(';')[0]!;
-}
+const login = (user: string) => loginAs(gw, basic(user));
 
 /** A WebSocket on the cookie alone, from the gateway's own pages; resolves once it is open. */
 function openSocket(path: string, cookie: string, from = origin): Promise<{ ws: WebSocket; closed: Promise<void> }> {

@@ -24,7 +24,7 @@ afterAll(async () => {
 
 it('follows a running scheduler to the addresses its heartbeat reports', async () => {
   const api = client(gw, alice);
-  const name = (await api.post('/api/v1/clusters/', '{}')).json.name as string;
+  const name = (await api.expect(201, 'POST', '/api/v1/clusters/', '{}')).json.name as string;
   expect((await waitForCluster(api, name, 6)).status).toBe('RUNNING');
   // (the clusters gauge is read from the state store on each scrape)
   const metrics = (await request(gw, 'GET', '/metrics', { headers: { authorization: 'Bearer scrape' } })).text;

@@ -137,6 +137,14 @@ export function client(gw: string | { url: string }, auth: Record<string, string
 }
 export type Client = ReturnType<typeof client>;
 
+/** Logs in as a browser does (its first request with `auth`) and returns the session cookie ("name=value") it got. */
+export async function login(gw: string | { url: string }, auth: Record<string, string>): Promise<string> {
+  const r = await client(gw, auth).expect(200, 'GET', '/api/af/clusters');
+  const cookie = r.headers.get('set-cookie');
+  if (!cookie) throw new Error('the gateway set no session cookie');
+  return cookie.split(';')[0]!;
+}
+
 /**
  * Asks for the cluster with `?wait` up to `tries` times while it is PENDING (each ask waits a while
  * on the gateway's side) and returns the last answer (the cluster as the dask-gateway API shows it).
