@@ -4,7 +4,7 @@
 // photographed. The pictures go to test-results/screenshots/readme/; with AF_README_IMAGES=1 they
 // replace the README's own in docs/images/ (so a normal test run leaves the repository untouched):
 //   AF_README_IMAGES=1 bash scripts/ui-tests.sh tests/readme-screenshots.spec.ts
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { expect, test } from '@jupyterlab/galata';
 import { REPO } from '../support/stack.ts';
@@ -146,5 +146,10 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
     await expect(run).toHaveClass(/mod-success/);
     await expect(run.locator('.jp-AFWorkflows-steps')).toHaveText('6 steps');
     await picture(page, 'workflow-panel');
+    // Delete (asks first) leaves alice's list as the other specs expect it; the folder goes too
+    await run.getByRole('button', { name: 'Delete' }).click();
+    await page.locator('.jp-Dialog .jp-mod-warn').click();
+    await expect(panel.locator('.jp-AFWorkflows-run')).toHaveCount(0);
+    rmSync(path.join(stack.serverRoot, 'map-reduce'), { recursive: true, force: true });
   });
 });
