@@ -274,6 +274,39 @@ export abstract class ItemBackend implements Backend {
 }
 
 /**
+ * One backend check for every caller that asks in the same turn of the event loop: the workflow
+ * engine ticks each run on its own, but all runs tick together on the poll, so a batch system is
+ * asked once for all their steps instead of once per run. No delay: the calls made in one synchronous
+ * stretch (the poll kicking every run) are joined when it ends; later calls make the next query.
+ */
+export function joinedChecks(backend: Pick<Backend, 'check'>): (handles: BackendHandle[]) => Promise<ProcessState[]> {
+  let queued: Array<{ handles: BackendHandle[]; resolve: (s: ProcessState[]) => void; reject: (e: unknown) => void }> = [];
+  const flush = () => {
+    const calls = queued;
+    queued = [];
+    backend.check(calls.flatMap((c) => c.handles)).then(
+      (states) => {
+        let at = 0;
+        for (const c of calls) {
+          c.resolve(states.slice(at, at + c.handles.length));
+          at += c.handles.length;
+        }
+      },
+      (err: unknown) => {
+        for (const c of calls) c.reject(err);
+      },
+    );
+  };
+  return (handles) => {
+    if (!handles.length) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      if (!queued.length) queueMicrotask(flush);
+      queued.push({ handles, resolve, reject });
+    });
+  };
+}
+
+/**
  * The label / ClassAd value that marks what one gateway (or one set of replicas) started: derived
  * from where its state lives, so replicas sharing a database agree on it and two gateways with
  * separate state never touch each other's pods or jobs.

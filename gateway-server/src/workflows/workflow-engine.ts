@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
-import type { Backend, ProcessState, StepLaunch } from '../backends/backend.js';
+import { joinedChecks, withDefaults, type Backend, type EngineBackend, type ProcessState, type StepLaunch } from '../backends/backend.js';
 import type { BackendHandle } from '../clusters/model.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
@@ -67,6 +67,9 @@ const FLUSH_MS = 200;
 
 export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private readonly active = new Map<string, ActiveRun>();
+  /** The step backends with their optional hooks filled in, and each one's joined check. */
+  private readonly backends = new Map<string, EngineBackend>();
+  private readonly checks = new Map<string, (handles: BackendHandle[]) => Promise<ProcessState[]>>();
   private timer: NodeJS.Timeout | undefined;
   private readonly saves = new SaveTimer(FLUSH_MS, () => this.flush());
   private readonly runs: RunStore;
@@ -86,15 +89,18 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     });
     this.root = this.cfg.workspace_root ?? join(deps.config.data_dir, 'workflows');
     // A step that ended is noticed at once, not at the next poll (which still catches anything missed).
-    for (const [name, backend] of deps.backends) {
-      backend.onChange?.(() => {
+    for (const [name, b] of deps.backends) {
+      const backend = withDefaults(b);
+      this.backends.set(name, backend);
+      this.checks.set(name, joinedChecks(backend));
+      backend.onChange(() => {
         for (const a of this.active.values()) if (a.run.backend === name && a.byState.RUNNING.size) this.kick(a);
       });
     }
   }
 
   get backendNames(): string[] {
-    return [...this.deps.backends.entries()].filter(([, b]) => b.startSteps).map(([n]) => n);
+    return [...this.backends.entries()].filter(([, b]) => b.runsSteps).map(([n]) => n);
   }
 
   /** Loads unfinished runs (steps that ran through a restart are checked again) and starts the clock. */
@@ -160,8 +166,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     const { spec, problems } = await readWorkflow(body.entry, body.files, user.name);
     if (!spec) throw new WorkflowProblemsError(problems);
     const backendName = body.backend ?? this.deps.defaultBackend;
-    const backend = this.deps.backends.get(backendName);
-    if (!backend?.startSteps) {
+    const backend = this.backends.get(backendName);
+    if (!backend?.runsSteps) {
       throw new AppError(
         422,
         'unknown_backend',
@@ -189,7 +195,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     try {
       await keepBundleFiles(workspace, body.files);
       // Then the steps' owner may work in it (a multi-user local backend grants its account access).
-      await backend.shareRunWorkspace?.(workspace, user.name);
+      await backend.shareRunWorkspace(workspace, user.name);
     } catch (err) {
       await removeTree(workspace);
       throw err;
@@ -298,8 +304,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
 
   // --- the engine -------------------------------------------------------------------------------
 
-  private backendOf(run: RunRecord): Backend {
-    const b = this.deps.backends.get(run.backend);
+  private backendOf(run: RunRecord): EngineBackend {
+    const b = this.backends.get(run.backend);
     if (!b) throw new Error(`backend ${run.backend} is not configured any more`);
     return b;
   }
@@ -336,7 +342,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     const running = [...a.byState.RUNNING].map((id) => a.nodes.get(id)!).filter((n) => n.handle);
     let states: ProcessState[] = [];
     try {
-      if (running.length) states = await backend.check(running.map((n) => n.handle!));
+      if (running.length) states = await this.checks.get(run.backend)!(running.map((n) => n.handle!));
     } catch (err) {
       this.deps.log.warn({ err, run: a.run.id, steps: running.length }, 'checking steps failed; trying again');
     }
@@ -438,26 +444,26 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   }
 
   /** Writes each step's files, then starts them all with one backend call. */
-  private async startNodes(a: ActiveRun, backend: Backend, nodes: NodeRecord[]): Promise<void> {
+  private async startNodes(a: ActiveRun, backend: EngineBackend, nodes: NodeRecord[]): Promise<void> {
     if (!nodes.length) return;
     const prepared = (await Promise.all(nodes.map((n) => this.prepareNode(a, backend, n)))).filter((p) => p !== null);
     if (!prepared.length) return;
     let results: Array<BackendHandle | Error>;
     try {
-      results = await backend.startSteps!(prepared.map((p) => p.launch));
+      results = await backend.startSteps(prepared.map((p) => p.launch));
     } catch (err) {
       results = prepared.map(() => (err instanceof Error ? err : new Error(String(err))));
     }
     prepared.forEach(({ n }, i) => {
       const handle = results[i] ?? new Error('the backend returned no result for it');
       if (handle instanceof Error) return this.fail(a, n, n.attempts + 1, `could not be started: ${errorMessage(handle)}`);
-      this.setNode(a, n, { state: 'RUNNING', handle, attempts: n.attempts + 1, started: Date.now(), finished: null, exit_code: null, job: backend.describe?.(handle), message: undefined });
+      this.setNode(a, n, { state: 'RUNNING', handle, attempts: n.attempts + 1, started: Date.now(), finished: null, exit_code: null, job: backend.describe(handle), message: undefined });
     });
     this.flush(); // started steps are on disk before anything else happens: a restart adopts them
   }
 
   /** A step's files and launch; null when they could not be written (the step failed that attempt). */
-  private async prepareNode(a: ActiveRun, backend: Backend, n: NodeRecord): Promise<{ n: NodeRecord; launch: StepLaunch } | null> {
+  private async prepareNode(a: ActiveRun, backend: EngineBackend, n: NodeRecord): Promise<{ n: NodeRecord; launch: StepLaunch } | null> {
     const files = stepFiles(n.workdir);
     const attempt = n.attempts + 1;
     // The step's directory is writable by the step: a retry finds whatever it left there (links
@@ -522,7 +528,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     this.setNode(a, n, { state: 'FAILED', attempts, handle: null, exit_code: exitCode, finished: Date.now(), message });
   }
 
-  private async cancelNow(a: ActiveRun, backend: Backend): Promise<void> {
+  private async cancelNow(a: ActiveRun, backend: EngineBackend): Promise<void> {
     const by = a.run.cancelRequested!;
     const unfinished = [...a.nodes.values()].filter((n) => !isFinished(n.state));
     const handles = unfinished.flatMap((n) => (n.state === 'RUNNING' && n.handle ? [n.handle] : []));
@@ -542,8 +548,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private setNode(a: ActiveRun, n: NodeRecord, change: Partial<NodeRecord>): void {
     const handle = n.handle;
     if (handle && change.handle === null && change.state && isFinished(change.state)) {
-      const backend = this.deps.backends.get(a.run.backend);
-      void backend?.release?.(handle);
+      void this.backends.get(a.run.backend)?.release(handle);
     }
     if (change.state && change.state !== n.state) {
       a.byState[n.state].delete(n.id);

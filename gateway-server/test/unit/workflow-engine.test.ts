@@ -326,6 +326,21 @@ describe('steps that wait', () => {
   });
 });
 
+describe('checks', () => {
+  it('asks the backend once per poll for the running steps of every run, not once per run', async () => {
+    const e = await engine();
+    const runs = [await e.submit(alice, fan(2)), await e.submit(bob, fan(3)), await e.submit(alice, chain)];
+    for (const r of runs.slice(0, 2)) await started(r, 'fan:1');
+    await started(runs[1]!, 'fan:2');
+    await started(runs[2]!, 'prepare');
+    expect(backend.alive('step')).toHaveLength(6);
+    await settle(POLL); // let any checks of the starts themselves pass
+    const before = backend.calls.check.length;
+    await settle(POLL);
+    expect(backend.calls.check.slice(before)).toEqual([6]);
+  });
+});
+
 describe('cancel', () => {
   it('stops the running steps with one backend call and cancels every unfinished step', async () => {
     const e = await engine();
