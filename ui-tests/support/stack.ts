@@ -57,7 +57,7 @@ async function startRucio(runDir: string, issuer: string, logsDir: string): Prom
     writeFileSync(path.join(logsDir, 'rucio-start.log'), stderr);
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`scripts/rucio-server.sh start ${runDir}: ${e.message}\n${e.stderr ?? ''}`);
+    throw new Error(`scripts/rucio-server.sh start ${runDir}: ${e.message}\n${e.stderr ?? ''}`, { cause: err });
   }
   const info = JSON.parse(readFileSync(path.join(runDir, 'rucio.json'), 'utf8')) as { url: string; log: string };
   return { runDir, url: info.url, log: info.log };

@@ -110,6 +110,7 @@ function withoutBody(headers: IncomingHttpHeaders): IncomingHttpHeaders {
  * removed, backslashes taken as slashes, so '//host', '\/host' and '\\host' are other origins too.
  */
 function dashboardLocation(location: string, basePath: string, prefix: string): string | undefined {
+  // eslint-disable-next-line no-control-regex -- browsers skip leading control characters and spaces in a Location, so must we
   const read = location.replace(/^[\x00-\x20]+/, '').replace(/[\t\n\r]/g, '').replace(/\\/g, '/');
   if (/^[a-z][a-z0-9+.-]*:/i.test(read) || read.startsWith('//')) return undefined;
   if (read.startsWith('/')) return basePath.replace(/\/$/, '') + prefix + read;

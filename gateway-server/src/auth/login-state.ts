@@ -78,6 +78,7 @@ export function sameOriginNext(next: string | undefined, fallback: string): stri
   } catch {
     return fallback;
   }
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what this refuses
   if (url.origin !== probe || next.startsWith('//') || next.includes('\\') || /[\u0000-\u001f]/.test(next)) return fallback;
   return url.pathname + url.search + url.hash;
 }

@@ -23,7 +23,7 @@ export async function rucioFileList(
     // sort is given so that Rucio does not geo-locate the client for every file.
     res = await client.request(user, 'POST', '/replicas/list', { dids: [{ scope, name }], schemes: [scheme], all_states: false, sort: 'random' });
   } catch (err) {
-    throw new Error(`Rucio ${ref.instance} could not list ${ref.did}: ${(err as Error).message}`);
+    throw new Error(`Rucio ${ref.instance} could not list ${ref.did}: ${(err as Error).message}`, { cause: err });
   }
   const text = await res.text();
   const files: { name: string; pfn: string | undefined }[] = [];

@@ -77,6 +77,7 @@ export async function copyStateToPostgres(config: ResolvedConfig, url: string): 
       } catch (err) {
         throw new Error(
           `the copy stopped after ${JSON.stringify(counts)}: ${(err as Error).message}. Drop and create the database again, then copy again`,
+          { cause: err },
         );
       }
       return counts;

@@ -9,7 +9,7 @@
 //   - what the gateway reads back from the user (log tails) is opened with O_NOFOLLOW and must be a
 //     regular file of that user.
 import { constants, type Stats } from 'node:fs';
-import { chmod, lchown, lstat, mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, readdir } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { describeLogTail } from '../../files/log-tail.js';
 

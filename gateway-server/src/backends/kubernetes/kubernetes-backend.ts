@@ -166,7 +166,7 @@ export class KubernetesBackend extends ItemBackend {
     try {
       await this.core.createNamespace({ body: { metadata: { name: ns, labels: { 'app.kubernetes.io/managed-by': 'af-gateway' } } } });
     } catch (err) {
-      if (apiStatus(err) !== 409) throw new Error(`cannot create namespace ${ns}: ${apiMessage(err)}`);
+      if (apiStatus(err) !== 409) throw new Error(`cannot create namespace ${ns}: ${apiMessage(err)}`, { cause: err });
     }
     this.namespaces.add(ns);
   }

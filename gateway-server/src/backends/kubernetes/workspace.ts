@@ -35,7 +35,7 @@ async function openExactly(path: string, expectedReal: string): Promise<FileHand
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (code === 'ELOOP') throw new Error(`refusing ${path}: it is a symbolic link`);
+    if (code === 'ELOOP') throw new Error(`refusing ${path}: it is a symbolic link`, { cause: err });
     throw err;
   }
   const actual = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => '');
