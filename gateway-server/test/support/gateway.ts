@@ -5,12 +5,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag } from '@af-gateway/schemas';
 import WebSocket from 'ws';
 import { resolveConfig, type ResolvedConfig } from '../../src/config.js';
+import { freePort } from '../../../ui-tests/support/processes.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
 
 /** The local backend, every user's code run as the gateway: the usual test gateway on loopback. */
@@ -34,8 +34,6 @@ export interface TestGatewayOptions {
   /** The directory relative paths in the settings are resolved against (default: resolveConfig's). */
   baseDir?: string;
 }
-
-export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /**
  * A gateway listening on a free loopback port with `settings` (the config file's keys; `listen` and
@@ -230,20 +228,5 @@ export function handshakeStatus(gw: string | { url: string }, path: string, head
 
 // -- ports ---------------------------------------------------------------------------------------
 
-/** Ports fetch() and browsers refuse to connect to (the Fetch standard's bad ports): never handed out. */
-const BAD_PORTS = new Set((JSON.parse(readFileSync(join(REPO, 'test-harness', 'fetch-bad-ports.json'), 'utf8')) as { ports: number[] }).ports);
-
-/** A TCP port on 127.0.0.1 that nothing listens on right now, and that fetch() will connect to. */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const s = net.createServer();
-      s.on('error', reject);
-      s.listen(0, '127.0.0.1', () => {
-        const { port } = s.address() as net.AddressInfo;
-        s.close(() => resolve(port));
-      });
-    });
-    if (!BAD_PORTS.has(port)) return port;
-  }
-}
+// A TCP port on 127.0.0.1 free right now that fetch() and browsers will connect to: the UI tests' picker.
+export { freePort };
