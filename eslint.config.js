@@ -27,7 +27,8 @@ export default tseslint.config(
   {
     files: ['lab-extension/src/**/*.{ts,tsx}'],
     plugins: { 'react-hooks': reactHooks },
-    rules: reactHooks.configs.recommended.rules,
+    // The two classic hooks rules (the React Compiler's stricter rules are not used: the Lab is not compiled by it).
+    rules: { 'react-hooks/rules-of-hooks': 'error', 'react-hooks/exhaustive-deps': 'warn' },
     languageOptions: { globals: { ...globals.browser } },
   },
   {

@@ -7,7 +7,9 @@
 import { readFileSync, existsSync } from 'node:fs';
 
 const [vitestJson, pytestXml, uiXml] = process.argv.slice(2);
-let passed = 0, failed = 0, skipped = 0;
+let passed = 0,
+  failed = 0,
+  skipped = 0;
 const missing = [];
 const notes = [];
 
@@ -22,7 +24,10 @@ if (existsSync(vitestJson)) {
 function junit(file) {
   const xml = readFileSync(file, 'utf8');
   const attr = (name) => [...xml.matchAll(new RegExp(`<testsuite [^>]*\\b${name}="(\\d+)"`, 'g'))].reduce((a, m) => a + Number(m[1]), 0);
-  const tests = attr('tests'), failures = attr('failures'), errors = attr('errors'), skips = attr('skipped');
+  const tests = attr('tests'),
+    failures = attr('failures'),
+    errors = attr('errors'),
+    skips = attr('skipped');
   // a skipped test (Playwright also reports tests it never ran as skipped) is never a pass
   return { passed: tests - failures - errors - skips, failed: failures + errors, skipped: skips };
 }
@@ -45,7 +50,9 @@ const ui = add('ui (playwright)', uiXml);
 const uiExit = Number(process.env.UI_EXIT_CODE ?? 0);
 if (ui && uiExit !== 0 && ui.failed === 0) {
   failed += 1;
-  notes.push(`ui (playwright) exited with ${uiExit} without a failing test in its report: global setup/teardown failed or the run timed out (see ui-tests/test-results/logs/)`);
+  notes.push(
+    `ui (playwright) exited with ${uiExit} without a failing test in its report: global setup/teardown failed or the run timed out (see ui-tests/test-results/logs/)`,
+  );
 }
 
 failed += missing.length;

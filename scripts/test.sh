@@ -22,6 +22,9 @@ bash scripts/kube-cluster.sh ensure || status=1
 echo "== Test accounts (the gateway's and one per test user: multi-user gateways run users' processes as them)"
 bash scripts/test-accounts.sh ensure >/dev/null || status=1
 
+echo "== lint (ESLint and Prettier over every TypeScript, JavaScript, JSON and CSS file)"
+npm run -s lint || { echo "lint failed: npm run format rewrites the formatting; ESLint's findings need a hand" >&2; status=1; }
+
 echo "== vitest (gateway-server, schemas, lab-extension; Rucio module against a real Rucio server)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" || status=1
 

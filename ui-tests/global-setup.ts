@@ -10,5 +10,7 @@ export default async function globalSetup(): Promise<void> {
   const stack = await startStack();
   process.env.TARGET_URL = stack.proxyURL;
   process.env.AF_UI_STACK = STACK_FILE;
-  console.log(`ui-tests stack up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${stack.proxyURL} (lab ${stack.labURL}, gateway ${stack.gatewayURL}, issuer ${stack.issuer}; JupyterHub ${stack.hub.url}); logs in ${stack.logsDir}`);
+  console.log(
+    `ui-tests stack up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${stack.proxyURL} (lab ${stack.labURL}, gateway ${stack.gatewayURL}, issuer ${stack.issuer}; JupyterHub ${stack.hub.url}); logs in ${stack.logsDir}`,
+  );
 }

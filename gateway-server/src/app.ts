@@ -91,7 +91,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     deps.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
-    const line = { method: req.method, url: redactCapability(req.url.split('?')[0]!), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: req.user?.name };
+    const line = {
+      method: req.method,
+      url: redactCapability(req.url.split('?')[0]!),
+      status: reply.statusCode,
+      ms: Math.round(reply.elapsedTime),
+      user: req.user?.name,
+    };
     if (QUIET_ROUTES.has(route)) req.log.debug(line, 'request');
     else req.log.info(line, 'request');
   });
@@ -117,7 +123,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(rucioRoutes, { instances: deps.rucio });
   await app.register(workflowRoutes, { engine: deps.workflows });
   if (deps.hubLogin) await app.register(hubLoginRoutes, deps.hubLogin);
-  await app.register(dashboardProxy, { clusters: deps.clusters, identifier: deps.identifier, basePath: deps.basePath, capabilities: deps.dashboardCapabilities, sessions: deps.sessions });
+  await app.register(dashboardProxy, {
+    clusters: deps.clusters,
+    identifier: deps.identifier,
+    basePath: deps.basePath,
+    capabilities: deps.dashboardCapabilities,
+    sessions: deps.sessions,
+  });
   return app;
 }
 

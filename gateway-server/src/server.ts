@@ -42,9 +42,8 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
-export const VERSION: string = (
-  JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json'), 'utf8')) as { version: string }
-).version;
+export const VERSION: string = (JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json'), 'utf8')) as { version: string })
+  .version;
 
 const ACCOUNTS_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'python', 'af_gateway_accounts.py');
 
@@ -95,7 +94,9 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const { authenticator, oidc, hub, hubAuthState } = authSetup(config, host);
   checkSingleUser(config, host);
   if (!config.backend.local.single_user && config.auth.type === 'simple') {
-    logger.warn('auth.type simple proves no identity: whoever knows the password may act as any user (and so as their account). Use jupyterhub or oidc where users must be kept apart.');
+    logger.warn(
+      'auth.type simple proves no identity: whoever knows the password may act as any user (and so as their account). Use jupyterhub or oidc where users must be kept apart.',
+    );
   }
   const workspaceRoot = config.workflows.workspace_root ?? join(config.data_dir, 'workflows');
   const accounts = new PosixAccounts(
@@ -112,7 +113,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
 
   const store = await openStateStore(config, (msg, err) => logger.warn({ err: errorMessage(err) }, msg));
   // Several replicas on one PostgreSQL database: one serves, the others wait here as standbys.
-  const tlsFiles = config.tls.cert_file && config.tls.key_file ? { cert: readFileSync(config.tls.cert_file), key: readFileSync(config.tls.key_file) } : undefined;
+  const tlsFiles =
+    config.tls.cert_file && config.tls.key_file ? { cert: readFileSync(config.tls.cert_file), key: readFileSync(config.tls.key_file) } : undefined;
   const standby = store.kind === 'sqlite' ? undefined : await serveStandby({ host, port, storeKind: store.kind, tls: tlsFiles, log: logger });
   const leadership = await store.waitForLeadership(config.state_store.standby_poll_period * 1000, () =>
     logger.info({ store: store.kind }, 'standby: another replica holds the state store lease; waiting to take over'),
@@ -144,7 +146,9 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     dashboardTls: config.backend.type === 'local',
   });
   if (!local.single_user && process.getuid?.() === 0) {
-    logger.warn('the gateway runs as root: run it as an unprivileged account (it needs none of root\'s rights with the local backend; see docs/security-model.md)');
+    logger.warn(
+      "the gateway runs as root: run it as an unprivileged account (it needs none of root's rights with the local backend; see docs/security-model.md)",
+    );
   }
   let listenUrl = '';
   const backend: Backend = htcondor
@@ -209,16 +213,15 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         onLogin: (user: User) => void broker.considerHub(user),
       }
     : undefined;
-  const rucio = new Map(
-    config.rucio.instances.map((i) => [
-      i.name,
-      new RucioClient(i, broker),
-    ]),
-  );
+  const rucio = new Map(config.rucio.instances.map((i) => [i.name, new RucioClient(i, broker)]));
   const stepBackends = new Map<string, Backend>(stepBackendNames(config, backend.kind).map((n) => [n, n === 'local' ? localBackend : backend]));
   if (stepBackends.has('local') && localBackend.multiUser) {
     const blocked = closedAncestor(workspaceRoot);
-    if (blocked) logger.warn({ workspace_root: workspaceRoot, blocked }, `users' accounts cannot pass through ${blocked}: local workflow steps will be refused until it has o+x (or workflows.workspace_root is elsewhere)`);
+    if (blocked)
+      logger.warn(
+        { workspace_root: workspaceRoot, blocked },
+        `users' accounts cannot pass through ${blocked}: local workflow steps will be refused until it has o+x (or workflows.workspace_root is elsewhere)`,
+      );
   }
   const workflows = new WorkflowEngine({
     store,

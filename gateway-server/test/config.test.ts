@@ -48,16 +48,30 @@ describe('the environment', () => {
     AF_GATEWAY_RUCIO_PASSWORD_MY_RUCIO: 'pw-from-env',
   };
 
-  it('is applied once, when the config is resolved: secrets over the file, the Hub\'s variables where the file is silent', () => {
-    const c = resolveConfig({
-      state_store: { postgresql_url: 'postgresql://from-file/af' },
-      auth: { jupyterhub: { api_url: 'http://from-file/hub/api' } },
-      rucio: { instances: [{ name: 'my-rucio', url: 'https://rucio.example' }, { name: 'other', url: 'https://r2.example', password: 'file' }] },
-    }, '/srv', env);
+  it("is applied once, when the config is resolved: secrets over the file, the Hub's variables where the file is silent", () => {
+    const c = resolveConfig(
+      {
+        state_store: { postgresql_url: 'postgresql://from-file/af' },
+        auth: { jupyterhub: { api_url: 'http://from-file/hub/api' } },
+        rucio: {
+          instances: [
+            { name: 'my-rucio', url: 'https://rucio.example' },
+            { name: 'other', url: 'https://r2.example', password: 'file' },
+          ],
+        },
+      },
+      '/srv',
+      env,
+    );
     expect(c.state_store.postgresql_url).toBe('postgresql://from-env/af');
     expect(c.encrypt_key).toBe('a2V5LWZyb20tZW52');
     expect(c.auth.oidc.client_secret).toBe('from-env');
-    expect(c.auth.jupyterhub).toMatchObject({ api_url: 'http://from-file/hub/api', api_token: 'hub-token', client_id: 'service-af', authorize_url: '/jh/hub/api/oauth2/authorize' });
+    expect(c.auth.jupyterhub).toMatchObject({
+      api_url: 'http://from-file/hub/api',
+      api_token: 'hub-token',
+      client_id: 'service-af',
+      authorize_url: '/jh/hub/api/oauth2/authorize',
+    });
     expect(c.base_path).toBe('/services/af/');
     expect(c.rucio.instances.map((i) => i.password)).toEqual(['pw-from-env', 'file']);
   });

@@ -18,7 +18,13 @@ describe('GatewayClient', () => {
     const spec = await client.options();
     expect(spec.cluster_options).toEqual([{ field: 'worker_cores', label: 'Worker cores', default: 1, spec: { type: 'int', min: 1, max: 2 } }]);
     const info = await client.connectInfo();
-    expect(info).toEqual({ address: gw.url, proxy_address: `gateway://${gw.url.replace('http://', '')}`, auth: 'basic', username: 'erin', workflow_backends: ['local'] });
+    expect(info).toEqual({
+      address: gw.url,
+      proxy_address: `gateway://${gw.url.replace('http://', '')}`,
+      auth: 'basic',
+      username: 'erin',
+      workflow_backends: ['local'],
+    });
   });
 
   it("shows the gateway's own error messages", async () => {

@@ -31,7 +31,9 @@ describe('token status in plain words', () => {
     expect(soon.health).toBe('warning');
     expect(soon.headline).toContain('expires soon');
     expect(soon.headline).toContain('renews it');
-    expect(describeToken(token({ expires_at: NOW + 300_000, refresh: { state: 'none', message: '', next_at: null } }), NOW, 600).headline).toContain('log in again');
+    expect(describeToken(token({ expires_at: NOW + 300_000, refresh: { state: 'none', message: '', next_at: null } }), NOW, 600).headline).toContain(
+      'log in again',
+    );
   });
 
   it('names each problem', () => {
@@ -79,13 +81,32 @@ describe('cluster forms', () => {
 
   it('summarises workers, cores, memory and progress', () => {
     const c: AfCluster = {
-      name: 'c1', owner: 'alice', status: 'RUNNING', message: '', options: {}, dashboard_route: null, start_time: NOW, stop_time: null,
-      worker_cores: 2, worker_memory: 1.5, adaptive: { minimum: 1, maximum: 4 },
+      name: 'c1',
+      owner: 'alice',
+      status: 'RUNNING',
+      message: '',
+      options: {},
+      dashboard_route: null,
+      start_time: NOW,
+      stop_time: null,
+      worker_cores: 2,
+      worker_memory: 1.5,
+      adaptive: { minimum: 1, maximum: 4 },
       workers: { requested: 3, starting: 1, running: 2, failed: 0, list: [] },
     };
-    expect(summarise(c)).toMatchObject({ connected: 2, requested: 3, cores: 4, memoryGiB: 3, adaptive: { minimum: 1, maximum: 4 }, progress: { label: 'Workers joining: 2 of 3', done: 2, total: 3 } });
+    expect(summarise(c)).toMatchObject({
+      connected: 2,
+      requested: 3,
+      cores: 4,
+      memoryGiB: 3,
+      adaptive: { minimum: 1, maximum: 4 },
+      progress: { label: 'Workers joining: 2 of 3', done: 2, total: 3 },
+    });
     expect(summarise({ ...c, status: 'PENDING' }).progress?.label).toBe('Starting the scheduler…');
-    const waiting = { ...c, workers: { ...c.workers, list: [{ name: 'w1', status: 'STARTING' as const, message: 'HTCondor job 7.0 is waiting for a slot', start_time: NOW }] } };
+    const waiting = {
+      ...c,
+      workers: { ...c.workers, list: [{ name: 'w1', status: 'STARTING' as const, message: 'HTCondor job 7.0 is waiting for a slot', start_time: NOW }] },
+    };
     expect(summarise(waiting).note).toBe('HTCondor job 7.0 is waiting for a slot');
     expect(summarise({ ...c, message: 'worker w2 failed: held' }).note).toBe('worker w2 failed: held');
   });
@@ -119,7 +140,11 @@ describe('connect code', () => {
     expect(basic).toContain('client = cluster.get_client()');
     expect(connectCode({ address: 'a', proxy_address: 'p', auth: 'jupyterhub', username: 'x' }, 'c')).toContain('auth="jupyterhub",');
     expect(basic).not.toContain('public_address');
-    const behindHub = connectCode({ address: 'http://gw:8000', proxy_address: 'gateway://gw:8000', auth: 'jupyterhub', username: 'x' }, 'c', 'https://hub.example.org/services/af-gateway');
+    const behindHub = connectCode(
+      { address: 'http://gw:8000', proxy_address: 'gateway://gw:8000', auth: 'jupyterhub', username: 'x' },
+      'c',
+      'https://hub.example.org/services/af-gateway',
+    );
     expect(behindHub).toContain('    public_address="https://hub.example.org/services/af-gateway",\n');
     expect(connectCode({ address: 'a', proxy_address: 'p', auth: 'bearer', username: 'x' }, 'c')).toContain('auth=BearerTokenAuth(),');
   });

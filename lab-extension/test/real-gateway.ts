@@ -24,7 +24,10 @@ export function useRealGateway(prefix: string, config: Record<string, unknown> =
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), prefix));
     // one test person on loopback (simple auth, no password): single-user mode, as in the demo
-    gw = await startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, ...config }), makeLogger('warn'));
+    gw = await startGateway(
+      resolveConfig({ listen: '127.0.0.1:0', data_dir: dataDir, backend: { local: { single_user: true } }, ...config }),
+      makeLogger('warn'),
+    );
   });
   afterAll(async () => {
     await gw?.close();

@@ -4,7 +4,17 @@ import { describe, expect, it } from 'vitest';
 import { NdjsonSplitter, ndjsonRows } from '../src/api/ndjson';
 import type { RucioReplica } from '@af-gateway/schemas';
 import { visibleSlice } from '../src/panels/rucio/file-table';
-import { applyReplicas, fileListCell, fileRow, firstPfn, formatBytes, indexRows, mergeReplica, parseRegisterFiles, pfnList } from '../src/panels/rucio/rucio-files';
+import {
+  applyReplicas,
+  fileListCell,
+  fileRow,
+  firstPfn,
+  formatBytes,
+  indexRows,
+  mergeReplica,
+  parseRegisterFiles,
+  pfnList,
+} from '../src/panels/rucio/rucio-files';
 
 async function* chunksOf(text: string, sizes: number[]): AsyncGenerator<Uint8Array> {
   const bytes = new TextEncoder().encode(text);
@@ -65,13 +75,25 @@ describe('file rows merged with replicas', () => {
     expect(firstPfn(r, 'root')).toBe('root://a.test:1094//data/f1');
     expect(firstPfn(r, 'https')).toBe('');
     const row = mergeReplica(fileRow({ scope: 'data26', name: 'f1', bytes: 100, adler32: 'abcdef01' }), r, 'davs');
-    expect(row).toEqual({ scope: 'data26', name: 'f1', bytes: 100, adler32: 'abcdef01', rses: ['SITE-A_DISK', 'SITE-B_DISK'], pfn: 'davs://a.test:443/data/f1' });
+    expect(row).toEqual({
+      scope: 'data26',
+      name: 'f1',
+      bytes: 100,
+      adler32: 'abcdef01',
+      rses: ['SITE-A_DISK', 'SITE-B_DISK'],
+      pfn: 'davs://a.test:443/data/f1',
+    });
   });
 
   it('merges replicas arriving in any order, adds files it did not know, counts files without a PFN', () => {
     const rows = ['f1', 'f2', 'f3'].map((name) => fileRow({ scope: 'data26', name, bytes: 1, adler32: '00000001' }));
     const index = indexRows(rows);
-    applyReplicas(rows, index, [replica('f3', { 'root://x//f3': ['X', 1] }), replica('f1', { 'root://x//f1': ['X', 1] }), replica('f9', { 'root://x//f9': ['X', 1] })], 'root');
+    applyReplicas(
+      rows,
+      index,
+      [replica('f3', { 'root://x//f3': ['X', 1] }), replica('f1', { 'root://x//f1': ['X', 1] }), replica('f9', { 'root://x//f9': ['X', 1] })],
+      'root',
+    );
     expect(rows.map((r) => [r.name, r.pfn])).toEqual([
       ['f1', 'root://x//f1'],
       ['f2', ''],
@@ -99,7 +121,11 @@ describe('the notebook cell', () => {
         'files = [\n    "davs://a.test:443/data/f1",\n    "root://a.test:1094//data/\\"q\\".root",\n]\n',
     );
     expect(fileListCell([], 'data26:x', 'root')).toContain('files = []');
-    const big = fileListCell(Array.from({ length: 20_000 }, (_, i) => `davs://h/f${i}`), 'data26:ds.big', 'davs');
+    const big = fileListCell(
+      Array.from({ length: 20_000 }, (_, i) => `davs://h/f${i}`),
+      'data26:ds.big',
+      'davs',
+    );
     expect(big.split('\n')).toHaveLength(20_000 + 4);
   });
 });

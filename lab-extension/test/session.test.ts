@@ -25,7 +25,16 @@ class FakeSocket implements SocketLike {
 }
 
 const cluster = (name: string, status: AfCluster['status'] = 'RUNNING'): AfCluster =>
-  ({ name, status, message: '', start_time: 1, worker_cores: 1, worker_memory: 1, adaptive: null, workers: { requested: 0, running: 0, starting: 0, list: [] } }) as unknown as AfCluster;
+  ({
+    name,
+    status,
+    message: '',
+    start_time: 1,
+    worker_cores: 1,
+    worker_memory: 1,
+    adaptive: null,
+    workers: { requested: 0, running: 0, starting: 0, list: [] },
+  }) as unknown as AfCluster;
 const token = (source: TokenStatus['source']): TokenStatus => ({ source, expires_at: null, refresh: { state: 'none', message: '' } }) as unknown as TokenStatus;
 const unauthenticated = () => new GatewayError(401, 'Log in first', 'unauthenticated');
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -33,11 +42,13 @@ const tick = () => new Promise((r) => setTimeout(r, 0));
 /** A gateway stand-in: `loggedIn` decides whether calls answer or throw 401; counts the calls. */
 function fakeGateway(authMode: 'session' | 'jupyterhub' = 'session') {
   const state = { loggedIn: true, calls: { listClusters: 0, tokenStatus: 0, listWorkflows: 0 } };
-  const guard = <T>(name: keyof typeof state.calls, value: T) => async () => {
-    state.calls[name]++;
-    if (!state.loggedIn) throw unauthenticated();
-    return value;
-  };
+  const guard =
+    <T>(name: keyof typeof state.calls, value: T) =>
+    async () => {
+      state.calls[name]++;
+      if (!state.loggedIn) throw unauthenticated();
+      return value;
+    };
   const client = {
     authMode,
     url: (p: string) => `http://gw.test/${p}`,

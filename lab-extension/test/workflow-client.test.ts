@@ -30,7 +30,9 @@ describe('workflows through the API client', () => {
     expect(bad.valid).toBe(false);
     expect(bad.errors[0]).toMatchObject({ path: expect.stringMatching(/^\$\.stages\[0\]/), message: expect.stringContaining('steps.yml') });
     // submitting it anyway: a 422 whose details name the problems
-    const refused = await client.submitWorkflow({ entry: bundle.entry, files: { 'workflow.yml': bundle.files['workflow.yml']! }, parameters: { nfiles: 2 } }).catch((e: unknown) => e);
+    const refused = await client
+      .submitWorkflow({ entry: bundle.entry, files: { 'workflow.yml': bundle.files['workflow.yml']! }, parameters: { nfiles: 2 } })
+      .catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(GatewayError);
     expect(refused).toMatchObject({ status: 422, code: 'invalid_workflow' });
     expect((refused as GatewayError).details.length).toBeGreaterThan(0);
@@ -53,7 +55,11 @@ describe('workflows through the API client', () => {
       expect(runs.get(run.id)).toBeDefined();
       const dag = new DagModel(run.id, runs);
       await dag.load();
-      await until(dag.changed, () => dag.state?.run.status === 'SUCCESS', () => `run: ${JSON.stringify(dag.state?.run)}`);
+      await until(
+        dag.changed,
+        () => dag.state?.run.status === 'SUCCESS',
+        () => `run: ${JSON.stringify(dag.state?.run)}`,
+      );
       const state = dag.state!;
       expect(state.byStage.get('map')).toHaveLength(3);
       expect(totalCounts(countsByStage(state))).toEqual({ DEFINED: 0, RUNNING: 0, SUCCESS: 5, FAILED: 0, CANCELLED: 0 });

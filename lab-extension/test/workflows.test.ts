@@ -159,14 +159,30 @@ describe('placing stages and nodes', () => {
   });
 
   it('draws a waiting stage as an empty box', async () => {
-    const layout = await layoutDag(STAGES, new Map([['init', 1], ['acquire', 1]]), new ELK());
+    const layout = await layoutDag(
+      STAGES,
+      new Map([
+        ['init', 1],
+        ['acquire', 1],
+      ]),
+      new ELK(),
+    );
     expect(layout.stages.get('map')).toMatchObject({ slots: 0, state: 'WAITING', width: GEOMETRY.minW });
     expect(layout.stages.get('map')!.x).toBeGreaterThan(layout.stages.get('acquire')!.x);
   });
 
   it('lays out 5,000 steps quickly and culls to the visible cells', async () => {
     const t0 = performance.now();
-    const layout = await layoutDag(withStage('map', 'APPLIED'), new Map([['init', 1], ['acquire', 1], ['map', 5000], ['reduce', 1]]), new ELK());
+    const layout = await layoutDag(
+      withStage('map', 'APPLIED'),
+      new Map([
+        ['init', 1],
+        ['acquire', 1],
+        ['map', 5000],
+        ['reduce', 1],
+      ]),
+      new ELK(),
+    );
     const ms = performance.now() - t0;
     expect(ms).toBeLessThan(2000); // ELK's first call includes its start-up; the stages are few
     const map = layout.stages.get('map')!;
@@ -189,7 +205,9 @@ describe('placing stages and nodes', () => {
 describe('drawing nodes in view only', () => {
   it('writes SVG for the nodes in a rectangle and paints them by state on a canvas', async () => {
     const mapNodes = Array.from({ length: 5000 }, (_, i) => node(`map:${i}`, i < 10 ? 'SUCCESS' : i === 10 ? 'RUNNING' : 'DEFINED'));
-    const state = createDagState(dag({ stages: withStage('map', 'APPLIED'), nodes: [node('init', 'SUCCESS'), node('acquire', 'SUCCESS'), ...mapNodes], edges: [] }));
+    const state = createDagState(
+      dag({ stages: withStage('map', 'APPLIED'), nodes: [node('init', 'SUCCESS'), node('acquire', 'SUCCESS'), ...mapNodes], edges: [] }),
+    );
     const slots = new Map([...state.byStage].map(([k, v]) => [k, v.length]));
     const layout = await layoutDag(state.stages, slots, new ELK());
     const map = layout.stages.get('map')!;
@@ -214,10 +232,7 @@ describe('drawing nodes in view only', () => {
 
 describe('edges', () => {
   it('draws few edges one by one and many as one counted stage edge', () => {
-    const small = stageEdges(withStage('map', 'APPLIED'), [
-      { from: 'init', to: 'acquire' },
-      ...[0, 1, 2].map((i) => ({ from: 'acquire', to: `map:${i}` })),
-    ]);
+    const small = stageEdges(withStage('map', 'APPLIED'), [{ from: 'init', to: 'acquire' }, ...[0, 1, 2].map((i) => ({ from: 'acquire', to: `map:${i}` }))]);
     const am = small.find((e) => e.from === 'acquire' && e.to === 'map')!;
     expect(am).toMatchObject({ count: 3 });
     expect(am.individual).toHaveLength(3);
@@ -260,7 +275,7 @@ describe('the run list', () => {
 
 describe('the workflow bundle', () => {
   it('finds the files $refs name, quoted or not, in YAML and JSON', () => {
-    const yml = "step: {$ref: 'steps.yml#/acquire'}\nother:\n  $ref: sub/more.yaml#/x\nq: {\"$ref\": \"../up.json#/a\"}\nlocal: {$ref: '#/defs/x'}\n";
+    const yml = 'step: {$ref: \'steps.yml#/acquire\'}\nother:\n  $ref: sub/more.yaml#/x\nq: {"$ref": "../up.json#/a"}\nlocal: {$ref: \'#/defs/x\'}\n';
     expect(refTargets(yml)).toEqual(['steps.yml', 'sub/more.yaml', '../up.json']);
     expect(refTargets('{"stages": [{"step": {"$ref": "s.json#/count"}}]}')).toEqual(['s.json']);
   });

@@ -2,7 +2,7 @@
 // default and description, in file order.
 const typeOf = (s) => {
   if (s.enum) return s.enum.map((v) => (v === null ? 'null' : `\`${v}\``)).join(' \\| ');
-  const t = Array.isArray(s.type) ? s.type.join(' \\| ') : s.type ?? 'any';
+  const t = Array.isArray(s.type) ? s.type.join(' \\| ') : (s.type ?? 'any');
   if (t === 'array' && s.items?.type) return `array of ${Array.isArray(s.items.type) ? s.items.type.join('|') : s.items.type}`;
   return t;
 };

@@ -46,7 +46,8 @@ function callArguments(text: string, open: number): string[] {
     else if (ch === ')' || ch === ']' || ch === '}') {
       depth--;
       if (depth === 0) {
-        args.push(text.slice(start, i).trim());
+        const last = text.slice(start, i).trim();
+        if (last || !args.length) args.push(last); // (a trailing comma ends the list, it adds no argument)
         return args;
       }
     } else if (ch === ',' && depth === 1) {
@@ -129,7 +130,19 @@ describe('error codes', () => {
   });
 
   it('finds the codes of the usual ways to send one (a sanity check of the scan itself)', () => {
-    for (const code of ['not_found', 'forbidden', 'invalid_request', 'body_too_large', 'malformed_body', 'internal', 'invalid_token', 'cross_origin', 'standby', 'run_active', 'invalid_workflow']) {
+    for (const code of [
+      'not_found',
+      'forbidden',
+      'invalid_request',
+      'body_too_large',
+      'malformed_body',
+      'internal',
+      'invalid_token',
+      'cross_origin',
+      'standby',
+      'run_active',
+      'invalid_workflow',
+    ]) {
       expect(sent.has(code), code).toBe(true);
     }
   });

@@ -80,10 +80,17 @@ export async function startHubStack({ tmpDir, logsDir, env, started }: HubStackO
   };
   const configFile = path.join(dir, 'gateway.yaml');
   writeFileSync(configFile, `# AF Gateway behind the UI tests' JupyterHub (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
-  const gw = startService('hub-gateway', logsDir, process.execPath, [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir], {
-    ...env,
-    AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
-  }, dir);
+  const gw = startService(
+    'hub-gateway',
+    logsDir,
+    process.execPath,
+    [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir],
+    {
+      ...env,
+      AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
+    },
+    dir,
+  );
   started.push(gw);
   await waitFor('GET /api/health', gw, () => httpOk(`${gatewayURL}/api/health`));
 

@@ -144,22 +144,31 @@ export async function startStack(): Promise<Stack> {
   const rucioDir = path.join(tmpDir, 'rucio');
   try {
     // 1. the test OpenID provider, with the gateway's login client registered for the proxy's origin
-    const op = startService('oidc-provider', logsDir, process.execPath, [OP_SCRIPT], {
-      ...baseEnv,
-      OIDC_PORT: String(ports.op),
-      OIDC_TTL: '3600',
-      OIDC_EXTRA_CLIENTS: JSON.stringify([
-        {
-          client_id: gatewayClient.id,
-          client_secret: gatewayClient.secret,
-          redirect_uris: [gatewayClient.redirectUri],
-          grant_types: ['authorization_code', 'refresh_token', TOKEN_EXCHANGE],
-        },
-      ]),
-    }, REPO);
+    const op = startService(
+      'oidc-provider',
+      logsDir,
+      process.execPath,
+      [OP_SCRIPT],
+      {
+        ...baseEnv,
+        OIDC_PORT: String(ports.op),
+        OIDC_TTL: '3600',
+        OIDC_EXTRA_CLIENTS: JSON.stringify([
+          {
+            client_id: gatewayClient.id,
+            client_secret: gatewayClient.secret,
+            redirect_uris: [gatewayClient.redirectUri],
+            grant_types: ['authorization_code', 'refresh_token', TOKEN_EXCHANGE],
+          },
+        ]),
+      },
+      REPO,
+    );
     started.push(op);
     const info = await waitFor('JSON line with the issuer', op, async () => {
-      const line = readFileSync(op.log, 'utf8').split('\n').find((l) => l.startsWith('{"issuer"'));
+      const line = readFileSync(op.log, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('{"issuer"'));
       return line ? (JSON.parse(line) as { issuer: string; audience: string; clients: Record<string, string> }) : undefined;
     });
     await waitFor('discovery document', op, () => httpOk(`${info.issuer}/.well-known/openid-configuration`));
@@ -193,11 +202,18 @@ export async function startStack(): Promise<Stack> {
     };
     const configFile = path.join(tmpDir, 'gateway.yaml');
     writeFileSync(configFile, `# AF Gateway config of the UI tests (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
-    const gw = startService('gateway', logsDir, process.execPath, [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir], {
-      ...baseEnv,
-      AF_GATEWAY_OIDC_CLIENT_SECRET: gatewayClient.secret,
-      AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
-    }, tmpDir);
+    const gw = startService(
+      'gateway',
+      logsDir,
+      process.execPath,
+      [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir],
+      {
+        ...baseEnv,
+        AF_GATEWAY_OIDC_CLIENT_SECRET: gatewayClient.secret,
+        AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
+      },
+      tmpDir,
+    );
     started.push(gw);
     await waitFor('GET /api/health', gw, () => httpOk(`${gatewayURL}/api/health`));
 
@@ -206,40 +222,63 @@ export async function startStack(): Promise<Stack> {
     const settingsDir = path.join(tmpDir, 'lab-settings');
     const workspacesDir = path.join(tmpDir, 'lab-workspaces');
     const jupyterDir = path.join(tmpDir, 'jupyter');
-    for (const d of [serverRoot, settingsDir, workspacesDir, path.join(jupyterDir, 'config'), path.join(jupyterDir, 'runtime')]) mkdirSync(d, { recursive: true });
+    for (const d of [serverRoot, settingsDir, workspacesDir, path.join(jupyterDir, 'config'), path.join(jupyterDir, 'runtime')])
+      mkdirSync(d, { recursive: true });
     const bearerTokenFile = path.join(tmpDir, 'bearer-token');
     writeFileSync(bearerTokenFile, (await clientCredentialsToken(info.issuer, 'alice', info.clients.alice, info.audience)) + '\n', { mode: 0o600 });
     const labURL = `http://127.0.0.1:${ports.lab}`;
-    const lab = startService('jupyterlab', logsDir, path.join(VENV_BIN, 'jupyter'), [
-      'lab',
-      `--config=${path.join(UI_DIR, 'jupyter_server_test_config.py')}`,
-      '--no-browser',
-      '--ServerApp.ip=127.0.0.1',
-      `--ServerApp.port=${ports.lab}`,
-      '--ServerApp.port_retries=0',
-      `--ServerApp.root_dir=${serverRoot}`,
-      '--IdentityProvider.token=',
-      '--ServerApp.password=',
-      '--ServerApp.allow_root=True',
-    ], {
-      ...baseEnv,
-      JUPYTERLAB_SETTINGS_DIR: settingsDir,
-      JUPYTERLAB_WORKSPACES_DIR: workspacesDir,
-      JUPYTER_CONFIG_DIR: path.join(jupyterDir, 'config'),
-      JUPYTER_RUNTIME_DIR: path.join(jupyterDir, 'runtime'),
-      BEARER_TOKEN_FILE: bearerTokenFile,
-    }, serverRoot);
+    const lab = startService(
+      'jupyterlab',
+      logsDir,
+      path.join(VENV_BIN, 'jupyter'),
+      [
+        'lab',
+        `--config=${path.join(UI_DIR, 'jupyter_server_test_config.py')}`,
+        '--no-browser',
+        '--ServerApp.ip=127.0.0.1',
+        `--ServerApp.port=${ports.lab}`,
+        '--ServerApp.port_retries=0',
+        `--ServerApp.root_dir=${serverRoot}`,
+        '--IdentityProvider.token=',
+        '--ServerApp.password=',
+        '--ServerApp.allow_root=True',
+      ],
+      {
+        ...baseEnv,
+        JUPYTERLAB_SETTINGS_DIR: settingsDir,
+        JUPYTERLAB_WORKSPACES_DIR: workspacesDir,
+        JUPYTER_CONFIG_DIR: path.join(jupyterDir, 'config'),
+        JUPYTER_RUNTIME_DIR: path.join(jupyterDir, 'runtime'),
+        BEARER_TOKEN_FILE: bearerTokenFile,
+      },
+      serverRoot,
+    );
     started.push(lab);
     await waitFor('GET /api/status', lab, () => httpOk(`${labURL}/api/status`), 120_000);
 
     // 4. one origin for both, as JupyterHub's proxy gives them
     const proxyApi = { url: `http://127.0.0.1:${ports.proxyApi}`, token: randomBytes(16).toString('hex') };
-    const proxy = startService('proxy', logsDir, CHP, [
-      '--ip', '127.0.0.1', '--port', String(ports.proxy),
-      '--api-ip', '127.0.0.1', '--api-port', String(ports.proxyApi),
-      '--default-target', labURL,
-      '--log-level', 'warn',
-    ], { ...baseEnv, CONFIGPROXY_AUTH_TOKEN: proxyApi.token }, REPO);
+    const proxy = startService(
+      'proxy',
+      logsDir,
+      CHP,
+      [
+        '--ip',
+        '127.0.0.1',
+        '--port',
+        String(ports.proxy),
+        '--api-ip',
+        '127.0.0.1',
+        '--api-port',
+        String(ports.proxyApi),
+        '--default-target',
+        labURL,
+        '--log-level',
+        'warn',
+      ],
+      { ...baseEnv, CONFIGPROXY_AUTH_TOKEN: proxyApi.token },
+      REPO,
+    );
     started.push(proxy);
     const route = BASE_PATH.replace(/\/$/, '');
     await waitFor(`route ${route}`, proxy, async () => {
@@ -259,7 +298,9 @@ export async function startStack(): Promise<Stack> {
     const location = login.headers.get('location') ?? '';
     const redirectUri = location ? new URL(location, gatewayPublicURL).searchParams.get('redirect_uri') : null;
     if (login.status !== 302 || !location.startsWith(`${info.issuer}/`) || redirectUri !== gatewayClient.redirectUri) {
-      throw new Error(`GET ${gatewayPublicURL}/api/af/login: expected a redirect to ${info.issuer}/auth with redirect_uri=${gatewayClient.redirectUri}, got ${login.status} location=${location}\n${tail(gw.log)}`);
+      throw new Error(
+        `GET ${gatewayPublicURL}/api/af/login: expected a redirect to ${info.issuer}/auth with redirect_uri=${gatewayClient.redirectUri}, got ${login.status} location=${location}\n${tail(gw.log)}`,
+      );
     }
 
     const hubResult = await hubStarting;

@@ -69,7 +69,13 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     // ...sandboxed: the dashboard (its owner's content) runs in an opaque origin, at its capability path,
     // so its scripts cannot call the gateway with this browser's session
     const dash = page.frames().find((f) => /\/clusters\/[0-9a-f]+\/~[\w-]{40,}\//.test(f.url()));
-    expect(dash, `a dashboard frame at a capability path among ${page.frames().map((f) => f.url()).join(', ')}`).toBeTruthy();
+    expect(
+      dash,
+      `a dashboard frame at a capability path among ${page
+        .frames()
+        .map((f) => f.url())
+        .join(', ')}`,
+    ).toBeTruthy();
     expect(await dash!.evaluate(() => self.origin)).toBe('null');
     await shot(page, 'clusters-dashboard-light');
   });

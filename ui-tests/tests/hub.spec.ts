@@ -16,7 +16,11 @@ test.setTimeout(240_000);
 const USER = 'alice';
 
 /** The notebook in the main area (there is only one here). */
-const notebook = (page: Page): Locator => page.locator('.jp-NotebookPanel').filter({ has: page.locator('.jp-Notebook') }).first();
+const notebook = (page: Page): Locator =>
+  page
+    .locator('.jp-NotebookPanel')
+    .filter({ has: page.locator('.jp-Notebook') })
+    .first();
 const cellInput = (page: Page, i: number): Locator => notebook(page).locator('.jp-Notebook .jp-Cell').nth(i).locator('.jp-InputArea-editor .cm-content');
 const cellOutput = (page: Page, i: number): Locator => notebook(page).locator('.jp-Notebook .jp-Cell').nth(i).locator('.jp-OutputArea-output');
 

@@ -32,7 +32,10 @@ test('the AF Gateway extension is loaded and activated', async ({ page }) => {
   expect(await page.evaluate(federatedExtensions)).toContain(EXTENSION);
   const plugins = await page.evaluate((prefix) => {
     const app = (window as unknown as { jupyterapp: { listPlugins(): string[]; isPluginActivated(id: string): boolean } }).jupyterapp;
-    return app.listPlugins().filter((id) => id.startsWith(prefix)).map((id) => ({ id, activated: app.isPluginActivated(id) }));
+    return app
+      .listPlugins()
+      .filter((id) => id.startsWith(prefix))
+      .map((id) => ({ id, activated: app.isPluginActivated(id) }));
   }, `${EXTENSION}:`);
   expect(plugins.length).toBeGreaterThan(0);
   expect(plugins.filter((p) => p.activated)).not.toEqual([]);

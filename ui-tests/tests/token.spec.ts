@@ -32,11 +32,23 @@ test('the token panel shows the real token and counts down', async ({ page }) =>
   await shot(page, 'token-statusbar-light', page.locator('#jp-main-statusbar'));
 
   // Refresh now gets a new access token from the provider.
-  const before = await panel.locator('dd').filter({ hasText: /\d{1,2}:\d{2}/ }).allTextContents();
+  const before = await panel
+    .locator('dd')
+    .filter({ hasText: /\d{1,2}:\d{2}/ })
+    .allTextContents();
   await page.waitForTimeout(1100);
   await panel.getByRole('button', { name: 'Refresh now' }).click();
   await expect(panel.getByRole('button', { name: 'Refresh now' })).toBeEnabled();
-  await expect.poll(async () => (await panel.locator('dd').filter({ hasText: /\d{1,2}:\d{2}/ }).allTextContents()).join('|')).not.toBe(before.join('|'));
+  await expect
+    .poll(async () =>
+      (
+        await panel
+          .locator('dd')
+          .filter({ hasText: /\d{1,2}:\d{2}/ })
+          .allTextContents()
+      ).join('|'),
+    )
+    .not.toBe(before.join('|'));
 
   await page.theme.setDarkTheme();
   await openPanel(page, 'af-token');

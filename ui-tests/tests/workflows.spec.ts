@@ -20,7 +20,12 @@ async function api<T>(page: Page, method: string, route: string, body?: unknown)
   const stack = readStack();
   return page.evaluate(
     async ({ url, method, body }) => {
-      const r = await fetch(url, { method, credentials: 'same-origin', headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const r = await fetch(url, {
+        method,
+        credentials: 'same-origin',
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
       const text = await r.text();
       return { status: r.status, body: (text ? JSON.parse(text) : null) as T };
     },
@@ -33,7 +38,9 @@ async function runFromFileBrowser(page: IJupyterLabPageFixture, name: string): P
   await page.sidebar.openTab('filebrowser');
   await page.filebrowser.openHomeDirectory();
   await page.filebrowser.refresh();
-  const item = page.locator('.jp-DirListing-item[data-file-type]').filter({ has: page.locator('.jp-DirListing-itemText', { hasText: new RegExp(`^${name.replace('.', '\\.')}$`) }) });
+  const item = page
+    .locator('.jp-DirListing-item[data-file-type]')
+    .filter({ has: page.locator('.jp-DirListing-itemText', { hasText: new RegExp(`^${name.replace('.', '\\.')}$`) }) });
   await item.click({ button: 'right' });
   await page.locator('.lm-Menu-item:visible', { hasText: 'Run as Workflow' }).click();
 }
@@ -248,7 +255,8 @@ test('a 5,000-step run is drawn live and the page stays responsive', async ({ pa
       expect(live.maxRoundTrip).toBeLessThan(500);
       const total = async () => {
         let n = 0;
-        for (const s of ['DEFINED', 'RUNNING', 'SUCCESS', 'FAILED', 'CANCELLED']) n += Number(((await legendCount(dag, s).textContent()) ?? '0').replace(/,/g, ''));
+        for (const s of ['DEFINED', 'RUNNING', 'SUCCESS', 'FAILED', 'CANCELLED'])
+          n += Number(((await legendCount(dag, s).textContent()) ?? '0').replace(/,/g, ''));
         return n;
       };
       await expect.poll(total).toBe(5000);
@@ -315,7 +323,8 @@ test('a 5,000-step run is drawn live and the page stays responsive', async ({ pa
         const r = host.getBoundingClientRect();
         for (const n of host.querySelectorAll('.jp-AFDag-node')) {
           const b = n.getBoundingClientRect();
-          if (b.left > r.left + 10 && b.right < r.right - 10 && b.top > r.top + 10 && b.bottom < r.bottom - 10) return { id: n.getAttribute('data-node') ?? '', x: b.left + b.width / 2, y: b.top + b.height / 2 };
+          if (b.left > r.left + 10 && b.right < r.right - 10 && b.top > r.top + 10 && b.bottom < r.bottom - 10)
+            return { id: n.getAttribute('data-node') ?? '', x: b.left + b.width / 2, y: b.top + b.height / 2 };
         }
         return null;
       });
@@ -382,7 +391,7 @@ const SLOW = `stages:
         environment: {environment_type: localproc-env}
 `;
 
-test('a running step\'s log streams live into the details pane', async ({ page }) => {
+test("a running step's log streams live into the details pane", async ({ page }) => {
   const stack = readStack();
   await loginAsAlice(page);
   writeFileSync(path.join(stack.serverRoot, 'slow.yml'), SLOW);

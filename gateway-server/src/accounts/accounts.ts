@@ -35,8 +35,11 @@ export type AccountCreator = (name: string, group: string, uidMin: number, uidMa
 export function sudoAccountCreator(sudo: string, python: string, script: string): AccountCreator {
   return (name, group, uidMin, uidMax) =>
     new Promise((resolve, reject) => {
-      execFile(sudo, ['-n', python, script, 'create', name, group, String(uidMin), String(uidMax)], { env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' }, timeout: 60_000 }, (err, _out, stderr) =>
-        err ? reject(new Error(stderr.trim().split('\n').pop() || err.message)) : resolve(),
+      execFile(
+        sudo,
+        ['-n', python, script, 'create', name, group, String(uidMin), String(uidMax)],
+        { env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' }, timeout: 60_000 },
+        (err, _out, stderr) => (err ? reject(new Error(stderr.trim().split('\n').pop() || err.message)) : resolve()),
       );
     });
 }
@@ -68,10 +71,13 @@ export class PosixAccounts implements AccountResolver {
     private readonly lookup: Lookup = getent,
     private readonly creator?: AccountCreator,
   ) {
-    if (config.create && !config.group) throw new ConfigError('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
+    if (config.create && !config.group)
+      throw new ConfigError('accounts.create needs accounts.group: the group created accounts join (and the sudo rule names)');
     if (config.create && config.name_template.trim() === '{user}') {
       // Else a user could claim a name that the system's own rules already grant something to (admin, wheel, …).
-      throw new ConfigError("accounts.create needs an accounts.name_template with a prefix or suffix of its own (e.g. 'af-{user}'), so created accounts never take names the system's rules already mean");
+      throw new ConfigError(
+        "accounts.create needs an accounts.name_template with a prefix or suffix of its own (e.g. 'af-{user}'), so created accounts never take names the system's rules already mean",
+      );
     }
   }
 
@@ -91,7 +97,8 @@ export class PosixAccounts implements AccountResolver {
 
   private async lookUp(user: string): Promise<UserAccount> {
     const name = this.accountName(user);
-    const refuse = (why: string) => new AppError(403, 'no_account', `User ${user} has no usable account on this facility: ${why}. Ask the facility's administrators.`);
+    const refuse = (why: string) =>
+      new AppError(403, 'no_account', `User ${user} has no usable account on this facility: ${why}. Ask the facility's administrators.`);
     if (!POSIX_ACCOUNT.test(name)) throw refuse(`${JSON.stringify(name)} is not a valid POSIX account name (accounts.name_template)`);
     let entry = await this.lookup('passwd', name);
     if (!entry && this.config.create && this.creator) {

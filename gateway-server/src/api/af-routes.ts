@@ -18,44 +18,56 @@ export async function afRoutes(fastify: FastifyInstance, opts: { clusters: Clust
   const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { clusters } = opts;
 
-  app.get('/api/af/connect-info', {
-    schema: {
-      tags: ['af'],
-      summary: "How the caller's notebook kernels connect the dask_gateway client (address, proxy address, auth)",
-      response: { 200: { $ref: 'connect-info.json' }, ...errors },
-    },
-  }, async (req) => ({ ...opts.connectTarget(), username: req.user!.name }));
-
-  app.get('/api/af/clusters', {
-    schema: {
-      tags: ['af'],
-      summary: "The caller's clusters (all users' with all=true, for administrators)",
-      querystring: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          status: { type: 'string', description: 'Comma-separated statuses; default pending,running,stopping' },
-          all: { type: 'boolean', default: false },
-        },
+  app.get(
+    '/api/af/connect-info',
+    {
+      schema: {
+        tags: ['af'],
+        summary: "How the caller's notebook kernels connect the dask_gateway client (address, proxy address, auth)",
+        response: { 200: { $ref: 'connect-info.json' }, ...errors },
       },
-      response: { 200: { $ref: 'af-cluster-list.json' }, ...errors },
     },
-  }, async (req) => {
-    const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING', 'STOPPING']);
-    if (req.query.all && !req.user!.admin) throw forbidden('Only administrators may list every user\'s clusters');
-    const list = await clusters.list(req.query.all ? undefined : req.user!.name, statuses);
-    return { clusters: await Promise.all(list.map(async (c) => afClusterJson(c, await clusters.workersOf(c.name)))) };
-  });
+    async (req) => ({ ...opts.connectTarget(), username: req.user!.name }),
+  );
 
-  app.get('/api/af/clusters/:cluster_name', {
-    schema: {
-      tags: ['af'],
-      summary: 'One cluster with its workers and, when it failed, the reason',
-      params: { type: 'object', required: ['cluster_name'], properties: { cluster_name: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } } },
-      response: { 200: { $ref: 'af-cluster.json' }, ...errors },
+  app.get(
+    '/api/af/clusters',
+    {
+      schema: {
+        tags: ['af'],
+        summary: "The caller's clusters (all users' with all=true, for administrators)",
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            status: { type: 'string', description: 'Comma-separated statuses; default pending,running,stopping' },
+            all: { type: 'boolean', default: false },
+          },
+        },
+        response: { 200: { $ref: 'af-cluster-list.json' }, ...errors },
+      },
     },
-  }, async (req) => {
-    const c = await authorizedCluster(req, clusters, req.params.cluster_name);
-    return afClusterJson(c, await clusters.workersOf(c.name));
-  });
+    async (req) => {
+      const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING', 'STOPPING']);
+      if (req.query.all && !req.user!.admin) throw forbidden("Only administrators may list every user's clusters");
+      const list = await clusters.list(req.query.all ? undefined : req.user!.name, statuses);
+      return { clusters: await Promise.all(list.map(async (c) => afClusterJson(c, await clusters.workersOf(c.name)))) };
+    },
+  );
+
+  app.get(
+    '/api/af/clusters/:cluster_name',
+    {
+      schema: {
+        tags: ['af'],
+        summary: 'One cluster with its workers and, when it failed, the reason',
+        params: { type: 'object', required: ['cluster_name'], properties: { cluster_name: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } } },
+        response: { 200: { $ref: 'af-cluster.json' }, ...errors },
+      },
+    },
+    async (req) => {
+      const c = await authorizedCluster(req, clusters, req.params.cluster_name);
+      return afClusterJson(c, await clusters.workersOf(c.name));
+    },
+  );
 }

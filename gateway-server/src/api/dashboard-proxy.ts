@@ -110,8 +110,11 @@ function withoutBody(headers: IncomingHttpHeaders): IncomingHttpHeaders {
  * removed, backslashes taken as slashes, so '//host', '\/host' and '\\host' are other origins too.
  */
 function dashboardLocation(location: string, basePath: string, prefix: string): string | undefined {
-  // eslint-disable-next-line no-control-regex -- browsers skip leading control characters and spaces in a Location, so must we
-  const read = location.replace(/^[\x00-\x20]+/, '').replace(/[\t\n\r]/g, '').replace(/\\/g, '/');
+  const read = location
+    // eslint-disable-next-line no-control-regex -- browsers skip leading control characters and spaces in a Location, so must we
+    .replace(/^[\x00-\x20]+/, '')
+    .replace(/[\t\n\r]/g, '')
+    .replace(/\\/g, '/');
   if (/^[a-z][a-z0-9+.-]*:/i.test(read) || read.startsWith('//')) return undefined;
   if (read.startsWith('/')) return basePath.replace(/\/$/, '') + prefix + read;
   return location;
@@ -165,75 +168,90 @@ export async function dashboardProxy(
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
-  app.get<{ Params: { cluster_name: string } }>('/clusters/:cluster_name', { schema: { hide: true, response: { 302: { type: 'null', description: 'To the dashboard' }, '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } } }, async (req, reply) => {
-    await authorizedCluster(req, clusters, req.params.cluster_name);
-    return reply.redirect(`${opts.basePath}clusters/${req.params.cluster_name}/status`);
-  });
+  app.get<{ Params: { cluster_name: string } }>(
+    '/clusters/:cluster_name',
+    {
+      schema: {
+        hide: true,
+        response: { 302: { type: 'null', description: 'To the dashboard' }, '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } },
+      },
+    },
+    async (req, reply) => {
+      await authorizedCluster(req, clusters, req.params.cluster_name);
+      return reply.redirect(`${opts.basePath}clusters/${req.params.cluster_name}/status`);
+    },
+  );
 
   const readOnly = (method: string) => {
     if (!READ_ONLY.has(method)) {
-      throw new AppError(405, 'method_not_allowed', `Dashboards are read-only through the gateway: ${method} is refused (GET, HEAD and WebSocket only)`, { headers: { allow: 'GET, HEAD' } });
+      throw new AppError(405, 'method_not_allowed', `Dashboards are read-only through the gateway: ${method} is refused (GET, HEAD and WebSocket only)`, {
+        headers: { allow: 'GET, HEAD' },
+      });
     }
   };
 
   // The viewer's own credentials (cookie, Authorization) open a dashboard page: they are sent
   // once, to the plain path, which answers with the page's sandboxed address (a capability); the
   // page and its own requests then use that.
-  app.all<{ Params: { cluster_name: string; '*': string } }>('/clusters/:cluster_name/*', {
-    schema: { hide: true },
-    config: { auth: 'user-or-capability' },
-  }, async (req, reply) => {
-    readOnly(req.method);
-    // No cluster has such a name (and it would be sent back in a redirect as it came, decoded).
-    if (!CLUSTER_NAME.test(req.params.cluster_name)) throw notFound(`Cluster ${req.params.cluster_name.slice(0, 100)}`);
-    const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
-    const name = req.params.cluster_name;
-    // The path as the browser sent it (still percent-encoded), after /clusters/<name>.
-    const raw = /^\/clusters\/[^/?]+(\/[^?]*)?/.exec(req.url)?.[1] ?? '/';
-    const rest = CAPABILITY_PATH.exec(raw);
-    if (!rest) {
-      if (raw.startsWith('/~')) throw notFound(`Dashboard page ${raw.slice(0, 100)}`);
-      const c = await authorizedCluster(req, clusters, name);
-      const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name, opts.sessions?.keyOf(req.headers));
-      void reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer');
-      return reply.redirect(`${base}/clusters/${c.name}/~${cap}${raw}${query}`, 303);
-    }
-    const [, capability, path = '/'] = rest as unknown as [string, string, string?];
-    if (!(await stillValid(capability, name))) {
-      // Expired, not ours, or its session ended: back to the credentialed path, which issues a fresh one (or asks to log in).
-      void reply.header('cache-control', 'no-store');
-      return reply.redirect(`${base}/clusters/${name}${path}${query}`, 303);
-    }
-    const c = await clusters.get(name);
-    if (!c) throw notFound(`Cluster ${name}`);
-    const target = dashboardOf(c);
-    const prefix = `/clusters/${c.name}/~${capability}`;
-    reply.hijack();
-    const secure = target.protocol === 'https:';
-    const upstream = (secure ? https : http).request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method: req.method,
-        path: `${path}${query}`,
-        headers: withoutBody(upstreamHeaders(req.headers, target, prefix)),
-        ...(secure ? tlsOptions(c) : {}),
-      },
-      (res) => {
-        reply.raw.writeHead(res.statusCode ?? 502, viewerHeaders(res, opts.basePath, prefix));
-        // An answer cut short (the dashboard closed mid-body) ends the viewer's too, rather than leaving it waiting.
-        pipeline(res, reply.raw, () => undefined);
-      },
-    );
-    upstream.on('error', (err) => {
-      req.log.warn({ cluster: c.name, err: err.message }, 'dashboard request failed');
-      if (!reply.raw.headersSent) {
-        reply.raw.writeHead(502, { 'content-type': 'application/json' });
-        reply.raw.end(JSON.stringify({ error: `The dashboard of cluster ${c.name} did not answer`, code: 'dashboard_unreachable' }));
-      } else reply.raw.destroy();
-    });
-    upstream.end();
-  });
+  app.all<{ Params: { cluster_name: string; '*': string } }>(
+    '/clusters/:cluster_name/*',
+    {
+      schema: { hide: true },
+      config: { auth: 'user-or-capability' },
+    },
+    async (req, reply) => {
+      readOnly(req.method);
+      // No cluster has such a name (and it would be sent back in a redirect as it came, decoded).
+      if (!CLUSTER_NAME.test(req.params.cluster_name)) throw notFound(`Cluster ${req.params.cluster_name.slice(0, 100)}`);
+      const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?')) : '';
+      const name = req.params.cluster_name;
+      // The path as the browser sent it (still percent-encoded), after /clusters/<name>.
+      const raw = /^\/clusters\/[^/?]+(\/[^?]*)?/.exec(req.url)?.[1] ?? '/';
+      const rest = CAPABILITY_PATH.exec(raw);
+      if (!rest) {
+        if (raw.startsWith('/~')) throw notFound(`Dashboard page ${raw.slice(0, 100)}`);
+        const c = await authorizedCluster(req, clusters, name);
+        const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name, opts.sessions?.keyOf(req.headers));
+        void reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer');
+        return reply.redirect(`${base}/clusters/${c.name}/~${cap}${raw}${query}`, 303);
+      }
+      const [, capability, path = '/'] = rest as unknown as [string, string, string?];
+      if (!(await stillValid(capability, name))) {
+        // Expired, not ours, or its session ended: back to the credentialed path, which issues a fresh one (or asks to log in).
+        void reply.header('cache-control', 'no-store');
+        return reply.redirect(`${base}/clusters/${name}${path}${query}`, 303);
+      }
+      const c = await clusters.get(name);
+      if (!c) throw notFound(`Cluster ${name}`);
+      const target = dashboardOf(c);
+      const prefix = `/clusters/${c.name}/~${capability}`;
+      reply.hijack();
+      const secure = target.protocol === 'https:';
+      const upstream = (secure ? https : http).request(
+        {
+          host: target.hostname,
+          port: target.port,
+          method: req.method,
+          path: `${path}${query}`,
+          headers: withoutBody(upstreamHeaders(req.headers, target, prefix)),
+          ...(secure ? tlsOptions(c) : {}),
+        },
+        (res) => {
+          reply.raw.writeHead(res.statusCode ?? 502, viewerHeaders(res, opts.basePath, prefix));
+          // An answer cut short (the dashboard closed mid-body) ends the viewer's too, rather than leaving it waiting.
+          pipeline(res, reply.raw, () => undefined);
+        },
+      );
+      upstream.on('error', (err) => {
+        req.log.warn({ cluster: c.name, err: err.message }, 'dashboard request failed');
+        if (!reply.raw.headersSent) {
+          reply.raw.writeHead(502, { 'content-type': 'application/json' });
+          reply.raw.end(JSON.stringify({ error: `The dashboard of cluster ${c.name} did not answer`, code: 'dashboard_unreachable' }));
+        } else reply.raw.destroy();
+      });
+      upstream.end();
+    },
+  );
 }
 
 /** WebSocket upgrades under /clusters/<name>/…: by the page's capability, or by the viewer's own credentials. */
@@ -242,7 +260,13 @@ type SessionLink = Pick<Sessions, 'keyOf' | 'isOpen' | 'bindSocketTo'>;
 
 const sessionOpen = async (sessions: SessionLink | undefined, key: string) => !key || !sessions || (await sessions.isOpen(key));
 
-export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identifier: Identifier; log: FastifyBaseLogger; capabilities: DashboardCapabilities; sessions?: SessionLink }) {
+export function dashboardUpgradeHandler(deps: {
+  clusters: ClusterManager;
+  identifier: Identifier;
+  log: FastifyBaseLogger;
+  capabilities: DashboardCapabilities;
+  sessions?: SessionLink;
+}) {
   return async (req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> => {
     const m = PREFIX.exec(req.url ?? '');
     if (!m) return false;
@@ -251,7 +275,7 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
     // capability in its path; anything else rides on the viewer's own credentials, from our origin.
     const capability = CAPABILITY_PATH.exec(m[2] ?? '');
     if (!capability && !sameOrigin(req)) {
-      refuseUpgrade(socket, 403, 'cross_origin', 'Dashboards accept WebSocket connections only from the gateway\'s own pages');
+      refuseUpgrade(socket, 403, 'cross_origin', "Dashboards accept WebSocket connections only from the gateway's own pages");
       return true;
     }
     try {
@@ -274,7 +298,7 @@ export function dashboardUpgradeHandler(deps: { clusters: ClusterManager; identi
           ? tls.connect({ host: target.hostname, port: Number(target.port), ...tlsOptions(c) })
           : net.connect({ host: target.hostname, port: Number(target.port) });
       const headers = upstreamHeaders(req.headers, target, `/clusters/${c.name}${capability ? `/~${capability[1]}` : ''}`);
-      const lines = [`${req.method} ${capability ? capability[2] || '/' : m[2] ?? '/'}${m[3] ?? ''} HTTP/1.1`];
+      const lines = [`${req.method} ${capability ? capability[2] || '/' : (m[2] ?? '/')}${m[3] ?? ''} HTTP/1.1`];
       for (const [k, v] of Object.entries(headers)) {
         for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) lines.push(`${k}: ${one}`);
       }

@@ -18,7 +18,7 @@ export function errorHandler(err: FastifyError | AppError | Error, req: FastifyR
   } else if ('validation' in err && err.validation) {
     status = 422;
     code = 'invalid_request';
-    const where = err.validationContext === 'body' ? 'request body' : err.validationContext ?? 'request';
+    const where = err.validationContext === 'body' ? 'request body' : (err.validationContext ?? 'request');
     message = `Invalid ${where}: ${formatAjvErrors(err.validation as never)}`;
   } else if ('code' in err && typeof err.code === 'string' && err.code.startsWith('FST_ERR_CTP')) {
     status = err.statusCode ?? 400;

@@ -35,13 +35,15 @@ export class EventStream {
   /** Open streams per user: a browser needs a few (tabs), a script looping over connects gets refused. */
   private readonly perUser = new Map<string, number>();
 
-  constructor(private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; workflows: WorkflowEngine; log: FastifyBaseLogger }) {}
+  constructor(
+    private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; workflows: WorkflowEngine; log: FastifyBaseLogger },
+  ) {}
 
   /** Handles the upgrade if it is for the event stream; false otherwise. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> {
     if ((req.url ?? '').split('?')[0] !== EVENTS_PATH) return false;
     if (!sameOrigin(req)) {
-      refuseUpgrade(socket, 403, 'cross_origin', 'The event stream only accepts connections from the gateway\'s own origin');
+      refuseUpgrade(socket, 403, 'cross_origin', "The event stream only accepts connections from the gateway's own origin");
       return true;
     }
     let user: User;
@@ -121,7 +123,9 @@ export class EventStream {
         (err: unknown) => this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, 'could not read the workers of an ended cluster'),
       );
     };
-    const initial = clusters.activeClusters(['PENDING', 'RUNNING', 'STOPPING'], user.admin ? undefined : user.name).map((e) => afClusterJson(e.cluster, e.workers));
+    const initial = clusters
+      .activeClusters(['PENDING', 'RUNNING', 'STOPPING'], user.admin ? undefined : user.name)
+      .map((e) => afClusterJson(e.cluster, e.workers));
     for (const c of initial) lastSent.set(c.name, JSON.stringify(c));
     send({ type: 'snapshot', clusters: initial });
 

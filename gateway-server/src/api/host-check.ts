@@ -23,8 +23,12 @@ export function hostName(header: string): string | null {
  * loopback listener the loopback names and public_url's host, else any (a facility's proxy in front
  * decides what reaches it).
  */
-export function hostPolicy(cfg: { allowed_hosts: string[] | null; public_url: string | null }, listenHost: string): ((headers: IncomingHttpHeaders) => void) {
-  const bare = (h: string) => h.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
+export function hostPolicy(cfg: { allowed_hosts: string[] | null; public_url: string | null }, listenHost: string): (headers: IncomingHttpHeaders) => void {
+  const bare = (h: string) =>
+    h
+      .replace(/^\[|\]$/g, '')
+      .replace(/\.$/, '')
+      .toLowerCase();
   // null: any host; else the names allowed, plus every loopback name when the admin listed none
   let named: Set<string> | null = null;
   let loopbackToo = false;

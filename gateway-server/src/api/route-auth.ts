@@ -48,7 +48,11 @@ export const routeAuth = fp(
       // fetches too; it names the page's origin, which must be the gateway's own for any change.
       // Clients that are no browser send no Origin.
       if (!SAFE_METHODS.has(req.method) && !sameOrigin(req.raw)) {
-        throw new AppError(403, 'cross_origin', `${req.method} requests are accepted only from the gateway's own pages, not from ${String(req.headers.origin).slice(0, 100)}`);
+        throw new AppError(
+          403,
+          'cross_origin',
+          `${req.method} requests are accepted only from the gateway's own pages, not from ${String(req.headers.origin).slice(0, 100)}`,
+        );
       }
       const mode: RouteAuth = req.routeOptions.config?.auth ?? 'user';
       if (mode === 'none') return;
@@ -61,7 +65,8 @@ export const routeAuth = fp(
           req.clusterToken = true;
           return;
         }
-        if (mode === 'cluster') throw new AppError(401, 'invalid_cluster_token', 'This route needs the cluster\'s API token', { headers: { 'WWW-Authenticate': 'token' } });
+        if (mode === 'cluster')
+          throw new AppError(401, 'invalid_cluster_token', "This route needs the cluster's API token", { headers: { 'WWW-Authenticate': 'token' } });
       }
       if (mode === 'metrics' && header && deps.metricsToken) {
         const { scheme, credentials } = splitAuthorization(header);
@@ -75,7 +80,6 @@ export const routeAuth = fp(
   },
   { name: 'route-auth' },
 );
-
 
 /** The cluster, if the caller may act on it: its owner, an admin, or the cluster's own token. */
 export async function authorizedCluster(req: FastifyRequest, clusters: ClusterManager, name: string): Promise<ClusterRecord> {

@@ -29,7 +29,9 @@ export function refuseUpgrade(socket: Duplex, errOrStatus: unknown, code?: Error
         ? errOrStatus
         : new AppError(500, 'internal', 'Internal server error');
   const body = JSON.stringify({ error: e.message, code: e.code });
-  const extra = Object.entries(e.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const extra = Object.entries(e.headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   socket.end(
     `HTTP/1.1 ${e.statusCode} ${http.STATUS_CODES[e.statusCode] ?? ''}\r\n${extra}content-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,

@@ -20,9 +20,7 @@ export interface Authenticator {
 
 export function splitAuthorization(header: string): { scheme: string; credentials: string } {
   const i = header.indexOf(' ');
-  return i < 0
-    ? { scheme: header.toLowerCase(), credentials: '' }
-    : { scheme: header.slice(0, i).toLowerCase(), credentials: header.slice(i + 1).trim() };
+  return i < 0 ? { scheme: header.toLowerCase(), credentials: '' } : { scheme: header.slice(0, i).toLowerCase(), credentials: header.slice(i + 1).trim() };
 }
 
 /**

@@ -41,6 +41,10 @@ export class Identifier {
 /** A 403 for a user whose name (from a token claim or the Hub) the gateway cannot use safely. */
 export function refuseUnsafeName(user: User): void {
   if (!USER_NAME.test(user.name)) {
-    throw new AppError(403, 'bad_user_name', `The gateway cannot serve the user ${JSON.stringify(user.name.slice(0, 80))}: ${USER_NAME_RULE}. Ask the facility to map this identity to such a name (auth.oidc.username_claim).`);
+    throw new AppError(
+      403,
+      'bad_user_name',
+      `The gateway cannot serve the user ${JSON.stringify(user.name.slice(0, 80))}: ${USER_NAME_RULE}. Ask the facility to map this identity to such a name (auth.oidc.username_claim).`,
+    );
   }
 }

@@ -68,10 +68,18 @@ export class JupyterHubAuthenticator implements Authenticator {
     }
     const needed = `access:services!service=${this.serviceName}`;
     if (!Array.isArray(body.scopes)) {
-      throw new AppError(403, 'missing_hub_scope', `JupyterHub did not say which scopes the token has (JupyterHub 2 or newer is needed); the gateway admits tokens with ${needed}`);
+      throw new AppError(
+        403,
+        'missing_hub_scope',
+        `JupyterHub did not say which scopes the token has (JupyterHub 2 or newer is needed); the gateway admits tokens with ${needed}`,
+      );
     }
     if (!grantsServiceAccess(body.scopes, this.serviceName)) {
-      throw new AppError(403, 'missing_hub_scope', `The JupyterHub token of ${body.name} lacks the scope ${needed} (or access:services): make a token with it, or ask the Hub's admin to grant it to users' roles (load_roles)`);
+      throw new AppError(
+        403,
+        'missing_hub_scope',
+        `The JupyterHub token of ${body.name} lacks the scope ${needed} (or access:services): make a token with it, or ask the Hub's admin to grant it to users' roles (load_roles)`,
+      );
     }
     const groups = body.groups ?? [];
     const admin = Boolean(body.admin) || this.admins.includes(body.name) || groups.some((g) => this.adminGroups.includes(g));

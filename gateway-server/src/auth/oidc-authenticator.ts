@@ -46,7 +46,9 @@ export class OidcAuthenticator implements Authenticator {
   private refuse(description: string, error: 'invalid_token' | 'invalid_request' | 'insufficient_scope' = 'invalid_token'): AppError {
     // RFC 6750: a valid token without the needed scope is a 403, everything else a 401.
     return new AppError(error === 'insufficient_scope' ? 403 : 401, error, `Access token refused: ${description}`, {
-      headers: { 'WWW-Authenticate': `Bearer realm="af-gateway", error="${error}", error_description="${description.replace(/"/g, "'").replace(/[^\x20-\x7e]/g, '?')}"` },
+      headers: {
+        'WWW-Authenticate': `Bearer realm="af-gateway", error="${error}", error_description="${description.replace(/"/g, "'").replace(/[^\x20-\x7e]/g, '?')}"`,
+      },
     });
   }
 
@@ -103,7 +105,11 @@ export class OidcAuthenticator implements Authenticator {
     const now = Date.now() / 1000;
     // An introspection endpoint may vouch for tokens of other issuers it federates: only ours count.
     if (claims.iss !== this.cfg.issuer) {
-      throw this.refuse(typeof claims.iss === 'string' ? `issued by ${claims.iss.slice(0, 200)}, not by ${this.cfg.issuer}` : `the identity provider's introspection answer names no issuer (iss); only tokens of ${this.cfg.issuer} are accepted`);
+      throw this.refuse(
+        typeof claims.iss === 'string'
+          ? `issued by ${claims.iss.slice(0, 200)}, not by ${this.cfg.issuer}`
+          : `the identity provider's introspection answer names no issuer (iss); only tokens of ${this.cfg.issuer} are accepted`,
+      );
     }
     if (typeof claims.exp === 'number' && claims.exp + this.cfg.clock_skew < now) throw this.refuse('the token has expired');
     if (this.cfg.audience.length) {
@@ -144,14 +150,16 @@ export class OidcAuthenticator implements Authenticator {
   }
 }
 
-const looksLikeJwt = (t: string) => t.split('.').length === 3 && (() => {
-  try {
-    decodeProtectedHeader(t);
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const looksLikeJwt = (t: string) =>
+  t.split('.').length === 3 &&
+  (() => {
+    try {
+      decodeProtectedHeader(t);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
 
 export function scopesOf(claims: JWTPayload): string[] {
   if (typeof claims.scope === 'string') return claims.scope.split(' ').filter(Boolean);
@@ -178,7 +186,7 @@ function describeJoseError(err: unknown): string {
     }
   }
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'the signature does not verify';
-  if (err instanceof joseErrors.JWKSNoMatchingKey) return "the token is signed with a key the issuer does not publish";
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return 'the token is signed with a key the issuer does not publish';
   if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) return 'the token uses an unsupported algorithm';
   if (err instanceof joseErrors.JWTInvalid || err instanceof joseErrors.JWSInvalid) return 'the token is malformed';
   if (err instanceof joseErrors.JWKSTimeout) return "the issuer's keys could not be fetched in time";

@@ -30,4 +30,3 @@ export class SimpleAuthenticator implements Authenticator {
     return { name, groups: [], admin: this.admins.includes(name) };
   }
 }
-

@@ -48,7 +48,11 @@ export function addressesOnHosts(reported: SchedulerAddresses, hosts: ReadonlySe
   const on = (address: string, what: string) => {
     const a = parseReportedAddress(address, what);
     if (!hosts.has(a.host)) {
-      throw new AppError(422, 'address_not_backend', `The heartbeat says the ${what} listens on ${a.host}, but the scheduler runs on ${[...hosts].join(', ') || 'no known machine'} (${where}); heartbeats cannot move a scheduler elsewhere`);
+      throw new AppError(
+        422,
+        'address_not_backend',
+        `The heartbeat says the ${what} listens on ${a.host}, but the scheduler runs on ${[...hosts].join(', ') || 'no known machine'} (${where}); heartbeats cannot move a scheduler elsewhere`,
+      );
     }
     return hostPort(a.host, a.port);
   };
@@ -178,13 +182,15 @@ export interface Backend {
 }
 
 /** The hooks withDefaults() fills in; the gateway's file and token hooks stay optional (their absence means "the gateway does it"). */
-type Defaulted = 'removeOrphans' | 'startSteps' | 'describe' | 'onChange' | 'clusterWorkDir' | 'writeClusterFiles' | 'removeClusterFiles' | 'shareRunWorkspace' | 'release';
+type Defaulted =
+  'removeOrphans' | 'startSteps' | 'describe' | 'onChange' | 'clusterWorkDir' | 'writeClusterFiles' | 'removeClusterFiles' | 'shareRunWorkspace' | 'release';
 
 /** A backend whose optional hooks all answer: what the engines call. */
-export type EngineBackend = Backend & Required<Pick<Backend, Defaulted>> & {
-  /** Whether the backend runs workflow steps (it has its own startSteps). */
-  readonly runsSteps: boolean;
-};
+export type EngineBackend = Backend &
+  Required<Pick<Backend, Defaulted>> & {
+    /** Whether the backend runs workflow steps (it has its own startSteps). */
+    readonly runsSteps: boolean;
+  };
 
 /**
  * The one place the optional hooks get their defaults: no orphans to remove, no steps (each start

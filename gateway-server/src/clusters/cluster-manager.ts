@@ -46,15 +46,19 @@ export interface ClusterManagerDeps {
 export const postToScheduler: SchedulerCall = (apiAddress, token, body) => {
   const payload = JSON.stringify(body);
   return new Promise<number>((resolve, reject) => {
-    const req = httpRequest(`${apiAddress}/api/comm`, {
-      method: 'POST',
-      headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
-      timeout: 10_000,
-    }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', reject);
-    });
+    const req = httpRequest(
+      `${apiAddress}/api/comm`,
+      {
+        method: 'POST',
+        headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+        timeout: 10_000,
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
     req.on('error', reject);
     req.end(payload);
@@ -75,7 +79,10 @@ const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
   /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
-  private readonly active = new Map<string, { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>>; startingWorkers: number }>();
+  private readonly active = new Map<
+    string,
+    { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>>; startingWorkers: number }
+  >();
   private readonly ending = new Map<string, Promise<void>>();
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
@@ -188,7 +195,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   async create(user: User, requestedOptions: unknown): Promise<ClusterRecord> {
     const form = this.policy.optionsFor(user);
     const options = form.parse(requestedOptions);
-    this.policy.checkCreate(user, [...this.active.values()].map((e) => e.cluster));
+    this.policy.checkCreate(
+      user,
+      [...this.active.values()].map((e) => e.cluster),
+    );
     const settings = form.settings(options, this.cfg);
     const username = user.name;
     const name = randomHex(16);
@@ -422,7 +432,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     } else if (delta < 0) {
       // Connected workers are retired by the scheduler itself; only cancel those still starting.
       const starting = live.filter((w) => w.status === 'STARTING').reverse();
-      void this.endWorkers(c, starting.slice(0, -delta).map((w): WorkerEnd => [w, 'STOPPED', 'no longer needed']));
+      void this.endWorkers(
+        c,
+        starting.slice(0, -delta).map((w): WorkerEnd => [w, 'STOPPED', 'no longer needed']),
+      );
     }
   }
 
@@ -495,7 +508,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         limitReached = `${c.workerFailures} workers in a row failed to start; the last one ${reason}`;
       }
     }
-    void this.endWorkers(c, failed.map(([w, reason]): WorkerEnd => [w, 'FAILED', reason]));
+    void this.endWorkers(
+      c,
+      failed.map(([w, reason]): WorkerEnd => [w, 'FAILED', reason]),
+    );
     if (limitReached !== undefined) {
       void this.end(c, 'FAILED', limitReached);
     } else {
@@ -556,7 +572,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     // Starts in flight finish first (each stops its own process once it sees the cluster ending).
     while (entry?.launches.size) await Promise.allSettled([...entry.launches]);
     const workers = entry ? [...entry.workers.values()] : [];
-    await this.endWorkers(c, workers.map((w): WorkerEnd => [w, 'STOPPED', 'the cluster ended']));
+    await this.endWorkers(
+      c,
+      workers.map((w): WorkerEnd => [w, 'STOPPED', 'the cluster ended']),
+    );
     try {
       if (c.scheduler) await this.backend.stop([c.scheduler]);
     } catch (err) {
@@ -581,7 +600,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (this.checking) return;
     this.checking = true;
     try {
-      const entries = [...this.active.values()].filter((e) => !this.ending.has(e.cluster.name) && (e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING'));
+      const entries = [...this.active.values()].filter(
+        (e) => !this.ending.has(e.cluster.name) && (e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING'),
+      );
       const handles: BackendHandle[] = [];
       for (const { cluster, workers } of entries) {
         if (cluster.scheduler) handles.push(cluster.scheduler);
@@ -650,9 +671,14 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         // A restart gives starting workers a full timeout: they may have connected while we were down.
         const since = Math.max(w.startTime, ws?.startedAt ?? 0, this.recoveredAt);
         if (ws && !ws.alive) failedToStart.push([w, `exited before connecting to the scheduler; ${ws.detail ?? ''}`.trim()]);
-        else if (t - since > this.cfg.worker_start_timeout * 1000) failedToStart.push([w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`]);
+        else if (t - since > this.cfg.worker_start_timeout * 1000)
+          failedToStart.push([w, `did not connect within ${this.cfg.worker_start_timeout} s (cluster.worker_start_timeout)`]);
       } else if (ws && !ws.alive) {
-        exited.push([w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : `exited unexpectedly; ${ws.detail ?? ''}`.trim()]);
+        exited.push([
+          w,
+          w.closeExpected ? 'STOPPED' : 'FAILED',
+          w.closeExpected ? 'retired by the scheduler' : `exited unexpectedly; ${ws.detail ?? ''}`.trim(),
+        ]);
       }
     }
     if (failedToStart.length) this.workersStartFailed(c, failedToStart);
@@ -692,7 +718,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (workerHandles.length) (await backend.check(workerHandles)).forEach((s, i) => workerStates.set(workerHandles[i]!, s));
     for (const { c, workers } of alive) {
       const gone = [...workers.values()].filter((w) => !(w.handle && workerStates.get(w.handle)?.alive));
-      await this.endWorkers(c, gone.map((w): WorkerEnd => [w, 'FAILED', 'exited while the gateway was down']));
+      await this.endWorkers(
+        c,
+        gone.map((w): WorkerEnd => [w, 'FAILED', 'exited while the gateway was down']),
+      );
       c.lastHeartbeat = now(); // the scheduler's heartbeat back-off gets a full timeout to reach us again
       await this.save(c);
       this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');

@@ -5,7 +5,6 @@ import type { ClusterOptionField, ResolvedConfig } from '../config.js';
 import { unprocessable } from '../errors.js';
 import type { ClusterSettings } from './model.js';
 
-
 /** Bounds on what a user may put in an option: each value ends up in a process's environment, a
  * submit description or a pod spec, so no control characters (tab aside) and modest sizes. */
 const MAX_STRING = 4096;
@@ -18,7 +17,10 @@ const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f\u0085\u2028\u2029]/;
 function checkText(text: string, max: number, bad: (what: string) => never, what: string): void {
   if (text.length > max) bad(`${what} is longer than ${max} characters`);
   const m = CONTROL.exec(text);
-  if (m) bad(`${what} contains the control character U+${m[0].charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()} (newlines and other control characters are refused)`);
+  if (m)
+    bad(
+      `${what} contains the control character U+${m[0].charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()} (newlines and other control characters are refused)`,
+    );
 }
 
 /** Nesting a mapping's values may have: they are kept and sent as JSON, which is written recursively. */
@@ -43,8 +45,7 @@ function quote(v: unknown): string {
   return got.length > 120 ? `${got.slice(0, 120)}…` : got;
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function defaultOf(f: ClusterOptionField): unknown {
   if (f.default !== undefined) return f.default;
@@ -134,7 +135,8 @@ export class ClusterOptions {
         for (const [key, value] of entries) {
           if (f.target === 'environment') {
             // What every backend can pass on: a POSIX name (Kubernetes, HTCondor and the shell agree on it).
-            if (!ENV_NAME.test(key)) bad(`${JSON.stringify(key.slice(0, 64))} is not an environment variable name (letters, digits and _, not starting with a digit, at most 256)`);
+            if (!ENV_NAME.test(key))
+              bad(`${JSON.stringify(key.slice(0, 64))} is not an environment variable name (letters, digits and _, not starting with a digit, at most 256)`);
             if (typeof value !== 'string') bad(`environment values must be strings (${key} is not)`);
             checkText(value as string, MAX_STRING, bad, `the value of ${key}`);
           } else {

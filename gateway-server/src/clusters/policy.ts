@@ -37,7 +37,11 @@ export class Policy {
     private readonly clusterMaxWorkers: number | null,
   ) {
     this.defaultOptions = new ClusterOptions(defaultFields);
-    this.profiles = cfg.profiles.map((p) => ({ name: p.name, groups: p.groups, options: new ClusterOptions(p.cluster_options as ResolvedConfig['cluster_options']) }));
+    this.profiles = cfg.profiles.map((p) => ({
+      name: p.name,
+      groups: p.groups,
+      options: new ClusterOptions(p.cluster_options as ResolvedConfig['cluster_options']),
+    }));
   }
 
   /** The options form for this user: the first profile of one of their groups, else the default. */
@@ -62,7 +66,10 @@ export class Policy {
       if (max == null) continue;
       const n = active.filter(s.covers).length;
       if (n + 1 > max) {
-        throw unprocessable(`Cluster limit reached: ${s.label} allows ${max} active cluster${max === 1 ? '' : 's'} and ${n} ${n === 1 ? 'is' : 'are'} running; stop one first`, 'limit_clusters');
+        throw unprocessable(
+          `Cluster limit reached: ${s.label} allows ${max} active cluster${max === 1 ? '' : 's'} and ${n} ${n === 1 ? 'is' : 'are'} running; stop one first`,
+          'limit_clusters',
+        );
       }
     }
   }
@@ -70,7 +77,9 @@ export class Policy {
   /** The most workers `cluster` may have given everything else that runs, and which limit binds. */
   workerCap(cluster: ClusterRecord, usage: readonly Usage[]): WorkerCap | null {
     let cap: WorkerCap | null =
-      this.clusterMaxWorkers === null ? null : { max: this.clusterMaxWorkers, reason: `this gateway's limit of ${this.clusterMaxWorkers} workers per cluster (cluster.max_workers)` };
+      this.clusterMaxWorkers === null
+        ? null
+        : { max: this.clusterMaxWorkers, reason: `this gateway's limit of ${this.clusterMaxWorkers} workers per cluster (cluster.max_workers)` };
     const per = { workers: 1, cores: cluster.settings.worker_cores, memory: cluster.settings.worker_memory };
     for (const s of this.scopes(cluster.username, cluster.groups)) {
       const others = usage.filter((u) => u.cluster.name !== cluster.name && s.covers(u.cluster));
@@ -79,7 +88,11 @@ export class Policy {
         cores: others.reduce((a, u) => a + u.workers * u.cluster.settings.worker_cores, 0),
         memory: others.reduce((a, u) => a + u.workers * u.cluster.settings.worker_memory, 0),
       };
-      for (const [key, unit] of [['workers', ''], ['cores', ' cores'], ['memory', ' GiB of worker memory']] as const) {
+      for (const [key, unit] of [
+        ['workers', ''],
+        ['cores', ' cores'],
+        ['memory', ' GiB of worker memory'],
+      ] as const) {
         const limit = s.limits[`max_${key}`];
         if (limit == null) continue;
         const max = Math.max(0, Math.floor((limit - used[key]) / per[key] + 1e-9));

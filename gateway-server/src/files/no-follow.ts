@@ -11,7 +11,10 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 
 export class UnsafePathError extends Error {
-  constructor(readonly path: string, why: string) {
+  constructor(
+    readonly path: string,
+    why: string,
+  ) {
     super(`refused to use ${path}: ${why}`);
     this.name = 'UnsafePathError';
   }
@@ -189,7 +192,9 @@ async function emptyOpenDir(dir: FileHandle, depth: number): Promise<void> {
     } catch (err) {
       if (code(err) === 'ENOENT') continue;
       if (code(err) !== 'ENOTDIR' && code(err) !== 'ELOOP') throw err;
-      await unlink(p).catch((e: unknown) => { if (code(e) !== 'ENOENT') throw e; }); // a link or file: only the name goes
+      await unlink(p).catch((e: unknown) => {
+        if (code(e) !== 'ENOENT') throw e;
+      }); // a link or file: only the name goes
       continue;
     }
     try {
@@ -197,7 +202,9 @@ async function emptyOpenDir(dir: FileHandle, depth: number): Promise<void> {
     } finally {
       await sub.close();
     }
-    await rmdir(p).catch((e: unknown) => { if (code(e) !== 'ENOENT' && code(e) !== 'ENOTEMPTY') throw e; });
+    await rmdir(p).catch((e: unknown) => {
+      if (code(e) !== 'ENOENT' && code(e) !== 'ENOTEMPTY') throw e;
+    });
   }
 }
 
@@ -221,5 +228,7 @@ export async function removeTree(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
-  await rmdir(dir).catch((e: unknown) => { if (code(e) !== 'ENOENT') throw e; });
+  await rmdir(dir).catch((e: unknown) => {
+    if (code(e) !== 'ENOENT') throw e;
+  });
 }

@@ -66,10 +66,18 @@ export class RucioClient {
     try {
       t = this.tokens.accessToken(user);
     } catch {
-      throw new AppError(401, 'no_token', `Rucio (${this.cfg.name}) needs your access token, and the gateway holds none for ${user.name}: log in at the gateway (or hand over a refresh token) first`);
+      throw new AppError(
+        401,
+        'no_token',
+        `Rucio (${this.cfg.name}) needs your access token, and the gateway holds none for ${user.name}: log in at the gateway (or hand over a refresh token) first`,
+      );
     }
     if (t.expires_at !== null && t.expires_at <= Date.now()) {
-      throw new AppError(401, 'token_expired', `Your access token expired at ${new Date(t.expires_at).toISOString()}, so Rucio (${this.cfg.name}) would refuse it: log in again at the gateway.`);
+      throw new AppError(
+        401,
+        'token_expired',
+        `Your access token expired at ${new Date(t.expires_at).toISOString()}, so Rucio (${this.cfg.name}) would refuse it: log in again at the gateway.`,
+      );
     }
     return this.cfg.auth === 'token' ? t.access_token : (await this.tokens.tokenFor(user, this.cfg.audience)).access_token;
   }
@@ -154,7 +162,11 @@ export class RucioClient {
     }
     const where = `Rucio (${this.cfg.name})`;
     if (res.status === 401 || cls === 'CannotAuthenticate') {
-      return new AppError(401, 'rucio_unauthenticated', `${where} did not accept your token${msg ? `: ${msg}` : ''}. If it expired, log in again at the gateway.`);
+      return new AppError(
+        401,
+        'rucio_unauthenticated',
+        `${where} did not accept your token${msg ? `: ${msg}` : ''}. If it expired, log in again at the gateway.`,
+      );
     }
     const status = RUCIO_STATUS[cls] ?? (res.status >= 500 ? 502 : res.status === 404 ? 404 : res.status >= 400 ? res.status : 502);
     const code: RucioErrorCode = cls ? `rucio_${cls.replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c.toLowerCase())}` : `rucio_http_${res.status}`;

@@ -30,7 +30,9 @@ export async function rucioFileList(
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     const r = JSON.parse(line) as ReplicaLine;
-    const pfns = Object.keys(r.pfns ?? {}).filter((p) => p.startsWith(`${scheme}://`)).sort();
+    const pfns = Object.keys(r.pfns ?? {})
+      .filter((p) => p.startsWith(`${scheme}://`))
+      .sort();
     files.push({ name: `${r.scope}:${r.name}`, pfn: pfns[0] });
   }
   if (!files.length) throw new Error(`Rucio dataset ${ref.did} has no files with replicas`);

@@ -44,9 +44,7 @@ export async function copyStateToPostgres(config: ResolvedConfig, url: string): 
         throw new ConfigError(`the PostgreSQL database at ${redactUrl(url)} already holds gateway state; copy only into an empty one`);
       }
       // Read (and open every sealed secret) first: a state that cannot be read fails before anything is written.
-      const clusters = await Promise.all(
-        (await from.loadClusters(ALL_STATUSES)).map(async (c) => ({ cluster: c, workers: await from.loadWorkers(c.name) })),
-      );
+      const clusters = await Promise.all((await from.loadClusters(ALL_STATUSES)).map(async (c) => ({ cluster: c, workers: await from.loadWorkers(c.name) })));
       const tokens = await from.loadTokens();
       const runs = await Promise.all(
         (await from.loadWorkflowRuns()).reverse().map(async (r) => ({
@@ -75,10 +73,9 @@ export async function copyStateToPostgres(config: ResolvedConfig, url: string): 
           counts.workflow_steps += nodes.length;
         }
       } catch (err) {
-        throw new Error(
-          `the copy stopped after ${JSON.stringify(counts)}: ${(err as Error).message}. Drop and create the database again, then copy again`,
-          { cause: err },
-        );
+        throw new Error(`the copy stopped after ${JSON.stringify(counts)}: ${(err as Error).message}. Drop and create the database again, then copy again`, {
+          cause: err,
+        });
       }
       return counts;
     } finally {

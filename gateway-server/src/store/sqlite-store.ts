@@ -24,7 +24,10 @@ export class SqliteStore implements StateStore {
   readonly identity: string;
   private readonly db: Database.Database;
 
-  constructor(file: string, private readonly box: SecretBox) {
+  constructor(
+    file: string,
+    private readonly box: SecretBox,
+  ) {
     this.identity = resolve(dirname(file)); // the data directory, as before there were two stores
     // Only the gateway reads its state (every user's refresh token): 0600 before SQLite opens it,
     // and SQLite gives its -wal and -shm files the database file's mode.
@@ -81,9 +84,7 @@ export class SqliteStore implements StateStore {
     const rows = (
       username === undefined
         ? this.db.prepare(`SELECT * FROM clusters WHERE status IN (${marks}) ORDER BY start_time`).all(...statuses)
-        : this.db
-            .prepare(`SELECT * FROM clusters WHERE username = ? AND status IN (${marks}) ORDER BY start_time`)
-            .all(username, ...statuses)
+        : this.db.prepare(`SELECT * FROM clusters WHERE username = ? AND status IN (${marks}) ORDER BY start_time`).all(username, ...statuses)
     ) as ClusterRow[];
     return rows.map((r) => rowToCluster(r, this.box));
   }
@@ -122,9 +123,7 @@ export class SqliteStore implements StateStore {
   }
 
   async findSession(tokenHash: string, now: number): Promise<string | undefined> {
-    const row = this.db.prepare('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as
-      | { user: string; expires: number }
-      | undefined;
+    const row = this.db.prepare('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as { user: string; expires: number } | undefined;
     return row && row.expires > now ? row.user : undefined;
   }
 
@@ -189,8 +188,7 @@ export class SqliteStore implements StateStore {
 
   async loadWorkflowRun(id: string): Promise<(WorkflowRunRow & { spec: unknown }) | undefined> {
     const r = this.db.prepare('SELECT id, username, status, created, data, spec FROM workflow_runs WHERE id = ?').get(id) as
-      | { id: string; username: string; status: string; created: number; data: string; spec: string }
-      | undefined;
+      { id: string; username: string; status: string; created: number; data: string; spec: string } | undefined;
     return r && { ...r, data: JSON.parse(r.data) as unknown, spec: JSON.parse(r.spec) as unknown };
   }
 

@@ -130,7 +130,7 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       if (!state?.access_token) return;
       const identity = await oidc.verify(state.access_token).catch(() => undefined);
       if (identity && identity.name !== user.name) {
-        this.deps.log.warn({ user: user.name, token_user: identity.name }, 'auth_state holds another user\'s token; ignored');
+        this.deps.log.warn({ user: user.name, token_user: identity.name }, "auth_state holds another user's token; ignored");
         return;
       }
       if (identity) {
@@ -214,9 +214,7 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
     const { refresh_margin, refresh_jitter, retry_period } = this.deps.config;
     const exp = u.facts.expiresAt;
     const at =
-      u.refresh.state === 'failing' || exp === null
-        ? Date.now() + retry_period * 1000
-        : exp - refresh_margin * 1000 - Math.random() * refresh_jitter * 1000;
+      u.refresh.state === 'failing' || exp === null ? Date.now() + retry_period * 1000 : exp - refresh_margin * 1000 - Math.random() * refresh_jitter * 1000;
     const delay = Math.round(Math.max(1000, at - Date.now()));
     u.refresh.nextAt = Date.now() + delay;
     const timer = setTimeout(() => void this.refresh(u), delay);
@@ -274,9 +272,9 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
       const write = this.deps.writeTokenFile ?? ((cl: ClusterRecord, t: string) => this.writeTokenFile(cl, t));
       write(c, token).then(
         () =>
-          this.deps.deliverElsewhere?.(c, token).catch((err: unknown) =>
-            this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not hand the token to the backend'),
-          ),
+          this.deps
+            .deliverElsewhere?.(c, token)
+            .catch((err: unknown) => this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not hand the token to the backend')),
         (err: unknown) => {
           delete u.deliveries[c.name]; // tried again on the next refresh or cluster change
           this.deps.log.warn({ user: u.user, cluster: c.name, err: errorMessage(err) }, 'could not write the token file');
@@ -344,7 +342,11 @@ export class TokenBroker extends EventEmitter<{ token: [string] }> {
    */
   async tokenFor(user: User, audience: string): Promise<{ access_token: string; expires_at: number | null }> {
     if (!this.deps.config.exchange_audiences.includes(audience)) {
-      throw new AppError(422, 'unknown_audience', `No tokens for audience '${audience}': this gateway exchanges tokens for ${this.deps.config.exchange_audiences.join(', ') || 'no audience'} (tokens.exchange_audiences)`);
+      throw new AppError(
+        422,
+        'unknown_audience',
+        `No tokens for audience '${audience}': this gateway exchanges tokens for ${this.deps.config.exchange_audiences.join(', ') || 'no audience'} (tokens.exchange_audiences)`,
+      );
     }
     const u = this.users.get(user.name);
     if (!u) throw notFound(`An access token for ${user.name}`);

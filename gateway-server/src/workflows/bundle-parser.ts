@@ -115,7 +115,17 @@ function parseInWorker(files: Record<string, string>): Promise<ParsedBundle> {
     });
     const timer = setTimeout(() => {
       void worker.terminate();
-      reject(new AppError(422, 'invalid_workflow', `The workflow's files could not be read within ${WORKER_DEADLINE_MS / 1000} s; a workflow is a few small YAML files (this bundle has ${Object.values(files).reduce((n, t) => n + t.length, 0).toLocaleString('en')} characters)`));
+      reject(
+        new AppError(
+          422,
+          'invalid_workflow',
+          `The workflow's files could not be read within ${WORKER_DEADLINE_MS / 1000} s; a workflow is a few small YAML files (this bundle has ${Object.values(
+            files,
+          )
+            .reduce((n, t) => n + t.length, 0)
+            .toLocaleString('en')} characters)`,
+        ),
+      );
     }, WORKER_DEADLINE_MS);
     worker.once('message', (m: ParsedBundle) => {
       clearTimeout(timer);
@@ -126,9 +136,11 @@ function parseInWorker(files: Record<string, string>): Promise<ParsedBundle> {
       clearTimeout(timer);
       void worker.terminate();
       const heap = (err as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY';
-      reject(heap
-        ? new AppError(422, 'invalid_workflow', `The workflow's files need more than ${WORKER_HEAP_MB} MB to read; a workflow is a few small YAML files`)
-        : err);
+      reject(
+        heap
+          ? new AppError(422, 'invalid_workflow', `The workflow's files need more than ${WORKER_HEAP_MB} MB to read; a workflow is a few small YAML files`)
+          : err,
+      );
     });
   });
 }

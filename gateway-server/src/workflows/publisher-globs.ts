@@ -76,7 +76,8 @@ function expandBraces(seg: string): string[] {
       for (const alt of alternatives) {
         for (const head of expandBraces(seg.slice(0, open) + alt)) {
           for (const tail of rest) {
-            if (out.push(head + tail) > MAX_ALTERNATIVES) throw new GlobError(`the glob segment ${seg} makes more than ${MAX_ALTERNATIVES} alternatives with its braces`);
+            if (out.push(head + tail) > MAX_ALTERNATIVES)
+              throw new GlobError(`the glob segment ${seg} makes more than ${MAX_ALTERNATIVES} alternatives with its braces`);
           }
         }
       }
@@ -87,8 +88,16 @@ function expandBraces(seg: string): string[] {
 }
 
 const POSIX_CLASSES: Record<string, string> = {
-  alpha: 'a-zA-Z', digit: '0-9', alnum: 'a-zA-Z0-9', upper: 'A-Z', lower: 'a-z', space: '\\s', xdigit: '0-9a-fA-F', word: '\\w',
-  punct: '!-\\/:-@\\[-`{-~', blank: ' \\t',
+  alpha: 'a-zA-Z',
+  digit: '0-9',
+  alnum: 'a-zA-Z0-9',
+  upper: 'A-Z',
+  lower: 'a-z',
+  space: '\\s',
+  xdigit: '0-9a-fA-F',
+  word: '\\w',
+  punct: '!-\\/:-@\\[-`{-~',
+  blank: ' \\t',
 };
 
 /** One alternative (braces expanded) as tokens: * ? [class] and literal characters (\\ escapes one). */
@@ -186,7 +195,8 @@ export function confinePattern(pattern: string, workdir: string): string {
     }
     rel = pattern.slice(workdir.length + 1);
   }
-  if (rel.split('/').includes('..')) throw new GlobError(`the glob ${pattern} climbs out of the step's directory with ..; a publisher matches the step's own files`);
+  if (rel.split('/').includes('..'))
+    throw new GlobError(`the glob ${pattern} climbs out of the step's directory with ..; a publisher matches the step's own files`);
   return rel;
 }
 
@@ -213,7 +223,8 @@ export async function globConfined(root: string, workdir: string, pattern: strin
 
   const list = async (dir: FileHandle): Promise<Dirent[]> => {
     const entries = await readdir(`/proc/self/fd/${dir.fd}`, { withFileTypes: true });
-    if ((seen += entries.length) > MAX_ENTRIES) throw new GlobError(`the glob ${pattern} looked at more than ${MAX_ENTRIES.toLocaleString('en')} entries of the step's directory`);
+    if ((seen += entries.length) > MAX_ENTRIES)
+      throw new GlobError(`the glob ${pattern} looked at more than ${MAX_ENTRIES.toLocaleString('en')} entries of the step's directory`);
     return entries;
   };
   /** Whether an entry is a link, a directory or a regular file, without following it. */
@@ -238,7 +249,9 @@ export async function globConfined(root: string, workdir: string, pattern: strin
     }
   };
   const linkMet = (rel: string[]) =>
-    new GlobError(`the glob ${pattern} meets ${shown(rel)}, a symbolic link in the step's directory; a publisher does not follow links (publish the files themselves)`);
+    new GlobError(
+      `the glob ${pattern} meets ${shown(rel)}, a symbolic link in the step's directory; a publisher does not follow links (publish the files themselves)`,
+    );
 
   const walk = async (dir: FileHandle, rel: string[], i: number): Promise<void> => {
     const seg = compiled[i]!;
@@ -319,12 +332,21 @@ export async function globConfined(root: string, workdir: string, pattern: strin
 export function staticGlobProblems(template: string, path: string, file: string | undefined): WorkflowProblem[] {
   const WORKDIR = '\u0002';
   const UNKNOWN = '\u0001';
-  const probe = template.replace(/\{\{|\}\}|\{[^{}]*\}/g, (m) => (m === '{{' ? '{' : m === '}}' ? '}' : m.slice(1, -1).trim() === 'workdir' ? WORKDIR : UNKNOWN));
+  const probe = template.replace(/\{\{|\}\}|\{[^{}]*\}/g, (m) =>
+    m === '{{' ? '{' : m === '}}' ? '}' : m.slice(1, -1).trim() === 'workdir' ? WORKDIR : UNKNOWN,
+  );
   let rel = probe;
   if (probe.startsWith(WORKDIR)) rel = probe.slice(1).replace(/^\//, '');
   else if (isAbsolute(probe)) {
-    return [{ path, file, message: `the glob ${template} is an absolute path; a publisher matches files in the step's directory (write a relative pattern or {workdir}/…)` }];
+    return [
+      {
+        path,
+        file,
+        message: `the glob ${template} is an absolute path; a publisher matches files in the step's directory (write a relative pattern or {workdir}/…)`,
+      },
+    ];
   }
-  if (rel.split('/').includes('..')) return [{ path, file, message: `the glob ${template} climbs out of the step's directory with ..; a publisher matches files in the step's directory` }];
+  if (rel.split('/').includes('..'))
+    return [{ path, file, message: `the glob ${template} climbs out of the step's directory with ..; a publisher matches files in the step's directory` }];
   return [];
 }

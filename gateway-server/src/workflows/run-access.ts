@@ -25,7 +25,11 @@ export class RunCap {
     if (this.max == null) return;
     const n = (this.submitting.get(owner) ?? 0) + this.activeOf(owner);
     if (n >= this.max) {
-      throw new AppError(429, 'limit_workflow_runs', `User ${owner} has ${n} workflow run${n === 1 ? '' : 's'} going and may have ${this.max} at once (workflows.max_active_runs_per_user); wait for one to finish or cancel one`);
+      throw new AppError(
+        429,
+        'limit_workflow_runs',
+        `User ${owner} has ${n} workflow run${n === 1 ? '' : 's'} going and may have ${this.max} at once (workflows.max_active_runs_per_user); wait for one to finish or cancel one`,
+      );
     }
   }
 

@@ -40,7 +40,12 @@ export function requiredParameters(spec: { stages: { scheduler: { parameters?: R
 export function defaultName(entry: string): string {
   const dir = basename(dirname(entry));
   const base = dir && dir !== '.' ? dir : basename(entry).replace(/\.(ya?ml|json)$/i, '');
-  return base.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64) || 'workflow';
+  return (
+    base
+      .replace(/[^A-Za-z0-9_.-]/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 64) || 'workflow'
+  );
 }
 
 export interface NewRun {
@@ -116,7 +121,11 @@ export async function keepBundleFiles(workspace: string, files: Record<string, s
       await writeFile(target, text);
     } catch (err) {
       // e.g. both `a` and `a/b`: one name is a file and a directory at once
-      throw new AppError(422, 'bad_file_name', `files: ${JSON.stringify(file.slice(0, 200))} cannot be kept with the bundle's other files (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}); give each file its own path`);
+      throw new AppError(
+        422,
+        'bad_file_name',
+        `files: ${JSON.stringify(file.slice(0, 200))} cannot be kept with the bundle's other files (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}); give each file its own path`,
+      );
     }
   }
 }

@@ -20,9 +20,8 @@ const n = (x: number) => x.toLocaleString('en');
 /** "a cartesian scatter over 4 lists of 60 (a, b, c, d)" */
 export function describeScatter(method: string, lists: ScatterList[], batchsize?: number): string {
   const lengths = [...new Set(lists.map((l) => l.length))];
-  const over = lengths.length === 1
-    ? `${lists.length} list${lists.length === 1 ? '' : 's'} of ${n(lengths[0]!)}`
-    : `lists of ${lists.map((l) => n(l.length)).join(', ')}`;
+  const over =
+    lengths.length === 1 ? `${lists.length} list${lists.length === 1 ? '' : 's'} of ${n(lengths[0]!)}` : `lists of ${lists.map((l) => n(l.length)).join(', ')}`;
   return `a ${method} scatter over ${over} (${lists.map((l) => l.name).join(', ')})${batchsize ? ` in batches of ${n(batchsize)}` : ''}`;
 }
 

@@ -126,7 +126,8 @@ function outputOf(n: NodeRecord, key: string): unknown {
 function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
   const exprs = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
   let pairs: { v: unknown; src: string }[] = exprs.flatMap((e) => select(ctx, e)).map((n) => ({ v: outputOf(n, ref.output), src: n.id }));
-  if (pairs.length > MAX_GATHERED) throw new StageError(`it gathers ${pairs.length.toLocaleString('en')} values from ${exprs.join(', ')}; at most ${MAX_GATHERED.toLocaleString('en')}`);
+  if (pairs.length > MAX_GATHERED)
+    throw new StageError(`it gathers ${pairs.length.toLocaleString('en')} values from ${exprs.join(', ')}; at most ${MAX_GATHERED.toLocaleString('en')}`);
   if (ref.flatten) {
     const flat: { v: unknown; src: string }[] = [];
     for (const p of pairs) {
@@ -181,9 +182,11 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
   // The stage's own limit, or what the run has left when that is less.
   const cap = Math.min(MAX_STAGE_PARAMETERS, budget.left);
   const tooHeavy = (what: string) =>
-    new StageError(cap < MAX_STAGE_PARAMETERS
-      ? `${what} more than ${mib(Math.max(0, cap))} of parameters, what this run's steps may still hold (${mib(MAX_RUN_PARAMETERS)} in all); pass big lists in a file`
-      : `${what} more than ${mib(MAX_STAGE_PARAMETERS)} of parameters together (a value every step gets counts in each); pass big lists in a file`);
+    new StageError(
+      cap < MAX_STAGE_PARAMETERS
+        ? `${what} more than ${mib(Math.max(0, cap))} of parameters, what this run's steps may still hold (${mib(MAX_RUN_PARAMETERS)} in all); pass big lists in a file`
+        : `${what} more than ${mib(MAX_STAGE_PARAMETERS)} of parameters together (a value every step gets counts in each); pass big lists in a file`,
+    );
   const sch = stage.scheduler;
   const common: Record<string, unknown> = {};
   const commonSources = new Set<string>();
@@ -230,7 +233,9 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
   } else {
     combos = [{ values: {}, sources: [] }];
     for (const l of lists) {
-      combos = combos.flatMap((c) => l.items.map((item, i) => ({ values: { ...c.values, [l.name]: item }, sources: [...c.sources, ...(l.itemSources[i] ?? [])] })));
+      combos = combos.flatMap((c) =>
+        l.items.map((item, i) => ({ values: { ...c.values, [l.name]: item }, sources: [...c.sources, ...(l.itemSources[i] ?? [])] })),
+      );
     }
   }
   const batch = sch.batchsize;
@@ -279,7 +284,9 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
   }
   const sets = scatter(stage, resolved, ctx.stepsLeft, ctx.maxSteps, ctx.parameters);
   if (sets.length > ctx.stepsLeft) {
-    throw new StageError(`it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`);
+    throw new StageError(
+      `it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`,
+    );
   }
   const multi = stage.scheduler.scheduler_type === 'multistep-stage';
   const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, sets.length))));
@@ -296,7 +303,9 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       throw err;
     }
     if (rendered.command.length > MAX_COMMAND) {
-      throw new StageError(`its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`);
+      throw new StageError(
+        `its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`,
+      );
     }
     const after = set.sources.length ? set.sources : fallbackAfter;
     return {

@@ -57,7 +57,8 @@ export interface StepWrapperValues {
 
 /** The wrapper script for one attempt of a step. */
 export function stepWrapper(v: StepWrapperValues): string {
-  if (!/^[A-Za-z0-9_./+-]+( [A-Za-z0-9_./+-]+)*$/.test(v.interpreter)) throw new Error(`the interpreter ${JSON.stringify(v.interpreter.slice(0, 100))} is not a program and its words`);
+  if (!/^[A-Za-z0-9_./+-]+( [A-Za-z0-9_./+-]+)*$/.test(v.interpreter))
+    throw new Error(`the interpreter ${JSON.stringify(v.interpreter.slice(0, 100))} is not a program and its words`);
   return fillTemplate(
     loadStepWrapperTemplate(),
     {

@@ -20,7 +20,10 @@ function parse(template: string): Piece[] {
     } else if (ch === '{') {
       const end = template.indexOf('}', i);
       if (end < 0) throw new TemplateError(`unclosed { at position ${i} (write {{ for a literal brace)`);
-      const body = template.slice(i + 1, end).split(/[!:]/, 1)[0]!.trim();
+      const body = template
+        .slice(i + 1, end)
+        .split(/[!:]/, 1)[0]!
+        .trim();
       const m = /^([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*)$/.exec(body);
       if (!m) throw new TemplateError(`{${template.slice(i + 1, end)}} is not a parameter reference (write {{ for a literal brace)`);
       if (text) pieces.push({ text });
@@ -54,7 +57,12 @@ export function renderValue(value: unknown): string {
 export const MAX_FORMATTED = 1024 * 1024;
 
 /** Throws TemplateError past `maxLength` characters, checked piece by piece (before joining them). */
-export function formatTemplate(template: string, values: Record<string, unknown>, maxLength = MAX_FORMATTED, what = `it would be more than ${maxLength.toLocaleString('en')} characters long`): string {
+export function formatTemplate(
+  template: string,
+  values: Record<string, unknown>,
+  maxLength = MAX_FORMATTED,
+  what = `it would be more than ${maxLength.toLocaleString('en')} characters long`,
+): string {
   let length = 0;
   return parse(template)
     .map((p) => {
@@ -69,11 +77,14 @@ export function formatTemplate(template: string, values: Record<string, unknown>
 
 function formatPiece(p: Piece, values: Record<string, unknown>): string {
   if ('text' in p) return p.text;
-  if (!Object.hasOwn(values, p.field)) throw new TemplateError(`{${p.field}} is not a parameter of this step (it has ${Object.keys(values).join(', ') || 'none'})`);
+  if (!Object.hasOwn(values, p.field))
+    throw new TemplateError(`{${p.field}} is not a parameter of this step (it has ${Object.keys(values).join(', ') || 'none'})`);
   let v: unknown = values[p.field];
   for (const key of p.path) {
     if (v === null || typeof v !== 'object' || !Object.hasOwn(v, key)) {
-      throw new TemplateError(`{${p.field}${p.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${k}`)).join('')}}: ${p.field} has no ${typeof key === 'number' ? `item ${key}` : `key ${key}`}`);
+      throw new TemplateError(
+        `{${p.field}${p.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${k}`)).join('')}}: ${p.field} has no ${typeof key === 'number' ? `item ${key}` : `key ${key}`}`,
+      );
     }
     v = (v as Record<string | number, unknown>)[key];
   }

@@ -59,7 +59,9 @@ interface ActiveRun {
 
 export class WorkflowProblemsError extends AppError {
   constructor(readonly problems: WorkflowProblem[]) {
-    super(422, 'invalid_workflow', `The workflow is not valid: ${problems.map((p) => `${p.path}${p.file ? ` (${p.file})` : ''}: ${p.message}`).join('; ')}`, { details: problems });
+    super(422, 'invalid_workflow', `The workflow is not valid: ${problems.map((p) => `${p.path}${p.file ? ` (${p.file})` : ''}: ${p.message}`).join('; ')}`, {
+      details: problems,
+    });
   }
 }
 
@@ -134,9 +136,17 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       // Stopped steps start again from scratch when the gateway comes back.
       for (const a of this.active.values()) {
         const running = [...a.nodes.values()].filter((n) => n.state === 'RUNNING' && n.handle);
-        if (running.length) await this.backendOf(a.run).stop(running.map((n) => n.handle!)).catch(() => undefined);
+        if (running.length)
+          await this.backendOf(a.run)
+            .stop(running.map((n) => n.handle!))
+            .catch(() => undefined);
         for (const n of running) {
-          this.setNode(a, n, { state: 'DEFINED', handle: null, attempts: Math.max(0, n.attempts - 1), message: 'stopped when the gateway shut down; starts again when it is back' });
+          this.setNode(a, n, {
+            state: 'DEFINED',
+            handle: null,
+            attempts: Math.max(0, n.attempts - 1),
+            message: 'stopped when the gateway shut down; starts again when it is back',
+          });
         }
       }
     }
@@ -179,7 +189,11 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     const parameters = body.parameters ?? {};
     const missing = requiredParameters(spec).filter((p) => !(p in parameters));
     if (missing.length) {
-      throw new AppError(422, 'missing_parameters', `The workflow needs the parameter${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (e.g. af-gateway run ${body.entry} ${missing.map((m) => `-p ${m}=…`).join(' ')})`);
+      throw new AppError(
+        422,
+        'missing_parameters',
+        `The workflow needs the parameter${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (e.g. af-gateway run ${body.entry} ${missing.map((m) => `-p ${m}=…`).join(' ')})`,
+      );
     }
     const deep = tooDeepParameter(parameters);
     if (deep) throw new AppError(422, 'invalid_parameters', deep);
@@ -209,7 +223,13 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   }
 
   private activate(run: RunRecord, nodes: NodeRecord[]): ActiveRun {
-    const byState = { DEFINED: new Set<string>(), RUNNING: new Set<string>(), SUCCESS: new Set<string>(), FAILED: new Set<string>(), CANCELLED: new Set<string>() };
+    const byState = {
+      DEFINED: new Set<string>(),
+      RUNNING: new Set<string>(),
+      SUCCESS: new Set<string>(),
+      FAILED: new Set<string>(),
+      CANCELLED: new Set<string>(),
+    };
     const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), byState, seq: 0, changes: new RunChanges(), ticking: null, again: false };
     for (const n of nodes) this.addNode(a, n);
     this.active.set(run.id, a);
@@ -282,7 +302,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     this.cap.check(run.username); // the run counts against its owner's runs
     const a = this.activate(run, nodes);
     for (const n of a.nodes.values()) {
-      if (n.state === 'FAILED' || n.state === 'CANCELLED') this.setNode(a, n, { state: 'DEFINED', attempts: 0, exit_code: null, finished: null, handle: null, message: `retried by ${user.name}` });
+      if (n.state === 'FAILED' || n.state === 'CANCELLED')
+        this.setNode(a, n, { state: 'DEFINED', attempts: 0, exit_code: null, finished: null, handle: null, message: `retried by ${user.name}` });
     }
     for (const s of run.stages) if (s.state === 'FAILED') Object.assign(s, { state: 'WAITING', message: undefined });
     Object.assign(run, { status: 'RUNNING', finished: null, message: '', cancelRequested: null });
@@ -383,7 +404,11 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       const failedStage = run.stages.find((s) => s.state === 'FAILED');
       const failedId = a.byState.FAILED.values().next().value as string | undefined;
       if (failedStage || failedId) {
-        this.finish(a, 'FAILED', failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedId} failed: ${a.nodes.get(failedId!)!.message}`);
+        this.finish(
+          a,
+          'FAILED',
+          failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedId} failed: ${a.nodes.get(failedId!)!.message}`,
+        );
       } else if (run.stages.every((s) => s.state === 'APPLIED') && a.byState.SUCCESS.size === a.nodes.size) {
         const steps = a.nodes.size - 1;
         this.finish(a, 'SUCCESS', `${steps} step${steps === 1 ? '' : 's'} succeeded`);
@@ -457,7 +482,16 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     prepared.forEach(({ n }, i) => {
       const handle = results[i] ?? new Error('the backend returned no result for it');
       if (handle instanceof Error) return this.fail(a, n, n.attempts + 1, `could not be started: ${errorMessage(handle)}`);
-      this.setNode(a, n, { state: 'RUNNING', handle, attempts: n.attempts + 1, started: Date.now(), finished: null, exit_code: null, job: backend.describe(handle), message: undefined });
+      this.setNode(a, n, {
+        state: 'RUNNING',
+        handle,
+        attempts: n.attempts + 1,
+        started: Date.now(),
+        finished: null,
+        exit_code: null,
+        job: backend.describe(handle),
+        message: undefined,
+      });
     });
     this.flush(); // started steps are on disk before anything else happens: a restart adopts them
   }
@@ -506,7 +540,9 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         const budget = (a.outputs ??= { left: MAX_RUN_OUTPUTS - parametersWeight(a.nodes.values(), 'outputs', MAX_RUN_OUTPUTS) });
         const weight = sizeOf(outputs, Math.max(0, budget.left));
         if (weight > budget.left) {
-          throw new StageError(`its outputs weigh more than what this run's steps may still publish (${(Math.max(0, budget.left) / 1024 / 1024).toFixed(1)} of ${MAX_RUN_OUTPUTS / 1024 / 1024} MiB); publish files, not their contents`);
+          throw new StageError(
+            `its outputs weigh more than what this run's steps may still publish (${(Math.max(0, budget.left) / 1024 / 1024).toFixed(1)} of ${MAX_RUN_OUTPUTS / 1024 / 1024} MiB); publish files, not their contents`,
+          );
         }
         budget.left -= weight;
         this.setNode(a, n, { state: 'SUCCESS', outputs, exit_code: 0, finished: Date.now(), handle: null, message: undefined });
@@ -516,13 +552,20 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       return;
     }
     const tail = await readLogTail(a.run.workspace, stepFiles(n.workdir), 8);
-    const why = code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
+    const why =
+      code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
     this.fail(a, n, n.attempts, `${why}; ${tail}`, code ?? null);
   }
 
   private fail(a: ActiveRun, n: NodeRecord, attempts: number, message: string, exitCode: number | null = null): void {
     if (attempts <= a.run.retries && !a.run.cancelRequested) {
-      this.setNode(a, n, { state: 'DEFINED', attempts, handle: null, exit_code: exitCode, message: `attempt ${attempts} failed (${message.split(';')[0]}); starting again` });
+      this.setNode(a, n, {
+        state: 'DEFINED',
+        attempts,
+        handle: null,
+        exit_code: exitCode,
+        message: `attempt ${attempts} failed (${message.split(';')[0]}); starting again`,
+      });
       return;
     }
     this.setNode(a, n, { state: 'FAILED', attempts, handle: null, exit_code: exitCode, finished: Date.now(), message });

@@ -68,7 +68,11 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
   const readFile = (file: string, at: string, from: string): unknown => {
     const got = parsed.get(file);
     if (got === undefined) {
-      problems.push({ path: at, file: from, message: `${file} is not among the workflow's files (${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''})` });
+      problems.push({
+        path: at,
+        file: from,
+        message: `${file} is not among the workflow's files (${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''})`,
+      });
       return undefined;
     }
     if ('error' in got) {
@@ -81,7 +85,8 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
   // Every value built is counted before it is built: nested $refs multiply what they include (a
   // 1 KB bundle can name millions of values), so the walk stops at the first limit it meets.
   const resolve = (value: unknown, file: string, segments: (string | number)[], depth: number): unknown => {
-    if (++values > L.values) throw limit(segments, file, `the workflow resolves to more than ${L.values.toLocaleString('en')} values (nested $refs multiply what they include)`);
+    if (++values > L.values)
+      throw limit(segments, file, `the workflow resolves to more than ${L.values.toLocaleString('en')} values (nested $refs multiply what they include)`);
     if (segments.length > L.nesting) throw limit(segments, file, `the workflow nests objects and lists more than ${L.nesting} deep`);
     if (typeof value === 'string' && (chars += value.length) > L.bytes) {
       throw limit(segments, file, `the workflow resolves to more than ${L.bytes / 1024 / 1024} MiB of text (nested $refs multiply what they include)`);
@@ -103,7 +108,10 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
         return undefined;
       }
       let doc = readFile(targetFile, at, file);
-      for (const key of fragment.split('/').filter(Boolean).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'))) {
+      for (const key of fragment
+        .split('/')
+        .filter(Boolean)
+        .map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'))) {
         if (!doc || typeof doc !== 'object' || !Object.hasOwn(doc, key)) {
           if (doc !== undefined) problems.push({ path: at, file, message: `$ref ${obj.$ref}: ${targetFile} has nothing at #${fragment}` });
           return undefined;
@@ -113,10 +121,12 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
       origins.push({ prefix: at, file: targetFile });
       return resolve(doc, targetFile, segments, depth + 1);
     }
-    return Object.fromEntries(Object.entries(obj).map(([k, v]) => {
-      if ((chars += k.length) > L.bytes) throw limit(segments, file, `the workflow resolves to more than ${L.bytes / 1024 / 1024} MiB of text`);
-      return [k, resolve(v, file, [...segments, k], depth)];
-    }));
+    return Object.fromEntries(
+      Object.entries(obj).map(([k, v]) => {
+        if ((chars += k.length) > L.bytes) throw limit(segments, file, `the workflow resolves to more than ${L.bytes / 1024 / 1024} MiB of text`);
+        return [k, resolve(v, file, [...segments, k], depth)];
+      }),
+    );
   };
 
   const root = readFile(entry, '$', entry);
@@ -131,7 +141,9 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
   if (problems.length) return { spec: null, problems };
 
   const fileAt = (path: string) =>
-    origins.filter((o) => path === o.prefix || path.startsWith(o.prefix + '.') || path.startsWith(o.prefix + '[')).sort((a, b) => b.prefix.length - a.prefix.length)[0]?.file;
+    origins
+      .filter((o) => path === o.prefix || path.startsWith(o.prefix + '.') || path.startsWith(o.prefix + '['))
+      .sort((a, b) => b.prefix.length - a.prefix.length)[0]?.file;
 
   const validate = bodyAjv.getSchema('workflow-spec.json')!;
   if (!validate(spec)) {
@@ -139,16 +151,22 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
     for (const e of validate.errors ?? []) {
       if (problems.length >= MAX_PROBLEMS) break;
       if (e.keyword === 'if' || e.keyword === 'anyOf' || e.keyword === 'oneOf' || e.keyword === 'propertyNames') continue; // their branches say more
-      const segments = e.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
+      const segments = e.instancePath
+        .split('/')
+        .slice(1)
+        .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
       // An error about a key (propertyNames) names the key itself.
       const key0 = (e as { propertyName?: string }).propertyName;
       if (key0 !== undefined) segments.push(key0.length > 64 ? `${key0.slice(0, 64)}…` : key0);
       const path = jsonPath(segments);
       const detail =
-        e.keyword === 'required' ? `${(e.params as { missingProperty: string }).missingProperty} is missing`
-        : e.keyword === 'enum' ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
-        : e.keyword === 'pattern' ? PATTERN_WORDS[(e.params as { pattern: string }).pattern] ?? e.message ?? 'is invalid'
-        : e.message ?? 'is invalid';
+        e.keyword === 'required'
+          ? `${(e.params as { missingProperty: string }).missingProperty} is missing`
+          : e.keyword === 'enum'
+            ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
+            : e.keyword === 'pattern'
+              ? (PATTERN_WORDS[(e.params as { pattern: string }).pattern] ?? e.message ?? 'is invalid')
+              : (e.message ?? 'is invalid');
       const key = `${path} ${detail}`;
       if (seen.has(key)) continue;
       seen.add(key);
@@ -167,20 +185,44 @@ export function dependenciesOf(stage: WorkflowSpec['stages'][number]): string[] 
   // Each named once: readiness is checked per dependency on every tick.
   if (Array.isArray(deps)) return [...new Set(deps)];
   // yadage's jsonpath_ready expressions name stages as {stages.<name>} paths; the stage names are what matter here.
-  return [...new Set(deps.expressions.map((e) => e.replace(/^\{?\s*stages\.?/, '').replace(/[}\s].*$/, '').replace(/\.output.*$/, '')))];
+  return [
+    ...new Set(
+      deps.expressions.map((e) =>
+        e
+          .replace(/^\{?\s*stages\.?/, '')
+          .replace(/[}\s].*$/, '')
+          .replace(/\.output.*$/, ''),
+      ),
+    ),
+  ];
 }
 
 function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (path: string) => string | undefined): void {
   const names = new Map<string, number>();
   wf.stages.forEach((s, i) => {
-    if (s.name === INIT_STAGE) problems.push({ path: `$.stages[${i}].name`, file: fileAt(`$.stages[${i}]`), message: `${INIT_STAGE} is the workflow's own parameters; name the stage differently` });
-    else if (names.has(s.name)) problems.push({ path: `$.stages[${i}].name`, file: fileAt(`$.stages[${i}]`), message: `stage ${s.name} is defined twice (also $.stages[${names.get(s.name)}])` });
+    if (s.name === INIT_STAGE)
+      problems.push({
+        path: `$.stages[${i}].name`,
+        file: fileAt(`$.stages[${i}]`),
+        message: `${INIT_STAGE} is the workflow's own parameters; name the stage differently`,
+      });
+    else if (names.has(s.name))
+      problems.push({
+        path: `$.stages[${i}].name`,
+        file: fileAt(`$.stages[${i}]`),
+        message: `stage ${s.name} is defined twice (also $.stages[${names.get(s.name)}])`,
+      });
     else names.set(s.name, i);
   });
   const deps = new Map(wf.stages.map((s) => [s.name, dependenciesOf(s)]));
   wf.stages.forEach((s, i) => {
     for (const d of deps.get(s.name) ?? []) {
-      if (d !== INIT_STAGE && !names.has(d)) problems.push({ path: `$.stages[${i}].dependencies`, file: fileAt(`$.stages[${i}]`), message: `depends on stage ${d}, which the workflow does not define` });
+      if (d !== INIT_STAGE && !names.has(d))
+        problems.push({
+          path: `$.stages[${i}].dependencies`,
+          file: fileAt(`$.stages[${i}]`),
+          message: `depends on stage ${d}, which the workflow does not define`,
+        });
     }
   });
   // Cycles: depth-first search over the dependency graph.
@@ -189,7 +231,11 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
     if (state.get(n) === 'done') return;
     if (state.get(n) === 'open') {
       const i = names.get(n) ?? 0;
-      problems.push({ path: `$.stages[${i}].dependencies`, file: fileAt(`$.stages[${i}]`), message: `dependency cycle: ${[...trail.slice(trail.indexOf(n)), n].join(' -> ')}` });
+      problems.push({
+        path: `$.stages[${i}].dependencies`,
+        file: fileAt(`$.stages[${i}]`),
+        message: `dependency cycle: ${[...trail.slice(trail.indexOf(n)), n].join(' -> ')}`,
+      });
       return;
     }
     state.set(n, 'open');
@@ -199,7 +245,11 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
   for (const n of names.keys()) visit(n, []);
   // References to outputs must name init or a stage this one (transitively) depends on; scatter names its parameters.
   const upstream = (n: string, seen = new Set<string>()): Set<string> => {
-    for (const d of deps.get(n) ?? []) if (!seen.has(d)) { seen.add(d); upstream(d, seen); }
+    for (const d of deps.get(n) ?? [])
+      if (!seen.has(d)) {
+        seen.add(d);
+        upstream(d, seen);
+      }
     return seen;
   };
   wf.stages.forEach((s, i) => {
@@ -211,7 +261,11 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
       for (const r of Array.isArray(refs) ? refs : [refs]) {
         const stageName = r.split(/[.[]/)[0]!;
         if (stageName !== INIT_STAGE && !before.has(stageName)) {
-          problems.push({ path: `$.stages[${i}].scheduler.parameters.${p}`, file: fileAt(`$.stages[${i}].scheduler`), message: `refers to outputs of ${stageName}, which is not among this stage's dependencies` });
+          problems.push({
+            path: `$.stages[${i}].scheduler.parameters.${p}`,
+            file: fileAt(`$.stages[${i}].scheduler`),
+            message: `refers to outputs of ${stageName}, which is not among this stage's dependencies`,
+          });
         }
       }
     }
@@ -223,7 +277,11 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
       try {
         for (const f of templateFields(template)) {
           if (f !== 'workdir' && !(f in params)) {
-            problems.push({ path: `$.stages[${i}].scheduler.step.process.${field}`, file: fileAt(`$.stages[${i}].scheduler.step.process`), message: `uses {${f}}, which is not a parameter of stage ${s.name} (it has ${Object.keys(params).join(', ') || 'none'}); write {{ and }} for literal braces` });
+            problems.push({
+              path: `$.stages[${i}].scheduler.step.process.${field}`,
+              file: fileAt(`$.stages[${i}].scheduler.step.process`),
+              message: `uses {${f}}, which is not a parameter of stage ${s.name} (it has ${Object.keys(params).join(', ') || 'none'}); write {{ and }} for literal braces`,
+            });
           }
         }
       } catch (err) {
@@ -240,12 +298,18 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
     if (pub.publisher_type === 'interpolated-pub' && pub.glob) {
       for (const [k, v] of Object.entries(pub.publish ?? {})) {
         (Array.isArray(v) ? v : [v]).forEach((t, j) => {
-          if (typeof t === 'string') problems.push(...staticGlobProblems(t, `${pubPath}.publish${jsonPath([k]).slice(1)}${Array.isArray(v) ? `[${j}]` : ''}`, fileAt(pubPath)));
+          if (typeof t === 'string')
+            problems.push(...staticGlobProblems(t, `${pubPath}.publish${jsonPath([k]).slice(1)}${Array.isArray(v) ? `[${j}]` : ''}`, fileAt(pubPath)));
         });
       }
     }
     for (const p of s.scheduler.scatter?.parameters ?? []) {
-      if (!(p in params)) problems.push({ path: `$.stages[${i}].scheduler.scatter.parameters`, file: fileAt(`$.stages[${i}].scheduler`), message: `scatters ${p}, which is not one of the stage's parameters` });
+      if (!(p in params))
+        problems.push({
+          path: `$.stages[${i}].scheduler.scatter.parameters`,
+          file: fileAt(`$.stages[${i}].scheduler`),
+          message: `scatters ${p}, which is not one of the stage's parameters`,
+        });
     }
   });
 }

@@ -21,122 +21,188 @@ export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: W
   const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { engine } = opts;
 
-  app.post('/api/af/workflows/validate', {
-    schema: {
-      tags: ['workflows'],
-      summary: 'Check a yadage-style workflow and its step files; every problem with its JSON path and file',
-      body: { $ref: 'workflow-bundle.json' },
-      response: { 200: { $ref: 'workflow-validation.json' }, ...errors },
+  app.post(
+    '/api/af/workflows/validate',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: 'Check a yadage-style workflow and its step files; every problem with its JSON path and file',
+        body: { $ref: 'workflow-bundle.json' },
+        response: { 200: { $ref: 'workflow-validation.json' }, ...errors },
+      },
     },
-  }, async (req): Promise<WorkflowValidation> => {
-    const { spec, problems } = await readWorkflow(req.body.entry, req.body.files, req.user!.name);
-    const tooLarge = spec ? engine.parameterProblems(spec, req.body.parameters ?? {}) : [];
-    return spec && !tooLarge.length
-      ? { valid: true, stages: spec.stages.map((s) => s.name), parameters: requiredParameters(spec), errors: [] }
-      : { valid: false, errors: spec ? tooLarge : problems };
-  });
-
-  app.post('/api/af/workflows', {
-    schema: {
-      tags: ['workflows'],
-      summary: 'Run a workflow: its files, init parameters and where its steps run',
-      body: { $ref: 'workflow-bundle.json' },
-      response: { 201: { $ref: 'workflow-run.json' }, ...errors },
+    async (req): Promise<WorkflowValidation> => {
+      const { spec, problems } = await readWorkflow(req.body.entry, req.body.files, req.user!.name);
+      const tooLarge = spec ? engine.parameterProblems(spec, req.body.parameters ?? {}) : [];
+      return spec && !tooLarge.length
+        ? { valid: true, stages: spec.stages.map((s) => s.name), parameters: requiredParameters(spec), errors: [] }
+        : { valid: false, errors: spec ? tooLarge : problems };
     },
-  }, async (req, reply) => reply.code(201).send(await engine.submit(req.user!, req.body)));
+  );
 
-  app.get('/api/af/workflows', {
-    schema: { tags: ['workflows'], summary: 'The caller\'s workflow runs (an admin\'s: everyone\'s), newest first', response: { 200: { $ref: 'workflow-run-list.json' }, ...errors } },
-  }, async (req) => ({ runs: await engine.list(req.user!) }));
-
-  app.get('/api/af/workflows/:id', {
-    schema: { tags: ['workflows'], summary: 'A run with its DAG: stages, steps (nodes) with their states, parameters and outputs, edges', params: idParams, response: { 200: { $ref: 'workflow-dag.json' }, ...errors } },
-  }, async (req) => engine.get(req.user!, req.params.id));
-
-  app.post('/api/af/workflows/:id/cancel', {
-    schema: { tags: ['workflows'], summary: 'Stop a run: running steps are stopped, the rest will not start', params: idParams, response: { 200: { $ref: 'workflow-run.json' }, ...errors } },
-  }, async (req) => engine.cancel(req.user!, req.params.id));
-
-  app.post('/api/af/workflows/:id/retry', {
-    schema: { tags: ['workflows'], summary: 'Run the failed or cancelled steps of a finished run again', params: idParams, response: { 200: { $ref: 'workflow-run.json' }, ...errors } },
-  }, async (req) => engine.retry(req.user!, req.params.id));
-
-  app.delete('/api/af/workflows/:id', {
-    schema: { tags: ['workflows'], summary: 'Delete a finished run and its workspace', params: idParams, response: { 204: { type: 'null' }, ...errors } },
-  }, async (req, reply) => {
-    await engine.remove(req.user!, req.params.id);
-    return reply.code(204).send();
-  });
-
-  app.get('/api/af/workflows/:id/nodes/:node/log', {
-    schema: {
-      tags: ['workflows'],
-      summary: 'A step\'s log (stdout and stderr of every attempt); with follow=true it streams until the step finished',
-      params: { type: 'object', required: ['id', 'node'], properties: { id: idParams.properties.id, node: { type: 'string', minLength: 1, maxLength: 200 } } },
-      querystring: { type: 'object', properties: { follow: { type: 'boolean', default: false } } },
-      response: { 200: { description: 'The log', content: { 'text/plain': { schema: { type: 'string' } } } }, ...errors },
+  app.post(
+    '/api/af/workflows',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: 'Run a workflow: its files, init parameters and where its steps run',
+        body: { $ref: 'workflow-bundle.json' },
+        response: { 201: { $ref: 'workflow-run.json' }, ...errors },
+      },
     },
-  }, async (req, reply) => {
-    const { node, live, workspace } = await engine.node(req.user!, req.params.id, req.params.node);
-    const file = stepFiles(node.workdir).log;
-    reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
-    // The step writes its own directory: its log is opened without following links out of the run.
-    const openLog = () => openConfined(workspace, file).catch((err: unknown) => {
-      if (err instanceof UnsafePathError) throw new AppError(409, 'unsafe_file', `The step's log cannot be shown: ${err.message}`);
-      throw err;
-    });
-    if (!req.query.follow) {
-      const fh = await openLog();
-      return reply.send(fh ? fh.createReadStream() : '');
-    }
-    let closed = false;
-    req.raw.on('close', () => (closed = true));
-    async function* follow(): AsyncGenerator<Buffer> {
-      let offset = 0;
-      for (;;) {
-        const stillRunning = live(); // asked before reading: the last read after the end sees everything
-        const fh = await openLog().catch(() => null);
-        if (fh) {
-          try {
-            for (;;) {
-              const buf = Buffer.alloc(64 * 1024);
-              const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-              if (!bytesRead) break;
-              offset += bytesRead;
-              yield buf.subarray(0, bytesRead);
-            }
-          } finally {
-            await fh.close();
-          }
-        }
-        if (!stillRunning || closed) return;
-        await sleep(LOG_POLL_MS);
+    async (req, reply) => reply.code(201).send(await engine.submit(req.user!, req.body)),
+  );
+
+  app.get(
+    '/api/af/workflows',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: "The caller's workflow runs (an admin's: everyone's), newest first",
+        response: { 200: { $ref: 'workflow-run-list.json' }, ...errors },
+      },
+    },
+    async (req) => ({ runs: await engine.list(req.user!) }),
+  );
+
+  app.get(
+    '/api/af/workflows/:id',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: 'A run with its DAG: stages, steps (nodes) with their states, parameters and outputs, edges',
+        params: idParams,
+        response: { 200: { $ref: 'workflow-dag.json' }, ...errors },
+      },
+    },
+    async (req) => engine.get(req.user!, req.params.id),
+  );
+
+  app.post(
+    '/api/af/workflows/:id/cancel',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: 'Stop a run: running steps are stopped, the rest will not start',
+        params: idParams,
+        response: { 200: { $ref: 'workflow-run.json' }, ...errors },
+      },
+    },
+    async (req) => engine.cancel(req.user!, req.params.id),
+  );
+
+  app.post(
+    '/api/af/workflows/:id/retry',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: 'Run the failed or cancelled steps of a finished run again',
+        params: idParams,
+        response: { 200: { $ref: 'workflow-run.json' }, ...errors },
+      },
+    },
+    async (req) => engine.retry(req.user!, req.params.id),
+  );
+
+  app.delete(
+    '/api/af/workflows/:id',
+    {
+      schema: { tags: ['workflows'], summary: 'Delete a finished run and its workspace', params: idParams, response: { 204: { type: 'null' }, ...errors } },
+    },
+    async (req, reply) => {
+      await engine.remove(req.user!, req.params.id);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/api/af/workflows/:id/nodes/:node/log',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: "A step's log (stdout and stderr of every attempt); with follow=true it streams until the step finished",
+        params: {
+          type: 'object',
+          required: ['id', 'node'],
+          properties: { id: idParams.properties.id, node: { type: 'string', minLength: 1, maxLength: 200 } },
+        },
+        querystring: { type: 'object', properties: { follow: { type: 'boolean', default: false } } },
+        response: { 200: { description: 'The log', content: { 'text/plain': { schema: { type: 'string' } } } }, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const { node, live, workspace } = await engine.node(req.user!, req.params.id, req.params.node);
+      const file = stepFiles(node.workdir).log;
+      reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
+      // The step writes its own directory: its log is opened without following links out of the run.
+      const openLog = () =>
+        openConfined(workspace, file).catch((err: unknown) => {
+          if (err instanceof UnsafePathError) throw new AppError(409, 'unsafe_file', `The step's log cannot be shown: ${err.message}`);
+          throw err;
+        });
+      if (!req.query.follow) {
+        const fh = await openLog();
+        return reply.send(fh ? fh.createReadStream() : '');
       }
-    }
-    return reply.send(Readable.from(follow()));
-  });
+      let closed = false;
+      req.raw.on('close', () => (closed = true));
+      async function* follow(): AsyncGenerator<Buffer> {
+        let offset = 0;
+        for (;;) {
+          const stillRunning = live(); // asked before reading: the last read after the end sees everything
+          const fh = await openLog().catch(() => null);
+          if (fh) {
+            try {
+              for (;;) {
+                const buf = Buffer.alloc(64 * 1024);
+                const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+                if (!bytesRead) break;
+                offset += bytesRead;
+                yield buf.subarray(0, bytesRead);
+              }
+            } finally {
+              await fh.close();
+            }
+          }
+          if (!stillRunning || closed) return;
+          await sleep(LOG_POLL_MS);
+        }
+      }
+      return reply.send(Readable.from(follow()));
+    },
+  );
 
-  app.get('/api/af/workflows/:id/files/*', {
-    schema: { tags: ['workflows'], summary: 'A file of the run\'s workspace (an output), by its path relative to the workspace', params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } }, response: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errors } },
-  }, async (req, reply) => {
-    const workspace = await engine.workspaceOf(req.user!, req.params.id);
-    const wanted = req.params['*'] ?? '';
-    if (!wanted || isAbsolute(wanted)) throw new AppError(400, 'bad_path', 'Name a file by its path relative to the run\'s workspace');
-    const root = await realpath(workspace).catch(() => workspace);
-    const full = await realpath(join(root, wanted)).catch(() => null);
-    if (!full) throw notFound(`File ${wanted} in the run's workspace`);
-    const rel = relative(root, full);
-    if (rel.startsWith('..') || isAbsolute(rel) || rel.split(sep)[0] === '..') throw new AppError(400, 'bad_path', `${wanted} is outside the run's workspace`);
-    const fh = await openConfined(root, full).catch((err: unknown) => {
-      if (err instanceof UnsafePathError) throw new AppError(400, 'not_a_file', `${wanted} cannot be downloaded: ${err.message.replace(full, wanted)}`);
-      throw err;
-    });
-    if (!fh) throw notFound(`File ${wanted} in the run's workspace`);
-    const st = await fh.stat();
-    return reply
-      .type('application/octet-stream')
-      .header('content-length', st.size)
-      .header('content-disposition', `attachment; filename="${encodeURIComponent(full.split(sep).pop()!)}"`)
-      .send(fh.createReadStream());
-  });
+  app.get(
+    '/api/af/workflows/:id/files/*',
+    {
+      schema: {
+        tags: ['workflows'],
+        summary: "A file of the run's workspace (an output), by its path relative to the workspace",
+        params: { type: 'object', required: ['id'], properties: { id: idParams.properties.id, '*': { type: 'string' } } },
+        response: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const workspace = await engine.workspaceOf(req.user!, req.params.id);
+      const wanted = req.params['*'] ?? '';
+      if (!wanted || isAbsolute(wanted)) throw new AppError(400, 'bad_path', "Name a file by its path relative to the run's workspace");
+      const root = await realpath(workspace).catch(() => workspace);
+      const full = await realpath(join(root, wanted)).catch(() => null);
+      if (!full) throw notFound(`File ${wanted} in the run's workspace`);
+      const rel = relative(root, full);
+      if (rel.startsWith('..') || isAbsolute(rel) || rel.split(sep)[0] === '..')
+        throw new AppError(400, 'bad_path', `${wanted} is outside the run's workspace`);
+      const fh = await openConfined(root, full).catch((err: unknown) => {
+        if (err instanceof UnsafePathError) throw new AppError(400, 'not_a_file', `${wanted} cannot be downloaded: ${err.message.replace(full, wanted)}`);
+        throw err;
+      });
+      if (!fh) throw notFound(`File ${wanted} in the run's workspace`);
+      const st = await fh.stat();
+      return reply
+        .type('application/octet-stream')
+        .header('content-length', st.size)
+        .header('content-disposition', `attachment; filename="${encodeURIComponent(full.split(sep).pop()!)}"`)
+        .send(fh.createReadStream());
+    },
+  );
 }

@@ -18,7 +18,10 @@ const lookup = async (db: 'passwd' | 'group', key: string) => (db === 'passwd' ?
 const config = { name_template: 'af-{user}', uid_min: 1000, uid_max: 59999, group: null };
 
 async function refusal(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(() => null, (e: unknown) => e);
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(AppError);
   expect((err as AppError).statusCode).toBe(403);
   return (err as AppError).message;
@@ -36,7 +39,9 @@ describe('accounts', () => {
     expect(await refusal(a.resolve('daemon'))).toMatch(/uid 105, outside accounts.uid_min/);
     expect(await refusal(a.resolve('rootgroup'))).toMatch(/root group/);
     expect(await refusal(a.resolve('gw'))).toMatch(/the gateway's own/);
-    expect(await refusal(new PosixAccounts({ ...config, name_template: '{user}' }, 1500, lookup).resolve('Alice.Smith'))).toMatch(/not a valid POSIX account name/);
+    expect(await refusal(new PosixAccounts({ ...config, name_template: '{user}' }, 1500, lookup).resolve('Alice.Smith'))).toMatch(
+      /not a valid POSIX account name/,
+    );
   });
 
   it('with accounts.group, only members are used', async () => {
@@ -53,7 +58,12 @@ describe('accounts', () => {
       made.push([name, group, min, max]);
       db[name] = `${name}:x:1010:1010::/home/${name}:/bin/sh`;
     };
-    const a = new PosixAccounts({ ...config, group: 'af-users', create: true }, 1500, async (d, k) => (d === 'passwd' ? db[k] : `af-users:x:2000:af-alice,af-erin`) ?? null, creator);
+    const a = new PosixAccounts(
+      { ...config, group: 'af-users', create: true },
+      1500,
+      async (d, k) => (d === 'passwd' ? db[k] : `af-users:x:2000:af-alice,af-erin`) ?? null,
+      creator,
+    );
     expect((await a.resolve('erin')).uid).toBe(1010);
     expect(made).toEqual([['af-erin', 'af-users', 1000, 59999]]);
     const failing = new PosixAccounts({ ...config, group: 'af-users', create: true }, 1500, lookup, async () => {

@@ -20,14 +20,28 @@ function openStream(headers: Record<string, string>) {
     const e = JSON.parse(String(data)) as AfEvent;
     expect(validEvent(e), JSON.stringify(validEvent.errors)).toBe(true);
     events.push(e);
-    for (const w of [...waiters]) if (w.pred(e)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(e); }
+    for (const w of [...waiters])
+      if (w.pred(e)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(e);
+      }
   });
   const until = (pred: (e: AfEvent) => boolean, ms = 30_000) =>
     new Promise<AfEvent>((resolve, reject) => {
       const hit = events.find(pred);
       if (hit) return resolve(hit);
-      const t = setTimeout(() => reject(new Error(`no matching event within ${ms} ms; got ${JSON.stringify(events.map((e) => e.type === 'cluster' ? e.cluster.status : e.type))}`)), ms);
-      waiters.push({ pred, resolve: (e) => { clearTimeout(t); resolve(e); } });
+      const t = setTimeout(
+        () =>
+          reject(new Error(`no matching event within ${ms} ms; got ${JSON.stringify(events.map((e) => (e.type === 'cluster' ? e.cluster.status : e.type)))}`)),
+        ms,
+      );
+      waiters.push({
+        pred,
+        resolve: (e) => {
+          clearTimeout(t);
+          resolve(e);
+        },
+      });
     });
   return { ws, events, until };
 }
@@ -64,7 +78,10 @@ describe('event stream', () => {
     await mine.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.workers.running === 1, 60_000);
     const adaptive = await api('GET', `/api/af/clusters/${name}`);
     expect(validCluster(adaptive.json)).toBe(true);
-    expect(adaptive.json).toMatchObject({ adaptive: { minimum: 1, maximum: 2 }, workers: { running: 1, list: [expect.objectContaining({ status: 'RUNNING' })] } });
+    expect(adaptive.json).toMatchObject({
+      adaptive: { minimum: 1, maximum: 2 },
+      workers: { running: 1, list: [expect.objectContaining({ status: 'RUNNING' })] },
+    });
 
     expect((await api('DELETE', `/api/v1/clusters/${name}`, 'carol')).status).toBe(204);
     await mine.until(isMine('STOPPED'));
@@ -83,7 +100,9 @@ describe('failures reach the user', () => {
     const stream = openStream(basic('carol'));
     await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'RUNNING');
     expect((await api('POST', `/api/v1/clusters/${name}/scale`, 'carol', { count: 1 })).json).toEqual({ ok: true, msg: null });
-    const failed = (await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'FAILED', 60_000)) as { cluster: AfCluster };
+    const failed = (await stream.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === 'FAILED', 60_000)) as {
+      cluster: AfCluster;
+    };
     expect(failed.cluster.message).toMatch(/2 workers in a row failed to start; the last one exited before connecting to the scheduler/);
     expect(failed.cluster.message).toMatch(/af_gateway_no_such_module/);
     const listed = await api('GET', '/api/af/clusters?status=failed');

@@ -31,7 +31,11 @@ function rawStatus(text: string, ms = 3000): Promise<string> {
 /** The owner's forged heartbeat: the gateway takes its ports (on loopback), so the dashboard is the fake. */
 async function pointDashboardAtFake() {
   const port = (fake.address() as net.AddressInfo).port;
-  const hb = await heartbeat(gw, name, { scheduler_address: `tls://127.0.0.1:${port}`, dashboard_address: `https://127.0.0.1:${port}`, api_address: `http://127.0.0.1:${port}` });
+  const hb = await heartbeat(gw, name, {
+    scheduler_address: `tls://127.0.0.1:${port}`,
+    dashboard_address: `https://127.0.0.1:${port}`,
+    api_address: `http://127.0.0.1:${port}`,
+  });
   expect(hb.status).toBe(204);
 }
 
@@ -96,16 +100,22 @@ describe("a hostile owner's dashboard", () => {
   it("ends the viewer's answer when the dashboard cuts its own short", async () => {
     const res = await fetch(`${gw.url}/clusters/${name}/~${capability}/cut`, { signal: AbortSignal.timeout(5000) });
     expect(res.status).toBe(200);
-    const error = await res.text().then(() => null, (err: Error) => err);
+    const error = await res.text().then(
+      () => null,
+      (err: Error) => err,
+    );
     expect(error?.name).not.toBe('TimeoutError');
     expect(error).not.toBeNull();
   });
 
-  it.each(['x%0d%0aSet-Cookie:%20a=b', 'x%E2%82%AC', 'x%00', `${'a'.repeat(20)}%2F..%2F${'b'.repeat(20)}`])('answers a cluster name that cannot be one with 404, not 500: %s', async (bad) => {
-    for (const headers of [{}, mallory]) {
-      const r = await call('GET', `/clusters/${bad}/~${'A'.repeat(60)}/status`, headers);
-      expect(r.status).toBe(404);
-      expect(r.headers.get('location')).toBeNull();
-    }
-  });
+  it.each(['x%0d%0aSet-Cookie:%20a=b', 'x%E2%82%AC', 'x%00', `${'a'.repeat(20)}%2F..%2F${'b'.repeat(20)}`])(
+    'answers a cluster name that cannot be one with 404, not 500: %s',
+    async (bad) => {
+      for (const headers of [{}, mallory]) {
+        const r = await call('GET', `/clusters/${bad}/~${'A'.repeat(60)}/status`, headers);
+        expect(r.status).toBe(404);
+        expect(r.headers.get('location')).toBeNull();
+      }
+    },
+  );
 });

@@ -36,7 +36,11 @@ describe('every refusal is JSON with a message, a code and the request id', () =
   });
 
   it('a body that is not JSON: 400 malformed_body, on the AF API and the token routes alike', async () => {
-    for (const [method, url] of [['POST', '/api/af/workflows'], ['POST', '/api/af/workflows/validate'], ['PUT', '/api/af/token/refresh-token']] as const) {
+    for (const [method, url] of [
+      ['POST', '/api/af/workflows'],
+      ['POST', '/api/af/workflows/validate'],
+      ['PUT', '/api/af/token/refresh-token'],
+    ] as const) {
       const r = await inject(method, url, { payload: '{"entry": ' });
       expect([url, r.status, r.body.code]).toEqual([url, 400, 'malformed_body']);
       expect(r.body.error).toMatch(/^Malformed JSON body: /);

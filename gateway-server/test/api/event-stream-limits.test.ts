@@ -47,13 +47,15 @@ describe('event stream limits', () => {
     for (const s of [...mine, again]) s.ws.terminate();
   });
 
-  it('closes the streams that read nothing rather than buffer a large run\'s DAG for each (1.6 GB in 10 s), and keeps the one that reads', async () => {
+  it("closes the streams that read nothing rather than buffer a large run's DAG for each (1.6 GB in 10 s), and keeps the one that reads", async () => {
     const auth = headers('mallory').authorization;
     const reader = await open('mallory');
     const stalled: net.Socket[] = [];
     for (let i = 0; i < 31; i++) {
       const s = net.connect(gw.port, '127.0.0.1');
-      s.write(`GET /api/af/events HTTP/1.1\r\nHost: 127.0.0.1:${gw.port}\r\nAuthorization: ${auth}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+      s.write(
+        `GET /api/af/events HTTP/1.1\r\nHost: 127.0.0.1:${gw.port}\r\nAuthorization: ${auth}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      );
       s.pause(); // never reads
       s.on('error', () => undefined);
       stalled.push(s);

@@ -109,7 +109,12 @@ describe('a cluster on real processes', () => {
     expect(name).toMatch(/^[0-9a-f]{32}$/);
     let c = (await call('GET', `/api/v1/clusters/${name}?wait`, alice)).json;
     for (let i = 0; i < 5 && c.status === 'PENDING'; i++) c = (await call('GET', `/api/v1/clusters/${name}?wait`, alice)).json;
-    expect(c).toMatchObject({ name, status: 'RUNNING', dashboard_route: `/clusters/${name}/status`, options: { worker_cores: 1, worker_memory: 1, environment: {} } });
+    expect(c).toMatchObject({
+      name,
+      status: 'RUNNING',
+      dashboard_route: `/clusters/${name}/status`,
+      options: { worker_cores: 1, worker_memory: 1, environment: {} },
+    });
     expect(Object.keys(c).sort()).toEqual(['dashboard_route', 'name', 'options', 'start_time', 'status', 'stop_time', 'tls_cert', 'tls_key']);
     expect(c.tls_cert).toMatch(/BEGIN CERTIFICATE/);
     expect(c.tls_key).toMatch(/BEGIN PRIVATE KEY/);
@@ -166,7 +171,7 @@ describe('a cluster on real processes', () => {
     expect(within.json).toEqual({ ok: true, msg: null });
   });
 
-  it("reaches a scheduler whose API port is one fetch() refuses (10080: the OS may give it)", async () => {
+  it('reaches a scheduler whose API port is one fetch() refuses (10080: the OS may give it)', async () => {
     // A stand-in for the scheduler's API on a "bad port"; the cluster is pointed at it by a heartbeat
     // with its own token (the real scheduler's next heartbeat points it back).
     const fake = await schedulerApiStandIn(10080);

@@ -40,7 +40,17 @@ describe('login states', () => {
 describe('where a login may send the browser', () => {
   it('keeps paths of this origin and refuses everything a browser would take elsewhere', () => {
     expect(sameOriginNext('/services/af-gateway/api/af/token?x=1#y', '/f')).toBe('/services/af-gateway/api/af/token?x=1#y');
-    for (const evil of ['/\\evil.example', '//evil.example/x', '/\\/evil.example', 'https://evil.example/', 'javascript:alert(1)', '/\t/evil.example', ' /x', '', undefined]) {
+    for (const evil of [
+      '/\\evil.example',
+      '//evil.example/x',
+      '/\\/evil.example',
+      'https://evil.example/',
+      'javascript:alert(1)',
+      '/\t/evil.example',
+      ' /x',
+      '',
+      undefined,
+    ]) {
       expect(sameOriginNext(evil, '/fallback'), String(evil)).toBe('/fallback');
     }
   });

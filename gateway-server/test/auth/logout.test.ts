@@ -114,7 +114,15 @@ describe('sockets of a session that ends elsewhere', () => {
     const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
     const client = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
     const server = await accepted;
-    return { client, server, close: () => { client.destroy(); server.destroy(); srv.close(); } };
+    return {
+      client,
+      server,
+      close: () => {
+        client.destroy();
+        server.destroy();
+        srv.close();
+      },
+    };
   }
   const closedSoon = (s: net.Socket, ms: number) => within(new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r()))), ms, 'the socket closes');
 

@@ -35,7 +35,11 @@ const wsStatus = (headers: Record<string, string>) => handshakeStatus(gw, '/api/
 async function issuerPublicKeyPem(): Promise<string> {
   const meta = (await (await fetch(`${op.issuer}/.well-known/openid-configuration`)).json()) as { jwks_uri: string };
   const { keys } = (await (await fetch(meta.jwks_uri)).json()) as { keys: jose.JWK[] };
-  const key = (await jose.importJWK(keys.find((k) => k.kid === 'key-1')!, 'RS256', { extractable: true })) as CryptoKey;
+  const key = (await jose.importJWK(
+    keys.find((k) => k.kid === 'key-1')!,
+    'RS256',
+    { extractable: true },
+  )) as CryptoKey;
   return jose.exportSPKI(key);
 }
 
@@ -65,7 +69,14 @@ afterAll(async () => {
 describe('auth matrix', () => {
   const now = () => Math.floor(Date.now() / 1000);
   const claims = (over: Record<string, unknown> = {}) => ({
-    iss: op.issuer, sub: 'alice', aud: AUDIENCE, scope: 'compute.create', iat: now(), exp: now() + 300, 'wlcg.groups': ['/cms'], ...over,
+    iss: op.issuer,
+    sub: 'alice',
+    aud: AUDIENCE,
+    scope: 'compute.create',
+    iat: now(),
+    exp: now() + 300,
+    'wlcg.groups': ['/cms'],
+    ...over,
   });
 
   const cases: [string, () => Promise<Record<string, string>>, number, RegExp][] = [
@@ -73,25 +84,40 @@ describe('auth matrix', () => {
     ['an empty bearer', async () => ({ authorization: 'Bearer ' }), 401, /no token/],
     ['expired', async () => bearer(await op.sign(claims({ iat: now() - 600, exp: now() - 300 }))), 401, /expired/],
     ['not yet valid', async () => bearer(await op.sign(claims({ nbf: now() + 600 }))), 401, /not valid yet/],
-    ['bad signature', async () => {
-      const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
-      const forged = { ...(await jose.exportJWK(privateKey)), kid: 'key-1', alg: 'RS256' };
-      return bearer(await op.sign(claims(), { key: forged }));
-    }, 401, /signature does not verify/],
+    [
+      'bad signature',
+      async () => {
+        const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
+        const forged = { ...(await jose.exportJWK(privateKey)), kid: 'key-1', alg: 'RS256' };
+        return bearer(await op.sign(claims(), { key: forged }));
+      },
+      401,
+      /signature does not verify/,
+    ],
     ['unknown issuer', async () => bearer(await op.sign(claims({ iss: 'http://127.0.0.1:1/other' }))), 401, /another issuer/],
     ['wrong audience', async () => bearer(await op.token('alice', { resource: 'urn:other-service' })), 401, /not meant for this gateway/],
     ['missing scope', async () => bearer(await op.token('alice', { scope: 'openid compute.read' })), 403, /lacks the scope compute.create/],
     ['not a JWT', async () => bearer('opaque-token-without-introspection'), 401, /not a JWT/],
     // algorithm confusion: an HMAC keyed with the issuer's published public key, which anyone can compute
-    ['HS256 keyed with the public key', async () => {
-      const pem = await issuerPublicKeyPem();
-      const forged = await new jose.SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'key-1', typ: 'at+jwt' }).sign(new TextEncoder().encode(pem));
-      return bearer(forged);
-    }, 401, /signed with HS256, which this gateway does not accept/],
-    ['an unsigned token (alg none)', async () => {
-      const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
-      return bearer(`${part({ alg: 'none', typ: 'JWT' })}.${part(claims())}.`);
-    }, 401, /signed with none, which this gateway does not accept/],
+    [
+      'HS256 keyed with the public key',
+      async () => {
+        const pem = await issuerPublicKeyPem();
+        const forged = await new jose.SignJWT(claims()).setProtectedHeader({ alg: 'HS256', kid: 'key-1', typ: 'at+jwt' }).sign(new TextEncoder().encode(pem));
+        return bearer(forged);
+      },
+      401,
+      /signed with HS256, which this gateway does not accept/,
+    ],
+    [
+      'an unsigned token (alg none)',
+      async () => {
+        const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+        return bearer(`${part({ alg: 'none', typ: 'JWT' })}.${part(claims())}.`);
+      },
+      401,
+      /signed with none, which this gateway does not accept/,
+    ],
   ];
 
   it.each(cases)('%s is refused on the API, the dashboards and the event stream', async (_what, headers, code, message) => {
@@ -146,7 +172,10 @@ describe('configuration refused or pinned', () => {
   const oidcConfig = (oidc: Record<string, unknown>) => resolveConfig({ auth: { type: 'oidc', oidc: { issuer: op.issuer, ...oidc } } }).auth.oidc;
 
   it('refuses to start without an audience unless allow_any_audience is set, naming the keys', async () => {
-    const start = startGateway(resolveConfig({ listen: '127.0.0.1:0', data_dir: join(gw.dataDir, 'no-aud'), auth: { type: 'oidc', oidc: { issuer: op.issuer } } }), makeLogger('silent'));
+    const start = startGateway(
+      resolveConfig({ listen: '127.0.0.1:0', data_dir: join(gw.dataDir, 'no-aud'), auth: { type: 'oidc', oidc: { issuer: op.issuer } } }),
+      makeLogger('silent'),
+    );
     await expect(start).rejects.toThrow(ConfigError);
     await expect(start).rejects.toThrow(/auth\.oidc\.audience.*auth\.oidc\.allow_any_audience: true/);
     // the provider behind a JupyterHub gateway (the token broker's) is held to the same rule
@@ -158,7 +187,10 @@ describe('configuration refused or pinned', () => {
 
   it('accepts only the configured algorithms (auth.oidc.algorithms)', async () => {
     const esOnly = new OidcAuthenticator(new OidcIssuer(oidcConfig({ audience: [AUDIENCE], algorithms: ['ES256'] })), [], []);
-    await expect(esOnly.verify(await op.token('alice'))).rejects.toMatchObject({ statusCode: 401, message: expect.stringMatching(/signed with RS256.*auth\.oidc\.algorithms: ES256/) });
+    await expect(esOnly.verify(await op.token('alice'))).rejects.toMatchObject({
+      statusCode: 401,
+      message: expect.stringMatching(/signed with RS256.*auth\.oidc\.algorithms: ES256/),
+    });
     expect(() => resolveConfig({ auth: { oidc: { algorithms: ['HS256'] } } })).toThrow(ConfigError);
     expect(() => resolveConfig({ auth: { oidc: { algorithms: ['none'] } } })).toThrow(ConfigError);
   });
@@ -174,7 +206,12 @@ describe('introspection answers', () => {
     standIn = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer)));
     await new Promise<void>((r) => standIn.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(standIn.address() as { port: number }).port}/introspect`;
-    const cfg = resolveConfig({ auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: 'af-gateway', client_secret: 'x', introspection: { enabled: true, url } } } }).auth.oidc;
+    const cfg = resolveConfig({
+      auth: {
+        type: 'oidc',
+        oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: 'af-gateway', client_secret: 'x', introspection: { enabled: true, url } },
+      },
+    }).auth.oidc;
     auth = new OidcAuthenticator(new OidcIssuer(cfg), [], []);
   });
   afterAll(() => new Promise<void>((r) => standIn.close(() => r())));
@@ -182,7 +219,11 @@ describe('introspection answers', () => {
   const exp = () => Math.floor(Date.now() / 1000) + 300;
   it.each([
     ['names no issuer', () => ({ active: true, sub: 'mallory', aud: AUDIENCE, exp: exp() }), /names no issuer/],
-    ['names another issuer', () => ({ active: true, iss: 'https://other.example/', sub: 'mallory', aud: AUDIENCE, exp: exp() }), /issued by https:\/\/other\.example\//],
+    [
+      'names another issuer',
+      () => ({ active: true, iss: 'https://other.example/', sub: 'mallory', aud: AUDIENCE, exp: exp() }),
+      /issued by https:\/\/other\.example\//,
+    ],
     ['says active as a string', () => ({ active: 'true', iss: op.issuer, sub: 'mallory', aud: AUDIENCE, exp: exp() }), /not active/],
   ])('refuses a token whose introspection %s', async (_what, body, message) => {
     answer = body();

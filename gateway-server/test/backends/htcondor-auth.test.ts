@@ -19,10 +19,23 @@ import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
 let dir: string;
 let standin: string;
 const config = (over: Partial<HTCondorConfig>): HTCondorConfig => ({
-  command_prefix: [], environment: { _condor_SCHEDD_HOST: 'schedd.example.org', _condor_COLLECTOR_HOST: 'cm.example.org' },
-  auth_method: 'scitokens', python: '/opt/python', universe: 'vanilla', container_image: null, requirements: null,
-  accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
-  scheduler_host: '127.0.0.1', scheduler_in_job: true, file_owner: null, poll_period: 1, command_timeout: 10, ...over,
+  command_prefix: [],
+  environment: { _condor_SCHEDD_HOST: 'schedd.example.org', _condor_COLLECTOR_HOST: 'cm.example.org' },
+  auth_method: 'scitokens',
+  python: '/opt/python',
+  universe: 'vanilla',
+  container_image: null,
+  requirements: null,
+  accounting_group: null,
+  request_disk: '1GB',
+  submit_extra: {},
+  shared_filesystem: true,
+  scheduler_host: '127.0.0.1',
+  scheduler_in_job: true,
+  file_owner: null,
+  poll_period: 1,
+  command_timeout: 10,
+  ...over,
 });
 
 /** The test runs as some account; the users' accounts are the same here (no files change hands in this file). */
@@ -63,7 +76,13 @@ function clusterIn(root: string, name: string, username = 'alice') {
   const work = join(root, 'clusters', name);
   mkdirSync(work, { recursive: true, mode: 0o700 });
   const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
-  const cluster = { name, username, workDir: work, schedulerAddress: 'tls://127.0.0.1:1', settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 } } as unknown as ClusterRecord;
+  const cluster = {
+    name,
+    username,
+    workDir: work,
+    schedulerAddress: 'tls://127.0.0.1:1',
+    settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
+  } as unknown as ClusterRecord;
   return { files, cluster };
 }
 
@@ -73,11 +92,18 @@ describe('HTCondor schedd authentication', () => {
   it('submits a scale step as one condor_submit, as the owner with their SciToken file, the description on stdin', async () => {
     const data = mkdtempSync(join(dir, 'data-'));
     const backend = new HTCondorBackend({
-      config: config({ command_prefix: [standin] }), accounts,
-      local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+      config: config({ command_prefix: [standin] }),
+      accounts,
+      local: {} as LocalBackend,
+      python: '/opt/python',
+      dataDir: data,
+      log: makeLogger('silent'),
     });
     const { cluster, files } = clusterIn(data, 'c1');
-    const handles = await backend.startWorkers([{ cluster, worker: worker('c1-a'), files }, { cluster, worker: worker('c1-b'), files }]);
+    const handles = await backend.startWorkers([
+      { cluster, worker: worker('c1-a'), files },
+      { cluster, worker: worker('c1-b'), files },
+    ]);
     expect(handles.map((h) => (h instanceof Error ? h.message : h.job))).toEqual(['17.0', '17.1']);
     const text = calls();
     expect(text.match(/ARGV condor_submit/g)).toHaveLength(1);
@@ -100,8 +126,12 @@ describe('the environment of the condor tools', () => {
     process.env.CONDOR_CONFIG = '/etc/condor/test_config';
     try {
       const backend = new HTCondorBackend({
-        config: config({ command_prefix: [standin] }), accounts,
-        local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+        config: config({ command_prefix: [standin] }),
+        accounts,
+        local: {} as LocalBackend,
+        python: '/opt/python',
+        dataDir: data,
+        log: makeLogger('silent'),
       });
       const { cluster, files } = clusterIn(data, 'c2');
       expect((await backend.startWorkers([{ cluster, worker: worker('c2-a'), files }]))[0]).not.toBeInstanceOf(Error);
@@ -111,12 +141,18 @@ describe('the environment of the condor tools', () => {
     }
     const text = calls();
     expect(text).not.toContain('the-gateway-secret-3f1c');
-    const names = [...text.matchAll(/^ENV ([^=]+)=/gm)].map((m) => m[1]!)
-      .filter((n) => !['PWD', 'SHLVL', '_', 'OLDPWD'].includes(n)); // what sh itself sets
-    expect(names.sort()).toEqual([
-      'CONDOR_CONFIG', ...(process.env.LANG ? ['LANG'] : []), 'PATH',
-      '_condor_COLLECTOR_HOST', '_condor_SCHEDD_HOST', '_condor_SCITOKENS_FILE', '_condor_SEC_DEFAULT_AUTHENTICATION_METHODS',
-    ].sort());
+    const names = [...text.matchAll(/^ENV ([^=]+)=/gm)].map((m) => m[1]!).filter((n) => !['PWD', 'SHLVL', '_', 'OLDPWD'].includes(n)); // what sh itself sets
+    expect(names.sort()).toEqual(
+      [
+        'CONDOR_CONFIG',
+        ...(process.env.LANG ? ['LANG'] : []),
+        'PATH',
+        '_condor_COLLECTOR_HOST',
+        '_condor_SCHEDD_HOST',
+        '_condor_SCITOKENS_FILE',
+        '_condor_SEC_DEFAULT_AUTHENTICATION_METHODS',
+      ].sort(),
+    );
     expect(text).toContain('ENV CONDOR_CONFIG=/etc/condor/test_config');
   });
 
@@ -124,7 +160,9 @@ describe('the environment of the condor tools', () => {
     process.env.AF_TEST_GATEWAY_SECRET = 'x';
     try {
       const env = new CommandRunner({ prefix: [], env: { A: '1' }, timeoutMs: 1000 }).environment({ B: '2' });
-      expect(Object.keys(env).sort()).toEqual(['A', 'B', ...(process.env.CONDOR_CONFIG ? ['CONDOR_CONFIG'] : []), ...(process.env.LANG ? ['LANG'] : []), 'PATH'].sort());
+      expect(Object.keys(env).sort()).toEqual(
+        ['A', 'B', ...(process.env.CONDOR_CONFIG ? ['CONDOR_CONFIG'] : []), ...(process.env.LANG ? ['LANG'] : []), 'PATH'].sort(),
+      );
     } finally {
       delete process.env.AF_TEST_GATEWAY_SECRET;
     }
@@ -135,20 +173,29 @@ describe('who the condor tools act for', () => {
   it("submits and removes as the owner's account ({account}, {uid}, {gid}) and queries as the gateway's", async () => {
     const data = mkdtempSync(join(dir, 'data-'));
     const backend = new HTCondorBackend({
-      config: config({ command_prefix: [standin, '--as={account}:{uid}:{gid}'], auth_method: 'fs' }), accounts,
-      local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+      config: config({ command_prefix: [standin, '--as={account}:{uid}:{gid}'], auth_method: 'fs' }),
+      accounts,
+      local: {} as LocalBackend,
+      python: '/opt/python',
+      dataDir: data,
+      log: makeLogger('silent'),
     });
     const { cluster, files } = clusterIn(data, 'c3', 'mallory');
     const [handle] = await backend.startWorkers([{ cluster, worker: worker('c3-a'), files }]);
     if (!handle || handle instanceof Error) throw handle ?? new Error('no handle');
     expect((await backend.check([handle]))[0]!.alive).toBe(true);
     await backend.stop([handle]);
-    const lines = calls().split('\n').filter((l) => l.startsWith('PREFIX') || l.startsWith('ARGV'));
+    const lines = calls()
+      .split('\n')
+      .filter((l) => l.startsWith('PREFIX') || l.startsWith('ARGV'));
     const self = (await import('node:os')).userInfo().username;
     expect(lines).toEqual([
-      `PREFIX --as=af-mallory:${me.uid}:${me.gid}`, 'ARGV condor_submit -terse -',
-      `PREFIX --as=${self}:${me.uid}:${me.gid}`, expect.stringMatching(/^ARGV condor_q -allusers -json /),
-      `PREFIX --as=af-mallory:${me.uid}:${me.gid}`, 'ARGV condor_rm 17.0',
+      `PREFIX --as=af-mallory:${me.uid}:${me.gid}`,
+      'ARGV condor_submit -terse -',
+      `PREFIX --as=${self}:${me.uid}:${me.gid}`,
+      expect.stringMatching(/^ARGV condor_q -allusers -json /),
+      `PREFIX --as=af-mallory:${me.uid}:${me.gid}`,
+      'ARGV condor_rm 17.0',
     ]);
   });
 
@@ -158,7 +205,7 @@ describe('who the condor tools act for', () => {
     await expect(runner.run(['condor_q'])).rejects.toThrow(/acts for none/);
   });
 
-  it('refuses a configuration that would submit every user\'s jobs as one account', () => {
+  it("refuses a configuration that would submit every user's jobs as one account", () => {
     const base = config({ auth_method: 'default', command_prefix: [] });
     expect(sharedAccountProblem(base, false)).toMatch(/every user's jobs as the gateway's own account.*\{account\}.*scitokens.*single_user/);
     expect(sharedAccountProblem({ ...base, command_prefix: ['ssh', 'submit01'] }, false)).toMatch(/command_prefix/);
@@ -168,8 +215,9 @@ describe('who the condor tools act for', () => {
     expect(sharedAccountProblem({ ...base, auth_method: 'scitokens' }, false)).toBeNull();
     expect(sharedAccountProblem(base, true)).toBeNull();
     expect(sharedAccountProblem({ ...base, auth_method: 'scitokens', file_owner: '1000:1000' }, false)).toMatch(/file_owner is no longer supported/);
-    expect(() => new HTCondorBackend({ config: base, accounts, local: {} as LocalBackend, python: '/opt/python', dataDir: dir, log: makeLogger('silent') }))
-      .toThrow(/backend\.local\.single_user/);
+    expect(
+      () => new HTCondorBackend({ config: base, accounts, local: {} as LocalBackend, python: '/opt/python', dataDir: dir, log: makeLogger('silent') }),
+    ).toThrow(/backend\.local\.single_user/);
   });
 });
 
@@ -179,8 +227,12 @@ describe('forged heartbeats', () => {
     // like: each heartbeat for it used to force a fresh condor_q of every job of the gateway.
     const data = mkdtempSync(join(dir, 'data-'));
     const backend = new HTCondorBackend({
-      config: config({ command_prefix: [standin], poll_period: 30 }), accounts,
-      local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+      config: config({ command_prefix: [standin], poll_period: 30 }),
+      accounts,
+      local: {} as LocalBackend,
+      python: '/opt/python',
+      dataDir: data,
+      log: makeLogger('silent'),
     });
     const { cluster } = clusterIn(data, 'c3', 'mallory');
     cluster.scheduler = { kind: 'htcondor-job', job: '17.0', cluster: 'c3', worker: 'scheduler', log: '/dev/null', owner: 'mallory' };

@@ -21,9 +21,22 @@ const accounts: AccountResolver = {
 };
 
 const config: HTCondorConfig = {
-  command_prefix: [], environment: {}, auth_method: 'fs', python: '/opt/python', universe: 'vanilla', container_image: null,
-  requirements: null, accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
-  scheduler_host: '127.0.0.1', scheduler_in_job: true, file_owner: null, poll_period: 3, command_timeout: 10,
+  command_prefix: [],
+  environment: {},
+  auth_method: 'fs',
+  python: '/opt/python',
+  universe: 'vanilla',
+  container_image: null,
+  requirements: null,
+  accounting_group: null,
+  request_disk: '1GB',
+  submit_extra: {},
+  shared_filesystem: true,
+  scheduler_host: '127.0.0.1',
+  scheduler_in_job: true,
+  file_owner: null,
+  poll_period: 3,
+  command_timeout: 10,
 };
 
 beforeAll(() => {
@@ -66,8 +79,12 @@ function backend(): HTCondorBackend {
   const data = mkdtempSync(join(dir, 'data-'));
   mkdirSync(join(data, 'clusters'));
   return new HTCondorBackend({
-    config: { ...config, command_prefix: [standin, '--as={account}'] }, accounts,
-    local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+    config: { ...config, command_prefix: [standin, '--as={account}'] },
+    accounts,
+    local: {} as LocalBackend,
+    python: '/opt/python',
+    dataDir: data,
+    log: makeLogger('silent'),
   });
 }
 
@@ -75,7 +92,13 @@ function launchesOf(b: HTCondorBackend, name: string, username: string, workers:
   const work = join((b as unknown as { dataDir: string }).dataDir, 'clusters', name);
   mkdirSync(work, { recursive: true, mode: 0o700 });
   const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
-  const cluster = { name, username, workDir: work, schedulerAddress: 'tls://127.0.0.1:1', settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 } } as unknown as ClusterRecord;
+  const cluster = {
+    name,
+    username,
+    workDir: work,
+    schedulerAddress: 'tls://127.0.0.1:1',
+    settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
+  } as unknown as ClusterRecord;
   return workers.map((w) => ({ cluster, worker: { name: w } as WorkerRecord, files }));
 }
 

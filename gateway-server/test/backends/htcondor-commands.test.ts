@@ -3,7 +3,12 @@
 import { describe, expect, it } from 'vitest';
 import { jobHosts, jobState, parseJobAds, parseTerseSubmit, type JobAd } from '../../src/backends/htcondor/condor-output.js';
 import { addressesOnHosts, parseReportedAddress } from '../../src/backends/backend.js';
-import { schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type WorkerJobSpec } from '../../src/backends/htcondor/submit-description.js';
+import {
+  schedulerSubmitDescription,
+  stepSubmitDescription,
+  workerSubmitDescription,
+  type WorkerJobSpec,
+} from '../../src/backends/htcondor/submit-description.js';
 
 const spec: WorkerJobSpec = {
   instance: 'af-gateway-abc',
@@ -36,11 +41,15 @@ describe('worker submit description', () => {
     expect(text).toContain(
       'arguments = "-m distributed.cli.dask_worker tls://10.0.0.5:40000 --name $(AfWorker) --nthreads 2 --memory-limit 1610612736 --no-nanny --no-dashboard --death-timeout 60 --tls-ca-file /data/clusters/c0ffee/dask.crt',
     );
-    expect(text).toContain(`environment = "'GREETING=it''s a test' DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True BEARER_TOKEN_FILE=/data/clusters/c0ffee/bearer-token"`);
+    expect(text).toContain(
+      `environment = "'GREETING=it''s a test' DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True BEARER_TOKEN_FILE=/data/clusters/c0ffee/bearer-token"`,
+    );
     expect(text).toContain('request_cpus = 2\nrequest_memory = 1536\nrequest_disk = 2GB');
     expect(text).toContain('+AfGatewayWorker = "$(AfWorker)"');
     // the jobs write in their own directory, not next to the cluster's keys
-    expect(text).toContain('initialdir = /data/clusters/c0ffee/jobs\noutput = /data/clusters/c0ffee/jobs/$(AfWorker).out\nerror = /data/clusters/c0ffee/jobs/$(AfWorker).log\nlog = /data/clusters/c0ffee/jobs/htcondor-jobs.log');
+    expect(text).toContain(
+      'initialdir = /data/clusters/c0ffee/jobs\noutput = /data/clusters/c0ffee/jobs/$(AfWorker).out\nerror = /data/clusters/c0ffee/jobs/$(AfWorker).log\nlog = /data/clusters/c0ffee/jobs/htcondor-jobs.log',
+    );
     expect(text).toContain('should_transfer_files = NO');
     expect(text).toContain('requirements = (OpSysAndVer == "AlmaLinux9")');
     expect(text).toContain('accounting_group = group_cms\naccounting_group_user = alice');
@@ -57,10 +66,20 @@ describe('worker submit description', () => {
 
   it('describes the scheduler as a job with the preload, its API token and the gateway address', () => {
     const { workerNames: _w, schedulerAddress: _s, cores: _c, memoryGiB: _m, ...common } = spec;
-    const text = schedulerSubmitDescription({ ...common, apiToken: '/data/clusters/c0ffee/api-token', apiUrl: 'https://af.example.org/api', host: '0.0.0.0', heartbeatPeriod: 10, adaptivePeriod: 3, idleTimeout: 0 });
+    const text = schedulerSubmitDescription({
+      ...common,
+      apiToken: '/data/clusters/c0ffee/api-token',
+      apiUrl: 'https://af.example.org/api',
+      host: '0.0.0.0',
+      heartbeatPeriod: 10,
+      adaptivePeriod: 3,
+      idleTimeout: 0,
+    });
     expect(text).toContain('-m distributed.cli.dask_scheduler --protocol tls --host 0.0.0.0 --port 0 --dashboard-address 0.0.0.0:0');
     expect(text).toContain('--preload dask_gateway.scheduler_preload --dg-api-address 0.0.0.0:0 --dg-heartbeat-period 10');
-    expect(text).toContain('DASK_GATEWAY_API_URL=https://af.example.org/api DASK_GATEWAY_API_TOKEN=/data/clusters/c0ffee/api-token DASK_GATEWAY_CLUSTER_NAME=c0ffee');
+    expect(text).toContain(
+      'DASK_GATEWAY_API_URL=https://af.example.org/api DASK_GATEWAY_API_TOKEN=/data/clusters/c0ffee/api-token DASK_GATEWAY_CLUSTER_NAME=c0ffee',
+    );
     expect(text).toMatch(/queue AfWorker from \(\nscheduler\n\)\n$/);
   });
 
@@ -70,7 +89,7 @@ describe('worker submit description', () => {
 
   it("keeps a user's environment values literal: no macro ($ENV, $(...)) is expanded, no line break starts a statement", () => {
     const text = workerSubmitDescription({ ...spec, environment: { STEAL: '$ENV(AF_GATEWAY_SECRET)', M: '$(AfWorker)x' } });
-    expect(text).toContain("STEAL=$(DOLLAR)ENV(AF_GATEWAY_SECRET) M=$(DOLLAR)(AfWorker)x ");
+    expect(text).toContain('STEAL=$(DOLLAR)ENV(AF_GATEWAY_SECRET) M=$(DOLLAR)(AfWorker)x ');
     expect(text).not.toMatch(/[^)]\$ENV/);
     expect(() => workerSubmitDescription({ ...spec, environment: { X: 'a\ninclude : /etc/shadow' } })).toThrow(/control characters/);
     expect(() => workerSubmitDescription({ ...spec, environment: { X: '$$(Memory)' } })).toThrow(/match-time substitution/);
@@ -80,10 +99,23 @@ describe('worker submit description', () => {
 
 describe('workflow step submit description', () => {
   const steps = {
-    instance: 'af-gateway-abc', run: '0123456789ab', owner: 'alice',
-    steps: [{ node: 'map:0', dir: '/shared/wf/0123456789ab/map/0' }, { node: 'map:1', dir: '/shared/wf/0123456789ab/map/1' }],
-    environment: { PATH: '/usr/bin:/bin', AF_WORKFLOW_RUN: '0123456789ab' }, image: null as string | null, cpus: 1, memoryGiB: 2,
-    universe: 'vanilla' as const, containerImage: null, requirements: null, accountingGroup: 'group_cms', requestDisk: '1GB', extra: {},
+    instance: 'af-gateway-abc',
+    run: '0123456789ab',
+    owner: 'alice',
+    steps: [
+      { node: 'map:0', dir: '/shared/wf/0123456789ab/map/0' },
+      { node: 'map:1', dir: '/shared/wf/0123456789ab/map/1' },
+    ],
+    environment: { PATH: '/usr/bin:/bin', AF_WORKFLOW_RUN: '0123456789ab' },
+    image: null as string | null,
+    cpus: 1,
+    memoryGiB: 2,
+    universe: 'vanilla' as const,
+    containerImage: null,
+    requirements: null,
+    accountingGroup: 'group_cms',
+    requestDisk: '1GB',
+    extra: {},
   };
   it("queues a stage's steps as one cluster, each running its wrapper in its own directory", () => {
     const d = stepSubmitDescription(steps);
@@ -96,9 +128,14 @@ describe('workflow step submit description', () => {
     expect(d).toContain('accounting_group_user = alice');
     expect(d).toContain('universe = vanilla');
     expect(d).not.toContain('container_image');
-    expect(d.trimEnd().split('\n').slice(-4)).toEqual(['queue AfStep, AfStepDir from (', 'map:0, /shared/wf/0123456789ab/map/0', 'map:1, /shared/wf/0123456789ab/map/1', ')']);
+    expect(d.trimEnd().split('\n').slice(-4)).toEqual([
+      'queue AfStep, AfStepDir from (',
+      'map:0, /shared/wf/0123456789ab/map/0',
+      'map:1, /shared/wf/0123456789ab/map/1',
+      ')',
+    ]);
   });
-  it("runs a docker-encapsulated step in its image through the container universe", () => {
+  it('runs a docker-encapsulated step in its image through the container universe', () => {
     const d = stepSubmitDescription({ ...steps, image: 'busybox:1.36' });
     expect(d).toContain('universe = container');
     expect(d).toContain('container_image = docker://busybox:1.36');
@@ -121,12 +158,14 @@ describe('condor output', () => {
 
   it('maps job states to worker states with the reasons users need', () => {
     const now = 1_800_000_100_000;
-    const [idle, running, held, done] = parseJobAds(JSON.stringify([
-      { ClusterId: 7, ProcId: 0, JobStatus: 1, EnteredCurrentStatus: 1_800_000_000, NumJobMatches: 0 },
-      { ClusterId: 7, ProcId: 1, JobStatus: 2, JobCurrentStartDate: 1_800_000_050 },
-      { ClusterId: 7, ProcId: 2, JobStatus: 5, HoldReason: 'Error from slot1: Failed to execute' },
-      { ClusterId: 7, ProcId: 3, JobStatus: 4, ExitCode: 1 },
-    ]));
+    const [idle, running, held, done] = parseJobAds(
+      JSON.stringify([
+        { ClusterId: 7, ProcId: 0, JobStatus: 1, EnteredCurrentStatus: 1_800_000_000, NumJobMatches: 0 },
+        { ClusterId: 7, ProcId: 1, JobStatus: 2, JobCurrentStartDate: 1_800_000_050 },
+        { ClusterId: 7, ProcId: 2, JobStatus: 5, HoldReason: 'Error from slot1: Failed to execute' },
+        { ClusterId: 7, ProcId: 3, JobStatus: 4, ExitCode: 1 },
+      ]),
+    );
     expect(jobState(idle, now)).toEqual({ alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot (idle for 100 s) (no machine has matched it yet)' });
     expect(jobState(running, now)).toEqual({ alive: true, startedAt: 1_800_000_050_000 });
     expect(jobState(held, now)).toEqual({ alive: false, detail: 'HTCondor held job 7.2: Error from slot1: Failed to execute' });
@@ -140,7 +179,9 @@ describe('where a running job is, as the schedd says', () => {
   const running = (extra: Partial<JobAd>): JobAd => ({ ClusterId: 7, ProcId: 0, JobStatus: 2, ...extra });
 
   it('takes every address of the startd, its alias and the slot machine (as condor_q -json printed them on the test pool)', () => {
-    const hosts = jobHosts(running({ StartdIpAddr: '<127.0.0.1:30461?addrs=127.0.0.1-30461+[fd00::5]-30461&alias=vm&noUDP>', RemoteHost: 'slot1_1@VM.example.org' }));
+    const hosts = jobHosts(
+      running({ StartdIpAddr: '<127.0.0.1:30461?addrs=127.0.0.1-30461+[fd00::5]-30461&alias=vm&noUDP>', RemoteHost: 'slot1_1@VM.example.org' }),
+    );
     expect([...hosts].sort()).toEqual(['127.0.0.1', 'fd00::5', 'vm', 'vm.example.org']);
   });
 
@@ -150,13 +191,18 @@ describe('where a running job is, as the schedd says', () => {
     expect(jobHosts(running({ StartdIpAddr: 'garbage' })).size).toBe(0);
   });
 
-  it('a heartbeat may name only those hosts; the schemes are the backend\'s, the ports the scheduler\'s', () => {
+  it("a heartbeat may name only those hosts; the schemes are the backend's, the ports the scheduler's", () => {
     const hosts = jobHosts(running({ StartdIpAddr: '<10.0.0.5:9618?addrs=10.0.0.5-9618>', RemoteHost: 'slot1@node5' }));
-    const at = addressesOnHosts({ scheduler: 'tls://10.0.0.5:40001', dashboard: 'HTTP://node5:8787/', api: 'http://10.0.0.5:40003' }, hosts, 'HTCondor job 7.0');
+    const at = addressesOnHosts(
+      { scheduler: 'tls://10.0.0.5:40001', dashboard: 'HTTP://node5:8787/', api: 'http://10.0.0.5:40003' },
+      hosts,
+      'HTCondor job 7.0',
+    );
     expect(at).toEqual({ scheduler: 'tls://10.0.0.5:40001', dashboard: 'http://node5:8787', api: 'http://10.0.0.5:40003' });
     for (const forged of ['http://169.254.169.254:80', 'http://10.0.0.6:8787', 'http://node5.evil:8787', 'http://[::1]:8787']) {
-      expect(() => addressesOnHosts({ scheduler: 'tls://10.0.0.5:1', dashboard: forged, api: 'http://10.0.0.5:2' }, hosts, 'HTCondor job 7.0'))
-        .toThrow(expect.objectContaining({ statusCode: 422, code: 'address_not_backend' }));
+      expect(() => addressesOnHosts({ scheduler: 'tls://10.0.0.5:1', dashboard: forged, api: 'http://10.0.0.5:2' }, hosts, 'HTCondor job 7.0')).toThrow(
+        expect.objectContaining({ statusCode: 422, code: 'address_not_backend' }),
+      );
     }
     for (const malformed of ['http://user@10.0.0.5:80', 'http://10.0.0.5:80/path', 'http://10.0.0.5', 'http://10.0.0.5:99999', 'http://10.0.0.5:80\nHost: x']) {
       expect(() => parseReportedAddress(malformed, 'dashboard')).toThrow(expect.objectContaining({ statusCode: 422, code: 'bad_address' }));

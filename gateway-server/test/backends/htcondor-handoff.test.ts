@@ -2,7 +2,7 @@
 // plant: real files, real lchown to a uid that is not the gateway's (so these run as root, as CI
 // does), and a stand-in for the condor tools (the real pool is in test/e2e/test_htcondor_pool.py).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HTCondorBackend, type HTCondorConfig } from '../../src/backends/htcondor/htcondor-backend.js';
@@ -20,9 +20,22 @@ let dir: string;
 let standin: string;
 
 const config: HTCondorConfig = {
-  command_prefix: [], environment: {}, auth_method: 'fs', python: '/opt/python', universe: 'vanilla', container_image: null,
-  requirements: null, accounting_group: null, request_disk: '1GB', submit_extra: {}, shared_filesystem: true,
-  scheduler_host: '127.0.0.1', scheduler_in_job: true, file_owner: null, poll_period: 0.2, command_timeout: 10,
+  command_prefix: [],
+  environment: {},
+  auth_method: 'fs',
+  python: '/opt/python',
+  universe: 'vanilla',
+  container_image: null,
+  requirements: null,
+  accounting_group: null,
+  request_disk: '1GB',
+  submit_extra: {},
+  shared_filesystem: true,
+  scheduler_host: '127.0.0.1',
+  scheduler_in_job: true,
+  file_owner: null,
+  poll_period: 0.2,
+  command_timeout: 10,
 };
 
 beforeAll(() => {
@@ -30,13 +43,16 @@ beforeAll(() => {
   chmodSync(dir, 0o755);
   standin = join(dir, 'condor-standin');
   // condor_submit: one job; condor_q: an empty queue; condor_history: the job exited 1.
-  writeFileSync(standin, `#!/bin/sh
+  writeFileSync(
+    standin,
+    `#!/bin/sh
 shift
 case "$1" in
   condor_submit) cat > /dev/null; echo "17.0 - 17.0";;
   condor_history) echo '[{"ClusterId": 17, "ProcId": 0, "JobStatus": 4, "ExitCode": 1}]';;
 esac
-`);
+`,
+  );
   chmodSync(standin, 0o755);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,11 +61,15 @@ function gateway(name: string) {
   const data = join(dir, name, 'data');
   mkdirSync(join(data, 'clusters'), { recursive: true, mode: 0o700 });
   chmodSync(data, 0o700);
-  writeFileSync(join(data, 'state.sqlite'), 'every user\'s refresh token', { mode: 0o644 });
+  writeFileSync(join(data, 'state.sqlite'), "every user's refresh token", { mode: 0o644 });
   writeFileSync(join(data, 'encrypt.key'), 'the key', { mode: 0o600 });
   const backend = new HTCondorBackend({
-    config: { ...config, command_prefix: [standin, '--as={account}'] }, accounts,
-    local: {} as LocalBackend, python: '/opt/python', dataDir: data, log: makeLogger('silent'),
+    config: { ...config, command_prefix: [standin, '--as={account}'] },
+    accounts,
+    local: {} as LocalBackend,
+    python: '/opt/python',
+    dataDir: data,
+    log: makeLogger('silent'),
   });
   return { data, backend };
 }
@@ -59,7 +79,13 @@ function cluster(data: string, name: string) {
   mkdirSync(work, { mode: 0o700 });
   const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
   for (const f of [files.cert, files.key, files.token]) writeFileSync(f, 'secret', { mode: 0o600 });
-  const c = { name, username: 'alice', workDir: work, schedulerAddress: 'tls://127.0.0.1:1', settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 } } as unknown as ClusterRecord;
+  const c = {
+    name,
+    username: 'alice',
+    workDir: work,
+    schedulerAddress: 'tls://127.0.0.1:1',
+    settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
+  } as unknown as ClusterRecord;
   return { c, files };
 }
 
@@ -77,10 +103,13 @@ async function one<T>(results: Promise<Array<T | Error>>): Promise<T> {
   return r!;
 }
 
-const owner = (p: string) => { const s = lstatSync(p); return { uid: s.uid, gid: s.gid, mode: s.mode & 0o7777 }; };
+const owner = (p: string) => {
+  const s = lstatSync(p);
+  return { uid: s.uid, gid: s.gid, mode: s.mode & 0o7777 };
+};
 
 describe.skipIf(!root)('the cluster directory handed to the job account', () => {
-  it('gives the account its TLS files and a jobs/ directory, keeps the directory the gateway\'s, and closes the data dir\'s files', async () => {
+  it("gives the account its TLS files and a jobs/ directory, keeps the directory the gateway's, and closes the data dir's files", async () => {
     const { data, backend } = gateway('g1');
     const { c, files } = cluster(data, 'c1');
     const h = await one(backend.startWorkers([{ cluster: c, worker: { name: 'c1-a' } as WorkerRecord, files }]));
@@ -121,7 +150,7 @@ describe.skipIf(!root)('the cluster directory handed to the job account', () => 
     expect(owner(join(dir, 't-key')).uid).toBe(0);
   });
 
-  it('reads a failed job\'s log only if it is a regular file of the account, never through a link', async () => {
+  it("reads a failed job's log only if it is a regular file of the account, never through a link", async () => {
     const { data, backend } = gateway('g4');
     const { c, files } = cluster(data, 'c4');
     const h = await one(backend.startWorkers([{ cluster: c, worker: { name: 'c4-a' } as WorkerRecord, files }]));
@@ -172,7 +201,17 @@ describe.skipIf(!root)('a workflow step directory handed to the job account', ()
     mkdirSync(join(workdir, '.af'), { recursive: true });
     writeFileSync(join(workdir, '.af', 'command'), 'echo hi');
     writeFileSync(join(workdir, '.af', 'run.sh'), '#!/bin/sh\n');
-    return { run, node: rel.replace('/', ':'), owner: 'alice', workdir, wrapper: join(workdir, '.af', 'run.sh'), log: join(workdir, '.af', 'log'), env: {}, cpus: 1, memory: 1 };
+    return {
+      run,
+      node: rel.replace('/', ':'),
+      owner: 'alice',
+      workdir,
+      wrapper: join(workdir, '.af', 'run.sh'),
+      log: join(workdir, '.af', 'log'),
+      env: {},
+      cpus: 1,
+      memory: 1,
+    };
   }
 
   it('hands the tree over before the first job, and a retry never walks it again', async () => {

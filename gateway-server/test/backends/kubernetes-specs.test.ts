@@ -3,7 +3,19 @@
 import { describe, expect, it } from 'vitest';
 import type { V1Pod } from '@kubernetes/client-node';
 import type { ClusterRecord } from '../../src/clusters/model.js';
-import { clusterNetworkPolicy, clusterSecret, deepMerge, dnsLabel, labelValue, podSecurity, schedulerPod, schedulerService, stepJob, workerPod, type KubernetesSpecConfig } from '../../src/backends/kubernetes/pod-specs.js';
+import {
+  clusterNetworkPolicy,
+  clusterSecret,
+  deepMerge,
+  dnsLabel,
+  labelValue,
+  podSecurity,
+  schedulerPod,
+  schedulerService,
+  stepJob,
+  workerPod,
+  type KubernetesSpecConfig,
+} from '../../src/backends/kubernetes/pod-specs.js';
 import { AppError } from '../../src/errors.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
 import { podState } from '../../src/backends/kubernetes/pod-status.js';
@@ -21,7 +33,13 @@ const cfg: KubernetesSpecConfig = {
   scheduler_extra_container_config: {},
   // an admin's extra config cannot take the user's identity or the hardening away (it can add to it)
   worker_extra_container_config: { securityContext: { runAsUser: 0, privileged: true, allowPrivilegeEscalation: true, readOnlyRootFilesystem: true } },
-  profiles: { gpu: { resources: { limits: { 'nvidia.com/gpu': 1 } }, node_selector: { accelerator: 'nvidia' }, tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] } },
+  profiles: {
+    gpu: {
+      resources: { limits: { 'nvidia.com/gpu': 1 } },
+      node_selector: { accelerator: 'nvidia' },
+      tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
+    },
+  },
   delete_grace_period: 10,
   cluster_domain: 'cluster.local',
   gateway_pod_labels: { 'app.kubernetes.io/name': 'af-gateway', 'app.kubernetes.io/component': 'gateway' },
@@ -68,15 +86,23 @@ describe('Kubernetes objects of a cluster', () => {
     const p = schedulerPod('af-gateway-abc', cluster(), cfg, 'http://af-gateway.ns.svc:8000/api', { heartbeat: 15, adaptive: 3 }, alice);
     const c = p.spec!.containers[0]!;
     expect(c.command).toEqual(['python', '-m', 'distributed.cli.dask_scheduler']);
-    expect(c.args).toEqual(expect.arrayContaining(['--preload', 'dask_gateway.scheduler_preload', '--host', '$(AF_POD_IP)', '--tls-key', '/etc/af-gateway/dask.pem']));
+    expect(c.args).toEqual(
+      expect.arrayContaining(['--preload', 'dask_gateway.scheduler_preload', '--host', '$(AF_POD_IP)', '--tls-key', '/etc/af-gateway/dask.pem']),
+    );
     expect(c.env).toContainEqual({ name: 'DASK_GATEWAY_API_URL', value: 'http://af-gateway.ns.svc:8000/api' });
     expect(c.env).toContainEqual({ name: 'AF_POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
     expect(c.resources).toEqual({ requests: { cpu: '1', memory: '2048Mi' }, limits: { cpu: '1', memory: '2048Mi' } });
     expect(p.spec!.volumes).toEqual([{ name: 'credentials', secret: { secretName: 'af-gateway-c0ffee', defaultMode: 0o400 } }]);
     expect(p.spec).toMatchObject({ restartPolicy: 'Never', nodeSelector: { pool: 'dask' }, priorityClassName: 'af-high', automountServiceAccountToken: false });
     const svc = schedulerService('af-gateway-abc', cluster(), { name: p.metadata!.name!, uid: 'u-1' });
-    expect(svc.spec!.selector).toEqual({ 'af-gateway.io/instance': 'af-gateway-abc', 'af-gateway.io/cluster': 'c0ffee', 'af-gateway.io/component': 'scheduler' });
-    expect(svc.metadata!.ownerReferences).toEqual([{ apiVersion: 'v1', kind: 'Pod', name: 'af-gateway-c0ffee-scheduler', uid: 'u-1', blockOwnerDeletion: true, controller: false }]);
+    expect(svc.spec!.selector).toEqual({
+      'af-gateway.io/instance': 'af-gateway-abc',
+      'af-gateway.io/cluster': 'c0ffee',
+      'af-gateway.io/component': 'scheduler',
+    });
+    expect(svc.metadata!.ownerReferences).toEqual([
+      { apiVersion: 'v1', kind: 'Pod', name: 'af-gateway-c0ffee-scheduler', uid: 'u-1', blockOwnerDeletion: true, controller: false },
+    ]);
     expect(svc.spec!.ports!.map((x) => x.port)).toEqual([8786, 8787, 8788]);
   });
 
@@ -97,17 +123,32 @@ describe('Kubernetes objects of a cluster', () => {
 
   it("runs a workflow step as a Job that never retries, as its owner, with only its run's directory of the workspace mounted", () => {
     const j = stepJob({
-      instance: 'af-gateway-abc', run: '0123456789ab', node: 'map:3', owner: 'alice', image: 'busybox:1.36', imagePullPolicy: 'IfNotPresent',
-      wrapper: '/ws/0123456789ab/map/3/.af/run.sh', workdir: '/ws/0123456789ab/map/3', env: { A: 'b' }, cpus: 1, memoryGiB: 2,
+      instance: 'af-gateway-abc',
+      run: '0123456789ab',
+      node: 'map:3',
+      owner: 'alice',
+      image: 'busybox:1.36',
+      imagePullPolicy: 'IfNotPresent',
+      wrapper: '/ws/0123456789ab/map/3/.af/run.sh',
+      workdir: '/ws/0123456789ab/map/3',
+      env: { A: 'b' },
+      cpus: 1,
+      memoryGiB: 2,
       workspace: { mountPath: '/ws/0123456789ab', subPath: '0123456789ab', volume: { persistentVolumeClaim: { claimName: 'af-workspaces' } } },
-      account: alice, nodeSelector: {}, tolerations: [],
+      account: alice,
+      nodeSelector: {},
+      tolerations: [],
     });
     expect(j.metadata!.name).toBe('af-step-0123456789ab-map-3');
     expect(j.spec!.backoffLimit).toBe(0);
     const spec = j.spec!.template.spec!;
     expect(spec.restartPolicy).toBe('Never');
     expect(j.spec!.template.metadata!.labels!['af-gateway.io/workflow-step']).toBe('map_3');
-    expect(spec.containers[0]).toMatchObject({ image: 'busybox:1.36', command: ['/bin/sh', '/ws/0123456789ab/map/3/.af/run.sh'], workingDir: '/ws/0123456789ab/map/3' });
+    expect(spec.containers[0]).toMatchObject({
+      image: 'busybox:1.36',
+      command: ['/bin/sh', '/ws/0123456789ab/map/3/.af/run.sh'],
+      workingDir: '/ws/0123456789ab/map/3',
+    });
     // the run's directory of the volume, at the path the engine wrote it: not the root, not other runs
     expect(spec.containers[0]!.volumeMounts).toEqual([{ name: 'workspace', mountPath: '/ws/0123456789ab', subPath: '0123456789ab' }]);
     expect(spec.volumes).toEqual([{ name: 'workspace', persistentVolumeClaim: { claimName: 'af-workspaces' } }]);
@@ -118,7 +159,15 @@ describe('Kubernetes objects of a cluster', () => {
   });
 
   it("runs every pod of a cluster as its owner's account, hardened, whatever the extra configs say", () => {
-    const hostile = { ...cfg, scheduler_extra_pod_config: { securityContext: { runAsUser: 0, runAsNonRoot: false, supplementalGroups: [5] }, automountServiceAccountToken: true, hostPID: true, serviceAccountName: 'x' } };
+    const hostile = {
+      ...cfg,
+      scheduler_extra_pod_config: {
+        securityContext: { runAsUser: 0, runAsNonRoot: false, supplementalGroups: [5] },
+        automountServiceAccountToken: true,
+        hostPID: true,
+        serviceAccountName: 'x',
+      },
+    };
     const pods = [
       schedulerPod('af-gateway-abc', cluster(), hostile, 'http://gw/api', { heartbeat: 15, adaptive: 3 }, alice),
       workerPod('af-gateway-abc', cluster(), 'w1', hostile, { name: 's', uid: 'u-1' }, alice),
@@ -126,7 +175,13 @@ describe('Kubernetes objects of a cluster', () => {
     for (const p of pods) {
       expect(p.spec).toMatchObject({ automountServiceAccountToken: false, hostPID: false, hostNetwork: false, hostIPC: false });
       // fsGroup: the kubelet makes the 0400 Secret files root:<gid> 0440, readable by this pod only
-      expect(p.spec!.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 2001, runAsGroup: 2101, fsGroup: 2101, seccompProfile: { type: 'RuntimeDefault' } });
+      expect(p.spec!.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        runAsUser: 2001,
+        runAsGroup: 2101,
+        fsGroup: 2101,
+        seccompProfile: { type: 'RuntimeDefault' },
+      });
       expect(p.spec!.containers[0]!.securityContext).toMatchObject(hardenedContainer);
     }
     expect(pods[0]!.spec!.securityContext!.supplementalGroups).toEqual([5]); // additions stay
@@ -148,7 +203,11 @@ describe('Kubernetes objects of a cluster', () => {
             { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'af-system' } }, podSelector: { matchLabels: cfg.gateway_pod_labels } },
             { ipBlock: { cidr: '10.0.0.5/32' } },
           ],
-          ports: [{ protocol: 'TCP', port: 8786 }, { protocol: 'TCP', port: 8787 }, { protocol: 'TCP', port: 8788 }],
+          ports: [
+            { protocol: 'TCP', port: 8786 },
+            { protocol: 'TCP', port: 8787 },
+            { protocol: 'TCP', port: 8788 },
+          ],
         },
       ],
     });
@@ -164,19 +223,53 @@ describe('Kubernetes objects of a cluster', () => {
 });
 
 describe('pod states as users read them', () => {
-  const pod = (status: V1Pod['status'], meta: Partial<NonNullable<V1Pod['metadata']>> = {}): V1Pod => ({ metadata: { name: 'p', creationTimestamp: new Date(Date.now() - 5000), ...meta }, status });
+  const pod = (status: V1Pod['status'], meta: Partial<NonNullable<V1Pod['metadata']>> = {}): V1Pod => ({
+    metadata: { name: 'p', creationTimestamp: new Date(Date.now() - 5000), ...meta },
+    status,
+  });
   it('says why a pod waits: no node fits, image pulling', () => {
-    const s = podState(pod({ phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/1 nodes are available: 1 Insufficient cpu.' }] }));
+    const s = podState(
+      pod({
+        phase: 'Pending',
+        conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/1 nodes are available: 1 Insufficient cpu.' }],
+      }),
+    );
     expect(s.alive).toBe(true);
     expect(s.waiting).toMatch(/^pod p is pending for \d+ s: Unschedulable: 0\/1 nodes are available: 1 Insufficient cpu\.$/);
-    expect(podState(pod({ phase: 'Pending', containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ContainerCreating' } } }] })).waiting).toContain('ContainerCreating');
+    expect(
+      podState(
+        pod({
+          phase: 'Pending',
+          containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ContainerCreating' } } }],
+        }),
+      ).waiting,
+    ).toContain('ContainerCreating');
   });
   it('ends a pod whose image cannot be pulled, with the reason', () => {
-    const s = podState(pod({ phase: 'Pending', containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "nope:1"' } } }] }));
+    const s = podState(
+      pod({
+        phase: 'Pending',
+        containerStatuses: [
+          {
+            name: 'w',
+            image: 'x',
+            imageID: '',
+            ready: false,
+            restartCount: 0,
+            state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "nope:1"' } },
+          },
+        ],
+      }),
+    );
     expect(s).toEqual({ alive: false, detail: 'pod p cannot start: ImagePullBackOff: Back-off pulling image "nope:1"' });
   });
   it('gives the exit code of a finished pod', () => {
-    const s = podState(pod({ phase: 'Failed', containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 3, reason: 'Error' } } }] }));
+    const s = podState(
+      pod({
+        phase: 'Failed',
+        containerStatuses: [{ name: 'w', image: 'x', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 3, reason: 'Error' } } }],
+      }),
+    );
     expect(s).toEqual({ alive: false, exitCode: 3, detail: 'pod p exited with code 3 (Error)' });
     expect(podState(undefined)).toEqual({ alive: false, detail: 'its pod no longer exists' });
   });
@@ -190,9 +283,25 @@ async function offlineBackend(overrides: Record<string, unknown>, accounts: Acco
   const { KubernetesBackend } = await import('../../src/backends/kubernetes/kubernetes-backend.js');
   const dir = mkdtempSync(join(tmpdir(), 'af-kcfg-'));
   const kubeconfig = join(dir, 'kubeconfig');
-  writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n');
+  writeFileSync(
+    kubeconfig,
+    'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u, namespace: science}}]\n',
+  );
   const backend = new KubernetesBackend({
-    config: { ...cfg, instance: null, kubeconfig, namespace: null, namespace_per_user: false, user_namespace_prefix: 'af-', scheduler_address: 'pod', api_url: null, workspace_volume: null, step_image: null, request_timeout: 30, ...overrides } as never,
+    config: {
+      ...cfg,
+      instance: null,
+      kubeconfig,
+      namespace: null,
+      namespace_per_user: false,
+      user_namespace_prefix: 'af-',
+      scheduler_address: 'pod',
+      api_url: null,
+      workspace_volume: null,
+      step_image: null,
+      request_timeout: 30,
+      ...overrides,
+    } as never,
     dataDir: dir,
     log: { info() {}, warn() {} } as never,
     workspaceRoot: join(dir, 'workflows'),
@@ -203,7 +312,7 @@ async function offlineBackend(overrides: Record<string, unknown>, accounts: Acco
 }
 
 describe('where the gateway and workers reach a scheduler', () => {
-  it('uses the Service name in service mode, and in pod mode the pod\'s IP as the API server reports it', async () => {
+  it("uses the Service name in service mode, and in pod mode the pod's IP as the API server reports it", async () => {
     const alices = { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) };
     const make = async (mode: 'service' | 'pod') => (await offlineBackend({ scheduler_address: mode }, alices)).backend;
     const reported = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
@@ -215,7 +324,10 @@ describe('where the gateway and workers reach a scheduler', () => {
     });
     // Offline: the API server's answer for the pod is a stand-in (the real one is in test_kubernetes.py).
     const pod = await make('pod');
-    (pod as unknown as { core: { readNamespacedPod: (q: { name: string; namespace: string }) => Promise<unknown> } }).core.readNamespacedPod = async ({ name, namespace }) => {
+    (pod as unknown as { core: { readNamespacedPod: (q: { name: string; namespace: string }) => Promise<unknown> } }).core.readNamespacedPod = async ({
+      name,
+      namespace,
+    }) => {
       expect({ name, namespace }).toEqual({ name: 'af-gateway-c0ffee-scheduler', namespace: 'science' });
       return { status: { podIP: '10.1.2.3', podIPs: [{ ip: '10.1.2.3' }] } };
     };
@@ -245,17 +357,34 @@ describe('a user without an account', () => {
   it('starts nothing: the refusal comes before any object is created', async () => {
     // Every API call would fail with "connection refused" here, not with the 403.
     const asked: string[] = [];
-    const { backend, dir, join } = await offlineBackend({ workspace_volume: { emptyDir: {} } }, {
-      resolve: async (user) => {
-        asked.push(user);
-        throw new AppError(403, 'no_account', `User ${user} has no usable account on this facility`);
+    const { backend, dir, join } = await offlineBackend(
+      { workspace_volume: { emptyDir: {} } },
+      {
+        resolve: async (user) => {
+          asked.push(user);
+          throw new AppError(403, 'no_account', `User ${user} has no usable account on this facility`);
+        },
       },
-    });
+    );
     const c = { ...cluster(), username: 'mallory', scheduler: { kind: 'k8s-pod', namespace: 'science', name: 's', uid: 'u' } } as unknown as ClusterRecord;
     const refused = (p: Promise<unknown>) => expect(p).rejects.toMatchObject({ statusCode: 403, message: expect.stringContaining('mallory') });
-    await refused(backend.startScheduler({ cluster: c, files: { bearerToken: join(dir, 'none') }, apiUrl: null, heartbeatPeriod: 15, adaptivePeriod: 3 } as never));
+    await refused(
+      backend.startScheduler({ cluster: c, files: { bearerToken: join(dir, 'none') }, apiUrl: null, heartbeatPeriod: 15, adaptivePeriod: 3 } as never),
+    );
     await refused(backend.startWorker({ cluster: c, worker: { name: 'w1' } } as never));
-    await refused(backend.startStep({ run: 'r1', node: 'a', owner: 'mallory', workdir: join(dir, 'workflows', 'r1', 'a'), wrapper: 'x', log: 'y', env: {}, cpus: 1, memory: 1 }));
+    await refused(
+      backend.startStep({
+        run: 'r1',
+        node: 'a',
+        owner: 'mallory',
+        workdir: join(dir, 'workflows', 'r1', 'a'),
+        wrapper: 'x',
+        log: 'y',
+        env: {},
+        cpus: 1,
+        memory: 1,
+      }),
+    );
     expect(asked).toEqual(['mallory', 'mallory', 'mallory']);
     await backend.close();
   });

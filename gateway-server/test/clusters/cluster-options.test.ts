@@ -39,7 +39,12 @@ describe('ClusterOptions', () => {
 
   it('fills defaults for missing values', () => {
     expect(options.parse({ worker_cores: 3 })).toEqual({
-      worker_cores: 3, worker_memory: 4, image: 'coffea', debug: false, note: 'x', environment: {},
+      worker_cores: 3,
+      worker_memory: 4,
+      image: 'coffea',
+      debug: false,
+      note: 'x',
+      environment: {},
     });
     expect(options.parse(null)).toMatchObject({ worker_cores: 2 });
   });
@@ -108,7 +113,10 @@ describe('ClusterOptions', () => {
   it('maps targeted options onto the cluster settings', () => {
     const values = options.parse({ worker_cores: 4, worker_memory: 8, environment: { A: 'b' } });
     expect(options.settings(values, { ...config.cluster, environment: { SITE: 'x' } })).toEqual({
-      worker_cores: 4, worker_memory: 8, environment: { SITE: 'x', A: 'b' }, idle_timeout: 0,
+      worker_cores: 4,
+      worker_memory: 8,
+      environment: { SITE: 'x', A: 'b' },
+      idle_timeout: 0,
     });
   });
 

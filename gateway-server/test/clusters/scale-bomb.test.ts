@@ -41,7 +41,7 @@ describe('scale(10**7) with no per-cluster limit', () => {
       const health: number[] = [];
       let listed = 0;
       let requested = 0;
-      for (const end = Date.now() + 4000; Date.now() < end; ) {
+      for (const end = Date.now() + 4000; Date.now() < end;) {
         const h = await call('GET', '/api/health');
         expect(h.status).toBe(200);
         health.push(h.ms);
@@ -60,7 +60,7 @@ describe('scale(10**7) with no per-cluster limit', () => {
       await call('POST', `/api/v1/clusters/${name}/scale`, { count: 0 });
       await call('DELETE', `/api/v1/clusters/${name}`);
     }
-    for (const end = Date.now() + 60_000; workerProcesses(name) > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 250));
+    for (const end = Date.now() + 60_000; workerProcesses(name) > 0 && Date.now() < end;) await new Promise((r) => setTimeout(r, 250));
     expect(workerProcesses(name)).toBe(0);
   }, 120_000);
 });

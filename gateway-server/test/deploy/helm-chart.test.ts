@@ -80,7 +80,9 @@ async function findHarnessTools(): Promise<void> {
   }
   const ensure = await run('bash', [harnessScript, 'ensure'], { timeoutMs: ENSURE_TIMEOUT_MS });
   if (ensure.code !== 0) {
-    throw new Error(`scripts/kube-cluster.sh ensure failed (exit ${ensure.code}), so there is no helm/kubectl for the chart tests:\n${ensure.stderr.slice(-3000)}`);
+    throw new Error(
+      `scripts/kube-cluster.sh ensure failed (exit ${ensure.code}), so there is no helm/kubectl for the chart tests:\n${ensure.stderr.slice(-3000)}`,
+    );
   }
   const binDir = await run('bash', [harnessScript, 'bin-dir']);
   if (binDir.code !== 0) throw new Error(`scripts/kube-cluster.sh bin-dir failed: ${binDir.stderr}`);
@@ -109,7 +111,12 @@ afterAll(() => {
 });
 
 // ---------------------------------------------------------------- rendering helpers
-type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [k: string]: unknown };
+type K8sObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [k: string]: unknown;
+};
 
 function setArgs(values: Record<string, string>): string[] {
   return Object.entries(values).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]);
@@ -206,7 +213,9 @@ describe('Helm chart deploy/helm', () => {
   it('renders with no values at all (helm template deploy/helm): a 32-byte encrypt key is made; a given one must be 32 bytes', async () => {
     const r = await run(helm, ['template', RELEASE, chart, '--namespace', NS], { env: helmEnv });
     expect(r.code, r.stderr).toBe(0);
-    const objects = YAML.parseAllDocuments(r.stdout).map((d) => d.toJSON()).filter(Boolean) as { kind: string; data?: Record<string, string> }[];
+    const objects = YAML.parseAllDocuments(r.stdout)
+      .map((d) => d.toJSON())
+      .filter(Boolean) as { kind: string; data?: Record<string, string> }[];
     expect(objects.map((o) => o.kind)).toContain('Deployment');
     const secret = objects.find((o) => o.kind === 'Secret')!;
     const key = Buffer.from(secret.data!.AF_GATEWAY_ENCRYPT_KEY!, 'base64').toString();
@@ -251,9 +260,19 @@ describe('Helm chart deploy/helm', () => {
     const inConfig = await template({ 'secrets.encryptKey': KEY, 'config.state_store.postgresql_url': PG_URL });
     expect(inConfig.code).not.toBe(0);
     expect(inConfig.stderr).toContain('config.state_store is set by the chart from postgresql.*');
-    const pool = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'postgresql.poolSize=0']);
+    const pool = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, [
+      '--set',
+      'postgresql.enabled=true',
+      '--set',
+      'postgresql.poolSize=0',
+    ]);
     expect(pool.stderr).toContain('postgresql.poolSize is 0: it must be an integer from 1 to 100');
-    const poll = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'postgresql.standbyPollPeriod=0.1']);
+    const poll = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, [
+      '--set',
+      'postgresql.enabled=true',
+      '--set',
+      'postgresql.standbyPollPeriod=0.1',
+    ]);
     expect(poll.stderr).toContain('postgresql.standbyPollPeriod is 0.1: it must be from 0.2 to 60');
     // postgres:// is fine too, and with an existing Secret the URL comes from there
     for (const ok of [
@@ -266,7 +285,16 @@ describe('Helm chart deploy/helm', () => {
   });
 
   it('renders replicaCount 3 with postgresql.enabled: RollingUpdate that stops old pods at once, liveness on /api/health/live, the URL only in the Secret, no PVC, an emptyDir, anti-affinity', async () => {
-    const { text, objects } = await render({ 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=3', '--set', 'postgresql.poolSize=8', '--set', 'postgresql.standbyPollPeriod=0.5']);
+    const { text, objects } = await render({ 'postgresql.url': PG_URL }, [
+      '--set',
+      'postgresql.enabled=true',
+      '--set',
+      'replicaCount=3',
+      '--set',
+      'postgresql.poolSize=8',
+      '--set',
+      'postgresql.standbyPollPeriod=0.5',
+    ]);
     const dep = one(objects, 'Deployment') as K8sObject & { spec: DeploymentSpec };
     expect(dep.spec.replicas).toBe(3);
     expect(dep.spec.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: '100%' } });
@@ -313,12 +341,21 @@ describe('Helm chart deploy/helm', () => {
   it('with postgresql.enabled: an existing claim is mounted, a given affinity replaces the preference, one replica has none, both probes speak HTTPS with TLS (a standby answers it too), an existing Secret supplies the URL', async () => {
     const term = 'affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0]';
     const claim = await render({ 'postgresql.url': PG_URL, 'persistence.existingClaim': 'gw-rwx' }, [
-      '--set', 'postgresql.enabled=true', '--set', 'replicaCount=2', '--set', `${term}.key=role`, '--set', `${term}.operator=Exists`,
+      '--set',
+      'postgresql.enabled=true',
+      '--set',
+      'replicaCount=2',
+      '--set',
+      `${term}.key=role`,
+      '--set',
+      `${term}.operator=Exists`,
     ]);
     expect(claim.objects.filter((o) => o.kind === 'PersistentVolumeClaim')).toEqual([]);
     const pod = (one(claim.objects, 'Deployment').spec as DeploymentSpec).template.spec;
     expect(pod.volumes.find((v) => v.name === 'data')).toEqual({ name: 'data', persistentVolumeClaim: { claimName: 'gw-rwx' } });
-    expect(pod.affinity).toEqual({ nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'role', operator: 'Exists' }] }] } } });
+    expect(pod.affinity).toEqual({
+      nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'role', operator: 'Exists' }] }] } },
+    });
     const single = await render({ 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true']);
     const dep = one(single.objects, 'Deployment') as K8sObject & { spec: DeploymentSpec };
     expect(dep.spec.replicas).toBe(1);
@@ -326,7 +363,12 @@ describe('Helm chart deploy/helm', () => {
     expect(dep.spec.template.spec.affinity).toBeUndefined();
     expect(resolveConfig(gatewayConfig(single.objects)).state_store).toMatchObject({ pool_size: 5, standby_poll_period: 2 });
     // with TLS: both probes over HTTPS (a standby serves HTTPS on the same port; test_replicas.py checks it)
-    const tls = await render({ 'postgresql.url': PG_URL, 'config.tls.cert_file': '/etc/tls/tls.crt', 'config.tls.key_file': '/etc/tls/tls.key' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']);
+    const tls = await render({ 'postgresql.url': PG_URL, 'config.tls.cert_file': '/etc/tls/tls.crt', 'config.tls.key_file': '/etc/tls/tls.key' }, [
+      '--set',
+      'postgresql.enabled=true',
+      '--set',
+      'replicaCount=2',
+    ]);
     const tc = (one(tls.objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
     expect(tc.livenessProbe.httpGet).toEqual({ path: '/api/health/live', port: 'gateway', scheme: 'HTTPS' });
     expect(tc.readinessProbe.httpGet).toEqual({ path: '/api/health', port: 'gateway', scheme: 'HTTPS' });
@@ -334,7 +376,9 @@ describe('Helm chart deploy/helm', () => {
     const sc = (one(sqliteTls.objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
     expect(sc.livenessProbe.httpGet).toEqual({ path: '/api/health/live', port: 'gateway', scheme: 'HTTPS' });
     const existing = await template({ 'secrets.existingSecret': 'facility-secrets' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']);
-    const objects = YAML.parseAllDocuments(existing.stdout).map((d) => d.toJS() as K8sObject).filter(Boolean);
+    const objects = YAML.parseAllDocuments(existing.stdout)
+      .map((d) => d.toJS() as K8sObject)
+      .filter(Boolean);
     expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
     const c = (one(objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
     expect(c.env.find((e) => e.name === 'AF_GATEWAY_DATABASE_URL')).toEqual({
@@ -394,7 +438,11 @@ describe('Helm chart deploy/helm', () => {
     // the clusters' NetworkPolicies admit this release's gateway pods: exactly the Deployment's selector
     const dep = one(objects, 'Deployment') as K8sObject & { spec: { selector: { matchLabels: Record<string, string> } } };
     expect(c.backend.kubernetes.gateway_pod_labels).toEqual(dep.spec.selector.matchLabels);
-    expect(c.backend.kubernetes.gateway_pod_labels).toEqual({ 'app.kubernetes.io/name': 'af-gateway', 'app.kubernetes.io/instance': RELEASE, 'app.kubernetes.io/component': 'gateway' });
+    expect(c.backend.kubernetes.gateway_pod_labels).toEqual({
+      'app.kubernetes.io/name': 'af-gateway',
+      'app.kubernetes.io/instance': RELEASE,
+      'app.kubernetes.io/component': 'gateway',
+    });
     expect(c.workflows.workspace_root).toBe('/var/lib/af-gateway/workflows');
     expect(c.base_path).toBe('/services/af-gateway/');
     expect(c.auth.type).toBe('jupyterhub');
@@ -538,7 +586,9 @@ describe('Helm chart deploy/helm', () => {
   it('takes every secret from an existing Secret without rendering one (no encrypt key needed)', async () => {
     const r = await template({ 'secrets.existingSecret': 'facility-secrets' });
     expect(r.code, r.stderr).toBe(0);
-    const objects = YAML.parseAllDocuments(r.stdout).map((d) => d.toJS() as K8sObject).filter(Boolean);
+    const objects = YAML.parseAllDocuments(r.stdout)
+      .map((d) => d.toJS() as K8sObject)
+      .filter(Boolean);
     expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
     const c = (one(objects, 'Deployment').spec as DeploymentSpec).template.spec.containers[0]!;
     expect(c.envFrom).toEqual([{ secretRef: { name: 'facility-secrets' } }]);
@@ -569,7 +619,11 @@ describe('Helm chart deploy/helm', () => {
   });
 
   it('documents a LoadBalancer Service for clients outside the cluster', async () => {
-    const { objects } = await render({ 'service.type': 'LoadBalancer', 'service.loadBalancerSourceRanges[0]': '192.0.2.0/24', 'service.annotations.example\\.org/lb': 'tcp' });
+    const { objects } = await render({
+      'service.type': 'LoadBalancer',
+      'service.loadBalancerSourceRanges[0]': '192.0.2.0/24',
+      'service.annotations.example\\.org/lb': 'tcp',
+    });
     const svc = one(objects, 'Service') as K8sObject & { spec: Record<string, unknown> };
     expect(svc.spec).toMatchObject({ type: 'LoadBalancer', loadBalancerSourceRanges: ['192.0.2.0/24'] });
     expect(svc.metadata.annotations).toEqual({ 'example.org/lb': 'tcp' });
@@ -650,7 +704,10 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
 
   async function dryRun(text: string): Promise<RunResult> {
     await cluster();
-    return run(kubectl, ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '--validate=strict', '-n', NS, '-f', '-'], { input: text, timeoutMs: 120_000 });
+    return run(kubectl, ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '--validate=strict', '-n', NS, '-f', '-'], {
+      input: text,
+      timeoutMs: 120_000,
+    });
   }
 
   it('accepts every object of the default render', async () => {
@@ -667,14 +724,26 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     for (const extra of [
       ['--set', 'kubernetes.namespacePerUser=true'],
       [
-        '--set', 'service.type=LoadBalancer',
-        '--set', 'service.externalTrafficPolicy=Local',
-        '--set', 'kubernetes.workspaceVolume.persistentVolumeClaim.claimName=af-workspaces',
-        '--set', 'kubernetes.profiles.gpu.resources.limits.nvidia\\.com/gpu=1',
-        '--set', 'persistence.storageClass=-',
-        '--set', 'imagePullSecrets[0].name=regcred',
-        '--set', 'tolerations[0].key=dedicated', '--set', 'tolerations[0].operator=Exists',
-        '--set', 'extraEnv[0].name=NODE_OPTIONS', '--set', 'extraEnv[0].value=--max-old-space-size=768',
+        '--set',
+        'service.type=LoadBalancer',
+        '--set',
+        'service.externalTrafficPolicy=Local',
+        '--set',
+        'kubernetes.workspaceVolume.persistentVolumeClaim.claimName=af-workspaces',
+        '--set',
+        'kubernetes.profiles.gpu.resources.limits.nvidia\\.com/gpu=1',
+        '--set',
+        'persistence.storageClass=-',
+        '--set',
+        'imagePullSecrets[0].name=regcred',
+        '--set',
+        'tolerations[0].key=dedicated',
+        '--set',
+        'tolerations[0].operator=Exists',
+        '--set',
+        'extraEnv[0].name=NODE_OPTIONS',
+        '--set',
+        'extraEnv[0].value=--max-old-space-size=768',
       ],
     ]) {
       const { text } = await render({}, extra);
@@ -686,12 +755,20 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
 
   it('accepts every object of PostgreSQL renders (3 replicas with RollingUpdate and anti-affinity; an existing claim and Secret)', async () => {
     for (const [values, extra] of [
-      [{ 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=3', '--set', 'kubernetes.workspaceVolume.persistentVolumeClaim.claimName=af-workspaces']],
-      [{ 'secrets.existingSecret': 'facility-secrets', 'persistence.existingClaim': 'gw-rwx' }, ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2']],
+      [
+        { 'postgresql.url': PG_URL },
+        ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=3', '--set', 'kubernetes.workspaceVolume.persistentVolumeClaim.claimName=af-workspaces'],
+      ],
+      [
+        { 'secrets.existingSecret': 'facility-secrets', 'persistence.existingClaim': 'gw-rwx' },
+        ['--set', 'postgresql.enabled=true', '--set', 'replicaCount=2'],
+      ],
     ] as [Record<string, string>, string[]][]) {
       const r = await template(values['secrets.existingSecret'] ? values : { 'secrets.encryptKey': KEY, ...values }, extra);
       expect(r.code, r.stderr).toBe(0);
-      const objects = YAML.parseAllDocuments(r.stdout).map((d) => d.toJS() as K8sObject | null).filter((o): o is K8sObject => o !== null);
+      const objects = YAML.parseAllDocuments(r.stdout)
+        .map((d) => d.toJS() as K8sObject | null)
+        .filter((o): o is K8sObject => o !== null);
       const dry = await dryRun(r.stdout);
       expect(dry.code, `${extra.join(' ')}\n${dry.stderr}`).toBe(0);
       expect(dry.stderr).toBe('');
@@ -750,7 +827,18 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     };
     // (the test node agent starts these pods, the data volume being an emptyDir, and they fail at
     // once: no gateway build at /app here, no database; only what the API server accepts matters)
-    const pg = await helmK(['upgrade', RELEASE, chart, '--reuse-values', '--set', 'replicaCount=2', '--set', 'postgresql.enabled=true', '--set-string', `postgresql.url=${PG_URL}`]);
+    const pg = await helmK([
+      'upgrade',
+      RELEASE,
+      chart,
+      '--reuse-values',
+      '--set',
+      'replicaCount=2',
+      '--set',
+      'postgresql.enabled=true',
+      '--set-string',
+      `postgresql.url=${PG_URL}`,
+    ]);
     expect(pg.code, pg.stderr).toBe(0);
     expect(pg.stdout).toContain('2 replicas on a');
     expect(pg.stdout).toContain('the other one is a standby');
@@ -765,7 +853,18 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     const pgCm = await k(['get', 'configmap', 'af-gateway', '-o', 'jsonpath={.data.config\\.yaml}']);
     expect(pgCm.stdout).not.toContain(PG_PASSWORD);
     expect(resolveConfig(YAML.parse(pgCm.stdout)).state_store).toEqual({ postgresql_url: null, pool_size: 5, standby_poll_period: 2 });
-    const back = await helmK(['upgrade', RELEASE, chart, '--reuse-values', '--set', 'replicaCount=1', '--set', 'postgresql.enabled=false', '--set-string', 'postgresql.url=']);
+    const back = await helmK([
+      'upgrade',
+      RELEASE,
+      chart,
+      '--reuse-values',
+      '--set',
+      'replicaCount=1',
+      '--set',
+      'postgresql.enabled=false',
+      '--set-string',
+      'postgresql.url=',
+    ]);
     expect(back.code, back.stderr).toBe(0);
     const sqliteDep = await deployment();
     expect(sqliteDep.spec.replicas).toBe(1);
@@ -778,7 +877,14 @@ describe('Helm chart against a real API server (kubectl apply --dry-run=server)'
     const pvc = await k(['get', 'pvc', 'af-gateway', '-o', 'jsonpath={.metadata.annotations.helm\\.sh/resource-policy}']);
     expect(pvc.code, pvc.stderr).toBe(0);
     expect(pvc.stdout).toBe('keep');
-    const gone = await k(['get', 'deployment,secret,configmap,service,role,rolebinding,serviceaccount', '-l', `app.kubernetes.io/instance=${RELEASE}`, '-o', 'name']);
+    const gone = await k([
+      'get',
+      'deployment,secret,configmap,service,role,rolebinding,serviceaccount',
+      '-l',
+      `app.kubernetes.io/instance=${RELEASE}`,
+      '-o',
+      'name',
+    ]);
     expect(gone.stdout.trim()).toBe('');
     await k(['delete', 'pvc', 'af-gateway', '--wait=false']);
   });

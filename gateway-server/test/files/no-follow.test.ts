@@ -45,14 +45,23 @@ describe('confined file access', () => {
     const af = join(root, 'step', '.af');
     const link = join(root, 'step', 'lnk');
     symlinkSync(target, link);
-    const swapper = spawn('python3', ['-c', [
-      'import ctypes, sys, time',
-      'libc = ctypes.CDLL(None, use_errno=True)',
-      'a, b = sys.argv[1].encode(), sys.argv[2].encode()',
-      'end = time.time() + 4',
-      'while time.time() < end:',
-      '    libc.renameat2(-100, a, -100, b, 2)',
-    ].join('\n'), af, link], { stdio: 'ignore' });
+    const swapper = spawn(
+      'python3',
+      [
+        '-c',
+        [
+          'import ctypes, sys, time',
+          'libc = ctypes.CDLL(None, use_errno=True)',
+          'a, b = sys.argv[1].encode(), sys.argv[2].encode()',
+          'end = time.time() + 4',
+          'while time.time() < end:',
+          '    libc.renameat2(-100, a, -100, b, 2)',
+        ].join('\n'),
+        af,
+        link,
+      ],
+      { stdio: 'ignore' },
+    );
     try {
       const until = Date.now() + 2500;
       let tries = 0;

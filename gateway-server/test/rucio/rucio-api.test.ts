@@ -36,17 +36,28 @@ async function api(user: string, method: string, path: string, body?: unknown, t
   return res;
 }
 
-const ndjson = async (res: Response) => (await res.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const ndjson = async (res: Response) =>
+  (await res.text())
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 beforeAll(async () => {
   op = (await startOidcProvider({ ttl: 600 })) as Op;
   runDir = mkdtempSync(join(tmpdir(), 'af-rucio-'));
-  execFileSync('bash', [SCRIPT, 'start', runDir], { env: { ...process.env, RUCIO_OIDC_ISSUER: op.issuer }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 240_000 });
+  execFileSync('bash', [SCRIPT, 'start', runDir], {
+    env: { ...process.env, RUCIO_OIDC_ISSUER: op.issuer },
+    stdio: ['ignore', 'ignore', 'inherit'],
+    timeout: 240_000,
+  });
   rucio = JSON.parse(readFileSync(join(runDir, 'rucio.json'), 'utf8')) as typeof rucio;
   gw = await startTestGateway(
     {
       accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
-      auth: { type: 'oidc', oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret, clock_skew: 0 } },
+      auth: {
+        type: 'oidc',
+        oidc: { issuer: op.issuer, audience: [AUDIENCE], client_id: GATEWAY_CLIENT.id, client_secret: GATEWAY_CLIENT.secret, clock_skew: 0 },
+      },
       tokens: { exchange_audiences: ['rucio'] },
       rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
     },
@@ -84,13 +95,22 @@ describe('Rucio through the gateway, as the user', () => {
     expect(files.length).toBe(5);
     expect(files[0]).toMatchObject({ scope: 'data26', bytes: expect.any(Number), adler32: expect.stringMatching(/^[0-9a-f]{8}$/) });
     for (const scheme of ['davs', 'root']) {
-      const replicas = await ndjson(await api('alice', 'POST', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: [scheme], sort: 'random' }));
+      const replicas = await ndjson(
+        await api('alice', 'POST', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: [scheme], sort: 'random' }),
+      );
       expect(replicas.length).toBe(5);
       const pfns = replicas.flatMap((r) => Object.keys(r.pfns as object));
       expect(pfns.length).toBeGreaterThanOrEqual(5);
       for (const p of pfns) expect(p.startsWith(`${scheme}://`)).toBe(true);
     }
-    const onB = await ndjson(await api('alice', 'POST', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: ['davs'], rse_expression: 'SITE-B_DISK', sort: 'random' }));
+    const onB = await ndjson(
+      await api('alice', 'POST', '/replicas', {
+        dids: [{ scope: 'data26', name: 'ds.small' }],
+        schemes: ['davs'],
+        rse_expression: 'SITE-B_DISK',
+        sort: 'random',
+      }),
+    );
     expect(onB.every((r) => Object.keys(r.rses as object).join() === 'SITE-B_DISK')).toBe(true);
     const meta = await (await api('alice', 'GET', '/dids/data26/ds.small')).json();
     expect(meta).toMatchObject({ scope: 'data26', name: 'ds.small', type: 'DATASET', length: 5 });
@@ -139,15 +159,23 @@ describe('Rucio through the gateway, as the user', () => {
     expect(await res.json()).toEqual({ dataset: { scope: 'user.alice', name: 'ds.alice.outputs' }, created: true, files: 2, rse: 'SITE-A_SCRATCHDISK' });
     const files = await ndjson(await api('alice', 'GET', '/dids/user.alice/ds.alice.outputs/files'));
     expect(files.map((f) => f.name).sort()).toEqual(['hist.0001.root', 'hist.0002.root']);
-    const replicas = await ndjson(await api('alice', 'POST', '/replicas', { dids: [{ scope: 'user.alice', name: 'ds.alice.outputs' }], schemes: ['davs'], sort: 'random' }));
+    const replicas = await ndjson(
+      await api('alice', 'POST', '/replicas', { dids: [{ scope: 'user.alice', name: 'ds.alice.outputs' }], schemes: ['davs'], sort: 'random' }),
+    );
     expect(replicas.every((r) => Object.keys(r.rses as object).join() === 'SITE-A_SCRATCHDISK')).toBe(true);
   });
 
   it('says clearly when a DID does not exist, when permission is missing, and when input is bad', async () => {
     const unknown = await api('alice', 'GET', '/dids/data26/no.such.dataset/files');
     expect(unknown.status).toBe(404);
-    expect(((await unknown.json()) as { error: string }).error).toBe("Rucio (test): Data identifier 'data26:no.such.dataset' not found (DataIdentifierNotFound)");
-    const denied = await api('bob', 'POST', '/rules', { dids: [{ scope: 'user.alice', name: 'ds.alice.ntuples' }], rse_expression: 'SITE-A_DISK', lifetime: 3600 });
+    expect(((await unknown.json()) as { error: string }).error).toBe(
+      "Rucio (test): Data identifier 'data26:no.such.dataset' not found (DataIdentifierNotFound)",
+    );
+    const denied = await api('bob', 'POST', '/rules', {
+      dids: [{ scope: 'user.alice', name: 'ds.alice.ntuples' }],
+      rse_expression: 'SITE-A_DISK',
+      lifetime: 3600,
+    });
     expect(denied.status).toBe(403);
     expect(((await denied.json()) as { error: string }).error).toContain('Account bob can not add replication rule');
     const noRse = await api('alice', 'POST', '/rules', { dids: [{ scope: 'data26', name: 'ds.small' }], rse_expression: 'NO_SUCH_RSE' });
@@ -197,14 +225,25 @@ describe('service mode (userpass, admin-configured)', () => {
       const found = await (await fetch(`${svc.url}/api/af/rucio/svc/search/data26?name=ds.small&type=dataset`, { headers: basic })).text();
       expect(found).toContain('ds.small');
       const post = (instance: string, path: string, body: unknown) =>
-        fetch(`${svc.url}/api/af/rucio/${instance}${path}`, { method: 'POST', headers: { ...basic, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        fetch(`${svc.url}/api/af/rucio/${instance}${path}`, {
+          method: 'POST',
+          headers: { ...basic, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
       // listing replicas is a POST that only reads: allowed
       const replicas = await post('svc', '/replicas', { dids: [{ scope: 'data26', name: 'ds.small' }], schemes: ['davs'] });
       expect(replicas.status).toBe(200);
       // carol would write as root, in everyone's name: rules and registrations are refused, naming the key
       const rule = { dids: [{ scope: 'data26', name: 'ds.small' }], rse_expression: 'SITE-A_DISK', lifetime: 3600 };
-      const register = { rse: 'SITE-A_SCRATCHDISK', dataset: { scope: 'data26', name: 'ds.carol.outputs' }, files: [{ name: 'carol.0001.root', bytes: 1, adler32: '00000001' }] };
-      for (const [path, body] of [['/rules', rule], ['/register', register]] as const) {
+      const register = {
+        rse: 'SITE-A_SCRATCHDISK',
+        dataset: { scope: 'data26', name: 'ds.carol.outputs' },
+        files: [{ name: 'carol.0001.root', bytes: 1, adler32: '00000001' }],
+      };
+      for (const [path, body] of [
+        ['/rules', rule],
+        ['/register', register],
+      ] as const) {
         const refused = await post('svc', path, body);
         expect(refused.status).toBe(403);
         const answer = (await refused.json()) as { error: string; code: string };

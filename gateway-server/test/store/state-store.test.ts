@@ -35,15 +35,40 @@ const newKey = () => SecretBox.fromBase64(randomBytes(32).toString('base64'));
 const warn = () => {};
 
 const cluster = (over: Partial<ClusterRecord> = {}): ClusterRecord => ({
-  name: 'c1', username: 'alice', groups: ['/cms'], options: { worker_cores: 1 }, adaptive: { minimum: 0, maximum: 3 },
+  name: 'c1',
+  username: 'alice',
+  groups: ['/cms'],
+  options: { worker_cores: 1 },
+  adaptive: { minimum: 0, maximum: 3 },
   settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
-  status: 'RUNNING', stopRequested: false, token: 'TOKEN-SECRET-123', tlsCert: 'CERT', tlsKey: 'KEY-SECRET-456',
-  scheduler: { pid: 1, startTicks: '2' }, schedulerAddress: 'tls://127.0.0.1:1', dashboardAddress: '', apiAddress: '',
-  count: 2, startTime: 1_700_000_000_000, stopTime: null, lastHeartbeat: null, message: '', workerFailures: 0, workDir: '/x',
+  status: 'RUNNING',
+  stopRequested: false,
+  token: 'TOKEN-SECRET-123',
+  tlsCert: 'CERT',
+  tlsKey: 'KEY-SECRET-456',
+  scheduler: { pid: 1, startTicks: '2' },
+  schedulerAddress: 'tls://127.0.0.1:1',
+  dashboardAddress: '',
+  apiAddress: '',
+  count: 2,
+  startTime: 1_700_000_000_000,
+  stopTime: null,
+  lastHeartbeat: null,
+  message: '',
+  workerFailures: 0,
+  workDir: '/x',
   ...over,
 });
 const worker = (name: string, over: Partial<WorkerRecord> = {}): WorkerRecord => ({
-  cluster: 'c1', name, status: 'RUNNING', handle: { pid: 5, startTicks: '6' }, startTime: 1, stopTime: null, closeExpected: false, message: '', ...over,
+  cluster: 'c1',
+  name,
+  status: 'RUNNING',
+  handle: { pid: 5, startTicks: '6' },
+  startTime: 1,
+  stopTime: null,
+  closeExpected: false,
+  message: '',
+  ...over,
 });
 
 /** Each kind: a way to open a store on fresh storage, and to open the same storage again. */
@@ -69,7 +94,14 @@ describe.each(kinds)('state store: $kind', ({ kind, fresh }) => {
   const open = async (box = newKey()) => {
     const f = await fresh(box);
     opened.push(f.store);
-    return { ...f, reopen: async (b: SecretBox) => { const s = await f.reopen(b); opened.push(s); return s; } };
+    return {
+      ...f,
+      reopen: async (b: SecretBox) => {
+        const s = await f.reopen(b);
+        opened.push(s);
+        return s;
+      },
+    };
   };
 
   it('round-trips clusters and workers; a reopened store reads what was written', async () => {
@@ -86,9 +118,15 @@ describe.each(kinds)('state store: $kind', ({ kind, fresh }) => {
     expect(await again.loadCluster('c1')).toEqual(cluster());
     expect(await again.loadCluster('nope')).toBeUndefined();
     expect((await again.loadClusters(['RUNNING'], 'alice')).map((c) => c.name)).toEqual(['c1']);
-    expect((await again.loadClusters(['RUNNING'], 'bob'))).toEqual([]);
-    expect((await again.loadClusters(['RUNNING', 'STOPPED'])).map((c) => [c.name, c.stopTime])).toEqual([['c1', null], ['c2', 1_700_000_000_500]]);
-    expect((await again.loadWorkers('c1')).map((w) => [w.name, w.status])).toEqual([['w1', 'STOPPED'], ['w0', 'FAILED']]);
+    expect(await again.loadClusters(['RUNNING'], 'bob')).toEqual([]);
+    expect((await again.loadClusters(['RUNNING', 'STOPPED'])).map((c) => [c.name, c.stopTime])).toEqual([
+      ['c1', null],
+      ['c2', 1_700_000_000_500],
+    ]);
+    expect((await again.loadWorkers('c1')).map((w) => [w.name, w.status])).toEqual([
+      ['w1', 'STOPPED'],
+      ['w0', 'FAILED'],
+    ]);
     expect(await again.countByStatus()).toEqual({ RUNNING: 1, STOPPED: 1 });
   });
 
@@ -215,10 +253,12 @@ describe('PostgreSQL specifics', () => {
     });
     let bWaiting = false;
     let bServes = false;
-    const leaseBPromise = b!.waitForLeadership(200, () => (bWaiting = true)).then((l) => {
-      bServes = true;
-      return l;
-    });
+    const leaseBPromise = b!
+      .waitForLeadership(200, () => (bWaiting = true))
+      .then((l) => {
+        bServes = true;
+        return l;
+      });
     await new Promise((r) => setTimeout(r, 800));
     expect([bWaiting, bServes]).toEqual([true, false]);
     const t0 = Date.now();
@@ -237,9 +277,7 @@ describe('PostgreSQL specifics', () => {
     // What a database failover or a network cut does: the server ends the lease's session.
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();
-    await admin.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()`,
-    );
+    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()`);
     await admin.end();
     await expect(lost).resolves.toMatch(/lease/);
     await lease.release();
@@ -253,7 +291,10 @@ describe('PostgreSQL specifics', () => {
       encrypt_key: randomBytes(32).toString('base64'),
       state_store: { postgresql_url: 'postgresql://af:hunter2-secret@127.0.0.1:1/af_gateway' },
     });
-    const err = await openStateStore(config, warn).then(() => null, (e: Error) => e);
+    const err = await openStateStore(config, warn).then(
+      () => null,
+      (e: Error) => e,
+    );
     expect(err?.message).toMatch(/could not open the PostgreSQL state store at postgresql:\/\/af:\*\*\*@127\.0\.0\.1:1\/af_gateway/);
     expect(err?.message).not.toContain('hunter2');
   });

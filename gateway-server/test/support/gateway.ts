@@ -116,7 +116,11 @@ export async function request(base: string | { url: string }, method: string, pa
  * e.g. a new bearer token per call). `expect` checks the status and says which call failed and what
  * the gateway answered. Each call is aborted after `timeoutMs` if given.
  */
-export function client(gw: string | { url: string }, auth: Record<string, string> | (() => Promise<Record<string, string>>) = {}, opts: { timeoutMs?: number } = {}) {
+export function client(
+  gw: string | { url: string },
+  auth: Record<string, string> | (() => Promise<Record<string, string>>) = {},
+  opts: { timeoutMs?: number } = {},
+) {
   const headersOf = async () => (typeof auth === 'function' ? await auth() : auth);
   const send = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
     request(gw, method, path, { headers: { ...(await headersOf()), ...headers }, body, timeoutMs: opts.timeoutMs });
@@ -160,7 +164,11 @@ export async function waitForCluster(api: Client, name: string, tries = 10): Pro
 export const runEnded = (d: WorkflowDag) => ['SUCCESS', 'FAILED', 'CANCELLED'].includes(d.run.status);
 
 /** Polls the run's DAG every `pollMs` until `until` holds; fails after `timeoutMs` with the run's last state. */
-export async function waitForRun(api: Client, id: string, opts: { until?: (d: WorkflowDag) => boolean; timeoutMs?: number; pollMs?: number } = {}): Promise<WorkflowDag> {
+export async function waitForRun(
+  api: Client,
+  id: string,
+  opts: { until?: (d: WorkflowDag) => boolean; timeoutMs?: number; pollMs?: number } = {},
+): Promise<WorkflowDag> {
   const { until = runEnded, timeoutMs = 60_000, pollMs = 200 } = opts;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -178,7 +186,11 @@ export async function waitForRun(api: Client, id: string, opts: { until?: (d: Wo
  * the gateway takes these addresses as the scheduler's (the real scheduler's next heartbeat points
  * it back).
  */
-export function heartbeat(gw: TestGateway, name: string, addresses: { scheduler_address: string; dashboard_address: string; api_address: string }): Promise<Reply> {
+export function heartbeat(
+  gw: TestGateway,
+  name: string,
+  addresses: { scheduler_address: string; dashboard_address: string; api_address: string },
+): Promise<Reply> {
   const token = readFileSync(join(gw.dataDir, 'clusters', name, 'api-token'), 'utf8').trim();
   return request(gw, 'POST', `/api/v1/clusters/${name}/heartbeat`, {
     headers: { authorization: `token ${token}` },

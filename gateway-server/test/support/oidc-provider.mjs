@@ -102,7 +102,7 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
         if (!audience) return fail('invalid_target', 'audience is required');
         let claims;
         try {
-          const set = jose.createLocalJWKSet({ keys: keys.map(({ d, p, q, dp, dq, qi, ...pub }) => pub) });
+          const set = jose.createLocalJWKSet({ keys: keys.map(({ kty, n, e, kid, alg, use }) => ({ kty, n, e, kid, alg, use })) });
           ({ payload: claims } = await jose.jwtVerify(subjectToken, set, { issuer: provisional }));
         } catch (err) {
           return fail('invalid_grant', `subject_token: ${err.message}`);

@@ -30,7 +30,8 @@ async function api(method: string, path: string, body?: unknown) {
 }
 
 /** The cluster's files are in its owner's account (af-alice, made by scripts/test-accounts.sh). */
-const workDirOf = (cluster: string) => join(execFileSync('getent', ['passwd', 'af-alice'], { encoding: 'utf8' }).split(':')[5]!, '.af-gateway', 'clusters', cluster);
+const workDirOf = (cluster: string) =>
+  join(execFileSync('getent', ['passwd', 'af-alice'], { encoding: 'utf8' }).split(':')[5]!, '.af-gateway', 'clusters', cluster);
 const jwks = () => jose.createRemoteJWKSet(new URL(`${op.issuer}/jwks`));
 
 beforeAll(async () => {
@@ -75,8 +76,13 @@ describe('token broker', () => {
     const status = JSON.parse(login.body!) as TokenStatus;
     expect(validStatus(status)).toBe(true);
     expect(status).toMatchObject({
-      user: 'alice', source: 'login', subject: 'alice', issuer: op.issuer, audience: [AUDIENCE],
-      groups: ['/cms', '/af/users'], refresh: { state: 'ok' },
+      user: 'alice',
+      source: 'login',
+      subject: 'alice',
+      issuer: op.issuer,
+      audience: [AUDIENCE],
+      groups: ['/cms', '/af/users'],
+      refresh: { state: 'ok' },
     });
     expect(status.seconds_left).toBeGreaterThan(0);
     expect(status.seconds_left).toBeLessThanOrEqual(TTL);
@@ -134,9 +140,17 @@ describe('token broker', () => {
     const challenge = jose.base64url.encode(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))));
     const auth = new URL(`${op.issuer}/auth`);
     for (const [k, v] of Object.entries({
-      client_id: GATEWAY_CLIENT.id, response_type: 'code', redirect_uri: UNUSED_REDIRECT, scope: 'openid offline_access compute.create',
-      resource: `urn:${AUDIENCE}`, prompt: 'consent', code_challenge: challenge, code_challenge_method: 'S256', state: 's',
-    })) auth.searchParams.set(k, v);
+      client_id: GATEWAY_CLIENT.id,
+      response_type: 'code',
+      redirect_uri: UNUSED_REDIRECT,
+      scope: 'openid offline_access compute.create',
+      resource: `urn:${AUDIENCE}`,
+      prompt: 'consent',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      state: 's',
+    }))
+      auth.searchParams.set(k, v);
     const { location } = await op.browserLogin(auth.toString(), 'alice');
     const code = new URL(location!).searchParams.get('code')!;
     const basic = 'Basic ' + Buffer.from(`${GATEWAY_CLIENT.id}:${GATEWAY_CLIENT.secret}`).toString('base64');
@@ -144,7 +158,13 @@ describe('token broker', () => {
       await fetch(`${op.issuer}/token`, {
         method: 'POST',
         headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: UNUSED_REDIRECT, code_verifier: verifier, resource: `urn:${AUDIENCE}` }),
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code,
+          redirect_uri: UNUSED_REDIRECT,
+          code_verifier: verifier,
+          resource: `urn:${AUDIENCE}`,
+        }),
       })
     ).json()) as { refresh_token: string };
     const handed = await api('PUT', '/api/af/token/refresh-token', { refresh_token: tokens.refresh_token });

@@ -2,7 +2,15 @@
 // at most `limit` at once), ItemBackend (single-item backends answer lists) and withDefaults (the one
 // place optional hooks get their defaults, the backend's own methods still called on it).
 import { describe, expect, it } from 'vitest';
-import { eachBounded, ItemBackend, withDefaults, type Backend, type ProcessState, type SchedulerAddresses, type WorkerLaunch } from '../../src/backends/backend.js';
+import {
+  eachBounded,
+  ItemBackend,
+  withDefaults,
+  type Backend,
+  type ProcessState,
+  type SchedulerAddresses,
+  type WorkerLaunch,
+} from '../../src/backends/backend.js';
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import type { BackendHandle, ClusterRecord } from '../../src/clusters/model.js';
 

@@ -21,7 +21,15 @@ const alice = { name: 'alice', groups: [], admin: false };
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
 // Short periods keep the numbers readable; the rules are the engine's, whatever the values.
-const CLUSTER = { check_period: 1, start_timeout: 30, worker_start_timeout: 20, worker_max_failures: 3, heartbeat_timeout: 60, launch_batch: 4, stop_on_shutdown: false };
+const CLUSTER = {
+  check_period: 1,
+  start_timeout: 30,
+  worker_start_timeout: 20,
+  worker_max_failures: 3,
+  heartbeat_timeout: 60,
+  launch_batch: 4,
+  stop_on_shutdown: false,
+};
 
 let dir: string;
 let store: SqliteStore;
@@ -63,8 +71,14 @@ async function advance(seconds: number): Promise<void> {
 
 function heartbeat(c: ClusterRecord, over: Partial<Heartbeat> = {}): Heartbeat {
   return {
-    scheduler_address: 'tls://127.0.0.1:8786', dashboard_address: 'http://127.0.0.1:8787', api_address: 'http://127.0.0.1:8788',
-    count: c.count, active_workers: [], closing_workers: [], closed_workers: [], ...over,
+    scheduler_address: 'tls://127.0.0.1:8786',
+    dashboard_address: 'http://127.0.0.1:8787',
+    api_address: 'http://127.0.0.1:8788',
+    count: c.count,
+    active_workers: [],
+    closing_workers: [],
+    closed_workers: [],
+    ...over,
   };
 }
 
@@ -379,7 +393,10 @@ describe('a restart', () => {
     const workers = second.activeWorkers(live.name)!;
     expect(workers.map((w) => w.name)).toContain(w1!.name);
     expect(workers.map((w) => w.name)).not.toContain(w2!.name);
-    expect((await store.loadWorkers(live.name)).find((w) => w.name === w2!.name)).toMatchObject({ status: 'FAILED', message: 'exited while the gateway was down' });
+    expect((await store.loadWorkers(live.name)).find((w) => w.name === w2!.name)).toMatchObject({
+      status: 'FAILED',
+      message: 'exited while the gateway was down',
+    });
     expect((await second.get(dead.name))!.status).toBe('FAILED');
     expect((await second.get(dead.name))!.message).toBe('the scheduler was gone when the gateway restarted; killed');
     expect(orphan.stopped).toBe(true);

@@ -60,7 +60,8 @@ async function settle(seconds = 0, done?: () => boolean | Promise<boolean>): Pro
   }
 }
 
-const cmd = (c: string) => `{process: {process_type: string-interpolated-cmd, cmd: '${c}'}, publisher: {publisher_type: constant-pub, publish: {done: yes}}, environment: {environment_type: localproc-env}}`;
+const cmd = (c: string) =>
+  `{process: {process_type: string-interpolated-cmd, cmd: '${c}'}, publisher: {publisher_type: constant-pub, publish: {done: yes}}, environment: {environment_type: localproc-env}}`;
 
 /** prepare → fit (two steps in a row). */
 const chain: WorkflowBundle = {
@@ -153,8 +154,15 @@ describe('a run', () => {
     backend.exit(fit, 0);
 
     const d = await status(e, run, 'SUCCESS');
-    expect(d.run).toMatchObject({ message: '2 steps succeeded', counts: { SUCCESS: 2, FAILED: 0, RUNNING: 0, DEFINED: 0, CANCELLED: 0 }, outputs: { fit: { done: 'yes' } } });
-    expect(d.edges).toEqual([{ from: 'init', to: 'prepare' }, { from: 'prepare', to: 'fit' }]);
+    expect(d.run).toMatchObject({
+      message: '2 steps succeeded',
+      counts: { SUCCESS: 2, FAILED: 0, RUNNING: 0, DEFINED: 0, CANCELLED: 0 },
+      outputs: { fit: { done: 'yes' } },
+    });
+    expect(d.edges).toEqual([
+      { from: 'init', to: 'prepare' },
+      { from: 'prepare', to: 'fit' },
+    ]);
     // saved: a new engine lists it from the store
     expect((await store.loadWorkflowRun(run.id))!.status).toBe('SUCCESS');
   });
@@ -165,7 +173,12 @@ describe('a run', () => {
     const prepare = await started(run, 'prepare');
     backend.exit(prepare, 3);
     const d = await status(e, run, 'FAILED');
-    expect(d.nodes.find((n) => n.id === 'prepare')).toMatchObject({ state: 'FAILED', exit_code: 3, attempts: 1, message: 'it exited with code 3; no log was written' });
+    expect(d.nodes.find((n) => n.id === 'prepare')).toMatchObject({
+      state: 'FAILED',
+      exit_code: 3,
+      attempts: 1,
+      message: 'it exited with code 3; no log was written',
+    });
     expect(d.run.message).toBe('step prepare failed: it exited with code 3; no log was written');
     expect(d.nodes.find((n) => n.id === 'fit')).toBeUndefined(); // its stage was never applied
     expect(backend.stepOf(run.id, 'fit')).toBeUndefined();
@@ -222,8 +235,15 @@ describe('submission', () => {
   it('refuses a run without the init parameters it reads, on an unknown backend, or with a file outside the bundle (422), leaving no workspace', async () => {
     const e = await engine();
     await expect(e.submit(alice, needsN)).rejects.toMatchObject({ statusCode: 422, code: 'missing_parameters', message: expect.stringContaining('-p n=…') });
-    await expect(e.submit(alice, { ...chain, backend: 'htcondor' })).rejects.toMatchObject({ statusCode: 422, code: 'unknown_backend', message: expect.stringContaining('runs them on memory') });
-    await expect(e.submit(alice, { ...chain, files: { ...chain.files, '../escape.yml': 'x' } })).rejects.toMatchObject({ statusCode: 422, code: 'bad_file_name' });
+    await expect(e.submit(alice, { ...chain, backend: 'htcondor' })).rejects.toMatchObject({
+      statusCode: 422,
+      code: 'unknown_backend',
+      message: expect.stringContaining('runs them on memory'),
+    });
+    await expect(e.submit(alice, { ...chain, files: { ...chain.files, '../escape.yml': 'x' } })).rejects.toMatchObject({
+      statusCode: 422,
+      code: 'bad_file_name',
+    });
     expect(readdirSync(join(dir, 'workflows'))).toEqual([]);
     expect(backend.calls.startSteps).toEqual([]);
   });
@@ -239,7 +259,7 @@ describe('submission', () => {
 });
 
 describe('retries', () => {
-  it('starts a failed step again up to the run\'s retries, then fails the run', async () => {
+  it("starts a failed step again up to the run's retries, then fails the run", async () => {
     const e = await engine({ step_retries: 0 });
     const run = await e.submit(alice, { ...chain, retries: 2 });
     const first = await started(run, 'prepare');
@@ -412,7 +432,7 @@ describe('restart', () => {
 });
 
 describe('the per-user cap', () => {
-  it('refuses a run beyond workflows.max_active_runs_per_user (429), not other users\', and frees a place when one ends', async () => {
+  it("refuses a run beyond workflows.max_active_runs_per_user (429), not other users', and frees a place when one ends", async () => {
     const e = await engine({ max_active_runs_per_user: 2 });
     const one = await e.submit(alice, chain);
     const two = await e.submit(alice, chain);

@@ -75,7 +75,10 @@ const sixty = Array.from({ length: 60 }, (_, i) => i);
 beforeAll(async () => {
   gw = await startTestGateway({ ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }, { prefix: 'af-wf-hostile-' });
   // A warm gateway (route code compiled), as it is after its first minutes of service.
-  const warm = await post<{ valid: boolean }>('/validate', { entry: 'w.yml', files: { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n` } });
+  const warm = await post<{ valid: boolean }>('/validate', {
+    entry: 'w.yml',
+    files: { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n` },
+  });
   expect(warm.body.valid).toBe(true);
 });
 
@@ -125,10 +128,17 @@ describe('hostile workflow bundles', () => {
   it('reads a 0.9 MB YAML mapping (quadratic in the yaml library: about a minute) off the event loop and gives up in bounded time', async () => {
     const files = { 'workflow.yml': Array.from({ length: 60_000 }, (_, i) => `k${i}: v${i}`).join('\n') };
     // three at once from one user: two are read (in two workers, beside the event loop), the third waits its turn no more
-    const { result: all, worstHealthMs, rssGrowthMb } = await underAttack(() => Promise.all([1, 2, 3].map(() => post<ErrorBody>('', { entry: 'workflow.yml', files }))));
+    const {
+      result: all,
+      worstHealthMs,
+      rssGrowthMb,
+    } = await underAttack(() => Promise.all([1, 2, 3].map(() => post<ErrorBody>('', { entry: 'workflow.yml', files }))));
     const r = all.find((x) => x.status === 422)!;
     expect(all.map((x) => x.status).sort()).toEqual([422, 422, 429]);
-    expect(all.find((x) => x.status === 429)!.body).toMatchObject({ code: 'too_many_requests', error: 'User mallory has 2 workflow bundles being read already; wait for them to finish' });
+    expect(all.find((x) => x.status === 429)!.body).toMatchObject({
+      code: 'too_many_requests',
+      error: 'User mallory has 2 workflow bundles being read already; wait for them to finish',
+    });
     expect(r.body.error).toMatch(/could not be read within 5 s/);
     expect(Math.max(...all.map((x) => x.ms))).toBeLessThan(10_000);
     console.log(expect.getState().currentTestName, { ms: (r as { ms?: number }).ms, worstHealthMs, rssGrowthMb });
@@ -141,12 +151,19 @@ describe('hostile workflow bundles', () => {
       'workflow.yml': `stages:\n${cartesianStage('bomb', 'init', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: init, output: ${p}, unwrap: true}`).join(', '))}`,
     };
     const before = (await mallory().get('/api/af/workflows')).json as { runs: WorkflowRun[] };
-    const { result: r, worstHealthMs, rssGrowthMb } = await underAttack(() =>
-      post<ErrorBody>('', { entry: 'workflow.yml', files, parameters: { a: sixty, b: sixty, c: sixty, d: sixty } }),
-    );
+    const {
+      result: r,
+      worstHealthMs,
+      rssGrowthMb,
+    } = await underAttack(() => post<ErrorBody>('', { entry: 'workflow.yml', files, parameters: { a: sixty, b: sixty, c: sixty, d: sixty } }));
     expect(r.status).toBe(422);
     expect(r.body.code).toBe('invalid_workflow');
-    expect(r.body.details).toEqual([{ path: '$.stages[0].scheduler.scatter', message: 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000' }]);
+    expect(r.body.details).toEqual([
+      {
+        path: '$.stages[0].scheduler.scatter',
+        message: 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000',
+      },
+    ]);
     expect(r.body.error).toContain('12,960,000 steps');
     expect(r.ms).toBeLessThan(2000);
     console.log(expect.getState().currentTestName, { ms: (r as { ms?: number }).ms, worstHealthMs, rssGrowthMb });
@@ -154,7 +171,9 @@ describe('hostile workflow bundles', () => {
     expect(rssGrowthMb).toBeLessThan(300);
 
     // literal lists in the spec are sized the same way
-    const literal = { 'workflow.yml': `stages:\n${cartesianStage('bomb', 'init', ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', '))}` };
+    const literal = {
+      'workflow.yml': `stages:\n${cartesianStage('bomb', 'init', ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', '))}`,
+    };
     const l = await post<ErrorBody>('', { entry: 'workflow.yml', files: literal });
     expect(l.status).toBe(422);
     expect(l.body.details![0]!.message).toContain('makes 12,960,000 steps');
@@ -162,9 +181,15 @@ describe('hostile workflow bundles', () => {
     const batched = { 'workflow.yml': literal['workflow.yml'].replace('scatter: {method: cartesian', 'batchsize: 1000\n      scatter: {method: cartesian') };
     const b = await post<ErrorBody>('', { entry: 'workflow.yml', files: batched });
     expect(b.status).toBe(422);
-    expect(b.body.details![0]!.message).toBe('a cartesian scatter over 4 lists of 60 (a, b, c, d) in batches of 1,000 makes 12,960,000 parameter sets before batching; at most 200,000');
+    expect(b.body.details![0]!.message).toBe(
+      'a cartesian scatter over 4 lists of 60 (a, b, c, d) in batches of 1,000 makes 12,960,000 parameter sets before batching; at most 200,000',
+    );
     const checked = await post<{ valid: boolean; errors: { path: string; message: string }[] }>('/validate', { entry: 'workflow.yml', files: literal });
-    expect([checked.status, checked.body.valid, checked.body.errors[0]?.message]).toEqual([200, false, 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000']);
+    expect([checked.status, checked.body.valid, checked.body.errors[0]?.message]).toEqual([
+      200,
+      false,
+      'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; workflows.max_steps is 20,000',
+    ]);
     const after = (await mallory().get('/api/af/workflows')).json as { runs: WorkflowRun[] };
     expect(after.runs.length).toBe(before.runs.length);
   }, 30_000);
@@ -224,14 +249,20 @@ ${['f1', 'f2', 'f3', 'f4', 'f5'].map(fan).join('')}`,
     expect(dag.stages.filter((s) => s.state === 'APPLIED').map((s) => s.name)).toEqual(['init', 'gen', 'f1', 'f2']);
     expect(dag.stages.find((s) => s.name === 'f3')).toMatchObject({
       state: 'FAILED',
-      message: expect.stringMatching(/^its 19 steps would hold more than \d\.\d MiB of parameters, what this run's steps may still hold \(16 MiB in all\); pass big lists in a file$/),
+      message: expect.stringMatching(
+        /^its 19 steps would hold more than \d\.\d MiB of parameters, what this run's steps may still hold \(16 MiB in all\); pass big lists in a file$/,
+      ),
     });
     expect(worstHealthMs).toBeLessThan(1000);
     expect(rssGrowthMb).toBeLessThan(300);
   }, 60_000);
 
   it('refuses bundle file names that cannot all be kept (a file and a directory of one name) with a 422, leaving nothing', async () => {
-    const files = { 'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n`, a: 'x', 'a/b': 'y' };
+    const files = {
+      'w.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, step: ${step()}}\n`,
+      a: 'x',
+      'a/b': 'y',
+    };
     const workspaces = () => readdirSync(join(gw.dataDir, 'workflows')).length;
     const before = workspaces();
     const r = await post<ErrorBody>('', { entry: 'w.yml', files });
@@ -270,7 +301,9 @@ ${cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: 
   it('refuses init parameters nested 100,000 deep (JSON.parse takes them; every JSON.stringify of the run overflowed the stack) with a 422, leaving nothing', async () => {
     const workspaces = () => readdirSync(join(gw.dataDir, 'workflows')).length;
     const before = workspaces();
-    const files = { 'deep.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, parameters: {x: {step: init, output: x}}, step: ${step()}}\n` };
+    const files = {
+      'deep.yml': `stages:\n  - name: s\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, parameters: {x: {step: init, output: x}}, step: ${step()}}\n`,
+    };
     for (const x of ['['.repeat(100_000) + ']'.repeat(100_000), '{"a":'.repeat(100_000) + '1' + '}'.repeat(100_000)]) {
       const body = `{"entry":"deep.yml","files":${JSON.stringify(files)},"parameters":{"x":${x}}}`;
       const send = (path: string) => client(gw, basic('mallory'), { timeoutMs: 10_000 }).post(`/api/af/workflows${path}`, body);

@@ -46,10 +46,18 @@ describe('publisher globs stay in the step directory', () => {
   it('refuses at submission globs that leave the step directory by themselves, and makes nothing', async () => {
     const before = (await call<{ runs: WorkflowRun[] }>('GET', '')).body.runs.length;
     const cases: [string, string, RegExp][] = [
-      ['{publisher_type: fromglob-pub, outputkey: f, globexpression: "../../*"}', '$.stages[0].scheduler.step.publisher.globexpression', /climbs out of the step's directory with \.\./],
+      [
+        '{publisher_type: fromglob-pub, outputkey: f, globexpression: "../../*"}',
+        '$.stages[0].scheduler.step.publisher.globexpression',
+        /climbs out of the step's directory with \.\./,
+      ],
       ['{publisher_type: fromglob-pub, outputkey: f, globexpression: "/etc/*"}', '$.stages[0].scheduler.step.publisher.globexpression', /is an absolute path/],
       ['{publisher_type: interpolated-pub, glob: true, publish: {f: "{workdir}/../../../*"}}', '$.stages[0].scheduler.step.publisher.publish.f', /climbs out/],
-      ['{publisher_type: interpolated-pub, glob: true, publish: {f: ["{workdir}/*.txt", "/etc/*"]}}', '$.stages[0].scheduler.step.publisher.publish.f[1]', /is an absolute path/],
+      [
+        '{publisher_type: interpolated-pub, glob: true, publish: {f: ["{workdir}/*.txt", "/etc/*"]}}',
+        '$.stages[0].scheduler.step.publisher.publish.f[1]',
+        /is an absolute path/,
+      ],
     ];
     for (const [publisher, path, message] of cases) {
       const r = await call<ErrorBody>('POST', '', { entry: 'workflow.yml', files: workflow('true', publisher) });
@@ -69,15 +77,20 @@ describe('publisher globs stay in the step directory', () => {
     const dag = await finished(r.body.id);
     expect(dag.run.status).toBe('FAILED');
     const node = dag.nodes.find((n) => n.id === 'plant')!;
-    expect(node.message).toMatch(/outputs could not be published: publisher: .*etc, a symbolic link in the step's directory; a publisher does not follow links/);
+    expect(node.message).toMatch(
+      /outputs could not be published: publisher: .*etc, a symbolic link in the step's directory; a publisher does not follow links/,
+    );
     expect(node.outputs).toEqual({});
     expect(JSON.stringify(dag)).not.toMatch(/passwd|hostname/);
   });
 
-  it('does not enter a planted link while matching **, and publishes the step\'s own files', async () => {
+  it("does not enter a planted link while matching **, and publishes the step's own files", async () => {
     const r = await call<WorkflowRun>('POST', '', {
       entry: 'workflow.yml',
-      files: workflow('ln -s /etc {workdir}/etc && mkdir -p {workdir}/sub && touch {workdir}/own.conf {workdir}/sub/deep.conf', '{publisher_type: fromglob-pub, outputkey: f, globexpression: "**/*.conf"}'),
+      files: workflow(
+        'ln -s /etc {workdir}/etc && mkdir -p {workdir}/sub && touch {workdir}/own.conf {workdir}/sub/deep.conf',
+        '{publisher_type: fromglob-pub, outputkey: f, globexpression: "**/*.conf"}',
+      ),
     });
     const dag = await finished(r.body.id);
     expect(dag.run.status).toBe('SUCCESS');
@@ -93,7 +106,10 @@ describe('publisher globs stay in the step directory', () => {
     delay.enable();
     const r = await call<WorkflowRun>('POST', '', {
       entry: 'workflow.yml',
-      files: workflow(`touch {workdir}/${name} {workdir}/${name}b {workdir}/.ab`, `{publisher_type: fromglob-pub, outputkey: f, globexpression: "${'*a'.repeat(7)}*b"}`),
+      files: workflow(
+        `touch {workdir}/${name} {workdir}/${name}b {workdir}/.ab`,
+        `{publisher_type: fromglob-pub, outputkey: f, globexpression: "${'*a'.repeat(7)}*b"}`,
+      ),
     });
     expect(r.status).toBe(201);
     const dag = await finished(r.body.id);
@@ -144,13 +160,19 @@ describe('publisher globs stay in the step directory', () => {
     const failed = dag.nodes.filter((n) => n.state === 'FAILED');
     expect(ok.length).toBe(20); // 20 × 0.8 MB fit in 16 MiB
     expect(failed.length).toBeGreaterThan(0);
-    expect(failed[0]!.message).toMatch(/^it exited 0 but its outputs could not be published: its outputs weigh more than what this run's steps may still publish \(\d\.\d of 16 MiB\); publish files, not their contents$/);
+    expect(failed[0]!.message).toMatch(
+      /^it exited 0 but its outputs could not be published: its outputs weigh more than what this run's steps may still publish \(\d\.\d of 16 MiB\); publish files, not their contents$/,
+    );
   }, 60_000);
 
   it('fails the step whose glob a parameter points at /etc (known only when the step ran)', async () => {
     const r = await call<WorkflowRun>('POST', '', {
       entry: 'workflow.yml',
-      files: workflow('true', '{publisher_type: interpolated-pub, glob: true, publish: {f: "{where}/*"}}', '{where: {stages: init, output: where, unwrap: true}}'),
+      files: workflow(
+        'true',
+        '{publisher_type: interpolated-pub, glob: true, publish: {f: "{where}/*"}}',
+        '{where: {stages: init, output: where, unwrap: true}}',
+      ),
       parameters: { where: '/etc' },
     });
     expect(r.status).toBe(201);
@@ -163,7 +185,11 @@ describe('publisher globs stay in the step directory', () => {
     // ..-climbing through a parameter, as relative_paths joins it
     const up = await call<WorkflowRun>('POST', '', {
       entry: 'workflow.yml',
-      files: workflow('true', '{publisher_type: interpolated-pub, glob: true, relative_paths: true, publish: {f: "{where}/*"}}', '{where: {stages: init, output: where, unwrap: true}}'),
+      files: workflow(
+        'true',
+        '{publisher_type: interpolated-pub, glob: true, relative_paths: true, publish: {f: "{where}/*"}}',
+        '{where: {stages: init, output: where, unwrap: true}}',
+      ),
       parameters: { where: '../../../../../../../../etc' },
     });
     const upDag = await finished(up.body.id);

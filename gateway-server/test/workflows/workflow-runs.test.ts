@@ -45,7 +45,11 @@ describe('workflow runs on the local backend', () => {
     ws.on('message', (m) => events.push(JSON.parse(String(m)) as AfEvent));
     await new Promise((r) => ws.once('open', r));
 
-    const submitted = await api<WorkflowRun>('POST', '', { entry: 'workflow.yml', files: read('map-reduce', 'workflow.yml', 'steps.yml'), parameters: { nfiles: 5 } });
+    const submitted = await api<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: read('map-reduce', 'workflow.yml', 'steps.yml'),
+      parameters: { nfiles: 5 },
+    });
     expect(submitted.status).toBe(201);
     expect(submitted.body).toMatchObject({ owner: 'alice', status: 'RUNNING', backend: 'local', name: 'workflow', stages_total: 3 });
     const id = submitted.body.id;
@@ -89,7 +93,11 @@ describe('workflow runs on the local backend', () => {
   }, 90_000);
 
   it('runs the select → fit chain with every publisher kind', async () => {
-    const r = await api<WorkflowRun>('POST', '', { entry: 'workflow.yml', files: read('select-fit', 'workflow.yml', 'steps.yml'), parameters: { events: 1000, cut: 0.5 } });
+    const r = await api<WorkflowRun>('POST', '', {
+      entry: 'workflow.yml',
+      files: read('select-fit', 'workflow.yml', 'steps.yml'),
+      parameters: { events: 1000, cut: 0.5 },
+    });
     expect(r.status).toBe(201);
     const dag = await waitFor(r.body.id, finished);
     expect(dag.run.status, JSON.stringify(dag.nodes.map((n) => n.message))).toBe('SUCCESS');
@@ -112,7 +120,11 @@ describe('workflow runs on the local backend', () => {
     const before = (await api<{ runs: WorkflowRun[] }>('GET', '')).body.runs.length;
     const files = read('map-reduce', 'workflow.yml', 'steps.yml');
     const bad = { ...files, 'steps.yml': files['steps.yml'].replace('cmd: sh -c', 'command: sh -c') };
-    const r = await api<{ code: string; details: { path: string; file: string; message: string }[] }>('POST', '', { entry: 'workflow.yml', files: bad, parameters: { nfiles: 2 } });
+    const r = await api<{ code: string; details: { path: string; file: string; message: string }[] }>('POST', '', {
+      entry: 'workflow.yml',
+      files: bad,
+      parameters: { nfiles: 2 },
+    });
     expect(r.status).toBe(422);
     expect(r.body.code).toBe('invalid_workflow');
     expect(r.body.details).toContainEqual({ path: '$.stages[1].scheduler.step.process', file: 'steps.yml', message: 'cmd is missing' });
@@ -213,7 +225,10 @@ describe('workflow runs on the local backend', () => {
 `,
     };
     const r = await api<WorkflowRun>('POST', '', { entry: 'wf.yml', files });
-    const running = await waitFor(r.body.id, (d) => d.nodes.some((n) => n.id === 'slow' && n.state === 'RUNNING') && existsSync(join(d.run.workspace, 'slow', 'pid')));
+    const running = await waitFor(
+      r.body.id,
+      (d) => d.nodes.some((n) => n.id === 'slow' && n.state === 'RUNNING') && existsSync(join(d.run.workspace, 'slow', 'pid')),
+    );
     await sleep(200);
     const pid = Number(readFileSync(join(running.run.workspace, 'slow', 'pid'), 'utf8'));
     expect(() => process.kill(pid, 0)).not.toThrow();
@@ -232,7 +247,7 @@ describe('workflow runs on the local backend', () => {
     expect((await api('GET', `/${r.body.id}`)).status).toBe(404);
   }, 60_000);
 
-  it('streams a running step\'s log until it finished, and keeps file reads inside the workspace', async () => {
+  it("streams a running step's log until it finished, and keeps file reads inside the workspace", async () => {
     const files = {
       'wf.yml': `stages:
   - name: talk

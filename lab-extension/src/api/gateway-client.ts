@@ -249,7 +249,13 @@ export class GatewayClient {
    * open until the step finished. Stopping the iteration (or `signal`) cancels the request.
    */
   async *workflowLog(id: string, node: string, follow: boolean, signal?: AbortSignal): AsyncGenerator<string> {
-    const res = await this.send('GET', this.workflowPath(id, `/nodes/${encodeURIComponent(node)}/log${follow ? '?follow=true' : ''}`), undefined, 'text/plain', signal);
+    const res = await this.send(
+      'GET',
+      this.workflowPath(id, `/nodes/${encodeURIComponent(node)}/log${follow ? '?follow=true' : ''}`),
+      undefined,
+      'text/plain',
+      signal,
+    );
     if (!res.body) {
       yield await res.text();
       return;

@@ -67,7 +67,14 @@ export function panelPlugin(spec: PanelPluginSpec): JupyterFrontEndPlugin<void> 
     autoStart: true,
     requires: [IAfGatewaySession],
     optional: [ITranslator, ICommandPalette, ILayoutRestorer, ...(spec.optional ?? [])],
-    activate: (app: JupyterFrontEnd, session: IAfGatewaySession, translator: ITranslator | null, palette: ICommandPalette | null, restorer: ILayoutRestorer | null, ...services: unknown[]) => {
+    activate: (
+      app: JupyterFrontEnd,
+      session: IAfGatewaySession,
+      translator: ITranslator | null,
+      palette: ICommandPalette | null,
+      restorer: ILayoutRestorer | null,
+      ...services: unknown[]
+    ) => {
       const ctx: PanelContext = {
         app,
         session,

@@ -37,8 +37,26 @@ export interface JobAd {
 }
 
 export const JOB_ATTRIBUTES = [
-  'ClusterId', 'ProcId', 'JobStatus', 'Owner', 'AfGatewayOwner', 'AfGatewayCluster', 'AfGatewayWorker', 'AfGatewayWorkflow', 'AfGatewayStep', 'HoldReason', 'RemoveReason',
-  'ExitCode', 'ExitBySignal', 'ExitSignal', 'EnteredCurrentStatus', 'JobCurrentStartDate', 'LastRejMatchReason', 'NumJobMatches', 'StartdIpAddr', 'RemoteHost',
+  'ClusterId',
+  'ProcId',
+  'JobStatus',
+  'Owner',
+  'AfGatewayOwner',
+  'AfGatewayCluster',
+  'AfGatewayWorker',
+  'AfGatewayWorkflow',
+  'AfGatewayStep',
+  'HoldReason',
+  'RemoveReason',
+  'ExitCode',
+  'ExitBySignal',
+  'ExitSignal',
+  'EnteredCurrentStatus',
+  'JobCurrentStartDate',
+  'LastRejMatchReason',
+  'NumJobMatches',
+  'StartdIpAddr',
+  'RemoteHost',
 ];
 
 /**

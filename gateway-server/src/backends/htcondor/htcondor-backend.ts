@@ -24,7 +24,17 @@ import { userInfo } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ResolvedConfig } from '../../config.js';
-import { addressesOnHosts, instanceName, type Backend, type SchedulerAddresses, type ClusterFiles, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import {
+  addressesOnHosts,
+  instanceName,
+  type Backend,
+  type SchedulerAddresses,
+  type ClusterFiles,
+  type ProcessState,
+  type SchedulerLaunch,
+  type StepLaunch,
+  type WorkerLaunch,
+} from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import { clusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
@@ -62,13 +72,13 @@ export interface HTCondorBackendOptions {
 /** Why a configuration would run every user's jobs as one account, or null when it does not. */
 export function sharedAccountProblem(config: HTCondorConfig, singleUser: boolean): string | null {
   if (config.file_owner) {
-    return 'backend.htcondor.file_owner is no longer supported: it ran every user\'s jobs as one account. Jobs now run as each user\'s own account (see accounts); remove the key';
+    return "backend.htcondor.file_owner is no longer supported: it ran every user's jobs as one account. Jobs now run as each user's own account (see accounts); remove the key";
   }
   if (singleUser || prefixNamesAccount(config.command_prefix) || config.auth_method === 'scitokens') return null;
   return (
-    'backend.htcondor would submit every user\'s jobs as the gateway\'s own account: put {account} (or {uid}/{gid}) in ' +
+    "backend.htcondor would submit every user's jobs as the gateway's own account: put {account} (or {uid}/{gid}) in " +
     'backend.htcondor.command_prefix so that each user\'s jobs are submitted as their account (e.g. [sudo, -n, -u, "{account}", --]), ' +
-    'or use auth_method: scitokens (the schedd maps each user\'s token to their account), or set backend.local.single_user: true for one person'
+    "or use auth_method: scitokens (the schedd maps each user's token to their account), or set backend.local.single_user: true for one person"
   );
 }
 
@@ -163,8 +173,14 @@ export class HTCondorBackend implements Backend {
     const ids = parseTerseSubmit(stdout);
     this.opts.log.info({ cluster: cluster.name, job: `${ids.clusterId}.${ids.first}`, account: account.name }, 'submitted scheduler job');
     const handle: JobHandle = {
-      kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first}`, cluster: cluster.name, worker: 'scheduler',
-      log: join(jobDir, 'scheduler.log'), owner: cluster.username, uid: account.uid, token: files.bearerToken,
+      kind: 'htcondor-job',
+      job: `${ids.clusterId}.${ids.first}`,
+      cluster: cluster.name,
+      worker: 'scheduler',
+      log: join(jobDir, 'scheduler.log'),
+      owner: cluster.username,
+      uid: account.uid,
+      token: files.bearerToken,
     };
     return handle;
   }
@@ -203,11 +219,13 @@ export class HTCondorBackend implements Backend {
   /** One condor_submit per cluster among the launches (its owner's account submits it). */
   async startWorkers(launches: WorkerLaunch[]): Promise<Array<BackendHandle | Error>> {
     const out = new Array<BackendHandle | Error>(launches.length);
-    await Promise.all([...groupBy(launches, (l) => l.cluster.name).values()].map(async (group) => {
-      const batch = group.map((g) => g.item);
-      const results = await this.submitWorkers(batch).catch((err: unknown) => batch.map(() => asError(err)));
-      group.forEach((g, i) => (out[g.index] = results[i]!));
-    }));
+    await Promise.all(
+      [...groupBy(launches, (l) => l.cluster.name).values()].map(async (group) => {
+        const batch = group.map((g) => g.item);
+        const results = await this.submitWorkers(batch).catch((err: unknown) => batch.map(() => asError(err)));
+        group.forEach((g, i) => (out[g.index] = results[i]!));
+      }),
+    );
     return out;
   }
 
@@ -218,11 +236,13 @@ export class HTCondorBackend implements Backend {
       const { AF_WORKFLOW_STEP: _step, ...shared } = l.env;
       return `${l.run}\u0000${l.owner}\u0000${l.image ?? ''}\u0000${l.cpus}\u0000${l.memory}\u0000${JSON.stringify(shared)}`;
     };
-    await Promise.all([...groupBy(launches, key).values()].map(async (group) => {
-      const batch = group.map((g) => g.item);
-      const results = await this.submitSteps(batch).catch((err: unknown) => batch.map(() => asError(err)));
-      group.forEach((g, i) => (out[g.index] = results[i]!));
-    }));
+    await Promise.all(
+      [...groupBy(launches, key).values()].map(async (group) => {
+        const batch = group.map((g) => g.item);
+        const results = await this.submitSteps(batch).catch((err: unknown) => batch.map(() => asError(err)));
+        group.forEach((g, i) => (out[g.index] = results[i]!));
+      }),
+    );
     return out;
   }
 
@@ -247,8 +267,14 @@ export class HTCondorBackend implements Backend {
     if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} steps`);
     this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
     return batch.map((p, i): JobHandle => ({
-      kind: 'htcondor-job', job: `${ids.clusterId}.${ids.first + i}`, cluster: '', worker: p.node,
-      log: p.log, owner: first.owner, uid: account.uid, token: null,
+      kind: 'htcondor-job',
+      job: `${ids.clusterId}.${ids.first + i}`,
+      cluster: '',
+      worker: p.node,
+      log: p.log,
+      owner: first.owner,
+      uid: account.uid,
+      token: null,
     }));
   }
 
@@ -517,11 +543,9 @@ export class HTCondorBackend implements Backend {
     const only = job ? /^(\d+)\.(\d+)$/.exec(job) : null;
     if (job && !only) throw new Error(`not an HTCondor job id: ${job}`);
     const constraint = `AfGatewayInstance == ${classAdString(this.instance)}${only ? ` && ClusterId == ${only[1]} && ProcId == ${only[2]}` : ''}`;
-    const { stdout } = await this.runner.run([
-      'condor_q', '-allusers', '-json',
-      '-constraint', constraint,
-      '-attributes', JOB_ATTRIBUTES.join(','),
-    ], { as: this.self });
+    const { stdout } = await this.runner.run(['condor_q', '-allusers', '-json', '-constraint', constraint, '-attributes', JOB_ATTRIBUTES.join(',')], {
+      as: this.self,
+    });
     return new Map(parseJobAds(stdout).map((ad) => [jobId(ad), ad]));
   }
 
@@ -548,14 +572,19 @@ export class HTCondorBackend implements Backend {
       // the user they name are this gateway's to remove.
       const account = await this.account(ad.AfGatewayOwner).catch(() => null);
       if (!this.opts.singleUser && (!account || !ad.AfGatewayOwner || ad.Owner !== account.name)) {
-        this.opts.log.warn({ job: id, owner: ad.Owner, tagged: ad.AfGatewayOwner }, 'an HTCondor job carries this gateway\'s tag but not its owner\'s account: left alone');
+        this.opts.log.warn(
+          { job: id, owner: ad.Owner, tagged: ad.AfGatewayOwner },
+          "an HTCondor job carries this gateway's tag but not its owner's account: left alone",
+        );
         continue;
       }
       orphans.push([id, ad.AfGatewayOwner]);
     }
     if (orphans.length === 0) return;
     this.opts.log.warn({ jobs: orphans.map(([id]) => id) }, 'removing HTCondor jobs no cluster of this gateway owns');
-    await this.stop(orphans.map(([job, owner]): JobHandle => ({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '', owner: owner ?? null, uid: null, token: null })));
+    await this.stop(
+      orphans.map(([job, owner]): JobHandle => ({ kind: 'htcondor-job', job, cluster: '', worker: '', log: '', owner: owner ?? null, uid: null, token: null })),
+    );
   }
 
   async close(): Promise<void> {

@@ -53,7 +53,8 @@ function word(w: string): string {
  * be carried (whatever it becomes, the job ad holds a match-time $$(…) substitution): refused.
  */
 export function literal(w: string): string {
-  if (oneLine(w).includes('$$')) throw new Error(`${JSON.stringify(w.slice(0, 80))} cannot go into a submit description ("$$" is HTCondor's match-time substitution)`);
+  if (oneLine(w).includes('$$'))
+    throw new Error(`${JSON.stringify(w.slice(0, 80))} cannot go into a submit description ("$$" is HTCondor's match-time substitution)`);
   return w.replace(/\$/g, '$(DOLLAR)');
 }
 
@@ -62,7 +63,9 @@ function environmentValue(env: Record<string, string>): string {
   for (const k of Object.keys(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`${JSON.stringify(k.slice(0, 80))} is not an environment variable name`);
   }
-  return `"${Object.entries(env).map(([k, v]) => word(`${k}=${literal(v)}`)).join(' ')}"`;
+  return `"${Object.entries(env)
+    .map(([k, v]) => word(`${k}=${literal(v)}`))
+    .join(' ')}"`;
 }
 
 /** A ClassAd string literal. */
@@ -77,17 +80,25 @@ export function workerSubmitDescription(spec: WorkerJobSpec): string {
   const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
   return daskJobDescription(spec, {
     args: [
-      '-m', 'distributed.cli.dask_worker',
+      '-m',
+      'distributed.cli.dask_worker',
       spec.schedulerAddress,
-      '--name', '$(AfWorker)',
-      '--nthreads', String(spec.cores),
-      '--memory-limit', String(Math.floor(spec.memoryGiB * 2 ** 30)),
+      '--name',
+      '$(AfWorker)',
+      '--nthreads',
+      String(spec.cores),
+      '--memory-limit',
+      String(Math.floor(spec.memoryGiB * 2 ** 30)),
       '--no-nanny',
       '--no-dashboard',
-      '--death-timeout', '60',
-      '--tls-ca-file', file(spec.cert),
-      '--tls-cert', file(spec.cert),
-      '--tls-key', file(spec.key),
+      '--death-timeout',
+      '60',
+      '--tls-ca-file',
+      file(spec.cert),
+      '--tls-cert',
+      file(spec.cert),
+      '--tls-key',
+      file(spec.key),
     ],
     env: { ...spec.environment, DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True', BEARER_TOKEN_FILE: file(spec.bearerToken) },
     transfer: [spec.cert, spec.key, spec.bearerToken],
@@ -112,19 +123,32 @@ export function schedulerSubmitDescription(spec: SchedulerJobSpec): string {
   const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
   return daskJobDescription(spec, {
     args: [
-      '-m', 'distributed.cli.dask_scheduler',
-      '--protocol', 'tls',
-      '--host', spec.host,
-      '--port', '0',
-      '--dashboard-address', `${spec.host}:0`,
-      '--tls-ca-file', file(spec.cert),
-      '--tls-cert', file(spec.cert),
-      '--tls-key', file(spec.key),
-      '--preload', 'dask_gateway.scheduler_preload',
-      '--dg-api-address', `${spec.host}:0`,
-      '--dg-heartbeat-period', String(spec.heartbeatPeriod),
-      '--dg-adaptive-period', String(spec.adaptivePeriod),
-      '--dg-idle-timeout', String(spec.idleTimeout),
+      '-m',
+      'distributed.cli.dask_scheduler',
+      '--protocol',
+      'tls',
+      '--host',
+      spec.host,
+      '--port',
+      '0',
+      '--dashboard-address',
+      `${spec.host}:0`,
+      '--tls-ca-file',
+      file(spec.cert),
+      '--tls-cert',
+      file(spec.cert),
+      '--tls-key',
+      file(spec.key),
+      '--preload',
+      'dask_gateway.scheduler_preload',
+      '--dg-api-address',
+      `${spec.host}:0`,
+      '--dg-heartbeat-period',
+      String(spec.heartbeatPeriod),
+      '--dg-adaptive-period',
+      String(spec.adaptivePeriod),
+      '--dg-idle-timeout',
+      String(spec.idleTimeout),
     ],
     env: {
       ...spec.environment,

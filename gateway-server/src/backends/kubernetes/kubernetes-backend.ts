@@ -19,7 +19,19 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import type { FastifyBaseLogger } from 'fastify';
-import { addressesOnHosts, eachBounded, hostPort, instanceName, ItemBackend, parseReportedAddress, type SchedulerAddresses, type ProcessState, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import {
+  addressesOnHosts,
+  eachBounded,
+  hostPort,
+  instanceName,
+  ItemBackend,
+  parseReportedAddress,
+  type SchedulerAddresses,
+  type ProcessState,
+  type SchedulerLaunch,
+  type StepLaunch,
+  type WorkerLaunch,
+} from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError, errorMessage } from '../../errors.js';
@@ -346,7 +358,9 @@ export class KubernetesBackend extends ItemBackend {
 
   /** The pod of a step's Job (the Job controller labels it with job-name). */
   private jobPod(h: JobHandle): V1Pod | undefined {
-    return (this.informer?.list(h.namespace) ?? []).find((p) => p.metadata?.labels?.['job-name'] === h.name || p.metadata?.labels?.['batch.kubernetes.io/job-name'] === h.name);
+    return (this.informer?.list(h.namespace) ?? []).find(
+      (p) => p.metadata?.labels?.['job-name'] === h.name || p.metadata?.labels?.['batch.kubernetes.io/job-name'] === h.name,
+    );
   }
 
   async checkOne(handle: BackendHandle): Promise<ProcessState> {
@@ -365,7 +379,9 @@ export class KubernetesBackend extends ItemBackend {
           if (failed) return { alive: false, detail: `Job ${h.name} failed: ${failed.reason ?? ''} ${failed.message ?? ''}`.trim() };
           return { alive: true, waiting: `Job ${h.name} has no pod yet` };
         } catch (err) {
-          return apiStatus(err) === 404 ? { alive: false, detail: `Job ${h.name} no longer exists` } : { alive: true, waiting: `Job ${h.name}: ${apiMessage(err)}` };
+          return apiStatus(err) === 404
+            ? { alive: false, detail: `Job ${h.name} no longer exists` }
+            : { alive: true, waiting: `Job ${h.name}: ${apiMessage(err)}` };
         }
       }
       const state = podState(pod, now);
@@ -398,15 +414,23 @@ export class KubernetesBackend extends ItemBackend {
     const grace = this.opts.config.delete_grace_period;
     if (handle.kind === 'k8s-job') {
       const h = handle as JobHandle;
-      await this.batch.deleteNamespacedJob({ name: h.name, namespace: h.namespace, propagationPolicy: 'Background', gracePeriodSeconds: grace }).catch((err: unknown) => {
-        if (apiStatus(err) !== 404) throw this.fail(`deleting Job ${h.name}`, h.namespace, err);
-      });
+      await this.batch
+        .deleteNamespacedJob({ name: h.name, namespace: h.namespace, propagationPolicy: 'Background', gracePeriodSeconds: grace })
+        .catch((err: unknown) => {
+          if (apiStatus(err) !== 404) throw this.fail(`deleting Job ${h.name}`, h.namespace, err);
+        });
       return;
     }
     const h = handle as PodHandle;
     try {
       // Foreground for the scheduler is not needed: its dependents go with it (blockOwnerDeletion).
-      await this.core.deleteNamespacedPod({ name: h.name, namespace: h.namespace, gracePeriodSeconds: grace, propagationPolicy: 'Background', body: { preconditions: { uid: h.uid } } as never });
+      await this.core.deleteNamespacedPod({
+        name: h.name,
+        namespace: h.namespace,
+        gracePeriodSeconds: grace,
+        propagationPolicy: 'Background',
+        body: { preconditions: { uid: h.uid } } as never,
+      });
     } catch (err) {
       const code = apiStatus(err);
       if (code !== 404 && code !== 409) throw this.fail(`deleting pod ${h.name}`, h.namespace, err);
@@ -428,7 +452,10 @@ export class KubernetesBackend extends ItemBackend {
   }
 
   private async patchToken(namespace: string, name: string, token: string): Promise<void> {
-    await this.core.patchNamespacedSecret({ name, namespace, body: { stringData: { 'bearer-token': token } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    await this.core.patchNamespacedSecret(
+      { name, namespace, body: { stringData: { 'bearer-token': token } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
   }
 
   /** A finished step's Job is removed (its pod with it); the log and outputs stay in the workspace. */
@@ -444,7 +471,9 @@ export class KubernetesBackend extends ItemBackend {
   }
 
   describe(handle: BackendHandle): string {
-    return handle.kind === 'k8s-job' ? `Kubernetes Job ${String(handle.namespace)}/${String(handle.name)}` : `pod ${String(handle.namespace)}/${String(handle.name)}`;
+    return handle.kind === 'k8s-job'
+      ? `Kubernetes Job ${String(handle.namespace)}/${String(handle.name)}`
+      : `pod ${String(handle.namespace)}/${String(handle.name)}`;
   }
 
   /**
@@ -459,7 +488,8 @@ export class KubernetesBackend extends ItemBackend {
       const host = `${objectNames(c.name).service}.${h.namespace}.svc.${this.opts.config.cluster_domain}`;
       return { scheduler: `tls://${host}:${PORTS.scheduler}`, dashboard: `http://${host}:${PORTS.dashboard}`, api: `http://${host}:${PORTS.api}` };
     }
-    const ipsOf = (p: V1Pod | undefined) => new Set([p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((i) => i.ip)].filter((ip): ip is string => !!ip).map((ip) => ip.toLowerCase()));
+    const ipsOf = (p: V1Pod | undefined) =>
+      new Set([p?.status?.podIP, ...(p?.status?.podIPs ?? []).map((i) => i.ip)].filter((ip): ip is string => !!ip).map((ip) => ip.toLowerCase()));
     let ips = ipsOf(this.informer?.get(h.name, h.namespace));
     const key = `${h.namespace}/${h.name}`;
     const now = Date.now();
@@ -485,7 +515,9 @@ export class KubernetesBackend extends ItemBackend {
     const keep = new Set(live.filter((h) => h.kind === 'k8s-pod').map((h) => `${String(h.namespace)}/${String(h.name)}`));
     const orphans = (this.informer?.list() ?? []).filter((p) => {
       const component = p.metadata?.labels?.[LABEL.component];
-      return (component === 'scheduler' || component === 'worker') && !keep.has(`${p.metadata?.namespace}/${p.metadata?.name}`) && !p.metadata?.deletionTimestamp;
+      return (
+        (component === 'scheduler' || component === 'worker') && !keep.has(`${p.metadata?.namespace}/${p.metadata?.name}`) && !p.metadata?.deletionTimestamp
+      );
     });
     if (!orphans.length) return;
     this.opts.log.warn({ pods: orphans.map((p) => p.metadata?.name) }, 'deleting pods no cluster of this gateway owns');
@@ -496,4 +528,3 @@ export class KubernetesBackend extends ItemBackend {
     await this.informer?.stop().catch(() => undefined);
   }
 }
-

@@ -51,20 +51,41 @@ export interface PodAccount {
 /** What the pod specs read of the backend's settings. */
 export type KubernetesSpecConfig = Pick<
   KubernetesConfig,
-  | 'image' | 'image_pull_policy' | 'python' | 'scheduler_cores' | 'scheduler_memory' | 'node_selector' | 'tolerations'
-  | 'scheduler_extra_pod_config' | 'worker_extra_pod_config' | 'scheduler_extra_container_config' | 'worker_extra_container_config'
-  | 'profiles' | 'delete_grace_period' | 'cluster_domain' | 'gateway_pod_labels' | 'gateway_cidrs'
+  | 'image'
+  | 'image_pull_policy'
+  | 'python'
+  | 'scheduler_cores'
+  | 'scheduler_memory'
+  | 'node_selector'
+  | 'tolerations'
+  | 'scheduler_extra_pod_config'
+  | 'worker_extra_pod_config'
+  | 'scheduler_extra_container_config'
+  | 'worker_extra_container_config'
+  | 'profiles'
+  | 'delete_grace_period'
+  | 'cluster_domain'
+  | 'gateway_pod_labels'
+  | 'gateway_cidrs'
 >;
 
 /** A label value from any string: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends. */
 export function labelValue(s: string): string {
-  const v = s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '');
+  const v = s
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 63)
+    .replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '');
   return v || 'x';
 }
 
 /** A DNS-1123 label (names of pods, services, namespaces). */
 export function dnsLabel(s: string, max = 63): string {
-  const v = s.toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/-+/g, '-').slice(0, max).replace(/^-+|-+$/g, '');
+  const v = s
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .replace(/-+/g, '-')
+    .slice(0, max)
+    .replace(/^-+|-+$/g, '');
   return v || 'x';
 }
 
@@ -82,7 +103,8 @@ export function deepMerge<T>(base: T, extra: Record<string, unknown> | undefined
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [k, v] of Object.entries(extra)) {
     const b = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b) ? deepMerge(b, v as Record<string, unknown>) : v;
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b) ? deepMerge(b, v as Record<string, unknown>) : v;
   }
   return out as T;
 }
@@ -166,7 +188,14 @@ const credentialsVolume = (c: ClusterRecord) => ({ name: 'credentials', secret: 
 const credentialsMount = { name: 'credentials', mountPath: CREDENTIALS_DIR, readOnly: true };
 const podIpEnv = { name: 'AF_POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } };
 
-export function schedulerPod(instance: string, c: ClusterRecord, cfg: KubernetesSpecConfig, apiUrl: string, periods: { heartbeat: number; adaptive: number }, account: PodAccount): V1Pod {
+export function schedulerPod(
+  instance: string,
+  c: ClusterRecord,
+  cfg: KubernetesSpecConfig,
+  apiUrl: string,
+  periods: { heartbeat: number; adaptive: number },
+  account: PodAccount,
+): V1Pod {
   const container: V1Container = deepMerge<V1Container>(
     {
       name: 'scheduler',
@@ -174,18 +203,30 @@ export function schedulerPod(instance: string, c: ClusterRecord, cfg: Kubernetes
       imagePullPolicy: cfg.image_pull_policy,
       command: [cfg.python, '-m', 'distributed.cli.dask_scheduler'],
       args: [
-        '--protocol', 'tls',
-        '--host', '$(AF_POD_IP)',
-        '--port', String(PORTS.scheduler),
-        '--dashboard-address', `$(AF_POD_IP):${PORTS.dashboard}`,
-        '--tls-ca-file', `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-cert', `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-key', `${CREDENTIALS_DIR}/dask.pem`,
-        '--preload', 'dask_gateway.scheduler_preload',
-        '--dg-api-address', `$(AF_POD_IP):${PORTS.api}`,
-        '--dg-heartbeat-period', String(periods.heartbeat),
-        '--dg-adaptive-period', String(periods.adaptive),
-        '--dg-idle-timeout', String(c.settings.idle_timeout),
+        '--protocol',
+        'tls',
+        '--host',
+        '$(AF_POD_IP)',
+        '--port',
+        String(PORTS.scheduler),
+        '--dashboard-address',
+        `$(AF_POD_IP):${PORTS.dashboard}`,
+        '--tls-ca-file',
+        `${CREDENTIALS_DIR}/dask.crt`,
+        '--tls-cert',
+        `${CREDENTIALS_DIR}/dask.crt`,
+        '--tls-key',
+        `${CREDENTIALS_DIR}/dask.pem`,
+        '--preload',
+        'dask_gateway.scheduler_preload',
+        '--dg-api-address',
+        `$(AF_POD_IP):${PORTS.api}`,
+        '--dg-heartbeat-period',
+        String(periods.heartbeat),
+        '--dg-adaptive-period',
+        String(periods.adaptive),
+        '--dg-idle-timeout',
+        String(c.settings.idle_timeout),
       ],
       env: [
         podIpEnv,
@@ -250,7 +291,14 @@ export function schedulerService(instance: string, c: ClusterRecord, owner: { na
   };
 }
 
-export function workerPod(instance: string, c: ClusterRecord, worker: string, cfg: KubernetesSpecConfig, owner: { name: string; uid: string }, account: PodAccount): V1Pod {
+export function workerPod(
+  instance: string,
+  c: ClusterRecord,
+  worker: string,
+  cfg: KubernetesSpecConfig,
+  owner: { name: string; uid: string },
+  account: PodAccount,
+): V1Pod {
   const s = c.settings;
   const profile: Profile = (s.worker_profile && cfg.profiles[s.worker_profile]) || {};
   const memory = gib(s.worker_memory);
@@ -262,16 +310,24 @@ export function workerPod(instance: string, c: ClusterRecord, worker: string, cf
       command: [cfg.python, '-m', 'distributed.cli.dask_worker'],
       args: [
         c.schedulerAddress,
-        '--name', worker,
-        '--nthreads', String(s.worker_cores),
-        '--memory-limit', String(Math.floor(s.worker_memory * 2 ** 30)),
+        '--name',
+        worker,
+        '--nthreads',
+        String(s.worker_cores),
+        '--memory-limit',
+        String(Math.floor(s.worker_memory * 2 ** 30)),
         '--no-nanny',
         '--no-dashboard',
-        '--host', '$(AF_POD_IP)',
-        '--death-timeout', '60',
-        '--tls-ca-file', `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-cert', `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-key', `${CREDENTIALS_DIR}/dask.pem`,
+        '--host',
+        '$(AF_POD_IP)',
+        '--death-timeout',
+        '60',
+        '--tls-ca-file',
+        `${CREDENTIALS_DIR}/dask.crt`,
+        '--tls-cert',
+        `${CREDENTIALS_DIR}/dask.crt`,
+        '--tls-key',
+        `${CREDENTIALS_DIR}/dask.pem`,
       ],
       env: [
         podIpEnv,
@@ -326,7 +382,11 @@ export function workerPod(instance: string, c: ClusterRecord, worker: string, cf
  * gateway's namespace) and gateway_cidrs. Nobody else: not other users' pods, not notebooks (their
  * clients go through the gateway's proxy). Ingress only; owned by the scheduler pod like the rest.
  */
-export function clusterNetworkPolicy(instance: string, c: ClusterRecord, gateway: { namespace: string; podLabels: Record<string, string>; cidrs: string[] }): V1NetworkPolicy {
+export function clusterNetworkPolicy(
+  instance: string,
+  c: ClusterRecord,
+  gateway: { namespace: string; podLabels: Record<string, string>; cidrs: string[] },
+): V1NetworkPolicy {
   if (!Object.keys(gateway.podLabels).length) {
     throw new Error('backend.kubernetes.gateway_pod_labels is empty: it would admit every pod of the namespace to the schedulers');
   }

@@ -4,7 +4,15 @@ import type { V1Pod } from '@kubernetes/client-node';
 import type { ProcessState } from '../backend.js';
 
 /** Container waiting reasons that will not resolve by waiting longer. */
-const FATAL_WAITING = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'CreateContainerConfigError', 'CreateContainerError', 'ErrImageNeverPull', 'RunContainerError']);
+const FATAL_WAITING = new Set([
+  'ErrImagePull',
+  'ImagePullBackOff',
+  'InvalidImageName',
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'ErrImageNeverPull',
+  'RunContainerError',
+]);
 
 export function podState(pod: V1Pod | undefined, now = Date.now()): ProcessState {
   if (!pod) return { alive: false, detail: 'its pod no longer exists' };
@@ -26,7 +34,11 @@ export function podState(pod: V1Pod | undefined, now = Date.now()): ProcessState
     case 'Succeeded':
     case 'Failed': {
       const t = containers.map((c) => c.state?.terminated).find(Boolean);
-      const why = t ? `exited with code ${t.exitCode}${t.reason ? ` (${t.reason})` : ''}${t.message ? `: ${t.message}` : ''}` : status.reason ? `${status.reason}${status.message ? `: ${status.message}` : ''}` : status.phase.toLowerCase();
+      const why = t
+        ? `exited with code ${t.exitCode}${t.reason ? ` (${t.reason})` : ''}${t.message ? `: ${t.message}` : ''}`
+        : status.reason
+          ? `${status.reason}${status.message ? `: ${status.message}` : ''}`
+          : status.phase.toLowerCase();
       return { alive: false, exitCode: t?.exitCode, detail: `pod ${name} ${why}` };
     }
     default: {
@@ -34,7 +46,10 @@ export function podState(pod: V1Pod | undefined, now = Date.now()): ProcessState
       const since = Math.max(0, Math.round((now - created) / 1000));
       const scheduled = status.conditions?.find((c) => c.type === 'PodScheduled');
       if (scheduled?.status === 'False') {
-        return { alive: true, waiting: `pod ${name} is pending for ${since} s: ${scheduled.reason ?? 'not scheduled'}${scheduled.message ? `: ${scheduled.message}` : ''}` };
+        return {
+          alive: true,
+          waiting: `pod ${name} is pending for ${since} s: ${scheduled.reason ?? 'not scheduled'}${scheduled.message ? `: ${scheduled.message}` : ''}`,
+        };
       }
       const w = containers.map((c) => c.state?.waiting).find(Boolean);
       if (w) return { alive: true, waiting: `pod ${name} is starting for ${since} s: ${w.reason ?? 'waiting'}${w.message ? `: ${w.message}` : ''}` };

@@ -102,7 +102,11 @@ export async function shareStepDir(root: string, workdir: string, account: Works
     if (me !== 0) {
       await top.chmod(0o777);
       const af = stepFiles(dir);
-      for (const [p, mode] of [[af.dir, 0o777], [af.wrapper, 0o644], [af.command, 0o644]] as const) {
+      for (const [p, mode] of [
+        [af.dir, 0o777],
+        [af.wrapper, 0o644],
+        [af.command, 0o644],
+      ] as const) {
         const fh = await openExactly(p, real(p));
         if (!fh) continue;
         try {

@@ -13,7 +13,18 @@ import { execFile, spawn } from 'node:child_process';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
-import { eachBounded, hostPort, ItemBackend, parseReportedAddress, type ClusterFiles, type ProcessState, type SchedulerAddresses, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import {
+  eachBounded,
+  hostPort,
+  ItemBackend,
+  parseReportedAddress,
+  type ClusterFiles,
+  type ProcessState,
+  type SchedulerAddresses,
+  type SchedulerLaunch,
+  type StepLaunch,
+  type WorkerLaunch,
+} from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
 import { AppError } from '../../errors.js';
@@ -165,18 +176,30 @@ export class LocalBackend extends ItemBackend {
       role: 'scheduler',
       title: `af-gateway: scheduler ${cluster.name} (${cluster.username})`,
       args: [
-        '--protocol', 'tls',
-        '--host', this.opts.schedulerHost ?? '127.0.0.1',
-        '--port', '0',
-        '--dashboard-address', '127.0.0.1:0',
-        '--tls-ca-file', files.cert,
-        '--tls-cert', files.cert,
-        '--tls-key', files.key,
-        '--preload', 'dask_gateway.scheduler_preload',
-        '--dg-api-address', '127.0.0.1:0',
-        '--dg-heartbeat-period', String(l.heartbeatPeriod),
-        '--dg-adaptive-period', String(l.adaptivePeriod),
-        '--dg-idle-timeout', String(cluster.settings.idle_timeout),
+        '--protocol',
+        'tls',
+        '--host',
+        this.opts.schedulerHost ?? '127.0.0.1',
+        '--port',
+        '0',
+        '--dashboard-address',
+        '127.0.0.1:0',
+        '--tls-ca-file',
+        files.cert,
+        '--tls-cert',
+        files.cert,
+        '--tls-key',
+        files.key,
+        '--preload',
+        'dask_gateway.scheduler_preload',
+        '--dg-api-address',
+        '127.0.0.1:0',
+        '--dg-heartbeat-period',
+        String(l.heartbeatPeriod),
+        '--dg-adaptive-period',
+        String(l.adaptivePeriod),
+        '--dg-idle-timeout',
+        String(cluster.settings.idle_timeout),
       ],
       env: {
         ...cluster.settings.environment,
@@ -208,16 +231,24 @@ export class LocalBackend extends ItemBackend {
       title: `af-gateway: worker ${cluster.name} ${worker.name} (${cluster.username})`,
       args: [
         cluster.schedulerAddress,
-        '--name', worker.name,
-        '--nthreads', String(s.worker_cores),
-        '--memory-limit', String(Math.floor(s.worker_memory * 2 ** 30)),
+        '--name',
+        worker.name,
+        '--nthreads',
+        String(s.worker_cores),
+        '--memory-limit',
+        String(Math.floor(s.worker_memory * 2 ** 30)),
         this.opts.nanny ? '--nanny' : '--no-nanny',
-        '--host', '127.0.0.1',
+        '--host',
+        '127.0.0.1',
         '--no-dashboard',
-        '--death-timeout', '60',
-        '--tls-ca-file', files.cert,
-        '--tls-cert', files.cert,
-        '--tls-key', files.key,
+        '--death-timeout',
+        '60',
+        '--tls-ca-file',
+        files.cert,
+        '--tls-cert',
+        files.cert,
+        '--tls-key',
+        files.key,
       ],
       env: {
         ...s.environment,
@@ -241,13 +272,23 @@ export class LocalBackend extends ItemBackend {
     const account = await this.account(owner);
     const blocked = closedAncestor(dirname(dir));
     if (blocked) {
-      throw new AppError(409, 'workspace_unreachable', `This gateway cannot run workflow steps on the local backend now: users' accounts cannot pass through ${blocked}. Its administrators must allow it (o+x) or set workflows.workspace_root elsewhere.`);
+      throw new AppError(
+        409,
+        'workspace_unreachable',
+        `This gateway cannot run workflow steps on the local backend now: users' accounts cannot pass through ${blocked}. Its administrators must allow it (o+x) or set workflows.workspace_root elsewhere.`,
+      );
     }
     const gateway = process.getuid?.() ?? 0;
     const acl = [`u:${account.uid}:rwx`, `d:u:${account.uid}:rwx`, `d:u:${gateway}:rwx`, 'm::rwx', 'd:m::rwx', 'd:g::---', 'd:o::---'].join(',');
     await new Promise<void>((resolve, reject) => {
       execFile('setfacl', ['-m', acl, '--', dir], { env: { PATH: '/usr/bin:/bin' }, timeout: 30_000 }, (err, _out, stderr) =>
-        err ? reject(new Error(`setfacl could not share the run's workspace with ${account.name}: ${stderr.trim() || err.message} (is the acl package installed and the filesystem mounted with ACLs?)`)) : resolve(),
+        err
+          ? reject(
+              new Error(
+                `setfacl could not share the run's workspace with ${account.name}: ${stderr.trim() || err.message} (is the acl package installed and the filesystem mounted with ACLs?)`,
+              ),
+            )
+          : resolve(),
       );
     });
   }
@@ -260,8 +301,18 @@ export class LocalBackend extends ItemBackend {
   async startStep(l: StepLaunch): Promise<BackendHandle> {
     if (!this.opts.singleUser) {
       const account = await this.account(l.owner);
-      const env = { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: process.env.LANG ?? 'C.UTF-8', HOME: account.home, USER: account.name, LOGNAME: account.name, ...l.env };
-      const started = toStarted(await (await this.launcherFor(account.name)).request({ op: 'step', command: ['/bin/sh', l.wrapper], env, cwd: l.workdir }), 'starting the step');
+      const env = {
+        PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+        LANG: process.env.LANG ?? 'C.UTF-8',
+        HOME: account.home,
+        USER: account.name,
+        LOGNAME: account.name,
+        ...l.env,
+      };
+      const started = toStarted(
+        await (await this.launcherFor(account.name)).request({ op: 'step', command: ['/bin/sh', l.wrapper], env, cwd: l.workdir }),
+        'starting the step',
+      );
       const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: l.log, account: account.name };
       return handle;
     }
@@ -297,7 +348,12 @@ export class LocalBackend extends ItemBackend {
       // one of this machine's own.
       const said = parseReportedAddress(reported.scheduler, 'scheduler').host;
       const own = new Set(Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address.toLowerCase())));
-      if (!own.has(said)) throw new AppError(422, 'address_not_backend', `The heartbeat says the scheduler listens on ${said}, which is not an address of the gateway's machine where it runs`);
+      if (!own.has(said))
+        throw new AppError(
+          422,
+          'address_not_backend',
+          `The heartbeat says the scheduler listens on ${said}, which is not an address of the gateway's machine where it runs`,
+        );
       host = said;
     }
     return {
@@ -326,9 +382,7 @@ export class LocalBackend extends ItemBackend {
       const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: spec.log, account: account.name };
       return handle;
     }
-    const pid = this.launcher
-      ? (await this.launcher.fork(spec)).pid
-      : await execLaunch(this.opts.python, LAUNCHER, spec, launcherEnv());
+    const pid = this.launcher ? (await this.launcher.fork(spec)).pid : await execLaunch(this.opts.python, LAUNCHER, spec, launcherEnv());
     const stat = await readProcStat(pid);
     // A process that is already gone keeps an empty start time: check() then reports its log.
     const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: spec.log };
@@ -340,7 +394,9 @@ export class LocalBackend extends ItemBackend {
     const account = typeof h.account === 'string' ? h.account : undefined;
     if (!account) return undefined;
     return async (pgid, signal) => {
-      const answer = await (await this.launcherFor(account)).request({
+      const answer = await (
+        await this.launcherFor(account)
+      ).request({
         op: 'kill',
         pid: pgid,
         start_ticks: h.startTicks,
@@ -361,7 +417,11 @@ export class LocalBackend extends ItemBackend {
     if (h.startTicks && (await isRunning(h.pid, h.startTicks))) return { alive: true };
     if (typeof h.account === 'string') {
       // The log is in the user's directory: read as the user, so a planted link leads nowhere.
-      const answer = await (await this.launcherFor(h.account)).request({ op: 'tail', path: h.log, max_bytes: 16_384 }).catch((): Record<string, unknown> => ({ missing: true }));
+      const answer = await (
+        await this.launcherFor(h.account)
+      )
+        .request({ op: 'tail', path: h.log, max_bytes: 16_384 })
+        .catch((): Record<string, unknown> => ({ missing: true }));
       return { alive: false, detail: typeof answer.text === 'string' ? describeLogTail(answer.text) : 'no log was written' };
     }
     return { alive: false, detail: await logTail(h.log) };

@@ -15,7 +15,16 @@
 // code (reported as ProcessState.exitCode). Adoption after a restart: give a new engine the same
 // backend (its processes "survived"); orphan(...) adds a process no engine knows.
 // backend.calls counts the list calls and their sizes (startWorkers, startSteps, check, stop).
-import { addressesOnHosts, type Backend, type ClusterFiles, type ProcessState, type SchedulerAddresses, type SchedulerLaunch, type StepLaunch, type WorkerLaunch } from '../backend.js';
+import {
+  addressesOnHosts,
+  type Backend,
+  type ClusterFiles,
+  type ProcessState,
+  type SchedulerAddresses,
+  type SchedulerLaunch,
+  type StepLaunch,
+  type WorkerLaunch,
+} from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import { clusterFiles } from '../../clusters/cluster-files.js';
 

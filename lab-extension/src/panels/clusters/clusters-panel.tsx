@@ -45,7 +45,7 @@ function DashboardList(props: { name: string; actions: ClusterActions; trans: Tr
     return () => {
       live = false;
     };
-  }, [props.name]);
+  }, [props.name, props.actions]); // (the panel's actions are made once)
   if (error) return <div className="jp-AFClusters-error">{error}</div>;
   if (!plots) return <div className="jp-AFClusters-muted">{props.trans.__('Loading dashboards…')}</div>;
   const entries = Object.entries(plots);
@@ -111,7 +111,11 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
             <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={!running} onClick={() => setShowPlots(!showPlots)}>
               {trans.__('Dashboards')}
             </button>
-            <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => actions.insertCode(s.name)} title={trans.__('Insert code that connects to this cluster into the active notebook')}>
+            <button
+              className="jp-Button jp-mod-styled jp-mod-reject"
+              onClick={() => actions.insertCode(s.name)}
+              title={trans.__('Insert code that connects to this cluster into the active notebook')}
+            >
               {trans.__('Code')}
             </button>
             <button className="jp-Button jp-mod-styled jp-mod-warn" onClick={() => actions.shutdown(s.name)}>
@@ -159,7 +163,12 @@ function ClustersView(props: { model: ClustersModel; actions: ClusterActions; tr
     <div className="jp-AFClusters-body">
       <header className="jp-AFClusters-header">
         <h2>{trans.__('Dask clusters')}</h2>
-        <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new" disabled={model.connection !== 'connected'} onClick={() => actions.create()} title={trans.__('Create a new Dask cluster')}>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new"
+          disabled={model.connection !== 'connected'}
+          onClick={() => actions.create()}
+          title={trans.__('Create a new Dask cluster')}
+        >
           {trans.__('+ New')}
         </button>
       </header>

@@ -137,7 +137,11 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
 
   // --- commands ---------------------------------------------------------------------------------
   const nameArg = (args: Record<string, unknown>) => String(args.name ?? '');
-  commands.addCommand(ClusterCommandIds.openClusters, { label: trans.__('Show Dask Clusters'), icon: clustersIcon, execute: () => shell.activateById(panel.id) });
+  commands.addCommand(ClusterCommandIds.openClusters, {
+    label: trans.__('Show Dask Clusters'),
+    icon: clustersIcon,
+    execute: () => shell.activateById(panel.id),
+  });
   commands.addCommand(ClusterCommandIds.createCluster, { label: trans.__('New Dask Cluster…'), execute: () => createCluster() });
   commands.addCommand(ClusterCommandIds.scaleCluster, { label: trans.__('Scale Dask Cluster…'), execute: (args) => scaleCluster(nameArg(args)) });
   commands.addCommand(ClusterCommandIds.shutdownCluster, { label: trans.__('Shut Down Dask Cluster…'), execute: (args) => shutdownCluster(nameArg(args)) });

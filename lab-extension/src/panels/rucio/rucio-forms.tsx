@@ -21,12 +21,26 @@ export function MakeAvailableForm({ value, onChange }: FormProps<MakeAvailableVa
     <div className="jp-AFDialog-form jp-AFRucio-form">
       <div className="jp-AFDialog-row">
         <label htmlFor="af-rucio-rse">RSE expression</label>
-        <input id="af-rucio-rse" className="jp-mod-styled" placeholder="SITE-B_DISK" value={value.rseExpression} onChange={(e) => set({ rseExpression: e.target.value })} />
+        <input
+          id="af-rucio-rse"
+          className="jp-mod-styled"
+          placeholder="SITE-B_DISK"
+          value={value.rseExpression}
+          onChange={(e) => set({ rseExpression: e.target.value })}
+        />
         <span className="jp-AFDialog-hint">Where the dataset should be kept: an RSE name or an expression such as tier=2&amp;type=DISK</span>
       </div>
       <div className="jp-AFDialog-row">
         <label htmlFor="af-rucio-lifetime">Lifetime (days)</label>
-        <input id="af-rucio-lifetime" className="jp-mod-styled" type="number" min={0} step={1} value={Number.isNaN(value.lifetimeDays) ? '' : value.lifetimeDays} onChange={(e) => set({ lifetimeDays: e.target.value === '' ? Number.NaN : Number(e.target.value) })} />
+        <input
+          id="af-rucio-lifetime"
+          className="jp-mod-styled"
+          type="number"
+          min={0}
+          step={1}
+          value={Number.isNaN(value.lifetimeDays) ? '' : value.lifetimeDays}
+          onChange={(e) => set({ lifetimeDays: e.target.value === '' ? Number.NaN : Number(e.target.value) })}
+        />
         <span className="jp-AFDialog-hint">The rule, and the copy it made, go away after this</span>
       </div>
     </div>
@@ -52,7 +66,13 @@ export function RegisterForm({ value, onChange }: FormProps<RegisterValue>): JSX
     <div className="jp-AFDialog-form jp-AFRucio-form">
       <div className="jp-AFDialog-row">
         <label htmlFor="af-register-rse">RSE</label>
-        <input id="af-register-rse" className="jp-mod-styled" placeholder="SITE-A_SCRATCHDISK" value={value.rse} onChange={(e) => set({ rse: e.target.value })} />
+        <input
+          id="af-register-rse"
+          className="jp-mod-styled"
+          placeholder="SITE-A_SCRATCHDISK"
+          value={value.rse}
+          onChange={(e) => set({ rse: e.target.value })}
+        />
       </div>
       <div className="jp-AFDialog-row">
         <label htmlFor="af-register-scope">Dataset scope</label>
@@ -65,7 +85,14 @@ export function RegisterForm({ value, onChange }: FormProps<RegisterValue>): JSX
       </div>
       <div className="jp-AFDialog-row">
         <label htmlFor="af-register-files">Files</label>
-        <textarea id="af-register-files" className="jp-mod-styled jp-AFRucio-filesInput" rows={6} placeholder={'hist.0001.root 1234 0a1b2c3d\nhist.0002.root 5678 0f1e2d3c'} value={value.files} onChange={(e) => set({ files: e.target.value })} />
+        <textarea
+          id="af-register-files"
+          className="jp-mod-styled jp-AFRucio-filesInput"
+          rows={6}
+          placeholder={'hist.0001.root 1234 0a1b2c3d\nhist.0002.root 5678 0f1e2d3c'}
+          value={value.files}
+          onChange={(e) => set({ files: e.target.value })}
+        />
         <span className="jp-AFDialog-hint">One &quot;name bytes adler32&quot; a line, or a JSON list of {'{name, bytes, adler32}'}</span>
       </div>
     </div>

@@ -30,7 +30,10 @@ function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel;
   const { node, model, trans } = props;
   const expandable = node.type === 'DATASET' || node.type === 'CONTAINER';
   const kind = node.type.toLowerCase();
-  const size = [node.length != null ? `${n(node.length)} ${node.length === 1 ? trans.__('file') : trans.__('files')}` : '', node.bytes != null ? formatBytes(node.bytes) : '']
+  const size = [
+    node.length != null ? `${n(node.length)} ${node.length === 1 ? trans.__('file') : trans.__('files')}` : '',
+    node.bytes != null ? formatBytes(node.bytes) : '',
+  ]
     .filter(Boolean)
     .join(' · ');
   return (
@@ -47,7 +50,11 @@ function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel;
         </button>
         <span className={`jp-AFRucio-kind mod-${kind}`}>{kind === 'container' ? 'C' : kind === 'dataset' ? 'D' : 'F'}</span>
         {expandable ? (
-          <button className="jp-AFRucio-resultName" title={trans.__('Open %1:%2: its files and replicas', node.scope, node.name)} onClick={() => void model.open(node)}>
+          <button
+            className="jp-AFRucio-resultName"
+            title={trans.__('Open %1:%2: its files and replicas', node.scope, node.name)}
+            onClick={() => void model.open(node)}
+          >
             {node.name}
           </button>
         ) : (
@@ -59,11 +66,29 @@ function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel;
       </div>
       {node.expanded && (
         <ul className="jp-AFRucio-children">
-          {node.loading && <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>{trans.__('Loading…')}</li>}
-          {node.error && <li className="jp-AFRucio-error" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>{node.error}</li>}
-          {node.children?.map((c) => <ResultItem key={`${c.scope}:${c.name}`} node={c} depth={props.depth + 1} model={model} trans={trans} />)}
-          {node.children?.length === 0 && <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>{trans.__('Empty')}</li>}
-          {node.more && <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>{trans.__('… more: open it to see everything')}</li>}
+          {node.loading && (
+            <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>
+              {trans.__('Loading…')}
+            </li>
+          )}
+          {node.error && (
+            <li className="jp-AFRucio-error" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>
+              {node.error}
+            </li>
+          )}
+          {node.children?.map((c) => (
+            <ResultItem key={`${c.scope}:${c.name}`} node={c} depth={props.depth + 1} model={model} trans={trans} />
+          ))}
+          {node.children?.length === 0 && (
+            <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>
+              {trans.__('Empty')}
+            </li>
+          )}
+          {node.more && (
+            <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>
+              {trans.__('… more: open it to see everything')}
+            </li>
+          )}
         </ul>
       )}
     </li>
@@ -163,13 +188,27 @@ function DatasetView(props: { model: RucioModel; actions: RucioActions; trans: T
       <Progress model={model} trans={trans} />
       {model.loadError && <div className="jp-AFRucio-error">{model.loadError}</div>}
       <div className="jp-AFRucio-actions">
-        <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={!ready} onClick={() => actions.copyPfns()} title={trans.__('Copy the first %1 PFN of each file, one a line', model.scheme)}>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-reject"
+          disabled={!ready}
+          onClick={() => actions.copyPfns()}
+          title={trans.__('Copy the first %1 PFN of each file, one a line', model.scheme)}
+        >
           {trans.__('Copy PFNs')}
         </button>
-        <button className="jp-Button jp-mod-styled jp-mod-accept" disabled={!ready} onClick={() => actions.insertFileList()} title={trans.__('Insert a cell defining files = [...] into the active notebook')}>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          disabled={!ready}
+          onClick={() => actions.insertFileList()}
+          title={trans.__('Insert a cell defining files = [...] into the active notebook')}
+        >
           {trans.__('Insert file list')}
         </button>
-        <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => actions.makeAvailable()} title={trans.__('Ask Rucio to keep a copy on an RSE (a replication rule)')}>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-reject"
+          onClick={() => actions.makeAvailable()}
+          title={trans.__('Ask Rucio to keep a copy on an RSE (a replication rule)')}
+        >
           {trans.__('Make available…')}
         </button>
       </div>
@@ -244,7 +283,12 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
             value={model.query}
             onChange={(e) => model.setQuery(e.target.value)}
           />
-          <select className="jp-mod-styled jp-AFRucio-type" aria-label={trans.__('Type')} value={model.typeFilter} onChange={(e) => model.setTypeFilter(e.target.value as TypeFilter)}>
+          <select
+            className="jp-mod-styled jp-AFRucio-type"
+            aria-label={trans.__('Type')}
+            value={model.typeFilter}
+            onChange={(e) => model.setTypeFilter(e.target.value as TypeFilter)}
+          >
             {TYPE_LABELS.map(([v, label]) => (
               <option key={v} value={v}>
                 {trans.__(label)}
@@ -268,12 +312,18 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
                 ))}
               </ul>
             )}
-            {model.resultsCut && <div className="jp-AFRucio-muted">{trans.__('Only the first %1 are shown: narrow the pattern.', n(model.results.length))}</div>}
+            {model.resultsCut && (
+              <div className="jp-AFRucio-muted">{trans.__('Only the first %1 are shown: narrow the pattern.', n(model.results.length))}</div>
+            )}
             {model.searched && !model.searchError && model.results.length === 0 && (
               <div className="jp-AFRucio-empty">{trans.__('Nothing in %1 matches %2.', model.scope, model.query.trim() || '*')}</div>
             )}
             {!model.searched && !model.searching && !model.searchError && (
-              <div className="jp-AFRucio-empty">{trans.__('Search a scope for datasets and containers by name; * matches anything (ds.mc.*). Open a dataset to see its files and get their list into a notebook.')}</div>
+              <div className="jp-AFRucio-empty">
+                {trans.__(
+                  'Search a scope for datasets and containers by name; * matches anything (ds.mc.*). Open a dataset to see its files and get their list into a notebook.',
+                )}
+              </div>
             )}
           </div>
         )}
@@ -284,7 +334,12 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
     <div className="jp-AFRucio-body">
       <header className="jp-AFRucio-header">
         <h2>{trans.__('Rucio')}</h2>
-        <button className="jp-Button jp-mod-styled jp-mod-reject jp-AFRucio-register" disabled={model.state !== 'ready'} onClick={() => actions.registerOutputs()} title={trans.__('Register files a notebook or job wrote on an RSE into a dataset')}>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-reject jp-AFRucio-register"
+          disabled={model.state !== 'ready'}
+          onClick={() => actions.registerOutputs()}
+          title={trans.__('Register files a notebook or job wrote on an RSE into a dataset')}
+        >
           {trans.__('Register outputs…')}
         </button>
       </header>

@@ -27,7 +27,10 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
   const openDatasetPfns = () => {
     if (!model.dataset) return null;
     const { pfns, missing } = pfnList(model.rows);
-    if (missing) Notification.warning(trans.__('%1 of %2 files have no %3 replica: they are left out.', String(missing), String(model.rows.length), model.scheme), { autoClose: 10000 });
+    if (missing)
+      Notification.warning(trans.__('%1 of %2 files have no %3 replica: they are left out.', String(missing), String(model.rows.length), model.scheme), {
+        autoClose: 10000,
+      });
     return pfns;
   };
 
@@ -51,7 +54,13 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
   const makeAvailable = async () => {
     if (!model.dataset) return;
     const initial: MakeAvailableValue = { rseExpression: '', lifetimeDays: 7 };
-    const value = await askForm({ title: trans.__('Make %1 available', model.didLabel), value: initial, Form: MakeAvailableForm, validate: validateMakeAvailable, accept: trans.__('Create rule') });
+    const value = await askForm({
+      title: trans.__('Make %1 available', model.didLabel),
+      value: initial,
+      Form: MakeAvailableForm,
+      validate: validateMakeAvailable,
+      accept: trans.__('Create rule'),
+    });
     if (!value) return;
     try {
       await model.makeAvailable(value.rseExpression.trim(), value.lifetimeDays);
@@ -62,7 +71,13 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
 
   const registerOutputs = async () => {
     const initial: RegisterValue = { rse: '', scope: '', name: '', files: '' };
-    const value = await askForm({ title: trans.__('Register outputs in Rucio (%1)', model.instance), value: initial, Form: RegisterForm, validate: validateRegister, accept: trans.__('Register') });
+    const value = await askForm({
+      title: trans.__('Register outputs in Rucio (%1)', model.instance),
+      value: initial,
+      Form: RegisterForm,
+      validate: validateRegister,
+      accept: trans.__('Register'),
+    });
     if (!value) return;
     const files = parseRegisterFiles(value.files).files;
     try {
@@ -73,7 +88,14 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
       });
       await showDialog({
         title: trans.__('Outputs registered'),
-        body: trans.__('%1 files registered on %2 in %3:%4 (%5).', String(done.files), done.rse, done.dataset.scope, done.dataset.name, done.created ? trans.__('a new dataset') : trans.__('an existing dataset')),
+        body: trans.__(
+          '%1 files registered on %2 in %3:%4 (%5).',
+          String(done.files),
+          done.rse,
+          done.dataset.scope,
+          done.dataset.name,
+          done.created ? trans.__('a new dataset') : trans.__('an existing dataset'),
+        ),
         buttons: [Dialog.okButton()],
       });
     } catch (err) {

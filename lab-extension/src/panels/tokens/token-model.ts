@@ -27,7 +27,12 @@ export function describeToken(status: TokenStatus | null, now: number, warnSecon
     return { health: 'refresh-failed', headline: `Your login has ended and the token cannot be renewed: ${status.refresh.message} Log in again.`, secondsLeft };
   }
   if (secondsLeft !== null && secondsLeft <= 0) {
-    const why = status.refresh.state === 'failing' ? ` Renewal is failing: ${status.refresh.message}` : status.refresh.state === 'none' ? ' It cannot be renewed; log in again.' : '';
+    const why =
+      status.refresh.state === 'failing'
+        ? ` Renewal is failing: ${status.refresh.message}`
+        : status.refresh.state === 'none'
+          ? ' It cannot be renewed; log in again.'
+          : '';
     return { health: 'expired', headline: `Your token has expired.${why}`, secondsLeft };
   }
   if (status.refresh.state === 'failing') {
@@ -82,7 +87,8 @@ export class TokenModel extends GatewayListModel {
   }
 
   get view(): TokenView {
-    if (this.connection === 'login-required') return { health: 'login-required', headline: this.error || 'Log in to the gateway to see your token.', secondsLeft: null };
+    if (this.connection === 'login-required')
+      return { health: 'login-required', headline: this.error || 'Log in to the gateway to see your token.', secondsLeft: null };
     if (this.error && !this._status) return { health: 'error', headline: this.error, secondsLeft: null };
     return describeToken(this._status, this.now(), this.warnSeconds, this.canLogin);
   }

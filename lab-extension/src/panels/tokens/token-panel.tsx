@@ -28,7 +28,7 @@ function List(props: { items: string[]; empty: string }): JSX.Element {
 const SOURCES: Record<TokenStatus['source'], string> = {
   none: 'none',
   request: 'from your last request (not renewed by the gateway)',
-  login: "from your gateway login (renewed by the gateway)",
+  login: 'from your gateway login (renewed by the gateway)',
   'handed-over': 'from a refresh token you handed over (renewed by the gateway)',
   hub: 'from your JupyterHub login (renewed by the gateway)',
 };
@@ -37,7 +37,8 @@ function TokenView(props: { model: TokenModel; actions: TokenActions; trans: Tra
   const { model, actions, trans } = props;
   const view = model.view;
   const st = model.status;
-  const needsLogin = model.canLogin && (view.health === 'login-required' || view.health === 'none' || view.health === 'refresh-failed' || view.health === 'expired');
+  const needsLogin =
+    model.canLogin && (view.health === 'login-required' || view.health === 'none' || view.health === 'refresh-failed' || view.health === 'expired');
   const total = st?.expires_at && st.last_refresh ? st.expires_at - st.last_refresh : null;
   const fraction = total && view.secondsLeft !== null ? Math.max(0, Math.min(1, (view.secondsLeft * 1000) / total)) : null;
   return (

@@ -114,7 +114,9 @@ export async function layoutDag(stages: DagStage[], slots: Map<string, number>, 
   }
   const boxes = new Map<string, StageBox>();
   for (const s of all) boxes.set(s.name, makeBox(s, slots.get(s.name) ?? 0));
-  const edges = all.flatMap((s) => s.dependencies.filter((d) => boxes.has(d) && d !== s.name).map((d) => ({ id: `${d}->${s.name}`, sources: [d], targets: [s.name] })));
+  const edges = all.flatMap((s) =>
+    s.dependencies.filter((d) => boxes.has(d) && d !== s.name).map((d) => ({ id: `${d}->${s.name}`, sources: [d], targets: [s.name] })),
+  );
   const graph: ElkNode = {
     id: 'root',
     layoutOptions: {

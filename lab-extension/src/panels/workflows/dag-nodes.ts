@@ -61,7 +61,14 @@ export interface Painter {
  * Paints the nodes in `rect` as filled rectangles in their state's colour (the context already
  * transformed to world coordinates); running ones at `runningAlpha`. Answers the count per state.
  */
-export function paintNodes(ctx: Painter, layout: DagLayout, state: DagState, rect: Rect, colours: Record<WorkflowState, string>, runningAlpha: number): Record<WorkflowState, number> {
+export function paintNodes(
+  ctx: Painter,
+  layout: DagLayout,
+  state: DagState,
+  rect: Rect,
+  colours: Record<WorkflowState, string>,
+  runningAlpha: number,
+): Record<WorkflowState, number> {
   const byState: Record<WorkflowState, { x: number; y: number }[]> = { DEFINED: [], RUNNING: [], SUCCESS: [], FAILED: [], CANCELLED: [] };
   forVisibleNodes(layout, state, rect, (box, i, n) => byState[n.state].push(nodeRect(box, i)));
   const counts = { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };

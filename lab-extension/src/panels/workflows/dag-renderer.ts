@@ -95,7 +95,10 @@ export class DagRenderer {
   private canvasDrawn = false;
   /** While running nodes are on the canvas, it is redrawn now and then: they pulse. */
   private pulseTimer: ReturnType<typeof setTimeout> | 0 = 0;
-  private labels = new Map<string, { g: SVGGElement; title: SVGTextElement; sub: SVGTextElement; counts: SVGTextElement; note: SVGTextElement | null; tip: SVGTitleElement }>();
+  private labels = new Map<
+    string,
+    { g: SVGGElement; title: SVGTextElement; sub: SVGTextElement; counts: SVGTextElement; note: SVGTextElement | null; tip: SVGTitleElement }
+  >();
   private edgeLabels: { g: SVGGElement; x: number; y: number; length: number }[] = [];
   private selected: string | null = null;
   private drag: { id: number; x: number; y: number; vx: number; vy: number; moved: boolean } | null = null;
@@ -110,7 +113,11 @@ export class DagRenderer {
   ) {
     this.svg = el('svg', { class: 'jp-AFDag-svg', role: 'img' }, host);
     const defs = el('defs', {}, this.svg);
-    const marker = el('marker', { id: this.markerId, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, defs);
+    const marker = el(
+      'marker',
+      { id: this.markerId, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+      defs,
+    );
     el('path', { d: 'M0 0L10 5L0 10z', class: 'jp-AFDag-arrow' }, marker);
     this.world = el('g', { class: 'jp-AFDag-world' }, this.svg);
     this.boxLayer = el('g', { class: 'jp-AFDag-boxes' }, this.world);
@@ -296,7 +303,11 @@ export class DagRenderer {
       if (box.slots === 0) {
         note = el('text', { class: 'jp-AFDag-stageNote', x: 0, y: 28 }, lg);
         note.textContent =
-          box.state === 'WAITING' ? `waits for ${box.dependencies.join(', ') || '…'}` : box.state === 'FAILED' ? box.message || 'its steps could not be made' : 'no steps';
+          box.state === 'WAITING'
+            ? `waits for ${box.dependencies.join(', ') || '…'}`
+            : box.state === 'FAILED'
+              ? box.message || 'its steps could not be made'
+              : 'no steps';
       }
       this.labels.set(box.name, { g: lg, title, sub, counts, note, tip });
     }
@@ -331,7 +342,17 @@ export class DagRenderer {
       const tx = to.x;
       const ty = to.y + to.height / 2;
       const waiting = e.count === 0;
-      el('path', { d: curve(sx, sy, tx - 2, ty), class: `jp-AFDag-stageEdge${waiting ? ' mod-waiting' : ''}`, 'marker-end': `url(#${this.markerId})`, 'data-from': e.from, 'data-to': e.to }, this.edgeLayer);
+      el(
+        'path',
+        {
+          d: curve(sx, sy, tx - 2, ty),
+          class: `jp-AFDag-stageEdge${waiting ? ' mod-waiting' : ''}`,
+          'marker-end': `url(#${this.markerId})`,
+          'data-from': e.from,
+          'data-to': e.to,
+        },
+        this.edgeLayer,
+      );
       if (e.count > 0) {
         const g = el('g', { class: 'jp-AFDag-edgeCount', 'data-from': e.from, 'data-to': e.to }, this.labelLayer);
         const t = el('text', { x: 0, y: 0, 'text-anchor': 'middle' }, g);
@@ -365,7 +386,8 @@ export class DagRenderer {
     }
     if (this.canvasDrawn) this.clearCanvas();
     const w = this.nodeWindow;
-    const inside = w && view.x >= w.rect.x && view.y >= w.rect.y && view.x + view.width <= w.rect.x + w.rect.width && view.y + view.height <= w.rect.y + w.rect.height;
+    const inside =
+      w && view.x >= w.rect.x && view.y >= w.rect.y && view.x + view.width <= w.rect.x + w.rect.width && view.y + view.height <= w.rect.y + w.rect.height;
     if (w && inside && w.version === this.model.version && w.layout === layout) return;
     this.nodeWindow = { rect, version: this.model.version, layout };
     this.nodeLayer.innerHTML = nodeMarkup(layout, state, rect);

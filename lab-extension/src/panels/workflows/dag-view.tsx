@@ -25,10 +25,11 @@ function useModelVersion(model: DagModel): number {
   useEffect(() => {
     let frame = 0;
     const on = () => {
-      if (!frame) frame = requestAnimationFrame(() => {
-        frame = 0;
-        setVersion(model.version);
-      });
+      if (!frame)
+        frame = requestAnimationFrame(() => {
+          frame = 0;
+          setVersion(model.version);
+        });
     };
     model.changed.connect(on);
     return () => {
@@ -41,8 +42,14 @@ function useModelVersion(model: DagModel): number {
 
 const STATE_LABEL: Record<WorkflowState, string> = { DEFINED: 'Defined', RUNNING: 'Running', SUCCESS: 'Success', FAILED: 'Failed', CANCELLED: 'Cancelled' };
 
-function DagView(props: { model: DagModel; client: GatewayClient; actions: DagActions; trans: TranslationBundle; rendererRef: { current: DagRenderer | null } }): JSX.Element {
-  const { model, trans, actions } = props;
+function DagView(props: {
+  model: DagModel;
+  client: GatewayClient;
+  actions: DagActions;
+  trans: TranslationBundle;
+  rendererRef: { current: DagRenderer | null };
+}): JSX.Element {
+  const { model, trans, actions, rendererRef } = props; // (rendererRef: the widget's one ref object)
   const version = useModelVersion(model);
   const now = useTick(1000);
   const host = useRef<HTMLDivElement>(null);
@@ -53,18 +60,19 @@ function DagView(props: { model: DagModel; client: GatewayClient; actions: DagAc
   useEffect(() => {
     if (!host.current) return;
     const r = new DagRenderer(host.current, model, { select: setSelected, zoomed: setZoom });
-    props.rendererRef.current = r;
+    rendererRef.current = r;
     return () => {
       r.dispose();
-      props.rendererRef.current = null;
+      rendererRef.current = null;
     };
-  }, [model]);
-  useEffect(() => props.rendererRef.current?.select(selected), [selected]);
+  }, [model, rendererRef]);
+  useEffect(() => rendererRef.current?.select(selected), [rendererRef, selected]);
 
+  // eslint-disable-next-line react-hooks/exhaustive-deps -- the model changes its state in place; version says when
   const total = useMemo(() => (state ? totalCounts(countsByStage(state)) : null), [state, version]);
   const run = state?.run ?? null;
   const node = selected ? model.node(selected) : undefined;
-  const renderer = () => props.rendererRef.current;
+  const renderer = () => rendererRef.current;
   const status = run?.status.toLowerCase() ?? 'loading';
   return (
     <div className={`jp-AFDag-body mod-${status}`} data-run={model.runId}>

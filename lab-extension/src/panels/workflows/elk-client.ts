@@ -42,7 +42,10 @@ function workerElk(): ElkLike {
         ? Promise.reject(broken)
         : new Promise((resolve, reject) => {
             waiting.add(reject);
-            api.layout(graph).then(resolve, reject).finally(() => waiting.delete(reject));
+            api
+              .layout(graph)
+              .then(resolve, reject)
+              .finally(() => waiting.delete(reject));
           }),
   };
 }

@@ -77,6 +77,7 @@ function useNodeLog(client: GatewayClient, runId: string, node: WorkflowNode): {
       cancelAnimationFrame(frame);
     };
     // A new attempt or the step starting or finishing (a followed stream has ended by then) reads it anew.
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- key stands for runId and node.id
   }, [client, key, started, follow]);
   return { text, phase, error };
 }
@@ -131,7 +132,14 @@ const show = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
 /** Paths under the run's workspace are shown from there (the whole path is in their tooltip). */
 const WS_PREFIX = '⟨workspace⟩/';
 
-function ValueList(props: { title: string; values: Record<string, unknown>; run: WorkflowRun | null; download(rel: string): void; trans: TranslationBundle; className: string }): JSX.Element | null {
+function ValueList(props: {
+  title: string;
+  values: Record<string, unknown>;
+  run: WorkflowRun | null;
+  download(rel: string): void;
+  trans: TranslationBundle;
+  className: string;
+}): JSX.Element | null {
   const entries = Object.entries(props.values ?? {});
   if (!entries.length) return null;
   const ws = props.run?.workspace ?? '';
@@ -151,7 +159,11 @@ function ValueList(props: { title: string; values: Record<string, unknown>; run:
                       {rel ? `${WS_PREFIX}${rel}` : show(v)}
                     </code>
                     {rel && (
-                      <button className="jp-AFDagDetails-download" title={props.trans.__('Download %1 from the run’s workspace', rel)} onClick={() => props.download(rel)}>
+                      <button
+                        className="jp-AFDagDetails-download"
+                        title={props.trans.__('Download %1 from the run’s workspace', rel)}
+                        onClick={() => props.download(rel)}
+                      >
                         {props.trans.__('Download')}
                       </button>
                     )}
@@ -219,7 +231,11 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
             <>
               <dt>{trans.__('Workdir')}</dt>
               <dd>
-                <code title={node.workdir}>{workspacePath(props.run?.workspace ?? '', node.workdir) !== null ? `${WS_PREFIX}${workspacePath(props.run?.workspace ?? '', node.workdir)}` : node.workdir}</code>
+                <code title={node.workdir}>
+                  {workspacePath(props.run?.workspace ?? '', node.workdir) !== null
+                    ? `${WS_PREFIX}${workspacePath(props.run?.workspace ?? '', node.workdir)}`
+                    : node.workdir}
+                </code>
               </dd>
             </>
           )}
@@ -232,9 +248,23 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
             </>
           )}
         </dl>
-        <ValueList title={trans.__('Outputs')} values={node.outputs as Record<string, unknown>} run={props.run} download={props.download} trans={trans} className="mod-outputs" />
+        <ValueList
+          title={trans.__('Outputs')}
+          values={node.outputs as Record<string, unknown>}
+          run={props.run}
+          download={props.download}
+          trans={trans}
+          className="mod-outputs"
+        />
         {node.id !== 'init' && <LogView client={props.client} runId={props.runId} node={node} trans={trans} />}
-        <ValueList title={trans.__('Parameters')} values={node.parameters as Record<string, unknown>} run={props.run} download={props.download} trans={trans} className="mod-parameters" />
+        <ValueList
+          title={trans.__('Parameters')}
+          values={node.parameters as Record<string, unknown>}
+          run={props.run}
+          download={props.download}
+          trans={trans}
+          className="mod-parameters"
+        />
         {node.command && (
           <section className="jp-AFDagDetails-section">
             <h3>{trans.__('Command')}</h3>

@@ -21,9 +21,7 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
     const params = Object.keys(value.parameters);
     return (
       <div className="jp-AFDialog-form jp-AFWorkflowRun-form">
-        <p className="jp-AFWorkflowRun-summary">
-          {trans.__('%1: stages %2', opts.entry, opts.stages.join(' → ') || '—')}
-        </p>
+        <p className="jp-AFWorkflowRun-summary">{trans.__('%1: stages %2', opts.entry, opts.stages.join(' → ') || '—')}</p>
         {params.length > 0 && <div className="jp-AFWorkflowRun-section">{trans.__('Parameters')}</div>}
         {params.map((name) => (
           <div className="jp-AFDialog-row" key={name}>
@@ -37,7 +35,11 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
             />
           </div>
         ))}
-        {params.length > 0 && <span className="jp-AFDialog-hint jp-AFWorkflowRun-hint">{trans.__('Numbers are sent as numbers, [..] and {..} as JSON, anything else as text.')}</span>}
+        {params.length > 0 && (
+          <span className="jp-AFDialog-hint jp-AFWorkflowRun-hint">
+            {trans.__('Numbers are sent as numbers, [..] and {..} as JSON, anything else as text.')}
+          </span>
+        )}
         <div className="jp-AFWorkflowRun-section">{trans.__('Run')}</div>
         <div className="jp-AFDialog-row">
           <label htmlFor="af-wf-name">{trans.__('Name')}</label>
@@ -56,7 +58,17 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
         </div>
         <div className="jp-AFDialog-row">
           <label htmlFor="af-wf-retries">{trans.__('Retries')}</label>
-          <input id="af-wf-retries" className="jp-mod-styled" type="number" min={0} max={5} step={1} placeholder={trans.__('gateway default')} value={value.retries} onChange={(e) => set({ retries: e.target.value })} />
+          <input
+            id="af-wf-retries"
+            className="jp-mod-styled"
+            type="number"
+            min={0}
+            max={5}
+            step={1}
+            placeholder={trans.__('gateway default')}
+            value={value.retries}
+            onChange={(e) => set({ retries: e.target.value })}
+          />
           <span className="jp-AFDialog-hint">{trans.__('How often a failed step is started again')}</span>
         </div>
       </div>

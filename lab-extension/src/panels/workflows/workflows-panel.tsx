@@ -25,7 +25,13 @@ export function StateBar(props: { run: WorkflowRun; trans: TranslationBundle }):
   return (
     <div className="jp-AFWorkflows-bar" title={tip} role="img" aria-label={tip}>
       {segments.map((s) => (
-        <div key={s.state} className={`jp-AFWorkflows-barPart mod-${s.state.toLowerCase()}`} data-state={s.state} data-count={s.count} style={{ width: `${(s.fraction * 100).toFixed(2)}%` }} />
+        <div
+          key={s.state}
+          className={`jp-AFWorkflows-barPart mod-${s.state.toLowerCase()}`}
+          data-state={s.state}
+          data-count={s.count}
+          style={{ width: `${(s.fraction * 100).toFixed(2)}%` }}
+        />
       ))}
     </div>
   );
@@ -95,7 +101,13 @@ function WorkflowsView(props: { model: WorkflowsModel; actions: WorkflowActions;
         {runs.map((r) => (
           <RunCard key={r.id} run={r} now={now} actions={actions} trans={trans} />
         ))}
-        {runs.length === 0 && <li className="jp-AFWorkflows-empty">{trans.__('No workflow runs yet. Right-click a workflow file (.yml, .yaml, .json) in the file browser and choose “Run as workflow”, or use the button above.')}</li>}
+        {runs.length === 0 && (
+          <li className="jp-AFWorkflows-empty">
+            {trans.__(
+              'No workflow runs yet. Right-click a workflow file (.yml, .yaml, .json) in the file browser and choose “Run as workflow”, or use the button above.',
+            )}
+          </li>
+        )}
       </ul>
     );
   }
@@ -103,7 +115,12 @@ function WorkflowsView(props: { model: WorkflowsModel; actions: WorkflowActions;
     <div className="jp-AFWorkflows-body">
       <header className="jp-AFClusters-header">
         <h2>{trans.__('Workflows')}</h2>
-        <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new jp-AFWorkflows-new" disabled={model.connection !== 'connected'} onClick={() => actions.run()} title={trans.__('Run a workflow file of the file browser')}>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new jp-AFWorkflows-new"
+          disabled={model.connection !== 'connected'}
+          onClick={() => actions.run()}
+          title={trans.__('Run a workflow file of the file browser')}
+        >
           {trans.__('+ Run workflow…')}
         </button>
       </header>

@@ -112,8 +112,7 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     return file.content;
   };
 
-  const showProblems = (title: string, problems: SpecProblem[]) =>
-    showDialog({ title, body: new ProblemsBody(problems, trans), buttons: [Dialog.okButton()] });
+  const showProblems = (title: string, problems: SpecProblem[]) => showDialog({ title, body: new ProblemsBody(problems, trans), buttons: [Dialog.okButton()] });
 
   /** The file selected in the file browser, when it looks like a workflow. */
   const selectedWorkflowFile = (): string | null => {
@@ -159,7 +158,13 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     }
     void loadElk(); // the DAG view needs it next: load it while the user fills in the form
     let value: RunFormValue = { parameters: Object.fromEntries((validation.parameters ?? []).map((p) => [p, ''])), name: '', backend: '', retries: '' };
-    const Form = makeRunForm({ entry: path, stages: validation.stages ?? [], backends: model.backends, defaultName: defaultRunName(bundle.dir, bundle.entry), trans });
+    const Form = makeRunForm({
+      entry: path,
+      stages: validation.stages ?? [],
+      backends: model.backends,
+      defaultName: defaultRunName(bundle.dir, bundle.entry),
+      trans,
+    });
     for (;;) {
       const given = await askForm({ title: trans.__('Run %1', path), value, Form, validate: validateRunForm, accept: trans.__('Run') });
       if (!given) return null;
@@ -212,7 +217,11 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
 
   // --- commands ---------------------------------------------------------------------------------
   const idArg = (args: Record<string, unknown>) => String(args.id ?? '');
-  commands.addCommand(WorkflowCommandIds.openWorkflows, { label: trans.__('Show Workflows'), icon: workflowsIcon, execute: () => shell.activateById(panel.id) });
+  commands.addCommand(WorkflowCommandIds.openWorkflows, {
+    label: trans.__('Show Workflows'),
+    icon: workflowsIcon,
+    execute: () => shell.activateById(panel.id),
+  });
   commands.addCommand(WorkflowCommandIds.runWorkflow, {
     label: (args) => (args.path || !args.ask ? trans.__('Run as Workflow') : trans.__('Run Workflow…')),
     caption: trans.__('Check this workflow file at the AF Gateway, ask for its parameters and run it'),
@@ -232,7 +241,14 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     label: trans.__('Cancel Workflow Run…'),
     execute: async (args) => {
       const id = idArg(args);
-      if (!(await confirm(trans.__('Cancel %1?', runLabel(id)), trans.__('Its running steps are stopped and no further steps start. A cancelled run can be retried.'), trans.__('Cancel run')))) return;
+      if (
+        !(await confirm(
+          trans.__('Cancel %1?', runLabel(id)),
+          trans.__('Its running steps are stopped and no further steps start. A cancelled run can be retried.'),
+          trans.__('Cancel run'),
+        ))
+      )
+        return;
       await act(() => model.cancel(id), trans.__('The run was not cancelled'));
     },
   });
@@ -244,7 +260,14 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     label: trans.__('Delete Workflow Run…'),
     execute: async (args) => {
       const id = idArg(args);
-      if (!(await confirm(trans.__('Delete %1?', runLabel(id)), trans.__('The run and its workspace at the gateway (all the files its steps wrote) are removed.'), trans.__('Delete')))) return;
+      if (
+        !(await confirm(
+          trans.__('Delete %1?', runLabel(id)),
+          trans.__('The run and its workspace at the gateway (all the files its steps wrote) are removed.'),
+          trans.__('Delete'),
+        ))
+      )
+        return;
       await act(async () => {
         await model.remove(id);
         views.find(`af-workflow-${id}`)?.dispose();
