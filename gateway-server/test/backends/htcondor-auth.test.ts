@@ -14,29 +14,13 @@ import type { LocalBackend } from '../../src/backends/local/local-backend.js';
 import type { AccountResolver, UserAccount } from '../../src/accounts/accounts.js';
 import { CommandRunner } from '../../src/backends/batch/command-runner.js';
 import { makeLogger } from '../../src/server.js';
+import { condorTestConfig } from '../support/htcondor-config.js';
 import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
 
 let dir: string;
 let standin: string;
-const config = (over: Partial<HTCondorConfig>): HTCondorConfig => ({
-  command_prefix: [],
-  environment: { _condor_SCHEDD_HOST: 'schedd.example.org', _condor_COLLECTOR_HOST: 'cm.example.org' },
-  auth_method: 'scitokens',
-  python: '/opt/python',
-  universe: 'vanilla',
-  container_image: null,
-  requirements: null,
-  accounting_group: null,
-  request_disk: '1GB',
-  submit_extra: {},
-  shared_filesystem: true,
-  scheduler_host: '127.0.0.1',
-  scheduler_in_job: true,
-  file_owner: null,
-  poll_period: 1,
-  command_timeout: 10,
-  ...over,
-});
+const config = (over: Partial<HTCondorConfig>): HTCondorConfig =>
+  condorTestConfig({ environment: { _condor_SCHEDD_HOST: 'schedd.example.org', _condor_COLLECTOR_HOST: 'cm.example.org' }, auth_method: 'scitokens', ...over });
 
 /** The test runs as some account; the users' accounts are the same here (no files change hands in this file). */
 const me = { uid: process.getuid!(), gid: process.getgid!() };
@@ -88,17 +72,14 @@ function clusterIn(root: string, name: string, username = 'alice') {
 
 const worker = (name: string) => ({ name }) as WorkerRecord;
 
+/** A backend that keeps its state in `dataDir`; the users' accounts are `accounts` above. */
+const backendIn = (dataDir: string, cfg: HTCondorConfig) =>
+  new HTCondorBackend({ config: cfg, accounts, local: {} as LocalBackend, python: '/opt/python', dataDir, log: makeLogger('silent') });
+
 describe('HTCondor schedd authentication', () => {
   it('submits a scale step as one condor_submit, as the owner with their SciToken file, the description on stdin', async () => {
     const data = mkdtempSync(join(dir, 'data-'));
-    const backend = new HTCondorBackend({
-      config: config({ command_prefix: [standin] }),
-      accounts,
-      local: {} as LocalBackend,
-      python: '/opt/python',
-      dataDir: data,
-      log: makeLogger('silent'),
-    });
+    const backend = backendIn(data, config({ command_prefix: [standin] }));
     const { cluster, files } = clusterIn(data, 'c1');
     const handles = await backend.startWorkers([
       { cluster, worker: worker('c1-a'), files },
@@ -125,14 +106,7 @@ describe('the environment of the condor tools', () => {
     process.env.AF_TEST_GATEWAY_SECRET = 'the-gateway-secret-3f1c';
     process.env.CONDOR_CONFIG = '/etc/condor/test_config';
     try {
-      const backend = new HTCondorBackend({
-        config: config({ command_prefix: [standin] }),
-        accounts,
-        local: {} as LocalBackend,
-        python: '/opt/python',
-        dataDir: data,
-        log: makeLogger('silent'),
-      });
+      const backend = backendIn(data, config({ command_prefix: [standin] }));
       const { cluster, files } = clusterIn(data, 'c2');
       expect((await backend.startWorkers([{ cluster, worker: worker('c2-a'), files }]))[0]).not.toBeInstanceOf(Error);
     } finally {
@@ -172,14 +146,7 @@ describe('the environment of the condor tools', () => {
 describe('who the condor tools act for', () => {
   it("submits and removes as the owner's account ({account}, {uid}, {gid}) and queries as the gateway's", async () => {
     const data = mkdtempSync(join(dir, 'data-'));
-    const backend = new HTCondorBackend({
-      config: config({ command_prefix: [standin, '--as={account}:{uid}:{gid}'], auth_method: 'fs' }),
-      accounts,
-      local: {} as LocalBackend,
-      python: '/opt/python',
-      dataDir: data,
-      log: makeLogger('silent'),
-    });
+    const backend = backendIn(data, config({ command_prefix: [standin, '--as={account}:{uid}:{gid}'], auth_method: 'fs' }));
     const { cluster, files } = clusterIn(data, 'c3', 'mallory');
     const [handle] = await backend.startWorkers([{ cluster, worker: worker('c3-a'), files }]);
     if (!handle || handle instanceof Error) throw handle ?? new Error('no handle');
@@ -226,14 +193,7 @@ describe('forged heartbeats', () => {
     // The owner holds the cluster's API token, and a scheduler job can stay idle as long as they
     // like: each heartbeat for it used to force a fresh condor_q of every job of the gateway.
     const data = mkdtempSync(join(dir, 'data-'));
-    const backend = new HTCondorBackend({
-      config: config({ command_prefix: [standin], poll_period: 30 }),
-      accounts,
-      local: {} as LocalBackend,
-      python: '/opt/python',
-      dataDir: data,
-      log: makeLogger('silent'),
-    });
+    const backend = backendIn(data, config({ command_prefix: [standin], poll_period: 30 }));
     const { cluster } = clusterIn(data, 'c3', 'mallory');
     cluster.scheduler = { kind: 'htcondor-job', job: '17.0', cluster: 'c3', worker: 'scheduler', log: '/dev/null', owner: 'mallory' };
     const forged = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };

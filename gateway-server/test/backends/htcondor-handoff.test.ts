@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HTCondorBackend, type HTCondorConfig } from '../../src/backends/htcondor/htcondor-backend.js';
+import { HTCondorBackend } from '../../src/backends/htcondor/htcondor-backend.js';
 import type { LocalBackend } from '../../src/backends/local/local-backend.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
 import { makeLogger } from '../../src/server.js';
+import { condorTestConfig } from '../support/htcondor-config.js';
 import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
 import type { StepLaunch } from '../../src/backends/backend.js';
 
@@ -19,24 +20,7 @@ const accounts: AccountResolver = { resolve: async (user) => ({ name: `af-${user
 let dir: string;
 let standin: string;
 
-const config: HTCondorConfig = {
-  command_prefix: [],
-  environment: {},
-  auth_method: 'fs',
-  python: '/opt/python',
-  universe: 'vanilla',
-  container_image: null,
-  requirements: null,
-  accounting_group: null,
-  request_disk: '1GB',
-  submit_extra: {},
-  shared_filesystem: true,
-  scheduler_host: '127.0.0.1',
-  scheduler_in_job: true,
-  file_owner: null,
-  poll_period: 0.2,
-  command_timeout: 10,
-};
+const config = condorTestConfig({ poll_period: 0.2 });
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'af-condor-handoff-'));
