@@ -39,6 +39,11 @@ export function hostPort(host: string, port: number): string {
   return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
 }
 
+/** The flags that make a Dask process speak TLS with the cluster's certificate (which is also its CA) and key. */
+export function daskTlsArgs(cert: string, key: string): string[] {
+  return ['--tls-ca-file', cert, '--tls-cert', cert, '--tls-key', key];
+}
+
 /**
  * The addresses a backend accepts from a scheduler whose process it knows runs on one of `hosts`:
  * each reported host must be one of them (else a 422 the caller logs), the schemes are the

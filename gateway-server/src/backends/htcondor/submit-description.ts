@@ -1,6 +1,7 @@
 // HTCondor submit descriptions of Dask workers: one description per scale step, queueing one proc
 // per worker with the worker's name as a queue variable, so all of them share one cluster id and
 // each runs `dask worker --name <its name>` (the name the scheduler reports in heartbeats).
+import { daskTlsArgs } from '../backend.js';
 
 /** What the facility's pool asks of every job, from backend.htcondor. */
 export interface PoolSettings {
@@ -93,12 +94,7 @@ export function workerSubmitDescription(spec: WorkerJobSpec): string {
       '--no-dashboard',
       '--death-timeout',
       '60',
-      '--tls-ca-file',
-      file(spec.cert),
-      '--tls-cert',
-      file(spec.cert),
-      '--tls-key',
-      file(spec.key),
+      ...daskTlsArgs(file(spec.cert), file(spec.key)),
     ],
     env: { ...spec.environment, DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True', BEARER_TOKEN_FILE: file(spec.bearerToken) },
     transfer: [spec.cert, spec.key, spec.bearerToken],
@@ -133,12 +129,7 @@ export function schedulerSubmitDescription(spec: SchedulerJobSpec): string {
       '0',
       '--dashboard-address',
       `${spec.host}:0`,
-      '--tls-ca-file',
-      file(spec.cert),
-      '--tls-cert',
-      file(spec.cert),
-      '--tls-key',
-      file(spec.key),
+      ...daskTlsArgs(file(spec.cert), file(spec.key)),
       '--preload',
       'dask_gateway.scheduler_preload',
       '--dg-api-address',

@@ -20,6 +20,7 @@ import type {
 import type { ClusterRecord } from '../../clusters/model.js';
 import type { GatewayConfig } from '@af-gateway/schemas';
 import type { ResolvedConfig } from '../../config.js';
+import { daskTlsArgs } from '../backend.js';
 
 export const LABEL = {
   managedBy: 'app.kubernetes.io/managed-by',
@@ -211,12 +212,7 @@ export function schedulerPod(
         String(PORTS.scheduler),
         '--dashboard-address',
         `$(AF_POD_IP):${PORTS.dashboard}`,
-        '--tls-ca-file',
-        `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-cert',
-        `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-key',
-        `${CREDENTIALS_DIR}/dask.pem`,
+        ...daskTlsArgs(`${CREDENTIALS_DIR}/dask.crt`, `${CREDENTIALS_DIR}/dask.pem`),
         '--preload',
         'dask_gateway.scheduler_preload',
         '--dg-api-address',
@@ -322,12 +318,7 @@ export function workerPod(
         '$(AF_POD_IP)',
         '--death-timeout',
         '60',
-        '--tls-ca-file',
-        `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-cert',
-        `${CREDENTIALS_DIR}/dask.crt`,
-        '--tls-key',
-        `${CREDENTIALS_DIR}/dask.pem`,
+        ...daskTlsArgs(`${CREDENTIALS_DIR}/dask.crt`, `${CREDENTIALS_DIR}/dask.pem`),
       ],
       env: [
         podIpEnv,

@@ -14,6 +14,7 @@ import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
 import {
+  daskTlsArgs,
   eachBounded,
   hostPort,
   ItemBackend,
@@ -184,12 +185,7 @@ export class LocalBackend extends ItemBackend {
         '0',
         '--dashboard-address',
         '127.0.0.1:0',
-        '--tls-ca-file',
-        files.cert,
-        '--tls-cert',
-        files.cert,
-        '--tls-key',
-        files.key,
+        ...daskTlsArgs(files.cert, files.key),
         '--preload',
         'dask_gateway.scheduler_preload',
         '--dg-api-address',
@@ -243,12 +239,7 @@ export class LocalBackend extends ItemBackend {
         '--no-dashboard',
         '--death-timeout',
         '60',
-        '--tls-ca-file',
-        files.cert,
-        '--tls-cert',
-        files.cert,
-        '--tls-key',
-        files.key,
+        ...daskTlsArgs(files.cert, files.key),
       ],
       env: {
         ...s.environment,
