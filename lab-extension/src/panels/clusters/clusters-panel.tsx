@@ -5,6 +5,7 @@ import { ConnectionNotice, useTick } from '../common';
 import type { AfCluster } from '@af-gateway/schemas';
 import { formatUptime } from '../../components/format';
 import { ModelPanel } from '../../components/model-panel';
+import { PanelFrame } from '../../components/panel-frame';
 import { type ClustersModel, summarise } from './clusters-model';
 
 /** What the panel's buttons do; index.ts binds them to commands. */
@@ -138,42 +139,36 @@ function ClustersView(props: { model: ClustersModel; actions: ClusterActions; tr
   const { model, actions, trans } = props;
   const now = useTick(1000);
   const clusters = model.list;
-  let body: JSX.Element;
   const notice = ConnectionNotice({ connection: model.connection, error: model.error, login: () => actions.login(), retry: () => void model.start(), trans });
-  if (notice) {
-    body = notice;
-  } else {
-    body = (
-      <ul className="jp-AFClusters-list">
-        {model.creating > 0 && (
-          <li className="jp-AFClusters-cluster mod-creating">
-            <Progress label={trans.__('Creating cluster…')} done={0} total={0} />
-          </li>
-        )}
-        {clusters.map((c) => (
-          <ClusterCard key={c.name} cluster={c} now={now} actions={actions} model={model} trans={trans} />
-        ))}
-        {clusters.length === 0 && model.creating === 0 && (
-          <li className="jp-AFClusters-empty">{trans.__('No clusters yet. Create one here, or from a notebook with dask_gateway: it shows up here too.')}</li>
-        )}
-      </ul>
-    );
-  }
   return (
-    <div className="jp-AFClusters-body">
-      <header className="jp-AFClusters-header">
-        <h2>{trans.__('Dask clusters')}</h2>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new"
-          disabled={model.connection !== 'connected'}
-          onClick={() => actions.create()}
-          title={trans.__('Create a new Dask cluster')}
-        >
-          {trans.__('+ New')}
-        </button>
-      </header>
-      {body}
-    </div>
+    <PanelFrame
+      className="jp-AFClusters-body"
+      headerClassName="jp-AFClusters-header"
+      title={trans.__('Dask clusters')}
+      button={{
+        className: 'jp-mod-accept jp-AFClusters-new',
+        label: trans.__('+ New'),
+        tooltip: trans.__('Create a new Dask cluster'),
+        disabled: model.connection !== 'connected',
+        onClick: () => actions.create(),
+      }}
+    >
+      {notice ?? (
+        <ul className="jp-AFClusters-list">
+          {model.creating > 0 && (
+            <li className="jp-AFClusters-cluster mod-creating">
+              <Progress label={trans.__('Creating cluster…')} done={0} total={0} />
+            </li>
+          )}
+          {clusters.map((c) => (
+            <ClusterCard key={c.name} cluster={c} now={now} actions={actions} model={model} trans={trans} />
+          ))}
+          {clusters.length === 0 && model.creating === 0 && (
+            <li className="jp-AFClusters-empty">{trans.__('No clusters yet. Create one here, or from a notebook with dask_gateway: it shows up here too.')}</li>
+          )}
+        </ul>
+      )}
+    </PanelFrame>
   );
 }
 

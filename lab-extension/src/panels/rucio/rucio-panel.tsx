@@ -5,6 +5,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import type { Message } from '@lumino/messaging';
 import React from 'react';
 import { ModelPanel } from '../../components/model-panel';
+import { PanelFrame } from '../../components/panel-frame';
 import { FileTable } from './file-table';
 import { formatBytes, type Scheme, SCHEMES } from './rucio-files';
 import type { ResultNode, RucioModel, TypeFilter } from './rucio-model';
@@ -331,20 +332,20 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
     );
   }
   return (
-    <div className="jp-AFRucio-body">
-      <header className="jp-AFRucio-header">
-        <h2>{trans.__('Rucio')}</h2>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-reject jp-AFRucio-register"
-          disabled={model.state !== 'ready'}
-          onClick={() => actions.registerOutputs()}
-          title={trans.__('Register files a notebook or job wrote on an RSE into a dataset')}
-        >
-          {trans.__('Register outputs…')}
-        </button>
-      </header>
+    <PanelFrame
+      className="jp-AFRucio-body"
+      headerClassName="jp-AFRucio-header"
+      title={trans.__('Rucio')}
+      button={{
+        className: 'jp-mod-reject jp-AFRucio-register',
+        label: trans.__('Register outputs…'),
+        tooltip: trans.__('Register files a notebook or job wrote on an RSE into a dataset'),
+        disabled: model.state !== 'ready',
+        onClick: () => actions.registerOutputs(),
+      }}
+    >
       {body}
-    </div>
+    </PanelFrame>
   );
 }
 

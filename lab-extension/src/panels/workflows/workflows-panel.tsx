@@ -6,6 +6,7 @@ import { ConnectionNotice, useTick } from '../common';
 import type { WorkflowRun } from '@af-gateway/schemas';
 import { formatUptime } from '../../components/format';
 import { ModelPanel } from '../../components/model-panel';
+import { PanelFrame } from '../../components/panel-frame';
 import { canCancel, canRetry, countSegments, isFinished, type WorkflowsModel } from './workflows-model';
 
 /** What the panel's buttons do; the commands module binds them. */
@@ -90,42 +91,36 @@ function RunCard(props: { run: WorkflowRun; now: number; actions: WorkflowAction
 function WorkflowsView(props: { model: WorkflowsModel; actions: WorkflowActions; trans: TranslationBundle }): JSX.Element {
   const { model, actions, trans } = props;
   const now = useTick(5000);
-  let body: JSX.Element;
   const notice = ConnectionNotice({ connection: model.connection, error: model.error, login: () => actions.login(), retry: () => void model.reload(), trans });
-  if (notice) {
-    body = notice;
-  } else {
-    const runs = model.list;
-    body = (
-      <ul className="jp-AFWorkflows-list">
-        {runs.map((r) => (
-          <RunCard key={r.id} run={r} now={now} actions={actions} trans={trans} />
-        ))}
-        {runs.length === 0 && (
-          <li className="jp-AFWorkflows-empty">
-            {trans.__(
-              'No workflow runs yet. Right-click a workflow file (.yml, .yaml, .json) in the file browser and choose “Run as workflow”, or use the button above.',
-            )}
-          </li>
-        )}
-      </ul>
-    );
-  }
+  const runs = model.list;
   return (
-    <div className="jp-AFWorkflows-body">
-      <header className="jp-AFClusters-header">
-        <h2>{trans.__('Workflows')}</h2>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept jp-AFClusters-new jp-AFWorkflows-new"
-          disabled={model.connection !== 'connected'}
-          onClick={() => actions.run()}
-          title={trans.__('Run a workflow file of the file browser')}
-        >
-          {trans.__('+ Run workflow…')}
-        </button>
-      </header>
-      {body}
-    </div>
+    <PanelFrame
+      className="jp-AFWorkflows-body"
+      headerClassName="jp-AFClusters-header"
+      title={trans.__('Workflows')}
+      button={{
+        className: 'jp-mod-accept jp-AFClusters-new jp-AFWorkflows-new',
+        label: trans.__('+ Run workflow…'),
+        tooltip: trans.__('Run a workflow file of the file browser'),
+        disabled: model.connection !== 'connected',
+        onClick: () => actions.run(),
+      }}
+    >
+      {notice ?? (
+        <ul className="jp-AFWorkflows-list">
+          {runs.map((r) => (
+            <RunCard key={r.id} run={r} now={now} actions={actions} trans={trans} />
+          ))}
+          {runs.length === 0 && (
+            <li className="jp-AFWorkflows-empty">
+              {trans.__(
+                'No workflow runs yet. Right-click a workflow file (.yml, .yaml, .json) in the file browser and choose “Run as workflow”, or use the button above.',
+              )}
+            </li>
+          )}
+        </ul>
+      )}
+    </PanelFrame>
   );
 }
 
