@@ -603,20 +603,37 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       const entries = [...this.active.values()].filter(
         (e) => !this.ending.has(e.cluster.name) && (e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING'),
       );
-      const handles: BackendHandle[] = [];
-      for (const { cluster, workers } of entries) {
-        if (cluster.scheduler) handles.push(cluster.scheduler);
-        if (cluster.status === 'RUNNING') for (const w of workers.values()) if (workerIsLive(w) && w.handle) handles.push(w.handle);
-      }
-      let states: Map<BackendHandle, ProcessState>;
+      const handlesOf = ({ cluster, workers }: (typeof entries)[number]): BackendHandle[] => [
+        ...(cluster.scheduler ? [cluster.scheduler] : []),
+        ...(cluster.status === 'RUNNING' ? [...workers.values()].flatMap((w) => (workerIsLive(w) && w.handle ? [w.handle] : [])) : []),
+      ];
+      const handles = entries.flatMap(handlesOf);
+      const states = new Map<BackendHandle, ProcessState>();
+      /** Clusters whose processes could not be checked: left as they are until a check answers. */
+      const unchecked = new Set<string>();
       try {
         const list = handles.length ? await this.backend.check(handles) : [];
-        states = new Map(handles.map((h, i) => [h, list[i]!]));
+        handles.forEach((h, i) => states.set(h, list[i]!));
       } catch (err) {
-        this.deps.log.error({ handles: handles.length, err: errorMessage(err) }, 'checking processes failed; trying again at the next check');
-        return;
+        this.deps.log.error({ handles: handles.length, err: errorMessage(err) }, 'checking processes failed; checking each cluster on its own');
+        // One cluster's processes (a user's job the backend cannot read) must not stop every
+        // other cluster from being judged: each is checked alone, a failure skips only its own.
+        for (const e of entries) {
+          const own = handlesOf(e);
+          if (!own.length) continue;
+          try {
+            (await this.backend.check(own)).forEach((s, i) => states.set(own[i]!, s));
+          } catch (err) {
+            unchecked.add(e.cluster.name);
+            this.deps.log.error(
+              { cluster: e.cluster.name, err: errorMessage(err) },
+              'checking the processes of a cluster failed; trying again at the next check',
+            );
+          }
+        }
       }
       for (const { cluster } of entries) {
+        if (unchecked.has(cluster.name)) continue;
         try {
           await this.checkCluster(cluster, states);
         } catch (err) {

@@ -183,6 +183,27 @@ describe('workers', () => {
     expect([a.status, b.status]).toEqual(['RUNNING', 'RUNNING']);
   });
 
+  it("a process whose check fails (mallory's) fails only its own cluster's check: the other clusters are still judged", async () => {
+    const m = await manager();
+    const a = await running(m, 1);
+    const mc = await m.create({ name: 'mallory', groups: [], admin: false }, {});
+    await advance(0);
+    await m.heartbeat(mc.name, heartbeat(mc));
+    await advance(0);
+    expect(mc.status).toBe('RUNNING');
+    // Whatever mallory's scheduler makes the backend choke on, a list holding it is refused whole.
+    backend.checkFails = (p) => (p?.owner === mc.name ? new Error('condor_q printed something unreadable') : null);
+    backend.exit(backend.schedulerOf(a.name)!, 1, 'Killed');
+    await advance(CLUSTER.check_period);
+    expect(a.status).toBe('FAILED');
+    expect(a.message).toContain('the scheduler process exited; Killed');
+    expect(mc.status).toBe('RUNNING'); // its own check failed: it is left as it was until a check answers
+    backend.checkFails = null;
+    backend.exit(backend.schedulerOf(mc.name)!, 1, 'gone');
+    await advance(CLUSTER.check_period);
+    expect(mc.status).toBe('FAILED');
+  });
+
   it('marks workers running when the scheduler reports them, and a failure count is reset by a worker that connects', async () => {
     const m = await manager();
     const c = await running(m, 1);

@@ -80,6 +80,8 @@ export class MemoryBackend implements Backend {
   startDelay: Promise<unknown> | null = null;
   /** When set, check() rejects with it (the batch system does not answer). */
   checkError: Error | null = null;
+  /** When set, a check() call holding a handle it returns an Error for rejects with that Error (one bad item fails its whole list). */
+  checkFails: ((p: MemoryProcess | undefined) => Error | null) | null = null;
   /** The state new processes start in: default alive and running. */
   initialState: () => ProcessState = () => ({ alive: true });
 
@@ -187,6 +189,10 @@ export class MemoryBackend implements Backend {
   async check(handles: BackendHandle[]): Promise<ProcessState[]> {
     this.calls.check.push(handles.length);
     if (this.checkError) throw this.checkError;
+    for (const h of handles) {
+      const err = this.checkFails?.(this.get(h));
+      if (err) throw err;
+    }
     return handles.map((h) => ({ ...(this.get(h)?.state ?? { alive: false, detail: 'no such process' }) }));
   }
 
