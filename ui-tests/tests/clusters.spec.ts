@@ -3,7 +3,7 @@
 // connect code, shut down.
 import { expect, test } from '@jupyterlab/galata';
 import { loginAsAlice } from './stack';
-import { newClusterRunning, openPanel, shot } from './panels';
+import { newClusterRunning, openPanel, scaleManually, shot } from './panels';
 
 test.setTimeout(300_000);
 
@@ -33,12 +33,7 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
   const card = panel.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
 
   await test.step('scale manually to 2 and see 2 workers connected', async () => {
-    await card.getByRole('button', { name: 'Scale' }).click();
-    const dialog = page.locator('.jp-Dialog');
-    await dialog.locator('#af-scale-workers').fill('2');
-    await shot(page, 'clusters-scale-dialog-light', dialog.locator('.jp-Dialog-content'));
-    await dialog.locator('.jp-mod-accept').click();
-    await expect(card.locator('.jp-AFClusters-workers')).toHaveText('2 / 2', { timeout: 90_000 });
+    await scaleManually(page, card, 2, () => shot(page, 'clusters-scale-dialog-light', page.locator('.jp-Dialog .jp-Dialog-content')));
     await expect(card.locator('dd').nth(1)).toHaveText('4'); // 2 workers x 2 cores
     await shot(page, 'clusters-running-light', panel);
   });

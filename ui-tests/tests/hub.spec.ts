@@ -9,7 +9,7 @@
 import path from 'node:path';
 import { expect, test, type Locator, type Page } from '@playwright/test';
 import { readStack } from './stack.ts';
-import { newClusterRunning } from './panels.ts';
+import { newClusterRunning, scaleManually } from './panels.ts';
 
 test.setTimeout(240_000);
 
@@ -65,11 +65,7 @@ test('behind JupyterHub the Clusters panel acts as the Hub user', async ({ page 
   const card = panel.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
 
   await test.step('scale to one worker', async () => {
-    await card.getByRole('button', { name: 'Scale' }).click();
-    const dialog = page.locator('.jp-Dialog');
-    await dialog.locator('#af-scale-workers').fill('1');
-    await dialog.locator('.jp-mod-accept').click();
-    await expect(card.locator('.jp-AFClusters-workers')).toHaveText('1 / 1', { timeout: 90_000 });
+    await scaleManually(page, card, 1);
   });
 
   await test.step(`the gateway says the cluster belongs to ${USER}`, async () => {

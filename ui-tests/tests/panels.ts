@@ -1,6 +1,6 @@
 // Small helpers the panel tests share: opening our sidebar panels and saving screenshots.
 import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
-import { expect, type Locator } from '@playwright/test';
+import { expect, type Locator, type Page } from '@playwright/test';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,4 +30,17 @@ export async function newClusterRunning(panel: Locator): Promise<string> {
   const name = (await card.getAttribute('data-cluster')) ?? '';
   expect(name).toMatch(/^[0-9a-f]{32}$/);
   return name;
+}
+
+/**
+ * Scales a cluster by its card's Scale dialog to a number of workers and waits until they are all connected.
+ * `beforeAccept` runs with the filled-in dialog open (e.g. to take its screenshot).
+ */
+export async function scaleManually(page: Page, card: Locator, workers: number, beforeAccept?: () => Promise<void>): Promise<void> {
+  await card.getByRole('button', { name: 'Scale' }).click();
+  const dialog = page.locator('.jp-Dialog');
+  await dialog.locator('#af-scale-workers').fill(String(workers));
+  await beforeAccept?.();
+  await dialog.locator('.jp-mod-accept').click();
+  await expect(card.locator('.jp-AFClusters-workers')).toHaveText(`${workers} / ${workers}`, { timeout: 90_000 });
 }

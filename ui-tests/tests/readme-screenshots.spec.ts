@@ -9,7 +9,7 @@ import path from 'node:path';
 import { expect, test } from '@jupyterlab/galata';
 import { REPO } from '../support/stack.ts';
 import { loginAsAlice, readStack } from './stack';
-import { newClusterRunning, openPanel, SCREENSHOTS } from './panels';
+import { newClusterRunning, openPanel, scaleManually, SCREENSHOTS } from './panels';
 
 test.setTimeout(420_000);
 
@@ -65,12 +65,7 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
   const card = clusters.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
 
   await test.step('Scale: two workers join', async () => {
-    await card.getByRole('button', { name: 'Scale' }).click();
-    const dialog = page.locator('.jp-Dialog');
-    await dialog.locator('#af-scale-workers').fill('2');
-    await picture(page, 'cluster-scale');
-    await dialog.locator('.jp-mod-accept').click();
-    await expect(card.locator('.jp-AFClusters-workers')).toHaveText('2 / 2', { timeout: 90_000 });
+    await scaleManually(page, card, 2, () => picture(page, 'cluster-scale'));
   });
 
   await test.step('Code: the connect code in a notebook, run on the cluster', async () => {
