@@ -14,8 +14,8 @@ import type { LocalBackend } from '../../src/backends/local/local-backend.js';
 import type { AccountResolver, UserAccount } from '../../src/accounts/accounts.js';
 import { CommandRunner } from '../../src/backends/batch/command-runner.js';
 import { makeLogger } from '../../src/server.js';
-import { condorTestConfig } from '../support/htcondor-config.js';
-import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import { condorTestBackend, condorTestCluster, condorTestConfig } from '../support/htcondor-config.js';
+import type { WorkerRecord } from '../../src/clusters/model.js';
 
 let dir: string;
 let standin: string;
@@ -59,22 +59,13 @@ const calls = () => readFileSync(join(dir, 'calls'), 'utf8');
 function clusterIn(root: string, name: string, username = 'alice') {
   const work = join(root, 'clusters', name);
   mkdirSync(work, { recursive: true, mode: 0o700 });
-  const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
-  const cluster = {
-    name,
-    username,
-    workDir: work,
-    schedulerAddress: 'tls://127.0.0.1:1',
-    settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
-  } as unknown as ClusterRecord;
-  return { files, cluster };
+  return condorTestCluster(work, name, username);
 }
 
 const worker = (name: string) => ({ name }) as WorkerRecord;
 
 /** A backend that keeps its state in `dataDir`; the users' accounts are `accounts` above. */
-const backendIn = (dataDir: string, cfg: HTCondorConfig) =>
-  new HTCondorBackend({ config: cfg, accounts, local: {} as LocalBackend, python: '/opt/python', dataDir, log: makeLogger('silent') });
+const backendIn = (dataDir: string, cfg: HTCondorConfig) => condorTestBackend(cfg, accounts, dataDir);
 
 describe('HTCondor schedd authentication', () => {
   it('submits a scale step as one condor_submit, as the owner with their SciToken file, the description on stdin', async () => {

@@ -7,11 +7,9 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HTCondorBackend } from '../../src/backends/htcondor/htcondor-backend.js';
-import type { LocalBackend } from '../../src/backends/local/local-backend.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
-import type { BackendHandle, ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
-import { makeLogger } from '../../src/server.js';
-import { condorTestConfig } from '../support/htcondor-config.js';
+import type { BackendHandle, WorkerRecord } from '../../src/clusters/model.js';
+import { condorTestBackend, condorTestCluster, condorTestConfig } from '../support/htcondor-config.js';
 
 let dir: string;
 let standin: string;
@@ -62,27 +60,13 @@ const calls = () => readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n');
 function backend(): HTCondorBackend {
   const data = mkdtempSync(join(dir, 'data-'));
   mkdirSync(join(data, 'clusters'));
-  return new HTCondorBackend({
-    config: { ...config, command_prefix: [standin, '--as={account}'] },
-    accounts,
-    local: {} as LocalBackend,
-    python: '/opt/python',
-    dataDir: data,
-    log: makeLogger('silent'),
-  });
+  return condorTestBackend({ ...config, command_prefix: [standin, '--as={account}'] }, accounts, data);
 }
 
 function launchesOf(b: HTCondorBackend, name: string, username: string, workers: string[]) {
   const work = join((b as unknown as { dataDir: string }).dataDir, 'clusters', name);
   mkdirSync(work, { recursive: true, mode: 0o700 });
-  const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
-  const cluster = {
-    name,
-    username,
-    workDir: work,
-    schedulerAddress: 'tls://127.0.0.1:1',
-    settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
-  } as unknown as ClusterRecord;
+  const { files, cluster } = condorTestCluster(work, name, username);
   return workers.map((w) => ({ cluster, worker: { name: w } as WorkerRecord, files }));
 }
 

@@ -5,12 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HTCondorBackend } from '../../src/backends/htcondor/htcondor-backend.js';
-import type { LocalBackend } from '../../src/backends/local/local-backend.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
-import { makeLogger } from '../../src/server.js';
-import { condorTestConfig } from '../support/htcondor-config.js';
-import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import { condorTestBackend, condorTestCluster, condorTestConfig } from '../support/htcondor-config.js';
+import type { WorkerRecord } from '../../src/clusters/model.js';
 import type { StepLaunch } from '../../src/backends/backend.js';
 
 const root = process.getuid?.() === 0;
@@ -47,29 +44,15 @@ function gateway(name: string) {
   chmodSync(data, 0o700);
   writeFileSync(join(data, 'state.sqlite'), "every user's refresh token", { mode: 0o644 });
   writeFileSync(join(data, 'encrypt.key'), 'the key', { mode: 0o600 });
-  const backend = new HTCondorBackend({
-    config: { ...config, command_prefix: [standin, '--as={account}'] },
-    accounts,
-    local: {} as LocalBackend,
-    python: '/opt/python',
-    dataDir: data,
-    log: makeLogger('silent'),
-  });
+  const backend = condorTestBackend({ ...config, command_prefix: [standin, '--as={account}'] }, accounts, data);
   return { data, backend };
 }
 
 function cluster(data: string, name: string) {
   const work = join(data, 'clusters', name);
   mkdirSync(work, { mode: 0o700 });
-  const files = { dir: work, cert: `${work}/dask.crt`, key: `${work}/dask.pem`, token: `${work}/api-token`, bearerToken: `${work}/bearer-token` };
+  const { files, cluster: c } = condorTestCluster(work, name, 'alice');
   for (const f of [files.cert, files.key, files.token]) writeFileSync(f, 'secret', { mode: 0o600 });
-  const c = {
-    name,
-    username: 'alice',
-    workDir: work,
-    schedulerAddress: 'tls://127.0.0.1:1',
-    settings: { worker_cores: 1, worker_memory: 1, environment: {}, idle_timeout: 0 },
-  } as unknown as ClusterRecord;
   return { c, files };
 }
 
