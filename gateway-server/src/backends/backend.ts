@@ -289,6 +289,7 @@ export abstract class ItemBackend implements Backend {
  * engine ticks each run on its own, but all runs tick together on the poll, so a batch system is
  * asked once for all their steps instead of once per run. No delay: the calls made in one synchronous
  * stretch (the poll kicking every run) are joined when it ends; later calls make the next query.
+ * When the joined check fails, each caller's handles are checked again on their own.
  */
 export function joinedChecks(backend: Pick<Backend, 'check'>): (handles: BackendHandle[]) => Promise<ProcessState[]> {
   let queued: Array<{ handles: BackendHandle[]; resolve: (s: ProcessState[]) => void; reject: (e: unknown) => void }> = [];
@@ -304,7 +305,10 @@ export function joinedChecks(backend: Pick<Backend, 'check'>): (handles: Backend
         }
       },
       (err: unknown) => {
-        for (const c of calls) c.reject(err);
+        if (calls.length === 1) return calls[0]!.reject(err);
+        // One caller's handles (a user's job the backend cannot read) must not fail every other
+        // caller's check: each is asked again alone, so a failure reaches only its own caller.
+        for (const c of calls) backend.check(c.handles).then(c.resolve, c.reject);
       },
     );
   };

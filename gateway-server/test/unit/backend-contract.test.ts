@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   eachBounded,
   ItemBackend,
+  joinedChecks,
   withDefaults,
   type Backend,
   type ProcessState,
@@ -113,5 +114,28 @@ describe('withDefaults', () => {
     expect(b.describe(h as BackendHandle)).toMatch(/^memory process /);
     expect(memory.calls.startSteps).toEqual([1]);
     expect(withDefaults(new MemoryBackend({ steps: false })).runsSteps).toBe(false);
+  });
+});
+
+describe('joinedChecks', () => {
+  it("joins the calls of one turn into one check; a handle the backend chokes on (mallory's run) fails only its own caller", async () => {
+    const memory = new MemoryBackend();
+    const [alice1, alice2, mallory] = (await memory.startSteps([
+      { run: 'alice-run', node: 'a', env: {} } as never,
+      { run: 'alice-run', node: 'b', env: {} } as never,
+      { run: 'mallory-run', node: 'x', env: {} } as never,
+    ])) as BackendHandle[];
+    memory.exit(memory.get(alice2)!, 3);
+    const check = joinedChecks(memory);
+    const both = await Promise.all([check([alice1!, alice2!]), check([mallory!])]);
+    expect(memory.calls.check).toEqual([3]);
+    expect(both.map((states) => states.map((s) => s.alive))).toEqual([[true, false], [true]]);
+
+    memory.calls.check.length = 0;
+    memory.checkFails = (p) => (p?.owner === 'mallory-run' ? new Error('condor_q printed something unreadable') : null);
+    const [forAlice, forMallory] = await Promise.allSettled([check([alice1!, alice2!]), check([mallory!])]);
+    expect(forAlice).toEqual({ status: 'fulfilled', value: [{ alive: true }, expect.objectContaining({ alive: false })] });
+    expect(forMallory).toEqual({ status: 'rejected', reason: new Error('condor_q printed something unreadable') });
+    expect(memory.calls.check).toEqual([3, 2, 1]); // the joined call, then each caller alone
   });
 });
