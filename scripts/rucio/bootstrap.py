@@ -40,6 +40,16 @@ def file_did(scope: str, name: str) -> dict:
     return {'scope': scope, 'name': name, 'bytes': size, 'adler32': adler}
 
 
+def protocol(scheme: str, hostname: str, port: int, prefix: str, impl: str, priority: int) -> dict:
+    """An RSE protocol that may read, write, delete and take part in third-party copies, at `priority` everywhere."""
+    ops = {'read': priority, 'write': priority, 'delete': priority}
+    return {
+        'scheme': scheme, 'hostname': hostname, 'port': port, 'prefix': prefix, 'impl': impl,
+        'domains': {'lan': dict(ops),
+                    'wan': {**ops, 'third_party_copy_read': priority, 'third_party_copy_write': priority}},
+    }
+
+
 def chunks(items, n):
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -80,20 +90,8 @@ def main() -> int:
         for key, value in (('site', site), ('type', rse_type), ('tier', 2), ('cloud', 'AF'),
                            ('lfn2pfn_algorithm', 'hash')):
             c.add_rse_attribute(rse, key, value)
-        c.add_protocol(rse, {
-            'scheme': 'davs', 'hostname': davs_host, 'port': 443, 'prefix': f'/{path}/',
-            'impl': 'rucio.rse.protocols.gfal.Default',
-            'domains': {'lan': {'read': 1, 'write': 1, 'delete': 1},
-                        'wan': {'read': 1, 'write': 1, 'delete': 1,
-                                'third_party_copy_read': 1, 'third_party_copy_write': 1}},
-        })
-        c.add_protocol(rse, {
-            'scheme': 'root', 'hostname': root_host, 'port': 1094, 'prefix': f'//{path}/',
-            'impl': 'rucio.rse.protocols.xrootd.Default',
-            'domains': {'lan': {'read': 2, 'write': 2, 'delete': 2},
-                        'wan': {'read': 2, 'write': 2, 'delete': 2,
-                                'third_party_copy_read': 2, 'third_party_copy_write': 2}},
-        })
+        c.add_protocol(rse, protocol('davs', davs_host, 443, f'/{path}/', 'rucio.rse.protocols.gfal.Default', 1))
+        c.add_protocol(rse, protocol('root', root_host, 1094, f'//{path}/', 'rucio.rse.protocols.xrootd.Default', 2))
         for account in ('root', 'alice', 'bob'):
             c.set_local_account_limit(account, rse, ACCOUNT_LIMIT)
         rses[rse] = {'site': site, 'type': rse_type, 'davs': f'davs://{davs_host}:443/{path}/',

@@ -68,6 +68,13 @@ def main() -> int:
     def H(token, **extra):
         return {'X-Rucio-Auth-Token': token, **extra}
 
+    def add_rule(token, did, account, rse_expression, **more):
+        """POST /rules/ for one copy of scope:name with a lifetime of an hour, as the holder of token."""
+        scope, name = did.split(':')
+        return requests.post(f'{url}/rules/', headers=H(token), json={
+            'dids': [{'scope': scope, 'name': name}], 'account': account, 'copies': 1,
+            'rse_expression': rse_expression, 'lifetime': 3600, **more})
+
     print(f'Rucio {requests.get(url + "/ping").json()["version"]} at {url}; issuer {iss}; '
           f'expected audience {info["audience"]!r}, scope {info["required_scope"]!r}')
     print(f'bootstrap: {info["bootstrap_seconds"]}s total, ds.big (20000 files) {info["big_dataset_seconds"]}s; '
@@ -145,9 +152,7 @@ def main() -> int:
     check(r.status_code == 200 and all(list(x['rses']) == ['SITE-B_DISK'] for x in reps), 'rse_expression restricts replicas')
 
     # --- rules
-    r = requests.post(f'{url}/rules/', headers=H(tok), json={
-        'dids': [{'scope': 'data26', 'name': 'ds.small'}], 'account': 'alice', 'copies': 1,
-        'rse_expression': 'SITE-B_DISK', 'lifetime': 3600, 'grouping': 'DATASET'})
+    r = add_rule(tok, 'data26:ds.small', 'alice', 'SITE-B_DISK', grouping='DATASET')
     show('POST /rules/ (alice, data26:ds.small -> SITE-B_DISK, lifetime 3600)', r)
     check(r.status_code == 201, 'rule created: 201 with a JSON list of rule ids')
     if r.status_code == 201:
@@ -155,9 +160,7 @@ def main() -> int:
         r = requests.get(f'{url}/rules/{rid}', headers=H(tok))
         show(f'GET /rules/{rid}', r, 500)
         check(r.status_code == 200 and r.json()['state'] == 'OK', 'rule on existing replicas: state OK at once')
-    r = requests.post(f'{url}/rules/', headers=H(tok), json={
-        'dids': [{'scope': 'data26', 'name': 'ds.mc.2026'}], 'account': 'alice', 'copies': 1,
-        'rse_expression': 'SITE-B_DISK', 'lifetime': 3600})
+    r = add_rule(tok, 'data26:ds.mc.2026', 'alice', 'SITE-B_DISK')
     if r.status_code == 201:
         rid = r.json()[0]
         r = requests.get(f'{url}/rules/{rid}', headers=H(tok))
@@ -184,26 +187,18 @@ def main() -> int:
     bob = exchanged('bob')
     r = requests.get(f'{url}/accounts/whoami', headers=H(bob))
     print(f'\n== bob whoami -> {r.status_code} {r.json().get("account")}')
-    r = requests.post(f'{url}/rules/', headers=H(bob), json={
-        'dids': [{'scope': 'user.alice', 'name': 'ds.alice.ntuples'}], 'account': 'bob', 'copies': 1,
-        'rse_expression': 'SITE-B_DISK', 'lifetime': 3600})
+    r = add_rule(bob, 'user.alice:ds.alice.ntuples', 'bob', 'SITE-B_DISK')
     show('POST /rules/ as bob on user.alice:ds.alice.ntuples', r)
     # Rucio 41.5.1's POST /rules/ maps no AccessDenied to 401 (other routes do): it answers 500
     check(r.status_code in (401, 500) and r.json().get('ExceptionClass') == 'AccessDenied',
           f'bob in alice\'s scope: AccessDenied (status {r.status_code})')
-    r = requests.post(f'{url}/rules/', headers=H(bob), json={
-        'dids': [{'scope': 'data26', 'name': 'ds.small'}], 'account': 'alice', 'copies': 1,
-        'rse_expression': 'SITE-A_DISK', 'lifetime': 3600})
+    r = add_rule(bob, 'data26:ds.small', 'alice', 'SITE-A_DISK')
     show('POST /rules/ as bob for account alice', r)
     check(r.status_code in (401, 500) and r.json().get('ExceptionClass') == 'AccessDenied',
           f'bob for account alice: AccessDenied (status {r.status_code})')
-    r = requests.post(f'{url}/rules/', headers=H(tok), json={
-        'dids': [{'scope': 'data26', 'name': 'ds.small'}], 'account': 'alice', 'copies': 1,
-        'rse_expression': 'NO_SUCH_RSE', 'lifetime': 3600})
+    r = add_rule(tok, 'data26:ds.small', 'alice', 'NO_SUCH_RSE')
     show('POST /rules/ to an RSE expression matching nothing', r)
-    r = requests.post(f'{url}/rules/', headers=H(tok), json={
-        'dids': [{'scope': 'data26', 'name': 'ds.small'}], 'account': 'alice', 'copies': 1,
-        'rse_expression': 'SITE-B_DISK', 'lifetime': 3600})
+    r = add_rule(tok, 'data26:ds.small', 'alice', 'SITE-B_DISK')
     show('POST /rules/ duplicate of an existing rule', r)
 
     # output registration: alice registers files she wrote and attaches them to her open dataset
