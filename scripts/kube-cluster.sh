@@ -362,6 +362,21 @@ stop() {
 
 # ---------------------------------------------------------------- selftest
 selftest_tmp=
+one_try_job() {   # name script: the manifest of a Job that runs script in sh once (no retry)
+  cat <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: $1}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: none, command: [sh, -c, "$2"]}
+EOF
+}
+
 selftest() {
   local t0 pass=0 failn=0 results=()
   selftest_tmp=$(mktemp -d /tmp/kube-selftest.XXXXXX)
@@ -448,29 +463,7 @@ EOF
   fi
 
   # 3. a Job that succeeds, and its logs
-  "${k[@]}" -n $ns apply -f - >/dev/null <<'EOF'
-apiVersion: batch/v1
-kind: Job
-metadata: {name: hello}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - {name: main, image: none, command: [sh, -c, "echo hello; exit 0"]}
----
-apiVersion: batch/v1
-kind: Job
-metadata: {name: fails}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - {name: main, image: none, command: [sh, -c, "echo failing >&2; exit 3"]}
-EOF
+  { one_try_job hello 'echo hello; exit 0'; echo ---; one_try_job fails 'echo failing >&2; exit 3'; } | "${k[@]}" -n $ns apply -f - >/dev/null
   local out
   if "${k[@]}" -n $ns wait --for=condition=Complete job/hello --timeout=60s >/dev/null; then
     out=$("${k[@]}" -n $ns logs job/hello 2>&1 || true)
