@@ -191,6 +191,11 @@ describe('where a running job is, as the schedd says', () => {
     expect(jobHosts(running({ StartdIpAddr: 'garbage' })).size).toBe(0);
   });
 
+  it('reads a malformed escape in the sinful string as no host rather than throwing (every check reads every job of every user)', () => {
+    const hosts = jobHosts(running({ StartdIpAddr: '<10.0.0.5:9618?addrs=10.0.0.5-9618+%E0%A4%A-1&alias=%zz>', RemoteHost: 'slot1@node5' }));
+    expect([...hosts].sort()).toEqual(['10.0.0.5', 'node5']);
+  });
+
   it("a heartbeat may name only those hosts; the schemes are the backend's, the ports the scheduler's", () => {
     const hosts = jobHosts(running({ StartdIpAddr: '<10.0.0.5:9618?addrs=10.0.0.5-9618>', RemoteHost: 'slot1@node5' }));
     const at = addressesOnHosts(

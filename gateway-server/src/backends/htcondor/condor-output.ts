@@ -77,14 +77,23 @@ export function jobHosts(ad: JobAd | undefined): Set<string> {
     if (primary) hosts.add(bare(primary, ':'));
     for (const param of query.split('&')) {
       const [key, value = ''] = param.split('=', 2) as [string, string?];
-      if (key === 'addrs') for (const a of decodeURIComponent(value).split('+')) if (a) hosts.add(bare(a, '-'));
-      if (key === 'alias' && value) hosts.add(decodeURIComponent(value).toLowerCase());
+      if (key === 'addrs') for (const a of decoded(value).split('+')) if (a) hosts.add(bare(a, '-'));
+      if (key === 'alias' && value) hosts.add(decoded(value).toLowerCase());
     }
   }
   const machine = ad.RemoteHost?.split('@').pop()?.trim();
   if (machine) hosts.add(machine.toLowerCase());
   hosts.delete('');
   return hosts;
+}
+
+/** A %-escaped value of a sinful string; a malformed escape is no host (''), never a throw that would fail the whole check. */
+function decoded(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return '';
+  }
 }
 
 /** The ClassAds of a -json listing (an empty listing prints nothing at all). */
