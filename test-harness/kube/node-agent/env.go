@@ -118,33 +118,29 @@ type envResolver struct {
 }
 
 func (e *envResolver) secret(name string, optional bool) (*corev1.Secret, error) {
-	if s, ok := e.secrets[name]; ok {
-		return s, nil
-	}
-	s, err := e.client.CoreV1().Secrets(e.pod.Namespace).Get(e.ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) && optional {
-		s, err = nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("secret %q: %w", name, err)
-	}
-	e.secrets[name] = s
-	return s, nil
+	return cachedGet(e, e.secrets, "secret", name, optional, e.client.CoreV1().Secrets(e.pod.Namespace).Get)
 }
 
 func (e *envResolver) configMap(name string, optional bool) (*corev1.ConfigMap, error) {
-	if c, ok := e.configMaps[name]; ok {
-		return c, nil
+	return cachedGet(e, e.configMaps, "configmap", name, optional, e.client.CoreV1().ConfigMaps(e.pod.Namespace).Get)
+}
+
+// cachedGet gets the object name (of the kind the message calls kind) through get once per pod
+// start; an optional one that does not exist is nil, without an error.
+func cachedGet[T any](e *envResolver, cache map[string]*T, kind, name string, optional bool,
+	get func(context.Context, string, metav1.GetOptions) (*T, error)) (*T, error) {
+	if o, ok := cache[name]; ok {
+		return o, nil
 	}
-	c, err := e.client.CoreV1().ConfigMaps(e.pod.Namespace).Get(e.ctx, name, metav1.GetOptions{})
+	o, err := get(e.ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && optional {
-		c, err = nil, nil
+		o, err = nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("configmap %q: %w", name, err)
+		return nil, fmt.Errorf("%s %q: %w", kind, name, err)
 	}
-	e.configMaps[name] = c
-	return c, nil
+	cache[name] = o
+	return o, nil
 }
 
 // fieldRef resolves the downward-API fields a kubelet supports.
