@@ -165,6 +165,14 @@ def load_yaml(text):
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+def _load_yaml_of(text, name, what):
+    """load_yaml(text) of the file name, or a usage error saying it is not valid `what`."""
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise CliError(f"{name} is not valid {what}: {exc}", EXIT_USAGE) from None
+
+
 def _json_safe(value, where):
     """Checks that value can travel as JSON (YAML also has binary, sets, NaN, ...)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -246,10 +254,7 @@ def collect_bundle(workflow_path):
             raise CliError(f"{where}: {full} does not exist", EXIT_USAGE) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"{where}: cannot read {full}: {exc}", EXIT_USAGE) from None
-        try:
-            doc = load_yaml(text)
-        except yaml.YAMLError as exc:
-            raise CliError(f"{rel} is not valid YAML or JSON: {exc}", EXIT_USAGE) from None
+        doc = _load_yaml_of(text, rel, "YAML or JSON")
         texts[rel], docs[rel] = text, doc
         return doc
 
@@ -282,10 +287,7 @@ def parse_parameters(pairs, parameters_file):
             text = Path(parameters_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"--parameters-file: {exc}", EXIT_USAGE) from None
-        try:
-            loaded = load_yaml(text)
-        except yaml.YAMLError as exc:
-            raise CliError(f"{parameters_file} is not valid YAML: {exc}", EXIT_USAGE) from None
+        loaded = _load_yaml_of(text, parameters_file, "YAML")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
