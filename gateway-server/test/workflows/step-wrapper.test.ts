@@ -40,6 +40,14 @@ describe('step wrapper', () => {
     expect(text).toContain("cd '/w/it'\\''s here' || exit 97");
   });
 
+  it("a value naming another placeholder stays that text: values are never filled in again (mallory's @INTERPRETER@ in a path)", () => {
+    expect(fillTemplate('@A@ @B@', { A: '@B@' }, { B: 'raw' })).toBe("'@B@' raw");
+    const text = stepWrapper({ header: 'step @INTERPRETER@ x', workdir: '/w/@INTERPRETER@; id', interpreter: 'sh', files: stepFiles('/w/@COMMAND@') });
+    expect(text.split('\n')[1]).toBe('# step @INTERPRETER@ x');
+    expect(text).toContain("cd '/w/@INTERPRETER@; id' || exit 97");
+    expect(text).toContain("sh '/w/@COMMAND@/.af/command'");
+  });
+
   it('refuses an interpreter that is not a program and its words', () => {
     expect(() => stepWrapper({ header: 'h', workdir: '/w', interpreter: 'sh; rm -rf ~', files: stepFiles('/w') })).toThrow(/interpreter/);
   });
