@@ -39,7 +39,11 @@ case "$1" in
     # (submissions may come at once: the id is taken under a lock, as a schedd would)
     id=$(flock "${dir}/lock" sh -c 'id=$(cat "${dir}/next" 2>/dev/null || echo 20); echo $((id + 1)) > "${dir}/next"; echo $id')
     echo "$id.0 - $id.$((n - 1))";;
-  condor_q) echo '[{"ClusterId": 20, "ProcId": 0, "JobStatus": 2, "JobCurrentStartDate": 1700000000},
+  condor_q)
+    # mallory tagged a flood of her own jobs with this gateway's instance: a listing of every
+    # tagged job (no job cluster named in the constraint) brings them along
+    case "$*" in *ClusterId*) ;; *) echo "MALLORY-FLOOD" >> "${dir}/calls";; esac
+    echo '[{"ClusterId": 20, "ProcId": 0, "JobStatus": 2, "JobCurrentStartDate": 1700000000},
     {"ClusterId": 20, "ProcId": 1, "JobStatus": 1, "LastRejMatchReason": "no match found"},
     {"ClusterId": 21, "ProcId": 0, "JobStatus": 5, "HoldReason": "Error from slot1: out of memory"}]';;
   condor_rm) exit 0;;
@@ -114,6 +118,18 @@ describe('the HTCondor backend takes lists', () => {
     // every check call asks the queue again (no cache between calls)
     await b.check([held!]);
     expect(calls().filter((l) => l.includes('condor_q'))).toHaveLength(2);
+  });
+
+  it("asks condor_q only for the job clusters of the handles checked, so jobs others tagged with the gateway's instance are not read", async () => {
+    const b = backend();
+    const handles = (await b.startWorkers(launchesOf(b, 'c9', 'alice', ['c9-a']))) as BackendHandle[];
+    const [other] = (await b.startWorkers(launchesOf(b, 'c10', 'bob', ['c10-a']))) as BackendHandle[];
+    rmSync(join(dir, 'calls'));
+    await b.check([...handles, other!]);
+    const queries = calls().filter((l) => l.includes('condor_q'));
+    expect(queries).toHaveLength(1);
+    expect(queries[0]).toContain('(ClusterId == 20 || ClusterId == 21)');
+    expect(calls()).not.toContain('MALLORY-FLOOD');
   });
 
   it('removes the jobs of one stop call with one condor_rm per account', async () => {

@@ -99,6 +99,9 @@ interface JobHandle extends BackendHandle {
 
 const isJob = (h: BackendHandle): h is JobHandle => h.kind === 'htcondor-job';
 
+/** The most job clusters one condor_q names in its constraint (about 25 bytes each on the command line). */
+const MAX_NAMED_CLUSTERS = 1000;
+
 /** How often heartbeats of schedulers not yet seen running may make the queue be looked at early. */
 const FORCED_POLL_MS = 1000;
 
@@ -519,7 +522,13 @@ export class HTCondorBackend implements Backend {
     }
     const jobs = handles.map((h, i) => ({ h, i })).filter((x): x is { h: JobHandle; i: number } => isJob(x.h));
     if (!jobs.length) return out;
-    const queued = await this.queue();
+    // Only the job clusters asked about: anyone can tag jobs with this gateway's instance, and a
+    // flood of such jobs must not be what every check reads (and holds in memory). (Beyond
+    // MAX_NAMED_CLUSTERS the constraint would outgrow a command line: every tagged job is listed.)
+    const clusterIds = [...new Set(jobs.flatMap(({ h }) => /^(\d+)\.\d+$/.exec(h.job)?.[1] ?? []))];
+    const queued = !clusterIds.length
+      ? new Map<string, JobAd>()
+      : await this.queue(undefined, clusterIds.length <= MAX_NAMED_CLUSTERS ? clusterIds : undefined);
     const now = Date.now();
     for (const { h, i } of jobs) {
       const ad = queued.get(h.job) ?? this.finished.get(h.job) ?? (await this.history(h.job));
@@ -538,11 +547,13 @@ export class HTCondorBackend implements Backend {
     else this.schedulerHosts.delete(h.job);
   }
 
-  /** One condor_q of this gateway's jobs (or of one of them), as the gateway's own account. */
-  private async queue(job?: string): Promise<Map<string, JobAd>> {
+  /** One condor_q of this gateway's jobs (or of one of them, or of some job clusters), as the gateway's own account. */
+  private async queue(job?: string, clusterIds?: string[]): Promise<Map<string, JobAd>> {
     const only = job ? /^(\d+)\.(\d+)$/.exec(job) : null;
     if (job && !only) throw new Error(`not an HTCondor job id: ${job}`);
-    const constraint = `AfGatewayInstance == ${classAdString(this.instance)}${only ? ` && ClusterId == ${only[1]} && ProcId == ${only[2]}` : ''}`;
+    if (clusterIds?.some((id) => !/^\d+$/.test(id))) throw new Error('not HTCondor job cluster ids');
+    const clusters = clusterIds ? ` && (${clusterIds.map((id) => `ClusterId == ${id}`).join(' || ')})` : '';
+    const constraint = `AfGatewayInstance == ${classAdString(this.instance)}${only ? ` && ClusterId == ${only[1]} && ProcId == ${only[2]}` : clusters}`;
     const { stdout } = await this.runner.run(['condor_q', '-allusers', '-json', '-constraint', constraint, '-attributes', JOB_ATTRIBUTES.join(',')], {
       as: this.self,
     });
