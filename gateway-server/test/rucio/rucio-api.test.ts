@@ -263,25 +263,36 @@ describe('service mode (userpass, admin-configured)', () => {
 });
 
 describe('a Rucio dataset as the scatter input of a workflow', () => {
-  it('makes one step per file of the dataset, each given its PFN for the chosen scheme', async () => {
+  /**
+   * Alice starts (201) a workflow of one stage per-file: a step for each file of the dataset `did`
+   * (its root PFN as url; `more` adds parameters: ", name: value"), running `cmd` and publishing with `publisher`.
+   */
+  async function startPerFile(did: string, more: string, cmd: string, publisher: string) {
     const spec = `stages:
   - name: per-file
     dependencies: [init]
     scheduler:
       scheduler_type: multistep-stage
-      parameters:
-        url: {rucio: {instance: test, did: 'data26:ds.small', scheme: root}}
-        out: '{workdir}/url.txt'
+      parameters: {url: {rucio: {instance: test, did: '${did}', scheme: root}}${more}}
       scatter: {method: zip, parameters: [url]}
       step:
-        process: {process_type: string-interpolated-cmd, cmd: 'echo {url} > {out}'}
-        publisher: {publisher_type: frompar-pub, outputmap: {url: url}}
+        process: {process_type: string-interpolated-cmd, cmd: '${cmd}'}
+        publisher: ${publisher}
         environment: {environment_type: localproc-env}
 `;
     const alice = client(gw, bearer(await op.token('alice')));
     const sub = await alice.post('/api/af/workflows', { entry: 'wf.yml', files: { 'wf.yml': spec } });
     expect(sub.status).toBe(201);
-    const { id } = sub.json as { id: string };
+    return { alice, id: (sub.json as { id: string }).id };
+  }
+
+  it('makes one step per file of the dataset, each given its PFN for the chosen scheme', async () => {
+    const { alice, id } = await startPerFile(
+      'data26:ds.small',
+      ", out: '{workdir}/url.txt'",
+      'echo {url} > {out}',
+      '{publisher_type: frompar-pub, outputmap: {url: url}}',
+    );
     type Dag = { run: { status: string }; nodes: { id: string; state: string; parameters: { url: string }; outputs: { url: string }; message?: string }[] };
     const dag = (await waitForRun(alice, id, { until: (d) => ['SUCCESS', 'FAILED'].includes(d.run.status), timeoutMs: 30_000 })) as unknown as Dag;
     expect(dag.run.status, JSON.stringify(dag.nodes.map((n) => n.message))).toBe('SUCCESS');
@@ -294,20 +305,7 @@ describe('a Rucio dataset as the scatter input of a workflow', () => {
   }, 60_000);
 
   it('fails the stage with a message when the dataset does not exist', async () => {
-    const spec = `stages:
-  - name: per-file
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters: {url: {rucio: {instance: test, did: 'data26:no.such.dataset', scheme: root}}}
-      scatter: {method: zip, parameters: [url]}
-      step:
-        process: {process_type: string-interpolated-cmd, cmd: 'echo {url}'}
-        publisher: {publisher_type: constant-pub, publish: {}}
-        environment: {environment_type: localproc-env}
-`;
-    const alice = client(gw, bearer(await op.token('alice')));
-    const { id } = (await alice.post('/api/af/workflows', { entry: 'wf.yml', files: { 'wf.yml': spec } })).json as { id: string };
+    const { alice, id } = await startPerFile('data26:no.such.dataset', '', 'echo {url}', '{publisher_type: constant-pub, publish: {}}');
     type Dag = { run: { status: string; message?: string }; stages: { name: string; state: string; message?: string }[] };
     const dag = (await waitForRun(alice, id, { until: (d) => d.run.status !== 'RUNNING', timeoutMs: 20_000 })) as unknown as Dag;
     expect(dag.run.status).toBe('FAILED');

@@ -19,6 +19,13 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<{ 
 
 const finished = (id: string): Promise<WorkflowDag> => waitForRun(mallory(), id, { timeoutMs: 20_000, pollMs: 100 });
 
+/** Starts a run (it must be accepted: 201) and waits for its end. */
+async function runToEnd(body: Record<string, unknown>): Promise<WorkflowDag> {
+  const r = await call<WorkflowRun>('POST', '', body);
+  expect(r.status).toBe(201);
+  return finished(r.body.id);
+}
+
 /** One stage running `script`, published by `publisher` (YAML flow text). */
 const workflow = (script: string, publisher: string, parameters = '{}') => ({
   'workflow.yml': `stages:
@@ -69,12 +76,10 @@ describe('publisher globs stay in the step directory', () => {
   });
 
   it('fails the step whose glob names a link it planted to /etc, listing nothing of /etc', async () => {
-    const r = await call<WorkflowRun>('POST', '', {
+    const dag = await runToEnd({
       entry: 'workflow.yml',
       files: workflow('ln -s /etc {workdir}/etc && touch {workdir}/own.txt', '{publisher_type: fromglob-pub, outputkey: f, globexpression: "etc/*"}'),
     });
-    expect(r.status).toBe(201);
-    const dag = await finished(r.body.id);
     expect(dag.run.status).toBe('FAILED');
     const node = dag.nodes.find((n) => n.id === 'plant')!;
     expect(node.message).toMatch(
@@ -104,15 +109,13 @@ describe('publisher globs stay in the step directory', () => {
     const name = 'a'.repeat(60);
     const delay = monitorEventLoopDelay({ resolution: 10 });
     delay.enable();
-    const r = await call<WorkflowRun>('POST', '', {
+    const dag = await runToEnd({
       entry: 'workflow.yml',
       files: workflow(
         `touch {workdir}/${name} {workdir}/${name}b {workdir}/.ab`,
         `{publisher_type: fromglob-pub, outputkey: f, globexpression: "${'*a'.repeat(7)}*b"}`,
       ),
     });
-    expect(r.status).toBe(201);
-    const dag = await finished(r.body.id);
     delay.disable();
     expect(dag.run.status).toBe('SUCCESS');
     const node = dag.nodes.find((n) => n.id === 'plant')!;
@@ -123,13 +126,11 @@ describe('publisher globs stay in the step directory', () => {
   it('fails the step whose publisher would repeat a 400 KB parameter into megabytes of outputs', async () => {
     const x = Array.from({ length: 10_000 }, (_, i) => `${i}`.padStart(40, 'x'));
     const keys = Array.from({ length: 10 }, (_, i) => `k${i}: "{x}"`).join(', ');
-    const r = await call<WorkflowRun>('POST', '', {
+    const dag = await runToEnd({
       entry: 'workflow.yml',
       files: workflow('true', `{publisher_type: interpolated-pub, publish: {${keys}}}`, '{x: {stages: init, output: x, unwrap: true}}'),
       parameters: { x },
     });
-    expect(r.status).toBe(201);
-    const dag = await finished(r.body.id);
     expect(dag.run.status).toBe('FAILED');
     const node = dag.nodes.find((n) => n.id === 'plant')!;
     expect(node.message).toMatch(/outputs could not be published: publisher k2: what the step publishes would be more than 1,048,576 characters long/);
@@ -152,9 +153,7 @@ describe('publisher globs stay in the step directory', () => {
         environment: {environment_type: localproc-env}
 `,
     };
-    const r = await call<WorkflowRun>('POST', '', { entry: 'workflow.yml', files, max_parallel: 4 });
-    expect(r.status).toBe(201);
-    const dag = await finished(r.body.id);
+    const dag = await runToEnd({ entry: 'workflow.yml', files, max_parallel: 4 });
     expect(dag.run.status).toBe('FAILED');
     const ok = dag.nodes.filter((n) => n.stage === 'plant' && n.state === 'SUCCESS');
     const failed = dag.nodes.filter((n) => n.state === 'FAILED');
@@ -166,7 +165,7 @@ describe('publisher globs stay in the step directory', () => {
   }, 60_000);
 
   it('fails the step whose glob a parameter points at /etc (known only when the step ran)', async () => {
-    const r = await call<WorkflowRun>('POST', '', {
+    const dag = await runToEnd({
       entry: 'workflow.yml',
       files: workflow(
         'true',
@@ -175,8 +174,6 @@ describe('publisher globs stay in the step directory', () => {
       ),
       parameters: { where: '/etc' },
     });
-    expect(r.status).toBe(201);
-    const dag = await finished(r.body.id);
     expect(dag.run.status).toBe('FAILED');
     const node = dag.nodes.find((n) => n.id === 'plant')!;
     expect(node.message).toContain(`publisher: the glob /etc/* is outside the step's directory ${node.workdir}`);
