@@ -18,6 +18,12 @@ export interface SidebarPlacement {
   rank: number;
 }
 
+/** The command that shows a sidebar panel (listed in the palette, with the panel's icon). */
+export interface OpenCommand {
+  command: string;
+  label: string;
+}
+
 /** Main-area widgets of one kind; on a layout restore each is opened again by a command with its arguments. */
 export class RestoredWidgets<T extends Widget> {
   readonly tracker: WidgetTracker<T>;
@@ -45,8 +51,8 @@ export interface PanelContext {
   trans: TranslationBundle;
   /** Main-area widgets of one kind, restored with the layout by `command`. */
   mainAreaWidgets<T extends Widget>(namespace: string, command: string): RestoredWidgets<T>;
-  /** Adds `widget` to the left sidebar with our id, icon and caption, restored with the layout. */
-  addSidebar(widget: Widget, place: SidebarPlacement): void;
+  /** Adds `widget` to the left sidebar with our id, icon and caption, restored with the layout, and its command that shows it. */
+  addSidebar(widget: Widget, place: SidebarPlacement, open: OpenCommand): void;
   /** Lists commands (with their arguments, if any) in the palette under the AF Gateway category. */
   addToPalette(...items: (string | { command: string; args: ReadonlyJSONObject })[]): void;
 }
@@ -80,12 +86,14 @@ export function panelPlugin(spec: PanelPluginSpec): JupyterFrontEndPlugin<void> 
         session,
         trans: (translator ?? nullTranslator).load('af_gateway_lab'),
         mainAreaWidgets: (namespace, command) => new RestoredWidgets(namespace, command, restorer),
-        addSidebar: (widget, place) => {
+        addSidebar: (widget, place, open) => {
           widget.id = place.id;
           widget.title.icon = place.icon;
           widget.title.caption = place.caption;
           app.shell.add(widget, 'left', { rank: place.rank });
           restorer?.add(widget, place.id);
+          app.commands.addCommand(open.command, { label: open.label, icon: place.icon, execute: () => app.shell.activateById(widget.id) });
+          palette?.addItem({ command: open.command, category: CATEGORY });
         },
         addToPalette: (...items) => {
           for (const item of items) palette?.addItem(typeof item === 'string' ? { command: item, category: CATEGORY } : { ...item, category: CATEGORY });

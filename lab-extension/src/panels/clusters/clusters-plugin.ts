@@ -133,15 +133,11 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     },
     trans,
   );
-  addSidebar(panel, { id: 'af-clusters', icon: clustersIcon, caption: trans.__('Dask clusters (AF Gateway)'), rank: 200 });
+  const open = { command: ClusterCommandIds.openClusters, label: trans.__('Show Dask Clusters') };
+  addSidebar(panel, { id: 'af-clusters', icon: clustersIcon, caption: trans.__('Dask clusters (AF Gateway)'), rank: 200 }, open);
 
   // --- commands ---------------------------------------------------------------------------------
   const nameArg = (args: Record<string, unknown>) => String(args.name ?? '');
-  commands.addCommand(ClusterCommandIds.openClusters, {
-    label: trans.__('Show Dask Clusters'),
-    icon: clustersIcon,
-    execute: () => shell.activateById(panel.id),
-  });
   commands.addCommand(ClusterCommandIds.createCluster, { label: trans.__('New Dask Cluster…'), execute: () => createCluster() });
   commands.addCommand(ClusterCommandIds.scaleCluster, { label: trans.__('Scale Dask Cluster…'), execute: (args) => scaleCluster(nameArg(args)) });
   commands.addCommand(ClusterCommandIds.shutdownCluster, { label: trans.__('Shut Down Dask Cluster…'), execute: (args) => shutdownCluster(nameArg(args)) });
@@ -150,7 +146,7 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     label: (args) => (args.label ? trans.__('Dask Dashboard: %1', String(args.label)) : trans.__('Dask Dashboard')),
     execute: (args) => openDashboard(String(args.cluster), String(args.label ?? 'Status'), String(args.path ?? 'status')),
   });
-  addToPalette(ClusterCommandIds.openClusters, ClusterCommandIds.createCluster);
+  addToPalette(ClusterCommandIds.createCluster);
   return model;
 }
 

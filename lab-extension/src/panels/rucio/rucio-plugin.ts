@@ -19,7 +19,7 @@ export const RucioCommandIds = {
 } as const;
 
 function activate({ app, session, trans, addSidebar, addToPalette }: PanelContext, notebooks: INotebookTracker | null): void {
-  const { commands, shell } = app;
+  const { commands } = app;
   const { client, settings } = session;
   const model = new RucioModel(session, { instance: settings.rucioInstance, scheme: settings.rucioScheme });
 
@@ -114,15 +114,15 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
     },
     trans,
   );
-  addSidebar(panel, { id: 'af-rucio', icon: rucioIcon, caption: trans.__('Rucio data (AF Gateway)'), rank: 202 });
+  const open = { command: RucioCommandIds.openRucio, label: trans.__('Show Rucio Data') };
+  addSidebar(panel, { id: 'af-rucio', icon: rucioIcon, caption: trans.__('Rucio data (AF Gateway)'), rank: 202 }, open);
 
-  commands.addCommand(RucioCommandIds.openRucio, { label: trans.__('Show Rucio Data'), icon: rucioIcon, execute: () => shell.activateById(panel.id) });
   commands.addCommand(RucioCommandIds.insertFileList, {
     label: trans.__('Insert File List of the Open Rucio Dataset'),
     isEnabled: () => model.dataset !== null && model.phase === 'done',
     execute: () => insertFileList(),
   });
-  addToPalette(RucioCommandIds.openRucio, RucioCommandIds.insertFileList);
+  addToPalette(RucioCommandIds.insertFileList);
   // The panel loads when it is first shown; the model asks again after a (Hub) login.
 }
 

@@ -19,14 +19,14 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
   session.settingsChanged.connect((_s, next) => (model.warnSeconds = next.tokenWarningMinutes * 60));
 
   const panel = new TokenPanel(model, { refresh: () => void commands.execute(TokenCommandIds.refreshToken), login: () => session.logIn() }, trans);
-  addSidebar(panel, { id: 'af-token', icon: tokenIcon, caption: trans.__('Access token (AF Gateway)'), rank: 201 });
+  const open = { command: TokenCommandIds.openToken, label: trans.__('Show Access Token') };
+  addSidebar(panel, { id: 'af-token', icon: tokenIcon, caption: trans.__('Access token (AF Gateway)'), rank: 201 }, open);
 
   if (statusBar) {
     const item = new TokenStatusItem(model, () => shell.activateById(panel.id), trans);
     statusBar.registerStatusItem('@af-gateway/lab-extension:token-status', { item, align: 'left', rank: 4 });
   }
 
-  commands.addCommand(TokenCommandIds.openToken, { label: trans.__('Show Access Token'), icon: tokenIcon, execute: () => shell.activateById(panel.id) });
   commands.addCommand(TokenCommandIds.refreshToken, {
     label: trans.__('Refresh Access Token Now'),
     execute: async () => {
@@ -37,7 +37,7 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
       }
     },
   });
-  addToPalette(TokenCommandIds.openToken, TokenCommandIds.refreshToken);
+  addToPalette(TokenCommandIds.refreshToken);
   return model;
 }
 

@@ -213,15 +213,11 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     },
     trans,
   );
-  addSidebar(panel, { id: 'af-workflows', icon: workflowsIcon, caption: trans.__('Workflows (AF Gateway)'), rank: 203 });
+  const open = { command: WorkflowCommandIds.openWorkflows, label: trans.__('Show Workflows') };
+  addSidebar(panel, { id: 'af-workflows', icon: workflowsIcon, caption: trans.__('Workflows (AF Gateway)'), rank: 203 }, open);
 
   // --- commands ---------------------------------------------------------------------------------
   const idArg = (args: Record<string, unknown>) => String(args.id ?? '');
-  commands.addCommand(WorkflowCommandIds.openWorkflows, {
-    label: trans.__('Show Workflows'),
-    icon: workflowsIcon,
-    execute: () => shell.activateById(panel.id),
-  });
   commands.addCommand(WorkflowCommandIds.runWorkflow, {
     label: (args) => (args.path || !args.ask ? trans.__('Run as Workflow') : trans.__('Run Workflow…')),
     caption: trans.__('Check this workflow file at the AF Gateway, ask for its parameters and run it'),
@@ -278,7 +274,7 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
   if (browsers) {
     app.contextMenu.addItem({ command: WorkflowCommandIds.runWorkflow, selector: '.jp-DirListing-item[data-file-type]', rank: 3 });
   }
-  addToPalette(WorkflowCommandIds.openWorkflows, { command: WorkflowCommandIds.runWorkflow, args: { ask: true } });
+  addToPalette({ command: WorkflowCommandIds.runWorkflow, args: { ask: true } });
   return model;
 }
 
