@@ -2,6 +2,7 @@
 // outputs" (files already written to an RSE, attached to a dataset).
 import React from 'react';
 import type { FormProps } from '../../components/dialog-body';
+import { TextRow, textFields } from '../../components/form-parts';
 import { parseRegisterFiles } from './rucio-files';
 
 export interface MakeAvailableValue {
@@ -17,19 +18,11 @@ export function validateMakeAvailable(v: MakeAvailableValue): string | null {
 
 export function MakeAvailableForm({ value, onChange }: FormProps<MakeAvailableValue>): JSX.Element {
   const set = (patch: Partial<MakeAvailableValue>) => onChange({ ...value, ...patch });
+  const field = textFields(value, onChange);
+  const rseHint = 'Where the dataset should be kept: an RSE name or an expression such as tier=2&type=DISK';
   return (
     <div className="jp-AFDialog-form jp-AFRucio-form">
-      <div className="jp-AFDialog-row">
-        <label htmlFor="af-rucio-rse">RSE expression</label>
-        <input
-          id="af-rucio-rse"
-          className="jp-mod-styled"
-          placeholder="SITE-B_DISK"
-          value={value.rseExpression}
-          onChange={(e) => set({ rseExpression: e.target.value })}
-        />
-        <span className="jp-AFDialog-hint">Where the dataset should be kept: an RSE name or an expression such as tier=2&amp;type=DISK</span>
-      </div>
+      <TextRow id="af-rucio-rse" label="RSE expression" placeholder="SITE-B_DISK" {...field('rseExpression')} hint={rseHint} />
       <div className="jp-AFDialog-row">
         <label htmlFor="af-rucio-lifetime">Lifetime (days)</label>
         <input
@@ -62,27 +55,12 @@ export function validateRegister(v: RegisterValue): string | null {
 
 export function RegisterForm({ value, onChange }: FormProps<RegisterValue>): JSX.Element {
   const set = (patch: Partial<RegisterValue>) => onChange({ ...value, ...patch });
+  const field = textFields(value, onChange);
   return (
     <div className="jp-AFDialog-form jp-AFRucio-form">
-      <div className="jp-AFDialog-row">
-        <label htmlFor="af-register-rse">RSE</label>
-        <input
-          id="af-register-rse"
-          className="jp-mod-styled"
-          placeholder="SITE-A_SCRATCHDISK"
-          value={value.rse}
-          onChange={(e) => set({ rse: e.target.value })}
-        />
-      </div>
-      <div className="jp-AFDialog-row">
-        <label htmlFor="af-register-scope">Dataset scope</label>
-        <input id="af-register-scope" className="jp-mod-styled" placeholder="user.alice" value={value.scope} onChange={(e) => set({ scope: e.target.value })} />
-      </div>
-      <div className="jp-AFDialog-row">
-        <label htmlFor="af-register-name">Dataset name</label>
-        <input id="af-register-name" className="jp-mod-styled" placeholder="ds.my.outputs" value={value.name} onChange={(e) => set({ name: e.target.value })} />
-        <span className="jp-AFDialog-hint">Created when it does not exist yet</span>
-      </div>
+      <TextRow id="af-register-rse" label="RSE" placeholder="SITE-A_SCRATCHDISK" {...field('rse')} />
+      <TextRow id="af-register-scope" label="Dataset scope" placeholder="user.alice" {...field('scope')} />
+      <TextRow id="af-register-name" label="Dataset name" placeholder="ds.my.outputs" {...field('name')} hint="Created when it does not exist yet" />
       <div className="jp-AFDialog-row">
         <label htmlFor="af-register-files">Files</label>
         <textarea

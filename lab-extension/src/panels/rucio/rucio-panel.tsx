@@ -4,6 +4,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 import type { Message } from '@lumino/messaging';
 import React from 'react';
+import { OptionList } from '../../components/form-parts';
 import { ModelPanel } from '../../components/model-panel';
 import { PanelFrame } from '../../components/panel-frame';
 import { FileTable } from './file-table';
@@ -174,11 +175,7 @@ function DatasetView(props: { model: RucioModel; actions: RucioActions; trans: T
         <label className="jp-AFRucio-scheme">
           {trans.__('PFNs')}
           <select className="jp-mod-styled jp-AFRucio-schemeSelect" value={model.scheme} onChange={(e) => void model.setScheme(e.target.value as Scheme)}>
-            {SCHEMES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
+            <OptionList values={SCHEMES} />
           </select>
         </label>
       </div>
@@ -261,11 +258,7 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
           <label>
             <span>{trans.__('Scope')}</span>
             <select className="jp-mod-styled jp-AFRucio-scope" value={model.scope} onChange={(e) => model.selectScope(e.target.value)}>
-              {model.scopes.map((s) => (
-                <option key={s} value={s}>
-                  {s}
-                </option>
-              ))}
+              <OptionList values={model.scopes} />
             </select>
           </label>
         </div>

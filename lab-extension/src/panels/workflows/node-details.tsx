@@ -195,6 +195,10 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
   const { node, trans } = props;
   const st = node.state.toLowerCase();
   const duration = node.started ? formatUptime((node.finished ?? props.now) - node.started) : '—';
+  /** The step's outputs or parameters, their files downloadable. */
+  const valueList = (title: string, values: unknown, className: string) => (
+    <ValueList title={title} values={values as Record<string, unknown>} run={props.run} download={props.download} trans={trans} className={className} />
+  );
   return (
     <aside className="jp-AFDagDetails" data-node={node.id} aria-label={trans.__('Step %1', node.id)}>
       <header className="jp-AFDagDetails-header">
@@ -248,23 +252,9 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
             </>
           )}
         </dl>
-        <ValueList
-          title={trans.__('Outputs')}
-          values={node.outputs as Record<string, unknown>}
-          run={props.run}
-          download={props.download}
-          trans={trans}
-          className="mod-outputs"
-        />
+        {valueList(trans.__('Outputs'), node.outputs, 'mod-outputs')}
         {node.id !== 'init' && <LogView client={props.client} runId={props.runId} node={node} trans={trans} />}
-        <ValueList
-          title={trans.__('Parameters')}
-          values={node.parameters as Record<string, unknown>}
-          run={props.run}
-          download={props.download}
-          trans={trans}
-          className="mod-parameters"
-        />
+        {valueList(trans.__('Parameters'), node.parameters, 'mod-parameters')}
         {node.command && (
           <section className="jp-AFDagDetails-section">
             <h3>{trans.__('Command')}</h3>

@@ -3,6 +3,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import type { FormProps } from '../../components/dialog-body';
+import { OptionList, TextRow } from '../../components/form-parts';
 import type { RunFormValue } from './workflow-bundle';
 
 export interface RunFormOptions {
@@ -41,19 +42,12 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
           </span>
         )}
         <div className="jp-AFWorkflowRun-section">{trans.__('Run')}</div>
-        <div className="jp-AFDialog-row">
-          <label htmlFor="af-wf-name">{trans.__('Name')}</label>
-          <input id="af-wf-name" className="jp-mod-styled" placeholder={opts.defaultName} value={value.name} onChange={(e) => set({ name: e.target.value })} />
-        </div>
+        <TextRow id="af-wf-name" label={trans.__('Name')} placeholder={opts.defaultName} value={value.name} onChange={(name) => set({ name })} />
         <div className="jp-AFDialog-row">
           <label htmlFor="af-wf-backend">{trans.__('Backend')}</label>
           <select id="af-wf-backend" className="jp-mod-styled" value={value.backend} onChange={(e) => set({ backend: e.target.value })}>
             <option value="">{opts.backends.length ? trans.__('Gateway default (%1)', opts.backends[0]!) : trans.__('Gateway default')}</option>
-            {opts.backends.map((b) => (
-              <option key={b} value={b}>
-                {b}
-              </option>
-            ))}
+            <OptionList values={opts.backends} />
           </select>
         </div>
         <div className="jp-AFDialog-row">
