@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { CHP, freePort, GATEWAY_CLI, httpOk, type Running, startService, VENV_BIN, waitFor } from './processes.ts';
+import { CHP, freePort, httpOk, type Running, startGateway, startService, VENV_BIN, waitFor } from './processes.ts';
 
 export const HUB_SERVICE = 'af-gateway';
 export const HUB_SERVICE_PREFIX = `/services/${HUB_SERVICE}/`;
@@ -78,21 +78,7 @@ export async function startHubStack({ tmpDir, logsDir, env, started }: HubStackO
     accounts: { name_template: 'af-{user}' },
     backend: { type: 'local', local: { python: path.join(VENV_BIN, 'python') } },
   };
-  const configFile = path.join(dir, 'gateway.yaml');
-  writeFileSync(configFile, `# AF Gateway behind the UI tests' JupyterHub (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
-  const gw = startService(
-    'hub-gateway',
-    logsDir,
-    process.execPath,
-    [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir],
-    {
-      ...env,
-      AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
-    },
-    dir,
-  );
-  started.push(gw);
-  await waitFor('GET /api/health', gw, () => httpOk(`${gatewayURL}/api/health`));
+  await startGateway('hub-gateway', logsDir, dir, "AF Gateway behind the UI tests' JupyterHub", config, env, gatewayURL, started);
 
   // 2. JupyterHub: shared-password login, single-user Labs as local processes of this OS user
   const hubConfig = `# JupyterHub of the AF Gateway UI tests (written by ui-tests/support/hub-stack.ts)

@@ -2,7 +2,8 @@
 // session and process group, a subreaper for what it leaves behind, SIGTERM when the Playwright
 // runner dies), waiting for it to answer, and stopping it again.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -124,6 +125,30 @@ export async function waitFor<T>(what: string, svc: Running, probe: () => Promis
     await sleep(200);
   }
   throw new Error(`${svc.name}: no ${what} within ${timeoutMs / 1000} s (last: ${last}):\n${tail(svc.log)}`);
+}
+
+/**
+ * Writes `config` as dir/gateway.yaml (JSON is YAML) under the comment `heading`, starts `serve` of the
+ * built gateway with it and a fresh encryption key (as service `name`, added to `started` so that it is
+ * stopped again) and waits until it answers GET /api/health at `url`.
+ */
+export async function startGateway(
+  name: string,
+  logsDir: string,
+  dir: string,
+  heading: string,
+  config: { data_dir: string },
+  env: NodeJS.ProcessEnv,
+  url: string,
+  started: Running[],
+): Promise<Running> {
+  const configFile = path.join(dir, 'gateway.yaml');
+  writeFileSync(configFile, `# ${heading} (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
+  const args = [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir];
+  const gw = startService(name, logsDir, process.execPath, args, { ...env, AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64') }, dir);
+  started.push(gw);
+  await waitFor('GET /api/health', gw, () => httpOk(`${url}/api/health`));
+  return gw;
 }
 
 export async function httpOk(url: string, init?: RequestInit): Promise<Response | undefined> {

@@ -18,12 +18,12 @@ import { startHubStack, type HubStack } from './hub-stack.ts';
 import {
   CHP,
   freePort,
-  GATEWAY_CLI,
   httpOk,
   REPO,
   type Running,
   startService,
   type StackProcess,
+  startGateway,
   stopProcesses,
   tail,
   UI_DIR,
@@ -200,22 +200,8 @@ export async function startStack(): Promise<Stack> {
       tokens: { exchange_audiences: ['rucio'] },
       rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
     };
-    const configFile = path.join(tmpDir, 'gateway.yaml');
-    writeFileSync(configFile, `# AF Gateway config of the UI tests (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
-    const gw = startService(
-      'gateway',
-      logsDir,
-      process.execPath,
-      [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir],
-      {
-        ...baseEnv,
-        AF_GATEWAY_OIDC_CLIENT_SECRET: gatewayClient.secret,
-        AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64'),
-      },
-      tmpDir,
-    );
-    started.push(gw);
-    await waitFor('GET /api/health', gw, () => httpOk(`${gatewayURL}/api/health`));
+    const gatewayEnv = { ...baseEnv, AF_GATEWAY_OIDC_CLIENT_SECRET: gatewayClient.secret };
+    const gw = await startGateway('gateway', logsDir, tmpDir, 'AF Gateway config of the UI tests', config, gatewayEnv, gatewayURL, started);
 
     // 3. JupyterLab, no token or password, kernels holding alice's bearer token
     const serverRoot = path.join(tmpDir, 'lab-root');

@@ -3,7 +3,7 @@
 // connect code, shut down.
 import { expect, test } from '@jupyterlab/galata';
 import { loginAsAlice } from './stack';
-import { newClusterRunning, openPanel, scaleManually, shot } from './panels';
+import { newClusterRunning, openPanel, runAddedCell, scaleManually, shot, shutDownCluster } from './panels';
 
 test.setTimeout(300_000);
 
@@ -82,9 +82,7 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     const code = await page.notebook.getCellTextInput(0);
     expect(code).toContain('auth=BearerTokenAuth()');
     expect(code).toContain('client = cluster.get_client()');
-    await page.notebook.addCell('code', 'client.submit(sum, range(10)).result()');
-    await page.notebook.run();
-    await expect.poll(async () => (await page.notebook.getCellTextOutput(1))?.join('') ?? '', { timeout: 90_000 }).toBe('45');
+    await runAddedCell(page, 'client.submit(sum, range(10)).result()', '45');
     await shot(page, 'clusters-notebook-light');
   });
 
@@ -99,11 +97,6 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
   });
 
   await test.step('shut down with confirmation', async () => {
-    await card.getByRole('button', { name: 'Shut down' }).click();
-    const dialog = page.locator('.jp-Dialog');
-    await expect(dialog.locator('.jp-Dialog-header')).toContainText(`Shut down ${name}?`);
-    await dialog.locator('.jp-mod-warn').click();
-    await expect(card).toHaveCount(0, { timeout: 60_000 });
-    await expect(panel.locator('.jp-AFClusters-empty')).toBeVisible();
+    await shutDownCluster(page, panel, card, name);
   });
 });

@@ -9,7 +9,7 @@
 import path from 'node:path';
 import { expect, test, type Locator, type Page } from '@playwright/test';
 import { readStack } from './stack.ts';
-import { newClusterRunning, scaleManually } from './panels.ts';
+import { newClusterRunning, scaleManually, shutDownCluster } from './panels.ts';
 
 test.setTimeout(240_000);
 
@@ -105,11 +105,6 @@ test('behind JupyterHub the Clusters panel acts as the Hub user', async ({ page 
   });
 
   await test.step('shut the cluster down with confirmation', async () => {
-    await card.getByRole('button', { name: 'Shut down' }).click();
-    const dialog = page.locator('.jp-Dialog');
-    await expect(dialog.locator('.jp-Dialog-header')).toContainText(`Shut down ${name}?`);
-    await dialog.locator('.jp-mod-warn').click();
-    await expect(card).toHaveCount(0, { timeout: 60_000 });
-    await expect(panel.locator('.jp-AFClusters-empty')).toBeVisible();
+    await shutDownCluster(page, panel, card, name);
   });
 });

@@ -44,3 +44,23 @@ export async function scaleManually(page: Page, card: Locator, workers: number, 
   await dialog.locator('.jp-mod-accept').click();
   await expect(card.locator('.jp-AFClusters-workers')).toHaveText(`${workers} / ${workers}`, { timeout: 90_000 });
 }
+
+/** Shuts a cluster down by its card's button, confirms, and waits until the panel is empty again. */
+export async function shutDownCluster(page: Page, panel: Locator, card: Locator, name: string): Promise<void> {
+  await card.getByRole('button', { name: 'Shut down' }).click();
+  const dialog = page.locator('.jp-Dialog');
+  await expect(dialog.locator('.jp-Dialog-header')).toContainText(`Shut down ${name}?`);
+  await dialog.locator('.jp-mod-warn').click();
+  await expect(card).toHaveCount(0, { timeout: 60_000 });
+  await expect(panel.locator('.jp-AFClusters-empty')).toBeVisible();
+}
+
+/**
+ * Adds a code cell with `source` under the notebook's inserted first cell, runs the notebook and waits
+ * until the new cell's output reads `output`.
+ */
+export async function runAddedCell(page: IJupyterLabPageFixture, source: string, output: string): Promise<void> {
+  await page.notebook.addCell('code', source);
+  await page.notebook.run();
+  await expect.poll(async () => (await page.notebook.getCellTextOutput(1))?.join('') ?? '', { timeout: 90_000 }).toBe(output);
+}

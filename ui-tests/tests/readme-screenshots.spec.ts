@@ -9,7 +9,7 @@ import path from 'node:path';
 import { expect, test } from '@jupyterlab/galata';
 import { REPO } from '../support/stack.ts';
 import { loginAsAlice, readStack } from './stack';
-import { newClusterRunning, openPanel, scaleManually, SCREENSHOTS } from './panels';
+import { newClusterRunning, openPanel, runAddedCell, scaleManually, SCREENSHOTS } from './panels';
 
 test.setTimeout(420_000);
 
@@ -73,9 +73,7 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
     await expect.poll(() => page.notebook.isActive('analysis.ipynb')).toBe(true);
     await card.getByRole('button', { name: 'Code' }).click();
     await expect.poll(() => page.notebook.getCellTextInput(0)).toContain(`gateway.connect("${name}")`);
-    await page.notebook.addCell('code', 'client.submit(sum, range(10)).result()');
-    await page.notebook.run();
-    await expect.poll(async () => (await page.notebook.getCellTextOutput(1))?.join('') ?? '', { timeout: 90_000 }).toBe('45');
+    await runAddedCell(page, 'client.submit(sum, range(10)).result()', '45');
     await expect(card.locator('.jp-AFClusters-workers')).toHaveText('2 / 2');
     await picture(page, 'cluster-code');
   });

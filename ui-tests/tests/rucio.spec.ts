@@ -5,7 +5,7 @@
 import { expect, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 import { loginAsAlice } from './stack';
-import { openPanel, shot } from './panels';
+import { openPanel, runAddedCell, shot } from './panels';
 
 test.setTimeout(300_000);
 
@@ -80,9 +80,7 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await expect.poll(() => page.notebook.getCellTextInput(0)).toContain('files = [');
     const code = await page.notebook.getCellTextInput(0);
     expect(code).toContain('"davs://webdav.site-');
-    await page.notebook.addCell('code', 'len(files)');
-    await page.notebook.run();
-    await expect.poll(async () => (await page.notebook.getCellTextOutput(1))?.join('') ?? '', { timeout: 90_000 }).toBe('5');
+    await runAddedCell(page, 'len(files)', '5');
     await shot(page, 'rucio-notebook-light');
   });
 
