@@ -260,20 +260,13 @@ describe('Helm chart deploy/helm', () => {
     const inConfig = await template({ 'secrets.encryptKey': KEY, 'config.state_store.postgresql_url': PG_URL });
     expect(inConfig.code).not.toBe(0);
     expect(inConfig.stderr).toContain('config.state_store is set by the chart from postgresql.*');
-    const pool = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, [
-      '--set',
-      'postgresql.enabled=true',
-      '--set',
-      'postgresql.poolSize=0',
-    ]);
-    expect(pool.stderr).toContain('postgresql.poolSize is 0: it must be an integer from 1 to 100');
-    const poll = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, [
-      '--set',
-      'postgresql.enabled=true',
-      '--set',
-      'postgresql.standbyPollPeriod=0.1',
-    ]);
-    expect(poll.stderr).toContain('postgresql.standbyPollPeriod is 0.1: it must be from 0.2 to 60');
+    for (const [setting, message] of [
+      ['postgresql.poolSize=0', 'postgresql.poolSize is 0: it must be an integer from 1 to 100'],
+      ['postgresql.standbyPollPeriod=0.1', 'postgresql.standbyPollPeriod is 0.1: it must be from 0.2 to 60'],
+    ] as const) {
+      const out = await template({ 'secrets.encryptKey': KEY, 'postgresql.url': PG_URL }, ['--set', 'postgresql.enabled=true', '--set', setting]);
+      expect(out.stderr, setting).toContain(message);
+    }
     // postgres:// is fine too, and with an existing Secret the URL comes from there
     for (const ok of [
       template({ 'secrets.encryptKey': KEY, 'postgresql.url': 'postgres://gw:pw@db:5432/af' }, ['--set', 'postgresql.enabled=true']),
