@@ -3,10 +3,6 @@
 // the scheduler (heartbeats) and of the processes (the memory backend's records), and checks what
 // the engine decides: timeouts, failure counting, waiting jobs, adoption after a restart, stops.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
@@ -14,7 +10,7 @@ import { resolveConfig } from '../../src/config.js';
 import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { SecretBox } from '../../src/store/crypto.js';
+import { closeUnitState, openUnitState } from '../support/unit-state.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
@@ -96,20 +92,14 @@ async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
 const liveWorkers = (m: ClusterManager, c: ClusterRecord) => m.activeWorkers(c.name) ?? [];
 
 beforeEach(() => {
-  vi.useFakeTimers({ now: new Date('2026-01-01T00:00:00Z'), toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
-  dir = mkdtempSync(join(tmpdir(), 'af-unit-cm-'));
-  store = new SqliteStore(join(dir, 'state.sqlite'), SecretBox.fromBase64(randomBytes(32).toString('base64')));
-  backend = new MemoryBackend();
+  ({ dir, store, backend } = openUnitState('af-unit-cm-'));
   managers = [];
   told = [];
   schedulerAnswer = async () => 200;
 });
 
 afterEach(async () => {
-  for (const m of managers) await m.close();
-  vi.useRealTimers();
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await closeUnitState({ dir, store }, managers);
 });
 
 describe('the scheduler start', () => {

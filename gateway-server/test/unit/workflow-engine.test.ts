@@ -6,10 +6,8 @@
 // Steps' files (.af/command, .af/run.sh) are still written to a temporary workspace: the engine
 // writes them before every start, and the tests check what a backend is given to run.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
@@ -18,7 +16,7 @@ import { WorkflowEngine } from '../../src/workflows/workflow-engine.js';
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import type { StepLaunch } from '../../src/backends/backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { SecretBox } from '../../src/store/crypto.js';
+import { closeUnitState, openUnitState } from '../support/unit-state.js';
 import { stepFiles } from '../../src/workflows/step-files.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
@@ -118,18 +116,12 @@ async function status(e: WorkflowEngine, run: WorkflowRun, want: string): Promis
 }
 
 beforeEach(() => {
-  vi.useFakeTimers({ now: new Date('2026-01-01T00:00:00Z'), toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
-  dir = mkdtempSync(join(tmpdir(), 'af-unit-wf-'));
-  store = new SqliteStore(join(dir, 'state.sqlite'), SecretBox.fromBase64(randomBytes(32).toString('base64')));
-  backend = new MemoryBackend();
+  ({ dir, store, backend } = openUnitState('af-unit-wf-'));
   engines = [];
 });
 
 afterEach(async () => {
-  for (const e of engines) await e.close();
-  vi.useRealTimers();
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await closeUnitState({ dir, store }, engines);
 });
 
 describe('a run', () => {
