@@ -137,6 +137,17 @@ def client_credentials_token(provider, client, scope="openid compute.create comp
     return r.json()["access_token"]
 
 
+def clients_with_a_worker(clusters, timeout, **client_options):
+    """Scales each dask_gateway cluster to one worker and returns a client of each once its worker
+    is there (all scaled first, then all awaited)."""
+    for c in clusters:
+        c.scale(1)
+    clients = [c.get_client(**client_options) for c in clusters]
+    for cl in clients:
+        cl.wait_for_workers(1, timeout=timeout)
+    return clients
+
+
 class GatewayUnderTest:
     """A gateway of a test module in its own directory: started, restarted (after kill -9) with the
     same config, and reached with the dask_gateway client or the af API as a user."""
@@ -158,6 +169,16 @@ class GatewayUnderTest:
 
     def af_cluster(self, name, user="alice"):
         return requests.get(f"{self.url}/api/af/clusters/{name}", auth=(user, ""), timeout=10).json()
+
+    def assert_adopted_cluster_serves(self, client, name, user, more=lambda: ""):
+        """After a restart: the cluster name computes through client, runs its 2 workers again and
+        none failed; closes client. `more` adds to the message of a failed wait."""
+        from conftest import wait_until
+        assert client.submit(sum, range(10)).result() == 45
+        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(self.af_cluster(name, user)), 30,
+                          lambda: f"2 running workers after the restart: {self.af_cluster(name, user)}{more()}")
+        assert info["workers"]["failed"] == 0
+        client.close()
 
 
 class ServiceStandIn:

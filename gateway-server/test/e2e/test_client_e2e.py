@@ -20,6 +20,7 @@ import requests
 from dask_gateway import GatewayWarning
 from dask_gateway.client import ClusterStatus
 
+from af_e2e_support import clients_with_a_worker
 from conftest import (
     GiB,
     MiB,
@@ -316,9 +317,7 @@ def test_shutdown_leaves_no_process(server, alice):
     c = alice.new_cluster(worker_cores=1, shutdown_on_close=True)
     name = c.name
     try:
-        c.scale(1)
-        cl = c.get_client(set_as_default=False)
-        cl.wait_for_workers(1, timeout=60)
+        [cl] = clients_with_a_worker([c], 60, set_as_default=False)
         assert cl.submit(_plus_one, 1).result(timeout=60) == 2
         procs = wait_until(
             lambda: (p := cluster_procs(name)) and "worker" in roles(p) and p,

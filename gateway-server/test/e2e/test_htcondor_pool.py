@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, read_api_token, stop
+from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -256,11 +256,7 @@ def test_a_restarted_gateway_adopts_running_jobs_and_removes_orphans(pool, gw):
         pool.run("condor_rm", "-constraint", 'AfGatewayCluster == "forged"', check=False)
         after = _running_jobs(pool, cluster.name)
         assert sorted((j["ClusterId"], j["ProcId"]) for j in after) == sorted((j["ClusterId"], j["ProcId"]) for j in before)
-        assert client.submit(sum, range(10)).result() == 45
-        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(gw.af_cluster(cluster.name, "bob")), 30,
-                          lambda: f"2 running workers after the restart; cluster: {gw.af_cluster(cluster.name, 'bob')}; log: {gw.log.read_text()[-4000:]}")
-        assert info["workers"]["failed"] == 0
-        client.close()
+        gw.assert_adopted_cluster_serves(client, cluster.name, "bob", lambda: f"; log: {gw.log.read_text()[-4000:]}")
     finally:
         cluster.shutdown()
         pool.run_as("af-mallory", "condor_rm", "-constraint", 'AfGatewayCluster == "forged"') if pool.jobs('AfGatewayCluster == "forged"') else None
@@ -318,11 +314,7 @@ def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_el
     target.write_text("root only\n")
     target.chmod(0o600)
     try:
-        alice.scale(1)
-        mallory.scale(1)
-        ac, mc = alice.get_client(), mallory.get_client()
-        ac.wait_for_workers(1, timeout=120)
-        mc.wait_for_workers(1, timeout=120)
+        ac, mc = clients_with_a_worker((alice, mallory), 120)
         # Every job (scheduler and worker) is its user's account's, and its processes run as it.
         owners = {c.name: {j["Owner"] for j in pool.jobs(f'AfGatewayCluster == "{c.name}"')} for c in (alice, mallory)}
         print("condor_q -af Owner AfGatewayCluster AfGatewayWorker:\n" + pool.run(

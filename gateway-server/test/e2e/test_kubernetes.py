@@ -488,11 +488,7 @@ def test_a_restarted_gateway_adopts_running_pods_and_deletes_orphans(kube, gw):
         wait_until(lambda: not kube.get("pods", "af-gateway.io/cluster=orphan"), 60, "the orphan pod deleted")
         after = sorted(p["metadata"]["uid"] for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name}"))
         assert after == before
-        assert client.submit(sum, range(10)).result() == 45
-        info = wait_until(lambda: (lambda c: c if c["workers"]["running"] == 2 else None)(gw.af_cluster(cluster.name, "bob")), 30,
-                          lambda: f"2 running workers after the restart: {gw.af_cluster(cluster.name, 'bob')}")
-        assert info["workers"]["failed"] == 0
-        client.close()
+        gw.assert_adopted_cluster_serves(client, cluster.name, "bob")
     finally:
         cluster.shutdown()
     wait_until(lambda: _gone(kube, cluster.name), 60, "the adopted cluster's objects removed")

@@ -21,6 +21,7 @@ import pytest
 import requests
 from dask_gateway.client import ClusterStatus
 
+from af_e2e_support import clients_with_a_worker
 from conftest import (
     close_cluster,
     cluster_procs,
@@ -222,9 +223,7 @@ def test_sigterm_stops_clusters_and_leaves_no_process(make_server_fn):
     c = gw.new_cluster(worker_cores=1, shutdown_on_close=False)
     name = c.name
     try:
-        c.scale(1)
-        cl = c.get_client(set_as_default=False)
-        cl.wait_for_workers(1, timeout=60)
+        [cl] = clients_with_a_worker([c], 60, set_as_default=False)
         cl.close()
         wait_until(
             lambda: "worker" in roles(cluster_procs(name)), 30, "the worker process"

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import requests
 
-from af_e2e_support import REPO as REPO_ROOT, free_port, stop, wait_http
+from af_e2e_support import REPO as REPO_ROOT, clients_with_a_worker, free_port, stop, wait_http
 
 CLI = REPO_ROOT / "gateway-server" / "dist" / "cli.js"
 VENV_PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
@@ -162,11 +162,7 @@ def test_a_hostile_users_dask_code_reaches_neither_the_gateway_nor_another_user(
     alice = alice_gw.new_cluster()
     mallory = mallory_gw.new_cluster()
     try:
-        alice.scale(1)
-        mallory.scale(1)
-        ac, mc = alice.get_client(), mallory.get_client()
-        ac.wait_for_workers(1, timeout=60)
-        mc.wait_for_workers(1, timeout=60)
+        ac, mc = clients_with_a_worker((alice, mallory), 60)
 
         # every process of a cluster runs as its owner's account, none as the gateway's
         for name, user in ((alice.name, "alice"), (mallory.name, "mallory")):
