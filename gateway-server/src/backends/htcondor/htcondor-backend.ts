@@ -157,6 +157,14 @@ export class HTCondorBackend implements Backend {
     return this.runner.run(['condor_submit', '-terse', '-'], { as: account, env: this.authEnv(tokenFile), input: description });
   }
 
+  /** Submits a description that queues `count` procs (of `what`): their job ids in order, or an error when the schedd queued another number. */
+  private async submitQueue(description: string, account: UserAccount, tokenFile: string | null, count: number, what: string) {
+    const ids = parseTerseSubmit((await this.submit(description, account, tokenFile)).stdout);
+    const queued = ids.last - ids.first + 1;
+    if (queued !== count) throw new Error(`condor_submit queued ${queued} jobs for ${count} ${what}`);
+    return { clusterId: ids.clusterId, jobs: Array.from({ length: count }, (_, i) => `${ids.clusterId}.${ids.first + i}`) };
+  }
+
   async startScheduler(launch: SchedulerLaunch): Promise<BackendHandle> {
     const cfg = this.opts.config;
     if (!cfg.scheduler_in_job) return this.opts.local.startScheduler(launch);
@@ -265,13 +273,11 @@ export class HTCondorBackend implements Backend {
       memoryGiB: first.memory,
       ...this.poolSettings(),
     });
-    const { stdout } = await this.submit(description, account, null);
-    const ids = parseTerseSubmit(stdout);
-    if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} steps`);
+    const ids = await this.submitQueue(description, account, null, batch.length, 'steps');
     this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
     return batch.map((p, i): JobHandle => ({
       kind: 'htcondor-job',
-      job: `${ids.clusterId}.${ids.first + i}`,
+      job: ids.jobs[i]!,
       cluster: '',
       worker: p.node,
       log: p.log,
@@ -367,13 +373,11 @@ export class HTCondorBackend implements Backend {
       cores: cluster.settings.worker_cores,
       memoryGiB: cluster.settings.worker_memory,
     });
-    const { stdout } = await this.submit(description, account, files.bearerToken);
-    const ids = parseTerseSubmit(stdout);
-    if (ids.last - ids.first + 1 !== batch.length) throw new Error(`condor_submit queued ${ids.last - ids.first + 1} jobs for ${batch.length} workers`);
+    const ids = await this.submitQueue(description, account, files.bearerToken, batch.length, 'workers');
     this.opts.log.info({ cluster: cluster.name, job_cluster: ids.clusterId, workers: batch.length, account: account.name }, 'submitted worker jobs');
     return batch.map((p, i): JobHandle => ({
       kind: 'htcondor-job',
-      job: `${ids.clusterId}.${ids.first + i}`,
+      job: ids.jobs[i]!,
       cluster: cluster.name,
       worker: p.worker.name,
       log: join(jobDir, `${p.worker.name}.log`),
