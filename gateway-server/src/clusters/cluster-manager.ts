@@ -84,6 +84,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>>; startingWorkers: number }
   >();
   private readonly ending = new Map<string, Promise<void>>();
+  /** Clusters being created: past the limits check, not yet on record (they count against the limits). */
+  private readonly creating = new Set<ClusterRecord>();
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
   /** When the last restart recovery ran (ms); starting workers are timed from then at the earliest. */
@@ -195,14 +197,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   async create(user: User, requestedOptions: unknown): Promise<ClusterRecord> {
     const form = this.policy.optionsFor(user);
     const options = form.parse(requestedOptions);
-    this.policy.checkCreate(
-      user,
-      [...this.active.values()].map((e) => e.cluster),
-    );
+    // Clusters still being created count too: parallel creates cannot pass a limit together.
+    this.policy.checkCreate(user, [...[...this.active.values()].map((e) => e.cluster), ...this.creating]);
     const settings = form.settings(options, this.cfg);
     const username = user.name;
     const name = randomHex(16);
-    const { cert, key } = await newClusterKeypair(name);
     const cluster: ClusterRecord = {
       name,
       username,
@@ -212,8 +211,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       status: 'PENDING',
       stopRequested: false,
       token: randomBytes(32).toString('base64url'),
-      tlsCert: cert,
-      tlsKey: key,
+      tlsCert: '', // (made below)
+      tlsKey: '',
       scheduler: null,
       schedulerAddress: '',
       dashboardAddress: '',
@@ -227,11 +226,19 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       workerFailures: 0,
       workDir: join(this.deps.config.data_dir, 'clusters', name),
     };
-    // A multi-user backend keeps the files in the owner's own directory; a user without a usable
-    // account is refused here (403), before anything exists.
-    cluster.workDir = await this.backend.clusterWorkDir(cluster);
-    await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
-    this.active.set(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0 });
+    this.creating.add(cluster);
+    try {
+      const { cert, key } = await newClusterKeypair(name);
+      cluster.tlsCert = cert;
+      cluster.tlsKey = key;
+      // A multi-user backend keeps the files in the owner's own directory; a user without a usable
+      // account is refused here (403), before anything exists.
+      cluster.workDir = await this.backend.clusterWorkDir(cluster);
+      await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
+      this.active.set(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0 });
+    } finally {
+      this.creating.delete(cluster);
+    }
     this.changed(cluster);
     this.deps.log.info({ cluster: name, user: username }, 'cluster submitted');
     this.track(cluster, () => this.launchScheduler(cluster));

@@ -152,6 +152,26 @@ describe('the scheduler start', () => {
   });
 });
 
+describe('limits', () => {
+  it('parallel creates of one user (mallory) cannot pass policy.user_limits.max_clusters together', async () => {
+    const cfg = resolveConfig({
+      data_dir: dir,
+      backend: { local: { single_user: true } },
+      cluster: CLUSTER,
+      policy: { user_limits: { max_clusters: 1 } },
+    });
+    const m = new ClusterManager({ store, backend, config: cfg, log, schedulerCall });
+    managers.push(m);
+    await m.start('http://gateway.test/api');
+    const mallory = { name: 'mallory', groups: [], admin: false };
+    const tries = await Promise.allSettled([m.create(mallory, {}), m.create(mallory, {}), m.create(mallory, {})]);
+    expect(tries.filter((t) => t.status === 'fulfilled')).toHaveLength(1);
+    expect(tries.filter((t) => t.status === 'rejected').map((t) => (t as PromiseRejectedResult).reason.code)).toEqual(['limit_clusters', 'limit_clusters']);
+    expect(m.activeClusters(['PENDING', 'RUNNING'], 'mallory')).toHaveLength(1);
+    await expect(m.create(alice, {})).resolves.toMatchObject({ username: 'alice' }); // her limit is her own
+  });
+});
+
 describe('workers', () => {
   it('starts what a heartbeat asks for in one backend call, at most cluster.launch_batch at a time', async () => {
     const m = await manager();
