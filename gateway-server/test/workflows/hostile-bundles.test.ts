@@ -211,21 +211,33 @@ describe('hostile workflow bundles', () => {
     expect(after.runs.length).toBe(before.runs.length);
   }, 30_000);
 
-  it('fails at run time a stage whose 19,000 steps would each hold a 200 KB list an earlier step published (3.8 GB), without building them', async () => {
-    const big = JSON.stringify(Array.from({ length: 2000 }, (_, i) => `${i}`.padStart(100, 'x')));
-    const files = {
-      'workflow.yml': `stages:
-${genStage(`many: ${big}`)}${fanStage('fan', 19_000)}`,
-    };
-    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(() => runToTheEnd(files, 20_000, 100));
-    expect(dag.run.status).toBe('FAILED');
-    expect(dag.stages.find((s) => s.name === 'fan')).toMatchObject({
-      state: 'FAILED',
+  it.each([
+    {
+      what: 'a stage whose 19,000 steps would each hold a 200 KB list an earlier step published (3.8 GB), without building them',
+      publish: `many: ${JSON.stringify(Array.from({ length: 2000 }, (_, i) => `${i}`.padStart(100, 'x')))}`,
+      stage: fanStage('fan', 19_000),
+      failed: 'fan',
       message: 'its 19,000 steps would hold more than 8 MiB of parameters together (a value every step gets counts in each); pass big lists in a file',
-    });
-    expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'gen']);
-    expectStayedHealthy({ worstHealthMs, rssGrowthMb });
-  }, 40_000);
+    },
+    {
+      what: 'a stage that scatters over 4 lists of 60 an earlier step published, without building them',
+      publish: ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', '),
+      stage: cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: gen, output: ${p}, unwrap: true}`).join(', ')),
+      failed: 'bomb',
+      message: 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; this run may have 19,999 more (workflows.max_steps is 20,000)',
+    },
+  ])(
+    'fails at run time $what',
+    async ({ publish, stage, failed, message }) => {
+      const files = { 'workflow.yml': `stages:\n${genStage(publish)}${stage}` };
+      const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(() => runToTheEnd(files, 20_000, 100));
+      expect(dag.run.status).toBe('FAILED');
+      expect(dag.stages.find((s) => s.name === failed)).toMatchObject({ state: 'FAILED', message });
+      expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'gen']);
+      expectStayedHealthy({ worstHealthMs, rssGrowthMb });
+    },
+    40_000,
+  );
 
   it('fails at run time the stages that would take a run past 16 MiB of parameters, though each stage alone stays under 8 MiB', async () => {
     const big = JSON.stringify(Array.from({ length: 4000 }, (_, i) => `${i}`.padStart(100, 'x')));
@@ -262,22 +274,6 @@ ${genStage(`many: ${big}`)}${['f1', 'f2', 'f3', 'f4', 'f5'].map((name) => fanSta
     expect(runs.runs.filter((x) => x.entry === 'w.yml')).toEqual([]);
     expect(workspaces()).toBe(before);
   });
-
-  it('fails at run time a stage that scatters over 4 lists of 60 an earlier step published, without building them', async () => {
-    const lists = ['a', 'b', 'c', 'd'].map((p) => `${p}: ${JSON.stringify(sixty)}`).join(', ');
-    const files = {
-      'workflow.yml': `stages:
-${genStage(lists)}${cartesianStage('bomb', 'gen', ['a', 'b', 'c', 'd'].map((p) => `${p}: {stages: gen, output: ${p}, unwrap: true}`).join(', '))}`,
-    };
-    const { result: dag, worstHealthMs, rssGrowthMb } = await underAttack(() => runToTheEnd(files, 20_000, 100));
-    expect(dag.run.status).toBe('FAILED');
-    expect(dag.stages.find((s) => s.name === 'bomb')).toMatchObject({
-      state: 'FAILED',
-      message: 'a cartesian scatter over 4 lists of 60 (a, b, c, d) makes 12,960,000 steps; this run may have 19,999 more (workflows.max_steps is 20,000)',
-    });
-    expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'gen']);
-    expectStayedHealthy({ worstHealthMs, rssGrowthMb });
-  }, 40_000);
 
   it('refuses init parameters nested 100,000 deep (JSON.parse takes them; every JSON.stringify of the run overflowed the stack) with a 422, leaving nothing', async () => {
     const workspaces = () => readdirSync(join(gw.dataDir, 'workflows')).length;
