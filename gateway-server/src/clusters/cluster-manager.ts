@@ -7,7 +7,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Heartbeat } from '@af-gateway/schemas';
+import type { Heartbeat, ScaleResult } from '@af-gateway/schemas';
 import { withDefaults, type Backend, type EngineBackend, type ProcessState } from '../backends/backend.js';
 import type { ResolvedConfig } from '../config.js';
 import { AppError, conflict, errorMessage, notFound, unprocessable } from '../errors.js';
@@ -19,10 +19,8 @@ import { clusterFiles } from './cluster-files.js';
 import { ACTIVE_STATUSES, isActive, type BackendHandle, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
 
-export interface ScaleResult {
-  ok: boolean;
-  msg: string | null;
-}
+/** Answer of scale and adapt (scale-result.json). */
+export type { ScaleResult };
 
 /**
  * Tells a scheduler to scale or adapt: POSTs `body` to its dask-gateway API at `apiAddress` with

@@ -3,17 +3,14 @@
 // for what a schema cannot say (unique stages, known dependencies, no cycles, references to earlier
 // stages, scattered parameters that exist). Every problem comes with its JSON path and file.
 import { posix } from 'node:path';
-import type { WorkflowSpec } from '@af-gateway/schemas';
+import type { WorkflowSpec, WorkflowValidation } from '@af-gateway/schemas';
 import { bodyAjv } from '../schemas.js';
 import { templateFields, TemplateError } from './templates.js';
 import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from './bundle-parser.js';
 import { staticGlobProblems } from './publisher-globs.js';
 
-export interface WorkflowProblem {
-  path: string;
-  file?: string;
-  message: string;
-}
+/** One problem of a workflow, at its JSON path: an item of workflow-validation.json's errors (and of an error's details). */
+export type WorkflowProblem = WorkflowValidation['errors'][number];
 
 export interface LoadedWorkflow {
   spec: WorkflowSpec | null;
