@@ -43,6 +43,12 @@ export interface CommandRunnerOptions {
    * reaches them (it holds the gateway's secrets). Default: PATH, LANG, CONDOR_CONFIG.
    */
   inherit?: readonly string[];
+  /**
+   * The most a command may print (stdout and stderr together, in characters) before it is killed
+   * and fails: a batch queue any user can fill (jobs tagged like the gateway's) must not fill the
+   * gateway's memory. Default OUTPUT_LIMIT.
+   */
+  maxOutput?: number;
 }
 
 export interface RunOptions {
@@ -55,6 +61,8 @@ export interface RunOptions {
 
 export const INHERITED_VARIABLES = ['PATH', 'LANG', 'CONDOR_CONFIG'] as const;
 const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+/** 128 Mi characters: condor_q -json of 100,000 jobs with the attributes asked for is far less. */
+export const OUTPUT_LIMIT = 128 * 1024 * 1024;
 const PLACEHOLDER = /\{(account|uid|gid)\}/g;
 
 /** Whether a prefix acts as the account of each call (it names {account}, {uid} or {gid}). */
@@ -105,8 +113,23 @@ export class CommandRunner {
       });
       let stdout = '';
       let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const limit = this.opts.maxOutput ?? OUTPUT_LIMIT;
+      let tooMuch = false;
+      const took = () => {
+        if (tooMuch || stdout.length + stderr.length <= limit) return;
+        tooMuch = true;
+        child.kill('SIGKILL');
+        stdout = '';
+        reject(new CommandError(name, null, '', `${name} printed more than ${limit} characters and was stopped`));
+      };
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        if (!tooMuch) stdout += d;
+        took();
+      });
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        if (!tooMuch) stderr += d;
+        took();
+      });
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
         reject(new CommandError(name, null, stderr, `${name} did not finish within ${this.opts.timeoutMs / 1000} s`));
