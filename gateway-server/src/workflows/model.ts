@@ -4,12 +4,12 @@ import type { BackendHandle } from '../clusters/model.js';
 
 export type { WorkflowState };
 export type StageSpec = WorkflowSpec['stages'][number];
-export type StepSpec = StageSpec['scheduler']['step'];
+export type StepSpec = NonNullable<StageSpec['scheduler']['step']>;
 export type StageState = 'WAITING' | 'APPLIED' | 'FAILED';
 
 export interface StageRecord {
   name: string;
-  type: 'init' | 'singlestep-stage' | 'multistep-stage';
+  type: 'init' | StageSpec['scheduler']['scheduler_type'];
   dependencies: string[];
   state: StageState;
   message?: string;
@@ -62,3 +62,10 @@ export interface RunRecord {
 
 export const FINISHED: readonly WorkflowState[] = ['SUCCESS', 'FAILED', 'CANCELLED'];
 export const isFinished = (s: WorkflowState) => FINISHED.includes(s);
+
+/** The step a stage runs (the loader refused stages that run none). */
+export function stepOf(stage: StageSpec): StepSpec {
+  const step = stage.scheduler.step;
+  if (!step) throw new Error(`stage ${stage.name} runs no step`);
+  return step;
+}

@@ -3,7 +3,7 @@
 // and each step gets its directory and its command. Publishers run after a step succeeded.
 import { join } from 'node:path';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
-import type { NodeRecord, RunRecord, StageSpec, StepSpec } from './model.js';
+import { stepOf, type NodeRecord, type RunRecord, type StageSpec, type StepSpec } from './model.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps } from './scatter-size.js';
 import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
@@ -151,7 +151,10 @@ function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
 }
 
 async function resolveParameter(ctx: ApplyContext, value: unknown): Promise<Resolved> {
-  if (isObject(value) && 'stages' in value) return resolveStagesRef(ctx, value as unknown as RefValue);
+  // `steps` is yadage's other name for `stages`; expression_type: stage-output-selector says what the keys already say.
+  if (isObject(value) && ('stages' in value || 'steps' in value)) {
+    return resolveStagesRef(ctx, { ...(value as unknown as RefValue), stages: (value.stages ?? value.steps) as string | string[] });
+  }
   if (isObject(value) && 'step' in value) {
     const nodes = select(ctx, String(value.step));
     if (nodes.length !== 1) throw new StageError(`{step: ${String(value.step)}} names ${nodes.length} steps; name one as STAGE[INDEX]`);
@@ -297,7 +300,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     for (const [k, v] of Object.entries(set.values)) values[k] = resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
     let rendered: { command: string; interpreter: string };
     try {
-      rendered = renderCommand(stage.scheduler.step, { ...values, workdir });
+      rendered = renderCommand(stepOf(stage), { ...values, workdir });
     } catch (err) {
       if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
       throw err;
@@ -320,7 +323,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       command: rendered.command,
       interpreter: rendered.interpreter,
       workdir,
-      image: stepImage(stage.scheduler.step),
+      image: stepImage(stepOf(stage)),
       attempts: 0,
       exit_code: null,
       started: null,

@@ -19,7 +19,7 @@ import { removeTree } from '../files/no-follow.js';
 import { INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { applyStage, MAX_RUN_OUTPUTS, MAX_RUN_PARAMETERS, parametersWeight, publish, sizeOf, StageError } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
-import { isFinished, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
+import { isFinished, stepOf, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
 import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
@@ -505,7 +505,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     try {
       const header = `AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
       await writeStepFiles(a.run.workspace, files, n.command ?? '', stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }));
-      const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
+      const step = stepOf(a.run.spec.stages.find((s) => s.name === n.stage)!);
       const env = (step.environment as { env?: Record<string, string> }).env ?? {};
       const launch: StepLaunch = {
         run: a.run.id,
@@ -534,7 +534,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     const code = state.exitCode ?? (await readExitCode(a.run.workspace, stepFiles(n.workdir)));
     if (code === 0) {
       try {
-        const step = a.run.spec.stages.find((s) => s.name === n.stage)!.scheduler.step;
+        const step = stepOf(a.run.spec.stages.find((s) => s.name === n.stage)!);
         const outputs = await publish(step, n, a.run.workspace);
         // Outputs are kept and sent per step: the run's together are bounded like its parameters.
         const budget = (a.outputs ??= { left: MAX_RUN_OUTPUTS - parametersWeight(a.nodes.values(), 'outputs', MAX_RUN_OUTPUTS) });

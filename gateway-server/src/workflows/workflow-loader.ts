@@ -4,10 +4,12 @@
 // stages, scattered parameters that exist). Every problem comes with its JSON path and file.
 import { posix } from 'node:path';
 import type { WorkflowSpec, WorkflowValidation } from '@af-gateway/schemas';
+import type { StageSpec, StepSpec } from './model.js';
 import { bodyAjv } from '../schemas.js';
 import { templateFields, TemplateError } from './templates.js';
 import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from './bundle-parser.js';
 import { staticGlobProblems } from './publisher-globs.js';
+import { jsonPath, normaliseParameters, STAGE_SELECTOR, unsupportedFeatures, type FeatureProblem } from './yadage-features.js';
 
 /** One problem of a workflow, at its JSON path: an item of workflow-validation.json's errors (and of an error's details). */
 export type WorkflowProblem = WorkflowValidation['errors'][number];
@@ -30,9 +32,6 @@ const PATTERN_WORDS: Record<string, string> = {
 };
 /** Schema errors reported at most (each with its path and file). */
 const MAX_PROBLEMS = 100;
-
-const jsonPath = (segments: (string | number)[]) =>
-  '$' + segments.map((s) => (typeof s === 'number' ? `[${s}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? `.${s}` : `[${JSON.stringify(s)}]`)).join('');
 
 /** Reads a bundle on the calling thread (small bundles, tests). */
 export function loadWorkflow(entry: string, files: Record<string, string>): LoadedWorkflow {
@@ -136,38 +135,66 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
     throw err;
   }
   if (problems.length) return { spec: null, problems };
-
   const fileAt = (path: string) =>
     origins
       .filter((o) => path === o.prefix || path.startsWith(o.prefix + '.') || path.startsWith(o.prefix + '['))
       .sort((a, b) => b.prefix.length - a.prefix.length)[0]?.file;
 
+  // yadage's list form of parameters becomes the object form; parts of the language the gateway
+  // does not run are refused by name before the schema would bury them in errors.
+  const features: FeatureProblem[] = [];
+  normaliseParameters(spec, features);
+  features.push(...unsupportedFeatures(spec));
+  if (features.length) {
+    return { spec: null, problems: features.map((f) => ({ path: jsonPath(f.segments), file: fileAt(jsonPath(f.segments)), message: f.message })) };
+  }
+
   const validate = bodyAjv.getSchema('workflow-spec.json')!;
   if (!validate(spec)) {
     const seen = new Set<string>();
+    // An object whose type (process_type, publisher_type, …) is unknown has no known keys: say only the type.
+    const badType = new Set(
+      (validate.errors ?? []).filter((e) => e.keyword === 'enum' && /_type$/.test(e.instancePath)).map((e) => e.instancePath.replace(/\/[^/]*$/, '')),
+    );
     for (const e of validate.errors ?? []) {
+      if (e.keyword === 'unevaluatedProperties' && badType.has(e.instancePath)) continue;
       if (problems.length >= MAX_PROBLEMS) break;
       if (e.keyword === 'if' || e.keyword === 'anyOf' || e.keyword === 'oneOf' || e.keyword === 'propertyNames') continue; // their branches say more
+      const unknownKey =
+        e.keyword === 'additionalProperties'
+          ? (e.params as { additionalProperty: string }).additionalProperty
+          : e.keyword === 'unevaluatedProperties'
+            ? (e.params as { unevaluatedProperty: string }).unevaluatedProperty
+            : undefined;
       const segments = e.instancePath
         .split('/')
         .slice(1)
         .map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
       // An error about a key (propertyNames) names the key itself.
-      const key0 = (e as { propertyName?: string }).propertyName;
+      const key0 = (e as { propertyName?: string }).propertyName ?? unknownKey;
       if (key0 !== undefined) segments.push(key0.length > 64 ? `${key0.slice(0, 64)}…` : key0);
       const path = jsonPath(segments);
       const detail =
-        e.keyword === 'required'
-          ? `${(e.params as { missingProperty: string }).missingProperty} is missing`
-          : e.keyword === 'enum'
-            ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
-            : e.keyword === 'pattern'
-              ? (PATTERN_WORDS[(e.params as { pattern: string }).pattern] ?? e.message ?? 'is invalid')
-              : (e.message ?? 'is invalid');
+        unknownKey !== undefined
+          ? 'is not a key of yadage or of the gateway here (a typo, or a key from another version?)'
+          : e.keyword === 'const'
+            ? `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`
+            : e.keyword === 'required'
+              ? `${(e.params as { missingProperty: string }).missingProperty} is missing`
+              : e.keyword === 'enum'
+                ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
+                : e.keyword === 'pattern'
+                  ? (PATTERN_WORDS[(e.params as { pattern: string }).pattern] ?? e.message ?? 'is invalid')
+                  : (e.message ?? 'is invalid');
       const key = `${path} ${detail}`;
       if (seen.has(key)) continue;
       seen.add(key);
       problems.push({ path, file: fileAt(path), message: detail });
+    }
+    // Only combinator errors: say the first one rather than nothing.
+    if (!problems.length) {
+      const e = validate.errors?.[0];
+      problems.push({ path: jsonPath(e?.instancePath.split('/').slice(1) ?? []), message: e?.message ?? 'is invalid' });
     }
     return { spec: null, problems };
   }
@@ -176,50 +203,105 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
   return problems.length ? { spec: null, problems } : { spec: wf, problems };
 }
 
-export function dependenciesOf(stage: WorkflowSpec['stages'][number]): string[] {
+/** The stage a selector (NAME, NAME[INDEX], NAME[*]) names; undefined when it is not one. */
+export function selectorStage(selector: string): string | undefined {
+  return STAGE_SELECTOR.exec(selector.trim())?.[1];
+}
+
+/** The stage selectors of a dependency list (plain or jsonpath_ready); expressions_fulfilled names none. */
+function dependencySelectors(stage: StageSpec): string[] {
   const deps = stage.dependencies;
   if (!deps) return [];
-  // Each named once: readiness is checked per dependency on every tick.
-  if (Array.isArray(deps)) return [...new Set(deps)];
-  // yadage's jsonpath_ready expressions name stages as {stages.<name>} paths; the stage names are what matter here.
-  return [
-    ...new Set(
-      deps.expressions.map((e) =>
-        e
-          .replace(/^\{?\s*stages\.?/, '')
-          .replace(/[}\s].*$/, '')
-          .replace(/\.output.*$/, ''),
-      ),
-    ),
-  ];
+  if (Array.isArray(deps)) return deps;
+  if (deps.dependency_type === 'expressions_fulfilled') return [];
+  return deps.expressions as string[];
+}
+
+/** The stages a value reads (selectors of expressions), with the key they are under. */
+function selectorsIn(value: unknown): string[] {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return [];
+  const v = value as Record<string, unknown>;
+  const sel = v.stages ?? v.steps ?? v.step;
+  if (sel === undefined) return [];
+  return (Array.isArray(sel) ? sel : [sel]).filter((s): s is string => typeof s === 'string');
+}
+
+export function dependenciesOf(stage: StageSpec): string[] {
+  // Each named once: readiness is checked per dependency on every tick. The loader checked that each is a selector.
+  const names = dependencySelectors(stage).map((d) => selectorStage(d) ?? d);
+  // expressions_fulfilled waits for the stages its expressions read.
+  const deps = stage.dependencies;
+  if (deps && !Array.isArray(deps) && deps.dependency_type === 'expressions_fulfilled')
+    names.push(...(deps.expressions as unknown[]).flatMap(selectorsIn).map((d) => selectorStage(d) ?? d));
+  return [...new Set(names)];
+}
+
+type Problem = (path: string, at: string, message: string) => void;
+
+/** Which keys each scheduler type takes besides scheduler_type (the schema allows the union of them). */
+const SCHEDULER_KEYS: Record<string, string[]> = {
+  'singlestep-stage': ['parameters', 'step', 'workflow', 'workflow_opts', 'cases', 'register_values'],
+  'multistep-stage': ['parameters', 'step', 'workflow', 'workflow_opts', 'cases', 'register_values', 'scatter', 'batchsize', 'partitionsize'],
+  'jq-stage': ['bindings', 'stepscript', 'postscript', 'step', 'workflow', 'workflow_opts', 'register_values'],
+};
+
+/** What the schema cannot say about one scheduler: which keys go with its type, and exactly one thing to run. */
+function checkScheduler(s: StageSpec, at: string, problem: Problem): void {
+  const sch = s.scheduler as unknown as Record<string, unknown>;
+  const type = String(sch.scheduler_type);
+  const allowed = SCHEDULER_KEYS[type] ?? [];
+  for (const k of Object.keys(sch)) {
+    if (k !== 'scheduler_type' && !allowed.includes(k)) problem(`${at}.${k}`, at, `${k} is not a key of a ${type} (it takes ${allowed.join(', ')})`);
+  }
+  const runs = ['step', 'workflow', 'cases'].filter((k) => k in sch);
+  if (runs.length !== 1) {
+    const want = type === 'jq-stage' ? 'step or workflow' : 'step, workflow or cases';
+    problem(at, at, runs.length ? `has ${runs.join(' and ')}: give exactly one of ${want}` : `says nothing to run: give one of ${want}`);
+  }
+  if (type === 'multistep-stage' && !sch.scatter) problem(at, at, 'scatter is missing');
+  if ('batchsize' in sch && 'partitionsize' in sch) problem(at, at, 'has batchsize and partitionsize: give at most one');
+  if (type === 'jq-stage' && !('bindings' in sch)) problem(at, at, 'bindings is missing');
+}
+
+/** A selector must be NAME, NAME[INDEX] or NAME[*]; `stages`, `steps` and `step` are alternatives. */
+function checkSelector(value: unknown, at: string, problem: Problem): void {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return;
+  const v = value as Record<string, unknown>;
+  const given = ['stages', 'steps', 'step'].filter((k) => k in v);
+  if (!given.length && v.expression_type !== 'stage-output-selector') return; // a literal object or another expression
+  if (!given.length) problem(at, at, 'selects nothing: give one of stages, steps or step');
+  if (given.length > 1) problem(at, at, `has ${given.join(' and ')}: select with exactly one of them (stages and steps are the same)`);
+  for (const s of selectorsIn(v)) {
+    if (!selectorStage(s)) problem(at, at, `cannot read the stage selector ${JSON.stringify(s)} (use NAME, NAME[INDEX] or NAME[*])`);
+  }
 }
 
 function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (path: string) => string | undefined): void {
+  const problem: Problem = (path, at, message) => problems.push({ path, file: fileAt(at), message });
   const names = new Map<string, number>();
   wf.stages.forEach((s, i) => {
-    if (s.name === INIT_STAGE)
-      problems.push({
-        path: `$.stages[${i}].name`,
-        file: fileAt(`$.stages[${i}]`),
-        message: `${INIT_STAGE} is the workflow's own parameters; name the stage differently`,
-      });
-    else if (names.has(s.name))
-      problems.push({
-        path: `$.stages[${i}].name`,
-        file: fileAt(`$.stages[${i}]`),
-        message: `stage ${s.name} is defined twice (also $.stages[${names.get(s.name)}])`,
-      });
+    if (s.name === INIT_STAGE) problem(`$.stages[${i}].name`, `$.stages[${i}]`, `${INIT_STAGE} is the workflow's own parameters; name the stage differently`);
+    else if (names.has(s.name)) problem(`$.stages[${i}].name`, `$.stages[${i}]`, `stage ${s.name} is defined twice (also $.stages[${names.get(s.name)}])`);
     else names.set(s.name, i);
+  });
+  wf.stages.forEach((s, i) => {
+    const at = `$.stages[${i}]`;
+    checkScheduler(s, `${at}.scheduler`, problem);
+    dependencySelectors(s).forEach((d) => {
+      if (!selectorStage(d)) problem(`${at}.dependencies`, at, `cannot read the stage selector ${JSON.stringify(d)} (use NAME, NAME[INDEX] or NAME[*])`);
+    });
+    const deps = s.dependencies;
+    if (deps && !Array.isArray(deps) && deps.dependency_type === 'expressions_fulfilled')
+      (deps.expressions as unknown[]).forEach((e, j) => checkSelector(e, `${at}.dependencies.expressions[${j}]`, problem));
+    for (const [k, v] of Object.entries(s.scheduler.parameters ?? {})) checkSelector(v, `${at}.scheduler.parameters${jsonPath([k]).slice(1)}`, problem);
+    for (const [k, v] of Object.entries(s.scheduler.register_values ?? {}))
+      checkSelector(v, `${at}.scheduler.register_values${jsonPath([k]).slice(1)}`, problem);
   });
   const deps = new Map(wf.stages.map((s) => [s.name, dependenciesOf(s)]));
   wf.stages.forEach((s, i) => {
     for (const d of deps.get(s.name) ?? []) {
       if (d !== INIT_STAGE && !names.has(d))
-        problems.push({
-          path: `$.stages[${i}].dependencies`,
-          file: fileAt(`$.stages[${i}]`),
-          message: `depends on stage ${d}, which the workflow does not define`,
-        });
+        problem(`$.stages[${i}].dependencies`, `$.stages[${i}]`, `depends on stage ${d}, which the workflow does not define`);
     }
   });
   // Cycles: depth-first search over the dependency graph.
@@ -228,11 +310,7 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
     if (state.get(n) === 'done') return;
     if (state.get(n) === 'open') {
       const i = names.get(n) ?? 0;
-      problems.push({
-        path: `$.stages[${i}].dependencies`,
-        file: fileAt(`$.stages[${i}]`),
-        message: `dependency cycle: ${[...trail.slice(trail.indexOf(n)), n].join(' -> ')}`,
-      });
+      problem(`$.stages[${i}].dependencies`, `$.stages[${i}]`, `dependency cycle: ${[...trail.slice(trail.indexOf(n)), n].join(' -> ')}`);
       return;
     }
     state.set(n, 'open');
@@ -253,60 +331,61 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
     const before = upstream(s.name);
     const params = (s.scheduler.parameters ?? {}) as Record<string, unknown>;
     for (const [p, v] of Object.entries(params)) {
-      if (!v || typeof v !== 'object' || Array.isArray(v) || !('stages' in v)) continue;
-      const refs = (v as { stages: string | string[] }).stages;
-      for (const r of Array.isArray(refs) ? refs : [refs]) {
-        const stageName = r.split(/[.[]/)[0]!;
-        if (stageName !== INIT_STAGE && !before.has(stageName)) {
-          problems.push({
-            path: `$.stages[${i}].scheduler.parameters.${p}`,
-            file: fileAt(`$.stages[${i}].scheduler`),
-            message: `refers to outputs of ${stageName}, which is not among this stage's dependencies`,
-          });
+      for (const r of selectorsIn(v)) {
+        const stageName = selectorStage(r);
+        if (stageName && stageName !== INIT_STAGE && !before.has(stageName)) {
+          problem(
+            `$.stages[${i}].scheduler.parameters${jsonPath([p]).slice(1)}`,
+            `$.stages[${i}].scheduler`,
+            `refers to outputs of ${stageName}, which is not among this stage's dependencies`,
+          );
         }
       }
     }
-    // Commands may only use the stage's parameters (and workdir): a typo fails here, not in the middle of a run.
-    const proc = s.scheduler.step.process as { process_type: string; cmd?: string; script?: string };
-    const template = proc.process_type === 'string-interpolated-cmd' ? proc.cmd : proc.script;
+    const step = s.scheduler.step as StepSpec | undefined;
+    if (step) checkStep(step, `$.stages[${i}].scheduler.step`, s.name, params, problem);
+    for (const p of s.scheduler.scatter?.parameters ?? []) {
+      if (!(p in params))
+        problem(`$.stages[${i}].scheduler.scatter.parameters`, `$.stages[${i}].scheduler`, `scatters ${p}, which is not one of the stage's parameters`);
+    }
+  });
+}
+
+/** A step's command may only use the stage's parameters (and workdir); a publisher's glob that says by itself it leaves the step's directory is refused. */
+function checkStep(step: StepSpec, at: string, stage: string, params: Record<string, unknown>, problem: Problem): void {
+  // Commands may only use the stage's parameters (and workdir): a typo fails here, not in the middle of a run.
+  const proc = step.process as { process_type: string; cmd?: string; script?: string } | null;
+  if (proc) {
     const field = proc.process_type === 'string-interpolated-cmd' ? 'cmd' : 'script';
+    const template = proc[field];
     if (typeof template === 'string') {
       try {
         for (const f of templateFields(template)) {
           if (f !== 'workdir' && !(f in params)) {
-            problems.push({
-              path: `$.stages[${i}].scheduler.step.process.${field}`,
-              file: fileAt(`$.stages[${i}].scheduler.step.process`),
-              message: `uses {${f}}, which is not a parameter of stage ${s.name} (it has ${Object.keys(params).join(', ') || 'none'}); write {{ and }} for literal braces`,
-            });
+            problem(
+              `${at}.process.${field}`,
+              `${at}.process`,
+              `uses {${f}}, which is not a parameter of stage ${stage} (it has ${Object.keys(params).join(', ') || 'none'}); write {{ and }} for literal braces`,
+            );
           }
         }
       } catch (err) {
         if (!(err instanceof TemplateError)) throw err;
-        problems.push({ path: `$.stages[${i}].scheduler.step.process.${field}`, file: fileAt(`$.stages[${i}].scheduler.step.process`), message: err.message });
+        problem(`${at}.process.${field}`, `${at}.process`, err.message);
       }
     }
-    // A publisher's glob that says by itself it leaves the step's directory is refused now.
-    const pub = s.scheduler.step.publisher as { publisher_type: string; globexpression?: string; glob?: boolean; publish?: Record<string, unknown> };
-    const pubPath = `$.stages[${i}].scheduler.step.publisher`;
-    if (pub.publisher_type === 'fromglob-pub' && typeof pub.globexpression === 'string') {
-      problems.push(...staticGlobProblems(pub.globexpression, `${pubPath}.globexpression`, fileAt(pubPath)));
+  }
+  const pub = step.publisher as { publisher_type: string; globexpression?: string; glob?: boolean; publish?: unknown };
+  const pubPath = `${at}.publisher`;
+  const globProblems = (pattern: string, path: string) => staticGlobProblems(pattern, path, undefined).forEach((p) => problem(p.path, pubPath, p.message));
+  if (pub.publisher_type === 'fromglob-pub' && typeof pub.globexpression === 'string') globProblems(pub.globexpression, `${pubPath}.globexpression`);
+  if (pub.publisher_type === 'interpolated-pub' && pub.glob) {
+    const publish = pub.publish;
+    const leaves = publish && typeof publish === 'object' && !Array.isArray(publish) ? Object.entries(publish) : [['', publish] as [string, unknown]];
+    for (const [k, v] of leaves) {
+      (Array.isArray(v) ? v : [v]).forEach((t, j) => {
+        if (typeof t === 'string') globProblems(t, `${pubPath}.publish${k ? jsonPath([k]).slice(1) : ''}${Array.isArray(v) ? `[${j}]` : ''}`);
+      });
     }
-    if (pub.publisher_type === 'interpolated-pub' && pub.glob) {
-      for (const [k, v] of Object.entries(pub.publish ?? {})) {
-        (Array.isArray(v) ? v : [v]).forEach((t, j) => {
-          if (typeof t === 'string')
-            problems.push(...staticGlobProblems(t, `${pubPath}.publish${jsonPath([k]).slice(1)}${Array.isArray(v) ? `[${j}]` : ''}`, fileAt(pubPath)));
-        });
-      }
-    }
-    for (const p of s.scheduler.scatter?.parameters ?? []) {
-      if (!(p in params))
-        problems.push({
-          path: `$.stages[${i}].scheduler.scatter.parameters`,
-          file: fileAt(`$.stages[${i}].scheduler`),
-          message: `scatters ${p}, which is not one of the stage's parameters`,
-        });
-    }
-  });
+  }
 }

@@ -48,8 +48,8 @@ describe('workflow loading', () => {
     expect(messages(r)).toEqual(
       expect.arrayContaining([
         'steps.yml $.stages[1].scheduler.step.process: cmd is missing',
-        'steps.yml $.stages[1].scheduler.step.publisher.publisher_type: must be one of frompar-pub, fromglob-pub, interpolated-pub, constant-pub',
-        'workflow.yml $.stages[2].scheduler.scheduler_type: must be one of singlestep-stage, multistep-stage',
+        'steps.yml $.stages[1].scheduler.step.publisher.publisher_type: must be one of frompar-pub, fromglob-pub, interpolated-pub, constant-pub, fromparjq-pub, fromyaml-pub, manual-instructions-pub',
+        'workflow.yml $.stages[2].scheduler.scheduler_type: must be one of singlestep-stage, multistep-stage, jq-stage',
       ]),
     );
   });
@@ -96,6 +96,118 @@ describe('workflow loading', () => {
   });
 });
 
+describe('strict validation: nothing a workflow says is ignored', () => {
+  /** The example with its map stage changed by `edit` (a YAML fragment replaced). */
+  const edited = (from: string, to: string, file: 'workflow.yml' | 'steps.yml' = 'workflow.yml') => {
+    const files = example();
+    expect(files[file]).toContain(from);
+    files[file] = files[file].replace(from, to);
+    return messages(loadWorkflow('workflow.yml', files));
+  };
+
+  it.each([
+    [
+      'a workflow beside a step',
+      "step: {$ref: 'steps.yml#/count'}",
+      "step: {$ref: 'steps.yml#/count'}\n      workflow: {stages: []}",
+      '$.stages[1].scheduler.workflow: subworkflows (a stage running a workflow) are not supported yet',
+    ],
+    [
+      'cases',
+      "step: {$ref: 'steps.yml#/count'}",
+      "cases: [{if: '.x', step: {$ref: 'steps.yml#/count'}}]",
+      '$.stages[1].scheduler.cases: cases (steps chosen by jq conditions) are not supported yet',
+    ],
+    [
+      'a jq-stage',
+      'scheduler_type: multistep-stage',
+      'scheduler_type: jq-stage',
+      '$.stages[1].scheduler.scheduler_type: jq-stage schedulers are not supported yet',
+    ],
+    [
+      'a selector into a subworkflow',
+      '{stages: acquire, output: files, unwrap: true}',
+      "{stages: 'acquire[0].inner', output: files, unwrap: true}",
+      '$.stages[1].scheduler.parameters.inputfile.stages: selectors into subworkflows (STAGE[INDEX].SUBSTAGE) are not supported yet',
+    ],
+    [
+      'a JSONPath output',
+      '{stages: acquire, output: files, unwrap: true}',
+      "{stages: acquire, output: 'files[0]', unwrap: true}",
+      '$.stages[1].scheduler.parameters.inputfile.output: output selections by JSONPath are not supported: name one output key',
+    ],
+    [
+      'a manual step',
+      'process_type: string-interpolated-cmd',
+      'process_type: manual-instructions-proc\n    instructions: do it',
+      '$.stages[1].scheduler.step.process.process_type: manual steps (manual-instructions-*) are not supported: they need a person at a terminal',
+      'steps.yml',
+    ],
+    [
+      'an envscript',
+      "imagetag: '1.36'",
+      "imagetag: '1.36'\n    envscript: setup.sh",
+      '$.stages[1].scheduler.step.environment.envscript: envscript (a script sourced in the container) is not supported: steps run without a container shell to source it in',
+      'steps.yml',
+    ],
+  ] as const)('refuses %s, naming the feature at its path', (_what, from, to, expected, file = 'workflow.yml') => {
+    const m = edited(from, to, file);
+    expect(m.join('\n')).toContain(expected);
+    expect(m.every((x) => /not supported/.test(x))).toBe(true);
+  });
+
+  it.each([
+    ['the workflow', 'stages:', 'version: 1\nstages:', '$.version'],
+    ['a stage', '  - name: map\n', '  - name: map\n    description: counts\n', '$.stages[1].description'],
+    ['a scheduler', 'scheduler_type: multistep-stage', 'scheduler_type: multistep-stage\n      retries: 3', '$.stages[1].scheduler.retries'],
+    [
+      'a selector',
+      '{stages: acquire, output: files, unwrap: true}',
+      '{stages: acquire, output: files, unwrapp: true}',
+      '$.stages[1].scheduler.parameters.inputfile.unwrapp',
+    ],
+    ['a scatter', 'method: zip', 'method: zip\n        chunks: 2', '$.stages[1].scheduler.scatter.chunks'],
+  ] as const)('refuses an unknown key of %s', (_what, from, to, path) => {
+    expect(edited(from, to)).toContain(`workflow.yml ${path}: is not a key of yadage or of the gateway here (a typo, or a key from another version?)`);
+  });
+
+  it('refuses unknown keys of steps, an unknown dependency type and a scatter on a singlestep stage', () => {
+    expect(edited('globexpression: files/*.txt', 'globexpression: files/*.txt\n    sort: true', 'steps.yml')).toContain(
+      'steps.yml $.stages[0].scheduler.step.publisher.sort: is not a key of yadage or of the gateway here (a typo, or a key from another version?)',
+    );
+    expect(edited('dependencies: [map]', 'dependencies: {dependency_type: all_done, expressions: [map]}')).toContain(
+      'workflow.yml $.stages[2].dependencies.dependency_type: must be one of jsonpath_ready, expressions_fulfilled',
+    );
+    expect(
+      edited("        total: '{workdir}/total.txt'\n", "        total: '{workdir}/total.txt'\n      scatter: {method: zip, parameters: [counts]}\n"),
+    ).toContain(
+      'workflow.yml $.stages[2].scheduler.scatter: scatter is not a key of a singlestep-stage (it takes parameters, step, workflow, workflow_opts, cases, register_values)',
+    );
+    expect(edited('{stages: map, output: count, flatten: true}', '{stages: map, steps: map, output: count}')).toContain(
+      'workflow.yml $.stages[2].scheduler.parameters.counts: has stages and steps: select with exactly one of them (stages and steps are the same)',
+    );
+    expect(edited('dependencies: [map]', "dependencies: ['$.stages[?(@.name)]']")).toContain(
+      'workflow.yml $.stages[2].dependencies: cannot read the stage selector "$.stages[?(@.name)]" (use NAME, NAME[INDEX] or NAME[*])',
+    );
+  });
+
+  it("accepts yadage's list form of parameters and the steps alias, and reads them as the object form", () => {
+    const files = example();
+    files['workflow.yml'] = files['workflow.yml'].replace(
+      "parameters:\n        counts: {stages: map, output: count, flatten: true}\n        total: '{workdir}/total.txt'",
+      "parameters:\n        - {key: counts, value: {steps: map, output: count, flatten: true}}\n        - {key: total, value: '{workdir}/total.txt'}",
+    );
+    const r = loadWorkflow('workflow.yml', files);
+    expect(messages(r)).toEqual([]);
+    expect(r.spec!.stages[2]!.scheduler.parameters).toEqual({ counts: { steps: 'map', output: 'count', flatten: true }, total: '{workdir}/total.txt' });
+    files['workflow.yml'] = files['workflow.yml'].replace(
+      "- {key: total, value: '{workdir}/total.txt'}",
+      "- {key: counts, value: 1}\n        - {key: total, value: '{workdir}/total.txt'}",
+    );
+    expect(messages(loadWorkflow('workflow.yml', files))).toContain('workflow.yml $.stages[2].scheduler.parameters[1].key: parameter counts is given twice');
+  });
+});
+
 describe('POST /api/af/workflows/validate', () => {
   let gw: TestGateway;
   const alice = () => client(gw, basic('alice'));
@@ -115,7 +227,11 @@ describe('POST /api/af/workflows/validate', () => {
     expect(bad.json).toEqual({
       valid: false,
       errors: [
-        { path: '$.stages[1].scheduler.step.environment.environment_type', file: 'steps.yml', message: 'must be one of docker-encapsulated, localproc-env' },
+        {
+          path: '$.stages[1].scheduler.step.environment.environment_type',
+          file: 'steps.yml',
+          message: 'must be one of docker-encapsulated, localproc-env, noop-env, manual-instructions-env',
+        },
       ],
     });
     const malformed = await alice().post('/api/af/workflows/validate', '{"entry": 1');

@@ -62,7 +62,7 @@ const cellH = GEOMETRY.nodeH + GEOMETRY.gapY;
 /** Columns and rows of a stage's node grid. */
 export function gridShape(type: DagStage['type'], slots: number): { cols: number; rows: number } {
   if (slots <= 0) return { cols: 0, rows: 0 };
-  if (type !== 'multistep-stage' || slots <= GEOMETRY.columnMax) return { cols: 1, rows: slots };
+  if ((type !== 'multistep-stage' && type !== 'jq-stage') || slots <= GEOMETRY.columnMax) return { cols: 1, rows: slots };
   const cols = Math.max(1, Math.ceil(Math.sqrt((slots * cellH) / cellW)));
   return { cols, rows: Math.ceil(slots / cols) };
 }

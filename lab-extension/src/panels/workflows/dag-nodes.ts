@@ -39,7 +39,7 @@ export function nodeMarkup(layout: DagLayout, state: DagState, rect: Rect): stri
   const parts: string[] = [];
   forVisibleNodes(layout, state, rect, (box, i, n) => {
     const p = nodeRect(box, i);
-    const label = box.type === 'multistep-stage' ? `${box.name} #${i}` : box.name;
+    const label = box.type === 'multistep-stage' || box.type === 'jq-stage' ? `${box.name} #${i}` : box.name;
     parts.push(
       `<g class="jp-AFDag-node mod-${n.state.toLowerCase()}" data-node="${esc(n.id)}" transform="translate(${p.x},${p.y})">` +
         `<title>${esc(n.id)}: ${n.state}${n.attempts > 1 ? ` (attempt ${n.attempts})` : ''}</title>` +

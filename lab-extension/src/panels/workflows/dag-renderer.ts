@@ -65,7 +65,7 @@ export function stageCountsText(c: StepCounts | undefined, slots: number): strin
   return total || slots ? parts.join(' · ') : '';
 }
 
-const TYPE_LABEL: Record<StageBox['type'], string> = { init: 'init', 'singlestep-stage': 'singlestep', 'multistep-stage': 'multistep' };
+const TYPE_LABEL: Record<StageBox['type'], string> = { init: 'init', 'singlestep-stage': 'singlestep', 'multistep-stage': 'multistep', 'jq-stage': 'jq' };
 
 export class DagRenderer {
   readonly svg: SVGSVGElement;

@@ -1,0 +1,158 @@
+// What of yadage's language a workflow uses, found before the schema is applied: parameters written
+// as yadage's [{key, value}] list become the object form, and every part the gateway does not run
+// is refused by name ("subworkflows are not supported") at its JSON path, instead of being misread
+// or drowned in schema errors. The schema (workflow-spec.json) closes every object, so a key neither
+// yadage nor the gateway knows is refused too.
+
+/** `$.stages[0].scheduler["odd key"]` from path segments. */
+export const jsonPath = (segments: (string | number)[]) =>
+  '$' + segments.map((s) => (typeof s === 'number' ? `[${s}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? `.${s}` : `[${JSON.stringify(s)}]`)).join('');
+
+export interface FeatureProblem {
+  segments: (string | number)[];
+  message: string;
+}
+
+/** Parts of yadage's language, each with what the gateway answers while it does not run it. */
+const NOT_SUPPORTED = {
+  subworkflows: 'subworkflows (a stage running a workflow) are not supported yet',
+  cases: 'cases (steps chosen by jq conditions) are not supported yet',
+  'jq-stage': 'jq-stage schedulers are not supported yet',
+  'scoped selectors': 'selectors into subworkflows (STAGE[INDEX].SUBSTAGE) are not supported yet',
+  manual: 'manual steps (manual-instructions-*) are not supported: they need a person at a terminal',
+  envscript: 'envscript (a script sourced in the container) is not supported: steps run without a container shell to source it in',
+  'container workdir': 'a container workdir is not supported: steps start in their own directory',
+  resources: 'container resources (CVMFS, grid proxies, GPUs) are not supported yet',
+  'jsonpath outputs': 'output selections by JSONPath are not supported: name one output key',
+  'empty selectors': 'a selector without output (the whole result) is not supported: name one output key',
+  register_values: 'register_values is not supported yet',
+  fromvalue: 'fromvalue expressions are not supported yet',
+  expressions_fulfilled: 'expressions_fulfilled dependencies are not supported yet',
+  'publish-only steps': 'steps that only publish (process or environment null, noop-env) are not supported yet',
+  'fromparjq-pub': 'fromparjq-pub publishers are not supported yet',
+  'fromyaml-pub': 'fromyaml-pub publishers are not supported yet',
+  par_mounts: 'par_mounts are not supported yet',
+  partitionsize: 'partitionsize is not supported yet',
+} as const;
+type Feature = keyof typeof NOT_SUPPORTED;
+
+const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** A stage selector the gateway reads: NAME, NAME[INDEX] or NAME[*]. */
+export const STAGE_SELECTOR = /^([A-Za-z0-9_][A-Za-z0-9_.-]{0,63}?)(?:\[(\d+|\*)\])?$/;
+/** What makes an output name a JSONPath rather than a key. */
+const JSONPATH_SYNTAX = /[$.[\]*@()?]/;
+
+/**
+ * Turns yadage's list form of parameters ([{key, value}]) into the object form, in place, in every
+ * scheduler (subworkflows' too). A list that is not of that form is left for the schema to refuse.
+ */
+export function normaliseParameters(doc: unknown, problems: FeatureProblem[]): void {
+  const walkWorkflow = (wf: unknown, segments: (string | number)[]) => {
+    if (!isObject(wf) || !Array.isArray(wf.stages)) return;
+    wf.stages.forEach((st, i) => {
+      if (!isObject(st) || !isObject(st.scheduler)) return;
+      const sch = st.scheduler;
+      const at = [...segments, 'stages', i, 'scheduler'];
+      const pars = sch.parameters;
+      if (Array.isArray(pars) && pars.every((p) => isObject(p) && typeof p.key === 'string' && 'value' in p && Object.keys(p).length === 2)) {
+        const out: Record<string, unknown> = {};
+        pars.forEach((p: Record<string, unknown>, j) => {
+          const key = p.key as string;
+          if (Object.hasOwn(out, key)) problems.push({ segments: [...at, 'parameters', j, 'key'], message: `parameter ${key} is given twice` });
+          out[key] = p.value;
+        });
+        sch.parameters = out;
+      }
+      walkWorkflow(sch.workflow, [...at, 'workflow']);
+      if (Array.isArray(sch.cases)) sch.cases.forEach((c, j) => isObject(c) && walkWorkflow(c.workflow, [...at, 'cases', j, 'workflow']));
+    });
+  };
+  walkWorkflow(doc, []);
+}
+
+/** Every use of a part of yadage's language the gateway does not run, at its path. */
+export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
+  const out: FeatureProblem[] = [];
+  const seen = new Set<string>();
+  const refuse = (segments: (string | number)[], feature: Feature) => {
+    const key = `${jsonPath(segments)} ${feature}`;
+    if (seen.has(key) || out.length >= 50) return;
+    seen.add(key);
+    out.push({ segments, message: NOT_SUPPORTED[feature] });
+  };
+  const selectorString = (s: unknown, segments: (string | number)[]) => {
+    if (typeof s === 'string' && !STAGE_SELECTOR.test(s.trim()) && /^[A-Za-z0-9_][A-Za-z0-9_.-]*(\[(\d+|\*)\])?\./.test(s.trim()))
+      refuse(segments, 'scoped selectors');
+  };
+  const value = (v: unknown, segments: (string | number)[]) => {
+    if (!isObject(v)) return;
+    if (v.expression_type === 'fromvalue') refuse(segments, 'fromvalue');
+    for (const k of ['stages', 'steps', 'step'] as const) {
+      if (!(k in v)) continue;
+      const sel = v[k];
+      if (Array.isArray(sel)) sel.forEach((s, j) => selectorString(s, [...segments, k, j]));
+      else selectorString(sel, [...segments, k]);
+      if (typeof v.output === 'string' && JSONPATH_SYNTAX.test(v.output)) refuse([...segments, 'output'], 'jsonpath outputs');
+      if (!('output' in v) && k !== 'step') refuse(segments, 'empty selectors');
+    }
+  };
+  const step = (st: unknown, segments: (string | number)[]) => {
+    if (!isObject(st)) return;
+    const proc = st.process;
+    const env = st.environment;
+    const pub = st.publisher;
+    if (proc === null || env === null || (isObject(env) && env.environment_type === 'noop-env')) refuse(segments, 'publish-only steps');
+    if (isObject(pub) && (pub.publisher_type === 'fromparjq-pub' || pub.publisher_type === 'fromyaml-pub'))
+      refuse([...segments, 'publisher', 'publisher_type'], pub.publisher_type);
+    if (isObject(env) && Array.isArray(env.par_mounts) && env.par_mounts.length) refuse([...segments, 'environment', 'par_mounts'], 'par_mounts');
+    if (isObject(proc) && proc.process_type === 'manual-instructions-proc') refuse([...segments, 'process', 'process_type'], 'manual');
+    if (isObject(pub) && pub.publisher_type === 'manual-instructions-pub') refuse([...segments, 'publisher', 'publisher_type'], 'manual');
+    if (isObject(env) && env.environment_type === 'manual-instructions-env') refuse([...segments, 'environment', 'environment_type'], 'manual');
+    if (isObject(env) && env.environment_type === 'docker-encapsulated') {
+      if (typeof env.envscript === 'string' && env.envscript.trim()) refuse([...segments, 'environment', 'envscript'], 'envscript');
+      if (env.workdir !== undefined && env.workdir !== null) refuse([...segments, 'environment', 'workdir'], 'container workdir');
+      if (Array.isArray(env.resources) && env.resources.length) refuse([...segments, 'environment', 'resources'], 'resources');
+    }
+  };
+  const workflow = (wf: unknown, segments: (string | number)[]) => {
+    if (!isObject(wf) || !Array.isArray(wf.stages)) return;
+    wf.stages.forEach((st, i) => {
+      if (!isObject(st)) return;
+      const at = [...segments, 'stages', i];
+      const deps = st.dependencies;
+      const depList = Array.isArray(deps) ? deps : isObject(deps) && Array.isArray(deps.expressions) ? deps.expressions : [];
+      if (isObject(deps) && deps.dependency_type === 'expressions_fulfilled') refuse([...at, 'dependencies', 'dependency_type'], 'expressions_fulfilled');
+      if (isObject(deps) && deps.dependency_type === 'expressions_fulfilled') depList.forEach((e, j) => value(e, [...at, 'dependencies', 'expressions', j]));
+      else depList.forEach((d, j) => selectorString(d, [...at, 'dependencies', ...(Array.isArray(deps) ? [] : ['expressions']), j]));
+      const sch = st.scheduler;
+      if (!isObject(sch)) return;
+      const s = [...at, 'scheduler'];
+      if (sch.scheduler_type === 'jq-stage') refuse([...s, 'scheduler_type'], 'jq-stage');
+      if ('workflow' in sch) {
+        refuse([...s, 'workflow'], 'subworkflows');
+        workflow(sch.workflow, [...s, 'workflow']);
+      }
+      if ('workflow_opts' in sch) refuse([...s, 'workflow_opts'], 'subworkflows');
+      if ('cases' in sch) {
+        refuse([...s, 'cases'], 'cases');
+        if (Array.isArray(sch.cases))
+          sch.cases.forEach((c, j) => {
+            if (!isObject(c)) return;
+            step(c.step, [...s, 'cases', j, 'step']);
+            if ('workflow' in c) {
+              refuse([...s, 'cases', j, 'workflow'], 'subworkflows');
+              workflow(c.workflow, [...s, 'cases', j, 'workflow']);
+            }
+          });
+      }
+      if ('register_values' in sch) refuse([...s, 'register_values'], 'register_values');
+      if ('partitionsize' in sch) refuse([...s, 'partitionsize'], 'partitionsize');
+      if (isObject(sch.register_values)) for (const [k, v] of Object.entries(sch.register_values)) value(v, [...s, 'register_values', k]);
+      if (isObject(sch.parameters)) for (const [k, v] of Object.entries(sch.parameters)) value(v, [...s, 'parameters', k]);
+      step(sch.step, [...s, 'step']);
+    });
+  };
+  workflow(doc, []);
+  return out;
+}
