@@ -5,7 +5,7 @@ import type { BackendHandle } from '../clusters/model.js';
 export type { WorkflowState };
 export type StageSpec = WorkflowSpec['stages'][number];
 export type StepSpec = NonNullable<StageSpec['scheduler']['step']>;
-export type StageState = 'WAITING' | 'APPLIED' | 'FAILED';
+export type StageState = 'WAITING' | 'APPLIED' | 'SKIPPED' | 'FAILED';
 
 export interface StageRecord {
   name: string;

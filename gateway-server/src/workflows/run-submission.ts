@@ -80,7 +80,7 @@ export function newRun(r: NewRun): { run: RunRecord; init: NodeRecord } {
     workspace: r.workspace,
     stages: [
       { name: INIT_STAGE, type: 'init', dependencies: [], state: 'APPLIED' },
-      ...r.spec.stages.map((s): StageRecord => ({ name: s.name, type: s.scheduler.scheduler_type, dependencies: dependenciesOf(s), state: 'WAITING' })),
+      ...r.spec.stages.map((s): StageRecord => ({ name: s.name, type: s.scheduler.scheduler_type, dependencies: dependenciesOf(s, r.spec), state: 'WAITING' })),
     ],
     cancelRequested: null,
   };

@@ -1,5 +1,6 @@
 // How many steps a multistep stage makes, by arithmetic on its lists' lengths: the product for a
-// cartesian scatter, the common length for zip, divided into batches. It is checked against
+// cartesian scatter, the common length for zip, after each list is grouped into batches or parts
+// (yadage's batchsize and partitionsize). It is checked against
 // workflows.max_steps before any step is built (a cartesian scatter over four lists of 60 is
 // 12,960,000 steps: building them first took 24 s and 3.5 GB of the gateway's event loop).
 import type { WorkflowSpec } from '@af-gateway/schemas';
@@ -12,37 +13,47 @@ export interface ScatterList {
 
 export type ScatterSize = { steps: number } | { error: string };
 
-/** Parameter sets a scatter may make before they are batched (batchsize groups them into fewer steps). */
-export const MAX_COMBINATIONS = 200_000;
+/** How a multistep stage groups each scattered list before combining them (yadage's batchsize and partitionsize). */
+export interface Grouping {
+  batchsize?: number;
+  partitionsize?: number;
+}
 
 const n = (x: number) => x.toLocaleString('en');
 
 /** "a cartesian scatter over 4 lists of 60 (a, b, c, d)" */
-export function describeScatter(method: string, lists: ScatterList[], batchsize?: number): string {
+export function describeScatter(method: string, lists: ScatterList[], group: Grouping = {}): string {
   const lengths = [...new Set(lists.map((l) => l.length))];
   const over =
     lengths.length === 1 ? `${lists.length} list${lists.length === 1 ? '' : 's'} of ${n(lengths[0]!)}` : `lists of ${lists.map((l) => n(l.length)).join(', ')}`;
-  return `a ${method} scatter over ${over} (${lists.map((l) => l.name).join(', ')})${batchsize ? ` in batches of ${n(batchsize)}` : ''}`;
+  const grouped = group.batchsize ? ` in batches of ${n(group.batchsize)}` : group.partitionsize ? ` in ${n(group.partitionsize)} parts each` : '';
+  return `a ${method} scatter over ${over} (${lists.map((l) => l.name).join(', ')})${grouped}`;
 }
 
-export function scatterSize(method: string, lists: ScatterList[], batchsize?: number): ScatterSize {
-  let items: number;
+/** How many groups a list of `length` items makes: batches of batchsize, or partitionsize parts (fewer when the list is shorter). */
+export function groupCount(length: number, group: Grouping = {}): number {
+  if (group.batchsize) return Math.ceil(length / group.batchsize);
+  if (group.partitionsize) return Math.min(group.partitionsize, length);
+  return length;
+}
+
+/**
+ * Steps of a scatter, as yadage makes them: each scattered list is first grouped (batches or parts),
+ * then the groups are zipped or combined, so a batched cartesian scatter makes the product of each
+ * list's batch count.
+ */
+export function scatterSize(method: string, lists: ScatterList[], group: Grouping = {}): ScatterSize {
   if (method === 'zip') {
     const lengths = new Set(lists.map((l) => l.length));
     if (lengths.size > 1) return { error: `scatter zip needs lists of one length; ${lists.map((l) => `${l.name} has ${n(l.length)}`).join(', ')}` };
-    items = lists[0]?.length ?? 0;
-  } else {
-    items = lists.reduce((p, l) => p * l.length, 1); // a float: past 2^53 it is still far above any limit
+    return { steps: groupCount(lists[0]?.length ?? 0, group) };
   }
-  if (batchsize && items > MAX_COMBINATIONS) {
-    return { error: `${describeScatter(method, lists, batchsize)} makes ${n(items)} parameter sets before batching; at most ${n(MAX_COMBINATIONS)}` };
-  }
-  return { steps: batchsize ? Math.ceil(items / batchsize) : items };
+  return { steps: lists.reduce((p, l) => p * groupCount(l.length, group), 1) }; // a float: past 2^53 it is still far above any limit
 }
 
 /** The message when a stage would make more steps than allowed. */
-export function tooManySteps(method: string, lists: ScatterList[], batchsize: number | undefined, steps: number, maxSteps: number, left?: number): string {
-  const what = `${describeScatter(method, lists, batchsize)} makes ${n(steps)} steps`;
+export function tooManySteps(method: string, lists: ScatterList[], group: Grouping, steps: number, maxSteps: number, left?: number): string {
+  const what = `${describeScatter(method, lists, group)} makes ${n(steps)} steps`;
   return left !== undefined && left < maxSteps
     ? `${what}; this run may have ${n(left)} more (workflows.max_steps is ${n(maxSteps)})`
     : `${what}; workflows.max_steps is ${n(maxSteps)}`;
@@ -67,10 +78,11 @@ function flatCount(v: unknown): number {
  */
 function staticLength(value: unknown, parameters: Record<string, unknown>): number | undefined {
   if (!value || typeof value !== 'object' || Array.isArray(value)) return Array.isArray(value) ? value.length : 1;
-  if ('step' in value || 'rucio' in value) return undefined;
-  if (!('stages' in value)) return 1;
-  const ref = value as { stages: string | string[]; output: string; unwrap?: boolean; flatten?: boolean };
-  const exprs = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
+  if ('step' in value || 'rucio' in value || 'expression_type' in value) return undefined;
+  if (!('stages' in value) && !('steps' in value)) return 1;
+  const ref = value as { stages?: string | string[]; steps?: string | string[]; output: string; unwrap?: boolean; flatten?: boolean };
+  const sel = ref.stages ?? ref.steps!;
+  const exprs = Array.isArray(sel) ? sel : [sel];
   if (!exprs.every((e) => /^\s*init(\[(0|\*)\])?\s*$/.test(e)) || !Object.hasOwn(parameters, ref.output)) return undefined;
   const v = parameters[ref.output];
   const pairs = ref.flatten ? exprs.length * flatCount(v) : exprs.length;
@@ -98,10 +110,11 @@ export function checkStaticScatters(spec: WorkflowSpec, parameters: Record<strin
       }
       lists.push({ name: p, length });
     }
-    const size = scatterSize(sch.scatter.method, lists, sch.batchsize);
+    const group = { batchsize: sch.batchsize, partitionsize: sch.partitionsize };
+    const size = scatterSize(sch.scatter.method, lists, group);
     const path = `$.stages[${i}].scheduler.scatter`;
     if ('error' in size) problems.push({ path, message: size.error });
-    else if (size.steps > maxSteps) problems.push({ path, message: tooManySteps(sch.scatter.method, lists, sch.batchsize, size.steps, maxSteps) });
+    else if (size.steps > maxSteps) problems.push({ path, message: tooManySteps(sch.scatter.method, lists, group, size.steps, maxSteps) });
     else total += size.steps;
   });
   if (!problems.length && allKnown && total > maxSteps) {

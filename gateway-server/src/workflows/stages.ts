@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import { stepOf, type NodeRecord, type RunRecord, type StageSpec, type StepSpec } from './model.js';
 import { INIT_STAGE } from './workflow-loader.js';
-import { scatterSize, tooManySteps } from './scatter-size.js';
+import { scatterSize, tooManySteps, type Grouping } from './scatter-size.js';
 import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
 
 export class StageError extends Error {}
@@ -77,6 +77,8 @@ function firstDistinct(ids: Iterable<string>, max: number): string[] {
 export interface ApplyContext {
   run: RunRecord;
   nodesOf(stage: string): NodeRecord[];
+  /** A value a stage registered (register_values) under this key, the latest applied first; undefined when none did. */
+  registered(key: string): { value: unknown } | undefined;
   /** PFNs of a Rucio dataset's files for a scheme, as the run's owner. */
   rucioFiles(ref: { instance: string; did: string; scheme?: string }): Promise<string[]>;
   nextSeq(): number;
@@ -129,13 +131,11 @@ function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
   if (pairs.length > MAX_GATHERED)
     throw new StageError(`it gathers ${pairs.length.toLocaleString('en')} values from ${exprs.join(', ')}; at most ${MAX_GATHERED.toLocaleString('en')}`);
   if (ref.flatten) {
+    // One level, as yadage does: a step's list joins the others' items; lists inside it stay lists.
     const flat: { v: unknown; src: string }[] = [];
     for (const p of pairs) {
-      const stack = [p.v];
-      while (stack.length) {
-        const v = stack.pop();
-        if (Array.isArray(v)) for (let i = v.length - 1; i >= 0; i--) stack.push(v[i]);
-        else if (flat.push({ v, src: p.src }) > MAX_GATHERED) {
+      for (const v of Array.isArray(p.v) ? p.v : [p.v]) {
+        if (flat.push({ v, src: p.src }) > MAX_GATHERED) {
           throw new StageError(`flattened, it gathers more than ${MAX_GATHERED.toLocaleString('en')} values from ${exprs.join(', ')}`);
         }
       }
@@ -150,7 +150,18 @@ function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
   return { value: pairs.map((p) => p.v), template: false, sources, itemSources: pairs.map((p) => [p.src]) };
 }
 
-async function resolveParameter(ctx: ApplyContext, value: unknown): Promise<Resolved> {
+/** Registered values may name other registered values; past this depth it is a loop. */
+const MAX_VALUE_DEPTH = 16;
+
+async function resolveParameter(ctx: ApplyContext, value: unknown, depth = 0): Promise<Resolved> {
+  if (isObject(value) && value.expression_type === 'fromvalue') {
+    const key = String(value.key);
+    const got = ctx.registered(key);
+    if (!got) throw new StageError(`no stage registered a value ${key}`);
+    if (depth >= MAX_VALUE_DEPTH) throw new StageError(`value ${key}: registered values name each other more than ${MAX_VALUE_DEPTH} deep (a loop?)`);
+    const r = await resolveParameter(ctx, got.value, depth + 1);
+    return { ...r, template: false };
+  }
   // `steps` is yadage's other name for `stages`; expression_type: stage-output-selector says what the keys already say.
   if (isObject(value) && ('stages' in value || 'steps' in value)) {
     return resolveStagesRef(ctx, { ...(value as unknown as RefValue), stages: (value.stages ?? value.steps) as string | string[] });
@@ -204,32 +215,39 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
     budget.left -= commonSize;
     return [{ values: common, sources: firstDistinct(commonSources, MAX_EDGES_PER_STEP) }];
   }
+  const group = { batchsize: sch.batchsize, partitionsize: sch.partitionsize };
+  // Each scattered list is grouped first (batches or parts, as yadage does), then the groups are combined.
   const lists = sch.scatter.parameters.map((p) => {
     const r = resolved.get(p)!;
     const items = Array.isArray(r.value) ? r.value : [r.value];
     const itemSources = r.itemSources ?? items.map(() => r.sources);
-    return { name: p, items, itemSources };
+    const bounds = groupBounds(items.length, group);
+    return {
+      name: p,
+      length: items.length,
+      items: bounds ? bounds.map(([a, b]) => items.slice(a, b)) : items,
+      itemSources: bounds ? bounds.map(([a, b]) => itemSources.slice(a, b).flat()) : itemSources,
+    };
   });
   // Counted before anything is built: a cartesian product grows faster than any list in it.
-  const shape = lists.map((l) => ({ name: l.name, length: l.items.length }));
-  const size = scatterSize(sch.scatter.method, shape, sch.batchsize);
+  const shape = lists.map((l) => ({ name: l.name, length: l.length }));
+  const size = scatterSize(sch.scatter.method, shape, group);
   if ('error' in size) throw new StageError(size.error);
-  if (size.steps > stepsLeft) throw new StageError(tooManySteps(sch.scatter.method, shape, sch.batchsize, size.steps, maxSteps, stepsLeft));
+  if (size.steps > stepsLeft) throw new StageError(tooManySteps(sch.scatter.method, shape, group, size.steps, maxSteps, stepsLeft));
   // What the steps' parameters weigh together, also before building them: shared values once per
   // step, each scattered item once per step it lands in (a cartesian product repeats them).
-  const combinations = sch.scatter.method === 'zip' ? (lists[0]?.items.length ?? 0) : lists.reduce((p, l) => p * l.items.length, 1);
   let weight = commonSize * size.steps;
   for (const l of lists) {
     if (weight > cap) break;
-    const repeats = sch.scatter.method === 'zip' || !l.items.length ? 1 : combinations / l.items.length;
+    const repeats = sch.scatter.method === 'zip' || !l.items.length ? 1 : size.steps / l.items.length;
     weight += sizeOf(l.items, cap) * repeats;
   }
   if (weight > cap) throw tooHeavy(`its ${size.steps.toLocaleString('en')} steps would hold`);
   budget.left -= weight;
   let combos: { values: Record<string, unknown>; sources: string[] }[];
   if (sch.scatter.method === 'zip') {
-    const n = lists[0]?.items.length ?? 0;
-    combos = Array.from({ length: n }, (_, i) => ({
+    const count = lists[0]?.items.length ?? 0;
+    combos = Array.from({ length: count }, (_, i) => ({
       values: Object.fromEntries(lists.map((l) => [l.name, l.items[i]])),
       sources: lists.flatMap((l) => l.itemSources[i] ?? []),
     }));
@@ -241,21 +259,22 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
       );
     }
   }
-  const batch = sch.batchsize;
-  if (batch) {
-    const batched: typeof combos = [];
-    for (let i = 0; i < combos.length; i += batch) {
-      const group = combos.slice(i, i + batch);
-      batched.push({
-        values: Object.fromEntries(lists.map((l) => [l.name, group.map((g) => g.values[l.name])])),
-        sources: group.flatMap((g) => g.sources),
-      });
-    }
-    combos = batched;
-  }
   const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, combos.length))));
   const shared = [...commonSources];
   return combos.map((c) => ({ values: { ...common, ...c.values }, sources: firstDistinct([...c.sources, ...shared.slice(0, perStep)], perStep) }));
+}
+
+/** [start, end) of each group of a list (batches of batchsize, or partitionsize parts as yadage cuts them); null when it is not grouped. */
+function groupBounds(length: number, group: Grouping): [number, number][] | null {
+  if (group.batchsize)
+    return Array.from({ length: Math.ceil(length / group.batchsize) }, (_, i) => [i * group.batchsize!, Math.min(length, (i + 1) * group.batchsize!)]);
+  if (!group.partitionsize) return null;
+  const parts = Math.min(group.partitionsize, length);
+  const out: [number, number][] = [];
+  let end = 0;
+  // yadage's parts: the k-th of p parts has floor((length + k) / p) items, the shorter ones first.
+  for (let k = 0; k < parts; k++) out.push([end, (end += Math.floor((length + k) / parts))]);
+  return out;
 }
 
 export function renderCommand(step: StepSpec, values: Record<string, unknown>): { command: string; interpreter: string } {
@@ -265,14 +284,58 @@ export function renderCommand(step: StepSpec, values: Record<string, unknown>): 
 }
 
 export function stepImage(step: StepSpec): string | undefined {
-  const env = step.environment as { environment_type: string; image?: string; imagetag?: string };
-  if (env.environment_type !== 'docker-encapsulated' || !env.image) return undefined;
+  const env = step.environment as { environment_type: string; image?: string; imagetag?: string } | null;
+  if (env?.environment_type !== 'docker-encapsulated' || !env.image) return undefined;
   return env.imagetag ? `${env.image}:${env.imagetag}` : env.image;
 }
 
 export function stepEnv(step: StepSpec): Record<string, string> {
-  const env = step.environment as { env?: Record<string, string> };
-  return env.env ?? {};
+  const env = step.environment as { env?: Record<string, string> } | null;
+  return env?.env ?? {};
+}
+
+/** The value applied stages registered under a key (register_values), the later stage's when several did. */
+export function registeredValue(run: RunRecord, key: string): { value: unknown } | undefined {
+  const applied = new Set(run.stages.filter((s) => s.state === 'APPLIED').map((s) => s.name));
+  for (const st of [...run.spec.stages].reverse()) {
+    const values = st.scheduler.register_values;
+    if (applied.has(st.name) && values && Object.hasOwn(values, key)) return { value: values[key] };
+  }
+  return undefined;
+}
+
+/** Whether a value counts as there, as yadage (Python) decides: not null, false, 0, an empty string, list or object. */
+export function truthy(v: unknown): boolean {
+  if (v === null || v === undefined || v === false || v === 0 || v === '') return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (isObject(v)) return Object.keys(v).length > 0;
+  return true;
+}
+
+/**
+ * For an expressions_fulfilled dependency: null when every expression has a value, else why not.
+ * (yadage never applies such a stage; the run ends without it.)
+ */
+export async function unfulfilledExpression(ctx: ApplyContext, stage: StageSpec): Promise<string | null> {
+  const deps = stage.dependencies;
+  if (!deps || Array.isArray(deps) || deps.dependency_type !== 'expressions_fulfilled') return null;
+  for (const [i, e] of (deps.expressions as unknown[]).entries()) {
+    let value: unknown;
+    try {
+      value = (await resolveParameter(ctx, e)).value;
+    } catch (err) {
+      if (!(err instanceof StageError)) throw err;
+      return `expression ${i + 1} of its dependencies has no value (${err.message})`;
+    }
+    if (!truthy(value)) return `expression ${i + 1} of its dependencies is empty (${JSON.stringify(value)?.slice(0, 80)})`;
+  }
+  return null;
+}
+
+/** A step that runs nothing (process or environment null, noop-env) and only publishes. */
+export function publishesOnly(step: StepSpec): boolean {
+  const env = step.environment as { environment_type?: string } | null;
+  return step.process === null || env === null || env.environment_type === 'noop-env';
 }
 
 /** The nodes of a stage whose dependencies all finished. Throws StageError with a message for people. */
@@ -298,14 +361,14 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     const workdir = multi ? join(ctx.run.workspace, stage.name, String(i)) : join(ctx.run.workspace, stage.name);
     const values: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(set.values)) values[k] = resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
-    let rendered: { command: string; interpreter: string };
+    let rendered: { command: string; interpreter: string } | undefined;
     try {
-      rendered = renderCommand(stepOf(stage), { ...values, workdir });
+      if (!publishesOnly(stepOf(stage))) rendered = renderCommand(stepOf(stage), { ...values, workdir });
     } catch (err) {
       if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
       throw err;
     }
-    if (rendered.command.length > MAX_COMMAND) {
+    if (rendered && rendered.command.length > MAX_COMMAND) {
       throw new StageError(
         `its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`,
       );
@@ -320,8 +383,8 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       parameters: values,
       outputs: {},
       after: after.slice(0, perStep),
-      command: rendered.command,
-      interpreter: rendered.interpreter,
+      command: rendered?.command,
+      interpreter: rendered?.interpreter,
       workdir,
       image: stepImage(stepOf(stage)),
       attempts: 0,
@@ -340,7 +403,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
 export async function publish(step: StepSpec, node: NodeRecord, root: string): Promise<Record<string, unknown>> {
   const pub = step.publisher as {
     publisher_type: string;
-    outputmap?: Record<string, string>;
+    outputmap?: Record<string, unknown>;
     outputkey?: string;
     globexpression?: string;
     publish?: Record<string, unknown>;
@@ -357,13 +420,19 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
     }
   };
   switch (pub.publisher_type) {
-    case 'frompar-pub':
-      return Object.fromEntries(
-        Object.entries(pub.outputmap ?? {}).map(([out, par]) => {
-          if (!(par in node.parameters)) throw new StageError(`publisher: the step has no parameter ${par} (outputmap ${out})`);
-          return [out, node.parameters[par]];
-        }),
-      );
+    case 'frompar-pub': {
+      // Each string leaf of the outputmap names a parameter; objects and lists around them keep their shape.
+      const leaf = (v: unknown, at: string): unknown => {
+        if (typeof v === 'string') {
+          if (!Object.hasOwn(node.parameters, v)) throw new StageError(`publisher: the step has no parameter ${v} (outputmap ${at})`);
+          return node.parameters[v];
+        }
+        if (Array.isArray(v)) return v.map((x, i) => leaf(x, `${at}[${i}]`));
+        if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, leaf(x, `${at}.${k}`)]));
+        return v;
+      };
+      return Object.fromEntries(Object.entries(pub.outputmap ?? {}).map(([out, par]) => [out, leaf(par, out)]));
+    }
     case 'fromglob-pub':
       return { [pub.outputkey!]: await inWorkdir(pub.globexpression!) };
     case 'interpolated-pub': {

@@ -17,7 +17,19 @@ import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { removeTree } from '../files/no-follow.js';
 import { INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
-import { applyStage, MAX_RUN_OUTPUTS, MAX_RUN_PARAMETERS, parametersWeight, publish, sizeOf, StageError } from './stages.js';
+import {
+  applyStage,
+  MAX_RUN_OUTPUTS,
+  MAX_RUN_PARAMETERS,
+  parametersWeight,
+  publish,
+  sizeOf,
+  StageError,
+  stepEnv,
+  registeredValue,
+  unfulfilledExpression,
+  type ApplyContext,
+} from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
 import { isFinished, stepOf, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
@@ -374,8 +386,19 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     while (applied && !this.failed(a)) {
       applied = false;
       const done = this.doneStages(a);
+      const skipped = new Set(run.stages.filter((s) => s.state === 'SKIPPED').map((s) => s.name));
       for (const s of run.stages) {
-        if (s.state !== 'WAITING' || !s.dependencies.every((d) => done.has(d))) continue;
+        if (s.state !== 'WAITING') continue;
+        // yadage never applies a stage that waits on one never applied; the run ends without both.
+        const notApplied = s.dependencies.find((d) => skipped.has(d));
+        if (notApplied) {
+          Object.assign(s, { state: 'SKIPPED', message: `not applied: stage ${notApplied} it depends on was not applied` });
+          skipped.add(s.name);
+          a.changes.touch();
+          applied = true;
+          continue;
+        }
+        if (!s.dependencies.every((d) => done.has(d))) continue;
         await this.apply(a, s);
         applied = true;
       }
@@ -409,7 +432,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
           'FAILED',
           failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedId} failed: ${a.nodes.get(failedId!)!.message}`,
         );
-      } else if (run.stages.every((s) => s.state === 'APPLIED') && a.byState.SUCCESS.size === a.nodes.size) {
+      } else if (run.stages.every((s) => s.state === 'APPLIED' || s.state === 'SKIPPED') && a.byState.SUCCESS.size === a.nodes.size) {
         const steps = a.nodes.size - 1;
         this.finish(a, 'SUCCESS', `${steps} step${steps === 1 ? '' : 's'} succeeded`);
       }
@@ -433,24 +456,32 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private async apply(a: ActiveRun, s: StageRecord): Promise<void> {
     const spec = a.run.spec.stages.find((x) => x.name === s.name)!;
     const user: User = { name: a.run.username, groups: a.run.groups, admin: false };
+    const ctx: ApplyContext = {
+      run: a.run,
+      nodesOf: (stage) => a.byStage.get(stage) ?? [],
+      rucioFiles: async (ref) => {
+        if (!this.deps.rucioFiles) throw new StageError('this gateway fronts no Rucio instance');
+        try {
+          return await this.deps.rucioFiles(user, ref);
+        } catch (err) {
+          throw new StageError(errorMessage(err)); // Rucio's answer is the stage's reason
+        }
+      },
+      nextSeq: () => a.seq++,
+      stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
+      parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
+      maxSteps: this.cfg.max_steps,
+      registered: (key) => registeredValue(a.run, key),
+    };
     try {
+      const unfulfilled = await unfulfilledExpression(ctx, spec);
+      if (unfulfilled) {
+        Object.assign(s, { state: 'SKIPPED', message: `not applied: ${unfulfilled}` });
+        a.changes.touch();
+        return;
+      }
       const nodes = await applyStage(
-        {
-          run: a.run,
-          nodesOf: (stage) => a.byStage.get(stage) ?? [],
-          rucioFiles: async (ref) => {
-            if (!this.deps.rucioFiles) throw new StageError('this gateway fronts no Rucio instance');
-            try {
-              return await this.deps.rucioFiles(user, ref);
-            } catch (err) {
-              throw new StageError(errorMessage(err)); // Rucio's answer is the stage's reason
-            }
-          },
-          nextSeq: () => a.seq++,
-          stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
-          parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
-          maxSteps: this.cfg.max_steps,
-        },
+        ctx,
         spec,
         s.dependencies.flatMap((d) => a.byStage.get(d) ?? []),
       );
@@ -469,7 +500,16 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   }
 
   /** Writes each step's files, then starts them all with one backend call. */
-  private async startNodes(a: ActiveRun, backend: EngineBackend, nodes: NodeRecord[]): Promise<void> {
+  private async startNodes(a: ActiveRun, backend: EngineBackend, all: NodeRecord[]): Promise<void> {
+    // A step that runs nothing (process null, noop-env) only publishes, here and now.
+    const nodes: NodeRecord[] = [];
+    for (const n of all) {
+      if (n.command !== undefined) nodes.push(n);
+      else {
+        this.setNode(a, n, { attempts: n.attempts + 1, started: Date.now(), finished: null, exit_code: null, message: undefined });
+        await this.succeed(a, n);
+      }
+    }
     if (!nodes.length) return;
     const prepared = (await Promise.all(nodes.map((n) => this.prepareNode(a, backend, n)))).filter((p) => p !== null);
     if (!prepared.length) return;
@@ -506,7 +546,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       const header = `AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
       await writeStepFiles(a.run.workspace, files, n.command ?? '', stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }));
       const step = stepOf(a.run.spec.stages.find((s) => s.name === n.stage)!);
-      const env = (step.environment as { env?: Record<string, string> }).env ?? {};
+      const env = stepEnv(step);
       const launch: StepLaunch = {
         run: a.run.id,
         node: n.id,
@@ -532,7 +572,16 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       return;
     }
     const code = state.exitCode ?? (await readExitCode(a.run.workspace, stepFiles(n.workdir)));
-    if (code === 0) {
+    if (code === 0) return this.succeed(a, n);
+    const tail = await readLogTail(a.run.workspace, stepFiles(n.workdir), 8);
+    const why =
+      code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
+    this.fail(a, n, n.attempts, `${why}; ${tail}`, code ?? null);
+  }
+
+  /** A step that ran (or runs nothing) publishes its outputs; it fails when they cannot be published. */
+  private async succeed(a: ActiveRun, n: NodeRecord): Promise<void> {
+    {
       try {
         const step = stepOf(a.run.spec.stages.find((s) => s.name === n.stage)!);
         const outputs = await publish(step, n, a.run.workspace);
@@ -545,16 +594,19 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
           );
         }
         budget.left -= weight;
-        this.setNode(a, n, { state: 'SUCCESS', outputs, exit_code: 0, finished: Date.now(), handle: null, message: undefined });
+        this.setNode(a, n, {
+          state: 'SUCCESS',
+          outputs,
+          exit_code: n.command === undefined ? null : 0,
+          finished: Date.now(),
+          handle: null,
+          message: undefined,
+        });
       } catch (err) {
-        this.fail(a, n, n.attempts, `it exited 0 but its outputs could not be published: ${errorMessage(err)}`, 0);
+        const ran = n.command !== undefined;
+        this.fail(a, n, n.attempts, `${ran ? 'it exited 0 but ' : ''}its outputs could not be published: ${errorMessage(err)}`, ran ? 0 : null);
       }
-      return;
     }
-    const tail = await readLogTail(a.run.workspace, stepFiles(n.workdir), 8);
-    const why =
-      code === undefined ? `it ended without an exit status (killed or removed${state.detail ? `: ${state.detail}` : ''})` : `it exited with code ${code}`;
-    this.fail(a, n, n.attempts, `${why}; ${tail}`, code ?? null);
   }
 
   private fail(a: ActiveRun, n: NodeRecord, attempts: number, message: string, exitCode: number | null = null): void {

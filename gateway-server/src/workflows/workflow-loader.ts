@@ -226,13 +226,40 @@ function selectorsIn(value: unknown): string[] {
   return (Array.isArray(sel) ? sel : [sel]).filter((s): s is string => typeof s === 'string');
 }
 
-export function dependenciesOf(stage: StageSpec): string[] {
+/** The stages registering each value (register_values), in the workflow's order. */
+function registrations(wf: WorkflowSpec): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const st of wf.stages) for (const k of Object.keys(st.scheduler.register_values ?? {})) out.set(k, [...(out.get(k) ?? []), st.name]);
+  return out;
+}
+
+const fromvalueKey = (v: unknown): string | undefined =>
+  v && typeof v === 'object' && (v as Record<string, unknown>).expression_type === 'fromvalue' ? String((v as Record<string, unknown>).key) : undefined;
+
+/**
+ * The stages a stage waits for. expressions_fulfilled waits for the stages its expressions read: those
+ * a selector names, and for a registered value the stages registering it and those its expression reads.
+ */
+export function dependenciesOf(stage: StageSpec, wf: WorkflowSpec): string[] {
   // Each named once: readiness is checked per dependency on every tick. The loader checked that each is a selector.
   const names = dependencySelectors(stage).map((d) => selectorStage(d) ?? d);
-  // expressions_fulfilled waits for the stages its expressions read.
   const deps = stage.dependencies;
-  if (deps && !Array.isArray(deps) && deps.dependency_type === 'expressions_fulfilled')
-    names.push(...(deps.expressions as unknown[]).flatMap(selectorsIn).map((d) => selectorStage(d) ?? d));
+  if (deps && !Array.isArray(deps) && deps.dependency_type === 'expressions_fulfilled') {
+    const regs = registrations(wf);
+    const specs = new Map(wf.stages.map((s) => [s.name, s]));
+    const seen = new Set<string>();
+    const read = (v: unknown): void => {
+      names.push(...selectorsIn(v).map((d) => selectorStage(d) ?? d));
+      const key = fromvalueKey(v);
+      if (key === undefined || seen.has(key)) return;
+      seen.add(key);
+      for (const st of regs.get(key) ?? []) {
+        names.push(st);
+        read(specs.get(st)?.scheduler.register_values?.[key]);
+      }
+    };
+    (deps.expressions as unknown[]).forEach(read);
+  }
   return [...new Set(names)];
 }
 
@@ -297,7 +324,7 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
     for (const [k, v] of Object.entries(s.scheduler.register_values ?? {}))
       checkSelector(v, `${at}.scheduler.register_values${jsonPath([k]).slice(1)}`, problem);
   });
-  const deps = new Map(wf.stages.map((s) => [s.name, dependenciesOf(s)]));
+  const deps = new Map(wf.stages.map((s) => [s.name, dependenciesOf(s, wf)]));
   wf.stages.forEach((s, i) => {
     for (const d of deps.get(s.name) ?? []) {
       if (d !== INIT_STAGE && !names.has(d))
@@ -327,9 +354,31 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
       }
     return seen;
   };
+  const regs = registrations(wf);
   wf.stages.forEach((s, i) => {
     const before = upstream(s.name);
     const params = (s.scheduler.parameters ?? {}) as Record<string, unknown>;
+    // A registered value is read from a stage this one waits for (yadage registers it when that stage is applied).
+    const reads: [string, unknown][] = [
+      ...Object.entries(params).map(([p, v]): [string, unknown] => [`.scheduler.parameters${jsonPath([p]).slice(1)}`, v]),
+      ...Object.entries(s.scheduler.register_values ?? {}).map(([p, v]): [string, unknown] => [`.scheduler.register_values${jsonPath([p]).slice(1)}`, v]),
+    ];
+    const deps0 = s.dependencies;
+    if (deps0 && !Array.isArray(deps0) && deps0.dependency_type === 'expressions_fulfilled')
+      (deps0.expressions as unknown[]).forEach((e, j) => reads.push([`.dependencies.expressions[${j}]`, e]));
+    for (const [where, v] of reads) {
+      const key = fromvalueKey(v);
+      if (key === undefined) continue;
+      const by = regs.get(key) ?? [];
+      if (!by.length) problem(`$.stages[${i}]${where}`, `$.stages[${i}]`, `reads the value ${key}, which no stage registers (register_values)`);
+      // (a registered value is evaluated where it is read: only that it exists is checked here)
+      else if (!where.startsWith('.scheduler.register_values') && !by.some((r) => before.has(r)))
+        problem(
+          `$.stages[${i}]${where}`,
+          `$.stages[${i}]`,
+          `reads the value ${key}, registered by stage ${by.join(', ')}, which is not among this stage's dependencies`,
+        );
+    }
     for (const [p, v] of Object.entries(params)) {
       for (const r of selectorsIn(v)) {
         const stageName = selectorStage(r);

@@ -25,14 +25,10 @@ const NOT_SUPPORTED = {
   resources: 'container resources (CVMFS, grid proxies, GPUs) are not supported yet',
   'jsonpath outputs': 'output selections by JSONPath are not supported: name one output key',
   'empty selectors': 'a selector without output (the whole result) is not supported: name one output key',
-  register_values: 'register_values is not supported yet',
-  fromvalue: 'fromvalue expressions are not supported yet',
-  expressions_fulfilled: 'expressions_fulfilled dependencies are not supported yet',
-  'publish-only steps': 'steps that only publish (process or environment null, noop-env) are not supported yet',
+  'scoped values': "fromvalue with a scope (a subworkflow's values) is not supported yet",
   'fromparjq-pub': 'fromparjq-pub publishers are not supported yet',
   'fromyaml-pub': 'fromyaml-pub publishers are not supported yet',
   par_mounts: 'par_mounts are not supported yet',
-  partitionsize: 'partitionsize is not supported yet',
 } as const;
 type Feature = keyof typeof NOT_SUPPORTED;
 
@@ -87,7 +83,7 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
   };
   const value = (v: unknown, segments: (string | number)[]) => {
     if (!isObject(v)) return;
-    if (v.expression_type === 'fromvalue') refuse(segments, 'fromvalue');
+    if (v.expression_type === 'fromvalue' && 'scope' in v) refuse([...segments, 'scope'], 'scoped values');
     for (const k of ['stages', 'steps', 'step'] as const) {
       if (!(k in v)) continue;
       const sel = v[k];
@@ -102,7 +98,6 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
     const proc = st.process;
     const env = st.environment;
     const pub = st.publisher;
-    if (proc === null || env === null || (isObject(env) && env.environment_type === 'noop-env')) refuse(segments, 'publish-only steps');
     if (isObject(pub) && (pub.publisher_type === 'fromparjq-pub' || pub.publisher_type === 'fromyaml-pub'))
       refuse([...segments, 'publisher', 'publisher_type'], pub.publisher_type);
     if (isObject(env) && Array.isArray(env.par_mounts) && env.par_mounts.length) refuse([...segments, 'environment', 'par_mounts'], 'par_mounts');
@@ -122,7 +117,6 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
       const at = [...segments, 'stages', i];
       const deps = st.dependencies;
       const depList = Array.isArray(deps) ? deps : isObject(deps) && Array.isArray(deps.expressions) ? deps.expressions : [];
-      if (isObject(deps) && deps.dependency_type === 'expressions_fulfilled') refuse([...at, 'dependencies', 'dependency_type'], 'expressions_fulfilled');
       if (isObject(deps) && deps.dependency_type === 'expressions_fulfilled') depList.forEach((e, j) => value(e, [...at, 'dependencies', 'expressions', j]));
       else depList.forEach((d, j) => selectorString(d, [...at, 'dependencies', ...(Array.isArray(deps) ? [] : ['expressions']), j]));
       const sch = st.scheduler;
@@ -146,8 +140,6 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
             }
           });
       }
-      if ('register_values' in sch) refuse([...s, 'register_values'], 'register_values');
-      if ('partitionsize' in sch) refuse([...s, 'partitionsize'], 'partitionsize');
       if (isObject(sch.register_values)) for (const [k, v] of Object.entries(sch.register_values)) value(v, [...s, 'register_values', k]);
       if (isObject(sch.parameters)) for (const [k, v] of Object.entries(sch.parameters)) value(v, [...s, 'parameters', k]);
       step(sch.step, [...s, 'step']);

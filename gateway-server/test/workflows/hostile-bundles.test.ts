@@ -194,12 +194,12 @@ describe('hostile workflow bundles', () => {
     const l = await post<ErrorBody>('', { entry: 'workflow.yml', files: literal });
     expect(l.status).toBe(422);
     expect(l.body.details![0]!.message).toContain('makes 12,960,000 steps');
-    // batching does not hide the product: it is made before it is batched
-    const batched = { 'workflow.yml': literal['workflow.yml'].replace('scatter: {method: cartesian', 'batchsize: 1000\n      scatter: {method: cartesian') };
+    // batches are cut from each list before the product (yadage's order): 30 batches of 2 per list make 30^4 steps
+    const batched = { 'workflow.yml': literal['workflow.yml'].replace('scatter: {method: cartesian', 'batchsize: 2\n      scatter: {method: cartesian') };
     const b = await post<ErrorBody>('', { entry: 'workflow.yml', files: batched });
     expect(b.status).toBe(422);
     expect(b.body.details![0]!.message).toBe(
-      'a cartesian scatter over 4 lists of 60 (a, b, c, d) in batches of 1,000 makes 12,960,000 parameter sets before batching; at most 200,000',
+      'a cartesian scatter over 4 lists of 60 (a, b, c, d) in batches of 2 makes 810,000 steps; workflows.max_steps is 20,000',
     );
     const checked = await post<{ valid: boolean; errors: { path: string; message: string }[] }>('/validate', { entry: 'workflow.yml', files: literal });
     expect([checked.status, checked.body.valid, checked.body.errors[0]?.message]).toEqual([
