@@ -436,21 +436,35 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
     case 'fromglob-pub':
       return { [pub.outputkey!]: await inWorkdir(pub.globexpression!) };
     case 'interpolated-pub': {
-      const out: Record<string, unknown> = {};
+      // Leaf by leaf, as packtivity does: each string is formatted (Python's str() of the values), made
+      // absolute with relative_paths, and with glob replaced by its matches when there are any.
       const budget = { chars: MAX_FORMATTED }; // what one step publishes, all keys together
+      const leaf = async (v: unknown): Promise<unknown> => {
+        if (Array.isArray(v)) {
+          const out: unknown[] = [];
+          for (const x of v) out.push(await leaf(x));
+          return out;
+        }
+        if (isObject(v)) {
+          const out: Record<string, unknown> = {};
+          for (const [k, x] of Object.entries(v)) out[k] = await leaf(x);
+          return out;
+        }
+        if (typeof v !== 'string') return v;
+        let text = formatDeep(v, values, budget) as string;
+        if (pub.relative_paths && !text.startsWith('/')) text = join(node.workdir, text);
+        if (!pub.glob) return text;
+        const matches = await inWorkdir(text);
+        return matches.length ? matches : text;
+      };
+      const out: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(pub.publish ?? {})) {
-        let value: unknown;
         try {
-          value = formatDeep(v, values, budget);
+          out[k] = await leaf(v);
         } catch (err) {
+          if (err instanceof StageError) throw err;
           throw new StageError(`publisher ${k}: ${(err as Error).message}`);
         }
-        if (pub.relative_paths) value = mapStrings(value, (s) => (s.startsWith('/') ? s : join(node.workdir, s)));
-        if (pub.glob) {
-          const patterns = Array.isArray(value) ? value.map(String) : [String(value)];
-          value = (await Promise.all(patterns.map((p) => inWorkdir(p)))).flat();
-        }
-        out[k] = value;
       }
       return out;
     }
@@ -459,10 +473,4 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
     default:
       throw new StageError(`unknown publisher ${pub.publisher_type}`);
   }
-}
-
-function mapStrings(value: unknown, f: (s: string) => string): unknown {
-  if (typeof value === 'string') return f(value);
-  if (Array.isArray(value)) return value.map((v) => mapStrings(v, f));
-  return value;
 }

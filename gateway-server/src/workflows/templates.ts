@@ -1,6 +1,7 @@
 // yadage's templates are Python format strings: `{name}` is a parameter, `{{` and `}}` are literal
 // braces (awk and shell scripts need them), `{name[0]}` and `{name.key}` reach into a value.
-// Values render as a shell command line expects them: lists as space-separated words.
+// Values render as packtivity renders them: Python's str() (None, True, ['a', 'b']), and in commands a
+// list parameter as its items joined by spaces (a list of files is a list of words).
 
 export class TemplateError extends Error {}
 
@@ -46,11 +47,42 @@ export function templateFields(template: string): string[] {
   return [...new Set(parse(template).flatMap((p) => ('field' in p ? [p.field] : [])))];
 }
 
+/** A string as Python's repr writes it (single quotes unless the string has one and no double quote). */
+function pyRepr(s: string): string {
+  const q = s.includes("'") && !s.includes('"') ? '"' : "'";
+  const body = [...s]
+    .map((c) => {
+      if (c === '\\' || c === q) return `\\${c}`;
+      if (c === '\n') return '\\n';
+      if (c === '\r') return '\\r';
+      if (c === '\t') return '\\t';
+      const code = c.codePointAt(0)!;
+      return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
+    })
+    .join('');
+  return q + body + q;
+}
+
+/** A value as Python's str() writes it, which is what yadage's templates produce: None, True, ['a', 1], {'k': 'v'}. */
+export function pyStr(value: unknown, nested = false): string {
+  if (value === null || value === undefined) return 'None';
+  if (value === true) return 'True';
+  if (value === false) return 'False';
+  if (typeof value === 'string') return nested ? pyRepr(value) : value;
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : value > 0 ? 'inf' : value < 0 ? '-inf' : 'nan';
+  if (Array.isArray(value)) return `[${value.map((v) => pyStr(v, true)).join(', ')}]`;
+  return `{${Object.entries(value as Record<string, unknown>)
+    .map(([k, v]) => `${pyRepr(k)}: ${pyStr(v, true)}`)
+    .join(', ')}}`;
+}
+
+/**
+ * How a parameter appears in a command or script: as packtivity renders it, a list becomes its items'
+ * str() joined by spaces (so a list of files is a list of words), anything else its str().
+ */
 export function renderValue(value: unknown): string {
-  if (value === null || value === undefined) return '';
-  if (Array.isArray(value)) return value.map(renderValue).join(' ');
-  if (typeof value === 'object') return JSON.stringify(value);
-  return String(value);
+  if (Array.isArray(value)) return value.map((v) => pyStr(v)).join(' ');
+  return pyStr(value);
 }
 
 /** Characters a formatted template may have unless the caller says otherwise (a command, a published value). */
@@ -62,11 +94,12 @@ export function formatTemplate(
   values: Record<string, unknown>,
   maxLength = MAX_FORMATTED,
   what = `it would be more than ${maxLength.toLocaleString('en')} characters long`,
+  style: Style = 'command',
 ): string {
   let length = 0;
   return parse(template)
     .map((p) => {
-      const piece = formatPiece(p, values);
+      const piece = formatPiece(p, values, style);
       if ((length += piece.length) > maxLength) {
         throw new TemplateError(`${what} (pass long lists in a file)`);
       }
@@ -75,11 +108,21 @@ export function formatTemplate(
     .join('');
 }
 
-function formatPiece(p: Piece, values: Record<string, unknown>): string {
+/**
+ * Commands and scripts see list parameters joined into words (packtivity does that before formatting);
+ * publishers see every value as Python's str() (a list as ['a', 'b']).
+ */
+type Style = 'command' | 'python';
+
+function formatPiece(p: Piece, values: Record<string, unknown>, style: Style): string {
   if ('text' in p) return p.text;
   if (!Object.hasOwn(values, p.field))
     throw new TemplateError(`{${p.field}} is not a parameter of this step (it has ${Object.keys(values).join(', ') || 'none'})`);
   let v: unknown = values[p.field];
+  if (style === 'command' && Array.isArray(v) && p.path.length) {
+    // yadage would index the joined string (its first character): refused rather than read differently.
+    throw new TemplateError(`{${p.field}[…]}: ${p.field} is a list, which a command sees joined into words; pass the item you need as its own parameter`);
+  }
   for (const key of p.path) {
     if (v === null || typeof v !== 'object' || !Object.hasOwn(v, key)) {
       throw new TemplateError(
@@ -88,13 +131,19 @@ function formatPiece(p: Piece, values: Record<string, unknown>): string {
     }
     v = (v as Record<string | number, unknown>)[key];
   }
-  return renderValue(v);
+  return style === 'command' ? renderValue(v) : pyStr(v);
 }
 
 /** Every string inside a value formatted with the given values (publishers' templates), at most `budget.chars` characters in all. */
 export function formatDeep(value: unknown, values: Record<string, unknown>, budget = { chars: MAX_FORMATTED }): unknown {
   if (typeof value === 'string') {
-    const out = formatTemplate(value, values, budget.chars, `what the step publishes would be more than ${MAX_FORMATTED.toLocaleString('en')} characters long`);
+    const out = formatTemplate(
+      value,
+      values,
+      budget.chars,
+      `what the step publishes would be more than ${MAX_FORMATTED.toLocaleString('en')} characters long`,
+      'python',
+    );
     budget.chars -= out.length;
     return out;
   }

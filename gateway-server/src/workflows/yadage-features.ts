@@ -29,6 +29,7 @@ const NOT_SUPPORTED = {
   'fromparjq-pub': 'fromparjq-pub publishers are not supported yet',
   'fromyaml-pub': 'fromyaml-pub publishers are not supported yet',
   par_mounts: 'par_mounts are not supported yet',
+  'single publish': 'an interpolated-pub publishing one value rather than an object of outputs is not supported: name the output',
 } as const;
 type Feature = keyof typeof NOT_SUPPORTED;
 
@@ -100,6 +101,8 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
     const pub = st.publisher;
     if (isObject(pub) && (pub.publisher_type === 'fromparjq-pub' || pub.publisher_type === 'fromyaml-pub'))
       refuse([...segments, 'publisher', 'publisher_type'], pub.publisher_type);
+    if (isObject(pub) && pub.publisher_type === 'interpolated-pub' && 'publish' in pub && !isObject(pub.publish))
+      refuse([...segments, 'publisher', 'publish'], 'single publish');
     if (isObject(env) && Array.isArray(env.par_mounts) && env.par_mounts.length) refuse([...segments, 'environment', 'par_mounts'], 'par_mounts');
     if (isObject(proc) && proc.process_type === 'manual-instructions-proc') refuse([...segments, 'process', 'process_type'], 'manual');
     if (isObject(pub) && pub.publisher_type === 'manual-instructions-pub') refuse([...segments, 'publisher', 'publisher_type'], 'manual');

@@ -183,6 +183,43 @@ ${files}`;
     expect(node(dag, 'gather').outputs).toEqual({ flat: [1, 2, 3, 4, 5, 6, 7], nested: [[1, 2]] });
   });
 
+  it("renders values as packtivity does (Python's str(), lists as words in commands) and publishes leaf by leaf", async () => {
+    const dag = await run(`stages:
+  - name: write
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {flag: true, none: null, words: [a, b], nested: [[1, 2], {k: v}], out: '{workdir}/said.txt'}
+      step:
+        process:
+          process_type: interpolated-script-cmd
+          script: |
+            cat > {out} <<'EOF'
+            {flag} {none} {words} {nested}
+            EOF
+            touch {workdir}/p1.dat {workdir}/p2.dat
+        environment: {environment_type: localproc-env}
+        publisher:
+          publisher_type: interpolated-pub
+          glob: true
+          relative_paths: true
+          publish:
+            files: ['*.dat', 'none*.txt']
+            text: 'words={words}'
+            one: '{out}'
+`);
+    expect(dag.run.status).toBe('SUCCESS');
+    const w = node(dag, 'write');
+    expect(readFileSync(w.parameters.out as string, 'utf8')).toBe("True None a b [1, 2] {'k': 'v'}\n");
+    const dir = w.workdir!;
+    // each pattern its own list of matches; one matching nothing stays as written (made absolute), as in yadage
+    expect(w.outputs).toEqual({
+      files: [[join(dir, 'p1.dat'), join(dir, 'p2.dat')], join(dir, 'none*.txt')],
+      text: join(dir, "words=['a', 'b']"),
+      one: [w.parameters.out],
+    });
+  });
+
   it('fails a stage whose registered values name each other in a loop, saying so', async () => {
     const dag = await run(`stages:
   - name: a
