@@ -10,16 +10,6 @@ bash scripts/test-accounts.sh ensure >/dev/null
 # Rucio: a 20,000-file dataset through the gateway against straight to Rucio (a real server).
 .venv/bin/python bench/bench_rucio.py
 # Workflows: the same map-reduce through the gateway against yadage itself, from a pinned venv
-# built once per machine outside the repository.
-req=bench/yadage-requirements.txt
-venv=/var/cache/af-gateway/yadage-venv-$(sha256sum "$req" | cut -c1-12)
-mkdir -p /var/cache/af-gateway
-(
-  flock 9
-  if [ ! -x "$venv/bin/yadage-run" ]; then
-    echo "[bench] building the yadage venv (once): $venv" >&2
-    rm -rf "$venv" && python3 -m venv "$venv" &&
-      "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$req"
-  fi
-) 9>"$venv.lock"
+# built once per machine outside the repository (scripts/yadage-specs.sh).
+venv=$(bash scripts/yadage-specs.sh venv)
 AF_BENCH_YADAGE_RUN="$venv/bin/yadage-run" exec .venv/bin/python bench/bench_workflows.py
