@@ -31,6 +31,9 @@ npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest
 echo "== HTCondor test pool (chroot built once per machine, cached outside the repository)"
 bash scripts/htcondor-pool.sh ensure || status=1
 
+echo "== yadage and its test specs (venv and yadage's results on them built once per machine, cached outside the repository)"
+bash scripts/yadage-specs.sh ensure >/dev/null || status=1
+
 echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool, Kubernetes backend on a real API server)"
 .venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --tb=native --junitxml="$out/pytest.xml" || status=1
 

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parents[3]
@@ -82,6 +83,47 @@ def traversable_dir(prefix="af-e2e-"):
     d = Path(tempfile.mkdtemp(prefix=prefix))
     d.chmod(0o711)
     return d
+
+
+def kill_below(directory):
+    """Kills what still runs in (or names) a directory of a test's gateway: steps the gateway detached."""
+    root = str(directory)
+    victims = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid == os.getpid():
+                continue
+            if p.cwd().startswith(root) or any(root in a for a in p.cmdline()):
+                victims.append(p)
+        except psutil.Error:
+            pass
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+
+
+@contextlib.contextmanager
+def oidc_workflow_gateway(provider, directory, **workflows):
+    """A gateway accepting the provider's tokens whose workflow steps run as the users' accounts in a
+    workspace root they can reach; yields {url, dir, log, workspace_root}. On exit: the gateway stopped,
+    what its steps left running killed, the workspaces removed."""
+    ws = traversable_dir()  # the steps run as the users' accounts (af-<user>)
+    try:
+        proc, url, log = start_gateway(directory, oidc_gateway_config(provider, directory, workflows={
+            "poll_period": 0.2, "workspace_root": str(ws), **workflows}))
+    except BaseException:
+        shutil.rmtree(ws, ignore_errors=True)
+        raise
+    try:
+        yield {"url": url, "dir": Path(directory), "log": log, "workspace_root": ws}
+    finally:
+        stop(proc)
+        kill_below(directory)
+        kill_below(ws)
+        shutil.rmtree(ws, ignore_errors=True)
 
 
 def oidc_gateway_config(provider, directory, **extra):

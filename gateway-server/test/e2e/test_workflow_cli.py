@@ -15,11 +15,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
-from af_e2e_support import REPO, client_credentials_token, free_port, oidc_gateway_config, start_gateway, stop, traversable_dir
+from af_e2e_support import (REPO, client_credentials_token, free_port, kill_below, oidc_workflow_gateway, start_gateway, stop,
+                             traversable_dir)
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
@@ -30,38 +30,10 @@ MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
 # --------------------------------------------------------------------------------------------
 
 
-def _kill_below(directory):
-    """Kills what still runs in (or names) the gateway's directory: steps the gateway detached."""
-    root = str(directory)
-    victims = []
-    for p in psutil.process_iter():
-        try:
-            if p.pid == os.getpid():
-                continue
-            if p.cwd().startswith(root) or any(root in a for a in p.cmdline()):
-                victims.append(p)
-        except psutil.Error:
-            pass
-    for p in victims:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(victims, timeout=10)
-
-
 @pytest.fixture(scope="module")
 def gateway(provider, tmp_path_factory):
-    d = tmp_path_factory.mktemp("gw-wf-cli")
-    ws = traversable_dir()  # the steps run as the users' accounts (af-<user>)
-    proc, url, log = start_gateway(d, oidc_gateway_config(provider, d, workflows={"poll_period": 0.2, "workspace_root": str(ws)}))
-    try:
-        yield {"url": url, "dir": d, "log": log, "workspace_root": ws}
-    finally:
-        stop(proc)
-        _kill_below(d)
-        _kill_below(ws)
-        shutil.rmtree(ws, ignore_errors=True)
+    with oidc_workflow_gateway(provider, tmp_path_factory.mktemp("gw-wf-cli")) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
@@ -391,6 +363,6 @@ def test_basic_auth_at_a_simple_auth_gateway(tmp_path, env):
         assert res.returncode == 3 and "401" in res.stderr, show(res)
     finally:
         stop(proc)
-        _kill_below(d)
-        _kill_below(ws)
+        kill_below(d)
+        kill_below(ws)
         shutil.rmtree(ws, ignore_errors=True)

@@ -1,0 +1,314 @@
+"""Conformance with yadage: yadage 0.21.2's own test specs (tests/testspecs, the entries of
+test-harness/yadage/entries.json) run through the gateway, every step compared with what yadage itself
+computed on them (scripts/yadage-specs.sh: the reference, built once per machine).
+
+Each entry's workflow is submitted with `af-gateway run` (the files its $refs reach, the init
+parameters yadage got), then judged:
+  refused   passes if the refusal names a feature as "not supported" (recorded), or yadage fails on
+            the spec too; fails for an entry of MUST_RUN, and for a spec yadage completes unless the
+            entry is a KNOWN_GAP
+  SUCCESS   every step yadage has exists on the gateway and the other way round (init nodes of any
+            scope compared where both have them, the top-level init always) and their outputs are
+            equal once normalised (test-harness/yadage/yadage_compare.py: a path inside the run's
+            directory stands for its file's content or its directory's listing; lists in order).
+            Any difference fails, whatever the entry: a run that succeeds with other results than
+            yadage's is the worst outcome. A KNOWN_GAP that now matches fails too: move it to MUST_RUN.
+            Where yadage failed, only entries of BEYOND_YADAGE may succeed (their steps yadage
+            completed must match)
+  FAILED    passes if yadage failed too, or for a KNOWN_GAP; else fails with the gateway's message
+One line per entry (yadage's status, the gateway's outcome, the match) is printed at the end.
+
+Run alone: bash scripts/yadage-specs.sh ensure && cd gateway-server/test/e2e &&
+           ../../../.venv/bin/python -m pytest -q test_yadage_specs.py
+"""
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from af_e2e_support import REPO, client_credentials_token, oidc_workflow_gateway
+
+sys.path.insert(0, str(REPO / "test-harness" / "yadage"))
+from yadage_compare import differences, gateway_key, key_str, normalise, volatile  # noqa: E402
+
+AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
+SCRIPT = REPO / "scripts" / "yadage-specs.sh"
+TABLE = json.loads((REPO / "test-harness" / "yadage" / "entries.json").read_text())
+ENTRIES = {e["name"]: e for e in TABLE["entries"]}
+RUN_TIMEOUT = 120  # seconds from submission until a run must have finished
+FINISHED = ("SUCCESS", "FAILED", "CANCELLED")
+
+# The ratchet: entries the gateway runs with yadage's results today. An entry here fails on anything
+# else (a refusal, a failure, a difference). Grow it as the gateway learns more of the language.
+MUST_RUN = {
+    "local-helloworld",
+    "mapreduce",
+    "cartesian_mapreduce",
+    "mapreduce_batched",
+    "mapreduce_batched_multilevel",
+    "registering_values",
+    "dynamic_glob",
+    "dynamic_glob-frominit",
+}
+
+# Entries yadage completes but the gateway cannot yet, and why. Asserted to still be gaps: an entry
+# here that runs with yadage's results fails the test, so that it moves to MUST_RUN.
+SUBINITS = ("their subworkflows' init steps find input files in directories yadage is given (data option subinits); "
+            "the gateway's API has no way to receive them, so its steps cannot read the same files")
+KNOWN_GAPS = {
+    "analysis_scaffold": SUBINITS,
+    "bsm_grid_scaffold": SUBINITS,
+    "recast_scaffold": SUBINITS,
+}
+
+# Entries yadage fails on only because of how the reference runs it, where the gateway may succeed.
+# Their steps yadage completed must still match.
+BEYOND_YADAGE = {
+    "mapreduce_parmount": "the reference runs its busybox steps as localproc-env, where yadage runs no script "
+                          "(interpolated-script-cmd: KeyError 'command') and writes no par_mounts; in busybox both work",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """yadage's results (built once per machine, < 1 s when cached; about a minute the first time)."""
+    res = subprocess.run(["bash", str(SCRIPT), "ensure"], capture_output=True, text=True, timeout=600,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, f"{SCRIPT} ensure failed:\n{res.stderr[-3000:]}"
+    ref = json.loads(Path(res.stdout.strip().splitlines()[-1]).read_text())
+    assert set(ref["entries"]) == set(ENTRIES), "the reference is not of this entries.json"
+    return ref
+
+
+@pytest.fixture(scope="module")
+def gateway(provider, tmp_path_factory):
+    # every entry is submitted at once: no per-user limit on unfinished runs
+    with oidc_workflow_gateway(provider, tmp_path_factory.mktemp("gw-yadage"), max_active_runs_per_user=None,
+                               max_parallel_steps=8) as gw:
+        token = client_credentials_token(provider, "ci-pipeline")
+        token_file = gw["dir"] / "token"
+        token_file.write_text(token)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AF_GATEWAY", "BEARER_TOKEN", "DASK_GATEWAY", "PYTEST_"))}
+        runtime = gw["dir"] / "runtime"
+        runtime.mkdir()
+        env.update(AF_GATEWAY_URL=gw["url"], BEARER_TOKEN_FILE=str(token_file), XDG_RUNTIME_DIR=str(runtime))
+        yield {**gw, "env": env, "token": token}
+
+
+def cli(gw, *args, timeout=60):
+    return subprocess.run([str(AF_GATEWAY), *map(str, args)], env=gw["env"], cwd=str(gw["dir"]), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def show(res):
+    return f"exit {res.returncode}\n--- stdout ---\n{res.stdout}\n--- stderr ---\n{res.stderr}"
+
+
+@pytest.fixture(scope="module")
+def runs(reference, gateway, tmp_path_factory, request):
+    """Every entry submitted at once (so the module takes about as long as its slowest run):
+    name -> {res: the CLI's answer, run_id, submitted}. At the end: runs cancelled and deleted, and
+    the summary printed."""
+    params_dir = tmp_path_factory.mktemp("params")
+    specs = Path(reference["specs"])
+
+    def submit(name):
+        entry = ENTRIES[name]
+        params = params_dir / f"{name}.json"
+        params.write_text(json.dumps(gateway_parameters(entry, reference["entries"][name])))  # JSON is YAML
+        t0 = time.monotonic()
+        res = cli(gateway, "run", specs / entry["dir"] / entry["workflow"], "--parameters-file", params,
+                  "--retries", "0", "--name", f"yadage-{name}")
+        run_id = res.stdout.strip() if res.returncode == 0 else None
+        return name, {"res": res, "run_id": run_id, "submitted": t0}
+
+    with ThreadPoolExecutor(8) as pool:
+        out = dict(pool.map(submit, ENTRIES))
+    yield out
+    api = f"{gateway['url']}/api/af/workflows"
+    auth = {"Authorization": f"Bearer {gateway['token']}"}
+    for sub in out.values():
+        if sub["run_id"]:
+            requests.post(f"{api}/{sub['run_id']}/cancel", headers=auth, timeout=30)
+    for sub in out.values():
+        if not sub["run_id"]:
+            continue
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = requests.delete(f"{api}/{sub['run_id']}", headers=auth, timeout=30)
+            if r.status_code in (200, 204, 404):
+                break
+            time.sleep(0.5)  # a cancelled run finishes its running steps first
+    # printed past pytest's capture, so that the log always says how far the gateway got
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\n" + "\n".join(summary_lines()), flush=True)
+
+
+def gateway_parameters(entry, ref):
+    """What the gateway's run gets: the init yadage got, or (init_from_yadage) what yadage's init step
+    published from it: the input files its data options brought, by their paths in the cache."""
+    if entry.get("init_from_yadage"):
+        init = ref["nodes"].get("init")
+        assert init and init["state"] == "SUCCESS", f"{entry['name']}: yadage's init step did not succeed: {ref.get('reason')}"
+        return init["result"]
+    return ref["init"]
+
+
+SUMMARY = {}
+
+
+def summary_lines():
+    rows = [SUMMARY.get(name) or (name, "?", "not judged", "") for name in ENTRIES]
+    width = max(len(r[0]) for r in rows)
+    lines = ["yadage conformance (entry | yadage | gateway | match):"]
+    lines += [f"  {n:<{width}} | {y:<7} | {g} | {m}" for n, y, g, m in rows]
+    matched = sum(r[3].startswith("equal") for r in rows)
+    refused = sum(r[2].startswith("REFUSED") for r in rows)
+    lines.append(f"  {len(rows)} entries: {matched} run with yadage's results, {refused} refused, "
+                 f"{len(rows) - matched - refused} other")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# judging
+# --------------------------------------------------------------------------------------------
+
+
+def wait_finished(gw, run_id, submitted):
+    deadline = submitted + RUN_TIMEOUT
+    while True:
+        st = cli(gw, "status", run_id, "--json")
+        if st.returncode in (0, 1):
+            dag = json.loads(st.stdout)
+            if dag["run"]["status"] in FINISHED:
+                return dag
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.5)
+
+
+def not_supported(message):
+    return [ln.strip() for ln in message.splitlines() if "not supported" in ln]
+
+
+def gateway_failure(dag):
+    run = dag["run"]
+    parts = [f"run {run['status']}" + (f": {run['message']}" if run.get("message") else "")]
+    for n in dag["nodes"]:
+        if n["state"] == "FAILED":
+            parts.append(f"step {n['id']} FAILED" + (f" (exit code {n['exit_code']})" if n.get("exit_code") is not None else "")
+                         + (f": {n['message']}" if n.get("message") else ""))
+    return "\n".join(parts)
+
+
+def compare(entry, ref, dag, completed_only=False):
+    """The differences between yadage's steps and the gateway's (empty: equal). completed_only: only
+    the steps yadage completed are compared (it failed), each must exist on the gateway."""
+    mask = volatile(entry)
+    problems = []
+    ours = {}
+    for n in dag["nodes"]:
+        key = gateway_key(n["id"])
+        if key is None:
+            problems.append(f"gateway node id {n['id']!r} is not of the form SCOPE[i].STAGE:INDEX")
+            continue
+        ours[key_str(key)] = n
+    theirs = {k: n for k, n in ref["nodes"].items() if not completed_only or n["state"] == "SUCCESS"}
+
+    def is_init(k):
+        return k == "init" or k.endswith(".init")
+
+    for k in sorted(set(theirs) - set(ours)):
+        if not is_init(k) or k == "init":
+            problems.append(f"{k}: yadage has this step ({theirs[k]['state']}), the gateway has not")
+    if not completed_only:
+        for k in sorted(set(ours) - set(theirs)):
+            if not is_init(k):
+                problems.append(f"{k}: the gateway has this step ({ours[k]['state']}), yadage has not")
+    for k in sorted(set(ours) & set(theirs)):
+        n = ours[k]
+        if n["state"] != "SUCCESS":
+            problems.append(f"{k}: {n['state']} on the gateway, {theirs[k]['state']} in yadage")
+            continue
+        # paths into yadage's run directory: files an init_from_yadage entry's steps were given
+        got = normalise(n.get("outputs"), [dag["run"]["workspace"], ref["workdir"]], mask)
+        problems += [f"{k}: {d}" for d in differences(theirs[k]["outputs"], got)]
+    return problems
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 600)  # the first use on a machine builds the reference (about a minute)
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_entry_runs_as_in_yadage(name, reference, gateway, runs, record_property):
+    entry, ref, sub = ENTRIES[name], reference["entries"][name], runs[name]
+    yadage = ref["status"]
+    yadage_ok = yadage == "SUCCESS"
+    res = sub["res"]
+
+    def verdict(gateway_outcome, match):
+        SUMMARY[name] = (name, yadage, gateway_outcome, match)
+        record_property("yadage", yadage)
+        record_property("gateway", gateway_outcome)
+        record_property("match", match)
+
+    if res.returncode == 2:  # refused: the workflow, or its parameters
+        features = not_supported(res.stderr)
+        lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+        said = features or [ln for ln in lines if ln.startswith("$")] or lines or ["(no message)"]
+        verdict(f"REFUSED ({said[0][:140]})", "refused")
+        assert name not in MUST_RUN, f"{name} is in MUST_RUN but was refused:\n{show(res)}"
+        if features or not yadage_ok:
+            return  # a feature named as unsupported, or a spec yadage does not complete either
+        assert name in KNOWN_GAPS, (f"{name}: yadage completes it, the gateway refused it without naming a feature as "
+                                    f"\"not supported\" (and it is not a KNOWN_GAP):\n{show(res)}")
+        return
+    assert res.returncode == 0 and sub["run_id"], f"{name}: the submission failed:\n{show(res)}"
+
+    dag = wait_finished(gateway, sub["run_id"], sub["submitted"])
+    if dag is None:
+        verdict(f"not finished in {RUN_TIMEOUT} s", "-")
+        pytest.fail(f"{name}: run {sub['run_id']} did not finish within {RUN_TIMEOUT} s of its submission")
+    status = dag["run"]["status"]
+
+    if status == "SUCCESS":
+        if not yadage_ok:
+            problems = compare(entry, ref, dag, completed_only=True)
+            verdict("SUCCESS", "yadage failed; " + ("its completed steps equal" if not problems else f"{len(problems)} differences"))
+            assert name in BEYOND_YADAGE, (f"{name}: the gateway succeeded where yadage failed ({ref.get('reason')}); "
+                                           f"check by hand, then list it in BEYOND_YADAGE with why")
+            assert not problems, f"{name}: steps yadage completed differ on the gateway:\n" + "\n".join(problems)
+            return
+        problems = compare(entry, ref, dag)
+        verdict("SUCCESS", "equal" if not problems else f"DIFFERENT ({len(problems)})")
+        assert not problems, (f"{name}: the gateway SUCCEEDED with other results than yadage's (silently wrong):\n"
+                              + "\n".join(problems[:40]))
+        assert name not in KNOWN_GAPS, f"{name} now runs with yadage's results: move it from KNOWN_GAPS to MUST_RUN"
+        return
+
+    message = gateway_failure(dag)
+    verdict(status, "both failed" if not yadage_ok else "-")
+    assert name not in MUST_RUN, f"{name} is in MUST_RUN but its run {status}:\n{message}"
+    if not yadage_ok:
+        return  # yadage fails on it too
+    assert name in KNOWN_GAPS, f"{name}: yadage completes it, the gateway's run {status}:\n{message}"
+
+
+def test_the_lists_name_entries():
+    for listed in (MUST_RUN, KNOWN_GAPS, BEYOND_YADAGE):
+        assert set(listed) <= set(ENTRIES), set(listed) - set(ENTRIES)
+    assert not set(MUST_RUN) & set(KNOWN_GAPS), "an entry cannot be both a must-run and a known gap"
+    assert all(isinstance(r, str) and r for r in {**KNOWN_GAPS, **BEYOND_YADAGE}.values()), "every gap says why"
