@@ -13,6 +13,10 @@ export interface StageRecord {
   dependencies: string[];
   state: StageState;
   message?: string;
+  /** The scope a subworkflow's stage lives in (`nested[0]`); absent at the root. */
+  scope?: string;
+  /** Where a subworkflow's stage is in the run's workflow (a JSON pointer); root stages are found by name. */
+  spec?: string;
 }
 
 export interface NodeRecord {
@@ -30,6 +34,8 @@ export interface NodeRecord {
   interpreter?: string;
   workdir: string;
   image?: string;
+  /** The step a case chose (a JSON pointer into the run's workflow); absent when it is the stage's own step. */
+  step?: string;
   attempts: number;
   exit_code: number | null;
   started: number | null;

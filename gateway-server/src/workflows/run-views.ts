@@ -3,6 +3,9 @@
 // workflow-state.json names them. Nothing here changes a record.
 import type { WorkflowDag, WorkflowNode, WorkflowRun, WorkflowState } from '@af-gateway/schemas';
 import { INIT_STAGE } from './workflow-loader.js';
+
+/** The run's init stage or a subworkflow's (`nested[0].init`). */
+export const isInitStage = (stage: string) => stage === INIT_STAGE || stage.endsWith(`].${INIT_STAGE}`);
 import type { NodeRecord, RunRecord, StageRecord } from './model.js';
 
 export type RunCounts = WorkflowRun['counts'];
@@ -12,10 +15,10 @@ export function emptyCounts(): RunCounts {
   return { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };
 }
 
-/** A run's steps per state, from the ids the engine keeps per state (the init node not counted). */
-export function countsOf(byState: Record<WorkflowState, ReadonlySet<string>>, hasInit = true): RunCounts {
+/** A run's steps per state, from the ids the engine keeps per state (the init nodes, the run's and its subworkflows', not counted). */
+export function countsOf(byState: Record<WorkflowState, ReadonlySet<string>>, inits = 1): RunCounts {
   const counts = Object.fromEntries(Object.entries(byState).map(([state, ids]) => [state, ids.size])) as RunCounts;
-  if (hasInit) counts.SUCCESS--;
+  counts.SUCCESS -= inits;
   return counts;
 }
 
@@ -28,13 +31,13 @@ export function runJson(run: RunRecord, nodesOf: NodeRecord[] | ((stage: string)
   let counts = counted;
   if (!counts) {
     counts = emptyCounts();
-    for (const n of Array.isArray(nodesOf) ? nodesOf : []) if (n.stage !== INIT_STAGE) counts[n.state]++;
+    for (const n of Array.isArray(nodesOf) ? nodesOf : []) if (!isInitStage(n.stage)) counts[n.state]++;
   }
   const ofStage = Array.isArray(nodesOf) ? (stage: string) => nodesOf.filter((n) => n.stage === stage) : nodesOf;
   const depended = new Set(run.stages.flatMap((s) => s.dependencies));
   const outputs: Record<string, unknown> = {};
   for (const s of run.stages) {
-    if (s.type === 'init' || depended.has(s.name) || s.state !== 'APPLIED') continue;
+    if (s.type === 'init' || s.scope || depended.has(s.name) || s.state !== 'APPLIED') continue;
     const mine = ofStage(s.name).filter((n) => n.state === 'SUCCESS');
     if (!mine.length) continue;
     if (s.type === 'singlestep-stage') outputs[s.name] = mine[0]!.outputs;
@@ -55,7 +58,7 @@ export function runJson(run: RunRecord, nodesOf: NodeRecord[] | ((stage: string)
     entry: run.entry,
     parameters: run.parameters,
     counts,
-    stages_total: run.stages.length - 1,
+    stages_total: run.stages.filter((s) => s.type !== 'init').length,
     stages_applied: run.stages.filter((s) => s.type !== 'init' && s.state === 'APPLIED').length,
     workspace: run.workspace,
     outputs,

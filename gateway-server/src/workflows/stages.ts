@@ -4,6 +4,8 @@
 import { join } from 'node:path';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import { stepOf, type NodeRecord, type RunRecord, type StageSpec, type StepSpec } from './model.js';
+import { parseSelector, scoped, stageDir, stageSpecOf } from './scopes.js';
+import { jqFirst, JqError } from './jq.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps, type Grouping } from './scatter-size.js';
 import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
@@ -76,9 +78,18 @@ function firstDistinct(ids: Iterable<string>, max: number): string[] {
 
 export interface ApplyContext {
   run: RunRecord;
+  /** The stage being applied: its full (scoped) name and the JSON pointer of its spec in the run's workflow. */
+  stage: { full: string; pointer: string };
+  /** The scope selectors are read in ('' at the root; `nested[0]` inside a subworkflow). */
+  scope: string;
+  /** The nodes of a stage, by its full name. */
   nodesOf(stage: string): NodeRecord[];
-  /** A value a stage registered (register_values) under this key, the latest applied first; undefined when none did. */
-  registered(key: string): { value: unknown } | undefined;
+  /** The indices of the scopes a stage running a subworkflow made (empty for a stage running steps). */
+  scopesOf(stage: string): number[];
+  /** Whether a stage (full name) runs a subworkflow rather than steps. */
+  runsWorkflow(stage: string): boolean;
+  /** A value a stage of `scope` registered (register_values) under this key, the latest applied first; undefined when none did. */
+  registered(scope: string, key: string): { value: unknown } | undefined;
   /** PFNs of a Rucio dataset's files for a scheme, as the run's owner. */
   rucioFiles(ref: { instance: string; did: string; scheme?: string }): Promise<string[]>;
   nextSeq(): number;
@@ -87,6 +98,14 @@ export interface ApplyContext {
   maxSteps: number;
   /** Characters of parameters the run's steps may still hold (MAX_RUN_PARAMETERS in all); the stage spends what it makes. */
   parameters: { left: number };
+}
+
+/** A subworkflow to start: its scope (`nested[0]`), its init parameters, the nodes they came from and where its stages are in the workflow. */
+export interface NewScope {
+  scope: string;
+  parameters: Record<string, unknown>;
+  after: string[];
+  workflow: string;
 }
 
 /** Values one parameter may gather from earlier steps (a flattened reduce over every map output). */
@@ -106,15 +125,43 @@ type RefValue = { stages: string | string[]; output: string; unwrap?: boolean; f
 
 const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 
-/** `map`, `map[2]` or `map[*]` → the selected nodes of that stage. */
-function select(ctx: ApplyContext, expr: string): NodeRecord[] {
-  const m = /^([^[\]]+)(?:\[(\d+|\*)\])?$/.exec(expr.trim());
-  if (!m) throw new StageError(`cannot read the stage reference ${JSON.stringify(expr)} (use NAME or NAME[INDEX])`);
-  const nodes = ctx.nodesOf(m[1]!);
-  if (m[2] === undefined || m[2] === '*') return nodes;
-  const n = nodes[Number(m[2])];
-  if (!n) throw new StageError(`${expr}: stage ${m[1]} has ${nodes.length} step(s)`);
-  return [n];
+/** What a selector names: steps, or the scopes of a stage that runs a subworkflow (whose registered values it then reads). */
+type Selection = { nodes: NodeRecord[] } | { scopes: string[] };
+
+const pick = <T>(items: T[], index: number | '*' | undefined, what: () => string): T[] => {
+  if (index === undefined || index === '*') return items;
+  const got = items[index];
+  if (got === undefined) throw new StageError(`${what()} has ${items.length}`);
+  return [got];
+};
+
+/**
+ * `map`, `map[2]`, `map[*]` in the stage's scope; `nested[0].stage1` and `nested[*].stage1` into the
+ * scopes of a stage that ran a subworkflow; `init` is the scope's own parameters.
+ */
+function select(ctx: ApplyContext, expr: string): Selection {
+  const parts = parseSelector(expr);
+  if (!parts) throw new StageError(`cannot read the stage selector ${JSON.stringify(expr)} (use NAME, NAME[INDEX], NAME[*] or NAME[INDEX].SUBSTAGE)`);
+  let prefixes = [ctx.scope];
+  for (const p of parts.slice(0, -1)) {
+    prefixes = prefixes.flatMap((pre) => {
+      const full = scoped(pre, p.name);
+      return pick(ctx.scopesOf(full), p.index, () => `${expr}: stage ${full} ran ${ctx.scopesOf(full).length} subworkflow(s), not ${String(p.index)}; it`).map(
+        (k) => `${full}[${k}]`,
+      );
+    });
+  }
+  const last = parts[parts.length - 1]!;
+  const fulls = prefixes.map((pre) => scoped(pre, last.name));
+  const mixed = fulls.find((f) => ctx.runsWorkflow(f) && ctx.nodesOf(f).length);
+  if (mixed)
+    throw new StageError(
+      `${expr}: stage ${mixed} made both steps and subworkflows (its cases chose both), which one selector cannot read (yadage refuses it too)`,
+    );
+  if (fulls.some((f) => ctx.runsWorkflow(f))) {
+    return { scopes: fulls.flatMap((f) => pick(ctx.scopesOf(f), last.index, () => `${expr}: stage ${f}'s subworkflows`).map((k) => `${f}[${k}]`)) };
+  }
+  return { nodes: fulls.flatMap((f) => pick(ctx.nodesOf(f), last.index, () => `${expr}: stage ${f}'s steps`)) };
 }
 
 function outputOf(n: NodeRecord, key: string): unknown {
@@ -125,9 +172,27 @@ function outputOf(n: NodeRecord, key: string): unknown {
   return n.outputs[key];
 }
 
-function resolveStagesRef(ctx: ApplyContext, ref: RefValue): Resolved {
+/** A registered value of a scope, evaluated there (what a selector of a subworkflow stage's output reads). */
+async function scopeValue(ctx: ApplyContext, scope: string, key: string, depth: number): Promise<Resolved> {
+  const got = ctx.registered(scope, key);
+  if (!got) throw new StageError(`the subworkflow ${scope} registered no value ${key} (register_values)`);
+  if (depth >= MAX_VALUE_DEPTH) throw new StageError(`value ${key}: registered values name each other more than ${MAX_VALUE_DEPTH} deep (a loop?)`);
+  return resolveParameter({ ...ctx, scope }, got.value, depth + 1);
+}
+
+async function resolveStagesRef(ctx: ApplyContext, ref: RefValue, depth: number): Promise<Resolved> {
   const exprs = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
-  let pairs: { v: unknown; src: string }[] = exprs.flatMap((e) => select(ctx, e)).map((n) => ({ v: outputOf(n, ref.output), src: n.id }));
+  let pairs: { v: unknown; src: string }[] = [];
+  for (const e of exprs) {
+    const sel = select(ctx, e);
+    if ('nodes' in sel) pairs.push(...sel.nodes.map((n) => ({ v: outputOf(n, ref.output), src: n.id })));
+    else
+      for (const scope of sel.scopes) {
+        const r = await scopeValue(ctx, scope, ref.output, depth);
+        pairs.push({ v: r.value, src: r.sources[0] ?? scoped(scope, INIT_STAGE) });
+      }
+    if (pairs.length > MAX_GATHERED) break;
+  }
   if (pairs.length > MAX_GATHERED)
     throw new StageError(`it gathers ${pairs.length.toLocaleString('en')} values from ${exprs.join(', ')}; at most ${MAX_GATHERED.toLocaleString('en')}`);
   if (ref.flatten) {
@@ -156,7 +221,13 @@ const MAX_VALUE_DEPTH = 16;
 async function resolveParameter(ctx: ApplyContext, value: unknown, depth = 0): Promise<Resolved> {
   if (isObject(value) && value.expression_type === 'fromvalue') {
     const key = String(value.key);
-    const got = ctx.registered(key);
+    if (value.scope !== undefined) {
+      // a value registered inside one subworkflow
+      const sel = select(ctx, String(value.scope));
+      if (!('scopes' in sel) || sel.scopes.length !== 1) throw new StageError(`value ${key}: scope ${String(value.scope)} names no single subworkflow`);
+      return { ...(await scopeValue(ctx, sel.scopes[0]!, key, depth)), template: false };
+    }
+    const got = ctx.registered(ctx.scope, key);
     if (!got) throw new StageError(`no stage registered a value ${key}`);
     if (depth >= MAX_VALUE_DEPTH) throw new StageError(`value ${key}: registered values name each other more than ${MAX_VALUE_DEPTH} deep (a loop?)`);
     const r = await resolveParameter(ctx, got.value, depth + 1);
@@ -164,12 +235,17 @@ async function resolveParameter(ctx: ApplyContext, value: unknown, depth = 0): P
   }
   // `steps` is yadage's other name for `stages`; expression_type: stage-output-selector says what the keys already say.
   if (isObject(value) && ('stages' in value || 'steps' in value)) {
-    return resolveStagesRef(ctx, { ...(value as unknown as RefValue), stages: (value.stages ?? value.steps) as string | string[] });
+    return resolveStagesRef(ctx, { ...(value as unknown as RefValue), stages: (value.stages ?? value.steps) as string | string[] }, depth);
   }
   if (isObject(value) && 'step' in value) {
-    const nodes = select(ctx, String(value.step));
-    if (nodes.length !== 1) throw new StageError(`{step: ${String(value.step)}} names ${nodes.length} steps; name one as STAGE[INDEX]`);
-    const n = nodes[0]!;
+    const sel = select(ctx, String(value.step));
+    if ('scopes' in sel) {
+      if (sel.scopes.length !== 1) throw new StageError(`{step: ${String(value.step)}} names ${sel.scopes.length} subworkflows; name one as STAGE[INDEX]`);
+      if (value.output === undefined) throw new StageError(`{step: ${String(value.step)}} names a subworkflow: say which registered value it reads (output)`);
+      return { ...(await scopeValue(ctx, sel.scopes[0]!, String(value.output), depth)), template: false };
+    }
+    if (sel.nodes.length !== 1) throw new StageError(`{step: ${String(value.step)}} names ${sel.nodes.length} steps; name one as STAGE[INDEX]`);
+    const n = sel.nodes[0]!;
     return { value: value.output === undefined ? n.outputs : outputOf(n, String(value.output)), template: false, sources: [n.id] };
   }
   if (isObject(value) && 'rucio' in value) {
@@ -294,12 +370,12 @@ export function stepEnv(step: StepSpec): Record<string, string> {
   return env?.env ?? {};
 }
 
-/** The value applied stages registered under a key (register_values), the later stage's when several did. */
-export function registeredValue(run: RunRecord, key: string): { value: unknown } | undefined {
-  const applied = new Set(run.stages.filter((s) => s.state === 'APPLIED').map((s) => s.name));
-  for (const st of [...run.spec.stages].reverse()) {
-    const values = st.scheduler.register_values;
-    if (applied.has(st.name) && values && Object.hasOwn(values, key)) return { value: values[key] };
+/** The value applied stages of a scope registered under a key (register_values), the later stage's when several did. */
+export function registeredValue(run: RunRecord, scope: string, key: string): { value: unknown } | undefined {
+  for (const rec of [...run.stages].reverse()) {
+    if (rec.state !== 'APPLIED' || rec.type === 'init' || (rec.scope ?? '') !== scope) continue;
+    const values = stageSpecOf(run, rec).scheduler.register_values;
+    if (values && Object.hasOwn(values, key)) return { value: values[key] };
   }
   return undefined;
 }
@@ -338,8 +414,36 @@ export function publishesOnly(step: StepSpec): boolean {
   return step.process === null || env === null || env.environment_type === 'noop-env';
 }
 
-/** The nodes of a stage whose dependencies all finished. Throws StageError with a message for people. */
-export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependencyNodes: NodeRecord[]): Promise<NodeRecord[]> {
+/** What applying a stage made: steps to run, and subworkflows to start (each a scope with its own stages). */
+export interface Applied {
+  nodes: NodeRecord[];
+  scopes: NewScope[];
+}
+
+/** What one scheduled item runs: a step (the stage's own, or a case's at `pointer`), a subworkflow, or nothing (no case held). */
+type Runs = { step: StepSpec; pointer?: string } | { workflow: string } | null;
+
+/** For a stage with cases: the first case whose jq condition holds for the item's parameters (as yadage decides, Python's truth). */
+async function chooseCase(ctx: ApplyContext, stage: StageSpec, values: Record<string, unknown>): Promise<Runs> {
+  const cases = stage.scheduler.cases ?? [];
+  for (const [j, c] of cases.entries()) {
+    let holds: unknown;
+    try {
+      holds = await jqFirst(c.if, values);
+    } catch (err) {
+      if (err instanceof JqError && err.kind === 'no-output') holds = null;
+      else if (err instanceof JqError) throw new StageError(`case ${j + 1} (if: ${c.if.slice(0, 80)}): ${err.message}`);
+      else throw err;
+    }
+    if (!truthy(holds)) continue;
+    if (c.step) return { step: c.step as StepSpec, pointer: `${ctx.stage.pointer}/scheduler/cases/${j}/step` };
+    return { workflow: `${ctx.stage.pointer}/scheduler/cases/${j}/workflow` };
+  }
+  return null;
+}
+
+/** The steps and subworkflows of a stage whose dependencies all finished. Throws StageError with a message for people. */
+export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependencyNodes: NodeRecord[]): Promise<Applied> {
   const resolved = new Map<string, Resolved>();
   for (const [k, v] of Object.entries(stage.scheduler.parameters ?? {})) {
     try {
@@ -354,16 +458,30 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       `it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`,
     );
   }
-  const multi = stage.scheduler.scheduler_type === 'multistep-stage';
+  const full = ctx.stage.full;
+  const multi = stage.scheduler.scheduler_type !== 'singlestep-stage';
   const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, sets.length))));
-  const fallbackAfter = dependencyNodes.length ? dependencyNodes.slice(0, perStep).map((n) => n.id) : [INIT_STAGE];
-  return sets.map((set, i) => {
-    const workdir = multi ? join(ctx.run.workspace, stage.name, String(i)) : join(ctx.run.workspace, stage.name);
+  const fallbackAfter = dependencyNodes.length ? dependencyNodes.slice(0, perStep).map((n) => n.id) : [scoped(ctx.scope, INIT_STAGE)];
+  const out: Applied = { nodes: [], scopes: [] };
+  for (const [i, set] of sets.entries()) {
+    const workdir = multi ? join(ctx.run.workspace, stageDir(full), String(i)) : join(ctx.run.workspace, stageDir(full));
     const values: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(set.values)) values[k] = resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
+    const after = (set.sources.length ? set.sources : fallbackAfter).slice(0, perStep);
+    const runs: Runs = stage.scheduler.cases
+      ? await chooseCase(ctx, stage, values)
+      : stage.scheduler.workflow
+        ? { workflow: `${ctx.stage.pointer}/scheduler/workflow` }
+        : { step: stepOf(stage) };
+    if (!runs) continue; // no case held: nothing runs for this item, as in yadage
+    if ('workflow' in runs) {
+      // yadage numbers a stage's subworkflows in the order it makes them
+      out.scopes.push({ scope: `${full}[${out.scopes.length}]`, parameters: values, after, workflow: runs.workflow });
+      continue;
+    }
     let rendered: { command: string; interpreter: string } | undefined;
     try {
-      if (!publishesOnly(stepOf(stage))) rendered = renderCommand(stepOf(stage), { ...values, workdir });
+      if (!publishesOnly(runs.step)) rendered = renderCommand(runs.step, { ...values, workdir });
     } catch (err) {
       if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
       throw err;
@@ -373,27 +491,29 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
         `its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`,
       );
     }
-    const after = set.sources.length ? set.sources : fallbackAfter;
-    return {
-      id: multi ? `${stage.name}:${i}` : stage.name,
+    const index = multi ? out.nodes.length : null;
+    out.nodes.push({
+      id: multi ? `${full}:${index}` : full,
       seq: ctx.nextSeq(),
-      stage: stage.name,
-      index: multi ? i : null,
+      stage: full,
+      index,
       state: 'DEFINED',
       parameters: values,
       outputs: {},
-      after: after.slice(0, perStep),
+      after,
       command: rendered?.command,
       interpreter: rendered?.interpreter,
       workdir,
-      image: stepImage(stepOf(stage)),
+      image: stepImage(runs.step),
+      ...(runs.pointer ? { step: runs.pointer } : {}),
       attempts: 0,
       exit_code: null,
       started: null,
       finished: null,
       handle: null,
-    } satisfies NodeRecord;
-  });
+    } satisfies NodeRecord);
+  }
+  return out;
 }
 
 /**

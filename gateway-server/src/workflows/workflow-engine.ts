@@ -16,7 +16,8 @@ import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { removeTree } from '../files/no-follow.js';
-import { INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
+import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
+import { ancestorStages, scoped, specAt, stageDir, stageSpecOf } from './scopes.js';
 import {
   applyStage,
   MAX_RUN_OUTPUTS,
@@ -29,9 +30,10 @@ import {
   registeredValue,
   unfulfilledExpression,
   type ApplyContext,
+  type NewScope,
 } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
-import { isFinished, stepOf, type NodeRecord, type RunRecord, type StageRecord } from './model.js';
+import { isFinished, stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
 import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
@@ -67,6 +69,10 @@ interface ActiveRun {
   parameters?: { left: number };
   /** Outputs the run's steps may still publish, weighed when a step first publishes. */
   outputs?: { left: number };
+  /** Stage records by full name (subworkflows add theirs as they start). */
+  stageByName: Map<string, StageRecord>;
+  /** For each stage running subworkflows, the indices of the scopes it made so far. */
+  scopes: Map<string, number[]>;
 }
 
 export class WorkflowProblemsError extends AppError {
@@ -242,10 +248,89 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       FAILED: new Set<string>(),
       CANCELLED: new Set<string>(),
     };
-    const a: ActiveRun = { run, nodes: new Map(), byStage: new Map(), byState, seq: 0, changes: new RunChanges(), ticking: null, again: false };
+    const a: ActiveRun = {
+      run,
+      nodes: new Map(),
+      byStage: new Map(),
+      byState,
+      seq: 0,
+      changes: new RunChanges(),
+      ticking: null,
+      again: false,
+      stageByName: new Map(),
+      scopes: new Map(),
+    };
+    for (const st of run.stages) this.indexStage(a, st);
     for (const n of nodes) this.addNode(a, n);
     this.active.set(run.id, a);
     return a;
+  }
+
+  /** Init nodes: the run's and one per subworkflow started. */
+  private initCount(a: ActiveRun): number {
+    let n = 1;
+    for (const list of a.scopes.values()) n += list.length;
+    return n;
+  }
+
+  private indexStage(a: ActiveRun, st: StageRecord): void {
+    a.stageByName.set(st.name, st);
+    // a scope's init stage tells which stage made the scope, and its index
+    if (st.type === 'init' && st.scope) {
+      const m = /^(.*)\[(\d+)\]$/.exec(st.scope)!;
+      const list = a.scopes.get(m[1]!) ?? [];
+      list.push(Number(m[2]));
+      a.scopes.set(m[1]!, list);
+    }
+  }
+
+  /** The spec of a stage (root or inside a subworkflow) and the step a node runs. */
+  private stageSpec(a: ActiveRun, name: string): StageSpec {
+    return stageSpecOf(a.run, a.stageByName.get(name)!);
+  }
+
+  private stepOfNode(a: ActiveRun, n: NodeRecord): StepSpec {
+    return n.step ? (specAt(a.run.spec, n.step) as unknown as StepSpec) : stepOf(this.stageSpec(a, n.stage));
+  }
+
+  /** Starts a subworkflow: its scope's init (the item's parameters as its outputs) and its stages, waiting. */
+  private startScope(a: ActiveRun, sc: NewScope): void {
+    const wf = specAt(a.run.spec, sc.workflow) as unknown as WorkflowSpec;
+    const initName = scoped(sc.scope, INIT_STAGE);
+    const records: StageRecord[] = [
+      { name: initName, type: 'init', dependencies: [], state: 'APPLIED', scope: sc.scope },
+      ...wf.stages.map((st, k): StageRecord => ({
+        name: scoped(sc.scope, st.name),
+        type: st.scheduler.scheduler_type,
+        dependencies: dependenciesOf(st, wf).map((d) => scoped(sc.scope, d)),
+        state: 'WAITING',
+        scope: sc.scope,
+        spec: `${sc.workflow}/stages/${k}`,
+      })),
+    ];
+    for (const r of records) {
+      a.run.stages.push(r);
+      this.indexStage(a, r);
+    }
+    const now = Date.now();
+    const init: NodeRecord = {
+      id: initName,
+      seq: a.seq++,
+      stage: initName,
+      index: null,
+      state: 'SUCCESS',
+      parameters: sc.parameters,
+      outputs: sc.parameters,
+      after: sc.after,
+      workdir: join(a.run.workspace, stageDir(sc.scope)),
+      attempts: 0,
+      exit_code: null,
+      started: now,
+      finished: now,
+      handle: null,
+    };
+    this.addNode(a, init);
+    a.changes.added(init.id, init.after);
   }
 
   private addNode(a: ActiveRun, n: NodeRecord): void {
@@ -385,9 +470,10 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     let applied = true;
     while (applied && !this.failed(a)) {
       applied = false;
-      const done = this.doneStages(a);
-      const skipped = new Set(run.stages.filter((s) => s.state === 'SKIPPED').map((s) => s.name));
-      for (const s of run.stages) {
+      const blocked = new Set<string>();
+      const done = this.doneStages(a, blocked);
+      const skipped = new Set([...run.stages.filter((s) => s.state === 'SKIPPED').map((s) => s.name), ...blocked]);
+      for (const s of [...run.stages]) {
         if (s.state !== 'WAITING') continue;
         // yadage never applies a stage that waits on one never applied; the run ends without both.
         const notApplied = s.dependencies.find((d) => skipped.has(d));
@@ -433,7 +519,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
           failedStage ? `stage ${failedStage.name} failed: ${failedStage.message}` : `step ${failedId} failed: ${a.nodes.get(failedId!)!.message}`,
         );
       } else if (run.stages.every((s) => s.state === 'APPLIED' || s.state === 'SKIPPED') && a.byState.SUCCESS.size === a.nodes.size) {
-        const steps = a.nodes.size - 1;
+        const steps = a.nodes.size - this.initCount(a);
         this.finish(a, 'SUCCESS', `${steps} step${steps === 1 ? '' : 's'} succeeded`);
       }
     }
@@ -444,21 +530,39 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     return a.run.stages.some((s) => s.state === 'FAILED') || a.byState.FAILED.size > 0;
   }
 
-  /** Stages applied whose steps all succeeded: once per pass, so readiness costs the run's size, not its square. */
-  private doneStages(a: ActiveRun): Set<string> {
-    const done = new Set<string>();
+  /**
+   * Stages applied whose steps all succeeded and, for a stage running subworkflows, whose subworkflows'
+   * stages all did too: once per pass, so readiness costs the run's size, not its square. `blocked`
+   * gets the stages a skipped stage inside their subworkflows keeps from ever finishing (yadage never
+   * counts such a scope done).
+   */
+  private doneStages(a: ActiveRun, blocked?: Set<string>): Set<string> {
+    const unfinished = new Set<string>();
+    const own = (s: StageRecord) => s.state === 'APPLIED' && (a.byStage.get(s.name) ?? []).every((n) => n.state === 'SUCCESS');
     for (const s of a.run.stages) {
-      if (s.state === 'APPLIED' && (a.byStage.get(s.name) ?? []).every((n) => n.state === 'SUCCESS')) done.add(s.name);
+      if (own(s) || !s.scope) continue;
+      for (const anc of ancestorStages(s.name)) {
+        unfinished.add(anc);
+        if (s.state === 'SKIPPED') blocked?.add(anc);
+      }
     }
+    const done = new Set<string>();
+    for (const s of a.run.stages) if (own(s) && !unfinished.has(s.name)) done.add(s.name);
     return done;
   }
 
   private async apply(a: ActiveRun, s: StageRecord): Promise<void> {
-    const spec = a.run.spec.stages.find((x) => x.name === s.name)!;
+    const spec = this.stageSpec(a, s.name);
     const user: User = { name: a.run.username, groups: a.run.groups, admin: false };
     const ctx: ApplyContext = {
       run: a.run,
+      stage: { full: s.name, pointer: s.spec ?? `/stages/${a.run.spec.stages.indexOf(spec)}` },
+      scope: s.scope ?? '',
       nodesOf: (stage) => a.byStage.get(stage) ?? [],
+      scopesOf: (stage) => a.scopes.get(stage) ?? [],
+      runsWorkflow: (stage) =>
+        a.scopes.has(stage) || (a.stageByName.get(stage)?.type !== 'init' && a.stageByName.has(stage) && !!this.stageSpec(a, stage).scheduler.workflow),
+      registered: (scope, key) => registeredValue(a.run, scope, key),
       rucioFiles: async (ref) => {
         if (!this.deps.rucioFiles) throw new StageError('this gateway fronts no Rucio instance');
         try {
@@ -468,10 +572,9 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         }
       },
       nextSeq: () => a.seq++,
-      stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
+      stepsLeft: this.cfg.max_steps - (a.nodes.size - this.initCount(a)),
       parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
       maxSteps: this.cfg.max_steps,
-      registered: (key) => registeredValue(a.run, key),
     };
     try {
       const unfulfilled = await unfulfilledExpression(ctx, spec);
@@ -480,17 +583,24 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         a.changes.touch();
         return;
       }
-      const nodes = await applyStage(
+      const applied = await applyStage(
         ctx,
         spec,
         s.dependencies.flatMap((d) => a.byStage.get(d) ?? []),
       );
-      for (const n of nodes) {
+      for (const n of applied.nodes) {
         this.addNode(a, n);
         a.changes.added(n.id, n.after);
       }
-      s.state = 'APPLIED';
-      s.message = nodes.length ? undefined : 'it scattered over an empty list: no steps';
+      for (const sc of applied.scopes) this.startScope(a, sc);
+      if (applied.nodes.length || applied.scopes.length) {
+        s.state = 'APPLIED';
+        s.message = undefined;
+      } else {
+        // yadage counts a stage that made nothing as never ready: the stages after it never apply.
+        s.state = 'SKIPPED';
+        s.message = spec.scheduler.cases ? 'no case held: nothing runs' : 'it scattered over an empty list: no steps, and the stages after it do not run';
+      }
     } catch (err) {
       s.state = 'FAILED';
       s.message = err instanceof StageError ? err.message : `internal error: ${errorMessage(err)}`;
@@ -545,8 +655,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     try {
       const header = `AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
       await writeStepFiles(a.run.workspace, files, n.command ?? '', stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }));
-      const step = stepOf(a.run.spec.stages.find((s) => s.name === n.stage)!);
-      const env = stepEnv(step);
+      const env = stepEnv(this.stepOfNode(a, n));
       const launch: StepLaunch = {
         run: a.run.id,
         node: n.id,
@@ -583,8 +692,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private async succeed(a: ActiveRun, n: NodeRecord): Promise<void> {
     {
       try {
-        const step = stepOf(a.run.spec.stages.find((s) => s.name === n.stage)!);
-        const outputs = await publish(step, n, a.run.workspace);
+        const outputs = await publish(this.stepOfNode(a, n), n, a.run.workspace);
         // Outputs are kept and sent per step: the run's together are bounded like its parameters.
         const budget = (a.outputs ??= { left: MAX_RUN_OUTPUTS - parametersWeight(a.nodes.values(), 'outputs', MAX_RUN_OUTPUTS) });
         const weight = sizeOf(outputs, Math.max(0, budget.left));
@@ -672,6 +780,6 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   }
 
   private runJson(a: ActiveRun): WorkflowRun {
-    return runJson(a.run, (stage) => a.byStage.get(stage) ?? [], countsOf(a.byState));
+    return runJson(a.run, (stage) => a.byStage.get(stage) ?? [], countsOf(a.byState, this.initCount(a)));
   }
 }

@@ -9,7 +9,8 @@ import { bodyAjv } from '../schemas.js';
 import { templateFields, TemplateError } from './templates.js';
 import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from './bundle-parser.js';
 import { staticGlobProblems } from './publisher-globs.js';
-import { jsonPath, normaliseParameters, STAGE_SELECTOR, unsupportedFeatures, type FeatureProblem } from './yadage-features.js';
+import { jsonPath, normaliseParameters, unsupportedFeatures, type FeatureProblem } from './yadage-features.js';
+import { parseSelector } from './scopes.js';
 
 /** One problem of a workflow, at its JSON path: an item of workflow-validation.json's errors (and of an error's details). */
 export type WorkflowProblem = WorkflowValidation['errors'][number];
@@ -203,9 +204,9 @@ function resolveWorkflow(entry: string, names: string[], parsed: ParsedBundle): 
   return problems.length ? { spec: null, problems } : { spec: wf, problems };
 }
 
-/** The stage a selector (NAME, NAME[INDEX], NAME[*]) names; undefined when it is not one. */
+/** The stage of this workflow a selector (NAME, NAME[INDEX], NAME[*], NAME[INDEX].SUBSTAGE…) starts from; undefined when it is not one. */
 export function selectorStage(selector: string): string | undefined {
-  return STAGE_SELECTOR.exec(selector.trim())?.[1];
+  return parseSelector(selector)?.[0]?.name;
 }
 
 /** The stage selectors of a dependency list (plain or jsonpath_ready); expressions_fulfilled names none. */
@@ -221,7 +222,7 @@ function dependencySelectors(stage: StageSpec): string[] {
 function selectorsIn(value: unknown): string[] {
   if (!value || typeof value !== 'object' || Array.isArray(value)) return [];
   const v = value as Record<string, unknown>;
-  const sel = v.stages ?? v.steps ?? v.step;
+  const sel = v.stages ?? v.steps ?? v.step ?? (v.expression_type === 'fromvalue' ? v.scope : undefined);
   if (sel === undefined) return [];
   return (Array.isArray(sel) ? sel : [sel]).filter((s): s is string => typeof s === 'string');
 }
@@ -299,23 +300,51 @@ function checkSelector(value: unknown, at: string, problem: Problem): void {
   if (!given.length) problem(at, at, 'selects nothing: give one of stages, steps or step');
   if (given.length > 1) problem(at, at, `has ${given.join(' and ')}: select with exactly one of them (stages and steps are the same)`);
   for (const s of selectorsIn(v)) {
-    if (!selectorStage(s)) problem(at, at, `cannot read the stage selector ${JSON.stringify(s)} (use NAME, NAME[INDEX] or NAME[*])`);
+    if (!selectorStage(s)) problem(at, at, `cannot read the stage selector ${JSON.stringify(s)} (use NAME, NAME[INDEX], NAME[*] or NAME[INDEX].SUBSTAGE)`);
   }
 }
 
-function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (path: string) => string | undefined): void {
+/** The subworkflows a stage may run (its workflow, or its cases' workflows). */
+const subworkflowsOf = (st: StageSpec): WorkflowSpec[] =>
+  [st.scheduler.workflow, ...(st.scheduler.cases ?? []).map((c) => c.workflow)].filter((w): w is WorkflowSpec => !!w);
+
+/** A selector into subworkflows (`a[0].b`) must follow stages that run subworkflows to a stage that exists there. */
+function checkScopedSelector(sel: string, wf: WorkflowSpec, at: string, problem: Problem): void {
+  const parts = parseSelector(sel);
+  if (!parts || parts.length < 2) return;
+  let stages: StageSpec[] = wf.stages;
+  for (const [k, part] of parts.entries()) {
+    const st = stages.find((x) => x.name === part.name);
+    if (!st) {
+      if (k > 0) problem(at, at, `${sel}: the subworkflow of ${parts[k - 1]!.name} has no stage ${part.name}`);
+      return;
+    }
+    if (k === parts.length - 1) return;
+    const subs = subworkflowsOf(st);
+    if (!subs.length) {
+      problem(at, at, `${sel}: stage ${part.name} runs steps, not a subworkflow`);
+      return;
+    }
+    stages = subs.flatMap((w) => w.stages);
+  }
+}
+
+function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (path: string) => string | undefined, base = '$'): void {
   const problem: Problem = (path, at, message) => problems.push({ path, file: fileAt(at), message });
   const names = new Map<string, number>();
   wf.stages.forEach((s, i) => {
-    if (s.name === INIT_STAGE) problem(`$.stages[${i}].name`, `$.stages[${i}]`, `${INIT_STAGE} is the workflow's own parameters; name the stage differently`);
-    else if (names.has(s.name)) problem(`$.stages[${i}].name`, `$.stages[${i}]`, `stage ${s.name} is defined twice (also $.stages[${names.get(s.name)}])`);
+    if (s.name === INIT_STAGE)
+      problem(`${base}.stages[${i}].name`, `${base}.stages[${i}]`, `${INIT_STAGE} is the workflow's own parameters; name the stage differently`);
+    else if (names.has(s.name))
+      problem(`${base}.stages[${i}].name`, `${base}.stages[${i}]`, `stage ${s.name} is defined twice (also $.stages[${names.get(s.name)}])`);
     else names.set(s.name, i);
   });
   wf.stages.forEach((s, i) => {
-    const at = `$.stages[${i}]`;
+    const at = `${base}.stages[${i}]`;
     checkScheduler(s, `${at}.scheduler`, problem);
     dependencySelectors(s).forEach((d) => {
-      if (!selectorStage(d)) problem(`${at}.dependencies`, at, `cannot read the stage selector ${JSON.stringify(d)} (use NAME, NAME[INDEX] or NAME[*])`);
+      if (!selectorStage(d))
+        problem(`${at}.dependencies`, at, `cannot read the stage selector ${JSON.stringify(d)} (use NAME, NAME[INDEX], NAME[*] or NAME[INDEX].SUBSTAGE)`);
     });
     const deps = s.dependencies;
     if (deps && !Array.isArray(deps) && deps.dependency_type === 'expressions_fulfilled')
@@ -328,7 +357,7 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
   wf.stages.forEach((s, i) => {
     for (const d of deps.get(s.name) ?? []) {
       if (d !== INIT_STAGE && !names.has(d))
-        problem(`$.stages[${i}].dependencies`, `$.stages[${i}]`, `depends on stage ${d}, which the workflow does not define`);
+        problem(`${base}.stages[${i}].dependencies`, `${base}.stages[${i}]`, `depends on stage ${d}, which the workflow does not define`);
     }
   });
   // Cycles: depth-first search over the dependency graph.
@@ -337,7 +366,7 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
     if (state.get(n) === 'done') return;
     if (state.get(n) === 'open') {
       const i = names.get(n) ?? 0;
-      problem(`$.stages[${i}].dependencies`, `$.stages[${i}]`, `dependency cycle: ${[...trail.slice(trail.indexOf(n)), n].join(' -> ')}`);
+      problem(`${base}.stages[${i}].dependencies`, `${base}.stages[${i}]`, `dependency cycle: ${[...trail.slice(trail.indexOf(n)), n].join(' -> ')}`);
       return;
     }
     state.set(n, 'open');
@@ -368,14 +397,15 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
       (deps0.expressions as unknown[]).forEach((e, j) => reads.push([`.dependencies.expressions[${j}]`, e]));
     for (const [where, v] of reads) {
       const key = fromvalueKey(v);
-      if (key === undefined) continue;
+      // (a value registered inside a subworkflow, read with scope, is looked for when it is read)
+      if (key === undefined || (v as Record<string, unknown>).scope !== undefined) continue;
       const by = regs.get(key) ?? [];
-      if (!by.length) problem(`$.stages[${i}]${where}`, `$.stages[${i}]`, `reads the value ${key}, which no stage registers (register_values)`);
+      if (!by.length) problem(`${base}.stages[${i}]${where}`, `${base}.stages[${i}]`, `reads the value ${key}, which no stage registers (register_values)`);
       // (a registered value is evaluated where it is read: only that it exists is checked here)
       else if (!where.startsWith('.scheduler.register_values') && !by.some((r) => before.has(r)))
         problem(
-          `$.stages[${i}]${where}`,
-          `$.stages[${i}]`,
+          `${base}.stages[${i}]${where}`,
+          `${base}.stages[${i}]`,
           `reads the value ${key}, registered by stage ${by.join(', ')}, which is not among this stage's dependencies`,
         );
     }
@@ -384,19 +414,36 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
         const stageName = selectorStage(r);
         if (stageName && stageName !== INIT_STAGE && !before.has(stageName)) {
           problem(
-            `$.stages[${i}].scheduler.parameters${jsonPath([p]).slice(1)}`,
-            `$.stages[${i}].scheduler`,
+            `${base}.stages[${i}].scheduler.parameters${jsonPath([p]).slice(1)}`,
+            `${base}.stages[${i}].scheduler`,
             `refers to outputs of ${stageName}, which is not among this stage's dependencies`,
           );
         }
       }
     }
     const step = s.scheduler.step as StepSpec | undefined;
-    if (step) checkStep(step, `$.stages[${i}].scheduler.step`, s.name, params, problem);
+    if (step) checkStep(step, `${base}.stages[${i}].scheduler.step`, s.name, params, problem);
     for (const p of s.scheduler.scatter?.parameters ?? []) {
       if (!(p in params))
-        problem(`$.stages[${i}].scheduler.scatter.parameters`, `$.stages[${i}].scheduler`, `scatters ${p}, which is not one of the stage's parameters`);
+        problem(
+          `${base}.stages[${i}].scheduler.scatter.parameters`,
+          `${base}.stages[${i}].scheduler`,
+          `scatters ${p}, which is not one of the stage's parameters`,
+        );
     }
+  });
+  // Subworkflows are workflows of their own: their names, dependencies and references are checked in them.
+  wf.stages.forEach((s, i) => {
+    const at = `${base}.stages[${i}].scheduler`;
+    const params = (s.scheduler.parameters ?? {}) as Record<string, unknown>;
+    if (s.scheduler.workflow) checkStages(s.scheduler.workflow, problems, fileAt, `${at}.workflow`);
+    (s.scheduler.cases ?? []).forEach((c, j) => {
+      if (c.workflow) checkStages(c.workflow, problems, fileAt, `${at}.cases[${j}].workflow`);
+      if (c.step) checkStep(c.step as StepSpec, `${at}.cases[${j}].step`, s.name, params, problem);
+      if (!c.step === !c.workflow) problem(`${at}.cases[${j}]`, at, 'give exactly one of step and workflow');
+    });
+    for (const [p, v] of Object.entries(params))
+      for (const sel of selectorsIn(v)) checkScopedSelector(sel, wf, `${at}.parameters${jsonPath([p]).slice(1)}`, problem);
   });
 }
 

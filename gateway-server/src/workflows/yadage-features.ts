@@ -15,21 +15,18 @@ export interface FeatureProblem {
 
 /** Parts of yadage's language, each with what the gateway answers while it does not run it. */
 const NOT_SUPPORTED = {
-  subworkflows: 'subworkflows (a stage running a workflow) are not supported yet',
-  cases: 'cases (steps chosen by jq conditions) are not supported yet',
   'jq-stage': 'jq-stage schedulers are not supported yet',
-  'scoped selectors': 'selectors into subworkflows (STAGE[INDEX].SUBSTAGE) are not supported yet',
   manual: 'manual steps (manual-instructions-*) are not supported: they need a person at a terminal',
   envscript: 'envscript (a script sourced in the container) is not supported: steps run without a container shell to source it in',
   'container workdir': 'a container workdir is not supported: steps start in their own directory',
   resources: 'container resources (CVMFS, grid proxies, GPUs) are not supported yet',
   'jsonpath outputs': 'output selections by JSONPath are not supported: name one output key',
   'empty selectors': 'a selector without output (the whole result) is not supported: name one output key',
-  'scoped values': "fromvalue with a scope (a subworkflow's values) is not supported yet",
   'fromparjq-pub': 'fromparjq-pub publishers are not supported yet',
   'fromyaml-pub': 'fromyaml-pub publishers are not supported yet',
   par_mounts: 'par_mounts are not supported yet',
   'single publish': 'an interpolated-pub publishing one value rather than an object of outputs is not supported: name the output',
+  discover: "workflow_opts.discover (finding a subworkflow's inputs by glob) is not supported yet",
 } as const;
 type Feature = keyof typeof NOT_SUPPORTED;
 
@@ -78,18 +75,10 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
     seen.add(key);
     out.push({ segments, message: NOT_SUPPORTED[feature] });
   };
-  const selectorString = (s: unknown, segments: (string | number)[]) => {
-    if (typeof s === 'string' && !STAGE_SELECTOR.test(s.trim()) && /^[A-Za-z0-9_][A-Za-z0-9_.-]*(\[(\d+|\*)\])?\./.test(s.trim()))
-      refuse(segments, 'scoped selectors');
-  };
   const value = (v: unknown, segments: (string | number)[]) => {
     if (!isObject(v)) return;
-    if (v.expression_type === 'fromvalue' && 'scope' in v) refuse([...segments, 'scope'], 'scoped values');
     for (const k of ['stages', 'steps', 'step'] as const) {
       if (!(k in v)) continue;
-      const sel = v[k];
-      if (Array.isArray(sel)) sel.forEach((s, j) => selectorString(s, [...segments, k, j]));
-      else selectorString(sel, [...segments, k]);
       if (typeof v.output === 'string' && JSONPATH_SYNTAX.test(v.output)) refuse([...segments, 'output'], 'jsonpath outputs');
       if (!('output' in v) && k !== 'step') refuse(segments, 'empty selectors');
     }
@@ -121,26 +110,18 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
       const deps = st.dependencies;
       const depList = Array.isArray(deps) ? deps : isObject(deps) && Array.isArray(deps.expressions) ? deps.expressions : [];
       if (isObject(deps) && deps.dependency_type === 'expressions_fulfilled') depList.forEach((e, j) => value(e, [...at, 'dependencies', 'expressions', j]));
-      else depList.forEach((d, j) => selectorString(d, [...at, 'dependencies', ...(Array.isArray(deps) ? [] : ['expressions']), j]));
       const sch = st.scheduler;
       if (!isObject(sch)) return;
       const s = [...at, 'scheduler'];
       if (sch.scheduler_type === 'jq-stage') refuse([...s, 'scheduler_type'], 'jq-stage');
-      if ('workflow' in sch) {
-        refuse([...s, 'workflow'], 'subworkflows');
-        workflow(sch.workflow, [...s, 'workflow']);
-      }
-      if ('workflow_opts' in sch) refuse([...s, 'workflow_opts'], 'subworkflows');
+      if ('workflow' in sch) workflow(sch.workflow, [...s, 'workflow']);
+      if (isObject(sch.workflow_opts) && sch.workflow_opts.discover === true) refuse([...s, 'workflow_opts', 'discover'], 'discover');
       if ('cases' in sch) {
-        refuse([...s, 'cases'], 'cases');
         if (Array.isArray(sch.cases))
           sch.cases.forEach((c, j) => {
             if (!isObject(c)) return;
             step(c.step, [...s, 'cases', j, 'step']);
-            if ('workflow' in c) {
-              refuse([...s, 'cases', j, 'workflow'], 'subworkflows');
-              workflow(c.workflow, [...s, 'cases', j, 'workflow']);
-            }
+            if ('workflow' in c) workflow(c.workflow, [...s, 'cases', j, 'workflow']);
           });
       }
       if (isObject(sch.register_values)) for (const [k, v] of Object.entries(sch.register_values)) value(v, [...s, 'register_values', k]);

@@ -107,28 +107,10 @@ describe('strict validation: nothing a workflow says is ignored', () => {
 
   it.each([
     [
-      'a workflow beside a step',
-      "step: {$ref: 'steps.yml#/count'}",
-      "step: {$ref: 'steps.yml#/count'}\n      workflow: {stages: []}",
-      '$.stages[1].scheduler.workflow: subworkflows (a stage running a workflow) are not supported yet',
-    ],
-    [
-      'cases',
-      "step: {$ref: 'steps.yml#/count'}",
-      "cases: [{if: '.x', step: {$ref: 'steps.yml#/count'}}]",
-      '$.stages[1].scheduler.cases: cases (steps chosen by jq conditions) are not supported yet',
-    ],
-    [
       'a jq-stage',
       'scheduler_type: multistep-stage',
       'scheduler_type: jq-stage',
       '$.stages[1].scheduler.scheduler_type: jq-stage schedulers are not supported yet',
-    ],
-    [
-      'a selector into a subworkflow',
-      '{stages: acquire, output: files, unwrap: true}',
-      "{stages: 'acquire[0].inner', output: files, unwrap: true}",
-      '$.stages[1].scheduler.parameters.inputfile.stages: selectors into subworkflows (STAGE[INDEX].SUBSTAGE) are not supported yet',
     ],
     [
       'a JSONPath output',
@@ -187,7 +169,22 @@ describe('strict validation: nothing a workflow says is ignored', () => {
       'workflow.yml $.stages[2].scheduler.parameters.counts: has stages and steps: select with exactly one of them (stages and steps are the same)',
     );
     expect(edited('dependencies: [map]', "dependencies: ['$.stages[?(@.name)]']")).toContain(
-      'workflow.yml $.stages[2].dependencies: cannot read the stage selector "$.stages[?(@.name)]" (use NAME, NAME[INDEX] or NAME[*])',
+      'workflow.yml $.stages[2].dependencies: cannot read the stage selector "$.stages[?(@.name)]" (use NAME, NAME[INDEX], NAME[*] or NAME[INDEX].SUBSTAGE)',
+    );
+  });
+
+  it('checks what a scheduler runs: exactly one of step, workflow and cases, and selectors that lead into subworkflows', () => {
+    expect(
+      edited(
+        "step: {$ref: 'steps.yml#/count'}",
+        "step: {$ref: 'steps.yml#/count'}\n      workflow: {stages: [{name: x, scheduler: {scheduler_type: singlestep-stage, step: {$ref: 'steps.yml#/sum'}}}]}",
+      ),
+    ).toContain('workflow.yml $.stages[1].scheduler: has step and workflow: give exactly one of step, workflow or cases');
+    expect(edited("step: {$ref: 'steps.yml#/count'}", "cases: [{if: '.x'}]")).toContain(
+      'workflow.yml $.stages[1].scheduler.cases[0]: give exactly one of step and workflow',
+    );
+    expect(edited('{stages: acquire, output: files, unwrap: true}', "{stages: 'acquire[0].inner', output: files, unwrap: true}")).toContain(
+      'workflow.yml $.stages[1].scheduler.parameters.inputfile: acquire[0].inner: stage acquire runs steps, not a subworkflow',
     );
   });
 
