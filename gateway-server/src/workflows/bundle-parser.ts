@@ -6,6 +6,9 @@
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { parse as parseYaml } from 'yaml';
+
+/** YAML as yadage's PyYAML reads it: merge keys (`<<: *anchor`) included. The worker below passes the same. */
+const YAML_OPTIONS = { merge: true } as const;
 import { AppError } from '../errors.js';
 
 /** What the loader may build from a bundle (shared with workflow-loader.ts, which enforces the rest). */
@@ -98,7 +101,7 @@ const { parse } = require(workerData.yamlPath);
 const measure = ${measure.toString()};
 const tryJson = ${tryJson.toString()};
 const parseAll = ${parseAll.toString()};
-parentPort.postMessage(parseAll(workerData.files, (text) => parse(text), workerData.limits, measure));
+parentPort.postMessage(parseAll(workerData.files, (text) => parse(text, { merge: true }), workerData.limits, measure));
 `;
 
 let running = 0;
@@ -177,5 +180,5 @@ export async function parseBundle(files: Record<string, string>, owner: string):
 
 /** The same, on the calling thread: for small bundles, the command line and tests. */
 export function parseBundleSync(files: Record<string, string>): ParsedBundle {
-  return parseAll(files, (text) => parseYaml(text), BUNDLE_LIMITS, measure);
+  return parseAll(files, (text) => parseYaml(text, YAML_OPTIONS), BUNDLE_LIMITS, measure);
 }

@@ -34,6 +34,8 @@ export interface NodeRecord {
   interpreter?: string;
   workdir: string;
   image?: string;
+  /** What the step's par_mounts hold, in their order (written to .af/parmount-K before each attempt). */
+  parmounts?: string[];
   /** The step a case chose (a JSON pointer into the run's workflow); absent when it is the stage's own step. */
   step?: string;
   attempts: number;

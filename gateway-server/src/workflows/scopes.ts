@@ -44,7 +44,11 @@ const index = (x: string): number | '*' => (x === '*' ? '*' : Number(x));
 
 /** `nested[*].stage1[2]` → parts (every part but the last selects scopes, so has an index); null when it is not a selector. */
 export function parseSelector(expr: string): SelectorPart[] | null {
-  const pieces = expr.trim().split(/\[(\d+|\*)\]\./);
+  // JSONPath also writes an index after a dot (`map.[*].stage1`): the same selector
+  const pieces = expr
+    .trim()
+    .replace(/\.\[(\d+|\*)\]/g, '[$1]')
+    .split(/\[(\d+|\*)\]\./);
   const parts: SelectorPart[] = [];
   for (let i = 0; i + 1 < pieces.length - 1; i += 2) {
     if (!NAME.test(pieces[i]!)) return null;

@@ -1,11 +1,21 @@
 // Applying a stage once its dependencies finished: its parameters are resolved from the outputs of
 // earlier steps (or a Rucio dataset), a multistep stage is scattered into one step per parameter set,
 // and each step gets its directory and its command. Publishers run after a step succeeded.
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { openConfined } from '../files/no-follow.js';
+
+/** Whether a path exists in the run's workspace, without following links the step planted. */
+async function existsConfined(root: string, file: string): Promise<boolean> {
+  const fh = await openConfined(root, file).catch(() => null);
+  await fh?.close();
+  return !!fh;
+}
+import { parseBundle } from './bundle-parser.js';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import { stepOf, type NodeRecord, type RunRecord, type StageSpec, type StepSpec } from './model.js';
 import { parseSelector, scoped, stageDir, stageSpecOf } from './scopes.js';
-import { jqFirst, JqError } from './jq.js';
+import { jq, jqFirst, JqError } from './jq.js';
+import { stepFiles } from './step-files.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps, type Grouping } from './scatter-size.js';
 import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
@@ -27,6 +37,9 @@ const MAX_EDGES_PER_STAGE = 200_000;
 const MAX_STAGE_PARAMETERS = 8 * 1024 * 1024;
 /** The same for all steps of a run together (many stages each under the stage's limit). */
 export const MAX_RUN_PARAMETERS = 16 * 1024 * 1024;
+
+/** Bytes of a fromyaml-pub file. */
+const MAX_YAML_OUTPUTS = 1024 * 1024;
 
 /** Characters of outputs the steps of a run may publish together (each is kept and sent per step). */
 export const MAX_RUN_OUTPUTS = 16 * 1024 * 1024;
@@ -86,6 +99,8 @@ export interface ApplyContext {
   nodesOf(stage: string): NodeRecord[];
   /** The indices of the scopes a stage running a subworkflow made (empty for a stage running steps). */
   scopesOf(stage: string): number[];
+  /** The stages of a scope applied so far (their own names, in order): what yadage's jq scripts see of the scope. */
+  stagesIn(scope: string): string[];
   /** Whether a stage (full name) runs a subworkflow rather than steps. */
   runsWorkflow(stage: string): boolean;
   /** A value a stage of `scope` registered (register_values) under this key, the latest applied first; undefined when none did. */
@@ -260,7 +275,120 @@ async function resolveParameter(ctx: ApplyContext, value: unknown, depth = 0): P
 function withWorkdir(value: unknown, workdir: string): unknown {
   if (typeof value === 'string') return value.replaceAll('{workdir}', workdir);
   if (Array.isArray(value)) return value.map((v) => withWorkdir(v, workdir));
+  if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withWorkdir(v, workdir)]));
   return value;
+}
+
+/**
+ * The steps of a scope as yadage's jq scripts see them: each applied stage's steps as
+ * {_nodeid}, a subworkflow stage's scopes as objects of their own stages.
+ */
+function stepsView(ctx: ApplyContext, scope: string): Record<string, unknown> {
+  const view: Record<string, unknown> = {};
+  for (const name of ctx.stagesIn(scope)) {
+    const full = scoped(scope, name);
+    const scopes = ctx.scopesOf(full);
+    view[name] = scopes.length ? scopes.map((k) => stepsView(ctx, `${full}[${k}]`)) : ctx.nodesOf(full).map((n) => ({ _nodeid: n.id }));
+  }
+  return view;
+}
+
+const isRef = (v: unknown, key: string): v is Record<string, unknown> => isObject(v) && Object.hasOwn(v, key);
+
+/** Replaces every object with `key` in a value (depth first) by what `f` makes of it. */
+async function replaceObjects(v: unknown, key: string, f: (o: Record<string, unknown>) => Promise<unknown> | unknown): Promise<unknown> {
+  if (isRef(v, key)) return f(v);
+  if (Array.isArray(v)) {
+    const out: unknown[] = [];
+    for (const x of v) out.push(await replaceObjects(x, key, f));
+    return out;
+  }
+  if (isObject(v)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = await replaceObjects(x, key, f);
+    return out;
+  }
+  return v;
+}
+
+/** A node's outputs with every scalar replaced by a pointer to it ({$wflowpointer: {step, result}}), as yadage hands them to jq. */
+function pointerized(v: unknown, step: string, path = ''): unknown {
+  if (Array.isArray(v)) return v.map((x, i) => pointerized(x, step, `${path}/${i}`));
+  if (isObject(v))
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, pointerized(x, step, `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)]));
+  return { $wflowpointer: { step, result: path } };
+}
+
+const jqStage = async (what: string, filter: string, input: unknown, all = false): Promise<unknown> => {
+  try {
+    return all ? await jq(filter, input) : await jqFirst(filter, input);
+  } catch (err) {
+    if (err instanceof JqError) throw new StageError(`${what}: ${err.message}`);
+    throw err;
+  }
+};
+
+/**
+ * A jq-stage's items: its bindings, with each {$wflowref: [node selector, result script]} replaced by
+ * the script's outputs over the selected steps' results (scalars as pointers, so where a value came
+ * from stays known), run through the stepscript (a list of parameter sets); the pointers are then
+ * read, and the postscript applied to each set.
+ */
+async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<ParameterSet[]> {
+  const sch = stage.scheduler;
+  const view = stepsView(ctx, ctx.scope);
+  const nodeById = new Map<string, NodeRecord>();
+  for (const name of ctx.stagesIn(ctx.scope)) for (const n of ctx.nodesOf(scoped(ctx.scope, name))) nodeById.set(n.id, n);
+  const binds = await replaceObjects(sch.bindings ?? {}, '$wflowref', async (ref) => {
+    const pair = ref.$wflowref;
+    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
+      throw new StageError('bindings: $wflowref must be [node selector, result script], two jq scripts');
+    }
+    const nodes = await jqStage(`bindings: $wflowref node selector ${pair[0]}`, pair[0], view, true);
+    return replaceObjects(nodes, '_nodeid', async (o) => {
+      const n = nodeById.get(String(o._nodeid));
+      if (!n) throw new StageError(`bindings: $wflowref selected ${String(o._nodeid)}, which is not a step of this scope`);
+      return jqStage(`bindings: $wflowref result script ${pair[1]}`, pair[1], pointerized(n.outputs, n.id), true);
+    });
+  });
+  const items = await jqStage(`stepscript`, sch.stepscript ?? '[.]', binds);
+  if (!Array.isArray(items)) throw new StageError(`stepscript made ${items === null ? 'null' : typeof items}, not a list of parameter sets`);
+  if (items.length > ctx.stepsLeft) {
+    throw new StageError(
+      `stepscript made ${items.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`,
+    );
+  }
+  const sets: ParameterSet[] = [];
+  for (const [i, item] of items.entries()) {
+    const sources = new Set<string>();
+    const finalized = await replaceObjects(item, '$wflowpointer', (o) => {
+      const p = o.$wflowpointer as { step?: unknown; result?: unknown };
+      const n = nodeById.get(String(p?.step));
+      if (!n || typeof p.result !== 'string') throw new StageError(`stepscript item ${i}: a $wflowpointer names no step of this scope`);
+      sources.add(n.id);
+      let at: unknown = n.outputs;
+      for (const key of p.result
+        .split('/')
+        .slice(1)
+        .map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'))) {
+        if (!at || typeof at !== 'object' || !Object.hasOwn(at, key)) throw new StageError(`stepscript item ${i}: step ${n.id} has nothing at ${p.result}`);
+        at = (at as Record<string, unknown>)[key];
+      }
+      return at;
+    });
+    const values = await jqStage(`postscript`, sch.postscript ?? '.', finalized);
+    if (!isObject(values))
+      throw new StageError(`item ${i} of the stepscript is ${Array.isArray(values) ? 'a list' : typeof values}, not an object of parameters`);
+    sets.push({ values, sources: [...sources] });
+  }
+  const weight = sizeOf(
+    sets.map((x) => x.values),
+    ctx.parameters.left,
+  );
+  if (weight > Math.min(MAX_STAGE_PARAMETERS, ctx.parameters.left))
+    throw new StageError(`its ${sets.length} steps would hold more than ${mib(Math.min(MAX_STAGE_PARAMETERS, ctx.parameters.left))} of parameters`);
+  ctx.parameters.left -= weight;
+  return sets;
 }
 
 interface ParameterSet {
@@ -414,6 +542,28 @@ export function publishesOnly(step: StepSpec): boolean {
   return step.process === null || env === null || env.environment_type === 'noop-env';
 }
 
+/** Where a step's k-th par_mount is written (in its .af/ directory, which the gateway writes without following links). */
+export function parmountFile(workdir: string, k: number): string {
+  return join(stepFiles(workdir).dir, `parmount-${k}`);
+}
+
+/** A command with every whole occurrence of a path (not part of a longer path) replaced by another. */
+function replacePath(command: string, path: string, by: string): string {
+  const esc = path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  return command.replace(new RegExp(`(?<![A-Za-z0-9_.+/-])${esc}(?![A-Za-z0-9_.+/-])`, 'g'), () => by);
+}
+
+/** JSON as Python's json.dumps writes it (what yadage's jq binding prints): ", " and ": " between items, non-ASCII escaped. */
+export function pyJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(pyJson).join(', ')}]`;
+  if (v && typeof v === 'object')
+    return `{${Object.entries(v)
+      .map(([k, x]) => `${pyJson(k)}: ${pyJson(x)}`)
+      .join(', ')}}`;
+  const text = JSON.stringify(v) ?? 'null';
+  return typeof v === 'string' ? text.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : text;
+}
+
 /** What applying a stage made: steps to run, and subworkflows to start (each a scope with its own stages). */
 export interface Applied {
   nodes: NodeRecord[];
@@ -452,7 +602,8 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       throw new StageError(`parameter ${k}: ${(err as Error).message}`);
     }
   }
-  const sets = scatter(stage, resolved, ctx.stepsLeft, ctx.maxSteps, ctx.parameters);
+  const jqItems = stage.scheduler.scheduler_type === 'jq-stage';
+  const sets = jqItems ? await jqStageSets(ctx, stage) : scatter(stage, resolved, ctx.stepsLeft, ctx.maxSteps, ctx.parameters);
   if (sets.length > ctx.stepsLeft) {
     throw new StageError(
       `it would make ${sets.length.toLocaleString('en')} steps; this run may have ${ctx.stepsLeft.toLocaleString('en')} more (workflows.max_steps is ${ctx.maxSteps.toLocaleString('en')})`,
@@ -466,7 +617,8 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
   for (const [i, set] of sets.entries()) {
     const workdir = multi ? join(ctx.run.workspace, stageDir(full), String(i)) : join(ctx.run.workspace, stageDir(full));
     const values: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(set.values)) values[k] = resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
+    // (a jq-stage's items are made by a script: every string in them may name {workdir}, as packtivity reads them)
+    for (const [k, v] of Object.entries(set.values)) values[k] = jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
     const after = (set.sources.length ? set.sources : fallbackAfter).slice(0, perStep);
     const runs: Runs = stage.scheduler.cases
       ? await chooseCase(ctx, stage, values)
@@ -485,6 +637,26 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     } catch (err) {
       if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
       throw err;
+    }
+    // par_mounts: files made from the parameters by jq, found by the command where a container would mount them
+    let parmounts: string[] | undefined;
+    const mounts = (runs.step.environment as { par_mounts?: { mountpath: string; jqscript: string }[] } | null)?.par_mounts ?? [];
+    if (rendered && mounts.length) {
+      parmounts = [];
+      let size = 0;
+      for (const [k, m] of mounts.entries()) {
+        let text: string;
+        try {
+          text = (await jq(m.jqscript, values)).map((v) => pyJson(v)).join('\n');
+        } catch (err) {
+          if (err instanceof JqError) throw new StageError(`par_mounts[${k}] (${m.mountpath}): ${err.message}`);
+          throw err;
+        }
+        if ((size += text.length) > MAX_COMMAND)
+          throw new StageError(`its par_mounts would hold more than ${MAX_COMMAND.toLocaleString('en')} characters; pass big lists in a file`);
+        parmounts.push(text);
+        rendered.command = replacePath(rendered.command, m.mountpath, parmountFile(workdir, k));
+      }
     }
     if (rendered && rendered.command.length > MAX_COMMAND) {
       throw new StageError(
@@ -506,6 +678,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       workdir,
       image: stepImage(runs.step),
       ...(runs.pointer ? { step: runs.pointer } : {}),
+      ...(parmounts ? { parmounts } : {}),
       attempts: 0,
       exit_code: null,
       started: null,
@@ -527,6 +700,7 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
     outputkey?: string;
     globexpression?: string;
     publish?: Record<string, unknown>;
+    yamlfile?: string;
     glob?: boolean;
     relative_paths?: boolean;
   };
@@ -587,6 +761,58 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
         }
       }
       return out;
+    }
+    case 'fromparjq-pub': {
+      // A jq script over the parameters makes the outputs; a string leaf naming a file in the step's
+      // directory (tryExact) becomes its path, else with glob its matches (confined to the directory).
+      const p = pub as unknown as { script?: string; tryExact?: boolean; glob?: boolean; relative_paths?: boolean };
+      let result: unknown;
+      try {
+        result = await jqFirst(p.script ?? '.', node.parameters);
+      } catch (err) {
+        if (err instanceof JqError) throw new StageError(`publisher: ${err.message}`);
+        throw err;
+      }
+      if (!isObject(result))
+        throw new StageError(`publisher: its jq script made ${Array.isArray(result) ? 'a list' : 'a single value'}, not an object of outputs`);
+      const leaf = async (v: unknown): Promise<unknown> => {
+        if (Array.isArray(v)) return Promise.all(v.map(leaf));
+        if (isObject(v)) return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await leaf(x)])));
+        if (typeof v !== 'string') return v;
+        const search = p.relative_paths && !isAbsolute(v) ? join(node.workdir, v) : v;
+        const inside = !relative(node.workdir, resolve(node.workdir, search)).startsWith('..');
+        if ((p.tryExact ?? true) && inside && (await existsConfined(root, resolve(node.workdir, search)))) return search;
+        if (p.glob) {
+          const matches = await inWorkdir(search);
+          if (matches.length) return matches;
+        }
+        return v;
+      };
+      return (await leaf(result)) as Record<string, unknown>;
+    }
+    case 'fromyaml-pub': {
+      // A YAML file the step wrote in its directory holds its outputs (read like a bundle's file: bounded, off the event loop when big).
+      const name = String(pub.yamlfile);
+      const file = resolve(node.workdir, name);
+      if (relative(node.workdir, file).startsWith('..') || isAbsolute(relative(node.workdir, file))) {
+        throw new StageError(`publisher: yamlfile ${name} is not inside the step's directory`);
+      }
+      const fh = await openConfined(root, file);
+      if (!fh) throw new StageError(`publisher: the step wrote no ${name} (or it is not a plain file)`);
+      let text: string;
+      try {
+        const { size } = await fh.stat();
+        if (size > MAX_YAML_OUTPUTS)
+          throw new StageError(`publisher: ${name} is ${size.toLocaleString('en')} bytes; at most ${MAX_YAML_OUTPUTS.toLocaleString('en')}`);
+        text = await fh.readFile('utf8');
+      } finally {
+        await fh.close();
+      }
+      const parsed = (await parseBundle({ [name]: text }, `publisher:${node.id}`)).get(name)!;
+      if ('error' in parsed) throw new StageError(`publisher: ${parsed.error}`);
+      if (!isObject(parsed.value))
+        throw new StageError(`publisher: ${name} holds ${Array.isArray(parsed.value) ? 'a list' : 'a single value'}, not an object of outputs`);
+      return parsed.value;
     }
     case 'constant-pub':
       return { ...(pub.publish ?? {}) };

@@ -58,11 +58,19 @@ export function keptWorkflowDir(workspace: string): string {
  * (so an attempt that never ends cleanly is not mistaken for the last one), and the command and the
  * wrapper are written afresh.
  */
-export async function writeStepFiles(root: string, files: StepFiles, command: string, wrapper: string): Promise<void> {
+export async function writeStepFiles(
+  root: string,
+  files: StepFiles,
+  command: string,
+  wrapper: string,
+  extra: { file: string; text: string }[] = [],
+): Promise<void> {
   await mkdirConfined(root, files.dir);
   await removeConfined(root, files.exitCode);
   await replaceConfined(root, files.command, command, STEP_FILE_MODE);
   await replaceConfined(root, files.wrapper, wrapper, STEP_FILE_MODE);
+  // e.g. par_mounts, by the command's side
+  for (const { file, text } of extra) await replaceConfined(root, file, text, STEP_FILE_MODE);
 }
 
 /** The exit code the wrapper wrote, or undefined when there is none (killed, removed, unreadable). */

@@ -17,11 +17,12 @@ import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
 import { removeTree } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
-import { ancestorStages, scoped, specAt, stageDir, stageSpecOf } from './scopes.js';
+import { ancestorStages, scoped, specAt, splitScoped, stageDir, stageSpecOf } from './scopes.js';
 import {
   applyStage,
   MAX_RUN_OUTPUTS,
   MAX_RUN_PARAMETERS,
+  parmountFile,
   parametersWeight,
   publish,
   sizeOf,
@@ -560,6 +561,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       scope: s.scope ?? '',
       nodesOf: (stage) => a.byStage.get(stage) ?? [],
       scopesOf: (stage) => a.scopes.get(stage) ?? [],
+      stagesIn: (scope) => a.run.stages.filter((r) => (r.scope ?? '') === scope && r.state === 'APPLIED').map((r) => splitScoped(r.name).name),
       runsWorkflow: (stage) =>
         a.scopes.has(stage) || (a.stageByName.get(stage)?.type !== 'init' && a.stageByName.has(stage) && !!this.stageSpec(a, stage).scheduler.workflow),
       registered: (scope, key) => registeredValue(a.run, scope, key),
@@ -654,7 +656,14 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     // included), so nothing is followed out of the run's workspace.
     try {
       const header = `AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
-      await writeStepFiles(a.run.workspace, files, n.command ?? '', stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }));
+      const mounts = (n.parmounts ?? []).map((text, k) => ({ file: parmountFile(n.workdir, k), text }));
+      await writeStepFiles(
+        a.run.workspace,
+        files,
+        n.command ?? '',
+        stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }),
+        mounts,
+      );
       const env = stepEnv(this.stepOfNode(a, n));
       const launch: StepLaunch = {
         run: a.run.id,

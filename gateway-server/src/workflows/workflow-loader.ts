@@ -11,6 +11,7 @@ import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from '
 import { staticGlobProblems } from './publisher-globs.js';
 import { jsonPath, normaliseParameters, unsupportedFeatures, type FeatureProblem } from './yadage-features.js';
 import { parseSelector } from './scopes.js';
+import { jqProblem } from './jq.js';
 
 /** One problem of a workflow, at its JSON path: an item of workflow-validation.json's errors (and of an error's details). */
 export type WorkflowProblem = WorkflowValidation['errors'][number];
@@ -39,9 +40,48 @@ export function loadWorkflow(entry: string, files: Record<string, string>): Load
   return resolveWorkflow(entry, Object.keys(files), parseBundleSync(files));
 }
 
-/** Reads a bundle a user sent: large ones are parsed off the event loop (see bundle-parser.ts). */
+/**
+ * Reads a bundle a user sent: large ones are parsed off the event loop (see bundle-parser.ts), and
+ * every jq script in it is compiled, so a typo is a 422 now rather than a failed stage later.
+ */
 export async function readWorkflow(entry: string, files: Record<string, string>, owner: string): Promise<LoadedWorkflow> {
-  return resolveWorkflow(entry, Object.keys(files), await parseBundle(files, owner));
+  const loaded = resolveWorkflow(entry, Object.keys(files), await parseBundle(files, owner));
+  if (!loaded.spec) return loaded;
+  const problems: WorkflowProblem[] = [];
+  for (const { path, filter } of jqScripts(loaded.spec).slice(0, MAX_JQ_SCRIPTS)) {
+    const problem = await jqProblem(filter);
+    if (problem) problems.push({ path, message: `jq script ${JSON.stringify(filter.slice(0, 80))} does not compile: ${problem}` });
+  }
+  return problems.length ? { spec: null, problems } : loaded;
+}
+
+/** jq scripts compiled at submission (the rest are compiled when they run). */
+const MAX_JQ_SCRIPTS = 200;
+
+/** Every jq script of a workflow with its JSON path: cases' conditions, jq-stage scripts, par_mounts, fromparjq-pub. */
+function jqScripts(wf: WorkflowSpec, base = '$'): { path: string; filter: string }[] {
+  const out: { path: string; filter: string }[] = [];
+  const step = (st: StepSpec | undefined, at: string) => {
+    if (!st) return;
+    const env = st.environment as { par_mounts?: { jqscript: string }[] } | null;
+    env?.par_mounts?.forEach((m, k) => out.push({ path: `${at}.environment.par_mounts[${k}].jqscript`, filter: m.jqscript }));
+    const pub = st.publisher as { publisher_type: string; script?: string };
+    if (pub.publisher_type === 'fromparjq-pub' && pub.script) out.push({ path: `${at}.publisher.script`, filter: pub.script });
+  };
+  wf.stages.forEach((s, i) => {
+    const at = `${base}.stages[${i}].scheduler`;
+    const sch = s.scheduler;
+    if (sch.stepscript) out.push({ path: `${at}.stepscript`, filter: sch.stepscript });
+    if (sch.postscript) out.push({ path: `${at}.postscript`, filter: sch.postscript });
+    step(sch.step as StepSpec | undefined, `${at}.step`);
+    if (sch.workflow) out.push(...jqScripts(sch.workflow, `${at}.workflow`));
+    (sch.cases ?? []).forEach((c, j) => {
+      out.push({ path: `${at}.cases[${j}].if`, filter: c.if });
+      step(c.step as StepSpec | undefined, `${at}.cases[${j}].step`);
+      if (c.workflow) out.push(...jqScripts(c.workflow, `${at}.cases[${j}].workflow`));
+    });
+  });
+  return out;
 }
 
 /** A limit of BUNDLE_LIMITS was reached: resolution stops at once, before building more. */
@@ -421,7 +461,8 @@ function checkStages(wf: WorkflowSpec, problems: WorkflowProblem[], fileAt: (pat
         }
       }
     }
-    const step = s.scheduler.step as StepSpec | undefined;
+    // (a jq-stage's parameters are made by its script: its commands are checked when they are made)
+    const step = s.scheduler.scheduler_type === 'jq-stage' ? undefined : (s.scheduler.step as StepSpec | undefined);
     if (step) checkStep(step, `${base}.stages[${i}].scheduler.step`, s.name, params, problem);
     for (const p of s.scheduler.scatter?.parameters ?? []) {
       if (!(p in params))

@@ -15,16 +15,12 @@ export interface FeatureProblem {
 
 /** Parts of yadage's language, each with what the gateway answers while it does not run it. */
 const NOT_SUPPORTED = {
-  'jq-stage': 'jq-stage schedulers are not supported yet',
   manual: 'manual steps (manual-instructions-*) are not supported: they need a person at a terminal',
   envscript: 'envscript (a script sourced in the container) is not supported: steps run without a container shell to source it in',
   'container workdir': 'a container workdir is not supported: steps start in their own directory',
   resources: 'container resources (CVMFS, grid proxies, GPUs) are not supported yet',
   'jsonpath outputs': 'output selections by JSONPath are not supported: name one output key',
   'empty selectors': 'a selector without output (the whole result) is not supported: name one output key',
-  'fromparjq-pub': 'fromparjq-pub publishers are not supported yet',
-  'fromyaml-pub': 'fromyaml-pub publishers are not supported yet',
-  par_mounts: 'par_mounts are not supported yet',
   'single publish': 'an interpolated-pub publishing one value rather than an object of outputs is not supported: name the output',
   discover: "workflow_opts.discover (finding a subworkflow's inputs by glob) is not supported yet",
 } as const;
@@ -88,11 +84,8 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
     const proc = st.process;
     const env = st.environment;
     const pub = st.publisher;
-    if (isObject(pub) && (pub.publisher_type === 'fromparjq-pub' || pub.publisher_type === 'fromyaml-pub'))
-      refuse([...segments, 'publisher', 'publisher_type'], pub.publisher_type);
     if (isObject(pub) && pub.publisher_type === 'interpolated-pub' && 'publish' in pub && !isObject(pub.publish))
       refuse([...segments, 'publisher', 'publish'], 'single publish');
-    if (isObject(env) && Array.isArray(env.par_mounts) && env.par_mounts.length) refuse([...segments, 'environment', 'par_mounts'], 'par_mounts');
     if (isObject(proc) && proc.process_type === 'manual-instructions-proc') refuse([...segments, 'process', 'process_type'], 'manual');
     if (isObject(pub) && pub.publisher_type === 'manual-instructions-pub') refuse([...segments, 'publisher', 'publisher_type'], 'manual');
     if (isObject(env) && env.environment_type === 'manual-instructions-env') refuse([...segments, 'environment', 'environment_type'], 'manual');
@@ -113,7 +106,6 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
       const sch = st.scheduler;
       if (!isObject(sch)) return;
       const s = [...at, 'scheduler'];
-      if (sch.scheduler_type === 'jq-stage') refuse([...s, 'scheduler_type'], 'jq-stage');
       if ('workflow' in sch) workflow(sch.workflow, [...s, 'workflow']);
       if (isObject(sch.workflow_opts) && sch.workflow_opts.discover === true) refuse([...s, 'workflow_opts', 'discover'], 'discover');
       if ('cases' in sch) {

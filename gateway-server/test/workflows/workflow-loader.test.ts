@@ -107,12 +107,6 @@ describe('strict validation: nothing a workflow says is ignored', () => {
 
   it.each([
     [
-      'a jq-stage',
-      'scheduler_type: multistep-stage',
-      'scheduler_type: jq-stage',
-      '$.stages[1].scheduler.scheduler_type: jq-stage schedulers are not supported yet',
-    ],
-    [
       'a JSONPath output',
       '{stages: acquire, output: files, unwrap: true}',
       "{stages: acquire, output: 'files[0]', unwrap: true}",
@@ -182,6 +176,12 @@ describe('strict validation: nothing a workflow says is ignored', () => {
     ).toContain('workflow.yml $.stages[1].scheduler: has step and workflow: give exactly one of step, workflow or cases');
     expect(edited("step: {$ref: 'steps.yml#/count'}", "cases: [{if: '.x'}]")).toContain(
       'workflow.yml $.stages[1].scheduler.cases[0]: give exactly one of step and workflow',
+    );
+    expect(edited('scheduler_type: multistep-stage', 'scheduler_type: jq-stage')).toEqual(
+      expect.arrayContaining([
+        'workflow.yml $.stages[1].scheduler.parameters: parameters is not a key of a jq-stage (it takes bindings, stepscript, postscript, step, workflow, workflow_opts, register_values)',
+        'workflow.yml $.stages[1].scheduler: bindings is missing',
+      ]),
     );
     expect(edited('{stages: acquire, output: files, unwrap: true}', "{stages: 'acquire[0].inner', output: files, unwrap: true}")).toContain(
       'workflow.yml $.stages[1].scheduler.parameters.inputfile: acquire[0].inner: stage acquire runs steps, not a subworkflow',

@@ -220,6 +220,104 @@ ${files}`;
     });
   });
 
+  it('writes par_mounts from the parameters by jq where the command reads them, and publishes with fromparjq-pub and fromyaml-pub', async () => {
+    const dag = await run(
+      `stages:
+  - name: make
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {n: {stages: init, output: ns, unwrap: true}, out: '{workdir}/n.txt'}
+      scatter: {method: zip, parameters: [n]}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'echo {n} > {out}; printf "extra: [{n}, x]\\nsame: {n}\\n" > {workdir}/more.yml'}
+        environment: {environment_type: localproc-env}
+        publisher: {publisher_type: fromyaml-pub, yamlfile: more.yml}
+  - name: gather
+    dependencies: [make]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {inputs: {stages: make, output: same}, out: '{workdir}/all.txt', label: 'ünï'}
+      step:
+        process:
+          process_type: interpolated-script-cmd
+          script: |
+            cat /parmounts/inputs > {out}
+            cat /parmounts/label >> {out}
+            echo /parmounts/inputs2 >> {out}
+        environment:
+          environment_type: docker-encapsulated
+          image: busybox
+          par_mounts:
+            - {mountpath: /parmounts/inputs, jqscript: '.inputs[]'}
+            - {mountpath: /parmounts/label, jqscript: '{l: .label, n: (.inputs | length)}'}
+        publisher: {publisher_type: fromparjq-pub, script: '{total: (.inputs | add), file: "all.txt", none: "nothere.txt"}', relative_paths: true}
+`,
+      { ns: [3, 4] },
+    );
+    expect([dag.run.status, dag.run.message]).toEqual(['SUCCESS', '3 steps succeeded']);
+    expect(node(dag, 'make:1').outputs).toEqual({ extra: [4, 'x'], same: 4 });
+    const g = node(dag, 'gather');
+    // one JSON value per line, as yadage's jq binding writes them; a longer path is left alone
+    expect(readFileSync(join(g.workdir!, 'all.txt'), 'utf8')).toBe('3\n4{"l": "\\u00fcn\\u00ef", "n": 2}/parmounts/inputs2\n');
+    expect(g.command).toContain(`cat ${join(g.workdir!, '.af', 'parmount-0')} > `);
+    // the file that exists in the step's directory becomes its path; one that does not stays as written
+    expect(g.outputs).toEqual({ total: 7, file: join(g.workdir!, 'all.txt'), none: 'nothere.txt' });
+  });
+
+  it('makes a jq-stage’s steps from its bindings: $wflowref reads steps’ results, the stepscript makes one parameter set per step', async () => {
+    const dag = await run(
+      `stages:
+  - name: map
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {x: {stages: init, output: xs, unwrap: true}}
+      scatter: {method: zip, parameters: [x]}
+      step: {process: null, environment: null, publisher: {publisher_type: frompar-pub, outputmap: {value: x, pair: [x, x]}}}
+  - name: pick
+    dependencies: [map]
+    scheduler:
+      scheduler_type: jq-stage
+      bindings:
+        values: {$wflowref: ['.map[]', '.value']}
+        total: 3
+      stepscript: '.total as $n | [.values[] | .[0]] | map({v: ., n: $n, out: "{workdir}/v.txt"})'
+      postscript: '. + {tag: "post"}'
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'echo {v} {tag} > {out}'}
+        environment: {environment_type: localproc-env}
+        publisher: {publisher_type: frompar-pub, outputmap: {file: out, v: v}}
+`.replace('$$n', '.total'),
+      { xs: [5, 7] },
+    );
+    expect([dag.run.status, dag.run.message]).toEqual(['SUCCESS', '4 steps succeeded']);
+    expect(dag.nodes.filter((n) => n.stage === 'pick').map((n) => [n.id, n.parameters])).toEqual([
+      ['pick:0', { v: 5, n: 3, out: join(dag.run.workspace, 'pick', '0', 'v.txt'), tag: 'post' }],
+      ['pick:1', { v: 7, n: 3, out: join(dag.run.workspace, 'pick', '1', 'v.txt'), tag: 'post' }],
+    ]);
+    expect(readFileSync(node(dag, 'pick:1').outputs.file as string, 'utf8')).toBe('7 post\n');
+    // a value read through a pointer keeps its edge to the step it came from
+    expect(dag.edges).toContainEqual({ from: 'map:1', to: 'pick:1' });
+  });
+
+  it('refuses at submission a jq script that does not compile, naming where it is', async () => {
+    const alice = client(gw, basic('alice'));
+    const r = await alice.post('/api/af/workflows/validate', {
+      entry: 'workflow.yml',
+      files: {
+        'workflow.yml': `stages:
+  - name: pick
+    dependencies: [init]
+    scheduler: {scheduler_type: jq-stage, bindings: {}, stepscript: '[.a | nosuch(1)]', step: {process: null, environment: null, publisher: {publisher_type: fromparjq-pub, script: '{a: .}'}}}
+`,
+      },
+    });
+    expect((r.json as { errors: { path: string; message: string }[] }).errors.map((e) => `${e.path}: ${e.message}`)).toEqual([
+      '$.stages[0].scheduler.stepscript: jq script "[.a | nosuch(1)]" does not compile: nosuch/1 is not defined at <top-level>, line 1',
+    ]);
+  });
+
   it('fails a stage whose registered values name each other in a loop, saying so', async () => {
     const dag = await run(`stages:
   - name: a
