@@ -36,7 +36,7 @@ export interface NodeRecord {
   image?: string;
   /** What the step's par_mounts hold, in their order (written to .af/parmount-K before each attempt). */
   parmounts?: string[];
-  /** The step a case chose (a JSON pointer into the run's workflow); absent when it is the stage's own step. */
+  /** The step a case chose (a JSON pointer into the run's workflow; for a subworkflow's init, the workflow); absent when it is the stage's own. */
   step?: string;
   attempts: number;
   exit_code: number | null;

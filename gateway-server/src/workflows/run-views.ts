@@ -67,7 +67,14 @@ export function runJson(run: RunRecord, nodesOf: NodeRecord[] | ((stage: string)
 
 /** A stage as workflow-dag.json lists it. */
 export function stageJson(s: StageRecord): WorkflowDag['stages'][number] {
-  return { name: s.name, type: s.type, dependencies: s.dependencies, state: s.state, ...(s.message ? { message: s.message } : {}) };
+  return {
+    name: s.name,
+    type: s.type,
+    dependencies: s.dependencies,
+    state: s.state,
+    ...(s.scope ? { scope: s.scope } : {}),
+    ...(s.message ? { message: s.message } : {}),
+  };
 }
 
 /** A step as workflow-node.json (the backend's handle and the interpreter stay inside). */
@@ -89,6 +96,8 @@ export function nodeJson(n: NodeRecord): WorkflowNode {
   if (n.image) out.image = n.image;
   if (n.job) out.job = n.job;
   if (n.message) out.message = n.message;
+  const chosen = n.step ? /\/cases\/(\d+)\/(step|workflow)$/.exec(n.step) : null;
+  if (chosen) out.case = Number(chosen[1]);
   return out;
 }
 

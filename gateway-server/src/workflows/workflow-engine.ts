@@ -324,6 +324,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       outputs: sc.parameters,
       after: sc.after,
       workdir: join(a.run.workspace, stageDir(sc.scope)),
+      ...(sc.workflow.includes('/cases/') ? { step: sc.workflow } : {}),
       attempts: 0,
       exit_code: null,
       started: now,

@@ -187,6 +187,9 @@ describe('subworkflows on the local backend', () => {
     // 1 and 0 ran the step, 5 a subworkflow, 20 nothing; numbered in the order they were made
     expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'pick:0', 'pick:1', 'pick[0].init', 'pick[0].big']);
     expect([node(dag, 'pick:0').parameters.n, node(dag, 'pick:1').parameters.n]).toEqual([1, 0]);
+    // which case chose each, for the DAG to show the branch taken
+    expect([node(dag, 'pick:0').case, node(dag, 'pick[0].init').case]).toEqual([0, 1]);
+    expect(dag.stages.find((s) => s.name === 'pick[0].big')!.scope).toBe('pick[0]');
     expect(readFileSync(node(dag, 'pick[0].big').outputs.file as string, 'utf8')).toBe('5\n');
     // a stage that made steps and subworkflows cannot be read by one selector: yadage refuses it too
     expect([dag.run.status, dag.run.message]).toEqual([
