@@ -408,6 +408,63 @@ describe('restart', () => {
     expect(d.nodes.find((n) => n.id === 'prepare')).toMatchObject({ attempts: 1, exit_code: 0 });
   });
 
+  it('takes up a run inside its subworkflows: scopes, their stages and steps come back from the store and the run goes on', async () => {
+    const sub: WorkflowBundle = {
+      entry: 'wf.yml',
+      files: {
+        'wf.yml': `stages:
+  - name: map
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: [1, 2]}
+      scatter: {method: zip, parameters: [i]}
+      workflow:
+        stages:
+          - {name: one, dependencies: [init], scheduler: {scheduler_type: singlestep-stage, step: ${cmd('echo one')}}}
+          - {name: two, dependencies: [one], scheduler: {scheduler_type: singlestep-stage, step: ${cmd('echo two')}}}
+  - name: after
+    dependencies: [map]
+    scheduler: {scheduler_type: singlestep-stage, parameters: {done: {stages: 'map[*].two', output: done}}, step: ${cmd('echo {done}')}}
+`,
+      },
+    };
+    const first = await engine({}, { stop_on_shutdown: false });
+    const run = await first.submit(alice, sub);
+    backend.exit(await started(run, 'map[0].one'), 0);
+    const two0 = await started(run, 'map[0].two');
+    const one1 = await started(run, 'map[1].one');
+    await settle(1); // the batched save
+    engines.splice(engines.indexOf(first), 1);
+    await first.close();
+
+    const second = await engine();
+    await settle(POLL);
+    const d0 = await dag(second, run);
+    expect(d0.stages.map((s) => `${s.name}:${s.state}`)).toEqual([
+      'init:APPLIED',
+      'map:APPLIED',
+      'after:WAITING',
+      'map[0].init:APPLIED',
+      'map[0].one:APPLIED',
+      'map[0].two:APPLIED',
+      'map[1].init:APPLIED',
+      'map[1].one:APPLIED',
+      'map[1].two:WAITING',
+    ]);
+    // `after` waits for every stage of every scope of map
+    backend.exit(two0, 0);
+    backend.exit(one1, 0);
+    await settle(POLL);
+    expect((await dag(second, run)).nodes.some((n) => n.id === 'after')).toBe(false);
+    backend.exit(await started(run, 'map[1].two'), 0);
+    backend.exit(await started(run, 'after'), 0);
+    const d = await status(second, run, 'SUCCESS');
+    expect(d.run.message).toBe('5 steps succeeded');
+    expect(d.run.counts).toEqual({ DEFINED: 0, RUNNING: 0, SUCCESS: 5, FAILED: 0, CANCELLED: 0 });
+    expect(d.nodes.find((n) => n.id === 'after')!.parameters.done).toEqual(['yes', 'yes']);
+  });
+
   it('with cluster.stop_on_shutdown, stops the steps at shutdown and starts them afresh (same attempt) after the restart', async () => {
     const first = await engine({}, { stop_on_shutdown: true });
     const run = await first.submit(alice, chain);
