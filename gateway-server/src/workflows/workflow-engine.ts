@@ -575,7 +575,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         }
       },
       nextSeq: () => a.seq++,
-      stepsLeft: this.cfg.max_steps - (a.nodes.size - this.initCount(a)),
+      // a subworkflow's init counts like a step here: scopes, too, are bounded by workflows.max_steps
+      stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
       parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
       maxSteps: this.cfg.max_steps,
     };
@@ -591,6 +592,15 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         spec,
         s.dependencies.flatMap((d) => a.byStage.get(d) ?? []),
       );
+      if (applied.scopes.length) {
+        // Each subworkflow brings its stages: a run's stages are bounded like its steps (nested scatters multiply them).
+        const adding = applied.scopes.reduce((n, sc) => n + 1 + (specAt(a.run.spec, sc.workflow) as unknown as WorkflowSpec).stages.length, 0);
+        if (a.run.stages.length + adding > this.cfg.max_steps) {
+          throw new StageError(
+            `its ${applied.scopes.length.toLocaleString('en')} subworkflows would bring the run to ${(a.run.stages.length + adding).toLocaleString('en')} stages; workflows.max_steps (${this.cfg.max_steps.toLocaleString('en')}) bounds stages too`,
+          );
+        }
+      }
       for (const n of applied.nodes) {
         this.addNode(a, n);
         a.changes.added(n.id, n.after);

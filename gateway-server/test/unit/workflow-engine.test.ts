@@ -480,6 +480,36 @@ describe('restart', () => {
   });
 });
 
+describe('subworkflows', () => {
+  it('bound what they bring: a stage whose subworkflows would pass workflows.max_steps in stages fails, saying so, before any exists', async () => {
+    const e = await engine({ max_steps: 12 });
+    const stages = Array.from(
+      { length: 4 },
+      (_, k) => `          - {name: s${k}, dependencies: [init], scheduler: {scheduler_type: singlestep-stage, step: ${cmd('echo')}}}`,
+    ).join('\n');
+    const run = await e.submit(alice, {
+      entry: 'wf.yml',
+      files: {
+        'wf.yml': `stages:
+  - name: map
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: [1, 2, 3]}
+      scatter: {method: zip, parameters: [i]}
+      workflow:
+        stages:
+${stages}
+`,
+      },
+    });
+    const d = await status(e, run, 'FAILED');
+    expect(d.run.message).toBe('stage map failed: its 3 subworkflows would bring the run to 17 stages; workflows.max_steps (12) bounds stages too');
+    expect(d.nodes.map((n) => n.id)).toEqual(['init']);
+    expect(backend.calls.startSteps.length).toBe(0);
+  });
+});
+
 describe('the per-user cap', () => {
   it("refuses a run beyond workflows.max_active_runs_per_user (429), not other users', and frees a place when one ends", async () => {
     const e = await engine({ max_active_runs_per_user: 2 });
