@@ -6,7 +6,9 @@
 #   /var/cache/af-gateway/yadage-venv-<sha256 of bench/yadage-requirements.txt, 12>
 #       yadage 0.21.2 and its dependencies (the same venv scripts/bench.sh runs yadage from)
 #   /var/cache/af-gateway/yadage-specs-<key>/   (<key>: yadage's version, the requirements file,
-#                                               this script and test-harness/yadage/*, hashed)
+#                                               this script and test-harness/yadage/*, hashed: a
+#                                               change to the normalisation, yadage_compare.py,
+#                                               rebuilds the reference stored in it)
 #       sdist/yadage-0.21.2.tar.gz   downloaded with the venv's pip (no wheel: the tests are only
 #                                    in the sdist), checked against SDIST_SHA256 below
 #       testspecs/                   its tests/testspecs, readable by every account (the gateway's
@@ -15,7 +17,8 @@
 #                                    (test-harness/yadage/entries.json `data`)
 #       reference.json               yadage's result of every entry of entries.json: per entry its
 #                                    status (SUCCESS, or FAILED and why) and per step its key,
-#                                    state and published outputs (test-harness/yadage/reference.py)
+#                                    state, directory and published outputs, normalised
+#                                    (test-harness/yadage/reference.py)
 #       work/                        yadage's run directories and logs, kept to look at (and read by
 #                                    the gateway's steps of entries given files yadage's init found)
 #

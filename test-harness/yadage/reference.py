@@ -3,8 +3,9 @@ yadage venv's Python, once per machine (the script caches what it writes).
 
 Each entry runs with `yadage-run` on a copy of its spec directory in which every `docker-encapsulated`
 environment is `localproc-env` (its commands run on this host, as the gateway's local backend runs
-them). Per step it records the key (yadage_compare.key_str), yadage's state and its published result,
-normalised (paths inside the run's directory by their content); per entry the status: SUCCESS when
+them). Per step it records the key (yadage_compare.key_str), yadage's state, its directory (yadage_dirs:
+what paths inside it are canonicalised to) and its published result, normalised (paths inside the
+run's directory by their content, paths inside files by node key); per entry the status: SUCCESS when
 yadage-run completed the workflow, else FAILED with the reason from its log.
 
 Usage: python reference.py --entries ENTRIES.json --specs DIR --data DIR --yadage-run PATH --work DIR --out FILE
@@ -23,7 +24,7 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from yadage_compare import key_str, normalise, substitute, volatile, yadage_key  # noqa: E402
+from yadage_compare import Places, key_str, normalise, place_pairs, substitute, volatile, yadage_dirs, yadage_key  # noqa: E402
 
 TIMEOUT = 300  # seconds one entry may take
 
@@ -120,6 +121,8 @@ def run_entry(entry, args, names):
     if os.path.exists(snapshot):
         with open(snapshot) as f:
             dag = json.load(f)["dag"]
+        dirs = yadage_dirs(dag["nodes"], workdir)
+        places = Places(place_pairs(dirs))
         for node in dag["nodes"]:
             key = key_str(yadage_key(node))
             if key in nodes:
@@ -127,8 +130,9 @@ def run_entry(entry, args, names):
             nodes[key] = {
                 "name": node["name"],
                 "state": node["state"],
+                "dir": dirs.get(key),
                 "result": node.get("result"),
-                "outputs": normalise(node.get("result"), [workdir], mask),
+                "outputs": normalise(node.get("result"), places, mask),
             }
     if rc is None:
         status, reason = "FAILED", f"yadage-run did not finish within {TIMEOUT} s"

@@ -10,8 +10,18 @@ written in the gateway's node id syntax: `init`, `reduce`, `map:2`, `nested[0].s
 `nested[0].map:2`, `map[1].inner[0].stage1`.
 
 Outputs: a string that is a path inside the run's directory (yadage's workdir, the gateway's
-workspace) becomes {"file": sha256 of its content} or {"dir": {relative path: sha256 | "dir"}} (the
-runners' own bookkeeping left out) or {"missing": true}; everything else stays as it is, lists in order.
+workspace) becomes {"file": sha256 of its content, "text": that content if it is small text} or
+{"dir": {relative path: sha256 | "dir"}} (the runners' own bookkeeping left out) or {"missing": true};
+everything else stays as it is, lists in order.
+
+Paths INSIDE files (and inside other strings) are canonicalised before hashing: steps write paths of
+earlier steps' files (`echo {parone} > {outputfile}`), and yadage's layout (`<wd>/map_0/what.txt`,
+`<wd>/upstream_0/stage1`, `<wd>/downstream/stage1`) is not the gateway's (`<ws>/map/0/what.txt`,
+`<ws>/upstream/0/stage1`). Each absolute path under a directory of the run (Places: every step's own
+directory by its key, a scope's init by the scope's directory, the top-level init by the run's
+directory) becomes `<@KEY>` followed by the rest of the path: `<@map:0>/what.txt`,
+`<@downstream[0].stage1>/output.txt`, `<@init>/init/1.txt`. Equal results compare equal; another
+value, another file (other step or name) or another line order still differ.
 
 Imports only the standard library: it runs under yadage's venv and under the test suite's.
 """
@@ -57,27 +67,113 @@ def yadage_key(node):
     return scope, stage, index
 
 
-def _inside(path, roots):
-    for root in roots:
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
+TOKEN = "<@{}>"  # a directory of the run, by the key of the node working there
+TEXT_SHOWN = 2000  # bytes: a text file up to this size is kept (canonicalised) next to its hash, to show a difference
+# What ends a path written in text: blanks, quotes, separators of Python's and JSON's lists.
+_END = rb"\s'\"`,;()\[\]{}<>|"
+_NAME_CHAR = rb"A-Za-z0-9._~-"  # a root preceded by one of these is the tail of another path, not a path
 
 
-def _hash_file(path, mask):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if mask is None:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+class Places:
+    """The directories of one run (or of two: the gateway's and yadage's), each by the key of the node
+    working there: pairs (directory, key string). A step's own directory names it; an init's directory
+    is its scope's (the top-level init's is the run's own directory, where input files are unpacked).
+    A path belongs to the longest directory it is inside. The same directory given twice keeps the
+    first key (give steps before inits)."""
+
+    def __init__(self, pairs):
+        self._key = {}
+        for directory, key in pairs:
+            if not isinstance(directory, str) or not directory.startswith("/") or key is None:
+                continue
+            for d in (os.path.normpath(directory), os.path.realpath(directory)):
+                if d != "/":
+                    self._key.setdefault(d, key)
+        self._dirs = sorted(self._key, key=len, reverse=True)
+        if self._dirs:
+            roots = b"|".join(re.escape(d.encode()) for d in self._dirs)
+            self._pattern = re.compile(rb"(?<![" + _NAME_CHAR + rb"])(?:" + roots + rb")(?![^/" + _END + rb"])[^" + _END + rb"]*")
         else:
-            for line in f:
-                text = line.rstrip(b"\n").decode("utf-8", "replace")
-                h.update(b"<masked>\n" if mask.search(text) else line)
-    return h.hexdigest()
+            self._pattern = None
+
+    def __bool__(self):
+        return bool(self._dirs)
+
+    def token(self, path):
+        """`<@KEY>/rest` for an absolute path inside one of the directories, else None."""
+        for d in self._dirs:
+            if path == d or path.startswith(d + "/"):
+                return TOKEN.format(self._key[d]) + path[len(d):]
+        return None
+
+    def inside(self, path):
+        return self.token(path) is not None
+
+    def canonical(self, data):
+        """bytes (or str) with every path inside the run's directories written as its token."""
+        if self._pattern is None:
+            return data
+        if isinstance(data, str):
+            return self.canonical(data.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+
+        def sub(m):
+            text = m.group().decode("utf-8", "surrogateescape")
+            return (self.token(text) or text).encode("utf-8", "surrogateescape")
+
+        return self._pattern.sub(sub, data)
 
 
-def _listing(directory, mask):
+NO_PLACES = Places(())
+
+
+def yadage_dirs(snapshot_nodes, workdir):
+    """{key string: directory} of the nodes of yadage's snapshot: a step's directory is its
+    readwrite `workdir`; an init's is its scope's, the directory its steps' directories are in
+    (yadage names it `<stage>_<index>` or `<stage>`: `run/upstream_0`, `run/downstream`), the
+    top-level init's the run's own directory. A scope without steps has no directory."""
+    dirs, scope_dirs = {}, {}
+    for node in snapshot_nodes:
+        scope, stage, index = key = yadage_key(node)
+        rw = [r.get("path") for r in ((node["task"].get("state") or {}).get("readwrite") or []) if r.get("name") == "workdir"]
+        if rw:
+            dirs[key_str(key)] = rw[0]
+            scope_dirs.setdefault(scope, os.path.dirname(os.path.normpath(rw[0])))
+    for node in snapshot_nodes:
+        scope, stage, index = key = yadage_key(node)
+        if stage == "init" and key_str(key) not in dirs:
+            d = workdir if not scope else scope_dirs.get(scope)
+            if d:
+                dirs[key_str(key)] = d
+    return dirs
+
+
+def place_pairs(dirs):
+    """(directory, key) pairs of {key: directory}, steps before inits (see Places)."""
+    items = sorted(dirs.items(), key=lambda kv: (kv[0] == "init" or kv[0].endswith(".init"), kv[0]))
+    return [(d, k) for k, d in items if d]
+
+
+def _hash_file(path, mask, places):
+    """sha256 of the file's canonical content (volatile lines masked, paths as tokens) and that
+    content as text when it is small UTF-8 text, else None."""
+    h = hashlib.sha256()
+    shown, size = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            text = line.rstrip(b"\n").decode("utf-8", "replace")
+            out = b"<masked>\n" if mask is not None and mask.search(text) else places.canonical(line)
+            h.update(out)
+            size += len(out)
+            if size <= TEXT_SHOWN:
+                shown.append(out)
+    try:
+        text = b"".join(shown).decode("utf-8") if size <= TEXT_SHOWN else None
+    except UnicodeDecodeError:
+        text = None
+    return h.hexdigest(), text
+
+
+def _listing(directory, mask, places):
     out = {}
     for dirpath, dirnames, filenames in os.walk(directory):
         dirnames[:] = sorted(d for d in dirnames if not BOOKKEEPING.match(d))
@@ -89,40 +185,46 @@ def _listing(directory, mask):
                 continue
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
-            out[os.path.normpath(os.path.join(rel, name))] = _hash_file(full, mask) if stat.S_ISREG(st.st_mode) else "other"
+            if stat.S_ISREG(st.st_mode):
+                out[os.path.normpath(os.path.join(rel, name))] = _hash_file(full, mask, places)[0]
+            elif stat.S_ISLNK(st.st_mode):
+                out[os.path.normpath(os.path.join(rel, name))] = {"link": places.canonical(os.readlink(full))}
+            else:
+                out[os.path.normpath(os.path.join(rel, name))] = "other"
         if len(out) > MAX_LISTED:
             out["..."] = f"more than {MAX_LISTED} entries"
             break
     return out
 
 
-def describe_path(path, mask=None):
+def describe_path(path, mask=None, places=NO_PLACES):
     """What a path inside a run's directory stands for: its content, not where it is."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return {"missing": True}
     if stat.S_ISLNK(st.st_mode):
-        return {"link": os.readlink(path)}
+        return {"link": places.canonical(os.readlink(path))}
     if stat.S_ISDIR(st.st_mode):
-        return {"dir": _listing(path, mask)}
+        return {"dir": _listing(path, mask, places)}
     if stat.S_ISREG(st.st_mode):
-        return {"file": _hash_file(path, mask)}
+        digest, text = _hash_file(path, mask, places)
+        return {"file": digest, **({"text": text} if text is not None else {})}
     return {"other": True}
 
 
-def normalise(value, roots, mask=None):
-    """value with every string that is an absolute path inside one of roots (the run's directories)
-    replaced by describe_path; mask: a compiled regular expression of volatile lines, or None."""
-    roots = sorted({os.path.normpath(r) for r in roots} | {os.path.realpath(r) for r in roots})
+def normalise(value, places, mask=None):
+    """value with every string that is an absolute path inside the run's directories (places: a
+    Places) replaced by describe_path, and paths inside other strings by their tokens; mask: a
+    compiled regular expression of volatile lines, or None."""
     if isinstance(value, dict):
-        return {k: normalise(v, roots, mask) for k, v in value.items()}
+        return {k: normalise(v, places, mask) for k, v in value.items()}
     if isinstance(value, list):
-        return [normalise(v, roots, mask) for v in value]
-    if isinstance(value, str) and value.startswith("/"):
-        path = os.path.normpath(value)
-        if _inside(path, roots):
-            return describe_path(path, mask)
+        return [normalise(v, places, mask) for v in value]
+    if isinstance(value, str):
+        if value.startswith("/") and places.inside(os.path.normpath(value)):
+            return describe_path(os.path.normpath(value), mask, places)
+        return places.canonical(value)
     return value
 
 
@@ -143,8 +245,20 @@ def substitute(value, names):
     return value
 
 
+def is_file(value):
+    """Whether a normalised value is a file's description (describe_path): {"file": sha256, "text"?}."""
+    return (isinstance(value, dict) and set(value) <= {"file", "text"} and isinstance(value.get("file"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", value["file"]) is not None)
+
+
 def differences(want, got, where=""):
     """The places where two normalised values differ, as 'PATH: yadage X, gateway Y' lines."""
+    if is_file(want) and is_file(got):
+        if want["file"] == got["file"]:
+            return []
+        if "text" in want and "text" in got:  # its canonical text says more than its hash
+            want, got = want["text"], got["text"]
+        return [f"{where or '(value)'}: file content differs: yadage {_short(want, 600)}, gateway {_short(got, 600)}"]
     if isinstance(want, dict) and isinstance(got, dict):
         out = []
         for k in sorted(set(want) | set(got)):
