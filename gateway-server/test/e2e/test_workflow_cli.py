@@ -163,6 +163,138 @@ def test_map_reduce_runs_to_the_end_and_its_outputs_are_downloaded(env, tmp_path
     assert st.returncode == 2, show(st)
 
 
+# A subworkflow scattered over two words (scopes nested[0], nested[1]), a stage whose cases chose a
+# step for one item and a subworkflow for the other, a stage whose only case never holds (SKIPPED, as
+# yadage leaves it) with a stage after it, and a stage reading every scope's output.
+SUBWORKFLOWS = {
+    "workflow.yml": """\
+        stages:
+          - name: nested
+            dependencies: [init]
+            scheduler:
+              scheduler_type: multistep-stage
+              parameters: {word: {stages: init, output: words, unwrap: true}}
+              scatter: {method: zip, parameters: [word]}
+              workflow:
+                stages:
+                  - name: shout
+                    dependencies: [init]
+                    scheduler:
+                      scheduler_type: singlestep-stage
+                      parameters: {text: {stages: init, output: word, unwrap: true}, out: '{workdir}/shout.txt'}
+                      step: {$ref: 'steps.yml#/shout'}
+          - name: pick
+            dependencies: [init]
+            scheduler:
+              scheduler_type: multistep-stage
+              parameters: {n: {stages: init, output: ns, unwrap: true}, out: '{workdir}/size.txt'}
+              scatter: {method: zip, parameters: [n]}
+              cases:
+                - {if: '.n < 10', step: {$ref: 'steps.yml#/small'}}
+                - if: '.n >= 10'
+                  workflow:
+                    stages:
+                      - name: big
+                        dependencies: [init]
+                        scheduler:
+                          scheduler_type: singlestep-stage
+                          parameters: {n: {stages: init, output: n, unwrap: true}, out: '{workdir}/big.txt'}
+                          step: {$ref: 'steps.yml#/big'}
+          - name: never
+            dependencies: [init]
+            scheduler:
+              scheduler_type: singlestep-stage
+              parameters: {n: 0, out: '{workdir}/never.txt'}
+              cases:
+                - {if: '.n > 100', step: {$ref: 'steps.yml#/small'}}
+          - name: later
+            dependencies: [never]
+            scheduler:
+              scheduler_type: singlestep-stage
+              parameters: {n: 1, out: '{workdir}/later.txt'}
+              step: {$ref: 'steps.yml#/small'}
+          - name: collect
+            dependencies: [nested]
+            scheduler:
+              scheduler_type: singlestep-stage
+              parameters: {files: {stages: 'nested[*].shout', output: file}, out: '{workdir}/all.txt'}
+              step: {$ref: 'steps.yml#/cat'}
+        """,
+    "steps.yml": """\
+        shout:
+          process: {process_type: string-interpolated-cmd, cmd: 'echo {text} | tr a-z A-Z > {out}; echo shouted {text}'}
+          environment: {environment_type: localproc-env}
+          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+        small:
+          process: {process_type: string-interpolated-cmd, cmd: 'echo small {n} > {out}'}
+          environment: {environment_type: localproc-env}
+          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+        big:
+          process: {process_type: string-interpolated-cmd, cmd: 'echo big {n} > {out}; echo big-marker {n}'}
+          environment: {environment_type: localproc-env}
+          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+        cat:
+          process: {process_type: interpolated-script-cmd, script: 'cat {files} > {out}'}
+          environment: {environment_type: localproc-env}
+          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+        """,
+}
+
+
+@pytest.mark.timeout(240)
+def test_subworkflows_cases_and_skipped_stages(env, tmp_path):
+    wf = write_workflow(tmp_path / "wf", SUBWORKFLOWS)
+    out = tmp_path / "results"
+    res = cli("run", wf, "-p", "words=[alpha, beta]", "-p", "ns=[3, 42]", "--wait", "--output-dir", out,
+              env=env, cwd=tmp_path, timeout=200)
+    # skipped stages are no failure: the run succeeds and its outputs are downloaded
+    assert res.returncode == 0, show(res)
+    text = res.stdout
+    run_id = run_id_of(text)
+
+    def line(rx):
+        return re.search(rf"^\[\d\d:\d\d\] {rx}$", text, re.M)
+
+    assert line(r"stage nested applied: 2 subworkflows"), show(res)
+    assert line(r"stage pick applied: 1 step, 1 subworkflow"), show(res)
+    assert line(r"stage never skipped: no case held: nothing runs"), show(res)
+    assert line(r"stage later skipped: not applied: stage never it depends on was not applied"), show(res)
+    # a subworkflow's stage is followed across its scopes, not line by line per scope
+    assert line(r"nested\[\*\]\.shout \(2 subworkflows\): 2/2 SUCCESS"), show(res)
+    assert line(r"pick\[\*\]\.big \(1 subworkflow\): 1/1 SUCCESS"), show(res)
+    assert not re.search(r"nested\[[01]\]\.shout:", text), show(res)
+    assert line(r"collect: 1/1 SUCCESS"), show(res)
+    assert line(rf"run {re.escape(run_id)} SUCCESS"), show(res)
+    assert "FAILED" not in text + res.stderr, show(res)
+    # the words of both scopes, gathered by collect; pick's own step's file too
+    summary = json.loads((out / "outputs.json").read_text())
+    assert (out / summary["local_outputs"]["collect"]["file"]).read_text() == "ALPHA\nBETA\n"
+    assert [(out / f).read_text() for f in summary["local_outputs"]["pick"]["file"]] == ["small 3\n"]
+    assert "never" not in summary["outputs"] and "later" not in summary["outputs"]
+
+    # status: SKIPPED stages with their reason, a subworkflow's stages across its scopes; exit 0
+    st = cli("status", run_id, env=env, cwd=tmp_path)
+    assert st.returncode == 0, show(st)
+    assert re.search(r"^  never \[singlestep-stage\] SKIPPED - no case held: nothing runs$", st.stdout, re.M), show(st)
+    assert re.search(r"^  nested \[multistep-stage\] APPLIED: 2 subworkflows$", st.stdout, re.M), show(st)
+    assert re.search(r"^  nested\[\*\]\.shout \[singlestep-stage\] in 2 subworkflows: 2 APPLIED; steps 2/2 SUCCESS$",
+                     st.stdout, re.M), show(st)
+    dag = json.loads(cli("status", run_id, "--json", env=env, cwd=tmp_path).stdout)
+    ids = {n["id"]: n for n in dag["nodes"]}
+    assert {"nested[0].shout", "nested[1].shout", "pick:0", "pick[0].big"} <= set(ids), sorted(ids)
+    assert (ids["pick:0"]["case"], ids["pick[0].init"]["case"]) == (0, 1)
+
+    # logs of scoped steps: their ids hold brackets and dots, sent quoted
+    lg = cli("logs", run_id, "nested[0].shout", env=env, cwd=tmp_path)
+    assert lg.returncode == 0 and "shouted alpha" in lg.stdout and "beta" not in lg.stdout, show(lg)
+    lg = cli("logs", run_id, "nested[1].shout", env=env, cwd=tmp_path)
+    assert lg.returncode == 0 and "shouted beta" in lg.stdout, show(lg)
+    lg = cli("logs", run_id, "pick[0].big", "--follow", env=env, cwd=tmp_path)  # finished: ends at once
+    assert lg.returncode == 0 and "big-marker 42" in lg.stdout, show(lg)
+    lg = cli("logs", run_id, "nested[2].shout", env=env, cwd=tmp_path)
+    assert lg.returncode == 2, show(lg)
+
+
 @pytest.mark.timeout(120)
 def test_a_failing_step_fails_the_run_with_its_message_and_log(env, tmp_path):
     wf = write_workflow(tmp_path / "wf", one_step("sh -c 'echo boom-marker-on-stdout; echo to-stderr >&2; exit 3'"))

@@ -16,7 +16,11 @@ standard output) and exits. With ``--wait`` it follows the run, printing a line 
 when it succeeded downloads the files among the outputs of its final stages into ``--output-dir``
 (default ``./af-gateway-outputs/RUN_ID``) next to a summary, ``outputs.json`` (the run, its outputs
 as the gateway reported them, the same with local paths, and the files). Progress goes to standard
-output, problems to standard error.
+output, problems to standard error. A subworkflow's stages (``nested[0].stage1``, one scope per item
+of the stage running it) are summarised across its scopes (``nested[*].stage1``); a stage yadage
+never applies (no case held, an empty scatter, an unfulfilled expression) is SKIPPED, which is no
+failure. ``STEP`` of ``logs`` is a step's id as ``status --json`` lists it, scoped ones included
+(``nested[0].stage1``, ``map[2].fit:3``).
 
 The gateway is ``--gateway URL``, else ``$AF_GATEWAY_URL``, else ``$DASK_GATEWAY__ADDRESS``.
 Credentials, first found wins: ``$AF_GATEWAY_TOKEN`` (a bearer token); ``$AF_GATEWAY_USER`` (with
@@ -463,6 +467,62 @@ def summarise(states):
     return ", ".join(parts)
 
 
+_SCOPE_LEVEL = re.compile(r"\[\d+\]\.")
+
+
+def is_init_stage(name):
+    """The run's init stage or a subworkflow's (``nested[0].init``): parameters, no step."""
+    return name == "init" or str(name).endswith("].init")
+
+
+def stage_pattern(name):
+    """``nested[0].deeper[1].leaf`` -> ``nested[*].deeper[*].leaf``: a subworkflow's stage in all its scopes."""
+    return _SCOPE_LEVEL.sub("[*].", name)
+
+
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class DagView:
+    """A WorkflowDag's stages and steps by stage, top-level stages apart from those in subworkflows."""
+
+    def __init__(self, dag):
+        self.nodes = [n for n in dag.get("nodes") or [] if not is_init_stage(n.get("stage") or "")]
+        self.by_stage = collections.defaultdict(list)
+        for n in self.nodes:
+            self.by_stage[n.get("stage")].append(n)
+        stages = dag.get("stages") or []
+        # a subworkflow's scope has one init stage: count them per stage that made them
+        self.subworkflows = collections.Counter(
+            st["scope"][:st["scope"].rindex("[")] for st in stages
+            if st.get("type") == "init" and "[" in (st.get("scope") or ""))
+        self.stages = [st for st in stages if st.get("type") != "init" and not is_init_stage(st.get("name") or "")]
+        self.top = [st for st in self.stages if not st.get("scope")]
+        self.scoped = collections.defaultdict(list)
+        for st in self.stages:
+            if st.get("scope"):
+                self.scoped[stage_pattern(st.get("name") or "")].append(st)
+
+    def steps(self, stages):
+        return [n.get("state") for st in stages for n in self.by_stage.get(st.get("name"), [])]
+
+    def made(self, name):
+        """'4 steps', '2 subworkflows', '1 step, 1 subworkflow' for a stage just applied."""
+        n, k = len(self.by_stage.get(name, [])), self.subworkflows.get(name, 0)
+        parts = [plural(n, "step")] if n or not k else []
+        if k:
+            parts.append(plural(k, "subworkflow"))
+        return ", ".join(parts)
+
+    def scoped_summary(self, stages):
+        """'2/2 SUCCESS', '1/2 SUCCESS, 1 RUNNING, 1 skipped' over a subworkflow stage's scopes ('' while nothing to say)."""
+        steps = self.steps(stages)
+        skipped = sum(1 for st in stages if st.get("state") == "SKIPPED")
+        parts = ([summarise(steps)] if steps else []) + ([f"{skipped} skipped"] if skipped else [])
+        return ", ".join(parts)
+
+
 def first_line(text):
     lines = str(text).strip().splitlines()
     return lines[0] if lines else ""
@@ -493,28 +553,27 @@ class Follower:
         finished = run.get("status") in FINISHED
         if not finished:
             self.run_line(run)
-        nodes = [n for n in dag.get("nodes") or [] if n.get("stage") != "init" and n.get("id") != "init"]
-        by_stage = collections.defaultdict(list)
-        for n in nodes:
-            by_stage[n.get("stage")].append(n)
-        for st in dag.get("stages") or []:
+        view = DagView(dag)
+        for st in view.stages:
             name, state = st.get("name"), st.get("state")
-            if name == "init" or st.get("type") == "init":
-                continue
             if state != self.stage_state.get(name):
                 self.stage_state[name] = state
-                if state == "APPLIED":
-                    n = len(by_stage.get(name, []))
-                    self.line(f"stage {name} applied: {n} step{'s' if n != 1 else ''}")
-                elif state == "FAILED":
+                if state == "FAILED":
                     self.line(f"stage {name} failed: {st.get('message') or 'no reason given'}")
-            steps = by_stage.get(name, [])
+                # a subworkflow's stages are reported together, across its scopes, below
+                elif state == "APPLIED" and not st.get("scope"):
+                    self.line(f"stage {name} applied: {view.made(name)}")
+                elif state == "SKIPPED" and not st.get("scope"):
+                    # yadage never applies it (no case held, an empty scatter, ...): no failure
+                    self.line(f"stage {name} skipped: {st.get('message') or 'not applied'}")
+            steps = view.by_stage.get(name, []) if not st.get("scope") else []
             if steps:
-                summary = summarise([s.get("state") for s in steps])
-                if summary != self.stage_summary.get(name):
-                    self.stage_summary[name] = summary
-                    self.line(f"{name}: {summary}")
-        for n in nodes:
+                self.summary(name, summarise([s.get("state") for s in steps]))
+        for pattern, stages in view.scoped.items():
+            text = view.scoped_summary(stages)
+            if text:
+                self.summary(pattern, text, f"{pattern} ({plural(len(stages), 'subworkflow')})")
+        for n in view.nodes:
             if n.get("state") == "FAILED":
                 key = (n.get("id"), n.get("attempts"))
                 if key not in self.reported_failures:
@@ -528,6 +587,12 @@ class Follower:
                     self.line(f"step {n.get('id')}: {first_line(n['message'])}")
         if finished:
             self.run_line(run)
+
+    def summary(self, key, text, label=None):
+        text = f"{label or key}: {text}"
+        if text != self.stage_summary.get(key):
+            self.stage_summary[key] = text
+            self.line(text)
 
     def run_line(self, run):
         status = run.get("status")
@@ -796,15 +861,26 @@ def cmd_status(args, gateway):
             f"entry {run.get('entry')}, parameters {json.dumps(run.get('parameters') or {})}",
             f"  stages applied {run.get('stages_applied', '?')}/{run.get('stages_total', '?')}; "
             f"steps: {summarise_counts(run.get('counts') or {}) or 'none yet'}")
-        nodes = [n for n in dag.get("nodes") or [] if n.get("stage") != "init"]
-        for st in dag.get("stages") or []:
-            if st.get("name") == "init" or st.get("type") == "init":
-                continue
-            steps = [n.get("state") for n in nodes if n.get("stage") == st.get("name")]
-            say(f"  {st.get('name')} [{st.get('type')}] {st.get('state')}"
+        view = DagView(dag)
+        for st in view.top:
+            name = st.get("name")
+            steps = view.steps([st])
+            k = view.subworkflows.get(name, 0)
+            say(f"  {name} [{st.get('type')}] {st.get('state')}"
                 + (f": {summarise(steps)}" if steps else "")
+                + (f"{',' if steps else ':'} {plural(k, 'subworkflow')}" if k else "")
                 + (f" - {st['message']}" if st.get("message") else ""))
-        for n in nodes:
+        # a subworkflow's stages: one line across its scopes, with the states of its stages there
+        for pattern, stages in view.scoped.items():
+            states = collections.Counter(st.get("state") for st in stages)
+            text = view.scoped_summary([st for st in stages if st.get("state") != "SKIPPED"])
+            say(f"  {pattern} [{stages[0].get('type')}] in {plural(len(stages), 'subworkflow')}: "
+                + ", ".join(f"{c} {state}" for state, c in states.items())
+                + (f"; steps {text}" if text else ""))
+            for st in stages:
+                if st.get("state") in ("FAILED", "SKIPPED") and st.get("message"):
+                    say(f"    {st.get('name')} {st.get('state')} - {st['message']}")
+        for n in view.nodes:
             if n.get("state") == "FAILED":
                 say(f"  step {n.get('id')} FAILED"
                     + (f" (exit code {n['exit_code']})" if n.get("exit_code") is not None else ""))
