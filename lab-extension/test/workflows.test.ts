@@ -1,14 +1,42 @@
 // Pure parts of the Workflows panel and DAG view: merging the stream's deltas, placing stages and
-// nodes, grouping edges, the run form's values and the $ref files a workflow brings along.
+// nodes (subworkflows as nested groups), grouping edges, the run form's values and the $ref files a
+// workflow brings along.
 import { describe, expect, it } from 'vitest';
 import ELK from 'elkjs/lib/elk.bundled.js';
 import type { WorkflowDag, WorkflowNode, WorkflowRun, WorkflowState } from '@af-gateway/schemas';
 import type { GatewayClient } from '../src/api/gateway-client';
-import { countsByStage, createDagState, type DagStage, mergeDag, stageOfNodeId, totalCounts } from '../src/panels/workflows/dag-state';
-import { GEOMETRY, gridShape, layoutDag, nodeAt, nodeRect, stageAt, stageEdges, stageSize, visibleCells } from '../src/panels/workflows/dag-layout';
+import {
+  ancestorStages,
+  countsByStage,
+  createDagState,
+  type DagStage,
+  isInitStage,
+  mergeDag,
+  scopeOfStage,
+  shortName,
+  skippedStages,
+  stageOfNodeId,
+  stageOfScope,
+  totalCounts,
+} from '../src/panels/workflows/dag-state';
+import {
+  type DagLayout,
+  type ElkLike,
+  GEOMETRY,
+  gridShape,
+  layoutDag,
+  nodeAt,
+  nodeRect,
+  type Rect,
+  scopeAt,
+  stageAt,
+  stageEdges,
+  stageSize,
+  visibleCells,
+} from '../src/panels/workflows/dag-layout';
 import { DagModel } from '../src/panels/workflows/dag-model';
 import { cellsIn, nodeMarkup, paintNodes } from '../src/panels/workflows/dag-nodes';
-import { stageCountsText } from '../src/panels/workflows/dag-renderer';
+import { fitText, stageCountsText, stageNote } from '../src/panels/workflows/dag-renderer';
 import {
   collectBundle,
   defaultRunName,
@@ -39,7 +67,7 @@ const run = (over: Partial<WorkflowRun> = {}): WorkflowRun => ({
 
 const node = (id: string, state: WorkflowState = 'DEFINED', over: Partial<WorkflowNode> = {}): WorkflowNode => {
   const stage = stageOfNodeId(id);
-  const index = id.includes(':') ? Number(id.split(':').pop()) : null;
+  const index = stage !== id ? Number(id.split(':').pop()) : null;
   return { id, stage, index, state, parameters: {}, outputs: {}, attempts: 0, ...over };
 };
 
@@ -248,6 +276,225 @@ describe('edges', () => {
   it('writes a stage label with its counts', () => {
     expect(stageCountsText({ DEFINED: 4990, RUNNING: 1, SUCCESS: 9, FAILED: 0, CANCELLED: 0 }, 5000)).toBe('5,000 steps · 9 done · 1 running · 4,990 waiting');
     expect(stageCountsText({ DEFINED: 0, RUNNING: 0, SUCCESS: 1, FAILED: 0, CANCELLED: 0 }, 1)).toBe('1 step · 1 done');
+  });
+});
+
+// A run with subworkflows, as the gateway sends it: `nested` scatters a workflow (init → shout →
+// count) over two words, `pick` chose a step for one item (case 0) and a subworkflow for another
+// (case 1), `never` held no case and was skipped with `later` after it, `after` reads nested[*].count.
+const sub = (scope: string, names: string[], state: DagStage['state'] = 'APPLIED'): DagStage[] => [
+  { name: `${scope}.init`, type: 'init', dependencies: [], state: 'APPLIED', scope },
+  ...names.map((n, i): DagStage => ({
+    name: `${scope}.${n}`,
+    type: 'singlestep-stage',
+    dependencies: [`${scope}.${i ? names[i - 1] : 'init'}`],
+    state,
+    scope,
+  })),
+];
+const NESTED_STAGES: DagStage[] = [
+  { name: 'init', type: 'init', dependencies: [], state: 'APPLIED' },
+  { name: 'nested', type: 'multistep-stage', dependencies: ['init'], state: 'APPLIED' },
+  { name: 'pick', type: 'multistep-stage', dependencies: ['init'], state: 'APPLIED' },
+  { name: 'never', type: 'singlestep-stage', dependencies: ['init'], state: 'SKIPPED', message: 'no case held: nothing runs' },
+  { name: 'later', type: 'singlestep-stage', dependencies: ['never'], state: 'SKIPPED', message: 'not applied: stage never it depends on was not applied' },
+  { name: 'after', type: 'singlestep-stage', dependencies: ['nested'], state: 'APPLIED' },
+  ...sub('nested[0]', ['shout', 'count']),
+  ...sub('nested[1]', ['shout', 'count']),
+  ...sub('pick[0]', ['big']),
+];
+const NESTED_NODES: WorkflowNode[] = [
+  node('init', 'SUCCESS'),
+  ...['nested[0]', 'nested[1]'].flatMap((s) => [node(`${s}.init`, 'SUCCESS'), node(`${s}.shout`, 'SUCCESS'), node(`${s}.count`, 'SUCCESS')]),
+  node('pick:0', 'SUCCESS', { case: 0 }),
+  node('pick[0].init', 'SUCCESS', { case: 1 }),
+  node('pick[0].big', 'SUCCESS'),
+  node('after', 'SUCCESS'),
+];
+const NESTED_EDGES = [
+  { from: 'init', to: 'nested[0].init' },
+  { from: 'init', to: 'nested[1].init' },
+  { from: 'nested[0].init', to: 'nested[0].shout' },
+  { from: 'nested[0].shout', to: 'nested[0].count' },
+  { from: 'nested[1].init', to: 'nested[1].shout' },
+  { from: 'nested[1].shout', to: 'nested[1].count' },
+  { from: 'init', to: 'pick:0' },
+  { from: 'init', to: 'pick[0].init' },
+  { from: 'pick[0].init', to: 'pick[0].big' },
+  { from: 'nested[0].count', to: 'after' },
+  { from: 'nested[1].count', to: 'after' },
+];
+const slotsOf = (stages: DagStage[], nodes: WorkflowNode[]) =>
+  new Map([...createDagState(dag({ stages, nodes, edges: [] })).byStage].map(([k, v]) => [k, v.length]));
+const inside = (inner: Rect, outer: Rect) =>
+  inner.x >= outer.x && inner.y >= outer.y && inner.x + inner.width <= outer.x + outer.width && inner.y + inner.height <= outer.y + outer.height;
+const apart = (a: Rect, b: Rect) => a.x + a.width <= b.x || b.x + b.width <= a.x || a.y + a.height <= b.y || b.y + b.height <= a.y;
+
+/** Every subworkflow group lies in its stage's box, every stage in its group, siblings never overlap, nodes sit in their boxes. */
+function expectNested(layout: DagLayout): void {
+  for (const sc of layout.scopes.values()) expect(inside(sc, layout.stages.get(sc.stage)!), `${sc.name} in ${sc.stage}`).toBe(true);
+  const boxes = [...layout.stages.values()];
+  for (const b of boxes) {
+    if (b.scope) expect(inside(b, layout.scopes.get(b.scope)!), `${b.name} in ${b.scope}`).toBe(true);
+    for (let i = 0; i < b.slots; i++) expect(inside(nodeRect(b, i), b), `${b.name} #${i}`).toBe(true);
+    for (const o of boxes) if (o !== b && o.scope === b.scope) expect(apart(b, o), `${b.name} and ${o.name}`).toBe(true);
+    // its own steps stay clear of its subworkflows' groups
+    for (const s of b.scopes) if (b.slots) expect(apart(nodeRect(b, b.slots - 1), layout.scopes.get(s)!)).toBe(true);
+  }
+  for (const s of layout.scopes.values())
+    for (const o of layout.scopes.values()) if (o !== s && o.stage === s.stage) expect(apart(s, o), `${s.name} and ${o.name}`).toBe(true);
+}
+
+describe('subworkflows, cases and skipped stages', () => {
+  it('names scopes and stages in them, even with dots in stage names', () => {
+    expect(scopeOfStage('nested[0].stage1')).toBe('nested[0]');
+    expect(scopeOfStage('a.b[0].c.d[12].e.f')).toBe('a.b[0].c.d[12]');
+    expect(scopeOfStage('top.level')).toBe('');
+    expect(stageOfScope('a[0].b[12]')).toBe('a[0].b');
+    expect(ancestorStages('a.x[0].b[1].c')).toEqual(['a.x', 'a.x[0].b']);
+    expect(ancestorStages('plain')).toEqual([]);
+    expect(shortName('nested[0].stage1', 'nested[0]')).toBe('stage1');
+    expect(shortName('a[0].b[1]', 'a[0]')).toBe('b[1]');
+    expect(stageOfNodeId('nested[0].map:2')).toBe('nested[0].map');
+    expect([isInitStage('init'), isInitStage('nested[0].init'), isInitStage('initial'), isInitStage('x.init')]).toEqual([true, true, false, false]);
+  });
+
+  it('counts no subworkflow init as a step, and counts the skipped stages', () => {
+    const state = createDagState(dag({ stages: NESTED_STAGES, nodes: NESTED_NODES, edges: NESTED_EDGES }));
+    // 2 × (shout, count), pick:0, pick[0].big, after: the inits are parameters
+    expect(totalCounts(countsByStage(state)).SUCCESS).toBe(7);
+    expect(skippedStages(state)).toBe(2);
+  });
+
+  it('lays a subworkflow out as groups inside its stage, each around its own stages', async () => {
+    const layout = await layoutDag(NESTED_STAGES, slotsOf(NESTED_STAGES, NESTED_NODES), new ELK());
+    expect([...layout.scopes.keys()]).toEqual(['nested[0]', 'nested[1]', 'pick[0]']);
+    expect(layout.scopes.get('nested[1]')).toMatchObject({ stage: 'nested', label: 'nested[1]', depth: 1 });
+    const b = (n: string) => layout.stages.get(n)!;
+    expect(b('nested').scopes).toEqual(['nested[0]', 'nested[1]']);
+    expect(b('nested[0].shout')).toMatchObject({ label: 'shout', scope: 'nested[0]', depth: 1, slots: 1 });
+    expectNested(layout);
+    // left to right inside a group as at the top: its init, then its stages in order
+    expect(b('nested[0].init').x).toBeLessThan(b('nested[0].shout').x);
+    expect(b('nested[0].shout').x).toBeLessThan(b('nested[0].count').x);
+    expect(b('init').x + b('init').width).toBeLessThan(b('nested').x);
+    expect(b('nested').x + b('nested').width).toBeLessThan(b('after').x);
+    // pick's own step (case 0) sits in its grid, above its subworkflow's group (case 1)
+    expect(nodeRect(b('pick'), 0).y + GEOMETRY.nodeH).toBeLessThan(layout.scopes.get('pick[0]')!.y);
+    // drawn outer first: a stage's box before the stages of its subworkflows
+    const order = [...layout.stages.keys()];
+    expect(order.indexOf('nested')).toBeLessThan(order.indexOf('nested[0].init'));
+    // a click finds the innermost box, and the node there
+    const r = nodeRect(b('nested[1].count'), 0);
+    expect(stageAt(layout, r.x + 5, r.y + 5)?.name).toBe('nested[1].count');
+    expect(scopeAt(layout, r.x + 5, r.y + 5)?.name).toBe('nested[1]');
+    expect(nodeAt(b('nested[1].count'), r.x + 5, r.y + 5)).toBe(0);
+    const g = layout.scopes.get('nested[0]')!;
+    expect(stageAt(layout, g.x + 3, g.y + 3)?.name).toBe('nested'); // a group's header belongs to its stage
+    expect(layout.width).toBeGreaterThanOrEqual(b('after').x + b('after').width);
+  });
+
+  it('grows as scopes and their stages appear, and nests deeper scopes', async () => {
+    const first = NESTED_STAGES.filter((s) => !s.name.startsWith('nested[1]'));
+    const before = await layoutDag(
+      first,
+      slotsOf(
+        first,
+        NESTED_NODES.filter((n) => !n.id.startsWith('nested[1]')),
+      ),
+      new ELK(),
+    );
+    const after = await layoutDag(NESTED_STAGES, slotsOf(NESTED_STAGES, NESTED_NODES), new ELK());
+    expect(before.scopes.has('nested[1]')).toBe(false);
+    expect(after.stages.get('nested')!.height).toBeGreaterThan(before.stages.get('nested')!.height);
+    // a scope inside a scope: nested[0].deeper[0] in the box of nested[0].deeper, in the group nested[0]
+    const deep: DagStage[] = [
+      { name: 'init', type: 'init', dependencies: [], state: 'APPLIED' },
+      { name: 'nested', type: 'singlestep-stage', dependencies: ['init'], state: 'APPLIED' },
+      { name: 'nested[0].init', type: 'init', dependencies: [], state: 'APPLIED', scope: 'nested[0]' },
+      { name: 'nested[0].deeper', type: 'singlestep-stage', dependencies: ['nested[0].init'], state: 'APPLIED', scope: 'nested[0]' },
+      { name: 'nested[0].collect', type: 'singlestep-stage', dependencies: ['nested[0].deeper'], state: 'WAITING', scope: 'nested[0]' },
+      ...sub('nested[0].deeper[0]', ['leaf'], 'WAITING'),
+    ];
+    const layout = await layoutDag(deep, new Map(), new ELK());
+    expect(layout.scopes.get('nested[0].deeper[0]')).toMatchObject({ stage: 'nested[0].deeper', label: 'deeper[0]', depth: 2 });
+    expect(layout.stages.get('nested[0].deeper[0].leaf')).toMatchObject({ label: 'leaf', depth: 2 });
+    expectNested(layout);
+    expect(inside(layout.stages.get('nested[0].deeper[0].leaf')!, layout.stages.get('nested')!)).toBe(true);
+    // a scope whose stage is not listed (yet) still gets a box around it
+    const orphan = await layoutDag([deep[0]!, ...sub('lost[3]', ['x'])], new Map(), new ELK());
+    expect(orphan.stages.get('lost')?.scopes).toEqual(['lost[3]']);
+    expectNested(orphan);
+  });
+
+  it('nests the groups without ELK too', async () => {
+    const broken: ElkLike = { layout: () => Promise.reject(new Error('no ELK here')) };
+    const warn = console.warn;
+    console.warn = () => undefined;
+    try {
+      const layout = await layoutDag(NESTED_STAGES, slotsOf(NESTED_STAGES, NESTED_NODES), broken);
+      expectNested(layout);
+      expect(layout.stages.get('nested[0].init')!.x).toBeLessThan(layout.stages.get('nested[0].shout')!.x);
+      expect(layout.stages.get('init')!.x).toBeLessThan(layout.stages.get('nested')!.x);
+    } finally {
+      console.warn = warn;
+    }
+  });
+
+  it('draws a dependency into or out of subworkflows by the node edges that cross, and keeps it dashed while nothing crosses', () => {
+    const edges = stageEdges(NESTED_STAGES, NESTED_EDGES);
+    const pairs = edges.map((e) => `${e.from}->${e.to}:${e.count}`);
+    expect(pairs).toContain('init->nested[0].init:1');
+    expect(pairs).toContain('nested[1].count->after:1');
+    expect(pairs).toContain('nested[0].shout->nested[0].count:1');
+    // nested's dependency on init and after's on nested are drawn by those: no waiting edge besides
+    expect(pairs.filter((p) => p.startsWith('init->nested:') || p.startsWith('nested->after:'))).toEqual([]);
+    // skipped stages' dependencies are edges with no steps behind them
+    expect(pairs).toContain('never->later:0');
+    // while nested[0] runs nothing reaches after yet: after waits on nested
+    const running = stageEdges(NESTED_STAGES, NESTED_EDGES.slice(0, 6));
+    expect(running.find((e) => e.from === 'nested' && e.to === 'after')).toMatchObject({ count: 0 });
+  });
+
+  it('labels nodes by their stage in the scope, with the case that chose them', async () => {
+    const state = createDagState(dag({ stages: NESTED_STAGES, nodes: NESTED_NODES, edges: NESTED_EDGES }));
+    const layout = await layoutDag(state.stages, slotsOf(NESTED_STAGES, NESTED_NODES), new ELK());
+    const svg = nodeMarkup(layout, state, { x: 0, y: 0, width: layout.width, height: layout.height });
+    // one piece of markup per node
+    const pieces = new Map(svg.split('<g class="jp-AFDag-node ').map((p) => [/data-node="([^"]+)"/.exec(p)?.[1] ?? '', p]));
+    const markup = (id: string) => pieces.get(id) ?? '';
+    expect(markup('nested[1].shout')).toContain('>shout</text>');
+    expect(markup('pick:0')).toContain('data-case="0"');
+    expect(markup('pick:0')).toContain('>case 0</text>');
+    expect(markup('pick:0')).toContain('>pick #0</text>');
+    expect(markup('pick:0')).toContain('chosen by case 0');
+    expect(markup('pick[0].init')).toContain('>case 1</text>');
+    expect(markup('nested[0].shout')).not.toContain('case');
+    // every node once; two chosen by a case: pick:0 and pick[0].init
+    expect([...svg.matchAll(/data-node=/g)]).toHaveLength(NESTED_NODES.length);
+    expect([...svg.matchAll(/class="jp-AFDag-caseBadge"/g)]).toHaveLength(2);
+    // a long name is cut to fit beside the badge (the tooltip has the whole id)
+    const long = createDagState(
+      dag({
+        stages: [{ name: 'choose_a_very_long_stage_name', type: 'multistep-stage', dependencies: [], state: 'APPLIED' }],
+        nodes: [node('choose_a_very_long_stage_name:0', 'SUCCESS', { case: 3 })],
+        edges: [],
+      }),
+    );
+    const ll = await layoutDag(long.stages, new Map([['choose_a_very_long_stage_name', 1]]), new ELK());
+    const text = /<text x="8"[^>]*>([^<]*)<\/text>/.exec(nodeMarkup(ll, long, { x: 0, y: 0, width: ll.width, height: ll.height }))![1]!;
+    expect(text.endsWith('…')).toBe(true);
+    expect(text.length).toBeLessThanOrEqual(12);
+  });
+
+  it("says why a box is empty: waiting, skipped (the gateway's reason) or failed; and how many subworkflows a stage made", () => {
+    expect(stageNote({ state: 'SKIPPED', message: 'no case held: nothing runs', dependencies: ['init'], scope: '' })).toBe('no case held: nothing runs');
+    expect(stageNote({ state: 'SKIPPED', message: '', dependencies: [], scope: '' })).toBe('skipped: never applied');
+    expect(stageNote({ state: 'WAITING', message: '', dependencies: ['nested[0].shout'], scope: 'nested[0]' })).toBe('waits for shout');
+    expect(stageCountsText(undefined, 0, 2)).toBe('2 subworkflows');
+    expect(stageCountsText({ DEFINED: 0, RUNNING: 0, SUCCESS: 1, FAILED: 0, CANCELLED: 0 }, 1, 1)).toBe('1 step · 1 done · 1 subworkflow');
+    expect(fitText('not applied: stage never it depends on was not applied', 150)).toBe('not applied: stage neve…');
+    expect(fitText('waits for map', 150)).toBe('waits for map');
   });
 });
 

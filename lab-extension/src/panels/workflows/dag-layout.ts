@@ -1,10 +1,12 @@
 // Where everything of a DAG goes. Only the STAGES go through elkjs (layered, left to right: a
 // workflow has a handful); each stage's steps then sit in a grid inside its box, by index, so the
 // layout is O(nodes) and a node's place, a click's node and the visible part of a stage are
-// arithmetic. Pure: no DOM.
+// arithmetic. Subworkflows make the graph hierarchical: a stage running a workflow is a box holding
+// one group per scope (`nested[0]`), each holding that scope's stages, laid out by ELK as nested
+// children (its own steps, when its cases chose steps too, sit in a grid above the groups). Pure: no DOM.
 import type { ElkNode } from 'elkjs/lib/elk-api';
 import type { DagEdge, DagStage } from './dag-state';
-import { stageOfNodeId } from './dag-state';
+import { ancestorStages, isInitStage, scopeIndex, scopeOfStage, shortName, stageOfNodeId, stageOfScope } from './dag-state';
 
 export const GEOMETRY = {
   nodeW: 120,
@@ -17,14 +19,25 @@ export const GEOMETRY = {
   emptyH: 42,
   /** Up to this many steps a multistep stage is one column; more make a grid about as wide as high. */
   columnMax: 12,
+  /** A subworkflow's group: room for its label above its stages. */
+  scopeHeader: 26,
 } as const;
 
 export interface StageBox {
+  /** The full name (`nested[0].stage1`). */
   name: string;
+  /** The name within its scope (`stage1`), what its label shows. */
+  label: string;
+  /** The scope it lives in ('' at the top). */
+  scope: string;
+  /** How many subworkflows deep it lives (0 at the top). */
+  depth: number;
   type: DagStage['type'];
   state: DagStage['state'];
   dependencies: string[];
   message: string;
+  /** The scopes it made (a stage running a workflow), in their order; their groups are in `DagLayout.scopes`. */
+  scopes: string[];
   /** Node slots (the highest index + 1); 0 draws an empty box (waiting, or a scatter over nothing). */
   slots: number;
   cols: number;
@@ -38,8 +51,25 @@ export interface StageBox {
   gridY: number;
 }
 
+/** A subworkflow's group: a box inside the box of the stage that made it, around its stages. */
+export interface ScopeBox {
+  /** The full name (`nested[0]`, deeper `nested[0].inner[1]`). */
+  name: string;
+  /** The stage that made it (`nested`). */
+  stage: string;
+  /** The name within its stage's scope, what its label shows (`nested[0]`; `inner[1]` inside `nested[0]`). */
+  label: string;
+  depth: number;
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
 export interface DagLayout {
+  /** Every stage, outer ones before the stages inside them (the order they are drawn in). */
   stages: Map<string, StageBox>;
+  scopes: Map<string, ScopeBox>;
   width: number;
   height: number;
 }
@@ -79,12 +109,17 @@ export function stageSize(type: DagStage['type'], slots: number): { width: numbe
 
 function makeBox(stage: DagStage, slots: number): StageBox {
   const { width, height, cols, rows } = stageSize(stage.type, slots);
+  const scope = stage.scope ?? scopeOfStage(stage.name);
   return {
     name: stage.name,
+    label: shortName(stage.name, scope),
+    scope,
+    depth: ancestorStages(stage.name).length,
     type: stage.type,
     state: stage.state,
     dependencies: stage.dependencies,
     message: stage.message ?? '',
+    scopes: [],
     slots,
     cols,
     rows,
@@ -103,48 +138,140 @@ function finishBox(box: StageBox): void {
   box.gridY = box.y + GEOMETRY.header;
 }
 
+/** Room inside a container around its children, and between them in the fallback placement. */
+interface Frame {
+  top: number;
+  side: number;
+  minW: number;
+  minH: number;
+  betweenLayers: number;
+  betweenNodes: number;
+}
+
+/** The graph's own id: no stage or scope can be called that (stage names hold no brackets at their ends). */
+const ROOT = '[root]';
+
+const layered = (f: Frame): Record<string, string> => ({
+  'elk.algorithm': 'layered',
+  'elk.direction': 'RIGHT',
+  'elk.spacing.nodeNode': String(f.betweenNodes),
+  'elk.layered.spacing.nodeNodeBetweenLayers': String(f.betweenLayers),
+  'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
+  'elk.padding': `[top=${f.top},left=${f.side},bottom=${f.side},right=${f.side}]`,
+});
+
 /**
  * Lays the stages out with ELK and places the node grids in them. `slots` gives each stage's node
- * slots; stages that have nodes but are not listed (init, when the gateway leaves it out) get a box.
+ * slots; stages that have nodes but are not listed (init, when the gateway leaves it out) get a box,
+ * and so does a stage whose scopes are listed but not itself.
  */
 export async function layoutDag(stages: DagStage[], slots: Map<string, number>, elk: ElkLike): Promise<DagLayout> {
   const all = [...stages];
+  const listed = new Set(all.map((s) => s.name));
   for (const name of slots.keys()) {
-    if (!all.some((s) => s.name === name)) all.unshift({ name, type: name === 'init' ? 'init' : 'singlestep-stage', dependencies: [], state: 'APPLIED' });
+    if (listed.has(name)) continue;
+    listed.add(name);
+    all.unshift({ name, type: isInitStage(name) ? 'init' : 'singlestep-stage', dependencies: [], state: 'APPLIED' });
   }
-  const boxes = new Map<string, StageBox>();
-  for (const s of all) boxes.set(s.name, makeBox(s, slots.get(s.name) ?? 0));
-  const edges = all.flatMap((s) =>
-    s.dependencies.filter((d) => boxes.has(d) && d !== s.name).map((d) => ({ id: `${d}->${s.name}`, sources: [d], targets: [s.name] })),
-  );
-  const graph: ElkNode = {
-    id: 'root',
-    layoutOptions: {
-      'elk.algorithm': 'layered',
-      'elk.direction': 'RIGHT',
-      'elk.spacing.nodeNode': '50',
-      'elk.layered.spacing.nodeNodeBetweenLayers': '70',
-      'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
-      'elk.padding': '[top=20,left=20,bottom=20,right=20]',
-    },
-    children: [...boxes.values()].map((b) => ({ id: b.name, width: b.width, height: b.height })),
-    edges,
+  // Who lives where: each scope's stages, each stage's scopes (a scope whose stage is missing gets one).
+  const members = new Map<string, string[]>([['', []]]);
+  const madeBy = new Map<string, Set<string>>();
+  const boxesByName = new Map<string, StageBox>();
+  const add = (stage: DagStage): void => {
+    const box = makeBox(stage, slots.get(stage.name) ?? 0);
+    boxesByName.set(box.name, box);
+    let list = members.get(box.scope);
+    if (!list) members.set(box.scope, (list = []));
+    list.push(box.name);
+    if (!box.scope) return;
+    const maker = stageOfScope(box.scope);
+    let made = madeBy.get(maker);
+    if (!made) madeBy.set(maker, (made = new Set()));
+    made.add(box.scope);
+    if (listed.has(maker)) return;
+    listed.add(maker);
+    add({ name: maker, type: 'singlestep-stage', dependencies: [], state: 'APPLIED' });
   };
+  for (const s of all) add(s);
+
+  // The ELK graph, its containers' frames (for the fallback), and the boxes in drawing order.
+  const boxes = new Map<string, StageBox>();
+  const scopes = new Map<string, ScopeBox>();
+  const frames = new Map<ElkNode, Frame>();
+  const container = (id: string, scope: string, frame: Frame, extra: Record<string, string> = {}): ElkNode => {
+    const names = members.get(scope) ?? [];
+    const inside = new Set(names);
+    const node: ElkNode = {
+      id,
+      layoutOptions: { ...layered(frame), ...extra },
+      children: names.map(stageNode),
+      edges: names.flatMap((n) =>
+        boxesByName
+          .get(n)!
+          .dependencies.filter((d) => inside.has(d) && d !== n)
+          .map((d) => ({ id: `${d}->${n}`, sources: [d], targets: [n] })),
+      ),
+    };
+    frames.set(node, frame);
+    return node;
+  };
+  const stageNode = (name: string): ElkNode => {
+    const box = boxesByName.get(name)!;
+    boxes.set(name, box);
+    const made = madeBy.get(name);
+    if (!made) return { id: name, width: box.width, height: box.height };
+    box.scopes = [...made].sort((a, b) => scopeIndex(a) - scopeIndex(b));
+    // Its own steps (cases may choose steps and subworkflows alike) above its groups.
+    const grid = box.slots > 0 ? box.rows * cellH - GEOMETRY.gapY + GEOMETRY.pad : 0;
+    const frame: Frame = { top: GEOMETRY.header + grid, side: GEOMETRY.pad, minW: box.width, minH: box.height, betweenLayers: 30, betweenNodes: 16 };
+    const node: ElkNode = {
+      id: name,
+      layoutOptions: { ...layered(frame), 'elk.nodeSize.constraints': 'MINIMUM_SIZE', 'elk.nodeSize.minimum': `(${box.width},${box.height})` },
+      children: box.scopes.map((scope) => {
+        scopes.set(scope, {
+          name: scope,
+          stage: name,
+          label: shortName(scope, box.scope),
+          depth: box.depth + 1,
+          x: 0,
+          y: 0,
+          width: 0,
+          height: 0,
+        });
+        return container(scope, scope, { top: GEOMETRY.scopeHeader, side: GEOMETRY.pad, minW: GEOMETRY.minW, minH: 0, betweenLayers: 50, betweenNodes: 30 });
+      }),
+    };
+    frames.set(node, frame);
+    return node;
+  };
+  const graph = container(ROOT, '', { top: 20, side: 20, minW: 0, minH: 0, betweenLayers: 70, betweenNodes: 50 });
+
   let placed: ElkNode | null = null;
   try {
     placed = await elk.layout(graph);
   } catch (err) {
     console.warn('AF Gateway: ELK could not lay out the stages; placing them by depth', err);
   }
-  if (placed?.children) {
-    for (const c of placed.children) {
-      const b = boxes.get(c.id);
-      if (b) {
-        b.x = c.x ?? 0;
-        b.y = c.y ?? 0;
+  if (!placed?.children) {
+    placeByDepth(graph, frames);
+    placed = graph;
+  }
+  // ELK places children relative to their parent.
+  const visit = (n: ElkNode, ox: number, oy: number): void => {
+    const x = ox + (n.x ?? 0);
+    const y = oy + (n.y ?? 0);
+    const b = boxes.get(n.id) ?? scopes.get(n.id);
+    if (b) {
+      b.x = x;
+      b.y = y;
+      if (n.children?.length) {
+        b.width = Math.max(b.width, n.width ?? 0);
+        b.height = Math.max(b.height, n.height ?? 0);
       }
     }
-  } else placeByDepth(boxes);
+    for (const c of n.children ?? []) visit(c, x, y);
+  };
+  for (const c of placed.children ?? []) visit(c, 0, 0);
   let width = 0;
   let height = 0;
   for (const b of boxes.values()) {
@@ -152,35 +279,43 @@ export async function layoutDag(stages: DagStage[], slots: Map<string, number>, 
     width = Math.max(width, b.x + b.width + 20);
     height = Math.max(height, b.y + b.height + 20);
   }
-  return { stages: boxes, width, height };
+  return { stages: boxes, scopes, width, height };
 }
 
-/** The fallback: one column per dependency depth. */
-function placeByDepth(boxes: Map<string, StageBox>): void {
+/** The fallback: in each container one column per dependency depth, inner containers first. */
+function placeByDepth(graph: ElkNode, frames: Map<ElkNode, Frame>): void {
+  for (const c of graph.children ?? []) if (c.children) placeByDepth(c, frames);
+  const f = frames.get(graph)!;
+  const deps = new Map<string, string[]>();
+  for (const e of graph.edges ?? []) for (const t of e.targets) deps.set(t, [...(deps.get(t) ?? []), ...e.sources]);
   const depth = new Map<string, number>();
-  const depthOf = (name: string, seen: Set<string>): number => {
-    const known = depth.get(name);
+  const depthOf = (id: string, seen: Set<string>): number => {
+    const known = depth.get(id);
     if (known !== undefined) return known;
-    if (seen.has(name)) return 0;
-    seen.add(name);
-    const deps = boxes.get(name)?.dependencies.filter((d) => boxes.has(d)) ?? [];
-    const d = deps.length ? 1 + Math.max(...deps.map((x) => depthOf(x, seen))) : 0;
-    depth.set(name, d);
+    if (seen.has(id)) return 0;
+    seen.add(id);
+    const mine = deps.get(id) ?? [];
+    const d = mine.length ? 1 + Math.max(...mine.map((x) => depthOf(x, seen))) : 0;
+    depth.set(id, d);
     return d;
   };
-  const columns: StageBox[][] = [];
-  for (const b of boxes.values()) (columns[depthOf(b.name, new Set())] ??= []).push(b);
-  let x = 20;
+  const columns: ElkNode[][] = [];
+  for (const c of graph.children ?? []) (columns[depthOf(c.id, new Set())] ??= []).push(c);
+  let x = f.side;
+  let bottom = f.top;
   for (const col of columns) {
     if (!col) continue;
-    let y = 20;
-    for (const b of col) {
-      b.x = x;
-      b.y = y;
-      y += b.height + 36;
+    let y = f.top;
+    for (const c of col) {
+      c.x = x;
+      c.y = y;
+      y += (c.height ?? 0) + f.betweenNodes;
+      bottom = Math.max(bottom, y - f.betweenNodes);
     }
-    x += Math.max(...col.map((b) => b.width)) + 70;
+    x += Math.max(...col.map((c) => c.width ?? 0)) + f.betweenLayers;
   }
+  graph.width = Math.max(f.minW, x - f.betweenLayers + f.side);
+  graph.height = Math.max(f.minH, bottom + f.side);
 }
 
 /** The rectangle of the node at `index` of a stage. */
@@ -204,12 +339,20 @@ export function nodeAt(box: StageBox, x: number, y: number): number | null {
   return index < box.slots ? index : null;
 }
 
-/** The stage whose box holds a point, if any. */
+const holds = (b: Rect, x: number, y: number) => x >= b.x && x <= b.x + b.width && y >= b.y && y <= b.y + b.height;
+
+/** The innermost stage whose box holds a point, if any. */
 export function stageAt(layout: DagLayout, x: number, y: number): StageBox | null {
-  for (const b of layout.stages.values()) {
-    if (x >= b.x && x <= b.x + b.width && y >= b.y && y <= b.y + b.height) return b;
-  }
-  return null;
+  let found: StageBox | null = null;
+  for (const b of layout.stages.values()) if (holds(b, x, y) && (!found || b.depth > found.depth)) found = b;
+  return found;
+}
+
+/** The innermost subworkflow group holding a point, if any. */
+export function scopeAt(layout: DagLayout, x: number, y: number): ScopeBox | null {
+  let found: ScopeBox | null = null;
+  for (const b of layout.scopes.values()) if (holds(b, x, y) && (!found || b.depth > found.depth)) found = b;
+  return found;
 }
 
 /** Index ranges of a stage's grid that a view rectangle (world coordinates) touches, or null. */
@@ -239,12 +382,14 @@ export const INDIVIDUAL_EDGES_TOTAL = 1500;
 
 /**
  * Groups node edges by their stages and adds the stages' dependencies that have no node edges
- * yet (a waiting stage). `stageOf` maps a node id to its stage.
+ * yet (a waiting stage). `stageOf` maps a node id to its stage. A dependency whose node edges go in
+ * or out of subworkflows (init → nested[0].init, nested[0].last → after) is drawn by those edges.
  */
 export function stageEdges(stages: DagStage[], edges: DagEdge[], stageOf: (id: string) => string = stageOfNodeId): StageEdge[] {
   const pairs = new Map<string, StageEdge>();
+  const key = (from: string, to: string) => `${from}\u0000${to}`;
   const pair = (from: string, to: string) => {
-    const k = `${from}\u0000${to}`;
+    const k = key(from, to);
     let p = pairs.get(k);
     if (!p) pairs.set(k, (p = { from, to, count: 0, individual: [] }));
     return p;
@@ -254,7 +399,16 @@ export function stageEdges(stages: DagStage[], edges: DagEdge[], stageOf: (id: s
     p.count++;
     p.individual.push(e);
   }
-  for (const s of stages) for (const d of s.dependencies) pair(d, s.name);
+  // Stage pairs the node edges stand for, counting the stages whose subworkflows hold either end.
+  let covered: Set<string> | null = null;
+  for (const p of pairs.values()) {
+    const from = ancestorStages(p.from);
+    const to = ancestorStages(p.to);
+    if (!from.length && !to.length) continue;
+    covered ??= new Set();
+    for (const a of [p.from, ...from]) for (const b of [p.to, ...to]) covered.add(key(a, b));
+  }
+  for (const s of stages) for (const d of s.dependencies) if (!covered?.has(key(d, s.name))) pair(d, s.name);
   let total = 0;
   for (const p of pairs.values()) {
     if (p.count > INDIVIDUAL_EDGES_PER_PAIR) p.individual = [];

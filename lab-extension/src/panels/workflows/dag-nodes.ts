@@ -33,18 +33,35 @@ export function cellsIn(layout: DagLayout, rect: Rect): number {
   return cells;
 }
 
-/** SVG markup of the nodes in `rect`: a group per node with its state class, tooltip and label. */
+/** Width of a node's "case N" badge (px). */
+const CASE_W = 40;
+/** About how many characters of 11 px text fit in a width (px). */
+const charsIn = (px: number) => Math.max(3, Math.floor(px / 6.3));
+const clip = (text: string, chars: number) => (text.length > chars ? `${text.slice(0, chars - 1)}…` : text);
+
+/**
+ * SVG markup of the nodes in `rect`: a group per node with its state class, tooltip and label (its
+ * stage's name within its subworkflow, and its index in a multistep stage), and a "case N" badge on
+ * a node a stage's case chose.
+ */
 export function nodeMarkup(layout: DagLayout, state: DagState, rect: Rect): string {
   const { nodeW, nodeH } = GEOMETRY;
   const parts: string[] = [];
   forVisibleNodes(layout, state, rect, (box, i, n) => {
     const p = nodeRect(box, i);
-    const label = box.type === 'multistep-stage' || box.type === 'jq-stage' ? `${box.name} #${i}` : box.name;
+    const label = box.type === 'multistep-stage' || box.type === 'jq-stage' ? `${box.label} #${i}` : box.label;
+    const chosen = typeof n.case === 'number';
+    const room = nodeW - 12 - (chosen ? CASE_W + 4 : 0);
     parts.push(
-      `<g class="jp-AFDag-node mod-${n.state.toLowerCase()}" data-node="${esc(n.id)}" transform="translate(${p.x},${p.y})">` +
-        `<title>${esc(n.id)}: ${n.state}${n.attempts > 1 ? ` (attempt ${n.attempts})` : ''}</title>` +
+      `<g class="jp-AFDag-node mod-${n.state.toLowerCase()}" data-node="${esc(n.id)}"${chosen ? ` data-case="${n.case}"` : ''} transform="translate(${p.x},${p.y})">` +
+        `<title>${esc(n.id)}: ${n.state}${n.attempts > 1 ? ` (attempt ${n.attempts})` : ''}${chosen ? ` · chosen by case ${n.case}` : ''}</title>` +
         `<rect width="${nodeW}" height="${nodeH}" rx="4"/>` +
-        `<text x="8" y="${nodeH / 2 + 4}">${esc(label)}</text></g>`,
+        `<text x="8" y="${nodeH / 2 + 4}">${esc(clip(label, charsIn(room)))}</text>` +
+        (chosen
+          ? `<g class="jp-AFDag-caseBadge" transform="translate(${nodeW - CASE_W - 4},${(nodeH - 16) / 2})">` +
+            `<rect width="${CASE_W}" height="16" rx="8"/><text x="${CASE_W / 2}" y="11.5" text-anchor="middle">case ${n.case}</text></g>`
+          : '') +
+        '</g>',
     );
   });
   return parts.join('');

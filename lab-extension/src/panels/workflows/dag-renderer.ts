@@ -11,7 +11,7 @@ import type { WorkflowState } from '@af-gateway/schemas';
 import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges } from './dag-layout';
 import type { DagModel } from './dag-model';
 import { cellsIn, nodeMarkup, paintNodes } from './dag-nodes';
-import { countsByStage, type DagState, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
+import { countsByStage, type DagState, shortName, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
 import { loadElk } from './elk-client';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -52,9 +52,10 @@ function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, 
   return e;
 }
 
-/** "5 steps · 3 done · 1 running · 1 failed" */
-export function stageCountsText(c: StepCounts | undefined, slots: number): string {
-  if (!c) return '';
+/** "5 steps · 3 done · 1 running · 1 failed", and "2 subworkflows" for a stage running a workflow. */
+export function stageCountsText(c: StepCounts | undefined, slots: number, subworkflows = 0): string {
+  const made = subworkflows ? `${fmt(subworkflows)} ${subworkflows === 1 ? 'subworkflow' : 'subworkflows'}` : '';
+  if (!c) return made;
   const total = STATES.reduce((n, s) => n + c[s], 0);
   const parts = [`${fmt(total)} ${total === 1 ? 'step' : 'steps'}`];
   if (c.SUCCESS) parts.push(`${fmt(c.SUCCESS)} done`);
@@ -62,7 +63,28 @@ export function stageCountsText(c: StepCounts | undefined, slots: number): strin
   if (c.FAILED) parts.push(`${fmt(c.FAILED)} failed`);
   if (c.CANCELLED) parts.push(`${fmt(c.CANCELLED)} cancelled`);
   if (c.DEFINED && c.DEFINED !== total) parts.push(`${fmt(c.DEFINED)} waiting`);
-  return total || slots ? parts.join(' · ') : '';
+  if (made) parts.push(made);
+  return total || slots ? parts.join(' · ') : made;
+}
+
+/** Why a stage box holds no steps (its third line). */
+export function stageNote(box: Pick<StageBox, 'state' | 'message' | 'dependencies' | 'scope'>): string {
+  switch (box.state) {
+    case 'WAITING':
+      return `waits for ${box.dependencies.map((d) => shortName(d, box.scope)).join(', ') || '…'}`;
+    case 'FAILED':
+      return box.message || 'its steps could not be made';
+    case 'SKIPPED':
+      return box.message || 'skipped: never applied';
+    default:
+      return 'no steps';
+  }
+}
+
+/** A line of 11 px label text cut to about what fits in `px` (the full text is in the box's tooltip). */
+export function fitText(text: string, px: number): string {
+  const chars = Math.max(8, Math.floor(px / 6.2));
+  return text.length > chars ? `${text.slice(0, chars - 1)}…` : text;
 }
 
 const TYPE_LABEL: Record<StageBox['type'], string> = { init: 'init', 'singlestep-stage': 'singlestep', 'multistep-stage': 'multistep', 'jq-stage': 'jq' };
@@ -97,8 +119,10 @@ export class DagRenderer {
   private pulseTimer: ReturnType<typeof setTimeout> | 0 = 0;
   private labels = new Map<
     string,
-    { g: SVGGElement; title: SVGTextElement; sub: SVGTextElement; counts: SVGTextElement; note: SVGTextElement | null; tip: SVGTitleElement }
+    { g: SVGGElement; title: SVGTextElement; sub: SVGTextElement; counts: SVGTextElement; note: string; tip: SVGTitleElement; nested: boolean }
   >();
+  /** Subworkflow groups' labels: their name and the case that chose them. */
+  private scopeLabels = new Map<string, { g: SVGGElement; chosen: SVGTSpanElement; tip: SVGTitleElement }>();
   private edgeLabels: { g: SVGGElement; x: number; y: number; length: number }[] = [];
   private selected: string | null = null;
   private drag: { id: number; x: number; y: number; vx: number; vy: number; moved: boolean } | null = null;
@@ -266,8 +290,20 @@ export class DagRenderer {
       for (const box of layout.stages.values()) {
         const l = this.labels.get(box.name);
         if (!l) continue;
-        l.counts.textContent = stageCountsText(this.counts.get(box.name), box.slots);
-        l.tip.textContent = [box.name, l.sub.textContent, l.counts.textContent || l.note?.textContent].filter(Boolean).join('\n');
+        const counts = stageCountsText(this.counts.get(box.name), box.slots, box.scopes.length);
+        l.counts.textContent = fitText(counts, box.width - 20);
+        l.tip.textContent = [box.name, l.sub.textContent, counts || l.note, box.state === 'SKIPPED' && counts ? l.note : ''].filter(Boolean).join('\n');
+      }
+      // A subworkflow a case chose says which: its init carries the case.
+      for (const [scope, l] of this.scopeLabels) {
+        const chosen = state.nodes.get(`${scope}.init`)?.case;
+        const text = typeof chosen === 'number' ? `case ${chosen}` : '';
+        if (l.chosen.textContent !== text) {
+          l.chosen.textContent = text;
+          if (text) l.g.setAttribute('data-case', String(chosen));
+          else l.g.removeAttribute('data-case');
+          l.tip.textContent = `subworkflow ${scope}${text ? `, chosen by ${text}` : ''}`;
+        }
       }
     }
     this.drawNodes(layout, state);
@@ -288,28 +324,42 @@ export class DagRenderer {
     this.boxLayer.textContent = '';
     this.labelLayer.textContent = '';
     this.labels.clear();
+    this.scopeLabels.clear();
+    // Outer stages come before the stages inside them: a stage's box, then its subworkflows' groups, then theirs.
     for (const box of layout.stages.values()) {
-      const g = el('g', { class: `jp-AFDag-stage mod-${box.state.toLowerCase()} mod-${TYPE_LABEL[box.type]}`, 'data-stage': box.name }, this.boxLayer);
+      const st = box.state.toLowerCase();
+      const nested = box.depth > 0 ? ' mod-nested' : '';
+      const g = el('g', { class: `jp-AFDag-stage mod-${st} mod-${TYPE_LABEL[box.type]}${nested}`, 'data-stage': box.name }, this.boxLayer);
       el('rect', { x: box.x, y: box.y, width: box.width, height: box.height, rx: 8 }, g);
       const tip = el('title', {}, g);
-      const lg = el('g', { class: `jp-AFDag-stageLabel mod-${box.state.toLowerCase()}`, 'data-stage': box.name }, this.labelLayer);
+      const lg = el('g', { class: `jp-AFDag-stageLabel mod-${st}${nested}`, 'data-stage': box.name }, this.labelLayer);
       const title = el('text', { class: 'jp-AFDag-stageName', x: 0, y: 0 }, lg);
-      title.textContent = box.name;
+      title.textContent = fitText(box.label, box.width - 20);
       const sub = el('text', { class: 'jp-AFDag-stageType', x: 0, y: 14 }, lg);
       sub.textContent = `${TYPE_LABEL[box.type]} · ${box.state}`;
-      // Third line: the steps per state, or why there are none.
+      // Third line: the steps per state (and subworkflows), or why there are none.
       const counts = el('text', { class: 'jp-AFDag-stageCounts', x: 0, y: 28 }, lg);
-      let note: SVGTextElement | null = null;
-      if (box.slots === 0) {
-        note = el('text', { class: 'jp-AFDag-stageNote', x: 0, y: 28 }, lg);
-        note.textContent =
-          box.state === 'WAITING'
-            ? `waits for ${box.dependencies.join(', ') || '…'}`
-            : box.state === 'FAILED'
-              ? box.message || 'its steps could not be made'
-              : 'no steps';
+      let note = '';
+      if (box.slots === 0 && box.scopes.length === 0) {
+        note = stageNote(box);
+        const t = el('text', { class: 'jp-AFDag-stageNote', x: 0, y: 28 }, lg);
+        t.textContent = fitText(note, box.width - 20);
+      } else if (box.state === 'SKIPPED') note = stageNote(box);
+      this.labels.set(box.name, { g: lg, title, sub, counts, note, tip, nested: box.depth > 0 });
+      for (const name of box.scopes) {
+        const sc = layout.scopes.get(name);
+        if (!sc) continue;
+        const sg = el('g', { class: 'jp-AFDag-scope', 'data-scope': name }, this.boxLayer);
+        el('rect', { x: sc.x, y: sc.y, width: sc.width, height: sc.height, rx: 6 }, sg);
+        const stip = el('title', {}, sg);
+        stip.textContent = `subworkflow ${name}`;
+        const sl = el('g', { class: 'jp-AFDag-scopeLabel', 'data-scope': name }, this.labelLayer);
+        const text = el('text', { x: 0, y: 0 }, sl);
+        const label = el('tspan', { class: 'jp-AFDag-scopeName' }, text);
+        label.textContent = sc.label;
+        const chosen = el('tspan', { class: 'jp-AFDag-scopeCase', dx: 8 }, text);
+        this.scopeLabels.set(name, { g: sl, chosen, tip: stip });
       }
-      this.labels.set(box.name, { g: lg, title, sub, counts, note, tip });
     }
   }
 
@@ -454,6 +504,8 @@ export class DagRenderer {
     for (const box of layout.stages.values()) {
       const l = this.labels.get(box.name);
       if (!l) continue;
+      // Zoomed out, a stage inside a subworkflow shows no label: above its box it would cover its group's.
+      if (l.nested) l.g.setAttribute('visibility', inside ? 'visible' : 'hidden');
       const sx = box.x * k + x;
       const sy = box.y * k + y;
       // Above a box too narrow for the whole label, only its name (the box's tooltip has the rest).
@@ -461,6 +513,14 @@ export class DagRenderer {
       l.g.setAttribute('transform', inside ? `translate(${sx + 10 * s},${sy + 16 * s}) scale(${s})` : `translate(${sx},${sy - (nameOnly ? 5 : LABEL_ABOVE)})`);
       l.g.classList.toggle('mod-above', !inside);
       l.g.classList.toggle('mod-nameOnly', nameOnly);
+    }
+    // A subworkflow's label sits in its group's header while that is tall enough for it.
+    const scopeInside = GEOMETRY.scopeHeader * k >= 16 * s;
+    for (const [name, l] of this.scopeLabels) {
+      const sc = layout.scopes.get(name);
+      if (!sc) continue;
+      l.g.setAttribute('visibility', scopeInside ? 'visible' : 'hidden');
+      if (scopeInside) l.g.setAttribute('transform', `translate(${sc.x * k + x + 8 * s},${sc.y * k + y + 17 * s}) scale(${s})`);
     }
     for (const e of this.edgeLabels) {
       e.g.setAttribute('transform', `translate(${e.x * k + x},${e.y * k + y + 16})`);

@@ -86,11 +86,11 @@ export function countsByStage(state: DagState): Map<string, StepCounts> {
   return out;
 }
 
-/** Steps per state over the whole DAG (without init, which is no step). */
+/** Steps per state over the whole DAG (without the inits, the run's and its subworkflows', which are no steps). */
 export function totalCounts(byStage: Map<string, StepCounts>): StepCounts {
   const total = emptyCounts();
   for (const [stage, c] of byStage) {
-    if (stage === 'init') continue;
+    if (isInitStage(stage)) continue;
     for (const s of STATES) total[s] += c[s];
   }
   return total;
@@ -100,6 +100,42 @@ export function totalCounts(byStage: Map<string, StepCounts>): StepCounts {
 export function stageSlots(state: DagState, stage: string): number {
   return state.byStage.get(stage)?.length ?? 0;
 }
+
+/** Stages that skipped (never applied, as yadage leaves them). */
+export function skippedStages(state: DagState): number {
+  let n = 0;
+  for (const s of state.stages) if (s.state === 'SKIPPED') n++;
+  return n;
+}
+
+// Subworkflows: a stage running a workflow makes one scope per item (`nested[0]`) whose stages live
+// under scoped names (`nested[0].stage1`, deeper `a[0].b[1].c`). Stage names hold no brackets, so
+// `[INDEX].` separates the levels even when names hold dots.
+
+/** The run's init or a subworkflow's (`nested[0].init`): parameters, no step. */
+export const isInitStage = (stage: string): boolean => stage === 'init' || stage.endsWith('].init');
+
+/** The scope a stage's full name lives in ('' at the top): `a[0].b[1].c` → `a[0].b[1]`. */
+export function scopeOfStage(name: string): string {
+  const i = name.lastIndexOf('].');
+  return i < 0 ? '' : name.slice(0, i + 1);
+}
+
+/** The stage that made a scope: `a[0].b[1]` → `a[0].b`. */
+export const stageOfScope = (scope: string): string => scope.slice(0, scope.lastIndexOf('['));
+
+/** The scope's position among its stage's scopes: `a[0].b[12]` → 12. */
+export const scopeIndex = (scope: string): number => Number(scope.slice(scope.lastIndexOf('[') + 1, -1));
+
+/** The stages whose scopes hold a stage, outermost first: `a[0].b[1].c` → [`a`, `a[0].b`]. */
+export function ancestorStages(name: string): string[] {
+  const out: string[] = [];
+  for (let i = name.indexOf('].'); i >= 0; i = name.indexOf('].', i + 2)) out.push(stageOfScope(name.slice(0, i + 1)));
+  return out;
+}
+
+/** A name without the scope it lives in (`nested[0].stage1` → `stage1`; `a[0].b[1]` in `a[0]` → `b[1]`). */
+export const shortName = (name: string, scope: string): string => (scope && name.startsWith(`${scope}.`) ? name.slice(scope.length + 1) : name);
 
 /** The stage a node id belongs to ('init', 'STAGE', 'STAGE:INDEX'). */
 export function stageOfNodeId(id: string): string {

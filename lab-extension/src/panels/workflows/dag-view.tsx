@@ -9,7 +9,7 @@ import { formatUptime } from '../../components/format';
 import { useTick } from '../common';
 import type { DagModel } from './dag-model';
 import { DagRenderer } from './dag-renderer';
-import { countsByStage, STATES, totalCounts } from './dag-state';
+import { countsByStage, scopeOfStage, skippedStages, STATES, totalCounts } from './dag-state';
 import { NodeDetails } from './node-details';
 import { canCancel, canRetry } from './workflows-model';
 
@@ -70,8 +70,11 @@ function DagView(props: {
 
   // eslint-disable-next-line react-hooks/exhaustive-deps -- the model changes its state in place; version says when
   const total = useMemo(() => (state ? totalCounts(countsByStage(state)) : null), [state, version]);
+  // eslint-disable-next-line react-hooks/exhaustive-deps -- as above
+  const skipped = useMemo(() => (state ? skippedStages(state) : 0), [state, version]);
   const run = state?.run ?? null;
   const node = selected ? model.node(selected) : undefined;
+  const scope = node ? scopeOfStage(node.stage) : '';
   const renderer = () => rendererRef.current;
   const status = run?.status.toLowerCase() ?? 'loading';
   return (
@@ -96,6 +99,18 @@ function DagView(props: {
               {trans.__(STATE_LABEL[s])} <span className="jp-AFDag-legendCount">{(total?.[s] ?? 0).toLocaleString('en-US')}</span>
             </li>
           ))}
+          {skipped > 0 && (
+            <li
+              className="jp-AFDag-legendItem mod-skipped"
+              data-state="SKIPPED"
+              title={trans.__(
+                'Stages never applied, as yadage leaves them (no case held, an empty scatter, an unfulfilled expression, or a stage they depend on skipped)',
+              )}
+            >
+              <span className="jp-AFDag-swatch" />
+              {trans.__('Skipped stages')} <span className="jp-AFDag-legendCount">{skipped.toLocaleString('en-US')}</span>
+            </li>
+          )}
         </ul>
         <div className="jp-AFDag-tools">
           <button className="jp-AFDag-tool" title={trans.__('Zoom out')} aria-label={trans.__('Zoom out')} onClick={() => renderer()?.zoomBy(1 / 1.4)}>
@@ -133,6 +148,8 @@ function DagView(props: {
             run={run}
             runId={model.runId}
             node={node}
+            scope={scope}
+            scopeCase={scope ? model.node(`${scope}.init`)?.case : undefined}
             now={now}
             download={(rel) => actions.download(model.runId, rel)}
             close={() => setSelected(null)}

@@ -1,10 +1,12 @@
-// The side pane of the DAG view: everything about one node (state, attempts, exit code, times, job,
-// message, parameters, outputs, command) and its log, streamed while the step runs.
+// The side pane of the DAG view: everything about one node (state, its subworkflow and the case that
+// chose it, attempts, exit code, times, job, message, parameters, outputs, command) and its log,
+// streamed while the step runs.
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React, { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { WorkflowNode, WorkflowRun } from '@af-gateway/schemas';
 import { type GatewayClient, GatewayError } from '../../api/gateway-client';
 import { formatUptime } from '../../components/format';
+import { isInitStage } from './dag-state';
 import { workspacePath } from './workflow-bundle';
 import { isFinished } from './workflows-model';
 
@@ -185,6 +187,9 @@ export interface NodeDetailsProps {
   run: WorkflowRun | null;
   runId: string;
   node: WorkflowNode;
+  /** The subworkflow the node lives in ('' at the top), and the case that chose it (on its init). */
+  scope?: string;
+  scopeCase?: number;
   now: number;
   download(rel: string): void;
   close(): void;
@@ -213,6 +218,22 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
         <dl className="jp-AFDagDetails-facts">
           <dt>{trans.__('Stage')}</dt>
           <dd>{node.stage}</dd>
+          {props.scope && (
+            <>
+              <dt>{trans.__('Subworkflow')}</dt>
+              <dd className="jp-AFDagDetails-scope">
+                {props.scopeCase != null ? trans.__('%1, chosen by case %2', props.scope, String(props.scopeCase)) : props.scope}
+              </dd>
+            </>
+          )}
+          {node.case != null && (
+            <>
+              <dt>{trans.__('Case')}</dt>
+              <dd className="jp-AFDagDetails-case" title={trans.__('The case of stage %1 (counted from 0) whose condition chose this', node.stage)}>
+                {trans.__('case %1', String(node.case))}
+              </dd>
+            </>
+          )}
           <dt>{trans.__('Attempts')}</dt>
           <dd className="jp-AFDagDetails-attempts">{node.attempts}</dd>
           <dt>{trans.__('Exit code')}</dt>
@@ -253,7 +274,7 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
           )}
         </dl>
         {valueList(trans.__('Outputs'), node.outputs, 'mod-outputs')}
-        {node.id !== 'init' && <LogView client={props.client} runId={props.runId} node={node} trans={trans} />}
+        {!isInitStage(node.stage) && <LogView client={props.client} runId={props.runId} node={node} trans={trans} />}
         {valueList(trans.__('Parameters'), node.parameters, 'mod-parameters')}
         {node.command && (
           <section className="jp-AFDagDetails-section">
