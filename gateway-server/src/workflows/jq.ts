@@ -40,8 +40,11 @@ export const JQ_LIMITS = {
   queuedBytes: 64 * MiB,
 } as const;
 
-/** Why a filter failed: its author can act on all but 'crash' and 'busy'. */
-export type JqErrorKind = 'compile' | 'runtime' | 'timeout' | 'input' | 'output' | 'memory' | 'no-output' | 'filter' | 'busy' | 'crash';
+/**
+ * Why a filter failed: its author can act on all but 'crash' and 'busy'. 'trap': jq's WebAssembly
+ * itself stopped on the filter (its compiler trips over some filters: an assertion, memory out of bounds).
+ */
+export type JqErrorKind = 'compile' | 'runtime' | 'timeout' | 'input' | 'output' | 'memory' | 'no-output' | 'filter' | 'busy' | 'crash' | 'trap';
 
 /** A filter that could not give its outputs; the message names the filter (shortened) and says why in jq's words. */
 export class JqError extends Error {
@@ -77,6 +80,7 @@ function jqError(filter: string, kind: JqErrorKind, detail: string): JqError {
     filter: `${f} ${detail}`,
     busy: `${f} was not run: ${detail}`,
     crash: `${f} could not be evaluated: ${detail}`,
+    trap: `${f} could not be evaluated: jq stopped on it (${detail})`,
   };
   return new JqError(message[kind], filter, kind, detail);
 }
@@ -88,7 +92,7 @@ const seconds = (ms: number) => `${Number((ms / 1000).toFixed(3))} s`;
 type Outcome =
   | { ok: true; values: unknown[] }
   | { ok: false; exit: number; stderr: string }
-  | { ok: false; fail: 'output' | 'memory' | 'not-json' | 'crash'; message: string };
+  | { ok: false; fail: 'output' | 'memory' | 'not-json' | 'crash' | 'trap'; message: string };
 type Reply = { id: number } & Outcome;
 
 // ---- The worker. Self-contained (it gets this function's source text); its modules come as arguments.
@@ -187,9 +191,9 @@ function jqWorker(
         return 0;
       };
 
-    let exit: number;
+    let jq: { callMain(args: string[]): number };
     try {
-      const jq = await factory({
+      jq = await factory({
         thisProgram: 'jq',
         instantiateWasm(imports: Record<string, Record<string, unknown>>, receive: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void) {
           const hooked: Record<string, Record<string, unknown>> = {};
@@ -212,13 +216,19 @@ function jqWorker(
           return instance.exports;
         },
       });
+    } catch (e) {
+      return { ok: false, fail: 'crash', message: String(e) };
+    }
+    let exit: number;
+    try {
       // `--` so that a filter starting with '-' (`-1`) is not taken for an option.
       exit = jq.callMain(['-c', '--', job.filter]);
     } catch (e) {
       if (e instanceof OutputTooLarge) return { ok: false, fail: 'output', message: '' };
       // The build aborts when malloc fails at its memory's limit (jq printed "cannot allocate memory").
       if (/cannot allocate memory/.test(stderr())) return { ok: false, fail: 'memory', message: String(e) };
-      return { ok: false, fail: 'crash', message: String(e) };
+      // Anything else jq's WebAssembly stopped on is the filter's doing (an assertion, memory out of bounds).
+      return { ok: false, fail: 'trap', message: String(e) };
     }
     if (exit !== 0) return { ok: false, exit, stderr: stderr() };
     const text = new TextDecoder().decode(out.subarray(0, outLen));
@@ -417,6 +427,16 @@ function replyError(filter: string, reply: Reply): JqError | null {
         'runtime',
         reply.message === 'nested too deep' ? 'an output nests deeper than jq prints (256 levels)' : `jq printed something that is not JSON: ${reply.message}`,
       );
+    case 'trap':
+      // its first line, printable (an assertion's text may hold bytes of jq's memory)
+      return jqError(
+        filter,
+        'trap',
+        reply.message
+          .split('\n', 1)[0]!
+          .replace(/[^\x20-\x7e]/g, '?')
+          .slice(0, 200),
+      );
     default:
       return jqError(filter, 'crash', reply.message);
   }
@@ -492,6 +512,7 @@ export async function jqProblem(filter: string): Promise<string | null> {
     if (!(e instanceof JqError) || e.kind === 'crash' || e.kind === 'busy') throw e;
     if (e.kind === 'timeout') return `it took longer than ${seconds(JQ_LIMITS.timeoutMs)} to compile`;
     if (e.kind === 'filter') return `it ${e.detail}`;
+    if (e.kind === 'trap') return `jq stopped on it (${e.detail}); write it more simply`;
     return e.detail;
   }
 }
