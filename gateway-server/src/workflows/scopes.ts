@@ -27,9 +27,9 @@ export function splitScoped(fullName: string): { scope: string; name: string } {
   return { scope: fullName.slice(0, end - 1), name: fullName.slice(end) };
 }
 
-/** The directory of a stage under the run's workspace: `a[0].b` → a/0/b. */
+/** The directory of a stage (or a scope) under the run's workspace: `a[0].b` → a/0/b, `a[0]` → a/0. */
 export function stageDir(fullName: string): string {
-  return posix.join(...fullName.split(/\[(\d+)\]\./).filter((p) => p !== ''));
+  return posix.join(...fullName.split(/\[(\d+)\](?:\.|$)/).filter((p) => p !== ''));
 }
 
 /** One level of a selector: a stage name and an optional index or `*`. */

@@ -99,6 +99,7 @@ describe('subworkflows on the local backend', () => {
     ]);
     const leaf = node(dag, 'nested[0].deeper[0].leaf');
     expect(leaf.workdir).toBe(join(dag.run.workspace, 'nested', '0', 'deeper', '0', 'leaf'));
+    expect(node(dag, 'nested[0].deeper[0].init').workdir).toBe(join(dag.run.workspace, 'nested', '0', 'deeper', '0'));
     expect(readFileSync(leaf.outputs.file as string, 'utf8')).toBe('deep\n');
     expect(node(dag, 'nested[0].collect').parameters.files).toEqual([leaf.outputs.file]);
     expect(node(dag, 'after').parameters.text).toBe(node(dag, 'nested[0].collect').outputs.file);
