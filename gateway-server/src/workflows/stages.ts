@@ -143,10 +143,11 @@ const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v =
 /** What a selector names: steps, or the scopes of a stage that runs a subworkflow (whose registered values it then reads). */
 type Selection = { nodes: NodeRecord[] } | { scopes: string[] };
 
-const pick = <T>(items: T[], index: number | '*' | undefined, what: () => string): T[] => {
+/** The items a selector's index names: all, or the one whose own index (not its position) it is. */
+const pick = <T>(items: T[], indexOf: (item: T) => number, index: number | '*' | undefined, what: () => string): T[] => {
   if (index === undefined || index === '*') return items;
-  const got = items[index];
-  if (got === undefined) throw new StageError(`${what()} has ${items.length}`);
+  const got = items.find((x) => indexOf(x) === index);
+  if (got === undefined) throw new StageError(`${what()} has no ${index}`);
   return [got];
 };
 
@@ -161,9 +162,12 @@ function select(ctx: ApplyContext, expr: string): Selection {
   for (const p of parts.slice(0, -1)) {
     prefixes = prefixes.flatMap((pre) => {
       const full = scoped(pre, p.name);
-      return pick(ctx.scopesOf(full), p.index, () => `${expr}: stage ${full} ran ${ctx.scopesOf(full).length} subworkflow(s), not ${String(p.index)}; it`).map(
-        (k) => `${full}[${k}]`,
-      );
+      return pick(
+        ctx.scopesOf(full),
+        (k) => k,
+        p.index,
+        () => `${expr}: stage ${full}'s subworkflows (${ctx.scopesOf(full).join(', ') || 'none'})`,
+      ).map((k) => `${full}[${k}]`);
     });
   }
   const last = parts[parts.length - 1]!;
@@ -174,9 +178,27 @@ function select(ctx: ApplyContext, expr: string): Selection {
       `${expr}: stage ${mixed} made both steps and subworkflows (its cases chose both), which one selector cannot read (yadage refuses it too)`,
     );
   if (fulls.some((f) => ctx.runsWorkflow(f))) {
-    return { scopes: fulls.flatMap((f) => pick(ctx.scopesOf(f), last.index, () => `${expr}: stage ${f}'s subworkflows`).map((k) => `${f}[${k}]`)) };
+    return {
+      scopes: fulls.flatMap((f) =>
+        pick(
+          ctx.scopesOf(f),
+          (k) => k,
+          last.index,
+          () => `${expr}: stage ${f}'s subworkflows`,
+        ).map((k) => `${f}[${k}]`),
+      ),
+    };
   }
-  return { nodes: fulls.flatMap((f) => pick(ctx.nodesOf(f), last.index, () => `${expr}: stage ${f}'s steps`)) };
+  return {
+    nodes: fulls.flatMap((f) =>
+      pick(
+        ctx.nodesOf(f),
+        (n) => n.index ?? 0,
+        last.index,
+        () => `${expr}: stage ${f}'s steps`,
+      ),
+    ),
+  };
 }
 
 function outputOf(n: NodeRecord, key: string): unknown {
@@ -319,9 +341,11 @@ function pointerized(v: unknown, step: string, path = ''): unknown {
   return { $wflowpointer: { step, result: path } };
 }
 
-const jqStage = async (what: string, filter: string, input: unknown, all = false): Promise<unknown> => {
+const jqStage = async (ctx: ApplyContext, what: string, filter: string, input: unknown, all = false): Promise<unknown> => {
+  // (the run's owner's jq work: served in turn with other users')
+  const opts = { owner: ctx.run.username };
   try {
-    return all ? await jq(filter, input) : await jqFirst(filter, input);
+    return all ? await jq(filter, input, opts) : await jqFirst(filter, input, opts);
   } catch (err) {
     if (err instanceof JqError) throw new StageError(`${what}: ${err.message}`);
     throw err;
@@ -344,14 +368,14 @@ async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<Paramet
     if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
       throw new StageError('bindings: $wflowref must be [node selector, result script], two jq scripts');
     }
-    const nodes = await jqStage(`bindings: $wflowref node selector ${pair[0]}`, pair[0], view, true);
+    const nodes = await jqStage(ctx, `bindings: $wflowref node selector ${pair[0]}`, pair[0], view, true);
     return replaceObjects(nodes, '_nodeid', async (o) => {
       const n = nodeById.get(String(o._nodeid));
       if (!n) throw new StageError(`bindings: $wflowref selected ${String(o._nodeid)}, which is not a step of this scope`);
-      return jqStage(`bindings: $wflowref result script ${pair[1]}`, pair[1], pointerized(n.outputs, n.id), true);
+      return jqStage(ctx, `bindings: $wflowref result script ${pair[1]}`, pair[1], pointerized(n.outputs, n.id), true);
     });
   });
-  const items = await jqStage(`stepscript`, sch.stepscript ?? '[.]', binds);
+  const items = await jqStage(ctx, `stepscript`, sch.stepscript ?? '[.]', binds);
   if (!Array.isArray(items)) throw new StageError(`stepscript made ${items === null ? 'null' : typeof items}, not a list of parameter sets`);
   if (items.length > ctx.stepsLeft) {
     throw new StageError(
@@ -376,7 +400,7 @@ async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<Paramet
       }
       return at;
     });
-    const values = await jqStage(`postscript`, sch.postscript ?? '.', finalized);
+    const values = await jqStage(ctx, `postscript`, sch.postscript ?? '.', finalized);
     if (!isObject(values))
       throw new StageError(`item ${i} of the stepscript is ${Array.isArray(values) ? 'a list' : typeof values}, not an object of parameters`);
     sets.push({ values, sources: [...sources] });
@@ -579,7 +603,7 @@ async function chooseCase(ctx: ApplyContext, stage: StageSpec, values: Record<st
   for (const [j, c] of cases.entries()) {
     let holds: unknown;
     try {
-      holds = await jqFirst(c.if, values);
+      holds = await jqFirst(c.if, values, { owner: ctx.run.username });
     } catch (err) {
       if (err instanceof JqError && err.kind === 'no-output') holds = null;
       else if (err instanceof JqError) throw new StageError(`case ${j + 1} (if: ${c.if.slice(0, 80)}): ${err.message}`);
@@ -614,40 +638,47 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
   const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, sets.length))));
   const fallbackAfter = dependencyNodes.length ? dependencyNodes.slice(0, perStep).map((n) => n.id) : [scoped(ctx.scope, INIT_STAGE)];
   const out: Applied = { nodes: [], scopes: [] };
-  for (const [i, set] of sets.entries()) {
-    const workdir = multi ? join(ctx.run.workspace, stageDir(full), String(i)) : join(ctx.run.workspace, stageDir(full));
-    const values: Record<string, unknown> = {};
-    // (a jq-stage's items are made by a script: every string in them may name {workdir}, as packtivity reads them)
-    for (const [k, v] of Object.entries(set.values)) values[k] = jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
+  for (const set of sets) {
     const after = (set.sources.length ? set.sources : fallbackAfter).slice(0, perStep);
+    // (cases see the parameters as yadage's jq does: before {workdir} is filled in)
     const runs: Runs = stage.scheduler.cases
-      ? await chooseCase(ctx, stage, values)
+      ? await chooseCase(ctx, stage, set.values)
       : stage.scheduler.workflow
         ? { workflow: `${ctx.stage.pointer}/scheduler/workflow` }
         : { step: stepOf(stage) };
     if (!runs) continue; // no case held: nothing runs for this item, as in yadage
-    if ('workflow' in runs) {
-      // yadage numbers a stage's subworkflows in the order it makes them
-      out.scopes.push({ scope: `${full}[${out.scopes.length}]`, parameters: values, after, workflow: runs.workflow });
+    // yadage numbers a stage's steps and subworkflows in the order it makes them
+    // (one count for both, as yadage keeps a stage's steps and subworkflows in one list: their directories never meet)
+    const made = out.nodes.length + out.scopes.length;
+    const scope = 'workflow' in runs ? `${full}[${made}]` : undefined;
+    const index = multi && !scope ? made : null;
+    const workdir = join(ctx.run.workspace, stageDir(scope ?? full), index === null ? '' : String(index));
+    const values: Record<string, unknown> = {};
+    // (a jq-stage's items are made by a script: every string in them may name {workdir}, as packtivity reads them)
+    for (const [k, v] of Object.entries(set.values)) values[k] = jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
+    if (scope) {
+      out.scopes.push({ scope, parameters: values, after, workflow: (runs as { workflow: string }).workflow });
       continue;
     }
+    const step = (runs as { step: StepSpec; pointer?: string }).step;
+    const pointer = (runs as { pointer?: string }).pointer;
     let rendered: { command: string; interpreter: string } | undefined;
     try {
-      if (!publishesOnly(runs.step)) rendered = renderCommand(runs.step, { ...values, workdir });
+      if (!publishesOnly(step)) rendered = renderCommand(step, { ...values, workdir });
     } catch (err) {
       if (err instanceof TemplateError) throw new StageError(`its command cannot be made: ${err.message}`);
       throw err;
     }
     // par_mounts: files made from the parameters by jq, found by the command where a container would mount them
     let parmounts: string[] | undefined;
-    const mounts = (runs.step.environment as { par_mounts?: { mountpath: string; jqscript: string }[] } | null)?.par_mounts ?? [];
+    const mounts = (step.environment as { par_mounts?: { mountpath: string; jqscript: string }[] } | null)?.par_mounts ?? [];
     if (rendered && mounts.length) {
       parmounts = [];
       let size = 0;
       for (const [k, m] of mounts.entries()) {
         let text: string;
         try {
-          text = (await jq(m.jqscript, values)).map((v) => pyJson(v)).join('\n');
+          text = (await jq(m.jqscript, values, { owner: ctx.run.username })).map((v) => pyJson(v)).join('\n');
         } catch (err) {
           if (err instanceof JqError) throw new StageError(`par_mounts[${k}] (${m.mountpath}): ${err.message}`);
           throw err;
@@ -663,7 +694,6 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
         `its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`,
       );
     }
-    const index = multi ? out.nodes.length : null;
     out.nodes.push({
       id: multi ? `${full}:${index}` : full,
       seq: ctx.nextSeq(),
@@ -676,8 +706,8 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       command: rendered?.command,
       interpreter: rendered?.interpreter,
       workdir,
-      image: stepImage(runs.step),
-      ...(runs.pointer ? { step: runs.pointer } : {}),
+      image: stepImage(step),
+      ...(pointer ? { step: pointer } : {}),
       ...(parmounts ? { parmounts } : {}),
       attempts: 0,
       exit_code: null,
@@ -691,9 +721,10 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
 
 /**
  * What a step publishes after it succeeded. Throws StageError when an expected file is missing or a
- * glob would leave the step's directory (`root` is the run's workspace, the gateway's own directory).
+ * glob would leave the step's directory (`root` is the run's workspace, the gateway's own directory;
+ * `owner` the run's owner, whose work its jq scripts and YAML files are).
  */
-export async function publish(step: StepSpec, node: NodeRecord, root: string): Promise<Record<string, unknown>> {
+export async function publish(step: StepSpec, node: NodeRecord, root: string, owner?: string): Promise<Record<string, unknown>> {
   const pub = step.publisher as {
     publisher_type: string;
     outputmap?: Record<string, unknown>;
@@ -768,7 +799,7 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string): P
       const p = pub as unknown as { script?: string; tryExact?: boolean; glob?: boolean; relative_paths?: boolean };
       let result: unknown;
       try {
-        result = await jqFirst(p.script ?? '.', node.parameters);
+        result = await jqFirst(p.script ?? '.', node.parameters, { owner });
       } catch (err) {
         if (err instanceof JqError) throw new StageError(`publisher: ${err.message}`);
         throw err;

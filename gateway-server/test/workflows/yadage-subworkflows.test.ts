@@ -185,13 +185,17 @@ describe('subworkflows on the local backend', () => {
 
   it('runs for each item the first case whose jq condition holds: a step, a subworkflow, or nothing', async () => {
     const dag = await run(casesFlow, { ns: [1, 5, 20, 0] });
-    // 1 and 0 ran the step, 5 a subworkflow, 20 nothing; numbered in the order they were made
-    expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'pick:0', 'pick:1', 'pick[0].init', 'pick[0].big']);
-    expect([node(dag, 'pick:0').parameters.n, node(dag, 'pick:1').parameters.n]).toEqual([1, 0]);
+    // 1 and 0 ran the step, 5 a subworkflow, 20 nothing; numbered together in the order they were made, as yadage does
+    expect(dag.nodes.map((n) => n.id)).toEqual(['init', 'pick:0', 'pick:2', 'pick[1].init', 'pick[1].big']);
+    expect([node(dag, 'pick:0').parameters.n, node(dag, 'pick:2').parameters.n]).toEqual([1, 0]);
+    expect([node(dag, 'pick:2').workdir, node(dag, 'pick[1].big').workdir]).toEqual([
+      join(dag.run.workspace, 'pick', '2'),
+      join(dag.run.workspace, 'pick', '1', 'big'),
+    ]);
     // which case chose each, for the DAG to show the branch taken
-    expect([node(dag, 'pick:0').case, node(dag, 'pick[0].init').case]).toEqual([0, 1]);
-    expect(dag.stages.find((s) => s.name === 'pick[0].big')!.scope).toBe('pick[0]');
-    expect(readFileSync(node(dag, 'pick[0].big').outputs.file as string, 'utf8')).toBe('5\n');
+    expect([node(dag, 'pick:0').case, node(dag, 'pick[1].init').case]).toEqual([0, 1]);
+    expect(dag.stages.find((s) => s.name === 'pick[1].big')!.scope).toBe('pick[1]');
+    expect(readFileSync(node(dag, 'pick[1].big').outputs.file as string, 'utf8')).toBe('5\n');
     // a stage that made steps and subworkflows cannot be read by one selector: yadage refuses it too
     expect([dag.run.status, dag.run.message]).toEqual([
       'FAILED',
