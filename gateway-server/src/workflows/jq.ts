@@ -12,6 +12,12 @@
 // its environment is Emscripten's stand-in (USER=web_user, HOME=/home/web_user, `_`=jq), and the worker
 // itself starts with an empty process.env. Bounds: a time limit per call (the worker is terminated and
 // replaced), 8 MiB of JSON in and out, the build's 256 MB WebAssembly memory and a capped worker heap.
+//
+// The workers are shared by every user: a call names its owner (the user whose workflow asked), each
+// owner's calls wait in their own line, a free worker takes the call of the owner served longest ago,
+// and one owner's calls hold at most JQ_LIMITS.workersPerOwner workers at once, so another user's call
+// finds a worker free (or is next) however many slow filters one user queues. A budget bounds the jq time a piece of work (the
+// scripts of one submission) may use in all.
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -35,16 +41,36 @@ export const JQ_LIMITS = {
   workerHeapMb: 256,
   /** Worker threads evaluating filters at once. */
   workers: 2,
+  /** Workers one owner's calls hold at once (the others are left for other users). */
+  workersPerOwner: 1,
   /** Calls waiting for a worker, and their inputs' size together; beyond either a call is refused. */
   queued: 10_000,
   queuedBytes: 64 * MiB,
+  /** The same for one owner's calls (so that no user alone fills the line and has the others' refused). */
+  queuedPerOwner: 1_000,
+  queuedBytesPerOwner: 16 * MiB,
 } as const;
+
+/** How a call is run: its time limit, whose it is (calls are served owner by owner, in turn), and the budget it spends. */
+export interface JqOptions {
+  /** Time limit of this call (default JQ_LIMITS.timeoutMs). */
+  timeoutMs?: number;
+  /** The user whose work this is; calls naming no owner are the gateway's own (tests, tools). */
+  owner?: string;
+  /** Milliseconds of jq time left to the work this call is part of; the call spends what it takes, and is stopped when none is left. */
+  budget?: JqBudget;
+}
+
+/** jq time (milliseconds in a worker) a piece of work may still use; shared by its calls. */
+export interface JqBudget {
+  ms: number;
+}
 
 /**
  * Why a filter failed: its author can act on all but 'crash' and 'busy'. 'trap': jq's WebAssembly
  * itself stopped on the filter (its compiler trips over some filters: an assertion, memory out of bounds).
  */
-export type JqErrorKind = 'compile' | 'runtime' | 'timeout' | 'input' | 'output' | 'memory' | 'no-output' | 'filter' | 'busy' | 'crash' | 'trap';
+export type JqErrorKind = 'compile' | 'runtime' | 'timeout' | 'input' | 'output' | 'memory' | 'no-output' | 'filter' | 'busy' | 'crash' | 'trap' | 'budget';
 
 /** A filter that could not give its outputs; the message names the filter (shortened) and says why in jq's words. */
 export class JqError extends Error {
@@ -81,6 +107,7 @@ function jqError(filter: string, kind: JqErrorKind, detail: string): JqError {
     busy: `${f} was not run: ${detail}`,
     crash: `${f} could not be evaluated: ${detail}`,
     trap: `${f} could not be evaluated: jq stopped on it (${detail})`,
+    budget: `${f} was stopped: ${detail}`,
   };
   return new JqError(message[kind], filter, kind, detail);
 }
@@ -270,19 +297,62 @@ if (!wasm) throw new Error("jq-wasm's build changed: its WebAssembly was not fou
 
 // ---- The pool, on the gateway's side.
 
-type Call = { id: number; filter: string; input: string; timeoutMs: number; resolve: (r: Reply) => void; reject: (e: Error) => void };
+type Call = {
+  id: number;
+  filter: string;
+  input: string;
+  timeoutMs: number;
+  owner: string;
+  budget?: JqBudget;
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+};
 
 /** A worker compiles jq's WebAssembly (milliseconds) before it takes calls; this long means it never will. */
 const STARTUP_MS = 20_000;
-const queue: Call[] = [];
+/** The gateway's own calls (no owner): not held to one owner's share. */
+const GATEWAY = '';
+/** Each owner's waiting calls, running count, and when a call of theirs last started (a count of starts). */
+const owners = new Map<string, { calls: Call[]; chars: number; running: number; served: number }>();
+let starts = 0;
+let queuedCalls = 0;
 let queuedChars = 0;
 const threads = new Set<JqThread>();
 let nextId = 1;
+
+const BUDGET_SPENT = 'the jq time of the work it is part of ran out';
+const budgetSpent = (call: Call) => jqError(call.filter, 'budget', BUDGET_SPENT);
+
+/** The next call to run: that of the owner served longest ago (a newcomer first) among those with calls waiting and a worker to spare. */
+function nextCall(): Call | undefined {
+  let next: { calls: Call[]; chars: number; running: number; served: number } | undefined;
+  for (const [name, o] of owners) {
+    if (!o.calls.length || (name !== GATEWAY && o.running >= JQ_LIMITS.workersPerOwner)) continue;
+    if (!next || o.served < next.served) next = o;
+  }
+  if (!next) return undefined;
+  const call = next.calls.shift()!;
+  next.chars -= call.input.length;
+  queuedCalls--;
+  queuedChars -= call.input.length;
+  next.running++;
+  next.served = ++starts;
+  return call;
+}
+
+/** A call left its worker (answered, stopped, failed): its owner may run another. */
+function released(call: Call): void {
+  const o = owners.get(call.owner);
+  if (!o) return;
+  o.running--;
+  if (!o.running && !o.calls.length) owners.delete(call.owner);
+}
 
 class JqThread {
   private readonly worker: Worker;
   ready = false;
   private call: Call | null = null;
+  private startedAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private gone = false;
 
@@ -320,18 +390,31 @@ class JqThread {
   }
 
   start(call: Call): void {
+    // A budget other calls of the same work used up meanwhile: this one does not run.
+    const limit = Math.min(call.timeoutMs, call.budget?.ms ?? Infinity);
+    if (!(limit > 0)) {
+      released(call);
+      call.reject(budgetSpent(call));
+      return;
+    }
     this.call = call;
+    this.startedAt = performance.now();
     this.worker.ref();
     this.timer = setTimeout(() => {
       this.die(null);
-      call.reject(jqError(call.filter, 'timeout', `took longer than ${seconds(call.timeoutMs)} and was stopped`));
-    }, call.timeoutMs);
+      call.reject(limit < call.timeoutMs ? budgetSpent(call) : jqError(call.filter, 'timeout', `took longer than ${seconds(call.timeoutMs)} and was stopped`));
+    }, limit);
     this.worker.postMessage({ id: call.id, filter: call.filter, input: call.input });
   }
 
   private settle(): void {
     clearTimeout(this.timer);
+    const call = this.call;
     this.call = null;
+    if (call) {
+      if (call.budget) call.budget.ms -= performance.now() - this.startedAt;
+      released(call);
+    }
     if (!this.gone) this.worker.unref();
   }
 
@@ -353,20 +436,23 @@ class JqThread {
     }
     if (e && !this.ready) {
       // It never started (the build is missing or changed): every waiting call would meet the same.
+      const waiting = [...owners.values()].flatMap((o) => o.calls.splice(0));
+      for (const [name, o] of owners) if (!o.running) owners.delete(name);
+      queuedCalls = 0;
       queuedChars = 0;
-      for (const waiting of queue.splice(0)) waiting.reject(jqError(waiting.filter, 'crash', `the jq worker did not start: ${e.message}`));
+      for (const w of waiting) w.reject(jqError(w.filter, 'crash', `the jq worker did not start: ${e.message}`));
     }
     pump();
   }
 }
 
-/** Hands waiting calls to idle workers, starting one (up to JQ_LIMITS.workers) when all are busy. */
+/** Hands waiting calls to idle workers owner by owner, starting one (up to JQ_LIMITS.workers) when all are busy. */
 function pump(): void {
-  while (queue.length) {
+  while (queuedCalls) {
     const idle = [...threads].find((t) => t.idle);
     if (idle) {
-      const call = queue.shift()!;
-      queuedChars -= call.input.length;
+      const call = nextCall();
+      if (!call) return; // the owners waiting hold their share of workers already
       idle.start(call);
       continue;
     }
@@ -376,13 +462,21 @@ function pump(): void {
   }
 }
 
-function evaluate(filter: string, input: string, timeoutMs: number): Promise<Reply> {
-  if (queue.length >= JQ_LIMITS.queued || (queue.length && queuedChars + input.length > JQ_LIMITS.queuedBytes)) {
-    const waiting = `${queue.length.toLocaleString('en')} jq filters (${mib(queuedChars)} of input)`;
-    return Promise.reject(jqError(filter, 'busy', `the gateway has ${waiting} waiting already; try again later`));
+function evaluate(filter: string, input: string, timeoutMs: number, owner = GATEWAY, budget?: JqBudget): Promise<Reply> {
+  const waiting = (calls: number, chars: number) => `${calls.toLocaleString('en')} jq filters (${mib(chars)} of input)`;
+  if (queuedCalls >= JQ_LIMITS.queued || (queuedCalls && queuedChars + input.length > JQ_LIMITS.queuedBytes)) {
+    return Promise.reject(jqError(filter, 'busy', `the gateway has ${waiting(queuedCalls, queuedChars)} waiting already; try again later`));
   }
+  const o = owners.get(owner) ?? { calls: [], chars: 0, running: 0, served: 0 };
+  if (owner !== GATEWAY && (o.calls.length >= JQ_LIMITS.queuedPerOwner || (o.calls.length && o.chars + input.length > JQ_LIMITS.queuedBytesPerOwner))) {
+    return Promise.reject(jqError(filter, 'busy', `${owner} has ${waiting(o.calls.length, o.chars)} waiting already; try again later`));
+  }
+  if (budget && !(budget.ms > 0)) return Promise.reject(jqError(filter, 'budget', BUDGET_SPENT));
   return new Promise((resolve, reject) => {
-    queue.push({ id: nextId++, filter, input, timeoutMs, resolve, reject });
+    o.calls.push({ id: nextId++, filter, input, timeoutMs, owner, budget, resolve, reject });
+    o.chars += input.length;
+    owners.set(owner, o);
+    queuedCalls++;
     queuedChars += input.length;
     pump();
   });
@@ -449,7 +543,7 @@ function checkFilter(filter: string): void {
   }
 }
 
-function timeLimit(opts?: { timeoutMs?: number }): number {
+function timeLimit(opts?: JqOptions): number {
   const ms = opts?.timeoutMs ?? JQ_LIMITS.timeoutMs;
   if (!(ms > 0) || !Number.isFinite(ms)) throw new TypeError(`timeoutMs must be a positive number of milliseconds, not ${ms}`);
   return ms;
@@ -463,7 +557,7 @@ function timeLimit(opts?: { timeoutMs?: number }): number {
  * not compile, fails at run time (even after some outputs, as jq's exit status says), runs longer than
  * `timeoutMs` (default 2 s), or its input or output is over 8 MiB as JSON.
  */
-export async function jq(filter: string, input: unknown, opts?: { timeoutMs?: number }): Promise<unknown[]> {
+export async function jq(filter: string, input: unknown, opts?: JqOptions): Promise<unknown[]> {
   checkFilter(filter);
   const timeoutMs = timeLimit(opts);
   let json: string | undefined;
@@ -481,14 +575,14 @@ export async function jq(filter: string, input: unknown, opts?: { timeoutMs?: nu
       `is ${bytes.toLocaleString('en')} bytes as JSON; at most ${JQ_LIMITS.inputBytes.toLocaleString('en')} (${mib(JQ_LIMITS.inputBytes)})`,
     );
   }
-  const reply = await evaluate(filter, json, timeoutMs);
+  const reply = await evaluate(filter, json, timeoutMs, opts?.owner, opts?.budget);
   const error = replyError(filter, reply);
   if (error) throw error;
   return (reply as { values: unknown[] }).values;
 }
 
 /** The first output of `filter` (yadage's `multiple_output=False`); JqError when there is none. */
-export async function jqFirst(filter: string, input: unknown, opts?: { timeoutMs?: number }): Promise<unknown> {
+export async function jqFirst(filter: string, input: unknown, opts?: JqOptions): Promise<unknown> {
   const values = await jq(filter, input, opts);
   if (!values.length) throw jqError(filter, 'no-output', 'gave no output (one was needed)');
   return values[0];
@@ -498,18 +592,19 @@ export async function jqFirst(filter: string, input: unknown, opts?: { timeoutMs
  * Why `filter` does not compile (jq's message, e.g. "syntax error, unexpected end of file at
  * <top-level>, line 1" or "foo/1 is not defined at <top-level>, line 1"), or null when it does.
  * For submission-time checks: jq gets no input at all, so it compiles the filter and runs it on
- * nothing (no user data is evaluated). Throws only when the check itself could not be made.
+ * nothing (no user data is evaluated). Throws only when the check itself could not be made (and
+ * a JqError of kind 'budget' when `opts.budget` ran out: the caller says what the budget was for).
  */
-export async function jqProblem(filter: string): Promise<string | null> {
+export async function jqProblem(filter: string, opts?: Omit<JqOptions, 'timeoutMs'>): Promise<string | null> {
   if (typeof filter !== 'string') return 'a jq filter is a string';
   try {
     checkFilter(filter);
-    const reply = await evaluate(filter, '', JQ_LIMITS.timeoutMs);
+    const reply = await evaluate(filter, '', JQ_LIMITS.timeoutMs, opts?.owner, opts?.budget);
     const error = replyError(filter, reply);
     if (error) throw error;
     return null;
   } catch (e) {
-    if (!(e instanceof JqError) || e.kind === 'crash' || e.kind === 'busy') throw e;
+    if (!(e instanceof JqError) || e.kind === 'crash' || e.kind === 'busy' || e.kind === 'budget') throw e;
     if (e.kind === 'timeout') return `it took longer than ${seconds(JQ_LIMITS.timeoutMs)} to compile`;
     if (e.kind === 'filter') return `it ${e.detail}`;
     if (e.kind === 'trap') return `jq stopped on it (${e.detail}); write it more simply`;

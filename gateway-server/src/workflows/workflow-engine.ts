@@ -712,7 +712,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
   private async succeed(a: ActiveRun, n: NodeRecord): Promise<void> {
     {
       try {
-        const outputs = await publish(this.stepOfNode(a, n), n, a.run.workspace);
+        const outputs = await publish(this.stepOfNode(a, n), n, a.run.workspace, a.run.username);
         // Outputs are kept and sent per step: the run's together are bounded like its parameters.
         const budget = (a.outputs ??= { left: MAX_RUN_OUTPUTS - parametersWeight(a.nodes.values(), 'outputs', MAX_RUN_OUTPUTS) });
         const weight = sizeOf(outputs, Math.max(0, budget.left));

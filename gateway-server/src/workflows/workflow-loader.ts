@@ -11,7 +11,8 @@ import { BUNDLE_LIMITS, parseBundle, parseBundleSync, type ParsedBundle } from '
 import { staticGlobProblems } from './publisher-globs.js';
 import { jsonPath, normaliseParameters, unsupportedFeatures, type FeatureProblem } from './yadage-features.js';
 import { parseSelector } from './scopes.js';
-import { jqProblem } from './jq.js';
+import { JqError, jqProblem } from './jq.js';
+import { AppError } from '../errors.js';
 
 /** One problem of a workflow, at its JSON path: an item of workflow-validation.json's errors (and of an error's details). */
 export type WorkflowProblem = WorkflowValidation['errors'][number];
@@ -42,14 +43,30 @@ export function loadWorkflow(entry: string, files: Record<string, string>): Load
 
 /**
  * Reads a bundle a user sent: large ones are parsed off the event loop (see bundle-parser.ts), and
- * every jq script in it is compiled, so a typo is a 422 now rather than a failed stage later.
+ * every jq script in it is compiled, so a typo is a 422 now rather than a failed stage later. The
+ * compiling is the owner's jq work (served in turn with other users') and bounded by JQ_COMPILE_MS.
  */
 export async function readWorkflow(entry: string, files: Record<string, string>, owner: string): Promise<LoadedWorkflow> {
   const loaded = resolveWorkflow(entry, Object.keys(files), await parseBundle(files, owner));
   if (!loaded.spec) return loaded;
   const problems: WorkflowProblem[] = [];
+  const budget = { ms: JQ_COMPILE_MS };
   for (const { path, filter } of jqScripts(loaded.spec).slice(0, MAX_JQ_SCRIPTS)) {
-    const problem = await jqProblem(filter);
+    let problem: string | null;
+    try {
+      problem = await jqProblem(filter, { owner, budget });
+    } catch (err) {
+      if (err instanceof JqError && err.kind === 'budget') {
+        problems.push({
+          path,
+          message: `the workflow's jq scripts took more than ${JQ_COMPILE_MS / 1000} s of jq time to compile together; refused before compiling the rest`,
+        });
+        break;
+      }
+      if (err instanceof JqError && err.kind === 'busy')
+        throw new AppError(429, 'too_many_requests', `The workflow's jq scripts cannot be checked now: ${err.detail}`);
+      throw err;
+    }
     if (problem) problems.push({ path, message: `jq script ${JSON.stringify(filter.slice(0, 80))} does not compile: ${problem}` });
   }
   return problems.length ? { spec: null, problems } : loaded;
@@ -57,6 +74,8 @@ export async function readWorkflow(entry: string, files: Record<string, string>,
 
 /** jq scripts compiled at submission (the rest are compiled when they run). */
 const MAX_JQ_SCRIPTS = 200;
+/** jq time all of a submission's scripts may take to compile (a script compiles in milliseconds; some take jq seconds). */
+export const JQ_COMPILE_MS = 5_000;
 
 /** Every jq script of a workflow with its JSON path: cases' conditions, jq-stage scripts, par_mounts, fromparjq-pub. */
 function jqScripts(wf: WorkflowSpec, base = '$'): { path: string; filter: string }[] {

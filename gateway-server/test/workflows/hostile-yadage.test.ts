@@ -3,13 +3,37 @@
 // or memory, subworkflows and selectors that reach for other runs. Each attack is refused with a
 // 4xx or fails mallory's own run, with a message naming the limit, while bob's work goes on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { basic, client, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
+import { basic, client, runEnded, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
 
 type Problems = { valid?: boolean; error?: string; code?: string; errors?: { path: string; message: string }[]; details?: { path: string; message: string }[] };
 
 let gw: TestGateway;
 const as = (user: string) => client(gw, basic(user), { timeoutMs: 120_000 });
 const mallory = () => as('mallory');
+
+/** Starts a run as `user` (it must be accepted) and waits for its end. */
+async function runToEnd(user: string, files: Record<string, string>, parameters: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<WorkflowDag> {
+  const r = await as(user).post('/api/af/workflows', { entry: 'workflow.yml', files, parameters });
+  expect(r.status, r.text.slice(0, 300)).toBe(201);
+  return waitForRun(as(user), (r.json as unknown as WorkflowRun).id, { until: runEnded, timeoutMs, pollMs: 100 });
+}
+
+/** Bob's everyday workflow: a cases stage choosing per item by a jq condition, each chosen step publishing its item. */
+const BOB = {
+  'workflow.yml': `stages:
+  - name: pick
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {x: [1, 2, 3]}
+      scatter: {method: zip, parameters: [x]}
+      cases:
+        - if: '.x > 1'
+          step: {process: null, environment: null, publisher: {publisher_type: frompar-pub, outputmap: {x: x}}}
+`,
+};
 
 /** A step that runs nothing and publishes nothing (YAML flow). */
 const NOOP = '{process: null, environment: null, publisher: {publisher_type: constant-pub, publish: {}}}';
@@ -50,4 +74,46 @@ describe('jq scripts at submission', () => {
       expect((r.json as Problems).details![0]!.path).toBe('$.stages[0].scheduler.cases[0].if');
     }
   });
+});
+
+describe('jq workers shared with other users', () => {
+  it('keeps bob’s run going while mallory floods /validate with scripts that each take jq 2 s to compile', async () => {
+    // 25 scripts of 3,000 labels: jq's compiler is quadratic in them (about 2 s each, until stopped)
+    const slow = 'label $a | '.repeat(3000) + '1';
+    const files = {
+      'workflow.yml': `stages:
+  - name: a
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      cases: [${Array.from({ length: 25 }, () => `{if: '${slow}', step: ${NOOP}}`).join(', ')}]
+`,
+    };
+    const floods: Promise<{ status: number; body: Problems; ms: number }>[] = [];
+    for (let i = 0; i < 6; i++) {
+      floods.push(
+        mallory()
+          .post('/api/af/workflows/validate', { entry: 'workflow.yml', files })
+          .then((r) => ({ status: r.status, body: r.json as Problems, ms: r.ms })),
+      );
+      await sleep(300); // (two bundles of hers are read at once at most; then they wait for jq)
+    }
+    await sleep(1000);
+    const t0 = performance.now();
+    const dag = await runToEnd('bob', BOB);
+    const bobMs = performance.now() - t0;
+    expect([dag.run.status, dag.run.message]).toEqual(['SUCCESS', '2 steps succeeded']);
+    expect(dag.nodes.filter((n) => n.stage === 'pick').map((n) => n.outputs)).toEqual([{ x: 2 }, { x: 3 }]);
+    // Before: bob's 4 jq calls each waited behind every script mallory had queued (6 × 2 s / 2 workers each).
+    expect(bobMs).toBeLessThan(5_000);
+
+    // Mallory's submissions are bounded too: each gives up once its scripts used its share of jq time.
+    for (const f of await Promise.all(floods)) {
+      expect(f.status).toBe(200);
+      expect(f.body.valid).toBe(false);
+      expect(f.body.errors!.at(-1)!.message).toMatch(
+        /^the workflow's jq scripts took more than 5 s of jq time to compile together; refused before compiling the rest$/,
+      );
+    }
+  }, 240_000);
 });
