@@ -31,12 +31,14 @@ import {
   scopeAt,
   stageAt,
   stageEdges,
+  stageNote,
   stageSize,
   visibleCells,
+  wrapNote,
 } from '../src/panels/workflows/dag-layout';
 import { DagModel } from '../src/panels/workflows/dag-model';
-import { cellsIn, nodeMarkup, paintNodes } from '../src/panels/workflows/dag-nodes';
-import { fitText, stageCountsText, stageNote } from '../src/panels/workflows/dag-renderer';
+import { cellsIn, nodeFont, nodeMarkup, paintNodes } from '../src/panels/workflows/dag-nodes';
+import { fitText, stageCountsText } from '../src/panels/workflows/dag-renderer';
 import {
   collectBundle,
   defaultRunName,
@@ -184,6 +186,7 @@ describe('placing stages and nodes', () => {
     }
     expect(nodeAt(b('map'), b('map').x + 1, b('map').y + 1)).toBeNull(); // the header
     expect(layout.width).toBeGreaterThan(b('reduce').x);
+    expect([...layout.stages.values()].map((x) => x.roomAbove)).toEqual([Infinity, Infinity, Infinity, Infinity]); // one row
   });
 
   it('draws a waiting stage as an empty box', async () => {
@@ -280,8 +283,8 @@ describe('edges', () => {
 });
 
 // A run with subworkflows, as the gateway sends it: `nested` scatters a workflow (init → shout →
-// count) over two words, `pick` chose a step for one item (case 0) and a subworkflow for another
-// (case 1), `never` held no case and was skipped with `later` after it, `after` reads nested[*].count.
+// count) over two words, `pick`'s cases chose a step for its items 0 and 2 (case 0) and a
+// subworkflow for item 1 (case 1; steps and scopes share one count, as in yadage), `never` held no case and was skipped with `later` after it, `after` reads nested[*].count.
 const sub = (scope: string, names: string[], state: DagStage['state'] = 'APPLIED'): DagStage[] => [
   { name: `${scope}.init`, type: 'init', dependencies: [], state: 'APPLIED', scope },
   ...names.map((n, i): DagStage => ({
@@ -301,14 +304,15 @@ const NESTED_STAGES: DagStage[] = [
   { name: 'after', type: 'singlestep-stage', dependencies: ['nested'], state: 'APPLIED' },
   ...sub('nested[0]', ['shout', 'count']),
   ...sub('nested[1]', ['shout', 'count']),
-  ...sub('pick[0]', ['big']),
+  ...sub('pick[1]', ['big']),
 ];
 const NESTED_NODES: WorkflowNode[] = [
   node('init', 'SUCCESS'),
   ...['nested[0]', 'nested[1]'].flatMap((s) => [node(`${s}.init`, 'SUCCESS'), node(`${s}.shout`, 'SUCCESS'), node(`${s}.count`, 'SUCCESS')]),
   node('pick:0', 'SUCCESS', { case: 0 }),
-  node('pick[0].init', 'SUCCESS', { case: 1 }),
-  node('pick[0].big', 'SUCCESS'),
+  node('pick:2', 'SUCCESS', { case: 0 }),
+  node('pick[1].init', 'SUCCESS', { case: 1 }),
+  node('pick[1].big', 'SUCCESS'),
   node('after', 'SUCCESS'),
 ];
 const NESTED_EDGES = [
@@ -319,8 +323,9 @@ const NESTED_EDGES = [
   { from: 'nested[1].init', to: 'nested[1].shout' },
   { from: 'nested[1].shout', to: 'nested[1].count' },
   { from: 'init', to: 'pick:0' },
-  { from: 'init', to: 'pick[0].init' },
-  { from: 'pick[0].init', to: 'pick[0].big' },
+  { from: 'init', to: 'pick:2' },
+  { from: 'init', to: 'pick[1].init' },
+  { from: 'pick[1].init', to: 'pick[1].big' },
   { from: 'nested[0].count', to: 'after' },
   { from: 'nested[1].count', to: 'after' },
 ];
@@ -361,14 +366,14 @@ describe('subworkflows, cases and skipped stages', () => {
 
   it('counts no subworkflow init as a step, and counts the skipped stages', () => {
     const state = createDagState(dag({ stages: NESTED_STAGES, nodes: NESTED_NODES, edges: NESTED_EDGES }));
-    // 2 × (shout, count), pick:0, pick[0].big, after: the inits are parameters
-    expect(totalCounts(countsByStage(state)).SUCCESS).toBe(7);
+    // 2 × (shout, count), pick:0, pick:2, pick[1].big, after: the inits are parameters
+    expect(totalCounts(countsByStage(state)).SUCCESS).toBe(8);
     expect(skippedStages(state)).toBe(2);
   });
 
   it('lays a subworkflow out as groups inside its stage, each around its own stages', async () => {
     const layout = await layoutDag(NESTED_STAGES, slotsOf(NESTED_STAGES, NESTED_NODES), new ELK());
-    expect([...layout.scopes.keys()]).toEqual(['nested[0]', 'nested[1]', 'pick[0]']);
+    expect([...layout.scopes.keys()]).toEqual(['nested[0]', 'nested[1]', 'pick[1]']);
     expect(layout.scopes.get('nested[1]')).toMatchObject({ stage: 'nested', label: 'nested[1]', depth: 1 });
     const b = (n: string) => layout.stages.get(n)!;
     expect(b('nested').scopes).toEqual(['nested[0]', 'nested[1]']);
@@ -379,8 +384,9 @@ describe('subworkflows, cases and skipped stages', () => {
     expect(b('nested[0].shout').x).toBeLessThan(b('nested[0].count').x);
     expect(b('init').x + b('init').width).toBeLessThan(b('nested').x);
     expect(b('nested').x + b('nested').width).toBeLessThan(b('after').x);
-    // pick's own step (case 0) sits in its grid, above its subworkflow's group (case 1)
-    expect(nodeRect(b('pick'), 0).y + GEOMETRY.nodeH).toBeLessThan(layout.scopes.get('pick[0]')!.y);
+    // pick's own steps (case 0) sit in its grid, the place of item 1 empty, above its subworkflow's group (case 1)
+    expect(b('pick').slots).toBe(3);
+    expect(nodeRect(b('pick'), 2).y + GEOMETRY.nodeH).toBeLessThan(layout.scopes.get('pick[1]')!.y);
     // drawn outer first: a stage's box before the stages of its subworkflows
     const order = [...layout.stages.keys()];
     expect(order.indexOf('nested')).toBeLessThan(order.indexOf('nested[0].init'));
@@ -392,6 +398,12 @@ describe('subworkflows, cases and skipped stages', () => {
     const g = layout.scopes.get('nested[0]')!;
     expect(stageAt(layout, g.x + 3, g.y + 3)?.name).toBe('nested'); // a group's header belongs to its stage
     expect(layout.width).toBeGreaterThanOrEqual(b('after').x + b('after').width);
+    // a label placed above a box must not cover the box above it: each top-level box knows its room
+    const tops = [...layout.stages.values()].filter((t) => t.depth === 0);
+    for (const t of tops)
+      for (const o of tops)
+        if (o !== t && o.x < t.x + t.width && t.x < o.x + o.width && o.y + o.height <= t.y) expect(t.roomAbove).toBeLessThanOrEqual(t.y - o.y - o.height);
+    expect(tops.filter((t) => Number.isFinite(t.roomAbove)).length).toBeGreaterThan(0);
   });
 
   it('grows as scopes and their stages appear, and nests deeper scopes', async () => {
@@ -468,23 +480,29 @@ describe('subworkflows, cases and skipped stages', () => {
     expect(markup('pick:0')).toContain('>case 0</text>');
     expect(markup('pick:0')).toContain('>pick #0</text>');
     expect(markup('pick:0')).toContain('chosen by case 0');
-    expect(markup('pick[0].init')).toContain('>case 1</text>');
+    // a subworkflow's init carries its case too: its group's label shows it, not a badge on the init
+    expect(markup('pick[1].init')).toContain('data-case="1"');
+    expect(markup('pick[1].init')).not.toContain('jp-AFDag-caseBadge');
     expect(markup('nested[0].shout')).not.toContain('case');
-    // every node once; two chosen by a case: pick:0 and pick[0].init
     expect([...svg.matchAll(/data-node=/g)]).toHaveLength(NESTED_NODES.length);
     expect([...svg.matchAll(/class="jp-AFDag-caseBadge"/g)]).toHaveLength(2);
+    // fitted small, the labels are larger in the drawing and the step says only its index beside its badge
+    expect([nodeFont(1), nodeFont(0.82), nodeFont(0.66), nodeFont(0.43)]).toEqual([11, 11, 13, 13]);
+    const big = nodeMarkup(layout, state, { x: 0, y: 0, width: layout.width, height: layout.height }, 13);
+    expect(big).toMatch(/data-node="pick:0"[^]*?>#0<\/text>[^]*?>case 0<\/text>/);
+    expect(big).toContain('>shout</text>');
     // a long name is cut to fit beside the badge (the tooltip has the whole id)
     const long = createDagState(
       dag({
-        stages: [{ name: 'choose_a_very_long_stage_name', type: 'multistep-stage', dependencies: [], state: 'APPLIED' }],
-        nodes: [node('choose_a_very_long_stage_name:0', 'SUCCESS', { case: 3 })],
+        stages: [{ name: 'choose_a_very_long_stage_name', type: 'singlestep-stage', dependencies: [], state: 'APPLIED' }],
+        nodes: [node('choose_a_very_long_stage_name', 'SUCCESS', { case: 3 })],
         edges: [],
       }),
     );
     const ll = await layoutDag(long.stages, new Map([['choose_a_very_long_stage_name', 1]]), new ELK());
-    const text = /<text x="8"[^>]*>([^<]*)<\/text>/.exec(nodeMarkup(ll, long, { x: 0, y: 0, width: ll.width, height: ll.height }))![1]!;
+    const text = /<text x="7"[^>]*>([^<]*)<\/text>/.exec(nodeMarkup(ll, long, { x: 0, y: 0, width: ll.width, height: ll.height }))![1]!;
     expect(text.endsWith('…')).toBe(true);
-    expect(text.length).toBeLessThanOrEqual(12);
+    expect(text.length).toBeLessThanOrEqual(10);
   });
 
   it("says why a box is empty: waiting, skipped (the gateway's reason) or failed; and how many subworkflows a stage made", () => {
@@ -493,8 +511,28 @@ describe('subworkflows, cases and skipped stages', () => {
     expect(stageNote({ state: 'WAITING', message: '', dependencies: ['nested[0].shout'], scope: 'nested[0]' })).toBe('waits for shout');
     expect(stageCountsText(undefined, 0, 2)).toBe('2 subworkflows');
     expect(stageCountsText({ DEFINED: 0, RUNNING: 0, SUCCESS: 1, FAILED: 0, CANCELLED: 0 }, 1, 1)).toBe('1 step · 1 done · 1 subworkflow');
-    expect(fitText('not applied: stage never it depends on was not applied', 150)).toBe('not applied: stage neve…');
+    expect(fitText('a_stage_name_too_long_for_its_box', 150)).toBe('a_stage_name_too_long_f…');
     expect(fitText('waits for map', 150)).toBe('waits for map');
+    // a long reason goes onto a second line, cut at a word; an empty box widens for it, up to a point
+    expect(wrapNote('not applied: stage never it depends on was not applied', 30)).toEqual(['not applied: stage never it', 'depends on was not applied']);
+    expect(wrapNote('no case held: nothing runs', 30)).toEqual(['no case held: nothing runs']);
+    expect(wrapNote('x'.repeat(70), 30)).toEqual(['x'.repeat(30), `${'x'.repeat(29)}…`]);
+  });
+
+  it('widens an empty box for its reason, so the reason stays inside it', async () => {
+    const layout = await layoutDag(NESTED_STAGES, slotsOf(NESTED_STAGES, NESTED_NODES), new ELK());
+    const never = layout.stages.get('never')!;
+    const later = layout.stages.get('later')!;
+    expect(never.note).toEqual(['no case held: nothing runs']);
+    expect(later.note).toEqual(['not applied: stage never it', 'depends on was not applied']);
+    for (const b of [never, later]) {
+      expect(b.width).toBeGreaterThan(GEOMETRY.minW);
+      // 7.5 px a character leaves room for an 11 px label drawn up to a quarter larger than its box
+      for (const line of b.note) expect(12 + line.length * 7.5).toBeLessThanOrEqual(b.width);
+    }
+    // a box waiting on a short name keeps its size
+    const waiting = await layoutDag(STAGES, new Map([['init', 1]]), new ELK());
+    expect(waiting.stages.get('map')).toMatchObject({ note: ['waits for acquire'], width: GEOMETRY.minW });
   });
 });
 

@@ -38,6 +38,10 @@ export interface StageBox {
   message: string;
   /** The scopes it made (a stage running a workflow), in their order; their groups are in `DagLayout.scopes`. */
   scopes: string[];
+  /** Why a box with no steps and no subworkflows is empty, in one or two lines its box is wide enough for. */
+  note: string[];
+  /** Free height (px) above a top-level box up to the box above it (Infinity: none), for a label placed above it. */
+  roomAbove: number;
   /** Node slots (the highest index + 1); 0 draws an empty box (waiting, or a scatter over nothing). */
   slots: number;
   cols: number;
@@ -120,6 +124,8 @@ function makeBox(stage: DagStage, slots: number): StageBox {
     dependencies: stage.dependencies,
     message: stage.message ?? '',
     scopes: [],
+    note: [],
+    roomAbove: Infinity,
     slots,
     cols,
     rows,
@@ -134,8 +140,49 @@ function makeBox(stage: DagStage, slots: number): StageBox {
 
 function finishBox(box: StageBox): void {
   const gridW = box.cols * cellW - GEOMETRY.gapX;
-  box.gridX = box.x + Math.max(GEOMETRY.pad, (box.width - gridW) / 2);
+  // centred in its box; above a stage's subworkflows, where its header starts
+  box.gridX = box.x + (box.scopes.length ? GEOMETRY.pad : Math.max(GEOMETRY.pad, (box.width - gridW) / 2));
   box.gridY = box.y + GEOMETRY.header;
+}
+
+/** Why a stage box holds no steps (its third line). */
+export function stageNote(box: Pick<StageBox, 'state' | 'message' | 'dependencies' | 'scope'>): string {
+  switch (box.state) {
+    case 'WAITING':
+      return `waits for ${box.dependencies.map((d) => shortName(d, box.scope)).join(', ') || '…'}`;
+    case 'FAILED':
+      return box.message || 'its steps could not be made';
+    case 'SKIPPED':
+      return box.message || 'skipped: never applied';
+    default:
+      return 'no steps';
+  }
+}
+
+/**
+ * Width (px) a character of a stage label's 11 px text may take: its average width, and room for
+ * the label being up to a quarter larger than its box (a label shrinks with its box only down to 0.8).
+ */
+const LABEL_CHAR_W = 7.5;
+/** An empty box widens up to this for its note (then wraps it onto a second line). */
+const NOTE_MAX_W = 250;
+
+/** A note in at most two lines of at most `chars` characters, cut at words, the rest ending in '…'. */
+export function wrapNote(text: string, chars: number): string[] {
+  if (text.length <= chars) return [text];
+  let cut = text.lastIndexOf(' ', chars);
+  if (cut < chars / 2) cut = chars;
+  const first = text.slice(0, cut).trimEnd();
+  const rest = text.slice(cut).trimStart();
+  return [first, rest.length <= chars ? rest : `${rest.slice(0, chars - 1)}…`];
+}
+
+/** An empty box's note, and the box widened (up to NOTE_MAX_W) so it fits. */
+function fitNote(box: StageBox): void {
+  const { pad } = GEOMETRY;
+  box.note = wrapNote(stageNote(box), Math.floor((NOTE_MAX_W - 2 * pad) / LABEL_CHAR_W));
+  const longest = Math.max(...box.note.map((l) => l.length));
+  box.width = Math.max(box.width, Math.ceil(2 * pad + longest * LABEL_CHAR_W));
 }
 
 /** Room inside a container around its children, and between them in the fallback placement. */
@@ -219,6 +266,7 @@ export async function layoutDag(stages: DagStage[], slots: Map<string, number>, 
     const box = boxesByName.get(name)!;
     boxes.set(name, box);
     const made = madeBy.get(name);
+    if (!made && box.slots === 0) fitNote(box);
     if (!made) return { id: name, width: box.width, height: box.height };
     box.scopes = [...made].sort((a, b) => scopeIndex(a) - scopeIndex(b));
     // Its own steps (cases may choose steps and subworkflows alike) above its groups.
@@ -279,7 +327,23 @@ export async function layoutDag(stages: DagStage[], slots: Map<string, number>, 
     width = Math.max(width, b.x + b.width + 20);
     height = Math.max(height, b.y + b.height + 20);
   }
+  measureRoomAbove(members.get('')!.map((n) => boxes.get(n)!));
   return { stages: boxes, scopes, width, height };
+}
+
+/** How much free height lies above each box, up to the nearest box above that shares some of its width. */
+function measureRoomAbove(top: StageBox[]): void {
+  // by column (x), so each box looks only at the boxes it shares width with
+  const sorted = [...top].sort((a, b) => a.x - b.x);
+  for (let i = 0; i < sorted.length; i++) {
+    const b = sorted[i]!;
+    for (let j = 0; j < sorted.length; j++) {
+      const o = sorted[j]!;
+      if (o.x >= b.x + b.width) break;
+      if (o === b || o.x + o.width <= b.x || o.y + o.height > b.y) continue;
+      b.roomAbove = Math.min(b.roomAbove, b.y - (o.y + o.height));
+    }
+  }
 }
 
 /** The fallback: in each container one column per dependency depth, inner containers first. */

@@ -33,33 +33,47 @@ export function cellsIn(layout: DagLayout, rect: Rect): number {
   return cells;
 }
 
-/** Width of a node's "case N" badge (px). */
-const CASE_W = 40;
-/** About how many characters of 11 px text fit in a width (px). */
-const charsIn = (px: number) => Math.max(3, Math.floor(px / 6.3));
-const clip = (text: string, chars: number) => (text.length > chars ? `${text.slice(0, chars - 1)}…` : text);
+/**
+ * The font size (world px) of node labels at a zoom: 11 px from 0.82 on; below, up to 13 px, so a
+ * label stays about 9 px high on screen where a DAG too big for the view is fitted into it.
+ */
+export function nodeFont(k: number): number {
+  return Math.min(13, Math.max(11, Math.round(9 / k)));
+}
+
+/** About how wide (px) `chars` characters of text in `font` px are (bold a little wider). */
+const textWidth = (chars: number, font: number, bold = false) => chars * font * (bold ? 0.66 : 0.6);
+const fits = (text: string, room: number, font: number) => textWidth(text.length, font) <= room;
 
 /**
  * SVG markup of the nodes in `rect`: a group per node with its state class, tooltip and label (its
  * stage's name within its subworkflow, and its index in a multistep stage), and a "case N" badge on
- * a node a stage's case chose.
+ * a step a stage's case chose (a subworkflow's group says its case in its label). `font` is the
+ * labels' size (the node layer's --jp-AFDag-nodeFont), which the badge and what fits follow.
  */
-export function nodeMarkup(layout: DagLayout, state: DagState, rect: Rect): string {
+export function nodeMarkup(layout: DagLayout, state: DagState, rect: Rect, font = 11): string {
   const { nodeW, nodeH } = GEOMETRY;
   const parts: string[] = [];
   forVisibleNodes(layout, state, rect, (box, i, n) => {
     const p = nodeRect(box, i);
-    const label = box.type === 'multistep-stage' || box.type === 'jq-stage' ? `${box.label} #${i}` : box.label;
+    const multi = box.type === 'multistep-stage' || box.type === 'jq-stage';
     const chosen = typeof n.case === 'number';
-    const room = nodeW - 12 - (chosen ? CASE_W + 4 : 0);
+    const badge = chosen && box.type !== 'init' ? `case ${n.case}` : '';
+    const badgeW = badge ? Math.ceil(textWidth(badge.length, font - 1, true)) + 10 : 0;
+    const badgeH = font + 5;
+    const room = nodeW - 14 - (badge ? badgeW + 4 : 0);
+    // the stage's name is in its box's header: a multistep step short of room says only its index
+    const full = multi ? `${box.label} #${i}` : box.label;
+    const label = fits(full, room, font) || !multi ? full : `#${i}`;
+    const chars = Math.max(3, Math.floor(room / textWidth(1, font)));
     parts.push(
       `<g class="jp-AFDag-node mod-${n.state.toLowerCase()}" data-node="${esc(n.id)}"${chosen ? ` data-case="${n.case}"` : ''} transform="translate(${p.x},${p.y})">` +
         `<title>${esc(n.id)}: ${n.state}${n.attempts > 1 ? ` (attempt ${n.attempts})` : ''}${chosen ? ` · chosen by case ${n.case}` : ''}</title>` +
         `<rect width="${nodeW}" height="${nodeH}" rx="4"/>` +
-        `<text x="8" y="${nodeH / 2 + 4}">${esc(clip(label, charsIn(room)))}</text>` +
-        (chosen
-          ? `<g class="jp-AFDag-caseBadge" transform="translate(${nodeW - CASE_W - 4},${(nodeH - 16) / 2})">` +
-            `<rect width="${CASE_W}" height="16" rx="8"/><text x="${CASE_W / 2}" y="11.5" text-anchor="middle">case ${n.case}</text></g>`
+        `<text x="7" y="${(nodeH + font * 0.72) / 2}">${esc(label.length > chars ? `${label.slice(0, chars - 1)}…` : label)}</text>` +
+        (badge
+          ? `<g class="jp-AFDag-caseBadge" transform="translate(${nodeW - badgeW - 4},${(nodeH - badgeH) / 2})">` +
+            `<rect width="${badgeW}" height="${badgeH}" rx="${badgeH / 2}"/><text x="${badgeW / 2}" y="${(badgeH + (font - 1) * 0.72) / 2}" text-anchor="middle">${badge}</text></g>`
           : '') +
         '</g>',
     );

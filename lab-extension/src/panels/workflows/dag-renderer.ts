@@ -8,10 +8,10 @@
 //  - stage labels live in screen space, so they stay readable at any zoom;
 //  - edges are drawn one by one while stages are small, else as one stage-to-stage edge with a count.
 import type { WorkflowState } from '@af-gateway/schemas';
-import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges } from './dag-layout';
+import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges, stageNote } from './dag-layout';
 import type { DagModel } from './dag-model';
-import { cellsIn, nodeMarkup, paintNodes } from './dag-nodes';
-import { countsByStage, type DagState, shortName, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
+import { cellsIn, nodeFont, nodeMarkup, paintNodes } from './dag-nodes';
+import { countsByStage, type DagState, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
 import { loadElk } from './elk-client';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -67,20 +67,6 @@ export function stageCountsText(c: StepCounts | undefined, slots: number, subwor
   return total || slots ? parts.join(' · ') : made;
 }
 
-/** Why a stage box holds no steps (its third line). */
-export function stageNote(box: Pick<StageBox, 'state' | 'message' | 'dependencies' | 'scope'>): string {
-  switch (box.state) {
-    case 'WAITING':
-      return `waits for ${box.dependencies.map((d) => shortName(d, box.scope)).join(', ') || '…'}`;
-    case 'FAILED':
-      return box.message || 'its steps could not be made';
-    case 'SKIPPED':
-      return box.message || 'skipped: never applied';
-    default:
-      return 'no steps';
-  }
-}
-
 /** A line of 11 px label text cut to about what fits in `px` (the full text is in the box's tooltip). */
 export function fitText(text: string, px: number): string {
   const chars = Math.max(8, Math.floor(px / 6.2));
@@ -112,7 +98,7 @@ export class DagRenderer {
   private drawnVersion = -1;
   private counts = new Map<string, StepCounts>();
   /** The world rectangle the node layer holds, its mode and data version. */
-  private nodeWindow: { rect: Rect; version: number; layout: DagLayout } | null = null;
+  private nodeWindow: { rect: Rect; version: number; layout: DagLayout; font: number } | null = null;
   private readonly canvas: HTMLCanvasElement;
   private canvasDrawn = false;
   /** While running nodes are on the canvas, it is redrawn now and then: they pulse. */
@@ -339,12 +325,12 @@ export class DagRenderer {
       sub.textContent = `${TYPE_LABEL[box.type]} · ${box.state}`;
       // Third line: the steps per state (and subworkflows), or why there are none.
       const counts = el('text', { class: 'jp-AFDag-stageCounts', x: 0, y: 28 }, lg);
-      let note = '';
-      if (box.slots === 0 && box.scopes.length === 0) {
-        note = stageNote(box);
-        const t = el('text', { class: 'jp-AFDag-stageNote', x: 0, y: 28 }, lg);
-        t.textContent = fitText(note, box.width - 20);
-      } else if (box.state === 'SKIPPED') note = stageNote(box);
+      // (a second line only inside its box: above it, it would cover the box)
+      box.note.forEach((line, i) => {
+        const t = el('text', { class: `jp-AFDag-stageNote${i ? ' mod-more' : ''}`, x: 0, y: 28 + 14 * i }, lg);
+        t.textContent = line;
+      });
+      const note = box.note.length || box.state === 'SKIPPED' ? stageNote(box) : '';
       this.labels.set(box.name, { g: lg, title, sub, counts, note, tip, nested: box.depth > 0 });
       for (const name of box.scopes) {
         const sc = layout.scopes.get(name);
@@ -436,11 +422,13 @@ export class DagRenderer {
     }
     if (this.canvasDrawn) this.clearCanvas();
     const w = this.nodeWindow;
+    const font = nodeFont(this.view.k);
     const inside =
       w && view.x >= w.rect.x && view.y >= w.rect.y && view.x + view.width <= w.rect.x + w.rect.width && view.y + view.height <= w.rect.y + w.rect.height;
-    if (w && inside && w.version === this.model.version && w.layout === layout) return;
-    this.nodeWindow = { rect, version: this.model.version, layout };
-    this.nodeLayer.innerHTML = nodeMarkup(layout, state, rect);
+    if (w && inside && w.version === this.model.version && w.layout === layout && w.font === font) return;
+    this.nodeWindow = { rect, version: this.model.version, layout, font };
+    this.nodeLayer.style.setProperty('--jp-AFDag-nodeFont', `${font}px`);
+    this.nodeLayer.innerHTML = nodeMarkup(layout, state, rect, font);
   }
 
   /**
@@ -508,19 +496,29 @@ export class DagRenderer {
       if (l.nested) l.g.setAttribute('visibility', inside ? 'visible' : 'hidden');
       const sx = box.x * k + x;
       const sy = box.y * k + y;
-      // Above a box too narrow for the whole label, only its name (the box's tooltip has the rest).
-      const nameOnly = !inside && box.width * k < LABEL_FULL_MIN_WIDTH;
-      l.g.setAttribute('transform', inside ? `translate(${sx + 10 * s},${sy + 16 * s}) scale(${s})` : `translate(${sx},${sy - (nameOnly ? 5 : LABEL_ABOVE)})`);
-      l.g.classList.toggle('mod-above', !inside);
+      // Zoomed out, the label goes above its box: only its name above a box too narrow for the whole
+      // label (the box's tooltip has the rest), or in its box's header where the box above leaves no room.
+      const room = box.roomAbove * k;
+      const where = inside ? 'inside' : room < LABEL_ABOVE + 4 && (room < 18 || GEOMETRY.header * k >= 16) ? 'header' : 'above';
+      const nameOnly = where === 'header' || (where === 'above' && (box.width * k < LABEL_FULL_MIN_WIDTH || room < LABEL_ABOVE + 4));
+      l.g.setAttribute(
+        'transform',
+        where === 'inside'
+          ? `translate(${sx + 10 * s},${sy + 16 * s}) scale(${s})`
+          : where === 'header'
+            ? `translate(${sx + 6},${sy + 13})`
+            : `translate(${sx},${sy - (nameOnly ? 5 : LABEL_ABOVE)})`,
+      );
+      l.g.classList.toggle('mod-above', where === 'above');
       l.g.classList.toggle('mod-nameOnly', nameOnly);
     }
     // A subworkflow's label sits in its group's header while that is tall enough for it.
-    const scopeInside = GEOMETRY.scopeHeader * k >= 16 * s;
+    const header = GEOMETRY.scopeHeader * k;
     for (const [name, l] of this.scopeLabels) {
       const sc = layout.scopes.get(name);
       if (!sc) continue;
-      l.g.setAttribute('visibility', scopeInside ? 'visible' : 'hidden');
-      if (scopeInside) l.g.setAttribute('transform', `translate(${sc.x * k + x + 8 * s},${sc.y * k + y + 17 * s}) scale(${s})`);
+      l.g.setAttribute('visibility', header >= 10 ? 'visible' : 'hidden');
+      if (header >= 10) l.g.setAttribute('transform', `translate(${sc.x * k + x + 8 * s},${sc.y * k + y + Math.min(17 * s, header - 2)}) scale(${s})`);
     }
     for (const e of this.edgeLabels) {
       e.g.setAttribute('transform', `translate(${e.x * k + x},${e.y * k + y + 16})`);
