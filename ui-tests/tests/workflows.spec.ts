@@ -1,8 +1,9 @@
 // The Workflows panel and DAG view against the real gateway (its workflow engine running steps as
 // local processes) and real JupyterLab: a workflow file refused with its problems, the map-reduce
 // example run from the file browser's context menu to a finished DAG with a step's log and outputs,
-// a 5,000-step run drawn live (cancelled, retried) while the page stays responsive, and a running
-// step's log streamed live, its tab restored with the layout.
+// a 5,000-step run drawn live (cancelled, retried) while the page stays responsive, a run with
+// subworkflows (nested groups), cases and skipped stages, and a running step's log streamed live,
+// its tab restored with the layout.
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect, type IJupyterLabPageFixture, type JupyterLabPage, test } from '@jupyterlab/galata';
@@ -369,6 +370,172 @@ test('a 5,000-step run is drawn live and the page stays responsive', async ({ pa
   } finally {
     console.log(`workflows 5,000-step run: ${JSON.stringify(report)}`);
     test.info().annotations.push({ type: 'performance', description: JSON.stringify(report) });
+    await api(page, 'POST', `api/af/workflows/${id}/cancel`).catch(() => undefined);
+    await api(page, 'DELETE', `api/af/workflows/${id}`).catch(() => undefined);
+  }
+});
+
+// Subworkflows, cases and skipped stages: `nested` scatters a subworkflow over two words (scopes
+// nested[0] and nested[1]), `pick`'s cases choose a step for 3 (case 0) and a subworkflow for 42
+// (case 1), `never`'s only case holds for nothing (SKIPPED, and `later` after it), `collect` reads
+// every scope's output.
+const NESTED_FILES = {
+  'workflow.yml': `stages:
+  - name: nested
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {word: {stages: init, output: words, unwrap: true}}
+      scatter: {method: zip, parameters: [word]}
+      workflow:
+        stages:
+          - name: shout
+            dependencies: [init]
+            scheduler:
+              scheduler_type: singlestep-stage
+              parameters: {text: {stages: init, output: word, unwrap: true}, out: '{workdir}/shout.txt'}
+              step: {$ref: 'steps.yml#/shout'}
+          - name: count
+            dependencies: [shout]
+            scheduler:
+              scheduler_type: singlestep-stage
+              parameters: {file: {stages: shout, output: file, unwrap: true}, out: '{workdir}/count.txt'}
+              step: {$ref: 'steps.yml#/count'}
+  - name: pick
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {n: {stages: init, output: ns, unwrap: true}, out: '{workdir}/size.txt'}
+      scatter: {method: zip, parameters: [n]}
+      cases:
+        - {if: '.n < 10', step: {$ref: 'steps.yml#/small'}}
+        - if: '.n >= 10'
+          workflow:
+            stages:
+              - name: big
+                dependencies: [init]
+                scheduler:
+                  scheduler_type: singlestep-stage
+                  parameters: {n: {stages: init, output: n, unwrap: true}, out: '{workdir}/big.txt'}
+                  step: {$ref: 'steps.yml#/small'}
+  - name: never
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {n: 0, out: '{workdir}/never.txt'}
+      cases:
+        - {if: '.n > 100', step: {$ref: 'steps.yml#/small'}}
+  - name: later
+    dependencies: [never]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {n: 1, out: '{workdir}/later.txt'}
+      step: {$ref: 'steps.yml#/small'}
+  - name: collect
+    dependencies: [nested]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {files: {stages: 'nested[*].shout', output: file}, out: '{workdir}/all.txt'}
+      step: {$ref: 'steps.yml#/cat'}
+`,
+  'steps.yml': `shout:
+  process: {process_type: string-interpolated-cmd, cmd: 'echo {text} | tr a-z A-Z > {out}; echo shouted {text}'}
+  environment: {environment_type: localproc-env}
+  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+count:
+  process: {process_type: string-interpolated-cmd, cmd: 'wc -c < {file} > {out}'}
+  environment: {environment_type: localproc-env}
+  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+small:
+  process: {process_type: string-interpolated-cmd, cmd: 'echo size {n} > {out}'}
+  environment: {environment_type: localproc-env}
+  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+cat:
+  process: {process_type: interpolated-script-cmd, script: 'cat {files} > {out}'}
+  environment: {environment_type: localproc-env}
+  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
+`,
+};
+
+/** Whether the rectangle of `inner` lies within that of `outer` (on screen). */
+async function within(inner: Locator, outer: Locator): Promise<boolean> {
+  const a = (await inner.boundingBox())!;
+  const b = (await outer.boundingBox())!;
+  return a.x >= b.x - 1 && a.y >= b.y - 1 && a.x + a.width <= b.x + b.width + 1 && a.y + a.height <= b.y + b.height + 1;
+}
+
+test('subworkflows are drawn as nested groups, with the cases that chose steps and the stages skipped', async ({ page }) => {
+  await loginAsAlice(page);
+  const panel = await openPanel(page, 'af-workflows');
+  const submitted = await api<{ id: string }>(page, 'POST', 'api/af/workflows', {
+    entry: 'workflow.yml',
+    files: NESTED_FILES,
+    parameters: { words: ['alpha', 'beta'], ns: [3, 42] },
+    name: 'nested-cases',
+  });
+  expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
+  const id = submitted.body.id;
+  try {
+    await panel.locator(`.jp-AFWorkflows-run[data-run="${id}"] .jp-AFWorkflows-name`).click();
+    const dag = dagOf(page, id);
+    await expect(dag).toBeVisible();
+    await page.sidebar.close('left'); // room for the DAG
+    await expect(dag).toHaveClass(/mod-success/, { timeout: 120_000 });
+
+    await test.step('each scope is a labelled group inside the box of its stage, around its stages', async () => {
+      for (const scope of ['nested[0]', 'nested[1]']) {
+        const group = dag.locator(`.jp-AFDag-scope[data-scope="${scope}"] rect`);
+        await expect(group).toBeVisible();
+        await expect(dag.locator(`.jp-AFDag-scopeLabel[data-scope="${scope}"]`)).toBeVisible();
+        await expect(dag.locator(`.jp-AFDag-scopeLabel[data-scope="${scope}"]`)).toHaveText(scope);
+        expect(await within(group, dag.locator('.jp-AFDag-stage[data-stage="nested"] rect'))).toBe(true);
+        for (const stage of ['init', 'shout', 'count']) {
+          const box = dag.locator(`.jp-AFDag-stage[data-stage="${scope}.${stage}"] rect`);
+          expect(await within(box, group), `${scope}.${stage} in ${scope}`).toBe(true);
+          // the stage's label inside its group names it as in its subworkflow
+          await expect(dag.locator(`.jp-AFDag-stageLabel[data-stage="${scope}.${stage}"] .jp-AFDag-stageName`)).toHaveText(stage);
+        }
+        await expect(dag.locator(`.jp-AFDag-node[data-node="${scope}.shout"]`)).toHaveClass(/mod-success/);
+      }
+      await expect(dag.locator('.jp-AFDag-stageLabel[data-stage="nested"] .jp-AFDag-stageCounts')).toHaveText('2 subworkflows');
+    });
+
+    await test.step('the case that chose a step or a subworkflow is on it', async () => {
+      await expect(dag.locator('.jp-AFDag-node[data-node="pick:0"] .jp-AFDag-caseBadge')).toBeVisible();
+      await expect(dag.locator('.jp-AFDag-node[data-node="pick:0"] .jp-AFDag-caseBadge')).toHaveText('case 0');
+      const chosen = dag.locator('.jp-AFDag-scopeLabel[data-scope="pick[1]"]');
+      await expect(chosen).toBeVisible();
+      await expect(chosen.locator('.jp-AFDag-scopeCase')).toHaveText('case 1');
+      await expect(dag.locator('.jp-AFDag-node[data-node="pick[1].big"]')).toHaveClass(/mod-success/);
+    });
+
+    await test.step('skipped stages are greyed with their reason; the legend counts them beside the steps', async () => {
+      await expect(dag.locator('.jp-AFDag-stage.mod-skipped')).toHaveCount(2);
+      await expect(dag.locator('.jp-AFDag-stageLabel[data-stage="never"] .jp-AFDag-stageNote')).toHaveText('no case held: nothing runs');
+      await expect(dag.locator('.jp-AFDag-stageLabel[data-stage="later"] .jp-AFDag-stageType')).toHaveText('singlestep · SKIPPED');
+      await expect(dag.locator('.jp-AFDag-stage[data-stage="later"] title')).toContainText('not applied: stage never it depends on was not applied');
+      await expect(legendCount(dag, 'SKIPPED')).toHaveText('2');
+      // 2 × (shout, count), pick:0, pick[1].big, collect: the subworkflows' inits are no steps
+      await expect(legendCount(dag, 'SUCCESS')).toHaveText('7');
+      await shot(page, 'workflows-subworkflows-light');
+      await page.theme.setDarkTheme();
+      await shot(page, 'workflows-subworkflows-dark');
+      await page.theme.setLightTheme();
+    });
+
+    await test.step('a step in a subworkflow: its details name the scope, its log is its own', async () => {
+      await dag.locator('.jp-AFDag-node[data-node="nested[1].shout"]').click();
+      const details = dag.locator('.jp-AFDagDetails[data-node="nested[1].shout"]');
+      await expect(details.locator('.jp-AFDagDetails-scope')).toHaveText('nested[1]');
+      await expect(details.locator('.jp-AFDagDetails-log')).toContainText('shouted beta');
+      await dag.locator('.jp-AFDag-node[data-node="pick:0"]').click();
+      const picked = dag.locator('.jp-AFDagDetails[data-node="pick:0"]');
+      await expect(picked.locator('.jp-AFDagDetails-case')).toHaveText('case 0');
+      await dag.locator('.jp-AFDag-node[data-node="pick[1].big"]').click();
+      await expect(dag.locator('.jp-AFDagDetails[data-node="pick[1].big"] .jp-AFDagDetails-scope')).toHaveText('pick[1], chosen by case 1');
+      await shot(page, 'workflows-subworkflows-details-light');
+    });
+  } finally {
     await api(page, 'POST', `api/af/workflows/${id}/cancel`).catch(() => undefined);
     await api(page, 'DELETE', `api/af/workflows/${id}`).catch(() => undefined);
   }
