@@ -281,15 +281,15 @@ def test_subworkflows_cases_and_skipped_stages(env, tmp_path):
                      st.stdout, re.M), show(st)
     dag = json.loads(cli("status", run_id, "--json", env=env, cwd=tmp_path).stdout)
     ids = {n["id"]: n for n in dag["nodes"]}
-    assert {"nested[0].shout", "nested[1].shout", "pick:0", "pick[0].big"} <= set(ids), sorted(ids)
-    assert (ids["pick:0"]["case"], ids["pick[0].init"]["case"]) == (0, 1)
+    assert {"nested[0].shout", "nested[1].shout", "pick:0", "pick[1].big"} <= set(ids), sorted(ids)
+    assert (ids["pick:0"]["case"], ids["pick[1].init"]["case"]) == (0, 1)
 
     # logs of scoped steps: their ids hold brackets and dots, sent quoted
     lg = cli("logs", run_id, "nested[0].shout", env=env, cwd=tmp_path)
     assert lg.returncode == 0 and "shouted alpha" in lg.stdout and "beta" not in lg.stdout, show(lg)
     lg = cli("logs", run_id, "nested[1].shout", env=env, cwd=tmp_path)
     assert lg.returncode == 0 and "shouted beta" in lg.stdout, show(lg)
-    lg = cli("logs", run_id, "pick[0].big", "--follow", env=env, cwd=tmp_path)  # finished: ends at once
+    lg = cli("logs", run_id, "pick[1].big", "--follow", env=env, cwd=tmp_path)  # finished: ends at once
     assert lg.returncode == 0 and "big-marker 42" in lg.stdout, show(lg)
     lg = cli("logs", run_id, "nested[2].shout", env=env, cwd=tmp_path)
     assert lg.returncode == 2, show(lg)
