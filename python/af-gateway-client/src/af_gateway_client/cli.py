@@ -516,7 +516,8 @@ class DagView:
         return ", ".join(parts)
 
     def scoped_summary(self, stages):
-        """'2/2 SUCCESS', '1/2 SUCCESS, 1 RUNNING, 1 skipped' over a subworkflow stage's scopes ('' while nothing to say)."""
+        """'2/2 SUCCESS', '1/2 SUCCESS, 1 RUNNING, 1 skipped' over a subworkflow stage's scopes
+        ('' while there is nothing to say)."""
         steps = self.steps(stages)
         skipped = sum(1 for st in stages if st.get("state") == "SKIPPED")
         parts = ([summarise(steps)] if steps else []) + ([f"{skipped} skipped"] if skipped else [])
