@@ -14,13 +14,16 @@ import { parseBundle } from './bundle-parser.js';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import { stepOf, type NodeRecord, type RunRecord, type StageSpec, type StepSpec } from './model.js';
 import { parseSelector, scoped, stageDir, stageSpecOf } from './scopes.js';
-import { jq, jqFirst, JqError } from './jq.js';
+import { jq, jqFirst, JqError, type JqOptions } from './jq.js';
 import { stepFiles } from './step-files.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps, type Grouping } from './scatter-size.js';
 import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
 
 export class StageError extends Error {}
+
+/** Applying a stage was given up because its run is to stop (cancelled, the gateway closing): the stage stays as it was. */
+export class ApplyStopped extends Error {}
 
 /**
  * A stage's references reach at most this many nodes per step as edges (the DAG stays drawable), and
@@ -108,6 +111,8 @@ export interface ApplyContext {
   /** PFNs of a Rucio dataset's files for a scheme, as the run's owner. */
   rucioFiles(ref: { instance: string; did: string; scheme?: string }): Promise<string[]>;
   nextSeq(): number;
+  /** Whether the run is to stop now (cancelled, the gateway closing): a stage's jq work, which may take minutes, then gives up (ApplyStopped). */
+  stopped?(): boolean;
   /** How many more steps the run may get, of workflows.max_steps. */
   stepsLeft: number;
   maxSteps: number;
@@ -341,9 +346,14 @@ function pointerized(v: unknown, step: string, path = ''): unknown {
   return { $wflowpointer: { step, result: path } };
 }
 
+/** The options of a jq call applying a stage: the run owner's work (served in turn with other users'); none once the run is to stop. */
+function jqOpts(ctx: ApplyContext): JqOptions {
+  if (ctx.stopped?.()) throw new ApplyStopped('the run is to stop');
+  return { owner: ctx.run.username };
+}
+
 const jqStage = async (ctx: ApplyContext, what: string, filter: string, input: unknown, all = false): Promise<unknown> => {
-  // (the run's owner's jq work: served in turn with other users')
-  const opts = { owner: ctx.run.username };
+  const opts = jqOpts(ctx);
   try {
     return all ? await jq(filter, input, opts) : await jqFirst(filter, input, opts);
   } catch (err) {
@@ -603,7 +613,7 @@ async function chooseCase(ctx: ApplyContext, stage: StageSpec, values: Record<st
   for (const [j, c] of cases.entries()) {
     let holds: unknown;
     try {
-      holds = await jqFirst(c.if, values, { owner: ctx.run.username });
+      holds = await jqFirst(c.if, values, jqOpts(ctx));
     } catch (err) {
       if (err instanceof JqError && err.kind === 'no-output') holds = null;
       else if (err instanceof JqError) throw new StageError(`case ${j + 1} (if: ${c.if.slice(0, 80)}): ${err.message}`);
@@ -678,7 +688,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       for (const [k, m] of mounts.entries()) {
         let text: string;
         try {
-          text = (await jq(m.jqscript, values, { owner: ctx.run.username })).map((v) => pyJson(v)).join('\n');
+          text = (await jq(m.jqscript, values, jqOpts(ctx))).map((v) => pyJson(v)).join('\n');
         } catch (err) {
           if (err instanceof JqError) throw new StageError(`par_mounts[${k}] (${m.mountpath}): ${err.message}`);
           throw err;

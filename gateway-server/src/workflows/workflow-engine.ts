@@ -19,6 +19,7 @@ import { removeTree } from '../files/no-follow.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { ancestorStages, scoped, specAt, splitScoped, stageDir, stageSpecOf } from './scopes.js';
 import {
+  ApplyStopped,
   applyStage,
   MAX_RUN_OUTPUTS,
   MAX_RUN_PARAMETERS,
@@ -476,6 +477,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       const done = this.doneStages(a, blocked);
       const skipped = new Set([...run.stages.filter((s) => s.state === 'SKIPPED').map((s) => s.name), ...blocked]);
       for (const s of [...run.stages]) {
+        if (run.cancelRequested || this.closed) return; // the next tick cancels (a stage's jq work gave up for it)
         if (s.state !== 'WAITING') continue;
         // yadage never applies a stage that waits on one never applied; the run ends without both.
         const notApplied = s.dependencies.find((d) => skipped.has(d));
@@ -575,6 +577,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         }
       },
       nextSeq: () => a.seq++,
+      // a stage's jq work may take minutes: a cancel or the gateway's shutdown does not wait for it
+      stopped: () => !!a.run.cancelRequested || this.closed,
       // a subworkflow's init counts like a step here: scopes, too, are bounded by workflows.max_steps
       stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
       parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
@@ -615,6 +619,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         s.message = spec.scheduler.cases ? 'no case held: nothing runs' : 'it scattered over an empty list: no steps, and the stages after it do not run';
       }
     } catch (err) {
+      if (err instanceof ApplyStopped) return; // applied again if the run goes on (after a restart)
       s.state = 'FAILED';
       s.message = err instanceof StageError ? err.message : `internal error: ${errorMessage(err)}`;
       if (!(err instanceof StageError)) this.deps.log.error({ err, run: a.run.id, stage: s.name }, 'applying a stage failed');

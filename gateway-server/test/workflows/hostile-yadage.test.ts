@@ -3,6 +3,9 @@
 // or memory, subworkflows and selectors that reach for other runs. Each attack is refused with a
 // 4xx or fails mallory's own run, with a message naming the limit, while bob's work goes on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 import { basic, client, runEnded, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
@@ -116,4 +119,59 @@ describe('jq workers shared with other users', () => {
       );
     }
   }, 240_000);
+});
+
+/** A cases stage over `items` items whose condition keeps jq busy 0.2 s each (minutes in all). */
+const slowCases = (items: number) => ({
+  'workflow.yml': `stages:
+  - name: slow
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {x: ${JSON.stringify(Array.from({ length: items }, (_, i) => i))}}
+      scatter: {method: zip, parameters: [x]}
+      cases: [{if: 'now as $t0 | until(now - $t0 >= 0.2; .) | true', step: ${NOOP}}]
+`,
+});
+
+describe('a stage whose jq takes minutes to apply', () => {
+  it('is cancelled within a jq call, not once the stage is applied', async () => {
+    const r = await mallory().post('/api/af/workflows', { entry: 'workflow.yml', files: slowCases(1000) });
+    expect(r.status).toBe(201);
+    const id = (r.json as unknown as WorkflowRun).id;
+    await sleep(1500); // the stage is being applied (200 s of conditions)
+    const t0 = performance.now();
+    expect((await mallory().post(`/api/af/workflows/${id}/cancel`)).status).toBe(200);
+    const dag = await waitForRun(mallory(), id, { until: runEnded, timeoutMs: 10_000, pollMs: 100 });
+    expect(dag.run.status).toBe('CANCELLED');
+    expect(performance.now() - t0).toBeLessThan(3_000);
+    expect(dag.nodes.filter((n) => n.stage === 'slow')).toEqual([]);
+  });
+
+  it('does not hold the gateway’s shutdown, and is applied again after the restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'af-wf-yadage-restart-'));
+    const settings = { ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } };
+    try {
+      const first = await startTestGateway(settings, { dataDir });
+      const r = await client(first, basic('mallory')).post('/api/af/workflows', { entry: 'workflow.yml', files: slowCases(1000) });
+      expect(r.status).toBe(201);
+      const id = (r.json as unknown as WorkflowRun).id;
+      await sleep(1500);
+      const t0 = performance.now();
+      await first.close();
+      expect(performance.now() - t0).toBeLessThan(3_000);
+
+      const again = await startTestGateway(settings, { dataDir });
+      try {
+        const dag = (await client(again, basic('mallory')).get(`/api/af/workflows/${id}`)).json as unknown as WorkflowDag;
+        expect(dag.run.status).toBe('RUNNING');
+        expect(dag.stages.find((s) => s.name === 'slow')!.state).toBe('WAITING'); // not failed by the shutdown
+        expect((await client(again, basic('mallory')).post(`/api/af/workflows/${id}/cancel`)).status).toBe(200);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
 });
