@@ -47,6 +47,20 @@ const MAX_YAML_OUTPUTS = 1024 * 1024;
 /** Characters of outputs the steps of a run may publish together (each is kept and sent per step). */
 export const MAX_RUN_OUTPUTS = 16 * 1024 * 1024;
 
+/**
+ * Characters a run's steps may hold beyond their parameters: their commands, par_mounts, and what
+ * {workdir} adds to parameters. Each is made per step from the parameters (a template may repeat a
+ * parameter hundreds of times) and kept and sent per step like them.
+ */
+export const MAX_RUN_HELD = 32 * 1024 * 1024;
+
+/** What the commands and par_mounts of a run's existing steps weigh (a run taken up again after a restart). */
+export function heldWeight(nodes: Iterable<NodeRecord>): number {
+  let weight = 0;
+  for (const n of nodes) weight += (n.command?.length ?? 0) + (n.parmounts ?? []).reduce((w, t) => w + t.length, 0);
+  return weight;
+}
+
 /** What the parameters (or outputs) of a run's existing steps weigh (a run taken up again after a restart), at most past the limit. */
 export function parametersWeight(nodes: Iterable<NodeRecord>, of: 'parameters' | 'outputs' = 'parameters', limit = MAX_RUN_PARAMETERS): number {
   let weight = 0;
@@ -118,6 +132,8 @@ export interface ApplyContext {
   maxSteps: number;
   /** Characters of parameters the run's steps may still hold (MAX_RUN_PARAMETERS in all); the stage spends what it makes. */
   parameters: { left: number };
+  /** Characters the run's steps may still hold beyond their parameters (MAX_RUN_HELD in all); the stage spends what it makes. */
+  held?: { left: number };
 }
 
 /** A subworkflow to start: its scope (`nested[0]`), its init parameters, the nodes they came from and where its stages are in the workflow. */
@@ -299,10 +315,14 @@ async function resolveParameter(ctx: ApplyContext, value: unknown, depth = 0): P
 }
 
 /** yadage interpolates only {workdir} into literal parameters; anything else in braces stays. */
-function withWorkdir(value: unknown, workdir: string): unknown {
-  if (typeof value === 'string') return value.replaceAll('{workdir}', workdir);
-  if (Array.isArray(value)) return value.map((v) => withWorkdir(v, workdir));
-  if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withWorkdir(v, workdir)]));
+function withWorkdir(value: unknown, workdir: string, grown: { chars: number }): unknown {
+  if (typeof value === 'string') {
+    const out = value.replaceAll('{workdir}', workdir);
+    grown.chars += out.length - value.length;
+    return out;
+  }
+  if (Array.isArray(value)) return value.map((v) => withWorkdir(v, workdir, grown));
+  if (isObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withWorkdir(v, workdir, grown)]));
   return value;
 }
 
@@ -648,6 +668,14 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
   const perStep = Math.max(1, Math.min(MAX_EDGES_PER_STEP, Math.floor(MAX_EDGES_PER_STAGE / Math.max(1, sets.length))));
   const fallbackAfter = dependencyNodes.length ? dependencyNodes.slice(0, perStep).map((n) => n.id) : [scoped(ctx.scope, INIT_STAGE)];
   const out: Applied = { nodes: [], scopes: [] };
+  // what the stage's steps hold beyond their parameters, spent from the run's MAX_RUN_HELD
+  const held = { chars: 0 };
+  const holdsTooMuch = () =>
+    ctx.held &&
+    held.chars > ctx.held.left &&
+    new StageError(
+      `its steps' commands, par_mounts and parameters with {workdir} filled in would hold more than ${mib(Math.max(0, ctx.held.left))}, what this run's steps may still hold (${mib(MAX_RUN_HELD)} in all); pass big lists in a file`,
+    );
   for (const set of sets) {
     const after = (set.sources.length ? set.sources : fallbackAfter).slice(0, perStep);
     // (cases see the parameters as yadage's jq does: before {workdir} is filled in)
@@ -665,8 +693,10 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     const workdir = join(ctx.run.workspace, stageDir(scope ?? full), index === null ? '' : String(index));
     const values: Record<string, unknown> = {};
     // (a jq-stage's items are made by a script: every string in them may name {workdir}, as packtivity reads them)
-    for (const [k, v] of Object.entries(set.values)) values[k] = jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir) : v;
+    for (const [k, v] of Object.entries(set.values)) values[k] = jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir, held) : v;
     if (scope) {
+      const tooMuch = holdsTooMuch();
+      if (tooMuch) throw tooMuch;
       out.scopes.push({ scope, parameters: values, after, workflow: (runs as { workflow: string }).workflow });
       continue;
     }
@@ -704,6 +734,9 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
         `its command would be ${rendered.command.length.toLocaleString('en')} characters long; at most ${MAX_COMMAND.toLocaleString('en')} (pass long lists in a file)`,
       );
     }
+    held.chars += (rendered?.command.length ?? 0) + (parmounts ?? []).reduce((w, t) => w + t.length, 0);
+    const tooMuch = holdsTooMuch();
+    if (tooMuch) throw tooMuch;
     out.nodes.push({
       id: multi ? `${full}:${index}` : full,
       seq: ctx.nextSeq(),
@@ -726,6 +759,9 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
       handle: null,
     } satisfies NodeRecord);
   }
+  const tooMuch = holdsTooMuch();
+  if (tooMuch) throw tooMuch;
+  if (ctx.held) ctx.held.left -= held.chars;
   return out;
 }
 

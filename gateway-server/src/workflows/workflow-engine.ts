@@ -21,6 +21,8 @@ import { ancestorStages, scoped, specAt, splitScoped, stageDir, stageSpecOf } fr
 import {
   ApplyStopped,
   applyStage,
+  heldWeight,
+  MAX_RUN_HELD,
   MAX_RUN_OUTPUTS,
   MAX_RUN_PARAMETERS,
   parmountFile,
@@ -71,6 +73,8 @@ interface ActiveRun {
   parameters?: { left: number };
   /** Outputs the run's steps may still publish, weighed when a step first publishes. */
   outputs?: { left: number };
+  /** Commands and par_mounts the run's steps may still hold (stages.ts), weighed when a stage is first applied. */
+  held?: { left: number };
   /** Stage records by full name (subworkflows add theirs as they start). */
   stageByName: Map<string, StageRecord>;
   /** For each stage running subworkflows, the indices of the scopes it made so far. */
@@ -582,6 +586,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       // a subworkflow's init counts like a step here: scopes, too, are bounded by workflows.max_steps
       stepsLeft: this.cfg.max_steps - (a.nodes.size - 1),
       parameters: (a.parameters ??= { left: MAX_RUN_PARAMETERS - parametersWeight(a.nodes.values()) }),
+      held: (a.held ??= { left: MAX_RUN_HELD - heldWeight(a.nodes.values()) }),
       maxSteps: this.cfg.max_steps,
     };
     try {

@@ -175,3 +175,31 @@ describe('a stage whose jq takes minutes to apply', () => {
     }
   });
 });
+
+describe('what a run’s steps hold', () => {
+  it('bounds the commands and par_mounts a stage makes from small parameters (a template repeating one)', async () => {
+    // 64 steps, each with a 1,000-character parameter (64 KB of parameters in all) that its command
+    // and its par_mount repeat 500 times: 64 × 1 MB, kept per step and sent with every view of the run
+    const x = 'x'.repeat(1000);
+    const files = {
+      'workflow.yml': `stages:
+  - name: amplify
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: ${JSON.stringify(Array.from({ length: 64 }, (_, i) => i))}, x: {stages: init, output: x, unwrap: true}}
+      scatter: {method: zip, parameters: [i]}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: ': ${'{x}'.repeat(500)} /m'}
+        environment: {environment_type: docker-encapsulated, image: busybox, par_mounts: [{mountpath: /m, jqscript: '[range(500)] | map($x) | add', }]}
+        publisher: {publisher_type: constant-pub, publish: {}}
+`.replace('$x', '"' + x + '"'),
+    };
+    const dag = await runToEnd('mallory', files, { x });
+    expect(dag.run.status).toBe('FAILED');
+    expect(dag.run.message).toMatch(
+      /^stage amplify failed: its steps' commands, par_mounts and parameters with \{workdir\} filled in would hold more than 32 MiB, what this run's steps may still hold \(32 MiB in all\); pass big lists in a file$/,
+    );
+    expect(dag.nodes.filter((n) => n.stage === 'amplify')).toEqual([]);
+  });
+});
