@@ -31,6 +31,8 @@ const WORKER_DEADLINE_MS = 5_000;
 const WORKER_HEAP_MB = 128;
 const MAX_WORKERS = 2;
 const MAX_PER_USER = 2;
+/** Files of one user's steps (fromyaml-pub) read at once: they wait for it rather than being refused, and leave the other reader to other users. */
+const MAX_PER_USER_STEPS = 1;
 
 export type ParsedFile = { value: unknown } | { error: string };
 export type ParsedBundle = Map<string, ParsedFile>;
@@ -107,6 +109,8 @@ parentPort.postMessage(parseAll(workerData.files, (text) => parse(text, { merge:
 let running = 0;
 const queue: (() => void)[] = [];
 const perUser = new Map<string, number>();
+/** Steps' files waiting for their owner's other readings to end. */
+const waitingSteps = new Map<string, (() => void)[]>();
 
 function parseInWorker(files: Record<string, string>): Promise<ParsedBundle> {
   return new Promise((resolve, reject) => {
@@ -150,16 +154,21 @@ function parseInWorker(files: Record<string, string>): Promise<ParsedBundle> {
 
 /**
  * Every file of a bundle parsed (or why not). `owner` bounds how many bundles one user has being
- * parsed at once (429 beyond); the gateway parses at most MAX_WORKERS large bundles together.
+ * parsed at once (429 beyond); the gateway parses at most MAX_WORKERS large bundles together. A file
+ * a user's step wrote (`step`: a fromyaml-pub publisher) waits instead until the owner's other
+ * readings ended, one at a time, so that however many steps publish at once another user's bundle
+ * finds a reader soon.
  */
-export async function parseBundle(files: Record<string, string>, owner: string): Promise<ParsedBundle> {
+export async function parseBundle(files: Record<string, string>, owner: string, opts: { step?: boolean } = {}): Promise<ParsedBundle> {
   const chars = Object.values(files).reduce((n, t) => n + t.length, 0);
   if (chars <= IN_THREAD_CHARS) return parseBundleSync(files);
-  const mine = perUser.get(owner) ?? 0;
-  if (mine >= MAX_PER_USER) {
-    throw new AppError(429, 'too_many_requests', `User ${owner} has ${MAX_PER_USER} workflow bundles being read already; wait for them to finish`);
+  while ((perUser.get(owner) ?? 0) >= (opts.step ? MAX_PER_USER_STEPS : MAX_PER_USER)) {
+    if (!opts.step) {
+      throw new AppError(429, 'too_many_requests', `User ${owner} has ${MAX_PER_USER} workflow bundles being read already; wait for them to finish`);
+    }
+    await new Promise<void>((r) => waitingSteps.set(owner, [...(waitingSteps.get(owner) ?? []), r]));
   }
-  perUser.set(owner, mine + 1);
+  perUser.set(owner, (perUser.get(owner) ?? 0) + 1);
   try {
     // A finished parse hands its slot to the next in line (so a newcomer cannot slip in between).
     if (running >= MAX_WORKERS) await new Promise<void>((r) => queue.push(r));
@@ -175,6 +184,11 @@ export async function parseBundle(files: Record<string, string>, owner: string):
     const left = (perUser.get(owner) ?? 1) - 1;
     if (left) perUser.set(owner, left);
     else perUser.delete(owner);
+    // the owner's next step file (it checks again)
+    const steps = waitingSteps.get(owner);
+    const next = steps?.shift();
+    if (!steps?.length) waitingSteps.delete(owner);
+    next?.();
   }
 }
 

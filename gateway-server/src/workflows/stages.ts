@@ -885,7 +885,7 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string, ow
       } finally {
         await fh.close();
       }
-      const parsed = (await parseBundle({ [name]: text }, `publisher:${node.id}`)).get(name)!;
+      const parsed = (await parseBundle({ [name]: text }, owner ?? `publisher:${node.id}`, { step: true })).get(name)!;
       if ('error' in parsed) throw new StageError(`publisher: ${parsed.error}`);
       if (!isObject(parsed.value))
         throw new StageError(`publisher: ${name} holds ${Array.isArray(parsed.value) ? 'a list' : 'a single value'}, not an object of outputs`);

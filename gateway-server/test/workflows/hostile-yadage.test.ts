@@ -203,3 +203,46 @@ describe('what a run’s steps hold', () => {
     expect(dag.nodes.filter((n) => n.stage === 'amplify')).toEqual([]);
   });
 });
+
+describe('fromyaml-pub files read beside other users’ bundles', () => {
+  it('reads mallory’s slow YAML outputs in her share of the readers: bob’s bundle is read next, not after all of them', async () => {
+    // 8 steps (two runs of 4 in parallel), each publishing a 0.9 MB YAML mapping the yaml library needs its whole 5 s for
+    const slowYaml = {
+      'workflow.yml': `stages:
+  - name: plant
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: [0, 1, 2, 3]}
+      scatter: {method: zip, parameters: [i]}
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: "awk 'BEGIN {{ for (i = 0; i < 60000; i++) print \\"k\\" i \\": v\\" i }}' > {workdir}/out.yml"}
+        environment: {environment_type: localproc-env}
+        publisher: {publisher_type: fromyaml-pub, yamlfile: out.yml}
+`,
+    };
+    const runs = await Promise.all([1, 2].map(() => mallory().post('/api/af/workflows', { entry: 'workflow.yml', files: slowYaml })));
+    expect(runs.map((r) => r.status)).toEqual([201, 201]);
+    const ids = runs.map((r) => (r.json as unknown as WorkflowRun).id);
+    await waitForRun(mallory(), ids[1]!, {
+      until: (d) => d.nodes.filter((n) => n.stage === 'plant' && n.state !== 'DEFINED').length === 4,
+      timeoutMs: 20_000,
+      pollMs: 50,
+    });
+    await sleep(1000); // her files are being read
+    // bob's bundle is over 4 KB: read in a worker too
+    const padded = { 'workflow.yml': `# ${'bob '.repeat(1500)}\n${BOB['workflow.yml']}` };
+    const r = await as('bob').post('/api/af/workflows', { entry: 'workflow.yml', files: padded });
+    expect(r.status, r.text.slice(0, 300)).toBe(201);
+    // Before: it waited for the readings of hers queued ahead of it (5 s each, two at a time: 9 s here,
+    // growing with her runs); hers are read one at a time now
+    expect(r.ms).toBeLessThan(3_000);
+    const bobDag = await waitForRun(as('bob'), (r.json as unknown as WorkflowRun).id, { until: runEnded, timeoutMs: 30_000 });
+    expect(bobDag.run.status).toBe('SUCCESS');
+    for (const id of ids) {
+      const dag = await waitForRun(mallory(), id, { until: runEnded, timeoutMs: 120_000 });
+      expect(dag.run.status).toBe('FAILED');
+      expect(dag.nodes.find((n) => n.state === 'FAILED')!.message).toMatch(/its outputs could not be published: .*could not be read within 5 s/);
+    }
+  }, 180_000);
+});
