@@ -47,42 +47,92 @@ export function templateFields(template: string): string[] {
   return [...new Set(parse(template).flatMap((p) => ('field' in p ? [p.field] : [])))];
 }
 
+/** Rendering stopped at its limit (before building more): the caller says what the limit was for. */
+class TooLong extends Error {}
+
+/** Where a value is rendered to: its pieces, at most `room` characters in all. */
+class Sink {
+  readonly parts: string[] = [];
+  constructor(private room: number) {}
+  put(s: string): void {
+    if ((this.room -= s.length) < 0) throw new TooLong();
+    this.parts.push(s);
+  }
+  /** Throws when `chars` more would not fit (before they are made). */
+  need(chars: number): void {
+    if (chars > this.room) throw new TooLong();
+  }
+  text(): string {
+    return this.parts.join('');
+  }
+}
+
 /** A string as Python's repr writes it (single quotes unless the string has one and no double quote). */
-function pyRepr(s: string): string {
+function pyRepr(s: string, out: Sink): void {
+  out.need(s.length + 2); // a repr is never shorter
   const q = s.includes("'") && !s.includes('"') ? '"' : "'";
-  const body = [...s]
-    .map((c) => {
+  out.put(q);
+  out.put(
+    s.replace(/[\\'"\p{Cc}]/gu, (c) => {
       if (c === '\\' || c === q) return `\\${c}`;
       if (c === '\n') return '\\n';
       if (c === '\r') return '\\r';
       if (c === '\t') return '\\t';
-      const code = c.codePointAt(0)!;
-      return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, '0')}` : c;
-    })
-    .join('');
-  return q + body + q;
+      if (c === "'" || c === '"') return c;
+      return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+    }),
+  );
+  out.put(q);
 }
 
 /** A value as Python's str() writes it, which is what yadage's templates produce: None, True, ['a', 1], {'k': 'v'}. */
-export function pyStr(value: unknown, nested = false): string {
-  if (value === null || value === undefined) return 'None';
-  if (value === true) return 'True';
-  if (value === false) return 'False';
-  if (typeof value === 'string') return nested ? pyRepr(value) : value;
-  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : value > 0 ? 'inf' : value < 0 ? '-inf' : 'nan';
-  if (Array.isArray(value)) return `[${value.map((v) => pyStr(v, true)).join(', ')}]`;
-  return `{${Object.entries(value as Record<string, unknown>)
-    .map(([k, v]) => `${pyRepr(k)}: ${pyStr(v, true)}`)
-    .join(', ')}}`;
+function pyStrTo(value: unknown, nested: boolean, out: Sink): void {
+  if (value === null || value === undefined) return out.put('None');
+  if (value === true) return out.put('True');
+  if (value === false) return out.put('False');
+  if (typeof value === 'string') return nested ? pyRepr(value, out) : out.put(value);
+  if (typeof value === 'number') return out.put(Number.isFinite(value) ? String(value) : value > 0 ? 'inf' : value < 0 ? '-inf' : 'nan');
+  if (Array.isArray(value)) {
+    out.put('[');
+    value.forEach((v, i) => {
+      if (i) out.put(', ');
+      pyStrTo(v, true, out);
+    });
+    return out.put(']');
+  }
+  out.put('{');
+  let first = true;
+  for (const k in value as Record<string, unknown>) {
+    if (!Object.hasOwn(value as object, k)) continue;
+    if (!first) out.put(', ');
+    first = false;
+    pyRepr(k, out);
+    out.put(': ');
+    pyStrTo((value as Record<string, unknown>)[k], true, out);
+  }
+  out.put('}');
+}
+
+/** A value as Python's str() writes it; throws TooLong past `max` characters, before building more. */
+function pyStr(value: unknown, max: number): string {
+  const out = new Sink(max);
+  pyStrTo(value, false, out);
+  return out.text();
 }
 
 /**
  * How a parameter appears in a command or script: as packtivity renders it, a list becomes its items'
- * str() joined by spaces (so a list of files is a list of words), anything else its str().
+ * str() joined by spaces (so a list of files is a list of words), anything else its str(). Throws
+ * TooLong past `max` characters.
  */
-export function renderValue(value: unknown): string {
-  if (Array.isArray(value)) return value.map((v) => pyStr(v)).join(' ');
-  return pyStr(value);
+function renderValue(value: unknown, max: number): string {
+  if (!Array.isArray(value)) return pyStr(value, max);
+  const out = new Sink(max);
+  value.forEach((v, i) => {
+    if (i) out.put(' ');
+    pyStrTo(v, false, out);
+  });
+  return out.text();
 }
 
 /** Characters a formatted template may have unless the caller says otherwise (a command, a published value). */
@@ -99,7 +149,14 @@ export function formatTemplate(
   let length = 0;
   return parse(template)
     .map((p) => {
-      const piece = formatPiece(p, values, style);
+      let piece: string;
+      try {
+        // (a value is rendered only as far as the room left: a huge one is refused before it is built)
+        piece = formatPiece(p, values, style, maxLength - length);
+      } catch (err) {
+        if (err instanceof TooLong) throw new TemplateError(`${what} (pass long lists in a file)`);
+        throw err;
+      }
       if ((length += piece.length) > maxLength) {
         throw new TemplateError(`${what} (pass long lists in a file)`);
       }
@@ -114,7 +171,7 @@ export function formatTemplate(
  */
 type Style = 'command' | 'python';
 
-function formatPiece(p: Piece, values: Record<string, unknown>, style: Style): string {
+function formatPiece(p: Piece, values: Record<string, unknown>, style: Style, room: number): string {
   if ('text' in p) return p.text;
   if (!Object.hasOwn(values, p.field))
     throw new TemplateError(`{${p.field}} is not a parameter of this step (it has ${Object.keys(values).join(', ') || 'none'})`);
@@ -131,7 +188,7 @@ function formatPiece(p: Piece, values: Record<string, unknown>, style: Style): s
     }
     v = (v as Record<string | number, unknown>)[key];
   }
-  return style === 'command' ? renderValue(v) : pyStr(v);
+  return style === 'command' ? renderValue(v, room) : pyStr(v, room);
 }
 
 /** Every string inside a value formatted with the given values (publishers' templates), at most `budget.chars` characters in all. */
