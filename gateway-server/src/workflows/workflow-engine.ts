@@ -77,6 +77,8 @@ interface ActiveRun {
   held?: { left: number };
   /** Stage records by full name (subworkflows add theirs as they start). */
   stageByName: Map<string, StageRecord>;
+  /** Stage records by scope ('' at the root), in the run's order: a scope's stages without a walk over all the run's (thousands of scopes made that quadratic). */
+  stagesByScope: Map<string, StageRecord[]>;
   /** For each stage running subworkflows, the indices of the scopes it made so far. */
   scopes: Map<string, number[]>;
 }
@@ -264,6 +266,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       ticking: null,
       again: false,
       stageByName: new Map(),
+      stagesByScope: new Map(),
       scopes: new Map(),
     };
     for (const st of run.stages) this.indexStage(a, st);
@@ -281,6 +284,9 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
 
   private indexStage(a: ActiveRun, st: StageRecord): void {
     a.stageByName.set(st.name, st);
+    const inScope = a.stagesByScope.get(st.scope ?? '') ?? [];
+    inScope.push(st);
+    a.stagesByScope.set(st.scope ?? '', inScope);
     // a scope's init stage tells which stage made the scope, and its index
     if (st.type === 'init' && st.scope) {
       const m = /^(.*)\[(\d+)\]$/.exec(st.scope)!;
@@ -568,10 +574,10 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       scope: s.scope ?? '',
       nodesOf: (stage) => a.byStage.get(stage) ?? [],
       scopesOf: (stage) => a.scopes.get(stage) ?? [],
-      stagesIn: (scope) => a.run.stages.filter((r) => (r.scope ?? '') === scope && r.state === 'APPLIED').map((r) => splitScoped(r.name).name),
+      stagesIn: (scope) => (a.stagesByScope.get(scope) ?? []).filter((r) => r.state === 'APPLIED').map((r) => splitScoped(r.name).name),
       runsWorkflow: (stage) =>
         a.scopes.has(stage) || (a.stageByName.get(stage)?.type !== 'init' && a.stageByName.has(stage) && !!this.stageSpec(a, stage).scheduler.workflow),
-      registered: (scope, key) => registeredValue(a.run, scope, key),
+      registered: (scope, key) => registeredValue(a.run, scope, key, a.stagesByScope.get(scope) ?? []),
       rucioFiles: async (ref) => {
         if (!this.deps.rucioFiles) throw new StageError('this gateway fronts no Rucio instance');
         try {

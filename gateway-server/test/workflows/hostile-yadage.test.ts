@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag, WorkflowRun } from '@af-gateway/schemas';
 import { basic, client, runEnded, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
@@ -45,7 +46,11 @@ const NOOP = '{process: null, environment: null, publisher: {publisher_type: con
 const interpolations = (n: number) => `"${'\\(1)'.repeat(n)}"`;
 
 beforeAll(async () => {
-  gw = await startTestGateway({ ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2 } }, { prefix: 'af-wf-yadage-' });
+  // (steps that only publish start all at once: thousands of subworkflows end in seconds)
+  gw = await startTestGateway(
+    { ...SINGLE_USER, auth: { type: 'simple' }, workflows: { poll_period: 0.2, max_parallel_steps: 20_000 } },
+    { prefix: 'af-wf-yadage-' },
+  );
 });
 
 afterAll(async () => {
@@ -244,5 +249,44 @@ describe('fromyaml-pub files read beside other users’ bundles', () => {
       expect(dag.run.status).toBe('FAILED');
       expect(dag.nodes.find((n) => n.state === 'FAILED')!.message).toMatch(/its outputs could not be published: .*could not be read within 5 s/);
     }
+  }, 180_000);
+});
+
+describe('subworkflows by the thousand', () => {
+  it('reads what 6,000 scopes registered, and gives a jq-stage their steps, without blocking the event loop for seconds', async () => {
+    // 6,000 subworkflows (18,000 stages), then three stages reading every scope: each read walked all the
+    // run's stages once per scope (10^8 steps: 2.5 s of a blocked event loop for one such stage)
+    const read = (name: string) => `  - name: ${name}
+    dependencies: [nested]
+    scheduler: {scheduler_type: singlestep-stage, parameters: {all: {stages: nested, output: v}}, step: {process: null, environment: null, publisher: {publisher_type: constant-pub, publish: {}}}}
+`;
+    const files = {
+      'workflow.yml': `stages:
+  - name: nested
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: {stages: init, output: is, unwrap: true}}
+      scatter: {method: zip, parameters: [i]}
+      workflow:
+        stages:
+          - name: s1
+            dependencies: [init]
+            scheduler: {scheduler_type: singlestep-stage, parameters: {i: {stages: init, output: i, unwrap: true}}, register_values: {v: {stages: s1, output: i, unwrap: true}}, step: {process: null, environment: null, publisher: {publisher_type: frompar-pub, outputmap: {i: i}}}}
+          - name: s2
+            dependencies: [s1]
+            scheduler: {scheduler_type: singlestep-stage, step: ${NOOP}}
+${read('gather')}${read('again')}  - name: pick
+    dependencies: [nested]
+    scheduler: {scheduler_type: jq-stage, bindings: {}, stepscript: '[{a: 1}]', step: ${NOOP}}
+`,
+    };
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const dag = await runToEnd('mallory', files, { is: Array.from({ length: 6000 }, (_, i) => i) }, 120_000);
+    delay.disable();
+    expect([dag.run.status, dag.run.message]).toEqual(['SUCCESS', '12003 steps succeeded']);
+    expect(dag.nodes.find((n) => n.id === 'gather')!.parameters.all).toEqual(Array.from({ length: 6000 }, (_, i) => i));
+    expect(delay.max / 1e6).toBeLessThan(1_500);
   }, 180_000);
 });
