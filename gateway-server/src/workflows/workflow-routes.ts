@@ -1,7 +1,7 @@
 // /api/af/workflows: check and submit yadage-style workflows, follow their runs (DAG, streamed step
 // logs), cancel, retry, delete, and fetch output files from a run's workspace.
 import { realpath } from 'node:fs/promises';
-import { join, relative, sep, isAbsolute } from 'node:path';
+import { relative, resolve, sep, isAbsolute } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
@@ -187,10 +187,11 @@ export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: W
       const wanted = req.params['*'] ?? '';
       if (!wanted || isAbsolute(wanted)) throw new AppError(400, 'bad_path', "Name a file by its path relative to the run's workspace");
       const root = await realpath(workspace).catch(() => workspace);
-      const full = await realpath(join(root, wanted)).catch(() => null);
-      if (!full) throw notFound(`File ${wanted} in the run's workspace`);
+      // Resolved by its name only: following the links a step planted (realpath) would tell which
+      // paths outside the workspace exist, as the gateway sees them (400 for one that does, 404 else).
+      const full = resolve(root, wanted);
       const rel = relative(root, full);
-      if (rel.startsWith('..') || isAbsolute(rel) || rel.split(sep)[0] === '..')
+      if (!rel || rel.startsWith('..') || isAbsolute(rel) || rel.split(sep)[0] === '..')
         throw new AppError(400, 'bad_path', `${wanted} is outside the run's workspace`);
       const fh = await openConfined(root, full).catch((err: unknown) => {
         if (err instanceof UnsafePathError) throw new AppError(400, 'not_a_file', `${wanted} cannot be downloaded: ${err.message.replace(full, wanted)}`);

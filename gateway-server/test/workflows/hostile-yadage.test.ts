@@ -290,3 +290,34 @@ ${read('gather')}${read('again')}  - name: pick
     expect(delay.max / 1e6).toBeLessThan(1_500);
   }, 180_000);
 });
+
+describe('the gateway’s files, seen through what a step plants', () => {
+  it('tells nothing of which paths outside the workspace exist through links a step planted in its directory', async () => {
+    const dag = await runToEnd('mallory', {
+      'workflow.yml': `stages:
+  - name: plant
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'ln -s /etc/passwd {workdir}/there && ln -s /etc/no-such-file {workdir}/nothere && ln -s /etc {workdir}/etc && echo own > {workdir}/own.txt'}
+        environment: {environment_type: localproc-env}
+        publisher: {publisher_type: constant-pub, publish: {}}
+`,
+    });
+    expect(dag.run.status).toBe('SUCCESS');
+    const get = (path: string) => mallory().get(`/api/af/workflows/${dag.run.id}/files/${path}`);
+    expect((await get('plant/own.txt')).text).toBe('own\n');
+    // Before: a link to a file that exists answered 400 ("outside the run's workspace"), one to nothing 404.
+    const answers = await Promise.all(['plant/there', 'plant/nothere', 'plant/etc/passwd', 'plant/etc/no-such-file'].map(get));
+    expect(answers.map((a) => a.status)).toEqual([400, 400, 400, 400]);
+    expect(answers.map((a) => (a.json as { code?: string }).code)).toEqual(['not_a_file', 'not_a_file', 'not_a_file', 'not_a_file']);
+    // the same answer whether the target exists or not
+    const said = answers.map((a) => (a.json as { error: string }).error);
+    expect(said[0]!.replaceAll('plant/there', 'NAME')).toBe(said[1]!.replaceAll('plant/nothere', 'NAME'));
+    expect(said[2]!.replaceAll('passwd', 'NAME')).toBe(said[3]!.replaceAll('no-such-file', 'NAME'));
+    for (const a of answers) expect(a.text).not.toMatch(/root:/);
+    expect((await get('plant/no-such-file')).status).toBe(404);
+    expect((await get('..%2F..%2Fetc%2Fpasswd')).status).toBe(400);
+  });
+});
