@@ -321,3 +321,161 @@ describe('the gateway’s files, seen through what a step plants', () => {
     expect((await get('..%2F..%2Fetc%2Fpasswd')).status).toBe(400);
   });
 });
+
+describe('publishers reading what a step wrote (held)', () => {
+  const publishing = (cmd: string, publisher: string) => ({
+    'workflow.yml': `stages:
+  - name: plant
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: ${JSON.stringify(cmd)}}
+        environment: {environment_type: localproc-env}
+        publisher: ${publisher}
+`,
+  });
+  const failure = (dag: WorkflowDag) => dag.nodes.find((n) => n.id === 'plant')!;
+
+  it('fromyaml-pub reads only a plain file in the step’s directory, and refuses YAML bombs', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['true', '../../../../etc/passwd', /yamlfile \.\.\/\.\.\/\.\.\/\.\.\/etc\/passwd is not inside the step's directory/],
+      ['true', '/etc/passwd', /yamlfile \/etc\/passwd is not inside the step's directory/],
+      ['ln -s /etc/passwd {workdir}/out.yml', 'out.yml', /refused to use .*out\.yml: it is a symbolic link/],
+      ['ln -s /etc {workdir}/sub', 'sub/passwd', /refused to use .*sub: (a symbolic link is on its way|something on its way is not a directory)/],
+      [
+        'ln /etc/passwd {workdir}/out.yml 2>/dev/null || ln -s /etc/passwd {workdir}/out.yml',
+        'out.yml',
+        /refused to use .*out\.yml: it (has other names|is a symbolic link)/,
+      ],
+      // a billion laughs by aliases, and by merge keys
+      [
+        `printf 'a: &a [x, x, x, x, x, x, x, x, x, x]\\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\\n' > {workdir}/out.yml`,
+        'out.yml',
+        /publisher: out\.yml is not valid YAML or JSON: Excessive alias count/,
+      ],
+      [
+        `(echo 'a0: &a0 {{k0: 1, k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1}}'; for i in $(seq 1 30); do echo "a$i: &a$i {{<<: *a$((i-1)), z$i: *a$((i-1))}}"; done) > {workdir}/out.yml`,
+        'out.yml',
+        /publisher: out\.yml (is not valid YAML or JSON: Excessive alias count|is too large to be a workflow)/,
+      ],
+    ];
+    for (const [cmd, yamlfile, message] of cases) {
+      const t0 = performance.now();
+      const dag = await runToEnd('mallory', publishing(cmd, `{publisher_type: fromyaml-pub, yamlfile: ${JSON.stringify(yamlfile)}}`));
+      expect(dag.run.status, cmd).toBe('FAILED');
+      expect(failure(dag).message, cmd).toMatch(message);
+      expect(failure(dag).outputs).toEqual({});
+      expect(JSON.stringify(dag), cmd).not.toMatch(/root:x:0/);
+      expect(performance.now() - t0).toBeLessThan(10_000);
+    }
+  }, 120_000);
+
+  it('fromparjq-pub turns into paths only plain files of the step’s directory, and globs nothing outside it', async () => {
+    const dag = await runToEnd(
+      'mallory',
+      publishing(
+        'ln -s /etc/passwd {workdir}/link && mkdir {workdir}/d && ln -s /etc {workdir}/d/etc && touch {workdir}/own',
+        `{publisher_type: fromparjq-pub, relative_paths: true, script: '{a: "/etc/passwd", b: "../../../../../etc/passwd", c: "link", d: "d/etc/passwd", e: "own"}'}`,
+      ),
+    );
+    expect(dag.run.status).toBe('SUCCESS');
+    // what exists outside (or behind a link) is left as written, exactly as what does not
+    expect(failure(dag).outputs).toEqual({ a: '/etc/passwd', b: '../../../../../etc/passwd', c: 'link', d: 'd/etc/passwd', e: `${failure(dag).workdir}/own` });
+    const globbed = await runToEnd('mallory', publishing('true', `{publisher_type: fromparjq-pub, glob: true, script: '{a: "/etc/*"}'}`));
+    expect(globbed.run.status).toBe('FAILED');
+    expect(failure(globbed).message).toMatch(/publisher: the glob \/etc\/\* is outside the step's directory/);
+  });
+});
+
+describe('other runs, seen from mallory’s (held)', () => {
+  it('gives bob’s runs and nodes away through no id, selector or pointer', async () => {
+    const bobs = await runToEnd('bob', BOB);
+    expect(bobs.run.status).toBe('SUCCESS');
+    const bobNode = bobs.nodes.find((n) => n.stage === 'pick')!.id;
+    // the API: his run, his node's log, his files
+    for (const path of [`/${bobs.run.id}`, `/${bobs.run.id}/nodes/${bobNode}/log`, `/${bobs.run.id}/files/pick/0/.af/log`])
+      expect((await mallory().get(`/api/af/workflows${path}`)).status, path).toBe(404);
+    // a jq-stage pointing at his node (by its id) or selecting it
+    const pointing = (stepscript: string, bindings = '{}') => ({
+      'workflow.yml': `stages:
+  - name: mine
+    dependencies: [init]
+    scheduler: {scheduler_type: singlestep-stage, step: {process: null, environment: null, publisher: {publisher_type: constant-pub, publish: {x: 1}}}}
+  - name: steal
+    dependencies: [mine]
+    scheduler:
+      scheduler_type: jq-stage
+      bindings: ${bindings}
+      stepscript: '${stepscript}'
+      step: {process: null, environment: null, publisher: {publisher_type: frompar-pub, outputmap: {got: got}}}
+`,
+    });
+    const attempts: [Record<string, string>, RegExp][] = [
+      [pointing(`[{got: {"$wflowpointer": {step: "${bobNode}", result: "/x"}}}]`), /stepscript item 0: a \$wflowpointer names no step of this scope/],
+      [pointing(`[{got: {"$wflowpointer": {step: "mine", result: "/__proto__"}}}]`), /stepscript item 0: step mine has nothing at \/__proto__/],
+      [
+        pointing('[{got: .v}]', `{v: {$wflowref: ['[{_nodeid: "${bobNode}"}]', '.']}}`),
+        new RegExp(`bindings: \\$wflowref selected ${bobNode}, which is not a step of this scope`),
+      ],
+    ];
+    for (const [files, message] of attempts) {
+      const dag = await runToEnd('mallory', files);
+      expect(dag.run.status).toBe('FAILED');
+      expect(dag.run.message).toMatch(message);
+    }
+    // a selector naming a scope of a stage that made none, or another run's stage
+    const r = await mallory().post('/api/af/workflows/validate', {
+      entry: 'workflow.yml',
+      files: {
+        'workflow.yml': `stages:\n  - name: x\n    dependencies: [init]\n    scheduler: {scheduler_type: singlestep-stage, parameters: {v: {stages: 'pick[0].x', output: x}}, step: ${NOOP}}\n`,
+      },
+    });
+    expect((r.json as Problems).valid).toBe(false);
+  });
+});
+
+describe('strict validation of hostile shapes (held)', () => {
+  it('answers 422 (never 500) for every shape the walk before the schema might trip over', async () => {
+    const step = NOOP;
+    const stage = (scheduler: string, deps = '[init]') => `stages:\n  - name: a\n    dependencies: ${deps}\n    scheduler: ${scheduler}\n`;
+    const bundles = [
+      'stages: {a: 1}',
+      'stages: [null, 1, "x", []]',
+      '[1, 2]',
+      '"just a string"',
+      'stages:\n  - {name: "a[0].b", dependencies: [init], scheduler: {scheduler_type: singlestep-stage, step: ' + step + '}}',
+      'stages:\n  - {name: "../x", dependencies: [init], scheduler: {scheduler_type: singlestep-stage, step: ' + step + '}}',
+      stage(`{scheduler_type: singlestep-stage, parameters: [null, 1, {key: 1, value: 2}, {key: a}], step: ${step}}`),
+      stage(`{scheduler_type: singlestep-stage, cases: {a: 1}}`),
+      stage(`{scheduler_type: singlestep-stage, cases: [null, 1, {if: 5}, {if: '.', step: 1, workflow: 2}]}`),
+      stage(`{scheduler_type: singlestep-stage, workflow: {stages: [null, {scheduler: 1}, {name: b, scheduler: {cases: 7}}]}}`),
+      stage(`{scheduler_type: singlestep-stage, register_values: [1], step: ${step}}`),
+      stage(`{scheduler_type: jq-stage, bindings: 1, stepscript: 2, postscript: [], step: ${step}}`),
+      stage(
+        `{scheduler_type: singlestep-stage, step: {process: {process_type: string-interpolated-cmd, cmd: 'x /m'}, environment: {environment_type: docker-encapsulated, image: i, par_mounts: [{mountpath: '/m; rm -rf ~', jqscript: '.'}]}, publisher: {publisher_type: constant-pub, publish: {}}}}`,
+      ),
+      stage(
+        `{scheduler_type: singlestep-stage, step: {process: {process_type: string-interpolated-cmd, cmd: x}, environment: {environment_type: docker-encapsulated, image: i, par_mounts: {a: 1}}, publisher: {publisher_type: fromparjq-pub, script: 3}}}`,
+      ),
+      stage(
+        `{scheduler_type: singlestep-stage, step: ${step}}`,
+        '{dependency_type: expressions_fulfilled, expressions: [null, 5, {expression_type: fromvalue}, {stages: 7}]}',
+      ),
+      stage(`{scheduler_type: singlestep-stage, parameters: {x: {stages: [1, null], output: {}}}, step: ${step}}`),
+      stage(`{scheduler_type: multistep-stage, parameters: {x: [1]}, scatter: {method: zip, parameters: x}, step: ${step}}`),
+      stage(
+        `{scheduler_type: singlestep-stage, step: {process: {process_type: string-interpolated-cmd, cmd: '{x[0].__proto__}'}, environment: null, publisher: {publisher_type: constant-pub, publish: {}}}}`,
+      ),
+    ];
+    for (const text of bundles) {
+      for (const path of ['/api/af/workflows/validate', '/api/af/workflows']) {
+        const r = await mallory().post(path, { entry: 'workflow.yml', files: { 'workflow.yml': text } });
+        if (path.endsWith('validate')) {
+          expect(r.status, text).toBe(200);
+          expect((r.json as Problems).valid, text).toBe(false);
+        } else expect(r.status, text).toBe(422);
+      }
+    }
+  });
+});
