@@ -14,7 +14,7 @@ import { parseBundle } from './bundle-parser.js';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import { stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
 import { parseSelector, scoped, stageDir, stageSpecOf } from './scopes.js';
-import { jq, jqFirst, JqError, type JqOptions } from './jq.js';
+import { jq, jqFirst, JqError, JQ_LIMITS, type JqOptions } from './jq.js';
 import { stepFiles } from './step-files.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps, type Grouping } from './scatter-size.js';
@@ -358,11 +358,16 @@ async function replaceObjects(v: unknown, key: string, f: (o: Record<string, unk
   return v;
 }
 
-/** A node's outputs with every scalar replaced by a pointer to it ({$wflowpointer: {step, result}}), as yadage hands them to jq. */
-function pointerized(v: unknown, step: string, path = ''): unknown {
-  if (Array.isArray(v)) return v.map((x, i) => pointerized(x, step, `${path}/${i}`));
+/**
+ * A node's outputs with every scalar replaced by a pointer to it ({$wflowpointer: {step, result}}), as
+ * yadage hands them to jq; refused (StageError) once it would be more than jq takes as input.
+ */
+function pointerized(v: unknown, step: string, path = '', room = { chars: JQ_LIMITS.inputBytes }): unknown {
+  if (Array.isArray(v)) return v.map((x, i) => pointerized(x, step, `${path}/${i}`, room));
   if (isObject(v))
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, pointerized(x, step, `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)]));
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, pointerized(x, step, `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, room)]));
+  if ((room.chars -= 40 + step.length + path.length) < 0)
+    throw new StageError(`bindings: step ${step}'s results as pointers would be more than ${mib(JQ_LIMITS.inputBytes)}, more than a jq script reads`);
   return { $wflowpointer: { step, result: path } };
 }
 
@@ -393,6 +398,8 @@ async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<Paramet
   const view = stepsView(ctx, ctx.scope);
   const nodeById = new Map<string, NodeRecord>();
   for (const name of ctx.stagesIn(ctx.scope)) for (const n of ctx.nodesOf(scoped(ctx.scope, name))) nodeById.set(n.id, n);
+  // What the $wflowrefs read becomes the stepscript's input: bounded like it as it is made (a selector may name one step a thousand times).
+  const bindsRoom = { chars: JQ_LIMITS.inputBytes };
   const binds = await replaceObjects(sch.bindings ?? {}, '$wflowref', async (ref) => {
     const pair = ref.$wflowref;
     if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
@@ -402,7 +409,10 @@ async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<Paramet
     return replaceObjects(nodes, '_nodeid', async (o) => {
       const n = nodeById.get(String(o._nodeid));
       if (!n) throw new StageError(`bindings: $wflowref selected ${String(o._nodeid)}, which is not a step of this scope`);
-      return jqStage(ctx, `bindings: $wflowref result script ${pair[1]}`, pair[1], pointerized(n.outputs, n.id), true);
+      const result = await jqStage(ctx, `bindings: $wflowref result script ${pair[1]}`, pair[1], pointerized(n.outputs, n.id), true);
+      if ((bindsRoom.chars -= sizeOf(result, bindsRoom.chars)) < 0)
+        throw new StageError(`bindings: what the $wflowrefs read would be more than ${mib(JQ_LIMITS.inputBytes)}, more than the stepscript reads`);
+      return result;
     });
   });
   const items = await jqStage(ctx, `stepscript`, sch.stepscript ?? '[.]', binds);
@@ -413,8 +423,13 @@ async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<Paramet
     );
   }
   const sets: ParameterSet[] = [];
+  // the items' parameters together, weighed as each is made (a postscript may make megabytes of each)
+  const cap = Math.min(MAX_STAGE_PARAMETERS, ctx.parameters.left);
+  let weight = 0;
   for (const [i, item] of items.entries()) {
     const sources = new Set<string>();
+    // what the item's pointers read, bounded like the postscript's input as it is read (a thousand pointers may name one big result)
+    let room = JQ_LIMITS.inputBytes;
     const finalized = await replaceObjects(item, '$wflowpointer', (o) => {
       const p = o.$wflowpointer as { step?: unknown; result?: unknown };
       const n = nodeById.get(String(p?.step));
@@ -428,19 +443,19 @@ async function jqStageSets(ctx: ApplyContext, stage: StageSpec): Promise<Paramet
         if (!at || typeof at !== 'object' || !Object.hasOwn(at, key)) throw new StageError(`stepscript item ${i}: step ${n.id} has nothing at ${p.result}`);
         at = (at as Record<string, unknown>)[key];
       }
+      if ((room -= sizeOf(at, room)) < 0)
+        throw new StageError(
+          `stepscript item ${i}: what its $wflowpointers read would be more than ${mib(JQ_LIMITS.inputBytes)}, more than the postscript reads`,
+        );
       return at;
     });
     const values = await jqStage(ctx, `postscript`, sch.postscript ?? '.', finalized);
     if (!isObject(values))
       throw new StageError(`item ${i} of the stepscript is ${Array.isArray(values) ? 'a list' : typeof values}, not an object of parameters`);
+    if ((weight += sizeOf(values, cap - weight)) > cap)
+      throw new StageError(`its steps would hold more than ${mib(cap)} of parameters (item ${i + 1} of the stepscript's ${items.length} passed it)`);
     sets.push({ values, sources: [...sources] });
   }
-  const weight = sizeOf(
-    sets.map((x) => x.values),
-    ctx.parameters.left,
-  );
-  if (weight > Math.min(MAX_STAGE_PARAMETERS, ctx.parameters.left))
-    throw new StageError(`its ${sets.length} steps would hold more than ${mib(Math.min(MAX_STAGE_PARAMETERS, ctx.parameters.left))} of parameters`);
   ctx.parameters.left -= weight;
   return sets;
 }

@@ -479,3 +479,60 @@ describe('strict validation of hostile shapes (held)', () => {
     }
   });
 });
+
+describe('a jq-stage made to expand on the gateway', () => {
+  /** The peak growth of this process's memory (the gateway runs in it) while `f` runs. */
+  async function peakGrowthMb<T>(f: () => Promise<T>): Promise<{ result: T; mb: number }> {
+    const rss0 = process.memoryUsage().rss;
+    let peak = rss0;
+    const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+    try {
+      return { result: await f(), mb: (peak - rss0) / 1e6 };
+    } finally {
+      clearInterval(timer);
+    }
+  }
+  const jqStage = (before: string, scheduler: string) => ({
+    'workflow.yml': `stages:
+  - name: map
+    dependencies: [init]
+    scheduler: {scheduler_type: singlestep-stage, parameters: {big: {stages: init, output: big, unwrap: true}}, step: {process: null, environment: null, publisher: {publisher_type: frompar-pub, outputmap: {big: big}}}}
+  - name: pick
+    dependencies: [map]
+    scheduler:
+      scheduler_type: jq-stage
+${before}      ${scheduler}
+      step: ${NOOP}
+`,
+  });
+
+  it('weighs each item, each $wflowref result and what each item’s pointers read as they are made, not after 400 MB of them', async () => {
+    const big = 'b'.repeat(1_000_000);
+    const attempts: [Record<string, string>, RegExp][] = [
+      // a postscript making 4 MB of each of 300 items (1.2 GB before the stage's 8 MiB were checked: 456 MB measured with 100)
+      [
+        jqStage(`      bindings: {}\n      stepscript: '[range(300) | {i: .}]'\n      postscript: '. + {pad: ("x" * 4000000)}'\n`, ''),
+        /^stage pick failed: its steps would hold more than 8 MiB of parameters \(item 3 of the stepscript's 300 passed it\)$/,
+      ],
+      // a selector naming one step 300 times, its result script making 4 MB each (830 MB measured with 100 before jq refused the stepscript's input)
+      [
+        jqStage(`      bindings: {v: {$wflowref: ['[range(300) | {_nodeid: "map"}]', '"x" * 4000000']}}\n      stepscript: '[{a: 1}]'\n`, ''),
+        /^stage pick failed: bindings: what the \$wflowrefs read would be more than 8 MiB, more than the stepscript reads$/,
+      ],
+      // 100,000 pointers to the same 1 MB result in one item: 100 GB as the postscript's JSON input
+      [
+        jqStage(`      bindings: {}\n      stepscript: '[{all: [range(100000) | {"$wflowpointer": {step: "map", result: "/big"}}]}]'\n`, ''),
+        /^stage pick failed: stepscript item 0: what its \$wflowpointers read would be more than 8 MiB, more than the postscript reads$/,
+      ],
+    ];
+    for (const [files, message] of attempts) {
+      const t0 = performance.now();
+      const { result: dag, mb } = await peakGrowthMb(() => runToEnd('mallory', files, { big }));
+      expect(dag.run.status).toBe('FAILED');
+      expect(dag.run.message).toMatch(message);
+      // (jq's workers live in this process too: the one of mallory's share may grow its 256 MB of WebAssembly memory)
+      expect(mb, dag.run.message).toBeLessThan(450);
+      expect(performance.now() - t0).toBeLessThan(15_000);
+    }
+  }, 120_000);
+});
