@@ -467,6 +467,8 @@ describe('strict validation of hostile shapes (held)', () => {
       stage(
         `{scheduler_type: singlestep-stage, step: {process: {process_type: string-interpolated-cmd, cmd: '{x[0].__proto__}'}, environment: null, publisher: {publisher_type: constant-pub, publish: {}}}}`,
       ),
+      // a subworkflow that is the workflow itself ($ref recursion)
+      stage(`{scheduler_type: singlestep-stage, workflow: {$ref: 'workflow.yml'}}`),
     ];
     for (const text of bundles) {
       for (const path of ['/api/af/workflows/validate', '/api/af/workflows']) {
@@ -535,4 +537,35 @@ ${before}      ${scheduler}
       expect(performance.now() - t0).toBeLessThan(15_000);
     }
   }, 120_000);
+});
+
+describe('subworkflows multiplied (held)', () => {
+  it('fails a run whose nested scatters of subworkflows would pass workflows.max_steps, before making the stages past it', async () => {
+    // 200 subworkflows each scattering 196 more: 39,200 scopes
+    const files = {
+      'workflow.yml': `stages:
+  - name: outer
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {i: {stages: init, output: is, unwrap: true}}
+      scatter: {method: zip, parameters: [i]}
+      workflow:
+        stages:
+          - name: inner
+            dependencies: [init]
+            scheduler:
+              scheduler_type: multistep-stage
+              parameters: {j: {stages: init, output: i, unwrap: true}, k: {stages: init, output: i, unwrap: true}}
+              scatter: {method: cartesian, parameters: [j, k]}
+              workflow: {stages: [{name: leaf, dependencies: [init], scheduler: {scheduler_type: singlestep-stage, step: ${NOOP}}}]}
+`,
+    };
+    const is = Array.from({ length: 200 }, (_, i) => Array.from({ length: 14 }, (_, j) => i * 14 + j));
+    const dag = await runToEnd('mallory', files, { is }, 120_000);
+    expect(dag.run.status).toBe('FAILED');
+    expect(dag.run.message).toMatch(/subworkflows would bring the run to [\d,]+ stages; workflows.max_steps \(20,000\) bounds stages too/);
+    expect(dag.stages.length).toBeLessThanOrEqual(20_000);
+    expect(dag.nodes.length).toBeLessThanOrEqual(20_000);
+  }, 180_000);
 });
