@@ -626,15 +626,48 @@ function replacePath(command: string, path: string, by: string): string {
   return command.replace(new RegExp(`(?<![A-Za-z0-9_.+/-])${esc}(?![A-Za-z0-9_.+/-])`, 'g'), () => by);
 }
 
-/** JSON as Python's json.dumps writes it (what yadage's jq binding prints): ", " and ": " between items, non-ASCII escaped. */
-export function pyJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(pyJson).join(', ')}]`;
-  if (v && typeof v === 'object')
-    return `{${Object.entries(v)
-      .map(([k, x]) => `${pyJson(k)}: ${pyJson(x)}`)
-      .join(', ')}}`;
-  const text = JSON.stringify(v) ?? 'null';
-  return typeof v === 'string' ? text.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : text;
+/** pyJson's text would be longer than it may be. */
+class TooLong extends Error {}
+
+/**
+ * JSON as Python's json.dumps writes it (what yadage's jq binding prints): ", " and ": " between items,
+ * non-ASCII escaped. Throws TooLong once it would be longer than `max` characters, before building
+ * more (a jq output of megabytes of non-ASCII text is six times as long escaped).
+ */
+export function pyJson(v: unknown, max = Infinity): string {
+  const parts: string[] = [];
+  let room = max;
+  const put = (s: string) => {
+    if ((room -= s.length) < 0) throw new TooLong();
+    parts.push(s);
+  };
+  const write = (x: unknown): void => {
+    if (Array.isArray(x)) {
+      put('[');
+      x.forEach((y, i) => {
+        if (i) put(', ');
+        write(y);
+      });
+      return put(']');
+    }
+    if (x && typeof x === 'object') {
+      put('{');
+      let first = true;
+      for (const [k, y] of Object.entries(x)) {
+        if (!first) put(', ');
+        first = false;
+        write(k);
+        put(': ');
+        write(y);
+      }
+      return put('}');
+    }
+    if (typeof x === 'string' && x.length + 2 > room) throw new TooLong(); // never shorter escaped
+    const text = JSON.stringify(x) ?? 'null';
+    put(typeof x === 'string' ? text.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : text);
+  };
+  write(v);
+  return parts.join('');
 }
 
 /** What applying a stage made: steps to run, and subworkflows to start (each a scope with its own stages). */
@@ -734,16 +767,25 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     if (rendered && mounts.length) {
       parmounts = [];
       let size = 0;
+      const tooMuch = () => new StageError(`its par_mounts would hold more than ${MAX_COMMAND.toLocaleString('en')} characters; pass big lists in a file`);
       for (const [k, m] of mounts.entries()) {
         let text: string;
         try {
-          text = (await jq(m.jqscript, values, jqOpts(ctx))).map((v) => pyJson(v)).join('\n');
+          // (written only as far as the par_mounts' room: megabytes of output are refused before they are escaped on the event loop)
+          const lines: string[] = [];
+          let room = MAX_COMMAND - size;
+          for (const v of await jq(m.jqscript, values, jqOpts(ctx))) {
+            const line = pyJson(v, room);
+            room -= line.length + 1;
+            lines.push(line);
+          }
+          text = lines.join('\n');
         } catch (err) {
           if (err instanceof JqError) throw new StageError(`par_mounts[${k}] (${m.mountpath}): ${err.message}`);
+          if (err instanceof TooLong) throw tooMuch();
           throw err;
         }
-        if ((size += text.length) > MAX_COMMAND)
-          throw new StageError(`its par_mounts would hold more than ${MAX_COMMAND.toLocaleString('en')} characters; pass big lists in a file`);
+        if ((size += text.length) > MAX_COMMAND) throw tooMuch();
         parmounts.push(text);
         rendered.command = replacePath(rendered.command, m.mountpath, parmountFile(workdir, k));
       }

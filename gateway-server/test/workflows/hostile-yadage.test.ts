@@ -182,6 +182,29 @@ describe('a stage whose jq takes minutes to apply', () => {
 });
 
 describe('what a run’s steps hold', () => {
+  it('refuses a par_mount of megabytes of non-ASCII text before escaping it on the event loop', async () => {
+    // jq makes 4 MB of 'é' (in its worker); escaped as Python's json.dumps writes it, 24 MB, built on
+    // the event loop (0.85 s) for each step before the 1 MiB of par_mounts refused it
+    const files = {
+      'workflow.yml': `stages:
+  - name: mount
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'cat /m'}
+        environment: {environment_type: docker-encapsulated, image: busybox, par_mounts: [{mountpath: /m, jqscript: '"é" * 4000000'}]}
+        publisher: {publisher_type: constant-pub, publish: {}}
+`,
+    };
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const dag = await runToEnd('mallory', files);
+    delay.disable();
+    expect(dag.run.message).toBe('stage mount failed: its par_mounts would hold more than 1,048,576 characters; pass big lists in a file');
+    expect(delay.max / 1e6).toBeLessThan(400);
+  });
+
   it('bounds the commands and par_mounts a stage makes from small parameters (a template repeating one)', async () => {
     // 64 steps, each with a 1,000-character parameter (64 KB of parameters in all) that its command
     // and its par_mount repeat 500 times: 64 × 1 MB, kept per step and sent with every view of the run
