@@ -134,6 +134,8 @@ export interface ApplyContext {
   parameters: { left: number };
   /** Characters the run's steps may still hold beyond their parameters (MAX_RUN_HELD in all); the stage spends what it makes. */
   held?: { left: number };
+  /** Values the stage's parameters may still gather from earlier steps (MAX_STAGE_GATHERED); set when the stage is applied. */
+  gathered?: { left: number };
 }
 
 /** A subworkflow to start: its scope (`nested[0]`), its init parameters, the nodes they came from and where its stages are in the workflow. */
@@ -146,6 +148,11 @@ export interface NewScope {
 
 /** Values one parameter may gather from earlier steps (a flattened reduce over every map output). */
 const MAX_GATHERED = 100_000;
+/**
+ * Values a stage's parameters (and expressions) may gather together: each parameter's are built before
+ * the stage's are weighed, and thousands of parameters each naming a map stage ten times made gigabytes.
+ */
+const MAX_STAGE_GATHERED = 2 * MAX_GATHERED;
 /** Characters of a rendered command (the kernel's argument limit is 2 MiB anyway). */
 const MAX_COMMAND = 1024 * 1024;
 
@@ -240,9 +247,16 @@ async function scopeValue(ctx: ApplyContext, scope: string, key: string, depth: 
 
 async function resolveStagesRef(ctx: ApplyContext, ref: RefValue, depth: number): Promise<Resolved> {
   const exprs = Array.isArray(ref.stages) ? ref.stages : [ref.stages];
+  const stageLeft = ctx.gathered ?? { left: MAX_STAGE_GATHERED };
+  const tooMany = () =>
+    new StageError(
+      `the stage's parameters gather more than ${MAX_STAGE_GATHERED.toLocaleString('en')} values from earlier steps together; pass big lists in a file`,
+    );
   let pairs: { v: unknown; src: string }[] = [];
   for (const e of exprs) {
     const sel = select(ctx, e);
+    // counted before they are gathered: with the stage's other parameters', not after each is built
+    if (pairs.length + ('nodes' in sel ? sel.nodes.length : sel.scopes.length) > stageLeft.left) throw tooMany();
     if ('nodes' in sel) pairs.push(...sel.nodes.map((n) => ({ v: outputOf(n, ref.output), src: n.id })));
     else
       for (const scope of sel.scopes) {
@@ -265,6 +279,7 @@ async function resolveStagesRef(ctx: ApplyContext, ref: RefValue, depth: number)
     }
     pairs = flat;
   }
+  if ((stageLeft.left -= pairs.length) < 0) throw tooMany();
   const sources = [...new Set(pairs.map((p) => p.src))];
   if (ref.unwrap && pairs.length === 1) {
     const only = pairs[0]!;
@@ -596,6 +611,7 @@ export function truthy(v: unknown): boolean {
 export async function unfulfilledExpression(ctx: ApplyContext, stage: StageSpec): Promise<string | null> {
   const deps = stage.dependencies;
   if (!deps || Array.isArray(deps) || deps.dependency_type !== 'expressions_fulfilled') return null;
+  ctx.gathered ??= { left: MAX_STAGE_GATHERED };
   for (const [i, e] of (deps.expressions as unknown[]).entries()) {
     let value: unknown;
     try {
@@ -700,6 +716,7 @@ async function chooseCase(ctx: ApplyContext, stage: StageSpec, values: Record<st
 
 /** The steps and subworkflows of a stage whose dependencies all finished. Throws StageError with a message for people. */
 export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependencyNodes: NodeRecord[]): Promise<Applied> {
+  ctx.gathered ??= { left: MAX_STAGE_GATHERED };
   const resolved = new Map<string, Resolved>();
   for (const [k, v] of Object.entries(stage.scheduler.parameters ?? {})) {
     try {
