@@ -77,3 +77,11 @@ export function stepOf(stage: StageSpec): StepSpec {
   if (!step) throw new Error(`stage ${stage.name} runs no step`);
   return step;
 }
+
+/**
+ * Sets an own property: plain assignment of a key named `__proto__` (a parameter or output a user
+ * may name so) would change the object's prototype and lose the value.
+ */
+export function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}

@@ -12,7 +12,7 @@ async function existsConfined(root: string, file: string): Promise<boolean> {
 }
 import { parseBundle } from './bundle-parser.js';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
-import { stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
+import { setOwn, stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
 import { parseSelector, scoped, stageDir, stageSpecOf } from './scopes.js';
 import { jq, jqFirst, JqError, JQ_LIMITS, type JqOptions } from './jq.js';
 import { stepFiles } from './step-files.js';
@@ -367,7 +367,7 @@ async function replaceObjects(v: unknown, key: string, f: (o: Record<string, unk
   }
   if (isObject(v)) {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = await replaceObjects(x, key, f);
+    for (const [k, x] of Object.entries(v)) setOwn(out, k, await replaceObjects(x, key, f));
     return out;
   }
   return v;
@@ -494,7 +494,7 @@ function scatter(stage: StageSpec, resolved: Map<string, Resolved>, stepsLeft: n
   const commonSources = new Set<string>();
   for (const [k, r] of resolved) {
     if (sch.scatter?.parameters.includes(k)) continue;
-    common[k] = r.value;
+    setOwn(common, k, r.value);
     r.sources.forEach((s) => commonSources.add(s));
   }
   const commonSize = sizeOf(common, cap);
@@ -762,7 +762,7 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     const workdir = join(ctx.run.workspace, stageDir(scope ?? full), index === null ? '' : String(index));
     const values: Record<string, unknown> = {};
     // (a jq-stage's items are made by a script: every string in them may name {workdir}, as packtivity reads them)
-    for (const [k, v] of Object.entries(set.values)) values[k] = jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir, held) : v;
+    for (const [k, v] of Object.entries(set.values)) setOwn(values, k, jqItems || resolved.get(k)?.template ? withWorkdir(v, workdir, held) : v);
     if (scope) {
       const tooMuch = holdsTooMuch();
       if (tooMuch) throw tooMuch;
@@ -896,7 +896,7 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string, ow
         }
         if (isObject(v)) {
           const out: Record<string, unknown> = {};
-          for (const [k, x] of Object.entries(v)) out[k] = await leaf(x);
+          for (const [k, x] of Object.entries(v)) setOwn(out, k, await leaf(x));
           return out;
         }
         if (typeof v !== 'string') return v;
@@ -909,7 +909,7 @@ export async function publish(step: StepSpec, node: NodeRecord, root: string, ow
       const out: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(pub.publish ?? {})) {
         try {
-          out[k] = await leaf(v);
+          setOwn(out, k, await leaf(v));
         } catch (err) {
           if (err instanceof StageError) throw err;
           throw new StageError(`publisher ${k}: ${(err as Error).message}`);

@@ -4,6 +4,8 @@
 // or drowned in schema errors. The schema (workflow-spec.json) closes every object, so a key neither
 // yadage nor the gateway knows is refused too.
 
+import { setOwn } from './model.js';
+
 /** `$.stages[0].scheduler["odd key"]` from path segments. */
 export const jsonPath = (segments: (string | number)[]) =>
   '$' + segments.map((s) => (typeof s === 'number' ? `[${s}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? `.${s}` : `[${JSON.stringify(s)}]`)).join('');
@@ -50,7 +52,7 @@ export function normaliseParameters(doc: unknown, problems: FeatureProblem[]): v
         pars.forEach((p: Record<string, unknown>, j) => {
           const key = p.key as string;
           if (Object.hasOwn(out, key)) problems.push({ segments: [...at, 'parameters', j, 'key'], message: `parameter ${key} is given twice` });
-          out[key] = p.value;
+          setOwn(out, key, p.value);
         });
         sch.parameters = out;
       }

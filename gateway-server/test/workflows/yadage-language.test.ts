@@ -318,6 +318,25 @@ ${files}`;
     ]);
   });
 
+  it('keeps a parameter named __proto__ like any other (list form, command, outputs)', async () => {
+    const dag = await run(`stages:
+  - name: odd
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: [{key: __proto__, value: kept}, {key: out, value: '{workdir}/p.txt'}]
+      step:
+        process: {process_type: string-interpolated-cmd, cmd: 'echo {__proto__} > {out}'}
+        environment: {environment_type: localproc-env}
+        publisher: {publisher_type: frompar-pub, outputmap: {p: __proto__, nested: {__proto__: __proto__}}}
+`);
+    expect(dag.run.status).toBe('SUCCESS');
+    const odd = node(dag, 'odd');
+    expect(Object.keys(odd.parameters)).toEqual(['__proto__', 'out']);
+    expect(readFileSync(odd.parameters.out as string, 'utf8')).toBe('kept\n');
+    expect(JSON.stringify(odd.outputs)).toBe('{"p":"kept","nested":{"__proto__":"kept"}}');
+  });
+
   it('fails a stage whose registered values name each other in a loop, saying so', async () => {
     const dag = await run(`stages:
   - name: a
