@@ -379,83 +379,8 @@ test('a 5,000-step run is drawn live and the page stays responsive', async ({ pa
 // nested[0] and nested[1]), `pick`'s cases choose a step for 3 (case 0) and a subworkflow for 42
 // (case 1), `never`'s only case holds for nothing (SKIPPED, and `later` after it), `collect` reads
 // every scope's output.
-const NESTED_FILES = {
-  'workflow.yml': `stages:
-  - name: nested
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters: {word: {stages: init, output: words, unwrap: true}}
-      scatter: {method: zip, parameters: [word]}
-      workflow:
-        stages:
-          - name: shout
-            dependencies: [init]
-            scheduler:
-              scheduler_type: singlestep-stage
-              parameters: {text: {stages: init, output: word, unwrap: true}, out: '{workdir}/shout.txt'}
-              step: {$ref: 'steps.yml#/shout'}
-          - name: count
-            dependencies: [shout]
-            scheduler:
-              scheduler_type: singlestep-stage
-              parameters: {file: {stages: shout, output: file, unwrap: true}, out: '{workdir}/count.txt'}
-              step: {$ref: 'steps.yml#/count'}
-  - name: pick
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters: {n: {stages: init, output: ns, unwrap: true}, out: '{workdir}/size.txt'}
-      scatter: {method: zip, parameters: [n]}
-      cases:
-        - {if: '.n < 10', step: {$ref: 'steps.yml#/small'}}
-        - if: '.n >= 10'
-          workflow:
-            stages:
-              - name: big
-                dependencies: [init]
-                scheduler:
-                  scheduler_type: singlestep-stage
-                  parameters: {n: {stages: init, output: n, unwrap: true}, out: '{workdir}/big.txt'}
-                  step: {$ref: 'steps.yml#/small'}
-  - name: never
-    dependencies: [init]
-    scheduler:
-      scheduler_type: singlestep-stage
-      parameters: {n: 0, out: '{workdir}/never.txt'}
-      cases:
-        - {if: '.n > 100', step: {$ref: 'steps.yml#/small'}}
-  - name: later
-    dependencies: [never]
-    scheduler:
-      scheduler_type: singlestep-stage
-      parameters: {n: 1, out: '{workdir}/later.txt'}
-      step: {$ref: 'steps.yml#/small'}
-  - name: collect
-    dependencies: [nested]
-    scheduler:
-      scheduler_type: singlestep-stage
-      parameters: {files: {stages: 'nested[*].shout', output: file}, out: '{workdir}/all.txt'}
-      step: {$ref: 'steps.yml#/cat'}
-`,
-  'steps.yml': `shout:
-  process: {process_type: string-interpolated-cmd, cmd: 'echo {text} | tr a-z A-Z > {out}; echo shouted {text}'}
-  environment: {environment_type: localproc-env}
-  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-count:
-  process: {process_type: string-interpolated-cmd, cmd: 'wc -c < {file} > {out}'}
-  environment: {environment_type: localproc-env}
-  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-small:
-  process: {process_type: string-interpolated-cmd, cmd: 'echo size {n} > {out}'}
-  environment: {environment_type: localproc-env}
-  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-cat:
-  process: {process_type: interpolated-script-cmd, script: 'cat {files} > {out}'}
-  environment: {environment_type: localproc-env}
-  publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-`,
-};
+const SUBWORKFLOWS = path.join(REPO, 'examples', 'workflows', 'subworkflows');
+const NESTED_FILES = Object.fromEntries(['workflow.yml', 'steps.yml'].map((f) => [f, readFileSync(path.join(SUBWORKFLOWS, f), 'utf8')]));
 
 /** Whether the rectangle of `inner` lies within that of `outer` (on screen). */
 async function within(inner: Locator, outer: Locator): Promise<boolean> {

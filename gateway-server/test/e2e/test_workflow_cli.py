@@ -23,6 +23,8 @@ from af_e2e_support import (REPO, client_credentials_token, free_port, kill_belo
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 MAP_REDUCE = REPO / "examples" / "workflows" / "map-reduce" / "workflow.yml"
+# subworkflows scattered over words, a cases stage choosing a step and a subworkflow, skipped stages
+SUBWORKFLOWS = REPO / "examples" / "workflows" / "subworkflows" / "workflow.yml"
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,89 +165,10 @@ def test_map_reduce_runs_to_the_end_and_its_outputs_are_downloaded(env, tmp_path
     assert st.returncode == 2, show(st)
 
 
-# A subworkflow scattered over two words (scopes nested[0], nested[1]), a stage whose cases chose a
-# step for one item and a subworkflow for the other, a stage whose only case never holds (SKIPPED, as
-# yadage leaves it) with a stage after it, and a stage reading every scope's output.
-SUBWORKFLOWS = {
-    "workflow.yml": """\
-        stages:
-          - name: nested
-            dependencies: [init]
-            scheduler:
-              scheduler_type: multistep-stage
-              parameters: {word: {stages: init, output: words, unwrap: true}}
-              scatter: {method: zip, parameters: [word]}
-              workflow:
-                stages:
-                  - name: shout
-                    dependencies: [init]
-                    scheduler:
-                      scheduler_type: singlestep-stage
-                      parameters: {text: {stages: init, output: word, unwrap: true}, out: '{workdir}/shout.txt'}
-                      step: {$ref: 'steps.yml#/shout'}
-          - name: pick
-            dependencies: [init]
-            scheduler:
-              scheduler_type: multistep-stage
-              parameters: {n: {stages: init, output: ns, unwrap: true}, out: '{workdir}/size.txt'}
-              scatter: {method: zip, parameters: [n]}
-              cases:
-                - {if: '.n < 10', step: {$ref: 'steps.yml#/small'}}
-                - if: '.n >= 10'
-                  workflow:
-                    stages:
-                      - name: big
-                        dependencies: [init]
-                        scheduler:
-                          scheduler_type: singlestep-stage
-                          parameters: {n: {stages: init, output: n, unwrap: true}, out: '{workdir}/big.txt'}
-                          step: {$ref: 'steps.yml#/big'}
-          - name: never
-            dependencies: [init]
-            scheduler:
-              scheduler_type: singlestep-stage
-              parameters: {n: 0, out: '{workdir}/never.txt'}
-              cases:
-                - {if: '.n > 100', step: {$ref: 'steps.yml#/small'}}
-          - name: later
-            dependencies: [never]
-            scheduler:
-              scheduler_type: singlestep-stage
-              parameters: {n: 1, out: '{workdir}/later.txt'}
-              step: {$ref: 'steps.yml#/small'}
-          - name: collect
-            dependencies: [nested]
-            scheduler:
-              scheduler_type: singlestep-stage
-              parameters: {files: {stages: 'nested[*].shout', output: file}, out: '{workdir}/all.txt'}
-              step: {$ref: 'steps.yml#/cat'}
-        """,
-    "steps.yml": """\
-        shout:
-          process: {process_type: string-interpolated-cmd, cmd: 'echo {text} | tr a-z A-Z > {out}; echo shouted {text}'}
-          environment: {environment_type: localproc-env}
-          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-        small:
-          process: {process_type: string-interpolated-cmd, cmd: 'echo small {n} > {out}'}
-          environment: {environment_type: localproc-env}
-          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-        big:
-          process: {process_type: string-interpolated-cmd, cmd: 'echo big {n} > {out}; echo big-marker {n}'}
-          environment: {environment_type: localproc-env}
-          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-        cat:
-          process: {process_type: interpolated-script-cmd, script: 'cat {files} > {out}'}
-          environment: {environment_type: localproc-env}
-          publisher: {publisher_type: frompar-pub, outputmap: {file: out}}
-        """,
-}
-
-
 @pytest.mark.timeout(240)
 def test_subworkflows_cases_and_skipped_stages(env, tmp_path):
-    wf = write_workflow(tmp_path / "wf", SUBWORKFLOWS)
     out = tmp_path / "results"
-    res = cli("run", wf, "-p", "words=[alpha, beta]", "-p", "ns=[3, 42]", "--wait", "--output-dir", out,
+    res = cli("run", SUBWORKFLOWS, "-p", "words=[alpha, beta]", "-p", "ns=[3, 42]", "--wait", "--output-dir", out,
               env=env, cwd=tmp_path, timeout=200)
     # skipped stages are no failure: the run succeeds and its outputs are downloaded
     assert res.returncode == 0, show(res)
