@@ -5,6 +5,7 @@ exit code deciding the job's fate (0 ok, 1 run failed, 2 refused, 3 auth, 4 unre
 5 timeout, 130 interrupted).
 """
 
+import base64
 import json
 import os
 import re
@@ -12,7 +13,9 @@ import shutil
 import signal
 import subprocess
 import textwrap
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -421,3 +424,194 @@ def test_basic_auth_at_a_simple_auth_gateway(tmp_path, env):
         kill_below(d)
         kill_below(ws)
         shutil.rmtree(ws, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the run's input data (--data DIR, -d initdir / -d subinits): the body the CLI builds, recorded
+# by a stand-in for the gateway
+# --------------------------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers a submission with a run id and records its body; the run is CANCELLED at once (so
+    that `run --wait` ends after printing its summary line)."""
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.bodies.append(json.loads(body))
+        self.answer(201, {"id": "wf-recorded", "name": "recorded", "status": "DEFINED"})
+
+    def do_GET(self):  # noqa: N802
+        self.answer(200, {"run": {"id": "wf-recorded", "name": "recorded", "status": "CANCELLED"}, "stages": [],
+                          "nodes": []})
+
+    def answer(self, status, doc):
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    """(the stand-in gateway, the environment pointing the CLI at it)"""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    srv.bodies = []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("AF_GATEWAY", "BEARER_TOKEN", "DASK_GATEWAY", "PYTEST_"))}
+    e.update(AF_GATEWAY_URL=f"http://127.0.0.1:{srv.server_address[1]}", AF_GATEWAY_TOKEN="stand-in-token")
+    try:
+        yield srv, e
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
+
+
+def tree(root, files):
+    """Writes files {relative path: text or bytes} under root; returns root."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+@pytest.mark.timeout(60)
+def test_data_is_sent_as_text_or_base64_by_relative_path_with_its_data_options(recorder, tmp_path):
+    srv, e = recorder
+    wf = write_workflow(tmp_path / "wf", one_step("true"))
+    binary = bytes(range(256)) + b"\xff\xfe not UTF-8"
+    data = tree(tmp_path / "inputs", {
+        "init/input.txt": "hello\n",
+        "siginputs/deep/er/initfile.txt": "h\u00e9llo \u2713\r\nno newline at the end",  # UTF-8, CRLF kept
+        "siginputs/empty.root": "",
+        "bkg/blob.dat": binary,
+        "bkg/f0/latin1.txt": "caf\u00e9\n".encode("latin-1"),  # not UTF-8: its bytes
+    })
+    # a link to a file is read; a linked directory is not entered, and that is said
+    (data / "bkg" / "linked.txt").symlink_to(data / "init" / "input.txt")
+    elsewhere = tree(tmp_path / "elsewhere", {"secret.txt": "not sent\n"})
+    (data / "init" / "linked-dir").symlink_to(elsewhere, target_is_directory=True)
+    subinits = "{signal: siginputs, backgrounds: {_data: bkg, fit_0: bkg/f0, fit_1: ./bkg/f0/}}"
+    res = cli("run", wf, "--data", data, "-d", "initdir=init", "-d", f"subinits={subinits}", "--wait", env=e,
+              cwd=tmp_path)
+    assert res.returncode == 1, show(res)  # the stand-in's run is CANCELLED at once
+    assert len(srv.bodies) == 1, show(res)
+    # the bytes of input.txt, initfile.txt, empty.root, blob.dat, latin1.txt and linked.txt (input.txt's)
+    want_size = 6 + len("h\u00e9llo \u2713\r\nno newline at the end".encode()) + 0 + len(binary) + 5 + 6
+    assert srv.bodies[0]["data"] == {
+        "files": {
+            "bkg/blob.dat": {"base64": base64.b64encode(binary).decode()},
+            "bkg/f0/latin1.txt": {"base64": base64.b64encode(b"caf\xe9\n").decode()},
+            "bkg/linked.txt": "hello\n",
+            "init/input.txt": "hello\n",
+            "siginputs/deep/er/initfile.txt": "h\u00e9llo \u2713\r\nno newline at the end",
+            "siginputs/empty.root": "",
+        },
+        "initdir": "init",
+        "subinits": {"signal": "siginputs", "backgrounds": {"_data": "bkg", "fit_0": "bkg/f0", "fit_1": "bkg/f0"}},
+    }, show(res)
+    assert srv.bodies[0]["entry"] == "workflow.yml" and set(srv.bodies[0]["files"]) == {"workflow.yml", "steps.yml"}
+    assert re.search(rf"^run wf-recorded \(recorded\) submitted to \S+: workflow\.yml with 2 files, 6 data files "
+                     rf"\({want_size} bytes\) from {re.escape(str(data))}$", res.stdout, re.M), show(res)
+    assert re.search(r"linked-dir is a symbolic link to a directory: not followed", res.stderr), show(res)
+    assert "not sent" not in json.dumps(srv.bodies[0])
+
+    # without --wait the summary line (on standard error) says the same; no data options: none sent
+    res = cli("run", wf, "--data", data / "siginputs", env=e, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "wf-recorded", show(res)
+    assert srv.bodies[1]["data"] == {"files": {"deep/er/initfile.txt": "h\u00e9llo \u2713\r\nno newline at the end",
+                                               "empty.root": ""}}, show(res)
+    assert re.search(r"^submitted workflow\.yml \(2 files, 2 data files \(\d+ bytes\) from .*siginputs\) as run "
+                     r"wf-recorded", res.stderr, re.M), show(res)
+    # a run without --data sends no data
+    res = cli("run", wf, env=e, cwd=tmp_path)
+    assert res.returncode == 0 and "data" not in srv.bodies[2] and "data file" not in res.stderr, show(res)
+
+
+@pytest.mark.timeout(60)
+def test_data_within_the_limits_is_sent_whole(recorder, tmp_path):
+    srv, e = recorder
+    wf = write_workflow(tmp_path / "wf", one_step("true"))
+    # exactly 1000 files and 8 MiB in all
+    files = {f"d{i // 100}/f{i:04d}.txt": "x" * 8 for i in range(999)}
+    files["big.txt"] = "y" * (8 * MiB - 8 * 999)
+    data = tree(tmp_path / "inputs", files)
+    res = cli("run", wf, "--data", data, env=e, cwd=tmp_path)
+    assert res.returncode == 0, show(res)
+    assert srv.bodies[0]["data"]["files"] == files
+    assert f"1000 data files ({8 * MiB} bytes)" in res.stderr, show(res)
+
+
+@pytest.mark.timeout(60)
+def test_data_over_the_limits_is_refused_before_anything_is_sent(recorder, tmp_path):
+    srv, e = recorder
+    wf = write_workflow(tmp_path / "wf", one_step("true"))
+    many = tree(tmp_path / "many", {f"d{i // 100}/f{i:04d}.txt": "x" for i in range(1001)})
+    res = cli("run", wf, "--data", many, env=e, cwd=tmp_path)
+    assert res.returncode == 2, show(res)
+    assert f"--data {many} holds 1001 files; the gateway takes at most 1000" in res.stderr, show(res)
+    assert "Rucio" in res.stderr, show(res)
+    big = tree(tmp_path / "big", {"a.bin": b"\0" * (4 * MiB), "b/b.bin": b"\0" * (4 * MiB + 1)})
+    res = cli("run", wf, "--data", big, "--wait", env=e, cwd=tmp_path)
+    assert res.returncode == 2, show(res)
+    assert re.search(rf"holds {8 * MiB + 1} bytes \(8\.0 MiB\) in 2 files; the gateway takes at most {8 * MiB} bytes "
+                     r"\(8\.0 MiB\) of data per run: .*Rucio", res.stderr), show(res)
+    assert srv.bodies == [], "something was sent"
+
+
+@pytest.mark.timeout(60)
+def test_data_usage_errors_exit_2_before_anything_is_sent(recorder, tmp_path):
+    srv, e = recorder
+    wf = write_workflow(tmp_path / "wf", one_step("true"))
+    data = tree(tmp_path / "inputs", {"init/a.txt": "a\n"})
+
+    def refused(*args, says):
+        res = cli("run", wf, *args, env=e, cwd=tmp_path)
+        assert res.returncode == 2, show(res)
+        assert re.search(says, res.stderr), show(res)
+
+    # data options yadage-run knows that mean nothing here, or no option at all: the known ones are named
+    refused("--data", data, "-d", "pathbase=/elsewhere", says=r"-d pathbase: unknown data option; the known ones are "
+                                                              r"initdir, subinits")
+    refused("--data", data, "-d", "inputarchive=file:///x.zip", says=r"known ones are initdir, subinits")
+    refused("--data", data, "-d", "initdir", says=r"expected KEY=YAML")
+    refused("-d", "initdir=init", says=r"-d/--data-option needs --data")
+    # directories outside the data directory, or no directory at all
+    refused("--data", data, "-d", "initdir=../up", says=r"-d initdir: \.\./up is not inside the data directory")
+    refused("--data", data, "-d", "initdir=/etc", says=r"-d initdir: /etc is not inside the data directory")
+    refused("--data", data, "-d", "initdir=2024", says=r"-d initdir: a directory .* got 2024 \(quote it")
+    refused("--data", data, "-d", "subinits=[a, b]", says=r"-d subinits: a mapping of stages to directories expected")
+    refused("--data", data, "-d", "subinits={sig: {_data: {x: y}}}", says=r"-d subinits\.sig\._data: a directory")
+    refused("--data", data, "-d", "subinits={sig: {inner: ../../etc}}",
+            says=r"subinits\.sig\.inner: \.\./\.\./etc is not")
+    refused("--data", data, "-d", "subinits={a: [b", says=r"-d subinits: not valid YAML")
+    # a data directory that is none, holds nothing, or holds what cannot be read
+    refused("--data", tmp_path / "nosuch", says=r"--data \S*nosuch: not a directory")
+    (tmp_path / "empty").mkdir()
+    refused("--data", tmp_path / "empty", says=r"holds no files")
+    dangling = tree(tmp_path / "dangling", {"ok.txt": "ok\n"})
+    (dangling / "gone.txt").symlink_to(tmp_path / "no-such-file")
+    refused("--data", dangling, says=rf"cannot read {re.escape(str(dangling / 'gone.txt'))}: .*dangling symbolic link")
+    fifo = tree(tmp_path / "fifo", {"ok.txt": "ok\n"})
+    os.mkfifo(fifo / "pipe")
+    refused("--data", fifo, says=rf"{re.escape(str(fifo / 'pipe'))} is not a regular file")
+    assert srv.bodies == [], "something was sent"
+
+    # a directory an option names that holds none of the files: a warning (a typo?), not an error
+    res = cli("run", wf, "--data", data, "-d", "initdir=inits", env=e, cwd=tmp_path)
+    assert res.returncode == 0 and "warning: -d initdir: inits holds none of the files" in res.stderr, show(res)
+    assert srv.bodies[0]["data"] == {"files": {"init/a.txt": "a\n"}, "initdir": "inits"}

@@ -2,7 +2,8 @@
 
 Commands::
 
-    af-gateway run WORKFLOW.yml [-p KEY=VALUE ...] [--parameters-file F.yml] [--name N]
+    af-gateway run WORKFLOW.yml [-p KEY=VALUE ...] [--parameters-file F.yml]
+                   [--data DIR [-d initdir=DIR] [-d subinits=YAML]] [--name N]
                    [--backend B] [--retries N] [--wait [--output-dir DIR] [--timeout SECONDS]]
     af-gateway status RUN_ID [--json]
     af-gateway logs RUN_ID STEP [--follow]
@@ -11,7 +12,12 @@ Commands::
 ``run`` sends the workflow file and every file its $refs reach (relative to the referring
 file; none may lie outside the workflow's directory) to ``POST /api/af/workflows``. Values of
 ``-p`` are YAML scalars (``5`` is a number, ``true`` a boolean, ``[a, b]`` a list; YAML 1.2 like
-the gateway, so ``no`` stays a string). Without ``--wait`` it prints the run's id (alone on
+the gateway, so ``no`` stays a string). ``--data DIR`` sends every file under DIR as the run's
+input data (what yadage-run gets as its data directory): text as text, other files as base64, at
+most 1000 files and 8 MiB in all, checked before sending. ``-d initdir=DIR`` and
+``-d subinits={STAGE: DIR, ...}`` (YAML, as yadage-run's ``-d``; directories relative to the data
+directory) say where the workflow's init and its subworkflows' inits find their files (default:
+``init``). Without ``--wait`` it prints the run's id (alone on
 standard output) and exits. With ``--wait`` it follows the run, printing a line per change, and
 when it succeeded downloads the files among the outputs of its final stages into ``--output-dir``
 (default ``./af-gateway-outputs/RUN_ID``) next to a summary, ``outputs.json`` (the run, its outputs
@@ -44,6 +50,7 @@ Exit codes:
 """
 
 import argparse
+import base64
 import collections
 import json
 import math
@@ -51,6 +58,7 @@ import os
 import posixpath
 import re
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -313,6 +321,173 @@ def parse_parameters(pairs, parameters_file):
         _json_safe(value, f"-p {key}")
         params[key] = value
     return params
+
+
+# --------------------------------------------------------------------------------------------
+# the run's input data (--data DIR, -d initdir=... / -d subinits=...)
+# --------------------------------------------------------------------------------------------
+
+DATA_MAX_FILES = 1000
+DATA_MAX_BYTES = 8 * 1024 * 1024
+DATA_COUNT_UP_TO = 100 * DATA_MAX_FILES  # files past the limit are counted this far (DIR could be /)
+DATA_OPTIONS = ("initdir", "subinits")
+_DATA_ELSEWHERE = ("put big inputs into storage (Rucio, or a path every step can read) and have the "
+                   "workflow read them from there")
+
+
+def _mib(n):
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def collect_data(data_dir):
+    """Returns ({path relative to data_dir, '/'-separated: its text, or {"base64": its bytes}}, bytes
+    in all) for every regular file under data_dir, in path order.
+
+    Directories are walked without following symbolic links to directories (each one is named on
+    standard error); a symbolic link to a file is read. Anything else that is not a regular file, or
+    cannot be read, is an error naming it. The gateway's limits (DATA_MAX_FILES files, DATA_MAX_BYTES
+    bytes in all) are checked before the files are read, and again while they are.
+    """
+    top = Path(data_dir)
+    if not top.is_dir():
+        raise CliError(f"--data {data_dir}: not a directory", EXIT_USAGE)
+    found = []  # (relative path, full path)
+    total = 0
+    count = 0
+
+    def walk_error(exc):
+        raise CliError(f"--data: cannot read the directory {exc.filename}: {exc.strerror}", EXIT_USAGE)
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=walk_error, followlinks=False):
+        dirnames.sort()
+        for name in dirnames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                warn(f"af-gateway: --data: {os.path.join(dirpath, name)} is a symbolic link to a directory: "
+                     "not followed, its files are not sent")
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            count += 1
+            if count > DATA_MAX_FILES:
+                if count > DATA_COUNT_UP_TO:
+                    break
+                continue  # only counted, to say how many there are
+            rel = Path(full).relative_to(top).as_posix()
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CliError(f"--data: the file name {full!r} is not UTF-8: the gateway cannot take it",
+                               EXIT_USAGE) from None
+            try:
+                st = os.stat(full)  # follows a link to a file
+            except OSError as exc:
+                raise CliError(f"--data: cannot read {full}: {exc.strerror}"
+                               + (" (a dangling symbolic link)" if os.path.islink(full) else ""),
+                               EXIT_USAGE) from None
+            if not stat.S_ISREG(st.st_mode):
+                raise CliError(f"--data: {full} is not a regular file (a fifo, socket or device): it cannot be "
+                               "sent", EXIT_USAGE)
+            found.append((rel, full))
+            total += st.st_size
+        if count > DATA_COUNT_UP_TO:
+            break
+    if count > DATA_MAX_FILES:
+        many = f"more than {DATA_COUNT_UP_TO}" if count > DATA_COUNT_UP_TO else str(count)
+        raise CliError(f"--data {data_dir} holds {many} files; the gateway takes at most {DATA_MAX_FILES} data "
+                       f"files per run: {_DATA_ELSEWHERE}", EXIT_USAGE)
+    if not found:
+        raise CliError(f"--data {data_dir} holds no files: there is nothing to send", EXIT_USAGE)
+
+    def too_big(size, more=""):
+        return CliError(f"--data {data_dir} holds {more}{size} bytes ({_mib(size)}) in {len(found)} files; the "
+                        f"gateway takes at most {DATA_MAX_BYTES} bytes ({_mib(DATA_MAX_BYTES)}) of data per run: "
+                        f"{_DATA_ELSEWHERE}", EXIT_USAGE)
+
+    if total > DATA_MAX_BYTES:
+        raise too_big(total)
+    files, sent = {}, 0
+    for rel, full in found:
+        try:
+            with open(full, "rb") as fh:
+                content = fh.read(DATA_MAX_BYTES - sent + 1)
+        except OSError as exc:
+            raise CliError(f"--data: cannot read {full}: {exc.strerror}", EXIT_USAGE) from None
+        sent += len(content)
+        if sent > DATA_MAX_BYTES:
+            raise too_big(sent, "(its files grew while being read) at least ")
+        try:
+            files[rel] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            files[rel] = {"base64": base64.b64encode(content).decode("ascii")}
+    return files, sent
+
+
+def _data_dir_value(value, where):
+    """A directory named in a data option: a relative '/'-separated path inside the data root."""
+    if not isinstance(value, str) or not value.strip():
+        raise CliError(f"{where}: a directory (relative to --data DIR) expected, got {json.dumps(value)}"
+                       + (" (quote it to make it text)" if isinstance(value, (int, float, bool)) else ""),
+                       EXIT_USAGE)
+    path = posixpath.normpath(value)
+    if posixpath.isabs(path) or path == ".." or path.startswith("../"):
+        raise CliError(f"{where}: {value} is not inside the data directory: name a directory relative to "
+                       "--data DIR", EXIT_USAGE)
+    return path
+
+
+def _subinits(value, where):
+    """yadage's subinits: {stage: directory, or {"_data": directory, inner stage: ...}}, paths checked."""
+    if not isinstance(value, dict) or not value:
+        raise CliError(f"{where}: a mapping of stages to directories expected, e.g. "
+                       "-d 'subinits={signal: siginputs, backgrounds: {_data: bkg, inner: bkg/inner}}'", EXIT_USAGE)
+    return {key: _subinits(v, f"{where}.{key}") if isinstance(v, dict) and key != "_data"
+            else _data_dir_value(v, f"{where}.{key}") for key, v in value.items()}
+
+
+def parse_data_options(pairs):
+    """-d KEY=YAML (yadage-run's data options that mean something here: initdir, subinits)."""
+    opts = {}
+    for pair in pairs or []:
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise CliError(f"-d {pair}: expected KEY=YAML", EXIT_USAGE)
+        if key not in DATA_OPTIONS:
+            raise CliError(f"-d {key}: unknown data option; the known ones are {', '.join(DATA_OPTIONS)} (the "
+                           "directory given to --data is the data root: it stands for yadage-run's pathbase)",
+                           EXIT_USAGE)
+        try:
+            value = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise CliError(f"-d {key}: not valid YAML: {exc}", EXIT_USAGE) from None
+        _json_safe(value, f"-d {key}")
+        opts[key] = _data_dir_value(value, "-d initdir") if key == "initdir" else _subinits(value, "-d subinits")
+    return opts
+
+
+def _named_dirs(opts):
+    """(where, directory) of each directory the data options name."""
+    if "initdir" in opts:
+        yield "-d initdir", opts["initdir"]
+
+    def walk(value, where):
+        for k, v in value.items():
+            if isinstance(v, dict):
+                yield from walk(v, f"{where}.{k}")
+            else:
+                yield f"{where}.{k}", v
+
+    yield from walk(opts.get("subinits") or {}, "-d subinits")
+
+
+def build_data(data_dir, pairs):
+    """The submission's `data`: the files under data_dir and the data options; a warning for each
+    directory an option names that holds none of the files sent (a typo, most likely)."""
+    opts = parse_data_options(pairs)
+    files, size = collect_data(data_dir)
+    for where, d in _named_dirs(opts):
+        if d != "." and not any(rel.startswith(d + "/") for rel in files):
+            warn(f"af-gateway: warning: {where}: {d} holds none of the files under {data_dir}")
+    return {"files": files, **opts}, size
 
 
 # --------------------------------------------------------------------------------------------
@@ -795,6 +970,11 @@ def cmd_run(args, gateway):
             body[key] = getattr(args, key)
     if "name" not in body:
         body["name"] = default_run_name(args.workflow)
+    data_size = 0
+    if args.data is not None:
+        body["data"], data_size = build_data(args.data, args.data_options)
+    data_text = (f", {plural(len(body['data']['files']), 'data file')} ({data_size} bytes) from {args.data}"
+                 if "data" in body else "")
     run = gateway.json("POST", "/api/af/workflows", ok=(200, 201),
                        data=json.dumps(body, allow_nan=False),
                        headers={"Content-Type": "application/json"})
@@ -803,12 +983,12 @@ def cmd_run(args, gateway):
         raise CliError(f"the gateway's answer has no run id: {str(run)[:300]}", EXIT_UNREACHABLE)
     if not args.wait:
         say(run_id)
-        warn(f"submitted {entry} ({len(files)} file{'s' if len(files) != 1 else ''}) as run "
+        warn(f"submitted {entry} ({len(files)} file{'s' if len(files) != 1 else ''}{data_text}) as run "
              f"{run_id} ({run.get('name', '')}); follow it with `af-gateway status {run_id}`")
         return EXIT_OK
 
     say(f"run {run_id} ({run.get('name', '')}) submitted to {gateway.url}: {entry} with "
-        f"{len(files)} file{'s' if len(files) != 1 else ''}"
+        f"{len(files)} file{'s' if len(files) != 1 else ''}{data_text}"
         + (f", parameters {json.dumps(params)}" if params else "")
         + (f", backend {run['backend']}" if run.get("backend") else ""))
     follower = Follower(gateway, run_id, started)
@@ -949,12 +1129,27 @@ def build_parser():
         help="submit a workflow (and, with --wait, follow it and download its outputs)",
         description="Submit WORKFLOW (with every file its $refs reach) to the gateway. Without\n"
                     "--wait, print the run id and exit. With --wait, follow the run and, when it\n"
-                    "succeeded, download the files among its final outputs and write outputs.json.")
+                    "succeeded, download the files among its final outputs and write outputs.json.\n\n"
+                    "Input data, as yadage-run's data directory and its -d options:\n"
+                    "  af-gateway run workflow.yml --data inputs -d initdir=init \\\n"
+                    "      -d 'subinits={signal: siginputs, backgrounds: {_data: bkg, fit_0: bkg/fit0}}'\n"
+                    "sends every file under inputs/ (kept read-only in the run's workspace); the init\n"
+                    "finds its files in inputs/init, the subworkflow run by stage signal in\n"
+                    "inputs/siginputs. Bigger inputs (over 1000 files or 8 MiB) belong in storage (Rucio).")
     p.add_argument("workflow", metavar="WORKFLOW", help="the workflow file (YAML or JSON)")
     p.add_argument("-p", "--parameter", dest="parameters", action="append", metavar="KEY=VALUE",
                    help="an init parameter; VALUE is read as YAML (5 is a number); repeatable")
     p.add_argument("--parameters-file", metavar="FILE",
                    help="a YAML mapping of init parameters (-p wins over it)")
+    p.add_argument("--data", metavar="DIR",
+                   help="send every file under DIR as the run's input data (its data root, yadage-run's "
+                        "pathbase): text as text, other files as base64; at most 1000 files and 8 MiB in all. "
+                        "Links to directories are not followed")
+    p.add_argument("-d", "--data-option", dest="data_options", action="append", metavar="KEY=YAML",
+                   help="a data option as yadage-run's -d, directories relative to DIR: initdir=DIR (where "
+                        "the init finds files; default init) or subinits={STAGE: DIR, ...} (where a "
+                        "subworkflow's init finds them; a multistep stage's items as STAGE_i, nested as "
+                        "{_data: DIR, INNER: DIR}); needs --data; repeatable")
     p.add_argument("--name", help="a name for the run")
     p.add_argument("--backend", help="where the steps run (local, htcondor, kubernetes)")
     p.add_argument("--retries", type=int, metavar="N",
@@ -1001,6 +1196,8 @@ def main(argv=None):
         for opt, value in (("--output-dir", args.output_dir), ("--timeout", args.timeout)):
             if value is not None:
                 parser.error(f"{opt} needs --wait")
+    if args.command == "run" and args.data_options and args.data is None:
+        parser.error("-d/--data-option needs --data DIR")
     if args.command == "run" and args.retries is not None and not 0 <= args.retries <= 5:
         parser.error("--retries must be between 0 and 5")
     try:
