@@ -43,7 +43,8 @@ import requests
 from af_e2e_support import REPO, client_credentials_token, oidc_workflow_gateway
 
 sys.path.insert(0, str(REPO / "test-harness" / "yadage"))
-from yadage_compare import Places, differences, gateway_key, is_file, key_str, normalise, place_pairs, volatile  # noqa: E402
+from yadage_compare import (Places, describe_path, differences, gateway_key, is_file, key_str, normalise,  # noqa: E402
+                            place_pairs, substitute, volatile)
 
 AF_GATEWAY = REPO / ".venv" / "bin" / "af-gateway"
 SCRIPT = REPO / "scripts" / "yadage-specs.sh"
@@ -83,7 +84,8 @@ MUST_RUN = {
 # failure message must match (so that a gap failing for another reason is seen). Asserted to still be
 # gaps: an entry here that runs with yadage's results fails the test, so that it moves to MUST_RUN.
 SUBINITS = ("its subworkflows' init steps find input files in directories yadage is given (data option subinits); "
-            "the gateway's API has no way to receive them, so its steps cannot read the same files")
+            "the test sends them as the run's data (af-gateway run --data DIR -d subinits=..., data_arguments), "
+            "which a gateway that does not take a run's data leaves unused, so its steps cannot read the same files")
 DISCOVER = ("refused: its subworkflows find their inputs with workflow_opts.discover, which the gateway does not run "
             "(and behind it the same gap: " + SUBINITS + ")")
 KNOWN_GAPS = {
@@ -175,6 +177,7 @@ def runs(reference, gateway, tmp_path_factory, request):
     the summary printed."""
     params_dir = tmp_path_factory.mktemp("params")
     specs = Path(reference["specs"])
+    names = placeholders(reference)
 
     def submit(name):
         entry = ENTRIES[name]
@@ -182,7 +185,7 @@ def runs(reference, gateway, tmp_path_factory, request):
         params.write_text(json.dumps(gateway_parameters(entry, reference["entries"][name])))  # JSON is YAML
         t0 = time.monotonic()
         res = cli(gateway, "run", specs / entry["dir"] / entry["workflow"], "--parameters-file", params,
-                  "--retries", "0", "--name", f"yadage-{name}")
+                  *data_arguments(entry, names), "--retries", "0", "--name", f"yadage-{name}")
         run_id = res.stdout.strip() if res.returncode == 0 else None
         return name, {"res": res, "run_id": run_id, "submitted": t0}
 
@@ -236,6 +239,61 @@ def gateway_parameters(entry, ref):
         assert init and init["state"] == "SUCCESS", f"{entry['name']}: yadage's init step did not succeed: {ref.get('reason')}"
         return init["result"]
     return ref["init"]
+
+
+def placeholders(reference):
+    """entries.json's {specs} and {data}: where the reference put yadage's specs and the stand-in data."""
+    return {"specs": reference["specs"], "data": reference["data"]}
+
+
+def run_data(entry, names):
+    """The run's data for the data options yadage-run was given (-d pathbase, initdir, subinits): (DIR, the
+    options initdir and subinits with their directories relative to DIR), DIR being pathbase, else the
+    deepest directory holding every directory the options name. None for an entry without data options,
+    or one given what yadage's init published instead (init_from_yadage)."""
+    opts = substitute(entry.get("dataopts") or {}, names)
+    if not opts or entry.get("init_from_yadage"):
+        return None
+    unknown = set(opts) - {"pathbase", "initdir", "subinits"}
+    assert not unknown, f"{entry['name']}: data options the gateway's run cannot be given: {sorted(unknown)}"
+    pathbase = opts.get("pathbase")
+
+    def absolute(d, where):
+        # as yadage-run: os.path.join(pathbase or its work directory, d); an absolute d stands alone
+        assert pathbase or os.path.isabs(d), f"{entry['name']}: {where} {d} is relative to yadage's work directory"
+        return os.path.normpath(os.path.join(pathbase or "/", d))
+
+    def leaves(value, where):
+        for k, v in value.items():
+            yield from leaves(v, f"{where}.{k}") if isinstance(v, dict) else [(f"{where}.{k}", v)]
+
+    dirs = [absolute(d, w) for w, d in leaves(opts.get("subinits") or {}, "subinits")]
+    if "initdir" in opts:
+        dirs.append(absolute(opts["initdir"], "initdir"))
+    assert pathbase or dirs, f"{entry['name']}: data options name no directory"
+    root = os.path.normpath(pathbase) if pathbase else os.path.commonpath(dirs)
+    if "initdir" not in opts and not pathbase:
+        # yadage's init looked in <its work directory>/init (nothing there); the gateway's in DIR/init
+        assert not os.path.exists(os.path.join(root, "init")), f"{entry['name']}: {root}/init would be its init's"
+
+    def relative(value, where):
+        if isinstance(value, dict):
+            return {k: relative(v, f"{where}.{k}") for k, v in value.items()}
+        rel = os.path.relpath(absolute(value, where), root)
+        assert rel != ".." and not rel.startswith("../"), f"{entry['name']}: {where} {value} is outside {root}"
+        return rel
+
+    return root, {key: relative(opts[key], key) for key in ("initdir", "subinits") if key in opts}
+
+
+def data_arguments(entry, names):
+    """`af-gateway run`'s --data DIR and -d KEY=VALUE for the entry's run_data (none without)."""
+    data = run_data(entry, names)
+    if data is None:
+        return []
+    root, opts = data
+    # JSON is YAML
+    return ["--data", root] + [a for key, value in opts.items() for a in ("-d", f"{key}={json.dumps(value)}")]
 
 
 SUMMARY = {}
@@ -313,10 +371,12 @@ def texts(value):
     return value
 
 
-def compare(entry, ref, dag, completed_only=False, expected=None):
+def compare(entry, ref, dag, completed_only=False, expected=None, data_root=None):
     """The differences between yadage's steps and the gateway's (empty: equal). completed_only: only
     the steps yadage completed are compared (it failed), each must exist on the gateway. expected:
-    {node: outputs, files by their text} the gateway's nodes must have besides (BEYOND_YADAGE_RESULTS)."""
+    {node: outputs, files by their text} the gateway's nodes must have besides (BEYOND_YADAGE_RESULTS).
+    data_root: the directory the run's data came from (run_data), whose paths in yadage's outputs stand
+    for their files' content, as the gateway's paths to its copy in the run's workspace do."""
     mask = volatile(entry)
     problems = []
     ours = {}
@@ -342,13 +402,24 @@ def compare(entry, ref, dag, completed_only=False, expected=None):
     # init_from_yadage entry's steps were given)
     yadage_dirs = {k: n.get("dir") for k, n in ref["nodes"].items()}
     places = Places(place_pairs(gateway_dirs(dag)) + place_pairs(yadage_dirs))
+    def data_files(value):
+        # yadage's inits publish paths into its data directory, outside its run's directory: kept as text
+        # in the reference (the gateway's point into its workspace, and are described by their content)
+        if isinstance(value, dict):
+            return {k: data_files(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [data_files(v) for v in value]
+        if data_root and isinstance(value, str) and os.path.normpath(value).startswith(data_root + "/"):
+            return describe_path(os.path.normpath(value), mask, places)
+        return value
+
     for k in sorted(set(ours) & set(theirs)):
         n = ours[k]
         if n["state"] != "SUCCESS":
             problems.append(f"{k}: {n['state']} on the gateway, {theirs[k]['state']} in yadage")
             continue
         got = normalise(n.get("outputs"), places, mask)
-        problems += [f"{k}: {d}" for d in differences(theirs[k]["outputs"], got)]
+        problems += [f"{k}: {d}" for d in differences(data_files(theirs[k]["outputs"]), got)]
     for k, want in (expected or {}).items():
         n = ours.get(k)
         if not n or n["state"] != "SUCCESS":
@@ -363,6 +434,7 @@ def compare(entry, ref, dag, completed_only=False, expected=None):
 @pytest.mark.parametrize("name", list(ENTRIES))
 def test_entry_runs_as_in_yadage(name, reference, gateway, runs, record_property):
     entry, ref, sub = ENTRIES[name], reference["entries"][name], runs[name]
+    data_root = (run_data(entry, placeholders(reference)) or (None,))[0]
     yadage = ref["status"]
     yadage_ok = yadage == "SUCCESS"
     res = sub["res"]
@@ -397,14 +469,15 @@ def test_entry_runs_as_in_yadage(name, reference, gateway, runs, record_property
 
     if status == "SUCCESS":
         if not yadage_ok:
-            problems = compare(entry, ref, dag, completed_only=True, expected=BEYOND_YADAGE_RESULTS.get(name))
+            problems = compare(entry, ref, dag, completed_only=True, expected=BEYOND_YADAGE_RESULTS.get(name),
+                               data_root=data_root)
             verdict("SUCCESS", "yadage failed; " + ("its completed steps equal, results as checked" if not problems
                                                    else f"{len(problems)} differences"))
             assert name in BEYOND_YADAGE, (f"{name}: the gateway succeeded where yadage failed ({ref.get('reason')}); "
                                            f"check by hand, then list it in BEYOND_YADAGE with why")
             assert not problems, f"{name}: steps yadage completed differ on the gateway:\n" + "\n".join(problems)
             return
-        problems = compare(entry, ref, dag)
+        problems = compare(entry, ref, dag, data_root=data_root)
         verdict("SUCCESS", "equal" if not problems else f"DIFFERENT ({len(problems)})")
         assert not problems, (f"{name}: the gateway SUCCEEDED with other results than yadage's (silently wrong):\n"
                               + "\n".join(problems[:40]))
@@ -481,3 +554,31 @@ def test_the_lists_name_entries():
     assert all(isinstance(r, str) and r for r in BEYOND_YADAGE.values()), "every entry beyond yadage says why"
     assert all(isinstance(why, str) and why and re.compile(sign) for why, sign in KNOWN_GAPS.values()), "every gap says why"
     assert set(BEYOND_YADAGE_RESULTS) <= set(BEYOND_YADAGE), "results checked by hand are for entries beyond yadage"
+
+
+def test_data_options_become_the_runs_data():
+    """yadage-run's -d pathbase/initdir/subinits as `af-gateway run --data DIR -d ...`: DIR is pathbase, else the
+    deepest directory holding the ones named; the directories relative to it, nested subinits kept."""
+    names = {"specs": "/nonexistent/specs", "data": "/nonexistent/data"}
+    base = "/nonexistent/specs/analysis_scaffold/basedata"
+    assert data_arguments(ENTRIES["analysis_scaffold"], names) == [
+        "--data", base, "-d", 'subinits={"signal": "siginputs", "data": "datainputs", "backgrounds": "bkginputs"}']
+    assert run_data(ENTRIES["bsm_grid_scaffold"], names) == ("/nonexistent/specs/bsm_grid_scaffold/basedata", {
+        "subinits": {"signals": {f"run_points_{i}": f"siginputs/sigpoint{i}" for i in range(3)},
+                     "data": "datainputs",
+                     "backgrounds": {f"run_bkgs_{i}": f"bkginputs/bkg_sample_{i}" for i in range(4)}}})
+    assert run_data(ENTRIES["recast_scaffold"], names) == ("/nonexistent/specs/recast_scaffold", {"subinits": {
+        "upstream": "basedata/signal_inputs", "downstream": {"archived": "basedata/archived_assets"}}})
+    # entries given what yadage's init found instead, and entries without data options: no data
+    assert ENTRIES["stackednestings"].get("dataopts") and data_arguments(ENTRIES["stackednestings"], names) == []
+    assert data_arguments(ENTRIES["mapreduce"], names) == []
+    # absolute directories without pathbase, initdir among them, a subworkflow's own _data
+    entry = {"name": "x", "dataopts": {"initdir": "{specs}/x/in/init", "subinits": {
+        "sub": {"_data": "{specs}/x/in/sub", "inner_0": "{specs}/x/other/inner"}}}}
+    assert run_data(entry, names) == ("/nonexistent/specs/x", {
+        "initdir": "in/init", "subinits": {"sub": {"_data": "in/sub", "inner_0": "other/inner"}}})
+    entry = {"name": "y", "dataopts": {"pathbase": "{specs}/y", "initdir": "inputs", "subinits": {"s": "/elsewhere"}}}
+    with pytest.raises(AssertionError, match="outside"):
+        run_data(entry, names)
+    with pytest.raises(AssertionError, match="relative to yadage's work directory"):
+        run_data({"name": "z", "dataopts": {"subinits": {"s": "rel"}}}, names)
