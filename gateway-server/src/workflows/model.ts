@@ -1,11 +1,17 @@
 // What the workflow engine keeps per run and per node; persisted through the state store.
-import type { WorkflowSpec, WorkflowState } from '@af-gateway/schemas';
+import type { Subinits, WorkflowSpec, WorkflowState } from '@af-gateway/schemas';
 import type { BackendHandle } from '../clusters/model.js';
 
 export type { WorkflowState };
 export type StageSpec = WorkflowSpec['stages'][number];
 export type StepSpec = NonNullable<StageSpec['scheduler']['step']>;
 export type StageState = 'WAITING' | 'APPLIED' | 'SKIPPED' | 'FAILED';
+
+/** Where a run's inits find its input data: directories relative to the data root (run-data.ts). */
+export interface RunDataDirs {
+  initdir: string;
+  subinits?: Subinits;
+}
 
 export interface StageRecord {
   name: string;
@@ -36,6 +42,8 @@ export interface NodeRecord {
   image?: string;
   /** What the step's par_mounts hold, in their order (written to .af/parmount-K before each attempt). */
   parmounts?: string[];
+  /** An init's directories (its data directory, or those of the nodes its values came from): what a subworkflow's init after it searches, as yadage's read-only init states. */
+  readdirs?: string[];
   /** The step a case chose (a JSON pointer into the run's workflow; for a subworkflow's init, the workflow); absent when it is the stage's own. */
   step?: string;
   attempts: number;
@@ -58,6 +66,8 @@ export interface RunRecord {
   finished: number | null;
   message: string;
   entry: string;
+  /** Where the run's inits find its input data (relative to .af/data/ in the workspace); absent when it was sent none. */
+  data?: RunDataDirs;
   /** The resolved workflow (the submitted files are kept in the workspace, under .af/workflow/). */
   spec: WorkflowSpec;
   parameters: Record<string, unknown>;

@@ -12,6 +12,9 @@ import type { WorkflowProblem } from './workflow-loader.js';
 
 export class GlobError extends Error {}
 
+/** The pattern itself is beyond what a glob may be (too many alternatives, too long, too costly to match), whatever the files. */
+export class GlobPatternError extends GlobError {}
+
 /** Directory entries a glob may look at, files it may return, directories deep it may go. */
 const MAX_ENTRIES = 100_000;
 const MAX_MATCHES = 20_000;
@@ -52,7 +55,7 @@ function braceRange(body: string): string[] | null {
   const chr = /^([A-Za-z])\.\.([A-Za-z])$/.exec(body);
   if (!num && !chr) return null;
   const [a, b] = num ? [Number(num[1]), Number(num[2])] : [chr![1]!.charCodeAt(0), chr![2]!.charCodeAt(0)];
-  if (Math.abs(b - a) >= MAX_ALTERNATIVES) throw new GlobError(`the brace {${body}} makes more than ${MAX_ALTERNATIVES} alternatives`);
+  if (Math.abs(b - a) >= MAX_ALTERNATIVES) throw new GlobPatternError(`the brace {${body}} makes more than ${MAX_ALTERNATIVES} alternatives`);
   const out: string[] = [];
   for (let i = a; a <= b ? i <= b : i >= b; i += a <= b ? 1 : -1) out.push(num ? String(i) : String.fromCharCode(i));
   return out;
@@ -77,7 +80,7 @@ function expandBraces(seg: string): string[] {
         for (const head of expandBraces(seg.slice(0, open) + alt)) {
           for (const tail of rest) {
             if (out.push(head + tail) > MAX_ALTERNATIVES)
-              throw new GlobError(`the glob segment ${seg} makes more than ${MAX_ALTERNATIVES} alternatives with its braces`);
+              throw new GlobPatternError(`the glob segment ${seg} makes more than ${MAX_ALTERNATIVES} alternatives with its braces`);
           }
         }
       }
@@ -138,7 +141,7 @@ function tokens(alt: string): Token[] {
       const lit = c === '\\' && i + 1 < chars.length ? chars[++i]! : c;
       out.push((ch) => ch === lit);
     }
-    if (out.length > MAX_TOKENS) throw new GlobError(`a segment of the glob is longer than ${MAX_TOKENS} characters`);
+    if (out.length > MAX_TOKENS) throw new GlobPatternError(`a segment of the glob is longer than ${MAX_TOKENS} characters`);
   }
   return out;
 }
@@ -159,7 +162,7 @@ function segmentMatcher(seg: string, budget: { steps: number }): (name: string) 
     let star = -1;
     let resume = 0;
     while (c < name.length) {
-      if (--budget.steps < 0) throw new GlobError(`the glob segment ${seg} takes too long to match the step's files; write a simpler pattern`);
+      if (--budget.steps < 0) throw new GlobPatternError(`the glob segment ${seg} takes too long to match the step's files; write a simpler pattern`);
       const tok = toks[t];
       if (tok === '*') {
         star = t++;

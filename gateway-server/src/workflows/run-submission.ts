@@ -8,7 +8,8 @@ import { AppError, errorMessage } from '../errors.js';
 import { nestingProblem } from './bundle-parser.js';
 import { keptWorkflowDir } from './step-files.js';
 import { dependenciesOf, INIT_STAGE } from './workflow-loader.js';
-import type { NodeRecord, RunRecord, StageRecord } from './model.js';
+import type { NodeRecord, RunDataDirs, RunRecord, StageRecord } from './model.js';
+import { dataRoot, DEFAULT_INITDIR } from './run-data.js';
 
 /**
  * An init parameter nested too deep to be kept and sent, in words: JSON.parse takes any depth, but
@@ -57,6 +58,8 @@ export interface NewRun {
   workspace: string;
   retries: number;
   maxParallel: number;
+  /** Where the run's inits find its input data, when it was sent some. */
+  data?: RunDataDirs;
 }
 
 /** A new run's record (running, its init stage applied) and its init node, whose outputs are the parameters. */
@@ -78,6 +81,7 @@ export function newRun(r: NewRun): { run: RunRecord; init: NodeRecord } {
     retries: r.retries,
     maxParallel: r.maxParallel,
     workspace: r.workspace,
+    ...(r.data ? { data: r.data } : {}),
     stages: [
       { name: INIT_STAGE, type: 'init', dependencies: [], state: 'APPLIED' },
       ...r.spec.stages.map((s): StageRecord => ({ name: s.name, type: s.scheduler.scheduler_type, dependencies: dependenciesOf(s, r.spec), state: 'WAITING' })),
@@ -94,6 +98,8 @@ export function newRun(r: NewRun): { run: RunRecord; init: NodeRecord } {
     outputs: parameters,
     after: [],
     workdir: r.workspace,
+    // what a subworkflow reading the parameters searches: the data's init directory, as yadage's init state (it exists only when data was sent)
+    readdirs: [join(dataRoot(r.workspace), r.data?.initdir ?? DEFAULT_INITDIR)],
     attempts: 0,
     exit_code: null,
     started: run.created,

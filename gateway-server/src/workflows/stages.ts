@@ -3,13 +3,6 @@
 // and each step gets its directory and its command. Publishers run after a step succeeded.
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { openConfined } from '../files/no-follow.js';
-
-/** Whether a path exists in the run's workspace, without following links the step planted. */
-async function existsConfined(root: string, file: string): Promise<boolean> {
-  const fh = await openConfined(root, file).catch(() => null);
-  await fh?.close();
-  return !!fh;
-}
 import { parseBundle } from './bundle-parser.js';
 import { formatDeep, formatTemplate, MAX_FORMATTED, TemplateError } from './templates.js';
 import { setOwn, stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
@@ -19,6 +12,7 @@ import { stepFiles } from './step-files.js';
 import { INIT_STAGE } from './workflow-loader.js';
 import { scatterSize, tooManySteps, type Grouping } from './scatter-size.js';
 import { confinePattern, GlobError, globConfined } from './publisher-globs.js';
+import { existsConfined, MAX_INIT_GLOBS, MAX_INIT_LOOKUPS, nodeDirs, resolveInitValues, subinitDir } from './run-data.js';
 
 export class StageError extends Error {}
 
@@ -114,6 +108,10 @@ export interface ApplyContext {
   scope: string;
   /** The nodes of a stage, by its full name. */
   nodesOf(stage: string): NodeRecord[];
+  /** A node by its id. */
+  node(id: string): NodeRecord | undefined;
+  /** The scheduler type of a stage (full name), or 'init'. */
+  stageType(stage: string): string | undefined;
   /** The indices of the scopes a stage running a subworkflow made (empty for a stage running steps). */
   scopesOf(stage: string): number[];
   /** The stages of a scope applied so far (their own names, in order): what yadage's jq scripts see of the scope. */
@@ -136,6 +134,8 @@ export interface ApplyContext {
   held?: { left: number };
   /** Values the stage's parameters may still gather from earlier steps (MAX_STAGE_GATHERED); set when the stage is applied. */
   gathered?: { left: number };
+  /** Names the stage's subworkflow inits may still look up in their data (run-data.ts); set when the stage is applied. */
+  lookups?: { lookups: number; globs: number };
 }
 
 /** A subworkflow to start: its scope (`nested[0]`), its init parameters, the nodes they came from and where its stages are in the workflow. */
@@ -144,6 +144,8 @@ export interface NewScope {
   parameters: Record<string, unknown>;
   after: string[];
   workflow: string;
+  /** What the scope's init read: its subinit data directory and the directories of the nodes its parameters came from. */
+  readdirs: string[];
 }
 
 /** Values one parameter may gather from earlier steps (a flattened reduce over every map output). */
@@ -714,6 +716,21 @@ async function chooseCase(ctx: ApplyContext, stage: StageSpec, values: Record<st
   return null;
 }
 
+/**
+ * The directories a new scope's init reads, as yadage's read-only init state: those of the nodes its
+ * parameters came from (a step's own directory, an init's what it read) and its subinit data directory.
+ */
+function scopeReadDirs(ctx: ApplyContext, scope: string, sources: string[]): string[] {
+  const dirs: string[] = [];
+  for (const id of new Set(sources)) {
+    const n = ctx.node(id);
+    if (n) dirs.push(...nodeDirs(n));
+  }
+  const sub = subinitDir(ctx.run, scope, ctx.stageType);
+  if (sub) dirs.push(sub);
+  return dirs;
+}
+
 /** The steps and subworkflows of a stage whose dependencies all finished. Throws StageError with a message for people. */
 export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependencyNodes: NodeRecord[]): Promise<Applied> {
   ctx.gathered ??= { left: MAX_STAGE_GATHERED };
@@ -766,7 +783,23 @@ export async function applyStage(ctx: ApplyContext, stage: StageSpec, dependency
     if (scope) {
       const tooMuch = holdsTooMuch();
       if (tooMuch) throw tooMuch;
-      out.scopes.push({ scope, parameters: values, after, workflow: (runs as { workflow: string }).workflow });
+      // its init finds files as yadage's: in its one read-only directory (workflow_opts relative, discover)
+      const readdirs = scopeReadDirs(ctx, scope, set.sources);
+      const opts = stage.scheduler.workflow_opts ?? {};
+      let parameters: Record<string, unknown>;
+      try {
+        parameters = await resolveInitValues(
+          ctx.run.workspace,
+          readdirs,
+          values,
+          { discover: opts.discover === true, relative: opts.relative !== false },
+          (ctx.lookups ??= { lookups: MAX_INIT_LOOKUPS, globs: MAX_INIT_GLOBS }),
+        );
+      } catch (err) {
+        if (err instanceof GlobError) throw new StageError(`the init of subworkflow ${scope}: ${err.message}`);
+        throw err;
+      }
+      out.scopes.push({ scope, parameters, after, workflow: (runs as { workflow: string }).workflow, readdirs });
       continue;
     }
     const step = (runs as { step: StepSpec; pointer?: string }).step;

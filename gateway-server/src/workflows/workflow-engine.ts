@@ -37,6 +37,7 @@ import {
   type NewScope,
 } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
+import { dataDirs, initOutputs, keepDataFiles } from './run-data.js';
 import { isFinished, stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
 import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
@@ -226,14 +227,20 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     // Scatters the submission already determines are sized now, by arithmetic, before anything exists.
     const tooLarge = checkStaticScatters(spec, parameters, this.cfg.max_steps);
     if (tooLarge.length) throw new WorkflowProblemsError(tooLarge);
+    const data = body.data ? dataDirs(body.data) : undefined;
     const id = randomBytes(6).toString('hex');
     const workspace = join(this.root, id);
     await mkdir(workspace, { recursive: true, mode: 0o700 });
     const retries = body.retries ?? this.cfg.step_retries;
     const maxParallel = Math.min(body.max_parallel ?? this.cfg.max_parallel_steps, this.cfg.max_parallel_steps);
-    const { run, init } = newRun({ id, user, body, spec, backend: backendName, workspace, retries, maxParallel });
+    const { run, init } = newRun({ id, user, body, spec, backend: backendName, workspace, retries, maxParallel, data });
     try {
       await keepBundleFiles(workspace, body.files);
+      if (body.data) {
+        await keepDataFiles(workspace, body.data);
+        // the init publishes what it finds in its data directory, as yadage's does (discover and relative)
+        init.outputs = await initOutputs(run, init);
+      }
       // Then the steps' owner may work in it (a multi-user local backend grants its account access).
       await backend.shareRunWorkspace(workspace, user.name);
     } catch (err) {
@@ -334,6 +341,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       parameters: sc.parameters,
       outputs: sc.parameters,
       after: sc.after,
+      readdirs: sc.readdirs,
       workdir: join(a.run.workspace, stageDir(sc.scope)),
       ...(sc.workflow.includes('/cases/') ? { step: sc.workflow } : {}),
       attempts: 0,
@@ -573,6 +581,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
       stage: { full: s.name, pointer: s.spec ?? `/stages/${a.run.spec.stages.indexOf(spec)}` },
       scope: s.scope ?? '',
       nodesOf: (stage) => a.byStage.get(stage) ?? [],
+      node: (id) => a.nodes.get(id),
+      stageType: (stage) => a.stageByName.get(stage)?.type,
       scopesOf: (stage) => a.scopes.get(stage) ?? [],
       stagesIn: (scope) => (a.stagesByScope.get(scope) ?? []).filter((r) => r.state === 'APPLIED').map((r) => splitScoped(r.name).name),
       runsWorkflow: (stage) =>

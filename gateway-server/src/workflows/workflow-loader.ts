@@ -373,6 +373,8 @@ function checkScopedSelector(sel: string, wf: WorkflowSpec, at: string, problem:
   if (!parts || parts.length < 2) return;
   let stages: StageSpec[] = wf.stages;
   for (const [k, part] of parts.entries()) {
+    // every subworkflow has its init: `archived[*].init` reads the parameters its init published
+    if (k > 0 && k === parts.length - 1 && part.name === INIT_STAGE) return;
     const st = stages.find((x) => x.name === part.name);
     if (!st) {
       if (k > 0) problem(at, at, `${sel}: the subworkflow of ${parts[k - 1]!.name} has no stage ${part.name}`);

@@ -11,11 +11,15 @@ import { openConfined, UnsafePathError } from '../files/no-follow.js';
 import type { SchemaTypeProvider } from '../api/type-provider.js';
 import { readWorkflow } from './workflow-loader.js';
 import { stepFiles } from './step-files.js';
+import { MAX_DATA_BYTES } from './run-data.js';
 import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-f]{12}$' } } } as const;
 const LOG_POLL_MS = 300;
+
+/** The largest submission: the bundle and up to MAX_DATA_BYTES of input files, base64-encoded. */
+const RUN_BODY_LIMIT = 1024 * 1024 + Math.ceil((MAX_DATA_BYTES * 4) / 3) + 64 * 1024;
 
 export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: WorkflowEngine }): Promise<void> {
   const app = fastify.withTypeProvider<SchemaTypeProvider>();
@@ -43,6 +47,8 @@ export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: W
   app.post(
     '/api/af/workflows',
     {
+      // a run may carry its input files (8 MiB decoded, as base64 a third more) beside its bundle
+      bodyLimit: RUN_BODY_LIMIT,
       schema: {
         tags: ['workflows'],
         summary: 'Run a workflow: its files, init parameters and where its steps run',

@@ -24,7 +24,6 @@ const NOT_SUPPORTED = {
   'jsonpath outputs': 'output selections by JSONPath are not supported: name one output key',
   'empty selectors': 'a selector without output (the whole result) is not supported: name one output key',
   'single publish': 'an interpolated-pub publishing one value rather than an object of outputs is not supported: name the output',
-  discover: "workflow_opts.discover (finding a subworkflow's inputs by glob) is not supported yet",
 } as const;
 type Feature = keyof typeof NOT_SUPPORTED;
 
@@ -109,7 +108,6 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
       if (!isObject(sch)) return;
       const s = [...at, 'scheduler'];
       if ('workflow' in sch) workflow(sch.workflow, [...s, 'workflow']);
-      if (isObject(sch.workflow_opts) && sch.workflow_opts.discover === true) refuse([...s, 'workflow_opts', 'discover'], 'discover');
       if ('cases' in sch) {
         if (Array.isArray(sch.cases))
           sch.cases.forEach((c, j) => {
