@@ -147,6 +147,11 @@ describe('workflow step submit description', () => {
   });
   it('refuses a directory the queue list cannot carry', () => {
     expect(() => stepSubmitDescription({ ...steps, steps: [{ node: 'map:0', dir: '/shared/my wf/map/0' }] })).toThrow(/cannot be queued/);
+    expect(() => stepSubmitDescription({ ...steps, steps: [{ node: 'map 0', dir: '/shared/wf/map/0' }] })).toThrow(/cannot be queued/);
+  });
+  it("queues a subworkflow's steps, whose ids name their scope (sub[0].read)", () => {
+    const d = stepSubmitDescription({ ...steps, steps: [{ node: 'sub[0].inner[2].read:1', dir: '/shared/wf/sub/0/inner/2/read/1' }] });
+    expect(d).toContain('sub[0].inner[2].read:1, /shared/wf/sub/0/inner/2/read/1\n');
   });
 });
 

@@ -15,6 +15,7 @@ import {
   stepJob,
   workerPod,
   type KubernetesSpecConfig,
+  stepJobName,
 } from '../../src/backends/kubernetes/pod-specs.js';
 import { AppError } from '../../src/errors.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
@@ -139,7 +140,17 @@ describe('Kubernetes objects of a cluster', () => {
       nodeSelector: {},
       tolerations: [],
     });
-    expect(j.metadata!.name).toBe('af-step-0123456789ab-map-3');
+    expect(j.metadata!.name).toMatch(/^af-step-0123456789ab-map-3-[0-9a-f]{8}$/);
+    // node ids the DNS label folds together stay apart, and a deep subworkflow's id is cut but kept apart too
+    const names = [
+      'a[0].b',
+      'a.0.b',
+      'A[0].b',
+      'outer[10].middle[3].inner[7].stage_with_a_long_name:12',
+      'outer[10].middle[3].inner[7].stage_with_a_long_name:13',
+    ].map((n) => stepJobName('0123456789ab', n));
+    expect(new Set(names).size).toBe(names.length);
+    for (const n of names) expect(n).toMatch(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/);
     expect(j.spec!.backoffLimit).toBe(0);
     const spec = j.spec!.template.spec!;
     expect(spec.restartPolicy).toBe('Never');

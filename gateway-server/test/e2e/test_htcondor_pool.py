@@ -14,6 +14,7 @@ scaled cluster's `condor_q` is printed (pytest -s shows it).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -495,6 +496,43 @@ def test_links_a_failed_step_planted_do_not_make_the_retry_chown_their_target(po
     workdir = Path(node["outputs"]["out"]).parent
     assert workdir.stat().st_uid == pool.accounts["af-alice"]["uid"] and workdir.stat().st_mode & 0o7777 == 0o2700
     assert (workdir / "planted").is_symlink() and os.lstat(workdir / "planted").st_uid == pool.accounts["af-alice"]["uid"]
+
+
+def test_a_runs_data_reaches_its_steps_as_htcondor_jobs_of_its_owner(pool, gw):
+    # the run's input files, kept by the gateway; a subworkflow's init finds them in its subinit directory
+    # (discover), and its step, an HTCondor job of alice's account, reads them and cannot change them
+    spec = """stages:
+  - name: sub
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {inputs: '*.txt'}
+      workflow_opts: {discover: true}
+      workflow:
+        stages:
+          - name: read
+            dependencies: [init]
+            scheduler:
+              scheduler_type: singlestep-stage
+              parameters: {inputs: {stages: init, output: inputs, unwrap: true}, out: '{workdir}/all.txt'}
+              step:
+                process: {process_type: string-interpolated-cmd, cmd: 'cat {inputs} > {out}; (echo x >> {inputs}) 2> {workdir}/err.txt; id -un >> {out}'}
+                publisher: {publisher_type: frompar-pub, outputmap: {out: out}}
+                environment: {environment_type: localproc-env}
+"""
+    data = {"files": {"in/a.txt": "first\n", "in/b.txt": {"base64": base64.b64encode(b"second\n").decode()}, "in/skip.dat": "no\n"},
+            "subinits": {"sub": "in"}}
+    r = _workflow_api(gw, "POST", json={"entry": "wf.yml", "files": {"wf.yml": spec}, "data": data})
+    assert r.status_code == 201, r.text
+    dag = _wait_run(gw, r.json()["id"])
+    read = next(n for n in dag["nodes"] if n["id"] == "sub[0].read")
+    assert dag["run"]["status"] == "SUCCESS", read.get("message")
+    assert read["job"].startswith("HTCondor job ")
+    out = Path(read["outputs"]["out"])
+    assert out.read_text() == "first\nsecond\naf-alice\n"
+    assert "Permission denied" in (out.parent / "err.txt").read_text()
+    ws = Path(dag["run"]["workspace"])
+    assert (ws / ".af" / "data" / "in" / "a.txt").read_text() == "first\n"
 
 
 def test_a_workflow_step_job_outlives_a_gateway_crash_and_is_adopted(pool, gw):

@@ -430,3 +430,43 @@ def test_a_forged_heartbeat_cannot_point_the_gateway_at_another_service(gateway)
         internal.shutdown()
         cluster.close()
         g.close()
+
+
+def data_workflow(cmd: str, data: dict) -> dict:
+    """A one-step workflow reading the init parameter f (a data file's name, which the init turns into its path)."""
+    body = step_workflow(cmd)
+    body["files"]["workflow.yml"] = body["files"]["workflow.yml"].replace(
+        "parameters: {}", "parameters: {f: {stages: init, output: f, unwrap: true}}")
+    body["parameters"] = {"f": "input.txt"}
+    body["data"] = data
+    return body
+
+
+def test_a_runs_data_is_read_by_its_owners_steps_and_written_or_read_by_no_one_else(gateway, accounts):
+    # alice's run carries a file; her step (as her account) reads it through the path the init found, and cannot change it
+    r = api(gateway, "POST", "/api/af/workflows", "alice", json=data_workflow(
+        "cat {f} > copy.txt; (echo tampered >> {f}) 2> write-error.txt; touch $(dirname {f})/new.txt 2>> write-error.txt; true",
+        {"files": {"init/input.txt": "alice-data\n"}}))
+    assert r.status_code == 201, r.text
+    alice_run = wait_run(gateway, "alice", r.json()["id"])
+    assert alice_run["status"] == "SUCCESS", alice_run
+    ws = Path(alice_run["workspace"])
+    data_file = ws / ".af" / "data" / "init" / "input.txt"
+    assert (ws / "work" / "copy.txt").read_text() == "alice-data\n"
+    assert data_file.read_text() == "alice-data\n" and not (data_file.parent / "new.txt").exists()
+    assert (ws / "work" / "write-error.txt").read_text().count("Permission denied") == 2
+
+    # mallory's step cannot read it, by its path or by listing the data directory
+    r = api(gateway, "POST", "/api/af/workflows", "mallory", json=step_workflow(
+        f"cat {data_file} > got.txt 2> err.txt; ls {data_file.parent} >> got.txt 2>> err.txt; true"))
+    assert r.status_code == 201, r.text
+    run = wait_run(gateway, "mallory", r.json()["id"])
+    assert run["status"] == "SUCCESS", run
+    mine = Path(run["workspace"]) / "work"
+    assert (mine / "got.txt").read_text() == ""
+    assert (mine / "err.txt").read_text().count("Permission denied") == 2
+
+    # data naming a place outside the run is refused before anything exists
+    r = api(gateway, "POST", "/api/af/workflows", "mallory", json=data_workflow(
+        "true", {"files": {"init/input.txt": "x"}, "subinits": {"work": str(ws / ".af" / "data")}}))
+    assert r.status_code == 422 and "is not a relative path inside the run's data" in r.json()["error"], r.text

@@ -226,7 +226,8 @@ export interface StepJobSpec extends PoolSettings {
  */
 export function stepSubmitDescription(spec: StepJobSpec): string {
   for (const s of spec.steps) {
-    if (!/^[A-Za-z0-9_.:-]+$/.test(s.node) || !/^[A-Za-z0-9_./:+-]+$/.test(s.dir)) {
+    // (a node in a subworkflow names its scope: sub[0].read, map[2].inner:1)
+    if (!/^[A-Za-z0-9_.:[\]-]+$/.test(s.node) || !/^[A-Za-z0-9_./:+-]+$/.test(s.dir)) {
       throw new Error(`step ${s.node} in ${s.dir} cannot be queued (its name or path has characters HTCondor's queue list cannot carry)`);
     }
   }

@@ -4,6 +4,7 @@
 // everything), and a Job per workflow step. Every pod runs user code, so every pod runs as its
 // owner's account: non-root with the mapped uid/gid, no privilege escalation, no capabilities,
 // seccomp RuntimeDefault, no service-account token (see podSecurity).
+import { createHash } from 'node:crypto';
 import type {
   V1Container,
   V1Job,
@@ -426,7 +427,12 @@ export interface StepJobSpec {
   tolerations: object[];
 }
 
-export const stepJobName = (run: string, node: string) => dnsLabel(`af-step-${run}-${node.replace(/:/g, '-')}`);
+/**
+ * A step's Job: its run and node, readable, and a hash of the node id so that ids the label folds
+ * together (`a[0].b` and `a.0.b`, `Map` and `map`, long nested ids cut at 63) stay apart.
+ */
+export const stepJobName = (run: string, node: string) =>
+  `${dnsLabel(`af-step-${run}-${node.replace(/:/g, '-')}`, 54)}-${createHash('sha256').update(node).digest('hex').slice(0, 8)}`;
 
 /** A workflow step as a Job that runs once (backoffLimit 0, restartPolicy Never). */
 export function stepJob(spec: StepJobSpec): V1Job {
