@@ -5,7 +5,8 @@ Each entry runs with `yadage-run` on a copy of its spec directory in which every
 environment is `localproc-env` (its commands run on this host, as the gateway's local backend runs
 them). Per step it records the key (yadage_compare.key_str), yadage's state, its directory (yadage_dirs:
 what paths inside it are canonicalised to) and its published result, normalised (paths inside the
-run's directory by their content, paths inside files by node key); per entry the status: SUCCESS when
+run's directory or its data directory by their content, paths inside files by node key, paths into the
+data directory as <data>/...); per entry the status: SUCCESS when
 yadage-run completed the workflow, else FAILED with the reason from its log.
 
 Usage: python reference.py --entries ENTRIES.json --specs DIR --data DIR --yadage-run PATH --work DIR --out FILE
@@ -24,7 +25,8 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from yadage_compare import Places, key_str, normalise, place_pairs, substitute, volatile, yadage_dirs, yadage_key  # noqa: E402
+from yadage_compare import (Places, key_str, normalise, place_pairs, run_data, substitute, volatile, yadage_dirs,  # noqa: E402
+                            yadage_key)
 
 TIMEOUT = 300  # seconds one entry may take
 
@@ -122,7 +124,11 @@ def run_entry(entry, args, names):
         with open(snapshot) as f:
             dag = json.load(f)["dag"]
         dirs = yadage_dirs(dag["nodes"], workdir)
-        places = Places(place_pairs(dirs))
+        try:
+            data = run_data(entry, names)
+        except ValueError:
+            data = None  # the conformance test says why the gateway's run cannot be given it
+        places = Places(place_pairs(dirs), data=[data[0]] if data else ())
         for node in dag["nodes"]:
             key = key_str(yadage_key(node))
             if key in nodes:

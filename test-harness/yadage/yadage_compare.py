@@ -23,10 +23,18 @@ directory) becomes `<@KEY>` followed by the rest of the path: `<@map:0>/what.txt
 `<@downstream[0].stage1>/output.txt`, `<@init>/init/1.txt`. Equal results compare equal; another
 value, another file (other step or name) or another line order still differ.
 
+The run's input data (yadage-run's data options, the gateway's `af-gateway run --data DIR`): yadage
+reads it where it lies (run_data: pathbase, else the deepest directory holding the ones named), the
+gateway from its copy in `<workspace>/.af/data`. A path into either, as a value or inside a file,
+becomes `<data>` followed by the rest of the path (`<data>/basedata/signal_inputs/UFO`), and as a
+value stands for its content like a path of the run. (Not `<@data>`: that is the token of a stage
+named `data`.)
+
 Imports only the standard library: it runs under yadage's venv and under the test suite's.
 """
 
 import hashlib
+import json
 import os
 import re
 import stat
@@ -68,6 +76,7 @@ def yadage_key(node):
 
 
 TOKEN = "<@{}>"  # a directory of the run, by the key of the node working there
+DATA_TOKEN = "<data>"  # the run's input data directory (yadage's data directory, the gateway's .af/data)
 TEXT_SHOWN = 2000  # bytes: a text file up to this size is kept (canonicalised) next to its hash, to show a difference
 # What ends a path written in text: blanks, quotes, separators of Python's and JSON's lists.
 _END = rb"\s'\"`,;()\[\]{}<>|"
@@ -79,17 +88,19 @@ class Places:
     working there: pairs (directory, key string). A step's own directory names it; an init's directory
     is its scope's (the top-level init's is the run's own directory, where input files are unpacked).
     A path belongs to the longest directory it is inside. The same directory given twice keeps the
-    first key (give steps before inits)."""
+    first key (give steps before inits). data: directories holding the run's input data, each
+    written DATA_TOKEN (inside a run's directory, as the gateway's .af/data is, the longer wins)."""
 
-    def __init__(self, pairs):
-        self._key = {}
-        for directory, key in pairs:
-            if not isinstance(directory, str) or not directory.startswith("/") or key is None:
+    def __init__(self, pairs, data=()):
+        self._token = {}
+        tokens = [(d, TOKEN.format(k) if k is not None else None) for d, k in pairs] + [(d, DATA_TOKEN) for d in data]
+        for directory, token in tokens:
+            if not isinstance(directory, str) or not directory.startswith("/") or token is None:
                 continue
             for d in (os.path.normpath(directory), os.path.realpath(directory)):
                 if d != "/":
-                    self._key.setdefault(d, key)
-        self._dirs = sorted(self._key, key=len, reverse=True)
+                    self._token.setdefault(d, token)
+        self._dirs = sorted(self._token, key=len, reverse=True)
         if self._dirs:
             roots = b"|".join(re.escape(d.encode()) for d in self._dirs)
             self._pattern = re.compile(rb"(?<![" + _NAME_CHAR + rb"])(?:" + roots + rb")(?![^/" + _END + rb"])[^" + _END + rb"]*")
@@ -100,10 +111,10 @@ class Places:
         return bool(self._dirs)
 
     def token(self, path):
-        """`<@KEY>/rest` for an absolute path inside one of the directories, else None."""
+        """`<@KEY>/rest` (`<data>/rest`) for an absolute path inside one of the directories, else None."""
         for d in self._dirs:
             if path == d or path.startswith(d + "/"):
-                return TOKEN.format(self._key[d]) + path[len(d):]
+                return self._token[d] + path[len(d):]
         return None
 
     def inside(self, path):
@@ -251,13 +262,17 @@ def is_file(value):
             and re.fullmatch(r"[0-9a-f]{64}", value["file"]) is not None)
 
 
-def differences(want, got, where=""):
-    """The places where two normalised values differ, as 'PATH: yadage X, gateway Y' lines."""
+def differences(want, got, where="", lines_unordered=False):
+    """The places where two normalised values differ, as 'PATH: yadage X, gateway Y' lines.
+    lines_unordered: files whose canonical text is known (small text) compare as multisets of lines
+    (the same lines, each as often, in any order); others, and everything else, exactly."""
     if is_file(want) and is_file(got):
         if want["file"] == got["file"]:
             return []
         if "text" in want and "text" in got:  # its canonical text says more than its hash
             want, got = want["text"], got["text"]
+            if lines_unordered and sorted(want.split("\n")) == sorted(got.split("\n")):
+                return []
         return [f"{where or '(value)'}: file content differs: yadage {_short(want, 600)}, gateway {_short(got, 600)}"]
     if isinstance(want, dict) and isinstance(got, dict):
         out = []
@@ -268,16 +283,62 @@ def differences(want, got, where=""):
             elif k not in want:
                 out.append(f"{here}: gateway {_short(got[k])}, yadage has no such key")
             else:
-                out += differences(want[k], got[k], here)
+                out += differences(want[k], got[k], here, lines_unordered)
         return out
     if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
-        return [d for i, (a, b) in enumerate(zip(want, got)) for d in differences(a, b, f"{where}[{i}]")]
+        return [d for i, (a, b) in enumerate(zip(want, got)) for d in differences(a, b, f"{where}[{i}]", lines_unordered)]
     if want == got and type(want) is type(got):
         return []
     return [f"{where or '(value)'}: yadage {_short(want)}, gateway {_short(got)}"]
 
 
 def _short(v, n=160):
-    import json
     text = json.dumps(v, sort_keys=True)
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def run_data(entry, names):
+    """The run's data for the data options yadage-run is given (entries.json `dataopts`: pathbase, initdir,
+    subinits): (DIR, the options initdir and subinits with their directories relative to DIR), DIR being
+    pathbase, else the deepest directory holding every directory the options name. DIR is yadage's data
+    directory and what the gateway's run is sent (af-gateway run --data DIR), kept as its .af/data. None
+    for an entry without data options, or one given what yadage's init published instead
+    (init_from_yadage). ValueError for options the gateway's run cannot be given as they are."""
+    opts = substitute(entry.get("dataopts") or {}, names)
+    if not opts or entry.get("init_from_yadage"):
+        return None
+    name = entry["name"]
+    unknown = set(opts) - {"pathbase", "initdir", "subinits"}
+    if unknown:
+        raise ValueError(f"{name}: data options the gateway's run cannot be given: {sorted(unknown)}")
+    pathbase = opts.get("pathbase")
+
+    def absolute(d, where):
+        # as yadage-run: os.path.join(pathbase or its work directory, d); an absolute d stands alone
+        if not pathbase and not os.path.isabs(d):
+            raise ValueError(f"{name}: {where} {d} is relative to yadage's work directory")
+        return os.path.normpath(os.path.join(pathbase or "/", d))
+
+    def leaves(value, where):
+        for k, v in value.items():
+            yield from leaves(v, f"{where}.{k}") if isinstance(v, dict) else [(f"{where}.{k}", v)]
+
+    dirs = [absolute(d, w) for w, d in leaves(opts.get("subinits") or {}, "subinits")]
+    if "initdir" in opts:
+        dirs.append(absolute(opts["initdir"], "initdir"))
+    if not pathbase and not dirs:
+        raise ValueError(f"{name}: data options name no directory")
+    root = os.path.normpath(pathbase) if pathbase else os.path.commonpath(dirs)
+    if "initdir" not in opts and not pathbase and os.path.exists(os.path.join(root, "init")):
+        # yadage's init looked in <its work directory>/init (nothing there); the gateway's in DIR/init
+        raise ValueError(f"{name}: {root}/init would be its init's")
+
+    def relative(value, where):
+        if isinstance(value, dict):
+            return {k: relative(v, f"{where}.{k}") for k, v in value.items()}
+        rel = os.path.relpath(absolute(value, where), root)
+        if rel == ".." or rel.startswith("../"):
+            raise ValueError(f"{name}: {where} {value} is outside {root}")
+        return rel
+
+    return root, {key: relative(opts[key], key) for key in ("initdir", "subinits") if key in opts}
