@@ -31,6 +31,7 @@ import { hostPolicy } from './api/host-check.js';
 import { EventStream } from './api/event-stream.js';
 import { refuseUpgrade } from './api/upgrade.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
+import { uploadAndRegister } from './rucio/rucio-upload.js';
 import { rucioFileList } from './rucio/rucio-files.js';
 
 export interface RunningGateway {
@@ -230,6 +231,13 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     config,
     log: logger,
     rucioFiles: rucio.size ? (user, ref) => rucioFileList(rucio, user, ref) : undefined,
+    rucioInstances: [...rucio.keys()],
+    registerFiles: rucio.size
+      ? (user, target, files) => {
+          const client = rucio.get(target.instance)!; // checked at submission
+          return uploadAndRegister({ client, storageToken: (u) => client.storageToken(u) }, user, target, files);
+        }
+      : undefined,
   });
   // Requests wait until the clusters and runs of the state were adopted: before that, a cluster
   // being adopted would look ended (a failover's clients retry at once).

@@ -19,6 +19,8 @@ export interface RucioInstanceConfig {
   timeout: number;
   /** userpass mode: whether users may write (rules, registrations) as the one service account. */
   allow_writes: boolean;
+  /** The audience of the token files are uploaded to its RSEs with; null: the user's own access token. */
+  storage_audience?: string | null;
 }
 
 /** Requests that only read although they are no GET (Rucio lists replicas by POST). */
@@ -42,6 +44,8 @@ const RUCIO_STATUS: Record<string, number> = {
   Duplicate: 409,
   DataIdentifierAlreadyExists: 409,
   DuplicateRule: 409,
+  FileAlreadyExists: 409,
+  DuplicateContent: 409,
   InvalidRSEExpression: 422,
   InvalidObject: 422,
   InvalidValueForKey: 422,
@@ -137,6 +141,22 @@ export class RucioClient {
     const res = await this.fetch(method, path, headers, body);
     if (!res.ok) throw await this.failure(res, `${method} ${path.split('?')[0]}`);
     return res;
+  }
+
+  /** The user's token for this instance's storage (uploads): their access token, or one exchanged for storage_audience. */
+  async storageToken(user: User): Promise<string> {
+    if (this.cfg.auth === 'userpass') {
+      throw new AppError(
+        403,
+        'rucio_read_only',
+        `Rucio (${this.cfg.name}) is reached with a service account: the gateway uploads no files in users' names there`,
+      );
+    }
+    const own = this.tokens.accessToken(user);
+    if (own.expires_at !== null && own.expires_at <= Date.now()) {
+      throw new AppError(401, 'token_expired', `Your access token expired at ${new Date(own.expires_at).toISOString()}: log in again at the gateway.`);
+    }
+    return this.cfg.storage_audience ? (await this.tokens.tokenFor(user, this.cfg.storage_audience)).access_token : own.access_token;
   }
 
   async json<T>(user: User, method: string, path: string, body?: unknown): Promise<T> {

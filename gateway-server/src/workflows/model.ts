@@ -5,6 +5,8 @@ import type { BackendHandle } from '../clusters/model.js';
 export type { WorkflowState };
 export type StageSpec = WorkflowSpec['stages'][number];
 export type StepSpec = NonNullable<StageSpec['scheduler']['step']>;
+/** A stage's register (an AF extension): where its steps' files go in Rucio. */
+export type RegisterSpec = NonNullable<StageSpec['register']>;
 export type StageState = 'WAITING' | 'APPLIED' | 'SKIPPED' | 'FAILED';
 
 /** Where a run's inits find its input data: directories relative to the data root (run-data.ts). */
@@ -42,6 +44,8 @@ export interface NodeRecord {
   image?: string;
   /** What the step's par_mounts hold, in their order (written to .af/parmount-K before each attempt). */
   parmounts?: string[];
+  /** The DIDs its stage's register put into Rucio for it. */
+  registered?: string[];
   /** An init's directories (its data directory, or those of the nodes its values came from): what a subworkflow's init after it searches, as yadage's read-only init states. */
   readdirs?: string[];
   /** The step a case chose (a JSON pointer into the run's workflow; for a subworkflow's init, the workflow); absent when it is the stage's own. */

@@ -15,6 +15,18 @@ export class GlobError extends Error {}
 /** The pattern itself is beyond what a glob may be (too many alternatives, too long, too costly to match), whatever the files. */
 export class GlobPatternError extends GlobError {}
 
+/**
+ * What several globs may spend together (the patterns of one stage's inits, run-data.ts): match
+ * steps and directory entries. Each glob still has its own bounds; this one is shared and spent.
+ */
+export interface GlobBudget {
+  steps: number;
+  entries: number;
+}
+
+/** The shared budget of several globs ran out: no single pattern is at fault, their number is. */
+export class GlobBudgetError extends GlobError {}
+
 /** Directory entries a glob may look at, files it may return, directories deep it may go. */
 const MAX_ENTRIES = 100_000;
 const MAX_MATCHES = 20_000;
@@ -206,11 +218,19 @@ export function confinePattern(pattern: string, workdir: string): string {
 /**
  * Files under `workdir` (inside the trusted `root`) matching a pattern relative to it, as absolute
  * paths, sorted. Links are not followed: one the pattern names, or one that would match, fails it.
+ * With `shared`, the glob spends from that budget too, and fails with a GlobBudgetError when it is
+ * the shared budget that runs out.
  */
-export async function globConfined(root: string, workdir: string, pattern: string): Promise<string[]> {
+export async function globConfined(root: string, workdir: string, pattern: string, shared?: GlobBudget): Promise<string[]> {
   const segs = pattern.split('/').filter((s) => s !== '' && s !== '.');
   if (!segs.length) return [];
-  const budget = { steps: MAX_STEPS };
+  // Each glob alone may take MAX_STEPS and MAX_ENTRIES; many globs sharing one budget (a stage's
+  // inits may match 1,000 patterns) take no more than it together: mallory's 1,000 patterns each
+  // costing 20M steps held the event loop 200 s for one submission, and 1,000 patterns over a
+  // directory her step filled with 99,000 files listed it 1,000 times.
+  const stepCap = Math.max(0, Math.min(MAX_STEPS, shared?.steps ?? MAX_STEPS));
+  const entryCap = Math.max(0, Math.min(MAX_ENTRIES, shared?.entries ?? MAX_ENTRIES));
+  const budget = { steps: stepCap };
   const compiled = segs.map((s) => (s === '**' ? ('**' as const) : MAGIC.test(s) ? segmentMatcher(s, budget) : s));
   let top: FileHandle | null;
   try {
@@ -226,8 +246,11 @@ export async function globConfined(root: string, workdir: string, pattern: strin
 
   const list = async (dir: FileHandle): Promise<Dirent[]> => {
     const entries = await readdir(`/proc/self/fd/${dir.fd}`, { withFileTypes: true });
-    if ((seen += entries.length) > MAX_ENTRIES)
+    if ((seen += entries.length) > entryCap) {
+      if (entryCap < MAX_ENTRIES)
+        throw new GlobBudgetError(`the glob ${pattern} looked at more directory entries than its patterns may together (${shared!.entries.toLocaleString('en')} left)`);
       throw new GlobError(`the glob ${pattern} looked at more than ${MAX_ENTRIES.toLocaleString('en')} entries of the step's directory`);
+    }
     return entries;
   };
   /** Whether an entry is a link, a directory or a regular file, without following it. */
@@ -321,8 +344,16 @@ export async function globConfined(root: string, workdir: string, pattern: strin
 
   try {
     await walk(top, [], 0);
+  } catch (err) {
+    if (err instanceof GlobPatternError && budget.steps < 0 && stepCap < MAX_STEPS)
+      throw new GlobBudgetError(`the glob ${pattern} took more match steps than its patterns may together (${shared!.steps.toLocaleString('en')} left)`);
+    throw err;
   } finally {
     await top.close();
+    if (shared) {
+      shared.steps -= stepCap - Math.max(0, budget.steps);
+      shared.entries -= Math.min(seen, entryCap + 1);
+    }
   }
   return [...found].sort();
 }

@@ -14,7 +14,7 @@ import type { Subinits, WorkflowBundle } from '@af-gateway/schemas';
 import { AppError } from '../errors.js';
 import { openConfined, openDirConfined } from '../files/no-follow.js';
 import { setOwn, type NodeRecord, type RunDataDirs, type RunRecord } from './model.js';
-import { confinePattern, GlobError, globConfined, GlobPatternError } from './publisher-globs.js';
+import { confinePattern, GlobBudgetError, GlobError, globConfined, GlobPatternError, type GlobBudget } from './publisher-globs.js';
 import { STEP_DIR } from './step-files.js';
 import { INIT_STAGE } from './workflow-loader.js';
 
@@ -28,6 +28,21 @@ const MAX_DATA_DEPTH = 32;
 /** Names one stage's inits may look up (every string of their parameters), and patterns among them they may glob. */
 export const MAX_INIT_LOOKUPS = 20_000;
 export const MAX_INIT_GLOBS = 1_000;
+/**
+ * Directory entries and match steps those patterns may take together: every pattern matched over a
+ * directory of 1,000 files (the most data a run carries), by simple patterns. One glob alone may take
+ * 100,000 entries and 20M steps (publisher-globs.ts); without a shared bound 1,000 of them did.
+ */
+export const MAX_INIT_ENTRIES = 1_000_000;
+export const MAX_INIT_STEPS = 40_000_000;
+
+/** What one stage's inits (or the workflow's init) may spend on lookups together; steps and entries are filled in on first use. */
+export interface InitBudget {
+  lookups: number;
+  globs: number;
+  steps?: number;
+  entries?: number;
+}
 
 /** The directory, yadage's default, the workflow's init finds files in when the submission names none. */
 export const DEFAULT_INITDIR = 'init';
@@ -173,6 +188,7 @@ export async function findInDir(
   dir: string,
   v: string,
   opts: { relative: boolean; tryExact: boolean; glob: boolean },
+  budget?: GlobBudget,
 ): Promise<string | string[]> {
   const search = opts.relative && !isAbsolute(v) ? join(dir, v) : v;
   const rel = relative(dir, resolve(dir, search));
@@ -181,7 +197,7 @@ export async function findInDir(
   if (opts.glob && /[*?[{]/.test(v)) {
     let matches: string[] = [];
     try {
-      matches = await globConfined(root, dir, confinePattern(resolve(dir, search), dir));
+      matches = await globConfined(root, dir, confinePattern(resolve(dir, search), dir), budget);
     } catch (err) {
       // a string too long or too intricate for a pattern names nothing (a sentence is a parameter too); a link met, or a search too large, says so
       if (!(err instanceof GlobPatternError)) throw err;
@@ -202,10 +218,12 @@ export async function resolveInitValues(
   dirs: string[],
   values: Record<string, unknown>,
   opts: { discover: boolean; relative: boolean },
-  budget: { lookups: number; globs: number } = { lookups: MAX_INIT_LOOKUPS, globs: MAX_INIT_GLOBS },
+  budget: InitBudget = { lookups: MAX_INIT_LOOKUPS, globs: MAX_INIT_GLOBS },
 ): Promise<Record<string, unknown>> {
   if (dirs.length !== 1 || !opts.relative) return values;
   const dir = dirs[0]!;
+  // (the patterns' steps and entries are shared by every init of the stage, as lookups and globs are)
+  const globs: GlobBudget = { steps: (budget.steps ??= MAX_INIT_STEPS), entries: (budget.entries ??= MAX_INIT_ENTRIES) };
   const leaf = async (v: unknown): Promise<unknown> => {
     if (Array.isArray(v)) {
       const out: unknown[] = [];
@@ -223,7 +241,17 @@ export async function resolveInitValues(
     const glob = opts.discover && /[*?[{]/.test(v);
     if (glob && --budget.globs < 0)
       throw new GlobError(`its init would match more than ${MAX_INIT_GLOBS.toLocaleString('en')} patterns in its data; pass fewer patterns`);
-    return findInDir(root, dir, v, { relative: true, tryExact: true, glob: opts.discover });
+    try {
+      return await findInDir(root, dir, v, { relative: true, tryExact: true, glob: opts.discover }, globs);
+    } catch (err) {
+      if (err instanceof GlobBudgetError)
+        throw new GlobError(
+          `its patterns would look at more than ${MAX_INIT_ENTRIES.toLocaleString('en')} directory entries or take more than ${MAX_INIT_STEPS.toLocaleString('en')} match steps together (${err.message}); pass fewer or simpler patterns`,
+        );
+      throw err;
+    } finally {
+      [budget.steps, budget.entries] = [globs.steps, globs.entries];
+    }
   };
   return (await leaf(values)) as Record<string, unknown>;
 }

@@ -96,6 +96,7 @@ export function nodeJson(n: NodeRecord): WorkflowNode {
   if (n.image) out.image = n.image;
   if (n.job) out.job = n.job;
   if (n.message) out.message = n.message;
+  if (n.registered) out.registered = n.registered;
   const chosen = n.step ? /\/cases\/(\d+)\/(step|workflow)$/.exec(n.step) : null;
   if (chosen) out.case = Number(chosen[1]);
   return out;

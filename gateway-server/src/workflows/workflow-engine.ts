@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WorkflowBundle, WorkflowDag, WorkflowRun, WorkflowSpec } from '@af-gateway/schemas';
 import { joinedChecks, withDefaults, type Backend, type EngineBackend, type ProcessState, type StepLaunch } from '../backends/backend.js';
@@ -15,7 +15,8 @@ import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
-import { removeTree } from '../files/no-follow.js';
+import { openConfined, removeTree } from '../files/no-follow.js';
+import type { FileToRegister } from '../rucio/rucio-upload.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { ancestorStages, scoped, specAt, splitScoped, stageDir, stageSpecOf } from './scopes.js';
 import {
@@ -38,7 +39,7 @@ import {
 } from './stages.js';
 import { checkStaticScatters } from './scatter-size.js';
 import { dataDirs, initOutputs, keepDataFiles } from './run-data.js';
-import { isFinished, stepOf, type NodeRecord, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
+import { isFinished, stepOf, type NodeRecord, type RegisterSpec, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
 import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
@@ -47,6 +48,35 @@ import { keepBundleFiles, newRun, requiredParameters, tooDeepParameter } from '.
 import { maySee, RunCap } from './run-access.js';
 
 export { requiredParameters };
+
+/** Stages whose register cannot be done here: an instance the gateway does not front, or a stage running a subworkflow. */
+function registerProblems(wf: WorkflowSpec, instances: string[], base = '$'): WorkflowProblem[] {
+  const out: WorkflowProblem[] = [];
+  wf.stages.forEach((st, i) => {
+    const at = `${base}.stages[${i}]`;
+    const reg = st.register;
+    if (reg && (st.scheduler.workflow || st.scheduler.cases?.some((c) => c.workflow))) {
+      out.push({
+        path: `${at}.register`,
+        message: "register uploads a stage's step outputs; this stage runs a subworkflow (put register on the subworkflow's stages)",
+      });
+    }
+    if (reg && !instances.includes(reg.instance)) {
+      out.push({
+        path: `${at}.register.instance`,
+        message: instances.length
+          ? `${reg.instance} is not one of this gateway's Rucio instances (${instances.join(', ')})`
+          : 'this gateway fronts no Rucio instance to register files in',
+      });
+    }
+    if (st.scheduler.workflow) out.push(...registerProblems(st.scheduler.workflow, instances, `${at}.scheduler.workflow`));
+    (st.scheduler.cases ?? []).forEach((c, j) => c.workflow && out.push(...registerProblems(c.workflow, instances, `${at}.scheduler.cases[${j}].workflow`)));
+  });
+  return out;
+}
+
+/** Files one step may register in Rucio (a stage's register). */
+const MAX_REGISTERED = 1000;
 
 export interface WorkflowEngineDeps {
   store: StateStore;
@@ -57,6 +87,10 @@ export interface WorkflowEngineDeps {
   log: FastifyBaseLogger;
   /** PFNs of a Rucio dataset's files as a user; absent when the gateway fronts no Rucio. */
   rucioFiles?: (user: User, ref: { instance: string; did: string; scheme?: string }) => Promise<string[]>;
+  /** Uploads a step's files to an RSE and registers them in Rucio as the user (a stage's register); the DIDs. */
+  registerFiles?: (user: User, target: RegisterSpec, files: FileToRegister[]) => Promise<string[]>;
+  /** The gateway's Rucio instances (a stage's register must name one). */
+  rucioInstances?: string[];
 }
 
 interface ActiveRun {
@@ -213,6 +247,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
           : 'This gateway runs no workflow steps: its administrators allowed no step backend (workflows.backends)',
       );
     }
+    const unregistrable = registerProblems(spec, this.deps.rucioInstances ?? []);
+    if (unregistrable.length) throw new WorkflowProblemsError(unregistrable);
     const parameters = body.parameters ?? {};
     const missing = requiredParameters(spec).filter((p) => !(p in parameters));
     if (missing.length) {
@@ -748,9 +784,12 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
           );
         }
         budget.left -= weight;
+        const register = this.stageSpec(a, n.stage).register;
+        const registered = register ? await this.registerOutputs(a, n, register, outputs) : undefined;
         this.setNode(a, n, {
           state: 'SUCCESS',
           outputs,
+          ...(registered ? { registered } : {}),
           exit_code: n.command === undefined ? null : 0,
           finished: Date.now(),
           handle: null,
@@ -761,6 +800,42 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         this.fail(a, n, n.attempts, `${ran ? 'it exited 0 but ' : ''}its outputs could not be published: ${errorMessage(err)}`, ran ? 0 : null);
       }
     }
+  }
+
+  /**
+   * A stage's register: the files the step published (output values naming plain files in its own
+   * directory) go to the RSE and into Rucio as the owner, named RUN-NAME.RUN-ID/PATH-IN-THE-RUN so a
+   * retry finds the same names. Throws (the step fails, saying which file and why).
+   */
+  private async registerOutputs(a: ActiveRun, n: NodeRecord, spec: RegisterSpec, outputs: Record<string, unknown>): Promise<string[]> {
+    if (!this.deps.registerFiles) throw new StageError('this gateway fronts no Rucio instance to register files in');
+    const keys = spec.outputs ?? Object.keys(outputs);
+    const paths = new Set<string>();
+    const collect = (v: unknown): void => {
+      if (Array.isArray(v)) v.forEach(collect);
+      else if (v && typeof v === 'object') Object.values(v).forEach(collect);
+      else if (typeof v === 'string' && isAbsolute(v)) {
+        const rel = relative(n.workdir, v);
+        if (rel && !rel.startsWith('..') && !isAbsolute(rel)) paths.add(resolve(v));
+      }
+    };
+    for (const k of keys) {
+      if (!Object.hasOwn(outputs, k)) throw new StageError(`register: the step published no output ${k}`);
+      collect(outputs[k]);
+    }
+    if (paths.size > MAX_REGISTERED)
+      throw new StageError(
+        `register: the step published ${paths.size.toLocaleString('en')} files; a step registers at most ${MAX_REGISTERED.toLocaleString('en')}`,
+      );
+    const root = a.run.workspace;
+    const files: FileToRegister[] = [...paths].sort().map((p) => ({
+      path: p,
+      name: `${a.run.name}.${a.run.id}/${relative(root, p)}`,
+      open: () => openConfined(root, p).catch(() => null),
+    }));
+    if (!files.length) return [];
+    const user: User = { name: a.run.username, groups: a.run.groups, admin: false };
+    return this.deps.registerFiles(user, spec, files);
   }
 
   private fail(a: ActiveRun, n: NodeRecord, attempts: number, message: string, exitCode: number | null = null): void {
