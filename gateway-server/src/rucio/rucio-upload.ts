@@ -73,8 +73,24 @@ async function writeUrl(c: RucioClient, user: User, rse: string, scope: string, 
   return pfn.replace(/^davs:/, 'https:');
 }
 
+/** The Adler-32 the storage holds for a file (RFC 3230 Want-Digest), or null when it has none or no such file. */
+async function storedDigest(url: string, token: string, timeout: number): Promise<string | null> {
+  try {
+    const res = await fetch(url, {
+      method: 'HEAD',
+      headers: { authorization: `Bearer ${token}`, 'want-digest': 'adler32' },
+      signal: AbortSignal.timeout(timeout * 1000),
+    });
+    const m = /(?:^|,)\s*adler32=([0-9a-fA-F]{1,8})/.exec(res.headers.get('digest') ?? '');
+    return res.ok && m ? m[1]!.toLowerCase().padStart(8, '0') : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Uploads one file with a PUT of the owner's storage token (the body streamed from the open file). */
-async function put(url: string, fh: FileHandle, bytes: number, token: string, timeout: number): Promise<void> {
+async function put(url: string, fh: FileHandle, sum: { bytes: number; adler32: string }, token: string, timeout: number): Promise<void> {
+  const bytes = sum.bytes;
   const body = Readable.toWeb(fh.createReadStream({ autoClose: false, start: 0 })) as ReadableStream;
   let res: Response;
   try {
@@ -89,6 +105,8 @@ async function put(url: string, fh: FileHandle, bytes: number, token: string, ti
     throw new Error(`the storage could not be reached: ${errorMessage(err)}`, { cause: err });
   }
   await res.body?.cancel();
+  // An earlier attempt may have written it and failed before registering: the same content is fine.
+  if (!res.ok && (await storedDigest(url, token, timeout)) === sum.adler32) return;
   if (res.status === 401 || res.status === 403) {
     throw new Error(`the storage refused the owner's token (HTTP ${res.status}): it needs the scope storage.create:/ for this path`);
   }
@@ -120,7 +138,7 @@ export async function uploadAndRegister(deps: UploadDeps, user: User, target: Re
       }
       if (!there?.rses.includes(target.rse)) {
         const url = await writeUrl(c, user, target.rse, scope, f.name);
-        await put(url, fh, sum.bytes, await deps.storageToken(user), deps.timeout ?? 3600);
+        await put(url, fh, sum, await deps.storageToken(user), deps.timeout ?? 3600);
         fresh.push({ scope, name: f.name, ...sum });
       }
       dids.push(`${scope}:${f.name}`);

@@ -75,6 +75,12 @@ function registerProblems(wf: WorkflowSpec, instances: string[], base = '$'): Wo
   return out;
 }
 
+/** Whether a path lies below a directory (by its words: the file is then opened without following links). */
+const insideDir = (dir: string, p: string) => {
+  const rel = relative(dir, p);
+  return !!rel && !rel.startsWith('..') && !isAbsolute(rel);
+};
+
 /** Files one step may register in Rucio (a stage's register). */
 const MAX_REGISTERED = 1000;
 
@@ -811,17 +817,16 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     if (!this.deps.registerFiles) throw new StageError('this gateway fronts no Rucio instance to register files in');
     const keys = spec.outputs ?? Object.keys(outputs);
     const paths = new Set<string>();
-    const collect = (v: unknown): void => {
-      if (Array.isArray(v)) v.forEach(collect);
-      else if (v && typeof v === 'object') Object.values(v).forEach(collect);
-      else if (typeof v === 'string' && isAbsolute(v)) {
-        const rel = relative(n.workdir, v);
-        if (rel && !rel.startsWith('..') && !isAbsolute(rel)) paths.add(resolve(v));
-      }
+    // every output's files by default; the outputs named must name files of the step, and nothing else
+    const collect = (k: string, v: unknown): void => {
+      if (Array.isArray(v)) v.forEach((x) => collect(k, x));
+      else if (v && typeof v === 'object') Object.values(v).forEach((x) => collect(k, x));
+      else if (typeof v === 'string' && isAbsolute(v) && insideDir(n.workdir, v)) paths.add(resolve(v));
+      else if (spec.outputs) throw new StageError(`register: output ${k} holds ${JSON.stringify(v)?.slice(0, 200)}, not a file in the step's directory`);
     };
     for (const k of keys) {
       if (!Object.hasOwn(outputs, k)) throw new StageError(`register: the step published no output ${k}`);
-      collect(outputs[k]);
+      collect(k, outputs[k]);
     }
     if (paths.size > MAX_REGISTERED)
       throw new StageError(
