@@ -4,8 +4,25 @@
 //
 // As a module: `startOidcProvider()`; run directly (`node oidc-provider.mjs`), it starts one on a
 // free port, prints {"issuer": ...} as one JSON line and serves until stdin closes or SIGTERM.
-import Provider from 'oidc-provider';
+//
+// HTTP by default. With `tls: {cert, key, ca}` (PEM text; run directly: the files named by
+// OIDC_TLS_CERT, OIDC_TLS_KEY and OIDC_TLS_CA) it serves HTTPS and its issuer is
+// https://127.0.0.1:PORT, as a real issuer's must be for storage (XRootD's SciTokens plugin) and
+// HTCondor to fetch its keys; `ca` is what its own helpers (token(), browserLogin()) trust.
+//
+// Storage (WLCG profile): clients may ask for storage.read:/, storage.create:/ and storage.modify:/
+// and for the resource https://wlcg.cern.ch/jwt/v1/any (the WLCG "any" audience) or a storage
+// endpoint's own URL (https://, davs:// or root:// on 127.0.0.1 or localhost), which becomes the
+// token's `aud`. Every access token carries "wlcg.ver": "1.0", which tells token libraries
+// (scitokens-cpp) to read its scopes as the WLCG profile's.
+//
+// Run directly, it also answers lines on stdin: {"sign": {claims}} prints {"token": "<JWT>"}, the
+// claims signed with its current key (tokens no client could get: expired ones, other scopes). Only
+// the process that started it can ask; nothing of this is reachable over the network.
+import Provider, { errors } from 'oidc-provider';
 import * as jose from 'jose';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 
 export const CLIENTS = {
   alice: { secret: 'alice-secret', groups: ['/cms', '/af/users'] },
@@ -14,7 +31,10 @@ export const CLIENTS = {
   'ci-pipeline': { secret: 'ci-secret', groups: ['/cms', '/cms/ci'] },
 };
 export const AUDIENCE = 'af-gateway';
-const SCOPES = ['openid', 'offline_access', 'compute.create', 'compute.read', 'storage.read:/'];
+const SCOPES = ['openid', 'offline_access', 'compute.create', 'compute.read', 'storage.read:/', 'storage.create:/', 'storage.modify:/'];
+export const WLCG_ANY_AUDIENCE = 'https://wlcg.cern.ch/jwt/v1/any';
+// a storage endpoint's URL as a resource indicator: its own audience
+const STORAGE_RESOURCE = /^(https|davs|root):\/\/(127\.0\.0\.1|localhost)(:[0-9]{1,5})?\/?$/;
 
 async function newKey(kid) {
   const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
@@ -29,14 +49,55 @@ export const GATEWAY_CLIENT = { id: 'af-gateway', secret: 'af-gateway-secret' };
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
-export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = [], extraClients = [] } = {}) {
+/**
+ * fetch(), or with `ca` (PEM) a small stand-in for it over node:https that trusts that CA (Node's
+ * fetch reads extra CAs only at start, from NODE_EXTRA_CA_CERTS): status, ok, headers.get,
+ * headers.getSetCookie, text(), json(); redirects are never followed (callers pass redirect: 'manual').
+ */
+function fetcher(ca) {
+  if (!ca) return fetch;
+  return (url, { method = 'GET', headers = {}, body } = {}) =>
+    new Promise((resolve, reject) => {
+      const req = https.request(url, { method, headers, ca, timeout: 30_000 }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const header = (name) => res.headers[name.toLowerCase()];
+          resolve({
+            status: res.statusCode,
+            ok: res.statusCode >= 200 && res.statusCode < 300,
+            headers: {
+              get: (name) =>
+                [header(name)]
+                  .flat()
+                  .filter((v) => v !== undefined)
+                  .join(', ') || null,
+              getSetCookie: () => [header('set-cookie') ?? []].flat(),
+            },
+            text: async () => text,
+            json: async () => JSON.parse(text),
+          });
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`request to ${url} timed out`)));
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : String(body)); // a string or URLSearchParams, as fetch() takes
+    });
+}
+
+export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = [], extraClients = [], tls = null } = {}) {
   let keys = [await newKey('key-1')];
   let server;
   let issuer;
-  const resources = { [`urn:${AUDIENCE}`]: AUDIENCE, 'urn:other-service': 'other-service' };
+  const scheme = tls ? 'https' : 'http';
+  const resources = { [`urn:${AUDIENCE}`]: AUDIENCE, 'urn:other-service': 'other-service', [WLCG_ANY_AUDIENCE]: WLCG_ANY_AUDIENCE };
+  const audienceOf = (resource) => resources[resource] ?? (STORAGE_RESOURCE.test(resource) ? resource.replace(/\/$/, '') : undefined);
+  const request = fetcher(tls?.ca);
 
   const boot = async (listenPort) => {
-    const provisional = `http://127.0.0.1:${listenPort}`;
+    const provisional = `${scheme}://127.0.0.1:${listenPort}`;
     const provider = new Provider(provisional, {
       clients: [
         ...Object.entries(CLIENTS).map(([id, c]) => ({
@@ -77,14 +138,15 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
           defaultResource: () => `urn:${AUDIENCE}`,
           useGrantedResource: () => true,
           getResourceServerInfo: (_ctx, resource) => {
-            if (!resources[resource]) throw new Error(`unknown resource ${resource}`);
-            return { scope: SCOPES.join(' '), audience: resources[resource], accessTokenFormat: 'jwt', accessTokenTTL: ttl };
+            const audience = audienceOf(resource);
+            if (!audience) throw new errors.InvalidTarget(`unknown resource ${resource}`);
+            return { scope: SCOPES.join(' '), audience, accessTokenFormat: 'jwt', accessTokenTTL: ttl };
           },
         },
       },
       ttl: { ClientCredentials: ttl, AccessToken: ttl },
       // groups of the user (accountId) for logins, of the client for client credentials
-      extraTokenClaims: async (_ctx, token) => ({ 'wlcg.groups': CLIENTS[token.accountId ?? token.clientId]?.groups ?? [] }),
+      extraTokenClaims: async (_ctx, token) => ({ 'wlcg.ver': '1.0', 'wlcg.groups': CLIENTS[token.accountId ?? token.clientId]?.groups ?? [] }),
     });
     provider.on('server_error', (_ctx, err) => console.error('oidc-provider error:', err));
     // RFC 8693 token exchange, as INDIGO IAM offers it: oidc-provider has no built-in handler, so the
@@ -113,6 +175,7 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
           sub: claims.sub,
           scope: claims.scope,
           client_id: ctx.oidc.client.clientId,
+          'wlcg.ver': '1.0',
           'wlcg.groups': claims['wlcg.groups'] ?? [],
           aud: audience,
         })
@@ -127,7 +190,8 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
       ['subject_token', 'subject_token_type', 'audience', 'requested_token_type', 'resource', 'scope'],
     );
     await new Promise((resolve, reject) => {
-      server = provider.listen(listenPort, '127.0.0.1', resolve);
+      server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, provider.callback()) : null;
+      server = server ? server.listen(listenPort, '127.0.0.1', resolve) : provider.listen(listenPort, '127.0.0.1', resolve);
       server.once('error', reject);
     });
     return provider;
@@ -137,7 +201,6 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
   // port fetch() refuses (the gateway could not reach its issuer: "bad port").
   if (port === 0) {
     const net = await import('node:net');
-    const { readFileSync } = await import('node:fs');
     const bad = new Set(JSON.parse(readFileSync(new URL('../../../test-harness/fetch-bad-ports.json', import.meta.url), 'utf8')).ports);
     do {
       port = await new Promise((resolve) => {
@@ -148,7 +211,7 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
       });
     } while (bad.has(port));
   }
-  issuer = `http://127.0.0.1:${port}`;
+  issuer = `${scheme}://127.0.0.1:${port}`;
   await boot(port);
 
   const stop = () => new Promise((resolve) => (server.closeAllConnections?.(), server.close(() => resolve())));
@@ -158,7 +221,7 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
     port,
     /** A real access token for `client` (its id is the `sub`) with the given scopes and resource. */
     async token(client, { scope = 'openid compute.create compute.read', resource = `urn:${AUDIENCE}` } = {}) {
-      const res = await fetch(`${issuer}/token`, {
+      const res = await request(`${issuer}/token`, {
         method: 'POST',
         headers: {
           'content-type': 'application/x-www-form-urlencoded',
@@ -196,7 +259,7 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
       let method = 'GET';
       let body;
       for (let hop = 0; hop < 20; hop++) {
-        const res = await fetch(url, {
+        const res = await request(url, {
           method,
           redirect: 'manual',
           headers: { cookie: cookieHeader(url), ...(body ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
@@ -235,18 +298,33 @@ export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = []
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  const { OIDC_TLS_CERT: certFile, OIDC_TLS_KEY: keyFile, OIDC_TLS_CA: caFile } = process.env;
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new Error('OIDC_TLS_CERT and OIDC_TLS_KEY go together');
+  const tls = certFile ? { cert: readFileSync(certFile), key: readFileSync(keyFile), ca: caFile ? readFileSync(caFile) : undefined } : null;
   const op = await startOidcProvider({
     ttl: Number(process.env.OIDC_TTL ?? 300),
     port: Number(process.env.OIDC_PORT ?? 0),
     extraClients: JSON.parse(process.env.OIDC_EXTRA_CLIENTS ?? '[]'),
+    tls,
   });
   console.log(JSON.stringify({ issuer: op.issuer, audience: AUDIENCE, clients: Object.fromEntries(Object.entries(CLIENTS).map(([k, v]) => [k, v.secret])) }));
   const quit = async () => {
     await op.close();
     process.exit(0);
   };
+  // one request a line: {"sign": {claims}} -> {"token": ...}; anything else -> {"error": ...}
+  const { createInterface } = await import('node:readline');
+  createInterface({ input: process.stdin, crlfDelay: Infinity }).on('line', async (line) => {
+    if (!line.trim()) return;
+    try {
+      const req = JSON.parse(line);
+      if (!req || typeof req.sign !== 'object' || req.sign === null) throw new Error('expected {"sign": {claims}}');
+      console.log(JSON.stringify({ token: await op.sign(req.sign) }));
+    } catch (err) {
+      console.log(JSON.stringify({ error: err.message }));
+    }
+  });
   process.stdin.on('end', quit);
-  process.stdin.resume();
   process.on('SIGTERM', quit);
   process.on('SIGINT', quit);
 }
