@@ -22,6 +22,9 @@ bash scripts/kube-cluster.sh ensure || status=1
 echo "== Test accounts (the gateway's and one per test user: multi-user gateways run users' processes as them)"
 bash scripts/test-accounts.sh ensure >/dev/null || status=1
 
+echo "== XRootD storage with SciTokens and a test CA (Debian's packages, installed once per machine; the CA cached outside the repository)"
+bash scripts/xrootd-storage.sh ensure || status=1
+
 echo "== lint (ESLint and Prettier over every TypeScript, JavaScript, JSON and CSS file)"
 npm run -s lint || { echo "lint failed: npm run format rewrites the formatting; ESLint's findings need a hand" >&2; status=1; }
 
@@ -34,7 +37,7 @@ bash scripts/htcondor-pool.sh ensure || status=1
 echo "== yadage and its test specs (venv and yadage's results on them built once per machine, cached outside the repository)"
 bash scripts/yadage-specs.sh ensure >/dev/null || status=1
 
-echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool, Kubernetes backend on a real API server)"
+echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool, Kubernetes backend on a real API server, token-protected storage)"
 .venv/bin/python -m pytest gateway-server/test/e2e -q -p no:cacheprovider --tb=native --junitxml="$out/pytest.xml" || status=1
 
 echo "== playwright (JupyterLab UI with galata, against the real stack)"
