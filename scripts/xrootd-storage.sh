@@ -42,8 +42,9 @@
 # ignores it), then $XDG_RUNTIME_DIR/bt_u<uid>, /tmp/bt_u<uid>; it trusts the test CA through
 # X509_CERT_DIR=<ca_dir>. Expiry: davs:// checks the token of each request; root:// checks it when
 # a connection logs in (ztn), and a connection opened with a token that expires later keeps working
-# (checked: xrdfs with a 6 s token read again at 10 s). Audiences: a token's `aud` must be https://wlcg.cern.ch/jwt/v1/any (WLCG's
-# "any", accepted by the plugin itself) or one of the instance's own URLs (`audiences`).
+# (checked: xrdfs with a 6 s token read again at 10 s). Audiences: a token's `aud` must be
+# https://wlcg.cern.ch/jwt/v1/any (WLCG's "any", accepted by the plugin itself) or one of the
+# instance's own URLs (`audiences`).
 #
 # How the issuer's CA is trusted: the plugin fetches the issuer's keys with scitokens-cpp 0.7.3, whose
 # libcurl reads only the system bundle /etc/ssl/certs/ca-certificates.crt (it sets no CA of its own
