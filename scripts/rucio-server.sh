@@ -20,6 +20,12 @@
 #                                 rest; >1: the gthread worker, SQLite still has one writer)
 #            RUCIO_OIDC_CLIENT_ID / RUCIO_OIDC_CLIENT_SECRET  Rucio's own client at the provider
 #                                 (only used to introspect tokens lacking aud/scope; default af-gateway)
+#            RUCIO_OIDC_CA        PEM file of the CA of an https issuer (scripts/test-ca.sh's): the
+#                                 server trusts it (and only it) when it fetches the issuer's keys
+#            RUCIO_STORAGE_JSON   scripts/xrootd-storage.sh's storage.json: the RSEs' davs and root
+#                                 protocols point at its two servers (SITE-A_* the first, SITE-B_DISK
+#                                 the second) and every registered file is written there, so each
+#                                 PFN Rucio hands out resolves to a file with its size and adler32
 #   scripts/rucio-server.sh stop <run-dir>    stop the server's process group (safe to repeat)
 #   scripts/rucio-server.sh selftest          provider + server + the REST calls the gateway makes
 #
@@ -295,7 +301,8 @@ build_database(); create_base_vo(); create_root_account()
   for attempt in 1 2 3; do
     port=$(free_port "$py")
     # setsid: gunicorn (and its worker) in a process group of their own, whose id is $!
-    setsid "$py" -m gunicorn rucio.web.rest.flaskapi.v1.main:application \
+    setsid env ${RUCIO_OIDC_CA:+REQUESTS_CA_BUNDLE="$RUCIO_OIDC_CA" SSL_CERT_FILE="$RUCIO_OIDC_CA"} \
+      "$py" -m gunicorn rucio.web.rest.flaskapi.v1.main:application \
       --bind "127.0.0.1:$port" --workers 1 "${worker_args[@]}" --timeout 300 --graceful-timeout 5 \
       --no-control-socket --access-logfile - --error-logfile - --capture-output \
       >> "$logf" 2>&1 < /dev/null &
@@ -318,7 +325,8 @@ build_database(); create_base_vo(); create_root_account()
     "$pid" "$port" "$logf" "$py" "$venv" "$run/rucio.cfg" "$run" "$t1" "$threads" "$ROOT_USERPASS_USER" "$ROOT_USERPASS_PWD")
   "$py" "$script_dir/rucio/bootstrap.py" --run-dir "$run" --url "http://127.0.0.1:$port" \
     --issuer "$issuer" --audience "$audience" --scope-claim "$scope" \
-    --username "$ROOT_USERPASS_USER" --password "$ROOT_USERPASS_PWD" --info "$info" 2> "$run/bootstrap.log" \
+    --username "$ROOT_USERPASS_USER" --password "$ROOT_USERPASS_PWD" --info "$info" \
+    ${RUCIO_STORAGE_JSON:+--storage "$RUCIO_STORAGE_JSON"} 2> "$run/bootstrap.log" \
     || { cat "$run/bootstrap.log" >&2; tail -20 "$logf" >&2; stop "$run"; die "bootstrap failed"; }
   grep 'ds.big\|done' "$run/bootstrap.log" | sed 's/^/  /' >&2
   log "ready in $(since "$t0")s: $run/rucio.json"

@@ -224,7 +224,10 @@ sec.protbind * only ztn
 
 # davs:// on $hport: XrdHttp takes its certificate and CA from xrd.tls/xrd.tlsca
 xrd.protocol XrdHttp:$hport libXrdHttp.so
+# (XrdHttp 5.5 matches these names case-sensitively: HTTP/2-style clients such as Node's fetch send
+# "authorization", which the first line alone leaves unread, and the request is then tokenless)
 http.header2cgi Authorization authz
+http.header2cgi authorization authz
 
 # authorisation by tokens only (no "++": nothing else may allow what the tokens do not)
 ofs.authorize 1

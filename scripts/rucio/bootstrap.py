@@ -9,6 +9,7 @@ Deterministic: names, sizes and adler32 checksums derive from the file names onl
 import argparse
 import json
 import os
+import pwd
 import sys
 import time
 import zlib
@@ -33,7 +34,20 @@ CHUNK = 500
 ACCOUNT_LIMIT = 10**15  # bytes per RSE: quotas never stop a test rule
 
 
+# Set by --storage: the files then exist on the test storage, with this content (small, stable per
+# name), and their sizes and checksums are the content's; without storage they are numbers only.
+ON_STORAGE = False
+
+
+def file_content(name: str) -> bytes:
+    line = f'{name}: a file of the AF Gateway test Rucio\n'.encode()
+    return line * (1 + zlib.crc32(name.encode()) % 40)
+
+
 def file_did(scope: str, name: str) -> dict:
+    if ON_STORAGE:
+        content = file_content(name)
+        return {'scope': scope, 'name': name, 'bytes': len(content), 'adler32': '%08x' % zlib.adler32(content)}
     digest = zlib.crc32(name.encode())
     size = 1_000_000 + digest % 9_000_000          # 1-10 MB, stable per name
     adler = '%08x' % zlib.adler32(name.encode())  # 8 lowercase hex digits, as Rucio stores them
@@ -65,7 +79,15 @@ def main() -> int:
     ap.add_argument('--username', required=True)
     ap.add_argument('--password', required=True)
     ap.add_argument('--info', required=True, help='JSON object with server facts to merge into rucio.json')
+    ap.add_argument('--storage', help="scripts/xrootd-storage.sh's storage.json: the RSEs' protocols point at its "
+                                      "servers and every registered file is written there")
     args = ap.parse_args()
+    storage = None
+    if args.storage:
+        global ON_STORAGE
+        ON_STORAGE = True
+        with open(args.storage) as f:
+            storage = json.load(f)
 
     t0 = time.monotonic()
     c = Client(rucio_host=args.url, auth_host=args.url, account='root', auth_type='userpass',
@@ -86,19 +108,49 @@ def main() -> int:
     # --- RSEs: deterministic, davs (https-like, port 443) and root protocols, attributes
     rses = {}
     for rse, (site, rse_type, davs_host, root_host, path) in RSES.items():
+        davs_port, root_port = 443, 1094
+        if storage:
+            # SITE-A's RSEs on the first server, SITE-B's on the second: two real storages
+            server = storage['instances'][0 if site == 'SITE-A' else 1]
+            davs_host = root_host = '127.0.0.1'
+            davs_port, root_port = server['http_port'], server['root_port']
         c.add_rse(rse, deterministic=True)
         for key, value in (('site', site), ('type', rse_type), ('tier', 2), ('cloud', 'AF'),
                            ('lfn2pfn_algorithm', 'hash')):
             c.add_rse_attribute(rse, key, value)
-        c.add_protocol(rse, protocol('davs', davs_host, 443, f'/{path}/', 'rucio.rse.protocols.gfal.Default', 1))
-        c.add_protocol(rse, protocol('root', root_host, 1094, f'//{path}/', 'rucio.rse.protocols.xrootd.Default', 2))
+        c.add_protocol(rse, protocol('davs', davs_host, davs_port, f'/{path}/', 'rucio.rse.protocols.gfal.Default', 1))
+        c.add_protocol(rse, protocol('root', root_host, root_port, f'//{path}/', 'rucio.rse.protocols.xrootd.Default', 2))
         for account in ('root', 'alice', 'bob'):
             c.set_local_account_limit(account, rse, ACCOUNT_LIMIT)
-        rses[rse] = {'site': site, 'type': rse_type, 'davs': f'davs://{davs_host}:443/{path}/',
-                     'root': f'root://{root_host}:1094//{path}/'}
+        rses[rse] = {'site': site, 'type': rse_type, 'davs': f'davs://{davs_host}:{davs_port}/{path}/',
+                     'root': f'root://{root_host}:{root_port}//{path}/'}
+        if storage:
+            rses[rse]['data_dir'] = server['data_dir']
     c.add_distance('SITE-A_DISK', 'SITE-B_DISK', {'distance': 1})
     c.add_distance('SITE-B_DISK', 'SITE-A_DISK', {'distance': 1})
     log('RSEs SITE-A_DISK, SITE-B_DISK, SITE-A_SCRATCHDISK (davs + root), account limits')
+
+    written = {'files': 0}
+
+    def put_on_storage(rse, part):
+        # where Rucio says each file is (its root PFN: root://host:port//path), written in the server's data directory as its account
+        # (asked 40 at a time: the LFNs travel in the URL, whose line gunicorn caps at 4 KiB)
+        pfns = {}
+        for few in chunks(part, 40):
+            pfns.update(c.lfns2pfns(rse, [f"{f['scope']}:{f['name']}" for f in few], scheme='root', operation='read'))
+        owner = pwd.getpwnam(storage['user'])
+        for f in part:
+            path = pfns[f"{f['scope']}:{f['name']}"].split('//', 2)[2]
+            target = os.path.join(rses[rse]['data_dir'], path.lstrip('/'))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, 'wb') as out:
+                out.write(file_content(f['name']))
+            d = os.path.dirname(target)
+            while d.startswith(rses[rse]['data_dir'] + '/'):
+                os.chown(d, owner.pw_uid, owner.pw_gid)
+                d = os.path.dirname(d)
+            os.chown(target, owner.pw_uid, owner.pw_gid)
+            written['files'] += 1
 
     def dataset(scope, name, files, rse_list, meta=None):
         c.add_dataset(scope, name)
@@ -107,6 +159,9 @@ def main() -> int:
             c.add_files_to_dataset(scope, name, part, rse=first)  # registers the replicas on `first`
             for rse in others:
                 c.add_replicas(rse, [{k: f[k] for k in ('scope', 'name', 'bytes', 'adler32')} for f in part])
+            if storage:
+                for rse in rse_list:
+                    put_on_storage(rse, part)
         if meta:
             c.set_metadata_bulk(scope, name, meta)
 
@@ -165,6 +220,8 @@ def main() -> int:
         'containers': {f'{SCOPE}:cont.mc': [f'{SCOPE}:ds.mc.2026', f'{SCOPE}:ds.mc.2027']},
         'big_dataset': f'{SCOPE}:ds.big',
         'open_datasets': [f'{USER_SCOPE}:ds.alice.ntuples'],
+        'storage': ({'servers': [i['name'] for i in storage['instances']], 'files_written': written['files'],
+                     'issuer': storage['issuer'], 'ca': storage['ca']} if storage else None),
         'bootstrap_seconds': round(time.monotonic() - t0, 2),
         'big_dataset_seconds': big_seconds,
     })

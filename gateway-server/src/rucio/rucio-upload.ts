@@ -5,7 +5,8 @@
 // content under the same name is an error naming it. The files lie in directories the owner's steps
 // write, so they are opened by the caller without following links and read once, streaming.
 import type { FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { request as httpsRequest } from 'node:https';
+import type { Readable } from 'node:stream';
 import ADLER32 from 'adler-32';
 import type { User } from '../auth/authenticator.js';
 import { AppError, errorMessage } from '../errors.js';
@@ -67,22 +68,46 @@ async function existing(c: RucioClient, user: User, scope: string, name: string)
 /** Where the RSE wants the file written, as an https URL (Rucio's lfns2pfns for davs, then https). */
 async function writeUrl(c: RucioClient, user: User, rse: string, scope: string, name: string): Promise<string> {
   const did = `${scope}:${name}`;
-  const pfns = await c.json<Record<string, string>>(user, 'GET', `/rses/${enc(rse)}/lfns2pfns?lfns=${enc(did)}&scheme=davs&operation=write`);
+  const pfns = await c.json<Record<string, string>>(user, 'GET', `/rses/${enc(rse)}/lfns2pfns?lfn=${enc(did)}&scheme=davs&operation=write`);
   const pfn = pfns?.[did];
   if (!pfn) throw new Error(`RSE ${rse} has no davs protocol to write ${did} to`);
   return pfn.replace(/^davs:/, 'https:');
 }
 
+/**
+ * One request to the storage through node:https, not fetch: fetch sends every header name in lower
+ * case, and XRootD's HTTP front end (5.5) reads Authorization and Want-Digest by their exact case.
+ */
+function storageRequest(
+  method: 'PUT' | 'HEAD',
+  url: string,
+  headers: Record<string, string>,
+  timeout: number,
+  body?: Readable,
+): Promise<{ status: number; statusText: string; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    // (a connection of its own: XRootD closes one after refusing a request, and a reused one then fails)
+    const req = httpsRequest(url, { method, headers, timeout: timeout * 1000, agent: false }, (res) => {
+      res.resume(); // the answer's body is not needed
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeout} s`)));
+    req.on('error', reject);
+    if (body) {
+      body.on('error', (err) => req.destroy(err));
+      body.pipe(req);
+    } else req.end();
+  });
+}
+
 /** The Adler-32 the storage holds for a file (RFC 3230 Want-Digest), or null when it has none or no such file. */
 async function storedDigest(url: string, token: string, timeout: number): Promise<string | null> {
   try {
-    const res = await fetch(url, {
-      method: 'HEAD',
-      headers: { authorization: `Bearer ${token}`, 'want-digest': 'adler32' },
-      signal: AbortSignal.timeout(timeout * 1000),
-    });
-    const m = /(?:^|,)\s*adler32=([0-9a-fA-F]{1,8})/.exec(res.headers.get('digest') ?? '');
-    return res.ok && m ? m[1]!.toLowerCase().padStart(8, '0') : null;
+    const res = await storageRequest('HEAD', url, { Authorization: `Bearer ${token}`, 'Want-Digest': 'adler32' }, timeout);
+    const digest = String(res.headers.digest ?? '');
+    const m = /(?:^|,)\s*adler32=([0-9a-fA-F]{1,8})/.exec(digest);
+    return res.status === 200 && m ? m[1]!.toLowerCase().padStart(8, '0') : null;
   } catch {
     return null;
   }
@@ -90,27 +115,25 @@ async function storedDigest(url: string, token: string, timeout: number): Promis
 
 /** Uploads one file with a PUT of the owner's storage token (the body streamed from the open file). */
 async function put(url: string, fh: FileHandle, sum: { bytes: number; adler32: string }, token: string, timeout: number): Promise<void> {
-  const bytes = sum.bytes;
-  const body = Readable.toWeb(fh.createReadStream({ autoClose: false, start: 0 })) as ReadableStream;
-  let res: Response;
+  let res: { status: number; statusText: string };
   try {
-    res = await fetch(url, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${token}`, 'content-length': String(bytes) },
-      body,
-      duplex: 'half',
-      signal: AbortSignal.timeout(timeout * 1000),
-    } as RequestInit);
+    res = await storageRequest(
+      'PUT',
+      url,
+      { Authorization: `Bearer ${token}`, 'Content-Length': String(sum.bytes) },
+      timeout,
+      fh.createReadStream({ autoClose: false, start: 0 }),
+    );
   } catch (err) {
     throw new Error(`the storage could not be reached: ${errorMessage(err)}`, { cause: err });
   }
-  await res.body?.cancel();
+  const ok = res.status >= 200 && res.status < 300;
   // An earlier attempt may have written it and failed before registering: the same content is fine.
-  if (!res.ok && (await storedDigest(url, token, timeout)) === sum.adler32) return;
+  if (!ok && (await storedDigest(url, token, timeout)) === sum.adler32) return;
   if (res.status === 401 || res.status === 403) {
-    throw new Error(`the storage refused the owner's token (HTTP ${res.status}): it needs the scope storage.create:/ for this path`);
+    throw new Error(`the storage refused the owner's token for ${url} (HTTP ${res.status}): it needs the scope storage.create:/ for this path`);
   }
-  if (!res.ok) throw new Error(`the storage answered HTTP ${res.status} ${res.statusText}`);
+  if (!ok) throw new Error(`the storage answered HTTP ${res.status} ${res.statusText} for ${url}`);
 }
 
 /**

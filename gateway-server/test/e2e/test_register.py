@@ -1,0 +1,193 @@
+"""Workflow outputs back into the lake, end to end with real components: the HTTPS test issuer, two
+XRootD servers with SciTokens (scripts/xrootd-storage.sh), a Rucio server whose RSEs point at them and
+whose every PFN resolves to a file (scripts/rucio-server.sh with RUCIO_STORAGE_JSON), and a gateway
+trusting the test CA. A stage's `register` uploads the files its step published to the RSE with the
+owner's exchanged storage token and registers them in Rucio as the owner; a retried step registers
+nothing twice; a hostile second user cannot register into the owner's dataset.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import requests
+
+from af_e2e_support import free_port, kill_below, stop, traversable_dir, wait_http
+
+REPO = Path(__file__).resolve().parents[3]
+CLI = REPO / "gateway-server" / "dist" / "cli.js"
+STORAGE = REPO / "scripts" / "xrootd-storage.sh"
+RUCIO = REPO / "scripts" / "rucio-server.sh"
+WLCG_ANY = "https://wlcg.cern.ch/jwt/v1/any"
+SECRETS = {"alice": "alice-secret", "bob": "bob-secret"}
+RSE = "SITE-A_SCRATCHDISK"
+
+
+def run(cmd, env=None, timeout=300):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def lake():
+    """Storage (with its issuer), Rucio on it, and a gateway: yields their facts."""
+    run(["bash", str(STORAGE), "ensure"], timeout=900)
+    top = Path(tempfile.mkdtemp(prefix="af-register-"))
+    top.chmod(0o711)  # the storage's account passes through to its run directory
+    procs = []
+    ws = traversable_dir()
+    try:
+        storage = json.loads(run(["bash", str(STORAGE), "start", str(top / "storage")]).strip().splitlines()[-1])
+        run(["bash", str(RUCIO), "start", str(top / "rucio")], env={
+            "RUCIO_OIDC_ISSUER": storage["issuer"], "RUCIO_OIDC_CA": storage["ca"],
+            "RUCIO_STORAGE_JSON": str(top / "storage" / "storage.json")})
+        rucio = json.loads((top / "rucio" / "rucio.json").read_text())
+        gw_dir = top / "gateway"
+        gw_dir.mkdir()
+        config = {
+            "listen": f"127.0.0.1:{free_port()}",
+            "data_dir": str(gw_dir / "data"),
+            "accounts": {"name_template": "af-{user}"},
+            "auth": {"type": "oidc", "oidc": {"issuer": storage["issuer"], "audience": ["af-gateway"],
+                                               "client_id": "af-gateway", "client_secret": "af-gateway-secret",
+                                               "required_scopes": ["compute.create"]}},
+            "tokens": {"exchange_audiences": ["rucio", WLCG_ANY]},
+            "rucio": {"instances": [{"name": "test", "url": rucio["url"], "auth": "exchange", "audience": "rucio",
+                                     "storage_audience": WLCG_ANY, "default_scheme": "davs"}]},
+            "workflows": {"poll_period": 0.2, "workspace_root": str(ws)},
+        }
+        (gw_dir / "config.json").write_text(json.dumps(config))
+        log = gw_dir / "gateway.log"
+        with open(log, "w") as out:
+            # Node reads extra CAs only at start: the issuer's and the storage's certificates are the test CA's
+            gw = subprocess.Popen(["node", str(CLI), "serve", "--config", str(gw_dir / "config.json")], stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, "NODE_EXTRA_CA_CERTS": storage["ca"]})
+        procs.append(gw)
+        url = "http://" + config["listen"]
+        wait_http(url + "/api/health", gw, log)
+        yield {"url": url, "storage": storage, "rucio": rucio, "log": log, "ws": ws}
+    finally:
+        for p in procs:
+            stop(p)
+        kill_below(ws)
+        subprocess.run(["bash", str(RUCIO), "stop", str(top / "rucio")], capture_output=True, timeout=120)
+        subprocess.run(["bash", str(STORAGE), "stop", str(top / "storage")], capture_output=True, timeout=120)
+        shutil.rmtree(ws, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def token(lake, user, scope="openid compute.create compute.read storage.read:/ storage.create:/", resource="urn:af-gateway"):
+    st = lake["storage"]
+    conf = requests.get(st["issuer"] + "/.well-known/openid-configuration", verify=st["ca"], timeout=10).json()
+    r = requests.post(conf["token_endpoint"], auth=(user, SECRETS[user]), verify=st["ca"], timeout=10,
+                      data={"grant_type": "client_credentials", "scope": scope, "resource": resource})
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+def api(lake, user, method, path, **kw):
+    return requests.request(method, lake["url"] + path, headers={"Authorization": "Bearer " + token(lake, user)},
+                            timeout=60, **kw)
+
+
+def wait_run(lake, user, run_id, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dag = api(lake, user, "GET", f"/api/af/workflows/{run_id}").json()
+        if dag["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED"):
+            return dag
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish: {dag['run']}")
+
+
+def workflow(dataset, script, lifetime=86400):
+    return {"entry": "workflow.yml", "retries": 1, "files": {"workflow.yml": f"""stages:
+  - name: fill
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {{hist: '{{workdir}}/a-hist.txt', extra: '{{workdir}}/b-extra.txt'}}
+      step:
+        process: {{process_type: interpolated-script-cmd, script: {json.dumps(script)}}}
+        environment: {{environment_type: localproc-env}}
+        publisher: {{publisher_type: frompar-pub, outputmap: {{hist: hist, extra: extra}}}}
+    register: {{instance: test, rse: {RSE}, dataset: '{dataset}', lifetime: {lifetime}}}
+"""}}
+
+
+def rucio_root(lake):
+    """Rucio as its root (to look, not to act): a userpass token."""
+    r = lake["rucio"]
+    t = requests.get(r["url"] + "/auth/userpass", timeout=30, headers={
+        "X-Rucio-Account": "root", "X-Rucio-Username": r["root"]["username"], "X-Rucio-Password": r["root"]["password"]})
+    t.raise_for_status()
+    headers = {"X-Rucio-Auth-Token": t.headers["X-Rucio-Auth-Token"]}
+    return lambda path, body=None: (requests.get(r["url"] + path, headers=headers, timeout=30) if body is None else
+                                    requests.post(r["url"] + path, headers=headers, json=body, timeout=30))
+
+
+def lines(res):
+    return [json.loads(x) for x in res.text.splitlines() if x.strip()]
+
+
+def test_a_stages_files_go_to_the_rse_and_into_rucio_once_even_when_the_step_is_retried(lake):
+    # attempt 1 uploads a-hist.txt, then fails on b-extra.txt (a link, not a plain file); attempt 2
+    # makes the same a-hist.txt and a real b-extra.txt: a-hist.txt is found on the storage, not written twice
+    script = ("echo 'm4l 120 125 130' > {hist}; "
+              "if [ ! -e {workdir}/attempted ]; then touch {workdir}/attempted; ln -sf /etc/hostname {extra}; "
+              "else rm -f {extra}; echo 'entries 3' > {extra}; fi")
+    r = api(lake, "alice", "POST", "/api/af/workflows", json=workflow("user.alice:af.outputs", script))
+    assert r.status_code == 201, r.text
+    dag = wait_run(lake, "alice", r.json()["id"])
+    fill = next(n for n in dag["nodes"] if n["id"] == "fill")
+    assert dag["run"]["status"] == "SUCCESS", fill.get("message")
+    assert fill["attempts"] == 2
+    base = f"{dag['run']['name']}.{dag['run']['id']}/fill"
+    assert fill["registered"] == [f"user.alice:{base}/a-hist.txt", f"user.alice:{base}/b-extra.txt"]
+
+    look = rucio_root(lake)
+    content = lines(look("/dids/user.alice/af.outputs/dids"))
+    assert sorted(c["name"] for c in content) == [f"{base}/a-hist.txt", f"{base}/b-extra.txt"]
+    # each file once, on the RSE, with its checksum; readable back from the PFN Rucio gives, with a read token
+    read = token(lake, "alice", scope="storage.read:/", resource=WLCG_ANY)
+    expected = {"a-hist.txt": b"m4l 120 125 130\n", "b-extra.txt": b"entries 3\n"}
+    for name, body in expected.items():
+        reps = lines(look("/replicas/list", {"dids": [{"scope": "user.alice", "name": f"{base}/{name}"}], "schemes": ["davs"]}))
+        assert len(reps) == 1 and list(reps[0]["rses"]) == [RSE], json.dumps(reps)
+        assert reps[0]["adler32"] == "%08x" % zlib.adler32(body) and reps[0]["bytes"] == len(body)
+        (pfn,) = reps[0]["rses"][RSE]
+        got = requests.get(pfn.replace("davs://", "https://"), headers={"Authorization": "Bearer " + read},
+                           verify=lake["storage"]["ca"], timeout=30)
+        assert got.status_code == 200 and got.content == body
+    # kept by a rule of alice's with the stage's lifetime
+    rules = lines(look("/dids/user.alice/af.outputs/rules"))
+    assert [(x["account"], x["rse_expression"]) for x in rules] == [("alice", RSE)]
+    assert rules[0]["expires_at"]
+
+
+def test_a_hostile_user_cannot_register_into_anothers_dataset_and_is_told_why(lake):
+    r = api(lake, "bob", "POST", "/api/af/workflows",
+            json=workflow("user.alice:af.outputs", "echo forged > {hist}; echo forged > {extra}"))
+    assert r.status_code == 201, r.text
+    dag = wait_run(lake, "bob", r.json()["id"])
+    fill = next(n for n in dag["nodes"] if n["id"] == "fill")
+    assert dag["run"]["status"] == "FAILED"
+    assert "registering" in fill["message"] and "user.alice:af.outputs" in fill["message"], fill["message"]
+    look = rucio_root(lake)
+    assert not any("forged" in c["name"] or dag["run"]["id"] in c["name"]
+                   for c in lines(look("/dids/user.alice/af.outputs/dids")))
+
+
+def test_a_register_the_gateway_cannot_do_is_refused_at_submission(lake):
+    bad = workflow("user.alice:x", "true")
+    bad["files"]["workflow.yml"] = bad["files"]["workflow.yml"].replace("instance: test", "instance: elsewhere")
+    r = api(lake, "alice", "POST", "/api/af/workflows", json=bad)
+    assert r.status_code == 422 and "elsewhere is not one of this gateway's Rucio instances (test)" in r.text, r.text
+
