@@ -44,6 +44,40 @@
 # All commands except a cached `ensure` need root: chroot(2) and mount(2); the gateway runs as
 # root in tests. A non-root caller of CONDOR_CMD gets "chroot: cannot change root directory ...:
 # Operation not permitted" (exit 125).
+#
+# SciTokens mode (the gateway's backend.htcondor.auth_method: scitokens against a real schedd): with
+#   HTCONDOR_SCITOKENS_ISSUER=https://...   the issuer whose tokens the schedd takes (its keys are
+#                                           fetched over HTTPS, as a real schedd does)
+#   HTCONDOR_SCITOKENS_CA=<pem>             the CA of that issuer's certificate (default: the test
+#                                           CA of scripts/test-ca.sh, which signs the test issuer's)
+#   HTCONDOR_SCITOKENS_AUDIENCE="a b"       the audiences the schedd accepts (default: WLCG's "any",
+#                                           https://wlcg.cern.ch/jwt/v1/any)
+# `start` configures this run's pool so that the schedd takes WRITE commands (condor_submit,
+# condor_rm, condor_hold, condor_qedit, ...) ONLY from clients that authenticate with SCITOKENS
+# (SCHEDD.SEC_WRITE_AUTHENTICATION_METHODS), and maps each token to an account by its issuer and
+# subject: one CERTIFICATE_MAPFILE line per test account, `SCITOKENS /^<issuer>,<user>$/
+# <account>@localhost` (alice -> af-alice, from AF_HTCONDOR_ACCOUNTS, whose user names are the test
+# issuer's subjects). A token of another issuer, an expired one, one for another audience or of a
+# subject without a line is refused; a token authorises submitting only with condor:/WRITE or the
+# three WLCG scopes compute.create, compute.modify and compute.cancel together (scitokens-cpp's
+# rule; compute.read alone is condor:/READ). Everything else (READ, the daemons, the tests' own
+# queries as afcondor) keeps FS, and the pool's clients offer only FS (SEC_CLIENT_AUTHENTICATION_
+# METHODS): a client that means to use a token sets _condor_SEC_CLIENT_AUTHENTICATION_METHODS=
+# SCITOKENS and _condor_SCITOKENS_FILE=<its token file> (what the gateway's backend does).
+# SCITOKENS runs inside TLS: the schedd presents the test CA's certificate for localhost (so the
+# pool calls its host localhost: NETWORK_HOSTNAME, UID_DOMAIN) and clients trust that CA
+# (AUTH_SSL_CLIENT_CAFILE). The issuer's CA is added to the system bundle
+# (/etc/ssl/certs/ca-certificates.crt, the only store scitokens-cpp's libcurl reads) of this run's
+# root only: the overlay's upper layer, never the cached chroot nor the host's store; the schedd's
+# key cache (SEC_SCITOKENS_CACHE) is under <run-dir>/condor/run, so it is per run too. The schedd
+# writes an audit log, <run-dir>/condor/log/AuditLog: "AuthMethod=SCITOKENS, AuthId=<issuer>,<sub>,
+# CondorId=<account>@localhost" before each "Submitting new job", and SchedLog (D_SECURITY) says
+# why a token was refused. pool.json then also holds SCITOKENS: {issuer, ca, audience, mapfile,
+# audit_log, client_env}. Tokens never reach any log (only a token's claims, in the audit log).
+# Note for facilities: with HTCondor 23's default CERTIFICATE_MAPFILE_ASSUME_HASH_KEYS = False every
+# principal of the map file is a regular expression WITHOUT delimiters (a /.../ line matches
+# nothing: its slashes are taken literally); this pool sets it to True, so /.../ is a regular
+# expression, as the manual writes them, and anything else a literal.
 set -euo pipefail
 
 RECIPE_VERSION="htcondor-trixie-1"   # bump when the build recipe below changes
@@ -313,29 +347,34 @@ EOF
 
 # The test accounts of $AF_HTCONDOR_ACCOUNTS, known inside this run's root (its overlay's upper
 # layer) by the same names and ids as on the host, with their homes bind-mounted at the same paths.
-# Writes the list to $run_base/accounts.json (for pool.json).
+# Writes the list to $run_base/accounts.json (for pool.json), and each gateway user (the test
+# issuer's subject) with their account to $run_base/subjects.tsv (the SciTokens map).
 add_accounts() {
   local file=${AF_HTCONDOR_ACCOUNTS:-}
   echo '[]' > "$run_base/accounts.json"
+  : > "$run_base/subjects.tsv"
   [ -n "$file" ] || return 0
   [ -f "$file" ] || die "AF_HTCONDOR_ACCOUNTS: no such file $file"
   local lines
-  lines=$("$(host_python)" - "$file" "$run_base/accounts.json" <<'PY'
+  lines=$("$(host_python)" - "$file" "$run_base/accounts.json" "$run_base/subjects.tsv" <<'PY'
 import json, re, sys
 facts = json.load(open(sys.argv[1]))
-users = list(facts.get("users", {}).values())
+users = list(facts.get("users", {}).items())
 group = facts.get("group")
 ok = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 out = []
-for u in users:
+subjects = []
+for user, u in users:
     name, uid, gid, home = u["name"], int(u["uid"]), int(u["gid"]), u["home"]
-    if not ok.match(name) or uid < 1000 or gid < 1000 or not re.match(r"^/[A-Za-z0-9_./-]+$", home):
+    if not ok.match(name) or not ok.match(user) or uid < 1000 or gid < 1000 or not re.match(r"^/[A-Za-z0-9_./-]+$", home):
         sys.exit(f"refusing account {u!r}")
     out.append({"name": name, "uid": uid, "gid": gid, "home": home})
+    subjects.append(f"{user}\t{name}\n")
     print(f"user\t{name}\t{uid}\t{gid}\t{home}")
 if group and ok.match(group):
     print(f"group\t{group}\t" + ",".join(u["name"] for u in out))
 json.dump(out, open(sys.argv[2], "w"))
+open(sys.argv[3], "w").write("".join(subjects))
 PY
   ) || die "cannot read the accounts in $file"
   local kind name uid gid home gname ggid
@@ -357,6 +396,83 @@ PY
   log "accounts known inside the pool: $(grep -c '' <<< "$lines") line(s) from $file"
 }
 
+# ---------------------------------------------------------------- SciTokens mode
+WLCG_ANY=https://wlcg.cern.ch/jwt/v1/any
+scitokens_issuer=${HTCONDOR_SCITOKENS_ISSUER:-}
+sci_ca='' sci_aud='' test_ca_dir=''
+
+# Checks the SciTokens settings before anything is started or mounted.
+scitokens_settings() {
+  [ -n "$scitokens_issuer" ] || return 0
+  [[ "$scitokens_issuer" =~ ^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*$ ]] \
+    || die "HTCONDOR_SCITOKENS_ISSUER must be an https:// URL (no trailing slash, query or spaces), not '$scitokens_issuer'"
+  test_ca_dir=$(bash "$script_dir/test-ca.sh" ensure) || die "the test CA could not be made (scripts/test-ca.sh ensure)"
+  sci_ca=${HTCONDOR_SCITOKENS_CA:-$test_ca_dir/ca.pem}
+  { [ -r "$sci_ca" ] && grep -q -- '-----BEGIN CERTIFICATE-----' "$sci_ca"; } || die "HTCONDOR_SCITOKENS_CA: $sci_ca is not a readable PEM certificate"
+  sci_aud=$(printf '%s' "${HTCONDOR_SCITOKENS_AUDIENCE:-$WLCG_ANY}" | xargs)
+  [ -n "$sci_aud" ] || die "HTCONDOR_SCITOKENS_AUDIENCE names no audience"
+  local a
+  for a in $sci_aud; do [[ "$a" =~ ^[A-Za-z0-9:/._~%-]+$ ]] || die "HTCONDOR_SCITOKENS_AUDIENCE: refusing '$a'"; done
+}
+
+# A PCRE matching the literal text $1 (every character but letters and digits escaped).
+pcre_literal() { printf '%s' "$1" | sed 's/[^A-Za-z0-9]/\\&/g'; }
+
+# This run's schedd takes WRITE commands only with tokens of the issuer, each subject mapped to its
+# account (see the header). Everything goes into the run's root (the overlay's upper layer).
+write_scitokens_config() {
+  local etc="$root/etc/condor" bundle="$root/etc/ssl/certs/ca-certificates.crt" user name n=0
+  # SCITOKENS runs inside TLS: the schedd shows the test CA's certificate for localhost
+  mkdir -p "$etc/af-tls"
+  chmod 755 "$etc/af-tls"
+  install -m 0644 "$test_ca_dir/server.pem" "$etc/af-tls/server.pem"
+  install -m 0600 "$test_ca_dir/server.key" "$etc/af-tls/server.key"
+  install -m 0644 "$test_ca_dir/ca.pem" "$etc/af-tls/ca.pem"
+  # The issuer's CA, for scitokens-cpp's libcurl, which reads only the system bundle: appended to
+  # this run's copy of it (writing through the overlay copies the file up; the cached chroot and
+  # the host keep theirs).
+  { [ -f "$bundle" ] && [ ! -L "$bundle" ]; } || die "the chroot has no CA bundle file at /etc/ssl/certs/ca-certificates.crt"
+  { printf '\n# HTCONDOR_SCITOKENS_CA of this run (scripts/htcondor-pool.sh)\n'; cat "$sci_ca"; } >> "$bundle"
+  {
+    echo "# the test issuer's subjects and their accounts (scripts/htcondor-pool.sh start, SciTokens mode)"
+    while IFS=$'\t' read -r user name; do
+      [ -n "$user" ] || continue
+      printf 'SCITOKENS /^%s,%s$/ %s@localhost\n' "$(pcre_literal "$scitokens_issuer")" "$(pcre_literal "$user")" "$name"
+      n=$((n + 1))
+    done < "$run_base/subjects.tsv"
+  } > "$etc/af-scitokens.map"
+  chmod 644 "$etc/af-scitokens.map"
+  [ "$n" -gt 0 ] || log "SciTokens mode without AF_HTCONDOR_ACCOUNTS: no subject is mapped, the schedd refuses every token"
+  cat > "$etc/config.d/60-af-scitokens.conf" <<CONF
+# AF Gateway test pool, SciTokens mode (scripts/htcondor-pool.sh):
+#   HTCONDOR_SCITOKENS_ISSUER=$scitokens_issuer
+# the schedd takes WRITE commands (submit, remove, hold, edit) only from clients authenticated by
+# a token of that issuer whose subject the map file names; READ, the daemons and admin commands
+# keep FS.
+# The schedd's TLS certificate is for localhost: the pool calls its host so (the slots' names and
+# the accounts' domain too).
+NETWORK_HOSTNAME = localhost
+UID_DOMAIN = localhost
+FILESYSTEM_DOMAIN = localhost
+SEC_DEFAULT_AUTHENTICATION_METHODS = FS, SCITOKENS
+SCHEDD.SEC_WRITE_AUTHENTICATION_METHODS = SCITOKENS
+SCITOKENS_SERVER_AUDIENCE = ${sci_aud// /, }
+# one line per subject: SCITOKENS /^<issuer>,<subject>\$/ <account>@localhost (True: /.../ is a
+# regular expression, as the manual writes them; with False its slashes would be taken literally)
+CERTIFICATE_MAPFILE = /etc/condor/af-scitokens.map
+CERTIFICATE_MAPFILE_ASSUME_HASH_KEYS = True
+AUTH_SSL_SERVER_CERTFILE = /etc/condor/af-tls/server.pem
+AUTH_SSL_SERVER_KEYFILE = /etc/condor/af-tls/server.key
+AUTH_SSL_CLIENT_CAFILE = /etc/condor/af-tls/ca.pem
+# the issuer's keys are cached per run (a new issuer on a reused port is never judged by old keys)
+SEC_SCITOKENS_CACHE = \$(RUN)/scitokens-cache
+# who submitted what with which token (its claims, never the token itself), and why one was refused
+SCHEDD_AUDIT_LOG = \$(LOG)/AuditLog
+SCHEDD_DEBUG = D_PID D_SECURITY
+CONF
+  log "SciTokens mode: the schedd takes tokens of $scitokens_issuer (audience: $sci_aud); $n subject(s) mapped"
+}
+
 # Runs whose run dir is gone (a test that crashed and removed it) leave a root behind: remove it.
 prune_orphans() {
   local b rd
@@ -375,6 +491,7 @@ cmd_start() {
   [ $# -eq 1 ] || die "usage: $0 start <run-dir>"
   pool_needs_root start
   local t0ns; t0ns=$(date +%s%N)
+  scitokens_settings
   mkdir -p "$1"
   cmd_ensure >/dev/null
   run_paths "$1"
@@ -407,6 +524,7 @@ cmd_start() {
   grep -qw -- "$hn" "$root/etc/hosts" 2>/dev/null || printf '127.0.1.1\t%s\n' "$hn" >> "$root/etc/hosts"
 
   add_accounts
+  [ -z "$scitokens_issuer" ] || write_scitokens_config
 
   local cuid cgid; cuid=$(chroot "$root" id -u condor); cgid=$(chroot "$root" id -g condor)
   chown "$CONDOR_UID:$CONDOR_UID" "$run_dir"; chmod 755 "$run_dir"
@@ -442,21 +560,30 @@ cmd_start() {
 
   local venv_py="$repo_root/.venv/bin/python"
   # pool.json for programs, pool.env (the same facts, single-quoted) for shells
+  SCI_ISSUER=$scitokens_issuer SCI_CA=$sci_ca SCI_AUD=$sci_aud SCI_LOG="$cdir/log/AuditLog" \
   "$(host_python)" - "$run_dir" "$root" "$cdir/condor_config" "127.0.0.1:$port" "$CONDOR_USER" \
       "$CONDOR_UID" "$repo_root" "$venv_py" "$run_base/accounts.json" "${tool[@]}" <<'PY'
-import json, shlex, sys
+import json, os, shlex, sys
 (run_dir, root, config, collector, user, uid, repo, python, accounts), cmd = sys.argv[1:10], sys.argv[10:]
 facts = {"RUN_DIR": run_dir, "CONDOR_ROOT": root, "CONDOR_CONFIG": config, "COLLECTOR_HOST": collector,
          "CONDOR_USER": user, "CONDOR_UID": int(uid), "REPO_ROOT": repo, "PYTHON": python,
          "CONDOR_CMD_JSON": cmd, "CONDOR_CMD": shlex.join(cmd),
          "CONDOR_USER_CMD_JSON": ["chroot", "--userspec={uid}:{gid}", root],
          "ACCOUNTS": json.load(open(accounts))}
+if os.environ["SCI_ISSUER"]:  # SciTokens mode only: the default mode's facts stay as they were
+    facts["SCITOKENS"] = {
+        "issuer": os.environ["SCI_ISSUER"], "ca": os.environ["SCI_CA"], "audience": os.environ["SCI_AUD"].split(),
+        "mapfile": root + "/etc/condor/af-scitokens.map", "audit_log": os.environ["SCI_LOG"],
+        # what a client adds (with _condor_SCITOKENS_FILE=<its token file>) to authenticate with a token
+        "client_env": {"_condor_SEC_CLIENT_AUTHENTICATION_METHODS": "SCITOKENS",
+                       "_condor_SEC_DEFAULT_AUTHENTICATION_METHODS": "SCITOKENS"},
+    }
 with open(run_dir + "/pool.json.tmp", "w") as f:
     json.dump(facts, f, indent=2)
 with open(run_dir + "/pool.env.tmp", "w") as f:
     f.write(f"# HTCondor test pool of run {run_dir} (scripts/htcondor-pool.sh start)\n")
     for k, v in facts.items():
-        v = json.dumps(v) if k in ("CONDOR_CMD_JSON", "CONDOR_USER_CMD_JSON", "ACCOUNTS") else str(v)
+        v = json.dumps(v) if k in ("CONDOR_CMD_JSON", "CONDOR_USER_CMD_JSON", "ACCOUNTS", "SCITOKENS") else str(v)
         f.write(f"{k}={shlex.quote(v)}\n")
 PY
   mv "$run_dir/pool.json.tmp" "$run_dir/pool.json"
