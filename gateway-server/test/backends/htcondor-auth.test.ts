@@ -1,18 +1,21 @@
 // How the HTCondor backend runs the condor tools: as whom (the cluster owner's account through the
 // prefix's {account}/{uid}/{gid}, or with their SciToken), with which environment (built from
 // scratch: no secret of the gateway's), and which configurations it refuses (every user's jobs as
-// one account). SciTokens need an HTTPS issuer the schedd trusts, which the test pool cannot have,
-// so a stand-in for the condor tools (a shell script that records its argv, its whole environment
-// and its input, and answers like the real tools) checks what the backend hands them. The real pool
-// is in test/e2e/test_htcondor_pool.py.
+// one account). What a real schedd does with the owner's token (SCITOKENS authentication, the map
+// to the owner's account, refusals of expired, foreign or under-scoped tokens, another user's
+// token) is proved against the real pool in test/e2e/test_htcondor_scitokens.py. Here a recording
+// condor tool (a shell script that records its argv, its whole environment and its input, and
+// answers like the real tools) checks what the backend hands the tools, and what it does before
+// and after them: no token, no command; a refusal explained from the token's own claims.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HTCondorBackend, sharedAccountProblem, type HTCondorConfig } from '../../src/backends/htcondor/htcondor-backend.js';
+import { decodeClaims, explainRefusal } from '../../src/backends/htcondor/scitokens.js';
 import type { LocalBackend } from '../../src/backends/local/local-backend.js';
 import type { AccountResolver, UserAccount } from '../../src/accounts/accounts.js';
-import { CommandRunner } from '../../src/backends/batch/command-runner.js';
+import { CommandError, CommandRunner } from '../../src/backends/batch/command-runner.js';
 import { makeLogger } from '../../src/server.js';
 import { condorTestBackend, condorTestCluster, condorTestConfig } from '../support/htcondor-config.js';
 import type { WorkerRecord } from '../../src/clusters/model.js';
@@ -67,27 +70,79 @@ const worker = (name: string) => ({ name }) as WorkerRecord;
 /** A backend that keeps its state in `dataDir`; the users' accounts are `accounts` above. */
 const backendIn = (dataDir: string, cfg: HTCondorConfig) => condorTestBackend(cfg, accounts, dataDir);
 
-describe('HTCondor schedd authentication', () => {
-  it('submits a scale step as one condor_submit, as the owner with their SciToken file, the description on stdin', async () => {
+/** A JWT with these claims (unsigned: the backend only reads what a token says about itself). */
+function jwt(claims: Record<string, unknown>): string {
+  const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${part({ alg: 'RS256', typ: 'at+jwt' })}.${part(claims)}.c2lnbmF0dXJl`;
+}
+
+const hour = () => Math.floor(Date.now() / 1000) + 3600;
+
+describe("SciTokens: the owner's token", () => {
+  it('no token file, no condor command: the submission fails saying how to give the gateway a token', async () => {
+    const data = mkdtempSync(join(dir, 'data-'));
+    const backend = backendIn(data, config({ command_prefix: [standin] }));
+    const { cluster, files } = clusterIn(data, 'c0');
+    const [result] = await backend.startWorkers([{ cluster, worker: worker('c0-a'), files }]);
+    expect(result).toBeInstanceOf(Error);
+    expect((result as Error).message).toMatch(
+      /takes jobs only with their owner's own access token .*holds none of yours to submit jobs with: send the gateway a request with your token/,
+    );
+    // never run: a condor tool without _condor_SCITOKENS_FILE would look for some other token (/tmp/bt_u<uid>)
+    expect(() => calls()).toThrow(/ENOENT/);
+  });
+
+  it('a submission waits for the token the broker is writing for the new cluster', async () => {
     const data = mkdtempSync(join(dir, 'data-'));
     const backend = backendIn(data, config({ command_prefix: [standin] }));
     const { cluster, files } = clusterIn(data, 'c1');
-    const handles = await backend.startWorkers([
-      { cluster, worker: worker('c1-a'), files },
-      { cluster, worker: worker('c1-b'), files },
-    ]);
-    expect(handles.map((h) => (h instanceof Error ? h.message : h.job))).toEqual(['17.0', '17.1']);
-    const text = calls();
-    expect(text.match(/ARGV condor_submit/g)).toHaveLength(1);
-    expect(text).toContain('ARGV condor_submit -terse -');
-    expect(text).toContain('ENV _condor_SEC_DEFAULT_AUTHENTICATION_METHODS=SCITOKENS');
-    expect(text).toContain(`ENV _condor_SCITOKENS_FILE=${files.bearerToken}`);
-    expect(text).toContain('ENV _condor_SCHEDD_HOST=schedd.example.org');
-    expect(text).toContain('ENV _condor_COLLECTOR_HOST=cm.example.org');
-    // the jobs write in the cluster's jobs/ directory, not next to its keys
-    const submitted = readFileSync(join(dir, 'submitted'), 'utf8');
-    expect(submitted).toContain(`initialdir = ${files.dir}/jobs\n`);
-    expect(submitted).toContain(`error = ${files.dir}/jobs/$(AfWorker).log\n`);
+    const writing = backend.writeBearerToken(cluster, jwt({ sub: 'alice', exp: hour() }));
+    const handles = await backend.startWorkers([{ cluster, worker: worker('c1-a'), files }]);
+    await writing;
+    expect(handles.map((h) => (h instanceof Error ? h.message : h.job))).toEqual(['17.0']);
+    expect(calls()).toContain(`ENV _condor_SCITOKENS_FILE=${files.bearerToken}`);
+  });
+
+  it('a refusal of the schedd becomes what to do, from what the token says about itself', () => {
+    const now = 2_000_000_000;
+    const refused = (stderr: string, tool = 'condor_submit') =>
+      new CommandError(tool, 1, stderr, `${tool} failed (exit 1): ${stderr.trim().split('\n').slice(-4).join(' ')}`);
+    const authFailed = refused(
+      '\nERROR: Failed to connect to local queue manager\nAUTHENTICATE:1003:Failed to authenticate with any method\nAUTHENTICATE:1004:Failed to authenticate using SCITOKENS\n',
+    );
+    const base = { iss: 'https://iam.example.org/', sub: 'a1b2', aud: 'https://wlcg.cern.ch/jwt/v1/any', scope: 'compute.read compute.create' };
+    const message = (err: unknown) => (err as Error).message;
+
+    const expired = message(explainRefusal(authFailed, decodeClaims(jwt({ ...base, exp: now - 90 })), 'af-alice', 'submit jobs', now));
+    expect(expired).toMatch(
+      /^the HTCondor schedd refused your access token: it expired 90 s ago \(at 2033-05-18T03:31:50\.000Z\)\. .*log in again.*refresh token/,
+    );
+    expect(expired).toContain('(condor_submit: AUTHENTICATE:1004:Failed to authenticate using SCITOKENS)');
+
+    const unmapped = message(explainRefusal(authFailed, decodeClaims(jwt({ ...base, exp: now + 600 })), 'af-alice', 'submit jobs', now));
+    expect(unmapped).toMatch(
+      /valid 10 min more.*issuer https:\/\/iam\.example\.org\/, audience https:\/\/wlcg\.cern\.ch\/jwt\/v1\/any.*map https:\/\/iam\.example\.org\/,a1b2 to your account af-alice/,
+    );
+
+    const denied = refused(
+      '\nERROR: Failed to connect to local queue manager\nSECMAN:2010:Received "DENIED" from server for user af-alice@localhost using method SCITOKENS.\n',
+    );
+    const scopes = message(explainRefusal(denied, decodeClaims(jwt({ ...base, exp: now + 600 })), 'af-alice', 'submit jobs', now));
+    expect(scopes).toMatch(
+      /took your access token as af-alice@localhost but it does not allow you to submit jobs: .*compute\.create, compute\.modify, compute\.cancel, and your token has compute\.read compute\.create \(missing: compute\.modify, compute\.cancel\)/,
+    );
+
+    const notOwner = refused('Permission denied to remove job 17.0\n', 'condor_rm');
+    expect(message(explainRefusal(notOwner, decodeClaims(jwt({ ...base, exp: now + 600 })), 'af-alice', 'remove jobs', now))).toMatch(
+      /^the HTCondor schedd refused to let your access token remove jobs: the jobs are not those of the account it maps your token \(https:\/\/iam\.example\.org\/,a1b2\) to/,
+    );
+
+    // anything else stays as it was; claims that are not short printable words are not repeated
+    const other = refused('ERROR: Failed to parse command file\n');
+    expect(explainRefusal(other, decodeClaims(jwt(base)), 'af-alice', 'submit jobs', now)).toBe(other);
+    const odd = decodeClaims(jwt({ iss: 'https://x/\nforged line', sub: 'x'.repeat(500), aud: ['ok', 7], scope: 'a b\u0007' }));
+    expect(odd).toEqual({ expiresAt: null, issuer: null, subject: null, audience: ['ok'], scopes: ['a'] });
+    expect(decodeClaims('not a token')).toEqual({ expiresAt: null, issuer: null, subject: null, audience: [], scopes: [] });
   });
 });
 
@@ -99,6 +154,7 @@ describe('the environment of the condor tools', () => {
     try {
       const backend = backendIn(data, config({ command_prefix: [standin] }));
       const { cluster, files } = clusterIn(data, 'c2');
+      await backend.writeBearerToken(cluster, jwt({ sub: 'alice', exp: hour() }));
       expect((await backend.startWorkers([{ cluster, worker: worker('c2-a'), files }]))[0]).not.toBeInstanceOf(Error);
     } finally {
       delete process.env.AF_TEST_GATEWAY_SECRET;
@@ -115,10 +171,20 @@ describe('the environment of the condor tools', () => {
         '_condor_COLLECTOR_HOST',
         '_condor_SCHEDD_HOST',
         '_condor_SCITOKENS_FILE',
+        '_condor_SEC_CLIENT_AUTHENTICATION_METHODS',
         '_condor_SEC_DEFAULT_AUTHENTICATION_METHODS',
       ].sort(),
     );
     expect(text).toContain('ENV CONDOR_CONFIG=/etc/condor/test_config');
+    // the owner's token, and no other method: a facility's SEC_CLIENT_AUTHENTICATION_METHODS would win over DEFAULT
+    expect(text).toContain(`ENV _condor_SCITOKENS_FILE=${join(data, 'clusters', 'c2', 'bearer-token')}`);
+    expect(text).toContain('ENV _condor_SEC_CLIENT_AUTHENTICATION_METHODS=SCITOKENS');
+    expect(text).toContain('ENV _condor_SEC_DEFAULT_AUTHENTICATION_METHODS=SCITOKENS');
+    expect(text).toContain('ENV _condor_SCHEDD_HOST=schedd.example.org');
+    expect(text).toContain('ENV _condor_COLLECTOR_HOST=cm.example.org');
+    // the description went on stdin; the jobs write in the cluster's jobs/ directory, not next to its keys
+    expect(text).toContain('ARGV condor_submit -terse -');
+    expect(readFileSync(join(dir, 'submitted'), 'utf8')).toContain(`initialdir = ${join(data, 'clusters', 'c2', 'jobs')}\n`);
   });
 
   it('the runner passes nothing of the gateway environment but PATH, LANG and CONDOR_CONFIG', () => {

@@ -43,6 +43,7 @@ import { assertGatewayPath, gatewayUid, handFileTo, handTreeTo, makeTraversable,
 import { stepBaseEnv, type LocalBackend } from '../local/local-backend.js';
 import { JOB_ATTRIBUTES, jobHosts, jobId, jobState, parseJobAds, parseTerseSubmit, type JobAd } from './condor-output.js';
 import { classAdString, schedulerSubmitDescription, stepSubmitDescription, workerSubmitDescription, type PoolSettings } from './submit-description.js';
+import { explainRefusal, noTokenError, readTokenClaims } from './scitokens.js';
 import { AppError, errorMessage } from '../../errors.js';
 
 /**
@@ -134,6 +135,8 @@ export class HTCondorBackend implements Backend {
   private readonly self: UserAccount;
   private readonly dataDir: string;
   private readonly workspaceRoot: string;
+  /** Token files the broker is writing (writeBearerToken): a submission with one waits for it. */
+  private readonly tokenWrites = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: HTCondorBackendOptions) {
     const problem = sharedAccountProblem(opts.config, opts.singleUser ?? false);
@@ -154,7 +157,29 @@ export class HTCondorBackend implements Backend {
 
   /** condor_submit of a description (on stdin) as the account. */
   private submit(description: string, account: UserAccount, tokenFile: string | null) {
-    return this.runner.run(['condor_submit', '-terse', '-'], { as: account, env: this.authEnv(tokenFile), input: description });
+    return this.withToken(tokenFile, account, 'submit jobs', (env) =>
+      this.runner.run(['condor_submit', '-terse', '-'], { as: account, env, input: description }),
+    );
+  }
+
+  /**
+   * Runs a condor command that acts for the owner (submit, remove) with the authentication
+   * environment. With SciTokens the owner's token file must be there (the condor tools would
+   * otherwise look for some token elsewhere: never a token the gateway did not choose), and a
+   * refusal of the schedd becomes a message that says why and what to do.
+   */
+  private async withToken<T>(tokenFile: string | null, account: UserAccount, action: string, run: (env: Record<string, string>) => Promise<T>): Promise<T> {
+    if (this.opts.config.auth_method !== 'scitokens') return run(this.authEnv(tokenFile));
+    if (!tokenFile) throw noTokenError(action);
+    // A new cluster's first token is being written alongside its scheduler's start.
+    await this.tokenWrites.get(tokenFile)?.catch(() => undefined);
+    const claims = await readTokenClaims(tokenFile);
+    if (!claims) throw noTokenError(action);
+    try {
+      return await run(this.authEnv(tokenFile));
+    } catch (err) {
+      throw explainRefusal(err, claims, account.name, action);
+    }
   }
 
   /** Submits a description that queues `count` procs (of `what`): their job ids in order, or an error when the schedd queued another number. */
@@ -273,6 +298,7 @@ export class HTCondorBackend implements Backend {
       memoryGiB: first.memory,
       ...this.poolSettings(),
     });
+    // (no token is handed to workflow steps yet: with SciTokens, their submission is refused, saying so)
     const ids = await this.submitQueue(description, account, null, batch.length, 'steps');
     this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
     return batch.map((p, i): JobHandle => ({
@@ -353,11 +379,19 @@ export class HTCondorBackend implements Backend {
     return addressesOnHosts(reported, hosts, `HTCondor job ${h.job}`);
   }
 
-  /** Environment of condor_submit / condor_rm for a cluster owner's jobs (over the runner's minimal one). */
+  /**
+   * Environment of condor_submit / condor_rm for a cluster owner's jobs (over the runner's minimal
+   * one). The method is the client's only one: a facility's SEC_CLIENT_AUTHENTICATION_METHODS would
+   * otherwise win over SEC_DEFAULT_AUTHENTICATION_METHODS, and the tools could authenticate as the
+   * account they run as (FS, IDTOKENS of the gateway) instead of with the owner's token.
+   */
   private authEnv(bearerTokenFile: string | null): Record<string, string> {
     const method = this.opts.config.auth_method;
     if (method === 'default') return {};
-    const env: Record<string, string> = { _condor_SEC_DEFAULT_AUTHENTICATION_METHODS: method.toUpperCase() };
+    const env: Record<string, string> = {
+      _condor_SEC_DEFAULT_AUTHENTICATION_METHODS: method.toUpperCase(),
+      _condor_SEC_CLIENT_AUTHENTICATION_METHODS: method.toUpperCase(),
+    };
     if (method === 'scitokens' && bearerTokenFile) env._condor_SCITOKENS_FILE = bearerTokenFile;
     return env;
   }
@@ -460,7 +494,19 @@ export class HTCondorBackend implements Backend {
   }
 
   /** Replaces the owner's token file, readable by the jobs' account at once (never written through a link). */
-  async writeBearerToken(c: ClusterRecord, token: string): Promise<void> {
+  writeBearerToken(c: ClusterRecord, token: string): Promise<void> {
+    // Submissions with this file wait for the write (SciTokens: the first one is the scheduler's).
+    const file = clusterFiles(c).bearerToken;
+    const writing = this.replaceBearerToken(c, token);
+    this.tokenWrites.set(file, writing);
+    const forget = () => {
+      if (this.tokenWrites.get(file) === writing) this.tokenWrites.delete(file);
+    };
+    writing.then(forget, forget);
+    return writing;
+  }
+
+  private async replaceBearerToken(c: ClusterRecord, token: string): Promise<void> {
     if (this.filesAreLocal() && this.opts.local.writeBearerToken) return this.opts.local.writeBearerToken(c, token);
     const account = await this.account(c.username);
     const files = clusterFiles(c);
@@ -502,7 +548,7 @@ export class HTCondorBackend implements Backend {
         const ids = [...new Set(group.map((g) => g.item.job))];
         try {
           const account = await this.account(owner ?? undefined);
-          await this.runner.run(['condor_rm', ...ids], { as: account, env: this.authEnv(token ?? null) });
+          await this.withToken(token ?? null, account, 'remove jobs', (env) => this.runner.run(['condor_rm', ...ids], { as: account, env }));
         } catch (err) {
           // Jobs that already left the queue make condor_rm complain; that is what we wanted.
           if (!/not found|Couldn't find|no jobs/i.test(errorMessage(err))) failures.push(err);
