@@ -172,6 +172,33 @@ export function openDirConfined(root: string, dir: string): Promise<FileHandle |
 /** The path through which the entry `name` of the directory open as `dir` is reached (openat). */
 export const entryAt = at;
 
+/**
+ * Whether the names `parts` lead from the directory open as `dir` to a directory or to a regular
+ * file with one link, walked one component at a time without following any link (a FIFO is opened
+ * without waiting for a writer, and is not a file). Each descriptor opened is taken from
+ * `budget.opens`, for callers that look up many names (they check it before each).
+ */
+export async function existsBelow(dir: FileHandle, parts: string[], budget: { opens: number }): Promise<boolean> {
+  if (parts.some((p) => p === '' || p === '.' || p === '..' || p.includes('/') || p.includes('\0'))) return false;
+  let fh: FileHandle | null = null; // what the walk opened last (dir is the caller's)
+  try {
+    for (const [i, part] of parts.entries()) {
+      budget.opens--;
+      const flags = i === parts.length - 1 ? fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY : DIR_FLAGS;
+      const next: FileHandle | null = await open(at(fh ?? dir, part), flags).catch(() => null);
+      const done = fh;
+      fh = next;
+      await done?.close();
+      if (!fh) return false;
+    }
+    if (!fh) return true;
+    const st = await fh.stat();
+    return st.isDirectory() || (st.isFile() && st.nlink === 1);
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
 /** Makes `dir` (below `root`, parents too) without making anything through a link. */
 export async function mkdirConfined(root: string, dir: string): Promise<void> {
   const fh = await openDirBelow(root, dir, true);

@@ -24,8 +24,15 @@ export interface GlobBudget {
   entries: number;
 }
 
-/** The shared budget of several globs ran out: no single pattern is at fault, their number is. */
-export class GlobBudgetError extends GlobError {}
+/** The shared budget of several globs ran out at `pattern`: no single pattern is at fault, their number is. */
+export class GlobBudgetError extends GlobError {
+  constructor(
+    readonly pattern: string,
+    readonly spent: keyof GlobBudget,
+  ) {
+    super(`the glob ${pattern} went past the ${spent === 'steps' ? 'match steps' : 'directory entries'} it shares with other globs`);
+  }
+}
 
 /** Directory entries a glob may look at, files it may return, directories deep it may go. */
 const MAX_ENTRIES = 100_000;
@@ -247,8 +254,7 @@ export async function globConfined(root: string, workdir: string, pattern: strin
   const list = async (dir: FileHandle): Promise<Dirent[]> => {
     const entries = await readdir(`/proc/self/fd/${dir.fd}`, { withFileTypes: true });
     if ((seen += entries.length) > entryCap) {
-      if (entryCap < MAX_ENTRIES)
-        throw new GlobBudgetError(`the glob ${pattern} looked at more directory entries than its patterns may together (${shared!.entries.toLocaleString('en')} left)`);
+      if (entryCap < MAX_ENTRIES) throw new GlobBudgetError(pattern, 'entries');
       throw new GlobError(`the glob ${pattern} looked at more than ${MAX_ENTRIES.toLocaleString('en')} entries of the step's directory`);
     }
     return entries;
@@ -345,8 +351,7 @@ export async function globConfined(root: string, workdir: string, pattern: strin
   try {
     await walk(top, [], 0);
   } catch (err) {
-    if (err instanceof GlobPatternError && budget.steps < 0 && stepCap < MAX_STEPS)
-      throw new GlobBudgetError(`the glob ${pattern} took more match steps than its patterns may together (${shared!.steps.toLocaleString('en')} left)`);
+    if (err instanceof GlobPatternError && budget.steps < 0 && stepCap < MAX_STEPS) throw new GlobBudgetError(pattern, 'steps');
     throw err;
   } finally {
     await top.close();

@@ -8,22 +8,27 @@
 // 0755 and files 0644 inside a workspace only the owner's account passes, so the owner's steps read
 // it and nobody writes it. The directories an init searches may also be earlier steps' (the user's),
 // so every lookup walks by descriptor and never follows a link (files/no-follow.ts).
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, posix, relative, resolve } from 'node:path';
 import type { Subinits, WorkflowBundle } from '@af-gateway/schemas';
 import { AppError } from '../errors.js';
-import { openConfined, openDirConfined } from '../files/no-follow.js';
+import { existsBelow, openConfined, openDirConfined } from '../files/no-follow.js';
 import { setOwn, type NodeRecord, type RunDataDirs, type RunRecord } from './model.js';
-import { confinePattern, GlobBudgetError, GlobError, globConfined, GlobPatternError, type GlobBudget } from './publisher-globs.js';
+import { confinePattern, GlobBudgetError, GlobError, globConfined, GlobPatternError } from './publisher-globs.js';
 import { STEP_DIR } from './step-files.js';
 import { INIT_STAGE } from './workflow-loader.js';
 
 /** Decoded bytes the files of one run may hold together; bigger inputs belong in storage. */
 export const MAX_DATA_BYTES = 8 * 1024 * 1024;
 /** Levels of subinits (a subworkflow's subworkflows…). */
-const MAX_SUBINIT_DEPTH = 16;
+export const MAX_SUBINIT_DEPTH = 16;
 /** Directories deep a data file may be. */
 const MAX_DATA_DEPTH = 32;
+/**
+ * Directories the files may make together: a 70 KB submission of 1,000 files each 31 new directories
+ * deep made 31,000 of them (6 s of the gateway's file work, then as many to remove).
+ */
+const MAX_DATA_DIRS = 1_000;
 
 /** Names one stage's inits may look up (every string of their parameters), and patterns among them they may glob. */
 export const MAX_INIT_LOOKUPS = 20_000;
@@ -35,11 +40,14 @@ export const MAX_INIT_GLOBS = 1_000;
  */
 export const MAX_INIT_ENTRIES = 1_000_000;
 export const MAX_INIT_STEPS = 40_000_000;
+/** Files and directories those lookups may open together (each name is walked a component at a time): 20,000 names 2.5 deep. */
+export const MAX_INIT_OPENS = 50_000;
 
 /** What one stage's inits (or the workflow's init) may spend on lookups together; steps and entries are filled in on first use. */
 export interface InitBudget {
   lookups: number;
   globs: number;
+  opens?: number;
   steps?: number;
   entries?: number;
 }
@@ -91,11 +99,19 @@ export function dataDirs(data: RunData): RunDataDirs {
 export async function keepDataFiles(workspace: string, data: RunData): Promise<{ files: number; bytes: number }> {
   const root = dataRoot(workspace);
   const decoded: [string, Buffer][] = [];
+  const made = new Set<string>();
   let bytes = 0;
   for (const [name, content] of Object.entries(data.files)) {
     const rel = insideData(name);
     if (!rel || rel === '.')
       throw new AppError(422, 'invalid_data', `data.files: ${JSON.stringify(name.slice(0, 200))} is not a relative path inside the run's data`);
+    for (let d = posix.dirname(rel); d !== '.' && !made.has(d); d = posix.dirname(d)) made.add(d);
+    if (made.size > MAX_DATA_DIRS)
+      throw new AppError(
+        422,
+        'invalid_data',
+        `data.files: their paths make more than ${MAX_DATA_DIRS.toLocaleString('en')} directories; keep the files in fewer`,
+      );
     const buf = typeof content === 'string' ? Buffer.from(content, 'utf8') : Buffer.from(content.base64, 'base64');
     if ((bytes += buf.length) > MAX_DATA_BYTES) {
       throw new AppError(
@@ -107,13 +123,12 @@ export async function keepDataFiles(workspace: string, data: RunData): Promise<{
     decoded.push([rel, buf]);
   }
   // (modes set explicitly: the gateway's umask may be stricter, and the owner's steps must read these)
-  const dirs = new Set<string>([join(workspace, STEP_DIR), root]);
+  const dirs = [join(workspace, STEP_DIR), root, ...[...made].map((d) => join(root, d))];
   await mkdir(root, { recursive: true, mode: 0o755 });
   for (const [rel, buf] of decoded) {
     const target = join(root, rel);
     try {
       await mkdir(dirname(target), { recursive: true, mode: 0o755 });
-      for (let d = dirname(target); d !== root; d = dirname(d)) dirs.add(d);
       await writeFile(target, buf, { mode: 0o644, flag: 'wx' });
       await chmod(target, 0o644);
     } catch (err) {
@@ -177,27 +192,43 @@ export async function existsConfined(root: string, path: string): Promise<boolea
   return !!fh;
 }
 
+/** What one lookup searches: the trusted root, the directory, that directory once opened (null when it is not there) and the shared budget. */
+interface Search {
+  root: string;
+  dir: string;
+  top?: Promise<FileHandle | null>;
+  budget: Required<InitBudget>;
+}
+
 /**
- * A string naming a file, as packtivity's publishers read it in `dir`: with `relative` a relative
- * string is taken in `dir`; the path of an existing file or directory (tryExact), else with `glob`
- * its matches when there are any, else the string as it was. Only `dir` is searched: a string
- * leaving it (.., an absolute path elsewhere) stays as it was.
+ * A relative string naming a file, as packtivity's publishers read it in `dir` (relative, tryExact,
+ * glob): the path of an existing file or directory there, else with `glob` its matches when there are
+ * any, else the string as it was. Only `dir` is searched: a string leaving it (..) stays as it was,
+ * and so does one no data file could be (a NUL, deeper than MAX_DATA_DEPTH).
  */
-export async function findInDir(
-  root: string,
-  dir: string,
-  v: string,
-  opts: { relative: boolean; tryExact: boolean; glob: boolean },
-  budget?: GlobBudget,
-): Promise<string | string[]> {
-  const search = opts.relative && !isAbsolute(v) ? join(dir, v) : v;
-  const rel = relative(dir, resolve(dir, search));
-  if (rel.startsWith('..') || isAbsolute(rel)) return v;
-  if (opts.tryExact && (await existsConfined(root, resolve(dir, search)))) return search;
-  if (opts.glob && /[*?[{]/.test(v)) {
+async function findInDir(s: Search, v: string, glob: boolean): Promise<string | string[]> {
+  const search = join(s.dir, v);
+  const rel = relative(s.dir, resolve(s.dir, search));
+  // ('..x' is a name in dir; only '..' itself climbs)
+  if (rel === '..' || rel.startsWith('../') || isAbsolute(rel)) return v;
+  const parts = rel === '' ? [] : rel.split('/');
+  if (v.includes('\0') || parts.length > MAX_DATA_DEPTH) return v;
+  // a directory that is not there, or has a link on its way, holds nothing to find by name
+  const top = await (s.top ??= openDirConfined(s.root, s.dir).catch(() => null));
+  if (top) {
+    // Each name is walked from the directory's descriptor, one open per component: 450 names 1,000
+    // directories deep (mallory's step made the tree) kept the gateway opening for 90 s, as 20,000
+    // one-word strings did for 15 s when each walked from the workspace, twice.
+    if (s.budget.opens <= 0)
+      throw new GlobError(
+        `its init would open more than ${MAX_INIT_OPENS.toLocaleString('en')} files and directories looking up names in its data; pass fewer names`,
+      );
+    if (await existsBelow(top, parts, s.budget)) return search;
+  }
+  if (glob && /[*?[{]/.test(v)) {
     let matches: string[] = [];
     try {
-      matches = await globConfined(root, dir, confinePattern(resolve(dir, search), dir), budget);
+      matches = await globConfined(s.root, s.dir, confinePattern(resolve(s.dir, search), s.dir), s.budget);
     } catch (err) {
       // a string too long or too intricate for a pattern names nothing (a sentence is a parameter too); a link met, or a search too large, says so
       if (!(err instanceof GlobPatternError)) throw err;
@@ -222,8 +253,11 @@ export async function resolveInitValues(
 ): Promise<Record<string, unknown>> {
   if (dirs.length !== 1 || !opts.relative) return values;
   const dir = dirs[0]!;
-  // (the patterns' steps and entries are shared by every init of the stage, as lookups and globs are)
-  const globs: GlobBudget = { steps: (budget.steps ??= MAX_INIT_STEPS), entries: (budget.entries ??= MAX_INIT_ENTRIES) };
+  // (opens, steps and entries are shared by every init of the stage, as lookups and globs are)
+  budget.opens ??= MAX_INIT_OPENS;
+  budget.steps ??= MAX_INIT_STEPS;
+  budget.entries ??= MAX_INIT_ENTRIES;
+  const s: Search = { root, dir, budget: budget as Required<InitBudget> };
   const leaf = async (v: unknown): Promise<unknown> => {
     if (Array.isArray(v)) {
       const out: unknown[] = [];
@@ -242,16 +276,21 @@ export async function resolveInitValues(
     if (glob && --budget.globs < 0)
       throw new GlobError(`its init would match more than ${MAX_INIT_GLOBS.toLocaleString('en')} patterns in its data; pass fewer patterns`);
     try {
-      return await findInDir(root, dir, v, { relative: true, tryExact: true, glob: opts.discover }, globs);
+      return await findInDir(s, v, opts.discover);
     } catch (err) {
-      if (err instanceof GlobBudgetError)
-        throw new GlobError(
-          `its patterns would look at more than ${MAX_INIT_ENTRIES.toLocaleString('en')} directory entries or take more than ${MAX_INIT_STEPS.toLocaleString('en')} match steps together (${err.message}); pass fewer or simpler patterns`,
-        );
+      if (err instanceof GlobBudgetError) {
+        const bound =
+          err.spent === 'steps'
+            ? `take more than ${MAX_INIT_STEPS.toLocaleString('en')} match steps`
+            : `look at more than ${MAX_INIT_ENTRIES.toLocaleString('en')} directory entries`;
+        throw new GlobError(`its patterns would ${bound} together (at ${err.pattern.slice(0, 200)}); pass fewer or simpler patterns`);
+      }
       throw err;
-    } finally {
-      [budget.steps, budget.entries] = [globs.steps, globs.entries];
     }
   };
-  return (await leaf(values)) as Record<string, unknown>;
+  try {
+    return (await leaf(values)) as Record<string, unknown>;
+  } finally {
+    await (await s.top)?.close();
+  }
 }
