@@ -60,14 +60,16 @@ def wait_http(url, proc, log, ok=lambda r: True, timeout=60):
     raise TimeoutError(f"{url} was not ready within {timeout} s:\n{Path(log).read_text()[-3000:]}")
 
 
-def start_gateway(directory, config):
-    """Starts `af-gateway-server serve` with this config (a dict); returns (process, url, log path)."""
+def start_gateway(directory, config, env=None):
+    """Starts `af-gateway-server serve` with this config (a dict); returns (process, url, log path).
+    `env`: variables added to the test's environment for the gateway (e.g. NODE_EXTRA_CA_CERTS)."""
     directory = Path(directory)
     (directory / "config.json").write_text(json.dumps(config))
     log = directory / "gateway.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(["node", str(CLI), "serve", "--config", str(directory / "config.json")],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, **env) if env else None)
     url = "http://" + config["listen"]
     try:
         wait_http(url + "/api/health", proc, log)

@@ -1,0 +1,407 @@
+"""The HTCondor backend's `auth_method: scitokens` against a real schedd: condor_submit and condor_rm
+authenticate with the cluster owner's own access token, and the schedd maps the token's issuer and
+subject to the owner's account.
+
+The pieces are all real: the test OpenID provider over HTTPS (the test CA of scripts/test-ca.sh),
+the HTCondor pool of scripts/htcondor-pool.sh in its SciTokens mode (its schedd takes submissions,
+removals and holds ONLY with a token of that issuer, fetches the issuer's keys over HTTPS, and maps
+`SCITOKENS /^<issuer>,alice$/ af-alice@localhost` and so on for each test account), and the gateway
+with OIDC authentication against the same issuer (NODE_EXTRA_CA_CERTS: the test CA). The gateway
+runs every condor tool as root in the pool's root (command_prefix without {account}, {uid} or
+{gid}), so the only thing that can make a job alice's is her token.
+
+Tokens that can submit carry condor:/WRITE or the three WLCG scopes compute.create, compute.modify
+and compute.cancel together (scitokens-cpp's rule). The test provider's token endpoint grants only
+compute.create and compute.read, so the tokens that must submit are signed by the provider itself
+(its stdin `sign`, with its current key); one from its token endpoint is the under-scoped case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from af_e2e_support import REPO, free_port, start_gateway, start_provider, stop
+from conftest import IS_PEER, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no HTCondor backend"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the test pool and the test accounts need root"),
+    pytest.mark.timeout(300),
+]
+
+POOL_SCRIPT = REPO / "scripts" / "htcondor-pool.sh"
+ACCOUNTS_SCRIPT = REPO / "scripts" / "test-accounts.sh"
+CA_SCRIPT = REPO / "scripts" / "test-ca.sh"
+WLCG_ANY = "https://wlcg.cern.ch/jwt/v1/any"
+# what a token needs to submit and remove jobs (compute.read alone is condor:/READ)
+WRITE_SCOPES = "compute.read compute.create compute.modify compute.cancel"
+JOB_ATTRS = "ClusterId,ProcId,JobStatus,Owner,AfGatewayCluster,AfGatewayWorker,AuthTokenSubject,AuthTokenIssuer,AuthTokenId,AuthTokenScopes"
+
+
+class Issuer:
+    """The test OpenID provider over HTTPS, run directly: it signs given claims on a stdin line."""
+
+    def __init__(self, directory: Path, ca_dir: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = ca_dir / "ca.pem"
+        self.proc, info = start_provider(directory, env={
+            "OIDC_TLS_CERT": str(ca_dir / "server.pem"), "OIDC_TLS_KEY": str(ca_dir / "server.key"), "OIDC_TLS_CA": str(self.ca)})
+        self.url = info["issuer"]
+        self.audience = info["audience"]
+        self.clients = info["clients"]
+        assert self.url.startswith("https://127.0.0.1:"), self.url
+
+    def sign(self, sub: str, scope: str = WRITE_SCOPES, lifetime: int = 900, **claims) -> tuple[str, str]:
+        """A token of this issuer for `sub` (audiences: the gateway's and WLCG's any); returns (token, jti)."""
+        now = int(time.time())
+        jti = str(uuid.uuid4())
+        body = {"iss": self.url, "sub": sub, "aud": [self.audience, WLCG_ANY], "iat": now - 5, "exp": now + lifetime,
+                "scope": scope, "wlcg.ver": "1.0", "wlcg.groups": ["/af/users"], "jti": jti, **claims}
+        self.proc.stdin.write(json.dumps({"sign": body}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline() or '{"error": "the provider exited"}')
+        assert "token" in reply, reply
+        return reply["token"], jti
+
+    def endpoint_token(self, client: str, scope: str) -> str:
+        """What a client gets from the token endpoint (client credentials) for WLCG's any audience."""
+        r = requests.post(self.url + "/token", auth=(client, self.clients[client]), verify=str(self.ca), timeout=10,
+                          data={"grant_type": "client_credentials", "scope": scope, "resource": WLCG_ANY})
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    def close(self):
+        stop(self.proc)
+
+
+class Pool:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        facts = json.loads((run_dir / "pool.json").read_text())
+        self.facts = facts
+        self.cmd = facts["CONDOR_CMD_JSON"]  # as afcondor, FS (READ): the tests' own queries
+        self.root = facts["CONDOR_ROOT"]
+        self.config = facts["CONDOR_CONFIG"]
+        self.sci = facts["SCITOKENS"]
+        self.accounts = {a["name"]: a for a in facts["ACCOUNTS"]}
+        self.log_dir = Path(self.config).parent / "log"
+
+    def run(self, *args: str) -> str:
+        return subprocess.run([*self.cmd, *args], check=True, capture_output=True, text=True, timeout=60).stdout
+
+    def jobs(self, constraint: str) -> list[dict]:
+        text = self.run("condor_q", "-allusers", "-json", "-constraint", constraint, "-attributes", JOB_ATTRS)
+        return json.loads(text) if text.strip() else []
+
+    def with_token(self, token_file: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """A condor tool as root in the pool's root (the gateway's way), authenticating with the token in token_file."""
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "CONDOR_CONFIG": self.config,
+               **self.sci["client_env"], "_condor_SCITOKENS_FILE": str(token_file)}
+        return subprocess.run(["chroot", self.root, *args], env=env, capture_output=True, text=True, timeout=60, input=input)
+
+    def as_account(self, account: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """A condor tool as the account itself, with the pool's own client methods (FS), no token."""
+        a = self.accounts[account]
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "CONDOR_CONFIG": self.config}
+        return subprocess.run(["chroot", f"--userspec={a['uid']}:{a['gid']}", self.root, *args], env=env,
+                              capture_output=True, text=True, timeout=60, input=input)
+
+    def audit(self) -> dict[str, dict]:
+        """The schedd's audit log: for each job it accepted (ClusterId.ProcId), how its submitter authenticated."""
+        by_cid: dict[str, dict] = {}
+        jobs: dict[str, dict] = {}
+        for line in (self.log_dir / "AuditLog").read_text().splitlines():
+            m = re.search(r"\(cid:(\d+)\) (.*)$", line)
+            if not m:
+                continue
+            cid, text = m.groups()
+            if a := re.match(r"AuthMethod=(\S+), AuthId=(\S+), CondorId=(\S+)$", text):
+                by_cid[cid] = {"method": a[1], "auth_id": a[2].rstrip(","), "condor_id": a[3]}
+            elif j := re.match(r"Submitting new job (\d+\.\d+)$", text):
+                jobs[j[1]] = by_cid.get(cid, {})
+        return jobs
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.iterdir()) if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def accounts_file():
+    return subprocess.run(["bash", str(ACCOUNTS_SCRIPT), "ensure"], check=True, capture_output=True, text=True,
+                          timeout=300).stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def ca_dir():
+    return Path(subprocess.run(["bash", str(CA_SCRIPT), "ensure"], check=True, capture_output=True, text=True,
+                               timeout=120).stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def run_dir():
+    d = Path(tempfile.mkdtemp(prefix="af-htcondor-sci-"))
+    d.chmod(0o755)  # the jobs pass through it to their cluster files
+    try:
+        yield d
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(d)], timeout=60)
+
+
+@pytest.fixture(scope="module")
+def issuer(run_dir, ca_dir):
+    i = Issuer(run_dir / "issuer", ca_dir)
+    yield i
+    i.close()
+
+
+@pytest.fixture(scope="module")
+def pool(run_dir, issuer, accounts_file, ca_dir):
+    env = dict(os.environ, AF_HTCONDOR_ACCOUNTS=accounts_file, HTCONDOR_SCITOKENS_ISSUER=issuer.url,
+               HTCONDOR_SCITOKENS_CA=str(ca_dir / "ca.pem"))
+    subprocess.run(["bash", str(POOL_SCRIPT), "start", str(run_dir)], check=True, timeout=300, env=env)
+    try:
+        yield Pool(run_dir)
+    finally:
+        subprocess.run(["bash", str(POOL_SCRIPT), "stop", str(run_dir)], timeout=120)
+
+
+class Gw:
+    """A gateway of this module: its own directory under the run dir, stopped by the module."""
+
+    def __init__(self, pool: Pool, name: str, auth: dict, ca: Path):
+        self.dir = pool.run_dir / name
+        self.dir.mkdir()
+        self.dir.chmod(0o711)  # the jobs pass through to the data dir; nothing here is theirs to list
+        self.port = free_port()
+        self.data = self.dir / "data"
+        config = {
+            "listen": f"127.0.0.1:{self.port}",
+            "data_dir": str(self.data),
+            "log_level": "debug",
+            "accounts": {"name_template": "af-{user}"},  # alice's jobs must be af-alice's
+            "auth": auth,
+            "backend": {"type": "htcondor", "htcondor": {
+                "auth_method": "scitokens",
+                # every condor tool as root in the pool's root: no per-user account on the gateway's side
+                "command_prefix": ["chroot", pool.root],
+                "environment": {"CONDOR_CONFIG": pool.config},
+                "poll_period": 1,
+                "request_disk": "100MB",
+            }},
+            "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 30,
+                        "stop_on_shutdown": True},
+        }
+        self.proc, self.url, self.log = start_gateway(self.dir, config, env={"NODE_EXTRA_CA_CERTS": str(ca / "ca.pem")})
+
+    def gateway(self, token: str):
+        from dask_gateway import Gateway
+        from af_gateway_client import BearerTokenAuth
+        return Gateway(self.url, proxy_address=f"gateway://127.0.0.1:{self.port}", auth=BearerTokenAuth(token))
+
+    def cluster_info(self, name: str, headers: dict) -> dict:
+        return requests.get(f"{self.url}/api/af/clusters/{name}", headers=headers, timeout=10).json()
+
+    def failed_cluster(self, name: str, headers: dict) -> dict:
+        """Waits for the cluster to fail; returns its record (the message says why)."""
+        return wait_until(lambda: (lambda c: c if c.get("status") == "FAILED" else None)(self.cluster_info(name, headers)), 60,
+                          lambda: f"cluster {name} failed; now {self.cluster_info(name, headers)}; log: {self.log.read_text()[-3000:]}")
+
+    def close(self):
+        stop(self.proc)
+
+
+def oidc_auth(issuer: Issuer) -> dict:
+    return {"type": "oidc", "oidc": {"issuer": issuer.url, "audience": [issuer.audience, WLCG_ANY], "required_scopes": ["compute.create"]}}
+
+
+@pytest.fixture(scope="module")
+def gw(pool, issuer, ca_dir):
+    g = Gw(pool, "gw", oidc_auth(issuer), ca_dir)
+    yield g
+    g.close()
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": "Bearer " + token}
+
+
+def _task_functions():
+    """(Nested, so that cloudpickle sends them by value: the workers cannot import this module.)"""
+    def whoami() -> str:
+        import os as _os
+        import pwd
+        return pwd.getpwuid(_os.getuid()).pw_name
+    return whoami
+
+
+_whoami = _task_functions()
+
+
+def _wait_gone(pool: Pool, cluster: str, gw: Gw) -> None:
+    mine = f'AfGatewayCluster == "{cluster}"'
+    wait_until(lambda: not pool.jobs(mine), 60, lambda: f"an empty queue after shutdown: {pool.jobs(mine)}; log: {gw.log.read_text()[-3000:]}")
+
+
+def test_the_issuers_ca_is_trusted_in_this_runs_root_only(pool, ca_dir):
+    body = "".join(line for line in (ca_dir / "ca.pem").read_text().splitlines() if line and not line.startswith("-----"))
+    flat = lambda p: Path(p).read_text().replace("\n", "")  # noqa: E731
+    cached = subprocess.run(["bash", str(POOL_SCRIPT), "ensure"], check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    assert body in flat(pool.root + "/etc/ssl/certs/ca-certificates.crt")
+    assert body not in flat(cached + "/etc/ssl/certs/ca-certificates.crt")
+    assert body not in flat("/etc/ssl/certs/ca-certificates.crt")
+    # the key cache is this run's
+    assert Path(pool.run("condor_config_val", "SEC_SCITOKENS_CACHE").strip()).is_relative_to(pool.run_dir)
+
+
+def test_alices_workers_are_jobs_of_her_account_submitted_with_her_token(pool, issuer, gw):
+    token, jti = issuer.sign("alice")
+    cluster = gw.gateway(token).new_cluster()
+    mine = f'AfGatewayCluster == "{cluster.name}"'
+    try:
+        cluster.scale(2)
+        workers = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(
+            [j for j in pool.jobs(mine) if j["AfGatewayWorker"] != "scheduler" and j["JobStatus"] == 2]), 120,
+            lambda: f"2 running worker jobs; queue: {pool.jobs(mine)}; log: {gw.log.read_text()[-3000:]}")
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=120)
+        assert client.submit(sum, range(10)).result(timeout=60) == 45
+        assert set(client.run(_whoami).values()) == {"af-alice"}
+        assert client.run_on_scheduler(_whoami) == "af-alice"
+
+        # Every job of the cluster (scheduler and workers) is af-alice's, and carries what the schedd
+        # took from the token it was submitted with: her subject, the issuer, this very token's id.
+        jobs = pool.jobs(mine)
+        print("condor_q of alice's cluster:\n" + pool.run("condor_q", "-allusers", "-constraint", mine, "-af:h", "ClusterId", "ProcId",
+                                                           "Owner", "AuthTokenSubject", "AuthTokenIssuer", "AfGatewayWorker"))
+        assert len(jobs) == 3
+        assert {(j["Owner"], j["AuthTokenSubject"], j["AuthTokenIssuer"], j["AuthTokenId"]) for j in jobs} == {("af-alice", "alice", issuer.url, jti)}
+        assert set(jobs[0]["AuthTokenScopes"].split(",")) == set(WRITE_SCOPES.split())
+        # The schedd's audit log: each submission authenticated by SCITOKENS as alice, mapped to af-alice.
+        audit = pool.audit()
+        for j in jobs:
+            assert audit[f"{j['ClusterId']}.{j['ProcId']}"] == {"method": "SCITOKENS", "auth_id": f"{issuer.url},alice",
+                                                               "condor_id": "af-alice@localhost"}
+        client.close()
+    finally:
+        cluster.shutdown()
+    _wait_gone(pool, cluster.name, gw)  # condor_rm with her token
+    # The token itself is in no log of the schedd's or the gateway's, nor in any job ad.
+    signature = token.rsplit(".", 1)[1]
+    assert signature not in pool.logs()
+    assert signature not in gw.log.read_text()
+    assert signature not in pool.run("condor_history", "-l", "-constraint", mine)
+
+
+def test_without_a_token_the_schedd_takes_no_job_even_from_the_account_itself(pool):
+    # af-alice herself, authenticated by FS (the pool's default client method): refused.
+    out = pool.as_account("af-alice", "condor_submit", "-terse", "-", input="executable = /bin/true\nqueue\n")
+    assert out.returncode != 0
+    assert "Failed to authenticate" in out.stderr, out.stderr
+
+
+def test_another_users_token_cannot_act_on_alices_jobs(pool, issuer, gw):
+    alice_token, _ = issuer.sign("alice")
+    bob_token, _ = issuer.sign("bob")
+    tokens = pool.run_dir / "tokens"
+    tokens.mkdir(mode=0o700, exist_ok=True)
+    (tokens / "bob").write_text(bob_token)
+    cluster = gw.gateway(alice_token).new_cluster()
+    try:
+        cluster.scale(1)
+        job = wait_until(lambda: next((j for j in pool.jobs(f'AfGatewayCluster == "{cluster.name}"') if j["AfGatewayWorker"] != "scheduler"
+                                       and j["JobStatus"] == 2), None), 120, "alice's running worker job")
+        jid = f"{job['ClusterId']}.{job['ProcId']}"
+        # bob, with his own valid token (mapped to af-bob), against alice's job: the schedd refuses
+        for tool, words in (("condor_rm", "Permission denied to remove job"), ("condor_hold", "Permission denied to hold job")):
+            out = pool.with_token(tokens / "bob", tool, jid)
+            assert out.returncode != 0 and words in out.stdout + out.stderr, (tool, out.stdout, out.stderr)
+        out = pool.with_token(tokens / "bob", "condor_qedit", jid, "AfGatewayOwner", '"bob"')
+        assert out.returncode != 0, out.stdout
+        assert [(j["JobStatus"], j["Owner"]) for j in pool.jobs(f"ClusterId == {job['ClusterId']}")] == [(2, "af-alice")]
+        # nor through the gateway (alice's cluster is not his to see)
+        r = requests.delete(f"{gw.url}/api/v1/clusters/{cluster.name}", headers=bearer(bob_token), timeout=10)
+        assert r.status_code in (403, 404), r.text
+        # The control: the same token submits and removes bob's own job (it is af-bob's).
+        out = pool.with_token(tokens / "bob", "condor_submit", "-terse", "-",
+                              input="executable = /bin/sleep\narguments = 300\nrequest_memory = 64\n+AfTest = \"bob\"\nqueue\n")
+        assert out.returncode == 0, out.stderr
+        [bob_job] = pool.jobs('AfTest == "bob"')
+        assert (bob_job["Owner"], bob_job["AuthTokenSubject"]) == ("af-bob", "bob")
+        out = pool.with_token(tokens / "bob", "condor_rm", f"{bob_job['ClusterId']}.{bob_job['ProcId']}")
+        assert out.returncode == 0, out.stderr
+        assert pool.jobs('AfTest == "bob"') == [] or all(j["JobStatus"] == 3 for j in pool.jobs('AfTest == "bob"'))
+    finally:
+        cluster.shutdown()
+    _wait_gone(pool, cluster.name, gw)
+
+
+def test_an_expired_token_is_refused_by_the_schedd_and_the_owner_is_told_what_to_do(pool, issuer, gw):
+    # Expired 20 s ago: still within the gateway's clock_skew (60 s), but not for the schedd.
+    token, _ = issuer.sign("carol", lifetime=-20)
+    name = gw.gateway(token).submit()
+    msg = gw.failed_cluster(name, bearer(token))["message"]
+    print("expired token, the cluster's message:", msg)
+    assert re.search(r"the HTCondor schedd refused your access token: it expired \d+ s ago .*log in again.*refresh token", msg), msg
+    assert "Failed to authenticate using SCITOKENS" in msg
+    assert "token expired" in (pool.log_dir / "SchedLog").read_text()
+    assert pool.jobs('Owner == "af-carol"') == []
+
+
+def test_a_token_without_the_compute_scopes_to_submit_is_refused_saying_which_it_lacks(pool, issuer, gw):
+    # What the provider's token endpoint grants: compute.create and compute.read, not modify and cancel.
+    token = issuer.endpoint_token("ci-pipeline", "openid compute.create compute.read")
+    name = gw.gateway(token).submit()
+    msg = gw.failed_cluster(name, bearer(token))["message"]
+    print("under-scoped token, the cluster's message:", msg)
+    assert "took your access token as af-ci-pipeline@localhost but it does not allow you to submit jobs" in msg, msg
+    assert "missing: compute.modify, compute.cancel" in msg, msg
+    assert pool.jobs('Owner == "af-ci-pipeline"') == []
+
+
+def test_a_token_of_another_issuer_is_refused_and_the_owner_is_told_whom_to_ask(pool, run_dir, ca_dir):
+    # A second issuer (the same CA, so the schedd can fetch its keys): its tokens map to no account.
+    other = Issuer(run_dir / "other-issuer", ca_dir)
+    g = None
+    try:
+        g = Gw(pool, "gw-other", oidc_auth(other), ca_dir)
+        token, _ = other.sign("alice")
+        name = g.gateway(token).submit()
+        msg = g.failed_cluster(name, bearer(token))["message"]
+        print("another issuer's token, the cluster's message:", msg)
+        assert re.search(r"the HTCondor schedd refused your access token \(it is valid \d+ min more\)", msg), msg
+        assert f"Ask the facility to map {other.url},alice to your account af-alice" in msg, msg
+        assert f"Failed to map SCITOKENS authenticated identity '{other.url},alice'" in (pool.log_dir / "SchedLog").read_text()
+        assert pool.jobs(f'AuthTokenIssuer == "{other.url}"') == []
+    finally:
+        if g:
+            g.close()
+        other.close()
+
+
+def test_without_any_token_of_the_owner_nothing_is_submitted(pool, ca_dir):
+    # A gateway whose users log in without tokens (simple authentication): it holds none to submit with.
+    g = Gw(pool, "gw-simple", {"type": "simple"}, ca_dir)
+    try:
+        from dask_gateway import Gateway
+        from dask_gateway.auth import BasicAuth
+        gateway = Gateway(g.url, auth=BasicAuth("erin"))
+        name = gateway.submit()
+        auth = requests.auth.HTTPBasicAuth("erin", "")
+        info = wait_until(lambda: (lambda c: c if c.get("status") == "FAILED" else None)(
+            requests.get(f"{g.url}/api/af/clusters/{name}", auth=auth, timeout=10).json()), 60, "the cluster failed")
+        print("no token, the cluster's message:", info["message"])
+        assert "takes jobs only with their owner's own access token (backend.htcondor.auth_method: scitokens)" in info["message"], info
+        assert "holds none of yours to submit jobs with" in info["message"], info
+        assert pool.jobs('Owner == "af-erin"') == []
+    finally:
+        g.close()
