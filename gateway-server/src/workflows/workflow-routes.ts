@@ -4,30 +4,86 @@ import { realpath } from 'node:fs/promises';
 import { relative, resolve, sep, isAbsolute } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WorkflowValidation } from '@af-gateway/schemas';
 import { AppError, notFound } from '../errors.js';
 import { openConfined, UnsafePathError } from '../files/no-follow.js';
 import type { SchemaTypeProvider } from '../api/type-provider.js';
 import { readWorkflow } from './workflow-loader.js';
 import { stepFiles } from './step-files.js';
-import { MAX_DATA_BYTES } from './run-data.js';
+import { MAX_DATA_BYTES, MAX_SUBINIT_DEPTH } from './run-data.js';
 import { requiredParameters, type WorkflowEngine } from './workflow-engine.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-f]{12}$' } } } as const;
 const LOG_POLL_MS = 300;
 
+/** What a submission held before runs carried data (app.ts's bodyLimit), and what all of it but data.files still may. */
+const BODY_WITHOUT_FILES = 1024 * 1024;
 /** The largest submission: the bundle and up to MAX_DATA_BYTES of input files, base64-encoded. */
-const RUN_BODY_LIMIT = 1024 * 1024 + Math.ceil((MAX_DATA_BYTES * 4) / 3) + 64 * 1024;
+const RUN_BODY_LIMIT = BODY_WITHOUT_FILES + Math.ceil((MAX_DATA_BYTES * 4) / 3) + 64 * 1024;
+/** Submissions bigger than BODY_WITHOUT_FILES one user may have read and handled at once. */
+const BIG_BODIES_PER_USER = 2;
+
+/**
+ * A submission's data.subinits nest at most MAX_SUBINIT_DEPTH deep, checked with an explicit stack
+ * before the schema is: its validator recurses into subinits, and 100,000 nested objects (500 KB)
+ * overflowed its stack, a 500 (run-data.ts checks the same depth again, with each key's path).
+ */
+function subinitsTooDeep(body: unknown): boolean {
+  const data = body && typeof body === 'object' ? (body as { data?: unknown }).data : undefined;
+  const top = data && typeof data === 'object' ? (data as { subinits?: unknown }).subinits : undefined;
+  const stack: [unknown, number][] = [[top, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (!v || typeof v !== 'object') continue;
+    if (depth > MAX_SUBINIT_DEPTH) return true;
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
+  return false;
+}
+
+/**
+ * Whether the submission without data.files is more than `limit` characters as JSON (estimated
+ * from its strings, keys and numbers, with an explicit stack: parameters may nest deep), stopping
+ * as soon as it is.
+ */
+function withoutFilesLargerThan(body: unknown, limit: number): boolean {
+  const given = (body as { data?: { files?: unknown } } | null)?.data?.files;
+  const files = given && typeof given === 'object' ? given : undefined; // (skipped by identity)
+  let size = 0;
+  const stack: unknown[] = [body];
+  while (stack.length) {
+    const v = stack.pop();
+    if (v === files) continue;
+    if (typeof v === 'string') size += v.length + 3;
+    else if (v && typeof v === 'object') {
+      size += 2;
+      if (Array.isArray(v)) for (const x of v) stack.push(x);
+      else
+        for (const [k, x] of Object.entries(v)) {
+          size += k.length + 4;
+          stack.push(x);
+        }
+    } else size += String(v).length + 1;
+    if (size > limit) return true;
+  }
+  return false;
+}
 
 export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: WorkflowEngine }): Promise<void> {
   const app = fastify.withTypeProvider<SchemaTypeProvider>();
   const { engine } = opts;
+  const bigBodies = new Map<string, number>();
+
+  const checkSubinits = async (req: FastifyRequest) => {
+    if (subinitsTooDeep(req.body)) throw new AppError(422, 'invalid_data', `data.subinits: subinits nest more than ${MAX_SUBINIT_DEPTH} levels`);
+  };
 
   app.post(
     '/api/af/workflows/validate',
     {
+      preValidation: checkSubinits,
       schema: {
         tags: ['workflows'],
         summary: 'Check a yadage-style workflow and its step files; every problem with its JSON path and file',
@@ -49,6 +105,36 @@ export async function workflowRoutes(fastify: FastifyInstance, opts: { engine: W
     {
       // a run may carry its input files (8 MiB decoded, as base64 a third more) beside its bundle
       bodyLimit: RUN_BODY_LIMIT,
+      // Each such body is read whole and parsed (17 MB of the gateway's memory while it is handled):
+      // 100 of mallory's at once grew it by 420 MB. A user's big submissions are read two at a time;
+      // more are refused before their bodies are read (the count is given back when the answer is done).
+      preParsing: async (req, reply, payload) => {
+        if (Number(req.headers['content-length'] ?? Infinity) <= BODY_WITHOUT_FILES) return payload;
+        const user = req.user!.name;
+        const n = bigBodies.get(user) ?? 0;
+        if (n >= BIG_BODIES_PER_USER) {
+          throw new AppError(429, 'too_many_requests', `User ${user} is sending ${n} runs with data already; send the next when one of them has been answered`);
+        }
+        bigBodies.set(user, n + 1);
+        reply.raw.once('close', () => {
+          const left = (bigBodies.get(user) ?? 1) - 1;
+          if (left) bigBodies.set(user, left);
+          else bigBodies.delete(user);
+        });
+        return payload;
+      },
+      // The room above BODY_WITHOUT_FILES is for data.files only: the bundle, parameters and subinits
+      // are kept in the run's record and written with each of its saves (11 MiB of parameters were taken).
+      preValidation: async (req) => {
+        await checkSubinits(req);
+        if (Number(req.headers['content-length'] ?? Infinity) > BODY_WITHOUT_FILES && withoutFilesLargerThan(req.body, BODY_WITHOUT_FILES)) {
+          throw new AppError(
+            413,
+            'body_too_large',
+            `The submission without data.files is more than ${BODY_WITHOUT_FILES / 1024 / 1024} MiB; the bundle, parameters and subinits must fit in that (put large inputs in data.files or in storage)`,
+          );
+        }
+      },
       schema: {
         tags: ['workflows'],
         summary: 'Run a workflow: its files, init parameters and where its steps run',
