@@ -24,6 +24,8 @@ export const MAX_DATA_BYTES = 8 * 1024 * 1024;
 export const MAX_SUBINIT_DEPTH = 16;
 /** Directories deep a data file may be. */
 const MAX_DATA_DEPTH = 32;
+/** Characters of a string an init looks up or matches (PATH_MAX): a longer one stays as it was. */
+const MAX_NAME_CHARS = 4096;
 /**
  * Directories the files may make together: a 70 KB submission of 1,000 files each 31 new directories
  * deep made 31,000 of them (6 s of the gateway's file work, then as many to remove).
@@ -204,15 +206,17 @@ interface Search {
  * A relative string naming a file, as packtivity's publishers read it in `dir` (relative, tryExact,
  * glob): the path of an existing file or directory there, else with `glob` its matches when there are
  * any, else the string as it was. Only `dir` is searched: a string leaving it (..) stays as it was,
- * and so does one no data file could be (a NUL, deeper than MAX_DATA_DEPTH).
+ * and so does one no data file could be (a NUL, longer than PATH_MAX, deeper than MAX_DATA_DEPTH).
  */
 async function findInDir(s: Search, v: string, glob: boolean): Promise<string | string[]> {
+  // (a string past PATH_MAX names no file: 900 KB of 'a/a/…' took 0.3 s of the event loop to be split and joined)
+  if (v.length > MAX_NAME_CHARS || v.includes('\0')) return v;
   const search = join(s.dir, v);
   const rel = relative(s.dir, resolve(s.dir, search));
   // ('..x' is a name in dir; only '..' itself climbs)
   if (rel === '..' || rel.startsWith('../') || isAbsolute(rel)) return v;
   const parts = rel === '' ? [] : rel.split('/');
-  if (v.includes('\0') || parts.length > MAX_DATA_DEPTH) return v;
+  if (parts.length > MAX_DATA_DEPTH) return v;
   // a directory that is not there, or has a link on its way, holds nothing to find by name
   const top = await (s.top ??= openDirConfined(s.root, s.dir).catch(() => null));
   if (top) {

@@ -128,23 +128,25 @@ describe("the inits' lookups cost bounded work", () => {
     expect(dag.run.finished! - maker.finished!).toBeLessThan(10_000);
   });
 
-  it('walks a looked-up name at most 32 directories deep, and a stage opens at most 50,000 entries looking names up', async () => {
+  it('walks a looked-up name at most 32 directories deep (and 4,096 characters long), and a stage opens at most 50,000 entries looking names up', async () => {
     // Before: each name was walked from the workspace, whole, twice: 450 names 1,000 directories deep
     // (a tree mallory's step made) kept the gateway opening directories for 91 s.
     const deep = `${'a/'.repeat(40)}x`;
     const fits = `${'a/'.repeat(31)}y`;
+    // (and one past PATH_MAX is not split and joined at all: 900 KB of 'a/a/…' took 0.3 s of the event loop)
+    const long = `${'./'.repeat(2100)}a`;
     const flood = Array.from({ length: 1600 }, (_, i) => `${'a/'.repeat(31)}n${i}`);
     const dag = await runToEnd(
       makerThen(
         'for i in $(seq 40); do mkdir a && cd a; done; touch x; cd $(printf "../%.0s" $(seq 9)) && touch y',
-        lookStage('look', { deep, fits }),
+        lookStage('look', { deep, fits, long }),
         lookStage('flood', { flood }),
       ),
     );
     const dir = node(dag, 'maker').workdir!;
     expect(readdirSync(join(dir, 'a/'.repeat(40)))).toEqual(['x']);
     // a name deeper than any data file stays the string it was, though it names a file
-    expect(node(dag, 'look[0].init').outputs).toMatchObject({ deep, fits: join(dir, fits) });
+    expect(node(dag, 'look[0].init').outputs).toMatchObject({ deep, fits: join(dir, fits), long });
     expect(stage(dag, 'flood')?.message).toBe(
       'the init of subworkflow flood[0]: its init would open more than 50,000 files and directories looking up names in its data; pass fewer names',
     );
