@@ -181,7 +181,8 @@ export class RucioClient {
       /* not JSON */
     }
     const where = `Rucio (${this.cfg.name})`;
-    if (res.status === 401 || cls === 'CannotAuthenticate') {
+    // Rucio answers 401 for AccessDenied too (a permission, not the token): that one is a 403 below
+    if ((res.status === 401 && cls !== 'AccessDenied') || cls === 'CannotAuthenticate') {
       return new AppError(
         401,
         'rucio_unauthenticated',

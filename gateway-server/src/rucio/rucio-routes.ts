@@ -1,10 +1,11 @@
-// /api/af/rucio/: dataset discovery, replicas, rules and output registration at the facility's
+// /api/af/rucio/: dataset discovery, replicas, rules, upload URLs and output registration at the facility's
 // Rucio instances, as the calling user. Rucio's NDJSON streams are passed through as they arrive,
 // so a 100k-file dataset is never held in memory and its first rows reach the panel at once.
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { AppError, notFound } from '../errors.js';
 import type { RucioClient } from './rucio-client.js';
+import { clashError, ensureDataset, lookUp, nameClash, registerFiles, writePfns } from './rucio-lake.js';
 import type { SchemaTypeProvider } from '../api/type-provider.js';
 
 const errors = { '4xx': { $ref: 'error.json' }, '5xx': { $ref: 'error.json' } } as const;
@@ -211,11 +212,56 @@ export async function rucioRoutes(fastify: FastifyInstance, opts: { instances: M
   );
 
   app.post(
+    '/api/af/rucio/:instance/upload-urls',
+    {
+      schema: {
+        tags: ['rucio'],
+        summary: 'Where on an RSE to write files (davs PFNs) and what Rucio already has under their names, before uploading and registering them',
+        params: instanceParams,
+        body: { $ref: 'rucio-upload-urls-request.json' },
+        response: answers('rucio-upload-urls-result.json'),
+      },
+    },
+    async (req) => {
+      const c = client(req.params.instance);
+      const { rse } = req.body;
+      const scope = req.body.scope ?? req.body.dataset?.scope;
+      const dids = req.body.files.map((f, i) => {
+        const s = f.scope ?? scope;
+        if (!s)
+          throw new AppError(
+            422,
+            'invalid_request',
+            `files[${i}] (${f.name}) has no scope: give it one, or give the request a scope (or dataset) for all files`,
+          );
+        return { scope: s, name: f.name };
+      });
+      const known = await lookUp(c, req.user!, rse, dids);
+      const problems = dids.flatMap((d) => {
+        const there = known.get(`${d.scope}:${d.name}`);
+        const why = there && nameClash(d, there);
+        return why ? [why] : [];
+      });
+      if (problems.length) throw clashError(problems);
+      const pfns = await writePfns(c, req.user!, rse, dids);
+      const files = dids.map((d) => {
+        const pfn = pfns.get(`${d.scope}:${d.name}`);
+        if (!pfn) throw new AppError(502, 'rucio_http_502', `Rucio (${c.cfg.name}) gave no davs PFN on ${rse} for ${d.scope}:${d.name}`);
+        const there = known.get(`${d.scope}:${d.name}`);
+        return { ...d, pfn, exists: there ? { adler32: there.adler32, bytes: there.bytes, on_rse: there.onRse } : null };
+      });
+      // the dataset last, so that nothing is made for a request refused above
+      if (!req.body.dataset) return { rse, files };
+      return { rse, dataset: { ...req.body.dataset, created: await ensureDataset(c, req.user!, req.body.dataset) }, files };
+    },
+  );
+
+  app.post(
     '/api/af/rucio/:instance/register',
     {
       schema: {
         tags: ['rucio'],
-        summary: 'Register files already on an RSE as replicas and attach them to a dataset (created if missing)',
+        summary: 'Register files already on an RSE as replicas and attach them to a dataset (created if missing); safe to repeat',
         params: instanceParams,
         body: { $ref: 'rucio-register-request.json' },
         response: { 201: { $ref: 'rucio-register-result.json' }, ...errors },
@@ -223,29 +269,10 @@ export async function rucioRoutes(fastify: FastifyInstance, opts: { instances: M
     },
     async (req, reply) => {
       const c = client(req.params.instance);
-      const { rse, dataset, files } = req.body;
-      const dids = files.map((f) => ({ scope: f.scope ?? dataset.scope, name: f.name }));
-      // 1. the replicas (Rucio checks the caller may write to the RSE); 2. the dataset; 3. attach.
-      await c.json(req.user!, 'POST', '/replicas/', {
-        rse,
-        files: files.map((f, i) => ({
-          ...dids[i],
-          bytes: f.bytes,
-          adler32: f.adler32.toLowerCase(),
-          ...(f.md5 ? { md5: f.md5 } : {}),
-          ...(f.pfn ? { pfn: f.pfn } : {}),
-        })),
-        ignore_availability: false,
-      });
-      let created = false;
-      try {
-        await c.json(req.user!, 'POST', `/dids/${enc(dataset.scope)}/${enc(dataset.name)}`, { type: 'DATASET' });
-        created = true;
-      } catch (err) {
-        if ((err as { statusCode?: number }).statusCode !== 409) throw err; // it exists: attach to it
-      }
-      await c.json(req.user!, 'POST', `/dids/${enc(dataset.scope)}/${enc(dataset.name)}/dids`, { dids, rse });
-      return reply.code(201).send({ dataset, created, files: dids.length, rse });
+      const { rse, dataset, files, lifetime } = req.body;
+      const records = files.map((f) => ({ ...f, scope: f.scope ?? dataset.scope }));
+      const done = await registerFiles(c, req.user!, { rse, dataset, files: records, lifetime });
+      return reply.code(201).send({ dataset, created: done.created, files: files.length, registered: done.registered, rse });
     },
   );
 }

@@ -156,7 +156,13 @@ describe('Rucio through the gateway, as the user', () => {
       ],
     });
     expect(res.status).toBe(201);
-    expect(await res.json()).toEqual({ dataset: { scope: 'user.alice', name: 'ds.alice.outputs' }, created: true, files: 2, rse: 'SITE-A_SCRATCHDISK' });
+    expect(await res.json()).toEqual({
+      dataset: { scope: 'user.alice', name: 'ds.alice.outputs' },
+      created: true,
+      files: 2,
+      registered: 2,
+      rse: 'SITE-A_SCRATCHDISK',
+    });
     const files = await ndjson(await api('alice', 'GET', '/dids/user.alice/ds.alice.outputs/files'));
     expect(files.map((f) => f.name).sort()).toEqual(['hist.0001.root', 'hist.0002.root']);
     const replicas = await ndjson(
