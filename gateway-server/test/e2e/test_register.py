@@ -6,90 +6,12 @@ owner's exchanged storage token and registers them in Rucio as the owner; a retr
 nothing twice; a hostile second user cannot register into the owner's dataset.
 """
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 import zlib
-from pathlib import Path
 
-import pytest
 import requests
 
-from af_e2e_support import free_port, kill_below, stop, traversable_dir, wait_http
-
-REPO = Path(__file__).resolve().parents[3]
-CLI = REPO / "gateway-server" / "dist" / "cli.js"
-STORAGE = REPO / "scripts" / "xrootd-storage.sh"
-RUCIO = REPO / "scripts" / "rucio-server.sh"
-WLCG_ANY = "https://wlcg.cern.ch/jwt/v1/any"
-SECRETS = {"alice": "alice-secret", "bob": "bob-secret"}
-RSE = "SITE-A_SCRATCHDISK"
-
-
-def run(cmd, env=None, timeout=300):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
-
-
-@pytest.fixture(scope="module")
-def lake():
-    """Storage (with its issuer), Rucio on it, and a gateway: yields their facts."""
-    run(["bash", str(STORAGE), "ensure"], timeout=900)
-    top = Path(tempfile.mkdtemp(prefix="af-register-"))
-    top.chmod(0o711)  # the storage's account passes through to its run directory
-    procs = []
-    ws = traversable_dir()
-    try:
-        storage = json.loads(run(["bash", str(STORAGE), "start", str(top / "storage")]).strip().splitlines()[-1])
-        run(["bash", str(RUCIO), "start", str(top / "rucio")], env={
-            "RUCIO_OIDC_ISSUER": storage["issuer"], "RUCIO_OIDC_CA": storage["ca"],
-            "RUCIO_STORAGE_JSON": str(top / "storage" / "storage.json")})
-        rucio = json.loads((top / "rucio" / "rucio.json").read_text())
-        gw_dir = top / "gateway"
-        gw_dir.mkdir()
-        config = {
-            "listen": f"127.0.0.1:{free_port()}",
-            "data_dir": str(gw_dir / "data"),
-            "accounts": {"name_template": "af-{user}"},
-            "auth": {"type": "oidc", "oidc": {"issuer": storage["issuer"], "audience": ["af-gateway"],
-                                               "client_id": "af-gateway", "client_secret": "af-gateway-secret",
-                                               "required_scopes": ["compute.create"]}},
-            "tokens": {"exchange_audiences": ["rucio", WLCG_ANY]},
-            "rucio": {"instances": [{"name": "test", "url": rucio["url"], "auth": "exchange", "audience": "rucio",
-                                     "storage_audience": WLCG_ANY, "default_scheme": "davs"}]},
-            "workflows": {"poll_period": 0.2, "workspace_root": str(ws)},
-        }
-        (gw_dir / "config.json").write_text(json.dumps(config))
-        log = gw_dir / "gateway.log"
-        with open(log, "w") as out:
-            # Node reads extra CAs only at start: the issuer's and the storage's certificates are the test CA's
-            gw = subprocess.Popen(["node", str(CLI), "serve", "--config", str(gw_dir / "config.json")], stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "NODE_EXTRA_CA_CERTS": storage["ca"]})
-        procs.append(gw)
-        url = "http://" + config["listen"]
-        wait_http(url + "/api/health", gw, log)
-        yield {"url": url, "storage": storage, "rucio": rucio, "log": log, "ws": ws}
-    finally:
-        for p in procs:
-            stop(p)
-        kill_below(ws)
-        subprocess.run(["bash", str(RUCIO), "stop", str(top / "rucio")], capture_output=True, timeout=120)
-        subprocess.run(["bash", str(STORAGE), "stop", str(top / "storage")], capture_output=True, timeout=120)
-        shutil.rmtree(ws, ignore_errors=True)
-        shutil.rmtree(top, ignore_errors=True)
-
-
-def token(lake, user, scope="openid compute.create compute.read storage.read:/ storage.create:/", resource="urn:af-gateway"):
-    st = lake["storage"]
-    conf = requests.get(st["issuer"] + "/.well-known/openid-configuration", verify=st["ca"], timeout=10).json()
-    r = requests.post(conf["token_endpoint"], auth=(user, SECRETS[user]), verify=st["ca"], timeout=10,
-                      data={"grant_type": "client_credentials", "scope": scope, "resource": resource})
-    r.raise_for_status()
-    return r.json()["access_token"]
+from lake_support import RSE, WLCG_ANY, lake, lines, rucio_root, token  # noqa: F401 (lake: the fixture)
 
 
 def api(lake, user, method, path, **kw):
@@ -120,21 +42,6 @@ def workflow(dataset, script, lifetime=86400):
         publisher: {{publisher_type: frompar-pub, outputmap: {{hist: hist, extra: extra}}}}
     register: {{instance: test, rse: {RSE}, dataset: '{dataset}', lifetime: {lifetime}}}
 """}}
-
-
-def rucio_root(lake):
-    """Rucio as its root (to look, not to act): a userpass token."""
-    r = lake["rucio"]
-    t = requests.get(r["url"] + "/auth/userpass", timeout=30, headers={
-        "X-Rucio-Account": "root", "X-Rucio-Username": r["root"]["username"], "X-Rucio-Password": r["root"]["password"]})
-    t.raise_for_status()
-    headers = {"X-Rucio-Auth-Token": t.headers["X-Rucio-Auth-Token"]}
-    return lambda path, body=None: (requests.get(r["url"] + path, headers=headers, timeout=30) if body is None else
-                                    requests.post(r["url"] + path, headers=headers, json=body, timeout=30))
-
-
-def lines(res):
-    return [json.loads(x) for x in res.text.splitlines() if x.strip()]
 
 
 def test_a_stages_files_go_to_the_rse_and_into_rucio_once_even_when_the_step_is_retried(lake):
