@@ -33,6 +33,11 @@ set, the first ``root://`` filesystem of the process sets ``X509_CERT_FILE`` fro
 ``REQUESTS_CA_BUNDLE`` and ``X509_CERT_DIR`` to the grid directory or the system's, before the client's
 first TLS connection (it reads them once per process).
 
+Files your notebook or a Dask job wrote go into Rucio with one call (the gateway says where to write
+them and registers them as yours; the files travel from this machine to the storage with your token)::
+
+    dids = data.register_files(["hist.root"], dataset="user.alice:my.outputs", rse="SITE-A_SCRATCHDISK")
+
 No token is ever put in a URL, a log line, an error or a repr. Errors say what to do:
 :class:`BearerTokenNotFound` where it looked, :class:`StorageAccessDenied` which file and which scope
 is likely missing.
@@ -40,14 +45,20 @@ is likely missing.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import os
 import re
 import ssl
-from urllib.parse import urlsplit
+import stat
+import zlib
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import fsspec
+import fsspec.asyn
+import yarl
 from fsspec.implementations.http import HTTPFileSystem
 
 from ._token import find_bearer_token
@@ -55,10 +66,12 @@ from ._token import find_bearer_token
 __all__ = [
     "BearerHTTPFileSystem",
     "BearerTokenNotFound",
+    "RegisterError",
     "StorageAccessDenied",
     "StorageError",
     "fs_for",
     "open",
+    "register_files",
     "storage_options",
     "uproot_options",
 ]
@@ -279,6 +292,10 @@ class BearerHTTPFileSystem(HTTPFileSystem):
             return "https://" + path[len(DAVS_PROTOCOL) + 3 :]
         return path
 
+    def encode_url(self, url):
+        # fsspec's methods hand the path on as given: a davs:// PFN is requested as https://
+        return super().encode_url(self._strip_protocol(str(url)))
+
     async def _info(self, url, **kwargs):
         try:
             return await super()._info(url, **kwargs)
@@ -334,6 +351,245 @@ def fs_for(pfn: str, **options):
 def open(pfn: str, mode: str = "rb", **options):  # noqa: A001 - the name a notebook user expects
     """Open ``pfn`` as a file object (``mode`` ``rb``; ``wb`` for ``root://``), with the token found now."""
     return fs_for(pfn).open(pfn, mode=mode, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs into the lake
+
+
+class RegisterError(Exception):
+    """Files could not be put into Rucio. The message names the file (``path``, when one is to blame)
+    and why; never a token."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.path)
+
+
+_SCOPE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"^[!-~]{1,500}$")
+#: Files per request to the gateway (its routes take 10,000; this keeps each body well under its 1 MiB).
+_BATCH = 1000
+_CHUNK = 1 << 20
+
+
+def _checksum(path: str) -> tuple[int, str]:
+    """Size and Adler-32 (Rucio's checksum: 8 hex digits) of a local file, read once."""
+    value = 1
+    size = 0
+    with io.open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            value = zlib.adler32(chunk, value)
+            size += len(chunk)
+    return size, f"{value & 0xFFFFFFFF:08x}"
+
+
+def _local_files(paths, names) -> list[dict]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise RegisterError("No files to register: pass the paths of the files your notebook or job wrote")
+    if names is None:
+        names = [os.path.basename(p) for p in paths]
+    else:
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) != len(paths):
+            raise RegisterError(f"names has {len(names)} entries for {len(paths)} files: give one name per file, in the same order")
+    files, seen = [], {}
+    for path, name in zip(paths, names):
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise RegisterError(
+                f"{path}: {name!r} cannot be a Rucio file name (printable ASCII without spaces, at most 500 characters): pass names=[...]",
+                path,
+            )
+        if name in seen:
+            raise RegisterError(f"{path} and {seen[name]} would both be named {name} in Rucio: pass names=[...] to tell them apart", path)
+        seen[name] = path
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise RegisterError(f"{path} is not a plain file (a directory?): name the files themselves", path)
+            size, adler32 = _checksum(path)
+        except OSError as exc:
+            raise RegisterError(f"{path} cannot be read: {exc.strerror or exc}", path) from None
+        files.append({"path": path, "name": name, "bytes": size, "adler32": adler32})
+    return files
+
+
+def _gateway(url):
+    """The gateway as the ``af-gateway`` command finds it: ``gateway``, else ``$AF_GATEWAY_URL``, else
+    ``$DASK_GATEWAY__ADDRESS``, else the Dask configuration's ``gateway.address``; the credentials from
+    ``$AF_GATEWAY_TOKEN``, ``$AF_GATEWAY_USER`` or the WLCG discovery location, read for each request."""
+    from .cli import CliError, Gateway
+
+    if not (url or os.environ.get("AF_GATEWAY_URL") or os.environ.get("DASK_GATEWAY__ADDRESS")):
+        try:
+            import dask.config
+
+            url = dask.config.get("gateway.address", None)
+        except ImportError:
+            url = None
+        if not url:
+            raise RegisterError("No gateway to ask: pass gateway='https://…' or set AF_GATEWAY_URL (or Dask's gateway.address)")
+    try:
+        return Gateway(url)
+    except CliError as exc:
+        raise RegisterError(exc.message) from None
+
+
+def _ask(gw, method: str, path: str, what: str, **kwargs):
+    from .cli import CliError
+
+    try:
+        return gw.json(method, path, **kwargs)
+    except CliError as exc:
+        raise RegisterError(f"{what}: {exc.message}") from None
+
+
+async def _storage_session():
+    # A connection per request (force_close): XRootD closes a connection after refusing a request,
+    # and the HEAD that follows a refused PUT must not meet that closed one.
+    return await _bearer_session(connector=aiohttp.TCPConnector(ssl=storage_ssl_context(), force_close=True))
+
+
+async def _stored_adler32(session, url: str) -> str | None:
+    """The storage's Adler-32 of ``url`` (RFC 3230 ``Want-Digest``), or None: no such file, no digest, no answer."""
+    try:
+        async with session.head(url, headers={"Want-Digest": "adler32"}, allow_redirects=True) as resp:
+            digest = resp.headers.get("Digest", "")
+    except (StorageError, aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+    m = re.search(r"(?:^|,)\s*adler32=([0-9a-fA-F]{1,8})", digest)
+    return m.group(1).lower().rjust(8, "0") if m else None
+
+
+async def _put(session, url: str, path: str, size: int, timeout: float) -> None:
+    limits = aiohttp.ClientTimeout(total=timeout, sock_connect=30)
+    for _hop in range(4):
+        with io.open(path, "rb") as body:
+            async with session.put(url, data=body, headers={"Content-Length": str(size)}, allow_redirects=False, timeout=limits) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                    url = str(resp.url.join(yarl.URL(resp.headers["Location"])))
+                    continue
+                if resp.status >= 300:
+                    raise StorageError(f"The storage answered HTTP {resp.status} {scrub(resp.reason or '')} for {display_url(url)}")
+                return
+    raise StorageError(f"The storage redirected the upload of {display_url(url)} more than 3 times")
+
+
+async def _upload(session, file: dict, pfn: str, timeout: float) -> bool:
+    """Writes the file at ``pfn`` (True); a file already there with the same Adler-32, an earlier attempt's, is fine (False)."""
+    url = BearerHTTPFileSystem._strip_protocol(pfn)
+    try:
+        await _put(session, url, file["path"], file["bytes"], timeout)
+    except (StorageAccessDenied, StorageError) as exc:
+        # a create-only token (storage.create:/) may not overwrite what an earlier attempt wrote
+        there = await _stored_adler32(session, url)
+        if there == file["adler32"]:
+            return False
+        if there is not None:
+            raise RegisterError(
+                f"{file['path']}: the storage already holds another file at {display_url(url)} (adler32 {there}, this one "
+                f"{file['adler32']}), which Rucio does not know: remove it there, or pass another name",
+                file["path"],
+            ) from None
+        raise RegisterError(f"{file['path']}: uploading to {display_url(url)} failed: {exc}", file["path"]) from exc
+    except asyncio.TimeoutError:
+        why = f"uploading to {display_url(url)} took longer than {timeout:g} s (timeout=...)"
+        raise RegisterError(f"{file['path']}: {why}", file["path"]) from None
+    except aiohttp.ClientError as exc:
+        why = f"the storage at {display_url(url)} could not be reached: {scrub(str(exc))}"
+        raise RegisterError(f"{file['path']}: {why}", file["path"]) from None
+    there = await _stored_adler32(session, url)
+    if there is not None and there != file["adler32"]:
+        raise RegisterError(
+            f"{file['path']}: the storage holds adler32 {there} at {display_url(url)} after the upload, the file has "
+            f"{file['adler32']}: the upload was damaged (or the file changed while it was read); remove it there and run again",
+            file["path"],
+        )
+    return True
+
+
+def register_files(paths, dataset: str, *, rse: str, instance: str | None = None, lifetime: int | None = None, names=None,
+                   gateway: str | None = None, timeout: float = 3600) -> list[str]:
+    """Put files your notebook or a Dask job wrote (on this machine) into Rucio, in one call; returns their DIDs.
+
+    ``paths``: a path or a list of them. ``dataset``: ``"SCOPE:NAME"`` (your scope, e.g. ``user.alice``),
+    created when missing; each file becomes ``SCOPE:<its name>`` (``names``: one per path, in order;
+    default: the file's base name) and is attached to it. ``rse``: the RSE to write to (one your
+    account may write to). ``instance``: the gateway's Rucio instance (default: its only one).
+    ``lifetime``: seconds a rule of yours keeps the dataset on the RSE (default: no rule).
+
+    Each file's size and Adler-32 are computed here; the gateway says where the RSE wants each file
+    (its ``davs://`` PFN) and what Rucio already holds; each file is then written there with a PUT
+    carrying your token from the WLCG discovery location (read again for each request, needing
+    ``storage.create:/``), unless Rucio already has it on that RSE with the same checksum; last the
+    gateway registers the files as yours and attaches them. Running it again registers nothing twice,
+    so a failed call is simply repeated. Another file under a name Rucio has raises
+    :class:`RegisterError` naming the file; so does any failure, with the file and the reason.
+    """
+    if not isinstance(dataset, str) or dataset.count(":") < 1:
+        raise RegisterError(f"dataset={dataset!r}: give it as 'SCOPE:NAME', e.g. 'user.alice:my.outputs'")
+    scope, ds_name = dataset.split(":", 1)
+    if not _SCOPE.match(scope) or not _NAME.match(ds_name):
+        raise RegisterError(f"dataset={dataset!r}: SCOPE is letters, digits, _ . - (at most 64), NAME printable ASCII without spaces")
+    if not isinstance(rse, str) or not re.match(r"^[A-Za-z0-9_.-]{1,255}$", rse):
+        raise RegisterError(f"rse={rse!r}: give one RSE by name, e.g. 'SITE-A_SCRATCHDISK'")
+    if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1):
+        raise RegisterError(f"lifetime={lifetime!r}: give seconds (a positive integer), or None for no rule")
+    files = _local_files(paths, names)
+    gw = _gateway(gateway)
+    if instance is None:
+        known = [i["name"] for i in _ask(gw, "GET", "/api/af/rucio/instances", "listing the gateway's Rucio instances").get("instances", [])]
+        if len(known) != 1:
+            raise RegisterError(f"instance=...: the gateway has {len(known)} Rucio instances ({', '.join(known) or 'none'}); name one")
+        instance = known[0]
+    base = f"/api/af/rucio/{quote(instance, safe='')}"
+    what = f"registering {len(files)} file{'s' if len(files) != 1 else ''} in {dataset} on {rse}"
+
+    targets = []
+    for i in range(0, len(files), _BATCH):
+        part = files[i : i + _BATCH]
+        answer = _ask(gw, "POST", f"{base}/upload-urls", f"{what}: asking where to write them",
+                      json={"rse": rse, "dataset": {"scope": scope, "name": ds_name}, "files": [{"name": f["name"]} for f in part]},
+                      timeout=(10, 300))
+        targets.extend(answer["files"])
+    to_write = []
+    for f, t in zip(files, targets):
+        there = t.get("exists")
+        did = f"{t['scope']}:{t['name']}"
+        if there and ((there.get("adler32") not in (None, f["adler32"])) or (there.get("bytes") not in (None, f["bytes"]))):
+            raise RegisterError(
+                f"{f['path']}: Rucio already has {did} with other content (adler32 {there.get('adler32')}, {there.get('bytes')} bytes; "
+                f"this file: adler32 {f['adler32']}, {f['bytes']} bytes). Rucio keeps a name's content for good: pass another name",
+                f["path"],
+            )
+        if not (there and there.get("on_rse")):
+            to_write.append((f, t["pfn"]))
+
+    async def write_all():
+        session = await _storage_session()
+        try:
+            return [await _upload(session, f, pfn, timeout) for f, pfn in to_write]
+        finally:
+            await session.close()
+
+    written = sum(fsspec.asyn.sync(fsspec.asyn.get_loop(), write_all)) if to_write else 0
+
+    registered = 0
+    for i in range(0, len(files), _BATCH):
+        part = files[i : i + _BATCH]
+        body = {"rse": rse, "dataset": {"scope": scope, "name": ds_name},
+                "files": [{"name": f["name"], "bytes": f["bytes"], "adler32": f["adler32"]} for f in part]}
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        registered += _ask(gw, "POST", f"{base}/register", what, ok=(201,), json=body, timeout=(10, 300)).get("registered", 0)
+    logger.info("%s: %d written to the storage, %d there already; %d registered now, %d registered already",
+                what, written, len(files) - written, registered, len(files) - registered)
+    return [f"{scope}:{f['name']}" for f in files]
 
 
 def _register() -> None:
