@@ -3,7 +3,7 @@
 // missing, attached, kept by a rule of the owner). Each file is checked first: one already on the RSE
 // with the same checksum is not uploaded or registered again (a retried step), one with other
 // content under the same name is an error naming it. The files lie in directories the owner's steps
-// write, so they are opened by the caller without following links and read once, streaming.
+// write, so they are opened without following links, each time they are read (checksum, upload).
 import type { FileHandle } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import type { Readable } from 'node:stream';
@@ -11,6 +11,7 @@ import ADLER32 from 'adler-32';
 import type { User } from '../auth/authenticator.js';
 import { AppError, errorMessage } from '../errors.js';
 import type { RucioClient } from './rucio-client.js';
+import { ensureDataset, lookUp, nameClash, registerFiles, writePfns, type Did, type FileRecord } from './rucio-lake.js';
 
 export interface RegisterTarget {
   rse: string;
@@ -37,8 +38,6 @@ export interface UploadDeps {
   timeout?: number;
 }
 
-const enc = encodeURIComponent;
-
 /** Size and Adler-32 (Rucio's checksum: 8 hex digits) of an open file, read once. */
 async function checksum(fh: FileHandle): Promise<{ bytes: number; adler32: string }> {
   let sum = 1; // Adler-32's initial value
@@ -48,30 +47,6 @@ async function checksum(fh: FileHandle): Promise<{ bytes: number; adler32: strin
     bytes += (chunk as Buffer).length;
   }
   return { bytes, adler32: (sum >>> 0).toString(16).padStart(8, '0') };
-}
-
-/** The DID's replicas as Rucio lists them (one line of JSON per DID), or null when there is no such file. */
-async function existing(c: RucioClient, user: User, scope: string, name: string): Promise<{ adler32?: string; rses: string[] } | null> {
-  let res: Response;
-  try {
-    res = await c.request(user, 'GET', `/replicas/${enc(scope)}/${enc(name)}?all_states=true`);
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) return null;
-    throw err;
-  }
-  const line = (await res.text()).split('\n').find((l) => l.trim());
-  if (!line) return null;
-  const r = JSON.parse(line) as { adler32?: string; rses?: Record<string, string[]> };
-  return { adler32: r.adler32, rses: Object.keys(r.rses ?? {}) };
-}
-
-/** Where the RSE wants the file written, as an https URL (Rucio's lfns2pfns for davs, then https). */
-async function writeUrl(c: RucioClient, user: User, rse: string, scope: string, name: string): Promise<string> {
-  const did = `${scope}:${name}`;
-  const pfns = await c.json<Record<string, string>>(user, 'GET', `/rses/${enc(rse)}/lfns2pfns?lfn=${enc(did)}&scheme=davs&operation=write`);
-  const pfn = pfns?.[did];
-  if (!pfn) throw new Error(`RSE ${rse} has no davs protocol to write ${did} to`);
-  return pfn.replace(/^davs:/, 'https:');
 }
 
 /**
@@ -137,72 +112,64 @@ async function put(url: string, fh: FileHandle, sum: { bytes: number; adler32: s
 }
 
 /**
- * Uploads and registers the files as `user`; returns the DIDs registered or found already there.
- * Throws an AppError naming the file and the reason on the first that fails (those before stay
- * registered: a retry finds them and goes on).
+ * Uploads and registers the files as `user`; returns their DIDs. The steps are those of a notebook's
+ * register (rucio-lake.ts), done by the gateway: what Rucio holds under the names is looked up first
+ * (other content under one: an error naming it), the dataset is made as the owner before anything is
+ * written (so a dataset the owner may not add to stops here), the files Rucio lacks on the RSE are
+ * uploaded, then all are registered and attached once. Errors name the file and the reason.
  */
 export async function uploadAndRegister(deps: UploadDeps, user: User, target: RegisterTarget, files: FileToRegister[]): Promise<string[]> {
   const c = deps.client;
   const cut = target.dataset.indexOf(':');
-  const [scope, dataset] = [target.dataset.slice(0, cut), target.dataset.slice(cut + 1)];
-  const dids: string[] = [];
-  const fresh: { scope: string; name: string; bytes: number; adler32: string }[] = [];
+  const dataset: Did = { scope: target.dataset.slice(0, cut), name: target.dataset.slice(cut + 1) };
+  const what = (f: FileToRegister) => `registering ${f.path} as ${dataset.scope}:${f.name} on ${target.rse}`;
+  const fail = (why: string) => new AppError(422, 'register_failed', why);
+  // 1. each file's size and checksum, from the file as it is now (opened without following links)
+  const records: (FileRecord & { file: FileToRegister })[] = [];
   for (const f of files) {
-    const fail = (why: string) => new AppError(422, 'register_failed', `registering ${f.path} as ${scope}:${f.name} on ${target.rse}: ${why}`);
     const fh = await f.open();
-    if (!fh) throw fail('it is not a plain file of the step (gone, a link, or a directory)');
+    if (!fh) throw fail(`${what(f)}: it is not a plain file of the step (gone, a link, or a directory)`);
     try {
-      const sum = await checksum(fh);
-      const there = await existing(c, user, scope, f.name);
-      if (there && there.adler32 && there.adler32 !== sum.adler32) {
-        throw fail(
-          `Rucio already has a file of that name with other content (adler32 ${there.adler32}, this one ${sum.adler32}); name the outputs differently`,
-        );
-      }
-      if (!there?.rses.includes(target.rse)) {
-        const url = await writeUrl(c, user, target.rse, scope, f.name);
-        await put(url, fh, sum, await deps.storageToken(user), deps.timeout ?? 3600);
-        fresh.push({ scope, name: f.name, ...sum });
-      }
-      dids.push(`${scope}:${f.name}`);
-    } catch (err) {
-      if (err instanceof AppError && err.code === 'register_failed') throw err;
-      throw fail(errorMessage(err));
+      records.push({ scope: dataset.scope, name: f.name, ...(await checksum(fh)), file: f });
     } finally {
       await fh.close();
     }
   }
-  const what = `registering ${fresh.length} file${fresh.length === 1 ? '' : 's'} in ${target.dataset} on ${target.rse}`;
-  try {
-    if (fresh.length) await c.json(user, 'POST', '/replicas/', { rse: target.rse, files: fresh, ignore_availability: false });
+  const step = async <T>(doing: string, fn: () => Promise<T>): Promise<T> => {
     try {
-      await c.json(user, 'POST', `/dids/${enc(scope)}/${enc(dataset)}`, { type: 'DATASET' });
+      return await fn();
     } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 409) throw err; // it exists: attach to it
+      throw fail(`${doing}: ${errorMessage(err)}`);
     }
-    const attach = dids.map((d) => ({ scope, name: d.slice(cut + 1) }));
-    try {
-      await c.json(user, 'POST', `/dids/${enc(scope)}/${enc(dataset)}/dids`, { dids: attach, rse: target.rse });
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 409) throw err; // attached by an earlier attempt
-    }
-    if (target.lifetime) {
-      const who = await c.json<{ account: string }>(user, 'GET', '/accounts/whoami');
-      try {
-        await c.json(user, 'POST', '/rules/', {
-          dids: [{ scope, name: dataset }],
-          account: who.account,
-          copies: 1,
-          rse_expression: target.rse,
-          lifetime: target.lifetime,
-          grouping: 'DATASET',
-        });
-      } catch (err) {
-        if ((err as { statusCode?: number }).statusCode !== 409) throw err; // the owner's rule from an earlier step
-      }
-    }
-  } catch (err) {
-    throw new AppError(422, 'register_failed', `${what}: ${errorMessage(err)}`);
+  };
+  const all = `registering ${records.length} file${records.length === 1 ? '' : 's'} in ${target.dataset} on ${target.rse}`;
+  // 2. what Rucio has under these names; 3. the dataset, as the owner
+  const known = await step(all, () => lookUp(c, user, target.rse, records));
+  for (const r of records) {
+    const there = known.get(`${r.scope}:${r.name}`);
+    const clash = there && nameClash(r, there, r);
+    if (clash) throw fail(`${what(r.file)}: ${clash}`);
   }
-  return dids;
+  await step(all, () => ensureDataset(c, user, dataset));
+  // 4. the files the RSE lacks, to where Rucio says they go
+  const missing = records.filter((r) => !known.get(`${r.scope}:${r.name}`)?.onRse);
+  const pfns = missing.length ? await step(all, () => writePfns(c, user, target.rse, missing)) : new Map<string, string>();
+  for (const r of missing) {
+    const pfn = pfns.get(`${r.scope}:${r.name}`);
+    if (!pfn) throw fail(`${what(r.file)}: RSE ${target.rse} gave no davs:// address to write it to`);
+    const fh = await r.file.open();
+    if (!fh) throw fail(`${what(r.file)}: it is gone, or no longer a plain file`);
+    try {
+      await put(pfn.replace(/^davs:/, 'https:'), fh, r, await deps.storageToken(user), deps.timeout ?? 3600);
+    } catch (err) {
+      throw fail(`${what(r.file)}: ${errorMessage(err)}`);
+    } finally {
+      await fh.close();
+    }
+  }
+  // 5. replicas, attachments and the owner's rule, once
+  await step(all, () =>
+    registerFiles(c, user, { rse: target.rse, dataset, files: records.map(({ file: _file, ...rec }) => rec), lifetime: target.lifetime ?? null }),
+  );
+  return records.map((r) => `${r.scope}:${r.name}`);
 }
