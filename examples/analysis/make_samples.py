@@ -28,9 +28,13 @@ twice. It prints one JSON line: the files made (name, sample, events) and the DI
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import os
 import sys
+import types
+import uuid
 import zlib
 
 import awkward as ak
@@ -198,9 +202,34 @@ def make_events(sample: str, seed: int, n: int) -> dict:
     return ev.branches(rng)
 
 
+#: when every file says it was written: with it and a UUID from the file's name, the same arguments give the same bytes
+WRITTEN_ON = datetime.datetime(2026, 1, 1)
+
+
+@contextlib.contextmanager
+def _fixed_clock():
+    """uproot stamps each file, key and basket with the time of writing: stop its clock for a moment, so that a
+    file made again is the same file (Rucio keeps a name's content for good; a second --register is a no-op)."""
+    import uproot.writing._cascade
+    import uproot.writing._cascadetree
+    import uproot.writing.writable
+
+    clock = types.SimpleNamespace(datetime=types.SimpleNamespace(now=lambda: WRITTEN_ON))
+    modules = (uproot.writing._cascade, uproot.writing._cascadetree, uproot.writing.writable)
+    saved = [m.datetime for m in modules]
+    for m in modules:
+        m.datetime = clock
+    try:
+        yield
+    finally:
+        for m, d in zip(modules, saved):
+            m.datetime = d
+
+
 def write_file(path: str, branches: dict) -> None:
     """A NanoAOD-style TTree "Events": a record per flavour becomes nMuon and Muon_pt, Muon_eta, … sharing it."""
-    with uproot.recreate(path) as f:
+    file_uuid = uuid.uuid5(uuid.NAMESPACE_URL, "af-gateway-example:" + os.path.basename(path))
+    with _fixed_clock(), uproot.recreate(path, uuid_function=lambda: file_uuid) as f:
         # mktree + extend writes a TTree (assigning a record to f["Events"] would write an RNTuple in uproot 5.7)
         tree = f.mktree("Events", {k: v.type for k, v in branches.items()}, title="Events")
         tree.extend(branches)
