@@ -274,6 +274,18 @@ export function NodeDetails(props: NodeDetailsProps): JSX.Element {
           )}
         </dl>
         {valueList(trans.__('Outputs'), node.outputs, 'mod-outputs')}
+        {node.registered && node.registered.length > 0 && (
+          <section className="jp-AFDagDetails-section jp-AFDagDetails-registered">
+            <h3 title={trans.__("Files of this step its stage's register put into Rucio (their DIDs)")}>{trans.__('Registered in Rucio')}</h3>
+            <ul>
+              {node.registered.map((did) => (
+                <li key={did}>
+                  <code>{did}</code>
+                </li>
+              ))}
+            </ul>
+          </section>
+        )}
         {!isInitStage(node.stage) && <LogView client={props.client} runId={props.runId} node={node} trans={trans} />}
         {valueList(trans.__('Parameters'), node.parameters, 'mod-parameters')}
         {node.command && (
