@@ -17,6 +17,7 @@ CA, clusters on the local backend as the users' own accounts).
 import json
 import math
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -248,3 +249,78 @@ def test_a_user_without_storage_read_is_refused_by_the_storage_and_the_notebook_
                      said[-1]), said[-1]
     assert "storage.read:/" in said[-1] and "Log in again in the Lab's token panel" in said[-1], said[-1]
     assert not any(t in message for t in ISSUED)
+
+
+@pytest.mark.timeout(300)
+def test_the_workflow_reads_one_file_per_step_merges_and_registers_the_same_histogram(lake, samples, tmp_path):
+    # The gateway hands workflow steps no token yet (clusters get the broker's; steps only PATH, LANG,
+    # HOME and their spec's env). The steps run as af-alice, so they find the token where a user's own
+    # token agent (htgettoken, oidc-agent) keeps it for that account: the WLCG location /tmp/bt_u<uid>.
+    account = pwd.getpwnam("af-alice")
+    agent_file = Path(f"/tmp/bt_u{account.pw_uid}")
+    nb = Notebook(lake, "alice", tmp_path / "alice")
+
+    def agent():
+        token = nb.token_file.read_text()
+        tmp = agent_file.with_name(agent_file.name + ".new")
+        tmp.write_text(token)
+        os.chown(tmp, account.pw_uid, account.pw_gid)
+        tmp.chmod(0o600)
+        os.replace(tmp, agent_file)
+
+    agent()
+    stop = threading.Event()
+
+    def renew():
+        while not stop.wait(15):
+            nb.give()
+            agent()
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    headers = lambda: {"Authorization": "Bearer " + nb.token_file.read_text().strip()}  # noqa: E731
+    wf = EXAMPLE / "workflow"
+    try:
+        body = {"entry": "workflow.yml", "name": "four-lepton", "retries": 0,
+                "files": {n: (wf / n).read_text() for n in ("workflow.yml", "steps.yml")},
+                "parameters": {"python": sys.executable, "code": "four_lepton.py", "cadir": lake["storage"]["client_env"]["X509_CERT_DIR"]},
+                "data": {"files": {"init/four_lepton.py": (wf / "init" / "four_lepton.py").read_text()}}}
+        r = requests.post(lake["url"] + "/api/af/workflows", json=body, headers=headers(), timeout=60)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            dag = requests.get(f"{lake['url']}/api/af/workflows/{run_id}", headers=headers(), timeout=30).json()
+            if dag["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED"):
+                break
+            time.sleep(1)
+        failed = [(n["id"], n.get("message")) for n in dag["nodes"] if n.get("state") == "FAILED"]
+        logs = [requests.get(f"{lake['url']}/api/af/workflows/{run_id}/nodes/{n}/log", headers=headers(), timeout=30).text[-1500:]
+                for n, _ in failed[:2]]
+        assert dag["run"]["status"] == "SUCCESS", (dag["run"], failed, logs)
+    finally:
+        stop.set()
+        renewer.join(timeout=30)
+        agent_file.unlink(missing_ok=True)
+
+    # one select step per file of the dataset, one merge
+    selects = [n for n in dag["nodes"] if n["id"].startswith("select")]
+    assert len(selects) == 9 and all(n["state"] == "SUCCESS" for n in selects)
+    (merge,) = [n for n in dag["nodes"] if n["id"].startswith("merge")]
+    (did,) = merge["registered"]
+    assert did.startswith("user.alice:four-lepton.") and did.endswith("/merge/four-lepton-m4l.root")
+
+    # in the output dataset, on the RSE, and holding the entries the plain loop counts
+    look = rucio_root(lake)
+    out_scope, out_name = OUTPUTS.split(":")
+    assert did.split(":", 1)[1] in [c["name"] for c in lines(look(f"/dids/{out_scope}/{out_name}/dids"))]
+    (rep,) = lines(look("/replicas/list", {"dids": [{"scope": "user.alice", "name": did.split(":", 1)[1]}], "schemes": ["davs"]}))
+    (pfn,) = rep["rses"][RSE]
+    code = ("import json, sys, uproot; from af_gateway_client import data; pfn = sys.argv[1]\n"
+            "with uproot.open(pfn, **data.uproot_options(pfn)) as f:\n"
+            "    print(json.dumps({k.split(';')[0][4:]: int(f[k].values(flow=True).sum()) for k in f.keys()}))")
+    env = {**os.environ, **nb.env()}
+    env.pop("BEARER_TOKEN", None)
+    back = subprocess.run([sys.executable, "-c", code, pfn], capture_output=True, text=True, timeout=60, env=env)
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert json.loads(back.stdout) == samples["entries"]
