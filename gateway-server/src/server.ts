@@ -232,6 +232,15 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     log: logger,
     rucioFiles: rucio.size ? (user, ref) => rucioFileList(rucio, user, ref) : undefined,
     rucioInstances: [...rucio.keys()],
+    userToken: (name) => {
+      try {
+        const t = broker.accessToken({ name, groups: [], admin: false });
+        return t.expires_at === null || t.expires_at > Date.now() ? t.access_token : null;
+      } catch {
+        return null; // the gateway holds no token of theirs
+      }
+    },
+    onUserToken: (listener) => broker.on('token', listener),
     registerFiles: rucio.size
       ? (user, target, files) => {
           const client = rucio.get(target.instance)!; // checked at submission

@@ -32,6 +32,8 @@ export interface StepFiles {
   exitCodePart: string;
   /** A Kubernetes step's pod output, kept by the gateway when the workspace is not shared with the pod. */
   podLog: string;
+  /** The owner's access token while the step runs (BEARER_TOKEN_FILE: WLCG token discovery), renewed as the broker renews it. */
+  bearerToken: string;
 }
 
 /** The names of a step's files, given its directory. */
@@ -45,6 +47,7 @@ export function stepFiles(workdir: string): StepFiles {
     exitCode: join(dir, 'exit-code'),
     exitCodePart: join(dir, 'exit-code.part'),
     podLog: join(dir, 'pod.log'),
+    bearerToken: join(dir, 'bearer-token'),
   };
 }
 

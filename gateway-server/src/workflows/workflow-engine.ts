@@ -15,7 +15,7 @@ import type { StateStore } from '../store/state-store.js';
 import type { ResolvedConfig } from '../config.js';
 import type { User } from '../auth/authenticator.js';
 import { AppError, conflict, errorMessage, notFound } from '../errors.js';
-import { openConfined, removeTree } from '../files/no-follow.js';
+import { openConfined, removeTree, replaceConfined } from '../files/no-follow.js';
 import type { FileToRegister } from '../rucio/rucio-upload.js';
 import { dependenciesOf, INIT_STAGE, readWorkflow, type WorkflowProblem } from './workflow-loader.js';
 import { ancestorStages, scoped, specAt, splitScoped, stageDir, stageSpecOf } from './scopes.js';
@@ -41,7 +41,7 @@ import { checkStaticScatters } from './scatter-size.js';
 import { dataDirs, initOutputs, keepDataFiles } from './run-data.js';
 import { isFinished, stepOf, type NodeRecord, type RegisterSpec, type RunRecord, type StageRecord, type StageSpec, type StepSpec } from './model.js';
 import { countsOf, dagJson, edgesOf, runJson } from './run-views.js';
-import { readExitCode, readLogTail, stepFiles, writeStepFiles } from './step-files.js';
+import { readExitCode, readLogTail, STEP_FILE_MODE, stepFiles, writeStepFiles } from './step-files.js';
 import { loadStepWrapperTemplate, stepWrapper } from './step-wrapper.js';
 import { RunChanges, RunStore, SaveTimer, type WorkflowEvents } from './run-store.js';
 import { keepBundleFiles, newRun, requiredParameters, tooDeepParameter } from './run-submission.js';
@@ -97,6 +97,10 @@ export interface WorkflowEngineDeps {
   registerFiles?: (user: User, target: RegisterSpec, files: FileToRegister[]) => Promise<string[]>;
   /** The gateway's Rucio instances (a stage's register must name one). */
   rucioInstances?: string[];
+  /** The user's current access token (the token broker's), or null: a step gets it as its BEARER_TOKEN_FILE. */
+  userToken?: (user: string) => string | null;
+  /** Calls back with a user's name whenever the broker holds a new token of theirs (running steps' files are renewed). */
+  onUserToken?: (listener: (user: string) => void) => void;
 }
 
 interface ActiveRun {
@@ -151,6 +155,7 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     this.setMaxListeners(0);
     this.cfg = deps.config.workflows;
     this.runs = new RunStore(deps.store);
+    deps.onUserToken?.((user) => void this.renewStepTokens(user));
     this.cap = new RunCap(this.cfg.max_active_runs_per_user, (owner) => {
       let n = 0;
       for (const a of this.active.values()) if (a.run.username === owner) n++;
@@ -736,6 +741,9 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     try {
       const header = `AF Gateway: step ${n.id} of workflow run ${a.run.id}, attempt ${attempt}${n.image && backend.kind === 'local' ? ` (image ${n.image} not used: the local backend runs steps on the host)` : ''}`;
       const mounts = (n.parmounts ?? []).map((text, k) => ({ file: parmountFile(n.workdir, k), text }));
+      // the owner's token, where WLCG token discovery finds it (storage, Rucio), renewed while the step runs
+      const token = this.deps.userToken?.(a.run.username) ?? null;
+      if (token) mounts.push({ file: files.bearerToken, text: `${token}\n` });
       await writeStepFiles(
         a.run.workspace,
         files,
@@ -743,7 +751,8 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
         stepWrapper({ header, workdir: n.workdir, interpreter: n.interpreter ?? 'sh', files }),
         mounts,
       );
-      const env = stepEnv(this.stepOfNode(a, n));
+      const env: Record<string, string> = { ...stepEnv(this.stepOfNode(a, n)) };
+      if (token) env.BEARER_TOKEN_FILE = files.bearerToken;
       const launch: StepLaunch = {
         run: a.run.id,
         node: n.id,
@@ -760,6 +769,21 @@ export class WorkflowEngine extends EventEmitter<WorkflowEvents> {
     } catch (err) {
       this.fail(a, n, attempt, `could not be started: ${errorMessage(err)}`);
       return null;
+    }
+  }
+
+  /** A user's new token into the token files of their running steps (never written through a link the step planted). */
+  private async renewStepTokens(user: string): Promise<void> {
+    const token = this.deps.userToken?.(user);
+    if (!token) return;
+    for (const a of this.active.values()) {
+      if (a.run.username !== user) continue;
+      for (const id of a.byState.RUNNING) {
+        const n = a.nodes.get(id)!;
+        await replaceConfined(a.run.workspace, stepFiles(n.workdir).bearerToken, `${token}\n`, STEP_FILE_MODE).catch((err: unknown) =>
+          this.deps.log.warn({ run: a.run.id, node: n.id, err: errorMessage(err) }, "could not renew a step's token file"),
+        );
+      }
     }
   }
 

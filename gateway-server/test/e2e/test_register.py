@@ -6,12 +6,13 @@ owner's exchanged storage token and registers them in Rucio as the owner; a retr
 nothing twice; a hostile second user cannot register into the owner's dataset.
 """
 import json
+from pathlib import Path
 import time
 import zlib
 
 import requests
 
-from lake_support import RSE, WLCG_ANY, lake, lines, rucio_root, token  # noqa: F401 (lake: the fixture)
+from lake_support import RSE, WLCG_ANY, lake, lines, rucio_root, signed_token, token  # noqa: F401 (lake: the fixture)
 
 
 def api(lake, user, method, path, **kw):
@@ -98,3 +99,76 @@ def test_a_register_the_gateway_cannot_do_is_refused_at_submission(lake):
     r = api(lake, "alice", "POST", "/api/af/workflows", json=bad)
     assert r.status_code == 422 and "elsewhere is not one of this gateway's Rucio instances (test)" in r.text, r.text
 
+
+
+def test_a_step_reads_the_lake_with_its_owners_token_from_bearer_token_file(lake):
+    # alice's token as a notebook has it (the gateway's and the storage's audience); the broker hands it to her steps
+    both = signed_token(lake, "alice", "openid compute.create compute.read storage.read:/", ["af-gateway", WLCG_ANY])
+    look = rucio_root(lake)
+    (rep,) = [r for r in lines(look("/replicas/list", {"dids": [{"scope": "data26", "name": "file.small.0001.root"}], "schemes": ["davs"]}))]
+    pfn = sorted(rep["pfns"])[0].replace("davs://", "https://")
+    script = (f"ls -l \"$BEARER_TOKEN_FILE\" > {{workdir}}/mode.txt; "
+              f"curl -sS --fail --cacert {lake['storage']['ca']} -H \"Authorization: Bearer $(cat \"$BEARER_TOKEN_FILE\")\" "
+              f"-o {{out}} {pfn}")
+    spec = f"""stages:
+  - name: read
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {{out: '{{workdir}}/got.root'}}
+      step:
+        process: {{process_type: interpolated-script-cmd, script: {json.dumps(script)}}}
+        environment: {{environment_type: localproc-env}}
+        publisher: {{publisher_type: frompar-pub, outputmap: {{out: out}}}}
+"""
+    r = requests.post(lake["url"] + "/api/af/workflows", headers={"Authorization": "Bearer " + both}, timeout=60,
+                      json={"entry": "workflow.yml", "files": {"workflow.yml": spec}})
+    assert r.status_code == 201, r.text
+    dag = wait_run(lake, "alice", r.json()["id"])
+    node = next(n for n in dag["nodes"] if n["id"] == "read")
+    assert dag["run"]["status"] == "SUCCESS", node.get("message")
+    got = Path(node["outputs"]["out"]).read_bytes()
+    assert len(got) == rep["bytes"] and "%08x" % zlib.adler32(got) == rep["adler32"]
+    # the file is the owner's account's to read, nobody else's; the token shows in no answer of the gateway
+    mode = (Path(node["workdir"]) / "mode.txt").read_text()
+    assert mode.startswith("-rw-rw----") and "bearer-token" in mode, mode
+    assert both not in json.dumps(dag) and both not in lake["log"].read_text()
+
+
+def test_a_running_steps_token_file_is_renewed_when_the_owner_brings_a_new_token(lake):
+    scope = "openid compute.create compute.read storage.read:/"
+    first = signed_token(lake, "alice", scope, ["af-gateway", WLCG_ANY])
+    script = ("first=$(cat \"$BEARER_TOKEN_FILE\"); i=0; "
+              "while [ \"$(cat \"$BEARER_TOKEN_FILE\")\" = \"$first\" ] && [ $i -lt 240 ]; do sleep 0.25; i=$((i+1)); done; "
+              "sha256sum < \"$BEARER_TOKEN_FILE\" | cut -d' ' -f1 > {out}")
+    spec = f"""stages:
+  - name: wait
+    dependencies: [init]
+    scheduler:
+      scheduler_type: singlestep-stage
+      parameters: {{out: '{{workdir}}/seen.txt'}}
+      step:
+        process: {{process_type: interpolated-script-cmd, script: {json.dumps(script)}}}
+        environment: {{environment_type: localproc-env}}
+        publisher: {{publisher_type: frompar-pub, outputmap: {{out: out}}}}
+"""
+    auth = lambda t: {"Authorization": "Bearer " + t}  # noqa: E731
+    r = requests.post(lake["url"] + "/api/af/workflows", headers=auth(first), timeout=60,
+                      json={"entry": "workflow.yml", "files": {"workflow.yml": spec}})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        dag = requests.get(lake["url"] + f"/api/af/workflows/{run_id}", headers=auth(first), timeout=30).json()
+        if any(n["id"] == "wait" and n["state"] == "RUNNING" for n in dag["nodes"]):
+            break
+        time.sleep(0.3)
+    # the owner's next request brings a new token: the broker takes it, the running step's file follows
+    second = signed_token(lake, "alice", scope, ["af-gateway", WLCG_ANY])
+    assert second != first
+    assert requests.get(lake["url"] + "/api/af/workflows", headers=auth(second), timeout=30).status_code == 200
+    dag = wait_run(lake, "alice", run_id)
+    node = next(n for n in dag["nodes"] if n["id"] == "wait")
+    assert dag["run"]["status"] == "SUCCESS", node.get("message")
+    import hashlib
+    assert Path(node["outputs"]["out"]).read_text().strip() == hashlib.sha256((second + "\n").encode()).hexdigest()
