@@ -20,7 +20,6 @@ About 4 min.
 import json
 import math
 import os
-import pwd
 import re
 import signal
 import subprocess
@@ -256,28 +255,14 @@ def test_a_user_without_storage_read_is_refused_by_the_storage_and_the_notebook_
 
 @pytest.mark.timeout(300)
 def test_the_workflow_reads_one_file_per_step_merges_and_registers_the_same_histogram(lake, samples, tmp_path):
-    # The gateway hands workflow steps no token yet (clusters get the broker's; steps only PATH, LANG,
-    # HOME and their spec's env). The steps run as af-alice, so they find the token where a user's own
-    # token agent (htgettoken, oidc-agent) keeps it for that account: the WLCG location /tmp/bt_u<uid>.
-    account = pwd.getpwnam("af-alice")
-    agent_file = Path(f"/tmp/bt_u{account.pw_uid}")
+    # The steps find alice's token where the gateway puts it for them (BEARER_TOKEN_FILE, renewed as the
+    # broker takes her newer tokens): her requests carry a token the gateway and the storage accept.
     nb = Notebook(lake, "alice", tmp_path / "alice")
-
-    def agent():
-        token = nb.token_file.read_text()
-        tmp = agent_file.with_name(agent_file.name + ".new")
-        tmp.write_text(token)
-        os.chown(tmp, account.pw_uid, account.pw_gid)
-        tmp.chmod(0o600)
-        os.replace(tmp, agent_file)
-
-    agent()
     stop = threading.Event()
 
     def renew():
         while not stop.wait(15):
             nb.give()
-            agent()
 
     renewer = threading.Thread(target=renew, daemon=True)
     renewer.start()
@@ -304,7 +289,6 @@ def test_the_workflow_reads_one_file_per_step_merges_and_registers_the_same_hist
     finally:
         stop.set()
         renewer.join(timeout=30)
-        agent_file.unlink(missing_ok=True)
 
     # one select step per file of the dataset, one merge
     selects = [n for n in dag["nodes"] if n["id"].startswith("select")]
