@@ -149,6 +149,11 @@ describe('workflow step submit description', () => {
     expect(() => stepSubmitDescription({ ...steps, steps: [{ node: 'map:0', dir: '/shared/my wf/map/0' }] })).toThrow(/cannot be queued/);
     expect(() => stepSubmitDescription({ ...steps, steps: [{ node: 'map 0', dir: '/shared/wf/map/0' }] })).toThrow(/cannot be queued/);
   });
+  it("gives each step its own token file (the owner's token the engine wrote into the step's .af), not the first step's", () => {
+    const d = stepSubmitDescription({ ...steps, stepToken: true });
+    expect(d).toMatch(/^environment = ".* BEARER_TOKEN_FILE=\$\(AfStepDir\)\/\.af\/bearer-token"$/m);
+    expect(stepSubmitDescription(steps)).not.toContain('BEARER_TOKEN_FILE');
+  });
   it("queues a subworkflow's steps, whose ids name their scope (sub[0].read)", () => {
     const d = stepSubmitDescription({ ...steps, steps: [{ node: 'sub[0].inner[2].read:1', dir: '/shared/wf/sub/0/inner/2/read/1' }] });
     expect(d).toContain('sub[0].inner[2].read:1, /shared/wf/sub/0/inner/2/read/1\n');

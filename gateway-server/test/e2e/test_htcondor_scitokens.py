@@ -405,3 +405,38 @@ def test_without_any_token_of_the_owner_nothing_is_submitted(pool, ca_dir):
         assert pool.jobs('Owner == "af-erin"') == []
     finally:
         g.close()
+
+
+def test_alices_workflow_steps_are_jobs_submitted_with_her_token_each_reading_its_own_token_file(pool, issuer, gw):
+    token, jti = issuer.sign("alice")
+    spec = """stages:
+  - name: map
+    dependencies: [init]
+    scheduler:
+      scheduler_type: multistep-stage
+      parameters: {n: [1, 2], out: '{workdir}/seen.txt'}
+      scatter: {method: zip, parameters: [n]}
+      step:
+        process: {process_type: interpolated-script-cmd, script: 'id -un > {out}; echo "$BEARER_TOKEN_FILE" >> {out}; sha256sum < "$BEARER_TOKEN_FILE" | cut -c1-64 >> {out}'}
+        environment: {environment_type: localproc-env}
+        publisher: {publisher_type: frompar-pub, outputmap: {out: out}}
+"""
+    r = requests.post(f"{gw.url}/api/af/workflows", headers=bearer(token), timeout=30,
+                      json={"entry": "wf.yml", "files": {"wf.yml": spec}})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    dag = wait_until(lambda: (lambda d: d if d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None)(
+        requests.get(f"{gw.url}/api/af/workflows/{run_id}", headers=bearer(token), timeout=10).json()), 180,
+        lambda: f"run {run_id} to finish; log: {gw.log.read_text()[-3000:]}")
+    steps = [n for n in dag["nodes"] if n["id"].startswith("map:")]
+    assert dag["run"]["status"] == "SUCCESS", [n.get("message") for n in steps]
+    import hashlib
+    for n in steps:
+        who, path, digest = Path(n["outputs"]["out"]).read_text().split()
+        # her account; its own step's file (not the first step's); her token in it
+        assert who == "af-alice" and path == str(Path(n["workdir"]) / ".af" / "bearer-token")
+        assert digest == hashlib.sha256((token + "\n").encode()).hexdigest()
+    jobs = pool.jobs(f'AfGatewayWorkflow == "{run_id}"') or json.loads(pool.run(
+        "condor_history", "-json", "-constraint", f'AfGatewayWorkflow == "{run_id}"',
+        "-attributes", "Owner,AuthTokenSubject,AuthTokenId") or "[]")
+    assert len(jobs) == 2 and {(j["Owner"], j["AuthTokenSubject"], j["AuthTokenId"]) for j in jobs} == {("af-alice", "alice", jti)}

@@ -286,20 +286,21 @@ export class HTCondorBackend implements Backend {
     const first = batch[0]!;
     const account = await this.account(first.owner);
     for (const p of batch) await this.shareStepDir(p.workdir, account);
-    const { AF_WORKFLOW_STEP: _node, ...env } = first.env;
+    const { AF_WORKFLOW_STEP: _node, BEARER_TOKEN_FILE: tokenFile, ...env } = first.env;
     const description = stepSubmitDescription({
       instance: this.instance,
       run: first.run,
       owner: first.owner,
       steps: batch.map((p) => ({ node: p.node, dir: p.workdir })),
       environment: { PATH: stepBaseEnv().PATH ?? '/usr/bin:/bin', ...env },
+      stepToken: !!tokenFile,
       image: first.image ?? null,
       cpus: first.cpus,
       memoryGiB: first.memory,
       ...this.poolSettings(),
     });
-    // (no token is handed to workflow steps yet: with SciTokens, their submission is refused, saying so)
-    const ids = await this.submitQueue(description, account, null, batch.length, 'steps');
+    // with SciTokens the submission authenticates with the owner's token the engine wrote for the steps (the same in each)
+    const ids = await this.submitQueue(description, account, tokenFile ?? null, batch.length, 'steps');
     this.opts.log.info({ run: first.run, job_cluster: ids.clusterId, steps: batch.length, account: account.name }, 'submitted workflow step jobs');
     return batch.map((p, i): JobHandle => ({
       kind: 'htcondor-job',

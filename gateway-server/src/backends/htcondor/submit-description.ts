@@ -213,6 +213,8 @@ export interface StepJobSpec extends PoolSettings {
   /** One proc per step: its node id and directory (the wrapper is DIR/.af/run.sh). */
   steps: { node: string; dir: string }[];
   environment: Record<string, string>;
+  /** Each step's BEARER_TOKEN_FILE is its own directory's .af/bearer-token (the owner's token, which the engine writes). */
+  stepToken?: boolean;
   /** A docker-encapsulated step's image: the container universe runs it. */
   image: string | null;
   cpus: number;
@@ -238,7 +240,13 @@ export function stepSubmitDescription(spec: StepJobSpec): string {
     ['executable', '/bin/sh'],
     ['transfer_executable', 'false'],
     ['arguments', '"$(AfStepDir)/.af/run.sh"'],
-    ['environment', environmentValue(spec.environment)],
+    // (one description for the stage's steps: the token file's path is each proc's own, by the queue's AfStepDir)
+    [
+      'environment',
+      spec.stepToken
+        ? environmentValue(spec.environment).replace(/"$/, ' BEARER_TOKEN_FILE=$(AfStepDir)/.af/bearer-token"')
+        : environmentValue(spec.environment),
+    ],
     ['request_cpus', String(Math.max(1, Math.ceil(spec.cpus)))],
     ['request_memory', String(Math.ceil(spec.memoryGiB * 1024))],
     ['request_disk', spec.requestDisk],
