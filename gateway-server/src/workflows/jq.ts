@@ -402,7 +402,10 @@ class JqThread {
     this.worker.ref();
     this.timer = setTimeout(() => {
       this.die(null);
-      call.reject(limit < call.timeoutMs ? budgetSpent(call) : jqError(call.filter, 'timeout', `took longer than ${seconds(call.timeoutMs)} and was stopped`));
+      const outOfBudget = limit < call.timeoutMs;
+      // spent, whatever the clock measured: a timer may fire a fraction of a millisecond before performance.now() says the limit passed
+      if (outOfBudget && call.budget) call.budget.ms = Math.min(call.budget.ms, 0);
+      call.reject(outOfBudget ? budgetSpent(call) : jqError(call.filter, 'timeout', `took longer than ${seconds(call.timeoutMs)} and was stopped`));
     }, limit);
     this.worker.postMessage({ id: call.id, filter: call.filter, input: call.input });
   }
