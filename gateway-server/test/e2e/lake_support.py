@@ -126,3 +126,22 @@ def rucio_root(lake):
 
 def lines(res):
     return [json.loads(x) for x in res.text.splitlines() if x.strip()]
+
+
+def api(lake, user, method, path, bearer=None, **kw):
+    """A request to the lake's gateway as `user`: with a fresh client-credentials token, or the token given."""
+    return requests.request(method, lake["url"] + path, headers={"Authorization": "Bearer " + (bearer or token(lake, user))},
+                            timeout=60, **kw)
+
+
+def wait_run(lake, user, run_id, timeout=120, bearer=None, until=None):
+    """The run's DAG once `until(dag)` holds (default: the run finished), polled as `user` (with `bearer`, every
+    poll carries that one token: no newer token of the user's reaches the gateway's broker meanwhile)."""
+    until = until or (lambda d: d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED"))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dag = api(lake, user, "GET", f"/api/af/workflows/{run_id}", bearer=bearer).json()
+        if until(dag):
+            return dag
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id}: not there in {timeout} s: {dag['run']}")

@@ -10,24 +10,7 @@ import re
 import time
 from pathlib import Path
 
-import requests
-
-from lake_support import RSE, lake, token  # noqa: F401 (lake: the fixture)
-
-
-def api(lake, user, method, path, **kw):
-    return requests.request(method, lake["url"] + path, headers={"Authorization": "Bearer " + token(lake, user)},
-                            timeout=60, **kw)
-
-
-def wait_run(lake, user, run_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        dag = api(lake, user, "GET", f"/api/af/workflows/{run_id}").json()
-        if dag["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED"):
-            return dag
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not finish: {dag['run']}")
+from lake_support import RSE, api, lake, wait_run  # noqa: F401 (lake: the fixture)
 
 
 def workflow(script, dataset, glob="**/*.txt", extra="", publisher=None):

@@ -5,29 +5,14 @@ trusting the test CA. A stage's `register` uploads the files its step published 
 owner's exchanged storage token and registers them in Rucio as the owner; a retried step registers
 nothing twice; a hostile second user cannot register into the owner's dataset.
 """
+import hashlib
 import json
 from pathlib import Path
-import time
 import zlib
 
 import requests
 
-from lake_support import RSE, WLCG_ANY, lake, lines, rucio_root, signed_token, token  # noqa: F401 (lake: the fixture)
-
-
-def api(lake, user, method, path, **kw):
-    return requests.request(method, lake["url"] + path, headers={"Authorization": "Bearer " + token(lake, user)},
-                            timeout=60, **kw)
-
-
-def wait_run(lake, user, run_id, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        dag = api(lake, user, "GET", f"/api/af/workflows/{run_id}").json()
-        if dag["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED"):
-            return dag
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not finish: {dag['run']}")
+from lake_support import RSE, WLCG_ANY, api, lake, lines, rucio_root, signed_token, token, wait_run  # noqa: F401 (lake: the fixture)
 
 
 def workflow(dataset, script, lifetime=86400):
@@ -121,8 +106,7 @@ def test_a_step_reads_the_lake_with_its_owners_token_from_bearer_token_file(lake
         environment: {{environment_type: localproc-env}}
         publisher: {{publisher_type: frompar-pub, outputmap: {{out: out}}}}
 """
-    r = requests.post(lake["url"] + "/api/af/workflows", headers={"Authorization": "Bearer " + both}, timeout=60,
-                      json={"entry": "workflow.yml", "files": {"workflow.yml": spec}})
+    r = api(lake, "alice", "POST", "/api/af/workflows", bearer=both, json={"entry": "workflow.yml", "files": {"workflow.yml": spec}})
     assert r.status_code == 201, r.text
     dag = wait_run(lake, "alice", r.json()["id"])
     node = next(n for n in dag["nodes"] if n["id"] == "read")
@@ -153,31 +137,19 @@ def test_a_running_steps_token_file_is_renewed_when_the_owner_brings_a_new_token
         environment: {{environment_type: localproc-env}}
         publisher: {{publisher_type: frompar-pub, outputmap: {{out: out}}}}
 """
-    auth = lambda t: {"Authorization": "Bearer " + t}  # noqa: E731
-    r = requests.post(lake["url"] + "/api/af/workflows", headers=auth(first), timeout=60,
-                      json={"entry": "workflow.yml", "files": {"workflow.yml": spec}})
+    r = api(lake, "alice", "POST", "/api/af/workflows", bearer=first, json={"entry": "workflow.yml", "files": {"workflow.yml": spec}})
     assert r.status_code == 201, r.text
     run_id = r.json()["id"]
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        dag = requests.get(lake["url"] + f"/api/af/workflows/{run_id}", headers=auth(first), timeout=30).json()
-        if any(n["id"] == "wait" and n["state"] == "RUNNING" for n in dag["nodes"]):
-            break
-        time.sleep(0.3)
+    wait_run(lake, "alice", run_id, timeout=60, bearer=first,
+             until=lambda d: any(n["id"] == "wait" and n["state"] == "RUNNING" for n in d["nodes"]))
     # the owner's next request brings a new token: the broker takes it, the running step's file follows
     # (it expires later than the first: the broker keeps the token that lives longest, and both may be signed within one second)
     second = signed_token(lake, "alice", scope, ["af-gateway", WLCG_ANY], lifetime=900)
     assert second != first
-    assert requests.get(lake["url"] + "/api/af/workflows", headers=auth(second), timeout=30).status_code == 200
-    deadline = time.time() + 120
-    while time.time() < deadline:  # polled with the same token: no newer one reaches the broker meanwhile
-        dag = requests.get(lake["url"] + f"/api/af/workflows/{run_id}", headers=auth(second), timeout=30).json()
-        if dag["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED"):
-            break
-        time.sleep(0.5)
+    assert api(lake, "alice", "GET", "/api/af/workflows", bearer=second).status_code == 200
+    dag = wait_run(lake, "alice", run_id, bearer=second)
     node = next(n for n in dag["nodes"] if n["id"] == "wait")
     assert dag["run"]["status"] == "SUCCESS", node.get("message")
-    import hashlib
     seen = Path(node["outputs"]["out"]).read_text().strip()
     h = lambda t: hashlib.sha256((t + "\n").encode()).hexdigest()  # noqa: E731
     assert seen == h(second), f"saw {'the first token' if seen == h(first) else 'neither token'}"
