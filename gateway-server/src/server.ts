@@ -17,6 +17,7 @@ import { ClusterManager } from './clusters/cluster-manager.js';
 import type { TokenIdentity } from './auth/oidc-authenticator.js';
 import { splitAuthorization, type User } from './auth/authenticator.js';
 import { authSetup, LOOPBACK_HOSTS } from './auth/auth-setup.js';
+import { SimpleAuthenticator } from './auth/simple-authenticator.js';
 import { TokenBroker } from './tokens/token-broker.js';
 import { Sessions } from './auth/sessions.js';
 import { Identifier } from './auth/identify.js';
@@ -193,7 +194,10 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   });
   const identifier = new Identifier(authenticator, sessions, (user, authorization) => {
     // A verified bearer token is the freshest token of its user the gateway may know.
-    if (authenticator === oidc && 'token' in user) broker.observe(user as TokenIdentity, splitAuthorization(authorization).credentials);
+    // (the provider's own: auth.type oidc, or simple authentication that takes the provider's bearer tokens too)
+    const fromProvider = authenticator === oidc || (authenticator instanceof SimpleAuthenticator && oidc !== undefined && authenticator.bearer === oidc);
+    const { scheme, credentials } = splitAuthorization(authorization);
+    if (fromProvider && scheme === 'bearer' && 'token' in user) broker.observe(user as TokenIdentity, credentials);
     if (hub) void broker.considerHub(user);
   });
   const metrics = new Metrics(clusters, store);

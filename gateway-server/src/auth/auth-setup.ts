@@ -33,7 +33,10 @@ export function authSetup(config: ResolvedConfig, host: string): AuthSetup {
           `set auth.simple.password or listen on 127.0.0.1 (asked for ${host})`,
       );
     }
-    return { authenticator: new SimpleAuthenticator(a.simple.password, a.admin_users), oidc: facilityProvider(config) };
+    const oidc = facilityProvider(config);
+    // Bearer tokens prove their user only where simple authentication is one person on loopback (no
+    // password): with a shared password, anyone who knows it could name that user and read the token.
+    return { authenticator: new SimpleAuthenticator(a.simple.password, a.admin_users, a.simple.password === null ? oidc : undefined), oidc };
   }
   if (a.type === 'oidc') {
     if (!a.oidc.issuer) throw new ConfigError('auth.type oidc needs auth.oidc.issuer');

@@ -1,5 +1,7 @@
 // dask-gateway's "simple" authentication: HTTP Basic with any user name and an optional shared
 // password. For the single-machine demo; refused on a non-loopback listener without a password.
+// With a facility provider configured (auth.oidc), its bearer tokens are taken too: the user is then
+// the token's, as with auth.type oidc, and the token broker keeps the token for the user's clusters.
 import { AppError } from '../errors.js';
 import { splitAuthorization, USER_NAME, USER_NAME_RULE, type Authenticator, type User } from './authenticator.js';
 import { sameSecret } from './same-secret.js';
@@ -10,10 +12,13 @@ export class SimpleAuthenticator implements Authenticator {
   constructor(
     private readonly password: string | null,
     private readonly admins: readonly string[],
+    /** The facility's provider, whose bearer tokens prove their user here too (none: Basic only). */
+    readonly bearer?: Authenticator,
   ) {}
 
   async authenticate(authorization: string): Promise<User | null> {
     const { scheme, credentials } = splitAuthorization(authorization);
+    if (scheme === 'bearer' && this.bearer) return this.bearer.authenticate(authorization);
     if (scheme !== 'basic') return null;
     const decoded = Buffer.from(credentials, 'base64').toString('latin1');
     const colon = decoded.indexOf(':');
