@@ -34,6 +34,9 @@ npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest
 echo "== HTCondor test pool (chroot built once per machine, cached outside the repository)"
 bash scripts/htcondor-pool.sh ensure || status=1
 
+echo "== Slurm test cluster (Debian's slurm-wlm and munge, installed once per machine; each test run starts its own cluster)"
+bash scripts/slurm-cluster.sh ensure || status=1
+
 echo "== yadage and its test specs (venv and yadage's results on them built once per machine, cached outside the repository)"
 bash scripts/yadage-specs.sh ensure >/dev/null || status=1
 
