@@ -351,38 +351,42 @@ self_and_ancestors() {
 }
 
 # PIDs of every process of this run: the daemons started with its AF_SLURM_RUN marker (munged,
-# slurmctld, slurmd, and what they fork), the Slurm programs (slurmstepd, slurmscriptd) whose
-# SLURM_CONF is this run's, the job processes (their SLURM_CLUSTER_NAME is this run's ClusterName)
-# and every descendant of any of those (a job that cleared its environment).
+# slurmctld, slurmd, and what they fork), Slurm's own programs whose SLURM_CONF is this run's, the
+# job processes (their SLURM_CLUSTER_NAME is this run's ClusterName), anything holding a file under
+# <run-dir>/slurm open (slurmstepd: its process title overwrites the start of its environment, and
+# it keeps slurmd.log open), and every descendant of any of those (a job that cleared its
+# environment). Never this script or its ancestors. One grep, one find and one ps over all processes.
 run_pids() {
-  local p exe envs keep
+  local keep f p exe pp pat changed
   keep=" $(self_and_ancestors | tr '\n' ' ') "
-  declare -A mine=()
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    [[ "$keep" == *" $p "* ]] && continue
-    envs=$(tr '\0' '\n' 2>/dev/null < "/proc/$p/environ") || continue
-    if grep -qx -e "AF_SLURM_RUN=$run_id" -e "SLURM_CLUSTER_NAME=$cluster" <<<"$envs"; then
-      mine[$p]=1; continue
-    fi
-    if grep -qx -e "SLURM_CONF=$conf" <<<"$envs"; then
-      exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
-      case "$exe" in /usr/sbin/slurm*|/usr/bin/slurm*) mine[$p]=1 ;; esac
-    fi
-  done
+  local -A mine=()
+  while IFS= read -r f; do
+    p=${f#/proc/}; mine[${p%%/*}]=1
+  done < <(grep -lsxzF -e "AF_SLURM_RUN=$run_id" -e "SLURM_CLUSTER_NAME=$cluster" /proc/[0-9]*/environ 2>/dev/null || true)
+  while IFS= read -r f; do
+    p=${f#/proc/}; p=${p%%/*}
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
+    case "$exe" in /usr/sbin/slurm*|/usr/bin/slurm*) mine[$p]=1 ;; esac
+  done < <(grep -lsxzF -e "SLURM_CONF=$conf" /proc/[0-9]*/environ 2>/dev/null || true)
+  pat=$(printf '%s' "$sdir" | sed 's/[][*?\\]/\\&/g')
+  while IFS= read -r f; do
+    p=${f#/proc/}; mine[${p%%/*}]=1
+  done < <(find /proc/[0-9]*/fd -maxdepth 1 -lname "$pat/*" 2>/dev/null || true)
   # descendants: repeat over the parent links until nothing new joins
-  local changed=1 pp
+  local -a links
+  mapfile -t links < <(ps -e -o pid=,ppid= 2>/dev/null || true)
+  changed=1
   while [ "${#mine[@]}" -gt 0 ] && [ $changed -eq 1 ]; do
     changed=0
-    for p in /proc/[0-9]*; do
-      p=${p#/proc/}
-      [ -n "${mine[$p]:-}" ] && continue
-      [[ "$keep" == *" $p "* ]] && continue
-      pp=$(sed -E 's/^.*\) . ([0-9]+) .*$/\1/' "/proc/$p/stat" 2>/dev/null || true)
-      if [ -n "$pp" ] && [ -n "${mine[$pp]:-}" ]; then mine[$p]=1; changed=1; fi
+    for f in "${links[@]}"; do
+      read -r p pp <<<"$f"
+      if [ -z "${mine[$p]:-}" ] && [ -n "${mine[$pp]:-}" ]; then mine[$p]=1; changed=1; fi
     done
   done
-  for p in "${!mine[@]}"; do alive "$p" && echo "$p"; done
+  for p in "${!mine[@]}"; do
+    [[ "$keep" == *" $p "* ]] && continue
+    alive "$p" && echo "$p"
+  done
   return 0
 }
 
