@@ -14,7 +14,8 @@
 #   scripts/slurm-cluster.sh start <run-dir>   start this run's own munged, slurmctld and slurmd; writes
 #                                              <run-dir>/slurm.{json,env}
 #   scripts/slurm-cluster.sh stop <run-dir>    cancel every job, stop the daemons, kill what remains of
-#                                              the run (job processes too); safe to repeat; removes
+#                                              the run (job processes too); safe to repeat, and also
+#                                              kills a run whose dir was removed under it; removes
 #                                              nothing outside <run-dir> (and there only slurm.json,
 #                                              slurm.env and the pid files: logs stay for a look)
 #   scripts/slurm-cluster.sh selftest          ensure + start + jobs as af-alice + a pending job + stop,
@@ -152,8 +153,9 @@ cmd_ensure() {
 }
 
 # ---------------------------------------------------------------- per-run paths
-run_paths() {
-  run_dir=$(cd "$1" && pwd -P) || die "no such run dir: $1"
+run_paths() { local d; d=$(cd "$1" && pwd -P) || die "no such run dir: $1"; run_paths_of "$d"; }
+run_paths_of() {   # the run dir's real path
+  run_dir=$1
   run_id=$(printf '%s' "$run_dir" | sha256sum | cut -c1-12)
   cluster="af${run_id:0:10}"
   sdir="$run_dir/slurm"
@@ -393,8 +395,12 @@ run_pids() {
 cmd_stop() {
   [ $# -eq 1 ] || die "usage: $0 stop <run-dir>"
   slurm_needs_root stop
-  [ -d "$1" ] || { log "no run dir $1: nothing to stop"; return 0; }
-  run_paths "$1"
+  if [ -d "$1" ]; then
+    run_paths "$1"
+  else
+    # the run dir was removed under a running cluster: its processes are still found by their marks
+    run_paths_of "$(realpath -m -- "$1")"
+  fi
   local pids ids deadline
   if [ -n "$(ctld_pid)" ] && [ -f "$conf" ]; then
     # every job of the run, of every account, then the daemons (slurmd leaves running jobs alone)
