@@ -24,6 +24,7 @@ import { Identifier } from './auth/identify.js';
 import { Metrics } from './metrics.js';
 import { RucioClient } from './rucio/rucio-client.js';
 import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
+import { SlurmBackend } from './backends/slurm/slurm-backend.js';
 import { KubernetesBackend } from './backends/kubernetes/kubernetes-backend.js';
 import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
@@ -132,6 +133,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   }
   const local = config.backend.local;
   const htcondor = config.backend.type === 'htcondor' ? config.backend.htcondor : undefined;
+  const slurm = config.backend.type === 'slurm' ? config.backend.slurm : undefined;
   const localBackend = new LocalBackend({
     python: local.python!,
     prefork: local.prefork,
@@ -139,7 +141,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     stopGracePeriod: local.stop_grace_period,
     dataDir: config.data_dir,
     log: logger,
-    schedulerHost: htcondor?.scheduler_host,
+    schedulerHost: htcondor?.scheduler_host ?? slurm?.scheduler_host,
     singleUser: local.single_user,
     accounts,
     sudo: local.sudo,
@@ -153,29 +155,32 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     );
   }
   let listenUrl = '';
+  // (what every batch backend is given besides its own settings)
+  const batch = {
+    local: localBackend,
+    python: local.python!,
+    dataDir: config.data_dir,
+    stateIdentity: store.identity,
+    log: logger,
+    accounts,
+    singleUser: local.single_user,
+    workspaceRoot,
+  };
   const backend: Backend = htcondor
-    ? new HTCondorBackend({
-        config: htcondor,
-        local: localBackend,
-        python: local.python!,
-        dataDir: config.data_dir,
-        stateIdentity: store.identity,
-        log: logger,
-        accounts,
-        singleUser: local.single_user,
-        workspaceRoot,
-      })
-    : config.backend.type === 'kubernetes'
-      ? new KubernetesBackend({
-          config: config.backend.kubernetes,
-          dataDir: config.data_dir,
-          stateIdentity: store.identity,
-          log: logger,
-          workspaceRoot,
-          defaultApiUrl: () => `${listenUrl}/api`,
-          accounts,
-        })
-      : localBackend;
+    ? new HTCondorBackend({ config: htcondor, ...batch })
+    : slurm
+      ? new SlurmBackend({ config: slurm, ...batch })
+      : config.backend.type === 'kubernetes'
+        ? new KubernetesBackend({
+            config: config.backend.kubernetes,
+            dataDir: config.data_dir,
+            stateIdentity: store.identity,
+            log: logger,
+            workspaceRoot,
+            defaultApiUrl: () => `${listenUrl}/api`,
+            accounts,
+          })
+        : localBackend;
   const clusters = new ClusterManager({ store, backend, config, log: logger });
   const tlsOn = tlsFiles !== undefined;
   // Secure cookies whenever browsers reach the gateway over HTTPS: its own TLS, or a TLS proxy in front (public_url).

@@ -95,9 +95,13 @@ export async function submitInGroups<T, R>(items: readonly T[], key: (item: T) =
   return out;
 }
 
-/** The key that puts a run's steps with the same owner, image, resources and environment (a stage's steps) into one submission. */
+/**
+ * The key that puts a run's steps with the same owner, image, resources and environment (a stage's
+ * steps) into one submission. A step's own variables (its node id, its token file in its own
+ * directory) do not split it: each backend's submission gives every step its own.
+ */
 export function stepGroupKey(l: StepLaunch): string {
-  const { AF_WORKFLOW_STEP: _step, ...shared } = l.env;
+  const { AF_WORKFLOW_STEP: _step, BEARER_TOKEN_FILE: _token, ...shared } = l.env;
   return `${l.run}\u0000${l.owner}\u0000${l.image ?? ''}\u0000${l.cpus}\u0000${l.memory}\u0000${JSON.stringify(shared)}`;
 }
 
