@@ -18,6 +18,9 @@
 #                             with the test CA's certificate, stopped by `stop`
 #            XRD_OIDC_CA      PEM file of the CA that signed XRD_OIDC_ISSUER's certificate (default: the test CA)
 #            XRD_INSTANCES    names of the servers (default "XRD1 XRD2")
+#            XRD_SCITOKENS_TRACE  the token plugin's log levels (default "error warning info"); "all"
+#                             adds a line per token a server has not seen before ("New valid token
+#                             mapped_username=<sub>, ...": its claims, never the token) and per access
 #   scripts/xrootd-storage.sh stop <run-dir>    stop what start started there and remove what it made
 #                                               (data, keys, configuration, logs); safe to repeat
 #   scripts/xrootd-storage.sh selftest          ensure, then gateway-server/test/e2e/test_storage.py: start,
@@ -232,7 +235,7 @@ http.header2cgi authorization authz
 # authorisation by tokens only (no "++": nothing else may allow what the tokens do not)
 ofs.authorize 1
 ofs.authlib libXrdAccSciTokens.so config=$d/scitokens.cfg
-scitokens.trace error warning info
+scitokens.trace $trace
 EOF
   chown -R "$run_uid:$run_gid" "$d"
 }
@@ -274,6 +277,8 @@ instance_names() { printf '%s\n' ${XRD_INSTANCES:-XRD1 XRD2}; }
 start() {
   local run=${1:-}
   [ -n "$run" ] || die "usage: $0 start <run-dir>"
+  trace=${XRD_SCITOKENS_TRACE:-error warning info}   # (write_instance's)
+  [[ "$trace" =~ ^[a-z]+( [a-z]+)*$ ]] || die "XRD_SCITOKENS_TRACE: log level names separated by spaces, not '$trace'"
   need_root "starting the storage" "a mount namespace per server, and servers run as their own account"
   mkdir -p "$run"
   run=$(cd "$run" && pwd -P)
