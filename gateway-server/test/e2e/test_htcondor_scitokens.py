@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from af_e2e_support import REPO, free_port, start_gateway, start_provider, stop
+from condor_support import POOL_SCRIPT, Pool, ensure_test_accounts, scitokens_gateway_config, scitokens_pool
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -39,13 +40,10 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-POOL_SCRIPT = REPO / "scripts" / "htcondor-pool.sh"
-ACCOUNTS_SCRIPT = REPO / "scripts" / "test-accounts.sh"
 CA_SCRIPT = REPO / "scripts" / "test-ca.sh"
 WLCG_ANY = "https://wlcg.cern.ch/jwt/v1/any"
 # what a token needs to submit and remove jobs (compute.read alone is condor:/READ)
 WRITE_SCOPES = "compute.read compute.create compute.modify compute.cancel"
-JOB_ATTRS = "ClusterId,ProcId,JobStatus,Owner,AfGatewayCluster,AfGatewayWorker,AuthTokenSubject,AuthTokenIssuer,AuthTokenId,AuthTokenScopes"
 
 
 class Issuer:
@@ -84,61 +82,9 @@ class Issuer:
         stop(self.proc)
 
 
-class Pool:
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        facts = json.loads((run_dir / "pool.json").read_text())
-        self.facts = facts
-        self.cmd = facts["CONDOR_CMD_JSON"]  # as afcondor, FS (READ): the tests' own queries
-        self.root = facts["CONDOR_ROOT"]
-        self.config = facts["CONDOR_CONFIG"]
-        self.sci = facts["SCITOKENS"]
-        self.accounts = {a["name"]: a for a in facts["ACCOUNTS"]}
-        self.log_dir = Path(self.config).parent / "log"
-
-    def run(self, *args: str) -> str:
-        return subprocess.run([*self.cmd, *args], check=True, capture_output=True, text=True, timeout=60).stdout
-
-    def jobs(self, constraint: str) -> list[dict]:
-        text = self.run("condor_q", "-allusers", "-json", "-constraint", constraint, "-attributes", JOB_ATTRS)
-        return json.loads(text) if text.strip() else []
-
-    def with_token(self, token_file: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        """A condor tool as root in the pool's root (the gateway's way), authenticating with the token in token_file."""
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "CONDOR_CONFIG": self.config,
-               **self.sci["client_env"], "_condor_SCITOKENS_FILE": str(token_file)}
-        return subprocess.run(["chroot", self.root, *args], env=env, capture_output=True, text=True, timeout=60, input=input)
-
-    def as_account(self, account: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        """A condor tool as the account itself, with the pool's own client methods (FS), no token."""
-        a = self.accounts[account]
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "CONDOR_CONFIG": self.config}
-        return subprocess.run(["chroot", f"--userspec={a['uid']}:{a['gid']}", self.root, *args], env=env,
-                              capture_output=True, text=True, timeout=60, input=input)
-
-    def audit(self) -> dict[str, dict]:
-        """The schedd's audit log: for each job it accepted (ClusterId.ProcId), how its submitter authenticated."""
-        by_cid: dict[str, dict] = {}
-        jobs: dict[str, dict] = {}
-        for line in (self.log_dir / "AuditLog").read_text().splitlines():
-            m = re.search(r"\(cid:(\d+)\) (.*)$", line)
-            if not m:
-                continue
-            cid, text = m.groups()
-            if a := re.match(r"AuthMethod=(\S+), AuthId=(\S+), CondorId=(\S+)$", text):
-                by_cid[cid] = {"method": a[1], "auth_id": a[2].rstrip(","), "condor_id": a[3]}
-            elif j := re.match(r"Submitting new job (\d+\.\d+)$", text):
-                jobs[j[1]] = by_cid.get(cid, {})
-        return jobs
-
-    def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.iterdir()) if p.is_file())
-
-
 @pytest.fixture(scope="module")
 def accounts_file():
-    return subprocess.run(["bash", str(ACCOUNTS_SCRIPT), "ensure"], check=True, capture_output=True, text=True,
-                          timeout=300).stdout.strip().splitlines()[-1]
+    return ensure_test_accounts()
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +112,8 @@ def issuer(run_dir, ca_dir):
 
 @pytest.fixture(scope="module")
 def pool(run_dir, issuer, accounts_file, ca_dir):
-    env = dict(os.environ, AF_HTCONDOR_ACCOUNTS=accounts_file, HTCONDOR_SCITOKENS_ISSUER=issuer.url,
-               HTCONDOR_SCITOKENS_CA=str(ca_dir / "ca.pem"))
-    subprocess.run(["bash", str(POOL_SCRIPT), "start", str(run_dir)], check=True, timeout=300, env=env)
-    try:
-        yield Pool(run_dir)
-    finally:
-        subprocess.run(["bash", str(POOL_SCRIPT), "stop", str(run_dir)], timeout=120)
+    with scitokens_pool(run_dir, issuer.url, ca_dir / "ca.pem", accounts_file) as p:
+        yield p
 
 
 class Gw:
@@ -190,16 +131,8 @@ class Gw:
             "log_level": "debug",
             "accounts": {"name_template": "af-{user}"},  # alice's jobs must be af-alice's
             "auth": auth,
-            "backend": {"type": "htcondor", "htcondor": {
-                "auth_method": "scitokens",
-                # every condor tool as root in the pool's root: no per-user account on the gateway's side
-                "command_prefix": ["chroot", pool.root],
-                "environment": {"CONDOR_CONFIG": pool.config},
-                "poll_period": 1,
-                "request_disk": "100MB",
-            }},
-            "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 30,
-                        "stop_on_shutdown": True},
+            # every condor tool as root in the pool's root: no per-user account on the gateway's side
+            **scitokens_gateway_config(pool),
         }
         self.proc, self.url, self.log = start_gateway(self.dir, config, env={"NODE_EXTRA_CA_CERTS": str(ca / "ca.pem")})
 
