@@ -2,8 +2,11 @@
 servers with SciTokens (scripts/xrootd-storage.sh), a Rucio server whose RSEs point at them and
 whose every PFN resolves to a file (scripts/rucio-server.sh with RUCIO_STORAGE_JSON and
 RUCIO_OIDC_CA), and a gateway trusting the test CA (NODE_EXTRA_CA_CERTS). A test module uses it by
-importing the `lake` fixture (one lake per module) and the helpers below.
+importing the `lake` fixture (one lake per module, clusters on the local backend) and the helpers
+below; a module whose gateway needs another backend makes its own `lake` with running_lake(backend=...)
+(test_analysis_htcondor.py: the HTCondor pool in SciTokens mode for the lake's issuer).
 """
+import contextlib
 import json
 import os
 import shutil
@@ -35,46 +38,58 @@ def run(cmd, env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def lake():
-    """Storage (with its issuer), Rucio on it, and a gateway: yields their facts."""
+    """Storage (with its issuer), Rucio on it, and a gateway on the local backend: yields their facts."""
+    with running_lake() as facts:
+        yield facts
+
+
+@contextlib.contextmanager
+def running_lake(backend=None, storage_env=None):
+    """The lake, stopped and removed on leaving. `backend(storage)`, given the storage's facts, returns a context
+    manager (entered after the storage, left after the gateway stops) yielding the gateway's configuration
+    sections for another backend than the local one and the directory to keep the gateway's own in; its
+    facts are the lake's `backend`. `storage_env`: variables for scripts/xrootd-storage.sh start."""
     run(["bash", str(STORAGE), "ensure"], timeout=900)
     top = Path(tempfile.mkdtemp(prefix="af-register-"))
     top.chmod(0o711)  # the storage's account passes through to its run directory
-    procs = []
     ws = traversable_dir()
     try:
-        storage = json.loads(run(["bash", str(STORAGE), "start", str(top / "storage")]).strip().splitlines()[-1])
-        run(["bash", str(RUCIO), "start", str(top / "rucio")], env={
-            "RUCIO_OIDC_ISSUER": storage["issuer"], "RUCIO_OIDC_CA": storage["ca"],
-            "RUCIO_STORAGE_JSON": str(top / "storage" / "storage.json")})
-        rucio = json.loads((top / "rucio" / "rucio.json").read_text())
-        gw_dir = top / "gateway"
-        gw_dir.mkdir()
-        config = {
-            "listen": f"127.0.0.1:{free_port()}",
-            "data_dir": str(gw_dir / "data"),
-            "accounts": {"name_template": "af-{user}"},
-            "auth": {"type": "oidc", "oidc": {"issuer": storage["issuer"], "audience": ["af-gateway"],
-                                               "client_id": "af-gateway", "client_secret": "af-gateway-secret",
-                                               "required_scopes": ["compute.create"]}},
-            "tokens": {"exchange_audiences": ["rucio", WLCG_ANY]},
-            "rucio": {"instances": [{"name": "test", "url": rucio["url"], "auth": "exchange", "audience": "rucio",
-                                     "storage_audience": WLCG_ANY, "default_scheme": "davs"}]},
-            "workflows": {"poll_period": 0.2, "workspace_root": str(ws)},
-        }
-        (gw_dir / "config.json").write_text(json.dumps(config))
-        log = gw_dir / "gateway.log"
-        with open(log, "w") as out:
-            # Node reads extra CAs only at start: the issuer's and the storage's certificates are the test CA's
-            gw = subprocess.Popen(["node", str(CLI), "serve", "--config", str(gw_dir / "config.json")], stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "NODE_EXTRA_CA_CERTS": storage["ca"]})
-        procs.append(gw)
-        url = "http://" + config["listen"]
-        wait_http(url + "/api/health", gw, log)
-        yield {"url": url, "storage": storage, "rucio": rucio, "log": log, "ws": ws}
+        with contextlib.ExitStack() as stack:
+            storage = json.loads(run(["bash", str(STORAGE), "start", str(top / "storage")], env=storage_env).strip().splitlines()[-1])
+            run(["bash", str(RUCIO), "start", str(top / "rucio")], env={
+                "RUCIO_OIDC_ISSUER": storage["issuer"], "RUCIO_OIDC_CA": storage["ca"],
+                "RUCIO_STORAGE_JSON": str(top / "storage" / "storage.json")})
+            rucio = json.loads((top / "rucio" / "rucio.json").read_text())
+            sections, home, facts = {}, top, None
+            if backend:
+                sections, home, facts = stack.enter_context(backend(storage))
+            gw_dir = Path(home) / "gateway"
+            gw_dir.mkdir()
+            config = {
+                "listen": f"127.0.0.1:{free_port()}",
+                "data_dir": str(gw_dir / "data"),
+                "accounts": {"name_template": "af-{user}"},
+                "auth": {"type": "oidc", "oidc": {"issuer": storage["issuer"], "audience": ["af-gateway"],
+                                                   "client_id": "af-gateway", "client_secret": "af-gateway-secret",
+                                                   "required_scopes": ["compute.create"]}},
+                "tokens": {"exchange_audiences": ["rucio", WLCG_ANY]},
+                "rucio": {"instances": [{"name": "test", "url": rucio["url"], "auth": "exchange", "audience": "rucio",
+                                         "storage_audience": WLCG_ANY, "default_scheme": "davs"}]},
+                "workflows": {"poll_period": 0.2, "workspace_root": str(ws)},
+                **sections,
+            }
+            (gw_dir / "config.json").write_text(json.dumps(config))
+            log = gw_dir / "gateway.log"
+            with open(log, "w") as out:
+                # Node reads extra CAs only at start: the issuer's and the storage's certificates are the test CA's
+                gw = subprocess.Popen(["node", str(CLI), "serve", "--config", str(gw_dir / "config.json")], stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, "NODE_EXTRA_CA_CERTS": storage["ca"]})
+            stack.callback(stop, gw)
+            url = "http://" + config["listen"]
+            wait_http(url + "/api/health", gw, log)
+            yield {"url": url, "storage": storage, "rucio": rucio, "log": log, "ws": ws, "backend": facts}
     finally:
-        for p in procs:
-            stop(p)
         kill_below(ws)
         subprocess.run(["bash", str(RUCIO), "stop", str(top / "rucio")], capture_output=True, timeout=120)
         subprocess.run(["bash", str(STORAGE), "stop", str(top / "storage")], capture_output=True, timeout=120)
