@@ -11,6 +11,7 @@ import {
   checkSbatchOptions,
   checkSettings,
   directive,
+  RUN_MODULE,
   schedulerScript,
   shellWord,
   stepScript,
@@ -108,7 +109,8 @@ describe('worker job arrays', () => {
     const out = runTask(workerScript(spec()), 1, join(dir, 'jobs', 'c0ffee00-bbbb.log'));
     const args = out.split('\n').flatMap((l) => (l.startsWith('ARG ') ? [l.slice(4)] : []));
     expect(args).toEqual([
-      '-m',
+      '-c',
+      RUN_MODULE,
       'distributed.cli.dask_worker',
       'tls://10.0.0.5:40000',
       '--nthreads',
@@ -130,6 +132,19 @@ describe('worker job arrays', () => {
     ]);
     expect(out).toContain('BEARER_TOKEN_FILE=/data/clusters/c0ffee/bearer-token\n');
     expect(out).toContain('DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True\n');
+  });
+
+  it("starts Dask as python -m would, with the arguments in place, and keeps the process's name (Slurm's linuxproc tracking cannot see a name with a space)", () => {
+    const venv = join(__dirname, '..', '..', '..', '.venv', 'bin', 'python');
+    writeFileSync(
+      join(dir, 'probe_module.py'),
+      'import sys\ntry:\n    import setproctitle\n    print("renames")\nexcept ImportError:\n    print("keeps its name")\nprint(sys.argv[1:])\n',
+    );
+    const out = execFileSync(existsSync(venv) ? venv : 'python3', ['-c', RUN_MODULE, 'probe_module', 'tls://x:1', '--name', 'w 1'], {
+      env: { PATH: '/usr/bin:/bin', PYTHONPATH: dir },
+      encoding: 'utf8',
+    });
+    expect(out).toBe("keeps its name\n['tls://x:1', '--name', 'w 1']\n");
   });
 
   it('ends a task the array has no worker for, with a message', () => {

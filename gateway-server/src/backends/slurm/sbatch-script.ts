@@ -269,11 +269,21 @@ function perTask(rows: Record<string, string>[], what: string): string[] {
 
 const DASK_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
+/**
+ * How the jobs start Dask: `python -c RUN_MODULE <module> ARGS` is `python -m <module> ARGS`, except
+ * that the process keeps its name. Dask renames itself "dask worker [...]" when setproctitle is
+ * installed, and Slurm's proctrack/linuxproc reads /proc/PID/stat word by word: a process whose name
+ * has a space is not seen as the job's, so scancel ended the job (COMPLETING for ever) and left Dask
+ * running. (Checked with Slurm 22.05.)
+ */
+export const RUN_MODULE = 'import runpy, sys; sys.modules["setproctitle"] = None; runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)';
+
 /** One scale step of a cluster: a job array, one task per worker, each running `dask worker --name <its name>`. */
 export function workerScript(spec: WorkerScriptSpec): string {
   for (const n of spec.workerNames) if (!DASK_NAME.test(n)) throw new Error(`worker name ${JSON.stringify(n.slice(0, 80))} cannot be submitted`);
   const args = [
-    '-m',
+    '-c',
+    RUN_MODULE,
     'distributed.cli.dask_worker',
     spec.schedulerAddress,
     '--nthreads',
@@ -309,7 +319,8 @@ export function workerScript(spec: WorkerScriptSpec): string {
 /** A cluster's scheduler as a job of its own, with the gateway's preload (heartbeats to apiUrl). */
 export function schedulerScript(spec: SchedulerScriptSpec): string {
   const args = [
-    '-m',
+    '-c',
+    RUN_MODULE,
     'distributed.cli.dask_scheduler',
     '--protocol',
     'tls',
