@@ -356,17 +356,39 @@ class Replica:
         self.proc.wait(10)
 
 
-def _scheduler_functions():
+def _task_functions():
     # Nested, so that cloudpickle sends them by value: a job's Python cannot import this module.
     def read_api_token():
         """Run on a scheduler: its cluster's API token, as its own heartbeats send it."""
         import os
         with open(os.environ["DASK_GATEWAY_API_TOKEN"]) as f:
             return f.read().strip()
-    return read_api_token
+
+    def whoami() -> str:
+        """Run on a worker or scheduler: the account its process runs as."""
+        import os
+        import pwd
+        return pwd.getpwuid(os.getuid()).pw_name
+
+    def try_read(paths: list[str]) -> dict:
+        """Run on a worker or scheduler: what each path gave (its first bytes, a listing, or the error's name)."""
+        import os
+        out = {}
+        for p in paths:
+            try:
+                if os.path.isdir(p):
+                    out[p] = "listed:" + ",".join(sorted(os.listdir(p)))
+                else:
+                    with open(p, "rb") as f:
+                        out[p] = "read:" + f.read(40).decode("latin-1")
+            except Exception as e:  # noqa: BLE001 - the kind of failure is the result
+                out[p] = type(e).__name__
+        return out
+
+    return read_api_token, whoami, try_read
 
 
-read_api_token = _scheduler_functions()
+read_api_token, whoami, try_read = _task_functions()
 
 
 def forged_heartbeat(url: str, cluster: str, token: str, **addresses):

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop
+from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop, try_read, whoami
 from conftest import IS_PEER, wait_until
 
 pytestmark = [
@@ -272,38 +272,18 @@ def _instance_of(g: Gw) -> str:
 # --- tenant isolation: every user is hostile -------------------------------------------------------
 
 def _task_functions():
-    """What the tasks run (defined in here so that cloudpickle sends them by value: the workers
-    cannot import this test module)."""
-
-    def try_read(paths: list[str]) -> dict:
-        """What each path gave (its first bytes, a listing, or the error's name)."""
-        import os as _os
-        out = {}
-        for p in paths:
-            try:
-                if _os.path.isdir(p):
-                    out[p] = "listed:" + ",".join(sorted(_os.listdir(p)))
-                else:
-                    with open(p, "rb") as f:
-                        out[p] = "read:" + f.read(40).decode("latin-1")
-            except Exception as e:  # noqa: BLE001 - the kind of failure is the result
-                out[p] = type(e).__name__
-        return out
-
-    def whoami() -> str:
-        import os as _os
-        import pwd
-        return pwd.getpwuid(_os.getuid()).pw_name
+    """What the tasks run besides af_e2e_support's (defined in here so that cloudpickle sends it by
+    value: the workers cannot import this test module)."""
 
     def plant_link(directory: str, name: str, target: str) -> str:
         import os as _os
         _os.symlink(target, _os.path.join(directory, name))
         return _os.path.join(directory, name)
 
-    return try_read, whoami, plant_link
+    return plant_link
 
 
-_try_read, _whoami, _plant_link = _task_functions()
+_plant_link = _task_functions()
 
 
 def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_else(pool, gw):
@@ -321,10 +301,10 @@ def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_el
         print("condor_q -af Owner AfGatewayCluster AfGatewayWorker:\n" + pool.run(
             "condor_q", "-allusers", "-af", "Owner", "AfGatewayCluster", "AfGatewayWorker"))
         assert owners == {alice.name: {"af-alice"}, mallory.name: {"af-mallory"}}
-        assert mc.submit(_whoami).result() == "af-mallory"
+        assert mc.submit(whoami).result() == "af-mallory"
         assert mc.submit(lambda: {k: __import__("os").environ.get(k) for k in ("AF_STEAL", "AF_MACRO")}).result() == sneaky
-        assert mc.run_on_scheduler(_whoami) == "af-mallory"
-        assert ac.submit(_whoami).result() == "af-alice"
+        assert mc.run_on_scheduler(whoami) == "af-mallory"
+        assert ac.submit(whoami).result() == "af-alice"
 
         # condor_submit got none of the gateway's environment: $ENV() of the admin's submit_extra
         # found no gateway secret (condor_submit's UNDEFINED), and CONDOR_CONFIG (given) set.
@@ -338,8 +318,8 @@ def test_each_users_jobs_are_their_own_and_a_hostile_users_tasks_read_nothing_el
                   str(data / "encrypt.key"), str(data / "state.sqlite"), str(data), str(data / "clusters"),
                   f"/proc/{gw.proc.pid}/environ"]
         mine = [str(m_dir / "dask.pem"), str(m_dir / "api-token"), str(m_dir / "jobs")]
-        for label, seen in (("worker", mc.submit(_try_read, theirs + mine).result()),
-                            ("scheduler", mc.run_on_scheduler(_try_read, theirs + mine))):
+        for label, seen in (("worker", mc.submit(try_read, theirs + mine).result()),
+                            ("scheduler", mc.run_on_scheduler(try_read, theirs + mine))):
             for p in theirs:
                 assert seen[p] == "PermissionError", f"mallory's {label} task got {p}: {seen[p]}"
             for p in mine:  # the control: the task can read what is its own
@@ -411,7 +391,7 @@ def test_the_scheduler_can_run_next_to_the_gateway_too(pool):
             client = cluster.get_client()
             client.wait_for_workers(1, timeout=120)
             assert client.submit(sum, range(10)).result() == 45
-            assert client.run_on_scheduler(_whoami) == "af-alice"
+            assert client.run_on_scheduler(whoami) == "af-alice"
             client.close()
         finally:
             cluster.shutdown()

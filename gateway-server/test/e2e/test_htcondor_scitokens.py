@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from af_e2e_support import REPO, free_port, start_gateway, start_provider, stop
+from af_e2e_support import REPO, free_port, start_gateway, start_provider, stop, whoami
 from condor_support import POOL_SCRIPT, Pool, ensure_test_accounts, scitokens_gateway_config, scitokens_pool
 from conftest import IS_PEER, wait_until
 
@@ -168,18 +168,6 @@ def bearer(token: str) -> dict:
     return {"Authorization": "Bearer " + token}
 
 
-def _task_functions():
-    """(Nested, so that cloudpickle sends them by value: the workers cannot import this module.)"""
-    def whoami() -> str:
-        import os as _os
-        import pwd
-        return pwd.getpwuid(_os.getuid()).pw_name
-    return whoami
-
-
-_whoami = _task_functions()
-
-
 def _wait_gone(pool: Pool, cluster: str, gw: Gw) -> None:
     mine = f'AfGatewayCluster == "{cluster}"'
     wait_until(lambda: not pool.jobs(mine), 60, lambda: f"an empty queue after shutdown: {pool.jobs(mine)}; log: {gw.log.read_text()[-3000:]}")
@@ -208,8 +196,8 @@ def test_alices_workers_are_jobs_of_her_account_submitted_with_her_token(pool, i
         client = cluster.get_client()
         client.wait_for_workers(2, timeout=120)
         assert client.submit(sum, range(10)).result(timeout=60) == 45
-        assert set(client.run(_whoami).values()) == {"af-alice"}
-        assert client.run_on_scheduler(_whoami) == "af-alice"
+        assert set(client.run(whoami).values()) == {"af-alice"}
+        assert client.run_on_scheduler(whoami) == "af-alice"
 
         # Every job of the cluster (scheduler and workers) is af-alice's, and carries what the schedd
         # took from the token it was submitted with: her subject, the issuer, this very token's id.

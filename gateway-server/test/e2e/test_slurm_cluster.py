@@ -20,65 +20,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from af_e2e_support import REPO
 from conftest import wait_until
+from slurm_support import DONE, SCRIPT, Slurm, ensure_accounts, start_slurm, stop_slurm
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="slurmd, munged and the test accounts need root"),
     pytest.mark.timeout(180),
 ]
 
-SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
-ACCOUNTS_SCRIPT = REPO / "scripts" / "test-accounts.sh"
-PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
-
-
-class Slurm:
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.facts = json.loads((run_dir / "slurm.json").read_text())
-        self.conf = self.facts["SLURM_CONF"]
-        self.accounts = {a["name"]: a for a in self.facts["ACCOUNTS"]}
-
-    def run(self, *args: str, check=True) -> subprocess.CompletedProcess:
-        """A Slurm tool as root (the tests' own view of the queue)."""
-        env = {"PATH": PATH, "LANG": "C.UTF-8", "SLURM_CONF": self.conf}
-        return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=30, env=env, cwd="/")
-
-    def run_as(self, account: str, *args: str, check=True) -> subprocess.CompletedProcess:
-        """A Slurm tool as an account, through the prefix the gateway's backend uses."""
-        a = self.accounts[account]
-        prefix = [w.replace("{uid}", str(a["uid"])).replace("{gid}", str(a["gid"])).replace("{user}", a["name"])
-                  for w in self.facts["SLURM_USER_CMD_JSON"]]
-        return self.run(*prefix, *args, check=check)
-
-    def sbatch(self, account: str, *args: str) -> str:
-        return self.run_as(account, "sbatch", "--parsable", *args).stdout.strip().split(";")[0]
-
-    def state(self, job: str) -> str:
-        return self.run("squeue", "-h", "-t", "all", "-j", job, "-o", "%T", check=False).stdout.strip()
-
-    def queue(self) -> dict[str, tuple[str, ...]]:
-        """job id -> (state, reason, partition, CPUs, user) of every job not finished."""
-        out = self.run("squeue", "-h", "-o", "%i|%T|%r|%P|%C|%u").stdout
-        return {f[0]: tuple(f[1:]) for f in (line.split("|") for line in out.splitlines() if line)}
-
-
-def _start(run_dir: Path, accounts_file: str) -> Slurm:
-    subprocess.run(["bash", str(SCRIPT), "start", str(run_dir)], check=True, timeout=120,
-                   env=dict(os.environ, AF_SLURM_ACCOUNTS=accounts_file))
-    return Slurm(run_dir)
-
-
-def _stop(run_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), "stop", str(run_dir)], timeout=120, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def accounts_file():
-    return subprocess.run(["bash", str(ACCOUNTS_SCRIPT), "ensure"], check=True, capture_output=True, text=True,
-                          timeout=300).stdout.strip().splitlines()[-1]
+    return ensure_accounts()
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +38,9 @@ def slurm(accounts_file):
     subprocess.run(["bash", str(SCRIPT), "ensure"], check=True, timeout=900)
     run_dir = Path(tempfile.mkdtemp(prefix="af-slurm-"))
     try:
-        yield _start(run_dir, accounts_file)
+        yield start_slurm(run_dir, accounts_file)
     finally:
-        _stop(run_dir)
+        stop_slurm(run_dir)
         subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)])
 
 
@@ -201,7 +153,7 @@ def _processes_of(run_dir: Path, conf: str, cluster: str) -> list[psutil.Process
 def test_stop_leaves_no_process_of_its_run_and_another_run_goes_on(accounts_file):
     runs = [Path(tempfile.mkdtemp(prefix="af-slurm-stop-")) for _ in range(2)]
     try:
-        a, b = (_start(r, accounts_file) for r in runs)
+        a, b = (start_slurm(r, accounts_file) for r in runs)
         assert a.facts["SLURMCTLD_PORT"] != b.facts["SLURMCTLD_PORT"] and a.facts["MUNGE_SOCKET"] != b.facts["MUNGE_SOCKET"]
         jobs = {}
         for s in (a, b):
@@ -216,7 +168,7 @@ def test_stop_leaves_no_process_of_its_run_and_another_run_goes_on(accounts_file
         assert not {p.pid for p in before} & {p.pid for p in _processes_of(b.run_dir, b.conf, b.facts["CLUSTER_NAME"])}
         assert any(p.username() == "af-alice" and p.name() == "sleep" for p in before)
 
-        r = _stop(a.run_dir)
+        r = stop_slurm(a.run_dir)
         assert r.returncode == 0, r.stderr
         left = [p for p in before if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, [(p.pid, p.name()) for p in left]
@@ -224,8 +176,8 @@ def test_stop_leaves_no_process_of_its_run_and_another_run_goes_on(accounts_file
         assert not (a.run_dir / "slurm.json").exists() and not Path(a.facts["MUNGE_SOCKET"]).exists()
         # run b is untouched: its job still runs, its cluster answers
         assert b.state(jobs[b]) == "RUNNING"
-        assert _stop(a.run_dir).returncode == 0  # safe to repeat
+        assert stop_slurm(a.run_dir).returncode == 0  # safe to repeat
     finally:
         for r in runs:
-            _stop(r)
+            stop_slurm(r)
             subprocess.run(["rm", "-rf", "--one-file-system", str(r)])

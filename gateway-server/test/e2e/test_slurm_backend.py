@@ -1,0 +1,333 @@
+"""The Slurm backend against a real Slurm (Debian 12's slurm-wlm 22.05 and munge, one node with 8
+CPUs in partitions debug and hpc, started by scripts/slurm-cluster.sh), with the unmodified
+dask_gateway client and real Dask schedulers and workers running as Slurm jobs of each user's own
+account (af-alice, af-bob, af-mallory from scripts/test-accounts.sh).
+
+The gateway runs as root (the cluster's prefix, setpriv, needs it) and submits and cancels through
+`setpriv --reuid={uid} --regid={gid}`, so every job is its user's and runs as that user; it reads
+the queue with one squeue as itself. One module-scoped Slurm and gateway; each test checks one thing
+a facility user relies on, and leaves no job of its clusters in the queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from af_e2e_support import REPO, GatewayUnderTest, clients_with_a_worker, stop, try_read, whoami
+from conftest import IS_PEER, wait_until
+from slurm_support import ensure_accounts, start_slurm, stop_slurm
+
+pytestmark = [
+    pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no Slurm backend here"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="slurmd, munged and the test accounts need root"),
+    pytest.mark.timeout(300),
+]
+
+LIVE = "PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    accounts = ensure_accounts()
+    run_dir = Path(tempfile.mkdtemp(prefix="af-slurm-gw-"))
+    run_dir.chmod(0o755)  # the jobs pass through it to their cluster files
+    try:
+        yield start_slurm(run_dir, accounts)
+    finally:
+        stop_slurm(run_dir)  # cancels whatever a failed test left, and kills what remains of the run
+        subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)], timeout=60)
+
+
+def _gateway_config(slurm, port: int, data_dir: Path, **over) -> dict:
+    return {
+        "listen": f"127.0.0.1:{port}",
+        "data_dir": str(data_dir),
+        "log_level": "debug",
+        "accounts": {"name_template": "af-{user}"},  # gateway user alice runs as af-alice, etc.
+        "backend": {
+            "type": "slurm",
+            "slurm": {
+                "command_prefix": slurm.facts["SLURM_USER_CMD_JSON"],
+                "environment": {"SLURM_CONF": slurm.conf},
+                "python": slurm.facts["PYTHON"],
+                "time_limit": "30",
+                **over,
+            },
+        },
+        # users choose their workers' cores (a request larger than the node is theirs to make)
+        "cluster_options": [{"field": "worker_cores", "type": "int", "target": "worker_cores", "default": 1, "min": 1, "max": 64}],
+        "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
+                    "stop_on_shutdown": True},
+        # Slurm runs no images: docker-encapsulated steps run on the node as they are
+        "workflows": {"images": "ignore", "poll_period": 0.5},
+    }
+
+
+class Gw(GatewayUnderTest):
+    def __init__(self, slurm, name: str, **over):
+        super().__init__(slurm.run_dir / name, lambda port, data: _gateway_config(slurm, port, data, **over))
+        self.dir.chmod(0o711)  # the jobs pass through to the data dir; nothing here is theirs to list
+
+    @property
+    def data(self) -> Path:
+        return Path(self.config["data_dir"])
+
+    def tail(self, n=4000) -> str:
+        return self.log.read_text()[-n:]
+
+
+@pytest.fixture(scope="module")
+def gw(slurm):
+    g = Gw(slurm, "main")
+    yield g
+    stop(g.proc)
+
+
+def _jobs(slurm, cluster: str, kind: str = "w", states: str = "all") -> list[dict]:
+    """The cluster's worker (w) or scheduler (s) jobs: named <instance>.<kind>.<cluster>."""
+    return [j for j in slurm.jobs(states) if j["name"].endswith(f".{kind}.{cluster}")]
+
+
+def _running(slurm, cluster: str) -> list[dict]:
+    return [j for j in _jobs(slurm, cluster) if j["state"] == "RUNNING"]
+
+
+def _wait_no_jobs(slurm, cluster: str, g: Gw) -> None:
+    left = lambda: [j for j in slurm.jobs(LIVE) if j["name"].endswith(f".{cluster}")]  # noqa: E731
+    wait_until(lambda: not left(), 60, lambda: f"no job of cluster {cluster} left; queue: {left()}; gateway log: {g.tail()}")
+
+
+
+
+def test_scale_compute_and_scale_down_on_slurm_jobs_of_the_owner(slurm, gw):
+    cluster = gw.gateway("alice").new_cluster()
+    try:
+        cluster.scale(2)
+        jobs = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(_running(slurm, cluster.name)), 120,
+                          lambda: f"2 running worker jobs; queue: {slurm.jobs()}; log: {gw.tail()}")
+        # One scale step, one sbatch: one job array, two tasks; every job (the scheduler's too) af-alice's
+        assert len({j["array"] for j in jobs}) == 1 and sorted(j["id"].split("_")[1] for j in jobs) == ["0", "1"]
+        mine = _jobs(slurm, cluster.name) + _jobs(slurm, cluster.name, "s")
+        assert {j["user"] for j in mine} == {"af-alice"} and len(mine) == 3
+        print("squeue of the cluster scaled to 2:\n" + slurm.run("squeue", "-r", "-o", "%i %u %T %C %m %j").stdout)
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=120)
+        assert client.submit(sum, range(10)).result() == 45
+        assert sum(client.gather(client.map(lambda x: x * x, range(100)))) == 328350
+        assert set(client.run(whoami).values()) == {"af-alice"}
+        assert client.run_on_scheduler(whoami) == "af-alice"
+
+        # Scale down: one worker retires and its job leaves the queue (cancelled by af-alice)
+        cluster.scale(1)
+        wait_until(lambda: len(_jobs(slurm, cluster.name, states=LIVE)) == 1, 60,
+                   lambda: f"one worker job left; queue: {_jobs(slurm, cluster.name)}")
+        client.wait_for_workers(1, timeout=30)
+        assert client.submit(sum, [1, 2]).result() == 3
+        client.close()
+    finally:
+        cluster.shutdown()
+    _wait_no_jobs(slurm, cluster.name, gw)
+
+
+def test_a_worker_that_cannot_start_waits_with_slurms_reason(slurm, gw):
+    """A worker asking for more than the node has stays pending, with Slurm's reason in the API, past
+    the worker start timeout (20 s) and without failing: the engine does not count Slurm's queue."""
+    g = gw.gateway("bob")
+    cpus = slurm.facts["CPUS"]
+    # more cores than the node has at all; and all of its cores, of which the scheduler's job holds one
+    never = g.new_cluster(worker_cores=cpus * 2)
+    busy = g.new_cluster(worker_cores=cpus)
+    try:
+        never.scale(1)
+        busy.scale(1)
+
+        def reason(cluster, word):
+            info = gw.af_cluster(cluster.name, "bob")
+            msgs = [w["message"] for w in info["workers"]["list"]]
+            return info if any(word in m for m in msgs) else None
+        wait_until(lambda: reason(never, "PartitionConfig"), 60, lambda: f"PartitionConfig in the worker's message: {gw.af_cluster(never.name, 'bob')}")
+        info = wait_until(lambda: reason(busy, "Resources"), 60, lambda: f"Resources in the worker's message: {gw.af_cluster(busy.name, 'bob')}")
+        print("the waiting worker, as the API shows it:", json.dumps(info["workers"]["list"], indent=1))
+        job = _jobs(slurm, busy.name)[0]
+        assert f"Slurm job {job['id']} is pending" in info["workers"]["list"][0]["message"]
+        assert (job["state"], job["reason"], job["cpus"]) == ("PENDING", "Resources", str(cpus))
+        time.sleep(25)  # past the worker start timeout
+        for c, word in ((never, "PartitionConfig"), (busy, "Resources")):
+            info = gw.af_cluster(c.name, "bob")
+            assert info["status"] == "RUNNING" and info["workers"]["failed"] == 0, info
+            assert [w["status"] for w in info["workers"]["list"]] == ["STARTING"], info
+            assert word in info["workers"]["list"][0]["message"], info
+    finally:
+        never.shutdown()
+        busy.shutdown()
+    _wait_no_jobs(slurm, never.name, gw)
+    _wait_no_jobs(slurm, busy.name, gw)
+
+
+def test_a_worker_job_that_ends_is_reported_and_replaced(slurm, gw):
+    cluster = gw.gateway("bob").new_cluster()
+    try:
+        cluster.scale(1)
+        job = wait_until(lambda: (_running(slurm, cluster.name) or [None])[0], 120, "a running worker job")
+        # its owner (only they, or an operator, may) cancels it behind the gateway's back
+        slurm.run_as("af-bob", "scancel", job["id"])
+        info = wait_until(lambda: (lambda c: c if f"Slurm job {job['id']} was cancelled" in c["message"] else None)(gw.af_cluster(cluster.name, "bob")),
+                          60, lambda: f"the cancelled job in the cluster's message: {gw.af_cluster(cluster.name, 'bob')}")
+        print("the cluster's message:", info["message"])
+        wait_until(lambda: [j for j in _running(slurm, cluster.name) if j["id"] != job["id"]], 120, "a replacement job running")
+    finally:
+        cluster.shutdown()
+    _wait_no_jobs(slurm, cluster.name, gw)
+
+
+def test_bob_can_neither_see_nor_stop_alices_cluster_nor_read_its_files(slurm, gw):
+    from dask_gateway import Gateway  # noqa: F401 - the client under test
+    alice_gw, bob_gw = gw.gateway("alice"), gw.gateway("bob")
+    alice = alice_gw.new_cluster()
+    bob = bob_gw.new_cluster()
+    try:
+        ac, bc = clients_with_a_worker((alice, bob), 120)
+        assert alice.name not in [c.name for c in bob_gw.list_clusters()]
+        with pytest.raises(Exception, match="403|404"):
+            bob_gw.connect(alice.name)
+        with pytest.raises(Exception, match="403|404"):
+            bob_gw.stop_cluster(alice.name)
+        for method, path, body in (("GET", "", None), ("DELETE", "", None), ("POST", "/scale", {"count": 0}), ("POST", "/adapt", {"minimum": 0, "maximum": 0})):
+            r = requests.request(method, f"{gw.url}/api/v1/clusters/{alice.name}{path}", json=body, auth=("bob", ""), timeout=30)
+            assert r.status_code in (403, 404) and "tls_key" not in r.text, (method, path, r.status_code, r.text)
+        # bob's tasks, on his workers and scheduler (jobs of af-bob), read nothing of alice's or the gateway's
+        d = gw.data
+        a_dir = d / "clusters" / alice.name
+        theirs = [str(a_dir / f) for f in ("dask.pem", "api-token", "bearer-token")] + [str(a_dir), str(a_dir / "jobs"),
+                  str(d / "state.sqlite"), str(d), f"/proc/{gw.proc.pid}/environ"]
+        mine = [str(d / "clusters" / bob.name / "dask.pem")]
+        for label, seen in (("worker", bc.submit(try_read, theirs + mine).result()),
+                            ("scheduler", bc.run_on_scheduler(try_read, theirs + mine))):
+            for p in theirs:
+                assert seen[p] == "PermissionError", f"bob's {label} task got {p}: {seen[p]}"
+            assert seen[mine[0]].startswith("read:"), f"bob's {label} could not read his own key: {seen[mine[0]]}"
+        # alice's cluster went on working, and is still hers
+        assert ac.submit(sum, range(10)).result() == 45
+        assert {j["user"] for j in _jobs(slurm, alice.name) + _jobs(slurm, alice.name, "s")} == {"af-alice"}
+        assert {j["user"] for j in _jobs(slurm, bob.name) + _jobs(slurm, bob.name, "s")} == {"af-bob"}
+        ac.close()
+        bc.close()
+    finally:
+        alice.shutdown()
+        bob.shutdown()
+    _wait_no_jobs(slurm, alice.name, gw)
+    _wait_no_jobs(slurm, bob.name, gw)
+
+
+def _tagged_job(slurm, account: str, instance: str, tag: str, owner: str) -> str:
+    """A job named like the gateway's workers, its comment naming `owner` (what a crash mid-submit, or a forger, leaves)."""
+    comment = "af-owner:" + base64.urlsafe_b64encode(owner.encode()).decode().rstrip("=")
+    return slurm.sbatch(account, "-J", f"{instance}.w.{tag}", f"--comment={comment}", "-o", "/dev/null", "--chdir=/tmp",
+                        "--mem=64M", "--wrap", "sleep 600")
+
+
+def test_a_gateway_killed_with_sigkill_adopts_its_jobs_and_cancels_orphans(slurm, gw):
+    cluster = gw.gateway("bob").new_cluster()
+    forged = None
+    try:
+        cluster.scale(2)
+        before = wait_until(lambda: (lambda j: j if len(j) == 2 else None)(_running(slurm, cluster.name)), 120, "2 running jobs")
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=120)
+        scheduler = _jobs(slurm, cluster.name, "s")[0]
+        instance = scheduler["name"].split(".")[0]
+        # an orphan: bob's job named as this gateway's that no cluster knows; a forgery: mallory's job claiming to be bob's
+        orphan = _tagged_job(slurm, "af-bob", instance, "orphan", "bob")
+        forged = _tagged_job(slurm, "af-mallory", instance, "forged", "bob")
+
+        os.killpg(gw.proc.pid, signal.SIGKILL)
+        gw.proc.wait(10)
+        t0 = time.monotonic()
+        gw.start()
+        wait_until(lambda: slurm.state(orphan) in ("CANCELLED", ""), 60, lambda: f"orphan job {orphan} cancelled: {slurm.state(orphan)}")
+        print(f"the restarted gateway served again and cancelled the orphan {time.monotonic() - t0:.1f} s after its start")
+        assert slurm.state(forged) == "RUNNING", f"mallory's forged job {forged} was left alone"
+        assert "but not its owner's account: left alone" in gw.log.read_text()
+        after = _running(slurm, cluster.name)
+        assert sorted(j["id"] for j in after) == sorted(j["id"] for j in before)
+        assert _jobs(slurm, cluster.name, "s")[0]["id"] == scheduler["id"] and _jobs(slurm, cluster.name, "s")[0]["state"] == "RUNNING"
+        gw.assert_adopted_cluster_serves(client, cluster.name, "bob", lambda: f"; log: {gw.tail()}")
+    finally:
+        cluster.shutdown()
+        if forged:
+            slurm.run_as("af-mallory", "scancel", forged, check=False)
+    _wait_no_jobs(slurm, cluster.name, gw)
+
+
+def test_stopping_the_gateway_cancels_every_job_of_its_clusters(slurm):
+    g = Gw(slurm, "shutdown")
+    names = []
+    try:
+        # (the gateway stops them: the client's objects must not try to once it is gone)
+        clusters = [g.gateway(u).new_cluster(shutdown_on_close=False) for u in ("alice", "bob")]
+        names = [c.name for c in clusters]
+        for c in clusters:
+            c.scale(2)
+        wait_until(lambda: all(len(_running(slurm, n)) == 2 for n in names), 120, lambda: f"2 running workers each; queue: {slurm.jobs()}")
+    finally:
+        stop(g.proc)  # SIGTERM: stop_on_shutdown stops every cluster
+    for n in names:
+        _wait_no_jobs(slurm, n, g)
+        assert {j["state"] for j in slurm.jobs() if j["name"].endswith(f".{n}")} == {"CANCELLED"}
+
+
+def test_the_scheduler_can_run_next_to_the_gateway(slurm):
+    """scheduler_placement: local: the scheduler runs through the local backend (as the user's account,
+    by its launcher), only the workers are Slurm jobs."""
+    g = Gw(slurm, "schedlocal", scheduler_placement="local")
+    try:
+        cluster = g.gateway("alice").new_cluster()
+        try:
+            (client,) = clients_with_a_worker((cluster,), 120)
+            # one worker job, af-alice's, and no scheduler job; the scheduler (next to the gateway) is af-alice's too
+            assert [j["user"] for j in _running(slurm, cluster.name)] == ["af-alice"] and not _jobs(slurm, cluster.name, "s")
+            assert (client.submit(sum, range(10)).result(), client.run_on_scheduler(whoami)) == (45, "af-alice")
+            client.close()
+        finally:
+            cluster.shutdown()
+        _wait_no_jobs(slurm, cluster.name, g)
+    finally:
+        stop(g.proc)
+
+
+EXAMPLES = REPO / "examples" / "workflows"
+
+
+def test_map_reduce_steps_run_as_slurm_jobs_of_the_owner(slurm, gw):
+    files = {f: (EXAMPLES / "map-reduce" / f).read_text() for f in ("workflow.yml", "steps.yml")}
+    r = requests.post(f"{gw.url}/api/af/workflows", json={"entry": "workflow.yml", "files": files, "parameters": {"nfiles": 4}},
+                      auth=("alice", ""), timeout=30)
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["backend"] == "slurm"
+
+    def done():
+        d = requests.get(f"{gw.url}/api/af/workflows/{run['id']}", auth=("alice", ""), timeout=30).json()
+        return d if d["run"]["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None
+    dag = wait_until(done, 180, lambda: f"run {run['id']} to finish; log: {gw.tail()}")
+    assert dag["run"]["status"] == "SUCCESS", json.dumps([n.get("message") for n in dag["nodes"]])
+    total = next(n for n in dag["nodes"] if n["id"] == "reduce")["outputs"]["total"]
+    assert Path(total).read_text().strip() == "10"  # 1+2+3+4 words
+    # every step was a Slurm job of af-alice named for the run; the map stage's 4 steps one array
+    steps = [j for j in slurm.jobs() if j["name"].endswith(f".r.{run['id']}")]
+    assert {j["user"] for j in steps} == {"af-alice"} and {j["state"] for j in steps} == {"COMPLETED"}, steps
+    by_node = {n["id"]: n["job"] for n in dag["nodes"][1:]}
+    assert sorted(by_node) == ["acquire", "map:0", "map:1", "map:2", "map:3", "reduce"]
+    arrays = {by_node[f"map:{i}"].removeprefix("Slurm job ").split("_")[0] for i in range(4)}
+    assert len(arrays) == 1 and all(v.startswith("Slurm job ") for v in by_node.values()), by_node
+    assert sorted(j["id"] for j in steps) == sorted(v.removeprefix("Slurm job ") for v in by_node.values())
