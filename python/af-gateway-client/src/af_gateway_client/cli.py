@@ -1151,7 +1151,7 @@ def build_parser():
                         "subworkflow's init finds them; a multistep stage's items as STAGE_i, nested as "
                         "{_data: DIR, INNER: DIR}); needs --data; repeatable")
     p.add_argument("--name", help="a name for the run")
-    p.add_argument("--backend", help="where the steps run (local, htcondor, kubernetes)")
+    p.add_argument("--backend", help="where the steps run (local, htcondor, slurm, kubernetes)")
     p.add_argument("--retries", type=int, metavar="N",
                    help="restarts of a failed step before the run fails (0-5)")
     p.add_argument("--wait", action="store_true",
