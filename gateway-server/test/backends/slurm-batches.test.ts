@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SlurmBackend } from '../../src/backends/slurm/slurm-backend.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
-import type { BackendHandle, WorkerRecord } from '../../src/clusters/model.js';
+import type { BackendHandle, ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
 import type { StepLaunch } from '../../src/backends/backend.js';
 import { slurmTestBackend, slurmTestConfig } from '../support/slurm-config.js';
 import { condorTestCluster } from '../support/htcondor-config.js';
@@ -184,6 +184,28 @@ describe('the Slurm backend takes lists', () => {
     // 20_0 is tracked; 20_1 (alice's), 22 and 30_0 (bob's) are orphans; 31 is mallory's job
     // claiming bob, 32_0 a workflow step, 33 another gateway's (21_0 ended: not listed)
     expect(rest.filter((l) => l !== 'ALL-JOBS').sort()).toEqual(['af-alice scancel 20_1', 'af-bob scancel 22 30_0']);
+  });
+
+  it("takes a scheduler job's heartbeat addresses only on the node Slurm runs it on (asked once), and refuses any other host", async () => {
+    const b = backend();
+    const scheduler = { kind: 'slurm-job', job: '22', cluster: 'c2', worker: 'scheduler', log: '', owner: 'bob', uid: null };
+    const cluster = { name: 'c2', scheduler } as unknown as ClusterRecord;
+    const reported = { scheduler: 'tls://127.0.0.1:4000', dashboard: 'http://127.0.0.1:8787', api: 'http://127.0.0.1:9000/' };
+    expect(await b.schedulerAddresses(cluster, reported)).toEqual({
+      scheduler: 'tls://127.0.0.1:4000',
+      dashboard: 'http://127.0.0.1:8787',
+      api: 'http://127.0.0.1:9000',
+    });
+    expect(calls().map((l) => l.split(' ').slice(1, 2)[0])).toEqual(['squeue', 'sinfo']);
+    expect(calls()[0]).toContain(' -j 22');
+    for (const host of ['169.254.169.254', '10.96.0.1', 'kubernetes.default.svc']) {
+      await expect(b.schedulerAddresses(cluster, { ...reported, api: `http://${host}:443` })).rejects.toMatchObject({
+        statusCode: 422,
+        code: 'address_not_backend',
+      });
+    }
+    // the node's addresses were noted: no more queries
+    expect(calls()).toHaveLength(2);
   });
 
   it('submits a stage of workflow steps as one array of their owner, and refuses a step with a container image', async () => {

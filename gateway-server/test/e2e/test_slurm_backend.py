@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from af_e2e_support import REPO, GatewayUnderTest, clients_with_a_worker, stop, try_read, whoami
+from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop, try_read, whoami
 from conftest import IS_PEER, wait_until
 from slurm_support import ensure_accounts, start_slurm, stop_slurm
 
@@ -216,6 +216,10 @@ def test_bob_can_neither_see_nor_stop_alices_cluster_nor_read_its_files(slurm, g
             for p in theirs:
                 assert seen[p] == "PermissionError", f"bob's {label} task got {p}: {seen[p]}"
             assert seen[mine[0]].startswith("read:"), f"bob's {label} could not read his own key: {seen[mine[0]]}"
+        # bob's scheduler job holds his cluster's API token: heartbeats of his own naming another host than
+        # the node Slurm runs the job on are refused, and his real scheduler goes on counting
+        assert_heartbeats_cannot_leave(gw.url, bob.name, bc.run_on_scheduler(read_api_token), hosts=("169.254.169.254", "10.96.0.1", "[::2]"))
+        assert bc.submit(sum, [1, 2]).result(timeout=60) == 3
         # alice's cluster went on working, and is still hers
         assert ac.submit(sum, range(10)).result() == 45
         assert {j["user"] for j in _jobs(slurm, alice.name) + _jobs(slurm, alice.name, "s")} == {"af-alice"}

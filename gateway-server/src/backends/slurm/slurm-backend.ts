@@ -225,6 +225,7 @@ export class SlurmBackend extends BatchBackend<SlurmHandle> {
 
   /** One scancel per account among the jobs (a user may cancel only their own); jobs already gone count as cancelled. */
   protected async stopJobs(jobs: SlurmHandle[]): Promise<void> {
+    for (const h of jobs) this.hostsOfNode.delete(h.job);
     const failures: unknown[] = [];
     await Promise.all(
       [...groupBy(jobs, (h) => h.owner ?? '').values()].map(async (group) => {
