@@ -49,8 +49,13 @@ case "$cmd" in
     [ "$jobs" = 99 ] && { echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1; }
     [ -z "$jobs" ] && echo "ALL-JOBS" >> "${dir}/calls"
     name=$(cat "${dir}/name" 2>/dev/null)
+    me=$(id -un)
+    # names and comments only when the format asks for them (%j|%k last); then mallory's job 36,
+    # listed first, has a comment with line breaks that forge lines of alice's jobs 20_0 and 35
+    case "$fmt" in *'|%j|%k') text=1;; *) text=;; esac
     # (only -t all lists the jobs that ended)
-    { [ "$states" = all ] && cat || grep -v '|TIMEOUT|'; } <<EOF
+    { [ -n "$text" ] && printf '%s\n' "$m|36|36|af-mallory|RUNNING|None|N/A|N/A|vm|evil|x" "$m|20_0|20|af-alice|FAILED|None|N/A|N/A|vm|$name.w.c1|af-owner:YWxpY2U" "$m|35|35|af-alice|RUNNING|None|N/A|N/A|vm|$name.w.c9|af-owner:YWxpY2U"
+      cat; } <<EOF | { [ "$states" = all ] && cat || grep -v '|TIMEOUT|'; } | { [ -n "$text" ] && cat || sed 's/|[^|]*|[^|]*$//'; }
 $m|20_0|20|af-alice|RUNNING|None|2026-12-07T04:00:00|2026-12-07T04:00:05|vm|$name.w.c1|af-owner:YWxpY2U
 $m|20_1|20|af-alice|PENDING|QOSMaxJobsPerUserLimit|2026-12-07T04:00:00|N/A|n/a|$name.w.c1|af-owner:YWxpY2U
 $m|21_0|21|af-bob|TIMEOUT|TimeLimit|2026-12-07T04:00:00|2026-12-07T04:00:05|vm|$name.w.c2|af-owner:Ym9i
@@ -59,6 +64,8 @@ $m|30_0|30|af-bob|RUNNING|None|N/A|N/A|vm|$name.w.gone|af-owner:Ym9i
 $m|31|31|af-mallory|RUNNING|None|N/A|N/A|vm|$name.w.forged|af-owner:Ym9i
 $m|32_0|32|af-bob|RUNNING|None|N/A|N/A|vm|$name.r.0123456789ab|af-owner:Ym9i
 $m|33|33|af-bob|PENDING|Priority|N/A|N/A|n/a|af-gateway-ffffffffffff.w.other|af-owner:Ym9i
+$m|34|34|$me|RUNNING|None|N/A|N/A|vm|$name.w.mine|af-owner:YWxpY2U
+$m|35|35|af-alice|RUNNING|None|N/A|N/A|vm|myjob|(null)
 EOF
     ;;
   scancel)
@@ -139,7 +146,8 @@ describe('the Slurm backend takes lists', () => {
     const states = await b.check([...handles, timedOut!]);
     const me = process.env.USER ?? (await import('node:os')).userInfo().username;
     expect(calls()).toEqual([
-      expect.stringMatching(new RegExp(`^${me} squeue -h -r -t all -o [0-9a-f]{24}\\|%i\\|%F\\|%u\\|%T\\|%r\\|%V\\|%S\\|%B\\|%j\\|%k -j 20,21$`)),
+      // (no names or comments: free text a job's owner could make look like lines of other jobs)
+      expect.stringMatching(new RegExp(`^${me} squeue -h -r -t all -o [0-9a-f]{24}\\|%i\\|%F\\|%u\\|%T\\|%r\\|%V\\|%S\\|%B -j 20,21$`)),
     ]);
     expect(states[0]).toEqual({ alive: true, startedAt: Date.UTC(2026, 11, 7, 4, 0, 5) });
     expect(states[1]).toMatchObject({
@@ -181,9 +189,19 @@ describe('the Slurm backend takes lists', () => {
     const [query, ...rest] = calls();
     expect(query).toMatch(/ squeue -h -r -t PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED,REQUEUE_HOLD,RESIZING,STOPPED -o /);
     expect(query).not.toContain(' -j ');
+    expect(query).toMatch(/\|%B\|%j\|%k$/);
     // 20_0 is tracked; 20_1 (alice's), 22 and 30_0 (bob's) are orphans; 31 is mallory's job
-    // claiming bob, 32_0 a workflow step, 33 another gateway's (21_0 ended: not listed)
+    // claiming bob, 32_0 a workflow step, 33 another gateway's (21_0 ended: not listed); 34 is the
+    // gateway account's job naming alice; 35 is alice's own job, which mallory's comment printed
+    // first as an orphan of the gateway's: an id on two lines is believed on neither
     expect(rest.filter((l) => l !== 'ALL-JOBS').sort()).toEqual(['af-alice scancel 20_1', 'af-bob scancel 22 30_0']);
+  });
+
+  it("single-user: cancels only its own account's orphans, not other users' jobs named like its own", async () => {
+    const b = backend({ command_prefix: [standin, '--as=self'] }, true);
+    await b.removeOrphans([]);
+    // 34 is the only job of the gateway's account; as an operator its scancel would end anyone's
+    expect(calls().filter((l) => l.includes('scancel'))).toEqual(['self scancel 34']);
   });
 
   it("takes a scheduler job's heartbeat addresses only on the node Slurm runs it on (asked once), and refuses any other host", async () => {

@@ -59,7 +59,7 @@ describe('squeue lines', () => {
 
   it('reads every field of the lines that carry the marker', () => {
     const jobs = parseSqueue(text, M);
-    expect([...jobs.keys()]).toEqual(['12_0', '12_1', '13', '14']);
+    expect([...jobs.keys()]).toEqual(['12_0', '12_1', '13']); // (14: two lines)
     expect(jobs.get('12_0')).toEqual({
       id: '12_0',
       arrayJob: '12',
@@ -79,13 +79,35 @@ describe('squeue lines', () => {
   it('takes nothing from a line without the marker: a job name or comment cannot forge another job', () => {
     const jobs = parseSqueue(text, M);
     expect(jobs.get('12_0')!.state).toBe('RUNNING');
-    // the first line of an id is squeue's; the ids, user and state before the free text stay in place
-    expect(jobs.get('14')).toMatchObject({ user: 'af-mallory', state: 'RUNNING', name: 'x|y|z' });
+    // the ids, user and state before the free text stay in place
+    expect(jobs.get('13')).toMatchObject({ user: 'af-bob', state: 'PENDING' });
     expect(parseSqueue(text, 'ffffffffffffffffffffffff').size).toBe(0);
   });
 
-  it('builds the format from the marker and the fixed fields', () => {
+  it("believes no line of an id printed twice: a comment that knows the marker (it is on squeue's command line) can forge a line before the real one", () => {
+    const forged = [
+      line(['15', '15', 'af-mallory', 'RUNNING', 'None', 'N/A', 'N/A', 'vm', 'n', `c\n${M}|12_0|12|af-alice|FAILED|None|N/A|N/A|vm|n|c`]),
+      text,
+    ].join('\n');
+    const jobs = parseSqueue(forged, M);
+    expect(jobs.has('12_0')).toBe(false);
+    expect(jobs.has('14')).toBe(false); // mallory's own forgery of her job 14 (two lines)
+    expect([...jobs.keys()]).toEqual(['15', '12_1', '13']);
+  });
+
+  it('without the text fields reads lines of exactly the fixed fields', () => {
+    const plain = [
+      line(['12_0', '12', 'af-alice', 'RUNNING', 'None', 'N/A', 'N/A', 'vm']),
+      line(['13', '13', 'af-bob', 'PENDING', 'Resources', 'N/A', 'N/A', 'n/a', 'x']),
+    ].join('\n');
+    const jobs = parseSqueue(plain, M, false);
+    expect([...jobs.keys()]).toEqual(['12_0']);
+    expect(jobs.get('12_0')).toMatchObject({ state: 'RUNNING', node: 'vm', name: '', comment: '' });
+  });
+
+  it('builds the format from the marker and the fixed fields (the text fields only when asked for)', () => {
     expect(squeueFormat(M)).toBe(`${M}|%i|%F|%u|%T|%r|%V|%S|%B|%j|%k`);
+    expect(squeueFormat(M, false)).toBe(`${M}|%i|%F|%u|%T|%r|%V|%S|%B`);
     expect(() => squeueFormat('a|b')).toThrow();
   });
 });

@@ -245,17 +245,18 @@ export class SlurmBackend extends BatchBackend<SlurmHandle> {
 
   /**
    * One squeue, as the gateway's own account, of the job arrays asked about (every job when there
-   * are more than MAX_NAMED_JOBS), with -t all so that a job that just ended says how.
+   * are more than MAX_NAMED_JOBS), with -t all so that a job that just ended says how. Jobs' names
+   * and comments only with `text` (free text a job's owner can make look like lines: slurm-output.ts).
    */
-  private async queue(arrayJobs: string[] | null, states = 'all'): Promise<Map<string, SlurmJob>> {
+  private async queue(arrayJobs: string[] | null, states = 'all', text = false): Promise<Map<string, SlurmJob>> {
     if (arrayJobs?.some((id) => !/^\d+$/.test(id))) throw new Error('not Slurm job ids');
     const marker = randomBytes(12).toString('hex');
-    const argv = ['squeue', '-h', '-r', '-t', states, '-o', squeueFormat(marker)];
+    const argv = ['squeue', '-h', '-r', '-t', states, '-o', squeueFormat(marker, text)];
     if (arrayJobs) argv.push('-j', arrayJobs.join(','));
     try {
       // (times in UTC, in the one format the parser reads, whatever the facility's defaults)
       const { stdout } = await this.runner.run(argv, { as: this.self, env: { TZ: 'UTC', SLURM_TIME_FORMAT: 'standard' } });
-      return parseSqueue(stdout, marker);
+      return parseSqueue(stdout, marker, text);
     } catch (err) {
       // squeue -j with one job id that Slurm has forgotten fails; with several it lists the others
       if (arrayJobs?.length === 1 && err instanceof CommandError && /Invalid job id specified/.test(err.message)) return new Map();
@@ -328,20 +329,22 @@ export class SlurmBackend extends BatchBackend<SlurmHandle> {
    * After a restart: cancels the jobs this gateway submitted (by their job names) that no tracked
    * handle refers to, as the account of the user they name. Workflow steps are the workflow
    * engine's (it adopts them); a job whose user is not the account of the user its comment names
-   * is not the gateway's (anyone can name a job like the gateway's) and is left alone.
+   * is not the gateway's (anyone can name a job like the gateway's) and is left alone, in
+   * single-user mode too (the account is then the gateway's own, which may be an operator's).
    */
   async removeOrphans(live: BackendHandle[]): Promise<void> {
     const keep = new Set(live.filter((h) => this.isJob(h)).map((h) => h.job));
     const prefix = `${this.instance}.`;
-    const queued = await this.queue(null, 'PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED,REQUEUE_HOLD,RESIZING,STOPPED');
+    const queued = await this.queue(null, 'PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED,REQUEUE_HOLD,RESIZING,STOPPED', true);
     const orphans: SlurmHandle[] = [];
     for (const job of queued.values()) {
       if (!job.name.startsWith(prefix) || keep.has(job.id)) continue;
       const kind = job.name.slice(prefix.length, prefix.length + 2);
       if (kind !== 'w.' && kind !== 's.') continue;
       const owner = ownerOf(job.comment);
+      // (single-user: every job of this gateway is its own account's, whatever owner it names)
       const account = owner === null ? null : await this.account(owner).catch(() => null);
-      if (!this.opts.singleUser && (!account || job.user !== account.name)) {
+      if (!account || job.user !== account.name) {
         this.opts.log.warn(
           { job: job.id, user: job.user, comment: job.comment.slice(0, 100) },
           "a Slurm job carries this gateway's name but not its owner's account: left alone",

@@ -14,16 +14,21 @@ export function parseSbatch(stdout: string): number {
 /**
  * The squeue fields, in order, after the line's marker. The free-text fields a job's owner chooses
  * (its name and comment) come last, so a | in them cannot shift the others; a line break in them
- * cannot forge a line either, since a line counts only when it starts with the query's marker.
+ * forges a line only with the query's marker. That marker is on squeue's command line, which every
+ * local user may read in /proc while it runs: a job's owner who renames the job in time can print a
+ * line of any id. So the text is asked for only when it is needed (TEXT_FIELDS: orphan removal), and
+ * an id on more than one line is believed on none of them (the forged line may come first).
  * %i the job id as arrays show it (123_4), %F the array's job id, %u the job's user, %T its state,
- * %r the reason, %V when it was submitted, %S when it started, %B the node running its batch script.
+ * %r the reason, %V when it was submitted, %S when it started, %B the node running its batch script;
+ * %j the job's name and %k its comment.
  */
-export const SQUEUE_FIELDS = ['%i', '%F', '%u', '%T', '%r', '%V', '%S', '%B', '%j', '%k'] as const;
+export const SQUEUE_FIELDS = ['%i', '%F', '%u', '%T', '%r', '%V', '%S', '%B'] as const;
+export const TEXT_FIELDS = ['%j', '%k'] as const;
 
-/** The -o format of a query whose lines start with `marker` (a fresh random word per query). */
-export function squeueFormat(marker: string): string {
+/** The -o format of a query whose lines start with `marker` (a fresh random word per query); with `text`, the name and comment too. */
+export function squeueFormat(marker: string, text = true): string {
   if (!/^[A-Za-z0-9]{8,64}$/.test(marker)) throw new Error('not a squeue marker');
-  return [marker, ...SQUEUE_FIELDS].join('|');
+  return [marker, ...SQUEUE_FIELDS, ...(text ? TEXT_FIELDS : [])].join('|');
 }
 
 export interface SlurmJob {
@@ -53,14 +58,20 @@ function utcTime(text: string): number | null {
 
 const absent = (v: string) => v === '' || v === 'N/A' || v === 'n/a' || v === '(null)' || v === 'None';
 
-/** The jobs of one squeue, by id; lines without the marker (or malformed) are ignored. */
-export function parseSqueue(stdout: string, marker: string): Map<string, SlurmJob> {
+/**
+ * The jobs of one squeue (of the format squeueFormat(marker, text) gave it), by id; lines without
+ * the marker (or malformed) are ignored, and so is every line of an id printed more than once.
+ */
+export function parseSqueue(stdout: string, marker: string, text = true): Map<string, SlurmJob> {
   const jobs = new Map<string, SlurmJob>();
+  const repeated = new Set<string>();
   const prefix = `${marker}|`;
+  const fields = SQUEUE_FIELDS.length + (text ? TEXT_FIELDS.length : 0);
   for (const line of stdout.split('\n')) {
     if (!line.startsWith(prefix)) continue;
     const f = line.slice(prefix.length).split('|');
-    if (f.length < SQUEUE_FIELDS.length) continue;
+    // (without the text fields no field is free text: a line has exactly its fields)
+    if (text ? f.length < fields : f.length !== fields) continue;
     const [id, arrayJob, user, state, reason, submitted, started, node, ...rest] = f as [
       string,
       string,
@@ -73,9 +84,14 @@ export function parseSqueue(stdout: string, marker: string): Map<string, SlurmJo
       ...string[],
     ];
     // (a name with | in it: the comment is then what follows its last piece; only ids, user and state are trusted)
-    const comment = rest.pop()!;
+    const comment = text ? rest.pop()! : '';
     if (!/^\d+(_\d+)?$/.test(id) || !/^\d+$/.test(arrayJob) || !/^[A-Z_]+$/.test(state)) continue;
-    if (jobs.has(id)) continue; // the first line of an id is squeue's own
+    if (jobs.has(id) || repeated.has(id)) {
+      // squeue prints a job once: a second line of its id was forged by some job's name or comment
+      jobs.delete(id);
+      repeated.add(id);
+      continue;
+    }
     jobs.set(id, {
       id,
       arrayJob,
