@@ -164,6 +164,13 @@ describe('worker job arrays', () => {
     expect(existsSync(marker)).toBe(false);
   });
 
+  it("keeps each task's worker name whatever the user's environment names (AF_WORKER: the name and log file of the task)", () => {
+    const text = workerScript(spec({ environment: { AF_WORKER: '../../mallory' } }));
+    const out = runTask(text, 1, join(dir, 'jobs', 'c0ffee00-bbbb.log'));
+    expect(out).toContain('ARG --name\nARG c0ffee00-bbbb\n');
+    expect(existsSync(join(dir, 'mallory.log'))).toBe(false);
+  });
+
   it('refuses environment values with line breaks or NUL, and names that are not variable names', () => {
     expect(() => workerScript(spec({ environment: { EVIL: 'a\n#SBATCH --uid=0' } }))).toThrow(/control characters/);
     expect(() => workerScript(spec({ environment: { EVIL: 'a\u0000b' } }))).toThrow(/control characters/);

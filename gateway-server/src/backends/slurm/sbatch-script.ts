@@ -305,11 +305,12 @@ export function workerScript(spec: WorkerScriptSpec): string {
       output: `${spec.jobDir}/slurm-%A_%a.out`,
     }),
     '# AF Gateway: Dask workers (one per array task). Written by the gateway; every value is quoted.',
+    // (the user's environment first: what the gateway sets after it, the task's name included, wins)
+    ...exports(spec.environment),
     ...perTask(
       spec.workerNames.map((n) => ({ AF_WORKER: n })),
       'worker',
     ),
-    ...exports(spec.environment),
     ...exports({ DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION: 'True', BEARER_TOKEN_FILE: spec.bearerToken }),
     `exec ${shellWord(spec.python)} ${args.map(shellWord).join(' ')} --name "$AF_WORKER" >>${shellWord(`${spec.jobDir}/`)}"$AF_WORKER"'.log' 2>&1`,
     '',
