@@ -102,12 +102,20 @@ cleanup() {
   fi
   declare -F rucio_stop >/dev/null && rucio_stop
   declare -F storage_stop >/dev/null && storage_stop
+  [ -n "${secrets_dir:-}" ] && rm -rf "$secrets_dir"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# Secrets never go on a command line: any local user reads those in /proc while the command runs
+# (the demo's processes run as root with the storage). Children get them in their environment (a
+# prefix to start, which only their own account can read); curl gets its headers from files here.
+secrets_dir=$(mktemp -d /tmp/af-demo-secrets.XXXXXX) # 0700
+printf 'Authorization: token %s\n' "$proxy_token" >"$secrets_dir/proxy-api.header"
+printf 'Authorization: token %s\n' "$token" >"$secrets_dir/lab.header"
 
 start() { # name logfile command...: starts the command in a new session (its own process group)
   local name=$1 logfile=$2; shift 2
@@ -188,14 +196,14 @@ rucio_stop() { bash scripts/rucio-server.sh stop "$demo/rucio" >/dev/null 2>&1 |
 # the service account's password goes by environment, not into the config file
 rucio_password=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_userpass"]["password"])' "$demo/rucio/rucio.json")
 
-gateway_env=(AF_GATEWAY_RUCIO_PASSWORD_DEMO="$rucio_password")
+gateway_env=()
 # Node reads extra CAs only at start: the provider's and the storage's certificates are the test CA's
 [ "$lake" = 1 ] && gateway_env+=(NODE_EXTRA_CA_CERTS="$ca")
-start gateway "$demo/logs/gateway.log" env "${gateway_env[@]}" \
+AF_GATEWAY_RUCIO_PASSWORD_DEMO="$rucio_password" start gateway "$demo/logs/gateway.log" env "${gateway_env[@]}" \
   node "$root/gateway-server/dist/cli.js" serve --config "$demo/gateway.yaml" --data-dir "$demo/gateway-data"
 
 lab_args=(--no-browser --ip="$host" --port="$lab_port" --ServerApp.port_retries=0
-  --IdentityProvider.token="$token" --ServerApp.root_dir="$demo/notebooks"
+  --ServerApp.root_dir="$demo/notebooks"
   --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate)
 [ "$(id -u)" = 0 ] && lab_args+=(--allow-root)
 # Kernels started from Lab find the gateway without arguments: `Gateway()` in a notebook
@@ -206,17 +214,17 @@ lab_env=(JUPYTERLAB_SETTINGS_DIR="$demo/lab-settings" JUPYTERLAB_WORKSPACES_DIR=
   DASK_GATEWAY__ADDRESS="http://$host:$port${base_path%/}" DASK_GATEWAY__PROXY_ADDRESS="tls://$host:$gw_port"
   DASK_GATEWAY__AUTH__TYPE=basic DASK_GATEWAY__AUTH__KWARGS__USERNAME="$user")
 [ "$lake" = 1 ] && lab_env+=(BEARER_TOKEN_FILE="$demo/tokens/$user" X509_CERT_DIR="$ca_dir")
-start lab "$demo/logs/lab.log" env "${lab_env[@]}" "$root/.venv/bin/jupyter" lab "${lab_args[@]}"
+JUPYTER_TOKEN="$token" start lab "$demo/logs/lab.log" env "${lab_env[@]}" "$root/.venv/bin/jupyter" lab "${lab_args[@]}"
 
-start proxy "$demo/logs/proxy.log" env CONFIGPROXY_AUTH_TOKEN="$proxy_token" \
+CONFIGPROXY_AUTH_TOKEN="$proxy_token" start proxy "$demo/logs/proxy.log" \
   "$root/node_modules/.bin/configurable-http-proxy" --ip "$host" --port "$port" \
   --api-ip "$host" --api-port "$api_port" --default-target "http://$host:$lab_port" --log-level warn
 
-wait_for "the proxy's API" "http://$host:$api_port/api/routes" -H "Authorization: token $proxy_token"
-curl -fsS -o /dev/null -X POST -H "Authorization: token $proxy_token" \
+wait_for "the proxy's API" "http://$host:$api_port/api/routes" -H @"$secrets_dir/proxy-api.header"
+curl -fsS -o /dev/null -X POST -H @"$secrets_dir/proxy-api.header" \
   -d "{\"target\": \"http://$host:$gw_port\"}" "http://$host:$api_port/api/routes${base_path%/}"
 wait_for "the gateway" "http://$host:$port${base_path}api/health"
-wait_for "JupyterLab" "http://$host:$port/lab?token=$token"
+wait_for "JupyterLab" "http://$host:$port/lab" -H @"$secrets_dir/lab.header"
 
 if [ "$lake" = 1 ]; then
   # the user's token: one now (the samples below are registered with it), then a new one every 5 minutes

@@ -16,6 +16,7 @@ the gateway and exits (the demo waits for this before it registers the example's
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 import uuid
@@ -47,6 +48,16 @@ def sign(storage, user, lifetime):
     raise RuntimeError("the demo's identity provider did not answer within 10 s")
 
 
+def private_dir(path):
+    """The token's directory, made 0700 if new; an existing one must be ours and closed to others (a
+    directory another user made or may write in, e.g. under /tmp, lets them swap the token file)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise SystemExit(f"refusing the token directory {path}: not a directory of uid {os.geteuid()} closed to others "
+                         f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+
+
 def write(path, token):
     tmp = f"{path}.{os.getpid()}.new"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -73,7 +84,7 @@ def main():
     a = p.parse_args()
     with open(a.storage_json) as f:
         storage = json.load(f)
-    os.makedirs(os.path.dirname(os.path.abspath(a.token_file)), mode=0o700, exist_ok=True)
+    private_dir(os.path.dirname(os.path.abspath(a.token_file)))
     while True:
         try:
             token = sign(storage, a.user, a.lifetime)

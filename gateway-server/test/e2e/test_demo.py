@@ -88,6 +88,44 @@ def test_the_analysis_notebook_runs_to_its_plot_in_the_demo_lab_and_registers_it
     assert token and token not in run.stdout
 
 
+def command_lines():
+    """Every process's command line, as any local user may read it in /proc."""
+    out = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            out[d.name] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_no_secret_of_the_demo_is_on_a_command_line_and_alices_token_file_is_hers_alone(demo):
+    """The demo's processes run as root (with the storage): a second local user must not find the Lab's
+    token (a root Lab: terminals), the proxy's API token, the Rucio password or alice's access token on
+    any command line, nor read her token file."""
+    secrets = {"the Lab's token": re.search(r"token=([0-9a-f]+)", demo["lab"]).group(1)}
+    api_port = demo["ports"]["AF_DEMO_PROXY_API_PORT"]
+    for pid, line in command_lines().items():
+        if str(demo["dir"]) not in line and f"--api-port {api_port}" not in line:
+            continue
+        try:
+            env = dict(v.split(b"=", 1) for v in (Path("/proc") / pid / "environ").read_bytes().split(b"\0") if b"=" in v)
+        except OSError:
+            continue
+        for var in (b"CONFIGPROXY_AUTH_TOKEN", b"AF_GATEWAY_RUCIO_PASSWORD_DEMO", b"JUPYTER_TOKEN"):
+            if env.get(var):
+                secrets[var.decode()] = env[var].decode()
+    assert {"CONFIGPROXY_AUTH_TOKEN", "AF_GATEWAY_RUCIO_PASSWORD_DEMO", "JUPYTER_TOKEN"} <= set(secrets), sorted(secrets)
+    assert secrets["JUPYTER_TOKEN"] == secrets["the Lab's token"]
+    tokens = demo["dir"] / "tokens"
+    secrets["alice's access token"] = (tokens / "alice").read_text().strip()
+    for pid, line in command_lines().items():
+        for what, value in secrets.items():
+            assert value not in line, f"{what} is on the command line of process {pid}"
+    assert tokens.stat().st_mode & 0o777 == 0o700 and (tokens / "alice").stat().st_mode & 0o777 == 0o600
+
+
 @pytest.mark.timeout(300)
 def test_term_stops_everything_the_demo_started(demo):
     storage_dirs = re.findall(r"/tmp/af-demo-storage\.\w+", subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
