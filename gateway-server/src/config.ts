@@ -31,6 +31,9 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd(), env: NodeJS
     throw new ConfigError(`invalid configuration: ${formatAjvErrors(validateConfig.errors)}`);
   }
   const config = doc as ResolvedConfig;
+  const groupNames = config.worker_groups.map((g) => g.name);
+  const twice = groupNames.find((n, i) => groupNames.indexOf(n) !== i);
+  if (twice) throw new ConfigError(`invalid configuration: worker_groups names ${twice} twice; each group needs a name of its own`);
   applyEnvironment(config, env);
   config.data_dir = resolve(baseDir, config.data_dir);
   config.backend.local.python ??= defaultPython();

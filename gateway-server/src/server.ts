@@ -166,22 +166,35 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     singleUser: local.single_user,
     workspaceRoot,
   };
-  const backend: Backend = htcondor
-    ? new HTCondorBackend({ config: htcondor, ...batch })
-    : slurm
-      ? new SlurmBackend({ config: slurm, ...batch })
-      : config.backend.type === 'kubernetes'
-        ? new KubernetesBackend({
-            config: config.backend.kubernetes,
-            dataDir: config.data_dir,
-            stateIdentity: store.identity,
-            log: logger,
-            workspaceRoot,
-            defaultApiUrl: () => `${listenUrl}/api`,
-            accounts,
-          })
-        : localBackend;
-  const clusters = new ClusterManager({ store, backend, config, log: logger });
+  /** The backend a backend section describes (the top-level one, or a worker group's). */
+  const makeBackend = (b: ResolvedConfig['backend']): Backend =>
+    b.type === 'htcondor'
+      ? new HTCondorBackend({ config: b.htcondor, ...batch })
+      : b.type === 'slurm'
+        ? new SlurmBackend({ config: b.slurm, ...batch })
+        : b.type === 'kubernetes'
+          ? new KubernetesBackend({
+              config: b.kubernetes,
+              dataDir: config.data_dir,
+              stateIdentity: store.identity,
+              log: logger,
+              workspaceRoot,
+              defaultApiUrl: () => `${listenUrl}/api`,
+              accounts,
+            })
+          : localBackend;
+  const backend: Backend = makeBackend(config.backend);
+  // Each worker group with a backend section of its own gets that backend; equal sections share one.
+  const backendsByConfig = new Map<string, Backend>([[JSON.stringify(config.backend), backend]]);
+  const groupBackends = new Map<string, Backend>();
+  for (const g of config.worker_groups) {
+    if (!g.backend) continue;
+    const key = JSON.stringify(g.backend);
+    if (!backendsByConfig.has(key)) backendsByConfig.set(key, makeBackend(g.backend as ResolvedConfig['backend']));
+    groupBackends.set(g.name, backendsByConfig.get(key)!);
+  }
+  const extraBackends = [...new Set(groupBackends.values())].filter((b) => b !== backend && b !== localBackend);
+  const clusters = new ClusterManager({ store, backend, config, log: logger, groupBackends });
   const tlsOn = tlsFiles !== undefined;
   // Secure cookies whenever browsers reach the gateway over HTTPS: its own TLS, or a TLS proxy in front (public_url).
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn || (config.public_url ?? '').startsWith('https://'));
@@ -361,6 +374,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
         await app.close();
         await onePort.close();
         await backend.close();
+        for (const b of extraBackends) await b.close();
         // every last write lands before a standby may take over and read the state
         await store.flush().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'could not write the last changes to the state store'));
         await leadership.release();

@@ -51,7 +51,14 @@ export async function afRoutes(fastify: FastifyInstance, opts: { clusters: Clust
       const statuses = parseStatuses(req.query.status, ['PENDING', 'RUNNING', 'STOPPING']);
       if (req.query.all && !req.user!.admin) throw forbidden("Only administrators may list every user's clusters");
       const list = await clusters.list(req.query.all ? undefined : req.user!.name, statuses);
-      return { clusters: await Promise.all(list.map(async (c) => afClusterJson(c, await clusters.workersOf(c.name)))) };
+      return {
+        clusters: await Promise.all(
+          list.map(async (c) => {
+            const workers = await clusters.workersOf(c.name);
+            return afClusterJson(c, workers, clusters.groupsJson(c, workers));
+          }),
+        ),
+      };
     },
   );
 
@@ -67,7 +74,51 @@ export async function afRoutes(fastify: FastifyInstance, opts: { clusters: Clust
     },
     async (req) => {
       const c = await authorizedCluster(req, clusters, req.params.cluster_name);
-      return afClusterJson(c, await clusters.workersOf(c.name));
+      const workers = await clusters.workersOf(c.name);
+      return afClusterJson(c, workers, clusters.groupsJson(c, workers));
     },
   );
+
+  const clusterParam = { cluster_name: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } } as const;
+  const groupParams = {
+    type: 'object',
+    required: ['cluster_name', 'group'],
+    properties: { ...clusterParam, group: { type: 'string', minLength: 1, maxLength: 64 } },
+  } as const;
+
+  app.get(
+    '/api/af/clusters/:cluster_name/groups',
+    {
+      schema: {
+        tags: ['af'],
+        summary: "A cluster's worker groups (default first) with their targets, starting, running and pending workers and why they wait",
+        params: { type: 'object', required: ['cluster_name'], properties: clusterParam },
+        response: { 200: { $ref: 'af-worker-group-list.json' }, ...errors },
+      },
+    },
+    async (req) => {
+      const c = await authorizedCluster(req, clusters, req.params.cluster_name);
+      return { groups: clusters.groupsJson(c, await clusters.workersOf(c.name)) };
+    },
+  );
+
+  // PUT (idempotent: the target) and POST (as the dask-gateway scale route) do the same.
+  for (const method of ['PUT', 'POST'] as const) {
+    app.route({
+      method,
+      url: '/api/af/clusters/:cluster_name/groups/:group/scale',
+      schema: {
+        tags: ['af'],
+        summary:
+          "Sets a worker group's target (default: what the dask-gateway client's scale sets). 404 for a group the cluster does not have, 422 past a limit (nothing changes then)",
+        params: groupParams,
+        body: { $ref: 'scale.json' },
+        response: { 200: { $ref: 'af-worker-group.json' }, ...errors },
+      },
+      handler: async (req) => {
+        const c = await authorizedCluster(req, clusters, req.params.cluster_name);
+        return clusters.scaleGroup(c.name, req.params.group, req.body.count);
+      },
+    });
+  }
 }

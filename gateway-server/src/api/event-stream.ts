@@ -94,7 +94,7 @@ export class EventStream {
       ws.send(data, { binary: false });
     };
     const sendCluster = (c: ClusterRecord, workers: readonly WorkerRecord[]) => {
-      const cluster = afClusterJson(c, workers);
+      const cluster = afClusterJson(c, workers, clusters.groupsJson(c, workers));
       const text = JSON.stringify(cluster);
       if (lastSent.get(c.name) === text) return; // heartbeats that changed nothing
       lastSent.set(c.name, text);
@@ -125,7 +125,7 @@ export class EventStream {
     };
     const initial = clusters
       .activeClusters(['PENDING', 'RUNNING', 'STOPPING'], user.admin ? undefined : user.name)
-      .map((e) => afClusterJson(e.cluster, e.workers));
+      .map((e) => afClusterJson(e.cluster, e.workers, clusters.groupsJson(e.cluster, e.workers)));
     for (const c of initial) lastSent.set(c.name, JSON.stringify(c));
     send({ type: 'snapshot', clusters: initial });
 

@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 // The launch-only contract every backend fulfils. Lifecycle, retries, limits and persistence live in
 // clusters/; a backend only starts, stops and checks processes (or jobs, or pods).
 import type { BackendHandle, ClusterRecord, WorkerRecord } from '../clusters/model.js';
@@ -38,6 +41,18 @@ export function parseReportedAddress(address: string, what: string): ReportedAdd
 export function hostPort(host: string, port: number): string {
   return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
 }
+
+/**
+ * python/af_gateway_groups_preload.py as a preload's text (one line, no quoting a submit file or a
+ * shell could trip on): it makes the scheduler's count the default group's and lets the gateway
+ * retire named workers of a group. Text, not a module name, so it reaches schedulers in jobs and pods.
+ */
+const GROUPS_PRELOAD_TEXT = `import base64; exec(base64.b64decode(b'${readFileSync(
+  join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'python', 'af_gateway_groups_preload.py'),
+).toString('base64')}').decode())`;
+
+/** The scheduler's preloads: dask-gateway's service (heartbeats, scale, adapt), then the gateway's worker groups. Its --dg-* flags follow. */
+export const SCHEDULER_PRELOADS: readonly string[] = ['--preload', 'dask_gateway.scheduler_preload', '--preload', GROUPS_PRELOAD_TEXT];
 
 /** The flags that make a Dask process speak TLS with the cluster's certificate (which is also its CA) and key. */
 export function daskTlsArgs(cert: string, key: string): string[] {

@@ -7,16 +7,25 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Heartbeat, ScaleResult } from '@af-gateway/schemas';
+import type { AfWorkerGroup, Heartbeat, ScaleResult } from '@af-gateway/schemas';
 import { withDefaults, type Backend, type EngineBackend, type ProcessState } from '../backends/backend.js';
 import type { ResolvedConfig } from '../config.js';
 import { AppError, conflict, errorMessage, notFound, unprocessable } from '../errors.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ClusterOptions } from './cluster-options.js';
-import { Policy } from './policy.js';
+import { Policy, type Usage, type WorkerCap } from './policy.js';
 import type { User } from '../auth/authenticator.js';
 import { clusterFiles } from './cluster-files.js';
-import { ACTIVE_STATUSES, isActive, type BackendHandle, type ClusterRecord, type ClusterStatus, type WorkerRecord, workerIsLive } from './model.js';
+import {
+  ACTIVE_STATUSES,
+  DEFAULT_GROUP,
+  isActive,
+  type BackendHandle,
+  type ClusterRecord,
+  type ClusterStatus,
+  type WorkerRecord,
+  workerIsLive,
+} from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
 
 /** Answer of scale and adapt (scale-result.json). */
@@ -35,6 +44,23 @@ export interface ClusterManagerDeps {
   log: FastifyBaseLogger;
   /** How the gateway reaches schedulers' APIs; default: HTTP (postToScheduler). Tests inject their own. */
   schedulerCall?: SchedulerCall;
+  /** The backend of each worker group (worker_groups) that has one of its own; the others use `backend`. */
+  groupBackends?: ReadonlyMap<string, Backend>;
+}
+
+/** A worker group as the config defines it (worker_groups[]). */
+type GroupConfig = ResolvedConfig['worker_groups'][number];
+
+/** What one tracked cluster holds in memory. */
+interface ActiveEntry {
+  cluster: ClusterRecord;
+  workers: Map<string, WorkerRecord>;
+  launches: Set<Promise<unknown>>;
+  startingWorkers: number;
+  /** Failed starts in a row of each non-default group (the default group's are cluster.workerFailures). */
+  groupFailures: Map<string, number>;
+  /** The last notable event of each non-default group (why it stopped starting workers). */
+  groupMessages: Map<string, string>;
 }
 
 /**
@@ -77,10 +103,7 @@ const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
   /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
-  private readonly active = new Map<
-    string,
-    { cluster: ClusterRecord; workers: Map<string, WorkerRecord>; launches: Set<Promise<unknown>>; startingWorkers: number }
-  >();
+  private readonly active = new Map<string, ActiveEntry>();
   private readonly ending = new Map<string, Promise<void>>();
   /** Clusters being created: past the limits check, not yet on record (they count against the limits). */
   private readonly creating = new Set<ClusterRecord>();
@@ -92,6 +115,10 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   private readonly cfg: ResolvedConfig['cluster'];
   private readonly backend: EngineBackend;
   private readonly schedulerCall: SchedulerCall;
+  /** The configured worker groups besides default, in config order. */
+  private readonly groupConfigs: ReadonlyMap<string, GroupConfig>;
+  /** The backend of each group that has its own (each distinct backend wrapped once). */
+  private readonly groupBackends = new Map<string, EngineBackend>();
 
   constructor(private readonly deps: ClusterManagerDeps) {
     super();
@@ -100,6 +127,99 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     this.backend = withDefaults(deps.backend);
     this.schedulerCall = deps.schedulerCall ?? postToScheduler;
     this.policy = new Policy(deps.config.policy, deps.config.cluster_options, deps.config.cluster.max_workers);
+    this.groupConfigs = new Map((deps.config.worker_groups ?? []).map((g) => [g.name, g]));
+    const wrapped = new Map<Backend, EngineBackend>([[deps.backend, this.backend]]);
+    for (const [group, b] of deps.groupBackends ?? []) {
+      if (!this.groupConfigs.has(group)) throw new Error(`a backend was given for worker group ${group}, which the config does not define`);
+      if (!wrapped.has(b)) wrapped.set(b, withDefaults(b));
+      this.groupBackends.set(group, wrapped.get(b)!);
+    }
+  }
+
+  // --- worker groups --------------------------------------------------------------------------
+
+  /** The backend a group's workers run on. */
+  private backendOf(group: string): EngineBackend {
+    return this.groupBackends.get(group) ?? this.backend;
+  }
+
+  /** The names of a cluster's groups: default first, then the configured ones. */
+  groupNames(): string[] {
+    return [DEFAULT_GROUP, ...this.groupConfigs.keys()];
+  }
+
+  private targetOf(c: ClusterRecord, group: string): number {
+    return group === DEFAULT_GROUP ? c.count : (c.groupTargets[group] ?? 0);
+  }
+
+  /** Cores and memory (GiB) of one worker of a group. */
+  private shapeOf(c: ClusterRecord, group: string): { cores: number; memory: number } {
+    const g = this.groupConfigs.get(group);
+    return { cores: g?.worker_cores ?? c.settings.worker_cores, memory: g?.worker_memory ?? c.settings.worker_memory };
+  }
+
+  /** The cluster as a group's workers see it: the group's size, and its Dask resources in the environment. */
+  private clusterForGroup(c: ClusterRecord, group: string): ClusterRecord {
+    const g = this.groupConfigs.get(group);
+    if (!g) return c;
+    const { cores, memory } = this.shapeOf(c, group);
+    const environment = { ...c.settings.environment };
+    // (one JSON value keeps the labels' case; Dask reads it as the worker's resources)
+    if (Object.keys(g.resources).length) environment.DASK_DISTRIBUTED__WORKER__RESOURCES = JSON.stringify(g.resources);
+    return { ...c, settings: { ...c.settings, worker_cores: cores, worker_memory: memory, environment } };
+  }
+
+  /** What each group of a cluster counts against the limits: the workers it wants or has, whichever is more. */
+  private groupUsage(c: ClusterRecord, workers: Iterable<WorkerRecord>): Map<string, number> {
+    const live = new Map<string, number>();
+    for (const w of workers) if (workerIsLive(w)) live.set(w.group, (live.get(w.group) ?? 0) + 1);
+    const out = new Map<string, number>();
+    for (const g of new Set([...this.groupNames(), ...live.keys()])) out.set(g, Math.max(this.targetOf(c, g), live.get(g) ?? 0));
+    return out;
+  }
+
+  /** The most workers a group of `c` may have now, counting every group of every cluster. */
+  private capFor(c: ClusterRecord, group: string): WorkerCap | null {
+    const entry = this.active.get(c.name);
+    const others = { workers: 0, cores: 0, memory: 0 };
+    for (const [g, n] of this.groupUsage(c, entry?.workers.values() ?? [])) {
+      if (g === group) continue;
+      const s = this.shapeOf(c, g);
+      others.workers += n;
+      others.cores += n * s.cores;
+      others.memory += n * s.memory;
+    }
+    let cap = this.policy.workerCap(c, this.usage(), { ...this.shapeOf(c, group), others });
+    const own = this.groupConfigs.get(group)?.max_workers;
+    if (own != null && (!cap || own < cap.max))
+      cap = { max: own, reason: `worker group ${group}'s limit of ${own} workers per cluster (worker_groups[].max_workers)` };
+    return cap;
+  }
+
+  /** A cluster's groups for people: targets, counts, pending workers and why they wait. */
+  groupsJson(c: ClusterRecord, workers: readonly WorkerRecord[]): AfWorkerGroup[] {
+    const messages = this.active.get(c.name)?.groupMessages;
+    return this.groupNames().map((name) => {
+      const g = this.groupConfigs.get(name);
+      const mine = workers.filter((w) => w.group === name && workerIsLive(w));
+      const waiting = mine.filter((w) => w.status === 'STARTING' && w.waitingSince != null);
+      const { cores, memory } = this.shapeOf(c, name);
+      return {
+        name,
+        description: g ? g.description : 'The workers the dask-gateway client scales',
+        backend: this.backendOf(name).kind,
+        worker_cores: cores,
+        worker_memory: memory,
+        resources: g ? { ...g.resources } : {},
+        max_workers: g?.max_workers ?? null,
+        target: isActive(c) ? this.targetOf(c, name) : 0,
+        starting: mine.filter((w) => w.status === 'STARTING').length,
+        running: mine.filter((w) => w.status === 'RUNNING').length,
+        pending: waiting.length,
+        pending_reasons: [...new Set(waiting.map((w) => w.message).filter(Boolean))],
+        message: messages?.get(name) ?? '',
+      };
+    });
   }
 
   /** Adopts what survived a restart, then starts the periodic check. `apiUrl` is where schedulers heartbeat. */
@@ -216,6 +336,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       dashboardAddress: '',
       apiAddress: '',
       count: 0,
+      groupTargets: {},
       adaptive: null,
       startTime: now(),
       stopTime: null,
@@ -233,7 +354,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       // account is refused here (403), before anything exists.
       cluster.workDir = await this.backend.clusterWorkDir(cluster);
       await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
-      this.active.set(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0 });
+      this.active.set(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0, groupFailures: new Map(), groupMessages: new Map() });
     } finally {
       this.creating.delete(cluster);
     }
@@ -286,16 +407,22 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   }
 
   /** What each active cluster counts against the limits: the workers it wants or has, whichever is more. */
-  private usage() {
-    return [...this.active.values()].map(({ cluster, workers }) => ({
-      cluster,
-      workers: Math.max(cluster.count, [...workers.values()].filter(workerIsLive).length),
-    }));
+  private usage(): Usage[] {
+    return [...this.active.values()].map(({ cluster, workers }) => {
+      const u: Usage = { cluster, workers: 0, cores: 0, memory: 0 };
+      for (const [g, n] of this.groupUsage(cluster, workers.values())) {
+        const s = this.shapeOf(cluster, g);
+        u.workers += n;
+        u.cores += n * s.cores;
+        u.memory += n * s.memory;
+      }
+      return u;
+    });
   }
 
   async scale(name: string, count: number): Promise<ScaleResult> {
     const c = await this.runningCluster(name);
-    const cap = this.policy.workerCap(c, this.usage());
+    const cap = this.capFor(c, DEFAULT_GROUP);
     let msg: string | null = null;
     if (cap && count > cap.max) {
       msg = `Scale request of ${count} workers exceeds ${cap.reason}; scaling to ${cap.max} instead.`;
@@ -313,7 +440,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (minimum !== null && maximum !== null && minimum > maximum) {
       throw unprocessable(`Adaptive minimum (${minimum}) must not be larger than maximum (${maximum})`, 'invalid_range');
     }
-    const cap = active ? this.policy.workerCap(c, this.usage()) : null;
+    const cap = active ? this.capFor(c, DEFAULT_GROUP) : null;
     let msg: string | null = null;
     if (cap) {
       const min0 = minimum ?? 0;
@@ -331,6 +458,39 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     await this.save(c);
     this.changed(c);
     return { ok: msg === null, msg };
+  }
+
+  /**
+   * Sets the target of one worker group (the AF API). All or nothing: an unknown group is a 404, a
+   * count beyond a limit a 422 naming the limit and what is possible, and nothing changes then.
+   * The default group is the scheduler's count, as the dask-gateway client's scale sets it.
+   */
+  async scaleGroup(name: string, group: string, count: number): Promise<AfWorkerGroup> {
+    const c = await this.runningCluster(name);
+    if (!this.groupNames().includes(group)) {
+      throw notFound(`Worker group ${JSON.stringify(group.slice(0, 40))} of cluster ${name} (its groups are ${this.groupNames().join(', ')})`);
+    }
+    if (!Number.isInteger(count) || count < 0) throw unprocessable(`A worker count must be a whole number of at least 0, not ${count}`, 'invalid_count');
+    const cap = this.capFor(c, group);
+    if (cap && count > cap.max) {
+      throw unprocessable(
+        `Scaling worker group ${group} to ${count} workers exceeds ${cap.reason}; at most ${cap.max} ${cap.max === 1 ? 'is' : 'are'} possible now. Ask for fewer, or scale another group or cluster down first.`,
+        'limit_workers',
+      );
+    }
+    if (group === DEFAULT_GROUP) {
+      await this.tellScheduler(c, { op: 'scale', count });
+      c.adaptive = null;
+      c.count = count;
+    } else {
+      c.groupTargets = { ...c.groupTargets, [group]: count };
+      this.active.get(c.name)?.groupMessages.delete(group);
+    }
+    await this.save(c);
+    this.deps.log.info({ cluster: c.name, group, count }, 'worker group scaled');
+    this.changed(c);
+    this.reconcileWorkers(c);
+    return this.groupsJson(c, this.activeWorkers(c.name) ?? []).find((g) => g.name === group)!;
   }
 
   /** Tells the scheduler to scale or adapt; a 409 when it does not answer or refuses. */
@@ -386,7 +546,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       this.deps.log.info({ cluster: name, ms: now() - c.startTime }, 'cluster running');
     }
     // The scheduler decides adaptive counts itself; limits still bind (another cluster may have grown).
-    const cap = this.policy.workerCap(c, this.usage());
+    const cap = this.capFor(c, DEFAULT_GROUP);
     c.count = cap ? Math.min(hb.count, cap.max) : hb.count;
 
     const active = new Set(hb.active_workers);
@@ -413,52 +573,88 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   private workerRunning(c: ClusterRecord, w: WorkerRecord): void {
     w.status = 'RUNNING';
-    c.workerFailures = 0;
+    w.waitingSince = null;
+    if (w.group === DEFAULT_GROUP) c.workerFailures = 0;
+    else this.active.get(c.name)?.groupFailures.delete(w.group);
     this.saveWorker(c, w);
   }
 
-  /** Starts or stops not-yet-connected workers so that live workers match the scheduler's count. */
+  /** Starts or stops workers so that each group's live workers match its target (default: the scheduler's count). */
   private reconcileWorkers(c: ClusterRecord): void {
     const entry = this.active.get(c.name);
     if (!entry || c.status !== 'RUNNING' || c.stopRequested) return;
-    const live = [...entry.workers.values()].filter((w) => workerIsLive(w) && !w.closeExpected);
-    const delta = c.count - live.length;
-    if (delta > 0) {
-      // At most cluster.launch_batch worker starts in flight per cluster, asked for in one call; when
-      // it returns the next batch starts, so a request for millions of workers neither floods the
-      // backend nor stalls the gateway.
-      const n = Math.min(delta, Math.max(0, this.cfg.launch_batch - entry.startingWorkers));
-      if (n > 0) {
-        this.track(c, async () => {
-          await this.launchWorkers(c, n);
-          setImmediate(() => this.reconcileWorkers(c));
-        });
+    for (const group of this.groupNames()) {
+      const live = [...entry.workers.values()].filter((w) => w.group === group && workerIsLive(w) && !w.closeExpected);
+      const delta = this.targetOf(c, group) - live.length;
+      if (delta > 0) {
+        // At most cluster.launch_batch worker starts in flight per cluster, asked for in one call; when
+        // it returns the next batch starts, so a request for millions of workers neither floods the
+        // backend nor stalls the gateway.
+        const n = Math.min(delta, Math.max(0, this.cfg.launch_batch - entry.startingWorkers));
+        if (n > 0) {
+          this.track(c, async () => {
+            await this.launchWorkers(c, group, n);
+            setImmediate(() => this.reconcileWorkers(c));
+          });
+        }
+      } else if (delta < 0) {
+        // Workers still starting are cancelled first (newest first); connected ones are retired by
+        // the scheduler: for default it picks them itself (its count), for a group the gateway names them.
+        const starting = live.filter((w) => w.status === 'STARTING').reverse();
+        const cancel = starting.slice(0, -delta);
+        void this.endWorkers(
+          c,
+          cancel.map((w): WorkerEnd => [w, 'STOPPED', 'no longer needed']),
+        );
+        if (group !== DEFAULT_GROUP && cancel.length < -delta) {
+          this.retireWorkers(c, live.filter((w) => w.status === 'RUNNING').slice(0, -delta - cancel.length));
+        }
       }
-    } else if (delta < 0) {
-      // Connected workers are retired by the scheduler itself; only cancel those still starting.
-      const starting = live.filter((w) => w.status === 'STARTING').reverse();
-      void this.endWorkers(
-        c,
-        starting.slice(0, -delta).map((w): WorkerEnd => [w, 'STOPPED', 'no longer needed']),
-      );
     }
   }
 
-  /** Starts `n` workers of a cluster with one backend call. */
-  private async launchWorkers(c: ClusterRecord, n: number): Promise<void> {
+  /** Asks the scheduler to retire connected workers of a group gracefully; they end when it reports them closed. */
+  private retireWorkers(c: ClusterRecord, workers: WorkerRecord[]): void {
+    if (!workers.length) return;
+    for (const w of workers) {
+      w.closeExpected = true;
+      w.message = 'retiring: no longer needed';
+      this.saveWorker(c, w);
+    }
+    const undo = (why: string) => {
+      this.deps.log.warn({ cluster: c.name, workers: workers.map((w) => w.name), why }, 'the scheduler did not retire workers; trying again later');
+      for (const w of workers) {
+        if (!workerIsLive(w)) continue;
+        w.closeExpected = false;
+        w.message = '';
+        this.saveWorker(c, w);
+      }
+    };
+    this.schedulerCall(c.apiAddress, c.token, { op: 'retire', workers: workers.map((w) => w.name) }).then(
+      (status) => (status >= 200 && status < 300 ? undefined : undo(`HTTP ${status}`)),
+      (err: unknown) => undo(errorMessage(err)),
+    );
+  }
+
+  /** Starts `n` workers of a cluster's group with one backend call. */
+  private async launchWorkers(c: ClusterRecord, group: string, n: number): Promise<void> {
     const entry = this.active.get(c.name);
     if (!entry) return;
     const workers: WorkerRecord[] = [];
     for (let i = 0; i < n; i++) {
       const w: WorkerRecord = {
         cluster: c.name,
-        name: `${c.name.slice(0, 8)}-${randomHex(4)}`,
+        // A group's workers carry its name after a "_" (never in default's): the scheduler's preload
+        // tells them from default's by it (python/af_gateway_groups_preload.py).
+        name: `${c.name.slice(0, 8)}-${randomHex(4)}${group === DEFAULT_GROUP ? '' : `_${group}`}`,
+        group,
         status: 'STARTING',
         handle: null,
         startTime: now(),
         stopTime: null,
         closeExpected: false,
         message: '',
+        waitingSince: null,
       };
       entry.workers.set(w.name, w);
       this.saveWorker(c, w); // checkpoint before the process exists
@@ -468,7 +664,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     let results: Array<BackendHandle | Error>;
     try {
       const files = clusterFiles(c);
-      results = await this.backend.startWorkers(workers.map((worker) => ({ cluster: c, worker, files })));
+      const shaped = this.clusterForGroup(c, group);
+      results = await this.backendOf(group).startWorkers(workers.map((worker) => ({ cluster: shaped, worker, files })));
     } catch (err) {
       results = workers.map(() => (err instanceof Error ? err : new Error(String(err))));
     } finally {
@@ -487,7 +684,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (!workerIsLive(w) || !this.active.has(c.name)) undo.push(r);
       else this.saveWorker(c, w);
     });
-    if (undo.length) await this.backend.stop(undo);
+    if (undo.length) await this.backendOf(group).stop(undo);
     if (failed.length) this.workersStartFailed(c, failed);
   }
 
@@ -503,14 +700,31 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     launches?.add(running);
   }
 
-  /** Workers that did not start: each counts against cluster.worker_max_failures (in a row). */
+  /**
+   * Workers that did not start: each counts against cluster.worker_max_failures (in a row, per
+   * group). The default group reaching it fails the cluster; another group is scaled to 0 with the
+   * reason as its message, so a broken backend of one group leaves the others running.
+   */
   private workersStartFailed(c: ClusterRecord, failed: [WorkerRecord, string][]): void {
+    const entry = this.active.get(c.name);
     let limitReached: string | undefined;
     for (const [w, reason] of failed) {
-      c.workerFailures += 1;
-      this.deps.log.warn({ cluster: c.name, worker: w.name, failures: c.workerFailures }, `worker ${reason}`);
-      if (limitReached === undefined && c.workerFailures >= this.cfg.worker_max_failures) {
-        limitReached = `${c.workerFailures} workers in a row failed to start; the last one ${reason}`;
+      let failures: number;
+      if (w.group === DEFAULT_GROUP) failures = c.workerFailures += 1;
+      else {
+        failures = (entry?.groupFailures.get(w.group) ?? 0) + 1;
+        entry?.groupFailures.set(w.group, failures);
+      }
+      this.deps.log.warn({ cluster: c.name, worker: w.name, group: w.group, failures }, `worker ${reason}`);
+      if (failures < this.cfg.worker_max_failures) continue;
+      const why = `${failures} workers in a row failed to start; the last one ${reason}`;
+      if (w.group === DEFAULT_GROUP) limitReached ??= why;
+      else if ((c.groupTargets[w.group] ?? 0) > 0) {
+        c.groupTargets = { ...c.groupTargets, [w.group]: 0 };
+        entry?.groupFailures.delete(w.group);
+        entry?.groupMessages.set(w.group, `${why}; the group was scaled to 0`);
+        c.message = `worker group ${w.group}: ${why}; the group was scaled to 0`;
+        this.changed(c);
       }
     }
     void this.endWorkers(
@@ -534,12 +748,17 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       w.message = reason;
       this.saveWorker(c, w);
     }
-    const handles = ending.flatMap(([w]) => (w.handle ? [w.handle] : []));
-    try {
-      if (handles.length) await this.backend.stop(handles);
-    } catch (err) {
-      this.deps.log.warn({ cluster: c.name, workers: ending.map(([w]) => w.name), err: errorMessage(err) }, 'could not stop workers');
-    }
+    // One stop per backend the workers run on; one backend failing does not keep the others' workers running.
+    await Promise.all(
+      [...this.byBackend(ending.map(([w]) => w))].map(async ([backend, ws]) => {
+        const handles = ws.flatMap((w) => (w.handle ? [w.handle] : []));
+        try {
+          if (handles.length) await backend.stop(handles);
+        } catch (err) {
+          this.deps.log.warn({ cluster: c.name, workers: ws.map((w) => w.name), err: errorMessage(err) }, 'could not stop workers');
+        }
+      }),
+    );
     for (const [w, status, reason] of ending) {
       w.status = status;
       w.stopTime = now();
@@ -551,6 +770,16 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       this.saveWorker(c, w);
       this.active.get(c.name)?.workers.delete(w.name);
     }
+  }
+
+  /** Workers by the backend they run on. */
+  private byBackend(workers: Iterable<WorkerRecord>): Map<EngineBackend, WorkerRecord[]> {
+    const out = new Map<EngineBackend, WorkerRecord[]>();
+    for (const w of workers) {
+      const b = this.backendOf(w.group);
+      out.set(b, [...(out.get(b) ?? []), w]);
+    }
+    return out;
   }
 
   // --- ending ---------------------------------------------------------------------------------
@@ -608,9 +837,14 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       const entries = [...this.active.values()].filter(
         (e) => !this.ending.has(e.cluster.name) && (e.cluster.status === 'PENDING' || e.cluster.status === 'RUNNING'),
       );
-      const handlesOf = ({ cluster, workers }: (typeof entries)[number]): BackendHandle[] => [
-        ...(cluster.scheduler ? [cluster.scheduler] : []),
-        ...(cluster.status === 'RUNNING' ? [...workers.values()].flatMap((w) => (workerIsLive(w) && w.handle ? [w.handle] : [])) : []),
+      const workerHandles = ({ cluster, workers }: (typeof entries)[number], backend: EngineBackend): BackendHandle[] =>
+        cluster.status === 'RUNNING'
+          ? [...workers.values()].flatMap((w) => (workerIsLive(w) && w.handle && this.backendOf(w.group) === backend ? [w.handle] : []))
+          : [];
+      // The main backend runs the schedulers (and the workers of groups without a backend of their own).
+      const handlesOf = (e: (typeof entries)[number]): BackendHandle[] => [
+        ...(e.cluster.scheduler ? [e.cluster.scheduler] : []),
+        ...workerHandles(e, this.backend),
       ];
       const handles = entries.flatMap(handlesOf);
       const states = new Map<BackendHandle, ProcessState>();
@@ -637,6 +871,21 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
           }
         }
       }
+      // Each other backend of a worker group: one call for all its workers. When it fails, its workers
+      // are left as they are until a check answers; the rest of each cluster is judged as usual.
+      await Promise.all(
+        [...new Set(this.groupBackends.values())]
+          .filter((b) => b !== this.backend)
+          .map(async (backend) => {
+            const own = entries.flatMap((e) => workerHandles(e, backend));
+            if (!own.length) return;
+            try {
+              (await backend.check(own)).forEach((s, i) => states.set(own[i]!, s));
+            } catch (err) {
+              this.deps.log.error({ backend: backend.kind, handles: own.length, err: errorMessage(err) }, "checking a worker group's backend failed");
+            }
+          }),
+      );
       for (const { cluster } of entries) {
         if (unchecked.has(cluster.name)) continue;
         try {
@@ -684,11 +933,17 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (w.status === 'STARTING') {
         if (ws?.alive && ws.waiting) {
           // Queued in a batch system: tell the user why, and only time the start once it runs.
-          if (w.message !== ws.waiting) {
+          if (w.message !== ws.waiting || w.waitingSince == null) {
             w.message = ws.waiting;
+            w.waitingSince ??= t;
             this.saveWorker(c, w);
           }
           continue;
+        }
+        if (w.waitingSince != null && ws) {
+          w.waitingSince = null;
+          w.message = '';
+          this.saveWorker(c, w);
         }
         // A restart gives starting workers a full timeout: they may have connected while we were down.
         const since = Math.max(w.startTime, ws?.startedAt ?? 0, this.recoveredAt);
@@ -719,7 +974,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const adopting: { c: ClusterRecord; workers: Map<string, WorkerRecord> }[] = [];
     for (const c of await this.deps.store.loadClusters(ACTIVE_STATUSES)) {
       const workers = new Map((await this.deps.store.loadWorkers(c.name)).filter(workerIsLive).map((w) => [w.name, w]));
-      this.active.set(c.name, { cluster: c, workers, launches: new Set(), startingWorkers: 0 });
+      this.active.set(c.name, { cluster: c, workers, launches: new Set(), startingWorkers: 0, groupFailures: new Map(), groupMessages: new Map() });
       if (c.status === 'STOPPING' || c.stopRequested) {
         void this.end(c, 'STOPPED', 'stop finished after a gateway restart');
         continue;
@@ -735,11 +990,23 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (!state.alive) void this.end(a.c, 'FAILED', `the scheduler was gone when the gateway restarted; ${state.detail ?? ''}`.trim());
       else alive.push(a);
     }
-    const workerHandles = alive.flatMap(({ workers }) => [...workers.values()].flatMap((w) => (w.handle ? [w.handle] : [])));
+    // One check per backend the workers run on. A group's backend that cannot answer leaves its
+    // workers adopted as they are (the periodic check judges them once it answers).
     const workerStates = new Map<BackendHandle, ProcessState>();
-    if (workerHandles.length) (await backend.check(workerHandles)).forEach((s, i) => workerStates.set(workerHandles[i]!, s));
+    const unknown = new Set<WorkerRecord>();
+    for (const [b, ws] of this.byBackend(alive.flatMap(({ workers }) => [...workers.values()]))) {
+      const handles = ws.flatMap((w) => (w.handle ? [w.handle] : []));
+      if (!handles.length) continue;
+      try {
+        (await b.check(handles)).forEach((s, i) => workerStates.set(handles[i]!, s));
+      } catch (err) {
+        if (b === backend) throw err;
+        this.deps.log.error({ backend: b.kind, err: errorMessage(err) }, "could not check a worker group's workers after the restart; judging them later");
+        for (const w of ws) unknown.add(w);
+      }
+    }
     for (const { c, workers } of alive) {
-      const gone = [...workers.values()].filter((w) => !(w.handle && workerStates.get(w.handle)?.alive));
+      const gone = [...workers.values()].filter((w) => !unknown.has(w) && !(w.handle && workerStates.get(w.handle)?.alive));
       await this.endWorkers(
         c,
         gone.map((w): WorkerEnd => [w, 'FAILED', 'exited while the gateway was down']),
@@ -748,12 +1015,28 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       await this.save(c);
       this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');
     }
-    const live: BackendHandle[] = [];
+    // Each backend removes what it runs for this gateway that none of its own handles refers to.
+    const live = new Map<EngineBackend, BackendHandle[]>([
+      [backend, []],
+      ...[...this.groupBackends.values()].map((b): [EngineBackend, BackendHandle[]] => [b, []]),
+    ]);
     for (const entry of this.active.values()) {
-      if (entry.cluster.scheduler) live.push(entry.cluster.scheduler);
-      for (const w of entry.workers.values()) if (workerIsLive(w) && w.handle) live.push(w.handle);
+      if (entry.cluster.scheduler) live.get(backend)!.push(entry.cluster.scheduler);
+      for (const w of entry.workers.values()) if (workerIsLive(w) && w.handle) live.get(this.backendOf(w.group))?.push(w.handle);
     }
-    await backend.removeOrphans(live).catch((err: unknown) => this.deps.log.warn({ err: errorMessage(err) }, 'could not remove orphaned workers'));
+    for (const entry of this.active.values()) {
+      for (const w of entry.workers.values()) {
+        // A worker of a group the config no longer has: its backend is gone with it, so nothing can stop or check it.
+        if (w.group !== DEFAULT_GROUP && !this.groupConfigs.has(w.group)) {
+          this.deps.log.warn({ cluster: entry.cluster.name, worker: w.name, group: w.group }, 'a worker of a group the config no longer defines');
+        }
+      }
+    }
+    await Promise.all(
+      [...live].map(([b, handles]) =>
+        b.removeOrphans(handles).catch((err: unknown) => this.deps.log.warn({ backend: b.kind, err: errorMessage(err) }, 'could not remove orphaned workers')),
+      ),
+    );
   }
 
   // --- persistence and events -----------------------------------------------------------------

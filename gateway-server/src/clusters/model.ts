@@ -36,8 +36,10 @@ export interface ClusterRecord {
   schedulerAddress: string;
   dashboardAddress: string;
   apiAddress: string;
-  /** Workers the scheduler wants (from heartbeats). */
+  /** Workers the scheduler wants (from heartbeats): the target of the default worker group. */
   count: number;
+  /** The target of each other worker group (worker_groups in the config) by name; absent is 0. */
+  groupTargets: Record<string, number>;
   /** The adaptive range last asked for, or null when scaling is manual. */
   adaptive: { minimum: number | null; maximum: number | null } | null;
   startTime: number;
@@ -52,6 +54,8 @@ export interface ClusterRecord {
 export interface WorkerRecord {
   cluster: string;
   name: string;
+  /** Its worker group: `default`, or a worker_groups name (records from before groups read as default). */
+  group: string;
   status: WorkerStatus;
   handle: BackendHandle | null;
   startTime: number;
@@ -59,7 +63,12 @@ export interface WorkerRecord {
   /** The scheduler is retiring this worker, so its exit is expected. */
   closeExpected: boolean;
   message: string;
+  /** Since when (ms) the backend reports it waiting for a slot (a queued job), or null. */
+  waitingSince?: number | null;
 }
+
+/** The group the dask-gateway API and client scale. */
+export const DEFAULT_GROUP = 'default';
 
 export const ACTIVE_STATUSES: readonly ClusterStatus[] = ['PENDING', 'RUNNING', 'STOPPING'];
 export const isActive = (c: { status: ClusterStatus }) => ACTIVE_STATUSES.includes(c.status);

@@ -15,10 +15,20 @@ interface Limits {
   max_memory?: number | null;
 }
 
-/** A cluster's share of a limit: its wanted workers and what each costs. */
+/** A cluster's share of a limit: the workers it wants or has in all its groups, and their cores and memory (GiB). */
 export interface Usage {
   cluster: ClusterRecord;
   workers: number;
+  cores: number;
+  memory: number;
+}
+
+/** What one more worker of a group costs, and what the cluster's other groups already use. */
+export interface GroupShare {
+  cores: number;
+  memory: number;
+  /** The cluster's other groups (counted against every limit together with this one). */
+  others: { workers: number; cores: number; memory: number };
 }
 
 export interface WorkerCap {
@@ -74,19 +84,27 @@ export class Policy {
     }
   }
 
-  /** The most workers `cluster` may have given everything else that runs, and which limit binds. */
-  workerCap(cluster: ClusterRecord, usage: readonly Usage[]): WorkerCap | null {
+  /**
+   * The most workers `cluster` may have in one group (by default: its cluster-wide worker size and no
+   * other group) given everything else that runs, and which limit binds. Limits count every group.
+   */
+  workerCap(cluster: ClusterRecord, usage: readonly Usage[], share?: GroupShare): WorkerCap | null {
+    const own = share?.others ?? { workers: 0, cores: 0, memory: 0 };
+    const per = { workers: 1, cores: share?.cores ?? cluster.settings.worker_cores, memory: share?.memory ?? cluster.settings.worker_memory };
+    const inOtherGroups = own.workers ? `, ${own.workers} of them in this cluster's other worker groups` : '';
     let cap: WorkerCap | null =
       this.clusterMaxWorkers === null
         ? null
-        : { max: this.clusterMaxWorkers, reason: `this gateway's limit of ${this.clusterMaxWorkers} workers per cluster (cluster.max_workers)` };
-    const per = { workers: 1, cores: cluster.settings.worker_cores, memory: cluster.settings.worker_memory };
+        : {
+            max: Math.max(0, this.clusterMaxWorkers - own.workers),
+            reason: `this gateway's limit of ${this.clusterMaxWorkers} workers per cluster (cluster.max_workers)${inOtherGroups}`,
+          };
     for (const s of this.scopes(cluster.username, cluster.groups)) {
       const others = usage.filter((u) => u.cluster.name !== cluster.name && s.covers(u.cluster));
       const used = {
-        workers: others.reduce((a, u) => a + u.workers, 0),
-        cores: others.reduce((a, u) => a + u.workers * u.cluster.settings.worker_cores, 0),
-        memory: others.reduce((a, u) => a + u.workers * u.cluster.settings.worker_memory, 0),
+        workers: others.reduce((a, u) => a + u.workers, own.workers),
+        cores: others.reduce((a, u) => a + u.cores, own.cores),
+        memory: others.reduce((a, u) => a + u.memory, own.memory),
       };
       for (const [key, unit] of [
         ['workers', ''],
@@ -97,7 +115,8 @@ export class Policy {
         if (limit == null) continue;
         const max = Math.max(0, Math.floor((limit - used[key]) / per[key] + 1e-9));
         if (!cap || max < cap.max) {
-          cap = { max, reason: `${s.label} max_${key} = ${limit}${unit}, of which ${round(used[key])}${unit} are used by other clusters` };
+          const where = own.workers ? "by other clusters and this cluster's other worker groups" : 'by other clusters';
+          cap = { max, reason: `${s.label} max_${key} = ${limit}${unit}, of which ${round(used[key])}${unit} are used ${where}` };
         }
       }
     }

@@ -160,6 +160,7 @@ export function rowToCluster(row: ClusterRow, box: SecretBox): ClusterRecord {
   return {
     ...data,
     groups: data.groups ?? [], // written before group limits existed
+    groupTargets: data.groupTargets ?? {}, // written before worker groups existed
     name: row.name,
     username: row.username,
     status: row.status as ClusterStatus,
@@ -176,5 +177,6 @@ export function workerToRow(w: WorkerRecord): { cluster: string; name: string; s
 }
 
 export function rowToWorker(r: { cluster: string; name: string; status: string; data: string }): WorkerRecord {
-  return { ...(JSON.parse(r.data) as object), cluster: r.cluster, name: r.name, status: r.status } as WorkerRecord;
+  // (a worker written before worker groups existed is of the default group)
+  return { group: 'default', ...(JSON.parse(r.data) as object), cluster: r.cluster, name: r.name, status: r.status } as WorkerRecord;
 }

@@ -76,7 +76,10 @@ describe('worker submit description', () => {
       idleTimeout: 0,
     });
     expect(text).toContain('-m distributed.cli.dask_scheduler --protocol tls --host 0.0.0.0 --port 0 --dashboard-address 0.0.0.0:0');
-    expect(text).toContain('--preload dask_gateway.scheduler_preload --dg-api-address 0.0.0.0:0 --dg-heartbeat-period 10');
+    // (then the worker groups' preload as one quoted word, its quotes doubled as HTCondor's arguments want)
+    expect(text).toMatch(
+      /--preload dask_gateway\.scheduler_preload --preload 'import base64; exec\(base64\.b64decode\(b''[A-Za-z0-9+/=]+''\)\.decode\(\)\)' --dg-api-address 0\.0\.0\.0:0 --dg-heartbeat-period 10/,
+    );
     expect(text).toContain(
       'DASK_GATEWAY_API_URL=https://af.example.org/api DASK_GATEWAY_API_TOKEN=/data/clusters/c0ffee/api-token DASK_GATEWAY_CLUSTER_NAME=c0ffee',
     );

@@ -51,6 +51,7 @@ const cluster = (over: Partial<ClusterRecord> = {}): ClusterRecord => ({
   dashboardAddress: '',
   apiAddress: '',
   count: 2,
+  groupTargets: {},
   startTime: 1_700_000_000_000,
   stopTime: null,
   lastHeartbeat: null,
@@ -62,6 +63,7 @@ const cluster = (over: Partial<ClusterRecord> = {}): ClusterRecord => ({
 const worker = (name: string, over: Partial<WorkerRecord> = {}): WorkerRecord => ({
   cluster: 'c1',
   name,
+  group: 'default',
   status: 'RUNNING',
   handle: { pid: 5, startTicks: '6' },
   startTime: 1,
@@ -128,6 +130,20 @@ describe.each(kinds)('state store: $kind', ({ kind, fresh }) => {
       ['w0', 'FAILED'],
     ]);
     expect(await again.countByStatus()).toEqual({ RUNNING: 1, STOPPED: 1 });
+  });
+
+  it('reads clusters and workers written before worker groups as having only the default group', async () => {
+    const { store } = await open();
+    const { groupTargets: _targets, ...old } = cluster({ name: 'c-old' });
+    await store.saveCluster(old as unknown as ClusterRecord);
+    const { group: _group, ...oldWorker } = worker('w-old', { cluster: 'c-old' });
+    await store.saveWorker(oldWorker as unknown as WorkerRecord);
+    await store.saveCluster(cluster({ name: 'c-new', groupTargets: { hpc: 3 } }));
+    await store.saveWorker(worker('w-new', { cluster: 'c-new', group: 'hpc' }));
+    expect((await store.loadCluster('c-old'))!.groupTargets).toEqual({});
+    expect((await store.loadWorkers('c-old')).map((w) => w.group)).toEqual(['default']);
+    expect((await store.loadCluster('c-new'))!.groupTargets).toEqual({ hpc: 3 });
+    expect((await store.loadWorkers('c-new')).map((w) => w.group)).toEqual(['hpc']);
   });
 
   it('keeps secrets sealed at rest and cannot open them with another key', async () => {

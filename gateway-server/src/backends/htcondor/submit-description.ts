@@ -1,7 +1,7 @@
 // HTCondor submit descriptions of Dask workers: one description per scale step, queueing one proc
 // per worker with the worker's name as a queue variable, so all of them share one cluster id and
 // each runs `dask worker --name <its name>` (the name the scheduler reports in heartbeats).
-import { daskTlsArgs } from '../backend.js';
+import { daskTlsArgs, SCHEDULER_PRELOADS } from '../backend.js';
 
 /** What the facility's pool asks of every job, from backend.htcondor. */
 export interface PoolSettings {
@@ -130,8 +130,7 @@ export function schedulerSubmitDescription(spec: SchedulerJobSpec): string {
       '--dashboard-address',
       `${spec.host}:0`,
       ...daskTlsArgs(file(spec.cert), file(spec.key)),
-      '--preload',
-      'dask_gateway.scheduler_preload',
+      ...SCHEDULER_PRELOADS,
       '--dg-api-address',
       `${spec.host}:0`,
       '--dg-heartbeat-period',

@@ -21,7 +21,7 @@ import type {
 import type { ClusterRecord } from '../../clusters/model.js';
 import type { GatewayConfig } from '@af-gateway/schemas';
 import type { ResolvedConfig } from '../../config.js';
-import { daskTlsArgs } from '../backend.js';
+import { daskTlsArgs, SCHEDULER_PRELOADS } from '../backend.js';
 
 export const LABEL = {
   managedBy: 'app.kubernetes.io/managed-by',
@@ -214,8 +214,7 @@ export function schedulerPod(
         '--dashboard-address',
         `$(AF_POD_IP):${PORTS.dashboard}`,
         ...daskTlsArgs(`${CREDENTIALS_DIR}/dask.crt`, `${CREDENTIALS_DIR}/dask.pem`),
-        '--preload',
-        'dask_gateway.scheduler_preload',
+        ...SCHEDULER_PRELOADS,
         '--dg-api-address',
         `$(AF_POD_IP):${PORTS.api}`,
         '--dg-heartbeat-period',

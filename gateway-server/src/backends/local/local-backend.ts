@@ -25,6 +25,7 @@ import {
   type SchedulerLaunch,
   type StepLaunch,
   type WorkerLaunch,
+  SCHEDULER_PRELOADS,
 } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
@@ -186,8 +187,7 @@ export class LocalBackend extends ItemBackend {
         '--dashboard-address',
         '127.0.0.1:0',
         ...daskTlsArgs(files.cert, files.key),
-        '--preload',
-        'dask_gateway.scheduler_preload',
+        ...SCHEDULER_PRELOADS,
         '--dg-api-address',
         '127.0.0.1:0',
         '--dg-heartbeat-period',
