@@ -191,7 +191,7 @@ describe('worker job arrays', () => {
 });
 
 describe('the scheduler job and step arrays', () => {
-  it('runs the scheduler with the preload, its API token file and the gateway address, its output in scheduler.log', () => {
+  it("runs the scheduler with both preloads (dask-gateway's, then the worker groups'), its API token file and the gateway address, its output in scheduler.log", () => {
     const { workerNames: _w, schedulerAddress: _s, ...common } = spec();
     const text = schedulerScript({
       ...common,
@@ -208,7 +208,12 @@ describe('the scheduler job and step arrays', () => {
     expect(directives(text)).toContain('#SBATCH --mem=2048M');
     expect(directives(text).some((l) => l.startsWith('#SBATCH --array'))).toBe(false);
     const out = runTask(text, null, join(dir, 'jobs', 'scheduler.log'));
-    expect(out).toContain('ARG --preload\nARG dask_gateway.scheduler_preload\nARG --dg-api-address\nARG 0.0.0.0:0\n');
+    // (then the worker groups' preload, its text one word the shell passes unchanged: Python runs it as a module's source)
+    expect(out).toMatch(
+      /ARG --preload\nARG dask_gateway\.scheduler_preload\nARG --preload\nARG (import base64; exec\(base64\.b64decode\(b'([A-Za-z0-9+/=]+)'\)\.decode\(\)\))\nARG --dg-api-address\nARG 0\.0\.0\.0:0\n/,
+    );
+    const encoded = /b'([A-Za-z0-9+/=]+)'/.exec(out)![1]!;
+    expect(Buffer.from(encoded, 'base64').toString()).toBe(readFileSync(join(__dirname, '..', '..', 'python', 'af_gateway_groups_preload.py'), 'utf8'));
     expect(out).toContain('DASK_GATEWAY_API_URL=https://af.example.org/api\n');
     expect(out).toContain('DASK_GATEWAY_API_TOKEN=/data/clusters/c0ffee/api-token\n');
   });

@@ -6,7 +6,7 @@
 //   - shell words: single-quoted ('\'' for a quote); a value with a control character is refused.
 // Every value a user controls (the worker environment) is a shell word after the header, where
 // sbatch no longer looks for directives; names and ids are checked before they are written.
-import { daskTlsArgs } from '../backend.js';
+import { daskTlsArgs, SCHEDULER_PRELOADS } from '../backend.js';
 
 /** What the facility's configuration asks of every job (backend.slurm). */
 export interface SlurmJobSettings {
@@ -317,7 +317,7 @@ export function workerScript(spec: WorkerScriptSpec): string {
   ].join('\n');
 }
 
-/** A cluster's scheduler as a job of its own, with the gateway's preload (heartbeats to apiUrl). */
+/** A cluster's scheduler as a job of its own, with the gateway's preloads (heartbeats to apiUrl, worker groups). */
 export function schedulerScript(spec: SchedulerScriptSpec): string {
   const args = [
     '-c',
@@ -332,8 +332,8 @@ export function schedulerScript(spec: SchedulerScriptSpec): string {
     '--dashboard-address',
     `${spec.host}:0`,
     ...daskTlsArgs(spec.cert, spec.key),
-    '--preload',
-    'dask_gateway.scheduler_preload',
+    // (dask-gateway's service, then the worker groups' preload: without it the scheduler would retire group workers for the default count)
+    ...SCHEDULER_PRELOADS,
     '--dg-api-address',
     `${spec.host}:0`,
     '--dg-heartbeat-period',
