@@ -1,8 +1,18 @@
 // Pure parts of the panel models: what the user is told and what the forms accept.
 import { describe, expect, it } from 'vitest';
-import type { AfCluster, Field, TokenStatus } from '@af-gateway/schemas';
+import type { AfCluster, AfWorkerGroup, Field, TokenStatus } from '@af-gateway/schemas';
 import { describeToken, formatCountdown } from '../src/panels/tokens/token-model';
-import { initialOptionValues, summarise, validateOption, validateScale } from '../src/panels/clusters/clusters-model';
+import {
+  clusterGroups,
+  describeOverflow,
+  groupSubmitCode,
+  initialOptionValues,
+  parseGroupCount,
+  summarise,
+  summariseGroup,
+  validateOption,
+  validateScale,
+} from '../src/panels/clusters/clusters-model';
 import { formatUptime } from '../src/components/format';
 import { effectiveAuthMode, normaliseSettings, resolveGatewayUrl } from '../src/api/gateway-settings';
 import { connectCode } from '../src/api/connect-code';
@@ -109,6 +119,109 @@ describe('cluster forms', () => {
     };
     expect(summarise(waiting).note).toBe('HTCondor job 7.0 is waiting for a slot');
     expect(summarise({ ...c, message: 'worker w2 failed: held' }).note).toBe('worker w2 failed: held');
+  });
+});
+
+describe('worker groups on a cluster card', () => {
+  const group = (over: Partial<AfWorkerGroup> = {}): AfWorkerGroup => ({
+    name: 'hpc',
+    description: 'Slurm nodes with 64 cores',
+    backend: 'slurm',
+    worker_cores: 4,
+    worker_memory: 16,
+    resources: { hpc: 1 },
+    max_workers: 10,
+    target: 0,
+    starting: 0,
+    running: 0,
+    pending: 0,
+    pending_reasons: [],
+    message: '',
+    ...over,
+  });
+  const defaultGroup = group({
+    name: 'default',
+    description: 'The workers the dask-gateway client scales',
+    backend: 'local',
+    worker_cores: 2,
+    worker_memory: 1.5,
+    resources: {},
+    max_workers: null,
+  });
+  const cluster = (groups: AfWorkerGroup[] | undefined, running = 0): AfCluster => ({
+    name: 'c1',
+    owner: 'alice',
+    status: 'RUNNING',
+    message: '',
+    options: {},
+    dashboard_route: null,
+    start_time: NOW,
+    stop_time: null,
+    worker_cores: 2,
+    worker_memory: 1.5,
+    adaptive: null,
+    ...(groups ? { groups } : {}),
+    workers: { requested: groups?.[0]?.target ?? 0, starting: 0, running, failed: 0, list: [] },
+  });
+
+  it('is hidden unless the gateway has groups besides default', () => {
+    expect(clusterGroups(cluster(undefined))).toEqual([]);
+    expect(clusterGroups(cluster([defaultGroup]))).toEqual([]);
+    expect(clusterGroups(cluster([defaultGroup, group()])).map((g) => g.name)).toEqual(['default', 'hpc']);
+  });
+
+  it('says where, how big, what label and how many, and why workers wait', () => {
+    const g = summariseGroup(
+      group({
+        target: 3,
+        running: 1,
+        starting: 2,
+        pending: 1,
+        pending_reasons: ['Slurm job 42 is pending: waiting for resources (Resources)'],
+      }),
+    );
+    expect(g).toMatchObject({
+      backend: 'Slurm',
+      size: '4 cores · 16 GiB',
+      resources: [{ label: 'hpc', amount: 1 }],
+      limit: 10,
+      counts: '1 of 3 running, 1 starting, 1 waiting for a slot',
+      pendingReasons: ['Slurm job 42 is pending: waiting for resources (Resources)'],
+      overflow: '',
+    });
+    expect(summariseGroup(defaultGroup)).toMatchObject({ backend: 'local processes', size: '2 cores · 1.5 GiB', resources: [], counts: '0 of 0 running' });
+    expect(summariseGroup(group({ worker_cores: 1, worker_memory: 1 })).size).toBe('1 core · 1 GiB');
+    expect(summariseGroup(group({ backend: 'futuristic' })).backend).toBe('futuristic');
+  });
+
+  it('counts every group in the whole cluster', () => {
+    const s = summarise(cluster([{ ...defaultGroup, target: 2, running: 2 }, group({ target: 1, running: 1 })], 3));
+    expect(s).toMatchObject({ requested: 3, connected: 3, cores: 2 * 2 + 4, memoryGiB: 2 * 1.5 + 16, progress: null });
+    expect(summarise(cluster([{ ...defaultGroup, target: 0 }, group({ target: 2, running: 1 })], 1)).progress?.label).toBe('Workers joining: 1 of 2');
+  });
+
+  it('accepts whole counts only', () => {
+    expect(parseGroupCount(' 5 ')).toEqual({ count: 5 });
+    expect(parseGroupCount('0')).toEqual({ count: 0 });
+    for (const bad of ['', '-1', '1.5', 'two', '1e3']) expect(parseGroupCount(bad)).toEqual({ problem: 'Workers must be a whole number, 0 or more' });
+    expect(parseGroupCount('9'.repeat(30))).toEqual({ problem: 'That is too many workers' });
+  });
+
+  it('shows how a notebook reaches the group', () => {
+    expect(groupSubmitCode(summariseGroup(group()))).toBe('client.submit(f, resources={"hpc": 1})');
+    expect(groupSubmitCode(summariseGroup(group({ resources: { gpu: 0.5 } })))).toBe('client.submit(f, resources={"gpu": 0.5})');
+    expect(groupSubmitCode(summariseGroup(defaultGroup))).toBe('');
+  });
+
+  it('renders overflow information when a gateway sends it', () => {
+    expect(describeOverflow(undefined)).toBe('');
+    expect(describeOverflow('hpc')).toBe('Overflows to hpc when its workers wait for a slot');
+    expect(describeOverflow({ group: 'hpc', after_seconds: 300, workers: 2 })).toBe('Overflows to hpc after 300 s waiting for a slot; 2 workers there now');
+    expect(describeOverflow({ group: 'hpc', message: 'handing 1 worker back' })).toBe(
+      'Overflows to hpc when its workers wait for a slot; handing 1 worker back',
+    );
+    expect(describeOverflow(42)).toBe('');
+    expect(summariseGroup({ ...group(), overflow: 'hpc' } as AfWorkerGroup).overflow).toContain('hpc');
   });
 });
 

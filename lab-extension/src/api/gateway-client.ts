@@ -3,6 +3,8 @@
 import type {
   AfCluster,
   AfClusterList,
+  AfWorkerGroup,
+  AfWorkerGroupList,
   AdaptRequest,
   ConnectInfo,
   CreateClusterResult,
@@ -176,6 +178,17 @@ export class GatewayClient {
   adapt(name: string, minimum: number, maximum: number): Promise<ScaleResult> {
     const body: AdaptRequest = { minimum, maximum, active: true };
     return this.request('POST', `api/v1/clusters/${encodeURIComponent(name)}/adapt`, body);
+  }
+
+  /** A cluster's worker groups, default first. */
+  workerGroups(name: string): Promise<AfWorkerGroupList> {
+    return this.request('GET', `api/af/clusters/${encodeURIComponent(name)}/groups`);
+  }
+
+  /** Sets a worker group's target; past a limit the gateway answers 422 (limit_workers) and changes nothing. */
+  scaleGroup(name: string, group: string, count: number): Promise<AfWorkerGroup> {
+    const body: ScaleRequest = { count };
+    return this.request('PUT', `api/af/clusters/${encodeURIComponent(name)}/groups/${encodeURIComponent(group)}/scale`, body);
   }
 
   async stopCluster(name: string): Promise<void> {

@@ -1,6 +1,6 @@
 // State of the Clusters panel: the user's clusters as the gateway's event stream reports them
 // (including clusters made from notebooks), the options form, and the actions on a cluster.
-import type { AfCluster, AfEvent, Field } from '@af-gateway/schemas';
+import type { AfCluster, AfEvent, AfWorkerGroup, Field } from '@af-gateway/schemas';
 import { GatewayError } from '../../api/gateway-client';
 import { GatewayListModel } from '../../session/session-model';
 import type { IEventHub } from '../../session/tokens';
@@ -24,26 +24,122 @@ export interface ClusterSummary {
 
 export function summarise(c: AfCluster): ClusterSummary {
   const w = c.workers;
+  // With worker groups the workers object counts every group's workers but `requested` is only
+  // default's; the groups' own targets and sizes give the whole cluster's figures.
+  const groups = c.groups ?? [];
+  const requested = groups.length > 0 ? groups.reduce((n, g) => n + g.target, 0) : w.requested;
+  const cores = groups.length > 0 ? groups.reduce((n, g) => n + g.running * g.worker_cores, 0) : w.running * c.worker_cores;
+  const memoryGiB = groups.length > 0 ? groups.reduce((n, g) => n + g.running * g.worker_memory, 0) : w.running * c.worker_memory;
   let progress: ClusterSummary['progress'] = null;
   if (c.status === 'PENDING') progress = { label: 'Starting the scheduler…', done: 0, total: 0 };
   else if (c.status === 'STOPPING') progress = { label: 'Shutting down…', done: 0, total: 0 };
-  else if (c.status === 'RUNNING' && w.running < w.requested) {
-    progress = { label: `Workers joining: ${w.running} of ${w.requested}`, done: w.running, total: w.requested };
+  else if (c.status === 'RUNNING' && w.running < requested) {
+    progress = { label: `Workers joining: ${w.running} of ${requested}`, done: w.running, total: requested };
   }
   return {
     name: c.name,
     status: c.status,
     message: c.message,
-    requested: w.requested,
+    requested,
     connected: w.running,
     starting: w.starting,
-    cores: w.running * c.worker_cores,
-    memoryGiB: w.running * c.worker_memory,
+    cores,
+    memoryGiB,
     adaptive: c.adaptive ? { minimum: c.adaptive.minimum, maximum: c.adaptive.maximum } : null,
     startTime: c.start_time,
     progress,
     note: c.status === 'FAILED' ? '' : (w.list.find((x) => x.status === 'STARTING' && x.message)?.message ?? c.message),
   };
+}
+
+const BACKEND_NAMES: Record<string, string> = { local: 'local processes', htcondor: 'HTCondor', slurm: 'Slurm', kubernetes: 'Kubernetes' };
+
+/** A worker group as its part of the card shows it. */
+export interface GroupSummary {
+  name: string;
+  description: string;
+  /** Where its workers run, in words ("Slurm", "local processes"). */
+  backend: string;
+  /** One worker's size, e.g. "4 cores · 16 GiB". */
+  size: string;
+  /** Its Dask resource labels ("hpc: 1"), what tasks name to run on its workers. */
+  resources: { label: string; amount: number }[];
+  target: number;
+  running: number;
+  /** Started, not yet connected, and not waiting for a slot. */
+  starting: number;
+  pending: number;
+  /** Its own limit, if any ("at most 2"). */
+  limit: number | null;
+  /** Why workers wait, in the backends' words, one line each. */
+  pendingReasons: string[];
+  /** One sentence for the counts, e.g. "1 of 2 running, 1 waiting for a slot". */
+  counts: string;
+  message: string;
+  /** Offloading to another group, when the gateway reports it. */
+  overflow: string;
+}
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+const gib = (n: number) => `${Number(n.toFixed(2))} GiB`;
+
+/** The optional `overflow` of a group (not in every gateway's schema yet), in words; empty when absent. */
+export function describeOverflow(raw: unknown): string {
+  if (raw == null || raw === false) return '';
+  if (typeof raw === 'string') return raw ? `Overflows to ${raw} when its workers wait for a slot` : '';
+  if (typeof raw !== 'object' || Array.isArray(raw)) return '';
+  const o = raw as Record<string, unknown>;
+  const to = [o.group, o.to, o.name].find((v): v is string => typeof v === 'string' && v !== '');
+  const after = [o.after_seconds, o.after, o.wait_seconds].find((v): v is number => typeof v === 'number');
+  const moved = [o.workers, o.active, o.running, o.count].find((v): v is number => typeof v === 'number');
+  const parts: string[] = [];
+  if (to) parts.push(`Overflows to ${to}${after != null ? ` after ${after} s waiting for a slot` : ' when its workers wait for a slot'}`);
+  if (moved != null && moved > 0) parts.push(`${plural(moved, 'worker')} there now`);
+  if (typeof o.message === 'string' && o.message) parts.push(o.message);
+  return parts.join('; ');
+}
+
+export function summariseGroup(g: AfWorkerGroup): GroupSummary {
+  const waiting = Math.min(g.pending, g.starting);
+  const counts = [`${g.running} of ${g.target} running`];
+  if (g.starting - waiting > 0) counts.push(`${g.starting - waiting} starting`);
+  if (waiting > 0) counts.push(`${waiting} waiting for a slot`);
+  return {
+    name: g.name,
+    description: g.description,
+    backend: BACKEND_NAMES[g.backend] ?? g.backend,
+    size: `${plural(g.worker_cores, 'core')} · ${gib(g.worker_memory)}`,
+    resources: Object.entries(g.resources).map(([label, amount]) => ({ label, amount })),
+    target: g.target,
+    running: g.running,
+    starting: g.starting - waiting,
+    pending: waiting,
+    limit: g.max_workers,
+    pendingReasons: g.pending_reasons,
+    counts: counts.join(', '),
+    message: g.message,
+    overflow: describeOverflow((g as AfWorkerGroup & { overflow?: unknown }).overflow),
+  };
+}
+
+/** The groups a card shows: none unless the gateway has groups besides default. */
+export function clusterGroups(c: AfCluster): GroupSummary[] {
+  const groups = c.groups ?? [];
+  return groups.some((g) => g.name !== 'default') ? groups.map(summariseGroup) : [];
+}
+
+/** Checks a group's scale input; returns the count, or a message for the user. */
+export function parseGroupCount(text: string): { count: number } | { problem: string } {
+  const t = text.trim();
+  if (!/^\d+$/.test(t)) return { problem: 'Workers must be a whole number, 0 or more' };
+  const count = Number(t);
+  return Number.isSafeInteger(count) ? { count } : { problem: 'That is too many workers' };
+}
+
+/** The code that sends a task to a group's workers (its first resource label), for the card's tip. */
+export function groupSubmitCode(g: GroupSummary): string {
+  const first = g.resources[0];
+  return first ? `client.submit(f, resources={${JSON.stringify(first.label)}: ${first.amount < 1 ? first.amount : 1}})` : '';
 }
 
 export interface ScaleRequestModel {
@@ -174,6 +270,19 @@ export class ClustersModel extends GatewayListModel {
     if (problem) throw new GatewayError(422, problem, 'invalid_scale');
     const res = r.mode === 'manual' ? await this.client.scale(name, r.workers) : await this.client.adapt(name, r.minimum, r.maximum);
     return res.ok ? null : (res.msg ?? 'The gateway did not apply the request');
+  }
+
+  /**
+   * Sets a worker group's target. The gateway's answer is shown at once (the stream follows with
+   * the same); a refused count throws the gateway's error, whose message names the limit.
+   */
+  async scaleGroup(name: string, group: string, count: number): Promise<void> {
+    const updated = await this.client.scaleGroup(name, group, count);
+    const c = this.clusters.get(name);
+    // Only when the stream has not brought the new target yet: its state may be newer than the answer.
+    if (!c?.groups || c.groups.find((g) => g.name === group)?.target === updated.target) return;
+    this.clusters.set(name, { ...c, groups: c.groups.map((g) => (g.name === group ? updated : g)) });
+    this.emitChanged();
   }
 
   async stop(name: string): Promise<void> {
