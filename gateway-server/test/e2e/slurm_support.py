@@ -4,16 +4,21 @@ view of the queue) or as an account through the prefix the gateway's backend use
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
-from af_e2e_support import REPO
+from af_e2e_support import REPO, GatewayUnderTest
+from conftest import wait_until
 
 SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
 ACCOUNTS_SCRIPT = REPO / "scripts" / "test-accounts.sh"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+LIVE = "PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING"
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
@@ -68,3 +73,76 @@ def start_slurm(run_dir: Path, accounts_file: str) -> Slurm:
 
 def stop_slurm(run_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), "stop", str(run_dir)], timeout=120, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def running_slurm():
+    """The test accounts and a Slurm of their own for a module: stopped (its jobs cancelled, what remains of
+    the run killed) and its directory removed on leaving."""
+    accounts = ensure_accounts()
+    run_dir = Path(tempfile.mkdtemp(prefix="af-slurm-gw-"))
+    run_dir.chmod(0o755)  # the jobs pass through it to their cluster files
+    try:
+        yield start_slurm(run_dir, accounts)
+    finally:
+        stop_slurm(run_dir)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)], timeout=60)
+
+
+def slurm_gateway_config(slurm, port: int, data_dir: Path, **over) -> dict:
+    return {
+        "listen": f"127.0.0.1:{port}",
+        "data_dir": str(data_dir),
+        "log_level": "debug",
+        "accounts": {"name_template": "af-{user}"},  # gateway user alice runs as af-alice, etc.
+        "backend": {
+            "type": "slurm",
+            "slurm": {
+                "command_prefix": slurm.facts["SLURM_USER_CMD_JSON"],
+                "environment": {"SLURM_CONF": slurm.conf},
+                "python": slurm.facts["PYTHON"],
+                "time_limit": "30",
+                **over,
+            },
+        },
+        # users choose their workers' cores (a request larger than the node is theirs to make)
+        "cluster_options": [{"field": "worker_cores", "type": "int", "target": "worker_cores", "default": 1, "min": 1, "max": 64}],
+        "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
+                    "stop_on_shutdown": True},
+        # Slurm runs no images: docker-encapsulated steps run on the node as they are
+        "workflows": {"images": "ignore", "poll_period": 0.5},
+    }
+
+
+class SlurmGateway(GatewayUnderTest):
+    def __init__(self, slurm, name: str, **over):
+        super().__init__(slurm.run_dir / name, lambda port, data: slurm_gateway_config(slurm, port, data, **over))
+        self.dir.chmod(0o711)  # the jobs pass through to the data dir; nothing here is theirs to list
+
+    @property
+    def data(self) -> Path:
+        return Path(self.config["data_dir"])
+
+    def tail(self, n=4000) -> str:
+        return self.log.read_text()[-n:]
+
+
+def cluster_jobs(slurm, cluster: str, kind: str = "w", states: str = "all") -> list[dict]:
+    """The cluster's worker (w) or scheduler (s) jobs: named <instance>.<kind>.<cluster>."""
+    return [j for j in slurm.jobs(states) if j["name"].endswith(f".{kind}.{cluster}")]
+
+
+def running_worker_jobs(slurm, cluster: str) -> list[dict]:
+    return [j for j in cluster_jobs(slurm, cluster) if j["state"] == "RUNNING"]
+
+
+def wait_no_jobs(slurm, cluster: str, g: SlurmGateway) -> None:
+    left = lambda: [j for j in slurm.jobs(LIVE) if j["name"].endswith(f".{cluster}")]  # noqa: E731
+    wait_until(lambda: not left(), 60, lambda: f"no job of cluster {cluster} left; queue: {left()}; gateway log: {g.tail()}")
+
+
+def tagged_job(slurm, account: str, instance: str, tag: str, owner: str) -> str:
+    """A job named like the gateway's workers, its comment naming `owner` (what a crash mid-submit, or a forger, leaves)."""
+    comment = "af-owner:" + base64.urlsafe_b64encode(owner.encode()).decode().rstrip("=")
+    return slurm.sbatch(account, "-J", f"{instance}.w.{tag}", f"--comment={comment}", "-o", "/dev/null", "--chdir=/tmp",
+                        "--mem=64M", "--wrap", "sleep 600")

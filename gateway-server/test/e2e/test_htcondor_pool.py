@@ -18,16 +18,16 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop, try_read, whoami
+from af_e2e_support import REPO, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop, try_read, whoami
 from conftest import IS_PEER, wait_until
+from condor_support import UserPoolGateway as Gw, instance_of as _instance_of, running_user_pool, running_jobs as _running_jobs, sleep_job as _sleep_job
+from condor_support import wait_queue_empty as _wait_queue_empty, worker_jobs as _worker_jobs
 
 pytestmark = [
     pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no HTCondor backend"),
@@ -35,99 +35,19 @@ pytestmark = [
     pytest.mark.timeout(300),  # jobs wait for the negotiator; a loaded 2-core machine is slower
 ]
 
-POOL_SCRIPT = REPO / "scripts" / "htcondor-pool.sh"
-ACCOUNTS_SCRIPT = REPO / "scripts" / "test-accounts.sh"
 # In the gateway's environment: condor_submit must never see it ($ENV() in the admin's submit_extra probes it).
 GATEWAY_SECRET = "af-test-gateway-secret-6b2e"
 
 
-class Pool:
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        facts = json.loads((run_dir / "pool.json").read_text())
-        self.cmd = facts["CONDOR_CMD_JSON"]  # as afcondor, environment reset (the tests' own queries)
-        self.user_cmd = facts["CONDOR_USER_CMD_JSON"]  # chroot --userspec={uid}:{gid} <root>: the gateway's prefix
-        self.config = facts["CONDOR_CONFIG"]
-        self.uid = facts["CONDOR_UID"]
-        self.accounts = {a["name"]: a for a in facts["ACCOUNTS"]}
-
-    def run(self, *args: str, check=True) -> str:
-        return subprocess.run([*self.cmd, *args], check=check, capture_output=True, text=True, timeout=60).stdout
-
-    def run_as(self, account: str, *args: str, input: str | None = None) -> str:
-        a = self.accounts[account]
-        prefix = [w.replace("{uid}", str(a["uid"])).replace("{gid}", str(a["gid"])) for w in self.user_cmd]
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "CONDOR_CONFIG": self.config}
-        return subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, timeout=60, input=input, env=env).stdout
-
-    def jobs(self, constraint: str, history=False) -> list[dict]:
-        attrs = "ClusterId,ProcId,JobStatus,AfGatewayCluster,AfGatewayWorker,AfGatewayOwner,HoldReason,Owner,AfEnvProbe,AfConfigProbe"
-        if history:
-            text = self.run("condor_history", "-json", "-constraint", constraint, "-attributes", attrs)
-        else:
-            text = self.run("condor_q", "-allusers", "-json", "-constraint", constraint, "-attributes", attrs)
-        return json.loads(text) if text.strip() else []
-
-
 @pytest.fixture(scope="module")
-def accounts_file():
-    return subprocess.run(["bash", str(ACCOUNTS_SCRIPT), "ensure"], check=True, capture_output=True, text=True,
-                          timeout=300).stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def pool(accounts_file):
-    run_dir = Path(tempfile.mkdtemp(prefix="af-htcondor-"))
-    run_dir.chmod(0o755)  # the jobs pass through it to their cluster files
-    subprocess.run(["bash", str(POOL_SCRIPT), "start", str(run_dir)], check=True, timeout=300,
-                   env=dict(os.environ, AF_HTCONDOR_ACCOUNTS=accounts_file))
+def pool():
     # every gateway of this module is started with a secret in its environment
     os.environ["AF_TEST_GATEWAY_SECRET"] = GATEWAY_SECRET
     try:
-        yield Pool(run_dir)
+        with running_user_pool() as p:
+            yield p
     finally:
         os.environ.pop("AF_TEST_GATEWAY_SECRET", None)
-        subprocess.run(["bash", str(POOL_SCRIPT), "stop", str(run_dir)], timeout=120)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)])
-
-
-def _gateway_config(pool: Pool, port: int, data_dir: Path, **htcondor) -> dict:
-    return {
-        "listen": f"127.0.0.1:{port}",
-        "data_dir": str(data_dir),
-        "log_level": "debug",
-        # gateway user alice runs as af-alice, etc.
-        "accounts": {"name_template": "af-{user}"},
-        "backend": {
-            "type": "htcondor",
-            "htcondor": {
-                # each command as the account it acts for; the environment is the gateway's to give
-                "command_prefix": pool.user_cmd,
-                "environment": {"CONDOR_CONFIG": pool.config},
-                "poll_period": 1,
-                "request_disk": "100MB",
-                # the admin's own lines: condor_submit expands $ENV() from its environment
-                "submit_extra": {"+AfEnvProbe": '"$ENV(AF_TEST_GATEWAY_SECRET)"', "+AfConfigProbe": '"$ENV(CONDOR_CONFIG)"'},
-                **htcondor,
-            },
-        },
-        # users may set their workers' environment (what a hostile one puts in a submit description)
-        "cluster_options": [{"field": "environment", "type": "mapping", "target": "environment", "default": {}}],
-        "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
-                    "stop_on_shutdown": True},
-        # The test pool has no container runtime: docker-encapsulated steps run on the execute node as they are.
-        "workflows": {"images": "ignore", "poll_period": 0.5},
-    }
-
-
-class Gw(GatewayUnderTest):
-    def __init__(self, pool: Pool, name: str, **htcondor):
-        super().__init__(pool.run_dir / name, lambda port, data: _gateway_config(pool, port, data, **htcondor))
-        self.dir.chmod(0o711)  # the jobs pass through to the data dir; nothing here is theirs to list
-
-    @property
-    def data(self) -> Path:
-        return Path(self.config["data_dir"])
 
 
 @pytest.fixture(scope="module")
@@ -135,21 +55,6 @@ def gw(pool):
     g = Gw(pool, "main")
     yield g
     stop(g.proc)
-
-
-def _wait_queue_empty(pool: Pool, cluster: str, gw: "Gw") -> None:
-    mine = f'AfGatewayCluster == "{cluster}"'
-    wait_until(lambda: not pool.jobs(mine), 60,
-               lambda: f"an empty queue after shutdown; queue: {pool.jobs(mine)}; gateway log: {gw.log.read_text()[-3000:]}")
-
-
-def _worker_jobs(pool: Pool, cluster: str) -> list[dict]:
-    """The cluster's worker jobs in the queue (its scheduler is a job too)."""
-    return [j for j in pool.jobs(f'AfGatewayCluster == "{cluster}"') if j.get("AfGatewayWorker") != "scheduler"]
-
-
-def _running_jobs(pool: Pool, cluster: str) -> list[dict]:
-    return [j for j in _worker_jobs(pool, cluster) if j["JobStatus"] == 2]
 
 
 def test_scale_compute_adapt_and_shutdown_leave_an_empty_queue(pool, gw):
@@ -230,11 +135,6 @@ def test_a_held_jobs_reason_reaches_the_user_and_the_worker_is_replaced(pool, gw
     _wait_queue_empty(pool, cluster.name, gw)
 
 
-def _sleep_job(instance: str, owner: str, tag: str) -> str:
-    return "\n".join(["executable = /bin/sleep", "arguments = 600", "request_memory = 64", "request_disk = 10MB",
-                      f'+AfGatewayInstance = "{instance}"', f'+AfGatewayCluster = "{tag}"', f'+AfGatewayOwner = "{owner}"', "queue", ""])
-
-
 def test_a_restarted_gateway_adopts_running_jobs_and_removes_orphans(pool, gw):
     gateway = gw.gateway("bob")
     cluster = gateway.new_cluster()
@@ -262,11 +162,6 @@ def test_a_restarted_gateway_adopts_running_jobs_and_removes_orphans(pool, gw):
         cluster.shutdown()
         pool.run_as("af-mallory", "condor_rm", "-constraint", 'AfGatewayCluster == "forged"') if pool.jobs('AfGatewayCluster == "forged"') else None
     _wait_queue_empty(pool, cluster.name, gw)
-
-
-def _instance_of(g: Gw) -> str:
-    import hashlib
-    return "af-gateway-" + hashlib.sha256(str(Path(g.config["data_dir"]).resolve()).encode()).hexdigest()[:12]
 
 
 # --- tenant isolation: every user is hostile -------------------------------------------------------

@@ -11,21 +11,19 @@ a facility user relies on, and leaves no job of its clusters in the queue.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from af_e2e_support import REPO, GatewayUnderTest, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop, try_read, whoami
+from af_e2e_support import REPO, assert_heartbeats_cannot_leave, clients_with_a_worker, read_api_token, stop, try_read, whoami
 from conftest import IS_PEER, wait_until
-from slurm_support import ensure_accounts, start_slurm, stop_slurm
+from slurm_support import LIVE, SlurmGateway as Gw, cluster_jobs as _jobs, running_slurm, running_worker_jobs as _running
+from slurm_support import tagged_job as _tagged_job, wait_no_jobs as _wait_no_jobs
 
 pytestmark = [
     pytest.mark.skipif(IS_PEER, reason="peer mode: dask-gateway-server has no Slurm backend here"),
@@ -33,57 +31,11 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-LIVE = "PENDING,RUNNING,SUSPENDED,CONFIGURING,COMPLETING"
-
 
 @pytest.fixture(scope="module")
 def slurm():
-    accounts = ensure_accounts()
-    run_dir = Path(tempfile.mkdtemp(prefix="af-slurm-gw-"))
-    run_dir.chmod(0o755)  # the jobs pass through it to their cluster files
-    try:
-        yield start_slurm(run_dir, accounts)
-    finally:
-        stop_slurm(run_dir)  # cancels whatever a failed test left, and kills what remains of the run
-        subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)], timeout=60)
-
-
-def _gateway_config(slurm, port: int, data_dir: Path, **over) -> dict:
-    return {
-        "listen": f"127.0.0.1:{port}",
-        "data_dir": str(data_dir),
-        "log_level": "debug",
-        "accounts": {"name_template": "af-{user}"},  # gateway user alice runs as af-alice, etc.
-        "backend": {
-            "type": "slurm",
-            "slurm": {
-                "command_prefix": slurm.facts["SLURM_USER_CMD_JSON"],
-                "environment": {"SLURM_CONF": slurm.conf},
-                "python": slurm.facts["PYTHON"],
-                "time_limit": "30",
-                **over,
-            },
-        },
-        # users choose their workers' cores (a request larger than the node is theirs to make)
-        "cluster_options": [{"field": "worker_cores", "type": "int", "target": "worker_cores", "default": 1, "min": 1, "max": 64}],
-        "cluster": {"check_period": 1, "adaptive_period": 1, "heartbeat_period": 2, "worker_start_timeout": 20,
-                    "stop_on_shutdown": True},
-        # Slurm runs no images: docker-encapsulated steps run on the node as they are
-        "workflows": {"images": "ignore", "poll_period": 0.5},
-    }
-
-
-class Gw(GatewayUnderTest):
-    def __init__(self, slurm, name: str, **over):
-        super().__init__(slurm.run_dir / name, lambda port, data: _gateway_config(slurm, port, data, **over))
-        self.dir.chmod(0o711)  # the jobs pass through to the data dir; nothing here is theirs to list
-
-    @property
-    def data(self) -> Path:
-        return Path(self.config["data_dir"])
-
-    def tail(self, n=4000) -> str:
-        return self.log.read_text()[-n:]
+    with running_slurm() as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +43,6 @@ def gw(slurm):
     g = Gw(slurm, "main")
     yield g
     stop(g.proc)
-
-
-def _jobs(slurm, cluster: str, kind: str = "w", states: str = "all") -> list[dict]:
-    """The cluster's worker (w) or scheduler (s) jobs: named <instance>.<kind>.<cluster>."""
-    return [j for j in slurm.jobs(states) if j["name"].endswith(f".{kind}.{cluster}")]
-
-
-def _running(slurm, cluster: str) -> list[dict]:
-    return [j for j in _jobs(slurm, cluster) if j["state"] == "RUNNING"]
-
-
-def _wait_no_jobs(slurm, cluster: str, g: Gw) -> None:
-    left = lambda: [j for j in slurm.jobs(LIVE) if j["name"].endswith(f".{cluster}")]  # noqa: E731
-    wait_until(lambda: not left(), 60, lambda: f"no job of cluster {cluster} left; queue: {left()}; gateway log: {g.tail()}")
-
-
 
 
 def test_scale_compute_and_scale_down_on_slurm_jobs_of_the_owner(slurm, gw):
@@ -231,13 +167,6 @@ def test_bob_can_neither_see_nor_stop_alices_cluster_nor_read_its_files(slurm, g
         bob.shutdown()
     _wait_no_jobs(slurm, alice.name, gw)
     _wait_no_jobs(slurm, bob.name, gw)
-
-
-def _tagged_job(slurm, account: str, instance: str, tag: str, owner: str) -> str:
-    """A job named like the gateway's workers, its comment naming `owner` (what a crash mid-submit, or a forger, leaves)."""
-    comment = "af-owner:" + base64.urlsafe_b64encode(owner.encode()).decode().rstrip("=")
-    return slurm.sbatch(account, "-J", f"{instance}.w.{tag}", f"--comment={comment}", "-o", "/dev/null", "--chdir=/tmp",
-                        "--mem=64M", "--wrap", "sleep 600")
 
 
 def test_a_gateway_killed_with_sigkill_adopts_its_jobs_and_cancels_orphans(slurm, gw):
