@@ -197,6 +197,17 @@ export async function startStack(): Promise<Stack> {
       },
       accounts: { name_template: 'af-{user}' },
       backend: { type: 'local', local: { python: path.join(VENV_BIN, 'python') } },
+      // a second worker group on the same local backend: the cluster card shows and scales it
+      worker_groups: [
+        {
+          name: 'big',
+          description: 'Workers for the heavy steps of an analysis',
+          worker_cores: 1,
+          worker_memory: 1,
+          resources: { big: 1 },
+          max_workers: 2,
+        },
+      ],
       tokens: { exchange_audiences: ['rucio'] },
       rucio: { instances: [{ name: 'test', url: rucio.url, auth: 'exchange', audience: 'rucio', default_scheme: 'davs' }] },
     };

@@ -39,7 +39,7 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
   });
 
   await test.step('switch to adaptive scaling; minimum above maximum is refused', async () => {
-    await card.getByRole('button', { name: 'Scale' }).click();
+    await card.getByRole('button', { name: 'Scale', exact: true }).click();
     const dialog = page.locator('.jp-Dialog');
     await dialog.getByText('Adaptive Scaling').click();
     await dialog.locator('#af-scale-minimum').fill('3');
@@ -90,7 +90,7 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     await page.theme.setDarkTheme();
     await openPanel(page, 'af-clusters');
     await shot(page, 'clusters-running-dark', panel);
-    await card.getByRole('button', { name: 'Scale' }).click();
+    await card.getByRole('button', { name: 'Scale', exact: true }).click();
     await shot(page, 'clusters-scale-dialog-dark', page.locator('.jp-Dialog-content'));
     await page.locator('.jp-Dialog .jp-mod-reject').click();
     await page.theme.setLightTheme();

@@ -37,7 +37,7 @@ export async function newClusterRunning(panel: Locator): Promise<string> {
  * `beforeAccept` runs with the filled-in dialog open (e.g. to take its screenshot).
  */
 export async function scaleManually(page: Page, card: Locator, workers: number, beforeAccept?: () => Promise<void>): Promise<void> {
-  await card.getByRole('button', { name: 'Scale' }).click();
+  await card.getByRole('button', { name: 'Scale', exact: true }).click();
   const dialog = page.locator('.jp-Dialog');
   await dialog.locator('#af-scale-workers').fill(String(workers));
   await beforeAccept?.();

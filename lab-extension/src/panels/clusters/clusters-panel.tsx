@@ -6,7 +6,8 @@ import type { AfCluster } from '@af-gateway/schemas';
 import { formatUptime } from '../../components/format';
 import { ModelPanel } from '../../components/model-panel';
 import { PanelFrame } from '../../components/panel-frame';
-import { type ClustersModel, summarise } from './clusters-model';
+import { clusterGroups, type ClustersModel, summarise } from './clusters-model';
+import { GroupsSection } from './groups-section';
 
 /** What the panel's buttons do; index.ts binds them to commands. */
 export interface ClusterActions {
@@ -78,6 +79,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
   const [showPlots, setShowPlots] = useState(false);
   const running = s.status === 'RUNNING';
   const active = s.status === 'PENDING' || running;
+  const groups = clusterGroups(cluster);
   return (
     <li className={`jp-AFClusters-cluster mod-${s.status.toLowerCase()}`} data-cluster={s.name}>
       <div className="jp-AFClusters-head">
@@ -106,7 +108,12 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
       <div className="jp-AFClusters-actions">
         {active && (
           <>
-            <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={!running} onClick={() => actions.scale(s.name)}>
+            <button
+              className="jp-Button jp-mod-styled jp-mod-reject"
+              disabled={!running}
+              onClick={() => actions.scale(s.name)}
+              title={groups.length > 0 ? trans.__('Scale the default group, manually or adaptively (as the dask-gateway client does)') : undefined}
+            >
               {trans.__('Scale')}
             </button>
             <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={!running} onClick={() => setShowPlots(!showPlots)}>
@@ -130,6 +137,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
           </button>
         )}
       </div>
+      {groups.length > 0 && active && <GroupsSection cluster={s.name} groups={groups} enabled={running} model={props.model} trans={trans} />}
       {showPlots && running && <DashboardList name={s.name} actions={actions} trans={trans} />}
     </li>
   );
