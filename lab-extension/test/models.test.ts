@@ -220,6 +220,10 @@ describe('worker groups on a cluster card', () => {
     expect(describeOverflow({ group: 'hpc', message: 'handing 1 worker back' })).toBe(
       'Overflows to hpc when its workers wait for a slot; handing 1 worker back',
     );
+    // the form af-worker-group.json gives it: {group, after, workers}; null is no overflow
+    expect(describeOverflow({ group: 'hpc', after: 120, workers: 1 })).toBe('Overflows to hpc after 120 s waiting for a slot; 1 worker there now');
+    expect(describeOverflow({ group: 'hpc', after: 120, workers: 0 })).toBe('Overflows to hpc after 120 s waiting for a slot');
+    expect(describeOverflow(null)).toBe('');
     expect(describeOverflow(42)).toBe('');
     expect(summariseGroup({ ...group(), overflow: 'hpc' } as AfWorkerGroup).overflow).toContain('hpc');
   });
