@@ -34,6 +34,22 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd(), env: NodeJS
   const groupNames = config.worker_groups.map((g) => g.name);
   const twice = groupNames.find((n, i) => groupNames.indexOf(n) !== i);
   if (twice) throw new ConfigError(`invalid configuration: worker_groups names ${twice} twice; each group needs a name of its own`);
+  // Overflow goes one step, into a group the config defines: never into itself, default, or a group that overflows in turn.
+  const overflows: [string, { group: string } | null][] = [
+    ['default_worker_group', config.default_worker_group.overflow],
+    ...config.worker_groups.map((g, i): [string, { group: string } | null] => [`worker_groups[${i}] (${g.name})`, g.overflow]),
+  ];
+  for (const [where, o] of overflows) {
+    if (!o) continue;
+    const into = config.worker_groups.find((g) => g.name === o.group);
+    if (!into) throw new ConfigError(`invalid configuration: ${where}.overflow.group names ${o.group}, which worker_groups does not define`);
+    if (where.endsWith(`(${o.group})`)) throw new ConfigError(`invalid configuration: ${where}.overflow.group names the group itself`);
+    if (into.overflow) {
+      throw new ConfigError(
+        `invalid configuration: ${where} overflows into ${o.group}, which overflows in turn; an overflow group must not have an overflow of its own`,
+      );
+    }
+  }
   applyEnvironment(config, env);
   config.data_dir = resolve(baseDir, config.data_dir);
   config.backend.local.python ??= defaultPython();

@@ -61,6 +61,10 @@ interface ActiveEntry {
   groupFailures: Map<string, number>;
   /** The last notable event of each non-default group (why it stopped starting workers). */
   groupMessages: Map<string, string>;
+  /** Each overflowing group's workers that had waited too long at the last look (to tell "room again" from "fewer wanted"). */
+  overflowWaited?: Map<string, Set<string>>;
+  /** Groups whose starts failed cluster.worker_max_failures times in a row: no overflow goes there until they are scaled again. */
+  overflowBroken?: Set<string>;
 }
 
 /**
@@ -99,6 +103,7 @@ interface ClusterEvents {
 
 const now = () => Date.now();
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
@@ -119,6 +124,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   private readonly groupConfigs: ReadonlyMap<string, GroupConfig>;
   /** The backend of each group that has its own (each distinct backend wrapped once). */
   private readonly groupBackends = new Map<string, EngineBackend>();
+  /** Where each group with an overflow sends the workers it cannot place, and after how many seconds of waiting. */
+  private readonly overflows: ReadonlyMap<string, { group: string; after: number }>;
 
   constructor(private readonly deps: ClusterManagerDeps) {
     super();
@@ -128,6 +135,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     this.schedulerCall = deps.schedulerCall ?? postToScheduler;
     this.policy = new Policy(deps.config.policy, deps.config.cluster_options, deps.config.cluster.max_workers);
     this.groupConfigs = new Map((deps.config.worker_groups ?? []).map((g) => [g.name, g]));
+    const overflows = new Map<string, { group: string; after: number }>();
+    const defaultOverflow = deps.config.default_worker_group?.overflow;
+    if (defaultOverflow) overflows.set(DEFAULT_GROUP, defaultOverflow);
+    for (const g of this.groupConfigs.values()) if (g.overflow) overflows.set(g.name, g.overflow);
+    this.overflows = overflows;
     const wrapped = new Map<Backend, EngineBackend>([[deps.backend, this.backend]]);
     for (const [group, b] of deps.groupBackends ?? []) {
       if (!this.groupConfigs.has(group)) throw new Error(`a backend was given for worker group ${group}, which the config does not define`);
@@ -148,8 +160,22 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     return [DEFAULT_GROUP, ...this.groupConfigs.keys()];
   }
 
+  /** A group's target: for default the scheduler's count; for another group what it was scaled to plus the overflow it takes. */
   private targetOf(c: ClusterRecord, group: string): number {
-    return group === DEFAULT_GROUP ? c.count : (c.groupTargets[group] ?? 0);
+    return group === DEFAULT_GROUP ? c.count : (c.groupTargets[group] ?? 0) + this.overflowInto(c, group);
+  }
+
+  /** Workers the engine runs in `group` for groups that overflow into it. */
+  private overflowInto(c: ClusterRecord, group: string): number {
+    let n = 0;
+    for (const [source, count] of Object.entries(c.overflow ?? {})) if (this.overflows.get(source)?.group === group) n += count;
+    return n;
+  }
+
+  /** A group's batch system in words ("HTCondor", "Slurm"). */
+  private systemOf(group: string): string {
+    const kind = this.backendOf(group).kind;
+    return { htcondor: 'HTCondor', slurm: 'Slurm', kubernetes: 'Kubernetes', local: 'the local machine' }[kind] ?? kind;
   }
 
   /** Cores and memory (GiB) of one worker of a group. */
@@ -218,8 +244,14 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         pending: waiting.length,
         pending_reasons: [...new Set(waiting.map((w) => w.message).filter(Boolean))],
         message: messages?.get(name) ?? '',
+        overflow: this.overflowJson(c, name),
       };
     });
+  }
+
+  private overflowJson(c: ClusterRecord, group: string): AfWorkerGroup['overflow'] {
+    const o = this.overflows.get(group);
+    return o ? { group: o.group, after: o.after, workers: c.overflow?.[group] ?? 0 } : null;
   }
 
   /** Adopts what survived a restart, then starts the periodic check. `apiUrl` is where schedulers heartbeat. */
@@ -472,9 +504,13 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
     if (!Number.isInteger(count) || count < 0) throw unprocessable(`A worker count must be a whole number of at least 0, not ${count}`, 'invalid_count');
     const cap = this.capFor(c, group);
-    if (cap && count > cap.max) {
+    // (workers a group runs for another group's overflow count too)
+    const taken = group === DEFAULT_GROUP ? 0 : this.overflowInto(c, group);
+    if (cap && count + taken > cap.max) {
+      const possible = Math.max(0, cap.max - taken);
+      const overflow = taken ? ` (${taken} of its workers run for other groups' overflow)` : '';
       throw unprocessable(
-        `Scaling worker group ${group} to ${count} workers exceeds ${cap.reason}; at most ${cap.max} ${cap.max === 1 ? 'is' : 'are'} possible now. Ask for fewer, or scale another group or cluster down first.`,
+        `Scaling worker group ${group} to ${count} workers exceeds ${cap.reason}${overflow}; at most ${possible} ${possible === 1 ? 'is' : 'are'} possible now. Ask for fewer, or scale another group or cluster down first.`,
         'limit_workers',
       );
     }
@@ -485,6 +521,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     } else {
       c.groupTargets = { ...c.groupTargets, [group]: count };
       this.active.get(c.name)?.groupMessages.delete(group);
+      this.active.get(c.name)?.overflowBroken?.delete(group);
     }
     await this.save(c);
     this.deps.log.info({ cluster: c.name, group, count }, 'worker group scaled');
@@ -719,11 +756,16 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (failures < this.cfg.worker_max_failures) continue;
       const why = `${failures} workers in a row failed to start; the last one ${reason}`;
       if (w.group === DEFAULT_GROUP) limitReached ??= why;
-      else if ((c.groupTargets[w.group] ?? 0) > 0) {
+      else if ((c.groupTargets[w.group] ?? 0) > 0 || this.overflowInto(c, w.group) > 0) {
+        // (and it takes no more overflow: the groups that overflow into it wait in their own queues)
+        const took = this.overflowInto(c, w.group) > 0;
         c.groupTargets = { ...c.groupTargets, [w.group]: 0 };
+        c.overflow = Object.fromEntries(Object.entries(c.overflow ?? {}).filter(([source]) => this.overflows.get(source)?.group !== w.group));
+        if (took) (entry!.overflowBroken ??= new Set()).add(w.group);
+        const more = took ? ', and takes no overflow until it is scaled again' : '';
         entry?.groupFailures.delete(w.group);
-        entry?.groupMessages.set(w.group, `${why}; the group was scaled to 0`);
-        c.message = `worker group ${w.group}: ${why}; the group was scaled to 0`;
+        entry?.groupMessages.set(w.group, `${why}; the group was scaled to 0${more}`);
+        c.message = `worker group ${w.group}: ${why}; the group was scaled to 0${more}`;
         this.changed(c);
       }
     }
@@ -963,6 +1005,64 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       await this.endWorkers(c, exited);
       this.reconcileWorkers(c);
     }
+    this.balanceOverflow(c);
+  }
+
+  /**
+   * Overflow: for each group with one, as many workers run in its overflow group as it has workers that
+   * waited for a slot longer than `after` (their jobs stay queued), within the limits. As its workers
+   * start (or are no longer wanted) the overflow group gets back to its own size: workers still
+   * starting there are cancelled, connected ones retired gracefully by the scheduler.
+   */
+  private balanceOverflow(c: ClusterRecord): void {
+    const entry = this.active.get(c.name);
+    if (!entry || !this.overflows.size || c.status !== 'RUNNING' || c.stopRequested || this.ending.has(c.name)) return;
+    const t = now();
+    let moved = false;
+    for (const [source, o] of this.overflows) {
+      if (entry.overflowBroken?.has(o.group)) continue;
+      const mine = [...entry.workers.values()].filter((w) => w.group === source && workerIsLive(w) && !w.closeExpected);
+      const waited = mine.filter((w) => w.status === 'STARTING' && w.waitingSince != null && t - w.waitingSince >= o.after * 1000);
+      const have = c.overflow?.[source] ?? 0;
+      const before = entry.overflowWaited?.get(source);
+      (entry.overflowWaited ??= new Map()).set(source, new Set(waited.map((w) => w.name)));
+      let want = waited.length;
+      let limited = '';
+      if (want > have) {
+        // Limits count everything: this group's queued workers, the overflow group's own and what it runs for others.
+        const cap = this.capFor(c, o.group);
+        const room = cap ? Math.max(0, cap.max - this.targetOf(c, o.group)) : Infinity;
+        if (room < want - have) limited = `; ${want - have - room} more would exceed ${cap!.reason}`;
+        want = have + Math.min(want - have, room);
+      }
+      if (want === have) {
+        const msg = `${plural(waited.length, 'worker')} of ${source} wait for ${this.systemOf(source)} slots${limited}`;
+        if (limited && entry.groupMessages.get(source) !== msg) {
+          entry.groupMessages.set(source, msg);
+          this.changed(c);
+        }
+        continue;
+      }
+      const { [source]: _, ...rest } = c.overflow ?? {};
+      c.overflow = want ? { ...rest, [source]: want } : rest;
+      let msg: string;
+      if (want > have) {
+        const longest = Math.round((t - Math.min(...waited.map((w) => w.waitingSince!))) / 1000);
+        msg = `${plural(waited.length, 'worker')} of ${source} waited ${longest} s for ${this.systemOf(source)} slots: starting ${want - have} in ${o.group} (${this.systemOf(o.group)})${limited}`;
+      } else {
+        // (after a restart nothing was seen before: a worker of the group that no longer waits says there is room)
+        const room = mine.some((w) => w.waitingSince == null && (!before || before.has(w.name)));
+        msg = `${room ? `${this.systemOf(source)} has room again` : `${source} needs fewer workers`}: retiring ${plural(have - want, 'worker')} of ${o.group}`;
+      }
+      entry.groupMessages.set(source, msg);
+      c.message = msg;
+      this.deps.log.info({ cluster: c.name, group: source, into: o.group, from: have, to: want }, msg);
+      moved = true;
+    }
+    if (!moved) return;
+    void this.save(c);
+    this.changed(c);
+    this.reconcileWorkers(c);
   }
 
   // --- restart recovery -----------------------------------------------------------------------

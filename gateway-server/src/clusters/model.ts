@@ -40,6 +40,11 @@ export interface ClusterRecord {
   count: number;
   /** The target of each other worker group (worker_groups in the config) by name; absent is 0. */
   groupTargets: Record<string, number>;
+  /**
+   * Overflow in progress, by the group whose workers wait for slots: how many workers the engine runs
+   * for it in its overflow group (counted in that group's target). Absent: none.
+   */
+  overflow?: Record<string, number>;
   /** The adaptive range last asked for, or null when scaling is manual. */
   adaptive: { minimum: number | null; maximum: number | null } | null;
   startTime: number;
