@@ -3,7 +3,10 @@
 every job af-alice's. The unmodified dask_gateway client computes on it; tasks asking for
 resources={"hpc": 1} run only on the Slurm jobs (seen from inside the tasks); the hpc group is scaled
 through the AF API; a gateway killed with SIGKILL adopts both groups' jobs (same ids) and stopping the
-cluster leaves neither queue a job of it.
+cluster leaves neither queue a job of it. Then overflow: with default_worker_group.overflow {group: hpc,
+after: 10}, a pool whose cores another user's job takes sends the cluster's waiting workers to Slurm
+after 10 s (their HTCondor jobs stay queued), and takes them back (retired gracefully) when the
+blocker is removed.
 
 The gateway runs as root (both prefixes need it); the cluster's directory is on the one filesystem both
 batch systems' jobs see under the same path, which is what a group on another batch system needs.
@@ -12,6 +15,7 @@ batch systems' jobs see under the same path, which is what a group on another ba
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -163,3 +167,80 @@ def test_default_on_htcondor_hpc_on_slurm_compute_adopt_and_stop(pool, slurm, gw
     wait_until(lambda: not slurm_jobs(slurm, name, states=LIVE) and not slurm_jobs(slurm, name, "s", states=LIVE)
                and not pool.jobs(mine), 60, lambda: f"no job of {name} left: {slurm_jobs(slurm, name)} {pool.jobs(mine)}")
     print(f"stopped: no HTCondor or Slurm job of the cluster left; {time.monotonic() - t0:.1f} s in all")
+
+
+OVERFLOW_AFTER = 10
+
+
+def blocker_job(cpus: int) -> str:
+    """Another user's job that takes every free core of the pool's one machine."""
+    return "\n".join(["executable = /bin/sleep", "arguments = 600", f"request_cpus = {cpus}", "request_memory = 64",
+                      "request_disk = 10MB", "queue", ""])
+
+
+def free_cpus(pool) -> int:
+    lines = pool.run("condor_status", "-af", "Cpus", "PartitionableSlot").split("\n")
+    return sum(int(f[0]) for f in (line.split() for line in lines) if len(f) == 2 and f[1] == "true")
+
+
+def test_a_full_pool_overflows_to_slurm_and_takes_its_workers_back_when_slots_free_up(pool, slurm):
+    g = GatewayUnderTest(pool.run_dir / "overflow", lambda port, data: {
+        **mixed_config(pool, slurm, port, data), "default_worker_group": {"overflow": {"group": "hpc", "after": OVERFLOW_AFTER}}})
+    g.dir.chmod(0o711)
+    blocker = None
+    cluster = g.gateway("alice").new_cluster()  # its scheduler is an HTCondor job: started before the pool fills up
+    name = cluster.name
+    mine = f'AfGatewayCluster == "{name}"'
+    try:
+        wait_until(lambda: free_cpus(pool) > 0 and g.af_cluster(name)["status"] == "RUNNING", 60, "a running cluster and free cores")
+        # bob's job takes every free core: alice's workers can only wait for a slot
+        cpus = free_cpus(pool)
+        blocker = pool.run_as("af-bob", "condor_submit", "-terse", "-", input=blocker_job(cpus)).split()[0]
+        wait_until(lambda: any(j["JobStatus"] == 2 for j in pool.jobs('Owner == "af-bob"')) and free_cpus(pool) == 0, 60,
+                   lambda: f"bob's blocker ({cpus} cores) running and the pool full: {pool.jobs('true')}")
+        t0 = time.monotonic()
+        cluster.scale(2)
+
+        def overflowed():
+            gs = groups(g, name)
+            return gs if gs["default"]["overflow"]["workers"] == 2 and gs["hpc"]["running"] == 2 else None
+        gs = wait_until(overflowed, OVERFLOW_AFTER + 60, lambda: f"2 workers overflowed to hpc: {groups(g, name)}; log: {g.log.read_text()[-3000:]}")
+        took = time.monotonic() - t0
+        message = g.af_cluster(name)["message"]
+        print(f"pool full: 2 workers running on Slurm {took:.1f} s after the scale (overflow after {OVERFLOW_AFTER} s): {message!r}")
+        assert took >= OVERFLOW_AFTER, took
+        assert re.fullmatch(r"2 workers of default waited \d+ s for HTCondor slots: starting 2 in hpc \(Slurm\)", message), message
+        # default's two jobs are still queued in HTCondor (idle), and counted as pending with HTCondor's reason
+        assert gs["default"]["pending"] == 2 and all("waiting for a slot" in r for r in gs["default"]["pending_reasons"]), gs["default"]
+        assert sorted(j["JobStatus"] for j in condor_worker_jobs(pool, name)) == [1, 1]
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=60)
+        assert client.submit(sum, range(10)).result(timeout=60) == 45
+        assert all(s["slurm_job"] for s in client.run(where_am_i).values())  # every connected worker is a Slurm job
+        assert g.af_cluster(name)["status"] == "RUNNING"
+
+        # the slots free up: default's jobs start, and hpc's overflow workers are retired (their Slurm jobs end)
+        pool.run_as("af-bob", "condor_rm", blocker.split(".")[0])
+        blocker = None
+        t1 = time.monotonic()
+        wait_until(lambda: (lambda gs: gs["default"]["running"] == 2 and gs["hpc"]["target"] == 0 and gs["default"]["overflow"]["workers"] == 0)(groups(g, name))
+                   and not slurm_jobs(slurm, name, states=LIVE), 120,
+                   lambda: f"default running on HTCondor and no hpc job left: {groups(g, name)} {slurm_jobs(slurm, name)}")
+        message = g.af_cluster(name)["message"]
+        print(f"slots free: default's 2 workers running on HTCondor, hpc's retired {time.monotonic() - t1:.1f} s after the blocker left: {message!r}")
+        assert re.fullmatch(r"HTCondor has room again: retiring [12] workers? of hpc", message), message
+        assert len(running_condor_ids(pool, name)) == 2
+        assert all(s["condor"] for s in client.run(where_am_i).values())
+        assert client.submit(sum, range(10)).result(timeout=60) == 45
+        info = g.af_cluster(name)
+        assert info["workers"]["failed"] == 0, info
+        client.close()
+    finally:
+        if blocker:
+            pool.run_as("af-bob", "condor_rm", blocker.split(".")[0])
+        cluster.shutdown()
+        try:
+            wait_until(lambda: not slurm_jobs(slurm, name, states=LIVE) and not pool.jobs(mine), 60,
+                       lambda: f"no job of {name} left: {slurm_jobs(slurm, name)} {pool.jobs(mine)}")
+        finally:
+            stop(g.proc)
