@@ -78,10 +78,14 @@ const fanStage = (name: string, steps: number) => `  - name: ${name}
       step: ${step()}
 `;
 
-/** The gateway stayed responsive under the attack (no health probe took 1 s) and grew by less than 300 MB; logged for the record. */
+/**
+ * The gateway stayed responsive under the attack (no health probe took 3 s: a liveness bound, generous
+ * because a loaded 2-core machine stalled a probe 1.9 s once; an attack that blocks the loop takes far
+ * longer) and grew by less than 300 MB; logged for the record.
+ */
 function expectStayedHealthy(m: { worstHealthMs: number; rssGrowthMb: number }, more: Record<string, unknown> = {}): void {
   console.log(expect.getState().currentTestName, { ...more, ...m });
-  expect(m.worstHealthMs).toBeLessThan(1000);
+  expect(m.worstHealthMs).toBeLessThan(3000);
   expect(m.rssGrowthMb).toBeLessThan(300);
 }
 
