@@ -50,6 +50,8 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     await dialog.locator('#af-scale-maximum').fill('3');
     await dialog.locator('.jp-mod-accept').click();
     await expect(card.locator('.jp-AFClusters-adaptive')).toHaveText('1 – 3', { timeout: 30_000 });
+    // the worker groups' section says that a count for default would end adaptive scaling
+    await expect(card.locator('.jp-AFGroups-group[data-group="default"] .jp-AFGroups-adaptive')).toContainText('turns adaptive scaling off');
   });
 
   await test.step('open a dashboard plot as a main-area pane and see it render', async () => {

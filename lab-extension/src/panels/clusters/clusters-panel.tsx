@@ -80,6 +80,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
   const running = s.status === 'RUNNING';
   const active = s.status === 'PENDING' || running;
   const groups = clusterGroups(cluster);
+  const adaptiveRange = s.adaptive ? `${s.adaptive.minimum ?? 0} – ${s.adaptive.maximum ?? '∞'}` : '';
   return (
     <li className={`jp-AFClusters-cluster mod-${s.status.toLowerCase()}`} data-cluster={s.name}>
       <div className="jp-AFClusters-head">
@@ -101,7 +102,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
         <dt>{trans.__('Memory')}</dt>
         <dd>{`${Number(s.memoryGiB.toFixed(2))} GiB`}</dd>
         <dt>{trans.__('Adaptive')}</dt>
-        <dd className="jp-AFClusters-adaptive">{s.adaptive ? `${s.adaptive.minimum ?? 0} – ${s.adaptive.maximum ?? '∞'}` : trans.__('off')}</dd>
+        <dd className="jp-AFClusters-adaptive">{adaptiveRange || trans.__('off')}</dd>
         <dt>{trans.__('Uptime')}</dt>
         <dd>{formatUptime(props.now - s.startTime)}</dd>
       </dl>
@@ -137,7 +138,9 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
           </button>
         )}
       </div>
-      {groups.length > 0 && active && <GroupsSection cluster={s.name} groups={groups} enabled={running} model={props.model} trans={trans} />}
+      {groups.length > 0 && active && (
+        <GroupsSection cluster={s.name} groups={groups} enabled={running} adaptive={adaptiveRange} model={props.model} trans={trans} />
+      )}
       {showPlots && running && <DashboardList name={s.name} actions={actions} trans={trans} />}
     </li>
   );

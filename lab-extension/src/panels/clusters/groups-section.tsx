@@ -12,6 +12,8 @@ interface GroupProps {
   group: GroupSummary;
   /** Scaling is possible (the cluster runs). */
   enabled: boolean;
+  /** The default group's adaptive range ("1 – 3") when the cluster scales adaptively, else empty. */
+  adaptive: string;
   model: ClustersModel;
   trans: TranslationBundle;
 }
@@ -112,6 +114,9 @@ function Group(props: GroupProps): JSX.Element {
       )}
       {g.message && <div className="jp-AFClusters-note jp-AFGroups-message">{g.message}</div>}
       {g.overflow && <div className="jp-AFGroups-overflow">{g.overflow}</div>}
+      {g.name === 'default' && props.adaptive && (
+        <div className="jp-AFGroups-adaptive">{trans.__('Adaptive (%1); a count set here turns adaptive scaling off.', props.adaptive)}</div>
+      )}
       <GroupScale {...props} />
     </li>
   );
@@ -121,17 +126,18 @@ export function GroupsSection(props: {
   cluster: string;
   groups: GroupSummary[];
   enabled: boolean;
+  adaptive: string;
   model: ClustersModel;
   trans: TranslationBundle;
 }): JSX.Element {
-  const { cluster, groups, enabled, model, trans } = props;
+  const { cluster, groups, enabled, adaptive, model, trans } = props;
   const example = groups.map(groupSubmitCode).find(Boolean) ?? '';
   return (
     <section className="jp-AFGroups" aria-label={trans.__('Worker groups')}>
       <h3 className="jp-AFGroups-title">{trans.__('Worker groups')}</h3>
       <ul className="jp-AFGroups-list">
         {groups.map((g) => (
-          <Group key={g.name} cluster={cluster} group={g} enabled={enabled} model={model} trans={trans} />
+          <Group key={g.name} cluster={cluster} group={g} enabled={enabled} adaptive={adaptive} model={model} trans={trans} />
         ))}
       </ul>
       {example && (
