@@ -225,7 +225,9 @@ describe('worker groups on a cluster card', () => {
     expect(describeOverflow({ group: 'hpc', after: 120, workers: 0 })).toBe('Overflows to hpc after 120 s waiting for a slot');
     expect(describeOverflow(null)).toBe('');
     expect(describeOverflow(42)).toBe('');
-    expect(summariseGroup({ ...group(), overflow: 'hpc' } as AfWorkerGroup).overflow).toContain('hpc');
+    expect(summariseGroup(group({ name: 'default', overflow: { group: 'hpc', after: 60, workers: 2 } })).overflow).toBe(
+      'Overflows to hpc after 60 s waiting for a slot; 2 workers there now',
+    );
   });
 });
 

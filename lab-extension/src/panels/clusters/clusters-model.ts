@@ -83,7 +83,7 @@ export interface GroupSummary {
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const gib = (n: number) => `${Number(n.toFixed(2))} GiB`;
 
-/** The optional `overflow` of a group (not in every gateway's schema yet), in words; empty when absent. */
+/** A group's `overflow` ({group, after, workers}; null or absent: none) in words; anything else it does not know reads as nothing. */
 export function describeOverflow(raw: unknown): string {
   if (raw == null || raw === false) return '';
   if (typeof raw === 'string') return raw ? `Overflows to ${raw} when its workers wait for a slot` : '';
@@ -118,7 +118,7 @@ export function summariseGroup(g: AfWorkerGroup): GroupSummary {
     pendingReasons: g.pending_reasons,
     counts: counts.join(', '),
     message: g.message,
-    overflow: describeOverflow((g as AfWorkerGroup & { overflow?: unknown }).overflow),
+    overflow: describeOverflow(g.overflow),
   };
 }
 
