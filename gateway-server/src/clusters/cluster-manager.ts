@@ -621,13 +621,17 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const entry = this.active.get(c.name);
     if (!entry || c.status !== 'RUNNING' || c.stopRequested) return;
     for (const group of this.groupNames()) {
-      const live = [...entry.workers.values()].filter((w) => w.group === group && workerIsLive(w) && !w.closeExpected);
+      const all = [...entry.workers.values()].filter((w) => w.group === group && workerIsLive(w));
+      const live = all.filter((w) => !w.closeExpected);
       const delta = this.targetOf(c, group) - live.length;
       if (delta > 0) {
         // At most cluster.launch_batch worker starts in flight per cluster, asked for in one call; when
         // it returns the next batch starts, so a request for millions of workers neither floods the
-        // backend nor stalls the gateway.
-        const n = Math.min(delta, Math.max(0, this.cfg.launch_batch - entry.startingWorkers));
+        // backend nor stalls the gateway. Workers being retired still run until they are reported
+        // gone (a user's scheduler may never let them go), so they count against the limits here.
+        const cap = this.capFor(c, group);
+        const room = cap ? Math.max(0, cap.max - all.length) : Infinity;
+        const n = Math.min(delta, room, Math.max(0, this.cfg.launch_batch - entry.startingWorkers));
         if (n > 0) {
           this.track(c, async () => {
             await this.launchWorkers(c, group, n);

@@ -1,0 +1,129 @@
+// Worker groups against a hostile user: the user owns the scheduler process (client.run_on_scheduler
+// can patch it), so its heartbeats and its answers to the gateway's retire requests are theirs to
+// forge. Whatever it says, the gateway's limits must hold: workers it asked to retire are still
+// running until the backend or the scheduler reports them gone, and they count.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import pino from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Heartbeat } from '@af-gateway/schemas';
+import { resolveConfig } from '../../src/config.js';
+import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
+import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
+import { SqliteStore } from '../../src/store/sqlite-store.js';
+import { closeUnitState, openUnitState } from '../support/unit-state.js';
+import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+
+const mallory = { name: 'mallory', groups: [], admin: false };
+const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
+
+const CLUSTER = {
+  check_period: 1,
+  start_timeout: 30,
+  worker_start_timeout: 20,
+  worker_max_failures: 3,
+  heartbeat_timeout: 60,
+  launch_batch: 8,
+  stop_on_shutdown: false,
+};
+const HPC = { name: 'hpc', description: 'Slurm nodes', backend: { type: 'slurm' }, worker_cores: 4, worker_memory: 8, resources: { hpc: 1 }, max_workers: 4 };
+
+let dir: string;
+let store: SqliteStore;
+let main: MemoryBackend;
+let hpc: MemoryBackend;
+let managers: ClusterManager[];
+let told: Record<string, unknown>[];
+
+// The hostile scheduler says yes to every request and does nothing.
+const schedulerCall: SchedulerCall = async (_api, _token, body) => {
+  told.push(body);
+  return 200;
+};
+
+async function manager(over: Record<string, unknown> = {}): Promise<ClusterManager> {
+  const config = resolveConfig({ data_dir: dir, backend: { local: { single_user: true } }, cluster: CLUSTER, worker_groups: [HPC], ...over });
+  const m = new ClusterManager({ store, backend: main, config, log, schedulerCall, groupBackends: new Map([['hpc', hpc]]) });
+  managers.push(m);
+  await m.start('http://gateway.test/api');
+  return m;
+}
+
+async function advance(seconds: number): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    await new Promise((r) => setImmediate(r));
+    await vi.advanceTimersByTimeAsync(0);
+  }
+  await vi.advanceTimersByTimeAsync(seconds * 1000);
+}
+
+const live = (m: ClusterManager, c: ClusterRecord) => (m.activeWorkers(c.name) ?? []).filter((w) => w.status === 'STARTING' || w.status === 'RUNNING');
+const names = (ws: WorkerRecord[]) => ws.map((w) => w.name);
+
+function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat> = {}): Heartbeat {
+  return {
+    scheduler_address: 'tls://127.0.0.1:8786',
+    dashboard_address: 'http://127.0.0.1:8787',
+    api_address: 'http://127.0.0.1:8788',
+    count: c.count,
+    active_workers: names(live(m, c)),
+    closing_workers: [],
+    closed_workers: [],
+    ...over,
+  };
+}
+
+async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
+  const c = await m.create(mallory, {});
+  await advance(0);
+  await m.heartbeat(c.name, heartbeat(c, m, { count }));
+  await advance(0);
+  expect(c.status).toBe('RUNNING');
+  return c;
+}
+
+beforeEach(() => {
+  let backend: MemoryBackend;
+  ({ dir, store, backend } = openUnitState('af-unit-hostile-groups-'));
+  main = backend;
+  hpc = new MemoryBackend();
+  managers = [];
+  told = [];
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+});
+
+afterEach(async () => {
+  await closeUnitState({ dir, store }, managers);
+});
+
+describe('worker groups under a hostile scheduler', () => {
+  it("hold a group's limit when the scheduler ignores the gateway's retire requests and the group is scaled down and up again", async () => {
+    const m = await manager();
+    const c = await running(m, 0);
+    for (let round = 0; round < 3; round++) {
+      await m.scaleGroup(c.name, 'hpc', 4);
+      await advance(0);
+      // Every worker connects; the scheduler lists them all as active, before and after the retire.
+      await m.heartbeat(c.name, heartbeat(c, m));
+      await advance(0);
+      await m.scaleGroup(c.name, 'hpc', 0);
+      await advance(0);
+      await m.heartbeat(c.name, heartbeat(c, m));
+      await advance(CLUSTER.check_period);
+    }
+    expect(told.filter((b) => b.op === 'retire').length).toBeGreaterThan(0);
+    // The retired workers never left: the group's own limit of 4 holds over them.
+    expect(hpc.alive('worker').length).toBeLessThanOrEqual(4);
+  });
+
+  it('hold the user limit when the scheduler reports every worker as closing but never lets one go', async () => {
+    const m = await manager({ policy: { user_limits: { max_workers: 3 } } });
+    const c = await running(m, 3);
+    for (let round = 0; round < 4; round++) {
+      await advance(0);
+      const ws = live(m, c);
+      await m.heartbeat(c.name, heartbeat(c, m, { count: 3, active_workers: [], closing_workers: names(ws) }));
+      await advance(CLUSTER.check_period);
+    }
+    expect(main.alive('worker').length).toBeLessThanOrEqual(3);
+  });
+});
