@@ -35,9 +35,12 @@ let managers: ClusterManager[];
 let told: Record<string, unknown>[];
 
 // The hostile scheduler says yes to every request and does nothing.
+// (slow: it answers only when the test says so, as a scheduler busy elsewhere would)
+let slow = false;
+const pending: ((status: number) => void)[] = [];
 const schedulerCall: SchedulerCall = async (_api, _token, body) => {
   told.push(body);
-  return 200;
+  return slow ? new Promise<number>((r) => pending.push(r)) : 200;
 };
 
 async function manager(over: Record<string, unknown> = {}): Promise<ClusterManager> {
@@ -88,7 +91,8 @@ beforeEach(() => {
   hpc = new MemoryBackend();
   managers = [];
   told = [];
-  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+  slow = false;
+  pending.length = 0;
 });
 
 afterEach(async () => {
@@ -125,5 +129,22 @@ describe('worker groups under a hostile scheduler', () => {
       await advance(CLUSTER.check_period);
     }
     expect(main.alive('worker').length).toBeLessThanOrEqual(3);
+  });
+  it('hold the user limit when scales of two clusters and a group race while the schedulers are slow to answer', async () => {
+    const m = await manager({ policy: { user_limits: { max_workers: 4 } } });
+    const a = await running(m, 0);
+    const b = await running(m, 0);
+    slow = true;
+    // Each is within the limit alone (nothing runs yet); together they ask for 12.
+    const asked = [m.scaleGroup(a.name, 'default', 4), m.scaleGroup(b.name, 'default', 4), m.scaleGroup(a.name, 'hpc', 4)];
+    await advance(0);
+    slow = false;
+    for (const r of pending.splice(0)) r(200);
+    await Promise.allSettled(asked);
+    for (let round = 0; round < 3; round++) {
+      for (const c of [a, b]) await m.heartbeat(c.name, heartbeat(c, m, { count: 4 }));
+      await advance(CLUSTER.check_period);
+    }
+    expect(main.alive('worker').length + hpc.alive('worker').length).toBeLessThanOrEqual(4);
   });
 });
