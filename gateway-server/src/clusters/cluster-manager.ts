@@ -65,6 +65,8 @@ interface ActiveEntry {
   overflowWaited?: Map<string, Set<string>>;
   /** Groups whose starts failed cluster.worker_max_failures times in a row: no overflow goes there until they are scaled again. */
   overflowBroken?: Set<string>;
+  /** Why each group starts fewer workers than its target now (a limit, counting workers still being retired), as said in groupMessages. */
+  heldBack?: Map<string, string>;
 }
 
 /**
@@ -632,6 +634,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         const cap = this.capFor(c, group);
         const room = cap ? Math.max(0, cap.max - all.length) : Infinity;
         const n = Math.min(delta, room, Math.max(0, this.cfg.launch_batch - entry.startingWorkers));
+        const retiring = all.length > live.length ? ` (counting ${plural(all.length - live.length, 'worker')} still being retired)` : '';
+        this.sayHeldBack(c, entry, group, room < delta ? `${plural(delta - room, 'worker')} of ${group} wait for room: ${cap!.reason}${retiring}` : '');
         if (n > 0) {
           this.track(c, async () => {
             await this.launchWorkers(c, group, n);
@@ -652,6 +656,17 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         }
       }
     }
+  }
+
+  /** Says (or, with '', stops saying) why a group starts fewer workers than its target; only a change is sent. */
+  private sayHeldBack(c: ClusterRecord, entry: ActiveEntry, group: string, msg: string): void {
+    const said = entry.heldBack?.get(group);
+    if ((said ?? '') === msg && (!msg || entry.groupMessages.get(group) === msg)) return;
+    if (msg) (entry.heldBack ??= new Map()).set(group, msg);
+    else entry.heldBack?.delete(group);
+    if (msg) entry.groupMessages.set(group, msg);
+    else if (entry.groupMessages.get(group) === said) entry.groupMessages.delete(group);
+    this.changed(c);
   }
 
   /** Asks the scheduler to retire connected workers of a group gracefully; they end when it reports them closed. */

@@ -115,8 +115,22 @@ describe('worker groups under a hostile scheduler', () => {
       await advance(CLUSTER.check_period);
     }
     expect(told.filter((b) => b.op === 'retire').length).toBeGreaterThan(0);
-    // The retired workers never left: the group's own limit of 4 holds over them.
+    // The retired workers never left: the group's own limit of 4 holds over them, and the group says why it waits.
     expect(hpc.alive('worker').length).toBeLessThanOrEqual(4);
+    await m.scaleGroup(c.name, 'hpc', 4);
+    await advance(0);
+    expect(hpc.alive('worker')).toHaveLength(4);
+    const g = m.groupsJson(c, m.activeWorkers(c.name)!).find((x) => x.name === 'hpc')!;
+    expect(g).toMatchObject({ target: 4, running: 4 });
+    expect(g.message).toMatch(
+      /^4 workers of hpc wait for room: worker group hpc's limit of 4 workers per cluster .*\(counting 4 workers still being retired\)$/,
+    );
+    // Once the scheduler lets them go, the group starts its own and stops saying it waits.
+    const retired = names(live(m, c).filter((w) => w.closeExpected));
+    await m.heartbeat(c.name, heartbeat(c, m, { active_workers: [], closed_workers: retired }));
+    await advance(0);
+    expect(m.groupsJson(c, m.activeWorkers(c.name)!).find((x) => x.name === 'hpc')).toMatchObject({ target: 4, starting: 4, message: '' });
+    expect(hpc.alive('worker')).toHaveLength(4);
   });
 
   it('hold the user limit when the scheduler reports every worker as closing but never lets one go', async () => {
