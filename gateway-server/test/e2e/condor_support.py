@@ -9,7 +9,6 @@ job theirs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -219,6 +218,3 @@ def sleep_job(instance: str, owner: str, tag: str) -> str:
     return "\n".join(["executable = /bin/sleep", "arguments = 600", "request_memory = 64", "request_disk = 10MB",
                       f'+AfGatewayInstance = "{instance}"', f'+AfGatewayCluster = "{tag}"', f'+AfGatewayOwner = "{owner}"', "queue", ""])
 
-
-def instance_of(g: UserPoolGateway) -> str:
-    return "af-gateway-" + hashlib.sha256(str(Path(g.config["data_dir"]).resolve()).encode()).hexdigest()[:12]

@@ -15,6 +15,9 @@ mallory's Dask tasks really run as af-mallory and really fail to read the gatewa
 keys. The gateway itself runs as root here (no user code runs as the gateway on Kubernetes), its
 data directory root-owned and 0700. NetworkPolicies are checked as objects on the API server only:
 nothing in this harness enforces them (the node agent has no network isolation; pods share loopback).
+
+What every backend does alike (an unschedulable worker waiting with its reason, kill -9 adoption of
+the same pods, orphan removal) is asserted once for all in test_backend_contract.py.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import base64
 import hashlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import time
@@ -309,60 +311,6 @@ def test_the_node_agent_runs_a_pod_as_its_user_and_refuses_root_under_run_as_non
         assert not marker.exists()
     finally:
         kube.kubectl("delete", "pods", "-n", NS, "-l", "af-test=identity", "--wait=true", "--timeout=60s", check=False)
-
-
-def test_an_unschedulable_worker_is_reported_with_the_schedulers_reason(kube, gw):
-    gateway = gw.gateway("bob")
-    cluster = gateway.new_cluster(profile="huge")
-    try:
-        cluster.scale(1)
-        def waiting_message():
-            workers = gw.af_cluster(cluster.name, "bob")["workers"]["list"]
-            if not workers:
-                return None
-            msg = workers[0].get("message", "")
-            return msg if workers[0]["status"] == "STARTING" and "Unschedulable" in msg and "Insufficient cpu" in msg else None
-        msg = wait_until(waiting_message, 60, lambda: f"the worker to say why it waits: {gw.af_cluster(cluster.name, 'bob')}")
-        print("worker message:", msg)
-        (pod,) = kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")
-        assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "100"
-        # waiting is not failing: past the 20 s start timeout the worker is still wanted, not replaced
-        time.sleep(25)
-        info = gw.af_cluster(cluster.name, "bob")
-        assert info["status"] == "RUNNING" and info["workers"]["failed"] == 0, info
-        assert len(kube.get("pods", f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker")) == 1
-    finally:
-        cluster.shutdown()
-    wait_until(lambda: _gone(kube, cluster.name), 60, "the unschedulable cluster's objects removed")
-
-
-def test_a_restarted_gateway_adopts_running_pods_and_deletes_orphans(kube, gw):
-    gateway = gw.gateway("bob")
-    cluster = gateway.new_cluster()
-    try:
-        cluster.scale(2)
-        client = cluster.get_client()
-        client.wait_for_workers(2, timeout=90)
-        before = sorted(p["metadata"]["uid"] for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name}"))
-        instance = kube.get("pods", f"af-gateway.io/cluster={cluster.name}")[0]["metadata"]["labels"]["af-gateway.io/instance"]
-        # an orphan: a worker pod of this gateway that no cluster knows (left by a crash mid-start)
-        kube.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "af-gateway-orphan-w", "labels": {"app.kubernetes.io/managed-by": "af-gateway", "af-gateway.io/instance": instance,
-                                                                     "af-gateway.io/cluster": "orphan", "af-gateway.io/component": "worker"}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "none", "command": ["sleep", "600"]}]}}))
-        wait_until(lambda: kube.get("pods", "af-gateway.io/cluster=orphan"), 30, "the orphan pod")
-
-        os.killpg(gw.proc.pid, signal.SIGKILL)
-        gw.proc.wait(10)
-        gw.start()
-        wait_until(lambda: not kube.get("pods", "af-gateway.io/cluster=orphan"), 60, "the orphan pod deleted")
-        after = sorted(p["metadata"]["uid"] for p in kube.get("pods", f"af-gateway.io/cluster={cluster.name}"))
-        assert after == before
-        gw.assert_adopted_cluster_serves(client, cluster.name, "bob")
-    finally:
-        cluster.shutdown()
-    wait_until(lambda: _gone(kube, cluster.name), 60, "the adopted cluster's objects removed")
 
 
 def test_two_replicas_on_postgresql_the_standby_adopts_the_pods_when_the_serving_one_dies(kube, sa_kubeconfig, tmp_path):
