@@ -161,4 +161,27 @@ describe('worker groups under a hostile scheduler', () => {
     }
     expect(main.alive('worker').length + hpc.alive('worker').length).toBeLessThanOrEqual(4);
   });
+  it('hold the user limit when the scheduler keeps the overflow workers the gateway hands back', async () => {
+    const m = await manager({ policy: { user_limits: { max_workers: 4 } }, default_worker_group: { overflow: { group: 'hpc', after: 60 } } });
+    const c = await running(m, 0);
+    main.initialState = () => ({ alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot' });
+    // (what this scheduler reports: every live worker whose job runs, retired or not)
+    const connected = () => names(live(m, c).filter((w) => (hpc.workerNamed(w.name) ?? main.workerNamed(w.name))?.state.waiting === undefined));
+    for (let t = 0; t < 64; t += 16) {
+      await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
+      await advance(16);
+    }
+    expect(hpc.alive('worker')).toHaveLength(2); // default's two queued, two more in hpc: the limit of 4
+    await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
+    for (const w of live(m, c).filter((x) => x.group === 'default')) main.run(main.workerNamed(w.name)!);
+    await advance(CLUSTER.check_period);
+    expect(told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[])).toHaveLength(2);
+    await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
+    // hpc's own target of 2 fits the limit on paper (default has 2), but the 2 handed back still run.
+    await m.scaleGroup(c.name, 'hpc', 2);
+    await advance(CLUSTER.check_period);
+    await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
+    await advance(CLUSTER.check_period);
+    expect(main.alive('worker').length + hpc.alive('worker').length).toBeLessThanOrEqual(4);
+  });
 });
