@@ -2,7 +2,7 @@
 // and an injected scheduler call — no Dask, no network, no sleeping. Each test plays the part of
 // the scheduler (heartbeats) and of the processes (the memory backend's records), and checks what
 // the engine decides: timeouts, failure counting, waiting jobs, adoption after a restart, stops.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
@@ -11,6 +11,7 @@ import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-m
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { closeUnitState, openUnitState } from '../support/unit-state.js';
+import { advance } from '../support/engine-clock.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
@@ -48,21 +49,6 @@ async function manager(cluster: Record<string, unknown> = {}): Promise<ClusterMa
   managers.push(m);
   await m.start('http://gateway.test/api');
   return m;
-}
-
-/** Lets what is due settle (setImmediate stays real: each launch batch asks for the next with it). */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 10; i++) {
-    await new Promise((r) => setImmediate(r));
-    await vi.advanceTimersByTimeAsync(0);
-  }
-}
-
-/** Settles, moves the clock by `seconds` (timers fire on the way), settles again. */
-async function advance(seconds: number): Promise<void> {
-  await settle();
-  await vi.advanceTimersByTimeAsync(seconds * 1000);
-  await settle();
 }
 
 function heartbeat(c: ClusterRecord, over: Partial<Heartbeat> = {}): Heartbeat {

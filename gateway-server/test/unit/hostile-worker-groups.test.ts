@@ -2,7 +2,7 @@
 // can patch it), so its heartbeats and its answers to the gateway's retire requests are theirs to
 // forge. Whatever it says, the gateway's limits must hold: workers it asked to retire are still
 // running until the backend or the scheduler reports them gone, and they count.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
@@ -11,7 +11,8 @@ import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-m
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import { advance, names, schedulerHeartbeat } from '../support/engine-clock.js';
+import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const mallory = { name: 'mallory', groups: [], admin: false };
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
@@ -51,28 +52,10 @@ async function manager(over: Record<string, unknown> = {}): Promise<ClusterManag
   return m;
 }
 
-async function advance(seconds: number): Promise<void> {
-  for (let i = 0; i < 10; i++) {
-    await new Promise((r) => setImmediate(r));
-    await vi.advanceTimersByTimeAsync(0);
-  }
-  await vi.advanceTimersByTimeAsync(seconds * 1000);
-}
-
 const live = (m: ClusterManager, c: ClusterRecord) => (m.activeWorkers(c.name) ?? []).filter((w) => w.status === 'STARTING' || w.status === 'RUNNING');
-const names = (ws: WorkerRecord[]) => ws.map((w) => w.name);
 
 function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat> = {}): Heartbeat {
-  return {
-    scheduler_address: 'tls://127.0.0.1:8786',
-    dashboard_address: 'http://127.0.0.1:8787',
-    api_address: 'http://127.0.0.1:8788',
-    count: c.count,
-    active_workers: names(live(m, c)),
-    closing_workers: [],
-    closed_workers: [],
-    ...over,
-  };
+  return schedulerHeartbeat(c, names(live(m, c)), over);
 }
 
 async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {

@@ -4,7 +4,7 @@
 // the time, the missing workers start in hpc after it (default's jobs stay queued), they are handed
 // back (cancelled, or retired through the scheduler) as default's workers start, limits count every
 // worker of both groups, and a restarted gateway carries on where the first one was.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
@@ -13,7 +13,8 @@ import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-m
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import { advance, group, names, schedulerHeartbeat, workersOf } from '../support/engine-clock.js';
+import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
@@ -61,36 +62,10 @@ async function manager(over: Record<string, unknown> = {}): Promise<ClusterManag
   return m;
 }
 
-async function settle(): Promise<void> {
-  for (let i = 0; i < 10; i++) {
-    await new Promise((r) => setImmediate(r));
-    await vi.advanceTimersByTimeAsync(0);
-  }
-}
-
-async function advance(seconds: number): Promise<void> {
-  await settle();
-  await vi.advanceTimersByTimeAsync(seconds * 1000);
-  await settle();
-}
-
-const names = (ws: WorkerRecord[]) => ws.map((w) => w.name);
-const workersOf = (m: ClusterManager, c: ClusterRecord, g: string) => (m.activeWorkers(c.name) ?? []).filter((w) => w.group === g);
-const group = (m: ClusterManager, c: ClusterRecord, name: string) => m.groupsJson(c, m.activeWorkers(c.name) ?? []).find((g) => g.name === name)!;
-
 /** What the scheduler reports: every live worker whose job runs is connected (queued jobs have not started). */
 function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat> = {}): Heartbeat {
   const connected = (m.activeWorkers(c.name) ?? []).filter((w) => (w.status === 'STARTING' || w.status === 'RUNNING') && !w.closeExpected);
-  return {
-    scheduler_address: 'tls://127.0.0.1:8786',
-    dashboard_address: 'http://127.0.0.1:8787',
-    api_address: 'http://127.0.0.1:8788',
-    count: c.count,
-    active_workers: names(connected.filter((w) => (hpc.workerNamed(w.name) ?? main.workerNamed(w.name))?.state.waiting === undefined)),
-    closing_workers: [],
-    closed_workers: [],
-    ...over,
-  };
+  return schedulerHeartbeat(c, names(connected.filter((w) => (hpc.workerNamed(w.name) ?? main.workerNamed(w.name))?.state.waiting === undefined)), over);
 }
 
 /** A running cluster whose default group wants `count` workers, each queued on the main backend (its pool is full). */

@@ -3,7 +3,7 @@
 // call. Checks what a user relies on: each group's workers start and stop on its own backend, limits
 // count every group, scale-down of a group retires that group's workers through the scheduler, a
 // restart adopts both groups, and one group's backend failing leaves the other group alone.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
@@ -13,7 +13,8 @@ import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import type { WorkerLaunch } from '../../src/backends/backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import { advance, group, names, schedulerHeartbeat, workersOf } from '../support/engine-clock.js';
+import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
@@ -52,33 +53,9 @@ async function manager(over: Record<string, unknown> = {}): Promise<ClusterManag
   return m;
 }
 
-async function settle(): Promise<void> {
-  for (let i = 0; i < 10; i++) {
-    await new Promise((r) => setImmediate(r));
-    await vi.advanceTimersByTimeAsync(0);
-  }
-}
-
-async function advance(seconds: number): Promise<void> {
-  await settle();
-  await vi.advanceTimersByTimeAsync(seconds * 1000);
-  await settle();
-}
-
-const names = (ws: WorkerRecord[]) => ws.map((w) => w.name);
-
 function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat> = {}): Heartbeat {
   const live = (m.activeWorkers(c.name) ?? []).filter((w) => w.status === 'STARTING' || w.status === 'RUNNING');
-  return {
-    scheduler_address: 'tls://127.0.0.1:8786',
-    dashboard_address: 'http://127.0.0.1:8787',
-    api_address: 'http://127.0.0.1:8788',
-    count: c.count,
-    active_workers: names(live.filter((w) => !w.closeExpected)),
-    closing_workers: [],
-    closed_workers: [],
-    ...over,
-  };
+  return schedulerHeartbeat(c, names(live.filter((w) => !w.closeExpected)), over);
 }
 
 async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
@@ -89,9 +66,6 @@ async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
   expect(c.status).toBe('RUNNING');
   return c;
 }
-
-const group = (m: ClusterManager, c: ClusterRecord, name: string) => m.groupsJson(c, m.activeWorkers(c.name) ?? []).find((g) => g.name === name)!;
-const workersOf = (m: ClusterManager, c: ClusterRecord, g: string) => (m.activeWorkers(c.name) ?? []).filter((w) => w.group === g);
 
 beforeEach(() => {
   let backend: MemoryBackend;
