@@ -54,6 +54,37 @@ const GROUPS_PRELOAD_TEXT = `import base64; exec(base64.b64decode(b'${readFileSy
 /** The scheduler's preloads: dask-gateway's service (heartbeats, scale, adapt), then the gateway's worker groups. Its --dg-* flags follow. */
 export const SCHEDULER_PRELOADS: readonly string[] = ['--preload', 'dask_gateway.scheduler_preload', '--preload', GROUPS_PRELOAD_TEXT];
 
+/**
+ * A scheduler's flags when it runs as a batch job on `s.host` (HTCondor, Slurm): TLS with the cluster's
+ * certificate, ports chosen on that host, the preloads and their --dg-* settings.
+ */
+export function schedulerJobArgs(
+  s: { host: string; heartbeatPeriod: number; adaptivePeriod: number; idleTimeout: number },
+  cert: string,
+  key: string,
+): string[] {
+  return [
+    '--protocol',
+    'tls',
+    '--host',
+    s.host,
+    '--port',
+    '0',
+    '--dashboard-address',
+    `${s.host}:0`,
+    ...daskTlsArgs(cert, key),
+    ...SCHEDULER_PRELOADS,
+    '--dg-api-address',
+    `${s.host}:0`,
+    '--dg-heartbeat-period',
+    String(s.heartbeatPeriod),
+    '--dg-adaptive-period',
+    String(s.adaptivePeriod),
+    '--dg-idle-timeout',
+    String(s.idleTimeout),
+  ];
+}
+
 /** The flags that make a Dask process speak TLS with the cluster's certificate (which is also its CA) and key. */
 export function daskTlsArgs(cert: string, key: string): string[] {
   return ['--tls-ca-file', cert, '--tls-cert', cert, '--tls-key', key];

@@ -1,7 +1,7 @@
 // HTCondor submit descriptions of Dask workers: one description per scale step, queueing one proc
 // per worker with the worker's name as a queue variable, so all of them share one cluster id and
 // each runs `dask worker --name <its name>` (the name the scheduler reports in heartbeats).
-import { daskTlsArgs, SCHEDULER_PRELOADS } from '../backend.js';
+import { daskTlsArgs, schedulerJobArgs } from '../backend.js';
 
 /** What the facility's pool asks of every job, from backend.htcondor. */
 export interface PoolSettings {
@@ -118,28 +118,7 @@ export interface SchedulerJobSpec extends Omit<WorkerJobSpec, 'workerNames' | 's
 export function schedulerSubmitDescription(spec: SchedulerJobSpec): string {
   const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
   return daskJobDescription(spec, {
-    args: [
-      '-m',
-      'distributed.cli.dask_scheduler',
-      '--protocol',
-      'tls',
-      '--host',
-      spec.host,
-      '--port',
-      '0',
-      '--dashboard-address',
-      `${spec.host}:0`,
-      ...daskTlsArgs(file(spec.cert), file(spec.key)),
-      ...SCHEDULER_PRELOADS,
-      '--dg-api-address',
-      `${spec.host}:0`,
-      '--dg-heartbeat-period',
-      String(spec.heartbeatPeriod),
-      '--dg-adaptive-period',
-      String(spec.adaptivePeriod),
-      '--dg-idle-timeout',
-      String(spec.idleTimeout),
-    ],
+    args: ['-m', 'distributed.cli.dask_scheduler', ...schedulerJobArgs(spec, file(spec.cert), file(spec.key))],
     env: {
       ...spec.environment,
       DASK_GATEWAY_API_URL: spec.apiUrl,

@@ -6,7 +6,7 @@
 //   - shell words: single-quoted ('\'' for a quote); a value with a control character is refused.
 // Every value a user controls (the worker environment) is a shell word after the header, where
 // sbatch no longer looks for directives; names and ids are checked before they are written.
-import { daskTlsArgs, SCHEDULER_PRELOADS } from '../backend.js';
+import { daskTlsArgs, schedulerJobArgs } from '../backend.js';
 
 /** What the facility's configuration asks of every job (backend.slurm). */
 export interface SlurmJobSettings {
@@ -323,25 +323,8 @@ export function schedulerScript(spec: SchedulerScriptSpec): string {
     '-c',
     RUN_MODULE,
     'distributed.cli.dask_scheduler',
-    '--protocol',
-    'tls',
-    '--host',
-    spec.host,
-    '--port',
-    '0',
-    '--dashboard-address',
-    `${spec.host}:0`,
-    ...daskTlsArgs(spec.cert, spec.key),
     // (dask-gateway's service, then the worker groups' preload: without it the scheduler would retire group workers for the default count)
-    ...SCHEDULER_PRELOADS,
-    '--dg-api-address',
-    `${spec.host}:0`,
-    '--dg-heartbeat-period',
-    String(spec.heartbeatPeriod),
-    '--dg-adaptive-period',
-    String(spec.adaptivePeriod),
-    '--dg-idle-timeout',
-    String(spec.idleTimeout),
+    ...schedulerJobArgs(spec, spec.cert, spec.key),
   ];
   return [
     ...header(spec, { cpus: spec.cores, memoryGiB: spec.memoryGiB, chdir: spec.jobDir, output: `${spec.jobDir}/slurm-%j.out` }),
