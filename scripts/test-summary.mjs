@@ -1,6 +1,7 @@
 // Adds up the results of the test suites into one closing line: "N passed, N failed[, N skipped]".
 // A suite whose report is missing counts as failed: it did not run to the end.
-//   node scripts/test-summary.mjs VITEST_JSON PYTEST_XML [UI_JUNIT_XML]
+//   node scripts/test-summary.mjs VITEST_JSON PYTEST_XML[,PYTEST_XML...] [UI_JUNIT_XML]
+// (pytest runs in more than one process: each writes its own report, and each must be there)
 // UI_JUNIT_XML is Playwright's JUnit report of the JupyterLab UI tests (scripts/ui-tests.sh). Set
 // UI_EXIT_CODE to Playwright's exit status: a failed run with no failing test in its report (global
 // setup or teardown failed, or the global timeout hit) counts as one failure.
@@ -45,7 +46,7 @@ function add(name, file) {
   return r;
 }
 
-add('pytest', pytestXml);
+for (const f of pytestXml.split(',')) add(`pytest (${f.split('/').pop()})`, f);
 const ui = add('ui (playwright)', uiXml);
 const uiExit = Number(process.env.UI_EXIT_CODE ?? 0);
 if (ui && uiExit !== 0 && ui.failed === 0) {

@@ -74,7 +74,7 @@ def gateway(accounts):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/api/health", proc, log)
-        yield {"url": url, "data": data, "proc": proc, "log": log, "port": port}
+        yield {"url": url, "data": data, "proc": proc, "log": log, "port": port, "config": cfg}
     finally:
         stop(proc)
         # Whatever a failed test left running: only this gateway's (other runs on the machine use the
@@ -94,8 +94,9 @@ def gateway(accounts):
 
 
 def gateway_pid(gw) -> int:
-    """The node process itself (runuser is its parent)."""
-    out = subprocess.run(["pgrep", "-u", "af-gateway", "-f", f"{CLI} serve"], capture_output=True, text=True)
+    """The node process itself (runuser is its parent), found by its own config file: other gateways of the
+    af-gateway account may run on the machine at the same time (the e2e suite runs modules side by side)."""
+    out = subprocess.run(["pgrep", "-u", "af-gateway", "-f", f"{CLI} serve --config {gw['config']}$"], capture_output=True, text=True)
     pids = [int(p) for p in out.stdout.split()]
     assert pids, "the gateway's node process was not found"
     return pids[0]
