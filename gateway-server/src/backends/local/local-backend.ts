@@ -29,13 +29,16 @@ import {
 } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
-import { AppError } from '../../errors.js';
+import { AppError, errorMessage } from '../../errors.js';
 import { describeLogTail, logTail } from '../../files/log-tail.js';
 import { replaceConfined } from '../../files/no-follow.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
 import { isRunning, readProcStat, stopProcessGroup, type GroupSignaller } from './process-group.js';
+import { LaunchRecords, newLaunchId, planOrphanRemoval, procTable, type LaunchRecord, type ProcessTable } from './launch-records.js';
 
+/** Processes remembered for the orphan search at most (a gateway that never searches stops there). */
+const MAX_SEEN = 100_000;
 const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '[::]']);
 const LAUNCHER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'python', 'af_gateway_launcher.py');
 
@@ -59,12 +62,15 @@ export interface LocalBackendOptions {
    * the cluster's CA): on a shared machine any account can connect to a loopback port.
    */
   dashboardTls?: boolean;
+  /** Where the machine's processes are read for orphan removal (tests give their own). */
+  processTable?: ProcessTable;
 }
 
 interface LocalHandle extends BackendHandle {
   pid: number;
   startTicks: string;
   log: string;
+  // (and `launch`: the launch record of a scheduler or worker, launch-records.ts; none for steps and older handles)
 }
 
 const asLocal = (h: BackendHandle): LocalHandle => {
@@ -84,9 +90,24 @@ export class LocalBackend extends ItemBackend {
   /** Multi-user mode: one warm launcher per user account. */
   private readonly userLaunchers = new Map<string, Launcher>();
   private readonly reaper: NodeJS.Timeout | undefined;
+  /** What this gateway launched, in its data directory: how it finds its orphans after a crash. */
+  private readonly records: LaunchRecords;
+  /** Marks the records this gateway process makes: launches in flight are never orphans. */
+  private readonly generation = newLaunchId();
+  /**
+   * pid:startTicks of every process this gateway process started, checked or stopped until it
+   * looked for orphans. After a restart the engines check every handle they adopt before orphans
+   * are removed, and the same local backend may serve several of them (schedulers next to a batch
+   * backend, a local worker group): nothing any of them knows is an orphan, whichever asks.
+   */
+  private readonly seen = new Set<string>();
+  /** Whether `seen` still grows: until the orphan search (or too many to hold, then no search). */
+  private seenState: 'open' | 'closed' | 'overflowed' = 'open';
+  private bootId: Promise<string> | undefined;
 
   constructor(private readonly opts: LocalBackendOptions) {
     super();
+    this.records = new LaunchRecords(join(opts.dataDir, 'local-launches'));
     if (opts.singleUser) {
       if (opts.prefork) {
         this.launcher = new Launcher([opts.python, LAUNCHER, 'serve'], launcherEnv(), join(opts.dataDir, 'launcher.log'), opts.log);
@@ -365,19 +386,87 @@ export class LocalBackend extends ItemBackend {
   }
 
   private async launch(user: string, spec: LaunchSpec): Promise<BackendHandle> {
-    if (!this.opts.singleUser) {
-      const account = await this.account(user);
+    const account = this.opts.singleUser ? undefined : await this.account(user);
+    // Recorded before the launcher is asked: the gateway may die before it answers.
+    const record: LaunchRecord = {
+      id: newLaunchId(),
+      gen: this.generation,
+      boot: await (this.bootId ??= (this.opts.processTable ?? procTable).bootId()),
+      at: Date.now(),
+      role: spec.role,
+      title: spec.title,
+      uid: account?.uid ?? process.getuid?.() ?? 0,
+      account: account?.name ?? null,
+    };
+    await this.records.write(record);
+    let handle: LocalHandle;
+    if (account) {
       // (sudo keeps the gateway's HOME: Dask's config and caches go to the user's own)
       const env = { ...spec.env, HOME: account.home, USER: account.name, LOGNAME: account.name };
       const started = await (await this.launcherFor(account.name)).fork({ ...spec, env });
-      const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: spec.log, account: account.name };
+      handle = { pid: started.pid, startTicks: started.start_ticks, log: spec.log, account: account.name, launch: record.id };
+    } else {
+      const pid = this.launcher ? (await this.launcher.fork(spec)).pid : await execLaunch(this.opts.python, LAUNCHER, spec, launcherEnv());
+      const stat = await readProcStat(pid);
+      // A process that is already gone keeps an empty start time: check() then reports its log.
+      handle = { pid, startTicks: stat?.startTicks ?? '', log: spec.log, launch: record.id };
+    }
+    if (!handle.startTicks) {
+      await this.records.forget(record.id);
       return handle;
     }
-    const pid = this.launcher ? (await this.launcher.fork(spec)).pid : await execLaunch(this.opts.python, LAUNCHER, spec, launcherEnv());
-    const stat = await readProcStat(pid);
-    // A process that is already gone keeps an empty start time: check() then reports its log.
-    const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: spec.log };
+    this.note(handle);
+    // (failing here leaves the first record: the next restart finds the process by it)
+    await this.records
+      .write({ ...record, pid: handle.pid, startTicks: handle.startTicks })
+      .catch((err: unknown) => this.opts.log.warn({ pid: handle.pid, err: errorMessage(err) }, 'could not complete a launch record'));
     return handle;
+  }
+
+  /**
+   * After a restart: stops the schedulers and workers this gateway launched (its records say so, and
+   * the kernel that they are still those processes, of the accounts they were launched as) that none
+   * of the handles it tracks refers to. Workflow steps are never recorded: the workflow engine adopts
+   * them. Each orphan is stopped as its account (multi-user: through that account's launcher).
+   */
+  async removeOrphans(live: BackendHandle[]): Promise<void> {
+    if (this.seenState === 'overflowed') {
+      this.opts.log.warn('local orphans are not looked for: this gateway started or checked too many processes before the search to tell them apart');
+      return;
+    }
+    this.seenState = 'closed';
+    const records = (await this.records.list()).filter((r) => r.gen !== this.generation);
+    if (!records.length) return;
+    const known = new Set(this.seen);
+    for (const h of live) if (typeof h.pid === 'number' && typeof h.startTicks === 'string') known.add(`${h.pid}:${h.startTicks}`);
+    const protect = new Set([process.pid, process.ppid]);
+    const plan = await planOrphanRemoval(records, known, protect, this.opts.processTable);
+    for (const { record, why } of plan.leftAlone) {
+      this.opts.log.warn({ pid: record.pid, title: record.title, account: record.account }, `a process this gateway once launched is left alone: ${why}`);
+    }
+    await Promise.all([...plan.forget, ...plan.leftAlone.map((l) => l.record)].map((r) => this.records.forget(r.id)));
+    if (!plan.orphans.length) return;
+    this.opts.log.warn(
+      { processes: plan.orphans.map((o) => ({ pid: o.pid, title: o.record.title, account: o.record.account })) },
+      'stopping local processes no cluster of this gateway owns',
+    );
+    const results = await eachBounded(plan.orphans, this.concurrency, async ({ record, pid, startTicks }) => {
+      const h: LocalHandle = { pid, startTicks, log: '', launch: record.id, ...(record.account ? { account: record.account } : {}) };
+      await this.stopOne(h);
+    });
+    const failed = results.filter((r): r is Error => r instanceof Error);
+    if (failed.length)
+      throw new AggregateError(failed, `${failed.length} of ${plan.orphans.length} orphaned processes could not be stopped: ${failed[0]!.message}`);
+  }
+
+  /** Remembers a process as one the gateway knows, until the orphan search. */
+  private note(h: LocalHandle): void {
+    if (this.seenState !== 'open') return;
+    this.seen.add(`${h.pid}:${h.startTicks}`);
+    if (this.seen.size > MAX_SEEN) {
+      this.seenState = 'overflowed';
+      this.seen.clear();
+    }
   }
 
   /** Signals as the handle's account, through its launcher (multi-user), or as the gateway. */
@@ -400,11 +489,18 @@ export class LocalBackend extends ItemBackend {
   async stopOne(handle: BackendHandle): Promise<void> {
     const h = asLocal(handle);
     if (!h.startTicks) return;
+    this.note(h);
     await stopProcessGroup(h.pid, h.startTicks, this.opts.stopGracePeriod, this.signaller(h));
+    if (typeof h.launch === 'string') {
+      await this.records
+        .forget(h.launch)
+        .catch((err: unknown) => this.opts.log.warn({ pid: h.pid, err: errorMessage(err) }, 'could not remove a launch record'));
+    }
   }
 
   async checkOne(handle: BackendHandle): Promise<ProcessState> {
     const h = asLocal(handle);
+    if (h.startTicks) this.note(h);
     if (h.startTicks && (await isRunning(h.pid, h.startTicks))) return { alive: true };
     if (typeof h.account === 'string') {
       // The log is in the user's directory: read as the user, so a planted link leads nowhere.

@@ -3,9 +3,11 @@
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-interface ProcStat {
+export interface ProcStat {
   state: string;
   pgid: number;
+  /** The session id: a process the launcher started leads its own session (sid = pid). */
+  sid: number;
   startTicks: string;
 }
 
@@ -14,7 +16,7 @@ export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
     const text = await readFile(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may contain spaces and parentheses: split after its last ')'.
     const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { state: rest[0]!, pgid: Number(rest[2]), startTicks: rest[19]! };
+    return { state: rest[0]!, pgid: Number(rest[2]), sid: Number(rest[3]), startTicks: rest[19]! };
   } catch {
     return undefined;
   }
