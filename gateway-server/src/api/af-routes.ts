@@ -102,7 +102,7 @@ export async function afRoutes(fastify: FastifyInstance, opts: { clusters: Clust
     },
   );
 
-  // PUT (idempotent: the target) and POST (as the dask-gateway scale route) do the same.
+  // PUT (idempotent: the target, the range) and POST (as the dask-gateway scale and adapt routes) do the same.
   for (const method of ['PUT', 'POST'] as const) {
     app.route({
       method,
@@ -118,6 +118,23 @@ export async function afRoutes(fastify: FastifyInstance, opts: { clusters: Clust
       handler: async (req) => {
         const c = await authorizedCluster(req, clusters, req.params.cluster_name);
         return clusters.scaleGroup(c.name, req.params.group, req.body.count);
+      },
+    });
+    app.route({
+      method,
+      url: '/api/af/clusters/:cluster_name/groups/:group/adapt',
+      schema: {
+        tags: ['af'],
+        summary:
+          "Scales a worker group adaptively between minimum and maximum (active false: off, the workers stay). For default it is the dask-gateway client's adapt; another group follows the demand of the tasks that need its resources, which its scheduler reports. 404 for a group the cluster does not have, 422 for minimum > maximum; a range past a limit is capped and the group's message says what is used",
+        params: groupParams,
+        body: { $ref: 'adapt.json' },
+        response: { 200: { $ref: 'af-worker-group.json' }, ...errors },
+      },
+      handler: async (req) => {
+        const c = await authorizedCluster(req, clusters, req.params.cluster_name);
+        const b = req.body;
+        return clusters.adaptGroup(c.name, req.params.group, b.minimum ?? null, b.maximum ?? null, b.active ?? true);
       },
     });
   }

@@ -27,6 +27,7 @@ import {
   workerIsLive,
 } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
+import { ADAPTIVE_WINDOW, readGroupDemand, steer, wantedWithin, type GroupRange, type LowDemand } from './group-adaptive.js';
 
 /** Answer of scale and adapt (scale-result.json). */
 export type { ScaleResult };
@@ -67,6 +68,16 @@ interface ActiveEntry {
   overflowBroken?: Set<string>;
   /** Why each group starts fewer workers than its target now (a limit, counting workers still being retired), as said in groupMessages. */
   heldBack?: Map<string, string>;
+  /** The last valid demand the scheduler reported for each group (af_group_demand). */
+  demand?: Map<string, number>;
+  /** Adaptive groups whose demand is below their target: since when, and the most wanted since. */
+  lowDemand?: Map<string, LowDemand>;
+  /** Why adaptive scaling gives a group fewer workers than it wants now (a limit), as said in groupMessages. */
+  adaptLimited?: Map<string, string>;
+  /** The groups op is on its way to the scheduler. */
+  tellingGroups?: boolean;
+  /** Warnings already logged for this cluster (a hostile or broken scheduler would repeat them every heartbeat). */
+  warned?: Set<string>;
 }
 
 /**
@@ -246,6 +257,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         pending: waiting.length,
         pending_reasons: [...new Set(waiting.map((w) => w.message).filter(Boolean))],
         message: messages?.get(name) ?? '',
+        adaptive: name === DEFAULT_GROUP ? (c.adaptive ?? null) : (c.groupAdaptive?.[name] ?? null),
         overflow: this.overflowJson(c, name),
       };
     });
@@ -501,9 +513,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
    */
   async scaleGroup(name: string, group: string, count: number): Promise<AfWorkerGroup> {
     const c = await this.runningCluster(name);
-    if (!this.groupNames().includes(group)) {
-      throw notFound(`Worker group ${JSON.stringify(group.slice(0, 40))} of cluster ${name} (its groups are ${this.groupNames().join(', ')})`);
-    }
+    this.knownGroup(c, group);
     if (!Number.isInteger(count) || count < 0) throw unprocessable(`A worker count must be a whole number of at least 0, not ${count}`, 'invalid_count');
     const cap = this.capFor(c, group);
     // (workers a group runs for another group's overflow count too)
@@ -522,6 +532,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       c.count = count;
     } else {
       c.groupTargets = { ...c.groupTargets, [group]: count };
+      // A count set by hand turns the group's adaptive scaling off, as dask-gateway's scale does for default.
+      this.stopAdapting(c, group);
       this.active.get(c.name)?.groupMessages.delete(group);
       this.active.get(c.name)?.overflowBroken?.delete(group);
     }
@@ -529,7 +541,100 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     this.deps.log.info({ cluster: c.name, group, count }, 'worker group scaled');
     this.changed(c);
     this.reconcileWorkers(c);
+    return this.groupJson(c, group);
+  }
+
+  /** A 404 for a group the cluster does not have. */
+  private knownGroup(c: ClusterRecord, group: string): void {
+    if (!this.groupNames().includes(group)) {
+      throw notFound(`Worker group ${JSON.stringify(group.slice(0, 40))} of cluster ${c.name} (its groups are ${this.groupNames().join(', ')})`);
+    }
+  }
+
+  private groupJson(c: ClusterRecord, group: string): AfWorkerGroup {
     return this.groupsJson(c, this.activeWorkers(c.name) ?? []).find((g) => g.name === group)!;
+  }
+
+  /**
+   * Turns a group's adaptive scaling on between `minimum` and `maximum` (AF API), or off. For default
+   * it is the dask-gateway adapt (the scheduler's own loop sizes default). For another group the
+   * scheduler reports the group's demand in its heartbeats and the engine sizes the group within the
+   * range and the limits. As scale: an unknown group is a 404, minimum > maximum a 422, and a range
+   * past a limit is capped, the group's message saying what is used; nothing changes when the
+   * scheduler does not take the groups (409).
+   */
+  async adaptGroup(name: string, group: string, minimum: number | null, maximum: number | null, active: boolean): Promise<AfWorkerGroup> {
+    const c = await this.runningCluster(name);
+    this.knownGroup(c, group);
+    if (minimum !== null && maximum !== null && minimum > maximum) {
+      throw unprocessable(`Adaptive minimum (${minimum}) must not be larger than maximum (${maximum})`, 'invalid_range');
+    }
+    for (const [what, v] of [
+      ['minimum', minimum],
+      ['maximum', maximum],
+    ] as const) {
+      if (v !== null && (!Number.isInteger(v) || v < 0))
+        throw unprocessable(`Adaptive ${what} must be a whole number of at least 0, not ${v}`, 'invalid_range');
+    }
+    const entry = this.active.get(c.name);
+    if (group === DEFAULT_GROUP) {
+      const { msg } = await this.adapt(name, minimum, maximum, active);
+      if (msg) entry?.groupMessages.set(group, msg);
+      return this.groupJson(c, group);
+    }
+    let range: GroupRange | null = null;
+    let msg = '';
+    if (active) {
+      const cap = this.capFor(c, group);
+      range = { minimum: minimum ?? 0, maximum };
+      if (cap) {
+        const taken = this.overflowInto(c, group);
+        const possible = Math.max(0, cap.max - taken);
+        if (range.minimum > possible || (range.maximum ?? 0) > possible) {
+          const used = { minimum: Math.min(range.minimum, possible), maximum: range.maximum === null ? null : Math.min(range.maximum, possible) };
+          const overflow = taken ? ` (${taken} of its workers run for other groups' overflow)` : '';
+          msg =
+            `Adaptive range minimum=${range.minimum}, maximum=${range.maximum} of worker group ${group} exceeds ${cap.reason}${overflow}; ` +
+            `using minimum=${used.minimum}, maximum=${used.maximum} instead.`;
+          range = used;
+        }
+      }
+      // The scheduler works the demand out from the groups' resources: told first, so a scheduler
+      // that does not answer leaves nothing changed.
+      await this.tellScheduler(c, { op: 'groups', groups: this.groupResources() });
+    }
+    if (!range) {
+      this.stopAdapting(c, group);
+      entry?.adaptLimited?.delete(group);
+    } else {
+      c.groupAdaptive = { ...c.groupAdaptive, [group]: range };
+      entry?.lowDemand?.delete(group);
+      // A range asked for now applies now: a target outside it moves into it at once.
+      const current = c.groupTargets[group] ?? 0;
+      const inRange = Math.max(range.minimum, range.maximum === null ? current : Math.min(current, range.maximum));
+      if (inRange !== current) c.groupTargets = { ...c.groupTargets, [group]: inRange };
+      if (msg) entry?.groupMessages.set(group, msg);
+      else entry?.groupMessages.delete(group);
+      if (entry) this.adaptGroups(c, entry);
+    }
+    await this.save(c);
+    this.deps.log.info({ cluster: c.name, group, adaptive: range, target: c.groupTargets[group] ?? 0 }, 'worker group adaptive scaling set');
+    this.changed(c);
+    this.reconcileWorkers(c);
+    return this.groupJson(c, group);
+  }
+
+  /** Each non-default group's Dask resources, as the scheduler's groups op takes them. */
+  private groupResources(): Record<string, Record<string, number>> {
+    return Object.fromEntries([...this.groupConfigs.values()].map((g) => [g.name, { ...g.resources }]));
+  }
+
+  private stopAdapting(c: ClusterRecord, group: string): void {
+    if (c.groupAdaptive?.[group]) {
+      const { [group]: _, ...rest } = c.groupAdaptive;
+      c.groupAdaptive = rest;
+    }
+    this.active.get(c.name)?.lowDemand?.delete(group);
   }
 
   /** Tells the scheduler to scale or adapt; a 409 when it does not answer or refuses. */
@@ -587,6 +692,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     // The scheduler decides adaptive counts itself; limits still bind (another cluster may have grown).
     const cap = this.capFor(c, DEFAULT_GROUP);
     c.count = cap ? Math.min(hb.count, cap.max) : hb.count;
+    this.takeDemand(c, entry, hb.af_group_demand);
 
     const active = new Set(hb.active_workers);
     const closing = new Set(hb.closing_workers);
@@ -605,9 +711,94 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       }
     }
     if (left.length) void this.endWorkers(c, left);
+    this.adaptGroups(c, entry);
     void this.save(c);
     this.changed(c);
     this.reconcileWorkers(c);
+  }
+
+  // --- adaptive worker groups -----------------------------------------------------------------
+
+  /**
+   * Reads the demand a heartbeat reports for each group (user code: only known groups and sane whole
+   * numbers are kept, the rest is logged once and ignored). A heartbeat without it comes from a
+   * scheduler that does not know the groups yet (new, or started again): it is told them.
+   */
+  private takeDemand(c: ClusterRecord, entry: ActiveEntry, raw: unknown): void {
+    if (!this.groupConfigs.size || c.status !== 'RUNNING') return;
+    if (raw === undefined) {
+      this.tellGroups(c, entry);
+      return;
+    }
+    const { demand, problems } = readGroupDemand(raw, new Set(this.groupConfigs.keys()));
+    if (problems.length) this.warnOnce(c, entry, `demand: ${problems.join('; ')}`, "ignored parts of the scheduler's af_group_demand");
+    for (const [group, n] of demand) (entry.demand ??= new Map()).set(group, n);
+  }
+
+  /** Sends the scheduler the groups' resources (one call at a time; again whenever a heartbeat shows it does not know them). */
+  private tellGroups(c: ClusterRecord, entry: ActiveEntry): void {
+    if (entry.tellingGroups || !c.apiAddress) return;
+    entry.tellingGroups = true;
+    this.schedulerCall(c.apiAddress, c.token, { op: 'groups', groups: this.groupResources() })
+      .then(
+        (status) => (status >= 200 && status < 300 ? undefined : this.warnOnce(c, entry, `groups: HTTP ${status}`, 'the scheduler refused the worker groups')),
+        (err: unknown) => this.warnOnce(c, entry, `groups: ${errorMessage(err)}`, 'could not tell the scheduler the worker groups'),
+      )
+      .finally(() => (entry.tellingGroups = false));
+  }
+
+  private warnOnce(c: ClusterRecord, entry: ActiveEntry, what: string, msg: string): void {
+    const warned = (entry.warned ??= new Set());
+    if (warned.has(what) || warned.size >= 20) return;
+    warned.add(what);
+    this.deps.log.warn({ cluster: c.name, user: c.username, what: what.slice(0, 500) }, msg);
+  }
+
+  /**
+   * Moves each adaptive group's target toward its demand, clamped to the group's range and the
+   * limits: up at once, down once the demand stayed lower for ADAPTIVE_WINDOW adaptive periods (the
+   * workers then retire gracefully, as for any scale-down). Returns whether a target changed; the
+   * caller saves and reconciles.
+   */
+  private adaptGroups(c: ClusterRecord, entry: ActiveEntry): boolean {
+    if (c.status !== 'RUNNING' || c.stopRequested) return false;
+    const t = now();
+    const windowMs = ADAPTIVE_WINDOW * this.cfg.adaptive_period * 1000;
+    let moved = false;
+    for (const [group, range] of Object.entries(c.groupAdaptive ?? {})) {
+      if (!this.groupConfigs.has(group)) continue;
+      const current = c.groupTargets[group] ?? 0;
+      const demand = entry.demand?.get(group) ?? current;
+      const cap = this.capFor(c, group);
+      const possible = cap ? Math.max(0, cap.max - this.overflowInto(c, group)) : Infinity;
+      const inRange = wantedWithin(demand, range, Infinity);
+      const wanted = Math.min(inRange, possible);
+      this.sayAdaptLimited(
+        c,
+        entry,
+        group,
+        wanted < inRange ? `adaptive scaling wants ${plural(inRange, 'worker')} of ${group}; ${wanted} possible: ${cap!.reason}` : '',
+      );
+      const next = steer(current, wanted, t, windowMs, entry.lowDemand?.get(group));
+      if (next.low) (entry.lowDemand ??= new Map()).set(group, next.low);
+      else entry.lowDemand?.delete(group);
+      if (next.target === current) continue;
+      c.groupTargets = { ...c.groupTargets, [group]: next.target };
+      this.deps.log.info({ cluster: c.name, group, from: current, to: next.target, demand }, 'adaptive scaling of a worker group');
+      moved = true;
+    }
+    return moved;
+  }
+
+  /** Says (or, with '', stops saying) why adaptive scaling gives a group less than it wants; only a change is sent. */
+  private sayAdaptLimited(c: ClusterRecord, entry: ActiveEntry, group: string, msg: string): void {
+    const said = entry.adaptLimited?.get(group) ?? '';
+    if (said === msg) return;
+    if (msg) (entry.adaptLimited ??= new Map()).set(group, msg);
+    else entry.adaptLimited?.delete(group);
+    if (msg) entry.groupMessages.set(group, msg);
+    else if (entry.groupMessages.get(group) === said) entry.groupMessages.delete(group);
+    this.changed(c);
   }
 
   private workerRunning(c: ClusterRecord, w: WorkerRecord): void {
@@ -1025,6 +1216,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       this.reconcileWorkers(c);
     }
     this.balanceOverflow(c);
+    // (a group's demand may have stayed low for the window since the last heartbeat)
+    if (entry && !this.ending.has(c.name) && this.adaptGroups(c, entry)) {
+      void this.save(c);
+      this.changed(c);
+      this.reconcileWorkers(c);
+    }
   }
 
   /**

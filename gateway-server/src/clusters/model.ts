@@ -47,6 +47,11 @@ export interface ClusterRecord {
   overflow?: Record<string, number>;
   /** The adaptive range last asked for, or null when scaling is manual. */
   adaptive: { minimum: number | null; maximum: number | null } | null;
+  /**
+   * The adaptive range of each other worker group that scales adaptively (its target then follows the
+   * demand its scheduler reports); absent: manual. Default's is `adaptive`.
+   */
+  groupAdaptive?: Record<string, { minimum: number; maximum: number | null }>;
   startTime: number;
   stopTime: number | null;
   lastHeartbeat: number | null;
