@@ -18,8 +18,15 @@ Metrics (each repeated ``--repeat`` times, after one unmeasured warm-up):
   its 100 ms).  The cluster is scaled back to 0 and the
   worker processes are waited for between repetitions (scale 4->0 is
   recorded as a secondary figure).
+* API          -- authenticated GET of the cluster list, one cluster and the
+  options, cycled over 64 keep-alive connections for ``--api-seconds``
+  (after a 2 s warm-up), by ``bench/api-load.mjs`` (a raw-socket Node
+  loader, so the loader takes little of the 2 cores): req/s and p99.  Two
+  ways of calling: HTTP Basic on every request and no cookie (curl,
+  scripts, monitoring; the headline), and the session cookie of a first
+  answer (what the ``dask_gateway`` client does after its first call).
 
-Usage:  .venv/bin/python bench/bench_gateways.py [--repeat N] [--only ours|peer]
+Usage:  .venv/bin/python bench/bench_gateways.py [--repeat N] [--only ours|peer] [--part all|clusters|api]
 """
 
 from __future__ import annotations
@@ -60,6 +67,16 @@ TARGETS = {  # ours/peer ratio of medians, lower is better
     "cluster_start": 0.6,
     "scale_up": 0.7,
 }
+API_CONNECTIONS = 64
+API_LOADER = BENCH_DIR / "api-load.mjs"
+API_P99_TARGET_MS = 20.0
+API_TARGETS = {  # ours/peer ratio of medians of req/s, higher is better
+    "api_basic_rps": 5.0,
+}
+API_METRICS = [  # (key, label, headline?)
+    ("api_basic", f"API, Basic, {API_CONNECTIONS} conn", True),
+    ("api_cookie", f"API, cookie, {API_CONNECTIONS} conn", False),
+]
 METRICS = [  # (key, label, headline?)
     ("cluster_start", "cluster start", True),
     ("cluster_start_client", "cluster start + Client", False),
@@ -399,6 +416,35 @@ class Gateway:
         log(f"{self.label}: gateway healthy at {self.address} after {boot:.2f}s")
         return boot
 
+    node_for_loader = shutil.which("node") or "node"
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the gateway's processes so far: its own and its
+        children's that still run (the peer's Go proxy), from /proc."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [self.proc.pid] if self.proc else []
+        try:
+            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            pids += [int(k) for k in kids]
+        except (OSError, AttributeError):
+            pass
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def state_facts(self) -> dict:
+        return {}
+
+    def log_bytes(self) -> int:
+        """Bytes the gateway wrote to its log so far: the offset of the file description it
+        shares with us (the file itself may be replaced by another run using the same path)."""
+        return os.lseek(self.log_file.fileno(), 0, os.SEEK_CUR) if self.log_file else 0
+
     def log_tail(self, n: int = 30) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -482,6 +528,20 @@ class OursGateway(Gateway):
 
     def describe(self):
         return {"config": getattr(self, "config", None), "cli": self.cli}
+
+    def state_facts(self) -> dict:
+        import sqlite3
+
+        db = self.workdir / "data" / "state.sqlite"
+        if not db.exists():
+            return {}
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        finally:
+            con.close()
+        size = sum(p.stat().st_size for p in db.parent.glob("state.sqlite*"))
+        return {"session_rows": rows, "state_bytes": size}
 
 
 def venv_has(module: str, extra_path: str | None = None) -> bool:
@@ -720,6 +780,61 @@ class Runner:
             pass
         _KEEPALIVE.append(self.client_gateway)
 
+    # -- the API -----------------------------------------------------------
+    def api(self, args, results: dict) -> None:
+        """Authenticated list/get/options at API_CONNECTIONS connections, Basic and cookie."""
+        import base64
+
+        import requests
+
+        label = self.gw.label
+        cluster, client, _, _ = self.new_cluster()
+        try:
+            basic = "Basic " + base64.b64encode(b"bench:").decode()
+            paths = ["/api/v1/clusters/", f"/api/v1/clusters/{cluster.name}", "/api/v1/options"]
+            for p in paths:  # every path answers 200 before anything is timed
+                r = requests.get(self.gw.address + p, headers={"Authorization": basic}, timeout=10)
+                if r.status_code != 200:
+                    raise BenchError(f"{label}: GET {p} answered {r.status_code}: {r.text[:200]}")
+            first = requests.get(self.gw.address + paths[0], headers={"Authorization": basic}, timeout=10)
+            cookie = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
+            if not cookie:
+                raise BenchError(f"{label}: no session cookie in the answer to a Basic request")
+            log_size0 = self.gw.log_bytes()
+            for key, header in (("api_basic", f"Authorization: {basic}"), ("api_cookie", f"Cookie: {cookie}")):
+                for i in range(args.api_repeat):
+                    run = self.api_load(header, paths, args.api_seconds)
+                    results[key].append(run)
+                    log(
+                        f"{label}: {key} {i + 1}/{args.api_repeat}: {run['rps']:.0f} req/s, "
+                        f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
+                        f"statuses {run['statuses']}, errors {run['errors']}, gateway CPU {run['gateway_cpu_s']:.1f} s"
+                    )
+                    bad = {s: n for s, n in run["statuses"].items() if s != "200"}
+                    if bad or run["errors"]:
+                        raise BenchError(f"{label}: {key}: non-200 answers {bad} or {run['errors']} errors")
+            results["api_log_bytes"] = self.gw.log_bytes() - log_size0
+            results["api_requests"] = sum(r["requests"] for k in ("api_basic", "api_cookie") for r in results[k])
+            results["api_state"] = self.gw.state_facts()
+            log(f"{label}: {results['api_requests']} requests logged {results['api_log_bytes']} bytes; state: {results['api_state']}")
+        finally:
+            self.shutdown_cluster(cluster, client)
+
+    def api_load(self, header: str, paths: list[str], seconds: float) -> dict:
+        cmd = [self.gw.node_for_loader, str(API_LOADER), "--port", str(self.gw.port),
+               "--connections", str(API_CONNECTIONS), "--seconds", str(seconds), "--warmup", "2",
+               "--header", header]
+        for p in paths:
+            cmd += ["--path", p]
+        cpu0 = self.gw.cpu_seconds()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+        if out.returncode != 0:
+            raise BenchError(f"{self.gw.label}: the API loader failed: {out.stderr[-500:]}")
+        run = json.loads(out.stdout)
+        # the gateway's CPU over warm-up and measurement, per measured second
+        run["gateway_cpu_s"] = self.gw.cpu_seconds() - cpu0
+        return run
+
     # -- the benchmark --------------------------------------------------------
     def run(self, repeat: int, results: dict) -> None:
         label = self.gw.label
@@ -779,13 +894,17 @@ def _interrupt(signum, frame):
 
 def run_gateway(gw: Gateway, tracker: ProcTracker, args, results: dict) -> dict:
     results.update({k: [] for k, _, _ in METRICS})
+    results.update({k: [] for k, _, _ in API_METRICS})
     results.update({"status": "running", "error": None, "leftovers": [], "log": str(gw.log_path)})
     runner = None
     try:
         results["gateway_boot"].append(gw.start())
         results["settings"] = gw.describe()
         runner = Runner(gw, tracker, args.timeout)
-        runner.run(args.repeat, results)
+        if args.part in ("all", "api"):
+            runner.api(args, results)
+        if args.part in ("all", "clusters"):
+            runner.run(args.repeat, results)
         results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"
@@ -863,8 +982,9 @@ def report(data: dict) -> list[str]:
         r = f"{ratio:.2f}x" if ratio is not None else "n/a"
         lines.append(f"{name:<{w}} {fmt(s_ours):<30} {fmt(s_peer):<30} {r}")
     lines.append("")
+    parts = data.get("part", "all")
     for key, name, headline in METRICS:
-        if not headline:
+        if not headline or parts == "api":
             continue
         ratio = ratios[key]
         target = TARGETS[key]
@@ -881,6 +1001,68 @@ def report(data: dict) -> list[str]:
         else:
             verdict = "OK" if ratio <= target else "MISSED"
             lines.append(f"{name}: ours/peer = {ratio:.2f}x (target <= {target}x) {verdict}")
+    if parts != "clusters":
+        lines += api_report(data)
+    return lines
+
+
+def api_summary(runs: list[dict]) -> dict | None:
+    if not runs:
+        return None
+    rps = [r["rps"] for r in runs]
+    p99 = [r["p99_ms"] for r in runs]
+    cpu = [r["gateway_cpu_s"] / (r["seconds"] + 2) for r in runs]  # warm-up included
+    return {
+        "n": len(runs),
+        "rps": summarize(rps),
+        "p99_ms": summarize(p99),
+        "p50_ms": summarize([r["p50_ms"] for r in runs]),
+        "gateway_cores": statistics.median(cpu),
+        "loader_cores": statistics.median(r["loader_cpu_s"] / r["seconds"] for r in runs),
+        "set_cookie_share": statistics.median(r["set_cookie_responses"] / max(1, r["requests"]) for r in runs),
+    }
+
+
+def api_report(data: dict) -> list[str]:
+    gws = data["gateways"]
+    w = 28
+    lines = ["", f"{'API (list/get/options)':<{w}} {'ours req/s  p99 ms':<22} {'peer req/s  p99 ms':<22} ours/peer req/s"]
+    lines.append("-" * (w + 62))
+
+    def cell(s):
+        if s is None:
+            return "n/a"
+        return f"{s['rps']['median']:8.0f}  {s['p99_ms']['median']:6.1f}"
+
+    for key, name, headline in API_METRICS:
+        s_ours = api_summary(gws.get("ours", {}).get(key, []))
+        s_peer = api_summary(gws.get("peer", {}).get(key, []))
+        ratio = s_ours["rps"]["median"] / s_peer["rps"]["median"] if s_ours and s_peer else None
+        data.setdefault("summary", {})[key] = {"ours": s_ours, "peer": s_peer, "ratio": ratio}
+        lines.append(f"{name:<{w}} {cell(s_ours):<22} {cell(s_peer):<22} {f'{ratio:.2f}x' if ratio else 'n/a'}")
+    for g in ("ours", "peer"):
+        s = data["summary"].get("api_basic", {}).get(g)
+        if s:
+            lines.append(
+                f"  {g}: gateway {s['gateway_cores']:.2f} cores, loader {s['loader_cores']:.2f} cores, "
+                f"Set-Cookie on {100 * s['set_cookie_share']:.1f}% of Basic answers"
+            )
+        if gws.get(g, {}).get("api_requests"):
+            lines.append(
+                f"  {g}: {gws[g]['api_requests']} API requests wrote {gws[g]['api_log_bytes']} log bytes; "
+                f"state after: {gws[g].get('api_state') or 'n/a'}"
+            )
+    lines.append("")
+    b = data["summary"].get("api_basic", {})
+    if b.get("ratio") is None:
+        lines.append(f"API Basic: ours/peer = n/a (target >= {API_TARGETS['api_basic_rps']}x)")
+    else:
+        p99 = b["ours"]["p99_ms"]["median"]
+        ok = b["ratio"] >= API_TARGETS["api_basic_rps"] and p99 <= API_P99_TARGET_MS
+        lines.append(
+            f"API Basic: ours/peer req/s = {b['ratio']:.2f}x (target >= {API_TARGETS['api_basic_rps']}x), "
+            f"ours p99 {p99:.1f} ms (target <= {API_P99_TARGET_MS:.0f} ms) {'OK' if ok else 'MISSED'}"
+        )
     return lines
 
 
@@ -940,6 +1122,11 @@ def main(argv=None) -> int:
     p.add_argument("--ours-set", action="append", default=[], metavar="KEY=YAML",
                    help="extra setting for our config, dotted key, e.g. backend.local.prefork=false "
                         "(repeatable)")
+    p.add_argument("--part", choices=["all", "clusters", "api"], default="all",
+                   help="what to measure: cluster start and scale (clusters), the authenticated API "
+                        "(api), or both (all, the default)")
+    p.add_argument("--api-seconds", type=float, default=10.0, help="measured seconds per API run (default 10)")
+    p.add_argument("--api-repeat", type=int, default=3, help="API runs per way of calling (default 3)")
     p.add_argument("--output", default=str(RESULTS_DIR / "latest.json"), help="JSON output path")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the temporary work dirs (kept anyway when a gateway fails)")
@@ -975,6 +1162,7 @@ def main(argv=None) -> int:
         "run_id": run_id,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "repeat": args.repeat,
+        "part": args.part,
         "timeout_s": args.timeout,
         "environment": environment_info(args.node),
         "gateways": {},
@@ -1003,6 +1191,7 @@ def main(argv=None) -> int:
             else:
                 gw = PeerGateway(workdir, env, tracker, args.timeout, nanny=args.nanny,
                                  worker_args=args.peer_worker_arg)
+            gw.node_for_loader = args.node
             data["gateways"][label] = {"status": "starting"}
             run_gateway(gw, tracker, args, data["gateways"][label])
             if data["gateways"][label]["status"] != "ok":
@@ -1061,9 +1250,14 @@ def main(argv=None) -> int:
     out(f"raw results: {out_path}")
 
     if args.check_targets and exit_code == 0:
-        for key, target in TARGETS.items():
-            r = data["summary"][key]["ratio"]
-            if r is None or r > target:
+        if args.part != "api":
+            for key, target in TARGETS.items():
+                r = data["summary"][key]["ratio"]
+                if r is None or r > target:
+                    exit_code = 3
+        if args.part != "clusters":
+            b = data["summary"].get("api_basic", {})
+            if b.get("ratio") is None or b["ratio"] < API_TARGETS["api_basic_rps"] or b["ours"]["p99_ms"]["median"] > API_P99_TARGET_MS:
                 exit_code = 3
     return exit_code
 
