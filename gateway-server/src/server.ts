@@ -353,8 +353,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   await clusters.start(config.cluster.api_url ?? `${url}/api`);
   await workflows.start();
   recovered();
-  const prune = setInterval(() => void sessions.prune().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not prune sessions')), 3600_000);
-  prune.unref();
+  // expired login sessions go now and every hour (only here, on the replica holding the lease)
+  sessions.startPruning(3600_000, (err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not prune sessions'));
   logger.info({ url, backend: backend.kind, auth: config.auth.type, data_dir: config.data_dir }, 'gateway listening');
 
   let closing: Promise<void> | undefined;
@@ -364,7 +364,6 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     inject: (request) => app.inject(request),
     close: () =>
       (closing ??= (async () => {
-        clearInterval(prune);
         onePort.server.close(); // no new connections; open ones keep serving while clusters stop
         await clusters.close();
         await workflows.close();

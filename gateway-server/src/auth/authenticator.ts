@@ -16,6 +16,12 @@ export interface Authenticator {
    * authenticator's; throws a 401 AppError when the credentials are wrong.
    */
   authenticate(authorization: string): Promise<User | null>;
+  /**
+   * How long a credential this authenticator accepted may be taken again without asking it
+   * (credential-cache.ts), in seconds; never past the credential's own expiry. Unset: as long as a
+   * login session lives. Set where a credential can be revoked before it expires (a Hub token).
+   */
+  readonly cacheSeconds?: number;
 }
 
 export function splitAuthorization(header: string): { scheme: string; credentials: string } {

@@ -2,33 +2,48 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { AppError } from '../errors.js';
 import { USER_NAME, USER_NAME_RULE, type Authenticator, type User } from './authenticator.js';
+import { CredentialCache, type CachedCredential, type CachedSession } from './credential-cache.js';
 import type { Sessions } from './sessions.js';
 
 export interface Identity {
   user: User;
-  /** Set-Cookie value when this request opened a new session. */
+  /** Set-Cookie value when the request came without the cookie of a session of this user. */
   setCookie?: string;
 }
 
+/**
+ * A session with less than this left is handed out again only when the credential itself ends by
+ * then (a token about to expire); otherwise the credential gets a new session.
+ */
+const SESSION_REUSE_MARGIN_MS = 60_000;
+
 export class Identifier {
+  /** Verifications in flight, by cache key: a burst of requests with one new credential checks it once. */
+  private readonly verifying = new Map<string, Promise<CachedCredential | undefined>>();
+
   constructor(
     readonly authenticator: Authenticator,
     private readonly sessions: Sessions,
     /** Told of each identity proven by an Authorization header (the token broker keeps bearer tokens). */
     private readonly onAuthenticated?: (user: User, authorization: string) => void,
-  ) {}
+    readonly verified = new CredentialCache(),
+  ) {
+    sessions.onEnd((key) => verified.forgetSession(key));
+  }
 
   /** The caller, or a 401 AppError with the authenticator's challenge. */
   async identify(headers: IncomingHttpHeaders, cookiePath = '/'): Promise<Identity> {
     const fromSession = await this.sessions.resolve(headers.cookie);
     const authorization = headers.authorization;
     if (authorization) {
-      const user = await this.authenticator.authenticate(authorization);
-      // A browser repeats Basic credentials on every request: keep its session instead of making one each time.
-      if (user) {
-        refuseUnsafeName(user);
-        this.onAuthenticated?.(user, authorization);
-        return fromSession?.name === user.name ? { user } : { user, setCookie: await this.sessions.create(user, cookiePath) };
+      const entry = await this.verify(authorization);
+      if (entry) {
+        this.onAuthenticated?.(entry.user, authorization);
+        // A browser repeats Basic credentials on every request: its cookie stays its session. A
+        // client without the cookie (curl, a script) gets the one session of this credential, not
+        // a new one per request.
+        if (fromSession?.name === entry.user.name) return { user: entry.user };
+        return { user: entry.user, setCookie: this.sessions.cookie(await this.sessionOf(entry), cookiePath) };
       }
     }
     if (fromSession) return { user: fromSession };
@@ -36,7 +51,53 @@ export class Identifier {
       headers: { 'WWW-Authenticate': this.authenticator.challenge },
     });
   }
+
+  /** The cached identity of this header, verifying it first when it is new or its time is up. */
+  private async verify(authorization: string): Promise<CachedCredential | undefined> {
+    const key = this.verified.keyOf(authorization);
+    const now = Date.now();
+    const hit = this.verified.get(key, now);
+    if (hit) return hit;
+    let pending = this.verifying.get(key);
+    if (!pending) {
+      pending = (async () => {
+        const user = await this.authenticator.authenticate(authorization);
+        if (!user) return undefined; // not this authenticator's scheme: the cookie may still say who
+        refuseUnsafeName(user);
+        const entry: CachedCredential = { user, until: this.verifiedUntil(user, Date.now()) };
+        // The same credential checked again (its time was up): the same user keeps its session.
+        const before = this.verified.previous(key);
+        if (before?.session && sameIdentity(before.user, user)) entry.session = before.session;
+        this.verified.set(key, entry);
+        return entry;
+      })().finally(() => this.verifying.delete(key));
+      this.verifying.set(key, pending);
+    }
+    return pending;
+  }
+
+  /** When a credential accepted at `now` must be verified again. */
+  private verifiedUntil(user: User, now: number): number {
+    let until = now + this.sessions.maxAgeSeconds * 1000;
+    if (this.authenticator.cacheSeconds !== undefined) until = Math.min(until, now + this.authenticator.cacheSeconds * 1000);
+    if (user.expiresAt) until = Math.min(until, user.expiresAt);
+    return until;
+  }
+
+  /** The session of a cached credential, opened once (and again when it is about to end). */
+  private async sessionOf(entry: CachedCredential): Promise<CachedSession> {
+    const s = entry.session;
+    const now = Date.now();
+    if (s && s.expires > now && (s.expires - now > SESSION_REUSE_MARGIN_MS || s.expires >= entry.until - 1000)) return s;
+    entry.opening ??= this.sessions.open(entry.user).finally(() => (entry.opening = undefined));
+    const session = await entry.opening;
+    entry.session = session;
+    return session;
+  }
 }
+
+const sameIdentity = (a: User, b: User) =>
+  a.name === b.name && a.admin === b.admin && a.groups.length === b.groups.length && a.groups.every((g, i) => g === b.groups[i]);
 
 /** A 403 for a user whose name (from a token claim or the Hub) the gateway cannot use safely. */
 export function refuseUnsafeName(user: User): void {

@@ -1,6 +1,5 @@
 // JupyterHub API tokens (what the dask_gateway client's `jupyterhub` auth type sends as
 // `Authorization: jupyterhub <token>`), checked at the Hub's REST API (GET /user).
-import { createHash } from 'node:crypto';
 import { AppError, errorMessage } from '../errors.js';
 import { splitAuthorization, type Authenticator, type User } from './authenticator.js';
 
@@ -27,7 +26,6 @@ export function grantsServiceAccess(scopes: readonly string[], serviceName: stri
 
 export class JupyterHubAuthenticator implements Authenticator {
   readonly challenge = 'jupyterhub';
-  private readonly cache = new Map<string, { user: User; until: number }>();
 
   constructor(
     private readonly apiUrl: string,
@@ -35,16 +33,16 @@ export class JupyterHubAuthenticator implements Authenticator {
     private readonly adminGroups: readonly string[] = [],
     /** The gateway's name as a Hub service: tokens must carry access:services!service=<this>. */
     readonly serviceName = 'af-gateway',
-    private readonly cacheSeconds = 60,
+    /**
+     * A token the Hub accepted is asked about again after this long (the gateway's credential
+     * cache): a token revoked at the Hub, or a user removed there, stops working by then.
+     */
+    readonly cacheSeconds = 60,
   ) {}
 
   async authenticate(authorization: string): Promise<User | null> {
     const { scheme, credentials } = splitAuthorization(authorization);
     if (scheme !== 'jupyterhub' && scheme !== 'token') return null;
-    const key = createHash('sha256').update(credentials).digest('hex');
-    const hit = this.cache.get(key);
-    if (hit && hit.until > Date.now()) return hit.user;
-
     let res: Response;
     try {
       res = await fetch(`${this.apiUrl.replace(/\/$/, '')}/user`, {
@@ -83,8 +81,6 @@ export class JupyterHubAuthenticator implements Authenticator {
     }
     const groups = body.groups ?? [];
     const admin = Boolean(body.admin) || this.admins.includes(body.name) || groups.some((g) => this.adminGroups.includes(g));
-    const user: User = { name: body.name, groups, admin };
-    this.cache.set(key, { user, until: Date.now() + this.cacheSeconds * 1000 });
-    return user;
+    return { name: body.name, groups, admin };
   }
 }

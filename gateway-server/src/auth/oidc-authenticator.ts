@@ -28,6 +28,11 @@ export class OidcAuthenticator implements Authenticator {
   readonly challenge = 'Bearer realm="af-gateway"';
   private jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   private readonly cfg: OidcConfig;
+  /**
+   * A JWT cannot be revoked before its exp, so a verified one is taken again until then (or the
+   * session's lifetime). An introspected token can be: the provider is asked again after a minute.
+   */
+  readonly cacheSeconds: number | undefined;
 
   constructor(
     readonly issuer: OidcIssuer,
@@ -35,6 +40,7 @@ export class OidcAuthenticator implements Authenticator {
     private readonly adminGroups: readonly string[],
   ) {
     this.cfg = issuer.cfg;
+    this.cacheSeconds = this.cfg.introspection.enabled ? 60 : undefined;
     if (!this.cfg.audience.length && !this.cfg.allow_any_audience) {
       throw new ConfigError(
         'auth.oidc.audience is empty, so a token the provider issued for any other service would be accepted here: ' +

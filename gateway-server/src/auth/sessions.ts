@@ -13,14 +13,23 @@ export const SESSION_COOKIE = 'af-gateway-session';
 
 const hash = (token: string) => createHash('sha256').update(token).digest('hex');
 
+/** A session opened in the state store: its cookie value, stored key and end. */
+export interface OpenedSession {
+  token: string;
+  key: string;
+  expires: number;
+}
+
 export class Sessions {
   /** Open WebSockets by the hash of the session cookie they were opened with. */
   private readonly sockets = new Map<string, Set<Duplex>>();
   private watch: NodeJS.Timeout | undefined;
+  private pruning: NodeJS.Timeout | undefined;
+  private readonly endListeners: ((key: string) => void)[] = [];
 
   constructor(
     private readonly store: StateStore,
-    private readonly maxAgeSeconds: number,
+    readonly maxAgeSeconds: number,
     /** Cookies only over HTTPS (the gateway terminates TLS, or its public URL is https). */
     readonly secure: boolean,
     /** How often sockets' sessions are checked for expiry or an end elsewhere. */
@@ -32,14 +41,33 @@ export class Sessions {
    * credential that opened it (an access token's expiry), so an expired token cannot live on in a cookie.
    */
   async create(user: User, path = '/'): Promise<string> {
+    const session = await this.open(user);
+    return this.cookie(session, path);
+  }
+
+  /** Opens a session for `user` (a row in the state store) without making its cookie yet. */
+  async open(user: User): Promise<OpenedSession> {
     refuseUnsafeName(user); // every login path ends here: no session for a name the gateway cannot use
     const token = randomBytes(32).toString('base64url');
-    const limit = user.expiresAt ? Math.floor((user.expiresAt - Date.now()) / 1000) : this.maxAgeSeconds;
+    const now = Date.now();
+    const limit = user.expiresAt ? Math.floor((user.expiresAt - now) / 1000) : this.maxAgeSeconds;
     const maxAge = Math.max(1, Math.min(this.maxAgeSeconds, limit));
-    await this.store.saveSession(hash(token), JSON.stringify(user), Date.now() + maxAge * 1000);
-    const attrs = [`${SESSION_COOKIE}=${token}`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
+    const session = { token, key: hash(token), expires: now + maxAge * 1000 };
+    await this.store.saveSession(session.key, JSON.stringify(user), session.expires);
+    return session;
+  }
+
+  /** The Set-Cookie value of an open session, for the time it has left. */
+  cookie(session: OpenedSession, path = '/'): string {
+    const maxAge = Math.max(1, Math.floor((session.expires - Date.now()) / 1000));
+    const attrs = [`${SESSION_COOKIE}=${session.token}`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
     if (this.secure) attrs.push('Secure');
     return attrs.join('; ');
+  }
+
+  /** Called with the stored key of each session ended here (a logout). */
+  onEnd(listener: (key: string) => void): void {
+    this.endListeners.push(listener);
   }
 
   async resolve(cookieHeader: string | undefined): Promise<User | undefined> {
@@ -54,6 +82,16 @@ export class Sessions {
   }
 
   /**
+   * Removes expired session rows now and then every `periodMs`, on the replica that serves (a
+   * standby sharing PostgreSQL never gets here: it waits for the lease before the app is built).
+   */
+  startPruning(periodMs: number, onError: (err: unknown) => void): void {
+    const run = () => void this.prune().catch(onError);
+    run();
+    this.pruning ??= setInterval(run, periodMs).unref();
+  }
+
+  /**
    * Ends the session of this Cookie header, if any: its row is removed (on every replica) and its
    * WebSockets here are closed. Returns the Set-Cookie value that clears the cookie.
    */
@@ -62,6 +100,7 @@ export class Sessions {
     if (token) {
       const key = hash(token);
       await this.store.deleteSession(key);
+      for (const listener of this.endListeners) listener(key);
       this.closeSockets(key);
     }
     const attrs = [`${SESSION_COOKIE}=`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', 'Max-Age=0'];
@@ -132,6 +171,8 @@ export class Sessions {
   /** Stops watching (the gateway is closing; its sockets close with it). */
   close(): void {
     this.stopWatch();
+    if (this.pruning) clearInterval(this.pruning);
+    this.pruning = undefined;
   }
 }
 

@@ -16,6 +16,11 @@ export class SimpleAuthenticator implements Authenticator {
     readonly bearer?: Authenticator,
   ) {}
 
+  /** A password is checked again only after a restart (which a changed auth.simple.password needs); bearer tokens as their provider says. */
+  get cacheSeconds(): number | undefined {
+    return this.bearer?.cacheSeconds;
+  }
+
   async authenticate(authorization: string): Promise<User | null> {
     const { scheme, credentials } = splitAuthorization(authorization);
     if (scheme === 'bearer' && this.bearer) return this.bearer.authenticate(authorization);
