@@ -84,12 +84,14 @@ function stepBackendNames(config: ResolvedConfig, mainKind: string): string[] {
   return names;
 }
 
-export function makeLogger(level: string): FastifyBaseLogger {
-  return pino({
+/** The gateway's logger: JSON lines on stdout, or on `destination` (tests read what is logged). */
+export function makeLogger(level: string, destination?: pino.DestinationStream): FastifyBaseLogger {
+  const options = {
     level,
     base: { service: 'af-gateway' },
     redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'headers.cookie', 'token', 'tls_key'], censor: '[redacted]' },
-  }) as unknown as FastifyBaseLogger;
+  };
+  return (destination ? pino(options, destination) : pino(options)) as unknown as FastifyBaseLogger;
 }
 
 export async function startGateway(config: ResolvedConfig, logger = makeLogger(config.log_level)): Promise<RunningGateway> {
