@@ -22,6 +22,7 @@ import json
 import os
 import pwd
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -84,6 +85,9 @@ class Adapter:
     def orphans(self) -> tuple[str, str]:
         """Makes (an orphan of alice's the gateway has no record of, another user's look-alike of it)."""
         raise NotImplementedError
+
+    def while_down(self) -> None:
+        """Between the kill -9 and the restart (the local backend's orphan is forgotten by the state here)."""
 
     def exists(self, oid: str) -> bool:
         raise NotImplementedError
@@ -285,26 +289,61 @@ class LocalAdapter(Adapter):
     def kill_worker(self, wid):
         os.kill(int(wid), signal.SIGKILL)
 
+    def _titled(self, user: str, title: str) -> psutil.Process:
+        """A process of af-<user>'s own (not launched by the gateway) whose command line is exactly `title`."""
+        code = "import sys, time, setproctitle; setproctitle.setproctitle(sys.argv[1]); time.sleep(600)"
+        pw = pwd.getpwnam(f"af-{user}")
+        p = subprocess.Popen([str(REPO / ".venv" / "bin" / "python"), "-c", code, title], user=pw.pw_uid, group=pw.pw_gid, extra_groups=[],
+                             start_new_session=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        proc = psutil.Process(p.pid)
+        wait_until(lambda: " ".join(proc.cmdline()).strip() == title, 10, lambda: f"{title!r} shown by process {p.pid}: {proc.cmdline()}")
+        self._made.append(p)
+        return proc
+
     def orphans(self):
-        # A worker process of alice's named like the gateway's whose cluster the state does not know, and
-        # the same as mallory's.
-        procs = []
-        for user in ("alice", "mallory"):
-            procs.append(subprocess.Popen(["runuser", "-u", f"af-{user}", "--", "bash", "-c", f"exec -a 'af-gateway: worker orphan w-1 ({user})' sleep 600"],
-                                          start_new_session=True, cwd="/"))
-        self._orphans = procs
-        time.sleep(0.5)
-        return tuple(str(p.pid) for p in procs)
+        # A real orphan: alice's cluster (its scheduler and worker launched by this gateway, as af-alice)
+        # whose record the state loses while the gateway is down (while_down): after the restart no
+        # cluster owns them. The look-alikes: alice's own process titled exactly as the orphan's worker
+        # (a forgery of what ps shows) and mallory's the same; neither was launched by the gateway.
+        self._made = []
+        r = requests.post(f"{self.gw.url}/api/v1/clusters/", json={"cluster_options": {}}, auth=("alice", ""), timeout=60)
+        assert r.status_code == 201, r.text
+        self._cluster = r.json()["name"]
+        wait_until(lambda: self.gw.af_cluster(self._cluster)["status"] == "RUNNING", 60,
+                   lambda: f"cluster {self._cluster} running: {self.gw.af_cluster(self._cluster)}")
+        r = requests.post(f"{self.gw.url}/api/v1/clusters/{self._cluster}/scale", json={"count": 1}, auth=("alice", ""), timeout=30)
+        assert r.status_code == 200, r.text
+        (wid,) = _running_workers(self, self._cluster, 1)
+        self._orphan = [psutil.Process(int(self.scheduler(self._cluster))), psutil.Process(int(wid))]
+        title = " ".join(self._orphan[1].cmdline()).split(" [")[0]  # `af-gateway: worker <cluster> <worker> (alice)`
+        assert title.startswith(f"af-gateway: worker {self._cluster} ") and title.endswith(" (alice)"), title
+        self._lookalikes = [self._titled("alice", title), self._titled("mallory", title)]
+        return "orphan", "look-alikes"
+
+    def while_down(self):
+        db = sqlite3.connect(Path(self.gw.config["data_dir"]) / "state.sqlite")
+        with db:
+            db.execute("DELETE FROM workers WHERE cluster = ?", (self._cluster,))
+            assert db.execute("DELETE FROM clusters WHERE name = ?", (self._cluster,)).rowcount == 1
+        db.close()
 
     def exists(self, oid):
-        p = next(p for p in self._orphans if str(p.pid) == oid)
-        return p.poll() is None
+        procs = self._orphan if oid == "orphan" else self._lookalikes
+        live = [p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs]
+        # the orphan: any of its processes; the look-alikes: each of them
+        return any(live) if oid == "orphan" else all(live)
 
     def remove(self, oid):
-        p = next(p for p in self._orphans if str(p.pid) == oid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
+        if oid == "orphan":
+            for p in self._orphan:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if p.is_running():
+                        os.killpg(p.pid, signal.SIGKILL)
+            return
+        for p in self._made:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
 
 
 # --- one system and one gateway per backend -----------------------------------------------------------
@@ -518,6 +557,7 @@ def _orphans_removed(b: Adapter) -> None:
     try:
         assert b.exists(orphan) and b.exists(lookalike)
         b.kill9()
+        b.while_down()
         b.gw.start()
         wait_until(lambda: not b.exists(orphan), 60, lambda: f"{b.name}: the orphan {orphan} removed; log: {b.gw.log.read_text()[-3000:]}")
         assert b.exists(lookalike), f"{b.name}: the look-alike {lookalike} was removed"
@@ -526,11 +566,7 @@ def _orphans_removed(b: Adapter) -> None:
             b.remove(o)
 
 
-def test_after_a_restart_an_orphan_is_removed_and_another_users_look_alike_is_not(backend, request):
-    if backend.name == "local":
-        # The local backend has no orphan removal (backends/local has no removeOrphans): a process left
-        # by a crash is not found after a restart. The contract's attempt is made and must fail.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="local backend: no orphan removal after a restart"))
+def test_after_a_restart_an_orphan_is_removed_and_another_users_look_alike_is_not(backend):
     _orphans_removed(backend)
 
 
