@@ -969,10 +969,13 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       else if ((c.groupTargets[w.group] ?? 0) > 0 || this.overflowInto(c, w.group) > 0) {
         // (and it takes no more overflow: the groups that overflow into it wait in their own queues)
         const took = this.overflowInto(c, w.group) > 0;
+        // (an adaptive group would be scaled up again at the next heartbeat, and fail again: its adaptive scaling goes too)
+        const adaptive = c.groupAdaptive?.[w.group] !== undefined;
         c.groupTargets = { ...c.groupTargets, [w.group]: 0 };
+        this.stopAdapting(c, w.group);
         c.overflow = Object.fromEntries(Object.entries(c.overflow ?? {}).filter(([source]) => this.overflows.get(source)?.group !== w.group));
         if (took) (entry!.overflowBroken ??= new Set()).add(w.group);
-        const more = took ? ', and takes no overflow until it is scaled again' : '';
+        const more = `${adaptive ? ' (adaptive scaling off)' : ''}${took ? ', and takes no overflow until it is scaled again' : ''}`;
         entry?.groupFailures.delete(w.group);
         entry?.groupMessages.set(w.group, `${why}; the group was scaled to 0${more}`);
         c.message = `worker group ${w.group}: ${why}; the group was scaled to 0${more}`;

@@ -199,6 +199,23 @@ describe('adaptive worker groups', () => {
     expect(group(m, c, 'big').target).toBe(1);
   });
 
+  it('turn off when the group keeps failing to start, instead of starting failing workers again at every heartbeat', async () => {
+    const m = await manager();
+    const c = await running(m);
+    hpc.failStarts = () => 'sbatch: Invalid account';
+    await m.adaptGroup(c.name, 'hpc', 0, 4, true);
+    await report(m, c, { hpc: 3 });
+    await advance(CLUSTER.check_period * 3);
+    expect(group(m, c, 'hpc')).toMatchObject({ target: 0, adaptive: null, starting: 0 });
+    expect(group(m, c, 'hpc').message).toMatch(/3 workers in a row failed to start; .*Invalid account; the group was scaled to 0 \(adaptive scaling off\)$/);
+    const starts = hpc.calls.startWorkers.length;
+    await report(m, c, { hpc: 3 });
+    await advance(WINDOW);
+    expect(group(m, c, 'hpc').target).toBe(0);
+    expect(hpc.calls.startWorkers).toHaveLength(starts);
+    expect(c.status).toBe('RUNNING');
+  });
+
   it("map default to the dask-gateway adapt: the scheduler's own loop sizes it", async () => {
     const m = await manager({ cluster: { ...CLUSTER, max_workers: 5 } });
     const c = await running(m);
