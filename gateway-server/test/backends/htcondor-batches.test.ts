@@ -7,6 +7,8 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HTCondorBackend } from '../../src/backends/htcondor/htcondor-backend.js';
+import type { LocalBackend } from '../../src/backends/local/local-backend.js';
+import { makeLogger } from '../../src/server.js';
 import type { AccountResolver } from '../../src/accounts/accounts.js';
 import type { BackendHandle, WorkerRecord } from '../../src/clusters/model.js';
 import { condorTestBackend, condorTestCluster, condorTestConfig } from '../support/htcondor-config.js';
@@ -141,5 +143,26 @@ describe('the HTCondor backend takes lists', () => {
     expect(calls().sort()).toEqual([`af-alice condor_rm ${alice[0]!.job} ${alice[1]!.job}`, `af-bob condor_rm ${bob[0]!.job}`]);
     await b.stop([]);
     expect(calls()).toHaveLength(2);
+  });
+
+  it('after a restart, also has the local backend look for the orphaned schedulers it ran next to the gateway, telling it the live ones', async () => {
+    const data = mkdtempSync(join(dir, 'data-'));
+    mkdirSync(join(data, 'clusters'));
+    const asked: BackendHandle[][] = [];
+    const local = { removeOrphans: async (live: BackendHandle[]) => void asked.push(live) } as unknown as LocalBackend;
+    const b = new HTCondorBackend({
+      config: { ...config, command_prefix: [standin, '--as={account}'], scheduler_in_job: false },
+      accounts,
+      local,
+      python: '/opt/python',
+      dataDir: data,
+      log: makeLogger('silent'),
+    });
+    const [worker] = (await b.startWorkers(launchesOf(b, 'c11', 'alice', ['c11-a']))) as BackendHandle[];
+    const scheduler = { kind: 'local', pid: 4242, startTicks: '77', cluster: 'c11', worker: '', log: '' } as unknown as BackendHandle;
+    await b.removeOrphans([worker!, scheduler]);
+    expect(asked).toEqual([[scheduler]]);
+    // the jobs were looked for as well
+    expect(calls().some((l) => l.includes('condor_q'))).toBe(true);
   });
 });

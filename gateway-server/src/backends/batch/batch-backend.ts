@@ -151,7 +151,22 @@ export abstract class BatchBackend<H extends BatchJobHandle> implements Backend 
   protected abstract lookUpHosts(h: H): Promise<Set<string>>;
   /** What runs a job handle, for people. */
   protected abstract describeJob(h: H): string;
-  abstract removeOrphans(live: BackendHandle[]): Promise<void>;
+  /** After a restart: removes this gateway's jobs that no live handle refers to. */
+  protected abstract removeOrphanJobs(live: BackendHandle[]): Promise<void>;
+
+  /**
+   * After a restart: this backend's orphaned jobs, and the orphaned schedulers it ran next to the
+   * gateway through the local backend (which the engine never asks itself when the main backend is a
+   * batch system and schedulers run next to it). The local backend's search is safe to run more than once.
+   */
+  async removeOrphans(live: BackendHandle[]): Promise<void> {
+    const failures: unknown[] = [];
+    await Promise.all([
+      this.removeOrphanJobs(live).catch((err: unknown) => failures.push(err)),
+      this.schedulerInJob ? undefined : this.batch.local.removeOrphans(live.filter((h) => !this.isJob(h))).catch((err: unknown) => failures.push(err)),
+    ]);
+    if (failures.length) throw failures[0];
+  }
 
   /** The account a user's jobs run as. */
   protected account(user: string | undefined): Promise<UserAccount> {

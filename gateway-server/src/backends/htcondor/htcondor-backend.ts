@@ -313,7 +313,7 @@ export class HTCondorBackend extends BatchBackend<JobHandle> {
     }
   }
 
-  async removeOrphans(live: BackendHandle[]): Promise<void> {
+  protected async removeOrphanJobs(live: BackendHandle[]): Promise<void> {
     const queued = await this.queue();
     const keep = new Set(live.filter((h) => this.isJob(h)).map((h) => h.job));
     // Workflow steps are the workflow engine's: it adopts them after a restart.

@@ -332,7 +332,7 @@ export class SlurmBackend extends BatchBackend<SlurmHandle> {
    * is not the gateway's (anyone can name a job like the gateway's) and is left alone, in
    * single-user mode too (the account is then the gateway's own, which may be an operator's).
    */
-  async removeOrphans(live: BackendHandle[]): Promise<void> {
+  protected async removeOrphanJobs(live: BackendHandle[]): Promise<void> {
     const keep = new Set(live.filter((h) => this.isJob(h)).map((h) => h.job));
     const prefix = `${this.instance}.`;
     const queued = await this.queue(null, 'PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED,REQUEUE_HOLD,RESIZING,STOPPED', true);
