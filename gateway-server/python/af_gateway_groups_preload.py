@@ -13,6 +13,9 @@
 #    period later. The gateway decides what to do with it (the group's adaptive range, the limits);
 #  - once it knows the groups, the dask_gateway client's adaptive scaling sizes default from default's
 #    workers and the tasks default can run (no resource restrictions), not from every task and worker.
+#  - a worker's arrival or departure wakes the heartbeat within a fraction of a second (gathered:
+#    many in a short time make one heartbeat), so the gateway and the Lab see workers as they join
+#    and leave instead of up to a heartbeat period later; heartbeats stay the liveness signal.
 # Everything here runs as the cluster's owner: the gateway trusts none of what it reports.
 import asyncio
 import collections
@@ -233,6 +236,47 @@ async def _adapt_loop(self):
         await asyncio.sleep(self.adaptive_period)
 
 
+# Workers that come or go within this time are reported in one heartbeat.
+_NEWS_DELAY = 0.2
+
+
+def _news(service):
+    if getattr(service, "_af_news", None) is None:
+        service._af_news = asyncio.ensure_future(_send_news(service))
+
+
+async def _send_news(service):
+    try:
+        await asyncio.sleep(_NEWS_DELAY)
+        # A heartbeat on its way now was written before the news: wait until the loop sleeps again
+        # (bounded: a gateway that is down keeps its back-off).
+        for _ in range(100):
+            task = service.waiter.task
+            if task is not None and not task.done():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            return
+        service._af_news = None
+        await service.waiter.interrupt()
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        _log.warning("Could not report a worker's arrival or departure", exc_info=True)
+    finally:
+        service._af_news = None
+
+
+def _worker_added(self, worker_address):
+    _Service._af_original_worker_added(self, worker_address)
+    _news(self)
+
+
+def _worker_removed(self, worker_address):
+    _Service._af_original_worker_removed(self, worker_address)
+    _news(self)
+
+
 def _stop(self):
     task = getattr(self, "_af_demand_task", None)
     if task is not None:
@@ -255,6 +299,9 @@ if not hasattr(_Comm, "_af_original_post"):
     _Comm._af_original_post = _Comm.post
 if not hasattr(_Service, "_af_original_stop"):
     _Service._af_original_stop = _Service.stop
+if not hasattr(_Service, "_af_original_worker_added"):
+    _Service._af_original_worker_added = _Service.worker_added
+    _Service._af_original_worker_removed = _Service.worker_removed
 
 
 @web.authenticated
@@ -287,4 +334,6 @@ if not getattr(_Service, "_af_worker_groups", False):
     _Service.heartbeat = _heartbeat
     _Service.adapt_loop = _adapt_loop
     _Service.stop = _stop
+    _Service.worker_added = _worker_added
+    _Service.worker_removed = _worker_removed
     _Comm.post = _comm_post
