@@ -13,6 +13,14 @@ export const SESSION_COOKIE = 'af-gateway-session';
 
 const hash = (token: string) => createHash('sha256').update(token).digest('hex');
 
+/**
+ * A session read from the store is taken from memory for this long (never past its end), so a
+ * client sending its cookie on every request costs a store read every 10 s, not each time. Ended
+ * here (a logout), it is forgotten at once; ended by another replica or in the database, within this.
+ */
+const LOOKUP_MS = 10_000;
+const LOOKUP_MAX = 10_000;
+
 /** A session opened in the state store: its cookie value, stored key and end. */
 export interface OpenedSession {
   token: string;
@@ -26,6 +34,10 @@ export class Sessions {
   private watch: NodeJS.Timeout | undefined;
   private pruning: NodeJS.Timeout | undefined;
   private readonly endListeners: ((key: string) => void)[] = [];
+  /** Sessions looked up lately by stored key, least recently used first. */
+  private readonly looked = new Map<string, { user: User; until: number }>();
+  /** Counts logouts begun and finished here: a lookup that overlapped one is not remembered. */
+  private ends = 0;
 
   constructor(
     private readonly store: StateStore,
@@ -73,8 +85,27 @@ export class Sessions {
   async resolve(cookieHeader: string | undefined): Promise<User | undefined> {
     const token = readCookie(cookieHeader, SESSION_COOKIE);
     if (!token) return undefined;
-    const json = await this.store.findSession(hash(token), Date.now());
-    return json ? (JSON.parse(json) as User) : undefined;
+    const key = hash(token);
+    const now = Date.now();
+    const hit = this.looked.get(key);
+    if (hit) {
+      this.looked.delete(key);
+      if (hit.until > now) {
+        this.looked.set(key, hit);
+        return hit.user;
+      }
+    }
+    const ends = this.ends;
+    const row = await this.store.findSession(key, now);
+    if (!row) return undefined;
+    const user = JSON.parse(row.user) as User;
+    if (ends === this.ends) this.remember(key, user, row.expires, now);
+    return user;
+  }
+
+  private remember(key: string, user: User, expires: number, now: number): void {
+    while (this.looked.size >= LOOKUP_MAX) this.looked.delete(this.looked.keys().next().value!);
+    this.looked.set(key, { user, until: Math.min(expires, now + LOOKUP_MS) });
   }
 
   prune(): Promise<void> {
@@ -99,7 +130,10 @@ export class Sessions {
     const token = readCookie(cookieHeader, SESSION_COOKIE);
     if (token) {
       const key = hash(token);
+      this.ends++;
       await this.store.deleteSession(key);
+      this.ends++;
+      this.looked.delete(key);
       for (const listener of this.endListeners) listener(key);
       this.closeSockets(key);
     }

@@ -17,6 +17,7 @@ import {
   type ClusterRow,
   type Leadership,
   type StateStore,
+  type StoredSession,
   type WorkflowRunKey,
   type WorkflowRunRow,
   MIGRATIONS,
@@ -206,9 +207,12 @@ export class PostgresStore implements StateStore {
     );
   }
 
-  async findSession(tokenHash: string, now: number): Promise<string | undefined> {
-    const [row] = await this.read<{ user: string }>('SELECT "user" FROM sessions WHERE token_hash = $1 AND expires > $2', [tokenHash, now]);
-    return row?.user;
+  async findSession(tokenHash: string, now: number): Promise<StoredSession | undefined> {
+    const [row] = await this.read<{ user: string; expires: string }>('SELECT "user", expires FROM sessions WHERE token_hash = $1 AND expires > $2', [
+      tokenHash,
+      now,
+    ]);
+    return row && { user: row.user, expires: Number(row.expires) };
   }
 
   pruneSessions(now: number): Promise<void> {

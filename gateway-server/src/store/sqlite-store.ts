@@ -14,6 +14,7 @@ import {
   type ClusterRow,
   type Leadership,
   type StateStore,
+  type StoredSession,
   type WorkflowRunKey,
   type WorkflowRunRow,
   MIGRATIONS,
@@ -23,6 +24,7 @@ export class SqliteStore implements StateStore {
   readonly kind = 'sqlite';
   readonly identity: string;
   private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(
     file: string,
@@ -54,6 +56,17 @@ export class SqliteStore implements StateStore {
     }
   }
 
+  /**
+   * The prepared statement of this SQL, compiled once: preparing costs more than running a
+   * statement that reads one row by its key (a session looked up per request). The texts are this
+   * file's, a few dozen at most (IN lists vary only with the number of statuses asked for).
+   */
+  private sql(text: string): Database.Statement {
+    let stmt = this.statements.get(text);
+    if (!stmt) this.statements.set(text, (stmt = this.db.prepare(text)));
+    return stmt;
+  }
+
   /** Writes reach the file before their call returns. */
   async flush(): Promise<void> {}
 
@@ -69,28 +82,26 @@ export class SqliteStore implements StateStore {
   // --- clusters -------------------------------------------------------------------------------
 
   async saveCluster(c: ClusterRecord): Promise<void> {
-    this.db
-      .prepare(
-        `INSERT INTO clusters (name, username, status, start_time, stop_time, data, secrets)
+    this.sql(
+      `INSERT INTO clusters (name, username, status, start_time, stop_time, data, secrets)
          VALUES (@name, @username, @status, @start_time, @stop_time, @data, @secrets)
          ON CONFLICT (name) DO UPDATE SET status = excluded.status, stop_time = excluded.stop_time,
            data = excluded.data, secrets = excluded.secrets`,
-      )
-      .run(clusterToRow(c, this.box));
+    ).run(clusterToRow(c, this.box));
   }
 
   async loadClusters(statuses: readonly ClusterStatus[], username?: string): Promise<ClusterRecord[]> {
     const marks = statuses.map(() => '?').join(',');
     const rows = (
       username === undefined
-        ? this.db.prepare(`SELECT * FROM clusters WHERE status IN (${marks}) ORDER BY start_time`).all(...statuses)
-        : this.db.prepare(`SELECT * FROM clusters WHERE username = ? AND status IN (${marks}) ORDER BY start_time`).all(username, ...statuses)
+        ? this.sql(`SELECT * FROM clusters WHERE status IN (${marks}) ORDER BY start_time`).all(...statuses)
+        : this.sql(`SELECT * FROM clusters WHERE username = ? AND status IN (${marks}) ORDER BY start_time`).all(username, ...statuses)
     ) as ClusterRow[];
     return rows.map((r) => rowToCluster(r, this.box));
   }
 
   async loadCluster(name: string): Promise<ClusterRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(name) as ClusterRow | undefined;
+    const row = this.sql('SELECT * FROM clusters WHERE name = ?').get(name) as ClusterRow | undefined;
     return row && rowToCluster(row, this.box);
   }
 
@@ -98,16 +109,14 @@ export class SqliteStore implements StateStore {
 
   async saveWorker(w: WorkerRecord): Promise<void> {
     const r = workerToRow(w);
-    this.db
-      .prepare(
-        `INSERT INTO workers (cluster, name, status, data) VALUES (?, ?, ?, ?)
+    this.sql(
+      `INSERT INTO workers (cluster, name, status, data) VALUES (?, ?, ?, ?)
          ON CONFLICT (cluster, name) DO UPDATE SET status = excluded.status, data = excluded.data`,
-      )
-      .run(r.cluster, r.name, r.status, r.data);
+    ).run(r.cluster, r.name, r.status, r.data);
   }
 
   async loadWorkers(cluster: string): Promise<WorkerRecord[]> {
-    const rows = this.db.prepare('SELECT * FROM workers WHERE cluster = ? ORDER BY rowid').all(cluster) as {
+    const rows = this.sql('SELECT * FROM workers WHERE cluster = ? ORDER BY rowid').all(cluster) as {
       cluster: string;
       name: string;
       status: string;
@@ -119,47 +128,49 @@ export class SqliteStore implements StateStore {
   // --- sessions -------------------------------------------------------------------------------
 
   async saveSession(tokenHash: string, user: string, expires: number): Promise<void> {
-    this.db.prepare('INSERT OR REPLACE INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)').run(tokenHash, user, expires);
+    this.sql('INSERT OR REPLACE INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)').run(tokenHash, user, expires);
   }
 
-  async findSession(tokenHash: string, now: number): Promise<string | undefined> {
-    const row = this.db.prepare('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as { user: string; expires: number } | undefined;
-    return row && row.expires > now ? row.user : undefined;
+  async findSession(tokenHash: string, now: number): Promise<StoredSession | undefined> {
+    const row = this.sql('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as StoredSession | undefined;
+    return row && row.expires > now ? { user: row.user, expires: Number(row.expires) } : undefined;
   }
 
   async pruneSessions(now: number): Promise<void> {
-    this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now);
+    this.sql('DELETE FROM sessions WHERE expires <= ?').run(now);
   }
 
   async deleteSession(tokenHash: string): Promise<void> {
-    this.db.prepare('DELETE FROM sessions WHERE token_hash = ?').run(tokenHash);
+    this.sql('DELETE FROM sessions WHERE token_hash = ?').run(tokenHash);
   }
 
   // --- the token broker's per-user state: facts in clear, tokens sealed ---------------------------
 
   async saveTokens(username: string, data: object, secrets: object): Promise<void> {
-    this.db
-      .prepare('INSERT OR REPLACE INTO tokens (username, data, secrets) VALUES (?, ?, ?)')
-      .run(username, JSON.stringify(data), this.box.seal(JSON.stringify(secrets)));
+    this.sql('INSERT OR REPLACE INTO tokens (username, data, secrets) VALUES (?, ?, ?)').run(
+      username,
+      JSON.stringify(data),
+      this.box.seal(JSON.stringify(secrets)),
+    );
   }
 
   async loadTokens(): Promise<{ username: string; data: unknown; secrets: unknown }[]> {
-    const rows = this.db.prepare('SELECT * FROM tokens').all() as { username: string; data: string; secrets: string }[];
+    const rows = this.sql('SELECT * FROM tokens').all() as { username: string; data: string; secrets: string }[];
     return rows.map((r) => ({ username: r.username, data: JSON.parse(r.data), secrets: JSON.parse(this.box.open(r.secrets)) }));
   }
 
   async deleteTokens(username: string): Promise<void> {
-    this.db.prepare('DELETE FROM tokens WHERE username = ?').run(username);
+    this.sql('DELETE FROM tokens WHERE username = ?').run(username);
   }
 
   // --- workflow runs ----------------------------------------------------------------------------
 
   async saveWorkflow(run: WorkflowRunKey, data: object, nodes: { id: string; seq: number }[] = [], spec?: object): Promise<void> {
-    const runStmt = this.db.prepare(
+    const runStmt = this.sql(
       `INSERT INTO workflow_runs (id, username, status, created, data, spec) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`,
     );
-    const nodeStmt = this.db.prepare(
+    const nodeStmt = this.sql(
       `INSERT INTO workflow_nodes (run, id, seq, data) VALUES (?, ?, ?, ?)
        ON CONFLICT (run, id) DO UPDATE SET data = excluded.data`,
     );
@@ -180,29 +191,29 @@ export class SqliteStore implements StateStore {
       where.push('username = ?');
       args.push(username);
     }
-    const rows = this.db
-      .prepare(`SELECT id, username, status, created, data FROM workflow_runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created DESC`)
-      .all(...args) as { id: string; username: string; status: string; created: number; data: string }[];
+    const rows = this.sql(
+      `SELECT id, username, status, created, data FROM workflow_runs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created DESC`,
+    ).all(...args) as { id: string; username: string; status: string; created: number; data: string }[];
     return rows.map((r) => ({ ...r, data: JSON.parse(r.data) as unknown }));
   }
 
   async loadWorkflowRun(id: string): Promise<(WorkflowRunRow & { spec: unknown }) | undefined> {
-    const r = this.db.prepare('SELECT id, username, status, created, data, spec FROM workflow_runs WHERE id = ?').get(id) as
+    const r = this.sql('SELECT id, username, status, created, data, spec FROM workflow_runs WHERE id = ?').get(id) as
       { id: string; username: string; status: string; created: number; data: string; spec: string } | undefined;
     return r && { ...r, data: JSON.parse(r.data) as unknown, spec: JSON.parse(r.spec) as unknown };
   }
 
   async loadWorkflowNodes(run: string): Promise<unknown[]> {
-    const rows = this.db.prepare('SELECT data FROM workflow_nodes WHERE run = ? ORDER BY seq').all(run) as { data: string }[];
+    const rows = this.sql('SELECT data FROM workflow_nodes WHERE run = ? ORDER BY seq').all(run) as { data: string }[];
     return rows.map((r) => JSON.parse(r.data) as unknown);
   }
 
   async deleteWorkflow(id: string): Promise<void> {
-    this.db.prepare('DELETE FROM workflow_runs WHERE id = ?').run(id);
+    this.sql('DELETE FROM workflow_runs WHERE id = ?').run(id);
   }
 
   async countByStatus(): Promise<Record<string, number>> {
-    const rows = this.db.prepare('SELECT status, count(*) AS n FROM clusters GROUP BY status').all() as { status: string; n: number }[];
+    const rows = this.sql('SELECT status, count(*) AS n FROM clusters GROUP BY status').all() as { status: string; n: number }[];
     return Object.fromEntries(rows.map((r) => [r.status, r.n]));
   }
 }

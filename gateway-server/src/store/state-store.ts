@@ -19,6 +19,12 @@ export interface WorkflowRunRow extends WorkflowRunKey {
   data: unknown;
 }
 
+/** A login session as stored: the JSON of its user and when it expires (ms since the epoch). */
+export interface StoredSession {
+  user: string;
+  expires: number;
+}
+
 export interface Leadership {
   /** Called (once) when this replica can no longer be sure it is the only one serving. */
   onLost(listener: (reason: string) => void): void;
@@ -43,7 +49,8 @@ export interface StateStore {
 
   /** `user` is the JSON of the authenticated identity (name, groups): no secret. */
   saveSession(tokenHash: string, user: string, expires: number): Promise<void>;
-  findSession(tokenHash: string, now: number): Promise<string | undefined>;
+  /** The session of this hash unless it expired by `now`. */
+  findSession(tokenHash: string, now: number): Promise<StoredSession | undefined>;
   pruneSessions(now: number): Promise<void>;
   /** Removes one session (a logout). */
   deleteSession(tokenHash: string): Promise<void>;

@@ -269,6 +269,34 @@ describe('a hostile user with what they know of another', () => {
   });
 });
 
+describe('a cookie sent on every request', () => {
+  it('is read from the store once per 10 s; a logout here forgets it at once, one on another replica within 10 s', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+    let reads = 0;
+    const find = store.findSession.bind(store);
+    store.findSession = (key, now) => {
+      reads++;
+      return find(key, now);
+    };
+    const other = new Sessions(store, 3600, false); // another replica on the same state
+    const cookie = cookieOf(await other.create({ name: 'alice', groups: [], admin: false }))!;
+    for (let i = 0; i < 100; i++) expect((await sessions.resolve(cookie))?.name).toBe('alice');
+    expect(reads).toBe(1);
+    vi.advanceTimersByTime(10_001);
+    expect((await sessions.resolve(cookie))?.name).toBe('alice');
+    expect(reads).toBe(2);
+    await other.end(cookie); // ended over there
+    vi.advanceTimersByTime(10_001);
+    expect(await sessions.resolve(cookie)).toBeUndefined();
+    // ended here: refused on the next request
+    const mine = cookieOf(await sessions.create({ name: 'bob', groups: [], admin: false }))!;
+    expect((await sessions.resolve(mine))?.name).toBe('bob');
+    await sessions.end(mine);
+    expect(await sessions.resolve(mine)).toBeUndefined();
+    other.close();
+  });
+});
+
 describe('session rows', () => {
   it('expire and are pruned: at once when pruning starts, then every period', async () => {
     const now = Date.now();
@@ -280,7 +308,7 @@ describe('session rows', () => {
     });
     expect(sessionRows()).toBe(2);
     await vi.waitFor(() => expect(sessionRows()).toBe(1), { timeout: 3000, interval: 50 });
-    expect(await store.findSession('live', Date.now())).toBe('{"name":"bob"}');
+    expect((await store.findSession('live', Date.now()))?.user).toBe('{"name":"bob"}');
   });
 
   it('through the gateway: many Basic requests without a cookie leave one row', async () => {

@@ -160,11 +160,11 @@ describe.each(kinds)('state store: $kind', ({ kind, fresh }) => {
     const { store } = await open();
     await store.saveSession('h1', '{"name":"alice"}', 2000);
     await store.saveSession('h2', '{"name":"bob"}', 5000);
-    expect(await store.findSession('h1', 1000)).toBe('{"name":"alice"}');
+    expect(await store.findSession('h1', 1000)).toEqual({ user: '{"name":"alice"}', expires: 2000 });
     expect(await store.findSession('h1', 3000)).toBeUndefined();
     await store.pruneSessions(3000);
     expect(await store.findSession('h1', 1000)).toBeUndefined();
-    expect(await store.findSession('h2', 3000)).toBe('{"name":"bob"}');
+    expect(await store.findSession('h2', 3000)).toEqual({ user: '{"name":"bob"}', expires: 5000 });
     await store.deleteSession('h2'); // a logout
     expect(await store.findSession('h2', 3000)).toBeUndefined();
   });
@@ -256,7 +256,7 @@ describe('PostgreSQL specifics', () => {
     const both = await Promise.all([0, 1].map(() => PostgresStore.open({ url, poolSize: 2, box: newKey(), warn })));
     opened.push(...both);
     await both[0]!.saveSession('h', 'u', 10);
-    expect(await both[1]!.findSession('h', 1)).toBe('u');
+    expect(await both[1]!.findSession('h', 1)).toEqual({ user: 'u', expires: 10 });
   });
 
   it('one replica holds the lease; a standby takes over the moment the holder goes', async () => {
