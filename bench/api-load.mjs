@@ -42,8 +42,13 @@ const statuses = {};
 let errors = 0;
 let cookiesSeen = 0;
 
+let warmupRequests = 0;
+
 function record(startNs, status, setCookie) {
-  if (!measuring) return;
+  if (!measuring) {
+    if (!done) warmupRequests++;
+    return;
+  }
   const us = Number(process.hrtime.bigint() - startNs) / 1000;
   hist[Math.min(hist.length - 1, Math.floor(us / BUCKET_US))]++;
   count++;
@@ -153,6 +158,7 @@ process.stdout.write(
     connections,
     seconds: elapsed,
     requests: count,
+    warmup_requests: warmupRequests,
     rps: count / elapsed,
     p50_ms: percentile(50),
     p90_ms: percentile(90),

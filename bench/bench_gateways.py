@@ -781,44 +781,26 @@ class Runner:
         _KEEPALIVE.append(self.client_gateway)
 
     # -- the API -----------------------------------------------------------
-    def api(self, args, results: dict) -> None:
-        """Authenticated list/get/options at API_CONNECTIONS connections, Basic and cookie."""
+    def api_prepare(self) -> dict:
+        """A running cluster to GET, and the two ways of calling: Basic, and a session cookie."""
         import base64
 
         import requests
 
         label = self.gw.label
         cluster, client, _, _ = self.new_cluster()
-        try:
-            basic = "Basic " + base64.b64encode(b"bench:").decode()
-            paths = ["/api/v1/clusters/", f"/api/v1/clusters/{cluster.name}", "/api/v1/options"]
-            for p in paths:  # every path answers 200 before anything is timed
-                r = requests.get(self.gw.address + p, headers={"Authorization": basic}, timeout=10)
-                if r.status_code != 200:
-                    raise BenchError(f"{label}: GET {p} answered {r.status_code}: {r.text[:200]}")
-            first = requests.get(self.gw.address + paths[0], headers={"Authorization": basic}, timeout=10)
-            cookie = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
-            if not cookie:
-                raise BenchError(f"{label}: no session cookie in the answer to a Basic request")
-            log_size0 = self.gw.log_bytes()
-            for key, header in (("api_basic", f"Authorization: {basic}"), ("api_cookie", f"Cookie: {cookie}")):
-                for i in range(args.api_repeat):
-                    run = self.api_load(header, paths, args.api_seconds)
-                    results[key].append(run)
-                    log(
-                        f"{label}: {key} {i + 1}/{args.api_repeat}: {run['rps']:.0f} req/s, "
-                        f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
-                        f"statuses {run['statuses']}, errors {run['errors']}, gateway CPU {run['gateway_cpu_s']:.1f} s"
-                    )
-                    bad = {s: n for s, n in run["statuses"].items() if s != "200"}
-                    if bad or run["errors"]:
-                        raise BenchError(f"{label}: {key}: non-200 answers {bad} or {run['errors']} errors")
-            results["api_log_bytes"] = self.gw.log_bytes() - log_size0
-            results["api_requests"] = sum(r["requests"] for k in ("api_basic", "api_cookie") for r in results[k])
-            results["api_state"] = self.gw.state_facts()
-            log(f"{label}: {results['api_requests']} requests logged {results['api_log_bytes']} bytes; state: {results['api_state']}")
-        finally:
-            self.shutdown_cluster(cluster, client)
+        self.api_cluster = (cluster, client)
+        basic = "Basic " + base64.b64encode(b"bench:").decode()
+        paths = ["/api/v1/clusters/", f"/api/v1/clusters/{cluster.name}", "/api/v1/options"]
+        for p in paths:  # every path answers 200 before anything is timed
+            r = requests.get(self.gw.address + p, headers={"Authorization": basic}, timeout=10)
+            if r.status_code != 200:
+                raise BenchError(f"{label}: GET {p} answered {r.status_code}: {r.text[:200]}")
+        first = requests.get(self.gw.address + paths[0], headers={"Authorization": basic}, timeout=10)
+        cookie = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
+        if not cookie:
+            raise BenchError(f"{label}: no session cookie in the answer to a Basic request")
+        return {"paths": paths, "api_basic": f"Authorization: {basic}", "api_cookie": f"Cookie: {cookie}"}
 
     def api_load(self, header: str, paths: list[str], seconds: float) -> dict:
         cmd = [self.gw.node_for_loader, str(API_LOADER), "--port", str(self.gw.port),
@@ -827,12 +809,16 @@ class Runner:
         for p in paths:
             cmd += ["--path", p]
         cpu0 = self.gw.cpu_seconds()
+        load = os.getloadavg()[0]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
         if out.returncode != 0:
             raise BenchError(f"{self.gw.label}: the API loader failed: {out.stderr[-500:]}")
         run = json.loads(out.stdout)
         # the gateway's CPU over warm-up and measurement, per measured second
         run["gateway_cpu_s"] = self.gw.cpu_seconds() - cpu0
+        # CPU per request depends little on what else the machine runs, req/s and p99 much more
+        run["gateway_cpu_us_per_request"] = 1e6 * run["gateway_cpu_s"] / max(1, run["requests"] + run["warmup_requests"])
+        run["loadavg_1min_before"] = load
         return run
 
     # -- the benchmark --------------------------------------------------------
@@ -892,19 +878,85 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(name)
 
 
+def run_api(gws: dict[str, Gateway], tracker: ProcTracker, args, data: dict) -> int:
+    """The API of every gateway, all started at once, each with one running cluster; the loader
+    runs against one gateway at a time, alternating (ours, peer, peer, ours, ...), so that a change
+    in the machine's other load falls on both alike."""
+    runners: dict[str, Runner] = {}
+    calls: dict[str, dict] = {}
+    exit_code = 0
+    for label in gws:
+        data["gateways"].setdefault(label, {}).update({k: [] for k, _, _ in API_METRICS})
+    try:
+        for label, gw in gws.items():
+            res = data["gateways"][label]
+            res["api_status"] = "starting"
+            res["api_log"] = str(gw.log_path)
+            res["api_boot"] = gw.start()
+            runners[label] = Runner(gw, tracker, args.timeout)
+            calls[label] = runners[label].api_prepare()
+        log_start = {label: gw.log_bytes() for label, gw in gws.items()}
+        labels = list(gws)
+        for i in range(args.api_repeat):
+            for key, _, _ in API_METRICS:
+                for label in labels if i % 2 == 0 else labels[::-1]:
+                    res = data["gateways"][label]
+                    run = runners[label].api_load(calls[label][key], calls[label]["paths"], args.api_seconds)
+                    res[key].append(run)
+                    log(
+                        f"{label}: {key} {i + 1}/{args.api_repeat}: {run['rps']:.0f} req/s, "
+                        f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, "
+                        f"statuses {run['statuses']}, errors {run['errors']}, "
+                        f"gateway CPU {run['gateway_cpu_us_per_request']:.0f} us/request, load {run['loadavg_1min_before']:.1f}"
+                    )
+                    bad = {s: n for s, n in run["statuses"].items() if s != "200"}
+                    if bad or run["errors"]:
+                        raise BenchError(f"{label}: {key}: non-200 answers {bad} or {run['errors']} errors")
+        for label, gw in gws.items():
+            res = data["gateways"][label]
+            res["api_log_bytes"] = gw.log_bytes() - log_start[label]
+            res["api_requests"] = sum(r["requests"] for k, _, _ in API_METRICS for r in res[k])
+            res["api_state"] = gw.state_facts()
+            res["api_status"] = "ok"
+            log(f"{label}: {res['api_requests']} API requests logged {res['api_log_bytes']} bytes; state: {res['api_state']}")
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        exit_code = 1
+        for label in gws:
+            if data["gateways"][label].get("api_status") != "ok":
+                data["gateways"][label]["api_status"] = "error"
+                data["gateways"][label]["api_error"] = f"{type(e).__name__}: {e}"
+        log(f"API: ERROR {type(e).__name__}: {e}")
+        if args.verbose:
+            traceback.print_exc()
+    finally:
+        _STATE["cleaning"] = True
+        for label, runner in runners.items():
+            try:
+                if getattr(runner, "api_cluster", None):
+                    runner.shutdown_cluster(*runner.api_cluster)
+            except Exception as e:
+                log(f"{label}: could not shut the API cluster down: {e}")
+            runner.close()
+        for label, gw in gws.items():
+            gw.stop()
+            killed, _ = tracker.kill_leftovers(label, args.kill_unattributed)
+            for p in killed:
+                log(f"{label}: WARNING killed leftover {p['role']} pid {p['pid']}: {' '.join(p['cmdline'])[:160]}")
+        _STATE["cleaning"] = False
+    return exit_code
+
+
 def run_gateway(gw: Gateway, tracker: ProcTracker, args, results: dict) -> dict:
     results.update({k: [] for k, _, _ in METRICS})
-    results.update({k: [] for k, _, _ in API_METRICS})
     results.update({"status": "running", "error": None, "leftovers": [], "log": str(gw.log_path)})
     runner = None
     try:
         results["gateway_boot"].append(gw.start())
         results["settings"] = gw.describe()
         runner = Runner(gw, tracker, args.timeout)
-        if args.part in ("all", "api"):
-            runner.api(args, results)
-        if args.part in ("all", "clusters"):
-            runner.run(args.repeat, results)
+        runner.run(args.repeat, results)
         results["status"] = "ok"
     except KeyboardInterrupt:
         results["status"] = "interrupted"
@@ -965,13 +1017,15 @@ def report(data: dict) -> list[str]:
     gws = data["gateways"]
     lines = []
     w = 28
-    lines.append("")
-    lines.append(
-        f"{'metric':<{w}} {'ours median [min..max]':<30} {'peer median [min..max]':<30} ours/peer"
-    )
-    lines.append("-" * (w + 72))
+    parts = data.get("part", "all")
+    if parts != "api":
+        lines.append("")
+        lines.append(
+            f"{'metric':<{w}} {'ours median [min..max]':<30} {'peer median [min..max]':<30} ours/peer"
+        )
+        lines.append("-" * (w + 72))
     ratios = {}
-    for key, name, _ in METRICS:
+    for key, name, _ in METRICS if parts != "api" else []:
         s_ours = summarize(gws.get("ours", {}).get(key, []))
         s_peer = summarize(gws.get("peer", {}).get(key, []))
         ratio = None
@@ -982,7 +1036,6 @@ def report(data: dict) -> list[str]:
         r = f"{ratio:.2f}x" if ratio is not None else "n/a"
         lines.append(f"{name:<{w}} {fmt(s_ours):<30} {fmt(s_peer):<30} {r}")
     lines.append("")
-    parts = data.get("part", "all")
     for key, name, headline in METRICS:
         if not headline or parts == "api":
             continue
@@ -1020,6 +1073,8 @@ def api_summary(runs: list[dict]) -> dict | None:
         "gateway_cores": statistics.median(cpu),
         "loader_cores": statistics.median(r["loader_cpu_s"] / r["seconds"] for r in runs),
         "set_cookie_share": statistics.median(r["set_cookie_responses"] / max(1, r["requests"]) for r in runs),
+        "cpu_us_per_request": statistics.median(r["gateway_cpu_us_per_request"] for r in runs),
+        "loadavg": statistics.median(r["loadavg_1min_before"] for r in runs),
     }
 
 
@@ -1040,12 +1095,20 @@ def api_report(data: dict) -> list[str]:
         ratio = s_ours["rps"]["median"] / s_peer["rps"]["median"] if s_ours and s_peer else None
         data.setdefault("summary", {})[key] = {"ours": s_ours, "peer": s_peer, "ratio": ratio}
         lines.append(f"{name:<{w}} {cell(s_ours):<22} {cell(s_peer):<22} {f'{ratio:.2f}x' if ratio else 'n/a'}")
+    for key, name, _ in API_METRICS:
+        cpu = {g: (data["summary"][key].get(g) or {}).get("cpu_us_per_request") for g in ("ours", "peer")}
+        if any(cpu.values()):
+            ratio = f"{cpu['peer'] / cpu['ours']:.2f}x less" if cpu["ours"] and cpu["peer"] else ""
+            lines.append(
+                f"  {name}: gateway CPU per request ours {cpu['ours'] or 0:.0f} us, peer {cpu['peer'] or 0:.0f} us "
+                f"(proxy included) {ratio}"
+            )
     for g in ("ours", "peer"):
         s = data["summary"].get("api_basic", {}).get(g)
         if s:
             lines.append(
                 f"  {g}: gateway {s['gateway_cores']:.2f} cores, loader {s['loader_cores']:.2f} cores, "
-                f"Set-Cookie on {100 * s['set_cookie_share']:.1f}% of Basic answers"
+                f"load average {s['loadavg']:.1f} (2 cores), Set-Cookie on {100 * s['set_cookie_share']:.1f}% of Basic answers"
             )
         if gws.get(g, {}).get("api_requests"):
             lines.append(
@@ -1171,28 +1234,39 @@ def main(argv=None) -> int:
     order = ["ours", "peer"] if args.only is None else [args.only]
     exit_code = 0
     interrupted = False
+
+    def make_gateway(label: str, part: str) -> Gateway:
+        workdir = Path(tmp_root) / f"{part}-{label}"
+        if label == "ours":
+            gw = OursGateway(workdir, env, tracker, args.timeout, node=args.node,
+                             cli=args.ours_cli, overrides=ours_overrides(args))
+        else:
+            gw = PeerGateway(workdir, env, tracker, args.timeout, nanny=args.nanny,
+                             worker_args=args.peer_worker_arg)
+        gw.node_for_loader = args.node
+        if part == "api":
+            gw.log_path = RESULTS_DIR / "logs" / f"{label}-api-gateway.log"
+        return gw
+
+    if "ours" in order and not Path(args.ours_cli).exists():
+        msg = (
+            f"ours: SKIPPED -- {args.ours_cli} does not exist (build the server first); "
+            f"no ratio against the peer can be computed"
+        )
+        log(msg)
+        data["notes"].append(msg)
+        data["gateways"]["ours"] = {"status": "missing", "error": msg}
+        if args.require_ours:
+            exit_code = 2
+        order.remove("ours")
+
     try:
-        for label in order:
-            if label == "ours" and not Path(args.ours_cli).exists():
-                msg = (
-                    f"ours: SKIPPED -- {args.ours_cli} does not exist (build the server first); "
-                    f"no ratio against the peer can be computed"
-                )
-                log(msg)
-                data["notes"].append(msg)
-                data["gateways"]["ours"] = {"status": "missing", "error": msg}
-                if args.require_ours:
-                    exit_code = 2
-                continue
-            workdir = Path(tmp_root) / label
-            if label == "ours":
-                gw = OursGateway(workdir, env, tracker, args.timeout, node=args.node,
-                                 cli=args.ours_cli, overrides=ours_overrides(args))
-            else:
-                gw = PeerGateway(workdir, env, tracker, args.timeout, nanny=args.nanny,
-                                 worker_args=args.peer_worker_arg)
-            gw.node_for_loader = args.node
-            data["gateways"][label] = {"status": "starting"}
+        if args.part in ("all", "api") and order:
+            api_gws = {label: make_gateway(label, "api") for label in order}
+            exit_code = run_api(api_gws, tracker, args, data) or exit_code
+        for label in order if args.part in ("all", "clusters") else []:
+            gw = make_gateway(label, "clusters")
+            data["gateways"].setdefault(label, {})["status"] = "starting"
             run_gateway(gw, tracker, args, data["gateways"][label])
             if data["gateways"][label]["status"] != "ok":
                 exit_code = exit_code or 1
@@ -1205,7 +1279,7 @@ def main(argv=None) -> int:
         killed, _ = tracker.kill_leftovers(None, args.kill_unattributed)
         for p in killed:
             log(f"WARNING killed leftover {p['role']} pid {p['pid']} ({p['gateway']})")
-        failed = [k for k, g in data["gateways"].items() if g.get("status") == "error"]
+        failed = [k for k, g in data["gateways"].items() if "error" in (g.get("status"), g.get("api_status"))]
         if failed or args.keep_tmp:
             msg = f"kept the gateways' work dirs (configs, cluster logs) in {tmp_root}"
             log(msg)
@@ -1242,6 +1316,10 @@ def main(argv=None) -> int:
     for label, g in data["gateways"].items():
         if g.get("error"):
             out(f"{label}: {g['status']}: {g['error'].splitlines()[0]}")
+        if g.get("api_error"):
+            out(f"{label} API: {g['api_status']}: {g['api_error'].splitlines()[0]}")
+        if g.get("api_log"):
+            out(f"{label} gateway log of the API part: {g['api_log']}")
         if g.get("log"):
             out(f"{label} gateway log: {g['log']}")
     out_path = Path(args.output)
