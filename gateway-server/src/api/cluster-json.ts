@@ -24,6 +24,7 @@ export function afClusterJson(c: ClusterRecord, workers: readonly WorkerRecord[]
   const count = (s: WorkerRecord['status']) => workers.filter((w) => w.status === s).length;
   return {
     name: c.name,
+    display_name: c.displayName ?? '',
     owner: c.username,
     status: c.status,
     message: c.message,

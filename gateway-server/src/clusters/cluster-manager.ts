@@ -368,6 +368,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const name = randomHex(16);
     const cluster: ClusterRecord = {
       name,
+      displayName: form.displayName(options),
       username,
       groups: [...user.groups],
       options,

@@ -45,6 +45,43 @@ function quote(v: unknown): string {
   return got.length > 120 ? `${got.slice(0, 120)}…` : got;
 }
 
+/** The readable name of a cluster (the display_name target): shown in the Lab's cards and tabs and the event stream. */
+export const DISPLAY_NAME_FIELD = 'display_name';
+const MAX_DISPLAY_NAME = 64;
+/** What a name may not contain: control, format (bidi overrides, zero-width), private-use, unassigned and
+ * surrogate code points, and line or paragraph separators; letters, marks, digits, punctuation, symbols
+ * and spaces are printable. */
+const NOT_PRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
+
+/** The form's own name field when the config declares none: first, as a name is the first thing to type. */
+// (the generated type reads a field's `default` as an object: the schema leaves it untyped)
+const BUILT_IN_DISPLAY_NAME = {
+  field: DISPLAY_NAME_FIELD,
+  type: 'string',
+  label: 'Name',
+  default: '',
+  target: 'display_name',
+} as unknown as ClusterOptionField;
+
+/**
+ * A display name as kept: trimmed, at most 64 characters (code points), printable only; empty for none.
+ * `bad` says what is wrong (a 422 naming the field).
+ */
+export function normaliseDisplayName(v: unknown, bad: (what: string) => never): string {
+  if (typeof v !== 'string') return bad('must be a string');
+  // bounded before anything else looks at it
+  if (v.length > MAX_STRING) bad(`is longer than ${MAX_DISPLAY_NAME} characters`);
+  const name = v.trim();
+  const length = [...name].length;
+  if (length > MAX_DISPLAY_NAME) bad(`is longer than ${MAX_DISPLAY_NAME} characters (${length})`);
+  const m = NOT_PRINTABLE.exec(name);
+  if (m) {
+    const code = m[0].codePointAt(0)!.toString(16).padStart(4, '0').toUpperCase();
+    bad(`contains U+${code}, which is not a printable character (names are letters, digits, punctuation, symbols and spaces)`);
+  }
+  return name;
+}
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function defaultOf(f: ClusterOptionField): unknown {
@@ -65,9 +102,17 @@ function defaultOf(f: ClusterOptionField): unknown {
 }
 
 export class ClusterOptions {
-  constructor(private readonly fields: readonly ClusterOptionField[]) {
+  private readonly fields: readonly ClusterOptionField[];
+
+  constructor(configured: readonly ClusterOptionField[]) {
+    // Every form offers a name (a notebook sets it as options.display_name) unless the config places its own.
+    const named = configured.filter((f) => f.target === 'display_name');
+    if (named.length > 1) throw new Error(`cluster options ${named.map((f) => f.field).join(', ')} all target display_name; one field may`);
+    if (named[0] && named[0].type !== 'string') throw new Error(`cluster option ${named[0].field} targets display_name and must be of type string`);
+    const taken = configured.some((f) => f.field === DISPLAY_NAME_FIELD);
+    this.fields = named.length || taken ? configured : [BUILT_IN_DISPLAY_NAME, ...configured];
     // A config whose own defaults break its own rules is an operator error: fail at start-up.
-    for (const f of fields) this.check(f, defaultOf(f));
+    for (const f of this.fields) this.check(f, defaultOf(f));
   }
 
   /** The form's fields, as GET /api/v1/options sends them (options-spec.json). */
@@ -101,16 +146,24 @@ export class ClusterOptions {
     const out: Record<string, unknown> = {};
     for (const f of this.fields) {
       const v = f.field in values ? values[f.field] : defaultOf(f);
-      this.check(f, v);
-      out[f.field] = v;
+      out[f.field] = this.check(f, v);
     }
     return out;
   }
 
-  private check(f: ClusterOptionField, v: unknown): void {
+  /** The cluster's readable name from parsed values ('' for none). */
+  displayName(values: Record<string, unknown>): string {
+    const f = this.fields.find((x) => x.target === 'display_name');
+    const v = f ? values[f.field] : undefined;
+    return typeof v === 'string' ? v : '';
+  }
+
+  /** Throws a 422 naming the field when `v` does not fit it; returns the value as kept (a name trimmed). */
+  private check(f: ClusterOptionField, v: unknown): unknown {
     const bad = (what: string): never => {
       throw unprocessable(`Invalid value for cluster option '${f.field}': ${what} (got ${quote(v)})`, 'invalid_option');
     };
+    if (f.target === 'display_name') return normaliseDisplayName(v, bad);
     switch (f.type) {
       case 'int':
         if (typeof v !== 'number' || !Number.isInteger(v)) bad('must be an integer');
@@ -152,6 +205,7 @@ export class ClusterOptions {
       if (f.min != null && v < f.min) bad(`must be at least ${f.min}`);
       if (f.max != null && v > f.max) bad(`must be at most ${f.max}`);
     }
+    return v;
   }
 
   /** The settings a cluster runs with: config defaults overridden by the options that target them. */

@@ -20,6 +20,8 @@ export interface ClusterSettings {
 
 export interface ClusterRecord {
   name: string;
+  /** The readable name its owner gave it (the display_name option, trimmed); absent or empty: none. The name stays the key. */
+  displayName?: string;
   username: string;
   /** The owner's groups when the cluster was created (group limits count it against them). */
   groups: string[];

@@ -67,18 +67,30 @@ describe('event stream', () => {
     await mine.until((e) => e.type === 'snapshot');
     await theirs.until((e) => e.type === 'snapshot');
 
-    const { json } = await api('POST', '/api/v1/clusters/', 'carol', { cluster_options: { worker_cores: 2 } });
+    // a readable name (trimmed), which may look like markup: it is text, kept as typed
+    const title = '<img src=x onerror=alert(1)> ttbar';
+    const { json } = await api('POST', '/api/v1/clusters/', 'carol', { cluster_options: { worker_cores: 2, display_name: `  ${title} ` } });
     const name = json.name as string;
     const isMine = (status: string) => (e: AfEvent) => e.type === 'cluster' && e.cluster.name === name && e.cluster.status === status;
-    await mine.until(isMine('PENDING'));
+    expect((await mine.until(isMine('PENDING'))) as { cluster: AfCluster }).toMatchObject({ cluster: { display_name: title } });
     const running = (await mine.until(isMine('RUNNING'))) as { cluster: AfCluster };
-    expect(running.cluster).toMatchObject({ owner: 'carol', worker_cores: 2, worker_memory: 1, dashboard_route: `/clusters/${name}/status`, adaptive: null });
+    expect(running.cluster).toMatchObject({
+      owner: 'carol',
+      display_name: title,
+      worker_cores: 2,
+      worker_memory: 1,
+      dashboard_route: `/clusters/${name}/status`,
+      adaptive: null,
+    });
+    // the id stays the key; the dask-gateway form carries the name only among its options
+    expect((await api('GET', `/api/v1/clusters/${name}`)).json).toMatchObject({ name, options: { display_name: title } });
 
     expect((await api('POST', `/api/v1/clusters/${name}/adapt`, 'carol', { minimum: 1, maximum: 2 })).status).toBe(200);
     await mine.until((e) => e.type === 'cluster' && e.cluster.name === name && e.cluster.workers.running === 1, 60_000);
     const adaptive = await api('GET', `/api/af/clusters/${name}`);
     expect(validCluster(adaptive.json)).toBe(true);
     expect(adaptive.json).toMatchObject({
+      display_name: title,
       adaptive: { minimum: 1, maximum: 2 },
       workers: { running: 1, list: [expect.objectContaining({ status: 'RUNNING' })] },
     });
@@ -108,6 +120,16 @@ describe('failures reach the user', () => {
     const listed = await api('GET', '/api/af/clusters?status=failed');
     expect((listed.json.clusters as AfCluster[]).map((c) => c.name)).toContain(name);
     stream.ws.close();
+  });
+
+  it('refuses a name that is not printable text, creating nothing', async () => {
+    const before = (await api('GET', '/api/af/clusters')).json.clusters as AfCluster[];
+    for (const display_name of ['two\nlines', 'x'.repeat(65), 'evil\u202Etxt.exe']) {
+      const r = await api('POST', '/api/v1/clusters/', 'carol', { cluster_options: { display_name } });
+      expect(r.status).toBe(422);
+      expect(r.json.error).toMatch(/cluster option 'display_name'/);
+    }
+    expect((await api('GET', '/api/af/clusters')).json.clusters).toHaveLength(before.length);
   });
 
   it('lets only administrators list everyone', async () => {

@@ -28,6 +28,7 @@ function rejects(values: unknown): AppError {
 describe('ClusterOptions', () => {
   it('publishes the dask-gateway option spec with defaults', () => {
     expect(options.spec()).toEqual([
+      { field: 'display_name', label: 'Name', default: '', spec: { type: 'string' } },
       { field: 'worker_cores', label: 'worker_cores', default: 2, spec: { type: 'int', min: 1, max: 8 } },
       { field: 'worker_memory', label: 'worker_memory', default: 4, spec: { type: 'float', min: 1, max: 32 } },
       { field: 'image', label: 'Image', default: 'coffea', spec: { type: 'select', options: ['coffea', 'root'] } },
@@ -39,6 +40,7 @@ describe('ClusterOptions', () => {
 
   it('fills defaults for missing values', () => {
     expect(options.parse({ worker_cores: 3 })).toEqual({
+      display_name: '',
       worker_cores: 3,
       worker_memory: 4,
       image: 'coffea',
@@ -107,7 +109,7 @@ describe('ClusterOptions', () => {
     }
     expect(err).toBeInstanceOf(AppError);
     expect((err as AppError).message).toMatch(/labels.*nests objects and lists more than 32 deep/);
-    expect(free.parse({ labels: { a: { b: [1, 2] } } })).toEqual({ labels: { a: { b: [1, 2] } } });
+    expect(free.parse({ labels: { a: { b: [1, 2] } } })).toEqual({ display_name: '', labels: { a: { b: [1, 2] } } });
   });
 
   it('maps targeted options onto the cluster settings', () => {
@@ -122,5 +124,84 @@ describe('ClusterOptions', () => {
 
   it('refuses a config whose default breaks its own bounds', () => {
     expect(() => new ClusterOptions([{ field: 'n', type: 'int', default: 0, min: 1, target: null }])).toThrow(/at least 1/);
+  });
+});
+
+describe('display name', () => {
+  const named = (display_name: unknown) => options.displayName(options.parse({ display_name }));
+  const refusal = (display_name: unknown) => rejects({ display_name });
+
+  it('is offered by every form, first, and kept trimmed on the cluster', () => {
+    expect(new ClusterOptions([]).spec()).toEqual([{ field: 'display_name', label: 'Name', default: '', spec: { type: 'string' } }]);
+    const values = options.parse({ display_name: '  ttbar skim, 2018  ' });
+    expect(values.display_name).toBe('ttbar skim, 2018');
+    expect(options.displayName(values)).toBe('ttbar skim, 2018');
+    expect(options.displayName(options.parse({}))).toBe('');
+    expect(named(' \u00a0 ')).toBe(''); // spaces only: no name
+  });
+
+  it('takes any printable text as it is, markup included (the Lab shows it as text)', () => {
+    expect(named('<img src=x onerror=alert(1)>')).toBe('<img src=x onerror=alert(1)>');
+    expect(named('Höhenstrahlung — Λ_b → J/ψ Λ')).toBe('Höhenstrahlung — Λ_b → J/ψ Λ');
+    expect(named('x'.repeat(64))).toBe('x'.repeat(64));
+    // 64 characters, not 64 UTF-16 units
+    expect(named('🚀'.repeat(64))).toBe('🚀'.repeat(64));
+  });
+
+  it.each([
+    [3, 'must be a string'],
+    [null, 'must be a string'],
+    ['x'.repeat(65), 'longer than 64 characters (65)'],
+    ['🚀'.repeat(65), 'longer than 64 characters (65)'],
+    ['a\nb', 'U+000A'],
+    ['a\tb', 'U+0009'],
+    ['a\u0000b', 'U+0000'],
+    ['a\u0085b', 'U+0085'],
+    ['a\u2028b', 'U+2028'],
+    ['a\u2029b', 'U+2029'],
+    // what makes one name look like another: bidi overrides, zero-width characters
+    ['abc\u202Egpj.exe', 'U+202E'],
+    ['adm\u200Bin', 'U+200B'],
+    ['a\uFEFFb', 'U+FEFF'],
+    ['a\uD800b', 'U+D800'],
+    ['a\uE000b', 'U+E000'],
+  ])('refuses %j (%s) with a 422 naming the option', (value, words) => {
+    const err = refusal(value);
+    expect(err.statusCode).toBe(422);
+    expect(err.code).toBe('invalid_option');
+    expect(err.message).toContain("'display_name'");
+    expect(err.message).toContain(words);
+  });
+
+  it('refuses a 10-million-character name by its length and quotes it only in part', () => {
+    const err = refusal(' n'.repeat(5_000_000));
+    expect(err.message).toContain('longer than 64 characters');
+    expect(err.message.length).toBeLessThan(400);
+  });
+
+  it('lets the config place and label the name itself', () => {
+    const own = new ClusterOptions([
+      { field: 'worker_cores', type: 'int', default: 1, min: 1, max: 2, target: 'worker_cores' },
+      { field: 'title', type: 'string', label: 'Cluster title', target: 'display_name' },
+    ]);
+    expect(own.spec().map((f) => [f.field, f.label])).toEqual([
+      ['worker_cores', 'worker_cores'],
+      ['title', 'Cluster title'],
+    ]);
+    expect(own.displayName(own.parse({ title: ' mine ' }))).toBe('mine');
+    expect(() => own.parse({ title: 'a\nb' })).toThrow(/'title'.*U\+000A/);
+    expect(() => own.parse({ display_name: 'x' })).toThrow(/Unknown cluster option 'display_name'/);
+  });
+
+  it('refuses a config that targets display_name twice or with another type', () => {
+    expect(
+      () =>
+        new ClusterOptions([
+          { field: 'a', type: 'string', target: 'display_name' },
+          { field: 'b', type: 'string', target: 'display_name' },
+        ]),
+    ).toThrow(/a, b all target display_name/);
+    expect(() => new ClusterOptions([{ field: 'n', type: 'int', target: 'display_name' }])).toThrow(/must be of type string/);
+    expect(() => new ClusterOptions([{ field: 'n', type: 'string', default: 'x\ny', target: 'display_name' }])).toThrow(/U\+000A/);
   });
 });

@@ -50,11 +50,12 @@ describe('profiles', () => {
   it('offers each group its own options form', async () => {
     const cms = (await call('alice', 'GET', '/api/v1/options')).json.cluster_options as { field: string; default: unknown }[];
     expect(cms.map((f) => [f.field, f.default])).toEqual([
+      ['display_name', ''], // every form offers a name
       ['worker_cores', 2],
       ['image', 'coffea-base'],
     ]);
     const other = (await call('bob', 'GET', '/api/v1/options')).json.cluster_options as { field: string }[];
-    expect(other.map((f) => f.field)).toEqual(['worker_cores', 'worker_memory', 'environment']);
+    expect(other.map((f) => f.field)).toEqual(['display_name', 'worker_cores', 'worker_memory', 'environment']);
     // an option of another group's profile is unknown to bob
     const r = await call('bob', 'POST', '/api/v1/clusters/', { cluster_options: { image: 'coffea-dask' } });
     expect(r.status).toBe(422);

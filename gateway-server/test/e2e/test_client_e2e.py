@@ -46,6 +46,8 @@ def cluster(server, alice):
     opts = alice.cluster_options()
     opts.worker_cores = 1
     opts.environment = {ENV_MARK: "hello-e2e"}
+    # a readable name, set as the unmodified client sets any option
+    opts.display_name = "  e2e: ttbar skim <2018>  "
     c = alice.new_cluster(opts, shutdown_on_close=True)
     yield c
     close_cluster(c)
@@ -81,7 +83,8 @@ _plus_one = lambda x: x + 1  # noqa: E731
 
 def test_cluster_options_form(server, alice):
     opts = alice.cluster_options()
-    assert set(opts) == {"worker_cores", "worker_memory", "environment"}
+    assert set(opts) == {"display_name", "worker_cores", "worker_memory", "environment"}
+    assert opts.display_name == ""
     assert opts.worker_cores == 1
     assert opts.worker_memory == 1
     assert opts.environment == {}
@@ -112,6 +115,22 @@ def test_new_cluster_is_running_and_listed(server, alice, cluster):
     assert cluster.dashboard_link == rep.dashboard_link
     assert rep.scheduler_address == f"gateway://127.0.0.1:{server.port}/{cluster.name}"
     assert alice.get_cluster(cluster.name).status is ClusterStatus.RUNNING
+
+
+def test_display_name_from_the_client(server, alice, cluster):
+    # kept trimmed on the cluster; the id stays the key the client uses
+    rep = alice.get_cluster(cluster.name)
+    assert rep.options.get("display_name") == "e2e: ttbar skim <2018>"
+    r = requests.get(server.url(f"/api/af/clusters/{cluster.name}"), auth=server.auth("alice"))
+    assert r.status_code == 200
+    assert r.json()["display_name"] == "e2e: ttbar skim <2018>"
+    assert r.json()["name"] == cluster.name
+    # a name that is not printable text is refused (422: ValueError) before anything starts
+    before = {c.name for c in alice.list_clusters()}
+    for bad in ["two\nlines", "x" * 65, "evil\u202etxt.exe"]:
+        with pytest.raises(ValueError, match="display_name"):
+            alice.new_cluster(display_name=bad)
+    assert {c.name for c in alice.list_clusters()} == before
 
 
 def test_scale_two_workers_and_compute(cluster, client):
