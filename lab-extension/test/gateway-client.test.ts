@@ -16,7 +16,10 @@ describe('GatewayClient', () => {
   it('reads the options form and how kernels connect', async () => {
     const client = clientFor('erin');
     const spec = await client.options();
-    expect(spec.cluster_options).toEqual([{ field: 'worker_cores', label: 'Worker cores', default: 1, spec: { type: 'int', min: 1, max: 2 } }]);
+    expect(spec.cluster_options).toEqual([
+      { field: 'display_name', label: 'Name', default: '', spec: { type: 'string' } },
+      { field: 'worker_cores', label: 'Worker cores', default: 1, spec: { type: 'int', min: 1, max: 2 } },
+    ]);
     const info = await client.connectInfo();
     expect(info).toEqual({
       address: gw.url,
