@@ -7,6 +7,8 @@ bash scripts/bootstrap.sh
 # the gateway runs each user's processes as their account: af-bench (and sudo) must exist
 bash scripts/test-accounts.sh ensure >/dev/null
 .venv/bin/python bench/bench_gateways.py "$@"
+# Scheduler TLS passthrough: 100 MiB gathered and scattered through ours, the peer's Go proxy and direct TLS.
+.venv/bin/python bench/bench_passthrough.py
 # Rucio: a 20,000-file dataset through the gateway against straight to Rucio (a real server).
 .venv/bin/python bench/bench_rucio.py
 # Workflows: the same map-reduce through the gateway against yadage itself, from a pinned venv
