@@ -26,8 +26,24 @@
 #                                 protocols point at its two servers (SITE-A_* the first, SITE-B_DISK
 #                                 the second) and every registered file is written there, so each
 #                                 PFN Rucio hands out resolves to a file with its size and adler32
+#            RUCIO_PORT           the port to serve on (default: a free one, retried if taken meanwhile);
+#                                 taken already, the start fails
+#            RUCIO_HUGE_FILES     N > 0 adds data26:ds.huge, N files on SITE-B_DISK (the demo's 100,000)
+#            RUCIO_SEED_CACHE     1: seed once per machine and reuse it (below)
 #   scripts/rucio-server.sh stop <run-dir>    stop the server's process group (safe to repeat)
+#   scripts/rucio-server.sh credentials       root's userpass identity, one JSON line (known before a start)
 #   scripts/rucio-server.sh selftest          provider + server + the REST calls the gateway makes
+#
+# The seed cache (RUCIO_SEED_CACHE=1; the demo's): the first start seeds as usual and keeps the result in
+#   ${AF_RUCIO_CACHE:-/var/cache/af-gateway}/rucio-seed-<key>/   (<key> = hash of SEED_VERSION, the venv,
+#   scripts/rucio/*.py and the policy package, RUCIO_HUGE_FILES, with or without storage)
+# : rucio.db (the seeded database), seed.json (its stamp: key, when made, how long it took, the issuer and
+# storage endpoints it was made against) and, with storage, files/<site>/ (every seeded file, read-only to
+# the storage servers). Later starts copy rucio.db into <run-dir> (each start begins from the seed: what a
+# start adds is gone at the next), start the server on it, and adapt it through the REST API: the OIDC
+# identities to this start's issuer, the RSEs' protocols to this start's storage servers, whose data
+# directories get links to files/ (scripts/rucio/bootstrap.py --reuse). One seed is made at a time per
+# key (a lock); seeds no start used for 7 days are removed when a new one is made.
 #
 # <run-dir> holds rucio.cfg, alembic.ini, idpsecrets.json, rucio.db (SQLite, new at each start),
 # rucio.pid (the gunicorn master = its process group), rucio.log (server + access log) and
@@ -37,6 +53,7 @@
 set -euo pipefail
 
 RECIPE_VERSION="rucio-venv-1"   # bump when the build recipe (not the list) changes
+SEED_VERSION="rucio-seed-1"     # bump when what a seed is made of changes outside scripts/rucio/
 # Pinned: the server package, the WSGI server, and everything they pull in (pip freeze of a
 # working venv), so every machine gets the same server. SQLite needs nothing extra (stdlib sqlite3).
 REQUIREMENTS="
@@ -287,32 +304,62 @@ start() {
   local threads=${RUCIO_SERVER_THREADS:-1} worker_args
   case "$threads" in ''|*[!0-9]*|0) die "RUCIO_SERVER_THREADS must be a positive integer" ;; esac
   if [ "$threads" -gt 1 ]; then worker_args=(--worker-class gthread --threads "$threads"); else worker_args=(--worker-class sync); fi
+  local huge=${RUCIO_HUGE_FILES:-0} fixed_port=${RUCIO_PORT:-}
+  case "$huge" in ''|*[!0-9]*) die "RUCIO_HUGE_FILES must be a number of files" ;; esac
+  case "$fixed_port" in ''|[1-9]|[1-9][0-9]|[1-9][0-9][0-9]|[1-9][0-9][0-9][0-9]|[1-9][0-9][0-9][0-9][0-9]) ;; *) die "RUCIO_PORT must be a port number" ;; esac
   local t0 t1 port logf=$run/rucio.log
   t0=$(now)
   rm -f "$run/rucio.db" "$run/rucio.db-journal" "$run/rucio.json" "$run/rucio.pid"
   write_config "$run" "$issuer" "$audience" "$scope" "$client_id" "$client_secret"
   export RUCIO_CONFIG="$run/rucio.cfg" PYTHONPATH="$script_dir/rucio" PYTHONDONTWRITEBYTECODE=1
-  "$py" -c '
+
+  # the seed cache: reuse the seed (a copy of its database), or make it under its lock
+  local seed_dir= seed_key= seed_args=()
+  if [ "${RUCIO_SEED_CACHE:-}" = 1 ]; then
+    seed_key=$(seed_key "$huge")
+    seed_dir="$cache/rucio-seed-$seed_key"
+    [ -f "$seed_dir/.complete" ] || log "no seed $seed_dir yet: waiting for another start that makes it, or making it"
+    lock_cache "$seed_dir.lock" 1800 "start making the Rucio seed"
+    if [ -f "$seed_dir/.complete" ]; then
+      cp "$seed_dir/rucio.db" "$run/rucio.db"
+      touch "$seed_dir/.last-used" 2>/dev/null || true   # (its age decides when an unused seed is removed)
+      unlock_cache   # a seed never changes once made; the copy is ours
+      seed_args=(--reuse "$seed_dir")
+      log "reusing the Rucio seed $seed_key ($(sed -n 's/.*"made": "\([^"]*\)".*/made \1/p' "$seed_dir/seed.json"))"
+    else
+      rm -rf "$seed_dir" "$seed_dir.tmp"   # what a start that died while seeding left
+      seed_args=(--seed-dir "$seed_dir")
+      log "making the Rucio seed $seed_key (once per machine)"
+    fi
+  fi
+  if [ ${#seed_args[@]} = 0 ] || [ "${seed_args[0]}" != --reuse ]; then
+    "$py" -c '
 from rucio.db.sqla.util import build_database, create_base_vo, create_root_account
 build_database(); create_base_vo(); create_root_account()
 ' > "$run/schema.log" 2>&1 || { cat "$run/schema.log" >&2; die "schema build failed"; }
+  fi
 
-  local attempt
-  for attempt in 1 2 3; do
-    port=$(free_port "$py")
-    # setsid: gunicorn (and its worker) in a process group of their own, whose id is $!
+  local attempt attempts=3
+  [ -n "$fixed_port" ] && attempts=1
+  for ((attempt = 1; attempt <= attempts; attempt++)); do
+    port=${fixed_port:-$(free_port "$py")}
+    # setsid: gunicorn (and its worker) in a process group of their own, whose id is $!; 8>&-: the
+    # seed's lock is not the server's to hold
     setsid env ${RUCIO_OIDC_CA:+REQUESTS_CA_BUNDLE="$RUCIO_OIDC_CA" SSL_CERT_FILE="$RUCIO_OIDC_CA"} \
       "$py" -m gunicorn rucio.web.rest.flaskapi.v1.main:application \
       --bind "127.0.0.1:$port" --workers 1 "${worker_args[@]}" --timeout 300 --graceful-timeout 5 \
       --no-control-socket --access-logfile - --error-logfile - --capture-output \
-      >> "$logf" 2>&1 < /dev/null &
+      >> "$logf" 2>&1 < /dev/null 8>&- &
     pid=$!
     echo "$pid" > "$run/rucio.pid"
     local up=
     wait_until 30 0.1 --pid "$pid" curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/ping" && up=1
     [ -n "$up" ] && break
     stop "$run" 2>/dev/null || true
-    grep -q "Address already in use" "$logf" 2>/dev/null && { log "port $port taken, retrying"; continue; }
+    if grep -q "Address already in use" "$logf" 2>/dev/null; then
+      [ -n "$fixed_port" ] && die "port $port (RUCIO_PORT) is taken"
+      log "port $port taken, retrying"; continue
+    fi
     tail -30 "$logf" >&2
     die "the Rucio server did not answer /ping (log: $logf)"
   done
@@ -326,10 +373,36 @@ build_database(); create_base_vo(); create_root_account()
   "$py" "$script_dir/rucio/bootstrap.py" --run-dir "$run" --url "http://127.0.0.1:$port" \
     --issuer "$issuer" --audience "$audience" --scope-claim "$scope" \
     --username "$ROOT_USERPASS_USER" --password "$ROOT_USERPASS_PWD" --info "$info" \
-    ${RUCIO_STORAGE_JSON:+--storage "$RUCIO_STORAGE_JSON"} 2> "$run/bootstrap.log" \
+    ${RUCIO_STORAGE_JSON:+--storage "$RUCIO_STORAGE_JSON"} --huge "$huge" \
+    ${seed_key:+--seed-key "$seed_key"} "${seed_args[@]}" 2> "$run/bootstrap.log" \
     || { cat "$run/bootstrap.log" >&2; tail -20 "$logf" >&2; stop "$run"; die "bootstrap failed"; }
-  grep 'ds.big\|done' "$run/bootstrap.log" | sed 's/^/  /' >&2
+  if [ "${seed_args[0]:-}" = --seed-dir ]; then
+    touch "$seed_dir/.complete" "$seed_dir/.last-used"
+    unlock_cache
+    prune_seeds "$seed_dir"
+  fi
+  grep 'ds.big\|ds.huge\|seed\|done' "$run/bootstrap.log" | sed 's/^/  /' >&2
   log "ready in $(since "$t0")s: $run/rucio.json"
+}
+
+# seed_key HUGE: what a seed is made of (see the header)
+seed_key() {
+  { printf '%s\n%s\n%s\n%s\nstorage=%s\nhuge=%s\n' "$SEED_VERSION" "$key" "$ROOT_USERPASS_USER" "$ROOT_USERPASS_PWD" \
+      "$([ -n "${RUCIO_STORAGE_JSON:-}" ] && echo yes || echo no)" "$1"
+    find "$script_dir/rucio" -name '*.py' -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sed "s#$script_dir/##"
+  } | sha256sum | cut -c1-12
+}
+
+# prune_seeds KEEP: removes the other seeds no start used for 7 days (each is a database and, with
+# storage, every seeded file), each under its lock
+prune_seeds() {
+  local d
+  for d in "$cache"/rucio-seed-*/; do
+    d=${d%/}
+    [ "$d" != "$1" ] && [ -f "$d/.complete" ] || continue
+    [ -n "$(find "$d/.last-used" -mtime +7 2>/dev/null)" ] || continue
+    (exec 7>"$d.lock"; flock -n 7 && rm -rf "$d" "$d.lock" && log "removed $d (unused for 7 days)") || true
+  done
 }
 
 stop() {
@@ -397,8 +470,9 @@ selftest() {
 
 case "${1:-}" in
   ensure) t0=$(now); ensure; log "ensure: $(since "$t0")s ($venv)" ;;
+  credentials) printf '{"account": "root", "username": "%s", "password": "%s"}\n' "$ROOT_USERPASS_USER" "$ROOT_USERPASS_PWD" ;;
   start) start "${2:-}" ;;
   stop) stop "${2:-}" ;;
   selftest) selftest ;;
-  *) die "usage: $0 ensure | start <run-dir> | stop <run-dir> | selftest" ;;
+  *) die "usage: $0 ensure | start <run-dir> | stop <run-dir> | credentials | selftest" ;;
 esac
