@@ -25,7 +25,6 @@ import { Metrics } from './metrics.js';
 import { RucioClient } from './rucio/rucio-client.js';
 import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
 import { SlurmBackend } from './backends/slurm/slurm-backend.js';
-import { KubernetesBackend } from './backends/kubernetes/kubernetes-backend.js';
 import type { Backend } from './backends/backend.js';
 import { createOnePortServer } from './listener/one-port-listener.js';
 import { DashboardCapabilities, dashboardUpgradeHandler } from './api/dashboard-proxy.js';
@@ -168,14 +167,17 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     singleUser: local.single_user,
     workspaceRoot,
   };
-  /** The backend a backend section describes (the top-level one, or a worker group's). */
-  const makeBackend = (b: ResolvedConfig['backend']): Backend =>
+  /**
+   * The backend a backend section describes (the top-level one, or a worker group's). The Kubernetes
+   * client is loaded only by a configuration that uses it: it is most of an idle gateway's memory.
+   */
+  const makeBackend = async (b: ResolvedConfig['backend']): Promise<Backend> =>
     b.type === 'htcondor'
       ? new HTCondorBackend({ config: b.htcondor, ...batch })
       : b.type === 'slurm'
         ? new SlurmBackend({ config: b.slurm, ...batch })
         : b.type === 'kubernetes'
-          ? new KubernetesBackend({
+          ? new (await import('./backends/kubernetes/kubernetes-backend.js')).KubernetesBackend({
               config: b.kubernetes,
               dataDir: config.data_dir,
               stateIdentity: store.identity,
@@ -185,14 +187,14 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
               accounts,
             })
           : localBackend;
-  const backend: Backend = makeBackend(config.backend);
+  const backend: Backend = await makeBackend(config.backend);
   // Each worker group with a backend section of its own gets that backend; equal sections share one.
   const backendsByConfig = new Map<string, Backend>([[JSON.stringify(config.backend), backend]]);
   const groupBackends = new Map<string, Backend>();
   for (const g of config.worker_groups) {
     if (!g.backend) continue;
     const key = JSON.stringify(g.backend);
-    if (!backendsByConfig.has(key)) backendsByConfig.set(key, makeBackend(g.backend as ResolvedConfig['backend']));
+    if (!backendsByConfig.has(key)) backendsByConfig.set(key, await makeBackend(g.backend as ResolvedConfig['backend']));
     groupBackends.set(g.name, backendsByConfig.get(key)!);
   }
   const extraBackends = [...new Set(groupBackends.values())].filter((b) => b !== backend && b !== localBackend);
