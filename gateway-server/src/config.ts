@@ -7,6 +7,7 @@ import YAML from 'yaml';
 import type { GatewayConfig } from '@af-gateway/schemas';
 import { configSchema } from '@af-gateway/schemas';
 import { bodyAjv, formatAjvErrors } from './schemas.js';
+import { groupProfileProblems } from './clusters/group-profiles.js';
 
 type DeepRequired<T> = T extends (infer U)[]
   ? DeepRequired<U>[]
@@ -50,6 +51,9 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd(), env: NodeJS
       );
     }
   }
+  // GPUs and images only where the group's backend can give them.
+  const profileProblems = groupProfileProblems(config);
+  if (profileProblems.length) throw new ConfigError(`invalid configuration: ${profileProblems.join('; ')}`);
   applyEnvironment(config, env);
   config.data_dir = resolve(baseDir, config.data_dir);
   config.backend.local.python ??= defaultPython();

@@ -125,9 +125,21 @@ export interface SchedulerLaunch {
 }
 
 export interface WorkerLaunch {
+  /** The cluster as the worker's group sizes it (settings: its cores, memory and Dask resources). */
   cluster: ClusterRecord;
   worker: WorkerRecord;
   files: ClusterFiles;
+  /** GPUs the worker gets (worker_groups[].gpus); absent or 0: none. A backend that cannot give them fails the start. */
+  gpus?: number;
+  /** The container image of the worker (worker_groups[].image); absent or null: the backend's own. A backend that runs no images fails the start. */
+  image?: string | null;
+}
+
+/** The launches' GPUs and image, when a backend can honour neither: an Error naming what it cannot do, else null. */
+export function unsupportedProfile(l: WorkerLaunch, backend: string): Error | null {
+  if ((l.gpus ?? 0) > 0) return new Error(`the ${backend} backend cannot give workers GPUs (worker_groups[].gpus)`);
+  if (l.image) return new Error(`the ${backend} backend runs no container images (worker_groups[].image)`);
+  return null;
 }
 
 export interface ClusterFiles {

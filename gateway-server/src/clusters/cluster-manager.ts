@@ -10,7 +10,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { AfWorkerGroup, Heartbeat, ScaleResult } from '@af-gateway/schemas';
 import { withDefaults, type Backend, type EngineBackend, type ProcessState } from '../backends/backend.js';
 import type { ResolvedConfig } from '../config.js';
-import { AppError, conflict, errorMessage, notFound, unprocessable } from '../errors.js';
+import { AppError, conflict, errorMessage, forbidden, notFound, unprocessable } from '../errors.js';
 import type { StateStore } from '../store/state-store.js';
 import type { ClusterOptions } from './cluster-options.js';
 import { Policy, type Usage, type WorkerCap } from './policy.js';
@@ -28,6 +28,7 @@ import {
 } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
 import { ADAPTIVE_WINDOW, readGroupDemand, steer, wantedWithin, type GroupRange, type LowDemand } from './group-adaptive.js';
+import { accessRefusal, groupDaskResources, type GroupConfig } from './group-profiles.js';
 
 /** Answer of scale and adapt (scale-result.json). */
 export type { ScaleResult };
@@ -48,9 +49,6 @@ export interface ClusterManagerDeps {
   /** The backend of each worker group (worker_groups) that has one of its own; the others use `backend`. */
   groupBackends?: ReadonlyMap<string, Backend>;
 }
-
-/** A worker group as the config defines it (worker_groups[]). */
-type GroupConfig = ResolvedConfig['worker_groups'][number];
 
 /** What one tracked cluster holds in memory. */
 interface ActiveEntry {
@@ -117,6 +115,7 @@ interface ClusterEvents {
 const now = () => Date.now();
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
 
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
@@ -204,7 +203,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const { cores, memory } = this.shapeOf(c, group);
     const environment = { ...c.settings.environment };
     // (one JSON value keeps the labels' case; Dask reads it as the worker's resources)
-    if (Object.keys(g.resources).length) environment.DASK_DISTRIBUTED__WORKER__RESOURCES = JSON.stringify(g.resources);
+    const resources = groupDaskResources(g);
+    if (Object.keys(resources).length) environment.DASK_DISTRIBUTED__WORKER__RESOURCES = JSON.stringify(resources);
     return { ...c, settings: { ...c.settings, worker_cores: cores, worker_memory: memory, environment } };
   }
 
@@ -243,14 +243,19 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       const mine = workers.filter((w) => w.group === name && workerIsLive(w));
       const waiting = mine.filter((w) => w.status === 'STARTING' && w.waitingSince != null);
       const { cores, memory } = this.shapeOf(c, name);
+      const refused = this.refusalOf(c, name);
       return {
         name,
         description: g ? g.description : 'The workers the dask-gateway client scales',
         backend: this.backendOf(name).kind,
         worker_cores: cores,
         worker_memory: memory,
-        resources: g ? { ...g.resources } : {},
+        resources: g ? groupDaskResources(g) : {},
         max_workers: g?.max_workers ?? null,
+        gpus: g?.gpus ?? 0,
+        image: g?.image ?? null,
+        available: refused === null,
+        unavailable_reason: refused ?? '',
         target: isActive(c) ? this.targetOf(c, name) : 0,
         starting: mine.filter((w) => w.status === 'STARTING').length,
         running: mine.filter((w) => w.status === 'RUNNING').length,
@@ -261,6 +266,18 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         overflow: this.overflowJson(c, name),
       };
     });
+  }
+
+  /** Why the cluster's owner may not use a group (worker_groups[].access), or null; default is everyone's. */
+  private refusalOf(c: ClusterRecord, group: string): string | null {
+    const g = this.groupConfigs.get(group);
+    return g ? accessRefusal(g, c) : null;
+  }
+
+  /** A 403 saying why, for a group the cluster's owner may not use. */
+  private mayUse(c: ClusterRecord, group: string): void {
+    const refused = this.refusalOf(c, group);
+    if (refused) throw forbidden(refused);
   }
 
   private overflowJson(c: ClusterRecord, group: string): AfWorkerGroup['overflow'] {
@@ -515,6 +532,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   async scaleGroup(name: string, group: string, count: number): Promise<AfWorkerGroup> {
     const c = await this.runningCluster(name);
     this.knownGroup(c, group);
+    this.mayUse(c, group);
     if (!Number.isInteger(count) || count < 0) throw unprocessable(`A worker count must be a whole number of at least 0, not ${count}`, 'invalid_count');
     const cap = this.capFor(c, group);
     // (workers a group runs for another group's overflow count too)
@@ -567,6 +585,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   async adaptGroup(name: string, group: string, minimum: number | null, maximum: number | null, active: boolean): Promise<AfWorkerGroup> {
     const c = await this.runningCluster(name);
     this.knownGroup(c, group);
+    this.mayUse(c, group);
     if (minimum !== null && maximum !== null && minimum > maximum) {
       throw unprocessable(`Adaptive minimum (${minimum}) must not be larger than maximum (${maximum})`, 'invalid_range');
     }
@@ -627,7 +646,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
 
   /** Each non-default group's Dask resources, as the scheduler's groups op takes them. */
   private groupResources(): Record<string, Record<string, number>> {
-    return Object.fromEntries([...this.groupConfigs.values()].map((g) => [g.name, { ...g.resources }]));
+    return Object.fromEntries([...this.groupConfigs.values()].map((g) => [g.name, groupDaskResources(g)]));
   }
 
   private stopAdapting(c: ClusterRecord, group: string): void {
@@ -913,7 +932,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     try {
       const files = clusterFiles(c);
       const shaped = this.clusterForGroup(c, group);
-      results = await this.backendOf(group).startWorkers(workers.map((worker) => ({ cluster: shaped, worker, files })));
+      const g = this.groupConfigs.get(group);
+      const profile = g && (g.gpus || g.image) ? { gpus: g.gpus, image: g.image } : {};
+      results = await this.backendOf(group).startWorkers(workers.map((worker) => ({ cluster: shaped, worker, files, ...profile })));
     } catch (err) {
       results = workers.map(() => (err instanceof Error ? err : new Error(String(err))));
     } finally {
@@ -1248,7 +1269,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       (entry.overflowWaited ??= new Map()).set(source, new Set(waited.map((w) => w.name)));
       let want = waited.length;
       let limited = '';
-      if (want > have) {
+      // Never into a group the owner may not use: the workers wait in their own queue (and any there go back).
+      const refused = this.refusalOf(c, o.group);
+      if (refused) {
+        want = 0;
+        limited = `; none overflow into ${o.group}: ${lowerFirst(refused)}`;
+      } else if (want > have) {
         // Limits count everything: this group's queued workers, the overflow group's own and what it runs for others.
         const cap = this.capFor(c, o.group);
         const room = cap ? Math.max(0, cap.max - this.targetOf(c, o.group)) : Infinity;
@@ -1257,8 +1283,13 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       }
       if (want === have) {
         const msg = `${plural(waited.length, 'worker')} of ${source} wait for ${this.systemOf(source)} slots${limited}`;
-        if (limited && entry.groupMessages.get(source) !== msg) {
+        if (limited && waited.length && entry.groupMessages.get(source) !== msg) {
           entry.groupMessages.set(source, msg);
+          if (refused) {
+            c.message = msg;
+            void this.save(c);
+            this.deps.log.info({ cluster: c.name, group: source, into: o.group }, msg);
+          }
           this.changed(c);
         }
         continue;
@@ -1269,6 +1300,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (want > have) {
         const longest = Math.round((t - Math.min(...waited.map((w) => w.waitingSince!))) / 1000);
         msg = `${plural(waited.length, 'worker')} of ${source} waited ${longest} s for ${this.systemOf(source)} slots: starting ${want - have} in ${o.group} (${this.systemOf(o.group)})${limited}`;
+      } else if (refused) {
+        // (a gateway restarted with a new access rule: what ran there for this owner goes back)
+        msg = `retiring ${plural(have - want, 'worker')} of ${o.group} that ${source} overflowed into: ${lowerFirst(refused)}`;
       } else {
         // (after a restart nothing was seen before: a worker of the group that no longer waits says there is room)
         const room = mine.some((w) => w.waitingSince == null && (!before || before.has(w.name)));
@@ -1332,6 +1366,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         gone.map((w): WorkerEnd => [w, 'FAILED', 'exited while the gateway was down']),
       );
       c.lastHeartbeat = now(); // the scheduler's heartbeat back-off gets a full timeout to reach us again
+      this.dropRefusedGroups(c);
       await this.save(c);
       this.deps.log.info({ cluster: c.name, status: c.status, workers: workers.size }, 'adopted cluster after restart');
     }
@@ -1357,6 +1392,22 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         b.removeOrphans(handles).catch((err: unknown) => this.deps.log.warn({ backend: b.kind, err: errorMessage(err) }, 'could not remove orphaned workers')),
       ),
     );
+  }
+
+  /**
+   * After a restart with a new access rule (worker_groups[].access): each group the owner may no
+   * longer use goes to 0 with its adaptive scaling off, saying why; its workers are then retired.
+   */
+  private dropRefusedGroups(c: ClusterRecord): void {
+    const entry = this.active.get(c.name);
+    for (const group of this.groupConfigs.keys()) {
+      const refused = this.refusalOf(c, group);
+      if (!refused || ((c.groupTargets[group] ?? 0) === 0 && !c.groupAdaptive?.[group])) continue;
+      c.groupTargets = { ...c.groupTargets, [group]: 0 };
+      this.stopAdapting(c, group);
+      entry?.groupMessages.set(group, `Scaled to 0 after the gateway restarted: ${lowerFirst(refused)}`);
+      this.deps.log.warn({ cluster: c.name, user: c.username, group }, 'a worker group its owner may no longer use was scaled to 0');
+    }
   }
 
   // --- persistence and events -----------------------------------------------------------------

@@ -3,7 +3,7 @@
 // the account it acts as, numbers submissions like a schedd, and answers condor_q with a queue of
 // one running, one idle and one held job. The real pool is in test/e2e/test_htcondor_pool.py.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HTCondorBackend } from '../../src/backends/htcondor/htcondor-backend.js';
@@ -93,6 +93,32 @@ describe('the HTCondor backend takes lists', () => {
     expect(ids[1]).toMatch(/^2[01]\.0$/);
     expect(ids[1]!.split('.')[0]).not.toBe(ids[0]!.split('.')[0]);
     expect(results.map((r) => (r instanceof Error ? null : r.worker))).toEqual(['c1-a', 'c2-a', 'c1-b']);
+  });
+
+  it("submits a GPU group's workers with the group's request_gpus and image, apart from the cluster's other group", async () => {
+    const b = backend();
+    const plain = launchesOf(b, 'c11', 'alice', ['c11-a']).map((l) => ({ ...l, worker: { ...l.worker, group: 'default' } }));
+    const gpu = launchesOf(b, 'c11', 'alice', ['c11-b_gpu', 'c11-c_gpu']).map((l) => ({
+      ...l,
+      worker: { ...l.worker, group: 'gpu' },
+      gpus: 1,
+      image: 'docker://registry.cern.ch/af/dask-gpu:2026.3',
+    }));
+    const results = await b.startWorkers([gpu[0]!, plain[0]!, gpu[1]!]);
+    expect(results.every((r) => !(r instanceof Error))).toBe(true);
+    const descriptions = readdirSync(dir)
+      .filter((f) => f.startsWith('submitted.'))
+      .map((f) => readFileSync(join(dir, f), 'utf8'))
+      .filter((d) => d.includes('c11'));
+    expect(descriptions).toHaveLength(2);
+    const withGpus = descriptions.find((d) => d.includes('c11-b_gpu'))!;
+    expect(withGpus).toMatch(/\nqueue AfWorker from \(\nc11-b_gpu\nc11-c_gpu\n\)\n$/);
+    expect(withGpus.split('\n')).toEqual(
+      expect.arrayContaining(['universe = container', 'request_gpus = 1', 'container_image = docker://registry.cern.ch/af/dask-gpu:2026.3']),
+    );
+    const without = descriptions.find((d) => d.includes('c11-a'))!;
+    expect(without).not.toMatch(/request_gpus|container_image/);
+    expect(without).toContain('universe = vanilla\n');
   });
 
   it("fails only the launches of a submission the schedd refused; the other cluster's start", async () => {

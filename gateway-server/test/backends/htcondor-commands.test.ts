@@ -64,6 +64,32 @@ describe('worker submit description', () => {
     expect(text).toContain('container_image = /cvmfs/unpacked.cern.ch/dask:2026');
   });
 
+  it("gives a worker group's jobs its GPUs (request_gpus) and runs them in its image: the container universe, or docker_image where the pool uses docker", () => {
+    const lines = (text: string) => text.split('\n');
+    const gpu = lines(workerSubmitDescription({ ...spec, gpus: 2, image: 'docker://registry.cern.ch/af/dask-gpu:2026.3' }));
+    expect(gpu.slice(0, 1)).toEqual(['universe = container']);
+    expect(gpu).toContain('request_gpus = 2');
+    expect(gpu.slice(gpu.indexOf('request_cpus = 2'), gpu.indexOf('request_cpus = 2') + 4)).toEqual([
+      'request_cpus = 2',
+      'request_memory = 1536',
+      'request_gpus = 2',
+      'request_disk = 2GB',
+    ]);
+    expect(gpu.filter((l) => /^(container_image|docker_image) =/.test(l))).toEqual(['container_image = docker://registry.cern.ch/af/dask-gpu:2026.3']);
+    // The group's image wins over the pool's; the docker universe keeps docker_image.
+    const docker = lines(workerSubmitDescription({ ...spec, universe: 'docker', containerImage: 'pool/dask:1', image: 'af/dask-gpu:2' }));
+    expect(docker[0]).toBe('universe = docker');
+    expect(docker.filter((l) => /^(container_image|docker_image) =/.test(l))).toEqual(['docker_image = af/dask-gpu:2']);
+    const pool = lines(
+      workerSubmitDescription({ ...spec, universe: 'container', containerImage: '/cvmfs/pool.sif', image: '/cvmfs/unpacked.cern.ch/af/gpu:1' }),
+    );
+    expect(pool.filter((l) => /^(container_image|docker_image) =/.test(l))).toEqual(['container_image = /cvmfs/unpacked.cern.ch/af/gpu:1']);
+    // Without GPUs or an image, nothing of the kind is asked for.
+    const plain = workerSubmitDescription({ ...spec, gpus: 0, image: null });
+    expect(plain).not.toMatch(/request_gpus|container_image|docker_image/);
+    expect(plain.startsWith('universe = vanilla\n')).toBe(true);
+  });
+
   it('describes the scheduler as a job with the preload, its API token and the gateway address', () => {
     const { workerNames: _w, schedulerAddress: _s, cores: _c, memoryGiB: _m, ...common } = spec;
     const text = schedulerSubmitDescription({

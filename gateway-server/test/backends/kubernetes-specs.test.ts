@@ -24,6 +24,7 @@ import { podState } from '../../src/backends/kubernetes/pod-status.js';
 const cfg: KubernetesSpecConfig = {
   image: 'ghcr.io/dask/dask-gateway:2026.3.0',
   image_pull_policy: 'IfNotPresent',
+  gpu_resource: 'nvidia.com/gpu',
   python: 'python',
   scheduler_cores: 1,
   scheduler_memory: 2,
@@ -120,6 +121,25 @@ describe('Kubernetes objects of a cluster', () => {
     expect(gpu.spec!.containers[0]!.resources!.limits).toEqual({ cpu: '2', memory: '1536Mi', 'nvidia.com/gpu': 1 });
     expect(gpu.spec!.nodeSelector).toEqual({ pool: 'dask', accelerator: 'nvidia' });
     expect(gpu.spec!.tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+  });
+
+  it("gives a worker group's pods its GPUs as a limit of the configured resource and its image, over the profile's and the backend's", () => {
+    const owner = { name: 's', uid: 'u-1' };
+    const grouped = workerPod('af-gateway-abc', cluster(), 'c0ffee-1a2b_gpu', cfg, owner, alice, { gpus: 2, image: 'registry.cern.ch/af/dask-gpu:2026.3' });
+    const c = grouped.spec!.containers[0]!;
+    expect(c.image).toBe('registry.cern.ch/af/dask-gpu:2026.3');
+    expect(c.resources).toEqual({ requests: { cpu: '2', memory: '1536Mi' }, limits: { cpu: '2', memory: '1536Mi', 'nvidia.com/gpu': '2' } });
+    // a profile the user picked (with an image of its own) and another device plugin's resource
+    const amdCfg = { ...cfg, gpu_resource: 'amd.com/gpu', profiles: { big: { image: 'profile/dask:1', node_selector: { size: 'big' } } } };
+    const amd = workerPod('af-gateway-abc', cluster({ worker_profile: 'big' }), 'w', amdCfg, owner, alice, { gpus: 1, image: 'af/rocm:1' });
+    expect(amd.spec!.containers[0]!.image).toBe('af/rocm:1');
+    expect(amd.spec!.containers[0]!.resources!.limits).toEqual({ cpu: '2', memory: '1536Mi', 'amd.com/gpu': '1' });
+    expect(amd.spec!.nodeSelector).toEqual({ pool: 'dask', size: 'big' });
+    expect(workerPod('af-gateway-abc', cluster({ worker_profile: 'big' }), 'w', amdCfg, owner, alice).spec!.containers[0]!.image).toBe('profile/dask:1');
+    // no group settings: the backend's image, no GPU
+    const plain = workerPod('af-gateway-abc', cluster(), 'w', cfg, owner, alice, { gpus: 0, image: null }).spec!.containers[0]!;
+    expect(plain.image).toBe(cfg.image);
+    expect(plain.resources!.limits).toEqual({ cpu: '2', memory: '1536Mi' });
   });
 
   it("runs a workflow step as a Job that never retries, as its owner, with only its run's directory of the workspace mounted", () => {
@@ -361,6 +381,30 @@ describe('where the gateway and workers reach a scheduler', () => {
     const forged = { scheduler: 'tls://10.1.2.3:8786', dashboard: 'http://10.1.2.3:8787', api: 'http://10.1.2.3:8788' };
     for (let i = 0; i < 50; i++) await expect(pod.schedulerAddresses(c, forged)).rejects.toMatchObject({ statusCode: 422 });
     expect(asked).toBe(1);
+  });
+});
+
+describe("a worker group's launch", () => {
+  it('reaches the worker pod the backend creates: its GPUs and image', async () => {
+    const alices = { resolve: async () => ({ name: 'af-alice', ...alice, home: '/home/af-alice' }) };
+    const { backend } = await offlineBackend({ gpu_resource: 'nvidia.com/gpu' }, alices);
+    const made: V1Pod[] = [];
+    // Offline: the API server's side is a stand-in that keeps the pod it is given (the real one is in test_kubernetes.py).
+    const inside = backend as unknown as { watch: () => Promise<void>; createPod: (ns: string, body: V1Pod) => Promise<V1Pod> };
+    inside.watch = async () => undefined;
+    inside.createPod = async (_ns, body) => {
+      made.push(body);
+      return { ...body, metadata: { ...body.metadata, uid: `uid-${made.length}` } };
+    };
+    const c = { ...cluster(), scheduler: { kind: 'k8s-pod', namespace: 'science', name: 'af-gateway-c0ffee-scheduler', uid: 'u' } } as unknown as ClusterRecord;
+    const launch = { cluster: c, worker: { name: 'c0ffee-1a2b_gpu', group: 'gpu' }, files: {} };
+    await backend.startWorker({ ...launch, gpus: 1, image: 'registry.cern.ch/af/dask-gpu:2026.3' } as never);
+    await backend.startWorker({ ...launch, worker: { name: 'c0ffee-3c4d', group: 'default' } } as never);
+    expect(made.map((p) => [p.spec!.containers[0]!.image, p.spec!.containers[0]!.resources!.limits])).toEqual([
+      ['registry.cern.ch/af/dask-gpu:2026.3', { cpu: '2', memory: '1536Mi', 'nvidia.com/gpu': '1' }],
+      [cfg.image, { cpu: '2', memory: '1536Mi' }],
+    ]);
+    await backend.close();
   });
 });
 

@@ -121,6 +121,20 @@ describe('the Slurm backend takes lists', () => {
     expect(script).toContain("0) AF_WORKER='c1-a' ;;\n1) AF_WORKER='c1-b' ;;\n");
   });
 
+  it("submits a GPU group's workers with --gres of backend.slurm.gpu_gres, and refuses an image (no container runtime) without submitting", async () => {
+    const b = backend({ gpu_gres: 'gpu:a100' });
+    const gpu = launchesOf(b, 'c11', 'alice', ['c11-a_gpu', 'c11-b_gpu']).map((l) => ({ ...l, worker: { ...l.worker, group: 'gpu' }, gpus: 2 }));
+    const results = await b.startWorkers(gpu);
+    expect(results.map(job)).toEqual(['20_0', '20_1']);
+    const script = readFileSync(join(dir, 'script.20'), 'utf8');
+    expect(script).toContain('#SBATCH --mem=1024M\n#SBATCH --gres=gpu:a100:2\n#SBATCH --export=NIL\n');
+    const imaged = launchesOf(b, 'c12', 'alice', ['c12-a_img']).map((l) => ({ ...l, worker: { ...l.worker, group: 'img' }, image: 'registry/dask:1' }));
+    const [refused] = await b.startWorkers(imaged);
+    expect(refused).toBeInstanceOf(Error);
+    expect((refused as Error).message).toMatch(/the Slurm backend runs no container images/);
+    expect(calls()).toEqual(['af-alice sbatch --parsable']); // only the GPU group's submission
+  });
+
   it('splits a scale step larger than max_array_size into several arrays', async () => {
     const b = backend({ max_array_size: 2 });
     const results = await b.startWorkers(launchesOf(b, 'c3', 'alice', ['w0', 'w1', 'w2', 'w3', 'w4']));

@@ -105,6 +105,22 @@ describe('worker job arrays', () => {
     ]);
   });
 
+  it("asks for a worker group's GPUs as one --gres of the configured name (and type) per worker job, after its memory", () => {
+    const text = workerScript(spec({ gpus: 2, gpuGres: 'gpu:a100' }));
+    expect(directives(text).slice(3, 8)).toEqual([
+      '#SBATCH --nodes=1',
+      '#SBATCH --ntasks=1',
+      '#SBATCH --cpus-per-task=2',
+      '#SBATCH --mem=1536M',
+      '#SBATCH --gres=gpu:a100:2',
+    ]);
+    expect(directives(workerScript(spec({ gpus: 1 })))).toContain('#SBATCH --gres=gpu:1');
+    expect(directives(workerScript(spec({ gpus: 0, gpuGres: 'gpu' }))).join('\n')).not.toContain('--gres');
+    // the GRES name is the admin's, checked as one directive word all the same
+    expect(() => workerScript(spec({ gpus: 1, gpuGres: 'gpu:1 --uid=0' }))).toThrow(/not a GRES name/);
+    expect(() => workerScript(spec({ gpus: 1.5 }))).toThrow(/cannot ask for 1.5 GPUs/);
+  });
+
   it('runs, in task i, dask worker named as the i-th worker, with TLS and the token file, its output in <name>.log', () => {
     const out = runTask(workerScript(spec()), 1, join(dir, 'jobs', 'c0ffee00-bbbb.log'));
     const args = out.split('\n').flatMap((l) => (l.startsWith('ARG ') ? [l.slice(4)] : []));

@@ -20,6 +20,7 @@ export function slurmTestConfig(over: Partial<SlurmConfig> = {}): SlurmConfig {
     scheduler_cores: 1,
     scheduler_memory: 1,
     max_array_size: 1000,
+    gpu_gres: 'gpu',
     command_timeout: 10,
     ...over,
   };

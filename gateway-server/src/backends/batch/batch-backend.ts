@@ -181,11 +181,12 @@ export abstract class BatchBackend<H extends BatchJobHandle> implements Backend 
     return this.submitScheduler(launch, account, jobDir);
   }
 
-  /** One submission per cluster among the launches (its owner's account submits it). */
+  /** One submission per cluster and worker shape among the launches (its owner's account submits it). */
   startWorkers(launches: WorkerLaunch[]): Promise<Array<BackendHandle | Error>> {
     return submitInGroups(
       launches,
-      (l) => l.cluster.name,
+      // (the engine starts one group's workers per call; launches of several groups never share a submission's size, GPUs or image)
+      (l) => JSON.stringify([l.cluster.name, l.worker.group, l.gpus ?? 0, l.image ?? null]),
       async (batch) => {
         const account = await this.account(batch[0]!.cluster.username);
         const jobDir = await this.shareWorkDir(batch[0]!.files, account);

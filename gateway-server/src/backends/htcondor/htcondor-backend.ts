@@ -225,13 +225,16 @@ export class HTCondorBackend extends BatchBackend<JobHandle> {
   }
 
   protected async submitWorkers(batch: WorkerLaunch[], account: UserAccount, jobDir: string): Promise<JobHandle[]> {
-    const { cluster, files } = batch[0]!;
+    // (one worker group's launches: they share the cluster's shape, GPUs and image)
+    const { cluster, files, gpus, image } = batch[0]!;
     const description = workerSubmitDescription({
       ...this.commonSpec(cluster, files, jobDir),
       workerNames: batch.map((p) => p.worker.name),
       schedulerAddress: cluster.schedulerAddress,
       cores: cluster.settings.worker_cores,
       memoryGiB: cluster.settings.worker_memory,
+      gpus: gpus ?? 0,
+      image: image ?? null,
     });
     const ids = await this.submitQueue(description, account, files.bearerToken, batch.length, 'workers');
     this.opts.log.info({ cluster: cluster.name, job_cluster: ids.clusterId, workers: batch.length, account: account.name }, 'submitted worker jobs');

@@ -34,6 +34,14 @@ export interface WorkerJobSpec extends PoolSettings {
   sharedFilesystem: boolean;
 }
 
+/** What a worker group adds to its workers' jobs (worker_groups[].gpus and image). */
+export interface WorkerJobProfile {
+  /** request_gpus of each worker's job; 0 or absent: none asked for. */
+  gpus?: number;
+  /** The container image of the workers (the admin's word, as HTCondor takes it); null or absent: the pool settings'. */
+  image?: string | null;
+}
+
 /** A submit description holds one statement per line: no value may carry a line break. */
 function oneLine(w: string): string {
   // eslint-disable-next-line no-control-regex
@@ -76,10 +84,13 @@ export function classAdString(s: string): string {
 
 const basename = (p: string) => p.slice(p.lastIndexOf('/') + 1);
 
-export function workerSubmitDescription(spec: WorkerJobSpec): string {
+export function workerSubmitDescription(spec: WorkerJobSpec & WorkerJobProfile): string {
   // Without a shared filesystem the files travel with the job and are found in its scratch dir.
   const file = (p: string) => (spec.sharedFilesystem ? p : basename(p));
-  return daskJobDescription(spec, {
+  // A group's image runs its workers in that container: docker_image where the pool's jobs use the
+  // docker universe, else the container universe (Apptainer/Singularity, or Docker, as the pool has it).
+  const pool: CommonSpec = spec.image ? { ...spec, universe: spec.universe === 'docker' ? 'docker' : 'container', containerImage: literal(spec.image) } : spec;
+  return daskJobDescription(pool, {
     args: [
       '-m',
       'distributed.cli.dask_worker',
@@ -101,6 +112,7 @@ export function workerSubmitDescription(spec: WorkerJobSpec): string {
     names: spec.workerNames,
     cores: spec.cores,
     memoryGiB: spec.memoryGiB,
+    gpus: spec.gpus ?? 0,
   });
 }
 
@@ -142,6 +154,8 @@ interface JobShape {
   names: string[];
   cores: number;
   memoryGiB: number;
+  /** request_gpus (0: the line is left out). */
+  gpus?: number;
 }
 
 type CommonSpec = Omit<WorkerJobSpec, 'workerNames' | 'schedulerAddress' | 'cores' | 'memoryGiB' | 'environment'>;
@@ -155,6 +169,7 @@ function daskJobDescription(spec: CommonSpec, job: JobShape): string {
     ['environment', environmentValue(job.env)],
     ['request_cpus', String(job.cores)],
     ['request_memory', String(Math.ceil(job.memoryGiB * 1024))],
+    ...(job.gpus ? [['request_gpus', String(job.gpus)] as [string, string]] : []),
     ['request_disk', spec.requestDisk],
     ['initialdir', spec.jobDir],
     ['output', `${spec.jobDir}/$(AfWorker).out`],

@@ -278,7 +278,10 @@ export class KubernetesBackend extends ItemBackend {
     if (!scheduler || scheduler.kind !== 'k8s-pod') throw new Error('the cluster has no scheduler pod to own its workers');
     const ns = scheduler.namespace;
     const account = await this.account(l.cluster.username);
-    const body = workerPod(this.instance, l.cluster, l.worker.name, this.opts.config, { name: scheduler.name, uid: scheduler.uid }, account);
+    const body = workerPod(this.instance, l.cluster, l.worker.name, this.opts.config, { name: scheduler.name, uid: scheduler.uid }, account, {
+      gpus: l.gpus,
+      image: l.image,
+    });
     let pod: V1Pod;
     try {
       pod = await this.createPod(ns, body);

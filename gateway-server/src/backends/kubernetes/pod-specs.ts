@@ -55,6 +55,7 @@ export type KubernetesSpecConfig = Pick<
   KubernetesConfig,
   | 'image'
   | 'image_pull_policy'
+  | 'gpu_resource'
   | 'python'
   | 'scheduler_cores'
   | 'scheduler_memory'
@@ -287,6 +288,14 @@ export function schedulerService(instance: string, c: ClusterRecord, owner: { na
   };
 }
 
+/** What a worker group adds to its pods (worker_groups[].gpus and image). */
+export interface WorkerPodGroup {
+  /** A limit of cfg.gpu_resource (0 or absent: none). */
+  gpus?: number;
+  /** The container's image, over the profile's and the backend's (null or absent: theirs). */
+  image?: string | null;
+}
+
 export function workerPod(
   instance: string,
   c: ClusterRecord,
@@ -294,14 +303,17 @@ export function workerPod(
   cfg: KubernetesSpecConfig,
   owner: { name: string; uid: string },
   account: PodAccount,
+  group: WorkerPodGroup = {},
 ): V1Pod {
   const s = c.settings;
   const profile: Profile = (s.worker_profile && cfg.profiles[s.worker_profile]) || {};
   const memory = gib(s.worker_memory);
+  // Extended resources such as GPUs are asked for as limits only (the requests follow them) and are never overcommitted.
+  const gpus = group.gpus ? { [cfg.gpu_resource]: String(group.gpus) } : {};
   const container: V1Container = deepMerge<V1Container>(
     {
       name: 'worker',
-      image: profile.image ?? cfg.image,
+      image: group.image ?? profile.image ?? cfg.image,
       imagePullPolicy: cfg.image_pull_policy,
       command: [cfg.python, '-m', 'distributed.cli.dask_worker'],
       args: [
@@ -327,7 +339,7 @@ export function workerPod(
         { name: 'BEARER_TOKEN_FILE', value: `${CREDENTIALS_DIR}/bearer-token` },
       ],
       resources: deepMerge(
-        { requests: { cpu: String(s.worker_cores), memory }, limits: { cpu: String(s.worker_cores), memory } },
+        { requests: { cpu: String(s.worker_cores), memory }, limits: { cpu: String(s.worker_cores), memory, ...gpus } },
         profile.resources as Record<string, unknown> | undefined,
       ),
       volumeMounts: [credentialsMount],

@@ -26,6 +26,7 @@ import {
   type StepLaunch,
   type WorkerLaunch,
   SCHEDULER_PRELOADS,
+  unsupportedProfile,
 } from '../backend.js';
 import type { BackendHandle, ClusterRecord } from '../../clusters/model.js';
 import type { AccountResolver, UserAccount } from '../../accounts/accounts.js';
@@ -241,6 +242,9 @@ export class LocalBackend extends ItemBackend {
   }
 
   async startWorker(l: WorkerLaunch): Promise<BackendHandle> {
+    // (the config refuses such a group on this backend; a launch that still asks fails, never runs without)
+    const unsupported = unsupportedProfile(l, 'local');
+    if (unsupported) throw unsupported;
     const { cluster, worker, files } = l;
     const s = cluster.settings;
     return this.launch(cluster.username, {

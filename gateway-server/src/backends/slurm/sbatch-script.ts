@@ -38,6 +38,10 @@ export interface WorkerScriptSpec extends DaskJobSpec {
   schedulerAddress: string;
   cores: number;
   memoryGiB: number;
+  /** GPUs of each worker (worker_groups[].gpus): #SBATCH --gres=<gpuGres>:<gpus>. 0 or absent: none. */
+  gpus?: number;
+  /** The GRES the GPUs are asked for as (backend.slurm.gpu_gres): a name, or name:type. */
+  gpuGres?: string;
 }
 
 export interface SchedulerScriptSpec extends DaskJobSpec {
@@ -224,7 +228,7 @@ export function checkSettings(s: SlurmJobSettings): SlurmJobSettings {
 /** The header every job shares: its name and tag, one task on one node, resources, the facility's settings; the environment of sbatch is not exported (NIL). */
 function header(
   spec: { settings: SlurmJobSettings; jobName: string; comment: string },
-  job: { array?: number; cpus: number; memoryGiB: number; chdir?: string; output: string },
+  job: { array?: number; cpus: number; memoryGiB: number; chdir?: string; output: string; gres?: string },
 ) {
   const s = spec.settings;
   const lines = ['#!/bin/sh', directive('job-name', spec.jobName), directive('comment', spec.comment)];
@@ -237,6 +241,7 @@ function header(
     directive('ntasks', '1'),
     directive('cpus-per-task', String(Math.max(1, Math.ceil(job.cpus)))),
     directive('mem', `${Math.max(1, Math.ceil(job.memoryGiB * 1024))}M`),
+    ...(job.gres ? [directive('gres', job.gres)] : []),
     directive('export', 'NIL'),
     directive('output', job.output),
   );
@@ -268,6 +273,8 @@ function perTask(rows: Record<string, string>[], what: string): string[] {
 }
 
 const DASK_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** backend.slurm.gpu_gres: a GRES name, optionally with its type. */
+const GPU_GRES = /^[A-Za-z][A-Za-z0-9_]{0,63}(:[A-Za-z0-9_.+-]{1,64})?$/;
 
 /**
  * How the jobs start Dask: `python -c RUN_MODULE <module> ARGS` is `python -m <module> ARGS`, except
@@ -281,6 +288,10 @@ export const RUN_MODULE = 'import runpy, sys; sys.modules["setproctitle"] = None
 /** One scale step of a cluster: a job array, one task per worker, each running `dask worker --name <its name>`. */
 export function workerScript(spec: WorkerScriptSpec): string {
   for (const n of spec.workerNames) if (!DASK_NAME.test(n)) throw new Error(`worker name ${JSON.stringify(n.slice(0, 80))} cannot be submitted`);
+  const gpus = spec.gpus ?? 0;
+  if (!Number.isSafeInteger(gpus) || gpus < 0) throw new Error(`cannot ask for ${gpus} GPUs per worker`);
+  const gpuGres = spec.gpuGres ?? 'gpu';
+  if (gpus && !GPU_GRES.test(gpuGres)) throw new Error(`${JSON.stringify(gpuGres.slice(0, 80))} is not a GRES name (gpu, or name:type such as gpu:a100)`);
   const args = [
     '-c',
     RUN_MODULE,
@@ -303,6 +314,8 @@ export function workerScript(spec: WorkerScriptSpec): string {
       memoryGiB: spec.memoryGiB,
       chdir: spec.jobDir,
       output: `${spec.jobDir}/slurm-%A_%a.out`,
+      // name[:type]:count, allocated on the job's one node
+      gres: gpus ? `${gpuGres}:${gpus}` : undefined,
     }),
     '# AF Gateway: Dask workers (one per array task). Written by the gateway; every value is quoted.',
     // (the user's environment first: what the gateway sets after it, the task's name included, wins)

@@ -144,7 +144,10 @@ export class SlurmBackend extends BatchBackend<SlurmHandle> {
 
   /** One job array per cluster (several when a step is larger than max_array_size), one task per worker. */
   protected async submitWorkers(batch: WorkerLaunch[], account: UserAccount, jobDir: string): Promise<SlurmHandle[]> {
-    const { cluster, files } = batch[0]!;
+    // (one worker group's launches: they share the cluster's shape, GPUs and image)
+    const { cluster, files, gpus, image } = batch[0]!;
+    // (the config refuses a Slurm group with an image; a launch that still asks fails, never runs without it)
+    if (image) throw new Error(`the Slurm backend runs no container images (worker_groups[].image ${image})`);
     const out: SlurmHandle[] = [];
     for (let at = 0; at < batch.length; at += this.opts.config.max_array_size) {
       const part = batch.slice(at, at + this.opts.config.max_array_size);
@@ -162,6 +165,8 @@ export class SlurmBackend extends BatchBackend<SlurmHandle> {
         schedulerAddress: cluster.schedulerAddress,
         cores: cluster.settings.worker_cores,
         memoryGiB: cluster.settings.worker_memory,
+        gpus: gpus ?? 0,
+        gpuGres: this.opts.config.gpu_gres,
       });
       const id = await this.sbatch(script, account);
       this.opts.log.info({ cluster: cluster.name, job: id, workers: part.length, account: account.name }, 'submitted worker jobs');
