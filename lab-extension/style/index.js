@@ -1,2 +1,3 @@
 import './base.css';
+import './clusters.css';
 import './workflows.css';

@@ -191,6 +191,17 @@ export class GatewayClient {
     return this.request('PUT', `api/af/clusters/${encodeURIComponent(name)}/groups/${encodeURIComponent(group)}/scale`, body);
   }
 
+  /**
+   * Scales a worker group adaptively between minimum and maximum (null: no maximum but the limits), or
+   * turns its adaptive scaling off (active false; the workers stay). The answer is the group, whose
+   * message says when a limit capped the range; unknown group 404, minimum > maximum 422, a scheduler
+   * that does not answer 409.
+   */
+  adaptGroup(name: string, group: string, minimum: number, maximum: number | null, active = true): Promise<AfWorkerGroup> {
+    const body: AdaptRequest = { minimum, maximum, active };
+    return this.request('PUT', `api/af/clusters/${encodeURIComponent(name)}/groups/${encodeURIComponent(group)}/adapt`, body);
+  }
+
   async stopCluster(name: string): Promise<void> {
     await this.request('DELETE', `api/v1/clusters/${encodeURIComponent(name)}`);
   }

@@ -7,6 +7,8 @@ import type { IEventHub } from '../../session/tokens';
 
 export interface ClusterSummary {
   name: string;
+  /** The readable name its owner gave it, or empty (the card then shows the id). */
+  displayName: string;
   status: AfCluster['status'];
   message: string;
   requested: number;
@@ -38,6 +40,7 @@ export function summarise(c: AfCluster): ClusterSummary {
   }
   return {
     name: c.name,
+    displayName: c.display_name ?? '',
     status: c.status,
     message: c.message,
     requested,
@@ -50,6 +53,29 @@ export function summarise(c: AfCluster): ClusterSummary {
     progress,
     note: c.status === 'FAILED' ? '' : (w.list.find((x) => x.status === 'STARTING' && x.message)?.message ?? c.message),
   };
+}
+
+/**
+ * What a cluster is called where room is short (tabs, dialog titles): its display name, else the start
+ * of its id. Always text: callers put it in text nodes or titles, never in markup.
+ */
+export function clusterLabel(c: { name: string; display_name?: string } | undefined, name: string): string {
+  return c?.display_name || name.slice(0, 8);
+}
+
+/** The option that names a cluster (the gateway's display_name). */
+export const DISPLAY_NAME_OPTION = 'display_name';
+const MAX_DISPLAY_NAME = 64;
+const NOT_PRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
+
+/** The gateway's rule for a cluster name, checked before sending: at most 64 printable characters once trimmed. */
+export function validateDisplayName(label: string, value: string): string | null {
+  const name = value.trim();
+  const length = [...name].length;
+  if (length > MAX_DISPLAY_NAME) return `${label} is ${length} characters long; at most ${MAX_DISPLAY_NAME}`;
+  const m = NOT_PRINTABLE.exec(name);
+  if (m) return `${label} contains U+${m[0].codePointAt(0)!.toString(16).padStart(4, '0').toUpperCase()}, which is not a printable character`;
+  return null;
 }
 
 const BACKEND_NAMES: Record<string, string> = { local: 'local processes', htcondor: 'HTCondor', slurm: 'Slurm', kubernetes: 'Kubernetes' };
@@ -78,6 +104,10 @@ export interface GroupSummary {
   message: string;
   /** Offloading to another group, when the gateway reports it. */
   overflow: string;
+  /** Its adaptive range when it scales adaptively, else null (manual). */
+  adaptive: { minimum: number; maximum: number | null } | null;
+  /** How it scales now, e.g. "adaptive 0–4, now 2" or "manual". */
+  mode: string;
 }
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
@@ -99,7 +129,13 @@ export function describeOverflow(raw: unknown): string {
   return parts.join('; ');
 }
 
+/** A group's scaling in words: "adaptive 0–4, now 2" (∞: no maximum but the limits), or "manual". */
+export function describeGroupMode(adaptive: GroupSummary['adaptive'], target: number): string {
+  return adaptive ? `adaptive ${adaptive.minimum}–${adaptive.maximum ?? '∞'}, now ${target}` : 'manual';
+}
+
 export function summariseGroup(g: AfWorkerGroup): GroupSummary {
+  const adaptive = g.adaptive ? { minimum: g.adaptive.minimum ?? 0, maximum: g.adaptive.maximum } : null;
   const waiting = Math.min(g.pending, g.starting);
   const counts = [`${g.running} of ${g.target} running`];
   if (g.starting - waiting > 0) counts.push(`${g.starting - waiting} starting`);
@@ -119,6 +155,8 @@ export function summariseGroup(g: AfWorkerGroup): GroupSummary {
     counts: counts.join(', '),
     message: g.message,
     overflow: describeOverflow(g.overflow),
+    adaptive,
+    mode: describeGroupMode(adaptive, g.target),
   };
 }
 
@@ -134,6 +172,19 @@ export function parseGroupCount(text: string): { count: number } | { problem: st
   if (!/^\d+$/.test(t)) return { problem: 'Workers must be a whole number, 0 or more' };
   const count = Number(t);
   return Number.isSafeInteger(count) ? { count } : { problem: 'That is too many workers' };
+}
+
+/**
+ * Checks a group's adaptive range as typed: the minimum a whole number (empty: 0), the maximum a whole
+ * number or empty (no maximum but the limits), not below the minimum.
+ */
+export function parseAdaptRange(minimum: string, maximum: string): { minimum: number; maximum: number | null } | { problem: string } {
+  const whole = (t: string) => (/^\d+$/.test(t) && Number.isSafeInteger(Number(t)) ? Number(t) : null);
+  const lo = minimum.trim() === '' ? 0 : whole(minimum.trim());
+  const hi = maximum.trim() === '' ? null : whole(maximum.trim());
+  if (lo === null || (maximum.trim() !== '' && hi === null)) return { problem: 'Minimum and maximum must be whole numbers, 0 or more' };
+  if (hi !== null && lo > hi) return { problem: 'Minimum must not be larger than maximum' };
+  return { minimum: lo, maximum: hi };
 }
 
 /** The code that sends a task to a group's workers (its first resource label), for the card's tip. */
@@ -175,7 +226,8 @@ export function validateOption(field: Field, value: unknown): string | null {
     case 'bool':
       return typeof value === 'boolean' ? null : `${field.label} must be on or off`;
     case 'string':
-      return typeof value === 'string' ? null : `${field.label} must be text`;
+      if (typeof value !== 'string') return `${field.label} must be text`;
+      return field.field === DISPLAY_NAME_OPTION ? validateDisplayName(field.label, value) : null;
     case 'mapping':
       return value && typeof value === 'object' && !Array.isArray(value) ? null : `${field.label} must be a mapping`;
   }
@@ -278,10 +330,26 @@ export class ClustersModel extends GatewayListModel {
    */
   async scaleGroup(name: string, group: string, count: number): Promise<void> {
     const updated = await this.client.scaleGroup(name, group, count);
+    // A count turns adaptive scaling off: the answer is current once both are in.
+    this.applyGroup(name, updated, (g) => g.target === updated.target && !g.adaptive === !updated.adaptive);
+  }
+
+  /**
+   * Scales a worker group adaptively within a range; shown at once from the gateway's answer (whose
+   * message says when a limit capped the range). A refusal throws the gateway's error.
+   */
+  async adaptGroup(name: string, group: string, minimum: number, maximum: number | null): Promise<AfWorkerGroup> {
+    const updated = await this.client.adaptGroup(name, group, minimum, maximum);
+    this.applyGroup(name, updated, (g) => JSON.stringify(g.adaptive ?? null) === JSON.stringify(updated.adaptive ?? null) && g.message === updated.message);
+    return updated;
+  }
+
+  /** Puts a group answer into its cluster unless the stream already brought it (`current` says so): the stream may be newer. */
+  private applyGroup(name: string, updated: AfWorkerGroup, current: (g: AfWorkerGroup) => boolean): void {
     const c = this.clusters.get(name);
-    // Only when the stream has not brought the new target yet: its state may be newer than the answer.
-    if (!c?.groups || c.groups.find((g) => g.name === group)?.target === updated.target) return;
-    this.clusters.set(name, { ...c, groups: c.groups.map((g) => (g.name === group ? updated : g)) });
+    const mine = c?.groups?.find((g) => g.name === updated.name);
+    if (!c?.groups || !mine || current(mine)) return;
+    this.clusters.set(name, { ...c, groups: c.groups.map((g) => (g.name === updated.name ? updated : g)) });
     this.emitChanged();
   }
 

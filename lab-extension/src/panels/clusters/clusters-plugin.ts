@@ -9,7 +9,7 @@ import { errorText } from '../../components/format';
 import { insertCodeCell } from '../../components/notebook-cell';
 import { type PanelContext, panelPlugin } from '../../components/panel-plugin';
 import { clustersIcon } from '../../icons';
-import { ClustersModel, initialOptionValues, type ScaleRequestModel, validateScale } from './clusters-model';
+import { clusterLabel, ClustersModel, initialOptionValues, type ScaleRequestModel, validateScale } from './clusters-model';
 import { ClustersPanel } from './clusters-panel';
 import { makeOptionsForm, type OptionValues, validateOptions } from './options-form';
 import { ScaleForm } from './scale-form';
@@ -30,8 +30,24 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
   const { client } = session;
   const model = new ClustersModel(session);
 
+  /** A cluster in a dialog's title: its display name, else its id. */
+  const named = (name: string) => model.get(name)?.display_name || name;
+
   // --- dashboards as main-area panes ----------------------------------------------------------
   const dashboards = mainAreaWidgets<DashboardWidget>('af-dashboard', ClusterCommandIds.openDashboard);
+  const shown = new WeakMap<DashboardWidget, { cluster: string; label: string }>();
+  // A tab says which cluster by its display name (else the start of its id); restored tabs open before
+  // the cluster list arrives, so titles follow the list. Lumino renders titles as text.
+  const entitle = (widget: DashboardWidget) => {
+    const at = shown.get(widget);
+    if (!at) return;
+    const c = model.get(at.cluster);
+    widget.title.label = `${at.label} (${clusterLabel(c, at.cluster)})`;
+    widget.title.caption = c?.display_name
+      ? `${at.label}: dashboard of cluster ${c.display_name} (${at.cluster})`
+      : `${at.label}: dashboard of cluster ${at.cluster}`;
+  };
+  model.changed.connect(() => dashboards.tracker.forEach(entitle));
   const openDashboard = (cluster: string, label: string, path: string): DashboardWidget => {
     const id = `af-dashboard-${cluster}-${path.replace(/[^A-Za-z0-9_-]/g, '_')}`;
     const existing = dashboards.find(id);
@@ -44,8 +60,8 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     frame.url = client.dashboardUrl(cluster, path);
     const widget: DashboardWidget = new MainAreaWidget({ content: frame });
     widget.id = id;
-    widget.title.label = `${label} (${cluster.slice(0, 8)})`;
-    widget.title.caption = `${label}: dashboard of cluster ${cluster}`;
+    shown.set(widget, { cluster, label });
+    entitle(widget);
     widget.title.icon = clustersIcon;
     widget.addClass('jp-AFDashboard');
     dashboards.add(widget, { cluster, label, path });
@@ -85,7 +101,13 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
       minimum: adaptive?.minimum ?? 0,
       maximum: adaptive?.maximum ?? Math.max(1, c?.workers.requested ?? 1),
     };
-    const value = await askForm({ title: trans.__('Scale %1', name), value: initial, Form: ScaleForm, validate: validateScale, accept: trans.__('Scale') });
+    const value = await askForm({
+      title: trans.__('Scale %1', named(name)),
+      value: initial,
+      Form: ScaleForm,
+      validate: validateScale,
+      accept: trans.__('Scale'),
+    });
     if (!value) return;
     try {
       const clamped = await model.scale(name, value);
@@ -96,9 +118,13 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
   };
 
   const shutdownCluster = async (name: string) => {
+    const title = named(name);
     const res = await showDialog({
-      title: trans.__('Shut down %1?', name),
-      body: trans.__('Its scheduler and all its workers stop, and the results they hold are lost.'),
+      title: trans.__('Shut down %1?', title),
+      body:
+        title === name
+          ? trans.__('Its scheduler and all its workers stop, and the results they hold are lost.')
+          : trans.__('Cluster %1: its scheduler and all its workers stop, and the results they hold are lost.', name),
       buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: trans.__('Shut down') })],
     });
     if (!res.button.accept) return;
