@@ -36,7 +36,8 @@
 #
 # The seed cache (RUCIO_SEED_CACHE=1; the demo's): the first start seeds as usual and keeps the result in
 #   ${AF_RUCIO_CACHE:-/var/cache/af-gateway}/rucio-seed-<key>/   (<key> = hash of SEED_VERSION, the venv,
-#   scripts/rucio/*.py and the policy package, RUCIO_HUGE_FILES, with or without storage)
+#   scripts/rucio/*.py and the policy package, RUCIO_HUGE_FILES, with or without storage; an account
+#   that cannot write there keeps its seeds in ${XDG_CACHE_HOME:-~/.cache}/af-gateway/)
 # : rucio.db (the seeded database), seed.json (its stamp: key, when made, how long it took, the issuer and
 # storage endpoints it was made against) and, with storage, files/<site>/ (every seeded file, read-only to
 # the storage servers). Later starts copy rucio.db into <run-dir> (each start begins from the seed: what a
@@ -317,7 +318,11 @@ start() {
   local seed_dir= seed_key= seed_args=()
   if [ "${RUCIO_SEED_CACHE:-}" = 1 ]; then
     seed_key=$(seed_key "$huge")
-    seed_dir="$cache/rucio-seed-$seed_key"
+    # beside the venv; an account that cannot write there (the venv built by root) keeps its own
+    local seeds=$cache
+    [ -w "$seeds" ] || seeds=${XDG_CACHE_HOME:-$HOME/.cache}/af-gateway
+    mkdir -p "$seeds"
+    seed_dir="$seeds/rucio-seed-$seed_key"
     [ -f "$seed_dir/.complete" ] || log "no seed $seed_dir yet: waiting for another start that makes it, or making it"
     lock_cache "$seed_dir.lock" 1800 "start making the Rucio seed"
     if [ -f "$seed_dir/.complete" ]; then
@@ -379,7 +384,7 @@ build_database(); create_base_vo(); create_root_account()
   if [ "${seed_args[0]:-}" = --seed-dir ]; then
     touch "$seed_dir/.complete" "$seed_dir/.last-used"
     unlock_cache
-    prune_seeds "$seed_dir"
+    prune_seeds "$seeds" "$seed_dir"
   fi
   grep 'ds.big\|ds.huge\|seed\|done' "$run/bootstrap.log" | sed 's/^/  /' >&2
   log "ready in $(since "$t0")s: $run/rucio.json"
@@ -393,13 +398,13 @@ seed_key() {
   } | sha256sum | cut -c1-12
 }
 
-# prune_seeds KEEP: removes the other seeds no start used for 7 days (each is a database and, with
-# storage, every seeded file), each under its lock
+# prune_seeds DIR KEEP: removes the other seeds in DIR no start used for 7 days (each is a database
+# and, with storage, every seeded file), each under its lock
 prune_seeds() {
   local d
-  for d in "$cache"/rucio-seed-*/; do
+  for d in "$1"/rucio-seed-*/; do
     d=${d%/}
-    [ "$d" != "$1" ] && [ -f "$d/.complete" ] || continue
+    [ "$d" != "$2" ] && [ -f "$d/.complete" ] || continue
     [ -n "$(find "$d/.last-used" -mtime +7 2>/dev/null)" ] || continue
     (exec 7>"$d.lock"; flock -n 7 && rm -rf "$d" "$d.lock" && log "removed $d (unused for 7 days)") || true
   done
