@@ -6,7 +6,8 @@ through the AF API; a gateway killed with SIGKILL adopts both groups' jobs (same
 cluster leaves neither queue a job of it. Then overflow: with default_worker_group.overflow {group: hpc,
 after: 10}, a pool whose cores another user's job takes sends the cluster's waiting workers to Slurm
 after 10 s (their HTCondor jobs stay queued), and takes them back (retired gracefully) when the
-blocker is removed.
+blocker is removed. Last, GPU groups on machines without GPUs: HTCondor keeps the GPU job idle, Slurm refuses
+its --gres at submission, and the API says so.
 
 The gateway runs as root (both prefixes need it); the cluster's directory is on the one filesystem both
 batch systems' jobs see under the same path, which is what a group on another batch system needs.
@@ -14,6 +15,7 @@ batch systems' jobs see under the same path, which is what a group on another ba
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -238,6 +240,60 @@ def test_a_full_pool_overflows_to_slurm_and_takes_its_workers_back_when_slots_fr
     finally:
         if blocker:
             pool.run_as("af-bob", "condor_rm", blocker.split(".")[0])
+        cluster.shutdown()
+        try:
+            wait_until(lambda: not slurm_jobs(slurm, name, states=LIVE) and not pool.jobs(mine), 60,
+                       lambda: f"no job of {name} left: {slurm_jobs(slurm, name)} {pool.jobs(mine)}")
+        finally:
+            stop(g.proc)
+
+
+def test_gpu_groups_ask_the_real_batch_systems_for_gpus_the_test_machine_does_not_have(pool, slurm):
+    """No GPU here: what shows that the GPUs reach the batch systems is how they answer. HTCondor keeps the GPU group's
+    job idle (request_gpus = 1 in its ad) while a default worker of the same cluster runs; the API shows it pending with
+    HTCondor's reason. Slurm, which has no GPU GRES configured, refuses --gres=gpu:1 at sbatch: the group's starts fail
+    with Slurm's words and the group is scaled to 0. Default keeps computing meanwhile."""
+    def config(port, data):
+        c = mixed_config(pool, slurm, port, data)
+        slurm_backend = c["worker_groups"][0]["backend"]
+        c["worker_groups"] += [
+            {"name": "gpu", "description": "GPU slots of the pool", "gpus": 1, "worker_cores": 1, "worker_memory": 1},
+            {"name": "hpc-gpu", "description": "GPU nodes of Slurm", "backend": slurm_backend, "gpus": 1, "worker_cores": 1, "worker_memory": 1},
+        ]
+        return c
+    g = GatewayUnderTest(pool.run_dir / "gpus", config)
+    g.dir.chmod(0o711)
+    cluster = g.gateway("alice").new_cluster()
+    name = cluster.name
+    mine = f'AfGatewayCluster == "{name}"'
+    try:
+        cluster.scale(1)
+        r = scale_group(g, name, "gpu", 1)
+        assert r.status_code == 200, r.text
+        assert r.json()["gpus"] == 1 and r.json()["resources"] == {"GPU": 1}, r.json()
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=120)
+        gs = wait_until(lambda: (lambda gs: gs if gs["default"]["running"] == 1 and gs["gpu"]["pending"] == 1 else None)(groups(g, name)), 60,
+                        lambda: f"default running and gpu pending: {groups(g, name)}")
+        ads = json.loads(pool.run("condor_q", "-allusers", "-json", "-constraint", mine, "-attributes", "AfGatewayWorker,JobStatus,RequestGPUs") or "[]")
+        gpu_jobs = [a for a in ads if a.get("AfGatewayWorker", "").endswith("_gpu")]
+        assert [(a["JobStatus"], a.get("RequestGPUs")) for a in gpu_jobs] == [(1, 1)], ads
+        assert all(a.get("RequestGPUs") is None for a in ads if not a.get("AfGatewayWorker", "").endswith("_gpu")), ads
+        assert gs["gpu"]["starting"] == 1 and re.match(r"HTCondor job \d+\.0 is waiting for a slot", gs["gpu"]["pending_reasons"][0]), gs["gpu"]
+        print(f"HTCondor: the gpu worker's job (RequestGPUs 1) stays idle: {gs['gpu']['pending_reasons']}")
+        assert client.submit(sum, range(10)).result(timeout=60) == 45  # on default's worker
+
+        r = scale_group(g, name, "hpc-gpu", 1)
+        assert r.status_code == 200, r.text
+        gs = wait_until(lambda: (lambda gs: gs if gs["hpc-gpu"]["target"] == 0 and gs["hpc-gpu"]["message"] else None)(groups(g, name)), 90,
+                        lambda: f"hpc-gpu's starts failing: {groups(g, name)}; log: {g.log.read_text()[-3000:]}")
+        print(f"Slurm: {gs['hpc-gpu']['message']}")
+        assert re.search(r"3 workers in a row failed to start; the last one could not be started: .*gres.*; the group was scaled to 0",
+                         gs["hpc-gpu"]["message"], re.I), gs["hpc-gpu"]
+        assert not slurm_jobs(slurm, name, states=LIVE)
+        assert g.af_cluster(name)["status"] == "RUNNING" and gs["gpu"]["pending"] == 1 and gs["default"]["running"] == 1
+        client.close()
+    finally:
         cluster.shutdown()
         try:
             wait_until(lambda: not slurm_jobs(slurm, name, states=LIVE) and not pool.jobs(mine), 60,
