@@ -111,27 +111,26 @@ cleanup() {
   trap - EXIT
   trap '' INT TERM HUP # a second Ctrl-C must not cut the clean-up short
   local i
-  if [ -n "$rucio_job" ] && kill -0 "$rucio_job" 2>/dev/null; then
-    # Rucio still starting (or seeding: a seed left half-made is made again by the next start)
-    kill -TERM -- "-$rucio_job" 2>/dev/null || true
+  # everything is told at once; Rucio's server and the storage stop while the components do
+  [ ${#pids[@]} -gt 0 ] && log "stopping: ${names[*]}${rucio_job:+ and the Rucio start}"
+  [ -z "$rucio_job" ] || kill -TERM -- "-$rucio_job" 2>/dev/null || true
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM -- "-${pids[i]}" 2>/dev/null || true; done
+  if [ -n "$rucio_job" ]; then
+    # (a seed left half-made by a start stopped here is made again by the next start)
     for _ in $(seq 1 50); do kill -0 "$rucio_job" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$rucio_job" 2>/dev/null || true
   fi
-  if [ ${#pids[@]} -gt 0 ]; then
-    log "stopping: ${names[*]}"
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM -- "-${pids[i]}" 2>/dev/null || true; done
-    # the gateway stops its clusters and Lab its kernels; give them time, then kill what is left
-    for _ in $(seq 1 200); do
-      local alive=0
-      for i in "${!pids[@]}"; do kill -0 -- "-${pids[i]}" 2>/dev/null && alive=1; done
-      [ "$alive" = 0 ] && break
-      sleep 0.1
-    done
-    for i in "${!pids[@]}"; do kill -KILL -- "-${pids[i]}" 2>/dev/null || true; done
-  fi
+  declare -F rucio_stop >/dev/null && rucio_stop &
+  declare -F storage_stop >/dev/null && storage_stop &
+  # the gateway stops its clusters and Lab its kernels; give them time, then kill what is left
+  for _ in $(seq 1 200); do
+    local alive=0
+    for i in "${!pids[@]}"; do kill -0 -- "-${pids[i]}" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do kill -KILL -- "-${pids[i]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  declare -F rucio_stop >/dev/null && rucio_stop
-  declare -F storage_stop >/dev/null && storage_stop
   [ ${#pids[@]} -gt 0 ] && log "stopped"
   [ -n "${secrets_dir:-}" ] && rm -rf "$secrets_dir"
   exit "$rc"
