@@ -159,7 +159,8 @@ def test_the_analysis_notebook_runs_to_its_plot_in_the_demo_lab_and_registers_it
 
 
 def test_the_demo_says_what_to_try_first(demo):
-    """Once everything is up, a short list: the Lab, the token panel, alice's dataset, the notebook, a cluster."""
+    """Once everything is up, a short list: the Lab, the token panel, alice's dataset, the notebook, a cluster;
+    README has the same list, and its Python snippet is the demo's user."""
     banner = demo["banner"]
     first = banner[banner.index("Try this first:"):banner.index("Ctrl-C stops everything")]
     items = re.findall(r"^\s+(\d)\. ", first, re.M)
@@ -167,8 +168,12 @@ def test_the_demo_says_what_to_try_first(demo):
     for what in ("JupyterLab address", "Access token panel", "user.alice:af.example.4l", "analysis/four-lepton.ipynb",
                  "Dask clusters panel", "ds.huge (100,000 files)"):
         assert what in first, (what, first)
-    # the README's list near `npm run demo` says the same things
+    # the README's list near `npm run demo` says the same things, and its Python snippet logs in as the
+    # demo's user, whose clusters the Lab's panels show
     readme = (REPO / "README.md").read_text()
+    assert "the Lab and Gateway() in a notebook log in as alice" in banner, banner
+    snippet = readme[readme.index("## From Python and notebooks"):][:1200]
+    assert re.findall(r"auth=BasicAuth\((\S+?)\)", snippet) == ['"alice"'], snippet
     listed = readme[readme.index("Try this first"):][:2500]
     for what in ("Access token", "user.alice:af.example.4l", "four-lepton.ipynb", "Dask clusters", "ds.huge"):
         assert what in listed, (what, listed)
