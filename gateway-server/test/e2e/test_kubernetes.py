@@ -490,3 +490,36 @@ def test_the_owners_refreshed_token_reaches_the_clusters_secret(kube, sa_kubecon
             stop(g.proc)
     finally:
         stop(op_proc)
+
+
+def test_a_gpu_groups_worker_pod_asks_for_the_gpu_and_image_and_waits_for_a_node_that_has_one(kube, sa_kubeconfig):
+    """A worker group with gpus: 1 and an image of its own, on a cluster whose one node has no GPU: the worker pod carries
+    the group's image and a limit nvidia.com/gpu: 1, the real kube-scheduler leaves it Pending for want of the GPU, and
+    the groups API shows it pending with the scheduler's reason. (No GPU and no image pull here: the pod never binds.)"""
+    image = "registry.example.org/af/dask-gpu:2026.3"
+    g = Gw(kube, sa_kubeconfig, "gpus")
+    # (the module's gateway config, and the group: started again with it)
+    stop(g.proc)
+    g.config["worker_groups"] = [{"name": "gpu", "description": "GPU nodes", "gpus": 1, "image": image, "worker_cores": 1, "worker_memory": 0.5}]
+    g.start()
+    cluster = g.gateway().new_cluster()
+    groups = f"{g.url}/api/af/clusters/{cluster.name}/groups"
+    try:
+        r = requests.put(f"{groups}/gpu/scale", json={"count": 1}, auth=("alice", ""), timeout=30)
+        assert r.status_code == 200, r.text
+        assert {k: r.json()[k] for k in ("gpus", "image", "resources")} == {"gpus": 1, "image": image, "resources": {"GPU": 1}}
+        sel = f"af-gateway.io/cluster={cluster.name},af-gateway.io/component=worker"
+        (pod,) = wait_until(lambda: kube.get("pods", sel) or None, 30, "the gpu worker's pod")
+        c = pod["spec"]["containers"][0]
+        assert c["image"] == image and c["resources"]["limits"] == {"cpu": "1", "memory": "512Mi", "nvidia.com/gpu": "1"}, c
+        gpu = wait_until(lambda: (lambda gs: gs["gpu"] if gs["gpu"]["pending"] == 1 and "nvidia.com/gpu" in " ".join(gs["gpu"]["pending_reasons"]) else None)(
+            {x["name"]: x for x in requests.get(groups, auth=("alice", ""), timeout=10).json()["groups"]}), 60,
+            lambda: f"the gpu worker pending for want of a GPU: {requests.get(groups, auth=('alice', ''), timeout=10).text}")
+        print(f"Kubernetes: {gpu['pending_reasons']}")
+        assert [p["status"]["phase"] for p in kube.get("pods", sel)] == ["Pending"]
+    finally:
+        cluster.shutdown()
+        try:
+            wait_until(lambda: _gone(kube, cluster.name), 60, f"everything of {cluster.name} gone")
+        finally:
+            stop(g.proc)
