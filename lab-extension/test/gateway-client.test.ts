@@ -48,7 +48,9 @@ describe('GatewayClient', () => {
   it('reports that a simple-auth gateway holds no token', async () => {
     const model = new TokenModel(new GatewaySession(clientFor('erin')), 600);
     await model.reload();
-    expect(model.view.health).toBe('none');
+    // signed in by user name (Basic): nothing to log in to or renew, and the panel says why
+    expect(model.view).toMatchObject({ health: 'not-managed', headline: expect.stringContaining('tokens are not managed here') });
+    expect(model.canRefresh).toBe(false);
     const unauth = new TokenModel(new GatewaySession(new GatewayClient({ baseUrl: gw.url, authMode: 'session' })), 600);
     await unauth.reload();
     expect(unauth.view.health).toBe('login-required');

@@ -49,7 +49,16 @@ describe('token status in plain words', () => {
   it('names each problem', () => {
     expect(describeToken(null, NOW, 600).health).toBe('loading');
     expect(describeToken(token({ source: 'none', expires_at: null }), NOW, 600)).toMatchObject({ health: 'none', headline: expect.stringContaining('Log in') });
-    expect(describeToken(token({ source: 'none', expires_at: null }), NOW, 600, false).headline).toContain('basic authentication');
+    // a Lab signing in by user name: nothing to log in to or renew, and the panel says why
+    expect(describeToken(token({ source: 'none', expires_at: null }), NOW, 600, false)).toMatchObject({
+      health: 'not-managed',
+      headline: expect.stringContaining('tokens are not managed here'),
+    });
+    const noRefresh = { refresh: { state: 'none' as const, message: '', next_at: null } };
+    for (const t of [token({ expires_at: NOW - 1000, ...noRefresh }), token({ expires_at: NOW + 300_000, ...noRefresh }), token(noRefresh)]) {
+      expect(describeToken(t, NOW, 600, false).headline).not.toMatch(/log in/i);
+      expect(describeToken(t, NOW, 600, true).headline).toMatch(/log in/i);
+    }
     expect(describeToken(token({ expires_at: NOW - 1000 }), NOW, 600).health).toBe('expired');
     const failing = describeToken(token({ refresh: { state: 'failing', message: 'provider unreachable', next_at: null } }), NOW, 600);
     expect(failing).toMatchObject({ health: 'refresh-failed', headline: expect.stringContaining('provider unreachable') });

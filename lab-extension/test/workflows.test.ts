@@ -8,6 +8,7 @@ import type { GatewayClient } from '../src/api/gateway-client';
 import {
   ancestorStages,
   countsByStage,
+  initCount,
   createDagState,
   type DagStage,
   isInitStage,
@@ -37,7 +38,7 @@ import {
   wrapNote,
 } from '../src/panels/workflows/dag-layout';
 import { DagModel } from '../src/panels/workflows/dag-model';
-import { cellsIn, nodeFont, nodeMarkup, paintNodes } from '../src/panels/workflows/dag-nodes';
+import { cellsIn, labelsReadable, nodeFont, nodeMarkup, paintNodes } from '../src/panels/workflows/dag-nodes';
 import { fitText, stageCountsText } from '../src/panels/workflows/dag-renderer';
 import {
   collectBundle,
@@ -95,7 +96,7 @@ describe('merging the event stream deltas', () => {
     const state = createDagState(dag());
     expect(state.nodes.size).toBe(2);
     // a state change only: no layout needed
-    expect(mergeDag(state, dag({ nodes: [node('acquire', 'SUCCESS')], edges: [] }))).toEqual({ structure: false, nodes: 1 });
+    expect(mergeDag(state, dag({ nodes: [node('acquire', 'SUCCESS')], edges: [] }))).toEqual({ structure: false, nodes: 1, ids: ['acquire'] });
     expect(state.nodes.get('acquire')?.state).toBe('SUCCESS');
     // the map stage applied: five new nodes, their edges, new stage states
     const mapNodes = [0, 1, 2, 3, 4].map((i) => node(`map:${i}`));
@@ -146,6 +147,15 @@ describe('DagModel', () => {
     events.dispatch({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'FAILED')], edges: [] }) });
     expect(model.node('acquire')?.state).toBe('FAILED');
     expect(model.structureVersion).toBe(structure);
+    // the view redraws just the nodes changed since its drawing; a new node means everything again
+    const drawn = model.version;
+    expect(model.changedSince(drawn)).toEqual(new Set());
+    events.dispatch({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'SUCCESS'), node('init', 'SUCCESS')], edges: [] }) });
+    events.dispatch({ type: 'workflow-dag', dag: dag({ nodes: [node('acquire', 'FAILED')], edges: [] }) });
+    expect(model.changedSince(drawn)).toEqual(new Set(['acquire', 'init']));
+    events.dispatch({ type: 'workflow-dag', dag: dag({ nodes: [node('reduce', 'RUNNING')], edges: [] }) });
+    expect(model.changedSince(drawn)).toBeNull();
+    expect(model.changedSince(model.version)).toEqual(new Set());
     // the runs list follows the deltas' runs too
     expect(runs.get('r1')?.status).toBe('RUNNING');
     model.dispose();
@@ -253,11 +263,14 @@ describe('drawing nodes in view only', () => {
     // the whole drawing on a canvas: every node once, in its state's colour
     const fills: string[] = [];
     const painter = { fillStyle: '' as unknown, globalAlpha: 1, fillRect: () => fills.push(String(painter.fillStyle)) };
-    const colours = { DEFINED: 'grey', RUNNING: 'blue', SUCCESS: 'green', FAILED: 'red', CANCELLED: 'dark' };
+    const colours = { DEFINED: 'grey', RUNNING: 'blue', SUCCESS: 'green', FAILED: 'red', CANCELLED: 'dark', INIT: 'purple' };
     const counts = paintNodes(painter, layout, state, { x: 0, y: 0, width: layout.width, height: layout.height }, colours, 0.5);
     expect(counts).toEqual({ DEFINED: 4989, RUNNING: 1, SUCCESS: 12, FAILED: 0, CANCELLED: 0 });
     expect(fills).toHaveLength(5002);
     expect(fills.filter((f) => f === 'blue')).toHaveLength(1);
+    // the init in its own colour, as the legend shows it (counted in its state above)
+    expect(fills.filter((f) => f === 'purple')).toHaveLength(1);
+    expect(fills.filter((f) => f === 'green')).toHaveLength(11);
   });
 });
 
@@ -368,6 +381,8 @@ describe('subworkflows, cases and skipped stages', () => {
     const state = createDagState(dag({ stages: NESTED_STAGES, nodes: NESTED_NODES, edges: NESTED_EDGES }));
     // 2 × (shout, count), pick:0, pick:2, pick[1].big, after: the inits are parameters
     expect(totalCounts(countsByStage(state)).SUCCESS).toBe(8);
+    // the legend counts them apart: the run's, nested[0]'s, nested[1]'s and pick[1]'s
+    expect(initCount(state)).toBe(4);
     expect(skippedStages(state)).toBe(2);
   });
 
@@ -478,7 +493,11 @@ describe('subworkflows, cases and skipped stages', () => {
     expect(markup('nested[1].shout')).toContain('>shout</text>');
     expect(markup('pick:0')).toContain('data-case="0"');
     expect(markup('pick:0')).toContain('>case 0</text>');
-    expect(markup('pick:0')).toContain('>pick #0</text>');
+    // a step is named as the details pane and the CLI name it: STAGE:INDEX
+    expect(markup('pick:0')).toContain('>pick:0</text>');
+    expect(markup('init')).toMatch(/^mod-success mod-init"/);
+    expect(markup('nested[0].init')).toContain('mod-init');
+    expect(markup('nested[0].shout')).not.toContain('mod-init');
     expect(markup('pick:0')).toContain('chosen by case 0');
     // a subworkflow's init carries its case too: its group's label shows it, not a badge on the init
     expect(markup('pick[1].init')).toContain('data-case="1"');
@@ -486,10 +505,13 @@ describe('subworkflows, cases and skipped stages', () => {
     expect(markup('nested[0].shout')).not.toContain('case');
     expect([...svg.matchAll(/data-node=/g)]).toHaveLength(NESTED_NODES.length);
     expect([...svg.matchAll(/class="jp-AFDag-caseBadge"/g)]).toHaveLength(2);
-    // fitted small, the labels are larger in the drawing and the step says only its index beside its badge
-    expect([nodeFont(1), nodeFont(0.82), nodeFont(0.66), nodeFont(0.43)]).toEqual([11, 11, 13, 13]);
+    // fitted small, the labels are larger in the drawing (about 10 px on screen), and hidden where even
+    // the largest a node holds would be too small to read; a name cut to fit keeps its index
+    expect([nodeFont(1), nodeFont(0.82), nodeFont(0.66), nodeFont(0.5), nodeFont(0.43)]).toEqual([11, 13, 16, 19, 19]);
+    expect([1, 0.66, 0.5].every(labelsReadable)).toBe(true);
+    expect(labelsReadable(0.43)).toBe(false);
     const big = nodeMarkup(layout, state, { x: 0, y: 0, width: layout.width, height: layout.height }, 13);
-    expect(big).toMatch(/data-node="pick:0"[^]*?>#0<\/text>[^]*?>case 0<\/text>/);
+    expect(big).toMatch(/data-node="pick:0"[^]*?>pi…:0<\/text>[^]*?>case 0<\/text>/);
     expect(big).toContain('>shout</text>');
     // a long name is cut to fit beside the badge (the tooltip has the whole id)
     const long = createDagState(
@@ -621,8 +643,16 @@ describe('the workflow bundle', () => {
       retries: 2,
     });
     expect(runRequest({ entry: 'w.yml', files: {} }, { parameters: {}, name: '', backend: '', retries: '' })).toEqual({ entry: 'w.yml', files: {} });
+    // an empty name: the workflow's directory name, as the CLI sends it (the gateway sees only 'w.yml')
+    expect(runRequest({ entry: 'w.yml', files: {} }, { parameters: {}, name: ' ', backend: '', retries: '' }, 'map-reduce')).toEqual({
+      entry: 'w.yml',
+      files: {},
+      name: 'map-reduce',
+    });
     expect(defaultRunName('examples/map-reduce', 'workflow.yml')).toBe('map-reduce');
     expect(defaultRunName('', 'my flow.yml')).toBe('my-flow');
+    expect(defaultRunName('work/___', 'flow.yml')).toBe('flow');
+    expect(defaultRunName('', '-.yml')).toBe('workflow');
   });
 
   it('knows workflow files and workspace paths', () => {

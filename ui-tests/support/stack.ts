@@ -37,6 +37,8 @@ export type { HubStack } from './hub-stack.ts';
 export const RESULTS_DIR = path.join(UI_DIR, 'test-results');
 export const STACK_FILE = path.join(RESULTS_DIR, 'stack.json');
 export const BASE_PATH = '/services/af-gateway/';
+/** Where the second gateway, with the demo's login (simple: a user name, no password), is on the proxy. */
+export const BASIC_BASE_PATH = '/services/af-gateway-basic/';
 
 const OP_SCRIPT = path.join(REPO, 'gateway-server', 'test', 'support', 'oidc-provider.mjs');
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -93,6 +95,11 @@ export interface Stack {
   proxyApi: { url: string; token: string };
   /** The Rucio server behind the gateway's Rucio instance `test`. */
   rucio: RucioServer;
+  /**
+   * A gateway as the demo runs it (simple authentication: any user name, no password; one person on
+   * loopback), on the same proxy under `basePath`: the Lab pointed at it signs in by user name.
+   */
+  basicGateway: { url: string; basePath: string };
   /** JupyterHub with its own gateway as the service af-gateway (see hub-stack.ts). */
   hub: HubStack;
   processes: StackProcess[];
@@ -121,7 +128,7 @@ export async function startStack(): Promise<Stack> {
   const screenshotsDir = path.join(RESULTS_DIR, 'screenshots');
   for (const d of [logsDir, screenshotsDir]) mkdirSync(d, { recursive: true });
   const started: Running[] = [];
-  const ports = { op: 0, gateway: 0, lab: 0, proxy: 0, proxyApi: 0 };
+  const ports = { op: 0, gateway: 0, basicGateway: 0, lab: 0, proxy: 0, proxyApi: 0 };
   for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await freePort();
   const proxyURL = `http://127.0.0.1:${ports.proxy}`;
   const gatewayPublicURL = `${proxyURL}${BASE_PATH.replace(/\/$/, '')}`;
@@ -214,6 +221,30 @@ export async function startStack(): Promise<Stack> {
     const gatewayEnv = { ...baseEnv, AF_GATEWAY_OIDC_CLIENT_SECRET: gatewayClient.secret };
     const gw = await startGateway('gateway', logsDir, tmpDir, 'AF Gateway config of the UI tests', config, gatewayEnv, gatewayURL, started);
 
+    // 2b. the demo's kind of gateway: simple authentication, single user, its own data
+    const basicDir = path.join(tmpDir, 'gateway-basic');
+    mkdirSync(basicDir, { recursive: true });
+    const basicGateway = { url: `http://127.0.0.1:${ports.basicGateway}`, basePath: BASIC_BASE_PATH };
+    const basicConfig = {
+      listen: `127.0.0.1:${ports.basicGateway}`,
+      public_url: `${proxyURL}${BASIC_BASE_PATH.replace(/\/$/, '')}`,
+      base_path: BASIC_BASE_PATH,
+      data_dir: path.join(basicDir, 'data'),
+      log_level: 'info',
+      auth: { type: 'simple' },
+      backend: { type: 'local', local: { single_user: true, python: path.join(VENV_BIN, 'python') } },
+    };
+    await startGateway(
+      'gateway-basic',
+      logsDir,
+      basicDir,
+      'AF Gateway with simple authentication, as the demo runs it',
+      basicConfig,
+      baseEnv,
+      basicGateway.url,
+      started,
+    );
+
     // 3. JupyterLab, no token or password, kernels holding alice's bearer token
     const serverRoot = path.join(tmpDir, 'lab-root');
     const settingsDir = path.join(tmpDir, 'lab-settings');
@@ -277,17 +308,23 @@ export async function startStack(): Promise<Stack> {
       REPO,
     );
     started.push(proxy);
-    const route = BASE_PATH.replace(/\/$/, '');
-    await waitFor(`route ${route}`, proxy, async () => {
-      const r = await fetch(`${proxyApi.url}/api/routes${route}`, {
-        method: 'POST',
-        headers: { authorization: `token ${proxyApi.token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ target: gatewayURL }),
-        signal: AbortSignal.timeout(5000),
+    for (const [base, target] of [
+      [BASE_PATH, gatewayURL],
+      [BASIC_BASE_PATH, basicGateway.url],
+    ]) {
+      const route = base.replace(/\/$/, '');
+      await waitFor(`route ${route}`, proxy, async () => {
+        const r = await fetch(`${proxyApi.url}/api/routes${route}`, {
+          method: 'POST',
+          headers: { authorization: `token ${proxyApi.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ target }),
+          signal: AbortSignal.timeout(5000),
+        });
+        return r.status === 201 ? true : undefined;
       });
-      return r.status === 201 ? true : undefined;
-    });
+    }
     await waitFor('the gateway through the proxy', proxy, () => httpOk(`${gatewayPublicURL}/api/health`));
+    await waitFor('the basic gateway through the proxy', proxy, () => httpOk(`${proxyURL}${BASIC_BASE_PATH}api/health`));
     await waitFor('JupyterLab through the proxy', proxy, () => httpOk(`${proxyURL}/api/status`));
 
     // The gateway's login must send the browser back through the proxy, under the base path.
@@ -320,6 +357,7 @@ export async function startStack(): Promise<Stack> {
       screenshotsDir,
       proxyApi,
       rucio,
+      basicGateway,
       hub: hubResult.hub,
       processes: started.map(({ name, pid, log }) => ({ name, pid, log })),
     };

@@ -22,10 +22,13 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     const cores = dialog.locator('#af-option-worker_cores');
     await expect(cores).toHaveValue('1');
     await cores.fill('9');
+    // said once the field is left, not while typing (a number past its max: JupyterLab's dialog holds Create back)
+    await expect(dialog.locator('.jp-AFDialog-problem')).toHaveText('');
+    await cores.press('Tab');
     await expect(dialog.locator('.jp-AFDialog-problem')).toContainText('at most');
-    await expect(dialog.locator('.jp-mod-accept')).toBeDisabled();
+    await expect(dialog.locator('.jp-AFDialog-row.mod-invalid #af-option-worker_cores')).toBeVisible();
     await cores.fill('2');
-    await expect(dialog.locator('.jp-mod-accept')).toBeEnabled();
+    await expect(dialog.locator('.jp-AFDialog-problem')).toHaveText('');
     await shot(page, 'clusters-new-form-light', dialog.locator('.jp-Dialog-content'));
     await dialog.locator('.jp-mod-accept').click();
     name = await newClusterRunning(panel);
@@ -45,7 +48,8 @@ test('a cluster from the New cluster form to shutdown', async ({ page }) => {
     await dialog.locator('#af-scale-minimum').fill('3');
     await dialog.locator('#af-scale-maximum').fill('1');
     await expect(dialog.locator('.jp-AFDialog-problem')).toHaveText('Minimum must not be larger than maximum');
-    await expect(dialog.locator('.jp-mod-accept')).toBeDisabled();
+    await dialog.locator('.jp-mod-accept').click(); // refused: the form stays
+    await expect(dialog.locator('#af-scale-minimum')).toBeVisible();
     await dialog.locator('#af-scale-minimum').fill('1');
     await dialog.locator('#af-scale-maximum').fill('3');
     await dialog.locator('.jp-mod-accept').click();

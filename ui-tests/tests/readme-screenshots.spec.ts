@@ -35,8 +35,8 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
 
   await test.step('Rucio: search data26 for ds.*, open ds.small, see its files with davs PFNs', async () => {
     const panel = await openPanel(page, 'af-rucio');
-    await panel.locator('.jp-AFRucio-scope').selectOption('data26');
-    await panel.locator('.jp-AFRucio-type').selectOption('dataset');
+    await panel.locator('.jp-AFRucio-scope select').selectOption('data26');
+    await panel.locator('.jp-AFRucio-type select').selectOption('dataset');
     await panel.locator('.jp-AFRucio-query').fill('ds.*');
     await panel.locator('.jp-AFRucio-go').click();
     const small = panel.locator('.jp-AFRucio-result[data-did="data26:ds.small"]');

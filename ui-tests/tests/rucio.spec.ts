@@ -10,8 +10,8 @@ import { openPanel, runAddedCell, shot } from './panels';
 test.setTimeout(300_000);
 
 async function search(panel: Locator, scope: string, pattern: string, type: 'dataset' | 'container' | 'all' = 'dataset'): Promise<void> {
-  await panel.locator('.jp-AFRucio-scope').selectOption(scope);
-  await panel.locator('.jp-AFRucio-type').selectOption(type);
+  await panel.locator('.jp-AFRucio-scope select').selectOption(scope);
+  await panel.locator('.jp-AFRucio-type select').selectOption(type);
   await panel.locator('.jp-AFRucio-query').fill(pattern);
   await panel.locator('.jp-AFRucio-go').click();
 }
@@ -28,7 +28,9 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
   await context.grantPermissions(['clipboard-read', 'clipboard-write']);
   await loginAsAlice(page);
   const panel = await openPanel(page, 'af-rucio');
-  await expect(panel.locator('.jp-AFRucio-instance')).toHaveValue('test');
+  await expect(panel.locator('.jp-AFRucio-instance select')).toHaveValue('test');
+  // JupyterLab's own selects (HTMLSelect, with its caret), and a placeholder that reads as an example
+  await expect(panel.locator('.jp-HTMLSelect.jp-AFRucio-scope svg')).toBeVisible();
   await expect(panel.locator('.jp-AFRucio-scope option')).toHaveText(['data26', 'user.alice', 'user.bob']);
   await shot(page, 'rucio-start-light', panel);
 
@@ -60,10 +62,10 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await expect(rows.first().locator('.jp-AFRucio-fileRses')).toHaveText('SITE-A_DISK, SITE-B_DISK');
     for (const pfn of await table.locator('.jp-AFRucio-filePfn').allTextContents()) expect(pfn).toMatch(/^davs:\/\/webdav\.site-[ab]\.test:443\//);
     await shot(page, 'rucio-dataset-davs-light', panel);
-    await panel.locator('.jp-AFRucio-schemeSelect').selectOption('root');
+    await panel.locator('.jp-AFRucio-schemeSelect select').selectOption('root');
     await expect(progress).toHaveText(/5 root PFNs/);
     for (const pfn of await table.locator('.jp-AFRucio-filePfn').allTextContents()) expect(pfn).toMatch(/^root:\/\/.*:1094\/\//);
-    await panel.locator('.jp-AFRucio-schemeSelect').selectOption('davs');
+    await panel.locator('.jp-AFRucio-schemeSelect select').selectOption('davs');
     await expect(progress).toHaveText(/5 davs PFNs/);
     await panel.getByRole('button', { name: 'Copy PFNs' }).click();
     await expect(page.locator('.Toastify__toast').filter({ hasText: 'Copied 5 davs PFNs of data26:ds.small' })).toBeVisible();
@@ -88,7 +90,12 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await openPanel(page, 'af-rucio');
     await panel.getByRole('button', { name: 'Make available…' }).click();
     const dialog = page.locator('.jp-Dialog');
-    await expect(dialog.locator('.jp-mod-accept')).toBeDisabled();
+    // nothing red before anything is typed; the placeholder is an example; accepting an empty form says what is missing
+    await expect(dialog.locator('.jp-AFDialog-problem')).toHaveText('');
+    await expect(dialog.locator('#af-rucio-rse')).toHaveAttribute('placeholder', 'e.g. SITE-B_DISK');
+    await dialog.locator('.jp-mod-accept').click();
+    await expect(dialog.locator('.jp-AFDialog-problem')).toHaveText('Give an RSE or an RSE expression, e.g. SITE-B_DISK');
+    await shot(page, 'rucio-make-available-problem-light', dialog.locator('.jp-Dialog-content'));
     await dialog.locator('#af-rucio-rse').fill('SITE-B_DISK');
     await dialog.locator('#af-rucio-lifetime').fill('2');
     await shot(page, 'rucio-make-available-light', dialog.locator('.jp-Dialog-content'));

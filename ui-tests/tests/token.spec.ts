@@ -1,7 +1,22 @@
 // The Token panel and status bar item with a real token from the test OIDC provider.
-import { expect, galata, test } from '@jupyterlab/galata';
+import { expect, galata, type IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { BASIC_BASE_PATH } from '../support/stack.ts';
 import { loginAsAlice, readStack } from './stack';
 import { openPanel, shot } from './panels';
+
+/**
+ * The token's status bar item sits on the same line box as JupyterLab's own text items beside it
+ * (same top and height: the same baseline), whatever it says.
+ */
+async function expectOnStatusBarBaseline(page: IJupyterLabPageFixture): Promise<void> {
+  const ours = page.locator('.jp-AFTokenStatus-text');
+  const theirs = page.locator('#jp-main-statusbar .jp-StatusBar-TextItem:not(.jp-AFTokenStatus-text)').first();
+  await expect(theirs).toBeVisible();
+  const a = (await ours.boundingBox())!;
+  const b = (await theirs.boundingBox())!;
+  expect(Math.abs(a.y - b.y), `token item top ${a.y} vs ${b.y}`).toBeLessThanOrEqual(1);
+  expect(Math.abs(a.height - b.height), `token item height ${a.height} vs ${b.height}`).toBeLessThanOrEqual(1);
+}
 
 test.setTimeout(180_000);
 
@@ -28,6 +43,7 @@ test('the token panel shows the real token and counts down', async ({ page }) =>
   await expect(panel.locator('.jp-AFToken-refresh')).toContainText('ok');
   const status = page.locator('.jp-AFTokenStatus-text');
   await expect(status).toHaveText(/^Token: \d+ min$/);
+  await expectOnStatusBarBaseline(page);
   await shot(page, 'token-light', panel);
   await shot(page, 'token-statusbar-light', page.locator('#jp-main-statusbar'));
 
@@ -70,5 +86,43 @@ test.describe('near expiry', () => {
     await expect(page.locator('.jp-AFTokenStatus-text')).toHaveClass(/mod-warning/);
     await shot(page, 'token-warning-light', panel);
     await shot(page, 'token-statusbar-warning-light', page.locator('#jp-main-statusbar'));
+  });
+});
+
+test.describe('a gateway that signs in by user name (simple authentication, as the demo)', () => {
+  test.use({
+    mockSettings: {
+      ...galata.DEFAULT_SETTINGS,
+      '@af-gateway/lab-extension:plugin': { gatewayUrl: BASIC_BASE_PATH, authMode: 'basic', username: 'carol' },
+    },
+  });
+
+  test('the token panel offers nothing that cannot work and says why', async ({ page }) => {
+    const panel = await openPanel(page, 'af-token');
+    const headline = panel.locator('.jp-AFToken-headline');
+    await expect(headline).toHaveClass(/mod-not-managed/);
+    await expect(headline).toHaveText(
+      'This gateway signs you in with a user name (basic authentication), not at an identity provider: it holds no access token for you, and tokens are not managed here.',
+    );
+    // no Log in, no Refresh now: neither could work here
+    await expect(panel.getByRole('button')).toHaveCount(0);
+    await expect(panel.locator('.jp-AFToken-actions')).toHaveCount(0);
+    // nor their commands in the palette
+    const enabled = await page.evaluate(() => {
+      const { commands } = (window as unknown as { jupyterapp: { commands: { isEnabled(id: string): boolean } } }).jupyterapp;
+      return { login: commands.isEnabled('af:login'), refresh: commands.isEnabled('af:refresh-token') };
+    });
+    expect(enabled).toEqual({ login: false, refresh: false });
+    await expect(page.locator('.jp-AFTokenStatus-text')).toHaveText('Token: not used');
+    await expectOnStatusBarBaseline(page);
+    await shot(page, 'token-basic-light', panel);
+    await shot(page, 'token-statusbar-basic-light', page.locator('#jp-main-statusbar'));
+    await page.theme.setDarkTheme();
+    await shot(page, 'token-basic-dark', panel);
+    await page.theme.setLightTheme();
+    // the rest of the Lab works as carol: the clusters panel is connected, with no log-in notice
+    const clusters = await openPanel(page, 'af-clusters');
+    await expect(clusters.locator('.jp-AFClusters-empty')).toBeVisible();
+    await expect(clusters.getByRole('button', { name: 'Log in' })).toHaveCount(0);
   });
 });

@@ -1,23 +1,11 @@
-// Small pieces the dialogs and panels share: a labelled text row of a dialog form, and the options
-// of a select that lists plain strings.
+// Small pieces the dialogs share: a labelled text row of a dialog form. (Selects are
+// @jupyterlab/ui-components' HTMLSelect, which draws JupyterLab's own caret.)
 import React from 'react';
-
-/** `<option>`s for `values`, each showing its own value. */
-export function OptionList({ values }: { values: readonly string[] }): JSX.Element {
-  return (
-    <>
-      {values.map((v) => (
-        <option key={v} value={v}>
-          {v}
-        </option>
-      ))}
-    </>
-  );
-}
 
 export interface TextRowProps {
   id: string;
   label: string;
+  /** An example, written as one ("e.g. …"): a placeholder must not pass for a value. */
   placeholder?: string;
   value: string;
   onChange: (value: string) => void;

@@ -1,5 +1,6 @@
 // The frame every sidebar panel of ours draws: a header with the panel's title and its one
 // main button, then the panel's body.
+import { Button } from '@jupyterlab/ui-components';
 import React from 'react';
 
 export interface PanelFrameProps {
@@ -23,9 +24,9 @@ export function PanelFrame({ className, headerClassName, title, button, children
     <div className={className}>
       <header className={headerClassName}>
         <h2>{title}</h2>
-        <button className={`jp-Button jp-mod-styled ${button.className}`} disabled={button.disabled} onClick={button.onClick} title={button.tooltip}>
+        <Button className={`jp-mod-styled ${button.className}`} disabled={button.disabled} onClick={button.onClick} title={button.tooltip}>
           {button.label}
-        </button>
+        </Button>
       </header>
       {children}
     </div>

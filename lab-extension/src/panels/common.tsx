@@ -1,6 +1,7 @@
 // Pieces the sidebar panels share: a clock for ages and countdowns, and what a panel shows while it
 // is not connected to the gateway.
 import type { TranslationBundle } from '@jupyterlab/translation';
+import { Button } from '@jupyterlab/ui-components';
 import React, { useEffect, useState } from 'react';
 
 /** The current time, re-rendering every `ms`. */
@@ -13,22 +14,32 @@ export function useTick(ms: number): number {
   return now;
 }
 
-/** Log in / try again / connecting, or null once connected. */
+/**
+ * Log in / try again / connecting, or null once connected. `canLogin` false (a Lab that signs in by
+ * user name): no Log in button, which could not work, but where to set the name.
+ */
 export function ConnectionNotice(props: {
   connection: string;
   error: string | null | undefined;
   login: () => void;
   retry: () => void;
   trans: TranslationBundle;
+  canLogin?: boolean;
 }): JSX.Element | null {
-  const { connection, error, login, retry, trans } = props;
+  const { connection, error, login, retry, trans, canLogin = true } = props;
   if (connection === 'login-required') {
     return (
       <div className="jp-AFClusters-notice">
         <p>{error}</p>
-        <button className="jp-Button jp-mod-styled jp-mod-accept" onClick={login}>
-          {trans.__('Log in')}
-        </button>
+        {canLogin ? (
+          <Button className="jp-mod-styled jp-mod-accept" onClick={login}>
+            {trans.__('Log in')}
+          </Button>
+        ) : (
+          <p className="jp-AFClusters-muted">
+            {trans.__('This Lab signs in to the gateway with a user name (basic authentication): set it under Settings → AF Gateway → User name.')}
+          </p>
+        )}
       </div>
     );
   }
@@ -36,9 +47,9 @@ export function ConnectionNotice(props: {
     return (
       <div className="jp-AFClusters-notice">
         <p className="jp-AFClusters-error">{error}</p>
-        <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={retry}>
+        <Button className="jp-mod-styled jp-mod-accept" onClick={retry}>
           {trans.__('Try again')}
-        </button>
+        </Button>
       </div>
     );
   }

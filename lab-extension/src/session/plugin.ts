@@ -50,7 +50,12 @@ async function activate(
     }
   });
 
-  app.commands.addCommand(LOGIN_COMMAND, { label: trans.__('Log In to AF Gateway'), execute: () => session.logIn() });
+  app.commands.addCommand(LOGIN_COMMAND, {
+    label: trans.__('Log In to AF Gateway'),
+    // a Lab that signs in by user name (basic authentication) has no login page to go to
+    isEnabled: () => client.authMode !== 'basic',
+    execute: () => session.logIn(),
+  });
   palette?.addItem({ command: LOGIN_COMMAND, category: CATEGORY });
 
   void session.start();

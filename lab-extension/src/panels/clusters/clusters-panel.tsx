@@ -121,7 +121,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
               {trans.__('Dashboards')}
             </button>
             <button
-              className="jp-Button jp-mod-styled jp-mod-reject"
+              className="jp-Button jp-mod-styled jp-mod-accept"
               onClick={() => actions.insertCode(s.name)}
               title={trans.__('Insert code that connects to this cluster into the active notebook')}
             >
@@ -150,7 +150,14 @@ function ClustersView(props: { model: ClustersModel; actions: ClusterActions; tr
   const { model, actions, trans } = props;
   const now = useTick(1000);
   const clusters = model.list;
-  const notice = ConnectionNotice({ connection: model.connection, error: model.error, login: () => actions.login(), retry: () => void model.start(), trans });
+  const notice = ConnectionNotice({
+    connection: model.connection,
+    error: model.error,
+    login: () => actions.login(),
+    retry: () => void model.start(),
+    trans,
+    canLogin: model.client.authMode !== 'basic',
+  });
   return (
     <PanelFrame
       className="jp-AFClusters-body"

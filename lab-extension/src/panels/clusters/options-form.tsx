@@ -1,5 +1,6 @@
 // The New cluster form, generated from the gateway's options spec (GET /api/v1/options).
 import type { Field } from '@af-gateway/schemas';
+import { HTMLSelect } from '@jupyterlab/ui-components';
 import React from 'react';
 import type { FormProps } from '../../components/dialog-body';
 import { validateOption } from './clusters-model';
@@ -26,15 +27,7 @@ function FieldInput(props: { field: Field; value: unknown; onChange: (v: unknown
         />
       );
     case 'select':
-      return (
-        <select id={id} className="jp-mod-styled" value={String(value ?? '')} onChange={(e) => onChange(e.target.value)}>
-          {(spec.options ?? []).map((o) => (
-            <option key={o} value={o}>
-              {o}
-            </option>
-          ))}
-        </select>
-      );
+      return <HTMLSelect id={id} value={String(value ?? '')} onChange={(e) => onChange(e.target.value)} options={spec.options ?? []} />;
     case 'bool':
       return <input id={id} type="checkbox" checked={value === true} onChange={(e) => onChange(e.target.checked)} />;
     case 'string':
@@ -70,12 +63,12 @@ function MappingInput(props: { id: string; value: unknown; onChange: (v: unknown
 }
 
 export function makeOptionsForm(fields: Field[]): React.ComponentType<FormProps<OptionValues>> {
-  return function OptionsForm({ value, onChange }: FormProps<OptionValues>): JSX.Element {
+  return function OptionsForm({ value, onChange, showProblems }: FormProps<OptionValues>): JSX.Element {
     if (fields.length === 0) return <p className="jp-AFDialog-note">This gateway offers no options: the cluster starts with its defaults.</p>;
     return (
       <div className="jp-AFDialog-form">
         {fields.map((f) => {
-          const problem = validateOption(f, value[f.field]);
+          const problem = showProblems && validateOption(f, value[f.field]);
           return (
             <div key={f.field} className={`jp-AFDialog-row${problem ? ' mod-invalid' : ''}`}>
               <label htmlFor={`af-option-${f.field}`}>{f.label}</label>

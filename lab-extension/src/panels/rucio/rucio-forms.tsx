@@ -22,7 +22,7 @@ export function MakeAvailableForm({ value, onChange }: FormProps<MakeAvailableVa
   const rseHint = 'Where the dataset should be kept: an RSE name or an expression such as tier=2&type=DISK';
   return (
     <div className="jp-AFDialog-form jp-AFRucio-form">
-      <TextRow id="af-rucio-rse" label="RSE expression" placeholder="SITE-B_DISK" {...field('rseExpression')} hint={rseHint} />
+      <TextRow id="af-rucio-rse" label="RSE expression" placeholder="e.g. SITE-B_DISK" {...field('rseExpression')} hint={rseHint} />
       <div className="jp-AFDialog-row">
         <label htmlFor="af-rucio-lifetime">Lifetime (days)</label>
         <input
@@ -58,16 +58,16 @@ export function RegisterForm({ value, onChange }: FormProps<RegisterValue>): JSX
   const field = textFields(value, onChange);
   return (
     <div className="jp-AFDialog-form jp-AFRucio-form">
-      <TextRow id="af-register-rse" label="RSE" placeholder="SITE-A_SCRATCHDISK" {...field('rse')} />
-      <TextRow id="af-register-scope" label="Dataset scope" placeholder="user.alice" {...field('scope')} />
-      <TextRow id="af-register-name" label="Dataset name" placeholder="ds.my.outputs" {...field('name')} hint="Created when it does not exist yet" />
+      <TextRow id="af-register-rse" label="RSE" placeholder="e.g. SITE-A_SCRATCHDISK" {...field('rse')} />
+      <TextRow id="af-register-scope" label="Dataset scope" placeholder="e.g. user.alice" {...field('scope')} />
+      <TextRow id="af-register-name" label="Dataset name" placeholder="e.g. ds.my.outputs" {...field('name')} hint="Created when it does not exist yet" />
       <div className="jp-AFDialog-row">
         <label htmlFor="af-register-files">Files</label>
         <textarea
           id="af-register-files"
           className="jp-mod-styled jp-AFRucio-filesInput"
           rows={6}
-          placeholder={'hist.0001.root 1234 0a1b2c3d\nhist.0002.root 5678 0f1e2d3c'}
+          placeholder={'e.g.\nhist.0001.root 1234 0a1b2c3d\nhist.0002.root 5678 0f1e2d3c'}
           value={value.files}
           onChange={(e) => set({ files: e.target.value })}
         />

@@ -2,9 +2,9 @@
 // results whose containers and datasets expand, and the open dataset's files (virtualised) with
 // their replicas and PFNs for the chosen scheme, and what to do with them.
 import type { TranslationBundle } from '@jupyterlab/translation';
+import { Button, HTMLSelect } from '@jupyterlab/ui-components';
 import type { Message } from '@lumino/messaging';
 import React from 'react';
-import { OptionList } from '../../components/form-parts';
 import { ModelPanel } from '../../components/model-panel';
 import { PanelFrame } from '../../components/panel-frame';
 import { FileTable } from './file-table';
@@ -174,9 +174,12 @@ function DatasetView(props: { model: RucioModel; actions: RucioActions; trans: T
         </button>
         <label className="jp-AFRucio-scheme">
           {trans.__('PFNs')}
-          <select className="jp-mod-styled jp-AFRucio-schemeSelect" value={model.scheme} onChange={(e) => void model.setScheme(e.target.value as Scheme)}>
-            <OptionList values={SCHEMES} />
-          </select>
+          <HTMLSelect
+            className="jp-AFRucio-schemeSelect"
+            value={model.scheme}
+            onChange={(e) => void model.setScheme(e.target.value as Scheme)}
+            options={[...SCHEMES]}
+          />
         </label>
       </div>
       <h3 className="jp-AFRucio-datasetName" title={model.didLabel}>
@@ -223,18 +226,24 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
     body = (
       <div className="jp-AFRucio-notice">
         <p>{model.error}</p>
-        <button className="jp-Button jp-mod-styled jp-mod-accept" onClick={() => actions.login()}>
-          {trans.__('Log in')}
-        </button>
+        {model.client.authMode !== 'basic' ? (
+          <Button className="jp-mod-styled jp-mod-accept" onClick={() => actions.login()}>
+            {trans.__('Log in')}
+          </Button>
+        ) : (
+          <p className="jp-AFRucio-muted">
+            {trans.__('This Lab signs in to the gateway with a user name (basic authentication): set it under Settings → AF Gateway → User name.')}
+          </p>
+        )}
       </div>
     );
   } else if (model.state === 'error') {
     body = (
       <div className="jp-AFRucio-notice">
         <p className="jp-AFRucio-error">{model.error}</p>
-        <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => void model.start()}>
+        <Button className="jp-mod-styled jp-mod-accept" onClick={() => void model.start()}>
           {trans.__('Try again')}
-        </button>
+        </Button>
       </div>
     );
   } else if (model.state === 'no-instances') {
@@ -247,19 +256,17 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
         <div className="jp-AFRucio-pickers">
           <label>
             <span>{trans.__('Instance')}</span>
-            <select className="jp-mod-styled jp-AFRucio-instance" value={model.instance} onChange={(e) => void model.selectInstance(e.target.value)}>
+            <HTMLSelect className="jp-AFRucio-instance" value={model.instance} onChange={(e) => void model.selectInstance(e.target.value)}>
               {model.instances.map((i) => (
                 <option key={i.name} value={i.name} title={i.url}>
                   {i.name}
                 </option>
               ))}
-            </select>
+            </HTMLSelect>
           </label>
           <label>
             <span>{trans.__('Scope')}</span>
-            <select className="jp-mod-styled jp-AFRucio-scope" value={model.scope} onChange={(e) => model.selectScope(e.target.value)}>
-              <OptionList values={model.scopes} />
-            </select>
+            <HTMLSelect className="jp-AFRucio-scope" value={model.scope} onChange={(e) => model.selectScope(e.target.value)} options={model.scopes} />
           </label>
         </div>
         <form
@@ -277,21 +284,16 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
             value={model.query}
             onChange={(e) => model.setQuery(e.target.value)}
           />
-          <select
-            className="jp-mod-styled jp-AFRucio-type"
+          <HTMLSelect
+            className="jp-AFRucio-type"
             aria-label={trans.__('Type')}
             value={model.typeFilter}
             onChange={(e) => model.setTypeFilter(e.target.value as TypeFilter)}
-          >
-            {TYPE_LABELS.map(([v, label]) => (
-              <option key={v} value={v}>
-                {trans.__(label)}
-              </option>
-            ))}
-          </select>
-          <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFRucio-go" type="submit" disabled={!model.scope}>
+            options={TYPE_LABELS.map(([value, label]) => ({ value, label: trans.__(label) }))}
+          />
+          <Button className="jp-mod-styled jp-mod-accept jp-AFRucio-go" type="submit" disabled={!model.scope}>
             {trans.__('Search')}
-          </button>
+          </Button>
         </form>
         {model.dataset ? (
           <DatasetView model={model} actions={actions} trans={trans} />
@@ -330,7 +332,7 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
       headerClassName="jp-AFRucio-header"
       title={trans.__('Rucio')}
       button={{
-        className: 'jp-mod-reject jp-AFRucio-register',
+        className: 'jp-mod-accept jp-AFRucio-register',
         label: trans.__('Register outputs…'),
         tooltip: trans.__('Register files a notebook or job wrote on an RSE into a dataset'),
         disabled: model.state !== 'ready',

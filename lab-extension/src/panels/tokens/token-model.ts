@@ -4,7 +4,7 @@ import type { TokenStatus } from '@af-gateway/schemas';
 import { GatewayListModel } from '../../session/session-model';
 import type { IEventHub } from '../../session/tokens';
 
-export type TokenHealth = 'loading' | 'login-required' | 'none' | 'ok' | 'warning' | 'expired' | 'refresh-failed' | 'error';
+export type TokenHealth = 'loading' | 'login-required' | 'none' | 'not-managed' | 'ok' | 'warning' | 'expired' | 'refresh-failed' | 'error';
 
 export interface TokenView {
   health: TokenHealth;
@@ -13,25 +13,34 @@ export interface TokenView {
   secondsLeft: number | null;
 }
 
-/** What a token status means for the user at time `now` (ms), warning `warnSeconds` before expiry. */
+/** Why there is nothing to log in to or renew here, when the Lab signs in by user name. */
+export const BASIC_LOGIN_SENTENCE =
+  'This gateway signs you in with a user name (basic authentication), not at an identity provider: it holds no access token for you, and tokens are not managed here.';
+
+/**
+ * What a token status means for the user at time `now` (ms), warning `warnSeconds` before expiry.
+ * `canLogin`: whether a login at an identity provider can give the user a token (not when the Lab
+ * signs in by user name): without one, no sentence tells the user to log in.
+ */
 export function describeToken(status: TokenStatus | null, now: number, warnSeconds: number, canLogin = true): TokenView {
   if (!status) return { health: 'loading', headline: 'Asking the gateway about your token…', secondsLeft: null };
   if (status.source === 'none') {
-    const headline = canLogin
-      ? 'The gateway holds no token for you. Log in to get one.'
-      : 'The gateway holds no token for you: you signed in with a user name (basic authentication), not at an identity provider.';
-    return { health: 'none', headline, secondsLeft: null };
+    if (!canLogin) return { health: 'not-managed', headline: BASIC_LOGIN_SENTENCE, secondsLeft: null };
+    return { health: 'none', headline: 'The gateway holds no token for you. Log in to get one.', secondsLeft: null };
   }
   const secondsLeft = status.expires_at == null ? null : Math.floor((status.expires_at - now) / 1000);
+  /** What gets the user a new token when the gateway cannot renew it. */
+  const anew = canLogin ? 'log in again' : 'a new one comes with your next request that carries one (from your token agent, say)';
   if (status.refresh.state === 'revoked') {
-    return { health: 'refresh-failed', headline: `Your login has ended and the token cannot be renewed: ${status.refresh.message} Log in again.`, secondsLeft };
+    const then = canLogin ? ' Log in again.' : '';
+    return { health: 'refresh-failed', headline: `Your login has ended and the token cannot be renewed: ${status.refresh.message}${then}`, secondsLeft };
   }
   if (secondsLeft !== null && secondsLeft <= 0) {
     const why =
       status.refresh.state === 'failing'
         ? ` Renewal is failing: ${status.refresh.message}`
         : status.refresh.state === 'none'
-          ? ' It cannot be renewed; log in again.'
+          ? ` It cannot be renewed here; ${anew}.`
           : '';
     return { health: 'expired', headline: `Your token has expired.${why}`, secondsLeft };
   }
@@ -39,11 +48,21 @@ export function describeToken(status: TokenStatus | null, now: number, warnSecon
     return { health: 'refresh-failed', headline: `Renewing your token failed; the gateway keeps trying: ${status.refresh.message}`, secondsLeft };
   }
   if (secondsLeft !== null && secondsLeft <= warnSeconds) {
-    const renew = status.refresh.state === 'ok' ? ' The gateway renews it before then.' : ' It will not be renewed: log in again soon.';
+    const renew =
+      status.refresh.state === 'ok'
+        ? ' The gateway renews it before then.'
+        : canLogin
+          ? ' It will not be renewed: log in again soon.'
+          : ` It will not be renewed here: ${anew}.`;
     return { health: 'warning', headline: `Your token expires soon.${renew}`, secondsLeft };
   }
   if (secondsLeft === null) return { health: 'ok', headline: 'Your token is valid and does not expire.', secondsLeft };
-  const renew = status.refresh.state === 'ok' ? ' The gateway renews it before it expires.' : ' The gateway cannot renew it: log in again when it expires.';
+  const renew =
+    status.refresh.state === 'ok'
+      ? ' The gateway renews it before it expires.'
+      : canLogin
+        ? ' The gateway cannot renew it: log in again when it expires.'
+        : ` The gateway cannot renew it: when it expires, ${anew}.`;
   return { health: 'ok', headline: `Your token is valid.${renew}`, secondsLeft };
 }
 
@@ -82,13 +101,24 @@ export class TokenModel extends GatewayListModel {
     return this.client.authMode !== 'basic';
   }
 
+  /** Whether "Refresh now" can work: the gateway holds a refresh token for the user. */
+  get canRefresh(): boolean {
+    const state = this._status?.refresh.state;
+    return state === 'ok' || state === 'failing';
+  }
+
   get refreshing(): boolean {
     return this._refreshing;
   }
 
   get view(): TokenView {
-    if (this.connection === 'login-required')
+    if (this.connection === 'login-required') {
+      if (!this.canLogin) {
+        const why = this.error ? `The gateway did not accept this Lab's user name: ${this.error}` : "The gateway did not accept this Lab's user name.";
+        return { health: 'login-required', headline: `${why} Set it under Settings → AF Gateway → User name (basic authentication).`, secondsLeft: null };
+      }
       return { health: 'login-required', headline: this.error || 'Log in to the gateway to see your token.', secondsLeft: null };
+    }
     if (this.error && !this._status) return { health: 'error', headline: this.error, secondsLeft: null };
     return describeToken(this._status, this.now(), this.warnSeconds, this.canLogin);
   }

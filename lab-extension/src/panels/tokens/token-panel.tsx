@@ -2,6 +2,7 @@
 // the time left, the last renewal and how it went, and what to do about problems.
 import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
+import { Button } from '@jupyterlab/ui-components';
 import React from 'react';
 import type { TokenStatus } from '@af-gateway/schemas';
 import { ModelPanel } from '../../components/model-panel';
@@ -60,18 +61,21 @@ function TokenView(props: { model: TokenModel; actions: TokenActions; trans: Tra
           )}
         </div>
       )}
-      <div className="jp-AFToken-actions">
-        {st && st.refresh.state !== 'none' && (
-          <button className="jp-Button jp-mod-styled jp-mod-accept" disabled={model.refreshing} onClick={() => actions.refresh()}>
-            {model.refreshing ? trans.__('Refreshing…') : trans.__('Refresh now')}
-          </button>
-        )}
-        {needsLogin && (
-          <button className="jp-Button jp-mod-styled jp-mod-accept jp-AFToken-login" onClick={() => actions.login()}>
-            {trans.__('Log in')}
-          </button>
-        )}
-      </div>
+      {/* Only what can work: Refresh now while the gateway holds a refresh token, Log in where a login gives one */}
+      {(model.canRefresh || needsLogin) && (
+        <div className="jp-AFToken-actions">
+          {model.canRefresh && (
+            <Button className="jp-mod-styled jp-mod-accept jp-AFToken-refreshNow" disabled={model.refreshing} onClick={() => actions.refresh()}>
+              {model.refreshing ? trans.__('Refreshing…') : trans.__('Refresh now')}
+            </Button>
+          )}
+          {needsLogin && (
+            <Button className="jp-mod-styled jp-mod-accept jp-AFToken-login" onClick={() => actions.login()}>
+              {trans.__('Log in')}
+            </Button>
+          )}
+        </div>
+      )}
       {st && st.source !== 'none' && (
         <dl className="jp-AFToken-details">
           <dt>{trans.__('User')}</dt>
@@ -145,9 +149,11 @@ export class TokenStatusItem extends ReactWidget {
           else if (v.health === 'expired') text = this.trans.__('Token expired');
           else if (v.health === 'loading') text = this.trans.__('Token: …');
           else if (v.health === 'ok') text = this.trans.__('Token: valid');
+          else if (v.health === 'not-managed') text = this.trans.__('Token: not used');
           else text = this.trans.__('Token: none');
+          // JupyterLab's own text item class: the same font and line box as the items beside it
           return (
-            <span className={`jp-AFTokenStatus-text mod-${v.health}`} title={v.headline} onClick={this.onClick}>
+            <span className={`jp-StatusBar-TextItem jp-AFTokenStatus-text mod-${v.health}`} title={v.headline} onClick={this.onClick}>
               {text}
             </span>
           );

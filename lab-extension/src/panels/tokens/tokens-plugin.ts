@@ -22,6 +22,8 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
   const open = { command: TokenCommandIds.openToken, label: trans.__('Show Access Token') };
   addSidebar(panel, { id: 'af-token', icon: tokenIcon, caption: trans.__('Access token (AF Gateway)'), rank: 201 }, open);
 
+  model.changed.connect(() => commands.notifyCommandChanged(TokenCommandIds.refreshToken));
+
   if (statusBar) {
     const item = new TokenStatusItem(model, () => shell.activateById(panel.id), trans);
     statusBar.registerStatusItem('@af-gateway/lab-extension:token-status', { item, align: 'left', rank: 4 });
@@ -29,6 +31,8 @@ function activate({ app, session, trans, addSidebar, addToPalette }: PanelContex
 
   commands.addCommand(TokenCommandIds.refreshToken, {
     label: trans.__('Refresh Access Token Now'),
+    // only while the gateway holds a refresh token (never with a user-name login and no provider)
+    isEnabled: () => model.canRefresh,
     execute: async () => {
       try {
         await model.refreshNow();

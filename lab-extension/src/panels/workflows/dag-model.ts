@@ -8,6 +8,10 @@ import type { WorkflowsModel } from './workflows-model';
 
 export type DagPhase = 'loading' | 'ready' | 'error';
 
+/** How many versions back `changedSince` remembers, and how many nodes it names at most (else: redraw all). */
+const CHANGE_LOG_VERSIONS = 256;
+const CHANGE_LOG_NODES = 400;
+
 export class DagModel {
   private _state: DagState | null = null;
   private _phase: DagPhase = 'loading';
@@ -17,6 +21,8 @@ export class DagModel {
   /** Bumped on every change; `structureVersion` only when the layout must be redone. */
   version = 0;
   structureVersion = 0;
+  /** The nodes each recent version changed (null: a new structure, or not known). */
+  private changeLog: { version: number; ids: string[] | null }[] = [];
   private readonly _changed = new Signal<this, DagChange>(this);
 
   constructor(
@@ -82,9 +88,29 @@ export class DagModel {
     if (!this.pending) void this.load();
   }
 
+  /**
+   * The nodes that changed after `version` (a drawing's), or null when that is not known (a new
+   * structure since, or too long ago, or too many): then everything is drawn again.
+   */
+  changedSince(version: number): Set<string> | null {
+    if (version === this.version) return new Set();
+    const first = this.changeLog[0];
+    if (!first || first.version > version + 1 || version > this.version) return null;
+    const ids = new Set<string>();
+    for (const entry of this.changeLog) {
+      if (entry.version <= version) continue;
+      if (!entry.ids) return null;
+      for (const id of entry.ids) ids.add(id);
+      if (ids.size > CHANGE_LOG_NODES) return null;
+    }
+    return ids;
+  }
+
   private emit(change: DagChange): void {
     this.version++;
     if (change.structure) this.structureVersion++;
+    this.changeLog.push({ version: this.version, ids: change.structure || !change.ids || change.ids.length > CHANGE_LOG_NODES ? null : change.ids });
+    if (this.changeLog.length > CHANGE_LOG_VERSIONS) this.changeLog.shift();
     this._changed.emit(change);
   }
 

@@ -5,12 +5,13 @@
 //  - nodes are culled to the visible part of each stage, and drawn as SVG elements (one per node,
 //    with a margin around the view so a small pan rebuilds nothing) only when zoomed in enough to
 //    read them; zoomed out, they are rectangles on a canvas over the SVG (level of detail);
-//  - stage labels live in screen space, so they stay readable at any zoom;
+//  - stage labels live in screen space, so they stay readable at any zoom; node labels grow in the
+//    drawing as it shrinks and are hidden once still too small to read, the hovered node's name shown
+//    beside the pointer instead (as on the canvas);
 //  - edges are drawn one by one while stages are small, else as one stage-to-stage edge with a count.
-import type { WorkflowState } from '@af-gateway/schemas';
 import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges, stageNote } from './dag-layout';
 import type { DagModel } from './dag-model';
-import { cellsIn, nodeFont, nodeMarkup, paintNodes } from './dag-nodes';
+import { cellsIn, labelsReadable, nodeFont, type NodeLook, nodeMarkup, oneNodeMarkup, paintNodes } from './dag-nodes';
 import { countsByStage, type DagState, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
 import { loadElk } from './elk-client';
 
@@ -52,6 +53,15 @@ function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, 
   return e;
 }
 
+/**
+ * Sets an attribute only when its value changes: the view is drawn every frame while anything moves,
+ * and writing even the same value into the transform or class of a group of a thousand nodes makes
+ * the browser restyle and lay them all out again.
+ */
+function setAttr(e: Element, name: string, value: string): void {
+  if (e.getAttribute(name) !== value) e.setAttribute(name, value);
+}
+
 /** "5 steps · 3 done · 1 running · 1 failed", and "2 subworkflows" for a stage running a workflow. */
 export function stageCountsText(c: StepCounts | undefined, slots: number, subworkflows = 0): string {
   const made = subworkflows ? `${fmt(subworkflows)} ${subworkflows === 1 ? 'subworkflow' : 'subworkflows'}` : '';
@@ -83,6 +93,9 @@ export class DagRenderer {
   private readonly nodeLayer: SVGGElement;
   private readonly selectionRect: SVGRectElement;
   private readonly labelLayer: SVGGElement;
+  /** The hovered node's name, beside the pointer, while node labels are not drawn readably (over the canvas). */
+  private readonly hoverLabel: HTMLDivElement;
+  private hovered: { id: string; x: number; y: number } | null = null;
   private readonly markerId = `jp-AFDag-arrow-${Math.random().toString(36).slice(2, 8)}`;
 
   private layout: DagLayout | null = null;
@@ -138,14 +151,23 @@ export class DagRenderer {
     this.canvas = document.createElement('canvas');
     this.canvas.className = 'jp-AFDag-canvasNodes';
     host.appendChild(this.canvas);
+    this.hoverLabel = document.createElement('div');
+    this.hoverLabel.className = 'jp-AFDag-hoverLabel';
+    this.hoverLabel.hidden = true;
+    host.appendChild(this.hoverLabel);
 
     model.changed.connect(this.schedule, this);
     this.svg.addEventListener('pointerdown', this.onPointerDown);
     this.svg.addEventListener('pointermove', this.onPointerMove);
     this.svg.addEventListener('pointerup', this.onPointerUp);
     this.svg.addEventListener('pointercancel', this.onPointerUp);
+    this.svg.addEventListener('pointerleave', this.onPointerLeave);
     this.svg.addEventListener('wheel', this.onWheel, { passive: false });
+    // The SVG gets its size in pixels, not 100% of the host: a percentage makes the browser lay out
+    // every node again whenever anything around the view is laid out (a count in the header, say).
+    this.sizeSvg();
     this.resizeObserver = new ResizeObserver(() => {
+      this.sizeSvg();
       if (!this.userMoved) this.fit(false);
       this.schedule();
     });
@@ -165,6 +187,7 @@ export class DagRenderer {
     this.themeObserver.disconnect();
     this.svg.remove();
     this.canvas.remove();
+    this.hoverLabel.remove();
   }
 
   get scale(): number {
@@ -213,6 +236,12 @@ export class DagRenderer {
     this.schedule();
   }
 
+  private sizeSvg(): void {
+    const { width, height } = this.size();
+    setAttr(this.svg, 'width', String(width));
+    setAttr(this.svg, 'height', String(height));
+  }
+
   private size(): { width: number; height: number } {
     return { width: this.host.clientWidth, height: this.host.clientHeight };
   }
@@ -238,10 +267,13 @@ export class DagRenderer {
       return;
     }
     this.layoutRunning = true;
+    const started = performance.now();
     void loadElk()
       .then((elk) => layoutDag(state.stages, slots, elk))
       .then(
         (layout) => {
+          // on the page's timeline, for the curious and bench/bench_dag.mjs (a handful per run)
+          performance.measure('af-dag-layout', { start: started, detail: { run: this.model.runId, nodes: state.nodes.size } });
           this.layout = layout;
           this.layoutKey = key;
           this.layoutFor = version;
@@ -265,7 +297,7 @@ export class DagRenderer {
     const layout = this.layout;
     if (!layout) return;
     const { k, x, y } = this.view;
-    this.world.setAttribute('transform', `translate(${x},${y}) scale(${k})`);
+    setAttr(this.world, 'transform', `translate(${x},${y}) scale(${k})`);
     const newLayout = this.drawnLayout !== layout;
     if (newLayout) this.drawBoxes(layout);
     if (newLayout || this.drawnEdgesFor !== this.layoutFor) this.drawEdges(layout, state);
@@ -298,12 +330,12 @@ export class DagRenderer {
     const sel = this.selected ? this.nodeRectOf(this.selected) : null;
     if (sel) {
       const m = 3;
-      this.selectionRect.setAttribute('x', String(sel.x - m));
-      this.selectionRect.setAttribute('y', String(sel.y - m));
-      this.selectionRect.setAttribute('width', String(sel.width + 2 * m));
-      this.selectionRect.setAttribute('height', String(sel.height + 2 * m));
-      this.selectionRect.setAttribute('visibility', 'visible');
-    } else this.selectionRect.setAttribute('visibility', 'hidden');
+      setAttr(this.selectionRect, 'x', String(sel.x - m));
+      setAttr(this.selectionRect, 'y', String(sel.y - m));
+      setAttr(this.selectionRect, 'width', String(sel.width + 2 * m));
+      setAttr(this.selectionRect, 'height', String(sel.height + 2 * m));
+      setAttr(this.selectionRect, 'visibility', 'visible');
+    } else setAttr(this.selectionRect, 'visibility', 'hidden');
   }
 
   private drawBoxes(layout: DagLayout): void {
@@ -411,7 +443,11 @@ export class DagRenderer {
     // A quarter view of margin on each side: small pans and zooms need no rebuild.
     const rect = { x: view.x - view.width / 4, y: view.y - view.height / 4, width: view.width * 1.5, height: view.height * 1.5 };
     const detail = this.view.k >= DETAIL_MIN_SCALE && cellsIn(layout, rect) <= DETAIL_MAX_NODES;
-    this.nodeLayer.setAttribute('class', `jp-AFDag-nodes${detail ? ' mod-detail' : ' mod-compact'}`);
+    const readable = detail && labelsReadable(this.view.k);
+    setAttr(this.nodeLayer, 'class', `jp-AFDag-nodes${detail ? ' mod-detail' : ' mod-compact'}${readable ? '' : ' mod-noLabels'}`);
+    // how high (px) node labels are on screen, 0 when not drawn (tests read it)
+    setAttr(this.nodeLayer, 'data-label-px', readable ? String(Math.round(nodeFont(this.view.k) * this.view.k * 10) / 10) : '0');
+    this.placeHover(readable);
     if (!detail) {
       if (this.nodeWindow) {
         this.nodeLayer.textContent = '';
@@ -425,10 +461,30 @@ export class DagRenderer {
     const font = nodeFont(this.view.k);
     const inside =
       w && view.x >= w.rect.x && view.y >= w.rect.y && view.x + view.width <= w.rect.x + w.rect.width && view.y + view.height <= w.rect.y + w.rect.height;
-    if (w && inside && w.version === this.model.version && w.layout === layout && w.font === font) return;
+    if (w && inside && w.layout === layout && w.font === font) {
+      if (w.version === this.model.version) return;
+      // Steps changed state (a running DAG): redraw only those, when it is known which
+      const changed = this.model.changedSince(w.version);
+      if (changed) {
+        this.redrawNodes(layout, state, changed, font);
+        w.version = this.model.version;
+        return;
+      }
+    }
     this.nodeWindow = { rect, version: this.model.version, layout, font };
     this.nodeLayer.style.setProperty('--jp-AFDag-nodeFont', `${font}px`);
     this.nodeLayer.innerHTML = nodeMarkup(layout, state, rect, font);
+  }
+
+  /** Draws the nodes `ids` again where the node layer holds them (those outside its window are drawn when it moves). */
+  private redrawNodes(layout: DagLayout, state: DagState, ids: Set<string>, font: number): void {
+    for (const id of ids) {
+      const node = state.nodes.get(id);
+      const box = node && layout.stages.get(node.stage);
+      if (!node || !box) continue;
+      const drawn = this.nodeLayer.querySelector(`.jp-AFDag-node[data-node="${CSS.escape(id)}"]`);
+      if (drawn) drawn.outerHTML = oneNodeMarkup(box, node.index ?? 0, node, font);
+    }
   }
 
   /**
@@ -449,7 +505,7 @@ export class DagRenderer {
     if (!ctx) return;
     const style = getComputedStyle(this.host);
     const colour = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
-    const colours = Object.fromEntries(STATES.map((s) => [s, colour(`--jp-AFWorkflow-${s.toLowerCase()}`, '#888')])) as Record<WorkflowState, string>;
+    const colours = Object.fromEntries([...STATES, 'INIT'].map((s) => [s, colour(`--jp-AFWorkflow-${s.toLowerCase()}`, '#888')])) as Record<NodeLook, string>;
     const { x, y, k } = this.view;
     ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
     ctx.clearRect(-x / k, -y / k, width / k, height / k);
@@ -493,7 +549,7 @@ export class DagRenderer {
       const l = this.labels.get(box.name);
       if (!l) continue;
       // Zoomed out, a stage inside a subworkflow shows no label: above its box it would cover its group's.
-      if (l.nested) l.g.setAttribute('visibility', inside ? 'visible' : 'hidden');
+      if (l.nested) setAttr(l.g, 'visibility', inside ? 'visible' : 'hidden');
       const sx = box.x * k + x;
       const sy = box.y * k + y;
       // Zoomed out, the label goes above its box: only its name above a box too narrow for the whole
@@ -501,7 +557,8 @@ export class DagRenderer {
       const room = box.roomAbove * k;
       const where = inside ? 'inside' : room < LABEL_ABOVE + 4 && (room < 18 || GEOMETRY.header * k >= 16) ? 'header' : 'above';
       const nameOnly = where === 'header' || (where === 'above' && (box.width * k < LABEL_FULL_MIN_WIDTH || room < LABEL_ABOVE + 4));
-      l.g.setAttribute(
+      setAttr(
+        l.g,
         'transform',
         where === 'inside'
           ? `translate(${sx + 10 * s},${sy + 16 * s}) scale(${s})`
@@ -517,13 +574,13 @@ export class DagRenderer {
     for (const [name, l] of this.scopeLabels) {
       const sc = layout.scopes.get(name);
       if (!sc) continue;
-      l.g.setAttribute('visibility', header >= 10 ? 'visible' : 'hidden');
-      if (header >= 10) l.g.setAttribute('transform', `translate(${sc.x * k + x + 8 * s},${sc.y * k + y + Math.min(17 * s, header - 2)}) scale(${s})`);
+      setAttr(l.g, 'visibility', header >= 10 ? 'visible' : 'hidden');
+      if (header >= 10) setAttr(l.g, 'transform', `translate(${sc.x * k + x + 8 * s},${sc.y * k + y + Math.min(17 * s, header - 2)}) scale(${s})`);
     }
     for (const e of this.edgeLabels) {
-      e.g.setAttribute('transform', `translate(${e.x * k + x},${e.y * k + y + 16})`);
+      setAttr(e.g, 'transform', `translate(${e.x * k + x},${e.y * k + y + 16})`);
       // A count wider than its edge would cover the boxes: the stage labels tell the numbers then.
-      e.g.setAttribute('visibility', e.length * k >= 48 ? 'visible' : 'hidden');
+      setAttr(e.g, 'visibility', e.length * k >= 48 ? 'visible' : 'hidden');
     }
   }
 
@@ -531,12 +588,16 @@ export class DagRenderer {
 
   private onPointerDown = (ev: PointerEvent): void => {
     if (ev.button !== 0) return;
+    this.hovered = null;
     this.drag = { id: ev.pointerId, x: ev.clientX, y: ev.clientY, vx: this.view.x, vy: this.view.y, moved: false };
   };
 
   private onPointerMove = (ev: PointerEvent): void => {
     const d = this.drag;
-    if (!d || d.id !== ev.pointerId) return;
+    if (!d || d.id !== ev.pointerId) {
+      if (!d) this.hover(ev.clientX, ev.clientY);
+      return;
+    }
     const dx = ev.clientX - d.x;
     const dy = ev.clientY - d.y;
     if (!d.moved && Math.abs(dx) + Math.abs(dy) < 4) return;
@@ -559,6 +620,43 @@ export class DagRenderer {
     if (d.moved || ev.type === 'pointercancel') return;
     this.callbacks.select(this.hit(ev.clientX, ev.clientY));
   };
+
+  private onPointerLeave = (): void => {
+    if (!this.hovered) return;
+    this.hovered = null;
+    this.schedule();
+  };
+
+  /** Notes the node under the pointer; the next frame shows its name when labels are not readable. */
+  private hover(clientX: number, clientY: number): void {
+    const id = this.hit(clientX, clientY);
+    const r = this.svg.getBoundingClientRect();
+    const next = id ? { id, x: clientX - r.left, y: clientY - r.top } : null;
+    if (!next && !this.hovered) return;
+    this.hovered = next;
+    this.schedule();
+  }
+
+  /** The hovered node's id and state beside the pointer, while the nodes carry no readable label. */
+  private placeHover(readable: boolean): void {
+    const h = this.hovered;
+    const node = h && !readable ? this.model.node(h.id) : undefined;
+    if (!h || !node) {
+      if (!this.hoverLabel.hidden) this.hoverLabel.hidden = true;
+      return;
+    }
+    const label = `${node.id} · ${node.state}`;
+    if (this.hoverLabel.textContent !== label) {
+      this.hoverLabel.textContent = label;
+      this.hoverLabel.dataset.node = node.id;
+    }
+    this.hoverLabel.hidden = false;
+    // right of the pointer, or left of it near the right edge
+    const { width } = this.size();
+    const w = this.hoverLabel.offsetWidth;
+    const x = h.x + 14 + w <= width - 4 ? h.x + 14 : Math.max(4, h.x - 14 - w);
+    this.hoverLabel.style.transform = `translate(${x}px,${Math.max(4, h.y - 32)}px)`;
+  }
 
   private onWheel = (ev: WheelEvent): void => {
     ev.preventDefault();

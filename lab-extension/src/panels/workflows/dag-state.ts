@@ -25,6 +25,8 @@ export interface DagState {
 export interface DagChange {
   structure: boolean;
   nodes: number;
+  /** The ids of the nodes the delta carried (changed or new). */
+  ids?: string[];
 }
 
 const edgeKey = (e: DagEdge) => `${e.from}\u0000${e.to}`;
@@ -72,7 +74,7 @@ export function mergeDag(state: DagState, delta: WorkflowDag): DagChange {
     state.edges.push(e);
     structure = true;
   }
-  return { structure, nodes: delta.nodes?.length ?? 0 };
+  return { structure, nodes: delta.nodes?.length ?? 0, ids: (delta.nodes ?? []).map((n) => n.id) };
 }
 
 /** Steps per state in each stage. */
@@ -94,6 +96,13 @@ export function totalCounts(byStage: Map<string, StepCounts>): StepCounts {
     for (const s of STATES) total[s] += c[s];
   }
   return total;
+}
+
+/** The inits drawn: the run's and its subworkflows' (parameters, no steps; the legend counts them apart). */
+export function initCount(state: DagState): number {
+  let n = 0;
+  for (const [stage, list] of state.byStage) if (isInitStage(stage)) for (const node of list) if (node) n++;
+  return n;
 }
 
 /** How many slots a stage's box needs: its nodes by index (a gap keeps its place). */

@@ -2,6 +2,7 @@
 // DAG (dag-renderer.ts) and the details pane of the node picked.
 import { ReactWidget } from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
+import { Button } from '@jupyterlab/ui-components';
 import React, { useEffect, useMemo, useRef, useState } from 'react';
 import type { WorkflowState } from '@af-gateway/schemas';
 import type { GatewayClient } from '../../api/gateway-client';
@@ -9,7 +10,7 @@ import { formatUptime } from '../../components/format';
 import { useTick } from '../common';
 import type { DagModel } from './dag-model';
 import { DagRenderer } from './dag-renderer';
-import { countsByStage, scopeOfStage, skippedStages, STATES, totalCounts } from './dag-state';
+import { countsByStage, initCount, scopeOfStage, skippedStages, STATES, totalCounts } from './dag-state';
 import { NodeDetails } from './node-details';
 import { canCancel, canRetry } from './workflows-model';
 
@@ -72,6 +73,8 @@ function DagView(props: {
   const total = useMemo(() => (state ? totalCounts(countsByStage(state)) : null), [state, version]);
   // eslint-disable-next-line react-hooks/exhaustive-deps -- as above
   const skipped = useMemo(() => (state ? skippedStages(state) : 0), [state, version]);
+  // eslint-disable-next-line react-hooks/exhaustive-deps -- as above
+  const inits = useMemo(() => (state ? initCount(state) : 0), [state, version]);
   const run = state?.run ?? null;
   const node = selected ? model.node(selected) : undefined;
   const scope = node ? scopeOfStage(node.stage) : '';
@@ -93,6 +96,14 @@ function DagView(props: {
           )}
         </div>
         <ul className="jp-AFDag-legend" aria-label={trans.__('Steps per state')}>
+          <li
+            className="jp-AFDag-legendItem mod-init"
+            data-state="INIT"
+            title={trans.__('The run’s init (and each subworkflow’s): its parameters, no step to run; the counts beside it are steps')}
+          >
+            <span className="jp-AFDag-swatch" />
+            {trans.__('Init')} <span className="jp-AFDag-legendCount">{inits.toLocaleString('en-US')}</span>
+          </li>
           {STATES.map((s) => (
             <li key={s} className={`jp-AFDag-legendItem mod-${s.toLowerCase()}`} data-state={s}>
               <span className="jp-AFDag-swatch" />
@@ -124,14 +135,14 @@ function DagView(props: {
             {trans.__('Fit')}
           </button>
           {run && canCancel(run.status) && (
-            <button className="jp-Button jp-mod-styled jp-mod-warn jp-AFDag-action" onClick={() => actions.cancel(run.id)}>
+            <Button className="jp-mod-styled jp-mod-warn jp-AFDag-action" onClick={() => actions.cancel(run.id)}>
               {trans.__('Cancel')}
-            </button>
+            </Button>
           )}
           {run && canRetry(run.status) && (
-            <button className="jp-Button jp-mod-styled jp-mod-reject jp-AFDag-action" onClick={() => actions.retry(run.id)}>
+            <Button className="jp-mod-styled jp-mod-accept jp-AFDag-action" onClick={() => actions.retry(run.id)}>
               {trans.__('Retry')}
-            </button>
+            </Button>
           )}
         </div>
       </header>

@@ -1,15 +1,17 @@
 // The "Run workflow" dialog's form (one field per init parameter the gateway found, name, backend,
 // retries) and the list of problems of a workflow the gateway refused.
 import type { TranslationBundle } from '@jupyterlab/translation';
+import { HTMLSelect } from '@jupyterlab/ui-components';
 import React from 'react';
 import type { FormProps } from '../../components/dialog-body';
-import { OptionList, TextRow } from '../../components/form-parts';
+import { TextRow } from '../../components/form-parts';
 import type { RunFormValue } from './workflow-bundle';
 
 export interface RunFormOptions {
   entry: string;
   stages: string[];
   backends: string[];
+  /** The name a run gets when the form's is empty: the workflow's directory name. */
   defaultName: string;
   trans: TranslationBundle;
 }
@@ -17,7 +19,7 @@ export interface RunFormOptions {
 /** A form component bound to what the validation told (FormDialogBody renders it). */
 export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps<RunFormValue>> {
   const { trans } = opts;
-  return function RunForm({ value, onChange }: FormProps<RunFormValue>): JSX.Element {
+  return function RunForm({ value, onChange, showProblems }: FormProps<RunFormValue>): JSX.Element {
     const set = (patch: Partial<RunFormValue>) => onChange({ ...value, ...patch });
     const params = Object.keys(value.parameters);
     return (
@@ -25,7 +27,7 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
         <p className="jp-AFWorkflowRun-summary">{trans.__('%1: stages %2', opts.entry, opts.stages.join(' → ') || '—')}</p>
         {params.length > 0 && <div className="jp-AFWorkflowRun-section">{trans.__('Parameters')}</div>}
         {params.map((name) => (
-          <div className="jp-AFDialog-row" key={name}>
+          <div className={`jp-AFDialog-row${showProblems && !(value.parameters[name] ?? '').trim() ? ' mod-invalid' : ''}`} key={name}>
             <label htmlFor={`af-wf-param-${name}`}>{name}</label>
             <input
               id={`af-wf-param-${name}`}
@@ -42,13 +44,28 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
           </span>
         )}
         <div className="jp-AFWorkflowRun-section">{trans.__('Run')}</div>
-        <TextRow id="af-wf-name" label={trans.__('Name')} placeholder={opts.defaultName} value={value.name} onChange={(name) => set({ name })} />
+        <TextRow
+          id="af-wf-name"
+          label={trans.__('Name')}
+          value={value.name}
+          onChange={(name) => set({ name })}
+          hint={
+            value.name.trim() === opts.defaultName
+              ? trans.__('The name of the workflow’s directory')
+              : trans.__('Empty: %1, the name of the workflow’s directory', opts.defaultName)
+          }
+        />
         <div className="jp-AFDialog-row">
           <label htmlFor="af-wf-backend">{trans.__('Backend')}</label>
-          <select id="af-wf-backend" className="jp-mod-styled" value={value.backend} onChange={(e) => set({ backend: e.target.value })}>
-            <option value="">{opts.backends.length ? trans.__('Gateway default (%1)', opts.backends[0]!) : trans.__('Gateway default')}</option>
-            <OptionList values={opts.backends} />
-          </select>
+          <HTMLSelect
+            id="af-wf-backend"
+            value={value.backend}
+            onChange={(e) => set({ backend: e.target.value })}
+            options={[
+              { value: '', label: opts.backends.length ? trans.__('Gateway default (%1)', opts.backends[0]!) : trans.__('Gateway default') },
+              ...opts.backends,
+            ]}
+          />
         </div>
         <div className="jp-AFDialog-row">
           <label htmlFor="af-wf-retries">{trans.__('Retries')}</label>
@@ -59,11 +76,10 @@ export function makeRunForm(opts: RunFormOptions): React.ComponentType<FormProps
             min={0}
             max={5}
             step={1}
-            placeholder={trans.__('gateway default')}
             value={value.retries}
             onChange={(e) => set({ retries: e.target.value })}
           />
-          <span className="jp-AFDialog-hint">{trans.__('How often a failed step is started again')}</span>
+          <span className="jp-AFDialog-hint">{trans.__('How often a failed step is started again (0–5; empty: the gateway’s default)')}</span>
         </div>
       </div>
     );

@@ -122,21 +122,36 @@ export function validateRunForm(v: RunFormValue): string | null {
   return null;
 }
 
-/** The request that starts the run. */
-export function runRequest(bundle: Pick<WorkflowBundle, 'entry' | 'files'>, v: RunFormValue): WorkflowBundle {
+/**
+ * The request that starts the run. An empty name gives `defaultName` (the workflow's directory
+ * name): the gateway sees only the entry's name within that directory, so it would name the run
+ * after the file ('workflow').
+ */
+export function runRequest(bundle: Pick<WorkflowBundle, 'entry' | 'files'>, v: RunFormValue, defaultName = ''): WorkflowBundle {
   const req: WorkflowBundle = { entry: bundle.entry, files: bundle.files };
   const params = Object.entries(v.parameters);
   if (params.length) req.parameters = Object.fromEntries(params.map(([k, text]) => [k, parseParameterValue(text)]));
-  if (v.name.trim()) req.name = v.name.trim();
+  const name = v.name.trim() || defaultName;
+  if (name) req.name = name;
   if (v.backend) req.backend = v.backend;
   if (v.retries.trim()) req.retries = Number(v.retries.trim());
   return req;
 }
 
-/** A default run name from the entry's place: its directory's name, else the file's name without extension. */
+/**
+ * A run's default name, as the CLI gives it: the entry's directory name (map-reduce/workflow.yml ->
+ * map-reduce), else the file's name without extension (at the Lab's root, or when the directory's
+ * name has nothing a run name may hold), shaped as the gateway wants run names.
+ */
 export function defaultRunName(dir: string, entry: string): string {
-  const base = (dir.split('/').pop() || entry.replace(/\.(ya?ml|json)$/i, '')).replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
-  return base.slice(0, 64);
+  for (const candidate of [dir.split('/').pop() ?? '', entry.replace(/\.(ya?ml|json)$/i, '')]) {
+    const name = candidate
+      .replace(/[^A-Za-z0-9_.-]/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 64);
+    if (name) return name;
+  }
+  return 'workflow';
 }
 
 /** A value under the run's workspace as a path relative to it (for the files route), else null. */

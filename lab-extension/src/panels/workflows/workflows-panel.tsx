@@ -1,6 +1,7 @@
 // The Workflows panel (left sidebar): the user's runs, live from the event stream, with their steps
 // per state as a compact bar and the actions on each.
 import type { TranslationBundle } from '@jupyterlab/translation';
+import { Button } from '@jupyterlab/ui-components';
 import React from 'react';
 import { ConnectionNotice, useTick } from '../common';
 import type { WorkflowRun } from '@af-gateway/schemas';
@@ -65,23 +66,23 @@ function RunCard(props: { run: WorkflowRun; now: number; actions: WorkflowAction
       </div>
       {run.message && run.status !== 'SUCCESS' && <div className={`jp-AFWorkflows-message mod-${st}`}>{run.message}</div>}
       <div className="jp-AFWorkflows-actions">
-        <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => actions.open(run.id)}>
+        <Button className="jp-mod-styled jp-mod-accept" onClick={() => actions.open(run.id)}>
           {trans.__('DAG')}
-        </button>
+        </Button>
         {canCancel(run.status) && (
-          <button className="jp-Button jp-mod-styled jp-mod-warn" onClick={() => actions.cancel(run.id)}>
+          <Button className="jp-mod-styled jp-mod-warn" onClick={() => actions.cancel(run.id)}>
             {trans.__('Cancel')}
-          </button>
+          </Button>
         )}
         {canRetry(run.status) && (
-          <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => actions.retry(run.id)}>
+          <Button className="jp-mod-styled jp-mod-reject" onClick={() => actions.retry(run.id)}>
             {trans.__('Retry')}
-          </button>
+          </Button>
         )}
         {isFinished(run.status) && (
-          <button className="jp-Button jp-mod-styled jp-mod-reject" onClick={() => actions.remove(run.id)}>
+          <Button className="jp-mod-styled jp-mod-reject" onClick={() => actions.remove(run.id)}>
             {trans.__('Delete')}
-          </button>
+          </Button>
         )}
       </div>
     </li>
@@ -90,8 +91,16 @@ function RunCard(props: { run: WorkflowRun; now: number; actions: WorkflowAction
 
 function WorkflowsView(props: { model: WorkflowsModel; actions: WorkflowActions; trans: TranslationBundle }): JSX.Element {
   const { model, actions, trans } = props;
-  const now = useTick(5000);
-  const notice = ConnectionNotice({ connection: model.connection, error: model.error, login: () => actions.login(), retry: () => void model.reload(), trans });
+  // ages read "12s ago": they tick with the seconds
+  const now = useTick(1000);
+  const notice = ConnectionNotice({
+    connection: model.connection,
+    error: model.error,
+    login: () => actions.login(),
+    retry: () => void model.reload(),
+    trans,
+    canLogin: model.client.authMode !== 'basic',
+  });
   const runs = model.list;
   return (
     <PanelFrame

@@ -2,8 +2,8 @@
 // run (restored with the layout), "Run as workflow" in the file browser's context menu, and the
 // commands af:open-workflows, af:run-workflow, af:open-workflow-run, af:cancel-workflow,
 // af:retry-workflow, af:delete-workflow.
-import { Dialog, InputDialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
+import { Dialog, MainAreaWidget, ReactWidget, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { FileDialog, IDefaultFileBrowser, IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import React from 'react';
 import type { WorkflowRun } from '@af-gateway/schemas';
@@ -43,7 +43,11 @@ class ProblemsBody extends ReactWidget {
   }
 }
 
-function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalette }: PanelContext, browsers: IFileBrowserFactory | null): WorkflowsModel {
+function activate(
+  { app, session, trans, mainAreaWidgets, addSidebar, addToPalette }: PanelContext,
+  browsers: IFileBrowserFactory | null,
+  defaultBrowser: IDefaultFileBrowser | null,
+): WorkflowsModel {
   const { commands, shell } = app;
   const { client } = session;
   const model = new WorkflowsModel(session);
@@ -107,8 +111,21 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
 
   // --- actions ----------------------------------------------------------------------------------
   const readText = async (path: string): Promise<string> => {
-    const file = await app.serviceManager.contents.get(path, { content: true, type: 'file', format: 'text' });
-    if (typeof file.content !== 'string') throw new Error(`${path} is not a text file`);
+    let file;
+    try {
+      file = await app.serviceManager.contents.get(path, { content: true, type: 'file', format: 'text' });
+    } catch (err) {
+      // The contents service answers a missing file with "Invalid response: 404 Not Found" (a ServerConnection.ResponseError).
+      const status = (err as { response?: { status?: unknown } } | null)?.response?.status;
+      if (status === 404) {
+        throw new Error(trans.__('There is no file %1 in the file browser’s folders: it may have been moved, renamed or deleted.', path), { cause: err });
+      }
+      if (status === 400) {
+        throw new Error(trans.__('%1 is not a text file: a workflow is a YAML or JSON file.', path), { cause: err });
+      }
+      throw err;
+    }
+    if (typeof file.content !== 'string') throw new Error(trans.__('%1 is not a text file: a workflow is a YAML or JSON file.', path));
     return file.content;
   };
 
@@ -123,17 +140,26 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
     return first.value.type !== 'directory' && isWorkflowFile(first.value.name) ? first.value.path : null;
   };
 
+  /** Asks for the workflow file with Lab's file dialog (YAML and JSON files and folders shown), from the file browser's folder. */
   const askPath = async (): Promise<string | null> => {
-    const cwd = browsers?.tracker.currentWidget?.model.path ?? '';
-    const res = await InputDialog.getText({
-      title: trans.__('Run workflow'),
-      label: trans.__('Workflow file (path in the file browser, e.g. analysis/workflow.yml)'),
-      text: selectedWorkflowFile() ?? (cwd ? `${cwd}/` : ''),
-      placeholder: 'workflow.yml',
-      okLabel: trans.__('Next'),
-    });
-    const path = res.button.accept ? (res.value ?? '').trim().replace(/^\/+/, '') : '';
-    return path || null;
+    const browser = browsers?.tracker.currentWidget ?? defaultBrowser;
+    if (!browser) {
+      await showErrorMessage(trans.__('Run workflow'), trans.__('Right-click a workflow file in the file browser and choose “Run as Workflow”.'));
+      return null;
+    }
+    for (;;) {
+      const res = await FileDialog.getOpenFiles({
+        manager: browser.model.manager,
+        title: trans.__('Run workflow: choose its file'),
+        label: trans.__('The workflow file (.yml, .yaml or .json): the steps files it names go along.'),
+        defaultPath: browser.model.path,
+        filter: (item) => (item.type === 'directory' || isWorkflowFile(item.name) ? {} : null),
+      });
+      if (!res.button.accept) return null;
+      const file = (res.value ?? []).find((item) => item.type !== 'directory');
+      if (file) return file.path;
+      await showErrorMessage(trans.__('Run workflow'), trans.__('Choose a workflow file (.yml, .yaml or .json), not a folder.'));
+    }
   };
 
   const runWorkflow = async (path: string): Promise<WorkflowRun | null> => {
@@ -157,20 +183,20 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
       return null;
     }
     void loadElk(); // the DAG view needs it next: load it while the user fills in the form
-    let value: RunFormValue = { parameters: Object.fromEntries((validation.parameters ?? []).map((p) => [p, ''])), name: '', backend: '', retries: '' };
-    const Form = makeRunForm({
-      entry: path,
-      stages: validation.stages ?? [],
-      backends: model.backends,
-      defaultName: defaultRunName(bundle.dir, bundle.entry),
-      trans,
-    });
+    const defaultName = defaultRunName(bundle.dir, bundle.entry);
+    let value: RunFormValue = {
+      parameters: Object.fromEntries((validation.parameters ?? []).map((p) => [p, ''])),
+      name: defaultName,
+      backend: '',
+      retries: '',
+    };
+    const Form = makeRunForm({ entry: path, stages: validation.stages ?? [], backends: model.backends, defaultName, trans });
     for (;;) {
       const given = await askForm({ title: trans.__('Run %1', path), value, Form, validate: validateRunForm, accept: trans.__('Run') });
       if (!given) return null;
       value = given;
       try {
-        const run = await model.submit(runRequest(bundle, value));
+        const run = await model.submit(runRequest(bundle, value, defaultName));
         openRun(run.id);
         return run;
       } catch (err) {
@@ -281,6 +307,6 @@ function activate({ app, session, trans, mainAreaWidgets, addSidebar, addToPalet
 export const workflowsPlugin = panelPlugin({
   id: '@af-gateway/lab-extension:workflows',
   description: 'AF Gateway: the workflows panel, run views and "Run as Workflow".',
-  optional: [IFileBrowserFactory],
-  activate: (ctx, browsers) => activate(ctx, browsers as IFileBrowserFactory | null),
+  optional: [IFileBrowserFactory, IDefaultFileBrowser],
+  activate: (ctx, browsers, defaultBrowser) => activate(ctx, browsers as IFileBrowserFactory | null, defaultBrowser as IDefaultFileBrowser | null),
 });
