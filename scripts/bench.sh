@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks against peers measured in the same run: dask-gateway-server; Rucio asked directly;
-# yadage running the same workflow. Not a test.
+# yadage running the same workflow; and the Lab's DAG view, which has no peer. Not a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -11,6 +11,9 @@ bash scripts/test-accounts.sh ensure >/dev/null
 .venv/bin/python bench/bench_passthrough.py
 # Rucio: a 20,000-file dataset through the gateway against straight to Rucio (a real server).
 .venv/bin/python bench/bench_rucio.py
+# The Lab's workflow DAG view in Chromium, 5,000 and 20,000 steps: no peer draws these, so measured
+# figures with the machine's cores (layout, long tasks, frame times).
+node bench/bench_dag.mjs
 # Workflows: the same map-reduce through the gateway against yadage itself, from a pinned venv
 # built once per machine outside the repository (scripts/yadage-specs.sh).
 venv=$(bash scripts/yadage-specs.sh venv)
