@@ -116,6 +116,8 @@ const now = () => Date.now();
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
+/** A string a user's process made, as a log line shows it: at most 200 characters. */
+const clip = (s: string) => (s.length > 200 ? `${s.slice(0, 200)}…` : s);
 
 export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
@@ -686,7 +688,19 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       // The backend says where the scheduler really is; the heartbeat gives only its ports.
       at = await this.backend.schedulerAddresses(first.cluster, reported);
     } catch (err) {
-      this.deps.log.warn({ cluster: name, reported, err: errorMessage(err) }, 'refused a heartbeat with addresses the backend does not accept');
+      // (the addresses are the owner's to make, as long as the body allows: logged cut short, and once)
+      const shown = { scheduler: clip(reported.scheduler), dashboard: clip(reported.dashboard), api: clip(reported.api) };
+      const why = errorMessage(err);
+      this.warnOnce(
+        first.cluster,
+        first,
+        `refused addresses ${JSON.stringify(shown)}: ${why}`,
+        'refused a heartbeat with addresses the backend does not accept',
+        {
+          reported: shown,
+          err: why,
+        },
+      );
       throw err;
     }
     const entry = live(); // it may have ended while the backend looked
@@ -696,7 +710,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     if (c.status === 'RUNNING' && (at.scheduler !== c.schedulerAddress || at.api !== c.apiAddress)) {
       // A scheduler that started again elsewhere (a batch system reran its job): follow it, or
       // every scale request and client connection would go to the old, dead address.
-      this.deps.log.warn({ cluster: name, was: c.apiAddress, now: at.api }, 'the scheduler reports new addresses; it was restarted');
+      // (once per address: a scheduler flipping between two at every heartbeat writes two lines, not one per heartbeat)
+      this.warnOnce(c, entry, `moved to ${at.scheduler} ${at.api}`, 'the scheduler reports new addresses; it was restarted', {
+        was: c.apiAddress,
+        now: at.api,
+      });
       c.schedulerAddress = at.scheduler;
       c.dashboardAddress = at.dashboard;
       c.apiAddress = at.api;
@@ -767,11 +785,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       .finally(() => (entry.tellingGroups = false));
   }
 
-  private warnOnce(c: ClusterRecord, entry: ActiveEntry, what: string, msg: string): void {
+  private warnOnce(c: ClusterRecord, entry: ActiveEntry, what: string, msg: string, fields: Record<string, unknown> = {}): void {
     const warned = (entry.warned ??= new Set());
     if (warned.has(what) || warned.size >= 20) return;
     warned.add(what);
-    this.deps.log.warn({ cluster: c.name, user: c.username, what: what.slice(0, 500) }, msg);
+    this.deps.log.warn({ cluster: c.name, user: c.username, what: what.slice(0, 500), ...fields }, msg);
   }
 
   /**
