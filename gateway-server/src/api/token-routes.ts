@@ -93,7 +93,8 @@ export async function tokenRoutes(fastify: FastifyInstance, opts: TokenRoutesOpt
       },
     },
     async (req, reply) => {
-      reply.header('Set-Cookie', await sessions.end(req.headers.cookie, cookiePathFor(req.originalUrl, opts.basePath)));
+      // (cleared on both paths the gateway answers on: a browser may hold a cookie for each)
+      reply.header('Set-Cookie', await sessions.end(req.headers.cookie, [cookiePathFor(req.originalUrl, opts.basePath), '/', opts.basePath]));
       reply.header('cache-control', 'no-store');
       return reply.code(204).send();
     },

@@ -20,6 +20,8 @@ const hash = (token: string) => createHash('sha256').update(token).digest('hex')
  */
 const LOOKUP_MS = 10_000;
 const LOOKUP_MAX = 10_000;
+/** Session cookies one logout ends at most (a browser holds one per path: the base path and /). */
+const MAX_ENDED = 8;
 
 /** A session opened in the state store: its cookie value, stored key and end. */
 export interface OpenedSession {
@@ -123,23 +125,29 @@ export class Sessions {
   }
 
   /**
-   * Ends the session of this Cookie header, if any: its row is removed (on every replica) and its
-   * WebSockets here are closed. Returns the Set-Cookie value that clears the cookie.
+   * Ends every session of this Cookie header: each row is removed (on every replica) and its
+   * WebSockets here are closed. A browser may hold a cookie for each path the gateway answers on
+   * (its base path and /) and sends all that apply, so all are ended, and the cookie is cleared on
+   * each of `paths`, also where this request did not carry it. Returns those Set-Cookie values.
    */
-  async end(cookieHeader: string | undefined, path = '/'): Promise<string> {
-    const token = readCookie(cookieHeader, SESSION_COOKIE);
-    if (token) {
+  async end(cookieHeader: string | undefined, paths: readonly string[] = ['/']): Promise<string[]> {
+    for (const token of readCookies(cookieHeader, SESSION_COOKIE).filter(Boolean).slice(0, MAX_ENDED)) {
       const key = hash(token);
       this.ends++;
-      await this.store.deleteSession(key);
-      this.ends++;
+      try {
+        await this.store.deleteSession(key);
+      } finally {
+        this.ends++;
+      }
       this.looked.delete(key);
       for (const listener of this.endListeners) listener(key);
       this.closeSockets(key);
     }
-    const attrs = [`${SESSION_COOKIE}=`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', 'Max-Age=0'];
-    if (this.secure) attrs.push('Secure');
-    return attrs.join('; ');
+    return [...new Set(paths)].map((path) => {
+      const attrs = [`${SESSION_COOKIE}=`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', 'Max-Age=0'];
+      if (this.secure) attrs.push('Secure');
+      return attrs.join('; ');
+    });
   }
 
   /**
@@ -219,11 +227,17 @@ export function cookiePathFor(originalUrl: string, basePath: string): string {
 }
 
 export function readCookie(header: string | undefined, name: string): string | undefined {
+  return readCookies(header, name)[0];
+}
+
+/** Every value of the cookie `name` in a Cookie header, in its order (a browser sends one per path it holds it for). */
+export function readCookies(header: string | undefined, name: string): string[] {
+  const out: string[] = [];
   for (const part of (header ?? '').split(';')) {
     const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    if (eq > 0 && part.slice(0, eq).trim() === name) out.push(part.slice(eq + 1).trim());
   }
-  return undefined;
+  return out;
 }
 
 /** Removes our session cookie from a Cookie header before it is passed on to a dashboard. */
