@@ -11,6 +11,12 @@ const MAX_STRING = 4096;
 const MAX_KEYS = 256;
 const MAX_MAPPING_BYTES = 65_536;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
+/** Names container runtimes read when they make a container, to hand it devices: NVIDIA's runtime gives a
+ * container without a GPU limit every GPU named by NVIDIA_VISIBLE_DEVICES (`all`) where it honours the
+ * variable (its default), and its other NVIDIA_* variables widen what it mounts; AMD's does the same with
+ * AMD_VISIBLE_DEVICES. GPUs are the admin's to give (worker_groups[].gpus and access), never an option's.
+ * (CUDA_VISIBLE_DEVICES and the like only narrow what a process was given, and task code can set them anyway.) */
+const DEVICE_ENV = /^(NVIDIA_|AMD_VISIBLE_DEVICES$)/i;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f\u0085\u2028\u2029]/;
 
@@ -190,6 +196,10 @@ export class ClusterOptions {
             // What every backend can pass on: a POSIX name (Kubernetes, HTCondor and the shell agree on it).
             if (!ENV_NAME.test(key))
               bad(`${JSON.stringify(key.slice(0, 64))} is not an environment variable name (letters, digits and _, not starting with a digit, at most 256)`);
+            if (DEVICE_ENV.test(key))
+              bad(
+                `${key} asks the container runtime for GPUs or other devices; GPUs come from the worker groups your facility set up, not from the environment`,
+              );
             if (typeof value !== 'string') bad(`environment values must be strings (${key} is not)`);
             checkText(value as string, MAX_STRING, bad, `the value of ${key}`);
           } else {

@@ -92,6 +92,32 @@ describe('ClusterOptions', () => {
     expect(options.parse({ environment: env }).environment).toEqual(env);
   });
 
+  // NVIDIA's container runtime (and AMD's) read these when it makes a container: NVIDIA_VISIBLE_DEVICES=all
+  // in a pod or a docker job without a GPU limit hands it every GPU of the node, a GPU group's access and
+  // the scheduler's accounting notwithstanding. GPUs are the admin's to give (worker_groups[].gpus).
+  it.each([
+    ['NVIDIA_VISIBLE_DEVICES', 'all'],
+    ['NVIDIA_VISIBLE_DEVICES', '0,1'],
+    ['NVIDIA_DRIVER_CAPABILITIES', 'all'],
+    ['NVIDIA_MIG_CONFIG_DEVICES', 'all'],
+    ['NVIDIA_REQUIRE_CUDA', 'cuda>=1'],
+    ['nvidia_visible_devices', 'all'],
+    ['AMD_VISIBLE_DEVICES', 'all'],
+  ])('refuses %s in the environment (container runtimes hand out devices by it)', (name, value) => {
+    const err = rejects({ environment: { A: 'x', [name]: value } });
+    expect(err.statusCode).toBe(422);
+    expect(err.message).toContain(name);
+    expect(err.message).toContain('GPU');
+  });
+
+  it('still takes what only narrows the devices a process was given (CUDA_VISIBLE_DEVICES)', () => {
+    expect(options.parse({ environment: { CUDA_VISIBLE_DEVICES: '0', NVIDIA: 'x', MY_NVIDIA_VISIBLE_DEVICES: 'all' } }).environment).toEqual({
+      CUDA_VISIBLE_DEVICES: '0',
+      NVIDIA: 'x',
+      MY_NVIDIA_VISIBLE_DEVICES: 'all',
+    });
+  });
+
   it('quotes a long refused value only in part', () => {
     expect(rejects({ note: 'y'.repeat(10_000) + '\n' }).message.length).toBeLessThan(400);
   });
