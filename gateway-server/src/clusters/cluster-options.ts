@@ -58,6 +58,12 @@ const MAX_DISPLAY_NAME = 64;
  * surrogate code points, and line or paragraph separators; letters, marks, digits, punctuation, symbols
  * and spaces are printable. */
 const NOT_PRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
+/** Printable by category yet drawn as nothing: the Hangul fillers and Braille's blank pattern (a name of them looks empty, or like another's). */
+const BLANK = /[\u115F\u1160\u3164\uFFA0\u2800]/u;
+/** Combining marks a letter may carry in a row: what languages use (Vietnamese stacks two, Tibetan a few);
+ * dozens stack above and below the line, over the names of the clusters listed beside it. */
+const MAX_MARKS = 4;
+const MARKS_PAST_MAX = new RegExp(`\\p{M}{${MAX_MARKS + 1}}`, 'u');
 
 /** The form's own name field when the config declares none: first, as a name is the first thing to type. */
 // (the generated type reads a field's `default` as an object: the schema leaves it untyped)
@@ -85,6 +91,10 @@ export function normaliseDisplayName(v: unknown, bad: (what: string) => never): 
     const code = m[0].codePointAt(0)!.toString(16).padStart(4, '0').toUpperCase();
     bad(`contains U+${code}, which is not a printable character (names are letters, digits, punctuation, symbols and spaces)`);
   }
+  const blank = BLANK.exec(name);
+  if (blank) bad(`contains U+${blank[0].codePointAt(0)!.toString(16).toUpperCase()}, which shows as blank space`);
+  if (/^\p{M}/u.test(name)) bad('begins with a combining mark (a mark goes on the letter before it)');
+  if (MARKS_PAST_MAX.test(name)) bad(`has more than ${MAX_MARKS} combining marks in a row (they would be drawn over the lines around the name)`);
   return name;
 }
 

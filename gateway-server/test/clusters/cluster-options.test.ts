@@ -205,6 +205,29 @@ describe('display name', () => {
     expect(err.message.length).toBeLessThan(400);
   });
 
+  // A name the Lab draws outside its own line (marks stacked 60 high over the rows of other clusters, in an
+  // admin's list too) or as nothing (Hangul fillers are letters, Braille's blank a symbol: "printable").
+  it.each([
+    ['a' + '\u0336\u0301\u0353\u034e\u0330'.repeat(12), 'combining marks'],
+    ['a\u0301\u0302\u0303\u0304\u0305', 'combining marks'],
+    ['\u0301abc', 'combining mark'],
+    ['\u3164', 'U+3164'],
+    ['alice\u3164', 'U+3164'],
+    ['a\u115Fb', 'U+115F'],
+    ['a\u1160b', 'U+1160'],
+    ['a\uFFA0b', 'U+FFA0'],
+    ['\u2800\u2800', 'U+2800'],
+  ])('refuses %j, which would not look like one line of text (%s)', (value, words) => {
+    const err = refusal(value);
+    expect(err.statusCode).toBe(422);
+    expect(err.message).toContain('display_name');
+    expect(err.message).toContain(words);
+  });
+
+  it('takes the marks languages put on a letter (up to four in a row)', () => {
+    for (const name of ['Phở bò', 'ế ộ ự', 'नमस्ते दुनिया', 'שָׁלוֹם', 'e\u0301\u0302\u0323\u0304', 'བཀྲ་ཤིས་', '한국어 클러스터']) expect(named(name)).toBe(name);
+  });
+
   it('lets the config place and label the name itself', () => {
     const own = new ClusterOptions([
       { field: 'worker_cores', type: 'int', default: 1, min: 1, max: 2, target: 'worker_cores' },
