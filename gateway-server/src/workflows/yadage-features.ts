@@ -21,11 +21,16 @@ const NOT_SUPPORTED = {
   envscript: 'envscript (a script sourced in the container) is not supported: steps run without a container shell to source it in',
   'container workdir': 'a container workdir is not supported: steps start in their own directory',
   resources: 'container resources (CVMFS, grid proxies, GPUs) are not supported yet',
+  'device environment':
+    "NVIDIA_* and AMD_VISIBLE_DEVICES in a step's env are not supported: they ask the container runtime for GPUs, which steps do not have yet",
   'jsonpath outputs': 'output selections by JSONPath are not supported: name one output key',
   'empty selectors': 'a selector without output (the whole result) is not supported: name one output key',
   'single publish': 'an interpolated-pub publishing one value rather than an object of outputs is not supported: name the output',
 } as const;
 type Feature = keyof typeof NOT_SUPPORTED;
+
+/** Environment variables container runtimes read to hand a container devices (see the cluster options' DEVICE_ENV). */
+const DEVICE_ENV = /^(NVIDIA_|AMD_VISIBLE_DEVICES$)/i;
 
 const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 
@@ -94,6 +99,9 @@ export function unsupportedFeatures(doc: unknown): FeatureProblem[] {
       if (typeof env.envscript === 'string' && env.envscript.trim()) refuse([...segments, 'environment', 'envscript'], 'envscript');
       if (env.workdir !== undefined && env.workdir !== null) refuse([...segments, 'environment', 'workdir'], 'container workdir');
       if (Array.isArray(env.resources) && env.resources.length) refuse([...segments, 'environment', 'resources'], 'resources');
+      // (NVIDIA's container runtime, where it honours the variable, hands a container every GPU NVIDIA_VISIBLE_DEVICES=all names)
+      if (isObject(env.env))
+        for (const name of Object.keys(env.env)) if (DEVICE_ENV.test(name)) refuse([...segments, 'environment', 'env', name], 'device environment');
     }
   };
   const workflow = (wf: unknown, segments: (string | number)[]) => {

@@ -126,6 +126,14 @@ describe('strict validation: nothing a workflow says is ignored', () => {
       '$.stages[1].scheduler.step.environment.envscript: envscript (a script sourced in the container) is not supported: steps run without a container shell to source it in',
       'steps.yml',
     ],
+    [
+      // (NVIDIA's container runtime hands a container every GPU NVIDIA_VISIBLE_DEVICES=all names, where it honours the variable)
+      'GPUs asked of the container runtime through the environment',
+      "imagetag: '1.36'",
+      "imagetag: '1.36'\n    env:\n      FINE: x\n      NVIDIA_VISIBLE_DEVICES: all",
+      "$.stages[1].scheduler.step.environment.env.NVIDIA_VISIBLE_DEVICES: NVIDIA_* and AMD_VISIBLE_DEVICES in a step's env are not supported: they ask the container runtime for GPUs, which steps do not have yet",
+      'steps.yml',
+    ],
   ] as const)('refuses %s, naming the feature at its path', (_what, from, to, expected, file = 'workflow.yml') => {
     const m = edited(from, to, file);
     expect(m.join('\n')).toContain(expected);
