@@ -38,7 +38,8 @@ import {
   wrapNote,
 } from '../src/panels/workflows/dag-layout';
 import { DagModel } from '../src/panels/workflows/dag-model';
-import { cellsIn, labelsReadable, nodeFont, nodeMarkup, paintNodes } from '../src/panels/workflows/dag-nodes';
+import { CanvasNodes } from '../src/panels/workflows/dag-canvas';
+import { cellsIn, labelsReadable, nodeFont, nodeMarkup } from '../src/panels/workflows/dag-nodes';
 import { fitText, stageCountsText } from '../src/panels/workflows/dag-renderer';
 import {
   collectBundle,
@@ -260,19 +261,74 @@ describe('drawing nodes in view only', () => {
     const ids = [...svg.matchAll(/data-node="([^"]+)"/g)].map((m) => m[1]);
     expect(ids).toEqual(['map:0', 'map:1', 'map:2', `map:${map.cols}`, `map:${map.cols + 1}`, `map:${map.cols + 2}`]);
     expect(svg).toContain('class="jp-AFDag-node mod-success"');
-    // the whole drawing on a canvas: every node once, in its state's colour
-    const fills: string[] = [];
-    const painter = { fillStyle: '' as unknown, globalAlpha: 1, fillRect: () => fills.push(String(painter.fillStyle)) };
+    // the whole drawing on a canvas, kept in a cache painted once: every node once, in its look's colour
+    const canvas = fakeCanvas();
+    const cache = fakeCanvas();
+    const painter = new CanvasNodes(canvas, cache);
     const colours = { DEFINED: 'grey', RUNNING: 'blue', SUCCESS: 'green', FAILED: 'red', CANCELLED: 'dark', INIT: 'purple' };
-    const counts = paintNodes(painter, layout, state, { x: 0, y: 0, width: layout.width, height: layout.height }, colours, 0.5);
-    expect(counts).toEqual({ DEFINED: 4989, RUNNING: 1, SUCCESS: 12, FAILED: 0, CANCELLED: 0 });
-    expect(fills).toHaveLength(5002);
-    expect(fills.filter((f) => f === 'blue')).toHaveLength(1);
-    // the init in its own colour, as the legend shows it (counted in its state above)
-    expect(fills.filter((f) => f === 'purple')).toHaveLength(1);
-    expect(fills.filter((f) => f === 'green')).toHaveLength(11);
+    let version = 1;
+    let changed: Set<string> | null = null;
+    // (800 × 600 px at 0.05: all of the drawing is in view)
+    const frame = (view = { x: 0, y: 0, k: 0.05 }) =>
+      painter.draw({
+        layout,
+        state,
+        version,
+        changedSince: () => changed,
+        view,
+        rect: { x: -view.x / view.k, y: -view.y / view.k, width: 800 / view.k, height: 600 / view.k },
+        width: 800,
+        height: 600,
+        dpr: 1,
+        colours,
+        runningAlpha: 0.5,
+        selected: null,
+        selectionColour: 'black',
+      });
+    expect(frame()).toEqual({ DEFINED: 4989, RUNNING: 1, SUCCESS: 12, FAILED: 0, CANCELLED: 0 });
+    expect(cache.fills).toHaveLength(5001); // all but the running step, which pulses on the frame
+    expect(cache.fills.filter((f) => f === 'purple')).toHaveLength(1); // the init, as the legend shows it
+    expect(cache.fills.filter((f) => f === 'green')).toHaveLength(11);
+    expect(canvas.images).toBe(1);
+    expect(canvas.fills).toEqual(['blue@0.5']);
+    expect(painter.pulsing).toBe(true);
+    // two steps change state: only they are painted again, the rest is copied
+    cache.fills.length = 0;
+    canvas.fills.length = 0;
+    mergeDag(state, dag({ nodes: [node('map:10', 'SUCCESS'), node('map:11', 'RUNNING')], edges: [] }));
+    version = 2;
+    changed = new Set(['map:10', 'map:11']);
+    expect(frame()).toEqual({ DEFINED: 4988, RUNNING: 1, SUCCESS: 13, FAILED: 0, CANCELLED: 0 });
+    expect(cache.fills).toEqual(['green']);
+    expect(cache.clears).toBe(2 + 1); // the two steps' cells (and the first frame's whole clear)
+    expect(canvas.fills).toEqual(['blue@0.5']);
+    // a pan within the quarter-view margin copies the picture elsewhere; past it, everything is painted again
+    cache.fills.length = 0;
+    changed = new Set();
+    frame({ x: 100, y: 0, k: 0.05 });
+    expect(cache.fills).toHaveLength(0);
+    expect(canvas.images).toBe(3);
+    frame({ x: 400, y: 0, k: 0.05 });
+    expect(cache.fills).toHaveLength(5001);
   });
 });
+
+/** A canvas whose context records what is filled (colour, and alpha when not 1), cleared and copied. */
+function fakeCanvas() {
+  const rec = { width: 0, height: 0, fills: [] as string[], clears: 0, images: 0 };
+  const ctx = {
+    fillStyle: '' as unknown,
+    strokeStyle: '' as unknown,
+    globalAlpha: 1,
+    lineWidth: 1,
+    setTransform: () => undefined,
+    fillRect: () => rec.fills.push(`${String(ctx.fillStyle)}${ctx.globalAlpha === 1 ? '' : `@${ctx.globalAlpha}`}`),
+    clearRect: () => void rec.clears++,
+    strokeRect: () => undefined,
+    drawImage: () => void rec.images++,
+  };
+  return Object.assign(rec, { getContext: () => ctx });
+}
 
 describe('edges', () => {
   it('draws few edges one by one and many as one counted stage edge', () => {

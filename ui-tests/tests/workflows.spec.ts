@@ -38,13 +38,16 @@ async function api<T>(page: Page, method: string, route: string, body?: unknown)
 /** Shows the Lab's root (or its folder `dir`) in the file browser and right-clicks `name` there → "Run as Workflow". */
 async function runFromFileBrowser(page: IJupyterLabPageFixture, name: string, dir = ''): Promise<void> {
   await page.sidebar.openTab('filebrowser');
-  await page.filebrowser.openHomeDirectory();
-  if (dir) await page.filebrowser.openDirectory(dir);
-  await page.filebrowser.refresh();
   const item = page
     .locator('.jp-DirListing-item[data-file-type]')
     .filter({ has: page.locator('.jp-DirListing-itemText', { hasText: new RegExp(`^${name.replace('.', '\\.')}$`) }) });
-  await item.click({ button: 'right' });
+  // galata moves the file browser into the test's own folder as the page starts: go (again) where the file is
+  await expect(async () => {
+    await page.filebrowser.openHomeDirectory();
+    if (dir) await page.filebrowser.openDirectory(dir);
+    await page.filebrowser.refresh();
+    await item.click({ button: 'right', timeout: 5_000 });
+  }).toPass({ timeout: 60_000 });
   await page.locator('.lm-Menu-item:visible', { hasText: 'Run as Workflow' }).click();
 }
 
@@ -323,8 +326,23 @@ test('a 5,000-step run is drawn live: every step drawn and selectable', async ({
       expect(cancelled).toBeGreaterThan(4000);
       await expect(dag.locator('.jp-AFDag-canvasNodes')).toHaveAttribute('data-cancelled', String(cancelled));
       await expect(dag.locator('.jp-AFDag-stageLabel[data-stage="collect"]')).toContainText('waits for map');
+      // the canvas holds the picture (pixels, not only counts), in the cancelled colour, in either theme
+      const cancelledPixels = () =>
+        dag.locator('.jp-AFDag-canvasNodes').evaluate((c: HTMLCanvasElement) => {
+          const colour = getComputedStyle(c).getPropertyValue('--jp-AFWorkflow-cancelled').trim();
+          const probe = document.createElement('canvas').getContext('2d')!;
+          probe.fillStyle = colour;
+          probe.fillRect(0, 0, 1, 1);
+          const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+          const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+          let n = 0;
+          for (let i = 0; i < d.length; i += 4) if (d[i + 3] === 255 && d[i] === r && d[i + 1] === g && d[i + 2] === b) n++;
+          return n;
+        });
+      expect(await cancelledPixels()).toBeGreaterThan(10_000);
       await shot(page, 'workflows-5000-cancelled-light');
       await page.theme.setDarkTheme();
+      await expect.poll(cancelledPixels).toBeGreaterThan(10_000);
       await shot(page, 'workflows-5000-cancelled-dark');
       await page.theme.setLightTheme();
     });

@@ -1,9 +1,10 @@
 // Drawing a DAG's nodes, culled to a rectangle of the drawing: one SVG element per node when
-// zoomed in (clickable, with a tooltip and a label), rectangles on a canvas when zoomed out.
-// Both walk only the grid cells in view, so the cost follows what is on screen, not the run's size.
+// zoomed in (clickable, with a tooltip and a label), rectangles on a canvas when zoomed out
+// (dag-canvas.ts). Both walk only the grid cells in view, so the cost follows what is on screen,
+// not the run's size.
 import type { WorkflowNode, WorkflowState } from '@af-gateway/schemas';
 import { type DagLayout, GEOMETRY, nodeRect, type Rect, type StageBox, visibleCells } from './dag-layout';
-import { type DagState, isInitStage, STATES } from './dag-state';
+import { type DagState, isInitStage } from './dag-state';
 
 const esc = (s: string) => s.replace(/[&<>"]/g, (c) => `&${{ '&': 'amp', '<': 'lt', '>': 'gt', '"': 'quot' }[c]};`);
 
@@ -112,41 +113,5 @@ export function oneNodeMarkup(box: StageBox, i: number, n: WorkflowNode, font = 
   );
 }
 
-/** The part of a 2D context the painter uses. */
-export interface Painter {
-  fillStyle: unknown;
-  globalAlpha: number;
-  fillRect(x: number, y: number, w: number, h: number): void;
-}
-
 /** What a node is drawn as: its state, or INIT for the run's and its subworkflows' inits (parameters, no step). */
 export type NodeLook = WorkflowState | 'INIT';
-
-/**
- * Paints the nodes in `rect` as filled rectangles in their look's colour (the context already
- * transformed to world coordinates); running ones at `runningAlpha`. Answers the count per state
- * (inits counted in theirs).
- */
-export function paintNodes(
-  ctx: Painter,
-  layout: DagLayout,
-  state: DagState,
-  rect: Rect,
-  colours: Record<NodeLook, string>,
-  runningAlpha: number,
-): Record<WorkflowState, number> {
-  const byLook: Record<NodeLook, { x: number; y: number }[]> = { DEFINED: [], RUNNING: [], SUCCESS: [], FAILED: [], CANCELLED: [], INIT: [] };
-  const counts = { DEFINED: 0, RUNNING: 0, SUCCESS: 0, FAILED: 0, CANCELLED: 0 };
-  forVisibleNodes(layout, state, rect, (box, i, n) => {
-    byLook[isInitStage(box.name) ? 'INIT' : n.state].push(nodeRect(box, i));
-    counts[n.state]++;
-  });
-  const { nodeW, nodeH } = GEOMETRY;
-  for (const look of [...STATES, 'INIT'] as const) {
-    ctx.fillStyle = colours[look];
-    ctx.globalAlpha = look === 'RUNNING' ? runningAlpha : 1;
-    for (const p of byLook[look]) ctx.fillRect(p.x, p.y, nodeW, nodeH);
-  }
-  ctx.globalAlpha = 1;
-  return counts;
-}

@@ -11,7 +11,8 @@
 //  - edges are drawn one by one while stages are small, else as one stage-to-stage edge with a count.
 import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges, stageNote } from './dag-layout';
 import type { DagModel } from './dag-model';
-import { cellsIn, labelsReadable, nodeFont, type NodeLook, nodeMarkup, oneNodeMarkup, paintNodes } from './dag-nodes';
+import { CanvasNodes } from './dag-canvas';
+import { cellsIn, labelsReadable, nodeFont, type NodeLook, nodeMarkup, oneNodeMarkup } from './dag-nodes';
 import { countsByStage, type DagState, stageOfNodeId, STATES, type StepCounts, stageSignature } from './dag-state';
 import { loadElk } from './elk-client';
 
@@ -113,6 +114,7 @@ export class DagRenderer {
   /** The world rectangle the node layer holds, its mode and data version. */
   private nodeWindow: { rect: Rect; version: number; layout: DagLayout; font: number } | null = null;
   private readonly canvas: HTMLCanvasElement;
+  private readonly canvasNodes: CanvasNodes;
   private canvasDrawn = false;
   /** While running nodes are on the canvas, it is redrawn now and then: they pulse. */
   private pulseTimer: ReturnType<typeof setTimeout> | 0 = 0;
@@ -127,6 +129,7 @@ export class DagRenderer {
   private drag: { id: number; x: number; y: number; vx: number; vy: number; moved: boolean } | null = null;
   private readonly resizeObserver: ResizeObserver;
   private readonly themeObserver: MutationObserver;
+  private readonly themeTimers: ReturnType<typeof setTimeout>[] = [];
   private disposed = false;
 
   constructor(
@@ -151,6 +154,7 @@ export class DagRenderer {
     this.canvas = document.createElement('canvas');
     this.canvas.className = 'jp-AFDag-canvasNodes';
     host.appendChild(this.canvas);
+    this.canvasNodes = new CanvasNodes(this.canvas, document.createElement('canvas'));
     this.hoverLabel = document.createElement('div');
     this.hoverLabel.className = 'jp-AFDag-hoverLabel';
     this.hoverLabel.hidden = true;
@@ -173,7 +177,13 @@ export class DagRenderer {
     });
     this.resizeObserver.observe(host);
     // The canvas takes the theme's colours when it draws: a theme change draws again.
-    this.themeObserver = new MutationObserver(() => this.schedule());
+    // The new theme's colours apply once its stylesheet has loaded (the view may have no size meanwhile):
+    // draw again over the next seconds too.
+    this.themeObserver = new MutationObserver(() => {
+      this.schedule();
+      for (const t of this.themeTimers.splice(0)) clearTimeout(t);
+      for (const ms of [250, 1000, 3000]) this.themeTimers.push(setTimeout(() => this.schedule(), ms));
+    });
     this.themeObserver.observe(document.body, { attributes: true, attributeFilter: ['data-jp-theme-name', 'data-jp-theme-light'] });
     this.schedule();
   }
@@ -185,6 +195,7 @@ export class DagRenderer {
     this.model.changed.disconnect(this.schedule, this);
     this.resizeObserver.disconnect();
     this.themeObserver.disconnect();
+    for (const t of this.themeTimers.splice(0)) clearTimeout(t);
     this.svg.remove();
     this.canvas.remove();
     this.hoverLabel.remove();
@@ -296,6 +307,9 @@ export class DagRenderer {
     this.ensureLayout(state);
     const layout = this.layout;
     if (!layout) return;
+    // hidden (a tab behind another, or the page while a theme loads): nothing to draw into
+    const { width, height } = this.size();
+    if (!width || !height) return;
     const { k, x, y } = this.view;
     setAttr(this.world, 'transform', `translate(${x},${y}) scale(${k})`);
     const newLayout = this.drawnLayout !== layout;
@@ -494,33 +508,29 @@ export class DagRenderer {
    */
   private drawCanvas(layout: DagLayout, state: DagState, view: Rect): void {
     const { width, height } = this.size();
-    const dpr = window.devicePixelRatio || 1;
-    const cw = Math.max(1, Math.round(width * dpr));
-    const ch = Math.max(1, Math.round(height * dpr));
-    if (this.canvas.width !== cw || this.canvas.height !== ch) {
-      this.canvas.width = cw;
-      this.canvas.height = ch;
-    }
-    const ctx = this.canvas.getContext('2d');
-    if (!ctx) return;
     const style = getComputedStyle(this.host);
     const colour = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
     const colours = Object.fromEntries([...STATES, 'INIT'].map((s) => [s, colour(`--jp-AFWorkflow-${s.toLowerCase()}`, '#888')])) as Record<NodeLook, string>;
-    const { x, y, k } = this.view;
-    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
-    ctx.clearRect(-x / k, -y / k, width / k, height / k);
-    const drawn = paintNodes(ctx, layout, state, view, colours, 0.55 + 0.45 * Math.abs(Math.cos(performance.now() / 450)));
-    const sel = this.selected ? this.nodeRectOf(this.selected) : null;
-    if (sel) {
-      ctx.strokeStyle = colour('--jp-brand-color0', '#0d47a1');
-      ctx.lineWidth = 2.5 / k;
-      ctx.strokeRect(sel.x - 3 / k, sel.y - 3 / k, sel.width + 6 / k, sel.height + 6 / k);
-    }
+    const drawn = this.canvasNodes.draw({
+      layout,
+      state,
+      version: this.model.version,
+      changedSince: (v) => this.model.changedSince(v),
+      view: this.view,
+      rect: view,
+      width,
+      height,
+      dpr: window.devicePixelRatio || 1,
+      colours,
+      runningAlpha: 0.55 + 0.45 * Math.abs(Math.cos(performance.now() / 450)),
+      selected: this.selected ? this.nodeRectOf(this.selected) : null,
+      selectionColour: colour('--jp-brand-color0', '#0d47a1'),
+    });
     this.canvasDrawn = true;
     // What is drawn, for tests and the curious (a canvas has no elements to count).
-    this.canvas.dataset.drawn = String(STATES.reduce((n, s) => n + drawn[s], 0));
-    for (const st of STATES) this.canvas.dataset[st.toLowerCase()] = String(drawn[st]);
-    if (drawn.RUNNING && !this.pulseTimer) {
+    setAttr(this.canvas, 'data-drawn', String(STATES.reduce((n, s) => n + drawn[s], 0)));
+    for (const st of STATES) setAttr(this.canvas, `data-${st.toLowerCase()}`, String(drawn[st]));
+    if (this.canvasNodes.pulsing && !this.pulseTimer) {
       this.pulseTimer = setTimeout(() => {
         this.pulseTimer = 0;
         this.schedule();
@@ -529,6 +539,7 @@ export class DagRenderer {
   }
 
   private clearCanvas(): void {
+    this.canvasNodes.reset();
     const ctx = this.canvas.getContext('2d');
     ctx?.setTransform(1, 0, 0, 1, 0, 0);
     ctx?.clearRect(0, 0, this.canvas.width, this.canvas.height);
