@@ -416,10 +416,17 @@ async function measureSize(page, gatewayURL, n) {
 
 const fmt = (x, d = 0) => (x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
 
-function print(rows) {
+const loadAverage = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+
+function print(rows, loads) {
   const cpu = os.cpus();
   console.log(`\nWorkflow DAG view: JupyterLab in Chromium (headless, ${VIEWPORT.width}×${VIEWPORT.height}), the gateway running the steps one at a time`);
   console.log(`This machine: ${cpu.length} cores (${cpu[0]?.model ?? 'unknown CPU'}). No peer draws these DAGs: measured figures, not ratios.`);
+  console.log(`Load average (1, 5, 15 min) before: ${loads.before}; after: ${loads.after} (other work on the machine moves these figures)`);
   console.log(
     `${'steps'.padStart(7)}  ${'phase'.padEnd(13)} ${'time ms'.padStart(8)} ${'ELK ms'.padStart(7)}   ${'long tasks: n / longest / total ms'.padEnd(36)} frame ms: p50 / p95 / max`,
   );
@@ -474,6 +481,7 @@ async function main() {
     await page.locator('#af-workflows .jp-AFWorkflows-new:not([disabled])').waitFor({ timeout: 60_000 });
     await page.evaluate(installProbes);
     const rows = [];
+    const loads = { before: loadAverage(), after: '' };
     for (const n of SIZES) {
       try {
         rows.push(...(await measureSize(page, gatewayURL, n)));
@@ -483,10 +491,11 @@ async function main() {
         throw err;
       }
     }
-    print(rows);
+    loads.after = loadAverage();
+    print(rows, loads);
     mkdirSync(path.join(REPO, 'bench', 'results'), { recursive: true });
     const out = path.join(REPO, 'bench', 'results', 'dag-latest.json');
-    writeFileSync(out, JSON.stringify({ at: new Date().toISOString(), cores: os.cpus().length, viewport: VIEWPORT, rows }, null, 2));
+    writeFileSync(out, JSON.stringify({ at: new Date().toISOString(), cores: os.cpus().length, loadAverage: loads, viewport: VIEWPORT, rows }, null, 2));
     console.log(`(raw figures: ${path.relative(REPO, out)})`);
     return 0;
   } finally {
