@@ -1,7 +1,8 @@
 // Worker groups in a cluster card against the real gateway, whose config (ui-tests/support/stack.ts)
 // gives every cluster a group `big` on the local backend (1 core, 1 GiB, resources {big: 1}, at most
-// 2 workers): the card shows the group in words, scales it up and down from its own control, and
-// shows the gateway's refusal past the group's limit in the card.
+// 2 workers): the card shows the group in words, scales it up and down from its own control, shows
+// the gateway's refusal past the group's limit in the card, scales it adaptively (a range past the
+// limit capped, with the gateway's message) and back to manual.
 import { expect, test } from '@jupyterlab/galata';
 import { loginAsAlice } from './stack';
 import { newClusterRunning, openPanel, shot, shutDownCluster } from './panels';
@@ -62,12 +63,53 @@ test('a cluster card shows and scales its worker groups', async ({ page }) => {
     await expect(scale).toBeDisabled();
   });
 
-  await test.step('scale big to 0 and see its worker go', async () => {
+  const mode = big.locator('.jp-AFGroups-mode');
+  const choice = big.getByRole('radiogroup', { name: 'How group big scales' });
+
+  await test.step('adapt big from the card: a range past its limit is capped, and the card says so', async () => {
+    await expect(mode).toHaveText('manual');
+    await choice.getByText('Adaptive', { exact: true }).click();
+    await expect(choice.getByRole('radio', { name: 'Adaptive' })).toBeChecked();
+    const minimum = big.getByLabel('Min', { exact: true });
+    const maximum = big.getByLabel('Max', { exact: true });
+    const adapt = big.getByRole('button', { name: 'Adapt group big' });
+    // refused before it is sent, in words
+    await minimum.fill('3');
+    await maximum.fill('1');
+    await expect(big.locator('.jp-AFGroups-error')).toHaveText('Minimum must not be larger than maximum');
+    await expect(adapt).toBeDisabled();
+    await minimum.fill('1');
+    await maximum.fill('5');
+    await expect(big.locator('.jp-AFGroups-error')).toHaveCount(0);
+    await adapt.click();
+    await expect(mode).toHaveText('adaptive 1–2, now 1');
+    await expect(mode).toHaveClass(/mod-adaptive/);
+    await expect(big.locator('.jp-AFGroups-message')).toContainText('using minimum=1, maximum=2 instead');
+    await expect(big.locator('.jp-AFGroups-adaptive')).toContainText('a count set with Manual turns adaptive scaling off');
+    await expect(big.locator('.jp-AFGroups-running')).toHaveText('1 of 1 running');
+    // the inputs now show the range the gateway uses
+    await expect(minimum).toHaveValue('1');
+    await expect(maximum).toHaveValue('2');
+    // (the group, not the card: the card is taller than the window)
+    await shot(page, 'groups-adaptive-light', big);
+    await page.theme.setDarkTheme();
+    await openPanel(page, 'af-clusters');
+    await shot(page, 'groups-adaptive-dark', big);
+    await page.theme.setLightTheme();
+    await openPanel(page, 'af-clusters');
+  });
+
+  await test.step('back to manual: scale big to 0, adaptive scaling goes off and its worker goes', async () => {
+    await choice.getByText('Manual', { exact: true }).click();
+    await expect(count).toHaveValue('1');
     await count.fill('0');
     await expect(big.locator('.jp-AFGroups-error')).toHaveCount(0);
     await scale.click();
+    await expect(mode).toHaveText('manual');
+    await expect(big.locator('.jp-AFGroups-adaptive')).toHaveCount(0);
     await expect(big.locator('.jp-AFGroups-running')).toHaveText('0 of 0 running', { timeout: 60_000 });
     await expect(card.locator('.jp-AFClusters-workers')).toHaveText('0 / 0');
+    await shot(page, 'groups-manual-again-light', big);
   });
 
   await test.step('shut down', async () => {

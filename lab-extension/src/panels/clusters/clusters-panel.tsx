@@ -84,8 +84,10 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
   return (
     <li className={`jp-AFClusters-cluster mod-${s.status.toLowerCase()}`} data-cluster={s.name}>
       <div className="jp-AFClusters-head">
-        <span className="jp-AFClusters-name" title={s.name}>
-          {s.name}
+        {/* The name is its owner's text: React puts it in text nodes, never in markup. */}
+        <span className="jp-AFClusters-title" title={s.displayName ? trans.__('%1 (cluster %2)', s.displayName, s.name) : s.name}>
+          {s.displayName && <span className="jp-AFClusters-displayName">{s.displayName}</span>}
+          <span className={`jp-AFClusters-name${s.displayName ? ' mod-secondary' : ''}`}>{s.name}</span>
         </span>
         <span className={`jp-AFClusters-status mod-${s.status.toLowerCase()}`}>{s.status.toLowerCase()}</span>
       </div>
@@ -138,9 +140,7 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
           </button>
         )}
       </div>
-      {groups.length > 0 && active && (
-        <GroupsSection cluster={s.name} groups={groups} enabled={running} adaptive={adaptiveRange} model={props.model} trans={trans} />
-      )}
+      {groups.length > 0 && active && <GroupsSection cluster={s.name} groups={groups} enabled={running} model={props.model} trans={trans} />}
       {showPlots && running && <DashboardList name={s.name} actions={actions} trans={trans} />}
     </li>
   );
