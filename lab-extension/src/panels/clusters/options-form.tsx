@@ -3,7 +3,7 @@ import type { Field } from '@af-gateway/schemas';
 import { HTMLSelect } from '@jupyterlab/ui-components';
 import React from 'react';
 import type { FormProps } from '../../components/dialog-body';
-import { validateOption } from './clusters-model';
+import { DISPLAY_NAME_OPTION, validateOption } from './clusters-model';
 
 export type OptionValues = Record<string, unknown>;
 
@@ -31,7 +31,17 @@ function FieldInput(props: { field: Field; value: unknown; onChange: (v: unknown
     case 'bool':
       return <input id={id} type="checkbox" checked={value === true} onChange={(e) => onChange(e.target.checked)} />;
     case 'string':
-      return <input id={id} className="jp-mod-styled" type="text" value={String(value ?? '')} onChange={(e) => onChange(e.target.value)} />;
+      return (
+        <input
+          id={id}
+          className="jp-mod-styled"
+          type="text"
+          // the cluster's name is optional: the example says what it is for
+          placeholder={field.field === DISPLAY_NAME_OPTION ? 'optional, e.g. ttbar skim 2018' : undefined}
+          value={String(value ?? '')}
+          onChange={(e) => onChange(e.target.value)}
+        />
+      );
     case 'mapping':
       return <MappingInput id={id} value={value} onChange={onChange} />;
   }
