@@ -115,6 +115,12 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   // everything else in it is the gateway's alone (0600/0700), so passing through reveals nothing.
   if (!config.backend.local.single_user) chmodSync(config.data_dir, 0o711);
 
+  // The Kubernetes client is loaded only by a configuration that uses it (it is most of an idle
+  // gateway's memory), and before the state store's lease is held: its loading takes seconds of CPU
+  // on a busy machine, and a replica holding the lease must not stall that long.
+  const kubernetes = [config.backend, ...config.worker_groups.map((g) => g.backend)].some((b) => b?.type === 'kubernetes')
+    ? await import('./backends/kubernetes/kubernetes-backend.js')
+    : undefined;
   const store = await openStateStore(config, (msg, err) => logger.warn({ err: errorMessage(err) }, msg));
   // Several replicas on one PostgreSQL database: one serves, the others wait here as standbys.
   const tlsFiles =
@@ -167,17 +173,14 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     singleUser: local.single_user,
     workspaceRoot,
   };
-  /**
-   * The backend a backend section describes (the top-level one, or a worker group's). The Kubernetes
-   * client is loaded only by a configuration that uses it: it is most of an idle gateway's memory.
-   */
-  const makeBackend = async (b: ResolvedConfig['backend']): Promise<Backend> =>
+  /** The backend a backend section describes (the top-level one, or a worker group's). */
+  const makeBackend = (b: ResolvedConfig['backend']): Backend =>
     b.type === 'htcondor'
       ? new HTCondorBackend({ config: b.htcondor, ...batch })
       : b.type === 'slurm'
         ? new SlurmBackend({ config: b.slurm, ...batch })
         : b.type === 'kubernetes'
-          ? new (await import('./backends/kubernetes/kubernetes-backend.js')).KubernetesBackend({
+          ? new kubernetes!.KubernetesBackend({
               config: b.kubernetes,
               dataDir: config.data_dir,
               stateIdentity: store.identity,
@@ -187,14 +190,14 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
               accounts,
             })
           : localBackend;
-  const backend: Backend = await makeBackend(config.backend);
+  const backend: Backend = makeBackend(config.backend);
   // Each worker group with a backend section of its own gets that backend; equal sections share one.
   const backendsByConfig = new Map<string, Backend>([[JSON.stringify(config.backend), backend]]);
   const groupBackends = new Map<string, Backend>();
   for (const g of config.worker_groups) {
     if (!g.backend) continue;
     const key = JSON.stringify(g.backend);
-    if (!backendsByConfig.has(key)) backendsByConfig.set(key, await makeBackend(g.backend as ResolvedConfig['backend']));
+    if (!backendsByConfig.has(key)) backendsByConfig.set(key, makeBackend(g.backend as ResolvedConfig['backend']));
     groupBackends.set(g.name, backendsByConfig.get(key)!);
   }
   const extraBackends = [...new Set(groupBackends.values())].filter((b) => b !== backend && b !== localBackend);
