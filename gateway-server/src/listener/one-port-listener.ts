@@ -97,7 +97,14 @@ function pipeToScheduler(client: net.Socket, head: Buffer, cluster: string, opts
     client.destroy();
     return;
   }
-  const url = new URL(target.replace(/^tls:\/\//, 'tcp://'));
+  let url: URL;
+  try {
+    url = new URL(target.replace(/^tls:\/\//, 'tcp://'));
+  } catch {
+    opts.log.warn({ cluster }, 'scheduler route is not an address; connection refused');
+    client.destroy();
+    return;
+  }
   // Scheduler -> client, where a gather's bytes flow: read straight into one buffer of this
   // connection (no allocation, no stream machinery per read) and hand each read to the client;
   // reading stops while the kernel has not taken a write, since the next read reuses the buffer.
@@ -113,6 +120,8 @@ function pipeToScheduler(client: net.Socket, head: Buffer, cluster: string, opts
     host: url.hostname,
     port: Number(url.port),
     noDelay: true,
+    // the scheduler's FIN ends only what flows to the client (below), not the client's uploads
+    allowHalfOpen: true,
     onread: {
       buffer: () => readBuffer,
       callback: (n: number, buf: Buffer) => {
@@ -129,8 +138,10 @@ function pipeToScheduler(client: net.Socket, head: Buffer, cluster: string, opts
   // Client -> scheduler (uploads): Node reads an accepted socket into its own 64 KiB buffers; a
   // loop of 'data' and write() in place of pipe() measured the same CPU per byte, so pipe() stays.
   client.pipe(upstream);
-  // Either side closing closes the other once what it was sent has left (bounded in time);
-  // an error closes both at once.
+  // Each side's FIN is passed on once what came before it has (pipe() does this for the client's);
+  // either side closing closes the other once what it was sent has left (bounded in time); an
+  // error closes both at once.
+  upstream.on('end', () => client.end());
   client.on('close', () => closeAfterFlush(upstream));
   upstream.on('close', () => closeAfterFlush(client));
   upstream.on('error', (err) => {

@@ -56,11 +56,13 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function gateway(schedulers: Record<string, number>, extra: { classifyTimeoutMs?: number } = {}) {
+/** Our one port, with scheduler routes by cluster name: a port on 127.0.0.1, or a route as given. */
+async function gateway(schedulers: Record<string, number | string>, extra: { classifyTimeoutMs?: number } = {}) {
   const httpServer = http.createServer((_req, res) => res.end('plain http'));
+  const route = (r: number | string) => (typeof r === 'number' ? `tls://127.0.0.1:${r}` : r);
   const onePort: OnePortServer = createOnePortServer({
     http: httpServer,
-    schedulerFor: (name) => (Object.hasOwn(schedulers, name) ? `tls://127.0.0.1:${schedulers[name]}` : undefined),
+    schedulerFor: (name) => (Object.hasOwn(schedulers, name) ? route(schedulers[name]!) : undefined),
     log: silent,
     ...extra,
   });
@@ -103,11 +105,13 @@ describe('one port: scheduler passthrough', () => {
     client.write(hello);
     client.write(up);
     const conn = await sched.next();
+    const uploaded = once(conn.socket, 'end'); // the client's FIN, passed on after its bytes
     const down = counting(24 * 1024 * 1024 + 1);
-    conn.socket.end(down);
+    conn.socket.end(down); // the scheduler's FIN does not cut the upload short
     const received = await drain(client);
     expect(received.length).toBe(down.length);
     expect(sha(received)).toBe(sha(down));
+    await uploaded;
     const sent = Buffer.concat(conn.received);
     expect(sent.subarray(0, hello.length).equals(hello)).toBe(true);
     expect(sha(sent.subarray(hello.length))).toBe(sha(up));
@@ -202,6 +206,18 @@ describe('one port: scheduler passthrough', () => {
     const schedClosed = once(conn2.socket, 'close');
     client2.destroy();
     await schedClosed;
+  });
+
+  it('refuses a connection whose route is not an address, and keeps serving', async () => {
+    const sched = await fakeScheduler();
+    cleanups.push(() => sched.close());
+    const port = await gateway({ bad: 'not an address', abc: sched.port });
+    const client = await connect(port);
+    client.write(await captureHello('daskgateway-bad'));
+    expect((await drain(client)).length).toBe(0);
+    const next = await connect(port);
+    next.write(await captureHello('daskgateway-abc'));
+    await sched.next();
   });
 
   it('closes the client when the scheduler cannot be reached', async () => {
