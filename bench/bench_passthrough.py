@@ -83,17 +83,19 @@ class Side:
         self.proxy_pid = proxy_pid  # the process that copies the bytes (None: direct)
         self.times: dict[str, list[float]] = {"gather": [], "scatter": []}
         self.cpu: dict[str, list[float]] = {"gather": [], "scatter": []}
+        self.faults: dict[str, list[int]] = {"gather": [], "scatter": []}
 
-    def _proxy_cpu(self) -> float | None:
+    def _proxy_cpu(self) -> tuple[float, int] | None:
+        """CPU seconds and minor page faults of the proxying process so far."""
         if self.proxy_pid is None:
             return None
-        import psutil
-
         try:
-            t = psutil.Process(self.proxy_pid).cpu_times()
-        except psutil.Error:
+            with open(f"/proc/{self.proxy_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
             return None
-        return t.user + t.system
+        # after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
     def measure(self, op: str, nbytes: int, payload: bytes) -> float:
         c = self.client
@@ -123,7 +125,8 @@ class Side:
             fut.release()
         self.times[op].append(dt)
         if cpu0 is not None and cpu1 is not None:
-            self.cpu[op].append(cpu1 - cpu0)
+            self.cpu[op].append(cpu1[0] - cpu0[0])
+            self.faults[op].append(cpu1[1] - cpu0[1])
         return dt
 
 
@@ -196,22 +199,24 @@ def report(sides: dict[str, Side], mib: float, rounds_done: int) -> tuple[list[s
         for name in names:
             s = summarize(sides[name].times[op])
             cpu = summarize(sides[name].cpu[op])
-            summary.setdefault(op, {})[name] = {"seconds": s, "proxy_cpu_seconds": cpu}
+            faults = summarize(sides[name].faults[op])
+            summary.setdefault(op, {})[name] = {"seconds": s, "proxy_cpu_seconds": cpu, "proxy_minor_faults": faults}
             if s is None:
                 lines.append(f"  {name:<14} n/a")
                 continue
             rate = f"{mib / s['median']:6.0f} MiB/s [{mib / s['max']:.0f}..{mib / s['min']:.0f}]"
-            cpu_txt = f"   proxy CPU {cpu['median']:.3f} s/transfer" if cpu else ""
+            cpu_txt = f"   proxy CPU {cpu['median']:.3f} s, {faults['median']:.0f} page faults per transfer" if cpu else ""
             lines.append(f"  {name:<14} {rate}{cpu_txt}")
-        lines.append("  time ratios (of the medians; per-round paired min..max):")
+        lines.append("  time ratios: of the medians, and the same round's pairs: median [min..max]")
         for a, b in ratio_pairs(names):
             ta, tb = sides[a].times[op], sides[b].times[op]
             if not ta or not tb:
                 continue
             r = statistics.median(ta) / statistics.median(tb)
             p = paired(ta, tb)
-            summary[op][f"{a}/{b}"] = {"ratio": r, "paired_min": min(p), "paired_max": max(p)}
-            lines.append(f"  - {a + '/' + b:<22} {r:5.2f}x  [{min(p):.2f}..{max(p):.2f}]")
+            pm = statistics.median(p)
+            summary[op][f"{a}/{b}"] = {"ratio": r, "paired_median": pm, "paired_min": min(p), "paired_max": max(p)}
+            lines.append(f"  - {a + '/' + b:<22} {r:5.2f}x   pairs {pm:.2f}x [{min(p):.2f}..{max(p):.2f}]")
     return lines, summary
 
 
@@ -245,7 +250,8 @@ def verdicts(summary: dict, mib: float) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=7, help="measured rounds (default 7), after one unmeasured")
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("AF_BENCH_PASSTHROUGH_ROUNDS", "7")),
+                   help="measured rounds after one unmeasured (default 7, or AF_BENCH_PASSTHROUGH_ROUNDS)")
     p.add_argument("--mib", type=float, default=100, help="MiB per transfer (default 100)")
     p.add_argument("--timeout", type=float, default=120.0, help="timeout of every wait, seconds (default 120)")
     p.add_argument("--node", default=shutil.which("node") or "node", help="node executable")
@@ -339,12 +345,13 @@ def main(argv=None) -> int:
                         sides[name].times[op].pop()
                         if sides[name].cpu[op]:
                             sides[name].cpu[op].pop()
+                            sides[name].faults[op].pop()
                     log(f"round {r if r else 'warm-up'}: {op:<7} {name:<12} {dt:.3f}s ({args.mib / dt:.0f} MiB/s)")
         data["loadavg_after"] = os.getloadavg()
         lines, summary = report(sides, args.mib, args.rounds)
         lines += verdicts(summary, args.mib)
         data["summary"] = summary
-        data["raw"] = {n: {"times": s.times, "proxy_cpu": s.cpu} for n, s in sides.items()}
+        data["raw"] = {n: {"times": s.times, "proxy_cpu": s.cpu, "proxy_minor_faults": s.faults} for n, s in sides.items()}
         for line in lines:
             out(line)
         out(f"\nload average (1, 5, 15 min) before {tuple(round(x, 2) for x in data['loadavg_before'])}, "
