@@ -3,46 +3,23 @@
 // group names in the URL (dot segments, encoded slashes, over-long, unicode, Object.prototype's
 // names) and counts that are not whole numbers, or are absurdly large, are refused with a 4xx that
 // echoes no more than a short part of them, and change nothing.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AfWorkerGroup } from '@af-gateway/schemas';
-import { basic, client, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { carolsGroupCluster } from '../support/group-gateway.js';
 
-let gw: TestGateway;
-let name: string;
-const api = (method: string, path: string, user = 'carol', body?: unknown) => client(gw, basic(user), { timeoutMs: 10_000 }).call(method, path, body);
-const groups = async () => ((await api('GET', `/api/af/clusters/${name}/groups`)).json as { groups: AfWorkerGroup[] }).groups;
+const carol = carolsGroupCluster('af-hostile-groups-', 10_000);
+const api = carol.api;
+const groups = async () => ((await api('GET', `/api/af/clusters/${carol.name}/groups`)).json as { groups: AfWorkerGroup[] }).groups;
 const targets = async () => (await groups()).map((g) => [g.name, g.target]);
-
-beforeAll(async () => {
-  gw = await startTestGateway(
-    {
-      ...SINGLE_USER,
-      cluster: { heartbeat_period: 1 },
-      worker_groups: [{ name: 'big', description: 'more memory', worker_memory: 2, resources: { big: 1 }, max_workers: 2 }],
-    },
-    { prefix: 'af-hostile-groups-' },
-  );
-  name = (await api('POST', '/api/v1/clusters/', 'carol', {})).json.name as string;
-  const end = Date.now() + 60_000;
-  while ((await api('GET', `/api/af/clusters/${name}`)).json.status !== 'RUNNING') {
-    if (Date.now() > end) throw new Error('the cluster did not run within 60 s');
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}, 90_000);
-
-afterAll(async () => {
-  if (gw && name) await api('DELETE', `/api/v1/clusters/${name}`);
-  await gw?.close();
-});
 
 describe('worker groups API, hostile users', () => {
   it("gives another user nothing of carol's groups on any route or method", async () => {
     for (const [method, path, body] of [
-      ['GET', `/api/af/clusters/${name}/groups`, undefined],
-      ['GET', `/api/af/clusters/${name}`, undefined],
-      ['PUT', `/api/af/clusters/${name}/groups/big/scale`, { count: 1 }],
-      ['POST', `/api/af/clusters/${name}/groups/big/scale`, { count: 1 }],
-      ['PUT', `/api/af/clusters/${name}/groups/default/scale`, { count: 1 }],
+      ['GET', `/api/af/clusters/${carol.name}/groups`, undefined],
+      ['GET', `/api/af/clusters/${carol.name}`, undefined],
+      ['PUT', `/api/af/clusters/${carol.name}/groups/big/scale`, { count: 1 }],
+      ['POST', `/api/af/clusters/${carol.name}/groups/big/scale`, { count: 1 }],
+      ['PUT', `/api/af/clusters/${carol.name}/groups/default/scale`, { count: 1 }],
     ] as const) {
       const r = await api(method, path, 'mallory', body);
       expect(r.status, `${method} ${path}`).toBe(403);
@@ -50,7 +27,7 @@ describe('worker groups API, hostile users', () => {
     }
     const listed = await api('GET', '/api/af/clusters', 'mallory');
     expect(listed.status).toBe(200);
-    expect(listed.text).not.toContain(name);
+    expect(listed.text).not.toContain(carol.name);
     expect(await targets()).toEqual([
       ['default', 0],
       ['big', 0],
@@ -77,7 +54,7 @@ describe('worker groups API, hostile users', () => {
     ];
     for (const g of odd) {
       for (const method of ['PUT', 'POST']) {
-        const r = await api(method, `/api/af/clusters/${name}/groups/${g}/scale`, 'carol', { count: 1 });
+        const r = await api(method, `/api/af/clusters/${carol.name}/groups/${g}/scale`, 'carol', { count: 1 });
         expect([400, 404, 422], `${method} ${g}: ${r.status} ${r.text.slice(0, 200)}`).toContain(r.status);
         expect(r.text.length).toBeLessThan(1000);
         expect(r.text).not.toContain('x'.repeat(41));
@@ -91,11 +68,11 @@ describe('worker groups API, hostile users', () => {
 
   it('refuses counts that are not whole numbers of at least 0, or beyond the limits, and changes nothing', async () => {
     for (const count of ['1', 1.5, -1, null, true, [1], { n: 1 }, Number.MAX_SAFE_INTEGER, 1e300, 2 ** 53 + 2]) {
-      const r = await api('PUT', `/api/af/clusters/${name}/groups/big/scale`, 'carol', { count });
+      const r = await api('PUT', `/api/af/clusters/${carol.name}/groups/big/scale`, 'carol', { count });
       expect([400, 422], `count ${JSON.stringify(count)}: ${r.status} ${r.text.slice(0, 200)}`).toContain(r.status);
     }
     for (const body of ['{"count": 1e999}', '{"count": NaN}', '{"count": 1, "count": 99}', '{"count":']) {
-      const r = await api('PUT', `/api/af/clusters/${name}/groups/big/scale`, 'carol', body);
+      const r = await api('PUT', `/api/af/clusters/${carol.name}/groups/big/scale`, 'carol', body);
       expect([400, 422], `${body}: ${r.status} ${r.text.slice(0, 200)}`).toContain(r.status);
     }
     expect(await targets()).toEqual([

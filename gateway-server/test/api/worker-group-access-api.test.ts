@@ -5,23 +5,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AfWorkerGroup } from '@af-gateway/schemas';
 import { bodyAjv } from '../../src/schemas.js';
-import { basic, client, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { basic, client, type TestGateway } from '../support/gateway.js';
+import { startGroupGateway, until } from '../support/group-gateway.js';
 
 let gw: TestGateway;
 const started: string[] = [];
 const validList = bodyAjv.getSchema('af-worker-group-list.json')!;
 const api = (user: string, method: string, path: string, body?: unknown) => client(gw, basic(user), { timeoutMs: 10_000 }).call(method, path, body);
 const REFUSED = 'Worker group gpu is for members of cms-gpu and users the facility named; ask your facility';
-
-async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what} within ${ms} ms; last: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 async function runningCluster(user: string): Promise<string> {
   const name = (await api(user, 'POST', '/api/v1/clusters/', {})).json.name as string;
@@ -42,14 +33,9 @@ const groups = async (user: string, name: string) => {
 };
 
 beforeAll(async () => {
-  gw = await startTestGateway(
-    {
-      ...SINGLE_USER,
-      cluster: { heartbeat_period: 1 },
-      worker_groups: [{ name: 'gpu', description: 'the GPU nodes', resources: { gpu_node: 1 }, access: { users: ['alice'], groups: ['cms-gpu'] } }],
-    },
-    { prefix: 'af-group-access-' },
-  );
+  gw = await startGroupGateway('af-group-access-', [
+    { name: 'gpu', description: 'the GPU nodes', resources: { gpu_node: 1 }, access: { users: ['alice'], groups: ['cms-gpu'] } },
+  ]);
 });
 
 afterAll(async () => {

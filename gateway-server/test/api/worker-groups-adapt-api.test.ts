@@ -3,39 +3,16 @@
 // is set (the scheduler takes the groups), capped by the group's limit with a message saying what is
 // used, shown in the groups list, turned off by a scale; an unknown group is a 404, a bad range a 422,
 // another user gets the 403 the scale route gives, and nothing changes on a refusal.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AfWorkerGroup } from '@af-gateway/schemas';
 import { bodyAjv } from '../../src/schemas.js';
-import { basic, client, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { carolsGroupCluster } from '../support/group-gateway.js';
 
-let gw: TestGateway;
-let name: string;
+const carol = carolsGroupCluster('af-adapt-groups-', 20_000);
+const api = carol.api;
 const validGroup = bodyAjv.getSchema('af-worker-group.json')!;
-const api = (method: string, path: string, user = 'carol', body?: unknown) => client(gw, basic(user), { timeoutMs: 20_000 }).call(method, path, body);
-const big = async () => ((await api('GET', `/api/af/clusters/${name}/groups`)).json as { groups: AfWorkerGroup[] }).groups.find((g) => g.name === 'big')!;
-const adapt = (body: unknown, user = 'carol', method = 'PUT', group = 'big') => api(method, `/api/af/clusters/${name}/groups/${group}/adapt`, user, body);
-
-beforeAll(async () => {
-  gw = await startTestGateway(
-    {
-      ...SINGLE_USER,
-      cluster: { heartbeat_period: 1 },
-      worker_groups: [{ name: 'big', description: 'more memory', worker_memory: 2, resources: { big: 1 }, max_workers: 2 }],
-    },
-    { prefix: 'af-adapt-groups-' },
-  );
-  name = (await api('POST', '/api/v1/clusters/', 'carol', {})).json.name as string;
-  const end = Date.now() + 60_000;
-  while ((await api('GET', `/api/af/clusters/${name}`)).json.status !== 'RUNNING') {
-    if (Date.now() > end) throw new Error('the cluster did not run within 60 s');
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}, 90_000);
-
-afterAll(async () => {
-  if (gw && name) await api('DELETE', `/api/v1/clusters/${name}`);
-  await gw?.close();
-});
+const big = async () => ((await api('GET', `/api/af/clusters/${carol.name}/groups`)).json as { groups: AfWorkerGroup[] }).groups.find((g) => g.name === 'big')!;
+const adapt = (body: unknown, user = 'carol', method = 'PUT', group = 'big') => api(method, `/api/af/clusters/${carol.name}/groups/${group}/adapt`, user, body);
 
 describe('adaptive worker groups API', () => {
   it('refuses another user (403, as scale), an unknown group (404) and a bad range (422), changing nothing', async () => {
@@ -67,11 +44,11 @@ describe('adaptive worker groups API', () => {
     const off = await adapt({ active: false }, 'carol', 'POST');
     expect(off.json).toMatchObject({ adaptive: null, target: 1 });
     await adapt({ minimum: 0, maximum: 2 });
-    const scaled = await api('PUT', `/api/af/clusters/${name}/groups/big/scale`, 'carol', { count: 0 });
+    const scaled = await api('PUT', `/api/af/clusters/${carol.name}/groups/big/scale`, 'carol', { count: 0 });
     expect(scaled.json).toMatchObject({ adaptive: null, target: 0 });
     // default: the dask-gateway adapt, shown as the cluster's adaptive range too
     const d = await adapt({ minimum: 0, maximum: 3 }, 'carol', 'PUT', 'default');
     expect(d.json).toMatchObject({ name: 'default', adaptive: { minimum: 0, maximum: 3 } });
-    expect((await api('GET', `/api/af/clusters/${name}`)).json.adaptive).toEqual({ minimum: 0, maximum: 3 });
+    expect((await api('GET', `/api/af/clusters/${carol.name}`)).json.adaptive).toEqual({ minimum: 0, maximum: 3 });
   }, 60_000);
 });

@@ -5,34 +5,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AfWorkerGroup } from '@af-gateway/schemas';
 import { bodyAjv } from '../../src/schemas.js';
-import { basic, client, SINGLE_USER, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { basic, client, type TestGateway } from '../support/gateway.js';
+import { startGroupGateway, until } from '../support/group-gateway.js';
 
 let gw: TestGateway;
 const validList = bodyAjv.getSchema('af-worker-group-list.json')!;
 const api = (method: string, path: string, user = 'carol', body?: unknown) => client(gw, basic(user)).call(method, path, body);
 
-async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await get();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what} within ${ms} ms; last: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 const groups = async (name: string) => ((await api('GET', `/api/af/clusters/${name}/groups`)).json as { groups: AfWorkerGroup[] }).groups;
 const big = async (name: string) => (await groups(name)).find((g) => g.name === 'big')!;
 
 beforeAll(async () => {
-  gw = await startTestGateway(
-    {
-      ...SINGLE_USER,
-      cluster: { heartbeat_period: 1 },
-      worker_groups: [{ name: 'big', description: 'more memory', worker_memory: 2, resources: { big: 1 }, max_workers: 2 }],
-    },
-    { prefix: 'af-groups-' },
-  );
+  gw = await startGroupGateway('af-groups-');
 });
 
 afterAll(async () => {

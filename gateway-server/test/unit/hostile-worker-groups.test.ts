@@ -2,55 +2,29 @@
 // can patch it), so its heartbeats and its answers to the gateway's retire requests are theirs to
 // forge. Whatever it says, the gateway's limits must hold: workers it asked to retire are still
 // running until the backend or the scheduler reports them gone, and they count.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
+import { beforeEach, describe, expect, it } from 'vitest';
 import type { Heartbeat } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
-import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
+import type { ClusterManager } from '../../src/clusters/cluster-manager.js';
 import { advance, names, schedulerHeartbeat } from '../support/engine-clock.js';
+import { engineCluster, groupEngine } from '../support/group-engine.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const mallory = { name: 'mallory', groups: [], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
-const CLUSTER = {
-  check_period: 1,
-  start_timeout: 30,
-  worker_start_timeout: 20,
-  worker_max_failures: 3,
-  heartbeat_timeout: 60,
-  launch_batch: 8,
-  stop_on_shutdown: false,
-};
+const CLUSTER = engineCluster({ heartbeat_timeout: 60 });
 const HPC = { name: 'hpc', description: 'Slurm nodes', backend: { type: 'slurm' }, worker_cores: 4, worker_memory: 8, resources: { hpc: 1 }, max_workers: 4 };
-
-let dir: string;
-let store: SqliteStore;
-let main: MemoryBackend;
-let hpc: MemoryBackend;
-let managers: ClusterManager[];
-let told: Record<string, unknown>[];
 
 // The hostile scheduler says yes to every request and does nothing.
 // (slow: it answers only when the test says so, as a scheduler busy elsewhere would)
 let slow = false;
 const pending: ((status: number) => void)[] = [];
-const schedulerCall: SchedulerCall = async (_api, _token, body) => {
-  told.push(body);
-  return slow ? new Promise<number>((r) => pending.push(r)) : 200;
-};
-
-async function manager(over: Record<string, unknown> = {}): Promise<ClusterManager> {
-  const config = resolveConfig({ data_dir: dir, backend: { local: { single_user: true } }, cluster: CLUSTER, worker_groups: [HPC], ...over });
-  const m = new ClusterManager({ store, backend: main, config, log, schedulerCall, groupBackends: new Map([['hpc', hpc]]) });
-  managers.push(m);
-  await m.start('http://gateway.test/api');
-  return m;
-}
+const engine = groupEngine({
+  prefix: 'af-unit-hostile-groups-',
+  config: { cluster: CLUSTER, worker_groups: [HPC] },
+  backends: ['hpc'],
+  heartbeat,
+  answer: () => (slow ? new Promise<number>((r) => pending.push(r)) : 200),
+});
 
 const live = (m: ClusterManager, c: ClusterRecord) => (m.activeWorkers(c.name) ?? []).filter((w) => w.status === 'STARTING' || w.status === 'RUNNING');
 
@@ -58,34 +32,15 @@ function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat>
   return schedulerHeartbeat(c, names(live(m, c)), over);
 }
 
-async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
-  const c = await m.create(mallory, {});
-  await advance(0);
-  await m.heartbeat(c.name, heartbeat(c, m, { count }));
-  await advance(0);
-  expect(c.status).toBe('RUNNING');
-  return c;
-}
-
 beforeEach(() => {
-  let backend: MemoryBackend;
-  ({ dir, store, backend } = openUnitState('af-unit-hostile-groups-'));
-  main = backend;
-  hpc = new MemoryBackend();
-  managers = [];
-  told = [];
   slow = false;
   pending.length = 0;
 });
 
-afterEach(async () => {
-  await closeUnitState({ dir, store }, managers);
-});
-
 describe('worker groups under a hostile scheduler', () => {
   it("hold a group's limit when the scheduler ignores the gateway's retire requests and the group is scaled down and up again", async () => {
-    const m = await manager();
-    const c = await running(m, 0);
+    const m = await engine.manager();
+    const c = await engine.running(m, mallory, 0);
     for (let round = 0; round < 3; round++) {
       await m.scaleGroup(c.name, 'hpc', 4);
       await advance(0);
@@ -97,12 +52,12 @@ describe('worker groups under a hostile scheduler', () => {
       await m.heartbeat(c.name, heartbeat(c, m));
       await advance(CLUSTER.check_period);
     }
-    expect(told.filter((b) => b.op === 'retire').length).toBeGreaterThan(0);
+    expect(engine.told.filter((b) => b.op === 'retire').length).toBeGreaterThan(0);
     // The retired workers never left: the group's own limit of 4 holds over them, and the group says why it waits.
-    expect(hpc.alive('worker').length).toBeLessThanOrEqual(4);
+    expect(engine.hpc.alive('worker').length).toBeLessThanOrEqual(4);
     await m.scaleGroup(c.name, 'hpc', 4);
     await advance(0);
-    expect(hpc.alive('worker')).toHaveLength(4);
+    expect(engine.hpc.alive('worker')).toHaveLength(4);
     const g = m.groupsJson(c, m.activeWorkers(c.name)!).find((x) => x.name === 'hpc')!;
     expect(g).toMatchObject({ target: 4, running: 4 });
     expect(g.message).toMatch(
@@ -113,24 +68,24 @@ describe('worker groups under a hostile scheduler', () => {
     await m.heartbeat(c.name, heartbeat(c, m, { active_workers: [], closed_workers: retired }));
     await advance(0);
     expect(m.groupsJson(c, m.activeWorkers(c.name)!).find((x) => x.name === 'hpc')).toMatchObject({ target: 4, starting: 4, message: '' });
-    expect(hpc.alive('worker')).toHaveLength(4);
+    expect(engine.hpc.alive('worker')).toHaveLength(4);
   });
 
   it('hold the user limit when the scheduler reports every worker as closing but never lets one go', async () => {
-    const m = await manager({ policy: { user_limits: { max_workers: 3 } } });
-    const c = await running(m, 3);
+    const m = await engine.manager({ policy: { user_limits: { max_workers: 3 } } });
+    const c = await engine.running(m, mallory, 3);
     for (let round = 0; round < 4; round++) {
       await advance(0);
       const ws = live(m, c);
       await m.heartbeat(c.name, heartbeat(c, m, { count: 3, active_workers: [], closing_workers: names(ws) }));
       await advance(CLUSTER.check_period);
     }
-    expect(main.alive('worker').length).toBeLessThanOrEqual(3);
+    expect(engine.main.alive('worker').length).toBeLessThanOrEqual(3);
   });
   it('hold the user limit when scales of two clusters and a group race while the schedulers are slow to answer', async () => {
-    const m = await manager({ policy: { user_limits: { max_workers: 4 } } });
-    const a = await running(m, 0);
-    const b = await running(m, 0);
+    const m = await engine.manager({ policy: { user_limits: { max_workers: 4 } } });
+    const a = await engine.running(m, mallory, 0);
+    const b = await engine.running(m, mallory, 0);
     slow = true;
     // Each is within the limit alone (nothing runs yet); together they ask for 12.
     const asked = [m.scaleGroup(a.name, 'default', 4), m.scaleGroup(b.name, 'default', 4), m.scaleGroup(a.name, 'hpc', 4)];
@@ -142,29 +97,29 @@ describe('worker groups under a hostile scheduler', () => {
       for (const c of [a, b]) await m.heartbeat(c.name, heartbeat(c, m, { count: 4 }));
       await advance(CLUSTER.check_period);
     }
-    expect(main.alive('worker').length + hpc.alive('worker').length).toBeLessThanOrEqual(4);
+    expect(engine.main.alive('worker').length + engine.hpc.alive('worker').length).toBeLessThanOrEqual(4);
   });
   it('hold the user limit when the scheduler keeps the overflow workers the gateway hands back', async () => {
-    const m = await manager({ policy: { user_limits: { max_workers: 4 } }, default_worker_group: { overflow: { group: 'hpc', after: 60 } } });
-    const c = await running(m, 0);
-    main.initialState = () => ({ alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot' });
+    const m = await engine.manager({ policy: { user_limits: { max_workers: 4 } }, default_worker_group: { overflow: { group: 'hpc', after: 60 } } });
+    const c = await engine.running(m, mallory, 0);
+    engine.main.initialState = () => ({ alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot' });
     // (what this scheduler reports: every live worker whose job runs, retired or not)
-    const connected = () => names(live(m, c).filter((w) => (hpc.workerNamed(w.name) ?? main.workerNamed(w.name))?.state.waiting === undefined));
+    const connected = () => names(live(m, c).filter((w) => (engine.hpc.workerNamed(w.name) ?? engine.main.workerNamed(w.name))?.state.waiting === undefined));
     for (let t = 0; t < 64; t += 16) {
       await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
       await advance(16);
     }
-    expect(hpc.alive('worker')).toHaveLength(2); // default's two queued, two more in hpc: the limit of 4
+    expect(engine.hpc.alive('worker')).toHaveLength(2); // default's two queued, two more in hpc: the limit of 4
     await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
-    for (const w of live(m, c).filter((x) => x.group === 'default')) main.run(main.workerNamed(w.name)!);
+    for (const w of live(m, c).filter((x) => x.group === 'default')) engine.main.run(engine.main.workerNamed(w.name)!);
     await advance(CLUSTER.check_period);
-    expect(told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[])).toHaveLength(2);
+    expect(engine.told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[])).toHaveLength(2);
     await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
     // hpc's own target of 2 fits the limit on paper (default has 2), but the 2 handed back still run.
     await m.scaleGroup(c.name, 'hpc', 2);
     await advance(CLUSTER.check_period);
     await m.heartbeat(c.name, heartbeat(c, m, { count: 2, active_workers: connected() }));
     await advance(CLUSTER.check_period);
-    expect(main.alive('worker').length + hpc.alive('worker').length).toBeLessThanOrEqual(4);
+    expect(engine.main.alive('worker').length + engine.hpc.alive('worker').length).toBeLessThanOrEqual(4);
   });
 });

@@ -4,32 +4,19 @@
 // user relies on: the launches carry the group's GPUs and image, its workers carry the Dask resource
 // GPU, a user outside the group gets a 403 that says why (and sees the group unavailable), nothing of
 // theirs overflows into it, and a gateway restarted with a stricter rule takes the group back.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
+import { describe, expect, it } from 'vitest';
 import type { Heartbeat } from '@af-gateway/schemas';
 import { resolveConfig, ConfigError } from '../../src/config.js';
-import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
-import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
+import type { ClusterManager } from '../../src/clusters/cluster-manager.js';
 import type { WorkerLaunch } from '../../src/backends/backend.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
 import { advance, group, names, schedulerHeartbeat, workersOf } from '../support/engine-clock.js';
+import { engineCluster, groupEngine } from '../support/group-engine.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: ['cms', 'cms-gpu'], admin: false };
 const bob = { name: 'bob', groups: ['cms'], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
-const CLUSTER = {
-  check_period: 1,
-  start_timeout: 30,
-  worker_start_timeout: 20,
-  worker_max_failures: 3,
-  heartbeat_timeout: 600,
-  launch_batch: 8,
-  stop_on_shutdown: false,
-};
+const CLUSTER = engineCluster();
 const IMAGE = 'docker://registry.cern.ch/af/dask-gpu:2026.3';
 const GPU = {
   name: 'gpu',
@@ -43,86 +30,47 @@ const GPU = {
 const REFUSED = 'Worker group gpu is for members of cms-gpu; ask your facility';
 const QUEUED = { alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot' };
 
-let dir: string;
-let store: SqliteStore;
-let main: MemoryBackend;
-let gpu: MemoryBackend;
-let managers: ClusterManager[];
-let told: Record<string, unknown>[];
-
-const schedulerCall: SchedulerCall = async (_api, _token, body) => {
-  told.push(body);
-  return 200;
-};
-
-function config(over: Record<string, unknown> = {}) {
-  return resolveConfig({ data_dir: dir, backend: { local: { single_user: true } }, cluster: CLUSTER, worker_groups: [GPU], ...over });
-}
-
-async function manager(over: Record<string, unknown> = {}): Promise<ClusterManager> {
-  const m = new ClusterManager({ store, backend: main, config: config(over), log, schedulerCall, groupBackends: new Map([['gpu', gpu]]) });
-  managers.push(m);
-  await m.start('http://gateway.test/api');
-  return m;
-}
+const engine = groupEngine({ prefix: 'af-unit-profiles-', config: { cluster: CLUSTER, worker_groups: [GPU] }, backends: ['gpu'], heartbeat });
 
 /** Every live worker whose process is not queued is connected. */
 function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat> = {}): Heartbeat {
   const connected = (m.activeWorkers(c.name) ?? []).filter((w) => (w.status === 'STARTING' || w.status === 'RUNNING') && !w.closeExpected);
-  return schedulerHeartbeat(c, names(connected.filter((w) => (gpu.workerNamed(w.name) ?? main.workerNamed(w.name))?.state.waiting === undefined)), over);
+  return schedulerHeartbeat(
+    c,
+    names(connected.filter((w) => (engine.gpu.workerNamed(w.name) ?? engine.main.workerNamed(w.name))?.state.waiting === undefined)),
+    over,
+  );
 }
-
-async function running(m: ClusterManager, user: typeof alice, count = 0): Promise<ClusterRecord> {
-  const c = await m.create(user, {});
-  await advance(0);
-  await m.heartbeat(c.name, heartbeat(c, m, { count }));
-  await advance(0);
-  expect(c.status).toBe('RUNNING');
-  return c;
-}
-
-beforeEach(() => {
-  let backend: MemoryBackend;
-  ({ dir, store, backend } = openUnitState('af-unit-profiles-'));
-  main = backend;
-  gpu = new MemoryBackend();
-  managers = [];
-  told = [];
-});
-
-afterEach(async () => {
-  await closeUnitState({ dir, store }, managers);
-});
 
 describe('a GPU worker group', () => {
   it("starts its workers with the group's GPUs and image, and gives them the Dask resource GPU next to the group's own labels", async () => {
-    const m = await manager();
-    const c = await running(m, alice, 1);
+    const m = await engine.manager();
+    const c = await engine.running(m, alice, 1);
     const g = await m.scaleGroup(c.name, 'gpu', 2);
     expect(g).toMatchObject({ name: 'gpu', gpus: 2, image: IMAGE, resources: { fast: 1, GPU: 2 }, available: true, unavailable_reason: '' });
     await advance(0);
-    expect(gpu.alive('worker')).toHaveLength(2);
-    for (const p of gpu.alive('worker')) {
+    expect(engine.gpu.alive('worker')).toHaveLength(2);
+    for (const p of engine.gpu.alive('worker')) {
       const l = p.launch as WorkerLaunch;
       expect([l.worker.group, l.gpus, l.image]).toEqual(['gpu', 2, IMAGE]);
       expect(JSON.parse(l.cluster.settings.environment.DASK_DISTRIBUTED__WORKER__RESOURCES!)).toEqual({ fast: 1, GPU: 2 });
     }
     // default's workers: no GPUs, no image, no resources
-    expect(main.alive('worker')).toHaveLength(1);
-    const d = main.alive('worker')[0]!.launch as WorkerLaunch;
+    expect(engine.main.alive('worker')).toHaveLength(1);
+    const d = engine.main.alive('worker')[0]!.launch as WorkerLaunch;
     expect([d.gpus, d.image, d.cluster.settings.environment.DASK_DISTRIBUTED__WORKER__RESOURCES]).toEqual([undefined, undefined, undefined]);
     expect(group(m, c, 'default')).toMatchObject({ gpus: 0, image: null, available: true });
     // The scheduler learns the same resources (tasks with resources={"GPU": 1} count toward gpu's demand).
-    expect(told.filter((b) => b.op === 'groups').at(-1)).toEqual({ op: 'groups', groups: { gpu: { fast: 1, GPU: 2 } } });
+    expect(engine.told.filter((b) => b.op === 'groups').at(-1)).toEqual({ op: 'groups', groups: { gpu: { fast: 1, GPU: 2 } } });
   });
 
   it('keeps the GPU label the admin gave the group instead of adding one', async () => {
-    const m = await manager({ worker_groups: [{ ...GPU, resources: { GPU: 1, fast: 1 } }] });
-    const c = await running(m, alice);
+    const m = await engine.manager({ worker_groups: [{ ...GPU, resources: { GPU: 1, fast: 1 } }] });
+    const c = await engine.running(m, alice);
     expect(group(m, c, 'gpu')).toMatchObject({ gpus: 2, resources: { GPU: 1, fast: 1 } });
     await m.scaleGroup(c.name, 'gpu', 1);
     await advance(0);
-    const l = gpu.alive('worker')[0]!.launch as WorkerLaunch;
+    const l = engine.gpu.alive('worker')[0]!.launch as WorkerLaunch;
     expect(JSON.parse(l.cluster.settings.environment.DASK_DISTRIBUTED__WORKER__RESOURCES!)).toEqual({ GPU: 1, fast: 1 });
     expect(l.gpus).toBe(2);
   });
@@ -130,9 +78,9 @@ describe('a GPU worker group', () => {
 
 describe('who may use a group', () => {
   it('lets a member of cms-gpu scale and adapt it; refuses anyone else with a 403 that says why, and starts nothing for them', async () => {
-    const m = await manager();
-    const mine = await running(m, alice);
-    const bobs = await running(m, bob);
+    const m = await engine.manager();
+    const mine = await engine.running(m, alice);
+    const bobs = await engine.running(m, bob);
     for (const attempt of [
       () => m.scaleGroup(bobs.name, 'gpu', 1),
       () => m.adaptGroup(bobs.name, 'gpu', 0, 2, true),
@@ -150,37 +98,37 @@ describe('who may use a group', () => {
     expect(await m.scaleGroup(mine.name, 'gpu', 1)).toMatchObject({ target: 1, available: true });
     expect(await m.adaptGroup(mine.name, 'gpu', 1, 3, true)).toMatchObject({ adaptive: { minimum: 1, maximum: 3 } });
     await advance(0);
-    expect(gpu.alive('worker').map((p) => p.owner)).toEqual([mine.name]);
+    expect(engine.gpu.alive('worker').map((p) => p.owner)).toEqual([mine.name]);
     expect(workersOf(m, bobs, 'gpu')).toEqual([]);
   });
 
   it("names the groups it is open to, never the users it is open to (they are other people's)", async () => {
-    const m = await manager({ worker_groups: [{ ...GPU, access: { users: ['carol', 'alice'], groups: [] } }] });
-    const bobs = await running(m, bob);
+    const m = await engine.manager({ worker_groups: [{ ...GPU, access: { users: ['carol', 'alice'], groups: [] } }] });
+    const bobs = await engine.running(m, bob);
     const why = 'Worker group gpu is for users the facility named; ask your facility';
     await expect(m.scaleGroup(bobs.name, 'gpu', 1)).rejects.toMatchObject({ statusCode: 403, message: why });
     expect(JSON.stringify(m.groupsJson(bobs, []))).not.toMatch(/carol|alice/);
     // alice is named; her groups do not matter
-    const mine = await running(m, { ...alice, groups: [] });
+    const mine = await engine.running(m, { ...alice, groups: [] });
     expect(await m.scaleGroup(mine.name, 'gpu', 1)).toMatchObject({ target: 1 });
     // no one at all
-    const closed = await manager({ worker_groups: [{ ...GPU, access: { users: [], groups: [] } }] });
-    const c = await running(closed, alice);
+    const closed = await engine.manager({ worker_groups: [{ ...GPU, access: { users: [], groups: [] } }] });
+    const c = await engine.running(closed, alice);
     await expect(closed.scaleGroup(c.name, 'gpu', 1)).rejects.toMatchObject({ message: 'Worker group gpu is closed to every user; ask your facility' });
   });
 
   it("does not overflow a non-member's queued workers into the group, and says why; a member's go there", async () => {
-    const m = await manager({ default_worker_group: { overflow: { group: 'gpu', after: 60 } } });
-    const bobs = await running(m, bob);
-    const mine = await running(m, alice);
-    main.initialState = () => QUEUED;
+    const m = await engine.manager({ default_worker_group: { overflow: { group: 'gpu', after: 60 } } });
+    const bobs = await engine.running(m, bob);
+    const mine = await engine.running(m, alice);
+    engine.main.initialState = () => QUEUED;
     await m.heartbeat(bobs.name, heartbeat(bobs, m, { count: 2 }));
     await m.heartbeat(mine.name, heartbeat(mine, m, { count: 1 }));
     await advance(CLUSTER.check_period);
     expect(group(m, bobs, 'default')).toMatchObject({ starting: 2, pending: 2 });
     await advance(65);
     // alice's one waiting worker runs in gpu; bob's two wait in their queue
-    expect(gpu.alive('worker').map((p) => p.owner)).toEqual([mine.name]);
+    expect(engine.gpu.alive('worker').map((p) => p.owner)).toEqual([mine.name]);
     expect(bobs.overflow ?? {}).toEqual({});
     const said = `2 workers of default wait for memory slots; none overflow into gpu: worker group gpu is for members of cms-gpu; ask your facility`;
     expect(group(m, bobs, 'default')).toMatchObject({ pending: 2, message: said, overflow: { group: 'gpu', workers: 0 } });
@@ -189,20 +137,19 @@ describe('who may use a group', () => {
     // however long they wait (alice's overflow worker connects and stays)
     await m.heartbeat(mine.name, heartbeat(mine, m));
     await advance(120);
-    expect(gpu.alive('worker').map((p) => p.owner)).toEqual([mine.name]);
+    expect(engine.gpu.alive('worker').map((p) => p.owner)).toEqual([mine.name]);
   });
 
   it('takes the group back from a cluster whose owner a restarted gateway no longer lets use it', async () => {
-    const m1 = await manager({ worker_groups: [{ ...GPU, access: null }] });
-    const c = await running(m1, bob);
+    const m1 = await engine.manager({ worker_groups: [{ ...GPU, access: null }] });
+    const c = await engine.running(m1, bob);
     await m1.scaleGroup(c.name, 'gpu', 2);
     await advance(0);
     await m1.heartbeat(c.name, heartbeat(c, m1));
     expect(workersOf(m1, c, 'gpu').map((w) => w.status)).toEqual(['RUNNING', 'RUNNING']);
     // The gateway dies (no stop) and comes back with the group closed to bob.
-    clearInterval((m1 as unknown as { checkTimer: NodeJS.Timeout }).checkTimer);
-    managers.splice(managers.indexOf(m1), 1);
-    const m2 = await manager();
+    engine.crash(m1);
+    const m2 = await engine.manager();
     const c2 = (await m2.get(c.name))!;
     expect(c2.groupTargets).toEqual({ gpu: 0 });
     expect(group(m2, c2, 'gpu')).toMatchObject({
@@ -211,9 +158,9 @@ describe('who may use a group', () => {
       message: 'Scaled to 0 after the gateway restarted: worker group gpu is for members of cms-gpu; ask your facility',
     });
     // its workers are retired through the scheduler at the next heartbeat
-    told = [];
+    engine.told = [];
     await m2.heartbeat(c.name, heartbeat(c2, m2));
-    const retired = told.filter((b) => b.op === 'retire').map((b) => (b.workers as string[]).sort());
+    const retired = engine.told.filter((b) => b.op === 'retire').map((b) => (b.workers as string[]).sort());
     expect(retired).toEqual([names(workersOf(m2, c2, 'gpu')).sort()]);
     expect(workersOf(m2, c2, 'gpu').map((w) => w.closeExpected)).toEqual([true, true]);
   });

@@ -4,58 +4,33 @@
 // up at once, down only after the demand stayed lower for the window and then by graceful retirement,
 // a scale by hand turns it off, a restarted gateway keeps the range, the scheduler is told the groups
 // when it does not know them, and a forged demand moves nothing beyond what the user allowed.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
+import { beforeEach, describe, expect, it } from 'vitest';
 import type { Heartbeat } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
-import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
+import type { ClusterManager } from '../../src/clusters/cluster-manager.js';
 import { readGroupDemand, steer } from '../../src/clusters/group-adaptive.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
 import { advance, group, names, schedulerHeartbeat, workersOf } from '../support/engine-clock.js';
+import { engineCluster, groupEngine } from '../support/group-engine.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
 const ADAPTIVE_PERIOD = 2;
 const WINDOW = 3 * ADAPTIVE_PERIOD; // seconds the demand must stay lower before a scale-down
-const CLUSTER = {
-  check_period: 1,
-  adaptive_period: ADAPTIVE_PERIOD,
-  start_timeout: 30,
-  worker_start_timeout: 20,
-  worker_max_failures: 3,
-  heartbeat_timeout: 600,
-  launch_batch: 8,
-  stop_on_shutdown: false,
-};
+const CLUSTER = engineCluster({ adaptive_period: ADAPTIVE_PERIOD });
 const HPC = { name: 'hpc', description: 'Slurm nodes', backend: { type: 'slurm' }, worker_cores: 4, resources: { hpc: 1 } };
 const BIG = { name: 'big', description: 'more memory', worker_memory: 4 };
 
-let dir: string;
-let store: SqliteStore;
-let main: MemoryBackend;
-let hpc: MemoryBackend;
-let managers: ClusterManager[];
-let told: Record<string, unknown>[];
+// The scheduler's answer to the gateway's calls (an error: the call fails).
 let answer: number | Error;
-
-const schedulerCall: SchedulerCall = async (_api, _token, body) => {
-  told.push(body);
-  if (answer instanceof Error) throw answer;
-  return answer;
-};
-
-async function manager(over: Record<string, unknown> = {}): Promise<ClusterManager> {
-  const config = resolveConfig({ data_dir: dir, backend: { local: { single_user: true } }, cluster: CLUSTER, worker_groups: [HPC, BIG], ...over });
-  const m = new ClusterManager({ store, backend: main, config, log, schedulerCall, groupBackends: new Map([['hpc', hpc]]) });
-  managers.push(m);
-  await m.start('http://gateway.test/api');
-  return m;
-}
+const engine = groupEngine({
+  prefix: 'af-unit-adaptive-',
+  config: { cluster: CLUSTER, worker_groups: [HPC, BIG] },
+  backends: ['hpc'],
+  answer: () => {
+    if (answer instanceof Error) throw answer;
+    return answer;
+  },
+});
 
 /** A scheduler that knows the groups: every live worker not being retired is connected; `demand` is its af_group_demand. */
 function heartbeat(c: ClusterRecord, m: ClusterManager, demand: unknown = {}, over: Partial<Heartbeat> = {}): Heartbeat {
@@ -82,36 +57,26 @@ async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
 }
 
 /** Retirements the engine asked of the scheduler, by worker name. */
-const retired = () => told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[]);
+const retired = () => engine.told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[]);
 
 beforeEach(() => {
-  let backend: MemoryBackend;
-  ({ dir, store, backend } = openUnitState('af-unit-adaptive-'));
-  main = backend;
-  hpc = new MemoryBackend();
-  managers = [];
-  told = [];
   answer = 200;
-});
-
-afterEach(async () => {
-  await closeUnitState({ dir, store }, managers);
 });
 
 describe('adaptive worker groups', () => {
   it('follow the demand within the range: up at once, down after the window, by graceful retirement', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await running(m);
     const g = await m.adaptGroup(c.name, 'hpc', 1, 3, true);
     // The scheduler is told the groups' resources; the minimum applies at once.
-    expect(told.find((b) => b.op === 'groups')).toEqual({ op: 'groups', groups: { hpc: { hpc: 1 }, big: {} } });
+    expect(engine.told.find((b) => b.op === 'groups')).toEqual({ op: 'groups', groups: { hpc: { hpc: 1 }, big: {} } });
     expect(g).toMatchObject({ name: 'hpc', target: 1, adaptive: { minimum: 1, maximum: 3 }, message: '' });
     await advance(0);
-    expect(hpc.alive('worker')).toHaveLength(1);
+    expect(engine.hpc.alive('worker')).toHaveLength(1);
 
     await report(m, c, { hpc: 5 }); // more than the maximum
     expect(group(m, c, 'hpc').target).toBe(3);
-    expect(hpc.alive('worker')).toHaveLength(3);
+    expect(engine.hpc.alive('worker')).toHaveLength(3);
 
     // Less demand: nothing moves within the window (a short rise in it counts), then down to the most wanted in it.
     await report(m, c, { hpc: 1 });
@@ -124,18 +89,18 @@ describe('adaptive worker groups', () => {
     await advance(2);
     expect(group(m, c, 'hpc').target).toBe(2);
     expect(retired()).toHaveLength(1); // a connected worker: retired by the scheduler, not killed
-    expect(hpc.calls.stop).toEqual([]);
+    expect(engine.hpc.calls.stop).toEqual([]);
     // Another window later: the minimum, never below it.
     await advance(WINDOW + 1);
     expect(group(m, c, 'hpc').target).toBe(1);
     expect(retired()).toHaveLength(2);
     // Default is the scheduler's business: hpc's demand changed nothing of it.
     expect(group(m, c, 'default')).toMatchObject({ target: 0, adaptive: null });
-    expect(main.alive('worker')).toHaveLength(0);
+    expect(engine.main.alive('worker')).toHaveLength(0);
   });
 
   it('cap the range and the demand by the limits, saying what is used', async () => {
-    const m = await manager({ policy: { user_limits: { max_cores: 10 } } });
+    const m = await engine.manager({ policy: { user_limits: { max_cores: 10 } } });
     const c = await running(m, 2); // default: 2 workers of 1 core; 8 cores left: two hpc workers of 4
     const g = await m.adaptGroup(c.name, 'hpc', 0, 10, true);
     expect(g.adaptive).toEqual({ minimum: 0, maximum: 2 });
@@ -144,14 +109,14 @@ describe('adaptive worker groups', () => {
     );
     await report(m, c, { hpc: 4 });
     expect(group(m, c, 'hpc').target).toBe(2);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
 
     // No maximum: the limits alone bound it, and the group says what holds it back.
     await m.adaptGroup(c.name, 'hpc', null, null, true);
     await report(m, c, { hpc: 6 });
     expect(group(m, c, 'hpc')).toMatchObject({ target: 2, adaptive: { minimum: 0, maximum: null } });
     expect(group(m, c, 'hpc').message).toMatch(/^adaptive scaling wants 6 workers of hpc; 2 possible: .*max_cores = 10 cores/);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
     // A smaller range applies at once (one worker retired gracefully), and nothing is held back any more.
     const smaller = await m.adaptGroup(c.name, 'hpc', 0, 1, true);
     expect(smaller).toMatchObject({ target: 1, adaptive: { minimum: 0, maximum: 1 }, message: '' });
@@ -161,7 +126,7 @@ describe('adaptive worker groups', () => {
   });
 
   it('refuse an unknown group and minimum > maximum, and change nothing when the scheduler does not take the groups', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await running(m);
     await expect(m.adaptGroup(c.name, 'gpu', 0, 2, true)).rejects.toMatchObject({
       statusCode: 404,
@@ -174,13 +139,13 @@ describe('adaptive worker groups', () => {
     await expect(m.adaptGroup(c.name, 'hpc', 2, 4, true)).rejects.toMatchObject({ statusCode: 409 });
     expect(group(m, c, 'hpc')).toMatchObject({ target: 0, adaptive: null });
     expect(c.groupAdaptive ?? {}).toEqual({});
-    expect(await store.loadCluster(c.name)).toMatchObject({ groupTargets: {} });
+    expect(await engine.store.loadCluster(c.name)).toMatchObject({ groupTargets: {} });
     await advance(0);
-    expect(hpc.alive('worker')).toHaveLength(0);
+    expect(engine.hpc.alive('worker')).toHaveLength(0);
   });
 
   it('turn off when the group is scaled by hand, or with active false; the workers stay', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await running(m);
     await m.adaptGroup(c.name, 'hpc', 0, 4, true);
     await report(m, c, { hpc: 2 });
@@ -200,27 +165,27 @@ describe('adaptive worker groups', () => {
   });
 
   it('turn off when the group keeps failing to start, instead of starting failing workers again at every heartbeat', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await running(m);
-    hpc.failStarts = () => 'sbatch: Invalid account';
+    engine.hpc.failStarts = () => 'sbatch: Invalid account';
     await m.adaptGroup(c.name, 'hpc', 0, 4, true);
     await report(m, c, { hpc: 3 });
     await advance(CLUSTER.check_period * 3);
     expect(group(m, c, 'hpc')).toMatchObject({ target: 0, adaptive: null, starting: 0 });
     expect(group(m, c, 'hpc').message).toMatch(/3 workers in a row failed to start; .*Invalid account; the group was scaled to 0 \(adaptive scaling off\)$/);
-    const starts = hpc.calls.startWorkers.length;
+    const starts = engine.hpc.calls.startWorkers.length;
     await report(m, c, { hpc: 3 });
     await advance(WINDOW);
     expect(group(m, c, 'hpc').target).toBe(0);
-    expect(hpc.calls.startWorkers).toHaveLength(starts);
+    expect(engine.hpc.calls.startWorkers).toHaveLength(starts);
     expect(c.status).toBe('RUNNING');
   });
 
   it("map default to the dask-gateway adapt: the scheduler's own loop sizes it", async () => {
-    const m = await manager({ cluster: { ...CLUSTER, max_workers: 5 } });
+    const m = await engine.manager({ cluster: { ...CLUSTER, max_workers: 5 } });
     const c = await running(m);
     const g = await m.adaptGroup(c.name, 'default', 1, 8, true);
-    expect(told.filter((b) => b.op === 'adapt')).toEqual([{ op: 'adapt', minimum: 1, maximum: 5, active: true }]);
+    expect(engine.told.filter((b) => b.op === 'adapt')).toEqual([{ op: 'adapt', minimum: 1, maximum: 5, active: true }]);
     expect(g).toMatchObject({ name: 'default', adaptive: { minimum: 1, maximum: 5 } });
     expect(g.message).toMatch(/exceeds this gateway's limit of 5 workers per cluster .*using minimum=1, maximum=5 instead/);
     // A demand for default in af_group_demand is not read: default's count is the heartbeat's count.
@@ -231,23 +196,22 @@ describe('adaptive worker groups', () => {
   });
 
   it('keep the range over a restart, and tell a scheduler that does not know the groups (new, or started again) about them', async () => {
-    const m1 = await manager();
+    const m1 = await engine.manager();
     const c = await running(m1);
-    expect(told.filter((b) => b.op === 'groups')).toEqual([{ op: 'groups', groups: { hpc: { hpc: 1 }, big: {} } }]);
+    expect(engine.told.filter((b) => b.op === 'groups')).toEqual([{ op: 'groups', groups: { hpc: { hpc: 1 }, big: {} } }]);
     await m1.adaptGroup(c.name, 'hpc', 1, 4, true);
     await report(m1, c, { hpc: 3 });
     expect(group(m1, c, 'hpc').target).toBe(3);
     // The gateway dies (no stop) and another one starts on the same state.
-    clearInterval((m1 as unknown as { checkTimer: NodeJS.Timeout }).checkTimer);
-    managers.splice(managers.indexOf(m1), 1);
-    const m2 = await manager();
+    engine.crash(m1);
+    const m2 = await engine.manager();
     const c2 = (await m2.get(c.name))!;
     expect(group(m2, c2, 'hpc')).toMatchObject({ target: 3, adaptive: { minimum: 1, maximum: 4 } });
     // Its scheduler was started again and lost the groups: its heartbeat has no af_group_demand.
-    told = [];
+    engine.told = [];
     await m2.heartbeat(c.name, schedulerHeartbeat(c2, names(m2.activeWorkers(c.name)!)));
     await advance(0);
-    expect(told.filter((b) => b.op === 'groups')).toHaveLength(1);
+    expect(engine.told.filter((b) => b.op === 'groups')).toHaveLength(1);
     await report(m2, c2, { hpc: 4 });
     expect(group(m2, c2, 'hpc').target).toBe(4);
     await report(m2, c2, { hpc: 0 });
@@ -256,7 +220,7 @@ describe('adaptive worker groups', () => {
   });
 
   it('take from a forged demand only known groups and whole numbers in bounds, and move nothing past the range and the limits', async () => {
-    const m = await manager({ cluster: { ...CLUSTER, max_workers: 6 } });
+    const m = await engine.manager({ cluster: { ...CLUSTER, max_workers: 6 } });
     const c = await running(m);
     await m.adaptGroup(c.name, 'hpc', 0, 2, true);
     const forged: unknown[] = [
@@ -276,7 +240,7 @@ describe('adaptive worker groups', () => {
     for (const d of forged) await report(m, c, d);
     await advance(WINDOW + 1);
     expect(group(m, c, 'hpc').target).toBe(0);
-    expect(hpc.alive('worker')).toHaveLength(0);
+    expect(engine.hpc.alive('worker')).toHaveLength(0);
     expect(c.groupTargets.hpc ?? 0).toBe(0);
     expect(workersOf(m, c, 'big')).toEqual([]);
     // A group that is not adaptive: its demand moves nothing.
@@ -285,7 +249,7 @@ describe('adaptive worker groups', () => {
     // The most a scheduler can get: the maximum the user set.
     await report(m, c, { hpc: 100_000 });
     expect(group(m, c, 'hpc').target).toBe(2);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
     // A scheduler asking the most it may for every group gets no more than the cluster's limit in all.
     await m.adaptGroup(c.name, 'big', null, null, true);
     await report(m, c, { hpc: 100_000, big: 100_000 });

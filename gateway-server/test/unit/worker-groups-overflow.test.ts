@@ -4,68 +4,35 @@
 // the time, the missing workers start in hpc after it (default's jobs stay queued), they are handed
 // back (cancelled, or retired through the scheduler) as default's workers start, limits count every
 // worker of both groups, and a restarted gateway carries on where the first one was.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
+import { describe, expect, it } from 'vitest';
 import type { Heartbeat } from '@af-gateway/schemas';
-import { resolveConfig, ConfigError } from '../../src/config.js';
-import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
-import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
-import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
+import { ConfigError } from '../../src/config.js';
+import type { ClusterManager } from '../../src/clusters/cluster-manager.js';
 import { advance, group, names, schedulerHeartbeat, workersOf } from '../support/engine-clock.js';
+import { engineCluster, groupEngine } from '../support/group-engine.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
-const CLUSTER = {
-  check_period: 1,
-  start_timeout: 30,
-  worker_start_timeout: 20,
-  worker_max_failures: 3,
-  heartbeat_timeout: 600,
-  launch_batch: 8,
-  stop_on_shutdown: false,
-};
+const CLUSTER = engineCluster();
 const HPC = { name: 'hpc', description: 'Slurm nodes', backend: { type: 'slurm' }, resources: { hpc: 1 } };
 const AFTER = 60;
 const QUEUED = { alive: true, waiting: 'HTCondor job 7.0 is waiting for a slot' };
 
-let dir: string;
-let store: SqliteStore;
-let main: MemoryBackend;
-let hpc: MemoryBackend;
-let managers: ClusterManager[];
-let told: Record<string, unknown>[];
-
-const schedulerCall: SchedulerCall = async (_api, _token, body) => {
-  told.push(body);
-  return 200;
-};
-
-function config(over: Record<string, unknown> = {}) {
-  return resolveConfig({
-    data_dir: dir,
-    backend: { local: { single_user: true } },
-    cluster: CLUSTER,
-    worker_groups: [HPC],
-    default_worker_group: { overflow: { group: 'hpc', after: AFTER } },
-    ...over,
-  });
-}
-
-async function manager(over: Record<string, unknown> = {}): Promise<ClusterManager> {
-  const m = new ClusterManager({ store, backend: main, config: config(over), log, schedulerCall, groupBackends: new Map([['hpc', hpc]]) });
-  managers.push(m);
-  await m.start('http://gateway.test/api');
-  return m;
-}
+const engine = groupEngine({
+  prefix: 'af-unit-overflow-',
+  config: { cluster: CLUSTER, worker_groups: [HPC], default_worker_group: { overflow: { group: 'hpc', after: AFTER } } },
+  backends: ['hpc'],
+});
 
 /** What the scheduler reports: every live worker whose job runs is connected (queued jobs have not started). */
 function heartbeat(c: ClusterRecord, m: ClusterManager, over: Partial<Heartbeat> = {}): Heartbeat {
   const connected = (m.activeWorkers(c.name) ?? []).filter((w) => (w.status === 'STARTING' || w.status === 'RUNNING') && !w.closeExpected);
-  return schedulerHeartbeat(c, names(connected.filter((w) => (hpc.workerNamed(w.name) ?? main.workerNamed(w.name))?.state.waiting === undefined)), over);
+  return schedulerHeartbeat(
+    c,
+    names(connected.filter((w) => (engine.hpc.workerNamed(w.name) ?? engine.main.workerNamed(w.name))?.state.waiting === undefined)),
+    over,
+  );
 }
 
 /** A running cluster whose default group wants `count` workers, each queued on the main backend (its pool is full). */
@@ -74,36 +41,23 @@ async function queued(m: ClusterManager, count: number): Promise<ClusterRecord> 
   await advance(0);
   await m.heartbeat(c.name, heartbeat(c, m, { count: 0 }));
   expect(c.status).toBe('RUNNING');
-  main.initialState = () => QUEUED;
+  engine.main.initialState = () => QUEUED;
   await m.heartbeat(c.name, heartbeat(c, m, { count }));
   await advance(CLUSTER.check_period);
   expect(group(m, c, 'default')).toMatchObject({ starting: count, pending: count });
   return c;
 }
 
-beforeEach(() => {
-  let backend: MemoryBackend;
-  ({ dir, store, backend } = openUnitState('af-unit-overflow-'));
-  main = backend;
-  hpc = new MemoryBackend();
-  managers = [];
-  told = [];
-});
-
-afterEach(async () => {
-  await closeUnitState({ dir, store }, managers);
-});
-
 describe('overflow from a full pool into another group', () => {
   it('starts the missing workers in the overflow group once they waited `after` seconds, not before, and keeps the queued jobs', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await queued(m, 3);
     await advance(AFTER - 10);
-    expect(hpc.alive('worker')).toHaveLength(0);
+    expect(engine.hpc.alive('worker')).toHaveLength(0);
     expect(group(m, c, 'default').overflow).toEqual({ group: 'hpc', after: AFTER, workers: 0 });
     await advance(15);
-    expect(hpc.alive('worker')).toHaveLength(3);
-    expect(main.alive('worker')).toHaveLength(3); // default's jobs stay queued
+    expect(engine.hpc.alive('worker')).toHaveLength(3);
+    expect(engine.main.alive('worker')).toHaveLength(3); // default's jobs stay queued
     expect(c.message).toMatch(/^3 workers of default waited 6\d s for memory slots: starting 3 in hpc \(memory\)$/);
     expect(group(m, c, 'default')).toMatchObject({ target: 3, pending: 3, overflow: { group: 'hpc', workers: 3 }, message: c.message });
     expect(group(m, c, 'hpc')).toMatchObject({ target: 3, starting: 3, overflow: null });
@@ -111,65 +65,65 @@ describe('overflow from a full pool into another group', () => {
     // They connect; default's jobs still wait: nothing more starts, however long it lasts.
     await m.heartbeat(c.name, heartbeat(c, m));
     await advance(120);
-    expect(hpc.alive('worker')).toHaveLength(3);
-    expect(hpc.calls.startWorkers).toEqual([3]);
+    expect(engine.hpc.alive('worker')).toHaveLength(3);
+    expect(engine.hpc.calls.startWorkers).toEqual([3]);
   });
 
   it('hands the overflow workers back as the pool has room again: connected ones retired through the scheduler', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await queued(m, 3);
     await advance(AFTER + 2);
     await m.heartbeat(c.name, heartbeat(c, m)); // the three hpc workers connect
     await advance(0);
     expect(group(m, c, 'hpc')).toMatchObject({ running: 3 });
     // Two of default's jobs start: their workers connect; hpc keeps one.
-    for (const w of workersOf(m, c, 'default').slice(0, 2)) main.run(main.workerNamed(w.name)!);
+    for (const w of workersOf(m, c, 'default').slice(0, 2)) engine.main.run(engine.main.workerNamed(w.name)!);
     await advance(CLUSTER.check_period);
     expect(c.message).toBe('memory has room again: retiring 2 workers of hpc');
     expect(group(m, c, 'default').overflow).toEqual({ group: 'hpc', after: AFTER, workers: 1 });
-    const retire = told.filter((b) => b.op === 'retire');
+    const retire = engine.told.filter((b) => b.op === 'retire');
     expect(retire).toHaveLength(1);
     const retired = retire[0]!.workers as string[];
     expect(retired).toHaveLength(2);
     expect(retired.every((n) => n.endsWith('_hpc'))).toBe(true);
-    expect(hpc.calls.stop).toEqual([]); // graceful: the scheduler closes them, nothing is killed
+    expect(engine.hpc.calls.stop).toEqual([]); // graceful: the scheduler closes them, nothing is killed
     await m.heartbeat(c.name, heartbeat(c, m, { closed_workers: retired }));
     await advance(0);
-    expect(hpc.alive('worker')).toHaveLength(1);
+    expect(engine.hpc.alive('worker')).toHaveLength(1);
     expect(group(m, c, 'hpc')).toMatchObject({ target: 1, running: 1 });
-    expect((await store.loadWorkers(c.name)).filter((w) => retired.includes(w.name)).map((w) => w.status)).toEqual(['STOPPED', 'STOPPED']);
+    expect((await engine.store.loadWorkers(c.name)).filter((w) => retired.includes(w.name)).map((w) => w.status)).toEqual(['STOPPED', 'STOPPED']);
     // The last one starts: hpc is back to its own size (0); the default group never lost a worker.
-    main.run(main.workerNamed(workersOf(m, c, 'default').find((w) => w.waitingSince != null)!.name)!);
+    engine.main.run(engine.main.workerNamed(workersOf(m, c, 'default').find((w) => w.waitingSince != null)!.name)!);
     await advance(CLUSTER.check_period);
     expect(c.overflow).toEqual({});
     expect(group(m, c, 'hpc').target).toBe(0);
-    expect(main.alive('worker')).toHaveLength(3);
+    expect(engine.main.alive('worker')).toHaveLength(3);
   });
 
   it('cancels overflow workers still starting when fewer are wanted, and says why', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await queued(m, 2);
-    hpc.initialState = () => ({ alive: true, waiting: 'Slurm job 4_0 is pending: Priority' });
+    engine.hpc.initialState = () => ({ alive: true, waiting: 'Slurm job 4_0 is pending: Priority' });
     await advance(AFTER + 2);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
     // The user scales default to 0: its queued jobs are cancelled, and so are hpc's starting ones.
     await m.heartbeat(c.name, heartbeat(c, m, { count: 0 }));
     await advance(CLUSTER.check_period);
-    expect(main.alive('worker')).toHaveLength(0);
-    expect(hpc.alive('worker')).toHaveLength(0);
+    expect(engine.main.alive('worker')).toHaveLength(0);
+    expect(engine.hpc.alive('worker')).toHaveLength(0);
     expect(c.message).toBe('default needs fewer workers: retiring 2 workers of hpc');
-    expect(told.filter((b) => b.op === 'retire')).toEqual([]);
+    expect(engine.told.filter((b) => b.op === 'retire')).toEqual([]);
   });
 
   it('counts every worker of both groups against the limits: the queued ones too', async () => {
-    const m = await manager({ policy: { user_limits: { max_workers: 4 } } });
+    const m = await engine.manager({ policy: { user_limits: { max_workers: 4 } } });
     const c = await queued(m, 3);
     await advance(AFTER + 2);
     // 3 queued in default + 1 in hpc = 4
-    expect(hpc.alive('worker')).toHaveLength(1);
+    expect(engine.hpc.alive('worker')).toHaveLength(1);
     expect(c.message).toMatch(/starting 1 in hpc \(memory\); 2 more would exceed policy.user_limits \(user alice\) max_workers = 4/);
     await advance(30);
-    expect(hpc.alive('worker')).toHaveLength(1);
+    expect(engine.hpc.alive('worker')).toHaveLength(1);
     // and the user cannot scale hpc past it either
     await expect(m.scaleGroup(c.name, 'hpc', 1)).rejects.toMatchObject({
       statusCode: 422,
@@ -178,62 +132,61 @@ describe('overflow from a full pool into another group', () => {
   });
 
   it('keeps the overflow consistent across a restart: adopted, not started twice, handed back later', async () => {
-    const m1 = await manager();
+    const m1 = await engine.manager();
     const c = await queued(m1, 2);
     await advance(AFTER + 2);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
     await m1.heartbeat(c.name, heartbeat(c, m1));
     await advance(0);
     // The gateway dies (no stop).
-    clearInterval((m1 as unknown as { checkTimer: NodeJS.Timeout }).checkTimer);
-    managers.splice(managers.indexOf(m1), 1);
-    const m2 = await manager();
+    engine.crash(m1);
+    const m2 = await engine.manager();
     const c2 = (await m2.get(c.name))!;
     expect(c2.overflow).toEqual({ default: 2 });
     await m2.heartbeat(c2.name, heartbeat(c2, m2));
     await advance(CLUSTER.check_period * 3);
-    expect(hpc.calls.startWorkers).toEqual([2]);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.calls.startWorkers).toEqual([2]);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
     expect(group(m2, c2, 'default')).toMatchObject({ pending: 2, overflow: { workers: 2 } });
     expect(workersOf(m2, c2, 'default').every((w) => w.waitingSince != null && Date.now() - w.waitingSince > AFTER * 1000)).toBe(true);
     // One of default's jobs starts: one hpc worker is retired by the restarted gateway.
-    main.run(main.workerNamed(workersOf(m2, c2, 'default')[0]!.name)!);
+    engine.main.run(engine.main.workerNamed(workersOf(m2, c2, 'default')[0]!.name)!);
     await advance(CLUSTER.check_period);
     expect(c2.overflow).toEqual({ default: 1 });
     expect(c2.message).toBe('memory has room again: retiring 1 worker of hpc');
-    expect(told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[])).toHaveLength(1);
+    expect(engine.told.filter((b) => b.op === 'retire').flatMap((b) => b.workers as string[])).toHaveLength(1);
   });
 
   it('stops overflowing into a group whose starts keep failing, leaving the queued workers waiting', async () => {
-    const m = await manager();
+    const m = await engine.manager();
     const c = await queued(m, 2);
-    hpc.failStarts = () => 'sbatch: Invalid account specified';
+    engine.hpc.failStarts = () => 'sbatch: Invalid account specified';
     await advance(AFTER + CLUSTER.check_period * 6);
     expect(c.status).toBe('RUNNING');
     expect(c.overflow).toEqual({});
     expect(group(m, c, 'hpc').message).toMatch(
       /failed to start; the last one could not be started: sbatch: Invalid account specified; the group was scaled to 0, and takes no overflow/,
     );
-    const tries = hpc.calls.startWorkers.reduce((a, n) => a + n, 0);
+    const tries = engine.hpc.calls.startWorkers.reduce((a, n) => a + n, 0);
     expect(tries).toBeLessThanOrEqual(CLUSTER.worker_max_failures + 1);
     await advance(60);
-    expect(hpc.calls.startWorkers.reduce((a, n) => a + n, 0)).toBe(tries);
+    expect(engine.hpc.calls.startWorkers.reduce((a, n) => a + n, 0)).toBe(tries);
     expect(group(m, c, 'default')).toMatchObject({ pending: 2 });
     // Scaling hpc again (the admin fixed its account) lets the overflow go there again.
-    hpc.failStarts = null;
+    engine.hpc.failStarts = null;
     await m.scaleGroup(c.name, 'hpc', 0);
     await advance(CLUSTER.check_period * 2);
-    expect(hpc.alive('worker')).toHaveLength(2);
+    expect(engine.hpc.alive('worker')).toHaveLength(2);
   });
 
   it('refuses an overflow into an unknown group, into itself, or into a group that overflows in turn', () => {
-    expect(() => config({ default_worker_group: { overflow: { group: 'gpu', after: 1 } } })).toThrow(
+    expect(() => engine.config({ default_worker_group: { overflow: { group: 'gpu', after: 1 } } })).toThrow(
       /overflow.group names gpu, which worker_groups does not define/,
     );
     const alone = { default_worker_group: {} };
-    expect(() => config({ ...alone, worker_groups: [{ ...HPC, overflow: { group: 'hpc', after: 1 } }] })).toThrow(/names the group itself/);
+    expect(() => engine.config({ ...alone, worker_groups: [{ ...HPC, overflow: { group: 'hpc', after: 1 } }] })).toThrow(/names the group itself/);
     expect(() =>
-      config({
+      engine.config({
         ...alone,
         worker_groups: [
           { ...HPC, overflow: { group: 'cloud', after: 1 } },
@@ -241,8 +194,8 @@ describe('overflow from a full pool into another group', () => {
         ],
       }),
     ).toThrow(/overflows in turn/);
-    expect(() => config({ worker_groups: [HPC, { name: 'cloud' }] })).not.toThrow(); // default into hpc
-    expect(() => config({ default_worker_group: { overflow: { group: 'hpc' } } })).toThrow(ConfigError);
-    expect(() => config({ default_worker_group: { overflow: { group: 'hpc', after: -1 } } })).toThrow(ConfigError);
+    expect(() => engine.config({ worker_groups: [HPC, { name: 'cloud' }] })).not.toThrow(); // default into hpc
+    expect(() => engine.config({ default_worker_group: { overflow: { group: 'hpc' } } })).toThrow(ConfigError);
+    expect(() => engine.config({ default_worker_group: { overflow: { group: 'hpc', after: -1 } } })).toThrow(ConfigError);
   });
 });
