@@ -129,7 +129,7 @@ def test_display_name_from_the_client(server, alice, cluster):
     before = {c.name for c in alice.list_clusters()}
     for bad in ["two\nlines", "x" * 65, "evil\u202etxt.exe"]:
         with pytest.raises(ValueError, match="display_name"):
-            alice.new_cluster(display_name=bad)
+            alice.submit(display_name=bad)
     assert {c.name for c in alice.list_clusters()} == before
 
 
