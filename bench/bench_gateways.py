@@ -878,6 +878,30 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(name)
 
 
+def start_run(prefix: str) -> tuple[str, str, ProcTracker, dict]:
+    """The set-up of a bench run: SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt (so the finally
+    blocks clean up), a run id, a temporary root ``<prefix>-<run id>-*`` for the gateways' work
+    dirs, the ProcTracker that attributes their processes by a marker on PATH, and the environment
+    the gateways run in (the venv first, no inherited PYTHONPATH or dask/gateway configuration).
+    Returns (run_id, tmp_root, tracker, env)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # even if inherited as ignored
+    signal.signal(signal.SIGHUP, _interrupt)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:10]
+    tmp_root = tempfile.mkdtemp(prefix=f"{prefix}-{run_id}-")
+    marker = f"/nonexistent/afgw-bench-marker-{run_id}"
+    tracker = ProcTracker(marker, tmp_root)
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}:{marker}"
+    env["VIRTUAL_ENV"] = str(VENV)
+    env.pop("PYTHONPATH", None)
+    for k in list(env):
+        if k.startswith("DASK_"):  # DASK_GATEWAY__* as well
+            env.pop(k)
+    return run_id, tmp_root, tracker, env
+
+
 def run_api(gws: dict[str, Gateway], tracker: ProcTracker, args, data: dict) -> int:
     """The API of every gateway, all started at once, each with one running cluster; the loader
     runs against one gateway at a time, alternating (ours, peer, peer, ours, ...), so that a change
@@ -1201,25 +1225,8 @@ def main(argv=None) -> int:
     if Path(sys.executable).resolve() != VENV_PY.resolve():
         log(f"WARNING: running under {sys.executable}, clusters use {VENV_PY}")
 
-    # SIGINT/SIGTERM/SIGHUP -> KeyboardInterrupt, so the finally blocks clean up
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)  # even if inherited as ignored
-    signal.signal(signal.SIGHUP, _interrupt)
-
     t_run = time.perf_counter()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    run_id = uuid.uuid4().hex[:10]
-    tmp_root = tempfile.mkdtemp(prefix=f"afgw-bench-{run_id}-")
-    marker = f"/nonexistent/afgw-bench-marker-{run_id}"
-    tracker = ProcTracker(marker, tmp_root)
-
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}:{marker}"
-    env["VIRTUAL_ENV"] = str(VENV)
-    env.pop("PYTHONPATH", None)
-    for k in list(env):  # no inherited dask/gateway configuration
-        if k.startswith(("DASK_", "DASK_GATEWAY")):
-            env.pop(k)
+    run_id, tmp_root, tracker, env = start_run("afgw-bench")
 
     data = {
         "run_id": run_id,

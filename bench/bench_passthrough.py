@@ -32,13 +32,10 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import traceback
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,17 +44,14 @@ from bench_gateways import (  # noqa: E402  (the gateway bench's start/stop and 
     _STATE,
     OURS_CLI,
     RESULTS_DIR,
-    VENV,
-    VENV_PY,
     BenchError,
     OursGateway,
     PeerGateway,
-    ProcTracker,
     Runner,
-    _interrupt,
     environment_info,
     log,
     out,
+    start_run,
     wait_until,
 )
 
@@ -275,22 +269,7 @@ def main(argv=None) -> int:
     if not ops or set(ops) - {"gather", "scatter"}:
         p.error("--ops takes gather, scatter or both")
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    run_id = uuid.uuid4().hex[:10]
-    tmp_root = tempfile.mkdtemp(prefix=f"afgw-bench-pt-{run_id}-")
-    marker = f"/nonexistent/afgw-bench-marker-{run_id}"
-    tracker = ProcTracker(marker, tmp_root)
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}:{marker}"
-    env["VIRTUAL_ENV"] = str(VENV)
-    env.pop("PYTHONPATH", None)
-    for k in list(env):
-        if k.startswith("DASK_"):
-            env.pop(k)
+    run_id, tmp_root, tracker, env = start_run("afgw-bench-pt")
 
     data = {
         "run_id": run_id,
