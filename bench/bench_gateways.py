@@ -68,6 +68,7 @@ TARGETS = {  # ours/peer ratio of medians, lower is better
     "scale_up": 0.7,
 }
 API_CONNECTIONS = 64
+API_WARMUP_S = 2  # unmeasured seconds of load before each API run
 API_LOADER = BENCH_DIR / "api-load.mjs"
 API_P99_TARGET_MS = 20.0
 API_TARGETS = {  # ours/peer ratio of medians of req/s, higher is better
@@ -126,6 +127,17 @@ def wait_until(pred, timeout: float, what: str, poll: float = POLL):
         if time.monotonic() > deadline:
             raise BenchTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(poll)
+
+
+def proc_stat(pid: int) -> tuple[float, int] | None:
+    """CPU seconds (user + system) and minor page faults of a process so far, from /proc; None
+    when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def free_port() -> int:
@@ -421,21 +433,13 @@ class Gateway:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the gateway's processes so far: its own and its
         children's that still run (the peer's Go proxy), from /proc."""
-        total = 0.0
-        tick = os.sysconf("SC_CLK_TCK")
         pids = [self.proc.pid] if self.proc else []
         try:
             kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
             pids += [int(k) for k in kids]
         except (OSError, AttributeError):
             pass
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
+        return sum(st[0] for st in map(proc_stat, pids) if st)
 
     def state_facts(self) -> dict:
         return {}
@@ -804,7 +808,7 @@ class Runner:
 
     def api_load(self, header: str, paths: list[str], seconds: float) -> dict:
         cmd = [self.gw.node_for_loader, str(API_LOADER), "--port", str(self.gw.port),
-               "--connections", str(API_CONNECTIONS), "--seconds", str(seconds), "--warmup", "2",
+               "--connections", str(API_CONNECTIONS), "--seconds", str(seconds), "--warmup", str(API_WARMUP_S),
                "--header", header]
         for p in paths:
             cmd += ["--path", p]
@@ -943,8 +947,6 @@ def run_api(gws: dict[str, Gateway], tracker: ProcTracker, args, data: dict) -> 
             res["api_state"] = gw.state_facts()
             res["api_status"] = "ok"
             log(f"{label}: {res['api_requests']} API requests logged {res['api_log_bytes']} bytes; state: {res['api_state']}")
-    except KeyboardInterrupt:
-        raise
     except Exception as e:
         exit_code = 1
         for label in gws:
@@ -1088,7 +1090,7 @@ def api_summary(runs: list[dict]) -> dict | None:
         return None
     rps = [r["rps"] for r in runs]
     p99 = [r["p99_ms"] for r in runs]
-    cpu = [r["gateway_cpu_s"] / (r["seconds"] + 2) for r in runs]  # warm-up included
+    cpu = [r["gateway_cpu_s"] / (r["seconds"] + API_WARMUP_S) for r in runs]  # warm-up included
     return {
         "n": len(runs),
         "rps": summarize(rps),

@@ -51,7 +51,9 @@ from bench_gateways import (  # noqa: E402  (the gateway bench's start/stop and 
     environment_info,
     log,
     out,
+    proc_stat,
     start_run,
+    summarize,
     wait_until,
 )
 
@@ -81,15 +83,7 @@ class Side:
 
     def _proxy_cpu(self) -> tuple[float, int] | None:
         """CPU seconds and minor page faults of the proxying process so far."""
-        if self.proxy_pid is None:
-            return None
-        try:
-            with open(f"/proc/{self.proxy_pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        # after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+        return None if self.proxy_pid is None else proc_stat(self.proxy_pid)
 
     def measure(self, op: str, nbytes: int, payload: bytes) -> float:
         c = self.client
@@ -169,12 +163,6 @@ def direct_client(address: str, security):
     from distributed import Client
 
     return Client(address, security=security, set_as_default=False, timeout=30)
-
-
-def summarize(values):
-    if not values:
-        return None
-    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def paired(a: list[float], b: list[float]):
