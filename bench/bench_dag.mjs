@@ -12,124 +12,43 @@
 // there is no peer to divide by: the figures are measured on this machine, whose cores are printed
 // with them. Not a test: the UI tests check what the view does, this measures how fast.
 //
-// Services (gateway with simple authentication, JupyterLab, configurable-http-proxy) run under
-// ui-tests/support/reaper.py, so none outlives this script; the temporary directory goes too.
+// Services (gateway with simple authentication, JupyterLab, configurable-http-proxy) are started and
+// stopped as the UI tests' are (ui-tests/support/processes.mjs: under reaper.py, so none outlives this
+// script); the temporary directory goes too.
 /* global window, document, requestAnimationFrame */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  CHP,
+  CHROMIUM,
+  freePort,
+  GATEWAY_CLI,
+  httpOk,
+  REPO,
+  sleep,
+  startGateway,
+  startService,
+  stopProcesses,
+  UI_DIR,
+  VENV_BIN,
+  waitFor,
+} from '../ui-tests/support/processes.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const VENV_BIN = path.join(REPO, '.venv', 'bin');
-const REAPER = path.join(REPO, 'ui-tests', 'support', 'reaper.py');
 const SIZES = (process.env.AF_BENCH_DAG_SIZES ?? '5000,20000').split(',').map(Number);
 const BASE_PATH = '/services/af-gateway/';
 const VIEWPORT = { width: 1280, height: 800 };
 const USER = 'bench';
 const LIVE_MS = 5000;
-
-const WIDE = `stages:
-  - name: map
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters:
-        item: {stages: init, output: items, unwrap: true}
-      scatter: {method: zip, parameters: [item]}
-      step:
-        process: {process_type: string-interpolated-cmd, cmd: 'echo {item}'}
-        publisher: {publisher_type: constant-pub, publish: {}}
-        environment: {environment_type: localproc-env}
-  - name: collect
-    dependencies: [map]
-    scheduler:
-      scheduler_type: singlestep-stage
-      step:
-        process: {process_type: string-interpolated-cmd, cmd: 'true'}
-        publisher: {publisher_type: constant-pub, publish: {}}
-        environment: {environment_type: localproc-env}
-`;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
+// the UI tests' wide run: init publishes the items, map scatters one step over each
+const WIDE = readFileSync(path.join(UI_DIR, 'support', 'wide-workflow.yml'), 'utf8');
 
 // --- services ---------------------------------------------------------------------------------
 
-const services = [];
-
-/**
- * Starts `cmd` with its output into `log`, under the reaper: its own process group, stopped with
- * what it started when this script stops it or dies.
- */
-function start(name, log, cmd, args, env) {
-  const child = spawn(path.join(VENV_BIN, 'python'), [REAPER, name, '--', 'bash', '-c', 'exec "$@" >"$0" 2>&1', log, cmd, ...args], {
-    env: { ...process.env, ...env, AF_UI_GRACE: '10' },
-    detached: true,
-    stdio: 'ignore',
-  });
-  services.push({ name, log, child });
-}
-
-async function stopAll() {
-  for (const { child } of services.reverse()) {
-    try {
-      process.kill(child.pid, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  }
-  const deadline = Date.now() + 25_000;
-  for (const { child } of services) {
-    while (child.exitCode === null && child.signalCode === null && Date.now() < deadline) await sleep(100);
-    if (child.exitCode === null && child.signalCode === null) {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  }
-}
-
-async function waitHttp(url, what, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() < deadline) {
-    for (const s of services) if (s.child.exitCode !== null) throw new Error(`${s.name} exited before ${what}:\n${tail(s.log)}`);
-    try {
-      const r = await fetch(url, { signal: AbortSignal.timeout(5000) });
-      if (r.ok) return;
-      last = `HTTP ${r.status}`;
-    } catch (err) {
-      last = String(err.message ?? err);
-    }
-    await sleep(250);
-  }
-  throw new Error(`no ${what} within ${timeoutMs / 1000} s (${last})`);
-}
-
-function tail(file) {
-  try {
-    return readFileSync(file, 'utf8').slice(-3000);
-  } catch {
-    return '(no log)';
-  }
-}
+/** What startStack started, stopped with stopProcesses (last started first). */
+const started = [];
 
 async function startStack(tmp) {
   const logs = path.join(tmp, 'logs');
@@ -137,6 +56,7 @@ async function startStack(tmp) {
   const ports = { gateway: await freePort(), lab: await freePort(), proxy: await freePort(), api: await freePort() };
   const proxyURL = `http://127.0.0.1:${ports.proxy}`;
   const gatewayURL = `http://127.0.0.1:${ports.gateway}`;
+  const labURL = `http://127.0.0.1:${ports.lab}`;
 
   // the gateway as the demo runs it: simple authentication, one person on loopback
   const config = {
@@ -149,14 +69,7 @@ async function startStack(tmp) {
     backend: { type: 'local', local: { single_user: true, python: path.join(VENV_BIN, 'python') } },
     workflows: { max_steps: Math.max(...SIZES) + 10 },
   };
-  writeFileSync(path.join(tmp, 'gateway.json'), JSON.stringify(config, null, 2));
-  start(
-    'gateway',
-    path.join(logs, 'gateway.log'),
-    process.execPath,
-    [path.join(REPO, 'gateway-server', 'dist', 'cli.js'), 'serve', '--config', path.join(tmp, 'gateway.json')],
-    { AF_GATEWAY_ENCRYPT_KEY: randomBytes(32).toString('base64') },
-  );
+  await startGateway('gateway', logs, tmp, 'AF Gateway of bench/bench_dag.mjs', config, process.env, gatewayURL, started);
 
   // JupyterLab with the installed extension, signing in to the gateway by user name
   const settings = path.join(tmp, 'lab-settings');
@@ -168,9 +81,9 @@ async function startStack(tmp) {
     '{"fetchNews": "false", "checkForUpdates": false}',
   );
   for (const d of ['lab-root', 'lab-workspaces', 'jupyter/config', 'jupyter/runtime']) mkdirSync(path.join(tmp, d), { recursive: true });
-  start(
+  const lab = startService(
     'jupyterlab',
-    path.join(logs, 'jupyterlab.log'),
+    logs,
     path.join(VENV_BIN, 'jupyter'),
     [
       'lab',
@@ -185,19 +98,22 @@ async function startStack(tmp) {
       '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate',
     ],
     {
+      ...process.env,
       JUPYTERLAB_SETTINGS_DIR: settings,
       JUPYTERLAB_WORKSPACES_DIR: path.join(tmp, 'lab-workspaces'),
       JUPYTER_CONFIG_DIR: path.join(tmp, 'jupyter', 'config'),
       JUPYTER_RUNTIME_DIR: path.join(tmp, 'jupyter', 'runtime'),
     },
+    path.join(tmp, 'lab-root'),
   );
+  started.push(lab);
 
   // one origin for both, as JupyterHub's proxy gives them
   const token = randomBytes(16).toString('hex');
-  start(
+  const proxy = startService(
     'proxy',
-    path.join(logs, 'proxy.log'),
-    path.join(REPO, 'node_modules', '.bin', 'configurable-http-proxy'),
+    logs,
+    CHP,
     [
       '--ip',
       '127.0.0.1',
@@ -208,30 +124,26 @@ async function startStack(tmp) {
       '--api-port',
       String(ports.api),
       '--default-target',
-      `http://127.0.0.1:${ports.lab}`,
+      labURL,
       '--log-level',
       'warn',
     ],
-    { CONFIGPROXY_AUTH_TOKEN: token },
+    { ...process.env, CONFIGPROXY_AUTH_TOKEN: token },
+    REPO,
   );
-  await waitHttp(`${gatewayURL}/api/health`, 'gateway health');
-  await waitHttp(`http://127.0.0.1:${ports.lab}/api/status`, 'JupyterLab');
+  started.push(proxy);
+  await waitFor('GET /api/status', lab, () => httpOk(`${labURL}/api/status`), 120_000);
   const route = BASE_PATH.replace(/\/$/, '');
-  for (let i = 0; ; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${ports.api}/api/routes${route}`, {
-        method: 'POST',
-        headers: { authorization: `token ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ target: gatewayURL }),
-      });
-      if (r.status === 201) break;
-    } catch {
-      /* not up yet */
-    }
-    if (i > 200) throw new Error('the proxy took no route');
-    await sleep(200);
-  }
-  await waitHttp(`${proxyURL}${BASE_PATH}api/health`, 'the gateway through the proxy');
+  await waitFor(`route ${route}`, proxy, async () => {
+    const r = await fetch(`http://127.0.0.1:${ports.api}/api/routes${route}`, {
+      method: 'POST',
+      headers: { authorization: `token ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ target: gatewayURL }),
+      signal: AbortSignal.timeout(5000),
+    });
+    return r.status === 201 ? true : undefined;
+  });
+  await waitFor('the gateway through the proxy', proxy, () => httpOk(`${proxyURL}${BASE_PATH}api/health`));
   return { proxyURL, gatewayURL, logs };
 }
 
@@ -440,7 +352,7 @@ function print(rows, loads) {
 }
 
 async function main() {
-  for (const need of [path.join(REPO, 'gateway-server', 'dist', 'cli.js'), path.join(VENV_BIN, 'jupyter'), '/usr/bin/chromium']) {
+  for (const need of [GATEWAY_CLI, path.join(VENV_BIN, 'jupyter'), CHROMIUM.executablePath]) {
     if (!existsSync(need)) {
       console.error(`bench_dag: ${need} is missing (scripts/bootstrap.sh builds and installs it; Chromium comes with scripts/ui-tests.sh)`);
       return 2;
@@ -451,7 +363,7 @@ async function main() {
   let keepLogs = false;
   const stop = async () => {
     await browser?.close().catch(() => undefined);
-    await stopAll();
+    await stopProcesses(started);
     if (keepLogs) {
       // the services' logs outlive a failed run, the rest goes
       for (const d of ['gateway-data', 'lab-root', 'lab-settings', 'lab-workspaces', 'jupyter']) rmSync(path.join(tmp, d), { recursive: true, force: true });
@@ -461,19 +373,7 @@ async function main() {
   process.once('SIGTERM', () => void stop().then(() => process.exit(143)));
   try {
     const { proxyURL, gatewayURL, logs } = await startStack(tmp);
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    browser = await chromium.launch({ executablePath: CHROMIUM.executablePath, args: CHROMIUM.args });
     const page = await browser.newPage({ viewport: VIEWPORT });
     await page.goto(`${proxyURL}/lab`, { timeout: 120_000 });
     await page.locator('#jupyterlab-splash').waitFor({ state: 'detached', timeout: 120_000 });

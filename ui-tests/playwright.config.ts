@@ -4,23 +4,13 @@
 // is downloaded.
 import { defineConfig } from '@playwright/test';
 import * as galataConfig from '@jupyterlab/galata/lib/playwright-config.js';
+import { CHROMIUM } from './support/processes.mjs';
 
 // CommonJS module.exports: the default export under native ESM, the namespace itself otherwise
 const base = ((galataConfig as { default?: unknown }).default ?? galataConfig) as {
   use?: Record<string, unknown>;
   [key: string]: unknown;
 };
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 
 export default defineConfig({
   ...base,
@@ -43,7 +33,7 @@ export default defineConfig({
     ...base.use,
     // baseURL: galata takes TARGET_URL, which global-setup.ts sets to the proxy's address
     browserName: 'chromium',
-    launchOptions: { executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS },
+    launchOptions: { executablePath: CHROMIUM.executablePath, args: CHROMIUM.args },
     trace: 'retain-on-failure',
     video: 'off', // video needs Playwright's downloaded ffmpeg
     screenshot: 'only-on-failure',

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { CHP, freePort, httpOk, type Running, startGateway, startService, VENV_BIN, waitFor } from './processes.ts';
+import { CHP, freePort, httpOk, type Running, startGateway, startService, VENV_BIN, waitFor } from './processes.mjs';
 
 export const HUB_SERVICE = 'af-gateway';
 export const HUB_SERVICE_PREFIX = `/services/${HUB_SERVICE}/`;

@@ -29,9 +29,9 @@ import {
   UI_DIR,
   VENV_BIN,
   waitFor,
-} from './processes.ts';
+} from './processes.mjs';
 
-export { alive, freePort, REPO, stopProcesses, UI_DIR, type StackProcess } from './processes.ts';
+export { alive, freePort, REPO, stopProcesses, UI_DIR, type StackProcess } from './processes.mjs';
 export type { HubStack } from './hub-stack.ts';
 
 export const RESULTS_DIR = path.join(UI_DIR, 'test-results');

@@ -4,12 +4,12 @@
 // a step's log and outputs, a 5,000-step run drawn live (cancelled, retried), every step drawn and
 // selectable, a run with subworkflows (nested groups), cases and skipped stages, and a workflow
 // picked with Lab's file dialog whose running step's log streams live, its tab restored with the
-// layout. How fast the DAG view draws is measured by `npm run bench` (bench/bench_dag.py), not here.
+// layout. How fast the DAG view draws is measured by `npm run bench` (bench/bench_dag.mjs), not here.
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect, type IJupyterLabPageFixture, type JupyterLabPage, test } from '@jupyterlab/galata';
 import type { Locator, Page } from '@playwright/test';
-import { REPO } from '../support/stack.ts';
+import { REPO, UI_DIR } from '../support/stack.ts';
 import { loginAsAlice, readStack } from './stack';
 import { openPanel, shot } from './panels';
 
@@ -200,32 +200,12 @@ test('a workflow from the file browser: refused with its problems, then run to a
 // A wide run: init publishes 5,000 items, the map stage scatters over them (one cheap step each,
 // one at a time) and the run is cancelled once its 5,000 steps exist; the DAG view must draw them
 // and stay responsive.
-const WIDE = `stages:
-  - name: map
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters:
-        item: {stages: init, output: items, unwrap: true}
-      scatter: {method: zip, parameters: [item]}
-      step:
-        process: {process_type: string-interpolated-cmd, cmd: 'echo {item}'}
-        publisher: {publisher_type: constant-pub, publish: {}}
-        environment: {environment_type: localproc-env}
-  - name: collect
-    dependencies: [map]
-    scheduler:
-      scheduler_type: singlestep-stage
-      step:
-        process: {process_type: string-interpolated-cmd, cmd: 'true'}
-        publisher: {publisher_type: constant-pub, publish: {}}
-        environment: {environment_type: localproc-env}
-`;
+const WIDE = readFileSync(path.join(UI_DIR, 'support', 'wide-workflow.yml'), 'utf8');
 
 /**
  * Waits until `done` holds, asking the page each time (a page.evaluate round trip): the page must
  * answer every time within `liveMs`, a liveness bound generous enough for a machine busy running the
- * steps (how fast it answers is bench/bench_dag.py's to measure).
+ * steps (how fast it answers is bench/bench_dag.mjs's to measure).
  */
 async function untilLive(page: Page, done: () => Promise<boolean>, timeoutMs: number, liveMs = 10_000): Promise<void> {
   const t0 = Date.now();

@@ -1,7 +1,9 @@
 // Processes of the UI-test stacks: free ports, starting a service under support/reaper.py (its own
 // session and process group, a subreaper for what it leaves behind, SIGTERM when the Playwright
-// runner dies), waiting for it to answer, and stopping it again.
-import { spawn, type ChildProcess } from 'node:child_process';
+// runner dies), waiting for it to answer, and stopping it again; and how Chromium is started.
+// Plain JavaScript (types in JSDoc) so that bench/bench_dag.mjs, run by Node itself, shares it with
+// the UI tests without Playwright's test runner.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -19,23 +21,42 @@ export const START_TIMEOUT_MS = 90_000;
 /** Seconds a service gets to stop what it started (Dask clusters, kernels) before SIGKILL. */
 const GRACE_S = 15;
 
-export interface StackProcess {
-  name: string;
-  /** The reaper's pid (its own process group); the service is its child, in a group of its own. */
-  pid: number;
-  log: string;
-}
+/** Debian's Chromium, headless, with nothing of its own on the network (the UI tests and bench/bench_dag.mjs). */
+export const CHROMIUM = {
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+  ],
+};
+
+/**
+ * @typedef {object} StackProcess
+ * @property {string} name
+ * @property {number} pid The reaper's pid (its own process group); the service is its child, in a group of its own.
+ * @property {string} log
+ */
+
+/** @typedef {StackProcess & { child: import('node:child_process').ChildProcess }} Running */
 
 // Ports Chromium and fetch() refuse (ERR_UNSAFE_PORT, "bad port"): never handed out.
-const BAD_PORTS = new Set<number>((JSON.parse(readFileSync(path.join(REPO, 'test-harness', 'fetch-bad-ports.json'), 'utf8')) as { ports: number[] }).ports);
+/** @type {Set<number>} */
+const BAD_PORTS = new Set(JSON.parse(readFileSync(path.join(REPO, 'test-harness', 'fetch-bad-ports.json'), 'utf8')).ports);
 
-export async function freePort(): Promise<number> {
+/** @returns {Promise<number>} */
+export async function freePort() {
   for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
+    const port = await new Promise((resolve, reject) => {
       const s = net.createServer();
       s.once('error', reject);
       s.listen(0, '127.0.0.1', () => {
-        const { port } = s.address() as net.AddressInfo;
+        const { port } = /** @type {net.AddressInfo} */ (s.address());
         s.close(() => resolve(port));
       });
     });
@@ -43,9 +64,14 @@ export async function freePort(): Promise<number> {
   }
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** @param {number} ms */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function tail(file: string, chars = 3000): string {
+/**
+ * @param {string} file
+ * @returns {string}
+ */
+export function tail(file, chars = 3000) {
   try {
     return readFileSync(file, 'utf8').slice(-chars);
   } catch {
@@ -53,8 +79,12 @@ export function tail(file: string, chars = 3000): string {
   }
 }
 
-/** True while pid is a live process (a zombie counts as gone). */
-export function alive(pid: number): boolean {
+/**
+ * True while pid is a live process (a zombie counts as gone).
+ * @param {number} pid
+ * @returns {boolean}
+ */
+export function alive(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
@@ -63,12 +93,18 @@ export function alive(pid: number): boolean {
   }
 }
 
-function descendants(pid: number): number[] {
-  const out: number[] = [];
+/**
+ * @param {number} pid
+ * @returns {number[]}
+ */
+function descendants(pid) {
+  /** @type {number[]} */
+  const out = [];
   const todo = [pid];
   while (todo.length) {
-    let kids: number[] = [];
-    const p = todo.pop()!;
+    /** @type {number[]} */
+    let kids = [];
+    const p = /** @type {number} */ (todo.pop());
     try {
       kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
     } catch {
@@ -80,8 +116,12 @@ function descendants(pid: number): number[] {
   return out;
 }
 
-/** True when pid is still the reaper this stack started for `name` (not a reused pid). */
-function isOurReaper(p: StackProcess): boolean {
+/**
+ * True when pid is still the reaper this stack started for `name` (not a reused pid).
+ * @param {StackProcess} p
+ * @returns {boolean}
+ */
+function isOurReaper(p) {
   try {
     const argv = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0');
     return argv.some((a) => a.endsWith('reaper.py')) && argv.includes(p.name);
@@ -90,11 +130,16 @@ function isOurReaper(p: StackProcess): boolean {
   }
 }
 
-export interface Running extends StackProcess {
-  child: ChildProcess;
-}
-
-export function startService(name: string, logsDir: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): Running {
+/**
+ * @param {string} name
+ * @param {string} logsDir
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {NodeJS.ProcessEnv} env
+ * @param {string} cwd
+ * @returns {Running}
+ */
+export function startService(name, logsDir, cmd, args, env, cwd) {
   const log = path.join(logsDir, `${name}.log`);
   const fd = openSync(log, 'w');
   const child = spawn(PYTHON, [REAPER, name, '--', cmd, ...args], {
@@ -109,7 +154,14 @@ export function startService(name: string, logsDir: string, cmd: string, args: s
   return { name, pid: child.pid, log, child };
 }
 
-export async function waitFor<T>(what: string, svc: Running, probe: () => Promise<T | undefined>, timeoutMs = START_TIMEOUT_MS): Promise<T> {
+/**
+ * @template T
+ * @param {string} what
+ * @param {Running} svc
+ * @param {() => Promise<T | undefined>} probe
+ * @returns {Promise<T>}
+ */
+export async function waitFor(what, svc, probe, timeoutMs = START_TIMEOUT_MS) {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
@@ -120,7 +172,7 @@ export async function waitFor<T>(what: string, svc: Running, probe: () => Promis
       const v = await probe();
       if (v !== undefined) return v;
     } catch (err) {
-      last = String((err as Error).message ?? err);
+      last = String(err.message ?? err);
     }
     await sleep(200);
   }
@@ -131,17 +183,17 @@ export async function waitFor<T>(what: string, svc: Running, probe: () => Promis
  * Writes `config` as dir/gateway.yaml (JSON is YAML) under the comment `heading`, starts `serve` of the
  * built gateway with it and a fresh encryption key (as service `name`, added to `started` so that it is
  * stopped again) and waits until it answers GET /api/health at `url`.
+ * @param {string} name
+ * @param {string} logsDir
+ * @param {string} dir
+ * @param {string} heading
+ * @param {{ data_dir: string }} config
+ * @param {NodeJS.ProcessEnv} env
+ * @param {string} url
+ * @param {Running[]} started
+ * @returns {Promise<Running>}
  */
-export async function startGateway(
-  name: string,
-  logsDir: string,
-  dir: string,
-  heading: string,
-  config: { data_dir: string },
-  env: NodeJS.ProcessEnv,
-  url: string,
-  started: Running[],
-): Promise<Running> {
+export async function startGateway(name, logsDir, dir, heading, config, env, url, started) {
   const configFile = path.join(dir, 'gateway.yaml');
   writeFileSync(configFile, `# ${heading} (JSON is YAML)\n${JSON.stringify(config, null, 2)}\n`);
   const args = [GATEWAY_CLI, 'serve', '--config', configFile, '--data-dir', config.data_dir];
@@ -151,7 +203,12 @@ export async function startGateway(
   return gw;
 }
 
-export async function httpOk(url: string, init?: RequestInit): Promise<Response | undefined> {
+/**
+ * @param {string} url
+ * @param {RequestInit} [init]
+ * @returns {Promise<Response | undefined>}
+ */
+export async function httpOk(url, init) {
   const r = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
   return r.ok ? r : undefined;
 }
@@ -160,9 +217,12 @@ export async function httpOk(url: string, init?: RequestInit): Promise<Response 
  * Stops stack processes, last started first: SIGTERM to each reaper (which stops its service's
  * group, waits GRACE_S for its children and kills the rest), then SIGKILL for whatever is still
  * there. Returns the names of services that needed SIGKILL.
+ * @param {StackProcess[]} procs
+ * @returns {Promise<string[]>}
  */
-export async function stopProcesses(procs: StackProcess[]): Promise<string[]> {
-  const forced: string[] = [];
+export async function stopProcesses(procs) {
+  /** @type {string[]} */
+  const forced = [];
   for (const p of [...procs].reverse()) {
     if (!alive(p.pid) || !isOurReaper(p)) continue;
     const tree = descendants(p.pid);
