@@ -498,11 +498,15 @@ def test_a_gpu_groups_worker_pod_asks_for_the_gpu_and_image_and_waits_for_a_node
     the groups API shows it pending with the scheduler's reason. (No GPU and no image pull here: the pod never binds.)"""
     image = "registry.example.org/af/dask-gpu:2026.3"
     g = Gw(kube, sa_kubeconfig, "gpus")
-    # (the module's gateway config, and the group: started again with it)
-    stop(g.proc)
-    g.config["worker_groups"] = [{"name": "gpu", "description": "GPU nodes", "gpus": 1, "image": image, "worker_cores": 1, "worker_memory": 0.5}]
-    g.start()
-    cluster = g.gateway().new_cluster()
+    try:
+        # (the module's gateway config, and the group: started again with it)
+        stop(g.proc)
+        g.config["worker_groups"] = [{"name": "gpu", "description": "GPU nodes", "gpus": 1, "image": image, "worker_cores": 1, "worker_memory": 0.5}]
+        g.start()
+        cluster = g.gateway().new_cluster()
+    except BaseException:
+        stop(g.proc)  # a gateway whose restart or first cluster failed is not left running
+        raise
     groups = f"{g.url}/api/af/clusters/{cluster.name}/groups"
     try:
         r = requests.put(f"{groups}/gpu/scale", json={"count": 1}, auth=("alice", ""), timeout=30)

@@ -262,8 +262,12 @@ def test_gpu_groups_ask_the_real_batch_systems_for_gpus_the_test_machine_does_no
         ]
         return c
     g = GatewayUnderTest(pool.run_dir / "gpus", config)
-    g.dir.chmod(0o711)
-    cluster = g.gateway("alice").new_cluster()
+    try:
+        g.dir.chmod(0o711)
+        cluster = g.gateway("alice").new_cluster()
+    except BaseException:
+        stop(g.proc)  # a gateway whose first cluster failed is not left running
+        raise
     name = cluster.name
     mine = f'AfGatewayCluster == "{name}"'
     try:
