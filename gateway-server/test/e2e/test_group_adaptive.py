@@ -87,6 +87,7 @@ class Watch:
             try:
                 gs = groups(self.gw, self.name)
             except (AssertionError, requests.RequestException):
+                self.done.wait(0.5)  # a failing read is retried at the same pace, not in a tight loop
                 continue
             for g in self.most:
                 live = gs[g]["starting"] + gs[g]["running"]
