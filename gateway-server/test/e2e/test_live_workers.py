@@ -53,6 +53,8 @@ def test_workers_show_as_they_join_and_leave(srv):
 
         # a worker killed behind the gateway's back: its scheduler tells at once
         addr, victim = next(iter(client.scheduler_info()["workers"].items()))
+        # the AF API knows it by the scheduler's name for it (else the wait below would pass on a name it never had)
+        assert workers(srv, cluster.name).get(victim["name"]) == "RUNNING", (victim["name"], workers(srv, cluster.name))
         pid = client.run(os.getpid, workers=[addr])[addr]
         os.kill(pid, signal.SIGKILL)
         gone = time.monotonic()
