@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { accessLogLevel, loggedPath, SLOW_REQUEST_MS } from '../../src/app.js';
 import { resolveConfig } from '../../src/config.js';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
-import { freePort } from '../../../ui-tests/support/processes.js';
+import { freePort } from '../../../ui-tests/support/processes.mjs';
 import { basic, request } from '../support/gateway.js';
 
 const PASSWORD = 'pw-SECRET-a1b2c3';

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkflowDag } from '@af-gateway/schemas';
 import WebSocket from 'ws';
 import { resolveConfig, type ResolvedConfig } from '../../src/config.js';
-import { freePort } from '../../../ui-tests/support/processes.js';
+import { freePort } from '../../../ui-tests/support/processes.mjs';
 import { makeLogger, startGateway, type RunningGateway } from '../../src/server.js';
 
 /** The local backend, every user's code run as the gateway: the usual test gateway on loopback. */
