@@ -14,9 +14,10 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
 /** Names container runtimes read when they make a container, to hand it devices: NVIDIA's runtime gives a
  * container without a GPU limit every GPU named by NVIDIA_VISIBLE_DEVICES (`all`) where it honours the
  * variable (its default), and its other NVIDIA_* variables widen what it mounts; AMD's does the same with
- * AMD_VISIBLE_DEVICES. GPUs are the admin's to give (worker_groups[].gpus and access), never an option's.
+ * AMD_VISIBLE_DEVICES. GPUs are the admin's to give (worker_groups[].gpus and access), never an option's
+ * nor a workflow step's (yadage-features.ts refuses them in a step's env with this).
  * (CUDA_VISIBLE_DEVICES and the like only narrow what a process was given, and task code can set them anyway.) */
-const DEVICE_ENV = /^(NVIDIA_|AMD_VISIBLE_DEVICES$)/i;
+export const DEVICE_ENV = /^(NVIDIA_|AMD_VISIBLE_DEVICES$)/i;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f\u0085\u2028\u2029]/;
 

@@ -4,6 +4,7 @@
 // or drowned in schema errors. The schema (workflow-spec.json) closes every object, so a key neither
 // yadage nor the gateway knows is refused too.
 
+import { DEVICE_ENV } from '../clusters/cluster-options.js';
 import { setOwn } from './model.js';
 
 /** `$.stages[0].scheduler["odd key"]` from path segments. */
@@ -28,9 +29,6 @@ const NOT_SUPPORTED = {
   'single publish': 'an interpolated-pub publishing one value rather than an object of outputs is not supported: name the output',
 } as const;
 type Feature = keyof typeof NOT_SUPPORTED;
-
-/** Environment variables container runtimes read to hand a container devices (see the cluster options' DEVICE_ENV). */
-const DEVICE_ENV = /^(NVIDIA_|AMD_VISIBLE_DEVICES$)/i;
 
 const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 
