@@ -6,7 +6,7 @@
 // copies it (a pan just copies it elsewhere) and paints over it what moves: the running steps (they
 // pulse) and the selection.
 import type { WorkflowState } from '@af-gateway/schemas';
-import { type DagLayout, GEOMETRY, nodeRect, type Rect } from './dag-layout';
+import { type DagLayout, GEOMETRY, nodeRect, type Rect, windowAround, within } from './dag-layout';
 import { forVisibleNodes, type NodeLook } from './dag-nodes';
 import { type DagState, isInitStage, STATES } from './dag-state';
 
@@ -50,10 +50,6 @@ export interface CanvasFrame {
 
 const lookOf = (stage: string, state: WorkflowState): NodeLook => (isInitStage(stage) ? 'INIT' : state);
 
-/** The cache's world rectangle: the view and a quarter view around it. */
-const windowAround = (r: Rect): Rect => ({ x: r.x - r.width / 4, y: r.y - r.height / 4, width: r.width * 1.5, height: r.height * 1.5 });
-const inside = (r: Rect, w: Rect) => r.x >= w.x && r.y >= w.y && r.x + r.width <= w.x + w.width && r.y + r.height <= w.y + w.height;
-
 export class CanvasNodes {
   private key = '';
   private window: Rect = { x: 0, y: 0, width: 0, height: 0 };
@@ -82,7 +78,7 @@ export class CanvasNodes {
     if (!ctx || !cache) return this.counts;
     const { x, y, k } = f.view;
     const key = [k, cw, ch, f.dpr, ...Object.values(f.colours)].join(',');
-    const fresh = key !== this.key || this.version < 0 || !inside(f.rect, this.window) || this.paintedLayout !== f.layout;
+    const fresh = key !== this.key || this.version < 0 || !within(f.rect, this.window) || this.paintedLayout !== f.layout;
     const changed = fresh ? null : f.changedSince(this.version);
     if (!changed) {
       this.window = windowAround(f.rect);

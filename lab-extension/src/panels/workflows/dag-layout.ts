@@ -85,6 +85,14 @@ export interface Rect {
   height: number;
 }
 
+/**
+ * The window a drawing of the nodes around the view `r` covers: the view and a quarter view of
+ * margin on each side, so that small pans and zooms need no new drawing (the SVG nodes and the canvas).
+ */
+export const windowAround = (r: Rect): Rect => ({ x: r.x - r.width / 4, y: r.y - r.height / 4, width: r.width * 1.5, height: r.height * 1.5 });
+/** Whether `r` lies wholly inside `w`. */
+export const within = (r: Rect, w: Rect): boolean => r.x >= w.x && r.y >= w.y && r.x + r.width <= w.x + w.width && r.y + r.height <= w.y + w.height;
+
 /** The part of ELK the layout uses, so tests and the view can hand in their instance. */
 export interface ElkLike {
   layout(graph: ElkNode): Promise<ElkNode>;

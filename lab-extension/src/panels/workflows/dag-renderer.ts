@@ -9,7 +9,21 @@
 //    drawing as it shrinks and are hidden once still too small to read, the hovered node's name shown
 //    beside the pointer instead (as on the canvas);
 //  - edges are drawn one by one while stages are small, else as one stage-to-stage edge with a count.
-import { type DagLayout, GEOMETRY, layoutDag, nodeAt, nodeRect, type Rect, type StageBox, stageAt, type StageEdge, stageEdges, stageNote } from './dag-layout';
+import {
+  type DagLayout,
+  GEOMETRY,
+  layoutDag,
+  nodeAt,
+  nodeRect,
+  type Rect,
+  type StageBox,
+  stageAt,
+  type StageEdge,
+  stageEdges,
+  stageNote,
+  windowAround,
+  within,
+} from './dag-layout';
 import type { DagModel } from './dag-model';
 import { CanvasNodes } from './dag-canvas';
 import { cellsIn, labelsReadable, nodeFont, type NodeLook, nodeMarkup, oneNodeMarkup } from './dag-nodes';
@@ -454,8 +468,7 @@ export class DagRenderer {
 
   private drawNodes(layout: DagLayout, state: DagState): void {
     const view = this.viewRect();
-    // A quarter view of margin on each side: small pans and zooms need no rebuild.
-    const rect = { x: view.x - view.width / 4, y: view.y - view.height / 4, width: view.width * 1.5, height: view.height * 1.5 };
+    const rect = windowAround(view);
     const detail = this.view.k >= DETAIL_MIN_SCALE && cellsIn(layout, rect) <= DETAIL_MAX_NODES;
     const readable = detail && labelsReadable(this.view.k);
     setAttr(this.nodeLayer, 'class', `jp-AFDag-nodes${detail ? ' mod-detail' : ' mod-compact'}${readable ? '' : ' mod-noLabels'}`);
@@ -473,9 +486,7 @@ export class DagRenderer {
     if (this.canvasDrawn) this.clearCanvas();
     const w = this.nodeWindow;
     const font = nodeFont(this.view.k);
-    const inside =
-      w && view.x >= w.rect.x && view.y >= w.rect.y && view.x + view.width <= w.rect.x + w.rect.width && view.y + view.height <= w.rect.y + w.rect.height;
-    if (w && inside && w.layout === layout && w.font === font) {
+    if (w && within(view, w.rect) && w.layout === layout && w.font === font) {
       if (w.version === this.model.version) return;
       // Steps changed state (a running DAG): redraw only those, when it is known which
       const changed = this.model.changedSince(w.version);
