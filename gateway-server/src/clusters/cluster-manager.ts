@@ -27,7 +27,7 @@ import {
   workerIsLive,
 } from './model.js';
 import { newClusterKeypair } from './tls-keypair.js';
-import { ADAPTIVE_WINDOW, readGroupDemand, steer, wantedWithin, type GroupRange, type LowDemand } from './group-adaptive.js';
+import { ADAPTIVE_WINDOW, readGroupDemand, steer, withinRange, type GroupRange, type LowDemand } from './group-adaptive.js';
 import { accessRefusal, groupDaskResources, type GroupConfig } from './group-profiles.js';
 
 /** Answer of scale and adapt (scale-result.json). */
@@ -633,7 +633,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       entry?.lowDemand?.delete(group);
       // A range asked for now applies now: a target outside it moves into it at once.
       const current = c.groupTargets[group] ?? 0;
-      const inRange = Math.max(range.minimum, range.maximum === null ? current : Math.min(current, range.maximum));
+      const inRange = withinRange(current, range);
       if (inRange !== current) c.groupTargets = { ...c.groupTargets, [group]: inRange };
       if (msg) entry?.groupMessages.set(group, msg);
       else entry?.groupMessages.delete(group);
@@ -809,7 +809,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       const demand = entry.demand?.get(group) ?? current;
       const cap = this.capFor(c, group);
       const possible = cap ? Math.max(0, cap.max - this.overflowInto(c, group)) : Infinity;
-      const inRange = wantedWithin(demand, range, Infinity);
+      const inRange = withinRange(demand, range);
       const wanted = Math.min(inRange, possible);
       this.sayAdaptLimited(
         c,

@@ -45,11 +45,10 @@ export function readGroupDemand(raw: unknown, groups: ReadonlySet<string>): { de
   return { demand, problems };
 }
 
-/** The demand clamped to a group's range and to what the limits allow (`possible`). */
-export function wantedWithin(demand: number, range: GroupRange, possible: number): number {
-  let n = Math.max(demand, range.minimum);
-  if (range.maximum !== null) n = Math.min(n, range.maximum);
-  return Math.min(n, possible);
+/** A number of workers (a demand, a target) clamped to a group's range (the limits are the engine's to apply). */
+export function withinRange(n: number, range: GroupRange): number {
+  const atLeast = Math.max(n, range.minimum);
+  return range.maximum === null ? atLeast : Math.min(atLeast, range.maximum);
 }
 
 /** Since when a group wanted fewer workers than its target, and the most it wanted since. */
