@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
 
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+# (a pytest still running beside the rest when this script is stopped is stopped with it)
+trap 'if [ -n "${beside_pid:-}" ]; then kill "$beside_pid" 2>/dev/null; fi; rm -rf "$out"' EXIT
 status=0
 
 echo "== Rucio test server venv (built once per machine, cached outside the repository)"
