@@ -15,6 +15,7 @@
 // and two headers that differ in any byte are two entries, each verified on its own.
 import { createHmac, randomBytes } from 'node:crypto';
 import type { User } from './authenticator.js';
+import { RecentlyUsed } from './recently-used.js';
 
 /** The session the gateway opened for a cached credential, shared by every request that carries it. */
 export interface CachedSession {
@@ -37,48 +38,21 @@ export interface CachedCredential {
 
 export const CREDENTIAL_CACHE_SIZE = 10_000;
 
-export class CredentialCache {
+/** Verified credentials by the HMAC of their header (`keyOf`), least recently used evicted first. */
+export class CredentialCache extends RecentlyUsed<CachedCredential> {
   private readonly secret = randomBytes(32);
-  /** In least-recently-used order: a hit moves its entry to the end, eviction takes the first. */
-  private readonly entries = new Map<string, CachedCredential>();
 
-  constructor(readonly maxEntries = CREDENTIAL_CACHE_SIZE) {}
+  constructor(maxEntries = CREDENTIAL_CACHE_SIZE) {
+    super(maxEntries);
+  }
 
   /** The map key of an Authorization header: never the header itself. */
   keyOf(authorization: string): string {
     return createHmac('sha256', this.secret).update(authorization, 'utf8').digest('base64url');
   }
 
-  /** The entry of this key while it may be trusted (a hit counts as a use). */
-  get(key: string, now = Date.now()): CachedCredential | undefined {
-    const entry = this.entries.get(key);
-    if (!entry || entry.until <= now) return undefined;
-    this.entries.delete(key);
-    this.entries.set(key, entry);
-    return entry;
-  }
-
-  /** The entry of this key even when its time is up (its session may outlive it), until evicted or replaced. */
-  previous(key: string): CachedCredential | undefined {
-    return this.entries.get(key);
-  }
-
-  set(key: string, entry: CachedCredential): void {
-    this.entries.delete(key);
-    while (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, entry);
-  }
-
   /** Forgets the session of this stored key (it was ended): the next request opens another. */
   forgetSession(sessionKey: string): void {
-    for (const entry of this.entries.values()) if (entry.session?.key === sessionKey) entry.session = undefined;
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-
-  clear(): void {
-    this.entries.clear();
+    for (const entry of this.values()) if (entry.session?.key === sessionKey) entry.session = undefined;
   }
 }

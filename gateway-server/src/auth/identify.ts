@@ -66,7 +66,7 @@ export class Identifier {
         refuseUnsafeName(user);
         const entry: CachedCredential = { user, until: this.verifiedUntil(user, Date.now()) };
         // The same credential checked again (its time was up): the same user keeps its session.
-        const before = this.verified.previous(key);
+        const before = this.verified.peek(key);
         if (before?.session && sameIdentity(before.user, user)) entry.session = before.session;
         this.verified.set(key, entry);
         return entry;

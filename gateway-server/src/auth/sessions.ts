@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import type { StateStore } from '../store/state-store.js';
 import type { User } from './authenticator.js';
 import { refuseUnsafeName } from './identify.js';
+import { RecentlyUsed } from './recently-used.js';
 
 export const SESSION_COOKIE = 'af-gateway-session';
 
@@ -37,7 +38,7 @@ export class Sessions {
   private pruning: NodeJS.Timeout | undefined;
   private readonly endListeners: ((key: string) => void)[] = [];
   /** Sessions looked up lately by stored key, least recently used first. */
-  private readonly looked = new Map<string, { user: User; until: number }>();
+  private readonly looked = new RecentlyUsed<{ user: User; until: number }>(LOOKUP_MAX);
   /** Counts logouts begun and finished here: a lookup that overlapped one is not remembered. */
   private ends = 0;
 
@@ -89,25 +90,14 @@ export class Sessions {
     if (!token) return undefined;
     const key = hash(token);
     const now = Date.now();
-    const hit = this.looked.get(key);
-    if (hit) {
-      this.looked.delete(key);
-      if (hit.until > now) {
-        this.looked.set(key, hit);
-        return hit.user;
-      }
-    }
+    const hit = this.looked.get(key, now);
+    if (hit) return hit.user;
     const ends = this.ends;
     const row = await this.store.findSession(key, now);
     if (!row) return undefined;
     const user = JSON.parse(row.user) as User;
-    if (ends === this.ends) this.remember(key, user, row.expires, now);
+    if (ends === this.ends) this.looked.set(key, { user, until: Math.min(row.expires, now + LOOKUP_MS) });
     return user;
-  }
-
-  private remember(key: string, user: User, expires: number, now: number): void {
-    while (this.looked.size >= LOOKUP_MAX) this.looked.delete(this.looked.keys().next().value!);
-    this.looked.set(key, { user, until: Math.min(expires, now + LOOKUP_MS) });
   }
 
   prune(): Promise<void> {
