@@ -41,6 +41,9 @@ bash scripts/slurm-cluster.sh ensure || status=1
 echo "== yadage and its test specs (venv and yadage's results on them built once per machine, cached outside the repository)"
 bash scripts/yadage-specs.sh ensure >/dev/null || status=1
 
+echo "== dask-labextension, pinned (installed once per machine outside the repository; only its interop test loads it)"
+bash scripts/dask-labextension.sh ensure >/dev/null || status=1
+
 echo "== pytest (dask_gateway client end to end, HTCondor backend on a real pool, Kubernetes backend on a real API server, token-protected storage)"
 # The analysis modules mostly wait (on 60 s tokens expiring, on reads paced through their passes) and use
 # nothing the others use (their own pools, gateways, storage and free ports): they run beside the rest,
