@@ -1,6 +1,7 @@
 // The cluster options form (dask-gateway's option spec) and the server-side validation of the values
 // a user sends. Defaults come from the config; every value is checked before anything is created.
 import type { Field } from '@af-gateway/schemas';
+import { displayNameProblem, MAX_DISPLAY_NAME } from '@af-gateway/schemas/display-name';
 import type { ClusterOptionField, ResolvedConfig } from '../config.js';
 import { unprocessable } from '../errors.js';
 import type { ClusterSettings } from './model.js';
@@ -54,17 +55,6 @@ function quote(v: unknown): string {
 
 /** The readable name of a cluster (the display_name target): shown in the Lab's cards and tabs and the event stream. */
 export const DISPLAY_NAME_FIELD = 'display_name';
-const MAX_DISPLAY_NAME = 64;
-/** What a name may not contain: control, format (bidi overrides, zero-width), private-use, unassigned and
- * surrogate code points, and line or paragraph separators; letters, marks, digits, punctuation, symbols
- * and spaces are printable. */
-const NOT_PRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
-/** Printable by category yet drawn as nothing: the Hangul fillers and Braille's blank pattern (a name of them looks empty, or like another's). */
-const BLANK = /[\u115F\u1160\u3164\uFFA0\u2800]/u;
-/** Combining marks a letter may carry in a row: what languages use (Vietnamese stacks two, Tibetan a few);
- * dozens stack above and below the line, over the names of the clusters listed beside it. */
-const MAX_MARKS = 4;
-const MARKS_PAST_MAX = new RegExp(`\\p{M}{${MAX_MARKS + 1}}`, 'u');
 
 /** The form's own name field when the config declares none: first, as a name is the first thing to type. */
 // (the generated type reads a field's `default` as an object: the schema leaves it untyped)
@@ -85,17 +75,8 @@ export function normaliseDisplayName(v: unknown, bad: (what: string) => never): 
   // bounded before anything else looks at it
   if (v.length > MAX_STRING) bad(`is longer than ${MAX_DISPLAY_NAME} characters`);
   const name = v.trim();
-  const length = [...name].length;
-  if (length > MAX_DISPLAY_NAME) bad(`is longer than ${MAX_DISPLAY_NAME} characters (${length})`);
-  const m = NOT_PRINTABLE.exec(name);
-  if (m) {
-    const code = m[0].codePointAt(0)!.toString(16).padStart(4, '0').toUpperCase();
-    bad(`contains U+${code}, which is not a printable character (names are letters, digits, punctuation, symbols and spaces)`);
-  }
-  const blank = BLANK.exec(name);
-  if (blank) bad(`contains U+${blank[0].codePointAt(0)!.toString(16).toUpperCase()}, which shows as blank space`);
-  if (/^\p{M}/u.test(name)) bad('begins with a combining mark (a mark goes on the letter before it)');
-  if (MARKS_PAST_MAX.test(name)) bad(`has more than ${MAX_MARKS} combining marks in a row (they would be drawn over the lines around the name)`);
+  const problem = displayNameProblem(name);
+  if (problem) bad(problem);
   return name;
 }
 

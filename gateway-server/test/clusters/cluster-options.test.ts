@@ -177,8 +177,8 @@ describe('display name', () => {
   it.each([
     [3, 'must be a string'],
     [null, 'must be a string'],
-    ['x'.repeat(65), 'longer than 64 characters (65)'],
-    ['🚀'.repeat(65), 'longer than 64 characters (65)'],
+    ['x'.repeat(65), 'is 65 characters long; at most 64'],
+    ['🚀'.repeat(65), 'is 65 characters long; at most 64'],
     ['a\nb', 'U+000A'],
     ['a\tb', 'U+0009'],
     ['a\u0000b', 'U+0000'],

@@ -1,6 +1,7 @@
 // State of the Clusters panel: the user's clusters as the gateway's event stream reports them
 // (including clusters made from notebooks), the options form, and the actions on a cluster.
 import type { AfCluster, AfEvent, AfWorkerGroup, Field } from '@af-gateway/schemas';
+import { displayNameProblem } from '@af-gateway/schemas/display-name';
 import { GatewayError } from '../../api/gateway-client';
 import { GatewayListModel } from '../../session/session-model';
 import type { IEventHub } from '../../session/tokens';
@@ -65,17 +66,10 @@ export function clusterLabel(c: { name: string; display_name?: string } | undefi
 
 /** The option that names a cluster (the gateway's display_name). */
 export const DISPLAY_NAME_OPTION = 'display_name';
-const MAX_DISPLAY_NAME = 64;
-const NOT_PRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
-
-/** The gateway's rule for a cluster name, checked before sending: at most 64 printable characters once trimmed. */
+/** The gateway's rule for a cluster name (one copy, in the schemas package), checked before sending. */
 export function validateDisplayName(label: string, value: string): string | null {
-  const name = value.trim();
-  const length = [...name].length;
-  if (length > MAX_DISPLAY_NAME) return `${label} is ${length} characters long; at most ${MAX_DISPLAY_NAME}`;
-  const m = NOT_PRINTABLE.exec(name);
-  if (m) return `${label} contains U+${m[0].codePointAt(0)!.toString(16).padStart(4, '0').toUpperCase()}, which is not a printable character`;
-  return null;
+  const problem = displayNameProblem(value.trim());
+  return problem ? `${label} ${problem}` : null;
 }
 
 const BACKEND_NAMES: Record<string, string> = { local: 'local processes', htcondor: 'HTCondor', slurm: 'Slurm', kubernetes: 'Kubernetes' };

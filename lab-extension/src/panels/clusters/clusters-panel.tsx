@@ -103,7 +103,10 @@ function ClusterCard(props: { cluster: AfCluster; now: number; actions: ClusterA
         <dd>{s.cores}</dd>
         <dt>{trans.__('Memory')}</dt>
         <dd>{`${Number(s.memoryGiB.toFixed(2))} GiB`}</dd>
-        <dt>{trans.__('Adaptive')}</dt>
+        {/* with worker groups, the card-wide range is the default group's; each group shows its own below */}
+        <dt title={groups.length > 0 ? trans.__("The default group's adaptive range; each worker group shows its own below") : undefined}>
+          {groups.length > 0 ? trans.__('Adaptive (default)') : trans.__('Adaptive')}
+        </dt>
         <dd className="jp-AFClusters-adaptive">{adaptiveRange || trans.__('off')}</dd>
         <dt>{trans.__('Uptime')}</dt>
         <dd>{formatUptime(props.now - s.startTime)}</dd>
