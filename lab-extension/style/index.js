@@ -1,3 +1,4 @@
 import './base.css';
 import './clusters.css';
 import './workflows.css';
+import './rucio-browser.css';

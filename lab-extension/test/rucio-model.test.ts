@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { NdjsonSplitter, ndjsonRows } from '../src/api/ndjson';
 import type { RucioReplica } from '@af-gateway/schemas';
-import { visibleSlice } from '../src/panels/rucio/file-table';
+import { visibleSlice } from '../src/panels/rucio/file-table-state';
 import {
   applyReplicas,
   fileListCell,

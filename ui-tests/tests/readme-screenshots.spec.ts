@@ -1,12 +1,12 @@
 // The README's quick start, walked through as an analyst does it, against the real stack: the token
 // panel, a Rucio dataset's files, a Dask cluster (create, scale, connect code run in a notebook,
 // a dashboard plot) and a workflow's DAG. Each step asserts what the panel shows before it is
-// photographed. The pictures go to test-results/screenshots/readme/; with AF_README_IMAGES=1 they
+// photographed, in the light and the dark theme. The pictures go to test-results/screenshots/readme/; with AF_README_IMAGES=1 they
 // replace the README's own in docs/images/ (so a normal test run leaves the repository untouched):
 //   AF_README_IMAGES=1 bash scripts/ui-tests.sh tests/readme-screenshots.spec.ts
 import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { expect, test } from '@jupyterlab/galata';
+import { expect, test, type IJupyterLabPageFixture } from '@jupyterlab/galata';
 import { REPO } from '../support/stack.ts';
 import { loginAsAlice, readStack } from './stack';
 import { newClusterRunning, openPanel, runAddedCell, scaleManually, SCREENSHOTS } from './panels';
@@ -15,10 +15,16 @@ test.setTimeout(420_000);
 
 const OUT = process.env.AF_README_IMAGES === '1' ? path.join(REPO, 'docs', 'images') : path.join(SCREENSHOTS, 'readme');
 
-/** The whole Lab window as the README shows it. */
-async function picture(page: { screenshot(o: { path: string }): Promise<unknown> }, name: string): Promise<void> {
+/** The whole Lab window as the README shows it: `<name>.png` in the light theme and `<name>-dark.png` in the dark
+ * one (the README picks by the reader's colour scheme); the page is left in the light theme. */
+async function picture(page: IJupyterLabPageFixture, name: string): Promise<void> {
   mkdirSync(OUT, { recursive: true });
   await page.screenshot({ path: path.join(OUT, `${name}.png`) });
+  await page.theme.setDarkTheme();
+  await expect(page.locator('body')).toHaveAttribute('data-jp-theme-light', 'false');
+  await page.screenshot({ path: path.join(OUT, `${name}-dark.png`) });
+  await page.theme.setLightTheme();
+  await expect(page.locator('body')).toHaveAttribute('data-jp-theme-light', 'true');
 }
 
 test('the quick start of the README, panel by panel', async ({ page }) => {
@@ -33,7 +39,7 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
     await picture(page, 'token');
   });
 
-  await test.step('Rucio: search data26 for ds.*, open ds.small, see its files with davs PFNs', async () => {
+  await test.step('Rucio: search data26 for ds.*, open ds.small in the main area, see its files with davs PFNs', async () => {
     const panel = await openPanel(page, 'af-rucio');
     await panel.locator('.jp-AFRucio-scope select').selectOption('data26');
     await panel.locator('.jp-AFRucio-type select').selectOption('dataset');
@@ -44,9 +50,18 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
     await expect(panel.locator('.jp-AFRucio-result[data-did="data26:ds.big"]')).toBeVisible();
     await picture(page, 'rucio-search');
     await small.locator('.jp-AFRucio-resultName').click();
-    await expect(panel.locator('.jp-AFRucio-progress')).toHaveText(/^5 files · 25\.9 MB · 5 davs PFNs/);
-    await expect(panel.locator('.jp-AFRucio-fileTable .jp-AFRucio-file')).toHaveCount(5);
-    await expect(panel.locator('.jp-AFRucio-filePfn').first()).toHaveText(/^davs:\/\//);
+    // the dataset browser in the main area, two files selected
+    const browser = page.locator('.jp-AFRucio-browser[data-did="data26:ds.small"]');
+    await expect(browser.locator('.jp-AFRucio-progressText')).toHaveText(/^5 files · 25\.9 MB · 5 davs PFNs/);
+    const rows = browser.locator('.jp-AFRucio-fileTable .jp-AFRucio-file');
+    await expect(rows).toHaveCount(5);
+    await expect(browser.locator('.jp-AFRucio-filePfn').first()).toHaveText(/^davs:\/\//);
+    await rows.nth(1).locator('.jp-AFRucio-fileName').click();
+    await rows
+      .nth(2)
+      .locator('.jp-AFRucio-fileName')
+      .click({ modifiers: ['Shift'] });
+    await expect(browser.locator('.jp-AFRucio-selection')).toHaveText('2 of 5 selected');
     await picture(page, 'rucio-files');
   });
 

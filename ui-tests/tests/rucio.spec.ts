@@ -1,13 +1,16 @@
 // The Rucio panel against the real gateway and a real Rucio server (scripts/rucio-server.sh) that
-// accepts the gateway's exchanged tokens: search with wildcards, open datasets (davs and root PFNs),
-// a 20,000-file dataset streamed into the virtualised table, the file list run in a notebook, a rule
-// that makes a dataset available, and an empty search.
+// accepts the gateway's exchanged tokens: search with wildcards in the sidebar; datasets open in the
+// main area's browser (davs and root PFNs, sort, filter, selection, per-row copy); a 20,000-file
+// dataset streamed into the virtualised table; the selected files' list run in a notebook; a rule
+// that makes a dataset available; and an empty search.
 import { expect, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 import { loginAsAlice } from './stack';
 import { openPanel, runAddedCell, shot } from './panels';
 
 test.setTimeout(300_000);
+// a desktop screen: the dataset browser beside the open sidebar shows whole PFNs
+test.use({ viewport: { width: 1600, height: 900 } });
 
 async function search(panel: Locator, scope: string, pattern: string, type: 'dataset' | 'container' | 'all' = 'dataset'): Promise<void> {
   await panel.locator('.jp-AFRucio-scope select').selectOption(scope);
@@ -16,9 +19,8 @@ async function search(panel: Locator, scope: string, pattern: string, type: 'dat
   await panel.locator('.jp-AFRucio-go').click();
 }
 
+/** Opens a dataset from the sidebar's search: its browser opens in the main area. */
 async function openDataset(panel: Locator, did: string): Promise<void> {
-  const back = panel.locator('.jp-AFRucio-back');
-  if (await back.isVisible()) await back.click();
   const name = did.split(':')[1]!;
   await search(panel, did.split(':')[0]!, name);
   await panel.locator(`.jp-AFRucio-result[data-did="${did}"] .jp-AFRucio-resultName`).click();
@@ -50,45 +52,122 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await shot(page, 'rucio-results-light', panel);
   });
 
-  const table = panel.locator('.jp-AFRucio-fileTable');
-  const progress = panel.locator('.jp-AFRucio-progress');
-  await test.step('open ds.small: 5 files with davs PFNs; root after switching the scheme', async () => {
+  /** The dataset's browser in the main area (one per dataset). */
+  const browserOf = (did: string) => page.locator(`.jp-AFRucio-browser[data-did="${did}"]`);
+  const tabOf = (did: string) => page.locator('#jp-main-dock-panel .lm-TabBar-tab', { hasText: did });
+  const small = browserOf('data26:ds.small');
+  const table = small.locator('.jp-AFRucio-fileTable');
+  const progress = small.locator('.jp-AFRucio-progressText');
+  const rows = table.locator('.jp-AFRucio-file');
+  const names = () => rows.locator('.jp-AFRucio-fileName').allTextContents();
+  await test.step('open ds.small in the main area: headers, 5 files with davs PFNs; root after switching the scheme', async () => {
     await openDataset(panel, 'data26:ds.small');
+    await expect(small).toBeVisible();
+    await expect(tabOf('data26:ds.small')).toHaveCount(1);
     await expect(progress).toHaveText(/^5 files · 25\.9 MB · 5 davs PFNs/);
-    const rows = table.locator('.jp-AFRucio-file');
+    await expect(table.locator('.jp-AFRucio-fileHeader [role="columnheader"]')).toHaveText([
+      'Name',
+      'Size',
+      'Checksum (adler32)',
+      'RSEs',
+      'PFN (davs)',
+      'Copy',
+    ]);
     await expect(rows).toHaveCount(5);
-    await expect(rows.first().locator('.jp-AFRucio-fileName')).toHaveText('file.small.0001.root');
+    expect(await names()).toEqual(['file.small.0001.root', 'file.small.0002.root', 'file.small.0003.root', 'file.small.0004.root', 'file.small.0005.root']);
     await expect(rows.first().locator('.jp-AFRucio-fileChecksum')).toHaveText(/^[0-9a-f]{8}$/);
     await expect(rows.first().locator('.jp-AFRucio-fileRses')).toHaveText('SITE-A_DISK, SITE-B_DISK');
     for (const pfn of await table.locator('.jp-AFRucio-filePfn').allTextContents()) expect(pfn).toMatch(/^davs:\/\/webdav\.site-[ab]\.test:443\//);
-    await shot(page, 'rucio-dataset-davs-light', panel);
-    await panel.locator('.jp-AFRucio-schemeSelect select').selectOption('root');
+    // the whole PFN is on screen, not cut
+    const pfnCell = rows.first().locator('.jp-AFRucio-filePfn');
+    expect(await pfnCell.evaluate((el) => el.scrollWidth <= el.clientWidth)).toBe(true);
+    await shot(page, 'rucio-browser-davs-light');
+    await small.locator('.jp-AFRucio-schemeSelect select').selectOption('root');
     await expect(progress).toHaveText(/5 root PFNs/);
+    await expect(table.locator('.jp-AFRucio-fileHeader')).toContainText('PFN (root)');
     for (const pfn of await table.locator('.jp-AFRucio-filePfn').allTextContents()) expect(pfn).toMatch(/^root:\/\/.*:1094\/\//);
-    await panel.locator('.jp-AFRucio-schemeSelect select').selectOption('davs');
+    await small.locator('.jp-AFRucio-schemeSelect select').selectOption('davs');
     await expect(progress).toHaveText(/5 davs PFNs/);
-    await panel.getByRole('button', { name: 'Copy PFNs' }).click();
-    await expect(page.locator('.Toastify__toast').filter({ hasText: 'Copied 5 davs PFNs of data26:ds.small' })).toBeVisible();
-    const clip = await page.evaluate(() => navigator.clipboard.readText());
-    expect(clip.trim().split('\n')).toHaveLength(5);
+    // opening it again shows the same tab, not a second one
+    await openDataset(panel, 'data26:ds.small');
+    await expect(tabOf('data26:ds.small')).toHaveCount(1);
+    await expect(small).toBeVisible();
   });
 
-  await test.step('insert the file list into a new notebook and run it', async () => {
+  await test.step('sort by name and by size, filter', async () => {
+    const nameHead = table.locator('[role="columnheader"].mod-name');
+    await nameHead.locator('button').click();
+    await expect(nameHead).toHaveAttribute('aria-sort', 'ascending');
+    await nameHead.locator('button').click();
+    await expect(nameHead).toHaveAttribute('aria-sort', 'descending');
+    expect(await names()).toEqual(['file.small.0005.root', 'file.small.0004.root', 'file.small.0003.root', 'file.small.0002.root', 'file.small.0001.root']);
+    const sizeHead = table.locator('[role="columnheader"].mod-bytes');
+    await sizeHead.locator('button').click();
+    await expect(sizeHead).toHaveAttribute('aria-sort', 'ascending');
+    await expect(nameHead).toHaveAttribute('aria-sort', 'none');
+    const bytes = (await rows.locator('.jp-AFRucio-fileSize').evaluateAll((els) => els.map((e) => e.getAttribute('title') ?? ''))).map((t) =>
+      Number(t.replace(/[^\d]/g, '')),
+    );
+    expect(bytes).toHaveLength(5);
+    expect(bytes).toEqual([...bytes].sort((a, b) => a - b));
+    await sizeHead.locator('button').click();
+    await sizeHead.locator('button').click();
+    await expect(sizeHead).toHaveAttribute('aria-sort', 'none');
+    expect((await names())[0]).toBe('file.small.0001.root');
+    await small.locator('.jp-AFRucio-filter').fill('0003');
+    await expect(rows).toHaveCount(1);
+    await expect(small.locator('.jp-AFRucio-selection')).toHaveText('1 of 5 files shown');
+    await small.locator('.jp-AFRucio-filter').fill('SMALL .root');
+    await expect(rows).toHaveCount(5);
+    await small.locator('.jp-AFRucio-filter').fill('');
+  });
+
+  await test.step('select rows (click, shift-click, ctrl-click), copy a PFN, copy and insert just the selected', async () => {
+    await rows.nth(0).locator('.jp-AFRucio-fileName').click();
+    await rows
+      .nth(2)
+      .locator('.jp-AFRucio-fileName')
+      .click({ modifiers: ['Shift'] });
+    await expect(small.locator('.jp-AFRucio-selection')).toHaveText('3 of 5 selected');
+    await rows
+      .nth(1)
+      .locator('.jp-AFRucio-fileName')
+      .click({ modifiers: ['ControlOrMeta'] });
+    await expect(small.locator('.jp-AFRucio-selection')).toHaveText('2 of 5 selected');
+    await expect(table.locator('.jp-AFRucio-file[aria-selected="true"] .jp-AFRucio-fileName')).toHaveText(['file.small.0001.root', 'file.small.0003.root']);
+    await shot(page, 'rucio-browser-selected-light');
+    // per-row copy: the PFN of the fourth file
+    const fourth = rows.nth(3);
+    const pfn = (await fourth.locator('.jp-AFRucio-filePfn').textContent()) ?? '';
+    await fourth.getByRole('button', { name: 'Copy the PFN of file.small.0004.root' }).click();
+    await expect(page.locator('.Toastify__toast').filter({ hasText: 'Copied the PFN of file.small.0004.root' })).toBeVisible();
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(pfn);
+    await fourth.getByRole('button', { name: 'Copy the name of file.small.0004.root' }).click();
+    await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe('data26:file.small.0004.root');
+    // the selection is still the two rows; copy their PFNs
+    await expect(small.locator('.jp-AFRucio-selection')).toHaveText('2 of 5 selected');
+    await small.getByRole('button', { name: 'Copy PFNs (2 selected)' }).click();
+    await expect(page.locator('.Toastify__toast').filter({ hasText: 'Copied 2 davs PFNs of data26:ds.small' })).toBeVisible();
+    const clip = (await page.evaluate(() => navigator.clipboard.readText())).trim().split('\n');
+    expect(clip).toHaveLength(2);
+    expect(clip[0]).toMatch(/\/file\.small\.0001\.root$/);
+    expect(clip[1]).toMatch(/\/file\.small\.0003\.root$/);
+
     await page.notebook.createNew('rucio-files.ipynb');
-    // the new notebook must be the current one before the panel inserts into it
     await expect.poll(() => page.notebook.isActive('rucio-files.ipynb')).toBe(true);
-    await openPanel(page, 'af-rucio');
-    await panel.getByRole('button', { name: 'Insert file list' }).click();
+    await tabOf('data26:ds.small').click();
+    await small.getByRole('button', { name: 'Insert file list (2 selected)' }).click();
     await expect.poll(() => page.notebook.getCellTextInput(0)).toContain('files = [');
     const code = await page.notebook.getCellTextInput(0);
-    expect(code).toContain('"davs://webdav.site-');
-    await runAddedCell(page, 'len(files)', '5');
+    expect(code).toContain('# 2 files of data26:ds.small (davs');
+    expect(code).toMatch(/"davs:\/\/webdav\.site-[ab]\.test:443\/[^"]*file\.small\.0001\.root",\n {4}"davs:\/\/[^"]*file\.small\.0003\.root",\n\]/);
+    await runAddedCell(page, 'len(files)', '2');
     await shot(page, 'rucio-notebook-light');
   });
 
   await test.step('make ds.small available on SITE-B_DISK and see the rule state', async () => {
-    await openPanel(page, 'af-rucio');
-    await panel.getByRole('button', { name: 'Make available…' }).click();
+    await tabOf('data26:ds.small').click();
+    await small.getByRole('button', { name: 'Make available…' }).click();
     const dialog = page.locator('.jp-Dialog');
     // nothing red before anything is typed; the placeholder is an example; accepting an empty form says what is missing
     await expect(dialog.locator('.jp-AFDialog-problem')).toHaveText('');
@@ -100,53 +179,88 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await dialog.locator('#af-rucio-lifetime').fill('2');
     await shot(page, 'rucio-make-available-light', dialog.locator('.jp-Dialog-content'));
     await dialog.locator('.jp-mod-accept').click();
-    const rule = panel.locator('.jp-AFRucio-rule');
+    const rule = small.locator('.jp-AFRucio-rule');
     await expect(rule.locator('.jp-AFRucio-ruleState')).toHaveText('OK');
     await expect(rule).toContainText('on SITE-B_DISK');
     await expect(rule).toContainText('5 ok · 0 replicating · 0 stuck');
     await rule.getByRole('button', { name: 'Refresh state' }).click();
     await expect(rule.locator('.jp-AFRucio-ruleState')).toHaveText('OK');
-    await shot(page, 'rucio-rule-light', panel);
+    await shot(page, 'rucio-rule-light', small);
   });
 
-  await test.step('ds.big: the first rows show while 20,000 stream in; the table scrolls to the last', async () => {
-    await panel.locator('.jp-AFRucio-back').click();
+  // The UI stack seeds ds.big (20,000 files); a 100,000-file ds.huge costs more than a minute to seed
+  // on each stack start, so the demo has it and this test streams the 20,000.
+  const big = browserOf('data26:ds.big');
+  const bigTable = big.locator('.jp-AFRucio-fileTable');
+  const bigProgress = big.locator('.jp-AFRucio-progressText');
+  await test.step('ds.big: the first rows show while 20,000 stream in (with a Stop); the table scrolls to the last', async () => {
+    await openPanel(page, 'af-rucio');
     await search(panel, 'data26', 'ds.big');
-    // Records what the progress line said when the first row appeared.
+    // Records what the progress said, and whether Stop was offered, when the first row appeared.
     await page.evaluate(() => {
-      const w = window as unknown as { afFirstRows?: string };
+      const w = window as unknown as { afFirstRows?: { progress: string; stop: boolean } };
       delete w.afFirstRows;
+      const sel = '.jp-AFRucio-browser[data-did="data26:ds.big"]';
       const obs = new MutationObserver(() => {
-        if (document.querySelector('#af-rucio .jp-AFRucio-file')) {
-          w.afFirstRows = document.querySelector('#af-rucio .jp-AFRucio-progress')?.textContent ?? '';
+        if (document.querySelector(`${sel} .jp-AFRucio-file`)) {
+          w.afFirstRows = {
+            progress: document.querySelector(`${sel} .jp-AFRucio-progressText`)?.textContent ?? '',
+            stop: !!document.querySelector(`${sel} .jp-AFRucio-cancel`),
+          };
           obs.disconnect();
         }
       });
-      obs.observe(document.querySelector('#af-rucio')!, { childList: true, subtree: true, characterData: true });
+      obs.observe(document.querySelector('#jp-main-dock-panel')!, { childList: true, subtree: true, characterData: true });
     });
     await panel.locator('.jp-AFRucio-result[data-did="data26:ds.big"] .jp-AFRucio-resultName').click();
-    await expect(table.locator('.jp-AFRucio-file').first()).toBeVisible();
-    const first = await page.evaluate(() => (window as unknown as { afFirstRows?: string }).afFirstRows ?? '');
-    const loaded = Number(/^([\d,]+) files loaded…/.exec(first)?.[1]?.replace(/,/g, '') ?? 'NaN');
-    expect(loaded, `progress when the first rows showed: "${first}"`).toBeLessThan(20_000);
-    await shot(page, 'rucio-big-streaming-light', panel);
-    await expect(progress).toHaveText(/^20,000 files · 110 GB · 20,000 davs PFNs/, { timeout: 120_000 });
+    await expect(bigTable.locator('.jp-AFRucio-file').first()).toBeVisible();
+    const first = await page.evaluate(() => (window as unknown as { afFirstRows?: { progress: string; stop: boolean } }).afFirstRows);
+    const loaded = Number(/^([\d,]+) of 20,000 files/.exec(first?.progress ?? '')?.[1]?.replace(/,/g, '') ?? 'NaN');
+    expect(loaded, `progress when the first rows showed: "${first?.progress}"`).toBeLessThan(20_000);
+    expect(first?.stop, 'a Stop button while the files stream').toBe(true);
+    await shot(page, 'rucio-big-streaming-light');
+    await expect(bigProgress).toHaveText(/^20,000 files · 110 GB · 20,000 davs PFNs/, { timeout: 120_000 });
+    await expect(big.locator('.jp-AFRucio-cancel')).toHaveCount(0);
     // virtualised: a few dozen rows in the DOM, not 20,000
-    expect(await table.locator('.jp-AFRucio-file').count()).toBeLessThan(60);
-    await table.evaluate((el) => (el.scrollTop = el.scrollHeight));
-    await expect(table.locator('.jp-AFRucio-fileName', { hasText: 'file.big.020000.root' })).toBeVisible();
-    await expect(table.locator('.jp-AFRucio-file[data-index="19999"] .jp-AFRucio-filePfn')).toHaveText(/^davs:\/\//);
-    await shot(page, 'rucio-big-end-light', panel);
+    expect(await bigTable.locator('.jp-AFRucio-file').count()).toBeLessThan(80);
+    await bigTable.evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await expect(bigTable.locator('.jp-AFRucio-fileName', { hasText: 'file.big.020000.root' })).toBeVisible();
+    await expect(bigTable.locator('.jp-AFRucio-file[data-pos="19999"] .jp-AFRucio-filePfn')).toHaveText(/^davs:\/\//);
+    await shot(page, 'rucio-big-end-light');
+    // sorted descending by name, the last file comes first
+    await bigTable.evaluate((el) => (el.scrollTop = 0));
+    await bigTable.locator('[role="columnheader"].mod-name button').click();
+    await bigTable.locator('[role="columnheader"].mod-name button').click();
+    await expect(bigTable.locator('.jp-AFRucio-file[data-pos="0"] .jp-AFRucio-fileName')).toHaveText('file.big.020000.root');
   });
 
-  await test.step('the panel in the dark theme', async () => {
+  await test.step('ds.big: select all 100 files matching a filter and insert just those', async () => {
+    await big.locator('.jp-AFRucio-filter').fill('file.big.0199');
+    await expect(big.locator('.jp-AFRucio-selection')).toHaveText('100 of 20,000 files shown');
+    await big.getByRole('button', { name: 'Select all 100 matching' }).click();
+    await expect(big.locator('.jp-AFRucio-selection')).toHaveText('100 of 100 selected');
+    await expect(bigTable.locator('.jp-AFRucio-file[data-pos="0"]')).toHaveAttribute('aria-selected', 'true');
+    await shot(page, 'rucio-big-filtered-light');
+    await page.notebook.createNew('rucio-big.ipynb');
+    await expect.poll(() => page.notebook.isActive('rucio-big.ipynb')).toBe(true);
+    await tabOf('data26:ds.big').click();
+    await big.getByRole('button', { name: 'Insert file list (100 selected)' }).click();
+    await expect.poll(() => page.notebook.getCellTextInput(0)).toContain('# 100 files of data26:ds.big');
+    const code = await page.notebook.getCellTextInput(0);
+    // descending by name, as the table showed them
+    expect(code.indexOf('file.big.019999.root')).toBeLessThan(code.indexOf('file.big.019900.root'));
+    expect(code).not.toContain('file.big.019899.root');
+    await runAddedCell(page, 'len(files)', '100');
+  });
+
+  await test.step('the browser and the panel in the dark theme', async () => {
     await page.theme.setDarkTheme();
+    await tabOf('data26:ds.big').click();
+    await shot(page, 'rucio-big-filtered-dark');
     await openPanel(page, 'af-rucio');
-    await shot(page, 'rucio-big-end-dark', panel);
     await openDataset(panel, 'data26:ds.small');
     await expect(progress).toHaveText(/5 davs PFNs/);
-    await shot(page, 'rucio-dataset-dark', panel);
-    await panel.locator('.jp-AFRucio-back').click();
+    await shot(page, 'rucio-browser-dark');
     await search(panel, 'data26', 'ds.mc.*');
     await expect(panel.locator('.jp-AFRucio-resultList > .jp-AFRucio-result')).toHaveCount(2);
     await shot(page, 'rucio-results-dark', panel);

@@ -1,13 +1,12 @@
-// State of the Rucio panel: the instance and scope, the search and its results (containers and
-// datasets expand to their content), the open dataset's files merged with their replicas for the
-// chosen scheme as they stream in, and the rule that makes a dataset available on an RSE.
-import type { RucioInstanceList, RucioReplicasRequest } from '@af-gateway/schemas';
+// State of the Rucio panel (sidebar): the instance and scope, the search and its results (containers
+// and datasets expand to their content). A dataset opens in the main area (dataset-model.ts).
+import type { RucioInstanceList } from '@af-gateway/schemas';
 import { GatewayError } from '../../api/gateway-client';
 import { failureState } from '../../session/gateway-session';
 import { SessionModel } from '../../session/session-model';
 import type { IEventHub, LoginState } from '../../session/tokens';
-import type { RucioRule, RucioSearchType } from '@af-gateway/schemas';
-import { applyReplicas, type FileRow, fileRow, indexRows, type Scheme, SCHEMES } from './rucio-files';
+import type { RucioSearchType } from '@af-gateway/schemas';
+import { type Scheme, SCHEMES } from './rucio-files';
 
 export type RucioInstance = RucioInstanceList['instances'][number];
 export type RucioState = 'idle' | 'loading' | 'ready' | 'no-instances' | 'login-required' | 'error';
@@ -18,9 +17,6 @@ const SEARCH_TYPE: Record<TypeFilter, RucioSearchType> = { dataset: 'dataset', c
 /** Results and expanded content shown at most; a narrower pattern finds the rest. */
 export const MAX_RESULTS = 1000;
 export const MAX_CHILDREN = 200;
-/** A rule still replicating is asked about again this often. */
-export const RULE_POLL_MS = 10_000;
-
 export interface ResultNode {
   scope: string;
   name: string;
@@ -33,24 +29,6 @@ export interface ResultNode {
   /** Content once loaded (null: not asked yet); `more` when it was cut at MAX_CHILDREN. */
   children: ResultNode[] | null;
   more: boolean;
-}
-
-export interface OpenDataset {
-  scope: string;
-  name: string;
-  type: string;
-  /** Files in the dataset as Rucio counts them (known before the list arrives, when Rucio has it). */
-  length: number | null;
-  bytes: number | null;
-}
-
-export type LoadPhase = 'files' | 'replicas' | 'done' | 'error';
-
-export interface RuleView {
-  id: string;
-  rule: RucioRule | null;
-  checking: boolean;
-  error: string;
 }
 
 const isCollection = (type: string) => type === 'DATASET' || type === 'CONTAINER';
@@ -79,18 +57,6 @@ export class RucioModel extends SessionModel {
   private _searchError = '';
   private _resultsCut = false;
   private searchAbort: AbortController | null = null;
-
-  private _dataset: OpenDataset | null = null;
-  private _rows: FileRow[] = [];
-  private rowIndex = new Map<string, number>();
-  private _phase: LoadPhase = 'done';
-  private _replicasSeen = 0;
-  private _loadError = '';
-  private loadAbort: AbortController | null = null;
-  private _version = 0;
-
-  private _rule: RuleView | null = null;
-  private ruleTimer: ReturnType<typeof setTimeout> | null = null;
 
   private emitTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -137,33 +103,6 @@ export class RucioModel extends SessionModel {
   get resultsCut(): boolean {
     return this._resultsCut;
   }
-  get dataset(): OpenDataset | null {
-    return this._dataset;
-  }
-  /** The open dataset's file rows; the array grows while they stream (see `version`). */
-  get rows(): FileRow[] {
-    return this._rows;
-  }
-  get phase(): LoadPhase {
-    return this._phase;
-  }
-  get replicasSeen(): number {
-    return this._replicasSeen;
-  }
-  get loadError(): string {
-    return this._loadError;
-  }
-  /** Bumped whenever rows change, so views re-render the slice they show. */
-  get version(): number {
-    return this._version;
-  }
-  get rule(): RuleView | null {
-    return this._rule;
-  }
-  get didLabel(): string {
-    return this._dataset ? `${this._dataset.scope}:${this._dataset.name}` : '';
-  }
-
   /** Loads the instances (once) and the chosen instance's scopes. */
   async start(): Promise<void> {
     if (this._state === 'loading' || this._state === 'ready' || this._state === 'no-instances') return;
@@ -184,7 +123,6 @@ export class RucioModel extends SessionModel {
     this._instance = inst.name;
     const scheme = (SCHEMES as string[]).includes(this.prefs.scheme) ? this.prefs.scheme : inst.default_scheme;
     this._scheme = (SCHEMES as string[]).includes(scheme) ? (scheme as Scheme) : 'davs';
-    this.closeDataset();
     this.clearResults();
     this.set({ state: 'loading', error: '' });
     try {
@@ -223,7 +161,6 @@ export class RucioModel extends SessionModel {
     this._searchError = '';
     this._searching = true;
     this._searched = false;
-    this.closeDataset();
     this.emitNow();
     try {
       for await (const d of this.client.rucioSearch(this._instance, this._scope, this.query.trim() || '*', SEARCH_TYPE[this.typeFilter], abort.signal)) {
@@ -271,93 +208,8 @@ export class RucioModel extends SessionModel {
     this.emitNow();
   }
 
-  /** Opens a dataset (or container): its files stream in, then their replicas for the scheme. */
-  async open(target: { scope: string; name: string; type: string; bytes?: number | null; length?: number | null }): Promise<void> {
-    this.closeDataset();
-    this._dataset = { scope: target.scope, name: target.name, type: target.type, bytes: target.bytes ?? null, length: target.length ?? null };
-    const abort = (this.loadAbort = new AbortController());
-    this._phase = 'files';
-    this.emitNow();
-    try {
-      for await (const f of this.client.rucioFiles(this._instance, target.scope, target.name, abort.signal)) {
-        this.rowIndex.set(`${f.scope}:${f.name}`, this._rows.length);
-        this._rows.push(fileRow(f));
-        this._version++;
-        this.schedule();
-      }
-    } catch (err) {
-      return this.loadFailed(err, abort);
-    }
-    if (abort !== this.loadAbort) return;
-    if (this._dataset.length == null) this._dataset.length = this._rows.length;
-    await this.loadReplicas(abort);
-  }
-
-  /** Switches the PFN scheme; the replicas of the open dataset are asked for again. */
-  async setScheme(scheme: Scheme): Promise<void> {
-    if (scheme === this._scheme) return;
-    this._scheme = scheme;
-    if (!this._dataset || this._phase === 'files') return this.emitNow();
-    this.loadAbort?.abort();
-    const abort = (this.loadAbort = new AbortController());
-    await this.loadReplicas(abort);
-  }
-
-  closeDataset(): void {
-    this.loadAbort?.abort();
-    this.loadAbort = null;
-    this.stopRulePolling();
-    this._dataset = null;
-    this._rows = [];
-    this.rowIndex = new Map();
-    this._phase = 'done';
-    this._replicasSeen = 0;
-    this._loadError = '';
-    this._rule = null;
-    this._version++;
-    this.emitNow();
-  }
-
-  /** Creates a rule for the open dataset and follows its state. */
-  async makeAvailable(rseExpression: string, lifetimeDays: number): Promise<string> {
-    const d = this._dataset;
-    if (!d) throw new GatewayError(400, 'Open a dataset first', 'no_dataset');
-    const res = await this.client.rucioCreateRule(this._instance, {
-      dids: [{ scope: d.scope, name: d.name }],
-      rse_expression: rseExpression,
-      lifetime: Math.round(lifetimeDays * 86400),
-    });
-    const id = res.rule_ids[0] ?? '';
-    this._rule = { id, rule: null, checking: false, error: '' };
-    await this.refreshRule();
-    return id;
-  }
-
-  /** Asks for the rule's state; while it is replicating, asks again every RULE_POLL_MS. */
-  async refreshRule(): Promise<void> {
-    const view = this._rule;
-    if (!view || !view.id) return;
-    this.stopRulePolling();
-    view.checking = true;
-    this.emitNow();
-    try {
-      view.rule = await this.client.rucioRule(this._instance, view.id);
-      view.error = '';
-    } catch (err) {
-      view.error = message(err);
-    }
-    view.checking = false;
-    if (this._rule !== view) return;
-    const state = view.rule?.state;
-    if (state === 'REPLICATING' || state === 'INJECT' || state === 'WAITING_APPROVAL') {
-      this.ruleTimer = setTimeout(() => void this.refreshRule(), RULE_POLL_MS);
-    }
-    this.emitNow();
-  }
-
   override dispose(): void {
     this.searchAbort?.abort();
-    this.closeDataset();
     if (this.emitTimer) clearTimeout(this.emitTimer);
     super.dispose();
   }
@@ -365,46 +217,6 @@ export class RucioModel extends SessionModel {
   /** Shown before the (Hub) login finished, the panel asks again once it has. */
   protected override onLoginChanged(_session: unknown, state: LoginState): void {
     if (state === 'logged-in' && this._state === 'login-required') void this.start();
-  }
-
-  private async loadReplicas(abort: AbortController): Promise<void> {
-    const d = this._dataset!;
-    this._phase = 'replicas';
-    this._replicasSeen = 0;
-    this._loadError = '';
-    for (let i = 0; i < this._rows.length; i++) this._rows[i] = { ...this._rows[i]!, pfn: '', rses: [] };
-    this._version++;
-    this.emitNow();
-    const req: RucioReplicasRequest = { dids: [{ scope: d.scope, name: d.name }], schemes: [this._scheme], sort: 'random' } as RucioReplicasRequest;
-    // Rows are merged in batches: one table update per batch, not per file.
-    let batch = [];
-    try {
-      for await (const r of this.client.rucioReplicas(this._instance, req, abort.signal)) {
-        batch.push(r);
-        if (batch.length >= 500) {
-          this._replicasSeen += applyReplicas(this._rows, this.rowIndex, batch, this._scheme);
-          batch = [];
-          this._version++;
-          this.schedule();
-        }
-      }
-      this._replicasSeen += applyReplicas(this._rows, this.rowIndex, batch, this._scheme);
-    } catch (err) {
-      return this.loadFailed(err, abort);
-    }
-    if (abort !== this.loadAbort) return;
-    if (this.rowIndex.size !== this._rows.length) this.rowIndex = indexRows(this._rows);
-    this._phase = 'done';
-    this._version++;
-    this.emitNow();
-  }
-
-  private loadFailed(err: unknown, abort: AbortController): void {
-    if (aborted(err) || abort !== this.loadAbort) return;
-    this._phase = 'error';
-    this._loadError = message(err);
-    this._version++;
-    this.emitNow();
   }
 
   private clearResults(): void {
@@ -415,11 +227,6 @@ export class RucioModel extends SessionModel {
     this._searched = false;
     this._searchError = '';
     this._resultsCut = false;
-  }
-
-  private stopRulePolling(): void {
-    if (this.ruleTimer) clearTimeout(this.ruleTimer);
-    this.ruleTimer = null;
   }
 
   private fail(err: unknown): void {

@@ -1,21 +1,19 @@
 // The Rucio panel (left sidebar): instance and scope pickers, a wildcard search with a type filter,
-// results whose containers and datasets expand, and the open dataset's files (virtualised) with
-// their replicas and PFNs for the chosen scheme, and what to do with them.
+// and results whose containers and datasets expand; opening a dataset shows its files in the main
+// area (dataset-view.tsx).
 import type { TranslationBundle } from '@jupyterlab/translation';
 import { Button, HTMLSelect } from '@jupyterlab/ui-components';
 import type { Message } from '@lumino/messaging';
 import React from 'react';
 import { ModelPanel } from '../../components/model-panel';
 import { PanelFrame } from '../../components/panel-frame';
-import { FileTable } from './file-table';
-import { formatBytes, type Scheme, SCHEMES } from './rucio-files';
+import { formatBytes } from './rucio-files';
 import type { ResultNode, RucioModel, TypeFilter } from './rucio-model';
 
 /** What the panel's buttons do; index.ts binds them to commands. */
 export interface RucioActions {
-  copyPfns(): void;
-  insertFileList(): void;
-  makeAvailable(): void;
+  /** Opens the dataset (or container) in the main area, or shows it if it is open already. */
+  openDataset(node: ResultNode): void;
   registerOutputs(): void;
   login(): void;
 }
@@ -28,8 +26,8 @@ const TYPE_LABELS: [TypeFilter, string][] = [
 
 const n = (x: number) => x.toLocaleString('en-US');
 
-function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel; trans: TranslationBundle }): JSX.Element {
-  const { node, model, trans } = props;
+function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel; actions: RucioActions; trans: TranslationBundle }): JSX.Element {
+  const { node, model, actions, trans } = props;
   const expandable = node.type === 'DATASET' || node.type === 'CONTAINER';
   const kind = node.type.toLowerCase();
   const size = [
@@ -54,8 +52,8 @@ function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel;
         {expandable ? (
           <button
             className="jp-AFRucio-resultName"
-            title={trans.__('Open %1:%2: its files and replicas', node.scope, node.name)}
-            onClick={() => void model.open(node)}
+            title={trans.__('Open %1:%2: its files and replicas, in the main area', node.scope, node.name)}
+            onClick={() => actions.openDataset(node)}
           >
             {node.name}
           </button>
@@ -79,7 +77,7 @@ function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel;
             </li>
           )}
           {node.children?.map((c) => (
-            <ResultItem key={`${c.scope}:${c.name}`} node={c} depth={props.depth + 1} model={model} trans={trans} />
+            <ResultItem key={`${c.scope}:${c.name}`} node={c} depth={props.depth + 1} model={model} actions={actions} trans={trans} />
           ))}
           {node.children?.length === 0 && (
             <li className="jp-AFRucio-muted" style={{ paddingLeft: (props.depth + 1) * 14 + 22 }}>
@@ -94,128 +92,6 @@ function ResultItem(props: { node: ResultNode; depth: number; model: RucioModel;
         </ul>
       )}
     </li>
-  );
-}
-
-function Progress(props: { model: RucioModel; trans: TranslationBundle }): JSX.Element {
-  const { model, trans } = props;
-  const d = model.dataset!;
-  const count = model.rows.length;
-  const total = d.length ?? null;
-  let text: string;
-  let cls = '';
-  let fraction: number | null = null;
-  if (model.phase === 'files') {
-    text = trans.__('%1 files loaded…', n(count)) + (total ? ` (${trans.__('of %1', n(total))})` : '');
-    fraction = total ? count / total : null;
-    cls = ' mod-loading';
-  } else if (model.phase === 'replicas') {
-    text = trans.__('%1 files · finding %2 replicas: %3 of %4…', n(count), model.scheme, n(model.replicasSeen), n(count));
-    fraction = count ? model.replicasSeen / count : null;
-    cls = ' mod-loading';
-  } else if (model.phase === 'error') {
-    text = trans.__('%1 files', n(count));
-  } else {
-    const bytes = model.rows.reduce((s, r) => s + r.bytes, 0);
-    const withPfn = model.rows.reduce((s, r) => s + (r.pfn ? 1 : 0), 0);
-    text = `${trans.__('%1 files', n(count))} · ${formatBytes(bytes)} · ${trans.__('%1 %2 PFNs', n(withPfn), model.scheme)}`;
-  }
-  return (
-    <div className={`jp-AFRucio-progress${cls}`} role="status">
-      <span className="jp-AFRucio-progressText">{text}</span>
-      {fraction !== null && (
-        <div className="jp-AFRucio-progressBar">
-          <div style={{ width: `${Math.min(100, Math.round(fraction * 100))}%` }} />
-        </div>
-      )}
-    </div>
-  );
-}
-
-function RuleBox(props: { model: RucioModel; trans: TranslationBundle }): JSX.Element | null {
-  const { model, trans } = props;
-  const view = model.rule;
-  if (!view) return null;
-  const r = view.rule;
-  const state = r?.state ?? (view.checking ? '…' : '?');
-  return (
-    <div className={`jp-AFRucio-rule mod-${String(state).toLowerCase()}`} data-rule={view.id}>
-      <div className="jp-AFRucio-ruleHead">
-        <span>
-          {trans.__('Rule')} <code title={view.id}>{view.id.slice(0, 8)}</code> {r ? trans.__('on %1', r.rse_expression) : ''}
-        </span>
-        <span className={`jp-AFRucio-ruleState mod-${String(state).toLowerCase()}`}>{state}</span>
-      </div>
-      {r && (
-        <div className="jp-AFRucio-muted">
-          {trans.__('%1 ok · %2 replicating · %3 stuck', String(r.locks_ok_cnt), String(r.locks_replicating_cnt), String(r.locks_stuck_cnt))}
-          {r.expires_at ? ` · ${trans.__('expires %1', r.expires_at)}` : ''}
-          {r.state === 'REPLICATING' ? ` · ${trans.__('checked every 10 s')}` : ''}
-        </div>
-      )}
-      {r?.error && <div className="jp-AFRucio-error">{r.error}</div>}
-      {view.error && <div className="jp-AFRucio-error">{view.error}</div>}
-      <button className="jp-Button jp-mod-styled jp-mod-reject jp-AFRucio-small" disabled={view.checking} onClick={() => void model.refreshRule()}>
-        {view.checking ? trans.__('Checking…') : trans.__('Refresh state')}
-      </button>
-    </div>
-  );
-}
-
-function DatasetView(props: { model: RucioModel; actions: RucioActions; trans: TranslationBundle }): JSX.Element {
-  const { model, actions, trans } = props;
-  const d = model.dataset!;
-  const ready = model.phase === 'done' && model.rows.length > 0;
-  return (
-    <section className="jp-AFRucio-dataset" data-did={model.didLabel}>
-      <div className="jp-AFRucio-datasetHead">
-        <button className="jp-AFRucio-back" onClick={() => model.closeDataset()} title={trans.__('Back to the search results')}>
-          {trans.__('← Results')}
-        </button>
-        <label className="jp-AFRucio-scheme">
-          {trans.__('PFNs')}
-          <HTMLSelect
-            className="jp-AFRucio-schemeSelect"
-            value={model.scheme}
-            onChange={(e) => void model.setScheme(e.target.value as Scheme)}
-            options={[...SCHEMES]}
-          />
-        </label>
-      </div>
-      <h3 className="jp-AFRucio-datasetName" title={model.didLabel}>
-        <span className="jp-AFRucio-muted">{d.scope}:</span>
-        {d.name}
-      </h3>
-      <Progress model={model} trans={trans} />
-      {model.loadError && <div className="jp-AFRucio-error">{model.loadError}</div>}
-      <div className="jp-AFRucio-actions">
-        <button
-          className="jp-Button jp-mod-styled jp-mod-reject"
-          disabled={!ready}
-          onClick={() => actions.copyPfns()}
-          title={trans.__('Copy the first %1 PFN of each file, one a line', model.scheme)}
-        >
-          {trans.__('Copy PFNs')}
-        </button>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-accept"
-          disabled={!ready}
-          onClick={() => actions.insertFileList()}
-          title={trans.__('Insert a cell defining files = [...] into the active notebook')}
-        >
-          {trans.__('Insert file list')}
-        </button>
-        <button
-          className="jp-Button jp-mod-styled jp-mod-reject"
-          onClick={() => actions.makeAvailable()}
-          title={trans.__('Ask Rucio to keep a copy on an RSE (a replication rule)')}
-        >
-          {trans.__('Make available…')}
-        </button>
-      </div>
-      <RuleBox model={model} trans={trans} />
-      <FileTable rows={model.rows} version={model.version} scheme={model.scheme} pending={model.phase === 'files' || model.phase === 'replicas'} />
-    </section>
   );
 }
 
@@ -295,34 +171,28 @@ function RucioView(props: { model: RucioModel; actions: RucioActions; trans: Tra
             {trans.__('Search')}
           </Button>
         </form>
-        {model.dataset ? (
-          <DatasetView model={model} actions={actions} trans={trans} />
-        ) : (
-          <div className="jp-AFRucio-results">
-            {model.searchError && <div className="jp-AFRucio-error">{model.searchError}</div>}
-            {model.searching && <div className="jp-AFRucio-muted">{trans.__('Searching… %1 found', n(model.results.length))}</div>}
-            {model.results.length > 0 && (
-              <ul className="jp-AFRucio-resultList">
-                {model.results.map((r) => (
-                  <ResultItem key={`${r.scope}:${r.name}`} node={r} depth={0} model={model} trans={trans} />
-                ))}
-              </ul>
-            )}
-            {model.resultsCut && (
-              <div className="jp-AFRucio-muted">{trans.__('Only the first %1 are shown: narrow the pattern.', n(model.results.length))}</div>
-            )}
-            {model.searched && !model.searchError && model.results.length === 0 && (
-              <div className="jp-AFRucio-empty">{trans.__('Nothing in %1 matches %2.', model.scope, model.query.trim() || '*')}</div>
-            )}
-            {!model.searched && !model.searching && !model.searchError && (
-              <div className="jp-AFRucio-empty">
-                {trans.__(
-                  'Search a scope for datasets and containers by name; * matches anything (ds.mc.*). Open a dataset to see its files and get their list into a notebook.',
-                )}
-              </div>
-            )}
-          </div>
-        )}
+        <div className="jp-AFRucio-results">
+          {model.searchError && <div className="jp-AFRucio-error">{model.searchError}</div>}
+          {model.searching && <div className="jp-AFRucio-muted">{trans.__('Searching… %1 found', n(model.results.length))}</div>}
+          {model.results.length > 0 && (
+            <ul className="jp-AFRucio-resultList">
+              {model.results.map((r) => (
+                <ResultItem key={`${r.scope}:${r.name}`} node={r} depth={0} model={model} actions={actions} trans={trans} />
+              ))}
+            </ul>
+          )}
+          {model.resultsCut && <div className="jp-AFRucio-muted">{trans.__('Only the first %1 are shown: narrow the pattern.', n(model.results.length))}</div>}
+          {model.searched && !model.searchError && model.results.length === 0 && (
+            <div className="jp-AFRucio-empty">{trans.__('Nothing in %1 matches %2.', model.scope, model.query.trim() || '*')}</div>
+          )}
+          {!model.searched && !model.searching && !model.searchError && (
+            <div className="jp-AFRucio-empty">
+              {trans.__(
+                'Search a scope for datasets and containers by name; * matches anything (ds.mc.*). Open a dataset to see its files in a table beside your notebooks and get their list into a notebook.',
+              )}
+            </div>
+          )}
+        </div>
       </>
     );
   }
