@@ -26,7 +26,12 @@ Metrics (each repeated ``--repeat`` times, after one unmeasured warm-up):
   scripts, monitoring; the headline), and the session cookie of a first
   answer (what the ``dask_gateway`` client does after its first call).
 
-Usage:  .venv/bin/python bench/bench_gateways.py [--repeat N] [--only ours|peer] [--part all|clusters|api]
+* boot         -- the gateways started alternately (ours, peer, peer, ours, ...) on a fresh data
+  dir, ``--boot-repeat`` times each: wall time from exec until /api/health answers 200, CPU
+  seconds spent by then, and the idle RSS 3 s after that answer (the peer: its Python process
+  plus its Go proxy; ours: the gateway process, any launcher it started counted separately).
+
+Usage:  .venv/bin/python bench/bench_gateways.py [--repeat N] [--only ours|peer] [--part all|clusters|api|boot]
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ API_METRICS = [  # (key, label, headline?)
     ("api_basic", f"API, Basic, {API_CONNECTIONS} conn", True),
     ("api_cookie", f"API, cookie, {API_CONNECTIONS} conn", False),
 ]
+BOOT_IDLE_S = 3  # seconds after the first health answer at which the idle RSS is read
+BOOT_RATIO_TARGET = 1.0  # ours/peer boot time, lower is better
+BOOT_RSS_TARGET_MB = 100.0  # our gateway process, idle
 METRICS = [  # (key, label, headline?)
     ("cluster_start", "cluster start", True),
     ("cluster_start_client", "cluster start + Client", False),
@@ -138,6 +146,38 @@ def proc_stat(pid: int) -> tuple[float, int] | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of a process (VmRSS), or None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, their children, ...), from /proc."""
+    out_pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [int(k) for t in os.listdir(f"/proc/{p}/task") for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+        except (OSError, ValueError):
+            kids = []
+        out_pids += kids
+        todo += kids
+    return out_pids
+
+
+def cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def free_port() -> int:
@@ -974,6 +1014,92 @@ def run_api(gws: dict[str, Gateway], tracker: ProcTracker, args, data: dict) -> 
     return exit_code
 
 
+def run_boot(make_gateway, order: list[str], tracker: ProcTracker, args, data: dict) -> int:
+    """Boot time and idle memory: each gateway started on a fresh data dir, alternately (ours,
+    peer, then peer, ours, ...) so that a change in the machine's other load falls on both alike;
+    RSS read BOOT_IDLE_S after the first health answer, then the gateway is stopped."""
+    exit_code = 0
+    for label in order:
+        data["gateways"].setdefault(label, {}).update({"boot_s": [], "boot_cpu_s": [], "idle_rss_mb": [], "idle_other_rss_mb": [], "boot_other": []})
+    for i in range(args.boot_repeat):
+        for label in order if i % 2 == 0 else order[::-1]:
+            res = data["gateways"][label]
+            gw = make_gateway(label, f"boot{i}")
+            try:
+                boot = gw.start()
+                cpu = gw.cpu_seconds()
+                time.sleep(BOOT_IDLE_S)
+                main_rss = rss_bytes(gw.proc.pid) or 0
+                others = []  # (pid, rss, cmdline) of every process below the gateway
+                for pid in descendants(gw.proc.pid):
+                    r = rss_bytes(pid)
+                    if r:
+                        others.append((pid, r, cmdline_of(pid)))
+                if label == "peer":
+                    # the peer's process is its Python server plus the Go proxy it runs as a child
+                    main_rss += sum(r for _, r, c in others if "dask-gateway-proxy" in c)
+                    others = [o for o in others if "dask-gateway-proxy" not in o[2]]
+                res["boot_s"].append(boot)
+                res["boot_cpu_s"].append(cpu)
+                res["idle_rss_mb"].append(main_rss / 2**20)
+                res["idle_other_rss_mb"].append(sum(r for _, r, _ in others) / 2**20)
+                res["boot_other"].append([c[:120] for _, _, c in others])
+                log(
+                    f"{label}: boot {i + 1}/{args.boot_repeat}: {boot:.2f}s, CPU {cpu:.2f}s, idle RSS {main_rss / 2**20:.1f} MB"
+                    + (f" (+{len(others)} other process(es) {sum(r for _, r, _ in others) / 2**20:.1f} MB)" if others else "")
+                    + f", load {os.getloadavg()[0]:.1f}"
+                )
+            except Exception as e:
+                exit_code = 1
+                res["boot_error"] = f"{type(e).__name__}: {e}"
+                log(f"{label}: boot: ERROR {type(e).__name__}: {e}")
+                if args.verbose:
+                    traceback.print_exc()
+            finally:
+                _STATE["cleaning"] = True
+                gw.stop()
+                killed, _ = tracker.kill_leftovers(label, args.kill_unattributed)
+                for p in killed:
+                    log(f"{label}: WARNING killed leftover {p['role']} pid {p['pid']}: {' '.join(p['cmdline'])[:160]}")
+                _STATE["cleaning"] = False
+            if exit_code:
+                return exit_code
+    return exit_code
+
+
+def boot_report(data: dict) -> list[str]:
+    gws = data["gateways"]
+    w = 28
+    lines = ["", f"{'boot and idle memory':<{w}} {'ours median [min..max]':<30} {'peer median [min..max]':<30} ours/peer"]
+    lines.append("-" * (w + 72))
+    summary = data.setdefault("summary", {})
+
+    def row(key, name, unit):
+        s = {g: summarize(gws.get(g, {}).get(key, [])) for g in ("ours", "peer")}
+        ratio = s["ours"]["median"] / s["peer"]["median"] if s["ours"] and s["peer"] and s["peer"]["median"] > 0 else None
+        summary[key] = {**s, "ratio": ratio}
+        cell = lambda x: "n/a" if x is None else f"{x['median']:7.2f}{unit} [{x['min']:.2f}..{x['max']:.2f}]"
+        lines.append(f"{name:<{w}} {cell(s['ours']):<30} {cell(s['peer']):<30} {f'{ratio:.2f}x' if ratio else 'n/a'}")
+        return s, ratio
+
+    _, boot_ratio = row("boot_s", "boot (exec to health 200)", "s")
+    row("boot_cpu_s", "CPU until health 200", "s")
+    rss, _ = row("idle_rss_mb", f"idle RSS at +{BOOT_IDLE_S}s", "MB")
+    row("idle_other_rss_mb", "  other processes (launcher)", "MB")
+    lines.append("  (peer RSS: its Python server + its Go proxy; ours: the gateway process alone)")
+    lines.append("")
+    if boot_ratio is None:
+        lines.append(f"boot: ours/peer = n/a (target <= {BOOT_RATIO_TARGET}x)")
+    else:
+        lines.append(f"boot: ours/peer = {boot_ratio:.2f}x (target <= {BOOT_RATIO_TARGET}x) {'OK' if boot_ratio <= BOOT_RATIO_TARGET else 'MISSED'}")
+    ours_rss = rss["ours"]["median"] if rss["ours"] else None
+    if ours_rss is None:
+        lines.append(f"idle RSS: ours = n/a (target <= {BOOT_RSS_TARGET_MB:.0f} MB)")
+    else:
+        lines.append(f"idle RSS: ours = {ours_rss:.1f} MB (target <= {BOOT_RSS_TARGET_MB:.0f} MB) {'OK' if ours_rss <= BOOT_RSS_TARGET_MB else 'MISSED'}")
+    return lines
+
+
 def run_gateway(gw: Gateway, tracker: ProcTracker, args, results: dict) -> dict:
     results.update({k: [] for k, _, _ in METRICS})
     results.update({"status": "running", "error": None, "leftovers": [], "log": str(gw.log_path)})
@@ -1044,6 +1170,8 @@ def report(data: dict) -> list[str]:
     lines = []
     w = 28
     parts = data.get("part", "all")
+    if parts == "boot":
+        return boot_report(data)
     if parts != "api":
         lines.append("")
         lines.append(
@@ -1082,6 +1210,8 @@ def report(data: dict) -> list[str]:
             lines.append(f"{name}: ours/peer = {ratio:.2f}x (target <= {target}x) {verdict}")
     if parts != "clusters":
         lines += api_report(data)
+    if parts == "all":
+        lines += boot_report(data)
     return lines
 
 
@@ -1211,9 +1341,10 @@ def main(argv=None) -> int:
     p.add_argument("--ours-set", action="append", default=[], metavar="KEY=YAML",
                    help="extra setting for our config, dotted key, e.g. backend.local.prefork=false "
                         "(repeatable)")
-    p.add_argument("--part", choices=["all", "clusters", "api"], default="all",
+    p.add_argument("--part", choices=["all", "clusters", "api", "boot"], default="all",
                    help="what to measure: cluster start and scale (clusters), the authenticated API "
-                        "(api), or both (all, the default)")
+                        "(api), boot time and idle memory (boot), or all three (all, the default)")
+    p.add_argument("--boot-repeat", type=int, default=5, help="boots per gateway in the boot part (default 5)")
     p.add_argument("--api-seconds", type=float, default=10.0, help="measured seconds per API run (default 10)")
     p.add_argument("--api-repeat", type=int, default=3, help="API runs per way of calling (default 3)")
     p.add_argument("--output", default=str(RESULTS_DIR / "latest.json"), help="JSON output path")
@@ -1273,6 +1404,8 @@ def main(argv=None) -> int:
         if args.part in ("all", "api") and order:
             api_gws = {label: make_gateway(label, "api") for label in order}
             exit_code = run_api(api_gws, tracker, args, data) or exit_code
+        if args.part in ("all", "boot") and order:
+            exit_code = run_boot(make_gateway, order, tracker, args, data) or exit_code
         for label in order if args.part in ("all", "clusters") else []:
             gw = make_gateway(label, "clusters")
             data["gateways"].setdefault(label, {})["status"] = "starting"
@@ -1337,12 +1470,16 @@ def main(argv=None) -> int:
     out(f"raw results: {out_path}")
 
     if args.check_targets and exit_code == 0:
-        if args.part != "api":
+        if args.part in ("all", "boot"):
+            b, r = data["summary"].get("boot_s", {}), data["summary"].get("idle_rss_mb", {})
+            if b.get("ratio") is None or b["ratio"] > BOOT_RATIO_TARGET or not r.get("ours") or r["ours"]["median"] > BOOT_RSS_TARGET_MB:
+                exit_code = 3
+        if args.part in ("all", "clusters"):
             for key, target in TARGETS.items():
                 r = data["summary"][key]["ratio"]
                 if r is None or r > target:
                     exit_code = 3
-        if args.part != "clusters":
+        if args.part in ("all", "api"):
             b = data["summary"].get("api_basic", {})
             if b.get("ratio") is None or b["ratio"] < API_TARGETS["api_basic_rps"] or b["ours"]["p99_ms"]["median"] > API_P99_TARGET_MS:
                 exit_code = 3
