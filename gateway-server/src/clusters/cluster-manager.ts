@@ -116,6 +116,8 @@ const now = () => Date.now();
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
+/** A worker whose process may still run: live, or being stopped (a stop's grace period can last seconds), so it counts against the limits. */
+const holdsSlot = (w: WorkerRecord) => workerIsLive(w) || w.status === 'STOPPING';
 /** A string a user's process made, as a log line shows it: at most 200 characters. */
 const clip = (s: string) => (s.length > 200 ? `${s.slice(0, 200)}…` : s);
 
@@ -213,7 +215,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   /** What each group of a cluster counts against the limits: the workers it wants or has, whichever is more. */
   private groupUsage(c: ClusterRecord, workers: Iterable<WorkerRecord>): Map<string, number> {
     const live = new Map<string, number>();
-    for (const w of workers) if (workerIsLive(w)) live.set(w.group, (live.get(w.group) ?? 0) + 1);
+    for (const w of workers) if (holdsSlot(w)) live.set(w.group, (live.get(w.group) ?? 0) + 1);
     const out = new Map<string, number>();
     for (const g of new Set([...this.groupNames(), ...live.keys()])) out.set(g, Math.max(this.targetOf(c, g), live.get(g) ?? 0));
     return out;
@@ -748,7 +750,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         left.push([w, w.closeExpected ? 'STOPPED' : 'FAILED', w.closeExpected ? 'retired by the scheduler' : 'left the scheduler unexpectedly']);
       }
     }
-    if (left.length) void this.endWorkers(c, left);
+    if (left.length) this.replaceWorkers(c, left);
     this.adaptGroups(c, entry);
     void this.save(c);
     this.changed(c);
@@ -852,8 +854,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const entry = this.active.get(c.name);
     if (!entry || c.status !== 'RUNNING' || c.stopRequested) return;
     for (const group of this.groupNames()) {
-      const all = [...entry.workers.values()].filter((w) => w.group === group && workerIsLive(w));
-      const live = all.filter((w) => !w.closeExpected);
+      const all = [...entry.workers.values()].filter((w) => w.group === group && holdsSlot(w));
+      const live = all.filter((w) => workerIsLive(w) && !w.closeExpected);
       const delta = this.targetOf(c, group) - live.length;
       if (delta > 0) {
         // At most cluster.launch_batch worker starts in flight per cluster, asked for in one call; when
@@ -876,7 +878,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         // the scheduler: for default it picks them itself (its count), for a group the gateway names them.
         const starting = live.filter((w) => w.status === 'STARTING').reverse();
         const cancel = starting.slice(0, -delta);
-        void this.endWorkers(
+        this.replaceWorkers(
           c,
           cancel.map((w): WorkerEnd => [w, 'STOPPED', 'no longer needed']),
         );
@@ -1022,7 +1024,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         this.changed(c);
       }
     }
-    void this.endWorkers(
+    this.replaceWorkers(
       c,
       failed.map(([w, reason]): WorkerEnd => [w, 'FAILED', reason]),
     );
@@ -1065,6 +1067,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       this.saveWorker(c, w);
       this.active.get(c.name)?.workers.delete(w.name);
     }
+  }
+
+  /** Ends workers of a running cluster, then starts what their slots held back (a stop frees its slot only once the process is gone). */
+  private replaceWorkers(c: ClusterRecord, ends: WorkerEnd[]): void {
+    if (!ends.some(([w]) => workerIsLive(w))) return;
+    void this.endWorkers(c, ends).then(() => this.reconcileWorkers(c));
   }
 
   /** Workers by the backend they run on. */

@@ -1,0 +1,101 @@
+// A worker being stopped still runs until its process is gone (SIGTERM, then a grace period of
+// seconds before SIGKILL), so it counts against the limits: scaling 2 → 0 → 2 under a limit of 2
+// must not start the replacements while the old workers are still stopping (issue 22 saw a third
+// worker process for ~4 s). The in-memory backend's stop is held open here to stand for that grace.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Heartbeat } from '@af-gateway/schemas';
+import { resolveConfig } from '../../src/config.js';
+import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
+import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
+import type { BackendHandle } from '../../src/backends/backend.js';
+import type { SqliteStore } from '../../src/store/sqlite-store.js';
+import type { ClusterRecord } from '../../src/clusters/model.js';
+import { closeUnitState, openUnitState } from '../support/unit-state.js';
+import { advance } from '../support/engine-clock.js';
+
+const alice = { name: 'alice', groups: [], admin: false };
+const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
+
+let dir: string;
+let store: SqliteStore;
+let backend: MemoryBackend;
+let managers: ClusterManager[];
+/** Stops in their grace period: the processes still run until `release` is called. */
+let held: { handles: BackendHandle[]; release: () => void }[];
+
+const schedulerCall: SchedulerCall = async () => 200;
+
+beforeEach(() => {
+  ({ dir, store, backend } = openUnitState('af-unit-grace-'));
+  managers = [];
+  held = [];
+  const stop = backend.stop.bind(backend);
+  backend.stop = (handles: BackendHandle[]) => new Promise<void>((resolve) => held.push({ handles, release: () => void stop(handles).then(resolve) }));
+});
+
+afterEach(async () => {
+  for (const h of held.splice(0)) h.release();
+  await closeUnitState({ dir, store }, managers);
+});
+
+function heartbeat(c: ClusterRecord, over: Partial<Heartbeat>): Heartbeat {
+  return {
+    scheduler_address: 'tls://127.0.0.1:8786',
+    dashboard_address: 'http://127.0.0.1:8787',
+    api_address: 'http://127.0.0.1:8788',
+    count: c.count,
+    active_workers: [],
+    closing_workers: [],
+    closed_workers: [],
+    ...over,
+  };
+}
+
+/** Worker processes still running (a stop in its grace period included). */
+const running = () => backend.alive('worker');
+
+describe('a worker in its stop grace period', () => {
+  it('counts against max_workers: scale 2 → 0 → 2 never runs a third worker process, and the replacements start once the old ones are gone', async () => {
+    const config = resolveConfig({
+      data_dir: dir,
+      backend: { local: { single_user: true } },
+      cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 4, stop_on_shutdown: false, max_workers: 2 },
+    });
+    const m = new ClusterManager({ store, backend, config, log, schedulerCall });
+    managers.push(m);
+    await m.start('http://gateway.test/api');
+    const c = await m.create(alice, {});
+    await advance(0);
+    await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
+    await advance(0);
+    const first = running().map((p) => p.name);
+    expect(first).toHaveLength(2);
+    await m.heartbeat(c.name, heartbeat(c, { count: 2, active_workers: first }));
+    await advance(0);
+
+    // scale to 0: the scheduler retires both; their stops are under way and held open (grace period)
+    await m.heartbeat(c.name, heartbeat(c, { count: 0, closed_workers: first }));
+    await advance(0);
+    expect(held.flatMap((h) => h.handles)).toHaveLength(2);
+    expect(running()).toHaveLength(2);
+
+    // scale to 2 again while they are still stopping: nothing more may start
+    for (let i = 0; i < 5; i++) {
+      await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
+      await advance(1);
+      expect(running().length).toBeLessThanOrEqual(2);
+    }
+    expect(running().map((p) => p.name)).toEqual(first);
+    const waiting = m.groupsJson(c, m.activeWorkers(c.name) ?? []).find((g) => g.name === 'default');
+    expect(JSON.stringify(waiting)).toMatch(/still being retired/);
+
+    // the old processes are gone: the two replacements start, and still no more than two run
+    for (const h of held.splice(0)) h.release();
+    await advance(0);
+    const second = running().map((p) => p.name);
+    expect(second).toHaveLength(2);
+    expect(second.filter((n) => first.includes(n))).toEqual([]);
+  });
+});
