@@ -5,8 +5,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import type { GatewayConfig } from '@af-gateway/schemas';
-import { configSchema } from '@af-gateway/schemas';
-import { bodyAjv, formatAjvErrors } from './schemas.js';
+import { formatAjvErrors, validateConfig } from './schemas.js';
 import { groupProfileProblems } from './clusters/group-profiles.js';
 
 type DeepRequired<T> = T extends (infer U)[]
@@ -17,8 +16,6 @@ type DeepRequired<T> = T extends (infer U)[]
 
 export type ResolvedConfig = DeepRequired<GatewayConfig>;
 export type ClusterOptionField = ResolvedConfig['cluster_options'][number];
-
-const validateConfig = bodyAjv.getSchema<GatewayConfig>(configSchema.$id)!;
 
 export class ConfigError extends Error {}
 
