@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // af-gateway-server serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
 // af-gateway-server copy-state --to-postgresql URL [--config FILE] [--data-dir DIR]
+// (first: it keeps V8's young generation small while the rest is loaded)
+import { youngGenerationMayGrow } from './young-generation.js';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config.js';
 import { startGateway, VERSION } from './server.js';
-import { copyStateToPostgres } from './store/copy-state.js';
 
 const USAGE = `Usage: af-gateway-server serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]
        af-gateway-server copy-state --to-postgresql URL [--config FILE] [--data-dir DIR]
@@ -61,6 +62,7 @@ async function main(): Promise<number> {
   if (command === 'copy-state') {
     const url = values['to-postgresql'] ?? config.state_store.postgresql_url;
     if (!url) throw new ConfigError('copy-state needs --to-postgresql URL (or AF_GATEWAY_DATABASE_URL)');
+    const { copyStateToPostgres } = await import('./store/copy-state.js'); // (PostgreSQL's client only for this command)
     const counts = await copyStateToPostgres(config, url);
     console.log(JSON.stringify({ copied: counts }));
     return 0;
@@ -76,6 +78,7 @@ async function main(): Promise<number> {
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   const gateway = await startGateway(config);
+  youngGenerationMayGrow();
   process.stderr.write(snippet(gateway.url));
   await new Promise<void>((resolve) => {
     stopRequested = (signal: string) => {

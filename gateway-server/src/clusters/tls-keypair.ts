@@ -2,13 +2,19 @@
 // and the client's credential and CA (mutual TLS end to end), with the SNI name the client sends.
 // ECDSA P-256: generated in about a millisecond, accepted by Python's ssl module.
 import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+// (loaded with the first cluster, not at start: it is 8 MB and 130 ms of CPU of an idle gateway's boot)
+let x509lib: Promise<typeof import('@peculiar/x509')> | undefined;
+const loadX509 = () =>
+  (x509lib ??= import('@peculiar/x509').then((x509) => {
+    x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+    return x509;
+  }));
 
 const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
 export async function newClusterKeypair(clusterName: string): Promise<{ cert: string; key: string }> {
+  const x509 = await loadX509();
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({

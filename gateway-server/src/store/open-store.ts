@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import type { ResolvedConfig } from '../config.js';
 import { ConfigError } from '../config.js';
 import { SecretBox } from './crypto.js';
-import { PostgresStore } from './postgres-store.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { StateStore } from './state-store.js';
 
@@ -18,6 +17,8 @@ export async function openStateStore(config: ResolvedConfig, warn: (msg: string,
     );
   }
   const box = SecretBox.fromBase64(key);
+  // (loaded only here: pg and the fetch implementation it touches on import cost a SQLite gateway's boot a tenth of a second)
+  const { PostgresStore } = await import('./postgres-store.js');
   try {
     return await PostgresStore.open({ url, poolSize: config.state_store.pool_size, box, warn });
   } catch (err) {
