@@ -128,6 +128,11 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   private readonly ending = new Map<string, Promise<void>>();
   /** Clusters being created: past the limits check, not yet on record (they count against the limits). */
   private readonly creating = new Set<ClusterRecord>();
+  /**
+   * Workers whose start is in flight (no handle yet), with how they were ended meanwhile: their
+   * process may still appear, so they hold their slot until the launch has stopped it.
+   */
+  private readonly launching = new Map<WorkerRecord, WorkerEnd | null>();
   private checkTimer: NodeJS.Timeout | undefined;
   private checking = false;
   /** When the last restart recovery ran (ms); starting workers are timed from then at the earliest. */
@@ -948,6 +953,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       workers.push(w);
     }
     entry.startingWorkers += n;
+    for (const w of workers) this.launching.set(w, null);
     let results: Array<BackendHandle | Error>;
     try {
       const files = clusterFiles(c);
@@ -973,7 +979,16 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       if (!workerIsLive(w) || !this.active.has(c.name)) undo.push(r);
       else this.saveWorker(c, w);
     });
+    const endedMeanwhile = workers.flatMap((w) => {
+      const end = this.launching.get(w);
+      this.launching.delete(w);
+      return end ? [end] : [];
+    });
     if (undo.length) await this.backendOf(group).stop(undo);
+    if (endedMeanwhile.length) {
+      this.finishEnds(c, endedMeanwhile);
+      this.reconcileWorkers(c);
+    }
     if (failed.length) this.workersStartFailed(c, failed);
   }
 
@@ -1045,6 +1060,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       w.message = reason;
       this.saveWorker(c, w);
     }
+    // (a worker still being launched is stopped by its launch, which then finishes its end)
+    const held = new Set(ending.filter(([w]) => this.launching.has(w)).map(([w]) => w));
+    for (const end of ending) if (held.has(end[0])) this.launching.set(end[0], end);
     // One stop per backend the workers run on; one backend failing does not keep the others' workers running.
     await Promise.all(
       [...this.byBackend(ending.map(([w]) => w))].map(async ([backend, ws]) => {
@@ -1056,7 +1074,15 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
         }
       }),
     );
-    for (const [w, status, reason] of ending) {
+    this.finishEnds(
+      c,
+      ending.filter(([w]) => !held.has(w)),
+    );
+  }
+
+  /** Records stopped workers as ended and takes them off the list. */
+  private finishEnds(c: ClusterRecord, ends: WorkerEnd[]): void {
+    for (const [w, status, reason] of ends) {
       w.status = status;
       w.stopTime = now();
       // The worker leaves the list, so its failure stays readable as the cluster's last event.

@@ -23,6 +23,7 @@ let store: SqliteStore;
 let backend: MemoryBackend;
 let managers: ClusterManager[];
 /** Stops in their grace period: the processes still run until `release` is called. */
+let stopNow: MemoryBackend['stop'];
 let held: { handles: BackendHandle[]; release: () => void }[];
 
 const schedulerCall: SchedulerCall = async () => 200;
@@ -32,6 +33,7 @@ beforeEach(() => {
   managers = [];
   held = [];
   const stop = backend.stop.bind(backend);
+  stopNow = stop;
   backend.stop = (handles: BackendHandle[]) => new Promise<void>((resolve) => held.push({ handles, release: () => void stop(handles).then(resolve) }));
 });
 
@@ -97,5 +99,45 @@ describe('a worker in its stop grace period', () => {
     const second = running().map((p) => p.name);
     expect(second).toHaveLength(2);
     expect(second.filter((n) => first.includes(n))).toEqual([]);
+  });
+
+  it('counts a worker cancelled while its start is in flight until that start is undone: 2 → 0 → 2 during a slow start never runs more than 2', async () => {
+    for (const h of held.splice(0)) h.release();
+    const config = resolveConfig({
+      data_dir: dir,
+      backend: { local: { single_user: true } },
+      cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 4, stop_on_shutdown: false, max_workers: 2 },
+    });
+    const m = new ClusterManager({ store, backend, config, log, schedulerCall });
+    managers.push(m);
+    await m.start('http://gateway.test/api');
+    const c = await m.create(alice, {});
+    await advance(0);
+    await m.heartbeat(c.name, heartbeat(c, { count: 0 }));
+    await advance(0);
+    // stops are immediate here; starts hang until released, and the most processes alive after any start is kept
+    backend.stop = stopNow;
+    let release!: () => void;
+    backend.startDelay = new Promise<void>((r) => (release = r));
+    let most = 0;
+    const start = backend.startWorkers.bind(backend);
+    backend.startWorkers = async (launches) => {
+      const r = await start(launches);
+      most = Math.max(most, running().length);
+      return r;
+    };
+    await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
+    await advance(0);
+    await m.heartbeat(c.name, heartbeat(c, { count: 0 }));
+    await advance(0);
+    await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
+    await advance(0);
+    release();
+    backend.startDelay = null;
+    await advance(1);
+    await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
+    await advance(1);
+    expect(most).toBeLessThanOrEqual(2);
+    expect(running()).toHaveLength(2);
   });
 });
