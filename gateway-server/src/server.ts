@@ -26,7 +26,7 @@ import { RucioClient } from './rucio/rucio-client.js';
 import { HTCondorBackend } from './backends/htcondor/htcondor-backend.js';
 import { SlurmBackend } from './backends/slurm/slurm-backend.js';
 import type { Backend } from './backends/backend.js';
-import { createOnePortServer } from './listener/one-port-listener.js';
+import { createOnePortServer, LISTEN_BACKLOG } from './listener/one-port-listener.js';
 import { DashboardCapabilities, dashboardUpgradeHandler } from './api/dashboard-proxy.js';
 import { hostPolicy } from './api/host-check.js';
 import { EventStream } from './api/event-stream.js';
@@ -350,7 +350,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   await standby?.close(); // the port changes hands only now: no refused connections while we got ready
   await new Promise<void>((resolve, reject) => {
     onePort.server.once('error', reject);
-    onePort.server.listen(port, host, () => resolve());
+    onePort.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => resolve());
   });
   const actualPort = (onePort.server.address() as AddressInfo).port;
   const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;

@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
-import { createOnePortServer } from './listener/one-port-listener.js';
+import { createOnePortServer, LISTEN_BACKLOG } from './listener/one-port-listener.js';
 
 const LIVE = /\/api\/health\/live\/?(\?.*)?$/;
 const HEALTH = /\/api\/health\/?(\?.*)?$/;
@@ -39,7 +39,7 @@ export async function serveStandby({ host, port, storeKind, tls, log }: StandbyO
   const onePort = createOnePortServer({ http, https, schedulerFor: () => undefined, log });
   await new Promise<void>((resolve, reject) => {
     onePort.server.once('error', reject);
-    onePort.server.listen(port, host, () => resolve());
+    onePort.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => resolve());
   });
   return { close: () => onePort.close() };
 }

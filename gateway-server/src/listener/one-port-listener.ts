@@ -16,6 +16,13 @@ const CLASSIFY_TIMEOUT_MS = 10_000;
  * that only shakes hands holds no more), this large once a read has filled it (a bulk transfer). */
 const FIRST_READ_BYTES = 64 * 1024;
 const READ_BUFFER_BYTES = 1024 * 1024;
+/**
+ * The listener's accept queue: Node's default of 511 overflows when a thousand clients connect at
+ * once, and the kernel then drops their SYNs, which the clients send again only after 1, 3, 7 s —
+ * the multi-second waits of new connections under load (issue 22). The kernel caps it at
+ * net.core.somaxconn (4096 on current kernels).
+ */
+export const LISTEN_BACKLOG = 4096;
 /** How long a closing side may take to accept what is still queued for it without reading any. */
 const FLUSH_TIMEOUT_MS = 30_000;
 
