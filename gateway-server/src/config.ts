@@ -48,6 +48,18 @@ export function resolveConfig(raw: unknown, baseDir = process.cwd(), env: NodeJS
       );
     }
   }
+  // The memory backend runs nothing (schedulers and workers are records a load generator heartbeats for):
+  // a production config must never pick it, so only an explicit switch in the environment lets it through.
+  const memoryAt = [
+    ...(config.backend.type === 'memory' ? ['backend.type'] : []),
+    ...config.worker_groups.flatMap((g, i) => (g.backend?.type === 'memory' ? [`worker_groups[${i}].backend.type`] : [])),
+  ];
+  if (memoryAt.length && env.AF_GATEWAY_ALLOW_MEMORY_BACKEND !== '1') {
+    throw new ConfigError(
+      `invalid configuration: ${memoryAt.join(', ')} is memory, a backend that runs nothing (for benchmarks and tests only); ` +
+        'choose local, htcondor, kubernetes or slurm, or set AF_GATEWAY_ALLOW_MEMORY_BACKEND=1 in the environment of a benchmark',
+    );
+  }
   // GPUs and images only where the group's backend can give them.
   const profileProblems = groupProfileProblems(config);
   if (profileProblems.length) throw new ConfigError(`invalid configuration: ${profileProblems.join('; ')}`);

@@ -121,6 +121,10 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const kubernetes = [config.backend, ...config.worker_groups.map((g) => g.backend)].some((b) => b?.type === 'kubernetes')
     ? await import('./backends/kubernetes/kubernetes-backend.js')
     : undefined;
+  // The memory backend (benchmarks and tests only: resolveConfig refuses it without AF_GATEWAY_ALLOW_MEMORY_BACKEND=1) runs nothing.
+  const memory = [config.backend, ...config.worker_groups.map((g) => g.backend)].some((b) => b?.type === 'memory')
+    ? new (await import('./backends/memory/memory-backend.js')).MemoryBackend({ launchLog: join(config.data_dir, 'memory-launches.jsonl') })
+    : undefined;
   const store = await openStateStore(config, (msg, err) => logger.warn({ err: errorMessage(err) }, msg));
   // Several replicas on one PostgreSQL database: one serves, the others wait here as standbys.
   const tlsFiles =
@@ -189,7 +193,9 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
               defaultApiUrl: () => `${listenUrl}/api`,
               accounts,
             })
-          : localBackend;
+          : b.type === 'memory'
+            ? memory!
+            : localBackend;
   const backend: Backend = makeBackend(config.backend);
   // Each worker group with a backend section of its own gets that backend; equal sections share one.
   const backendsByConfig = new Map<string, Backend>([[JSON.stringify(config.backend), backend]]);

@@ -113,6 +113,13 @@ interface ClusterEvents {
 }
 
 const now = () => Date.now();
+/** The fields of a cluster record a heartbeat may change and the state store keeps: all but lastHeartbeat and the secrets and certificate it never touches. */
+const NOT_COMPARED = new Set(['lastHeartbeat', 'tlsCert', 'tlsKey', 'token']);
+function persistedKey(c: ClusterRecord): string {
+  return JSON.stringify(c, function (this: unknown, key: string, value: unknown) {
+    return this === c && NOT_COMPARED.has(key) ? undefined : value;
+  });
+}
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
@@ -125,6 +132,8 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   readonly policy: Policy;
   /** Clusters that are PENDING, RUNNING or STOPPING, with their workers. */
   private readonly active = new Map<string, ActiveEntry>();
+  /** The same entries by owner: a user's list and the limits of a cluster read its owner's only, not 10,000 others. */
+  private readonly activeByUser = new Map<string, Set<ActiveEntry>>();
   private readonly ending = new Map<string, Promise<void>>();
   /** Clusters being created: past the limits check, not yet on record (they count against the limits). */
   private readonly creating = new Set<ClusterRecord>();
@@ -237,7 +246,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       others.cores += n * s.cores;
       others.memory += n * s.memory;
     }
-    let cap = this.policy.workerCap(c, this.usage(), { ...this.shapeOf(c, group), others });
+    let cap = this.policy.workerCap(c, this.usageFor(c), { ...this.shapeOf(c, group), others });
     const own = this.groupConfigs.get(group)?.max_workers;
     if (own != null && (!cap || own < cap.max))
       cap = { max: own, reason: `worker group ${group}'s limit of ${own} workers per cluster (worker_groups[].max_workers)` };
@@ -340,7 +349,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   async list(username: string | undefined, statuses: readonly ClusterStatus[]): Promise<ClusterRecord[]> {
     const activeWanted = statuses.filter((s) => ACTIVE_STATUSES.includes(s));
     const endedWanted = statuses.filter((s) => !ACTIVE_STATUSES.includes(s));
-    const out = [...this.active.values()]
+    const out = [...(username === undefined ? this.active.values() : (this.activeByUser.get(username) ?? []))]
       .map((e) => e.cluster)
       .filter((c) => activeWanted.includes(c.status) && (username === undefined || c.username === username));
     if (endedWanted.length) out.push(...(await this.deps.store.loadClusters(endedWanted, username)));
@@ -427,7 +436,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
       // account is refused here (403), before anything exists.
       cluster.workDir = await this.backend.clusterWorkDir(cluster);
       await this.deps.store.saveCluster(cluster); // nothing is started before the cluster is on record
-      this.active.set(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0, groupFailures: new Map(), groupMessages: new Map() });
+      this.addActive(name, { cluster, workers: new Map(), launches: new Set(), startingWorkers: 0, groupFailures: new Map(), groupMessages: new Map() });
     } finally {
       this.creating.delete(cluster);
     }
@@ -480,8 +489,40 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
   }
 
   /** What each active cluster counts against the limits: the workers it wants or has, whichever is more. */
-  private usage(): Usage[] {
-    return [...this.active.values()].map(({ cluster, workers }) => {
+  /**
+   * What the limits on `c` may count: nothing without a limit on workers, cores or memory; its owner's
+   * clusters when only policy.user_limits has one; every cluster when a group of the owner has one
+   * (Policy.workerCap picks the clusters each limit covers). A heartbeat of one of 10,000 clusters
+   * then reads a few, not all.
+   */
+  private usageFor(c: ClusterRecord): Usage[] {
+    const p = this.deps.config.policy;
+    const limited = (l: { max_workers?: number | null; max_cores?: number | null; max_memory?: number | null } | undefined) =>
+      l !== undefined && (l.max_workers != null || l.max_cores != null || l.max_memory != null);
+    const groupLimits = (p.group_limits ?? {}) as Record<string, Parameters<typeof limited>[0]>;
+    if (c.groups.some((g) => limited(groupLimits[g]))) return this.usage(this.active.values());
+    if (limited(p.user_limits)) return this.usage(this.activeByUser.get(c.username) ?? []);
+    return [];
+  }
+
+  private addActive(name: string, entry: ActiveEntry): void {
+    this.active.set(name, entry);
+    let mine = this.activeByUser.get(entry.cluster.username);
+    if (!mine) this.activeByUser.set(entry.cluster.username, (mine = new Set()));
+    mine.add(entry);
+  }
+
+  private removeActive(name: string): void {
+    const entry = this.active.get(name);
+    if (!entry) return;
+    this.active.delete(name);
+    const mine = this.activeByUser.get(entry.cluster.username);
+    mine?.delete(entry);
+    if (mine && !mine.size) this.activeByUser.delete(entry.cluster.username);
+  }
+
+  private usage(entries: Iterable<ActiveEntry>): Usage[] {
+    return [...entries].map(({ cluster, workers }) => {
       const u: Usage = { cluster, workers: 0, cores: 0, memory: 0 };
       for (const [g, n] of this.groupUsage(cluster, workers.values())) {
         const s = this.shapeOf(cluster, g);
@@ -713,6 +754,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const entry = live(); // it may have ended while the backend looked
     if (!entry) return;
     const c = entry.cluster;
+    const before = persistedKey(c);
     c.lastHeartbeat = now();
     if (c.status === 'RUNNING' && (at.scheduler !== c.schedulerAddress || at.api !== c.apiAddress)) {
       // A scheduler that started again elsewhere (a batch system reran its job): follow it, or
@@ -757,7 +799,9 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     }
     if (left.length) this.replaceWorkers(c, left);
     this.adaptGroups(c, entry);
-    void this.save(c);
+    // Most heartbeats change nothing the state store keeps: no write for them (10,000 clusters heartbeat
+    // 1,000 times a second). The time of the last one is not kept: a restart gives every cluster it adopts a fresh one.
+    if (persistedKey(c) !== before) void this.save(c);
     this.changed(c);
     this.reconcileWorkers(c);
   }
@@ -1147,7 +1191,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     c.status = final;
     c.stopTime ??= now();
     await this.save(c);
-    this.active.delete(c.name);
+    this.removeActive(c.name);
     try {
       await this.backend.removeClusterFiles(c, final === 'FAILED');
     } catch (err) {
@@ -1380,7 +1424,7 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
     const adopting: { c: ClusterRecord; workers: Map<string, WorkerRecord> }[] = [];
     for (const c of await this.deps.store.loadClusters(ACTIVE_STATUSES)) {
       const workers = new Map((await this.deps.store.loadWorkers(c.name)).filter(workerIsLive).map((w) => [w.name, w]));
-      this.active.set(c.name, { cluster: c, workers, launches: new Set(), startingWorkers: 0, groupFailures: new Map(), groupMessages: new Map() });
+      this.addActive(c.name, { cluster: c, workers, launches: new Set(), startingWorkers: 0, groupFailures: new Map(), groupMessages: new Map() });
       if (c.status === 'STOPPING' || c.stopRequested) {
         void this.end(c, 'STOPPED', 'stop finished after a gateway restart');
         continue;

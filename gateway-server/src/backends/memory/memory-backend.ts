@@ -15,6 +15,13 @@
 // code (reported as ProcessState.exitCode). Adoption after a restart: give a new engine the same
 // backend (its processes "survived"); orphan(...) adds a process no engine knows.
 // backend.calls counts the list calls and their sizes (startWorkers, startSteps, check, stop).
+//
+// As a gateway's backend (backend.type memory, benchmarks only: the config is refused without
+// AF_GATEWAY_ALLOW_MEMORY_BACKEND=1), `launchLog` names a file (mode 0600, in the gateway's data dir)
+// where each start is appended as a JSON line: what a real scheduler would be handed in its files
+// (cluster name, token, heartbeat URL) and each worker's name, so that a load generator can send the
+// heartbeats a scheduler would.
+import { appendFile } from 'node:fs/promises';
 import {
   addressesOnHosts,
   type Backend,
@@ -62,6 +69,8 @@ export interface MemoryBackendOptions {
   host?: string;
   /** Whether startSteps exists (a backend that runs workflow steps): default true. */
   steps?: boolean;
+  /** A file each start is appended to as a JSON line (see above); none by default. */
+  launchLog?: string;
 }
 
 export class MemoryBackend implements Backend {
@@ -73,6 +82,9 @@ export class MemoryBackend implements Backend {
   private readonly listeners: (() => void)[] = [];
   private seq = 0;
   private readonly host: string;
+  private readonly launchLog: string | undefined;
+  /** Appends to launchLog in order (one write at a time). */
+  private logged: Promise<void> = Promise.resolve();
   readonly calls: MemoryCalls = { startScheduler: 0, startWorkers: [], startSteps: [], check: [], stop: [], removeOrphans: 0 };
   /** Returns a reason to fail a start with (an Error in its place), or null to start it. */
   failStarts: ((launch: WorkerLaunch | SchedulerLaunch | StepLaunch, role: MemoryRole) => string | null) | null = null;
@@ -87,6 +99,7 @@ export class MemoryBackend implements Backend {
 
   constructor(opts: MemoryBackendOptions = {}) {
     this.host = opts.host ?? '127.0.0.1';
+    this.launchLog = opts.launchLog;
     if (opts.steps === false) (this as { startSteps?: unknown }).startSteps = undefined;
   }
 
@@ -149,19 +162,25 @@ export class MemoryBackend implements Backend {
     if (why) throw new Error(why);
     const p = this.add('scheduler', launch.cluster.name, 'scheduler', launch);
     this.schedulers.set(launch.cluster.name, p);
+    this.log({ scheduler: launch.cluster.name, token: launch.cluster.token, api_url: launch.apiUrl });
     return p.handle;
   }
 
   async startWorkers(launches: WorkerLaunch[]): Promise<Array<BackendHandle | Error>> {
     this.calls.startWorkers.push(launches.length);
     if (this.startDelay) await this.startDelay;
-    return launches.map((l) => {
+    const handles = launches.map((l) => {
       const why = this.failStarts?.(l, 'worker');
       if (why) return new Error(why);
       const p = this.add('worker', l.cluster.name, l.worker.name, l);
       this.workers.set(l.worker.name, p);
       return p.handle;
     });
+    const started = launches.filter((_, i) => !(handles[i] instanceof Error));
+    const byCluster = new Map<string, string[]>();
+    for (const l of started) byCluster.set(l.cluster.name, [...(byCluster.get(l.cluster.name) ?? []), l.worker.name]);
+    for (const [cluster, names] of byCluster) this.log({ workers: cluster, names });
+    return handles;
   }
 
   async startSteps(launches: StepLaunch[]): Promise<Array<BackendHandle | Error>> {
@@ -234,6 +253,23 @@ export class MemoryBackend implements Backend {
     if (role === 'scheduler' && !launch) this.schedulers.set(owner, p);
     if (role === 'worker' && !launch) this.workers.set(name, p);
     return p;
+  }
+
+  /** Resolves when what was started so far is in the launch log. */
+  launchLogWritten(): Promise<void> {
+    return this.logged;
+  }
+
+  /**
+   * Appends a line to the launch log after the writes before it. Not awaited by the start: the engine
+   * records the handle first, so a heartbeat sent on reading the line finds the start complete. A
+   * failed write is left out of the log (the load generator then waits for that start in vain and says so).
+   */
+  private log(line: object): void {
+    const file = this.launchLog;
+    if (!file) return;
+    const text = `${JSON.stringify(line)}\n`;
+    this.logged = this.logged.then(() => appendFile(file, text, { mode: 0o600 }).catch(() => undefined));
   }
 
   private changed(): void {
