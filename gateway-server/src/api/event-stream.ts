@@ -29,15 +29,90 @@ const COALESCE_MS = 100;
  */
 const MAX_UNSENT_PER_STREAM = 32 * 1024 * 1024;
 
+/** An open stream, as the cluster fan-out sees it. */
+interface ClusterSubscriber {
+  /** The cluster as last sent on this stream (its JSON), to skip heartbeats that changed nothing. */
+  readonly lastSent: Map<string, string>;
+  sendData(data: string | Buffer): void;
+}
+
 export class EventStream {
   // Clients only ever send pings: a large message is refused before it is buffered.
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
   /** Open streams per user: a browser needs a few (tabs), a script looping over connects gets refused. */
   private readonly perUser = new Map<string, number>();
+  /**
+   * The streams of each user, and the admins' (who see every cluster). One listener on the engine
+   * for all streams: a cluster's change reaches only its owner's streams (a heartbeat does not visit
+   * 1,000 other users' streams), and its JSON is made once for all of them.
+   */
+  private readonly byUser = new Map<string, Set<ClusterSubscriber>>();
+  private readonly admins = new Set<ClusterSubscriber>();
+  /** Changes are gathered for COALESCE_MS and each changed cluster is sent once: a cluster scaled by thousands of workers costs one message per window, not one per worker (each listing all). */
+  private readonly pending = new Map<string, ClusterRecord>();
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly onCluster = (c: ClusterRecord) => {
+    if (!this.admins.size && !this.byUser.has(c.username)) return; // nobody watches
+    this.pending.set(c.name, c);
+    this.flushTimer ??= setTimeout(() => this.flush(), COALESCE_MS);
+  };
 
   constructor(
     private readonly deps: { clusters: ClusterManager; broker: TokenBroker; identifier: Identifier; workflows: WorkflowEngine; log: FastifyBaseLogger },
-  ) {}
+  ) {
+    deps.clusters.on('cluster', this.onCluster);
+    deps.clusters.on('worker', this.onCluster);
+  }
+
+  private subscribersOf(c: ClusterRecord): ClusterSubscriber[] {
+    return [...(this.byUser.get(c.username) ?? []), ...this.admins];
+  }
+
+  private flush(): void {
+    this.flushTimer = null;
+    const batch = [...this.pending.values()];
+    this.pending.clear();
+    const { clusters } = this.deps;
+    for (const c of batch) {
+      if (!this.subscribersOf(c).length) continue;
+      const live = clusters.activeWorkers(c.name);
+      if (live) {
+        this.deliver(c, live);
+        continue;
+      }
+      // Its last event (it ended): the workers as recorded, ended ones included, like GET shows them.
+      clusters.workersOf(c.name).then(
+        (workers) => this.deliver(c, workers),
+        (err: unknown) => this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, 'could not read the workers of an ended cluster'),
+      );
+    }
+  }
+
+  /** Sends a cluster to the streams that may see it and were not sent it as it is now; made into JSON once. */
+  private deliver(c: ClusterRecord, workers: readonly WorkerRecord[]): void {
+    const text = JSON.stringify(afClusterJson(c, workers, this.deps.clusters.groupsJson(c, workers)));
+    let message: string | undefined;
+    for (const s of this.subscribersOf(c)) {
+      if (s.lastSent.get(c.name) === text) continue; // heartbeats that changed nothing
+      s.lastSent.set(c.name, text);
+      // (the same as JSON.stringify({ type: 'cluster', cluster }), without encoding the cluster again)
+      s.sendData((message ??= `{"type":"cluster","cluster":${text}}`));
+    }
+  }
+
+  private subscribe(user: User, s: ClusterSubscriber): () => void {
+    if (user.admin) {
+      this.admins.add(s);
+      return () => this.admins.delete(s);
+    }
+    let mine = this.byUser.get(user.name);
+    if (!mine) this.byUser.set(user.name, (mine = new Set()));
+    mine.add(s);
+    return () => {
+      mine.delete(s);
+      if (!mine.size && this.byUser.get(user.name) === mine) this.byUser.delete(user.name);
+    };
+  }
 
   /** Handles the upgrade if it is for the event stream; false otherwise. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> {
@@ -79,7 +154,6 @@ export class EventStream {
 
   private serve(ws: WebSocket, user: User): void {
     const { clusters } = this.deps;
-    const visible = (c: ClusterRecord) => user.admin || c.username === user.name;
     const lastSent = new Map<string, string>();
     const send = (event: AfEvent) => {
       if (ws.readyState === ws.OPEN) sendData(JSON.stringify(event));
@@ -93,43 +167,13 @@ export class EventStream {
       }
       ws.send(data, { binary: false });
     };
-    const sendCluster = (c: ClusterRecord, workers: readonly WorkerRecord[]) => {
-      const cluster = afClusterJson(c, workers, clusters.groupsJson(c, workers));
-      const text = JSON.stringify(cluster);
-      if (lastSent.get(c.name) === text) return; // heartbeats that changed nothing
-      lastSent.set(c.name, text);
-      send({ type: 'cluster', cluster });
-    };
-    // Changes are gathered for COALESCE_MS and each changed cluster is sent once: a cluster scaled
-    // by thousands of workers costs one message per window, not one per worker (each listing all).
-    const pending = new Map<string, ClusterRecord>();
-    let flushTimer: NodeJS.Timeout | null = null;
-    const onCluster = (c: ClusterRecord) => {
-      if (!visible(c)) return;
-      pending.set(c.name, c);
-      flushTimer ??= setTimeout(() => {
-        flushTimer = null;
-        const batch = [...pending.values()];
-        pending.clear();
-        for (const one of batch) sendNow(one);
-      }, COALESCE_MS);
-    };
-    const sendNow = (c: ClusterRecord) => {
-      const live = clusters.activeWorkers(c.name);
-      if (live) return sendCluster(c, live);
-      // Its last event (it ended): the workers as recorded, ended ones included, like GET shows them.
-      clusters.workersOf(c.name).then(
-        (workers) => sendCluster(c, workers),
-        (err: unknown) => this.deps.log.warn({ cluster: c.name, err: errorMessage(err) }, 'could not read the workers of an ended cluster'),
-      );
-    };
     const initial = clusters
       .activeClusters(['PENDING', 'RUNNING', 'STOPPING'], user.admin ? undefined : user.name)
       .map((e) => afClusterJson(e.cluster, e.workers, clusters.groupsJson(e.cluster, e.workers)));
     for (const c of initial) lastSent.set(c.name, JSON.stringify(c));
     send({ type: 'snapshot', clusters: initial });
+    const unsubscribe = this.subscribe(user, { lastSent, sendData });
 
-    const onWorker = (c: ClusterRecord) => onCluster(c);
     const onToken = (username: string) => {
       if (username === user.name) send({ type: 'token', token: this.deps.broker.status(user) });
     };
@@ -141,8 +185,6 @@ export class EventStream {
     };
     this.deps.workflows.on('run', onRun);
     this.deps.workflows.on('dag', onDag);
-    clusters.on('cluster', onCluster);
-    clusters.on('worker', onWorker);
     this.deps.broker.on('token', onToken);
     let alive = true;
     ws.on('pong', () => (alive = true));
@@ -153,17 +195,18 @@ export class EventStream {
     }, PING_MS);
     ws.on('close', () => {
       clearInterval(ping);
-      if (flushTimer) clearTimeout(flushTimer);
-      clusters.off('cluster', onCluster);
+      unsubscribe();
       this.deps.workflows.off('run', onRun);
       this.deps.workflows.off('dag', onDag);
-      clusters.off('worker', onWorker);
       this.deps.broker.off('token', onToken);
     });
     ws.on('error', (err) => this.deps.log.debug({ err: err.message }, 'event stream error'));
   }
 
   close(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.deps.clusters.off('cluster', this.onCluster);
+    this.deps.clusters.off('worker', this.onCluster);
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
   }
