@@ -9,6 +9,9 @@ bash scripts/test-accounts.sh ensure >/dev/null
 .venv/bin/python bench/bench_gateways.py "$@"
 # Scheduler TLS passthrough: 100 MiB gathered and scattered through ours, the peer's Go proxy and direct TLS.
 .venv/bin/python bench/bench_passthrough.py
+# Load (issue 22 item 5): 1,000 clients of mixed operations for 60 s against ours, then the peer, on the
+# local backend; worker processes sampled at 10 Hz against the per-cluster limit.
+.venv/bin/python bench/bench_load.py
 # Rucio: a 20,000-file dataset through the gateway against straight to Rucio (a real server).
 .venv/bin/python bench/bench_rucio.py
 # The Lab's workflow DAG view in Chromium, 5,000 and 20,000 steps: no peer draws these, so measured
