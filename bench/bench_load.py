@@ -6,8 +6,9 @@ limit of ``--max-workers`` workers per cluster (default 2: ours cluster.max_work
 ClusterConfig.cluster_max_workers), each scaled to 1 first. ``bench/load-mix.mjs`` then runs
 ``--clients`` concurrent clients (default 1,000) for ``--seconds`` (default 60) after a warm-up:
 list, get, options, an AF read of one cluster (ours only; the peer gets a get instead), the
-dashboard proxy (``/clusters/<name>/health``), scale to 0..limit+1 (a request past the limit is
-capped), creates (``--creators`` clients create a cluster, wait until it runs and delete it), and
+dashboard proxy (``/clusters/<name>/health``), scales to 0..limit+1 (a request past the limit is
+capped; ``--scalers`` clients, one scale every ``--scale-every-ms``, since every scale starts or
+stops real worker processes at about a CPU second each), creates (``--creators`` clients create a cluster, wait until it runs and delete it), and
 event-stream WebSockets (ours only: ``--streams``, each reconnecting every 15 s). A share of the
 clients (``--new-share``, default 0.2) opens a new TCP connection for every request, timed from
 connect(); the others keep theirs alive. Think time between a client's requests: exponential, mean
@@ -224,7 +225,8 @@ def run_one(gw, tracker, args, res: dict) -> None:
     log(f"{gw.label}: {len(names)} clusters running, each scaled to 1")
     cmd = [args.node, str(LOADER), "--port", str(gw.port), "--clients", str(args.clients), "--seconds", str(args.seconds),
            "--warmup", str(args.warmup), "--think-ms", str(args.think_ms), "--new-share", str(args.new_share),
-           "--auth", BASIC, "--creators", str(args.creators), "--max-scale", str(args.max_workers)]
+           "--auth", BASIC, "--creators", str(args.creators), "--max-scale", str(args.max_workers),
+           "--scalers", str(args.scalers), "--scale-every-ms", str(args.scale_every_ms)]
     for c in names:
         cmd += ["--cluster", c]
     if gw.label == "ours":
@@ -331,6 +333,8 @@ def main(argv=None) -> int:
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument("--max-workers", type=int, default=2)
     p.add_argument("--creators", type=int, default=2)
+    p.add_argument("--scalers", type=int, default=2)
+    p.add_argument("--scale-every-ms", type=float, default=5000.0)
     p.add_argument("--streams", type=int, default=30, help="event-stream WebSockets (ours; at most 32 per user)")
     p.add_argument("--sample-hz", type=float, default=10.0)
     p.add_argument("--only", choices=["ours", "peer"])

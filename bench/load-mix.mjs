@@ -4,8 +4,9 @@
 // loader must cost little CPU on a 2-core machine it shares with the gateway it measures).
 // A share of the clients opens a new TCP connection for every request (Connection: close, the
 // latency counted from connect()), the others keep theirs alive. Operations: list, get, options,
-// an AF "heartbeat-like" read of one cluster (--af), scale within the limit, the dashboard proxy,
-// creates (a few clients create a cluster, wait for it to run and delete it), and event-stream
+// an AF "heartbeat-like" read of one cluster (--af), the dashboard proxy, scales (--scalers
+// clients, one every --scale-every-ms each), creates (a few clients create a cluster, wait for it
+// to run and delete it), and event-stream
 // WebSockets (--streams, reconnecting every --stream-seconds). Only for loopback targets. Prints
 // one JSON object on stdout.
 //
@@ -30,6 +31,8 @@ const { values } = parseArgs({
     'stream-seconds': { type: 'string', default: '15' },
     creators: { type: 'string', default: '2' },
     'max-scale': { type: 'string', default: '2' },
+    scalers: { type: 'string', default: '2' },
+    'scale-every-ms': { type: 'string', default: '5000' },
   },
 });
 const host = values.host;
@@ -45,6 +48,8 @@ const streams = Number(values.streams);
 const streamSeconds = Number(values['stream-seconds']);
 const creators = Number(values.creators);
 const maxScale = Number(values['max-scale']);
+const scalers = Number(values.scalers);
+const scaleEveryMs = Number(values['scale-every-ms']);
 if (!clusters.length) throw new Error('--cluster NAME: at least one running cluster');
 const auth = `Authorization: ${values.auth}\r\n`;
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -175,12 +180,30 @@ class Conn {
 function operation() {
   const c = pick(clusters);
   const r = Math.random() * 100;
-  if (r < 28) return ['list', 'GET', '/api/v1/clusters/'];
-  if (r < 53) return ['get', 'GET', `/api/v1/clusters/${c}`];
-  if (r < 63) return ['options', 'GET', '/api/v1/options'];
-  if (r < 78) return values.af ? ['af-get', 'GET', `/api/af/clusters/${c}`] : ['get', 'GET', `/api/v1/clusters/${c}`];
-  if (r < 93) return ['dashboard', 'GET', `/clusters/${c}/health`];
-  return ['scale', 'POST', `/api/v1/clusters/${c}/scale`, { count: Math.floor(Math.random() * (maxScale + 2)) }];
+  if (r < 30) return ['list', 'GET', '/api/v1/clusters/'];
+  if (r < 57) return ['get', 'GET', `/api/v1/clusters/${c}`];
+  if (r < 68) return ['options', 'GET', '/api/v1/options'];
+  if (r < 84) return values.af ? ['af-get', 'GET', `/api/af/clusters/${c}`] : ['get', 'GET', `/api/v1/clusters/${c}`];
+  return ['dashboard', 'GET', `/clusters/${c}/health`];
+}
+
+// Scales: each scaler picks a cluster every --scale-every-ms and scales it to 0..limit+1 (past the
+// limit is capped). Every scale starts or stops real worker processes, whose Python start-up costs
+// about a CPU second each: at the rate of the reads this load would be all worker churn.
+async function scaler() {
+  const conn = { c: new Conn() };
+  await sleep(Math.random() * scaleEveryMs);
+  while (!done) {
+    const c = pick(clusters);
+    try {
+      if (conn.c.closed) conn.c = new Conn();
+      await call(conn.c, false, 'scale', 'POST', `/api/v1/clusters/${c}/scale`, { count: Math.floor(Math.random() * (maxScale + 2)) });
+    } catch (err) {
+      error('socket', `scale ${c}: ${err.message}`);
+    }
+    await sleep(scaleEveryMs);
+  }
+  conn.c.close();
 }
 
 async function call(conn, fresh, op, method, path, body) {
@@ -308,6 +331,7 @@ const tasks = [
   ...Array.from({ length: clients }, (_, i) => client(i)),
   ...Array.from({ length: streams }, () => stream()),
   ...Array.from({ length: creators }, () => creator()),
+  ...Array.from({ length: scalers }, () => scaler()),
 ];
 // event-loop stalls of the loader itself would show up as latency: report them
 const { monitorEventLoopDelay } = await import('node:perf_hooks');
