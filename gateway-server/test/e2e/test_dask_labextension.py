@@ -17,8 +17,10 @@ What works and what cannot (README "Using dask-labextension"):
   "Launch dashboard in JupyterLab" button goes through) sends no credentials, and the gateway's
   dashboards are behind the owner's login: inactive. Run in the browser (its setting
   browserDashboardCheck) on the gateway's origin, the owner's login reaches the dashboard: the check
-  and every plot load. A dashboard address from the gateway's redirect (the capability address our
-  panel's dashboard tabs use) works with the server-side check too.
+  and every plot load (here with the owner's login from a plain HTTP client; in Chromium, with the
+  extension's own panes and #830's command: ui-tests/tests/dask-labextension.spec.ts). A dashboard
+  address from the gateway's redirect (the capability address our panel's dashboard tabs use) works
+  with the server-side check too.
 
 The extension lives in a cache outside the repository (scripts/dask-labextension.sh, run here), on
 PYTHONPATH of the Jupyter server only, so .venv's Lab (the other UI tests, the screenshots) never
