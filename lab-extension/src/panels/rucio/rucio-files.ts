@@ -91,11 +91,20 @@ export function pyString(s: string): string {
 }
 
 /**
+ * Rucio's text made safe for a Python comment: a line break in a dataset name (from Rucio, untrusted)
+ * would end the comment and put the rest of the name into the cell as code. Control characters and
+ * Unicode line/paragraph separators are shown as U+FFFD; a NUL would make the cell unparsable.
+ */
+function commentText(s: string): string {
+  return s.replace(/[\p{Cc}\p{Zl}\p{Zp}]/gu, '\ufffd');
+}
+
+/**
  * The notebook cell defining the file list: a Python list literal, one PFN a line, so a 100k-file
  * dataset stays a plain literal the kernel parses fast and a person can read.
  */
 export function fileListCell(pfns: string[], did: string, scheme: string): string {
-  const header = `# ${pfns.length} file${pfns.length === 1 ? '' : 's'} of ${did} (${scheme}, first replica of each), from the AF Gateway Rucio panel`;
+  const header = `# ${pfns.length} file${pfns.length === 1 ? '' : 's'} of ${commentText(did)} (${commentText(scheme)}, first replica of each), from the AF Gateway Rucio panel`;
   if (pfns.length === 0) return `${header}\nfiles = []\n`;
   return `${header}\nfiles = [\n${pfns.map((p) => `    ${pyString(p)},`).join('\n')}\n]\n`;
 }

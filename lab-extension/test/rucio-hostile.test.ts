@@ -1,0 +1,67 @@
+// Rucio's names, PFNs and scheme are untrusted text: a hostile file or dataset name must not put
+// code into the notebook cell the dataset browser inserts. The cell is parsed by CPython here and
+// must be one assignment of a list of exactly the PFNs given, nothing else.
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { fileListCell } from '../src/panels/rucio/rucio-files';
+
+const python = fileURLToPath(new URL('../../.venv/bin/python', import.meta.url));
+
+/** What CPython makes of the cell: its statements' kinds and the list's strings (or a syntax error). */
+function parseCell(cell: string): { statements: string[]; files: unknown; error?: string } {
+  const script = [
+    'import ast, json, sys',
+    'src = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")',
+    'try:',
+    '    tree = ast.parse(src)',
+    'except (SyntaxError, ValueError) as e:',
+    '    print(json.dumps({"statements": [], "files": None, "error": str(e)})); sys.exit(0)',
+    'kinds = [type(s).__name__ + ":" + ",".join(t.id for t in getattr(s, "targets", []) if isinstance(t, ast.Name)) for s in tree.body]',
+    'files = ast.literal_eval(tree.body[0].value) if kinds == ["Assign:files"] else None',
+    'print(json.dumps({"statements": kinds, "files": files}))',
+  ].join('\n');
+  const out = execFileSync(python, ['-c', script], { input: Buffer.from(cell, 'utf8'), timeout: 30_000 });
+  return JSON.parse(out.toString()) as { statements: string[]; files: unknown; error?: string };
+}
+
+const hostile = [
+  'x\nimport os; os.system("id")\n#',
+  'x\rimport os; os.system("id")\r#',
+  'x\r\nimport os\r\n#',
+  'x\u2028y\u2029z\u0085w\u000bv\u000cu',
+  'x\u0000y',
+  '"]; import os; os.system("id"); x = ["',
+  '\'\'\' """ \\ \\N{BULLET} \\x41 {0} %s',
+  'root://h//data/\ud800lone',
+];
+
+describe('the inserted file list against hostile Rucio strings', () => {
+  it('is one assignment of exactly the PFNs given, whatever the PFNs hold', () => {
+    for (const p of hostile) {
+      const parsed = parseCell(fileListCell([p, 'davs://ok/f'], 'data26:ds', 'davs'));
+      expect(parsed.error, p).toBeUndefined();
+      expect(parsed.statements, p).toEqual(['Assign:files']);
+      // (a lone surrogate cannot cross JSON into Python's json.dumps and back unchanged; its escape is)
+      if (!/[\ud800-\udfff]/.test(p)) expect(parsed.files, p).toEqual([p, 'davs://ok/f']);
+    }
+  });
+
+  it('keeps a hostile dataset name and scheme inside the header comment', () => {
+    for (const bad of hostile) {
+      for (const [did, scheme] of [
+        [`data26:${bad}`, 'davs'],
+        ['data26:ds', bad],
+      ]) {
+        const cell = fileListCell(['davs://ok/f'], did!, scheme!);
+        const parsed = parseCell(cell);
+        expect(parsed.error, JSON.stringify([did, scheme])).toBeUndefined();
+        expect(parsed.statements, JSON.stringify([did, scheme])).toEqual(['Assign:files']);
+        expect(parsed.files).toEqual(['davs://ok/f']);
+        expect(cell.split('\n')[0]!.startsWith('# ')).toBe(true);
+      }
+    }
+    // the empty list too
+    expect(parseCell(fileListCell([], 'data26:x\nimport os', 'root')).statements).toEqual(['Assign:files']);
+  });
+});
