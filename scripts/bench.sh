@@ -12,6 +12,9 @@ bash scripts/test-accounts.sh ensure >/dev/null
 # Load (issue 22 item 5): 1,000 clients of mixed operations for 60 s against ours, then the peer, on the
 # local backend; worker processes sampled at 10 Hz against the per-cluster limit.
 .venv/bin/python bench/bench_load.py
+# Scale (issue 22 item 4): 10,000 clusters, 100,000 workers heartbeating, 1,000 event streams, with the
+# memory backend (nothing runs), the gateway as its own process; CPU and memory at 1k, 5k, 10k clusters.
+node bench/bench_scale.mjs
 # Rucio: a 20,000-file dataset through the gateway against straight to Rucio (a real server).
 .venv/bin/python bench/bench_rucio.py
 # The Lab's workflow DAG view in Chromium, 5,000 and 20,000 steps: no peer draws these, so measured
