@@ -11,6 +11,7 @@ import type { Metrics } from './metrics.js';
 import { lazyValidator, lazySerializers } from './schemas.js';
 import { errorHandler } from './api/error-handler.js';
 import { routeAuth } from './api/route-auth.js';
+import { lazyChildLogger } from './api/request-logger.js';
 import { daskGatewayRoutes } from './api/dask-gateway-routes.js';
 import { dashboardProxy, redactCapability, type DashboardCapabilities } from './api/dashboard-proxy.js';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -88,6 +89,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger,
     logController: new LogController({ disableRequestLogging: true }), // our onResponse hook logs instead
+    childLoggerFactory: lazyChildLogger, // req.log is built on its first line, not for every request
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
     return503OnClosing: true,
@@ -112,23 +114,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     throw new AppError(404, 'not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
   });
 
-  // Before anything else: a request naming a host this gateway is not (DNS rebinding) is a 403.
-  app.addHook('onRequest', async (req) => deps.checkHost(req.headers));
-  if (deps.ready) {
-    const ready = deps.ready;
-    app.addHook('onRequest', async () => {
-      await ready;
-    });
-  }
-
-  app.addHook('onResponse', async (req, reply) => {
+  // After each answer: the request metrics, and the access line at the level accessLogLevel says.
+  app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const status = reply.statusCode;
     deps.metrics.httpRequests.inc({ method: req.method, route, status: String(status) });
     const ms = reply.elapsedTime;
     const level = accessLogLevel(req.method, route, status, ms);
-    if (LOG_LEVELS[level]! < (LOG_LEVELS[req.log.level] ?? Infinity)) return; // below the logger's level ('silent' too): not even built
-    req.log[level]({ method: req.method, url: loggedPath(req.url), status, ms: Math.round(ms), user: req.user?.name }, 'request');
+    // below the logger's level ('silent' too): not even built
+    if (LOG_LEVELS[level]! >= (LOG_LEVELS[req.log.level] ?? Infinity)) {
+      req.log[level]({ method: req.method, url: loggedPath(req.url), status, ms: Math.round(ms), user: req.user?.name }, 'request');
+    }
+    done();
   });
 
   await app.register(swagger, {
@@ -144,7 +141,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       buildLocalReference: (json, _baseUri, _fragment, i) => String((json as { title?: string }).title ?? `schema${i}`),
     },
   });
-  await app.register(routeAuth, { identifier: deps.identifier, clusters: deps.clusters, metricsToken: deps.metricsToken, basePath: deps.basePath });
+  // Its one onRequest hook first refuses a Host the gateway is not (DNS rebinding: a 403 before
+  // anything else), then waits for restart recovery (a cluster being adopted is not yet known).
+  await app.register(routeAuth, {
+    identifier: deps.identifier,
+    clusters: deps.clusters,
+    metricsToken: deps.metricsToken,
+    basePath: deps.basePath,
+    checkHost: deps.checkHost,
+    ready: deps.ready,
+  });
   await app.register(systemRoutes, { version: deps.version, metrics: deps.metrics, health: deps.health });
   await app.register(daskGatewayRoutes, { clusters: deps.clusters });
   await app.register(afRoutes, { clusters: deps.clusters, connectTarget: deps.connectTarget });

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { AppError } from '../errors.js';
 import { USER_NAME, USER_NAME_RULE, type Authenticator, type User } from './authenticator.js';
 import { CredentialCache, type CachedCredential, type CachedSession } from './credential-cache.js';
-import type { Sessions } from './sessions.js';
+import { MISS, type Sessions } from './sessions.js';
 
 export interface Identity {
   user: User;
@@ -20,6 +20,8 @@ const SESSION_REUSE_MARGIN_MS = 60_000;
 export class Identifier {
   /** Verifications in flight, by cache key: a burst of requests with one new credential checks it once. */
   private readonly verifying = new Map<string, Promise<CachedCredential | undefined>>();
+  /** The last Authorization header of each connection and its cache key (keyOn). */
+  private readonly lastKey = new WeakMap<object, { authorization: string; key: string }>();
 
   constructor(
     readonly authenticator: Authenticator,
@@ -50,6 +52,44 @@ export class Identifier {
     throw new AppError(401, 'unauthenticated', 'Authentication required: log in to the gateway first', {
       headers: { 'WWW-Authenticate': this.authenticator.challenge },
     });
+  }
+
+  /**
+   * The answer of `identify` when memory alone gives it (a credential verified before whose session
+   * is open, a session looked up lately), without a promise; undefined when `identify` must be
+   * awaited (a new credential, a store read, a session to open, a refusal).
+   */
+  identifyNow(headers: IncomingHttpHeaders, cookiePath = '/', connection?: object): Identity | undefined {
+    const fromSession = this.sessions.resolveNow(headers.cookie);
+    if (fromSession === MISS) return undefined;
+    const authorization = headers.authorization;
+    if (authorization) {
+      const entry = this.verified.get(this.keyOn(connection, authorization));
+      if (!entry) return undefined;
+      if (fromSession?.name === entry.user.name) {
+        this.onAuthenticated?.(entry.user, authorization);
+        return { user: entry.user };
+      }
+      const session = usableSession(entry);
+      if (!session) return undefined;
+      this.onAuthenticated?.(entry.user, authorization);
+      return { user: entry.user, setCookie: this.sessions.cookie(session, cookiePath) };
+    }
+    return fromSession ? { user: fromSession } : undefined;
+  }
+
+  /**
+   * The cache key of a header, remembered with the keep-alive connection that carried it: a client
+   * repeats its header on every request, and the key (an HMAC) was the largest cost of a request
+   * whose credential is known. The header is held no longer than its connection (which held it anyway).
+   */
+  private keyOn(connection: object | undefined, authorization: string): string {
+    if (!connection) return this.verified.keyOf(authorization);
+    const last = this.lastKey.get(connection);
+    if (last?.authorization === authorization) return last.key;
+    const key = this.verified.keyOf(authorization);
+    this.lastKey.set(connection, { authorization, key });
+    return key;
   }
 
   /** The cached identity of this header, verifying it first when it is new or its time is up. */
@@ -86,14 +126,20 @@ export class Identifier {
 
   /** The session of a cached credential, opened once (and again when it is about to end). */
   private async sessionOf(entry: CachedCredential): Promise<CachedSession> {
-    const s = entry.session;
-    const now = Date.now();
-    if (s && s.expires > now && (s.expires - now > SESSION_REUSE_MARGIN_MS || s.expires >= entry.until - 1000)) return s;
+    const s = usableSession(entry);
+    if (s) return s;
     entry.opening ??= this.sessions.open(entry.user).finally(() => (entry.opening = undefined));
     const session = await entry.opening;
     entry.session = session;
     return session;
   }
+}
+
+/** The session of a cached credential while it may still be handed out, else undefined. */
+function usableSession(entry: CachedCredential): CachedSession | undefined {
+  const s = entry.session;
+  const now = Date.now();
+  return s && s.expires > now && (s.expires - now > SESSION_REUSE_MARGIN_MS || s.expires >= entry.until - 1000) ? s : undefined;
 }
 
 const sameIdentity = (a: User, b: User) =>

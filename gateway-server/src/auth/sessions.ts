@@ -12,6 +12,9 @@ import { RecentlyUsed } from './recently-used.js';
 
 export const SESSION_COOKIE = 'af-gateway-session';
 
+/** `resolveNow`: the answer needs the state store. */
+export const MISS: unique symbol = Symbol('miss');
+
 const hash = (token: string) => createHash('sha256').update(token).digest('hex');
 
 /**
@@ -75,9 +78,17 @@ export class Sessions {
   /** The Set-Cookie value of an open session, for the time it has left. */
   cookie(session: OpenedSession, path = '/'): string {
     const maxAge = Math.max(1, Math.floor((session.expires - Date.now()) / 1000));
-    const attrs = [`${SESSION_COOKIE}=${session.token}`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', `Max-Age=${maxAge}`];
-    if (this.secure) attrs.push('Secure');
-    return attrs.join('; ');
+    return `${SESSION_COOKIE}=${session.token}; Path=${path}; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${this.secure ? '; Secure' : ''}`;
+  }
+
+  /**
+   * What `resolve` answers when it needs no store read: the user of a session looked up lately,
+   * undefined without a session cookie, or MISS when only the store can tell.
+   */
+  resolveNow(cookieHeader: string | undefined): User | undefined | typeof MISS {
+    const token = readCookie(cookieHeader, SESSION_COOKIE);
+    if (!token) return undefined;
+    return this.looked.get(hash(token))?.user ?? MISS;
   }
 
   /** Called with the stored key of each session ended here (a logout). */
@@ -86,12 +97,10 @@ export class Sessions {
   }
 
   async resolve(cookieHeader: string | undefined): Promise<User | undefined> {
-    const token = readCookie(cookieHeader, SESSION_COOKIE);
-    if (!token) return undefined;
-    const key = hash(token);
+    const known = this.resolveNow(cookieHeader);
+    if (known !== MISS) return known;
+    const key = hash(readCookie(cookieHeader, SESSION_COOKIE)!);
     const now = Date.now();
-    const hit = this.looked.get(key, now);
-    if (hit) return hit.user;
     const ends = this.ends;
     const row = await this.store.findSession(key, now);
     if (!row) return undefined;

@@ -169,6 +169,38 @@ describe('a credential sent on every request', () => {
   });
 });
 
+describe('the answer from memory alone (identifyNow, what most requests take)', () => {
+  it('agrees with identify, and never answers what needs a check: a new or wrong credential, a session to open, a cookie not yet read', async () => {
+    const auth = counting(new SimpleAuthenticator('s3cret', []));
+    const id = new Identifier(auth, sessions);
+    const alice = basic('alice', 's3cret');
+    const conn = {}; // a keep-alive connection
+    expect(id.identifyNow(alice, '/', conn)).toBeUndefined(); // not verified yet
+    const first = await id.identify(alice);
+    const now = id.identifyNow(alice, '/', conn);
+    expect(now).toEqual(first); // the same user and the same session's cookie
+    expect(id.identifyNow(alice, '/base/', conn)?.setCookie).toContain('Path=/base/');
+    // another header on the same connection (a proxy's shared connection) is keyed on its own
+    for (const wrong of [basic('alice', 's3cre'), basic('bob', 'nope'), { authorization: alice.authorization.slice(0, -2) }]) {
+      expect(id.identifyNow(wrong, '/', conn)).toBeUndefined();
+      expect(await status(id.identify(wrong))).toBe(401);
+      expect(id.identifyNow(alice, '/', conn)?.user.name).toBe('alice'); // and back
+    }
+    // a cookie is answered once it was read from the store; an unknown one never
+    const cookie = cookieOf(first.setCookie)!;
+    expect(id.identifyNow({ cookie }, '/', conn)).toBeUndefined();
+    expect((await id.identify({ cookie })).user.name).toBe('alice');
+    expect(id.identifyNow({ cookie }, '/', conn)).toEqual({ user: first.user });
+    expect(id.identifyNow({ cookie: 'af-gateway-session=' + 'x'.repeat(43) })).toBeUndefined();
+    expect(id.identifyNow({})).toBeUndefined(); // the 401 comes from identify
+    // a logout: the cookie and the credential's session are no longer answered from memory
+    await sessions.end(cookie);
+    expect(id.identifyNow({ cookie }, '/', conn)).toBeUndefined();
+    expect(id.identifyNow(alice, '/', conn)).toBeUndefined();
+    expect(auth.calls).toBe(4);
+  });
+});
+
 describe('how long a verified credential is trusted', () => {
   it('a Hub token is asked about again after its minute: a revoked one is refused, a good one keeps its session', async () => {
     vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
