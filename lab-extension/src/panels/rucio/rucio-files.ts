@@ -21,13 +21,20 @@ export function fileRow(f: RucioFile): FileRow {
   return { scope: f.scope, name: f.name, bytes: f.bytes ?? 0, adler32: f.adler32 ?? '', rses: [], pfn: '' };
 }
 
-/** The first PFN of a replica row for `scheme`: lowest priority number first, as Rucio orders them. */
+/**
+ * What no PFN holds: control characters (a line break in a copied PFN list pasted into a shell runs
+ * what follows it), format characters (a bidi override shows a PFN other than the one copied),
+ * private-use and lone surrogates, line and paragraph separators. Rucio's text is untrusted.
+ */
+const NOT_IN_PFN = /[\p{C}\p{Zl}\p{Zp}]/u;
+
+/** The first PFN of a replica row for `scheme`: lowest priority number first, as Rucio orders them; PFNs with unprintable characters are passed over. */
 export function firstPfn(replica: Pick<RucioReplica, 'pfns'>, scheme: string): string {
   const prefix = `${scheme}://`;
   let best = '';
   let bestPriority = Number.POSITIVE_INFINITY;
   for (const [pfn, info] of Object.entries(replica.pfns ?? {})) {
-    if (!pfn.startsWith(prefix)) continue;
+    if (!pfn.startsWith(prefix) || NOT_IN_PFN.test(pfn)) continue;
     const priority = info?.priority ?? Number.POSITIVE_INFINITY;
     if (!best || priority < bestPriority) {
       best = pfn;
