@@ -2,6 +2,7 @@
 // every schema from the schemas package so $refs between files resolve; and the lazy compilers the
 // Fastify app builds its routes' validators and response serializers with.
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { Ajv2020, type ErrorObject, type Options, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { SerializerFactory } from '@fastify/fast-json-stringify-compiler';
 import { allSchemas, configSchema, type GatewayConfig } from '@af-gateway/schemas';
@@ -25,10 +26,13 @@ export function makeAjv(coerce: boolean, extra: Partial<Options> = {}): Ajv2020 
   return ajv;
 }
 
-/** What the config validator compiled at build time was made from: the schemas and the options. */
-export function configValidatorKey(): string {
+/** The installed ajv's version: code it generated for another version may judge a config otherwise (or call helpers that changed). */
+const AJV_VERSION = (createRequire(import.meta.url)('ajv/package.json') as { version: string }).version;
+
+/** What the config validator compiled at build time was made from: the schemas, the options and ajv's version. */
+export function configValidatorKey(ajvVersion = AJV_VERSION): string {
   return createHash('sha256')
-    .update(JSON.stringify([allSchemas, ajvOptions(false)]))
+    .update(JSON.stringify([allSchemas, ajvOptions(false), ajvVersion]))
     .digest('hex');
 }
 
