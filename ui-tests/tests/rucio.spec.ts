@@ -70,8 +70,8 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
       'Size',
       'Checksum (adler32)',
       'RSEs',
-      'PFN (davs)',
       'Copy',
+      'PFN (davs)',
     ]);
     await expect(rows).toHaveCount(5);
     expect(await names()).toEqual(['file.small.0001.root', 'file.small.0002.root', 'file.small.0003.root', 'file.small.0004.root', 'file.small.0005.root']);
@@ -79,8 +79,8 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await expect(rows.first().locator('.jp-AFRucio-fileRses')).toHaveText('SITE-A_DISK, SITE-B_DISK');
     for (const pfn of await table.locator('.jp-AFRucio-filePfn').allTextContents()) expect(pfn).toMatch(/^davs:\/\/webdav\.site-[ab]\.test:443\//);
     // the whole PFN is on screen, not cut
-    const pfnCell = rows.first().locator('.jp-AFRucio-filePfn');
-    expect(await pfnCell.evaluate((el) => el.scrollWidth <= el.clientWidth)).toBe(true);
+    const pfnHead = rows.first().locator('.jp-AFRucio-pfnHead');
+    expect(await pfnHead.evaluate((el) => el.scrollWidth <= el.clientWidth)).toBe(true);
     await shot(page, 'rucio-browser-davs-light');
     await small.locator('.jp-AFRucio-schemeSelect select').selectOption('root');
     await expect(progress).toHaveText(/5 root PFNs/);

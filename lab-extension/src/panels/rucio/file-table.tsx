@@ -24,6 +24,20 @@ interface Column {
   title: string;
 }
 
+/**
+ * A PFN that, cut to fit, keeps its file name: the part up to the last `/` gives way (ellipsis in the
+ * middle), so a narrow pane shows `davs://webdav.site-a.te…/file.0001.root`. The text stays whole.
+ */
+function PfnText(props: { pfn: string }): JSX.Element {
+  const cut = props.pfn.lastIndexOf('/') + 1;
+  return (
+    <>
+      <span className="jp-AFRucio-pfnHead">{props.pfn.slice(0, cut)}</span>
+      <span className="jp-AFRucio-pfnTail">{props.pfn.slice(cut)}</span>
+    </>
+  );
+}
+
 function Row(props: {
   row: FileRow;
   pos: number;
@@ -61,9 +75,6 @@ function Row(props: {
       <div className="jp-AFRucio-fileRses" role="cell" title={rses}>
         {rses || (props.pending ? '…' : trans.__('no replica'))}
       </div>
-      <div className={`jp-AFRucio-filePfn${row.pfn ? '' : ' mod-missing'}`} role="cell" title={row.pfn}>
-        {row.pfn || (props.pending ? '…' : trans.__('no %1 PFN', props.scheme))}
-      </div>
       <div className="jp-AFRucio-fileCopy" role="cell">
         <button
           className="jp-AFRucio-copy mod-pfn"
@@ -90,6 +101,9 @@ function Row(props: {
           <copyIcon.react tag="span" elementSize="small" />
           {trans.__('Name')}
         </button>
+      </div>
+      <div className={`jp-AFRucio-filePfn${row.pfn ? '' : ' mod-missing'}`} role="cell" title={row.pfn}>
+        {row.pfn ? <PfnText pfn={row.pfn} /> : props.pending ? '…' : trans.__('no %1 PFN', props.scheme)}
       </div>
     </div>
   );
@@ -150,6 +164,26 @@ export function FileTable(props: {
     );
   }
   const sort = table.sort;
+  const header = (c: Column) => {
+    const dir = sort?.key === c.key ? sort.dir : 0;
+    return (
+      <div key={c.key} role="columnheader" className={`jp-AFRucio-col mod-${c.key}`} aria-sort={dir === 1 ? 'ascending' : dir === -1 ? 'descending' : 'none'}>
+        <button
+          className="jp-AFRucio-sort"
+          title={trans.__('%1 — click to sort (again: reverse, a third time: the dataset’s order)', c.title)}
+          onClick={() => {
+            table.toggleSort(c.key);
+            props.onChange();
+          }}
+        >
+          {c.label}
+          <span className="jp-AFRucio-sortMark" aria-hidden>
+            {dir === 1 ? '▲' : dir === -1 ? '▼' : ''}
+          </span>
+        </button>
+      </div>
+    );
+  };
   return (
     <div
       className="jp-AFRucio-fileTable"
@@ -171,34 +205,14 @@ export function FileTable(props: {
       }}
     >
       <div className="jp-AFRucio-fileHeader" role="row" aria-rowindex={1}>
-        {columns.map((c) => {
-          const dir = sort?.key === c.key ? sort.dir : 0;
-          return (
-            <div
-              key={c.key}
-              role="columnheader"
-              className={`jp-AFRucio-col mod-${c.key}`}
-              aria-sort={dir === 1 ? 'ascending' : dir === -1 ? 'descending' : 'none'}
-            >
-              <button
-                className="jp-AFRucio-sort"
-                title={trans.__('%1 — click to sort (again: reverse, a third time: the dataset’s order)', c.title)}
-                onClick={() => {
-                  table.toggleSort(c.key);
-                  props.onChange();
-                }}
-              >
-                {c.label}
-                <span className="jp-AFRucio-sortMark" aria-hidden>
-                  {dir === 1 ? '▲' : dir === -1 ? '▼' : ''}
-                </span>
-              </button>
+        {columns.map((c) => [
+          c.key === 'pfn' && (
+            <div key="copy" role="columnheader" className="jp-AFRucio-col mod-copy">
+              {trans.__('Copy')}
             </div>
-          );
-        })}
-        <div role="columnheader" className="jp-AFRucio-col mod-copy">
-          {trans.__('Copy')}
-        </div>
+          ),
+          header(c),
+        ])}
       </div>
       <div className="jp-AFRucio-fileSpacer" role="rowgroup" style={{ height: total * ROW_HEIGHT }}>
         {slice}
