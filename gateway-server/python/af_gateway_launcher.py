@@ -16,9 +16,10 @@ that account (sudo resets the environment), so everything it does — processes,
 happens with the user's rights and none of the gateway's. Requests ("op"):
 
   fork     {"role": "scheduler"|"worker", "title", "args", "env", "cwd", "log", "pidfile",
-            "dashboard_tls": bool (the dashboard takes only clients with the cluster's certificate)}
+            "dashboard_tls": bool (the dashboard takes only clients with the cluster's certificate),
+            "session_nice": 0-19 (see below)}
            -> {"pid", "start_ticks"}: a Dask process in a session of its own
-  step     {"command": [...], "env", "cwd", "title"} -> {"pid", "start_ticks"}: a workflow step;
+  step     {"command": [...], "env", "cwd", "title", "session_nice"} -> {"pid", "start_ticks"}: a workflow step;
            when it ends the launcher says so unasked: {"exited": pid}
   prepare  {"dir", "files": {name: text}} -> {}: make dir (0700, parents too) and write the files
            (0600) in it, replacing whatever (even a symbolic link) had the name
@@ -31,6 +32,12 @@ happens with the user's rights and none of the gateway's. Requests ("op"):
 
 Every process gets its own session (so its whole process group can be signalled) and a process
 title "af-gateway: <role> <cluster> ..." so that `ps` shows what it belongs to. The umask is 077.
+
+With "session_nice" N > 0 the new session's autogroup gets nice N (/proc/self/autogroup, written by
+the child right after setsid): with sched_autogroup_enabled=1 the kernel shares CPU between sessions,
+not processes, so every Dask session would otherwise weigh as much as the gateway's. Where autogroup
+is off the process itself gets nice N (setpriority; its children inherit it). Raising a nice needs no
+privilege; a failure is written to the process's log (stderr) and is never fatal.
 """
 
 import json
@@ -39,7 +46,40 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
+
+
+def _autogroup_on():
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            on = f.read().strip() == "1"
+    except OSError:
+        return False
+    return on and os.path.exists("/proc/self/autogroup")
+
+
+def _session_nice(nice):
+    """Gives this (new) session's autogroup nice `nice`, or this process when autogroup is off.
+    Returns None, or why it could not (for the caller to log)."""
+    if not isinstance(nice, int) or isinstance(nice, bool) or nice <= 0:
+        return None
+    nice = min(nice, 19)
+    try:
+        if not _autogroup_on():
+            os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+            return None
+        # Unprivileged writers are limited to one autogroup change per 100 ms machine-wide (EAGAIN).
+        for _ in range(40):
+            try:
+                with open("/proc/self/autogroup", "w") as f:
+                    f.write(str(nice))
+                return None
+            except BlockingIOError:
+                time.sleep(0.05)
+        return "the kernel kept answering EAGAIN for 2 s"
+    except OSError as exc:
+        return str(exc)
 
 
 def _become(spec):
@@ -61,9 +101,13 @@ def _become(spec):
     os.close(null_fd)
     os.close(log_fd)
     _set_dumpable(True)  # nothing of the launcher's is left in this process: the user may debug it
+    # (only now: /proc/self of a non-dumpable process belongs to root, and its autogroup file with it)
+    nice_error = _session_nice(spec.get("session_nice"))
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    if nice_error:
+        print(f"af-gateway launcher: could not lower this session's CPU priority: {nice_error}", file=sys.stderr, flush=True)
     os.chdir(spec["cwd"])
     os.environ.update(spec["env"])
     import dask
@@ -170,6 +214,10 @@ def _fork_step(req):
             null_fd = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null_fd, fd)
+            # The launcher's pipe and log are gone from this process; exec makes it dumpable anyway,
+            # and /proc/self/autogroup is writable by the account only in a dumpable process.
+            _set_dumpable(True)
+            _session_nice(req.get("session_nice"))  # (a step's output goes to its own log; nothing to tell)
             os.chdir(req["cwd"])
             os.execve(req["command"][0], req["command"], req["env"])
         except BaseException:

@@ -157,6 +157,7 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
     accounts,
     sudo: local.sudo,
     launcherIdleTimeout: local.launcher_idle_timeout,
+    sessionNice: local.session_nice,
     // (schedulers the HTCondor backend runs next to the gateway keep a plain dashboard for now)
     dashboardTls: config.backend.type === 'local',
   });

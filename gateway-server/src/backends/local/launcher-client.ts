@@ -16,6 +16,8 @@ export interface LaunchSpec {
   pidfile: string;
   /** The scheduler's dashboard speaks TLS and takes only clients with the cluster's certificate. */
   dashboard_tls?: boolean;
+  /** Autogroup nice of the new session (or nice of the process where autogroup is off); 0 or absent: left alone. */
+  session_nice?: number;
 }
 
 /** A started process: its pid and its start time in clock ticks (guards against pid reuse). */

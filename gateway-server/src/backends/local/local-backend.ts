@@ -36,6 +36,7 @@ import { replaceConfined } from '../../files/no-follow.js';
 import { clusterFiles, removeClusterFiles, writeClusterFiles } from '../../clusters/cluster-files.js';
 import { execLaunch, Launcher, toStarted, type LaunchSpec } from './launcher-client.js';
 import { isRunning, readProcStat, stopProcessGroup, type GroupSignaller } from './process-group.js';
+import { logSessionNice, setSessionNice } from './session-nice.js';
 import { LaunchRecords, newLaunchId, planOrphanRemoval, procTable, type LaunchRecord, type ProcessTable } from './launch-records.js';
 
 /** Processes remembered for the orphan search at most (a gateway that never searches stops there). */
@@ -63,6 +64,12 @@ export interface LocalBackendOptions {
    * the cluster's CA): on a shared machine any account can connect to a loopback port.
    */
   dashboardTls?: boolean;
+  /**
+   * Autogroup nice (1-19) each new session of users' processes gets, so that, with the kernel's
+   * per-session fair share (sched_autogroup_enabled=1), users' Dask processes and steps cannot starve
+   * the gateway; the process's own nice where autogroup is off. 0: left alone.
+   */
+  sessionNice?: number;
   /** Where the machine's processes are read for orphan removal (tests give their own). */
   processTable?: ProcessTable;
 }
@@ -108,6 +115,7 @@ export class LocalBackend extends ItemBackend {
 
   constructor(private readonly opts: LocalBackendOptions) {
     super();
+    logSessionNice(opts.sessionNice ?? 0, opts.log);
     this.records = new LaunchRecords(join(opts.dataDir, 'local-launches'));
     if (opts.singleUser) {
       if (opts.prefork) {
@@ -326,7 +334,9 @@ export class LocalBackend extends ItemBackend {
         ...l.env,
       };
       const started = toStarted(
-        await (await this.launcherFor(account.name)).request({ op: 'step', command: ['/bin/sh', l.wrapper], env, cwd: l.workdir }),
+        await (
+          await this.launcherFor(account.name)
+        ).request({ op: 'step', command: ['/bin/sh', l.wrapper], env, cwd: l.workdir, session_nice: this.opts.sessionNice ?? 0 }),
         'starting the step',
       );
       const handle: LocalHandle = { pid: started.pid, startTicks: started.start_ticks, log: l.log, account: account.name };
@@ -344,6 +354,7 @@ export class LocalBackend extends ItemBackend {
     });
     child.unref();
     child.once('exit', () => this.changeListeners.forEach((l) => l()));
+    await setSessionNice(pid, this.opts.sessionNice ?? 0, this.opts.log);
     const stat = await readProcStat(pid);
     const handle: LocalHandle = { pid, startTicks: stat?.startTicks ?? '', log: l.log };
     return handle;
@@ -389,7 +400,8 @@ export class LocalBackend extends ItemBackend {
     this.changeListeners.push(listener);
   }
 
-  private async launch(user: string, spec: LaunchSpec): Promise<BackendHandle> {
+  private async launch(user: string, launchSpec: LaunchSpec): Promise<BackendHandle> {
+    const spec: LaunchSpec = { ...launchSpec, session_nice: this.opts.sessionNice ?? 0 };
     const account = this.opts.singleUser ? undefined : await this.account(user);
     // Recorded before the launcher is asked: the gateway may die before it answers.
     const record: LaunchRecord = {
