@@ -35,8 +35,9 @@ title "af-gateway: <role> <cluster> ..." so that `ps` shows what it belongs to. 
 
 With "session_nice" N > 0 the new session's autogroup gets nice N (/proc/self/autogroup, written by
 the child right after setsid): with sched_autogroup_enabled=1 the kernel shares CPU between sessions,
-not processes, so every Dask session would otherwise weigh as much as the gateway's. Where autogroup
-is off the process itself gets nice N (setpriority; its children inherit it). Raising a nice needs no
+not processes, so every Dask session would otherwise weigh as much as the gateway's. The process
+itself gets nice N too (setpriority; its children inherit it), which is what counts where autogroup
+is off. Raising a nice needs no
 privilege; a failure is written to the process's log (stderr) and is never fatal.
 """
 
@@ -66,8 +67,10 @@ def _session_nice(nice):
         return None
     nice = min(nice, 19)
     try:
+        # The process's own nice too: it is what counts where autogroup is off, and where the
+        # gateway runs in a cgroup of its own with the cpu controller (autogroups then do nothing).
+        os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
         if not _autogroup_on():
-            os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
             return None
         # Unprivileged writers are limited to one autogroup change per 100 ms machine-wide (EAGAIN).
         for _ in range(40):

@@ -3,7 +3,8 @@
 // backend starts leads a session of its own: twenty busy Dask sessions would each weigh as much as
 // the gateway. Each new session is given a positive autogroup nice instead (the launcher writes
 // /proc/self/autogroup in the child right after setsid; here the same for the steps the gateway
-// spawns itself in single-user mode). Where autogroup is off, the process's nice (setpriority).
+// spawns itself in single-user mode). The process's own nice as well (setpriority): what counts
+// where autogroup is off.
 //
 // What an unprivileged account can and cannot do (kernel/sched/autogroup.c): raise the nice of its
 // own sessions' autogroups, and lower it again down to 0, never below 0 without CAP_SYS_NICE or
@@ -28,7 +29,8 @@ export function autogroupEnabled(): boolean {
 /** Says once, at start, which of the two the backend will use. */
 export function logSessionNice(nice: number, log: FastifyBaseLogger): void {
   if (nice <= 0) return;
-  if (autogroupEnabled()) log.info({ session_nice: nice }, `users' sessions get autogroup nice ${nice} (the kernel shares CPU between sessions)`);
+  if (autogroupEnabled())
+    log.info({ session_nice: nice }, `users' sessions get autogroup nice ${nice} (the kernel shares CPU between sessions), their processes nice ${nice}`);
   else log.info({ session_nice: nice }, `autogroup is off: users' processes get nice ${nice} (setpriority)`);
 }
 
@@ -40,10 +42,9 @@ export async function setSessionNice(pid: number, nice: number, log: FastifyBase
   if (nice <= 0) return;
   const value = Math.min(Math.trunc(nice), 19);
   try {
-    if (!autogroupEnabled()) {
-      setPriority(pid, value);
-      return;
-    }
+    // The process's own nice too: what counts where autogroup is off or the gateway runs in a cgroup with the cpu controller.
+    setPriority(pid, value);
+    if (!autogroupEnabled()) return;
     // Unprivileged writers may change an autogroup once per 100 ms machine-wide; EAGAIN otherwise.
     for (let i = 0; ; i++) {
       try {
