@@ -60,7 +60,7 @@ export class Identifier {
    * awaited (a new credential, a store read, a session to open, a refusal).
    */
   identifyNow(headers: IncomingHttpHeaders, cookiePath = '/', connection?: object): Identity | undefined {
-    const fromSession = this.sessions.resolveNow(headers.cookie);
+    const fromSession = this.sessions.resolveNow(headers.cookie, connection);
     if (fromSession === MISS) return undefined;
     const authorization = headers.authorization;
     if (authorization) {

@@ -42,6 +42,11 @@ export class Sessions {
   private readonly endListeners: ((key: string) => void)[] = [];
   /** Sessions looked up lately by stored key, least recently used first. */
   private readonly looked = new RecentlyUsed<{ user: User; until: number }>(LOOKUP_MAX);
+  /**
+   * The last Cookie header of each keep-alive connection and its session's stored key (null: no
+   * session cookie in it): a client repeats the header, and its SHA-256 was most of a cookie's cost.
+   */
+  private readonly lastKey = new WeakMap<object, { cookieHeader: string; key: string | null }>();
   /** Counts logouts begun and finished here: a lookup that overlapped one is not remembered. */
   private ends = 0;
 
@@ -85,10 +90,17 @@ export class Sessions {
    * What `resolve` answers when it needs no store read: the user of a session looked up lately,
    * undefined without a session cookie, or MISS when only the store can tell.
    */
-  resolveNow(cookieHeader: string | undefined): User | undefined | typeof MISS {
-    const token = readCookie(cookieHeader, SESSION_COOKIE);
-    if (!token) return undefined;
-    return this.looked.get(hash(token))?.user ?? MISS;
+  resolveNow(cookieHeader: string | undefined, connection?: object): User | undefined | typeof MISS {
+    if (!cookieHeader) return undefined;
+    const last = connection && this.lastKey.get(connection);
+    let key = last?.cookieHeader === cookieHeader ? last.key : undefined;
+    if (key === undefined) {
+      const token = readCookie(cookieHeader, SESSION_COOKIE);
+      key = token ? hash(token) : null;
+      if (connection) this.lastKey.set(connection, { cookieHeader, key });
+    }
+    if (key === null) return undefined;
+    return this.looked.get(key)?.user ?? MISS;
   }
 
   /** Called with the stored key of each session ended here (a logout). */
