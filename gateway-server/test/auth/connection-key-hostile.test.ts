@@ -69,4 +69,25 @@ describe('one keep-alive connection carrying several callers', () => {
       expect(spaced!.user === undefined || spaced!.user === 'alice').toBe(true);
     }
   });
+
+  it('identifies each request by its own session cookie too (1bb238e), never by the cookie the connection carried before', async () => {
+    const aliceCookie = (await get(basic('alice', PASSWORD))).cookie!;
+    const malloryCookie = (await get(basic('mallory', PASSWORD))).cookie!;
+    expect(aliceCookie).toMatch(/^af-gateway-session=/);
+    expect(malloryCookie).not.toBe(aliceCookie);
+    const forged = `${aliceCookie.slice(0, -2)}xx`;
+    for (let round = 0; round < 3; round++) {
+      const a = await get({ cookie: aliceCookie });
+      const m = await get({ cookie: malloryCookie });
+      const f = await get({ cookie: forged });
+      const other = await get({ cookie: `other=1; ${malloryCookie}` });
+      const none = await get({ cookie: 'other=1' });
+      expect([a.status, a.user]).toEqual([200, 'alice']);
+      expect([m.status, m.user]).toEqual([200, 'mallory']);
+      expect(f.status).toBe(401);
+      expect([other.status, other.user]).toEqual([200, 'mallory']);
+      expect(none.status).toBe(401);
+      expect([a, m, f, other, none].every((x) => x.reused)).toBe(true);
+    }
+  });
 });
