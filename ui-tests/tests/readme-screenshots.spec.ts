@@ -12,6 +12,8 @@ import { loginAsAlice, readStack } from './stack';
 import { newClusterRunning, openPanel, runAddedCell, scaleManually, SCREENSHOTS } from './panels';
 
 test.setTimeout(420_000);
+// wide enough for the dataset browser's PFN column and a notebook beside a dashboard
+test.use({ viewport: { width: 1440, height: 900 } });
 
 const OUT = process.env.AF_README_IMAGES === '1' ? path.join(REPO, 'docs', 'images') : path.join(SCREENSHOTS, 'readme');
 
@@ -63,6 +65,9 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
       .click({ modifiers: ['Shift'] });
     await expect(browser.locator('.jp-AFRucio-selection')).toHaveText('2 of 5 selected');
     await picture(page, 'rucio-files');
+    // the main area cleared for the pictures that follow
+    await page.activity.closePanel('data26:ds.small');
+    await expect(browser).toHaveCount(0);
   });
 
   const clusters = await openPanel(page, 'af-clusters');
@@ -73,11 +78,13 @@ test('the quick start of the README, panel by panel', async ({ page }) => {
     const dialog = page.locator('.jp-Dialog');
     await expect(dialog.locator('.jp-Dialog-header')).toHaveText('New Dask cluster');
     await expect(dialog.locator('#af-option-worker_cores')).toHaveValue('1');
+    await dialog.locator('#af-option-display_name').fill('ttbar skim');
     await picture(page, 'cluster-new');
     await dialog.locator('.jp-mod-accept').click();
     name = await newClusterRunning(clusters);
   });
   const card = clusters.locator(`.jp-AFClusters-cluster[data-cluster="${name}"]`);
+  await expect(card.locator('.jp-AFClusters-displayName')).toHaveText('ttbar skim');
 
   await test.step('Scale: two workers join', async () => {
     await scaleManually(page, card, 2, () => picture(page, 'cluster-scale'));
