@@ -332,6 +332,8 @@ def main(argv=None) -> int:
     p.add_argument("--new-share", type=float, default=0.2)
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument("--max-workers", type=int, default=2)
+    p.add_argument("--session-nice", type=int, default=None,
+                   help="ours: backend.local.session_nice (autogroup nice of users' sessions; 0 = off); default: the gateway's")
     p.add_argument("--creators", type=int, default=2)
     p.add_argument("--scalers", type=int, default=2)
     p.add_argument("--scale-every-ms", type=float, default=5000.0)
@@ -363,7 +365,9 @@ def main(argv=None) -> int:
                     prof.mkdir(parents=True, exist_ok=True)
                     node_args = ["--cpu-prof", f"--cpu-prof-dir={prof}"]
                 gw = OursLoad(wd, dict(env), tracker, args.timeout, node=args.node, cli=str(Path(args.ours_cli).resolve()),
-                              overrides=[(["cluster", "max_workers"], args.max_workers)], node_args=node_args)
+                              overrides=[(["cluster", "max_workers"], args.max_workers)]
+                              + ([(["backend", "local", "session_nice"], args.session_nice)] if args.session_nice is not None else []),
+                              node_args=node_args)
                 gw.loop_out = wd / "loop-delay.jsonl"
                 gw.env["AF_BENCH_LOOP_DELAY_OUT"] = str(gw.loop_out)
             else:
