@@ -113,6 +113,8 @@ interface ClusterEvents {
 }
 
 const now = () => Date.now();
+/** How many clusters the periodic check judges before it lets other work run. */
+const CHECK_SLICE = 200;
 /** The fields of a cluster record a heartbeat may change and the state store keeps: all but lastHeartbeat and the secrets and certificate it never touches. */
 const NOT_COMPARED = new Set(['lastHeartbeat', 'tlsCert', 'tlsKey', 'token']);
 function persistedKey(c: ClusterRecord): string {
@@ -1259,8 +1261,12 @@ export class ClusterManager extends EventEmitter<ClusterEvents> {
             }
           }),
       );
+      let judged = 0;
       for (const { cluster } of entries) {
         if (unchecked.has(cluster.name)) continue;
+        // Heartbeats and API calls get their turn every CHECK_SLICE clusters: judging 10,000 clusters
+        // in one go holds the event loop for the whole pass, every check_period.
+        if (++judged % CHECK_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
         try {
           await this.checkCluster(cluster, states);
         } catch (err) {
