@@ -468,7 +468,11 @@ async function runOne(kind, steps, args, nSessions) {
       for (let tries = 0; ; tries++) {
         const got = made.reduce((n, c) => n + c.workers.size, 0);
         if (got >= want) break;
-        if (tries > 600) throw new Error(`only ${got} of ${want} workers were started within 60 s (${hb.errors} heartbeat errors; last: ${hb.lastError})`);
+        if (tries > 600) {
+          // (measured all the same, with the workers that did start: the table says how many)
+          log(`WARNING: only ${got} of ${want} new workers were started within 60 s (${hb.errors} heartbeat errors; last: ${hb.lastError || 'none'})`);
+          break;
+        }
         await sleep(100);
       }
       have = step;
@@ -491,7 +495,7 @@ async function runOne(kind, steps, args, nSessions) {
       const row = {
         clusters: step,
         users: users.length,
-        workers: step * args.workers,
+        workers: [...scheds.byName.values()].reduce((n, c) => n + c.workers.size, 0),
         create_s: tCreate,
         heartbeats_per_s: beats.rate,
         heartbeat_ms: beats.lat,
