@@ -46,10 +46,13 @@ export interface OnePortServer {
 export function createOnePortServer(opts: OnePortOptions): OnePortServer {
   const open = new Set<net.Socket>();
   const server = net.createServer((socket) => {
+    track(socket);
+    classify(socket, opts, track);
+  });
+  const track = (socket: net.Socket) => {
     open.add(socket);
     socket.once('close', () => open.delete(socket));
-    classify(socket, opts);
-  });
+  };
   return {
     server,
     close: async () => {
@@ -60,7 +63,7 @@ export function createOnePortServer(opts: OnePortOptions): OnePortServer {
   };
 }
 
-function classify(socket: net.Socket, opts: OnePortOptions): void {
+function classify(socket: net.Socket, opts: OnePortOptions, track: (s: net.Socket) => void): void {
   let buffered = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), opts.classifyTimeoutMs ?? CLASSIFY_TIMEOUT_MS);
   socket.on('error', () => socket.destroy());
@@ -76,7 +79,7 @@ function classify(socket: net.Socket, opts: OnePortOptions): void {
     finish(() => {
       if (hello.kind === 'not-tls') return handOver(socket, buffered, opts.http);
       const sni = hello.serverName;
-      if (sni?.startsWith(SNI_PREFIX)) return pipeToScheduler(socket, buffered, sni.slice(SNI_PREFIX.length), opts);
+      if (sni?.startsWith(SNI_PREFIX)) return pipeToScheduler(socket, buffered, sni.slice(SNI_PREFIX.length), opts, track);
       if (opts.https) return handOver(socket, buffered, opts.https);
       socket.destroy();
     });
@@ -97,11 +100,29 @@ function handOver(socket: net.Socket, head: Buffer, server: HttpServer | TlsServ
   server.emit('connection', socket);
 }
 
-function pipeToScheduler(client: net.Socket, head: Buffer, cluster: string, opts: OnePortOptions): void {
+/** Moves an accepted socket's connection to a new net.Socket that reads into the caller's buffer.
+ * Node 20 offers `onread` only in the constructor and for sockets it connects; an accepted socket
+ * has already been read the stream way (for the ClientHello). Its libuv handle is stopped, taken
+ * from the old socket (which then closes without closing the connection) and given to a new
+ * socket constructed with `handle` and `onread` (net.js: initSocketHandle calls useUserBuffer for
+ * it). `_handle` is Node's internal field, so anything unexpected keeps the stream socket. */
+function withUserBuffer(socket: net.Socket, onread: net.OnReadOpts): net.Socket | undefined {
+  const internal = socket as unknown as { _handle?: { readStop?: () => number; reading?: boolean } | null };
+  const handle = internal._handle;
+  const state = (socket as unknown as { _readableState?: { ended?: boolean } })._readableState;
+  if (!handle || typeof handle.readStop !== 'function' || socket.destroyed || socket.readableLength > 0 || state?.ended !== false) return undefined;
+  handle.reading = false;
+  if (handle.readStop() !== 0) return undefined;
+  internal._handle = null;
+  socket.destroy();
+  return new net.Socket({ handle, allowHalfOpen: true, onread } as net.SocketConstructorOpts);
+}
+
+function pipeToScheduler(accepted: net.Socket, head: Buffer, cluster: string, opts: OnePortOptions, track: (s: net.Socket) => void): void {
   const target = opts.schedulerFor(cluster);
   if (!target) {
     opts.log.debug({ cluster }, 'scheduler connection for an unknown or stopped cluster refused');
-    client.destroy();
+    accepted.destroy();
     return;
   }
   let url: URL;
@@ -109,45 +130,70 @@ function pipeToScheduler(client: net.Socket, head: Buffer, cluster: string, opts
     url = new URL(target.replace(/^tls:\/\//, 'tcp://'));
   } catch {
     opts.log.warn({ cluster }, 'scheduler route is not an address; connection refused');
-    client.destroy();
+    accepted.destroy();
     return;
   }
-  // Scheduler -> client, where a gather's bytes flow: read straight into one buffer of this
-  // connection (no allocation, no stream machinery per read) and hand each read to the client;
-  // reading stops while the kernel has not taken a write, since the next read reuses the buffer.
-  let readBuffer = Buffer.allocUnsafe(FIRST_READ_BYTES);
-  let downPaused = false;
-  const downFlushed = () => {
-    if (downPaused && client.writableLength === 0) {
-      downPaused = false;
-      upstream.resume();
-    }
+  // Each direction reads straight into one buffer of this connection (no allocation, no stream
+  // machinery per read) and hands each read to the other side; reading stops while the kernel has
+  // not taken a write, since the next read reuses the buffer. The buffer is small at first and
+  // grows once a read fills it (a bulk transfer).
+  const relay = (to: () => net.Socket, from: () => net.Socket): net.OnReadOpts => {
+    let buffer = Buffer.allocUnsafe(FIRST_READ_BYTES);
+    let paused = false;
+    const flushed = () => {
+      if (paused && to().writableLength === 0) {
+        paused = false;
+        from().resume();
+      }
+    };
+    return {
+      buffer: () => buffer,
+      callback: (n: number, buf: Uint8Array) => {
+        const out = to();
+        out.write(buf.subarray(0, n), flushed);
+        if (n === buf.length && buf.length < READ_BUFFER_BYTES) buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        if (out.writableLength === 0) return true;
+        paused = true;
+        return false;
+      },
+    };
   };
-  const upstream = net.connect({
+  // Client -> scheduler (a scatter's bytes) on the accepted connection; if Node's internals are
+  // not as expected, the accepted socket is piped the stream way.
+  const client: net.Socket =
+    withUserBuffer(
+      accepted,
+      relay(
+        () => upstream,
+        () => client,
+      ),
+    ) ?? accepted;
+  if (client !== accepted) track(client);
+  const upstream: net.Socket = net.connect({
     host: url.hostname,
     port: Number(url.port),
     noDelay: true,
     // the scheduler's FIN ends only what flows to the client (below), not the client's uploads
     allowHalfOpen: true,
-    onread: {
-      buffer: () => readBuffer,
-      callback: (n: number, buf: Buffer) => {
-        client.write(buf.subarray(0, n), downFlushed);
-        if (n === buf.length && buf.length < READ_BUFFER_BYTES) readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-        if (client.writableLength === 0) return true;
-        downPaused = true;
-        return false;
-      },
-    },
+    onread: relay(
+      () => client,
+      () => upstream,
+    ),
   });
   client.setNoDelay(true);
   upstream.write(head);
-  // Client -> scheduler (uploads): Node reads an accepted socket into its own 64 KiB buffers; a
-  // loop of 'data' and write() in place of pipe() measured the same CPU per byte, so pipe() stays.
-  client.pipe(upstream);
-  // Each side's FIN is passed on once what came before it has (pipe() does this for the client's);
-  // either side closing closes the other once what it was sent has left (bounded in time); an
-  // error closes both at once.
+  if (client === accepted) client.pipe(upstream);
+  else {
+    // the client's FIN ends only its upload, once what came before it has been passed on
+    client.on('end', () => upstream.end());
+    client.on('error', (err: Error) => {
+      opts.log.debug({ cluster, err: err.message }, 'client connection failed');
+      client.destroy();
+      upstream.destroy();
+    });
+  }
+  // Each side's FIN is passed on once what came before it has; either side closing closes the
+  // other once what it was sent has left (bounded in time); an error closes both at once.
   upstream.on('end', () => client.end());
   client.on('close', () => closeAfterFlush(upstream));
   upstream.on('close', () => closeAfterFlush(client));

@@ -30,9 +30,9 @@ interface FakeScheduler {
   next(): Promise<{ socket: net.Socket; received: Buffer[] }>;
   close(): void;
 }
-async function fakeScheduler(): Promise<FakeScheduler> {
+async function fakeScheduler(allowHalfOpen = false): Promise<FakeScheduler> {
   const conns: FakeScheduler['conns'] = [];
-  const server = net.createServer((socket) => {
+  const server = net.createServer({ allowHalfOpen }, (socket) => {
     const entry = { socket, received: [] as Buffer[] };
     socket.on('data', (d: Buffer) => entry.received.push(d));
     socket.on('error', () => undefined);
@@ -147,6 +147,54 @@ describe('one port: scheduler passthrough', () => {
     const received = Buffer.concat(parts);
     expect(received.length).toBe(down.length);
     expect(sha(received)).toBe(sha(down));
+  });
+
+  it("holds back a client's upload while the scheduler reads nothing, and keeps it in order (the upload read buffer is reused too)", async () => {
+    const sched = await fakeScheduler();
+    cleanups.push(() => sched.close());
+    const port = await gateway({ abc: sched.port });
+    const client = await connect(port);
+    const hello = await captureHello('daskgateway-abc');
+    client.write(hello);
+    const conn = await sched.next();
+    conn.socket.pause();
+    const up = counting(64 * 1024 * 1024);
+    const uploaded = once(conn.socket, 'end');
+    client.end(up);
+    // the gateway holds no more than its buffer while the scheduler reads nothing: the rest waits in the client
+    await new Promise((r) => setTimeout(r, 500));
+    expect(client.writableLength).toBeGreaterThan(32 * 1024 * 1024);
+    const sock = conn.socket;
+    let got = 0;
+    sock.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got % 3 === 0) {
+        sock.pause();
+        setTimeout(() => sock.resume(), 2);
+      }
+    });
+    sock.resume();
+    await uploaded;
+    const sent = Buffer.concat(conn.received);
+    expect(sent.length).toBe(hello.length + up.length);
+    expect(sha(sent.subarray(hello.length))).toBe(sha(up));
+  });
+
+  it('a client that half-closes (sends its FIN) still gets the whole reply', async () => {
+    const sched = await fakeScheduler(true);
+    cleanups.push(() => sched.close());
+    const port = await gateway({ abc: sched.port });
+    const client = await connect(port);
+    client.write(await captureHello('daskgateway-abc'));
+    const conn = await sched.next();
+    const received = drain(client);
+    client.end(Buffer.from('request'));
+    await once(conn.socket, 'end');
+    const down = counting(8 * 1024 * 1024);
+    conn.socket.end(down);
+    const got = await received;
+    expect(got.length).toBe(down.length);
+    expect(sha(got)).toBe(sha(down));
   });
 
   it('refuses an unknown cluster: the connection closes and no scheduler is contacted', async () => {
