@@ -52,10 +52,24 @@ export interface RucioServer {
   log: string;
 }
 
+/** Files of data26:ds.huge, the 100,000-file dataset the browser streams (as in the demo). */
+export const RUCIO_HUGE_FILES = 100_000;
+
+/**
+ * Starts Rucio from the machine's seed (scripts/rucio-server.sh, RUCIO_SEED_CACHE): the first start on a
+ * machine seeds it once (ds.big's 20,000 and ds.huge's 100,000 files: minutes), every later one copies the
+ * seed's database into runDir (so what tests register is gone at the next start) and points the seeded
+ * OIDC identities at this start's issuer. The seed holds no port: this stack gives Rucio no storage
+ * servers, its RSEs' PFNs name fixed hosts, and the issuer is rebound at each start.
+ */
 async function startRucio(runDir: string, issuer: string, logsDir: string): Promise<RucioServer> {
   mkdirSync(runDir, { recursive: true });
   try {
-    const { stderr } = await run('bash', [RUCIO_SCRIPT, 'start', runDir], { env: { ...process.env, RUCIO_OIDC_ISSUER: issuer }, timeout: 300_000 });
+    const { stderr } = await run('bash', [RUCIO_SCRIPT, 'start', runDir], {
+      env: { ...process.env, RUCIO_OIDC_ISSUER: issuer, RUCIO_SEED_CACHE: '1', RUCIO_HUGE_FILES: String(RUCIO_HUGE_FILES) },
+      // a cold machine makes the seed here (another start making it meanwhile is waited for)
+      timeout: 900_000,
+    });
     writeFileSync(path.join(logsDir, 'rucio-start.log'), stderr);
   } catch (err) {
     const e = err as { stderr?: string; message: string };

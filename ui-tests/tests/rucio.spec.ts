@@ -1,14 +1,14 @@
 // The Rucio panel against the real gateway and a real Rucio server (scripts/rucio-server.sh) that
 // accepts the gateway's exchanged tokens: search with wildcards in the sidebar; datasets open in the
-// main area's browser (davs and root PFNs, sort, filter, selection, per-row copy); a 20,000-file
-// dataset streamed into the virtualised table; the selected files' list run in a notebook; a rule
-// that makes a dataset available; and an empty search.
+// main area's browser (davs and root PFNs, sort, filter, selection, per-row copy); the 100,000-file
+// ds.huge (from the machine's Rucio seed) streamed into the virtualised table; the selected files' list
+// run in a notebook; a rule that makes a dataset available; and an empty search.
 import { expect, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
 import { loginAsAlice } from './stack';
 import { openPanel, runAddedCell, shot } from './panels';
 
-test.setTimeout(300_000);
+test.setTimeout(600_000);
 // a desktop screen: the dataset browser beside the open sidebar shows whole PFNs
 test.use({ viewport: { width: 1600, height: 900 } });
 
@@ -188,19 +188,19 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
     await shot(page, 'rucio-rule-light', small);
   });
 
-  // The UI stack seeds ds.big (20,000 files); a 100,000-file ds.huge costs more than a minute to seed
-  // on each stack start, so the demo has it and this test streams the 20,000.
-  const big = browserOf('data26:ds.big');
-  const bigTable = big.locator('.jp-AFRucio-fileTable');
-  const bigProgress = big.locator('.jp-AFRucio-progressText');
-  await test.step('ds.big: the first rows show while 20,000 stream in (with a Stop); the table scrolls to the last', async () => {
+  // ds.huge: 100,000 files, from the machine's Rucio seed (ui-tests/support/stack.ts, as in the demo)
+  const huge = browserOf('data26:ds.huge');
+  const hugeTable = huge.locator('.jp-AFRucio-fileTable');
+  const hugeProgress = huge.locator('.jp-AFRucio-progressText');
+  await test.step('ds.huge: the first rows show while 100,000 stream in (with a Stop); the table scrolls to the last', async () => {
     await openPanel(page, 'af-rucio');
-    await search(panel, 'data26', 'ds.big');
+    await search(panel, 'data26', 'ds.huge');
+    await expect(panel.locator('.jp-AFRucio-result[data-did="data26:ds.huge"]')).toContainText('100,000 files');
     // Records what the progress said, and whether Stop was offered, when the first row appeared.
     await page.evaluate(() => {
       const w = window as unknown as { afFirstRows?: { progress: string; stop: boolean } };
       delete w.afFirstRows;
-      const sel = '.jp-AFRucio-browser[data-did="data26:ds.big"]';
+      const sel = '.jp-AFRucio-browser[data-did="data26:ds.huge"]';
       const obs = new MutationObserver(() => {
         if (document.querySelector(`${sel} .jp-AFRucio-file`)) {
           w.afFirstRows = {
@@ -212,51 +212,56 @@ test('find a dataset, read its files and PFNs, get them into a notebook, make it
       });
       obs.observe(document.querySelector('#jp-main-dock-panel')!, { childList: true, subtree: true, characterData: true });
     });
-    await panel.locator('.jp-AFRucio-result[data-did="data26:ds.big"] .jp-AFRucio-resultName').click();
-    await expect(bigTable.locator('.jp-AFRucio-file').first()).toBeVisible();
+    await panel.locator('.jp-AFRucio-result[data-did="data26:ds.huge"] .jp-AFRucio-resultName').click();
+    await expect(hugeTable.locator('.jp-AFRucio-file').first()).toBeVisible();
     const first = await page.evaluate(() => (window as unknown as { afFirstRows?: { progress: string; stop: boolean } }).afFirstRows);
-    const loaded = Number(/^([\d,]+) of 20,000 files/.exec(first?.progress ?? '')?.[1]?.replace(/,/g, '') ?? 'NaN');
-    expect(loaded, `progress when the first rows showed: "${first?.progress}"`).toBeLessThan(20_000);
+    const loaded = Number(/^([\d,]+) of 100,000 files/.exec(first?.progress ?? '')?.[1]?.replace(/,/g, '') ?? 'NaN');
+    expect(loaded, `progress when the first rows showed: "${first?.progress}"`).toBeLessThan(100_000);
     expect(first?.stop, 'a Stop button while the files stream').toBe(true);
-    await shot(page, 'rucio-big-streaming-light');
-    await expect(bigProgress).toHaveText(/^20,000 files · 110 GB · 20,000 davs PFNs/, { timeout: 120_000 });
-    await expect(big.locator('.jp-AFRucio-cancel')).toHaveCount(0);
-    // virtualised: a few dozen rows in the DOM, not 20,000
-    expect(await bigTable.locator('.jp-AFRucio-file').count()).toBeLessThan(80);
-    await bigTable.evaluate((el) => (el.scrollTop = el.scrollHeight));
-    await expect(bigTable.locator('.jp-AFRucio-fileName', { hasText: 'file.big.020000.root' })).toBeVisible();
-    await expect(bigTable.locator('.jp-AFRucio-file[data-pos="19999"] .jp-AFRucio-filePfn')).toHaveText(/^davs:\/\//);
-    await shot(page, 'rucio-big-end-light');
+    await shot(page, 'rucio-huge-streaming-light');
+    await expect(hugeProgress).toHaveText(/^100,000 files · [\d.]+ [GT]B · 100,000 davs PFNs/, { timeout: 240_000 });
+    await expect(huge.locator('.jp-AFRucio-cancel')).toHaveCount(0);
+    // virtualised: a few dozen rows in the DOM, not 100,000
+    expect(await hugeTable.locator('.jp-AFRucio-file').count()).toBeLessThan(80);
+    await hugeTable.evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await expect(hugeTable.locator('.jp-AFRucio-fileName', { hasText: 'file.huge.100000.root' })).toBeVisible();
+    await expect(hugeTable.locator('.jp-AFRucio-file[data-pos="99999"] .jp-AFRucio-filePfn')).toHaveText(/^davs:\/\//);
+    await expect(hugeTable.locator('.jp-AFRucio-file[data-pos="99999"] .jp-AFRucio-fileRses')).toHaveText('SITE-B_DISK');
+    await shot(page, 'rucio-huge-end-light');
     // sorted descending by name, the last file comes first
-    await bigTable.evaluate((el) => (el.scrollTop = 0));
-    await bigTable.locator('[role="columnheader"].mod-name button').click();
-    await bigTable.locator('[role="columnheader"].mod-name button').click();
-    await expect(bigTable.locator('.jp-AFRucio-file[data-pos="0"] .jp-AFRucio-fileName')).toHaveText('file.big.020000.root');
+    await hugeTable.evaluate((el) => (el.scrollTop = 0));
+    await hugeTable.locator('[role="columnheader"].mod-name button').click();
+    await hugeTable.locator('[role="columnheader"].mod-name button').click();
+    await expect(hugeTable.locator('.jp-AFRucio-file[data-pos="0"] .jp-AFRucio-fileName')).toHaveText('file.huge.100000.root');
   });
 
-  await test.step('ds.big: select all 100 files matching a filter and insert just those', async () => {
-    await big.locator('.jp-AFRucio-filter').fill('file.big.0199');
-    await expect(big.locator('.jp-AFRucio-selection')).toHaveText('100 of 20,000 files shown');
-    await big.getByRole('button', { name: 'Select all 100 matching' }).click();
-    await expect(big.locator('.jp-AFRucio-selection')).toHaveText('100 of 100 selected');
-    await expect(bigTable.locator('.jp-AFRucio-file[data-pos="0"]')).toHaveAttribute('aria-selected', 'true');
-    await shot(page, 'rucio-big-filtered-light');
-    await page.notebook.createNew('rucio-big.ipynb');
-    await expect.poll(() => page.notebook.isActive('rucio-big.ipynb')).toBe(true);
-    await tabOf('data26:ds.big').click();
-    await big.getByRole('button', { name: 'Insert file list (100 selected)' }).click();
-    await expect.poll(() => page.notebook.getCellTextInput(0)).toContain('# 100 files of data26:ds.big');
+  await test.step('ds.huge: filter to ten files, select them and insert just those', async () => {
+    await huge.locator('.jp-AFRucio-filter').fill('file.huge.09999');
+    await expect(huge.locator('.jp-AFRucio-selection')).toHaveText('10 of 100,000 files shown');
+    await expect(hugeTable.locator('.jp-AFRucio-file')).toHaveCount(10);
+    await huge.getByRole('button', { name: 'Select all 10 matching' }).click();
+    await expect(huge.locator('.jp-AFRucio-selection')).toHaveText('10 of 10 selected');
+    await expect(hugeTable.locator('.jp-AFRucio-file[data-pos="0"]')).toHaveAttribute('aria-selected', 'true');
+    await shot(page, 'rucio-huge-filtered-light');
+    await page.notebook.createNew('rucio-huge.ipynb');
+    await expect.poll(() => page.notebook.isActive('rucio-huge.ipynb')).toBe(true);
+    await tabOf('data26:ds.huge').click();
+    await huge.getByRole('button', { name: 'Insert file list (10 selected)' }).click();
+    await expect.poll(() => page.notebook.getCellTextInput(0)).toContain('# 10 files of data26:ds.huge');
     const code = await page.notebook.getCellTextInput(0);
     // descending by name, as the table showed them
-    expect(code.indexOf('file.big.019999.root')).toBeLessThan(code.indexOf('file.big.019900.root'));
-    expect(code).not.toContain('file.big.019899.root');
-    await runAddedCell(page, 'len(files)', '100');
+    expect(code.indexOf('file.huge.099999.root')).toBeLessThan(code.indexOf('file.huge.099990.root'));
+    expect(code.indexOf('file.huge.099990.root')).toBeGreaterThan(0);
+    expect(code).not.toContain('file.huge.099989.root');
+    expect(code).not.toContain('file.huge.100000.root');
+    await runAddedCell(page, 'len(files)', '10');
+    await shot(page, 'rucio-huge-notebook-light');
   });
 
   await test.step('the browser and the panel in the dark theme', async () => {
     await page.theme.setDarkTheme();
-    await tabOf('data26:ds.big').click();
-    await shot(page, 'rucio-big-filtered-dark');
+    await tabOf('data26:ds.huge').click();
+    await shot(page, 'rucio-huge-filtered-dark');
     await openPanel(page, 'af-rucio');
     await openDataset(panel, 'data26:ds.small');
     await expect(progress).toHaveText(/5 davs PFNs/);
