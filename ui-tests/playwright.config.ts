@@ -19,7 +19,8 @@ export default defineConfig({
   outputDir: './test-results/artifacts',
   globalSetup: './global-setup.ts',
   globalTeardown: './global-teardown.ts',
-  globalTimeout: 15 * 60_000,
+  // the suite (~9 min) plus, on a machine that has none yet, making the Rucio seed with ds.huge in global set-up (1.5-5 min)
+  globalTimeout: 25 * 60_000,
   timeout: 120_000,
   expect: { timeout: 30_000 },
   workers: 1, // 2-core machine, and one shared stack
