@@ -9,7 +9,7 @@ import type { AfEvent } from '@af-gateway/schemas';
 import type { User } from '../auth/authenticator.js';
 import type { Identifier } from '../auth/identify.js';
 import type { ClusterManager } from '../clusters/cluster-manager.js';
-import type { ClusterRecord, WorkerRecord } from '../clusters/model.js';
+import { isActive, type ClusterRecord, type WorkerRecord } from '../clusters/model.js';
 import { errorMessage } from '../errors.js';
 import { afClusterJson } from './cluster-json.js';
 import type { TokenBroker } from '../tokens/token-broker.js';
@@ -91,12 +91,16 @@ export class EventStream {
   /** Sends a cluster to the streams that may see it and were not sent it as it is now; made into JSON once. */
   private deliver(c: ClusterRecord, workers: readonly WorkerRecord[]): void {
     const text = JSON.stringify(afClusterJson(c, workers, this.deps.clusters.groupsJson(c, workers)));
-    let message: string | undefined;
+    // One Buffer for every stream (the same as JSON.stringify({ type: 'cluster', cluster }), without encoding the
+    // cluster again): streams that do not read hold the same bytes, not a copy each.
+    let message: Buffer | undefined;
+    const ended = !isActive(c);
     for (const s of this.subscribersOf(c)) {
       if (s.lastSent.get(c.name) === text) continue; // heartbeats that changed nothing
-      s.lastSent.set(c.name, text);
-      // (the same as JSON.stringify({ type: 'cluster', cluster }), without encoding the cluster again)
-      s.sendData((message ??= `{"type":"cluster","cluster":${text}}`));
+      // an ended cluster's last message is not kept: a stream open for days would otherwise hold every cluster it ever showed
+      if (ended) s.lastSent.delete(c.name);
+      else s.lastSent.set(c.name, text);
+      s.sendData((message ??= Buffer.from(`{"type":"cluster","cluster":${text}}`)));
     }
   }
 

@@ -139,4 +139,21 @@ describe('cluster fan-out', () => {
     expect(clusterEvents(alice2)).toHaveLength(1);
     for (const c of [alice1, bob, root]) c.ws.close();
   });
+
+  it("sends an ended cluster's last message as text and then keeps nothing of it on the stream", async () => {
+    const alice = await open('alice');
+    const held = () => {
+      const subs = (stream as unknown as { byUser: Map<string, Set<{ lastSent: Map<string, string> }>> }).byUser.get('alice')!;
+      return [...subs][0]!.lastSent;
+    };
+    expect([...held().keys()].sort()).toEqual(['a1', 'a2']);
+    const gone = { ...records[1]!, status: 'STOPPED', stopTime: 2 } as ClusterRecord;
+    clusters.emit('cluster', gone);
+    await sleep(300);
+    // a text frame (parsed as JSON by the client), the cluster as ended
+    expect(clusterEvents(alice).map((e) => [e.cluster!.name, (e.cluster as unknown as { status: string }).status])).toEqual([['a2', 'STOPPED']]);
+    // a stream open for days does not hold every cluster it ever showed
+    expect([...held().keys()]).toEqual(['a1']);
+    alice.ws.close();
+  });
 });
