@@ -13,6 +13,7 @@ export abstract class SessionModel {
   private readonly _changed = new Signal<this, void>(this);
   private readonly subscriptions: Subscription[] = [];
   private _isDisposed = false;
+  private emitTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(protected readonly session: IEventHub) {
     session.loginChanged.connect(this.onLoginChanged, this);
@@ -33,12 +34,30 @@ export abstract class SessionModel {
   dispose(): void {
     if (this._isDisposed) return;
     this._isDisposed = true;
+    if (this.emitTimer) clearTimeout(this.emitTimer);
+    this.emitTimer = null;
     for (const s of this.subscriptions.splice(0)) s.dispose();
     this.session.loginChanged.disconnect(this.onLoginChanged, this);
   }
 
   protected emitChanged(): void {
     this._changed.emit();
+  }
+
+  /** While content streams in (rows, results), the view is told at most every 100 ms. */
+  protected emitSoon(): void {
+    if (this.emitTimer || this._isDisposed) return;
+    this.emitTimer = setTimeout(() => {
+      this.emitTimer = null;
+      this.emitChanged();
+    }, 100);
+  }
+
+  /** Tells the view now, with any change still waiting for `emitSoon`'s timer. */
+  protected emitNow(): void {
+    if (this.emitTimer) clearTimeout(this.emitTimer);
+    this.emitTimer = null;
+    if (!this._isDisposed) this.emitChanged();
   }
 
   /** Hears the stream's events that match `filter` until the model is disposed. */

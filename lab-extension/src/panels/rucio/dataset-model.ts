@@ -53,7 +53,6 @@ export class DatasetModel extends SessionModel {
   private _version = 0;
   private _rule: RuleView | null = null;
   private ruleTimer: ReturnType<typeof setTimeout> | null = null;
-  private emitTimer: ReturnType<typeof setTimeout> | null = null;
   readonly table: FileTableState;
 
   constructor(session: IEventHub, target: DatasetTarget, scheme: Scheme) {
@@ -119,7 +118,7 @@ export class DatasetModel extends SessionModel {
         this.rowIndex.set(`${f.scope}:${f.name}`, this._rows.length);
         this._rows.push(fileRow(f));
         this._version++;
-        this.schedule();
+        this.emitSoon();
       }
     } catch (err) {
       return this.loadFailed(err, abort);
@@ -194,8 +193,6 @@ export class DatasetModel extends SessionModel {
     this.loadAbort?.abort();
     this.loadAbort = null;
     this.stopRulePolling();
-    if (this.emitTimer) clearTimeout(this.emitTimer);
-    this.emitTimer = null;
     super.dispose();
   }
 
@@ -216,7 +213,7 @@ export class DatasetModel extends SessionModel {
           this._replicasSeen += applyReplicas(this._rows, this.rowIndex, batch, this._scheme);
           batch = [];
           this._version++;
-          this.schedule();
+          this.emitSoon();
         }
       }
       if (abort !== this.loadAbort) return;
@@ -241,20 +238,5 @@ export class DatasetModel extends SessionModel {
   private stopRulePolling(): void {
     if (this.ruleTimer) clearTimeout(this.ruleTimer);
     this.ruleTimer = null;
-  }
-
-  /** While rows stream, the view is told at most every 100 ms. */
-  private schedule(): void {
-    if (this.emitTimer || this.isDisposed) return;
-    this.emitTimer = setTimeout(() => {
-      this.emitTimer = null;
-      this.emitChanged();
-    }, 100);
-  }
-
-  private emitNow(): void {
-    if (this.emitTimer) clearTimeout(this.emitTimer);
-    this.emitTimer = null;
-    if (!this.isDisposed) this.emitChanged();
   }
 }

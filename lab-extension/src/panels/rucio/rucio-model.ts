@@ -58,8 +58,6 @@ export class RucioModel extends SessionModel {
   private _resultsCut = false;
   private searchAbort: AbortController | null = null;
 
-  private emitTimer: ReturnType<typeof setTimeout> | null = null;
-
   constructor(
     session: IEventHub,
     private readonly prefs: RucioPreferences = { instance: '', scheme: '' },
@@ -169,7 +167,7 @@ export class RucioModel extends SessionModel {
           break;
         }
         this._results.push(node(d.scope, d.name, d.did_type ?? d.type ?? '', d.bytes ?? null, d.length ?? null));
-        this.schedule();
+        this.emitSoon();
       }
     } catch (err) {
       if (aborted(err) || abort !== this.searchAbort) return;
@@ -210,7 +208,6 @@ export class RucioModel extends SessionModel {
 
   override dispose(): void {
     this.searchAbort?.abort();
-    if (this.emitTimer) clearTimeout(this.emitTimer);
     super.dispose();
   }
 
@@ -238,21 +235,6 @@ export class RucioModel extends SessionModel {
     this._state = s.state;
     this._error = s.error;
     this.emitNow();
-  }
-
-  /** While rows stream, the view is told at most every 100 ms. */
-  private schedule(): void {
-    if (this.emitTimer) return;
-    this.emitTimer = setTimeout(() => {
-      this.emitTimer = null;
-      this.emitChanged();
-    }, 100);
-  }
-
-  private emitNow(): void {
-    if (this.emitTimer) clearTimeout(this.emitTimer);
-    this.emitTimer = null;
-    this.emitChanged();
   }
 }
 
