@@ -13,7 +13,7 @@ import type { BackendHandle } from '../../src/backends/backend.js';
 import type { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import { advance } from '../support/engine-clock.js';
+import { advance, schedulerHeartbeat } from '../support/engine-clock.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
 const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
@@ -42,18 +42,8 @@ afterEach(async () => {
   await closeUnitState({ dir, store }, managers);
 });
 
-function heartbeat(c: ClusterRecord, over: Partial<Heartbeat>): Heartbeat {
-  return {
-    scheduler_address: 'tls://127.0.0.1:8786',
-    dashboard_address: 'http://127.0.0.1:8787',
-    api_address: 'http://127.0.0.1:8788',
-    count: c.count,
-    active_workers: [],
-    closing_workers: [],
-    closed_workers: [],
-    ...over,
-  };
-}
+/** A heartbeat naming no connected workers (the engine's own shape: engine-clock's schedulerHeartbeat). */
+const heartbeat = (c: ClusterRecord, over: Partial<Heartbeat> = {}): Heartbeat => schedulerHeartbeat(c, [], over);
 
 /** Worker processes still running (a stop in its grace period included). */
 const running = () => backend.alive('worker');

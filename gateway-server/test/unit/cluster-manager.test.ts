@@ -11,7 +11,7 @@ import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-m
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import { advance } from '../support/engine-clock.js';
+import { advance, schedulerHeartbeat } from '../support/engine-clock.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
@@ -51,18 +51,8 @@ async function manager(cluster: Record<string, unknown> = {}): Promise<ClusterMa
   return m;
 }
 
-function heartbeat(c: ClusterRecord, over: Partial<Heartbeat> = {}): Heartbeat {
-  return {
-    scheduler_address: 'tls://127.0.0.1:8786',
-    dashboard_address: 'http://127.0.0.1:8787',
-    api_address: 'http://127.0.0.1:8788',
-    count: c.count,
-    active_workers: [],
-    closing_workers: [],
-    closed_workers: [],
-    ...over,
-  };
-}
+/** A heartbeat naming no connected workers (the engine's own shape: engine-clock's schedulerHeartbeat). */
+const heartbeat = (c: ClusterRecord, over: Partial<Heartbeat> = {}): Heartbeat => schedulerHeartbeat(c, [], over);
 
 /** A cluster whose scheduler started and sent its first heartbeat. */
 async function running(m: ClusterManager, count = 0): Promise<ClusterRecord> {
