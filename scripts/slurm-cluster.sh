@@ -101,7 +101,8 @@ slurm_needs_root() { need_root "$1" "slurmd starts jobs as their accounts; stop 
 # ---------------------------------------------------------------- ensure
 # "<package> <version>" per line for the PACKAGES installed (one dpkg-query for all)
 installed_versions() {
-  dpkg-query -W -f='${Package} ${Status} ${Version}\n' "${PACKAGES[@]}" 2>/dev/null \
+  # (dpkg-query exits 1 when a package was never installed: on a fresh machine that is the case to handle)
+  { dpkg-query -W -f='${Package} ${Status} ${Version}\n' "${PACKAGES[@]}" 2>/dev/null || true; } \
     | awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1, $5 }' | sort
 }
 
