@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
-import { LocalBackend } from '../../src/backends/local/local-backend.js';
+import { LocalBackend, type LocalBackendOptions } from '../../src/backends/local/local-backend.js';
 import { autogroupEnabled } from '../../src/backends/local/session-nice.js';
 import type { AccountResolver, UserAccount } from '../../src/accounts/accounts.js';
 import type { BackendHandle } from '../../src/clusters/model.js';
@@ -48,6 +48,32 @@ async function autogroupNice(pid: number, want: number): Promise<number | undefi
 /** The process's own nice (ps). */
 const processNice = (pid: number) => Number(execFileSync('ps', ['-o', 'ni=', '-p', String(pid)], { encoding: 'utf8' }).trim());
 
+/** Keeps a started process's pid for afterAll (its session is killed) and returns it with the account and session it runs in (ps). */
+function startedAs(handle: BackendHandle): { pid: number; userAndSession: string[] } {
+  const pid = handle.pid as number;
+  started.push(pid);
+  return {
+    pid,
+    userAndSession: execFileSync('ps', ['-o', 'user=,sid=', '-p', String(pid)], { encoding: 'utf8' })
+      .trim()
+      .split(/\s+/),
+  };
+}
+
+/** A workflow step `name` whose wrapper sleeps for a minute. */
+function sleepStep(name: string): StepLaunch {
+  const wrapper = join(dir, `${name}.sh`);
+  writeFileSync(wrapper, 'exec sleep 60\n');
+  chmodSync(wrapper, 0o755);
+  return { run: 'r', node: 'n', owner: 'alice', workdir: dir, wrapper, log: join(dir, `${name}.log`), env: {}, cpus: 1 } as unknown as StepLaunch;
+}
+
+/** The local backend with session_nice 10 on the test's directory, logging its warnings; `over` sets the mode. */
+function localBackend(over: Partial<LocalBackendOptions>): LocalBackend {
+  const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) }) as unknown as FastifyBaseLogger;
+  return new LocalBackend({ python: PYTHON, prefork: false, nanny: false, stopGracePeriod: 1, dataDir: dir, log, singleUser: true, sessionNice: 10, ...over });
+}
+
 /** Writes `value` to /proc/<pid>/autogroup as af-alice; the shell's error message when refused. */
 function writeAsAlice(pid: number, value: string): { ok: boolean; stderr: string } {
   // An unprivileged account may change an autogroup once per 100 ms machine-wide (EAGAIN, checked
@@ -71,20 +97,8 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'af-session-nice-'));
   chmodSync(dir, 0o755);
   chownSync(dir, account!.uid, account!.gid);
-  const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) }) as unknown as FastifyBaseLogger;
   const accounts: AccountResolver = { resolve: async () => account! };
-  backend = new LocalBackend({
-    python: PYTHON,
-    prefork: true,
-    nanny: false,
-    stopGracePeriod: 1,
-    dataDir: dir,
-    log,
-    singleUser: false,
-    accounts,
-    sudo: 'sudo',
-    sessionNice: 10,
-  });
+  backend = localBackend({ prefork: true, singleUser: false, accounts, sudo: 'sudo' });
 });
 
 afterAll(async () => {
@@ -103,18 +117,8 @@ afterAll(async () => {
 
 describe.skipIf(!ready)('session_nice on the local backend (as af-alice)', () => {
   it('gives a workflow step started as the user its own autogroup at nice 10, which the user cannot lower below 0', { timeout: 120_000 }, async () => {
-    const wrapper = join(dir, 'step.sh');
-    writeFileSync(wrapper, 'exec sleep 60\n');
-    chmodSync(wrapper, 0o755);
-    const launch = { run: 'r', node: 'n', owner: 'alice', workdir: dir, wrapper, log: join(dir, 'step.log'), env: {}, cpus: 1 } as unknown as StepLaunch;
-    const handle: BackendHandle = await backend.startStep(launch);
-    const pid = handle.pid as number;
-    started.push(pid);
-    expect(
-      execFileSync('ps', ['-o', 'user=,sid=', '-p', String(pid)], { encoding: 'utf8' })
-        .trim()
-        .split(/\s+/),
-    ).toEqual(['af-alice', String(pid)]);
+    const { pid, userAndSession } = startedAs(await backend.startStep(sleepStep('step')));
+    expect(userAndSession).toEqual(['af-alice', String(pid)]);
     // its own autogroup (a new session), not the gateway's
     expect(readFileSync(`/proc/${pid}/autogroup`, 'utf8').split(' ')[0]).not.toBe(readFileSync('/proc/self/autogroup', 'utf8').split(' ')[0]);
     expect(await autogroupNice(pid, 10)).toBe(10);
@@ -144,13 +148,8 @@ describe.skipIf(!ready)('session_nice on the local backend (as af-alice)', () =>
       log: join(dir, 'worker.log'),
       pidfile: join(dir, 'worker.pid'),
     });
-    const pid = handle.pid as number;
-    started.push(pid);
-    expect(
-      execFileSync('ps', ['-o', 'user=,sid=', '-p', String(pid)], { encoding: 'utf8' })
-        .trim()
-        .split(/\s+/),
-    ).toEqual(['af-alice', String(pid)]);
+    const { pid, userAndSession } = startedAs(handle);
+    expect(userAndSession).toEqual(['af-alice', String(pid)]);
     expect(await autogroupNice(pid, 10)).toBe(10);
     expect(processNice(pid)).toBe(10);
     expect(readFileSync(join(dir, 'worker.log'), 'utf8')).not.toMatch(/could not lower/);
@@ -158,13 +157,8 @@ describe.skipIf(!ready)('session_nice on the local backend (as af-alice)', () =>
   });
 
   it('gives a step the gateway spawns itself (single-user mode) autogroup nice 10', { timeout: 60_000 }, async () => {
-    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) }) as unknown as FastifyBaseLogger;
-    const single = new LocalBackend({ python: PYTHON, prefork: false, nanny: false, stopGracePeriod: 1, dataDir: dir, log, singleUser: true, sessionNice: 10 });
-    const wrapper = join(dir, 'own-step.sh');
-    writeFileSync(wrapper, 'exec sleep 60\n');
-    const launch = { run: 'r', node: 'n', owner: 'alice', workdir: dir, wrapper, log: join(dir, 'own-step.log'), env: {}, cpus: 1 } as unknown as StepLaunch;
-    const pid = (await single.startStep(launch)).pid as number;
-    started.push(pid);
+    const single = localBackend({});
+    const { pid } = startedAs(await single.startStep(sleepStep('own-step')));
     expect(await autogroupNice(pid, 10)).toBe(10);
     expect(processNice(pid)).toBe(10);
     expect(warnings.filter((w) => /CPU priority/.test(w))).toEqual([]);

@@ -1,62 +1,30 @@
 // What the scale benchmark (bench/bench_scale.mjs) relies on: heartbeats that change nothing kept
 // cost no state store write, the memory backend hands out what a scheduler would be given (its
 // launch log), and a configuration picks that backend only with the benchmark's switch.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
-import type { Heartbeat } from '@af-gateway/schemas';
 import { ConfigError, resolveConfig } from '../../src/config.js';
-import { ClusterManager } from '../../src/clusters/cluster-manager.js';
 import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
-import type { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import { advance } from '../support/engine-clock.js';
+import { managerState } from '../support/manager-state.js';
+import { advance, countHeartbeat as beat } from '../support/engine-clock.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
-let dir: string;
-let store: SqliteStore;
-let backend: MemoryBackend;
-let managers: ClusterManager[];
-
-beforeEach(() => {
-  ({ dir, store } = openUnitState('af-scale-hb-'));
-  backend = new MemoryBackend({ launchLog: join(dir, 'launches.jsonl') });
-  managers = [];
-});
-afterEach(async () => {
-  await closeUnitState({ dir, store }, managers);
-});
-
-async function manager(): Promise<ClusterManager> {
-  const config = resolveConfig({ data_dir: dir, backend: { local: { single_user: true } }, cluster: { check_period: 1 } });
-  const m = new ClusterManager({ store, backend, config, log, schedulerCall: async () => 200 });
-  managers.push(m);
-  await m.start('http://gateway.test/api');
-  return m;
-}
-
-const beat = (count: number, active: string[] = []): Heartbeat => ({
-  scheduler_address: 'tls://127.0.0.1:8786',
-  dashboard_address: 'http://127.0.0.1:8787',
-  api_address: 'http://127.0.0.1:8788',
-  count,
-  active_workers: active,
-  closing_workers: [],
-  closed_workers: [],
+const u = managerState({
+  prefix: 'af-scale-hb-',
+  config: { cluster: { check_period: 1 } },
+  backend: (dir) => new MemoryBackend({ launchLog: join(dir, 'launches.jsonl') }),
 });
 
 describe('heartbeats and the state store', () => {
   it('writes the cluster for a heartbeat that changes what is kept (running, a new count), not for one that changes nothing', async () => {
-    const m = await manager();
+    const m = await u.manager();
     const c: ClusterRecord = await m.create(alice, {});
     await advance(0);
     expect(c.scheduler).not.toBeNull();
-    const saves = vi.spyOn(store, 'saveCluster');
+    const saves = vi.spyOn(u.store, 'saveCluster');
     await m.heartbeat(c.name, beat(0));
     expect(c.status).toBe('RUNNING');
     expect(saves).toHaveBeenCalledTimes(1);
@@ -68,13 +36,13 @@ describe('heartbeats and the state store', () => {
     expect(c.lastHeartbeat).toBe(Date.now()); // kept in memory all the same: the heartbeat timeout reads it
     await m.heartbeat(c.name, beat(2));
     expect(saves).toHaveBeenCalledTimes(2);
-    expect((await store.loadCluster(c.name))!.count).toBe(2);
+    expect((await u.store.loadCluster(c.name))!.count).toBe(2);
     await advance(0);
     expect(m.activeWorkers(c.name)).toHaveLength(2);
   });
 
   it('still fails a cluster whose heartbeats stop (the time of the last one lives in memory)', async () => {
-    const m = await manager();
+    const m = await u.manager();
     const c = await m.create(alice, {});
     await advance(0);
     expect(c.scheduler).not.toBeNull();
@@ -89,13 +57,13 @@ describe('heartbeats and the state store', () => {
 
 describe("the memory backend's launch log", () => {
   it("appends each scheduler start (cluster, token, heartbeat URL) and each cluster's new workers, in a file only the gateway's account reads", async () => {
-    const m = await manager();
+    const m = await u.manager();
     const c = await m.create(alice, {});
     await advance(0);
     await m.heartbeat(c.name, beat(3));
     await advance(0);
-    await backend.launchLogWritten();
-    const file = join(dir, 'launches.jsonl');
+    await u.backend.launchLogWritten();
+    const file = join(u.dir, 'launches.jsonl');
     const lines = readFileSync(file, 'utf8')
       .trim()
       .split('\n')
@@ -113,31 +81,28 @@ describe("the memory backend's launch log", () => {
 
   it('writes nothing without a launch log', async () => {
     const quiet = new MemoryBackend();
-    const config = resolveConfig({ data_dir: dir, backend: { local: { single_user: true } } });
-    const m = new ClusterManager({ store, backend: quiet, config, log, schedulerCall: async () => 200 });
-    managers.push(m);
-    await m.start('http://gateway.test/api');
+    const m = await u.manager({}, quiet);
     await m.create(alice, {});
     await advance(0);
     expect(quiet.alive('scheduler')).toHaveLength(1);
-    expect(() => statSync(join(dir, 'launches.jsonl'))).toThrow();
+    expect(() => statSync(join(u.dir, 'launches.jsonl'))).toThrow();
   });
 });
 
 describe('choosing the memory backend', () => {
   it('refuses backend.type memory unless AF_GATEWAY_ALLOW_MEMORY_BACKEND=1, saying what to choose instead', () => {
     for (const env of [{}, { AF_GATEWAY_ALLOW_MEMORY_BACKEND: 'yes' }, { AF_GATEWAY_ALLOW_MEMORY_BACKEND: '' }]) {
-      expect(() => resolveConfig({ backend: { type: 'memory' } }, dir, env)).toThrow(ConfigError);
-      expect(() => resolveConfig({ backend: { type: 'memory' } }, dir, env)).toThrow(
+      expect(() => resolveConfig({ backend: { type: 'memory' } }, u.dir, env)).toThrow(ConfigError);
+      expect(() => resolveConfig({ backend: { type: 'memory' } }, u.dir, env)).toThrow(
         /backend\.type is memory, a backend that runs nothing.*choose local, htcondor, kubernetes or slurm.*AF_GATEWAY_ALLOW_MEMORY_BACKEND=1/,
       );
     }
-    expect(resolveConfig({ backend: { type: 'memory' } }, dir, { AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1' }).backend.type).toBe('memory');
+    expect(resolveConfig({ backend: { type: 'memory' } }, u.dir, { AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1' }).backend.type).toBe('memory');
   });
 
   it("refuses a worker group's memory backend the same way", () => {
     const raw = { worker_groups: [{ name: 'fake', backend: { type: 'memory' } }] };
-    expect(() => resolveConfig(raw, dir, {})).toThrow(/worker_groups\[0\]\.backend\.type is memory/);
-    expect(resolveConfig(raw, dir, { AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1' }).worker_groups[0]!.backend!.type).toBe('memory');
+    expect(() => resolveConfig(raw, u.dir, {})).toThrow(/worker_groups\[0\]\.backend\.type is memory/);
+    expect(resolveConfig(raw, u.dir, { AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1' }).worker_groups[0]!.backend!.type).toBe('memory');
   });
 });

@@ -3,61 +3,43 @@
 // must not start the replacements while the old workers are still stopping (issue 22 saw a third
 // worker process for ~4 s). The in-memory backend's stop is held open here to stand for that grace.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
 import type { Heartbeat } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { ClusterManager, type SchedulerCall } from '../../src/clusters/cluster-manager.js';
-import { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
-import type { BackendHandle } from '../../src/backends/backend.js';
-import type { SqliteStore } from '../../src/store/sqlite-store.js';
-import type { ClusterRecord } from '../../src/clusters/model.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
+import type { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
+import type { BackendHandle, ClusterRecord } from '../../src/clusters/model.js';
+import { managerState } from '../support/manager-state.js';
 import { advance, schedulerHeartbeat } from '../support/engine-clock.js';
 
 const alice = { name: 'alice', groups: [], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
-let dir: string;
-let store: SqliteStore;
-let backend: MemoryBackend;
-let managers: ClusterManager[];
+const u = managerState({
+  prefix: 'af-unit-grace-',
+  config: { cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 4, stop_on_shutdown: false, max_workers: 2 } },
+});
 /** Stops in their grace period: the processes still run until `release` is called. */
 let stopNow: MemoryBackend['stop'];
 let held: { handles: BackendHandle[]; release: () => void }[];
 
-const schedulerCall: SchedulerCall = async () => 200;
-
 beforeEach(() => {
-  ({ dir, store, backend } = openUnitState('af-unit-grace-'));
-  managers = [];
   held = [];
-  const stop = backend.stop.bind(backend);
+  const stop = u.backend.stop.bind(u.backend);
   stopNow = stop;
-  backend.stop = (handles: BackendHandle[]) => new Promise<void>((resolve) => held.push({ handles, release: () => void stop(handles).then(resolve) }));
+  u.backend.stop = (handles: BackendHandle[]) => new Promise<void>((resolve) => held.push({ handles, release: () => void stop(handles).then(resolve) }));
 });
 
-afterEach(async () => {
+// vitest runs the after-hooks last registered first: the held stops end before managerState closes the managers
+afterEach(() => {
   for (const h of held.splice(0)) h.release();
-  await closeUnitState({ dir, store }, managers);
 });
 
 /** A heartbeat naming no connected workers (the engine's own shape: engine-clock's schedulerHeartbeat). */
 const heartbeat = (c: ClusterRecord, over: Partial<Heartbeat> = {}): Heartbeat => schedulerHeartbeat(c, [], over);
 
 /** Worker processes still running (a stop in its grace period included). */
-const running = () => backend.alive('worker');
+const running = () => u.backend.alive('worker');
 
 describe('a worker in its stop grace period', () => {
   it('counts against max_workers: scale 2 → 0 → 2 never runs a third worker process, and the replacements start once the old ones are gone', async () => {
-    const config = resolveConfig({
-      data_dir: dir,
-      backend: { local: { single_user: true } },
-      cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 4, stop_on_shutdown: false, max_workers: 2 },
-    });
-    const m = new ClusterManager({ store, backend, config, log, schedulerCall });
-    managers.push(m);
-    await m.start('http://gateway.test/api');
+    const m = await u.manager();
     const c = await m.create(alice, {});
     await advance(0);
     await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
@@ -93,25 +75,18 @@ describe('a worker in its stop grace period', () => {
 
   it('counts a worker cancelled while its start is in flight until that start is undone: 2 → 0 → 2 during a slow start never runs more than 2', async () => {
     for (const h of held.splice(0)) h.release();
-    const config = resolveConfig({
-      data_dir: dir,
-      backend: { local: { single_user: true } },
-      cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 4, stop_on_shutdown: false, max_workers: 2 },
-    });
-    const m = new ClusterManager({ store, backend, config, log, schedulerCall });
-    managers.push(m);
-    await m.start('http://gateway.test/api');
+    const m = await u.manager();
     const c = await m.create(alice, {});
     await advance(0);
     await m.heartbeat(c.name, heartbeat(c, { count: 0 }));
     await advance(0);
     // stops are immediate here; starts hang until released, and the most processes alive after any start is kept
-    backend.stop = stopNow;
+    u.backend.stop = stopNow;
     let release!: () => void;
-    backend.startDelay = new Promise<void>((r) => (release = r));
+    u.backend.startDelay = new Promise<void>((r) => (release = r));
     let most = 0;
-    const start = backend.startWorkers.bind(backend);
-    backend.startWorkers = async (launches) => {
+    const start = u.backend.startWorkers.bind(u.backend);
+    u.backend.startWorkers = async (launches) => {
       const r = await start(launches);
       most = Math.max(most, running().length);
       return r;
@@ -123,7 +98,7 @@ describe('a worker in its stop grace period', () => {
     await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
     await advance(0);
     release();
-    backend.startDelay = null;
+    u.backend.startDelay = null;
     await advance(1);
     await m.heartbeat(c.name, heartbeat(c, { count: 2 }));
     await advance(1);

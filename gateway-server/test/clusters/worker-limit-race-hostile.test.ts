@@ -4,67 +4,28 @@
 // clusters, scaling up and down in a race. Never may her workers exceed policy.user_limits, nor
 // her group's together with alice's exceed policy.group_limits; and once she is back under the
 // limits, alice's cluster in the same group gets what is left.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import type { FastifyBaseLogger } from 'fastify';
-import type { Heartbeat } from '@af-gateway/schemas';
-import { resolveConfig } from '../../src/config.js';
-import { ClusterManager } from '../../src/clusters/cluster-manager.js';
-import type { MemoryBackend } from '../../src/backends/memory/memory-backend.js';
-import type { SqliteStore } from '../../src/store/sqlite-store.js';
+import { describe, expect, it } from 'vitest';
 import type { ClusterRecord } from '../../src/clusters/model.js';
-import { closeUnitState, openUnitState } from '../support/unit-state.js';
-import { advance } from '../support/engine-clock.js';
+import { managerState } from '../support/manager-state.js';
+import { advance, countHeartbeat as beat } from '../support/engine-clock.js';
 
 const mallory = { name: 'mallory', groups: ['physics'], admin: false };
 const alice = { name: 'alice', groups: ['physics'], admin: false };
-const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
 
-let dir: string;
-let store: SqliteStore;
-let backend: MemoryBackend;
-let managers: ClusterManager[];
-
-beforeEach(() => {
-  ({ dir, store, backend } = openUnitState('af-limit-race-'));
-  managers = [];
-});
-afterEach(async () => {
-  await closeUnitState({ dir, store }, managers);
-});
-
-const beat = (count: number, active: string[] = [], closed: string[] = []): Heartbeat => ({
-  scheduler_address: 'tls://127.0.0.1:8786',
-  dashboard_address: 'http://127.0.0.1:8787',
-  api_address: 'http://127.0.0.1:8788',
-  count,
-  active_workers: active,
-  closing_workers: [],
-  closed_workers: closed,
+const u = managerState({
+  prefix: 'af-limit-race-',
+  config: { cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 8, stop_on_shutdown: false } },
 });
 
 /** Worker processes alive per cluster (a stop under way included: the memory backend's stop is at once). */
 function workersOf(clusters: ClusterRecord[]): number {
   const names = new Set(clusters.map((c) => c.name));
-  return backend.alive('worker').filter((p) => names.has(p.owner)).length;
-}
-
-async function manager(policy: object): Promise<ClusterManager> {
-  const config = resolveConfig({
-    data_dir: dir,
-    backend: { local: { single_user: true } },
-    cluster: { check_period: 1, start_timeout: 30, worker_start_timeout: 20, launch_batch: 8, stop_on_shutdown: false },
-    policy,
-  });
-  const m = new ClusterManager({ store, backend, config, log, schedulerCall: async () => 200 });
-  managers.push(m);
-  await m.start('http://gateway.test/api');
-  return m;
+  return u.backend.alive('worker').filter((p) => names.has(p.owner)).length;
 }
 
 describe('racing heartbeats against the limits', () => {
   it('keep mallory within user_limits and her group within group_limits, and leave alice what is left', async () => {
-    const m = await manager({ user_limits: { max_workers: 3 }, group_limits: { physics: { max_workers: 5 } } });
+    const m = await u.manager({ policy: { user_limits: { max_workers: 3 }, group_limits: { physics: { max_workers: 5 } } } });
     const a = await m.create(alice, {});
     const mine = [await m.create(mallory, {}), await m.create(mallory, {}), await m.create(mallory, {})];
     await advance(0);
@@ -78,8 +39,8 @@ describe('racing heartbeats against the limits', () => {
       mostGroup = Math.max(mostGroup, workersOf([a, ...mine]));
     };
     // slow starts: a start in flight when the next race comes
-    const start = backend.startWorkers.bind(backend);
-    backend.startWorkers = async (launches) => {
+    const start = u.backend.startWorkers.bind(u.backend);
+    u.backend.startWorkers = async (launches) => {
       const r = await start(launches);
       sample();
       return r;
@@ -89,7 +50,7 @@ describe('racing heartbeats against the limits', () => {
       await Promise.all(
         mine.flatMap((c) =>
           Array.from({ length: 10 }, (_, i) => {
-            const live = backend
+            const live = u.backend
               .alive('worker')
               .filter((p) => p.owner === c.name)
               .map((p) => p.name);
@@ -109,7 +70,7 @@ describe('racing heartbeats against the limits', () => {
     // she settles at 50 each: still 3 at most; alice asks for 4 and gets the group's remaining 2
     for (let i = 0; i < 4; i++) {
       for (const c of mine) {
-        const live = backend
+        const live = u.backend
           .alive('worker')
           .filter((p) => p.owner === c.name)
           .map((p) => p.name);
@@ -119,7 +80,7 @@ describe('racing heartbeats against the limits', () => {
         a.name,
         beat(
           4,
-          backend
+          u.backend
             .alive('worker')
             .filter((p) => p.owner === a.name)
             .map((p) => p.name),

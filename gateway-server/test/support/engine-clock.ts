@@ -27,16 +27,20 @@ export const workersOf = (m: ClusterManager, c: ClusterRecord, g: string) => (m.
 /** A group as the groups API shows it. */
 export const group = (m: ClusterManager, c: ClusterRecord, name: string) => m.groupsJson(c, m.activeWorkers(c.name) ?? []).find((g) => g.name === name)!;
 
-/** A scheduler's heartbeat naming `active` as its connected workers (the count: the cluster's own). */
-export function schedulerHeartbeat(c: ClusterRecord, active: string[], over: Partial<Heartbeat> = {}): Heartbeat {
+/** A scheduler's heartbeat asking for `count` workers, naming `active` as connected and `closed` as gone. */
+export function countHeartbeat(count: number, active: string[] = [], closed: string[] = []): Heartbeat {
   return {
     scheduler_address: 'tls://127.0.0.1:8786',
     dashboard_address: 'http://127.0.0.1:8787',
     api_address: 'http://127.0.0.1:8788',
-    count: c.count,
+    count,
     active_workers: active,
     closing_workers: [],
-    closed_workers: [],
-    ...over,
+    closed_workers: closed,
   };
+}
+
+/** A scheduler's heartbeat naming `active` as its connected workers (the count: the cluster's own). */
+export function schedulerHeartbeat(c: ClusterRecord, active: string[], over: Partial<Heartbeat> = {}): Heartbeat {
+  return { ...countHeartbeat(c.count, active), ...over };
 }
