@@ -1,7 +1,7 @@
 // The event stream: one WebSocket per browser tab at /api/af/events. It sends a snapshot of the
 // caller's active clusters, then each change of a cluster, token or workflow run the caller may see,
 // so panels never poll.
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { FastifyBaseLogger } from 'fastify';
@@ -28,6 +28,33 @@ const COALESCE_MS = 100;
  * events are encoded once and the same bytes queued on every stream, so stalled streams share them.
  */
 const MAX_UNSENT_PER_STREAM = 32 * 1024 * 1024;
+/**
+ * What all the streams of one user may have unsent together: 32 streams that read nothing could
+ * otherwise hold 32 x 32 MB. Counted as ws reports each stream's unsent bytes (bufferedAmount): an
+ * event's bytes are shared by the streams it goes to, so they count once per stream that holds them,
+ * which overstates the memory but bounds it (what a stream holds is never counted less than it is).
+ * Over it, the user's stream that has been behind the longest is closed first, never another user's.
+ */
+const MAX_UNSENT_PER_USER = 64 * 1024 * 1024;
+/**
+ * A stream's identity is decided at the upgrade and checked again this often, and at once when the
+ * session or the verification of the credential behind it ends: a login that ended, a credential that
+ * expired or was revoked, or rights that changed (an admin no longer one) close the stream.
+ */
+const RECHECK_MS = 5_000;
+/** A check that cannot be answered (the Hub or the state store is away) keeps the stream this long at most. */
+const UNCONFIRMED_MAX_MS = 60_000;
+/** Close code: the login behind the stream ended (expired, logged out, revoked); a reconnect gets a 401 and the client logs in again. */
+export const CLOSE_LOGIN_ENDED = 4401;
+/** Close code: the rights of the user behind the stream changed (e.g. no longer an admin); a reconnect gets what they may see now. */
+export const CLOSE_RIGHTS_CHANGED = 4403;
+
+/** A stream's unsent bytes, as the per-user bound sees them. */
+interface Outbox {
+  readonly ws: WebSocket;
+  /** The turn of the event loop in which its unsent bytes last began to pile up (they have not been all sent since). */
+  backlogSince: number;
+}
 
 /** An open stream, as the cluster fan-out sees it. */
 interface ClusterSubscriber {
@@ -48,6 +75,11 @@ export class EventStream {
    */
   private readonly byUser = new Map<string, Set<ClusterSubscriber>>();
   private readonly admins = new Set<ClusterSubscriber>();
+  /** Each user's streams, for the bound on what they hold unsent together. */
+  private readonly outboxes = new Map<string, Set<Outbox>>();
+  /** Counts turns of the event loop: the sends of one event to many streams happen in one turn. */
+  private turnNo = 0;
+  private turnEnding = false;
   /** Changes are gathered for COALESCE_MS and each changed cluster is sent once: a cluster scaled by thousands of workers costs one message per window, not one per worker (each listing all). */
   private readonly pending = new Map<string, ClusterRecord>();
   private flushTimer: NodeJS.Timeout | null = null;
@@ -143,8 +175,52 @@ export class EventStream {
         if (n > 0) this.perUser.set(user.name, n);
         else this.perUser.delete(user.name);
       });
-      this.serve(ws, user);
+      this.serve(ws, user, req.headers);
     });
+    return true;
+  }
+
+  private turn(): number {
+    if (!this.turnEnding) {
+      this.turnEnding = true;
+      setImmediate(() => {
+        this.turnNo++;
+        this.turnEnding = false;
+      });
+    }
+    return this.turnNo;
+  }
+
+  /**
+   * Makes room for `size` more unsent bytes on `self` within the user's bound by closing the user's
+   * streams that have been behind the longest (then those holding the most); among streams that fell
+   * behind in this same turn, `self` goes first (it is not sent what nobody has room for). False when
+   * `self` was closed. When nothing else is held, one message larger than the bound still goes.
+   */
+  private roomFor(name: string, self: Outbox, size: number): boolean {
+    const boxes = this.outboxes.get(name);
+    if (!boxes) return true;
+    let total = 0;
+    for (const b of boxes) if (b.ws.readyState === b.ws.OPEN) total += b.ws.bufferedAmount;
+    const now = this.turnNo;
+    while (total > 0 && total + size > MAX_UNSENT_PER_USER) {
+      let worst: Outbox | undefined;
+      let worstSince = Infinity;
+      let worstHeld = -1;
+      for (const b of boxes) {
+        if (b.ws.readyState !== b.ws.OPEN) continue;
+        const held = b.ws.bufferedAmount;
+        if (held === 0 && b !== self) continue;
+        const since = held > 0 ? b.backlogSince : now;
+        const worse = since !== worstSince ? since < worstSince : b === self || (worst !== self && held > worstHeld);
+        if (worse) [worst, worstSince, worstHeld] = [b, since, held];
+      }
+      if (!worst) break;
+      this.deps.log.warn({ user: name, unsent: worstHeld, user_unsent: total }, "closed an event stream: the user's streams together hold too much unsent");
+      worst.ws.terminate();
+      if (worst === self) return false;
+      total -= worstHeld;
+    }
     return true;
   }
 
@@ -156,9 +232,13 @@ export class EventStream {
     return bytes;
   }
 
-  private serve(ws: WebSocket, user: User): void {
+  private serve(ws: WebSocket, user: User, headers: IncomingHttpHeaders): void {
     const { clusters } = this.deps;
     const lastSent = new Map<string, string>();
+    const box: Outbox = { ws, backlogSince: 0 };
+    let mine = this.outboxes.get(user.name);
+    if (!mine) this.outboxes.set(user.name, (mine = new Set()));
+    mine.add(box);
     const send = (event: AfEvent) => {
       if (ws.readyState === ws.OPEN) sendData(JSON.stringify(event));
     };
@@ -169,6 +249,8 @@ export class EventStream {
         ws.terminate();
         return;
       }
+      if (!this.roomFor(user.name, box, typeof data === 'string' ? Buffer.byteLength(data) : data.length)) return;
+      if (ws.bufferedAmount === 0) box.backlogSince = this.turn();
       ws.send(data, { binary: false });
     };
     const initial = clusters
@@ -197,13 +279,52 @@ export class EventStream {
       alive = false;
       ws.ping();
     }, PING_MS);
-    ws.on('close', () => {
+
+    // The identity behind the stream, checked again (see RECHECK_MS): the headers of the upgrade
+    // are held as long as the connection that carried them, and never logged.
+    let recheck: NodeJS.Timeout | undefined;
+    let confirmed = Date.now();
+    const checkBy = (until: number) => {
+      if (ws.readyState !== ws.OPEN) return;
+      recheck = setTimeout(() => void check(), Math.max(0, Math.min(RECHECK_MS, until - Date.now() + 1)));
+    };
+    const check = async () => {
+      recheck = undefined;
+      let now: Awaited<ReturnType<Identifier['reidentify']>>;
+      try {
+        now = await this.deps.identifier.reidentify(headers, ws);
+      } catch (err) {
+        if (Date.now() - confirmed > UNCONFIRMED_MAX_MS) return stop(1013, 'the login behind this stream could not be checked: reconnect later');
+        this.deps.log.warn({ user: user.name, err: errorMessage(err) }, "could not check again who an event stream's user is");
+        return checkBy(Date.now() + RECHECK_MS);
+      }
+      if (ws.readyState !== ws.OPEN) return;
+      if (!now) return stop(CLOSE_LOGIN_ENDED, 'login ended: log in again');
+      if (now.user.name !== user.name || now.user.admin !== user.admin) return stop(CLOSE_RIGHTS_CHANGED, 'rights changed: reconnect');
+      confirmed = Date.now();
+      checkBy(now.until);
+    };
+    checkBy(user.expiresAt ?? Infinity);
+
+    let stopped = false;
+    /** Ends what the stream listens to (at once: a stream closed for its rights gets nothing more), and closes it with `code` if given. */
+    const stop = (code?: number, reason?: string) => {
+      if (code !== undefined && ws.readyState === ws.OPEN) {
+        this.deps.log.info({ user: user.name, code, reason }, 'closed an event stream whose login ended or whose rights changed');
+        ws.close(code, reason);
+      }
+      if (stopped) return;
+      stopped = true;
       clearInterval(ping);
+      clearTimeout(recheck);
       unsubscribe();
       this.deps.workflows.off('run', onRun);
       this.deps.workflows.off('dag', onDag);
       this.deps.broker.off('token', onToken);
-    });
+      mine.delete(box);
+      if (!mine.size && this.outboxes.get(user.name) === mine) this.outboxes.delete(user.name);
+    };
+    ws.on('close', () => stop());
     ws.on('error', (err) => this.deps.log.debug({ err: err.message }, 'event stream error'));
   }
 

@@ -79,6 +79,29 @@ export class Identifier {
   }
 
   /**
+   * Who the headers of a connection that outlives its request (the event stream) stand for now, as
+   * `identify` would answer, and until when that answer holds at the latest (the end of the session
+   * or of the credential's verification): undefined when they prove nobody any more (a refused
+   * credential, an ended or expired session). Without side effects: no session is opened, the token
+   * broker is not told. Throws what is no answer (the Hub or the state store did not answer).
+   */
+  async reidentify(headers: IncomingHttpHeaders, connection?: object): Promise<{ user: User; until: number } | undefined> {
+    const authorization = headers.authorization;
+    if (authorization) {
+      let entry = this.verified.get(this.keyOn(connection, authorization));
+      try {
+        entry ??= await this.verify(authorization);
+      } catch (err) {
+        if (err instanceof AppError && err.statusCode < 500) return undefined; // refused now (expired, revoked, unsafe)
+        throw err;
+      }
+      if (entry) return { user: entry.user, until: entry.until };
+    }
+    const session = await this.sessions.lookup(headers.cookie, connection);
+    return session && { user: session.user, until: session.expires };
+  }
+
+  /**
    * The cache key of a header, remembered with the keep-alive connection that carried it: a client
    * repeats its header on every request, and the key (an HMAC) was the largest cost of a request
    * whose credential is known. The header is held no longer than its connection (which held it anyway).

@@ -41,7 +41,7 @@ export class Sessions {
   private pruning: NodeJS.Timeout | undefined;
   private readonly endListeners: ((key: string) => void)[] = [];
   /** Sessions looked up lately by stored key, least recently used first. */
-  private readonly looked = new RecentlyUsed<{ user: User; until: number }>(LOOKUP_MAX);
+  private readonly looked = new RecentlyUsed<{ user: User; until: number; expires: number }>(LOOKUP_MAX);
   /**
    * The last Cookie header of each keep-alive connection and its session's stored key (null: no
    * session cookie in it): a client repeats the header, and its SHA-256 was most of a cookie's cost.
@@ -91,16 +91,20 @@ export class Sessions {
    * undefined without a session cookie, or MISS when only the store can tell.
    */
   resolveNow(cookieHeader: string | undefined, connection?: object): User | undefined | typeof MISS {
-    if (!cookieHeader) return undefined;
-    const last = connection && this.lastKey.get(connection);
-    let key = last?.cookieHeader === cookieHeader ? last.key : undefined;
-    if (key === undefined) {
-      const token = readCookie(cookieHeader, SESSION_COOKIE);
-      key = token ? hash(token) : null;
-      if (connection) this.lastKey.set(connection, { cookieHeader, key });
-    }
+    const key = this.cookieKey(cookieHeader, connection);
     if (key === null) return undefined;
     return this.looked.get(key)?.user ?? MISS;
+  }
+
+  /** The stored key of the session cookie in this header (null: none), remembered with the connection. */
+  private cookieKey(cookieHeader: string | undefined, connection?: object): string | null {
+    if (!cookieHeader) return null;
+    const last = connection && this.lastKey.get(connection);
+    if (last?.cookieHeader === cookieHeader) return last.key;
+    const token = readCookie(cookieHeader, SESSION_COOKIE);
+    const key = token ? hash(token) : null;
+    if (connection) this.lastKey.set(connection, { cookieHeader, key });
+    return key;
   }
 
   /** Called with the stored key of each session ended here (a logout). */
@@ -109,16 +113,25 @@ export class Sessions {
   }
 
   async resolve(cookieHeader: string | undefined): Promise<User | undefined> {
-    const known = this.resolveNow(cookieHeader);
-    if (known !== MISS) return known;
-    const key = hash(readCookie(cookieHeader, SESSION_COOKIE)!);
+    return (await this.lookup(cookieHeader))?.user;
+  }
+
+  /**
+   * The user of the session in this Cookie header and when that session ends (ms since the epoch),
+   * as `resolve` finds it: what a long-lived connection (the event stream) checks again, and when.
+   */
+  async lookup(cookieHeader: string | undefined, connection?: object): Promise<{ user: User; expires: number } | undefined> {
+    const key = this.cookieKey(cookieHeader, connection);
+    if (key === null) return undefined;
+    const seen = this.looked.get(key);
+    if (seen) return seen;
     const now = Date.now();
     const ends = this.ends;
     const row = await this.store.findSession(key, now);
     if (!row) return undefined;
     const user = JSON.parse(row.user) as User;
-    if (ends === this.ends) this.looked.set(key, { user, until: Math.min(row.expires, now + LOOKUP_MS) });
-    return user;
+    if (ends === this.ends) this.looked.set(key, { user, until: Math.min(row.expires, now + LOOKUP_MS), expires: row.expires });
+    return { user, expires: row.expires };
   }
 
   prune(): Promise<void> {
