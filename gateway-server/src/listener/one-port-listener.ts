@@ -35,6 +35,11 @@ export interface OnePortOptions {
   onSchedulerConnection?: (cluster: string) => void;
   /** How long a new connection may take to show what it is (default 10 s). */
   classifyTimeoutMs?: number;
+  /** How a scheduler connection's client side is read: 'user-buffer' (the default) reads into the
+   * connection's own buffer through Node's internal handle, and falls back to 'stream' (the socket
+   * piped the stream way) where Node's internals are not as expected; 'stream' asks for that
+   * fallback outright (its tests). */
+  passthrough?: 'user-buffer' | 'stream';
 }
 
 export interface OnePortServer {
@@ -159,15 +164,17 @@ function pipeToScheduler(accepted: net.Socket, head: Buffer, cluster: string, op
     };
   };
   // Client -> scheduler (a scatter's bytes) on the accepted connection; if Node's internals are
-  // not as expected, the accepted socket is piped the stream way.
+  // not as expected (or the options ask for it), the accepted socket is piped the stream way.
   const client: net.Socket =
-    withUserBuffer(
-      accepted,
-      relay(
-        () => upstream,
-        () => client,
-      ),
-    ) ?? accepted;
+    (opts.passthrough !== 'stream' &&
+      withUserBuffer(
+        accepted,
+        relay(
+          () => upstream,
+          () => client,
+        ),
+      )) ||
+    accepted;
   if (client !== accepted) track(client);
   const upstream: net.Socket = net.connect({
     host: url.hostname,
@@ -182,8 +189,13 @@ function pipeToScheduler(accepted: net.Socket, head: Buffer, cluster: string, op
   });
   client.setNoDelay(true);
   upstream.write(head);
-  if (client === accepted) client.pipe(upstream);
-  else {
+  if (client === accepted) {
+    // The fallback: the accepted socket is piped the stream way. Accepted without allowHalfOpen,
+    // the client's FIN would end it both ways and cut short the reply still to come; with it, the
+    // FIN ends only the upload (pipe passes it on once what came before it has).
+    accepted.allowHalfOpen = true;
+    client.pipe(upstream);
+  } else {
     // the client's FIN ends only its upload, once what came before it has been passed on
     client.on('end', () => upstream.end());
     client.on('error', (err: Error) => {

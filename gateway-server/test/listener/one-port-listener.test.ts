@@ -4,7 +4,7 @@ import http from 'node:http';
 import tls from 'node:tls';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { createOnePortServer, type OnePortServer } from '../../src/listener/one-port-listener.js';
+import { createOnePortServer, type OnePortOptions, type OnePortServer } from '../../src/listener/one-port-listener.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} } as never;
 
@@ -52,12 +52,15 @@ async function fakeScheduler(allowHalfOpen = false): Promise<FakeScheduler> {
 }
 
 const cleanups: (() => unknown)[] = [];
+/** The connections the one port accepted, in order (the gateway's side of each client). */
+let accepted: net.Socket[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
+  accepted = [];
 });
 
 /** Our one port, with scheduler routes by cluster name: a port on 127.0.0.1, or a route as given. */
-async function gateway(schedulers: Record<string, number | string>, extra: { classifyTimeoutMs?: number } = {}) {
+async function gateway(schedulers: Record<string, number | string>, extra: Pick<OnePortOptions, 'classifyTimeoutMs' | 'passthrough'> = {}) {
   const httpServer = http.createServer((_req, res) => res.end('plain http'));
   const route = (r: number | string) => (typeof r === 'number' ? `tls://127.0.0.1:${r}` : r);
   const onePort: OnePortServer = createOnePortServer({
@@ -66,6 +69,7 @@ async function gateway(schedulers: Record<string, number | string>, extra: { cla
     log: silent,
     ...extra,
   });
+  onePort.server.on('connection', (socket: net.Socket) => accepted.push(socket));
   await new Promise<void>((resolve) => onePort.server.listen(0, '127.0.0.1', resolve));
   cleanups.push(() => onePort.close());
   return (onePort.server.address() as net.AddressInfo).port;
@@ -94,11 +98,17 @@ function counting(n: number): Buffer {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('one port: scheduler passthrough', () => {
+// The passthrough reads the client side into its own buffer through Node's internal socket handle;
+// where a Node lacks that handle it pipes the accepted socket the stream way instead. Both ways
+// must carry the same bytes: each test runs in both, the fallback asked for by the option.
+describe.each([
+  { mode: 'user buffer', passthrough: undefined },
+  { mode: 'stream fallback', passthrough: 'stream' as const },
+])('one port: scheduler passthrough ($mode)', ({ passthrough }) => {
   it('pipes the bytes of a ClientHello naming a running cluster to its scheduler, both ways, unchanged', async () => {
     const sched = await fakeScheduler();
     cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port });
+    const port = await gateway({ abc: sched.port }, { passthrough });
     const hello = await captureHello('daskgateway-abc');
     const client = await connect(port);
     const up = counting(8 * 1024 * 1024 + 3);
@@ -117,10 +127,38 @@ describe('one port: scheduler passthrough', () => {
     expect(sha(sent.subarray(hello.length))).toBe(sha(up));
   });
 
+  it('carries 50 MiB each way at once, and after the client sends its FIN the scheduler still sends; the mode under test is the one copying', async () => {
+    const sched = await fakeScheduler(true);
+    cleanups.push(() => sched.close());
+    const port = await gateway({ abc: sched.port }, { passthrough });
+    const client = await connect(port);
+    const hello = await captureHello('daskgateway-abc');
+    client.write(hello);
+    const conn = await sched.next();
+    // the user buffer takes the connection over from the accepted socket, which closes; the fallback keeps it
+    expect(accepted).toHaveLength(1);
+    expect(accepted[0]!.destroyed).toBe(passthrough !== 'stream');
+    const received = drain(client);
+    const uploaded = once(conn.socket, 'end');
+    const up = counting(50 * 1024 * 1024 + 1);
+    const down = counting(50 * 1024 * 1024 + 2);
+    client.end(up);
+    conn.socket.write(down);
+    await uploaded; // the client's FIN, after all its bytes
+    const sent = Buffer.concat(conn.received);
+    expect(sent.length).toBe(hello.length + up.length);
+    expect(sha(sent.subarray(hello.length))).toBe(sha(up));
+    const tail = Buffer.from('sent after the FIN');
+    conn.socket.end(tail);
+    const got = await received;
+    expect(got.length).toBe(down.length + tail.length);
+    expect(sha(got)).toBe(sha(Buffer.concat([down, tail])));
+  });
+
   it('keeps the bytes in order when the client reads slowly (the read buffer is reused only once the client took a write)', async () => {
     const sched = await fakeScheduler();
     cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port });
+    const port = await gateway({ abc: sched.port }, { passthrough });
     const client = await connect(port);
     client.write(await captureHello('daskgateway-abc'));
     const conn = await sched.next();
@@ -152,7 +190,7 @@ describe('one port: scheduler passthrough', () => {
   it("holds back a client's upload while the scheduler reads nothing, and keeps it in order (the upload read buffer is reused too)", async () => {
     const sched = await fakeScheduler();
     cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port });
+    const port = await gateway({ abc: sched.port }, { passthrough });
     const client = await connect(port);
     const hello = await captureHello('daskgateway-abc');
     client.write(hello);
@@ -183,7 +221,7 @@ describe('one port: scheduler passthrough', () => {
   it('a client that half-closes (sends its FIN) still gets the whole reply', async () => {
     const sched = await fakeScheduler(true);
     cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port });
+    const port = await gateway({ abc: sched.port }, { passthrough });
     const client = await connect(port);
     client.write(await captureHello('daskgateway-abc'));
     const conn = await sched.next();
@@ -200,7 +238,7 @@ describe('one port: scheduler passthrough', () => {
   it('refuses an unknown cluster: the connection closes and no scheduler is contacted', async () => {
     const sched = await fakeScheduler();
     cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port });
+    const port = await gateway({ abc: sched.port }, { passthrough });
     for (const name of ['daskgateway-nope', 'daskgateway-', 'daskgateway-toString', 'daskgateway-__proto__', 'daskgateway-abc.evil']) {
       const client = await connect(port);
       client.write(await captureHello(name));
@@ -217,7 +255,7 @@ describe('one port: scheduler passthrough', () => {
       () => a.close(),
       () => b.close(),
     );
-    const port = await gateway({ a: a.port, b: b.port });
+    const port = await gateway({ a: a.port, b: b.port }, { passthrough });
     const client = await connect(port);
     client.write(await captureHello('daskgateway-b'));
     client.write('for b');
@@ -238,7 +276,7 @@ describe('one port: scheduler passthrough', () => {
   it('closing either side closes the other', async () => {
     const sched = await fakeScheduler();
     cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port });
+    const port = await gateway({ abc: sched.port }, { passthrough });
     const hello = await captureHello('daskgateway-abc');
 
     const client = await connect(port);
@@ -259,7 +297,7 @@ describe('one port: scheduler passthrough', () => {
   it('refuses a connection whose route is not an address, and keeps serving', async () => {
     const sched = await fakeScheduler();
     cleanups.push(() => sched.close());
-    const port = await gateway({ bad: 'not an address', abc: sched.port });
+    const port = await gateway({ bad: 'not an address', abc: sched.port }, { passthrough });
     const client = await connect(port);
     client.write(await captureHello('daskgateway-bad'));
     expect((await drain(client)).length).toBe(0);
@@ -272,7 +310,7 @@ describe('one port: scheduler passthrough', () => {
     const sched = await fakeScheduler();
     const deadPort = sched.port;
     sched.close();
-    const port = await gateway({ abc: deadPort });
+    const port = await gateway({ abc: deadPort }, { passthrough });
     const client = await connect(port);
     client.write(await captureHello('daskgateway-abc'));
     expect((await drain(client)).length).toBe(0);
