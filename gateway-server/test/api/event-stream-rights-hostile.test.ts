@@ -228,15 +228,16 @@ describe("the unsent bytes of one user's streams together", () => {
   let gw: TestGateway;
 
   beforeAll(async () => {
-    gw = await startTestGateway(SINGLE_USER, { prefix: 'af-ws-unsent-' });
+    gw = await startTestGateway({ ...SINGLE_USER, auth: { admin_users: ['root'] } }, { prefix: 'af-ws-unsent-' });
   });
   afterAll(async () => {
     await gw?.close();
   });
 
-  it("stay under 64 MB for 32 streams of mallory that read nothing, fed a 14 MB DAG, while alice's stream keeps receiving", async () => {
+  it('stay under 64 MB for 32 streams of mallory that read nothing, fed a 14 MB DAG, while the streams of alice and an admin keep receiving', async () => {
     const mallory = basic('mallory').authorization;
     const alice = await openStream(wsUrl(gw, '/api/af/events'), basic('alice'));
+    const root = await openStream(wsUrl(gw, '/api/af/events'), basic('root')); // an admin: sees mallory's run too, and reads
     const stalled: { socket: net.Socket; bytes: number; closedByGateway: boolean }[] = [];
     for (let i = 0; i < 32; i++) {
       const socket = net.connect(gw.port, '127.0.0.1');
@@ -266,7 +267,15 @@ describe("the unsent bytes of one user's streams together", () => {
     const run = (await api.expect(201, 'POST', '/api/af/workflows', { entry: 'fan.yml', files: { 'fan.yml': wf }, parameters: { items }, max_parallel: 1 }))
       .json as { id: string };
     try {
-      await sleep(4000); // the run's events reach the streams
+      // the run's DAG event reaches the streams (the admin's, which reads, tells when)
+      await within(
+        (async () => {
+          while (!root.got.some((e) => e.type === 'workflow-dag')) await sleep(50);
+        })(),
+        30_000,
+        "the run's DAG reaches the admin's stream",
+      );
+      await sleep(1000);
       const before = stalled.reduce((n, s) => n + s.bytes, 0);
       // what the gateway holds for mallory: all that her streams still get once they read
       for (const s of stalled) s.socket.resume();
@@ -292,11 +301,13 @@ describe("the unsent bytes of one user's streams together", () => {
         "alice's cluster reaches her stream",
       );
       expect(alice.ws.readyState).toBe(WebSocket.OPEN);
+      expect(root.ws.readyState).toBe(WebSocket.OPEN);
       await request(gw, 'DELETE', `/api/v1/clusters/${name}`, { headers: basic('alice') });
     } finally {
       await request(gw, 'POST', `/api/af/workflows/${run.id}/cancel`, { headers: { authorization: mallory } });
       for (const s of stalled) s.socket.destroy();
       alice.ws.terminate();
+      root.ws.terminate();
     }
-  }, 60_000);
+  }, 90_000);
 });
