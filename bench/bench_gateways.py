@@ -37,6 +37,7 @@ Usage:  .venv/bin/python bench/bench_gateways.py [--repeat N] [--only ours|peer]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -922,6 +923,37 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(name)
 
 
+@contextlib.contextmanager
+def cleaning_up():
+    """The clean-up after a part of a run: a signal received meanwhile is logged and ignored, so
+    that the clean-up itself runs to its end."""
+    _STATE["cleaning"] = True
+    try:
+        yield
+    finally:
+        _STATE["cleaning"] = False
+
+
+def failed(what: str, e: BaseException, verbose: bool) -> str:
+    """Logs that ``what`` failed (the traceback too when ``verbose``); returns the error as the
+    results keep it."""
+    error = f"{type(e).__name__}: {e}"
+    log(f"{what}: ERROR {error}")
+    if verbose:
+        traceback.print_exc()
+    return error
+
+
+def stop_gateway(gw, tracker: ProcTracker, label: str, kill_unattributed: bool) -> tuple[list[dict], list[dict]]:
+    """Stops a gateway, then kills what it left behind, each logged; returns (killed,
+    unattributed) as ProcTracker.kill_leftovers does."""
+    gw.stop()
+    killed, unattributed = tracker.kill_leftovers(label, kill_unattributed)
+    for p in killed:
+        log(f"{label}: WARNING killed leftover {p['role']} pid {p['pid']}: {' '.join(p['cmdline'])[:160]}")
+    return killed, unattributed
+
+
 def start_run(prefix: str) -> tuple[str, str, ProcTracker, dict]:
     """The set-up of a bench run: SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt (so the finally
     blocks clean up), a run id, a temporary root ``<prefix>-<run id>-*`` for the gateways' work
@@ -989,28 +1021,22 @@ def run_api(gws: dict[str, Gateway], tracker: ProcTracker, args, data: dict) -> 
             log(f"{label}: {res['api_requests']} API requests logged {res['api_log_bytes']} bytes; state: {res['api_state']}")
     except Exception as e:
         exit_code = 1
+        error = failed("API", e, args.verbose)
         for label in gws:
             if data["gateways"][label].get("api_status") != "ok":
                 data["gateways"][label]["api_status"] = "error"
-                data["gateways"][label]["api_error"] = f"{type(e).__name__}: {e}"
-        log(f"API: ERROR {type(e).__name__}: {e}")
-        if args.verbose:
-            traceback.print_exc()
+                data["gateways"][label]["api_error"] = error
     finally:
-        _STATE["cleaning"] = True
-        for label, runner in runners.items():
-            try:
-                if getattr(runner, "api_cluster", None):
-                    runner.shutdown_cluster(*runner.api_cluster)
-            except Exception as e:
-                log(f"{label}: could not shut the API cluster down: {e}")
-            runner.close()
-        for label, gw in gws.items():
-            gw.stop()
-            killed, _ = tracker.kill_leftovers(label, args.kill_unattributed)
-            for p in killed:
-                log(f"{label}: WARNING killed leftover {p['role']} pid {p['pid']}: {' '.join(p['cmdline'])[:160]}")
-        _STATE["cleaning"] = False
+        with cleaning_up():
+            for label, runner in runners.items():
+                try:
+                    if getattr(runner, "api_cluster", None):
+                        runner.shutdown_cluster(*runner.api_cluster)
+                except Exception as e:
+                    log(f"{label}: could not shut the API cluster down: {e}")
+                runner.close()
+            for label, gw in gws.items():
+                stop_gateway(gw, tracker, label, args.kill_unattributed)
     return exit_code
 
 
@@ -1051,17 +1077,10 @@ def run_boot(make_gateway, order: list[str], tracker: ProcTracker, args, data: d
                 )
             except Exception as e:
                 exit_code = 1
-                res["boot_error"] = f"{type(e).__name__}: {e}"
-                log(f"{label}: boot: ERROR {type(e).__name__}: {e}")
-                if args.verbose:
-                    traceback.print_exc()
+                res["boot_error"] = failed(f"{label}: boot", e, args.verbose)
             finally:
-                _STATE["cleaning"] = True
-                gw.stop()
-                killed, _ = tracker.kill_leftovers(label, args.kill_unattributed)
-                for p in killed:
-                    log(f"{label}: WARNING killed leftover {p['role']} pid {p['pid']}: {' '.join(p['cmdline'])[:160]}")
-                _STATE["cleaning"] = False
+                with cleaning_up():
+                    stop_gateway(gw, tracker, label, args.kill_unattributed)
             if exit_code:
                 return exit_code
     return exit_code
@@ -1115,31 +1134,21 @@ def run_gateway(gw: Gateway, tracker: ProcTracker, args, results: dict) -> dict:
         raise
     except Exception as e:
         results["status"] = "error"
-        results["error"] = f"{type(e).__name__}: {e}"
-        log(f"{gw.label}: ERROR {type(e).__name__}: {e}")
-        if args.verbose:
-            traceback.print_exc()
+        results["error"] = failed(gw.label, e, args.verbose)
     finally:
-        _STATE["cleaning"] = True
-        if runner is not None:
-            runner.close()
-        gw.stop()
-        results["observed_cmdlines"] = tracker.cmdlines.get(gw.label, {})
-        killed, unattributed = tracker.kill_leftovers(gw.label, args.kill_unattributed)
-        results["leftovers"] = killed
-        for p in killed:
-            log(
-                f"{gw.label}: WARNING killed leftover {p['role']} pid {p['pid']}: "
-                f"{' '.join(p['cmdline'])[:160]}"
-            )
-        for p in unattributed:
-            log(
-                f"NOTE: unattributed dask {p['role']} pid {p['pid']} started after the bench "
-                f"began (not killed; use --kill-unattributed): {' '.join(p['cmdline'])[:160]}"
-            )
-        if not killed:
-            log(f"{gw.label}: no scheduler/worker process left behind")
-        _STATE["cleaning"] = False
+        with cleaning_up():
+            if runner is not None:
+                runner.close()
+            results["observed_cmdlines"] = tracker.cmdlines.get(gw.label, {})
+            killed, unattributed = stop_gateway(gw, tracker, gw.label, args.kill_unattributed)
+            results["leftovers"] = killed
+            for p in unattributed:
+                log(
+                    f"NOTE: unattributed dask {p['role']} pid {p['pid']} started after the bench "
+                    f"began (not killed; use --kill-unattributed): {' '.join(p['cmdline'])[:160]}"
+                )
+            if not killed:
+                log(f"{gw.label}: no scheduler/worker process left behind")
     return results
 
 

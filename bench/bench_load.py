@@ -43,23 +43,24 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateways import (  # noqa: E402  (the gateway bench's start/stop and process machinery)
-    _STATE,
     BENCH_DIR,
     OURS_CLI,
     RESULTS_DIR,
     BenchError,
     OursGateway,
     PeerGateway,
+    cleaning_up,
     environment_info,
+    failed,
     log,
     out,
     rss_bytes,
     start_run,
+    stop_gateway,
     wait_until,
 )
 
@@ -376,17 +377,12 @@ def main(argv=None) -> int:
             try:
                 run_one(gw, tracker, args, res)
             finally:
-                _STATE["cleaning"] = True
-                gw.stop()
-                killed, _ = tracker.kill_leftovers(label, False)
-                res["leftovers"] = [f"{k['role']} {k['pid']}" for k in killed]
-                _STATE["cleaning"] = False
+                with cleaning_up():
+                    killed, _ = stop_gateway(gw, tracker, label, False)
+                    res["leftovers"] = [f"{k['role']} {k['pid']}" for k in killed]
         except Exception as e:
             exit_code = 1
-            res["error"] = f"{type(e).__name__}: {e}"
-            log(f"{label}: ERROR {res['error']}")
-            if args.verbose:
-                traceback.print_exc()
+            res["error"] = failed(label, e, args.verbose)
     lines, ok = report(data, args)
     for line in lines:
         out(line)
