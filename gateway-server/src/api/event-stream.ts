@@ -295,7 +295,8 @@ export class EventStream {
         now = await this.deps.identifier.reidentify(headers, ws);
       } catch (err) {
         if (Date.now() - confirmed > UNCONFIRMED_MAX_MS) return stop(1013, 'the login behind this stream could not be checked: reconnect later');
-        this.deps.log.warn({ user: user.name, err: errorMessage(err) }, "could not check again who an event stream's user is");
+        // an outage (the Hub, the state store) is logged where it happens, not once per stream every 5 s
+        this.deps.log.debug({ user: user.name, err: errorMessage(err) }, "could not check again who an event stream's user is");
         return checkBy(Date.now() + RECHECK_MS);
       }
       if (ws.readyState !== ws.OPEN) return;

@@ -74,6 +74,10 @@ beforeAll(async () => {
         const name = String(headers['x-user']);
         return { user: { name, groups: [], admin: name === 'root' } };
       },
+      reidentify: async (headers: http.IncomingHttpHeaders) => {
+        const name = String(headers['x-user']);
+        return { user: { name, groups: [], admin: name === 'root' }, until: Infinity };
+      },
     } as never,
     log,
   });
