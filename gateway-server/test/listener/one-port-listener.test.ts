@@ -89,6 +89,19 @@ function drain(s: net.Socket): Promise<Buffer> {
   return new Promise((resolve) => s.once('close', () => resolve(Buffer.concat(parts))));
 }
 
+/** Reads the socket in fits and starts (a pause of 2 ms now and then), so that the side writing to it keeps meeting a full socket. */
+function readInFits(s: net.Socket): void {
+  let got = 0;
+  s.on('data', (d: Buffer) => {
+    got += d.length;
+    if (got % 3 === 0) {
+      s.pause();
+      setTimeout(() => s.resume(), 2);
+    }
+  });
+  s.resume();
+}
+
 /** n bytes in which every 4-byte word holds its own offset: a byte out of place shows. */
 function counting(n: number): Buffer {
   const b = Buffer.alloc(n);
@@ -105,16 +118,21 @@ describe.each([
   { mode: 'user buffer', passthrough: undefined },
   { mode: 'stream fallback', passthrough: 'stream' as const },
 ])('one port: scheduler passthrough ($mode)', ({ passthrough }) => {
-  it('pipes the bytes of a ClientHello naming a running cluster to its scheduler, both ways, unchanged', async () => {
-    const sched = await fakeScheduler();
+  /** A client connected through our port to a stand-in scheduler of cluster abc: its ClientHello sent, and the scheduler's side of the connection. */
+  async function passedThrough(schedulerHalfOpen = false) {
+    const sched = await fakeScheduler(schedulerHalfOpen);
     cleanups.push(() => sched.close());
     const port = await gateway({ abc: sched.port }, { passthrough });
-    const hello = await captureHello('daskgateway-abc');
     const client = await connect(port);
-    const up = counting(8 * 1024 * 1024 + 3);
+    const hello = await captureHello('daskgateway-abc');
     client.write(hello);
+    return { client, hello, conn: await sched.next() };
+  }
+
+  it('pipes the bytes of a ClientHello naming a running cluster to its scheduler, both ways, unchanged', async () => {
+    const { client, hello, conn } = await passedThrough();
+    const up = counting(8 * 1024 * 1024 + 3);
     client.write(up);
-    const conn = await sched.next();
     const uploaded = once(conn.socket, 'end'); // the client's FIN, passed on after its bytes
     const down = counting(24 * 1024 * 1024 + 1);
     conn.socket.end(down); // the scheduler's FIN does not cut the upload short
@@ -128,13 +146,7 @@ describe.each([
   });
 
   it('carries 50 MiB each way at once, and after the client sends its FIN the scheduler still sends; the mode under test is the one copying', async () => {
-    const sched = await fakeScheduler(true);
-    cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port }, { passthrough });
-    const client = await connect(port);
-    const hello = await captureHello('daskgateway-abc');
-    client.write(hello);
-    const conn = await sched.next();
+    const { client, hello, conn } = await passedThrough(true);
     // the user buffer takes the connection over from the accepted socket, which closes; the fallback keeps it
     expect(accepted).toHaveLength(1);
     expect(accepted[0]!.destroyed).toBe(passthrough !== 'stream');
@@ -156,45 +168,22 @@ describe.each([
   });
 
   it('keeps the bytes in order when the client reads slowly (the read buffer is reused only once the client took a write)', async () => {
-    const sched = await fakeScheduler();
-    cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port }, { passthrough });
-    const client = await connect(port);
-    client.write(await captureHello('daskgateway-abc'));
-    const conn = await sched.next();
+    const { client, conn } = await passedThrough();
     const down = counting(64 * 1024 * 1024);
     client.pause();
     conn.socket.end(down);
     // while the client reads nothing, the gateway holds back and so does the scheduler's socket
     await new Promise((r) => setTimeout(r, 500));
     expect(conn.socket.writableLength).toBeGreaterThan(0);
-    const parts: Buffer[] = [];
-    let got = 0;
-    const done = new Promise<void>((resolve) => client.once('close', resolve));
-    client.on('data', (d: Buffer) => {
-      parts.push(d);
-      got += d.length;
-      // read in fits and starts, so that the gateway keeps meeting a full client socket
-      if (got % 3 === 0) {
-        client.pause();
-        setTimeout(() => client.resume(), 2);
-      }
-    });
-    client.resume();
-    await done;
-    const received = Buffer.concat(parts);
+    const closed = drain(client); // collects; a paused socket stays paused when a 'data' listener is added
+    readInFits(client);
+    const received = await closed;
     expect(received.length).toBe(down.length);
     expect(sha(received)).toBe(sha(down));
   });
 
   it("holds back a client's upload while the scheduler reads nothing, and keeps it in order (the upload read buffer is reused too)", async () => {
-    const sched = await fakeScheduler();
-    cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port }, { passthrough });
-    const client = await connect(port);
-    const hello = await captureHello('daskgateway-abc');
-    client.write(hello);
-    const conn = await sched.next();
+    const { client, hello, conn } = await passedThrough();
     conn.socket.pause();
     const up = counting(64 * 1024 * 1024);
     const uploaded = once(conn.socket, 'end');
@@ -202,16 +191,7 @@ describe.each([
     // the gateway holds no more than its buffer while the scheduler reads nothing: the rest waits in the client
     await new Promise((r) => setTimeout(r, 500));
     expect(client.writableLength).toBeGreaterThan(32 * 1024 * 1024);
-    const sock = conn.socket;
-    let got = 0;
-    sock.on('data', (d: Buffer) => {
-      got += d.length;
-      if (got % 3 === 0) {
-        sock.pause();
-        setTimeout(() => sock.resume(), 2);
-      }
-    });
-    sock.resume();
+    readInFits(conn.socket);
     await uploaded;
     const sent = Buffer.concat(conn.received);
     expect(sent.length).toBe(hello.length + up.length);
@@ -219,12 +199,7 @@ describe.each([
   });
 
   it('a client that half-closes (sends its FIN) still gets the whole reply', async () => {
-    const sched = await fakeScheduler(true);
-    cleanups.push(() => sched.close());
-    const port = await gateway({ abc: sched.port }, { passthrough });
-    const client = await connect(port);
-    client.write(await captureHello('daskgateway-abc'));
-    const conn = await sched.next();
+    const { client, conn } = await passedThrough(true);
     const received = drain(client);
     client.end(Buffer.from('request'));
     await once(conn.socket, 'end');
