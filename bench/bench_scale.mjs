@@ -23,18 +23,59 @@ import { tmpdir, loadavg, cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import WebSocket from 'ws';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(REPO, 'gateway-server', 'dist', 'cli.js');
+const LOOP_DELAY_PRELOAD = join(REPO, 'bench', 'loop-delay-preload.mjs');
 const TARGET = { heartbeatP99: 10, listP99: 5, rssPer1k: 150 };
 
+const USAGE = `Usage: node bench/bench_scale.mjs [options]    (values as "--key value" or "--key=value")
+  --steps N,N,...     clusters at each step, increasing (default 500,1000,5000,10000)
+  --peer-steps N,...  steps for the peer, dask-gateway-server, or "none" (default 500)
+  --workers N         workers per cluster (default 10)
+  --per-user N        clusters per user (default 10)
+  --period S          heartbeat period of every cluster in seconds (default 10)
+  --seconds S         measurement window at each step (default 15)
+  --sessions N        event streams opened at the last step for the fan-out (default 1000; 0: none)
+  --json FILE         write the raw figures
+  --heartbeats serial|concurrent
+                      serial (default): at most one heartbeat of a cluster in flight, as a Dask scheduler
+                      sends them (one awaited at a time); a beat due meanwhile sends the latest state
+                      when the previous one is answered. concurrent: every beat at once (the old bench)
+  --node-arg ARG      an argument for our gateway's node, repeatable (--node-arg=--cpu-prof,
+                      --node-arg=--cpu-prof-dir=DIR, --node-arg=--trace-gc)
+  --help              this text`;
+
+const KNOWN = new Set(['--steps', '--peer-steps', '--workers', '--per-user', '--period', '--seconds', '--sessions', '--json', '--node-arg', '--heartbeats']);
+
 function parseArgs(argv) {
-  const a = { steps: [500, 1000, 5000, 10000], peerSteps: [500], workers: 10, perUser: 10, period: 10, seconds: 15, sessions: 1000, json: null, nodeArgs: [] };
+  const a = {
+    steps: [500, 1000, 5000, 10000],
+    peerSteps: [500],
+    workers: 10,
+    perUser: 10,
+    period: 10,
+    seconds: 15,
+    sessions: 1000,
+    json: null,
+    nodeArgs: [],
+    heartbeats: 'serial',
+  };
   for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = argv[++i];
-    if (v === undefined) throw new Error(`${k} needs a value`);
+    let k = argv[i];
+    if (k === '--help' || k === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    let v;
+    const eq = k.indexOf('=');
+    if (k.startsWith('--') && eq > 0) [k, v] = [k.slice(0, eq), k.slice(eq + 1)];
+    else v = argv[++i];
+    if (!KNOWN.has(k)) throw new Error(`unknown argument ${k} (--help lists the options)`);
+    if (v === undefined) throw new Error(`${k} needs a value (--help lists the options)`);
     if (k === '--steps') a.steps = v.split(',').map(Number);
     else if (k === '--peer-steps') a.peerSteps = v === 'none' ? [] : v.split(',').map(Number);
     else if (k === '--workers') a.workers = Number(v);
@@ -43,9 +84,9 @@ function parseArgs(argv) {
     else if (k === '--seconds') a.seconds = Number(v);
     else if (k === '--sessions') a.sessions = Number(v);
     else if (k === '--json') a.json = v;
-    else if (k === '--node-arg')
-      a.nodeArgs.push(v); // e.g. --node-arg=--cpu-prof: to profile our gateway
-    else throw new Error(`unknown argument ${k}`);
+    else if (k === '--node-arg') a.nodeArgs.push(v);
+    else if (k === '--heartbeats' && (v === 'serial' || v === 'concurrent')) a.heartbeats = v;
+    else throw new Error(`${k} ${v}: not a value it takes (--help lists the options)`);
   }
   if (a.steps.some((n) => !Number.isInteger(n) || n < 1) || !a.steps.every((n, i) => i === 0 || n > a.steps[i - 1])) {
     throw new Error('--steps must be increasing whole numbers');
@@ -74,6 +115,17 @@ function procStat(pid) {
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
   return { cpu, rss: rssKb * 1024 };
 }
+/**
+ * How long (ms) the process's main thread, its event loop, has waited runnable for a core (the
+ * scheduler's run queue; /proc/PID/schedstat's second field): time the machine, not the code, adds.
+ */
+function runQueueWaitMs(pid) {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
 const selfCpu = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -91,9 +143,39 @@ const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 const mb = (b) => b / 1048576;
 
+/** The gateway's event-loop delay over [t0, t1] (epoch s), from the preload's lines: worst p99 and max of its seconds. */
+function gatewayLoopDelay(file, t0, t1) {
+  if (!file || !existsSync(file)) return null;
+  const secs = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((x) => x.t >= t0 && x.t <= t1 + 1);
+  if (!secs.length) return null;
+  const p99s = secs.map((x) => x.p99_ms).sort((a, b) => a - b);
+  // (the histogram's samples include its 5 ms sampling period: what is beyond it is the delay)
+  return {
+    seconds: secs.length,
+    p99_median: quantile(p99s, 0.5) - LOOP_RESOLUTION_MS,
+    p99_worst: p99s[p99s.length - 1] - LOOP_RESOLUTION_MS,
+    max: Math.max(...secs.map((x) => x.max_ms)) - LOOP_RESOLUTION_MS,
+  };
+}
+
+/** How many clusters our gateway has logged as failed (its warn-level log in the work dir); null for the peer. */
+function failedClusters(work) {
+  const file = join(work, 'gateway.log');
+  if (!existsSync(file)) return null;
+  return readFileSync(file, 'utf8').split('"msg":"cluster failed"').length - 1;
+}
+
 // --- HTTP ---------------------------------------------------------------------------------------
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+/** This loader's own event-loop delay: a stalled loader reads answers late and inflates every latency it measures. */
+const LOOP_RESOLUTION_MS = 5; // as in bench/loop-delay-preload.mjs
+const loaderDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+loaderDelay.enable();
 let PORT = 0;
 const basic = (user) => `Basic ${Buffer.from(`${user}:x`).toString('base64')}`;
 
@@ -144,13 +226,15 @@ async function startGateway(work, nodeArgs) {
     ].join('\n'),
   );
   const out = openSync(join(work, 'gateway.log'), 'a');
-  const proc = spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', config, '--listen', `127.0.0.1:${PORT}`], {
-    env: { ...process.env, AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1' },
+  // (the preload writes the gateway's event-loop delay once a second: its own stalls, apart from the loader's)
+  const loopDelay = join(work, 'loop-delay.jsonl');
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', LOOP_DELAY_PRELOAD, CLI, 'serve', '--config', config, '--listen', `127.0.0.1:${PORT}`], {
+    env: { ...process.env, AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1', AF_BENCH_LOOP_DELAY_OUT: loopDelay },
     stdio: ['ignore', out, out],
   });
   closeSync(out);
   await waitHealthy(proc, join(work, 'gateway.log'));
-  return { proc, launchLog: join(work, 'data', 'memory-launches.jsonl') };
+  return { proc, launchLog: join(work, 'data', 'memory-launches.jsonl'), loopDelay };
 }
 
 /**
@@ -269,10 +353,9 @@ class Schedulers {
       closed_workers: [],
     };
   }
-  async heartbeat(c) {
-    const r = await request('POST', `/api/v1/clusters/${c.name}/heartbeat`, { auth: `token ${c.token}`, body: this.body(c) });
-    if (r.status !== 204 && r.status !== 200) throw new Error(`heartbeat of ${c.name}: ${r.status} ${r.body.slice(0, 200)}`);
-    return r.ms;
+  /** One heartbeat with the cluster's state as it is now; resolves the answer ({status, body, ms}). */
+  heartbeat(c) {
+    return request('POST', `/api/v1/clusters/${c.name}/heartbeat`, { auth: `token ${c.token}`, body: this.body(c) });
   }
 }
 
@@ -301,11 +384,17 @@ async function createClusters(from, to, perUser, scheds, workers) {
  * The schedulers' heartbeats, from the first cluster to the end: every cluster with a token once per
  * period, spread evenly, as its scheduler would (clusters must heartbeat while more are created:
  * cluster.heartbeat_timeout is 30 s). Latencies are kept only inside a measurement window.
+ *
+ * Serial (the default), as a Dask scheduler does (its heartbeat callback awaits each request): a
+ * cluster has at most one heartbeat in flight; a beat that comes due meanwhile is sent when that one is
+ * answered, with the cluster's state as it is then. Concurrent (the old bench): a beat is sent whenever
+ * due, so an older state can overtake a newer one on another connection.
  */
 class Heartbeater {
-  constructor(scheds, period) {
+  constructor(scheds, period, mode = 'serial') {
     this.scheds = scheds;
     this.period = period;
+    this.serial = mode === 'serial';
     this.rotation = [];
     this.next = 0;
     this.credit = 0;
@@ -318,6 +407,8 @@ class Heartbeater {
     this.loop = this.run();
   }
   add(c) {
+    c.inflight = 0;
+    c.again = false;
     this.rotation.push(c);
   }
   async run() {
@@ -333,42 +424,72 @@ class Heartbeater {
       }
       while (this.credit >= 1 && this.rotation.length) {
         this.credit -= 1;
-        const c = this.rotation[this.next++ % this.rotation.length];
+        // A cursor that goes round the rotation: clusters added meanwhile are visited when it reaches
+        // them. (A running count taken modulo the growing rotation jumped about in it while clusters
+        // were created, skipping some for over cluster.heartbeat_timeout: 1,302 clusters failed while
+        // 5,000 -> 10,000 were created, and their users' sessions saw no event.)
+        if (this.next >= this.rotation.length) this.next = 0;
+        const c = this.rotation[this.next++];
         this.beat(c);
       }
       this.onTick?.();
       await sleep(5);
     }
   }
-  beat(c) {
+  /** A beat of cluster c comes due; `change`: it carries a change (the fan-out's), never dropped. */
+  beat(c, change = false) {
     const w = this.window;
     if (w) w.sent++;
-    if (this.inflight > 2000) {
+    if (this.serial && c.inflight) {
+      if (w) w.deferred++;
+      c.again = true;
+      return;
+    }
+    if (!change && this.inflight > 2000) {
       if (w) w.skipped++; // the gateway fell this far behind: counted, not queued without end
-      return Promise.resolve();
+      return;
+    }
+    this.send(c);
+  }
+  send(c) {
+    const w = this.window;
+    const fan = c.fan && !c.fan.sentAt && c.count >= c.fan.count ? c.fan : null;
+    if (fan) {
+      fan.sentAt = performance.now();
+      fan.overlapped = c.inflight; // heartbeats of this cluster still unanswered when the change was sent
     }
     this.inflight++;
-    return this.scheds.heartbeat(c).then(
-      (ms) => {
-        this.inflight--;
-        if (w && this.window === w) w.lat.push(ms);
-      },
-      (err) => {
-        this.inflight--;
+    c.inflight++;
+    this.scheds
+      .heartbeat(c)
+      .then((r) => {
+        if (fan) fan.status = r.status;
+        if (r.status !== 204 && r.status !== 200) throw new Error(`heartbeat of ${c.name}: ${r.status} ${r.body.slice(0, 200)}`);
+        if (w && this.window === w) w.lat.push(r.ms);
+      })
+      .catch((err) => {
+        if (fan) fan.status ??= String(err.message ?? err);
         this.errors++;
         this.lastError = String(err.message ?? err);
         if (w) w.errors++;
-      },
-    );
+      })
+      .finally(() => {
+        this.inflight--;
+        c.inflight--;
+        if (c.again && !c.inflight && !this.stopped) {
+          c.again = false;
+          this.send(c);
+        }
+      });
   }
   startWindow() {
-    this.window = { lat: [], sent: 0, skipped: 0, errors: 0, t0: performance.now() };
+    this.window = { lat: [], sent: 0, skipped: 0, deferred: 0, errors: 0, t0: performance.now() };
   }
   endWindow() {
     const w = this.window;
     this.window = null;
     const s = (performance.now() - w.t0) / 1000;
-    return { lat: summary(w.lat), sent: w.sent, errors: w.errors, late: w.skipped, rate: w.sent / s };
+    return { lat: summary(w.lat), sent: w.sent, errors: w.errors, late: w.skipped, deferred: w.deferred, rate: w.sent / s };
   }
   async stop() {
     this.stopped = true;
@@ -376,29 +497,46 @@ class Heartbeater {
   }
 }
 
-/** Lists of one user's clusters (a user with perUser clusters), at ~20/s, while heartbeats run. */
+/**
+ * Lists of one user's clusters (a user with perUser clusters), at ~20/s, while heartbeats run. They
+ * are sent and timed from a worker thread of this loader: on the heartbeats' event loop, each list's
+ * answer waited behind the reading of up to 1,000 heartbeat answers a second (that loop's delay reached
+ * 19 ms at 10,000 clusters), which a user's own client does not.
+ */
 function listLoad(users) {
+  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: 'list', port: PORT, users } });
+  const result = new Promise((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  return async () => {
+    worker.postMessage('stop');
+    const { lat, errors } = await result;
+    await worker.terminate();
+    return { lat: summary(lat), errors };
+  };
+}
+
+/** The list thread: its own connection, one list at a time, until told to stop; then it posts what it measured. */
+async function listThread({ port, users }) {
+  PORT = port;
   const lat = [];
   let errors = 0;
   let stop = false;
-  const done = (async () => {
-    while (!stop) {
-      const u = users[Math.floor(Math.random() * users.length)];
-      try {
-        const r = await request('GET', '/api/v1/clusters/', { auth: basic(u.user) });
-        if (r.status !== 200 || Object.keys(JSON.parse(r.body)).length !== u.n) errors++;
-        else lat.push(r.ms);
-      } catch {
-        errors++;
-      }
-      await sleep(50);
+  parentPort.once('message', () => (stop = true));
+  while (!stop) {
+    const u = users[Math.floor(Math.random() * users.length)];
+    try {
+      const r = await request('GET', '/api/v1/clusters/', { auth: basic(u.user) });
+      if (r.status !== 200 || Object.keys(JSON.parse(r.body)).length !== u.n) errors++;
+      else lat.push(r.ms);
+    } catch {
+      errors++;
     }
-  })();
-  return async () => {
-    stop = true;
-    await done;
-    return { lat: summary(lat), errors };
-  };
+    await sleep(50);
+  }
+  agent.destroy();
+  parentPort.postMessage({ lat, errors });
 }
 
 // --- event streams ------------------------------------------------------------------------------
@@ -456,7 +594,7 @@ async function runOne(kind, steps, args, nSessions) {
     );
     results.idle = { rss: idle.rss };
     const scheds = new Schedulers(started.launchLog);
-    hb = new Heartbeater(scheds, args.period);
+    hb = new Heartbeater(scheds, args.period, args.heartbeats);
     scheds.onReady = (c) => hb.add(c);
     let have = 0;
     for (const step of steps) {
@@ -479,19 +617,29 @@ async function runOne(kind, steps, args, nSessions) {
       log(
         `${step} clusters (${step / args.perUser} users) created in ${f1(tCreate)} s; ${step * args.workers} workers; steady heartbeats for ${args.seconds} s`,
       );
-      // one period so that every worker is reported running before the measurement
-      await sleep(args.period * 1000);
+      // one and a half periods, so that every worker is reported running before the measurement (a
+      // cluster's first heartbeats may come before its workers' names are in the launch log)
+      await sleep(args.period * 1500);
       const users = [...new Set([...scheds.byName.values()].map((c) => c.user))].map((user) => ({ user, n: args.perUser }));
       const before = procStat(gw.pid);
       const selfBefore = selfCpu();
+      const waitBefore = { gw: runQueueWaitMs(gw.pid), loader: runQueueWaitMs(process.pid) };
       const listDone = listLoad(users);
       const tHb = Date.now();
+      loaderDelay.reset();
       hb.startWindow();
       await sleep(args.seconds * 1000);
       const beats = hb.endWindow();
       const wall = (Date.now() - tHb) / 1000;
       const list = await listDone();
       const after = procStat(gw.pid);
+      const gwDelay = gatewayLoopDelay(started.loopDelay, tHb / 1000, Date.now() / 1000);
+      const failed = failedClusters(work);
+      const waited = {
+        gateway_ms_per_s: (runQueueWaitMs(gw.pid) - waitBefore.gw) / wall,
+        loader_ms_per_s: (runQueueWaitMs(process.pid) - waitBefore.loader) / wall,
+      };
+      const ldDelay = { p99: loaderDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS, max: loaderDelay.max / 1e6 - LOOP_RESOLUTION_MS };
       const row = {
         clusters: step,
         users: users.length,
@@ -501,6 +649,11 @@ async function runOne(kind, steps, args, nSessions) {
         heartbeat_ms: beats.lat,
         heartbeat_errors: beats.errors,
         heartbeat_skipped: beats.late,
+        heartbeat_deferred: beats.deferred,
+        clusters_failed: failed,
+        run_queue_wait: waited,
+        gateway_loop_delay_ms: gwDelay,
+        loader_loop_delay_ms: ldDelay,
         list_ms: list.lat,
         list_errors: list.errors,
         rss: after.rss,
@@ -510,8 +663,10 @@ async function runOne(kind, steps, args, nSessions) {
       };
       results.steps.push(row);
       log(
-        `  heartbeats ${f1(beats.rate)}/s: p50 ${f2(beats.lat.p50)} ms, p99 ${f2(beats.lat.p99)} ms, max ${f1(beats.lat.max)} ms, errors ${beats.errors}, skipped ${beats.late}; ` +
-          `list p99 ${f2(list.lat.p99)} ms (${list.lat.n}); gateway RSS ${f1(mb(after.rss))} MB, CPU ${f1(row.cpu_pct)} %; loader CPU ${f1(row.loader_cpu_pct)} %; load1 ${f2(row.load1)}`,
+        `  heartbeats ${f1(beats.rate)}/s: p50 ${f2(beats.lat.p50)} ms, p99 ${f2(beats.lat.p99)} ms, max ${f1(beats.lat.max)} ms, errors ${beats.errors}, skipped ${beats.late}, deferred ${beats.deferred}; ` +
+          `list p99 ${f2(list.lat.p99)} ms (${list.lat.n}); gateway RSS ${f1(mb(after.rss))} MB, CPU ${f1(row.cpu_pct)} %; loader CPU ${f1(row.loader_cpu_pct)} %; load1 ${f2(row.load1)}; clusters failed so far ${failed ?? '-'}; ` +
+          `waited for a core: gateway ${f1(waited.gateway_ms_per_s)} ms/s, loader ${f1(waited.loader_ms_per_s)} ms/s; ` +
+          `event-loop delay: gateway p99 ${gwDelay ? `${f1(gwDelay.p99_median)} (worst second ${f1(gwDelay.p99_worst)})` : '-'} max ${f1(gwDelay?.max)} ms, loader p99 ${f1(ldDelay.p99)} max ${f1(ldDelay.max)} ms`,
       );
     }
 
@@ -533,7 +688,7 @@ async function runOne(kind, steps, args, nSessions) {
     const changed = new Map();
     for (const s of sessions) {
       const c = [...scheds.byName.values()].find((x) => x.user === s.user);
-      changed.set(c.name, { s, c, sentAt: 0 });
+      changed.set(c.name, { s, c });
     }
     const targets = [...changed.values()];
     let k = 0;
@@ -546,8 +701,8 @@ async function runOne(kind, steps, args, nSessions) {
       while (k < due) {
         const t = targets[k++];
         t.c.count += 1;
-        t.sentAt = performance.now();
-        hb.beat(t.c);
+        t.c.fan = { count: t.c.count, dueAt: performance.now(), sentAt: 0, status: null, overlapped: 0 };
+        hb.beat(t.c, true);
       }
     };
     await sleep((Math.ceil(targets.length / 500) + 4) * 1000);
@@ -555,12 +710,36 @@ async function runOne(kind, steps, args, nSessions) {
     const hbRes = hb.endWindow();
     await sleep(1000);
     const delays = [];
-    let missing = 0;
+    const lost = [];
     for (const t of targets) {
-      const ev = t.s.events.find((e) => e.ev.type === 'cluster' && e.ev.cluster.name === t.c.name && e.ev.cluster.workers.requested === t.c.count);
-      if (ev) delays.push(ev.at - t.sentAt);
-      else missing++;
+      const fan = t.c.fan;
+      const ev = t.s.events.find((e) => e.ev.type === 'cluster' && e.ev.cluster.name === t.c.name && e.ev.cluster.workers.requested === fan.count);
+      if (ev && fan.sentAt) delays.push(ev.at - fan.sentAt);
+      else {
+        // what happened to it: was the change sent and answered, did another heartbeat of the cluster overlap it, what the session got
+        const mine = t.s.events.filter((e) => e.ev.type === 'cluster' && e.ev.cluster.name === t.c.name).map((e) => e.ev.cluster.workers.requested);
+        lost.push({
+          user: t.s.user,
+          cluster: t.c.name,
+          count: fan.count,
+          sent: Boolean(fan.sentAt),
+          status: fan.status,
+          overlapped: fan.overlapped,
+          events: t.s.events.length,
+          requested_seen: mine,
+          ws_open: t.s.ws.readyState === WebSocket.OPEN,
+        });
+      }
     }
+    const missing = lost.length;
+    for (const l of lost.slice(0, 20)) log(`  missing: ${JSON.stringify(l)}`);
+    if (lost.length > 20) log(`  ... and ${lost.length - 20} more`);
+    if (lost.length) {
+      const overlapped = lost.filter((l) => l.overlapped).length;
+      const answered = lost.filter((l) => l.status === 204 || l.status === 200).length;
+      log(`  of the ${lost.length} missing: ${answered} changes answered 2xx, ${overlapped} sent while another heartbeat of the cluster was in flight`);
+    }
+    const sentWithOverlap = targets.filter((t) => t.c.fan.overlapped).length;
     const fanWall = (performance.now() - fanStart) / 1000;
     const fanEnd = procStat(gw.pid);
     const other = sessions.reduce((n, s) => n + s.events.filter((e) => e.ev.type === 'cluster' && e.ev.cluster.owner !== s.user).length, 0);
@@ -572,6 +751,9 @@ async function runOne(kind, steps, args, nSessions) {
       open_cpu_s: afterOpen.cpu - cpuBefore,
       delivered: delays.length,
       missing,
+      lost,
+      sent_with_overlap: sentWithOverlap,
+      heartbeats: args.heartbeats,
       foreign_events: other,
       delay_ms: d,
       heartbeat_ms_during: hbRes.lat,
@@ -579,7 +761,7 @@ async function runOne(kind, steps, args, nSessions) {
       rss: fanEnd.rss,
     };
     log(
-      `fan-out: ${delays.length}/${targets.length} sessions got their event (missing ${missing}, events of other users' clusters ${other}); ` +
+      `fan-out (${args.heartbeats} heartbeats): ${delays.length}/${targets.length} sessions got their event (missing ${missing}, events of other users' clusters ${other}; ${sentWithOverlap} changes sent while the cluster had another heartbeat in flight); ` +
         `delay p50 ${f1(d.p50)} ms, p99 ${f1(d.p99)} ms, max ${f1(d.max)} ms; heartbeats meanwhile p99 ${f2(hbRes.lat.p99)} ms; CPU ${f1(results.fanout.cpu_pct)} %`,
     );
     for (const s of sessions) s.ws.terminate();
@@ -600,13 +782,15 @@ async function runOne(kind, steps, args, nSessions) {
 function stepTable(title, r) {
   console.log(`\n${title}`);
   console.log(
-    '| clusters | users | workers | heartbeats/s | heartbeat p50 / p99 ms | list p99 ms | RSS MB | RSS MB per 1k clusters | above idle per 1k | gateway CPU % | loader CPU % | load1 |',
+    '| clusters | users | workers | heartbeats/s | heartbeat p50 / p99 ms | list p50 / p99 ms | RSS MB | RSS MB per 1k clusters | above idle per 1k | gateway CPU % | loader CPU % | gateway loop delay p99 / max ms | waited for a core, gateway / loader ms/s | clusters failed | load1 |',
   );
-  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  console.log(`| 0 | 0 | 0 | - | - | - | ${f1(mb(r.idle.rss))} | - | - | - | - | - |`);
+  console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log(`| 0 | 0 | 0 | - | - | - | ${f1(mb(r.idle.rss))} | - | - | - | - | - | - | - | - |`);
   for (const s of r.steps) {
+    const d = s.gateway_loop_delay_ms;
+    const w = s.run_queue_wait;
     console.log(
-      `| ${s.clusters} | ${s.users} | ${s.workers} | ${f1(s.heartbeats_per_s)} | ${f2(s.heartbeat_ms.p50)} / ${f2(s.heartbeat_ms.p99)} | ${f2(s.list_ms.p99)} | ${f1(mb(s.rss))} | ${f1(mb(s.rss) / (s.clusters / 1000))} | ${f1(mb(s.rss - r.idle.rss) / (s.clusters / 1000))} | ${f1(s.cpu_pct)} | ${f1(s.loader_cpu_pct)} | ${f2(s.load1)} |`,
+      `| ${s.clusters} | ${s.users} | ${s.workers} | ${f1(s.heartbeats_per_s)} | ${f2(s.heartbeat_ms.p50)} / ${f2(s.heartbeat_ms.p99)} | ${f2(s.list_ms.p50)} / ${f2(s.list_ms.p99)} | ${f1(mb(s.rss))} | ${f1(mb(s.rss) / (s.clusters / 1000))} | ${f1(mb(s.rss - r.idle.rss) / (s.clusters / 1000))} | ${f1(s.cpu_pct)} | ${f1(s.loader_cpu_pct)} | ${d ? `${f1(d.p99_median)} / ${f1(d.max)}` : '-'} | ${w ? `${f1(w.gateway_ms_per_s)} / ${f1(w.loader_ms_per_s)}` : '-'} | ${s.clusters_failed ?? '-'} | ${f2(s.load1)} |`,
     );
   }
 }
@@ -655,7 +839,11 @@ function report(results, args) {
   }
 }
 
-main().catch((err) => {
-  console.error(`bench_scale: ${err.stack ?? err}`);
-  process.exitCode = 1;
-});
+if (isMainThread) {
+  main().catch((err) => {
+    console.error(`bench_scale: ${err.stack ?? err}`);
+    process.exitCode = 1;
+  });
+} else if (workerData?.role === 'list') {
+  listThread(workerData).catch((err) => parentPort.postMessage({ lat: [], errors: 1, error: String(err) }));
+}
