@@ -212,7 +212,12 @@ export class MemoryBackend implements Backend {
       const err = this.checkFails?.(this.get(h));
       if (err) throw err;
     }
-    return handles.map((h) => ({ ...(this.get(h)?.state ?? { alive: false, detail: 'no such process' }) }));
+    const out: ProcessState[] = [];
+    for (let i = 0; i < handles.length; i++) {
+      out.push({ ...(this.get(handles[i]) ?? { state: { alive: false, detail: 'no such process' } }).state });
+      if (i % 2000 === 1999) await new Promise((resolve) => setImmediate(resolve));
+    }
+    return out;
   }
 
   /** Stops the schedulers and workers none of `live` refers to (steps are the workflow engine's). */
