@@ -100,7 +100,12 @@ function launchesOf(b: SlurmBackend, name: string, username: string, workers: st
   return workers.map((w) => ({ cluster, worker: { name: w } as WorkerRecord, files }));
 }
 
-const job = (r: BackendHandle | Error | undefined) => (r instanceof Error ? `Error: ${r.message}` : r?.job);
+/** A result's job id (a batch handle records it as a string), or the error's message. */
+const job = (r: BackendHandle | Error | undefined): string => {
+  if (r instanceof Error) return `Error: ${r.message}`;
+  if (typeof r?.job !== 'string') throw new Error(`no job id in the handle ${JSON.stringify(r)}`);
+  return r.job;
+};
 
 describe('the Slurm backend takes lists', () => {
   it('submits one job array per cluster of a startWorkers call, as each owner, results in the order asked', async () => {

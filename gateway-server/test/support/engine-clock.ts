@@ -2,7 +2,7 @@
 import { vi } from 'vitest';
 import type { Heartbeat } from '@af-gateway/schemas';
 import type { ClusterManager } from '../../src/clusters/cluster-manager.js';
-import type { ClusterRecord, WorkerRecord } from '../../src/clusters/model.js';
+import type { ClusterRecord } from '../../src/clusters/model.js';
 
 /** Lets what is due settle (setImmediate stays real: each launch batch asks for the next with it). */
 export async function settle(): Promise<void> {
@@ -19,7 +19,8 @@ export async function advance(seconds: number): Promise<void> {
   await settle();
 }
 
-export const names = (ws: WorkerRecord[]) => ws.map((w) => w.name);
+/** Names of workers or of the memory backend's processes. */
+export const names = (ws: readonly { name: string }[]) => ws.map((w) => w.name);
 
 /** A cluster's live workers of one group. */
 export const workersOf = (m: ClusterManager, c: ClusterRecord, g: string) => (m.activeWorkers(c.name) ?? []).filter((w) => w.group === g);
