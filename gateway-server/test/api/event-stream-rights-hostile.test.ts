@@ -23,7 +23,6 @@ import type { ClusterRecord } from '../../src/clusters/model.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { SecretBox } from '../../src/store/crypto.js';
 import { basic, bearer, client, handshakeStatus, login, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
 
 interface Op {

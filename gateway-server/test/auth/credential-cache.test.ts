@@ -22,7 +22,6 @@ import { resolveConfig } from '../../src/config.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { SecretBox } from '../../src/store/crypto.js';
 import { basic, request, SINGLE_USER, startTestGateway } from '../support/gateway.js';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
 
 let dir: string;

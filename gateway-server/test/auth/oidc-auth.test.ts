@@ -9,7 +9,6 @@ import { makeLogger, startGateway } from '../../src/server.js';
 import { bearer, handshakeStatus, request, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { OidcAuthenticator } from '../../src/auth/oidc-authenticator.js';
 import { OidcIssuer } from '../../src/auth/oidc-issuer.js';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
 
 interface Op {

@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { authSetup } from '../../src/auth/auth-setup.js';
 import { resolveConfig } from '../../src/config.js';
 import { basic, bearer, request, startTestGateway, type TestGateway } from '../support/gateway.js';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE, GATEWAY_CLIENT } from '../support/oidc-provider.mjs';
 
 let op: {

@@ -2,7 +2,6 @@
 // Dask processes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, client, startTestGateway, waitForCluster, type TestGateway } from '../support/gateway.js';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
 
 let op: { issuer: string; token(c: string): Promise<string>; close(): Promise<void> };

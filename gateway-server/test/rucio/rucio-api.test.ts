@@ -8,7 +8,6 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { basic as basicAuth, bearer, client, SINGLE_USER, startTestGateway, waitForRun, type TestGateway } from '../support/gateway.js';
-// @ts-expect-error the provider harness is plain JavaScript
 import { AUDIENCE, GATEWAY_CLIENT, startOidcProvider } from '../support/oidc-provider.mjs';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');

@@ -41,10 +41,6 @@ async function newKey(kid) {
   return { ...(await jose.exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' };
 }
 
-/**
- * Starts a provider on 127.0.0.1:port (0 = free port). `rotate()` restarts it on the same port
- * with a new signing key (the old one still published), as a provider rotating its keys does.
- */
 export const GATEWAY_CLIENT = { id: 'af-gateway', secret: 'af-gateway-secret' };
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -87,6 +83,17 @@ function fetcher(ca) {
     });
 }
 
+/**
+ * Starts a provider on 127.0.0.1:port (0 = free port). `rotate()` restarts it on the same port
+ * with a new signing key (the old one still published), as a provider rotating its keys does.
+ *
+ * @param {object} [options]
+ * @param {number} [options.port] 0 = a free port
+ * @param {number} [options.ttl] access tokens' lifetime in seconds
+ * @param {string[]} [options.redirectUris] the gateway client's redirect URIs
+ * @param {Record<string, unknown>[]} [options.extraClients] more clients, e.g. JupyterHub's own login client
+ * @param {{ cert: string | Buffer, key: string | Buffer, ca?: string | Buffer } | null} [options.tls] serve HTTPS with this certificate
+ */
 export async function startOidcProvider({ port = 0, ttl = 300, redirectUris = [], extraClients = [], tls = null } = {}) {
   let keys = [await newKey('key-1')];
   let server;

@@ -8,7 +8,6 @@ import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as jose from 'jose';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, WLCG_ANY_AUDIENCE } from './oidc-provider.mjs';
 
 interface Op {
