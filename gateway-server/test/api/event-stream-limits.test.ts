@@ -32,7 +32,7 @@ describe('event stream limits', () => {
   });
 
   it('refuses a user more than 32 open streams (429), and takes them again once one closes', async () => {
-    const mine = [];
+    const mine: Awaited<ReturnType<typeof open>>[] = [];
     for (let i = 0; i < 32; i++) mine.push(await open('carol'));
     expect(mine.every((s) => s.status === 101)).toBe(true);
     const refused = await open('carol');

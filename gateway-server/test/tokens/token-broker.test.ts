@@ -10,7 +10,6 @@ import WebSocket from 'ws';
 import type { TokenStatus } from '@af-gateway/schemas';
 import { bodyAjv } from '../../src/schemas.js';
 import { freePort, request, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
-// @ts-expect-error plain ESM test helper without type declarations
 import { startOidcProvider, AUDIENCE, GATEWAY_CLIENT } from '../support/oidc-provider.mjs';
 
 const TTL = 8; // seconds an access token lives
@@ -26,7 +25,7 @@ const validStatus = bodyAjv.getSchema('token-status.json')!;
 
 async function api(method: string, path: string, body?: unknown) {
   const r = await request(gw, method, path, { headers: { cookie }, body });
-  return { status: r.status, json: r.json };
+  return { status: r.status, json: r.json, body: r.body };
 }
 
 /** The cluster's files are in its owner's account (af-alice, made by scripts/test-accounts.sh). */
@@ -97,7 +96,7 @@ describe('token broker', () => {
     firstToken = (await api('GET', '/api/af/token/access')).json.access_token as string;
     const file = join(workDirOf(cluster), 'bearer-token');
     expect(readFileSync(file, 'utf8').trim()).toBe(firstToken);
-    const status = (await api('GET', '/api/af/token')).json as TokenStatus;
+    const status = (await api('GET', '/api/af/token')).body as TokenStatus;
     expect(status.deliveries).toEqual([{ target: `cluster:${cluster}`, written_at: expect.any(Number), current: true }]);
   });
 

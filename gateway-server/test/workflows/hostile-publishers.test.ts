@@ -27,6 +27,13 @@ async function runToEnd(body: Record<string, unknown>): Promise<WorkflowDag> {
 }
 
 /** One stage running `script`, published by `publisher` (YAML flow text). */
+/** The finished run's 'plant' step, which every run here has: its outputs and its working directory. */
+function plant(dag: WorkflowDag): { outputs: unknown; workdir: string } {
+  const node = dag.nodes.find((n) => n.id === 'plant');
+  if (!node?.workdir) throw new Error(`no step 'plant' with a working directory in ${JSON.stringify(dag.nodes.map((n) => n.id))}`);
+  return { outputs: node.outputs, workdir: node.workdir };
+}
+
 const workflow = (script: string, publisher: string, parameters = '{}') => ({
   'workflow.yml': `stages:
   - name: plant
@@ -99,8 +106,8 @@ describe('publisher globs stay in the step directory', () => {
     });
     const dag = await finished(r.body.id);
     expect(dag.run.status).toBe('SUCCESS');
-    const node = dag.nodes.find((n) => n.id === 'plant')!;
-    expect(node.outputs).toEqual({ f: [join(node.workdir, 'own.conf'), join(node.workdir, 'sub', 'deep.conf')] });
+    const { outputs, workdir } = plant(dag);
+    expect(outputs).toEqual({ f: [join(workdir, 'own.conf'), join(workdir, 'sub', 'deep.conf')] });
   });
 
   it('matches a glob of many stars against a long file name in linear time (a backtracking regular expression blocked the event loop)', async () => {
@@ -118,8 +125,8 @@ describe('publisher globs stay in the step directory', () => {
     });
     delay.disable();
     expect(dag.run.status).toBe('SUCCESS');
-    const node = dag.nodes.find((n) => n.id === 'plant')!;
-    expect(node.outputs).toEqual({ f: [join(node.workdir, `${name}b`)] });
+    const { outputs, workdir } = plant(dag);
+    expect(outputs).toEqual({ f: [join(workdir, `${name}b`)] });
     expect(delay.max / 1e6).toBeLessThan(1000);
   });
 

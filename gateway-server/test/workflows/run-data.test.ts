@@ -33,7 +33,7 @@ async function submit(body: Record<string, unknown>) {
 async function run(body: Record<string, unknown>): Promise<WorkflowDag> {
   const r = await submit(body);
   expect(r.status, JSON.stringify(r.json)).toBe(201);
-  return waitForRun(alice(), (r.json as WorkflowRun).id, { until: runEnded, timeoutMs: 60_000 });
+  return waitForRun(alice(), (r.body as WorkflowRun).id, { until: runEnded, timeoutMs: 60_000 });
 }
 
 const node = (dag: WorkflowDag, id: string) => {

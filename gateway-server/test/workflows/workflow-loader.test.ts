@@ -19,7 +19,7 @@ describe('workflow loading', () => {
     const r = loadWorkflow('workflow.yml', example());
     expect(messages(r)).toEqual([]);
     expect(r.spec!.stages.map((s) => s.name)).toEqual(['acquire', 'map', 'reduce']);
-    expect(r.spec!.stages[1]!.scheduler.step.process).toMatchObject({ process_type: 'string-interpolated-cmd', cmd: expect.stringContaining('wc -w') });
+    expect(r.spec!.stages[1]!.scheduler.step?.process).toMatchObject({ process_type: 'string-interpolated-cmd', cmd: expect.stringContaining('wc -w') });
     // the same from a subdirectory, with a ref into a nested file
     const nested = loadWorkflow('wf/main.yml', {
       'wf/main.yml': example()['workflow.yml'].replace(/steps\.yml/g, 'lib/steps.yml'),
@@ -134,7 +134,7 @@ describe('strict validation: nothing a workflow says is ignored', () => {
       "$.stages[1].scheduler.step.environment.env.NVIDIA_VISIBLE_DEVICES: NVIDIA_* and AMD_VISIBLE_DEVICES in a step's env are not supported: they ask the container runtime for GPUs, which steps do not have yet",
       'steps.yml',
     ],
-  ] as const)('refuses %s, naming the feature at its path', (_what, from, to, expected, file = 'workflow.yml') => {
+  ] as const)('refuses %s, naming the feature at its path', (_what, from, to, expected, file: 'workflow.yml' | 'steps.yml' = 'workflow.yml') => {
     const m = edited(from, to, file);
     expect(m.join('\n')).toContain(expected);
     expect(m.every((x) => /not supported/.test(x))).toBe(true);

@@ -119,7 +119,7 @@ describe('workflow runs on the local backend', () => {
   it('rejects invalid workflows with the JSON path of each problem, and makes nothing', async () => {
     const before = (await api<{ runs: WorkflowRun[] }>('GET', '')).body.runs.length;
     const files = read('map-reduce', 'workflow.yml', 'steps.yml');
-    const bad = { ...files, 'steps.yml': files['steps.yml'].replace('cmd: sh -c', 'command: sh -c') };
+    const bad = { ...files, 'steps.yml': files['steps.yml']!.replace('cmd: sh -c', 'command: sh -c') };
     const r = await api<{ code: string; details: { path: string; file: string; message: string }[] }>('POST', '', {
       entry: 'workflow.yml',
       files: bad,
@@ -129,7 +129,7 @@ describe('workflow runs on the local backend', () => {
     expect(r.body.code).toBe('invalid_workflow');
     expect(r.body.details).toContainEqual({ path: '$.stages[1].scheduler.step.process', file: 'steps.yml', message: 'cmd is missing' });
 
-    const typo = { ...files, 'steps.yml': files['steps.yml'].replace('{outputfile}', '{outputfle}') };
+    const typo = { ...files, 'steps.yml': files['steps.yml']!.replace('{outputfile}', '{outputfle}') };
     const t = await api<{ details: { path: string; message: string }[] }>('POST', '', { entry: 'workflow.yml', files: typo, parameters: { nfiles: 2 } });
     expect(t.status).toBe(422);
     expect(t.body.details[0]).toMatchObject({ path: '$.stages[1].scheduler.step.process.cmd', message: expect.stringContaining('{outputfle}') });

@@ -27,7 +27,7 @@ async function run(workflow: string, parameters: Record<string, unknown> = {}): 
   const alice = client(gw, basic('alice'));
   const r = await alice.post('/api/af/workflows', { entry: 'workflow.yml', files: { 'workflow.yml': workflow }, parameters });
   expect(r.status, JSON.stringify(r.json)).toBe(201);
-  return waitForRun(alice, (r.json as WorkflowRun).id, { until: runEnded, timeoutMs: 60_000 });
+  return waitForRun(alice, (r.body as WorkflowRun).id, { until: runEnded, timeoutMs: 60_000 });
 }
 
 const node = (dag: WorkflowDag, id: string) => dag.nodes.find((n) => n.id === id)!;
