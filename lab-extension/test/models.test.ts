@@ -101,6 +101,7 @@ describe('cluster forms', () => {
   it('summarises workers, cores, memory and progress', () => {
     const c: AfCluster = {
       name: 'c1',
+      display_name: '',
       owner: 'alice',
       status: 'RUNNING',
       message: '',
@@ -159,6 +160,7 @@ describe('worker groups on a cluster card', () => {
   });
   const cluster = (groups: AfWorkerGroup[] | undefined, running = 0): AfCluster => ({
     name: 'c1',
+    display_name: '',
     owner: 'alice',
     status: 'RUNNING',
     message: '',

@@ -103,10 +103,10 @@ describe('GatewaySession', () => {
     const socket = gw.sockets[0]!;
     socket.onopen?.({});
     socket.send({ type: 'cluster', cluster: cluster('c2') });
-    socket.send({ type: 'token', token: token('broker') });
+    socket.send({ type: 'token', token: token('login') });
     socket.send({ type: 'workflow', run: { id: 'r1', created: 1 } } as unknown as AfEvent);
     expect(clusters.list.map((c) => c.name).sort()).toEqual(['c1', 'c2']);
-    expect(tokens.status?.source).toBe('broker');
+    expect(tokens.status?.source).toBe('login');
     expect(runs.get('r1')).toBeDefined();
     expect(seen).toEqual(['cluster']);
     sub.dispose();

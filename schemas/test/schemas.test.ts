@@ -3,7 +3,6 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-// @ts-expect-error plain ESM script without type declarations
 import { renderConfigReference } from '../scripts/config-reference.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
