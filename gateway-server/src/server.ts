@@ -212,6 +212,8 @@ export async function startGateway(config: ResolvedConfig, logger = makeLogger(c
   const tlsOn = tlsFiles !== undefined;
   // Secure cookies whenever browsers reach the gateway over HTTPS: its own TLS, or a TLS proxy in front (public_url).
   const sessions = new Sessions(store, config.auth.session_max_age, tlsOn || (config.public_url ?? '').startsWith('https://'));
+  // Hub logins' sessions are confirmed at the Hub as often as Hub tokens in Authorization headers are.
+  if (hub) sessions.confirmAtHub({ confirm: (token) => hub.confirm(token), cacheSeconds: hub.cacheSeconds });
   const broker = new TokenBroker({
     store,
     clusters,

@@ -75,6 +75,8 @@ export class EventStream {
    */
   private readonly byUser = new Map<string, Set<ClusterSubscriber>>();
   private readonly admins = new Set<ClusterSubscriber>();
+  /** How to close each stream opened on a session's cookie, by the session's stored key: when the session ends here, at once with 4401. */
+  private readonly bySession = new Map<string, Set<() => void>>();
   /** Each user's streams, for the bound on what they hold unsent together. */
   private readonly outboxes = new Map<string, Set<Outbox>>();
   /** Counts turns of the event loop: the sends of one event to many streams happen in one turn. */
@@ -94,6 +96,10 @@ export class EventStream {
   ) {
     deps.clusters.on('cluster', this.onCluster);
     deps.clusters.on('worker', this.onCluster);
+    // (a logout, a Hub that refused the login's token: the stream learns it now, not at its next check)
+    deps.identifier.onSessionEnd((key) => {
+      for (const end of this.bySession.get(key) ?? []) end();
+    });
   }
 
   private subscribersOf(c: ClusterRecord): ClusterSubscriber[] {
@@ -323,8 +329,18 @@ export class EventStream {
       this.deps.workflows.off('dag', onDag);
       this.deps.broker.off('token', onToken);
       mine.delete(box);
+      const ends = sessionKey === undefined ? undefined : this.bySession.get(sessionKey);
+      ends?.delete(sessionEnded);
+      if (ends && !ends.size) this.bySession.delete(sessionKey!);
       if (!mine.size && this.outboxes.get(user.name) === mine) this.outboxes.delete(user.name);
     };
+    const sessionKey = this.deps.identifier.sessionKeyOf(headers);
+    const sessionEnded = () => stop(CLOSE_LOGIN_ENDED, 'login ended: log in again');
+    if (sessionKey) {
+      let ends = this.bySession.get(sessionKey);
+      if (!ends) this.bySession.set(sessionKey, (ends = new Set()));
+      ends.add(sessionEnded);
+    }
     ws.on('close', () => stop());
     ws.on('error', (err) => this.deps.log.debug({ err: err.message }, 'event stream error'));
   }

@@ -1,6 +1,7 @@
 // Browser sessions through JupyterHub's OAuth, for a gateway registered as a Hub service and
 // reached under the Hub's origin (/services/<name>/...): the Hub logs the user in, the gateway
-// exchanges the code for a Hub token, asks the Hub who it is, and opens its own session.
+// exchanges the code for a Hub token, asks the Hub who it is, and opens its own session, which keeps
+// the token and asks the Hub again at most every minute (sessions.ts): the Hub's word stays the rights.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Sessions } from '../auth/sessions.js';
 import { LoginStates, sameOriginNext } from '../auth/login-state.js';
@@ -84,7 +85,8 @@ export async function hubLoginRoutes(fastify: FastifyInstance, opts: HubLoginOpt
       }
       const user = await opts.hub.authenticate(`token ${token}`);
       if (!user) throw new AppError(401, 'login_refused', 'JupyterHub did not say who logged in');
-      reply.header('Set-Cookie', await opts.sessions.create(user, opts.basePath));
+      // the Hub's token stays with the session (sealed in the store) so the Hub can be asked again who it is
+      reply.header('Set-Cookie', await opts.sessions.create(user, opts.basePath, token));
       opts.onLogin?.(user);
       return reply.redirect(login.next);
     },

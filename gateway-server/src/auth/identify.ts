@@ -33,10 +33,24 @@ export class Identifier {
     sessions.onEnd((key) => verified.forgetSession(key));
   }
 
+  /** Calls `listener` with the stored key of each session that ends here (a logout, a login the Hub refused). */
+  onSessionEnd(listener: (key: string) => void): void {
+    this.sessions.onEnd(listener);
+  }
+
+  /** The stored key of the session these headers ride on (their cookie, without an Authorization header), if any. */
+  sessionKeyOf(headers: IncomingHttpHeaders): string | undefined {
+    return this.sessions.keyOf(headers);
+  }
+
   /** The caller, or a 401 AppError with the authenticator's challenge. */
   async identify(headers: IncomingHttpHeaders, cookiePath = '/'): Promise<Identity> {
-    const fromSession = await this.sessions.resolve(headers.cookie);
     const authorization = headers.authorization;
+    // (a session the Hub cannot confirm is no reason to refuse a credential that proves itself)
+    const fromSession = await this.sessions.resolve(headers.cookie).catch((err: unknown) => {
+      if (authorization) return undefined;
+      throw err;
+    });
     if (authorization) {
       const entry = await this.verify(authorization);
       if (entry) {

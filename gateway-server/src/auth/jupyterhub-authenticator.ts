@@ -40,6 +40,16 @@ export class JupyterHubAuthenticator implements Authenticator {
     readonly cacheSeconds = 60,
   ) {}
 
+  /**
+   * The user of a Hub token as the Hub says now (a Hub login's session asks again with it): throws
+   * an AppError under 500 when the Hub refuses it, a 503 when the Hub could not answer.
+   */
+  async confirm(token: string): Promise<User> {
+    const user = await this.authenticate(`token ${token}`);
+    if (!user) throw new AppError(401, 'invalid_credentials', 'JupyterHub did not accept the token of this login');
+    return user;
+  }
+
   async authenticate(authorization: string): Promise<User | null> {
     const { scheme, credentials } = splitAuthorization(authorization);
     if (scheme !== 'jupyterhub' && scheme !== 'token') return null;

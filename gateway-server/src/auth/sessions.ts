@@ -2,10 +2,14 @@
 // stored) identifies the user until it expires. Kept in the state store, so a restart (or another replica) keeps people logged in.
 // WebSockets opened on a session's cookie live no longer than the session: logout closes them at
 // once, and a watch closes those whose session expired or was ended elsewhere (another replica).
+// A session opened by a JupyterHub login keeps the Hub's OAuth token (sealed in the row) and asks
+// the Hub again who it belongs to at most once a cache period, as the Hub's own services do: a
+// user the Hub removed, demoted or whose token it revoked keeps no rights here past that period.
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { StateStore } from '../store/state-store.js';
+import { AppError, errorMessage } from '../errors.js';
 import type { User } from './authenticator.js';
 import { refuseUnsafeName } from './identify.js';
 import { RecentlyUsed } from './recently-used.js';
@@ -26,6 +30,40 @@ const LOOKUP_MS = 10_000;
 const LOOKUP_MAX = 10_000;
 /** Session cookies one logout ends at most (a browser holds one per path: the base path and /). */
 const MAX_ENDED = 8;
+/**
+ * How long a Hub login's last confirmation is taken when the Hub cannot be asked (a restart of
+ * its pod, an upgrade): 5 minutes, the time JupyterHub's own services (HubAuth.cache_max_age) take
+ * a /user answer without asking at all, so an outage grants no more than they always do. After
+ * it, requests on the session get a 503 until the Hub answers again.
+ */
+export const HUB_GRACE_MS = 300_000;
+/** While the Hub does not answer, each session asks it again at most this often (requests meanwhile take the last answer). */
+const HUB_RETRY_MS = 10_000;
+
+/** How sessions of a Hub login are confirmed at the Hub. */
+export interface HubConfirmation {
+  /**
+   * The user the Hub says the token belongs to now. Throws an AppError under 500 when the Hub
+   * refuses the token (revoked, expired, user gone, scope withdrawn), anything else when the Hub
+   * could not answer.
+   */
+  confirm(hubToken: string): Promise<User>;
+  /** A confirmation is taken this long without asking again. */
+  readonly cacheSeconds: number;
+}
+
+/** A Hub login's token and when the Hub last confirmed it, as a session in memory holds them. */
+interface HubState {
+  token: string;
+  checked: number;
+}
+
+interface LookedSession {
+  user: User;
+  until: number;
+  expires: number;
+  hub?: HubState;
+}
 
 /** A session opened in the state store: its cookie value, stored key and end. */
 export interface OpenedSession {
@@ -41,7 +79,10 @@ export class Sessions {
   private pruning: NodeJS.Timeout | undefined;
   private readonly endListeners: ((key: string) => void)[] = [];
   /** Sessions looked up lately by stored key, least recently used first. */
-  private readonly looked = new RecentlyUsed<{ user: User; until: number; expires: number }>(LOOKUP_MAX);
+  private readonly looked = new RecentlyUsed<LookedSession>(LOOKUP_MAX);
+  /** Hub confirmations in flight by stored key: one Hub call at a time per session, shared by the requests that need it. */
+  private readonly confirming = new Map<string, Promise<LookedSession | undefined>>();
+  private hub: HubConfirmation | undefined;
   /**
    * The last Cookie header of each keep-alive connection and its session's stored key (null: no
    * session cookie in it): a client repeats the header, and its SHA-256 was most of a cookie's cost.
@@ -59,24 +100,30 @@ export class Sessions {
     private readonly socketCheckMs = 15_000,
   ) {}
 
+  /** Sessions opened with a Hub token are confirmed at the Hub this way (auth.type jupyterhub). */
+  confirmAtHub(hub: HubConfirmation): void {
+    this.hub = hub;
+  }
+
   /**
    * Creates a session and returns the Set-Cookie header value. A session never outlives the
    * credential that opened it (an access token's expiry), so an expired token cannot live on in a cookie.
+   * `hubToken`: the Hub's OAuth token of a Hub login, kept (sealed) to ask the Hub again.
    */
-  async create(user: User, path = '/'): Promise<string> {
-    const session = await this.open(user);
+  async create(user: User, path = '/', hubToken?: string): Promise<string> {
+    const session = await this.open(user, hubToken);
     return this.cookie(session, path);
   }
 
   /** Opens a session for `user` (a row in the state store) without making its cookie yet. */
-  async open(user: User): Promise<OpenedSession> {
+  async open(user: User, hubToken?: string): Promise<OpenedSession> {
     refuseUnsafeName(user); // every login path ends here: no session for a name the gateway cannot use
     const token = randomBytes(32).toString('base64url');
     const now = Date.now();
     const limit = user.expiresAt ? Math.floor((user.expiresAt - now) / 1000) : this.maxAgeSeconds;
     const maxAge = Math.max(1, Math.min(this.maxAgeSeconds, limit));
     const session = { token, key: hash(token), expires: now + maxAge * 1000 };
-    await this.store.saveSession(session.key, JSON.stringify(user), session.expires);
+    await this.store.saveSession(session.key, JSON.stringify(user), session.expires, hubToken ? { hubToken, hubChecked: now } : undefined);
     return session;
   }
 
@@ -119,6 +166,9 @@ export class Sessions {
   /**
    * The user of the session in this Cookie header and when that session ends (ms since the epoch),
    * as `resolve` finds it: what a long-lived connection (the event stream) checks again, and when.
+   * A Hub login's session whose confirmation is older than the Hub's cache period is confirmed
+   * first: refused there, the session ends (undefined); changed there, the new user is answered and
+   * stored. Throws a 503 AppError when the Hub has not answered for longer than HUB_GRACE_MS.
    */
   async lookup(cookieHeader: string | undefined, connection?: object): Promise<{ user: User; expires: number } | undefined> {
     const key = this.cookieKey(cookieHeader, connection);
@@ -129,9 +179,54 @@ export class Sessions {
     const ends = this.ends;
     const row = await this.store.findSession(key, now);
     if (!row) return undefined;
-    const user = JSON.parse(row.user) as User;
-    if (ends === this.ends) this.looked.set(key, { user, until: Math.min(row.expires, now + LOOKUP_MS), expires: row.expires });
-    return { user, expires: row.expires };
+    let found: LookedSession | undefined = { user: JSON.parse(row.user) as User, until: Math.min(row.expires, now + LOOKUP_MS), expires: row.expires };
+    if (row.hubToken !== undefined && this.hub) {
+      found.hub = { token: row.hubToken, checked: row.hubChecked ?? 0 };
+      const due = found.hub.checked + this.hub.cacheSeconds * 1000;
+      if (due <= now) found = await this.confirm(key, found, this.hub);
+      else found.until = Math.min(found.until, due);
+      if (!found) return undefined;
+    }
+    if (ends === this.ends) this.looked.set(key, found);
+    return { user: found.user, expires: found.expires };
+  }
+
+  /** Asks the Hub again about a session's token (one call at a time per session). */
+  private confirm(key: string, session: LookedSession, hub: HubConfirmation): Promise<LookedSession | undefined> {
+    let pending = this.confirming.get(key);
+    if (!pending) {
+      pending = this.askHub(key, session, hub).finally(() => this.confirming.delete(key));
+      this.confirming.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async askHub(key: string, session: LookedSession, hub: HubConfirmation): Promise<LookedSession | undefined> {
+    const { token, checked } = session.hub!;
+    let user: User;
+    try {
+      user = await hub.confirm(token);
+    } catch (err) {
+      const now = Date.now();
+      if (err instanceof AppError && err.statusCode < 500) {
+        await this.endKey(key); // refused at the Hub: ended as a logout ends it
+        return undefined;
+      }
+      if (now - checked <= HUB_GRACE_MS) return { ...session, until: Math.min(session.until, now + HUB_RETRY_MS, checked + HUB_GRACE_MS + 1) };
+      throw new AppError(
+        503,
+        'hub_unreachable',
+        `JupyterHub has not confirmed this login for ${Math.round((now - checked) / 60_000)} minutes (${errorMessage(err)}): try again in a minute; if it lasts, tell the facility's administrators that the gateway cannot reach the Hub`,
+        { headers: { 'Retry-After': '30' }, cause: err },
+      );
+    }
+    if (user.name !== session.user.name) {
+      await this.endKey(key); // the token stands for someone else now: not this session's user
+      return undefined;
+    }
+    const now = Date.now();
+    await this.store.confirmSession(key, JSON.stringify(user), now);
+    return { user, expires: session.expires, hub: { token, checked: now }, until: Math.min(session.expires, now + hub.cacheSeconds * 1000) };
   }
 
   prune(): Promise<void> {
@@ -155,23 +250,25 @@ export class Sessions {
    * each of `paths`, also where this request did not carry it. Returns those Set-Cookie values.
    */
   async end(cookieHeader: string | undefined, paths: readonly string[] = ['/']): Promise<string[]> {
-    for (const token of readCookies(cookieHeader, SESSION_COOKIE).filter(Boolean).slice(0, MAX_ENDED)) {
-      const key = hash(token);
-      this.ends++;
-      try {
-        await this.store.deleteSession(key);
-      } finally {
-        this.ends++;
-      }
-      this.looked.delete(key);
-      for (const listener of this.endListeners) listener(key);
-      this.closeSockets(key);
-    }
+    for (const token of readCookies(cookieHeader, SESSION_COOKIE).filter(Boolean).slice(0, MAX_ENDED)) await this.endKey(hash(token));
     return [...new Set(paths)].map((path) => {
       const attrs = [`${SESSION_COOKIE}=`, `Path=${path}`, 'HttpOnly', 'SameSite=Lax', 'Max-Age=0'];
       if (this.secure) attrs.push('Secure');
       return attrs.join('; ');
     });
+  }
+
+  /** Ends the session of this stored key: its row (with the Hub token it kept), what is remembered of it, its WebSockets here. */
+  private async endKey(key: string): Promise<void> {
+    this.ends++;
+    try {
+      await this.store.deleteSession(key);
+    } finally {
+      this.ends++;
+    }
+    this.looked.delete(key);
+    for (const listener of this.endListeners) listener(key);
+    this.closeSockets(key);
   }
 
   /**

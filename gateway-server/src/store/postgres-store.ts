@@ -18,6 +18,9 @@ import {
   type Leadership,
   type StateStore,
   type StoredSession,
+  type SessionRow,
+  type SessionSecrets,
+  rowToSession,
   type WorkflowRunKey,
   type WorkflowRunRow,
   MIGRATIONS,
@@ -31,6 +34,7 @@ export const PG_MIGRATIONS = [
   MIGRATIONS[2]!,
   // workers keep their insertion order (SQLite has its rowid for that)
   'ALTER TABLE workers ADD COLUMN seq BIGSERIAL',
+  MIGRATIONS[3]!,
 ];
 
 /** Advisory lock keys (any two int4 values no other user of the database picks). */
@@ -197,22 +201,28 @@ export class PostgresStore implements StateStore {
 
   // --- sessions and tokens ----------------------------------------------------------------------
 
-  saveSession(tokenHash: string, user: string, expires: number): Promise<void> {
+  saveSession(tokenHash: string, user: string, expires: number, hub?: SessionSecrets): Promise<void> {
+    const sealed = hub ? this.box.seal(hub.hubToken) : null;
     return this.write(() =>
       this.pool.query(
-        `INSERT INTO sessions (token_hash, "user", expires) VALUES ($1, $2, $3)
-         ON CONFLICT (token_hash) DO UPDATE SET "user" = excluded."user", expires = excluded.expires`,
-        [tokenHash, user, expires],
+        `INSERT INTO sessions (token_hash, "user", expires, hub_token, hub_checked) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (token_hash) DO UPDATE SET "user" = excluded."user", expires = excluded.expires,
+           hub_token = excluded.hub_token, hub_checked = excluded.hub_checked`,
+        [tokenHash, user, expires, sealed, hub?.hubChecked ?? null],
       ),
     );
   }
 
+  confirmSession(tokenHash: string, user: string, hubChecked: number): Promise<void> {
+    return this.write(() => this.pool.query('UPDATE sessions SET "user" = $1, hub_checked = $2 WHERE token_hash = $3', [user, hubChecked, tokenHash]));
+  }
+
   async findSession(tokenHash: string, now: number): Promise<StoredSession | undefined> {
-    const [row] = await this.read<{ user: string; expires: string }>('SELECT "user", expires FROM sessions WHERE token_hash = $1 AND expires > $2', [
+    const [row] = await this.read<SessionRow>('SELECT "user", expires, hub_token, hub_checked FROM sessions WHERE token_hash = $1 AND expires > $2', [
       tokenHash,
       now,
     ]);
-    return row && { user: row.user, expires: Number(row.expires) };
+    return row && rowToSession(row, this.box);
   }
 
   pruneSessions(now: number): Promise<void> {

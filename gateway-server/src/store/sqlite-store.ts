@@ -15,6 +15,9 @@ import {
   type Leadership,
   type StateStore,
   type StoredSession,
+  type SessionRow,
+  type SessionSecrets,
+  rowToSession,
   type WorkflowRunKey,
   type WorkflowRunRow,
   MIGRATIONS,
@@ -127,13 +130,23 @@ export class SqliteStore implements StateStore {
 
   // --- sessions -------------------------------------------------------------------------------
 
-  async saveSession(tokenHash: string, user: string, expires: number): Promise<void> {
-    this.sql('INSERT OR REPLACE INTO sessions (token_hash, user, expires) VALUES (?, ?, ?)').run(tokenHash, user, expires);
+  async saveSession(tokenHash: string, user: string, expires: number, hub?: SessionSecrets): Promise<void> {
+    this.sql('INSERT OR REPLACE INTO sessions (token_hash, user, expires, hub_token, hub_checked) VALUES (?, ?, ?, ?, ?)').run(
+      tokenHash,
+      user,
+      expires,
+      hub ? this.box.seal(hub.hubToken) : null,
+      hub?.hubChecked ?? null,
+    );
+  }
+
+  async confirmSession(tokenHash: string, user: string, hubChecked: number): Promise<void> {
+    this.sql('UPDATE sessions SET user = ?, hub_checked = ? WHERE token_hash = ?').run(user, hubChecked, tokenHash);
   }
 
   async findSession(tokenHash: string, now: number): Promise<StoredSession | undefined> {
-    const row = this.sql('SELECT user, expires FROM sessions WHERE token_hash = ?').get(tokenHash) as StoredSession | undefined;
-    return row && row.expires > now ? { user: row.user, expires: Number(row.expires) } : undefined;
+    const row = this.sql('SELECT user, expires, hub_token, hub_checked FROM sessions WHERE token_hash = ?').get(tokenHash) as SessionRow | undefined;
+    return row && Number(row.expires) > now ? rowToSession(row, this.box) : undefined;
   }
 
   async pruneSessions(now: number): Promise<void> {

@@ -23,6 +23,19 @@ export interface WorkflowRunRow extends WorkflowRunKey {
 export interface StoredSession {
   user: string;
   expires: number;
+  /**
+   * The JupyterHub OAuth access token of a Hub login (sealed in the row, opened here), and when
+   * the Hub last confirmed it (ms since the epoch): sessions.ts asks the Hub about it again.
+   */
+  hubToken?: string;
+  hubChecked?: number;
+}
+
+/** What a session keeps besides its user: the Hub login's token, sealed at rest. */
+export interface SessionSecrets {
+  hubToken: string;
+  /** When the Hub confirmed the token (ms since the epoch). */
+  hubChecked: number;
 }
 
 export interface Leadership {
@@ -47,8 +60,13 @@ export interface StateStore {
   loadWorkers(cluster: string): Promise<WorkerRecord[]>;
   countByStatus(): Promise<Record<string, number>>;
 
-  /** `user` is the JSON of the authenticated identity (name, groups): no secret. */
-  saveSession(tokenHash: string, user: string, expires: number): Promise<void>;
+  /** `user` is the JSON of the authenticated identity (name, groups): no secret. `hub` is sealed before it is written. */
+  saveSession(tokenHash: string, user: string, expires: number, hub?: SessionSecrets): Promise<void>;
+  /**
+   * A Hub login's session confirmed again at the Hub: its user as the Hub says now and when. No
+   * row is made where there is none (the session ended meanwhile).
+   */
+  confirmSession(tokenHash: string, user: string, hubChecked: number): Promise<void>;
   /** The session of this hash unless it expired by `now`. */
   findSession(tokenHash: string, now: number): Promise<StoredSession | undefined>;
   pruneSessions(now: number): Promise<void>;
@@ -132,9 +150,29 @@ export const MIGRATIONS = [
      data TEXT NOT NULL,
      PRIMARY KEY (run, id)
    );`,
+  // A Hub login's session keeps the Hub's OAuth token (sealed) to ask the Hub again who it is.
+  `ALTER TABLE sessions ADD COLUMN hub_token TEXT;
+   ALTER TABLE sessions ADD COLUMN hub_checked BIGINT;`,
 ];
 
 // --- the shared row mapping -----------------------------------------------------------------------
+
+/** A sessions row as both stores read it. */
+export interface SessionRow {
+  user: string;
+  expires: number | string;
+  hub_token: string | null;
+  hub_checked: number | string | null;
+}
+
+export function rowToSession(row: SessionRow, box: SecretBox): StoredSession {
+  const s: StoredSession = { user: row.user, expires: Number(row.expires) };
+  if (row.hub_token !== null) {
+    s.hubToken = box.open(row.hub_token);
+    s.hubChecked = Number(row.hub_checked ?? 0);
+  }
+  return s;
+}
 
 export interface ClusterRow {
   name: string;

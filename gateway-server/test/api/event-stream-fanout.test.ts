@@ -78,6 +78,8 @@ beforeAll(async () => {
         const name = String(headers['x-user']);
         return { user: { name, groups: [], admin: name === 'root' }, until: Infinity };
       },
+      onSessionEnd: () => undefined,
+      sessionKeyOf: () => undefined,
     } as never,
     log,
   });
