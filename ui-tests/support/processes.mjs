@@ -172,7 +172,7 @@ export async function waitFor(what, svc, probe, timeoutMs = START_TIMEOUT_MS) {
       const v = await probe();
       if (v !== undefined) return v;
     } catch (err) {
-      last = String(err.message ?? err);
+      last = String(err instanceof Error ? err.message : err);
     }
     await sleep(200);
   }

@@ -267,7 +267,9 @@ export async function startStack(): Promise<Stack> {
     for (const d of [serverRoot, settingsDir, workspacesDir, path.join(jupyterDir, 'config'), path.join(jupyterDir, 'runtime')])
       mkdirSync(d, { recursive: true });
     const bearerTokenFile = path.join(tmpDir, 'bearer-token');
-    writeFileSync(bearerTokenFile, (await clientCredentialsToken(info.issuer, 'alice', info.clients.alice, info.audience)) + '\n', { mode: 0o600 });
+    const aliceSecret = info.clients.alice;
+    if (!aliceSecret) throw new Error(`the OIDC provider named no client for alice (clients: ${Object.keys(info.clients).join(', ')})`);
+    writeFileSync(bearerTokenFile, (await clientCredentialsToken(info.issuer, 'alice', aliceSecret, info.audience)) + '\n', { mode: 0o600 });
     const labURL = `http://127.0.0.1:${ports.lab}`;
     const lab = startService(
       'jupyterlab',
@@ -325,7 +327,7 @@ export async function startStack(): Promise<Stack> {
     for (const [base, target] of [
       [BASE_PATH, gatewayURL],
       [BASIC_BASE_PATH, basicGateway.url],
-    ]) {
+    ] as const) {
       const route = base.replace(/\/$/, '');
       await waitFor(`route ${route}`, proxy, async () => {
         const r = await fetch(`${proxyApi.url}/api/routes${route}`, {

@@ -270,7 +270,7 @@ test('a 5,000-step run is drawn live: every step drawn and selectable', async ({
         [0.41, 0.6],
         [0.45, 0.47],
         [0.5, 0.65],
-      ]) {
+      ] as const) {
         const p = { x: mapBox.x + mapBox.width * fx, y: mapBox.y + mapBox.height * fy };
         await page.mouse.move(p.x, p.y);
         await page.waitForTimeout(150);
