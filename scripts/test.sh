@@ -26,8 +26,9 @@ bash scripts/test-accounts.sh ensure >/dev/null || status=1
 echo "== XRootD storage with SciTokens and a test CA (Debian's packages, installed once per machine; the CA cached outside the repository)"
 bash scripts/xrootd-storage.sh ensure || status=1
 
-echo "== lint (ESLint and Prettier over every TypeScript, JavaScript, JSON and CSS file)"
+echo "== lint (ESLint and Prettier over every TypeScript, JavaScript, JSON and CSS file; tsc over the tests and UI specs, which vitest and Playwright run without checking types)"
 npm run -s lint || { echo "lint failed: npm run format rewrites the formatting; ESLint's findings need a hand" >&2; status=1; }
+npm run -s typecheck || { echo "type-check failed: npm run typecheck lists each error (tsc over the tsconfig.json of gateway-server/test, lab-extension/test, schemas/test and ui-tests)" >&2; status=1; }
 
 echo "== vitest (gateway-server, schemas, lab-extension; Rucio module against a real Rucio server)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" || status=1
