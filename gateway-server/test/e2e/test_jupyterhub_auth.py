@@ -20,6 +20,8 @@ from af_e2e_support import free_port, hub_config, start_gateway, stop, wait_http
 ALICE_TOKEN = "alice-hub-token-" + os.urandom(8).hex()
 SERVICE_TOKEN = "af-gateway-service-token-" + os.urandom(8).hex()
 BOB_TOKEN = "bob-hub-token-" + os.urandom(8).hex()
+# a Hub service of the test itself, allowed to change users and their tokens (what the Hub's admin does)
+HUB_ADMIN_TOKEN = "e2e-hub-admin-token-" + os.urandom(8).hex()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,8 @@ def hub(tmp_path_factory, ports, hub_gateway):
     (d / "jupyterhub_config.py").write_text(
         hub_config(d, ports) + f"""
 c.JupyterHub.authenticator_class = 'dummy'
-c.Authenticator.allowed_users = {{'alice', 'bob'}}
+c.Authenticator.allowed_users = {{'alice', 'bob', 'carol', 'dave'}}
+c.Authenticator.admin_users = {{'carol'}}
 c.JupyterHub.load_groups = {{'physicists': {{'users': ['alice']}}}}
 c.JupyterHub.api_tokens = {{{ALICE_TOKEN!r}: 'alice', {BOB_TOKEN!r}: 'bob'}}
 c.JupyterHub.services = [{{
@@ -55,8 +58,9 @@ c.JupyterHub.services = [{{
     'oauth_client_id': 'service-af-gateway',
     'oauth_redirect_uri': {callback!r},
     'oauth_no_confirm': True,
-}}]
-c.JupyterHub.load_roles = [{{'name': 'user', 'scopes': ['self', 'access:services']}}]
+}}, {{'name': 'e2e-hub-admin', 'api_token': {HUB_ADMIN_TOKEN!r}}}]
+c.JupyterHub.load_roles = [{{'name': 'user', 'scopes': ['self', 'access:services']}},
+                           {{'name': 'admin', 'services': ['e2e-hub-admin']}}]  # only admins change admins
 """
     )
     log = d / "hub.log"
@@ -155,15 +159,13 @@ def test_hub_tokens_without_the_services_access_scope_are_refused(hub):
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.timeout(180)
-def test_browser_session_under_the_hub_origin(hub):
-    """A browser logged in to the Hub reaches the gateway at /services/af-gateway/ through the
-    Hub's OAuth, sees its own clusters and opens a dashboard there."""
+def _browser_login(hub, name):
+    """A browser logged in to the Hub as `name`, then to the gateway through the Hub's OAuth."""
     public = hub["public"]
     browser = requests.Session()
     page = browser.get(f"{public}/hub/login", timeout=10)
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-    form = {"username": "alice", "password": "any"}
+    form = {"username": name, "password": "any"}
     if xsrf:
         form["_xsrf"] = xsrf.group(1)
     r = browser.post(f"{public}/hub/login", data=form, allow_redirects=False, timeout=10)
@@ -174,6 +176,16 @@ def test_browser_session_under_the_hub_origin(hub):
     assert r.status_code == 200, (r.status_code, r.url, r.text[:500])
     assert r.url == f"{service}/api/af/clusters"
     assert r.json() == {"clusters": []}
+    return browser
+
+
+@pytest.mark.timeout(180)
+def test_browser_session_under_the_hub_origin(hub):
+    """A browser logged in to the Hub reaches the gateway at /services/af-gateway/ through the
+    Hub's OAuth, sees its own clusters and opens a dashboard there."""
+    public = hub["public"]
+    service = f"{public}/services/af-gateway"
+    browser = _browser_login(hub, "alice")
 
     # alice's cluster, made with the client (scheduler traffic straight to the gateway's port),
     # shows in the browser session, and its dashboard opens under the Hub's origin
@@ -208,3 +220,50 @@ def test_browser_session_under_the_hub_origin(hub):
     # without the Hub login, the service path answers 401 and points at the login
     anon = requests.get(f"{service}/api/af/clusters", timeout=10)
     assert anon.status_code == 401
+
+
+def _poll(probe, limit, what):
+    """Calls `probe` every half second until it holds; the seconds it took, or a failure after `limit`."""
+    import time
+    start = time.monotonic()
+    while not probe():
+        assert time.monotonic() - start < limit, f"{what}: not within {limit} s"
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+# The gateway asks the Hub about a Hub login's session again a minute after its last answer
+# (JupyterHubAuthenticator.cacheSeconds); 20 s on top for a loaded machine.
+HUB_CACHE_S = 60
+SLACK_S = 20
+
+
+@pytest.mark.timeout(HUB_CACHE_S + 3 * SLACK_S + 60)
+def test_a_hub_login_session_follows_the_hub(hub):
+    """Hostile users who keep their gateway cookie after the Hub changed its mind: carol, an admin
+    at the Hub, is demoted there and loses the admin view (every user's clusters) within the
+    Hub's cache period; dave's Hub token behind his session is revoked at the Hub and his cookie
+    gets a 401. Before the fix both kept the rights of their login for auth.session_max_age (24 h)."""
+    service = f"{hub['public']}/services/af-gateway"
+    admin = {"Authorization": f"token {HUB_ADMIN_TOKEN}"}
+    carol = _browser_login(hub, "carol")
+    dave = _browser_login(hub, "dave")
+    assert carol.get(f"{service}/api/af/clusters", params={"all": "true"}, timeout=10).status_code == 200
+
+    r = requests.patch(f"{hub['api']}/users/carol", json={"admin": False}, headers=admin, timeout=10)
+    assert r.status_code == 200, r.text
+    tokens = requests.get(f"{hub['api']}/users/dave/tokens", headers=admin, timeout=10)
+    assert tokens.status_code == 200, tokens.text
+    listed = [t for key in ("api_tokens", "oauth_tokens") for t in tokens.json().get(key, [])]
+    assert listed, tokens.text  # the token the Hub gave the gateway at dave's login
+    for t in listed:
+        r = requests.delete(f"{hub['api']}/users/dave/tokens/{t['id']}", headers=admin, timeout=10)
+        assert r.status_code == 204, r.text
+
+    took = _poll(lambda: carol.get(f"{service}/api/af/clusters", params={"all": "true"}, timeout=10).status_code == 403,
+                 HUB_CACHE_S + SLACK_S, "the demoted admin refused the admin view")
+    print(f"demoted admin refused after {took:.1f} s")
+    # carol keeps her own view: her session lives on with the rights the Hub gives her now
+    assert carol.get(f"{service}/api/af/clusters", timeout=10).status_code == 200
+    _poll(lambda: dave.get(f"{service}/api/af/clusters", timeout=10).status_code == 401,
+          SLACK_S, "the session of the revoked token refused")
