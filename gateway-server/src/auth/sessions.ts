@@ -180,7 +180,8 @@ export class Sessions {
     const row = await this.store.findSession(key, now);
     if (!row) return undefined;
     let found: LookedSession | undefined = { user: JSON.parse(row.user) as User, until: Math.min(row.expires, now + LOOKUP_MS), expires: row.expires };
-    if (row.hubToken !== undefined && this.hub) {
+    if (row.hubToken !== undefined) {
+      if (!this.hub) return undefined; // a Hub login's session, and no Hub to confirm it with (auth.type changed): not honoured
       found.hub = { token: row.hubToken, checked: row.hubChecked ?? 0 };
       const due = found.hub.checked + this.hub.cacheSeconds * 1000;
       if (due <= now) found = await this.confirm(key, found, this.hub);

@@ -109,6 +109,16 @@ describe('Hub login sessions', () => {
   });
 });
 
+describe('a Hub login session on a gateway without a Hub to ask (auth.type changed since)', () => {
+  it('is not honoured', async () => {
+    const withHub = new Sessions(store, 86_400, false);
+    withHub.confirmAtHub(standInHub(async () => alice));
+    const cookie = cookieOf(await withHub.create(alice, '/', 'hub-token-3'));
+    expect(await withHub.resolve(cookie)).toEqual(alice);
+    expect(await new Sessions(store, 86_400, false).resolve(cookie)).toBeUndefined();
+  });
+});
+
 describe('Hub login sessions in PostgreSQL', () => {
   let server: PostgresServer;
   beforeAll(() => {
