@@ -158,10 +158,16 @@ export async function dashboardProxy(
   opts: { clusters: ClusterManager; identifier: Identifier; basePath: string; capabilities: DashboardCapabilities; sessions?: SessionLink },
 ): Promise<void> {
   const { clusters, capabilities } = opts;
-  /** A capability issued to a login session ends with it (a logout): its page goes back to the login. */
+  /**
+   * A capability issued to a login session ends with it (a logout), and with the session's right to
+   * the cluster (an admin no longer one, on another user's cluster): its page goes back to the
+   * credentialed path, which issues a fresh one, asks to log in, or answers 403.
+   */
   const stillValid = async (capability: string, cluster: string) => {
     const sealed = capabilities.open(capability, cluster);
-    return sealed !== null && (await sessionOpen(opts.sessions, sealed.session));
+    return (
+      sealed !== null && (await sessionOpen(opts.sessions, sealed.session)) && (await sessionMay(opts.sessions, sealed.session, await clusters.get(cluster)))
+    );
   };
   const base = opts.basePath.replace(/\/$/, '');
   // Dashboards are read-only here: no request bodies to parse or pass on.
@@ -256,9 +262,16 @@ export async function dashboardProxy(
 
 /** WebSocket upgrades under /clusters/<name>/…: by the page's capability, or by the viewer's own credentials. */
 /** What the dashboards need of the login sessions: a capability and its sockets end with the session it was issued to. */
-type SessionLink = Pick<Sessions, 'keyOf' | 'isOpen' | 'bindSocketTo'>;
+type SessionLink = Pick<Sessions, 'keyOf' | 'isOpen' | 'bindSocketTo' | 'userOfKey'>;
 
 const sessionOpen = async (sessions: SessionLink | undefined, key: string) => !key || !sessions || (await sessions.isOpen(key));
+
+/** Whether the user of the session a capability was issued to may still see the cluster (its owner, or an admin now). */
+async function sessionMay(sessions: SessionLink | undefined, key: string, c: ClusterRecord | undefined): Promise<boolean> {
+  if (!key || !sessions || !c) return true; // (no session: issued to a credential or a cluster token; no cluster: a 404 follows)
+  const user = await sessions.userOfKey(key);
+  return user !== undefined && (user.name === c.username || user.admin);
+}
 
 export function dashboardUpgradeHandler(deps: {
   clusters: ClusterManager;
@@ -286,6 +299,8 @@ export function dashboardUpgradeHandler(deps: {
           throw new AppError(401, 'dashboard_capability', 'This dashboard address has expired, is not valid, or its login ended: reload the dashboard page');
         }
         if (!c) throw notFound(`Cluster ${m[1]}`);
+        if (!(await sessionMay(deps.sessions, sealed.session, c)))
+          throw forbidden(`The login behind this dashboard address may no longer access cluster ${c.name}: reload the page`);
         if (sealed.session) deps.sessions?.bindSocketTo(sealed.session, socket); // closed when that login ends
       } else {
         const { user } = await deps.identifier.identify(req.headers);

@@ -172,7 +172,19 @@ export class Sessions {
    */
   async lookup(cookieHeader: string | undefined, connection?: object): Promise<{ user: User; expires: number } | undefined> {
     const key = this.cookieKey(cookieHeader, connection);
-    if (key === null) return undefined;
+    return key === null ? undefined : this.lookupKey(key);
+  }
+
+  /**
+   * The user of the session of this stored key now, as `lookup` finds it (a Hub login's confirmed
+   * when due): what outlives a request but must keep the rights of its session (a dashboard
+   * capability issued to an admin). Undefined when the session ended.
+   */
+  async userOfKey(key: string): Promise<User | undefined> {
+    return (await this.lookupKey(key))?.user;
+  }
+
+  private async lookupKey(key: string): Promise<{ user: User; expires: number } | undefined> {
     const seen = this.looked.get(key);
     if (seen) return seen;
     const now = Date.now();

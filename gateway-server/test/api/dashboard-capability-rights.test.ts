@@ -1,0 +1,110 @@
+// A dashboard capability (the sandboxed page's address) issued to an admin's login session for
+// another user's cluster keeps only the rights of that session: a hostile admin demoted at the Hub
+// who kept the page's address cannot open the dashboard's WebSocket with it once the session was
+// confirmed at the Hub again. The Hub is a STAND-IN (a function answering for /user); the
+// dashboard is a plain TCP server that counts the connections proxied to it.
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+import { DashboardCapabilities, dashboardUpgradeHandler } from '../../src/api/dashboard-proxy.js';
+import { Sessions } from '../../src/auth/sessions.js';
+import type { User } from '../../src/auth/authenticator.js';
+import { SqliteStore } from '../../src/store/sqlite-store.js';
+import { SecretBox } from '../../src/store/crypto.js';
+
+let dir: string;
+let store: SqliteStore;
+let dashboard: net.Server;
+let gateway: http.Server;
+let connections = 0;
+let mallory: User = { name: 'mallory', groups: ['ops'], admin: true };
+let sessions: Sessions;
+/** Every socket either server saw, destroyed at the end (a proxied WebSocket stays open). */
+const sockets = new Set<net.Socket>();
+
+/** The status line the gateway answers a dashboard WebSocket upgrade at `path` with. */
+function upgrade(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect((gateway.address() as net.AddressInfo).port, '127.0.0.1', () =>
+      s.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: null\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
+      ),
+    );
+    let got = '';
+    s.on('data', (d: Buffer) => {
+      got += d.toString();
+      if (got.includes('\r\n')) {
+        resolve(got.split('\r\n')[0]!);
+        s.destroy();
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'af-dash-rights-'));
+  store = new SqliteStore(join(dir, 'state.sqlite'), SecretBox.fromBase64(randomBytes(32).toString('base64')));
+  sessions = new Sessions(store, 86_400, false);
+  sessions.confirmAtHub({ cacheSeconds: 60, confirm: async () => mallory });
+  dashboard = net.createServer((s) => {
+    sockets.add(s);
+    connections++;
+    s.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  });
+  await new Promise<void>((r) => dashboard.listen(0, '127.0.0.1', r));
+  const cluster = {
+    name: 'c1',
+    username: 'bob',
+    status: 'RUNNING',
+    dashboardAddress: `http://127.0.0.1:${(dashboard.address() as net.AddressInfo).port}`,
+  };
+  const handler = dashboardUpgradeHandler({
+    clusters: { get: async (name: string) => (name === 'c1' ? cluster : undefined) } as never,
+    identifier: {} as never,
+    log: pino({ level: 'silent' }) as unknown as FastifyBaseLogger,
+    capabilities,
+    sessions,
+  });
+  gateway = http.createServer((_q, res) => res.writeHead(404).end());
+  gateway.on('upgrade', (req, socket, head) => {
+    sockets.add(socket as net.Socket);
+    void handler(req, socket, head);
+  });
+  await new Promise<void>((r) => gateway.listen(0, '127.0.0.1', r));
+});
+
+afterAll(async () => {
+  sessions?.close();
+  for (const s of sockets) s.destroy();
+  await new Promise((r) => gateway?.close(r));
+  await new Promise((r) => dashboard?.close(r));
+  await store?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+afterEach(() => vi.useRealTimers());
+
+const capabilities = new DashboardCapabilities();
+
+describe("a dashboard capability issued to an admin's Hub login session", () => {
+  it('opens the dashboard while the session is an admin, and no longer once the Hub demoted it', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = Date.now();
+    const cookie = (await sessions.create(mallory, '/', 'hub-token')).split(';')[0]!;
+    const key = sessions.keyOf({ cookie })!;
+    const cap = capabilities.issue('mallory', 'c1', key); // what the credentialed dashboard path issued to the admin
+    expect(await upgrade(`/clusters/c1/~${cap}/status/ws`)).toMatch(/^HTTP\/1.1 101/);
+    expect(connections).toBe(1);
+
+    mallory = { ...mallory, admin: false, groups: [] }; // demoted at the Hub
+    vi.setSystemTime(t0 + 61_000); // past the Hub cache period: the next use asks the Hub
+    expect(await upgrade(`/clusters/c1/~${cap}/status/ws`)).toMatch(/^HTTP\/1.1 403/);
+    expect(connections, 'connections proxied to the dashboard').toBe(1);
+  });
+});
