@@ -75,8 +75,11 @@ export class EventStream {
    */
   private readonly byUser = new Map<string, Set<ClusterSubscriber>>();
   private readonly admins = new Set<ClusterSubscriber>();
-  /** How to close each stream opened on a session's cookie, by the session's stored key: when the session ends here, at once with 4401. */
-  private readonly bySession = new Map<string, Set<() => void>>();
+  /**
+   * How to close each stream opened on a session's cookie, by the session's stored key: at once
+   * when the session ends here (4401) or its user is no admin any more (4403).
+   */
+  private readonly bySession = new Map<string, Set<(code: number) => void>>();
   /** Each user's streams, for the bound on what they hold unsent together. */
   private readonly outboxes = new Map<string, Set<Outbox>>();
   /** Counts turns of the event loop: the sends of one event to many streams happen in one turn. */
@@ -98,7 +101,10 @@ export class EventStream {
     deps.clusters.on('worker', this.onCluster);
     // (a logout, a Hub that refused the login's token: the stream learns it now, not at its next check)
     deps.identifier.onSessionEnd((key) => {
-      for (const end of this.bySession.get(key) ?? []) end();
+      for (const end of this.bySession.get(key) ?? []) end(CLOSE_LOGIN_ENDED);
+    });
+    deps.identifier.onSessionDemoted((key) => {
+      for (const end of this.bySession.get(key) ?? []) end(CLOSE_RIGHTS_CHANGED);
     });
   }
 
@@ -335,7 +341,7 @@ export class EventStream {
       if (!mine.size && this.outboxes.get(user.name) === mine) this.outboxes.delete(user.name);
     };
     const sessionKey = this.deps.identifier.sessionKeyOf(headers);
-    const sessionEnded = () => stop(CLOSE_LOGIN_ENDED, 'login ended: log in again');
+    const sessionEnded = (code: number) => stop(code, code === CLOSE_LOGIN_ENDED ? 'login ended: log in again' : 'rights changed: reconnect');
     if (sessionKey) {
       let ends = this.bySession.get(sessionKey);
       if (!ends) this.bySession.set(sessionKey, (ends = new Set()));

@@ -38,6 +38,11 @@ export class Identifier {
     this.sessions.onEnd(listener);
   }
 
+  /** Calls `listener` with the stored key of each session whose user the Hub made no admin any more. */
+  onSessionDemoted(listener: (key: string) => void): void {
+    this.sessions.onDemoted(listener);
+  }
+
   /** The stored key of the session these headers ride on (their cookie, without an Authorization header), if any. */
   sessionKeyOf(headers: IncomingHttpHeaders): string | undefined {
     return this.sessions.keyOf(headers);

@@ -78,6 +78,7 @@ export class Sessions {
   private watch: NodeJS.Timeout | undefined;
   private pruning: NodeJS.Timeout | undefined;
   private readonly endListeners: ((key: string) => void)[] = [];
+  private readonly demotedListeners: ((key: string) => void)[] = [];
   /** Sessions looked up lately by stored key, least recently used first. */
   private readonly looked = new RecentlyUsed<LookedSession>(LOOKUP_MAX);
   /** Hub confirmations in flight by stored key: one Hub call at a time per session, shared by the requests that need it. */
@@ -154,9 +155,14 @@ export class Sessions {
     return key;
   }
 
-  /** Called with the stored key of each session ended here (a logout). */
+  /** Called with the stored key of each session ended here (a logout, a login the Hub refused). */
   onEnd(listener: (key: string) => void): void {
     this.endListeners.push(listener);
+  }
+
+  /** Called with the stored key of each session whose user the Hub made no admin any more, before its WebSockets here close. */
+  onDemoted(listener: (key: string) => void): void {
+    this.demotedListeners.push(listener);
   }
 
   async resolve(cookieHeader: string | undefined): Promise<User | undefined> {
@@ -239,6 +245,11 @@ export class Sessions {
     }
     const now = Date.now();
     await this.store.confirmSession(key, JSON.stringify(user), now);
+    if (session.user.admin && !user.admin) {
+      // What it opened as an admin (another user's dashboard, every user's events) closes; its pages reconnect with the rights it has now.
+      for (const listener of this.demotedListeners) listener(key);
+      this.closeSockets(key);
+    }
     return { user, expires: session.expires, hub: { token, checked: now }, until: Math.min(session.expires, now + hub.cacheSeconds * 1000) };
   }
 

@@ -28,8 +28,8 @@ let sessions: Sessions;
 /** Every socket either server saw, destroyed at the end (a proxied WebSocket stays open). */
 const sockets = new Set<net.Socket>();
 
-/** The status line the gateway answers a dashboard WebSocket upgrade at `path` with. */
-function upgrade(path: string): Promise<string> {
+/** The status line the gateway answers a dashboard WebSocket upgrade at `path` with; `keep` gets the socket, left open. */
+function upgrade(path: string, keep?: (s: net.Socket) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = net.connect((gateway.address() as net.AddressInfo).port, '127.0.0.1', () =>
       s.write(
@@ -41,7 +41,8 @@ function upgrade(path: string): Promise<string> {
       got += d.toString();
       if (got.includes('\r\n')) {
         resolve(got.split('\r\n')[0]!);
-        s.destroy();
+        if (keep) keep(s);
+        else s.destroy();
       }
     });
     s.on('error', reject);
@@ -56,7 +57,7 @@ beforeAll(async () => {
   dashboard = net.createServer((s) => {
     sockets.add(s);
     connections++;
-    s.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
   });
   await new Promise<void>((r) => dashboard.listen(0, '127.0.0.1', r));
   const cluster = {
@@ -99,12 +100,16 @@ describe("a dashboard capability issued to an admin's Hub login session", () => 
     const cookie = (await sessions.create(mallory, '/', 'hub-token')).split(';')[0]!;
     const key = sessions.keyOf({ cookie })!;
     const cap = capabilities.issue('mallory', 'c1', key); // what the credentialed dashboard path issued to the admin
-    expect(await upgrade(`/clusters/c1/~${cap}/status/ws`)).toMatch(/^HTTP\/1.1 101/);
+    let open!: net.Socket;
+    expect(await upgrade(`/clusters/c1/~${cap}/status/ws`, (s) => (open = s))).toMatch(/^HTTP\/1.1 101/);
     expect(connections).toBe(1);
+    const closed = new Promise<void>((r) => open.once('close', () => r()));
 
     mallory = { ...mallory, admin: false, groups: [] }; // demoted at the Hub
     vi.setSystemTime(t0 + 61_000); // past the Hub cache period: the next use asks the Hub
     expect(await upgrade(`/clusters/c1/~${cap}/status/ws`)).toMatch(/^HTTP\/1.1 403/);
     expect(connections, 'connections proxied to the dashboard').toBe(1);
+    // and the dashboard socket it opened as an admin is closed (at the confirmation that demoted it)
+    expect(await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 5000))])).toBe('closed');
   });
 });

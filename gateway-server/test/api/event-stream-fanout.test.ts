@@ -79,6 +79,7 @@ beforeAll(async () => {
         return { user: { name, groups: [], admin: name === 'root' }, until: Infinity };
       },
       onSessionEnd: () => undefined,
+      onSessionDemoted: () => undefined,
       sessionKeyOf: () => undefined,
     } as never,
     log,
