@@ -101,8 +101,9 @@ export class Identifier {
    * Who the headers of a connection that outlives its request (the event stream) stand for now, as
    * `identify` would answer, and until when that answer holds at the latest (the end of the session
    * or of the credential's verification): undefined when they prove nobody any more (a refused
-   * credential, an ended or expired session). Without side effects: no session is opened, the token
-   * broker is not told. Throws what is no answer (the Hub or the state store did not answer).
+   * credential, an ended or expired session). No session is opened, the token broker is not told;
+   * a Hub login's session is confirmed at the Hub when due, as any use of it is (and ends there if
+   * the Hub refuses it). Throws what is no answer (the Hub or the state store did not answer).
    */
   async reidentify(headers: IncomingHttpHeaders, connection?: object): Promise<{ user: User; until: number } | undefined> {
     const authorization = headers.authorization;
