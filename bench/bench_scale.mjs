@@ -30,6 +30,7 @@ import WebSocket from 'ws';
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(REPO, 'gateway-server', 'dist', 'cli.js');
 const LOOP_DELAY_PRELOAD = join(REPO, 'bench', 'loop-delay-preload.mjs');
+const REQUEST_TIME_PRELOAD = join(REPO, 'bench', 'request-time-preload.mjs');
 const TARGET = { heartbeatP99: 10, listP99: 5, rssPer1k: 150 };
 
 const USAGE = `Usage: node bench/bench_scale.mjs [options]    (values as "--key value" or "--key=value")
@@ -162,6 +163,21 @@ function gatewayLoopDelay(file, t0, t1) {
   };
 }
 
+/** The gateway's own time on lists and heartbeats over [t0, t1] (epoch s), from the preload's lines; null for the peer. */
+function gatewayRequestTime(file, t0, t1) {
+  if (!file || !existsSync(file)) return null;
+  const list = [];
+  const heartbeat = [];
+  for (const l of readFileSync(file, 'utf8').split('\n')) {
+    if (!l) continue;
+    const x = JSON.parse(l);
+    if (x.t < t0 + 1 || x.t > t1 + 1) continue;
+    list.push(...x.list);
+    heartbeat.push(...x.heartbeat);
+  }
+  return { list: summary(list), heartbeat: summary(heartbeat) };
+}
+
 /** How many clusters our gateway has logged as failed (its warn-level log in the work dir); null for the peer. */
 function failedClusters(work) {
   const file = join(work, 'gateway.log');
@@ -228,13 +244,19 @@ async function startGateway(work, nodeArgs) {
   const out = openSync(join(work, 'gateway.log'), 'a');
   // (the preload writes the gateway's event-loop delay once a second: its own stalls, apart from the loader's)
   const loopDelay = join(work, 'loop-delay.jsonl');
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', LOOP_DELAY_PRELOAD, CLI, 'serve', '--config', config, '--listen', `127.0.0.1:${PORT}`], {
-    env: { ...process.env, AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1', AF_BENCH_LOOP_DELAY_OUT: loopDelay },
-    stdio: ['ignore', out, out],
-  });
+  // (and the time the gateway itself spends on each list and heartbeat, dispatch to last byte written)
+  const requestTime = join(work, 'request-time.jsonl');
+  const proc = spawn(
+    process.execPath,
+    [...nodeArgs, '--import', LOOP_DELAY_PRELOAD, '--import', REQUEST_TIME_PRELOAD, CLI, 'serve', '--config', config, '--listen', `127.0.0.1:${PORT}`],
+    {
+      env: { ...process.env, AF_GATEWAY_ALLOW_MEMORY_BACKEND: '1', AF_BENCH_LOOP_DELAY_OUT: loopDelay, AF_BENCH_REQUEST_TIME_OUT: requestTime },
+      stdio: ['ignore', out, out],
+    },
+  );
   closeSync(out);
   await waitHealthy(proc, join(work, 'gateway.log'));
-  return { proc, launchLog: join(work, 'data', 'memory-launches.jsonl'), loopDelay };
+  return { proc, launchLog: join(work, 'data', 'memory-launches.jsonl'), loopDelay, requestTime };
 }
 
 /**
@@ -635,6 +657,7 @@ async function runOne(kind, steps, args, nSessions) {
       const after = procStat(gw.pid);
       const gwDelay = gatewayLoopDelay(started.loopDelay, tHb / 1000, Date.now() / 1000);
       const failed = failedClusters(work);
+      const inGateway = gatewayRequestTime(started.requestTime, tHb / 1000, Date.now() / 1000);
       const waited = {
         gateway_ms_per_s: (runQueueWaitMs(gw.pid) - waitBefore.gw) / wall,
         loader_ms_per_s: (runQueueWaitMs(process.pid) - waitBefore.loader) / wall,
@@ -652,6 +675,7 @@ async function runOne(kind, steps, args, nSessions) {
         heartbeat_deferred: beats.deferred,
         clusters_failed: failed,
         run_queue_wait: waited,
+        in_gateway_ms: inGateway,
         gateway_loop_delay_ms: gwDelay,
         loader_loop_delay_ms: ldDelay,
         list_ms: list.lat,
@@ -666,6 +690,9 @@ async function runOne(kind, steps, args, nSessions) {
         `  heartbeats ${f1(beats.rate)}/s: p50 ${f2(beats.lat.p50)} ms, p99 ${f2(beats.lat.p99)} ms, max ${f1(beats.lat.max)} ms, errors ${beats.errors}, skipped ${beats.late}, deferred ${beats.deferred}; ` +
           `list p99 ${f2(list.lat.p99)} ms (${list.lat.n}); gateway RSS ${f1(mb(after.rss))} MB, CPU ${f1(row.cpu_pct)} %; loader CPU ${f1(row.loader_cpu_pct)} %; load1 ${f2(row.load1)}; clusters failed so far ${failed ?? '-'}; ` +
           `waited for a core: gateway ${f1(waited.gateway_ms_per_s)} ms/s, loader ${f1(waited.loader_ms_per_s)} ms/s; ` +
+          (inGateway
+            ? `in the gateway (dispatch to last byte written): heartbeat p99 ${f2(inGateway.heartbeat.p99)} ms, list p50 ${f2(inGateway.list.p50)} p99 ${f2(inGateway.list.p99)} max ${f2(inGateway.list.max)} ms; `
+            : '') +
           `event-loop delay: gateway p99 ${gwDelay ? `${f1(gwDelay.p99_median)} (worst second ${f1(gwDelay.p99_worst)})` : '-'} max ${f1(gwDelay?.max)} ms, loader p99 ${f1(ldDelay.p99)} max ${f1(ldDelay.max)} ms`,
       );
     }
