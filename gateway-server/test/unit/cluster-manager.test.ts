@@ -388,7 +388,6 @@ describe('a restart', () => {
     // While the gateway is down: one worker and one scheduler exit; a crash left an orphan behind.
     backend.exit(backend.workerNamed(w2!.name)!, 1);
     backend.exit(backend.schedulerOf(dead.name)!, 1, 'killed');
-    // @ts-expect-error src types orphan()'s name as its role (`name = role` in memory-backend.ts, reported): drop this once it says `name: string = role`
     const orphan = backend.orphan('worker', 'gone-cluster', 'gone-1');
     backend.calls.check.length = 0;
     backend.calls.removeOrphans = 0;

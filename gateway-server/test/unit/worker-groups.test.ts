@@ -155,7 +155,6 @@ describe('worker groups', () => {
     engine.crash(m1);
     const [gone] = engine.hpc.alive('worker');
     engine.hpc.exit(gone!, 1, 'node failure');
-    // @ts-expect-error src types orphan()'s name as its role (`name = role` in memory-backend.ts, reported): drop this once it says `name: string = role`
     const orphan = engine.hpc.orphan('worker', c.name, 'stray');
     const m2 = await engine.manager();
     const adopted = m2.activeWorkers(c.name)!;

@@ -152,7 +152,7 @@ export class MemoryBackend implements Backend {
   }
 
   /** A process of this gateway that no engine knows (left behind by a crash). */
-  orphan(role: Exclude<MemoryRole, 'step'>, owner: string, name = role): MemoryProcess {
+  orphan(role: Exclude<MemoryRole, 'step'>, owner: string, name: string = role): MemoryProcess {
     return this.add(role, owner, name, null);
   }
 
