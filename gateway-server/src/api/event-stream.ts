@@ -42,6 +42,12 @@ const MAX_UNSENT_PER_USER = 64 * 1024 * 1024;
  * expired or was revoked, or rights that changed (an admin no longer one) close the stream.
  */
 const RECHECK_MS = 5_000;
+/**
+ * A check whose answer holds until a time already past is made again this long after it, not at
+ * once: a token accepted within auth.oidc.clock_skew past its exp is answered so until the
+ * provider refuses it, and asking at once made a loop of verifications that held the event loop.
+ */
+const RECHECK_PAST_MS = 1_000;
 /** A check that cannot be answered (the Hub or the state store is away) keeps the stream this long at most. */
 const UNCONFIRMED_MAX_MS = 60_000;
 /** Close code: the login behind the stream ended (expired, logged out, revoked); a reconnect gets a 401 and the client logs in again. */
@@ -298,7 +304,8 @@ export class EventStream {
     let confirmed = Date.now();
     const checkBy = (until: number) => {
       if (ws.readyState !== ws.OPEN) return;
-      recheck = setTimeout(() => void check(), Math.max(0, Math.min(RECHECK_MS, until - Date.now() + 1)));
+      const wait = until - Date.now() + 1;
+      recheck = setTimeout(() => void check(), wait > 0 ? Math.min(RECHECK_MS, wait) : RECHECK_PAST_MS);
     };
     const check = async () => {
       recheck = undefined;

@@ -155,11 +155,18 @@ describe('an admin stream whose admin right is taken away at the identity provid
   // again after its cache time of 1 s.
   const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
   const hub = { admin: true };
+  /** Verifications of mallory's token, which the provider accepts past its exp (within its clock skew). */
+  let skewedChecks = 0;
   const authenticator: Authenticator = {
     challenge: 'jupyterhub',
     cacheSeconds: 1,
-    authenticate: async (authorization: string): Promise<User | null> =>
-      authorization === 'token ops-token' ? { name: 'ops', groups: hub.admin ? ['admins'] : [], admin: hub.admin } : null,
+    authenticate: async (authorization: string): Promise<User | null> => {
+      if (authorization === 'token skewed-token') {
+        skewedChecks++;
+        return { name: 'mallory', groups: [], admin: false, expiresAt: Date.now() - 2000 };
+      }
+      return authorization === 'token ops-token' ? { name: 'ops', groups: hub.admin ? ['admins'] : [], admin: hub.admin } : null;
+    },
   };
   const cluster = (name: string, username: string) =>
     ({ name, username, status: 'RUNNING', options: {}, settings: {}, groupTargets: {}, count: 0, startTime: 1, stopTime: null }) as unknown as ClusterRecord;
@@ -220,6 +227,18 @@ describe('an admin stream whose admin right is taken away at the identity provid
     const again = await openStream(url, { authorization: 'token ops-token' });
     expect(namesSeen(again)).toEqual(['o1']);
     again.ws.close();
+  }, 20_000);
+
+  it('re-checks a stream whose credential is accepted past its expiry (clock skew) about once a second, not in a loop', async () => {
+    // mallory's OIDC token expired a moment ago; the provider still accepts it within auth.oidc.clock_skew
+    const mallory = await openStream(url, { authorization: 'token skewed-token' });
+    const before = skewedChecks;
+    await sleep(3000);
+    const checks = skewedChecks - before;
+    console.log(`verifications of the skewed token in 3 s: ${checks}`);
+    expect(checks, 'verifications in 3 s').toBeLessThanOrEqual(6);
+    expect(mallory.ws.readyState).toBe(WebSocket.OPEN); // still accepted, as a request with it is
+    mallory.ws.close();
   }, 20_000);
 });
 
