@@ -22,6 +22,12 @@ export interface Authenticator {
    * login session lives. Set where a credential can be revoked before it expires (a Hub token).
    */
   readonly cacheSeconds?: number;
+  /**
+   * The token a login session opened for this credential keeps, to ask its issuer again who it
+   * belongs to (a JupyterHub token: Sessions.confirmAtHub); unset where a session's user is fixed
+   * when it opens (it lives no longer than the credential's own expiry).
+   */
+  sessionToken?(authorization: string): string | undefined;
 }
 
 export function splitAuthorization(header: string): { scheme: string; credentials: string } {

@@ -64,7 +64,7 @@ export class Identifier {
         // client without the cookie (curl, a script) gets the one session of this credential, not
         // a new one per request.
         if (fromSession?.name === entry.user.name) return { user: entry.user };
-        return { user: entry.user, setCookie: this.sessions.cookie(await this.sessionOf(entry), cookiePath) };
+        return { user: entry.user, setCookie: this.sessions.cookie(await this.sessionOf(entry, authorization), cookiePath) };
       }
     }
     if (fromSession) return { user: fromSession };
@@ -167,11 +167,14 @@ export class Identifier {
     return until;
   }
 
-  /** The session of a cached credential, opened once (and again when it is about to end). */
-  private async sessionOf(entry: CachedCredential): Promise<CachedSession> {
+  /**
+   * The session of a cached credential, opened once (and again when it is about to end); it keeps
+   * what the authenticator needs to confirm it again (a Hub token), as a Hub login's session does.
+   */
+  private async sessionOf(entry: CachedCredential, authorization: string): Promise<CachedSession> {
     const s = usableSession(entry);
     if (s) return s;
-    entry.opening ??= this.sessions.open(entry.user).finally(() => (entry.opening = undefined));
+    entry.opening ??= this.sessions.open(entry.user, this.authenticator.sessionToken?.(authorization)).finally(() => (entry.opening = undefined));
     const session = await entry.opening;
     entry.session = session;
     return session;

@@ -50,6 +50,16 @@ export class JupyterHubAuthenticator implements Authenticator {
     return user;
   }
 
+  /**
+   * A session opened for a Hub token in an Authorization header (its cookie, handed back) keeps the
+   * token and is confirmed at the Hub as a Hub login's session is: else the cookie kept the token's
+   * rights for the session's life (24 h), past a demotion or the token's revocation at the Hub.
+   */
+  sessionToken(authorization: string): string | undefined {
+    const { scheme, credentials } = splitAuthorization(authorization);
+    return (scheme === 'jupyterhub' || scheme === 'token') && credentials ? credentials : undefined;
+  }
+
   async authenticate(authorization: string): Promise<User | null> {
     const { scheme, credentials } = splitAuthorization(authorization);
     if (scheme !== 'jupyterhub' && scheme !== 'token') return null;

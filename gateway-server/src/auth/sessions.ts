@@ -222,6 +222,9 @@ export class Sessions {
 
   private async askHub(key: string, session: LookedSession, hub: HubConfirmation): Promise<LookedSession | undefined> {
     const { token, checked } = session.hub!;
+    // The confirmation's time is when the Hub was asked: an answer asked earlier (another replica's,
+    // slower) is not stored over it, and it is not stored over one asked later.
+    const asked = Date.now();
     let user: User;
     try {
       user = await hub.confirm(token);
@@ -243,14 +246,13 @@ export class Sessions {
       await this.endKey(key); // the token stands for someone else now: not this session's user
       return undefined;
     }
-    const now = Date.now();
-    await this.store.confirmSession(key, JSON.stringify(user), now);
+    await this.store.confirmSession(key, JSON.stringify(user), asked);
     if (session.user.admin && !user.admin) {
       // What it opened as an admin (another user's dashboard, every user's events) closes; its pages reconnect with the rights it has now.
       for (const listener of this.demotedListeners) listener(key);
       this.closeSockets(key);
     }
-    return { user, expires: session.expires, hub: { token, checked: now }, until: Math.min(session.expires, now + hub.cacheSeconds * 1000) };
+    return { user, expires: session.expires, hub: { token, checked: asked }, until: Math.min(session.expires, asked + hub.cacheSeconds * 1000) };
   }
 
   prune(): Promise<void> {

@@ -214,7 +214,13 @@ export class PostgresStore implements StateStore {
   }
 
   confirmSession(tokenHash: string, user: string, hubChecked: number): Promise<void> {
-    return this.write(() => this.pool.query('UPDATE sessions SET "user" = $1, hub_checked = $2 WHERE token_hash = $3', [user, hubChecked, tokenHash]));
+    return this.write(() =>
+      this.pool.query('UPDATE sessions SET "user" = $1, hub_checked = $2 WHERE token_hash = $3 AND (hub_checked IS NULL OR hub_checked < $2)', [
+        user,
+        hubChecked,
+        tokenHash,
+      ]),
+    );
   }
 
   async findSession(tokenHash: string, now: number): Promise<StoredSession | undefined> {

@@ -141,7 +141,12 @@ export class SqliteStore implements StateStore {
   }
 
   async confirmSession(tokenHash: string, user: string, hubChecked: number): Promise<void> {
-    this.sql('UPDATE sessions SET user = ?, hub_checked = ? WHERE token_hash = ?').run(user, hubChecked, tokenHash);
+    this.sql('UPDATE sessions SET user = ?, hub_checked = ? WHERE token_hash = ? AND (hub_checked IS NULL OR hub_checked < ?)').run(
+      user,
+      hubChecked,
+      tokenHash,
+      hubChecked,
+    );
   }
 
   async findSession(tokenHash: string, now: number): Promise<StoredSession | undefined> {

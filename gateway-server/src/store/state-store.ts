@@ -63,8 +63,10 @@ export interface StateStore {
   /** `user` is the JSON of the authenticated identity (name, groups): no secret. `hub` is sealed before it is written. */
   saveSession(tokenHash: string, user: string, expires: number, hub?: SessionSecrets): Promise<void>;
   /**
-   * A Hub login's session confirmed again at the Hub: its user as the Hub says now and when. No
-   * row is made where there is none (the session ended meanwhile).
+   * A Hub login's session confirmed again at the Hub: its user as the Hub says now and when it was
+   * asked. No row is made where there is none (the session ended meanwhile), and none is changed
+   * whose confirmation was asked later (another replica's, stored first): a stale answer (an admin
+   * demoted in between) is not written over a fresh one.
    */
   confirmSession(tokenHash: string, user: string, hubChecked: number): Promise<void>;
   /** The session of this hash unless it expired by `now`. */

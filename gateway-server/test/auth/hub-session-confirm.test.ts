@@ -1,10 +1,13 @@
 // The confirmation of Hub logins' sessions (sessions.ts) on its own, with a stand-in for the Hub's
 // /user (a function the test answers): the grace while the Hub cannot be asked and the 503 after
-// it, one Hub call for concurrent requests, and a session in PostgreSQL that a standby taking over
-// confirms with the same (sealed) token. The whole path through a gateway is in hub-session-hostile.
+// it, one Hub call for concurrent requests, a session in PostgreSQL that a standby taking over
+// confirms with the same (sealed) token (and whose fresher answer an older one does not overwrite),
+// and a session opened for a Hub token in an Authorization header. The whole path through a gateway is in hub-session-hostile.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -14,6 +17,8 @@ import { AppError } from '../../src/errors.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { PostgresStore } from '../../src/store/postgres-store.js';
 import { SecretBox } from '../../src/store/crypto.js';
+import { Identifier } from '../../src/auth/identify.js';
+import { JupyterHubAuthenticator } from '../../src/auth/jupyterhub-authenticator.js';
 import { startPostgres, type PostgresServer } from '../support/postgres-server.js';
 
 const CACHE_S = 60;
@@ -109,6 +114,48 @@ describe('Hub login sessions', () => {
   });
 });
 
+describe('a session opened for a Hub token in an Authorization header (the cookie the gateway hands back)', () => {
+  // carol, an admin at the Hub, sends her Hub API token once (curl, the dask_gateway client), keeps
+  // the Set-Cookie of the answer and uses only that cookie from then on. The real authenticator asks
+  // a stand-in Hub's /user (an HTTP server here that answers as JupyterHub 2+ does).
+  const hubUsers = new Map<string, { admin: boolean } | undefined>();
+  let hubServer: http.Server;
+  let hubUrl: string;
+  beforeAll(async () => {
+    hubServer = http.createServer((req, res) => {
+      const token = (req.headers.authorization ?? '').replace(/^token /, '');
+      const who = token === 'carol-hub-token' ? hubUsers.get('carol') : undefined;
+      res.writeHead(who ? 200 : 403, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(who ? { kind: 'user', name: 'carol', admin: who.admin, groups: [], scopes: ['access:services'] } : { status: 403 }));
+    });
+    await new Promise<void>((r) => hubServer.listen(0, '127.0.0.1', r));
+    hubUrl = `http://127.0.0.1:${(hubServer.address() as AddressInfo).port}/hub/api`;
+  });
+  afterAll(() => new Promise<void>((r) => (hubServer ? hubServer.close(() => r()) : r())));
+
+  it('follows the Hub as a Hub login does: demoted there, the cookie loses the admin right after the cache period; revoked there, it ends', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = Date.now();
+    hubUsers.set('carol', { admin: true });
+    const hub = new JupyterHubAuthenticator(hubUrl, []);
+    const sessions = new Sessions(store, 86_400, false);
+    sessions.confirmAtHub({ confirm: (token) => hub.confirm(token), cacheSeconds: hub.cacheSeconds });
+    const identifier = new Identifier(hub, sessions);
+    const first = await identifier.identify({ authorization: 'jupyterhub carol-hub-token' });
+    expect(first.user).toMatchObject({ name: 'carol', admin: true });
+    const cookie = cookieOf(first.setCookie!);
+
+    hubUsers.set('carol', { admin: false }); // the Hub's admin takes the right away
+    vi.setSystemTime(t0 + CACHE_S * 1000 + 1000);
+    expect((await identifier.identify({ cookie })).user, 'the cookie a minute after the demotion').toMatchObject({ name: 'carol', admin: false });
+
+    hubUsers.set('carol', undefined); // and revokes her tokens
+    vi.setSystemTime(t0 + 2 * (CACHE_S * 1000 + 1000));
+    await expect(identifier.identify({ cookie })).rejects.toMatchObject({ statusCode: 401 });
+    sessions.close();
+  });
+});
+
 describe('a Hub login session on a gateway without a Hub to ask (auth.type changed since)', () => {
   it('is not honoured', async () => {
     const withHub = new Sessions(store, 86_400, false);
@@ -164,6 +211,51 @@ describe('Hub login sessions in PostgreSQL', () => {
       expect(await third.resolve(cookie)).toEqual({ ...alice, admin: false, groups: [] });
       expect(quiet.calls).toEqual([]);
       expect(SESSION_COOKIE).toBe(cookie.split('=')[0]);
+    } finally {
+      await serving.close();
+      await standby.close();
+    }
+  }, 60_000);
+
+  it('keep the answer of the Hub asked last when two replicas confirm at once: the slower, older answer is not stored over it', async () => {
+    // A takeover: the replica that served asked the Hub (carol still an admin), lost its lease and
+    // got the answer late; the one that took over asked after the Hub demoted her, and stored that first.
+    const url = await server.newDatabase();
+    const box = SecretBox.fromBase64(randomBytes(32).toString('base64'));
+    const warn = () => {};
+    const serving = await PostgresStore.open({ url, poolSize: 2, box, warn });
+    const standby = await PostgresStore.open({ url, poolSize: 2, box, warn });
+    try {
+      const carol: User = { name: 'carol', groups: [], admin: true };
+      const demoted: User = { ...carol, admin: false };
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const slowHub = standInHub(async () => {
+        await gate;
+        return carol;
+      });
+      const old = new Sessions(serving, 86_400, false);
+      old.confirmAtHub(slowHub);
+      const cookie = cookieOf(await old.create(carol, '/', 'hub-token-carol'));
+
+      vi.useFakeTimers({ toFake: ['Date'] });
+      const t0 = Date.now();
+      vi.setSystemTime(t0 + CACHE_S * 1000 + 1000);
+      const slow = old.resolve(cookie); // asks the Hub; the answer comes late
+      while (!slowHub.calls.length) await new Promise((r) => setTimeout(r, 10));
+      vi.setSystemTime(t0 + CACHE_S * 1000 + 2000);
+      const taker = new Sessions(standby, 86_400, false);
+      taker.confirmAtHub(standInHub(async () => demoted));
+      expect(await taker.resolve(cookie)).toEqual(demoted);
+      release();
+      expect(await slow).toEqual(carol); // the request on the old replica got the old answer
+
+      vi.setSystemTime(t0 + CACHE_S * 1000 + 3000);
+      const reader = new Sessions(standby, 86_400, false); // a process that reads the row, inside the cache period
+      const quiet = standInHub(async () => carol);
+      reader.confirmAtHub(quiet);
+      expect(await reader.resolve(cookie), 'the stored user').toEqual(demoted);
+      expect(quiet.calls).toEqual([]);
     } finally {
       await serving.close();
       await standby.close();
