@@ -18,6 +18,14 @@ import { authorizedCluster } from './route-auth.js';
 const PREFIX = /^\/clusters\/([A-Za-z0-9_-]{1,64})(\/[^?]*)?(\?.*)?$/;
 /** The rest of a dashboard path that starts with a capability segment: /~<capability>/<path>. */
 const CAPABILITY_PATH = /^\/~([A-Za-z0-9_-]{40,800})(\/.*)?$/;
+/**
+ * How often a proxied dashboard WebSocket asks again whether its viewer may still see the cluster
+ * (as the event stream does): the socket outlives the request that opened it, and a viewer demoted
+ * at the Hub who keeps only the socket makes no other request that would learn it.
+ */
+const RECHECK_MS = 5_000;
+/** A re-check that cannot be answered (the Hub or the state store away) keeps the socket this long at most. */
+const UNCONFIRMED_MAX_MS = 60_000;
 
 interface Sealed {
   holder: string;
@@ -217,7 +225,7 @@ export async function dashboardProxy(
       if (!rest) {
         if (raw.startsWith('/~')) throw notFound(`Dashboard page ${raw.slice(0, 100)}`);
         const c = await authorizedCluster(req, clusters, name);
-        const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name, opts.sessions?.keyOf(req.headers));
+        const cap = capabilities.issue(req.user?.name ?? `cluster:${c.name}`, c.name, opts.sessions?.keyOf(req.headers) ?? req.sessionKey ?? undefined);
         void reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer');
         return reply.redirect(`${base}/clusters/${c.name}/~${cap}${raw}${query}`, 303);
       }
@@ -293,6 +301,8 @@ export function dashboardUpgradeHandler(deps: {
     }
     try {
       const c = await deps.clusters.get(m[1]!);
+      /** Whether the viewer may still see the cluster (undefined: nothing to ask again, a capability issued to no session). */
+      let stillMay: (() => Promise<boolean>) | undefined;
       if (capability) {
         const sealed = deps.capabilities.open(capability[1]!, m[1]!);
         if (!sealed || !(await sessionOpen(deps.sessions, sealed.session))) {
@@ -302,10 +312,17 @@ export function dashboardUpgradeHandler(deps: {
         if (!(await sessionMay(deps.sessions, sealed.session, c)))
           throw forbidden(`The login behind this dashboard address may no longer access cluster ${c.name}: reload the page`);
         if (sealed.session) deps.sessions?.bindSocketTo(sealed.session, socket); // closed when that login ends
+        if (sealed.session) stillMay = () => sessionMay(deps.sessions, sealed.session, c);
       } else {
-        const { user } = await deps.identifier.identify(req.headers);
+        const { user, session } = await deps.identifier.identify(req.headers);
         if (!c) throw notFound(`Cluster ${m[1]}`);
         if (user.name !== c.username && !user.admin) throw forbidden(`User ${user.name} may not access cluster ${c.name}: it belongs to another user`);
+        // (the cookie's session, with an Authorization header that proved nobody: the upgrade's own binding passed it over)
+        if (session) deps.sessions?.bindSocketTo(session, socket);
+        stillMay = async () => {
+          const now = await deps.identifier.reidentify(req.headers, socket);
+          return now !== undefined && (now.user.name === c.username || now.user.admin);
+        };
       }
       const target = dashboardOf(c);
       const upstream =
@@ -327,6 +344,22 @@ export function dashboardUpgradeHandler(deps: {
       upstream.on('error', close);
       upstream.on('close', close);
       socket.on('close', close);
+      if (stillMay) {
+        const ask = stillMay;
+        let confirmed = Date.now();
+        const recheck = setInterval(() => {
+          ask().then(
+            (may) => {
+              if (!may) close();
+              else confirmed = Date.now();
+            },
+            () => {
+              if (Date.now() - confirmed > UNCONFIRMED_MAX_MS) close();
+            },
+          );
+        }, RECHECK_MS).unref();
+        socket.once('close', () => clearInterval(recheck));
+      }
     } catch (err) {
       if (!(err instanceof AppError)) deps.log.error({ err: errorMessage(err) }, 'dashboard upgrade failed');
       refuseUpgrade(socket, err);

@@ -176,8 +176,9 @@ export class EventStream {
       return true;
     }
     let user: User;
+    let session: string | undefined;
     try {
-      user = (await this.deps.identifier.identify(req.headers)).user;
+      ({ user, session } = await this.deps.identifier.identify(req.headers));
     } catch (err) {
       refuseUpgrade(socket, err);
       return true;
@@ -193,7 +194,7 @@ export class EventStream {
         if (n > 0) this.perUser.set(user.name, n);
         else this.perUser.delete(user.name);
       });
-      this.serve(ws, user, req.headers);
+      this.serve(ws, user, req.headers, session);
     });
     return true;
   }
@@ -250,7 +251,8 @@ export class EventStream {
     return bytes;
   }
 
-  private serve(ws: WebSocket, user: User, headers: IncomingHttpHeaders): void {
+  /** `session`: the login session the identity came from despite an Authorization header (Identity.session). */
+  private serve(ws: WebSocket, user: User, headers: IncomingHttpHeaders, session?: string): void {
     const { clusters } = this.deps;
     const lastSent = new Map<string, string>();
     const box: Outbox = { ws, backlogSince: 0 };
@@ -347,7 +349,7 @@ export class EventStream {
       if (ends && !ends.size) this.bySession.delete(sessionKey!);
       if (!mine.size && this.outboxes.get(user.name) === mine) this.outboxes.delete(user.name);
     };
-    const sessionKey = this.deps.identifier.sessionKeyOf(headers);
+    const sessionKey = this.deps.identifier.sessionKeyOf(headers) ?? session;
     const sessionEnded = (code: number) => stop(code, code === CLOSE_LOGIN_ENDED ? 'login ended: log in again' : 'rights changed: reconnect');
     if (sessionKey) {
       let ends = this.bySession.get(sessionKey);

@@ -30,6 +30,8 @@ declare module 'fastify' {
     user: User | null;
     /** The request carried the named cluster's own token. */
     clusterToken: boolean;
+    /** The login session the identity came from despite an Authorization header of the request (Identity.session). */
+    sessionKey: string | null;
   }
 }
 
@@ -48,6 +50,7 @@ export const routeAuth = fp(
   async (app: FastifyInstance, deps: RouteAuthDeps) => {
     app.decorateRequest('user', null);
     app.decorateRequest('clusterToken', false);
+    app.decorateRequest('sessionKey', null);
     let ready = deps.ready === undefined;
     void deps.ready?.then(
       () => (ready = true),
@@ -118,6 +121,7 @@ async function authorizeCluster(req: FastifyRequest, reply: FastifyReply, mode: 
 /** Takes the caller's identity: its cookie to set, and the admin check of the metrics route. */
 function admit(req: FastifyRequest, reply: FastifyReply, mode: RouteAuth, identity: Identity): undefined {
   req.user = identity.user;
+  req.sessionKey = identity.session ?? null;
   if (identity.setCookie) reply.header('Set-Cookie', identity.setCookie);
   if (mode === 'metrics' && !identity.user.admin) throw forbidden('Metrics are for administrators and the configured scraper token');
   return undefined;

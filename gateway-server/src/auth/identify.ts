@@ -9,6 +9,13 @@ export interface Identity {
   user: User;
   /** Set-Cookie value when the request came without the cookie of a session of this user. */
   setCookie?: string;
+  /**
+   * The stored key of the login session the identity came from, when the request also carried an
+   * Authorization header that proved nobody (a scheme the authenticator does not take): what
+   * outlives the request ends with that session, as for the cookie alone (Sessions.keyOf, which
+   * takes any Authorization header for a credential of the request's own).
+   */
+  session?: string;
 }
 
 /**
@@ -67,7 +74,7 @@ export class Identifier {
         return { user: entry.user, setCookie: this.sessions.cookie(await this.sessionOf(entry, authorization), cookiePath) };
       }
     }
-    if (fromSession) return { user: fromSession };
+    if (fromSession) return authorization ? { user: fromSession, session: this.sessions.keyOf({ cookie: headers.cookie }) } : { user: fromSession };
     throw new AppError(401, 'unauthenticated', 'Authentication required: log in to the gateway first', {
       headers: { 'WWW-Authenticate': this.authenticator.challenge },
     });
