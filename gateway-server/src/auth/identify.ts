@@ -10,10 +10,11 @@ export interface Identity {
   /** Set-Cookie value when the request came without the cookie of a session of this user. */
   setCookie?: string;
   /**
-   * The stored key of the login session the identity came from, when the request also carried an
-   * Authorization header that proved nobody (a scheme the authenticator does not take): what
-   * outlives the request ends with that session, as for the cookie alone (Sessions.keyOf, which
-   * takes any Authorization header for a credential of the request's own).
+   * The stored key of the login session that what outlives the request (a dashboard address, a
+   * WebSocket) follows when the request carried an Authorization header (else Sessions.keyOf, the
+   * cookie's): the cookie's session the identity came from when the header proved nobody (a scheme
+   * the authenticator does not take), or the credential's own session when its authenticator
+   * confirms sessions again (a Hub token: a demotion at the Hub reaches it). Unset otherwise.
    */
   session?: string;
 }
@@ -71,7 +72,8 @@ export class Identifier {
         // client without the cookie (curl, a script) gets the one session of this credential, not
         // a new one per request.
         if (fromSession?.name === entry.user.name) return { user: entry.user };
-        return { user: entry.user, setCookie: this.sessions.cookie(await this.sessionOf(entry, authorization), cookiePath) };
+        const session = await this.sessionOf(entry, authorization);
+        return { user: entry.user, setCookie: this.sessions.cookie(session, cookiePath), ...this.followed(session, authorization) };
       }
     }
     if (fromSession) return authorization ? { user: fromSession, session: this.sessions.keyOf({ cookie: headers.cookie }) } : { user: fromSession };
@@ -99,7 +101,7 @@ export class Identifier {
       const session = usableSession(entry);
       if (!session) return undefined;
       this.onAuthenticated?.(entry.user, authorization);
-      return { user: entry.user, setCookie: this.sessions.cookie(session, cookiePath) };
+      return { user: entry.user, setCookie: this.sessions.cookie(session, cookiePath), ...this.followed(session, authorization) };
     }
     return fromSession ? { user: fromSession } : undefined;
   }
@@ -126,6 +128,11 @@ export class Identifier {
     }
     const session = await this.sessions.lookup(headers.cookie, connection);
     return session && { user: session.user, until: session.expires };
+  }
+
+  /** Identity.session of a credential's own session: set where the session is confirmed again (it keeps a token to ask with). */
+  private followed(session: CachedSession, authorization: string): Pick<Identity, 'session'> {
+    return this.authenticator.sessionToken?.(authorization) ? { session: session.key } : {};
   }
 
   /**

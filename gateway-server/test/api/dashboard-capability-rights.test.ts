@@ -27,6 +27,7 @@ let dashboard: net.Server;
 let gateway: http.Server;
 let connections = 0;
 let mallory: User = { name: 'mallory', groups: ['ops'], admin: true };
+let carol: User = { name: 'carol', groups: [], admin: true };
 let sessions: Sessions;
 let app: FastifyInstance;
 /** Every socket either server saw, destroyed at the end (a proxied WebSocket stays open). */
@@ -61,7 +62,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'af-dash-rights-'));
   store = new SqliteStore(join(dir, 'state.sqlite'), SecretBox.fromBase64(randomBytes(32).toString('base64')));
   sessions = new Sessions(store, 86_400, false);
-  sessions.confirmAtHub({ cacheSeconds: 60, confirm: async () => mallory });
+  sessions.confirmAtHub({ cacheSeconds: 60, confirm: async (token) => (token === 'carol-hub-token' ? carol : mallory) });
   dashboard = net.createServer((s) => {
     sockets.add(s);
     connections++;
@@ -75,8 +76,12 @@ beforeAll(async () => {
     dashboardAddress: `http://127.0.0.1:${(dashboard.address() as net.AddressInfo).port}`,
   };
   const clusters = { get: async (name: string) => (name === 'c1' ? cluster : undefined) } as never;
-  // an authenticator that takes none of these requests' Authorization headers (as JupyterHub's takes no Bearer)
-  const identifier = new Identifier({ challenge: 'jupyterhub', authenticate: async () => null }, sessions);
+  // an authenticator that takes carol's Hub token (and keeps it with the session it opens for it), and no other Authorization header
+  const hubToken = (authorization: string) => (authorization === 'token carol-hub-token' ? 'carol-hub-token' : undefined);
+  const identifier = new Identifier(
+    { challenge: 'jupyterhub', cacheSeconds: 60, authenticate: async (a) => (hubToken(a) ? carol : null), sessionToken: hubToken },
+    sessions,
+  );
   app = Fastify();
   app.addSchema({ $id: 'error.json', type: 'object' }); // what the dashboard route's error answers refer to
   await app.register(routeAuth, { identifier, clusters, metricsToken: null, basePath: '/' });
@@ -165,5 +170,21 @@ describe("a request with the cookie of an admin's session and an Authorization h
     expect(await upgrade(`/clusters/c1/~${cap}/status/ws`), 'the capability after the logout').toMatch(/^HTTP\/1.1 401/);
     const after = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 5000))]);
     expect(after, "the dashboard WebSocket opened with the session's cookie, after the logout").toBe('closed');
+  });
+});
+
+describe("a dashboard address issued to an admin's Hub token (Authorization header, no cookie)", () => {
+  it('follows the Hub: refused once the Hub demoted her and the session opened for the token was due', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = Date.now();
+    carol = { name: 'carol', groups: [], admin: true };
+    const issued = await app.inject({ method: 'GET', url: '/clusters/c1/status', headers: { authorization: 'token carol-hub-token' } });
+    expect(issued.statusCode, issued.body).toBe(303);
+    const cap = /\/~([^/]+)\//.exec(String(issued.headers.location))![1]!;
+    expect(await upgrade(`/clusters/c1/~${cap}/status/ws`)).toMatch(/^HTTP\/1.1 101/);
+
+    carol = { ...carol, admin: false }; // demoted at the Hub; she keeps the address
+    vi.setSystemTime(t0 + 61_000);
+    expect(await upgrade(`/clusters/c1/~${cap}/status/ws`), 'the address a minute after the demotion').toMatch(/^HTTP\/1.1 403/);
   });
 });
