@@ -4,6 +4,7 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { basic as headers, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
+import { bigDagRunBody } from '../support/big-dag.js';
 
 let gw: TestGateway;
 
@@ -62,21 +63,7 @@ describe('event stream limits', () => {
     }
     await sleep(300);
     const rss0 = process.memoryUsage().rss;
-    // 141 x 141 = 19,881 steps: the DAG event that adds them is about 14 MB
-    const items = Array.from({ length: 141 }, (_, i) => String(i).padStart(100, 'x'));
-    const wf = `stages:
-  - name: fan
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters: {p: {step: init, output: items}, q: {step: init, output: items}}
-      scatter: {method: cartesian, parameters: [p, q]}
-      step: {process: {process_type: string-interpolated-cmd, cmd: 'sleep 30 {p} {q}'}, publisher: {publisher_type: constant-pub, publish: {}}, environment: {environment_type: localproc-env}}
-`;
-    const res = await request(gw, 'POST', '/api/af/workflows', {
-      headers: { authorization: auth },
-      body: { entry: 'fan.yml', files: { 'fan.yml': wf }, parameters: { items }, max_parallel: 1 },
-    });
+    const res = await request(gw, 'POST', '/api/af/workflows', { headers: { authorization: auth }, body: bigDagRunBody() });
     expect(res.status).toBe(201);
     const run = res.json as { id: string };
     let dags = 0;

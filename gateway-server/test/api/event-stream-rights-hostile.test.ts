@@ -22,8 +22,21 @@ import type { Authenticator, User } from '../../src/auth/authenticator.js';
 import type { ClusterRecord } from '../../src/clusters/model.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { SecretBox } from '../../src/store/crypto.js';
-import { basic, bearer, client, handshakeStatus, login, request, SINGLE_USER, startTestGateway, wsUrl, type TestGateway } from '../support/gateway.js';
+import {
+  basic,
+  bearer,
+  client,
+  handshakeStatus,
+  login,
+  request,
+  SINGLE_USER,
+  oidcGatewaySettings,
+  startTestGateway,
+  wsUrl,
+  type TestGateway,
+} from '../support/gateway.js';
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
+import { bigDagRunBody } from '../support/big-dag.js';
 
 interface Op {
   issuer: string;
@@ -73,17 +86,7 @@ describe('an admin stream whose OIDC login ends (real gateway and provider)', ()
 
   beforeAll(async () => {
     op = (await startOidcProvider()) as Op;
-    gw = await startTestGateway(
-      {
-        accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
-        auth: {
-          type: 'oidc',
-          oidc: { issuer: op.issuer, audience: [AUDIENCE], required_scopes: ['compute.create'], clock_skew: 0, jwks_cooldown: 0 },
-          admin_groups: ['/af/admins'],
-        },
-      },
-      { prefix: 'af-ws-rights-' },
-    );
+    gw = await startTestGateway(oidcGatewaySettings(op.issuer, AUDIENCE, 0), { prefix: 'af-ws-rights-' });
   });
   afterAll(async () => {
     await gw?.close();
@@ -270,20 +273,8 @@ describe("the unsent bytes of one user's streams together", () => {
       socket.pause(); // reads nothing from now on
       stalled.push(s);
     }
-    // 141 x 141 = 19,881 steps: the DAG event that adds them is about 14 MB
-    const items = Array.from({ length: 141 }, (_, i) => String(i).padStart(100, 'x'));
-    const wf = `stages:
-  - name: fan
-    dependencies: [init]
-    scheduler:
-      scheduler_type: multistep-stage
-      parameters: {p: {step: init, output: items}, q: {step: init, output: items}}
-      scatter: {method: cartesian, parameters: [p, q]}
-      step: {process: {process_type: string-interpolated-cmd, cmd: 'sleep 30 {p} {q}'}, publisher: {publisher_type: constant-pub, publish: {}}, environment: {environment_type: localproc-env}}
-`;
     const api = client(gw, { authorization: mallory });
-    const run = (await api.expect(201, 'POST', '/api/af/workflows', { entry: 'fan.yml', files: { 'fan.yml': wf }, parameters: { items }, max_parallel: 1 }))
-      .json as { id: string };
+    const run = (await api.expect(201, 'POST', '/api/af/workflows', bigDagRunBody())).json as { id: string };
     try {
       // the run's DAG event reaches the streams (the admin's, which reads, tells when)
       await within(

@@ -6,7 +6,7 @@ import * as jose from 'jose';
 import { createServer, type Server } from 'node:http';
 import { ConfigError, resolveConfig } from '../../src/config.js';
 import { makeLogger, startGateway } from '../../src/server.js';
-import { bearer, handshakeStatus, request, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { bearer, handshakeStatus, request, oidcGatewaySettings, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { OidcAuthenticator } from '../../src/auth/oidc-authenticator.js';
 import { OidcIssuer } from '../../src/auth/oidc-issuer.js';
 import { startOidcProvider, AUDIENCE } from '../support/oidc-provider.mjs';
@@ -44,17 +44,7 @@ async function issuerPublicKeyPem(): Promise<string> {
 
 beforeAll(async () => {
   op = (await startOidcProvider()) as Op;
-  gw = await startTestGateway(
-    {
-      accounts: { name_template: 'af-{user}' }, // real accounts: scripts/test-accounts.sh
-      auth: {
-        type: 'oidc',
-        oidc: { issuer: op.issuer, audience: [AUDIENCE], required_scopes: ['compute.create'], clock_skew: 5, jwks_cooldown: 0 },
-        admin_groups: ['/af/admins'],
-      },
-    },
-    { prefix: 'af-oidc-' },
-  );
+  gw = await startTestGateway(oidcGatewaySettings(op.issuer, AUDIENCE, 5), { prefix: 'af-oidc-' });
   const created = await status('POST', '/api/v1/clusters/', bearer(await op.token('alice')), {});
   expect(created.status).toBe(201);
   aliceCluster = created.json.name!;

@@ -242,3 +242,19 @@ export function handshakeStatus(gw: string | { url: string }, path: string, head
 
 // A TCP port on 127.0.0.1 free right now that fetch() and browsers will connect to: the UI tests' picker.
 export { freePort };
+
+/**
+ * Gateway settings for a real OIDC provider at `issuer` (test/support/oidc-provider.mjs): tokens for
+ * `audience` with compute.create, /af/admins as the admin group, real accounts
+ * af-<user> (scripts/test-accounts.sh). `clockSkew`: seconds a token is still taken after its exp.
+ */
+export function oidcGatewaySettings(issuer: string, audience: string, clockSkew: number): Record<string, unknown> {
+  return {
+    accounts: { name_template: 'af-{user}' },
+    auth: {
+      type: 'oidc',
+      oidc: { issuer, audience: [audience], required_scopes: ['compute.create'], clock_skew: clockSkew, jwks_cooldown: 0 },
+      admin_groups: ['/af/admins'],
+    },
+  };
+}
